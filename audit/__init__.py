@@ -1,0 +1,1 @@
+"""Audit service: index the chain, rebuild provenance, verify integrity."""

@@ -1,0 +1,1 @@
+"""Data-Use Ledger: shared core (contracts, chain, keys) and the `dul` CLI."""

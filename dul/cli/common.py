@@ -1,0 +1,43 @@
+"""Helpers every command group shares: one-line errors, JSON output, the data directory."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+
+from dul.errors import DulError
+from dul.home import Home
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def home() -> Home:
+    return Home.from_env().ensure()
+
+
+def emit_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def cli_errors(func: Callable[P, R]) -> Callable[P, R]:
+    """Turn a DulError into one clear line on stderr and exit code 1 (never a traceback)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except DulError as exc:
+            err_console.print(f"[red]error[/red] [{exc.code}] {exc.message}", highlight=False)
+            raise typer.Exit(1) from None
+
+    return wrapper

@@ -1,0 +1,1 @@
+"""Access gateway: hospital access requests in, decisions out, signed transactions on chain."""
