@@ -1,0 +1,206 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity 0.8.30;
+
+import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
+import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
+import {IAccessLog} from "./interfaces/IAccessLog.sol";
+import {IAgreementRegistry} from "./interfaces/IAgreementRegistry.sol";
+import {IMembership} from "./interfaces/IMembership.sol";
+import {AccessRules} from "./libraries/AccessRules.sol";
+import {AccessSlot} from "./libraries/AccessSlot.sol";
+import {TypedData} from "./libraries/TypedData.sol";
+import {OrgId, DatasetId, AgreementId} from "./types/Ids.sol";
+import {
+    AccessRecord,
+    AccessTerms,
+    AgreementStatus,
+    ConsentPolicy,
+    Decision,
+    DenyReason,
+    ReleaseKind,
+    Role
+} from "./types/DataUse.sol";
+
+/// @title AccessLog
+/// @notice Records every access decision and every released result. Checks that repeat within a
+/// batch (agreement terms, scope, recorder and requester membership) are read once per batch.
+contract AccessLog is IAccessLog, EIP712 {
+    using AccessSlot for uint256;
+
+    /// @dev Bounded by the per-transaction gas cap (EIP-7825, 2^24) at ~45k gas per record.
+    uint256 public constant MAX_BATCH_SIZE = 256;
+
+    IMembership public immutable MEMBERSHIP;
+    IAgreementRegistry public immutable AGREEMENTS;
+
+    mapping(bytes32 requestId => uint256 slot) private _accesses;
+    mapping(AgreementId id => uint64 used) private _used;
+    mapping(bytes32 releaseKey => bool released) private _releases;
+
+    /// @dev What a batch has already read, so consecutive records of one agreement cost little.
+    struct Cache {
+        AgreementId agreementId;
+        AccessTerms terms;
+        uint64 used;
+        bool usedDirty;
+        DatasetId datasetId;
+        uint256 allowedFields;
+        OrgId recorderOrg;
+        address requester;
+    }
+
+    constructor(IMembership membership, IAgreementRegistry agreements) EIP712("DataUseLedger.AccessLog", "1") {
+        MEMBERSHIP = membership;
+        AGREEMENTS = agreements;
+    }
+
+    /// @inheritdoc IAccessLog
+    function recordAccess(AccessRecord calldata record) external {
+        Cache memory cache;
+        _record(record, cache);
+        _flushUsed(cache);
+    }
+
+    /// @inheritdoc IAccessLog
+    function recordAccesses(AccessRecord[] calldata records) external {
+        uint256 count = records.length;
+        if (count == 0 || count > MAX_BATCH_SIZE) revert AccessLogInvalidBatchSize(count, MAX_BATCH_SIZE);
+        Cache memory cache;
+        for (uint256 i = 0; i < count; ++i) {
+            _record(records[i], cache);
+        }
+        _flushUsed(cache);
+    }
+
+    /// @inheritdoc IAccessLog
+    function releaseResult(bytes32 accessId, AgreementId agreementId, bytes32 resultHash, ReleaseKind kind, uint64 size)
+        external
+    {
+        uint256 slot = _accesses[accessId];
+        if (!slot.isRecorded()) revert AccessLogUnknownAccess(accessId);
+        if (!slot.matches(agreementId)) revert AccessLogAgreementMismatch(accessId, agreementId);
+        AccessTerms memory terms = AGREEMENTS.accessTerms(agreementId);
+        if (!MEMBERSHIP.hasOrgRole(msg.sender, terms.holder, Role.GATEWAY)) {
+            revert AccessLogUnauthorizedRecorder(msg.sender, terms.holder);
+        }
+        // Suspension or revocation stops egress at once, even of results already computed.
+        if (terms.status != AgreementStatus.ACTIVE) revert AccessLogAgreementNotActive(agreementId, terms.status);
+        if (slot.decision() != Decision.GRANTED || !AccessRules.releasable(kind, slot.tier(), slot.operation())) {
+            revert AccessLogReleaseNotAllowed(accessId, kind);
+        }
+        bytes32 key = keccak256(abi.encode(accessId, resultHash));
+        if (_releases[key]) revert AccessLogDuplicateRelease(accessId, resultHash);
+        _releases[key] = true;
+        emit ResultReleased(accessId, agreementId, resultHash, kind, size, msg.sender);
+    }
+
+    /// @inheritdoc IAccessLog
+    function accessesUsed(AgreementId agreementId) external view returns (uint64) {
+        return _used[agreementId];
+    }
+
+    /// @inheritdoc IAccessLog
+    function decisionOf(bytes32 requestId) external view returns (Decision) {
+        return _accesses[requestId].decision();
+    }
+
+    /// @inheritdoc IAccessLog
+    function requestDigest(AccessRecord calldata record) external view returns (bytes32) {
+        return _hashTypedDataV4(TypedData.hashAccessRequest(record));
+    }
+
+    /// @inheritdoc IAccessLog
+    function maxBatchSize() external pure returns (uint256) {
+        return MAX_BATCH_SIZE;
+    }
+
+    function _record(AccessRecord calldata record, Cache memory cache) private {
+        _loadAgreement(record.agreementId, cache);
+        AccessTerms memory terms = cache.terms;
+        if (!(cache.recorderOrg == terms.holder)) {
+            if (!MEMBERSHIP.hasOrgRole(msg.sender, terms.holder, Role.GATEWAY)) {
+                revert AccessLogUnauthorizedRecorder(msg.sender, terms.holder);
+            }
+            cache.recorderOrg = terms.holder;
+        }
+        bytes32 requestId = record.requestId;
+        if (_accesses[requestId].isRecorded()) revert AccessLogDuplicateRequest(requestId);
+        _checkSignature(record);
+        if (record.decision == Decision.GRANTED && record.reason == DenyReason.NONE) {
+            _checkGrant(record, cache);
+        } else if (record.decision != Decision.DENIED || record.reason == DenyReason.NONE) {
+            revert AccessLogInvalidDecision(requestId, record.decision, record.reason);
+        }
+        _accesses[requestId] = AccessSlot.pack(record.agreementId, record.decision, record.tier, record.operation);
+        emit AccessRecorded(requestId, record.agreementId, record.datasetId, msg.sender, record);
+    }
+
+    /// @dev Every rule of the agreement, in the order the gateway's policy core reports them.
+    function _checkGrant(AccessRecord calldata record, Cache memory cache) private view {
+        AgreementId agreementId = record.agreementId;
+        AccessTerms memory terms = cache.terms;
+        if (record.deadline < block.timestamp) revert AccessLogRequestExpired(record.requestId, record.deadline);
+        if (terms.status != AgreementStatus.ACTIVE) revert AccessLogAgreementNotActive(agreementId, terms.status);
+        if (block.timestamp < terms.validFrom || block.timestamp > terms.validUntil) {
+            revert AccessLogOutsideWindow(agreementId, uint64(block.timestamp), terms.validFrom, terms.validUntil);
+        }
+        if (cache.requester != record.requester) {
+            if (!MEMBERSHIP.hasOrgRole(record.requester, terms.requester, Role.REQUESTER)) {
+                revert AccessLogRequesterNotAuthorized(agreementId, record.requester);
+            }
+            cache.requester = record.requester;
+        }
+        if (!(cache.datasetId == record.datasetId)) {
+            cache.datasetId = record.datasetId;
+            cache.allowedFields = AGREEMENTS.allowedFields(agreementId, record.datasetId);
+        }
+        if (cache.allowedFields == 0) revert AccessLogDatasetNotInScope(agreementId, record.datasetId);
+        if (record.fieldMask == 0 || record.fieldMask & ~cache.allowedFields != 0) {
+            revert AccessLogFieldsNotInScope(agreementId, record.fieldMask, cache.allowedFields);
+        }
+        if (record.tier > terms.maxTier) revert AccessLogTierAboveCeiling(agreementId, record.tier, terms.maxTier);
+        if (!AccessRules.allows(terms.operations, record.operation)) {
+            revert AccessLogOperationNotAllowed(agreementId, record.operation);
+        }
+        if (terms.consentPolicy == ConsentPolicy.COHORT_CONSENT) {
+            if (record.cohortRoot == bytes32(0) || record.cohortSize == 0) revert AccessLogCohortMissing(record.requestId);
+        } else if (terms.consentPolicy == ConsentPolicy.PATIENT_AUTHORIZATION) {
+            if (record.authorizationRef == bytes32(0) || record.cohortSize != 1) {
+                revert AccessLogAuthorizationMissing(record.requestId);
+            }
+        }
+        if (cache.used >= terms.quota) revert AccessLogQuotaExhausted(agreementId, terms.quota);
+        cache.used += 1;
+        cache.usedDirty = true;
+    }
+
+    /// @dev The requester must have signed exactly this request, whatever the decision.
+    function _checkSignature(AccessRecord calldata record) private view {
+        bytes32 requestDigest_ = _hashTypedDataV4(TypedData.hashAccessRequest(record));
+        (address recovered, ECDSA.RecoverError error,) =
+            ECDSA.tryRecover(requestDigest_, record.sigV, record.sigR, record.sigS);
+        if (error != ECDSA.RecoverError.NoError || recovered != record.requester || recovered == address(0)) {
+            revert AccessLogInvalidRequesterSignature(record.requestId, record.requester);
+        }
+    }
+
+    /// @dev Reads an agreement's terms when the batch moves to a new agreement.
+    function _loadAgreement(AgreementId agreementId, Cache memory cache) private {
+        if (cache.agreementId == agreementId && cache.terms.status != AgreementStatus.NONE) return;
+        _flushUsed(cache);
+        AccessTerms memory terms = AGREEMENTS.accessTerms(agreementId);
+        if (terms.status == AgreementStatus.NONE) revert AccessLogUnknownAgreement(agreementId);
+        cache.agreementId = agreementId;
+        cache.terms = terms;
+        cache.used = _used[agreementId];
+        cache.datasetId = DatasetId.wrap(bytes32(0));
+        cache.allowedFields = 0;
+        cache.requester = address(0);
+    }
+
+    function _flushUsed(Cache memory cache) private {
+        if (!cache.usedDirty) return;
+        _used[cache.agreementId] = cache.used;
+        cache.usedDirty = false;
+    }
+}

@@ -1,0 +1,99 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity 0.8.30;
+
+import {OrgId, DatasetId, AgreementId} from "../types/Ids.sol";
+import {
+    AccessRecord, AgreementStatus, Decision, DenyReason, Tier, Operation, ReleaseKind
+} from "../types/DataUse.sol";
+
+/// @title IAccessLog
+/// @notice The audit trail of data use: one event per access decision, granted or denied, and
+/// one per result that leaves the hospital. Only a gateway of the agreement's holder records.
+/// The gateway decides; this contract guarantees: it refuses any GRANTED record that breaks its
+/// agreement, and any record whose requester did not sign the request.
+interface IAccessLog {
+    /// @notice `recorder` is not an active gateway of the holder organization `holder`.
+    error AccessLogUnauthorizedRecorder(address recorder, OrgId holder);
+    /// @notice `requestId` was recorded before (request ids are idempotency keys).
+    error AccessLogDuplicateRequest(bytes32 requestId);
+    /// @notice No record given, or more than `max`.
+    error AccessLogInvalidBatchSize(uint256 size, uint256 max);
+    /// @notice A GRANTED record must carry reason NONE, a DENIED one a reason.
+    error AccessLogInvalidDecision(bytes32 requestId, Decision decision, DenyReason reason);
+    /// @notice The requester's signature over the request does not recover to `requester`.
+    error AccessLogInvalidRequesterSignature(bytes32 requestId, address requester);
+    /// @notice The requester's signature was valid until `deadline`.
+    error AccessLogRequestExpired(bytes32 requestId, uint64 deadline);
+    /// @notice No agreement is registered under `agreementId`.
+    error AccessLogUnknownAgreement(AgreementId agreementId);
+    /// @notice The agreement is `status`, not ACTIVE.
+    error AccessLogAgreementNotActive(AgreementId agreementId, AgreementStatus status);
+    /// @notice `at` is outside the agreement's window.
+    error AccessLogOutsideWindow(AgreementId agreementId, uint64 at, uint64 validFrom, uint64 validUntil);
+    /// @notice The agreement does not cover `dataset`.
+    error AccessLogDatasetNotInScope(AgreementId agreementId, DatasetId dataset);
+    /// @notice The request names fields outside what the agreement allows (or none at all).
+    error AccessLogFieldsNotInScope(AgreementId agreementId, uint256 requested, uint256 allowed);
+    /// @notice The requested tier is above the agreement's ceiling.
+    error AccessLogTierAboveCeiling(AgreementId agreementId, Tier requested, Tier ceiling);
+    /// @notice The agreement does not allow `operation`.
+    error AccessLogOperationNotAllowed(AgreementId agreementId, Operation operation);
+    /// @notice All `quota` accesses of the agreement are used.
+    error AccessLogQuotaExhausted(AgreementId agreementId, uint64 quota);
+    /// @notice `requester` is not an active requester of the agreement's requesting organization.
+    error AccessLogRequesterNotAuthorized(AgreementId agreementId, address requester);
+    /// @notice The agreement needs a consented cohort (root and size) and none was given.
+    error AccessLogCohortMissing(bytes32 requestId);
+    /// @notice The agreement needs a patient authorization for exactly one patient.
+    error AccessLogAuthorizationMissing(bytes32 requestId);
+    /// @notice No access was recorded under `accessId`.
+    error AccessLogUnknownAccess(bytes32 accessId);
+    /// @notice The access was recorded under another agreement.
+    error AccessLogAgreementMismatch(bytes32 accessId, AgreementId agreementId);
+    /// @notice The access was denied, or its tier and operation do not allow releasing `kind`.
+    error AccessLogReleaseNotAllowed(bytes32 accessId, ReleaseKind kind);
+    /// @notice `resultHash` was already released from `accessId`.
+    error AccessLogDuplicateRelease(bytes32 accessId, bytes32 resultHash);
+
+    /// @notice One access decision, granted or denied. `accessId` is the request id; `record` is
+    /// exactly what the gateway submitted, the requester's signature included.
+    event AccessRecorded(
+        bytes32 indexed accessId,
+        AgreementId indexed agreementId,
+        DatasetId indexed datasetId,
+        address recorder,
+        AccessRecord record
+    );
+
+    /// @notice A result left the hospital from a granted access.
+    event ResultReleased(
+        bytes32 indexed accessId,
+        AgreementId indexed agreementId,
+        bytes32 indexed resultHash,
+        ReleaseKind kind,
+        uint64 size,
+        address recorder
+    );
+
+    /// @notice Records one access decision. Only a gateway of the agreement's holder.
+    function recordAccess(AccessRecord calldata record) external;
+
+    /// @notice Records several access decisions, one event each; all or none.
+    function recordAccesses(AccessRecord[] calldata records) external;
+
+    /// @notice Records a result released from a granted access. Only a gateway of the holder.
+    function releaseResult(bytes32 accessId, AgreementId agreementId, bytes32 resultHash, ReleaseKind kind, uint64 size)
+        external;
+
+    /// @notice How many granted accesses `agreementId` has used.
+    function accessesUsed(AgreementId agreementId) external view returns (uint64);
+
+    /// @notice The decision recorded for `requestId` (NONE when unrecorded).
+    function decisionOf(bytes32 requestId) external view returns (Decision);
+
+    /// @notice The EIP-712 digest a requester signs for `record`.
+    function requestDigest(AccessRecord calldata record) external view returns (bytes32);
+
+    /// @notice The largest batch `recordAccesses` takes.
+    function maxBatchSize() external view returns (uint256);
+}

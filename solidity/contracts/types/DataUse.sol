@@ -1,0 +1,168 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity 0.8.30;
+
+import {OrgId, DatasetId, AgreementId} from "./Ids.sol";
+
+/// @dev The enums below are part of the event schema: values are append-only.
+
+enum OrgKind {
+    HOSPITAL,
+    RESEARCH,
+    AI_COMPANY,
+    INSURER,
+    REGULATOR
+}
+
+enum OrgStatus {
+    NONE,
+    ACTIVE,
+    SUSPENDED
+}
+
+/// @dev Member roles; an account holds a bit set `1 << role` within exactly one organization.
+enum Role {
+    STEWARD,
+    REQUESTER,
+    GATEWAY,
+    REGULATOR
+}
+
+/// @dev Ordered least to most sensitive: comparisons between tiers are meaningful.
+enum Tier {
+    AGGREGATE,
+    MODEL_PARAMETERS,
+    DEIDENTIFIED,
+    PSEUDONYMIZED,
+    IDENTIFIED
+}
+
+enum Scenario {
+    CLINICAL_CARE,
+    RESEARCH,
+    AI_TRAINING,
+    TEACHING,
+    INSURANCE_CLAIM
+}
+
+/// @dev Operations are a bit set `1 << operation` in agreements.
+enum Operation {
+    QUERY,
+    TRAIN,
+    EXPORT_RESULT
+}
+
+enum ConsentPolicy {
+    NONE,
+    COHORT_CONSENT,
+    PATIENT_AUTHORIZATION
+}
+
+enum AgreementStatus {
+    NONE,
+    PROPOSED,
+    ACTIVE,
+    SUSPENDED,
+    REVOKED,
+    EXPIRED,
+    SUPERSEDED
+}
+
+enum Decision {
+    NONE,
+    GRANTED,
+    DENIED
+}
+
+/// @dev Why the gateway denied an access. NONE is only valid for GRANTED records.
+enum DenyReason {
+    NONE,
+    AGREEMENT_NOT_ACTIVE,
+    OUTSIDE_WINDOW,
+    DATASET_NOT_IN_SCOPE,
+    FIELDS_NOT_IN_SCOPE,
+    TIER_ABOVE_CEILING,
+    OPERATION_NOT_ALLOWED,
+    QUOTA_EXHAUSTED,
+    REQUESTER_NOT_AUTHORIZED,
+    CONSENT_MISSING,
+    AUTHORIZATION_INVALID,
+    POLICY_OTHER
+}
+
+/// @dev What leaves the hospital. Each kind needs a minimum tier and an operation (see AccessRules).
+enum ReleaseKind {
+    AGGREGATE_RESULT,
+    MODEL_UPDATE,
+    DEIDENTIFIED_EXTRACT,
+    PSEUDONYMIZED_EXTRACT,
+    IDENTIFIED_EXTRACT
+}
+
+/// @notice A dataset as the registry keeps it. The field names themselves are in the registration event.
+struct Dataset {
+    OrgId holder;
+    bytes32 schemaRef;
+    uint16 fieldCount;
+    Tier maxTier;
+}
+
+/// @notice The terms a holder's steward proposes; every party signs them as EIP-712 `Agreement` data.
+/// @dev `fieldMasks[i]` is the bit set of allowed field indices of `datasets[i]` (minimum necessary).
+/// `duoCodes` are GA4GH DUO term numbers (DUO:0000046 -> 46). `nonce` makes the id unique:
+/// id = keccak256(abi.encode(holder, requester, nonce)). Signatures are valid until `deadline`.
+struct AgreementTerms {
+    OrgId holder;
+    OrgId requester;
+    DatasetId[] datasets;
+    uint256[] fieldMasks;
+    Scenario scenario;
+    uint32[] duoCodes;
+    bytes32 diseaseCode;
+    bytes32 ethicsApproval;
+    Tier maxTier;
+    uint8 operations;
+    uint64 validFrom;
+    uint64 validUntil;
+    uint64 quota;
+    ConsentPolicy consentPolicy;
+    bytes32 termsHash;
+    uint256 nonce;
+    uint64 deadline;
+}
+
+/// @notice The part of an agreement that every access decision reads, in one call.
+struct AccessTerms {
+    AgreementStatus status;
+    Scenario scenario;
+    Tier maxTier;
+    uint8 operations;
+    ConsentPolicy consentPolicy;
+    uint64 validFrom;
+    uint64 validUntil;
+    uint64 quota;
+    OrgId holder;
+    OrgId requester;
+}
+
+/// @notice One access decision as the gateway records it. The requester signed the EIP-712
+/// `AccessRequest` (requestId, agreementId, datasetId, fieldMask, tier, operation, requestHash,
+/// authorizationRef, deadline); its signature travels as (r, s, v).
+struct AccessRecord {
+    bytes32 requestId;
+    AgreementId agreementId;
+    DatasetId datasetId;
+    address requester;
+    Decision decision;
+    DenyReason reason;
+    Tier tier;
+    Operation operation;
+    uint256 fieldMask;
+    bytes32 requestHash;
+    bytes32 cohortRoot;
+    uint32 cohortSize;
+    bytes32 authorizationRef;
+    uint64 deadline;
+    bytes32 sigR;
+    bytes32 sigS;
+    uint8 sigV;
+}
