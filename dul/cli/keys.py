@@ -1,7 +1,95 @@
-"""`dul keys …` commands."""
+"""`dul keys …`: create, import, list and show the encrypted keystores under DUL_HOME/keys.
+
+The passphrase comes from DUL_KEY_PASSPHRASE or DUL_KEY_PASSPHRASE_FILE (see `dul.keys`); no
+command prints or logs a private key.
+"""
 
 from __future__ import annotations
 
-import typer
+import sys
+from typing import Annotated
 
-app = typer.Typer(help="keys", no_args_is_help=True)
+import typer
+from rich.table import Table
+
+from dul import log
+from dul.cli.common import cli_errors, console, emit_json, home
+from dul.errors import KeyStoreError
+from dul.keys import KeyStore
+
+app = typer.Typer(
+    help="Encrypted signing keys (keystores under DUL_HOME/keys; passphrase from "
+    "DUL_KEY_PASSPHRASE or DUL_KEY_PASSPHRASE_FILE).",
+    no_args_is_help=True,
+)
+
+NameArg = Annotated[str, typer.Argument(help="Key name: a-z 0-9 . _ - (at most 64).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+
+@app.callback()
+def _configure_logging() -> None:
+    # Unconfigured structlog prints to stdout and would corrupt `--json` output.
+    log.configure()
+
+
+def _store() -> KeyStore:
+    return KeyStore(home())
+
+
+@app.command("new")
+@cli_errors
+def new(name: NameArg, as_json: JsonOpt = False) -> None:
+    """Create a new key and print its address."""
+    store = _store()
+    address = store.new(name)
+    if as_json:
+        emit_json({"name": name, "address": address, "path": str(store.path(name))})
+    else:
+        console.print(f"{name} {address}", highlight=False)
+
+
+@app.command("import")
+@cli_errors
+def import_(name: NameArg, as_json: JsonOpt = False) -> None:
+    """Import a private key read from stdin (a hidden prompt on a terminal)."""
+    if sys.stdin.isatty():
+        secret = typer.prompt("Private key (hex)", hide_input=True)
+    else:
+        secret = sys.stdin.readline()
+    if not secret.strip():
+        raise KeyStoreError("no private key on stdin", code="invalid_private_key")
+    store = _store()
+    address = store.import_key(name, secret)
+    if as_json:
+        emit_json({"name": name, "address": address, "path": str(store.path(name))})
+    else:
+        console.print(f"{name} {address}", highlight=False)
+
+
+@app.command("list")
+@cli_errors
+def list_(as_json: JsonOpt = False) -> None:
+    """List key names and addresses (no passphrase needed)."""
+    keys = _store().list()
+    if as_json:
+        emit_json([{"name": name, "address": address} for name, address in keys])
+        return
+    if not keys:
+        console.print("no keys (create one with `dul keys new NAME`)")
+        return
+    table = Table("name", "address", box=None, header_style="bold")
+    for name, address in keys:
+        table.add_row(name, address)
+    console.print(table)
+
+
+@app.command("show")
+@cli_errors
+def show(name: NameArg, as_json: JsonOpt = False) -> None:
+    """Show a key's address and keystore file (never the secret)."""
+    info = _store().show(name)
+    if as_json:
+        emit_json({"name": info.name, "address": info.address, "path": str(info.path)})
+    else:
+        console.print(f"name     {info.name}\naddress  {info.address}\npath     {info.path}")
