@@ -1,7 +1,102 @@
-"""`dul chain …` commands."""
+"""`dul chain up|down|status`: the embedded permissioned chain."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
 
-app = typer.Typer(help="chain", no_args_is_help=True)
+from dul.chain.node import ChainNode, ChainStatus
+from dul.chain.settings import ChainSettings
+from dul.cli.common import cli_errors, console, emit_json, home
+
+app = typer.Typer(
+    help="The embedded permissioned chain (anvil behind the member-only RPC proxy).",
+    no_args_is_help=True,
+)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+
+
+def _settings(**options: Any) -> ChainSettings:
+    """Env (`DUL_CHAIN_…`, `DUL_ANVIL_BIN`, `DUL_OPERATOR_ADDRESS`) overridden by given options."""
+    return ChainSettings(**{k: v for k, v in options.items() if v is not None})
+
+
+def _print(status: ChainStatus, as_json: bool, headline: str) -> None:
+    if as_json:
+        emit_json(status.to_json())
+        return
+    console.print(headline, highlight=False)
+    if status.running:
+        console.print(
+            f"  rpc_url   {status.rpc_url}\n  chain_id  {status.chain_id}\n"
+            f"  block     {status.block}\n"
+            f"  node_url  {status.node_url} (internal)\n"
+            f"  pids      anvil {status.anvil_pid}, rpc-proxy {status.proxy_pid}",
+            highlight=False,
+        )
+
+
+@app.command()
+@cli_errors
+def up(
+    port: Annotated[
+        int | None, typer.Option(help="Public RPC port [env DUL_CHAIN_PORT, default 8545].")
+    ] = None,
+    node_port: Annotated[
+        int | None, typer.Option(help="Internal anvil port [default: port + 1000].")
+    ] = None,
+    chain_id: Annotated[int | None, typer.Option(help="Chain id [default 31337].")] = None,
+    block_time: Annotated[
+        float | None, typer.Option(help="Seconds between blocks [default 0.5].")
+    ] = None,
+    operator: Annotated[
+        str | None,
+        typer.Option(
+            help="Operator address that may send before any deployment [env DUL_OPERATOR_ADDRESS]."
+        ),
+    ] = None,
+    anvil_bin: Annotated[
+        Path | None, typer.Option(help="anvil binary [env DUL_ANVIL_BIN].")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Start the chain detached and print its RPC URL (does nothing if it already runs)."""
+    settings = _settings(
+        port=port,
+        node_port=node_port,
+        chain_id=chain_id,
+        block_time=block_time,
+        operator_address=operator,
+        anvil_bin=anvil_bin,
+    )
+    status = ChainNode(home(), settings).start()
+    headline = (
+        f"chain already running at {status.rpc_url}"
+        if status.already_running
+        else f"chain up at {status.rpc_url} in {status.start_seconds:.2f}s"
+    )
+    _print(status, as_json, headline)
+
+
+@app.command()
+@cli_errors
+def down(as_json: JsonOpt = False) -> None:
+    """Stop the chain (its state is kept); not an error when it is not running."""
+    stopped = ChainNode(home(), _settings()).stop()
+    if as_json:
+        emit_json({"stopped": stopped})
+    else:
+        console.print("chain stopped" if stopped else "chain was not running")
+
+
+@app.command()
+@cli_errors
+def status(as_json: JsonOpt = False) -> None:
+    """Show whether the chain runs, its URL, chain id and block; exit 1 when it is not running."""
+    current = ChainNode(home(), _settings()).status()
+    _print(current, as_json, "chain running" if current.running else "chain not running")
+    if not current.running:
+        raise typer.Exit(1)

@@ -1,0 +1,497 @@
+"""The embedded chain: anvil on an internal port, the permissioned proxy on the public one.
+
+Both run detached (own session, output in `Home.logs_dir`, pid files in `Home.run_dir`), so the
+ledger outlives the command that started it. `Home.run_dir/chain.json` records the endpoint for
+every other command and process; `rpc_url(home)` reads it (`DUL_RPC_URL` overrides it, to use
+any other EVM node). anvil keeps the ledger in `Home.chain_state` (dumped every
+`state_interval` seconds and on SIGTERM), so `down` + `up` resumes at the same block.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import structlog
+
+from dul.chain.settings import ChainSettings
+from dul.errors import ChainError
+from dul.home import Home
+
+log = structlog.get_logger("dul.chain.node")
+
+CHAIN_INFO_FILE = "chain.json"
+ANVIL_PID_FILE = "anvil.pid"
+PROXY_PID_FILE = "rpc-proxy.pid"
+LOCK_FILE = "chain.lock"
+ANVIL_LOG = "anvil.log"
+PROXY_LOG = "rpc-proxy.log"
+PROXY_MODULE = "dul.chain.rpc_proxy"
+ANVIL_NPM_PATH = Path("node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil")
+
+
+@dataclass(frozen=True)
+class ChainStatus:
+    """What `dul chain status --json` prints."""
+
+    running: bool
+    rpc_url: str | None = None
+    node_url: str | None = None
+    chain_id: int | None = None
+    block: int | None = None
+    port: int | None = None
+    node_port: int | None = None
+    anvil_pid: int | None = None
+    proxy_pid: int | None = None
+    state_file: str | None = None
+    already_running: bool = False
+    start_seconds: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["pids"] = {"anvil": self.anvil_pid, "rpc_proxy": self.proxy_pid}
+        return data
+
+
+# --- locating things ----------------------------------------------------------------------
+
+
+def _search_roots() -> Iterator[Path]:
+    seen: set[Path] = set()
+    for start in (Path(__file__).resolve().parent, Path.cwd().resolve()):
+        for directory in (start, *start.parents):
+            if directory not in seen:
+                seen.add(directory)
+                yield directory
+
+
+def find_anvil(explicit: Path | None = None) -> Path:
+    """anvil from `DUL_ANVIL_BIN` / settings, else the repository's node_modules, else PATH."""
+    candidates: list[Path] = []
+    if explicit is not None:
+        if not (explicit.is_file() and os.access(explicit, os.X_OK)):
+            raise ChainError(
+                f"anvil binary not found or not executable at {explicit} (DUL_ANVIL_BIN)",
+                code="anvil_missing",
+            )
+        return explicit
+    for root in _search_roots():
+        candidates += [root / "node_modules/.bin/anvil", root / ANVIL_NPM_PATH]
+    for candidate in candidates:
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    on_path = shutil.which("anvil")
+    if on_path is not None:
+        return Path(on_path)
+    raise ChainError(
+        "anvil not found: run `npm ci` in the repository, or set DUL_ANVIL_BIN",
+        code="anvil_missing",
+    )
+
+
+def rpc_url(home: Home | None = None) -> str:
+    """The JSON-RPC URL every component should use: `DUL_RPC_URL`, else the running chain's."""
+    override = os.environ.get("DUL_RPC_URL")
+    if override:
+        return override
+    info = read_chain_info(home or Home.from_env())
+    if info is None:
+        raise ChainError(
+            "the chain is not running: start it with `dul chain up`", code="chain_not_running"
+        )
+    return str(info["rpc_url"])
+
+
+def read_chain_info(home: Home) -> dict[str, Any] | None:
+    """The `chain.json` written by `dul chain up` (None when absent or unreadable)."""
+    try:
+        data = json.loads((home.run_dir / CHAIN_INFO_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """True when something listens on host:port (SO_REUSEADDR ignores TIME_WAIT leftovers)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+# --- processes ----------------------------------------------------------------------------
+
+
+def _alive(pid: int, marker: str) -> bool:
+    """Is `pid` running and still the process we started (not a reused pid, not a zombie)?"""
+    with contextlib.suppress(ChildProcessError):
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False  # our own child, just reaped
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return False
+    proc = Path(f"/proc/{pid}")
+    if not proc.exists():
+        return True  # no procfs: trust the pid
+    try:
+        stat = (proc / "stat").read_text()
+        if stat.rsplit(")", 1)[1].split()[0] == "Z":
+            return False
+        cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return False
+    return marker in cmdline
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _terminate(pid: int, marker: str, timeout: float) -> None:
+    """SIGTERM, wait up to `timeout`, then SIGKILL."""
+    if not _alive(pid, marker):
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _alive(pid, marker):
+            return
+        time.sleep(0.02)
+    log.warning("process_kill", pid=pid, marker=marker, after_seconds=timeout)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and _alive(pid, marker):
+        time.sleep(0.02)
+
+
+def _rpc(url: str, method: str, timeout: float = 2.0) -> Any:
+    reply = httpx.post(
+        url,
+        json={"jsonrpc": "2.0", "id": 1, "method": method, "params": []},
+        timeout=timeout,
+    ).json()
+    if not isinstance(reply, dict) or "result" not in reply:
+        raise ChainError(f"{method} failed at {url}: {reply}", code="chain_rpc_error")
+    return reply["result"]
+
+
+def _log_tail(path: Path, lines: int = 5) -> str:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return " | ".join(text[-lines:])
+
+
+# --- the node -----------------------------------------------------------------------------
+
+
+class ChainNode:
+    """Start, stop and inspect the embedded chain of one data directory."""
+
+    def __init__(self, home: Home, settings: ChainSettings | None = None) -> None:
+        self.home = home
+        self.settings = settings or ChainSettings()
+
+    # paths
+    @property
+    def info_path(self) -> Path:
+        return self.home.run_dir / CHAIN_INFO_FILE
+
+    @property
+    def anvil_pid_path(self) -> Path:
+        return self.home.run_dir / ANVIL_PID_FILE
+
+    @property
+    def proxy_pid_path(self) -> Path:
+        return self.home.run_dir / PROXY_PID_FILE
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """One `up`/`down` at a time per data directory."""
+        self.home.ensure()
+        with open(self.home.run_dir / LOCK_FILE, "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    # inspection
+    def _pids(self) -> tuple[int | None, int | None]:
+        anvil = _read_pid(self.anvil_pid_path)
+        proxy = _read_pid(self.proxy_pid_path)
+        return (
+            anvil if anvil is not None and _alive(anvil, "anvil") else None,
+            proxy if proxy is not None and _alive(proxy, PROXY_MODULE) else None,
+        )
+
+    def status(self) -> ChainStatus:
+        """Running means both processes are alive and the public endpoint answers."""
+        info = read_chain_info(self.home)
+        anvil, proxy = self._pids()
+        if info is None or anvil is None or proxy is None:
+            return ChainStatus(
+                running=False,
+                anvil_pid=anvil,
+                proxy_pid=proxy,
+                state_file=str(self.home.chain_state),
+            )
+        url = str(info["rpc_url"])
+        try:
+            block = int(_rpc(url, "eth_blockNumber", timeout=2.0), 16)
+            chain_id = int(_rpc(url, "eth_chainId", timeout=2.0), 16)
+        except (httpx.HTTPError, ValueError, ChainError):
+            return ChainStatus(
+                running=False,
+                anvil_pid=anvil,
+                proxy_pid=proxy,
+                state_file=str(self.home.chain_state),
+            )
+        return ChainStatus(
+            running=True,
+            rpc_url=url,
+            node_url=str(info["node_url"]),
+            chain_id=chain_id,
+            block=block,
+            port=int(info["port"]),
+            node_port=int(info["node_port"]),
+            anvil_pid=anvil,
+            proxy_pid=proxy,
+            state_file=str(self.home.chain_state),
+        )
+
+    # lifecycle
+    def start(self) -> ChainStatus:
+        """Start anvil and the proxy, wait until `eth_chainId` answers through the proxy.
+
+        Idempotent: when already running, returns the status with `already_running=True`.
+        """
+        with self._locked():
+            current = self.status()
+            if current.running:
+                return ChainStatus(**{**asdict(current), "already_running": True})
+            self._stop_locked()  # leftovers of a crashed run
+            return self._start_locked()
+
+    def _start_locked(self) -> ChainStatus:
+        s = self.settings
+        began = time.monotonic()
+        node_host = "127.0.0.1"
+        node_port = s.effective_node_port
+        if node_port == s.port:
+            raise ChainError("the node port must differ from the public port", code="config_error")
+        for host, port, what in (
+            (s.host, s.port, "public RPC"),
+            (node_host, node_port, "internal node"),
+        ):
+            if port_in_use(host, port):
+                raise ChainError(
+                    f"port {port} on {host} ({what}) is already in use: choose another with "
+                    "--port / --node-port or DUL_CHAIN_PORT / DUL_CHAIN_NODE_PORT",
+                    code="port_in_use",
+                    port=port,
+                )
+        anvil_bin = find_anvil(s.anvil_bin)
+        self.home.chain_dir.mkdir(parents=True, exist_ok=True)
+        node_url = f"http://{node_host}:{node_port}"
+        public_host = "127.0.0.1" if s.host in ("0.0.0.0", "") else s.host  # noqa: S104 - mapping a wildcard bind to a connectable address
+        rpc = f"http://{public_host}:{s.port}"
+
+        anvil_args = [
+            str(anvil_bin),
+            "--host", node_host,
+            "--port", str(node_port),
+            "--chain-id", str(s.chain_id),
+            "--block-time", _format_seconds(s.block_time),
+            "--base-fee", "0",
+            "--gas-price", "0",
+            "--gas-limit", str(s.gas_limit),
+            "--state", str(self.home.chain_state),
+            "--state-interval", str(s.state_interval),
+            "--silent",
+        ]  # fmt: skip
+        anvil_log = self.home.logs_dir / ANVIL_LOG
+        started: list[subprocess.Popen[bytes]] = []
+        anvil = self._spawn(anvil_args, anvil_log, self.anvil_pid_path, env=None)
+        started.append(anvil)
+        log.info("anvil_started", pid=anvil.pid, node_url=node_url, bin=str(anvil_bin))
+        try:
+            self._wait_ready(node_url, anvil, "anvil", anvil_log, began)
+            proxy_args = [
+                sys.executable, "-m", PROXY_MODULE,
+                "--upstream", node_url,
+                "--host", s.host,
+                "--port", str(s.port),
+                "--deployment", str(self.home.deployment),
+                "--log-level", s.proxy_log_level,
+            ]  # fmt: skip
+            if s.operator_address:
+                proxy_args += ["--operator", s.operator_address]
+            proxy_log = self.home.logs_dir / PROXY_LOG
+            proxy = self._spawn(proxy_args, proxy_log, self.proxy_pid_path, env=_proxy_env())
+            started.append(proxy)
+            log.info("rpc_proxy_spawned", pid=proxy.pid, rpc_url=rpc)
+            self._wait_ready(rpc, proxy, PROXY_MODULE, proxy_log, began)
+            chain_id = int(_rpc(rpc, "eth_chainId"), 16)
+            if chain_id != s.chain_id:
+                raise ChainError(
+                    f"the node reports chain id {chain_id}, expected {s.chain_id} "
+                    f"(state file {self.home.chain_state} belongs to another chain?)",
+                    code="chain_id_mismatch",
+                )
+            block = int(_rpc(rpc, "eth_blockNumber"), 16)
+        except BaseException:
+            # Stop through our own handles: right after fork /proc may not show the
+            # exec'd command line yet, so the pid-file path could miss them.
+            for process in reversed(started):
+                _stop_child(process, self.settings.stop_timeout)
+            self._stop_locked()
+            raise
+        info = {
+            "rpc_url": rpc,
+            "node_url": node_url,
+            "host": s.host,
+            "port": s.port,
+            "node_port": node_port,
+            "chain_id": chain_id,
+            "anvil_pid": anvil.pid,
+            "proxy_pid": proxy.pid,
+            "block_time": s.block_time,
+            "state_file": str(self.home.chain_state),
+            "anvil_bin": str(anvil_bin),
+            "started_at": time.time(),
+        }
+        tmp = self.info_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(info, indent=2))
+        tmp.replace(self.info_path)
+        elapsed = round(time.monotonic() - began, 3)
+        log.info("chain_up", rpc_url=rpc, chain_id=chain_id, block=block, seconds=elapsed)
+        return ChainStatus(
+            running=True,
+            rpc_url=rpc,
+            node_url=node_url,
+            chain_id=chain_id,
+            block=block,
+            port=s.port,
+            node_port=node_port,
+            anvil_pid=anvil.pid,
+            proxy_pid=proxy.pid,
+            state_file=str(self.home.chain_state),
+            start_seconds=elapsed,
+        )
+
+    def _spawn(
+        self, args: list[str], log_path: Path, pid_path: Path, env: dict[str, str] | None
+    ) -> subprocess.Popen[bytes]:
+        self.home.logs_dir.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "ab") as out:
+            process = subprocess.Popen(
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # detached: Ctrl-C on `dul chain up` does not stop it
+                close_fds=True,
+                env=env,
+                cwd=self.home.root,
+            )
+        pid_path.write_text(f"{process.pid}\n")
+        return process
+
+    def _wait_ready(
+        self,
+        url: str,
+        process: subprocess.Popen[bytes],
+        marker: str,
+        log_path: Path,
+        began: float,
+    ) -> None:
+        deadline = began + self.settings.start_timeout
+        while True:
+            if process.poll() is not None:
+                raise ChainError(
+                    f"{marker} exited during start-up: {_log_tail(log_path) or 'no output'} "
+                    f"(log: {log_path})",
+                    code="chain_start_failed",
+                )
+            try:
+                _rpc(url, "eth_chainId", timeout=1.0)
+                return
+            except (httpx.HTTPError, ValueError, ChainError):
+                pass
+            if time.monotonic() > deadline:
+                raise ChainError(
+                    f"{marker} did not answer at {url} within {self.settings.start_timeout:g}s "
+                    f"(log: {log_path})",
+                    code="chain_start_timeout",
+                )
+            time.sleep(0.02)
+
+    def stop(self) -> bool:
+        """Stop proxy then node (anvil dumps its state on SIGTERM). False if nothing ran."""
+        with self._locked():
+            return self._stop_locked()
+
+    def _stop_locked(self) -> bool:
+        stopped = False
+        for pid_path, marker in (
+            (self.proxy_pid_path, PROXY_MODULE),
+            (self.anvil_pid_path, "anvil"),
+        ):
+            pid = _read_pid(pid_path)
+            if pid is not None and _alive(pid, marker):
+                _terminate(pid, marker, self.settings.stop_timeout)
+                log.info("process_stopped", pid=pid, process=marker)
+                stopped = True
+            pid_path.unlink(missing_ok=True)
+        self.info_path.unlink(missing_ok=True)
+        return stopped
+
+
+def _stop_child(process: subprocess.Popen[bytes], timeout: float) -> None:
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(5)
+
+
+def _format_seconds(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def _proxy_env() -> dict[str, str]:
+    """Make `python -m dul.chain.rpc_proxy` importable even without an installed package."""
+    env = dict(os.environ)
+    package_root = str(Path(__file__).resolve().parents[2])
+    existing = env.get("PYTHONPATH")
+    env["PYTHONPATH"] = package_root if not existing else f"{package_root}{os.pathsep}{existing}"
+    return env
