@@ -1,0 +1,300 @@
+// Shared fixtures: a data space with five organizations, their members and three datasets,
+// and builders for agreement terms and access records. Use with `loadFixture`.
+const { ethers } = require("hardhat");
+const { time } = require("@nomicfoundation/hardhat-network-helpers");
+const {
+  OrgKind,
+  Role,
+  Tier,
+  Scenario,
+  Operation,
+  ConsentPolicy,
+  Decision,
+  DenyReason,
+} = require("./enums");
+const { ZERO32, agreementIdOf, signAgreement, signAccessRecord } = require("./typed-data");
+
+const DAY = 24 * 60 * 60;
+const ADMIN_DELAY = 3 * DAY;
+
+const tag = (text) => ethers.id(text);
+
+const ORG = Object.freeze({
+  HOSPITAL: tag("org:st-mary-hospital"),
+  HOSPITAL_B: tag("org:city-general-hospital"),
+  INSTITUTE: tag("org:cancer-research-institute"),
+  INSURER: tag("org:health-insurer"),
+  AI_COMPANY: tag("org:imaging-ai"),
+  REGULATOR: tag("org:data-protection-authority"),
+});
+
+// OMOP CDM 5.4-like field lists; agreements and requests address them by index.
+const EHR_FIELDS = [
+  "person_id",
+  "year_of_birth",
+  "gender_concept_id",
+  "condition_concept_id",
+  "condition_start_date",
+  "drug_concept_id",
+  "measurement_concept_id",
+  "value_as_number",
+];
+const IMAGING_FIELDS = ["image_occurrence_id", "modality_concept_id", "anatomic_site_concept_id", "image_study_uid"];
+
+const DATASET = Object.freeze({
+  EHR: tag("dataset:st-mary/omop-ehr"),
+  IMAGING: tag("dataset:st-mary/imaging"),
+  OTHER_HOSPITAL: tag("dataset:city-general/omop-ehr"),
+});
+
+const SCHEMA = Object.freeze({
+  OMOP_54: tag("schema:omop-cdm-5.4:person,condition_occurrence,drug_exposure,measurement"),
+  IMAGING: tag("schema:omop-cdm-5.4:image_occurrence"),
+});
+
+const ops = (...operations) => operations.reduce((bits, op) => bits | (1 << op), 0);
+const fieldsMask = (...indices) => indices.reduce((mask, i) => mask | (1n << BigInt(i)), 0n);
+
+/** Contracts, organizations, members and datasets. Role holders are named after what they do. */
+async function deployFixture() {
+  const [
+    operator,
+    hospitalSteward,
+    hospitalGateway,
+    instituteSteward,
+    instituteRequester,
+    insurerSteward,
+    insurerRequester,
+    aiSteward,
+    aiRequester,
+    regulator,
+    hospitalBSteward,
+    hospitalBGateway,
+    stranger,
+    newOperator,
+    relayer,
+  ] = await ethers.getSigners();
+
+  const membership = await ethers.deployContract("Membership", [ADMIN_DELAY, operator.address]);
+  const datasets = await ethers.deployContract("DatasetRegistry", [await membership.getAddress()]);
+  const agreements = await ethers.deployContract("AgreementRegistry", [
+    await membership.getAddress(),
+    await datasets.getAddress(),
+  ]);
+  const accessLog = await ethers.deployContract("AccessLog", [
+    await membership.getAddress(),
+    await agreements.getAddress(),
+  ]);
+
+  const orgs = [
+    [ORG.HOSPITAL, OrgKind.HOSPITAL, "St. Mary Hospital"],
+    [ORG.HOSPITAL_B, OrgKind.HOSPITAL, "City General Hospital"],
+    [ORG.INSTITUTE, OrgKind.RESEARCH, "Cancer Research Institute"],
+    [ORG.INSURER, OrgKind.INSURER, "Health Insurer"],
+    [ORG.AI_COMPANY, OrgKind.AI_COMPANY, "Imaging AI"],
+    [ORG.REGULATOR, OrgKind.REGULATOR, "Data Protection Authority"],
+  ];
+  for (const [id, kind, name] of orgs) await membership.registerOrganization(id, kind, name);
+
+  const members = [
+    [ORG.HOSPITAL, hospitalSteward, Role.STEWARD],
+    [ORG.HOSPITAL, hospitalGateway, Role.GATEWAY],
+    [ORG.HOSPITAL_B, hospitalBSteward, Role.STEWARD],
+    [ORG.HOSPITAL_B, hospitalBGateway, Role.GATEWAY],
+    [ORG.INSTITUTE, instituteSteward, Role.STEWARD],
+    [ORG.INSTITUTE, instituteRequester, Role.REQUESTER],
+    [ORG.INSURER, insurerSteward, Role.STEWARD],
+    [ORG.INSURER, insurerRequester, Role.REQUESTER],
+    [ORG.AI_COMPANY, aiSteward, Role.STEWARD],
+    [ORG.AI_COMPANY, aiRequester, Role.REQUESTER],
+    [ORG.REGULATOR, regulator, Role.REGULATOR],
+  ];
+  for (const [org, account, role] of members) await membership.grantMemberRole(org, account.address, role);
+
+  await datasets
+    .connect(hospitalSteward)
+    .registerDataset(DATASET.EHR, ORG.HOSPITAL, SCHEMA.OMOP_54, EHR_FIELDS, Tier.IDENTIFIED);
+  await datasets
+    .connect(hospitalSteward)
+    .registerDataset(DATASET.IMAGING, ORG.HOSPITAL, SCHEMA.IMAGING, IMAGING_FIELDS, Tier.DEIDENTIFIED);
+  await datasets
+    .connect(hospitalBSteward)
+    .registerDataset(DATASET.OTHER_HOSPITAL, ORG.HOSPITAL_B, SCHEMA.OMOP_54, EHR_FIELDS, Tier.IDENTIFIED);
+
+  return {
+    membership,
+    datasets,
+    agreements,
+    accessLog,
+    operator,
+    hospitalSteward,
+    hospitalGateway,
+    instituteSteward,
+    instituteRequester,
+    insurerSteward,
+    insurerRequester,
+    aiSteward,
+    aiRequester,
+    regulator,
+    hospitalBSteward,
+    hospitalBGateway,
+    stranger,
+    newOperator,
+    relayer,
+    now: await time.latest(),
+  };
+}
+
+/**
+ * Terms of a research agreement between the hospital and the institute: pseudonymized EHR fields
+ * 1..5 for queries and exports, cohort consent, 30 days, quota 10. `overrides` replace fields.
+ */
+function researchTerms(now, overrides = {}) {
+  return {
+    holder: ORG.HOSPITAL,
+    requester: ORG.INSTITUTE,
+    datasets: [DATASET.EHR],
+    fieldMasks: [fieldsMask(1, 2, 3, 4, 5)],
+    scenario: Scenario.RESEARCH,
+    duoCodes: [42, 46, 25],
+    diseaseCode: tag("ICD-10:C50"),
+    ethicsApproval: tag("ethics:IRB-2026-117"),
+    maxTier: Tier.PSEUDONYMIZED,
+    operations: ops(Operation.QUERY, Operation.EXPORT_RESULT),
+    validFrom: now,
+    validUntil: now + 30 * DAY,
+    quota: 10,
+    consentPolicy: ConsentPolicy.COHORT_CONSENT,
+    termsHash: tag("terms:dua-v1.pdf"),
+    nonce: 1,
+    deadline: now + 7 * DAY,
+    ...overrides,
+  };
+}
+
+/** Proposes `terms` as the hospital's steward and has both parties sign them. */
+async function activate(ctx, terms, { proposer = ctx.hospitalSteward, requesterSigner } = {}) {
+  const { agreements } = ctx;
+  const id = agreementIdOf(terms);
+  await agreements.connect(proposer).propose(terms);
+  await signAsParties(ctx, id, terms, { requesterSigner });
+  return id;
+}
+
+/** Signs version `version` of `terms` by the holder's steward and the requester side, relayed. */
+async function signAsParties(ctx, id, terms, { version = 1, previous = ZERO32, requesterSigner } = {}) {
+  const { agreements, hospitalSteward, relayer } = ctx;
+  const requesterSide = requesterSigner ?? requesterSignerFor(ctx, terms.requester);
+  for (const signer of [hospitalSteward, requesterSide]) {
+    const signature = await signAgreement(signer, agreements, terms, { id, version, previous });
+    await agreements.connect(relayer).sign(id, signer.address, signature);
+  }
+}
+
+function requesterSignerFor(ctx, org) {
+  if (org === ORG.INSURER) return ctx.insurerSteward;
+  if (org === ORG.AI_COMPANY) return ctx.aiSteward;
+  return ctx.instituteSteward;
+}
+
+/** The data space with a proposed (unsigned) research agreement. */
+async function proposedAgreementFixture() {
+  const ctx = await deployFixture();
+  const terms = researchTerms(ctx.now);
+  const id = agreementIdOf(terms);
+  await ctx.agreements.connect(ctx.hospitalSteward).propose(terms);
+  return { ...ctx, terms, id };
+}
+
+/** The data space with an active research agreement. */
+async function activeAgreementFixture() {
+  const ctx = await deployFixture();
+  const terms = researchTerms(ctx.now);
+  const id = await activate(ctx, terms);
+  return { ...ctx, terms, id };
+}
+
+let requestCounter = 0;
+/** A fresh request id. */
+const newRequestId = () => tag(`request:${++requestCounter}:${Date.now()}`);
+
+/**
+ * An unsigned GRANTED access record for the active research agreement: pseudonymized query of EHR
+ * fields 1 and 3 over a consented cohort of 120 subjects. `overrides` replace fields.
+ */
+function grantedRecord(ctx, overrides = {}) {
+  return {
+    requestId: newRequestId(),
+    agreementId: ctx.id,
+    datasetId: DATASET.EHR,
+    requester: ctx.instituteRequester.address,
+    decision: Decision.GRANTED,
+    reason: DenyReason.NONE,
+    tier: Tier.PSEUDONYMIZED,
+    operation: Operation.QUERY,
+    fieldMask: fieldsMask(1, 3),
+    requestHash: tag("sql:SELECT year_of_birth, condition_concept_id FROM cohort"),
+    cohortRoot: tag("merkle-root:cohort-2026-11"),
+    cohortSize: 120,
+    authorizationRef: ZERO32,
+    deadline: ctx.now + 60 * DAY,
+    sigR: ZERO32,
+    sigS: ZERO32,
+    sigV: 0,
+    ...overrides,
+  };
+}
+
+/** A DENIED record: nothing left the hospital, no cohort. */
+function deniedRecord(ctx, reason, overrides = {}) {
+  return grantedRecord(ctx, {
+    decision: Decision.DENIED,
+    reason,
+    cohortRoot: ZERO32,
+    cohortSize: 0,
+    ...overrides,
+  });
+}
+
+/** Signs `record` by `signer` (default: the institute's requester). */
+const signed = (ctx, record, signer = ctx.instituteRequester) => signAccessRecord(signer, ctx.accessLog, record);
+
+/** A granted record, signed. */
+const signedGranted = (ctx, overrides, signer) => signed(ctx, grantedRecord(ctx, overrides), signer);
+
+/** A predicate for `withArgs` that checks every field of the AccessRecorded `record` tuple. */
+function sameRecord(expected) {
+  const fields = Object.keys(expected);
+  return (actual) =>
+    fields.every((field) => {
+      const a = actual[field];
+      const e = expected[field];
+      if (typeof a === "bigint") return a === BigInt(e);
+      return String(a).toLowerCase() === String(e).toLowerCase();
+    });
+}
+
+module.exports = {
+  DAY,
+  ADMIN_DELAY,
+  ORG,
+  DATASET,
+  SCHEMA,
+  EHR_FIELDS,
+  IMAGING_FIELDS,
+  tag,
+  ops,
+  fieldsMask,
+  deployFixture,
+  proposedAgreementFixture,
+  activeAgreementFixture,
+  researchTerms,
+  activate,
+  signAsParties,
+  newRequestId,
+  grantedRecord,
+  deniedRecord,
+  signed,
+  signedGranted,
+  sameRecord,
+};
