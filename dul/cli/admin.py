@@ -1,7 +1,237 @@
-"""`dul admin …` commands."""
+"""`dul admin …`: the data-space operator registers organizations and their members."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
-app = typer.Typer(help="admin", no_args_is_help=True)
+from dul.cli.common import cli_errors, console, emit_json, home
+from dul.contracts.session import open_ledger, resolve_account, unlock
+from dul.domain import OrgKind, OrgStatus, Role, slug_id, slug_of
+
+app = typer.Typer(
+    help="Operator tasks: organizations, members, operator hand-over.", no_args_is_help=True
+)
+org_app = typer.Typer(help="Register, suspend and reinstate organizations.", no_args_is_help=True)
+member_app = typer.Typer(help="Grant and revoke member roles.", no_args_is_help=True)
+transfer_app = typer.Typer(
+    help="Hand the operator role over in two delayed steps.", no_args_is_help=True
+)
+app.add_typer(org_app, name="org")
+app.add_typer(member_app, name="member")
+app.add_typer(transfer_app, name="transfer")
+
+KeyOption = Annotated[str, typer.Option("--key", help="Keystore that signs (the operator's).")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+def _kind(value: str) -> OrgKind:
+    try:
+        return OrgKind[value.upper().replace("-", "_")]
+    except KeyError:
+        choices = ", ".join(k.name.lower() for k in OrgKind)
+        raise typer.BadParameter(f"unknown kind {value!r}; one of {choices}") from None
+
+
+def _role(value: str) -> Role:
+    try:
+        return Role[value.upper()]
+    except KeyError:
+        choices = ", ".join(r.name.lower() for r in Role)
+        raise typer.BadParameter(f"unknown role {value!r}; one of {choices}") from None
+
+
+def _org_id(slug: str) -> bytes:
+    try:
+        return slug_id(slug)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+def _done(json_output: bool, receipt_tx: str, **facts: object) -> None:
+    if json_output:
+        emit_json({"tx": receipt_tx, **facts})
+    else:
+        console.print(
+            " ".join(f"{k}={v}" for k, v in facts.items()) + f" tx={receipt_tx}", highlight=False
+        )
+
+
+@org_app.command("add")
+@cli_errors
+def org_add(
+    slug: Annotated[str, typer.Argument(help="Organization id (up to 32 bytes, e.g. charite).")],
+    kind: Annotated[
+        str, typer.Option(help="hospital, research, ai_company, insurer or regulator.")
+    ],
+    name: Annotated[str, typer.Option(help="Display name.")],
+    key: KeyOption = "operator",
+    json_output: JsonOption = False,
+) -> None:
+    """Register an organization."""
+    h = home()
+    ledger = open_ledger(h)
+    receipt = ledger.transact(
+        unlock(h, key), "Membership", "registerOrganization", _org_id(slug), int(_kind(kind)), name
+    )
+    _done(json_output, receipt["transactionHash"].to_0x_hex(), org=slug, kind=_kind(kind).name)
+
+
+@org_app.command("suspend")
+@cli_errors
+def org_suspend(slug: str, key: KeyOption = "operator", json_output: JsonOption = False) -> None:
+    """Suspend an organization: every member is disabled at once."""
+    h = home()
+    receipt = open_ledger(h).transact(
+        unlock(h, key), "Membership", "suspendOrganization", _org_id(slug)
+    )
+    _done(json_output, receipt["transactionHash"].to_0x_hex(), org=slug, status="SUSPENDED")
+
+
+@org_app.command("reinstate")
+@cli_errors
+def org_reinstate(slug: str, key: KeyOption = "operator", json_output: JsonOption = False) -> None:
+    """Reinstate a suspended organization."""
+    h = home()
+    receipt = open_ledger(h).transact(
+        unlock(h, key), "Membership", "reinstateOrganization", _org_id(slug)
+    )
+    _done(json_output, receipt["transactionHash"].to_0x_hex(), org=slug, status="ACTIVE")
+
+
+@org_app.command("show")
+@cli_errors
+def org_show(slug: str, json_output: JsonOption = False) -> None:
+    """Show an organization's kind and status."""
+    kind, status = open_ledger(home()).call("Membership", "organization", _org_id(slug))
+    facts = {"org": slug, "kind": OrgKind(kind).name, "status": OrgStatus(status).name}
+    if status == OrgStatus.NONE:
+        facts["kind"] = "-"
+    if json_output:
+        emit_json(facts)
+    else:
+        console.print(" ".join(f"{k}={v}" for k, v in facts.items()), highlight=False)
+
+
+@member_app.command("add")
+@cli_errors
+def member_add(
+    org: Annotated[str, typer.Argument(help="Organization id.")],
+    account: Annotated[str, typer.Argument(help="Address, or a key name in this data directory.")],
+    role: Annotated[str, typer.Option(help="steward, requester, gateway or regulator.")],
+    key: KeyOption = "operator",
+    json_output: JsonOption = False,
+) -> None:
+    """Grant a role in an organization to an account."""
+    h = home()
+    address = resolve_account(h, account)
+    receipt = open_ledger(h).transact(
+        unlock(h, key), "Membership", "grantMemberRole", _org_id(org), address, int(_role(role))
+    )
+    _done(
+        json_output,
+        receipt["transactionHash"].to_0x_hex(),
+        org=org,
+        account=address,
+        role=_role(role).name,
+    )
+
+
+@member_app.command("remove")
+@cli_errors
+def member_remove(
+    account: Annotated[str, typer.Argument(help="Address, or a key name in this data directory.")],
+    role: Annotated[str, typer.Option(help="steward, requester, gateway or regulator.")],
+    key: KeyOption = "operator",
+    json_output: JsonOption = False,
+) -> None:
+    """Revoke a role; an account with no role left leaves its organization."""
+    h = home()
+    address = resolve_account(h, account)
+    receipt = open_ledger(h).transact(
+        unlock(h, key), "Membership", "revokeMemberRole", address, int(_role(role))
+    )
+    _done(
+        json_output,
+        receipt["transactionHash"].to_0x_hex(),
+        account=address,
+        role=_role(role).name,
+        revoked=True,
+    )
+
+
+@member_app.command("show")
+@cli_errors
+def member_show(account: str, json_output: JsonOption = False) -> None:
+    """Show an account's organization and roles."""
+    h = home()
+    address = resolve_account(h, account)
+    org, roles = open_ledger(h).call("Membership", "memberOf", address)
+    facts = {
+        "account": address,
+        "org": slug_of(org) if roles else None,
+        "roles": [r.name for r in Role if roles & (1 << r)],
+    }
+    if json_output:
+        emit_json(facts)
+    else:
+        console.print(" ".join(f"{k}={v}" for k, v in facts.items()), highlight=False)
+
+
+@transfer_app.command("begin")
+@cli_errors
+def transfer_begin(
+    new_operator: Annotated[str, typer.Argument(help="Address or key name of the next operator.")],
+    key: KeyOption = "operator",
+    json_output: JsonOption = False,
+) -> None:
+    """Start handing the operator role over; the new operator accepts after the delay."""
+    h = home()
+    ledger = open_ledger(h)
+    address = resolve_account(h, new_operator)
+    receipt = ledger.transact(unlock(h, key), "Membership", "beginDefaultAdminTransfer", address)
+    _, schedule = ledger.call("Membership", "pendingDefaultAdmin")
+    _done(
+        json_output, receipt["transactionHash"].to_0x_hex(), pending=address, accept_after=schedule
+    )
+
+
+@transfer_app.command("accept")
+@cli_errors
+def transfer_accept(
+    key: Annotated[str, typer.Option("--key", help="Keystore of the pending operator.")],
+    json_output: JsonOption = False,
+) -> None:
+    """Accept the operator role (as the pending operator, once the delay has passed)."""
+    h = home()
+    signer = unlock(h, key)
+    receipt = open_ledger(h).transact(signer, "Membership", "acceptDefaultAdminTransfer")
+    _done(json_output, receipt["transactionHash"].to_0x_hex(), operator=signer.address)
+
+
+@transfer_app.command("cancel")
+@cli_errors
+def transfer_cancel(key: KeyOption = "operator", json_output: JsonOption = False) -> None:
+    """Cancel a pending operator hand-over."""
+    h = home()
+    receipt = open_ledger(h).transact(unlock(h, key), "Membership", "cancelDefaultAdminTransfer")
+    _done(json_output, receipt["transactionHash"].to_0x_hex(), cancelled=True)
+
+
+@transfer_app.command("status")
+@cli_errors
+def transfer_status(json_output: JsonOption = False) -> None:
+    """Show the operator, a pending hand-over and the delay."""
+    ledger = open_ledger(home())
+    pending, schedule = ledger.call("Membership", "pendingDefaultAdmin")
+    facts = {
+        "operator": ledger.call("Membership", "defaultAdmin"),
+        "pending": None if int(pending, 16) == 0 else pending,
+        "accept_after": schedule or None,
+        "delay_s": ledger.call("Membership", "defaultAdminDelay"),
+    }
+    if json_output:
+        emit_json(facts)
+    else:
+        console.print(" ".join(f"{k}={v}" for k, v in facts.items()), highlight=False)

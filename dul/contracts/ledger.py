@@ -1,0 +1,165 @@
+"""A small client for the deployed contracts: calls, and transactions signed by a `Signer`.
+
+Used by deployment, the admin and steward commands and the tests — paths of a few transactions
+a minute. The gateway's hot path has its own batched submitter and does not go through here.
+Every transaction is simulated first, so a refused one costs nothing and raises a
+`TransactionFailed` whose `code` is the contract's custom error name.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+from eth_typing import ChecksumAddress, HexStr
+from hexbytes import HexBytes
+from web3 import Web3
+from web3.contract import Contract
+from web3.exceptions import ContractCustomError, ContractLogicError, TimeExhausted
+from web3.types import TxReceipt
+
+from dul.contracts.artifacts import load
+from dul.contracts.reverts import decode_revert
+from dul.errors import ChainError, DeploymentError, TransactionFailed
+from dul.signing import Signer
+
+log = structlog.get_logger(__name__)
+
+CONTRACT_NAMES = ("Membership", "DatasetRegistry", "AgreementRegistry", "AccessLog")
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """The deployment manifest: where the contracts live on which chain."""
+
+    chain_id: int
+    operator: ChecksumAddress
+    addresses: dict[str, ChecksumAddress]
+    raw: dict[str, Any]
+
+    @classmethod
+    def load(cls, path: Path) -> Deployment:
+        try:
+            raw = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise DeploymentError(
+                f"no deployment at {path}; run `dul contracts deploy`", code="not_deployed"
+            ) from None
+        except ValueError as exc:
+            raise DeploymentError(f"deployment manifest {path} is unreadable: {exc}") from exc
+        return cls(
+            chain_id=int(raw["chain_id"]),
+            operator=Web3.to_checksum_address(raw["operator"]),
+            addresses={
+                name: Web3.to_checksum_address(entry["address"])
+                for name, entry in raw["contracts"].items()
+            },
+            raw=raw,
+        )
+
+    def address(self, name: str) -> ChecksumAddress:
+        try:
+            return self.addresses[name]
+        except KeyError:
+            raise DeploymentError(f"{name} is not in the deployment manifest") from None
+
+
+def connect(rpc_url: str, timeout: float = 30.0) -> Web3:
+    w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": timeout}))
+    try:
+        w3.eth.chain_id  # noqa: B018 - touch the node now so an unreachable URL fails here
+    except Exception as exc:
+        raise ChainError(
+            f"no EVM node answers at {rpc_url}: {exc}", code="node_unreachable"
+        ) from exc
+    return w3
+
+
+class Ledger:
+    """The deployed contracts on one node."""
+
+    def __init__(self, w3: Web3, deployment: Deployment) -> None:
+        self.w3 = w3
+        self.deployment = deployment
+        self.chain_id = deployment.chain_id
+        self._contracts: dict[str, Contract] = {}
+
+    def contract(self, name: str) -> Contract:
+        if name not in self._contracts:
+            self._contracts[name] = self.w3.eth.contract(
+                address=self.deployment.address(name), abi=load(name).abi
+            )
+        return self._contracts[name]
+
+    def call(self, contract: str, function: str, *args: Any) -> Any:
+        return self.contract(contract).functions[function](*args).call()
+
+    def transact(
+        self, signer: Signer, contract: str, function: str, *args: Any, timeout: float = 60.0
+    ) -> TxReceipt:
+        fn = self.contract(contract).functions[function](*args)
+        tx = {
+            "from": signer.address,
+            "to": self.deployment.address(contract),
+            "data": fn._encode_transaction_data(),
+        }
+        return send(self.w3, signer, tx, timeout=timeout, label=f"{contract}.{function}")
+
+
+def send(
+    w3: Web3,
+    signer: Signer,
+    tx: dict[str, Any],
+    *,
+    timeout: float = 60.0,
+    label: str = "transaction",
+) -> TxReceipt:
+    """Simulate, sign, send and wait for one transaction; a revert raises `TransactionFailed`."""
+    tx = {"value": 0, **tx, "from": signer.address}
+    try:
+        gas = w3.eth.estimate_gas(tx)  # type: ignore[arg-type]
+    except (ContractCustomError, ContractLogicError) as exc:
+        raise _refused(label, exc) from None
+    tx.update(
+        gas=gas + gas // 5 + 10_000,
+        gasPrice=0,
+        nonce=w3.eth.get_transaction_count(signer.address, "pending"),
+        chainId=w3.eth.chain_id,
+    )
+    tx.pop("from")
+    raw = signer.sign_transaction(tx)
+    try:
+        tx_hash = w3.eth.send_raw_transaction(raw)
+        receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=timeout, poll_latency=0.05)
+    except TimeExhausted as exc:
+        raise ChainError(
+            f"{label} was not mined within {timeout:.0f} s", code="tx_timeout"
+        ) from exc
+    except ValueError as exc:  # the node's JSON-RPC error, e.g. the permissioned endpoint's refusal
+        raise ChainError(f"{label} refused by the node: {exc}", code="tx_refused") from exc
+    if receipt["status"] != 1:
+        raise TransactionFailed(f"{label} reverted in block {receipt['blockNumber']}")
+    log.info("tx.mined", label=label, tx=HexBytes(tx_hash).to_0x_hex(), gas=receipt["gasUsed"])
+    return receipt
+
+
+def _refused(label: str, exc: ContractLogicError) -> TransactionFailed:
+    data = exc.data
+    raw = data.get("data") if isinstance(data, dict) else data
+    decoded = (
+        decode_revert(bytes.fromhex(str(raw)[2:]))
+        if isinstance(raw, str) and raw.startswith("0x")
+        else None
+    )
+    if decoded is None:
+        return TransactionFailed(f"{label} refused: {exc}", code="reverted")
+    return TransactionFailed(
+        f"{label} refused: {decoded.describe()}", code=decoded.name, error_args=decoded.args
+    )
+
+
+def to_hex(value: bytes) -> HexStr:
+    return HexStr("0x" + value.hex())

@@ -1,0 +1,34 @@
+"""Open the ledger of a data directory: node URL, deployment manifest, keystore."""
+
+from __future__ import annotations
+
+from eth_typing import ChecksumAddress
+from web3 import Web3
+
+from dul.chain.node import rpc_url
+from dul.contracts.ledger import Deployment, Ledger, connect
+from dul.errors import ConfigError
+from dul.home import Home
+from dul.keys import KeyStore
+from dul.signing import Signer
+
+
+def open_ledger(home: Home) -> Ledger:
+    return Ledger(connect(rpc_url(home)), Deployment.load(home.deployment))
+
+
+def unlock(home: Home, key: str) -> Signer:
+    return KeyStore(home).unlock(key)
+
+
+def resolve_account(home: Home, account: str) -> ChecksumAddress:
+    """An address, or the name of a keystore in this data directory."""
+    if Web3.is_address(account):
+        return Web3.to_checksum_address(account)
+    try:
+        return KeyStore(home).show(account).address
+    except Exception as exc:
+        raise ConfigError(
+            f"{account!r} is neither an address nor a key in {home.keys_dir}",
+            code="unknown_account",
+        ) from exc

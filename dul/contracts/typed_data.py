@@ -1,0 +1,284 @@
+"""What parties sign: the EIP-712 `Agreement` and `AccessRequest` and their on-chain tuples.
+
+The type strings here and in `solidity/contracts/libraries/TypedData.sol` are one public
+interface; the Hardhat cross-language vector and `tests/unit/test_typed_data.py` keep them equal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from eth_typing import ChecksumAddress
+
+from dul.domain import ConsentPolicy, Decision, DenyReason, Operation, Scenario, Tier, agreement_id
+from dul.signing import (
+    Signer,
+    domain_separator,
+    recover,
+    struct_hasher,
+    typed_data_json,
+    typed_digest,
+)
+
+AGREEMENT_DOMAIN_NAME = "DataUseLedger.AgreementRegistry"
+ACCESS_LOG_DOMAIN_NAME = "DataUseLedger.AccessLog"
+DOMAIN_VERSION = "1"
+ZERO32 = bytes(32)
+
+AGREEMENT_TYPES: dict[str, list[dict[str, str]]] = {
+    "Agreement": [
+        {"name": "id", "type": "bytes32"},
+        {"name": "version", "type": "uint64"},
+        {"name": "previous", "type": "bytes32"},
+        {"name": "holder", "type": "bytes32"},
+        {"name": "requester", "type": "bytes32"},
+        {"name": "datasets", "type": "bytes32[]"},
+        {"name": "fieldMasks", "type": "uint256[]"},
+        {"name": "scenario", "type": "uint8"},
+        {"name": "duoCodes", "type": "uint32[]"},
+        {"name": "diseaseCode", "type": "bytes32"},
+        {"name": "ethicsApproval", "type": "bytes32"},
+        {"name": "maxTier", "type": "uint8"},
+        {"name": "operations", "type": "uint8"},
+        {"name": "validFrom", "type": "uint64"},
+        {"name": "validUntil", "type": "uint64"},
+        {"name": "quota", "type": "uint64"},
+        {"name": "consentPolicy", "type": "uint8"},
+        {"name": "termsHash", "type": "bytes32"},
+        {"name": "nonce", "type": "uint256"},
+        {"name": "deadline", "type": "uint64"},
+    ]
+}
+
+ACCESS_REQUEST_TYPES: dict[str, list[dict[str, str]]] = {
+    "AccessRequest": [
+        {"name": "requestId", "type": "bytes32"},
+        {"name": "agreementId", "type": "bytes32"},
+        {"name": "datasetId", "type": "bytes32"},
+        {"name": "fieldMask", "type": "uint256"},
+        {"name": "tier", "type": "uint8"},
+        {"name": "operation", "type": "uint8"},
+        {"name": "requestHash", "type": "bytes32"},
+        {"name": "authorizationRef", "type": "bytes32"},
+        {"name": "deadline", "type": "uint64"},
+    ]
+}
+
+_hash_agreement = struct_hasher("Agreement", AGREEMENT_TYPES)
+_hash_access_request = struct_hasher("AccessRequest", ACCESS_REQUEST_TYPES)
+
+
+@dataclass(frozen=True)
+class Domain:
+    """One contract's EIP-712 domain; chain id and address rule out cross-chain replay."""
+
+    name: str
+    chain_id: int
+    verifying_contract: ChecksumAddress
+    version: str = DOMAIN_VERSION
+    separator: bytes = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self,
+            "separator",
+            domain_separator(self.name, self.version, self.chain_id, self.verifying_contract),
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "chainId": self.chain_id,
+            "verifyingContract": self.verifying_contract,
+        }
+
+
+def agreement_domain(chain_id: int, registry: ChecksumAddress) -> Domain:
+    return Domain(AGREEMENT_DOMAIN_NAME, chain_id, registry)
+
+
+def access_log_domain(chain_id: int, access_log: ChecksumAddress) -> Domain:
+    return Domain(ACCESS_LOG_DOMAIN_NAME, chain_id, access_log)
+
+
+@dataclass(frozen=True)
+class AgreementTerms:
+    """`AgreementTerms` of DataUse.sol; `field_masks[i]` allows fields of `datasets[i]`."""
+
+    holder: bytes
+    requester: bytes
+    datasets: tuple[bytes, ...]
+    field_masks: tuple[int, ...]
+    scenario: Scenario
+    max_tier: Tier
+    operations: int
+    valid_from: int
+    valid_until: int
+    quota: int
+    consent_policy: ConsentPolicy
+    terms_hash: bytes
+    nonce: int
+    deadline: int
+    duo_codes: tuple[int, ...] = ()
+    disease_code: bytes = ZERO32
+    ethics_approval: bytes = ZERO32
+
+    @property
+    def agreement_id(self) -> bytes:
+        return agreement_id(self.holder, self.requester, self.nonce)
+
+    def as_abi(self) -> tuple[Any, ...]:
+        """The tuple `propose` and `amend` take, in struct order."""
+        return (
+            self.holder,
+            self.requester,
+            list(self.datasets),
+            list(self.field_masks),
+            int(self.scenario),
+            list(self.duo_codes),
+            self.disease_code,
+            self.ethics_approval,
+            int(self.max_tier),
+            self.operations,
+            self.valid_from,
+            self.valid_until,
+            self.quota,
+            int(self.consent_policy),
+            self.terms_hash,
+            self.nonce,
+            self.deadline,
+        )
+
+    @classmethod
+    def from_abi(cls, value: tuple[Any, ...]) -> AgreementTerms:
+        return cls(
+            holder=bytes(value[0]),
+            requester=bytes(value[1]),
+            datasets=tuple(bytes(d) for d in value[2]),
+            field_masks=tuple(int(m) for m in value[3]),
+            scenario=Scenario(value[4]),
+            duo_codes=tuple(int(c) for c in value[5]),
+            disease_code=bytes(value[6]),
+            ethics_approval=bytes(value[7]),
+            max_tier=Tier(value[8]),
+            operations=int(value[9]),
+            valid_from=int(value[10]),
+            valid_until=int(value[11]),
+            quota=int(value[12]),
+            consent_policy=ConsentPolicy(value[13]),
+            terms_hash=bytes(value[14]),
+            nonce=int(value[15]),
+            deadline=int(value[16]),
+        )
+
+    def message(self, version: int = 1, previous: bytes = ZERO32) -> dict[str, Any]:
+        """The EIP-712 `Agreement` message of this version."""
+        return {
+            "id": self.agreement_id,
+            "version": version,
+            "previous": previous,
+            "holder": self.holder,
+            "requester": self.requester,
+            "datasets": list(self.datasets),
+            "fieldMasks": list(self.field_masks),
+            "scenario": int(self.scenario),
+            "duoCodes": list(self.duo_codes),
+            "diseaseCode": self.disease_code,
+            "ethicsApproval": self.ethics_approval,
+            "maxTier": int(self.max_tier),
+            "operations": self.operations,
+            "validFrom": self.valid_from,
+            "validUntil": self.valid_until,
+            "quota": self.quota,
+            "consentPolicy": int(self.consent_policy),
+            "termsHash": self.terms_hash,
+            "nonce": self.nonce,
+            "deadline": self.deadline,
+        }
+
+    def digest(self, domain: Domain, version: int = 1, previous: bytes = ZERO32) -> bytes:
+        return typed_digest(domain.separator, _hash_agreement(self.message(version, previous)))
+
+    def typed_data(
+        self, domain: Domain, version: int = 1, previous: bytes = ZERO32
+    ) -> dict[str, Any]:
+        """The EIP-712 JSON a wallet or keystore signs."""
+        return typed_data_json(
+            domain.as_json(), AGREEMENT_TYPES, "Agreement", self.message(version, previous)
+        )
+
+
+@dataclass(frozen=True)
+class AccessRequest:
+    """What a requester signs before each access (non-repudiation)."""
+
+    request_id: bytes
+    agreement_id: bytes
+    dataset_id: bytes
+    field_mask: int
+    tier: Tier
+    operation: Operation
+    request_hash: bytes
+    deadline: int
+    authorization_ref: bytes = ZERO32
+
+    def message(self) -> Mapping[str, Any]:
+        return {
+            "requestId": self.request_id,
+            "agreementId": self.agreement_id,
+            "datasetId": self.dataset_id,
+            "fieldMask": self.field_mask,
+            "tier": int(self.tier),
+            "operation": int(self.operation),
+            "requestHash": self.request_hash,
+            "authorizationRef": self.authorization_ref,
+            "deadline": self.deadline,
+        }
+
+    def digest(self, domain: Domain) -> bytes:
+        return typed_digest(domain.separator, _hash_access_request(self.message()))
+
+    def sign(self, signer: Signer, domain: Domain) -> bytes:
+        return signer.sign_digest(self.digest(domain))
+
+    def signer_of(self, signature: bytes, domain: Domain) -> ChecksumAddress:
+        return recover(self.digest(domain), signature)
+
+
+@dataclass(frozen=True)
+class AccessRecord:
+    """`AccessRecord` of DataUse.sol: a decision on a signed request, as the gateway records it."""
+
+    request: AccessRequest
+    requester: ChecksumAddress
+    signature: bytes
+    decision: Decision
+    reason: DenyReason = DenyReason.NONE
+    cohort_root: bytes = ZERO32
+    cohort_size: int = 0
+
+    def as_abi(self) -> tuple[Any, ...]:
+        r = self.request
+        sig = self.signature
+        return (
+            r.request_id,
+            r.agreement_id,
+            r.dataset_id,
+            self.requester,
+            int(self.decision),
+            int(self.reason),
+            int(r.tier),
+            int(r.operation),
+            r.field_mask,
+            r.request_hash,
+            self.cohort_root,
+            self.cohort_size,
+            r.authorization_ref,
+            r.deadline,
+            sig[:32],
+            sig[32:64],
+            sig[64],
+        )

@@ -1,0 +1,135 @@
+"""The data space's vocabulary, mirrored from `solidity/contracts/types/DataUse.sol`.
+
+The integer values are the on-chain encoding and part of the event schema: append only.
+`tests/unit/test_domain.py` fails when the Solidity enums and these drift apart.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+from eth_hash.auto import keccak
+
+
+class OrgKind(IntEnum):
+    HOSPITAL = 0
+    RESEARCH = 1
+    AI_COMPANY = 2
+    INSURER = 3
+    REGULATOR = 4
+
+
+class OrgStatus(IntEnum):
+    NONE = 0
+    ACTIVE = 1
+    SUSPENDED = 2
+
+
+class Role(IntEnum):
+    STEWARD = 0
+    REQUESTER = 1
+    GATEWAY = 2
+    REGULATOR = 3
+
+
+class Tier(IntEnum):
+    """Ordered least to most sensitive."""
+
+    AGGREGATE = 0
+    MODEL_PARAMETERS = 1
+    DEIDENTIFIED = 2
+    PSEUDONYMIZED = 3
+    IDENTIFIED = 4
+
+
+class Scenario(IntEnum):
+    CLINICAL_CARE = 0
+    RESEARCH = 1
+    AI_TRAINING = 2
+    TEACHING = 3
+    INSURANCE_CLAIM = 4
+
+
+class Operation(IntEnum):
+    QUERY = 0
+    TRAIN = 1
+    EXPORT_RESULT = 2
+
+
+class ConsentPolicy(IntEnum):
+    NONE = 0
+    COHORT_CONSENT = 1
+    PATIENT_AUTHORIZATION = 2
+
+
+class AgreementStatus(IntEnum):
+    NONE = 0
+    PROPOSED = 1
+    ACTIVE = 2
+    SUSPENDED = 3
+    REVOKED = 4
+    EXPIRED = 5
+    SUPERSEDED = 6
+
+
+class Decision(IntEnum):
+    NONE = 0
+    GRANTED = 1
+    DENIED = 2
+
+
+class DenyReason(IntEnum):
+    NONE = 0
+    AGREEMENT_NOT_ACTIVE = 1
+    OUTSIDE_WINDOW = 2
+    DATASET_NOT_IN_SCOPE = 3
+    FIELDS_NOT_IN_SCOPE = 4
+    TIER_ABOVE_CEILING = 5
+    OPERATION_NOT_ALLOWED = 6
+    QUOTA_EXHAUSTED = 7
+    REQUESTER_NOT_AUTHORIZED = 8
+    CONSENT_MISSING = 9
+    AUTHORIZATION_INVALID = 10
+    POLICY_OTHER = 11
+
+
+class ReleaseKind(IntEnum):
+    AGGREGATE_RESULT = 0
+    MODEL_UPDATE = 1
+    DEIDENTIFIED_EXTRACT = 2
+    PSEUDONYMIZED_EXTRACT = 3
+    IDENTIFIED_EXTRACT = 4
+
+
+def operations_mask(*operations: Operation) -> int:
+    """The bit set `1 << operation` that agreements carry."""
+    mask = 0
+    for operation in operations:
+        mask |= 1 << operation
+    return mask
+
+
+def slug_id(slug: str) -> bytes:
+    """A readable bytes32 id for organizations and datasets: the UTF-8 slug, zero-padded.
+
+    Slugs name institutions and datasets, never patients, so they may be read on chain.
+    """
+    raw = slug.encode()
+    if not raw or len(raw) > 32:
+        raise ValueError(f"id {slug!r} must be 1 to 32 bytes of UTF-8")
+    return raw.ljust(32, b"\0")
+
+
+def slug_of(value: bytes) -> str:
+    """The slug inside a bytes32 id made by `slug_id`, or its hex when it is not one."""
+    text = value.rstrip(b"\0")
+    try:
+        decoded = text.decode()
+    except UnicodeDecodeError:
+        return "0x" + value.hex()
+    return decoded if decoded.isprintable() and decoded else "0x" + value.hex()
+
+
+def agreement_id(holder: bytes, requester: bytes, nonce: int) -> bytes:
+    """keccak256(abi.encode(holder, requester, nonce)): the id `AgreementRegistry` derives."""
+    return keccak(holder + requester + nonce.to_bytes(32, "big"))

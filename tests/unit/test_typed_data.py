@@ -1,0 +1,91 @@
+"""Typed data built in Python matches eth-account's reference EIP-712 implementation."""
+
+from __future__ import annotations
+
+from eth_account import Account
+from eth_account.messages import encode_typed_data
+
+from dul.contracts.typed_data import (
+    AccessRecord,
+    AccessRequest,
+    AgreementTerms,
+    access_log_domain,
+    agreement_domain,
+)
+from dul.domain import (
+    ConsentPolicy,
+    Decision,
+    Operation,
+    Scenario,
+    Tier,
+    agreement_id,
+    operations_mask,
+    slug_id,
+)
+from dul.signing import LocalSigner
+
+KEY = "0x" + "11" * 32
+REGISTRY = Account.from_key("0x" + "22" * 32).address
+
+
+def terms() -> AgreementTerms:
+    return AgreementTerms(
+        holder=slug_id("charite"),
+        requester=slug_id("institute"),
+        datasets=(slug_id("omop-cdm"),),
+        field_masks=(0b1011,),
+        scenario=Scenario.RESEARCH,
+        max_tier=Tier.PSEUDONYMIZED,
+        operations=operations_mask(Operation.QUERY),
+        valid_from=1_700_000_000,
+        valid_until=1_800_000_000,
+        quota=100,
+        consent_policy=ConsentPolicy.COHORT_CONSENT,
+        terms_hash=b"\x07" * 32,
+        nonce=42,
+        deadline=1_750_000_000,
+        duo_codes=(42, 46),
+    )
+
+
+def test_agreement_digest_equals_eth_account_and_signature_recovers() -> None:
+    domain = agreement_domain(31337, REGISTRY)
+    t = terms()
+    reference = encode_typed_data(
+        full_message=t.typed_data(domain, version=2, previous=b"\x01" * 32)
+    )
+    signed = Account.sign_message(reference, KEY)
+    assert t.digest(domain, version=2, previous=b"\x01" * 32) == signed.message_hash
+    signer = LocalSigner(KEY)
+    assert signer.sign_digest(signed.message_hash) == bytes(signed.signature)
+
+
+def test_agreement_id_is_derived_from_parties_and_nonce() -> None:
+    t = terms()
+    assert t.agreement_id == agreement_id(t.holder, t.requester, 42)
+    assert t.message()["id"] == t.agreement_id
+
+
+def test_terms_round_trip_through_abi_tuple() -> None:
+    t = terms()
+    assert AgreementTerms.from_abi(t.as_abi()) == t
+
+
+def test_access_request_signature_recovers_and_another_chain_does_not() -> None:
+    signer = LocalSigner(KEY)
+    request = AccessRequest(
+        request_id=b"\x05" * 32,
+        agreement_id=terms().agreement_id,
+        dataset_id=slug_id("omop-cdm"),
+        field_mask=0b11,
+        tier=Tier.DEIDENTIFIED,
+        operation=Operation.QUERY,
+        request_hash=b"\x09" * 32,
+        deadline=1_750_000_000,
+    )
+    domain = access_log_domain(31337, REGISTRY)
+    signature = request.sign(signer, domain)
+    assert request.signer_of(signature, domain) == signer.address
+    assert request.signer_of(signature, access_log_domain(1, REGISTRY)) != signer.address
+    record = AccessRecord(request, signer.address, signature, Decision.GRANTED).as_abi()
+    assert record[14] + record[15] + bytes([record[16]]) == signature
