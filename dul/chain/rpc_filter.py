@@ -214,6 +214,8 @@ _SECP256K1_N: Final = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8C
 _FIELD_COUNT: Final = {0: 9, 1: 11, 2: 12}
 _TO_INDEX: Final = {0: 3, 1: 4, 2: 5}
 _NONCE_INDEX: Final = {0: 0, 1: 1, 2: 1}
+_UINT_INDEXES: Final = {0: (0, 1, 2, 4), 1: (0, 1, 2, 3, 5), 2: (0, 1, 2, 3, 4, 6)}
+_DATA_INDEX: Final = {0: 5, 1: 6, 2: 7}
 
 
 def decode_raw_transaction(raw: bytes) -> RawTx:
@@ -231,6 +233,10 @@ def decode_raw_transaction(raw: bytes) -> RawTx:
     items = _rlp_list_fields(body)
     if len(items) != _FIELD_COUNT[tx_type]:
         raise TxDecodeError(f"type-{tx_type} transaction must have {_FIELD_COUNT[tx_type]} fields")
+    for index in _UINT_INDEXES[tx_type]:
+        _uint(body, items[index], f"field {index}")
+    if items[_DATA_INDEX[tx_type]][0] or (tx_type > 0 and not items[-4][0]):
+        raise TxDecodeError("data must be a byte string and the access list a list")
     v = _uint(body, items[-3], "v")
     r = _uint(body, items[-2], "r")
     s = _uint(body, items[-1], "s")

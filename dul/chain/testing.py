@@ -1,0 +1,101 @@
+"""Helpers for tests that need a real chain: free ports, throw-away settings, a handle.
+
+Lives in the package (like `starlette.testclient`) so every test module can import it with
+full types; `tests/conftest.py`'s `chain` fixture builds on it.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from eth_account.signers.local import LocalAccount
+from eth_hash.auto import keccak
+
+from dul.chain.node import ChainNode
+from dul.chain.settings import ChainSettings
+from dul.home import Home
+
+#: Deterministic operator key of test chains (public knowledge: never use it outside tests).
+TEST_OPERATOR_KEY = "0x" + keccak(b"dul test operator").hex()
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def free_ports(count: int) -> list[int]:
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+    return ports
+
+
+def throwaway_chain_settings(operator: str | None = None, **overrides: Any) -> ChainSettings:
+    """Settings for a throw-away chain on free ports with 0.2 s blocks."""
+    public, internal = free_ports(2)
+    values: dict[str, Any] = {
+        "port": public,
+        "node_port": internal,
+        "block_time": 0.2,
+        "chain_id": 31337,
+        "operator_address": operator,
+        "start_timeout": 30.0,
+    }
+    values.update(overrides)
+    return ChainSettings(**values)
+
+
+@dataclass
+class ChainHandle:
+    """A running embedded chain, as the `chain` fixture yields it."""
+
+    rpc_url: str
+    node_url: str
+    chain_id: int
+    home: Home
+    operator: LocalAccount
+    node: ChainNode
+    client: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=30.0))
+
+    @property
+    def env(self) -> dict[str, str]:
+        """For subprocess / CLI tests: `CliRunner().invoke(app, [...], env=chain.env)`."""
+        return {"DUL_HOME": str(self.home.root), "DUL_RPC_URL": self.rpc_url}
+
+    def rpc_raw(self, method: str, *params: Any, url: str | None = None) -> dict[str, Any]:
+        """The full JSON-RPC reply (result or error)."""
+        body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)}
+        reply: dict[str, Any] = self.client.post(url or self.rpc_url, json=body).json()
+        return reply
+
+    def rpc(self, method: str, *params: Any, url: str | None = None) -> Any:
+        """The result, or AssertionError carrying the JSON-RPC error."""
+        reply = self.rpc_raw(method, *params, url=url)
+        assert "error" not in reply, f"{method} failed: {reply['error']}"
+        return reply["result"]
+
+    def wait_receipt(
+        self, tx_hash: str, timeout: float = 10.0, *, url: str | None = None
+    ) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            receipt = self.rpc("eth_getTransactionReceipt", tx_hash, url=url)
+            if receipt is not None:
+                return dict(receipt)
+            time.sleep(0.05)
+        raise AssertionError(f"no receipt for {tx_hash} within {timeout}s")
+
+    def send_raw(self, raw: bytes, *, url: str | None = None) -> dict[str, Any]:
+        """Submit a signed transaction (through the proxy by default), wait for its receipt."""
+        tx_hash = self.rpc("eth_sendRawTransaction", "0x" + raw.hex(), url=url)
+        return self.wait_receipt(str(tx_hash), url=url)

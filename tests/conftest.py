@@ -1,0 +1,64 @@
+"""Shared pytest fixtures. Each owner keeps to its own marked section."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+
+from dul.chain.node import ChainNode
+from dul.chain.testing import TEST_OPERATOR_KEY, ChainHandle, throwaway_chain_settings
+from dul.home import Home
+
+# --- chain fixtures ---
+# `chain` (session scope): one embedded chain — real anvil behind the real permissioned proxy,
+# both on free 127.0.0.1 ports, in a temporary data directory — started once and stopped at the
+# end of the session. Use it for anything that needs a node:
+#
+#     from dul.chain.testing import ChainHandle
+#
+#     def test_something(chain: ChainHandle) -> None:
+#         w3 = Web3(Web3.HTTPProvider(chain.rpc_url))          # the public, permissioned URL
+#         tx = chain.operator.sign_transaction({..., "gasPrice": 0, "chainId": chain.chain_id})
+#         receipt = chain.send_raw(tx.raw_transaction)           # waits for the receipt
+#
+# - `rpc_url` is the permissioned endpoint: only `chain.operator` (deployments included) and
+#   accounts the deployment manifest's Membership contract authorizes may send; fees are zero,
+#   so fresh accounts need no balance. Blocks come every 0.2 s.
+# - `node_url` is anvil itself (no access control, anvil_* cheat codes work): use it only for
+#   test set-up that the product never does.
+# - `home` is the data directory; writing `home.deployment` (JSON with `operator` and
+#   `contracts.Membership.address`) changes who the proxy admits — prefer a fresh `Home` and
+#   `ChainNode(home, throwaway_chain_settings(...))` over editing the shared manifest.
+# - `env` holds DUL_HOME / DUL_RPC_URL for subprocess or CLI tests.
+# - `rpc(method, *params)`, `rpc_raw(...)`, `send_raw(raw)`, `wait_receipt(hash)`: small helpers.
+
+
+@pytest.fixture(scope="session")
+def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChainHandle]:
+    """One embedded chain (anvil + permissioned proxy) for the whole test session."""
+    operator: LocalAccount = Account.from_key(TEST_OPERATOR_KEY)
+    home = Home(tmp_path_factory.mktemp("dul-home")).ensure()
+    node = ChainNode(home, throwaway_chain_settings(operator=operator.address))
+    status = node.start()
+    assert status.rpc_url is not None
+    assert status.node_url is not None
+    assert status.chain_id is not None
+    handle = ChainHandle(
+        rpc_url=status.rpc_url,
+        node_url=status.node_url,
+        chain_id=status.chain_id,
+        home=home,
+        operator=operator,
+        node=node,
+    )
+    try:
+        yield handle
+    finally:
+        handle.client.close()
+        node.stop()
+
+
+# --- end chain fixtures ---
