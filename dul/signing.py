@@ -131,13 +131,20 @@ def _address_bytes(value: object) -> bytes:
         if len(value) != 20:
             raise TypedDataError(f"an address is 20 bytes, got {len(value)}")
         return bytes(value)
-    if isinstance(value, str) and _HEX_ADDRESS.fullmatch(value):
-        raw = bytes.fromhex(value[2:])
-        body = value[2:]
-        if body != body.lower() and body != body.upper() and checksum_address(raw) != value:
-            raise TypedDataError(f"address {value} has a bad EIP-55 checksum")
-        return raw
+    if isinstance(value, str):
+        return _parse_address(value)
     raise TypedDataError(f"not an address: {value!r}")
+
+
+@functools.lru_cache(maxsize=4096)  # the same few accounts recur in every request
+def _parse_address(value: str) -> bytes:
+    if not _HEX_ADDRESS.fullmatch(value):
+        raise TypedDataError(f"not an address: {value!r}")
+    raw = bytes.fromhex(value[2:])
+    body = value[2:]
+    if body != body.lower() and body != body.upper() and checksum_address(raw) != value:
+        raise TypedDataError(f"address {value} has a bad EIP-55 checksum")
+    return raw
 
 
 # --------------------------------------------------------------------------- keys and signatures
