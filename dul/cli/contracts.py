@@ -2,6 +2,50 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
-app = typer.Typer(help="contracts", no_args_is_help=True)
+from dul.cli.common import cli_errors, console, emit_json
+
+app = typer.Typer(help="Compile and deploy the ledger's contracts.", no_args_is_help=True)
+
+
+@app.command("build")
+@cli_errors
+def build_command(
+    root: Annotated[
+        Path | None,
+        typer.Option(help="Repository root holding solidity/ (default: this checkout)."),
+    ] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
+) -> None:
+    """Compile solidity/contracts with the pinned solc and write dul/contracts/artifacts/.
+
+    Uses SOLC_BINARY (a native solc) if set, else scripts/solc (npm solcjs).
+    """
+    from dul import log
+    from dul.contracts.build import Project, build
+
+    log.configure()
+    project = Project(root.resolve()) if root else Project.default()
+    result, report = build(project)
+    if json_output:
+        emit_json(
+            {
+                "compiler_version": result.compiler_version,
+                "contracts": result.contracts,
+                "input_hash": result.input_hash,
+                "written": report.written,
+                "removed": report.removed,
+                "artifacts_dir": str(project.artifacts_dir),
+            }
+        )
+        return
+    changed = len(report.written) + len(report.removed)
+    console.print(
+        f"built {len(result.contracts)} contracts with solc {result.compiler_version}: "
+        f"{changed} artifact files changed in {project.artifacts_dir}",
+        highlight=False,
+    )
