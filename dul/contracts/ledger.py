@@ -18,7 +18,7 @@ from eth_typing import ChecksumAddress, HexStr
 from hexbytes import HexBytes
 from web3 import Web3
 from web3.contract import Contract
-from web3.exceptions import ContractCustomError, ContractLogicError, TimeExhausted
+from web3.exceptions import ContractCustomError, ContractLogicError, TimeExhausted, Web3RPCError
 from web3.types import TxReceipt
 
 from dul.contracts.artifacts import load
@@ -138,7 +138,7 @@ def send(
         raise ChainError(
             f"{label} was not mined within {timeout:.0f} s", code="tx_timeout"
         ) from exc
-    except ValueError as exc:  # the node's JSON-RPC error, e.g. the permissioned endpoint's refusal
+    except (Web3RPCError, ValueError) as exc:  # e.g. the permissioned endpoint's refusal
         raise ChainError(f"{label} refused by the node: {exc}", code="tx_refused") from exc
     if receipt["status"] != 1:
         raise TransactionFailed(f"{label} reverted in block {receipt['blockNumber']}")

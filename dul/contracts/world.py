@@ -1,0 +1,129 @@
+"""Build a small data space on a fresh deployment: organizations, members, a dataset.
+
+Shared by the tests, `dul bench` and the demo so that each does not grow its own set-up.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from eth_hash.auto import keccak
+
+from dul.contracts.ledger import Ledger
+from dul.contracts.typed_data import AgreementTerms, agreement_domain
+from dul.domain import (
+    ConsentPolicy,
+    Operation,
+    OrgKind,
+    Role,
+    Scenario,
+    Tier,
+    operations_mask,
+    slug_id,
+)
+from dul.signing import LocalSigner, Signer
+
+OMOP_FIELDS = (
+    "person.person_id",
+    "person.year_of_birth",
+    "person.gender_concept_id",
+    "condition_occurrence.condition_concept_id",
+    "condition_occurrence.condition_start_date",
+    "measurement.measurement_concept_id",
+    "measurement.value_as_number",
+    "drug_exposure.drug_concept_id",
+)
+
+
+def derived_signer(seed: str) -> LocalSigner:
+    """A deterministic key for tests and benchmarks (never for real data)."""
+    return LocalSigner(keccak(f"dul world {seed}".encode()))
+
+
+@dataclass
+class World:
+    """One hospital with a gateway, a research institute, a regulator and one OMOP dataset."""
+
+    ledger: Ledger
+    operator: Signer
+    hospital: bytes = slug_id("hospital-a")
+    institute: bytes = slug_id("institute")
+    regulator_org: bytes = slug_id("regulator")
+    dataset: bytes = slug_id("hospital-a/omop-cdm")
+    steward: Signer = field(default_factory=lambda: derived_signer("steward"))
+    gateway: Signer = field(default_factory=lambda: derived_signer("gateway"))
+    partner_steward: Signer = field(default_factory=lambda: derived_signer("partner-steward"))
+    requester: Signer = field(default_factory=lambda: derived_signer("requester"))
+    regulator: Signer = field(default_factory=lambda: derived_signer("regulator"))
+
+    def build(self) -> World:
+        tx = self.ledger.transact
+        m = "Membership"
+        tx(self.operator, m, "registerOrganization", self.hospital, OrgKind.HOSPITAL, "Hospital A")
+        tx(self.operator, m, "registerOrganization", self.institute, OrgKind.RESEARCH, "Institute")
+        tx(
+            self.operator,
+            m,
+            "registerOrganization",
+            self.regulator_org,
+            OrgKind.REGULATOR,
+            "Regulator",
+        )
+        for org, signer, role in (
+            (self.hospital, self.steward, Role.STEWARD),
+            (self.hospital, self.gateway, Role.GATEWAY),
+            (self.institute, self.partner_steward, Role.STEWARD),
+            (self.institute, self.requester, Role.REQUESTER),
+            (self.regulator_org, self.regulator, Role.REGULATOR),
+        ):
+            tx(self.operator, m, "grantMemberRole", org, signer.address, role)
+        tx(
+            self.steward,
+            "DatasetRegistry",
+            "registerDataset",
+            self.dataset,
+            self.hospital,
+            keccak(b"OMOP CDM 5.4"),
+            list(OMOP_FIELDS),
+            Tier.PSEUDONYMIZED,
+        )
+        return self
+
+    def research_terms(self, *, nonce: int | None = None, quota: int = 1_000_000) -> AgreementTerms:
+        now = int(time.time())
+        return AgreementTerms(
+            holder=self.hospital,
+            requester=self.institute,
+            datasets=(self.dataset,),
+            field_masks=(0b0001_1110,),
+            scenario=Scenario.RESEARCH,
+            max_tier=Tier.DEIDENTIFIED,
+            operations=operations_mask(Operation.QUERY, Operation.EXPORT_RESULT),
+            valid_from=now - 60,
+            valid_until=now + 86_400,
+            quota=quota,
+            consent_policy=ConsentPolicy.NONE,
+            terms_hash=keccak(b"research agreement terms v1"),
+            nonce=time.time_ns() if nonce is None else nonce,
+            deadline=now + 3_600,
+            duo_codes=(42, 46),
+        )
+
+    def activate(self, terms: AgreementTerms) -> bytes:
+        """Propose, sign by both parties (keys never leave this process), return the id."""
+        self.ledger.transact(self.steward, "AgreementRegistry", "propose", terms.as_abi())
+        domain = agreement_domain(
+            self.ledger.chain_id, self.ledger.deployment.address("AgreementRegistry")
+        )
+        digest = terms.digest(domain)
+        for signer in (self.steward, self.partner_steward):
+            self.ledger.transact(
+                signer,
+                "AgreementRegistry",
+                "sign",
+                terms.agreement_id,
+                signer.address,
+                signer.sign_digest(digest),
+            )
+        return terms.agreement_id
