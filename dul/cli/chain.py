@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from dul import log
 from dul.chain.node import ChainNode, ChainStatus
 from dul.chain.settings import ChainSettings
 from dul.cli.common import cli_errors, console, emit_json, home
@@ -17,6 +19,13 @@ app = typer.Typer(
 )
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+
+
+@app.callback()
+def _configure_logging() -> None:
+    # Unconfigured structlog prints to stdout and would corrupt `--json` output; the
+    # commands print their own summary, so only warnings are logged unless asked.
+    log.configure(os.environ.get("DUL_LOG_LEVEL", "WARNING"))
 
 
 def _settings(**options: Any) -> ChainSettings:

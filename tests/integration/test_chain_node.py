@@ -1,0 +1,204 @@
+"""Starting, stopping and restarting the embedded chain (each test has its own node)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from typer.testing import CliRunner
+from web3 import Web3
+
+from dul.chain.node import ChainNode, find_anvil, read_chain_info, rpc_url
+from dul.chain.testing import TEST_OPERATOR_KEY, ChainHandle, throwaway_chain_settings
+from dul.cli.main import app
+from dul.errors import ChainError
+from dul.home import Home
+
+pytestmark = pytest.mark.integration
+
+OPERATOR: LocalAccount = Account.from_key(TEST_OPERATOR_KEY)
+DEAD = Web3.to_checksum_address("0x000000000000000000000000000000000000dead")
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[ChainNode]:
+    """A stopped node in a fresh data directory; stopped again after the test."""
+    chain_node = ChainNode(
+        Home(tmp_path / "home").ensure(), throwaway_chain_settings(operator=OPERATOR.address)
+    )
+    try:
+        yield chain_node
+    finally:
+        chain_node.stop()
+
+
+def _handle(node: ChainNode) -> ChainHandle:
+    status = node.status()
+    assert status.running
+    assert status.rpc_url is not None
+    assert status.node_url is not None
+    assert status.chain_id is not None
+    return ChainHandle(
+        rpc_url=status.rpc_url,
+        node_url=status.node_url,
+        chain_id=status.chain_id,
+        home=node.home,
+        operator=OPERATOR,
+        node=node,
+    )
+
+
+def _operator_transfer(handle: ChainHandle) -> dict[str, object]:
+    nonce = int(handle.rpc("eth_getTransactionCount", OPERATOR.address, "pending"), 16)
+    signed = OPERATOR.sign_transaction(
+        {
+            "to": DEAD,
+            "value": 0,
+            "gas": 21_000,
+            "gasPrice": 0,
+            "nonce": nonce,
+            "chainId": handle.chain_id,
+        }
+    )
+    return handle.send_raw(bytes(signed.raw_transaction))
+
+
+def test_up_writes_the_endpoint_and_down_removes_it(node: ChainNode) -> None:
+    status = node.start()
+    assert status.running
+    assert not status.already_running
+    assert status.start_seconds is not None
+    info = read_chain_info(node.home)
+    assert info is not None
+    assert info["rpc_url"] == status.rpc_url == f"http://127.0.0.1:{node.settings.port}"
+    assert info["node_port"] == node.settings.node_port
+    assert rpc_url(node.home) == status.rpc_url
+    assert (node.home.logs_dir / "anvil.log").exists()
+    assert (node.home.run_dir / "anvil.pid").read_text().strip() == str(status.anvil_pid)
+
+    assert node.stop() is True
+    assert read_chain_info(node.home) is None
+    assert not (node.home.run_dir / "anvil.pid").exists()
+    assert not node.status().running
+    with pytest.raises(ChainError) as caught:
+        rpc_url(node.home)
+    assert caught.value.code == "chain_not_running"
+
+
+def test_up_is_idempotent_and_down_twice_is_fine(node: ChainNode) -> None:
+    first = node.start()
+    again = node.start()
+    assert again.already_running
+    assert (again.anvil_pid, again.proxy_pid) == (first.anvil_pid, first.proxy_pid)
+    assert node.stop() is True
+    assert node.stop() is False
+
+
+def test_a_restart_keeps_the_ledger(node: ChainNode) -> None:
+    node.start()
+    handle = _handle(node)
+    receipt = _operator_transfer(handle)
+    block_before = int(handle.rpc("eth_blockNumber"), 16)
+    node.stop()  # right after the transaction: anvil dumps its state on SIGTERM
+
+    node.start()
+    handle = _handle(node)
+    assert int(handle.rpc("eth_blockNumber"), 16) >= block_before
+    again = handle.rpc("eth_getTransactionReceipt", receipt["transactionHash"])
+    assert again is not None
+    assert again["blockNumber"] == receipt["blockNumber"]
+    assert int(handle.rpc("eth_getTransactionCount", OPERATOR.address, "latest"), 16) == 1
+
+
+def test_a_taken_port_is_reported_before_anything_starts(node: ChainNode) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
+        squatter.bind(("127.0.0.1", node.settings.port))
+        squatter.listen()
+        with pytest.raises(ChainError) as caught:
+            node.start()
+    assert caught.value.code == "port_in_use"
+    assert str(node.settings.port) in caught.value.message
+    assert not (node.home.run_dir / "anvil.pid").exists()
+
+
+def test_a_missing_binary_is_reported(tmp_path: Path) -> None:
+    settings = throwaway_chain_settings(anvil_bin=tmp_path / "no-anvil")
+    with pytest.raises(ChainError) as caught:
+        ChainNode(Home(tmp_path / "home").ensure(), settings).start()
+    assert caught.value.code == "anvil_missing"
+    assert "no-anvil" in caught.value.message
+
+
+def test_anvil_is_found_in_the_repositorys_node_modules() -> None:
+    found = find_anvil()
+    assert found.name == "anvil"
+    assert os.access(found, os.X_OK)
+
+
+def test_a_crashed_node_is_restarted_cleanly(node: ChainNode) -> None:
+    first = node.start()
+    assert first.anvil_pid is not None
+    os.kill(first.anvil_pid, signal.SIGKILL)
+    assert not node.status().running
+    second = node.start()
+    assert second.running
+    assert not second.already_running
+    assert second.anvil_pid != first.anvil_pid
+
+
+def test_rpc_url_prefers_the_environment(node: ChainNode, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DUL_RPC_URL", "http://besu.example:8545")
+    assert rpc_url(node.home) == "http://besu.example:8545"
+
+
+def test_cli_up_status_down(tmp_path: Path) -> None:
+    settings = throwaway_chain_settings()
+    env = {
+        "DUL_HOME": str(tmp_path / "home"),
+        "DUL_CHAIN_PORT": str(settings.port),
+        "DUL_CHAIN_NODE_PORT": str(settings.node_port),
+        "DUL_CHAIN_BLOCK_TIME": "0.2",
+    }
+    runner = CliRunner()
+    try:
+        up = runner.invoke(app, ["chain", "up", "--json"], env=env)
+        assert up.exit_code == 0, up.output
+        started = json.loads(up.stdout)
+        assert started["rpc_url"] == f"http://127.0.0.1:{settings.port}"
+
+        status = runner.invoke(app, ["chain", "status", "--json"], env=env)
+        assert status.exit_code == 0, status.output
+        current = json.loads(status.stdout)
+        assert current["running"] is True
+        assert current["chain_id"] == 31337
+        assert current["block"] >= 0
+        assert current["pids"]["anvil"] == started["anvil_pid"]
+
+        again = runner.invoke(app, ["chain", "up"], env=env)
+        assert again.exit_code == 0
+        assert "already running" in again.stdout
+    finally:
+        down = runner.invoke(app, ["chain", "down"], env=env)
+    assert down.exit_code == 0
+    stopped = runner.invoke(app, ["chain", "status", "--json"], env=env)
+    assert stopped.exit_code == 1
+    assert json.loads(stopped.stdout)["running"] is False
+
+
+def test_cli_reports_a_taken_port_in_one_line(tmp_path: Path) -> None:
+    settings = throwaway_chain_settings()
+    env = {"DUL_HOME": str(tmp_path / "home"), "DUL_CHAIN_PORT": str(settings.port)}
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
+        squatter.bind(("127.0.0.1", settings.port))
+        squatter.listen()
+        result = CliRunner().invoke(app, ["chain", "up"], env=env)
+    assert result.exit_code == 1
+    assert "already in use" in result.stderr
+    assert "Traceback" not in result.output
