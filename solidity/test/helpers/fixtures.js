@@ -262,16 +262,28 @@ const signed = (ctx, record, signer = ctx.instituteRequester) => signAccessRecor
 /** A granted record, signed. */
 const signedGranted = (ctx, overrides, signer) => signed(ctx, grantedRecord(ctx, overrides), signer);
 
-/** A predicate for `withArgs` that checks every field of the AccessRecorded `record` tuple. */
-function sameRecord(expected) {
-  const fields = Object.keys(expected);
-  return (actual) =>
-    fields.every((field) => {
-      const a = actual[field];
-      const e = expected[field];
-      if (typeof a === "bigint") return a === BigInt(e);
-      return String(a).toLowerCase() === String(e).toLowerCase();
-    });
+function sameValue(actual, expected) {
+  if (Array.isArray(expected)) {
+    return actual.length === expected.length && expected.every((e, i) => sameValue(actual[i], e));
+  }
+  if (typeof actual === "bigint") return actual === BigInt(expected);
+  return String(actual).toLowerCase() === String(expected).toLowerCase();
+}
+
+/**
+ * A predicate for `withArgs` that checks every field of a struct argument (the AccessRecorded
+ * `record`, the AgreementProposed `terms`) against `expected`, arrays element by element.
+ * On a mismatch it throws, naming the field, so the failure says what differs.
+ */
+function sameStruct(expected) {
+  return (actual) => {
+    for (const [field, value] of Object.entries(expected)) {
+      if (!sameValue(actual[field], value)) {
+        throw new Error(`struct field ${field}: expected ${value}, got ${actual[field]}`);
+      }
+    }
+    return true;
+  };
 }
 
 module.exports = {
@@ -296,5 +308,5 @@ module.exports = {
   deniedRecord,
   signed,
   signedGranted,
-  sameRecord,
+  sameStruct,
 };

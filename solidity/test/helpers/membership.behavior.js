@@ -11,7 +11,7 @@ const DEFAULT_ADMIN_ROLE = ethers.ZeroHash;
  */
 function shouldBehaveLikeOperatorOnly(fixture, call) {
   for (const who of ["stranger", "hospitalSteward", "regulator"]) {
-    it(`refuses the call from a ${who} (not the operator)`, async function () {
+    it(`refuses the call from the ${who} (not the operator)`, async function () {
       const ctx = await loadFixture(fixture);
       await expect(call(ctx, ctx[who]))
         .to.be.revertedWithCustomError(ctx.membership, "AccessControlUnauthorizedAccount")
