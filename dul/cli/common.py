@@ -10,6 +10,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from dul.errors import DulError
 from dul.home import Home
@@ -17,8 +18,8 @@ from dul.home import Home
 P = ParamSpec("P")
 R = TypeVar("R")
 
-console = Console()
-err_console = Console(stderr=True)
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 def home() -> Home:
@@ -37,7 +38,11 @@ def cli_errors(func: Callable[P, R]) -> Callable[P, R]:
         try:
             return func(*args, **kwargs)
         except DulError as exc:
-            err_console.print(f"[red]error[/red] [{exc.code}] {exc.message}", highlight=False)
+            err_console.print(
+                f"[red]error[/red] {escape(f'[{exc.code}]')} {escape(exc.message)}",
+                highlight=False,
+                soft_wrap=True,
+            )
             raise typer.Exit(1) from None
 
     return wrapper

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
 import typer
 
-from dul.cli import admin, chain, contracts, keys
+from dul import log
+from dul.cli import admin, chain, contracts, keys, stack
 
 app = typer.Typer(
     name="dul",
@@ -12,7 +15,16 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+app.command("up")(stack.up)
+app.command("down")(stack.down)
 app.add_typer(chain.app, name="chain")
 app.add_typer(contracts.app, name="contracts")
 app.add_typer(keys.app, name="keys")
 app.add_typer(admin.app, name="admin")
+
+
+@app.callback()
+def main() -> None:
+    """Logs go to stderr (JSON when not on a terminal), so `--json` output stays clean;
+    commands print their own summary, so only warnings are logged unless DUL_LOG_LEVEL says."""
+    log.configure(os.environ.get("DUL_LOG_LEVEL", "WARNING"))

@@ -15,6 +15,7 @@ from eth_abi.abi import decode
 from eth_hash.auto import keccak
 
 from dul.contracts.artifacts import load, manifest
+from dul.domain import slug_of
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,7 @@ class DecodedRevert:
 
 def _render(value: Any) -> str:
     if isinstance(value, bytes):
-        return "0x" + value.hex()
+        return slug_of(value) if len(value) == 32 else "0x" + value.hex()
     return str(value)
 
 

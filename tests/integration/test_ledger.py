@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from eth_hash.auto import keccak
+from eth_typing import HexStr
 from web3 import Web3
 
 from dul.chain.testing import TEST_OPERATOR_KEY, ChainHandle
@@ -31,8 +32,8 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def world(chain: ChainHandle) -> World:
     w3 = connect(chain.rpc_url)
-    deployment, _ = deploy(w3, LocalSigner(TEST_OPERATOR_KEY), chain.home.deployment, admin_delay=5)
-    return World(Ledger(w3, deployment), LocalSigner(TEST_OPERATOR_KEY)).build()
+    deployment, _ = deploy(w3, LocalSigner(HexStr(TEST_OPERATOR_KEY)), chain.home.deployment, admin_delay=5)
+    return World(Ledger(w3, deployment), LocalSigner(HexStr(TEST_OPERATOR_KEY))).build()
 
 
 def request_for(world: World, agreement: bytes, **overrides: object) -> AccessRequest:

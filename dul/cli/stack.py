@@ -1,0 +1,60 @@
+"""`dul up` and `dul down`: the whole local stack in one command."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from typing import Annotated
+
+import typer
+
+from dul import stack
+from dul.cli.common import cli_errors, console, emit_json, home
+
+
+@cli_errors
+def up(
+    demo: Annotated[
+        bool, typer.Option(help="Seed the sample data space (organizations, members, datasets).")
+    ] = False,
+    detach: Annotated[
+        bool, typer.Option(help="Return once everything is ready; stop with `dul down`.")
+    ] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Start the embedded chain, deploy the contracts if needed, and print the URLs."""
+    h = home()
+    status = stack.up(h, demo=demo)
+    if json_output:
+        emit_json(status.to_json())
+    else:
+        verb = "deployed" if status.deployed_now else "verified"
+        console.print(
+            f"rpc_url   {status.chain.rpc_url}  (chain {status.chain.chain_id})", highlight=False
+        )
+        console.print(f"contracts {verb}: {h.deployment}", highlight=False)
+        for name, address in status.deployment.addresses.items():
+            console.print(f"  {name:<18} {address}", highlight=False)
+        if status.seeded:
+            console.print(f"seeded    {', '.join(status.seeded)}", highlight=False)
+    if detach:
+        return
+    console.print("running; Ctrl-C stops the stack", highlight=False)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    stack.down(h)
+    console.print("stack stopped", highlight=False)
+
+
+@cli_errors
+def down(
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Stop everything `dul up` started (the ledger state is kept)."""
+    stopped = stack.down(home())
+    if json_output:
+        emit_json({"stopped": stopped})
+    else:
+        console.print("stack stopped" if stopped else "stack was not running", highlight=False)

@@ -1,0 +1,146 @@
+"""The local stack `dul up` runs: the embedded chain, the contracts, and (with `--demo`) a
+sample data space. Gateway and audit service join here as they are built."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from eth_hash.auto import keccak
+
+from dul.chain.node import ChainNode, ChainStatus
+from dul.chain.settings import ChainSettings
+from dul.contracts.deploy import deploy
+from dul.contracts.ledger import Deployment, Ledger, connect
+from dul.contracts.world import OMOP_FIELDS
+from dul.domain import OrgKind, OrgStatus, Role, Tier, slug_id
+from dul.errors import KeyStoreError
+from dul.home import Home
+from dul.keys import KeyStore
+
+log = structlog.get_logger(__name__)
+
+OPERATOR_KEY = "operator"
+
+# The sample data space of `dul up --demo`: (org, kind, display name, [(key suffix, role)]).
+SAMPLE_ORGANIZATIONS: tuple[tuple[str, OrgKind, str, tuple[tuple[str, Role], ...]], ...] = (
+    (
+        "hospital-a",
+        OrgKind.HOSPITAL,
+        "Hospital A",
+        (("steward", Role.STEWARD), ("gateway", Role.GATEWAY)),
+    ),
+    (
+        "hospital-b",
+        OrgKind.HOSPITAL,
+        "Hospital B",
+        (("steward", Role.STEWARD), ("gateway", Role.GATEWAY)),
+    ),
+    (
+        "hospital-c",
+        OrgKind.HOSPITAL,
+        "Hospital C",
+        (("steward", Role.STEWARD), ("gateway", Role.GATEWAY)),
+    ),
+    (
+        "institute",
+        OrgKind.RESEARCH,
+        "Research Institute",
+        (("steward", Role.STEWARD), ("requester", Role.REQUESTER)),
+    ),
+    (
+        "ai-lab",
+        OrgKind.AI_COMPANY,
+        "AI Lab",
+        (("steward", Role.STEWARD), ("requester", Role.REQUESTER)),
+    ),
+    (
+        "insurer",
+        OrgKind.INSURER,
+        "Insurer",
+        (("steward", Role.STEWARD), ("requester", Role.REQUESTER)),
+    ),
+    ("regulator", OrgKind.REGULATOR, "Health Data Regulator", (("auditor", Role.REGULATOR),)),
+)
+
+
+@dataclass(frozen=True)
+class StackStatus:
+    chain: ChainStatus
+    deployment: Deployment
+    deployed_now: bool
+    seeded: list[str]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "rpc_url": self.chain.rpc_url,
+            "chain_id": self.chain.chain_id,
+            "deployment": self.deployment.raw,
+            "deployed_now": self.deployed_now,
+            "seeded_organizations": self.seeded,
+        }
+
+
+def operator_address(keys: KeyStore) -> str:
+    """The operator's address, creating its keystore on first use."""
+    try:
+        return keys.show(OPERATOR_KEY).address
+    except KeyStoreError as exc:
+        if exc.code != "key_not_found":
+            raise
+        return keys.new(OPERATOR_KEY)
+
+
+def up(home: Home, settings: ChainSettings | None = None, *, demo: bool = False) -> StackStatus:
+    keys = KeyStore(home)
+    operator = operator_address(keys)
+    base = settings or ChainSettings()
+    if base.operator_address is None:
+        base = base.model_copy(update={"operator_address": operator})
+    chain = ChainNode(home, base).start()
+    assert chain.rpc_url is not None
+    w3 = connect(chain.rpc_url)
+    deployment, new = deploy(w3, keys.unlock(OPERATOR_KEY), home.deployment)
+    seeded = seed_sample(Ledger(w3, deployment), keys) if demo else []
+    return StackStatus(chain, deployment, new, seeded)
+
+
+def down(home: Home) -> bool:
+    return ChainNode(home).stop()
+
+
+def seed_sample(ledger: Ledger, keys: KeyStore) -> list[str]:
+    """Register the sample organizations, their members' keys and one dataset per hospital.
+
+    Idempotent: organizations already registered are left as they are.
+    """
+    operator = keys.unlock(OPERATOR_KEY)
+    seeded: list[str] = []
+    for slug, kind, name, members in SAMPLE_ORGANIZATIONS:
+        org = slug_id(slug)
+        _, status = ledger.call("Membership", "organization", org)
+        if status != OrgStatus.NONE:
+            continue
+        ledger.transact(operator, "Membership", "registerOrganization", org, kind, name)
+        for suffix, role in members:
+            key_name = f"{slug}.{suffix}"
+            try:
+                address = keys.show(key_name).address
+            except KeyStoreError:
+                address = keys.new(key_name)
+            ledger.transact(operator, "Membership", "grantMemberRole", org, address, role)
+        if kind == OrgKind.HOSPITAL:
+            ledger.transact(
+                keys.unlock(f"{slug}.steward"),
+                "DatasetRegistry",
+                "registerDataset",
+                slug_id(f"{slug}/omop-cdm"),
+                org,
+                keccak(b"OMOP CDM 5.4"),
+                list(OMOP_FIELDS),
+                Tier.IDENTIFIED,
+            )
+        seeded.append(slug)
+        log.info("stack.seeded", org=slug, kind=kind.name)
+    return seeded
