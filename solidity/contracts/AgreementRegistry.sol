@@ -65,10 +65,7 @@ contract AgreementRegistry is IAgreementRegistry, EIP712 {
     /// @inheritdoc IAgreementRegistry
     function amend(AgreementId previous, AgreementTerms calldata terms) external returns (AgreementId id) {
         Agreement storage prior = _existing(previous);
-        AgreementStatus current = _statusOf(prior);
-        if (current != AgreementStatus.ACTIVE && current != AgreementStatus.SUSPENDED) {
-            revert AgreementRegistryInvalidStatus(previous, current);
-        }
+        _checkAmendable(previous, prior);
         if (!(prior.holder == terms.holder) || !(prior.requester == terms.requester)) {
             revert AgreementRegistryAmendmentPartiesChanged(previous);
         }
@@ -282,11 +279,19 @@ contract AgreementRegistry is IAgreementRegistry, EIP712 {
         AgreementId previous = agreement.previous;
         if (AgreementId.unwrap(previous) == bytes32(0)) return;
         Agreement storage prior = _agreements[previous];
-        AgreementStatus priorStatus = _statusOf(prior);
-        if (priorStatus == AgreementStatus.ACTIVE || priorStatus == AgreementStatus.SUSPENDED) {
-            prior.status = AgreementStatus.SUPERSEDED;
-            emit AgreementSuperseded(previous, id);
-        }
+        // The previous version may have been revoked, superseded by a rival amendment or
+        // suspended by a regulator since this amendment was proposed: then it must not activate.
+        _checkAmendable(previous, prior);
+        prior.status = AgreementStatus.SUPERSEDED;
+        emit AgreementSuperseded(previous, id);
+    }
+
+    /// @dev Only a live version can be amended, and a regulator's suspension is no way out.
+    function _checkAmendable(AgreementId id, Agreement storage agreement) private view {
+        AgreementStatus current = _statusOf(agreement);
+        bool amendable = current == AgreementStatus.ACTIVE
+            || (current == AgreementStatus.SUSPENDED && !agreement.suspendedByRegulator);
+        if (!amendable) revert AgreementRegistryInvalidStatus(id, current);
     }
 
     function _isPartySteward(Agreement storage agreement, address account) private view returns (bool) {
