@@ -214,6 +214,58 @@ async function activeAgreementFixture() {
   return { ...ctx, terms, id };
 }
 
+/** The active research agreement plus an insurance-claim agreement with the insurer (quota 5). */
+async function insuranceAgreementFixture() {
+  const ctx = await activeAgreementFixture();
+  const insuranceTerms = researchTerms(ctx.now, {
+    requester: ORG.INSURER,
+    scenario: Scenario.INSURANCE_CLAIM,
+    maxTier: Tier.IDENTIFIED,
+    consentPolicy: ConsentPolicy.PATIENT_AUTHORIZATION,
+    duoCodes: [],
+    diseaseCode: ZERO32,
+    ethicsApproval: ZERO32,
+    quota: 5,
+    nonce: 100,
+  });
+  const insuranceId = await activate(ctx, insuranceTerms);
+  return { ...ctx, insuranceTerms, insuranceId };
+}
+
+/** The active research agreement with a quota of 3 accesses. */
+async function smallQuotaFixture() {
+  const ctx = await deployFixture();
+  const terms = researchTerms(ctx.now, { quota: 3 });
+  const id = await activate(ctx, terms);
+  return { ...ctx, terms, id };
+}
+
+/** An active research agreement whose window opens in 10 days and closes 30 days later. */
+async function futureWindowFixture() {
+  const ctx = await deployFixture();
+  const terms = researchTerms(ctx.now, { validFrom: ctx.now + 10 * DAY, validUntil: ctx.now + 40 * DAY });
+  const id = await activate(ctx, terms);
+  return { ...ctx, terms, id };
+}
+
+/**
+ * A clinical-care agreement that allows every tier and operation (quota 100), for release rules.
+ */
+async function clinicalCareFixture() {
+  const ctx = await deployFixture();
+  const terms = researchTerms(ctx.now, {
+    scenario: Scenario.CLINICAL_CARE,
+    maxTier: Tier.IDENTIFIED,
+    consentPolicy: ConsentPolicy.NONE,
+    operations: ops(Operation.QUERY, Operation.TRAIN, Operation.EXPORT_RESULT),
+    fieldMasks: [fieldsMask(0, 1, 2, 3, 4, 5, 6, 7)],
+    duoCodes: [43],
+    quota: 100,
+  });
+  const id = await activate(ctx, terms);
+  return { ...ctx, terms, id };
+}
+
 let requestCounter = 0;
 /** A fresh request id. */
 const newRequestId = () => tag(`request:${++requestCounter}:${Date.now()}`);
@@ -300,6 +352,10 @@ module.exports = {
   deployFixture,
   proposedAgreementFixture,
   activeAgreementFixture,
+  insuranceAgreementFixture,
+  smallQuotaFixture,
+  futureWindowFixture,
+  clinicalCareFixture,
   researchTerms,
   activate,
   signAsParties,
