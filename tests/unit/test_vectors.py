@@ -1,0 +1,106 @@
+"""Cross-language vectors: typed data signed in Python with eth-account, which the Hardhat
+suite (`solidity/test/vectors.test.js`) verifies on chain.
+
+The committed JSON must equal what Python produces now; regenerate it with
+`DUL_WRITE_VECTORS=1 pytest tests/unit/test_vectors.py`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from eth_account import Account
+from eth_account.messages import encode_typed_data
+
+from dul.contracts.typed_data import (
+    AccessRequest,
+    AgreementTerms,
+    access_log_domain,
+    agreement_domain,
+)
+from dul.domain import ConsentPolicy, Operation, Scenario, Tier, operations_mask, slug_id
+
+VECTORS = Path(__file__).resolve().parents[2] / "solidity/test/vectors"
+KEY = "0x" + "4b" * 32  # a public test key, never used for anything else
+# Hardhat's first deployment from its first default account lands here on chain 31337.
+VERIFYING_CONTRACT = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
+
+
+def _sign(typed: dict[str, Any]) -> dict[str, Any]:
+    signed = Account.sign_message(encode_typed_data(full_message=typed), KEY)
+    return {
+        "privateKey": KEY,
+        "address": Account.from_key(KEY).address,
+        **typed,
+        "digest": "0x" + bytes(signed.message_hash).hex(),
+        "signature": "0x" + bytes(signed.signature).hex(),
+    }
+
+
+def agreement_vector() -> dict[str, Any]:
+    terms = AgreementTerms(
+        holder=slug_id("hospital-a"),
+        requester=slug_id("institute"),
+        datasets=(slug_id("hospital-a/omop-cdm"), slug_id("hospital-a/imaging")),
+        field_masks=(0b1011, 0b1),
+        scenario=Scenario.RESEARCH,
+        max_tier=Tier.PSEUDONYMIZED,
+        operations=operations_mask(Operation.QUERY, Operation.EXPORT_RESULT),
+        valid_from=1_800_000_000,
+        valid_until=1_900_000_000,
+        quota=500,
+        consent_policy=ConsentPolicy.COHORT_CONSENT,
+        terms_hash=bytes.fromhex("aa" * 32),
+        nonce=2**200 + 7,
+        deadline=1_850_000_000,
+        duo_codes=(42, 46, 25),
+        disease_code=bytes.fromhex("0d" * 32),
+        ethics_approval=bytes.fromhex("e7" * 32),
+    )
+    domain = agreement_domain(31337, VERIFYING_CONTRACT)  # type: ignore[arg-type]
+    vector = _sign(terms.typed_data(domain, version=2, previous=bytes.fromhex("11" * 32)))
+    assert vector["digest"] == "0x" + terms.digest(domain, 2, bytes.fromhex("11" * 32)).hex()
+    return vector
+
+
+def access_request_vector() -> dict[str, Any]:
+    from dul.signing import typed_data_json
+
+    request = AccessRequest(
+        request_id=bytes.fromhex("01" * 32),
+        agreement_id=bytes.fromhex("02" * 32),
+        dataset_id=slug_id("hospital-a/omop-cdm"),
+        field_mask=0b110,
+        tier=Tier.DEIDENTIFIED,
+        operation=Operation.QUERY,
+        request_hash=bytes.fromhex("03" * 32),
+        deadline=1_850_000_000,
+        authorization_ref=bytes.fromhex("04" * 32),
+    )
+    domain = access_log_domain(31337, VERIFYING_CONTRACT)  # type: ignore[arg-type]
+    from dul.contracts.typed_data import ACCESS_REQUEST_TYPES
+
+    typed = typed_data_json(
+        domain.as_json(), ACCESS_REQUEST_TYPES, "AccessRequest", request.message()
+    )
+    vector = _sign(typed)
+    assert vector["digest"] == "0x" + request.digest(domain).hex()
+    return vector
+
+
+def test_committed_vectors_match_python() -> None:
+    produced = {
+        "agreement-signature.json": agreement_vector(),
+        "access-request-signature.json": access_request_vector(),
+    }
+    for name, vector in produced.items():
+        path = VECTORS / name
+        text = json.dumps(vector, indent=2, sort_keys=True) + "\n"
+        if os.environ.get("DUL_WRITE_VECTORS") == "1":
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+        assert path.exists(), f"{path} missing: run DUL_WRITE_VECTORS=1 pytest {__file__}"
+        assert json.loads(path.read_text()) == json.loads(text), f"{name} drifted from Python"
