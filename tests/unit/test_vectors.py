@@ -16,12 +16,14 @@ from eth_account import Account
 from eth_account.messages import encode_typed_data
 
 from dul.contracts.typed_data import (
+    ACCESS_REQUEST_TYPES,
     AccessRequest,
     AgreementTerms,
     access_log_domain,
     agreement_domain,
 )
 from dul.domain import ConsentPolicy, Operation, Scenario, Tier, operations_mask, slug_id
+from dul.signing import typed_data_json
 
 VECTORS = Path(__file__).resolve().parents[2] / "solidity/test/vectors"
 KEY = "0x" + "4b" * 32  # a public test key, never used for anything else
@@ -67,8 +69,6 @@ def agreement_vector() -> dict[str, Any]:
 
 
 def access_request_vector() -> dict[str, Any]:
-    from dul.signing import typed_data_json
-
     request = AccessRequest(
         request_id=bytes.fromhex("01" * 32),
         agreement_id=bytes.fromhex("02" * 32),
@@ -81,8 +81,6 @@ def access_request_vector() -> dict[str, Any]:
         authorization_ref=bytes.fromhex("04" * 32),
     )
     domain = access_log_domain(31337, VERIFYING_CONTRACT)  # type: ignore[arg-type]
-    from dul.contracts.typed_data import ACCESS_REQUEST_TYPES
-
     typed = typed_data_json(
         domain.as_json(), ACCESS_REQUEST_TYPES, "AccessRequest", request.message()
     )
