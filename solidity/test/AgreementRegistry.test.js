@@ -656,11 +656,8 @@ describe("AgreementRegistry", function () {
     });
 
     describe("amendment chain integrity", function () {
-      // BUG (AgreementRegistry.amend / _activate): a regulator's suspension can be escaped by
-      // amending. amend() accepts a SUSPENDED previous version without looking at
-      // suspendedByRegulator, and activating the amendment supersedes it, so the two parties alone
-      // get an ACTIVE agreement although only a regulator may lift a regulator's suspension.
-      it.skip("does not let the parties escape a regulator's suspension by amending", async function () {
+      // Regression: amending used to be a way out of a regulator's suspension.
+      it("does not let the parties escape a regulator's suspension by amending", async function () {
         const ctx = await loadFixture(activeAgreementFixture);
         await ctx.agreements.connect(ctx.regulator).suspend(ctx.id, REASON);
         await expect(ctx.agreements.connect(ctx.hospitalSteward).amend(ctx.id, researchTerms(ctx.now, { nonce: 2 })))
@@ -668,10 +665,8 @@ describe("AgreementRegistry", function () {
           .withArgs(ctx.id, AgreementStatus.SUSPENDED);
       });
 
-      // BUG (AgreementRegistry._activate): an amendment proposed before its previous version was
-      // revoked still activates afterwards (it just skips the SUPERSEDED step), so a revocation
-      // "for good" is undone by signing a pending amendment.
-      it.skip("refuses to activate an amendment of a version revoked meanwhile", async function () {
+      // Regression: a pending amendment used to activate over a revoked previous version.
+      it("refuses to activate an amendment of a version revoked meanwhile", async function () {
         const ctx = await loadFixture(amendmentProposedFixture);
         await ctx.agreements.connect(ctx.regulator).revoke(ctx.id, REASON);
         await expect(signAsParties(ctx, ctx.amendmentId, ctx.amendedTerms, { version: 2, previous: ctx.id }))
@@ -679,10 +674,8 @@ describe("AgreementRegistry", function () {
           .withArgs(ctx.id, AgreementStatus.REVOKED);
       });
 
-      // BUG (AgreementRegistry.amend / _activate): two amendments of the same version can both be
-      // proposed and both activated; the second finds its previous version SUPERSEDED and skips
-      // it, leaving two ACTIVE versions (two quotas) of one agreement.
-      it.skip("refuses to activate a second amendment of an already superseded version", async function () {
+      // Regression: two rival amendments of one version used to both activate (two quotas).
+      it("refuses to activate a second amendment of an already superseded version", async function () {
         const ctx = await loadFixture(amendmentProposedFixture);
         const rivalTerms = researchTerms(ctx.now, { nonce: 3, quota: 1000 });
         const rivalId = agreementIdOf(rivalTerms);

@@ -1,0 +1,96 @@
+// Gas report: what activating an agreement and recording accesses cost. Prints a table; asserts
+// the design target of at most 60,000 gas per granted access in a batch of 100.
+const { expect } = require("chai");
+const { ethers } = require("hardhat");
+const { loadFixture } = require("@nomicfoundation/hardhat-network-helpers");
+const { DenyReason, Operation, ReleaseKind, Tier } = require("./helpers/enums");
+const {
+  deployFixture,
+  deniedRecord,
+  fieldsMask,
+  researchTerms,
+  signed,
+  signedGranted,
+  tag,
+} = require("./helpers/fixtures");
+const { agreementIdOf, signAgreement } = require("./helpers/typed-data");
+
+const BATCH = 100;
+const TARGET_PER_GRANTED_ACCESS = 60_000n;
+
+const gasOf = async (txPromise) => (await (await txPromise).wait()).gasUsed;
+
+/** A realistic granted request: its own query hash, cohort root and size, two to four fields. */
+function realisticGranted(ctx, i) {
+  return signedGranted(ctx, {
+    requestId: tag(`gas:request:${i}`),
+    requestHash: tag(`sql:cohort-query:${i}`),
+    cohortRoot: tag(`merkle-root:cohort:${i}`),
+    cohortSize: 50 + i,
+    fieldMask: i % 2 === 0 ? fieldsMask(1, 3) : fieldsMask(1, 2, 4, 5),
+    tier: i % 3 === 0 ? Tier.DEIDENTIFIED : Tier.PSEUDONYMIZED,
+    operation: i % 4 === 0 ? Operation.EXPORT_RESULT : Operation.QUERY,
+  });
+}
+
+describe("Gas report", function () {
+  const rows = [];
+
+  after(function () {
+    if (rows.length === 0) return;
+    const width = Math.max(...rows.map(([label]) => label.length));
+    console.log("\n      Gas used (hardhat, prague, optimizer 200 runs)");
+    for (const [label, gas] of rows) console.log(`        ${label.padEnd(width)}  ${gas.toLocaleString("en-US").padStart(10)}`);
+  });
+
+  it(`measures activation, single and batched (${BATCH}) records and a release`, async function () {
+    const ctx = await loadFixture(deployFixture);
+    const { agreements, accessLog, hospitalSteward, instituteSteward, hospitalGateway, relayer } = ctx;
+    const terms = researchTerms(ctx.now, { quota: 1000 });
+    const id = agreementIdOf(terms);
+
+    const propose = await gasOf(agreements.connect(hospitalSteward).propose(terms));
+    const holderSig = await signAgreement(hospitalSteward, agreements, terms);
+    const signHolder = await gasOf(agreements.connect(relayer).sign(id, hospitalSteward.address, holderSig));
+    const requesterSig = await signAgreement(instituteSteward, agreements, terms);
+    const signRequester = await gasOf(agreements.connect(relayer).sign(id, instituteSteward.address, requesterSig));
+    const run = { ...ctx, id, terms };
+
+    const gateway = accessLog.connect(hospitalGateway);
+    const firstSingle = await gasOf(gateway.recordAccess(await realisticGranted(run, 100_000)));
+    const laterSingle = await gasOf(gateway.recordAccess(await realisticGranted(run, 100_001)));
+
+    const granted = await Promise.all(Array.from({ length: BATCH }, (_, i) => realisticGranted(run, i)));
+    const grantedBatch = await gasOf(gateway.recordAccesses(granted));
+    expect(await accessLog.accessesUsed(id)).to.equal(BATCH + 2);
+
+    const denied = await Promise.all(
+      Array.from({ length: BATCH }, (_, i) =>
+        signed(run, deniedRecord(run, DenyReason.FIELDS_NOT_IN_SCOPE, { requestId: tag(`gas:denied:${i}`), fieldMask: 1 })),
+      ),
+    );
+    const deniedBatch = await gasOf(gateway.recordAccesses(denied));
+
+    const release = await gasOf(
+      gateway.releaseResult(granted[1].requestId, id, tag("result:aggregate"), ReleaseKind.AGGREGATE_RESULT, 4096),
+    );
+
+    const perGranted = grantedBatch / BigInt(BATCH);
+    const perDenied = deniedBatch / BigInt(BATCH);
+    rows.push(
+      ["propose", propose],
+      ["sign (holder)", signHolder],
+      ["sign (requester, activates)", signRequester],
+      ["activation total (propose + 2 signs)", propose + signHolder + signRequester],
+      ["recordAccess GRANTED (first of agreement)", firstSingle],
+      ["recordAccess GRANTED (later)", laterSingle],
+      [`recordAccesses ${BATCH} GRANTED (whole tx)`, grantedBatch],
+      [`  per granted access`, perGranted],
+      [`recordAccesses ${BATCH} DENIED (whole tx)`, deniedBatch],
+      [`  per denied access`, perDenied],
+      ["releaseResult", release],
+    );
+
+    expect(perGranted).to.be.at.most(TARGET_PER_GRANTED_ACCESS);
+  });
+});

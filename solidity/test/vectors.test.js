@@ -1,0 +1,195 @@
+/*
+ * Cross-language vector: an `Agreement` signed off chain (the Python side, eth-account) must hash
+ * and recover exactly as ethers and the contracts do.
+ *
+ * File: solidity/test/vectors/agreement-signature.json (the test is skipped while it is absent).
+ * Format (JSON object; integers as JSON numbers or decimal strings, bytes as 0x-hex):
+ *   {
+ *     "privateKey": "0x<32 bytes>",           // the signing key (test key, never a real one)
+ *     "address":    "0x<20 bytes>",           // optional: the key's address, checked if present
+ *     "domain": {                             // EIP-712 domain of AgreementRegistry
+ *       "name": "DataUseLedger.AgreementRegistry",
+ *       "version": "1",
+ *       "chainId": 31337,
+ *       "verifyingContract": "0x<20 bytes>"   // any address; the signature is bound to it
+ *     },
+ *     "primaryType": "Agreement",             // optional; must be "Agreement" if present
+ *     "types": {                              // exactly TypedData.sol's type, EIP712Domain optional
+ *       "Agreement": [ {"name": "id", "type": "bytes32"}, {"name": "version", "type": "uint64"}, ... ]
+ *     },
+ *     "message": {                            // every field of the Agreement type
+ *       "id": "0x..", "version": 1, "previous": "0x00..00",
+ *       "holder": "0x..", "requester": "0x..",
+ *       "datasets": ["0x.."], "fieldMasks": [62], "scenario": 1, "duoCodes": [42, 46],
+ *       "diseaseCode": "0x..", "ethicsApproval": "0x..", "maxTier": 3, "operations": 5,
+ *       "validFrom": 1767225600, "validUntil": 1769904000, "quota": 10, "consentPolicy": 1,
+ *       "termsHash": "0x..", "nonce": 1, "deadline": 1767830400
+ *     },
+ *     "structHash": "0x..",                   // optional: hashStruct(message), checked if present
+ *     "digest": "0x..",                       // optional: the EIP-712 digest, checked if present
+ *     "signature": "0x<65 bytes r || s || v>" // v = 27 or 28
+ *   }
+ *
+ * solidity/test/vectors/access-request-signature.json has the same shape for the requester's
+ * `AccessRequest` (domain name "DataUseLedger.AccessLog", primaryType "AccessRequest", message
+ * fields requestId, agreementId, datasetId, fieldMask, tier, operation, requestHash,
+ * authorizationRef, deadline); it is checked the same way when present.
+ *
+ * The type string the Python side must produce (TypedData.AGREEMENT_TYPEHASH):
+ *   Agreement(bytes32 id,uint64 version,bytes32 previous,bytes32 holder,bytes32 requester,
+ *   bytes32[] datasets,uint256[] fieldMasks,uint8 scenario,uint32[] duoCodes,bytes32 diseaseCode,
+ *   bytes32 ethicsApproval,uint8 maxTier,uint8 operations,uint64 validFrom,uint64 validUntil,
+ *   uint64 quota,uint8 consentPolicy,bytes32 termsHash,uint256 nonce,uint64 deadline)
+ */
+const fs = require("node:fs");
+const path = require("node:path");
+const { expect } = require("chai");
+const { ethers } = require("hardhat");
+const { loadFixture } = require("@nomicfoundation/hardhat-network-helpers");
+const { ACCESS_REQUEST_TYPES, AGREEMENT_TYPES } = require("./helpers/typed-data");
+
+const VECTOR_PATH = path.join(__dirname, "vectors", "agreement-signature.json");
+const ACCESS_VECTOR_PATH = path.join(__dirname, "vectors", "access-request-signature.json");
+
+const ACCESS_REQUEST_TYPE_STRING =
+  "AccessRequest(bytes32 requestId,bytes32 agreementId,bytes32 datasetId,uint256 fieldMask," +
+  "uint8 tier,uint8 operation,bytes32 requestHash,bytes32 authorizationRef,uint64 deadline)";
+
+const AGREEMENT_TYPE_STRING =
+  "Agreement(bytes32 id,uint64 version,bytes32 previous,bytes32 holder,bytes32 requester," +
+  "bytes32[] datasets,uint256[] fieldMasks,uint8 scenario,uint32[] duoCodes,bytes32 diseaseCode," +
+  "bytes32 ethicsApproval,uint8 maxTier,uint8 operations,uint64 validFrom,uint64 validUntil," +
+  "uint64 quota,uint8 consentPolicy,bytes32 termsHash,uint256 nonce,uint64 deadline)";
+
+async function mockFixture() {
+  return { mock: await ethers.deployContract("TypedDataMock") };
+}
+
+describe("EIP-712 agreement signature vector (cross-language)", function () {
+  it("agrees with the contract's Agreement type string and type hash", async function () {
+    const { mock } = await loadFixture(mockFixture);
+    expect(ethers.TypedDataEncoder.from(AGREEMENT_TYPES).encodeType("Agreement")).to.equal(AGREEMENT_TYPE_STRING);
+    expect(await mock.agreementTypehash()).to.equal(ethers.id(AGREEMENT_TYPE_STRING));
+  });
+
+  if (!fs.existsSync(VECTOR_PATH)) {
+    it.skip(
+      "checks solidity/test/vectors/agreement-signature.json — SKIPPED: the file is absent; " +
+        "generate it with the Python signer (format at the top of vectors.test.js)",
+    );
+    return;
+  }
+
+  const vector = JSON.parse(fs.readFileSync(VECTOR_PATH, "utf8"));
+  const { EIP712Domain: _ignored, ...types } = vector.types;
+  const message = vector.message;
+  const terms = {
+    holder: message.holder,
+    requester: message.requester,
+    datasets: message.datasets,
+    fieldMasks: message.fieldMasks,
+    scenario: message.scenario,
+    duoCodes: message.duoCodes,
+    diseaseCode: message.diseaseCode,
+    ethicsApproval: message.ethicsApproval,
+    maxTier: message.maxTier,
+    operations: message.operations,
+    validFrom: message.validFrom,
+    validUntil: message.validUntil,
+    quota: message.quota,
+    consentPolicy: message.consentPolicy,
+    termsHash: message.termsHash,
+    nonce: message.nonce,
+    deadline: message.deadline,
+  };
+
+  it("uses exactly the contract's Agreement type", function () {
+    if (vector.primaryType !== undefined) expect(vector.primaryType).to.equal("Agreement");
+    expect(ethers.TypedDataEncoder.from(types).encodeType("Agreement")).to.equal(AGREEMENT_TYPE_STRING);
+    expect(vector.domain.name).to.equal("DataUseLedger.AgreementRegistry");
+    expect(vector.domain.version).to.equal("1");
+  });
+
+  it("recovers the key's address from the signature over the ethers digest", function () {
+    const wallet = new ethers.Wallet(vector.privateKey);
+    if (vector.address !== undefined) expect(ethers.getAddress(vector.address)).to.equal(wallet.address);
+    const digest = ethers.TypedDataEncoder.hash(vector.domain, types, message);
+    if (vector.digest !== undefined) expect(digest).to.equal(vector.digest);
+    expect(ethers.recoverAddress(digest, vector.signature)).to.equal(wallet.address);
+  });
+
+  it("matches the on-chain struct hash, digest and recovery", async function () {
+    const { mock } = await loadFixture(mockFixture);
+    const structHash = ethers.TypedDataEncoder.hashStruct("Agreement", types, message);
+    if (vector.structHash !== undefined) expect(structHash).to.equal(vector.structHash);
+    expect(await mock.hashAgreement(terms, message.id, message.version, message.previous)).to.equal(structHash);
+    const digest = await mock.toTypedDataHash(ethers.TypedDataEncoder.hashDomain(vector.domain), structHash);
+    expect(digest).to.equal(ethers.TypedDataEncoder.hash(vector.domain, types, message));
+    expect(await mock.recover(digest, vector.signature)).to.equal(new ethers.Wallet(vector.privateKey).address);
+  });
+
+  it("binds the agreement id to holder, requester and nonce", function () {
+    const id = ethers.keccak256(
+      ethers.AbiCoder.defaultAbiCoder().encode(
+        ["bytes32", "bytes32", "uint256"],
+        [message.holder, message.requester, message.nonce],
+      ),
+    );
+    expect(message.id).to.equal(id);
+  });
+});
+
+describe("EIP-712 access request signature vector (cross-language)", function () {
+  it("agrees with the contract's AccessRequest type string and type hash", async function () {
+    const { mock } = await loadFixture(mockFixture);
+    expect(ethers.TypedDataEncoder.from(ACCESS_REQUEST_TYPES).encodeType("AccessRequest")).to.equal(
+      ACCESS_REQUEST_TYPE_STRING,
+    );
+    expect(await mock.accessRequestTypehash()).to.equal(ethers.id(ACCESS_REQUEST_TYPE_STRING));
+  });
+
+  if (!fs.existsSync(ACCESS_VECTOR_PATH)) {
+    it.skip(
+      "checks solidity/test/vectors/access-request-signature.json — SKIPPED: the file is absent; " +
+        "generate it with the Python signer (format at the top of vectors.test.js)",
+    );
+    return;
+  }
+
+  const vector = JSON.parse(fs.readFileSync(ACCESS_VECTOR_PATH, "utf8"));
+  const { EIP712Domain: _ignored, ...types } = vector.types;
+  const message = vector.message;
+
+  it("uses exactly the contract's AccessRequest type and the AccessLog domain", function () {
+    if (vector.primaryType !== undefined) expect(vector.primaryType).to.equal("AccessRequest");
+    expect(ethers.TypedDataEncoder.from(types).encodeType("AccessRequest")).to.equal(ACCESS_REQUEST_TYPE_STRING);
+    expect(vector.domain.name).to.equal("DataUseLedger.AccessLog");
+    expect(vector.domain.version).to.equal("1");
+  });
+
+  it("matches the on-chain struct hash, digest and recovery", async function () {
+    const { mock } = await loadFixture(mockFixture);
+    const wallet = new ethers.Wallet(vector.privateKey);
+    if (vector.address !== undefined) expect(ethers.getAddress(vector.address)).to.equal(wallet.address);
+    const structHash = ethers.TypedDataEncoder.hashStruct("AccessRequest", types, message);
+    if (vector.structHash !== undefined) expect(structHash).to.equal(vector.structHash);
+    // The record fields outside the signed request do not enter the hash.
+    const record = {
+      ...message,
+      requester: wallet.address,
+      decision: 1,
+      reason: 0,
+      cohortRoot: ethers.ZeroHash,
+      cohortSize: 0,
+      sigR: ethers.ZeroHash,
+      sigS: ethers.ZeroHash,
+      sigV: 0,
+    };
+    expect(await mock.hashAccessRequest(record)).to.equal(structHash);
+    const digest = await mock.toTypedDataHash(ethers.TypedDataEncoder.hashDomain(vector.domain), structHash);
+    expect(digest).to.equal(ethers.TypedDataEncoder.hash(vector.domain, types, message));
+    if (vector.digest !== undefined) expect(digest).to.equal(vector.digest);
+    expect(await mock.recover(digest, vector.signature)).to.equal(wallet.address);
+    expect(ethers.recoverAddress(digest, vector.signature)).to.equal(wallet.address);
+  });
+});
