@@ -17,7 +17,14 @@ const {
   smallQuotaFixture,
   tag,
 } = require("./helpers/fixtures");
-const { ACCESS_REQUEST_TYPES, accessLogDomain, accessRequestMessage, signAccessRecord } = require("./helpers/typed-data");
+const {
+  ACCESS_REQUEST_TYPES,
+  accessLogDomain,
+  accessRequestMessage,
+  agreementIdOf,
+  signAccessRecord,
+  signAgreement,
+} = require("./helpers/typed-data");
 const { shouldEnforceGrantRules } = require("./helpers/access.behavior");
 const { shouldBeDisabledBySuspension } = require("./helpers/membership.behavior");
 
@@ -350,7 +357,6 @@ describe("AccessLog", function () {
         nonce: 3,
       });
       await ctx.agreements.connect(ctx.hospitalBSteward).propose(otherTerms);
-      const { agreementIdOf, signAgreement } = require("./helpers/typed-data");
       const otherId = agreementIdOf(otherTerms);
       for (const signer of [ctx.hospitalBSteward, ctx.instituteSteward]) {
         await ctx.agreements.sign(otherId, signer.address, await signAgreement(signer, ctx.agreements, otherTerms));

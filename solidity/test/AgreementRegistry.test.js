@@ -3,7 +3,6 @@ const { ethers } = require("hardhat");
 const { loadFixture, time } = require("@nomicfoundation/hardhat-network-helpers");
 const { AgreementStatus, ConsentPolicy, OrgKind, Party, Role, Scenario, Tier } = require("./helpers/enums");
 const {
-  DAY,
   ORG,
   activeAgreementFixture,
   deployFixture,

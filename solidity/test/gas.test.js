@@ -1,7 +1,6 @@
 // Gas report: what activating an agreement and recording accesses cost. Prints a table; asserts
 // the design target of at most 60,000 gas per granted access in a batch of 100.
 const { expect } = require("chai");
-const { ethers } = require("hardhat");
 const { loadFixture } = require("@nomicfoundation/hardhat-network-helpers");
 const { DenyReason, Operation, ReleaseKind, Tier } = require("./helpers/enums");
 const {

@@ -6,13 +6,10 @@ const { ethers } = require("hardhat");
 const { AgreementStatus, Decision, Operation, Role, Tier } = require("./enums");
 const {
   DATASET,
-  DAY,
   ORG,
   activeAgreementFixture,
-  activate,
   fieldsMask,
   futureWindowFixture,
-  grantedRecord,
   insuranceAgreementFixture,
   proposedAgreementFixture,
   researchTerms,
