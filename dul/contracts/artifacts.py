@@ -68,7 +68,8 @@ class Manifest:
     compiler_version: str
     compiler_settings: dict[str, Any]
     input_hash: HexStr
-    """keccak256 of the canonical standard-JSON input: changes with any source or setting."""
+    """keccak256 over compiler, settings and every source the packaged contracts are built
+    from (mocks excluded): changes with any of them."""
     contracts: dict[str, ManifestEntry]
 
 

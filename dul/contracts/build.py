@@ -188,10 +188,14 @@ def _locate(project: Project, source_name: str) -> Path:
     raise FileNotFoundError(source_name)
 
 
-def collect_sources(project: Project) -> dict[str, str]:
-    """Every `.sol` under solidity/contracts (mocks included, as Hardhat compiles them) and
-    everything they import, keyed by source unit name."""
-    pending = [project.source_name(p) for p in sorted(project.sources_dir.rglob("*.sol"))]
+def collect_sources(project: Project, *, packaged_only: bool = False) -> dict[str, str]:
+    """Every `.sol` under solidity/contracts (mocks included, as Hardhat compiles them, unless
+    `packaged_only`) and everything they import, keyed by source unit name."""
+    pending = [
+        name
+        for name in (project.source_name(p) for p in sorted(project.sources_dir.rglob("*.sol")))
+        if not packaged_only or project.is_packaged_source(name)
+    ]
     sources: dict[str, str] = {}
     importers: dict[str, str] = {}
     while pending:
@@ -290,7 +294,20 @@ def compile_artifacts(project: Project | None = None) -> BuildResult:
     binary = solc_binary(project)
     version = _compiler_version(binary, config)
     data = standard_input(project, config)
-    input_hash = _hex_keccak(_canonical(data))
+    # What the packaged contracts are built from; test-only mocks are left out so editing a
+    # mock does not call for a rebuild.
+    input_hash = _hex_keccak(
+        _canonical(
+            {
+                "compiler": version,
+                "settings": config.settings,
+                "sources": {
+                    name: _hex_keccak(content.encode())
+                    for name, content in collect_sources(project, packaged_only=True).items()
+                },
+            }
+        )
+    )
 
     output: dict[str, Any] = {"contracts": {}, "sources": {}}
     if data["sources"]:  # solc rejects an empty input; an empty tree has no artifacts
