@@ -83,8 +83,11 @@ contract AccessLog is IAccessLog, EIP712 {
         if (!MEMBERSHIP.hasOrgRole(msg.sender, terms.holder, Role.GATEWAY)) {
             revert AccessLogUnauthorizedRecorder(msg.sender, terms.holder);
         }
-        // Suspension or revocation stops egress at once, even of results already computed.
+        // Suspension, revocation or expiry stops egress at once, even of results already computed.
         if (terms.status != AgreementStatus.ACTIVE) revert AccessLogAgreementNotActive(agreementId, terms.status);
+        if (block.timestamp > terms.validUntil) {
+            revert AccessLogOutsideWindow(agreementId, uint64(block.timestamp), terms.validFrom, terms.validUntil);
+        }
         if (slot.decision() != Decision.GRANTED || !AccessRules.releasable(kind, slot.tier(), slot.operation())) {
             revert AccessLogReleaseNotAllowed(accessId, kind);
         }

@@ -485,12 +485,8 @@ describe("AccessLog", function () {
       });
     }
 
-    // BUG (AccessLog.releaseResult): egress after the agreement's window depends on whether
-    // someone has called AgreementRegistry.expire(). releaseResult reads the stored status
-    // (accessTerms) and never the window, so until expire() is sent a gateway can still release
-    // results of a closed agreement, while status() already reports EXPIRED; right after expire()
-    // the same release is refused (test above). recordAccess checks the window; releaseResult does not.
-    it.skip("refuses a release after the window closed, before anyone called expire()", async function () {
+    // Regression: egress ends with the window itself, not when someone calls expire().
+    it("refuses a release after the window closed, before anyone called expire()", async function () {
       const ctx = await loadFixture(recordedAccessesFixture);
       const at = ctx.terms.validUntil + 1;
       await time.setNextBlockTimestamp(at);

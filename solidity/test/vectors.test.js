@@ -2,7 +2,8 @@
  * Cross-language vector: an `Agreement` signed off chain (the Python side, eth-account) must hash
  * and recover exactly as ethers and the contracts do.
  *
- * File: solidity/test/vectors/agreement-signature.json (the test is skipped while it is absent).
+ * File: solidity/test/vectors/agreement-signature.json (committed; tests/unit/test_vectors.py keeps it
+ * equal to what Python produces).
  * Format (JSON object; integers as JSON numbers or decimal strings, bytes as 0x-hex):
  *   {
  *     "privateKey": "0x<32 bytes>",           // the signing key (test key, never a real one)
@@ -72,14 +73,7 @@ describe("EIP-712 agreement signature vector (cross-language)", function () {
     expect(await mock.agreementTypehash()).to.equal(ethers.id(AGREEMENT_TYPE_STRING));
   });
 
-  if (!fs.existsSync(VECTOR_PATH)) {
-    it.skip(
-      "checks solidity/test/vectors/agreement-signature.json — SKIPPED: the file is absent; " +
-        "generate it with the Python signer (format at the top of vectors.test.js)",
-    );
-    return;
-  }
-
+  // The vectors are committed; a missing file is a failure, not a skip.
   const vector = JSON.parse(fs.readFileSync(VECTOR_PATH, "utf8"));
   const { EIP712Domain: _ignored, ...types } = vector.types;
   const message = vector.message;
@@ -148,13 +142,7 @@ describe("EIP-712 access request signature vector (cross-language)", function ()
     expect(await mock.accessRequestTypehash()).to.equal(ethers.id(ACCESS_REQUEST_TYPE_STRING));
   });
 
-  if (!fs.existsSync(ACCESS_VECTOR_PATH)) {
-    it.skip(
-      "checks solidity/test/vectors/access-request-signature.json — SKIPPED: the file is absent; " +
-        "generate it with the Python signer (format at the top of vectors.test.js)",
-    );
-    return;
-  }
+  // Committed like the agreement vector: absence fails.
 
   const vector = JSON.parse(fs.readFileSync(ACCESS_VECTOR_PATH, "utf8"));
   const { EIP712Domain: _ignored, ...types } = vector.types;

@@ -13,8 +13,6 @@ interface IDatasetRegistry {
     error DatasetRegistryZeroId();
     /// @notice A dataset is already registered under `dataset`.
     error DatasetRegistryDatasetExists(DatasetId dataset);
-    /// @notice No dataset is registered under `dataset`.
-    error DatasetRegistryUnknownDataset(DatasetId dataset);
     /// @notice A dataset needs between 1 and 256 fields; `count` were given.
     error DatasetRegistryInvalidFieldCount(uint256 count);
     /// @notice `account` is not an active steward of `holder`.
