@@ -2,8 +2,9 @@
 
 anvil has no access control, so it listens on an internal port and this ASGI app sits on the
 public one. It forwards an allowlist of standard methods (single and batch requests, order and
-ids preserved) over one keep-alive httpx client, answers `eth_accounts` with `[]`, refuses every
-other method (anvil_*, evm_*, debug_*, eth_sendTransaction, …) with JSON-RPC error -32601, and
+ids preserved) over a pool of keep-alive connections (`upstream.StreamUpstream`), answers
+`eth_accounts` with `[]`, refuses every other method (anvil_*, evm_*, debug_*,
+eth_sendTransaction, …) with JSON-RPC error -32601, and
 lets a signed transaction through only when its sender is the operator or an active member
 (`Membership.isAuthorizedSender(address)` at the address in the deployment manifest, cached
 for `membership_ttl` seconds); otherwise error -32003.
@@ -25,7 +26,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import structlog
 from eth_hash.auto import keccak
 from starlette.applications import Starlette
@@ -54,6 +54,7 @@ from dul.chain.rpc_filter import (
     sender_refusal,
 )
 from dul.chain.settings import ProxySettings
+from dul.chain.upstream import StreamUpstream, Upstream, UpstreamError
 
 log = structlog.get_logger("dul.chain.rpc_proxy")
 
@@ -103,8 +104,7 @@ class MembershipOracle:
     same address share one `eth_call`, so a burst of transactions costs one call.
     """
 
-    client: httpx.AsyncClient
-    upstream_url: str
+    upstream: Upstream
     deployment_path: Path | None
     static_operator: str | None
     ttl: float
@@ -191,8 +191,9 @@ class MembershipOracle:
             "params": [{"to": membership, "data": data}, "latest"],
         }
         try:
-            reply = (await self.client.post(self.upstream_url, json=body)).json()
-        except (httpx.HTTPError, ValueError) as exc:
+            _, content = await self.upstream.post(json.dumps(body).encode())
+            reply = json.loads(content)
+        except (UpstreamError, ValueError) as exc:
             log.warning("membership_lookup_failed", address=address, error=str(exc))
             return False  # fail closed
         result = reply.get("result") if isinstance(reply, dict) else None
@@ -205,7 +206,7 @@ class MembershipOracle:
 @dataclass
 class _Proxy:
     settings: ProxySettings
-    client: httpx.AsyncClient
+    upstream: Upstream
     oracle: MembershipOracle
 
     async def send_refusal(self, item: dict[str, Any]) -> Refusal | None:
@@ -247,10 +248,8 @@ class _Proxy:
             else {"jsonrpc": "2.0", "id": request_id, "error": refusal.error()}
         )
 
-    async def forward(self, content: bytes) -> httpx.Response:
-        return await self.client.post(
-            self.settings.upstream_url, content=content, headers=JSON_HEADERS
-        )
+    async def forward(self, content: bytes) -> tuple[int, bytes]:
+        return await self.upstream.post(content)
 
     async def handle(self, request: Request) -> Response:
         declared = request.headers.get("content-length")
@@ -271,7 +270,7 @@ class _Proxy:
             if isinstance(payload, list):
                 return await self.handle_batch(payload, body)
             return await self.handle_single(payload, body)
-        except httpx.HTTPError as exc:
+        except UpstreamError as exc:
             log.error("upstream_unreachable", upstream=self.settings.upstream_url, error=str(exc))
             message = "the chain node is unreachable"
             if isinstance(payload, list) and payload:
@@ -286,36 +285,36 @@ class _Proxy:
         answer = await self.local_answer(payload)
         if answer is not None:
             return JSONResponse(answer)
-        upstream = await self.forward(body)
-        return Response(upstream.content, status_code=upstream.status_code, headers=JSON_HEADERS)
+        status, content = await self.forward(body)
+        return Response(content, status_code=status, headers=JSON_HEADERS)
 
     async def handle_batch(self, items: list[Any], body: bytes) -> Response:
         if not items:
             return JSONResponse(error_response(None, INVALID_REQUEST, "empty batch"))
-        answers = await asyncio.gather(*(self.local_answer(item) for item in items))
+        # Sequential, not gather: decisions rarely await (membership is cached), and a
+        # hundred tasks per batch cost more than the checks themselves.
+        answers = [await self.local_answer(item) for item in items]
         forwarded = [i for i, answer in enumerate(answers) if answer is None]
         if len(forwarded) == len(items):
-            upstream = await self.forward(body)  # fast path: the untouched body
-            return Response(
-                upstream.content, status_code=upstream.status_code, headers=JSON_HEADERS
-            )
+            status, content = await self.forward(body)  # fast path: the untouched body
+            return Response(content, status_code=status, headers=JSON_HEADERS)
         merged: list[Any] = list(answers)
         if forwarded:
             subset = [items[i] for i in forwarded]
-            upstream = await self.forward(json.dumps(subset).encode())
-            for index, reply in zip(forwarded, _align(subset, upstream), strict=True):
+            status, content = await self.forward(json.dumps(subset).encode())
+            for index, reply in zip(forwarded, _align(subset, status, content), strict=True):
                 merged[index] = reply
         return JSONResponse(merged)
 
 
-def _align(subset: Sequence[dict[str, Any]], upstream: httpx.Response) -> list[Any]:
+def _align(subset: Sequence[dict[str, Any]], status: int, content: bytes) -> list[Any]:
     """Upstream batch replies in the order of `subset` (by id when ids are unique)."""
     try:
-        replies = upstream.json()
+        replies = json.loads(content)
     except ValueError:
         replies = None
     if not isinstance(replies, list) or len(replies) != len(subset):
-        message = f"the chain node answered the batch with HTTP {upstream.status_code}"
+        message = f"the chain node answered the batch with HTTP {status}"
         return [error_response(item.get("id"), INTERNAL_ERROR, message) for item in subset]
     ids = [json.dumps(item.get("id")) for item in subset]
     if len(set(ids)) == len(ids):
@@ -332,35 +331,45 @@ def _too_large(limit: int) -> Response:
     )
 
 
-def create_app(settings: ProxySettings) -> Starlette:
-    """The proxy app; the httpx client lives for the app's lifespan."""
+def create_app(
+    settings: ProxySettings, upstream_factory: Callable[[], Upstream] | None = None
+) -> Starlette:
+    """The proxy app; the upstream connection pool lives for the app's lifespan.
+
+    `upstream_factory` swaps the node connection (tests pass an in-memory double).
+    """
     holder: dict[str, _Proxy] = {}
+
+    def default_upstream() -> Upstream:
+        return StreamUpstream(
+            settings.upstream_url,
+            max_connections=settings.max_connections,
+            timeout=settings.upstream_timeout,
+        )
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        limits = httpx.Limits(
-            max_connections=settings.max_connections,
-            max_keepalive_connections=settings.max_connections,
+        upstream = (upstream_factory or default_upstream)()
+        operator = _normalize_address(settings.operator_address)
+        oracle = MembershipOracle(
+            upstream=upstream,
+            deployment_path=settings.deployment_path,
+            static_operator=operator,
+            ttl=settings.membership_ttl,
         )
-        async with httpx.AsyncClient(limits=limits, timeout=settings.upstream_timeout) as client:
-            operator = _normalize_address(settings.operator_address)
-            oracle = MembershipOracle(
-                client=client,
-                upstream_url=settings.upstream_url,
-                deployment_path=settings.deployment_path,
-                static_operator=operator,
-                ttl=settings.membership_ttl,
-            )
-            oracle.refresh()
-            holder["proxy"] = _Proxy(settings=settings, client=client, oracle=oracle)
-            log.info(
-                "rpc_proxy_started",
-                upstream=settings.upstream_url,
-                operator=operator,
-                deployment=str(settings.deployment_path),
-            )
+        oracle.refresh()
+        holder["proxy"] = _Proxy(settings=settings, upstream=upstream, oracle=oracle)
+        log.info(
+            "rpc_proxy_started",
+            upstream=settings.upstream_url,
+            operator=operator,
+            deployment=str(settings.deployment_path),
+        )
+        try:
             yield
+        finally:
             holder.clear()
+            await upstream.aclose()
 
     async def rpc(request: Request) -> Response:
         return await holder["proxy"].handle(request)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from web3 import Web3
 
 from dul.chain.rpc_filter import METHOD_NOT_FOUND, UNAUTHORIZED
 from dul.chain.testing import ChainHandle, free_port
+from dul.chain.upstream import StreamUpstream, UpstreamError
 
 pytestmark = pytest.mark.integration
 
@@ -302,3 +304,59 @@ def test_an_unreachable_node_is_a_json_rpc_error(tmp_path: Path) -> None:
         assert reply.status_code == 502
         assert reply.json()["error"]["code"] == -32603
         assert reply.json()["id"] == 9
+
+
+# --- the upstream connection pool against odd HTTP servers ---------------------------------
+
+
+async def _serve_once_per_connection(responses: list[bytes]) -> tuple[asyncio.Server, int]:
+    """A server that answers one request per connection with the next canned response, then
+    closes the connection (so a pooled keep-alive connection is stale on its next use)."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            int(line.split(b":")[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length")
+        )
+        await reader.readexactly(length)
+        writer.write(responses.pop(0))
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port: int = server.sockets[0].getsockname()[1]
+    return server, port
+
+
+def test_upstream_reads_chunked_and_close_delimited_bodies_and_survives_closed_connections() -> (
+    None
+):
+    responses = [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst",  # keep-alive, then closed
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"3\r\nabc\r\n2;x=1\r\nde\r\n0\r\n\r\n",
+        b"HTTP/1.0 503 Busy\r\n\r\nclose-delimited",
+    ]
+
+    async def scenario() -> list[tuple[int, bytes]]:
+        server, port = await _serve_once_per_connection(responses)
+        upstream = StreamUpstream(f"http://127.0.0.1:{port}", timeout=5.0)
+        try:
+            return [await upstream.post(b"{}") for _ in range(3)]
+        finally:
+            await upstream.aclose()
+            server.close()
+            await server.wait_closed()
+
+    assert asyncio.run(scenario()) == [(200, b"first"), (200, b"abcde"), (503, b"close-delimited")]
+
+
+def test_upstream_reports_an_unreachable_node() -> None:
+    async def scenario() -> None:
+        upstream = StreamUpstream(f"http://127.0.0.1:{free_port()}", timeout=2.0)
+        with pytest.raises(UpstreamError, match="cannot connect"):
+            await upstream.post(b"{}")
+
+    asyncio.run(scenario())

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
@@ -28,6 +27,7 @@ from dul.chain.rpc_filter import (
     sender_refusal,
 )
 from dul.chain.rpc_proxy import IS_AUTHORIZED_SENDER_SELECTOR, MembershipOracle
+from dul.chain.upstream import UpstreamError
 
 ALICE: LocalAccount = Account.from_key("0x" + "a1" * 32)
 TO = "0x000000000000000000000000000000000000dEaD"  # checksummed, as eth-account wants
@@ -282,26 +282,29 @@ MEMBERSHIP = "0x" + "cc" * 20
 
 
 class FakeMembership:
-    """A JSON-RPC handler answering `isAuthorizedSender` from a set, counting calls."""
+    """An in-memory `Upstream` answering `isAuthorizedSender` from a set, counting calls."""
 
     def __init__(self, members: set[str]) -> None:
         self.members = members
         self.calls = 0
         self.fail = False
 
-    async def __call__(self, request: httpx.Request) -> httpx.Response:
+    async def aclose(self) -> None:
+        pass
+
+    async def post(self, content: bytes) -> tuple[int, bytes]:
         self.calls += 1
         await asyncio.sleep(0.01)
         if self.fail:
-            return httpx.Response(500, text="boom")
-        body = json.loads(request.content)
+            raise UpstreamError("node down")
+        body = json.loads(content)
         assert body["method"] == "eth_call"
         call = body["params"][0]
         assert call["to"] == MEMBERSHIP
         assert call["data"][2:10] == IS_AUTHORIZED_SENDER_SELECTOR
         address = "0x" + call["data"][-40:]
         result = "0x" + ("1" if address in self.members else "0").rjust(64, "0")
-        return httpx.Response(200, json={"jsonrpc": "2.0", "id": body["id"], "result": result})
+        return 200, json.dumps({"jsonrpc": "2.0", "id": body["id"], "result": result}).encode()
 
 
 class Clock:
@@ -320,10 +323,8 @@ def _write_manifest(path: Path, operator: str | None, membership: str | None) ->
 
 
 def _oracle(fake: FakeMembership, manifest: Path, clock: Clock) -> MembershipOracle:
-    client = httpx.AsyncClient(transport=httpx.MockTransport(fake))
     return MembershipOracle(
-        client=client,
-        upstream_url="http://node",
+        upstream=fake,
         deployment_path=manifest,
         static_operator=None,
         ttl=2.0,
