@@ -52,23 +52,23 @@ def _print(status: ChainStatus, as_json: bool, headline: str) -> None:
 @cli_errors
 def up(
     port: Annotated[
-        int | None, typer.Option(help="Public RPC port [env DUL_CHAIN_PORT, default 8545].")
+        int | None, typer.Option(help="Public RPC port (env DUL_CHAIN_PORT, default 8545).")
     ] = None,
     node_port: Annotated[
-        int | None, typer.Option(help="Internal anvil port [default: port + 1000].")
+        int | None, typer.Option(help="Internal anvil port (default: port + 1000).")
     ] = None,
-    chain_id: Annotated[int | None, typer.Option(help="Chain id [default 31337].")] = None,
+    chain_id: Annotated[int | None, typer.Option(help="Chain id (default 31337).")] = None,
     block_time: Annotated[
-        float | None, typer.Option(help="Seconds between blocks [default 0.5].")
+        float | None, typer.Option(help="Seconds between blocks (default 0.5).")
     ] = None,
     operator: Annotated[
         str | None,
         typer.Option(
-            help="Operator address that may send before any deployment [env DUL_OPERATOR_ADDRESS]."
+            help="Operator address that may send before any deployment (env DUL_OPERATOR_ADDRESS)."
         ),
     ] = None,
     anvil_bin: Annotated[
-        Path | None, typer.Option(help="anvil binary [env DUL_ANVIL_BIN].")
+        Path | None, typer.Option(help="anvil binary (env DUL_ANVIL_BIN).")
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
