@@ -4,7 +4,7 @@ services map to RFC 9457 problem JSON.
     DulError
     ├── ConfigError            settings, data directory, missing tools
     ├── ChainError             node unreachable, port taken, binary missing
-    │   └── TransactionFailed  a transaction reverted (decoded custom error in `code`)
+    │   └── TransactionError  a transaction reverted (decoded custom error in `code`)
     ├── KeyStoreError          unknown key, wrong passphrase, duplicate name
     ├── BuildError             compiler missing or compilation failed
     └── DeploymentError        no deployment, or code at the recorded address differs
@@ -37,7 +37,7 @@ class ChainError(DulError):
     code = "chain_error"
 
 
-class TransactionFailed(ChainError):
+class TransactionError(ChainError):
     code = "transaction_failed"
 
 

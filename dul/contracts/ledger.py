@@ -3,7 +3,7 @@
 Used by deployment, the admin and steward commands and the tests — paths of a few transactions
 a minute. The gateway's hot path has its own batched submitter and does not go through here.
 Every transaction is simulated first, so a refused one costs nothing and raises a
-`TransactionFailed` whose `code` is the contract's custom error name.
+`TransactionError` whose `code` is the contract's custom error name.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from web3.types import TxReceipt
 
 from dul.contracts.artifacts import load
 from dul.contracts.reverts import decode_revert
-from dul.errors import ChainError, DeploymentError, TransactionFailed
+from dul.errors import ChainError, DeploymentError, TransactionError
 from dul.signing import Signer
 
 log = structlog.get_logger(__name__)
@@ -117,7 +117,7 @@ def send(
     timeout: float = 60.0,
     label: str = "transaction",
 ) -> TxReceipt:
-    """Simulate, sign, send and wait for one transaction; a revert raises `TransactionFailed`."""
+    """Simulate, sign, send and wait for one transaction; a revert raises `TransactionError`."""
     tx = {"value": 0, **tx, "from": signer.address}
     try:
         gas = w3.eth.estimate_gas(tx)  # type: ignore[arg-type]
@@ -141,12 +141,12 @@ def send(
     except (Web3RPCError, ValueError) as exc:  # e.g. the permissioned endpoint's refusal
         raise ChainError(f"{label} refused by the node: {exc}", code="tx_refused") from exc
     if receipt["status"] != 1:
-        raise TransactionFailed(f"{label} reverted in block {receipt['blockNumber']}")
+        raise TransactionError(f"{label} reverted in block {receipt['blockNumber']}")
     log.info("tx.mined", label=label, tx=HexBytes(tx_hash).to_0x_hex(), gas=receipt["gasUsed"])
     return receipt
 
 
-def _refused(label: str, exc: ContractLogicError) -> TransactionFailed:
+def _refused(label: str, exc: ContractLogicError) -> TransactionError:
     data = exc.data
     raw = data.get("data") if isinstance(data, dict) else data
     decoded = (
@@ -155,8 +155,8 @@ def _refused(label: str, exc: ContractLogicError) -> TransactionFailed:
         else None
     )
     if decoded is None:
-        return TransactionFailed(f"{label} refused: {exc}", code="reverted")
-    return TransactionFailed(
+        return TransactionError(f"{label} refused: {exc}", code="reverted")
+    return TransactionError(
         f"{label} refused: {decoded.describe()}", code=decoded.name, error_args=decoded.args
     )
 

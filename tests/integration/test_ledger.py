@@ -23,7 +23,7 @@ from dul.contracts.typed_data import (
 )
 from dul.contracts.world import World, derived_signer
 from dul.domain import AgreementStatus, Decision, DenyReason, Operation, Tier, slug_id
-from dul.errors import ChainError, DeploymentError, TransactionFailed
+from dul.errors import ChainError, DeploymentError, TransactionError
 from dul.signing import LocalSigner
 
 pytestmark = pytest.mark.integration
@@ -32,8 +32,9 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def world(chain: ChainHandle) -> World:
     w3 = connect(chain.rpc_url)
-    deployment, _ = deploy(w3, LocalSigner(HexStr(TEST_OPERATOR_KEY)), chain.home.deployment, admin_delay=5)
-    return World(Ledger(w3, deployment), LocalSigner(HexStr(TEST_OPERATOR_KEY))).build()
+    operator = LocalSigner(HexStr(TEST_OPERATOR_KEY))
+    deployment, _ = deploy(w3, operator, chain.home.deployment, admin_delay=5)
+    return World(Ledger(w3, deployment), operator).build()
 
 
 def request_for(world: World, agreement: bytes, **overrides: object) -> AccessRequest:
@@ -106,7 +107,7 @@ def test_signature_for_another_chain_is_refused(world: World) -> None:
     terms = world.research_terms()
     world.ledger.transact(world.steward, "AgreementRegistry", "propose", terms.as_abi())
     wrong = agreement_domain(1, world.ledger.deployment.address("AgreementRegistry"))
-    with pytest.raises(TransactionFailed) as caught:
+    with pytest.raises(TransactionError) as caught:
         world.ledger.transact(
             world.steward,
             "AgreementRegistry",
@@ -131,12 +132,12 @@ def test_access_records_are_checked_on_chain(world: World) -> None:
     )
     assert world.ledger.call("AccessLog", "accessesUsed", agreement) == 1
 
-    with pytest.raises(TransactionFailed) as duplicate:
+    with pytest.raises(TransactionError) as duplicate:
         world.ledger.transact(world.gateway, "AccessLog", "recordAccess", granted.as_abi())
     assert duplicate.value.code == "AccessLogDuplicateRequest"
 
     over_tier = record(world, request_for(world, agreement, tier=Tier.PSEUDONYMIZED))
-    with pytest.raises(TransactionFailed) as refused:
+    with pytest.raises(TransactionError) as refused:
         world.ledger.transact(world.gateway, "AccessLog", "recordAccess", over_tier.as_abi())
     assert refused.value.code == "AccessLogTierAboveCeiling"
     assert refused.value.details["error_args"]["requested"] == Tier.PSEUDONYMIZED
@@ -149,7 +150,7 @@ def test_access_records_are_checked_on_chain(world: World) -> None:
 def test_only_the_holders_gateway_records(world: World) -> None:
     agreement = world.activate(world.research_terms())
     granted = record(world, request_for(world, agreement))
-    with pytest.raises(TransactionFailed) as caught:
+    with pytest.raises(TransactionError) as caught:
         world.ledger.transact(world.steward, "AccessLog", "recordAccess", granted.as_abi())
     assert caught.value.code == "AccessLogUnauthorizedRecorder"
 
@@ -184,7 +185,7 @@ def test_suspending_an_organization_disables_its_members(world: World) -> None:
             ledger.call("Membership", "hasOrgRole", world.requester.address, world.institute, 1)
             is False
         )
-        with pytest.raises(TransactionFailed) as caught:
+        with pytest.raises(TransactionError) as caught:
             ledger.transact(
                 world.steward, "AgreementRegistry", "propose", world.research_terms().as_abi()
             )
@@ -194,7 +195,7 @@ def test_suspending_an_organization_disables_its_members(world: World) -> None:
 
 
 def test_unknown_organization_id_is_a_decoded_error(world: World) -> None:
-    with pytest.raises(TransactionFailed) as caught:
+    with pytest.raises(TransactionError) as caught:
         world.ledger.transact(
             world.operator,
             "Membership",

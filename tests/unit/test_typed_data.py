@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from eth_account import Account
 from eth_account.messages import encode_typed_data
+from eth_typing import HexStr
 
 from dul.contracts.typed_data import (
     AccessRecord,
@@ -24,7 +25,7 @@ from dul.domain import (
 )
 from dul.signing import LocalSigner
 
-KEY = "0x" + "11" * 32
+KEY = HexStr("0x" + "11" * 32)
 REGISTRY = Account.from_key("0x" + "22" * 32).address
 
 
