@@ -1,0 +1,109 @@
+"""The outbox's contract with the rest of the gateway.
+
+A decision is durable (written to the outbox) before the access service gets its answer; the
+submitter then records it on chain exactly once. Operations states follow FireFly:
+PENDING (written, not yet in a transaction) -> SUBMITTED (in a signed transaction with a nonce)
+-> CONFIRMED (mined, block and tx hash known) | FAILED (the chain refused it; `error` says why).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+from dul.domain import Decision, DenyReason
+
+
+class OperationStatus(StrEnum):
+    PENDING = "pending"
+    SUBMITTED = "submitted"
+    CONFIRMED = "confirmed"
+    FAILED = "failed"
+
+
+class OperationKind(StrEnum):
+    ACCESS = "access"
+    RELEASE = "release"
+
+
+@dataclass(frozen=True)
+class NewAccess:
+    """A decided access request, ready to be recorded."""
+
+    request_id: bytes
+    body_hash: bytes
+    """sha256 of the canonical request body: the same id with another body is a conflict."""
+    org: bytes
+    agreement_id: bytes
+    decision: Decision
+    reasons: tuple[DenyReason, ...]
+    record: bytes
+    """eth_abi encoding of the `AccessRecord` tuple, exactly what goes into `recordAccesses`."""
+
+
+@dataclass(frozen=True)
+class NewRelease:
+    """A result release of a granted access, ready to be recorded."""
+
+    release_key: bytes
+    """keccak(accessId, resultHash): the idempotency key of a release."""
+    body_hash: bytes
+    org: bytes
+    access_id: bytes
+    agreement_id: bytes
+    call: bytes
+    """eth_abi encoding of `releaseResult`'s arguments."""
+
+
+@dataclass(frozen=True)
+class OperationView:
+    """What the API answers about one recorded (or to-be-recorded) operation."""
+
+    key: bytes
+    kind: OperationKind
+    org: bytes
+    agreement_id: bytes
+    decision: Decision | None
+    reasons: tuple[DenyReason, ...]
+    status: OperationStatus
+    tx_hash: bytes | None
+    block_number: int | None
+    error: str | None
+    created_at: float
+    confirmed_at: float | None
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """The outcome of adding one operation: the stored view, and whether it was new."""
+
+    view: OperationView
+    created: bool
+
+
+class Outbox(Protocol):
+    """Durable store of decided operations; implemented by `ledger_gateway.store`."""
+
+    async def add_accesses(self, accesses: Sequence[NewAccess]) -> list[Accepted]:
+        """Store new decisions durably (fsync'd) before returning, all in one transaction.
+
+        An id already stored with the same body hash returns the stored view (created=False);
+        with another body hash raises `ConflictError` and stores none of `accesses`.
+        Raises `UnavailableError(code="outbox_full")` when more than the configured bound of
+        operations are not yet confirmed.
+        """
+        ...
+
+    async def add_release(self, release: NewRelease) -> Accepted: ...
+
+    async def get(self, key: bytes) -> OperationView | None: ...
+
+    async def wait(self, key: bytes, timeout: float) -> OperationView | None:
+        """Wait until `key` is CONFIRMED or FAILED (or the timeout passes); the latest view."""
+        ...
+
+    async def depth(self) -> int:
+        """Operations not yet CONFIRMED or FAILED."""
+        ...

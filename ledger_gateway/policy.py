@@ -1,0 +1,113 @@
+"""The policy core: may this access proceed, and if not, every reason why.
+
+Pure Python — no web3, HTTP or database — so it is tested exhaustively in microseconds. It
+mirrors `AccessLog._checkGrant` rule for rule and in the same order: the first reason is the one
+the chain would refuse with, so a GRANTED answer here is one the chain will record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from dul.domain import (
+    AgreementStatus,
+    ConsentPolicy,
+    Decision,
+    DenyReason,
+    Operation,
+    Scenario,
+    Tier,
+)
+
+
+@dataclass(frozen=True)
+class AgreementState:
+    """What the chain says about an agreement (its stored status; expiry is computed here)."""
+
+    agreement_id: bytes
+    status: AgreementStatus
+    scenario: Scenario
+    max_tier: Tier
+    operations: int
+    consent_policy: ConsentPolicy
+    valid_from: int
+    valid_until: int
+    quota: int
+    holder: bytes
+    requester: bytes
+    allowed_fields: Mapping[bytes, int]
+    """dataset id -> bit set of allowed field indices."""
+
+
+@dataclass(frozen=True)
+class RequestFacts:
+    """One signed access request and what the gateway established about it."""
+
+    dataset_id: bytes
+    field_mask: int
+    tier: Tier
+    operation: Operation
+    deadline: int
+    requester_is_member: bool
+    """Whether the signer is an active REQUESTER of the agreement's requesting organization."""
+    cohort_size: int = 0
+    cohort_root: bytes = bytes(32)
+    authorization_ref: bytes = bytes(32)
+
+
+@dataclass(frozen=True)
+class PolicyDecision:
+    decision: Decision
+    reasons: tuple[DenyReason, ...]
+
+    @property
+    def granted(self) -> bool:
+        return self.decision == Decision.GRANTED
+
+    @property
+    def reason(self) -> DenyReason:
+        """The reason recorded on chain: the first rule broken (NONE when granted)."""
+        return self.reasons[0] if self.reasons else DenyReason.NONE
+
+
+def effective_status(agreement: AgreementState, now: int) -> AgreementStatus:
+    """Expiry needs no transaction: a window that is over ends the agreement."""
+    live = agreement.status in (AgreementStatus.ACTIVE, AgreementStatus.SUSPENDED)
+    if live and now > agreement.valid_until:
+        return AgreementStatus.EXPIRED
+    return agreement.status
+
+
+def decide(
+    agreement: AgreementState, request: RequestFacts, *, now: int, used: int
+) -> PolicyDecision:
+    """Every rule the agreement imposes on `request` at time `now` with `used` grants so far."""
+    reasons: list[DenyReason] = []
+    if agreement.status != AgreementStatus.ACTIVE:
+        reasons.append(DenyReason.AGREEMENT_NOT_ACTIVE)
+    if not agreement.valid_from <= now <= agreement.valid_until:
+        reasons.append(DenyReason.OUTSIDE_WINDOW)
+    if not request.requester_is_member:
+        reasons.append(DenyReason.REQUESTER_NOT_AUTHORIZED)
+    allowed = agreement.allowed_fields.get(request.dataset_id, 0)
+    if allowed == 0:
+        reasons.append(DenyReason.DATASET_NOT_IN_SCOPE)
+    elif request.field_mask == 0 or request.field_mask & ~allowed:
+        reasons.append(DenyReason.FIELDS_NOT_IN_SCOPE)
+    if request.tier > agreement.max_tier:
+        reasons.append(DenyReason.TIER_ABOVE_CEILING)
+    if not agreement.operations & (1 << request.operation):
+        reasons.append(DenyReason.OPERATION_NOT_ALLOWED)
+    policy = agreement.consent_policy
+    no_cohort = request.cohort_size == 0 or request.cohort_root == bytes(32)
+    no_authorization = request.authorization_ref == bytes(32) or request.cohort_size != 1
+    if policy == ConsentPolicy.COHORT_CONSENT and no_cohort:
+        reasons.append(DenyReason.CONSENT_MISSING)
+    elif policy == ConsentPolicy.PATIENT_AUTHORIZATION and no_authorization:
+        reasons.append(DenyReason.AUTHORIZATION_INVALID)
+    if used >= agreement.quota:
+        reasons.append(DenyReason.QUOTA_EXHAUSTED)
+    if reasons:
+        return PolicyDecision(Decision.DENIED, tuple(reasons))
+    return PolicyDecision(Decision.GRANTED, ())
