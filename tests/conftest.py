@@ -7,10 +7,15 @@ from collections.abc import Iterator
 import pytest
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
+from eth_typing import HexStr
 
 from dul.chain.node import ChainNode
 from dul.chain.testing import TEST_OPERATOR_KEY, ChainHandle, throwaway_chain_settings
+from dul.contracts.deploy import deploy
+from dul.contracts.ledger import Ledger, connect
+from dul.contracts.world import World
 from dul.home import Home
+from dul.signing import LocalSigner
 
 # --- chain fixtures ---
 # `chain` (session scope): one embedded chain — real anvil behind the real permissioned proxy,
@@ -62,3 +67,23 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChainHandle]:
 
 
 # --- end chain fixtures ---
+
+
+# --- ledger fixtures ---
+# `world` (session scope): the contracts deployed on the session's `chain` (manifest written to
+# `chain.home.deployment`, so the permissioned endpoint admits the members below) and a small
+# data space: `world.hospital` with `world.steward` and `world.gateway`, `world.institute` with
+# `world.partner_steward` and `world.requester`, `world.regulator`, and `world.dataset` (8 OMOP
+# fields). `world.activate(world.research_terms(...))` gives a fresh ACTIVE agreement id;
+# `world.ledger.transact(signer, contract, function, *args)` / `.call(...)` reach the contracts.
+
+
+@pytest.fixture(scope="session")
+def world(chain: ChainHandle) -> World:
+    operator = LocalSigner(HexStr(TEST_OPERATOR_KEY))
+    w3 = connect(chain.rpc_url)
+    deployment, _ = deploy(w3, operator, chain.home.deployment, admin_delay=5)
+    return World(Ledger(w3, deployment), operator).build()
+
+
+# --- end ledger fixtures ---

@@ -9,12 +9,11 @@ from pathlib import Path
 
 import pytest
 from eth_hash.auto import keccak
-from eth_typing import HexStr
 from web3 import Web3
 
-from dul.chain.testing import TEST_OPERATOR_KEY, ChainHandle
+from dul.chain.testing import ChainHandle
 from dul.contracts.deploy import deploy, verify
-from dul.contracts.ledger import Deployment, Ledger, connect
+from dul.contracts.ledger import Deployment
 from dul.contracts.typed_data import (
     AccessRecord,
     AccessRequest,
@@ -24,17 +23,8 @@ from dul.contracts.typed_data import (
 from dul.contracts.world import World, derived_signer
 from dul.domain import AgreementStatus, Decision, DenyReason, Operation, Tier, slug_id
 from dul.errors import ChainError, DeploymentError, TransactionError
-from dul.signing import LocalSigner
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def world(chain: ChainHandle) -> World:
-    w3 = connect(chain.rpc_url)
-    operator = LocalSigner(HexStr(TEST_OPERATOR_KEY))
-    deployment, _ = deploy(w3, operator, chain.home.deployment, admin_delay=5)
-    return World(Ledger(w3, deployment), operator).build()
 
 
 def request_for(world: World, agreement: bytes, **overrides: object) -> AccessRequest:
