@@ -63,6 +63,7 @@ class OperationView:
 
     key: bytes
     kind: OperationKind
+    body_hash: bytes
     org: bytes
     agreement_id: bytes
     decision: Decision | None
