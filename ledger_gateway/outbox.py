@@ -69,6 +69,8 @@ class OperationView:
     decision: Decision | None
     reasons: tuple[DenyReason, ...]
     status: OperationStatus
+    payload: bytes
+    """The encoded record (access) or call arguments (release) that go on chain."""
     tx_hash: bytes | None
     block_number: int | None
     error: str | None
