@@ -16,6 +16,7 @@ from dul.domain import (
     Decision,
     DenyReason,
     Operation,
+    ReleaseKind,
     Scenario,
     Tier,
 )
@@ -84,6 +85,10 @@ def decide(
 ) -> PolicyDecision:
     """Every rule the agreement imposes on `request` at time `now` with `used` grants so far."""
     reasons: list[DenyReason] = []
+    # The chain refuses a GRANTED record whose signed request has expired before any agreement
+    # rule (`AccessLogRequestExpired`); no DenyReason names it, so it is recorded as POLICY_OTHER.
+    if request.deadline < now:
+        reasons.append(DenyReason.POLICY_OTHER)
     if agreement.status != AgreementStatus.ACTIVE:
         reasons.append(DenyReason.AGREEMENT_NOT_ACTIVE)
     if not agreement.valid_from <= now <= agreement.valid_until:
@@ -111,3 +116,19 @@ def decide(
     if reasons:
         return PolicyDecision(Decision.DENIED, tuple(reasons))
     return PolicyDecision(Decision.GRANTED, ())
+
+
+def releasable(kind: ReleaseKind, tier: Tier, operation: Operation) -> bool:
+    """Mirror of `AccessRules.releasable`: what a granted access may let leave the hospital."""
+    if kind == ReleaseKind.AGGREGATE_RESULT:
+        return operation != Operation.TRAIN
+    if kind == ReleaseKind.MODEL_UPDATE:
+        return operation == Operation.TRAIN
+    if operation != Operation.EXPORT_RESULT:
+        return False
+    minimum = {
+        ReleaseKind.DEIDENTIFIED_EXTRACT: Tier.DEIDENTIFIED,
+        ReleaseKind.PSEUDONYMIZED_EXTRACT: Tier.PSEUDONYMIZED,
+        ReleaseKind.IDENTIFIED_EXTRACT: Tier.IDENTIFIED,
+    }[kind]
+    return tier >= minimum

@@ -9,6 +9,9 @@ import typer
 from dul.cli.common import cli_errors, console, emit_json, home
 from dul.contracts.session import open_ledger, resolve_account, unlock
 from dul.domain import OrgKind, OrgStatus, Role, slug_id, slug_of
+from dul.errors import ConfigError
+from ledger_gateway.settings import GatewaySettings
+from ledger_gateway.tokens import TokenRole, TokenStore
 
 app = typer.Typer(
     help="Operator tasks: organizations, members, operator hand-over.", no_args_is_help=True
@@ -235,3 +238,66 @@ def transfer_status(json_output: JsonOption = False) -> None:
         emit_json(facts)
     else:
         console.print(" ".join(f"{k}={v}" for k, v in facts.items()), highlight=False)
+
+
+token_app = typer.Typer(
+    help="API tokens of access services and stewards (gateway).", no_args_is_help=True
+)
+app.add_typer(token_app, name="token")
+
+
+def _tokens() -> TokenStore:
+    return TokenStore(GatewaySettings(home=home().root).tokens_path)
+
+
+@token_app.command("create")
+@cli_errors
+def token_create(
+    name: Annotated[str, typer.Argument(help="A name for the client, e.g. query-engine.")],
+    org: Annotated[str, typer.Option(help="Organization the token acts for.")],
+    role: Annotated[str, typer.Option(help="access-service or steward.")] = "access-service",
+    json_output: JsonOption = False,
+) -> None:
+    """Create a token; its secret is printed once and stored only as a hash."""
+    try:
+        token_role = TokenRole(role)
+    except ValueError:
+        raise typer.BadParameter(f"unknown role {role!r}; access-service or steward") from None
+    try:
+        secret = _tokens().create(name, org, token_role)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    if json_output:
+        emit_json({"name": name, "org": org, "role": token_role.value, "token": secret})
+    else:
+        console.print(
+            f"token for {name} ({org}, {token_role.value}) — shown once:\n{secret}", highlight=False
+        )
+
+
+@token_app.command("revoke")
+@cli_errors
+def token_revoke(name: str, json_output: JsonOption = False) -> None:
+    """Revoke a token at once (the gateway re-reads the token file on change)."""
+    revoked = _tokens().revoke(name)
+    if not revoked:
+        raise ConfigError(f"no active token named {name!r}", code="token_not_found")
+    if json_output:
+        emit_json({"name": name, "revoked": True})
+    else:
+        console.print(f"revoked {name}", highlight=False)
+
+
+@token_app.command("list")
+@cli_errors
+def token_list(json_output: JsonOption = False) -> None:
+    """List tokens (names, organizations, roles; never secrets)."""
+    rows = [
+        {"name": t.name, "org": t.org, "role": t.role.value, "revoked": t.revoked_at is not None}
+        for t in _tokens().list()
+    ]
+    if json_output:
+        emit_json(rows)
+    else:
+        for row in rows:
+            console.print(" ".join(f"{k}={v}" for k, v in row.items()), highlight=False)

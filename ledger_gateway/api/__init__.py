@@ -1,0 +1,1 @@
+"""The gateway's REST API: one router per resource, mounted by `ledger_gateway.app`."""

@@ -1,0 +1,115 @@
+"""`/v1/access-requests`: ask before each access, report each result that leaves."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Response
+
+from dul.domain import ReleaseKind
+from ledger_gateway.api.deps import ContextDep, TokenDep
+from ledger_gateway.errors import BadRequestError, NotFoundError
+from ledger_gateway.models import (
+    AccessBatchIn,
+    AccessBatchOut,
+    AccessOut,
+    AccessRequestIn,
+    ReleaseOut,
+    ResultReleaseIn,
+)
+from ledger_gateway.service import access_out
+
+router = APIRouter(prefix="/v1/access-requests", tags=["access requests"])
+
+WaitQuery = Annotated[
+    Literal["confirmed"] | None,
+    Query(description="`confirmed`: answer once the decision is on chain (or failed)"),
+]
+
+
+def _hex32(value: str) -> bytes:
+    if len(value) != 66 or not value.startswith("0x"):
+        raise BadRequestError(f"{value!r} is not a 0x-prefixed 32-byte id")
+    try:
+        return bytes.fromhex(value[2:])
+    except ValueError:
+        raise BadRequestError(f"{value!r} is not a 0x-prefixed 32-byte id") from None
+
+
+@router.post("", response_model=AccessOut, status_code=201)
+async def request_access(
+    body: AccessRequestIn,
+    context: ContextDep,
+    token: TokenDep,
+    response: Response,
+    wait: WaitQuery = None,
+) -> AccessOut:
+    """Decide one access request; the decision is durable before this answers."""
+    [answer] = await context.access.decide(token, [body])
+    if wait == "confirmed":
+        answer = await _wait(context, answer)
+    response.headers["Location"] = f"/v1/access-requests/{answer.access_id}"
+    return answer
+
+
+@router.post("/batch", response_model=AccessBatchOut, status_code=201)
+async def request_access_batch(
+    body: AccessBatchIn, context: ContextDep, token: TokenDep, wait: WaitQuery = None
+) -> AccessBatchOut:
+    """Decide many requests at once (all stored in one durable write)."""
+    limit = context.settings.max_batch_request
+    if len(body.requests) > limit:
+        raise BadRequestError(
+            f"a batch holds at most {limit} requests, not {len(body.requests)}",
+            code="batch_too_large",
+        )
+    answers = await context.access.decide(token, body.requests)
+    if wait == "confirmed":
+        answers = [await _wait(context, a) for a in answers]
+    return AccessBatchOut(results=answers)
+
+
+@router.get("/{access_id}", response_model=AccessOut)
+async def get_access(
+    access_id: str, context: ContextDep, token: TokenDep, wait: WaitQuery = None
+) -> AccessOut:
+    """The decision and its recording status."""
+    context.access.authorize(token)
+    view = await context.outbox.get(_hex32(access_id))
+    if view is None or view.org != context.access.org:
+        raise NotFoundError(f"no access request {access_id}")
+    answer = access_out(view)
+    return await _wait(context, answer) if wait == "confirmed" else answer
+
+
+async def _wait(context: ContextDep, answer: AccessOut) -> AccessOut:
+    if answer.status in ("confirmed", "failed"):
+        return answer
+    view = await context.outbox.wait(_hex32(answer.access_id), context.settings.wait_timeout_s)
+    return answer if view is None else access_out(view)
+
+
+@router.post("/{access_id}/results", response_model=ReleaseOut, status_code=201)
+async def release_result(
+    access_id: str,
+    body: ResultReleaseIn,
+    context: ContextDep,
+    token: TokenDep,
+    wait: WaitQuery = None,
+) -> ReleaseOut:
+    """Report a result that leaves the hospital; only what the access allowed may leave."""
+    answer = await context.access.release(
+        token, _hex32(access_id), _hex32(body.result_hash), ReleaseKind[body.kind], body.size
+    )
+    if wait == "confirmed" and answer.status not in ("confirmed", "failed"):
+        view = await context.outbox.wait(_hex32(answer.release_id), context.settings.wait_timeout_s)
+        if view is not None:
+            answer = answer.model_copy(
+                update={
+                    "status": view.status.value,
+                    "tx_hash": None if view.tx_hash is None else "0x" + view.tx_hash.hex(),
+                    "block_number": view.block_number,
+                    "error": view.error,
+                }
+            )
+    return answer

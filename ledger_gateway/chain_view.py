@@ -1,0 +1,160 @@
+"""What the gateway knows about the chain: agreement terms, scope, quota use and requester
+membership, read with `eth_call` and cached; chain events drop cache entries as soon as they
+are mined, so a suspension or revocation is honoured by the next decision.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, Protocol
+
+import structlog
+from eth_abi.abi import decode, encode
+from eth_hash.auto import keccak
+
+from dul.contracts.ledger import Deployment
+from dul.domain import AgreementStatus, ConsentPolicy, Role, Scenario, Tier
+from ledger_gateway.policy import AgreementState
+
+log = structlog.get_logger(__name__)
+
+
+def _selector(signature: str) -> bytes:
+    return keccak(signature.encode())[:4]
+
+
+_ACCESS_TERMS = _selector("accessTerms(bytes32)")
+_ALLOWED_FIELDS = _selector("allowedFields(bytes32,bytes32)")
+_ACCESSES_USED = _selector("accessesUsed(bytes32)")
+_HAS_ORG_ROLE = _selector("hasOrgRole(address,bytes32,uint8)")
+_ACCESS_TERMS_TYPES = [
+    "uint8", "uint8", "uint8", "uint8", "uint8", "uint64", "uint64", "uint64", "bytes32", "bytes32"
+]  # fmt: skip
+_SUPERSEDED_TOPIC = keccak(b"AgreementSuperseded(bytes32,bytes32)")
+
+
+class Rpc(Protocol):
+    """The JSON-RPC calls the view needs (standard methods only)."""
+
+    async def request(self, method: str, *params: Any) -> Any: ...
+
+
+class ChainView:
+    def __init__(self, rpc: Rpc, deployment: Deployment) -> None:
+        self._rpc = rpc
+        self._registry = deployment.address("AgreementRegistry")
+        self._membership = deployment.address("Membership")
+        self._access_log = deployment.address("AccessLog")
+        self._agreements: dict[bytes, AgreementState] = {}
+        self._fields: dict[tuple[bytes, bytes], int] = {}
+        self._used: dict[bytes, int] = {}
+        self._requesters: dict[tuple[str, bytes], bool] = {}
+        self._locks: dict[bytes, asyncio.Lock] = {}
+        self._last_block: int | None = None
+        self.last_refresh: float = 0.0
+
+    async def _call(self, to: str, data: bytes) -> bytes:
+        result = await self._rpc.request(
+            "eth_call", {"to": to, "data": "0x" + data.hex()}, "latest"
+        )
+        return bytes.fromhex(str(result)[2:])
+
+    async def agreement(self, agreement_id: bytes, dataset_id: bytes) -> AgreementState | None:
+        """The agreement's state with the scope of `dataset_id` filled in; None when unknown."""
+        lock = self._locks.setdefault(agreement_id, asyncio.Lock())
+        async with lock:  # one chain read per agreement, however many requests wait for it
+            state = self._agreements.get(agreement_id)
+            if state is None:
+                raw = await self._call(self._registry, _ACCESS_TERMS + agreement_id)
+                v = decode(_ACCESS_TERMS_TYPES, raw)
+                if v[0] == AgreementStatus.NONE:
+                    return None
+                state = AgreementState(
+                    agreement_id=agreement_id,
+                    status=AgreementStatus(v[0]),
+                    scenario=Scenario(v[1]),
+                    max_tier=Tier(v[2]),
+                    operations=v[3],
+                    consent_policy=ConsentPolicy(v[4]),
+                    valid_from=v[5],
+                    valid_until=v[6],
+                    quota=v[7],
+                    holder=v[8],
+                    requester=v[9],
+                    allowed_fields={},
+                )
+                self._agreements[agreement_id] = state
+                if agreement_id not in self._used:
+                    raw_used = await self._call(self._access_log, _ACCESSES_USED + agreement_id)
+                    self._used[agreement_id] = decode(["uint64"], raw_used)[0]
+            key = (agreement_id, dataset_id)
+            if key not in self._fields:
+                raw = await self._call(self._registry, _ALLOWED_FIELDS + agreement_id + dataset_id)
+                self._fields[key] = decode(["uint256"], raw)[0]
+        fields = self._fields[key]
+        return AgreementState(**{**state.__dict__, "allowed_fields": {dataset_id: fields}})
+
+    async def is_requester(self, account: str, org: bytes) -> bool:
+        key = (account.lower(), org)
+        if key not in self._requesters:
+            data = _HAS_ORG_ROLE + encode(
+                ["address", "bytes32", "uint8"], [account, org, Role.REQUESTER]
+            )
+            self._requesters[key] = bool(
+                decode(["bool"], await self._call(self._membership, data))[0]
+            )
+        return self._requesters[key]
+
+    def used(self, agreement_id: bytes) -> int:
+        return self._used.get(agreement_id, 0)
+
+    def reserve(self, agreement_id: bytes) -> None:
+        """Count a grant now, before it is on chain, so concurrent requests see the quota."""
+        self._used[agreement_id] = self._used.get(agreement_id, 0) + 1
+
+    def release(self, agreement_id: bytes) -> None:
+        """Undo a `reserve` whose decision was not stored."""
+        self._used[agreement_id] = max(0, self._used.get(agreement_id, 0) - 1)
+
+    async def refresh(self) -> int:
+        """Drop what mined events changed; returns the number of events seen."""
+        latest = int(await self._rpc.request("eth_blockNumber"), 16)
+        if self._last_block is None:
+            self._last_block = latest
+            self.last_refresh = time.monotonic()
+            return 0
+        if latest <= self._last_block:
+            self.last_refresh = time.monotonic()
+            return 0
+        logs = await self._rpc.request(
+            "eth_getLogs",
+            {
+                "fromBlock": hex(self._last_block + 1),
+                "toBlock": hex(latest),
+                "address": [self._registry, self._membership],
+            },
+        )
+        for entry in logs:
+            if entry["address"].lower() == self._membership.lower():
+                self._requesters.clear()
+                continue
+            topics = entry["topics"]
+            if len(topics) > 1:
+                self._agreements.pop(bytes.fromhex(topics[1][2:]), None)
+            if bytes.fromhex(topics[0][2:]) == _SUPERSEDED_TOPIC and len(topics) > 2:
+                self._agreements.pop(bytes.fromhex(topics[2][2:]), None)
+        self._last_block = latest
+        self.last_refresh = time.monotonic()
+        if logs:
+            log.info("chain_view.refreshed", events=len(logs), block=latest)
+        return len(logs)
+
+    async def follow(self, interval: float) -> None:
+        """Refresh forever; a node outage is logged and retried, never fatal."""
+        while True:
+            try:
+                await self.refresh()
+            except Exception as exc:  # the node may be down; readiness reports it
+                log.warning("chain_view.refresh_failed", error=str(exc))
+            await asyncio.sleep(interval)

@@ -1,0 +1,47 @@
+"""Gateway settings (`DUL_GATEWAY_…`). Nothing is read at import time: `create_app` takes them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from dul.home import Home
+
+
+class GatewaySettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DUL_GATEWAY_", extra="ignore")
+
+    home: Path = Field(default_factory=lambda: Home.from_env().root)
+    org: str = Field("hospital-a", description="the holder organization this gateway serves")
+    key: str = Field("hospital-a.gateway", description="keystore of the GATEWAY member that signs")
+    rpc_url: str | None = Field(None, description="default: the running embedded chain")
+    database_url: str | None = Field(None, description="default: SQLite in DUL_HOME/gateway")
+    host: str = "127.0.0.1"
+    port: int = Field(8700, ge=1, le=65535)
+    batch_max: int = Field(200, ge=1, le=256, description="records per recordAccesses transaction")
+    batch_latency_ms: int = Field(50, ge=0, description="longest wait to fill a batch")
+    max_batch_request: int = Field(1000, ge=1, description="items per POST …/batch")
+    outbox_limit: int = Field(100_000, ge=1, description="unconfirmed operations before 503")
+    deadline_margin_s: int = Field(
+        30, ge=0, description="a request must stay signed-valid this long to be recorded"
+    )
+    refresh_interval_s: float = Field(0.25, gt=0, description="chain event poll for cache updates")
+    wait_timeout_s: float = Field(30.0, gt=0, description="longest ?wait=confirmed")
+
+    @property
+    def dul_home(self) -> Home:
+        return Home(self.home)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.home / "gateway"
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'gateway.db'}"
+
+    @property
+    def tokens_path(self) -> Path:
+        return self.data_dir / "tokens.json"
