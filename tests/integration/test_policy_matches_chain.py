@@ -1,0 +1,519 @@
+"""The policy core and the contract agree: the same cases through `decide` and `AccessLog`.
+
+For each case the agreement state is read from chain as the gateway reads it, `decide` runs,
+and the GRANTED record is submitted: when the policy grants, the chain records it; when it
+denies, the chain refuses with the error of reasons[0], and the DENIED record with that reason
+is recorded instead.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from itertools import count
+from typing import Any
+
+import pytest
+from eth_hash.auto import keccak
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from dul.contracts.typed_data import (
+    AccessRecord,
+    AccessRequest,
+    access_log_domain,
+    agreement_domain,
+)
+from dul.contracts.world import World, derived_signer
+from dul.domain import (
+    AgreementStatus,
+    ConsentPolicy,
+    Decision,
+    DenyReason,
+    Operation,
+    Role,
+    Scenario,
+    Tier,
+    slug_id,
+)
+from dul.errors import TransactionError
+from dul.signing import Signer
+from ledger_gateway.policy import AgreementState, PolicyDecision, RequestFacts, decide
+
+pytestmark = pytest.mark.integration
+
+R = DenyReason
+ZERO = bytes(32)
+ROOT = keccak(b"cohort merkle root")
+AUTH = keccak(b"authorization code")
+UNKNOWN_DATASET = slug_id("hospital-a/not-registered")
+
+#: The custom error `AccessLog._checkGrant` refuses a GRANTED record with, for each reason.
+CHAIN_ERROR: dict[DenyReason, str] = {
+    R.POLICY_OTHER: "AccessLogRequestExpired",
+    R.AGREEMENT_NOT_ACTIVE: "AccessLogAgreementNotActive",
+    R.OUTSIDE_WINDOW: "AccessLogOutsideWindow",
+    R.REQUESTER_NOT_AUTHORIZED: "AccessLogRequesterNotAuthorized",
+    R.DATASET_NOT_IN_SCOPE: "AccessLogDatasetNotInScope",
+    R.FIELDS_NOT_IN_SCOPE: "AccessLogFieldsNotInScope",
+    R.TIER_ABOVE_CEILING: "AccessLogTierAboveCeiling",
+    R.OPERATION_NOT_ALLOWED: "AccessLogOperationNotAllowed",
+    R.CONSENT_MISSING: "AccessLogCohortMissing",
+    R.AUTHORIZATION_INVALID: "AccessLogAuthorizationMissing",
+    R.QUOTA_EXHAUSTED: "AccessLogQuotaExhausted",
+}
+
+_ids = count()
+
+
+@dataclass(frozen=True)
+class Ask:
+    """One request as a requester signs it, and the cohort facts the gateway adds."""
+
+    dataset: bytes | None = None  # None: the world's dataset
+    field_mask: int = 0b0110
+    tier: Tier = Tier.DEIDENTIFIED
+    operation: Operation = Operation.QUERY
+    deadline_offset: int = 600
+    signer: str = "requester"
+    cohort_root: bytes = ZERO
+    cohort_size: int = 0
+    authorization_ref: bytes = ZERO
+
+
+class Harness:
+    """Reads what the gateway reads, decides, and puts the decision to the contract."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self.ledger = world.ledger
+        self.domain = access_log_domain(
+            world.ledger.chain_id, world.ledger.deployment.address("AccessLog")
+        )
+        self.signers: dict[str, Signer] = {
+            "requester": world.requester,
+            "outsider": derived_signer("policy-parity outsider"),
+            "partner_steward": world.partner_steward,  # the requesting org, but not a REQUESTER
+            "gateway": world.gateway,  # a member of the holder, not of the requester
+        }
+
+    # --- what the gateway reads from chain ---
+
+    def now(self) -> int:
+        return int(self.ledger.w3.eth.get_block("latest")["timestamp"])
+
+    def state(self, agreement: bytes, dataset: bytes) -> AgreementState:
+        t = self.ledger.call("AgreementRegistry", "accessTerms", agreement)
+        return AgreementState(
+            agreement_id=agreement,
+            status=AgreementStatus(t[0]),
+            scenario=Scenario(t[1]),
+            max_tier=Tier(t[2]),
+            operations=int(t[3]),
+            consent_policy=ConsentPolicy(t[4]),
+            valid_from=int(t[5]),
+            valid_until=int(t[6]),
+            quota=int(t[7]),
+            holder=bytes(t[8]),
+            requester=bytes(t[9]),
+            allowed_fields={
+                dataset: int(
+                    self.ledger.call("AgreementRegistry", "allowedFields", agreement, dataset)
+                )
+            },
+        )
+
+    def used(self, agreement: bytes) -> int:
+        return int(self.ledger.call("AccessLog", "accessesUsed", agreement))
+
+    def is_requester(self, account: str, org: bytes) -> bool:
+        return bool(self.ledger.call("Membership", "hasOrgRole", account, org, Role.REQUESTER))
+
+    # --- both sides ---
+
+    def run(self, agreement: bytes, ask: Ask) -> PolicyDecision:
+        """Decide `ask` and check the chain agrees; the decision is on chain afterwards."""
+        dataset = self.world.dataset if ask.dataset is None else ask.dataset
+        signer = self.signers[ask.signer]
+        now = self.now()
+        state = self.state(agreement, dataset)
+        used = self.used(agreement)
+        request = AccessRequest(
+            request_id=keccak(f"policy-parity {next(_ids)} {time.time_ns()}".encode()),
+            agreement_id=agreement,
+            dataset_id=dataset,
+            field_mask=ask.field_mask,
+            tier=ask.tier,
+            operation=ask.operation,
+            request_hash=keccak(b"SELECT count(*) FROM condition_occurrence"),
+            deadline=now + ask.deadline_offset,
+            authorization_ref=ask.authorization_ref,
+        )
+        facts = RequestFacts(
+            dataset_id=dataset,
+            field_mask=ask.field_mask,
+            tier=ask.tier,
+            operation=ask.operation,
+            deadline=request.deadline,
+            requester_is_member=self.is_requester(signer.address, state.requester),
+            cohort_size=ask.cohort_size,
+            cohort_root=ask.cohort_root,
+            authorization_ref=ask.authorization_ref,
+        )
+        outcome = decide(state, facts, now=now, used=used)
+        signature = request.sign(signer, self.domain)
+
+        def record(decision: Decision, reason: DenyReason) -> tuple[Any, ...]:
+            return AccessRecord(
+                request,
+                signer.address,
+                signature,
+                decision,
+                reason,
+                cohort_root=ask.cohort_root,
+                cohort_size=ask.cohort_size,
+            ).as_abi()
+
+        granted = record(Decision.GRANTED, R.NONE)
+        if outcome.granted:
+            self.ledger.transact(self.world.gateway, "AccessLog", "recordAccess", granted)
+            assert self.used(agreement) == used + 1
+        else:
+            with pytest.raises(TransactionError) as refused:
+                self.ledger.transact(self.world.gateway, "AccessLog", "recordAccess", granted)
+            assert refused.value.code == CHAIN_ERROR[outcome.reason], (
+                f"policy says {[r.name for r in outcome.reasons]}, chain refuses with "
+                f"{refused.value.code}"
+            )
+            denied = record(Decision.DENIED, outcome.reason)
+            self.ledger.transact(self.world.gateway, "AccessLog", "recordAccess", denied)
+            assert self.used(agreement) == used
+        assert self.ledger.call("AccessLog", "decisionOf", request.request_id) == outcome.decision
+        return outcome
+
+
+# --- the agreements the cases run against ---------------------------------------------------
+
+
+def _activate_amendment(world: World, previous: bytes, terms: Any) -> bytes:
+    """Amend `previous` into `terms` (version 2) and sign it: `previous` becomes SUPERSEDED."""
+    world.ledger.transact(world.steward, "AgreementRegistry", "amend", previous, terms.as_abi())
+    domain = agreement_domain(
+        world.ledger.chain_id, world.ledger.deployment.address("AgreementRegistry")
+    )
+    digest = terms.digest(domain, 2, previous)
+    for signer in (world.steward, world.partner_steward):
+        world.ledger.transact(
+            signer,
+            "AgreementRegistry",
+            "sign",
+            terms.agreement_id,
+            signer.address,
+            signer.sign_digest(digest),
+        )
+    return bytes(terms.agreement_id)
+
+
+def _wait_past(world: World, timestamp: int) -> None:
+    while int(world.ledger.w3.eth.get_block("latest")["timestamp"]) <= timestamp:
+        time.sleep(0.1)
+
+
+@dataclass
+class Agreements:
+    open: bytes  # RESEARCH at DEIDENTIFIED, QUERY|EXPORT_RESULT, fields 0b00011110
+    superseded: bytes  # the first version of `open`
+    future: bytes  # valid from an hour from now
+    cohort: bytes  # RESEARCH at PSEUDONYMIZED: COHORT_CONSENT
+    insurance: bytes  # INSURANCE_CLAIM: PATIENT_AUTHORIZATION
+    proposed: bytes  # never signed
+    suspended: bytes
+    revoked: bytes
+    lapsed: bytes  # stored ACTIVE, window over (no expire() sent)
+    expired: bytes  # window over and expire() sent: stored EXPIRED
+
+    def named(self, name: str) -> bytes:
+        value = getattr(self, name)
+        assert isinstance(value, bytes)
+        return value
+
+
+@pytest.fixture(scope="module")
+def harness(world: World) -> Harness:
+    return Harness(world)
+
+
+@pytest.fixture(scope="module")
+def agreements(world: World, harness: Harness) -> Agreements:
+    tx = world.ledger.transact
+    start = harness.now()
+    # Short windows first, so they are over by the time the rest is set up.
+    short = [
+        replace(world.research_terms(), valid_from=start - 60, valid_until=start + 3)
+        for _ in range(2)
+    ]
+    lapsed, expired = (world.activate(t) for t in short)
+    v1 = world.activate(world.research_terms())
+    open_ = _activate_amendment(world, v1, world.research_terms())
+    future = world.activate(
+        replace(world.research_terms(), valid_from=start + 3_600, valid_until=start + 7_200)
+    )
+    cohort = world.activate(
+        replace(
+            world.research_terms(),
+            max_tier=Tier.PSEUDONYMIZED,
+            consent_policy=ConsentPolicy.COHORT_CONSENT,
+        )
+    )
+    insurance = world.activate(
+        replace(
+            world.research_terms(),
+            scenario=Scenario.INSURANCE_CLAIM,
+            consent_policy=ConsentPolicy.PATIENT_AUTHORIZATION,
+            duo_codes=(),
+        )
+    )
+    proposed_terms = world.research_terms()
+    tx(world.steward, "AgreementRegistry", "propose", proposed_terms.as_abi())
+    suspended = world.activate(world.research_terms())
+    tx(world.partner_steward, "AgreementRegistry", "suspend", suspended, keccak(b"audit"))
+    revoked = world.activate(world.research_terms())
+    tx(world.regulator, "AgreementRegistry", "suspend", revoked, keccak(b"inspection"))
+    tx(world.steward, "AgreementRegistry", "revoke", revoked, keccak(b"breach"))
+    _wait_past(world, short[1].valid_until)
+    tx(world.operator, "AgreementRegistry", "expire", expired)
+    found = Agreements(
+        open=open_,
+        superseded=v1,
+        future=future,
+        cohort=cohort,
+        insurance=insurance,
+        proposed=bytes(proposed_terms.agreement_id),
+        suspended=suspended,
+        revoked=revoked,
+        lapsed=lapsed,
+        expired=expired,
+    )
+    status = {
+        "open": AgreementStatus.ACTIVE,
+        "superseded": AgreementStatus.SUPERSEDED,
+        "proposed": AgreementStatus.PROPOSED,
+        "suspended": AgreementStatus.SUSPENDED,
+        "revoked": AgreementStatus.REVOKED,
+        "lapsed": AgreementStatus.ACTIVE,
+        "expired": AgreementStatus.EXPIRED,
+    }
+    for name, expected in status.items():
+        stored = world.ledger.call("AgreementRegistry", "accessTerms", found.named(name))[0]
+        assert stored == expected, name
+    return found
+
+
+# --- explicit cases -------------------------------------------------------------------------
+
+CASES: list[tuple[str, str, Ask, tuple[DenyReason, ...]]] = [
+    ("granted-query", "open", Ask(), ()),
+    ("granted-export", "open", Ask(operation=Operation.EXPORT_RESULT), ()),
+    ("granted-all-fields", "open", Ask(field_mask=0b0001_1110), ()),
+    ("granted-one-field", "open", Ask(field_mask=0b0000_1000), ()),
+    ("granted-tier-below", "open", Ask(tier=Tier.AGGREGATE), ()),
+    ("deadline-passed", "open", Ask(deadline_offset=-3_600), (R.POLICY_OTHER,)),
+    ("status-proposed", "proposed", Ask(), (R.AGREEMENT_NOT_ACTIVE,)),
+    ("status-suspended", "suspended", Ask(), (R.AGREEMENT_NOT_ACTIVE,)),
+    ("status-revoked", "revoked", Ask(), (R.AGREEMENT_NOT_ACTIVE,)),
+    ("status-superseded", "superseded", Ask(), (R.AGREEMENT_NOT_ACTIVE,)),
+    ("status-expired", "expired", Ask(), (R.AGREEMENT_NOT_ACTIVE, R.OUTSIDE_WINDOW)),
+    ("window-lapsed-without-expire", "lapsed", Ask(), (R.OUTSIDE_WINDOW,)),
+    ("window-not-yet-open", "future", Ask(), (R.OUTSIDE_WINDOW,)),
+    ("requester-outsider", "open", Ask(signer="outsider"), (R.REQUESTER_NOT_AUTHORIZED,)),
+    (
+        "requester-steward-not-requester",
+        "open",
+        Ask(signer="partner_steward"),
+        (R.REQUESTER_NOT_AUTHORIZED,),
+    ),
+    ("requester-holder-gateway", "open", Ask(signer="gateway"), (R.REQUESTER_NOT_AUTHORIZED,)),
+    ("dataset-absent", "open", Ask(dataset=UNKNOWN_DATASET), (R.DATASET_NOT_IN_SCOPE,)),
+    ("fields-mask-zero", "open", Ask(field_mask=0), (R.FIELDS_NOT_IN_SCOPE,)),
+    ("fields-bit-0-outside", "open", Ask(field_mask=0b0111), (R.FIELDS_NOT_IN_SCOPE,)),
+    (
+        "fields-bit-8-beyond-dataset",
+        "open",
+        Ask(field_mask=0b1_0000_0010),
+        (R.FIELDS_NOT_IN_SCOPE,),
+    ),
+    ("tier-equal-max", "open", Ask(tier=Tier.DEIDENTIFIED), ()),
+    ("tier-above-max", "open", Ask(tier=Tier.PSEUDONYMIZED), (R.TIER_ABOVE_CEILING,)),
+    ("operation-train", "open", Ask(operation=Operation.TRAIN), (R.OPERATION_NOT_ALLOWED,)),
+    (
+        "cohort-present",
+        "cohort",
+        Ask(tier=Tier.PSEUDONYMIZED, cohort_root=ROOT, cohort_size=120),
+        (),
+    ),
+    ("cohort-missing", "cohort", Ask(tier=Tier.PSEUDONYMIZED), (R.CONSENT_MISSING,)),
+    ("cohort-size-zero", "cohort", Ask(cohort_root=ROOT), (R.CONSENT_MISSING,)),
+    ("cohort-root-zero", "cohort", Ask(cohort_size=120), (R.CONSENT_MISSING,)),
+    (
+        "authorization-present",
+        "insurance",
+        Ask(authorization_ref=AUTH, cohort_root=ROOT, cohort_size=1),
+        (),
+    ),
+    ("authorization-missing", "insurance", Ask(), (R.AUTHORIZATION_INVALID,)),
+    (
+        "authorization-for-two",
+        "insurance",
+        Ask(authorization_ref=AUTH, cohort_root=ROOT, cohort_size=2),
+        (R.AUTHORIZATION_INVALID,),
+    ),
+    ("authorization-no-ref", "insurance", Ask(cohort_size=1), (R.AUTHORIZATION_INVALID,)),
+    # several rules broken: the chain refuses with the first, in the policy's order
+    (
+        "multi-deadline-before-status",
+        "suspended",
+        Ask(deadline_offset=-3_600, signer="outsider"),
+        (R.POLICY_OTHER, R.AGREEMENT_NOT_ACTIVE, R.REQUESTER_NOT_AUTHORIZED),
+    ),
+    (
+        "multi-status-before-requester",
+        "revoked",
+        Ask(signer="outsider", operation=Operation.TRAIN),
+        (R.AGREEMENT_NOT_ACTIVE, R.REQUESTER_NOT_AUTHORIZED, R.OPERATION_NOT_ALLOWED),
+    ),
+    (
+        "multi-window-before-requester",
+        "future",
+        Ask(signer="outsider", tier=Tier.IDENTIFIED),
+        (R.OUTSIDE_WINDOW, R.REQUESTER_NOT_AUTHORIZED, R.TIER_ABOVE_CEILING),
+    ),
+    (
+        "multi-requester-before-dataset",
+        "open",
+        Ask(signer="partner_steward", dataset=UNKNOWN_DATASET),
+        (R.REQUESTER_NOT_AUTHORIZED, R.DATASET_NOT_IN_SCOPE),
+    ),
+    (
+        "multi-dataset-before-tier",
+        "open",
+        Ask(dataset=UNKNOWN_DATASET, tier=Tier.IDENTIFIED),
+        (R.DATASET_NOT_IN_SCOPE, R.TIER_ABOVE_CEILING),
+    ),
+    (
+        "multi-fields-before-tier",
+        "open",
+        Ask(field_mask=0b1, tier=Tier.IDENTIFIED, operation=Operation.TRAIN),
+        (R.FIELDS_NOT_IN_SCOPE, R.TIER_ABOVE_CEILING, R.OPERATION_NOT_ALLOWED),
+    ),
+    (
+        "multi-tier-before-operation",
+        "open",
+        Ask(tier=Tier.PSEUDONYMIZED, operation=Operation.TRAIN),
+        (R.TIER_ABOVE_CEILING, R.OPERATION_NOT_ALLOWED),
+    ),
+    (
+        "multi-operation-before-consent",
+        "cohort",
+        Ask(operation=Operation.TRAIN),
+        (R.OPERATION_NOT_ALLOWED, R.CONSENT_MISSING),
+    ),
+    (
+        "multi-operation-before-authorization",
+        "insurance",
+        Ask(operation=Operation.TRAIN),
+        (R.OPERATION_NOT_ALLOWED, R.AUTHORIZATION_INVALID),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("agreement", "ask", "expected"),
+    [case[1:] for case in CASES],
+    ids=[case[0] for case in CASES],
+)
+def test_case(
+    harness: Harness,
+    agreements: Agreements,
+    agreement: str,
+    ask: Ask,
+    expected: tuple[DenyReason, ...],
+) -> None:
+    outcome = harness.run(agreements.named(agreement), ask)
+    assert outcome.reasons == expected
+
+
+def test_every_reason_is_first_in_some_case() -> None:
+    firsts = {case[3][0] for case in CASES if case[3]}
+    assert firsts | {R.QUOTA_EXHAUSTED} == set(CHAIN_ERROR)  # quota: `test_quota`
+
+
+def test_quota(world: World, harness: Harness) -> None:
+    """With a quota of one: the grant at used = quota - 1 is recorded, the next is refused."""
+    agreement = world.activate(world.research_terms(quota=1))
+    assert harness.run(agreement, Ask()).reasons == ()
+    assert harness.used(agreement) == 1
+    assert harness.run(agreement, Ask()).reasons == (R.QUOTA_EXHAUSTED,)
+    assert harness.run(agreement, Ask(tier=Tier.IDENTIFIED)).reasons == (
+        R.TIER_ABOVE_CEILING,
+        R.QUOTA_EXHAUSTED,
+    )
+    assert harness.used(agreement) == 1
+
+
+def test_suspension_is_honoured_and_resumption_too(world: World, harness: Harness) -> None:
+    agreement = world.activate(world.research_terms())
+    assert harness.run(agreement, Ask()).granted
+    world.ledger.transact(world.steward, "AgreementRegistry", "suspend", agreement, keccak(b"x"))
+    assert harness.run(agreement, Ask()).reasons == (R.AGREEMENT_NOT_ACTIVE,)
+    world.ledger.transact(world.steward, "AgreementRegistry", "resume", agreement)
+    assert harness.run(agreement, Ask()).granted
+
+
+# --- random cases ---------------------------------------------------------------------------
+
+#: Agreements drawn from (the live ones more often), and for each a request it grants.
+POOL = ("open", "cohort", "insurance") * 3 + (
+    "future",
+    "suspended",
+    "superseded",
+    "lapsed",
+    "expired",
+)
+GOOD = {
+    "cohort": Ask(tier=Tier.PSEUDONYMIZED, cohort_root=ROOT, cohort_size=57),
+    "insurance": Ask(authorization_ref=AUTH, cohort_root=ROOT, cohort_size=1),
+}
+#: What a drawn case may change in the good request: zero to three of these.
+CHANGES: dict[str, st.SearchStrategy[Any]] = {
+    "dataset": st.just(UNKNOWN_DATASET),
+    "field_mask": st.integers(min_value=0, max_value=0x1FF),
+    "tier": st.sampled_from(Tier),
+    "operation": st.sampled_from(Operation),
+    "deadline_offset": st.sampled_from([-3_600, -120]),
+    "signer": st.sampled_from(["outsider", "partner_steward", "gateway"]),
+    "cohort_root": st.sampled_from([ZERO, ROOT]),
+    "cohort_size": st.sampled_from([0, 1, 2, 57]),
+    "authorization_ref": st.sampled_from([ZERO, AUTH]),
+}
+
+
+@st.composite
+def random_cases(draw: st.DrawFn) -> tuple[str, Ask]:
+    agreement = draw(st.sampled_from(POOL))
+    changed = draw(st.lists(st.sampled_from(sorted(CHANGES)), max_size=3, unique=True))
+    ask = replace(GOOD.get(agreement, Ask()), **{name: draw(CHANGES[name]) for name in changed})
+    return agreement, ask
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(case=random_cases())
+def test_random_cases_agree(
+    harness: Harness, agreements: Agreements, case: tuple[str, Ask]
+) -> None:
+    agreement, ask = case
+    outcome = harness.run(agreements.named(agreement), ask)
+    event(f"{agreement}: {outcome.reason.name}")
