@@ -1,0 +1,768 @@
+"""The durable outbox: SQLModel tables, the engine factory and `SqlOutbox`.
+
+A decision is acknowledged only after it is on disk, so `add_accesses` commits before it
+returns. Committing each caller alone would cost one fsync per request; instead concurrent
+callers hand their rows to one writer task that commits everything that queued up while the
+previous commit was running (group commit): one transaction and one fsync per group.
+
+All writes of a process (the API's inserts and the submitter's status changes) go through one
+writer thread, so SQLite never sees two writers of the same process fight for its lock; reads
+run on other threads (WAL lets them proceed during a write).
+
+SQLite (the embedded default) runs in WAL mode with synchronous=FULL — an acknowledged decision
+survives a crash or `kill -9` — and writes open with BEGIN IMMEDIATE so a writer waits for the
+lock (busy timeout) instead of failing half-way. PostgreSQL is used as is (synchronous commit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, TypeVar
+
+import structlog
+from sqlalchemy import Engine, Index, UniqueConstraint, create_engine, event, func, select, update
+from sqlalchemy import insert as sa_insert
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Field, SQLModel
+
+from dul.domain import Decision, DenyReason
+from ledger_gateway.errors import ConflictError, UnavailableError
+from ledger_gateway.outbox import (
+    Accepted,
+    NewAccess,
+    NewRelease,
+    OperationKind,
+    OperationStatus,
+    OperationView,
+)
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+
+OPEN_STATUSES = (OperationStatus.PENDING.value, OperationStatus.SUBMITTED.value)
+
+
+# --------------------------------------------------------------------------- tables
+
+
+class OperationRow(SQLModel, table=True):
+    """One decided operation (access or release), keyed by its idempotency key."""
+
+    __tablename__: ClassVar[str] = "gateway_operations"
+    __table_args__ = (Index("ix_gateway_operations_status_id", "status", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    key: bytes = Field(unique=True, index=True)
+    kind: str = Field(max_length=16)
+    org: bytes
+    agreement_id: bytes
+    decision: int | None = None
+    reasons: str = Field(default="", max_length=64)
+    """DenyReason values, comma separated."""
+    status: str = Field(max_length=16)
+    payload: bytes
+    body_hash: bytes
+    tx_hash: bytes | None = Field(default=None, index=True)
+    block_number: int | None = None
+    nonce: int | None = None
+    sender: str | None = Field(default=None, max_length=42)
+    error: str | None = Field(default=None, max_length=200)
+    attempts: int = 0
+    """Transactions that carried this operation and reverted."""
+    created_at: float
+    confirmed_at: float | None = None
+
+
+class TransactionRow(SQLModel, table=True):
+    """A signed transaction, stored before it is sent so a restart can re-send it as is."""
+
+    __tablename__: ClassVar[str] = "gateway_transactions"
+    __table_args__ = (UniqueConstraint("sender", "nonce", name="uq_gateway_transactions_nonce"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    sender: str = Field(max_length=42)
+    nonce: int
+    kind: str = Field(max_length=16)
+    raw: bytes
+    tx_hash: bytes = Field(unique=True, index=True)
+    status: str = Field(max_length=16, index=True)
+    """sent -> mined | reverted"""
+    keys: bytes
+    """The operation keys it carries, 32 bytes each, in call order."""
+    attempts: int = 1
+    created_at: float
+    block_number: int | None = None
+
+
+class NonceRow(SQLModel, table=True):
+    """The next nonce of one signing key (see `ledger_gateway.nonces`)."""
+
+    __tablename__: ClassVar[str] = "gateway_nonces"
+
+    sender: str = Field(primary_key=True, max_length=42)
+    next_nonce: int
+
+
+class TxStatus:
+    SENT = "sent"
+    MINED = "mined"
+    REVERTED = "reverted"
+
+
+OPS = OperationRow.__table__  # type: ignore[attr-defined]
+TXS = TransactionRow.__table__  # type: ignore[attr-defined]
+NONCES = NonceRow.__table__  # type: ignore[attr-defined]
+
+
+# --------------------------------------------------------------------------- engines
+
+
+def make_engine(url: str, *, busy_timeout_s: float = 30.0, pool_size: int = 8) -> Engine:
+    """An engine for the outbox: SQLite (WAL, synchronous=FULL) or PostgreSQL, by URL."""
+    if url.startswith("sqlite"):
+        engine = create_engine(
+            url,
+            connect_args={"timeout": busy_timeout_s, "check_same_thread": False},
+            pool_size=pool_size,
+            max_overflow=pool_size,
+        )
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None  # the "begin" hook below opens transactions
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=FULL")
+            cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn: Connection) -> None:
+            # Writers take the lock up front: a deferred transaction that reads and then
+            # writes can fail with SQLITE_BUSY_SNAPSHOT, which the busy timeout does not retry.
+            mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
+            conn.exec_driver_sql(f"BEGIN {mode}")
+
+        return engine
+    return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _reasons_text(reasons: Iterable[DenyReason]) -> str:
+    return ",".join(str(int(r)) for r in reasons)
+
+
+def _reasons_tuple(text: str) -> tuple[DenyReason, ...]:
+    return tuple(DenyReason(int(x)) for x in text.split(",") if x)
+
+
+def view_of(row: Any) -> OperationView:
+    """An OperationView from a row of `gateway_operations` (any mapping-like row)."""
+    return OperationView(
+        key=bytes(row.key),
+        kind=OperationKind(row.kind),
+        body_hash=bytes(row.body_hash),
+        org=bytes(row.org),
+        agreement_id=bytes(row.agreement_id),
+        decision=Decision(row.decision) if row.decision is not None else None,
+        reasons=_reasons_tuple(row.reasons),
+        status=OperationStatus(row.status),
+        payload=bytes(row.payload),
+        tx_hash=bytes(row.tx_hash) if row.tx_hash is not None else None,
+        block_number=row.block_number,
+        error=row.error,
+        created_at=row.created_at,
+        confirmed_at=row.confirmed_at,
+    )
+
+
+def _chunks(items: Sequence[T], size: int = 500) -> Iterable[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+@dataclass(frozen=True)
+class PendingOp:
+    """What the submitter needs of a PENDING operation."""
+
+    key: bytes
+    kind: OperationKind
+    payload: bytes
+    created_at: float
+    attempts: int
+
+
+@dataclass(frozen=True)
+class StoredTx:
+    """A signed transaction not yet known to be mined (recovery re-checks and re-sends it)."""
+
+    sender: str
+    nonce: int
+    kind: OperationKind
+    raw: bytes
+    tx_hash: bytes
+    keys: tuple[bytes, ...]
+    attempts: int
+    created_at: float
+
+
+@dataclass
+class _Job:
+    rows: list[dict[str, Any]]
+    future: asyncio.Future[list[Accepted]]
+
+
+@dataclass(frozen=True)
+class OutboxSettings:
+    """Knobs of the store (the gateway maps `DUL_GATEWAY_OUTBOX_LIMIT` onto `max_depth`)."""
+
+    max_depth: int = 100_000
+    """Operations not yet CONFIRMED or FAILED before `add_*` answers `outbox_full`."""
+    max_group: int = 2_000
+    """Most rows in one group commit."""
+    wait_recheck_s: float = 0.5
+    """How often `wait` re-reads the row (a submitter in another process does not notify)."""
+    depth_recount_s: float = 1.0
+    """How often the open-operation count is re-read from the database instead of tracked."""
+
+
+@dataclass
+class _Depth:
+    value: int = 0
+    counted_at: float = -math.inf
+    drain_per_s: float = 0.0
+    history: list[tuple[float, int]] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- the outbox
+
+
+class SqlOutbox:
+    """The `Outbox` of the gateway, plus the calls its submitter makes.
+
+    Create with an engine (`make_engine(url)`, after `migrate(url)`), `await start()` before
+    use and `await close()` at shutdown.
+    """
+
+    def __init__(self, engine: Engine, settings: OutboxSettings | None = None) -> None:
+        self.engine = engine
+        self.settings = settings or OutboxSettings()
+        self._sqlite = engine.dialect.name == "sqlite"
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox-writer")
+        self._queue: asyncio.Queue[_Job] | None = None
+        self._writer_task: asyncio.Task[None] | None = None
+        self._waiters: dict[bytes, list[asyncio.Future[None]]] = {}
+        self._depth = _Depth()
+        self.new_pending = asyncio.Event()
+        """Set after each commit that stored new PENDING rows (the submitter waits on it)."""
+
+    # --- life cycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._writer_task is None:
+            self._queue = asyncio.Queue()
+            self.new_pending = asyncio.Event()
+            self._writer_task = asyncio.create_task(self._write_loop(), name="outbox-writer")
+
+    async def close(self) -> None:
+        if self._writer_task is not None:
+            self._writer_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer_task
+            self._writer_task = None
+        self._writer.shutdown(wait=True)
+
+    # --- thread helpers ----------------------------------------------------------------------
+
+    async def write(self, fn: Callable[[Connection], T]) -> T:
+        """Run `fn` in one write transaction on the writer thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._writer, self._in_write_tx, fn)
+
+    def _in_write_tx(self, fn: Callable[[Connection], T]) -> T:
+        with self.engine.connect() as conn:
+            if self._sqlite:
+                conn = conn.execution_options(sqlite_begin="IMMEDIATE")
+            with conn.begin():
+                return fn(conn)
+
+    async def read(self, fn: Callable[[Connection], T]) -> T:
+        def run() -> T:
+            with self.engine.connect() as conn, conn.begin():
+                return fn(conn)
+
+        return await asyncio.to_thread(run)
+
+    # --- Outbox protocol ---------------------------------------------------------------------
+
+    async def add_accesses(self, accesses: Sequence[NewAccess]) -> list[Accepted]:
+        now = time.time()
+        rows = [
+            {
+                "key": a.request_id,
+                "kind": OperationKind.ACCESS.value,
+                "org": a.org,
+                "agreement_id": a.agreement_id,
+                "decision": int(a.decision),
+                "reasons": _reasons_text(a.reasons),
+                "status": OperationStatus.PENDING.value,
+                "payload": a.record,
+                "body_hash": a.body_hash,
+                "created_at": now,
+            }
+            for a in accesses
+        ]
+        return await self._submit(rows)
+
+    async def add_release(self, release: NewRelease) -> Accepted:
+        row = {
+            "key": release.release_key,
+            "kind": OperationKind.RELEASE.value,
+            "org": release.org,
+            "agreement_id": release.agreement_id,
+            "decision": None,
+            "reasons": "",
+            "status": OperationStatus.PENDING.value,
+            "payload": release.call,
+            "body_hash": release.body_hash,
+            "created_at": time.time(),
+        }
+        return (await self._submit([row]))[0]
+
+    async def get(self, key: bytes) -> OperationView | None:
+        def run(conn: Connection) -> OperationView | None:
+            row = conn.execute(select(OPS).where(OPS.c.key == key)).first()
+            return view_of(row) if row is not None else None
+
+        return await self.read(run)
+
+    async def get_many(self, keys: Sequence[bytes]) -> dict[bytes, OperationView]:
+        def run(conn: Connection) -> dict[bytes, OperationView]:
+            found: dict[bytes, OperationView] = {}
+            for chunk in _chunks(keys):
+                for row in conn.execute(select(OPS).where(OPS.c.key.in_(chunk))):
+                    found[bytes(row.key)] = view_of(row)
+            return found
+
+        return await self.read(run)
+
+    async def wait(self, key: bytes, timeout: float) -> OperationView | None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            view = await self.get(key)
+            if view is None or view.status in (OperationStatus.CONFIRMED, OperationStatus.FAILED):
+                return view
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return view
+            waiter: asyncio.Future[None] = loop.create_future()
+            self._waiters.setdefault(key, []).append(waiter)
+            try:
+                await asyncio.wait_for(
+                    asyncio.shield(waiter), min(remaining, self.settings.wait_recheck_s)
+                )
+            except TimeoutError:
+                pass
+            finally:
+                waiting = self._waiters.get(key)
+                if waiting is not None and waiter in waiting:
+                    waiting.remove(waiter)
+                    if not waiting:
+                        del self._waiters[key]
+
+    async def depth(self) -> int:
+        def run(conn: Connection) -> int:
+            return int(
+                conn.execute(
+                    select(func.count()).select_from(OPS).where(OPS.c.status.in_(OPEN_STATUSES))
+                ).scalar_one()
+            )
+
+        return await self.read(run)
+
+    # --- group commit ------------------------------------------------------------------------
+
+    async def _submit(self, rows: list[dict[str, Any]]) -> list[Accepted]:
+        if self._queue is None:
+            raise RuntimeError("SqlOutbox.start() was not awaited")
+        future: asyncio.Future[list[Accepted]] = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Job(rows, future))
+        return await future
+
+    async def _write_loop(self) -> None:
+        assert self._queue is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            jobs = [await self._queue.get()]
+            size = len(jobs[0].rows)
+            while not self._queue.empty() and size < self.settings.max_group:
+                job = self._queue.get_nowait()
+                jobs.append(job)
+                size += len(job.rows)
+            try:
+                outcomes = await loop.run_in_executor(self._writer, self._commit_group, jobs)
+            except IntegrityError:
+                # Another process inserted one of these keys meanwhile: settle each job alone.
+                outcomes = []
+                for job in jobs:
+                    try:
+                        outcomes.extend(
+                            await loop.run_in_executor(self._writer, self._commit_group, [job])
+                        )
+                    except Exception as exc:  # the caller gets its own error
+                        outcomes.append(exc)
+            except Exception as exc:  # e.g. disk full: every caller of the group gets it
+                log.error("outbox.commit_failed", error=repr(exc), jobs=len(jobs))
+                outcomes = [exc] * len(jobs)
+            stored = False
+            for job, outcome in zip(jobs, outcomes, strict=True):
+                if job.future.done():
+                    continue
+                if isinstance(outcome, BaseException):
+                    job.future.set_exception(outcome)
+                else:
+                    stored = stored or any(a.created for a in outcome)
+                    job.future.set_result(outcome)
+            if stored:
+                self.new_pending.set()
+
+    def _open_count(self, conn: Connection) -> int:
+        now = time.monotonic()
+        d = self._depth
+        if now - d.counted_at >= self.settings.depth_recount_s:
+            counted = int(
+                conn.execute(
+                    select(func.count()).select_from(OPS).where(OPS.c.status.in_(OPEN_STATUSES))
+                ).scalar_one()
+            )
+            if d.counted_at > -math.inf and now > d.counted_at:
+                # drain estimate for Retry-After: what left the open set since the last count
+                d.history = [*d.history[-9:], (now, counted)]
+            d.value, d.counted_at = counted, now
+        return d.value
+
+    def _retry_after(self, depth: int) -> int:
+        bound = self.settings.max_depth
+        excess = max(1, depth - bound + 1)
+        rate = 0.0
+        history = self._depth.history
+        if len(history) >= 2:
+            (t0, c0), (t1, c1) = history[0], history[-1]
+            if t1 > t0:
+                rate = max(0.0, (c0 - c1) / (t1 - t0))
+        if rate <= 0:
+            return 5
+        return max(1, min(60, math.ceil(excess / rate)))
+
+    def _commit_group(self, jobs: Sequence[_Job]) -> list[list[Accepted] | BaseException]:
+        with self.engine.connect() as conn:
+            if self._sqlite:
+                conn = conn.execution_options(sqlite_begin="IMMEDIATE")
+            with conn.begin():
+                return self._commit_jobs(conn, jobs)
+
+    def _commit_jobs(
+        self, conn: Connection, jobs: Sequence[_Job]
+    ) -> list[list[Accepted] | BaseException]:
+        keys = list({r["key"] for job in jobs for r in job.rows})
+        known: dict[bytes, OperationView] = {}
+        for chunk in _chunks(keys):
+            for found in conn.execute(select(OPS).where(OPS.c.key.in_(chunk))):
+                known[bytes(found.key)] = view_of(found)
+        depth = self._open_count(conn)
+        inserts: list[dict[str, Any]] = []
+        outcomes: list[list[Accepted] | BaseException] = []
+        for job in jobs:
+            accepted: list[Accepted] = []
+            mine: dict[bytes, OperationView] = {}
+            failure: BaseException | None = None
+            for row in job.rows:
+                key = row["key"]
+                existing = known.get(key) or mine.get(key)
+                if existing is not None:
+                    if existing.body_hash != row["body_hash"]:
+                        failure = ConflictError(
+                            f"request id 0x{key.hex()} was stored with another body",
+                            key="0x" + key.hex(),
+                        )
+                        break
+                    accepted.append(Accepted(existing, created=False))
+                    continue
+                view = OperationView(
+                    key=key,
+                    kind=OperationKind(row["kind"]),
+                    body_hash=row["body_hash"],
+                    org=row["org"],
+                    agreement_id=row["agreement_id"],
+                    decision=Decision(row["decision"]) if row["decision"] is not None else None,
+                    reasons=_reasons_tuple(row["reasons"]),
+                    status=OperationStatus.PENDING,
+                    payload=row["payload"],
+                    tx_hash=None,
+                    block_number=None,
+                    error=None,
+                    created_at=row["created_at"],
+                    confirmed_at=None,
+                )
+                mine[key] = view
+                accepted.append(Accepted(view, created=True))
+            if failure is None and mine and depth + len(mine) > self.settings.max_depth:
+                failure = UnavailableError(
+                    f"the outbox holds {depth} unconfirmed operations (bound "
+                    f"{self.settings.max_depth}); retry later",
+                    code="outbox_full",
+                    retry_after=self._retry_after(depth + len(mine)),
+                )
+            if failure is not None:
+                outcomes.append(failure)
+                continue
+            known.update(mine)
+            depth += len(mine)
+            inserted: set[bytes] = set()
+            for row in job.rows:  # a key repeated inside one job is inserted once
+                if row["key"] in mine and row["key"] not in inserted:
+                    inserted.add(row["key"])
+                    inserts.append(row)
+            outcomes.append(accepted)
+        if inserts:
+            conn.execute(sa_insert(OPS), inserts)
+        self._depth.value = depth
+        return outcomes
+
+    # --- submitter side ----------------------------------------------------------------------
+
+    async def pending(self, limit: int) -> list[PendingOp]:
+        """The oldest PENDING operations, in the order they were stored."""
+
+        def run(conn: Connection) -> list[PendingOp]:
+            query = (
+                select(OPS.c.key, OPS.c.kind, OPS.c.payload, OPS.c.created_at, OPS.c.attempts)
+                .where(OPS.c.status == OperationStatus.PENDING.value)
+                .order_by(OPS.c.id)
+                .limit(limit)
+            )
+            return [
+                PendingOp(
+                    bytes(r.key), OperationKind(r.kind), bytes(r.payload), r.created_at, r.attempts
+                )
+                for r in conn.execute(query)
+            ]
+
+        return await self.read(run)
+
+    async def payloads(self, keys: Sequence[bytes]) -> dict[bytes, PendingOp]:
+        def run(conn: Connection) -> dict[bytes, PendingOp]:
+            out: dict[bytes, PendingOp] = {}
+            for chunk in _chunks(keys):
+                query = select(
+                    OPS.c.key, OPS.c.kind, OPS.c.payload, OPS.c.created_at, OPS.c.attempts
+                ).where(OPS.c.key.in_(chunk))
+                for r in conn.execute(query):
+                    out[bytes(r.key)] = PendingOp(
+                        bytes(r.key),
+                        OperationKind(r.kind),
+                        bytes(r.payload),
+                        r.created_at,
+                        r.attempts,
+                    )
+            return out
+
+        return await self.read(run)
+
+    async def record_submission(self, tx: StoredTx) -> None:
+        """In one transaction: the signed tx, its operations SUBMITTED, the key's next nonce.
+
+        Raises RuntimeError (and changes nothing) when an operation is no longer PENDING.
+        """
+
+        def run(conn: Connection) -> None:
+            conn.execute(
+                sa_insert(TXS).values(
+                    sender=tx.sender,
+                    nonce=tx.nonce,
+                    kind=tx.kind.value,
+                    raw=tx.raw,
+                    tx_hash=tx.tx_hash,
+                    status=TxStatus.SENT,
+                    keys=b"".join(tx.keys),
+                    attempts=tx.attempts,
+                    created_at=tx.created_at,
+                )
+            )
+            changed = 0
+            for chunk in _chunks(tx.keys):
+                result = conn.execute(
+                    update(OPS)
+                    .where(OPS.c.key.in_(chunk), OPS.c.status == OperationStatus.PENDING.value)
+                    .values(
+                        status=OperationStatus.SUBMITTED.value,
+                        tx_hash=tx.tx_hash,
+                        nonce=tx.nonce,
+                        sender=tx.sender,
+                    )
+                )
+                changed += result.rowcount
+            if changed != len(tx.keys):
+                raise RuntimeError(f"{len(tx.keys) - changed} operations were not PENDING")
+            _set_next_nonce(conn, tx.sender, tx.nonce + 1)
+
+        await self.write(run)
+
+    async def unmined(self, sender: str) -> list[StoredTx]:
+        """Signed transactions of `sender` not known to be mined, by nonce."""
+
+        def run(conn: Connection) -> list[StoredTx]:
+            query = (
+                select(TXS)
+                .where(TXS.c.sender == sender, TXS.c.status == TxStatus.SENT)
+                .order_by(TXS.c.nonce)
+            )
+            return [
+                StoredTx(
+                    sender=r.sender,
+                    nonce=r.nonce,
+                    kind=OperationKind(r.kind),
+                    raw=bytes(r.raw),
+                    tx_hash=bytes(r.tx_hash),
+                    keys=tuple(bytes(r.keys[i : i + 32]) for i in range(0, len(r.keys), 32)),
+                    attempts=r.attempts,
+                    created_at=r.created_at,
+                )
+                for r in conn.execute(query)
+            ]
+
+        return await self.read(run)
+
+    async def mark_resent(self, tx_hash: bytes, attempts: int) -> None:
+        def run(conn: Connection) -> None:
+            conn.execute(update(TXS).where(TXS.c.tx_hash == tx_hash).values(attempts=attempts))
+
+        await self.write(run)
+
+    async def confirm(self, mined: Sequence[tuple[bytes, int, Sequence[bytes]]]) -> None:
+        """Mark the operations of each mined (tx hash, block, keys) CONFIRMED, in one
+        transaction, and wake whoever waits for them."""
+        now = time.time()
+
+        def run(conn: Connection) -> None:
+            for tx_hash, block, _ in mined:
+                conn.execute(
+                    update(OPS)
+                    .where(
+                        OPS.c.tx_hash == tx_hash,
+                        OPS.c.status == OperationStatus.SUBMITTED.value,
+                    )
+                    .values(
+                        status=OperationStatus.CONFIRMED.value,
+                        block_number=block,
+                        confirmed_at=now,
+                    )
+                )
+                conn.execute(
+                    update(TXS)
+                    .where(TXS.c.tx_hash == tx_hash)
+                    .values(status=TxStatus.MINED, block_number=block)
+                )
+
+        await self.write(run)
+        self._notify(key for _, _, keys in mined for key in keys)
+
+    async def settle_reverted(
+        self,
+        tx_hash: bytes,
+        block: int,
+        *,
+        failed: dict[bytes, str],
+        found: dict[bytes, tuple[bytes, int]],
+        requeue: Sequence[bytes],
+        count_attempt: bool = True,
+    ) -> None:
+        """After a reverted transaction: FAILED ops with their error, ops `found` already on
+        chain CONFIRMED at (tx hash, block), the rest PENDING again for another batch
+        (`count_attempt`: the revert is unexplained and counts against them)."""
+        now = time.time()
+
+        def run(conn: Connection) -> None:
+            conn.execute(
+                update(TXS)
+                .where(TXS.c.tx_hash == tx_hash)
+                .values(status=TxStatus.REVERTED, block_number=block)
+            )
+            for key, error in failed.items():
+                conn.execute(
+                    update(OPS)
+                    .where(OPS.c.key == key)
+                    .values(
+                        status=OperationStatus.FAILED.value,
+                        error=error[:200],
+                        confirmed_at=now,
+                        attempts=OPS.c.attempts + 1,
+                    )
+                )
+            for key, (found_tx, found_block) in found.items():
+                conn.execute(
+                    update(OPS)
+                    .where(OPS.c.key == key)
+                    .values(
+                        status=OperationStatus.CONFIRMED.value,
+                        tx_hash=found_tx,
+                        block_number=found_block,
+                        confirmed_at=now,
+                    )
+                )
+            for chunk in _chunks(list(requeue)):
+                conn.execute(
+                    update(OPS)
+                    .where(OPS.c.key.in_(chunk))
+                    .values(
+                        status=OperationStatus.PENDING.value,
+                        tx_hash=None,
+                        nonce=None,
+                        sender=None,
+                        attempts=OPS.c.attempts + (1 if count_attempt else 0),
+                    )
+                )
+
+        await self.write(run)
+        self._notify([*failed, *found])
+        if requeue:
+            self.new_pending.set()
+
+    async def next_nonce(self, sender: str) -> int | None:
+        def run(conn: Connection) -> int | None:
+            value = conn.execute(
+                select(NONCES.c.next_nonce).where(NONCES.c.sender == sender)
+            ).scalar_one_or_none()
+            return int(value) if value is not None else None
+
+        return await self.read(run)
+
+    async def set_next_nonce(self, sender: str, value: int) -> None:
+        await self.write(lambda conn: _set_next_nonce(conn, sender, value))
+
+    # --- notification ------------------------------------------------------------------------
+
+    def _notify(self, keys: Iterable[bytes]) -> None:
+        for key in keys:
+            for waiter in self._waiters.pop(key, ()):
+                if not waiter.done():
+                    waiter.set_result(None)
+
+
+def _set_next_nonce(conn: Connection, sender: str, value: int) -> None:
+    changed = conn.execute(
+        update(NONCES).where(NONCES.c.sender == sender).values(next_nonce=value)
+    ).rowcount
+    if changed == 0:
+        conn.execute(sa_insert(NONCES).values(sender=sender, next_nonce=value))

@@ -1,0 +1,490 @@
+"""The submitter: PENDING operations of the outbox become signed transactions, exactly once.
+
+One asyncio task per signing key, two loops:
+
+- **batch loop** — reads PENDING operations in the order they were stored; runs of accesses go
+  into one `recordAccesses` call (at most `max_batch` records, the 16.7M per-transaction gas
+  cap and `max_body_bytes`, or whatever queued within `max_delay`), each release into its own
+  `releaseResult`. It takes the key's next nonce, signs, stores the signed transaction and
+  marks its operations SUBMITTED in one database transaction, and only then sends. It does not
+  wait for mining: up to `max_in_flight` transactions (nonces n, n+1, …) are in the pool at once.
+- **receipt loop** — polls the receipts of every in-flight transaction in one JSON-RPC batch;
+  a mined one CONFIRMS its operations (tx hash, block); one not mined after `resend_after`, or
+  after the node came back, is re-sent byte for byte (same nonce, same hash); a reverted batch
+  is bisected by simulation so the good records go out again and only the offending ones end
+  FAILED with the contract's custom error name.
+
+Recovery on start: the nonce is reconciled with the chain, every stored unmined transaction is
+checked for a receipt and re-sent, and PENDING operations are simply batched. Because an
+operation's transaction is on disk before it is sent, a crash at any point neither loses an
+acknowledged decision nor records one twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from eth_abi.abi import encode
+from eth_hash.auto import keccak
+
+from dul.contracts.artifacts import load
+from dul.contracts.reverts import decode_revert
+from dul.signing import Signer
+from ledger_gateway.nonces import NonceAllocator
+from ledger_gateway.outbox import OperationKind
+from ledger_gateway.rpc import ChainUnavailableError, RpcClient, RpcError, to_hex
+from ledger_gateway.store import PendingOp, SqlOutbox, StoredTx
+
+log = structlog.get_logger(__name__)
+
+#: The per-transaction gas cap (EIP-7825, 2^24) that anvil and newer clients enforce.
+TX_GAS_CAP = 16_777_216
+#: The contract's `maxBatchSize`.
+CONTRACT_MAX_BATCH = 256
+RECORD_SIZE = 17 * 32
+"""An `AccessRecord` has 17 static fields: its ABI encoding is always 544 bytes."""
+
+
+def _canonical(item: dict[str, Any]) -> str:
+    kind = str(item["type"])
+    if kind.startswith("tuple"):
+        return f"({','.join(_canonical(c) for c in item['components'])}){kind[5:]}"
+    return kind
+
+
+def _abi_item(name: str, kind: str = "function") -> dict[str, Any]:
+    for item in load("AccessLog").abi:
+        if item.get("type") == kind and item.get("name") == name:
+            return item
+    raise LookupError(f"AccessLog has no {kind} {name}")
+
+
+def _signature(item: dict[str, Any]) -> str:
+    return f"{item['name']}({','.join(_canonical(i) for i in item['inputs'])})"
+
+
+ACCESS_RECORD_TYPE = _canonical(_abi_item("recordAccess")["inputs"][0])
+"""The ABI type of one `AccessRecord` tuple, e.g. `(bytes32,bytes32,…,uint8)`."""
+RECORD_ACCESSES = keccak(_signature(_abi_item("recordAccesses")).encode())[:4]
+RELEASE_RESULT = keccak(_signature(_abi_item("releaseResult")).encode())[:4]
+ACCESS_RECORDED_TOPIC = keccak(_signature(_abi_item("AccessRecorded", "event")).encode())
+RESULT_RELEASED_TOPIC = keccak(_signature(_abi_item("ResultReleased", "event")).encode())
+RELEASE_TYPES = [_canonical(i) for i in _abi_item("releaseResult")["inputs"]]
+
+
+def encode_access_record(record_abi: tuple[Any, ...]) -> bytes:
+    """`NewAccess.record` from `AccessRecord.as_abi()`."""
+    return encode([ACCESS_RECORD_TYPE], [record_abi])
+
+
+def record_accesses_calldata(records: Sequence[bytes]) -> bytes:
+    """`recordAccesses(records)` calldata from encoded records, without re-encoding them.
+
+    The tuple is static, so the array is the offset, the length and the records back to back
+    (a test checks this against eth_abi).
+    """
+    head = (32).to_bytes(32, "big") + len(records).to_bytes(32, "big")
+    return RECORD_ACCESSES + head + b"".join(records)
+
+
+@dataclass(frozen=True)
+class SubmitterSettings:
+    """Knobs of the submitter (the gateway maps `DUL_GATEWAY_BATCH_MAX` and
+    `DUL_GATEWAY_BATCH_LATENCY_MS` onto `max_batch` and `max_delay`)."""
+
+    max_batch: int = 200
+    """Records per `recordAccesses` transaction (the contract takes 256 at most)."""
+    max_delay: float = 0.05
+    """Longest a stored decision waits for its batch to fill, in seconds."""
+    max_body_bytes: int = 1_500_000
+    """Bound on the JSON-RPC body of one send (anvil refuses bodies over 2 MiB)."""
+    max_in_flight: int = 32
+    """Transactions sent and not yet mined."""
+    poll_interval: float = 0.1
+    """Seconds between receipt polls while transactions are in flight."""
+    idle_poll: float = 0.5
+    """Seconds between looks at the outbox when nothing notifies (another process writes)."""
+    resend_after: float = 5.0
+    """A transaction with no receipt after this many seconds is re-sent as is."""
+    gas_base: int = 100_000
+    gas_per_record: int = 80_000
+    """Measured ~45k per granted record plus calldata; zero gas price makes headroom free."""
+    gas_release: int = 250_000
+    max_revert_attempts: int = 3
+    """Unexplained reverts (no record found at fault) before the operations end FAILED."""
+    backoff_max: float = 5.0
+
+
+@dataclass
+class SubmitterStats:
+    transactions_sent: int = 0
+    resends: int = 0
+    confirmed: int = 0
+    failed: int = 0
+    reverted_transactions: int = 0
+    chain_reachable: bool = False
+    last_error: str | None = None
+    submit_latency_s: list[float] = field(default_factory=list)
+    """Stored-to-confirmed seconds of recent confirmations (bounded)."""
+
+
+@dataclass
+class _InFlight:
+    tx: StoredTx
+    sent_at: float
+    """monotonic time of the last send (-inf: unknown, check and re-send now)."""
+    created_wall: float
+
+
+class Submitter:
+    """Records the outbox's operations on chain with `signer`'s key, at `access_log`."""
+
+    def __init__(
+        self,
+        outbox: SqlOutbox,
+        rpc: RpcClient,
+        signer: Signer,
+        *,
+        access_log: str,
+        chain_id: int,
+        settings: SubmitterSettings | None = None,
+        crash_hook: Callable[[str], None] | None = None,
+    ) -> None:
+        self.outbox = outbox
+        self.rpc = rpc
+        self.signer = signer
+        self.sender = str(signer.address)
+        self.access_log = access_log
+        self.chain_id = chain_id
+        self.settings = s = settings or SubmitterSettings()
+        self.nonces = NonceAllocator(self.sender)
+        self.stats = SubmitterStats()
+        self._hook = crash_hook or (lambda _point: None)
+        self._inflight: dict[bytes, _InFlight] = {}
+        self._room = asyncio.Event()
+        self._gas_per_record = s.gas_per_record
+        by_gas = (TX_GAS_CAP - s.gas_base) // s.gas_per_record
+        by_body = (s.max_body_bytes // 2 - 1_000) // RECORD_SIZE  # hex doubles the raw size
+        self.max_records = max(1, min(s.max_batch, CONTRACT_MAX_BATCH, by_gas, by_body))
+        self._task: asyncio.Task[None] | None = None
+        self._recovered = asyncio.Event()
+
+    # --- life cycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start in the background; recovery waits for the node if it is down."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._main(), name=f"submitter-{self.sender}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        return self._task
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._inflight)
+
+    async def recovered(self) -> None:
+        """Returns once start-up recovery (nonce reconciled, stored txs loaded) is done."""
+        await self._recovered.wait()
+
+    async def _main(self) -> None:
+        delay = 0.2
+        while True:
+            try:
+                await self._recover()
+                break
+            except ChainUnavailableError as exc:
+                self._unreachable(exc)
+                await asyncio.sleep(delay)
+                delay = min(self.settings.backoff_max, delay * 2)
+        self._recovered.set()
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._guarded(self._batch_once, "batch"))
+            group.create_task(self._guarded(self._receipts_once, "receipts"))
+
+    async def _guarded(self, step: Callable[[], Any], name: str) -> None:
+        """Run one loop step forever; a failing step backs off and retries, never dies."""
+        delay = 0.1
+        while True:
+            try:
+                await step()
+                delay = 0.1
+            except ChainUnavailableError as exc:
+                self._unreachable(exc)
+                await asyncio.sleep(delay)
+                delay = min(self.settings.backoff_max, delay * 2)
+            except Exception as exc:  # a database or node hiccup must not stop recording
+                self.stats.last_error = repr(exc)
+                log.exception("submitter.step_failed", loop=name)
+                await asyncio.sleep(delay)
+                delay = min(self.settings.backoff_max, delay * 2)
+
+    def _unreachable(self, exc: Exception) -> None:
+        if self.stats.chain_reachable or self.stats.last_error is None:
+            log.warning("submitter.chain_unreachable", error=str(exc))
+        self.stats.chain_reachable = False
+        self.stats.last_error = str(exc)
+
+    async def _recover(self) -> None:
+        await self.nonces.reconcile(self.outbox, self.rpc)
+        stored = await self.outbox.unmined(self.sender)
+        for tx in stored:
+            self._inflight[tx.tx_hash] = _InFlight(tx, -math.inf, tx.created_at)
+        self.stats.chain_reachable = True
+        log.info(
+            "submitter.recovered",
+            sender=self.sender,
+            next_nonce=self.nonces.peek(),
+            unmined=len(stored),
+        )
+
+    # --- batching ----------------------------------------------------------------------------
+
+    async def _batch_once(self) -> None:
+        s = self.settings
+        if len(self._inflight) >= s.max_in_flight:
+            self._room.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._room.wait(), s.poll_interval)
+            return
+        self.outbox.new_pending.clear()
+        ops = await self.outbox.pending(self.max_records)
+        if not ops:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.outbox.new_pending.wait(), s.idle_poll)
+            return
+        if ops[0].kind is OperationKind.RELEASE:
+            await self._submit([ops[0]], OperationKind.RELEASE)
+            return
+        batch: list[PendingOp] = []
+        for op in ops:
+            if op.kind is not OperationKind.ACCESS:
+                break
+            batch.append(op)
+        full = len(batch) >= self.max_records or len(batch) < len(ops)
+        wait = s.max_delay - (time.time() - batch[0].created_at)
+        if not full and wait > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.outbox.new_pending.wait(), wait)
+            return
+        await self._submit(batch, OperationKind.ACCESS)
+
+    def _calldata(self, ops: Sequence[PendingOp], kind: OperationKind) -> tuple[bytes, int]:
+        if kind is OperationKind.RELEASE:
+            return RELEASE_RESULT + ops[0].payload, self.settings.gas_release
+        gas = min(TX_GAS_CAP, self.settings.gas_base + self._gas_per_record * len(ops))
+        return record_accesses_calldata([op.payload for op in ops]), gas
+
+    async def _submit(self, ops: Sequence[PendingOp], kind: OperationKind) -> None:
+        data, gas = self._calldata(ops, kind)
+        nonce = self.nonces.peek()
+        raw = self.signer.sign_transaction(
+            {
+                "to": self.access_log,
+                "data": data,
+                "gas": gas,
+                "gasPrice": 0,
+                "nonce": nonce,
+                "chainId": self.chain_id,
+                "value": 0,
+            }
+        )
+        tx = StoredTx(
+            sender=self.sender,
+            nonce=nonce,
+            kind=kind,
+            raw=raw,
+            tx_hash=keccak(raw),
+            keys=tuple(op.key for op in ops),
+            attempts=1,
+            created_at=time.time(),
+        )
+        await self.outbox.record_submission(tx)
+        self.nonces.advance(nonce)
+        self._hook("persisted")
+        entry = _InFlight(tx, time.monotonic(), min(op.created_at for op in ops))
+        self._inflight[tx.tx_hash] = entry
+        await self._send(entry)
+        self.stats.transactions_sent += 1
+        log.debug("submitter.sent", nonce=nonce, kind=kind.value, records=len(ops))
+        self._hook("sent")
+
+    async def _send(self, entry: _InFlight) -> None:
+        entry.sent_at = time.monotonic()
+        try:
+            await self.rpc.send_raw_transaction(entry.tx.raw)
+        except RpcError as exc:
+            text = exc.message.lower()
+            if "already" in text or "known" in text or "nonce too low" in text:
+                return  # the node has it, or mined it: the receipt will tell
+            self.stats.last_error = str(exc)
+            log.error("submitter.send_refused", nonce=entry.tx.nonce, error=str(exc))
+
+    # --- receipts ----------------------------------------------------------------------------
+
+    async def _receipts_once(self) -> None:
+        await asyncio.sleep(self.settings.poll_interval)
+        if not self._inflight:
+            return
+        entries = sorted(self._inflight.values(), key=lambda e: e.tx.nonce)
+        receipts: list[dict[str, Any] | None] = []
+        for start in range(0, len(entries), 200):
+            chunk = entries[start : start + 200]
+            receipts.extend(await self.rpc.receipts([e.tx.tx_hash for e in chunk]))
+        came_back = not self.stats.chain_reachable
+        if came_back:
+            log.info("submitter.chain_reachable", in_flight=len(entries))
+        self.stats.chain_reachable = True
+        mined: list[tuple[_InFlight, int]] = []
+        now = time.monotonic()
+        for entry, receipt in zip(entries, receipts, strict=True):
+            if receipt is None:
+                if came_back or now - entry.sent_at >= self.settings.resend_after:
+                    await self._resend(entry)
+                continue
+            block = int(receipt["blockNumber"], 16)
+            if int(receipt.get("status", "0x1"), 16) == 1:
+                mined.append((entry, block))
+            else:
+                await self._settle_revert(entry, block, receipt)
+        if mined:
+            await self.outbox.confirm([(e.tx.tx_hash, b, e.tx.keys) for e, b in mined])
+            wall = time.time()
+            for entry, _ in mined:
+                del self._inflight[entry.tx.tx_hash]
+                self.stats.confirmed += len(entry.tx.keys)
+                latencies = self.stats.submit_latency_s
+                latencies.append(wall - entry.created_wall)
+                del latencies[:-1000]
+            self._room.set()
+
+    async def _resend(self, entry: _InFlight) -> None:
+        attempts = entry.tx.attempts + 1
+        entry.tx = StoredTx(**{**entry.tx.__dict__, "attempts": attempts})
+        log.info("submitter.resend", nonce=entry.tx.nonce, attempts=attempts)
+        await self._send(entry)
+        self.stats.resends += 1
+        await self.outbox.mark_resent(entry.tx.tx_hash, attempts)
+
+    # --- reverts -----------------------------------------------------------------------------
+
+    async def _simulate(self, data: bytes) -> str | None:
+        """None when `data` would succeed now; else the custom error's name."""
+        try:
+            await self.rpc.call(self.access_log, data, sender=self.sender)
+        except RpcError as exc:
+            raw = exc.revert_data
+            decoded = decode_revert(raw) if raw else None
+            return decoded.name if decoded is not None else "reverted"
+        return None
+
+    async def _bisect(self, records: Sequence[bytes]) -> dict[int, str]:
+        """The records at fault, by index, with their errors: the first record whose prefix
+        fails is at fault; drop it and go on, so records that only fail together (quota) are
+        found in order as the chain would apply them."""
+        bad: dict[int, str] = {}
+        accepted: list[int] = []
+        remaining = list(range(len(records)))
+
+        def data(indices: Sequence[int]) -> bytes:
+            return record_accesses_calldata([records[i] for i in indices])
+
+        while remaining:
+            error = await self._simulate(data(accepted + remaining))
+            if error is None:
+                break
+            lo, hi = 1, len(remaining)
+            while lo < hi:
+                mid = (lo + hi) // 2
+                found = await self._simulate(data(accepted + remaining[:mid]))
+                if found is None:
+                    lo = mid + 1
+                else:
+                    hi, error = mid, found
+            bad[remaining[hi - 1]] = error
+            accepted += remaining[: hi - 1]
+            remaining = remaining[hi:]
+        return bad
+
+    async def _settle_revert(self, entry: _InFlight, block: int, receipt: dict[str, Any]) -> None:
+        tx = entry.tx
+        self.stats.reverted_transactions += 1
+        ops = await self.outbox.payloads(tx.keys)
+        records = [ops[k].payload for k in tx.keys]
+        if tx.kind is OperationKind.RELEASE:
+            error = await self._simulate(RELEASE_RESULT + records[0])
+            bad = {0: error} if error is not None else {}
+        else:
+            bad = await self._bisect(records)
+        failed: dict[bytes, str] = {}
+        found: dict[bytes, tuple[bytes, int]] = {}
+        for index, error in bad.items():
+            key = tx.keys[index]
+            if error == "AccessLogDuplicateRequest":
+                on_chain = await self._find_recorded(key)
+                if on_chain is not None:
+                    found[key] = on_chain
+                    continue
+            failed[key] = error
+        rest = [k for i, k in enumerate(tx.keys) if i not in bad]
+        if not bad:
+            gas_used = int(receipt.get("gasUsed", "0x0"), 16)
+            gas_limit = self._calldata([ops[k] for k in tx.keys], tx.kind)[1]
+            if gas_used >= gas_limit * 0.98 and tx.kind is OperationKind.ACCESS:
+                self._gas_per_record = self._gas_per_record * 5 // 4
+                log.warning("submitter.out_of_gas", gas_per_record=self._gas_per_record)
+            for key in list(rest):
+                if ops[key].attempts + 1 >= self.settings.max_revert_attempts:
+                    failed[key] = "reverted"
+                    rest.remove(key)
+        log.warning(
+            "submitter.reverted",
+            nonce=tx.nonce,
+            block=block,
+            records=len(tx.keys),
+            failed={"0x" + k.hex(): e for k, e in failed.items()},
+            already_recorded=len(found),
+            requeued=len(rest),
+        )
+        await self.outbox.settle_reverted(
+            tx.tx_hash,
+            block,
+            failed=failed,
+            found=found,
+            requeue=rest,
+            count_attempt=not bad,
+        )
+        self.stats.failed += len(failed)
+        self.stats.confirmed += len(found)
+        del self._inflight[tx.tx_hash]
+        self._room.set()
+
+    async def _find_recorded(self, key: bytes) -> tuple[bytes, int] | None:
+        """Where `key`'s AccessRecorded event is, if the chain has it already."""
+        logs = await self.rpc.get_logs(
+            {
+                "address": self.access_log,
+                "fromBlock": "0x0",
+                "toBlock": "latest",
+                "topics": [to_hex(ACCESS_RECORDED_TOPIC), to_hex(key)],
+            }
+        )
+        if not logs:
+            return None
+        first = logs[0]
+        return bytes.fromhex(first["transactionHash"][2:]), int(first["blockNumber"], 16)
