@@ -1,0 +1,340 @@
+"""The SQLite outbox: durability settings, idempotency, conflicts, the depth bound, group
+commit, waiting, and the submitter's bookkeeping (all on a real SQLite file)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from eth_abi.abi import decode, encode
+from eth_hash.auto import keccak
+from sqlalchemy import event, text
+
+from dul.domain import Decision, DenyReason
+from ledger_gateway.errors import ConflictError, UnavailableError
+from ledger_gateway.migrations import VERSION_TABLE, migrate
+from ledger_gateway.outbox import NewAccess, NewRelease, OperationKind, OperationStatus
+from ledger_gateway.store import OPS, OutboxSettings, SqlOutbox, StoredTx, make_engine
+from ledger_gateway.submitter import (
+    ACCESS_RECORD_TYPE,
+    RECORD_ACCESSES,
+    RECORD_SIZE,
+    record_accesses_calldata,
+)
+
+T = TypeVar("T")
+SENDER = "0x" + "ab" * 20
+
+
+def run(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    return asyncio.run(factory())
+
+
+def new_access(n: int, *, body: bytes = b"a", decision: Decision = Decision.GRANTED) -> NewAccess:
+    return NewAccess(
+        request_id=keccak(n.to_bytes(8, "big")),
+        body_hash=keccak(body),
+        org=b"hospital".ljust(32, b"\0"),
+        agreement_id=keccak(b"agreement"),
+        decision=decision,
+        reasons=() if decision is Decision.GRANTED else (DenyReason.TIER_ABOVE_CEILING,),
+        record=n.to_bytes(RECORD_SIZE, "big"),
+    )
+
+
+async def opened(path: Path, **settings: Any) -> SqlOutbox:
+    url = f"sqlite:///{path / 'outbox.db'}"
+    migrate(url)
+    outbox = SqlOutbox(make_engine(url), OutboxSettings(**settings))
+    await outbox.start()
+    return outbox
+
+
+def test_sqlite_runs_in_wal_with_full_sync(tmp_path: Path) -> None:
+    async def scenario() -> tuple[str, int]:
+        outbox = await opened(tmp_path)
+        with outbox.engine.connect() as conn:
+            mode = str(conn.execute(text("PRAGMA journal_mode")).scalar_one())
+            sync = int(conn.execute(text("PRAGMA synchronous")).scalar_one())
+        await outbox.close()
+        return mode, sync
+
+    assert run(scenario) == ("wal", 2)  # 2 = FULL: every commit is fsync'd
+
+
+def test_migrations_create_exactly_the_tables_and_run_twice(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'outbox.db'}"
+    migrate(url)
+    migrate(url)
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        context = MigrationContext.configure(
+            conn,
+            opts={
+                "version_table": VERSION_TABLE,
+                "include_name": lambda name, kind, _: (
+                    kind != "table"
+                    or ((name or "").startswith("gateway_") and name != VERSION_TABLE)
+                ),
+            },
+        )
+        assert compare_metadata(context, OPS.metadata) == []
+
+
+def test_an_access_is_stored_and_read_back(tmp_path: Path) -> None:
+    denied = new_access(1, decision=Decision.DENIED)
+
+    async def scenario() -> None:
+        outbox = await opened(tmp_path)
+        [accepted] = await outbox.add_accesses([denied])
+        assert accepted.created
+        view = await outbox.get(denied.request_id)
+        assert view == accepted.view
+        assert view.kind is OperationKind.ACCESS
+        assert view.status is OperationStatus.PENDING
+        assert view.reasons == (DenyReason.TIER_ABOVE_CEILING,)
+        assert view.payload == denied.record
+        assert view.body_hash == denied.body_hash
+        assert await outbox.get(b"\1" * 32) is None
+        assert await outbox.depth() == 1
+        await outbox.close()
+
+    run(scenario)
+
+
+def test_the_same_id_and_body_again_answers_the_stored_view(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        outbox = await opened(tmp_path)
+        [first] = await outbox.add_accesses([new_access(1)])
+        [again, fresh] = await outbox.add_accesses([new_access(1), new_access(2)])
+        assert not again.created
+        assert again.view == first.view
+        assert fresh.created
+        assert await outbox.depth() == 2
+        await outbox.close()
+
+    run(scenario)
+
+
+def test_the_same_id_with_another_body_conflicts_and_stores_nothing(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        outbox = await opened(tmp_path)
+        await outbox.add_accesses([new_access(1)])
+        with pytest.raises(ConflictError) as caught:
+            await outbox.add_accesses([new_access(2), new_access(1, body=b"other")])
+        assert caught.value.code == "request_id_conflict"
+        assert await outbox.get(new_access(2).request_id) is None
+        assert await outbox.depth() == 1
+        await outbox.close()
+
+    run(scenario)
+
+
+def test_a_key_twice_in_one_call_is_stored_once(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        outbox = await opened(tmp_path)
+        first, second = await outbox.add_accesses([new_access(1), new_access(1)])
+        assert first.created
+        assert not second.created
+        assert await outbox.depth() == 1
+        await outbox.close()
+
+    run(scenario)
+
+
+def test_releases_are_operations_of_their_own_kind(tmp_path: Path) -> None:
+    release = NewRelease(
+        release_key=keccak(b"release"),
+        body_hash=keccak(b"body"),
+        org=b"hospital".ljust(32, b"\0"),
+        access_id=keccak(b"access"),
+        agreement_id=keccak(b"agreement"),
+        call=b"\1" * 160,
+    )
+
+    async def scenario() -> None:
+        outbox = await opened(tmp_path)
+        accepted = await outbox.add_release(release)
+        assert accepted.created
+        assert accepted.view.kind is OperationKind.RELEASE
+        assert accepted.view.decision is None
+        assert not (await outbox.add_release(release)).created
+        [pending] = await outbox.pending(10)
+        assert pending.kind is OperationKind.RELEASE
+        assert pending.payload == release.call
+        await outbox.close()
+
+    run(scenario)
+
+
+def test_concurrent_callers_share_one_commit(tmp_path: Path) -> None:
+    async def scenario() -> int:
+        outbox = await opened(tmp_path)
+        commits = 0
+
+        def count(_conn: Any) -> None:
+            nonlocal commits
+            commits += 1
+
+        event.listen(outbox.engine, "commit", count)
+        results = await asyncio.gather(*(outbox.add_accesses([new_access(i)]) for i in range(64)))
+        assert all(r[0].created for r in results)
+        assert await outbox.depth() == 64
+        await outbox.close()
+        return commits
+
+    commits = run(scenario)
+    assert 1 <= commits < 16  # 64 callers, far fewer fsyncs
+
+
+def test_a_full_outbox_refuses_new_work_with_retry_after(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        outbox = await opened(tmp_path, max_depth=5)
+        await outbox.add_accesses([new_access(i) for i in range(5)])
+        with pytest.raises(UnavailableError) as caught:
+            await outbox.add_accesses([new_access(99)])
+        assert caught.value.code == "outbox_full"
+        assert caught.value.retry_after >= 1
+        # a replay of something stored still answers
+        [again] = await outbox.add_accesses([new_access(3)])
+        assert not again.created
+        await outbox.close()
+
+    run(scenario)
+
+
+def submitted_tx(keys: tuple[bytes, ...], nonce: int = 7) -> StoredTx:
+    return StoredTx(
+        sender=SENDER,
+        nonce=nonce,
+        kind=OperationKind.ACCESS,
+        raw=b"raw" + bytes([nonce]),
+        tx_hash=keccak(b"tx" + bytes([nonce])),
+        keys=keys,
+        attempts=1,
+        created_at=time.time(),
+    )
+
+
+def test_a_submission_stores_tx_statuses_and_nonce_in_one_transaction(tmp_path: Path) -> None:
+    keys = tuple(new_access(i).request_id for i in range(3))
+
+    async def scenario() -> None:
+        outbox = await opened(tmp_path)
+        await outbox.add_accesses([new_access(i) for i in range(3)])
+        tx = submitted_tx(keys)
+        await outbox.record_submission(tx)
+        assert await outbox.next_nonce(SENDER) == 8
+        assert await outbox.unmined(SENDER) == [tx]
+        views = await outbox.get_many(keys)
+        assert {v.status for v in views.values()} == {OperationStatus.SUBMITTED}
+        assert await outbox.pending(10) == []
+        # the same operations cannot ride a second transaction: nothing of it is kept
+        with pytest.raises(RuntimeError):
+            await outbox.record_submission(submitted_tx(keys, nonce=8))
+        assert await outbox.next_nonce(SENDER) == 8
+        assert len(await outbox.unmined(SENDER)) == 1
+        await outbox.close()
+
+    run(scenario)
+
+
+def test_wait_wakes_when_the_operation_is_confirmed(tmp_path: Path) -> None:
+    key = new_access(1).request_id
+
+    async def scenario() -> None:
+        outbox = await opened(tmp_path, wait_recheck_s=30)
+        await outbox.add_accesses([new_access(1)])
+        pending = await outbox.wait(key, timeout=0.05)
+        assert pending is not None
+        assert pending.status is OperationStatus.PENDING
+        tx = submitted_tx((key,))
+        await outbox.record_submission(tx)
+
+        async def confirm_soon() -> None:
+            await asyncio.sleep(0.1)
+            await outbox.confirm([(tx.tx_hash, 42, tx.keys)])
+
+        started = time.monotonic()
+        view, _ = await asyncio.gather(outbox.wait(key, timeout=10), confirm_soon())
+        assert time.monotonic() - started < 2  # woken, not re-polled after 30 s
+        assert view is not None
+        assert view.status is OperationStatus.CONFIRMED
+        assert view.block_number == 42
+        assert view.tx_hash == tx.tx_hash
+        assert view.confirmed_at is not None
+        assert await outbox.unmined(SENDER) == []
+        assert await outbox.depth() == 0
+        await outbox.close()
+
+    run(scenario)
+
+
+def test_after_a_revert_bad_ops_fail_and_the_rest_is_pending_again(tmp_path: Path) -> None:
+    keys = tuple(new_access(i).request_id for i in range(4))
+
+    async def scenario() -> None:
+        outbox = await opened(tmp_path)
+        await outbox.add_accesses([new_access(i) for i in range(4)])
+        tx = submitted_tx(keys)
+        await outbox.record_submission(tx)
+        await outbox.settle_reverted(
+            tx.tx_hash,
+            9,
+            failed={keys[1]: "AccessLogQuotaExhausted"},
+            found={keys[2]: (b"\2" * 32, 5)},
+            requeue=[keys[0], keys[3]],
+            count_attempt=False,
+        )
+        views = await outbox.get_many(keys)
+        assert views[keys[1]].status is OperationStatus.FAILED
+        assert views[keys[1]].error == "AccessLogQuotaExhausted"
+        assert views[keys[2]].status is OperationStatus.CONFIRMED
+        assert views[keys[2]].block_number == 5
+        assert [op.key for op in await outbox.pending(10)] == [keys[0], keys[3]]
+        assert all(op.attempts == 0 for op in await outbox.pending(10))
+        assert views[keys[0]].tx_hash is None
+        assert await outbox.unmined(SENDER) == []
+        await outbox.close()
+
+    run(scenario)
+
+
+def test_batch_calldata_is_the_abi_encoding_of_the_records() -> None:
+    records = [
+        encode(
+            [ACCESS_RECORD_TYPE],
+            [
+                (
+                    keccak(bytes([i])),
+                    keccak(b"a"),
+                    keccak(b"d"),
+                    "0x" + "11" * 20,
+                    1,
+                    0,
+                    2,
+                    0,
+                    6,
+                    keccak(b"q"),
+                    bytes(32),
+                    0,
+                    bytes(32),
+                    2**40,
+                    keccak(b"r"),
+                    keccak(b"s"),
+                    27,
+                )
+            ],
+        )
+        for i in range(3)
+    ]
+    assert all(len(r) == RECORD_SIZE for r in records)
+    tuples = [decode([ACCESS_RECORD_TYPE], r)[0] for r in records]
+    expected = RECORD_ACCESSES + encode([ACCESS_RECORD_TYPE + "[]"], [tuples])
+    assert record_accesses_calldata(records) == expected
