@@ -1,0 +1,244 @@
+"""The outbox on PostgreSQL (the production store): the same guarantees as on SQLite, and the
+submitter recording through it. Each test gets its own schema, dropped afterwards."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any, TypeVar
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from eth_hash.auto import keccak
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import make_url
+
+from dul.chain.testing import ChainHandle
+from dul.contracts.typed_data import AccessRecord, AccessRequest, access_log_domain
+from dul.contracts.world import World
+from dul.domain import Decision, DenyReason, Operation, Tier
+from ledger_gateway.errors import ConflictError, UnavailableError
+from ledger_gateway.migrations import VERSION_TABLE, migrate
+from ledger_gateway.outbox import NewAccess, OperationKind, OperationStatus
+from ledger_gateway.rpc import RpcClient
+from ledger_gateway.store import OPS, OutboxSettings, SqlOutbox, StoredTx, make_engine
+from ledger_gateway.submitter import (
+    ACCESS_RECORDED_TOPIC,
+    RECORD_SIZE,
+    Submitter,
+    SubmitterSettings,
+    encode_access_record,
+)
+
+pytestmark = pytest.mark.postgres
+
+T = TypeVar("T")
+SENDER = "0x" + "ef" * 20
+
+
+def run(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    return asyncio.run(factory())
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A migrated, empty schema of the test database, as a URL whose search_path is it."""
+    base = os.environ.get("DUL_TEST_DATABASE_URL")
+    if not base:
+        pytest.skip("DUL_TEST_DATABASE_URL is not set (.ci/run sets it)")
+    schema = f"gw_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(base)
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    url = make_url(base).update_query_dict({"options": f"-csearch_path={schema}"})
+    rendered = url.render_as_string(hide_password=False)
+    migrate(rendered)
+    try:
+        yield rendered
+    finally:
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+        admin.dispose()
+
+
+def new_access(n: int, *, body: bytes = b"a") -> NewAccess:
+    return NewAccess(
+        request_id=keccak(n.to_bytes(8, "big")),
+        body_hash=keccak(body),
+        org=b"hospital".ljust(32, b"\0"),
+        agreement_id=keccak(b"agreement"),
+        decision=Decision.GRANTED,
+        reasons=(),
+        record=n.to_bytes(RECORD_SIZE, "big"),
+    )
+
+
+async def opened(url: str, **settings: Any) -> SqlOutbox:
+    outbox = SqlOutbox(make_engine(url), OutboxSettings(**settings))
+    await outbox.start()
+    return outbox
+
+
+def test_migrations_match_the_tables_and_run_twice(pg_url: str) -> None:
+    migrate(pg_url)
+    engine = make_engine(pg_url)
+    with engine.connect() as conn:
+        context = MigrationContext.configure(
+            conn,
+            opts={
+                "version_table": VERSION_TABLE,
+                "include_name": lambda name, kind, _: (
+                    kind != "table" or (str(name).startswith("gateway_") and name != VERSION_TABLE)
+                ),
+            },
+        )
+        assert compare_metadata(context, OPS.metadata) == []
+    engine.dispose()
+
+
+def test_idempotency_conflict_and_bound(pg_url: str) -> None:
+    async def scenario() -> None:
+        outbox = await opened(pg_url, max_depth=3)
+        [first] = await outbox.add_accesses([new_access(1)])
+        assert first.created
+        [again] = await outbox.add_accesses([new_access(1)])
+        assert not again.created
+        assert again.view == first.view
+        with pytest.raises(ConflictError):
+            await outbox.add_accesses([new_access(2), new_access(1, body=b"other")])
+        assert await outbox.get(new_access(2).request_id) is None
+        await outbox.add_accesses([new_access(2), new_access(3)])
+        with pytest.raises(UnavailableError) as full:
+            await outbox.add_accesses([new_access(4)])
+        assert full.value.code == "outbox_full"
+        await outbox.close()
+
+    run(scenario)
+
+
+def test_concurrent_callers_share_commits(pg_url: str) -> None:
+    async def scenario() -> int:
+        outbox = await opened(pg_url)
+        commits = 0
+
+        def count(_conn: Any) -> None:
+            nonlocal commits
+            commits += 1
+
+        event.listen(outbox.engine, "commit", count)
+        await asyncio.gather(*(outbox.add_accesses([new_access(i)]) for i in range(64)))
+        assert await outbox.depth() == 64
+        await outbox.close()
+        return commits
+
+    assert 1 <= run(scenario) < 16
+
+
+def test_submission_nonce_and_confirmation(pg_url: str) -> None:
+    keys = tuple(new_access(i).request_id for i in range(3))
+    tx = StoredTx(
+        sender=SENDER,
+        nonce=11,
+        kind=OperationKind.ACCESS,
+        raw=b"raw",
+        tx_hash=keccak(b"tx"),
+        keys=keys,
+        attempts=1,
+        created_at=time.time(),
+    )
+
+    async def scenario() -> None:
+        outbox = await opened(pg_url)
+        await outbox.add_accesses([new_access(i) for i in range(3)])
+        await outbox.record_submission(tx)
+        assert await outbox.next_nonce(SENDER) == 12
+        assert await outbox.unmined(SENDER) == [tx]
+        waiting = asyncio.create_task(outbox.wait(keys[0], timeout=10))
+        await asyncio.sleep(0.05)
+        await outbox.confirm([(tx.tx_hash, 7, keys)])
+        view = await waiting
+        assert view is not None
+        assert view.status is OperationStatus.CONFIRMED
+        assert view.block_number == 7
+        assert await outbox.depth() == 0
+        await outbox.close()
+
+    run(scenario)
+
+
+@pytest.mark.integration
+def test_the_submitter_records_through_postgres_exactly_once(
+    pg_url: str, chain: ChainHandle, world: World
+) -> None:
+    agreement = world.activate(world.research_terms())
+    domain = access_log_domain(world.ledger.chain_id, world.ledger.deployment.address("AccessLog"))
+    accesses = []
+    for i in range(120):
+        request = AccessRequest(
+            request_id=keccak(agreement + i.to_bytes(8, "big")),
+            agreement_id=agreement,
+            dataset_id=world.dataset,
+            field_mask=0b0110,
+            tier=Tier.DEIDENTIFIED,
+            operation=Operation.QUERY,
+            request_hash=keccak(b"q"),
+            deadline=int(time.time()) + 3_600,
+        )
+        record = AccessRecord(
+            request,
+            world.requester.address,
+            request.sign(world.requester, domain),
+            Decision.GRANTED,
+            DenyReason.NONE,
+        )
+        accesses.append(
+            NewAccess(
+                request_id=request.request_id,
+                body_hash=keccak(request.request_id),
+                org=world.hospital,
+                agreement_id=agreement,
+                decision=Decision.GRANTED,
+                reasons=(),
+                record=encode_access_record(record.as_abi()),
+            )
+        )
+
+    async def scenario() -> None:
+        outbox = await opened(pg_url)
+        rpc = RpcClient(chain.rpc_url)
+        sub = Submitter(
+            outbox,
+            rpc,
+            world.gateway,
+            access_log=world.ledger.deployment.address("AccessLog"),
+            chain_id=chain.chain_id,
+            settings=SubmitterSettings(max_batch=50, max_delay=0.02, poll_interval=0.05),
+        )
+        await sub.start()
+        await asyncio.gather(*(outbox.add_accesses([a]) for a in accesses))
+        deadline = time.monotonic() + 30
+        while await outbox.depth() > 0:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        views = await outbox.get_many([a.request_id for a in accesses])
+        assert {v.status for v in views.values()} == {OperationStatus.CONFIRMED}
+        await sub.stop()
+        await rpc.aclose()
+        await outbox.close()
+
+    run(scenario)
+    logs = chain.rpc(
+        "eth_getLogs",
+        {
+            "address": world.ledger.deployment.address("AccessLog"),
+            "fromBlock": "0x0",
+            "toBlock": "latest",
+            "topics": ["0x" + ACCESS_RECORDED_TOPIC.hex(), None, "0x" + agreement.hex()],
+        },
+    )
+    ids = [entry["topics"][1] for entry in logs]
+    assert len(ids) == len(set(ids)) == len(accesses)
