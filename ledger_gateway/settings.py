@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from dul.home import Home
@@ -16,6 +16,9 @@ class GatewaySettings(BaseSettings):
     home: Path = Field(default_factory=lambda: Home.from_env().root)
     org: str = Field("hospital-a", description="the holder organization this gateway serves")
     key: str = Field("hospital-a.gateway", description="keystore of the GATEWAY member that signs")
+    key_passphrase: SecretStr | None = Field(
+        None, description="default: DUL_KEY_PASSPHRASE or DUL_KEY_PASSPHRASE_FILE"
+    )
     rpc_url: str | None = Field(None, description="default: the running embedded chain")
     database_url: str | None = Field(None, description="default: SQLite in DUL_HOME/gateway")
     host: str = "127.0.0.1"

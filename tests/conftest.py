@@ -7,15 +7,23 @@ from collections.abc import Iterator
 import pytest
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
+from eth_hash.auto import keccak
 from eth_typing import HexStr
+from pydantic import SecretStr
 
 from dul.chain.node import ChainNode
-from dul.chain.testing import TEST_OPERATOR_KEY, ChainHandle, throwaway_chain_settings
+from dul.chain.testing import TEST_OPERATOR_KEY, ChainHandle, free_port, throwaway_chain_settings
 from dul.contracts.deploy import deploy
 from dul.contracts.ledger import Ledger, connect
+from dul.contracts.typed_data import access_log_domain
 from dul.contracts.world import World
 from dul.home import Home
+from dul.keys import KeyStore
 from dul.signing import LocalSigner
+from ledger_gateway.client import GatewayClient
+from ledger_gateway.settings import GatewaySettings
+from ledger_gateway.testing import GatewayHandle, serve
+from ledger_gateway.tokens import TokenRole, TokenStore
 
 # --- chain fixtures ---
 # `chain` (session scope): one embedded chain — real anvil behind the real permissioned proxy,
@@ -87,3 +95,38 @@ def world(chain: ChainHandle) -> World:
 
 
 # --- end ledger fixtures ---
+
+
+# --- gateway fixtures ---
+# `gateway` (session scope): the real gateway app served by uvicorn on a free 127.0.0.1 port, for
+# `world.hospital`, signing with `world.gateway`'s key (imported into the chain's data directory),
+# with its outbox in SQLite. `gateway.client` is a `GatewayClient` with an access-service token;
+# `gateway.domain` the AccessLog EIP-712 domain requesters sign in.
+
+
+@pytest.fixture(scope="session")
+def gateway(
+    world: World, chain: ChainHandle, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GatewayHandle]:
+    keys = KeyStore(chain.home, passphrase="gateway-tests", scrypt_n=2**14)
+    if "hospital-a.gateway" not in {name for name, _ in keys.list()}:
+        keys.import_key("hospital-a.gateway", keccak(b"dul world gateway"))
+    settings = GatewaySettings(
+        home=chain.home.root,
+        org="hospital-a",
+        key="hospital-a.gateway",
+        key_passphrase=SecretStr("gateway-tests"),
+        rpc_url=chain.rpc_url,
+        database_url=f"sqlite:///{tmp_path_factory.mktemp('gateway') / 'gateway.db'}",
+        port=free_port(),
+        batch_latency_ms=20,
+        deadline_margin_s=5,
+    )
+    tokens = TokenStore(settings.tokens_path)
+    token = tokens.create(f"tests-{settings.port}", "hospital-a", TokenRole.ACCESS_SERVICE)
+    domain = access_log_domain(world.ledger.chain_id, world.ledger.deployment.address("AccessLog"))
+    with serve(settings) as url, GatewayClient(url, token) as client:
+        yield GatewayHandle(url, token, client, domain, settings)
+
+
+# --- end gateway fixtures ---

@@ -25,11 +25,7 @@ async def healthz() -> dict[str, str]:
 async def readyz(context: ContextDep) -> JSONResponse:
     """Chain reachable, contracts deployed, store writable: 200, else 503 naming what is not."""
     view = context.access.view
-    checks = {
-        "chain": time.monotonic() - view.last_refresh < STALE_AFTER_S,
-        "contracts": context.readiness.get("contracts", False),
-        "store": context.readiness.get("store", False),
-    }
+    checks = {"chain": time.monotonic() - view.last_refresh < STALE_AFTER_S, **context.readiness}
     try:
         depth = await context.outbox.depth()
         context.metrics.queue_depth.set(depth)

@@ -1,0 +1,148 @@
+"""The gateway app factory: `create_app(settings)` builds everything in the lifespan, nothing at
+import time, so tests and `dul gateway serve` each get their own fully wired instance."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import structlog
+from eth_abi.abi import decode, encode
+from eth_hash.auto import keccak
+from fastapi import FastAPI
+
+from dul.chain.node import rpc_url
+from dul.contracts.artifacts import load
+from dul.contracts.ledger import CONTRACT_NAMES, Deployment
+from dul.contracts.typed_data import access_log_domain
+from dul.domain import Role, slug_id
+from dul.keys import KeyStore
+from ledger_gateway.api import access, health, problems
+from ledger_gateway.api.deps import GatewayContext, Metrics
+from ledger_gateway.api.middleware import RequestLog
+from ledger_gateway.chain_view import ChainView
+from ledger_gateway.migrations import migrate
+from ledger_gateway.rpc import RpcClient
+from ledger_gateway.service import AccessService
+from ledger_gateway.settings import GatewaySettings
+from ledger_gateway.store import OutboxSettings, SqlOutbox, make_engine
+from ledger_gateway.submitter import Submitter, SubmitterSettings
+from ledger_gateway.tokens import TokenStore
+
+log = structlog.get_logger(__name__)
+
+
+async def _check_chain(
+    rpc: RpcClient, deployment: Deployment, gateway: str, org: bytes
+) -> dict[str, bool]:
+    """The packaged contracts are at the recorded addresses and our key is a gateway of `org`."""
+    contracts = True
+    for name in CONTRACT_NAMES:
+        code = await rpc.request("eth_getCode", deployment.address(name), "latest")
+        contracts &= load(name).runtime_code_matches(bytes.fromhex(str(code)[2:]))
+    data = keccak(b"hasOrgRole(address,bytes32,uint8)")[:4] + encode(
+        ["address", "bytes32", "uint8"], [gateway, org, Role.GATEWAY]
+    )
+    reply = await rpc.request(
+        "eth_call", {"to": deployment.address("Membership"), "data": "0x" + data.hex()}, "latest"
+    )
+    signer = bool(decode(["bool"], bytes.fromhex(str(reply)[2:]))[0])
+    return {"contracts": contracts, "signer": signer}
+
+
+def create_app(settings: GatewaySettings) -> FastAPI:
+    metrics = Metrics()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        home = settings.dul_home
+        deployment = Deployment.load(home.deployment)
+        org = slug_id(settings.org)
+        rpc = RpcClient(settings.rpc_url or rpc_url(home))
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        database_url = settings.effective_database_url
+        await asyncio.to_thread(migrate, database_url)
+        outbox = SqlOutbox(
+            make_engine(database_url), OutboxSettings(max_depth=settings.outbox_limit)
+        )
+        await outbox.start()
+        passphrase = settings.key_passphrase.get_secret_value() if settings.key_passphrase else None
+        signer = KeyStore(home, passphrase=passphrase).unlock(settings.key)
+        submitter = Submitter(
+            outbox,
+            rpc,
+            signer,
+            access_log=deployment.address("AccessLog"),
+            chain_id=deployment.chain_id,
+            settings=SubmitterSettings(
+                max_batch=settings.batch_max, max_delay=settings.batch_latency_ms / 1000
+            ),
+        )
+        view = ChainView(rpc, deployment)
+        context = GatewayContext(
+            settings=settings,
+            tokens=TokenStore(settings.tokens_path),
+            outbox=outbox,
+            access=AccessService(
+                org=org,
+                view=view,
+                outbox=outbox,
+                domain=access_log_domain(deployment.chain_id, deployment.address("AccessLog")),
+                deadline_margin_s=settings.deadline_margin_s,
+                decisions=metrics.decisions,
+            ),
+            metrics=metrics,
+            readiness={"store": True, "contracts": False, "signer": False},
+        )
+        app.state.context = context
+
+        async def check_until_ok() -> None:
+            while True:
+                try:
+                    context.readiness.update(
+                        await _check_chain(rpc, deployment, signer.address, org)
+                    )
+                    if context.readiness["contracts"] and context.readiness["signer"]:
+                        return
+                    log.error(
+                        "gateway.not_ready", **context.readiness, org=settings.org, key=settings.key
+                    )
+                except Exception as exc:  # node down: readiness says so until it is back
+                    log.warning("gateway.chain_check_failed", error=str(exc))
+                await asyncio.sleep(2.0)
+
+        tasks = [
+            asyncio.create_task(check_until_ok(), name="gateway-chain-check"),
+            asyncio.create_task(
+                view.follow(settings.refresh_interval_s), name="gateway-chain-view"
+            ),
+        ]
+        await submitter.start()
+        log.info(
+            "gateway.started",
+            org=settings.org,
+            signer=signer.address,
+            database=outbox.engine.dialect.name,
+        )
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            await submitter.stop()
+            await outbox.close()
+            await rpc.aclose()
+            log.info("gateway.stopped")
+
+    app = FastAPI(
+        title="Data-Use Ledger gateway",
+        version="1",
+        description="Access requests in, decisions out, every decision recorded on chain.",
+        lifespan=lifespan,
+    )
+    problems.install(app)
+    app.include_router(access.router)
+    app.include_router(health.router)
+    app.add_middleware(RequestLog, metrics=metrics)
+    return app

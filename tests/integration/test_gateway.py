@@ -1,0 +1,236 @@
+"""The gateway over real HTTP, against the real chain: decisions, idempotency, recording,
+result releases, and every bad input answered with problem JSON and nothing changed."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import httpx
+import pytest
+from eth_hash.auto import keccak
+
+from dul.contracts.typed_data import AccessRequest
+from dul.contracts.world import World, derived_signer
+from dul.domain import Decision, Operation, Tier
+from ledger_gateway.client import GatewayClientError, sign_request
+from ledger_gateway.models import AccessRequestIn
+from ledger_gateway.testing import GatewayHandle
+
+pytestmark = pytest.mark.integration
+
+
+def request(world: World, agreement: bytes, **overrides: object) -> AccessRequest:
+    values: dict[str, object] = {
+        "request_id": os.urandom(32),
+        "agreement_id": agreement,
+        "dataset_id": world.dataset,
+        "field_mask": 0b0110,
+        "tier": Tier.DEIDENTIFIED,
+        "operation": Operation.QUERY,
+        "request_hash": keccak(b"SELECT count(*) FROM condition_occurrence"),
+        "deadline": int(time.time()) + 600,
+    }
+    values.update(overrides)
+    return AccessRequest(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def agreement(world: World) -> bytes:
+    return world.activate(world.research_terms(quota=50))
+
+
+def test_a_granted_access_is_answered_at_once_and_recorded_on_chain(
+    world: World, gateway: GatewayHandle, agreement: bytes
+) -> None:
+    body = sign_request(world.requester, request(world, agreement), gateway.domain)
+    answer = gateway.client.request_access(body)
+    assert answer.decision == "GRANTED"
+    assert answer.reasons == []
+    assert answer.status in ("pending", "submitted", "confirmed")
+    confirmed = gateway.client.get_access(answer.access_id, wait=True)
+    assert confirmed.status == "confirmed"
+    assert confirmed.block_number is not None
+    assert (
+        world.ledger.call("AccessLog", "decisionOf", bytes.fromhex(body.request_id[2:]))
+        == Decision.GRANTED
+    )
+
+
+def test_a_denied_access_is_recorded_with_its_reasons(
+    world: World, gateway: GatewayHandle, agreement: bytes
+) -> None:
+    body = sign_request(
+        world.requester,
+        request(world, agreement, tier=Tier.IDENTIFIED, field_mask=1 << 7),
+        gateway.domain,
+    )
+    answer = gateway.client.request_access(body, wait=True)
+    assert answer.decision == "DENIED"
+    assert answer.reasons == ["FIELDS_NOT_IN_SCOPE", "TIER_ABOVE_CEILING"]
+    assert answer.status == "confirmed"
+    assert (
+        world.ledger.call("AccessLog", "decisionOf", bytes.fromhex(body.request_id[2:]))
+        == Decision.DENIED
+    )
+
+
+def test_same_request_id_same_body_same_answer(
+    world: World, gateway: GatewayHandle, agreement: bytes
+) -> None:
+    body = sign_request(world.requester, request(world, agreement), gateway.domain)
+    first = gateway.client.request_access(body, wait=True)
+    again = gateway.client.request_access(body)
+    assert again == first
+
+
+def test_same_request_id_other_body_is_a_conflict(
+    world: World, gateway: GatewayHandle, agreement: bytes
+) -> None:
+    original = request(world, agreement)
+    gateway.client.request_access(sign_request(world.requester, original, gateway.domain))
+    other = AccessRequest(**{**original.__dict__, "field_mask": 0b0010})
+    with pytest.raises(GatewayClientError) as caught:
+        gateway.client.request_access(sign_request(world.requester, other, gateway.domain))
+    assert (caught.value.status, caught.value.code) == (409, "request_id_conflict")
+
+
+def test_a_batch_is_decided_and_recorded(
+    world: World, gateway: GatewayHandle, agreement: bytes
+) -> None:
+    bodies = [
+        sign_request(world.requester, request(world, agreement), gateway.domain) for _ in range(20)
+    ]
+    answers = gateway.client.request_access_batch(bodies, wait=True)
+    assert [a.decision for a in answers] == ["GRANTED"] * 20
+    assert {a.status for a in answers} == {"confirmed"}
+    assert len({a.tx_hash for a in answers}) <= 3  # batched into few transactions
+
+
+def test_quota_is_enforced_across_requests(world: World, gateway: GatewayHandle) -> None:
+    small = world.activate(world.research_terms(quota=2))
+    bodies = [
+        sign_request(world.requester, request(world, small), gateway.domain) for _ in range(3)
+    ]
+    answers = gateway.client.request_access_batch(bodies, wait=True)
+    assert [a.decision for a in answers] == ["GRANTED", "GRANTED", "DENIED"]
+    assert answers[2].reasons == ["QUOTA_EXHAUSTED"]
+    assert {a.status for a in answers} == {"confirmed"}
+
+
+def test_a_suspension_is_honoured_by_the_next_decision(
+    world: World, gateway: GatewayHandle
+) -> None:
+    suspended = world.activate(world.research_terms())
+    world.ledger.transact(
+        world.steward, "AgreementRegistry", "suspend", suspended, keccak(b"audit")
+    )
+    time.sleep(0.5)  # the view follows chain events every 0.25 s
+    answer = gateway.client.request_access(
+        sign_request(world.requester, request(world, suspended), gateway.domain)
+    )
+    assert answer.decision == "DENIED"
+    assert answer.reasons == ["AGREEMENT_NOT_ACTIVE"]
+
+
+def test_a_result_release_is_recorded_and_only_what_the_access_allowed(
+    world: World, gateway: GatewayHandle, agreement: bytes
+) -> None:
+    body = sign_request(world.requester, request(world, agreement), gateway.domain)
+    access = gateway.client.request_access(body, wait=True)
+    release = gateway.client.release_result(
+        access.access_id, keccak(b"counts"), "AGGREGATE_RESULT", 512, wait=True
+    )
+    assert release.status == "confirmed"
+    with pytest.raises(GatewayClientError) as caught:
+        gateway.client.release_result(access.access_id, keccak(b"rows"), "IDENTIFIED_EXTRACT", 10)
+    assert (caught.value.status, caught.value.code) == (409, "release_not_allowed")
+
+
+def test_a_request_signed_by_someone_else_is_refused_and_not_recorded(
+    world: World, gateway: GatewayHandle, agreement: bytes
+) -> None:
+    body = sign_request(derived_signer("forger"), request(world, agreement), gateway.domain)
+    forged = body.model_copy(update={"requester": world.requester.address})
+    with pytest.raises(GatewayClientError) as caught:
+        gateway.client.request_access(forged)
+    assert (caught.value.status, caught.value.code) == (422, "bad_signature")
+    with pytest.raises(GatewayClientError) as missing:
+        gateway.client.get_access(body.request_id)
+    assert missing.value.status == 404
+
+
+def test_an_expired_signature_is_refused(
+    world: World, gateway: GatewayHandle, agreement: bytes
+) -> None:
+    body = sign_request(
+        world.requester, request(world, agreement, deadline=int(time.time()) - 1), gateway.domain
+    )
+    with pytest.raises(GatewayClientError) as caught:
+        gateway.client.request_access(body)
+    assert (caught.value.status, caught.value.code) == (422, "request_expired")
+
+
+def test_an_unknown_agreement_is_404(world: World, gateway: GatewayHandle) -> None:
+    body = sign_request(
+        world.requester, request(world, keccak(b"no such agreement")), gateway.domain
+    )
+    with pytest.raises(GatewayClientError) as caught:
+        gateway.client.request_access(body)
+    assert (caught.value.status, caught.value.code) == (404, "unknown_agreement")
+
+
+@pytest.mark.parametrize(
+    ("headers", "status", "code"),
+    [({}, 401, "unauthorized"), ({"Authorization": "Bearer dulgw_nope"}, 401, "unauthorized")],
+)
+def test_unknown_tokens_are_401(
+    gateway: GatewayHandle, headers: dict[str, str], status: int, code: str
+) -> None:
+    response = httpx.post(f"{gateway.url}/v1/access-requests", json={}, headers=headers)
+    assert response.status_code in (status, 422)
+    assert response.headers["content-type"].startswith("application/problem+json")
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"{not json",
+        b"[]",
+        b'{"request_id": 5}',
+        b'{"request_id": "0x' + b"00" * 32 + b'", "extra": 1}',
+        b"\xff\xfe",
+    ],
+)
+def test_malformed_bodies_get_problem_json_never_500(
+    gateway: GatewayHandle, payload: bytes
+) -> None:
+    response = httpx.post(
+        f"{gateway.url}/v1/access-requests",
+        content=payload,
+        headers={"Authorization": f"Bearer {gateway.token}", "Content-Type": "application/json"},
+    )
+    assert response.status_code == 422
+    problem = response.json()
+    assert problem["code"] == "validation_error"
+    assert problem["status"] == 422
+    assert response.headers["content-type"].startswith("application/problem+json")
+
+
+def test_oversized_batch_is_refused(world: World, gateway: GatewayHandle, agreement: bytes) -> None:
+    one = sign_request(world.requester, request(world, agreement), gateway.domain)
+    limit = gateway.settings.max_batch_request
+    bodies: list[AccessRequestIn] = [one] * (limit + 1)
+    with pytest.raises(GatewayClientError) as caught:
+        gateway.client.request_access_batch(bodies)
+    assert (caught.value.status, caught.value.code) == (422, "batch_too_large")
+
+
+def test_health_ready_and_metrics(gateway: GatewayHandle) -> None:
+    assert httpx.get(f"{gateway.url}/healthz").json() == {"status": "ok"}
+    ready = gateway.client.ready()
+    assert ready["ready"] is True
+    assert all(ready["checks"].values())
+    metrics = httpx.get(f"{gateway.url}/metrics").text
+    assert "dul_gateway_decisions_total" in metrics
+    assert httpx.get(f"{gateway.url}/docs").status_code == 200
