@@ -8,6 +8,7 @@ import typer
 
 from dul import log
 from dul.cli import admin, chain, contracts, keys, stack
+from ledger_gateway import cli as gateway_cli
 
 app = typer.Typer(
     name="dul",
@@ -21,6 +22,7 @@ app.add_typer(chain.app, name="chain")
 app.add_typer(contracts.app, name="contracts")
 app.add_typer(keys.app, name="keys")
 app.add_typer(admin.app, name="admin")
+app.add_typer(gateway_cli.app, name="gateway")
 
 
 @app.callback()
