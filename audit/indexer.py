@@ -1,0 +1,561 @@
+"""The indexer: catch up with the chain, then follow it, into the audit store.
+
+One loop, one page of blocks at a time: `eth_getLogs` over every deployed contract address,
+decoded by `audit.events`, written by `audit.store` in one transaction together with the
+checkpoint (block number and hash). So the store always equals "the chain up to the
+checkpoint": a crash at any point loses at most the page in flight, and the restart redoes it.
+
+Pages are sized in blocks and adapt: halved when the node refuses a range (too many results,
+a body too big, a timeout), shrunk when a page brings more than `max_logs_per_page` logs (so
+memory stays bounded however dense the chain is), and doubled back after a good page.
+
+Reorgs: each page must start on the stored checkpoint (the first block's parent hash equals
+the checkpoint hash) and the last block's hash must not change while its logs are read. When
+the node's history no longer contains the checkpoint, the indexer searches the stored block
+hashes for the highest block the node still has (binary search: stored hashes of one history
+match the node's up to the fork and never above it), deletes everything above it, and raises
+the alarm. Only blocks with events (and the checkpoint) are stored, so the fork lies between
+that verified ancestor and the first stored block that diverged (both in the alarm); no row
+lies between them, so the store is exactly the one of a rollback to the true ancestor. The
+alarm is a structlog error `audit.reorg` and the `dul_audit_reorgs_total` counter; on a
+QBFT chain (immediate finality) that is an incident, not routine.
+
+Errors (all `dul.errors.DulError`, stable codes):
+
+    IndexerError                 indexer_error
+    ├── NodeUnavailableError          node_unavailable   transport failure / HTTP 5xx (retried)
+    ├── RpcError                 rpc_error          a JSON-RPC error answer
+    │   └── RangeRefusedError         range_refused      the node will not serve this log range
+    ├── ChainMovedError               chain_moved        the page's last block changed under us
+    └── StoreMismatchError            store_mismatch     the store indexes another chain/deployment
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import httpx
+import structlog
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from audit.events import AUDITED_CONTRACTS, DecodedEvent, EventDecoder
+from audit.store import AuditStore, BlockRef, StoredCheckpoint
+from dul.errors import DulError
+
+log = structlog.get_logger("audit.indexer")
+
+
+class IndexerError(DulError):
+    code = "indexer_error"
+
+
+class NodeUnavailableError(IndexerError):
+    code = "node_unavailable"
+
+
+class RpcError(IndexerError):
+    code = "rpc_error"
+
+
+class RangeRefusedError(RpcError):
+    code = "range_refused"
+
+
+class ChainMovedError(IndexerError):
+    code = "chain_moved"
+
+
+class StoreMismatchError(IndexerError):
+    code = "store_mismatch"
+
+
+# --- JSON-RPC -------------------------------------------------------------------------------
+
+
+class JsonRpc:
+    """Plain JSON-RPC over one keep-alive httpx client; `transport` is the test seam."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = 60.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.url = url
+        self.client = httpx.Client(timeout=timeout, transport=transport)
+        self._id = 0
+
+    def close(self) -> None:
+        self.client.close()
+
+    def call(self, method: str, *params: Any) -> Any:
+        self._id += 1
+        body = {"jsonrpc": "2.0", "id": self._id, "method": method, "params": list(params)}
+        try:
+            response = self.client.post(self.url, json=body)
+        except httpx.TimeoutException as exc:
+            if method == "eth_getLogs":  # a range too heavy to serve in time: page smaller
+                raise RangeRefusedError(f"{method} timed out: {exc}") from exc
+            raise NodeUnavailableError(f"{method}: {exc}") from exc
+        except httpx.TransportError as exc:
+            raise NodeUnavailableError(f"{method}: {exc!r}") from exc
+        if response.status_code == 413:
+            raise RangeRefusedError(f"{method}: HTTP 413 body too large")
+        if response.status_code >= 500 and method == "eth_getLogs":
+            raise RangeRefusedError(f"{method}: HTTP {response.status_code}")
+        if response.status_code >= 400:
+            raise NodeUnavailableError(f"{method}: HTTP {response.status_code}")
+        try:
+            reply = json.loads(response.content)
+        except ValueError as exc:
+            raise NodeUnavailableError(f"{method}: unreadable reply ({exc})") from exc
+        error = reply.get("error") if isinstance(reply, dict) else None
+        if error is not None:
+            message = f"{method}: {error.get('message', error)} ({error.get('code')})"
+            if method == "eth_getLogs":
+                # Nodes word this differently (Besu: "exceeds maximum", geth: "query returned
+                # more than 10000 results", Alchemy: "block range too large"): any refusal of a
+                # range is answered by a smaller range, down to one block.
+                raise RangeRefusedError(message, rpc_code=error.get("code"))
+            raise RpcError(message, rpc_code=error.get("code"))
+        return reply.get("result")
+
+
+# --- metrics and summary ----------------------------------------------------------------------
+
+
+class IndexerMetrics:
+    """Prometheus metrics; pass the registry `/metrics` serves (a fresh one by default)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.reorgs = Counter(
+            "dul_audit_reorgs_total", "Rollbacks after the chain's history changed",
+            registry=self.registry,
+        )  # fmt: skip
+        self.events = Counter(
+            "dul_audit_events_indexed_total", "Contract events written to the store",
+            registry=self.registry,
+        )  # fmt: skip
+        self.checkpoint = Gauge(
+            "dul_audit_checkpoint_block", "Last indexed block", registry=self.registry
+        )
+        self.lag = Gauge(
+            "dul_audit_lag_blocks", "Blocks between the checkpoint and the head",
+            registry=self.registry,
+        )  # fmt: skip
+
+
+@dataclass
+class IndexSummary:
+    """What `dul audit index --json` prints."""
+
+    start_block: int = 0
+    checkpoint_block: int = 0
+    checkpoint_hash: str = ""
+    head_block: int = 0
+    events: int = 0
+    pages: int = 0
+    refused_ranges: int = 0
+    reorgs: int = 0
+    rolled_back_events: int = 0
+    seconds: float = 0.0
+    events_per_s: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Page:
+    first: int
+    last: BlockRef
+    parent_hash: str
+    events: list[DecodedEvent]
+
+
+@dataclass
+class PageSizer:
+    """Blocks per page: halve on refusal, fit to the log budget, double back after success."""
+
+    size: int
+    maximum: int
+    max_logs: int
+    minimum: int = 1
+    refused: int = field(default=0)
+
+    def refuse(self, span: int) -> bool:
+        """Shrinks below `span`; False when already at one block (the refusal is final)."""
+        if span <= self.minimum:
+            return False
+        self.refused += 1
+        self.size = max(self.minimum, span // 2)
+        return True
+
+    def after(self, span: int, logs: int) -> None:
+        if logs > self.max_logs:
+            self.size = max(self.minimum, span * self.max_logs // max(logs, 1) // 2)
+        elif logs * 2 <= self.max_logs:
+            self.size = min(self.maximum, max(self.size, span) * 2)
+
+
+# --- the indexer ------------------------------------------------------------------------------
+
+
+def _block_ref(header: Mapping[str, Any]) -> BlockRef:
+    return BlockRef(
+        number=int(header["number"], 16),
+        hash=str(header["hash"]).lower(),
+        parent_hash=str(header["parentHash"]).lower(),
+        timestamp=int(header["timestamp"], 16),
+    )
+
+
+class Indexer:
+    """Catch-up then follow. Build it with `Indexer.open(settings)` or inject the parts."""
+
+    def __init__(
+        self,
+        store: AuditStore,
+        rpc: JsonRpc,
+        *,
+        chain_id: int,
+        contracts: Mapping[str, str],
+        start_block: int,
+        confirmations: int = 0,
+        page_size: int = 2_000,
+        max_page_size: int = 50_000,
+        max_logs_per_page: int = 10_000,
+        poll_interval: float = 0.5,
+        node_timeout: float = 60.0,
+        metrics: IndexerMetrics | None = None,
+        decoder: EventDecoder | None = None,
+    ) -> None:
+        self.store = store
+        self.rpc = rpc
+        self.chain_id = chain_id
+        self.contracts = {name: address.lower() for name, address in contracts.items()}
+        self.start_block = start_block
+        self.confirmations = confirmations
+        self.sizer = PageSizer(
+            min(page_size, max_page_size), max(max_page_size, 1), max(max_logs_per_page, 1)
+        )
+        self.poll_interval = poll_interval
+        self.node_timeout = node_timeout
+        self.metrics = metrics or IndexerMetrics()
+        self.decoder = decoder or EventDecoder(self.contracts)
+        self.addresses = self.decoder.addresses
+        self.reorgs = 0
+        self.before_checkpoint: Callable[[], None] | None = None
+        """Test seam: runs inside the page transaction after the rows, before the checkpoint."""
+
+    # construction
+
+    @classmethod
+    def open(cls, settings: Any, *, metrics: IndexerMetrics | None = None) -> Indexer:
+        """The indexer of the deployment in `settings` (an `AuditSettings`), store migrated."""
+        from audit.migrations import migrate  # alembic is only needed at start-up
+        from audit.store import create_store_engine
+        from dul.contracts.ledger import Deployment
+
+        home = settings.home()
+        deployment = Deployment.load(settings.resolved_deployment_path(home))
+        engine = create_store_engine(settings.resolved_database_url(home))
+        migrate(engine)
+        rpc = JsonRpc(settings.resolved_rpc_url(home), timeout=settings.request_timeout)
+        return cls(
+            AuditStore(engine),
+            rpc,
+            chain_id=deployment.chain_id,
+            contracts={n: a for n, a in deployment.addresses.items() if n in AUDITED_CONTRACTS},
+            start_block=int(deployment.raw["block"]),
+            confirmations=settings.confirmations,
+            page_size=settings.page_size,
+            max_page_size=settings.max_page_size,
+            max_logs_per_page=settings.max_logs_per_page,
+            poll_interval=settings.poll_interval,
+            node_timeout=settings.node_timeout,
+            metrics=metrics,
+        )
+
+    def close(self) -> None:
+        self.rpc.close()
+        self.store.engine.dispose()
+
+    # node reads
+
+    def _header(self, number: int) -> BlockRef | None:
+        header = self.rpc.call("eth_getBlockByNumber", hex(number), False)
+        return None if header is None else _block_ref(header)
+
+    def _head(self) -> int:
+        return int(self.rpc.call("eth_blockNumber"), 16)
+
+    def fetch(self, first: int, last: int) -> Page:
+        """Blocks `first..last` as one page, consistent with one history of the chain."""
+        before = self._header(last)
+        start = before if first == last else self._header(first)
+        if before is None or start is None or before.parent_hash is None:
+            raise ChainMovedError(f"blocks {first}..{last} are no longer on the node")
+        logs = self.rpc.call(
+            "eth_getLogs",
+            {"fromBlock": hex(first), "toBlock": hex(last), "address": self.addresses},
+        )
+        after = self._header(last)
+        if after is None or after.hash != before.hash:
+            raise ChainMovedError(f"block {last} changed while its logs were read")
+        decode = self.decoder.decode
+        events = [decode(entry) for entry in logs]
+        for ev in events:
+            if ev.block_number == last and ev.block_hash != before.hash:
+                raise ChainMovedError(f"logs of block {last} come from another history")
+            if not first <= ev.block_number <= last:
+                raise IndexerError(f"the node returned a log of block {ev.block_number}")
+        events.sort(key=lambda e: (e.block_number, e.log_index))
+        assert start.parent_hash is not None
+        return Page(first, before, start.parent_hash, events)
+
+    # store set-up
+
+    def _checkpoint(self) -> StoredCheckpoint:
+        checkpoint = self.store.checkpoint()
+        if checkpoint is None:
+            origin = self.start_block - 1
+            header = self._header(origin)
+            if header is None:
+                raise IndexerError(f"the node has no block {origin}: is this the right chain?")
+            self.store.initialize(self.chain_id, self.contracts, header)
+            checkpoint = self.store.checkpoint()
+            assert checkpoint is not None
+        if checkpoint.chain_id != self.chain_id or checkpoint.contracts != self.contracts:
+            raise StoreMismatchError(
+                f"the store indexes chain {checkpoint.chain_id} contracts "
+                f"{checkpoint.contracts}, not chain {self.chain_id} {self.contracts}; "
+                "use another DUL_AUDIT_DATABASE_URL"
+            )
+        return checkpoint
+
+    # reorgs
+
+    def _node_has(self, number: int, block_hash: str) -> bool:
+        header = self._header(number)
+        return header is not None and header.hash == block_hash
+
+    def reconcile(self, checkpoint: StoredCheckpoint) -> bool:
+        """Rolls back to the common ancestor if the node lost the checkpoint; True if it did."""
+        if self._node_has(checkpoint.block_number, checkpoint.block_hash):
+            return False
+        node_head = self._head()
+        node_hash = (
+            self._header(checkpoint.block_number) if node_head >= checkpoint.block_number else None
+        )
+        stored = self.store.stored_blocks(min(checkpoint.block_number, node_head))
+        low, high, ancestor = 0, len(stored) - 1, None
+        diverged = checkpoint.block_number
+        while low <= high:  # highest stored block still on the node
+            middle = (low + high) // 2
+            number = stored[middle]
+            stored_hash = self.store.block_hash(number)
+            if stored_hash is not None and self._node_has(number, stored_hash):
+                ancestor, low = number, middle + 1
+            else:
+                diverged, high = number, middle - 1
+        if ancestor is None:
+            origin = self._header(self.start_block - 1)
+            if origin is None:
+                raise IndexerError("the node lost the blocks before the deployment")
+            ref = origin
+        else:
+            header = self._header(ancestor)
+            assert header is not None
+            ref = header
+        removed = self.store.rollback_to(
+            ref,
+            reorg={
+                "checkpoint_number": checkpoint.block_number,
+                "checkpoint_hash": checkpoint.block_hash,
+                "node_hash": None if node_hash is None else node_hash.hash,
+            },
+        )
+        self.reorgs += 1
+        self.metrics.reorgs.inc()
+        log.error(
+            "audit.reorg",
+            alarm=True,
+            checkpoint=checkpoint.block_number,
+            checkpoint_hash=checkpoint.block_hash,
+            node_hash=None if node_hash is None else node_hash.hash,
+            node_head=node_head,
+            ancestor=ref.number,
+            first_diverged=diverged,
+            removed_events=removed,
+        )
+        return True
+
+    # the loop
+
+    def run(
+        self,
+        *,
+        follow: bool = False,
+        to_block: int | None = None,
+        stop: threading.Event | None = None,
+        progress: bool = False,
+    ) -> IndexSummary:
+        """Indexes up to the head (minus confirmations) or `to_block`; with `follow`, keeps
+        going until `stop` is set. Node outages are retried (for `node_timeout` when not
+        following, forever when following)."""
+        stop = stop or threading.Event()
+        started = time.perf_counter()
+        summary = IndexSummary()
+        down_since: float | None = None
+        bar = _ProgressBar() if progress and sys.stderr.isatty() else None
+        checkpoint = self._retrying(self._checkpoint, follow, stop)
+        summary.start_block = checkpoint.block_number
+        try:
+            while not stop.is_set():
+                try:
+                    checkpoint = self._checkpoint()
+                    head = self._head() - self.confirmations
+                    target = head if to_block is None else min(head, to_block)
+                    summary.head_block = head
+                    self.metrics.lag.set(max(0, head - checkpoint.block_number))
+                    if down_since is not None:
+                        log.info("audit.node_back", seconds=round(time.monotonic() - down_since, 1))
+                        down_since = None
+                    if checkpoint.block_number >= target:
+                        if self.reconcile(checkpoint):
+                            continue
+                        if not follow:
+                            break
+                        stop.wait(self.poll_interval)
+                        continue
+                    if bar is not None:
+                        bar.show(checkpoint.block_number, target)
+                    written = self._step(checkpoint, target, summary)
+                    if bar is not None and written is not None:
+                        bar.advance(written, summary.events)
+                except NodeUnavailableError as exc:
+                    now = time.monotonic()
+                    down_since = down_since or now
+                    if not follow and now - down_since > self.node_timeout:
+                        raise
+                    log.warning("audit.node_unavailable", error=str(exc))
+                    stop.wait(min(5.0, 0.2 + (now - down_since) / 4))
+        finally:
+            if bar is not None:
+                bar.close()
+        final = self.store.checkpoint()
+        assert final is not None
+        summary.checkpoint_block = final.block_number
+        summary.checkpoint_hash = final.block_hash
+        summary.reorgs = self.reorgs
+        summary.refused_ranges = self.sizer.refused
+        summary.seconds = round(time.perf_counter() - started, 3)
+        summary.events_per_s = round(summary.events / summary.seconds, 1) if summary.seconds else 0
+        return summary
+
+    def _step(self, checkpoint: StoredCheckpoint, target: int, summary: IndexSummary) -> int | None:
+        """Fetches and writes one page; returns the blocks written (None when redone)."""
+        first = checkpoint.block_number + 1
+        last = min(target, first + self.sizer.size - 1)
+        try:
+            page = self.fetch(first, last)
+        except RangeRefusedError as exc:
+            if not self.sizer.refuse(last - first + 1):
+                raise
+            log.info("audit.range_refused", first=first, last=last, next_size=self.sizer.size,
+                     error=exc.message)  # fmt: skip
+            return None
+        except ChainMovedError as exc:
+            log.warning("audit.chain_moved", first=first, last=last, error=exc.message)
+            self.reconcile(checkpoint)
+            return None
+        if page.parent_hash != checkpoint.block_hash:
+            if not self.reconcile(checkpoint):
+                log.warning("audit.chain_moved", first=first, reason="parent hash changed")
+            return None
+        self.store.write_page(
+            first,
+            page.last,
+            page.events,
+            previous_checkpoint=checkpoint.block_number,
+            before_checkpoint=self.before_checkpoint,
+        )
+        self.sizer.after(last - first + 1, len(page.events))
+        summary.pages += 1
+        summary.events += len(page.events)
+        self.metrics.events.inc(len(page.events))
+        self.metrics.checkpoint.set(last)
+        log.debug("audit.page", first=first, last=last, events=len(page.events))
+        return last - first + 1
+
+    def _retrying(
+        self, action: Callable[[], StoredCheckpoint], follow: bool, stop: threading.Event
+    ) -> StoredCheckpoint:
+        deadline = time.monotonic() + self.node_timeout
+        while True:
+            try:
+                return action()
+            except NodeUnavailableError as exc:
+                if (not follow and time.monotonic() > deadline) or stop.is_set():
+                    raise
+                log.warning("audit.node_unavailable", error=str(exc))
+                stop.wait(1.0)
+
+
+class _ProgressBar:
+    """A rich progress bar on stderr for long catch-ups (terminals only)."""
+
+    MIN_BLOCKS = 5_000
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+
+        self.progress = Progress(
+            TextColumn("indexing blocks"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[events]} events"),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        )
+        self.task: Any = None
+
+    def show(self, done: int, target: int) -> None:
+        if self.task is None:
+            if target - done < self.MIN_BLOCKS:  # short catch-ups and following: no bar
+                return
+            self.progress.start()
+            self.task = self.progress.add_task("index", total=0, events=0)
+            self.base = done
+        self.progress.update(self.task, total=target - self.base)
+
+    def advance(self, blocks: int, events: int) -> None:
+        if self.task is not None:
+            self.progress.update(self.task, advance=blocks, events=events)
+
+    def close(self) -> None:
+        if self.task is not None:
+            self.progress.stop()
+
+
+def decode_logs(decoder: EventDecoder, logs: Sequence[Mapping[str, Any]]) -> list[DecodedEvent]:
+    """Decodes a list of raw logs (the benchmark's raw fetch + decode rate uses this too)."""
+    decode = decoder.decode
+    return [decode(entry) for entry in logs]

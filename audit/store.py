@@ -1,0 +1,773 @@
+"""The audit store: every contract event as the chain emitted it, plus typed projections.
+
+Tables (all written only by the indexer, one database transaction per page of blocks):
+
+    event                    every log, keyed by its position (block, tx index, log index),
+                             with contract, name, tx hash, block hash and decoded args (JSON)
+    organization             one row per organization; `status` follows its status changes
+    organization_status_change
+    member_role              role grants and revocations, in order (history, not a snapshot)
+    dataset                  one row per dataset with its ordered field names
+    agreement                one row per agreement version; `status` follows its changes
+    agreement_dataset        the scope of a version: dataset and allowed field mask
+    agreement_signature      every party signature, kept for off-chain re-verification
+    agreement_status_change  activated / suspended / resumed / revoked / expired / superseded
+    access_event             one row per access decision, with the requester's signature
+    result_release           what left the hospital, per access
+    block                    number -> hash (and timestamp when the node gives it) of every
+                             block that holds an event, and the checkpoint block with its
+                             parent hash: reorg detection
+    checkpoint               the single resume point: last indexed block and its hash
+    reorg                    every rollback the indexer made (an incident on a QBFT chain)
+
+Conventions: hashes, ids and addresses are lowercase 0x hex text (one canonical spelling, so
+SQL equality works); uint256 masks and nonces are 0x hex text. Every projected row carries the
+position of the event that made it, so a rollback is `DELETE … WHERE block_number > n` and
+status columns are recomputed from the change tables.
+
+Bulk writes go around the ORM: executemany on SQLite, COPY on PostgreSQL (measured: the ORM
+path is an order of magnitude slower at tens of thousands of rows per page).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+from sqlalchemy import JSON, BigInteger, Connection, Engine, create_engine, event, text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import registry
+from sqlmodel import Field, SQLModel
+
+from audit.events import DecodedEvent
+from dul.domain import AgreementStatus, OrgStatus
+
+log = structlog.get_logger("audit.store")
+
+JsonType = JSON().with_variant(JSONB(), "postgresql")
+
+
+# --- tables ---------------------------------------------------------------------------------
+
+
+AUDIT_REGISTRY = registry()
+"""The audit store's own mapper registry: its metadata holds the audit tables only (SQLModel's
+default metadata also holds other services' tables; migrations must not see those)."""
+metadata = AUDIT_REGISTRY.metadata
+
+
+class AuditModel(SQLModel, registry=AUDIT_REGISTRY):
+    """Base of every audit table."""
+
+
+class Positioned(AuditModel):
+    """The event position as primary key: unique, sort order and rollback boundary."""
+
+    block_number: int = Field(sa_type=BigInteger, primary_key=True)
+    tx_index: int = Field(primary_key=True)
+    log_index: int = Field(primary_key=True)
+
+
+class Event(Positioned, table=True):
+    __tablename__ = "event"
+
+    tx_hash: str
+    block_hash: str
+    contract: str
+    address: str
+    name: str
+    args: dict[str, Any] = Field(sa_type=JsonType)
+
+
+class Organization(AuditModel, table=True):
+    __tablename__ = "organization"
+
+    org_id: str = Field(primary_key=True)
+    kind: int
+    name: str
+    status: int = Field(index=True)
+    block_number: int = Field(sa_type=BigInteger, index=True)
+    tx_index: int
+    log_index: int
+    tx_hash: str
+
+
+class OrganizationStatusChange(Positioned, table=True):
+    __tablename__ = "organization_status_change"
+
+    org_id: str = Field(index=True)
+    status: int
+    by_account: str
+    tx_hash: str
+
+
+class MemberRole(Positioned, table=True):
+    __tablename__ = "member_role"
+
+    org_id: str = Field(index=True)
+    account: str = Field(index=True)
+    role: int
+    granted: bool
+    tx_hash: str
+
+
+class Dataset(AuditModel, table=True):
+    __tablename__ = "dataset"
+
+    dataset_id: str = Field(primary_key=True)
+    holder_org: str = Field(index=True)
+    schema_ref: str
+    max_tier: int
+    field_count: int
+    fields: list[str] = Field(sa_type=JsonType)
+    block_number: int = Field(sa_type=BigInteger, index=True)
+    tx_index: int
+    log_index: int
+    tx_hash: str
+
+
+class Agreement(AuditModel, table=True):
+    __tablename__ = "agreement"
+
+    agreement_id: str = Field(primary_key=True)
+    version: int
+    previous_id: str | None = Field(default=None, index=True)
+    holder_org: str = Field(index=True)
+    requester_org: str = Field(index=True)
+    digest: str
+    scenario: int
+    duo_codes: list[int] = Field(sa_type=JsonType)
+    disease_code: str
+    ethics_approval: str
+    max_tier: int
+    operations: int
+    valid_from: int = Field(sa_type=BigInteger)
+    valid_until: int = Field(sa_type=BigInteger)
+    quota: int = Field(sa_type=BigInteger)
+    consent_policy: int
+    terms_hash: str
+    nonce: str
+    deadline: int = Field(sa_type=BigInteger)
+    status: int = Field(index=True)
+    block_number: int = Field(sa_type=BigInteger, index=True)
+    tx_index: int
+    log_index: int
+    tx_hash: str
+
+
+class AgreementDataset(AuditModel, table=True):
+    __tablename__ = "agreement_dataset"
+
+    agreement_id: str = Field(primary_key=True)
+    dataset_id: str = Field(primary_key=True, index=True)
+    field_mask: str
+    block_number: int = Field(sa_type=BigInteger, index=True)
+
+
+class AgreementSignature(Positioned, table=True):
+    __tablename__ = "agreement_signature"
+
+    agreement_id: str = Field(index=True)
+    signer: str = Field(index=True)
+    party: int
+    signature: str
+    tx_hash: str
+
+
+class AgreementStatusChange(Positioned, table=True):
+    __tablename__ = "agreement_status_change"
+
+    agreement_id: str = Field(index=True)
+    event: str
+    status: int
+    by_account: str | None = None
+    reason: str | None = None
+    related_agreement: str | None = None
+    """For AgreementSuperseded: the version that superseded this one."""
+    tx_hash: str
+
+
+class AccessEvent(Positioned, table=True):
+    """One access decision. Indexed by what a regulator asks about: the access, the agreement,
+    the dataset and the requester (each index costs insert speed, so no more than those)."""
+
+    __tablename__ = "access_event"
+
+    access_id: str = Field(unique=True)
+    tx_hash: str
+    agreement_id: str = Field(index=True)
+    dataset_id: str = Field(index=True)
+    requester: str = Field(index=True)
+    recorder: str
+    decision: int
+    reason: int
+    tier: int
+    operation: int
+    field_mask: str
+    request_hash: str
+    cohort_root: str
+    cohort_size: int = Field(sa_type=BigInteger)
+    authorization_ref: str
+    deadline: int = Field(sa_type=BigInteger)
+    sig_r: str
+    sig_s: str
+    sig_v: int
+
+
+class ResultRelease(Positioned, table=True):
+    __tablename__ = "result_release"
+
+    access_id: str = Field(index=True)
+    agreement_id: str = Field(index=True)
+    result_hash: str = Field(index=True)
+    kind: int
+    size: int = Field(sa_type=BigInteger)
+    recorder: str
+    tx_hash: str
+
+
+class Block(AuditModel, table=True):
+    __tablename__ = "block"
+
+    number: int = Field(
+        sa_type=BigInteger, primary_key=True, sa_column_kwargs={"autoincrement": False}
+    )
+    hash: str
+    parent_hash: str | None = None
+    timestamp: int | None = Field(default=None, sa_type=BigInteger)
+    events: int
+
+
+class Checkpoint(AuditModel, table=True):
+    __tablename__ = "checkpoint"
+
+    id: int = Field(default=1, primary_key=True, sa_column_kwargs={"autoincrement": False})
+    chain_id: int = Field(sa_type=BigInteger)
+    contracts: dict[str, str] = Field(sa_type=JsonType)
+    """Contract name -> address this store indexes; another deployment is refused."""
+    block_number: int = Field(sa_type=BigInteger)
+    block_hash: str
+
+
+class Reorg(AuditModel, table=True):
+    __tablename__ = "reorg"
+
+    id: int | None = Field(default=None, primary_key=True)
+    detected_at: float
+    checkpoint_number: int = Field(sa_type=BigInteger)
+    checkpoint_hash: str
+    node_hash: str | None
+    ancestor_number: int = Field(sa_type=BigInteger)
+    removed_events: int
+
+
+#: Tables whose rows belong to a block (rolled back and rewritten by block range).
+POSITIONED_TABLES: tuple[type[AuditModel], ...] = (
+    Event,
+    Organization,
+    OrganizationStatusChange,
+    MemberRole,
+    Dataset,
+    Agreement,
+    AgreementDataset,
+    AgreementSignature,
+    AgreementStatusChange,
+    AccessEvent,
+    ResultRelease,
+)
+
+
+def table_name(model: type[AuditModel]) -> str:
+    return str(model.__tablename__)
+
+
+# --- engine ---------------------------------------------------------------------------------
+
+
+def create_store_engine(url: str) -> Engine:
+    """SQLite in WAL mode (readers never block the indexer) or PostgreSQL, by URL."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode: a killed process loses nothing committed; a power cut may lose
+            # the last pages, which the checkpoint (same transaction) makes the indexer redo.
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute("PRAGMA cache_size=-65536")
+            cursor.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+# --- projection: events -> rows -------------------------------------------------------------
+
+_AGREEMENT_STATUS_OF = {
+    "AgreementActivated": AgreementStatus.ACTIVE,
+    "AgreementSuspended": AgreementStatus.SUSPENDED,
+    "AgreementResumed": AgreementStatus.ACTIVE,
+    "AgreementRevoked": AgreementStatus.REVOKED,
+    "AgreementExpired": AgreementStatus.EXPIRED,
+    "AgreementSuperseded": AgreementStatus.SUPERSEDED,
+}
+_ZERO32 = "0x" + "00" * 32
+
+
+@dataclass
+class PageRows:
+    """Rows of one page per table (tuples in `COLUMNS[table]` order) and touched entities."""
+
+    rows: dict[str, list[tuple[Any, ...]]] = field(default_factory=dict)
+    organizations: set[str] = field(default_factory=set)
+    agreements: set[str] = field(default_factory=set)
+
+    def add(self, table: str, row: tuple[Any, ...]) -> None:
+        self.rows.setdefault(table, []).append(row)
+
+
+COLUMNS: dict[str, tuple[str, ...]] = {
+    "event": (
+        "block_number", "tx_index", "log_index", "tx_hash", "block_hash",
+        "contract", "address", "name", "args",
+    ),
+    "organization": (
+        "org_id", "kind", "name", "status", "block_number", "tx_index", "log_index", "tx_hash",
+    ),
+    "organization_status_change": (
+        "block_number", "tx_index", "log_index", "org_id", "status", "by_account", "tx_hash",
+    ),
+    "member_role": (
+        "block_number", "tx_index", "log_index", "org_id", "account", "role", "granted",
+        "tx_hash",
+    ),
+    "dataset": (
+        "dataset_id", "holder_org", "schema_ref", "max_tier", "field_count", "fields",
+        "block_number", "tx_index", "log_index", "tx_hash",
+    ),
+    "agreement": (
+        "agreement_id", "version", "previous_id", "holder_org", "requester_org", "digest",
+        "scenario", "duo_codes", "disease_code", "ethics_approval", "max_tier", "operations",
+        "valid_from", "valid_until", "quota", "consent_policy", "terms_hash", "nonce",
+        "deadline", "status", "block_number", "tx_index", "log_index", "tx_hash",
+    ),
+    "agreement_dataset": ("agreement_id", "dataset_id", "field_mask", "block_number"),
+    "agreement_signature": (
+        "block_number", "tx_index", "log_index", "agreement_id", "signer", "party",
+        "signature", "tx_hash",
+    ),
+    "agreement_status_change": (
+        "block_number", "tx_index", "log_index", "agreement_id", "event", "status",
+        "by_account", "reason", "related_agreement", "tx_hash",
+    ),
+    "access_event": (
+        "block_number", "tx_index", "log_index", "access_id", "tx_hash", "agreement_id",
+        "dataset_id", "requester", "recorder", "decision", "reason", "tier", "operation",
+        "field_mask", "request_hash", "cohort_root", "cohort_size", "authorization_ref",
+        "deadline", "sig_r", "sig_s", "sig_v",
+    ),
+    "result_release": (
+        "block_number", "tx_index", "log_index", "access_id", "agreement_id", "result_hash",
+        "kind", "size", "recorder", "tx_hash",
+    ),
+}  # fmt: skip
+
+
+def project(events: Iterable[DecodedEvent]) -> PageRows:
+    """The rows a page of events adds; every event lands in `event`, known ones also in their
+    typed table. Unknown events (e.g. OpenZeppelin's admin-transfer events) stay raw only."""
+    page = PageRows()
+    event_rows = page.rows.setdefault("event", [])
+    access_rows = page.rows.setdefault("access_event", [])
+    for ev in events:
+        b, t, i, tx = ev.block_number, ev.tx_index, ev.log_index, ev.tx_hash
+        event_rows.append(
+            (b, t, i, tx, ev.block_hash, ev.contract, ev.address, ev.name, ev.args_json)
+        )
+        a = ev.args
+        name = ev.name
+        if name == "AccessRecorded":
+            r = a["record"]
+            access_rows.append(
+                (
+                    b, t, i, a["accessId"], tx, a["agreementId"], a["datasetId"],
+                    r["requester"], a["recorder"], r["decision"], r["reason"], r["tier"],
+                    r["operation"], r["fieldMask"], r["requestHash"], r["cohortRoot"],
+                    r["cohortSize"], r["authorizationRef"], r["deadline"], r["sigR"], r["sigS"],
+                    r["sigV"],
+                )
+            )  # fmt: skip
+        elif name == "ResultReleased":
+            page.add(
+                "result_release",
+                (
+                    b, t, i, a["accessId"], a["agreementId"], a["resultHash"], a["kind"],
+                    a["size"], a["recorder"], tx,
+                ),
+            )  # fmt: skip
+        elif name == "OrganizationRegistered":
+            page.add(
+                "organization",
+                (a["org"], a["kind"], a["name"], int(OrgStatus.ACTIVE), b, t, i, tx),
+            )
+            page.organizations.add(a["org"])
+        elif name in ("OrganizationSuspended", "OrganizationReinstated"):
+            status = OrgStatus.SUSPENDED if name == "OrganizationSuspended" else OrgStatus.ACTIVE
+            page.add("organization_status_change", (b, t, i, a["org"], int(status), a["by"], tx))
+            page.organizations.add(a["org"])
+        elif name in ("MemberRoleGranted", "MemberRoleRevoked"):
+            granted = name == "MemberRoleGranted"
+            page.add("member_role", (b, t, i, a["org"], a["account"], a["role"], granted, tx))
+        elif name == "DatasetRegistered":
+            fields = a["fields"]
+            page.add(
+                "dataset",
+                (
+                    a["dataset"], a["holder"], a["schemaRef"], a["maxTier"], len(fields),
+                    json.dumps(fields, ensure_ascii=False), b, t, i, tx,
+                ),
+            )  # fmt: skip
+        elif name == "AgreementProposed":
+            terms = a["terms"]
+            agreement = a["id"]
+            previous = a["previous"] if a["previous"] != _ZERO32 else None
+            nonce = terms["nonce"]
+            page.add(
+                "agreement",
+                (
+                    agreement, a["version"], previous, a["holder"], a["requester"], a["digest"],
+                    terms["scenario"], json.dumps(terms["duoCodes"]), terms["diseaseCode"],
+                    terms["ethicsApproval"], terms["maxTier"], terms["operations"],
+                    terms["validFrom"], terms["validUntil"], terms["quota"],
+                    terms["consentPolicy"], terms["termsHash"],
+                    nonce if isinstance(nonce, str) else hex(nonce), terms["deadline"],
+                    int(AgreementStatus.PROPOSED), b, t, i, tx,
+                ),
+            )  # fmt: skip
+            for dataset, mask in zip(terms["datasets"], terms["fieldMasks"], strict=True):
+                page.add(
+                    "agreement_dataset",
+                    (agreement, dataset, mask if isinstance(mask, str) else hex(mask), b),
+                )
+            page.agreements.add(agreement)
+        elif name == "AgreementSigned":
+            page.add(
+                "agreement_signature",
+                (b, t, i, a["id"], a["signer"], a["party"], a["signature"], tx),
+            )
+        elif name in _AGREEMENT_STATUS_OF:
+            page.add(
+                "agreement_status_change",
+                (
+                    b, t, i, a["id"], name, int(_AGREEMENT_STATUS_OF[name]), a.get("by")
+                    if name != "AgreementSuperseded" else None, a.get("reason"),
+                    a["by"] if name == "AgreementSuperseded" else None, tx,
+                ),
+            )  # fmt: skip
+            page.agreements.add(a["id"])
+    return page
+
+
+# --- the store ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoredCheckpoint:
+    chain_id: int
+    contracts: dict[str, str]
+    block_number: int
+    block_hash: str
+
+
+@dataclass(frozen=True)
+class BlockRef:
+    number: int
+    hash: str
+    parent_hash: str | None = None
+    timestamp: int | None = None
+
+
+class AuditStore:
+    """Reads and writes of the indexer, one transaction per call, on an injected engine."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+
+    # reads
+
+    def checkpoint(self) -> StoredCheckpoint | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                text("SELECT chain_id, contracts, block_number, block_hash FROM checkpoint")
+            ).first()
+        if row is None:
+            return None
+        contracts = row[1] if isinstance(row[1], dict) else json.loads(row[1])
+        return StoredCheckpoint(int(row[0]), contracts, int(row[2]), str(row[3]))
+
+    def stored_blocks(self, at_most: int) -> list[int]:
+        """Numbers of the stored blocks up to `at_most`, ascending (the reorg search space)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                text("SELECT number FROM block WHERE number <= :n ORDER BY number"),
+                {"n": at_most},
+            )
+            return [int(r[0]) for r in rows]
+
+    def block_hash(self, number: int) -> str | None:
+        with self.engine.connect() as conn:
+            value = conn.execute(
+                text("SELECT hash FROM block WHERE number = :n"), {"n": number}
+            ).scalar()
+        return None if value is None else str(value)
+
+    def count(self, table: str) -> int:
+        if table not in COLUMNS and table not in ("block", "checkpoint", "reorg"):
+            raise ValueError(f"unknown table {table}")
+        with self.engine.connect() as conn:
+            return int(conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one())  # noqa: S608 - name checked above
+
+    def dump(self) -> dict[str, list[tuple[Any, ...]]]:
+        """Every indexed row in key order (tests compare stores with it; not for big stores)."""
+        out: dict[str, list[tuple[Any, ...]]] = {}
+        with self.engine.connect() as conn:
+            for name in (*COLUMNS, "block", "checkpoint"):
+                rows = conn.execute(text(f"SELECT * FROM {name}")).all()  # noqa: S608 - fixed names
+                out[name] = sorted((_normalized(tuple(r)) for r in rows), key=repr)
+        return out
+
+    # writes
+
+    def initialize(self, chain_id: int, contracts: Mapping[str, str], start: BlockRef) -> None:
+        """Sets the first checkpoint (the block before the deployment) on an empty store."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO checkpoint (id, chain_id, contracts, block_number, block_hash) "
+                    "VALUES (1, :chain_id, :contracts, :n, :h)"
+                ),
+                {
+                    "chain_id": chain_id,
+                    "contracts": json.dumps(dict(contracts), sort_keys=True),
+                    "n": start.number,
+                    "h": start.hash,
+                },
+            )
+            self._put_block(conn, start, 0)
+
+    def write_page(
+        self,
+        first: int,
+        last: BlockRef,
+        events: Sequence[DecodedEvent],
+        *,
+        previous_checkpoint: int,
+        before_checkpoint: Any = None,
+    ) -> None:
+        """Stores blocks `first..last.number` and moves the checkpoint to `last`, atomically.
+
+        Rows already stored in that block range are replaced (idempotent by position), so
+        redoing a page after any crash leaves the same store. `before_checkpoint` is a test
+        seam: called after the rows are written and before the checkpoint moves.
+        """
+        page = project(events)
+        per_block: dict[int, BlockRef] = {}
+        counts: dict[int, int] = {}
+        for ev in events:
+            if ev.block_number not in per_block:
+                per_block[ev.block_number] = BlockRef(
+                    ev.block_number, ev.block_hash, None, ev.block_timestamp
+                )
+            counts[ev.block_number] = counts.get(ev.block_number, 0) + 1
+        with self.engine.begin() as conn:
+            self._delete_range(conn, first, last.number)
+            conn.execute(
+                text("DELETE FROM block WHERE number >= :a AND number <= :b"),
+                {"a": first, "b": last.number},
+            )
+            for table, rows in page.rows.items():
+                if rows:
+                    self._insert_many(conn, table, COLUMNS[table], rows)
+            self._recompute_status(conn, page.organizations, page.agreements)
+            for number, block in per_block.items():
+                if number != last.number:
+                    self._put_block(conn, block, counts[number])
+            self._put_block(conn, last, counts.get(last.number, 0))
+            if previous_checkpoint != last.number:
+                # The parent hash is the link the next page must continue from: it is kept on
+                # the checkpoint block only, so the store does not depend on how it was paged.
+                conn.execute(
+                    text("DELETE FROM block WHERE number = :n AND events = 0"),
+                    {"n": previous_checkpoint},
+                )
+                conn.execute(
+                    text("UPDATE block SET parent_hash = NULL WHERE number = :n"),
+                    {"n": previous_checkpoint},
+                )
+            if before_checkpoint is not None:
+                before_checkpoint()
+            conn.execute(
+                text("UPDATE checkpoint SET block_number = :n, block_hash = :h WHERE id = 1"),
+                {"n": last.number, "h": last.hash},
+            )
+
+    def rollback_to(self, ancestor: BlockRef, *, reorg: Mapping[str, Any]) -> int:
+        """Deletes everything above `ancestor`, recomputes statuses, records the reorg; returns
+        how many events were removed."""
+        with self.engine.begin() as conn:
+            removed = int(
+                conn.execute(
+                    text("SELECT count(*) FROM event WHERE block_number > :n"),
+                    {"n": ancestor.number},
+                ).scalar_one()
+            )
+            self._delete_range(conn, ancestor.number + 1, None)
+            conn.execute(text("DELETE FROM block WHERE number > :n"), {"n": ancestor.number})
+            self._put_block(conn, ancestor, None)
+            self._recompute_status(conn, None, None)
+            conn.execute(
+                text("UPDATE checkpoint SET block_number = :n, block_hash = :h WHERE id = 1"),
+                {"n": ancestor.number, "h": ancestor.hash},
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO reorg (detected_at, checkpoint_number, checkpoint_hash, "
+                    "node_hash, ancestor_number, removed_events) VALUES "
+                    "(:at, :cn, :ch, :nh, :an, :removed)"
+                ),
+                {
+                    "at": time.time(),
+                    "cn": reorg["checkpoint_number"],
+                    "ch": reorg["checkpoint_hash"],
+                    "nh": reorg.get("node_hash"),
+                    "an": ancestor.number,
+                    "removed": removed,
+                },
+            )
+        return removed
+
+    # internals
+
+    def _delete_range(self, conn: Connection, first: int, last: int | None) -> None:
+        bound = "block_number >= :a" + ("" if last is None else " AND block_number <= :b")
+        for model in POSITIONED_TABLES:
+            conn.execute(
+                text(f"DELETE FROM {table_name(model)} WHERE {bound}"),  # noqa: S608 - fixed names
+                {"a": first, "b": last},
+            )
+
+    def _put_block(self, conn: Connection, block: BlockRef, events: int | None) -> None:
+        """Upserts a block row; `events=None` keeps a stored count (or 0 when new)."""
+        existing = conn.execute(
+            text("SELECT events FROM block WHERE number = :n"), {"n": block.number}
+        ).first()
+        count = events if events is not None else (int(existing[0]) if existing else 0)
+        params = {
+            "n": block.number,
+            "h": block.hash,
+            "p": block.parent_hash,
+            "t": block.timestamp,
+            "e": count,
+        }
+        if existing is None:
+            conn.execute(
+                text(
+                    "INSERT INTO block (number, hash, parent_hash, timestamp, events) "
+                    "VALUES (:n, :h, :p, :t, :e)"
+                ),
+                params,
+            )
+        else:
+            conn.execute(
+                text(
+                    "UPDATE block SET hash = :h, parent_hash = COALESCE(:p, parent_hash), "
+                    "timestamp = COALESCE(:t, timestamp), events = :e WHERE number = :n"
+                ),
+                params,
+            )
+
+    def _insert_many(
+        self, conn: Connection, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]
+    ) -> None:
+        raw = conn.connection.driver_connection
+        names = ", ".join(columns)
+        if self.dialect == "postgresql":
+            with raw.cursor() as cursor, cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:  # type: ignore[union-attr]
+                for row in rows:
+                    copy.write_row(row)
+            return
+        marks = ", ".join("?" * len(columns))
+        cursor = raw.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks})", rows)  # noqa: S608 - fixed names
+        finally:
+            cursor.close()
+
+    def _recompute_status(
+        self, conn: Connection, organizations: set[str] | None, agreements: set[str] | None
+    ) -> None:
+        """Status = the latest change row (or the initial status): a rollback needs no
+        inverse operations, only this query over the rows that remain."""
+        latest = (
+            "SELECT c.status FROM {change} c WHERE c.{key} = {table}.{key} "
+            "ORDER BY c.block_number DESC, c.tx_index DESC, c.log_index DESC LIMIT 1"
+        )
+        for table, change, key, initial, ids in (
+            ("organization", "organization_status_change", "org_id", OrgStatus.ACTIVE,
+             organizations),
+            ("agreement", "agreement_status_change", "agreement_id", AgreementStatus.PROPOSED,
+             agreements),
+        ):  # fmt: skip
+            if ids is not None and not ids:
+                continue
+            sub = latest.format(change=change, key=key, table=table)
+            where = (
+                ""
+                if ids is None
+                else f" WHERE {key} IN ({', '.join(f':k{n}' for n in range(len(ids)))})"
+            )
+            params: dict[str, Any] = {f"k{n}": value for n, value in enumerate(sorted(ids or ()))}
+            params["initial"] = int(initial)
+            conn.execute(
+                text(f"UPDATE {table} SET status = COALESCE(({sub}), :initial){where}"),  # noqa: S608 - fixed names
+                params,
+            )
+
+
+def _normalized(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """JSON columns come back as text on SQLite and as objects on PostgreSQL: compare as JSON."""
+    out: list[Any] = []
+    for value in row:
+        if isinstance(value, str) and value[:1] in ("{", "["):
+            with suppress(ValueError):
+                value = json.loads(value)
+        out.append(json.dumps(value, sort_keys=True) if isinstance(value, dict | list) else value)
+    return tuple(out)
+
+
+@contextmanager
+def store_session(url: str) -> Iterator[AuditStore]:
+    """A migrated store on its own engine, disposed on exit."""
+    from audit.migrations import migrate  # alembic is only needed here
+
+    engine = create_store_engine(url)
+    try:
+        migrate(engine)
+        yield AuditStore(engine)
+    finally:
+        engine.dispose()
