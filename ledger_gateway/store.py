@@ -28,7 +28,7 @@ from typing import Any, ClassVar, TypeVar
 import structlog
 from sqlalchemy import Engine, Index, UniqueConstraint, create_engine, event, func, select, update
 from sqlalchemy import insert as sa_insert
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, SQLModel
 
@@ -152,7 +152,16 @@ def make_engine(url: str, *, busy_timeout_s: float = 30.0, pool_size: int = 8) -
             conn.exec_driver_sql(f"BEGIN {mode}")
 
         return engine
-    return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    # psycopg 3: no server-side prepared statements. A generic plan cached while the table
+    # was small (a sequential scan) outlives the table's growth: key look-ups got 8x slower.
+    psycopg = make_url(url).get_driver_name() == "psycopg"
+    return create_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        connect_args={"prepare_threshold": None} if psycopg else {},
+    )
 
 
 # --------------------------------------------------------------------------- helpers
