@@ -157,7 +157,7 @@ def _child(kind: str, rpc_url: str, deployment_path: str, to_block: int, url: st
         indexer.close()
     seconds = time.perf_counter() - started
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"events": events, "seconds": seconds, "rss_mb": rss_mb}))
+    print(json.dumps({"events": events, "seconds": seconds, "rss_mb": rss_mb, "kind": kind}))
 
 
 def _measure(kind: str, chain: dict[str, Any], url: str = "") -> dict[str, float]:
@@ -166,6 +166,7 @@ def _measure(kind: str, chain: dict[str, Any], url: str = "") -> dict[str, float
         chain["rpc_url"], chain["deployment"], str(chain["head"]), url,
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=3600)
+    log.info("bench.measured", kind=kind, result=done.stdout.strip()[-200:])
     if done.returncode != 0:
         raise RuntimeError(f"bench {kind} failed: {done.stderr[-2000:]}")
     result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])

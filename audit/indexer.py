@@ -6,8 +6,10 @@ checkpoint (block number and hash). So the store always equals "the chain up to 
 checkpoint": a crash at any point loses at most the page in flight, and the restart redoes it.
 
 Pages are sized in blocks and adapt: halved when the node refuses a range (too many results,
-a body too big, a timeout), shrunk when a page brings more than `max_logs_per_page` logs (so
-memory stays bounded however dense the chain is), and doubled back after a good page.
+a body too big, a timeout) or when the reply outgrows `max_page_bytes` (read as a stream and
+dropped past the budget: a dense stretch of chain cannot blow up memory), fitted to
+`max_logs_per_page` logs at the density just seen, and grown back (at most doubled) after a
+good page.
 
 Reorgs: each page must start on the stored checkpoint (the first block's parent hash equals
 the checkpoint hash) and the last block's hash must not change while its logs are read. When
@@ -32,11 +34,14 @@ Errors (all `dul.errors.DulError`, stable codes):
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
+import queue
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -95,25 +100,29 @@ class JsonRpc:
     def close(self) -> None:
         self.client.close()
 
-    def call(self, method: str, *params: Any) -> Any:
+    def call(self, method: str, *params: Any, max_bytes: int | None = None) -> Any:
+        """The result; with `max_bytes`, a reply longer than that is dropped unread past the
+        limit and raised as `RangeRefusedError` (how a page's memory stays bounded)."""
         self._id += 1
         body = {"jsonrpc": "2.0", "id": self._id, "method": method, "params": list(params)}
         try:
-            response = self.client.post(self.url, json=body)
+            with self.client.stream("POST", self.url, json=body) as response:
+                content = self._read(response, method, max_bytes)
         except httpx.TimeoutException as exc:
             if method == "eth_getLogs":  # a range too heavy to serve in time: page smaller
                 raise RangeRefusedError(f"{method} timed out: {exc}") from exc
             raise NodeUnavailableError(f"{method}: {exc}") from exc
         except httpx.TransportError as exc:
             raise NodeUnavailableError(f"{method}: {exc!r}") from exc
-        if response.status_code == 413:
+        status = response.status_code
+        if status == 413:
             raise RangeRefusedError(f"{method}: HTTP 413 body too large")
-        if response.status_code >= 500 and method == "eth_getLogs":
-            raise RangeRefusedError(f"{method}: HTTP {response.status_code}")
-        if response.status_code >= 400:
-            raise NodeUnavailableError(f"{method}: HTTP {response.status_code}")
+        if status >= 500 and method == "eth_getLogs":
+            raise RangeRefusedError(f"{method}: HTTP {status}")
+        if status >= 400:
+            raise NodeUnavailableError(f"{method}: HTTP {status}")
         try:
-            reply = json.loads(response.content)
+            reply = json.loads(content)
         except ValueError as exc:
             raise NodeUnavailableError(f"{method}: unreadable reply ({exc})") from exc
         error = reply.get("error") if isinstance(reply, dict) else None
@@ -126,6 +135,22 @@ class JsonRpc:
                 raise RangeRefusedError(message, rpc_code=error.get("code"))
             raise RpcError(message, rpc_code=error.get("code"))
         return reply.get("result")
+
+    @staticmethod
+    def _read(response: httpx.Response, method: str, max_bytes: int | None) -> bytes:
+        if max_bytes is None or response.status_code != 200:
+            return response.read()
+        declared = response.headers.get("content-length")
+        if declared is not None and int(declared) > max_bytes:
+            raise RangeRefusedError(f"{method}: a {declared}-byte reply is over the page budget")
+        chunks: list[bytes] = []
+        size = 0
+        for chunk in response.iter_bytes():
+            size += len(chunk)
+            if size > max_bytes:
+                raise RangeRefusedError(f"{method}: the reply is over the {max_bytes}-byte budget")
+            chunks.append(chunk)
+        return b"".join(chunks)
 
 
 # --- metrics and summary ----------------------------------------------------------------------
@@ -200,10 +225,86 @@ class PageSizer:
         return True
 
     def after(self, span: int, logs: int) -> None:
-        if logs > self.max_logs:
-            self.size = max(self.minimum, span * self.max_logs // max(logs, 1) // 2)
-        elif logs * 2 <= self.max_logs:
-            self.size = min(self.maximum, max(self.size, span) * 2)
+        """Aims the next page at `max_logs` logs at the density just seen, at most doubling."""
+        fitted = span * self.max_logs // max(logs, 1)
+        self.size = max(self.minimum, min(self.maximum, 2 * span, fitted))
+
+
+class _Prefetcher:
+    """Fetches and decodes the next page in a thread while the writer stores the current one.
+
+    The node works in its own process and the database driver releases the GIL while it
+    writes, so the two overlap (measured: ~1.5x on catch-up). At most one page waits in the
+    queue, so memory stays at about three pages. The fetcher shrinks refused ranges itself;
+    any other error ends it and is handed to the writer, which decides.
+    """
+
+    def __init__(self, indexer: Indexer, first: int, target: int) -> None:
+        self.indexer = indexer
+        self.first = first
+        self.target = target
+        self.queue: queue.Queue[Page | BaseException | None] = queue.Queue(maxsize=1)
+        self.closed = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="audit-fetch", daemon=True)
+        self.thread.start()
+
+    def _put(self, item: Page | BaseException | None) -> None:
+        while not self.closed.is_set():
+            try:
+                self.queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def _run(self) -> None:
+        sizer = self.indexer.sizer
+        first = self.first
+        try:
+            while first <= self.target and not self.closed.is_set():
+                last = min(self.target, first + sizer.size - 1)
+                try:
+                    with _gc_paused():
+                        page = self.indexer.fetch(first, last)
+                except RangeRefusedError as exc:
+                    if not sizer.refuse(last - first + 1):
+                        raise
+                    log.info("audit.range_refused", first=first, last=last,
+                             next_size=sizer.size, error=exc.message)  # fmt: skip
+                    continue
+                sizer.after(last - first + 1, len(page.events))
+                self._put(page)
+                first = last + 1
+            self._put(None)
+        except BaseException as exc:  # handed over: the writer re-raises or recovers
+            self._put(exc)
+
+    def __iter__(self) -> Iterator[Page | BaseException]:
+        while True:
+            item = self.queue.get()
+            if item is None:
+                return
+            yield item
+            if isinstance(item, BaseException):
+                return
+
+    def close(self) -> None:
+        self.closed.set()
+        with contextlib.suppress(queue.Empty):
+            self.queue.get_nowait()
+        self.thread.join(timeout=30)
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """No cyclic GC while a page's objects are built: they hold no cycles, and generation-0
+    collections triggered by their sheer number cost ~40% of decoding (measured)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 # --- the indexer ------------------------------------------------------------------------------
@@ -230,9 +331,10 @@ class Indexer:
         contracts: Mapping[str, str],
         start_block: int,
         confirmations: int = 0,
-        page_size: int = 2_000,
+        page_size: int = 100,
         max_page_size: int = 50_000,
-        max_logs_per_page: int = 10_000,
+        max_logs_per_page: int = 5_000,
+        max_page_bytes: int = 16 * 1024 * 1024,
         poll_interval: float = 0.5,
         node_timeout: float = 60.0,
         metrics: IndexerMetrics | None = None,
@@ -247,6 +349,7 @@ class Indexer:
         self.sizer = PageSizer(
             min(page_size, max_page_size), max(max_page_size, 1), max(max_logs_per_page, 1)
         )
+        self.max_page_bytes = max_page_bytes
         self.poll_interval = poll_interval
         self.node_timeout = node_timeout
         self.metrics = metrics or IndexerMetrics()
@@ -280,6 +383,7 @@ class Indexer:
             page_size=settings.page_size,
             max_page_size=settings.max_page_size,
             max_logs_per_page=settings.max_logs_per_page,
+            max_page_bytes=settings.max_page_bytes,
             poll_interval=settings.poll_interval,
             node_timeout=settings.node_timeout,
             metrics=metrics,
@@ -439,9 +543,7 @@ class Indexer:
                         continue
                     if bar is not None:
                         bar.show(checkpoint.block_number, target)
-                    written = self._step(checkpoint, target, summary)
-                    if bar is not None and written is not None:
-                        bar.advance(written, summary.events)
+                    self._catch_up(checkpoint, target, summary, stop, bar)
                 except NodeUnavailableError as exc:
                     now = time.monotonic()
                     down_since = down_since or now
@@ -462,40 +564,56 @@ class Indexer:
         summary.events_per_s = round(summary.events / summary.seconds, 1) if summary.seconds else 0
         return summary
 
-    def _step(self, checkpoint: StoredCheckpoint, target: int, summary: IndexSummary) -> int | None:
-        """Fetches and writes one page; returns the blocks written (None when redone)."""
-        first = checkpoint.block_number + 1
-        last = min(target, first + self.sizer.size - 1)
+    def _catch_up(
+        self,
+        checkpoint: StoredCheckpoint,
+        target: int,
+        summary: IndexSummary,
+        stop: threading.Event,
+        bar: _ProgressBar | None,
+    ) -> None:
+        """Writes prefetched pages from the checkpoint towards `target` until done, stopped,
+        or the chain is found to have moved (then reconciled; the caller loops again)."""
+        fetcher = _Prefetcher(self, checkpoint.block_number + 1, target)
         try:
-            page = self.fetch(first, last)
-        except RangeRefusedError as exc:
-            if not self.sizer.refuse(last - first + 1):
-                raise
-            log.info("audit.range_refused", first=first, last=last, next_size=self.sizer.size,
-                     error=exc.message)  # fmt: skip
-            return None
-        except ChainMovedError as exc:
-            log.warning("audit.chain_moved", first=first, last=last, error=exc.message)
-            self.reconcile(checkpoint)
-            return None
-        if page.parent_hash != checkpoint.block_hash:
-            if not self.reconcile(checkpoint):
-                log.warning("audit.chain_moved", first=first, reason="parent hash changed")
-            return None
-        self.store.write_page(
-            first,
-            page.last,
-            page.events,
-            previous_checkpoint=checkpoint.block_number,
-            before_checkpoint=self.before_checkpoint,
-        )
-        self.sizer.after(last - first + 1, len(page.events))
-        summary.pages += 1
-        summary.events += len(page.events)
-        self.metrics.events.inc(len(page.events))
-        self.metrics.checkpoint.set(last)
-        log.debug("audit.page", first=first, last=last, events=len(page.events))
-        return last - first + 1
+            for item in fetcher:
+                if isinstance(item, ChainMovedError):
+                    log.warning("audit.chain_moved", error=item.message)
+                    self.reconcile(checkpoint)
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                page = item
+                if page.first != checkpoint.block_number + 1:
+                    raise IndexerError(f"page at {page.first} after checkpoint {checkpoint}")
+                if page.parent_hash != checkpoint.block_hash:
+                    if not self.reconcile(checkpoint):
+                        log.warning("audit.chain_moved", first=page.first,
+                                    reason="parent hash changed")  # fmt: skip
+                    return
+                with _gc_paused():
+                    self.store.write_page(
+                        page.first,
+                        page.last,
+                        page.events,
+                        previous_checkpoint=checkpoint.block_number,
+                        before_checkpoint=self.before_checkpoint,
+                    )
+                checkpoint = StoredCheckpoint(
+                    checkpoint.chain_id, checkpoint.contracts, page.last.number, page.last.hash
+                )
+                summary.pages += 1
+                summary.events += len(page.events)
+                self.metrics.events.inc(len(page.events))
+                self.metrics.checkpoint.set(page.last.number)
+                if bar is not None:
+                    bar.advance(page.last.number - page.first + 1, summary.events)
+                log.debug("audit.page", first=page.first, last=page.last.number,
+                          events=len(page.events))  # fmt: skip
+                if stop.is_set():
+                    return
+        finally:
+            fetcher.close()
 
     def _retrying(
         self, action: Callable[[], StoredCheckpoint], follow: bool, stop: threading.Event

@@ -27,10 +27,15 @@ class AuditSettings(BaseSettings):
     confirmations: int = Field(
         0, ge=0, description="blocks to stay behind the head (0 on a QBFT chain: final at once)"
     )
-    page_size: int = Field(2_000, ge=1, description="blocks per eth_getLogs page to start with")
+    page_size: int = Field(
+        100, ge=1, description="blocks of the first eth_getLogs page; later ones adapt"
+    )
     max_page_size: int = Field(50_000, ge=1, description="pages grow back up to this many blocks")
     max_logs_per_page: int = Field(
-        10_000, ge=1, description="pages shrink when a page returns more logs (memory bound)"
+        5_000, ge=1, description="pages shrink when a page returns more logs (memory bound)"
+    )
+    max_page_bytes: int = Field(
+        16 * 1024 * 1024, ge=1024, description="a longer eth_getLogs reply halves the page"
     )
     poll_interval: float = Field(0.5, gt=0, description="seconds between head polls when idle")
     request_timeout: float = Field(60.0, gt=0)

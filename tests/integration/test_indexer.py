@@ -363,6 +363,23 @@ def test_a_page_bigger_than_the_log_budget_shrinks_the_next_one(
     indexer.close()
 
 
+def test_a_reply_over_the_byte_budget_halves_the_page_and_changes_nothing(
+    chain: ChainHandle, world: World, new_store: StoreFactory
+) -> None:
+    agreement = world.activate(world.research_terms())
+    record_accesses(world, agreement, 30)
+    target = head(chain)
+    reference = make_indexer(world, new_store(), chain.rpc_url)
+    reference.run(to_block=target)
+    budget = make_indexer(world, new_store(), chain.rpc_url, page_size=1_000,
+                          max_page_bytes=20_000)  # fmt: skip
+    summary = budget.run(to_block=target)
+    assert summary.refused_ranges > 0
+    assert budget.store.dump() == reference.store.dump()
+    reference.close()
+    budget.close()
+
+
 # --- crashes and restarts -------------------------------------------------------------------------
 
 
