@@ -92,7 +92,11 @@ class AccessService:
             )
 
     async def decide(self, token: Token, bodies: Sequence[AccessRequestIn]) -> list[AccessOut]:
-        """Decide every request, store all decisions durably in one write, then answer."""
+        """Decide every request, store all decisions durably in one write, then answer.
+
+        New ids (the common case) cost no store read: the outbox's insert settles replays
+        (same body: the stored answer) and conflicts (another body: 409) itself.
+        """
         self.authorize(token)
         now = int(time.time())
         answers: dict[int, AccessOut] = {}
@@ -102,25 +106,30 @@ class AccessService:
             request_id = _b32(body.request_id)
             digest = body_hash(body)
             if seen.setdefault(request_id, digest) != digest:
-                raise ConflictError(
-                    f"request {body.request_id} appears twice with different bodies"
-                )
-            stored = await self.outbox.get(request_id)
-            if stored is not None:
-                if stored.org != self.org or stored.body_hash != digest:
-                    raise ConflictError(
-                        f"request id {body.request_id} was used before with another body"
-                    )
-                answers[index] = access_out(stored)
-                continue
-            fresh.append((index, await self._decide_one(body, request_id, digest, now)))
+                raise ConflictError(f"request {body.request_id} appears twice, with other bodies")
+            try:
+                fresh.append((index, await self._decide_one(body, request_id, digest, now)))
+            except (BadRequestError, NotFoundError, ForbiddenError) as error:
+                # A replay of an answered request gets its answer even if, say, its signature
+                # has expired since; anything else gets the error.
+                answers[index] = await self._replay(body, request_id, digest, error)
         if fresh:
             accepted = await self.outbox.add_accesses([access for _, access in fresh])
             for (index, access), result in zip(fresh, accepted, strict=True):
                 if not result.created and access.decision == Decision.GRANTED:
-                    self.view.release(access.agreement_id)  # a concurrent twin was stored first
+                    self.view.release(access.agreement_id)  # answered before: not a new grant
                 answers[index] = access_out(result.view)
         return [answers[i] for i in range(len(bodies))]
+
+    async def _replay(
+        self, body: AccessRequestIn, request_id: bytes, digest: bytes, error: Exception
+    ) -> AccessOut:
+        stored = await self.outbox.get(request_id)
+        if stored is None:
+            raise error
+        if stored.org != self.org or stored.body_hash != digest:
+            raise ConflictError(f"request id {body.request_id} was used before with another body")
+        return access_out(stored)
 
     async def release(
         self, token: Token, access_id: bytes, result_hash: bytes, kind: ReleaseKind, size: int

@@ -47,7 +47,8 @@ class GatewayContext:
     readiness: dict[str, bool] = field(default_factory=dict)
 
 
-def get_context(request: Request) -> GatewayContext:
+async def get_context(request: Request) -> GatewayContext:
+    # async: a plain def dependency would hop to a worker thread on every request
     context: GatewayContext = request.app.state.context
     return context
 
