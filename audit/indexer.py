@@ -411,6 +411,7 @@ class Indexer:
         logs = self.rpc.call(
             "eth_getLogs",
             {"fromBlock": hex(first), "toBlock": hex(last), "address": self.addresses},
+            max_bytes=self.max_page_bytes if last > first else None,  # one block is atomic
         )
         after = self._header(last)
         if after is None or after.hash != before.hash:
