@@ -7,7 +7,8 @@ import os
 import typer
 
 from dul import log
-from dul.cli import admin, chain, contracts, keys, stack
+from dul.cli import admin, bench, chain, contracts, keys, stack
+from audit import cli as audit_cli
 from ledger_gateway import cli as gateway_cli
 
 app = typer.Typer(
@@ -18,11 +19,13 @@ app = typer.Typer(
 )
 app.command("up")(stack.up)
 app.command("down")(stack.down)
+app.command("bench")(bench.bench)
 app.add_typer(chain.app, name="chain")
 app.add_typer(contracts.app, name="contracts")
 app.add_typer(keys.app, name="keys")
 app.add_typer(admin.app, name="admin")
 app.add_typer(gateway_cli.app, name="gateway")
+app.add_typer(audit_cli.app, name="audit")
 
 
 @app.callback()

@@ -56,7 +56,9 @@ async def get_context(request: Request) -> GatewayContext:
 ContextDep = Annotated[GatewayContext, Depends(get_context)]
 
 
-def get_token(context: ContextDep, authorization: Annotated[str | None, Header()] = None) -> Token:
+async def get_token(
+    context: ContextDep, authorization: Annotated[str | None, Header()] = None
+) -> Token:
     secret = None
     if authorization and authorization.lower().startswith("bearer "):
         secret = authorization[7:].strip()

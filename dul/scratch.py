@@ -1,0 +1,51 @@
+"""A private, throw-away stack for `dul bench`: its own data directory, chain on free ports,
+contracts deployed and a small data space, torn down afterwards. Never touches `DUL_HOME`."""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from eth_typing import HexStr
+
+from dul.chain.node import ChainNode, ChainStatus
+from dul.chain.testing import TEST_OPERATOR_KEY, throwaway_chain_settings
+from dul.contracts.deploy import deploy
+from dul.contracts.ledger import Ledger, connect
+from dul.contracts.world import World
+from dul.home import Home
+from dul.signing import LocalSigner
+
+
+@dataclass
+class Scratch:
+    home: Home
+    chain: ChainStatus
+    world: World
+
+    @property
+    def rpc_url(self) -> str:
+        assert self.chain.rpc_url is not None
+        return self.chain.rpc_url
+
+
+@contextlib.contextmanager
+def scratch_stack(block_time: float = 0.5, root: Path | None = None) -> Iterator[Scratch]:
+    with tempfile.TemporaryDirectory(prefix="dul-bench-", dir=root) as tmp:
+        home = Home(Path(tmp)).ensure()
+        operator = LocalSigner(HexStr(TEST_OPERATOR_KEY))
+        node = ChainNode(
+            home, throwaway_chain_settings(operator=operator.address, block_time=block_time)
+        )
+        status = node.start()
+        try:
+            assert status.rpc_url is not None
+            w3 = connect(status.rpc_url)
+            deployment, _ = deploy(w3, operator, home.deployment)
+            world = World(Ledger(w3, deployment), operator).build()
+            yield Scratch(home, status, world)
+        finally:
+            node.stop()
