@@ -6,9 +6,9 @@ import os
 
 import typer
 
+from audit import cli as audit_cli
 from dul import log
 from dul.cli import admin, bench, chain, contracts, keys, stack
-from audit import cli as audit_cli
 from ledger_gateway import cli as gateway_cli
 
 app = typer.Typer(
