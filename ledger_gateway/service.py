@@ -12,7 +12,7 @@ from eth_abi.abi import decode, encode
 from eth_hash.auto import keccak
 from prometheus_client import Counter
 
-from dul.contracts.typed_data import AccessRecord, AccessRequest, Domain
+from dul.contracts.typed_data import ACCESS_RECORD_ABI_TYPE, AccessRecord, AccessRequest, Domain
 from dul.domain import Decision, Operation, ReleaseKind, Tier
 from dul.signing import InvalidSignatureError, recover
 from ledger_gateway.chain_view import ChainView
@@ -30,11 +30,6 @@ from ledger_gateway.tokens import Token, TokenRole
 
 log = structlog.get_logger(__name__)
 
-ACCESS_RECORD_TYPE = (
-    "(bytes32,bytes32,bytes32,address,uint8,uint8,uint8,uint8,uint256,"
-    "bytes32,bytes32,uint32,bytes32,uint64,bytes32,bytes32,uint8)"
-)
-
 
 def _b32(value: str) -> bytes:
     return bytes.fromhex(value[2:])
@@ -47,7 +42,7 @@ def body_hash(body: AccessRequestIn) -> bytes:
 
 def _tier_and_operation(view: OperationView) -> tuple[Tier, Operation]:
     """Tier and operation of a stored access, read back from its encoded record."""
-    record = decode([ACCESS_RECORD_TYPE], view.payload)[0]
+    record = decode([ACCESS_RECORD_ABI_TYPE], view.payload)[0]
     return Tier(record[6]), Operation(record[7])
 
 
@@ -238,5 +233,5 @@ class AccessService:
             agreement_id=request.agreement_id,
             decision=outcome.decision,
             reasons=outcome.reasons,
-            record=encode([ACCESS_RECORD_TYPE], [record.as_abi()]),
+            record=record.encode(),
         )

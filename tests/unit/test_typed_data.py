@@ -16,6 +16,7 @@ from dul.contracts.typed_data import (
 from dul.domain import (
     ConsentPolicy,
     Decision,
+    DenyReason,
     Operation,
     Scenario,
     Tier,
@@ -90,3 +91,35 @@ def test_access_request_signature_recovers_and_another_chain_does_not() -> None:
     assert request.signer_of(signature, access_log_domain(1, REGISTRY)) != signer.address
     record = AccessRecord(request, signer.address, signature, Decision.GRANTED).as_abi()
     assert record[14] + record[15] + bytes([record[16]]) == signature
+
+
+def test_record_encoding_matches_eth_abi_and_the_contract_abi() -> None:
+    from eth_abi.abi import encode
+
+    from dul.contracts.typed_data import ACCESS_RECORD_ABI_TYPE
+    from ledger_gateway.submitter import ACCESS_RECORD_TYPE
+
+    signer = LocalSigner(KEY)
+    request = AccessRequest(
+        request_id=b"\x05" * 32,
+        agreement_id=b"\x06" * 32,
+        dataset_id=slug_id("omop-cdm"),
+        field_mask=2**255 + 3,
+        tier=Tier.IDENTIFIED,
+        operation=Operation.EXPORT_RESULT,
+        request_hash=b"\x09" * 32,
+        deadline=2**64 - 1,
+        authorization_ref=b"\x0a" * 32,
+    )
+    domain = access_log_domain(31337, REGISTRY)
+    record = AccessRecord(
+        request,
+        signer.address,
+        request.sign(signer, domain),
+        Decision.DENIED,
+        DenyReason.QUOTA_EXHAUSTED,
+        cohort_root=b"\x0b" * 32,
+        cohort_size=2**32 - 1,
+    )
+    assert ACCESS_RECORD_ABI_TYPE == ACCESS_RECORD_TYPE
+    assert record.encode() == encode([ACCESS_RECORD_ABI_TYPE], [record.as_abi()])
