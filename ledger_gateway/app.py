@@ -32,6 +32,9 @@ from ledger_gateway.tokens import TokenStore
 
 log = structlog.get_logger(__name__)
 
+METRICS_INTERVAL_S = 1.0
+"""How often the outbox depth and the submitter's counts are copied into the metrics."""
+
 
 async def _check_chain(
     rpc: RpcClient, deployment: Deployment, gateway: str, org: bytes
@@ -94,7 +97,10 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             ),
             metrics=metrics,
             readiness={"store": True, "contracts": False, "signer": False},
+            submitter=submitter,
         )
+        # --- metrics feed: the submitter's latencies observed as they are recorded ---
+        submitter.stats.submit_latency_s = metrics.latency_recorder()
         app.state.context = context
 
         async def check_until_ok() -> None:
@@ -112,11 +118,21 @@ def create_app(settings: GatewaySettings) -> FastAPI:
                     log.warning("gateway.chain_check_failed", error=str(exc))
                 await asyncio.sleep(2.0)
 
+        async def refresh_metrics() -> None:
+            """Outbox depth and submitter counts, also between scrapes (/metrics refreshes too)."""
+            while True:
+                try:
+                    await health.refresh_metrics(context)
+                except Exception as exc:  # the store may be unreachable; /readyz says so
+                    log.warning("gateway.metrics_refresh_failed", error=repr(exc))
+                await asyncio.sleep(METRICS_INTERVAL_S)
+
         tasks = [
             asyncio.create_task(check_until_ok(), name="gateway-chain-check"),
             asyncio.create_task(
                 view.follow(settings.refresh_interval_s), name="gateway-chain-view"
             ),
+            asyncio.create_task(refresh_metrics(), name="gateway-metrics"),
         ]
         await submitter.start()
         log.info(

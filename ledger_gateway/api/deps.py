@@ -11,11 +11,30 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from ledger_gateway.outbox import Outbox
 from ledger_gateway.service import AccessService
 from ledger_gateway.settings import GatewaySettings
+from ledger_gateway.submitter import Submitter, SubmitterStats
 from ledger_gateway.tokens import Token, TokenStore
+
+
+class ObservedLatencies(list[float]):
+    """`SubmitterStats.submit_latency_s` that also feeds a histogram: the submitter appends one
+    stored-to-confirmed time per mined transaction and trims the list, so only `append` sees
+    every value exactly once."""
+
+    def __init__(self, histogram: Histogram) -> None:
+        super().__init__()
+        self.histogram = histogram
+
+    def append(self, value: float) -> None:
+        self.histogram.observe(value)
+        super().append(value)
 
 
 @dataclass
 class Metrics:
+    """The gateway's Prometheus metrics. Request and decision metrics are updated inline;
+    submitter and outbox metrics are copied from `SubmitterStats` and the outbox by
+    `sync_submitter` / `queue_depth.set` (a background task of the app, and each scrape)."""
+
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
 
     def __post_init__(self) -> None:
@@ -33,6 +52,58 @@ class Metrics:
             "dul_gateway_request_seconds", "Request latency", ["route"], registry=r,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
         )  # fmt: skip
+        # --- submitter -----------------------------------------------------------------------
+        self.submission_latency = Histogram(
+            "dul_gateway_submission_seconds",
+            "Stored-to-confirmed seconds per mined transaction (from its oldest decision)",
+            registry=r,
+            buckets=(0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0),
+        )
+        self.confirmations = Counter(
+            "dul_gateway_confirmations",
+            "Operations settled on chain: confirmed (mined) or failed (refused by the chain)",
+            ["outcome"],
+            registry=r,
+        )
+        self.transactions_sent = Counter(
+            "dul_gateway_transactions_sent", "Signed transactions sent to the node", registry=r
+        )
+        self.resends = Counter(
+            "dul_gateway_transaction_resends",
+            "Transactions re-sent at the same nonce (stuck, or the node came back)",
+            registry=r,
+        )
+        self.reverted = Counter(
+            "dul_gateway_transactions_reverted", "Mined transactions that reverted", registry=r
+        )
+        self.chain_reachable = Gauge(
+            "dul_gateway_chain_reachable", "1 when the submitter reaches the chain node", registry=r
+        )
+        self.in_flight = Gauge(
+            "dul_gateway_transactions_in_flight", "Transactions sent and not yet mined", registry=r
+        )
+        self._seen: dict[str, int] = {}
+
+    def latency_recorder(self) -> ObservedLatencies:
+        """A list to put in `SubmitterStats.submit_latency_s`."""
+        return ObservedLatencies(self.submission_latency)
+
+    def _advance(self, counter: Counter, name: str, value: int) -> None:
+        seen = self._seen.get(name, 0)
+        if value > seen:
+            counter.inc(value - seen)
+        self._seen[name] = value  # a new submitter (stats back at 0) starts over
+
+    def sync_submitter(self, submitter: Submitter) -> None:
+        """Copy the submitter's cumulative counts into the counters, and its gauges."""
+        stats: SubmitterStats = submitter.stats
+        self._advance(self.confirmations.labels(outcome="confirmed"), "confirmed", stats.confirmed)
+        self._advance(self.confirmations.labels(outcome="failed"), "failed", stats.failed)
+        self._advance(self.transactions_sent, "sent", stats.transactions_sent)
+        self._advance(self.resends, "resends", stats.resends)
+        self._advance(self.reverted, "reverted", stats.reverted_transactions)
+        self.chain_reachable.set(1 if stats.chain_reachable else 0)
+        self.in_flight.set(submitter.in_flight)
 
 
 @dataclass
@@ -45,6 +116,8 @@ class GatewayContext:
     access: AccessService
     metrics: Metrics
     readiness: dict[str, bool] = field(default_factory=dict)
+    submitter: Submitter | None = None
+    """Read by /readyz (chain reachable) and /metrics; None in tests that build no submitter."""
 
 
 async def get_context(request: Request) -> GatewayContext:

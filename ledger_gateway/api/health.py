@@ -3,16 +3,34 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
+import structlog
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from ledger_gateway.api.deps import ContextDep
+from ledger_gateway.api.deps import ContextDep, GatewayContext
+
+log = structlog.get_logger(__name__)
 
 router = APIRouter(tags=["operations"])
 
-STALE_AFTER_S = 5.0
+STALE_AFTER_S = 3.0
+"""The chain view must have refreshed within this long (or 10 refresh intervals, if longer)."""
+
+
+def stale_after(context: GatewayContext) -> float:
+    return max(STALE_AFTER_S, 10 * context.settings.refresh_interval_s)
+
+
+async def refresh_metrics(context: GatewayContext) -> int:
+    """Bring the submitter and outbox metrics up to date; returns the outbox depth."""
+    if context.submitter is not None:
+        context.metrics.sync_submitter(context.submitter)
+    depth = await context.outbox.depth()
+    context.metrics.queue_depth.set(depth)
+    return depth
 
 
 @router.get("/healthz")
@@ -23,18 +41,30 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 async def readyz(context: ContextDep) -> JSONResponse:
-    """Chain reachable, contracts deployed, store writable: 200, else 503 naming what is not."""
-    view = context.access.view
-    checks = {"chain": time.monotonic() - view.last_refresh < STALE_AFTER_S, **context.readiness}
+    """Chain reachable (the chain view refreshed lately and the submitter reaches the node),
+    contracts deployed, signer authorized, store writable, submitter running: 200, else 503
+    with Retry-After, naming what is not."""
+    age = time.monotonic() - context.access.view.last_refresh
+    submitter = context.submitter
+    reachable = submitter is None or submitter.stats.chain_reachable
+    checks = {"chain": age < stale_after(context) and reachable, **context.readiness}
+    detail: dict[str, Any] = {"chain_view_age_s": round(min(age, 1e9), 3)}
+    if submitter is not None:
+        task = submitter.task
+        checks["submitter"] = task is not None and not task.done()
+        detail |= {
+            "chain_reachable": submitter.stats.chain_reachable,
+            "in_flight": submitter.in_flight,
+            "last_error": submitter.stats.last_error,
+        }
     try:
-        depth = await context.outbox.depth()
-        context.metrics.queue_depth.set(depth)
+        depth = await refresh_metrics(context)
     except Exception:  # an unreachable store is exactly what readiness reports
         checks["store"] = False
         depth = -1
     ready = all(checks.values())
     return JSONResponse(
-        {"ready": ready, "checks": checks, "outbox_depth": depth},
+        {"ready": ready, "checks": checks, "outbox_depth": depth, **detail},
         status_code=200 if ready else 503,
         headers=None if ready else {"Retry-After": "1"},
     )
@@ -42,4 +72,8 @@ async def readyz(context: ContextDep) -> JSONResponse:
 
 @router.get("/metrics")
 async def metrics(context: ContextDep) -> Response:
+    try:
+        await refresh_metrics(context)
+    except Exception as exc:  # a scrape still answers; the depth gauge keeps its last value
+        log.warning("metrics.refresh_failed", error=repr(exc))
     return Response(generate_latest(context.metrics.registry), media_type=CONTENT_TYPE_LATEST)
