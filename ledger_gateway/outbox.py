@@ -26,6 +26,9 @@ class OperationStatus(StrEnum):
 class OperationKind(StrEnum):
     ACCESS = "access"
     RELEASE = "release"
+    CALL = "call"
+    """Any other contract call the gateway relays with its own key (e.g. a steward's
+    agreement signature): `payload` is `call_payload(target, gas, data)`."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,36 @@ class NewRelease:
 
 
 @dataclass(frozen=True)
+class NewCall:
+    """A contract call the gateway relays with its own key (nonce from the same allocator)."""
+
+    key: bytes
+    """Idempotency key chosen by the caller (e.g. keccak of agreement, signer, signature)."""
+    body_hash: bytes
+    org: bytes
+    agreement_id: bytes
+    """The agreement the call is about (zero when none)."""
+    target: bytes
+    """20-byte address of the contract called."""
+    gas: int
+    data: bytes
+    """Full calldata, selector included."""
+
+
+CALL_HEAD = 28
+"""A CALL payload starts with the 20-byte target and the 8-byte gas limit."""
+
+
+def call_payload(target: bytes, gas: int, data: bytes) -> bytes:
+    return target + gas.to_bytes(8, "big") + data
+
+
+def split_call_payload(payload: bytes) -> tuple[bytes, int, bytes]:
+    """(target, gas, calldata) of a CALL operation's payload."""
+    return payload[:20], int.from_bytes(payload[20:CALL_HEAD], "big"), payload[CALL_HEAD:]
+
+
+@dataclass(frozen=True)
 class OperationView:
     """What the API answers about one recorded (or to-be-recorded) operation."""
 
@@ -70,7 +103,7 @@ class OperationView:
     reasons: tuple[DenyReason, ...]
     status: OperationStatus
     payload: bytes
-    """The encoded record (access) or call arguments (release) that go on chain."""
+    """The encoded record (access), call arguments (release) or `call_payload` (call)."""
     tx_hash: bytes | None
     block_number: int | None
     error: str | None
@@ -100,6 +133,10 @@ class Outbox(Protocol):
         ...
 
     async def add_release(self, release: NewRelease) -> Accepted: ...
+
+    async def add_call(self, call: NewCall) -> Accepted:
+        """Store one CALL operation (same idempotency and bound rules as accesses)."""
+        ...
 
     async def get(self, key: bytes) -> OperationView | None: ...
 

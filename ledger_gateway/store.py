@@ -37,10 +37,12 @@ from ledger_gateway.errors import ConflictError, UnavailableError
 from ledger_gateway.outbox import (
     Accepted,
     NewAccess,
+    NewCall,
     NewRelease,
     OperationKind,
     OperationStatus,
     OperationView,
+    call_payload,
 )
 
 log = structlog.get_logger(__name__)
@@ -344,6 +346,21 @@ class SqlOutbox:
             "status": OperationStatus.PENDING.value,
             "payload": release.call,
             "body_hash": release.body_hash,
+            "created_at": time.time(),
+        }
+        return (await self._submit([row]))[0]
+
+    async def add_call(self, call: NewCall) -> Accepted:
+        row = {
+            "key": call.key,
+            "kind": OperationKind.CALL.value,
+            "org": call.org,
+            "agreement_id": call.agreement_id,
+            "decision": None,
+            "reasons": "",
+            "status": OperationStatus.PENDING.value,
+            "payload": call_payload(call.target, call.gas, call.data),
+            "body_hash": call.body_hash,
             "created_at": time.time(),
         }
         return (await self._submit([row]))[0]

@@ -5,7 +5,8 @@ One asyncio task per signing key, two loops:
 - **batch loop** — reads PENDING operations in the order they were stored; runs of accesses go
   into one `recordAccesses` call (at most `max_batch` records, the 16.7M per-transaction gas
   cap and `max_body_bytes`, or whatever queued within `max_delay`), each release into its own
-  `releaseResult`. It takes the key's next nonce, signs, stores the signed transaction and
+  `releaseResult`, each CALL (e.g. a relayed agreement signature) into its own transaction to
+  the target it names. It takes the key's next nonce, signs, stores the signed transaction and
   marks its operations SUBMITTED in one database transaction, and only then sends. It does not
   wait for mining: up to `max_in_flight` transactions (nonces n, n+1, …) are in the pool at once.
 - **receipt loop** — polls the receipts of every in-flight transaction in one JSON-RPC batch;
@@ -36,9 +37,9 @@ from eth_hash.auto import keccak
 
 from dul.contracts.artifacts import load
 from dul.contracts.reverts import decode_revert
-from dul.signing import Signer
+from dul.signing import Signer, checksum_address
 from ledger_gateway.nonces import NonceAllocator
-from ledger_gateway.outbox import OperationKind
+from ledger_gateway.outbox import OperationKind, split_call_payload
 from ledger_gateway.rpc import ChainUnavailableError, RpcClient, RpcError, to_hex
 from ledger_gateway.store import PendingOp, SqlOutbox, StoredTx
 
@@ -268,8 +269,8 @@ class Submitter:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.outbox.new_pending.wait(), s.idle_poll)
             return
-        if ops[0].kind is OperationKind.RELEASE:
-            await self._submit([ops[0]], OperationKind.RELEASE)
+        if ops[0].kind is not OperationKind.ACCESS:
+            await self._submit([ops[0]], ops[0].kind)
             return
         batch: list[PendingOp] = []
         for op in ops:
@@ -284,7 +285,15 @@ class Submitter:
             return
         await self._submit(batch, OperationKind.ACCESS)
 
+    def _target(self, ops: Sequence[PendingOp], kind: OperationKind) -> str:
+        if kind is OperationKind.CALL:
+            return checksum_address(split_call_payload(ops[0].payload)[0])
+        return self.access_log
+
     def _calldata(self, ops: Sequence[PendingOp], kind: OperationKind) -> tuple[bytes, int]:
+        if kind is OperationKind.CALL:
+            _, gas, data = split_call_payload(ops[0].payload)
+            return data, gas
         if kind is OperationKind.RELEASE:
             return RELEASE_RESULT + ops[0].payload, self.settings.gas_release
         gas = min(TX_GAS_CAP, self.settings.gas_base + self._gas_per_record * len(ops))
@@ -295,7 +304,7 @@ class Submitter:
         nonce = self.nonces.peek()
         raw = self.signer.sign_transaction(
             {
-                "to": self.access_log,
+                "to": self._target(ops, kind),
                 "data": data,
                 "gas": gas,
                 "gasPrice": 0,
@@ -383,10 +392,11 @@ class Submitter:
 
     # --- reverts -----------------------------------------------------------------------------
 
-    async def _simulate(self, data: bytes) -> str | None:
-        """None when `data` would succeed now; else the custom error's name."""
+    async def _simulate(self, data: bytes, to: str | None = None) -> str | None:
+        """None when `data` would succeed now (sent to `to`, default AccessLog); else the
+        custom error's name."""
         try:
-            await self.rpc.call(self.access_log, data, sender=self.sender)
+            await self.rpc.call(to or self.access_log, data, sender=self.sender)
         except RpcError as exc:
             raw = exc.revert_data
             decoded = decode_revert(raw) if raw else None
@@ -428,6 +438,10 @@ class Submitter:
         records = [ops[k].payload for k in tx.keys]
         if tx.kind is OperationKind.RELEASE:
             error = await self._simulate(RELEASE_RESULT + records[0])
+            bad = {0: error} if error is not None else {}
+        elif tx.kind is OperationKind.CALL:
+            target, _, data = split_call_payload(records[0])
+            error = await self._simulate(data, to_hex(target))
             bad = {0: error} if error is not None else {}
         else:
             bad = await self._bisect(records)
