@@ -18,7 +18,7 @@ from dul.contracts.ledger import CONTRACT_NAMES, Deployment
 from dul.contracts.typed_data import access_log_domain
 from dul.domain import Role, slug_id
 from dul.keys import KeyStore
-from ledger_gateway.api import access, health, problems
+from ledger_gateway.api import access, agreements, datasets, health, problems
 from ledger_gateway.api.deps import GatewayContext, Metrics
 from ledger_gateway.api.middleware import RequestLog
 from ledger_gateway.chain_view import ChainView
@@ -162,5 +162,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     problems.install(app)
     app.include_router(access.router)
     app.include_router(health.router)
+    app.include_router(agreements.router)
+    app.include_router(datasets.router)
     app.add_middleware(RequestLog, metrics=metrics)
     return app

@@ -8,14 +8,24 @@ answer = client.request_access(signed, wait=True)
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import httpx
+from web3 import Web3
+from web3.exceptions import ContractCustomError, ContractLogicError
 
+from dul.contracts.reverts import decode_revert
 from dul.contracts.typed_data import AccessRequest, Domain
-from dul.errors import DulError
-from dul.signing import Signer
+from dul.errors import DulError, TransactionError
+from dul.signing import Signer, typed_data_digest
 from ledger_gateway.models import AccessBatchOut, AccessOut, AccessRequestIn, ReleaseOut
+from ledger_gateway.steward import (
+    AgreementOut,
+    SignatureIn,
+    SignatureOut,
+    SignedTransactionIn,
+    TransactionOut,
+)
 
 
 class GatewayClientError(DulError):
@@ -130,3 +140,106 @@ class GatewayClient:
         response = self._http.get("/readyz")
         result: dict[str, Any] = response.json()
         return result
+
+
+# --------------------------------------------------------------------------- steward flows
+# A steward's key never travels: transactions that need the steward as msg.sender are built and
+# signed here, on the steward's machine, and the gateway only relays the bytes.
+
+
+def sign_steward_call(
+    w3: Web3, signer: Signer, to: str, data: bytes, *, gas: int | None = None
+) -> bytes:
+    """Sign a call of `to` as `signer`, locally: nonce from the chain, gas price 0, gas from
+    eth_estimateGas — which also surfaces the contract's refusal (`TransactionError` with the
+    custom error name as `code`) before anything is signed. `gas` skips the estimate."""
+    tx: dict[str, Any] = {
+        "from": signer.address,
+        "to": Web3.to_checksum_address(to),
+        "data": "0x" + data.hex(),
+        "value": 0,
+    }
+    if gas is None:
+        try:
+            estimate = w3.eth.estimate_gas(tx)  # type: ignore[arg-type]
+        except (ContractCustomError, ContractLogicError) as exc:
+            raw = exc.data.get("data") if isinstance(exc.data, dict) else exc.data
+            decoded = (
+                decode_revert(bytes.fromhex(raw[2:]))
+                if isinstance(raw, str) and raw.startswith("0x")
+                else None
+            )
+            if decoded is None:
+                raise TransactionError(
+                    f"the chain refuses this call: {exc}", code="reverted"
+                ) from None
+            raise TransactionError(
+                f"the chain refuses this call: {decoded.describe()}", code=decoded.name
+            ) from None
+        gas = estimate + estimate // 5 + 10_000
+    tx.update(
+        gas=gas,
+        gasPrice=0,
+        nonce=w3.eth.get_transaction_count(signer.address, "pending"),
+        chainId=w3.eth.chain_id,
+    )
+    tx.pop("from")
+    return signer.sign_transaction(tx)
+
+
+class StewardClient(GatewayClient):
+    """The gateway's steward endpoints (a steward token)."""
+
+    def __enter__(self) -> StewardClient:
+        return self
+
+    def get_agreement(self, agreement_id: str) -> AgreementOut:
+        return AgreementOut.model_validate(self._send("GET", f"/v1/agreements/{agreement_id}"))
+
+    def typed_data(self, agreement_id: str) -> dict[str, Any]:
+        data: dict[str, Any] = self._send("GET", f"/v1/agreements/{agreement_id}/typed-data")
+        return data
+
+    def add_signature(
+        self, agreement_id: str, signer: str, signature: bytes, *, wait: bool = False
+    ) -> SignatureOut:
+        body = SignatureIn(signer=signer, signature=_hex(signature))
+        data = self._send(
+            "POST",
+            f"/v1/agreements/{agreement_id}/signatures",
+            json=body.model_dump(),
+            params=self._wait(wait),
+        )
+        return SignatureOut.model_validate(data)
+
+    def sign_agreement(
+        self, agreement_id: str, signer: Signer, *, wait: bool = False
+    ) -> SignatureOut:
+        """Fetch the typed data, hash it here (what is signed is what was fetched), sign
+        locally and post the signature; the gateway re-checks it against the chain's digest."""
+        digest = typed_data_digest(self.typed_data(agreement_id))
+        return self.add_signature(
+            agreement_id, signer.address, signer.sign_digest(digest), wait=wait
+        )
+
+    def _relay(self, path: str, raw: bytes, wait: bool) -> TransactionOut:
+        body = SignedTransactionIn(signed_transaction=_hex(raw))
+        data = self._send("POST", path, json=body.model_dump(), params=self._wait(wait))
+        return TransactionOut.model_validate(data)
+
+    def propose(self, signed_transaction: bytes, *, wait: bool = False) -> TransactionOut:
+        """Relay a signed `propose` or `amend`."""
+        return self._relay("/v1/agreements", signed_transaction, wait)
+
+    def lifecycle(
+        self,
+        step: Literal["suspend", "resume", "revoke"],
+        agreement_id: str,
+        signed_transaction: bytes,
+        *,
+        wait: bool = False,
+    ) -> TransactionOut:
+        return self._relay(f"/v1/agreements/{agreement_id}/{step}", signed_transaction, wait)
+
+    def register_dataset(self, signed_transaction: bytes, *, wait: bool = False) -> TransactionOut:
+        return self._relay("/v1/datasets", signed_transaction, wait)

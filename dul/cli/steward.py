@@ -1,0 +1,626 @@
+"""`dul steward …`: a hospital's data steward registers datasets and runs agreements through
+the gateway. Every signature and transaction is made here with the steward's keystore; only
+signed bytes go to the gateway, which checks and relays them (the key never travels).
+
+Drafts are JSON or TOML; `agreement draft` turns one with defaults and names into an explicit
+draft (nonce, window and deadline fixed) that `agreement submit` proposes unchanged:
+
+    holder = "hospital-a"              requester = "institute"
+    scenario = "RESEARCH"              max_tier = "DEIDENTIFIED"
+    operations = ["QUERY", "EXPORT_RESULT"]
+    quota = 1000                       days = 365          # or valid_from / valid_until
+    duo_codes = ["DUO:0000042", "DUO:0000046"]
+    [[datasets]]
+    id = "hospital-a/omop-cdm"
+    fields = ["person.year_of_birth", 2]   # names, indices, or field_mask = 0x1e
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+import tomllib
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import httpx
+import typer
+from eth_hash.auto import keccak
+
+from dul.cli.common import cli_errors, console, emit_json, err_console, home
+from dul.contracts.ledger import Ledger
+from dul.contracts.session import open_ledger, unlock
+from dul.contracts.typed_data import AgreementTerms, agreement_domain
+from dul.domain import ConsentPolicy, Operation, Scenario, Tier, operations_mask, slug_id, slug_of
+from dul.errors import ConfigError, DulError
+from dul.signing import Signer, typed_data_digest
+from ledger_gateway.client import StewardClient, sign_steward_call
+from ledger_gateway.relay import function
+from ledger_gateway.steward import DATASET_TOPIC, DATASET_TYPES, AgreementOut, TransactionOut
+
+app = typer.Typer(
+    help="Data steward: datasets and agreements through the gateway; keys stay here.",
+    no_args_is_help=True,
+)
+dataset_app = typer.Typer(help="Register datasets.", no_args_is_help=True)
+agreement_app = typer.Typer(
+    help="Draft, submit, sign, suspend, resume, revoke and show agreements.", no_args_is_help=True
+)
+app.add_typer(dataset_app, name="dataset")
+app.add_typer(agreement_app, name="agreement")
+
+DEFAULT_GATEWAY = "http://127.0.0.1:8700"
+GatewayOption = Annotated[
+    str, typer.Option("--gateway", envvar="DUL_GATEWAY_URL", help="Gateway base URL.")
+]
+TokenOption = Annotated[
+    str,
+    typer.Option(
+        "--token", envvar="DUL_GATEWAY_TOKEN", help="Steward API token (dul admin token)."
+    ),
+]
+KeyOption = Annotated[str, typer.Option("--key", help="Keystore that signs (the steward's).")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+WaitOption = Annotated[
+    bool, typer.Option("--wait/--no-wait", help="Wait until the transaction is mined.")
+]
+
+
+@contextlib.contextmanager
+def _gateway(url: str, token: str) -> Iterator[StewardClient]:
+    """A steward client; an unreachable gateway is one clear error, not a traceback."""
+    try:
+        client = StewardClient(url, token)
+        try:
+            yield client
+        finally:
+            client.close()
+    except httpx.HTTPError as exc:
+        raise DulError(f"no gateway answers at {url}: {exc}", code="gateway_unreachable") from None
+
+
+def _id32(value: str) -> bytes:
+    """A 0x-hex bytes32, or a slug (organization or dataset id)."""
+    if value.startswith("0x") and len(value) == 66:
+        try:
+            return bytes.fromhex(value[2:])
+        except ValueError:
+            pass
+    try:
+        return slug_id(value)
+    except ValueError as exc:
+        raise ConfigError(str(exc), code="invalid_id") from None
+
+
+def _agreement_id(value: str) -> str:
+    if not (value.startswith("0x") and len(value) == 66):
+        raise ConfigError(f"{value!r} is not a 0x-prefixed 32-byte agreement id", code="invalid_id")
+    return value.lower()
+
+
+def _enum(kind: type[Any], value: Any, what: str) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return kind(value)
+    try:
+        return kind[str(value).upper().replace("-", "_")]
+    except KeyError:
+        choices = ", ".join(m.name for m in kind)
+        raise ConfigError(
+            f"unknown {what} {value!r}; one of {choices}", code="invalid_draft"
+        ) from None
+
+
+def _time(value: Any, what: str) -> int:
+    """Unix seconds from an integer or an ISO 8601 date / date-time (UTC when no zone)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, datetime):
+        moment = value
+    else:
+        try:
+            moment = datetime.fromisoformat(str(value))
+        except ValueError:
+            raise ConfigError(f"{what} {value!r} is neither unix seconds nor an ISO date",
+                              code="invalid_draft") from None  # fmt: skip
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp())
+
+
+def _duo(value: Any) -> int:
+    text = str(value).upper().removeprefix("DUO:")
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(
+            f"bad DUO code {value!r} (e.g. DUO:0000042)", code="invalid_draft"
+        ) from None
+
+
+def _bytes32(value: Any, what: str) -> bytes:
+    text = str(value)
+    if text.startswith("0x") and len(text) == 66:
+        with contextlib.suppress(ValueError):
+            return bytes.fromhex(text[2:])
+    raise ConfigError(f"{what} must be 0x-prefixed 32 bytes", code="invalid_draft")
+
+
+def dataset_fields(ledger: Ledger, dataset: bytes) -> list[str]:
+    """Field names of a registered dataset, from its DatasetRegistered event."""
+    from eth_abi.abi import decode
+
+    logs = ledger.w3.eth.get_logs(
+        {
+            "address": ledger.deployment.address("DatasetRegistry"),
+            "fromBlock": 0,
+            "toBlock": "latest",
+            "topics": ["0x" + DATASET_TOPIC.hex(), "0x" + dataset.hex()],
+        }
+    )
+    if not logs:
+        raise ConfigError(f"dataset {slug_of(dataset)} is not registered", code="unknown_dataset")
+    _, _, fields = decode(DATASET_TYPES, bytes(logs[0]["data"]))
+    return [str(f) for f in fields]
+
+
+def _mask(entry: dict[str, Any], dataset: bytes, ledger: Ledger | None) -> int:
+    if "field_mask" in entry:
+        mask = entry["field_mask"]
+        return int(mask, 0) if isinstance(mask, str) else int(mask)
+    names: list[str] | None = None
+    mask = 0
+    for item in entry.get("fields", []):
+        if isinstance(item, int):
+            mask |= 1 << item
+            continue
+        if names is None:
+            if ledger is None:
+                raise ConfigError("field names need the chain (dul chain up or DUL_RPC_URL)")
+            names = dataset_fields(ledger, dataset)
+        if item not in names:
+            raise ConfigError(f"{slug_of(dataset)} has no field {item!r}", code="invalid_draft")
+        mask |= 1 << names.index(item)
+    if mask == 0:
+        raise ConfigError(f"dataset {slug_of(dataset)}: no fields given", code="invalid_draft")
+    return mask
+
+
+def build_terms(draft: dict[str, Any], ledger: Ledger | None = None) -> AgreementTerms:
+    """AgreementTerms from a draft (names, dates and defaults allowed)."""
+    now = int(time.time())
+    try:
+        datasets = draft["datasets"]
+        holder, requester = _id32(draft["holder"]), _id32(draft["requester"])
+    except KeyError as exc:
+        raise ConfigError(f"the draft needs {exc.args[0]!r}", code="invalid_draft") from None
+    ids = tuple(_id32(str(d["id"])) for d in datasets)
+    valid_from = _time(draft.get("valid_from", now), "valid_from")
+    if "valid_until" in draft:
+        valid_until = _time(draft["valid_until"], "valid_until")
+    else:
+        valid_until = valid_from + int(draft.get("days", 365)) * 86_400
+    operations = draft.get("operations", ["QUERY"])
+    if isinstance(operations, list):
+        operations = operations_mask(*(_enum(Operation, o, "operation") for o in operations))
+    terms_hash = draft.get("terms_hash")
+    return AgreementTerms(
+        holder=holder,
+        requester=requester,
+        datasets=ids,
+        field_masks=tuple(_mask(d, i, ledger) for d, i in zip(datasets, ids, strict=True)),
+        scenario=_enum(Scenario, draft.get("scenario", "RESEARCH"), "scenario"),
+        max_tier=_enum(Tier, draft.get("max_tier", "AGGREGATE"), "tier"),
+        operations=int(operations),
+        valid_from=valid_from,
+        valid_until=valid_until,
+        quota=int(draft.get("quota", 1000)),
+        consent_policy=_enum(ConsentPolicy, draft.get("consent_policy", "NONE"), "consent policy"),
+        terms_hash=_bytes32(terms_hash, "terms_hash") if terms_hash else bytes(32),
+        nonce=int(draft.get("nonce", time.time_ns())),
+        deadline=_time(draft.get("deadline", now + 7 * 86_400), "deadline"),
+        duo_codes=tuple(_duo(c) for c in draft.get("duo_codes", [])),
+        disease_code=_bytes32(draft["disease_code"], "disease_code")
+        if draft.get("disease_code") else bytes(32),
+        ethics_approval=_bytes32(draft["ethics_approval"], "ethics_approval")
+        if draft.get("ethics_approval") else bytes(32),
+    )  # fmt: skip
+
+
+def draft_of(terms: AgreementTerms) -> dict[str, Any]:
+    """The explicit draft of `terms` (what `submit` reads back to the same id)."""
+    return {
+        "holder": slug_of(terms.holder),
+        "requester": slug_of(terms.requester),
+        "datasets": [
+            {"id": slug_of(d), "field_mask": hex(m)}
+            for d, m in zip(terms.datasets, terms.field_masks, strict=True)
+        ],
+        "scenario": terms.scenario.name,
+        "max_tier": terms.max_tier.name,
+        "operations": [o.name for o in Operation if terms.operations >> o & 1],
+        "consent_policy": terms.consent_policy.name,
+        "valid_from": terms.valid_from,
+        "valid_until": terms.valid_until,
+        "quota": terms.quota,
+        "terms_hash": "0x" + terms.terms_hash.hex(),
+        "nonce": terms.nonce,
+        "deadline": terms.deadline,
+        "duo_codes": [f"DUO:{c:07d}" for c in terms.duo_codes],
+        "disease_code": "0x" + terms.disease_code.hex(),
+        "ethics_approval": "0x" + terms.ethics_approval.hex(),
+    }
+
+
+def _read_draft(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}", code="invalid_draft") from None
+    try:
+        data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+    except (ValueError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path} is not valid {path.suffix[1:] or 'JSON'}: {exc}",
+                          code="invalid_draft") from None  # fmt: skip
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold one object", code="invalid_draft")
+    return data
+
+
+def _date(value: int) -> str:
+    return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def summary(message: dict[str, Any]) -> list[str]:
+    """What a party signs, in words: shown before the key is used."""
+    ops = int(message["operations"])
+    lines = [
+        f"agreement   {message['id']} (version {message['version']})",
+        f"holder      {slug_of(bytes.fromhex(message['holder'][2:]))}",
+        f"requester   {slug_of(bytes.fromhex(message['requester'][2:]))}",
+        f"scenario    {Scenario(int(message['scenario'])).name}"
+        + "".join(f" DUO:{int(c):07d}" for c in message["duoCodes"]),
+        f"max tier    {Tier(int(message['maxTier'])).name}",
+        f"operations  {', '.join(o.name for o in Operation if ops >> o & 1)}",
+        f"window      {_date(int(message['validFrom']))} .. {_date(int(message['validUntil']))}",
+        f"quota       {message['quota']} accesses",
+        f"consent     {ConsentPolicy(int(message['consentPolicy'])).name}",
+        f"terms hash  {message['termsHash']}",
+        f"sign by     {_date(int(message['deadline']))}",
+    ]
+    for dataset, mask in zip(message["datasets"], message["fieldMasks"], strict=True):
+        lines.append(f"dataset     {slug_of(bytes.fromhex(dataset[2:]))} fields {hex(int(mask))}")
+    return lines
+
+
+def _relayed(answer: TransactionOut, json_output: bool, **facts: Any) -> None:
+    out = {**answer.model_dump(exclude_none=True), **facts}
+    if json_output:
+        emit_json(out)
+    else:
+        console.print(" ".join(f"{k}={v}" for k, v in out.items()), highlight=False)
+
+
+# --------------------------------------------------------------------------- datasets
+
+
+@dataset_app.command("register")
+@cli_errors
+def dataset_register(
+    dataset: Annotated[str, typer.Argument(help="Dataset id (slug up to 32 bytes, or 0x-hex).")],
+    holder: Annotated[str, typer.Option(help="Holder organization (the steward's).")],
+    field: Annotated[
+        list[str] | None, typer.Option("--field", help="Field name, in index order; repeat.")
+    ] = None,
+    fields_file: Annotated[
+        Path | None, typer.Option(help="File with one field name per line.")
+    ] = None,
+    schema: Annotated[str, typer.Option(help="Schema reference text, hashed.")] = "OMOP CDM 5.4",
+    max_tier: Annotated[str, typer.Option(help="Most sensitive tier offered.")] = "DEIDENTIFIED",
+    key: KeyOption = "steward",
+    gateway: GatewayOption = DEFAULT_GATEWAY,
+    token: TokenOption = "",
+    wait: WaitOption = True,
+    json_output: JsonOption = False,
+) -> None:
+    """Register a dataset (described, never stored): signed here, relayed by the gateway."""
+    names = list(field or [])
+    if fields_file is not None:
+        names += [n.strip() for n in fields_file.read_text().splitlines() if n.strip()]
+    if not names:
+        raise ConfigError("give the dataset's fields (--field … or --fields-file)")
+    h = home()
+    ledger = open_ledger(h)
+    data = function("DatasetRegistry", "registerDataset").encode(
+        _id32(dataset),
+        _id32(holder),
+        keccak(schema.encode()),
+        names,
+        int(_enum(Tier, max_tier, "tier")),
+    )
+    raw = sign_steward_call(
+        ledger.w3, unlock(h, key), ledger.deployment.address("DatasetRegistry"), data
+    )
+    with _gateway(gateway, token) as client:
+        _relayed(client.register_dataset(raw, wait=wait), json_output, fields=len(names))
+
+
+# --------------------------------------------------------------------------- agreements
+
+
+@agreement_app.command("draft")
+@cli_errors
+def agreement_draft(
+    file: Annotated[Path | None, typer.Argument(help="Draft file, JSON or TOML.")] = None,
+    holder: Annotated[str | None, typer.Option(help="Holder organization.")] = None,
+    requester: Annotated[str | None, typer.Option(help="Requesting organization.")] = None,
+    dataset: Annotated[
+        list[str] | None,
+        typer.Option("--dataset", help="DATASET=FIELD,FIELD… (names or indices); repeat."),
+    ] = None,
+    scenario: Annotated[str | None, typer.Option(help="e.g. RESEARCH, AI_TRAINING.")] = None,
+    max_tier: Annotated[str | None, typer.Option(help="e.g. DEIDENTIFIED.")] = None,
+    operation: Annotated[
+        list[str] | None, typer.Option("--operation", help="QUERY, TRAIN, EXPORT_RESULT; repeat.")
+    ] = None,
+    quota: Annotated[int | None, typer.Option(help="Access quota.")] = None,
+    days: Annotated[int | None, typer.Option(help="Validity from now, in days.")] = None,
+    duo: Annotated[list[str] | None, typer.Option("--duo", help="DUO code; repeat.")] = None,
+    consent_policy: Annotated[str | None, typer.Option(help="NONE, COHORT_CONSENT, …")] = None,
+    terms_file: Annotated[
+        Path | None, typer.Option(help="The agreement's legal text; its keccak256 is signed.")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Write the explicit draft here.")] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Build an agreement's terms: prints its id and the EIP-712 typed data to be signed."""
+    draft = _read_draft(file) if file is not None else {}
+    overrides: dict[str, Any] = {
+        "holder": holder,
+        "requester": requester,
+        "scenario": scenario,
+        "max_tier": max_tier,
+        "operations": operation,
+        "quota": quota,
+        "days": days,
+        "duo_codes": duo,
+        "consent_policy": consent_policy,
+    }
+    draft.update({k: v for k, v in overrides.items() if v})
+    if dataset:
+        entries = []
+        for spec in dataset:
+            name, _, fields = spec.partition("=")
+            items: list[Any] = [int(f) if f.isdigit() else f for f in fields.split(",") if f]
+            entries.append({"id": name, "fields": items})
+        draft["datasets"] = entries
+    if terms_file is not None:
+        draft["terms_hash"] = "0x" + keccak(terms_file.read_bytes()).hex()
+    h = home()
+    ledger = None
+    with contextlib.suppress(DulError):
+        ledger = open_ledger(h)
+    terms = build_terms(draft, ledger)
+    explicit = draft_of(terms)
+    if out is not None:
+        out.write_text(json.dumps(explicit, indent=2) + "\n")
+    result: dict[str, Any] = {"agreement_id": "0x" + terms.agreement_id.hex(), "draft": explicit}
+    if ledger is not None:
+        domain = agreement_domain(ledger.chain_id, ledger.deployment.address("AgreementRegistry"))
+        result["typed_data"] = terms.typed_data(domain)
+        result["digest"] = "0x" + terms.digest(domain).hex()
+    if json_output:
+        emit_json(result)
+        return
+    console.print(f"agreement id {result['agreement_id']}", highlight=False)
+    if "typed_data" in result:
+        for line in summary(result["typed_data"]["message"]):
+            console.print(line, highlight=False)
+        console.print(json.dumps(result["typed_data"], indent=2), highlight=False)
+    if out is not None:
+        console.print(f"draft written to {out}; propose it with `dul steward agreement submit`")
+
+
+@agreement_app.command("submit")
+@cli_errors
+def agreement_submit(
+    file: Annotated[Path, typer.Argument(help="Draft file (from `agreement draft --out`).")],
+    amends: Annotated[
+        str | None, typer.Option(help="Propose as the next version of this agreement.")
+    ] = None,
+    key: KeyOption = "steward",
+    gateway: GatewayOption = DEFAULT_GATEWAY,
+    token: TokenOption = "",
+    wait: WaitOption = True,
+    json_output: JsonOption = False,
+) -> None:
+    """Propose (or amend) an agreement: signed here as the holder's steward, relayed."""
+    h = home()
+    ledger = open_ledger(h)
+    terms = build_terms(_read_draft(file), ledger)
+    if amends is None:
+        data = function("AgreementRegistry", "propose").encode(terms.as_abi())
+    else:
+        previous = bytes.fromhex(_agreement_id(amends)[2:])
+        data = function("AgreementRegistry", "amend").encode(previous, terms.as_abi())
+    raw = sign_steward_call(
+        ledger.w3, unlock(h, key), ledger.deployment.address("AgreementRegistry"), data
+    )
+    with _gateway(gateway, token) as client:
+        _relayed(client.propose(raw, wait=wait), json_output)
+
+
+@agreement_app.command("sign")
+@cli_errors
+def agreement_sign(
+    agreement: Annotated[str, typer.Argument(help="Agreement id (0x…).")],
+    key: KeyOption = "steward",
+    yes: Annotated[bool, typer.Option("--yes", help="Sign without asking.")] = False,
+    gateway: GatewayOption = DEFAULT_GATEWAY,
+    token: TokenOption = "",
+    wait: WaitOption = True,
+    json_output: JsonOption = False,
+) -> None:
+    """Sign an agreement's EIP-712 data with your key, after reading what it says."""
+    agreement = _agreement_id(agreement)
+    h = home()
+    with _gateway(gateway, token) as client:
+        typed = client.typed_data(agreement)
+        message = typed.get("message", {})
+        if str(message.get("id", "")).lower() != agreement:
+            raise DulError(
+                "the gateway sent typed data of another agreement", code="bad_typed_data"
+            )
+        _check_domain(typed)
+        if not json_output:
+            for line in summary(message):
+                console.print(line, highlight=False)
+        if not yes and not typer.confirm("Sign this agreement?"):
+            raise typer.Exit(1)
+        signer: Signer = unlock(h, key)
+        digest = typed_data_digest(typed)
+        answer = client.add_signature(
+            agreement, signer.address, signer.sign_digest(digest), wait=wait
+        )
+    out = answer.model_dump(exclude_none=True)
+    if json_output:
+        emit_json(out)
+    else:
+        console.print(" ".join(f"{k}={v}" for k, v in out.items()), highlight=False)
+
+
+def _check_domain(typed: dict[str, Any]) -> None:
+    """When this machine has the deployment manifest, the typed data must be for its chain
+    and registry (a signature for another chain or contract would be worthless or worse)."""
+    from dul.contracts.ledger import Deployment
+
+    try:
+        deployment = Deployment.load(home().deployment)
+    except DulError:
+        err_console.print("note: no deployment manifest here; the signing domain is unchecked")
+        return
+    domain = typed.get("domain", {})
+    registry = deployment.address("AgreementRegistry")
+    contract = str(domain.get("verifyingContract", ""))
+    if domain.get("chainId") != deployment.chain_id or contract.lower() != registry.lower():
+        raise DulError(
+            f"typed data is for chain {domain.get('chainId')} contract "
+            f"{domain.get('verifyingContract')}, not this ledger's registry {registry}",
+            code="bad_typed_data",
+        )
+
+
+def _lifecycle(
+    step: Literal["suspend", "resume", "revoke"],
+    agreement: str,
+    reason: str | None,
+    key: str,
+    gateway: str,
+    token: str,
+    wait: bool,
+    json_output: bool,
+) -> None:
+    agreement = _agreement_id(agreement)
+    agreement_bytes = bytes.fromhex(agreement[2:])
+    fn = function("AgreementRegistry", step)
+    if step == "resume":
+        data = fn.encode(agreement_bytes)
+    else:
+        text = (reason or "").encode()
+        data = fn.encode(
+            agreement_bytes, text.ljust(32, b"\0") if len(text) <= 32 else keccak(text)
+        )
+    h = home()
+    ledger = open_ledger(h)
+    raw = sign_steward_call(
+        ledger.w3, unlock(h, key), ledger.deployment.address("AgreementRegistry"), data
+    )
+    with _gateway(gateway, token) as client:
+        _relayed(client.lifecycle(step, agreement, raw, wait=wait), json_output)
+
+
+ReasonOption = Annotated[
+    str | None, typer.Option(help="Why (up to 32 bytes kept as text, longer text hashed).")
+]
+
+
+@agreement_app.command("suspend")
+@cli_errors
+def agreement_suspend(
+    agreement: str,
+    reason: ReasonOption = None,
+    key: KeyOption = "steward",
+    gateway: GatewayOption = DEFAULT_GATEWAY,
+    token: TokenOption = "",
+    wait: WaitOption = True,
+    json_output: JsonOption = False,
+) -> None:
+    """Suspend an active agreement (a steward of either party)."""
+    _lifecycle("suspend", agreement, reason, key, gateway, token, wait, json_output)
+
+
+@agreement_app.command("resume")
+@cli_errors
+def agreement_resume(
+    agreement: str,
+    key: KeyOption = "steward",
+    gateway: GatewayOption = DEFAULT_GATEWAY,
+    token: TokenOption = "",
+    wait: WaitOption = True,
+    json_output: JsonOption = False,
+) -> None:
+    """Resume a suspended agreement."""
+    _lifecycle("resume", agreement, None, key, gateway, token, wait, json_output)
+
+
+@agreement_app.command("revoke")
+@cli_errors
+def agreement_revoke(
+    agreement: str,
+    reason: ReasonOption = None,
+    key: KeyOption = "steward",
+    gateway: GatewayOption = DEFAULT_GATEWAY,
+    token: TokenOption = "",
+    wait: WaitOption = True,
+    json_output: JsonOption = False,
+) -> None:
+    """Revoke an agreement for good (the holder's steward)."""
+    _lifecycle("revoke", agreement, reason, key, gateway, token, wait, json_output)
+
+
+@agreement_app.command("show")
+@cli_errors
+def agreement_show(
+    agreement: str,
+    gateway: GatewayOption = DEFAULT_GATEWAY,
+    token: TokenOption = "",
+    json_output: JsonOption = False,
+) -> None:
+    """An agreement's terms, versions, status, signers and quota used."""
+    with _gateway(gateway, token) as client:
+        found: AgreementOut = client.get_agreement(_agreement_id(agreement))
+    if json_output:
+        emit_json(found.model_dump())
+        return
+    lines = [
+        f"agreement   {found.agreement_id} (version {found.version})",
+        f"status      {found.status}",
+        f"parties     {found.holder} -> {found.requester}",
+        f"scenario    {found.scenario} {' '.join(found.duo_codes)}",
+        f"max tier    {found.max_tier}; operations {', '.join(found.operations)}",
+        f"window      {_date(found.valid_from)} .. {_date(found.valid_until)}",
+        f"quota       {found.quota_used} of {found.quota} used",
+        f"signed by   holder {found.signers['holder'] or '-'}, "
+        f"requester {found.signers['requester'] or '-'}",
+    ]
+    lines += [
+        f"dataset     {d.dataset}: {', '.join(d.fields) or d.field_mask}" for d in found.datasets
+    ]
+    if len(found.versions) > 1 or found.superseded_by:
+        chain = " -> ".join(f"v{v.version} {v.agreement_id[:10]}…" for v in found.versions)
+        lines.append(f"versions    {chain}" + (f" (superseded by {found.superseded_by})"
+                                                if found.superseded_by else ""))  # fmt: skip
+    for line in lines:
+        console.print(line, highlight=False)
