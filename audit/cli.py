@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import threading
+from pathlib import Path
 from typing import Annotated, Any
 
 import structlog
@@ -18,13 +19,14 @@ from dul.errors import DulError
 log = structlog.get_logger("audit.cli")
 
 app = typer.Typer(
-    help="The audit trail: index the chain into the audit store.", no_args_is_help=True
+    help="The audit trail: index the chain, query provenance, verify, export, report.",
+    no_args_is_help=True,
 )
 
 
 @app.callback()
 def audit() -> None:
-    """The audit trail: index the chain into the audit store."""
+    """The audit trail: index the chain, query provenance, verify, export, report."""
 
 
 @app.command("index")
@@ -90,6 +92,250 @@ def index(
             + (f", {summary.reorgs} reorg(s) rolled back" if summary.reorgs else "")
             + ")"
         )
+
+
+# --- regulator commands: serve, provenance, verify, export, report -------------------------
+
+
+DatabaseOption = Annotated[
+    str | None,
+    typer.Option(help="store URL (default: DUL_AUDIT_DATABASE_URL or sqlite in DUL_HOME)"),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="print JSON for scripts")]
+
+
+def _settings(**overrides: Any) -> AuditSettings:
+    return AuditSettings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def _fail(exc: DulError) -> typer.Exit:
+    """One clear line on stderr and a non-zero exit, never a traceback."""
+    typer.echo(f"error [{exc.code}]: {exc.message}", err=True)
+    return typer.Exit(2)
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console()
+
+
+@app.command("serve")
+def serve(
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="port to listen on")] = 8600,
+    database_url: DatabaseOption = None,
+    rpc_url: Annotated[
+        str | None, typer.Option(help="JSON-RPC endpoint verify reads (default: the chain)")
+    ] = None,
+) -> None:
+    """Serve the audit REST API (provenance, verify, reports) on the store, read-only."""
+    import uvicorn
+
+    from audit.app import create_app
+
+    settings = _settings(database_url=database_url, rpc_url=rpc_url)
+    log.info("audit.serve", host=host, port=port)
+    uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=False)
+
+
+@app.command("provenance")
+def provenance_command(
+    kind: Annotated[
+        str, typer.Argument(help="agreement | dataset | access | artifact | subject | organization")
+    ],
+    item_id: Annotated[
+        str, typer.Argument(metavar="ID", help="0x id, or a slug for datasets and organizations")
+    ],
+    direction: Annotated[str, typer.Option(help="up | down | both")] = "both",
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="neighbours per node")] = 100,
+    as_json: JsonOption = False,
+    database_url: DatabaseOption = None,
+) -> None:
+    """The provenance graph of one thing: what it came from, under what, and what came of it."""
+    from audit.app import read_only_engine
+    from audit.provenance import Direction, Kind, MalformedIdError, provenance
+
+    engine = read_only_engine(_settings(database_url=database_url).resolved_database_url())
+    try:
+        try:
+            parsed_kind, parsed_direction = Kind(kind), Direction(direction)
+        except ValueError:
+            raise MalformedIdError(
+                f"kind must be one of {', '.join(k.value for k in Kind)} and direction one of "
+                "up, down, both",
+                code="malformed_kind",
+            ) from None
+        graph = provenance(engine, parsed_kind, item_id, direction=parsed_direction, limit=limit)
+    except DulError as exc:
+        raise _fail(exc) from None
+    finally:
+        engine.dispose()
+    if as_json:
+        typer.echo(graph.model_dump_json())
+        return
+    from rich.tree import Tree
+
+    names = {n.id: n for n in graph.nodes}
+
+    def title(node_id: str) -> str:
+        node = names[node_id]
+        at = f" [dim]@ block {node.chain.block} log {node.chain.log_index}[/]" if node.chain else ""
+        return f"[bold]{node.type}[/] {node.label} [dim]{node_id.partition(':')[2][:18]}[/]{at}"
+
+    tree = Tree(title(graph.root))
+    for edge in graph.edges:
+        if edge.source == graph.root:
+            tree.add(f"[cyan]{edge.relation}[/] → {title(edge.target)}")
+        elif edge.target == graph.root:
+            tree.add(f"{title(edge.source)} [cyan]{edge.relation}[/] → this")
+    console = _console()
+    console.print(tree)
+    console.print(
+        f"{len(graph.nodes)} nodes, {len(graph.edges)} edges (direction "
+        f"{graph.direction.value})"
+        + (
+            f"; more than {graph.limit} neighbours at {len(graph.truncated)} node(s): raise --limit"
+            if graph.truncated
+            else ""
+        )
+    )
+
+
+@app.command("verify")
+def verify_command(
+    as_json: JsonOption = False,
+    chain: Annotated[
+        bool, typer.Option("--chain/--no-chain", help="re-read the chain and compare")
+    ] = True,
+    signatures: Annotated[
+        bool, typer.Option("--signatures/--no-signatures", help="recompute every signature")
+    ] = True,
+    database_url: DatabaseOption = None,
+    rpc_url: Annotated[str | None, typer.Option(help="JSON-RPC endpoint")] = None,
+    from_block: Annotated[
+        int | None, typer.Option(min=0, help="deployment block (default: the manifest's)")
+    ] = None,
+) -> None:
+    """Check the store against the chain, every signature and every agreement invariant.
+    Exit code 1 when anything is off, 2 when the check could not run."""
+    from audit.app import read_only_engine
+    from audit.indexer import JsonRpc
+    from audit.verify import verify_store
+    from dul.contracts.ledger import Deployment
+
+    settings = _settings(database_url=database_url, rpc_url=rpc_url)
+    engine = read_only_engine(settings.resolved_database_url())
+    rpc = None
+    try:
+        if chain:
+            rpc = JsonRpc(settings.resolved_rpc_url(), timeout=settings.request_timeout)
+        if from_block is None:
+            try:
+                from_block = int(Deployment.load(settings.resolved_deployment_path()).raw["block"])
+            except (DulError, OSError, KeyError, ValueError):
+                from_block = None
+        report = verify_store(engine, rpc, start_block=from_block, chain=chain,
+                              signatures=signatures)  # fmt: skip
+    except DulError as exc:
+        raise _fail(exc) from None
+    finally:
+        engine.dispose()
+        if rpc is not None:
+            rpc.close()
+    if as_json:
+        typer.echo(report.model_dump_json())
+    else:
+        from rich.table import Table
+
+        console = _console()
+        checked = ", ".join(f"{v} {k}" for k, v in sorted(report.checked.items()))
+        console.print(f"verified blocks {report.first_block}..{report.checkpoint_block} of "
+                      f"chain {report.chain_id}: {checked}")  # fmt: skip
+        for skipped in report.skipped:
+            console.print(f"[yellow]skipped:[/] {skipped}")
+        if report.findings:
+            table = Table(title=f"{report.findings_total} finding(s)")
+            for column in ("check", "table", "position / key", "what"):
+                table.add_column(column)
+            for f in report.findings:
+                table.add_row(f.check, f.table or "", f.position or f.key or "", f.message)
+            console.print(table)
+        console.print("[green]OK[/]: the store is the chain's and every rule held"
+                      if report.ok else "[red]NOT OK[/]")  # fmt: skip
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@app.command("export")
+def export_command(
+    kind: Annotated[
+        str, typer.Argument(help="agreement | dataset | access | artifact | organization")
+    ],
+    item_id: Annotated[str, typer.Argument(metavar="ID")],
+    format: Annotated[
+        str, typer.Option("--format", "-f", help="prov-json | fhir | json")
+    ] = "prov-json",
+    direction: Annotated[str, typer.Option(help="up | down | both")] = "both",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="write to this file, not stdout")
+    ] = None,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Export a provenance graph as PROV-JSON or a FHIR R4 Bundle (AuditEvent + Provenance)."""
+    from audit.app import read_only_engine
+    from audit.exports import block_times, fhir_json, graph_blocks, prov_json
+    from audit.provenance import Direction, Kind, MalformedIdError, provenance
+
+    engine = read_only_engine(_settings(database_url=database_url).resolved_database_url())
+    try:
+        if format not in ("prov-json", "fhir", "json"):
+            raise MalformedIdError("--format must be prov-json, fhir or json",
+                                   code="validation_error")  # fmt: skip
+        try:
+            parsed_kind, parsed_direction = Kind(kind), Direction(direction)
+        except ValueError:
+            raise MalformedIdError(f"unknown kind {kind!r} or direction {direction!r}",
+                                   code="malformed_kind") from None  # fmt: skip
+        graph = provenance(engine, parsed_kind, item_id, direction=parsed_direction)
+        if format == "prov-json":
+            body = prov_json(graph)
+        elif format == "fhir":
+            body = fhir_json(graph, block_times(engine, graph_blocks(graph)))
+        else:
+            body = graph.model_dump_json()
+    except DulError as exc:
+        raise _fail(exc) from None
+    finally:
+        engine.dispose()
+    if output is None:
+        typer.echo(body)
+    else:
+        output.write_text(body + "\n")
+        typer.echo(f"wrote {format} of {graph.root} to {output}", err=True)
+
+
+@app.command("report")
+def report_command(
+    agreement_id: Annotated[str, typer.Argument(metavar="AGREEMENT_ID")],
+    as_json: JsonOption = False,
+    database_url: DatabaseOption = None,
+) -> None:
+    """An agreement's compliance report: accesses, denials by reason, quota use, releases."""
+    from audit.app import read_only_engine
+    from audit.reports import agreement_report, render_report
+
+    engine = read_only_engine(_settings(database_url=database_url).resolved_database_url())
+    try:
+        report = agreement_report(engine, agreement_id)
+    except DulError as exc:
+        raise _fail(exc) from None
+    finally:
+        engine.dispose()
+    if as_json:
+        typer.echo(report.model_dump_json())
+    else:
+        _console().print(render_report(report))
 
 
 def main() -> None:  # pragma: no cover - `python -m audit.cli`, for subprocess tests and ops

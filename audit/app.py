@@ -1,0 +1,318 @@
+"""The audit REST service (`dul audit serve`): the regulator's read-only view of the store.
+
+    GET /v1/provenance/{kind}/{id}   ?direction=up|down|both &format=json|prov-json|fhir &limit=
+    GET /v1/verify                   ?chain=true|false &signatures=true|false
+    GET /v1/reports/agreements/{id}
+    GET /v1/subjects/{ref}/accesses  (the patient transparency report; 404 until consents exist)
+    GET /healthz, GET /metrics
+
+Errors are RFC 9457 problem JSON with a stable `code`: a malformed id or parameter 422
+(`malformed_id`, `validation_error`), an unknown id 404 (`<kind>_not_found`), the store or the
+node unreachable 503 (`store_unavailable`, `node_unavailable`). Nothing a client sends can
+cause a 500: the catch-all handler exists for bugs only and logs them.
+
+The service opens the store read-only (SQLite `mode=ro`; on PostgreSQL grant the role SELECT
+only): it never writes, so it cannot be the editor that `verify` looks for. Nothing is created
+at import time; `create_app(settings)` builds everything and the lifespan disposes of it.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import structlog
+from fastapi import Depends, FastAPI, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from audit.exports import block_times, fhir_json, graph_blocks, prov_json
+from audit.indexer import IndexerError, JsonRpc, NodeUnavailableError
+from audit.provenance import (
+    AuditQueryError,
+    Direction,
+    Graph,
+    Kind,
+    MalformedIdError,
+    provenance,
+    store_errors,
+    subject_accesses,
+)
+from audit.reports import AgreementReport, agreement_report
+from audit.settings import AuditSettings
+from audit.verify import VerifyReport, verify_store
+from dul.errors import DulError
+
+log = structlog.get_logger("audit.app")
+
+PROBLEM = "application/problem+json"
+
+
+def read_only_engine(url: str) -> Engine:
+    """An engine that cannot write: SQLite opened `mode=ro` (a missing file is an error, not
+    a new empty store), PostgreSQL with a short connect timeout so an outage answers 503
+    quickly instead of hanging the request."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database or ""
+        if database in ("", ":memory:"):
+            return create_engine(url)
+        path = Path(database).resolve()
+        engine = create_engine(
+            f"sqlite:///file:{path}?mode=ro&uri=true", connect_args={"timeout": 5}
+        )
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA busy_timeout=5000")
+            cursor.execute("PRAGMA query_only=1")
+            cursor.close()
+
+        return engine
+    connect_args = {"connect_timeout": 3} if parsed.get_backend_name() == "postgresql" else {}
+    return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+
+
+@dataclass
+class AuditState:
+    settings: AuditSettings
+    engine: Engine
+    registry: CollectorRegistry
+    requests: Counter
+    latency: Histogram
+
+    def deployment_block(self) -> int | None:
+        """The deployment block from the manifest (where verify starts), when there is one."""
+        from dul.contracts.ledger import Deployment  # only needed by verify
+
+        try:
+            deployment = Deployment.load(self.settings.resolved_deployment_path())
+        except (DulError, OSError, ValueError, KeyError):
+            return None
+        block = deployment.raw.get("block")
+        return None if block is None else int(block)
+
+
+def _state(request: Request) -> AuditState:
+    state: AuditState = request.app.state.audit
+    return state
+
+
+StateDep = Annotated[AuditState, Depends(_state)]
+
+
+def problem(status: int, code: str, title: str, detail: str, **extra: Any) -> JSONResponse:
+    body = {
+        "type": f"urn:dul:problem:{code}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "code": code,
+        **extra,
+    }
+    return JSONResponse(body, status_code=status, media_type=PROBLEM)
+
+
+_TITLES = {404: "Not found", 422: "Invalid request", 503: "Service unavailable"}
+
+
+def _install_problems(app: FastAPI) -> None:
+    @app.exception_handler(AuditQueryError)
+    async def audit_error(request: Request, exc: AuditQueryError) -> JSONResponse:
+        return problem(exc.status, exc.code, _TITLES.get(exc.status, "Error"), exc.message)
+
+    @app.exception_handler(IndexerError)
+    async def node_error(request: Request, exc: IndexerError) -> JSONResponse:
+        code = exc.code if isinstance(exc, NodeUnavailableError) else "node_unavailable"
+        response = problem(503, code, "Service unavailable", f"the chain node: {exc.message}")
+        response.headers["Retry-After"] = "5"
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", ""))}
+            for e in exc.errors()
+        ]
+        first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
+        detail = f"{'.'.join(first['loc'])}: {first['msg']}"
+        return problem(422, "validation_error", "Invalid request", detail, errors=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        codes = {404: "not_found", 405: "method_not_allowed"}
+        code = codes.get(exc.status_code, f"http_{exc.status_code}")
+        return problem(exc.status_code, code, str(exc.detail), str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def internal(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("audit.internal_error", path=request.url.path)
+        return problem(500, "internal_error", "Internal error", "an internal error was logged")
+
+
+def _route_of(request: Request) -> str:
+    route = request.scope.get("route")
+    return str(getattr(route, "path", "unmatched"))
+
+
+def create_app(settings: AuditSettings | None = None) -> FastAPI:
+    """The audit service on the store of `settings` (default: `AuditSettings()` from env)."""
+    settings = settings or AuditSettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = read_only_engine(settings.resolved_database_url())
+        registry = CollectorRegistry()
+        app.state.audit = AuditState(
+            settings=settings,
+            engine=engine,
+            registry=registry,
+            requests=Counter(
+                "dul_audit_http_requests_total", "Audit API requests",
+                ["route", "status"], registry=registry,
+            ),
+            latency=Histogram(
+                "dul_audit_http_request_seconds", "Audit API latency", ["route"],
+                registry=registry,
+                buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1, 5, 30, 120),
+            ),
+        )  # fmt: skip
+        log.info(
+            "audit.serving", store=make_url(settings.resolved_database_url()).render_as_string()
+        )
+        try:
+            yield
+        finally:
+            engine.dispose()
+
+    app = FastAPI(
+        title="Data-Use Ledger audit",
+        version="1",
+        description="Provenance, integrity verification and compliance reports for regulators.",
+        lifespan=lifespan,
+    )
+    _install_problems(app)
+
+    @app.middleware("http")
+    async def summary(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex[:16]
+        started = time.perf_counter()
+        with structlog.contextvars.bound_contextvars(request_id=request_id):
+            response = await call_next(request)
+            seconds = time.perf_counter() - started
+            route = _route_of(request)
+            state: AuditState | None = getattr(request.app.state, "audit", None)
+            if state is not None:
+                state.requests.labels(route, str(response.status_code)).inc()
+                state.latency.labels(route).observe(seconds)
+            log.info("audit.request", method=request.method, route=route,
+                     status=response.status_code, ms=round(seconds * 1000, 2))  # fmt: skip
+        response.headers["x-request-id"] = request_id
+        return response
+
+    @app.get("/healthz", tags=["health"])
+    def healthz(state: StateDep) -> dict[str, Any]:
+        """Liveness, with what the store says (a regulator's first question: how far?)."""
+        try:
+            with store_errors(), state.engine.connect() as conn:
+                row = conn.execute(text("SELECT block_number FROM checkpoint")).first()
+        except AuditQueryError as exc:
+            return {"status": "ok", "store": "unavailable", "detail": exc.message}
+        return {"status": "ok", "store": "ok", "checkpoint": None if row is None else int(row[0])}
+
+    @app.get("/metrics", tags=["health"])
+    def metrics(state: StateDep) -> Response:
+        return Response(generate_latest(state.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get(
+        "/v1/provenance/{kind}/{item_id:path}",
+        tags=["provenance"],
+        response_model=Graph,
+        responses={
+            200: {"content": {"application/fhir+json": {}}},
+            404: {"description": "unknown id"},
+            422: {"description": "malformed id"},
+            503: {"description": "store unavailable"},
+        },
+    )
+    def get_provenance(
+        state: StateDep,
+        kind: str,
+        item_id: str,
+        direction: Direction = Direction.BOTH,
+        format: Annotated[
+            Literal["json", "prov-json", "fhir"], Query(description="graph JSON, PROV-JSON or FHIR")
+        ] = "json",
+        limit: Annotated[int, Query(ge=1, le=1000, description="neighbours per node")] = 100,
+    ) -> Any:
+        """The provenance graph of one agreement, dataset, access, artifact (released result),
+        subject or organization; every node and edge with its chain reference."""
+        try:
+            parsed = Kind(kind)
+        except ValueError:
+            raise MalformedIdError(
+                f"{kind[:40]!r} is not a kind (one of {', '.join(k.value for k in Kind)})",
+                code="malformed_kind",
+            ) from None
+        graph = provenance(state.engine, parsed, item_id, direction=direction, limit=limit)
+        if format == "prov-json":
+            return Response(prov_json(graph), media_type="application/json")
+        if format == "fhir":
+            times = block_times(state.engine, graph_blocks(graph))
+            return Response(fhir_json(graph, times), media_type="application/fhir+json")
+        return graph
+
+    @app.get("/v1/verify", tags=["verify"], response_model=VerifyReport)
+    def get_verify(
+        state: StateDep,
+        chain: Annotated[bool, Query(description="re-read the chain and compare")] = True,
+        signatures: Annotated[bool, Query(description="recompute every signature")] = True,
+    ) -> VerifyReport:
+        """Re-reads the chain and compares it with the store, recomputes every signature and
+        re-checks every agreement invariant; `ok` is false when anything is off."""
+        rpc: JsonRpc | None = None
+        if chain:
+            try:
+                url = state.settings.resolved_rpc_url()
+            except DulError as exc:
+                raise NodeUnavailableError(exc.message) from None
+            rpc = JsonRpc(url, timeout=state.settings.request_timeout)
+        try:
+            return verify_store(
+                state.engine, rpc, start_block=state.deployment_block(), chain=chain,
+                signatures=signatures,
+            )  # fmt: skip
+        finally:
+            if rpc is not None:
+                rpc.close()
+
+    @app.get("/v1/reports/agreements/{agreement_id}", tags=["reports"])
+    def get_report(state: StateDep, agreement_id: str) -> AgreementReport:
+        """The compliance report of one agreement version."""
+        return agreement_report(state.engine, agreement_id)
+
+    @app.get("/v1/subjects/{ref}/accesses", tags=["subjects"])
+    def get_subject_accesses(state: StateDep, ref: str) -> list[dict[str, Any]]:
+        """The patient transparency report (who used this subject's data). Answers 404
+        `subject_not_found` until the consent registry is indexed (issue 5)."""
+        return subject_accesses(state.engine, ref)
+
+    return app

@@ -1,0 +1,383 @@
+"""Exports of a provenance graph in the regulators' formats.
+
+- **PROV-JSON** (W3C PROV-DM, through the `prov` package): every node becomes an entity,
+  activity or agent and every edge its PROV relation; chain references are kept as
+  `dul:block`, `dul:txHash`, `dul:txIndex`, `dul:logIndex` attributes, so the document can be
+  checked against the chain without the audit service.
+- **FHIR R4 Bundle** (through `fhir.resources`, its R4B models: AuditEvent, Provenance and
+  Bundle are the same in R4 and R4B): an AuditEvent per access in the spirit of IHE BALP's
+  consent-decision pattern (type DICOM 110113 Security Alert, subtype AuthZ-Consent, action
+  E, outcome 0 on a grant and 8 on a denial with the reason in outcomeDesc, the requester as
+  the requesting agent, the gateway as the authorization service, the agreement and dataset
+  as entities), and a Provenance per released result (target the result hash, the access
+  as its source entity, the agreement as the policy). There is no patient entity: cohorts
+  are on chain as Merkle roots only (recorded as a detail), never as patient identities.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from fhir.resources.R4B.auditevent import (
+    AuditEvent,
+    AuditEventAgent,
+    AuditEventEntity,
+    AuditEventEntityDetail,
+    AuditEventSource,
+)
+from fhir.resources.R4B.bundle import Bundle, BundleEntry
+from fhir.resources.R4B.codeableconcept import CodeableConcept
+from fhir.resources.R4B.coding import Coding
+from fhir.resources.R4B.identifier import Identifier
+from fhir.resources.R4B.provenance import Provenance, ProvenanceAgent, ProvenanceEntity
+from fhir.resources.R4B.reference import Reference
+from prov.model import ProvDocument
+from sqlalchemy import Engine, bindparam, text
+
+from audit.provenance import ChainRef, Edge, Graph, Node, store_errors
+
+DUL_NAMESPACE = "urn:dul:"
+DCM = "http://dicom.nema.org/resources/ontology/DCM"
+BALP_AUTHZ_SUBTYPE = "https://profiles.ihe.net/ITI/BALP/CodeSystem/AuthZsubType"
+SECURITY_ROLE = "http://terminology.hl7.org/CodeSystem/extra-security-role-type"
+PARTICIPATION = "http://terminology.hl7.org/CodeSystem/v3-ParticipationType"
+SOURCE_TYPE = "http://terminology.hl7.org/CodeSystem/security-source-type"
+ENTITY_TYPE = "http://terminology.hl7.org/CodeSystem/audit-entity-type"
+PROVENANCE_PARTICIPANT = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"
+ACT_REASON = "http://terminology.hl7.org/CodeSystem/v3-ActReason"
+
+#: Scenario -> HL7 v3 ActReason purpose of use, where one fits.
+_PURPOSE = {
+    "CLINICAL_CARE": "TREAT",
+    "RESEARCH": "HRESCH",
+    "AI_TRAINING": "HRESCH",
+    "INSURANCE_CLAIM": "CLMATTCH",
+}
+
+
+# --- PROV-JSON --------------------------------------------------------------------------------
+
+
+def _qname(node_id: str) -> str:
+    type_, _, key = node_id.partition(":")
+    return f"dul:{type_}-{key.replace('/', '-')}"
+
+
+def _chain_attributes(chain: ChainRef | None) -> dict[str, Any]:
+    if chain is None:
+        return {}
+    return {
+        "dul:block": chain.block,
+        "dul:txIndex": chain.tx_index,
+        "dul:logIndex": chain.log_index,
+        "dul:txHash": chain.tx_hash,
+    }
+
+
+def _literal(value: Any) -> Any:
+    """PROV attribute values are literals: structures go in as JSON text."""
+    if isinstance(value, bool | int | float | str):
+        return value
+    return json.dumps(value, sort_keys=True)
+
+
+def prov_document(graph: Graph) -> ProvDocument:
+    """The graph as a PROV-DM document."""
+    document = ProvDocument()
+    document.add_namespace("dul", DUL_NAMESPACE)
+    for node in graph.nodes:
+        attributes: dict[str, Any] = {
+            "prov:type": f"dul:{node.type}",
+            "prov:label": node.label,
+            **_chain_attributes(node.chain),
+        }
+        attributes.update(
+            {f"dul:{k}": _literal(v) for k, v in node.attributes.items() if v is not None}
+        )
+        if node.prov == "entity":
+            document.entity(_qname(node.id), attributes)
+        elif node.prov == "activity":
+            document.activity(_qname(node.id), other_attributes=attributes)
+        else:
+            document.agent(_qname(node.id), attributes)
+    for n, edge in enumerate(graph.edges):
+        _relation(document, edge, f"dul:edge-{n}")
+    return document
+
+
+def _relation(document: ProvDocument, edge: Edge, identifier: str) -> None:
+    attributes = _chain_attributes(edge.chain)
+    attributes.update({f"dul:{k}": _literal(v) for k, v in edge.attributes.items()})
+    source, target = _qname(edge.source), _qname(edge.target)
+    if edge.relation == "used":
+        document.used(source, target, identifier=identifier, other_attributes=attributes)
+    elif edge.relation == "wasGeneratedBy":
+        document.wasGeneratedBy(source, target, identifier=identifier, other_attributes=attributes)
+    elif edge.relation == "wasDerivedFrom":
+        document.wasDerivedFrom(source, target, identifier=identifier, other_attributes=attributes)
+    elif edge.relation == "wasAssociatedWith":
+        document.wasAssociatedWith(
+            source, target, identifier=identifier, other_attributes=attributes
+        )
+    elif edge.relation == "actedOnBehalfOf":
+        document.actedOnBehalfOf(source, target, identifier=identifier, other_attributes=attributes)
+    elif edge.relation == "wasAttributedTo":
+        document.wasAttributedTo(source, target, identifier=identifier, other_attributes=attributes)
+    else:  # pragma: no cover - the builder only makes the relations above
+        raise ValueError(f"no PROV relation {edge.relation}")
+
+
+def prov_json(graph: Graph) -> str:
+    return str(prov_document(graph).serialize(format="json"))
+
+
+# --- FHIR -------------------------------------------------------------------------------------
+
+
+def block_times(engine: Engine, blocks: Iterable[int]) -> dict[int, int | None]:
+    """Block number -> timestamp for the blocks a graph mentions (one query)."""
+    numbers = sorted(set(blocks))
+    if not numbers:
+        return {}
+    with store_errors(), engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT number, timestamp FROM block WHERE number IN :numbers").bindparams(
+                bindparam("numbers", expanding=True)
+            ),
+            {"numbers": numbers},
+        ).all()
+    return {int(n): None if t is None else int(t) for n, t in rows}
+
+
+def graph_blocks(graph: Graph) -> set[int]:
+    return {n.chain.block for n in graph.nodes if n.chain} | {e.chain.block for e in graph.edges}
+
+
+def _instant(timestamp: int | None) -> str:
+    moment = datetime.fromtimestamp(timestamp or 0, UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _ref(
+    system: str, value: str, display: str | None = None, type_: str | None = None
+) -> Reference:
+    return Reference(
+        identifier=Identifier(system=f"{DUL_NAMESPACE}{system}", value=value),
+        display=display,
+        type=type_,
+    )
+
+
+def _coding(system: str, code: str, display: str | None = None) -> Coding:
+    return Coding(system=system, code=code, display=display)
+
+
+def _detail(name: str, value: Any) -> AuditEventEntityDetail:
+    return AuditEventEntityDetail(type=name, valueString=str(value))
+
+
+def _chain_details(chain: ChainRef) -> list[AuditEventEntityDetail]:
+    return [
+        _detail("block", chain.block),
+        _detail("txHash", chain.tx_hash),
+        _detail("txIndex", chain.tx_index),
+        _detail("logIndex", chain.log_index),
+    ]
+
+
+def _key(node_id: str) -> str:
+    return node_id.partition(":")[2]
+
+
+def _fhir_id(hex_id: str) -> str:
+    """A FHIR id ([A-Za-z0-9.-]{1,64}): the 64 hex digits of a bytes32."""
+    return hex_id[2:] if hex_id.startswith("0x") else hex_id
+
+
+def _audit_event(
+    graph: Graph, access: Node, out_edges: Mapping[str, list[Edge]], times: Mapping[int, int | None]
+) -> AuditEvent:
+    assert access.chain is not None
+    a = access.attributes
+    granted = a["decision"] == "GRANTED"
+    related = {e.attributes.get("role"): e for e in out_edges.get(access.id, [])}
+    agreement_edge, dataset_edge = related.get("agreement"), related.get("dataset")
+    requester_edge, recorder_edge = related.get("requester"), related.get("recorder")
+    agreement = graph.node(agreement_edge.target) if agreement_edge else None
+    purpose: list[CodeableConcept] = []
+    if agreement is not None:
+        scenario = str(agreement.attributes["scenario"])
+        codings = [_coding(f"{DUL_NAMESPACE}scenario", scenario)]
+        if scenario in _PURPOSE:
+            codings.insert(0, _coding(ACT_REASON, _PURPOSE[scenario]))
+        purpose.append(CodeableConcept(coding=codings))
+    agents: list[AuditEventAgent] = []
+    if requester_edge is not None:
+        requester = _key(requester_edge.target)
+        org = _organization_of(graph, out_edges, requester_edge.target)
+        agents.append(
+            AuditEventAgent(
+                type=CodeableConcept(coding=[_coding(PARTICIPATION, "IRCP",
+                                                     "information recipient")]),
+                who=_ref("account", requester, type_="Device"),
+                requestor=True,
+                purposeOfUse=purpose or None,
+            )
+        )  # fmt: skip
+        if org is not None:
+            agents.append(
+                AuditEventAgent(
+                    type=CodeableConcept(coding=[_coding(f"{DUL_NAMESPACE}role",
+                                                         "requester-organization")]),
+                    who=_ref("organization", _key(org.id), org.label, "Organization"),
+                    requestor=False,
+                )
+            )  # fmt: skip
+    gateway_ref = None
+    if recorder_edge is not None:
+        gateway_ref = _ref("account", _key(recorder_edge.target), "gateway", "Device")
+        agents.append(
+            AuditEventAgent(
+                type=CodeableConcept(coding=[_coding(SECURITY_ROLE, "authserver",
+                                                     "authorization server")]),
+                who=gateway_ref,
+                requestor=False,
+                policy=[f"{DUL_NAMESPACE}agreement:{_key(agreement_edge.target)}"]
+                if agreement_edge else None,
+            )
+        )  # fmt: skip
+    entities = [
+        AuditEventEntity(
+            what=_ref("access", a["access_id"]),
+            type=_coding(ENTITY_TYPE, "2", "System Object"),
+            detail=[
+                _detail("tier", a["tier"]),
+                _detail("operation", a["operation"]),
+                _detail("fieldMask", a["field_mask"]),
+                _detail("requestHash", a["request_hash"]),
+                _detail("cohortRoot", a["cohort_root"]),
+                _detail("cohortSize", a["cohort_size"]),
+                _detail("requesterSignature", a["requester_signature"]),
+                *_chain_details(access.chain),
+            ],
+        )
+    ]
+    if agreement_edge is not None:
+        entities.append(
+            AuditEventEntity(
+                what=_ref("agreement", _key(agreement_edge.target), type_="Contract"),
+                type=_coding(ENTITY_TYPE, "2", "System Object"),
+                description="the data-use agreement the decision was made under",
+            )
+        )
+    if dataset_edge is not None:
+        entities.append(
+            AuditEventEntity(
+                what=_ref("dataset", _key(dataset_edge.target)),
+                type=_coding(ENTITY_TYPE, "2", "System Object"),
+                description="the dataset accessed (data stays in the hospital)",
+            )
+        )
+    return AuditEvent(
+        id=_fhir_id(a["access_id"]),
+        type=_coding(DCM, "110113", "Security Alert"),
+        subtype=[_coding(BALP_AUTHZ_SUBTYPE, "AuthZ-Consent",
+                         "Authorization Decision using Roles and Consent")],
+        action="E",
+        recorded=_instant(times.get(access.chain.block)),
+        outcome="0" if granted else "8",
+        outcomeDesc=None if granted else f"denied: {a['reason']}",
+        purposeOfEvent=purpose or None,
+        agent=agents or [AuditEventAgent(requestor=False, who=_ref("account", "unknown"))],
+        source=AuditEventSource(
+            observer=gateway_ref or _ref("contract", "AccessLog"),
+            type=[_coding(SOURCE_TYPE, "6", "Security Server")],
+        ),
+        entity=entities,
+    )  # fmt: skip
+
+
+def _organization_of(
+    graph: Graph, out_edges: Mapping[str, list[Edge]], account_id: str
+) -> Node | None:
+    for edge in out_edges.get(account_id, []):
+        if edge.relation == "actedOnBehalfOf":
+            return graph.node(edge.target)
+    return None
+
+
+def _provenance(
+    graph: Graph, edge: Edge, access: Node | None, times: Mapping[int, int | None]
+) -> Provenance:
+    """One released result: edge = result wasGeneratedBy access."""
+    result = _key(edge.source)
+    agents = [
+        ProvenanceAgent(
+            type=CodeableConcept(coding=[_coding(PROVENANCE_PARTICIPANT, "performer",
+                                                 "Performer")]),
+            who=_ref("account", str(edge.attributes.get("recorder", "unknown")),
+                     "gateway", "Device"),
+        )
+    ]  # fmt: skip
+    policy: list[str] = []
+    if access is not None:
+        for out in graph.edges:
+            if out.source == access.id and out.attributes.get("role") == "agreement":
+                policy.append(f"{DUL_NAMESPACE}agreement:{_key(out.target)}")
+            if out.source == access.id and out.attributes.get("role") == "requester":
+                agents.append(
+                    ProvenanceAgent(
+                        type=CodeableConcept(coding=[_coding(PROVENANCE_PARTICIPANT, "author",
+                                                             "Author")]),
+                        who=_ref("account", _key(out.target), "requester", "Device"),
+                    )
+                )  # fmt: skip
+    return Provenance(
+        id=_fhir_id(result)[:32] + f"-{edge.chain.block}-{edge.chain.log_index}",
+        target=[_ref("result", result, str(edge.attributes.get("kind", "result")))],
+        recorded=_instant(times.get(edge.chain.block)),
+        policy=policy or None,
+        activity=CodeableConcept(coding=[_coding(f"{DUL_NAMESPACE}release",
+                                                 str(edge.attributes.get("kind")))]),
+        agent=agents,
+        entity=[
+            ProvenanceEntity(
+                role="source",
+                what=_ref("access", _key(edge.target), f"block {edge.chain.block} tx "
+                          f"{edge.chain.tx_hash} log {edge.chain.log_index}"),
+            )
+        ],
+    )  # fmt: skip
+
+
+def fhir_bundle(graph: Graph, times: Mapping[int, int | None]) -> Bundle:
+    """A `collection` Bundle: an AuditEvent per access node, a Provenance per release edge."""
+    out_edges: dict[str, list[Edge]] = {}
+    for edge in graph.edges:
+        out_edges.setdefault(edge.source, []).append(edge)
+    entries: list[BundleEntry] = []
+    for node in graph.nodes:
+        if node.type == "access":
+            event = _audit_event(graph, node, out_edges, times)
+            entries.append(BundleEntry(fullUrl=f"urn:dul:auditevent:{event.id}", resource=event))
+    for edge in graph.edges:
+        if edge.relation == "wasGeneratedBy":
+            access = next((n for n in graph.nodes if n.id == edge.target), None)
+            provenance = _provenance(graph, edge, access, times)
+            entries.append(
+                BundleEntry(fullUrl=f"urn:dul:provenance:{provenance.id}", resource=provenance)
+            )
+    return Bundle(
+        type="collection",
+        timestamp=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        identifier=Identifier(system=f"{DUL_NAMESPACE}provenance", value=graph.root),
+        entry=entries,
+    )
+
+
+def fhir_json(graph: Graph, times: Mapping[int, int | None]) -> str:
+    text_: str = fhir_bundle(graph, times).model_dump_json(exclude_none=True)
+    return text_

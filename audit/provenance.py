@@ -1,0 +1,737 @@
+"""Provenance graphs over the audit store, with W3C PROV meanings on the edges.
+
+A regulator asks about one thing (an agreement, a dataset, an access, a released result, an
+organization, a patient reference) and gets the graph around it:
+
+- **up**: what it was derived from and under what — an access `used` its agreement and
+  dataset, `wasAssociatedWith` the requester and the recording gateway, who `actedOnBehalfOf`
+  their organizations; an agreement `wasDerivedFrom` its previous version and its datasets'
+  scope, `wasAttributedTo` both parties, and is shown with the signatures that made it binding.
+- **down**: what came of it — the accesses under an agreement, the results they generated
+  (`wasGeneratedBy`), the later versions, the members of an organization and what they did.
+
+Every node and edge carries the chain reference of the event that states it (block, tx hash,
+tx index, log index), so each answer can be checked against the chain (`audit.verify`).
+
+PROV types: agreements, datasets and results are entities; accesses and signatures are
+activities; organizations and member accounts are agents.
+
+Queries are index look-ups bounded by `limit` neighbours per node and `max_nodes` per graph
+(an agreement with a million accesses answers with the first `limit` and says so in
+`truncated`), which is what keeps a query in milliseconds at a million indexed events.
+
+Errors (each maps to RFC 9457 problem JSON in `audit.app`):
+
+    AuditQueryError           audit_error        500 (never raised on purpose)
+    ├── MalformedIdError      malformed_id       422 an id that cannot be one of this kind
+    ├── NotFoundError         <kind>_not_found   404 a well-formed id the store does not hold
+    └── StoreUnavailableError store_unavailable  503 the store cannot be reached or read
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from enum import StrEnum
+from typing import Any
+
+import structlog
+from pydantic import BaseModel, Field
+from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
+
+from dul.domain import (
+    AgreementStatus,
+    Decision,
+    DenyReason,
+    Operation,
+    OrgKind,
+    OrgStatus,
+    ReleaseKind,
+    Role,
+    Scenario,
+    Tier,
+    slug_id,
+)
+from dul.errors import DulError
+
+log = structlog.get_logger("audit.provenance")
+
+
+# --- errors -----------------------------------------------------------------------------------
+
+
+class AuditQueryError(DulError):
+    code = "audit_error"
+    status = 500
+
+
+class MalformedIdError(AuditQueryError):
+    code = "malformed_id"
+    status = 422
+
+
+class NotFoundError(AuditQueryError):
+    code = "not_found"
+    status = 404
+
+
+class StoreUnavailableError(AuditQueryError):
+    code = "store_unavailable"
+    status = 503
+
+
+@contextmanager
+def store_errors() -> Iterator[None]:
+    """Turns a database that cannot be reached or read (missing file, refused connection, no
+    tables yet) into StoreUnavailableError: the caller answers 503, never a traceback."""
+    try:
+        yield
+    except (OperationalError, ProgrammingError, DBAPIError) as exc:
+        log.warning("audit.store_unavailable", error=str(exc.orig)[:300])
+        raise StoreUnavailableError(
+            f"the audit store cannot be read: {str(exc.orig).splitlines()[0][:200]}"
+        ) from None
+
+
+# --- ids --------------------------------------------------------------------------------------
+
+
+class Kind(StrEnum):
+    """What a provenance query can start from (SPEC §3, fixed)."""
+
+    AGREEMENT = "agreement"
+    DATASET = "dataset"
+    ACCESS = "access"
+    ARTIFACT = "artifact"
+    SUBJECT = "subject"
+    ORGANIZATION = "organization"
+
+
+class Direction(StrEnum):
+    UP = "up"
+    DOWN = "down"
+    BOTH = "both"
+
+
+_HEX32 = re.compile(r"^0x[0-9a-fA-F]{64}$")
+_SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,31}$")
+
+
+def parse_id(kind: Kind, raw: str) -> str:
+    """The canonical store spelling (lowercase 0x hex of 32 bytes) of an id of `kind`.
+
+    Datasets and organizations also take the readable slug their bytes32 id was made from
+    (`hospital-a`, `hospital-a/omop-cdm`); everything else is a 32-byte hash.
+    """
+    if _HEX32.match(raw):
+        return raw.lower()
+    if kind in (Kind.DATASET, Kind.ORGANIZATION) and _SLUG.match(raw):
+        return "0x" + slug_id(raw).hex()
+    expected = "0x + 64 hex digits" + (
+        " or a slug of 1-32 characters [A-Za-z0-9._/-]"
+        if kind in (Kind.DATASET, Kind.ORGANIZATION)
+        else ""
+    )
+    raise MalformedIdError(f"{raw[:80]!r} is not a {kind.value} id ({expected})")
+
+
+def readable(hex_id: str) -> str:
+    """The slug inside a slug-made bytes32 id, or the hex itself."""
+    raw = bytes.fromhex(hex_id[2:]).rstrip(b"\0")
+    try:
+        decoded = raw.decode()
+    except UnicodeDecodeError:
+        return hex_id
+    return decoded if decoded and decoded.isprintable() and _SLUG.match(decoded) else hex_id
+
+
+def _enum_name(enum: Any, value: int) -> str:
+    try:
+        return str(enum(value).name)
+    except ValueError:
+        return str(value)
+
+
+# --- the graph --------------------------------------------------------------------------------
+
+
+class ChainRef(BaseModel):
+    """Where on the chain a node or an edge is stated: the event's position and transaction."""
+
+    block: int
+    tx_index: int
+    log_index: int
+    tx_hash: str
+
+    @property
+    def position(self) -> str:
+        return f"{self.block}/{self.tx_index}/{self.log_index}"
+
+
+class Node(BaseModel):
+    id: str = Field(description="`<type>:<id>`, e.g. `access:0x…`")
+    type: str = Field(
+        description="agreement | dataset | access | artifact | organization | account | signature"
+    )
+    prov: str = Field(description="entity | activity | agent")
+    label: str
+    chain: ChainRef | None
+    attributes: dict[str, Any] = Field(default_factory=dict)
+
+
+class Edge(BaseModel):
+    relation: str = Field(
+        description="used | wasGeneratedBy | wasDerivedFrom | wasAssociatedWith | "
+        "actedOnBehalfOf | wasAttributedTo"
+    )
+    source: str
+    target: str
+    chain: ChainRef
+    attributes: dict[str, Any] = Field(default_factory=dict)
+
+
+class Graph(BaseModel):
+    root: str
+    direction: Direction
+    nodes: list[Node]
+    edges: list[Edge]
+    truncated: list[str] = Field(
+        default_factory=list,
+        description="nodes with more neighbours than `limit` (the rest were not expanded)",
+    )
+    limit: int
+
+    def node(self, node_id: str) -> Node:
+        for node in self.nodes:
+            if node.id == node_id:
+                return node
+        raise KeyError(node_id)
+
+
+def _ref(row: Any, tx_hash_key: str = "tx_hash") -> ChainRef:
+    return ChainRef(
+        block=int(row["block_number"]),
+        tx_index=int(row["tx_index"]),
+        log_index=int(row["log_index"]),
+        tx_hash=str(row[tx_hash_key]),
+    )
+
+
+def _json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+_Step = tuple[Edge, str]
+"""An edge and the id of the node at its other end."""
+
+
+class _Builder:
+    """Loads nodes and their neighbours, one indexed query each, on one connection."""
+
+    def __init__(self, conn: Connection, limit: int, max_nodes: int) -> None:
+        self.conn = conn
+        self.limit = limit
+        self.max_nodes = max_nodes
+        self.nodes: dict[str, Node] = {}
+        self.edges: dict[tuple[str, str, str, str], Edge] = {}
+        self.truncated: list[str] = []
+
+    def rows(self, sql: str, **params: Any) -> list[Any]:
+        return list(self.conn.execute(text(sql), params).mappings())
+
+    def one(self, sql: str, **params: Any) -> Any:
+        return self.conn.execute(text(sql), params).mappings().first()
+
+    def limited(self, node_id: str, sql: str, **params: Any) -> list[Any]:
+        found = self.rows(sql + " LIMIT :limit", limit=self.limit + 1, **params)
+        if len(found) > self.limit:
+            self.truncated.append(node_id)
+            found = found[: self.limit]
+        return found
+
+    # nodes
+
+    def load(self, node_id: str) -> Node | None:
+        if node_id in self.nodes:
+            return self.nodes[node_id]
+        type_, _, key = node_id.partition(":")
+        loader: Callable[[str], Node | None] | None = getattr(self, f"_node_{type_}", None)
+        node = loader(key) if loader is not None else None
+        if node is not None:
+            self.nodes[node_id] = node
+        return node
+
+    def _node_agreement(self, key: str) -> Node | None:
+        row = self.one("SELECT * FROM agreement WHERE agreement_id = :k", k=key)
+        if row is None:
+            return None
+        history = self.rows(
+            "SELECT block_number, tx_index, log_index, tx_hash, event, status, by_account, reason "
+            "FROM agreement_status_change WHERE agreement_id = :k "
+            "ORDER BY block_number, tx_index, log_index",
+            k=key,
+        )
+        return Node(
+            id=f"agreement:{key}",
+            type="agreement",
+            prov="entity",
+            label=f"agreement v{row['version']} ({_enum_name(Scenario, row['scenario'])})",
+            chain=_ref(row),
+            attributes={
+                "agreement_id": key,
+                "version": row["version"],
+                "previous_id": row["previous_id"],
+                "status": _enum_name(AgreementStatus, row["status"]),
+                "scenario": _enum_name(Scenario, row["scenario"]),
+                "duo_codes": [f"DUO:{int(c):07d}" for c in _json(row["duo_codes"])],
+                "max_tier": _enum_name(Tier, row["max_tier"]),
+                "operations": [o.name for o in Operation if row["operations"] >> o & 1],
+                "valid_from": row["valid_from"],
+                "valid_until": row["valid_until"],
+                "quota": row["quota"],
+                "terms_hash": row["terms_hash"],
+                "digest": row["digest"],
+                "status_history": [
+                    {
+                        "event": h["event"],
+                        "status": _enum_name(AgreementStatus, h["status"]),
+                        "by": h["by_account"],
+                        "reason": h["reason"],
+                        "chain": _ref(h).model_dump(),
+                    }
+                    for h in history
+                ],
+            },
+        )
+
+    def _node_dataset(self, key: str) -> Node | None:
+        row = self.one("SELECT * FROM dataset WHERE dataset_id = :k", k=key)
+        if row is None:
+            return None
+        return Node(
+            id=f"dataset:{key}",
+            type="dataset",
+            prov="entity",
+            label=readable(key),
+            chain=_ref(row),
+            attributes={
+                "dataset_id": key,
+                "schema_ref": row["schema_ref"],
+                "max_tier": _enum_name(Tier, row["max_tier"]),
+                "fields": _json(row["fields"]),
+            },
+        )
+
+    def _node_access(self, key: str) -> Node | None:
+        row = self.one("SELECT * FROM access_event WHERE access_id = :k", k=key)
+        return None if row is None else self.access_node(row)
+
+    def access_node(self, row: Any) -> Node:
+        """The node of an access row already read (a downward walk reads hundreds at once)."""
+        key = str(row["access_id"])
+        node_id = f"access:{key}"
+        if node_id in self.nodes:
+            return self.nodes[node_id]
+        granted = row["decision"] == Decision.GRANTED
+        node = Node(
+            id=node_id,
+            type="access",
+            prov="activity",
+            label=f"access {_enum_name(Decision, row['decision']).lower()}"
+            + ("" if granted else f" ({_enum_name(DenyReason, row['reason'])})"),
+            chain=_ref(row),
+            attributes={
+                "access_id": key,
+                "decision": _enum_name(Decision, row["decision"]),
+                "reason": _enum_name(DenyReason, row["reason"]),
+                "tier": _enum_name(Tier, row["tier"]),
+                "operation": _enum_name(Operation, row["operation"]),
+                "field_mask": row["field_mask"],
+                "request_hash": row["request_hash"],
+                "cohort_root": row["cohort_root"],
+                "cohort_size": row["cohort_size"],
+                "authorization_ref": row["authorization_ref"],
+                "requester_signature": row["sig_r"] + row["sig_s"][2:] + f"{row['sig_v']:02x}",
+            },
+        )
+        self.nodes[node_id] = node
+        return node
+
+    def _node_artifact(self, key: str) -> Node | None:
+        # Until the artifact registry exists, the artifacts are the released results.
+        row = self.one(
+            "SELECT * FROM result_release WHERE result_hash = :k "
+            "ORDER BY block_number, tx_index, log_index LIMIT 1",
+            k=key,
+        )
+        if row is None:
+            return None
+        return Node(
+            id=f"artifact:{key}",
+            type="artifact",
+            prov="entity",
+            label=f"released {_enum_name(ReleaseKind, row['kind']).lower()}",
+            chain=_ref(row),
+            attributes={
+                "result_hash": key,
+                "kind": _enum_name(ReleaseKind, row["kind"]),
+                "size": row["size"],
+            },
+        )
+
+    def _node_organization(self, key: str) -> Node | None:
+        row = self.one("SELECT * FROM organization WHERE org_id = :k", k=key)
+        if row is None:
+            return None
+        return Node(
+            id=f"organization:{key}",
+            type="organization",
+            prov="agent",
+            label=str(row["name"]),
+            chain=_ref(row),
+            attributes={
+                "org_id": key,
+                "slug": readable(key),
+                "kind": _enum_name(OrgKind, row["kind"]),
+                "status": _enum_name(OrgStatus, row["status"]),
+            },
+        )
+
+    def _node_account(self, key: str) -> Node | None:
+        roles = self.rows(
+            "SELECT * FROM member_role WHERE account = :k ORDER BY block_number, tx_index, "
+            "log_index",
+            k=key,
+        )
+        held: dict[int, bool] = {}
+        for r in roles:
+            held[int(r["role"])] = bool(r["granted"])
+        return Node(
+            id=f"account:{key}",
+            type="account",
+            prov="agent",
+            label=key,
+            chain=_ref(roles[0]) if roles else None,
+            attributes={
+                "address": key,
+                "roles": [_enum_name(Role, role) for role, on in sorted(held.items()) if on],
+                "member_of": roles[0]["org_id"] if roles else None,
+            },
+        )
+
+    def _node_signature(self, key: str) -> Node | None:
+        block, tx, log_index = (int(p) for p in key.split("/"))
+        row = self.one(
+            "SELECT * FROM agreement_signature WHERE block_number = :b AND tx_index = :t "
+            "AND log_index = :i",
+            b=block,
+            t=tx,
+            i=log_index,
+        )
+        if row is None:
+            return None
+        return Node(
+            id=f"signature:{key}",
+            type="signature",
+            prov="activity",
+            label=f"signature of party {row['party']}",
+            chain=_ref(row),
+            attributes={
+                "agreement_id": row["agreement_id"],
+                "signer": row["signer"],
+                "party": row["party"],
+                "signature": row["signature"],
+            },
+        )
+
+    # edges
+
+    def _edge(self, relation: str, source: str, target: str, row: Any, **attributes: Any) -> Edge:
+        return Edge(
+            relation=relation, source=source, target=target, chain=_ref(row), attributes=attributes
+        )
+
+    def up(self, node_id: str) -> list[_Step]:
+        """Edges from this node to what it came from (it is their PROV subject)."""
+        type_, _, key = node_id.partition(":")
+        out: list[_Step] = []
+        if type_ == "access":
+            row = self.one("SELECT * FROM access_event WHERE access_id = :k", k=key)
+            if row is None:
+                return out
+            for target, relation, role in (
+                (f"agreement:{row['agreement_id']}", "used", "agreement"),
+                (f"dataset:{row['dataset_id']}", "used", "dataset"),
+                (f"account:{row['requester']}", "wasAssociatedWith", "requester"),
+                (f"account:{row['recorder']}", "wasAssociatedWith", "recorder"),
+            ):
+                out.append((self._edge(relation, node_id, target, row, role=role), target))
+        elif type_ == "artifact":
+            for row in self.limited(
+                node_id,
+                "SELECT * FROM result_release WHERE result_hash = :k "
+                "ORDER BY block_number, tx_index, log_index",
+                k=key,
+            ):
+                target = f"access:{row['access_id']}"
+                edge = self._edge(
+                    "wasGeneratedBy", node_id, target, row,
+                    kind=_enum_name(ReleaseKind, row["kind"]), size=row["size"],
+                    recorder=row["recorder"],
+                )  # fmt: skip
+                out.append((edge, target))
+        elif type_ == "agreement":
+            row = self.one("SELECT * FROM agreement WHERE agreement_id = :k", k=key)
+            if row is None:
+                return out
+            if row["previous_id"]:
+                target = f"agreement:{row['previous_id']}"
+                out.append((self._edge("wasDerivedFrom", node_id, target, row,
+                                       role="amends"), target))  # fmt: skip
+            for org, role in ((row["holder_org"], "holder"), (row["requester_org"], "requester")):
+                target = f"organization:{org}"
+                out.append((self._edge("wasAttributedTo", node_id, target, row, role=role), target))
+            for scope in self.rows(
+                "SELECT dataset_id, field_mask FROM agreement_dataset WHERE agreement_id = :k "
+                "ORDER BY dataset_id",
+                k=key,
+            ):
+                target = f"dataset:{scope['dataset_id']}"
+                edge = self._edge(
+                    "wasDerivedFrom", node_id, target, row, role="scope",
+                    field_mask=scope["field_mask"],
+                )  # fmt: skip
+                out.append((edge, target))
+            # The signatures point at the agreement, but they are what made it binding: an
+            # upward query ("under what?") shows them and who signed.
+            for sig in self.rows(
+                "SELECT * FROM agreement_signature WHERE agreement_id = :k "
+                "ORDER BY block_number, tx_index, log_index",
+                k=key,
+            ):
+                out.append((self._signature_edge(sig), self._signature_id(sig)))
+        elif type_ == "signature":
+            node = self.load(node_id)
+            if node is not None:
+                signer = f"account:{node.attributes['signer']}"
+                assert node.chain is not None
+                edge = Edge(relation="wasAssociatedWith", source=node_id, target=signer,
+                            chain=node.chain, attributes={"role": "signer"})  # fmt: skip
+                out.append((edge, signer))
+        elif type_ == "dataset":
+            row = self.one("SELECT * FROM dataset WHERE dataset_id = :k", k=key)
+            if row is not None:
+                target = f"organization:{row['holder_org']}"
+                out.append((self._edge("wasAttributedTo", node_id, target, row,
+                                       role="holder"), target))  # fmt: skip
+        elif type_ == "account":
+            for row in self.rows(
+                "SELECT * FROM member_role WHERE account = :k AND granted = :g "
+                "ORDER BY block_number, tx_index, log_index",
+                k=key,
+                g=True,
+            ):
+                target = f"organization:{row['org_id']}"
+                edge = self._edge("actedOnBehalfOf", node_id, target, row,
+                                  role=_enum_name(Role, row["role"]))  # fmt: skip
+                out.append((edge, target))
+        return out
+
+    def _signature_id(self, sig: Any) -> str:
+        return f"signature:{sig['block_number']}/{sig['tx_index']}/{sig['log_index']}"
+
+    def _signature_edge(self, sig: Any) -> Edge:
+        return self._edge(
+            "used", self._signature_id(sig), f"agreement:{sig['agreement_id']}", sig,
+            role="signed terms", party=sig["party"],
+        )  # fmt: skip
+
+    def down(self, node_id: str) -> list[_Step]:
+        """Edges from what came of this node to it (this node is their PROV object)."""
+        type_, _, key = node_id.partition(":")
+        out: list[_Step] = []
+        if type_ == "agreement":
+            for row in self.limited(
+                node_id,
+                "SELECT * FROM access_event WHERE agreement_id = :k "
+                "ORDER BY block_number, tx_index, log_index",
+                k=key,
+            ):
+                source = self.access_node(row).id
+                out.append((self._edge("used", source, node_id, row, role="agreement"), source))
+            for row in self.rows("SELECT * FROM agreement WHERE previous_id = :k", k=key):
+                source = f"agreement:{row['agreement_id']}"
+                out.append((self._edge("wasDerivedFrom", source, node_id, row,
+                                       role="amends"), source))  # fmt: skip
+            for sig in self.rows(
+                "SELECT * FROM agreement_signature WHERE agreement_id = :k "
+                "ORDER BY block_number, tx_index, log_index",
+                k=key,
+            ):
+                out.append((self._signature_edge(sig), self._signature_id(sig)))
+        elif type_ == "access":
+            for row in self.limited(
+                node_id,
+                "SELECT * FROM result_release WHERE access_id = :k "
+                "ORDER BY block_number, tx_index, log_index",
+                k=key,
+            ):
+                source = f"artifact:{row['result_hash']}"
+                edge = self._edge(
+                    "wasGeneratedBy", source, node_id, row,
+                    kind=_enum_name(ReleaseKind, row["kind"]), size=row["size"],
+                    recorder=row["recorder"],
+                )  # fmt: skip
+                out.append((edge, source))
+        elif type_ == "dataset":
+            for row in self.limited(
+                node_id,
+                "SELECT * FROM access_event WHERE dataset_id = :k "
+                "ORDER BY block_number, tx_index, log_index",
+                k=key,
+            ):
+                source = self.access_node(row).id
+                out.append((self._edge("used", source, node_id, row, role="dataset"), source))
+            for scope in self.rows(
+                "SELECT a.*, s.field_mask AS scope_mask FROM agreement_dataset s "
+                "JOIN agreement a ON a.agreement_id = s.agreement_id WHERE s.dataset_id = :k",
+                k=key,
+            ):
+                source = f"agreement:{scope['agreement_id']}"
+                edge = self._edge("wasDerivedFrom", source, node_id, scope, role="scope",
+                                  field_mask=scope["scope_mask"])  # fmt: skip
+                out.append((edge, source))
+        elif type_ == "organization":
+            for row in self.limited(
+                node_id,
+                "SELECT * FROM member_role WHERE org_id = :k AND granted = :g "
+                "ORDER BY block_number, tx_index, log_index",
+                k=key,
+                g=True,
+            ):
+                source = f"account:{row['account']}"
+                edge = self._edge("actedOnBehalfOf", source, node_id, row,
+                                  role=_enum_name(Role, row["role"]))  # fmt: skip
+                out.append((edge, source))
+            for column, role in (("holder_org", "holder"), ("requester_org", "requester")):
+                for row in self.limited(
+                    node_id,
+                    f"SELECT * FROM agreement WHERE {column} = :k ORDER BY block_number",  # noqa: S608 - fixed names
+                    k=key,
+                ):
+                    source = f"agreement:{row['agreement_id']}"
+                    out.append((self._edge("wasAttributedTo", source, node_id, row,
+                                           role=role), source))  # fmt: skip
+            for row in self.rows("SELECT * FROM dataset WHERE holder_org = :k", k=key):
+                source = f"dataset:{row['dataset_id']}"
+                out.append((self._edge("wasAttributedTo", source, node_id, row,
+                                       role="holder"), source))  # fmt: skip
+        elif type_ == "account":
+            # A requester's accesses (indexed); a gateway's are found through its organization's
+            # agreements (no index on the recorder column: it would slow every insert).
+            for row in self.limited(
+                node_id,
+                "SELECT * FROM access_event WHERE requester = :k "
+                "ORDER BY block_number, tx_index, log_index",
+                k=key,
+            ):
+                source = self.access_node(row).id
+                out.append((self._edge("wasAssociatedWith", source, node_id, row,
+                                       role="requester"), source))  # fmt: skip
+            for sig in self.rows(
+                "SELECT * FROM agreement_signature WHERE signer = :k "
+                "ORDER BY block_number, tx_index, log_index",
+                k=key,
+            ):
+                sig_id = self._signature_id(sig)
+                edge = self._edge("wasAssociatedWith", sig_id, node_id, sig, role="signer")
+                out.append((edge, sig_id))
+        return out
+
+    # traversal
+
+    def walk(self, root: str, step: Callable[[str], list[_Step]]) -> None:
+        """Breadth-first closure of `step` from `root`, bounded by `max_nodes`."""
+        frontier = [root]
+        seen = {root}
+        while frontier:
+            following: list[str] = []
+            for node_id in frontier:
+                for edge, other in step(node_id):
+                    if other not in seen and len(self.nodes) >= self.max_nodes:
+                        if node_id not in self.truncated:
+                            self.truncated.append(node_id)
+                        continue
+                    if other not in self.nodes and self.load(other) is None:
+                        continue  # e.g. an account that never held a role: no node
+                    key = (edge.relation, edge.source, edge.target, edge.chain.position)
+                    self.edges.setdefault(key, edge)
+                    if other not in seen:
+                        seen.add(other)
+                        following.append(other)
+            frontier = following
+
+
+_NODE_TYPE = {
+    Kind.AGREEMENT: "agreement",
+    Kind.DATASET: "dataset",
+    Kind.ACCESS: "access",
+    Kind.ARTIFACT: "artifact",
+    Kind.ORGANIZATION: "organization",
+}
+
+
+def provenance(
+    engine: Engine,
+    kind: Kind,
+    raw_id: str,
+    *,
+    direction: Direction = Direction.BOTH,
+    limit: int = 100,
+    max_nodes: int = 2_000,
+) -> Graph:
+    """The provenance graph around one thing. Raises MalformedIdError, NotFoundError,
+    StoreUnavailableError."""
+    if kind == Kind.SUBJECT:
+        # Consents and cohort membership are not on chain yet (consent registry, issue 5):
+        # an honest 404 rather than an empty graph that would read as "never used".
+        subject_accesses(engine, raw_id)
+    key = parse_id(kind, raw_id)
+    root = f"{_NODE_TYPE[kind]}:{key}"
+    with store_errors(), engine.connect() as conn:
+        conn.execute(text("SELECT block_number FROM checkpoint")).first()
+        builder = _Builder(conn, limit, max_nodes)
+        if builder.load(root) is None:
+            raise NotFoundError(
+                f"the store holds no {kind.value} {raw_id}", code=f"{kind}_not_found"
+            )
+        if direction in (Direction.UP, Direction.BOTH):
+            builder.walk(root, builder.up)
+        if direction in (Direction.DOWN, Direction.BOTH):
+            builder.walk(root, builder.down)
+    return Graph(
+        root=root,
+        direction=direction,
+        nodes=list(builder.nodes.values()),
+        edges=list(builder.edges.values()),
+        truncated=builder.truncated,
+        limit=limit,
+    )
+
+
+def subject_accesses(engine: Engine, raw_ref: str) -> list[dict[str, Any]]:
+    """The patient transparency report: accesses whose cohort held this subject reference.
+
+    Cohorts are recorded as Merkle roots only; which subjects they hold arrives with the
+    consent registry (issue 5). Until then every well-formed reference answers 404.
+    """
+    key = parse_id(Kind.SUBJECT, raw_ref)
+    with store_errors(), engine.connect() as conn:
+        conn.execute(text("SELECT 1 FROM checkpoint")).first()  # the store is there and read
+    raise NotFoundError(
+        f"no consent record names subject {key} (the consent registry is not indexed yet)",
+        code="subject_not_found",
+    )

@@ -1,0 +1,224 @@
+"""The agreement compliance report: what a regulator reads first about one agreement.
+
+Accesses granted and denied (denials by reason), quota use, results released (by kind, with
+sizes), the signatures and the status history, each with its chain reference. Counts are
+aggregates in the database (one grouped query per table), so a report over a million
+accesses reads no row into Python. As JSON (`AgreementReport`) and as a rich table.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+from rich.console import Group, RenderableType
+from rich.table import Table
+from sqlalchemy import Engine, text
+
+from audit.provenance import (
+    ChainRef,
+    Kind,
+    NotFoundError,
+    parse_id,
+    readable,
+    store_errors,
+)
+from dul.domain import AgreementStatus, Decision, DenyReason, ReleaseKind, Scenario, Tier
+
+
+def _name(enum: Any, value: int) -> str:
+    try:
+        return str(enum(value).name)
+    except ValueError:
+        return str(value)
+
+
+class SignatureLine(BaseModel):
+    signer: str
+    party: int
+    chain: ChainRef
+
+
+class StatusLine(BaseModel):
+    event: str
+    status: str
+    by: str | None
+    reason: str | None
+    chain: ChainRef
+
+
+class AgreementReport(BaseModel):
+    agreement_id: str
+    version: int
+    previous_id: str | None
+    amended_by: list[str]
+    status: str
+    scenario: str
+    max_tier: str
+    holder: str
+    requester: str
+    valid_from: int
+    valid_until: int
+    quota: int
+    accesses: int
+    granted: int
+    denied: int
+    quota_used: float = Field(description="granted / quota")
+    denials_by_reason: dict[str, int]
+    granted_by_tier: dict[str, int]
+    releases: int
+    releases_by_kind: dict[str, int]
+    released_bytes: int
+    signatures: list[SignatureLine]
+    status_history: list[StatusLine]
+    proposed: ChainRef
+
+
+def _chain(row: Any) -> ChainRef:
+    return ChainRef(
+        block=int(row["block_number"]),
+        tx_index=int(row["tx_index"]),
+        log_index=int(row["log_index"]),
+        tx_hash=str(row["tx_hash"]),
+    )
+
+
+def agreement_report(engine: Engine, raw_id: str) -> AgreementReport:
+    """Raises MalformedIdError, NotFoundError (`agreement_not_found`), StoreUnavailableError."""
+    key = parse_id(Kind.AGREEMENT, raw_id)
+    with store_errors(), engine.connect() as conn:
+
+        def rows(sql: str) -> list[Any]:
+            return list(conn.execute(text(sql), {"k": key}).mappings())
+
+        found = rows("SELECT * FROM agreement WHERE agreement_id = :k")
+        if not found:
+            raise NotFoundError(
+                f"the store holds no agreement {raw_id}", code="agreement_not_found"
+            )
+        row = found[0]
+        orgs = {
+            r["org_id"]: r["name"]
+            for r in rows(
+                "SELECT org_id, name FROM organization WHERE org_id IN "
+                "(SELECT holder_org FROM agreement WHERE agreement_id = :k UNION "
+                "SELECT requester_org FROM agreement WHERE agreement_id = :k)"
+            )
+        }
+        decisions = rows(
+            "SELECT decision, reason, tier, count(*) AS n FROM access_event "
+            "WHERE agreement_id = :k GROUP BY decision, reason, tier"
+        )
+        releases = rows(
+            "SELECT kind, count(*) AS n, sum(size) AS bytes FROM result_release "
+            "WHERE agreement_id = :k GROUP BY kind"
+        )
+        signatures = rows(
+            "SELECT * FROM agreement_signature WHERE agreement_id = :k "
+            "ORDER BY block_number, tx_index, log_index"
+        )
+        history = rows(
+            "SELECT * FROM agreement_status_change WHERE agreement_id = :k "
+            "ORDER BY block_number, tx_index, log_index"
+        )
+        amended = [r["agreement_id"] for r in rows("SELECT agreement_id FROM agreement "
+                                                   "WHERE previous_id = :k")]  # fmt: skip
+    granted = sum(int(d["n"]) for d in decisions if d["decision"] == Decision.GRANTED)
+    denied = sum(int(d["n"]) for d in decisions if d["decision"] == Decision.DENIED)
+    by_reason: dict[str, int] = {}
+    by_tier: dict[str, int] = {}
+    for d in decisions:
+        if d["decision"] == Decision.DENIED:
+            name = _name(DenyReason, d["reason"])
+            by_reason[name] = by_reason.get(name, 0) + int(d["n"])
+        elif d["decision"] == Decision.GRANTED:
+            name = _name(Tier, d["tier"])
+            by_tier[name] = by_tier.get(name, 0) + int(d["n"])
+    quota = int(row["quota"])
+    return AgreementReport(
+        agreement_id=key,
+        version=int(row["version"]),
+        previous_id=row["previous_id"],
+        amended_by=amended,
+        status=_name(AgreementStatus, row["status"]),
+        scenario=_name(Scenario, row["scenario"]),
+        max_tier=_name(Tier, row["max_tier"]),
+        holder=f"{orgs.get(row['holder_org'], '?')} ({readable(row['holder_org'])})",
+        requester=f"{orgs.get(row['requester_org'], '?')} ({readable(row['requester_org'])})",
+        valid_from=int(row["valid_from"]),
+        valid_until=int(row["valid_until"]),
+        quota=quota,
+        accesses=granted + denied,
+        granted=granted,
+        denied=denied,
+        quota_used=round(granted / quota, 6) if quota else 0.0,
+        denials_by_reason=dict(sorted(by_reason.items())),
+        granted_by_tier=dict(sorted(by_tier.items())),
+        releases=sum(int(r["n"]) for r in releases),
+        releases_by_kind={_name(ReleaseKind, r["kind"]): int(r["n"]) for r in releases},
+        released_bytes=sum(int(r["bytes"] or 0) for r in releases),
+        signatures=[
+            SignatureLine(signer=s["signer"], party=int(s["party"]), chain=_chain(s))
+            for s in signatures
+        ],
+        status_history=[
+            StatusLine(
+                event=h["event"],
+                status=_name(AgreementStatus, h["status"]),
+                by=h["by_account"],
+                reason=h["reason"],
+                chain=_chain(h),
+            )
+            for h in history
+        ],
+        proposed=_chain(row),
+    )
+
+
+def _at(chain: ChainRef) -> str:
+    return f"block {chain.block}, tx {chain.tx_hash[:10]}…, log {chain.log_index}"
+
+
+def render_report(report: AgreementReport) -> RenderableType:
+    """The report as rich tables (the CLI prints this; `--json` prints the model)."""
+    summary = Table(title=f"Agreement {report.agreement_id}", show_header=False, expand=False)
+    summary.add_column(style="bold")
+    summary.add_column()
+    summary.add_row("version", f"{report.version}" + (
+        f" (amends {report.previous_id})" if report.previous_id else ""))  # fmt: skip
+    if report.amended_by:
+        summary.add_row("amended by", ", ".join(report.amended_by))
+    summary.add_row("status", report.status)
+    summary.add_row("scenario / max tier", f"{report.scenario} / {report.max_tier}")
+    summary.add_row("holder → requester", f"{report.holder} → {report.requester}")
+    summary.add_row("window (unix s)", f"{report.valid_from} … {report.valid_until}")
+    summary.add_row(
+        "accesses", f"{report.accesses} ({report.granted} granted, {report.denied} denied)"
+    )
+    summary.add_row(
+        "quota", f"{report.granted} / {report.quota} used ({100 * report.quota_used:.2f} %)"
+    )
+    summary.add_row(
+        "results released",
+        f"{report.releases} ({report.released_bytes} bytes)"
+        + "".join(f"; {k}: {v}" for k, v in report.releases_by_kind.items()),
+    )
+    summary.add_row("proposed at", _at(report.proposed))
+    parts: list[RenderableType] = [summary]
+    if report.denials_by_reason:
+        denials = Table(title="Denials by reason")
+        denials.add_column("reason")
+        denials.add_column("count", justify="right")
+        for reason, count in report.denials_by_reason.items():
+            denials.add_row(reason, str(count))
+        parts.append(denials)
+    events = Table(title="Signatures and lifecycle")
+    events.add_column("what")
+    events.add_column("who")
+    events.add_column("chain reference")
+    for s in report.signatures:
+        events.add_row(f"signed (party {s.party})", s.signer, _at(s.chain))
+    for h in report.status_history:
+        events.add_row(f"{h.event} → {h.status}", h.by or "", _at(h.chain))
+    parts.append(events)
+    return Group(*parts)

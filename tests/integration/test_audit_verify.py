@@ -1,0 +1,390 @@
+"""`verify` against the session's real chain: a faithful store passes; an edited, deleted or
+inserted row, a wrong block hash, a forged signature and a broken agreement rule are each
+found and named (check, table, position); the CLI exits non-zero when anything is off."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from eth_hash.auto import keccak
+from sqlalchemy.engine import make_url
+from typer.testing import CliRunner
+
+from audit.cli import app as audit_cli
+from audit.indexer import Indexer, JsonRpc
+from audit.migrations import migrate
+from audit.store import AuditStore, create_store_engine
+from audit.verify import VerifyReport, access_request_digest, verify_store
+from dul.chain.testing import ChainHandle
+from dul.contracts.typed_data import AccessRecord, AccessRequest, access_log_domain
+from dul.contracts.world import World
+from dul.domain import Decision, DenyReason, Operation, ReleaseKind, Tier
+
+pytestmark = pytest.mark.integration
+
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+# --- the same story and stores as test_audit_provenance.py -----------------------------------
+
+
+def hexed(value: bytes) -> str:
+    return "0x" + value.hex()
+
+
+def signed_access(
+    world: World,
+    agreement: bytes,
+    decision: Decision = Decision.GRANTED,
+    reason: DenyReason = DenyReason.NONE,
+    **overrides: Any,
+) -> AccessRecord:
+    values: dict[str, Any] = {
+        "request_id": keccak(uuid.uuid4().bytes),
+        "agreement_id": agreement,
+        "dataset_id": world.dataset,
+        "field_mask": 0b0110,
+        "tier": Tier.DEIDENTIFIED,
+        "operation": Operation.QUERY,
+        "request_hash": keccak(b"SELECT count(*) FROM measurement"),
+        "deadline": int(time.time()) + 600,
+    }
+    values.update(overrides)
+    request = AccessRequest(**values)
+    domain = access_log_domain(world.ledger.chain_id, world.ledger.deployment.address("AccessLog"))
+    return AccessRecord(
+        request,
+        world.requester.address,
+        request.sign(world.requester, domain),
+        decision,
+        reason,
+        cohort_root=keccak(b"cohort") if decision == Decision.GRANTED else b"\0" * 32,
+        cohort_size=42 if decision == Decision.GRANTED else 0,
+    )
+
+
+def make_store_url(backend: str, tmp: Path, cleanup: list[tuple[str, str]]) -> str:
+    """A fresh SQLite file, or a fresh PostgreSQL database (schema without CREATEDB)."""
+    if backend == "sqlite":
+        return f"sqlite:///{tmp / f'audit-{uuid.uuid4().hex[:8]}.db'}"
+    admin_url = os.environ.get("DUL_TEST_DATABASE_URL")
+    if not admin_url:
+        pytest.skip("DUL_TEST_DATABASE_URL is not set (PostgreSQL runs under .ci/run)")
+    name = f"dul_audit_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            try:
+                conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+                cleanup.append(("database", name))
+                return make_url(admin_url).set(database=name).render_as_string(False)
+            except sa.exc.ProgrammingError:
+                conn.execute(sa.text(f'CREATE SCHEMA "{name}"'))
+                cleanup.append(("schema", name))
+                url = make_url(admin_url).update_query_dict({"options": f"-csearch_path={name}"})
+                return url.render_as_string(False)
+    finally:
+        admin.dispose()
+
+
+def drop_stores(cleanup: list[tuple[str, str]]) -> None:
+    admin_url = os.environ.get("DUL_TEST_DATABASE_URL")
+    if not cleanup or not admin_url:
+        return
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        for what, name in cleanup:
+            if what == "database":
+                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            else:
+                conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
+    admin.dispose()
+
+
+def index_into(world: World, chain: ChainHandle, url: str) -> sa.Engine:
+    deployment = world.ledger.deployment
+    engine = create_store_engine(url)
+    migrate(engine)
+    indexer = Indexer(
+        AuditStore(engine),
+        JsonRpc(chain.rpc_url),
+        chain_id=deployment.chain_id,
+        contracts=deployment.addresses,
+        start_block=int(deployment.raw["block"]),
+    )
+    indexer.run(to_block=int(chain.rpc("eth_blockNumber"), 16))
+    indexer.rpc.close()
+    return engine
+
+
+def record_story(world: World) -> tuple[bytes, AccessRecord, AccessRecord, AccessRecord, bytes]:
+    agreement = world.activate(world.research_terms(quota=50))
+    granted = signed_access(world, agreement)
+    exported = signed_access(world, agreement, operation=Operation.EXPORT_RESULT)
+    denied = signed_access(
+        world, agreement, Decision.DENIED, DenyReason.TIER_ABOVE_CEILING, tier=Tier.PSEUDONYMIZED
+    )
+    world.ledger.transact(
+        world.gateway, "AccessLog", "recordAccesses",
+        [granted.as_abi(), exported.as_abi(), denied.as_abi()],
+    )  # fmt: skip
+    result = keccak(uuid.uuid4().bytes)
+    world.ledger.transact(
+        world.gateway, "AccessLog", "releaseResult", exported.request.request_id, agreement,
+        result, ReleaseKind.DEIDENTIFIED_EXTRACT, 4096,
+    )  # fmt: skip
+    return agreement, granted, exported, denied, result
+
+
+# --- tests ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def recorded(world: World) -> dict[str, str]:
+    """One story on chain for the module (each test indexes its own store of it)."""
+    agreement, granted, exported, denied, result = record_story(world)
+    return {
+        "agreement": hexed(agreement),
+        "granted": hexed(granted.request.request_id),
+        "exported": hexed(exported.request.request_id),
+        "denied": hexed(denied.request.request_id),
+        "result": hexed(result),
+    }
+
+
+@pytest.fixture(params=BACKENDS)
+def store(
+    request: pytest.FixtureRequest,
+    world: World,
+    chain: ChainHandle,
+    recorded: dict[str, str],
+    tmp_path: Path,
+) -> Iterator[tuple[str, sa.Engine]]:
+    cleanup: list[tuple[str, str]] = []
+    url = make_store_url(request.param, tmp_path, cleanup)
+    engine = index_into(world, chain, url)
+    yield url, engine
+    engine.dispose()
+    drop_stores(cleanup)
+
+
+def run_verify(engine: sa.Engine, node: ChainHandle, world: World, **options: bool) -> VerifyReport:
+    rpc = JsonRpc(node.rpc_url)
+    try:
+        return verify_store(
+            engine, rpc, start_block=int(world.ledger.deployment.raw["block"]), workers=1,
+            **options,
+        )  # fmt: skip
+    finally:
+        rpc.close()
+
+
+def execute(engine: sa.Engine, sql: str, **params: object) -> None:
+    with engine.begin() as conn:
+        conn.execute(sa.text(sql), params)
+
+
+def position_of(engine: sa.Engine, table: str, column: str, value: str) -> str:
+    with engine.connect() as conn:
+        b, t, i = conn.execute(
+            sa.text(
+                f"SELECT block_number, tx_index, log_index FROM {table} WHERE {column} = :v"  # noqa: S608 - test literals
+            ),
+            {"v": value},
+        ).one()
+    return f"{b}/{t}/{i}"
+
+
+def findings(report: VerifyReport) -> set[tuple[str, str | None, str | None]]:
+    return {(f.check, f.table, f.position or f.key) for f in report.findings}
+
+
+def test_a_faithful_store_verifies(
+    store: tuple[str, sa.Engine], chain: ChainHandle, world: World
+) -> None:
+    report = run_verify(store[1], chain, world)
+    assert report.ok, report.findings
+    assert report.findings_total == 0
+    assert report.checked["accesses"] >= 3
+    assert report.checked["access_signatures"] == report.checked["accesses"]
+    assert report.checked["agreement_signatures"] >= 2
+    assert report.checked["rows.access_event"] == report.checked["accesses"]
+    assert report.skipped == []
+
+
+def test_an_edited_row_is_named(
+    store: tuple[str, sa.Engine], chain: ChainHandle, world: World, recorded: dict[str, str]
+) -> None:
+    engine = store[1]
+    execute(engine, "UPDATE access_event SET cohort_size = 7 WHERE access_id = :a",
+            a=recorded["granted"])  # fmt: skip
+    report = run_verify(engine, chain, world)
+    assert not report.ok
+    where = position_of(engine, "access_event", "access_id", recorded["granted"])
+    (differs,) = [f for f in report.findings if f.check == "row_differs"]
+    assert (differs.table, differs.position) == ("access_event", where)
+    assert differs.details["columns"] == {"cohort_size": {"store": 7, "chain": 42}}
+
+
+def test_an_edited_tier_also_breaks_the_requester_signature(
+    store: tuple[str, sa.Engine], chain: ChainHandle, world: World, recorded: dict[str, str]
+) -> None:
+    engine = store[1]
+    execute(engine, "UPDATE access_event SET tier = :t WHERE access_id = :a",
+            t=int(Tier.AGGREGATE), a=recorded["granted"])  # fmt: skip
+    where = position_of(engine, "access_event", "access_id", recorded["granted"])
+    report = run_verify(engine, chain, world)
+    assert ("row_differs", "access_event", where) in findings(report)
+    assert ("access_signature_invalid", "access_event", where) in findings(report)
+    # the store-only checks find the forgery without the chain, too
+    offline = run_verify(engine, chain, world, chain=False)
+    assert ("access_signature_invalid", "access_event", where) in findings(offline)
+    assert offline.skipped == ["chain comparison (no node given)"]
+
+
+def test_a_deleted_row_is_named(
+    store: tuple[str, sa.Engine], chain: ChainHandle, world: World, recorded: dict[str, str]
+) -> None:
+    engine = store[1]
+    where = position_of(engine, "result_release", "result_hash", recorded["result"])
+    execute(engine, "DELETE FROM result_release WHERE result_hash = :r", r=recorded["result"])
+    report = run_verify(engine, chain, world)
+    assert findings(report) == {("row_missing", "result_release", where)}
+
+
+def test_an_inserted_row_is_named(
+    store: tuple[str, sa.Engine], chain: ChainHandle, world: World, recorded: dict[str, str]
+) -> None:
+    engine = store[1]
+    with engine.begin() as conn:
+        row = dict(
+            conn.execute(
+                sa.text("SELECT * FROM access_event WHERE access_id = :a"),
+                {"a": recorded["granted"]},
+            )
+            .mappings()
+            .one()
+        )
+        row.update(access_id="0x" + "99" * 32, log_index=row["log_index"] + 1000)
+        columns = ", ".join(row)
+        conn.execute(
+            sa.text(f"INSERT INTO access_event ({columns}) VALUES "  # noqa: S608 - test literals
+                    f"({', '.join(':' + c for c in row)})"),
+            row,
+        )  # fmt: skip
+    where = f"{row['block_number']}/{row['tx_index']}/{row['log_index']}"
+    report = run_verify(engine, chain, world)
+    assert ("row_not_on_chain", "access_event", where) in findings(report)
+    # the forged access also fails its signature (the digest covers the request id)
+    assert ("access_signature_invalid", "access_event", where) in findings(report)
+
+
+def test_a_wrong_block_hash_is_found(
+    store: tuple[str, sa.Engine], chain: ChainHandle, world: World, recorded: dict[str, str]
+) -> None:
+    engine = store[1]
+    block = position_of(engine, "access_event", "access_id", recorded["granted"]).split("/")[0]
+    execute(engine, "UPDATE block SET hash = :h WHERE number = :n", h="0x" + "ee" * 32,
+            n=int(block))  # fmt: skip
+    report = run_verify(engine, chain, world)
+    assert ("block_hash_mismatch", "block", block) in findings(report)
+
+
+def test_a_wrong_checkpoint_hash_is_found(
+    store: tuple[str, sa.Engine], chain: ChainHandle, world: World
+) -> None:
+    engine = store[1]
+    execute(engine, "UPDATE checkpoint SET block_hash = :h", h="0x" + "ee" * 32)
+    report = run_verify(engine, chain, world)
+    assert {f.check for f in report.findings} >= {"checkpoint_mismatch"}
+
+
+def test_edited_agreement_terms_break_digest_signatures_and_invariants(
+    store: tuple[str, sa.Engine], chain: ChainHandle, world: World, recorded: dict[str, str]
+) -> None:
+    """Narrowing the stored scope makes the recorded grants break the (stored) agreement: the
+    invariant pass, the digest and the party signatures all say so, besides the chain."""
+    engine = store[1]
+    agreement = recorded["agreement"]
+    execute(engine, "UPDATE agreement_dataset SET field_mask = '0x2' WHERE agreement_id = :a",
+            a=agreement)  # fmt: skip
+    execute(engine, "UPDATE agreement SET quota = 1 WHERE agreement_id = :a", a=agreement)
+    report = run_verify(engine, chain, world)
+    checks = {f.check for f in report.findings}
+    assert checks >= {
+        "row_differs",
+        "fields_not_allowed",
+        "quota_exceeded",
+        "agreement_digest_mismatch",
+        "agreement_signature_invalid",
+    }
+    granted = position_of(engine, "access_event", "access_id", recorded["granted"])
+    assert ("fields_not_allowed", "access_event", granted) in findings(report)
+    assert ("quota_exceeded", "agreement", agreement) in findings(report)
+
+
+def test_a_release_from_a_denied_access_is_found(
+    store: tuple[str, sa.Engine], chain: ChainHandle, world: World, recorded: dict[str, str]
+) -> None:
+    engine = store[1]
+    where = position_of(engine, "result_release", "result_hash", recorded["result"])
+    execute(engine, "UPDATE result_release SET access_id = :d WHERE result_hash = :r",
+            d=recorded["denied"], r=recorded["result"])  # fmt: skip
+    report = run_verify(engine, chain, world, chain=False)
+    assert findings(report) == {("release_without_grant", "result_release", where)}
+
+
+def test_a_grant_while_suspended_is_found(
+    store: tuple[str, sa.Engine], chain: ChainHandle, world: World, recorded: dict[str, str]
+) -> None:
+    """A status change moved before the grants (history rewritten in the store)."""
+    engine = store[1]
+    agreement = recorded["agreement"]
+    granted = position_of(engine, "access_event", "access_id", recorded["granted"])
+    execute(engine, "UPDATE agreement_status_change SET status = 3, event = 'AgreementSuspended' "
+            "WHERE agreement_id = :a", a=agreement)  # fmt: skip
+    report = run_verify(engine, chain, world, chain=False)
+    assert ("access_while_not_active", "access_event", granted) in findings(report)
+
+
+def test_the_fast_access_digest_equals_the_typed_data_digest(world: World) -> None:
+    domain = access_log_domain(world.ledger.chain_id, world.ledger.deployment.address("AccessLog"))
+    request = AccessRequest(
+        request_id=b"\x01" * 32, agreement_id=b"\x02" * 32, dataset_id=b"\x03" * 32,
+        field_mask=(1 << 200) | 5, tier=Tier.PSEUDONYMIZED, operation=Operation.TRAIN,
+        request_hash=b"\x04" * 32, deadline=2**63, authorization_ref=b"\x05" * 32,
+    )  # fmt: skip
+    columns = (
+        hexed(request.request_id), hexed(request.agreement_id), hexed(request.dataset_id),
+        hex(request.field_mask), int(request.tier), int(request.operation),
+        hexed(request.request_hash), hexed(request.authorization_ref), request.deadline,
+    )  # fmt: skip
+    assert access_request_digest(domain.separator, columns) == request.digest(domain)
+
+
+def test_the_cli_exits_non_zero_and_names_the_row(
+    store: tuple[str, sa.Engine], chain: ChainHandle, world: World, recorded: dict[str, str]
+) -> None:
+    url, engine = store
+    options = ["--database-url", url, "--rpc-url", chain.rpc_url,
+               "--from-block", str(world.ledger.deployment.raw["block"])]  # fmt: skip
+    runner = CliRunner()
+    clean = runner.invoke(audit_cli, ["verify", "--json", *options])
+    assert clean.exit_code == 0, clean.output
+    assert json.loads(clean.stdout.splitlines()[-1])["ok"] is True
+    execute(engine, "DELETE FROM access_event WHERE access_id = :a", a=recorded["denied"])
+    broken = runner.invoke(audit_cli, ["verify", *options])
+    assert broken.exit_code == 1
+    assert "row_missing" in broken.stdout
+    assert "access_event" in broken.stdout
+    as_json = runner.invoke(audit_cli, ["verify", "--json", *options])
+    assert as_json.exit_code == 1
+    assert json.loads(as_json.stdout.splitlines()[-1])["findings_by_check"] == {"row_missing": 1}
