@@ -17,6 +17,7 @@ from dul.contracts.deploy import deploy
 from dul.contracts.ledger import Ledger, connect
 from dul.contracts.typed_data import access_log_domain
 from dul.contracts.world import World
+from dul.domain import Role
 from dul.home import Home
 from dul.keys import KeyStore
 from dul.signing import LocalSigner
@@ -108,13 +109,18 @@ def world(chain: ChainHandle) -> World:
 def gateway(
     world: World, chain: ChainHandle, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[GatewayHandle]:
+    # Its own GATEWAY key: the submitter owns its key's nonces, and other tests send with
+    # `world.gateway` directly.
     keys = KeyStore(chain.home, passphrase="gateway-tests", scrypt_n=2**14)
-    if "hospital-a.gateway" not in {name for name, _ in keys.list()}:
-        keys.import_key("hospital-a.gateway", keccak(b"dul world gateway"))
+    secret = keccak(b"dul tests fixture gateway")
+    address = keys.import_key("hospital-a.fixture-gateway", secret)
+    world.ledger.transact(
+        world.operator, "Membership", "grantMemberRole", world.hospital, address, Role.GATEWAY
+    )
     settings = GatewaySettings(
         home=chain.home.root,
         org="hospital-a",
-        key="hospital-a.gateway",
+        key="hospital-a.fixture-gateway",
         key_passphrase=SecretStr("gateway-tests"),
         rpc_url=chain.rpc_url,
         database_url=f"sqlite:///{tmp_path_factory.mktemp('gateway') / 'gateway.db'}",
