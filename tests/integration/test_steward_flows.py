@@ -81,7 +81,7 @@ def propose(world: World, client: StewardClient, terms: AgreementTerms) -> str:
 
 
 def test_draft_submit_and_both_signatures_activate_the_agreement(
-    world: World, client: StewardClient
+    world: World, client: StewardClient, gateway: GatewayHandle
 ) -> None:
     terms = world.research_terms(quota=10)
     raw = signed(world, world.steward, "AgreementRegistry", "propose", terms.as_abi())
@@ -129,7 +129,8 @@ def test_draft_submit_and_both_signatures_activate_the_agreement(
     assert [v.version for v in shown.versions] == [1]
     # signatures went out from the gateway's key, through its outbox and nonce sequence
     tx = world.ledger.w3.eth.get_transaction(second.tx_hash)  # type: ignore[arg-type]
-    assert tx["from"] == world.gateway.address
+    relayer = KeyStore(gateway.settings.dul_home).show(gateway.settings.key).address
+    assert tx["from"] == relayer
 
 
 def test_a_bad_signature_is_refused_and_changes_nothing(
