@@ -199,6 +199,369 @@ def catchup_rate(
         chain["stop"]()
 
 
+# --- provenance latency and verify time (issue 4 targets: p95 <= 20 ms, verify <= 60 s at 1M) ----
+
+SYNTH_AGREEMENTS = 100
+SYNTH_PER_BLOCK = 200
+
+
+def _sign_chunk(key: bytes, digests: list[bytes]) -> list[bytes]:
+    """Signs in a worker process (synthesis of a big store is dominated by this)."""
+    from dul.signing import LocalSigner
+
+    signer = LocalSigner(key)
+    return [signer.sign_digest(d) for d in digests]
+
+
+def _bulk_insert(engine: Any, table: str, rows: list[tuple[Any, ...]]) -> None:
+    from audit.store import COLUMNS
+
+    columns = (
+        COLUMNS.get(table)
+        or {
+            "block": ("number", "hash", "parent_hash", "timestamp", "events"),
+            "checkpoint": ("id", "chain_id", "contracts", "block_number", "block_hash"),
+        }[table]
+    )
+    with engine.begin() as conn:
+        raw = conn.connection.driver_connection
+        names = ", ".join(columns)
+        if engine.dialect.name == "postgresql":
+            with raw.cursor() as cursor, cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+        else:
+            cursor = raw.cursor()
+            marks = ", ".join("?" * len(columns))
+            cursor.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks})", rows)  # noqa: S608 - fixed names
+            cursor.close()
+
+
+def synthesize_store(store_url: str, accesses: int = 1_000_000, workers: int = 2) -> dict[str, Any]:
+    """Fills an empty store with `accesses` access events by bulk insert, BYPASSING THE CHAIN.
+
+    The rows are what the indexer would have written for a realistic data space (2 orgs, 1
+    dataset, 100 active agreements with real EIP-712 party signatures, one access per log in
+    blocks of 200, 90% granted with real requester signatures, a release for every 10th
+    grant), so provenance queries and verify's off-chain checks see a store of the real shape
+    and size. What is missing: the `event` table (raw logs; provenance never reads it) and of
+    course the chain itself, so verify's chain comparison cannot run on it.
+    """
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    from eth_hash.auto import keccak
+
+    from audit.migrations import migrate
+    from audit.store import create_store_engine
+    from audit.verify import access_request_digest
+    from dul.contracts.typed_data import (
+        ACCESS_LOG_DOMAIN_NAME,
+        DOMAIN_VERSION,
+        AgreementTerms,
+        agreement_domain,
+    )
+    from dul.contracts.world import derived_signer
+    from dul.domain import (
+        AgreementStatus,
+        ConsentPolicy,
+        Decision,
+        DenyReason,
+        Operation,
+        OrgKind,
+        Role,
+        Scenario,
+        Tier,
+        operations_mask,
+        slug_id,
+    )
+    from dul.signing import domain_separator
+
+    started = time.perf_counter()
+    engine = create_store_engine(store_url)
+    migrate(engine)
+    chain_id = 31337
+    contracts = {
+        name: "0x" + keccak(name.encode())[-20:].hex()
+        for name in ("Membership", "DatasetRegistry", "AgreementRegistry", "AccessLog")
+    }
+
+    def hexed(value: bytes) -> str:
+        return "0x" + value.hex()
+
+    def tx(n: int) -> str:
+        return hexed(keccak(f"tx {n}".encode()))
+
+    hospital, institute, dataset = (
+        slug_id("hospital-a"),
+        slug_id("institute"),
+        slug_id("hospital-a/omop"),
+    )
+    steward, partner = derived_signer("steward"), derived_signer("partner-steward")
+    requester_key = keccak(b"dul world requester")  # derived_signer's key, for the workers
+    gateway, requester = derived_signer("gateway"), derived_signer("requester")
+    _bulk_insert(engine, "organization", [
+        (hexed(hospital), int(OrgKind.HOSPITAL), "Hospital A", 1, 1, 0, 0, tx(1)),
+        (hexed(institute), int(OrgKind.RESEARCH), "Institute", 1, 1, 0, 1, tx(1)),
+    ])  # fmt: skip
+    _bulk_insert(engine, "member_role", [
+        (2, 0, i, hexed(org), signer.address.lower(), int(role), True, tx(2))
+        for i, (org, signer, role) in enumerate([
+            (hospital, steward, Role.STEWARD), (hospital, gateway, Role.GATEWAY),
+            (institute, partner, Role.STEWARD), (institute, requester, Role.REQUESTER),
+        ])
+    ])  # fmt: skip
+    fields = [f"table.field_{i}" for i in range(8)]
+    _bulk_insert(engine, "dataset", [
+        (hexed(dataset), hexed(hospital), hexed(keccak(b"OMOP")), int(Tier.PSEUDONYMIZED), 8,
+         json.dumps(fields), 3, 0, 0, tx(3)),
+    ])  # fmt: skip
+    domain = agreement_domain(chain_id, _checksum(contracts["AgreementRegistry"]))
+    agreement_rows, scope_rows, sig_rows, status_rows, agreement_ids = [], [], [], [], []
+    for n in range(SYNTH_AGREEMENTS):
+        terms = AgreementTerms(
+            holder=hospital, requester=institute, datasets=(dataset,), field_masks=(0b11110,),
+            scenario=Scenario.RESEARCH, max_tier=Tier.DEIDENTIFIED,
+            operations=operations_mask(Operation.QUERY, Operation.EXPORT_RESULT),
+            valid_from=0, valid_until=2**40, quota=accesses, consent_policy=ConsentPolicy.NONE,
+            terms_hash=keccak(b"terms"), nonce=n + 1, deadline=2**40, duo_codes=(42,),
+        )  # fmt: skip
+        digest = terms.digest(domain)
+        agreement = hexed(terms.agreement_id)
+        agreement_ids.append(agreement)
+        block = 4 + n
+        agreement_rows.append((
+            agreement, 1, None, hexed(hospital), hexed(institute), hexed(digest),
+            int(Scenario.RESEARCH), json.dumps([42]), hexed(bytes(32)), hexed(bytes(32)),
+            int(Tier.DEIDENTIFIED), terms.operations, 0, 2**40, accesses,
+            int(ConsentPolicy.NONE), hexed(terms.terms_hash), hex(n + 1), 2**40,
+            int(AgreementStatus.ACTIVE), block, 0, 0, tx(block),
+        ))  # fmt: skip
+        scope_rows.append((agreement, hexed(dataset), hex(0b11110), block))
+        for i, signer in enumerate((steward, partner)):
+            sig_rows.append((block, 0, 1 + i, agreement, signer.address.lower(), i,
+                             hexed(signer.sign_digest(digest)), tx(block)))  # fmt: skip
+        status_rows.append((block, 0, 3, agreement, "AgreementActivated",
+                            int(AgreementStatus.ACTIVE), None, None, None, tx(block)))  # fmt: skip
+    _bulk_insert(engine, "agreement", agreement_rows)
+    _bulk_insert(engine, "agreement_dataset", scope_rows)
+    _bulk_insert(engine, "agreement_signature", sig_rows)
+    _bulk_insert(engine, "agreement_status_change", status_rows)
+
+    separator = domain_separator(ACCESS_LOG_DOMAIN_NAME, DOMAIN_VERSION, chain_id,
+                                 _checksum(contracts["AccessLog"]))  # fmt: skip
+    first_block = 10 + SYNTH_AGREEMENTS
+    pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"))
+    chunk = 50_000
+    try:
+        for start in range(0, accesses, chunk):
+            rows, digests, releases, blocks = [], [], [], []
+            for n in range(start, min(accesses, start + chunk)):
+                block, log_index = first_block + n // SYNTH_PER_BLOCK, n % SYNTH_PER_BLOCK
+                denied = n % 10 == 9
+                access_id = hexed(keccak(n.to_bytes(8, "big")))
+                agreement = agreement_ids[n % SYNTH_AGREEMENTS]
+                tier = int(Tier.PSEUDONYMIZED if denied else Tier.DEIDENTIFIED)
+                operation = int(Operation.EXPORT_RESULT if n % 20 == 0 else Operation.QUERY)
+                request_hash = hexed(keccak(f"query {n % 97}".encode()))
+                columns = (access_id, agreement, hexed(dataset), "0x6", tier, operation,
+                           request_hash, hexed(bytes(32)), 2**40)  # fmt: skip
+                digests.append(access_request_digest(separator, columns))
+                rows.append([
+                    block, 0, log_index, access_id, tx(block), agreement, hexed(dataset),
+                    requester.address.lower(), gateway.address.lower(),
+                    int(Decision.DENIED if denied else Decision.GRANTED),
+                    int(DenyReason.TIER_ABOVE_CEILING if denied else DenyReason.NONE), tier,
+                    operation, "0x6", request_hash,
+                    hexed(bytes(32)) if denied else hexed(keccak(f"cohort {n}".encode())),
+                    0 if denied else 100 + n % 50, hexed(bytes(32)), 2**40,
+                ])  # fmt: skip
+                if not denied and n % 10 == 0:
+                    releases.append((block, 0, SYNTH_PER_BLOCK + log_index, access_id, agreement,
+                                     hexed(keccak(f"result {n}".encode())), 0, 1024,
+                                     gateway.address.lower(), tx(block)))  # fmt: skip
+                if log_index == 0:
+                    blocks.append((block, hexed(keccak(f"block {block}".encode())), None,
+                                   1_700_000_000 + block, 0))  # fmt: skip
+            parts = [digests[i : i + 5_000] for i in range(0, len(digests), 5_000)]
+            signed = [s for part in pool.map(_sign_chunk, [requester_key] * len(parts),
+                                              parts) for s in part]  # fmt: skip
+            access_rows = [
+                (*row, hexed(sig[:32]), hexed(sig[32:64]), sig[64])
+                for row, sig in zip(rows, signed, strict=True)
+            ]
+            _bulk_insert(engine, "access_event", access_rows)
+            _bulk_insert(engine, "result_release", releases)
+            _bulk_insert(engine, "block", blocks)
+    finally:
+        pool.shutdown()
+    last = first_block + (accesses - 1) // SYNTH_PER_BLOCK
+    with engine.begin() as conn:
+        conn.execute(sa_text("UPDATE block SET events = :e"), {"e": SYNTH_PER_BLOCK})
+    _bulk_insert(engine, "checkpoint", [(1, chain_id, json.dumps(contracts), last,
+                                         hexed(keccak(f"block {last}".encode())))])  # fmt: skip
+    engine.dispose()
+    seconds = round(time.perf_counter() - started, 1)
+    log.info("bench.synthesized", accesses=accesses, seconds=seconds)
+    return {"accesses": accesses, "agreements": SYNTH_AGREEMENTS, "seconds": seconds,
+            "agreement_ids": agreement_ids}  # fmt: skip
+
+
+def sa_text(sql: str) -> Any:
+    from sqlalchemy import text
+
+    return text(sql)
+
+
+def _checksum(address: str) -> Any:
+    from dul.signing import checksum_address
+
+    return checksum_address(bytes.fromhex(address[2:]))
+
+
+def _percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def provenance_latency(store_url: str, samples: int = 1_000, seed: int = 7) -> dict[str, Any]:
+    """p50 / p95 of provenance queries on an indexed (or synthesized) store, in process.
+
+    The mix is what a regulator asks: 40% an access upward (under what agreement, whose
+    signatures), 30% a released result upward, 20% an agreement downward (first 100
+    accesses and their releases), 10% an agreement both ways. Ids are drawn at random from
+    the store (by rowid/offset, outside the timed section). Time = the `provenance()` call:
+    queries plus building the graph model, no HTTP.
+    """
+    import random
+
+    from sqlalchemy import text
+
+    from audit.app import read_only_engine
+    from audit.provenance import Direction, Kind, provenance
+
+    rng = random.Random(seed)  # noqa: S311 - sampling ids, not cryptography
+    engine = read_only_engine(store_url)
+    with engine.connect() as conn:
+        total = int(conn.execute(text("SELECT count(*) FROM access_event")).scalar_one())
+        releases = int(conn.execute(text("SELECT count(*) FROM result_release")).scalar_one())
+        agreements = [r[0] for r in conn.execute(text("SELECT agreement_id FROM agreement"))]
+
+        def pick(table: str, column: str, count: int) -> str:
+            offset = rng.randrange(count)
+            return str(conn.execute(
+                text(f"SELECT {column} FROM {table} ORDER BY block_number, tx_index, log_index "  # noqa: S608 - fixed names
+                     "LIMIT 1 OFFSET :o"), {"o": offset}).scalar_one())  # fmt: skip
+
+        plan: list[tuple[str, Kind, str, Direction]] = []
+        for _ in range(samples):
+            roll = rng.random()
+            if roll < 0.4 or not releases:
+                plan.append(("access_up", Kind.ACCESS, pick("access_event", "access_id", total),
+                             Direction.UP))  # fmt: skip
+            elif roll < 0.7:
+                artifact = pick("result_release", "result_hash", releases)
+                plan.append(("artifact_up", Kind.ARTIFACT, artifact, Direction.UP))
+            elif roll < 0.9:
+                plan.append(("agreement_down", Kind.AGREEMENT, rng.choice(agreements),
+                             Direction.DOWN))  # fmt: skip
+            else:
+                plan.append(("agreement_both", Kind.AGREEMENT, rng.choice(agreements),
+                             Direction.BOTH))  # fmt: skip
+    for _label, kind, item, direction in plan[:20]:  # warm the page cache and the pool
+        provenance(engine, kind, item, direction=direction)
+    timings: dict[str, list[float]] = {}
+    for label, kind, item, direction in plan:
+        began = time.perf_counter()
+        provenance(engine, kind, item, direction=direction)
+        timings.setdefault(label, []).append((time.perf_counter() - began) * 1000)
+    engine.dispose()
+    every = [t for ts in timings.values() for t in ts]
+    return {
+        "indexed_events": total,
+        "provenance_p50_ms": round(_percentile(every, 0.5), 2),
+        "provenance_p95_ms": round(_percentile(every, 0.95), 2),
+        "by_query": {
+            label: {
+                "n": len(ts),
+                "p50_ms": round(_percentile(ts, 0.5), 2),
+                "p95_ms": round(_percentile(ts, 0.95), 2),
+            }
+            for label, ts in sorted(timings.items())
+        },
+    }
+
+
+def verify_time(
+    events: int = 20_000,
+    *,
+    synthesized_store_url: str | None = None,
+    work_dir: Path | None = None,
+    workers: int | None = None,
+) -> dict[str, Any]:
+    """`verify` time, measured two ways and labelled:
+
+    - **full** (chain comparison + signatures + invariants) on a private chain filled with
+      `events` access events and indexed into SQLite: `verify_full_s` for `verify_full_events`,
+      and `verify_s_1m_extrapolated` = that time scaled linearly to 1,000,000 events (every
+      step is linear: one streamed pass over the logs, one over the rows);
+    - **off chain** on a synthesized store (`synthesized_store_url`, e.g. 1M rows from
+      `synthesize_store`): signatures and invariants of every row, chain comparison SKIPPED
+      (the synthesized rows were never on a chain): `verify_offchain_s` for
+      `verify_offchain_events`.
+    """
+    from audit.indexer import Indexer, JsonRpc
+    from audit.settings import AuditSettings
+    from audit.store import create_store_engine
+    from audit.verify import verify_store
+
+    out: dict[str, Any] = {}
+    if events:
+        root = work_dir or Path(tempfile.mkdtemp(prefix="dul-bench-verify-"))
+        chain = fill_chain(root / "home", events)
+        try:
+            url = f"sqlite:///{root / 'verify.db'}"
+            settings = AuditSettings(database_url=url, rpc_url=chain["rpc_url"],
+                                     deployment_path=Path(chain["deployment"]))  # fmt: skip
+            indexer = Indexer.open(settings)
+            indexer.run(to_block=chain["head"])
+            indexer.close()
+            start = json.loads(Path(chain["deployment"]).read_text())["block"]
+            engine = create_store_engine(url)
+            rpc = JsonRpc(chain["rpc_url"])
+            began = time.perf_counter()
+            report = verify_store(engine, rpc, start_block=int(start), workers=workers)
+            seconds = time.perf_counter() - began
+            rpc.close()
+            engine.dispose()
+            indexed = report.checked.get("accesses", 0)
+            out.update(
+                verify_full_events=indexed,
+                verify_full_s=round(seconds, 2),
+                verify_full_ok=report.ok,
+                verify_full_phases=report.seconds,
+                verify_s_1m_extrapolated=round(seconds * 1_000_000 / max(indexed, 1), 1),
+            )
+        finally:
+            chain["stop"]()
+    if synthesized_store_url:
+        from audit.app import read_only_engine
+
+        engine = read_only_engine(synthesized_store_url)
+        began = time.perf_counter()
+        report = verify_store(engine, None, chain=False, workers=workers)
+        out.update(
+            verify_offchain_events=report.checked.get("accesses", 0),
+            verify_offchain_s=round(time.perf_counter() - began, 2),
+            verify_offchain_ok=report.ok,
+            verify_offchain_findings=report.findings_total,
+            verify_offchain_phases=report.seconds,
+            verify_offchain_note="chain comparison skipped: synthesized rows were never on a chain",
+        )
+        engine.dispose()
+    return out
+
+
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         kind, rpc_url, deployment_path, to_block = sys.argv[2:6]

@@ -30,6 +30,7 @@ Errors (each maps to RFC 9457 problem JSON in `audit.app`):
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Callable, Iterator
@@ -39,7 +40,7 @@ from typing import Any
 
 import structlog
 from pydantic import BaseModel, Field
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine, TextClause, bindparam, text
 from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 
 from dul.domain import (
@@ -212,7 +213,7 @@ class Graph(BaseModel):
 
 
 def _ref(row: Any, tx_hash_key: str = "tx_hash") -> ChainRef:
-    return ChainRef(
+    return ChainRef.model_construct(
         block=int(row["block_number"]),
         tx_index=int(row["tx_index"]),
         log_index=int(row["log_index"]),
@@ -222,6 +223,19 @@ def _ref(row: Any, tx_hash_key: str = "tx_hash") -> ChainRef:
 
 def _json(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
+
+
+@functools.lru_cache(maxsize=256)
+def _text(sql: str) -> TextClause:
+    """Parsed once per statement: parsing the bind parameters of `text()` costs more than a
+    primary-key look-up on SQLite."""
+    return text(sql)
+
+
+_RELEASES_OF_MANY = text(
+    "SELECT * FROM result_release WHERE access_id IN :ids "
+    "ORDER BY block_number, tx_index, log_index"
+).bindparams(bindparam("ids", expanding=True))
 
 
 _Step = tuple[Edge, str]
@@ -238,12 +252,35 @@ class _Builder:
         self.nodes: dict[str, Node] = {}
         self.edges: dict[tuple[str, str, str, str], Edge] = {}
         self.truncated: list[str] = []
+        self.release_cache: dict[str, list[Any]] = {}
 
     def rows(self, sql: str, **params: Any) -> list[Any]:
-        return list(self.conn.execute(text(sql), params).mappings())
+        return list(self.conn.execute(_text(sql), params).mappings())
 
     def one(self, sql: str, **params: Any) -> Any:
-        return self.conn.execute(text(sql), params).mappings().first()
+        return self.conn.execute(_text(sql), params).mappings().first()
+
+    def releases_of(self, node_id: str, access_id: str) -> list[Any]:
+        """Releases of an access, from the batch read with its siblings when there was one."""
+        cached = self.release_cache.pop(access_id, None)
+        if cached is not None:
+            return cached
+        return self.limited(
+            node_id,
+            "SELECT * FROM result_release WHERE access_id = :k "
+            "ORDER BY block_number, tx_index, log_index",
+            k=access_id,
+        )
+
+    def prefetch_releases(self, access_ids: list[str]) -> None:
+        """One query for the releases of a page of accesses instead of one per access (a
+        downward walk from an agreement expands `limit` accesses at once)."""
+        if not access_ids:
+            return
+        for access_id in access_ids:
+            self.release_cache[access_id] = []
+        for row in self.conn.execute(_RELEASES_OF_MANY, {"ids": access_ids}).mappings():
+            self.release_cache[row["access_id"]].append(row)
 
     def limited(self, node_id: str, sql: str, **params: Any) -> list[Any]:
         found = self.rows(sql + " LIMIT :limit", limit=self.limit + 1, **params)
@@ -274,7 +311,7 @@ class _Builder:
             "ORDER BY block_number, tx_index, log_index",
             k=key,
         )
-        return Node(
+        return Node.model_construct(
             id=f"agreement:{key}",
             type="agreement",
             prov="entity",
@@ -311,7 +348,7 @@ class _Builder:
         row = self.one("SELECT * FROM dataset WHERE dataset_id = :k", k=key)
         if row is None:
             return None
-        return Node(
+        return Node.model_construct(
             id=f"dataset:{key}",
             type="dataset",
             prov="entity",
@@ -336,7 +373,7 @@ class _Builder:
         if node_id in self.nodes:
             return self.nodes[node_id]
         granted = row["decision"] == Decision.GRANTED
-        node = Node(
+        node = Node.model_construct(
             id=node_id,
             type="access",
             prov="activity",
@@ -369,7 +406,7 @@ class _Builder:
         )
         if row is None:
             return None
-        return Node(
+        return Node.model_construct(
             id=f"artifact:{key}",
             type="artifact",
             prov="entity",
@@ -386,7 +423,7 @@ class _Builder:
         row = self.one("SELECT * FROM organization WHERE org_id = :k", k=key)
         if row is None:
             return None
-        return Node(
+        return Node.model_construct(
             id=f"organization:{key}",
             type="organization",
             prov="agent",
@@ -409,7 +446,7 @@ class _Builder:
         held: dict[int, bool] = {}
         for r in roles:
             held[int(r["role"])] = bool(r["granted"])
-        return Node(
+        return Node.model_construct(
             id=f"account:{key}",
             type="account",
             prov="agent",
@@ -433,7 +470,7 @@ class _Builder:
         )
         if row is None:
             return None
-        return Node(
+        return Node.model_construct(
             id=f"signature:{key}",
             type="signature",
             prov="activity",
@@ -450,7 +487,7 @@ class _Builder:
     # edges
 
     def _edge(self, relation: str, source: str, target: str, row: Any, **attributes: Any) -> Edge:
-        return Edge(
+        return Edge.model_construct(
             relation=relation, source=source, target=target, chain=_ref(row), attributes=attributes
         )
 
@@ -518,8 +555,10 @@ class _Builder:
             if node is not None:
                 signer = f"account:{node.attributes['signer']}"
                 assert node.chain is not None
-                edge = Edge(relation="wasAssociatedWith", source=node_id, target=signer,
-                            chain=node.chain, attributes={"role": "signer"})  # fmt: skip
+                edge = Edge.model_construct(
+                    relation="wasAssociatedWith", source=node_id, target=signer,
+                    chain=node.chain, attributes={"role": "signer"},
+                )  # fmt: skip
                 out.append((edge, signer))
         elif type_ == "dataset":
             row = self.one("SELECT * FROM dataset WHERE dataset_id = :k", k=key)
@@ -554,12 +593,14 @@ class _Builder:
         type_, _, key = node_id.partition(":")
         out: list[_Step] = []
         if type_ == "agreement":
-            for row in self.limited(
+            accesses = self.limited(
                 node_id,
                 "SELECT * FROM access_event WHERE agreement_id = :k "
                 "ORDER BY block_number, tx_index, log_index",
                 k=key,
-            ):
+            )
+            self.prefetch_releases([str(r["access_id"]) for r in accesses])
+            for row in accesses:
                 source = self.access_node(row).id
                 out.append((self._edge("used", source, node_id, row, role="agreement"), source))
             for row in self.rows("SELECT * FROM agreement WHERE previous_id = :k", k=key):
@@ -573,12 +614,7 @@ class _Builder:
             ):
                 out.append((self._signature_edge(sig), self._signature_id(sig)))
         elif type_ == "access":
-            for row in self.limited(
-                node_id,
-                "SELECT * FROM result_release WHERE access_id = :k "
-                "ORDER BY block_number, tx_index, log_index",
-                k=key,
-            ):
+            for row in self.releases_of(node_id, key):
                 source = f"artifact:{row['result_hash']}"
                 edge = self._edge(
                     "wasGeneratedBy", source, node_id, row,
@@ -587,12 +623,14 @@ class _Builder:
                 )  # fmt: skip
                 out.append((edge, source))
         elif type_ == "dataset":
-            for row in self.limited(
+            accesses = self.limited(
                 node_id,
                 "SELECT * FROM access_event WHERE dataset_id = :k "
                 "ORDER BY block_number, tx_index, log_index",
                 k=key,
-            ):
+            )
+            self.prefetch_releases([str(r["access_id"]) for r in accesses])
+            for row in accesses:
                 source = self.access_node(row).id
                 out.append((self._edge("used", source, node_id, row, role="dataset"), source))
             for scope in self.rows(
