@@ -1,4 +1,5 @@
-"""`dul audit …` commands of the indexer (registered by `dul.cli.main` as `dul audit`)."""
+"""`dul audit …` commands: the indexer, and the regulator's serve, provenance, verify, export
+and report (registered by `dul.cli.main` as `dul audit`)."""
 
 from __future__ import annotations
 

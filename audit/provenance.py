@@ -136,7 +136,7 @@ def parse_id(kind: Kind, raw: str) -> str:
         if kind in (Kind.DATASET, Kind.ORGANIZATION)
         else ""
     )
-    raise MalformedIdError(f"{raw[:80]!r} is not a {kind.value} id ({expected})")
+    raise MalformedIdError(f"{raw[:80]!r} is not a valid {kind.value} id ({expected})")
 
 
 def readable(hex_id: str) -> str:
