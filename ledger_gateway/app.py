@@ -82,7 +82,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
                 max_batch=settings.batch_max, max_delay=settings.batch_latency_ms / 1000
             ),
         )
-        view = ChainView(rpc, deployment)
+        view = ChainView(rpc, deployment, open_grants=outbox.open_grants)
         context = GatewayContext(
             settings=settings,
             tokens=TokenStore(settings.tokens_path),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import structlog
@@ -41,8 +42,14 @@ class Rpc(Protocol):
 
 
 class ChainView:
-    def __init__(self, rpc: Rpc, deployment: Deployment) -> None:
+    def __init__(
+        self,
+        rpc: Rpc,
+        deployment: Deployment,
+        open_grants: Callable[[bytes], Awaitable[int]] | None = None,
+    ) -> None:
         self._rpc = rpc
+        self._open_grants = open_grants
         self._registry = deployment.address("AgreementRegistry")
         self._membership = deployment.address("Membership")
         self._access_log = deployment.address("AccessLog")
@@ -86,8 +93,11 @@ class ChainView:
                 )
                 self._agreements[agreement_id] = state
                 if agreement_id not in self._used:
+                    # Grants still in the outbox count too. Read them first: one confirmed in
+                    # between is then counted twice, which only errs towards denying.
+                    pending = await self._open_grants(agreement_id) if self._open_grants else 0
                     raw_used = await self._call(self._access_log, _ACCESSES_USED + agreement_id)
-                    self._used[agreement_id] = decode(["uint64"], raw_used)[0]
+                    self._used[agreement_id] = decode(["uint64"], raw_used)[0] + pending
             key = (agreement_id, dataset_id)
             if key not in self._fields:
                 raw = await self._call(self._registry, _ALLOWED_FIELDS + agreement_id + dataset_id)

@@ -407,6 +407,26 @@ class SqlOutbox:
                     if not waiting:
                         del self._waiters[key]
 
+    async def open_grants(self, agreement_id: bytes) -> int:
+        """GRANTED accesses of `agreement_id` stored but not yet confirmed on chain: with the
+        chain's count they are the quota already spent (a restart must not forget them)."""
+
+        def run(conn: Connection) -> int:
+            return int(
+                conn.execute(
+                    select(func.count())
+                    .select_from(OPS)
+                    .where(
+                        OPS.c.status.in_(OPEN_STATUSES),
+                        OPS.c.kind == OperationKind.ACCESS.value,
+                        OPS.c.agreement_id == agreement_id,
+                        OPS.c.decision == int(Decision.GRANTED),
+                    )
+                ).scalar_one()
+            )
+
+        return await self.read(run)
+
     async def depth(self) -> int:
         def run(conn: Connection) -> int:
             return int(

@@ -638,12 +638,6 @@ def node_rpc(stack: Stack, method: str, *params: Any) -> Any:
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.xfail(
-    strict=True,
-    reason="quota reservations live in memory: a restarted gateway reads accessesUsed from "
-    "the chain and does not count granted decisions still in its outbox, so it grants past "
-    "the quota and the chain then refuses those acknowledged grants (FAILED)",
-)
 def test_a_restart_with_grants_in_the_outbox_keeps_the_quota(
     stack: Stack, gateways: list[GatewayProcess]
 ) -> None:
