@@ -1,5 +1,5 @@
-"""The local stack `dul up` runs: the embedded chain, the contracts, and (with `--demo`) a
-sample data space. Gateway and audit service join here as they are built."""
+"""The local stack `dul up` runs: the embedded chain, the contracts, (with `--demo`) a sample
+data space, and the gateway of the organization whose gateway key is in the data directory."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 import structlog
 from eth_hash.auto import keccak
 
+from dul import services
 from dul.chain.node import ChainNode, ChainStatus
 from dul.chain.settings import ChainSettings
 from dul.contracts.deploy import deploy
@@ -18,10 +19,13 @@ from dul.domain import OrgKind, OrgStatus, Role, Tier, slug_id
 from dul.errors import KeyStoreError
 from dul.home import Home
 from dul.keys import KeyStore
+from ledger_gateway.settings import GatewaySettings
+from ledger_gateway.tokens import TokenRole, TokenStore
 
 log = structlog.get_logger(__name__)
 
 OPERATOR_KEY = "operator"
+DEMO_TOKEN_NAME = "demo-access-service"  # noqa: S105 - the name of a token, not its secret
 
 # The sample data space of `dul up --demo`: (org, kind, display name, [(key suffix, role)]).
 SAMPLE_ORGANIZATIONS: tuple[tuple[str, OrgKind, str, tuple[tuple[str, Role], ...]], ...] = (
@@ -71,10 +75,15 @@ class StackStatus:
     deployment: Deployment
     deployed_now: bool
     seeded: list[str]
+    gateway_url: str | None = None
+    access_token: str | None = None
+    """Shown once, when `dul up --demo` creates the sample access service's token."""
 
     def to_json(self) -> dict[str, Any]:
         return {
             "rpc_url": self.chain.rpc_url,
+            "gateway_url": self.gateway_url,
+            "access_token": self.access_token,
             "chain_id": self.chain.chain_id,
             "deployment": self.deployment.raw,
             "deployed_now": self.deployed_now,
@@ -103,11 +112,28 @@ def up(home: Home, settings: ChainSettings | None = None, *, demo: bool = False)
     w3 = connect(chain.rpc_url)
     deployment, new = deploy(w3, keys.unlock(OPERATOR_KEY), home.deployment)
     seeded = seed_sample(Ledger(w3, deployment), keys) if demo else []
-    return StackStatus(chain, deployment, new, seeded)
+    gateway_url, token = _start_gateway(home, keys, demo=demo)
+    return StackStatus(chain, deployment, new, seeded, gateway_url, token)
+
+
+def _start_gateway(home: Home, keys: KeyStore, *, demo: bool) -> tuple[str | None, str | None]:
+    """The gateway runs when its organization's gateway key is in this data directory."""
+    settings = GatewaySettings(home=home.root)
+    if settings.key not in {name for name, _ in keys.list()}:
+        return None, None
+    url = f"http://{settings.host}:{settings.port}"
+    services.start(home, "gateway", ["gateway", "serve"], url, env={})
+    token = None
+    tokens = TokenStore(settings.tokens_path)
+    if demo and not any(t.name == DEMO_TOKEN_NAME and t.revoked_at is None for t in tokens.list()):
+        token = tokens.create(DEMO_TOKEN_NAME, settings.org, TokenRole.ACCESS_SERVICE)
+    return url, token
 
 
 def down(home: Home) -> bool:
-    return ChainNode(home).stop()
+    """Stop the services, then the chain (the ledger and all state stay in `home`)."""
+    stopped = services.stop(home, "gateway")
+    return ChainNode(home).stop() or stopped
 
 
 def seed_sample(ledger: Ledger, keys: KeyStore) -> list[str]:

@@ -37,6 +37,12 @@ def up(
             console.print(f"  {name:<18} {address}", highlight=False)
         if status.seeded:
             console.print(f"seeded    {', '.join(status.seeded)}", highlight=False)
+        if status.gateway_url:
+            console.print(f"gateway_url {status.gateway_url}  (OpenAPI at /docs)", highlight=False)
+        if status.access_token:
+            console.print(
+                f"access-service token (shown once): {status.access_token}", highlight=False
+            )
     if detach:
         return
     console.print("running; Ctrl-C stops the stack", highlight=False)

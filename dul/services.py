@@ -1,0 +1,98 @@
+"""Detached service processes of the local stack (gateway, audit service) with pid files and
+logs under `DUL_HOME`: started by `dul up`, stopped by `dul down`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import structlog
+
+from dul.chain.node import _alive, _read_pid, _terminate
+from dul.errors import ConfigError
+from dul.home import Home
+
+log = structlog.get_logger(__name__)
+
+MARKER = "dul.cli.main"
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    url: str
+    pid: int
+
+
+def _paths(home: Home, name: str) -> tuple[Path, Path, Path]:
+    return (
+        home.run_dir / f"{name}.pid",
+        home.run_dir / f"{name}.json",
+        home.logs_dir / f"{name}.log",
+    )
+
+
+def running(home: Home, name: str) -> Service | None:
+    pid_path, info_path, _ = _paths(home, name)
+    pid = _read_pid(pid_path)
+    if pid is None or not _alive(pid, MARKER):
+        return None
+    info = json.loads(info_path.read_text())
+    return Service(name, str(info["url"]), pid)
+
+
+def start(
+    home: Home, name: str, args: list[str], url: str, env: dict[str, str], timeout: float = 60.0
+) -> Service:
+    """Run `dul ARGS…` detached until `url`/readyz answers 200; idempotent."""
+    existing = running(home, name)
+    if existing is not None:
+        return existing
+    pid_path, info_path, log_path = _paths(home, name)
+    home.ensure()
+    with open(log_path, "ab") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-c", f"from {MARKER} import app; app()", *args],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+            env={**os.environ, "DUL_HOME": str(home.root), **env},
+        )
+    pid_path.write_text(f"{process.pid}\n")
+    info_path.write_text(json.dumps({"url": url, "pid": process.pid}) + "\n")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            break
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                log.info("service.started", name=name, url=url, pid=process.pid)
+                return Service(name, url, process.pid)
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    _terminate(process.pid, MARKER, 10)
+    tail = log_path.read_text(errors="replace").splitlines()[-5:]
+    raise ConfigError(
+        f"{name} did not become ready at {url}; last log lines: {' | '.join(tail)}",
+        code="service_start_failed",
+    )
+
+
+def stop(home: Home, name: str) -> bool:
+    pid_path, info_path, _ = _paths(home, name)
+    pid = _read_pid(pid_path)
+    stopped = pid is not None and _alive(pid, MARKER)
+    if pid is not None:
+        _terminate(pid, MARKER, 15)
+    for path in (pid_path, info_path):
+        path.unlink(missing_ok=True)
+    return stopped
