@@ -234,3 +234,26 @@ def test_health_ready_and_metrics(gateway: GatewayHandle) -> None:
     metrics = httpx.get(f"{gateway.url}/metrics").text
     assert "dul_gateway_decisions_total" in metrics
     assert httpx.get(f"{gateway.url}/docs").status_code == 200
+
+
+def test_a_token_of_another_organization_is_403(
+    world: World, gateway: GatewayHandle, agreement: bytes
+) -> None:
+    from ledger_gateway.tokens import TokenRole, TokenStore
+
+    other = TokenStore(gateway.settings.tokens_path).create(
+        f"other-org-{os.getpid()}", "hospital-b", TokenRole.ACCESS_SERVICE
+    )
+    body = sign_request(world.requester, request(world, agreement), gateway.domain)
+    response = httpx.post(
+        f"{gateway.url}/v1/access-requests",
+        json=body.model_dump(),
+        headers={"Authorization": f"Bearer {other}"},
+    )
+    assert response.status_code == 403
+    assert response.json()["code"] == "forbidden"
+    missing = httpx.get(
+        f"{gateway.url}/v1/access-requests/{body.request_id}",
+        headers={"Authorization": f"Bearer {gateway.token}"},
+    )
+    assert missing.status_code == 404  # nothing was recorded
