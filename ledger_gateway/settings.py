@@ -23,7 +23,7 @@ class GatewaySettings(BaseSettings):
     database_url: str | None = Field(None, description="default: SQLite in DUL_HOME/gateway")
     host: str = "127.0.0.1"
     port: int = Field(8700, ge=1, le=65535)
-    batch_max: int = Field(200, ge=1, le=256, description="records per recordAccesses transaction")
+    batch_max: int = Field(256, ge=1, le=256, description="records per recordAccesses transaction")
     batch_latency_ms: int = Field(50, ge=0, description="longest wait to fill a batch")
     max_batch_request: int = Field(1000, ge=1, description="items per POST …/batch")
     outbox_limit: int = Field(100_000, ge=1, description="unconfirmed operations before 503")
