@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from sqlalchemy import JSON, BigInteger, Connection, Engine, create_engine, event, text
+from sqlalchemy import JSON, BigInteger, Connection, Engine, Index, create_engine, event, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import registry
@@ -199,12 +199,18 @@ class AccessEvent(Positioned, table=True):
     the dataset and the requester (each index costs insert speed, so no more than those)."""
 
     __tablename__ = "access_event"
+    __table_args__ = tuple(
+        Index(f"ix_access_event_{column}_position", column, "block_number", "tx_index",
+              "log_index")
+        for column in ("agreement_id", "dataset_id", "requester")
+    )  # fmt: skip
+    """Look-ups by id in chain order read only the first N entries (migration 0002)."""
 
     access_id: str = Field(unique=True)
     tx_hash: str
-    agreement_id: str = Field(index=True)
-    dataset_id: str = Field(index=True)
-    requester: str = Field(index=True)
+    agreement_id: str
+    dataset_id: str
+    requester: str
     recorder: str
     decision: int
     reason: int
