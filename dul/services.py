@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +27,7 @@ MARKER = "dul.cli.main"
 @dataclass(frozen=True)
 class Service:
     name: str
-    url: str
+    url: str | None
     pid: int
 
 
@@ -44,13 +45,22 @@ def running(home: Home, name: str) -> Service | None:
     if pid is None or not _alive(pid, MARKER):
         return None
     info = json.loads(info_path.read_text())
-    return Service(name, str(info["url"]), pid)
+    return Service(name, info["url"], pid)
 
 
 def start(
-    home: Home, name: str, args: list[str], url: str, env: dict[str, str], timeout: float = 60.0
+    home: Home,
+    name: str,
+    args: list[str],
+    url: str | None,
+    env: dict[str, str],
+    *,
+    ready_path: str = "/readyz",
+    ready: Callable[[], bool] | None = None,
+    timeout: float = 60.0,
 ) -> Service:
-    """Run `dul ARGS…` detached until `url`/readyz answers 200; idempotent."""
+    """Run `dul ARGS…` detached until it is ready — `url + ready_path` answers 200, or for a
+    service without HTTP, `ready()` holds — and return it; idempotent."""
     existing = running(home, name)
     if existing is not None:
         return existing
@@ -72,12 +82,9 @@ def start(
     while time.monotonic() < deadline:
         if process.poll() is not None:
             break
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                log.info("service.started", name=name, url=url, pid=process.pid)
-                return Service(name, url, process.pid)
-        except httpx.HTTPError:
-            pass
+        if _ready(url, ready_path, ready):
+            log.info("service.started", name=name, url=url, pid=process.pid)
+            return Service(name, url, process.pid)
         time.sleep(0.2)
     _terminate(process.pid, MARKER, 10)
     tail = log_path.read_text(errors="replace").splitlines()[-5:]
@@ -85,6 +92,15 @@ def start(
         f"{name} did not become ready at {url}; last log lines: {' | '.join(tail)}",
         code="service_start_failed",
     )
+
+
+def _ready(url: str | None, path: str, ready: Callable[[], bool] | None) -> bool:
+    if ready is not None:
+        return ready()
+    try:
+        return httpx.get(f"{url}{path}", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def stop(home: Home, name: str) -> bool:

@@ -3,12 +3,15 @@ data space, and the gateway of the organization whose gateway key is in the data
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import structlog
 from eth_hash.auto import keccak
 
+from audit.settings import AuditSettings
 from dul import services
 from dul.chain.node import ChainNode, ChainStatus
 from dul.chain.settings import ChainSettings
@@ -25,6 +28,7 @@ from ledger_gateway.tokens import TokenRole, TokenStore
 log = structlog.get_logger(__name__)
 
 OPERATOR_KEY = "operator"
+AUDIT_PORT = int(os.environ.get("DUL_AUDIT_PORT", "8600"))
 DEMO_TOKEN_NAME = "demo-access-service"  # noqa: S105 - the name of a token, not its secret
 
 # The sample data space of `dul up --demo`: (org, kind, display name, [(key suffix, role)]).
@@ -78,11 +82,13 @@ class StackStatus:
     gateway_url: str | None = None
     access_token: str | None = None
     """Shown once, when `dul up --demo` creates the sample access service's token."""
+    audit_url: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
             "rpc_url": self.chain.rpc_url,
             "gateway_url": self.gateway_url,
+            "audit_url": self.audit_url,
             "access_token": self.access_token,
             "chain_id": self.chain.chain_id,
             "deployment": self.deployment.raw,
@@ -113,7 +119,32 @@ def up(home: Home, settings: ChainSettings | None = None, *, demo: bool = False)
     deployment, new = deploy(w3, keys.unlock(OPERATOR_KEY), home.deployment)
     seeded = seed_sample(Ledger(w3, deployment), keys) if demo else []
     gateway_url, token = _start_gateway(home, keys, demo=demo)
-    return StackStatus(chain, deployment, new, seeded, gateway_url, token)
+    audit_url = _start_audit(home)
+    return StackStatus(chain, deployment, new, seeded, gateway_url, token, audit_url)
+
+
+def _start_audit(home: Home) -> str:
+    """The indexer follows the chain into the audit store; the audit API serves it."""
+    database_url = AuditSettings().resolved_database_url(home)
+    store = Path(database_url.removeprefix("sqlite:///"))
+    services.start(
+        home,
+        "audit-indexer",
+        ["audit", "index", "--follow"],
+        None,
+        env={},
+        ready=lambda: not database_url.startswith("sqlite") or store.exists(),
+    )
+    url = f"http://127.0.0.1:{AUDIT_PORT}"
+    services.start(
+        home,
+        "audit",
+        ["audit", "serve", "--port", str(AUDIT_PORT)],
+        url,
+        env={},
+        ready_path="/healthz",
+    )
+    return url
 
 
 def _start_gateway(home: Home, keys: KeyStore, *, demo: bool) -> tuple[str | None, str | None]:
@@ -132,7 +163,9 @@ def _start_gateway(home: Home, keys: KeyStore, *, demo: bool) -> tuple[str | Non
 
 def down(home: Home) -> bool:
     """Stop the services, then the chain (the ledger and all state stay in `home`)."""
-    stopped = services.stop(home, "gateway")
+    stopped = False
+    for name in ("audit", "audit-indexer", "gateway"):
+        stopped = services.stop(home, name) or stopped
     return ChainNode(home).stop() or stopped
 
 

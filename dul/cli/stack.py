@@ -39,6 +39,8 @@ def up(
             console.print(f"seeded    {', '.join(status.seeded)}", highlight=False)
         if status.gateway_url:
             console.print(f"gateway_url {status.gateway_url}  (OpenAPI at /docs)", highlight=False)
+        if status.audit_url:
+            console.print(f"audit_url   {status.audit_url}  (OpenAPI at /docs)", highlight=False)
         if status.access_token:
             console.print(
                 f"access-service token (shown once): {status.access_token}", highlight=False
