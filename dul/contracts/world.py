@@ -6,14 +6,24 @@ Shared by the tests, `dul bench` and the demo so that each does not grow its own
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
 from eth_hash.auto import keccak
 
 from dul.contracts.ledger import Ledger
-from dul.contracts.typed_data import AgreementTerms, agreement_domain
+from dul.contracts.typed_data import (
+    AccessRecord,
+    AccessRequest,
+    AgreementTerms,
+    access_log_domain,
+    agreement_domain,
+)
 from dul.domain import (
     ConsentPolicy,
+    Decision,
+    DenyReason,
     Operation,
     OrgKind,
     Role,
@@ -127,3 +137,37 @@ class World:
                 signer.sign_digest(digest),
             )
         return terms.agreement_id
+
+    def access_record(
+        self,
+        agreement: bytes,
+        decision: Decision = Decision.GRANTED,
+        reason: DenyReason = DenyReason.NONE,
+        **overrides: Any,
+    ) -> AccessRecord:
+        """A record of a fresh request signed by `requester`: a de-identified count query on
+        fields 1-2, with a 42-subject cohort when granted. `overrides` replace request fields."""
+        values: dict[str, Any] = {
+            "request_id": keccak(uuid.uuid4().bytes),
+            "agreement_id": agreement,
+            "dataset_id": self.dataset,
+            "field_mask": 0b0110,
+            "tier": Tier.DEIDENTIFIED,
+            "operation": Operation.QUERY,
+            "request_hash": keccak(b"SELECT count(*) FROM condition_occurrence"),
+            "deadline": int(time.time()) + 600,
+        }
+        values.update(overrides)
+        request = AccessRequest(**values)
+        access_log = self.ledger.deployment.address("AccessLog")
+        domain = access_log_domain(self.ledger.chain_id, access_log)
+        granted = decision == Decision.GRANTED
+        return AccessRecord(
+            request,
+            self.requester.address,
+            request.sign(self.requester, domain),
+            decision,
+            reason,
+            cohort_root=keccak(b"cohort") if granted else bytes(32),
+            cohort_size=42 if granted else 0,
+        )

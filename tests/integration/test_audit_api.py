@@ -6,7 +6,6 @@ unreachable 503 — and no input, however malformed, gets a 500."""
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,51 +23,17 @@ from typer.testing import CliRunner
 
 from audit.app import create_app
 from audit.cli import app as audit_cli
-from audit.indexer import Indexer, JsonRpc
-from audit.migrations import migrate
 from audit.settings import AuditSettings
-from audit.store import AuditStore, create_store_engine
+from audit.testing import index_into
 from dul.chain.testing import ChainHandle, free_port
-from dul.contracts.typed_data import AccessRecord, AccessRequest, access_log_domain
 from dul.contracts.world import World
-from dul.domain import Decision, DenyReason, Operation, ReleaseKind, Tier
+from dul.domain import Decision, DenyReason, Operation, ReleaseKind
 
 pytestmark = pytest.mark.integration
 
 
 def hexed(value: bytes) -> str:
     return "0x" + value.hex()
-
-
-def signed_access(
-    world: World,
-    agreement: bytes,
-    decision: Decision = Decision.GRANTED,
-    reason: DenyReason = DenyReason.NONE,
-    **overrides: Any,
-) -> AccessRecord:
-    values: dict[str, Any] = {
-        "request_id": keccak(uuid.uuid4().bytes),
-        "agreement_id": agreement,
-        "dataset_id": world.dataset,
-        "field_mask": 0b0110,
-        "tier": Tier.DEIDENTIFIED,
-        "operation": Operation.QUERY,
-        "request_hash": keccak(b"SELECT avg(value_as_number) FROM measurement"),
-        "deadline": int(time.time()) + 600,
-    }
-    values.update(overrides)
-    request = AccessRequest(**values)
-    domain = access_log_domain(world.ledger.chain_id, world.ledger.deployment.address("AccessLog"))
-    return AccessRecord(
-        request,
-        world.requester.address,
-        request.sign(world.requester, domain),
-        decision,
-        reason,
-        cohort_root=keccak(b"cohort") if decision == Decision.GRANTED else b"\0" * 32,
-        cohort_size=42 if decision == Decision.GRANTED else 0,
-    )
 
 
 class Api:
@@ -83,9 +48,9 @@ def api(
     world: World, chain: ChainHandle, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Api]:
     agreement = world.activate(world.research_terms(quota=20))
-    granted = signed_access(world, agreement, operation=Operation.EXPORT_RESULT)
-    denied = signed_access(
-        world, agreement, Decision.DENIED, DenyReason.FIELDS_NOT_IN_SCOPE, field_mask=0b1
+    granted = world.access_record(agreement, operation=Operation.EXPORT_RESULT)
+    denied = world.access_record(
+        agreement, Decision.DENIED, DenyReason.FIELDS_NOT_IN_SCOPE, field_mask=0b1
     )
     world.ledger.transact(
         world.gateway, "AccessLog", "recordAccesses", [granted.as_abi(), denied.as_abi()]
@@ -96,15 +61,7 @@ def api(
         result, ReleaseKind.AGGREGATE_RESULT, 321,
     )  # fmt: skip
     url = f"sqlite:///{tmp_path_factory.mktemp('audit-api') / 'audit.db'}"
-    deployment = world.ledger.deployment
-    engine = create_store_engine(url)
-    migrate(engine)
-    indexer = Indexer(
-        AuditStore(engine), JsonRpc(chain.rpc_url), chain_id=deployment.chain_id,
-        contracts=deployment.addresses, start_block=int(deployment.raw["block"]),
-    )  # fmt: skip
-    indexer.run(to_block=int(chain.rpc("eth_blockNumber"), 16))
-    indexer.close()
+    index_into(world.ledger.deployment, chain.rpc_url, url).dispose()
     settings = AuditSettings(
         database_url=url, rpc_url=chain.rpc_url, deployment_path=chain.home.deployment
     )

@@ -5,23 +5,18 @@ found and named (check, table, position); the CLI exits non-zero when anything i
 from __future__ import annotations
 
 import json
-import os
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from eth_hash.auto import keccak
-from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
 from audit.cli import app as audit_cli
-from audit.indexer import Indexer, JsonRpc
-from audit.migrations import migrate
-from audit.store import AuditStore, create_store_engine
+from audit.indexer import JsonRpc
+from audit.testing import drop_stores, index_into, make_store_url
 from audit.verify import VerifyReport, access_request_digest, verify_store
 from dul.chain.testing import ChainHandle
 from dul.contracts.typed_data import AccessRecord, AccessRequest, access_log_domain
@@ -40,97 +35,12 @@ def hexed(value: bytes) -> str:
     return "0x" + value.hex()
 
 
-def signed_access(
-    world: World,
-    agreement: bytes,
-    decision: Decision = Decision.GRANTED,
-    reason: DenyReason = DenyReason.NONE,
-    **overrides: Any,
-) -> AccessRecord:
-    values: dict[str, Any] = {
-        "request_id": keccak(uuid.uuid4().bytes),
-        "agreement_id": agreement,
-        "dataset_id": world.dataset,
-        "field_mask": 0b0110,
-        "tier": Tier.DEIDENTIFIED,
-        "operation": Operation.QUERY,
-        "request_hash": keccak(b"SELECT count(*) FROM measurement"),
-        "deadline": int(time.time()) + 600,
-    }
-    values.update(overrides)
-    request = AccessRequest(**values)
-    domain = access_log_domain(world.ledger.chain_id, world.ledger.deployment.address("AccessLog"))
-    return AccessRecord(
-        request,
-        world.requester.address,
-        request.sign(world.requester, domain),
-        decision,
-        reason,
-        cohort_root=keccak(b"cohort") if decision == Decision.GRANTED else b"\0" * 32,
-        cohort_size=42 if decision == Decision.GRANTED else 0,
-    )
-
-
-def make_store_url(backend: str, tmp: Path, cleanup: list[tuple[str, str]]) -> str:
-    """A fresh SQLite file, or a fresh PostgreSQL database (schema without CREATEDB)."""
-    if backend == "sqlite":
-        return f"sqlite:///{tmp / f'audit-{uuid.uuid4().hex[:8]}.db'}"
-    admin_url = os.environ.get("DUL_TEST_DATABASE_URL")
-    if not admin_url:
-        pytest.skip("DUL_TEST_DATABASE_URL is not set (PostgreSQL runs under .ci/run)")
-    name = f"dul_audit_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            try:
-                conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-                cleanup.append(("database", name))
-                return make_url(admin_url).set(database=name).render_as_string(False)
-            except sa.exc.ProgrammingError:
-                conn.execute(sa.text(f'CREATE SCHEMA "{name}"'))
-                cleanup.append(("schema", name))
-                url = make_url(admin_url).update_query_dict({"options": f"-csearch_path={name}"})
-                return url.render_as_string(False)
-    finally:
-        admin.dispose()
-
-
-def drop_stores(cleanup: list[tuple[str, str]]) -> None:
-    admin_url = os.environ.get("DUL_TEST_DATABASE_URL")
-    if not cleanup or not admin_url:
-        return
-    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        for what, name in cleanup:
-            if what == "database":
-                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            else:
-                conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
-    admin.dispose()
-
-
-def index_into(world: World, chain: ChainHandle, url: str) -> sa.Engine:
-    deployment = world.ledger.deployment
-    engine = create_store_engine(url)
-    migrate(engine)
-    indexer = Indexer(
-        AuditStore(engine),
-        JsonRpc(chain.rpc_url),
-        chain_id=deployment.chain_id,
-        contracts=deployment.addresses,
-        start_block=int(deployment.raw["block"]),
-    )
-    indexer.run(to_block=int(chain.rpc("eth_blockNumber"), 16))
-    indexer.rpc.close()
-    return engine
-
-
 def record_story(world: World) -> tuple[bytes, AccessRecord, AccessRecord, AccessRecord, bytes]:
     agreement = world.activate(world.research_terms(quota=50))
-    granted = signed_access(world, agreement)
-    exported = signed_access(world, agreement, operation=Operation.EXPORT_RESULT)
-    denied = signed_access(
-        world, agreement, Decision.DENIED, DenyReason.TIER_ABOVE_CEILING, tier=Tier.PSEUDONYMIZED
+    granted = world.access_record(agreement)
+    exported = world.access_record(agreement, operation=Operation.EXPORT_RESULT)
+    denied = world.access_record(
+        agreement, Decision.DENIED, DenyReason.TIER_ABOVE_CEILING, tier=Tier.PSEUDONYMIZED
     )
     world.ledger.transact(
         world.gateway, "AccessLog", "recordAccesses",
@@ -170,7 +80,7 @@ def store(
 ) -> Iterator[tuple[str, sa.Engine]]:
     cleanup: list[tuple[str, str]] = []
     url = make_store_url(request.param, tmp_path, cleanup)
-    engine = index_into(world, chain, url)
+    engine = index_into(world.ledger.deployment, chain.rpc_url, url)
     yield url, engine
     engine.dispose()
     drop_stores(cleanup)

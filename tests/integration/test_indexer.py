@@ -31,7 +31,7 @@ from dul.chain.node import ChainNode
 from dul.chain.testing import TEST_OPERATOR_KEY, ChainHandle, throwaway_chain_settings
 from dul.contracts.deploy import deploy
 from dul.contracts.ledger import Ledger, connect
-from dul.contracts.typed_data import AccessRecord, AccessRequest, access_log_domain
+from dul.contracts.typed_data import AccessRecord
 from dul.contracts.world import World
 from dul.domain import (
     AgreementStatus,
@@ -126,39 +126,8 @@ def head(chain: ChainHandle) -> int:
     return int(chain.rpc("eth_blockNumber"), 16)
 
 
-def access(
-    world: World,
-    agreement: bytes,
-    decision: Decision = Decision.GRANTED,
-    reason: DenyReason = DenyReason.NONE,
-    **overrides: Any,
-) -> AccessRecord:
-    values: dict[str, Any] = {
-        "request_id": keccak(uuid.uuid4().bytes),
-        "agreement_id": agreement,
-        "dataset_id": world.dataset,
-        "field_mask": 0b0110,
-        "tier": Tier.DEIDENTIFIED,
-        "operation": Operation.QUERY,
-        "request_hash": keccak(b"SELECT count(*) FROM condition_occurrence"),
-        "deadline": int(time.time()) + 600,
-    }
-    values.update(overrides)
-    request = AccessRequest(**values)
-    domain = access_log_domain(world.ledger.chain_id, world.ledger.deployment.address("AccessLog"))
-    return AccessRecord(
-        request,
-        world.requester.address,
-        request.sign(world.requester, domain),
-        decision,
-        reason,
-        cohort_root=keccak(b"cohort") if decision == Decision.GRANTED else b"\0" * 32,
-        cohort_size=42 if decision == Decision.GRANTED else 0,
-    )
-
-
 def record_accesses(world: World, agreement: bytes, count: int) -> list[AccessRecord]:
-    records = [access(world, agreement) for _ in range(count)]
+    records = [world.access_record(agreement) for _ in range(count)]
     world.ledger.transact(
         world.gateway, "AccessLog", "recordAccesses", [r.as_abi() for r in records]
     )
@@ -183,9 +152,9 @@ def test_the_store_holds_exactly_what_happened(
 ) -> None:
     terms = world.research_terms(quota=10)
     agreement = world.activate(terms)
-    granted = access(world, agreement, operation=Operation.EXPORT_RESULT)
-    denied = access(
-        world, agreement, Decision.DENIED, DenyReason.TIER_ABOVE_CEILING, tier=Tier.PSEUDONYMIZED
+    granted = world.access_record(agreement, operation=Operation.EXPORT_RESULT)
+    denied = world.access_record(
+        agreement, Decision.DENIED, DenyReason.TIER_ABOVE_CEILING, tier=Tier.PSEUDONYMIZED
     )
     ledger = world.ledger
     ledger.transact(

@@ -1,0 +1,75 @@
+"""Helpers for tests and benchmarks that need an audit store of a real chain: a fresh SQLite
+file or PostgreSQL database (a schema where the role may not create databases), and an index
+of the chain up to its head. Lives in the package so every test module imports it with types."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from audit.indexer import Indexer, JsonRpc
+from audit.migrations import migrate
+from audit.store import AuditStore, create_store_engine
+from dul.contracts.ledger import Deployment
+
+POSTGRES_ENV = "DUL_TEST_DATABASE_URL"
+
+
+def make_store_url(backend: str, tmp: Path, cleanup: list[tuple[str, str]]) -> str:
+    """A fresh SQLite file, or a fresh PostgreSQL database or schema (noted in `cleanup`)."""
+    if backend == "sqlite":
+        return f"sqlite:///{tmp / f'audit-{uuid.uuid4().hex[:8]}.db'}"
+    admin_url = os.environ.get(POSTGRES_ENV)
+    if not admin_url:
+        pytest.skip(f"{POSTGRES_ENV} is not set (PostgreSQL runs under .ci/run)")
+    name = f"dul_audit_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            try:
+                conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+                cleanup.append(("database", name))
+                return make_url(admin_url).set(database=name).render_as_string(False)
+            except sa.exc.ProgrammingError:
+                conn.execute(sa.text(f'CREATE SCHEMA "{name}"'))
+                cleanup.append(("schema", name))
+                url = make_url(admin_url).update_query_dict({"options": f"-csearch_path={name}"})
+                return url.render_as_string(False)
+    finally:
+        admin.dispose()
+
+
+def drop_stores(cleanup: list[tuple[str, str]]) -> None:
+    admin_url = os.environ.get(POSTGRES_ENV)
+    if not cleanup or not admin_url:
+        return
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        for what, name in cleanup:
+            if what == "database":
+                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            else:
+                conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
+    admin.dispose()
+
+
+def index_into(deployment: Deployment, rpc_url: str, url: str) -> sa.Engine:
+    """Migrate the store at `url` and index the chain into it up to the current head."""
+    engine = create_store_engine(url)
+    migrate(engine)
+    rpc = JsonRpc(rpc_url)
+    indexer = Indexer(
+        AuditStore(engine),
+        rpc,
+        chain_id=deployment.chain_id,
+        contracts=deployment.addresses,
+        start_block=int(deployment.raw["block"]),
+    )
+    indexer.run(to_block=int(rpc.call("eth_blockNumber"), 16))
+    rpc.close()
+    return engine
