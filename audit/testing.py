@@ -10,12 +10,16 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from eth_hash.auto import keccak
 from sqlalchemy.engine import make_url
 
 from audit.indexer import Indexer, JsonRpc
 from audit.migrations import migrate
 from audit.store import AuditStore, create_store_engine
 from dul.contracts.ledger import Deployment
+from dul.contracts.typed_data import AccessRecord
+from dul.contracts.world import World
+from dul.domain import Decision, DenyReason, Operation, ReleaseKind, Tier
 
 POSTGRES_ENV = "DUL_TEST_DATABASE_URL"
 
@@ -73,3 +77,27 @@ def index_into(deployment: Deployment, rpc_url: str, url: str) -> sa.Engine:
     indexer.run(to_block=int(rpc.call("eth_blockNumber"), 16))
     rpc.close()
     return engine
+
+
+def record_story(world: World) -> tuple[bytes, AccessRecord, AccessRecord, AccessRecord, bytes]:
+    """On chain: an agreement, a granted query, a granted export whose de-identified extract
+    is released, and an access denied for its tier. Returns (agreement, granted, exported,
+    denied, result hash)."""
+    agreement = world.activate(world.research_terms(quota=50))
+    granted = world.access_record(agreement)
+    exported = world.access_record(agreement, operation=Operation.EXPORT_RESULT)
+    denied = world.access_record(
+        agreement, Decision.DENIED, DenyReason.TIER_ABOVE_CEILING, tier=Tier.PSEUDONYMIZED
+    )
+    records = [granted.as_abi(), exported.as_abi(), denied.as_abi()]
+    world.ledger.transact(world.gateway, "AccessLog", "recordAccesses", records)
+    result = keccak(uuid.uuid4().bytes)
+    release = (
+        exported.request.request_id,
+        agreement,
+        result,
+        ReleaseKind.DEIDENTIFIED_EXTRACT,
+        4096,
+    )
+    world.ledger.transact(world.gateway, "AccessLog", "releaseResult", *release)
+    return agreement, granted, exported, denied, result

@@ -4,14 +4,12 @@ what happened, and bad ids are refused; on SQLite and on PostgreSQL (DUL_TEST_DA
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from eth_hash.auto import keccak
 
 from audit.provenance import (
     Direction,
@@ -23,11 +21,9 @@ from audit.provenance import (
     parse_id,
     provenance,
 )
-from audit.testing import drop_stores, index_into, make_store_url
+from audit.testing import drop_stores, index_into, make_store_url, record_story
 from dul.chain.testing import ChainHandle
-from dul.contracts.typed_data import AccessRecord
 from dul.contracts.world import World
-from dul.domain import Decision, DenyReason, Operation, ReleaseKind, Tier
 
 pytestmark = pytest.mark.integration
 
@@ -48,25 +44,6 @@ class Story:
     exported: str
     denied: str
     result: str
-
-
-def record_story(world: World) -> tuple[bytes, AccessRecord, AccessRecord, AccessRecord, bytes]:
-    agreement = world.activate(world.research_terms(quota=50))
-    granted = world.access_record(agreement)
-    exported = world.access_record(agreement, operation=Operation.EXPORT_RESULT)
-    denied = world.access_record(
-        agreement, Decision.DENIED, DenyReason.TIER_ABOVE_CEILING, tier=Tier.PSEUDONYMIZED
-    )
-    world.ledger.transact(
-        world.gateway, "AccessLog", "recordAccesses",
-        [granted.as_abi(), exported.as_abi(), denied.as_abi()],
-    )  # fmt: skip
-    result = keccak(uuid.uuid4().bytes)
-    world.ledger.transact(
-        world.gateway, "AccessLog", "releaseResult", exported.request.request_id, agreement,
-        result, ReleaseKind.DEIDENTIFIED_EXTRACT, 4096,
-    )  # fmt: skip
-    return agreement, granted, exported, denied, result
 
 
 @pytest.fixture(scope="module", params=BACKENDS)

@@ -5,23 +5,21 @@ found and named (check, table, position); the CLI exits non-zero when anything i
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from eth_hash.auto import keccak
 from typer.testing import CliRunner
 
 from audit.cli import app as audit_cli
 from audit.indexer import JsonRpc
-from audit.testing import drop_stores, index_into, make_store_url
+from audit.testing import drop_stores, index_into, make_store_url, record_story
 from audit.verify import VerifyReport, access_request_digest, verify_store
 from dul.chain.testing import ChainHandle
-from dul.contracts.typed_data import AccessRecord, AccessRequest, access_log_domain
+from dul.contracts.typed_data import AccessRequest, access_log_domain
 from dul.contracts.world import World
-from dul.domain import Decision, DenyReason, Operation, ReleaseKind, Tier
+from dul.domain import Operation, Tier
 
 pytestmark = pytest.mark.integration
 
@@ -33,25 +31,6 @@ BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
 def hexed(value: bytes) -> str:
     return "0x" + value.hex()
-
-
-def record_story(world: World) -> tuple[bytes, AccessRecord, AccessRecord, AccessRecord, bytes]:
-    agreement = world.activate(world.research_terms(quota=50))
-    granted = world.access_record(agreement)
-    exported = world.access_record(agreement, operation=Operation.EXPORT_RESULT)
-    denied = world.access_record(
-        agreement, Decision.DENIED, DenyReason.TIER_ABOVE_CEILING, tier=Tier.PSEUDONYMIZED
-    )
-    world.ledger.transact(
-        world.gateway, "AccessLog", "recordAccesses",
-        [granted.as_abi(), exported.as_abi(), denied.as_abi()],
-    )  # fmt: skip
-    result = keccak(uuid.uuid4().bytes)
-    world.ledger.transact(
-        world.gateway, "AccessLog", "releaseResult", exported.request.request_id, agreement,
-        result, ReleaseKind.DEIDENTIFIED_EXTRACT, 4096,
-    )  # fmt: skip
-    return agreement, granted, exported, denied, result
 
 
 # --- tests ----------------------------------------------------------------------------------
