@@ -131,6 +131,8 @@ class SubmitterStats:
     confirmed: int = 0
     failed: int = 0
     reverted_transactions: int = 0
+    replaced: int = 0
+    """Transactions given up because another transaction of the key took their nonce."""
     chain_reachable: bool = False
     last_error: str | None = None
     submit_latency_s: list[float] = field(default_factory=list)
@@ -362,9 +364,14 @@ class Submitter:
         self.stats.chain_reachable = True
         mined: list[tuple[_InFlight, int]] = []
         now = time.monotonic()
+        chain_nonce: int | None = None
         for entry, receipt in zip(entries, receipts, strict=True):
             if receipt is None:
                 if came_back or now - entry.sent_at >= self.settings.resend_after:
+                    if chain_nonce is None:
+                        chain_nonce = await self.rpc.transaction_count(self.sender, "latest")
+                    if entry.tx.nonce < chain_nonce and await self._replaced(entry):
+                        continue
                     await self._resend(entry)
                 continue
             block = int(receipt["blockNumber"], 16)
@@ -382,6 +389,27 @@ class Submitter:
                 latencies.append(wall - entry.created_wall)
                 del latencies[:-1000]
             self._room.set()
+
+    async def _replaced(self, entry: _InFlight) -> bool:
+        """Our nonce was spent by another transaction of this key (something else signs with
+        it): ours can never be mined, so its operations go back to PENDING for a new nonce."""
+        if await self.rpc.receipt(entry.tx.tx_hash) is not None:
+            return False  # mined just now: the next poll confirms it
+        log.error(
+            "submitter.nonce_taken",
+            nonce=entry.tx.nonce,
+            operations=len(entry.tx.keys),
+            hint="another process signs with the gateway's key",
+        )
+        await self.outbox.settle_reverted(
+            entry.tx.tx_hash, 0, failed={}, found={}, requeue=entry.tx.keys, count_attempt=False
+        )
+        del self._inflight[entry.tx.tx_hash]
+        self.stats.replaced += 1
+        await self.nonces.reconcile(self.outbox, self.rpc)
+        self._room.set()
+        self.outbox.new_pending.set()
+        return True
 
     async def _resend(self, entry: _InFlight) -> None:
         attempts = entry.tx.attempts + 1

@@ -145,3 +145,65 @@ def test_the_outbox_drains_once_the_node_is_back(
     )
     ids = [bytes(entry["topics"][1]) for entry in logs]
     assert len(ids) == len(set(ids)) == len(accesses)
+
+
+def test_a_nonce_spent_elsewhere_is_given_up_and_its_operations_land_once(
+    private: tuple[ChainNode, World], tmp_path: Path
+) -> None:
+    """Something else signs with the gateway's key and takes the nonce the submitter used:
+    that transaction can never be mined, so its operations go out again under a new nonce."""
+    node, world = private
+    agreement = world.activate(world.research_terms())
+    accesses = accesses_for(world, agreement, 20)
+    status = node.status()
+    assert status.rpc_url is not None
+    assert status.node_url is not None
+    node_url = status.node_url
+    url = f"sqlite:///{tmp_path / 'outbox.db'}"
+    migrate(url)
+    access_log = world.ledger.deployment.address("AccessLog")
+
+    async def scenario() -> None:
+        outbox = SqlOutbox(make_engine(url))
+        await outbox.start()
+        rpc = RpcClient(status.rpc_url or "", timeout=2.0)
+        node_rpc = RpcClient(node_url, timeout=2.0)
+        sub = Submitter(
+            outbox,
+            rpc,
+            world.gateway,
+            access_log=access_log,
+            chain_id=world.ledger.chain_id,
+            settings=SubmitterSettings(max_delay=0.01, poll_interval=0.05, resend_after=0.3),
+        )
+        await sub.start()
+        await sub.recovered()
+        await node_rpc.request("evm_setIntervalMining", 0)  # hold blocks while the race is set
+        nonce = await rpc.transaction_count(world.gateway.address, "pending")
+        foreign = world.gateway.sign_transaction(
+            {"to": world.gateway.address, "value": 0, "gas": 21_000, "gasPrice": 0,
+             "nonce": nonce, "chainId": world.ledger.chain_id, "data": b""}
+        )  # fmt: skip
+        await rpc.send_raw_transaction(foreign)
+        await outbox.add_accesses(accesses)
+        await asyncio.sleep(0.5)  # the submitter signs the same nonce; the node keeps the first
+        await node_rpc.request("evm_mine")
+        await node_rpc.request("evm_setIntervalMining", 1)
+        deadline = time.monotonic() + 30
+        while await outbox.depth() > 0:
+            assert time.monotonic() < deadline, f"{await outbox.depth()} still open"
+            await asyncio.sleep(0.1)
+        views = [await outbox.get(a.request_id) for a in accesses]
+        assert {v.status for v in views if v is not None} == {OperationStatus.CONFIRMED}
+        assert sub.stats.replaced == 1
+        await sub.stop()
+        await outbox.close()
+        await rpc.aclose()
+        await node_rpc.aclose()
+
+    asyncio.run(scenario())
+    logs = world.ledger.w3.eth.get_logs(
+        {"address": access_log, "fromBlock": 0, "topics": ["0x" + ACCESS_RECORDED_TOPIC.hex()]}
+    )
+    recorded = [bytes(log["topics"][1]) for log in logs]
+    assert sorted(recorded) == sorted(a.request_id for a in accesses)  # each once, none lost
