@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import structlog
 
-from dul.chain.node import _alive, _read_pid, _terminate
+from dul.chain.node import process_alive, read_pid, terminate
 from dul.errors import ConfigError
 from dul.home import Home
 
@@ -41,8 +41,8 @@ def _paths(home: Home, name: str) -> tuple[Path, Path, Path]:
 
 def running(home: Home, name: str) -> Service | None:
     pid_path, info_path, _ = _paths(home, name)
-    pid = _read_pid(pid_path)
-    if pid is None or not _alive(pid, MARKER):
+    pid = read_pid(pid_path)
+    if pid is None or not process_alive(pid, MARKER):
         return None
     info = json.loads(info_path.read_text())
     return Service(name, info["url"], pid)
@@ -86,7 +86,7 @@ def start(
             log.info("service.started", name=name, url=url, pid=process.pid)
             return Service(name, url, process.pid)
         time.sleep(0.2)
-    _terminate(process.pid, MARKER, 10)
+    terminate(process.pid, MARKER, 10)
     tail = log_path.read_text(errors="replace").splitlines()[-5:]
     raise ConfigError(
         f"{name} did not become ready at {url}; last log lines: {' | '.join(tail)}",
@@ -105,10 +105,10 @@ def _ready(url: str | None, path: str, ready: Callable[[], bool] | None) -> bool
 
 def stop(home: Home, name: str) -> bool:
     pid_path, info_path, _ = _paths(home, name)
-    pid = _read_pid(pid_path)
-    stopped = pid is not None and _alive(pid, MARKER)
+    pid = read_pid(pid_path)
+    stopped = pid is not None and process_alive(pid, MARKER)
     if pid is not None:
-        _terminate(pid, MARKER, 15)
+        terminate(pid, MARKER, 15)
     for path in (pid_path, info_path):
         path.unlink(missing_ok=True)
     return stopped

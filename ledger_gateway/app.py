@@ -8,8 +8,6 @@ import contextlib
 from collections.abc import AsyncIterator
 
 import structlog
-from eth_abi.abi import decode, encode
-from eth_hash.auto import keccak
 from fastapi import FastAPI
 
 from dul.chain.node import rpc_url
@@ -37,21 +35,14 @@ METRICS_INTERVAL_S = 1.0
 
 
 async def _check_chain(
-    rpc: RpcClient, deployment: Deployment, gateway: str, org: bytes
+    rpc: RpcClient, view: ChainView, deployment: Deployment, gateway: str, org: bytes
 ) -> dict[str, bool]:
     """The packaged contracts are at the recorded addresses and our key is a gateway of `org`."""
     contracts = True
     for name in CONTRACT_NAMES:
         code = await rpc.request("eth_getCode", deployment.address(name), "latest")
         contracts &= load(name).runtime_code_matches(bytes.fromhex(str(code)[2:]))
-    data = keccak(b"hasOrgRole(address,bytes32,uint8)")[:4] + encode(
-        ["address", "bytes32", "uint8"], [gateway, org, Role.GATEWAY]
-    )
-    reply = await rpc.request(
-        "eth_call", {"to": deployment.address("Membership"), "data": "0x" + data.hex()}, "latest"
-    )
-    signer = bool(decode(["bool"], bytes.fromhex(str(reply)[2:]))[0])
-    return {"contracts": contracts, "signer": signer}
+    return {"contracts": contracts, "signer": await view.has_role(gateway, org, Role.GATEWAY)}
 
 
 def create_app(settings: GatewaySettings) -> FastAPI:
@@ -107,7 +98,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             while True:
                 try:
                     context.readiness.update(
-                        await _check_chain(rpc, deployment, signer.address, org)
+                        await _check_chain(rpc, view, deployment, signer.address, org)
                     )
                     if context.readiness["contracts"] and context.readiness["signer"]:
                         return

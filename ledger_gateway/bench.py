@@ -12,8 +12,6 @@ import asyncio
 import json
 import os
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,6 +23,7 @@ import structlog
 from eth_abi.abi import decode
 from eth_hash.auto import keccak
 
+from dul import services
 from dul.chain.testing import free_port
 from dul.contracts.typed_data import AccessRecord, AccessRequest, access_log_domain
 from dul.contracts.world import World, derived_signer
@@ -33,7 +32,7 @@ from dul.keys import KeyStore
 from dul.scratch import Scratch, scratch_stack
 from ledger_gateway.client import sign_request
 from ledger_gateway.models import AccessRequestIn
-from ledger_gateway.submitter import encode_access_record, record_accesses_calldata
+from ledger_gateway.submitter import record_accesses_calldata
 from ledger_gateway.tokens import TokenRole, TokenStore
 
 log = structlog.get_logger(__name__)
@@ -222,7 +221,7 @@ def _raw_node_rate(scratch: Scratch, count: int) -> float:
         )
         tx = {
             "to": ledger.deployment.address("AccessLog"),
-            "data": record_accesses_calldata([encode_access_record(record.as_abi())]),
+            "data": record_accesses_calldata([record.encode()]),
             "gas": 300_000,
             "gasPrice": 0,
             "nonce": nonce + i,
@@ -245,40 +244,19 @@ def _raw_node_rate(scratch: Scratch, count: int) -> float:
     return count / (finished - started)
 
 
-def _start_gateway(scratch: Scratch, port: int) -> subprocess.Popen[bytes]:
+def _start_gateway(scratch: Scratch, port: int) -> str:
+    """`dul gateway serve` as its own process on the scratch stack; its URL once ready."""
     keys = KeyStore(scratch.home, passphrase=PASSPHRASE, scrypt_n=2**14)
     keys.import_key("hospital-a.gateway", keccak(b"dul world gateway"))
+    url = f"http://127.0.0.1:{port}"
     env = {
-        **os.environ,
-        "DUL_HOME": str(scratch.home.root),
         "DUL_RPC_URL": scratch.rpc_url,
         "DUL_KEY_PASSPHRASE": PASSPHRASE,
         "DUL_GATEWAY_PORT": str(port),
         "DUL_LOG_LEVEL": "WARNING",
     }
-    env.pop("DUL_KEY_PASSPHRASE_FILE", None)
-    log_file = (scratch.home.logs_dir / "gateway.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-c", "from dul.cli.main import app; app()", "gateway", "serve"],
-        env=env,
-        stdout=log_file,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            pass
-        if process.poll() is not None:
-            break
-        time.sleep(0.2)
-    process.kill()
-    raise RuntimeError(
-        f"the gateway did not become ready; see {scratch.home.logs_dir / 'gateway.log'}"
-    )
+    services.start(scratch.home, "gateway", ["gateway", "serve"], url, env=env)
+    return url
 
 
 def run(sizes: GatewayBenchSizes | None = None) -> dict[str, float]:
@@ -290,8 +268,7 @@ def run(sizes: GatewayBenchSizes | None = None) -> dict[str, float]:
         domain = access_log_domain(ledger.chain_id, access_log)
         raw_rate = _raw_node_rate(scratch, sizes.raw_transactions)
         port = free_port()
-        process = _start_gateway(scratch, port)
-        url = f"http://127.0.0.1:{port}"
+        url = _start_gateway(scratch, port)
         token = TokenStore(scratch.home.root / "gateway" / "tokens.json").create(
             "bench", "hospital-a", TokenRole.ACCESS_SERVICE
         )
@@ -333,8 +310,4 @@ def run(sizes: GatewayBenchSizes | None = None) -> dict[str, float]:
             results["offered_load_rps"] = sizes.offered_rate
             return results
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            services.stop(scratch.home, "gateway")

@@ -6,6 +6,7 @@ are mined, so a suspension or revocation is honoured by the next decision.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
@@ -56,7 +57,7 @@ class ChainView:
         self._agreements: dict[bytes, AgreementState] = {}
         self._fields: dict[tuple[bytes, bytes], int] = {}
         self._used: dict[bytes, int] = {}
-        self._requesters: dict[tuple[str, bytes], bool] = {}
+        self._roles: dict[tuple[str, bytes, Role], bool] = {}
         self._locks: dict[bytes, asyncio.Lock] = {}
         self._last_block: int | None = None
         self.last_refresh: float = 0.0
@@ -103,18 +104,18 @@ class ChainView:
                 raw = await self._call(self._registry, _ALLOWED_FIELDS + agreement_id + dataset_id)
                 self._fields[key] = decode(["uint256"], raw)[0]
         fields = self._fields[key]
-        return AgreementState(**{**state.__dict__, "allowed_fields": {dataset_id: fields}})
+        return dataclasses.replace(state, allowed_fields={dataset_id: fields})
+
+    async def has_role(self, account: str, org: bytes, role: Role) -> bool:
+        """`Membership.hasOrgRole`, cached until the next membership event."""
+        key = (account.lower(), org, role)
+        if key not in self._roles:
+            data = _HAS_ORG_ROLE + encode(["address", "bytes32", "uint8"], [account, org, role])
+            self._roles[key] = bool(decode(["bool"], await self._call(self._membership, data))[0])
+        return self._roles[key]
 
     async def is_requester(self, account: str, org: bytes) -> bool:
-        key = (account.lower(), org)
-        if key not in self._requesters:
-            data = _HAS_ORG_ROLE + encode(
-                ["address", "bytes32", "uint8"], [account, org, Role.REQUESTER]
-            )
-            self._requesters[key] = bool(
-                decode(["bool"], await self._call(self._membership, data))[0]
-            )
-        return self._requesters[key]
+        return await self.has_role(account, org, Role.REQUESTER)
 
     def used(self, agreement_id: bytes) -> int:
         return self._used.get(agreement_id, 0)
@@ -147,7 +148,7 @@ class ChainView:
         )
         for entry in logs:
             if entry["address"].lower() == self._membership.lower():
-                self._requesters.clear()
+                self._roles.clear()
                 continue
             topics = entry["topics"]
             if len(topics) > 1:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -413,7 +414,7 @@ class Submitter:
 
     async def _resend(self, entry: _InFlight) -> None:
         attempts = entry.tx.attempts + 1
-        entry.tx = StoredTx(**{**entry.tx.__dict__, "attempts": attempts})
+        entry.tx = dataclasses.replace(entry.tx, attempts=attempts)
         log.info("submitter.resend", nonce=entry.tx.nonce, attempts=attempts)
         await self._send(entry)
         self.stats.resends += 1

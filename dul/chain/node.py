@@ -135,10 +135,10 @@ def port_in_use(host: str, port: int) -> bool:
     return False
 
 
-# --- processes ----------------------------------------------------------------------------
+# --- processes (also used by dul.services for the gateway and audit processes) -----
 
 
-def _alive(pid: int, marker: str) -> bool:
+def process_alive(pid: int, marker: str) -> bool:
     """Is `pid` running and still the process we started (not a reused pid, not a zombie)?"""
     with contextlib.suppress(ChildProcessError):
         if os.waitpid(pid, os.WNOHANG)[0] == pid:
@@ -162,29 +162,29 @@ def _alive(pid: int, marker: str) -> bool:
     return marker in cmdline
 
 
-def _read_pid(path: Path) -> int | None:
+def read_pid(path: Path) -> int | None:
     try:
         return int(path.read_text().strip())
     except (OSError, ValueError):
         return None
 
 
-def _terminate(pid: int, marker: str, timeout: float) -> None:
+def terminate(pid: int, marker: str, timeout: float) -> None:
     """SIGTERM, wait up to `timeout`, then SIGKILL."""
-    if not _alive(pid, marker):
+    if not process_alive(pid, marker):
         return
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not _alive(pid, marker):
+        if not process_alive(pid, marker):
             return
         time.sleep(0.02)
     log.warning("process_kill", pid=pid, marker=marker, after_seconds=timeout)
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and _alive(pid, marker):
+    while time.monotonic() < deadline and process_alive(pid, marker):
         time.sleep(0.02)
 
 
@@ -243,11 +243,11 @@ class ChainNode:
 
     # inspection
     def _pids(self) -> tuple[int | None, int | None]:
-        anvil = _read_pid(self.anvil_pid_path)
-        proxy = _read_pid(self.proxy_pid_path)
+        anvil = read_pid(self.anvil_pid_path)
+        proxy = read_pid(self.proxy_pid_path)
         return (
-            anvil if anvil is not None and _alive(anvil, "anvil") else None,
-            proxy if proxy is not None and _alive(proxy, PROXY_MODULE) else None,
+            anvil if anvil is not None and process_alive(anvil, "anvil") else None,
+            proxy if proxy is not None and process_alive(proxy, PROXY_MODULE) else None,
         )
 
     def status(self) -> ChainStatus:
@@ -463,9 +463,9 @@ class ChainNode:
             (self.proxy_pid_path, PROXY_MODULE),
             (self.anvil_pid_path, "anvil"),
         ):
-            pid = _read_pid(pid_path)
-            if pid is not None and _alive(pid, marker):
-                _terminate(pid, marker, self.settings.stop_timeout)
+            pid = read_pid(pid_path)
+            if pid is not None and process_alive(pid, marker):
+                terminate(pid, marker, self.settings.stop_timeout)
                 log.info("process_stopped", pid=pid, process=marker)
                 stopped = True
             pid_path.unlink(missing_ok=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated
 
 import typer
@@ -52,13 +53,13 @@ def _org_id(slug: str) -> bytes:
         raise typer.BadParameter(str(exc)) from None
 
 
+def _show(facts: Mapping[str, object], json_output: bool) -> None:
+    """One JSON object, or one `key=value …` line."""
+    _show(facts, json_output)
+
+
 def _done(json_output: bool, receipt_tx: str, **facts: object) -> None:
-    if json_output:
-        emit_json({"tx": receipt_tx, **facts})
-    else:
-        console.print(
-            " ".join(f"{k}={v}" for k, v in facts.items()) + f" tx={receipt_tx}", highlight=False
-        )
+    _show({**facts, "tx": receipt_tx}, json_output)
 
 
 @org_app.command("add")
@@ -111,10 +112,7 @@ def org_show(slug: str, json_output: JsonOption = False) -> None:
     facts = {"org": slug, "kind": OrgKind(kind).name, "status": OrgStatus(status).name}
     if status == OrgStatus.NONE:
         facts["kind"] = "-"
-    if json_output:
-        emit_json(facts)
-    else:
-        console.print(" ".join(f"{k}={v}" for k, v in facts.items()), highlight=False)
+    _show(facts, json_output)
 
 
 @member_app.command("add")
@@ -176,10 +174,7 @@ def member_show(account: str, json_output: JsonOption = False) -> None:
         "org": slug_of(org) if roles else None,
         "roles": [r.name for r in Role if roles & (1 << r)],
     }
-    if json_output:
-        emit_json(facts)
-    else:
-        console.print(" ".join(f"{k}={v}" for k, v in facts.items()), highlight=False)
+    _show(facts, json_output)
 
 
 @transfer_app.command("begin")
@@ -234,10 +229,7 @@ def transfer_status(json_output: JsonOption = False) -> None:
         "accept_after": schedule or None,
         "delay_s": ledger.call("Membership", "defaultAdminDelay"),
     }
-    if json_output:
-        emit_json(facts)
-    else:
-        console.print(" ".join(f"{k}={v}" for k, v in facts.items()), highlight=False)
+    _show(facts, json_output)
 
 
 token_app = typer.Typer(
