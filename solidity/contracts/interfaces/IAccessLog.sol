@@ -3,7 +3,7 @@ pragma solidity 0.8.30;
 
 import {OrgId, DatasetId, AgreementId} from "../types/Ids.sol";
 import {
-    AccessRecord, AgreementStatus, Decision, DenyReason, Tier, Operation, ReleaseKind
+    AccessRecord, AgreementStatus, AuthorizationFault, Decision, DenyReason, Tier, Operation, ReleaseKind
 } from "../types/DataUse.sol";
 
 /// @title IAccessLog
@@ -46,6 +46,8 @@ interface IAccessLog {
     error AccessLogCohortMissing(bytes32 requestId);
     /// @notice The agreement needs a patient authorization for exactly one patient.
     error AccessLogAuthorizationMissing(bytes32 requestId);
+    /// @notice The record may not redeem the patient authorization `authorizationRef` (see `fault`).
+    error AccessLogAuthorizationRefused(bytes32 requestId, bytes32 authorizationRef, AuthorizationFault fault);
     /// @notice No access was recorded under `accessId`.
     error AccessLogUnknownAccess(bytes32 accessId);
     /// @notice The access was recorded under another agreement.

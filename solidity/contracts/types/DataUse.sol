@@ -98,6 +98,35 @@ enum ReleaseKind {
     IDENTIFIED_EXTRACT
 }
 
+enum ConsentStatus {
+    NONE,
+    GRANTED,
+    WITHDRAWN
+}
+
+/// @dev An authorization code is issued once, then redeemed by exactly one access or revoked.
+enum AuthorizationStatus {
+    NONE,
+    ISSUED,
+    REDEEMED,
+    REVOKED
+}
+
+/// @dev Why a GRANTED record may not redeem its authorization code (NONE: it may).
+enum AuthorizationFault {
+    NONE,
+    UNKNOWN,
+    REDEEMED,
+    REVOKED,
+    EXPIRED,
+    WRONG_HOLDER,
+    WRONG_GRANTEE,
+    DATASET_NOT_IN_SCOPE,
+    FIELDS_NOT_IN_SCOPE,
+    TIER_ABOVE_SCOPE,
+    WRONG_SUBJECT
+}
+
 /// @notice A dataset as the registry keeps it. The field names themselves are in the registration event.
 struct Dataset {
     OrgId holder;
@@ -165,4 +194,47 @@ struct AccessRecord {
     bytes32 sigR;
     bytes32 sigS;
     uint8 sigV;
+}
+
+/// @notice A patient's consent as a steward of the holder records it. `subject` is the subject
+/// reference: HMAC-SHA256 under a hospital secret of a hospital-internal pseudonym, never a name,
+/// an id number or any other identifier. `scenarios` is the bit set `1 << scenario` the patient
+/// permits; `duoCodes` are the GA4GH DUO terms of the consent form (DUO:0000042 -> 42).
+/// `validFrom` zero means from the recording block. `subjectKey`, when set, is the patient's own
+/// key, which may withdraw the consent by an EIP-712 `ConsentWithdrawal` signature.
+struct ConsentTerms {
+    OrgId holder;
+    bytes32 subject;
+    uint8 scenarios;
+    uint32[] duoCodes;
+    uint64 validFrom;
+    uint64 validUntil;
+    address subjectKey;
+}
+
+/// @notice A consent as the registry keeps it (the DUO codes are in the recording event).
+struct Consent {
+    OrgId holder;
+    bytes32 subject;
+    uint8 scenarios;
+    ConsentStatus status;
+    uint64 validFrom;
+    uint64 validUntil;
+    address subjectKey;
+}
+
+/// @notice A patient's one-time grant to `grantee`, keyed by the keccak256 hash of its code:
+/// one access to `dataset` for the fields in `fieldMask`, at `tier` or below, for `scenario`,
+/// until `expiresAt`. Redeemed only by a GRANTED access record of the AccessLog.
+struct Authorization {
+    OrgId holder;
+    bytes32 subject;
+    OrgId grantee;
+    DatasetId dataset;
+    uint256 fieldMask;
+    Tier tier;
+    Scenario scenario;
+    AuthorizationStatus status;
+    uint64 expiresAt;
+    bytes32 redeemedBy;
 }

@@ -1,0 +1,158 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity 0.8.30;
+
+import {OrgId, DatasetId} from "../types/Ids.sol";
+import {
+    Authorization,
+    AuthorizationFault,
+    AuthorizationStatus,
+    Consent,
+    ConsentStatus,
+    ConsentTerms,
+    Scenario,
+    Tier
+} from "../types/DataUse.sol";
+
+/// @title IConsentRegistry
+/// @notice What patients permit: dynamic secondary consent per subject reference, and one-time
+/// authorization codes for a named third party. No identity ever reaches the chain: subjects are
+/// keyed hashes of hospital-internal pseudonyms and codes are stored as hashes only.
+///
+/// Cohorts: an access under a consent-requiring agreement records the RFC 9162 Merkle tree head
+/// (root, size) of its admitted subjects. Leaves are `sha256(0x00 || subject)` in ascending order of
+/// subject, inner nodes `sha256(0x01 || left || right)`; `cohortIncludes` checks an inclusion proof.
+interface IConsentRegistry {
+    /// @notice No organization is registered under `holder`.
+    error ConsentRegistryUnknownHolder(OrgId holder);
+    /// @notice `account` is not an active steward of `holder`.
+    error ConsentRegistryUnauthorizedSteward(address account, OrgId holder);
+    /// @notice The subject reference is zero.
+    error ConsentRegistryZeroSubject();
+    /// @notice `scenarios` is empty or names no scenario.
+    error ConsentRegistryInvalidScenarios(uint8 scenarios);
+    /// @notice A consent cannot start before the block that records it.
+    error ConsentRegistryBackdated(uint64 validFrom, uint64 at);
+    /// @notice The validity window is empty.
+    error ConsentRegistryInvalidValidity(uint64 validFrom, uint64 validUntil);
+    /// @notice The subject already has a granted consent `existing` for one of these scenarios
+    /// in an overlapping window: withdraw it first.
+    error ConsentRegistryOverlappingConsent(bytes32 existing);
+    /// @notice The subject has `max` consents at this holder already.
+    error ConsentRegistryTooManyConsents(bytes32 subject, uint256 max);
+    /// @notice No consent, or more than `max`, in a batch.
+    error ConsentRegistryInvalidBatchSize(uint256 size, uint256 max);
+    /// @notice No consent is recorded under `consentId`.
+    error ConsentRegistryUnknownConsent(bytes32 consentId);
+    /// @notice The consent is `status`, not GRANTED.
+    error ConsentRegistryConsentNotGranted(bytes32 consentId, ConsentStatus status);
+    /// @notice The withdrawal signature does not recover to the consent's subject key (or it has none).
+    error ConsentRegistryInvalidSubjectSignature(bytes32 consentId);
+    /// @notice The withdrawal signature was valid until `deadline`.
+    error ConsentRegistrySignatureExpired(bytes32 consentId, uint64 deadline);
+    /// @notice The code hash is zero or already used by an authorization.
+    error ConsentRegistryAuthorizationExists(bytes32 codeHash);
+    /// @notice No organization is registered under `grantee`.
+    error ConsentRegistryUnknownGrantee(OrgId grantee);
+    /// @notice `scenario` does not work through patient authorization codes.
+    error ConsentRegistryScenarioNotAuthorizable(Scenario scenario);
+    /// @notice `dataset` is not a dataset of `holder`.
+    error ConsentRegistryDatasetNotHeld(DatasetId dataset, OrgId holder);
+    /// @notice The field mask is empty or names fields the dataset does not have.
+    error ConsentRegistryInvalidFieldMask(uint256 fieldMask, uint16 fieldCount);
+    /// @notice `tier` is above what the dataset and the scenario allow.
+    error ConsentRegistryTierAboveCeiling(Tier tier, Tier ceiling);
+    /// @notice The expiry is not in the future or is further than the longest code lifetime.
+    error ConsentRegistryInvalidExpiry(uint64 expiresAt, uint64 latest);
+    /// @notice No authorization is issued under `codeHash`.
+    error ConsentRegistryUnknownAuthorization(bytes32 codeHash);
+    /// @notice The authorization is `status`, not ISSUED.
+    error ConsentRegistryAuthorizationNotIssued(bytes32 codeHash, AuthorizationStatus status);
+    /// @notice Only the access log may redeem, and it is bound once, by the deployer.
+    error ConsentRegistryUnauthorizedRedeemer(address caller);
+    /// @notice The access log is already bound, or the caller is not the deployer.
+    error ConsentRegistryAccessLogBindingRefused(address caller);
+
+    /// @notice A consent was recorded; `terms.validFrom` is the effective start.
+    event ConsentRecorded(
+        bytes32 indexed consentId, OrgId indexed holder, bytes32 indexed subject, ConsentTerms terms, address recorder
+    );
+
+    /// @notice A consent was withdrawn, by a steward of the holder or (`bySubject`) by the patient's key.
+    event ConsentWithdrawn(
+        bytes32 indexed consentId, OrgId indexed holder, bytes32 indexed subject, address by, bool bySubject
+    );
+
+    /// @notice A steward issued an authorization code on a patient's behalf; only its hash is known.
+    event AuthorizationIssued(
+        bytes32 indexed codeHash, OrgId indexed holder, OrgId indexed grantee, Authorization authorization, address issuer
+    );
+
+    /// @notice A steward of the holder revoked an unredeemed authorization.
+    event AuthorizationRevoked(bytes32 indexed codeHash, OrgId indexed holder, address by);
+
+    /// @notice A granted access (`accessId`) redeemed the authorization.
+    event AuthorizationRedeemed(bytes32 indexed codeHash, bytes32 indexed accessId, OrgId indexed grantee);
+
+    /// @notice The access log was bound as the only redeemer.
+    event AccessLogBound(address accessLog);
+
+    /// @notice Records one consent. Only a steward of `terms.holder`.
+    function recordConsent(ConsentTerms calldata terms) external returns (bytes32 consentId);
+
+    /// @notice Records several consents, all or none. Only a steward of each holder.
+    function recordConsents(ConsentTerms[] calldata terms) external;
+
+    /// @notice Withdraws a granted consent. Only a steward of its holder.
+    function withdrawConsent(bytes32 consentId) external;
+
+    /// @notice Withdraws a granted consent on the patient's own EIP-712 `ConsentWithdrawal`
+    /// signature by its subject key; anyone may relay it.
+    function withdrawConsentBySubject(bytes32 consentId, uint64 deadline, bytes calldata signature) external;
+
+    /// @notice Issues an authorization code (by its hash). Only a steward of `authorization.holder`;
+    /// `status` and `redeemedBy` of the input are ignored.
+    function issueAuthorization(bytes32 codeHash, Authorization calldata authorization) external;
+
+    /// @notice Revokes an issued, unredeemed authorization. Only a steward of its holder.
+    function revokeAuthorization(bytes32 codeHash) external;
+
+    /// @notice Redeems an authorization for `accessId` if the access fits it; returns why not
+    /// otherwise, changing nothing. Only the bound access log.
+    function redeemAuthorization(
+        bytes32 codeHash,
+        bytes32 accessId,
+        OrgId holder,
+        OrgId grantee,
+        DatasetId dataset,
+        uint256 fieldMask,
+        Tier tier,
+        bytes32 cohortRoot
+    ) external returns (AuthorizationFault fault);
+
+    /// @notice Binds the access log, once. Only the deployer.
+    function bindAccessLog(address accessLog) external;
+
+    /// @notice The consent recorded under `consentId` (status NONE when unknown).
+    function consent(bytes32 consentId) external view returns (Consent memory);
+
+    /// @notice The ids of every consent recorded for `subject` at `holder`, oldest first.
+    function consentIds(OrgId holder, bytes32 subject) external view returns (bytes32[] memory);
+
+    /// @notice Whether `subject` has a granted consent at `holder` covering `scenario` now.
+    function hasConsent(OrgId holder, bytes32 subject, Scenario scenario) external view returns (bool);
+
+    /// @notice The authorization issued under `codeHash` (status NONE when unknown).
+    function authorization(bytes32 codeHash) external view returns (Authorization memory);
+
+    /// @notice The EIP-712 digest a patient signs to withdraw `consentId`.
+    function withdrawalDigest(bytes32 consentId, uint64 deadline) external view returns (bytes32);
+
+    /// @notice The access log allowed to redeem authorizations (zero until bound).
+    function accessLog() external view returns (address);
+
+    /// @notice Whether `subject` is leaf `index` of the cohort tree with head (`root`, `size`).
+    function cohortIncludes(bytes32 root, uint256 size, uint256 index, bytes32 subject, bytes32[] calldata proof)
+        external
+        pure
+        returns (bool);
+}
