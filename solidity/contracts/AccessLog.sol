@@ -5,6 +5,7 @@ import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
 import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
 import {IAccessLog} from "./interfaces/IAccessLog.sol";
 import {IAgreementRegistry} from "./interfaces/IAgreementRegistry.sol";
+import {IConsentRegistry} from "./interfaces/IConsentRegistry.sol";
 import {IMembership} from "./interfaces/IMembership.sol";
 import {AccessRules} from "./libraries/AccessRules.sol";
 import {AccessSlot} from "./libraries/AccessSlot.sol";
@@ -14,6 +15,7 @@ import {
     AccessRecord,
     AccessTerms,
     AgreementStatus,
+    AuthorizationFault,
     ConsentPolicy,
     Decision,
     DenyReason,
@@ -32,6 +34,7 @@ contract AccessLog is IAccessLog, EIP712 {
 
     IMembership public immutable MEMBERSHIP;
     IAgreementRegistry public immutable AGREEMENTS;
+    IConsentRegistry public immutable CONSENTS;
 
     mapping(bytes32 requestId => uint256 slot) private _accesses;
     mapping(AgreementId id => uint64 used) private _used;
@@ -49,9 +52,12 @@ contract AccessLog is IAccessLog, EIP712 {
         address requester;
     }
 
-    constructor(IMembership membership, IAgreementRegistry agreements) EIP712("DataUseLedger.AccessLog", "1") {
+    constructor(IMembership membership, IAgreementRegistry agreements, IConsentRegistry consents)
+        EIP712("DataUseLedger.AccessLog", "1")
+    {
         MEMBERSHIP = membership;
         AGREEMENTS = agreements;
+        CONSENTS = consents;
     }
 
     /// @inheritdoc IAccessLog
@@ -138,8 +144,10 @@ contract AccessLog is IAccessLog, EIP712 {
         emit AccessRecorded(requestId, record.agreementId, record.datasetId, msg.sender, record);
     }
 
-    /// @dev Every rule of the agreement, in the order the gateway's policy core reports them.
-    function _checkGrant(AccessRecord calldata record, Cache memory cache) private view {
+    /// @dev Every rule of the agreement, in the order the gateway's policy core reports them. A
+    /// patient authorization is redeemed last, once every other rule (the quota included) holds,
+    /// so a refused record never uses up a patient's code.
+    function _checkGrant(AccessRecord calldata record, Cache memory cache) private {
         AgreementId agreementId = record.agreementId;
         AccessTerms memory terms = cache.terms;
         if (record.deadline < block.timestamp) revert AccessLogRequestExpired(record.requestId, record.deadline);
@@ -165,16 +173,36 @@ contract AccessLog is IAccessLog, EIP712 {
         if (!AccessRules.allows(terms.operations, record.operation)) {
             revert AccessLogOperationNotAllowed(agreementId, record.operation);
         }
+        bool redeem = false;
         if (terms.consentPolicy == ConsentPolicy.COHORT_CONSENT) {
             if (record.cohortRoot == bytes32(0) || record.cohortSize == 0) revert AccessLogCohortMissing(record.requestId);
         } else if (terms.consentPolicy == ConsentPolicy.PATIENT_AUTHORIZATION) {
             if (record.authorizationRef == bytes32(0) || record.cohortSize != 1) {
                 revert AccessLogAuthorizationMissing(record.requestId);
             }
+            redeem = true;
         }
         if (cache.used >= terms.quota) revert AccessLogQuotaExhausted(agreementId, terms.quota);
+        if (redeem) _redeem(record, terms);
         cache.used += 1;
         cache.usedDirty = true;
+    }
+
+    /// @dev Redeems the record's patient authorization code for this access, or refuses the record.
+    function _redeem(AccessRecord calldata record, AccessTerms memory terms) private {
+        AuthorizationFault fault = CONSENTS.redeemAuthorization(
+            record.authorizationRef,
+            record.requestId,
+            terms.holder,
+            terms.requester,
+            record.datasetId,
+            record.fieldMask,
+            record.tier,
+            record.cohortRoot
+        );
+        if (fault != AuthorizationFault.NONE) {
+            revert AccessLogAuthorizationRefused(record.requestId, record.authorizationRef, fault);
+        }
     }
 
     /// @dev The requester must have signed exactly this request, whatever the decision.

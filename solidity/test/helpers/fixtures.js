@@ -81,10 +81,16 @@ async function deployFixture() {
     await membership.getAddress(),
     await datasets.getAddress(),
   ]);
+  const consents = await ethers.deployContract("ConsentRegistry", [
+    await membership.getAddress(),
+    await datasets.getAddress(),
+  ]);
   const accessLog = await ethers.deployContract("AccessLog", [
     await membership.getAddress(),
     await agreements.getAddress(),
+    await consents.getAddress(),
   ]);
+  await consents.bindAccessLog(await accessLog.getAddress());
 
   const orgs = [
     [ORG.HOSPITAL, OrgKind.HOSPITAL, "St. Mary Hospital"],
@@ -125,6 +131,7 @@ async function deployFixture() {
     membership,
     datasets,
     agreements,
+    consents,
     accessLog,
     operator,
     hospitalSteward,
@@ -214,7 +221,57 @@ async function activeAgreementFixture() {
   return { ...ctx, terms, id };
 }
 
-/** The active research agreement plus an insurance-claim agreement with the insurer (quota 5). */
+/** A patient's subject reference (a keyed hash of a hospital pseudonym, never an identity). */
+const PATIENT = tag("subject:patient-4711");
+
+/** The RFC 9162 leaf of a subject reference: the cohort root of a cohort of one. */
+const leafOf = (subject) => ethers.sha256(ethers.concat(["0x00", subject]));
+
+/** A patient's authorization code as the patient hands it over, and the hash the chain keeps. */
+const AUTH_CODE = "7K3QF-ZC0XH-M4N2P-9TRVW";
+const codeHashOf = (code) => ethers.keccak256(ethers.toUtf8Bytes(code.replaceAll("-", "")));
+
+/**
+ * An authorization for the insurer: one identified access to EHR fields 1..5 of PATIENT, for an
+ * insurance claim, valid 30 days from `now`. `overrides` replace fields.
+ */
+function authorizationTerms(now, overrides = {}) {
+  return {
+    holder: ORG.HOSPITAL,
+    subject: PATIENT,
+    grantee: ORG.INSURER,
+    dataset: DATASET.EHR,
+    fieldMask: fieldsMask(1, 2, 3, 4, 5),
+    tier: Tier.IDENTIFIED,
+    scenario: Scenario.INSURANCE_CLAIM,
+    status: 0,
+    expiresAt: now + 30 * DAY,
+    redeemedBy: ZERO32,
+    ...overrides,
+  };
+}
+
+/**
+ * A consent of PATIENT at the hospital for research and AI training, from the recording block for
+ * a year, with DUO codes and no patient key. `overrides` replace fields.
+ */
+function consentTerms(now, overrides = {}) {
+  return {
+    holder: ORG.HOSPITAL,
+    subject: PATIENT,
+    scenarios: (1 << Scenario.RESEARCH) | (1 << Scenario.AI_TRAINING),
+    duoCodes: [42, 46],
+    validFrom: 0,
+    validUntil: now + 365 * DAY,
+    subjectKey: ethers.ZeroAddress,
+    ...overrides,
+  };
+}
+
+/**
+ * The active research agreement plus an insurance-claim agreement with the insurer (quota 5) and
+ * an issued authorization code (`codeHash`) of PATIENT for it.
+ */
 async function insuranceAgreementFixture() {
   const ctx = await activeAgreementFixture();
   const insuranceTerms = researchTerms(ctx.now, {
@@ -229,7 +286,10 @@ async function insuranceAgreementFixture() {
     nonce: 100,
   });
   const insuranceId = await activate(ctx, insuranceTerms);
-  return { ...ctx, insuranceTerms, insuranceId };
+  const codeHash = codeHashOf(AUTH_CODE);
+  const authorization = authorizationTerms(ctx.now);
+  await ctx.consents.connect(ctx.hospitalSteward).issueAuthorization(codeHash, authorization);
+  return { ...ctx, insuranceTerms, insuranceId, codeHash, authorization };
 }
 
 /** The active research agreement with a quota of 3 accesses. */
@@ -346,9 +406,15 @@ module.exports = {
   SCHEMA,
   EHR_FIELDS,
   IMAGING_FIELDS,
+  PATIENT,
+  AUTH_CODE,
   tag,
   ops,
   fieldsMask,
+  leafOf,
+  codeHashOf,
+  authorizationTerms,
+  consentTerms,
   deployFixture,
   proposedAgreementFixture,
   activeAgreementFixture,

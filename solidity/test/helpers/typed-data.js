@@ -41,6 +41,13 @@ const ACCESS_REQUEST_TYPES = {
   ],
 };
 
+const CONSENT_WITHDRAWAL_TYPES = {
+  ConsentWithdrawal: [
+    { name: "consentId", type: "bytes32" },
+    { name: "deadline", type: "uint64" },
+  ],
+};
+
 const ZERO32 = ethers.ZeroHash;
 
 async function domainOf(name, contract, chainId) {
@@ -54,6 +61,20 @@ async function domainOf(name, contract, chainId) {
 
 const agreementDomain = (registry, chainId) => domainOf("DataUseLedger.AgreementRegistry", registry, chainId);
 const accessLogDomain = (accessLog, chainId) => domainOf("DataUseLedger.AccessLog", accessLog, chainId);
+const consentDomain = (registry, chainId) => domainOf("DataUseLedger.ConsentRegistry", registry, chainId);
+
+/** consentId = keccak256(abi.encode(holder, subject, sequence)), sequence 0-based per (holder, subject). */
+function consentIdOf(holder, subject, sequence) {
+  return ethers.keccak256(
+    ethers.AbiCoder.defaultAbiCoder().encode(["bytes32", "bytes32", "uint256"], [holder, subject, sequence]),
+  );
+}
+
+/** The patient's EIP-712 `ConsentWithdrawal` signature; `options`: `chainId`, `verifyingContract`. */
+async function signWithdrawal(signer, registry, consentId, deadline, options = {}) {
+  const domain = await consentDomain(options.verifyingContract ?? registry, options.chainId);
+  return signer.signTypedData(domain, CONSENT_WITHDRAWAL_TYPES, { consentId, deadline });
+}
 
 /** id = keccak256(abi.encode(holder, requester, nonce)) */
 function agreementIdOf(terms) {
@@ -123,9 +144,13 @@ async function signAccessRecord(signer, accessLog, record, { chainId } = {}) {
 module.exports = {
   AGREEMENT_TYPES,
   ACCESS_REQUEST_TYPES,
+  CONSENT_WITHDRAWAL_TYPES,
   ZERO32,
   agreementDomain,
   accessLogDomain,
+  consentDomain,
+  consentIdOf,
+  signWithdrawal,
   agreementIdOf,
   agreementMessage,
   signAgreement,

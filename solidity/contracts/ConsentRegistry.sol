@@ -1,0 +1,392 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity 0.8.30;
+
+import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
+import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
+import {IConsentRegistry} from "./interfaces/IConsentRegistry.sol";
+import {IDatasetRegistry} from "./interfaces/IDatasetRegistry.sol";
+import {IMembership} from "./interfaces/IMembership.sol";
+import {AccessRules} from "./libraries/AccessRules.sol";
+import {CohortTree} from "./libraries/CohortTree.sol";
+import {OrgId, DatasetId} from "./types/Ids.sol";
+import {
+    Authorization,
+    AuthorizationFault,
+    AuthorizationStatus,
+    Consent,
+    ConsentPolicy,
+    ConsentStatus,
+    ConsentTerms,
+    Dataset,
+    OrgStatus,
+    Role,
+    Scenario,
+    Tier
+} from "./types/DataUse.sol";
+
+/// @title ConsentRegistry
+/// @notice Patients' dynamic secondary consent and one-time authorization codes, recorded by the
+/// stewards of the hospital that holds their data.
+///
+/// Consent ids: the `n`-th consent (0-based) recorded for `subject` at `holder` has the id
+/// `keccak256(abi.encode(holder, subject, n))`, so `consentIds` lists them and a re-grant after a
+/// withdrawal gets a new id (an old withdrawal signature never touches it). A subject has at most
+/// `MAX_CONSENTS_PER_SUBJECT` consents at one holder, withdrawn ones included.
+///
+/// Authorization codes are redeemed only by the AccessLog, bound once by the deployer right
+/// after deployment: a GRANTED access record under a patient-authorization agreement redeems its
+/// code in the same transaction, or is refused.
+contract ConsentRegistry is IConsentRegistry, EIP712 {
+    /// @notice The largest batch `recordConsents` takes. Bounded by the per-transaction gas cap
+    /// (EIP-7825, 2^24): a consent costs ~78k gas in a batch, ~102k with a patient key.
+    uint256 public constant MAX_BATCH_SIZE = 128;
+    /// @notice How many consents one subject may have at one holder, withdrawn ones included.
+    uint256 public constant MAX_CONSENTS_PER_SUBJECT = 64;
+    /// @notice The longest an authorization code may stay redeemable.
+    uint64 public constant MAX_AUTHORIZATION_LIFETIME = 365 days;
+    /// @notice EIP-712 type hash of the patient's withdrawal.
+    bytes32 public constant CONSENT_WITHDRAWAL_TYPEHASH =
+        keccak256("ConsentWithdrawal(bytes32 consentId,uint64 deadline)");
+
+    /// @dev The bits of the five scenarios.
+    uint8 private constant _ALL_SCENARIOS = 0x1F;
+
+    /// @dev Four slots: holder, subject, the packed terms, the subject key (written only when set).
+    /// `count` is used only in a subject's first consent (sequence 0): how many consents the
+    /// subject has at the holder. It shares a slot that is written anyway, which saves a fresh
+    /// storage slot per subject.
+    struct StoredConsent {
+        OrgId holder;
+        bytes32 subject;
+        uint8 scenarios;
+        ConsentStatus status;
+        uint64 validFrom;
+        uint64 validUntil;
+        uint8 count;
+        address subjectKey;
+    }
+
+    IMembership public immutable MEMBERSHIP;
+    IDatasetRegistry public immutable DATASETS;
+
+    address private immutable _DEPLOYER;
+    address private _accessLog;
+
+    mapping(bytes32 consentId => StoredConsent) private _consents;
+    mapping(bytes32 codeHash => Authorization) private _authorizations;
+
+    constructor(IMembership membership, IDatasetRegistry datasets) EIP712("DataUseLedger.ConsentRegistry", "1") {
+        MEMBERSHIP = membership;
+        DATASETS = datasets;
+        _DEPLOYER = msg.sender;
+    }
+
+    // --- consents ---------------------------------------------------------------------------
+
+    /// @inheritdoc IConsentRegistry
+    function recordConsent(ConsentTerms calldata terms) external returns (bytes32 consentId) {
+        _checkSteward(terms.holder);
+        return _record(terms);
+    }
+
+    /// @inheritdoc IConsentRegistry
+    function recordConsents(ConsentTerms[] calldata terms) external {
+        uint256 count = terms.length;
+        if (count == 0 || count > MAX_BATCH_SIZE) revert ConsentRegistryInvalidBatchSize(count, MAX_BATCH_SIZE);
+        OrgId checked;
+        for (uint256 i = 0; i < count; ++i) {
+            ConsentTerms calldata item = terms[i];
+            // A batch is usually one hospital's: its steward is checked once.
+            if (i == 0 || !(item.holder == checked)) {
+                _checkSteward(item.holder);
+                checked = item.holder;
+            }
+            _record(item);
+        }
+    }
+
+    /// @inheritdoc IConsentRegistry
+    function withdrawConsent(bytes32 consentId) external {
+        StoredConsent storage stored = _existingConsent(consentId);
+        OrgId holder = stored.holder;
+        if (!MEMBERSHIP.hasOrgRole(msg.sender, holder, Role.STEWARD)) {
+            revert ConsentRegistryUnauthorizedSteward(msg.sender, holder);
+        }
+        _withdraw(consentId, stored, msg.sender, false);
+    }
+
+    /// @inheritdoc IConsentRegistry
+    function withdrawConsentBySubject(bytes32 consentId, uint64 deadline, bytes calldata signature) external {
+        StoredConsent storage stored = _existingConsent(consentId);
+        if (stored.status != ConsentStatus.GRANTED) revert ConsentRegistryConsentNotGranted(consentId, stored.status);
+        if (deadline < block.timestamp) revert ConsentRegistrySignatureExpired(consentId, deadline);
+        address subjectKey = stored.subjectKey;
+        (address recovered, ECDSA.RecoverError error,) =
+            ECDSA.tryRecover(_withdrawalDigest(consentId, deadline), signature);
+        if (subjectKey == address(0) || error != ECDSA.RecoverError.NoError || recovered != subjectKey) {
+            revert ConsentRegistryInvalidSubjectSignature(consentId);
+        }
+        _withdraw(consentId, stored, subjectKey, true);
+    }
+
+    // --- authorization codes ----------------------------------------------------------------
+
+    /// @inheritdoc IConsentRegistry
+    function issueAuthorization(bytes32 codeHash, Authorization calldata authorization_) external {
+        if (codeHash == bytes32(0) || _authorizations[codeHash].status != AuthorizationStatus.NONE) {
+            revert ConsentRegistryAuthorizationExists(codeHash);
+        }
+        OrgId holder = authorization_.holder;
+        _checkSteward(holder);
+        (, OrgStatus granteeStatus) = MEMBERSHIP.organization(authorization_.grantee);
+        if (granteeStatus == OrgStatus.NONE) revert ConsentRegistryUnknownGrantee(authorization_.grantee);
+        _checkScope(authorization_);
+        if (authorization_.subject == bytes32(0)) revert ConsentRegistryZeroSubject();
+        uint64 latest = uint64(block.timestamp) + MAX_AUTHORIZATION_LIFETIME;
+        if (authorization_.expiresAt <= block.timestamp || authorization_.expiresAt > latest) {
+            revert ConsentRegistryInvalidExpiry(authorization_.expiresAt, latest);
+        }
+
+        Authorization storage stored = _authorizations[codeHash];
+        stored.holder = holder;
+        stored.subject = authorization_.subject;
+        stored.grantee = authorization_.grantee;
+        stored.dataset = authorization_.dataset;
+        stored.fieldMask = authorization_.fieldMask;
+        stored.tier = authorization_.tier;
+        stored.scenario = authorization_.scenario;
+        stored.status = AuthorizationStatus.ISSUED;
+        stored.expiresAt = authorization_.expiresAt;
+
+        Authorization memory issued = authorization_;
+        issued.status = AuthorizationStatus.ISSUED;
+        issued.redeemedBy = bytes32(0);
+        emit AuthorizationIssued(codeHash, holder, authorization_.grantee, issued, msg.sender);
+    }
+
+    /// @inheritdoc IConsentRegistry
+    function revokeAuthorization(bytes32 codeHash) external {
+        Authorization storage stored = _authorizations[codeHash];
+        AuthorizationStatus status = stored.status;
+        if (status == AuthorizationStatus.NONE) revert ConsentRegistryUnknownAuthorization(codeHash);
+        OrgId holder = stored.holder;
+        if (!MEMBERSHIP.hasOrgRole(msg.sender, holder, Role.STEWARD)) {
+            revert ConsentRegistryUnauthorizedSteward(msg.sender, holder);
+        }
+        if (status != AuthorizationStatus.ISSUED) revert ConsentRegistryAuthorizationNotIssued(codeHash, status);
+        stored.status = AuthorizationStatus.REVOKED;
+        emit AuthorizationRevoked(codeHash, holder, msg.sender);
+    }
+
+    /// @inheritdoc IConsentRegistry
+    function redeemAuthorization(
+        bytes32 codeHash,
+        bytes32 accessId,
+        OrgId holder,
+        OrgId grantee,
+        DatasetId dataset,
+        uint256 fieldMask,
+        Tier tier,
+        bytes32 cohortRoot
+    ) external returns (AuthorizationFault fault) {
+        if (msg.sender != _accessLog) revert ConsentRegistryUnauthorizedRedeemer(msg.sender);
+        Authorization storage stored = _authorizations[codeHash];
+        fault = _faultOf(stored, holder, grantee, dataset, fieldMask, tier, cohortRoot);
+        if (fault != AuthorizationFault.NONE) return fault;
+        stored.status = AuthorizationStatus.REDEEMED;
+        stored.redeemedBy = accessId;
+        emit AuthorizationRedeemed(codeHash, accessId, grantee);
+    }
+
+    /// @inheritdoc IConsentRegistry
+    /// @dev Refused (`ConsentRegistryAccessLogBindingRefused`) for any caller but the deployer,
+    /// once bound, and for the zero address.
+    function bindAccessLog(address accessLog_) external {
+        if (msg.sender != _DEPLOYER || _accessLog != address(0) || accessLog_ == address(0)) {
+            revert ConsentRegistryAccessLogBindingRefused(msg.sender);
+        }
+        _accessLog = accessLog_;
+        emit AccessLogBound(accessLog_);
+    }
+
+    // --- views ------------------------------------------------------------------------------
+
+    /// @inheritdoc IConsentRegistry
+    function consent(bytes32 consentId) external view returns (Consent memory) {
+        StoredConsent storage stored = _consents[consentId];
+        return Consent({
+            holder: stored.holder,
+            subject: stored.subject,
+            scenarios: stored.scenarios,
+            status: stored.status,
+            validFrom: stored.validFrom,
+            validUntil: stored.validUntil,
+            subjectKey: stored.subjectKey
+        });
+    }
+
+    /// @inheritdoc IConsentRegistry
+    function consentIds(OrgId holder, bytes32 subject) external view returns (bytes32[] memory ids) {
+        bytes32 first = _consentId(holder, subject, 0);
+        uint256 count = _consents[first].count;
+        ids = new bytes32[](count);
+        for (uint256 i = 0; i < count; ++i) {
+            ids[i] = i == 0 ? first : _consentId(holder, subject, i);
+        }
+    }
+
+    /// @inheritdoc IConsentRegistry
+    function hasConsent(OrgId holder, bytes32 subject, Scenario scenario) external view returns (bool) {
+        uint8 bit = uint8(1) << uint8(scenario);
+        bytes32 first = _consentId(holder, subject, 0);
+        uint256 count = _consents[first].count;
+        for (uint256 i = 0; i < count; ++i) {
+            StoredConsent storage stored = _consents[i == 0 ? first : _consentId(holder, subject, i)];
+            if (
+                stored.status == ConsentStatus.GRANTED && stored.scenarios & bit != 0
+                    && stored.validFrom <= block.timestamp && block.timestamp <= stored.validUntil
+            ) return true;
+        }
+        return false;
+    }
+
+    /// @inheritdoc IConsentRegistry
+    function authorization(bytes32 codeHash) external view returns (Authorization memory) {
+        return _authorizations[codeHash];
+    }
+
+    /// @inheritdoc IConsentRegistry
+    function withdrawalDigest(bytes32 consentId, uint64 deadline) external view returns (bytes32) {
+        return _withdrawalDigest(consentId, deadline);
+    }
+
+    /// @inheritdoc IConsentRegistry
+    function accessLog() external view returns (address) {
+        return _accessLog;
+    }
+
+    /// @inheritdoc IConsentRegistry
+    function cohortIncludes(bytes32 root, uint256 size, uint256 index, bytes32 subject, bytes32[] calldata proof)
+        external
+        pure
+        returns (bool)
+    {
+        return CohortTree.verifyInclusion(root, size, index, CohortTree.leafHash(subject), proof);
+    }
+
+    // --- internals --------------------------------------------------------------------------
+
+    /// @dev Records one consent whose holder's steward has been checked.
+    function _record(ConsentTerms calldata terms) private returns (bytes32 consentId) {
+        OrgId holder = terms.holder;
+        bytes32 subject = terms.subject;
+        if (subject == bytes32(0)) revert ConsentRegistryZeroSubject();
+        uint8 scenarios = terms.scenarios;
+        if (scenarios == 0 || scenarios & ~_ALL_SCENARIOS != 0) revert ConsentRegistryInvalidScenarios(scenarios);
+        uint64 validFrom = terms.validFrom;
+        if (validFrom == 0) {
+            validFrom = uint64(block.timestamp);
+        } else if (validFrom < block.timestamp) {
+            revert ConsentRegistryBackdated(validFrom, uint64(block.timestamp));
+        }
+        uint64 validUntil = terms.validUntil;
+        if (validUntil <= validFrom) revert ConsentRegistryInvalidValidity(validFrom, validUntil);
+
+        bytes32 first = _consentId(holder, subject, 0);
+        StoredConsent storage head = _consents[first];
+        uint256 count = head.count;
+        if (count >= MAX_CONSENTS_PER_SUBJECT) revert ConsentRegistryTooManyConsents(subject, MAX_CONSENTS_PER_SUBJECT);
+        for (uint256 i = 0; i < count; ++i) {
+            bytes32 existingId = i == 0 ? first : _consentId(holder, subject, i);
+            StoredConsent storage existing = _consents[existingId];
+            if (
+                existing.status == ConsentStatus.GRANTED && existing.scenarios & scenarios != 0
+                    && existing.validFrom <= validUntil && validFrom <= existing.validUntil
+            ) revert ConsentRegistryOverlappingConsent(existingId);
+        }
+
+        consentId = count == 0 ? first : _consentId(holder, subject, count);
+        StoredConsent storage stored = _consents[consentId];
+        stored.holder = holder;
+        stored.subject = subject;
+        stored.scenarios = scenarios;
+        stored.status = ConsentStatus.GRANTED;
+        stored.validFrom = validFrom;
+        stored.validUntil = validUntil;
+        // `count` lives in the first consent's packed slot; for count 0 that is `stored` itself.
+        head.count = uint8(count + 1);
+        if (terms.subjectKey != address(0)) stored.subjectKey = terms.subjectKey;
+
+        ConsentTerms memory recorded = terms;
+        recorded.validFrom = validFrom;
+        emit ConsentRecorded(consentId, holder, subject, recorded, msg.sender);
+    }
+
+    function _withdraw(bytes32 consentId, StoredConsent storage stored, address by, bool bySubject) private {
+        if (stored.status != ConsentStatus.GRANTED) revert ConsentRegistryConsentNotGranted(consentId, stored.status);
+        stored.status = ConsentStatus.WITHDRAWN;
+        emit ConsentWithdrawn(consentId, stored.holder, stored.subject, by, bySubject);
+    }
+
+    /// @dev The scenario must work through codes, the dataset be the holder's, and fields and
+    /// tier within what the dataset and the scenario offer.
+    function _checkScope(Authorization calldata a) private view {
+        if (AccessRules.requiredConsent(a.scenario, a.tier) != ConsentPolicy.PATIENT_AUTHORIZATION) {
+            revert ConsentRegistryScenarioNotAuthorizable(a.scenario);
+        }
+        Dataset memory dataset = DATASETS.dataset(a.dataset);
+        if (!(dataset.holder == a.holder)) revert ConsentRegistryDatasetNotHeld(a.dataset, a.holder);
+        if (a.fieldMask == 0 || (dataset.fieldCount < 256 && a.fieldMask >> dataset.fieldCount != 0)) {
+            revert ConsentRegistryInvalidFieldMask(a.fieldMask, dataset.fieldCount);
+        }
+        Tier ceiling = AccessRules.ceiling(a.scenario);
+        if (dataset.maxTier < ceiling) ceiling = dataset.maxTier;
+        if (a.tier > ceiling) revert ConsentRegistryTierAboveCeiling(a.tier, ceiling);
+    }
+
+    /// @dev The first reason the access may not redeem `stored`, in the order of AuthorizationFault.
+    function _faultOf(
+        Authorization storage stored,
+        OrgId holder,
+        OrgId grantee,
+        DatasetId dataset,
+        uint256 fieldMask,
+        Tier tier,
+        bytes32 cohortRoot
+    ) private view returns (AuthorizationFault) {
+        AuthorizationStatus status = stored.status;
+        if (status == AuthorizationStatus.NONE) return AuthorizationFault.UNKNOWN;
+        if (status == AuthorizationStatus.REDEEMED) return AuthorizationFault.REDEEMED;
+        if (status == AuthorizationStatus.REVOKED) return AuthorizationFault.REVOKED;
+        if (block.timestamp > stored.expiresAt) return AuthorizationFault.EXPIRED;
+        if (!(stored.holder == holder)) return AuthorizationFault.WRONG_HOLDER;
+        if (!(stored.grantee == grantee)) return AuthorizationFault.WRONG_GRANTEE;
+        if (!(stored.dataset == dataset)) return AuthorizationFault.DATASET_NOT_IN_SCOPE;
+        if (fieldMask == 0 || fieldMask & ~stored.fieldMask != 0) return AuthorizationFault.FIELDS_NOT_IN_SCOPE;
+        if (tier > stored.tier) return AuthorizationFault.TIER_ABOVE_SCOPE;
+        if (cohortRoot != CohortTree.leafHash(stored.subject)) return AuthorizationFault.WRONG_SUBJECT;
+        return AuthorizationFault.NONE;
+    }
+
+    /// @dev The holder must be registered and the caller one of its active stewards.
+    function _checkSteward(OrgId holder) private view {
+        (, OrgStatus status) = MEMBERSHIP.organization(holder);
+        if (status == OrgStatus.NONE) revert ConsentRegistryUnknownHolder(holder);
+        if (!MEMBERSHIP.hasOrgRole(msg.sender, holder, Role.STEWARD)) {
+            revert ConsentRegistryUnauthorizedSteward(msg.sender, holder);
+        }
+    }
+
+    function _existingConsent(bytes32 consentId) private view returns (StoredConsent storage stored) {
+        stored = _consents[consentId];
+        if (stored.status == ConsentStatus.NONE) revert ConsentRegistryUnknownConsent(consentId);
+    }
+
+    function _withdrawalDigest(bytes32 consentId, uint64 deadline) private view returns (bytes32) {
+        return _hashTypedDataV4(keccak256(abi.encode(CONSENT_WITHDRAWAL_TYPEHASH, consentId, deadline)));
+    }
+
+    function _consentId(OrgId holder, bytes32 subject, uint256 sequence) private pure returns (bytes32) {
+        return keccak256(abi.encode(holder, subject, sequence));
+    }
+}

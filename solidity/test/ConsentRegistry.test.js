@@ -1,0 +1,1043 @@
+const { expect } = require("chai");
+const { ethers } = require("hardhat");
+const { loadFixture, time } = require("@nomicfoundation/hardhat-network-helpers");
+const {
+  AuthorizationFault,
+  AuthorizationStatus,
+  ConsentStatus,
+  Role,
+  Scenario,
+  Tier,
+} = require("./helpers/enums");
+const {
+  DATASET,
+  DAY,
+  ORG,
+  PATIENT,
+  authorizationTerms,
+  codeHashOf,
+  consentTerms,
+  deployFixture,
+  fieldsMask,
+  leafOf,
+  sameStruct,
+  tag,
+} = require("./helpers/fixtures");
+const {
+  CONSENT_WITHDRAWAL_TYPES,
+  consentDomain,
+  consentIdOf,
+  signWithdrawal,
+} = require("./helpers/typed-data");
+const { shouldBeDisabledBySuspension } = require("./helpers/membership.behavior");
+
+const MAX_BATCH = 128;
+const MAX_CONSENTS = 64;
+const YEAR = 365 * DAY;
+const OTHER_PATIENT = tag("subject:patient-0815");
+const CODE = codeHashOf("QQQQQ-RRRRR-SSSSS-TTTTT");
+const ACCESS_ID = tag("request:insurance-claim-1");
+
+const bits = (...scenarios) => scenarios.reduce((mask, s) => mask | (1 << s), 0);
+const RESEARCH = bits(Scenario.RESEARCH);
+const AI = bits(Scenario.AI_TRAINING);
+const TEACHING = bits(Scenario.TEACHING);
+
+/** The data space plus a patient key (a wallet outside the data space) and a far deadline. */
+async function registryFixture() {
+  const ctx = await deployFixture();
+  const patient = new ethers.Wallet(ethers.id("test patient key"));
+  return { ...ctx, patient };
+}
+
+/** One GRANTED consent of PATIENT (research + AI training, a year), with the patient's key. */
+async function consentedFixture() {
+  const ctx = await registryFixture();
+  const terms = consentTerms(ctx.now, { subjectKey: ctx.patient.address });
+  const at = ctx.now + 10;
+  await time.setNextBlockTimestamp(at);
+  await ctx.consents.connect(ctx.hospitalSteward).recordConsent(terms);
+  const consentId = consentIdOf(ORG.HOSPITAL, PATIENT, 0);
+  return { ...ctx, terms, consentId, recordedAt: at };
+}
+
+/** An issued authorization `CODE` for the insurer. */
+async function issuedFixture() {
+  const ctx = await registryFixture();
+  const authorization = authorizationTerms(ctx.now);
+  await ctx.consents.connect(ctx.hospitalSteward).issueAuthorization(CODE, authorization);
+  return { ...ctx, authorization };
+}
+
+/**
+ * A second registry over the same membership and datasets whose "access log" is the `relayer`
+ * account, so redemption faults can be read directly; with `CODE` issued on it.
+ */
+async function directRedeemFixture() {
+  const ctx = await registryFixture();
+  const registry = await ethers.deployContract("ConsentRegistry", [
+    await ctx.membership.getAddress(),
+    await ctx.datasets.getAddress(),
+  ]);
+  await registry.bindAccessLog(ctx.relayer.address);
+  const authorization = authorizationTerms(ctx.now);
+  await registry.connect(ctx.hospitalSteward).issueAuthorization(CODE, authorization);
+  return { ...ctx, registry, authorization };
+}
+
+const record = (ctx, terms, signer = ctx.hospitalSteward) => ctx.consents.connect(signer).recordConsent(terms);
+const recordMany = (ctx, terms, signer = ctx.hospitalSteward) => ctx.consents.connect(signer).recordConsents(terms);
+const issue = (ctx, overrides = {}, { code = CODE, signer = ctx.hospitalSteward } = {}) =>
+  ctx.consents.connect(signer).issueAuthorization(code, authorizationTerms(ctx.now, overrides));
+
+/** The consent as `consent()` returns it, for comparison. */
+const stored = async (ctx, id) => {
+  const c = await ctx.consents.consent(id);
+  return {
+    holder: c.holder,
+    subject: c.subject,
+    scenarios: Number(c.scenarios),
+    status: Number(c.status),
+    validFrom: Number(c.validFrom),
+    validUntil: Number(c.validUntil),
+    subjectKey: c.subjectKey,
+  };
+};
+
+describe("ConsentRegistry", function () {
+  describe("deployment and binding", function () {
+    it("knows its membership and dataset registry, its limits and the bound access log", async function () {
+      const ctx = await loadFixture(registryFixture);
+      expect(await ctx.consents.MEMBERSHIP()).to.equal(await ctx.membership.getAddress());
+      expect(await ctx.consents.DATASETS()).to.equal(await ctx.datasets.getAddress());
+      expect(await ctx.consents.MAX_BATCH_SIZE()).to.equal(MAX_BATCH);
+      expect(await ctx.consents.MAX_CONSENTS_PER_SUBJECT()).to.equal(MAX_CONSENTS);
+      expect(await ctx.consents.MAX_AUTHORIZATION_LIFETIME()).to.equal(YEAR);
+      expect(await ctx.consents.CONSENT_WITHDRAWAL_TYPEHASH()).to.equal(
+        ethers.id("ConsentWithdrawal(bytes32 consentId,uint64 deadline)"),
+      );
+      expect(await ctx.consents.accessLog()).to.equal(await ctx.accessLog.getAddress());
+      expect(await ctx.accessLog.CONSENTS()).to.equal(await ctx.consents.getAddress());
+    });
+
+    async function unboundFixture() {
+      const ctx = await registryFixture();
+      const registry = await ethers.deployContract("ConsentRegistry", [
+        await ctx.membership.getAddress(),
+        await ctx.datasets.getAddress(),
+      ]);
+      return { ...ctx, registry };
+    }
+
+    it("starts unbound and lets its deployer bind the access log, with an event", async function () {
+      const ctx = await loadFixture(unboundFixture);
+      expect(await ctx.registry.accessLog()).to.equal(ethers.ZeroAddress);
+      await expect(ctx.registry.bindAccessLog(ctx.relayer.address))
+        .to.emit(ctx.registry, "AccessLogBound")
+        .withArgs(ctx.relayer.address);
+      expect(await ctx.registry.accessLog()).to.equal(ctx.relayer.address);
+    });
+
+    it("binds only once, even for its deployer", async function () {
+      const ctx = await loadFixture(unboundFixture);
+      await ctx.registry.bindAccessLog(ctx.relayer.address);
+      await expect(ctx.registry.bindAccessLog(ctx.stranger.address))
+        .to.be.revertedWithCustomError(ctx.registry, "ConsentRegistryAccessLogBindingRefused")
+        .withArgs(ctx.operator.address);
+      expect(await ctx.registry.accessLog()).to.equal(ctx.relayer.address);
+    });
+
+    for (const who of ["stranger", "hospitalSteward", "regulator"]) {
+      it(`refuses binding by the ${who}, not the deployer`, async function () {
+        const ctx = await loadFixture(unboundFixture);
+        await expect(ctx.registry.connect(ctx[who]).bindAccessLog(ctx[who].address))
+          .to.be.revertedWithCustomError(ctx.registry, "ConsentRegistryAccessLogBindingRefused")
+          .withArgs(ctx[who].address);
+      });
+    }
+
+    it("refuses binding the zero address", async function () {
+      const ctx = await loadFixture(unboundFixture);
+      await expect(ctx.registry.bindAccessLog(ethers.ZeroAddress))
+        .to.be.revertedWithCustomError(ctx.registry, "ConsentRegistryAccessLogBindingRefused")
+        .withArgs(ctx.operator.address);
+    });
+
+    it("lets nobody redeem before the access log is bound", async function () {
+      const ctx = await loadFixture(unboundFixture);
+      for (const who of ["operator", "stranger"]) {
+        await expect(
+          ctx.registry
+            .connect(ctx[who])
+            .redeemAuthorization(CODE, ACCESS_ID, ORG.HOSPITAL, ORG.INSURER, DATASET.EHR, 1, Tier.AGGREGATE, leafOf(PATIENT)),
+        )
+          .to.be.revertedWithCustomError(ctx.registry, "ConsentRegistryUnauthorizedRedeemer")
+          .withArgs(ctx[who].address);
+      }
+    });
+  });
+
+  describe("recordConsent", function () {
+    it("records a consent from the recording block, emits the terms and returns the id", async function () {
+      const ctx = await loadFixture(registryFixture);
+      const terms = consentTerms(ctx.now, { subjectKey: ctx.patient.address });
+      const id = consentIdOf(ORG.HOSPITAL, PATIENT, 0);
+      expect(await ctx.consents.connect(ctx.hospitalSteward).recordConsent.staticCall(terms)).to.equal(id);
+      const at = (await time.latest()) + 5;
+      await time.setNextBlockTimestamp(at);
+      await expect(record(ctx, terms))
+        .to.emit(ctx.consents, "ConsentRecorded")
+        .withArgs(id, ORG.HOSPITAL, PATIENT, sameStruct({ ...terms, validFrom: at }), ctx.hospitalSteward.address);
+      expect(await stored(ctx, id)).to.deep.equal({
+        holder: ORG.HOSPITAL,
+        subject: PATIENT,
+        scenarios: terms.scenarios,
+        status: ConsentStatus.GRANTED,
+        validFrom: at,
+        validUntil: terms.validUntil,
+        subjectKey: ctx.patient.address,
+      });
+      expect(await ctx.consents.consentIds(ORG.HOSPITAL, PATIENT)).to.deep.equal([id]);
+    });
+
+    it("keeps an explicit start in the future, and one at the recording block itself", async function () {
+      const ctx = await loadFixture(registryFixture);
+      const later = ctx.now + 10 * DAY;
+      const future = consentTerms(ctx.now, { validFrom: later, validUntil: later + DAY, scenarios: RESEARCH });
+      await expect(record(ctx, future))
+        .to.emit(ctx.consents, "ConsentRecorded")
+        .withArgs(consentIdOf(ORG.HOSPITAL, PATIENT, 0), ORG.HOSPITAL, PATIENT, sameStruct(future), ctx.hospitalSteward.address);
+      const at = (await time.latest()) + 3;
+      const now = consentTerms(ctx.now, { validFrom: at, validUntil: at + DAY, scenarios: AI });
+      await time.setNextBlockTimestamp(at);
+      await record(ctx, now);
+      expect((await stored(ctx, consentIdOf(ORG.HOSPITAL, PATIENT, 1))).validFrom).to.equal(at);
+      expect((await stored(ctx, consentIdOf(ORG.HOSPITAL, PATIENT, 0))).validFrom).to.equal(later);
+    });
+
+    it("derives ids from holder, subject and sequence, per holder", async function () {
+      const ctx = await loadFixture(registryFixture);
+      await record(ctx, consentTerms(ctx.now, { scenarios: RESEARCH }));
+      await record(ctx, consentTerms(ctx.now, { scenarios: AI }));
+      await record(ctx, consentTerms(ctx.now, { subject: OTHER_PATIENT }));
+      // The same subject reference at another hospital is another consent line altogether.
+      await record(ctx, consentTerms(ctx.now, { holder: ORG.HOSPITAL_B }), ctx.hospitalBSteward);
+      expect(await ctx.consents.consentIds(ORG.HOSPITAL, PATIENT)).to.deep.equal([
+        consentIdOf(ORG.HOSPITAL, PATIENT, 0),
+        consentIdOf(ORG.HOSPITAL, PATIENT, 1),
+      ]);
+      expect(await ctx.consents.consentIds(ORG.HOSPITAL, OTHER_PATIENT)).to.deep.equal([
+        consentIdOf(ORG.HOSPITAL, OTHER_PATIENT, 0),
+      ]);
+      expect(await ctx.consents.consentIds(ORG.HOSPITAL_B, PATIENT)).to.deep.equal([
+        consentIdOf(ORG.HOSPITAL_B, PATIENT, 0),
+      ]);
+      expect(await ctx.consents.consentIds(ORG.INSURER, PATIENT)).to.deep.equal([]);
+    });
+
+    it("accepts every scenario bit, alone and all together", async function () {
+      const ctx = await loadFixture(registryFixture);
+      for (const scenario of Object.values(Scenario)) {
+        await record(ctx, consentTerms(ctx.now, { subject: tag(`subject:${scenario}`), scenarios: bits(scenario) }));
+      }
+      await record(ctx, consentTerms(ctx.now, { subject: tag("subject:all"), scenarios: 0x1f }));
+    });
+
+    it("reports status NONE for an unknown consent", async function () {
+      const ctx = await loadFixture(registryFixture);
+      expect((await stored(ctx, tag("consent:none"))).status).to.equal(ConsentStatus.NONE);
+    });
+
+    describe("refusals", function () {
+      async function expectRefused(ctx, tx, errorName, args) {
+        await expect(tx)
+          .to.be.revertedWithCustomError(ctx.consents, errorName)
+          .withArgs(...args);
+        expect(await ctx.consents.consentIds(ORG.HOSPITAL, PATIENT)).to.deep.equal([]);
+      }
+
+      it("refuses an unknown holder", async function () {
+        const ctx = await loadFixture(registryFixture);
+        const holder = tag("org:unknown");
+        await expectRefused(ctx, record(ctx, consentTerms(ctx.now, { holder })), "ConsentRegistryUnknownHolder", [holder]);
+      });
+
+      for (const who of ["hospitalGateway", "hospitalBSteward", "insurerSteward", "regulator", "operator", "stranger"]) {
+        it(`refuses the ${who}, not a steward of the holder`, async function () {
+          const ctx = await loadFixture(registryFixture);
+          await expectRefused(ctx, record(ctx, consentTerms(ctx.now), ctx[who]), "ConsentRegistryUnauthorizedSteward", [
+            ctx[who].address,
+            ORG.HOSPITAL,
+          ]);
+        });
+      }
+
+      it("refuses a steward whose role was revoked", async function () {
+        const ctx = await loadFixture(registryFixture);
+        await ctx.membership.revokeMemberRole(ctx.hospitalSteward.address, Role.STEWARD);
+        await expectRefused(ctx, record(ctx, consentTerms(ctx.now)), "ConsentRegistryUnauthorizedSteward", [
+          ctx.hospitalSteward.address,
+          ORG.HOSPITAL,
+        ]);
+      });
+
+      describe("when the hospital is suspended", function () {
+        shouldBeDisabledBySuspension(registryFixture, {
+          memberKey: "hospitalSteward",
+          org: ORG.HOSPITAL,
+          call: (ctx, signer) => record(ctx, consentTerms(ctx.now), signer),
+          contractKey: "consents",
+          errorName: "ConsentRegistryUnauthorizedSteward",
+          args: (ctx) => [ctx.hospitalSteward.address, ORG.HOSPITAL],
+        });
+      });
+
+      it("refuses the zero subject", async function () {
+        const ctx = await loadFixture(registryFixture);
+        await expectRefused(ctx, record(ctx, consentTerms(ctx.now, { subject: ethers.ZeroHash })), "ConsentRegistryZeroSubject", []);
+      });
+
+      for (const scenarios of [0, 0x20, 0x21, 0x80, 0xff]) {
+        it(`refuses the scenario set 0x${scenarios.toString(16)}`, async function () {
+          const ctx = await loadFixture(registryFixture);
+          await expectRefused(ctx, record(ctx, consentTerms(ctx.now, { scenarios })), "ConsentRegistryInvalidScenarios", [
+            scenarios,
+          ]);
+        });
+      }
+
+      it("refuses a consent backdated before the recording block", async function () {
+        const ctx = await loadFixture(registryFixture);
+        const at = (await time.latest()) + 10;
+        await time.setNextBlockTimestamp(at);
+        await expectRefused(ctx, record(ctx, consentTerms(ctx.now, { validFrom: at - 1 })), "ConsentRegistryBackdated", [
+          at - 1,
+          at,
+        ]);
+      });
+
+      it("refuses an empty or inverted window, the resolved start included", async function () {
+        const ctx = await loadFixture(registryFixture);
+        const start = ctx.now + DAY;
+        for (const validUntil of [start, start - 1]) {
+          await expectRefused(
+            ctx,
+            record(ctx, consentTerms(ctx.now, { validFrom: start, validUntil })),
+            "ConsentRegistryInvalidValidity",
+            [start, validUntil],
+          );
+        }
+        const at = (await time.latest()) + 10;
+        await time.setNextBlockTimestamp(at);
+        await expectRefused(ctx, record(ctx, consentTerms(ctx.now, { validUntil: at })), "ConsentRegistryInvalidValidity", [
+          at,
+          at,
+        ]);
+      });
+    });
+
+    describe("overlap with a granted consent", function () {
+      const START = 100 * DAY; // relative to the fixture's `now`
+
+      /** A first consent: RESEARCH over [now + START, now + START + 10 days]. */
+      async function windowFixture() {
+        const ctx = await registryFixture();
+        const from = ctx.now + START;
+        const until = from + 10 * DAY;
+        await record(ctx, consentTerms(ctx.now, { scenarios: RESEARCH, validFrom: from, validUntil: until }));
+        return { ...ctx, from, until, first: consentIdOf(ORG.HOSPITAL, PATIENT, 0) };
+      }
+
+      const cases = [
+        ["the same window", (c) => [c.from, c.until], RESEARCH, true],
+        ["a window inside it", (c) => [c.from + DAY, c.until - DAY], RESEARCH, true],
+        ["a window around it", (c) => [c.from - DAY, c.until + DAY], RESEARCH, true],
+        ["a window starting on its last second", (c) => [c.until, c.until + DAY], RESEARCH, true],
+        ["a window ending on its first second", (c) => [c.from - DAY, c.from], RESEARCH, true],
+        ["a shared scenario among others", (c) => [c.from, c.until], RESEARCH | AI | TEACHING, true],
+        ["the window right after it (adjacent)", (c) => [c.until + 1, c.until + DAY], RESEARCH, false],
+        ["the window right before it (adjacent)", (c) => [c.from - DAY, c.from - 1], RESEARCH, false],
+        ["disjoint scenarios in the same window", (c) => [c.from, c.until], AI | TEACHING, false],
+      ];
+      for (const [name, window, scenarios, overlaps] of cases) {
+        it(`${overlaps ? "refuses" : "accepts"} ${name}`, async function () {
+          const ctx = await loadFixture(windowFixture);
+          const [validFrom, validUntil] = window(ctx);
+          const tx = record(ctx, consentTerms(ctx.now, { scenarios, validFrom, validUntil }));
+          if (overlaps) {
+            await expect(tx).to.be.revertedWithCustomError(ctx.consents, "ConsentRegistryOverlappingConsent").withArgs(ctx.first);
+          } else {
+            await expect(tx).to.emit(ctx.consents, "ConsentRecorded");
+          }
+        });
+      }
+
+      it("names the overlapping consent among several", async function () {
+        const ctx = await loadFixture(windowFixture);
+        await record(ctx, consentTerms(ctx.now, { scenarios: AI, validFrom: ctx.from, validUntil: ctx.until }));
+        await record(ctx, consentTerms(ctx.now, { scenarios: TEACHING, validFrom: ctx.from, validUntil: ctx.until }));
+        await expect(record(ctx, consentTerms(ctx.now, { scenarios: TEACHING, validFrom: ctx.until, validUntil: ctx.until + 1 })))
+          .to.be.revertedWithCustomError(ctx.consents, "ConsentRegistryOverlappingConsent")
+          .withArgs(consentIdOf(ORG.HOSPITAL, PATIENT, 2));
+      });
+
+      it("does not count another subject's or another holder's consents", async function () {
+        const ctx = await loadFixture(windowFixture);
+        const window = { scenarios: RESEARCH, validFrom: ctx.from, validUntil: ctx.until };
+        await expect(record(ctx, consentTerms(ctx.now, { ...window, subject: OTHER_PATIENT }))).to.emit(
+          ctx.consents,
+          "ConsentRecorded",
+        );
+        await expect(record(ctx, consentTerms(ctx.now, { ...window, holder: ORG.HOSPITAL_B }), ctx.hospitalBSteward)).to.emit(
+          ctx.consents,
+          "ConsentRecorded",
+        );
+      });
+
+      it("grants again after a withdrawal, under a new id", async function () {
+        const ctx = await loadFixture(windowFixture);
+        await ctx.consents.connect(ctx.hospitalSteward).withdrawConsent(ctx.first);
+        const again = consentTerms(ctx.now, { scenarios: RESEARCH, validFrom: ctx.from, validUntil: ctx.until });
+        const second = consentIdOf(ORG.HOSPITAL, PATIENT, 1);
+        await expect(record(ctx, again))
+          .to.emit(ctx.consents, "ConsentRecorded")
+          .withArgs(second, ORG.HOSPITAL, PATIENT, sameStruct(again), ctx.hospitalSteward.address);
+        expect((await stored(ctx, ctx.first)).status).to.equal(ConsentStatus.WITHDRAWN);
+        expect((await stored(ctx, second)).status).to.equal(ConsentStatus.GRANTED);
+        expect(await ctx.consents.consentIds(ORG.HOSPITAL, PATIENT)).to.deep.equal([ctx.first, second]);
+      });
+    });
+
+    describe("consents per subject", function () {
+      /** 64 consents of PATIENT in consecutive one-day windows, recorded in one batch. */
+      async function fullFixture() {
+        const ctx = await registryFixture();
+        const base = ctx.now + DAY;
+        const terms = Array.from({ length: MAX_CONSENTS }, (_, i) =>
+          consentTerms(ctx.now, { scenarios: RESEARCH, validFrom: base + i * DAY, validUntil: base + i * DAY + DAY - 1 }),
+        );
+        await recordMany(ctx, terms);
+        return { ...ctx, nextFrom: base + MAX_CONSENTS * DAY };
+      }
+
+      it(`takes ${MAX_CONSENTS} consents, then refuses the next, withdrawn ones counted`, async function () {
+        const ctx = await loadFixture(fullFixture);
+        const ids = await ctx.consents.consentIds(ORG.HOSPITAL, PATIENT);
+        expect(ids).to.deep.equal(Array.from({ length: MAX_CONSENTS }, (_, i) => consentIdOf(ORG.HOSPITAL, PATIENT, i)));
+        await ctx.consents.connect(ctx.hospitalSteward).withdrawConsent(ids[5]);
+        await expect(record(ctx, consentTerms(ctx.now, { scenarios: RESEARCH, validFrom: ctx.nextFrom, validUntil: ctx.nextFrom + DAY })))
+          .to.be.revertedWithCustomError(ctx.consents, "ConsentRegistryTooManyConsents")
+          .withArgs(PATIENT, MAX_CONSENTS);
+        // Another subject is not affected.
+        await expect(record(ctx, consentTerms(ctx.now, { subject: OTHER_PATIENT }))).to.emit(ctx.consents, "ConsentRecorded");
+      });
+
+      it("finds a granted consent that is the last of many", async function () {
+        const ctx = await loadFixture(fullFixture);
+        const last = consentIdOf(ORG.HOSPITAL, PATIENT, MAX_CONSENTS - 1);
+        expect(await ctx.consents.hasConsent(ORG.HOSPITAL, PATIENT, Scenario.RESEARCH)).to.equal(false);
+        const lastStored = await stored(ctx, last);
+        await time.increaseTo(lastStored.validFrom);
+        expect(await ctx.consents.hasConsent(ORG.HOSPITAL, PATIENT, Scenario.RESEARCH)).to.equal(true);
+      });
+    });
+  });
+
+  describe("recordConsents", function () {
+    it("records a batch in order, one event each", async function () {
+      const ctx = await loadFixture(registryFixture);
+      const batch = [
+        consentTerms(ctx.now, { scenarios: RESEARCH }),
+        consentTerms(ctx.now, { subject: OTHER_PATIENT, duoCodes: [] }),
+        consentTerms(ctx.now, { scenarios: AI, subjectKey: ctx.patient.address }),
+      ];
+      const at = (await time.latest()) + 5;
+      await time.setNextBlockTimestamp(at);
+      const tx = recordMany(ctx, batch);
+      const ids = [
+        consentIdOf(ORG.HOSPITAL, PATIENT, 0),
+        consentIdOf(ORG.HOSPITAL, OTHER_PATIENT, 0),
+        consentIdOf(ORG.HOSPITAL, PATIENT, 1),
+      ];
+      for (const [i, terms] of batch.entries()) {
+        await expect(tx)
+          .to.emit(ctx.consents, "ConsentRecorded")
+          .withArgs(ids[i], ORG.HOSPITAL, terms.subject, sameStruct({ ...terms, validFrom: at }), ctx.hospitalSteward.address);
+      }
+      expect((await stored(ctx, ids[2])).subjectKey).to.equal(ctx.patient.address);
+      expect((await stored(ctx, ids[0])).subjectKey).to.equal(ethers.ZeroAddress);
+    });
+
+    it(`takes a batch of ${MAX_BATCH} consents`, async function () {
+      const ctx = await loadFixture(registryFixture);
+      // The worst case within the gas cap: every consent with a patient key and four DUO codes.
+      const batch = Array.from({ length: MAX_BATCH }, (_, i) =>
+        consentTerms(ctx.now, {
+          subject: tag(`subject:batch:${i}`),
+          subjectKey: ethers.computeAddress(ethers.id(`patient key ${i}`)),
+          duoCodes: [42, 46, 25, 28],
+        }),
+      );
+      const receipt = await (await recordMany(ctx, batch)).wait();
+      expect(receipt.gasUsed).to.be.below(2n ** 24n);
+      expect(await ctx.consents.consentIds(ORG.HOSPITAL, tag(`subject:batch:${MAX_BATCH - 1}`))).to.have.length(1);
+    });
+
+    for (const size of [0, MAX_BATCH + 1]) {
+      it(`refuses a batch of ${size}`, async function () {
+        const ctx = await loadFixture(registryFixture);
+        const batch = Array.from({ length: size }, (_, i) => consentTerms(ctx.now, { subject: tag(`subject:batch:${i}`) }));
+        await expect(recordMany(ctx, batch))
+          .to.be.revertedWithCustomError(ctx.consents, "ConsentRegistryInvalidBatchSize")
+          .withArgs(size, MAX_BATCH);
+      });
+    }
+
+    async function expectNoneRecorded(ctx, subjects) {
+      for (const subject of subjects) expect(await ctx.consents.consentIds(ORG.HOSPITAL, subject)).to.deep.equal([]);
+    }
+
+    it("records all or none: one bad consent refuses the batch", async function () {
+      const ctx = await loadFixture(registryFixture);
+      const batch = [consentTerms(ctx.now), consentTerms(ctx.now, { subject: OTHER_PATIENT, scenarios: 0 })];
+      await expect(recordMany(ctx, batch))
+        .to.be.revertedWithCustomError(ctx.consents, "ConsentRegistryInvalidScenarios")
+        .withArgs(0);
+      await expectNoneRecorded(ctx, [PATIENT, OTHER_PATIENT]);
+    });
+
+    it("refuses a batch whose consents overlap each other", async function () {
+      const ctx = await loadFixture(registryFixture);
+      const batch = [consentTerms(ctx.now, { scenarios: RESEARCH }), consentTerms(ctx.now, { scenarios: RESEARCH | AI })];
+      await expect(recordMany(ctx, batch))
+        .to.be.revertedWithCustomError(ctx.consents, "ConsentRegistryOverlappingConsent")
+        .withArgs(consentIdOf(ORG.HOSPITAL, PATIENT, 0));
+      await expectNoneRecorded(ctx, [PATIENT]);
+    });
+
+    it("checks the steward of every holder in the batch", async function () {
+      const ctx = await loadFixture(registryFixture);
+      const batch = [consentTerms(ctx.now), consentTerms(ctx.now, { holder: ORG.HOSPITAL_B, subject: OTHER_PATIENT })];
+      await expect(recordMany(ctx, batch))
+        .to.be.revertedWithCustomError(ctx.consents, "ConsentRegistryUnauthorizedSteward")
+        .withArgs(ctx.hospitalSteward.address, ORG.HOSPITAL_B);
+      await expectNoneRecorded(ctx, [PATIENT]);
+    });
+
+    it("checks the steward again when the holder changes back and forth", async function () {
+      const ctx = await loadFixture(registryFixture);
+      const unknown = tag("org:unknown");
+      const batch = [consentTerms(ctx.now), consentTerms(ctx.now, { holder: unknown, subject: OTHER_PATIENT })];
+      await expect(recordMany(ctx, batch)).to.be.revertedWithCustomError(ctx.consents, "ConsentRegistryUnknownHolder").withArgs(unknown);
+      await expect(recordMany(ctx, [consentTerms(ctx.now)], ctx.stranger))
+        .to.be.revertedWithCustomError(ctx.consents, "ConsentRegistryUnauthorizedSteward")
+        .withArgs(ctx.stranger.address, ORG.HOSPITAL);
+    });
+  });
+
+  describe("withdrawConsent (steward)", function () {
+    it("withdraws a granted consent: later checks see it gone", async function () {
+      const ctx = await loadFixture(consentedFixture);
+      expect(await ctx.consents.hasConsent(ORG.HOSPITAL, PATIENT, Scenario.RESEARCH)).to.equal(true);
+      await expect(ctx.consents.connect(ctx.hospitalSteward).withdrawConsent(ctx.consentId))
+        .to.emit(ctx.consents, "ConsentWithdrawn")
+        .withArgs(ctx.consentId, ORG.HOSPITAL, PATIENT, ctx.hospitalSteward.address, false);
+      expect((await stored(ctx, ctx.consentId)).status).to.equal(ConsentStatus.WITHDRAWN);
+      expect(await ctx.consents.hasConsent(ORG.HOSPITAL, PATIENT, Scenario.RESEARCH)).to.equal(false);
+    });
+
+    it("refuses an unknown consent", async function () {
+      const ctx = await loadFixture(consentedFixture);
+      const unknown = tag("consent:unknown");
+      await expect(ctx.consents.connect(ctx.hospitalSteward).withdrawConsent(unknown))
+        .to.be.revertedWithCustomError(ctx.consents, "ConsentRegistryUnknownConsent")
+        .withArgs(unknown);
+    });
+
+    for (const who of ["hospitalBSteward", "hospitalGateway", "regulator", "stranger"]) {
+      it(`refuses the ${who}, not a steward of the holder`, async function () {
+        const ctx = await loadFixture(consentedFixture);
+        await expect(ctx.consents.connect(ctx[who]).withdrawConsent(ctx.consentId))
+          .to.be.revertedWithCustomError(ctx.consents, "ConsentRegistryUnauthorizedSteward")
+          .withArgs(ctx[who].address, ORG.HOSPITAL);
+      });
+    }
+
+    it("refuses a consent withdrawn already", async function () {
+      const ctx = await loadFixture(consentedFixture);
+      await ctx.consents.connect(ctx.hospitalSteward).withdrawConsent(ctx.consentId);
+      await expect(ctx.consents.connect(ctx.hospitalSteward).withdrawConsent(ctx.consentId))
+        .to.be.revertedWithCustomError(ctx.consents, "ConsentRegistryConsentNotGranted")
+        .withArgs(ctx.consentId, ConsentStatus.WITHDRAWN);
+    });
+  });
+
+  describe("withdrawConsentBySubject (patient's key)", function () {
+    const far = (ctx) => ctx.now + 30 * DAY;
+
+    it("computes the EIP-712 digest the patient signs", async function () {
+      const ctx = await loadFixture(consentedFixture);
+      const expected = ethers.TypedDataEncoder.hash(await consentDomain(ctx.consents), CONSENT_WITHDRAWAL_TYPES, {
+        consentId: ctx.consentId,
+        deadline: far(ctx),
+      });
+      expect(await ctx.consents.withdrawalDigest(ctx.consentId, far(ctx))).to.equal(expected);
+    });
+
+    it("withdraws on the patient's signature, relayed by a non-member", async function () {
+      const ctx = await loadFixture(consentedFixture);
+      const signature = await signWithdrawal(ctx.patient, ctx.consents, ctx.consentId, far(ctx));
+      await expect(ctx.consents.connect(ctx.stranger).withdrawConsentBySubject(ctx.consentId, far(ctx), signature))
+        .to.emit(ctx.consents, "ConsentWithdrawn")
+        .withArgs(ctx.consentId, ORG.HOSPITAL, PATIENT, ctx.patient.address, true);
+      expect((await stored(ctx, ctx.consentId)).status).to.equal(ConsentStatus.WITHDRAWN);
+      expect(await ctx.consents.hasConsent(ORG.HOSPITAL, PATIENT, Scenario.RESEARCH)).to.equal(false);
+    });
+
+    it("accepts a signature up to and including its deadline", async function () {
+      const ctx = await loadFixture(consentedFixture);
+      const deadline = (await time.latest()) + 100;
+      const signature = await signWithdrawal(ctx.patient, ctx.consents, ctx.consentId, deadline);
+      await time.setNextBlockTimestamp(deadline);
+      await expect(ctx.consents.connect(ctx.relayer).withdrawConsentBySubject(ctx.consentId, deadline, signature)).to.emit(
+        ctx.consents,
+        "ConsentWithdrawn",
+      );
+    });
+
+    it("refuses an expired signature", async function () {
+      const ctx = await loadFixture(consentedFixture);
+      const deadline = (await time.latest()) + 100;
+      const signature = await signWithdrawal(ctx.patient, ctx.consents, ctx.consentId, deadline);
+      await time.setNextBlockTimestamp(deadline + 1);
+      await expect(ctx.consents.connect(ctx.relayer).withdrawConsentBySubject(ctx.consentId, deadline, signature))
+        .to.be.revertedWithCustomError(ctx.consents, "ConsentRegistrySignatureExpired")
+        .withArgs(ctx.consentId, deadline);
+    });
+
+    const forgeries = [
+      ["a key that is not the patient's", async (ctx) => signWithdrawal(ctx.stranger, ctx.consents, ctx.consentId, far(ctx))],
+      ["the steward's key", async (ctx) => signWithdrawal(ctx.hospitalSteward, ctx.consents, ctx.consentId, far(ctx))],
+      [
+        "another consent id",
+        async (ctx) => signWithdrawal(ctx.patient, ctx.consents, consentIdOf(ORG.HOSPITAL, PATIENT, 1), far(ctx)),
+      ],
+      ["another deadline", async (ctx) => signWithdrawal(ctx.patient, ctx.consents, ctx.consentId, far(ctx) + 1)],
+      [
+        "another registry",
+        async (ctx) =>
+          signWithdrawal(ctx.patient, ctx.consents, ctx.consentId, far(ctx), { verifyingContract: ctx.relayer.address }),
+      ],
+      ["another chain", async (ctx) => signWithdrawal(ctx.patient, ctx.consents, ctx.consentId, far(ctx), { chainId: 1 })],
+      [
+        "a truncated signature (64 bytes)",
+        async (ctx) => ethers.dataSlice(await signWithdrawal(ctx.patient, ctx.consents, ctx.consentId, far(ctx)), 0, 64),
+      ],
+      ["no signature at all", async () => "0x"],
+      [
+        "a malleable (high-s) signature",
+        async (ctx) => {
+          const sig = ethers.Signature.from(await signWithdrawal(ctx.patient, ctx.consents, ctx.consentId, far(ctx)));
+          const n = BigInt("0xfffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141");
+          const highS = ethers.toBeHex(n - BigInt(sig.s), 32);
+          return ethers.concat([sig.r, highS, ethers.toBeHex(sig.v === 27 ? 28 : 27, 1)]);
+        },
+      ],
+    ];
+    for (const [name, forge] of forgeries) {
+      it(`refuses a withdrawal signed for ${name}`, async function () {
+        const ctx = await loadFixture(consentedFixture);
+        const signature = await forge(ctx);
+        await expect(ctx.consents.connect(ctx.relayer).withdrawConsentBySubject(ctx.consentId, far(ctx), signature))
+          .to.be.revertedWithCustomError(ctx.consents, "ConsentRegistryInvalidSubjectSignature")
+          .withArgs(ctx.consentId);
+        expect((await stored(ctx, ctx.consentId)).status).to.equal(ConsentStatus.GRANTED);
+      });
+    }
+
+    it("refuses any signature for a consent recorded without a patient key", async function () {
+      const ctx = await loadFixture(registryFixture);
+      await record(ctx, consentTerms(ctx.now));
+      const id = consentIdOf(ORG.HOSPITAL, PATIENT, 0);
+      for (const signer of [ctx.patient, ctx.hospitalSteward]) {
+        const signature = await signWithdrawal(signer, ctx.consents, id, far(ctx));
+        await expect(ctx.consents.connect(ctx.relayer).withdrawConsentBySubject(id, far(ctx), signature))
+          .to.be.revertedWithCustomError(ctx.consents, "ConsentRegistryInvalidSubjectSignature")
+          .withArgs(id);
+      }
+    });
+
+    it("refuses an unknown consent", async function () {
+      const ctx = await loadFixture(consentedFixture);
+      const unknown = tag("consent:unknown");
+      const signature = await signWithdrawal(ctx.patient, ctx.consents, unknown, far(ctx));
+      await expect(ctx.consents.connect(ctx.relayer).withdrawConsentBySubject(unknown, far(ctx), signature))
+        .to.be.revertedWithCustomError(ctx.consents, "ConsentRegistryUnknownConsent")
+        .withArgs(unknown);
+    });
+
+    it("refuses a replay, and the old signature never reaches a re-granted consent", async function () {
+      const ctx = await loadFixture(consentedFixture);
+      const signature = await signWithdrawal(ctx.patient, ctx.consents, ctx.consentId, far(ctx));
+      await ctx.consents.connect(ctx.relayer).withdrawConsentBySubject(ctx.consentId, far(ctx), signature);
+      await expect(ctx.consents.connect(ctx.relayer).withdrawConsentBySubject(ctx.consentId, far(ctx), signature))
+        .to.be.revertedWithCustomError(ctx.consents, "ConsentRegistryConsentNotGranted")
+        .withArgs(ctx.consentId, ConsentStatus.WITHDRAWN);
+      await record(ctx, ctx.terms);
+      const regranted = consentIdOf(ORG.HOSPITAL, PATIENT, 1);
+      await expect(ctx.consents.connect(ctx.relayer).withdrawConsentBySubject(regranted, far(ctx), signature))
+        .to.be.revertedWithCustomError(ctx.consents, "ConsentRegistryInvalidSubjectSignature")
+        .withArgs(regranted);
+    });
+
+    it("refuses a consent the steward withdrew already", async function () {
+      const ctx = await loadFixture(consentedFixture);
+      await ctx.consents.connect(ctx.hospitalSteward).withdrawConsent(ctx.consentId);
+      const signature = await signWithdrawal(ctx.patient, ctx.consents, ctx.consentId, far(ctx));
+      await expect(ctx.consents.connect(ctx.relayer).withdrawConsentBySubject(ctx.consentId, far(ctx), signature))
+        .to.be.revertedWithCustomError(ctx.consents, "ConsentRegistryConsentNotGranted")
+        .withArgs(ctx.consentId, ConsentStatus.WITHDRAWN);
+    });
+  });
+
+  describe("hasConsent", function () {
+    it("holds from the first to the last second of the window, for the consented scenarios only", async function () {
+      const ctx = await loadFixture(registryFixture);
+      const from = ctx.now + DAY;
+      const until = from + DAY;
+      await record(ctx, consentTerms(ctx.now, { scenarios: RESEARCH | AI, validFrom: from, validUntil: until }));
+      const has = (scenario) => ctx.consents.hasConsent(ORG.HOSPITAL, PATIENT, scenario);
+      expect(await has(Scenario.RESEARCH)).to.equal(false);
+      await time.increaseTo(from - 1);
+      expect(await has(Scenario.RESEARCH)).to.equal(false);
+      await time.increaseTo(from);
+      expect(await has(Scenario.RESEARCH)).to.equal(true);
+      expect(await has(Scenario.AI_TRAINING)).to.equal(true);
+      for (const other of [Scenario.CLINICAL_CARE, Scenario.TEACHING, Scenario.INSURANCE_CLAIM]) {
+        expect(await has(other)).to.equal(false);
+      }
+      await time.increaseTo(until);
+      expect(await has(Scenario.RESEARCH)).to.equal(true);
+      await time.increaseTo(until + 1);
+      expect(await has(Scenario.RESEARCH)).to.equal(false);
+    });
+
+    it("is false for another subject, another holder and an unknown subject", async function () {
+      const ctx = await loadFixture(consentedFixture);
+      expect(await ctx.consents.hasConsent(ORG.HOSPITAL, PATIENT, Scenario.RESEARCH)).to.equal(true);
+      expect(await ctx.consents.hasConsent(ORG.HOSPITAL, OTHER_PATIENT, Scenario.RESEARCH)).to.equal(false);
+      expect(await ctx.consents.hasConsent(ORG.HOSPITAL_B, PATIENT, Scenario.RESEARCH)).to.equal(false);
+    });
+
+    it("finds a later granted consent after an earlier one was withdrawn", async function () {
+      const ctx = await loadFixture(consentedFixture);
+      await record(ctx, consentTerms(ctx.now, { scenarios: TEACHING }));
+      await ctx.consents.connect(ctx.hospitalSteward).withdrawConsent(ctx.consentId);
+      expect(await ctx.consents.hasConsent(ORG.HOSPITAL, PATIENT, Scenario.RESEARCH)).to.equal(false);
+      expect(await ctx.consents.hasConsent(ORG.HOSPITAL, PATIENT, Scenario.TEACHING)).to.equal(true);
+    });
+  });
+
+  describe("issueAuthorization", function () {
+    it("issues an authorization by its code hash, ignoring the input's status and redemption", async function () {
+      const ctx = await loadFixture(registryFixture);
+      const input = authorizationTerms(ctx.now, { status: AuthorizationStatus.REDEEMED, redeemedBy: tag("forged") });
+      const expected = { ...input, status: AuthorizationStatus.ISSUED, redeemedBy: ethers.ZeroHash };
+      await expect(ctx.consents.connect(ctx.hospitalSteward).issueAuthorization(CODE, input))
+        .to.emit(ctx.consents, "AuthorizationIssued")
+        .withArgs(CODE, ORG.HOSPITAL, ORG.INSURER, sameStruct(expected), ctx.hospitalSteward.address);
+      const kept = await ctx.consents.authorization(CODE);
+      expect(sameStruct(expected)(kept)).to.equal(true);
+    });
+
+    it("reports status NONE for an unknown code", async function () {
+      const ctx = await loadFixture(registryFixture);
+      expect((await ctx.consents.authorization(CODE)).status).to.equal(AuthorizationStatus.NONE);
+    });
+
+    it("accepts an expiry exactly one lifetime ahead, and a suspended grantee", async function () {
+      const ctx = await loadFixture(registryFixture);
+      await ctx.membership.suspendOrganization(ORG.INSURER);
+      const at = (await time.latest()) + 10;
+      await time.setNextBlockTimestamp(at);
+      await expect(issue(ctx, { expiresAt: at + YEAR })).to.emit(ctx.consents, "AuthorizationIssued");
+    });
+
+    it("accepts every tier up to identified on a dataset that offers it", async function () {
+      const ctx = await loadFixture(registryFixture);
+      for (const tier of Object.values(Tier)) {
+        await issue(ctx, { tier }, { code: tag(`code:${tier}`) });
+      }
+    });
+
+    async function expectRefused(ctx, tx, errorName, args) {
+      await expect(tx)
+        .to.be.revertedWithCustomError(ctx.consents, errorName)
+        .withArgs(...args);
+    }
+
+    it("refuses the zero code hash and a code hash in use", async function () {
+      const ctx = await loadFixture(issuedFixture);
+      await expectRefused(ctx, issue(ctx, {}, { code: ethers.ZeroHash }), "ConsentRegistryAuthorizationExists", [ethers.ZeroHash]);
+      await expectRefused(ctx, issue(ctx, { subject: OTHER_PATIENT }), "ConsentRegistryAuthorizationExists", [CODE]);
+      await ctx.consents.connect(ctx.hospitalSteward).revokeAuthorization(CODE);
+      await expectRefused(ctx, issue(ctx), "ConsentRegistryAuthorizationExists", [CODE]);
+    });
+
+    it("refuses an unknown holder", async function () {
+      const ctx = await loadFixture(registryFixture);
+      const holder = tag("org:unknown");
+      await expectRefused(ctx, issue(ctx, { holder }), "ConsentRegistryUnknownHolder", [holder]);
+    });
+
+    for (const who of ["hospitalBSteward", "hospitalGateway", "insurerSteward", "insurerRequester", "regulator", "stranger"]) {
+      it(`refuses the ${who}, not a steward of the holder`, async function () {
+        const ctx = await loadFixture(registryFixture);
+        await expectRefused(ctx, issue(ctx, {}, { signer: ctx[who] }), "ConsentRegistryUnauthorizedSteward", [
+          ctx[who].address,
+          ORG.HOSPITAL,
+        ]);
+      });
+    }
+
+    it("refuses an unknown grantee", async function () {
+      const ctx = await loadFixture(registryFixture);
+      const grantee = tag("org:unknown-insurer");
+      await expectRefused(ctx, issue(ctx, { grantee }), "ConsentRegistryUnknownGrantee", [grantee]);
+    });
+
+    for (const scenario of [Scenario.CLINICAL_CARE, Scenario.RESEARCH, Scenario.AI_TRAINING, Scenario.TEACHING]) {
+      it(`refuses scenario ${scenario}, which does not work through codes`, async function () {
+        const ctx = await loadFixture(registryFixture);
+        await expectRefused(ctx, issue(ctx, { scenario, tier: Tier.AGGREGATE }), "ConsentRegistryScenarioNotAuthorizable", [
+          scenario,
+        ]);
+      });
+    }
+
+    it("refuses another hospital's dataset and an unknown dataset", async function () {
+      const ctx = await loadFixture(registryFixture);
+      await expectRefused(ctx, issue(ctx, { dataset: DATASET.OTHER_HOSPITAL }), "ConsentRegistryDatasetNotHeld", [
+        DATASET.OTHER_HOSPITAL,
+        ORG.HOSPITAL,
+      ]);
+      const unknown = tag("dataset:unknown");
+      await expectRefused(ctx, issue(ctx, { dataset: unknown }), "ConsentRegistryDatasetNotHeld", [unknown, ORG.HOSPITAL]);
+    });
+
+    for (const [name, fieldMask] of [
+      ["no field", 0n],
+      ["field 8 of an 8-field dataset", fieldsMask(1, 8)],
+      ["field 255", 1n << 255n],
+    ]) {
+      it(`refuses a field mask with ${name}`, async function () {
+        const ctx = await loadFixture(registryFixture);
+        await expectRefused(ctx, issue(ctx, { fieldMask }), "ConsentRegistryInvalidFieldMask", [fieldMask, 8]);
+      });
+    }
+
+    it("accepts all fields of the dataset", async function () {
+      const ctx = await loadFixture(registryFixture);
+      await expect(issue(ctx, { fieldMask: fieldsMask(0, 1, 2, 3, 4, 5, 6, 7) })).to.emit(ctx.consents, "AuthorizationIssued");
+    });
+
+    it("refuses a tier above the dataset's maximum", async function () {
+      const ctx = await loadFixture(registryFixture);
+      const overrides = { dataset: DATASET.IMAGING, fieldMask: fieldsMask(0, 1), tier: Tier.PSEUDONYMIZED };
+      await expectRefused(ctx, issue(ctx, overrides), "ConsentRegistryTierAboveCeiling", [Tier.PSEUDONYMIZED, Tier.DEIDENTIFIED]);
+      await expect(issue(ctx, { ...overrides, tier: Tier.DEIDENTIFIED })).to.emit(ctx.consents, "AuthorizationIssued");
+    });
+
+    it("refuses the zero subject", async function () {
+      const ctx = await loadFixture(registryFixture);
+      await expectRefused(ctx, issue(ctx, { subject: ethers.ZeroHash }), "ConsentRegistryZeroSubject", []);
+    });
+
+    it("refuses an expiry that is not in the future or beyond the longest lifetime", async function () {
+      const ctx = await loadFixture(registryFixture);
+      for (const offset of [0, -1, YEAR + 1]) {
+        const at = (await time.latest()) + 10;
+        await time.setNextBlockTimestamp(at);
+        await expectRefused(ctx, issue(ctx, { expiresAt: at + offset }), "ConsentRegistryInvalidExpiry", [at + offset, at + YEAR]);
+      }
+      const at = (await time.latest()) + 10;
+      await time.setNextBlockTimestamp(at);
+      await expectRefused(ctx, issue(ctx, { expiresAt: 0 }), "ConsentRegistryInvalidExpiry", [0, at + YEAR]);
+    });
+  });
+
+  describe("revokeAuthorization", function () {
+    it("revokes an issued code", async function () {
+      const ctx = await loadFixture(issuedFixture);
+      await expect(ctx.consents.connect(ctx.hospitalSteward).revokeAuthorization(CODE))
+        .to.emit(ctx.consents, "AuthorizationRevoked")
+        .withArgs(CODE, ORG.HOSPITAL, ctx.hospitalSteward.address);
+      expect((await ctx.consents.authorization(CODE)).status).to.equal(AuthorizationStatus.REVOKED);
+    });
+
+    it("refuses an unknown code", async function () {
+      const ctx = await loadFixture(issuedFixture);
+      const unknown = tag("code:unknown");
+      await expect(ctx.consents.connect(ctx.hospitalSteward).revokeAuthorization(unknown))
+        .to.be.revertedWithCustomError(ctx.consents, "ConsentRegistryUnknownAuthorization")
+        .withArgs(unknown);
+    });
+
+    for (const who of ["hospitalBSteward", "insurerSteward", "regulator", "stranger"]) {
+      it(`refuses the ${who}, not a steward of the holder`, async function () {
+        const ctx = await loadFixture(issuedFixture);
+        await expect(ctx.consents.connect(ctx[who]).revokeAuthorization(CODE))
+          .to.be.revertedWithCustomError(ctx.consents, "ConsentRegistryUnauthorizedSteward")
+          .withArgs(ctx[who].address, ORG.HOSPITAL);
+      });
+    }
+
+    it("refuses a code revoked already", async function () {
+      const ctx = await loadFixture(issuedFixture);
+      await ctx.consents.connect(ctx.hospitalSteward).revokeAuthorization(CODE);
+      await expect(ctx.consents.connect(ctx.hospitalSteward).revokeAuthorization(CODE))
+        .to.be.revertedWithCustomError(ctx.consents, "ConsentRegistryAuthorizationNotIssued")
+        .withArgs(CODE, AuthorizationStatus.REVOKED);
+    });
+
+    it("refuses a redeemed code", async function () {
+      const ctx = await loadFixture(directRedeemFixture);
+      const a = ctx.authorization;
+      await ctx.registry
+        .connect(ctx.relayer)
+        .redeemAuthorization(CODE, ACCESS_ID, a.holder, a.grantee, a.dataset, a.fieldMask, a.tier, leafOf(a.subject));
+      await expect(ctx.registry.connect(ctx.hospitalSteward).revokeAuthorization(CODE))
+        .to.be.revertedWithCustomError(ctx.registry, "ConsentRegistryAuthorizationNotIssued")
+        .withArgs(CODE, AuthorizationStatus.REDEEMED);
+    });
+  });
+
+  describe("redeemAuthorization", function () {
+    /** The redemption arguments of an access that fits the authorization; `overrides` replace some. */
+    const fits = (ctx, overrides = {}) => {
+      const a = ctx.authorization;
+      const args = {
+        code: CODE,
+        accessId: ACCESS_ID,
+        holder: a.holder,
+        grantee: a.grantee,
+        dataset: a.dataset,
+        fieldMask: fieldsMask(1, 3),
+        tier: a.tier,
+        cohortRoot: leafOf(a.subject),
+        ...overrides,
+      };
+      return [args.code, args.accessId, args.holder, args.grantee, args.dataset, args.fieldMask, args.tier, args.cohortRoot];
+    };
+    const redeem = (ctx, overrides) => ctx.registry.connect(ctx.relayer).redeemAuthorization(...fits(ctx, overrides));
+    const faultOf = (ctx, overrides) => ctx.registry.connect(ctx.relayer).redeemAuthorization.staticCall(...fits(ctx, overrides));
+
+    it("redeems a fitting access once, linking the code to the access", async function () {
+      const ctx = await loadFixture(directRedeemFixture);
+      expect(await faultOf(ctx)).to.equal(AuthorizationFault.NONE);
+      await expect(redeem(ctx)).to.emit(ctx.registry, "AuthorizationRedeemed").withArgs(CODE, ACCESS_ID, ORG.INSURER);
+      const kept = await ctx.registry.authorization(CODE);
+      expect(kept.status).to.equal(AuthorizationStatus.REDEEMED);
+      expect(kept.redeemedBy).to.equal(ACCESS_ID);
+      expect(await faultOf(ctx, { accessId: tag("request:again") })).to.equal(AuthorizationFault.REDEEMED);
+    });
+
+    it("redeems exactly the authorized scope: every field, the tier itself, on the last second", async function () {
+      const ctx = await loadFixture(directRedeemFixture);
+      await time.setNextBlockTimestamp(ctx.authorization.expiresAt);
+      await expect(redeem(ctx, { fieldMask: ctx.authorization.fieldMask })).to.emit(ctx.registry, "AuthorizationRedeemed");
+    });
+
+    it("redeems below the authorized tier", async function () {
+      const ctx = await loadFixture(directRedeemFixture);
+      await expect(redeem(ctx, { tier: Tier.AGGREGATE })).to.emit(ctx.registry, "AuthorizationRedeemed");
+    });
+
+    const PSEUDONYMIZED_CODE = tag("code:pseudonymized");
+    /** A second authorization one tier below the top, so that a tier above its scope exists. */
+    const issuePseudonymized = (ctx) =>
+      ctx.registry
+        .connect(ctx.hospitalSteward)
+        .issueAuthorization(PSEUDONYMIZED_CODE, { ...ctx.authorization, tier: Tier.PSEUDONYMIZED });
+    const faults = [
+      ["an unknown code", AuthorizationFault.UNKNOWN, { code: tag("code:unknown") }],
+      ["another holder", AuthorizationFault.WRONG_HOLDER, { holder: ORG.HOSPITAL_B }],
+      ["another grantee", AuthorizationFault.WRONG_GRANTEE, { grantee: ORG.INSTITUTE }],
+      ["another dataset", AuthorizationFault.DATASET_NOT_IN_SCOPE, { dataset: DATASET.IMAGING }],
+      ["no field", AuthorizationFault.FIELDS_NOT_IN_SCOPE, { fieldMask: 0n }],
+      ["a field outside the scope", AuthorizationFault.FIELDS_NOT_IN_SCOPE, { fieldMask: fieldsMask(0, 1) }],
+      ["a tier above the scope", AuthorizationFault.TIER_ABOVE_SCOPE, { code: PSEUDONYMIZED_CODE, tier: Tier.IDENTIFIED }],
+      ["another patient", AuthorizationFault.WRONG_SUBJECT, { cohortRoot: leafOf(OTHER_PATIENT) }],
+      ["the subject itself instead of its leaf", AuthorizationFault.WRONG_SUBJECT, { cohortRoot: PATIENT }],
+      ["a zero cohort root", AuthorizationFault.WRONG_SUBJECT, { cohortRoot: ethers.ZeroHash }],
+    ];
+    for (const [name, fault, overrides] of faults) {
+      it(`reports ${name} and changes nothing`, async function () {
+        const ctx = await loadFixture(directRedeemFixture);
+        await issuePseudonymized(ctx);
+        expect(await faultOf(ctx, overrides)).to.equal(fault);
+        await expect(redeem(ctx, overrides)).not.to.emit(ctx.registry, "AuthorizationRedeemed");
+        const kept = await ctx.registry.authorization(overrides.code ?? CODE);
+        expect(kept.redeemedBy).to.equal(ethers.ZeroHash);
+        const unchanged = fault === AuthorizationFault.UNKNOWN ? AuthorizationStatus.NONE : AuthorizationStatus.ISSUED;
+        expect(kept.status).to.equal(unchanged);
+      });
+    }
+
+    it("reports a revoked code", async function () {
+      const ctx = await loadFixture(directRedeemFixture);
+      await ctx.registry.connect(ctx.hospitalSteward).revokeAuthorization(CODE);
+      expect(await faultOf(ctx)).to.equal(AuthorizationFault.REVOKED);
+    });
+
+    it("reports an expired code from the second after its expiry", async function () {
+      const ctx = await loadFixture(directRedeemFixture);
+      await time.increaseTo(ctx.authorization.expiresAt + 1);
+      expect(await faultOf(ctx)).to.equal(AuthorizationFault.EXPIRED);
+    });
+
+    it("reports the first fault in order when several apply", async function () {
+      const ctx = await loadFixture(directRedeemFixture);
+      const everythingWrong = {
+        holder: ORG.HOSPITAL_B,
+        grantee: ORG.INSTITUTE,
+        dataset: DATASET.IMAGING,
+        fieldMask: 0n,
+        cohortRoot: ethers.ZeroHash,
+      };
+      expect(await faultOf(ctx, everythingWrong)).to.equal(AuthorizationFault.WRONG_HOLDER);
+      expect(await faultOf(ctx, { ...everythingWrong, holder: ORG.HOSPITAL })).to.equal(AuthorizationFault.WRONG_GRANTEE);
+      expect(await faultOf(ctx, { ...everythingWrong, holder: ORG.HOSPITAL, grantee: ORG.INSURER })).to.equal(
+        AuthorizationFault.DATASET_NOT_IN_SCOPE,
+      );
+      expect(
+        await faultOf(ctx, { ...everythingWrong, holder: ORG.HOSPITAL, grantee: ORG.INSURER, dataset: DATASET.EHR }),
+      ).to.equal(AuthorizationFault.FIELDS_NOT_IN_SCOPE);
+      await time.increaseTo(ctx.authorization.expiresAt + 1);
+      expect(await faultOf(ctx, everythingWrong)).to.equal(AuthorizationFault.EXPIRED);
+      await ctx.registry.connect(ctx.hospitalSteward).revokeAuthorization(CODE);
+      expect(await faultOf(ctx, everythingWrong)).to.equal(AuthorizationFault.REVOKED);
+    });
+
+    for (const who of ["operator", "hospitalGateway", "hospitalSteward", "stranger"]) {
+      it(`refuses the ${who}, not the bound access log`, async function () {
+        const ctx = await loadFixture(directRedeemFixture);
+        await expect(ctx.registry.connect(ctx[who]).redeemAuthorization(...fits(ctx)))
+          .to.be.revertedWithCustomError(ctx.registry, "ConsentRegistryUnauthorizedRedeemer")
+          .withArgs(ctx[who].address);
+      });
+    }
+
+    it("refuses anyone but the access log on the deployed registry, the gateway included", async function () {
+      const ctx = await loadFixture(issuedFixture);
+      const a = ctx.authorization;
+      const args = [CODE, ACCESS_ID, a.holder, a.grantee, a.dataset, a.fieldMask, a.tier, leafOf(a.subject)];
+      for (const who of ["hospitalGateway", "operator"]) {
+        await expect(ctx.consents.connect(ctx[who]).redeemAuthorization(...args))
+          .to.be.revertedWithCustomError(ctx.consents, "ConsentRegistryUnauthorizedRedeemer")
+          .withArgs(ctx[who].address);
+      }
+      expect((await ctx.consents.authorization(CODE)).status).to.equal(AuthorizationStatus.ISSUED);
+    });
+  });
+});
