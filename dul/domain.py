@@ -101,12 +101,56 @@ class ReleaseKind(IntEnum):
     IDENTIFIED_EXTRACT = 4
 
 
+class ConsentStatus(IntEnum):
+    NONE = 0
+    GRANTED = 1
+    WITHDRAWN = 2
+
+
+class AuthorizationStatus(IntEnum):
+    """An authorization code is issued once, then redeemed by exactly one access or revoked."""
+
+    NONE = 0
+    ISSUED = 1
+    REDEEMED = 2
+    REVOKED = 3
+
+
+class AuthorizationFault(IntEnum):
+    """Why a GRANTED record may not redeem its authorization code (NONE: it may)."""
+
+    NONE = 0
+    UNKNOWN = 1
+    REDEEMED = 2
+    REVOKED = 3
+    EXPIRED = 4
+    WRONG_HOLDER = 5
+    WRONG_GRANTEE = 6
+    DATASET_NOT_IN_SCOPE = 7
+    FIELDS_NOT_IN_SCOPE = 8
+    TIER_ABOVE_SCOPE = 9
+    WRONG_SUBJECT = 10
+
+
 def operations_mask(*operations: Operation) -> int:
     """The bit set `1 << operation` that agreements carry."""
     mask = 0
     for operation in operations:
         mask |= 1 << operation
     return mask
+
+
+def scenario_mask(*scenarios: Scenario) -> int:
+    """The bit set `1 << scenario` that consents carry."""
+    mask = 0
+    for scenario in scenarios:
+        mask |= 1 << scenario
+    return mask
+
+
+def scenarios_of(mask: int) -> tuple[Scenario, ...]:
+    """The scenarios in a consent's bit set, in enum order (bits beyond them ignored)."""
+    return tuple(s for s in Scenario if mask & (1 << s))
 
 
 def slug_id(slug: str) -> bytes:
@@ -133,3 +177,9 @@ def slug_of(value: bytes) -> str:
 def agreement_id(holder: bytes, requester: bytes, nonce: int) -> bytes:
     """keccak256(abi.encode(holder, requester, nonce)): the id `AgreementRegistry` derives."""
     return keccak(holder + requester + nonce.to_bytes(32, "big"))
+
+
+def consent_id(holder: bytes, subject: bytes, sequence: int) -> bytes:
+    """keccak256(abi.encode(holder, subject, sequence)): the id `ConsentRegistry` gives the
+    `sequence`-th consent (0-based) recorded for `subject` at `holder`."""
+    return keccak(holder + subject + sequence.to_bytes(32, "big"))

@@ -60,7 +60,19 @@ def deploy(
     membership = create("Membership", ["uint48", "address"], [admin_delay, operator.address])
     datasets = create("DatasetRegistry", ["address"], [membership])
     agreements = create("AgreementRegistry", ["address", "address"], [membership, datasets])
-    create("AccessLog", ["address", "address"], [membership, agreements])
+    consents = create("ConsentRegistry", ["address", "address"], [membership, datasets])
+    access_log = create(
+        "AccessLog", ["address", "address", "address"], [membership, agreements, consents]
+    )
+    # The registry lets only its deployer bind, once: from now on only this AccessLog redeems
+    # patient authorization codes.
+    bind = w3.eth.contract(address=consents, abi=load("ConsentRegistry").abi).functions
+    send(
+        w3,
+        operator,
+        {"to": consents, "data": bind.bindAccessLog(access_log)._encode_transaction_data()},
+        label="ConsentRegistry.bindAccessLog",
+    )
     raw = {
         "chain_id": chain_id,
         "operator": operator.address,
@@ -99,6 +111,16 @@ def verify(w3: Web3, deployment: Deployment) -> None:
                 "changed since deployment",
                 code="code_mismatch",
             )
+    consents = w3.eth.contract(
+        address=deployment.address("ConsentRegistry"), abi=load("ConsentRegistry").abi
+    )
+    bound = Web3.to_checksum_address(consents.functions.accessLog().call())
+    if bound != deployment.address("AccessLog"):
+        raise DeploymentError(
+            f"ConsentRegistry redeems for {bound}, not the recorded AccessLog "
+            f"{deployment.address('AccessLog')}; remove the deployment manifest to deploy anew",
+            code="access_log_unbound",
+        )
 
 
 def _write_atomically(path: Path, value: dict[str, Any]) -> None:

@@ -28,7 +28,13 @@ from dul.signing import Signer
 
 log = structlog.get_logger(__name__)
 
-CONTRACT_NAMES = ("Membership", "DatasetRegistry", "AgreementRegistry", "AccessLog")
+CONTRACT_NAMES = (
+    "Membership",
+    "DatasetRegistry",
+    "AgreementRegistry",
+    "ConsentRegistry",
+    "AccessLog",
+)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,8 @@ from enum import IntEnum
 from pathlib import Path
 
 import pytest
+from eth_abi.abi import encode
+from eth_hash.auto import keccak
 
 from dul import domain
 
@@ -30,7 +32,7 @@ def test_python_enum_matches_solidity(name: str) -> None:
 
 
 def test_every_solidity_enum_is_mirrored() -> None:
-    assert len(solidity_enums()) == 11
+    assert len(solidity_enums()) == 14
 
 
 def test_slug_ids_round_trip_and_refuse_overlong() -> None:
@@ -48,3 +50,18 @@ def test_slug_of_a_hash_is_hex() -> None:
 
 def test_operations_mask() -> None:
     assert domain.operations_mask(domain.Operation.QUERY, domain.Operation.EXPORT_RESULT) == 0b101
+
+
+def test_scenario_mask_round_trips() -> None:
+    scenario = domain.Scenario
+    assert domain.scenario_mask() == 0
+    assert domain.scenario_mask(scenario.RESEARCH, scenario.AI_TRAINING) == 0b0110
+    assert domain.scenario_mask(*scenario) == 0x1F
+    assert domain.scenarios_of(0b10001) == (scenario.CLINICAL_CARE, scenario.INSURANCE_CLAIM)
+    assert domain.scenarios_of(0xE0) == ()
+
+
+def test_consent_id_is_abi_encoded_keccak() -> None:
+    holder, subject = domain.slug_id("hospital-a"), bytes(range(32))
+    expected = keccak(encode(["bytes32", "bytes32", "uint256"], [holder, subject, 3]))
+    assert domain.consent_id(holder, subject, 3) == expected
