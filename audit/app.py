@@ -5,6 +5,8 @@
     GET /v1/reports/agreements/{id}
     GET /v1/subjects/{ref}/accesses  (the patient transparency report; 404 until consents exist)
     GET /healthz, GET /metrics
+    GET /, GET /console/...          the regulator web console (`audit.console`), which reads
+                                     only the API above
 
 Errors are RFC 9457 problem JSON with a stable `code`: a malformed id or parameter 422
 (`malformed_id`, `validation_error`), an unknown id 404 (`<kind>_not_found`), the store or the
@@ -41,6 +43,7 @@ from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from audit.console import mount_console
 from audit.exports import block_times, fhir_json, graph_blocks, prov_json
 from audit.indexer import IndexerError, JsonRpc, NodeUnavailableError
 from audit.provenance import (
@@ -315,4 +318,5 @@ def create_app(settings: AuditSettings | None = None) -> FastAPI:
         `subject_not_found` until the consent registry is indexed (issue 5)."""
         return subject_accesses(state.engine, ref)
 
+    mount_console(app)  # after the API routes: `/v1/...` keeps its own answers
     return app

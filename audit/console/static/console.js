@@ -1,0 +1,553 @@
+// The regulator console: hash routes over the audit REST API, nothing else.
+//   #/provenance/{kind}/{id}?direction=up|down|both   GET /v1/provenance/{kind}/{id}
+//   #/agreement/{id}                                   GET /v1/reports/agreements/{id}
+// and GET /v1/verify, polled, for the status in the header.
+
+import { drawGraph, kindOf } from "./graph.js";
+
+const SEARCH_KINDS = ["agreement", "dataset", "access", "artifact", "organization", "subject"];
+const GUESS_HEX = ["agreement", "access", "artifact", "dataset", "organization", "subject"];
+const GUESS_SLUG = ["dataset", "organization"];
+const HEX32 = /^0x[0-9a-fA-F]{64}$/;
+const SLUG = /^[A-Za-z0-9][A-Za-z0-9._/-]{0,31}$/;
+const TYPE_ORDER = ["organization", "account", "agreement", "signature", "dataset", "consent",
+  "authorization", "subject", "access", "artifact", "model"];
+const FLAG_STATUSES = new Set(["SUSPENDED", "REVOKED", "EXPIRED", "WITHDRAWN"]);
+const params = new URLSearchParams(location.search);
+const VERIFY_EVERY_S = Math.max(5, Number(params.get("verify-every")) || 30);
+
+const $ = (id) => document.getElementById(id);
+
+// --- small DOM helpers (text only: nothing from the API is parsed as HTML) -----------------
+
+function h(tag, attrs = {}, ...children) {
+  const element = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (key === "class") element.className = value;
+    else if (key.startsWith("on")) element.addEventListener(key.slice(2), value);
+    else element.setAttribute(key, value === true ? "" : String(value));
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    element.append(child instanceof Node ? child : String(child));
+  }
+  return element;
+}
+
+function definitions(pairs) {
+  return h("dl", { class: "pairs" }, pairs.filter(Boolean).flatMap(([term, value]) =>
+    [h("dt", {}, term), h("dd", {}, value)]));
+}
+
+function code(text) {
+  return h("code", { class: "id" }, text);
+}
+
+function chainRef(chain) {
+  if (!chain) return h("span", { class: "muted" }, "not on chain");
+  return h("span", { class: "chainref" },
+    `block ${chain.block} · tx index ${chain.tx_index} · log ${chain.log_index} · tx `, code(chain.tx_hash));
+}
+
+function when(seconds) {
+  const date = new Date(Number(seconds) * 1000);
+  return Number.isFinite(date.getTime()) ? `${date.toISOString().slice(0, 16).replace("T", " ")} UTC` : String(seconds);
+}
+
+function badge(text, kind) {
+  return h("span", { class: `badge badge-${kind}` }, text);
+}
+
+// --- the API --------------------------------------------------------------------------------
+
+class Problem extends Error {
+  constructor(status, body) {
+    super((body && (body.detail || body.title)) || `HTTP ${status}`);
+    this.status = status;
+    this.code = (body && body.code) || `http_${status}`;
+  }
+}
+
+async function api(path) {
+  let response;
+  try {
+    response = await fetch(path, { headers: { Accept: "application/json" } });
+  } catch (error) {
+    throw new Problem(0, { code: "unreachable", detail: `the audit service cannot be reached (${error.message})` });
+  }
+  const body = await response.json().catch(() => null);
+  if (!response.ok) throw new Problem(response.status, body);
+  return body;
+}
+
+function idPath(id) {
+  return id.split("/").map(encodeURIComponent).join("/");
+}
+
+function provenancePath(kind, id, direction, format) {
+  const query = new URLSearchParams({ direction });
+  if (format) query.set("format", format);
+  return `/v1/provenance/${kind}/${idPath(id)}?${query}`;
+}
+
+// --- messages -------------------------------------------------------------------------------
+
+function say(text) {
+  const message = $("message");
+  message.textContent = text;
+  message.hidden = !text;
+}
+
+// --- verify status --------------------------------------------------------------------------
+
+let lastVerify = null;
+let verifyTimer = null;
+let verifying = false;
+
+function findingsFor(node) {
+  if (!lastVerify || !lastVerify.findings) return [];
+  const chain = node.chain;
+  const position = chain ? `${chain.block}/${chain.tx_index}/${chain.log_index}` : null;
+  const key = node.id.slice(node.id.indexOf(":") + 1).toLowerCase();
+  return lastVerify.findings.filter((f) =>
+    (position && f.position === position) || (f.key && String(f.key).toLowerCase() === key));
+}
+
+async function verifyNow() {
+  if (verifying) return;
+  verifying = true;
+  clearTimeout(verifyTimer);
+  const box = $("verify");
+  box.dataset.state = "checking";
+  box.querySelector(".verify-mark").textContent = "…";
+  try {
+    const report = await api("/v1/verify");
+    lastVerify = report;
+    const at = new Date().toLocaleTimeString();
+    const block = report.checkpoint_block ?? "–";
+    if (report.ok) {
+      box.dataset.state = "ok";
+      box.querySelector(".verify-mark").textContent = "✓";
+      box.querySelector(".verify-text").textContent =
+        `Verified: store matches the chain up to block ${block} (checked ${at})`;
+    } else {
+      box.dataset.state = "findings";
+      box.querySelector(".verify-mark").textContent = "⚠";
+      const checks = Object.entries(report.findings_by_check || {}).map(([c, n]) => `${c}: ${n}`).join(", ");
+      box.querySelector(".verify-text").textContent =
+        `Verify FAILED: ${report.findings_total} finding(s) (${checks}) up to block ${block} (checked ${at})`;
+    }
+    box.dataset.block = String(block);
+  } catch (error) {
+    box.dataset.state = "unavailable";
+    box.querySelector(".verify-mark").textContent = "✕";
+    box.querySelector(".verify-text").textContent = `Verify unavailable: ${error.message}`;
+  } finally {
+    verifying = false;
+    remark();
+    verifyTimer = setTimeout(verifyNow, VERIFY_EVERY_S * 1000);
+  }
+}
+
+// --- provenance view ------------------------------------------------------------------------
+
+let current = null; // {kind, id, direction, graph, view, selected}
+
+function marksOf(node) {
+  const attributes = node.attributes || {};
+  const flagged = [];
+  if (FLAG_STATUSES.has(attributes.status)) flagged.push(`status ${attributes.status}`);
+  for (const finding of findingsFor(node)) flagged.push(`verify: ${finding.check}`);
+  return { denied: attributes.decision === "DENIED", flagged };
+}
+
+function remark() {
+  renderAgreement();
+  if (!current) return;
+  if (current.view) current.view.remark(marksOf);
+  renderList();
+  if (current.selected) renderDetails(current.selected);
+}
+
+async function findKind(id, direction) {
+  const candidates = HEX32.test(id) ? GUESS_HEX : SLUG.test(id) ? GUESS_SLUG : [];
+  if (!candidates.length) {
+    throw new Problem(422, { code: "malformed_id", detail: `${id.slice(0, 80)} is not an id: 0x and 64 hex digits, or a slug such as hospital-a` });
+  }
+  // One kind after the other, in the order ids are most often searched: the first that the
+  // store holds wins; a store or node outage stops the search with its own problem.
+  for (const kind of candidates) {
+    try {
+      return { kind, graph: await api(provenancePath(kind, id, direction)) };
+    } catch (error) {
+      if (error.status !== 404 && error.status !== 422) throw error;
+    }
+  }
+  throw new Problem(404, { code: "not_found", detail: `nothing in the audit store has id ${id} (tried ${candidates.join(", ")})` });
+}
+
+const prefetched = new Map();
+// A later search or route supersedes an earlier one still waiting for its answer.
+let searchSeq = 0;
+let routeSeq = 0;
+
+async function search(event) {
+  event.preventDefault();
+  const form = event.target;
+  const id = form.id.value.trim();
+  const direction = form.direction.value;
+  let kind = form.kind.value;
+  if (!id) return;
+  say("");
+  const mine = ++searchSeq;
+  if (kind === "auto") {
+    try {
+      const found = await findKind(id, direction);
+      if (mine !== searchSeq) return;
+      kind = found.kind;
+      prefetched.set(provenancePath(kind, id, direction), found.graph);
+    } catch (error) {
+      if (mine === searchSeq) say(`${error.message} [${error.code}]`);
+      return;
+    }
+  }
+  navigate(`#/provenance/${kind}/${idPath(id)}?direction=${direction}`);
+}
+
+function navigate(hash) {
+  focusView = true;
+  if (location.hash === hash) route();
+  else location.hash = hash;
+}
+
+async function showProvenance(kind, id, direction) {
+  const mine = routeSeq;
+  const path = provenancePath(kind, id, direction);
+  let graph = prefetched.get(path);
+  prefetched.delete(path);
+  show("provenance");
+  $("provenance-title").textContent = `Provenance of ${kind} ${id}`;
+  $("graph-summary").textContent = "Loading…";
+  if (!graph) {
+    try {
+      graph = await api(path);
+    } catch (error) {
+      if (mine !== routeSeq) return;
+      $("graph-summary").textContent = "";
+      clearGraph();
+      say(`${error.message} [${error.code}]`);
+      return;
+    }
+  }
+  if (mine !== routeSeq) return;
+  if (current && current.view) current.view.destroy();
+  current = { kind, id, direction, graph, view: null, selected: null };
+  const rootNode = graph.nodes.find((n) => n.id === graph.root);
+  const denied = graph.nodes.filter((n) => marksOf(n).denied).length;
+  $("graph-summary").textContent = `${graph.nodes.length} nodes, ${graph.edges.length} edges, ` +
+    `direction ${graph.direction}` + (denied ? `, ${denied} denied access(es)` : "") +
+    (graph.truncated.length ? `; ${graph.truncated.length} node(s) have more than ${graph.limit} neighbours (not all shown)` : "") + ".";
+  const agreementLink = $("open-agreement");
+  agreementLink.hidden = kind !== "agreement";
+  if (kind === "agreement") agreementLink.href = `#/agreement/${idPath(id)}`;
+  setExport($("export-prov"), kind, id, direction, "prov-json");
+  setExport($("export-fhir"), kind, id, direction, "fhir");
+  renderList();
+  renderDetails(rootNode ? rootNode.id : null);
+  const container = $("graph");
+  container.replaceChildren(h("p", { class: "hint" }, "Drawing…"));
+  try {
+    const view = await drawGraph(container, graph, marksOf, (nodeId) => select(nodeId, false));
+    if (!current || current.graph !== graph) { view.destroy(); return; }
+    current.view = view;
+    if (current.selected) view.select(current.selected);
+  } catch (error) {
+    container.replaceChildren(h("p", { class: "warning" },
+      `The graph library could not be loaded (${error.message}); the node list beside it shows the same graph. ` +
+      "Run scripts/bootstrap (npm ci) where the service runs."));
+  }
+}
+
+function clearGraph() {
+  if (current && current.view) current.view.destroy();
+  current = null;
+  $("graph").replaceChildren();
+  $("node-list").replaceChildren();
+  $("details").replaceChildren(h("h3", { id: "details-title" }, "Details"));
+}
+
+function setExport(link, kind, id, direction, format) {
+  link.href = provenancePath(kind, id, direction, format);
+  const stem = `provenance-${kind}-${id.replace(/[^A-Za-z0-9.-]+/g, "_").slice(0, 24)}`;
+  link.setAttribute("download", `${stem}.${format === "fhir" ? "fhir" : "prov"}.json`);
+}
+
+function byType(graph) {
+  const groups = new Map();
+  for (const node of graph.nodes) {
+    if (!groups.has(node.type)) groups.set(node.type, []);
+    groups.get(node.type).push(node);
+  }
+  const rank = (type) => { const i = TYPE_ORDER.indexOf(type); return i < 0 ? TYPE_ORDER.length : i; };
+  return [...groups.entries()].sort((a, b) => rank(a[0]) - rank(b[0]) || a[0].localeCompare(b[0]));
+}
+
+function renderList() {
+  if (!current) return;
+  const list = $("node-list");
+  const focused = document.activeElement && document.activeElement.dataset ? document.activeElement.dataset.node : null;
+  const items = [];
+  for (const [type, nodes] of byType(current.graph)) {
+    items.push(h("li", { class: "group", role: "presentation" }, `${kindOf(type)[2]} (${nodes.length})`));
+    for (const node of nodes) {
+      const marks = marksOf(node);
+      items.push(h("li", {},
+        h("button", {
+          type: "button", class: `node-item kind-${kindOf(type)[2]}`, "data-node": node.id,
+          "data-type": node.type, "data-denied": marks.denied ? "true" : null,
+          "data-flagged": marks.flagged.length ? "true" : null,
+          "aria-current": current.selected === node.id ? "true" : null,
+          onclick: () => select(node.id, true),
+        },
+        h("span", { class: `swatch shape-${KINDS_CSS(node.type)}`, "aria-hidden": "true" }),
+        h("span", { class: "node-text" }, node.id === current.graph.root ? "◎ " : "", node.label),
+        marks.denied ? badge("✕ DENIED", "denied") : null,
+        marks.flagged.length ? badge(`⚑ ${marks.flagged.join(", ")}`, "flagged") : null)));
+    }
+  }
+  list.replaceChildren(...items);
+  if (focused) {
+    const again = list.querySelector(`[data-node="${CSS.escape(focused)}"]`);
+    if (again) again.focus();
+  }
+}
+
+function KINDS_CSS(type) {
+  const name = kindOf(type)[2];
+  return name === "item" ? "unknown" : name;
+}
+
+function listKeys(event) {
+  const buttons = [...$("node-list").querySelectorAll("button.node-item")];
+  const index = buttons.indexOf(document.activeElement);
+  if (index < 0) return;
+  const moves = { ArrowDown: index + 1, ArrowUp: index - 1, Home: 0, End: buttons.length - 1 };
+  if (!(event.key in moves)) return;
+  event.preventDefault();
+  const next = buttons[Math.max(0, Math.min(buttons.length - 1, moves[event.key]))];
+  next.focus();
+}
+
+function select(nodeId, fromList) {
+  if (!current) return;
+  current.selected = nodeId;
+  for (const button of $("node-list").querySelectorAll("button.node-item")) {
+    if (button.dataset.node === nodeId) button.setAttribute("aria-current", "true");
+    else button.removeAttribute("aria-current");
+  }
+  if (current.view) current.view.select(nodeId);
+  renderDetails(nodeId);
+  if (!fromList) {
+    const button = $("node-list").querySelector(`[data-node="${CSS.escape(nodeId)}"]`);
+    if (button) button.scrollIntoView({ block: "nearest" });
+  }
+}
+
+function attributeValue(key, value) {
+  if (value === null || value === undefined || value === "") return h("span", { class: "muted" }, "—");
+  if (key === "valid_from" || key === "valid_until") return `${when(value)} (${value})`;
+  if (key === "status_history" && Array.isArray(value)) {
+    return h("ol", { class: "history" }, value.map((entry) => h("li", {},
+      `${entry.event} → ${entry.status}`, entry.by ? [" by ", code(entry.by)] : "",
+      entry.reason ? [" reason ", code(entry.reason)] : "", h("br"), chainRef(entry.chain))));
+  }
+  if (Array.isArray(value)) return value.length ? value.join(", ") : h("span", { class: "muted" }, "none");
+  if (typeof value === "object") return code(JSON.stringify(value));
+  if (typeof value === "string" && /^0x[0-9a-fA-F]+$/.test(value)) return code(value);
+  return String(value);
+}
+
+function renderDetails(nodeId) {
+  const box = $("details");
+  const node = current && current.graph.nodes.find((n) => n.id === nodeId);
+  if (!node) {
+    box.replaceChildren(h("h3", { id: "details-title" }, "Details"), h("p", { class: "hint" }, "Select a node in the graph or the list."));
+    return;
+  }
+  const marks = marksOf(node);
+  const labels = new Map(current.graph.nodes.map((n) => [n.id, `${kindOf(n.type)[2]} ${n.label}`]));
+  const edges = current.graph.edges.filter((e) => e.source === nodeId || e.target === nodeId);
+  const [type, key] = [node.type, node.id.slice(node.id.indexOf(":") + 1)];
+  const actions = [];
+  if (SEARCH_KINDS.includes(type) && node.id !== current.graph.root) {
+    actions.push(h("a", { class: "button", href: `#/provenance/${type}/${idPath(key)}?direction=${current.direction}` }, "Explore from this node"));
+  }
+  if (type === "agreement") actions.push(h("a", { class: "button", href: `#/agreement/${idPath(key)}` }, "Agreement page"));
+  box.replaceChildren(
+    h("h3", { id: "details-title" }, `${kindOf(type)[2]}: ${node.label}`),
+    h("p", { class: "states" },
+      node.id === current.graph.root ? badge("◎ searched", "root") : null,
+      marks.denied ? badge("✕ DENIED", "denied") : null,
+      marks.flagged.map((f) => badge(`⚑ ${f}`, "flagged")),
+      current.graph.truncated.includes(node.id) ? badge(`more than ${current.graph.limit} neighbours: not all shown`, "note") : null,
+      h("span", { class: "muted" }, ` PROV ${node.prov}`)),
+    actions.length ? h("p", { class: "actions" }, actions) : null,
+    h("h4", {}, "Chain reference"),
+    node.chain ? definitions([
+      ["block", String(node.chain.block)],
+      ["tx hash", code(node.chain.tx_hash)],
+      ["tx index", String(node.chain.tx_index)],
+      ["log index", String(node.chain.log_index)],
+    ]) : h("p", { class: "muted" }, "not on chain"),
+    h("h4", {}, "Attributes"),
+    definitions([["id", code(node.id)], ...Object.entries(node.attributes || {}).map(([k, v]) => [k, attributeValue(k, v)])]),
+    h("h4", {}, `Relations (${edges.length})`),
+    h("ul", { class: "edges" }, edges.map((edge) => {
+      const outgoing = edge.source === nodeId;
+      const other = outgoing ? edge.target : edge.source;
+      const role = edge.attributes && edge.attributes.role ? ` (${edge.attributes.role})` : "";
+      return h("li", {},
+        outgoing ? `${edge.relation}${role} → ` : `← ${edge.relation}${role} of `,
+        h("button", { type: "button", class: "link", onclick: () => select(other, false) }, labels.get(other) || other),
+        h("br"), chainRef(edge.chain));
+    })),
+  );
+}
+
+// --- agreement view -------------------------------------------------------------------------
+
+let agreementReport = null;
+
+async function showAgreement(id) {
+  const mine = routeSeq;
+  show("agreement");
+  $("agreement-title").textContent = `Agreement ${id}`;
+  const body = $("agreement-body");
+  body.replaceChildren(h("p", { class: "hint" }, "Loading…"));
+  $("agreement-graph").href = `#/provenance/agreement/${idPath(id)}?direction=both`;
+  setExport($("agreement-export-prov"), "agreement", id, "both", "prov-json");
+  setExport($("agreement-export-fhir"), "agreement", id, "both", "fhir");
+  $("agreement-report-json").href = `/v1/reports/agreements/${idPath(id)}`;
+  agreementReport = null;
+  try {
+    const report = await api(`/v1/reports/agreements/${idPath(id)}`);
+    if (mine !== routeSeq) return;
+    agreementReport = report;
+  } catch (error) {
+    if (mine !== routeSeq) return;
+    body.replaceChildren();
+    say(`${error.message} [${error.code}]`);
+    return;
+  }
+  renderAgreement();
+}
+
+/** The agreement page from the last report (drawn again when a verify answer arrives). */
+function renderAgreement() {
+  const report = agreementReport;
+  if (!report || $("agreement").hidden) return;
+  const body = $("agreement-body");
+  const parties = ["holder", "requester"];
+  const partyOrg = [report.holder, report.requester];
+  const percent = (100 * report.quota_used).toFixed(2);
+  const flagged = FLAG_STATUSES.has(report.status);
+  const findings = (lastVerify && lastVerify.findings || []).filter((f) =>
+    f.key && f.key.toLowerCase() === report.agreement_id.toLowerCase());
+  const table = (caption, head, rows, empty) => rows.length
+    ? h("table", {}, h("caption", {}, caption), h("thead", {}, h("tr", {}, head.map((c) => h("th", { scope: "col" }, c)))),
+      h("tbody", {}, rows.map((r) => h("tr", {}, r.map((c) => h("td", {}, c))))))
+    : h("p", { class: "muted" }, `${caption}: ${empty}`);
+  body.replaceChildren(
+    h("section", { "aria-labelledby": "summary-title", class: "card" },
+      h("h3", { id: "summary-title" }, "Terms"),
+      definitions([
+        ["agreement id", code(report.agreement_id)],
+        ["version", String(report.version)],
+        report.previous_id ? ["amends", h("a", { href: `#/agreement/${report.previous_id}` }, code(report.previous_id))] : null,
+        report.amended_by.length ? ["amended by", report.amended_by.map((a) => h("a", { href: `#/agreement/${a}` }, code(a)))] : null,
+        ["status", [h("span", { class: "status", "data-status": report.status }, report.status),
+          flagged ? badge(`⚑ ${report.status}`, "flagged") : null]],
+        ["scenario", report.scenario],
+        ["max tier", report.max_tier],
+        ["holder", report.holder],
+        ["requester", report.requester],
+        ["window", `${when(report.valid_from)} → ${when(report.valid_until)}`],
+        ["quota", String(report.quota)],
+      ])),
+    h("section", { "aria-labelledby": "signatures-title", class: "card" },
+      h("h3", { id: "signatures-title" }, `Signatures (${report.signatures.length})`),
+      table("EIP-712 signatures recorded on chain", ["party", "signer", "chain reference"],
+        report.signatures.map((s) => [`${parties[s.party] || s.party} — ${partyOrg[s.party] || ""}`, code(s.signer), chainRef(s.chain)]),
+        "none yet")),
+    h("section", { "aria-labelledby": "lifecycle-title", class: "card" },
+      h("h3", { id: "lifecycle-title" }, "Lifecycle"),
+      h("ol", { class: "lifecycle" },
+        h("li", {}, h("strong", {}, "PROPOSED"), " (AgreementProposed)", h("br"), chainRef(report.proposed)),
+        report.status_history.map((s) => h("li", { "data-status": s.status },
+          h("strong", {}, s.status), ` (${s.event})`, s.by ? [" by ", code(s.by)] : "",
+          s.reason ? [" reason ", code(s.reason)] : "", h("br"), chainRef(s.chain))))),
+    h("section", { "aria-labelledby": "compliance-title", class: "card" },
+      h("h3", { id: "compliance-title" }, "Compliance report"),
+      definitions([
+        ["accesses", `${report.accesses} (${report.granted} granted, ${report.denied} denied)`],
+        ["quota used", [h("meter", { min: 0, max: 1, value: Math.min(1, report.quota_used), "aria-label": "quota used" }),
+          ` ${report.granted} / ${report.quota} (${percent} %)`]],
+        ["results released", `${report.releases} (${report.released_bytes} bytes)`],
+        ["verify", lastVerify ? (findings.length ? badge(`⚑ ${findings.length} finding(s): ${findings.map((f) => f.check).join(", ")}`, "flagged")
+          : `no findings for this agreement (store verified up to block ${lastVerify.checkpoint_block ?? "–"})`) : "not checked yet"],
+      ]),
+      table("Denials by reason", ["reason", "count"], Object.entries(report.denials_by_reason).map(([r, n]) => [[badge("✕", "denied"), ` ${r}`], String(n)]), "no denials"),
+      table("Granted by tier", ["tier", "count"], Object.entries(report.granted_by_tier).map(([t, n]) => [t, String(n)]), "no grants"),
+      table("Results released by kind", ["kind", "count"], Object.entries(report.releases_by_kind).map(([k, n]) => [k, String(n)]), "no results released")),
+  );
+}
+
+// --- routing --------------------------------------------------------------------------------
+
+let focusView = false;
+
+function show(name) {
+  for (const view of ["home", "provenance", "agreement"]) $(view).hidden = view !== name;
+  if (focusView) {
+    focusView = false;
+    const heading = $(name).querySelector("h2");
+    heading.setAttribute("tabindex", "-1");
+    heading.focus();
+  }
+}
+
+function route() {
+  routeSeq += 1;
+  say("");
+  const hash = location.hash.slice(1);
+  const [path, query = ""] = hash.split("?");
+  const parts = path.split("/").filter(Boolean);
+  const direction = new URLSearchParams(query).get("direction") || "both";
+  if (parts[0] === "provenance" && parts.length >= 3) {
+    const kind = parts[1];
+    const id = parts.slice(2).map(decodeURIComponent).join("/");
+    fillForm(kind, id, direction);
+    showProvenance(kind, id, direction);
+  } else if (parts[0] === "agreement" && parts.length >= 2) {
+    const id = parts.slice(1).map(decodeURIComponent).join("/");
+    fillForm("agreement", id, "both");
+    showAgreement(id);
+  } else {
+    show("home");
+  }
+}
+
+function fillForm(kind, id, direction) {
+  const form = $("search");
+  if (SEARCH_KINDS.includes(kind)) form.kind.value = kind;
+  form.id.value = id;
+  form.direction.value = ["up", "down", "both"].includes(direction) ? direction : "both";
+}
+
+$("search").addEventListener("submit", search);
+$("node-list").addEventListener("keydown", listKeys);
+$("verify-now").addEventListener("click", verifyNow);
+window.addEventListener("hashchange", route);
+route();
+verifyNow();

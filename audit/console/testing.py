@@ -1,0 +1,72 @@
+"""Helpers for the console's end-to-end tests (tests/e2e): the real audit app served over HTTP,
+and where the system chromium and the screenshots are. In the package, like `audit.testing`,
+so test modules import them with their types."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import uvicorn
+
+from audit.app import create_app
+from audit.settings import AuditSettings
+from dul.chain.testing import free_port
+
+CHROMIUM_ENV = "DUL_CHROMIUM"
+ARTIFACTS = Path("test-artifacts") / "console"
+
+
+def find_chromium() -> str | None:
+    """Debian's chromium (`DUL_CHROMIUM` overrides): Playwright's own browser download cannot
+    work on these machines; `scripts/bootstrap` installs the package where apt is available."""
+    explicit = os.environ.get(CHROMIUM_ENV)
+    if explicit:
+        return explicit if Path(explicit).is_file() else None
+    return shutil.which("chromium")
+
+
+@contextlib.contextmanager
+def serve_audit(settings: AuditSettings, *, ready_timeout: float = 20.0) -> Iterator[str]:
+    """The real audit app (API and console) on a free 127.0.0.1 port, uvicorn in a thread,
+    until the block ends; yields its URL once it answers."""
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(settings), host="127.0.0.1", port=port, log_config=None, access_log=False
+        )
+    )
+    thread = threading.Thread(target=server.run, name=f"audit-{port}", daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + ready_timeout
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            if time.monotonic() > deadline or not thread.is_alive():
+                raise RuntimeError(f"the audit service at {url} did not start")
+            time.sleep(0.05)
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@dataclass
+class Screens:
+    """Where screenshots go: kept as test artifacts (gitignored), one PNG per view."""
+
+    directory: Path
+
+    def path(self, name: str) -> str:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        return str(self.directory / f"{name}.png")

@@ -1,0 +1,298 @@
+"""The regulator console in a real headless chromium, against the real audit service over a
+store indexed from the session's chain: search by id (the kind guessed or chosen) reaches the
+datasets, a node selected from the keyboard shows its chain reference, a denied access and a
+suspended agreement are marked by more than colour, the agreement page shows signatures,
+lifecycle and compliance report, PROV-JSON and FHIR exports download and parse, and the live
+verify status names the checked block — and turns to a failure, with the edited row's node
+flagged, when the store is edited.
+
+Screenshots of the main views (1280x800 and 400 wide) are kept in test-artifacts/console/.
+Artifact search (the artifact registry) is not tested here: released results are the only
+artifacts until that registry exists.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from fhir.resources.R4B.bundle import Bundle
+from playwright.sync_api import Browser, Page, ViewportSize, expect
+from prov.model import ProvDocument
+
+from audit.console.testing import Screens, serve_audit
+from audit.settings import AuditSettings
+from audit.testing import index_into, record_story
+from dul.chain.testing import ChainHandle
+from dul.contracts.world import World
+
+pytestmark = pytest.mark.integration
+
+WIDE: ViewportSize = {"width": 1280, "height": 800}
+NARROW: ViewportSize = {"width": 400, "height": 800}
+
+
+def hexed(value: bytes) -> str:
+    return "0x" + value.hex()
+
+
+@dataclass
+class Stack:
+    url: str
+    store: Path
+    settings: AuditSettings
+    ids: dict[str, str]
+    checkpoint: int
+
+
+@pytest.fixture(scope="module")
+def stack(
+    world: World,
+    chain: ChainHandle,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Stack]:
+    """The audit story (a granted query, a granted export with its released extract, a denial
+    for tier) under an agreement that was suspended and resumed, and a second agreement a
+    regulator suspended; indexed into SQLite and served."""
+    agreement, granted, exported, denied, result = record_story(world)
+    registry = "AgreementRegistry"
+    world.ledger.transact(world.steward, registry, "suspend", agreement, b"audit".ljust(32, b"\0"))
+    world.ledger.transact(world.steward, registry, "resume", agreement)
+    suspended = world.activate(world.research_terms(quota=5))
+    world.ledger.transact(world.regulator, registry, "suspend", suspended, bytes(32))
+    store = tmp_path_factory.mktemp("console") / "audit.db"
+    engine = index_into(world.ledger.deployment, chain.rpc_url, f"sqlite:///{store}")
+    with engine.connect() as conn:
+        checkpoint = int(conn.execute(sa.text("SELECT block_number FROM checkpoint")).scalar_one())
+    engine.dispose()
+    settings = AuditSettings(
+        database_url=f"sqlite:///{store}", rpc_url=chain.rpc_url,
+        deployment_path=chain.home.deployment,
+    )  # fmt: skip
+    ids = {
+        "agreement": hexed(agreement),
+        "granted": hexed(granted.request.request_id),
+        "exported": hexed(exported.request.request_id),
+        "denied": hexed(denied.request.request_id),
+        "result": hexed(result),
+        "suspended": hexed(suspended),
+        "dataset": hexed(world.dataset),
+        "steward": world.steward.address.lower(),
+        "partner": world.partner_steward.address.lower(),
+    }
+    with serve_audit(settings) as url:
+        yield Stack(url, store, settings, ids, checkpoint)
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport=WIDE, accept_downloads=True)
+    opened = context.new_page()
+    errors: list[str] = []
+    opened.on("pageerror", lambda error: errors.append(str(error)))
+    yield opened
+    context.close()
+    assert not errors, f"the console threw: {errors}"
+
+
+def search(page: Page, value: str, kind: str = "auto", direction: str = "both") -> None:
+    page.select_option("#search-kind", kind)
+    page.select_option("#search-direction", direction)
+    page.fill("#search-id", value)
+    page.press("#search-id", "Enter")
+
+
+def node(page: Page, node_id: str) -> Any:
+    return page.locator(f'#node-list button[data-node="{node_id}"]')
+
+
+def wait_drawn(page: Page) -> None:
+    """The graph is drawn (cytoscape's canvas holds every node of the answer)."""
+    page.wait_for_function(
+        "document.querySelector('#graph').dataset.drawn == "
+        "document.querySelectorAll('#node-list button').length"
+    )
+
+
+def test_search_reaches_the_datasets(page: Page, stack: Stack, screens: Screens) -> None:
+    ids = stack.ids
+    page.goto(stack.url)
+    expect(page.locator("#home")).to_be_visible()
+
+    # An agreement id with the kind left to guess; Enter searches.
+    search(page, ids["agreement"])
+    expect(page).to_have_url(
+        f"{stack.url}/#/provenance/agreement/{ids['agreement']}?direction=both"
+    )
+    expect(node(page, f"dataset:{ids['dataset']}")).to_contain_text("hospital-a/omop-cdm")
+    for kind in ("organization", "account", "signature", "access", "artifact"):
+        expect(page.locator(f'#node-list button[data-type="{kind}"]').first).to_be_visible()
+    wait_drawn(page)
+    page.screenshot(path=screens.path("provenance-agreement-1280x800"))
+
+    # Keyboard: Tab order reaches the list; arrows move; Enter selects and shows the chain
+    # reference of the node, the same as the API's.
+    graph = httpx.get(f"{stack.url}/v1/provenance/agreement/{ids['agreement']}").json()
+    dataset = next(n for n in graph["nodes"] if n["type"] == "dataset")
+    first = page.locator("#node-list button").first
+    first.focus()
+    for _ in range(20):
+        if page.evaluate("document.activeElement.dataset.type") == "dataset":
+            break
+        page.keyboard.press("ArrowDown")
+    page.keyboard.press("Enter")
+    details = page.locator("#details")
+    expect(details.locator("h3")).to_have_text("dataset: hospital-a/omop-cdm")
+    expect(details).to_contain_text(dataset["chain"]["tx_hash"])
+    expect(details.locator("dd").first).to_have_text(str(dataset["chain"]["block"]))
+    expect(node(page, dataset["id"])).to_have_attribute("aria-current", "true")
+
+    # A dataset by its slug (guessed: dataset), then an access by its id with the kind chosen.
+    search(page, "hospital-a/omop-cdm")
+    expect(page.locator("#provenance-title")).to_have_text(
+        "Provenance of dataset hospital-a/omop-cdm"
+    )
+    expect(node(page, f"dataset:{ids['dataset']}")).to_contain_text("◎")  # the searched node
+    expect(node(page, f"agreement:{ids['agreement']}")).to_be_visible()
+    search(page, ids["granted"], kind="access", direction="up")
+    expect(page.locator("#provenance-title")).to_have_text(f"Provenance of access {ids['granted']}")
+    expect(node(page, f"access:{ids['granted']}")).to_contain_text("◎")
+    expect(node(page, f"dataset:{ids['dataset']}")).to_be_visible()
+    expect(node(page, f"agreement:{ids['agreement']}")).to_be_visible()
+    expect(page.locator("#node-list")).to_contain_text("Hospital A")
+
+    # An id the store does not hold: the API's problem, said plainly.
+    search(page, "0x" + "ab" * 32)
+    expect(page.locator("#message")).to_contain_text("nothing in the audit store has id")
+
+
+def test_denied_and_flagged_are_marked_beyond_colour(
+    page: Page, stack: Stack, screens: Screens
+) -> None:
+    ids = stack.ids
+    page.goto(f"{stack.url}/#/provenance/agreement/{ids['agreement']}?direction=both")
+    denied = node(page, f"access:{ids['denied']}")
+    expect(denied).to_have_attribute("data-denied", "true")
+    expect(denied).to_contain_text("✕ DENIED")
+    assert denied.evaluate("b => getComputedStyle(b).borderTopStyle") == "double"
+    granted = node(page, f"access:{ids['granted']}")
+    expect(granted).not_to_have_attribute("data-denied", "true")
+    denied.click()
+    expect(page.locator("#details")).to_contain_text("TIER_ABOVE_CEILING")
+    expect(page.locator("#details .badge-denied")).to_have_text("✕ DENIED")
+    wait_drawn(page)
+    page.screenshot(path=screens.path("denied-access-1280x800"))
+
+    # The same denial searched directly by its id.
+    search(page, ids["denied"])
+    expect(page.locator("#provenance-title")).to_have_text(f"Provenance of access {ids['denied']}")
+    expect(node(page, f"access:{ids['denied']}")).to_contain_text("◎")
+    expect(node(page, f"access:{ids['denied']}")).to_contain_text("DENIED")
+
+    # An agreement a regulator suspended is flagged: dashed border and a label.
+    search(page, ids["suspended"], kind="agreement")
+    flagged = node(page, f"agreement:{ids['suspended']}")
+    expect(flagged).to_have_attribute("data-flagged", "true")
+    expect(flagged).to_contain_text("⚑ status SUSPENDED")
+    assert flagged.evaluate("b => getComputedStyle(b).borderTopStyle") == "dashed"
+
+
+def test_agreement_page(page: Page, stack: Stack, screens: Screens) -> None:
+    ids = stack.ids
+    page.goto(f"{stack.url}/#/provenance/agreement/{ids['agreement']}")
+    page.click("#open-agreement")
+    expect(page).to_have_url(f"{stack.url}/#/agreement/{ids['agreement']}")
+    body = page.locator("#agreement-body")
+    signatures = body.locator("section:has(#signatures-title) tbody tr")
+    expect(signatures).to_have_count(2)
+    expect(signatures.nth(0)).to_contain_text("holder")
+    expect(signatures.nth(0)).to_contain_text(ids["steward"])
+    expect(signatures.nth(1)).to_contain_text("requester")
+    expect(signatures.nth(1)).to_contain_text(ids["partner"])
+    lifecycle = body.locator(".lifecycle li strong")
+    expect(lifecycle).to_have_text(["PROPOSED", "ACTIVE", "SUSPENDED", "ACTIVE"])
+    compliance = body.locator("section:has(#compliance-title)")
+    expect(compliance).to_contain_text("3 (2 granted, 1 denied)")
+    expect(compliance).to_contain_text("2 / 50 (4.00 %)")
+    expect(compliance).to_contain_text("TIER_ABOVE_CEILING")
+    expect(compliance).to_contain_text("DEIDENTIFIED_EXTRACT")
+    expect(compliance).to_contain_text("no findings for this agreement")
+    expect(body).to_contain_text("RESEARCH")
+    page.screenshot(path=screens.path("agreement-page-1280x800"))
+    page.set_viewport_size(NARROW)
+    expect(signatures).to_have_count(2)
+    page.screenshot(path=screens.path("agreement-page-400-full"), full_page=True)
+
+
+def test_exports_download_prov_json_and_fhir(page: Page, stack: Stack, tmp_path: Path) -> None:
+    ids = stack.ids
+    page.goto(f"{stack.url}/#/provenance/agreement/{ids['agreement']}?direction=both")
+    expect(node(page, f"access:{ids['denied']}")).to_be_visible()
+    with page.expect_download() as prov_download:
+        page.click("#export-prov")
+    saved = tmp_path / prov_download.value.suggested_filename
+    prov_download.value.save_as(saved)
+    assert saved.name.endswith(".prov.json")
+    text = saved.read_text()
+    body = json.loads(text)
+    assert {"entity", "activity", "agent"} <= set(body)
+    assert f"dul:access-{ids['denied']}" in body["activity"]
+    assert len(list(ProvDocument.deserialize(content=text, format="json").get_records())) > 5
+
+    with page.expect_download() as fhir_download:
+        page.click("#export-fhir")
+    fhir = tmp_path / fhir_download.value.suggested_filename
+    fhir_download.value.save_as(fhir)
+    bundle = Bundle.model_validate_json(fhir.read_text())
+    assert bundle.type == "collection"
+    assert len(bundle.entry or []) >= 3
+
+
+def test_verify_status_and_narrow_layout(page: Page, stack: Stack, screens: Screens) -> None:
+    page.set_viewport_size(NARROW)
+    page.goto(f"{stack.url}/#/provenance/agreement/{stack.ids['agreement']}?direction=both")
+    status = page.locator("#verify")
+    expect(status).to_have_attribute("data-state", "ok")
+    expect(status).to_contain_text(f"store matches the chain up to block {stack.checkpoint}")
+    expect(node(page, f"access:{stack.ids['denied']}")).to_be_visible()
+    wait_drawn(page)
+    # Nothing wider than the viewport: the layout reflows instead of scrolling sideways.
+    assert page.evaluate("document.documentElement.scrollWidth") <= NARROW["width"]
+    page.screenshot(path=screens.path("provenance-agreement-400x800"))
+    page.screenshot(path=screens.path("provenance-agreement-400-full"), full_page=True)
+
+
+def test_verify_findings_flag_the_edited_row(
+    browser: Browser, stack: Stack, screens: Screens, tmp_path: Path
+) -> None:
+    """A copy of the store with one access row edited, served on its own: the status turns to
+    a failure naming the check, and the access whose row differs is flagged."""
+    edited = tmp_path / "edited.db"
+    shutil.copy(stack.store, edited)
+    engine = sa.create_engine(f"sqlite:///{edited}")
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE access_event SET cohort_size = 7 WHERE access_id = :k"),
+                     {"k": stack.ids["granted"]})  # fmt: skip
+    engine.dispose()
+    settings = stack.settings.model_copy(update={"database_url": f"sqlite:///{edited}"})
+    with serve_audit(settings) as url:
+        context = browser.new_context(viewport=WIDE)
+        page = context.new_page()
+        page.goto(f"{url}/#/provenance/access/{stack.ids['granted']}?direction=both")
+        status = page.locator("#verify")
+        expect(status).to_have_attribute("data-state", "findings")
+        expect(status).to_contain_text("Verify FAILED")
+        expect(status).to_contain_text("row_differs")
+        edited_node = node(page, f"access:{stack.ids['granted']}")
+        expect(edited_node).to_have_attribute("data-flagged", "true")
+        expect(edited_node).to_contain_text("verify: row_differs")
+        wait_drawn(page)
+        page.screenshot(path=screens.path("verify-findings-1280x800"))
+        context.close()
