@@ -1,12 +1,27 @@
 const { expect } = require("chai");
 const { ethers } = require("hardhat");
 const { loadFixture, time } = require("@nomicfoundation/hardhat-network-helpers");
-const { AgreementStatus, Decision, DenyReason, Operation, ReleaseKind, Tier } = require("./helpers/enums");
+const {
+  AgreementStatus,
+  AuthorizationFault,
+  AuthorizationStatus,
+  Decision,
+  DenyReason,
+  Operation,
+  ReleaseKind,
+  Tier,
+} = require("./helpers/enums");
 const {
   DATASET,
+  DAY,
   ORG,
+  PATIENT,
   activate,
   activeAgreementFixture,
+  authorizationTerms,
+  fieldsMask,
+  insuranceAgreementFixture,
+  leafOf,
   clinicalCareFixture,
   deniedRecord,
   grantedRecord,
@@ -56,10 +71,11 @@ async function recordedAccessesFixture() {
 }
 
 describe("AccessLog", function () {
-  it("knows its membership and agreement registry and takes batches of up to 256", async function () {
-    const { accessLog, membership, agreements } = await loadFixture(activeAgreementFixture);
+  it("knows its membership, agreement and consent registries and takes batches of up to 256", async function () {
+    const { accessLog, membership, agreements, consents } = await loadFixture(activeAgreementFixture);
     expect(await accessLog.MEMBERSHIP()).to.equal(await membership.getAddress());
     expect(await accessLog.AGREEMENTS()).to.equal(await agreements.getAddress());
+    expect(await accessLog.CONSENTS()).to.equal(await consents.getAddress());
     expect(await accessLog.maxBatchSize()).to.equal(256);
     expect(await accessLog.MAX_BATCH_SIZE()).to.equal(256);
   });
@@ -365,6 +381,190 @@ describe("AccessLog", function () {
       await expect(ctx.accessLog.connect(ctx.hospitalGateway).recordAccesses([await signedGranted(ctx), foreign]))
         .to.be.revertedWithCustomError(ctx.accessLog, "AccessLogUnauthorizedRecorder")
         .withArgs(ctx.hospitalGateway.address, ORG.HOSPITAL_B);
+    });
+  });
+
+  describe("patient authorization codes (insurance claims)", function () {
+    /** A signed GRANTED insurance-claim record for PATIENT redeeming `ctx.codeHash`. */
+    const insuranceRecord = (ctx, overrides = {}) =>
+      signedGranted(
+        ctx,
+        {
+          agreementId: ctx.insuranceId,
+          requester: ctx.insurerRequester.address,
+          tier: Tier.IDENTIFIED,
+          cohortRoot: leafOf(PATIENT),
+          cohortSize: 1,
+          authorizationRef: ctx.codeHash,
+          ...overrides,
+        },
+        ctx.insurerRequester,
+      );
+    const issue = (ctx, code, overrides = {}, steward = ctx.hospitalSteward) =>
+      ctx.consents.connect(steward).issueAuthorization(code, authorizationTerms(ctx.now, overrides));
+    const statusOf = async (ctx, code = ctx.codeHash) => (await ctx.consents.authorization(code)).status;
+
+    async function expectRefused(ctx, records, record, fault, code = ctx.codeHash) {
+      await expect(recordBatch(ctx, records))
+        .to.be.revertedWithCustomError(ctx.accessLog, "AccessLogAuthorizationRefused")
+        .withArgs(record.requestId, code, fault);
+      for (const r of records) expect(await ctx.accessLog.decisionOf(r.requestId)).to.equal(Decision.NONE);
+      expect(await ctx.accessLog.accessesUsed(ctx.insuranceId)).to.equal(0);
+    }
+
+    for (const [name, submit] of [
+      ["recordAccess", recordOne],
+      ["recordAccesses", recordBatch],
+    ]) {
+      it(`${name}: a granted access redeems the code, linked to the access`, async function () {
+        const ctx = await loadFixture(insuranceAgreementFixture);
+        const record = await insuranceRecord(ctx);
+        const tx = submit(ctx, [record]);
+        await expect(tx)
+          .to.emit(ctx.consents, "AuthorizationRedeemed")
+          .withArgs(ctx.codeHash, record.requestId, ORG.INSURER);
+        await expect(tx)
+          .to.emit(ctx.accessLog, "AccessRecorded")
+          .withArgs(record.requestId, ctx.insuranceId, DATASET.EHR, ctx.hospitalGateway.address, sameStruct(record));
+        const kept = await ctx.consents.authorization(ctx.codeHash);
+        expect(kept.status).to.equal(AuthorizationStatus.REDEEMED);
+        expect(kept.redeemedBy).to.equal(record.requestId);
+        expect(await ctx.accessLog.accessesUsed(ctx.insuranceId)).to.equal(1);
+      });
+    }
+
+    it("refuses a second access with the same code", async function () {
+      const ctx = await loadFixture(insuranceAgreementFixture);
+      await recordOne(ctx, [await insuranceRecord(ctx)]);
+      const again = await insuranceRecord(ctx);
+      await expect(recordOne(ctx, [again]))
+        .to.be.revertedWithCustomError(ctx.accessLog, "AccessLogAuthorizationRefused")
+        .withArgs(again.requestId, ctx.codeHash, AuthorizationFault.REDEEMED);
+      expect(await ctx.accessLog.accessesUsed(ctx.insuranceId)).to.equal(1);
+    });
+
+    it("refuses a batch that uses one code twice, recording none of it", async function () {
+      const ctx = await loadFixture(insuranceAgreementFixture);
+      const first = await insuranceRecord(ctx);
+      const second = await insuranceRecord(ctx);
+      await expectRefused(ctx, [first, second], second, AuthorizationFault.REDEEMED);
+      expect(await statusOf(ctx)).to.equal(AuthorizationStatus.ISSUED);
+    });
+
+    it("redeems two codes in one batch", async function () {
+      const ctx = await loadFixture(insuranceAgreementFixture);
+      const otherCode = tag("code:second");
+      await issue(ctx, otherCode);
+      const records = [await insuranceRecord(ctx), await insuranceRecord(ctx, { authorizationRef: otherCode })];
+      await expect(recordBatch(ctx, records)).to.emit(ctx.consents, "AuthorizationRedeemed");
+      expect(await statusOf(ctx)).to.equal(AuthorizationStatus.REDEEMED);
+      expect(await statusOf(ctx, otherCode)).to.equal(AuthorizationStatus.REDEEMED);
+      expect(await ctx.accessLog.accessesUsed(ctx.insuranceId)).to.equal(2);
+    });
+
+    const CODE = tag("code:fault");
+    const faults = [
+      ["an unknown code", AuthorizationFault.UNKNOWN, async () => {}, {}],
+      [
+        "a revoked code",
+        AuthorizationFault.REVOKED,
+        async (ctx) => {
+          await issue(ctx, CODE);
+          await ctx.consents.connect(ctx.hospitalSteward).revokeAuthorization(CODE);
+        },
+        {},
+      ],
+      [
+        "an expired code",
+        AuthorizationFault.EXPIRED,
+        async (ctx) => {
+          await issue(ctx, CODE, { expiresAt: ctx.now + DAY });
+          await time.increaseTo(ctx.now + DAY + 1);
+        },
+        {},
+      ],
+      [
+        "another hospital's code",
+        AuthorizationFault.WRONG_HOLDER,
+        (ctx) => issue(ctx, CODE, { holder: ORG.HOSPITAL_B, dataset: DATASET.OTHER_HOSPITAL }, ctx.hospitalBSteward),
+        {},
+      ],
+      ["a code for another grantee", AuthorizationFault.WRONG_GRANTEE, (ctx) => issue(ctx, CODE, { grantee: ORG.INSTITUTE }), {}],
+      [
+        "a code for another dataset",
+        AuthorizationFault.DATASET_NOT_IN_SCOPE,
+        (ctx) => issue(ctx, CODE, { dataset: DATASET.IMAGING, fieldMask: fieldsMask(1, 3), tier: Tier.DEIDENTIFIED }),
+        {},
+      ],
+      ["a code for fewer fields", AuthorizationFault.FIELDS_NOT_IN_SCOPE, (ctx) => issue(ctx, CODE, { fieldMask: fieldsMask(1) }), {}],
+      ["a code for a lower tier", AuthorizationFault.TIER_ABOVE_SCOPE, (ctx) => issue(ctx, CODE, { tier: Tier.PSEUDONYMIZED }), {}],
+      [
+        "another patient's cohort",
+        AuthorizationFault.WRONG_SUBJECT,
+        (ctx) => issue(ctx, CODE),
+        { cohortRoot: leafOf(tag("subject:patient-0815")) },
+      ],
+      ["a zero cohort root", AuthorizationFault.WRONG_SUBJECT, (ctx) => issue(ctx, CODE), { cohortRoot: ethers.ZeroHash }],
+    ];
+    for (const [name, fault, setUp, overrides] of faults) {
+      it(`refuses a granted access with ${name}`, async function () {
+        const ctx = await loadFixture(insuranceAgreementFixture);
+        await setUp(ctx);
+        const before = await ctx.consents.authorization(CODE);
+        const record = await insuranceRecord(ctx, { authorizationRef: CODE, ...overrides });
+        await expectRefused(ctx, [record], record, fault, CODE);
+        const after = await ctx.consents.authorization(CODE);
+        expect(after.status).to.equal(before.status);
+        expect(after.redeemedBy).to.equal(ethers.ZeroHash);
+      });
+    }
+
+    it("records a DENIED access that names a code without redeeming it", async function () {
+      const ctx = await loadFixture(insuranceAgreementFixture);
+      const record = await signed(
+        ctx,
+        deniedRecord(ctx, DenyReason.AUTHORIZATION_INVALID, {
+          agreementId: ctx.insuranceId,
+          requester: ctx.insurerRequester.address,
+          tier: Tier.IDENTIFIED,
+          authorizationRef: ctx.codeHash,
+        }),
+        ctx.insurerRequester,
+      );
+      await expect(recordOne(ctx, [record]))
+        .to.emit(ctx.accessLog, "AccessRecorded")
+        .and.not.to.emit(ctx.consents, "AuthorizationRedeemed");
+      expect(await statusOf(ctx)).to.equal(AuthorizationStatus.ISSUED);
+    });
+
+    it("does not redeem when the quota is spent", async function () {
+      const ctx = await loadFixture(insuranceAgreementFixture);
+      const terms = { ...ctx.insuranceTerms, quota: 1, nonce: 101 };
+      const agreementId = await activate(ctx, terms);
+      const otherCode = tag("code:second");
+      await issue(ctx, otherCode);
+      await recordOne(ctx, [await insuranceRecord(ctx, { agreementId })]);
+      const over = await insuranceRecord(ctx, { agreementId, authorizationRef: otherCode });
+      await expect(recordOne(ctx, [over]))
+        .to.be.revertedWithCustomError(ctx.accessLog, "AccessLogQuotaExhausted")
+        .withArgs(agreementId, 1);
+      expect(await statusOf(ctx, otherCode)).to.equal(AuthorizationStatus.ISSUED);
+    });
+
+    it("checks every agreement rule before the code", async function () {
+      const ctx = await loadFixture(insuranceAgreementFixture);
+      const record = await insuranceRecord(ctx, { authorizationRef: tag("code:unknown"), operation: Operation.TRAIN });
+      await expect(recordOne(ctx, [record]))
+        .to.be.revertedWithCustomError(ctx.accessLog, "AccessLogOperationNotAllowed")
+        .withArgs(ctx.insuranceId, Operation.TRAIN);
+    });
+
+    it("ignores a code on a record under an agreement that needs none", async function () {
+      const ctx = await loadFixture(insuranceAgreementFixture);
+      const record = await signedGranted(ctx, { authorizationRef: ctx.codeHash });
+      await expect(recordOne(ctx, [record])).not.to.emit(ctx.consents, "AuthorizationRedeemed");
+      expect(await ctx.accessLog.decisionOf(record.requestId)).to.equal(Decision.GRANTED);
+      expect(await statusOf(ctx)).to.equal(AuthorizationStatus.ISSUED);
     });
   });
 

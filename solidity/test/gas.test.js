@@ -1,12 +1,18 @@
 // Gas report: what activating an agreement and recording accesses cost. Prints a table; asserts
 // the design target of at most 60,000 gas per granted access in a batch of 100.
 const { expect } = require("chai");
+const { ethers } = require("hardhat");
 const { loadFixture } = require("@nomicfoundation/hardhat-network-helpers");
 const { DenyReason, Operation, ReleaseKind, Tier } = require("./helpers/enums");
 const {
+  PATIENT,
+  authorizationTerms,
+  consentTerms,
   deployFixture,
   deniedRecord,
   fieldsMask,
+  insuranceAgreementFixture,
+  leafOf,
   researchTerms,
   signed,
   signedGranted,
@@ -91,5 +97,53 @@ describe("Gas report", function () {
     );
 
     expect(perGranted).to.be.at.most(TARGET_PER_GRANTED_ACCESS);
+  });
+
+  it(`measures consents (single and batched ${BATCH}), an authorization and a redeeming access`, async function () {
+    const ctx = await loadFixture(insuranceAgreementFixture);
+    const { consents, accessLog, hospitalSteward, hospitalGateway, insurerRequester } = ctx;
+    const steward = consents.connect(hospitalSteward);
+    // Realistic consents: research and AI training for a year under DUO codes, for new subjects.
+    const consent = (i, overrides) => consentTerms(ctx.now, { subject: tag(`gas:subject:${i}`), duoCodes: [42, 46, 25], ...overrides });
+
+    const single = await gasOf(steward.recordConsent(consent(1_000_000)));
+    const withKey = await gasOf(
+      steward.recordConsent(consent(1_000_001, { subjectKey: ethers.computeAddress(ethers.id("gas patient key")) })),
+    );
+    const secondOfSubject = await gasOf(
+      steward.recordConsent(consent(1_000_000, { scenarios: 1 << 3, duoCodes: [42] })), // TEACHING, no overlap
+    );
+    const batch = await gasOf(steward.recordConsents(Array.from({ length: BATCH }, (_, i) => consent(i))));
+
+    const code = tag("gas:authorization-code");
+    const issue = await gasOf(steward.issueAuthorization(code, authorizationTerms(ctx.now)));
+
+    const insuranceRecord = (i, authorizationRef) =>
+      signedGranted(
+        ctx,
+        {
+          requestId: tag(`gas:insurance:${i}`),
+          agreementId: ctx.insuranceId,
+          requester: insurerRequester.address,
+          tier: Tier.IDENTIFIED,
+          cohortRoot: leafOf(PATIENT),
+          cohortSize: 1,
+          authorizationRef,
+        },
+        insurerRequester,
+      );
+    const gateway = accessLog.connect(hospitalGateway);
+    await gateway.recordAccess(await insuranceRecord(0, ctx.codeHash)); // the agreement's first access
+    const redeeming = await gasOf(gateway.recordAccess(await insuranceRecord(1, code)));
+
+    rows.push(
+      ["recordConsent (new subject)", single],
+      ["recordConsent (new subject, patient key)", withKey],
+      ["recordConsent (subject's second consent)", secondOfSubject],
+      [`recordConsents ${BATCH} (whole tx)`, batch],
+      [`  per consent`, batch / BigInt(BATCH)],
+      ["issueAuthorization", issue],
+      ["recordAccess GRANTED redeeming a code (later)", redeeming],
+    );
   });
 });
