@@ -1,4 +1,5 @@
-"""What parties sign: the EIP-712 `Agreement` and `AccessRequest` and their on-chain tuples.
+"""What parties sign: the EIP-712 `Agreement`, `AccessRequest` and `ConsentWithdrawal` and their
+on-chain tuples.
 
 The type strings here and in `solidity/contracts/libraries/TypedData.sol` are one public
 interface; the Hardhat cross-language vector and `tests/unit/test_typed_data.py` keep them equal.
@@ -24,6 +25,7 @@ from dul.signing import (
 
 AGREEMENT_DOMAIN_NAME = "DataUseLedger.AgreementRegistry"
 ACCESS_LOG_DOMAIN_NAME = "DataUseLedger.AccessLog"
+CONSENT_REGISTRY_DOMAIN_NAME = "DataUseLedger.ConsentRegistry"
 DOMAIN_VERSION = "1"
 ZERO32 = bytes(32)
 
@@ -72,8 +74,16 @@ ACCESS_REQUEST_TYPES: dict[str, list[dict[str, str]]] = {
     ]
 }
 
+CONSENT_WITHDRAWAL_TYPES: dict[str, list[dict[str, str]]] = {
+    "ConsentWithdrawal": [
+        {"name": "consentId", "type": "bytes32"},
+        {"name": "deadline", "type": "uint64"},
+    ]
+}
+
 _hash_agreement = struct_hasher("Agreement", AGREEMENT_TYPES)
 _hash_access_request = struct_hasher("AccessRequest", ACCESS_REQUEST_TYPES)
+_hash_consent_withdrawal = struct_hasher("ConsentWithdrawal", CONSENT_WITHDRAWAL_TYPES)
 
 
 @dataclass(frozen=True)
@@ -108,6 +118,49 @@ def agreement_domain(chain_id: int, registry: ChecksumAddress) -> Domain:
 
 def access_log_domain(chain_id: int, access_log: ChecksumAddress) -> Domain:
     return Domain(ACCESS_LOG_DOMAIN_NAME, chain_id, access_log)
+
+
+def consent_domain(chain_id: int, registry: ChecksumAddress) -> Domain:
+    """The `ConsentRegistry` domain patients sign withdrawals in."""
+    return Domain(CONSENT_REGISTRY_DOMAIN_NAME, chain_id, registry)
+
+
+consent_registry_domain = consent_domain
+"""The same as `consent_domain`."""
+
+
+def consent_withdrawal_digest(domain: Domain, consent_id: bytes, deadline: int) -> bytes:
+    """What a patient signs (with the key recorded in the consent) to withdraw it:
+    EIP-712 `ConsentWithdrawal(bytes32 consentId,uint64 deadline)` in the registry's domain."""
+    return ConsentWithdrawal(consent_id, deadline).digest(domain)
+
+
+@dataclass(frozen=True)
+class ConsentWithdrawal:
+    """A patient's withdrawal of one consent, signed by the consent's subject key; anyone may
+    relay it to `withdrawConsentBySubject(consentId, deadline, signature)` until `deadline`.
+    Consent ids are never reused, so it cannot reach a consent granted again later."""
+
+    consent_id: bytes
+    deadline: int
+
+    def message(self) -> dict[str, Any]:
+        return {"consentId": self.consent_id, "deadline": self.deadline}
+
+    def digest(self, domain: Domain) -> bytes:
+        return typed_digest(domain.separator, _hash_consent_withdrawal(self.message()))
+
+    def typed_data(self, domain: Domain) -> dict[str, Any]:
+        """The EIP-712 JSON a patient's wallet signs."""
+        return typed_data_json(
+            domain.as_json(), CONSENT_WITHDRAWAL_TYPES, "ConsentWithdrawal", self.message()
+        )
+
+    def sign(self, signer: Signer, domain: Domain) -> bytes:
+        return signer.sign_digest(self.digest(domain))
+
+    def signer_of(self, signature: bytes, domain: Domain) -> ChecksumAddress:
+        return recover(self.digest(domain), signature)
 
 
 @dataclass(frozen=True)

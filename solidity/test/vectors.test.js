@@ -31,6 +31,11 @@
  *     "signature": "0x<65 bytes r || s || v>" // v = 27 or 28
  *   }
  *
+ * solidity/test/vectors/consent-withdrawal-signature.json has the same shape for a patient's
+ * `ConsentWithdrawal` (domain name "DataUseLedger.ConsentRegistry", primaryType
+ * "ConsentWithdrawal", message fields consentId, deadline); its digest is checked against
+ * ConsentRegistry.withdrawalDigest running at the vector's verifying contract.
+ *
  * solidity/test/vectors/access-request-signature.json has the same shape for the requester's
  * `AccessRequest` (domain name "DataUseLedger.AccessLog", primaryType "AccessRequest", message
  * fields requestId, agreementId, datasetId, fieldMask, tier, operation, requestHash,
@@ -47,10 +52,13 @@ const path = require("node:path");
 const { expect } = require("chai");
 const { ethers } = require("hardhat");
 const { loadFixture } = require("@nomicfoundation/hardhat-network-helpers");
-const { ACCESS_REQUEST_TYPES, AGREEMENT_TYPES } = require("./helpers/typed-data");
+const { ACCESS_REQUEST_TYPES, AGREEMENT_TYPES, CONSENT_WITHDRAWAL_TYPES } = require("./helpers/typed-data");
 
 const VECTOR_PATH = path.join(__dirname, "vectors", "agreement-signature.json");
 const ACCESS_VECTOR_PATH = path.join(__dirname, "vectors", "access-request-signature.json");
+const WITHDRAWAL_VECTOR_PATH = path.join(__dirname, "vectors", "consent-withdrawal-signature.json");
+
+const CONSENT_WITHDRAWAL_TYPE_STRING = "ConsentWithdrawal(bytes32 consentId,uint64 deadline)";
 
 const ACCESS_REQUEST_TYPE_STRING =
   "AccessRequest(bytes32 requestId,bytes32 agreementId,bytes32 datasetId,uint256 fieldMask," +
@@ -177,7 +185,46 @@ describe("EIP-712 access request signature vector (cross-language)", function ()
     const digest = await mock.toTypedDataHash(ethers.TypedDataEncoder.hashDomain(vector.domain), structHash);
     expect(digest).to.equal(ethers.TypedDataEncoder.hash(vector.domain, types, message));
     if (vector.digest !== undefined) expect(digest).to.equal(vector.digest);
-    expect(await mock.recover(digest, vector.signature)).to.equal(wallet.address);
+    expect(ethers.recoverAddress(digest, vector.signature)).to.equal(wallet.address);
+  });
+});
+
+describe("EIP-712 consent withdrawal signature vector (cross-language)", function () {
+  const vector = JSON.parse(fs.readFileSync(WITHDRAWAL_VECTOR_PATH, "utf8"));
+  const { EIP712Domain: _ignored, ...types } = vector.types;
+  const { consentId, deadline } = vector.message;
+
+  /**
+   * A ConsentRegistry's code running at the vector's verifying contract (no storage needed). The
+   * next loadFixture of any test reverts the code change.
+   */
+  async function registryAtVectorAddress() {
+    await loadFixture(mockFixture);
+    const deployed = await ethers.deployContract("ConsentRegistry", [ethers.ZeroAddress, ethers.ZeroAddress]);
+    const code = await ethers.provider.getCode(await deployed.getAddress());
+    await ethers.provider.send("hardhat_setCode", [vector.domain.verifyingContract, code]);
+    return ethers.getContractAt("ConsentRegistry", vector.domain.verifyingContract);
+  }
+
+  it("uses exactly the contract's ConsentWithdrawal type and the ConsentRegistry domain", async function () {
+    if (vector.primaryType !== undefined) expect(vector.primaryType).to.equal("ConsentWithdrawal");
+    expect(ethers.TypedDataEncoder.from(types).encodeType("ConsentWithdrawal")).to.equal(CONSENT_WITHDRAWAL_TYPE_STRING);
+    expect(ethers.TypedDataEncoder.from(CONSENT_WITHDRAWAL_TYPES).encodeType("ConsentWithdrawal")).to.equal(
+      CONSENT_WITHDRAWAL_TYPE_STRING,
+    );
+    expect(vector.domain.name).to.equal("DataUseLedger.ConsentRegistry");
+    expect(vector.domain.version).to.equal("1");
+    expect(vector.domain.chainId).to.equal(Number((await ethers.provider.getNetwork()).chainId));
+  });
+
+  it("matches the on-chain type hash, digest and recovery", async function () {
+    const registry = await registryAtVectorAddress();
+    expect(await registry.CONSENT_WITHDRAWAL_TYPEHASH()).to.equal(ethers.id(CONSENT_WITHDRAWAL_TYPE_STRING));
+    const wallet = new ethers.Wallet(vector.privateKey);
+    if (vector.address !== undefined) expect(ethers.getAddress(vector.address)).to.equal(wallet.address);
+    const digest = ethers.TypedDataEncoder.hash(vector.domain, types, vector.message);
+    if (vector.digest !== undefined) expect(digest).to.equal(vector.digest);
+    expect(await registry.withdrawalDigest(consentId, deadline)).to.equal(digest);
     expect(ethers.recoverAddress(digest, vector.signature)).to.equal(wallet.address);
   });
 });

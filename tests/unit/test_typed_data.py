@@ -10,8 +10,11 @@ from dul.contracts.typed_data import (
     AccessRecord,
     AccessRequest,
     AgreementTerms,
+    ConsentWithdrawal,
     access_log_domain,
     agreement_domain,
+    consent_domain,
+    consent_withdrawal_digest,
 )
 from dul.domain import (
     ConsentPolicy,
@@ -123,3 +126,21 @@ def test_record_encoding_matches_eth_abi_and_the_contract_abi() -> None:
     )
     assert ACCESS_RECORD_ABI_TYPE == ACCESS_RECORD_TYPE
     assert record.encode() == encode([ACCESS_RECORD_ABI_TYPE], [record.as_abi()])
+
+
+def test_consent_withdrawal_equals_eth_account_and_binds_consent_chain_and_registry() -> None:
+    signer = LocalSigner(KEY)
+    withdrawal = ConsentWithdrawal(consent_id=b"\x0c" * 32, deadline=1_750_000_000)
+    domain = consent_domain(31337, REGISTRY)
+    reference = encode_typed_data(full_message=withdrawal.typed_data(domain))
+    signed = Account.sign_message(reference, KEY)
+    assert withdrawal.digest(domain) == signed.message_hash
+    assert consent_withdrawal_digest(domain, b"\x0c" * 32, 1_750_000_000) == signed.message_hash
+    signature = withdrawal.sign(signer, domain)
+    assert signature == bytes(signed.signature)
+    assert withdrawal.signer_of(signature, domain) == signer.address
+    other_registry = Account.from_key("0x" + "33" * 32).address
+    for elsewhere in (consent_domain(1, REGISTRY), consent_domain(31337, other_registry)):
+        assert withdrawal.signer_of(signature, elsewhere) != signer.address
+    another = ConsentWithdrawal(consent_id=b"\x0d" * 32, deadline=1_750_000_000)
+    assert another.signer_of(signature, domain) != signer.address

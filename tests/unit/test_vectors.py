@@ -19,10 +19,20 @@ from dul.contracts.typed_data import (
     ACCESS_REQUEST_TYPES,
     AccessRequest,
     AgreementTerms,
+    ConsentWithdrawal,
     access_log_domain,
     agreement_domain,
+    consent_domain,
 )
-from dul.domain import ConsentPolicy, Operation, Scenario, Tier, operations_mask, slug_id
+from dul.domain import (
+    ConsentPolicy,
+    Operation,
+    Scenario,
+    Tier,
+    consent_id,
+    operations_mask,
+    slug_id,
+)
 from dul.signing import typed_data_json
 
 VECTORS = Path(__file__).resolve().parents[2] / "solidity/test/vectors"
@@ -89,10 +99,22 @@ def access_request_vector() -> dict[str, Any]:
     return vector
 
 
+def consent_withdrawal_vector() -> dict[str, Any]:
+    withdrawal = ConsentWithdrawal(
+        consent_id=consent_id(slug_id("hospital-a"), bytes.fromhex("5e" * 32), 3),
+        deadline=1_850_000_000,
+    )
+    domain = consent_domain(31337, VERIFYING_CONTRACT)  # type: ignore[arg-type]
+    vector = _sign(withdrawal.typed_data(domain))
+    assert vector["digest"] == "0x" + withdrawal.digest(domain).hex()
+    return vector
+
+
 def test_committed_vectors_match_python() -> None:
     produced = {
         "agreement-signature.json": agreement_vector(),
         "access-request-signature.json": access_request_vector(),
+        "consent-withdrawal-signature.json": consent_withdrawal_vector(),
     }
     for name, vector in produced.items():
         path = VECTORS / name
