@@ -154,6 +154,17 @@ def test_search_reaches_the_datasets(page: Page, stack: Stack, screens: Screens)
     expect(details.locator("dd").first).to_have_text(str(dataset["chain"]["block"]))
     expect(node(page, dataset["id"])).to_have_attribute("aria-current", "true")
 
+    # A click on a node in the graph selects it too.
+    denied = f"access:{ids['denied']}"
+    box = page.locator("#graph").bounding_box()
+    assert box is not None
+    where = page.evaluate(
+        "id => document.querySelector('#graph').cy.getElementById(id).renderedPosition()", denied
+    )
+    page.mouse.click(box["x"] + where["x"], box["y"] + where["y"])
+    expect(details.locator("h3")).to_have_text("access: access denied (TIER_ABOVE_CEILING)")
+    expect(node(page, denied)).to_have_attribute("aria-current", "true")
+
     # A dataset by its slug (guessed: dataset), then an access by its id with the kind chosen.
     search(page, "hospital-a/omop-cdm")
     expect(page.locator("#provenance-title")).to_have_text(
@@ -293,6 +304,7 @@ def test_verify_findings_flag_the_edited_row(
         edited_node = node(page, f"access:{stack.ids['granted']}")
         expect(edited_node).to_have_attribute("data-flagged", "true")
         expect(edited_node).to_contain_text("verify: row_differs")
+        expect(page.locator("#details .badge-flagged")).to_have_text("⚑ verify: row_differs")
         wait_drawn(page)
         page.screenshot(path=screens.path("verify-findings-1280x800"))
         context.close()

@@ -242,8 +242,8 @@ async function showProvenance(kind, id, direction) {
   }
   if (mine !== routeSeq) return;
   if (current && current.view) current.view.destroy();
-  current = { kind, id, direction, graph, view: null, selected: null };
   const rootNode = graph.nodes.find((n) => n.id === graph.root);
+  current = { kind, id, direction, graph, view: null, selected: rootNode ? rootNode.id : null };
   const denied = graph.nodes.filter((n) => marksOf(n).denied).length;
   $("graph-summary").textContent = `${graph.nodes.length} nodes, ${graph.edges.length} edges, ` +
     `direction ${graph.direction}` + (denied ? `, ${denied} denied access(es)` : "") +
@@ -254,7 +254,7 @@ async function showProvenance(kind, id, direction) {
   setExport($("export-prov"), kind, id, direction, "prov-json");
   setExport($("export-fhir"), kind, id, direction, "fhir");
   renderList();
-  renderDetails(rootNode ? rootNode.id : null);
+  renderDetails(current.selected);
   const container = $("graph");
   container.replaceChildren(h("p", { class: "hint" }, "Drawing…"));
   try {
@@ -392,7 +392,7 @@ function renderDetails(nodeId) {
       marks.flagged.map((f) => badge(`⚑ ${f}`, "flagged")),
       current.graph.truncated.includes(node.id) ? badge(`more than ${current.graph.limit} neighbours: not all shown`, "note") : null,
       h("span", { class: "muted" }, ` PROV ${node.prov}`)),
-    actions.length ? h("p", { class: "actions" }, actions) : null,
+    h("p", { class: "actions", hidden: !actions.length }, actions),
     h("h4", {}, "Chain reference"),
     node.chain ? definitions([
       ["block", String(node.chain.block)],

@@ -168,6 +168,7 @@ export async function drawGraph(container, graph, marksOf, onSelect) {
   });
   cy.on("tap", "node", (event) => onSelect(event.target.id()));
   container.dataset.drawn = String(cy.nodes().length);
+  container.cy = cy; // for scripts and tests: where each node is drawn
   const resize = new ResizeObserver(() => { cy.resize(); });
   resize.observe(container);
   return {
