@@ -11,11 +11,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser, expect, sync_playwright
 
 from audit.console.testing import ARTIFACTS, CHROMIUM_ENV, Screens, find_chromium
 
 ROOT = Path(__file__).resolve().parents[2]
+
+# Assertions wait for the page; CI shares 2 cores with the chain and the services.
+expect.set_options(timeout=15_000)
 
 
 @pytest.fixture(scope="session")
