@@ -3,7 +3,7 @@
     GET /v1/provenance/{kind}/{id}   ?direction=up|down|both &format=json|prov-json|fhir &limit=
     GET /v1/verify                   ?chain=true|false &signatures=true|false
     GET /v1/reports/agreements/{id}
-    GET /v1/subjects/{ref}/accesses  (the patient transparency report; 404 until consents exist)
+    GET /v1/subjects/{ref}/accesses  the patient transparency report (`audit.transparency`)
     GET /healthz, GET /metrics
     GET /, GET /console/...          the regulator web console (`audit.console`), which reads
                                      only the API above
@@ -54,10 +54,10 @@ from audit.provenance import (
     MalformedIdError,
     provenance,
     store_errors,
-    subject_accesses,
 )
 from audit.reports import AgreementReport, agreement_report
 from audit.settings import AuditSettings
+from audit.transparency import SubjectReport, subject_report
 from audit.verify import VerifyReport, verify_store
 from dul.errors import DulError
 
@@ -275,7 +275,10 @@ def create_app(settings: AuditSettings | None = None) -> FastAPI:
                 f"{kind[:40]!r} is not a kind (one of {', '.join(k.value for k in Kind)})",
                 code="malformed_kind",
             ) from None
-        graph = provenance(state.engine, parsed, item_id, direction=direction, limit=limit)
+        graph = provenance(
+            state.engine, parsed, item_id, direction=direction, limit=limit,
+            consent_lag=state.settings.consent_lag_s,
+        )  # fmt: skip
         if format == "prov-json":
             return Response(prov_json(graph), media_type="application/json")
         if format == "fhir":
@@ -301,7 +304,7 @@ def create_app(settings: AuditSettings | None = None) -> FastAPI:
         try:
             return verify_store(
                 state.engine, rpc, start_block=state.deployment_block(), chain=chain,
-                signatures=signatures,
+                signatures=signatures, consent_lag=state.settings.consent_lag_s,
             )  # fmt: skip
         finally:
             if rpc is not None:
@@ -312,11 +315,26 @@ def create_app(settings: AuditSettings | None = None) -> FastAPI:
         """The compliance report of one agreement version."""
         return agreement_report(state.engine, agreement_id)
 
-    @app.get("/v1/subjects/{ref}/accesses", tags=["subjects"])
-    def get_subject_accesses(state: StateDep, ref: str) -> list[dict[str, Any]]:
-        """The patient transparency report (who used this subject's data). Answers 404
-        `subject_not_found` until the consent registry is indexed (issue 5)."""
-        return subject_accesses(state.engine, ref)
+    @app.get(
+        "/v1/subjects/{ref}/accesses",
+        tags=["subjects"],
+        response_model=SubjectReport,
+        responses={422: {"description": "malformed subject reference"},
+                   503: {"description": "store unavailable"}},
+    )  # fmt: skip
+    def get_subject_accesses(
+        state: StateDep,
+        ref: str,
+        limit: Annotated[
+            int, Query(ge=1, le=100_000, description="accesses at most, oldest first")
+        ] = 10_000,
+    ) -> Response:
+        """The patient transparency report: every access whose cohort included this subject
+        reference, each with its Merkle inclusion proof against the root on chain, every
+        authorization code issued or redeemed for it, and its consents with their history.
+        An unknown subject gets an empty report."""
+        report = subject_report(state.engine, ref, limit=limit)
+        return Response(report.model_dump_json(), media_type="application/json")
 
     mount_console(app)  # after the API routes: `/v1/...` keeps its own answers
     return app

@@ -1,5 +1,6 @@
-"""`dul audit …` commands: the indexer, and the regulator's serve, provenance, verify, export
-and report (registered by `dul.cli.main` as `dul audit`)."""
+"""`dul audit …` commands: the indexer, and the regulator's serve, provenance, verify, export,
+report and the patient transparency report `subject` (registered by `dul.cli.main` as
+`dul audit`)."""
 
 from __future__ import annotations
 
@@ -157,7 +158,8 @@ def provenance_command(
     from audit.app import read_only_engine
     from audit.provenance import Direction, Kind, MalformedIdError, provenance
 
-    engine = read_only_engine(_settings(database_url=database_url).resolved_database_url())
+    settings = _settings(database_url=database_url)
+    engine = read_only_engine(settings.resolved_database_url())
     try:
         try:
             parsed_kind, parsed_direction = Kind(kind), Direction(direction)
@@ -167,7 +169,8 @@ def provenance_command(
                 "up, down, both",
                 code="malformed_kind",
             ) from None
-        graph = provenance(engine, parsed_kind, item_id, direction=parsed_direction, limit=limit)
+        graph = provenance(engine, parsed_kind, item_id, direction=parsed_direction, limit=limit,
+                           consent_lag=settings.consent_lag_s)  # fmt: skip
     except DulError as exc:
         raise _fail(exc) from None
     finally:
@@ -237,7 +240,8 @@ def verify_command(
             except (DulError, OSError, KeyError, ValueError):
                 from_block = None
         report = verify_store(engine, rpc, start_block=from_block, chain=chain,
-                              signatures=signatures)  # fmt: skip
+                              signatures=signatures,
+                              consent_lag=settings.consent_lag_s)  # fmt: skip
     except DulError as exc:
         raise _fail(exc) from None
     finally:
@@ -271,7 +275,8 @@ def verify_command(
 @app.command("export")
 def export_command(
     kind: Annotated[
-        str, typer.Argument(help="agreement | dataset | access | artifact | organization")
+        str,
+        typer.Argument(help="agreement | dataset | access | artifact | subject | organization"),
     ],
     item_id: Annotated[str, typer.Argument(metavar="ID")],
     format: Annotated[
@@ -283,12 +288,14 @@ def export_command(
     ] = None,
     database_url: DatabaseOption = None,
 ) -> None:
-    """Export a provenance graph as PROV-JSON or a FHIR R4 Bundle (AuditEvent + Provenance)."""
+    """Export a provenance graph as PROV-JSON or a FHIR R4 Bundle (AuditEvent, Provenance,
+    Consent)."""
     from audit.app import read_only_engine
     from audit.exports import block_times, fhir_json, graph_blocks, prov_json
     from audit.provenance import Direction, Kind, MalformedIdError, provenance
 
-    engine = read_only_engine(_settings(database_url=database_url).resolved_database_url())
+    settings = _settings(database_url=database_url)
+    engine = read_only_engine(settings.resolved_database_url())
     try:
         if format not in ("prov-json", "fhir", "json"):
             raise MalformedIdError("--format must be prov-json, fhir or json",
@@ -298,7 +305,8 @@ def export_command(
         except ValueError:
             raise MalformedIdError(f"unknown kind {kind!r} or direction {direction!r}",
                                    code="malformed_kind") from None  # fmt: skip
-        graph = provenance(engine, parsed_kind, item_id, direction=parsed_direction)
+        graph = provenance(engine, parsed_kind, item_id, direction=parsed_direction,
+                           consent_lag=settings.consent_lag_s)  # fmt: skip
         if format == "prov-json":
             body = prov_json(graph)
         elif format == "fhir":
@@ -337,6 +345,34 @@ def report_command(
         typer.echo(report.model_dump_json())
     else:
         _console().print(render_report(report))
+
+
+@app.command("subject")
+def subject_command(
+    ref: Annotated[
+        str, typer.Argument(metavar="REF", help="the subject reference: 0x + 64 hex digits")
+    ],
+    as_json: JsonOption = False,
+    limit: Annotated[int, typer.Option(min=1, help="accesses at most, oldest first")] = 10_000,
+    database_url: DatabaseOption = None,
+) -> None:
+    """A patient's transparency report: every access whose cohort included the subject (with
+    its Merkle inclusion proof against the root on chain), its authorization codes, its
+    consents and their history."""
+    from audit.app import read_only_engine
+    from audit.transparency import render_subject_report, subject_report
+
+    engine = read_only_engine(_settings(database_url=database_url).resolved_database_url())
+    try:
+        report = subject_report(engine, ref, limit=limit)
+    except DulError as exc:
+        raise _fail(exc) from None
+    finally:
+        engine.dispose()
+    if as_json:
+        typer.echo(report.model_dump_json())
+    else:
+        _console().print(render_subject_report(report))
 
 
 def main() -> None:  # pragma: no cover - `python -m audit.cli`, for subprocess tests and ops

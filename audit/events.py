@@ -4,9 +4,11 @@ web3's per-log decoding costs about ten times what the indexer can afford, so th
 are compiled once from the packaged ABIs (`dul.contracts.artifacts`): topic0 -> event spec.
 An event whose data part holds only static types (AccessRecorded, ResultReleased and every
 lifecycle event without a string or array) is decoded by slicing the hex text word by word,
-with the same range and padding checks eth-abi's strict decoder makes; any other event
-(names, field lists, agreement terms, signatures) takes one `eth_abi.decode` call. Both paths
-are checked against each other and against eth-abi in `tests/unit/test_audit_events.py`.
+with the same range and padding checks eth-abi's strict decoder makes; so is an event whose
+only dynamic parts are arrays of such words (ConsentRecorded's DUO codes: 170 -> ~10 us), its
+offsets and lengths bounds-checked as eth-abi reads them. Any other event (names, field
+lists, agreement terms, signatures) takes one `eth_abi.decode` call. All paths are checked
+against each other and against eth-abi in `tests/unit/test_audit_events.py`.
 
 Decoded values are plain JSON-able Python: bytesN, bytes and addresses as lowercase 0x hex,
 integers of up to 64 bits as int and wider ones as 0x hex (JSON readers lose precision past
@@ -28,7 +30,13 @@ from eth_hash.auto import keccak
 from dul.contracts.artifacts import load
 
 #: The deployed contracts whose events make up the audit trail.
-AUDITED_CONTRACTS: Final = ("Membership", "DatasetRegistry", "AgreementRegistry", "AccessLog")
+AUDITED_CONTRACTS: Final = (
+    "Membership",
+    "DatasetRegistry",
+    "AgreementRegistry",
+    "ConsentRegistry",
+    "AccessLog",
+)
 
 _WORD: Final = 64  # hex characters per 32-byte ABI word
 _ZERO_PAD: Final = "0" * _WORD
@@ -277,6 +285,184 @@ def _generate_static_decoder(leaves: Sequence[_Leaf]) -> StaticDecoder:
     return decoder
 
 
+def _is_word_array(param: Mapping[str, Any]) -> bool:
+    """`T[]` of an elementary static T (uint, int, address, bool, bytesN): a length and words."""
+    array = _ARRAY_RE.match(param["type"])
+    if not array or array.group(2):
+        return False
+    inner = array.group(1)
+    return not (_ARRAY_RE.match(inner) or inner.startswith("tuple") or inner in ("string", "bytes"))
+
+
+def _is_word_shaped(param: Mapping[str, Any]) -> bool:
+    """Static words and word arrays only, at any tuple depth: what `_generate_word_decoder`
+    decodes (no strings, bytes, nested arrays or arrays of tuples)."""
+    if _ARRAY_RE.match(param["type"]):
+        return _is_word_array(param)
+    if param["type"] == "tuple":
+        return all(_is_word_shaped(c) for c in param["components"])
+    return param["type"] not in ("string", "bytes")
+
+
+def _head_words(param: Mapping[str, Any]) -> int:
+    """Words a value takes in its enclosing head: a static tuple inline, anything dynamic an
+    offset word."""
+    if param["type"] == "tuple" and _is_static(param):
+        return sum(_head_words(c) for c in param["components"])
+    return 1
+
+
+def _offset(word: str, base: int, need: int, total: int) -> int:
+    """The hex position a head's offset word points at (relative to `base`), with `need` hex
+    characters readable there: eth-abi reads past the data as an error, so do we."""
+    value = int(word, 16)
+    if value > total:
+        raise EventDecodeError(f"offset {value} beyond the data")
+    at = base + 2 * value
+    if at + need > total:
+        raise EventDecodeError(f"offset {value} leaves no room for {need // 2} bytes")
+    return at
+
+
+def _count(word: str, at: int, total: int) -> int:
+    """The length word of an array at hex position `at`, its elements inside the data."""
+    count = int(word, 16)
+    if count > total or at + _WORD + count * _WORD > total:
+        raise EventDecodeError(f"array of {count} words overruns the data")
+    return count
+
+
+class _WordDecoderSource:
+    """Python source of a decoder for word-shaped data (see `_generate_word_decoder`)."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.converters: dict[str, Callable[[str], Any]] = {}
+        self.names = 0
+
+    def fresh(self, prefix: str) -> str:
+        self.names += 1
+        return f"{prefix}{self.names}"
+
+    def converter(self, type_: str) -> str:
+        name = self.fresh("c")
+        self.converters[name] = _word_converter(type_)
+        return name
+
+    def elementary(self, type_: str, word: str) -> tuple[str, str]:
+        variable = self.fresh("v")
+        if type_ == "bytes32":
+            self.lines.append(f'    {variable} = "0x" + {word}')
+        else:
+            self.lines.append(f"    {variable} = {self.converter(type_)}({word})")
+        ints = _int_bits(type_)
+        if ints is not None and ints[1] <= 64:
+            return variable, f"str({variable})"
+        if type_ == "bool":
+            return variable, f'("true" if {variable} else "false")'
+        return variable, f"'\"' + {variable} + '\"'"
+
+    def array(self, type_: str, word: str, base: str) -> tuple[str, str]:
+        inner = type_[:-2]
+        at, count, variable = self.fresh("o"), self.fresh("n"), self.fresh("v")
+        self.lines.append(f"    {at} = _offset({word}, {base}, {_WORD}, total)")
+        self.lines.append(f"    {count} = _count(d[{at}:{at} + {_WORD}], {at}, total)")
+        span = f"range({at} + {_WORD}, {at} + {_WORD} + {_WORD} * {count}, {_WORD})"
+        if inner == "bytes32":
+            self.lines.append(f'    {variable} = ["0x" + d[i:i + {_WORD}] for i in {span}]')
+        else:
+            convert = self.converter(inner)
+            self.lines.append(f"    {variable} = [{convert}(d[i:i + {_WORD}]) for i in {span}]")
+        ints = _int_bits(inner)
+        if ints is not None and ints[1] <= 64:
+            item = "str(x)"
+        elif inner == "bool":
+            item = '("true" if x else "false")'
+        else:
+            item = "'\"' + x + '\"'"
+        return variable, f'"[" + ",".join([{item} for x in {variable}]) + "]"'
+
+    def tuple_at(
+        self, components: Sequence[Mapping[str, Any]], base: str, first: int
+    ) -> tuple[str, str]:
+        """A tuple whose head starts at word `first` after hex position `base`."""
+        python: list[str] = []
+        json_parts: list[str] = []
+        at = first
+        for component in components:
+            name = component["name"]
+            if not str(name).isidentifier():
+                raise EventDecodeError(f"ABI name {name!r} is not an identifier")
+            variable, rendered = self.value(component, base, at)
+            python.append(f"{name!r}: {variable}")
+            json_parts.append(f"'\"{name}\":' + {rendered}")
+            at += _head_words(component)
+        joined = " + ',' + ".join(json_parts) if json_parts else "''"
+        return "{" + ", ".join(python) + "}", f"'{{' + {joined} + '}}'"
+
+    def value(self, param: Mapping[str, Any], base: str, at: int) -> tuple[str, str]:
+        word = f"d[{base} + {at * _WORD}:{base} + {(at + 1) * _WORD}]"
+        type_: str = param["type"]
+        if _ARRAY_RE.match(type_):
+            return self.array(type_, word, base)
+        if type_ == "tuple":
+            if _is_static(param):
+                return self.tuple_at(param["components"], base, at)
+            start = self.fresh("o")
+            need = _WORD * sum(_head_words(c) for c in param["components"])
+            self.lines.append(f"    {start} = _offset({word}, {base}, {need}, total)")
+            return self.tuple_at(param["components"], start, 0)
+        return self.elementary(type_, word)
+
+
+def _generate_word_decoder(inputs: Sequence[Mapping[str, Any]]) -> StaticDecoder:
+    """Compiles the decoder of an event whose data is word-shaped (`_is_word_shaped`).
+
+    Like `_generate_static_decoder`, with offsets and array lengths read as eth-abi reads
+    them: relative to the enclosing tuple, every read inside the data (a short or lying
+    encoding is an EventDecodeError, never a silently short slice). The source is built from
+    ABI identifiers and integers only, never from log contents.
+    """
+    source = _WordDecoderSource()
+    data = [p for p in inputs if not p.get("indexed")]
+    head = _WORD * sum(_head_words(p) for p in data)
+    source.lines.append("    total = len(d)")
+    source.lines.append(
+        f"    if total < {head}: raise EventDecodeError('data shorter than its head')"
+    )
+    python: list[str] = []
+    json_parts: list[str] = []
+    topic, at = 0, 0
+    for param in inputs:
+        name = param["name"]
+        if not str(name).isidentifier():
+            raise EventDecodeError(f"ABI name {name!r} is not an identifier")
+        if param.get("indexed"):
+            topic += 1
+            elementary = _is_static(param) and param["type"] != "tuple"
+            type_ = param["type"] if elementary else "bytes32"
+            variable, rendered = source.elementary(type_, f"t[{topic}][2:]")
+        else:
+            variable, rendered = source.value(param, "0", at)
+            at += _head_words(param)
+        python.append(f"{name!r}: {variable}")
+        json_parts.append(f"'\"{name}\":' + {rendered}")
+    joined = " + ',' + ".join(json_parts) if json_parts else "''"
+    body = "\n".join(source.lines)
+    text_ = (
+        f"def decode(t, d):\n{body}\n    return {{{', '.join(python)}}}, '{{' + {joined} + '}}'\n"
+    )
+    namespace: dict[str, Any] = {
+        **source.converters,
+        "_offset": _offset,
+        "_count": _count,
+        "EventDecodeError": EventDecodeError,
+    }
+    exec(compile(text_, "<audit.events generated word decoder>", "exec"), namespace)  # noqa: S102 - source from the ABI only, see the docstring
+    decoder: StaticDecoder = namespace["decode"]
+    return decoder
+
+
 def args_json(args: Mapping[str, Any]) -> str:
     """The stored JSON text of decoded args (what the generated decoders render directly)."""
     return json.dumps(args, separators=(",", ":"), ensure_ascii=False)
@@ -296,6 +482,8 @@ class EventSpec:
     static_words: int | None
     """Words of the data part when every data parameter is static (the fast path), else None."""
     static_decoder: StaticDecoder | None
+    word_decoder: StaticDecoder | None
+    """Generated decoder of data with word arrays (and no strings or bytes), else None."""
     order: tuple[str, ...]
     """Argument names in declaration order, so `args` reads like the Solidity event."""
 
@@ -313,6 +501,8 @@ class EventSpec:
                     f"expected {self.static_words * 32}"
                 )
             return self.static_decoder([t.lower() for t in topics], body)
+        if self.word_decoder is not None:
+            return self.word_decoder([t.lower() for t in topics], body)
         values: dict[str, Any] = {}
         for (name, convert), topic in zip(self.indexed, topics[1:], strict=False):
             values[name] = convert(topic[2:].lower())
@@ -342,6 +532,9 @@ def compile_event(contract: str, abi_event: Mapping[str, Any]) -> EventSpec:
             data_params.append(param)
     static_words: int | None = None
     decoder: StaticDecoder | None = None
+    word_decoder: StaticDecoder | None = None
+    if not all(_is_static(p) for p in data_params) and all(_is_word_shaped(p) for p in data_params):
+        word_decoder = _generate_word_decoder(inputs)
     if all(_is_static(p) for p in data_params):
         leaves: list[_Leaf] = []
         static_words = 0
@@ -366,6 +559,7 @@ def compile_event(contract: str, abi_event: Mapping[str, Any]) -> EventSpec:
         data_types=tuple(_type_string(p) for p in data_params),
         static_words=static_words,
         static_decoder=decoder,
+        word_decoder=word_decoder,
         order=tuple(p["name"] for p in inputs),
     )
 

@@ -11,6 +11,12 @@ dropped past the budget: a dense stretch of chain cannot blow up memory), fitted
 `max_logs_per_page` logs at the density just seen, and grown back (at most doubled) after a
 good page.
 
+Cohorts: with hospital cohort stores configured (`cohort_sources`), each page's granted accesses
+with a cohort get their leaves from those stores in one batched query, checked against the
+root on chain, with every subject's inclusion proof (`audit.cohorts`), built in the fetching
+thread and written in the page's transaction. A cohort no store held yet is retried while the
+indexer idles at the head (every `cohort_retry_s`).
+
 Reorgs: each page must start on the stored checkpoint (the first block's parent hash equals
 the checkpoint hash) and the last block's hash must not change while its logs are read. When
 the node's history no longer contains the checkpoint, the indexer searches the stored block
@@ -49,6 +55,14 @@ import httpx
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from audit.cohorts import (
+    CohortRows,
+    CohortSource,
+    close_sources,
+    cohort_accesses,
+    open_sources,
+    resolve,
+)
 from audit.events import AUDITED_CONTRACTS, DecodedEvent, EventDecoder
 from audit.store import AuditStore, BlockRef, StoredCheckpoint
 from dul.errors import DulError
@@ -193,6 +207,8 @@ class IndexSummary:
     rolled_back_events: int = 0
     seconds: float = 0.0
     events_per_s: float = 0.0
+    cohorts_settled_late: int = 0
+    """Cohorts whose leaves a source gave only on a retry."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -204,6 +220,7 @@ class Page:
     last: BlockRef
     parent_hash: str
     events: list[DecodedEvent]
+    cohorts: CohortRows | None = None
 
 
 @dataclass
@@ -339,6 +356,8 @@ class Indexer:
         node_timeout: float = 60.0,
         metrics: IndexerMetrics | None = None,
         decoder: EventDecoder | None = None,
+        cohort_sources: Sequence[CohortSource] = (),
+        cohort_retry_s: float = 30.0,
     ) -> None:
         self.store = store
         self.rpc = rpc
@@ -355,6 +374,10 @@ class Indexer:
         self.metrics = metrics or IndexerMetrics()
         self.decoder = decoder or EventDecoder(self.contracts)
         self.addresses = self.decoder.addresses
+        self.cohort_sources = list(cohort_sources)
+        self.cohort_retry_s = cohort_retry_s
+        self._cohorts_retried_at: float | None = None
+        self.cohorts_settled_late = 0
         self.reorgs = 0
         self.before_checkpoint: Callable[[], None] | None = None
         """Test seam: runs inside the page transaction after the rows, before the checkpoint."""
@@ -387,9 +410,12 @@ class Indexer:
             poll_interval=settings.poll_interval,
             node_timeout=settings.node_timeout,
             metrics=metrics,
+            cohort_sources=open_sources(settings.cohort_sources),
+            cohort_retry_s=settings.cohort_retry_s,
         )
 
     def close(self) -> None:
+        close_sources(self.cohort_sources)
         self.rpc.close()
         self.store.engine.dispose()
 
@@ -425,7 +451,10 @@ class Indexer:
                 raise IndexerError(f"the node returned a log of block {ev.block_number}")
         events.sort(key=lambda e: (e.block_number, e.log_index))
         assert start.parent_hash is not None
-        return Page(first, before, start.parent_hash, events)
+        cohorts = None
+        if self.cohort_sources:
+            cohorts = resolve(self.cohort_sources, cohort_accesses(events))
+        return Page(first, before, start.parent_hash, events, cohorts)
 
     # store set-up
 
@@ -538,6 +567,7 @@ class Indexer:
                     if checkpoint.block_number >= target:
                         if self.reconcile(checkpoint):
                             continue
+                        self.retry_cohorts()
                         if not follow:
                             break
                         stop.wait(self.poll_interval)
@@ -561,6 +591,7 @@ class Indexer:
         summary.checkpoint_hash = final.block_hash
         summary.reorgs = self.reorgs
         summary.refused_ranges = self.sizer.refused
+        summary.cohorts_settled_late = self.cohorts_settled_late
         summary.seconds = round(time.perf_counter() - started, 3)
         summary.events_per_s = round(summary.events / summary.seconds, 1) if summary.seconds else 0
         return summary
@@ -599,6 +630,7 @@ class Indexer:
                         page.events,
                         previous_checkpoint=checkpoint.block_number,
                         before_checkpoint=self.before_checkpoint,
+                        cohorts=page.cohorts,
                     )
                 checkpoint = StoredCheckpoint(
                     checkpoint.chain_id, checkpoint.contracts, page.last.number, page.last.hash
@@ -615,6 +647,26 @@ class Indexer:
                     return
         finally:
             fetcher.close()
+
+    def retry_cohorts(self, *, force: bool = False) -> int:
+        """Asks the sources again for cohorts they did not hold when indexed (the gateway may
+        have been down, or its store not configured yet), at most every `cohort_retry_s`;
+        returns how many were settled."""
+        if not self.cohort_sources:
+            return 0
+        now = time.monotonic()
+        last = self._cohorts_retried_at
+        if not force and last is not None and now - last < self.cohort_retry_s:
+            return 0
+        self._cohorts_retried_at = now
+        pending = self.store.unavailable_cohorts()
+        if not pending:
+            return 0
+        settled = self.store.settle_cohorts(resolve(self.cohort_sources, pending))
+        if settled:
+            self.cohorts_settled_late += settled
+            log.info("audit.cohorts_settled", settled=settled, pending=len(pending) - settled)
+        return settled
 
     def _retrying(
         self, action: Callable[[], StoredCheckpoint], follow: bool, stop: threading.Event

@@ -13,8 +13,18 @@ organization, a patient reference) and gets the graph around it:
 Every node and edge carries the chain reference of the event that states it (block, tx hash,
 tx index, log index), so each answer can be checked against the chain (`audit.verify`).
 
-PROV types: agreements, datasets and results are entities; accesses and signatures are
-activities; organizations and member accounts are agents.
+Patients: an access with a cohort `used` its cohort (one node: root, size, whether the
+hospital's leaves were found and verified, how many admitted subjects had consented — never
+10,000 subject nodes); an access that redeemed a patient's authorization code `used` it. A
+*subject* query (a subject reference: nothing else about the patient exists here) answers the
+subject's consents and authorization codes (`wasAttributedTo` the subject), every access whose
+verified cohort held it (`used` the subject, with the leaf index) and the consent that covered
+each (`used` the consent, by the rule of `audit.consents`), and — upward — what those accesses
+were under (agreements, requesters and their organizations).
+
+PROV types: agreements, datasets, results, consents, authorizations and cohorts are entities;
+accesses and signatures are activities; organizations, member accounts and subjects (the
+patients, by reference) are agents.
 
 Queries are index look-ups bounded by `limit` neighbours per node and `max_nodes` per graph
 (an agreement with a million accesses answers with the first `limit` and says so in
@@ -43,8 +53,11 @@ from pydantic import BaseModel, Field
 from sqlalchemy import Connection, Engine, TextClause, bindparam, text
 from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 
+from audit.consents import CONSENT_FACTS_SQL, ConsentFacts, consent_facts, covering
 from dul.domain import (
     AgreementStatus,
+    AuthorizationStatus,
+    ConsentStatus,
     Decision,
     DenyReason,
     Operation,
@@ -175,7 +188,8 @@ class ChainRef(BaseModel):
 class Node(BaseModel):
     id: str = Field(description="`<type>:<id>`, e.g. `access:0x…`")
     type: str = Field(
-        description="agreement | dataset | access | artifact | organization | account | signature"
+        description="agreement | dataset | access | artifact | organization | account | "
+        "signature | consent | authorization | cohort | subject"
     )
     prov: str = Field(description="entity | activity | agent")
     label: str
@@ -245,10 +259,15 @@ _Step = tuple[Edge, str]
 class _Builder:
     """Loads nodes and their neighbours, one indexed query each, on one connection."""
 
-    def __init__(self, conn: Connection, limit: int, max_nodes: int) -> None:
+    def __init__(
+        self, conn: Connection, limit: int, max_nodes: int, consent_lag: float = 60.0
+    ) -> None:
         self.conn = conn
         self.limit = limit
         self.max_nodes = max_nodes
+        self.consent_lag = consent_lag
+        self.cohort_nodes = True
+        """An access links its cohort node (not in a subject's graph: the subject is the point)."""
         self.nodes: dict[str, Node] = {}
         self.edges: dict[tuple[str, str, str, str], Edge] = {}
         self.truncated: list[str] = []
@@ -459,6 +478,150 @@ class _Builder:
             },
         )
 
+    def _node_subject(self, key: str) -> Node | None:
+        counts = self.one(
+            "SELECT (SELECT count(*) FROM consent WHERE subject = :k) AS consents, "
+            "(SELECT count(*) FROM patient_authorization WHERE subject = :k) AS authorizations, "
+            "(SELECT count(*) FROM cohort_member WHERE subject_ref = :k) AS accesses",
+            k=key,
+        )
+        if counts is None or not any(int(v) for v in counts.values()):
+            return None
+        return Node.model_construct(
+            id=f"subject:{key}",
+            type="subject",
+            prov="agent",
+            label=f"subject {key[:10]}…",
+            chain=None,
+            attributes={
+                "subject_ref": key,
+                "consents": int(counts["consents"]),
+                "authorizations": int(counts["authorizations"]),
+                "accesses": int(counts["accesses"]),
+            },
+        )
+
+    def _node_consent(self, key: str) -> Node | None:
+        row = self.one(
+            "SELECT c.*, w.block_number AS w_block, w.tx_index AS w_tx, w.log_index AS w_log, "
+            "w.tx_hash AS w_hash, w.by_account AS w_by, w.by_subject AS w_self FROM consent c "
+            "LEFT JOIN consent_withdrawal w ON w.consent_id = c.consent_id "
+            "WHERE c.consent_id = :k",
+            k=key,
+        )
+        if row is None:
+            return None
+        scenarios = [s.name for s in Scenario if int(row["scenarios"]) >> s & 1]
+        status = _enum_name(ConsentStatus, row["status"])
+        history = [{"event": "recorded", "by": row["recorder"], "chain": _ref(row).model_dump()}]
+        if row["w_block"] is not None:
+            history.append({
+                "event": "withdrawn", "by": row["w_by"], "by_subject": bool(row["w_self"]),
+                "chain": _prefixed_ref(row, "w_").model_dump(),
+            })  # fmt: skip
+        return Node.model_construct(
+            id=f"consent:{key}",
+            type="consent",
+            prov="entity",
+            label=f"consent {status.lower()} ({', '.join(scenarios)})",
+            chain=_ref(row),
+            attributes={
+                "consent_id": key,
+                "subject_ref": row["subject"],
+                "holder_org": row["holder_org"],
+                "status": status,
+                "scenarios": scenarios,
+                "duo_codes": [f"DUO:{int(c):07d}" for c in _json(row["duo_codes"])],
+                "valid_from": row["valid_from"],
+                "valid_until": row["valid_until"],
+                "withdrawable_by_subject": int(row["subject_key"], 16) != 0,
+                "history": history,
+            },
+        )
+
+    def _node_authorization(self, key: str) -> Node | None:
+        row = self.one(
+            "SELECT p.*, r.block_number AS r_block, r.tx_index AS r_tx, r.log_index AS r_log, "
+            "r.tx_hash AS r_hash, r.access_id AS r_access, v.block_number AS v_block, "
+            "v.tx_index AS v_tx, v.log_index AS v_log, v.tx_hash AS v_hash, v.by_account AS v_by "
+            "FROM patient_authorization p "
+            "LEFT JOIN authorization_redemption r ON r.code_hash = p.code_hash "
+            "LEFT JOIN authorization_revocation v ON v.code_hash = p.code_hash "
+            "WHERE p.code_hash = :k",
+            k=key,
+        )
+        if row is None:
+            return None
+        status = _enum_name(AuthorizationStatus, row["status"])
+        history = [{"event": "issued", "by": row["issuer"], "chain": _ref(row).model_dump()}]
+        if row["v_block"] is not None:
+            history.append({"event": "revoked", "by": row["v_by"],
+                            "chain": _prefixed_ref(row, "v_").model_dump()})  # fmt: skip
+        if row["r_block"] is not None:
+            history.append({"event": "redeemed", "access_id": row["r_access"],
+                            "chain": _prefixed_ref(row, "r_").model_dump()})  # fmt: skip
+        return Node.model_construct(
+            id=f"authorization:{key}",
+            type="authorization",
+            prov="entity",
+            label=f"authorization code {status.lower()} ({_enum_name(Scenario, row['scenario'])})",
+            chain=_ref(row),
+            attributes={
+                "code_hash": key,
+                "subject_ref": row["subject"],
+                "holder_org": row["holder_org"],
+                "grantee_org": row["grantee_org"],
+                "dataset_id": row["dataset_id"],
+                "field_mask": row["field_mask"],
+                "tier": _enum_name(Tier, row["tier"]),
+                "scenario": _enum_name(Scenario, row["scenario"]),
+                "expires_at": row["expires_at"],
+                "status": status,
+                "redeemed_by_access": row["r_access"],
+                "history": history,
+            },
+        )
+
+    def _node_cohort(self, key: str) -> Node | None:
+        """The cohort of access `key`: its tree head on chain and what the store made of it."""
+        row = self.one(
+            "SELECT a.block_number, a.tx_index, a.log_index, a.tx_hash, a.cohort_root, "
+            "a.cohort_size, a.agreement_id, c.status AS cohort_status, c.source, c.leaves, "
+            "c.found_root, g.holder_org, g.scenario FROM access_event a "
+            "LEFT JOIN cohort c ON c.block_number = a.block_number "
+            "AND c.tx_index = a.tx_index AND c.log_index = a.log_index "
+            "LEFT JOIN agreement g ON g.agreement_id = a.agreement_id "
+            "WHERE a.access_id = :k",
+            k=key,
+        )
+        if row is None or not int(row["cohort_size"]) or int(row["cohort_root"], 16) == 0:
+            return None
+        status = row["cohort_status"] or "leaves_unavailable"
+        consented = None
+        if status == "verified" and row["holder_org"] is not None:
+            consented = self.conn.execute(
+                _CONSENTED_MEMBERS,
+                {"b": row["block_number"], "t": row["tx_index"], "i": row["log_index"],
+                 "h": row["holder_org"], "bit": 1 << int(row["scenario"])},
+            ).scalar_one()  # fmt: skip
+        return Node.model_construct(
+            id=f"cohort:{key}",
+            type="cohort",
+            prov="entity",
+            label=f"cohort of {row['cohort_size']} ({status.replace('_', ' ')})",
+            chain=_ref(row),
+            attributes={
+                "access_id": key,
+                "root": row["cohort_root"],
+                "size": int(row["cohort_size"]),
+                "status": status,
+                "source": row["source"],
+                "leaves_found": None if row["leaves"] is None else int(row["leaves"]),
+                "found_root": row["found_root"] if status == "root_mismatch" else None,
+                "consented_members": None if consented is None else int(consented),
+            },
+        )
+
     def _node_signature(self, key: str) -> Node | None:
         block, tx, log_index = (int(p) for p in key.split("/"))
         row = self.one(
@@ -506,6 +669,20 @@ class _Builder:
                 (f"account:{row['recorder']}", "wasAssociatedWith", "recorder"),
             ):
                 out.append((self._edge(relation, node_id, target, row, role=role), target))
+            out.extend(self._patient_steps(node_id, row))
+        elif type_ in ("consent", "authorization"):
+            row = self.one(
+                f"SELECT * FROM {_PATIENT_TABLES[type_]} "  # noqa: S608 - fixed names
+                f"WHERE {_PATIENT_KEYS[type_]} = :k",
+                k=key,
+            )
+            if row is None:
+                return out
+            for target, role in (
+                (f"subject:{row['subject']}", "subject"),
+                (f"organization:{row['holder_org']}", "holder"),
+            ):
+                out.append((self._edge("wasAttributedTo", node_id, target, row, role=role), target))
         elif type_ == "artifact":
             for row in self.limited(
                 node_id,
@@ -578,6 +755,88 @@ class _Builder:
                                   role=_enum_name(Role, row["role"]))  # fmt: skip
                 out.append((edge, target))
         return out
+
+    def _patient_steps(self, node_id: str, row: Any) -> list[_Step]:
+        """An access's cohort node and the authorization code it redeemed."""
+        out: list[_Step] = []
+        key = str(row["access_id"])
+        if self.cohort_nodes and int(row["cohort_size"]) and int(row["cohort_root"], 16):
+            target = f"cohort:{key}"
+            out.append((self._edge("used", node_id, target, row, role="cohort"), target))
+        code = str(row["authorization_ref"])
+        if int(code, 16):
+            redemption = self.one(
+                "SELECT * FROM authorization_redemption WHERE access_id = :k", k=key
+            )
+            target = f"authorization:{code}"
+            edge = self._edge("used", node_id, target, redemption or row, role="authorization",
+                              redeemed=redemption is not None)  # fmt: skip
+            out.append((edge, target))
+        return out
+
+    def _subject_steps(self, node_id: str, key: str) -> list[_Step]:
+        """A subject's consents and codes, the accesses that admitted it, the consent that
+        covered each."""
+        out: list[_Step] = []
+        for table, kind in (("consent", "consent"), ("patient_authorization", "authorization")):
+            for row in self.limited(
+                node_id,
+                f"SELECT * FROM {table} WHERE subject = :k "  # noqa: S608 - fixed names
+                "ORDER BY block_number, tx_index, log_index",
+                k=key,
+            ):
+                source = f"{kind}:{row[_PATIENT_KEYS[kind]]}"
+                out.append((self._edge("wasAttributedTo", source, node_id, row,
+                                       role="subject"), source))  # fmt: skip
+        accesses = self.limited(
+            node_id,
+            "SELECT a.*, m.leaf_index, c.source AS cohort_source, g.holder_org AS g_holder, "
+            "g.scenario AS g_scenario, b.timestamp AS block_time FROM cohort_member m "
+            "JOIN access_event a ON a.block_number = m.block_number "
+            "AND a.tx_index = m.tx_index AND a.log_index = m.log_index "
+            "LEFT JOIN cohort c ON c.block_number = m.block_number "
+            "AND c.tx_index = m.tx_index AND c.log_index = m.log_index "
+            "LEFT JOIN agreement g ON g.agreement_id = a.agreement_id "
+            "LEFT JOIN block b ON b.number = a.block_number "
+            "WHERE m.subject_ref = :k ORDER BY m.block_number, m.tx_index, m.log_index",
+            k=key,
+        )
+        self.prefetch_releases([str(r["access_id"]) for r in accesses])
+        consents = [
+            facts
+            for _, facts in (
+                consent_facts(r)
+                for r in self.rows(
+                    CONSENT_FACTS_SQL + " WHERE c.subject = :k "
+                    "ORDER BY c.block_number, c.tx_index, c.log_index",
+                    k=key,
+                )
+            )
+        ]
+        for row in accesses:
+            source = self.access_node(row).id
+            admitted = "authorization" if row["cohort_source"] == "authorization" else "cohort"
+            edge = self._edge("used", source, node_id, row, role="cohort member",
+                              leaf_index=int(row["leaf_index"]), admitted_by=admitted)  # fmt: skip
+            out.append((edge, source))
+            out.extend(self._patient_steps(source, row))
+            found = self._covering(consents, row)
+            if found is not None:
+                consent = f"consent:{found.consent_id}"
+                out.append((self._edge("used", source, consent, row, role="consent"), consent))
+        return out
+
+    def _covering(self, consents: list[ConsentFacts], row: Any) -> ConsentFacts | None:
+        if row["g_holder"] is None:
+            return None
+        return covering(
+            consents,
+            holder=str(row["g_holder"]),
+            scenario=int(row["g_scenario"]),
+            position=(int(row["block_number"]), int(row["tx_index"]), int(row["log_index"])),
+            timestamp=None if row["block_time"] is None else int(row["block_time"]),
+            lag=self.consent_lag,
+        )
 
     def _signature_id(self, sig: Any) -> str:
         return f"signature:{sig['block_number']}/{sig['tx_index']}/{sig['log_index']}"
@@ -667,6 +926,8 @@ class _Builder:
                 source = f"dataset:{row['dataset_id']}"
                 out.append((self._edge("wasAttributedTo", source, node_id, row,
                                        role="holder"), source))  # fmt: skip
+        elif type_ == "subject":
+            out.extend(self._subject_steps(node_id, key))
         elif type_ == "account":
             # A requester's accesses (indexed); a gateway's are found through its organization's
             # agreements (no index on the recorder column: it would slow every insert).
@@ -691,10 +952,10 @@ class _Builder:
 
     # traversal
 
-    def walk(self, root: str, step: Callable[[str], list[_Step]]) -> None:
-        """Breadth-first closure of `step` from `root`, bounded by `max_nodes`."""
-        frontier = [root]
-        seen = {root}
+    def walk(self, root: str | list[str], step: Callable[[str], list[_Step]]) -> None:
+        """Breadth-first closure of `step` from `root` (or several), bounded by `max_nodes`."""
+        frontier = [root] if isinstance(root, str) else list(root)
+        seen = set(frontier)
         while frontier:
             following: list[str] = []
             for node_id in frontier:
@@ -719,7 +980,33 @@ _NODE_TYPE = {
     Kind.ACCESS: "access",
     Kind.ARTIFACT: "artifact",
     Kind.ORGANIZATION: "organization",
+    Kind.SUBJECT: "subject",
 }
+_PATIENT_TABLES = {"consent": "consent", "authorization": "patient_authorization"}
+_PATIENT_KEYS = {"consent": "consent_id", "authorization": "code_hash"}
+
+_CONSENTED_MEMBERS = text(
+    "SELECT count(DISTINCT m.subject_ref) FROM cohort_member m "
+    "JOIN consent c ON c.subject = m.subject_ref AND c.holder_org = :h "
+    "WHERE m.block_number = :b AND m.tx_index = :t AND m.log_index = :i "
+    "AND (c.scenarios & :bit) <> 0 "
+    "AND (c.block_number < :b OR (c.block_number = :b AND (c.tx_index < :t "
+    "OR (c.tx_index = :t AND c.log_index < :i)))) "
+    "AND NOT EXISTS (SELECT 1 FROM consent_withdrawal w WHERE w.consent_id = c.consent_id "
+    "AND (w.block_number < :b OR (w.block_number = :b AND (w.tx_index < :t "
+    "OR (w.tx_index = :t AND w.log_index < :i)))))"
+)
+"""Admitted subjects with a consent for the scenario at the holder, recorded and not withdrawn
+before the access (chain order; `verify` applies the full rule, window and lag included)."""
+
+
+def _prefixed_ref(row: Any, prefix: str) -> ChainRef:
+    return ChainRef.model_construct(
+        block=int(row[f"{prefix}block"]),
+        tx_index=int(row[f"{prefix}tx"]),
+        log_index=int(row[f"{prefix}log"]),
+        tx_hash=str(row[f"{prefix}hash"]),
+    )
 
 
 def provenance(
@@ -730,26 +1017,33 @@ def provenance(
     direction: Direction = Direction.BOTH,
     limit: int = 100,
     max_nodes: int = 2_000,
+    consent_lag: float = 60.0,
 ) -> Graph:
     """The provenance graph around one thing. Raises MalformedIdError, NotFoundError,
-    StoreUnavailableError."""
-    if kind == Kind.SUBJECT:
-        # Consents and cohort membership are not on chain yet (consent registry, issue 5):
-        # an honest 404 rather than an empty graph that would read as "never used".
-        subject_accesses(engine, raw_id)
+    StoreUnavailableError.
+
+    A subject (a patient, by reference) has nothing upward of its own: its graph is always
+    its consents, codes and accesses (down), and with `up` or `both` also what those accesses
+    were under. `consent_lag` is verify's `consent_lag_s` (which consent covered an access)."""
     key = parse_id(kind, raw_id)
     root = f"{_NODE_TYPE[kind]}:{key}"
     with store_errors(), engine.connect() as conn:
         conn.execute(text("SELECT block_number FROM checkpoint")).first()
-        builder = _Builder(conn, limit, max_nodes)
+        builder = _Builder(conn, limit, max_nodes, consent_lag)
         if builder.load(root) is None:
             raise NotFoundError(
                 f"the store holds no {kind.value} {raw_id}", code=f"{kind}_not_found"
             )
-        if direction in (Direction.UP, Direction.BOTH):
-            builder.walk(root, builder.up)
-        if direction in (Direction.DOWN, Direction.BOTH):
+        if kind == Kind.SUBJECT:
+            builder.cohort_nodes = False
             builder.walk(root, builder.down)
+            if direction in (Direction.UP, Direction.BOTH):
+                builder.walk([n for n in builder.nodes if n.startswith("access:")], builder.up)
+        else:
+            if direction in (Direction.UP, Direction.BOTH):
+                builder.walk(root, builder.up)
+            if direction in (Direction.DOWN, Direction.BOTH):
+                builder.walk(root, builder.down)
     return Graph(
         root=root,
         direction=direction,
@@ -757,19 +1051,4 @@ def provenance(
         edges=list(builder.edges.values()),
         truncated=builder.truncated,
         limit=limit,
-    )
-
-
-def subject_accesses(engine: Engine, raw_ref: str) -> list[dict[str, Any]]:
-    """The patient transparency report: accesses whose cohort held this subject reference.
-
-    Cohorts are recorded as Merkle roots only; which subjects they hold arrives with the
-    consent registry (issue 5). Until then every well-formed reference answers 404.
-    """
-    key = parse_id(Kind.SUBJECT, raw_ref)
-    with store_errors(), engine.connect() as conn:
-        conn.execute(text("SELECT 1 FROM checkpoint")).first()  # the store is there and read
-    raise NotFoundError(
-        f"no consent record names subject {key} (the consent registry is not indexed yet)",
-        code="subject_not_found",
     )

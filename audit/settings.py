@@ -42,6 +42,20 @@ class AuditSettings(BaseSettings):
     node_timeout: float = Field(
         60.0, gt=0, description="--once gives up after the node is unreachable this long"
     )
+    cohort_sources: list[str] = Field(
+        default_factory=list,
+        description="SQLAlchemy URLs of hospital gateway stores whose `cohort_leaves` table "
+        "holds the subjects of each access's cohort (read-only; JSON list in the environment)",
+    )
+    cohort_retry_s: float = Field(
+        30.0, gt=0, description="seconds between retries of cohorts no source held yet"
+    )
+    consent_lag_s: float = Field(
+        60.0,
+        ge=0,
+        description="verify: a consent withdrawal mined less than this before an access that "
+        "admitted its subject is not a violation (the gateway decided before it saw it)",
+    )
 
     def home(self) -> Home:
         return Home.from_env()

@@ -14,11 +14,25 @@ Tables (all written only by the indexer, one database transaction per page of bl
     agreement_status_change  activated / suspended / resumed / revoked / expired / superseded
     access_event             one row per access decision, with the requester's signature
     result_release           what left the hospital, per access
+    consent                  one row per consent (ConsentRegistry); `status` follows withdrawals
+    consent_withdrawal       withdrawals, by a steward or by the patient's own key
+    patient_authorization    one row per authorization code (by its hash); `status` follows
+    authorization_revocation   its revocation or
+    authorization_redemption   its redemption by an access
+    cohort                   per access with a cohort: were its subjects found in a hospital's
+                             cohort store and do they hash to the root on chain (`CohortStatus`)
+    cohort_member            one row per admitted subject of a verified cohort, with its
+                             RFC 9162 inclusion proof precomputed: the transparency report is
+                             index look-ups only
     block                    number -> hash (and timestamp when the node gives it) of every
                              block that holds an event, and the checkpoint block with its
                              parent hash: reorg detection
     checkpoint               the single resume point: last indexed block and its hash
     reorg                    every rollback the indexer made (an incident on a QBFT chain)
+
+The cohort tables are not the chain's rows but the hospital's leaves checked against the chain's
+roots; they carry the access's position so a rollback removes them with it, and `verify` checks
+them against the roots (not by re-reading logs).
 
 Conventions: hashes, ids and addresses are lowercase 0x hex text (one canonical spelling, so
 SQL equality works); uint256 masks and nonces are 0x hex text. Every projected row carries the
@@ -40,14 +54,33 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from sqlalchemy import JSON, BigInteger, Connection, Engine, Index, create_engine, event, text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Connection,
+    Engine,
+    Index,
+    LargeBinary,
+    bindparam,
+    create_engine,
+    event,
+    text,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
 
+from audit.cohorts import (
+    ZERO32,
+    CohortAccess,
+    CohortRows,
+    CohortStatus,
+    authorization_rows,
+    cohort_accesses,
+)
 from audit.events import DecodedEvent
-from dul.domain import AgreementStatus, OrgStatus
+from dul.domain import AgreementStatus, AuthorizationStatus, ConsentStatus, OrgStatus
 
 log = structlog.get_logger("audit.store")
 
@@ -239,6 +272,114 @@ class ResultRelease(Positioned, table=True):
     tx_hash: str
 
 
+class Consent(AuditModel, table=True):
+    """A patient's consent as recorded; `valid_from` is the effective start (from the event)."""
+
+    __tablename__ = "consent"
+
+    consent_id: str = Field(primary_key=True)
+    holder_org: str
+    subject: str = Field(index=True)
+    scenarios: int
+    duo_codes: list[int] = Field(sa_type=JsonType)
+    valid_from: int = Field(sa_type=BigInteger)
+    valid_until: int = Field(sa_type=BigInteger)
+    subject_key: str
+    recorder: str
+    status: int
+    block_number: int = Field(sa_type=BigInteger, index=True)
+    tx_index: int
+    log_index: int
+    tx_hash: str
+
+
+class ConsentWithdrawal(Positioned, table=True):
+    __tablename__ = "consent_withdrawal"
+
+    consent_id: str = Field(index=True)
+    holder_org: str
+    subject: str
+    by_account: str
+    by_subject: bool
+    tx_hash: str
+
+
+class PatientAuthorization(AuditModel, table=True):
+    """An authorization code, by its keccak hash (`authorization` is reserved in SQL)."""
+
+    __tablename__ = "patient_authorization"
+
+    code_hash: str = Field(primary_key=True)
+    holder_org: str
+    subject: str = Field(index=True)
+    grantee_org: str
+    dataset_id: str
+    field_mask: str
+    tier: int
+    scenario: int
+    expires_at: int = Field(sa_type=BigInteger)
+    issuer: str
+    status: int
+    block_number: int = Field(sa_type=BigInteger, index=True)
+    tx_index: int
+    log_index: int
+    tx_hash: str
+
+
+class AuthorizationRevocation(Positioned, table=True):
+    __tablename__ = "authorization_revocation"
+
+    code_hash: str = Field(index=True)
+    holder_org: str
+    by_account: str
+    tx_hash: str
+
+
+class AuthorizationRedemption(Positioned, table=True):
+    __tablename__ = "authorization_redemption"
+
+    code_hash: str = Field(index=True)
+    access_id: str = Field(index=True)
+    grantee_org: str
+    tx_hash: str
+
+
+class Cohort(Positioned, table=True):
+    """The cohort of the access at this position: `status` a `CohortStatus` value, `source`
+    where its leaves came from, `leaves` / `found_root` what that source gave."""
+
+    __tablename__ = "cohort"
+
+    access_id: str = Field(unique=True)
+    status: str
+    source: str | None = None
+    leaves: int = Field(sa_type=BigInteger)
+    found_root: str | None = None
+
+
+class CohortMember(AuditModel, table=True):
+    """One admitted subject of a verified cohort: leaf `leaf_index` of the tree whose root the
+    access at (block, tx, log) recorded, and its audit path (32-byte siblings, bottom up,
+    concatenated). Keyed by the access position (rollback by block, one access's members in
+    leaf order); the subject index serves the transparency report in chain order."""
+
+    __tablename__ = "cohort_member"
+    __table_args__ = (
+        Index(
+            "ix_cohort_member_subject_position",
+            "subject_ref", "block_number", "tx_index", "log_index",
+        ),
+    )  # fmt: skip
+
+    block_number: int = Field(sa_type=BigInteger, primary_key=True)
+    tx_index: int = Field(primary_key=True)
+    log_index: int = Field(primary_key=True)
+    leaf_index: int = Field(sa_type=BigInteger, primary_key=True)
+    subject_ref: str
+    access_id: str
+    proof: bytes = Field(sa_type=LargeBinary)
+
+
 class Block(AuditModel, table=True):
     __tablename__ = "block"
 
@@ -287,7 +428,16 @@ POSITIONED_TABLES: tuple[type[AuditModel], ...] = (
     AgreementStatusChange,
     AccessEvent,
     ResultRelease,
+    Consent,
+    ConsentWithdrawal,
+    PatientAuthorization,
+    AuthorizationRevocation,
+    AuthorizationRedemption,
 )
+
+#: Rows derived from a hospital's cohort store, positioned by their access (rolled back with it,
+#: but not compared with the chain's logs: `verify` checks them against the roots instead).
+COHORT_TABLES: tuple[type[AuditModel], ...] = (Cohort, CohortMember)
 
 
 def table_name(model: type[AuditModel]) -> str:
@@ -331,7 +481,7 @@ _AGREEMENT_STATUS_OF = {
     "AgreementExpired": AgreementStatus.EXPIRED,
     "AgreementSuperseded": AgreementStatus.SUPERSEDED,
 }
-_ZERO32 = "0x" + "00" * 32
+_ZERO32 = ZERO32
 
 
 @dataclass
@@ -341,6 +491,8 @@ class PageRows:
     rows: dict[str, list[tuple[Any, ...]]] = field(default_factory=dict)
     organizations: set[str] = field(default_factory=set)
     agreements: set[str] = field(default_factory=set)
+    consents: set[str] = field(default_factory=set)
+    authorizations: set[str] = field(default_factory=set)
 
     def add(self, table: str, row: tuple[Any, ...]) -> None:
         self.rows.setdefault(table, []).append(row)
@@ -389,6 +541,40 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "result_release": (
         "block_number", "tx_index", "log_index", "access_id", "agreement_id", "result_hash",
         "kind", "size", "recorder", "tx_hash",
+    ),
+    "consent": (
+        "consent_id", "holder_org", "subject", "scenarios", "duo_codes", "valid_from",
+        "valid_until", "subject_key", "recorder", "status", "block_number", "tx_index",
+        "log_index", "tx_hash",
+    ),
+    "consent_withdrawal": (
+        "block_number", "tx_index", "log_index", "consent_id", "holder_org", "subject",
+        "by_account", "by_subject", "tx_hash",
+    ),
+    "patient_authorization": (
+        "code_hash", "holder_org", "subject", "grantee_org", "dataset_id", "field_mask", "tier",
+        "scenario", "expires_at", "issuer", "status", "block_number", "tx_index", "log_index",
+        "tx_hash",
+    ),
+    "authorization_revocation": (
+        "block_number", "tx_index", "log_index", "code_hash", "holder_org", "by_account",
+        "tx_hash",
+    ),
+    "authorization_redemption": (
+        "block_number", "tx_index", "log_index", "code_hash", "access_id", "grantee_org",
+        "tx_hash",
+    ),
+}  # fmt: skip
+"""The chain's rows: every table `project` fills (and `verify` compares with the logs)."""
+
+COHORT_COLUMNS: dict[str, tuple[str, ...]] = {
+    "cohort": (
+        "block_number", "tx_index", "log_index", "access_id", "status", "source", "leaves",
+        "found_root",
+    ),
+    "cohort_member": (
+        "block_number", "tx_index", "log_index", "leaf_index", "subject_ref", "access_id",
+        "proof",
     ),
 }  # fmt: skip
 
@@ -475,6 +661,43 @@ def project(events: Iterable[DecodedEvent]) -> PageRows:
                 "agreement_signature",
                 (b, t, i, a["id"], a["signer"], a["party"], a["signature"], tx),
             )
+        elif name == "ConsentRecorded":
+            terms = a["terms"]
+            page.add(
+                "consent",
+                (
+                    a["consentId"], a["holder"], a["subject"], terms["scenarios"],
+                    json.dumps(terms["duoCodes"]), terms["validFrom"], terms["validUntil"],
+                    terms["subjectKey"], a["recorder"], int(ConsentStatus.GRANTED), b, t, i, tx,
+                ),
+            )  # fmt: skip
+            page.consents.add(a["consentId"])
+        elif name == "ConsentWithdrawn":
+            page.add(
+                "consent_withdrawal",
+                (b, t, i, a["consentId"], a["holder"], a["subject"], a["by"], a["bySubject"], tx),
+            )
+            page.consents.add(a["consentId"])
+        elif name == "AuthorizationIssued":
+            grant = a["authorization"]
+            page.add(
+                "patient_authorization",
+                (
+                    a["codeHash"], a["holder"], grant["subject"], a["grantee"], grant["dataset"],
+                    grant["fieldMask"], grant["tier"], grant["scenario"], grant["expiresAt"],
+                    a["issuer"], int(AuthorizationStatus.ISSUED), b, t, i, tx,
+                ),
+            )  # fmt: skip
+            page.authorizations.add(a["codeHash"])
+        elif name == "AuthorizationRevoked":
+            page.add("authorization_revocation", (b, t, i, a["codeHash"], a["holder"], a["by"], tx))
+            page.authorizations.add(a["codeHash"])
+        elif name == "AuthorizationRedeemed":
+            page.add(
+                "authorization_redemption",
+                (b, t, i, a["codeHash"], a["accessId"], a["grantee"], tx),
+            )
+            page.authorizations.add(a["codeHash"])
         elif name in _AGREEMENT_STATUS_OF:
             page.add(
                 "agreement_status_change",
@@ -543,7 +766,7 @@ class AuditStore:
         return None if value is None else str(value)
 
     def count(self, table: str) -> int:
-        if table not in COLUMNS and table not in ("block", "checkpoint", "reorg"):
+        if table not in COLUMNS and table not in (*COHORT_COLUMNS, "block", "checkpoint", "reorg"):
             raise ValueError(f"unknown table {table}")
         with self.engine.connect() as conn:
             return int(conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one())  # noqa: S608 - name checked above
@@ -552,7 +775,7 @@ class AuditStore:
         """Every indexed row in key order (tests compare stores with it; not for big stores)."""
         out: dict[str, list[tuple[Any, ...]]] = {}
         with self.engine.connect() as conn:
-            for name in (*COLUMNS, "block", "checkpoint"):
+            for name in (*COLUMNS, *COHORT_COLUMNS, "block", "checkpoint"):
                 rows = conn.execute(text(f"SELECT * FROM {name}")).all()  # noqa: S608 - fixed names
                 out[name] = sorted((_normalized(tuple(r)) for r in rows), key=repr)
         return out
@@ -584,12 +807,16 @@ class AuditStore:
         *,
         previous_checkpoint: int,
         before_checkpoint: Any = None,
+        cohorts: CohortRows | None = None,
     ) -> None:
         """Stores blocks `first..last.number` and moves the checkpoint to `last`, atomically.
 
         Rows already stored in that block range are replaced (idempotent by position), so
-        redoing a page after any crash leaves the same store. `before_checkpoint` is a test
-        seam: called after the rows are written and before the checkpoint moves.
+        redoing a page after any crash leaves the same store. `cohorts` are the page's cohort
+        rows from the hospitals' stores (`audit.cohorts.resolve`); cohorts of one redeemed by
+        an authorization are completed here from the indexed authorizations.
+        `before_checkpoint` is a test seam: called after the rows are written and before the
+        checkpoint moves.
         """
         page = project(events)
         per_block: dict[int, BlockRef] = {}
@@ -609,7 +836,10 @@ class AuditStore:
             for table, rows in page.rows.items():
                 if rows:
                     self._insert_many(conn, table, COLUMNS[table], rows)
-            self._recompute_status(conn, page.organizations, page.agreements)
+            self._write_cohorts(conn, cohort_accesses(events), cohorts or CohortRows())
+            self._recompute_status(
+                conn, page.organizations, page.agreements, page.consents, page.authorizations
+            )
             for number, block in per_block.items():
                 if number != last.number:
                     self._put_block(conn, block, counts[number])
@@ -645,7 +875,7 @@ class AuditStore:
             self._delete_range(conn, ancestor.number + 1, None)
             conn.execute(text("DELETE FROM block WHERE number > :n"), {"n": ancestor.number})
             self._put_block(conn, ancestor, None)
-            self._recompute_status(conn, None, None)
+            self._recompute_status(conn, None, None, None, None)
             conn.execute(
                 text("UPDATE checkpoint SET block_number = :n, block_hash = :h WHERE id = 1"),
                 {"n": ancestor.number, "h": ancestor.hash},
@@ -667,11 +897,78 @@ class AuditStore:
             )
         return removed
 
+    def unavailable_cohorts(self, limit: int = 1_000) -> list[CohortAccess]:
+        """Cohorts no source held when they were indexed, oldest first (to retry)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT a.block_number, a.tx_index, a.log_index, a.access_id, a.cohort_root, "
+                    "a.cohort_size, a.authorization_ref FROM cohort c JOIN access_event a "
+                    "ON a.block_number = c.block_number AND a.tx_index = c.tx_index "
+                    "AND a.log_index = c.log_index WHERE c.status = :s "
+                    "ORDER BY c.block_number, c.tx_index, c.log_index LIMIT :n"
+                ),
+                {"s": CohortStatus.LEAVES_UNAVAILABLE.value, "n": limit},
+            ).all()
+        return [
+            CohortAccess(int(b), int(t), int(i), str(a), str(r), int(n), str(z))
+            for b, t, i, a, r, n, z in rows
+        ]
+
+    def settle_cohorts(self, rows: CohortRows) -> int:
+        """Replaces `leaves_unavailable` cohorts with what a retry found; returns how many.
+        A cohort rolled back in the meantime (no longer unavailable) is left alone."""
+        settled = 0
+        with self.engine.begin() as conn:
+            for access_id, row in rows.cohorts.items():
+                if row[4] == CohortStatus.LEAVES_UNAVAILABLE.value:
+                    continue
+                gone = conn.execute(
+                    text("DELETE FROM cohort WHERE access_id = :a AND status = :s"),
+                    {"a": access_id, "s": CohortStatus.LEAVES_UNAVAILABLE.value},
+                ).rowcount
+                if not gone:
+                    continue
+                settled += 1
+                self._insert_many(conn, "cohort", COHORT_COLUMNS["cohort"], [row])
+                members = [m for m in rows.members if m[5] == access_id]
+                if members:
+                    self._insert_many(
+                        conn, "cohort_member", COHORT_COLUMNS["cohort_member"], members
+                    )
+        return settled
+
     # internals
+
+    def _write_cohorts(
+        self, conn: Connection, accesses: Sequence[CohortAccess], rows: CohortRows
+    ) -> None:
+        """The page's cohort rows, completed with the cohorts of one that an indexed
+        authorization names (the authorizations of this page are visible: same transaction)."""
+        pending = [
+            a for a in accesses
+            if a.authorization_ref != _ZERO32 and a.size == 1
+            and rows.status(a.access_id) in (None, CohortStatus.LEAVES_UNAVAILABLE.value)
+        ]  # fmt: skip
+        if pending:
+            codes = sorted({a.authorization_ref for a in pending})
+            subjects: dict[str, str] = {
+                str(code): str(subject)
+                for code, subject in conn.execute(_AUTHORIZATION_SUBJECTS, {"codes": codes})
+            }
+            for access in pending:
+                subject = subjects.get(access.authorization_ref)
+                found = None if subject is None else authorization_rows(access, subject)
+                if found is not None:
+                    rows.add(found)
+        if rows.cohorts:
+            self._insert_many(conn, "cohort", COHORT_COLUMNS["cohort"], list(rows.cohorts.values()))
+        if rows.members:
+            self._insert_many(conn, "cohort_member", COHORT_COLUMNS["cohort_member"], rows.members)
 
     def _delete_range(self, conn: Connection, first: int, last: int | None) -> None:
         bound = "block_number >= :a" + ("" if last is None else " AND block_number <= :b")
-        for model in POSITIONED_TABLES:
+        for model in (*POSITIONED_TABLES, *COHORT_TABLES):
             conn.execute(
                 text(f"DELETE FROM {table_name(model)} WHERE {bound}"),  # noqa: S608 - fixed names
                 {"a": first, "b": last},
@@ -725,10 +1022,28 @@ class AuditStore:
             cursor.close()
 
     def _recompute_status(
-        self, conn: Connection, organizations: set[str] | None, agreements: set[str] | None
+        self,
+        conn: Connection,
+        organizations: set[str] | None,
+        agreements: set[str] | None,
+        consents: set[str] | None,
+        authorizations: set[str] | None,
     ) -> None:
         """Status = the latest change row (or the initial status): a rollback needs no
         inverse operations, only this query over the rows that remain."""
+        for table, key, ids, status in (
+            ("consent", "consent_id", consents, _CONSENT_STATUS),
+            ("patient_authorization", "code_hash", authorizations, _AUTHORIZATION_STATUS),
+        ):
+            if ids is not None and not ids:
+                continue
+            where = (
+                ""
+                if ids is None
+                else f" WHERE {key} IN ({', '.join(f':k{n}' for n in range(len(ids)))})"
+            )
+            keys: dict[str, Any] = {f"k{n}": value for n, value in enumerate(sorted(ids or ()))}
+            conn.execute(text(f"UPDATE {table} SET status = {status}{where}"), keys)  # noqa: S608 - fixed names
         latest = (
             "SELECT c.status FROM {change} c WHERE c.{key} = {table}.{key} "
             "ORDER BY c.block_number DESC, c.tx_index DESC, c.log_index DESC LIMIT 1"
@@ -753,6 +1068,27 @@ class AuditStore:
                 text(f"UPDATE {table} SET status = COALESCE(({sub}), :initial){where}"),  # noqa: S608 - fixed names
                 params,
             )
+
+
+_AUTHORIZATION_SUBJECTS = text(
+    "SELECT code_hash, subject FROM patient_authorization WHERE code_hash IN :codes"
+).bindparams(bindparam("codes", expanding=True))
+
+_CONSENT_STATUS = (
+    "CASE WHEN EXISTS (SELECT 1 FROM consent_withdrawal w "  # noqa: S608 - enum values only
+    "WHERE w.consent_id = consent.consent_id) "
+    f"THEN {int(ConsentStatus.WITHDRAWN)} ELSE {int(ConsentStatus.GRANTED)} END"
+)
+"""A consent is GRANTED until withdrawn, and a withdrawal is final."""
+_AUTHORIZATION_STATUS = (
+    "CASE WHEN EXISTS (SELECT 1 FROM authorization_redemption r "  # noqa: S608 - enum values only
+    "WHERE r.code_hash = patient_authorization.code_hash) "
+    f"THEN {int(AuthorizationStatus.REDEEMED)} "
+    "WHEN EXISTS (SELECT 1 FROM authorization_revocation v "
+    "WHERE v.code_hash = patient_authorization.code_hash) "
+    f"THEN {int(AuthorizationStatus.REVOKED)} ELSE {int(AuthorizationStatus.ISSUED)} END"
+)
+"""Issued, then redeemed by one access or revoked (the registry allows no other order)."""
 
 
 def _normalized(row: tuple[Any, ...]) -> tuple[Any, ...]:

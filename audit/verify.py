@@ -22,8 +22,18 @@ runs three independent checks and names every discrepancy (check code, table, po
    operation (`operation_not_allowed`); a release only from a granted access of the same
    agreement that may release that kind (`release_without_grant`, `release_not_allowed`).
 
-The chain already refuses what (3) checks; finding one here means the store was edited or
-the contracts are wrong — either way a regulator must hear of it.
+4. **Patients** (`audit.verify_cohorts`) — every verified cohort rebuilds the root the chain
+   recorded and every stored inclusion proof is its leaf's (`cohort_proof_invalid`,
+   `cohort_members_missing`); leaves no hospital store gave for a consent-requiring agreement
+   (`cohort_leaves_unavailable`) or that hash to another root (`cohort_root_mismatch`); every
+   subject admitted under a COHORT_CONSENT agreement had a covering consent at the time
+   (`subject_without_consent`, with the `consent_lag` grace of `audit.consents`); every granted
+   PATIENT_AUTHORIZATION access redeemed its code (`authorization_not_redeemed`,
+   `redemption_without_access`). The consent registry's events are rows like any other: the
+   chain comparison of (1) covers them, their status columns included.
+
+The chain already refuses most of what (3) checks; finding one here means the store was edited
+or the contracts are wrong — either way a regulator must hear of it.
 
 Scale: everything streams (one page of logs, one batch of rows at a time) and the signature
 recoveries, the dominant cost (~90 us each), run in worker processes beside the chain pass.
@@ -52,6 +62,7 @@ from audit.events import AUDITED_CONTRACTS, DecodedEvent, EventDecoder
 from audit.indexer import JsonRpc, PageSizer, RangeRefusedError
 from audit.provenance import store_errors
 from audit.store import COLUMNS, project
+from audit.verify_cohorts import check_patients
 from dul.contracts.typed_data import (
     ACCESS_LOG_DOMAIN_NAME,
     ACCESS_REQUEST_TYPES,
@@ -61,7 +72,9 @@ from dul.contracts.typed_data import (
 )
 from dul.domain import (
     AgreementStatus,
+    AuthorizationStatus,
     ConsentPolicy,
+    ConsentStatus,
     Decision,
     Operation,
     OrgStatus,
@@ -134,15 +147,27 @@ def _pos(block: int, tx: int, log_index: int) -> str:
 
 # --- normalization ----------------------------------------------------------------------------
 
-_JSON_COLUMNS = {("event", "args"), ("dataset", "fields"), ("agreement", "duo_codes")}
+_JSON_COLUMNS = {
+    ("event", "args"),
+    ("dataset", "fields"),
+    ("agreement", "duo_codes"),
+    ("consent", "duo_codes"),
+}
 _KEYS: dict[str, tuple[str, ...]] = {
     "organization": ("org_id",),
     "dataset": ("dataset_id",),
     "agreement": ("agreement_id",),
     "agreement_dataset": ("agreement_id", "dataset_id"),
+    "consent": ("consent_id",),
+    "patient_authorization": ("code_hash",),
 }
 """Tables keyed by id; every other table is keyed by its event position."""
-_SKIP = {("organization", "status"), ("agreement", "status")}
+_SKIP = {
+    ("organization", "status"),
+    ("agreement", "status"),
+    ("consent", "status"),
+    ("patient_authorization", "status"),
+}
 """Recomputed from the change tables, checked as `status_differs` instead."""
 
 
@@ -208,6 +233,15 @@ _ORG_STATUS_OF = {
     "OrganizationSuspended": OrgStatus.SUSPENDED,
     "OrganizationReinstated": OrgStatus.ACTIVE,
 }
+_CONSENT_STATUS_OF = {
+    "ConsentRecorded": ConsentStatus.GRANTED,
+    "ConsentWithdrawn": ConsentStatus.WITHDRAWN,
+}
+_AUTHORIZATION_STATUS_OF = {
+    "AuthorizationIssued": AuthorizationStatus.ISSUED,
+    "AuthorizationRevoked": AuthorizationStatus.REVOKED,
+    "AuthorizationRedeemed": AuthorizationStatus.REDEEMED,
+}
 
 
 # --- 1. chain comparison ----------------------------------------------------------------------
@@ -252,6 +286,8 @@ def _compare_chain(
     sizer = PageSizer(1_000, 50_000, 5_000)
     org_status: dict[str, int] = {}
     agreement_status: dict[str, int] = {}
+    consent_status: dict[str, int] = {}
+    authorization_status: dict[str, int] = {}
     for a, b, events in _pages(rpc, decoder, first, last, sizer):
         page = project(events)
         for ev in events:
@@ -259,6 +295,10 @@ def _compare_chain(
                 org_status[ev.args["org"]] = int(_ORG_STATUS_OF[ev.name])
             elif ev.name in _AGREEMENT_STATUS_OF:
                 agreement_status[ev.args["id"]] = int(_AGREEMENT_STATUS_OF[ev.name])
+            elif ev.name in _CONSENT_STATUS_OF:
+                consent_status[ev.args["consentId"]] = int(_CONSENT_STATUS_OF[ev.name])
+            elif ev.name in _AUTHORIZATION_STATUS_OF:
+                authorization_status[ev.args["codeHash"]] = int(_AUTHORIZATION_STATUS_OF[ev.name])
         for spec in specs:
             expected = {spec.key(r): r for r in page.rows.get(spec.name, ())}
             stored_rows = conn.execute(
@@ -296,6 +336,8 @@ def _compare_chain(
     _compare_outside(conn, specs, first, last, out)
     _compare_status(conn, "organization", "org_id", org_status, out)
     _compare_status(conn, "agreement", "agreement_id", agreement_status, out)
+    _compare_status(conn, "consent", "consent_id", consent_status, out)
+    _compare_status(conn, "patient_authorization", "code_hash", authorization_status, out)
 
 
 def _compare_blocks(
@@ -754,12 +796,13 @@ def verify_store(
     signatures: bool = True,
     workers: int | None = None,
     max_findings: int = 1_000,
+    consent_lag: float = 60.0,
 ) -> VerifyReport:
     """Runs the checks above; `rpc=None` or `chain=False` skips the chain comparison (said so
     in `skipped`). `start_block` is the deployment block (default: the first stored block —
     then rows deleted below it go unnoticed, which `skipped` says). Raises
     StoreUnavailableError when the store cannot be read, NodeUnavailableError when the node
-    cannot."""
+    cannot. `consent_lag` is `consent_lag_s` (see `audit.consents`)."""
     started = time.perf_counter()
     out = _Collector(max_findings)
     report = VerifyReport(ok=False, chain_id=None, first_block=None, checkpoint_block=None)
@@ -797,6 +840,9 @@ def verify_store(
                     report.seconds["accesses_and_signatures"] = round(
                         time.perf_counter() - begun, 3
                     )
+                    begun = time.perf_counter()
+                    check_patients(own, out, consent_lag=consent_lag)
+                    report.seconds["patients"] = round(time.perf_counter() - begun, 3)
             except BaseException as exc:  # re-raised in the caller's thread below
                 access_error.append(exc)
 

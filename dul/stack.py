@@ -3,6 +3,7 @@ data space, and the gateway of the organization whose gateway key is in the data
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,12 +128,18 @@ def _start_audit(home: Home) -> str:
     """The indexer follows the chain into the audit store; the audit API serves it."""
     database_url = AuditSettings().resolved_database_url(home)
     store = Path(database_url.removeprefix("sqlite:///"))
+    # The local gateway's store holds the subjects of its accesses' cohorts (`cohort_leaves`):
+    # the indexer reads them, read-only, to check each cohort against its root on chain.
+    env: dict[str, str] = {}
+    if "DUL_AUDIT_COHORT_SOURCES" not in os.environ:
+        gateway_store = GatewaySettings(home=home.root).effective_database_url
+        env["DUL_AUDIT_COHORT_SOURCES"] = json.dumps([gateway_store])
     services.start(
         home,
         "audit-indexer",
         ["audit", "index", "--follow"],
         None,
-        env={},
+        env=env,
         ready=lambda: not database_url.startswith("sqlite") or store.exists(),
     )
     url = f"http://127.0.0.1:{AUDIT_PORT}"

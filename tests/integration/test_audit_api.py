@@ -187,8 +187,14 @@ def test_bad_requests_get_problem_json_never_500(
     assert_problem(api.client.get(path), status, code)
 
 
-def test_subject_accesses_are_404_until_consents_exist(api: Api) -> None:
-    assert_problem(api.client.get(f"/v1/subjects/0x{'cd' * 32}/accesses"), 404, "subject_not_found")
+def test_an_unknown_subject_has_an_empty_report_and_no_provenance(api: Api) -> None:
+    """"Nothing recorded" is an answer for a patient; a graph of nothing is not."""
+    report = api.client.get(f"/v1/subjects/0x{'CD' * 32}/accesses")
+    assert report.status_code == 200, report.text
+    body = report.json()
+    assert body["subject"] == f"0x{'cd' * 32}"
+    assert (body["accesses"], body["authorizations"], body["consents"]) == ([], [], [])
+    assert body["checkpoint_block"] > 0
     assert_problem(
         api.client.get(f"/v1/provenance/subject/0x{'cd' * 32}"), 404, "subject_not_found"
     )

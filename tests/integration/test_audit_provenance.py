@@ -202,7 +202,7 @@ def test_unknown_ids_are_not_found(story: Story, kind: Kind) -> None:
     assert caught.value.code == f"{kind.value}_not_found"
 
 
-def test_subjects_answer_not_found_until_consents_are_indexed(story: Story) -> None:
+def test_a_subject_without_consents_codes_or_accesses_is_not_found(story: Story) -> None:
     with pytest.raises(NotFoundError) as caught:
         provenance(story.engine, Kind.SUBJECT, "0x" + "cd" * 32)
     assert caught.value.code == "subject_not_found"

@@ -1,0 +1,112 @@
+"""When a consent covered an access: the one rule `verify`, provenance and reports share.
+
+A consent at the access's holder covers an access that admitted its subject when
+
+- it permits the agreement's scenario (`scenarios` holds the bit `1 << scenario`);
+- it was recorded on chain before the access (chain order);
+- its window holds the access: `valid_from <= t` and `t - lag <= valid_until`, with `t` the
+  access's block time;
+- it was not withdrawn before the access — except by a withdrawal mined less than `lag`
+  seconds before the access's block.
+
+Why the lag: the gateway decides an access (and fixes its cohort) when the request arrives and
+records it on chain a little later, in a batch. A withdrawal or an expiry that lands in between
+was not there when the gateway decided, so it cannot be the gateway's fault; `lag`
+(`consent_lag_s`, default 60 s, well above the gateway's batching and confirmation delay) is
+the longest such gap a regulator accepts. A withdrawal mined earlier than that before the
+access means the gateway admitted a subject who had already said no: a violation.
+Without block times (a node that gives none) only chain order is checked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentFacts:
+    """One consent as the store holds it, with its withdrawal if any."""
+
+    consent_id: str
+    holder: str
+    scenarios: int
+    valid_from: int
+    valid_until: int
+    recorded_at: tuple[int, int, int]
+    withdrawn_at: tuple[int, int, int] | None = None
+    withdrawn_time: int | None = None
+
+
+def covers(
+    consent: ConsentFacts,
+    *,
+    holder: str,
+    scenario: int,
+    position: tuple[int, int, int],
+    timestamp: int | None,
+    lag: float,
+) -> bool:
+    """Whether `consent` covered an access of `holder` for `scenario` at chain `position`
+    (block time `timestamp`); see the module docstring."""
+    if consent.holder != holder or not consent.scenarios >> scenario & 1:
+        return False
+    if consent.recorded_at >= position:
+        return False
+    if timestamp is not None and not (
+        consent.valid_from <= timestamp and timestamp - lag <= consent.valid_until
+    ):
+        return False
+    if consent.withdrawn_at is not None and consent.withdrawn_at < position:
+        if timestamp is None or consent.withdrawn_time is None:
+            return False
+        if consent.withdrawn_time <= timestamp - lag:
+            return False
+    return True
+
+
+def covering(
+    consents: Iterable[ConsentFacts],
+    *,
+    holder: str,
+    scenario: int,
+    position: tuple[int, int, int],
+    timestamp: int | None,
+    lag: float,
+) -> ConsentFacts | None:
+    """The first consent (in recording order as given) that covered the access, if any."""
+    for consent in consents:
+        if covers(
+            consent, holder=holder, scenario=scenario, position=position, timestamp=timestamp,
+            lag=lag,
+        ):  # fmt: skip
+            return consent
+    return None
+
+
+CONSENT_FACTS_SQL = (
+    "SELECT c.consent_id, c.holder_org, c.subject, c.scenarios, c.valid_from, c.valid_until, "
+    "c.block_number, c.tx_index, c.log_index, w.block_number AS w_block, w.tx_index AS w_tx, "
+    "w.log_index AS w_log, wb.timestamp AS w_time FROM consent c "
+    "LEFT JOIN consent_withdrawal w ON w.consent_id = c.consent_id "
+    "LEFT JOIN block wb ON wb.number = w.block_number"
+)
+"""Columns `consent_facts` reads (add a WHERE and ORDER BY)."""
+
+
+def consent_facts(row: Any) -> tuple[str, ConsentFacts]:
+    """(subject, facts) of a `CONSENT_FACTS_SQL` row."""
+    withdrawn = None
+    if row["w_block"] is not None:
+        withdrawn = (int(row["w_block"]), int(row["w_tx"]), int(row["w_log"]))
+    return str(row["subject"]), ConsentFacts(
+        consent_id=str(row["consent_id"]),
+        holder=str(row["holder_org"]),
+        scenarios=int(row["scenarios"]),
+        valid_from=int(row["valid_from"]),
+        valid_until=int(row["valid_until"]),
+        recorded_at=(int(row["block_number"]), int(row["tx_index"]), int(row["log_index"])),
+        withdrawn_at=withdrawn,
+        withdrawn_time=None if row["w_time"] is None else int(row["w_time"]),
+    )

@@ -1,0 +1,285 @@
+"""`verify`'s patient checks: cohorts against their roots, consents behind them, redemptions.
+
+Run by `audit.verify.verify_store` beside its other passes; every discrepancy is a finding with
+a stable check code:
+
+- **Cohort rows against the chain's roots.** A verified cohort's members must rebuild exactly
+  the tree whose head (`cohortRoot`, `cohortSize`) the access recorded on chain: every leaf
+  there (`cohort_members_missing`), each stored proof the audit path of its leaf
+  (`cohort_proof_invalid`, naming the row). The chain's side, `access_event`, is itself
+  compared with the logs by the chain pass, so neither side can be edited unnoticed: a member
+  inserted, deleted, moved or re-pointed at another access breaks the rebuild. A cohort row
+  without its access, or naming another, is `cohort_not_on_chain`.
+- **Leaves missing or wrong.** A granted access under a consent-requiring agreement whose
+  leaves no cohort store gave is `cohort_leaves_unavailable` (the regulator cannot see who was
+  admitted); leaves that hash to another root are `cohort_root_mismatch` under any agreement.
+- **Consent behind every admitted subject.** Under a COHORT_CONSENT agreement every subject
+  of a verified cohort must have had a consent covering the access (`audit.consents`: the
+  agreement's holder and scenario, recorded before, inside its window, not withdrawn more than
+  `consent_lag` seconds before the access's block): else `subject_without_consent`.
+- **Redemptions.** A granted PATIENT_AUTHORIZATION access must have redeemed its code
+  (`authorization_not_redeemed`); a redemption must belong to a granted access with that code
+  (`redemption_without_access`).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from typing import Any, Protocol
+
+from sqlalchemy import Connection, bindparam, text
+
+from audit.cohorts import CohortStatus, audit_paths, split_proof
+from audit.consents import CONSENT_FACTS_SQL, ConsentFacts, consent_facts, covering
+from dul.cohort import CohortTree, verify_inclusion
+from dul.domain import ConsentPolicy, Decision, Scenario
+
+
+class Findings(Protocol):
+    checked: Counter[str]
+
+    def add(self, check: str, message: str, **kwargs: Any) -> None: ...
+
+
+def _pos(block: int, tx: int, log_index: int) -> str:
+    return f"{block}/{tx}/{log_index}"
+
+
+_COHORTS = text(
+    "SELECT c.block_number, c.tx_index, c.log_index, c.access_id, c.status, c.source, c.leaves, "
+    "c.found_root, a.access_id AS a_access, a.cohort_root, a.cohort_size, a.decision, "
+    "g.consent_policy, g.holder_org, g.scenario, b.timestamp "
+    "FROM cohort c "
+    "LEFT JOIN access_event a ON a.block_number = c.block_number "
+    "AND a.tx_index = c.tx_index AND a.log_index = c.log_index "
+    "LEFT JOIN agreement g ON g.agreement_id = a.agreement_id "
+    "LEFT JOIN block b ON b.number = c.block_number "
+    "ORDER BY c.block_number, c.tx_index, c.log_index"
+)
+_UNRESOLVED = text(
+    "SELECT a.block_number, a.tx_index, a.log_index, a.access_id, g.consent_policy "
+    "FROM access_event a JOIN agreement g ON g.agreement_id = a.agreement_id "
+    "LEFT JOIN cohort c ON c.block_number = a.block_number "
+    "AND c.tx_index = a.tx_index AND c.log_index = a.log_index "
+    "WHERE g.consent_policy <> :none AND a.decision = :granted AND a.cohort_size > 0 "
+    "AND c.access_id IS NULL ORDER BY a.block_number, a.tx_index, a.log_index"
+)
+_MEMBERS = text(
+    "SELECT leaf_index, subject_ref, access_id, proof FROM cohort_member "
+    "WHERE block_number = :b AND tx_index = :t AND log_index = :i ORDER BY leaf_index"
+)
+_ORPHANS = text(
+    "SELECT m.block_number, m.tx_index, m.log_index, count(*) AS n FROM cohort_member m "
+    "LEFT JOIN cohort c ON c.block_number = m.block_number AND c.tx_index = m.tx_index "
+    "AND c.log_index = m.log_index AND c.status = :verified "
+    "WHERE c.access_id IS NULL GROUP BY m.block_number, m.tx_index, m.log_index"
+)
+_NOT_REDEEMED = text(
+    "SELECT a.block_number, a.tx_index, a.log_index, a.access_id, a.authorization_ref, "
+    "r.code_hash FROM access_event a JOIN agreement g ON g.agreement_id = a.agreement_id "
+    "LEFT JOIN authorization_redemption r ON r.access_id = a.access_id "
+    "WHERE g.consent_policy = :authorization AND a.decision = :granted "
+    "AND (r.code_hash IS NULL OR r.code_hash <> a.authorization_ref)"
+)
+_STRAY_REDEMPTIONS = text(
+    "SELECT r.block_number, r.tx_index, r.log_index, r.access_id, r.code_hash, a.decision, "
+    "a.authorization_ref FROM authorization_redemption r "
+    "LEFT JOIN access_event a ON a.access_id = r.access_id "
+    "WHERE a.access_id IS NULL OR a.decision <> :granted OR a.authorization_ref <> r.code_hash"
+)
+_CONSENTS_OF = text(
+    CONSENT_FACTS_SQL + " WHERE c.holder_org = :h AND c.subject IN :subjects "
+    "ORDER BY c.block_number, c.tx_index, c.log_index"
+).bindparams(bindparam("subjects", expanding=True))
+_CONSENT_BATCH = 500
+
+
+def check_patients(conn: Connection, out: Findings, *, consent_lag: float) -> None:
+    """Every check of the module docstring, streamed cohort by cohort."""
+    for row in conn.execute(_COHORTS).mappings():
+        _check_cohort(conn, row, out, consent_lag)
+    for row in conn.execute(
+        _UNRESOLVED,
+        {"none": int(ConsentPolicy.NONE), "granted": int(Decision.GRANTED)},
+    ).mappings():
+        out.checked["cohorts"] += 1
+        where = _pos(row["block_number"], row["tx_index"], row["log_index"])
+        out.add("cohort_leaves_unavailable", f"access {row['access_id']} under a "
+                f"{ConsentPolicy(row['consent_policy']).name} agreement: no cohort store gave "
+                "its subjects (is DUL_AUDIT_COHORT_SOURCES set to the hospital's gateway "
+                "store?)", table="cohort", position=where, key=row["access_id"])  # fmt: skip
+    for row in conn.execute(_ORPHANS, {"verified": CohortStatus.VERIFIED.value}).mappings():
+        where = _pos(row["block_number"], row["tx_index"], row["log_index"])
+        out.add("cohort_not_on_chain", f"{row['n']} cohort member row(s) at {where} belong to no "
+                "verified cohort", table="cohort_member", position=where)  # fmt: skip
+    _check_redemptions(conn, out)
+
+
+def _check_cohort(conn: Connection, row: Any, out: Findings, lag: float) -> None:
+    position = (int(row["block_number"]), int(row["tx_index"]), int(row["log_index"]))
+    where = _pos(*position)
+    access_id = str(row["access_id"])
+    out.checked["cohorts"] += 1
+    if row["a_access"] is None or row["a_access"] != access_id:
+        out.add("cohort_not_on_chain", f"cohort row of access {access_id} at {where}: the chain "
+                "recorded " + ("no access there" if row["a_access"] is None
+                               else f"access {row['a_access']} there"),
+                table="cohort", position=where, key=access_id)  # fmt: skip
+        return
+    status = str(row["status"])
+    policy = row["consent_policy"]
+    if status == CohortStatus.ROOT_MISMATCH.value:
+        out.add("cohort_root_mismatch", f"access {access_id}: the {row['leaves']} subjects "
+                f"{row['source']} holds hash to {row['found_root']}, the chain recorded "
+                f"{row['cohort_root']} of {row['cohort_size']}", table="cohort", position=where,
+                key=access_id, details={"source": row["source"]})  # fmt: skip
+        return
+    if status != CohortStatus.VERIFIED.value:
+        if policy is not None and int(policy) != ConsentPolicy.NONE:
+            out.add("cohort_leaves_unavailable", f"access {access_id} under a "
+                    f"{ConsentPolicy(int(policy)).name} agreement: no cohort store gave its "
+                    "subjects", table="cohort", position=where, key=access_id)  # fmt: skip
+        else:
+            out.checked["cohorts_unavailable_without_consent_policy"] += 1
+        return
+    members = conn.execute(_MEMBERS, {"b": position[0], "t": position[1], "i": position[2]}).all()
+    subjects = _check_members(members, row, where, access_id, out)
+    if subjects is None or policy is None or int(policy) != ConsentPolicy.COHORT_CONSENT:
+        return
+    _check_consents(conn, subjects, row, position, access_id, lag, out)
+
+
+def _check_members(
+    members: Sequence[Any], row: Any, where: str, access_id: str, out: Findings
+) -> list[str] | None:
+    """The cohort's subjects when its member rows are exactly the tree on chain, else None
+    (after naming what is wrong)."""
+    root = bytes.fromhex(str(row["cohort_root"])[2:])
+    size = int(row["cohort_size"])
+    out.checked["cohort_members"] += len(members)
+    subjects = [bytes.fromhex(str(m[1])[2:]) for m in members]
+    tree = CohortTree.build(subjects) if subjects else None
+    if tree is None or tree.root != root or tree.size != size or len(members) != size:
+        bad = 0
+        for leaf_index, subject, member_access, proof in members:
+            ok = member_access == access_id and verify_inclusion(
+                root, size, int(leaf_index), bytes.fromhex(str(subject)[2:]),
+                [bytes.fromhex(p[2:]) for p in split_proof(bytes(proof))],
+            )  # fmt: skip
+            if not ok:
+                bad += 1
+                out.add("cohort_proof_invalid", f"subject {subject} as leaf {leaf_index} of the "
+                        f"cohort of access {access_id}: its proof does not reach the root on "
+                        "chain", table="cohort_member", position=where,
+                        key=f"{access_id}/{leaf_index}")  # fmt: skip
+        if not bad or len(members) != size:
+            out.add("cohort_members_missing", f"access {access_id}: the store holds "
+                    f"{len(members)} member row(s) of a {size}-subject cohort, which do not "
+                    "rebuild the root on chain", table="cohort_member", position=where,
+                    key=access_id, details={"stored": len(members), "size": size})  # fmt: skip
+        return None
+    paths = audit_paths(tree)
+    for leaf_index, subject, member_access, proof in members:
+        index = int(leaf_index)
+        if (
+            member_access != access_id
+            or index >= size
+            or "0x" + tree.subjects[index].hex() != subject
+            or bytes(proof) != paths[index]
+        ):
+            out.add("cohort_proof_invalid", f"subject {subject} as leaf {leaf_index} of the "
+                    f"cohort of access {access_id}: the stored row is not the tree's",
+                    table="cohort_member", position=where,
+                    key=f"{access_id}/{leaf_index}")  # fmt: skip
+    return ["0x" + s.hex() for s in tree.subjects]
+
+
+def _batches(items: Sequence[str], size: int) -> Iterator[list[str]]:
+    for at in range(0, len(items), size):
+        yield list(items[at : at + size])
+
+
+def _check_consents(
+    conn: Connection,
+    subjects: Sequence[str],
+    row: Any,
+    position: tuple[int, int, int],
+    access_id: str,
+    lag: float,
+    out: Findings,
+) -> None:
+    holder, scenario = str(row["holder_org"]), int(row["scenario"])
+    timestamp = None if row["timestamp"] is None else int(row["timestamp"])
+    where = _pos(*position)
+    for batch in _batches(subjects, _CONSENT_BATCH):
+        consents: dict[str, list[ConsentFacts]] = {}
+        for consent in conn.execute(_CONSENTS_OF, {"h": holder, "subjects": batch}).mappings():
+            subject, facts = consent_facts(consent)
+            consents.setdefault(subject, []).append(facts)
+        for subject in batch:
+            out.checked["subject_consents"] += 1
+            mine = consents.get(subject, [])
+            if covering(mine, holder=holder, scenario=scenario, position=position,
+                        timestamp=timestamp, lag=lag) is not None:  # fmt: skip
+                continue
+            out.add("subject_without_consent", f"access {access_id} admitted subject {subject}, "
+                    + _why_not(mine, scenario, position, timestamp, lag),
+                    table="cohort_member", position=where, key=f"{access_id}/{subject}",
+                    details={"subject": subject,
+                             "consents": [c.consent_id for c in mine]})  # fmt: skip
+
+
+def _why_not(
+    consents: Sequence[ConsentFacts],
+    scenario: int,
+    position: tuple[int, int, int],
+    timestamp: int | None,
+    lag: float,
+) -> str:
+    try:
+        name = Scenario(scenario).name
+    except ValueError:
+        name = str(scenario)
+    relevant = [c for c in consents if c.scenarios >> scenario & 1]
+    if not consents:
+        return "who has no consent at the holder"
+    if not relevant:
+        return f"whose consents do not permit {name}"
+    before = [c for c in relevant if c.recorded_at < position]
+    if not before:
+        return f"whose consent for {name} was recorded only after the access"
+    for c in before:
+        if c.withdrawn_at is not None and c.withdrawn_at < position:
+            when = f" at {c.withdrawn_time}" if c.withdrawn_time is not None else ""
+            return (f"whose consent {c.consent_id} for {name} was withdrawn{when} (block "
+                    f"{c.withdrawn_at[0]}), before the access at {timestamp} (block "
+                    f"{position[0]}; allowed lag {lag:g} s)")  # fmt: skip
+    return f"outside the validity of its consent for {name} (access at {timestamp})"
+
+
+def _check_redemptions(conn: Connection, out: Findings) -> None:
+    granted = int(Decision.GRANTED)
+    for row in conn.execute(
+        _NOT_REDEEMED,
+        {"authorization": int(ConsentPolicy.PATIENT_AUTHORIZATION), "granted": granted},
+    ).mappings():
+        where = _pos(row["block_number"], row["tx_index"], row["log_index"])
+        out.add("authorization_not_redeemed", f"access {row['access_id']} granted under a "
+                f"PATIENT_AUTHORIZATION agreement did not redeem its code "
+                f"{row['authorization_ref']}", table="access_event", position=where,
+                key=row["access_id"])  # fmt: skip
+    for row in conn.execute(_STRAY_REDEMPTIONS, {"granted": granted}).mappings():
+        where = _pos(row["block_number"], row["tx_index"], row["log_index"])
+        if row["decision"] is None:
+            why = "no such access"
+        elif int(row["decision"]) != granted:
+            why = "the access was not granted"
+        else:
+            why = f"the access names code {row['authorization_ref']}"
+        out.add("redemption_without_access", f"code {row['code_hash']} redeemed by access "
+                f"{row['access_id']}: {why}", table="authorization_redemption", position=where,
+                key=row["access_id"])  # fmt: skip
+    out.checked["redemptions"] += int(
+        conn.execute(text("SELECT count(*) FROM authorization_redemption")).scalar_one()
+    )
