@@ -308,3 +308,42 @@ def test_verify_findings_flag_the_edited_row(
         wait_drawn(page)
         page.screenshot(path=screens.path("verify-findings-1280x800"))
         context.close()
+
+
+def test_console_is_served_beside_the_api(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The console's files, its same-origin policy and the vendored graph library; the API's
+    own answers (unknown `/v1/...` paths included) are unchanged."""
+    with httpx.Client(base_url=stack.url) as client:
+        index = client.get("/")
+        assert index.status_code == 200
+        assert index.headers["content-type"].startswith("text/html")
+        assert "script-src 'self'" in index.headers["content-security-policy"]
+        assert client.head("/").status_code == 200
+        for path in ("/console/console.js", "/console/graph.js", "/console/console.css"):
+            assert client.get(path).status_code == 200, path
+        vendor = client.get("/console/vendor/cytoscape.esm.min.mjs")
+        assert vendor.status_code == 200
+        assert vendor.headers["content-type"].startswith("text/javascript")
+        for path in ("/v1/nope", "/v1/provenance", "/console/nope.js", "/console/__init__.py"):
+            missing = client.get(path)
+            assert missing.status_code == 404, path
+            assert missing.headers["content-type"] == "application/problem+json"
+            assert missing.json()["code"] == "not_found"
+        for path in ("/docs", "/healthz", "/metrics", "/openapi.json"):
+            assert client.get(path).status_code == 200, path
+        assert "/" not in client.get("/openapi.json").json()["paths"]
+
+        monkeypatch.setenv("DUL_CONSOLE_CYTOSCAPE", str(stack.store.parent / "absent.mjs"))
+        absent = client.get("/console/vendor/cytoscape.esm.min.mjs")
+        assert absent.status_code == 404
+        assert absent.json()["code"] == "console_asset_missing"
+        assert "scripts/bootstrap" in absent.json()["detail"]
+
+
+def test_without_the_graph_library_the_list_still_shows_the_graph(page: Page, stack: Stack) -> None:
+    page.route("**/console/vendor/**", lambda route: route.abort())
+    page.goto(f"{stack.url}/#/provenance/dataset/hospital-a/omop-cdm")
+    expect(page.locator("#graph")).to_contain_text("The graph library could not be loaded")
+    expect(node(page, f"agreement:{stack.ids['agreement']}")).to_be_visible()
+    node(page, f"agreement:{stack.ids['agreement']}").press("Enter")
+    expect(page.locator("#details h3")).to_have_text("agreement: agreement v1 (RESEARCH)")
