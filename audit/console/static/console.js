@@ -10,9 +10,13 @@ const GUESS_HEX = ["agreement", "access", "artifact", "dataset", "organization",
 const GUESS_SLUG = ["dataset", "organization"];
 const HEX32 = /^0x[0-9a-fA-F]{64}$/;
 const SLUG = /^[A-Za-z0-9][A-Za-z0-9._/-]{0,31}$/;
-const TYPE_ORDER = ["organization", "account", "agreement", "signature", "dataset", "consent",
-  "authorization", "subject", "access", "artifact", "model"];
-const FLAG_STATUSES = new Set(["SUSPENDED", "REVOKED", "EXPIRED", "WITHDRAWN"]);
+const TYPE_ORDER = ["organization", "account", "subject", "agreement", "signature", "dataset",
+  "consent", "authorization", "access", "cohort", "artifact", "model"];
+// Statuses a regulator must notice: a suspended, revoked or expired agreement, organization or
+// authorization code, a withdrawn consent, a cohort whose members do not give its root.
+const FLAG_STATUSES = new Set(["SUSPENDED", "REVOKED", "EXPIRED", "WITHDRAWN", "ROOT_MISMATCH"]);
+const flaggedStatus = (status) => typeof status === "string" && FLAG_STATUSES.has(status.toUpperCase());
+const TIMES = new Set(["valid_from", "valid_until", "expires_at"]);
 const params = new URLSearchParams(location.search);
 const VERIFY_EVERY_S = Math.max(5, Number(params.get("verify-every")) || 30);
 
@@ -28,7 +32,7 @@ function h(tag, attrs = {}, ...children) {
     else if (key.startsWith("on")) element.addEventListener(key.slice(2), value);
     else element.setAttribute(key, value === true ? "" : String(value));
   }
-  for (const child of children.flat()) {
+  for (const child of children.flat(Infinity)) {
     if (child === null || child === undefined || child === false) continue;
     element.append(child instanceof Node ? child : String(child));
   }
@@ -157,7 +161,7 @@ let current = null; // {kind, id, direction, graph, view, selected}
 function marksOf(node) {
   const attributes = node.attributes || {};
   const flagged = [];
-  if (FLAG_STATUSES.has(attributes.status)) flagged.push(`status ${attributes.status}`);
+  if (flaggedStatus(attributes.status)) flagged.push(`status ${attributes.status}`);
   for (const finding of findingsFor(node)) flagged.push(`verify: ${finding.check}`);
   return { denied: attributes.decision === "DENIED", flagged };
 }
@@ -356,11 +360,13 @@ function select(nodeId, fromList) {
 
 function attributeValue(key, value) {
   if (value === null || value === undefined || value === "") return h("span", { class: "muted" }, "—");
-  if (key === "valid_from" || key === "valid_until") return `${when(value)} (${value})`;
-  if (key === "status_history" && Array.isArray(value)) {
+  if (TIMES.has(key)) return `${when(value)} (${value})`;
+  if (Array.isArray(value) && value.some((entry) => entry && typeof entry === "object")) {
+    // A history: each entry's fields, then where the chain states it.
     return h("ol", { class: "history" }, value.map((entry) => h("li", {},
-      `${entry.event} → ${entry.status}`, entry.by ? [" by ", code(entry.by)] : "",
-      entry.reason ? [" reason ", code(entry.reason)] : "", h("br"), chainRef(entry.chain))));
+      Object.entries(entry).filter(([k, v]) => k !== "chain" && v !== null && v !== undefined)
+        .map(([k, v], i) => [i ? " · " : "", k === "event" ? h("strong", {}, String(v)) : [`${k} `, typeof v === "string" && v.startsWith("0x") ? code(v) : String(v)]]),
+      entry.chain ? [h("br"), chainRef(entry.chain)] : "")));
   }
   if (Array.isArray(value)) return value.length ? value.join(", ") : h("span", { class: "muted" }, "none");
   if (typeof value === "object") return code(JSON.stringify(value));
@@ -451,7 +457,7 @@ function renderAgreement() {
   const parties = ["holder", "requester"];
   const partyOrg = [report.holder, report.requester];
   const percent = (100 * report.quota_used).toFixed(2);
-  const flagged = FLAG_STATUSES.has(report.status);
+  const flagged = flaggedStatus(report.status);
   const findings = (lastVerify && lastVerify.findings || []).filter((f) =>
     f.key && f.key.toLowerCase() === report.agreement_id.toLowerCase());
   const table = (caption, head, rows, empty) => rows.length

@@ -18,6 +18,7 @@ export const KINDS = {
   consent: ["tag", "#d2f1ec", "consent"],
   authorization: ["round-diamond", "#ecdcf7", "authorization"],
   subject: ["round-tag", "#e2ecd2", "subject"],
+  cohort: ["concave-hexagon", "#dde8f3", "cohort"],
 };
 const UNKNOWN = ["hexagon", "#e6e6e6", "item"];
 
@@ -56,8 +57,8 @@ export function nodeCaption(node, marks) {
 // Layers from authority down to what came of it: who, then what was agreed and on what
 // data, then the accesses under it, then what they released and what was derived from that.
 const RANK = {
-  organization: 0, account: 1, dataset: 2, signature: 2, consent: 2, subject: 2,
-  authorization: 2, agreement: 3, access: 4, artifact: 5, model: 6,
+  organization: 0, account: 1, subject: 1, dataset: 2, signature: 2, consent: 2,
+  authorization: 2, agreement: 3, access: 4, artifact: 5, cohort: 5, model: 6,
 };
 const STEP_X = 150;
 const STEP_Y = 84;
