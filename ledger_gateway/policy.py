@@ -2,7 +2,9 @@
 
 Pure Python — no web3, HTTP or database — so it is tested exhaustively in microseconds. It
 mirrors `AccessLog._checkGrant` rule for rule and in the same order: the first reason is the one
-the chain would refuse with, so a GRANTED answer here is one the chain will record.
+the chain would refuse with, so a GRANTED answer here is one the chain will record. What patients
+permit (consents, authorization codes) is decided in `ledger_gateway.consent_policy`; its outcome
+reaches `decide` as the cohort and the authorization fault of `RequestFacts`.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from dataclasses import dataclass
 
 from dul.domain import (
     AgreementStatus,
+    AuthorizationFault,
     ConsentPolicy,
     Decision,
     DenyReason,
@@ -55,6 +58,9 @@ class RequestFacts:
     cohort_size: int = 0
     cohort_root: bytes = bytes(32)
     authorization_ref: bytes = bytes(32)
+    authorization_fault: AuthorizationFault = AuthorizationFault.NONE
+    """Why the record may not redeem `authorization_ref` (see `consent_policy.authorization_fault`);
+    read only under PATIENT_AUTHORIZATION agreements, where the chain redeems the code."""
 
 
 @dataclass(frozen=True)
@@ -113,6 +119,11 @@ def decide(
         reasons.append(DenyReason.AUTHORIZATION_INVALID)
     if used >= agreement.quota:
         reasons.append(DenyReason.QUOTA_EXHAUSTED)
+    # The chain redeems the code last, after the quota (`AccessLog._redeem`), so a refused
+    # record never uses up a patient's code; a fault there is AUTHORIZATION_INVALID too.
+    redeems = policy == ConsentPolicy.PATIENT_AUTHORIZATION and not no_authorization
+    if redeems and request.authorization_fault != AuthorizationFault.NONE:
+        reasons.append(DenyReason.AUTHORIZATION_INVALID)
     if reasons:
         return PolicyDecision(Decision.DENIED, tuple(reasons))
     return PolicyDecision(Decision.GRANTED, ())
