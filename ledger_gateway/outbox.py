@@ -32,6 +32,22 @@ class OperationKind(StrEnum):
 
 
 @dataclass(frozen=True)
+class CohortLeaves:
+    """The cohort an access recorded: its tree head and its leaves' subject references.
+
+    Stored in `cohort_leaves` in the same transaction as the access, so an acknowledged
+    decision never lacks its leaves (the audit service reads them to answer patients)."""
+
+    root: bytes
+    size: int
+    subjects: bytes
+    """The distinct subject references, ascending, 32 bytes each, back to back."""
+
+    def refs(self) -> list[bytes]:
+        return [self.subjects[i : i + 32] for i in range(0, len(self.subjects), 32)]
+
+
+@dataclass(frozen=True)
 class NewAccess:
     """A decided access request, ready to be recorded."""
 
@@ -44,6 +60,11 @@ class NewAccess:
     reasons: tuple[DenyReason, ...]
     record: bytes
     """eth_abi encoding of the `AccessRecord` tuple, exactly what goes into `recordAccesses`."""
+    cohort: CohortLeaves | None = None
+    """The recorded cohort (root and size are also in `record`), written beside the access."""
+    authorization_fault: int | None = None
+    """Why the access could not redeem its authorization code (an `AuthorizationFault`), for
+    redemptions; None otherwise."""
 
 
 @dataclass(frozen=True)
@@ -109,6 +130,7 @@ class OperationView:
     error: str | None
     created_at: float
     confirmed_at: float | None
+    authorization_fault: int | None = None
 
 
 @dataclass(frozen=True)
@@ -139,6 +161,15 @@ class Outbox(Protocol):
         ...
 
     async def get(self, key: bytes) -> OperationView | None: ...
+
+    async def cohort(self, access_id: bytes) -> CohortLeaves | None:
+        """The cohort stored with an access (None: it recorded none)."""
+        ...
+
+    async def open_redemptions(self) -> dict[bytes, bytes]:
+        """Authorization code hash -> access id of every GRANTED access that redeems a code and
+        is not yet confirmed or failed (a restart rebuilds the gateway's reservations from it)."""
+        ...
 
     async def wait(self, key: bytes, timeout: float) -> OperationView | None:
         """Wait until `key` is CONFIRMED or FAILED (or the timeout passes); the latest view."""

@@ -26,7 +26,17 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
 import structlog
-from sqlalchemy import Engine, Index, UniqueConstraint, create_engine, event, func, select, update
+from sqlalchemy import (
+    Engine,
+    Index,
+    LargeBinary,
+    UniqueConstraint,
+    create_engine,
+    event,
+    func,
+    select,
+    update,
+)
 from sqlalchemy import insert as sa_insert
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import IntegrityError
@@ -36,6 +46,7 @@ from dul.domain import Decision, DenyReason
 from ledger_gateway.errors import ConflictError, UnavailableError
 from ledger_gateway.outbox import (
     Accepted,
+    CohortLeaves,
     NewAccess,
     NewCall,
     NewRelease,
@@ -81,6 +92,26 @@ class OperationRow(SQLModel, table=True):
     """Transactions that carried this operation and reverted."""
     created_at: float
     confirmed_at: float | None = None
+    authorization_fault: int | None = None
+    """For authorization redemptions: the `AuthorizationFault` the decision found (0: none)."""
+
+
+class CohortLeavesRow(SQLModel, table=True):
+    """The cohort of one access: the hospital's own record of which subjects it admitted.
+
+    The audit service reads it (`SELECT root, size, leaves FROM cohort_leaves WHERE access_id =
+    :id`) to tell patients which accesses included them; the chain holds only (root, size).
+    Written in the transaction that stores the access; nothing else maps subjects to accesses.
+    """
+
+    __tablename__: ClassVar[str] = "cohort_leaves"
+
+    access_id: bytes = Field(sa_type=LargeBinary(32), primary_key=True)
+    root: bytes = Field(sa_type=LargeBinary(32))
+    size: int
+    leaves: bytes
+    """The sorted, distinct 32-byte subject references, back to back."""
+    created_at: float
 
 
 class TransactionRow(SQLModel, table=True):
@@ -122,6 +153,7 @@ class TxStatus:
 OPS = OperationRow.__table__  # type: ignore[attr-defined]
 TXS = TransactionRow.__table__  # type: ignore[attr-defined]
 NONCES = NonceRow.__table__  # type: ignore[attr-defined]
+LEAVES = CohortLeavesRow.__table__  # type: ignore[attr-defined]
 
 
 # --------------------------------------------------------------------------- engines
@@ -194,6 +226,7 @@ def view_of(row: Any) -> OperationView:
         error=row.error,
         created_at=row.created_at,
         confirmed_at=row.confirmed_at,
+        authorization_fault=row.authorization_fault,
     )
 
 
@@ -231,6 +264,8 @@ class StoredTx:
 class _Job:
     rows: list[dict[str, Any]]
     future: asyncio.Future[list[Accepted]]
+    cohorts: dict[bytes, CohortLeaves] = field(default_factory=dict)
+    """Cohorts to store beside the rows of these keys, if the rows are new."""
 
 
 @dataclass(frozen=True)
@@ -330,10 +365,12 @@ class SqlOutbox:
                 "payload": a.record,
                 "body_hash": a.body_hash,
                 "created_at": now,
+                "authorization_fault": a.authorization_fault,
             }
             for a in accesses
         ]
-        return await self._submit(rows)
+        cohorts = {a.request_id: a.cohort for a in accesses if a.cohort is not None}
+        return await self._submit(rows, cohorts)
 
     async def add_release(self, release: NewRelease) -> Accepted:
         row = {
@@ -347,6 +384,7 @@ class SqlOutbox:
             "payload": release.call,
             "body_hash": release.body_hash,
             "created_at": time.time(),
+            "authorization_fault": None,
         }
         return (await self._submit([row]))[0]
 
@@ -362,6 +400,7 @@ class SqlOutbox:
             "payload": call_payload(call.target, call.gas, call.data),
             "body_hash": call.body_hash,
             "created_at": time.time(),
+            "authorization_fault": None,
         }
         return (await self._submit([row]))[0]
 
@@ -427,6 +466,38 @@ class SqlOutbox:
 
         return await self.read(run)
 
+    async def cohort(self, access_id: bytes) -> CohortLeaves | None:
+        def run(conn: Connection) -> CohortLeaves | None:
+            row = conn.execute(
+                select(LEAVES.c.root, LEAVES.c.size, LEAVES.c.leaves).where(
+                    LEAVES.c.access_id == access_id
+                )
+            ).first()
+            if row is None:
+                return None
+            return CohortLeaves(bytes(row.root), int(row.size), bytes(row.leaves))
+
+        return await self.read(run)
+
+    async def open_redemptions(self) -> dict[bytes, bytes]:
+        """Code hash -> access id of GRANTED accesses not yet confirmed or failed that carry an
+        authorization reference (word 12 of the encoded record: bytes 385..416, 1-based)."""
+
+        def run(conn: Connection) -> dict[bytes, bytes]:
+            query = select(OPS.c.key, func.substr(OPS.c.payload, 385, 32).label("ref")).where(
+                OPS.c.status.in_(OPEN_STATUSES),
+                OPS.c.kind == OperationKind.ACCESS.value,
+                OPS.c.decision == int(Decision.GRANTED),
+            )
+            found: dict[bytes, bytes] = {}
+            for row in conn.execute(query):
+                ref = bytes(row.ref)
+                if ref != bytes(32):
+                    found[ref] = bytes(row.key)
+            return found
+
+        return await self.read(run)
+
     async def depth(self) -> int:
         def run(conn: Connection) -> int:
             return int(
@@ -439,11 +510,13 @@ class SqlOutbox:
 
     # --- group commit ------------------------------------------------------------------------
 
-    async def _submit(self, rows: list[dict[str, Any]]) -> list[Accepted]:
+    async def _submit(
+        self, rows: list[dict[str, Any]], cohorts: dict[bytes, CohortLeaves] | None = None
+    ) -> list[Accepted]:
         if self._queue is None:
             raise RuntimeError("SqlOutbox.start() was not awaited")
         future: asyncio.Future[list[Accepted]] = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Job(rows, future))
+        await self._queue.put(_Job(rows, future, cohorts or {}))
         return await future
 
     async def _write_loop(self) -> None:
@@ -528,6 +601,7 @@ class SqlOutbox:
                 known[bytes(found.key)] = view_of(found)
         depth = self._open_count(conn)
         inserts: list[dict[str, Any]] = []
+        leaves: list[dict[str, Any]] = []
         outcomes: list[list[Accepted] | BaseException] = []
         for job in jobs:
             accepted: list[Accepted] = []
@@ -560,6 +634,7 @@ class SqlOutbox:
                     error=None,
                     created_at=row["created_at"],
                     confirmed_at=None,
+                    authorization_fault=row.get("authorization_fault"),
                 )
                 mine[key] = view
                 accepted.append(Accepted(view, created=True))
@@ -580,9 +655,22 @@ class SqlOutbox:
                 if row["key"] in mine and row["key"] not in inserted:
                     inserted.add(row["key"])
                     inserts.append(row)
+                    cohort = job.cohorts.get(row["key"])
+                    if cohort is not None:
+                        leaves.append(
+                            {
+                                "access_id": row["key"],
+                                "root": cohort.root,
+                                "size": cohort.size,
+                                "leaves": cohort.subjects,
+                                "created_at": row["created_at"],
+                            }
+                        )
             outcomes.append(accepted)
         if inserts:
             conn.execute(sa_insert(OPS), inserts)
+        if leaves:
+            conn.execute(sa_insert(LEAVES), leaves)
         self._depth.value = depth
         return outcomes
 

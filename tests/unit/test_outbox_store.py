@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Coroutine
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,7 +20,13 @@ from sqlalchemy import event, text
 from dul.domain import Decision, DenyReason
 from ledger_gateway.errors import ConflictError, UnavailableError
 from ledger_gateway.migrations import VERSION_TABLE, migrate
-from ledger_gateway.outbox import NewAccess, NewRelease, OperationKind, OperationStatus
+from ledger_gateway.outbox import (
+    CohortLeaves,
+    NewAccess,
+    NewRelease,
+    OperationKind,
+    OperationStatus,
+)
 from ledger_gateway.store import OPS, OutboxSettings, SqlOutbox, StoredTx, make_engine
 from ledger_gateway.submitter import (
     ACCESS_RECORD_TYPE,
@@ -80,6 +87,7 @@ def test_migrations_create_exactly_the_tables_and_run_twice(tmp_path: Path) -> N
                 "version_table": VERSION_TABLE,
                 "include_name": lambda name, kind, _: (
                     kind != "table"
+                    or name == "cohort_leaves"
                     or ((name or "").startswith("gateway_") and name != VERSION_TABLE)
                 ),
             },
@@ -301,6 +309,66 @@ def test_after_a_revert_bad_ops_fail_and_the_rest_is_pending_again(tmp_path: Pat
         assert all(op.attempts == 0 for op in await outbox.pending(10))
         assert views[keys[0]].tx_hash is None
         assert await outbox.unmined(SENDER) == []
+        await outbox.close()
+
+    run(scenario)
+
+
+def test_a_cohort_is_stored_with_its_access_and_only_with_it(tmp_path: Path) -> None:
+    refs = [bytes([i]) * 32 for i in range(3)]
+    cohort = CohortLeaves(keccak(b"root"), 3, b"".join(refs))
+    with_cohort = replace(new_access(1), cohort=cohort)
+
+    async def scenario() -> None:
+        outbox = await opened(tmp_path, max_depth=2)
+        [first] = await outbox.add_accesses([with_cohort])
+        assert first.created
+        assert await outbox.cohort(with_cohort.request_id) == cohort
+        assert (await outbox.cohort(with_cohort.request_id)).refs() == refs  # type: ignore[union-attr]
+        other = replace(with_cohort, body_hash=keccak(b"other"), cohort=CohortLeaves(
+            keccak(b"root 2"), 1, refs[0]))  # fmt: skip
+        with pytest.raises(ConflictError):
+            await outbox.add_accesses([other])
+        assert await outbox.cohort(with_cohort.request_id) == cohort  # the first one stays
+        # a refused write (outbox full) stores no leaves either
+        fill = replace(new_access(2), cohort=cohort)
+        extra = replace(new_access(3), cohort=cohort)
+        await outbox.add_accesses([fill])
+        with pytest.raises(UnavailableError):
+            await outbox.add_accesses([extra])
+        assert await outbox.cohort(extra.request_id) is None
+        with outbox.engine.connect() as conn:
+            row = conn.execute(
+                text("SELECT root, size, leaves FROM cohort_leaves WHERE access_id = :id"),
+                {"id": with_cohort.request_id},
+            ).one()
+        assert (bytes(row.root), row.size, bytes(row.leaves)) == (cohort.root, 3, b"".join(refs))
+        await outbox.close()
+
+    run(scenario)
+
+
+def test_open_redemptions_are_granted_unconfirmed_accesses_with_a_code(tmp_path: Path) -> None:
+    def record(n: int, ref: bytes) -> bytes:
+        words = [n.to_bytes(32, "big")] * 12 + [ref] + [bytes(32)] * 4
+        return b"".join(words)
+
+    code = keccak(b"code")
+    redeeming = replace(new_access(1), record=record(1, code))
+    plain = replace(new_access(2), record=record(2, bytes(32)))
+    denied = replace(new_access(3, decision=Decision.DENIED), record=record(3, keccak(b"x")))
+
+    async def scenario() -> None:
+        outbox = await opened(tmp_path)
+        await outbox.add_accesses([redeeming, plain, denied])
+        assert await outbox.open_redemptions() == {code: redeeming.request_id}
+        tx = keccak(b"tx")
+        await outbox.record_submission(
+            StoredTx(SENDER, 0, OperationKind.ACCESS, b"raw", tx, (redeeming.request_id,), 1, 0.0)
+        )
+        assert await outbox.open_redemptions() == {code: redeeming.request_id}  # submitted
+        await outbox.confirm([(tx, 7, [redeeming.request_id])])
+        assert await outbox.open_redemptions() == {}
         await outbox.close()
 
     run(scenario)
