@@ -16,10 +16,11 @@ from dul.contracts.ledger import CONTRACT_NAMES, Deployment
 from dul.contracts.typed_data import access_log_domain
 from dul.domain import Role, slug_id
 from dul.keys import KeyStore
-from ledger_gateway.api import access, agreements, datasets, health, problems
+from ledger_gateway.api import access, agreements, consents, datasets, health, problems
 from ledger_gateway.api.deps import GatewayContext, Metrics
 from ledger_gateway.api.middleware import RequestLog
 from ledger_gateway.chain_view import ChainView
+from ledger_gateway.consents import ConsentView
 from ledger_gateway.migrations import migrate
 from ledger_gateway.rpc import RpcClient
 from ledger_gateway.service import AccessService
@@ -74,6 +75,8 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             ),
         )
         view = ChainView(rpc, deployment, open_grants=outbox.open_grants)
+        registry = deployment.addresses.get("ConsentRegistry")
+        consent_view = None if registry is None else ConsentView(rpc, registry, org)
         context = GatewayContext(
             settings=settings,
             tokens=TokenStore(settings.tokens_path),
@@ -85,6 +88,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
                 domain=access_log_domain(deployment.chain_id, deployment.address("AccessLog")),
                 deadline_margin_s=settings.deadline_margin_s,
                 decisions=metrics.decisions,
+                consents=consent_view,
             ),
             metrics=metrics,
             readiness={"store": True, "contracts": False, "signer": False},
@@ -125,6 +129,12 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             ),
             asyncio.create_task(refresh_metrics(), name="gateway-metrics"),
         ]
+        if consent_view is not None:  # decisions still catch up themselves; this keeps it warm
+            tasks.append(
+                asyncio.create_task(
+                    consent_view.follow(settings.refresh_interval_s), name="gateway-consents"
+                )
+            )
         await submitter.start()
         log.info(
             "gateway.started",
@@ -155,5 +165,6 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     app.include_router(health.router)
     app.include_router(agreements.router)
     app.include_router(datasets.router)
+    app.include_router(consents.router)
     app.add_middleware(RequestLog, metrics=metrics)
     return app

@@ -7,7 +7,7 @@ answer = client.request_access(signed, wait=True)
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
 import httpx
@@ -18,7 +18,8 @@ from dul.contracts.reverts import decode_revert
 from dul.contracts.typed_data import AccessRequest, Domain
 from dul.errors import DulError, TransactionError
 from dul.signing import Signer, typed_data_digest
-from ledger_gateway.models import AccessBatchOut, AccessOut, AccessRequestIn, ReleaseOut
+from ledger_gateway.consent_flows import ConsentsOut, WithdrawalIn, WithdrawalOut
+from ledger_gateway.models import AccessBatchOut, AccessOut, AccessRequestIn, RedeemIn, ReleaseOut
 from ledger_gateway.steward import (
     AgreementOut,
     SignatureIn,
@@ -41,30 +42,45 @@ def _hex(value: bytes) -> str:
     return "0x" + value.hex()
 
 
+def _signed_fields(requester: Signer, request: AccessRequest, domain: Domain) -> dict[str, Any]:
+    return {
+        "request_id": _hex(request.request_id),
+        "agreement_id": _hex(request.agreement_id),
+        "dataset_id": _hex(request.dataset_id),
+        "field_mask": request.field_mask,
+        "tier": request.tier.name,
+        "operation": request.operation.name,
+        "request_hash": _hex(request.request_hash),
+        "deadline": request.deadline,
+        "authorization_ref": _hex(request.authorization_ref),
+        "requester": requester.address,
+        "signature": _hex(request.sign(requester, domain)),
+    }
+
+
 def sign_request(
     requester: Signer,
     request: AccessRequest,
     domain: Domain,
     *,
-    cohort_root: bytes = bytes(32),
-    cohort_size: int = 0,
+    cohort: Iterable[bytes] | None = None,
 ) -> AccessRequestIn:
-    """The API body of `request`, signed by the requester's own key (the key never travels)."""
+    """The API body of `request`, signed by the requester's own key (the key never travels).
+
+    `cohort`: the subject references the access would include (not signed: the gateway decides
+    which of them it admits and records their tree head)."""
     return AccessRequestIn(
-        request_id=_hex(request.request_id),
-        agreement_id=_hex(request.agreement_id),
-        dataset_id=_hex(request.dataset_id),
-        field_mask=request.field_mask,
-        tier=request.tier.name,
-        operation=request.operation.name,
-        request_hash=_hex(request.request_hash),
-        deadline=request.deadline,
-        authorization_ref=_hex(request.authorization_ref),
-        cohort_root=_hex(cohort_root),
-        cohort_size=cohort_size,
-        requester=requester.address,
-        signature=_hex(request.sign(requester, domain)),
+        **_signed_fields(requester, request, domain),
+        cohort=None if cohort is None else [_hex(ref) for ref in cohort],
     )
+
+
+def sign_redemption(
+    requester: Signer, request: AccessRequest, domain: Domain, code: str
+) -> RedeemIn:
+    """A redemption body: `request` must name the code's hash (`code_hash(code)`) as its
+    `authorization_ref`; the code goes beside the signed fields."""
+    return RedeemIn(**_signed_fields(requester, request, domain), code=code)
 
 
 class GatewayClient:
@@ -122,6 +138,13 @@ class GatewayClient:
             "POST", "/v1/access-requests/batch", json=payload, params=self._wait(wait)
         )
         return AccessBatchOut.model_validate(data).results
+
+    def redeem(self, body: RedeemIn, *, wait: bool = False) -> AccessOut:
+        """An access that redeems a patient's authorization code (see `sign_redemption`)."""
+        data = self._send(
+            "POST", "/v1/authorizations/redeem", json=body.model_dump(), params=self._wait(wait)
+        )
+        return AccessOut.model_validate(data)
 
     def get_access(self, access_id: str, *, wait: bool = False) -> AccessOut:
         data = self._send("GET", f"/v1/access-requests/{access_id}", params=self._wait(wait))
@@ -243,3 +266,54 @@ class StewardClient(GatewayClient):
 
     def register_dataset(self, signed_transaction: bytes, *, wait: bool = False) -> TransactionOut:
         return self._relay("/v1/datasets", signed_transaction, wait)
+
+    # --- consents and authorization codes ----------------------------------------------------
+
+    def record_consents(self, signed_transaction: bytes, *, wait: bool = False) -> TransactionOut:
+        """Relay a signed `recordConsent` / `recordConsents`."""
+        return self._relay("/v1/consents", signed_transaction, wait)
+
+    def withdraw_consent(
+        self, subject: bytes, signed_transaction: bytes, *, wait: bool = False
+    ) -> WithdrawalOut:
+        """Relay a steward's signed `withdrawConsent` of one of `subject`'s consents."""
+        body = WithdrawalIn(signed_transaction=_hex(signed_transaction))
+        return self._withdraw(subject, body, wait)
+
+    def relay_patient_withdrawal(
+        self,
+        subject: bytes,
+        consent_id: bytes,
+        deadline: int,
+        signature: bytes,
+        *,
+        wait: bool = False,
+    ) -> WithdrawalOut:
+        """Relay a patient's own EIP-712 `ConsentWithdrawal` signature."""
+        body = WithdrawalIn(
+            consent_id=_hex(consent_id), deadline=deadline, signature=_hex(signature)
+        )
+        return self._withdraw(subject, body, wait)
+
+    def _withdraw(self, subject: bytes, body: WithdrawalIn, wait: bool) -> WithdrawalOut:
+        data = self._send(
+            "POST",
+            f"/v1/consents/{_hex(subject)}/withdraw",
+            json=body.model_dump(exclude_none=True),
+            params=self._wait(wait),
+        )
+        return WithdrawalOut.model_validate(data)
+
+    def consents(self, subject: bytes) -> ConsentsOut:
+        return ConsentsOut.model_validate(self._send("GET", f"/v1/consents/{_hex(subject)}"))
+
+    def issue_authorization(
+        self, signed_transaction: bytes, *, wait: bool = False
+    ) -> TransactionOut:
+        """Relay a signed `issueAuthorization` (the code's hash only)."""
+        return self._relay("/v1/authorizations", signed_transaction, wait)
+
+    def revoke_authorization(
+        self, code_hash: bytes, signed_transaction: bytes, *, wait: bool = False
+    ) -> TransactionOut:
+        return self._relay(f"/v1/authorizations/{_hex(code_hash)}/revoke", signed_transaction, wait)

@@ -3,7 +3,8 @@ into RFC 9457 problem JSON (`type`, `title`, `status`, `detail`, `code`).
 
     GatewayError                      500 internal_error (never raised on purpose)
     ├── BadRequestError               422 validation_error, request_expired, bad_signature,
-    │                                     batch_too_large
+    │   │                                 batch_too_large
+    │   └── CodeMismatchError         400 authorization_code_mismatch
     ├── UnauthorizedError             401 unauthorized
     ├── ForbiddenError                403 forbidden
     ├── NotFoundError                 404 not_found, unknown_agreement, unknown_dataset
@@ -33,6 +34,14 @@ class BadRequestError(GatewayError):
     status = 422
     code = "validation_error"
     title = "Invalid request"
+
+
+class CodeMismatchError(BadRequestError):
+    """An authorization code that is not the one the request's `authorization_ref` names."""
+
+    status = 400
+    code = "authorization_code_mismatch"
+    title = "Authorization code mismatch"
 
 
 class UnauthorizedError(GatewayError):

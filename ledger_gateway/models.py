@@ -14,8 +14,17 @@ Signature = Annotated[str, StringConstraints(pattern=r"^0x[0-9a-fA-F]{130}$")]
 ZERO_HEX32 = "0x" + "00" * 32
 
 
-class AccessRequestIn(BaseModel):
-    """An access request signed by the requester's own key (EIP-712 `AccessRequest`)."""
+MAX_COHORT = 100_000
+"""Most subject references one access request may name (and one batch, all requests together)."""
+
+TierName = Annotated[str, StringConstraints(pattern="^(" + "|".join(t.name for t in Tier) + ")$")]
+OperationName = Annotated[
+    str, StringConstraints(pattern="^(" + "|".join(o.name for o in Operation) + ")$")
+]
+
+
+class SignedRequestIn(BaseModel):
+    """The fields of an access request the requester signs (EIP-712 `AccessRequest`)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -23,23 +32,64 @@ class AccessRequestIn(BaseModel):
     agreement_id: Hex32
     dataset_id: Hex32
     field_mask: int = Field(ge=1, lt=2**256, description="bit set of requested field indices")
-    tier: Annotated[str, StringConstraints(pattern="^(" + "|".join(t.name for t in Tier) + ")$")]
-    operation: Annotated[
-        str, StringConstraints(pattern="^(" + "|".join(o.name for o in Operation) + ")$")
-    ]
+    tier: TierName
+    operation: OperationName
     request_hash: Hex32 = Field(description="hash of the query or algorithm to run")
     deadline: int = Field(ge=0, lt=2**64, description="unix time the signature is valid until")
-    authorization_ref: Hex32 = ZERO_HEX32
-    cohort_root: Hex32 = Field(ZERO_HEX32, description="Merkle root of the admitted subjects")
-    cohort_size: int = Field(0, ge=0, lt=2**32)
+    authorization_ref: Hex32 = Field(
+        ZERO_HEX32, description="keccak256 of a patient's authorization code (redemptions)"
+    )
     requester: Address
     signature: Signature
+
+
+class AccessRequestIn(SignedRequestIn):
+    """An access request signed by the requester's own key, with the cohort it would use."""
+
+    cohort: list[Hex32] | None = Field(
+        None,
+        max_length=MAX_COHORT,
+        description=(
+            "subject references (hospital-keyed hashes of pseudonyms) the access would include; "
+            "required under COHORT_CONSENT agreements, where the gateway keeps only subjects "
+            "whose consent covers the agreement's scenario now. The gateway records the Merkle "
+            "root and size of the admitted subjects; duplicates count once."
+        ),
+    )
+
+
+class RedeemIn(SignedRequestIn):
+    """An access under a PATIENT_AUTHORIZATION agreement, with the patient's one-time code.
+
+    `authorization_ref` must be keccak256 of the code (what the requester signed); the code
+    itself proves the patient handed it over and is never stored or logged."""
+
+    code: str = Field(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[0-9A-Za-z\- ]+$",
+        description="the authorization code as the patient wrote it (case and dashes forgiven)",
+        repr=False,
+    )
 
 
 class AccessBatchIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     requests: list[AccessRequestIn] = Field(min_length=1)
+
+
+class CohortOut(BaseModel):
+    """The cohort an access recorded: run the access over `admitted` and nobody else."""
+
+    root: str | None
+    """RFC 9162 Merkle root of the admitted subjects, as recorded on chain (None: no cohort)."""
+    size: int
+    admitted: list[str]
+    """The admitted subject references, ascending (the tree's leaf order)."""
+    excluded: int | None = None
+    """Named subjects left out: no consent covering the agreement now, or the access was denied
+    (None when the named cohort is not known, e.g. to a later GET)."""
 
 
 class AccessOut(BaseModel):
@@ -50,6 +100,9 @@ class AccessOut(BaseModel):
     tx_hash: str | None = None
     block_number: int | None = None
     error: str | None = None
+    cohort: CohortOut | None = None
+    authorization_fault: str | None = None
+    """For redemptions: why the code could not be redeemed (an AuthorizationFault name)."""
 
 
 class AccessBatchOut(BaseModel):

@@ -28,7 +28,7 @@ from dul.contracts.artifacts import load
 from dul.signing import checksum_address
 from ledger_gateway.errors import BadRequestError
 
-RELAYED_CONTRACTS = ("AgreementRegistry", "DatasetRegistry")
+RELAYED_CONTRACTS = ("AgreementRegistry", "DatasetRegistry", "ConsentRegistry")
 
 # Field positions per transaction type: legacy, EIP-2930, EIP-1559.
 _GAS_INDEX = {0: 2, 1: 3, 2: 4}

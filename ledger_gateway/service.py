@@ -1,42 +1,97 @@
 """The access decision path: authenticate, verify the requester's signature, decide by the
-policy core, write the decision to the outbox, answer. The chain records it afterwards."""
+policy core, write the decision to the outbox, answer. The chain records it afterwards.
+
+What patients permit enters here: under a COHORT_CONSENT agreement the named cohort is filtered
+down to the subjects whose consent covers the agreement now (the consent view is brought up to
+the chain head first, so a withdrawal mined before the request is honoured), and the tree head
+of the admitted subjects goes on chain while the leaves go to `cohort_leaves` in the same
+durable write. Under a PATIENT_AUTHORIZATION agreement the access redeems a patient's one-time
+code (`redeem`): the code is checked against the request's `authorization_ref`, decided by
+`consent_policy.authorization_fault`, and reserved for the access with no await between the
+check and the reservation, so of two concurrent redemptions exactly one is GRANTED.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import structlog
 from eth_abi.abi import decode, encode
 from eth_hash.auto import keccak
+from eth_typing import ChecksumAddress
 from prometheus_client import Counter
 
+from dul.cohort import CohortTree, leaf_hash
 from dul.contracts.typed_data import ACCESS_RECORD_ABI_TYPE, AccessRecord, AccessRequest, Domain
-from dul.domain import Decision, Operation, ReleaseKind, Tier
+from dul.domain import (
+    AuthorizationFault,
+    ConsentPolicy,
+    Decision,
+    Operation,
+    ReleaseKind,
+    Tier,
+)
 from dul.signing import InvalidSignatureError, recover
+from dul.subjects import SubjectError, code_hash
 from ledger_gateway.chain_view import ChainView
-from ledger_gateway.errors import BadRequestError, ConflictError, ForbiddenError, NotFoundError
+from ledger_gateway.consent_policy import RedemptionFacts, authorization_fault
+from ledger_gateway.consents import ConsentView
+from ledger_gateway.errors import (
+    BadRequestError,
+    CodeMismatchError,
+    ConflictError,
+    ForbiddenError,
+    NotFoundError,
+    UnavailableError,
+)
 from ledger_gateway.models import (
+    MAX_COHORT,
     AccessOut,
     AccessRequestIn,
+    CohortOut,
+    RedeemIn,
     ReleaseOut,
+    SignedRequestIn,
     decision_name,
     reason_names,
 )
-from ledger_gateway.outbox import NewAccess, NewRelease, OperationKind, OperationView, Outbox
-from ledger_gateway.policy import RequestFacts, decide, releasable
+from ledger_gateway.outbox import (
+    CohortLeaves,
+    NewAccess,
+    NewRelease,
+    OperationKind,
+    OperationStatus,
+    OperationView,
+    Outbox,
+)
+from ledger_gateway.policy import AgreementState, RequestFacts, decide, releasable
 from ledger_gateway.tokens import Token, TokenRole
 
 log = structlog.get_logger(__name__)
+
+ZERO32 = bytes(32)
 
 
 def _b32(value: str) -> bytes:
     return bytes.fromhex(value[2:])
 
 
-def body_hash(body: AccessRequestIn) -> bytes:
-    """Canonical hash of a request: same request id with another body is a conflict."""
+def _hex(value: bytes) -> str:
+    return "0x" + value.hex()
+
+
+def body_hash(body: SignedRequestIn) -> bytes:
+    """Canonical hash of a request: same request id with another body is a conflict.
+
+    A redemption's hash leaves the code out (it is checked against `authorization_ref`, which is
+    in) and is domain-separated, so a plain request can never replay a redemption's answer."""
+    if isinstance(body, RedeemIn):
+        text = body.model_dump_json(exclude={"code"})
+        return hashlib.sha256(b"redeem\0" + text.encode()).digest()
     return hashlib.sha256(body.model_dump_json().encode()).digest()
 
 
@@ -46,7 +101,25 @@ def _tier_and_operation(view: OperationView) -> tuple[Tier, Operation]:
     return Tier(record[6]), Operation(record[7])
 
 
-def access_out(view: OperationView) -> AccessOut:
+def cohort_out(leaves: CohortLeaves | None, named: int | None) -> CohortOut | None:
+    """The answer's cohort: what was recorded, and how many of `named` distinct subjects were
+    left out (`named` None: not known, or no cohort was named)."""
+    if leaves is not None:
+        return CohortOut(
+            root=_hex(leaves.root),
+            size=leaves.size,
+            admitted=["0x" + ref.hex() for ref in leaves.refs()],
+            excluded=None if named is None else named - leaves.size,
+        )
+    if named:
+        return CohortOut(root=None, size=0, admitted=[], excluded=named)
+    return None
+
+
+def access_out(
+    view: OperationView, leaves: CohortLeaves | None = None, named: int | None = None
+) -> AccessOut:
+    fault = view.authorization_fault
     return AccessOut(
         access_id="0x" + view.key.hex(),
         decision=decision_name(view.decision),
@@ -55,7 +128,20 @@ def access_out(view: OperationView) -> AccessOut:
         tx_hash=None if view.tx_hash is None else "0x" + view.tx_hash.hex(),
         block_number=view.block_number,
         error=view.error,
+        cohort=cohort_out(leaves, named),
+        authorization_fault=AuthorizationFault(fault).name if fault else None,
     )
+
+
+@dataclass(frozen=True)
+class _Decided:
+    """A decision not yet stored, and what it holds until it is."""
+
+    access: NewAccess
+    named: int | None
+    """Distinct subjects the request named (None: no cohort named)."""
+    code: bytes | None = None
+    """The authorization code hash this decision reserved."""
 
 
 class AccessService:
@@ -68,6 +154,7 @@ class AccessService:
         domain: Domain,
         deadline_margin_s: int,
         decisions: Counter,
+        consents: ConsentView | None = None,
     ) -> None:
         self.org = org
         self.view = view
@@ -75,6 +162,12 @@ class AccessService:
         self.domain = domain
         self.deadline_margin_s = deadline_margin_s
         self.decisions = decisions
+        self.consents = consents
+        self._reserved: dict[bytes, bytes] = {}
+        """Authorization code hash -> the access granted with it, until the chain says REDEEMED
+        (kept afterwards: harmless). Rebuilt from the outbox on the first redemption."""
+        self._reservations_loaded = False
+        self._reservations_lock = asyncio.Lock()
 
     def authorize(self, token: Token) -> None:
         if token.role != TokenRole.ACCESS_SERVICE:
@@ -86,6 +179,17 @@ class AccessService:
                 f"token {token.name!r} belongs to {token.org}, not to this gateway's organization"
             )
 
+    def _consents(self) -> ConsentView:
+        if self.consents is None:
+            raise UnavailableError(
+                "this ledger has no consent registry deployed; consent-bound agreements cannot "
+                "be decided",
+                code="consents_unavailable",
+            )
+        return self.consents
+
+    # --- access requests ---------------------------------------------------------------------
+
     async def decide(self, token: Token, bodies: Sequence[AccessRequestIn]) -> list[AccessOut]:
         """Decide every request, store all decisions durably in one write, then answer.
 
@@ -93,38 +197,330 @@ class AccessService:
         (same body: the stored answer) and conflicts (another body: 409) itself.
         """
         self.authorize(token)
+        named_total = sum(len(body.cohort or ()) for body in bodies)
+        if named_total > MAX_COHORT:
+            raise BadRequestError(
+                f"the requests name {named_total} subjects together; at most {MAX_COHORT} per call",
+                code="batch_too_large",
+            )
         now = int(time.time())
         answers: dict[int, AccessOut] = {}
-        fresh: list[tuple[int, NewAccess]] = []
+        fresh: list[tuple[int, AccessRequestIn, _Decided]] = []
         seen: dict[bytes, bytes] = {}
-        for index, body in enumerate(bodies):
-            request_id = _b32(body.request_id)
-            digest = body_hash(body)
-            if seen.setdefault(request_id, digest) != digest:
-                raise ConflictError(f"request {body.request_id} appears twice, with other bodies")
-            try:
-                fresh.append((index, await self._decide_one(body, request_id, digest, now)))
-            except (BadRequestError, NotFoundError, ForbiddenError) as error:
-                # A replay of an answered request gets its answer even if, say, its signature
-                # has expired since; anything else gets the error.
-                answers[index] = await self._replay(body, request_id, digest, error)
+        synced: list[bool] = [False]  # one consent catch-up serves every request of the call
+        try:
+            for index, body in enumerate(bodies):
+                request_id = _b32(body.request_id)
+                digest = body_hash(body)
+                if seen.setdefault(request_id, digest) != digest:
+                    raise ConflictError(
+                        f"request {body.request_id} appears twice, with other bodies"
+                    )
+                try:
+                    decided = await self._decide_one(body, request_id, digest, now, synced)
+                    fresh.append((index, body, decided))
+                except (BadRequestError, NotFoundError, ForbiddenError) as error:
+                    # A replay of an answered request gets its answer even if, say, its
+                    # signature has expired since; anything else gets the error.
+                    answers[index] = await self._replay(body, request_id, digest, error)
+        except BaseException:
+            for _, _, decided in fresh:  # nothing of this call is stored
+                self._undo(decided)
+            raise
         if fresh:
-            accepted = await self.outbox.add_accesses([access for _, access in fresh])
-            for (index, access), result in zip(fresh, accepted, strict=True):
-                if not result.created and access.decision == Decision.GRANTED:
-                    self.view.release(access.agreement_id)  # answered before: not a new grant
-                answers[index] = access_out(result.view)
+            accesses = [decided.access for _, _, decided in fresh]
+            try:
+                accepted = await self.outbox.add_accesses(accesses)
+            except BaseException:
+                for _, _, decided in fresh:
+                    self._undo(decided)
+                raise
+            for (index, body, decided), result in zip(fresh, accepted, strict=True):
+                if result.created:
+                    answers[index] = access_out(result.view, decided.access.cohort, decided.named)
+                else:  # answered before: not a new grant, and the stored answer stands
+                    self._undo(decided)
+                    answers[index] = await self._stored_answer(result.view, body)
         return [answers[i] for i in range(len(bodies))]
 
+    def _undo(self, decided: _Decided) -> None:
+        """Give back what a decision that was not stored as new holds."""
+        if decided.access.decision == Decision.GRANTED:
+            self.view.release(decided.access.agreement_id)
+        code = decided.code
+        if code is not None and self._reserved.get(code) == decided.access.request_id:
+            del self._reserved[code]
+
+    @staticmethod
+    def _named(body: SignedRequestIn) -> int | None:
+        if isinstance(body, AccessRequestIn) and body.cohort is not None:
+            return len(set(body.cohort))
+        return None
+
+    async def _stored_answer(self, view: OperationView, body: SignedRequestIn) -> AccessOut:
+        leaves = await self.outbox.cohort(view.key)
+        named = leaves.size if isinstance(body, RedeemIn) and leaves else self._named(body)
+        return access_out(view, leaves, named)
+
+    async def answer(self, view: OperationView) -> AccessOut:
+        """A stored access as `GET /v1/access-requests/{id}` shows it (with its cohort)."""
+        leaves = await self.outbox.cohort(view.key)
+        redemption = view.authorization_fault is not None
+        return access_out(view, leaves, leaves.size if redemption and leaves else None)
+
     async def _replay(
-        self, body: AccessRequestIn, request_id: bytes, digest: bytes, error: Exception
+        self, body: SignedRequestIn, request_id: bytes, digest: bytes, error: Exception
     ) -> AccessOut:
         stored = await self.outbox.get(request_id)
         if stored is None:
             raise error
         if stored.org != self.org or stored.body_hash != digest:
             raise ConflictError(f"request id {body.request_id} was used before with another body")
-        return access_out(stored)
+        return await self._stored_answer(stored, body)
+
+    async def _verified(
+        self, body: SignedRequestIn, now: int
+    ) -> tuple[AccessRequest, bytes, ChecksumAddress]:
+        """The signed request, its signature and its signer, checked."""
+        if body.deadline < now + self.deadline_margin_s:
+            raise BadRequestError(
+                f"request {body.request_id} is signed valid until {body.deadline}; it must stay "
+                f"valid at least {self.deadline_margin_s} s to be recorded",
+                code="request_expired",
+            )
+        request = AccessRequest(
+            request_id=_b32(body.request_id),
+            agreement_id=_b32(body.agreement_id),
+            dataset_id=_b32(body.dataset_id),
+            field_mask=body.field_mask,
+            tier=Tier[body.tier],
+            operation=Operation[body.operation],
+            request_hash=_b32(body.request_hash),
+            deadline=body.deadline,
+            authorization_ref=_b32(body.authorization_ref),
+        )
+        signature = bytes.fromhex(body.signature[2:])
+        try:
+            signer = recover(request.digest(self.domain), signature)
+        except InvalidSignatureError as exc:
+            raise BadRequestError(
+                f"request {body.request_id}: {exc}", code="bad_signature"
+            ) from None
+        if signer.lower() != body.requester.lower():
+            raise BadRequestError(
+                f"request {body.request_id} is not signed by {body.requester}", code="bad_signature"
+            )
+        return request, signature, signer
+
+    async def _agreement(self, body: SignedRequestIn, request: AccessRequest) -> AgreementState:
+        agreement = await self.view.agreement(request.agreement_id, request.dataset_id)
+        if agreement is None:
+            raise NotFoundError(f"no agreement {body.agreement_id}", code="unknown_agreement")
+        if agreement.holder != self.org:
+            raise ForbiddenError(f"agreement {body.agreement_id} is another holder's")
+        return agreement
+
+    async def _decide_one(
+        self,
+        body: AccessRequestIn,
+        request_id: bytes,
+        digest: bytes,
+        now: int,
+        synced: list[bool],
+    ) -> _Decided:
+        request, signature, signer = await self._verified(body, now)
+        agreement = await self._agreement(body, request)
+        named = None if body.cohort is None else [_b32(ref) for ref in body.cohort]
+        policy = agreement.consent_policy
+        admitted: list[bytes] = []
+        if named and policy == ConsentPolicy.COHORT_CONSENT:
+            consents = self._consents()
+            if not synced[0]:
+                await consents.sync()
+                synced[0] = True
+            admitted, _ = consents.admit(named, agreement.scenario, now)
+        elif named and policy == ConsentPolicy.NONE:
+            admitted = sorted(set(named))  # no consent needed: recorded for transparency
+        # PATIENT_AUTHORIZATION: a code must be presented (`redeem`); a named cohort admits nobody.
+        tree = CohortTree.build(admitted) if admitted else None
+        facts = RequestFacts(
+            dataset_id=request.dataset_id,
+            field_mask=request.field_mask,
+            tier=request.tier,
+            operation=request.operation,
+            deadline=request.deadline,
+            requester_is_member=await self.view.is_requester(signer, agreement.requester),
+            cohort_size=0 if tree is None else tree.size,
+            cohort_root=ZERO32 if tree is None else tree.root,
+            authorization_ref=request.authorization_ref,
+        )
+        outcome = decide(agreement, facts, now=now, used=self.view.used(request.agreement_id))
+        if outcome.granted:
+            self.view.reserve(request.agreement_id)
+        self.decisions.labels(decision=outcome.decision.name, reason=outcome.reason.name).inc()
+        # Only a granted access includes anybody: a denial records no cohort.
+        leaves = None
+        if outcome.granted and tree is not None:
+            leaves = CohortLeaves(tree.root, tree.size, b"".join(tree.subjects))
+        record = AccessRecord(
+            request=request,
+            requester=signer,
+            signature=signature,
+            decision=outcome.decision,
+            reason=outcome.reason,
+            cohort_root=ZERO32 if leaves is None else leaves.root,
+            cohort_size=0 if leaves is None else leaves.size,
+        )
+        access = NewAccess(
+            request_id=request_id,
+            body_hash=digest,
+            org=self.org,
+            agreement_id=request.agreement_id,
+            decision=outcome.decision,
+            reasons=outcome.reasons,
+            record=record.encode(),
+            cohort=leaves,
+        )
+        return _Decided(access, None if named is None else len(set(named)))
+
+    # --- authorization codes -----------------------------------------------------------------
+
+    async def redeem(self, token: Token, body: RedeemIn) -> AccessOut:
+        """Decide an access that redeems a patient's authorization code, store it, answer."""
+        self.authorize(token)
+        ref = _b32(body.authorization_ref)
+        try:
+            matches = code_hash(body.code) == ref
+        except SubjectError:
+            matches = False
+        if not matches:
+            raise CodeMismatchError(
+                f"the code given is not the one whose hash the request names "
+                f"(authorization_ref {body.authorization_ref}); nothing was recorded"
+            )
+        request_id = _b32(body.request_id)
+        digest = body_hash(body)
+        now = int(time.time())
+        try:
+            decided = await self._decide_redemption(body, request_id, digest, now)
+        except (BadRequestError, NotFoundError, ForbiddenError) as error:
+            return await self._replay(body, request_id, digest, error)
+        try:
+            [result] = await self.outbox.add_accesses([decided.access])
+        except BaseException:
+            self._undo(decided)
+            raise
+        if not result.created:
+            self._undo(decided)
+            return await self._stored_answer(result.view, body)
+        leaves = decided.access.cohort
+        return access_out(result.view, leaves, None if leaves is None else leaves.size)
+
+    async def _load_reservations(self) -> None:
+        """Reservations survive a restart: codes of granted accesses still in the outbox."""
+        if self._reservations_loaded:
+            return
+        async with self._reservations_lock:
+            if not self._reservations_loaded:
+                for code, access_id in (await self.outbox.open_redemptions()).items():
+                    self._reserved.setdefault(code, access_id)
+                self._reservations_loaded = True
+
+    async def _drop_if_failed(self, code: bytes) -> None:
+        """A reservation whose access the chain refused holds the code no longer."""
+        access_id = self._reserved.get(code)
+        if access_id is None:
+            return
+        stored = await self.outbox.get(access_id)
+        # Not stored yet: a decision still on its way to the outbox holds it (a failed write
+        # gives it back itself, in `_undo`).
+        failed = stored is not None and stored.status == OperationStatus.FAILED
+        if failed and self._reserved.get(code) == access_id:
+            del self._reserved[code]
+
+    async def _decide_redemption(
+        self, body: RedeemIn, request_id: bytes, digest: bytes, now: int
+    ) -> _Decided:
+        request, signature, signer = await self._verified(body, now)
+        agreement = await self._agreement(body, request)
+        if agreement.consent_policy != ConsentPolicy.PATIENT_AUTHORIZATION:
+            raise BadRequestError(
+                f"agreement {body.agreement_id} is a {agreement.consent_policy.name} agreement; "
+                "only PATIENT_AUTHORIZATION agreements redeem codes",
+                code="not_an_authorization_agreement",
+            )
+        is_member = await self.view.is_requester(signer, agreement.requester)
+        consents = self._consents()
+        await self._load_reservations()
+        await consents.sync()
+        code = request.authorization_ref
+        await self._drop_if_failed(code)
+        # --- no await from here to the reservation: check and reserve are one step ----------
+        found = consents.authorization(code)
+        root = ZERO32 if found is None else leaf_hash(found.subject)
+        fault = authorization_fault(
+            found,
+            code in self._reserved,
+            RedemptionFacts(
+                holder=agreement.holder,
+                grantee=agreement.requester,
+                dataset_id=request.dataset_id,
+                field_mask=request.field_mask,
+                tier=request.tier,
+                cohort_root=root,
+            ),
+            now,
+        )
+        facts = RequestFacts(
+            dataset_id=request.dataset_id,
+            field_mask=request.field_mask,
+            tier=request.tier,
+            operation=request.operation,
+            deadline=request.deadline,
+            requester_is_member=is_member,
+            cohort_size=1,
+            cohort_root=root,
+            authorization_ref=code,
+            authorization_fault=fault,
+        )
+        outcome = decide(agreement, facts, now=now, used=self.view.used(request.agreement_id))
+        leaves = None
+        if outcome.granted:
+            assert found is not None  # a GRANTED redemption found its authorization
+            self._reserved[code] = request_id
+            self.view.reserve(request.agreement_id)
+            leaves = CohortLeaves(root, 1, found.subject)
+        # --- reserved ------------------------------------------------------------------------
+        self.decisions.labels(decision=outcome.decision.name, reason=outcome.reason.name).inc()
+        log.info(
+            "access.redemption",
+            access=body.request_id,
+            decision=outcome.decision.name,
+            fault=fault.name,
+        )
+        record = AccessRecord(
+            request=request,
+            requester=signer,
+            signature=signature,
+            decision=outcome.decision,
+            reason=outcome.reason,
+            cohort_root=ZERO32 if leaves is None else leaves.root,
+            cohort_size=0 if leaves is None else 1,
+        )
+        access = NewAccess(
+            request_id=request_id,
+            body_hash=digest,
+            org=self.org,
+            agreement_id=request.agreement_id,
+            decision=outcome.decision,
+            reasons=outcome.reasons,
+            record=record.encode(),
+            cohort=leaves,
+            authorization_fault=int(fault),
+        )
+        return _Decided(access, None, code if outcome.granted else None)
+
+    # --- result releases ---------------------------------------------------------------------
 
     async def release(
         self, token: Token, access_id: bytes, result_hash: bytes, kind: ReleaseKind, size: int
@@ -164,74 +560,4 @@ class AccessService:
             tx_hash=None if view.tx_hash is None else "0x" + view.tx_hash.hex(),
             block_number=view.block_number,
             error=view.error,
-        )
-
-    async def _decide_one(
-        self, body: AccessRequestIn, request_id: bytes, digest: bytes, now: int
-    ) -> NewAccess:
-        if body.deadline < now + self.deadline_margin_s:
-            raise BadRequestError(
-                f"request {body.request_id} is signed valid until {body.deadline}; it must stay "
-                f"valid at least {self.deadline_margin_s} s to be recorded",
-                code="request_expired",
-            )
-        request = AccessRequest(
-            request_id=request_id,
-            agreement_id=_b32(body.agreement_id),
-            dataset_id=_b32(body.dataset_id),
-            field_mask=body.field_mask,
-            tier=Tier[body.tier],
-            operation=Operation[body.operation],
-            request_hash=_b32(body.request_hash),
-            deadline=body.deadline,
-            authorization_ref=_b32(body.authorization_ref),
-        )
-        signature = bytes.fromhex(body.signature[2:])
-        try:
-            signer = recover(request.digest(self.domain), signature)
-        except InvalidSignatureError as exc:
-            raise BadRequestError(
-                f"request {body.request_id}: {exc}", code="bad_signature"
-            ) from None
-        if signer.lower() != body.requester.lower():
-            raise BadRequestError(
-                f"request {body.request_id} is not signed by {body.requester}", code="bad_signature"
-            )
-        agreement = await self.view.agreement(request.agreement_id, request.dataset_id)
-        if agreement is None:
-            raise NotFoundError(f"no agreement {body.agreement_id}", code="unknown_agreement")
-        if agreement.holder != self.org:
-            raise ForbiddenError(f"agreement {body.agreement_id} is another holder's")
-        facts = RequestFacts(
-            dataset_id=request.dataset_id,
-            field_mask=request.field_mask,
-            tier=request.tier,
-            operation=request.operation,
-            deadline=request.deadline,
-            requester_is_member=await self.view.is_requester(signer, agreement.requester),
-            cohort_size=body.cohort_size,
-            cohort_root=_b32(body.cohort_root),
-            authorization_ref=request.authorization_ref,
-        )
-        outcome = decide(agreement, facts, now=now, used=self.view.used(request.agreement_id))
-        if outcome.granted:
-            self.view.reserve(request.agreement_id)
-        self.decisions.labels(decision=outcome.decision.name, reason=outcome.reason.name).inc()
-        record = AccessRecord(
-            request=request,
-            requester=signer,
-            signature=signature,
-            decision=outcome.decision,
-            reason=outcome.reason,
-            cohort_root=facts.cohort_root,
-            cohort_size=facts.cohort_size,
-        )
-        return NewAccess(
-            request_id=request_id,
-            body_hash=digest,
-            org=self.org,
-            agreement_id=request.agreement_id,
-            decision=outcome.decision,
-            reasons=outcome.reasons,
-            record=record.encode(),
         )

@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import hashlib
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, Literal
 
 import structlog
@@ -86,6 +86,7 @@ def _event(contract: str, name: str) -> tuple[bytes, list[str]]:
 PROPOSED_TOPIC, PROPOSED_TYPES = _event("AgreementRegistry", "AgreementProposed")
 SUPERSEDED_TOPIC, _ = _event("AgreementRegistry", "AgreementSuperseded")
 DATASET_TOPIC, DATASET_TYPES = _event("DatasetRegistry", "DatasetRegistered")
+CONSENT_RECORDED_TOPIC, _ = _event("ConsentRegistry", "ConsentRecorded")
 _STATUS = _selector("status(bytes32)")
 _DIGEST = _selector("digest(bytes32)")
 _SIGNERS = _selector("signers(bytes32)")
@@ -127,6 +128,10 @@ class TransactionOut(BaseModel):
     block_number: int | None = None
     agreement_id: str | None = None
     dataset_id: str | None = None
+    consent_ids: list[str] | None = None
+    """Consents the transaction recorded (known once it is mined) or withdrew."""
+    code_hash: str | None = None
+    """The authorization code hash the transaction issued or revoked."""
 
 
 class SignatureOut(BaseModel):
@@ -206,7 +211,15 @@ def _render(value: Any) -> Any:
     return value if isinstance(value, int | str | bool) or value is None else str(value)
 
 
-_CONFLICTS = ("AlreadySigned", "Exists", "InvalidStatus", "NotExpired")
+_CONFLICTS = (
+    "AlreadySigned",
+    "Exists",
+    "InvalidStatus",
+    "NotExpired",
+    "Overlapping",
+    "NotGranted",
+    "NotIssued",
+)
 
 
 def refusal(name: str, args: dict[str, Any], what: str) -> GatewayError:
@@ -489,12 +502,34 @@ class StewardService:
             chain_id=self.deployment.chain_id,
         )
 
+    def expect_consent(
+        self, functions: Sequence[str], id_arg: str | None = None, id_value: bytes | None = None
+    ) -> Expected:
+        """A `ConsentRegistry` call (consents and authorization codes)."""
+        return Expected(
+            contract="ConsentRegistry",
+            address=self.deployment.address("ConsentRegistry"),
+            functions=functions,
+            chain_id=self.deployment.chain_id,
+            id_arg=id_arg,
+            id_value=id_value,
+        )
+
     async def relay(
-        self, body: SignedTransactionIn, expected: Expected, *, wait: bool = False
+        self,
+        body: SignedTransactionIn,
+        expected: Expected,
+        *,
+        wait: bool = False,
+        guard: Callable[[Call], Awaitable[None]] | None = None,
+        sent: Callable[[Call], None] | None = None,
     ) -> TransactionOut:
         """Check, simulate and forward a steward's signed transaction; nothing is sent when the
         shape is wrong or the chain would refuse it. Re-posting the same bytes is harmless:
-        a mined transaction answers with its receipt, a pooled one is not sent twice."""
+        a mined transaction answers with its receipt, a pooled one is not sent twice.
+
+        `guard` may refuse a well-formed call before it is simulated (path-specific checks);
+        `sent` runs once the node has the transaction (e.g. to honour a withdrawal at once)."""
         try:
             raw = bytes.fromhex(body.signed_transaction[2:])
         except ValueError:
@@ -503,8 +538,20 @@ class StewardService:
         tx = call.tx
         receipt = await self.rpc.receipt(tx.tx_hash)
         if receipt is None:
-            await self._simulate(call)
+            if guard is not None:
+                await guard(call)
+            try:
+                await self._simulate(call)
+            except GatewayError:
+                # Mined between the receipt look-up and the simulation (a re-post of the same
+                # bytes): its receipt is the answer, not the refusal of a second run.
+                receipt = await self.rpc.receipt(tx.tx_hash)
+                if receipt is None:
+                    raise
+                return self._transaction_out(call, receipt)
             await self._send(call)
+            if sent is not None:
+                sent(call)
             if wait:
                 receipt = await self._wait_receipt(tx.tx_hash)
         return self._transaction_out(call, receipt)
@@ -573,6 +620,18 @@ class StewardService:
         dataset_id: bytes | None = None
         if call.function.contract == "DatasetRegistry":
             dataset_id, agreement_id = args.get("id"), None
+        consent_ids: list[str] | None = None
+        name = call.function.name
+        if name == "withdrawConsent":
+            consent_ids = [_hex(args["consentId"])]
+        elif name in ("recordConsent", "recordConsents") and status == "confirmed":
+            assert receipt is not None
+            consent_ids = [
+                str(entry["topics"][1])
+                for entry in receipt.get("logs", ())
+                if entry["topics"] and _b32(entry["topics"][0]) == CONSENT_RECORDED_TOPIC
+            ]
+        code_hash: bytes | None = args.get("codeHash")
         return TransactionOut(
             tx_hash=_hex(call.tx.tx_hash),
             sender=call.tx.sender,
@@ -582,6 +641,8 @@ class StewardService:
             block_number=block,
             agreement_id=None if agreement_id is None else _hex(agreement_id),
             dataset_id=None if dataset_id is None else _hex(dataset_id),
+            consent_ids=consent_ids,
+            code_hash=None if code_hash is None else _hex(code_hash),
         )
 
 

@@ -86,6 +86,15 @@ def encode_access_record(record_abi: tuple[Any, ...]) -> bytes:
     return encode([ACCESS_RECORD_TYPE], [record_abi])
 
 
+def redeems(record: bytes) -> bool:
+    """Whether an encoded record is GRANTED with an authorization reference: under a
+    PATIENT_AUTHORIZATION agreement the chain redeems the code in the same call."""
+    return record[4 * 32 : 5 * 32] == GRANTED_WORD and record[12 * 32 : 13 * 32] != bytes(32)
+
+
+GRANTED_WORD = (1).to_bytes(32, "big")
+
+
 def record_accesses_calldata(records: Sequence[bytes]) -> bytes:
     """`recordAccesses(records)` calldata from encoded records, without re-encoding them.
 
@@ -120,6 +129,9 @@ class SubmitterSettings:
     """Measured ~45k per granted record plus calldata (zero gas price makes headroom free);
     60k lets a full 256-record batch fit the 2^24 per-transaction cap."""
     gas_release: int = 250_000
+    gas_per_redemption: int = 100_000
+    """Extra for a GRANTED record that redeems a patient's authorization code (a call into the
+    ConsentRegistry that writes the code's status: ~45k measured, doubled)."""
     max_revert_attempts: int = 3
     """Unexplained reverts (no record found at fault) before the operations end FAILED."""
     backoff_max: float = 5.0
@@ -281,6 +293,7 @@ class Submitter:
             if op.kind is not OperationKind.ACCESS:
                 break
             batch.append(op)
+        batch = self._fit_gas(batch)
         full = len(batch) >= self.max_records or len(batch) < len(ops)
         wait = s.max_delay - (time.time() - batch[0].created_at)
         if not full and wait > 0:
@@ -294,14 +307,29 @@ class Submitter:
             return checksum_address(split_call_payload(ops[0].payload)[0])
         return self.access_log
 
+    def _record_gas(self, op: PendingOp) -> int:
+        gas = self._gas_per_record
+        if redeems(op.payload):
+            gas += self.settings.gas_per_redemption
+        return gas
+
+    def _fit_gas(self, batch: list[PendingOp]) -> list[PendingOp]:
+        """The longest prefix of `batch` whose gas fits one transaction (redemptions cost more)."""
+        total = self.settings.gas_base
+        for index, op in enumerate(batch):
+            total += self._record_gas(op)
+            if total > TX_GAS_CAP:
+                return batch[: max(1, index)]
+        return batch
+
     def _calldata(self, ops: Sequence[PendingOp], kind: OperationKind) -> tuple[bytes, int]:
         if kind is OperationKind.CALL:
             _, gas, data = split_call_payload(ops[0].payload)
             return data, gas
         if kind is OperationKind.RELEASE:
             return RELEASE_RESULT + ops[0].payload, self.settings.gas_release
-        gas = min(TX_GAS_CAP, self.settings.gas_base + self._gas_per_record * len(ops))
-        return record_accesses_calldata([op.payload for op in ops]), gas
+        gas = self.settings.gas_base + sum(self._record_gas(op) for op in ops)
+        return record_accesses_calldata([op.payload for op in ops]), min(TX_GAS_CAP, gas)
 
     async def _submit(self, ops: Sequence[PendingOp], kind: OperationKind) -> None:
         data, gas = self._calldata(ops, kind)

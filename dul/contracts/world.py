@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from eth_hash.auto import keccak
@@ -170,4 +171,69 @@ class World:
             reason,
             cohort_root=keccak(b"cohort") if granted else bytes(32),
             cohort_size=42 if granted else 0,
+        )
+
+    # --- patients (consents and authorization codes) -------------------------------------------
+
+    def cohort_terms(self, *, quota: int = 1_000_000) -> AgreementTerms:
+        """Research terms above de-identified: the chain requires COHORT_CONSENT for them."""
+        return replace(
+            self.research_terms(quota=quota),
+            max_tier=Tier.PSEUDONYMIZED,
+            consent_policy=ConsentPolicy.COHORT_CONSENT,
+        )
+
+    def record_consents(
+        self,
+        subjects: Sequence[bytes],
+        scenarios: Sequence[Scenario] = (Scenario.RESEARCH,),
+        *,
+        valid_until: int | None = None,
+        subject_key: str | None = None,
+        duo_codes: Sequence[int] = (42,),
+    ) -> list[bytes]:
+        """Record one consent per subject at the hospital, signed by its steward (in batches
+        of 64); the new consent ids, in order."""
+        mask = 0
+        for scenario in scenarios:
+            mask |= 1 << scenario
+        until = valid_until or int(time.time()) + 86_400 * 365
+        key = subject_key or "0x" + "00" * 20
+        ids: list[bytes] = []
+        events = self.ledger.contract("ConsentRegistry").events.ConsentRecorded()
+        for offset in range(0, len(subjects), 64):
+            terms = [
+                (self.hospital, s, mask, list(duo_codes), 0, until, key)
+                for s in subjects[offset : offset + 64]
+            ]
+            receipt = self.ledger.transact(self.steward, "ConsentRegistry", "recordConsents", terms)
+            ids += [bytes(e["args"]["consentId"]) for e in events.process_receipt(receipt)]
+        return ids
+
+    def issue_authorization(
+        self,
+        code_hash: bytes,
+        subject: bytes,
+        grantee: bytes,
+        *,
+        dataset: bytes | None = None,
+        field_mask: int = 0b1111,
+        tier: Tier = Tier.PSEUDONYMIZED,
+        expires_at: int | None = None,
+    ) -> None:
+        """Issue an INSURANCE_CLAIM authorization code (by its hash), signed by the steward."""
+        authorization = (
+            self.hospital,
+            subject,
+            grantee,
+            dataset or self.dataset,
+            field_mask,
+            tier,
+            Scenario.INSURANCE_CLAIM,
+            0,
+            expires_at or int(time.time()) + 86_400,
+            bytes(32),
+        )
+        self.ledger.transact(
+            self.steward, "ConsentRegistry", "issueAuthorization", code_hash, authorization
         )

@@ -17,7 +17,6 @@ from ledger_gateway.models import (
     ReleaseOut,
     ResultReleaseIn,
 )
-from ledger_gateway.service import access_out
 
 router = APIRouter(prefix="/v1/access-requests", tags=["access requests"])
 
@@ -47,7 +46,7 @@ async def request_access(
     """Decide one access request; the decision is durable before this answers."""
     [answer] = await context.access.decide(token, [body])
     if wait == "confirmed":
-        answer = await _wait(context, answer)
+        answer = await wait_for(context, answer)
     response.headers["Location"] = f"/v1/access-requests/{answer.access_id}"
     return answer
 
@@ -65,7 +64,7 @@ async def request_access_batch(
         )
     answers = await context.access.decide(token, body.requests)
     if wait == "confirmed":
-        answers = [await _wait(context, a) for a in answers]
+        answers = [await wait_for(context, a) for a in answers]
     return AccessBatchOut(results=answers)
 
 
@@ -78,15 +77,26 @@ async def get_access(
     view = await context.outbox.get(_hex32(access_id))
     if view is None or view.org != context.access.org:
         raise NotFoundError(f"no access request {access_id}")
-    answer = access_out(view)
-    return await _wait(context, answer) if wait == "confirmed" else answer
+    answer = await context.access.answer(view)
+    return await wait_for(context, answer) if wait == "confirmed" else answer
 
 
-async def _wait(context: ContextDep, answer: AccessOut) -> AccessOut:
+async def wait_for(context: ContextDep, answer: AccessOut) -> AccessOut:
+    """`answer` once its access is confirmed or failed (or the wait ends); only the recording
+    status changes, the decision and its cohort stay as answered."""
     if answer.status in ("confirmed", "failed"):
         return answer
     view = await context.outbox.wait(_hex32(answer.access_id), context.settings.wait_timeout_s)
-    return answer if view is None else access_out(view)
+    if view is None:
+        return answer
+    return answer.model_copy(
+        update={
+            "status": view.status.value,
+            "tx_hash": None if view.tx_hash is None else "0x" + view.tx_hash.hex(),
+            "block_number": view.block_number,
+            "error": view.error,
+        }
+    )
 
 
 @router.post("/{access_id}/results", response_model=ReleaseOut, status_code=201)

@@ -1,0 +1,140 @@
+"""`/v1/consents` and `/v1/authorizations`: what patients permit.
+
+Stewards record and withdraw consents and issue or revoke authorization codes with transactions
+signed on their own machine (the gateway checks, simulates and relays them); a patient's own
+withdrawal signature is relayed with the gateway's key; an access service redeems a code the
+patient handed to a third party (`/v1/authorizations/redeem`)."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request, Response
+
+from ledger_gateway.api.access import wait_for
+from ledger_gateway.api.agreements import StewardDep, WaitQuery
+from ledger_gateway.api.deps import ContextDep, TokenDep
+from ledger_gateway.consent_flows import (
+    ConsentService,
+    ConsentsOut,
+    WithdrawalIn,
+    WithdrawalOut,
+    consent_flows_of,
+    hex32,
+    lifespan,
+)
+from ledger_gateway.models import AccessOut, RedeemIn
+from ledger_gateway.steward import SignedTransactionIn, TransactionOut
+
+router = APIRouter(tags=["consents and authorization codes"], lifespan=lifespan)
+
+
+async def get_flows(request: Request) -> ConsentService:
+    return consent_flows_of(request.app)
+
+
+FlowsDep = Annotated[ConsentService, Depends(get_flows)]
+
+
+def _status(response: Response, status: str) -> None:
+    response.status_code = 200 if status in ("confirmed", "failed") else 202
+
+
+@router.post("/v1/consents", response_model=TransactionOut, status_code=202)
+async def record_consents(
+    body: SignedTransactionIn,
+    flows: FlowsDep,
+    steward: StewardDep,
+    token: TokenDep,
+    response: Response,
+    wait: WaitQuery = None,
+) -> TransactionOut:
+    """Relay a steward-signed `ConsentRegistry.recordConsent` or `recordConsents` (simulated
+    first: a refusal answers with the contract's error code and nothing is sent). Once mined,
+    the answer lists the new consent ids."""
+    steward.authorize(token)
+    answer = await flows.record(body, wait=wait == "confirmed")
+    _status(response, answer.status)
+    return answer
+
+
+@router.post("/v1/consents/{subject}/withdraw", response_model=WithdrawalOut, status_code=202)
+async def withdraw_consent(
+    subject: str,
+    body: WithdrawalIn,
+    flows: FlowsDep,
+    steward: StewardDep,
+    token: TokenDep,
+    response: Response,
+    wait: WaitQuery = None,
+) -> WithdrawalOut:
+    """Withdraw one of the subject's consents at this holder: a steward-signed
+    `withdrawConsent` transaction, or the patient's EIP-712 `ConsentWithdrawal` signature
+    (relayed with the gateway's key). Either is in force for the next decision at once."""
+    steward.authorize(token)
+    answer = await flows.withdraw(
+        hex32(subject, "subject reference"), body, wait=wait == "confirmed"
+    )
+    _status(response, answer.status)
+    return answer
+
+
+@router.get("/v1/consents/{subject}", response_model=ConsentsOut)
+async def list_consents(
+    subject: str, flows: FlowsDep, steward: StewardDep, token: TokenDep
+) -> ConsentsOut:
+    """The subject's consents at this holder, oldest first, as of the chain head."""
+    steward.authorize(token)
+    return await flows.consents_of(hex32(subject, "subject reference"), int(time.time()))
+
+
+@router.post("/v1/authorizations", response_model=TransactionOut, status_code=202)
+async def issue_authorization(
+    body: SignedTransactionIn,
+    flows: FlowsDep,
+    steward: StewardDep,
+    token: TokenDep,
+    response: Response,
+    wait: WaitQuery = None,
+) -> TransactionOut:
+    """Relay a steward-signed `ConsentRegistry.issueAuthorization` (the code's hash only)."""
+    steward.authorize(token)
+    answer = await flows.issue(body, wait=wait == "confirmed")
+    _status(response, answer.status)
+    return answer
+
+
+@router.post("/v1/authorizations/redeem", response_model=AccessOut, status_code=201)
+async def redeem_authorization(
+    body: RedeemIn, context: ContextDep, token: TokenDep, response: Response, wait: WaitQuery = None
+) -> AccessOut:
+    """Decide an access under a PATIENT_AUTHORIZATION agreement that redeems the patient's code:
+    the requester-signed request names the code's hash (`authorization_ref`), the body carries
+    the code. GRANTED: a one-patient cohort, and the code is the access's alone; otherwise
+    DENIED with `authorization_fault`. Recorded on chain either way (a code that does not match
+    `authorization_ref` is 400 and records nothing)."""
+    answer = await context.access.redeem(token, body)
+    if wait == "confirmed":
+        answer = await wait_for(context, answer)
+    response.headers["Location"] = f"/v1/access-requests/{answer.access_id}"
+    return answer
+
+
+@router.post(
+    "/v1/authorizations/{code_hash}/revoke", response_model=TransactionOut, status_code=202
+)
+async def revoke_authorization(
+    code_hash: str,
+    body: SignedTransactionIn,
+    flows: FlowsDep,
+    steward: StewardDep,
+    token: TokenDep,
+    response: Response,
+    wait: WaitQuery = None,
+) -> TransactionOut:
+    """Relay a steward-signed `ConsentRegistry.revokeAuthorization` of this code hash."""
+    steward.authorize(token)
+    answer = await flows.revoke(hex32(code_hash, "code hash"), body, wait=wait == "confirmed")
+    _status(response, answer.status)
+    return answer

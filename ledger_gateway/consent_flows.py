@@ -1,0 +1,325 @@
+"""Steward and patient flows of the consent registry, through the gateway.
+
+- **consents** — a steward records consents (`recordConsent` / `recordConsents`) and
+  withdraws them (`withdrawConsent`) with transactions signed on the steward's machine; the
+  gateway checks each is the call its path names, simulates it from the steward's address (a
+  refusal — unknown holder, not a steward, overlapping or back-dated consent — answers with the
+  contract's custom error as `code`, and nothing is sent) and relays the bytes.
+- **patient withdrawals** — a patient's EIP-712 `ConsentWithdrawal` signature (by the key
+  recorded with the consent) is simulated from the gateway's own address, so a forged or expired
+  signature is refused before anything is stored, then queued as an outbox CALL of
+  `withdrawConsentBySubject`, sent with the gateway's key exactly once.
+- **authorization codes** — `issueAuthorization` / `revokeAuthorization` transactions signed by
+  the steward (the steward's CLI makes the code and sends only its hash).
+
+A withdrawal the gateway relays is in force for the next decision at once, before it is mined
+(`ConsentView.mark_withdrawn`); one relayed by anyone else is honoured as soon as it is mined.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections.abc import AsyncIterator
+from typing import Literal
+
+import structlog
+from eth_abi.abi import decode
+from eth_hash.auto import keccak
+from fastapi import FastAPI
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from dul.domain import ConsentStatus, Scenario, slug_of
+from ledger_gateway.consents import ConsentView
+from ledger_gateway.errors import BadRequestError, UnavailableError
+from ledger_gateway.models import Hex32, Signature
+from ledger_gateway.outbox import NewCall, OperationStatus, OperationView, Outbox
+from ledger_gateway.relay import Call, RelayError, function
+from ledger_gateway.rpc import RpcError
+from ledger_gateway.steward import (
+    SignedTransactionIn,
+    StewardService,
+    TransactionOut,
+    _reverted,
+    steward_of,
+)
+
+log = structlog.get_logger(__name__)
+
+WITHDRAW_BY_SUBJECT = function("ConsentRegistry", "withdrawConsentBySubject")
+WITHDRAW_GAS_MIN = 150_000
+_CONSENT = keccak(b"consent(bytes32)")[:4]
+_CONSENT_TYPES = ["(bytes32,bytes32,uint8,uint8,uint64,uint64,address)"]
+
+
+def _hex(value: bytes) -> str:
+    return "0x" + value.hex()
+
+
+def _b32(value: str) -> bytes:
+    return bytes.fromhex(value[2:])
+
+
+# --------------------------------------------------------------------------- API models
+
+
+class WithdrawalIn(BaseModel):
+    """Either a steward-signed `withdrawConsent(consentId)` transaction, or the patient's own
+    EIP-712 `ConsentWithdrawal(consentId, deadline)` signature, which the gateway relays."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    signed_transaction: str | None = Field(
+        None,
+        pattern=r"^0x(?:[0-9a-fA-F]{2})+$",
+        max_length=2 + 2 * 128 * 1024,
+        description="a steward's signed withdrawConsent transaction",
+    )
+    consent_id: Hex32 | None = Field(None, description="the consent the patient withdraws")
+    deadline: int | None = Field(None, ge=0, lt=2**64, description="the signature's deadline")
+    signature: Signature | None = Field(None, description="the patient's EIP-712 signature")
+
+    @model_validator(mode="after")
+    def _one_form(self) -> WithdrawalIn:
+        patient = (self.consent_id, self.deadline, self.signature)
+        if self.signed_transaction is not None:
+            if any(v is not None for v in patient):
+                raise ValueError(
+                    "give either signed_transaction or consent_id, deadline and signature"
+                )
+        elif any(v is None for v in patient):
+            raise ValueError(
+                "give signed_transaction (steward) or consent_id, deadline and signature (patient)"
+            )
+        return self
+
+
+class WithdrawalOut(BaseModel):
+    """A withdrawal relayed: in force for the gateway's decisions from now on."""
+
+    consent_id: str
+    subject: str
+    by: Literal["steward", "subject"]
+    status: Literal["pending", "submitted", "confirmed", "failed"]
+    tx_hash: str | None = None
+    block_number: int | None = None
+    operation_id: str | None = None
+    """The outbox operation relaying a patient's signature (the gateway's own transaction)."""
+    sender: str | None = None
+    error: str | None = None
+
+
+class ConsentOut(BaseModel):
+    consent_id: str
+    holder: str
+    subject: str
+    scenarios: list[str]
+    duo_codes: list[str]
+    status: Literal["GRANTED", "WITHDRAWN"]
+    withdrawal_pending: bool
+    """Withdrawn through this gateway; the transaction is not mined yet (already in force)."""
+    valid_from: int
+    valid_until: int
+    subject_key: str | None
+    in_force: bool
+    """Granted and inside its window now."""
+
+
+class ConsentsOut(BaseModel):
+    subject: str
+    holder: str
+    consents: list[ConsentOut]
+    block_number: int
+    """The block the gateway's consent view is up to."""
+
+
+# --------------------------------------------------------------------------- the service
+
+
+class ConsentService:
+    """Consent and authorization-code flows of one gateway (its holder organization)."""
+
+    def __init__(self, steward: StewardService, view: ConsentView, outbox: Outbox) -> None:
+        self.steward = steward
+        self.view = view
+        self.outbox = outbox
+        self.registry = steward.deployment.address("ConsentRegistry")
+
+    async def _stored_consent(self, consent_id: bytes) -> tuple[bytes, bytes, ConsentStatus]:
+        """(holder, subject, status) of a consent as the chain has it now."""
+        raw = await self.steward.rpc.call(self.registry, _CONSENT + consent_id)
+        holder, subject, _, status, *_ = decode(_CONSENT_TYPES, raw)[0]
+        return bytes(holder), bytes(subject), ConsentStatus(status)
+
+    async def _check_owner(self, consent_id: bytes, subject: bytes) -> None:
+        """The consent must be `subject`'s at this gateway's holder (unknown ones are left to the
+        chain, which names them)."""
+        holder, owner, status = await self._stored_consent(consent_id)
+        if status == ConsentStatus.NONE:
+            return
+        if holder != self.steward.org or owner != subject:
+            raise RelayError(
+                f"consent {_hex(consent_id)} is not subject {_hex(subject)}'s at "
+                f"{slug_of(self.steward.org)}",
+                code="wrong_transaction",
+            )
+
+    # --- consents ----------------------------------------------------------------------------
+
+    async def record(self, body: SignedTransactionIn, *, wait: bool) -> TransactionOut:
+        expected = self.steward.expect_consent(("recordConsent", "recordConsents"))
+        return await self.steward.relay(body, expected, wait=wait)
+
+    async def withdraw(self, subject: bytes, body: WithdrawalIn, *, wait: bool) -> WithdrawalOut:
+        if body.signed_transaction is not None:
+            return await self._withdraw_by_steward(subject, body.signed_transaction, wait=wait)
+        assert body.consent_id is not None
+        assert body.deadline is not None
+        assert body.signature is not None
+        return await self._withdraw_by_subject(
+            subject, _b32(body.consent_id), body.deadline, _b32(body.signature), wait=wait
+        )
+
+    async def _withdraw_by_steward(
+        self, subject: bytes, signed_transaction: str, *, wait: bool
+    ) -> WithdrawalOut:
+        async def guard(call: Call) -> None:
+            await self._check_owner(call.args["consentId"], subject)
+
+        def sent(call: Call) -> None:
+            self.view.mark_withdrawn(call.args["consentId"])
+
+        answer = await self.steward.relay(
+            SignedTransactionIn(signed_transaction=signed_transaction),
+            self.steward.expect_consent(("withdrawConsent",)),
+            wait=wait,
+            guard=guard,
+            sent=sent,
+        )
+        consent_id = (answer.consent_ids or [""])[0]
+        log.info("consents.withdrawn", consent=consent_id, by="steward", tx=answer.tx_hash)
+        return WithdrawalOut(
+            consent_id=consent_id,
+            subject=_hex(subject),
+            by="steward",
+            status=answer.status,
+            tx_hash=answer.tx_hash,
+            block_number=answer.block_number,
+            sender=answer.sender,
+        )
+
+    async def _withdraw_by_subject(
+        self, subject: bytes, consent_id: bytes, deadline: int, signature: bytes, *, wait: bool
+    ) -> WithdrawalOut:
+        data = WITHDRAW_BY_SUBJECT.encode(consent_id, deadline, signature)
+        key = keccak(b"ConsentRegistry.withdrawConsentBySubject" + data[4:])
+        stored = await self.outbox.get(key)
+        if stored is None:
+            await self._check_owner(consent_id, subject)
+            try:
+                gas = await self.steward.rpc.estimate_gas(
+                    self.registry, data, sender=self.steward.relayer
+                )
+            except RpcError as exc:
+                raise _reverted(exc, f"the withdrawal of consent {_hex(consent_id)}") from None
+            accepted = await self.outbox.add_call(
+                NewCall(
+                    key=key,
+                    body_hash=hashlib.sha256(_b32(self.registry) + data).digest(),
+                    org=self.steward.org,
+                    agreement_id=bytes(32),
+                    target=_b32(self.registry),
+                    gas=max(WITHDRAW_GAS_MIN, gas * 3 // 2),
+                    data=data,
+                )
+            )
+            stored = accepted.view
+            log.info("consents.withdrawn", consent=_hex(consent_id), by="subject")
+        self.view.mark_withdrawn(consent_id)
+        if wait and stored.status not in (OperationStatus.CONFIRMED, OperationStatus.FAILED):
+            stored = await self.outbox.wait(key, self.steward.wait_timeout_s) or stored
+        return self._subject_out(consent_id, subject, stored)
+
+    def _subject_out(self, consent_id: bytes, subject: bytes, view: OperationView) -> WithdrawalOut:
+        return WithdrawalOut(
+            consent_id=_hex(consent_id),
+            subject=_hex(subject),
+            by="subject",
+            status=view.status.value,
+            tx_hash=None if view.tx_hash is None else _hex(view.tx_hash),
+            block_number=view.block_number,
+            operation_id=_hex(view.key),
+            sender=self.steward.relayer,
+            error=view.error,
+        )
+
+    async def consents_of(self, subject: bytes, now: int) -> ConsentsOut:
+        await self.view.sync()
+        out = []
+        for c in self.view.consents_of(subject):
+            pending = c.consent_id in self.view.withdrawn_pending
+            granted = c.status == ConsentStatus.GRANTED
+            out.append(
+                ConsentOut(
+                    consent_id=_hex(c.consent_id),
+                    holder=slug_of(c.holder),
+                    subject=_hex(c.subject),
+                    scenarios=[s.name for s in Scenario if c.scenarios >> s & 1],
+                    duo_codes=[f"DUO:{code:07d}" for code in c.duo_codes],
+                    status="GRANTED" if granted else "WITHDRAWN",
+                    withdrawal_pending=pending,
+                    valid_from=c.valid_from,
+                    valid_until=c.valid_until,
+                    subject_key=c.subject_key,
+                    in_force=granted and c.valid_from <= now <= c.valid_until,
+                )
+            )
+        return ConsentsOut(
+            subject=_hex(subject),
+            holder=slug_of(self.steward.org),
+            consents=out,
+            block_number=self.view.last_block,
+        )
+
+    # --- authorization codes -----------------------------------------------------------------
+
+    async def issue(self, body: SignedTransactionIn, *, wait: bool) -> TransactionOut:
+        expected = self.steward.expect_consent(("issueAuthorization",))
+        return await self.steward.relay(body, expected, wait=wait)
+
+    async def revoke(
+        self, code_hash: bytes, body: SignedTransactionIn, *, wait: bool
+    ) -> TransactionOut:
+        expected = self.steward.expect_consent(("revokeAuthorization",), "codeHash", code_hash)
+        return await self.steward.relay(body, expected, wait=wait)
+
+
+def hex32(value: str, what: str) -> bytes:
+    if len(value) != 66 or not value.startswith("0x"):
+        raise BadRequestError(f"{value!r} is not a 0x-prefixed 32-byte {what}")
+    try:
+        return bytes.fromhex(value[2:])
+    except ValueError:
+        raise BadRequestError(f"{value!r} is not a 0x-prefixed 32-byte {what}") from None
+
+
+# --------------------------------------------------------------------------- wiring
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Builds the consent service beside the steward service (runs after its lifespan)."""
+    context = app.state.context
+    view = context.access.consents
+    if view is not None:
+        app.state.consent_flows = ConsentService(steward_of(app), view, context.outbox)
+    yield
+
+
+def consent_flows_of(app: FastAPI) -> ConsentService:
+    service = getattr(app.state, "consent_flows", None)
+    if not isinstance(service, ConsentService):
+        raise UnavailableError(
+            "this ledger has no consent registry deployed", code="consents_unavailable"
+        )
+    return service

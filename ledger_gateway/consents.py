@@ -1,0 +1,293 @@
+"""What the gateway knows about its patients: an in-memory index of `ConsentRegistry` state for
+the gateway's holder organization, built from raw `eth_getLogs` and decoded with eth_abi.
+
+- consents by id and by subject (a cohort of 10,000 is filtered with 10,000 dict lookups);
+- authorization codes (by code hash) issued by the holder's stewards, with their status;
+- withdrawals the gateway relayed itself and has not seen mined yet, which count as done.
+
+**A withdrawal recorded before a request is honoured by it**: every cohort or authorization
+decision first calls `sync()`, which brings the index up to the chain head — one
+`eth_blockNumber`, and `eth_getLogs` over the new blocks when there are any. Concurrent callers
+share one catch-up, but only one that *started after they asked*, so no caller is answered from
+a head read before its request arrived.
+
+The chain is a finality chain (Besu QBFT in production): the index does not roll back. After
+`evm_revert` on a development node, restart the gateway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+import structlog
+from eth_abi.abi import decode
+from eth_hash.auto import keccak
+
+from dul.contracts.artifacts import load
+from dul.domain import AuthorizationStatus, ConsentStatus, Scenario, Tier
+from dul.signing import checksum_address
+from ledger_gateway.consent_policy import AuthorizationState, ConsentState, admit_cohort
+from ledger_gateway.relay import canonical_type
+
+log = structlog.get_logger(__name__)
+
+ZERO_ADDRESS = "0x" + "00" * 20
+
+
+class Rpc(Protocol):
+    async def request(self, method: str, *params: Any) -> Any: ...
+
+
+@dataclass(frozen=True)
+class EventAbi:
+    topic: bytes
+    data_types: tuple[str, ...]
+    """Types of the non-indexed inputs, in order (what `data` decodes to)."""
+
+
+@functools.cache
+def events() -> dict[str, EventAbi]:
+    """The ConsentRegistry events the view reads, from the packaged ABI."""
+    found: dict[str, EventAbi] = {}
+    for item in load("ConsentRegistry").abi:
+        if item.get("type") != "event":
+            continue
+        types = [canonical_type(i) for i in item["inputs"]]
+        found[str(item["name"])] = EventAbi(
+            keccak(f"{item['name']}({','.join(types)})".encode()),
+            tuple(canonical_type(i) for i in item["inputs"] if not i["indexed"]),
+        )
+    return found
+
+
+_HOLDER_EVENTS = (
+    "ConsentRecorded",
+    "ConsentWithdrawn",
+    "AuthorizationIssued",
+    "AuthorizationRevoked",
+)
+
+
+def _b(value: str) -> bytes:
+    return bytes.fromhex(value[2:])
+
+
+def _address(value: str) -> str | None:
+    return None if value.lower() == ZERO_ADDRESS else checksum_address(_b(value))
+
+
+class ConsentView:
+    """ConsentRegistry state of one holder, following the chain."""
+
+    def __init__(
+        self,
+        rpc: Rpc,
+        registry: str,
+        holder: bytes,
+        *,
+        max_range: int = 100_000,
+    ) -> None:
+        self._rpc = rpc
+        self.registry = registry
+        self.holder = holder
+        self.max_range = max_range
+        self.consents: dict[bytes, ConsentState] = {}
+        self.by_subject: dict[bytes, list[ConsentState]] = {}
+        self.authorizations: dict[bytes, AuthorizationState] = {}
+        self.withdrawn_pending: set[bytes] = set()
+        """Withdrawals relayed by this gateway and not yet seen mined: already in force."""
+        self.last_block = -1
+        """The highest block whose events are applied (-1: none yet)."""
+        self._queued: asyncio.Future[None] | None = None
+        self._running = False
+        self._runner: asyncio.Future[None] | None = None
+
+    # --- queries (no I/O) --------------------------------------------------------------------
+
+    def consents_of(self, subject: bytes) -> list[ConsentState]:
+        """The subject's consents at this holder, oldest first; a pending withdrawal shows as
+        WITHDRAWN."""
+        return [
+            replace(c, status=ConsentStatus.WITHDRAWN)
+            if c.consent_id in self.withdrawn_pending and c.status == ConsentStatus.GRANTED
+            else c
+            for c in self.by_subject.get(subject, ())
+        ]
+
+    def admit(
+        self, cohort: Iterable[bytes], scenario: Scenario, now: int
+    ) -> tuple[list[bytes], int]:
+        """(admitted subjects ascending, how many named subjects were left out)."""
+        return admit_cohort(
+            cohort, self.by_subject, self.holder, scenario, now, self.withdrawn_pending
+        )
+
+    def authorization(self, code_hash: bytes) -> AuthorizationState | None:
+        return self.authorizations.get(code_hash)
+
+    def mark_withdrawn(self, consent_id: bytes) -> None:
+        """A withdrawal this gateway relayed: in force from now on, before it is mined."""
+        self.withdrawn_pending.add(consent_id)
+
+    # --- following the chain -----------------------------------------------------------------
+
+    async def sync(self) -> None:
+        """Apply every event up to the chain head as it is after this call began."""
+        loop = asyncio.get_running_loop()
+        if self._queued is None:
+            self._queued = loop.create_future()
+        waiter = self._queued
+        if not self._running:
+            self._running = True
+            self._runner = asyncio.ensure_future(self._run())
+        await asyncio.shield(waiter)
+
+    async def _run(self) -> None:
+        try:
+            while self._queued is not None:
+                batch, self._queued = self._queued, None  # later callers queue the next round
+                try:
+                    await self._catch_up()
+                except BaseException as exc:
+                    if not batch.done():
+                        batch.set_exception(exc)
+                    batch.exception()  # retrieved: a caller may have gone away
+                    if not isinstance(exc, Exception):
+                        raise
+                else:
+                    if not batch.done():
+                        batch.set_result(None)
+        finally:
+            self._running = False
+
+    async def _catch_up(self) -> None:
+        head = int(await self._rpc.request("eth_blockNumber"), 16)
+        start = self.last_block + 1
+        while start <= head:
+            end = min(head, start + self.max_range - 1)
+            try:
+                entries = await self._fetch(start, end)
+            except Exception as exc:  # a range the node refuses: halve it
+                if end == start or not _range_refusal(exc):
+                    raise
+                self.max_range = max(1, (end - start + 1) // 2)
+                continue
+            self.apply(entries)
+            self.last_block = end
+            start = end + 1
+
+    async def _fetch(self, start: int, end: int) -> list[dict[str, Any]]:
+        abi = events()
+        span = {"fromBlock": hex(start), "toBlock": hex(end), "address": self.registry}
+        holder_topics = ["0x" + abi[name].topic.hex() for name in _HOLDER_EVENTS]
+        ours = await self._rpc.request(
+            "eth_getLogs", {**span, "topics": [holder_topics, None, "0x" + self.holder.hex()]}
+        )
+        # AuthorizationRedeemed names the grantee, not the holder: read them all, keep ours.
+        redeemed = await self._rpc.request(
+            "eth_getLogs", {**span, "topics": ["0x" + abi["AuthorizationRedeemed"].topic.hex()]}
+        )
+        merged = list(ours) + list(redeemed)
+        merged.sort(key=lambda e: (int(e["blockNumber"], 16), int(e["logIndex"], 16)))
+        return merged
+
+    def apply(self, entries: Sequence[dict[str, Any]]) -> None:
+        """Apply decoded events in chain order."""
+        abi = events()
+        recorded = abi["ConsentRecorded"].topic
+        withdrawn = abi["ConsentWithdrawn"].topic
+        issued = abi["AuthorizationIssued"].topic
+        revoked = abi["AuthorizationRevoked"].topic
+        redeemed = abi["AuthorizationRedeemed"].topic
+        consents = 0
+        for entry in entries:
+            topics = [_b(t) for t in entry["topics"]]
+            topic = topics[0]
+            if topic == recorded:
+                self._recorded(topics, _b(entry["data"]))
+                consents += 1
+            elif topic == withdrawn:
+                self._set_consent_status(topics[1], ConsentStatus.WITHDRAWN)
+            elif topic == issued:
+                self._issued(topics, _b(entry["data"]))
+            elif topic == revoked:
+                self._set_authorization(topics[1], status=AuthorizationStatus.REVOKED)
+            elif topic == redeemed:
+                self._set_authorization(
+                    topics[1], status=AuthorizationStatus.REDEEMED, redeemed_by=topics[2]
+                )
+        if entries:
+            log.debug("consents.applied", events=len(entries), consents=consents)
+
+    def _recorded(self, topics: list[bytes], data: bytes) -> None:
+        terms, _recorder = decode(list(events()["ConsentRecorded"].data_types), data)
+        holder, subject, scenarios, duo, valid_from, valid_until, subject_key = terms
+        state = ConsentState(
+            consent_id=topics[1],
+            holder=bytes(holder),
+            subject=bytes(subject),
+            scenarios=int(scenarios),
+            status=ConsentStatus.GRANTED,
+            valid_from=int(valid_from),
+            valid_until=int(valid_until),
+            subject_key=_address(subject_key),
+            duo_codes=tuple(int(c) for c in duo),
+        )
+        if state.holder != self.holder:
+            return
+        self.consents[state.consent_id] = state
+        self.by_subject.setdefault(state.subject, []).append(state)
+
+    def _set_consent_status(self, consent_id: bytes, status: ConsentStatus) -> None:
+        old = self.consents.get(consent_id)
+        if old is None:
+            return
+        new = replace(old, status=status)
+        self.consents[consent_id] = new
+        self.by_subject[old.subject] = [
+            new if c.consent_id == consent_id else c for c in self.by_subject[old.subject]
+        ]
+        self.withdrawn_pending.discard(consent_id)
+
+    def _issued(self, topics: list[bytes], data: bytes) -> None:
+        value, _issuer = decode(list(events()["AuthorizationIssued"].data_types), data)
+        holder, subject, grantee, dataset, mask, tier, scenario, status, expires, by = value
+        if bytes(holder) != self.holder:
+            return
+        self.authorizations[topics[1]] = AuthorizationState(
+            code_hash=topics[1],
+            holder=bytes(holder),
+            subject=bytes(subject),
+            grantee=bytes(grantee),
+            dataset=bytes(dataset),
+            field_mask=int(mask),
+            tier=Tier(tier),
+            scenario=Scenario(scenario),
+            status=AuthorizationStatus(status),
+            expires_at=int(expires),
+            redeemed_by=bytes(by),
+        )
+
+    def _set_authorization(self, code_hash: bytes, **changes: Any) -> None:
+        old = self.authorizations.get(code_hash)
+        if old is not None:
+            self.authorizations[code_hash] = replace(old, **changes)
+
+    async def follow(self, interval: float) -> None:
+        """Keep up with the chain between requests (decisions still `sync()` themselves)."""
+        while True:
+            try:
+                await self.sync()
+            except Exception as exc:  # the node may be down; decisions then fail clearly
+                log.warning("consents.sync_failed", error=str(exc))
+            await asyncio.sleep(interval)
+
+
+def _range_refusal(exc: Exception) -> bool:
+    """Whether an eth_getLogs error means "ask for fewer blocks" (node-specific wording)."""
+    text = str(exc).lower()
+    return any(word in text for word in ("range", "too many", "limit", "exceed", "larger", "10000"))

@@ -1,0 +1,382 @@
+"""Patient authorization codes over real HTTP against the real chain: a steward issues a code
+(its hash only), an insurer's signed request redeems it once — a one-patient access on chain
+that redeems the code in the same transaction — and every misuse is DENIED with the fault the
+chain would name, or refused before anything is recorded; two concurrent redemptions grant
+exactly one, and a gateway restart keeps a reservation still in its outbox."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from eth_hash.auto import keccak
+from pydantic import SecretStr
+from sqlalchemy import create_engine, text
+
+from dul.chain.testing import ChainHandle, free_port
+from dul.cohort import leaf_hash
+from dul.contracts.typed_data import AccessRequest, AgreementTerms, agreement_domain
+from dul.contracts.world import World, derived_signer
+from dul.domain import (
+    AuthorizationStatus,
+    ConsentPolicy,
+    Decision,
+    Operation,
+    OrgKind,
+    OrgStatus,
+    Role,
+    Scenario,
+    Tier,
+    operations_mask,
+    slug_id,
+)
+from dul.keys import KeyStore
+from dul.signing import Signer
+from dul.subjects import code_hash, new_authorization_code
+from ledger_gateway.client import (
+    GatewayClient,
+    GatewayClientError,
+    StewardClient,
+    sign_redemption,
+    sign_request,
+    sign_steward_call,
+)
+from ledger_gateway.models import AccessOut
+from ledger_gateway.relay import function
+from ledger_gateway.settings import GatewaySettings
+from ledger_gateway.testing import GatewayHandle, serve
+from ledger_gateway.tokens import TokenRole, TokenStore
+
+pytestmark = pytest.mark.integration
+
+INSURER = slug_id("insurer")
+ALLOWED = 0b1111
+
+
+@dataclass(frozen=True)
+class Claims:
+    """An INSURANCE_CLAIM agreement between the hospital and an insurer over two datasets."""
+
+    agreement: bytes
+    other_dataset: bytes
+    requester: Signer
+
+
+def _activate(world: World, terms: AgreementTerms, requester_signer: Signer) -> bytes:
+    world.ledger.transact(world.steward, "AgreementRegistry", "propose", terms.as_abi())
+    domain = agreement_domain(
+        world.ledger.chain_id, world.ledger.deployment.address("AgreementRegistry")
+    )
+    digest = terms.digest(domain)
+    for signer in (world.steward, requester_signer):
+        world.ledger.transact(
+            signer,
+            "AgreementRegistry",
+            "sign",
+            terms.agreement_id,
+            signer.address,
+            signer.sign_digest(digest),
+        )
+    return terms.agreement_id
+
+
+@pytest.fixture(scope="module")
+def claims(world: World) -> Claims:
+    requester = derived_signer("insurer requester")
+    status = world.ledger.call("Membership", "organization", INSURER)[1]
+    if status == OrgStatus.NONE:
+        tx = world.ledger.transact
+        tx(world.operator, "Membership", "registerOrganization", INSURER, OrgKind.INSURER, "Ins")
+        tx(
+            world.operator,
+            "Membership",
+            "grantMemberRole",
+            INSURER,
+            requester.address,
+            Role.REQUESTER,
+        )
+    other = slug_id(f"hospital-a/claims-{os.getpid()}")
+    world.ledger.transact(
+        world.steward,
+        "DatasetRegistry",
+        "registerDataset",
+        other,
+        world.hospital,
+        keccak(b"claims"),
+        ["a", "b", "c", "d"],
+        Tier.PSEUDONYMIZED,
+    )
+    now = int(time.time())
+    terms = AgreementTerms(
+        holder=world.hospital,
+        requester=INSURER,
+        datasets=(world.dataset, other),
+        field_masks=(ALLOWED, ALLOWED),
+        scenario=Scenario.INSURANCE_CLAIM,
+        max_tier=Tier.PSEUDONYMIZED,
+        operations=operations_mask(Operation.QUERY, Operation.EXPORT_RESULT),
+        valid_from=now - 60,
+        valid_until=now + 86_400,
+        quota=1_000,
+        consent_policy=ConsentPolicy.PATIENT_AUTHORIZATION,
+        terms_hash=keccak(b"claims terms"),
+        nonce=time.time_ns(),
+        deadline=now + 3_600,
+    )
+    return Claims(_activate(world, terms, requester), other, requester)
+
+
+@pytest.fixture(scope="module")
+def steward(gateway: GatewayHandle) -> Iterator[StewardClient]:
+    token = TokenStore(gateway.settings.tokens_path).create(
+        f"codes-steward-{os.getpid()}", "hospital-a", TokenRole.STEWARD
+    )
+    with StewardClient(gateway.url, token) as client:
+        yield client
+
+
+def issued(world: World, **changes: Any) -> tuple[str, bytes]:
+    """A fresh code issued to the insurer for a fresh subject: (code, subject)."""
+    code, subject = new_authorization_code(), os.urandom(32)
+    values: dict[str, Any] = {"grantee": INSURER, "field_mask": 0b0110}
+    values.update(changes)
+    grantee = values.pop("grantee")
+    world.issue_authorization(code_hash(code), subject, grantee, **values)
+    return code, subject
+
+
+def redemption(
+    world: World,
+    gateway: GatewayHandle,
+    claims: Claims,
+    code: str,
+    ref: bytes | None = None,
+    **overrides: Any,
+) -> Any:
+    values: dict[str, Any] = {
+        "request_id": os.urandom(32),
+        "agreement_id": claims.agreement,
+        "dataset_id": world.dataset,
+        "field_mask": 0b0110,
+        "tier": Tier.PSEUDONYMIZED,
+        "operation": Operation.QUERY,
+        "request_hash": keccak(b"claim 4711"),
+        "deadline": int(time.time()) + 600,
+        "authorization_ref": code_hash(code) if ref is None else ref,
+    }
+    values.update(overrides)
+    return sign_redemption(claims.requester, AccessRequest(**values), gateway.domain, code)
+
+
+def authorization_status(world: World, code: str) -> AuthorizationStatus:
+    return AuthorizationStatus(
+        world.ledger.call("ConsentRegistry", "authorization", code_hash(code))[7]
+    )
+
+
+def test_a_code_redeems_once_for_a_one_patient_access_on_chain(
+    world: World, gateway: GatewayHandle, claims: Claims, steward: StewardClient
+) -> None:
+    code, subject = new_authorization_code(), os.urandom(32)
+    authorization = (world.hospital, subject, INSURER, world.dataset, 0b0110,
+                     Tier.PSEUDONYMIZED, Scenario.INSURANCE_CLAIM, 0,
+                     int(time.time()) + 3_600, bytes(32))  # fmt: skip
+    data = function("ConsentRegistry", "issueAuthorization").encode(code_hash(code), authorization)
+    registry = world.ledger.deployment.address("ConsentRegistry")
+    raw = sign_steward_call(world.ledger.w3, world.steward, registry, data)
+    answer = steward.issue_authorization(raw, wait=True)
+    assert (answer.status, answer.code_hash) == ("confirmed", "0x" + code_hash(code).hex())
+
+    body = redemption(world, gateway, claims, code.lower())  # as the patient wrote it
+    first = gateway.client.redeem(body)
+    assert (first.decision, first.reasons, first.authorization_fault) == ("GRANTED", [], None)
+    assert first.cohort is not None
+    assert first.cohort.admitted == ["0x" + subject.hex()]
+    assert (first.cohort.root, first.cohort.size) == ("0x" + leaf_hash(subject).hex(), 1)
+    again = gateway.client.redeem(body)  # the same request again: the same answer
+    keep = {"status", "tx_hash", "block_number"}
+    assert again.model_dump(exclude=keep) == first.model_dump(exclude=keep)
+
+    second = gateway.client.redeem(redemption(world, gateway, claims, code))
+    assert (second.decision, second.reasons) == ("DENIED", ["AUTHORIZATION_INVALID"])
+    assert second.authorization_fault == "REDEEMED"
+    assert second.cohort is None
+
+    done = gateway.client.get_access(first.access_id, wait=True)
+    assert done.status == "confirmed"
+    assert done.cohort == first.cohort
+    redeemed = world.ledger.contract("ConsentRegistry").events.AuthorizationRedeemed()
+    logs = redeemed.get_logs(from_block=0, argument_filters={"codeHash": code_hash(code)})
+    assert [bytes(e["args"]["accessId"]) for e in logs] == [bytes.fromhex(first.access_id[2:])]
+    assert authorization_status(world, code) == AuthorizationStatus.REDEEMED
+    engine = create_engine(gateway.settings.effective_database_url)
+    with engine.connect() as conn:
+        row = conn.execute(
+            text("SELECT root, size, leaves FROM cohort_leaves WHERE access_id = :id"),
+            {"id": bytes.fromhex(first.access_id[2:])},
+        ).one()
+    engine.dispose()
+    assert (bytes(row.root), row.size, bytes(row.leaves)) == (leaf_hash(subject), 1, subject)
+    denied = gateway.client.get_access(second.access_id, wait=True)
+    assert (denied.status, denied.authorization_fault) == ("confirmed", "REDEEMED")
+    second_id = bytes.fromhex(second.access_id[2:])
+    assert world.ledger.call("AccessLog", "decisionOf", second_id) == Decision.DENIED
+
+
+def test_every_misuse_is_denied_with_the_chains_fault(
+    world: World, gateway: GatewayHandle, claims: Claims, steward: StewardClient
+) -> None:
+    expiring, _ = issued(world, expires_at=int(time.time()) + 2)
+    cases: list[tuple[Any, str]] = []
+    code, _ = issued(world, grantee=world.institute)  # the right hash, the wrong grantee
+    cases.append((redemption(world, gateway, claims, code), "WRONG_GRANTEE"))
+    code, _ = issued(world)
+    cases.append((redemption(world, gateway, claims, code, dataset_id=claims.other_dataset),
+                  "DATASET_NOT_IN_SCOPE"))  # fmt: skip
+    cases.append((redemption(world, gateway, claims, code, field_mask=0b1110),
+                  "FIELDS_NOT_IN_SCOPE"))  # fmt: skip
+    code, _ = issued(world, tier=Tier.DEIDENTIFIED)
+    cases.append((redemption(world, gateway, claims, code), "TIER_ABOVE_SCOPE"))
+    never = new_authorization_code()
+    cases.append((redemption(world, gateway, claims, never), "UNKNOWN"))
+    revoked, _ = issued(world)
+    raw = sign_steward_call(
+        world.ledger.w3,
+        world.steward,
+        world.ledger.deployment.address("ConsentRegistry"),
+        function("ConsentRegistry", "revokeAuthorization").encode(code_hash(revoked)),
+    )
+    assert steward.revoke_authorization(code_hash(revoked), raw, wait=True).status == "confirmed"
+    cases.append((redemption(world, gateway, claims, revoked), "REVOKED"))
+    expires_at = world.ledger.call("ConsentRegistry", "authorization", code_hash(expiring))[8]
+    time.sleep(max(0.0, expires_at + 1.05 - time.time()))
+    cases.append((redemption(world, gateway, claims, expiring), "EXPIRED"))
+    answers = [gateway.client.redeem(body) for body, _ in cases]
+    for answer, (_, fault) in zip(answers, cases, strict=True):
+        assert (answer.decision, answer.reasons) == ("DENIED", ["AUTHORIZATION_INVALID"]), fault
+        assert answer.authorization_fault == fault
+    last = gateway.client.get_access(answers[-1].access_id, wait=True)
+    assert last.status == "confirmed"  # denials are recorded like any decision
+    assert last.authorization_fault == "EXPIRED"
+
+
+def test_a_code_that_is_not_the_requests_is_refused_and_nothing_recorded(
+    world: World, gateway: GatewayHandle, claims: Claims
+) -> None:
+    code, _ = issued(world)
+    other = new_authorization_code()
+    for bad in (other, "NOT-A-CODE"):
+        body = redemption(world, gateway, claims, code).model_copy(update={"code": bad})
+        with pytest.raises(GatewayClientError) as exc:
+            gateway.client.redeem(body)
+        assert (exc.value.status, exc.value.code) == (400, "authorization_code_mismatch")
+        assert code not in json.dumps(exc.value.problem)
+        with pytest.raises(GatewayClientError) as missing:
+            gateway.client.get_access(body.request_id)
+        assert missing.value.status == 404
+    assert authorization_status(world, code) == AuthorizationStatus.ISSUED
+    # the code still works
+    assert gateway.client.redeem(redemption(world, gateway, claims, code)).decision == "GRANTED"
+
+
+def test_the_wrong_kind_of_agreement_or_endpoint(
+    world: World, gateway: GatewayHandle, claims: Claims
+) -> None:
+    code, _ = issued(world)
+    research = world.activate(world.research_terms())
+    body = redemption(world, gateway, claims, code, agreement_id=research, tier=Tier.DEIDENTIFIED)
+    with pytest.raises(GatewayClientError) as exc:
+        gateway.client.redeem(body)
+    assert (exc.value.status, exc.value.code) == (422, "not_an_authorization_agreement")
+    # an authorization agreement asked without the code: denied, recorded
+    plain = AccessRequest(
+        os.urandom(32), claims.agreement, world.dataset, 0b0110, Tier.PSEUDONYMIZED,
+        Operation.QUERY, keccak(b"q"), int(time.time()) + 600, code_hash(code),
+    )  # fmt: skip
+    answer = gateway.client.request_access(
+        sign_request(claims.requester, plain, gateway.domain, cohort=[os.urandom(32)])
+    )
+    assert (answer.decision, answer.reasons) == ("DENIED", ["AUTHORIZATION_INVALID"])
+    assert authorization_status(world, code) == AuthorizationStatus.ISSUED
+
+
+def test_two_concurrent_redemptions_grant_exactly_one(
+    world: World, gateway: GatewayHandle, claims: Claims
+) -> None:
+    code, _ = issued(world)
+    bodies = [redemption(world, gateway, claims, code).model_dump() for _ in range(2)]
+
+    async def race() -> list[AccessOut]:
+        headers = {"Authorization": f"Bearer {gateway.token}"}
+        async with httpx.AsyncClient(base_url=gateway.url, headers=headers) as client:
+            replies = await asyncio.gather(
+                *(client.post("/v1/authorizations/redeem", json=b) for b in bodies)
+            )
+        assert [r.status_code for r in replies] == [201, 201]
+        return [AccessOut.model_validate(r.json()) for r in replies]
+
+    answers = asyncio.run(race())
+    assert sorted(a.decision for a in answers) == ["DENIED", "GRANTED"]
+    assert {a.authorization_fault for a in answers} == {None, "REDEEMED"}
+    confirmed = [gateway.client.get_access(a.access_id, wait=True) for a in answers]
+    assert {a.status for a in confirmed} == {"confirmed"}
+    granted = next(a for a in answers if a.decision == "GRANTED")
+    status = world.ledger.call("ConsentRegistry", "authorization", code_hash(code))
+    assert (status[7], "0x" + bytes(status[9]).hex()) == (
+        AuthorizationStatus.REDEEMED,
+        granted.access_id,
+    )
+
+
+def test_a_restart_keeps_a_reservation_still_in_the_outbox(
+    world: World,
+    chain: ChainHandle,
+    gateway: GatewayHandle,
+    claims: Claims,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    keys = KeyStore(chain.home, passphrase="gateway-tests", scrypt_n=2**14)
+    name = "hospital-a.restart-gateway"
+    if name not in {n for n, _ in keys.list()}:
+        address = keys.import_key(name, keccak(b"dul tests restart gateway"))
+        world.ledger.transact(
+            world.operator, "Membership", "grantMemberRole", world.hospital, address, Role.GATEWAY
+        )
+    settings = GatewaySettings(
+        home=chain.home.root,
+        org="hospital-a",
+        key=name,
+        key_passphrase=SecretStr("gateway-tests"),
+        rpc_url=chain.rpc_url,
+        database_url=f"sqlite:///{tmp_path_factory.mktemp('restart') / 'gateway.db'}",
+        port=free_port(),
+        batch_latency_ms=600_000,  # the submitter holds the decision back: it stays pending
+        deadline_margin_s=5,
+    )
+    code, _ = issued(world)
+
+    def redeem() -> AccessOut:
+        with GatewayClient(f"http://127.0.0.1:{settings.port}", gateway.token) as client:
+            return client.redeem(redemption(world, gateway, claims, code))
+
+    with serve(settings):
+        first = redeem()
+    assert (first.decision, first.status) == ("GRANTED", "pending")
+    assert authorization_status(world, code) == AuthorizationStatus.ISSUED  # not on chain yet
+    with serve(settings):
+        again = redeem()
+    assert (again.decision, again.authorization_fault) == ("DENIED", "REDEEMED")
+    # and once the submitter may send, the reserved grant is what the chain records
+    with (
+        serve(settings.model_copy(update={"batch_latency_ms": 20})),
+        GatewayClient(f"http://127.0.0.1:{settings.port}", gateway.token) as client,
+    ):
+        assert client.get_access(first.access_id, wait=True).status == "confirmed"
+    assert authorization_status(world, code) == AuthorizationStatus.REDEEMED
