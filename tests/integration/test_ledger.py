@@ -8,12 +8,14 @@ import time
 from pathlib import Path
 
 import pytest
+from eth_abi.abi import encode
 from eth_hash.auto import keccak
 from web3 import Web3
 
 from dul.chain.testing import ChainHandle
+from dul.contracts.artifacts import load
 from dul.contracts.deploy import deploy, verify
-from dul.contracts.ledger import Deployment
+from dul.contracts.ledger import Deployment, send
 from dul.contracts.typed_data import (
     AccessRecord,
     AccessRequest,
@@ -78,6 +80,48 @@ def test_verify_refuses_a_deployment_of_another_chain(world: World, tmp_path: Pa
     with pytest.raises(DeploymentError) as caught:
         verify(world.ledger.w3, Deployment.load(tmp_path / "d.json"))
     assert caught.value.code == "wrong_chain"
+
+
+def test_deploy_binds_the_access_log_as_the_only_redeemer(world: World) -> None:
+    ledger = world.ledger
+    access_log = ledger.deployment.address("AccessLog")
+    assert ledger.call("ConsentRegistry", "accessLog") == access_log
+    assert ledger.call("AccessLog", "CONSENTS") == ledger.deployment.address("ConsentRegistry")
+    with pytest.raises(TransactionError) as caught:
+        ledger.transact(world.operator, "ConsentRegistry", "bindAccessLog", world.gateway.address)
+    assert caught.value.code == "ConsentRegistryAccessLogBindingRefused"
+    assert caught.value.details["error_args"] == {"caller": world.operator.address.lower()}
+
+
+def test_verify_refuses_a_consent_registry_not_bound_to_the_access_log(
+    world: World, tmp_path: Path
+) -> None:
+    w3 = world.ledger.w3
+    membership = world.ledger.deployment.address("Membership")
+    datasets = world.ledger.deployment.address("DatasetRegistry")
+    creation = (
+        load("ConsentRegistry").bytecode
+        + encode(["address", "address"], [membership, datasets]).hex()
+    )
+    receipt = send(w3, world.operator, {"data": creation}, label="deploy ConsentRegistry")
+    raw = dict(world.ledger.deployment.raw)
+    contracts = {k: dict(v) for k, v in raw["contracts"].items()}
+    contracts["ConsentRegistry"]["address"] = receipt["contractAddress"]
+    (tmp_path / "d.json").write_text(json.dumps({**raw, "contracts": contracts}))
+    with pytest.raises(DeploymentError, match="ConsentRegistry") as caught:
+        verify(w3, Deployment.load(tmp_path / "d.json"))
+    assert caught.value.code == "access_log_unbound"
+
+
+def test_consent_registry_errors_decode_into_their_names(world: World) -> None:
+    terms = (world.hospital, keccak(b"subject"), 0b10, [42], 0, 2**64 - 1, "0x" + "00" * 20)
+    with pytest.raises(TransactionError) as caught:
+        world.ledger.transact(world.gateway, "ConsentRegistry", "recordConsent", terms)
+    assert caught.value.code == "ConsentRegistryUnauthorizedSteward"
+    assert caught.value.details["error_args"] == {
+        "account": world.gateway.address.lower(),
+        "holder": world.hospital,
+    }
 
 
 def test_agreement_signed_in_python_activates_on_chain(world: World) -> None:
