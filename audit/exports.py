@@ -10,8 +10,17 @@
   E, outcome 0 on a grant and 8 on a denial with the reason in outcomeDesc, the requester as
   the requesting agent, the gateway as the authorization service, the agreement and dataset
   as entities), and a Provenance per released result (target the result hash, the access
-  as its source entity, the agreement as the policy). There is no patient entity: cohorts
-  are on chain as Merkle roots only (recorded as a detail), never as patient identities.
+  as its source entity, the agreement as the policy). Cohorts are on chain as Merkle roots
+  only (recorded as a detail); in a subject's graph an access also names its patient — by the
+  subject reference, an identifier and nothing else — as the Patient object of the event.
+- **FHIR Consent** per consent node (scope `research` when it permits research, AI training
+  or teaching, `patient-privacy` otherwise; status `active` while GRANTED, `inactive` once
+  withdrawn; the validity as `provision.period`; DUO terms as `provision.purpose` codings of
+  the DUO ontology, beside the scenario and its HL7 purpose of use) and per authorization code
+  (scope `patient-privacy`, the grantee as the provision's recipient actor, the expiry as the
+  period's end, `inactive` once redeemed — with the access as `provision.data` — or revoked).
+  The patient is referenced by the subject reference only; the chain record of each is its
+  `sourceReference`.
 """
 
 from __future__ import annotations
@@ -31,7 +40,14 @@ from fhir.resources.R4B.auditevent import (
 from fhir.resources.R4B.bundle import Bundle, BundleEntry
 from fhir.resources.R4B.codeableconcept import CodeableConcept
 from fhir.resources.R4B.coding import Coding
+from fhir.resources.R4B.consent import (
+    Consent,
+    ConsentProvision,
+    ConsentProvisionActor,
+    ConsentProvisionData,
+)
 from fhir.resources.R4B.identifier import Identifier
+from fhir.resources.R4B.period import Period
 from fhir.resources.R4B.provenance import Provenance, ProvenanceAgent, ProvenanceEntity
 from fhir.resources.R4B.reference import Reference
 from prov.model import ProvDocument
@@ -48,6 +64,13 @@ SOURCE_TYPE = "http://terminology.hl7.org/CodeSystem/security-source-type"
 ENTITY_TYPE = "http://terminology.hl7.org/CodeSystem/audit-entity-type"
 PROVENANCE_PARTICIPANT = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"
 ACT_REASON = "http://terminology.hl7.org/CodeSystem/v3-ActReason"
+ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
+CONSENT_SCOPE = "http://terminology.hl7.org/CodeSystem/consentscope"
+LOINC = "http://loinc.org"
+OBJECT_ROLE = "http://terminology.hl7.org/CodeSystem/object-role"
+DUO = "http://purl.obolibrary.org/obo/duo.owl"
+"""The GA4GH Data Use Ontology (terms as `DUO:0000042`)."""
+_RESEARCH_SCOPES = {"RESEARCH", "AI_TRAINING", "TEACHING"}
 
 #: Scenario -> HL7 v3 ActReason purpose of use, where one fits.
 _PURPOSE = {
@@ -159,6 +182,14 @@ def graph_blocks(graph: Graph) -> set[int]:
 def _instant(timestamp: int | None) -> str:
     moment = datetime.fromtimestamp(timestamp or 0, UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _bound(timestamp: Any) -> str | None:
+    """A validity bound as a FHIR dateTime; None for "forever" (past year 9999) or unknown."""
+    try:
+        return _instant(int(timestamp)) if timestamp is not None else None
+    except (OverflowError, OSError, ValueError):
+        return None
 
 
 def _ref(
@@ -281,6 +312,20 @@ def _audit_event(
                 description="the dataset accessed (data stays in the hospital)",
             )
         )
+    member = related.get("cohort member")
+    if member is not None:  # a subject's graph: the patient, by reference only
+        entities.append(
+            AuditEventEntity(
+                what=_ref("subject", _key(member.target), type_="Patient"),
+                type=_coding(ENTITY_TYPE, "1", "Person"),
+                role=_coding(OBJECT_ROLE, "1", "Patient"),
+                description="the patient, by subject reference, as a member of the cohort",
+                detail=[
+                    _detail("leafIndex", member.attributes.get("leaf_index")),
+                    _detail("admittedBy", member.attributes.get("admitted_by")),
+                ],
+            )
+        )
     return AuditEvent(
         id=_fhir_id(a["access_id"]),
         type=_coding(DCM, "110113", "Security Alert"),
@@ -353,8 +398,87 @@ def _provenance(
     )  # fmt: skip
 
 
+def _source(node: Node, event: str) -> Reference | None:
+    """The chain record of a consent or code: where anyone can check it."""
+    if node.chain is None:
+        return None
+    chain = node.chain
+    return Reference(
+        identifier=Identifier(system=f"{DUL_NAMESPACE}tx", value=chain.tx_hash),
+        display=f"{event} at block {chain.block}, tx {chain.tx_hash}, log {chain.log_index}",
+    )
+
+
+def _consent_resource(node: Node, times: Mapping[int, int | None]) -> Consent:
+    """A consent node as a FHIR Consent."""
+    a = node.attributes
+    scenarios = [str(s) for s in a.get("scenarios", [])]
+    scope = "research" if _RESEARCH_SCOPES & set(scenarios) else "patient-privacy"
+    purposes = [_coding(DUO, str(code)) for code in a.get("duo_codes", [])]
+    for scenario in scenarios:
+        purposes.append(_coding(f"{DUL_NAMESPACE}scenario", scenario))
+        if scenario in _PURPOSE:
+            purposes.append(_coding(ACT_REASON, _PURPOSE[scenario]))
+    return Consent(
+        id=_fhir_id(str(a["consent_id"])),
+        identifier=[Identifier(system=f"{DUL_NAMESPACE}consent", value=str(a["consent_id"]))],
+        status="active" if a.get("status") == "GRANTED" else "inactive",
+        scope=CodeableConcept(coding=[_coding(CONSENT_SCOPE, scope)]),
+        category=[CodeableConcept(coding=[_coding(LOINC, "59284-0", "Patient Consent")])],
+        patient=_ref("subject", str(a["subject_ref"]), type_="Patient"),
+        dateTime=_instant(times.get(node.chain.block)) if node.chain else None,
+        organization=[_ref("organization", str(a["holder_org"]), type_="Organization")],
+        policyRule=CodeableConcept(coding=[_coding(ACT_CODE, "OPTIN", "opt-in")]),
+        sourceReference=_source(node, "ConsentRecorded"),
+        provision=ConsentProvision(
+            type="permit",
+            period=Period(start=_bound(a.get("valid_from")), end=_bound(a.get("valid_until"))),
+            purpose=purposes or None,
+        ),
+    )
+
+
+def _authorization_resource(node: Node, times: Mapping[int, int | None]) -> Consent:
+    """An authorization code node as a FHIR Consent: one disclosure to one grantee."""
+    a = node.attributes
+    scenario = str(a.get("scenario"))
+    purposes = [_coding(f"{DUL_NAMESPACE}scenario", scenario)]
+    if scenario in _PURPOSE:
+        purposes.insert(0, _coding(ACT_REASON, _PURPOSE[scenario]))
+    redeemed = a.get("redeemed_by_access")
+    return Consent(
+        id=_fhir_id(str(a["code_hash"])),
+        identifier=[Identifier(system=f"{DUL_NAMESPACE}authorization", value=str(a["code_hash"]))],
+        status="active" if a.get("status") == "ISSUED" else "inactive",
+        scope=CodeableConcept(coding=[_coding(CONSENT_SCOPE, "patient-privacy")]),
+        category=[CodeableConcept(coding=[_coding(LOINC, "59284-0", "Patient Consent")])],
+        patient=_ref("subject", str(a["subject_ref"]), type_="Patient"),
+        dateTime=_instant(times.get(node.chain.block)) if node.chain else None,
+        organization=[_ref("organization", str(a["holder_org"]), type_="Organization")],
+        policyRule=CodeableConcept(coding=[_coding(ACT_CODE, "OPTIN", "opt-in")]),
+        sourceReference=_source(node, "AuthorizationIssued"),
+        provision=ConsentProvision(
+            type="permit",
+            period=Period(end=_bound(a.get("expires_at"))),
+            actor=[
+                ConsentProvisionActor(
+                    role=CodeableConcept(
+                        coding=[_coding(PARTICIPATION, "IRCP", "information recipient")]
+                    ),
+                    reference=_ref("organization", str(a["grantee_org"]), type_="Organization"),
+                )
+            ],
+            purpose=purposes,
+            data=[ConsentProvisionData(meaning="related", reference=_ref("access", str(redeemed)))]
+            if redeemed
+            else None,
+        ),
+    )
+
+
 def fhir_bundle(graph: Graph, times: Mapping[int, int | None]) -> Bundle:
-    """A `collection` Bundle: an AuditEvent per access node, a Provenance per release edge."""
+    """A `collection` Bundle: an AuditEvent per access node, a Provenance per release edge, a
+    Consent per consent and authorization-code node."""
     out_edges: dict[str, list[Edge]] = {}
     for edge in graph.edges:
         out_edges.setdefault(edge.source, []).append(edge)
@@ -363,6 +487,12 @@ def fhir_bundle(graph: Graph, times: Mapping[int, int | None]) -> Bundle:
         if node.type == "access":
             event = _audit_event(graph, node, out_edges, times)
             entries.append(BundleEntry(fullUrl=f"urn:dul:auditevent:{event.id}", resource=event))
+        elif node.type in ("consent", "authorization"):
+            build = _consent_resource if node.type == "consent" else _authorization_resource
+            consent = build(node, times)
+            entries.append(
+                BundleEntry(fullUrl=f"urn:dul:{node.type}:{consent.id}", resource=consent)
+            )
     for edge in graph.edges:
         if edge.relation == "wasGeneratedBy":
             access = next((n for n in graph.nodes if n.id == edge.target), None)

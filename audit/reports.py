@@ -1,7 +1,10 @@
 """The agreement compliance report: what a regulator reads first about one agreement.
 
 Accesses granted and denied (denials by reason), quota use, results released (by kind, with
-sizes), the signatures and the status history, each with its chain reference. Counts are
+sizes), the signatures and the status history, each with its chain reference; and the patients'
+side: the consent policy, accesses whose cohort the gateway filtered by consent and how many
+subjects they admitted, how their cohorts checked against the chain (`audit.cohorts`), denials
+for a missing consent or an invalid authorization code, codes redeemed. Counts are
 aggregates in the database (one grouped query per table), so a report over a million
 accesses reads no row into Python. As JSON (`AgreementReport`) and as a rich table.
 """
@@ -23,7 +26,15 @@ from audit.provenance import (
     readable,
     store_errors,
 )
-from dul.domain import AgreementStatus, Decision, DenyReason, ReleaseKind, Scenario, Tier
+from dul.domain import (
+    AgreementStatus,
+    ConsentPolicy,
+    Decision,
+    DenyReason,
+    ReleaseKind,
+    Scenario,
+    Tier,
+)
 
 
 def _name(enum: Any, value: int) -> str:
@@ -72,6 +83,19 @@ class AgreementReport(BaseModel):
     signatures: list[SignatureLine]
     status_history: list[StatusLine]
     proposed: ChainRef
+    consent_policy: str
+    consent_filtered_accesses: int = Field(
+        description="granted accesses whose cohort the gateway filtered by consent "
+        "(COHORT_CONSENT agreements)"
+    )
+    cohort_subjects: int = Field(description="subjects admitted, summed over granted accesses")
+    cohorts_by_status: dict[str, int] = Field(
+        description="granted accesses with a cohort by how it checked against the chain: "
+        "verified, leaves_unavailable, root_mismatch"
+    )
+    denied_consent_missing: int
+    denied_authorization_invalid: int
+    authorization_redemptions: int
 
 
 def _chain(row: Any) -> ChainRef:
@@ -123,6 +147,17 @@ def agreement_report(engine: Engine, raw_id: str) -> AgreementReport:
         )
         amended = [r["agreement_id"] for r in rows("SELECT agreement_id FROM agreement "
                                                    "WHERE previous_id = :k")]  # fmt: skip
+        cohorts = rows(
+            "SELECT c.status, count(*) AS n, sum(a.cohort_size) AS subjects "
+            "FROM access_event a LEFT JOIN cohort c ON c.block_number = a.block_number "
+            "AND c.tx_index = a.tx_index AND c.log_index = a.log_index "
+            "WHERE a.agreement_id = :k AND a.decision = 1 "  # Decision.GRANTED
+            "AND a.cohort_size > 0 GROUP BY c.status"
+        )
+        redemptions = rows(
+            "SELECT count(*) AS n FROM authorization_redemption r "
+            "JOIN access_event a ON a.access_id = r.access_id WHERE a.agreement_id = :k"
+        )
     granted = sum(int(d["n"]) for d in decisions if d["decision"] == Decision.GRANTED)
     denied = sum(int(d["n"]) for d in decisions if d["decision"] == Decision.DENIED)
     by_reason: dict[str, int] = {}
@@ -135,6 +170,12 @@ def agreement_report(engine: Engine, raw_id: str) -> AgreementReport:
             name = _name(Tier, d["tier"])
             by_tier[name] = by_tier.get(name, 0) + int(d["n"])
     quota = int(row["quota"])
+    by_status: dict[str, int] = {}
+    for c in cohorts:
+        status = str(c["status"] or "leaves_unavailable")  # no store was asked: no leaves
+        by_status[status] = by_status.get(status, 0) + int(c["n"])
+    with_cohort = sum(int(c["n"]) for c in cohorts)
+    policy = int(row["consent_policy"])
     return AgreementReport(
         agreement_id=key,
         version=int(row["version"]),
@@ -172,6 +213,13 @@ def agreement_report(engine: Engine, raw_id: str) -> AgreementReport:
             for h in history
         ],
         proposed=_chain(row),
+        consent_policy=_name(ConsentPolicy, policy),
+        consent_filtered_accesses=with_cohort if policy == ConsentPolicy.COHORT_CONSENT else 0,
+        cohort_subjects=sum(int(c["subjects"] or 0) for c in cohorts),
+        cohorts_by_status=dict(sorted(by_status.items())),
+        denied_consent_missing=by_reason.get(DenyReason.CONSENT_MISSING.name, 0),
+        denied_authorization_invalid=by_reason.get(DenyReason.AUTHORIZATION_INVALID.name, 0),
+        authorization_redemptions=int(redemptions[0]["n"]) if redemptions else 0,
     )
 
 
@@ -203,6 +251,20 @@ def render_report(report: AgreementReport) -> RenderableType:
         f"{report.releases} ({report.released_bytes} bytes)"
         + "".join(f"; {k}: {v}" for k, v in report.releases_by_kind.items()),
     )
+    summary.add_row("consent policy", report.consent_policy)
+    if report.consent_policy != ConsentPolicy.NONE.name or report.cohorts_by_status:
+        summary.add_row(
+            "consent-filtered accesses",
+            f"{report.consent_filtered_accesses} ({report.cohort_subjects} subjects admitted; "
+            + ", ".join(f"{k}: {v}" for k, v in report.cohorts_by_status.items())
+            + ")",
+        )
+        summary.add_row(
+            "patients",
+            f"{report.denied_consent_missing} denied for a missing consent, "
+            f"{report.denied_authorization_invalid} for an invalid authorization code, "
+            f"{report.authorization_redemptions} code(s) redeemed",
+        )
     summary.add_row("proposed at", _at(report.proposed))
     parts: list[RenderableType] = [summary]
     if report.denials_by_reason:

@@ -5,7 +5,10 @@ of the chain up to its head. Lives in the package so every test module imports i
 from __future__ import annotations
 
 import os
+import time
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -16,10 +19,21 @@ from sqlalchemy.engine import make_url
 from audit.indexer import Indexer, JsonRpc
 from audit.migrations import migrate
 from audit.store import AuditStore, create_store_engine
+from dul import subjects
+from dul.cohort import cohort_root, leaf_hash
 from dul.contracts.ledger import Deployment
 from dul.contracts.typed_data import AccessRecord
 from dul.contracts.world import World
-from dul.domain import Decision, DenyReason, Operation, ReleaseKind, Tier
+from dul.domain import (
+    ConsentPolicy,
+    Decision,
+    DenyReason,
+    Operation,
+    ReleaseKind,
+    Scenario,
+    Tier,
+    scenario_mask,
+)
 
 POSTGRES_ENV = "DUL_TEST_DATABASE_URL"
 
@@ -101,3 +115,219 @@ def record_story(world: World) -> tuple[bytes, AccessRecord, AccessRecord, Acces
     )
     world.ledger.transact(world.gateway, "AccessLog", "releaseResult", *release)
     return agreement, granted, exported, denied, result
+
+
+# --- patients: consents, authorization codes, cohorts ---------------------------------------
+
+COHORT_LEAVES_DDL = (
+    "CREATE TABLE IF NOT EXISTS cohort_leaves (access_id BLOB PRIMARY KEY, root BLOB NOT NULL, "
+    "size INTEGER NOT NULL, leaves BLOB NOT NULL)"
+)
+"""The hospital gateway's cohort store, as far as the audit service reads it."""
+
+
+def make_cohort_store(path: Path) -> str:
+    """A SQLite cohort store with an empty `cohort_leaves` table; its URL."""
+    url = f"sqlite:///{path}"
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text(COHORT_LEAVES_DDL))
+    engine.dispose()
+    return url
+
+
+def put_cohort(
+    url: str, access_id: bytes, subjects: Sequence[bytes], *, root: bytes | None = None
+) -> tuple[bytes, int]:
+    """Writes the cohort of `access_id` as a gateway does (sorted leaves, concatenated); the
+    tree head (root, size), or `root` instead of the true one (a store that lies)."""
+    from dul.cohort import canonical, cohort_root
+
+    true_root, size = cohort_root(subjects)
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO cohort_leaves (access_id, root, size, leaves) VALUES (:a, :r, :n, :l)"
+            ),
+            {"a": access_id, "r": root or true_root, "n": size, "l": b"".join(canonical(subjects))},
+        )
+    engine.dispose()
+    return true_root, size
+
+
+def subject_of(name: str) -> bytes:
+    """A fresh subject reference for a test's patient (random, as a keyed hash looks)."""
+    return keccak(f"{name} {uuid.uuid4()}".encode())
+
+
+def record_consents(
+    world: World,
+    subjects: Sequence[bytes],
+    scenarios: Sequence[Scenario] = (Scenario.RESEARCH,),
+    *,
+    duo_codes: Sequence[int] = (42, 46),
+) -> list[bytes]:
+    """One consent per subject at the world's hospital, by its steward; the consent ids."""
+    mask = scenario_mask(*scenarios)
+    until = int(time.time()) + 86_400 * 365
+    terms = [(world.hospital, s, mask, list(duo_codes), 0, until, "0x" + "00" * 20)
+             for s in subjects]  # fmt: skip
+    receipt = world.ledger.transact(world.steward, "ConsentRegistry", "recordConsents", terms)
+    events = world.ledger.contract("ConsentRegistry").events.ConsentRecorded()
+    return [bytes(e["args"]["consentId"]) for e in events.process_receipt(receipt)]
+
+
+def issue_authorization(world: World, subject: bytes, *, tier: Tier = Tier.PSEUDONYMIZED) -> bytes:
+    """An INSURANCE_CLAIM code for `subject`, granted to the world's institute; its hash."""
+    code_hash = subjects.code_hash(subjects.new_authorization_code())
+    authorization = (
+        world.hospital, subject, world.institute, world.dataset, 0b0110, tier,
+        Scenario.INSURANCE_CLAIM, 0, int(time.time()) + 3_600, bytes(32),
+    )  # fmt: skip
+    world.ledger.transact(
+        world.steward, "ConsentRegistry", "issueAuthorization", code_hash, authorization
+    )
+    return code_hash
+
+
+@dataclass
+class PatientStory:
+    """What `record_patient_story` put on chain and in the hospital's cohort store."""
+
+    cohort_store: str
+    agreement: bytes
+    insurance_agreement: bytes
+    subjects: dict[str, bytes]
+    consents: dict[str, bytes]
+    accesses: dict[str, bytes]
+    cohorts: dict[str, list[str]]
+    """Access name -> names of the subjects its cohort admitted."""
+    code: bytes
+    revoked_code: bytes
+
+    def hex(self, value: bytes) -> str:
+        return "0x" + value.hex()
+
+
+def record_patient_story(world: World, cohort_store: str) -> PatientStory:
+    """On chain, under a COHORT_CONSENT research agreement of the hospital:
+
+    - consents for RESEARCH of alice, bob, carol and walt; walt withdraws (by the steward);
+      erin never consents;
+    - `cohort` admits alice, bob, carol (its leaves in the cohort store);
+    - `after_withdrawal` admits bob and walt, recorded after walt's withdrawal;
+    - `unconsented` admits carol and erin;
+    - `unavailable` has a cohort whose leaves the store does not hold;
+    - `mismatch` has leaves in the store that hash to another root;
+    - `denied` is a denial (no cohort);
+
+    and under an INSURANCE_CLAIM agreement with the institute: an authorization code for
+    alice redeemed by access `insurance` (a cohort of one), and another code revoked.
+    """
+    names = ("alice", "bob", "carol", "walt", "erin", "nobody")
+    people = {name: subject_of(name) for name in names}
+    consented = ("alice", "bob", "carol", "walt")
+    ids = record_consents(world, [people[n] for n in consented])
+    consents = dict(zip(consented, ids, strict=True))
+    world.ledger.transact(world.steward, "ConsentRegistry", "withdrawConsent", consents["walt"])
+
+    cohort_terms = replace(
+        world.research_terms(quota=100),
+        max_tier=Tier.PSEUDONYMIZED,
+        consent_policy=ConsentPolicy.COHORT_CONSENT,
+    )
+    agreement = world.activate(cohort_terms)
+    cohorts = {
+        "cohort": ["alice", "bob", "carol"],
+        "after_withdrawal": ["bob", "walt"],
+        "unconsented": ["carol", "erin"],
+        "unavailable": ["alice", "nobody"],
+        "mismatch": ["bob", "nobody"],
+    }
+    records = {}
+    for access, members in cohorts.items():
+        record = world.access_record(agreement, tier=Tier.PSEUDONYMIZED)
+        request_id = record.request.request_id
+        if access == "unavailable":
+            root, size = cohort_root([people[m] for m in members])
+        elif access == "mismatch":
+            root, size = cohort_root([people[m] for m in members])
+            put_cohort(cohort_store, request_id, [people["alice"], people["nobody"]])
+        else:
+            root, size = put_cohort(cohort_store, request_id, [people[m] for m in members])
+        records[access] = replace(record, cohort_root=root, cohort_size=size)
+    records["denied"] = world.access_record(
+        agreement, Decision.DENIED, DenyReason.CONSENT_MISSING, tier=Tier.PSEUDONYMIZED
+    )
+    world.ledger.transact(
+        world.gateway, "AccessLog", "recordAccesses", [r.as_abi() for r in records.values()]
+    )
+
+    insurance_terms = replace(
+        world.research_terms(quota=10),
+        scenario=Scenario.INSURANCE_CLAIM,
+        max_tier=Tier.PSEUDONYMIZED,
+        consent_policy=ConsentPolicy.PATIENT_AUTHORIZATION,
+        duo_codes=(),
+    )
+    insurance = world.activate(insurance_terms)
+    code = issue_authorization(world, people["alice"])
+    revoked = issue_authorization(world, people["alice"])
+    world.ledger.transact(world.steward, "ConsentRegistry", "revokeAuthorization", revoked)
+    claim = world.access_record(insurance, authorization_ref=code)
+    claim = replace(claim, cohort_root=leaf_hash(people["alice"]), cohort_size=1)
+    world.ledger.transact(world.gateway, "AccessLog", "recordAccesses", [claim.as_abi()])
+    records["insurance"] = claim
+    cohorts["insurance"] = ["alice"]
+    return PatientStory(
+        cohort_store=cohort_store,
+        agreement=agreement,
+        insurance_agreement=insurance,
+        subjects=people,
+        consents=consents,
+        accesses={name: r.request.request_id for name, r in records.items()},
+        cohorts=cohorts,
+        code=code,
+        revoked_code=revoked,
+    )
+
+
+def index_with_cohorts(
+    deployment: Deployment, rpc_url: str, url: str, cohort_stores: Sequence[str]
+) -> tuple[sa.Engine, Indexer]:
+    """Like `index_into`, reading cohorts from `cohort_stores`; the indexer stays open (its
+    store engine is the first element; close the indexer when done)."""
+    from audit.cohorts import open_sources
+
+    engine = create_store_engine(url)
+    migrate(engine)
+    indexer = Indexer(
+        AuditStore(engine),
+        JsonRpc(rpc_url),
+        chain_id=deployment.chain_id,
+        contracts=deployment.addresses,
+        start_block=int(deployment.raw["block"]),
+        cohort_sources=open_sources(cohort_stores),
+    )
+    indexer.run(to_block=int(indexer.rpc.call("eth_blockNumber"), 16))
+    return engine, indexer
+
+
+def private_world(rpc_url: str, manifest: Path) -> World:
+    """A deployment of its own on the session's chain (manifest at `manifest`, never the
+    chain's own, which the permissioned endpoint reads), with the usual small data space: a
+    story recorded here stays out of the other tests' stores, which index the session's
+    deployment. The members are the session world's deterministic keys, so the endpoint admits
+    them."""
+    from eth_typing import HexStr
+
+    from dul.chain.testing import TEST_OPERATOR_KEY
+    from dul.contracts.deploy import deploy
+    from dul.contracts.ledger import Ledger, connect
+    from dul.signing import LocalSigner
+
+    operator = LocalSigner(HexStr(TEST_OPERATOR_KEY))
+    w3 = connect(rpc_url)
+    deployment, _ = deploy(w3, operator, manifest, admin_delay=5)
+    return World(Ledger(w3, deployment), operator).build()

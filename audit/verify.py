@@ -213,7 +213,7 @@ class _TableSpec:
 
     def where(self, row: Sequence[Any]) -> dict[str, Any]:
         """How a finding names the row: position for positioned tables, key otherwise."""
-        if "block_number" in self.columns and self.key_at[0] == 0:
+        if self.columns[: len(self.key_at)] == ("block_number", "tx_index", "log_index"):
             return {"position": _pos(row[0], row[1], row[2])}
         block = row[self.columns.index("block_number")]
         return {"key": "/".join(str(v) for v in self.key(row)), "details": {"block": block}}
