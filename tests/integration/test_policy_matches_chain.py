@@ -4,6 +4,10 @@ For each case the agreement state is read from chain as the gateway reads it, `d
 and the GRANTED record is submitted: when the policy grants, the chain records it; when it
 denies, the chain refuses with the error of reasons[0], and the DENIED record with that reason
 is recorded instead.
+
+Insurance claims redeem a patient's authorization code on chain: a case that names `AUTH` gets
+a fresh code issued for the agreement's scope and PATIENT, and the gateway's fact is the fault
+`consent_policy.authorization_fault` finds in the code as the chain keeps it.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from eth_hash.auto import keccak
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from dul.cohort import leaf_hash
 from dul.contracts.typed_data import (
     AccessRecord,
     AccessRequest,
@@ -27,6 +32,7 @@ from dul.contracts.typed_data import (
 from dul.contracts.world import World, derived_signer
 from dul.domain import (
     AgreementStatus,
+    AuthorizationStatus,
     ConsentPolicy,
     Decision,
     DenyReason,
@@ -38,6 +44,7 @@ from dul.domain import (
 )
 from dul.errors import TransactionError
 from dul.signing import Signer
+from ledger_gateway.consent_policy import AuthorizationState, RedemptionFacts, authorization_fault
 from ledger_gateway.policy import AgreementState, PolicyDecision, RequestFacts, decide
 
 pytestmark = pytest.mark.integration
@@ -45,7 +52,10 @@ pytestmark = pytest.mark.integration
 R = DenyReason
 ZERO = bytes(32)
 ROOT = keccak(b"cohort merkle root")
-AUTH = keccak(b"authorization code")
+PATIENT = keccak(b"policy-parity patient")
+PATIENT_ROOT = leaf_hash(PATIENT)  # the cohort root of an access to PATIENT alone
+AUTH = keccak(b"authorization code")  # stands for a fresh code issued for the case
+NEVER_ISSUED = keccak(b"authorization code never issued")
 UNKNOWN_DATASET = slug_id("hospital-a/not-registered")
 
 #: The custom error `AccessLog._checkGrant` refuses a GRANTED record with, for each reason.
@@ -62,6 +72,8 @@ CHAIN_ERROR: dict[DenyReason, str] = {
     R.AUTHORIZATION_INVALID: "AccessLogAuthorizationMissing",
     R.QUOTA_EXHAUSTED: "AccessLogQuotaExhausted",
 }
+#: AUTHORIZATION_INVALID of a record that names a code for one patient: the redemption failed.
+REFUSED = "AccessLogAuthorizationRefused"
 
 _ids = count()
 
@@ -79,6 +91,8 @@ class Ask:
     cohort_root: bytes = ZERO
     cohort_size: int = 0
     authorization_ref: bytes = ZERO
+    code_tier: Tier | None = None  # a fresh code's tier (None: the agreement's ceiling)
+    """Of a fresh code (`AUTH`); at most the dataset's maximum, PSEUDONYMIZED."""
 
 
 class Harness:
@@ -129,6 +143,42 @@ class Harness:
     def is_requester(self, account: str, org: bytes) -> bool:
         return bool(self.ledger.call("Membership", "hasOrgRole", account, org, Role.REQUESTER))
 
+    def authorization(self, code: bytes) -> AuthorizationState | None:
+        a = self.ledger.call("ConsentRegistry", "authorization", code)
+        if a[7] == AuthorizationStatus.NONE:
+            return None
+        return AuthorizationState(
+            code_hash=code,
+            holder=bytes(a[0]),
+            subject=bytes(a[1]),
+            grantee=bytes(a[2]),
+            dataset=bytes(a[3]),
+            field_mask=int(a[4]),
+            tier=Tier(a[5]),
+            scenario=Scenario(a[6]),
+            status=AuthorizationStatus(a[7]),
+            expires_at=int(a[8]),
+            redeemed_by=bytes(a[9]),
+        )
+
+    # --- what the hospital's steward does ---
+
+    def issue_code(self, agreement: bytes, tier: Tier | None = None) -> bytes:
+        """A fresh code of PATIENT for the agreement's requester: all the fields it allows of
+        the world's dataset, up to `tier` (None: the agreement's ceiling)."""
+        state = self.state(agreement, self.world.dataset)
+        code = keccak(f"policy-parity code {next(_ids)} {time.time_ns()}".encode())
+        self.world.issue_authorization(
+            code,
+            PATIENT,
+            state.requester,
+            dataset=self.world.dataset,
+            field_mask=state.allowed_fields[self.world.dataset],
+            tier=state.max_tier if tier is None else tier,
+            expires_at=self.now() + 3_600,
+        )
+        return code
+
     # --- both sides ---
 
     def run(self, agreement: bytes, ask: Ask) -> PolicyDecision:
@@ -138,6 +188,24 @@ class Harness:
         now = self.now()
         state = self.state(agreement, dataset)
         used = self.used(agreement)
+        code = ask.authorization_ref
+        if code == AUTH and state.consent_policy == ConsentPolicy.PATIENT_AUTHORIZATION:
+            code = self.issue_code(agreement, ask.code_tier)
+            now = self.now()
+        before = self.authorization(code)
+        fault = authorization_fault(
+            before,
+            False,
+            RedemptionFacts(
+                holder=state.holder,
+                grantee=state.requester,
+                dataset_id=dataset,
+                field_mask=ask.field_mask,
+                tier=ask.tier,
+                cohort_root=ask.cohort_root,
+            ),
+            now,
+        )
         request = AccessRequest(
             request_id=keccak(f"policy-parity {next(_ids)} {time.time_ns()}".encode()),
             agreement_id=agreement,
@@ -147,7 +215,7 @@ class Harness:
             operation=ask.operation,
             request_hash=keccak(b"SELECT count(*) FROM condition_occurrence"),
             deadline=now + ask.deadline_offset,
-            authorization_ref=ask.authorization_ref,
+            authorization_ref=code,
         )
         facts = RequestFacts(
             dataset_id=dataset,
@@ -158,7 +226,8 @@ class Harness:
             requester_is_member=self.is_requester(signer.address, state.requester),
             cohort_size=ask.cohort_size,
             cohort_root=ask.cohort_root,
-            authorization_ref=ask.authorization_ref,
+            authorization_ref=code,
+            authorization_fault=fault,
         )
         outcome = decide(state, facts, now=now, used=used)
         signature = request.sign(signer, self.domain)
@@ -178,16 +247,30 @@ class Harness:
         if outcome.granted:
             self.ledger.transact(self.world.gateway, "AccessLog", "recordAccess", granted)
             assert self.used(agreement) == used + 1
+            if state.consent_policy == ConsentPolicy.PATIENT_AUTHORIZATION:
+                redeemed = self.authorization(code)
+                assert redeemed is not None
+                assert redeemed.status == AuthorizationStatus.REDEEMED
+                assert redeemed.redeemed_by == request.request_id
         else:
             with pytest.raises(TransactionError) as refused:
                 self.ledger.transact(self.world.gateway, "AccessLog", "recordAccess", granted)
-            assert refused.value.code == CHAIN_ERROR[outcome.reason], (
-                f"policy says {[r.name for r in outcome.reasons]}, chain refuses with "
-                f"{refused.value.code}"
+            redeeming = code != ZERO and ask.cohort_size == 1
+            expected = (
+                REFUSED
+                if outcome.reason == R.AUTHORIZATION_INVALID and redeeming
+                else CHAIN_ERROR[outcome.reason]
             )
+            assert refused.value.code == expected, (
+                f"policy says {[r.name for r in outcome.reasons]} (fault {fault.name}), chain "
+                f"refuses with {refused.value.code}"
+            )
+            if expected == REFUSED:
+                assert refused.value.details["error_args"]["fault"] == fault
             denied = record(Decision.DENIED, outcome.reason)
             self.ledger.transact(self.world.gateway, "AccessLog", "recordAccess", denied)
             assert self.used(agreement) == used
+            assert self.authorization(code) == before  # a refused access redeems nothing
         assert self.ledger.call("AccessLog", "decisionOf", request.request_id) == outcome.decision
         return outcome
 
@@ -357,14 +440,37 @@ CASES: list[tuple[str, str, Ask, tuple[DenyReason, ...]]] = [
     (
         "authorization-present",
         "insurance",
-        Ask(authorization_ref=AUTH, cohort_root=ROOT, cohort_size=1),
+        Ask(authorization_ref=AUTH, cohort_root=PATIENT_ROOT, cohort_size=1),
         (),
     ),
     ("authorization-missing", "insurance", Ask(), (R.AUTHORIZATION_INVALID,)),
     (
         "authorization-for-two",
         "insurance",
-        Ask(authorization_ref=AUTH, cohort_root=ROOT, cohort_size=2),
+        Ask(authorization_ref=AUTH, cohort_root=PATIENT_ROOT, cohort_size=2),
+        (R.AUTHORIZATION_INVALID,),
+    ),
+    (
+        "authorization-never-issued",
+        "insurance",
+        Ask(authorization_ref=NEVER_ISSUED, cohort_root=PATIENT_ROOT, cohort_size=1),
+        (R.AUTHORIZATION_INVALID,),
+    ),
+    (
+        "authorization-another-patient",
+        "insurance",
+        Ask(authorization_ref=AUTH, cohort_root=ROOT, cohort_size=1),
+        (R.AUTHORIZATION_INVALID,),
+    ),
+    (
+        "authorization-tier-above-code",
+        "insurance",
+        Ask(
+            authorization_ref=AUTH,
+            cohort_root=PATIENT_ROOT,
+            cohort_size=1,
+            code_tier=Tier.AGGREGATE,
+        ),
         (R.AUTHORIZATION_INVALID,),
     ),
     ("authorization-no-ref", "insurance", Ask(cohort_size=1), (R.AUTHORIZATION_INVALID,)),
@@ -460,6 +566,19 @@ def test_quota(world: World, harness: Harness) -> None:
     assert harness.used(agreement) == 1
 
 
+def test_a_code_is_redeemed_once(harness: Harness, agreements: Agreements) -> None:
+    """The second access with one code is refused on chain (REDEEMED), and so decided; the
+    code stays linked to the first access."""
+    code = harness.issue_code(agreements.insurance)
+    ask = Ask(authorization_ref=code, cohort_root=PATIENT_ROOT, cohort_size=1)
+    assert harness.run(agreements.insurance, ask).granted
+    first = harness.authorization(code)
+    assert first is not None
+    assert first.status == AuthorizationStatus.REDEEMED
+    assert harness.run(agreements.insurance, ask).reasons == (R.AUTHORIZATION_INVALID,)
+    assert harness.authorization(code) == first
+
+
 def test_suspension_is_honoured_and_resumption_too(world: World, harness: Harness) -> None:
     agreement = world.activate(world.research_terms())
     assert harness.run(agreement, Ask()).granted
@@ -481,7 +600,7 @@ POOL = ("open", "cohort", "insurance") * 3 + (
 )
 GOOD = {
     "cohort": Ask(tier=Tier.PSEUDONYMIZED, cohort_root=ROOT, cohort_size=57),
-    "insurance": Ask(authorization_ref=AUTH, cohort_root=ROOT, cohort_size=1),
+    "insurance": Ask(authorization_ref=AUTH, cohort_root=PATIENT_ROOT, cohort_size=1),
 }
 #: What a drawn case may change in the good request: zero to three of these.
 CHANGES: dict[str, st.SearchStrategy[Any]] = {
@@ -491,9 +610,10 @@ CHANGES: dict[str, st.SearchStrategy[Any]] = {
     "operation": st.sampled_from(Operation),
     "deadline_offset": st.sampled_from([-3_600, -120]),
     "signer": st.sampled_from(["outsider", "partner_steward", "gateway"]),
-    "cohort_root": st.sampled_from([ZERO, ROOT]),
+    "cohort_root": st.sampled_from([ZERO, ROOT, PATIENT_ROOT]),
     "cohort_size": st.sampled_from([0, 1, 2, 57]),
-    "authorization_ref": st.sampled_from([ZERO, AUTH]),
+    "authorization_ref": st.sampled_from([ZERO, AUTH, NEVER_ISSUED]),
+    "code_tier": st.sampled_from([Tier.AGGREGATE, Tier.DEIDENTIFIED]),
 }
 
 
