@@ -1,6 +1,10 @@
-"""`dul steward …`: a hospital's data steward registers datasets and runs agreements through
-the gateway. Every signature and transaction is made here with the steward's keystore; only
-signed bytes go to the gateway, which checks and relays them (the key never travels).
+"""`dul steward …`: a hospital's data steward registers datasets, runs agreements, records and
+withdraws patients' consents and issues their one-time authorization codes, through the gateway.
+Every signature and transaction is made here with the steward's keystore; only signed bytes go to
+the gateway, which checks and relays them (the key never travels). Patients are named by their
+hospital-internal pseudonym, which becomes a subject reference here (HMAC under the hospital's
+subject key) and never leaves this machine; authorization codes are made here and only their
+hash is sent.
 
 Drafts are JSON or TOML; `agreement draft` turns one with defaults and names into an explicit
 draft (nonce, window and deadline fixed) that `agreement submit` proposes unchanged:
@@ -42,7 +46,10 @@ from ledger_gateway.relay import function
 from ledger_gateway.steward import DATASET_TOPIC, DATASET_TYPES, AgreementOut, TransactionOut
 
 app = typer.Typer(
-    help="Data steward: datasets and agreements through the gateway; keys stay here.",
+    help=(
+        "Data steward: datasets, agreements, patients' consents and authorization codes through "
+        "the gateway; keys, pseudonyms and codes stay here."
+    ),
     no_args_is_help=True,
 )
 dataset_app = typer.Typer(help="Register datasets.", no_args_is_help=True)
@@ -624,3 +631,370 @@ def agreement_show(
                                                 if found.superseded_by else ""))  # fmt: skip
     for line in lines:
         console.print(line, highlight=False)
+
+
+# --------------------------------------------------------------------------- patients
+# Pseudonyms never leave this machine: they become subject references here, under the hospital's
+# subject key, and only the references go to the gateway and the chain.
+
+consent_app = typer.Typer(
+    help=(
+        "Record, withdraw and list patients' consents. Patients are named by their "
+        "hospital-internal pseudonym, turned into a subject reference here with the hospital's "
+        "subject key (--subject-key, default DUL_HOME/keys/<holder>.subject-key; `consent grant` "
+        "creates it on first use). The pseudonym is never sent anywhere."
+    ),
+    no_args_is_help=True,
+)
+authorization_app = typer.Typer(
+    help=(
+        "Issue and revoke a patient's one-time authorization codes for a third party (e.g. an "
+        "insurer). The code is made here and shown once; only its hash is sent."
+    ),
+    no_args_is_help=True,
+)
+subject_key_app = typer.Typer(
+    help="The hospital's subject key: the secret that turns pseudonyms into subject references.",
+    no_args_is_help=True,
+)
+app.add_typer(consent_app, name="consent")
+app.add_typer(authorization_app, name="authorization")
+app.add_typer(subject_key_app, name="subject-key")
+
+HolderOption = Annotated[str, typer.Option(help="The hospital (holder organization).")]
+SubjectKeyOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--subject-key",
+        envvar="DUL_SUBJECT_KEY",
+        help="Subject key file (default: DUL_HOME/keys/<holder>.subject-key).",
+    ),
+]
+CONSENT_BATCH = 64
+"""Consents per `recordConsents` transaction (well inside the per-transaction gas cap)."""
+
+
+def _subject_key_path(holder: str, path: Path | None) -> Path:
+    return path if path is not None else home().keys_dir / f"{holder}.subject-key"
+
+
+def _subject_key(holder: str, path: Path | None, *, create: bool) -> bytes:
+    from dul.subjects import SubjectError, load_subject_key, new_subject_key
+
+    where = _subject_key_path(holder, path)
+    try:
+        if create and not where.exists():
+            key = new_subject_key(where)
+            err_console.print(
+                f"note: created the subject key of {holder} at {where}; back it up — without it "
+                "the same pseudonyms give other subject references"
+            )
+            return key
+        return load_subject_key(where)
+    except SubjectError as exc:
+        raise ConfigError(str(exc), code="subject_key") from None
+
+
+def _refs(key: bytes, pseudonyms: list[str]) -> list[bytes]:
+    from dul.subjects import SubjectError, subject_ref
+
+    try:
+        return [subject_ref(key, p) for p in pseudonyms]
+    except SubjectError as exc:
+        raise ConfigError(str(exc), code="invalid_pseudonym") from None
+
+
+def _pseudonyms(given: list[str] | None, file: Path | None) -> list[str]:
+    names = list(given or [])
+    if file is not None:
+        try:
+            names += [line.strip() for line in file.read_text().splitlines() if line.strip()]
+        except OSError as exc:
+            raise ConfigError(f"cannot read {file}: {exc.strerror}", code="invalid_input") from None
+    if not names:
+        raise ConfigError("name at least one patient pseudonym", code="invalid_input")
+    return names
+
+
+def _print(out: dict[str, Any], json_output: bool) -> None:
+    if json_output:
+        emit_json(out)
+    else:
+        for key, value in out.items():
+            shown = ", ".join(map(str, value)) if isinstance(value, list) else value
+            console.print(f"{key:<12}{shown}", highlight=False)
+
+
+@subject_key_app.command("new")
+@cli_errors
+def subject_key_new(
+    holder: HolderOption = "hospital-a",
+    subject_key: SubjectKeyOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Create the hospital's subject key (never replaces one: references would change)."""
+    from dul.subjects import SubjectError, new_subject_key
+
+    where = _subject_key_path(holder, subject_key)
+    try:
+        new_subject_key(where)
+    except SubjectError as exc:
+        raise ConfigError(str(exc), code="subject_key") from None
+    _print({"subject_key": str(where)}, json_output)
+
+
+@consent_app.command("grant")
+@cli_errors
+def consent_grant(
+    pseudonym: Annotated[list[str] | None, typer.Argument(help="Patient pseudonym(s).")] = None,
+    pseudonyms_file: Annotated[
+        Path | None, typer.Option(help="File with one pseudonym per line.")
+    ] = None,
+    holder: HolderOption = "hospital-a",
+    scenario: Annotated[
+        list[str] | None,
+        typer.Option("--scenario", help="Permitted scenario, e.g. RESEARCH; repeat."),
+    ] = None,
+    duo: Annotated[list[str] | None, typer.Option("--duo", help="DUO code; repeat.")] = None,
+    days: Annotated[int, typer.Option(help="Validity from the start, in days.")] = 365,
+    valid_from: Annotated[
+        str | None, typer.Option("--from", help="Start, ISO date or unix seconds (default: now).")
+    ] = None,
+    until: Annotated[str | None, typer.Option(help="End (ISO date or unix seconds).")] = None,
+    patient_key: Annotated[
+        str | None,
+        typer.Option(help="The patient's own address, which may then withdraw by signature."),
+    ] = None,
+    subject_key: SubjectKeyOption = None,
+    key: KeyOption = "steward",
+    gateway: GatewayOption = DEFAULT_GATEWAY,
+    token: TokenOption = "",
+    wait: WaitOption = True,
+    json_output: JsonOption = False,
+) -> None:
+    """Record patients' consent (signed here as the holder's steward, relayed by the gateway)."""
+    from dul.domain import scenario_mask
+
+    names = _pseudonyms(pseudonym, pseudonyms_file)
+    scenarios = scenario_mask(*(_enum(Scenario, s, "scenario") for s in scenario or ["RESEARCH"]))
+    start = 0 if valid_from is None else _time(valid_from, "--from")
+    if until is not None:
+        end = _time(until, "--until")
+    else:
+        end = (start or int(time.time())) + days * 86_400
+    subject_address = "0x" + "00" * 20
+    if patient_key is not None:
+        if not (patient_key.startswith("0x") and len(patient_key) == 42):
+            raise ConfigError(f"{patient_key!r} is not an address", code="invalid_input")
+        subject_address = patient_key
+    refs = _refs(_subject_key(holder, subject_key, create=True), names)
+    holder_id = _id32(holder)
+    duo_codes = [_duo(d) for d in duo or []]
+    terms = [(holder_id, ref, scenarios, duo_codes, start, end, subject_address) for ref in refs]
+    h = home()
+    ledger = open_ledger(h)
+    signer = unlock(h, key)
+    registry = ledger.deployment.address("ConsentRegistry")
+    consent_ids: list[str] = []
+    txs: list[str] = []
+    with _gateway(gateway, token) as client:
+        for offset in range(0, len(terms), CONSENT_BATCH):
+            chunk = terms[offset : offset + CONSENT_BATCH]
+            if len(chunk) == 1:
+                data = function("ConsentRegistry", "recordConsent").encode(chunk[0])
+            else:
+                data = function("ConsentRegistry", "recordConsents").encode(chunk)
+            answer = client.record_consents(
+                sign_steward_call(ledger.w3, signer, registry, data), wait=wait
+            )
+            txs.append(answer.tx_hash)
+            consent_ids += answer.consent_ids or []
+    _print(
+        {
+            "subjects": ["0x" + r.hex() for r in refs],
+            "consent_ids": consent_ids,
+            "scenarios": [s.name for s in Scenario if scenarios >> s & 1],
+            "valid_until": end,
+            "transactions": txs,
+        },
+        json_output,
+    )
+
+
+@consent_app.command("list")
+@cli_errors
+def consent_list(
+    pseudonym: Annotated[str, typer.Argument(help="Patient pseudonym.")],
+    holder: HolderOption = "hospital-a",
+    subject_key: SubjectKeyOption = None,
+    gateway: GatewayOption = DEFAULT_GATEWAY,
+    token: TokenOption = "",
+    json_output: JsonOption = False,
+) -> None:
+    """A patient's consents at the hospital, as the gateway sees the chain."""
+    [ref] = _refs(_subject_key(holder, subject_key, create=False), [pseudonym])
+    with _gateway(gateway, token) as client:
+        found = client.consents(ref)
+    if json_output:
+        emit_json(found.model_dump())
+        return
+    console.print(f"subject {found.subject} at {found.holder}", highlight=False)
+    for c in found.consents:
+        state = c.status + (" (withdrawal pending)" if c.withdrawal_pending else "")
+        state += ", in force" if c.in_force else ""
+        console.print(
+            f"{c.consent_id}  {state}  {', '.join(c.scenarios)} {' '.join(c.duo_codes)}  "
+            f"{_date(c.valid_from)} .. {_date(c.valid_until)}",
+            highlight=False,
+        )
+    if not found.consents:
+        console.print("no consent recorded", highlight=False)
+
+
+@consent_app.command("withdraw")
+@cli_errors
+def consent_withdraw(
+    pseudonym: Annotated[str, typer.Argument(help="Patient pseudonym.")],
+    consent: Annotated[
+        str | None,
+        typer.Option("--consent", help="Only this consent id (default: every granted one)."),
+    ] = None,
+    holder: HolderOption = "hospital-a",
+    subject_key: SubjectKeyOption = None,
+    key: KeyOption = "steward",
+    gateway: GatewayOption = DEFAULT_GATEWAY,
+    token: TokenOption = "",
+    wait: WaitOption = True,
+    json_output: JsonOption = False,
+) -> None:
+    """Withdraw a patient's consent (each granted one, or --consent); in force at once for the
+    gateway's decisions, and on chain once mined."""
+    [ref] = _refs(_subject_key(holder, subject_key, create=False), [pseudonym])
+    h = home()
+    ledger = open_ledger(h)
+    signer = unlock(h, key)
+    registry = ledger.deployment.address("ConsentRegistry")
+    withdrawn: list[str] = []
+    with _gateway(gateway, token) as client:
+        if consent is not None:
+            ids = [_bytes32(consent, "--consent")]
+        else:
+            listed = client.consents(ref).consents
+            ids = [
+                bytes.fromhex(c.consent_id[2:])
+                for c in listed
+                if c.status == "GRANTED" and not c.withdrawal_pending
+            ]
+        if not ids:
+            raise DulError("the patient has no granted consent here", code="nothing_to_withdraw")
+        for consent_id in ids:
+            data = function("ConsentRegistry", "withdrawConsent").encode(consent_id)
+            raw = sign_steward_call(ledger.w3, signer, registry, data)
+            answer = client.withdraw_consent(ref, raw, wait=wait)
+            withdrawn.append(answer.consent_id)
+    _print({"subject": "0x" + ref.hex(), "withdrawn": withdrawn}, json_output)
+
+
+@authorization_app.command("issue")
+@cli_errors
+def authorization_issue(
+    pseudonym: Annotated[str, typer.Argument(help="Patient pseudonym.")],
+    grantee: Annotated[str, typer.Option(help="The organization the patient authorizes.")],
+    holder: HolderOption = "hospital-a",
+    dataset: Annotated[str, typer.Option(help="Dataset the code opens.")] = "hospital-a/omop-cdm",
+    field: Annotated[
+        list[str] | None, typer.Option("--field", help="Field name or index; repeat.")
+    ] = None,
+    field_mask: Annotated[str | None, typer.Option(help="Field bit set, e.g. 0x1e.")] = None,
+    tier: Annotated[str, typer.Option(help="Most sensitive tier allowed.")] = "PSEUDONYMIZED",
+    scenario: Annotated[str, typer.Option(help="Scenario.")] = "INSURANCE_CLAIM",
+    days: Annotated[int, typer.Option(help="Valid for this many days.")] = 30,
+    subject_key: SubjectKeyOption = None,
+    key: KeyOption = "steward",
+    gateway: GatewayOption = DEFAULT_GATEWAY,
+    token: TokenOption = "",
+    wait: WaitOption = True,
+    json_output: JsonOption = False,
+) -> None:
+    """Issue a one-time code for one access by GRANTEE to this patient's data. The code is
+    printed once (hand it to the patient); the chain and the gateway get only its hash."""
+    from dul.subjects import code_hash, new_authorization_code
+
+    [ref] = _refs(_subject_key(holder, subject_key, create=True), [pseudonym])
+    h = home()
+    ledger = open_ledger(h)
+    dataset_id = _id32(dataset)
+    if field_mask is not None:
+        mask = int(field_mask, 0)
+    else:
+        items: list[Any] = [int(f) if f.isdigit() else f for f in field or []]
+        mask = _mask({"fields": items}, dataset_id, ledger)
+    expires = int(time.time()) + days * 86_400
+    code = new_authorization_code()
+    digest = code_hash(code)
+    authorization = (
+        _id32(holder),
+        ref,
+        _id32(grantee),
+        dataset_id,
+        mask,
+        int(_enum(Tier, tier, "tier")),
+        int(_enum(Scenario, scenario, "scenario")),
+        0,
+        expires,
+        bytes(32),
+    )
+    data = function("ConsentRegistry", "issueAuthorization").encode(digest, authorization)
+    raw = sign_steward_call(
+        ledger.w3, unlock(h, key), ledger.deployment.address("ConsentRegistry"), data
+    )
+    with _gateway(gateway, token) as client:
+        answer = client.issue_authorization(raw, wait=wait)
+    _print(
+        {
+            "code": code,
+            "code_hash": "0x" + digest.hex(),
+            "subject": "0x" + ref.hex(),
+            "grantee": grantee,
+            "expires_at": expires,
+            "status": answer.status,
+            "tx_hash": answer.tx_hash,
+        },
+        json_output,
+    )
+    if not json_output:
+        err_console.print("the code is shown only now: hand it to the patient")
+
+
+@authorization_app.command("revoke")
+@cli_errors
+def authorization_revoke(
+    code: Annotated[str, typer.Argument(help="The code, or its 0x hash.")],
+    key: KeyOption = "steward",
+    gateway: GatewayOption = DEFAULT_GATEWAY,
+    token: TokenOption = "",
+    wait: WaitOption = True,
+    json_output: JsonOption = False,
+) -> None:
+    """Revoke an unredeemed authorization code (a steward of its holder)."""
+    from dul.subjects import SubjectError, code_hash
+
+    if code.startswith("0x") and len(code) == 66:
+        digest = _bytes32(code, "code hash")
+    else:
+        try:
+            digest = code_hash(code)
+        except SubjectError as exc:
+            raise ConfigError(str(exc), code="invalid_code") from None
+    h = home()
+    ledger = open_ledger(h)
+    data = function("ConsentRegistry", "revokeAuthorization").encode(digest)
+    raw = sign_steward_call(
+        ledger.w3, unlock(h, key), ledger.deployment.address("ConsentRegistry"), data
+    )
+    with _gateway(gateway, token) as client:
+        answer = client.revoke_authorization(digest, raw, wait=wait)
+    _print(
+        {"code_hash": "0x" + digest.hex(), "status": answer.status, "tx_hash": answer.tx_hash},
+        json_output,
+    )

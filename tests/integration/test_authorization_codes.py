@@ -12,15 +12,20 @@ import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import structlog
 from eth_hash.auto import keccak
 from pydantic import SecretStr
 from sqlalchemy import create_engine, text
+from typer.testing import CliRunner, Result
 
+from dul import log as dul_log
 from dul.chain.testing import ChainHandle, free_port
+from dul.cli.steward import app as steward_app
 from dul.cohort import leaf_hash
 from dul.contracts.typed_data import AccessRequest, AgreementTerms, agreement_domain
 from dul.contracts.world import World, derived_signer
@@ -39,7 +44,7 @@ from dul.domain import (
 )
 from dul.keys import KeyStore
 from dul.signing import Signer
-from dul.subjects import code_hash, new_authorization_code
+from dul.subjects import code_hash, load_subject_key, new_authorization_code, subject_ref
 from ledger_gateway.client import (
     GatewayClient,
     GatewayClientError,
@@ -380,3 +385,67 @@ def test_a_restart_keeps_a_reservation_still_in_the_outbox(
     ):
         assert client.get_access(first.access_id, wait=True).status == "confirmed"
     assert authorization_status(world, code) == AuthorizationStatus.REDEEMED
+
+
+def test_cli_issues_a_code_shown_once_that_redeems_and_revokes(
+    world: World,
+    chain: ChainHandle,
+    gateway: GatewayHandle,
+    claims: Claims,
+    steward: StewardClient,
+    tmp_path: Path,
+) -> None:
+    keys = KeyStore(chain.home, passphrase="gateway-tests", scrypt_n=2**14)
+    if "hospital-a.steward" not in {name for name, _ in keys.list()}:
+        keys.import_key("hospital-a.steward", keccak(b"dul world steward"))
+    token = TokenStore(gateway.settings.tokens_path).create(
+        f"codes-cli-{os.getpid()}", "hospital-a", TokenRole.STEWARD
+    )
+    env = {
+        "DUL_HOME": str(chain.home.root),
+        "DUL_RPC_URL": chain.rpc_url,
+        "DUL_KEY_PASSPHRASE": "gateway-tests",
+        "DUL_GATEWAY_URL": gateway.url,
+        "DUL_GATEWAY_TOKEN": token,
+    }
+    key_file = tmp_path / "hospital-a.subject-key"
+    made = cli(env, "subject-key", "new", "--subject-key", str(key_file), "--json")
+    assert made.exit_code == 0, made.output
+    again = cli(env, "subject-key", "new", "--subject-key", str(key_file))
+    assert again.exit_code == 1  # a subject key is never replaced
+    issued_ = cli(env, "authorization", "issue", "PSN-claim-1", "--grantee", "insurer",
+                  "--field", "person.year_of_birth", "--field", "2", "--tier", "PSEUDONYMIZED",
+                  "--days", "7", "--subject-key", str(key_file), "--key", "hospital-a.steward",
+                  "--json")  # fmt: skip
+    assert issued_.exit_code == 0, issued_.output
+    out = json.loads(issued_.stdout)
+    assert out["code_hash"] == "0x" + code_hash(out["code"]).hex()
+    subject = subject_ref(load_subject_key(key_file), "PSN-claim-1")
+    assert out["subject"] == "0x" + subject.hex()
+    answer = gateway.client.redeem(redemption(world, gateway, claims, out["code"]))
+    assert answer.decision == "GRANTED"
+    assert answer.cohort is not None
+    assert answer.cohort.admitted == [out["subject"]]
+
+    second = cli(env, "authorization", "issue", "PSN-claim-2", "--grantee", "insurer",
+                 "--field-mask", "0x6", "--subject-key", str(key_file),
+                 "--key", "hospital-a.steward", "--json")  # fmt: skip
+    assert second.exit_code == 0, second.output
+    code = json.loads(second.stdout)["code"]
+    revoked = cli(env, "authorization", "revoke", code, "--key", "hospital-a.steward", "--json")
+    assert revoked.exit_code == 0, revoked.output
+    assert json.loads(revoked.stdout)["status"] == "confirmed"
+    assert authorization_status(world, code) == AuthorizationStatus.REVOKED
+    refused = cli(env, "authorization", "revoke", code, "--key", "hospital-a.steward")
+    assert refused.exit_code == 1
+    assert "ConsentRegistryAuthorizationNotIssued" in refused.output
+    assert "Traceback" not in refused.output
+
+
+def cli(env: dict[str, str], *args: str) -> Result:
+    saved = structlog.get_config()
+    dul_log.configure("WARNING")
+    try:
+        return CliRunner().invoke(steward_app, list(args), env=env)
+    finally:
+        structlog.configure(**saved)

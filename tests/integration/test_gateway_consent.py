@@ -6,15 +6,22 @@ API refuses bad input with the contract's error code before anything is sent."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from eth_hash.auto import keccak
 from sqlalchemy import create_engine, text
+from typer.testing import CliRunner, Result
 
+from dul import log as dul_log
+from dul.chain.testing import ChainHandle
+from dul.cli.steward import app as steward_app
 from dul.cohort import CohortTree
 from dul.contracts.typed_data import (
     AccessRequest,
@@ -23,7 +30,9 @@ from dul.contracts.typed_data import (
 )
 from dul.contracts.world import World, derived_signer
 from dul.domain import ConsentStatus, Decision, Operation, Scenario, Tier, slug_id
+from dul.keys import KeyStore
 from dul.signing import Signer
+from dul.subjects import load_subject_key, subject_ref
 from ledger_gateway.client import (
     GatewayClientError,
     StewardClient,
@@ -103,11 +112,15 @@ def agreement(world: World) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def steward(gateway: GatewayHandle) -> Iterator[StewardClient]:
-    token = TokenStore(gateway.settings.tokens_path).create(
+def steward_token(gateway: GatewayHandle) -> str:
+    return TokenStore(gateway.settings.tokens_path).create(
         f"consent-steward-{os.getpid()}", "hospital-a", TokenRole.STEWARD
     )
-    with StewardClient(gateway.url, token) as client:
+
+
+@pytest.fixture(scope="module")
+def steward(gateway: GatewayHandle, steward_token: str) -> Iterator[StewardClient]:
+    with StewardClient(gateway.url, steward_token) as client:
         yield client
 
 
@@ -396,3 +409,64 @@ def test_consent_endpoints_need_a_steward_token(
             "POST", f"/v1/consents/0x{'11' * 32}/withdraw", json={"consent_id": "0x" + "22" * 32}
         )
     assert problem(exc) == (422, "validation_error")
+
+
+# --------------------------------------------------------------------------- the CLI
+
+
+@pytest.fixture(scope="module")
+def cli_env(
+    chain: ChainHandle, gateway: GatewayHandle, steward_token: str, tmp_path_factory: Any
+) -> dict[str, str]:
+    keys = KeyStore(chain.home, passphrase="gateway-tests", scrypt_n=2**14)
+    if "hospital-a.steward" not in {name for name, _ in keys.list()}:
+        keys.import_key("hospital-a.steward", keccak(b"dul world steward"))
+    return {
+        "DUL_HOME": str(chain.home.root),
+        "DUL_RPC_URL": chain.rpc_url,
+        "DUL_KEY_PASSPHRASE": "gateway-tests",
+        "DUL_GATEWAY_URL": gateway.url,
+        "DUL_GATEWAY_TOKEN": steward_token,
+        "DUL_SUBJECT_KEY": str(tmp_path_factory.mktemp("subject-key") / "hospital-a.subject-key"),
+    }
+
+
+def cli(env: dict[str, str], *args: str) -> Result:
+    saved = structlog.get_config()
+    dul_log.configure("WARNING")
+    try:
+        return CliRunner().invoke(steward_app, list(args), env=env)
+    finally:
+        structlog.configure(**saved)
+
+
+def test_cli_grant_list_withdraw_with_pseudonyms_that_stay_local(
+    world: World, gateway: GatewayHandle, agreement: bytes, cli_env: dict[str, str]
+) -> None:
+    names = [f"PSN-{os.getpid()}-{i}" for i in range(3)]
+    granted = cli(cli_env, "consent", "grant", *names, "--scenario", "RESEARCH",
+                  "--duo", "DUO:0000042", "--key", "hospital-a.steward", "--json")  # fmt: skip
+    assert granted.exit_code == 0, granted.output
+    out = json.loads(granted.stdout)
+    key = load_subject_key(Path(cli_env["DUL_SUBJECT_KEY"]))  # created on first use
+    refs_ = [subject_ref(key, n) for n in names]
+    assert out["subjects"] == ["0x" + r.hex() for r in refs_]
+    assert len(out["consent_ids"]) == 3
+    listed = cli(cli_env, "consent", "list", names[0], "--json")
+    assert listed.exit_code == 0, listed.output
+    assert [c["status"] for c in json.loads(listed.stdout)["consents"]] == ["GRANTED"]
+    withdrawn = cli(cli_env, "consent", "withdraw", names[0], "--key", "hospital-a.steward",
+                    "--json")  # fmt: skip
+    assert withdrawn.exit_code == 0, withdrawn.output
+    assert json.loads(withdrawn.stdout)["withdrawn"] == [out["consent_ids"][0]]
+    _, answer = ask(world, gateway, agreement, refs_)
+    assert answer.cohort is not None
+    assert answer.cohort.admitted == sorted("0x" + r.hex() for r in refs_[1:])
+    again = cli(cli_env, "consent", "withdraw", names[0], "--key", "hospital-a.steward")
+    assert again.exit_code == 1
+    assert "nothing_to_withdraw" in again.output
+    unknown_key = {**cli_env, "DUL_SUBJECT_KEY": cli_env["DUL_SUBJECT_KEY"] + ".missing"}
+    missing = cli(unknown_key, "consent", "list", names[0])
+    assert missing.exit_code == 1
+    assert "subject_key" in missing.output
+    assert "Traceback" not in missing.output
