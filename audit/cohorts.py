@@ -231,6 +231,19 @@ def cohort_accesses(events: Iterable[DecodedEvent]) -> list[CohortAccess]:
     return out
 
 
+def authorization_accesses(events: Iterable[DecodedEvent]) -> list[CohortAccess]:
+    """The granted accesses of a page that redeemed a code with a cohort of one (cheap to
+    ask of every page: most accesses carry no code)."""
+    out: list[CohortAccess] = []
+    for ev in events:
+        if ev.name != "AccessRecorded":
+            continue
+        record = ev.args["record"]
+        if record["authorizationRef"] != ZERO32 and record["cohortSize"] == 1:
+            out.extend(cohort_accesses((ev,)))
+    return out
+
+
 @dataclass
 class CohortRows:
     """`cohort` rows by access id and `cohort_member` rows, in `COHORT_COLUMNS` order."""

@@ -76,8 +76,8 @@ from audit.cohorts import (
     CohortAccess,
     CohortRows,
     CohortStatus,
+    authorization_accesses,
     authorization_rows,
-    cohort_accesses,
 )
 from audit.events import DecodedEvent
 from dul.domain import AgreementStatus, AuthorizationStatus, ConsentStatus, OrgStatus
@@ -836,7 +836,7 @@ class AuditStore:
             for table, rows in page.rows.items():
                 if rows:
                     self._insert_many(conn, table, COLUMNS[table], rows)
-            self._write_cohorts(conn, cohort_accesses(events), cohorts or CohortRows())
+            self._write_cohorts(conn, authorization_accesses(events), cohorts or CohortRows())
             self._recompute_status(
                 conn, page.organizations, page.agreements, page.consents, page.authorizations
             )
@@ -941,14 +941,14 @@ class AuditStore:
     # internals
 
     def _write_cohorts(
-        self, conn: Connection, accesses: Sequence[CohortAccess], rows: CohortRows
+        self, conn: Connection, redeeming: Sequence[CohortAccess], rows: CohortRows
     ) -> None:
-        """The page's cohort rows, completed with the cohorts of one that an indexed
-        authorization names (the authorizations of this page are visible: same transaction)."""
+        """The page's cohort rows, completed with the cohorts of one of the `redeeming`
+        accesses that an indexed authorization names (the authorizations of this page are
+        visible: same transaction)."""
         pending = [
-            a for a in accesses
-            if a.authorization_ref != _ZERO32 and a.size == 1
-            and rows.status(a.access_id) in (None, CohortStatus.LEAVES_UNAVAILABLE.value)
+            a for a in redeeming
+            if rows.status(a.access_id) in (None, CohortStatus.LEAVES_UNAVAILABLE.value)
         ]  # fmt: skip
         if pending:
             codes = sorted({a.authorization_ref for a in pending})
