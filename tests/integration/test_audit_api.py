@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 from audit.app import create_app
 from audit.cli import app as audit_cli
 from audit.settings import AuditSettings
-from audit.testing import index_into
+from audit.testing import index_into, private_world
 from dul.chain.testing import ChainHandle, free_port
 from dul.contracts.world import World
 from dul.domain import Decision, DenyReason, Operation, ReleaseKind
@@ -44,6 +44,13 @@ class Api:
 
 
 @pytest.fixture(scope="module")
+def world(world: World, chain: ChainHandle, tmp_path_factory: pytest.TempPathFactory) -> World:
+    """A deployment of this module's own (see test_audit_verify.py): `GET /v1/verify` answers
+    about this module's story only."""
+    return private_world(chain.rpc_url, tmp_path_factory.mktemp("api") / "deployment.json")
+
+
+@pytest.fixture(scope="module")
 def api(
     world: World, chain: ChainHandle, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Api]:
@@ -60,11 +67,12 @@ def api(
         world.gateway, "AccessLog", "releaseResult", granted.request.request_id, agreement,
         result, ReleaseKind.AGGREGATE_RESULT, 321,
     )  # fmt: skip
-    url = f"sqlite:///{tmp_path_factory.mktemp('audit-api') / 'audit.db'}"
+    root = tmp_path_factory.mktemp("audit-api")
+    url = f"sqlite:///{root / 'audit.db'}"
+    manifest = root / "deployment.json"  # where verify starts: this module's deployment
+    manifest.write_text(json.dumps(world.ledger.deployment.raw))
     index_into(world.ledger.deployment, chain.rpc_url, url).dispose()
-    settings = AuditSettings(
-        database_url=url, rpc_url=chain.rpc_url, deployment_path=chain.home.deployment
-    )
+    settings = AuditSettings(database_url=url, rpc_url=chain.rpc_url, deployment_path=manifest)
     ids = {
         "agreement": hexed(agreement),
         "granted": hexed(granted.request.request_id),
@@ -188,7 +196,7 @@ def test_bad_requests_get_problem_json_never_500(
 
 
 def test_an_unknown_subject_has_an_empty_report_and_no_provenance(api: Api) -> None:
-    """"Nothing recorded" is an answer for a patient; a graph of nothing is not."""
+    """ "Nothing recorded" is an answer for a patient; a graph of nothing is not."""
     report = api.client.get(f"/v1/subjects/0x{'CD' * 32}/accesses")
     assert report.status_code == 200, report.text
     body = report.json()

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from audit.cli import app as audit_cli
 from audit.indexer import JsonRpc
-from audit.testing import drop_stores, index_into, make_store_url, record_story
+from audit.testing import drop_stores, index_into, make_store_url, private_world, record_story
 from audit.verify import VerifyReport, access_request_digest, verify_store
 from dul.chain.testing import ChainHandle
 from dul.contracts.typed_data import AccessRequest, access_log_domain
@@ -34,6 +34,16 @@ def hexed(value: bytes) -> str:
 
 
 # --- tests ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def world(world: World, chain: ChainHandle, tmp_path_factory: pytest.TempPathFactory) -> World:
+    """A deployment of this module's own on the session's chain: "a faithful store verifies"
+    is about this story, whatever other tests record on the session's deployment (a gateway
+    test's consent-filtered accesses, whose leaves live in its gateway's store, would be
+    `cohort_leaves_unavailable` here). Built after the session's world, whose members (the
+    same keys) the permissioned endpoint admits."""
+    return private_world(chain.rpc_url, tmp_path_factory.mktemp("verify") / "deployment.json")
 
 
 @pytest.fixture(scope="module")
