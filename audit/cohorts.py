@@ -371,4 +371,5 @@ def authorization_rows(access: CohortAccess, subject: str) -> CohortRows | None:
 
 def split_proof(blob: bytes) -> list[str]:
     """A stored `cohort_member.proof` as 0x hex siblings, bottom up."""
-    return ["0x" + blob[i : i + 32].hex() for i in range(0, len(blob), 32)]
+    text = blob.hex()
+    return ["0x" + text[i : i + 64] for i in range(0, len(text), 64)]

@@ -152,6 +152,7 @@ def parse_id(kind: Kind, raw: str) -> str:
     raise MalformedIdError(f"{raw[:80]!r} is not a valid {kind.value} id ({expected})")
 
 
+@functools.lru_cache(maxsize=4096)
 def readable(hex_id: str) -> str:
     """The slug inside a slug-made bytes32 id, or the hex itself."""
     raw = bytes.fromhex(hex_id[2:]).rstrip(b"\0")

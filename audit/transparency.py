@@ -71,8 +71,8 @@ def _name(enum: Any, value: int | None) -> str | None:
 def _time(timestamp: Any) -> str | None:
     if timestamp is None:
         return None
-    try:
-        return datetime.fromtimestamp(int(timestamp), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    try:  # isoformat: a third of strftime's cost, and a report formats hundreds
+        return datetime.fromtimestamp(int(timestamp), UTC).isoformat().replace("+00:00", "Z")
     except (OverflowError, OSError, ValueError):  # "valid until forever" (2**64 - 1)
         return "never" if int(timestamp) > 2**40 else str(timestamp)
 
