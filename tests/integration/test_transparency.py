@@ -1,16 +1,21 @@
 """The patient transparency report over HTTP and the CLI, on a store indexed from a real chain:
 `GET /v1/subjects/{ref}/accesses` and `dul audit subject REF` answer every access that admitted
 the subject with a proof anyone can check, its codes and consents; an unknown subject gets an
-empty report, a malformed reference a 422 problem (a clear line and exit 2 on the CLI)."""
+empty report, a malformed reference a 422 problem (a clear line and exit 2 on the CLI); and the
+cohort the real gateway records is the one the report proves."""
 
 from __future__ import annotations
 
 import json
+import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
+from eth_hash.auto import keccak
 from fastapi.testclient import TestClient
 from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.consent import Consent
@@ -27,9 +32,14 @@ from audit.testing import (
     private_world,
     record_patient_story,
 )
+from audit.transparency import subject_report
 from dul.chain.testing import ChainHandle
 from dul.cohort import verify_inclusion
+from dul.contracts.typed_data import AccessRequest
 from dul.contracts.world import World
+from dul.domain import Operation, Scenario, Tier
+from ledger_gateway.client import sign_request
+from ledger_gateway.testing import GatewayHandle
 
 pytestmark = pytest.mark.integration
 
@@ -172,3 +182,46 @@ def test_the_cli_prints_the_report(served: Served) -> None:
     exported = runner.invoke(audit_cli, ["export", "subject", alice, "--format", "fhir", *store])
     assert exported.exit_code == 0, exported.output
     Bundle.model_validate_json(exported.stdout)
+
+
+# --- with the real gateway: the cohort it records is the one the report proves -----------------
+
+
+def test_a_gateway_cohort_reaches_the_patients_report(
+    world: World, chain: ChainHandle, gateway: GatewayHandle, tmp_path: Path
+) -> None:
+    """The gateway admits the consented subjects, records their tree head on chain and the
+    leaves in its store's `cohort_leaves`; the indexer, pointed at that store, proves each
+    admitted subject's membership and nobody else's."""
+    agreement = world.activate(world.cohort_terms())
+    consented, stranger = [os.urandom(32) for _ in range(3)], os.urandom(32)
+    world.record_consents(consented, [Scenario.RESEARCH])
+    request = AccessRequest(
+        request_id=os.urandom(32), agreement_id=agreement, dataset_id=world.dataset,
+        field_mask=0b0110, tier=Tier.PSEUDONYMIZED, operation=Operation.QUERY,
+        request_hash=keccak(b"SELECT count(*) FROM measurement"), deadline=int(time.time()) + 600,
+    )  # fmt: skip
+    body = sign_request(world.requester, request, gateway.domain, cohort=[*consented, stranger])
+    answer = gateway.client.request_access(body)
+    assert answer.decision == "GRANTED"
+    assert gateway.client.get_access(answer.access_id, wait=True).status == "confirmed"
+    engine, indexer = index_with_cohorts(
+        world.ledger.deployment, chain.rpc_url, f"sqlite:///{tmp_path / 'audit.db'}",
+        [gateway.settings.effective_database_url],
+    )  # fmt: skip
+    try:
+        for subject in consented:
+            report = subject_report(engine, hexed(subject))
+            (access,) = [a for a in report.accesses if a.access_id == answer.access_id]
+            assert access.admitted_by == "cohort"
+            assert access.inclusion.size == 3
+            assert world.ledger.call(
+                "ConsentRegistry", "cohortIncludes", bytes.fromhex(access.inclusion.root[2:]),
+                access.inclusion.size, access.inclusion.index, subject,
+                [bytes.fromhex(p[2:]) for p in access.inclusion.proof],
+            )  # fmt: skip
+            assert [c.status for c in report.consents] == ["GRANTED"]
+        assert subject_report(engine, hexed(stranger)).accesses == []
+    finally:
+        indexer.close()
+        engine.dispose()
