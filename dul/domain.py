@@ -132,6 +132,14 @@ class AuthorizationFault(IntEnum):
     WRONG_SUBJECT = 10
 
 
+class ArtifactKind(IntEnum):
+    """What a registered artifact is (ArtifactRegistry)."""
+
+    RESULT = 0
+    MODEL_UPDATE = 1
+    MODEL = 2
+
+
 def operations_mask(*operations: Operation) -> int:
     """The bit set `1 << operation` that agreements carry."""
     mask = 0

@@ -64,6 +64,9 @@ def deploy(
     access_log = create(
         "AccessLog", ["address", "address", "address"], [membership, agreements, consents]
     )
+    create(
+        "ArtifactRegistry", ["address", "address", "address"], [membership, agreements, access_log]
+    )
     # The registry lets only its deployer bind, once: from now on only this AccessLog redeems
     # patient authorization codes.
     bind = w3.eth.contract(address=consents, abi=load("ConsentRegistry").abi).functions
@@ -121,6 +124,21 @@ def verify(w3: Web3, deployment: Deployment) -> None:
             f"{deployment.address('AccessLog')}; remove the deployment manifest to deploy anew",
             code="access_log_unbound",
         )
+    artifacts = w3.eth.contract(
+        address=deployment.address("ArtifactRegistry"), abi=load("ArtifactRegistry").abi
+    )
+    for getter, name in (
+        ("MEMBERSHIP", "Membership"),
+        ("AGREEMENTS", "AgreementRegistry"),
+        ("ACCESS_LOG", "AccessLog"),
+    ):
+        wired = Web3.to_checksum_address(artifacts.functions[getter]().call())
+        if wired != deployment.address(name):
+            raise DeploymentError(
+                f"ArtifactRegistry reads {name} at {wired}, not the recorded "
+                f"{deployment.address(name)}; remove the deployment manifest to deploy anew",
+                code="artifact_registry_miswired",
+            )
 
 
 def _write_atomically(path: Path, value: dict[str, Any]) -> None:

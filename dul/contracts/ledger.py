@@ -34,6 +34,7 @@ CONTRACT_NAMES = (
     "AgreementRegistry",
     "ConsentRegistry",
     "AccessLog",
+    "ArtifactRegistry",
 )
 
 

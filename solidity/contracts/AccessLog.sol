@@ -97,10 +97,15 @@ contract AccessLog is IAccessLog, EIP712 {
         if (slot.decision() != Decision.GRANTED || !AccessRules.releasable(kind, slot.tier(), slot.operation())) {
             revert AccessLogReleaseNotAllowed(accessId, kind);
         }
-        bytes32 key = keccak256(abi.encode(accessId, resultHash));
+        bytes32 key = _releaseKey(accessId, agreementId, resultHash);
         if (_releases[key]) revert AccessLogDuplicateRelease(accessId, resultHash);
         _releases[key] = true;
         emit ResultReleased(accessId, agreementId, resultHash, kind, size, msg.sender);
+    }
+
+    /// @inheritdoc IAccessLog
+    function isReleased(bytes32 accessId, AgreementId agreementId, bytes32 resultHash) external view returns (bool) {
+        return _releases[_releaseKey(accessId, agreementId, resultHash)];
     }
 
     /// @inheritdoc IAccessLog
@@ -227,6 +232,13 @@ contract AccessLog is IAccessLog, EIP712 {
         cache.datasetId = DatasetId.wrap(bytes32(0));
         cache.allowedFields = 0;
         cache.requester = address(0);
+    }
+
+    /// @dev A release is keyed by the exact agreement id it was released under. AccessSlot matches an
+    /// access's agreement on 224 bits only, but a release also needs that agreement ACTIVE, so only
+    /// the access's own agreement id can ever be stored here and `isReleased` is exact.
+    function _releaseKey(bytes32 accessId, AgreementId agreementId, bytes32 resultHash) private pure returns (bytes32) {
+        return keccak256(abi.encode(accessId, agreementId, resultHash));
     }
 
     function _flushUsed(Cache memory cache) private {

@@ -736,4 +736,50 @@ describe("AccessLog", function () {
       }
     });
   });
+
+  describe("isReleased", function () {
+    /** The recorded accesses with RESULT released from the granted one. */
+    async function releasedFixture() {
+      const ctx = await recordedAccessesFixture();
+      await ctx.accessLog
+        .connect(ctx.hospitalGateway)
+        .releaseResult(ctx.granted.requestId, ctx.id, RESULT, ReleaseKind.AGGREGATE_RESULT, 2048);
+      return ctx;
+    }
+
+    it("is true for a released result under its access's own agreement", async function () {
+      const ctx = await loadFixture(releasedFixture);
+      expect(await ctx.accessLog.isReleased(ctx.granted.requestId, ctx.id, RESULT)).to.equal(true);
+    });
+
+    it("is false before the result is released", async function () {
+      const ctx = await loadFixture(recordedAccessesFixture);
+      expect(await ctx.accessLog.isReleased(ctx.granted.requestId, ctx.id, RESULT)).to.equal(false);
+    });
+
+    it("is false for a result never released from the access", async function () {
+      const ctx = await loadFixture(releasedFixture);
+      expect(await ctx.accessLog.isReleased(ctx.granted.requestId, ctx.id, tag("result:other"))).to.equal(false);
+    });
+
+    it("is false under another agreement, even one sharing the access's upper 224 bits", async function () {
+      const ctx = await loadFixture(releasedFixture);
+      const otherId = await activate(ctx, researchTerms(ctx.now, { nonce: 2 }));
+      const lookalike = ethers.toBeHex(BigInt(ctx.id) ^ 1n, 32);
+      expect(await ctx.accessLog.isReleased(ctx.granted.requestId, otherId, RESULT)).to.equal(false);
+      expect(await ctx.accessLog.isReleased(ctx.granted.requestId, lookalike, RESULT)).to.equal(false);
+    });
+
+    it("is false for a denied or unknown access", async function () {
+      const ctx = await loadFixture(releasedFixture);
+      expect(await ctx.accessLog.isReleased(ctx.denied.requestId, ctx.id, RESULT)).to.equal(false);
+      expect(await ctx.accessLog.isReleased(tag("request:unknown"), ctx.id, RESULT)).to.equal(false);
+    });
+
+    it("stays true after the agreement is revoked: the release happened", async function () {
+      const ctx = await loadFixture(releasedFixture);
+      await ctx.agreements.connect(ctx.regulator).revoke(ctx.id, REASON);
+      expect(await ctx.accessLog.isReleased(ctx.granted.requestId, ctx.id, RESULT)).to.equal(true);
+    });
+  });
 });

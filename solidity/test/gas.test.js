@@ -3,20 +3,24 @@
 const { expect } = require("chai");
 const { ethers } = require("hardhat");
 const { loadFixture } = require("@nomicfoundation/hardhat-network-helpers");
-const { DenyReason, Operation, ReleaseKind, Tier } = require("./helpers/enums");
+const { ArtifactKind, DenyReason, Operation, ReleaseKind, Tier } = require("./helpers/enums");
 const {
   PATIENT,
   authorizationTerms,
   consentTerms,
   deployFixture,
   deniedRecord,
+  federatedFixture,
   fieldsMask,
   insuranceAgreementFixture,
   leafOf,
   researchTerms,
   signed,
   signedGranted,
+  sortIds,
+  sortReleases,
   tag,
+  trainAndRelease,
 } = require("./helpers/fixtures");
 const { agreementIdOf, signAgreement } = require("./helpers/typed-data");
 
@@ -144,6 +148,40 @@ describe("Gas report", function () {
       [`  per consent`, batch / BigInt(BATCH)],
       ["issueAuthorization", issue],
       ["recordAccess GRANTED redeeming a code (later)", redeeming],
+    );
+  });
+
+  it("measures artifact registrations: a MODEL from 3 hospitals' releases and from 2 artifacts", async function () {
+    const ctx = await loadFixture(federatedFixture);
+    const registry = ctx.artifactRegistry.connect(ctx.aiRequester);
+    const releases = [];
+    for (const [i, site] of ctx.sites.entries()) {
+      releases.push(await trainAndRelease(ctx, site, tag(`gas:model-update:${i}`)));
+    }
+    const metadata = tag("gas:model-card");
+
+    const fromReleases = await gasOf(
+      registry.registerArtifact(tag("gas:model:from-releases"), ArtifactKind.MODEL, sortReleases(releases), [], metadata),
+    );
+    const [first, second] = releases;
+    const update = await gasOf(
+      registry.registerArtifact(first.resultHash, ArtifactKind.MODEL_UPDATE, [first], [], ethers.ZeroHash),
+    );
+    await registry.registerArtifact(second.resultHash, ArtifactKind.MODEL_UPDATE, [second], [], ethers.ZeroHash);
+    const fromArtifacts = await gasOf(
+      registry.registerArtifact(
+        tag("gas:model:from-artifacts"),
+        ArtifactKind.MODEL,
+        [],
+        sortIds([first.resultHash, second.resultHash]),
+        metadata,
+      ),
+    );
+
+    rows.push(
+      ["registerArtifact MODEL_UPDATE (1 release)", update],
+      ["registerArtifact MODEL (3 releases, 3 agreements)", fromReleases],
+      ["registerArtifact MODEL (2 parent artifacts)", fromArtifacts],
     );
   });
 });

@@ -32,7 +32,7 @@ def test_python_enum_matches_solidity(name: str) -> None:
 
 
 def test_every_solidity_enum_is_mirrored() -> None:
-    assert len(solidity_enums()) == 14
+    assert len(solidity_enums()) == 15
 
 
 def test_slug_ids_round_trip_and_refuse_overlong() -> None:

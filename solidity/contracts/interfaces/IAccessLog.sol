@@ -87,6 +87,11 @@ interface IAccessLog {
     function releaseResult(bytes32 accessId, AgreementId agreementId, bytes32 resultHash, ReleaseKind kind, uint64 size)
         external;
 
+    /// @notice Whether result `resultHash` was released from access `accessId`, recorded under
+    /// exactly `agreementId`: true iff `releaseResult(accessId, agreementId, resultHash, …)` succeeded.
+    /// False for an unknown or denied access, another agreement, or a result never released.
+    function isReleased(bytes32 accessId, AgreementId agreementId, bytes32 resultHash) external view returns (bool);
+
     /// @notice How many granted accesses `agreementId` has used.
     function accessesUsed(AgreementId agreementId) external view returns (uint64);
 

@@ -238,3 +238,29 @@ struct Authorization {
     uint64 expiresAt;
     bytes32 redeemedBy;
 }
+
+/// @dev What a registered artifact is. Values are append-only.
+enum ArtifactKind {
+    RESULT,
+    MODEL_UPDATE,
+    MODEL
+}
+
+/// @notice A released result named as an artifact's parent: the release of `resultHash` from
+/// access `accessId` under `agreementId` (AccessLog `ResultReleased`).
+struct ReleaseRef {
+    bytes32 accessId;
+    AgreementId agreementId;
+    bytes32 resultHash;
+}
+
+/// @notice An artifact as the registry keeps it, in two slots; its parents are in the
+/// registration event. `registeredAt` is a block timestamp (uint48, OpenZeppelin's timepoint width).
+struct Artifact {
+    OrgId owner;
+    ArtifactKind kind;
+    address registrant;
+    uint48 registeredAt;
+    uint16 releaseCount;
+    uint16 parentCount;
+}

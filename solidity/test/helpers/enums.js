@@ -48,4 +48,5 @@ module.exports = {
     "TIER_ABOVE_SCOPE",
     "WRONG_SUBJECT",
   ),
+  ArtifactKind: enumOf("RESULT", "MODEL_UPDATE", "MODEL"),
 };

@@ -11,6 +11,7 @@ const {
   ConsentPolicy,
   Decision,
   DenyReason,
+  ReleaseKind,
 } = require("./enums");
 const { ZERO32, agreementIdOf, signAgreement, signAccessRecord } = require("./typed-data");
 
@@ -91,6 +92,11 @@ async function deployFixture() {
     await consents.getAddress(),
   ]);
   await consents.bindAccessLog(await accessLog.getAddress());
+  const artifactRegistry = await ethers.deployContract("ArtifactRegistry", [
+    await membership.getAddress(),
+    await agreements.getAddress(),
+    await accessLog.getAddress(),
+  ]);
 
   const orgs = [
     [ORG.HOSPITAL, OrgKind.HOSPITAL, "St. Mary Hospital"],
@@ -133,6 +139,7 @@ async function deployFixture() {
     agreements,
     consents,
     accessLog,
+    artifactRegistry,
     operator,
     hospitalSteward,
     hospitalGateway,
@@ -398,6 +405,115 @@ function sameStruct(expected) {
   };
 }
 
+// --- artifacts: a federated training story -------------------------------------------------
+
+/** A third hospital for federated training, with its own OMOP dataset. */
+const CLINIC = Object.freeze({
+  ORG: tag("org:harbor-clinic"),
+  DATASET: tag("dataset:harbor-clinic/omop-ehr"),
+});
+
+/**
+ * Terms of an AI-training agreement between `holder` and the AI company over `dataset`: only
+ * trained parameters leave (MODEL_PARAMETERS, TRAIN), EHR fields 1..7, 90 days, quota 20.
+ */
+function trainingTerms(now, holder, dataset, overrides = {}) {
+  return researchTerms(now, {
+    holder,
+    requester: ORG.AI_COMPANY,
+    datasets: [dataset],
+    fieldMasks: [fieldsMask(1, 2, 3, 4, 5, 6, 7)],
+    scenario: Scenario.AI_TRAINING,
+    duoCodes: [42],
+    diseaseCode: ZERO32,
+    maxTier: Tier.MODEL_PARAMETERS,
+    operations: ops(Operation.TRAIN),
+    validUntil: now + 90 * DAY,
+    quota: 20,
+    consentPolicy: ConsentPolicy.NONE,
+    termsHash: tag("terms:federated-training-v1.pdf"),
+    ...overrides,
+  });
+}
+
+/**
+ * Three hospitals (St. Mary, City General and the Harbor Clinic) each with an active AI-training
+ * agreement with the AI company: `sites[i]` is { holder, dataset, gateway, steward, id }.
+ */
+async function federatedFixture() {
+  const ctx = await deployFixture();
+  const signers = await ethers.getSigners();
+  const [clinicSteward, clinicGateway] = signers.slice(15, 17);
+  await ctx.membership.registerOrganization(CLINIC.ORG, OrgKind.HOSPITAL, "Harbor Clinic");
+  await ctx.membership.grantMemberRole(CLINIC.ORG, clinicSteward.address, Role.STEWARD);
+  await ctx.membership.grantMemberRole(CLINIC.ORG, clinicGateway.address, Role.GATEWAY);
+  await ctx.datasets
+    .connect(clinicSteward)
+    .registerDataset(CLINIC.DATASET, CLINIC.ORG, SCHEMA.OMOP_54, EHR_FIELDS, Tier.IDENTIFIED);
+
+  const sites = [
+    { holder: ORG.HOSPITAL, dataset: DATASET.EHR, steward: ctx.hospitalSteward, gateway: ctx.hospitalGateway },
+    {
+      holder: ORG.HOSPITAL_B,
+      dataset: DATASET.OTHER_HOSPITAL,
+      steward: ctx.hospitalBSteward,
+      gateway: ctx.hospitalBGateway,
+    },
+    { holder: CLINIC.ORG, dataset: CLINIC.DATASET, steward: clinicSteward, gateway: clinicGateway },
+  ];
+  for (const [i, site] of sites.entries()) {
+    const terms = trainingTerms(ctx.now, site.holder, site.dataset, { nonce: 500 + i });
+    site.id = agreementIdOf(terms);
+    await ctx.agreements.connect(site.steward).propose(terms);
+    for (const signer of [site.steward, ctx.aiSteward]) {
+      const signature = await signAgreement(signer, ctx.agreements, terms, { id: site.id });
+      await ctx.agreements.connect(ctx.relayer).sign(site.id, signer.address, signature);
+    }
+  }
+  return { ...ctx, clinicSteward, clinicGateway, sites };
+}
+
+/**
+ * One training run at `site` for the AI company, granted and recorded by the site's gateway, and
+ * the MODEL_UPDATE it released under `resultHash`. Returns its ReleaseRef.
+ */
+async function trainAndRelease(ctx, site, resultHash, { size = 1_048_576 } = {}) {
+  const record = await signedGranted(
+    ctx,
+    {
+      agreementId: site.id,
+      datasetId: site.dataset,
+      requester: ctx.aiRequester.address,
+      tier: Tier.MODEL_PARAMETERS,
+      operation: Operation.TRAIN,
+      fieldMask: fieldsMask(1, 2, 3, 6, 7),
+      requestHash: tag(`algorithm:federated-cnn:${resultHash}`),
+      cohortRoot: ZERO32,
+      cohortSize: 0,
+    },
+    ctx.aiRequester,
+  );
+  await ctx.accessLog.connect(site.gateway).recordAccess(record);
+  await ctx.accessLog
+    .connect(site.gateway)
+    .releaseResult(record.requestId, site.id, resultHash, ReleaseKind.MODEL_UPDATE, size);
+  return { accessId: record.requestId, agreementId: site.id, resultHash };
+}
+
+/** Releases sorted as the registry wants them: by access id, then result hash. */
+const sortReleases = (releases) =>
+  [...releases].sort((a, b) =>
+    a.accessId === b.accessId ? compareHex(a.resultHash, b.resultHash) : compareHex(a.accessId, b.accessId),
+  );
+/** Artifact ids sorted as the registry wants them: ascending. */
+const sortIds = (ids) => [...ids].sort(compareHex);
+
+function compareHex(a, b) {
+  const x = BigInt(a);
+  const y = BigInt(b);
+  return x < y ? -1 : x > y ? 1 : 0;
+}
+
 module.exports = {
   DAY,
   ADMIN_DELAY,
@@ -431,4 +547,10 @@ module.exports = {
   signed,
   signedGranted,
   sameStruct,
+  CLINIC,
+  trainingTerms,
+  federatedFixture,
+  trainAndRelease,
+  sortReleases,
+  sortIds,
 };
