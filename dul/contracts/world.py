@@ -237,3 +237,16 @@ class World:
         self.ledger.transact(
             self.steward, "ConsentRegistry", "issueAuthorization", code_hash, authorization
         )
+
+    # --- artifacts (federated training) --------------------------------------------------------
+
+    def training_terms(self, *, quota: int = 1_000_000) -> AgreementTerms:
+        """AI-training terms with the institute: only trained parameters leave (MODEL_PARAMETERS,
+        TRAIN only), so each access may release MODEL_UPDATEs and nothing else."""
+        return replace(
+            self.research_terms(quota=quota),
+            scenario=Scenario.AI_TRAINING,
+            max_tier=Tier.MODEL_PARAMETERS,
+            operations=operations_mask(Operation.TRAIN),
+            consent_policy=ConsentPolicy.NONE,
+        )
