@@ -106,7 +106,9 @@ class SubjectAccess(BaseModel):
     reason: str | None
     timestamp: int | None = Field(description="block time, unix seconds")
     time: str | None
-    admitted_by: str = Field(description="cohort (a consent-filtered cohort) or authorization")
+    admitted_by: str = Field(
+        description="authorization (the access redeemed a code of the subject's) or cohort"
+    )
     authorization: str | None = Field(description="the redeemed code's hash, if any")
     chain: ChainRef = Field(description="the AccessRecorded event holding the root")
     inclusion: InclusionProof
@@ -162,12 +164,10 @@ _ACCESSES = (
     "SELECT m.leaf_index, m.proof, a.block_number, a.tx_index, a.log_index, a.tx_hash, "
     "a.access_id, a.agreement_id, a.dataset_id, a.requester, a.decision, a.reason, a.tier, "
     "a.operation, a.cohort_root, a.cohort_size, a.authorization_ref, g.scenario, g.holder_org, "
-    "g.requester_org, o.name AS requester_org_name, b.timestamp, c.source "
+    "g.requester_org, o.name AS requester_org_name, b.timestamp "
     "FROM cohort_member m "
     "JOIN access_event a ON a.block_number = m.block_number AND a.tx_index = m.tx_index "
     "AND a.log_index = m.log_index "
-    "LEFT JOIN cohort c ON c.block_number = m.block_number AND c.tx_index = m.tx_index "
-    "AND c.log_index = m.log_index "
     "LEFT JOIN agreement g ON g.agreement_id = a.agreement_id "
     "LEFT JOIN organization o ON o.org_id = g.requester_org "
     "LEFT JOIN block b ON b.number = a.block_number "
@@ -270,7 +270,8 @@ def _access(row: Any) -> Plain:
         "reason": _name(DenyReason, row["reason"]),
         "timestamp": row["timestamp"],
         "time": _time(row["timestamp"]),
-        "admitted_by": "authorization" if row["source"] == "authorization" else "cohort",
+        # members exist only for verified cohorts; one that redeemed a code is that code's
+        "admitted_by": "cohort" if authorization in (None, _ZERO) else "authorization",
         "authorization": None if authorization in (None, _ZERO) else authorization,
         "chain": _chain(row),
         "inclusion": {
