@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +73,10 @@ SAMPLE_ORGANIZATIONS: tuple[tuple[str, OrgKind, str, tuple[tuple[str, Role], ...
     ("regulator", OrgKind.REGULATOR, "Health Data Regulator", (("auditor", Role.REGULATOR),)),
 )
 
+SAMPLE_HOSPITALS = tuple(
+    slug for slug, kind, *_ in SAMPLE_ORGANIZATIONS if kind == OrgKind.HOSPITAL
+)
+
 
 @dataclass(frozen=True)
 class StackStatus:
@@ -84,11 +88,14 @@ class StackStatus:
     access_token: str | None = None
     """Shown once, when `dul up --demo` creates the sample access service's token."""
     audit_url: str | None = None
+    gateway_urls: dict[str, str] = field(default_factory=dict)
+    """Every local gateway by organization (the sample hospitals' under `--demo`)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
             "rpc_url": self.chain.rpc_url,
             "gateway_url": self.gateway_url,
+            "gateway_urls": self.gateway_urls,
             "audit_url": self.audit_url,
             "access_token": self.access_token,
             "chain_id": self.chain.chain_id,
@@ -119,12 +126,39 @@ def up(home: Home, settings: ChainSettings | None = None, *, demo: bool = False)
     w3 = connect(chain.rpc_url)
     deployment, new = deploy(w3, keys.unlock(OPERATOR_KEY), home.deployment)
     seeded = seed_sample(Ledger(w3, deployment), keys) if demo else []
-    gateway_url, token = _start_gateway(home, keys, demo=demo)
-    audit_url = _start_audit(home)
-    return StackStatus(chain, deployment, new, seeded, gateway_url, token, audit_url)
+    gateways = _start_gateways(home, keys, demo=demo)
+    audit_url = _start_audit(home, [gateway_settings(home, org) for org in gateways])
+    default = GatewaySettings(home=home.root).org
+    gateway_url = gateways.get(default)
+    token = _demo_token(home) if demo and gateway_url else None
+    return StackStatus(
+        chain, deployment, new, seeded, gateway_url, token, audit_url, gateway_urls=gateways
+    )
 
 
-def _start_audit(home: Home) -> str:
+def gateway_settings(home: Home, org: str | None = None) -> GatewaySettings:
+    """The local gateway of `org`: the configured one (`DUL_GATEWAY_…`) by default; each other
+    sample hospital's gateway gets the next port and a state directory of its own."""
+    base = GatewaySettings(home=home.root)
+    if org is None or org == base.org:
+        return base
+    others = [slug for slug in SAMPLE_HOSPITALS if slug != base.org]
+    return base.model_copy(
+        update={
+            "org": org,
+            "key": f"{org}.gateway",
+            "port": base.port + 1 + others.index(org),
+            "state_dir": home.root / f"gateway-{org}",
+            "database_url": None,
+        }
+    )
+
+
+def _gateway_service(settings: GatewaySettings) -> str:
+    return "gateway" if settings.state_dir is None else f"gateway-{settings.org}"
+
+
+def _start_audit(home: Home, gateways: list[GatewaySettings]) -> str:
     """The indexer follows the chain into the audit store; the audit API serves it."""
     database_url = AuditSettings().resolved_database_url(home)
     store = Path(database_url.removeprefix("sqlite:///"))
@@ -132,8 +166,8 @@ def _start_audit(home: Home) -> str:
     # the indexer reads them, read-only, to check each cohort against its root on chain.
     env: dict[str, str] = {}
     if "DUL_AUDIT_COHORT_SOURCES" not in os.environ:
-        gateway_store = GatewaySettings(home=home.root).effective_database_url
-        env["DUL_AUDIT_COHORT_SOURCES"] = json.dumps([gateway_store])
+        stores = [g.effective_database_url for g in gateways]
+        env["DUL_AUDIT_COHORT_SOURCES"] = json.dumps(stores)
     services.start(
         home,
         "audit-indexer",
@@ -154,24 +188,48 @@ def _start_audit(home: Home) -> str:
     return url
 
 
-def _start_gateway(home: Home, keys: KeyStore, *, demo: bool) -> tuple[str | None, str | None]:
-    """The gateway runs when its organization's gateway key is in this data directory."""
-    settings = GatewaySettings(home=home.root)
-    if settings.key not in {name for name, _ in keys.list()}:
-        return None, None
-    url = f"http://{settings.host}:{settings.port}"
-    services.start(home, "gateway", ["gateway", "serve"], url, env={})
-    token = None
-    tokens = TokenStore(settings.tokens_path)
-    if demo and not any(t.name == DEMO_TOKEN_NAME and t.revoked_at is None for t in tokens.list()):
-        token = tokens.create(DEMO_TOKEN_NAME, settings.org, TokenRole.ACCESS_SERVICE)
-    return url, token
+def _start_gateways(home: Home, keys: KeyStore, *, demo: bool) -> dict[str, str]:
+    """A gateway runs for each organization whose gateway key is in this data directory: the
+    configured one, and under `--demo` every sample hospital's."""
+    present = {name for name, _ in keys.list()}
+    wanted = [GatewaySettings(home=home.root).org]
+    if demo:
+        wanted += [slug for slug in SAMPLE_HOSPITALS if slug not in wanted]
+    urls: dict[str, str] = {}
+    for org in wanted:
+        settings = gateway_settings(home, org)
+        if settings.key not in present:
+            continue
+        url = f"http://{settings.host}:{settings.port}"
+        env = {}
+        if settings.state_dir is not None:
+            env = {
+                "DUL_GATEWAY_ORG": settings.org,
+                "DUL_GATEWAY_KEY": settings.key,
+                "DUL_GATEWAY_PORT": str(settings.port),
+                "DUL_GATEWAY_STATE_DIR": str(settings.state_dir),
+                "DUL_GATEWAY_DATABASE_URL": "",
+            }
+        services.start(home, _gateway_service(settings), ["gateway", "serve"], url, env=env)
+        urls[org] = url
+    return urls
+
+
+def _demo_token(home: Home) -> str | None:
+    """The sample access service's token for the default gateway, created (and shown) once."""
+    tokens = TokenStore(GatewaySettings(home=home.root).tokens_path)
+    if any(t.name == DEMO_TOKEN_NAME and t.revoked_at is None for t in tokens.list()):
+        return None
+    return tokens.create(
+        DEMO_TOKEN_NAME, GatewaySettings(home=home.root).org, TokenRole.ACCESS_SERVICE
+    )
 
 
 def down(home: Home) -> bool:
     """Stop the services, then the chain (the ledger and all state stay in `home`)."""
     stopped = False
-    for name in ("audit", "audit-indexer", "gateway"):
+    gateways = [f"gateway-{slug}" for slug in SAMPLE_HOSPITALS]
+    for name in ("audit", "audit-indexer", "gateway", *gateways):
         stopped = services.stop(home, name) or stopped
     return ChainNode(home).stop() or stopped
 

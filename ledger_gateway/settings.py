@@ -20,7 +20,10 @@ class GatewaySettings(BaseSettings):
         None, description="default: DUL_KEY_PASSPHRASE or DUL_KEY_PASSPHRASE_FILE"
     )
     rpc_url: str | None = Field(None, description="default: the running embedded chain")
-    database_url: str | None = Field(None, description="default: SQLite in DUL_HOME/gateway")
+    state_dir: Path | None = Field(
+        None, description="outbox, tokens and logs of this gateway; default DUL_HOME/gateway"
+    )
+    database_url: str | None = Field(None, description="default: SQLite in the state directory")
     host: str = "127.0.0.1"
     port: int = Field(8700, ge=1, le=65535)
     batch_max: int = Field(256, ge=1, le=256, description="records per recordAccesses transaction")
@@ -39,7 +42,7 @@ class GatewaySettings(BaseSettings):
 
     @property
     def data_dir(self) -> Path:
-        return self.home / "gateway"
+        return self.state_dir or self.home / "gateway"
 
     @property
     def effective_database_url(self) -> str:

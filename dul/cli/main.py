@@ -8,7 +8,7 @@ import typer
 
 from audit import cli as audit_cli
 from dul import log
-from dul.cli import admin, bench, chain, contracts, keys, stack, steward
+from dul.cli import admin, bench, chain, contracts, demo, keys, stack, steward
 from ledger_gateway import cli as gateway_cli
 
 app = typer.Typer(
@@ -20,6 +20,7 @@ app = typer.Typer(
 app.command("up")(stack.up)
 app.command("down")(stack.down)
 app.command("bench")(bench.bench)
+app.command("demo")(demo.demo)
 app.add_typer(chain.app, name="chain")
 app.add_typer(contracts.app, name="contracts")
 app.add_typer(keys.app, name="keys")
