@@ -1,6 +1,7 @@
 """`dul bench gateway`: recorded access events per second end to end (HTTP in → decision →
 on chain, confirmed) through the single and the batch API, decision latency at a fixed offered
-load, and beside them the raw rate at which the node takes pre-signed transactions.
+load, and beside them the raw rate at which the node takes pre-signed transactions. For
+`dul bench patients`: `cohort_decision_ms`, the decision on a 10,000-subject consent cohort.
 
 Everything runs on a private scratch stack; the gateway runs as its own process (`dul gateway
 serve`) so the load generator here does not share its interpreter.
@@ -22,17 +23,19 @@ import httpx
 import structlog
 from eth_abi.abi import decode
 from eth_hash.auto import keccak
+from eth_typing import HexStr
 
 from dul import services
 from dul.chain.testing import free_port
 from dul.contracts.typed_data import AccessRecord, AccessRequest, access_log_domain
 from dul.contracts.world import World, derived_signer
-from dul.domain import Decision, Operation, Role, Tier
+from dul.domain import Decision, Operation, Role, Scenario, Tier
 from dul.keys import KeyStore
 from dul.scratch import Scratch, scratch_stack
 from ledger_gateway.client import sign_request
 from ledger_gateway.models import AccessRequestIn
-from ledger_gateway.submitter import record_accesses_calldata
+from ledger_gateway.relay import function
+from ledger_gateway.submitter import TX_GAS_CAP, record_accesses_calldata
 from ledger_gateway.tokens import TokenRole, TokenStore
 
 log = structlog.get_logger(__name__)
@@ -104,10 +107,13 @@ class _Connection:
         self.stream: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
 
     async def post(self, path: str, body: dict[str, Any]) -> tuple[int, bytes]:
+        return await self.post_raw(path, json.dumps(body).encode())
+
+    async def post_raw(self, path: str, payload: bytes) -> tuple[int, bytes]:
+        """POST an already encoded JSON body."""
         if self.stream is None:
-            self.stream = await asyncio.open_connection(self.host, self.port)
+            self.stream = await asyncio.open_connection(self.host, self.port, limit=2**24)
         reader, writer = self.stream
-        payload = json.dumps(body).encode()
         writer.write(
             f"POST {path} HTTP/1.1\r\n{self.head}Content-Type: application/json\r\n"
             f"Content-Length: {len(payload)}\r\n\r\n".encode()
@@ -311,3 +317,147 @@ def run(sizes: GatewayBenchSizes | None = None) -> dict[str, float]:
             return results
         finally:
             services.stop(scratch.home, "gateway")
+
+
+# --------------------------------------------------------------------------- patients
+
+
+@dataclass(frozen=True)
+class CohortBenchSizes:
+    cohort: int = 10_000
+    """Subjects named by each access request."""
+    consented: float = 0.8
+    """Share of them holding a consent that covers the agreement."""
+    decisions: int = 20
+    consents_per_tx: int = 128
+    """`recordConsents` batch while seeding (the contract's maximum; ~77k gas each)."""
+
+
+def _seed_consents(scratch: Scratch, subjects: Sequence[bytes], per_tx: int) -> None:
+    """Record a RESEARCH consent for every subject: pre-signed steward transactions sent in
+    one JSON-RPC batch, then wait until the last is mined."""
+    world = scratch.world
+    ledger = world.ledger
+    registry = ledger.deployment.address("ConsentRegistry")
+    record = function("ConsentRegistry", "recordConsents")
+    until = int(time.time()) + 30 * 86_400
+    nonce = ledger.w3.eth.get_transaction_count(world.steward.address)
+    raws: list[str] = []
+    for offset in range(0, len(subjects), per_tx):
+        chunk = subjects[offset : offset + per_tx]
+        terms = [(world.hospital, s, 1 << Scenario.RESEARCH, [42], 0, until, "0x" + "00" * 20)
+                 for s in chunk]  # fmt: skip
+        tx = {
+            "to": registry,
+            "data": record.encode(terms),
+            "gas": min(TX_GAS_CAP, 200_000 + 100_000 * len(chunk)),
+            "gasPrice": 0,
+            "nonce": nonce + len(raws),
+            "chainId": ledger.chain_id,
+        }
+        raws.append("0x" + world.steward.sign_transaction(tx).hex())
+    with httpx.Client(base_url=scratch.rpc_url, timeout=120) as rpc:
+        for offset in range(0, len(raws), 8):  # ~0.4 MB per HTTP body
+            calls = [
+                {"jsonrpc": "2.0", "id": n, "method": "eth_sendRawTransaction", "params": [raw]}
+                for n, raw in enumerate(raws[offset : offset + 8])
+            ]
+            replies = rpc.post("", json=calls).json()
+            if not isinstance(replies, list):
+                raise RuntimeError(f"node refused the consent batches: {replies}")
+            for reply in replies:
+                if "error" in reply:
+                    raise RuntimeError(f"node refused a consent batch: {reply['error']}")
+    last = keccak(bytes.fromhex(raws[-1][2:]))
+    receipt = ledger.w3.eth.wait_for_transaction_receipt(HexStr("0x" + last.hex()), timeout=300)
+    if receipt["status"] != 1:
+        raise RuntimeError("the last consent batch reverted")
+
+
+async def _timed_posts(
+    url: str, token: str, path: str, payloads: Sequence[bytes]
+) -> tuple[list[float], list[dict[str, Any]]]:
+    """POST each pre-encoded JSON body in turn on one keep-alive connection: the latency of
+    each (send to last byte of the answer) and the answers."""
+    connection = _Connection(url, token)
+    latencies: list[float] = []
+    answers: list[dict[str, Any]] = []
+    try:
+        for payload in payloads:
+            started = time.perf_counter()
+            status, body = await connection.post_raw(path, payload)
+            latencies.append(time.perf_counter() - started)
+            if status != 201:
+                raise RuntimeError(f"gateway answered {status}: {body[:300]!r}")
+            answers.append(json.loads(body))
+    finally:
+        connection.close()
+    return latencies, answers
+
+
+def cohort_decision_ms(
+    sizes: CohortBenchSizes | None = None, *, scratch: Scratch | None = None
+) -> dict[str, float]:
+    """Decision latency of an access naming a 10,000-subject cohort under a COHORT_CONSENT
+    agreement, ~80% of the subjects consented: HTTP in (one keep-alive connection, body encoded
+    beforehand) -> signature, consent filtering against the gateway's consent view (caught up to
+    the chain head first), RFC 9162 tree of the admitted subjects, decision, durable write of
+    the record and its leaves (SQLite, synchronous=FULL) -> the answer with the admitted list.
+    The gateway is `dul gateway serve` in its own process on a scratch stack (or on `scratch`).
+
+    Returns `cohort_10k_decision_ms` (p50) beside p95, the sizes and the admitted count."""
+    sizes = sizes or CohortBenchSizes()
+    if scratch is None:
+        with scratch_stack() as own:
+            return cohort_decision_ms(sizes, scratch=own)
+    world = scratch.world
+    ledger = world.ledger
+    domain = access_log_domain(ledger.chain_id, ledger.deployment.address("AccessLog"))
+    subjects = [os.urandom(32) for _ in range(sizes.cohort)]
+    consented = subjects[: round(sizes.cohort * sizes.consented)]
+    started = time.monotonic()
+    _seed_consents(scratch, consented, sizes.consents_per_tx)
+    log.info("bench.consents_seeded", consents=len(consented), s=time.monotonic() - started)
+    agreement = world.activate(world.cohort_terms(quota=10**9))
+    port = free_port()
+    url = _start_gateway(scratch, port)
+    token = TokenStore(scratch.home.root / "gateway" / "tokens.json").create(
+        f"bench-patients-{port}", "hospital-a", TokenRole.ACCESS_SERVICE
+    )
+    try:
+        deadline = int(time.time()) + 3_600
+        warm_up = 3
+
+        def body(index: int) -> bytes:
+            request = AccessRequest(
+                request_id=os.urandom(32),
+                agreement_id=agreement,
+                dataset_id=world.dataset,
+                field_mask=0b0110,
+                tier=Tier.PSEUDONYMIZED,
+                operation=Operation.QUERY,
+                request_hash=keccak(index.to_bytes(8, "big")),
+                deadline=deadline,
+            )
+            signed = sign_request(world.requester, request, domain, cohort=subjects)
+            return signed.model_dump_json().encode()
+
+        payloads = [body(i) for i in range(warm_up + sizes.decisions)]
+        latencies, answers = asyncio.run(_timed_posts(url, token, "/v1/access-requests", payloads))
+        for answer in answers:
+            cohort = answer.get("cohort") or {}
+            if answer["decision"] != "GRANTED" or cohort.get("size") != len(consented):
+                raise RuntimeError(
+                    f"unexpected answer: {answer['decision']} {answer['reasons']} "
+                    f"admitting {cohort.get('size')} of {len(consented)} consented"
+                )
+        measured = latencies[warm_up:]
+        return {
+            "cohort_10k_decision_ms": round(statistics.median(measured) * 1000, 2),
+            "cohort_decision_p95_ms": round(_percentile(measured, 0.95) * 1000, 2),
+            "cohort_size": sizes.cohort,
+            "cohort_admitted": len(consented),
+            "cohort_decisions": len(measured),
+        }
+    finally:
+        services.stop(scratch.home, "gateway")

@@ -16,7 +16,8 @@ exhaustively in microseconds:
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from hashlib import sha256
 
 from dul.cohort import leaf_hash
 from dul.domain import AuthorizationFault, AuthorizationStatus, ConsentStatus, Scenario, Tier
@@ -146,3 +147,155 @@ def authorization_fault(
     if request.cohort_root != leaf_hash(a.subject):
         return AuthorizationFault.WRONG_SUBJECT
     return AuthorizationFault.NONE
+
+
+def tree_root(leaves: Sequence[bytes]) -> bytes:
+    """The RFC 9162 root over leaf hashes already in leaf order: `CohortTree.build(subjects)
+    .root` when `leaves` are their `leaf_hash`es, ascending by subject (a test checks it). Kept
+    leaf hashes halve the hashing of a 10,000-subject decision."""
+    if not leaves:
+        raise ValueError("a cohort tree needs at least one subject")
+    level = list(leaves)
+    while len(level) > 1:
+        n = len(level)
+        pairs = zip(level[0 : n - 1 : 2], level[1::2], strict=True)
+        paired = [sha256(b"\x01" + left + right).digest() for left, right in pairs]
+        if len(level) & 1:
+            paired.append(level[-1])  # a lone right-most node moves up unchanged
+        level = paired
+    return level[0]
+
+
+class _Windows:
+    """The validity windows of one scenario's granted consents, by subject, and the set of
+    subjects they cover for every `now` in [start, boundary) — kept up to date as consents come
+    and go, so admitting a cohort is one set intersection (C speed)."""
+
+    def __init__(self) -> None:
+        self.by_subject: dict[bytes, list[tuple[int, int, bytes]]] = {}
+        self.covered: set[bytes] | None = None
+        self.start = 0
+        self.boundary = 0
+
+    def _account(self, subject: bytes, window: tuple[int, int, bytes]) -> None:
+        assert self.covered is not None
+        first, last, _ = window
+        if first <= self.start <= last:  # covers the whole range up to `last`
+            self.covered.add(subject)
+            self.boundary = min(self.boundary, last + 1)
+        elif first > self.start:  # opens inside the range: the range must end there
+            self.boundary = min(self.boundary, first)
+
+    def add(self, subject: bytes, window: tuple[int, int, bytes]) -> None:
+        self.by_subject.setdefault(subject, []).append(window)
+        if self.covered is not None:
+            self._account(subject, window)
+
+    def remove(self, subject: bytes, consent_id: bytes) -> None:
+        found = self.by_subject.get(subject)
+        if found is None:
+            return
+        kept = [w for w in found if w[2] != consent_id]
+        if kept:
+            self.by_subject[subject] = kept
+        else:
+            del self.by_subject[subject]
+        if self.covered is not None and subject in self.covered:
+            self.covered.discard(subject)
+            for window in kept:  # still covered by another window?
+                self._account(subject, window)
+
+    def covered_at(self, now: int) -> set[bytes]:
+        if self.covered is None or not self.start <= now < self.boundary:
+            self.covered, self.start, self.boundary = set(), now, 2**64
+            for subject, windows in self.by_subject.items():
+                for window in windows:
+                    self._account(subject, window)
+        return self.covered
+
+
+class ConsentIndex:
+    """One holder's consents, indexed so that admitting a cohort is a set intersection and a
+    sort (10,000 named subjects: ~2 ms), with `admit_cohort`'s meaning; the leaf hashes of
+    consented subjects are kept for the cohort tree.
+
+    Per scenario it keeps the windows of the GRANTED consents covering it (the registry refuses
+    overlapping ones, so usually one per subject). A withdrawal the gateway relayed
+    (`mark_withdrawn`) closes the consent's windows at once, before it is mined."""
+
+    def __init__(self, holder: bytes) -> None:
+        self.holder = holder
+        self.consents: dict[bytes, ConsentState] = {}
+        self.by_subject: dict[bytes, list[ConsentState]] = {}
+        self.withdrawn_pending: set[bytes] = set()
+        self.leaves: dict[bytes, bytes] = {}
+        """Subject -> `leaf_hash(subject)`, for every subject that has had a granted consent."""
+        self._windows = tuple(_Windows() for _ in Scenario)
+
+    def _open(self, c: ConsentState) -> None:
+        if c.subject not in self.leaves:
+            self.leaves[c.subject] = leaf_hash(c.subject)
+        for scenario in Scenario:
+            if c.scenarios >> scenario & 1:
+                self._windows[scenario].add(c.subject, (c.valid_from, c.valid_until, c.consent_id))
+
+    def _close(self, c: ConsentState) -> None:
+        for scenario in Scenario:
+            if c.scenarios >> scenario & 1:
+                self._windows[scenario].remove(c.subject, c.consent_id)
+
+    def add(self, c: ConsentState) -> None:
+        """A recorded consent (another holder's is ignored)."""
+        if c.holder != self.holder or c.consent_id in self.consents:
+            return
+        self.consents[c.consent_id] = c
+        self.by_subject.setdefault(c.subject, []).append(c)
+        if c.status == ConsentStatus.GRANTED and c.consent_id not in self.withdrawn_pending:
+            self._open(c)
+
+    def set_status(self, consent_id: bytes, status: ConsentStatus) -> None:
+        """The chain changed a consent's status (a withdrawal mined)."""
+        old = self.consents.get(consent_id)
+        if old is None:
+            return
+        new = replace(old, status=status)
+        self.consents[consent_id] = new
+        self.by_subject[old.subject] = [
+            new if c.consent_id == consent_id else c for c in self.by_subject[old.subject]
+        ]
+        live = old.status == ConsentStatus.GRANTED and consent_id not in self.withdrawn_pending
+        if live and status != ConsentStatus.GRANTED:
+            self._close(old)
+        self.withdrawn_pending.discard(consent_id)
+
+    def mark_withdrawn(self, consent_id: bytes) -> None:
+        """A withdrawal relayed and not yet mined: in force from now on."""
+        if consent_id in self.withdrawn_pending:
+            return
+        found = self.consents.get(consent_id)
+        if found is not None and found.status != ConsentStatus.GRANTED:
+            return  # already withdrawn on chain
+        self.withdrawn_pending.add(consent_id)
+        if found is not None:
+            self._close(found)
+
+    def consents_of(self, subject: bytes) -> list[ConsentState]:
+        """The subject's consents, oldest first (a pending withdrawal shows as WITHDRAWN)."""
+        return [
+            replace(c, status=ConsentStatus.WITHDRAWN) if c.consent_id in self.withdrawn_pending
+            else c
+            for c in self.by_subject.get(subject, ())
+        ]  # fmt: skip
+
+    def admit(
+        self, named: Iterable[bytes], scenario: Scenario, now: int
+    ) -> tuple[list[bytes], int]:
+        """`admit_cohort` over the indexed consents."""
+        distinct = named if isinstance(named, set | frozenset) else set(named)
+        admitted = sorted(distinct & self._windows[scenario].covered_at(now))
+        return admitted, len(distinct) - len(admitted)
+
+    def root(self, admitted: Sequence[bytes]) -> bytes:
+        """The cohort tree root of admitted subjects (ascending), from the kept leaf hashes."""
+        leaves = self.leaves
+        return tree_root([leaves.get(s) or leaf_hash(s) for s in admitted])

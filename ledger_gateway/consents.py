@@ -30,7 +30,7 @@ from eth_hash.auto import keccak
 from dul.contracts.artifacts import load
 from dul.domain import AuthorizationStatus, ConsentStatus, Scenario, Tier
 from dul.signing import checksum_address
-from ledger_gateway.consent_policy import AuthorizationState, ConsentState, admit_cohort
+from ledger_gateway.consent_policy import AuthorizationState, ConsentIndex, ConsentState
 from ledger_gateway.relay import canonical_type
 
 log = structlog.get_logger(__name__)
@@ -95,11 +95,8 @@ class ConsentView:
         self.registry = registry
         self.holder = holder
         self.max_range = max_range
-        self.consents: dict[bytes, ConsentState] = {}
-        self.by_subject: dict[bytes, list[ConsentState]] = {}
+        self.index = ConsentIndex(holder)
         self.authorizations: dict[bytes, AuthorizationState] = {}
-        self.withdrawn_pending: set[bytes] = set()
-        """Withdrawals relayed by this gateway and not yet seen mined: already in force."""
         self.last_block = -1
         """The highest block whose events are applied (-1: none yet)."""
         self._queued: asyncio.Future[None] | None = None
@@ -108,30 +105,32 @@ class ConsentView:
 
     # --- queries (no I/O) --------------------------------------------------------------------
 
+    @property
+    def withdrawn_pending(self) -> set[bytes]:
+        """Withdrawals relayed by this gateway and not yet seen mined: already in force."""
+        return self.index.withdrawn_pending
+
     def consents_of(self, subject: bytes) -> list[ConsentState]:
         """The subject's consents at this holder, oldest first; a pending withdrawal shows as
         WITHDRAWN."""
-        return [
-            replace(c, status=ConsentStatus.WITHDRAWN)
-            if c.consent_id in self.withdrawn_pending and c.status == ConsentStatus.GRANTED
-            else c
-            for c in self.by_subject.get(subject, ())
-        ]
+        return self.index.consents_of(subject)
 
     def admit(
         self, cohort: Iterable[bytes], scenario: Scenario, now: int
     ) -> tuple[list[bytes], int]:
-        """(admitted subjects ascending, how many named subjects were left out)."""
-        return admit_cohort(
-            cohort, self.by_subject, self.holder, scenario, now, self.withdrawn_pending
-        )
+        """(admitted subjects ascending, how many distinct named subjects were left out)."""
+        return self.index.admit(cohort, scenario, now)
+
+    def root(self, admitted: Sequence[bytes]) -> bytes:
+        """The cohort tree root of admitted subjects (ascending), from kept leaf hashes."""
+        return self.index.root(admitted)
 
     def authorization(self, code_hash: bytes) -> AuthorizationState | None:
         return self.authorizations.get(code_hash)
 
     def mark_withdrawn(self, consent_id: bytes) -> None:
         """A withdrawal this gateway relayed: in force from now on, before it is mined."""
-        self.withdrawn_pending.add(consent_id)
+        self.index.mark_withdrawn(consent_id)
 
     # --- following the chain -----------------------------------------------------------------
 
@@ -211,7 +210,7 @@ class ConsentView:
                 self._recorded(topics, _b(entry["data"]))
                 consents += 1
             elif topic == withdrawn:
-                self._set_consent_status(topics[1], ConsentStatus.WITHDRAWN)
+                self.index.set_status(topics[1], ConsentStatus.WITHDRAWN)
             elif topic == issued:
                 self._issued(topics, _b(entry["data"]))
             elif topic == revoked:
@@ -237,21 +236,7 @@ class ConsentView:
             subject_key=_address(subject_key),
             duo_codes=tuple(int(c) for c in duo),
         )
-        if state.holder != self.holder:
-            return
-        self.consents[state.consent_id] = state
-        self.by_subject.setdefault(state.subject, []).append(state)
-
-    def _set_consent_status(self, consent_id: bytes, status: ConsentStatus) -> None:
-        old = self.consents.get(consent_id)
-        if old is None:
-            return
-        new = replace(old, status=status)
-        self.consents[consent_id] = new
-        self.by_subject[old.subject] = [
-            new if c.consent_id == consent_id else c for c in self.by_subject[old.subject]
-        ]
-        self.withdrawn_pending.discard(consent_id)
+        self.index.add(state)
 
     def _issued(self, topics: list[bytes], data: bytes) -> None:
         value, _issuer = decode(list(events()["AuthorizationIssued"].data_types), data)

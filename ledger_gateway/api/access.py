@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ValidationError
 
 from dul.domain import ReleaseKind
 from ledger_gateway.api.deps import ContextDep, TokenDep
@@ -35,26 +37,57 @@ def _hex32(value: str) -> bytes:
         raise BadRequestError(f"{value!r} is not a 0x-prefixed 32-byte id") from None
 
 
-@router.post("", response_model=AccessOut, status_code=201)
+def json_response(answer: BaseModel, status_code: int, **headers: str) -> Response:
+    """`answer` serialized once (FastAPI would validate it again first: with a 10,000-subject
+    cohort that costs milliseconds for nothing)."""
+    return Response(
+        answer.model_dump_json(), status_code=status_code, media_type="application/json",
+        headers=headers,
+    )  # fmt: skip
+
+
+async def access_request_body(request: Request) -> AccessRequestIn:
+    """The body, parsed and validated in one pass by pydantic's JSON parser (FastAPI's
+    `json.loads` and then validation take twice as long for a 10,000-subject cohort)."""
+    try:
+        return AccessRequestIn.model_validate_json(await request.body())
+    except ValidationError as exc:
+        errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
+        raise RequestValidationError(errors) from None
+
+
+_BODY_SCHEMA = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/AccessRequestIn"}}
+        },
+    }
+}
+
+
+@router.post("", response_model=AccessOut, status_code=201, openapi_extra=_BODY_SCHEMA)
 async def request_access(
-    body: AccessRequestIn,
+    body: Annotated[AccessRequestIn, Depends(access_request_body)],
     context: ContextDep,
     token: TokenDep,
-    response: Response,
     wait: WaitQuery = None,
-) -> AccessOut:
-    """Decide one access request; the decision is durable before this answers."""
+) -> Response:
+    """Decide one access request; the decision is durable before this answers.
+
+    Under a COHORT_CONSENT agreement, `cohort` names the subjects the access would include; the
+    answer's `cohort.admitted` are those whose consent covers the agreement now (run the access
+    over them only), and their tree head is what the chain records."""
     [answer] = await context.access.decide(token, [body])
     if wait == "confirmed":
         answer = await wait_for(context, answer)
-    response.headers["Location"] = f"/v1/access-requests/{answer.access_id}"
-    return answer
+    return json_response(answer, 201, Location=f"/v1/access-requests/{answer.access_id}")
 
 
 @router.post("/batch", response_model=AccessBatchOut, status_code=201)
 async def request_access_batch(
     body: AccessBatchIn, context: ContextDep, token: TokenDep, wait: WaitQuery = None
-) -> AccessBatchOut:
+) -> Response:
     """Decide many requests at once (all stored in one durable write)."""
     limit = context.settings.max_batch_request
     if len(body.requests) > limit:
@@ -65,7 +98,7 @@ async def request_access_batch(
     answers = await context.access.decide(token, body.requests)
     if wait == "confirmed":
         answers = [await wait_for(context, a) for a in answers]
-    return AccessBatchOut(results=answers)
+    return json_response(AccessBatchOut(results=answers), 201)
 
 
 @router.get("/{access_id}", response_model=AccessOut)

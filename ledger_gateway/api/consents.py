@@ -12,7 +12,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
 
-from ledger_gateway.api.access import wait_for
+from ledger_gateway.api.access import json_response, wait_for
 from ledger_gateway.api.agreements import StewardDep, WaitQuery
 from ledger_gateway.api.deps import ContextDep, TokenDep
 from ledger_gateway.consent_flows import (
@@ -107,8 +107,8 @@ async def issue_authorization(
 
 @router.post("/v1/authorizations/redeem", response_model=AccessOut, status_code=201)
 async def redeem_authorization(
-    body: RedeemIn, context: ContextDep, token: TokenDep, response: Response, wait: WaitQuery = None
-) -> AccessOut:
+    body: RedeemIn, context: ContextDep, token: TokenDep, wait: WaitQuery = None
+) -> Response:
     """Decide an access under a PATIENT_AUTHORIZATION agreement that redeems the patient's code:
     the requester-signed request names the code's hash (`authorization_ref`), the body carries
     the code. GRANTED: a one-patient cohort, and the code is the access's alone; otherwise
@@ -117,8 +117,7 @@ async def redeem_authorization(
     answer = await context.access.redeem(token, body)
     if wait == "confirmed":
         answer = await wait_for(context, answer)
-    response.headers["Location"] = f"/v1/access-requests/{answer.access_id}"
-    return answer
+    return json_response(answer, 201, Location=f"/v1/access-requests/{answer.access_id}")
 
 
 @router.post(

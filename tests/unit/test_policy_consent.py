@@ -25,12 +25,14 @@ from dul.domain import (
 )
 from ledger_gateway.consent_policy import (
     AuthorizationState,
+    ConsentIndex,
     ConsentState,
     RedemptionFacts,
     admit_cohort,
     admits,
     authorization_fault,
     covers,
+    tree_root,
 )
 from ledger_gateway.policy import AgreementState, RequestFacts, decide
 
@@ -166,6 +168,91 @@ def test_admit_cohort_matches_a_reference_model(
 
     assert admitted == sorted({s for s in named if reference(s)})
     assert excluded == len(set(named)) - len(admitted)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    consents=st.lists(consent_strategy, max_size=12, unique_by=lambda c: c.consent_id),
+    steps=st.lists(
+        st.tuples(
+            st.sampled_from(["record", "mined", "relayed", "admit"]),
+            st.integers(0, 11),
+            st.integers(NOW - 60, NOW + 60),
+        ),
+        max_size=12,
+    ),
+    named=st.lists(st.sampled_from([bytes([i]) * 32 for i in range(8)]), max_size=12),
+    scenario=st.sampled_from(list(Scenario)),
+)
+def test_the_consent_index_admits_as_admit_cohort_does(
+    consents: list[ConsentState],
+    steps: list[tuple[str, int, int]],
+    named: list[bytes],
+    scenario: Scenario,
+) -> None:
+    """The gateway's index (with its covered-now cache) and the reference function agree through
+    recordings, withdrawals mined and withdrawals relayed (pending), asked at any times."""
+    index = ConsentIndex(HOLDER)
+    current: dict[bytes, ConsentState] = {}
+    pending: set[bytes] = set()
+
+    def check(now: int) -> None:
+        by_subject: dict[bytes, list[ConsentState]] = {}
+        for c in current.values():
+            by_subject.setdefault(c.subject, []).append(c)
+        expected = admit_cohort(named, by_subject, HOLDER, scenario, now, pending)
+        assert index.admit(named, scenario, now) == expected
+        for subject, found in by_subject.items():
+            shown = {c.consent_id: c.status for c in index.consents_of(subject)}
+            assert shown == {
+                c.consent_id: ConsentStatus.WITHDRAWN if c.consent_id in pending else c.status
+                for c in found
+            }
+
+    for kind, at, now in steps:
+        if kind == "admit" or not consents:
+            check(now)
+            continue
+        c = consents[at % len(consents)]
+        if kind == "record":
+            index.add(c)
+            if c.holder == HOLDER and c.consent_id not in current:
+                current[c.consent_id] = c
+        elif kind == "mined":
+            index.set_status(c.consent_id, ConsentStatus.WITHDRAWN)
+            if c.consent_id in current:
+                current[c.consent_id] = replace(
+                    current[c.consent_id], status=ConsentStatus.WITHDRAWN
+                )
+                pending.discard(c.consent_id)
+        else:
+            index.mark_withdrawn(c.consent_id)
+            known = current.get(c.consent_id)
+            if known is None or known.status == ConsentStatus.GRANTED:
+                pending.add(c.consent_id)
+    check(NOW)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sets(st.binary(min_size=32, max_size=32), min_size=1, max_size=70))
+def test_the_root_from_kept_leaves_is_the_cohort_trees(subjects: set[bytes]) -> None:
+    ordered = sorted(subjects)
+    index = ConsentIndex(HOLDER)
+    for s in ordered[::2]:  # some leaves kept, the others computed on the spot
+        index.add(consent(subject=s, consent_id=s))
+    assert index.root(ordered) == CohortTree.build(subjects).root
+    assert tree_root([leaf_hash(s) for s in ordered]) == CohortTree.build(subjects).root
+
+
+def test_a_withdrawal_relayed_before_its_consent_is_seen_still_counts() -> None:
+    index = ConsentIndex(HOLDER)
+    c = consent()
+    index.mark_withdrawn(c.consent_id)  # the view has not caught up with the recording yet
+    index.add(c)
+    assert index.admit([SUBJECT], Scenario.RESEARCH, NOW) == ([], 1)
+    index.set_status(c.consent_id, ConsentStatus.WITHDRAWN)  # then the withdrawal is mined
+    assert index.withdrawn_pending == set()
+    assert index.admit([SUBJECT], Scenario.RESEARCH, NOW) == ([], 1)
 
 
 # --------------------------------------------------------------------------- authorization
