@@ -596,7 +596,7 @@ def add_cohorts(
     from eth_hash.auto import keccak
 
     from audit.cohorts import CohortAccess, cohort_rows
-    from audit.store import create_store_engine
+    from audit.store import COUNT_CONSENTED, create_store_engine
     from dul.cohort import CohortTree
     from dul.domain import AuthorizationStatus, ConsentStatus, Decision, Scenario, slug_id
 
@@ -678,6 +678,8 @@ def add_cohorts(
     _bulk_insert(engine, "consent", consents)
     _bulk_insert(engine, "consent_withdrawal", withdrawals)
     _bulk_insert(engine, "patient_authorization", codes)
+    with engine.begin() as conn:  # what the indexer counts when it writes a cohort
+        conn.execute(COUNT_CONSENTED, [{"b": b, "t": t, "i": i} for _, _, b, t, i in roots])
     engine.dispose()
     seconds = round(time.perf_counter() - started, 1)
     log.info("bench.cohorts_added", cohorts=len(chosen), members=total_members, seconds=seconds)

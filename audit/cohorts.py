@@ -269,17 +269,18 @@ def cohort_rows(access: CohortAccess, subjects: Sequence[bytes], source: str) ->
         tree = CohortTree.build(subjects)
     except ValueError:  # no subject at all
         rows.cohorts[access.access_id] = (
-            b, t, i, access.access_id, CohortStatus.ROOT_MISMATCH.value, source, 0, None
+            b, t, i, access.access_id, CohortStatus.ROOT_MISMATCH.value, source, 0, None, None
         )  # fmt: skip
         return rows
     root = "0x" + tree.root.hex()
     if root != access.root or tree.size != access.size:
         rows.cohorts[access.access_id] = (
-            b, t, i, access.access_id, CohortStatus.ROOT_MISMATCH.value, source, tree.size, root
+            b, t, i, access.access_id, CohortStatus.ROOT_MISMATCH.value, source, tree.size, root,
+            None,
         )  # fmt: skip
         return rows
     rows.cohorts[access.access_id] = (
-        b, t, i, access.access_id, CohortStatus.VERIFIED.value, source, tree.size, root
+        b, t, i, access.access_id, CohortStatus.VERIFIED.value, source, tree.size, root, None
     )  # fmt: skip
     access_id = access.access_id
     proofs = audit_paths(tree)
@@ -308,7 +309,7 @@ def unavailable_rows(accesses: Iterable[CohortAccess]) -> CohortRows:
     for access in accesses:
         b, t, i = access.position
         rows.cohorts[access.access_id] = (
-            b, t, i, access.access_id, CohortStatus.LEAVES_UNAVAILABLE.value, None, 0, None
+            b, t, i, access.access_id, CohortStatus.LEAVES_UNAVAILABLE.value, None, 0, None, None
         )  # fmt: skip
     return rows
 
@@ -363,7 +364,7 @@ def authorization_rows(access: CohortAccess, subject: str) -> CohortRows | None:
     rows = CohortRows()
     rows.cohorts[access.access_id] = (
         b, t, i, access.access_id, CohortStatus.VERIFIED.value, AUTHORIZATION_SOURCE, 1,
-        access.root,
+        access.root, None,
     )  # fmt: skip
     rows.members.append((b, t, i, 0, subject, access.access_id, b""))
     return rows

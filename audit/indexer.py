@@ -362,7 +362,13 @@ class Indexer:
         self.store = store
         self.rpc = rpc
         self.chain_id = chain_id
-        self.contracts = {name: address.lower() for name, address in contracts.items()}
+        # The audited contracts only, however the deployment was passed in: a contract the
+        # audit does not know yet (a newer deployment's) must not change what a store indexes.
+        self.contracts = {
+            name: address.lower()
+            for name, address in contracts.items()
+            if name in AUDITED_CONTRACTS
+        }
         self.start_block = start_block
         self.confirmations = confirmations
         self.sizer = PageSizer(

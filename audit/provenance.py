@@ -588,23 +588,16 @@ class _Builder:
         row = self.one(
             "SELECT a.block_number, a.tx_index, a.log_index, a.tx_hash, a.cohort_root, "
             "a.cohort_size, a.agreement_id, c.status AS cohort_status, c.source, c.leaves, "
-            "c.found_root, g.holder_org, g.scenario FROM access_event a "
+            "c.found_root, c.consented FROM access_event a "
             "LEFT JOIN cohort c ON c.block_number = a.block_number "
             "AND c.tx_index = a.tx_index AND c.log_index = a.log_index "
-            "LEFT JOIN agreement g ON g.agreement_id = a.agreement_id "
             "WHERE a.access_id = :k",
             k=key,
         )
         if row is None or not int(row["cohort_size"]) or int(row["cohort_root"], 16) == 0:
             return None
         status = row["cohort_status"] or "leaves_unavailable"
-        consented = None
-        if status == "verified" and row["holder_org"] is not None:
-            consented = self.conn.execute(
-                _CONSENTED_MEMBERS,
-                {"b": row["block_number"], "t": row["tx_index"], "i": row["log_index"],
-                 "h": row["holder_org"], "bit": 1 << int(row["scenario"])},
-            ).scalar_one()  # fmt: skip
+        consented = row["consented"]
         return Node.model_construct(
             id=f"cohort:{key}",
             type="cohort",
@@ -985,20 +978,6 @@ _NODE_TYPE = {
 }
 _PATIENT_TABLES = {"consent": "consent", "authorization": "patient_authorization"}
 _PATIENT_KEYS = {"consent": "consent_id", "authorization": "code_hash"}
-
-_CONSENTED_MEMBERS = text(
-    "SELECT count(DISTINCT m.subject_ref) FROM cohort_member m "
-    "JOIN consent c ON c.subject = m.subject_ref AND c.holder_org = :h "
-    "WHERE m.block_number = :b AND m.tx_index = :t AND m.log_index = :i "
-    "AND (c.scenarios & :bit) <> 0 "
-    "AND (c.block_number < :b OR (c.block_number = :b AND (c.tx_index < :t "
-    "OR (c.tx_index = :t AND c.log_index < :i)))) "
-    "AND NOT EXISTS (SELECT 1 FROM consent_withdrawal w WHERE w.consent_id = c.consent_id "
-    "AND (w.block_number < :b OR (w.block_number = :b AND (w.tx_index < :t "
-    "OR (w.tx_index = :t AND w.log_index < :i)))))"
-)
-"""Admitted subjects with a consent for the scenario at the holder, recorded and not withdrawn
-before the access (chain order; `verify` applies the full rule, window and lag included)."""
 
 
 def _prefixed_ref(row: Any, prefix: str) -> ChainRef:

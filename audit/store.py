@@ -346,7 +346,8 @@ class AuthorizationRedemption(Positioned, table=True):
 
 class Cohort(Positioned, table=True):
     """The cohort of the access at this position: `status` a `CohortStatus` value, `source`
-    where its leaves came from, `leaves` / `found_root` what that source gave."""
+    where its leaves came from, `leaves` / `found_root` what that source gave, `consented` how
+    many members had consented."""
 
     __tablename__ = "cohort"
 
@@ -355,6 +356,10 @@ class Cohort(Positioned, table=True):
     source: str | None = None
     leaves: int = Field(sa_type=BigInteger)
     found_root: str | None = None
+    consented: int | None = Field(default=None, sa_type=BigInteger)
+    """Of a verified cohort: members with a consent at the agreement's holder for its scenario,
+    recorded and not withdrawn before the access (chain order; `verify` applies the full rule).
+    Counted when the access is indexed: everything it depends on lies before it."""
 
 
 class CohortMember(AuditModel, table=True):
@@ -570,7 +575,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
 COHORT_COLUMNS: dict[str, tuple[str, ...]] = {
     "cohort": (
         "block_number", "tx_index", "log_index", "access_id", "status", "source", "leaves",
-        "found_root",
+        "found_root", "consented",
     ),
     "cohort_member": (
         "block_number", "tx_index", "log_index", "leaf_index", "subject_ref", "access_id",
@@ -936,6 +941,7 @@ class AuditStore:
                     self._insert_many(
                         conn, "cohort_member", COHORT_COLUMNS["cohort_member"], members
                     )
+                    self._count_consented(conn, CohortRows({access_id: row}, members))
         return settled
 
     # internals
@@ -965,6 +971,14 @@ class AuditStore:
             self._insert_many(conn, "cohort", COHORT_COLUMNS["cohort"], list(rows.cohorts.values()))
         if rows.members:
             self._insert_many(conn, "cohort_member", COHORT_COLUMNS["cohort_member"], rows.members)
+            self._count_consented(conn, rows)
+
+    def _count_consented(self, conn: Connection, rows: CohortRows) -> None:
+        """`cohort.consented` of the verified cohorts among `rows` (their members and every
+        consent before them are in this transaction's view)."""
+        for row in rows.cohorts.values():
+            if row[4] == CohortStatus.VERIFIED.value:
+                conn.execute(COUNT_CONSENTED, {"b": row[0], "t": row[1], "i": row[2]})
 
     def _delete_range(self, conn: Connection, first: int, last: int | None) -> None:
         bound = "block_number >= :a" + ("" if last is None else " AND block_number <= :b")
@@ -1073,6 +1087,27 @@ class AuditStore:
 _AUTHORIZATION_SUBJECTS = text(
     "SELECT code_hash, subject FROM patient_authorization WHERE code_hash IN :codes"
 ).bindparams(bindparam("codes", expanding=True))
+
+CONSENTED_COUNT_SQL = (
+    "SELECT count(*) FROM cohort_member m "
+    "JOIN access_event a ON a.block_number = m.block_number AND a.tx_index = m.tx_index "
+    "AND a.log_index = m.log_index JOIN agreement g ON g.agreement_id = a.agreement_id "
+    "WHERE m.block_number = :b AND m.tx_index = :t AND m.log_index = :i AND EXISTS ("
+    "SELECT 1 FROM consent c WHERE c.subject = m.subject_ref AND c.holder_org = g.holder_org "
+    "AND ((c.scenarios >> g.scenario) & 1) = 1 "
+    "AND (c.block_number < :b OR (c.block_number = :b AND (c.tx_index < :t "
+    "OR (c.tx_index = :t AND c.log_index < :i)))) "
+    "AND NOT EXISTS (SELECT 1 FROM consent_withdrawal w WHERE w.consent_id = c.consent_id "
+    "AND (w.block_number < :b OR (w.block_number = :b AND (w.tx_index < :t "
+    "OR (w.tx_index = :t AND w.log_index < :i))))))"
+)
+"""`cohort.consented` of the access at (:b, :t, :i): members with a consent for the
+agreement's scenario at its holder, recorded and not withdrawn before the access."""
+COUNT_CONSENTED = text(
+    f"UPDATE cohort SET consented = ({CONSENTED_COUNT_SQL}) "  # noqa: S608 - fixed SQL
+    "WHERE block_number = :b AND tx_index = :t AND log_index = :i"
+)
+
 
 _CONSENT_STATUS = (
     "CASE WHEN EXISTS (SELECT 1 FROM consent_withdrawal w "  # noqa: S608 - enum values only

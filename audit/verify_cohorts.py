@@ -9,7 +9,8 @@ a stable check code:
   (`cohort_proof_invalid`, naming the row). The chain's side, `access_event`, is itself
   compared with the logs by the chain pass, so neither side can be edited unnoticed: a member
   inserted, deleted, moved or re-pointed at another access breaks the rebuild. A cohort row
-  without its access, or naming another, is `cohort_not_on_chain`.
+  without its access, or naming another, is `cohort_not_on_chain`; a consented-members count
+  that the stored rows do not give is `cohort_count_differs`.
 - **Leaves missing or wrong.** A granted access under a consent-requiring agreement whose
   leaves no cohort store gave is `cohort_leaves_unavailable` (the regulator cannot see who was
   admitted); leaves that hash to another root are `cohort_root_mismatch` under any agreement.
@@ -32,6 +33,7 @@ from sqlalchemy import Connection, bindparam, text
 
 from audit.cohorts import CohortStatus, audit_paths, split_proof
 from audit.consents import CONSENT_FACTS_SQL, ConsentFacts, consent_facts, covering
+from audit.store import CONSENTED_COUNT_SQL
 from dul.cohort import CohortTree, verify_inclusion
 from dul.domain import ConsentPolicy, Decision, Scenario
 
@@ -48,7 +50,7 @@ def _pos(block: int, tx: int, log_index: int) -> str:
 
 _COHORTS = text(
     "SELECT c.block_number, c.tx_index, c.log_index, c.access_id, c.status, c.source, c.leaves, "
-    "c.found_root, a.access_id AS a_access, a.cohort_root, a.cohort_size, a.decision, "
+    "c.found_root, c.consented, a.access_id AS a_access, a.cohort_root, a.cohort_size, a.decision, "
     "g.consent_policy, g.holder_org, g.scenario, b.timestamp "
     "FROM cohort c "
     "LEFT JOIN access_event a ON a.block_number = c.block_number "
@@ -93,6 +95,7 @@ _CONSENTS_OF = text(
     "ORDER BY c.block_number, c.tx_index, c.log_index"
 ).bindparams(bindparam("subjects", expanding=True))
 _CONSENT_BATCH = 500
+_CONSENTED = text(CONSENTED_COUNT_SQL)
 
 
 def check_patients(conn: Connection, out: Findings, *, consent_lag: float) -> None:
@@ -145,7 +148,16 @@ def _check_cohort(conn: Connection, row: Any, out: Findings, lag: float) -> None
         return
     members = conn.execute(_MEMBERS, {"b": position[0], "t": position[1], "i": position[2]}).all()
     subjects = _check_members(members, row, where, access_id, out)
-    if subjects is None or policy is None or int(policy) != ConsentPolicy.COHORT_CONSENT:
+    if subjects is None:
+        return
+    consented = conn.execute(
+        _CONSENTED, {"b": position[0], "t": position[1], "i": position[2]}
+    ).scalar_one()
+    if row["consented"] is None or int(row["consented"]) != int(consented):
+        out.add("cohort_count_differs", f"access {access_id}: the store counts "
+                f"{row['consented']} consented members, its rows give {consented}",
+                table="cohort", position=where, key=access_id)  # fmt: skip
+    if policy is None or int(policy) != ConsentPolicy.COHORT_CONSENT:
         return
     _check_consents(conn, subjects, row, position, access_id, lag, out)
 

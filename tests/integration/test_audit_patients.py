@@ -190,6 +190,13 @@ def test_each_cohort_is_checked_against_its_root(indexed: Indexed) -> None:
         assert (got[0], got[2]) == (want.value, leaves), name
     assert status[hexed(s.accesses["insurance"])][1] == "authorization"
     assert hexed(s.accesses["denied"]) not in status
+    consented = {
+        r["access_id"]: r["consented"]
+        for r in rows(indexed.engine, "SELECT access_id, consented FROM cohort")
+    }
+    # counted at index time, in chain order: walt had withdrawn, erin never consented
+    names = ("cohort", "after_withdrawal", "unconsented", "mismatch")
+    assert [consented[hexed(s.accesses[n])] for n in names] == [3, 1, 1, None]
     members = rows(indexed.engine, "SELECT subject_ref, leaf_index FROM cohort_member "
                    "WHERE access_id = :a ORDER BY leaf_index",
                    a=hexed(s.accesses["cohort"]))  # fmt: skip
@@ -318,6 +325,10 @@ def test_verify_finds_a_tampered_proof_and_a_deleted_member(
             a=access)  # fmt: skip
     report = run_verify(scratch.engine, chain, world, on_chain=False)
     assert ("cohort_members_missing", access) in mine(report, s)
+    other = hexed(s.accesses["after_withdrawal"])
+    execute(scratch.engine, "UPDATE cohort SET consented = 2 WHERE access_id = :a", a=other)
+    report = run_verify(scratch.engine, chain, world, on_chain=False)
+    assert ("cohort_count_differs", other) in mine(report, s)
 
 
 def test_verify_finds_a_subject_swapped_into_a_cohort(
