@@ -1095,14 +1095,17 @@ CONSENTED_COUNT_SQL = (
     "WHERE m.block_number = :b AND m.tx_index = :t AND m.log_index = :i AND EXISTS ("
     "SELECT 1 FROM consent c WHERE c.subject = m.subject_ref AND c.holder_org = g.holder_org "
     "AND ((c.scenarios >> g.scenario) & 1) = 1 "
-    "AND (c.block_number < :b OR (c.block_number = :b AND (c.tx_index < :t "
+    "AND (c.block_number + 0 < :b OR (c.block_number + 0 = :b AND (c.tx_index < :t "
     "OR (c.tx_index = :t AND c.log_index < :i)))) "
     "AND NOT EXISTS (SELECT 1 FROM consent_withdrawal w WHERE w.consent_id = c.consent_id "
-    "AND (w.block_number < :b OR (w.block_number = :b AND (w.tx_index < :t "
+    "AND (w.block_number + 0 < :b OR (w.block_number + 0 = :b AND (w.tx_index < :t "
     "OR (w.tx_index = :t AND w.log_index < :i))))))"
 )
 """`cohort.consented` of the access at (:b, :t, :i): members with a consent for the
-agreement's scenario at its holder, recorded and not withdrawn before the access."""
+agreement's scenario at its holder, recorded and not withdrawn before the access. The `+ 0`
+keeps the planner on the subject index: on a table not analyzed yet, PostgreSQL otherwise
+intersects it with a range scan of `block_number` for every member (10,000 members: 2.5 s
+instead of 30 ms)."""
 COUNT_CONSENTED = text(
     f"UPDATE cohort SET consented = ({CONSENTED_COUNT_SQL}) "  # noqa: S608 - fixed SQL
     "WHERE block_number = :b AND tx_index = :t AND log_index = :i"
