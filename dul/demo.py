@@ -537,6 +537,7 @@ def _insurance(story: Story) -> None:
         expect="DENIED",
     )
     story.facts["authorization"] = {
+        "code": code,  # spent now; the patient was shown it once, the chain never
         "code_hash": _hex(code_hash(code)),
         "subject": _hex(subject),
         "redeemed_by": redeemed.access_id,

@@ -22,30 +22,46 @@ TARGETS: dict[str, dict[str, str]] = {
         "verify_s": "<= 60 at 1M events",
         "catchup_peak_rss_mb": "<= 500",
     },
+    "patients": {
+        "cohort_10k_decision_ms": "<= 50",
+        "transparency_report_ms": "<= 100 at 1M events",
+    },
 }
 
 
-def _audit(events: int, indexed: int) -> dict[str, Any]:
+def _audit(events: int, indexed: int, store: str) -> dict[str, Any]:
     import os
-    import tempfile
-    from pathlib import Path
 
     from audit import bench as audit_bench
 
     postgres = os.environ.get("DUL_BENCH_DATABASE_URL") or os.environ.get("DUL_TEST_DATABASE_URL")
     results: dict[str, Any] = dict(audit_bench.catchup_rate(events, postgres_url=postgres))
-    with tempfile.TemporaryDirectory(prefix="dul-bench-provenance-") as tmp:
-        store = f"sqlite:///{Path(tmp) / 'synthesized.db'}"
-        audit_bench.synthesize_store(store, accesses=indexed)
-        latency = audit_bench.provenance_latency(store)
-        results["provenance_p50_ms"] = latency["provenance_p50_ms"]
-        results["provenance_p95_ms"] = latency["provenance_p95_ms"]
-        results["indexed_events"] = latency["indexed_events"]
-        verify = audit_bench.verify_time(0, synthesized_store_url=store)
-        # Signatures and invariants of every row; the chain comparison is measured in the
-        # catch-up above and is not repeated for rows that were never on a chain.
-        results["verify_s"] = verify["verify_offchain_s"]
+    audit_bench.synthesize_store(store, accesses=indexed)
+    latency = audit_bench.provenance_latency(store)
+    results["provenance_p50_ms"] = latency["provenance_p50_ms"]
+    results["provenance_p95_ms"] = latency["provenance_p95_ms"]
+    results["indexed_events"] = latency["indexed_events"]
+    verify = audit_bench.verify_time(0, synthesized_store_url=store)
+    # Signatures and invariants of every row; the chain comparison is measured in the
+    # catch-up above and is not repeated for rows that were never on a chain.
+    results["verify_s"] = verify["verify_offchain_s"]
     return results
+
+
+def _patients(indexed: int, cohort: int, store: str) -> dict[str, Any]:
+    """The 10,000-subject decision on a scratch stack, and the transparency report over the
+    synthesized store (the audit part's, when it ran: its cohorts are added after its figures)."""
+    from audit import bench as audit_bench
+    from ledger_gateway import bench as gateway_bench
+
+    decision = gateway_bench.cohort_decision_ms(gateway_bench.CohortBenchSizes(cohort=cohort))
+    report = audit_bench.transparency_report_ms(store, accesses=indexed)
+    return {
+        "cohort_10k_decision_ms": decision["cohort_10k_decision_ms"],
+        "cohort_decision_p95_ms": decision.get("cohort_decision_p95_ms"),
+        "transparency_report_ms": report["transparency_report_ms"],
+        "transparency_report_p50_ms": report.get("transparency_report_p50_ms"),
+    }
 
 
 @cli_errors
@@ -62,12 +78,18 @@ def bench(
     indexed: Annotated[
         int, typer.Option(help="Access events in the store for the query figures.")
     ] = 1_000_000,
+    cohort: Annotated[
+        int, typer.Option(help="Subjects named by each cohort decision (patients).")
+    ] = 10_000,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Measure; every figure is printed beside its limit, all from the same run."""
+    import tempfile
+    from pathlib import Path
+
     from ledger_gateway import bench as gateway_bench
 
-    chosen = parts or ["gateway", "audit"]
+    chosen = parts or ["gateway", "audit", "patients"]
     unknown = set(chosen) - {"gateway", "audit", "patients"}
     if unknown:
         raise typer.BadParameter(f"unknown part(s): {', '.join(sorted(unknown))}")
@@ -77,8 +99,12 @@ def bench(
             single_requests=single, batch_requests=batch, offered_rate=rate
         )
         results["gateway"] = gateway_bench.run(sizes)
-    if "audit" in chosen:
-        results["audit"] = _audit(events, indexed)
+    with tempfile.TemporaryDirectory(prefix="dul-bench-store-") as tmp:
+        store = f"sqlite:///{Path(tmp) / 'synthesized.db'}"
+        if "audit" in chosen:
+            results["audit"] = _audit(events, indexed, store)
+        if "patients" in chosen:
+            results["patients"] = _patients(indexed, cohort, store)
     if json_output:
         emit_json(results)
         return
