@@ -1,0 +1,232 @@
+"""`dul demo` from nothing, then its story checked from the audit service and the chain itself —
+never from the demo's own account of it (its output only supplies the ids to look up).
+
+One run of the demo (about two minutes on two shared cores) serves every test here, including
+the console's artifact search and the scan of the whole chain for patients' identities.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, expect
+
+from audit.console.testing import Screens
+from dul.chain.testing import free_port
+from dul.demo import PATIENTS, WITHDRAWING
+from dul.subjects import load_subject_key, normalize_code
+
+DUL = Path(sys.executable).parent / "dul"
+
+
+def _free_run(count: int) -> int:
+    """A port p with p … p+count-1 all free (the demo's gateways take consecutive ports)."""
+    for _ in range(50):
+        base = free_port()
+        if base + count > 65_535:
+            continue
+        try:
+            for port in range(base, base + count):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return base
+    raise RuntimeError("no run of free ports")
+
+
+@dataclass(frozen=True)
+class Demo:
+    home: Path
+    facts: dict[str, Any]
+    audit: str
+    rpc: str
+
+    def get(self, path: str, **params: Any) -> Any:
+        response = httpx.get(f"{self.audit}{path}", params=params, timeout=60)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def access(self, step: str) -> dict[str, Any]:
+        return next(a for a in self.facts["accesses"] if a["step"] == step)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+    home = tmp_path_factory.mktemp("demo-home")
+    env = {
+        **os.environ,
+        "DUL_HOME": str(home),
+        "DUL_KEY_PASSPHRASE": "demo test passphrase",
+        "DUL_KEY_SCRYPT_N": "1024",
+        "DUL_CHAIN_PORT": str(free_port()),
+        "DUL_CHAIN_NODE_PORT": str(free_port()),
+        "DUL_CHAIN_BLOCK_TIME": "0.2",
+        "DUL_GATEWAY_PORT": str(_free_run(3)),
+        "DUL_AUDIT_PORT": str(free_port()),
+    }
+    for name in ("DUL_GATEWAY_DATABASE_URL", "DUL_AUDIT_DATABASE_URL", "DUL_RPC_URL"):
+        env.pop(name, None)
+    try:
+        run = subprocess.run(
+            [str(DUL), "demo", "--json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert run.returncode == 0, f"dul demo failed:\n{run.stderr[-4000:]}"
+        facts = json.loads(run.stdout)
+        yield Demo(home, facts, facts["urls"]["audit_url"], facts["urls"]["rpc_url"])
+    finally:
+        subprocess.run([str(DUL), "down"], env=env, capture_output=True, timeout=120, check=False)
+
+
+def test_the_model_traces_back_to_every_hospital_dataset_agreement_and_signature(
+    demo: Demo,
+) -> None:
+    v1, v2 = demo.facts["models"]
+    graph = demo.get(f"/v1/provenance/artifact/{v2}", direction="up", limit=500)
+    nodes = {node["id"]: node for node in graph["nodes"]}
+    types = [node["type"] for node in graph["nodes"]]
+    assert any(v1 in node_id for node_id in nodes), "model v2 does not derive from model v1"
+    organizations = {n["label"] for n in graph["nodes"] if n["type"] == "organization"}
+    assert {"Hospital A", "Hospital B", "Hospital C", "AI Lab"} <= organizations
+    datasets = {n["label"] for n in graph["nodes"] if n["type"] == "dataset"}
+    assert datasets == {f"{h}/omop-cdm" for h in ("hospital-a", "hospital-b", "hospital-c")}
+    trainings = {
+        demo.facts["agreements"][f"training-{h}"]
+        for h in ("hospital-a", "hospital-b", "hospital-c")
+    }
+    assert {f"agreement:{a}" for a in trainings} <= set(nodes)
+    assert types.count("signature") >= 6, "each training agreement has two signatures"
+    granted_training = [n for n in graph["nodes"] if n["type"] == "access"]
+    assert len(granted_training) == 6, "two rounds at three hospitals"
+    assert all(n["attributes"].get("decision") == "GRANTED" for n in granted_training)
+    assert all(node["chain"] is not None for node in graph["nodes"] if node["type"] != "subject")
+    assert all(edge["chain"]["tx_hash"].startswith("0x") for edge in graph["edges"])
+
+
+def test_decisions_on_chain_are_the_story_s(demo: Demo) -> None:
+    expected = {
+        "research query 1": ("GRANTED", []),
+        "research query 2 (after the withdrawal)": ("GRANTED", []),
+        "research query out of scope (drug exposure)": ("DENIED", ["FIELDS_NOT_IN_SCOPE"]),
+        "research query over tier (IDENTIFIED)": ("DENIED", ["TIER_ABOVE_CEILING"]),
+        "research query 3": ("GRANTED", []),
+        "research query over quota (4th of 3)": ("DENIED", ["QUOTA_EXHAUSTED"]),
+        "short agreement query (inside its window)": ("GRANTED", []),
+        "short agreement query (after its window)": ("DENIED", ["OUTSIDE_WINDOW"]),
+        "insurer claim with the patient's code": ("GRANTED", []),
+        "insurer reuses the same code": ("DENIED", ["AUTHORIZATION_INVALID"]),
+    }
+    for step, (decision, reasons) in expected.items():
+        access_id = demo.access(step)["access_id"]
+        graph = demo.get(f"/v1/provenance/access/{access_id}", direction="up")
+        [access] = [n for n in graph["nodes"] if n["id"] == f"access:{access_id}"]
+        attributes = access["attributes"]
+        assert attributes["decision"] == decision, step
+        if reasons:
+            assert attributes.get("reason") in reasons, (step, attributes)
+    report = demo.get(f"/v1/reports/agreements/{demo.facts['agreements']['research']}")
+    text = json.dumps(report)
+    for reason in ("FIELDS_NOT_IN_SCOPE", "TIER_ABOVE_CEILING", "QUOTA_EXHAUSTED"):
+        assert reason in text
+
+
+def test_the_withdrawn_patient_is_in_the_first_query_only(demo: Demo) -> None:
+    subject = demo.facts["withdrawal"]["subject"]
+    report = demo.get(f"/v1/subjects/{subject}/accesses")
+    seen = {a["access_id"] for a in report["accesses"]}
+    assert demo.access("research query 1")["access_id"] in seen
+    assert demo.access("research query 2 (after the withdrawal)")["access_id"] not in seen
+    assert demo.access("research query 3")["access_id"] not in seen
+    assert any(c.get("status") == "WITHDRAWN" for c in report["consents"]), report["consents"]
+
+
+def test_the_insurer_s_code_opened_one_access_once(demo: Demo) -> None:
+    authorization = demo.facts["authorization"]
+    report = demo.get(f"/v1/subjects/{authorization['subject']}/accesses")
+    text = json.dumps(report)
+    assert authorization["code_hash"] in text
+    assert authorization["redeemed_by"] in text
+    claim = next(a for a in report["accesses"] if a["access_id"] == authorization["redeemed_by"])
+    assert claim["decision"] == "GRANTED"
+
+
+def test_verify_is_clean(demo: Demo) -> None:
+    verify = demo.get("/v1/verify")
+    assert verify["ok"], verify["findings"]
+    assert verify["checked"].get("accesses", 0) >= 20
+
+
+def _rpc(url: str, method: str, *params: Any) -> Any:
+    body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)}
+    answer = httpx.post(url, json=body, timeout=60).json()
+    assert "error" not in answer, answer
+    return answer["result"]
+
+
+def test_no_identity_ever_reaches_the_chain(demo: Demo) -> None:
+    """Every transaction input and every event of the whole story, searched for the raw
+    pseudonyms, the hospital's subject key and the insurer's code, in every plain encoding."""
+    subject_key = load_subject_key(demo.home / "keys" / "hospital-a.subject-key")
+    code = demo.facts["authorization"]["code"]
+    secrets_ = [p.encode() for p in PATIENTS] + [
+        subject_key,
+        code.encode(),
+        normalize_code(code).encode(),
+    ]
+    needles = secrets_ + [s.hex().encode() for s in secrets_]
+    head = int(_rpc(demo.rpc, "eth_blockNumber"), 16)
+    haystack: list[bytes] = []
+    transactions = 0
+    for number in range(head + 1):
+        block = _rpc(demo.rpc, "eth_getBlockByNumber", hex(number), True)
+        for tx in block["transactions"]:
+            haystack.append(bytes.fromhex(tx["input"][2:]))
+            transactions += 1
+    logs = _rpc(demo.rpc, "eth_getLogs", {"fromBlock": "0x0", "toBlock": hex(head)})
+    for log in logs:
+        haystack.append(bytes.fromhex(log["data"][2:]))
+        haystack.extend(bytes.fromhex(topic[2:]) for topic in log["topics"])
+    assert transactions > 60
+    assert len(logs) > 100
+    blob = b"\n".join(haystack)
+    lowered = blob.lower()
+    for needle in needles:
+        assert needle not in blob, f"{needle!r} is on chain"
+        assert needle.lower() not in lowered, f"{needle!r} is on chain"
+    assert WITHDRAWING.encode() not in blob
+
+
+def test_console_search_of_the_model_reaches_the_datasets(
+    demo: Demo, browser: Browser, screens: Screens
+) -> None:
+    model = demo.facts["models"][-1]
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    try:
+        page.goto(demo.audit)
+        page.select_option("#search-kind", "artifact")
+        page.select_option("#search-direction", "up")
+        page.fill("#search-id", model)
+        page.press("#search-id", "Enter")
+        for hospital in ("hospital-a", "hospital-b", "hospital-c"):
+            expect(page.locator("#node-list")).to_contain_text(f"{hospital}/omop-cdm")
+        listed = page.locator("#node-list button")
+        expect(page.locator("#graph")).to_have_attribute("data-drawn", str(listed.count()))
+        page.screenshot(path=screens.path("provenance-model-v2-1280x800"))
+    finally:
+        context.close()
