@@ -379,18 +379,23 @@ def _research(story: Story) -> None:
     )
 
     cohort = [refs[p] for p in PATIENTS]
+
+    def ask(step: str, query: str, expect: str, **scope: Any) -> AccessOut:
+        """The institute's query at hospital A naming all twelve patients."""
+        wanted = {"fields": RESEARCH_FIELDS, "tier": Tier.PSEUDONYMIZED, **scope}
+        return story.request(
+            step,
+            "hospital-a",
+            "institute.requester",
+            research,
+            query=query,
+            cohort=cohort,
+            expect=expect,
+            **wanted,
+        )
+
     query = "SELECT gender, count(*) FROM condition_occurrence WHERE condition = 'T2D' GROUP BY 1"
-    first = story.request(
-        "research query 1",
-        "hospital-a",
-        "institute.requester",
-        research,
-        fields=RESEARCH_FIELDS,
-        tier=Tier.PSEUDONYMIZED,
-        query=query,
-        cohort=cohort,
-        expect="GRANTED",
-    )
+    first = ask("research query 1", query, "GRANTED")
     story.release("hospital-a", first, b"gender,count\nF,412\nM,398\n", "AGGREGATE_RESULT")
 
     # The patient withdraws with their own key; the hospital's gateway relays the signature.
@@ -405,62 +410,32 @@ def _research(story: Story) -> None:
     say(f"consent withdrawn by patient {WITHDRAWING} (own signature), effective at once")
     story.facts["withdrawal"] = {"subject": _hex(refs[WITHDRAWING]), "consent_id": _hex(withdrawn)}
 
-    second = story.request(
-        "research query 2 (after the withdrawal)",
-        "hospital-a",
-        "institute.requester",
-        research,
-        fields=RESEARCH_FIELDS,
-        tier=Tier.PSEUDONYMIZED,
-        query=query + " -- rerun",
-        cohort=cohort,
-        expect="GRANTED",
-    )
+    second = ask("research query 2 (after the withdrawal)", query + " -- rerun", "GRANTED")
     if second.cohort is None or first.cohort is None or second.cohort.size != first.cohort.size - 1:
         raise DemoError("the withdrawn patient is still in the second query's cohort")
-    story.request(
+    ask(
         "research query out of scope (drug exposure)",
-        "hospital-a",
-        "institute.requester",
-        research,
+        "SELECT drug, count(*) FROM drug_exposure GROUP BY 1",
+        "DENIED",
         fields=RESEARCH_FIELDS | _fields("drug_exposure.drug_concept_id"),
-        tier=Tier.PSEUDONYMIZED,
-        query="SELECT drug, count(*) FROM drug_exposure GROUP BY 1",
-        cohort=cohort,
-        expect="DENIED",
     )
-    story.request(
+    ask(
         "research query over tier (IDENTIFIED)",
-        "hospital-a",
-        "institute.requester",
-        research,
-        fields=RESEARCH_FIELDS,
+        "SELECT * FROM person",
+        "DENIED",
         tier=Tier.IDENTIFIED,
-        query="SELECT * FROM person",
-        cohort=cohort,
-        expect="DENIED",
     )
-    story.request(
+    ask(
         "research query 3",
-        "hospital-a",
-        "institute.requester",
-        research,
-        fields=RESEARCH_FIELDS,
+        "SELECT year_of_birth / 10, count(*) FROM person GROUP BY 1",
+        "GRANTED",
         tier=Tier.DEIDENTIFIED,
-        query="SELECT year_of_birth / 10, count(*) FROM person GROUP BY 1",
-        cohort=cohort,
-        expect="GRANTED",
     )
-    story.request(
+    ask(
         "research query over quota (4th of 3)",
-        "hospital-a",
-        "institute.requester",
-        research,
-        fields=RESEARCH_FIELDS,
+        "SELECT count(*) FROM person",
+        "DENIED",
         tier=Tier.DEIDENTIFIED,
-        query="SELECT count(*) FROM person",
-        cohort=cohort,
-        expect="DENIED",
     )
     story.request(
         "short agreement query (inside its window)",
