@@ -5,8 +5,9 @@ are compiled once from the packaged ABIs (`dul.contracts.artifacts`): topic0 -> 
 An event whose data part holds only static types (AccessRecorded, ResultReleased and every
 lifecycle event without a string or array) is decoded by slicing the hex text word by word,
 with the same range and padding checks eth-abi's strict decoder makes; so is an event whose
-only dynamic parts are arrays of such words (ConsentRecorded's DUO codes: 170 -> ~10 us), its
-offsets and lengths bounds-checked as eth-abi reads them. Any other event (names, field
+only dynamic parts are arrays of such words (ConsentRecorded's DUO codes: 170 -> ~10 us) or
+of flat static records (ArtifactRegistered's releases and parents), its offsets and lengths
+bounds-checked as eth-abi reads them. Any other event (names, field
 lists, agreement terms, signatures) takes one `eth_abi.decode` call. All paths are checked
 against each other and against eth-abi in `tests/unit/test_audit_events.py`.
 
@@ -36,6 +37,7 @@ AUDITED_CONTRACTS: Final = (
     "AgreementRegistry",
     "ConsentRegistry",
     "AccessLog",
+    "ArtifactRegistry",
 )
 
 _WORD: Final = 64  # hex characters per 32-byte ABI word
@@ -294,11 +296,23 @@ def _is_word_array(param: Mapping[str, Any]) -> bool:
     return not (_ARRAY_RE.match(inner) or inner.startswith("tuple") or inner in ("string", "bytes"))
 
 
+def _is_record_array(param: Mapping[str, Any]) -> bool:
+    """`(T1,..,Tn)[]` of elementary static components: a length and n words per element
+    (ArtifactRegistered's ReleaseRef[])."""
+    array = _ARRAY_RE.match(param["type"])
+    if not array or array.group(2) or array.group(1) != "tuple":
+        return False
+    return all(
+        not _ARRAY_RE.match(c["type"]) and c["type"] not in ("tuple", "string", "bytes")
+        for c in param["components"]
+    )
+
+
 def _is_word_shaped(param: Mapping[str, Any]) -> bool:
-    """Static words and word arrays only, at any tuple depth: what `_generate_word_decoder`
-    decodes (no strings, bytes, nested arrays or arrays of tuples)."""
+    """Static words, word arrays and arrays of flat static records only, at any tuple depth:
+    what `_generate_word_decoder` decodes (no strings, bytes or nested arrays)."""
     if _ARRAY_RE.match(param["type"]):
-        return _is_word_array(param)
+        return _is_word_array(param) or _is_record_array(param)
     if param["type"] == "tuple":
         return all(_is_word_shaped(c) for c in param["components"])
     return param["type"] not in ("string", "bytes")
@@ -324,11 +338,12 @@ def _offset(word: str, base: int, need: int, total: int) -> int:
     return at
 
 
-def _count(word: str, at: int, total: int) -> int:
-    """The length word of an array at hex position `at`, its elements inside the data."""
+def _count(word: str, at: int, total: int, width: int = 1) -> int:
+    """The length word of an array at hex position `at`, its elements (`width` words each)
+    inside the data."""
     count = int(word, 16)
-    if count > total or at + _WORD + count * _WORD > total:
-        raise EventDecodeError(f"array of {count} words overruns the data")
+    if count > total or at + _WORD + count * width * _WORD > total:
+        raise EventDecodeError(f"array of {count} x {width} words overruns the data")
     return count
 
 
@@ -361,6 +376,41 @@ class _WordDecoderSource:
         if type_ == "bool":
             return variable, f'("true" if {variable} else "false")'
         return variable, f"'\"' + {variable} + '\"'"
+
+    def records(
+        self, components: Sequence[Mapping[str, Any]], word: str, base: str
+    ) -> tuple[str, str]:
+        """An array of flat static tuples: a length, then each element's words inline."""
+        width = len(components)
+        at, count, variable = self.fresh("o"), self.fresh("n"), self.fresh("v")
+        self.lines.append(f"    {at} = _offset({word}, {base}, {_WORD}, total)")
+        self.lines.append(f"    {count} = _count(d[{at}:{at} + {_WORD}], {at}, total, {width})")
+        python: list[str] = []
+        rendered: list[str] = []
+        for n, component in enumerate(components):
+            name = component["name"]
+            if not str(name).isidentifier():
+                raise EventDecodeError(f"ABI name {name!r} is not an identifier")
+            type_ = component["type"]
+            piece = f"d[i + {n * _WORD}:i + {(n + 1) * _WORD}]"
+            if type_ == "bytes32":
+                python.append(f'{name!r}: "0x" + {piece}')
+            else:
+                python.append(f"{name!r}: {self.converter(type_)}({piece})")
+            ints = _int_bits(type_)
+            if ints is not None and ints[1] <= 64:
+                value = f"str(x[{name!r}])"
+            elif type_ == "bool":
+                value = f'("true" if x[{name!r}] else "false")'
+            else:
+                value = f"'\"' + x[{name!r}] + '\"'"
+            prefix = "{" if n == 0 else ","
+            rendered.append(f"'{prefix}\"{name}\":' + {value}")
+        step = width * _WORD
+        span = f"range({at} + {_WORD}, {at} + {_WORD} + {step} * {count}, {step})"
+        self.lines.append(f"    {variable} = [{{{', '.join(python)}}} for i in {span}]")
+        item = " + ".join(rendered) + " + '}'" if rendered else "'{}'"
+        return variable, f'"[" + ",".join([{item} for x in {variable}]) + "]"'
 
     def array(self, type_: str, word: str, base: str) -> tuple[str, str]:
         inner = type_[:-2]
@@ -404,6 +454,8 @@ class _WordDecoderSource:
         word = f"d[{base} + {at * _WORD}:{base} + {(at + 1) * _WORD}]"
         type_: str = param["type"]
         if _ARRAY_RE.match(type_):
+            if _is_record_array(param):
+                return self.records(param["components"], word, base)
             return self.array(type_, word, base)
         if type_ == "tuple":
             if _is_static(param):

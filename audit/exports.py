@@ -10,7 +10,10 @@
   E, outcome 0 on a grant and 8 on a denial with the reason in outcomeDesc, the requester as
   the requesting agent, the gateway as the authorization service, the agreement and dataset
   as entities), and a Provenance per released result (target the result hash, the access
-  as its source entity, the agreement as the policy). Cohorts are on chain as Merkle roots
+  as its source entity, the agreement as the policy), and one per registered artifact (target
+  the artifact, its parent artifacts and released results as `derivation` entities, the owner
+  organization as author, the registrant as enterer, the releases' agreements as policies).
+  Cohorts are on chain as Merkle roots
   only (recorded as a detail); in a subject's graph an access also names its patient — by the
   subject reference, an identifier and nothing else — as the Patient object of the event.
 - **FHIR Consent** per consent node (scope `research` when it permits research, AI training
@@ -398,6 +401,55 @@ def _provenance(
     )  # fmt: skip
 
 
+def _derivation(
+    node: Node, out_edges: Mapping[str, list[Edge]], times: Mapping[int, int | None]
+) -> Provenance:
+    """One registered artifact (ArtifactRegistry): what it was derived from (the parent
+    artifacts and released results it names; a model update's own release is its release's
+    Provenance), its owner organization as author, its registrant as enterer, and the
+    agreements of the releases it names as policies."""
+    assert node.chain is not None
+    a = node.attributes
+    key = _key(node.id)
+    entities: list[ProvenanceEntity] = []
+    policy: list[str] = []
+    for edge in out_edges.get(node.id, []):
+        if edge.relation != "wasDerivedFrom":
+            continue
+        target = _key(edge.target)
+        agreement = edge.attributes.get("agreement_id")
+        if edge.attributes.get("role") == "release":
+            display = f"result released by access {edge.attributes.get('access_id')}"
+            if agreement and f"{DUL_NAMESPACE}agreement:{agreement}" not in policy:
+                policy.append(f"{DUL_NAMESPACE}agreement:{agreement}")
+        else:
+            display = "artifact"
+        entities.append(ProvenanceEntity(role="derivation", what=_ref("artifact", target, display)))
+    agents = [
+        ProvenanceAgent(
+            type=CodeableConcept(coding=[_coding(PROVENANCE_PARTICIPANT, "author", "Author")]),
+            who=_ref("organization", str(a.get("owner_org")), str(a.get("owner")),
+                     "Organization"),
+        ),
+        ProvenanceAgent(
+            type=CodeableConcept(coding=[_coding(PROVENANCE_PARTICIPANT, "enterer", "Enterer")]),
+            who=_ref("account", str(a.get("registrant")), "registrant", "Device"),
+        ),
+    ]  # fmt: skip
+    chain = node.chain
+    return Provenance(
+        id=_fhir_id(key)[:32] + "-derivation",
+        target=[_ref("artifact", key, str(a.get("kind", "artifact")))],
+        recorded=_instant(times.get(chain.block)),
+        policy=policy or None,
+        activity=CodeableConcept(coding=[_coding(f"{DUL_NAMESPACE}derivation",
+                                                 str(a.get("kind")))]),
+        agent=agents,
+        entity=entities or None,
+        signature=None,
+    )  # fmt: skip
+
+
 def _source(node: Node, event: str) -> Reference | None:
     """The chain record of a consent or code: where anyone can check it."""
     if node.chain is None:
@@ -487,6 +539,11 @@ def fhir_bundle(graph: Graph, times: Mapping[int, int | None]) -> Bundle:
         if node.type == "access":
             event = _audit_event(graph, node, out_edges, times)
             entries.append(BundleEntry(fullUrl=f"urn:dul:auditevent:{event.id}", resource=event))
+        elif node.type in ("artifact", "model") and node.attributes.get("registered"):
+            derivation = _derivation(node, out_edges, times)
+            entries.append(
+                BundleEntry(fullUrl=f"urn:dul:provenance:{derivation.id}", resource=derivation)
+            )
         elif node.type in ("consent", "authorization"):
             build = _consent_resource if node.type == "consent" else _authorization_resource
             consent = build(node, times)

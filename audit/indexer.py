@@ -28,6 +28,14 @@ lies between them, so the store is exactly the one of a rollback to the true anc
 alarm is a structlog error `audit.reorg` and the `dul_audit_reorgs_total` counter; on a
 QBFT chain (immediate finality) that is an incident, not routine.
 
+Newly audited contracts: a store's checkpoint lists the contracts it indexes, and another
+deployment is refused (`store_mismatch`). A store made by an older audit service, which indexed
+a subset of today's contracts at the same addresses (e.g. before ArtifactRegistry was audited),
+is not refused and needs no re-index: before going on, the indexer reads the new contracts' logs
+from their deployment block up to the checkpoint, from the store's own history (the
+checkpoint's hash is re-checked after reading), and adds them with the new contract list in one
+transaction (`audit.contracts_added` in the log). The store is then the one a fresh index gives.
+
 Errors (all `dul.errors.DulError`, stable codes):
 
     IndexerError                 indexer_error
@@ -358,6 +366,7 @@ class Indexer:
         decoder: EventDecoder | None = None,
         cohort_sources: Sequence[CohortSource] = (),
         cohort_retry_s: float = 30.0,
+        contract_blocks: Mapping[str, int] | None = None,
     ) -> None:
         self.store = store
         self.rpc = rpc
@@ -370,6 +379,9 @@ class Indexer:
             if name in AUDITED_CONTRACTS
         }
         self.start_block = start_block
+        self.contract_blocks = dict(contract_blocks or {})
+        """Deployment block of each contract (default `start_block`): where a contract added to
+        an existing store is read from."""
         self.confirmations = confirmations
         self.sizer = PageSizer(
             min(page_size, max_page_size), max(max_page_size, 1), max(max_logs_per_page, 1)
@@ -418,6 +430,11 @@ class Indexer:
             metrics=metrics,
             cohort_sources=open_sources(settings.cohort_sources),
             cohort_retry_s=settings.cohort_retry_s,
+            contract_blocks={
+                name: int(entry["block"])
+                for name, entry in deployment.raw.get("contracts", {}).items()
+                if isinstance(entry, dict) and "block" in entry
+            },
         )
 
     def close(self) -> None:
@@ -474,6 +491,13 @@ class Indexer:
             self.store.initialize(self.chain_id, self.contracts, header)
             checkpoint = self.store.checkpoint()
             assert checkpoint is not None
+        added = {n: a for n, a in self.contracts.items() if n not in checkpoint.contracts}
+        if (
+            added
+            and checkpoint.chain_id == self.chain_id
+            and all(self.contracts.get(n) == a for n, a in checkpoint.contracts.items())
+        ):
+            checkpoint = self._add_contracts(checkpoint, added)
         if checkpoint.chain_id != self.chain_id or checkpoint.contracts != self.contracts:
             raise StoreMismatchError(
                 f"the store indexes chain {checkpoint.chain_id} contracts "
@@ -481,6 +505,56 @@ class Indexer:
                 "use another DUL_AUDIT_DATABASE_URL"
             )
         return checkpoint
+
+    def _add_contracts(
+        self, checkpoint: StoredCheckpoint, added: Mapping[str, str]
+    ) -> StoredCheckpoint:
+        """A store indexed before these contracts were audited (an older audit service, e.g.
+        before ArtifactRegistry) catches up with them: their logs from their deployment block to
+        the checkpoint are read from the same history as the store (the checkpoint's hash is
+        checked after reading, and every stored block's hash against the logs) and added with
+        the new contract list in one transaction. Then indexing goes on as usual, every contract
+        from the checkpoint; a crash before the commit leaves the store as it was."""
+        for _ in range(5):
+            if self.reconcile(checkpoint):
+                fresh = self.store.checkpoint()
+                assert fresh is not None
+                checkpoint = fresh
+            first = min(self.contract_blocks.get(n, self.start_block) for n in added)
+            decoder = EventDecoder(added)
+            events: list[DecodedEvent] = []
+            sizer = PageSizer(self.sizer.maximum, self.sizer.maximum, self.sizer.max_logs)
+            at = first
+            while at <= checkpoint.block_number:
+                last = min(checkpoint.block_number, at + sizer.size - 1)
+                try:
+                    logs = self.rpc.call(
+                        "eth_getLogs",
+                        {"fromBlock": hex(at), "toBlock": hex(last), "address": decoder.addresses},
+                        max_bytes=self.max_page_bytes if last > at else None,
+                    )
+                except RangeRefusedError:
+                    if not sizer.refuse(last - at + 1):
+                        raise
+                    continue
+                page = [decoder.decode(entry) for entry in logs]
+                sizer.after(last - at + 1, len(page))
+                events.extend(page)
+                at = last + 1
+            if not self._node_has(checkpoint.block_number, checkpoint.block_hash):
+                continue  # the chain moved under the read: reconcile and read again
+            try:
+                self.store.add_contracts({**checkpoint.contracts, **added}, events)
+            except ValueError as exc:  # a stored block's hash differs: the history changed
+                log.warning("audit.chain_moved", error=str(exc))
+                continue
+            log.info("audit.contracts_added", contracts=sorted(added), first_block=first,
+                     checkpoint=checkpoint.block_number, events=len(events))  # fmt: skip
+            self.metrics.events.inc(len(events))
+            fresh = self.store.checkpoint()
+            assert fresh is not None
+            return fresh
+        raise ChainMovedError("the chain kept moving while newly audited contracts were read")
 
     # reorgs
 

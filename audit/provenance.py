@@ -22,8 +22,17 @@ verified cohort held it (`used` the subject, with the leaf index) and the consen
 each (`used` the consent, by the rule of `audit.consents`), and — upward — what those accesses
 were under (agreements, requesters and their organizations).
 
-PROV types: agreements, datasets, results, consents, authorizations and cohorts are entities;
-accesses and signatures are activities; organizations, member accounts and subjects (the
+Artifacts (ArtifactRegistry): a registered artifact `wasDerivedFrom` the artifacts and the
+released results it names and `wasAttributedTo` its owner organization and its registrant; a
+released result `wasGeneratedBy` the access that released it. So the upward graph of a federated
+model reaches every update, access, agreement (with its signatures and parties), dataset,
+hospital, requester and cohort behind it, and the downward graph of an access or a result every
+artifact made from it. A registered MODEL is a node of type `model`, any other artifact (a
+registered RESULT or MODEL_UPDATE, or a released result not registered) of type `artifact`;
+`attributes.kind` says which (a released result's kind is its release kind).
+
+PROV types: agreements, datasets, results, artifacts, consents, authorizations and cohorts are
+entities; accesses and signatures are activities; organizations, member accounts and subjects (the
 patients, by reference) are agents.
 
 Queries are index look-ups bounded by `limit` neighbours per node and `max_nodes` per graph
@@ -56,6 +65,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 from audit.consents import CONSENT_FACTS_SQL, ConsentFacts, consent_facts, covering
 from dul.domain import (
     AgreementStatus,
+    ArtifactKind,
     AuthorizationStatus,
     ConsentStatus,
     Decision,
@@ -189,7 +199,8 @@ class ChainRef(BaseModel):
 class Node(BaseModel):
     id: str = Field(description="`<type>:<id>`, e.g. `access:0x…`")
     type: str = Field(
-        description="agreement | dataset | access | artifact | organization | account | "
+        description="agreement | dataset | access | artifact (a released result, a registered "
+        "RESULT or MODEL_UPDATE) | model (a registered MODEL) | organization | account | "
         "signature | consent | authorization | cohort | subject"
     )
     prov: str = Field(description="entity | activity | agent")
@@ -418,25 +429,59 @@ class _Builder:
         return node
 
     def _node_artifact(self, key: str) -> Node | None:
-        # Until the artifact registry exists, the artifacts are the released results.
-        row = self.one(
+        """A registered artifact (type `model` for a MODEL, else `artifact`, its kind RESULT,
+        MODEL_UPDATE or MODEL) or a released result (type `artifact`, its kind the release
+        kind); a model update registered under its release's result hash is both."""
+        release = self.one(
             "SELECT * FROM result_release WHERE result_hash = :k "
             "ORDER BY block_number, tx_index, log_index LIMIT 1",
             k=key,
         )
-        if row is None:
-            return None
+        registered = self.one("SELECT * FROM artifact WHERE artifact_id = :k", k=key)
+        if registered is None:
+            if release is None:
+                return None
+            return Node.model_construct(
+                id=f"artifact:{key}",
+                type="artifact",
+                prov="entity",
+                label=f"released {_enum_name(ReleaseKind, release['kind']).lower()}",
+                chain=_ref(release),
+                attributes={
+                    "result_hash": key,
+                    "kind": _enum_name(ReleaseKind, release["kind"]),
+                    "size": release["size"],
+                    "registered": False,
+                },
+            )
+        kind = _enum_name(ArtifactKind, registered["kind"])
+        counts = self.one(
+            "SELECT (SELECT count(*) FROM artifact_release_parent WHERE artifact_id = :k) AS r, "
+            "(SELECT count(*) FROM artifact_parent WHERE artifact_id = :k) AS p",
+            k=key,
+        )
+        attributes: dict[str, Any] = {
+            "artifact_id": key,
+            "kind": kind,
+            "owner_org": registered["owner_org"],
+            "owner": readable(str(registered["owner_org"])),
+            "registrant": registered["registrant"],
+            "metadata_hash": registered["metadata_hash"],
+            "registered": True,
+            "derived_from_releases": int(counts["r"]) if counts else 0,
+            "derived_from_artifacts": int(counts["p"]) if counts else 0,
+        }
+        if release is not None:
+            attributes["result_hash"] = key
+            attributes["release_kind"] = _enum_name(ReleaseKind, release["kind"])
+            attributes["size"] = release["size"]
         return Node.model_construct(
             id=f"artifact:{key}",
-            type="artifact",
+            type="model" if registered["kind"] == ArtifactKind.MODEL else "artifact",
             prov="entity",
-            label=f"released {_enum_name(ReleaseKind, row['kind']).lower()}",
-            chain=_ref(row),
-            attributes={
-                "result_hash": key,
-                "kind": _enum_name(ReleaseKind, row["kind"]),
-                "size": row["size"],
-            },
+            label=f"{kind.lower().replace('_', ' ')} of {readable(str(registered['owner_org']))}",
+            chain=_ref(registered),
+            attributes=attributes,
         )
 
     def _node_organization(self, key: str) -> Node | None:
@@ -691,6 +736,7 @@ class _Builder:
                     recorder=row["recorder"],
                 )  # fmt: skip
                 out.append((edge, target))
+            out.extend(self._derivation_up(node_id, key))
         elif type_ == "agreement":
             row = self.one("SELECT * FROM agreement WHERE agreement_id = :k", k=key)
             if row is None:
@@ -748,6 +794,63 @@ class _Builder:
                 edge = self._edge("actedOnBehalfOf", node_id, target, row,
                                   role=_enum_name(Role, row["role"]))  # fmt: skip
                 out.append((edge, target))
+        return out
+
+    def _derivation_up(self, node_id: str, key: str) -> list[_Step]:
+        """A registered artifact: who registered it for whom, the artifacts and the released
+        results it was derived from (a release whose result hash is the artifact's own id is
+        the artifact itself: its access is already linked by `wasGeneratedBy`)."""
+        row = self.one("SELECT * FROM artifact WHERE artifact_id = :k", k=key)
+        if row is None:
+            return []
+        out: list[_Step] = []
+        for target, role in (
+            (f"organization:{row['owner_org']}", "owner"),
+            (f"account:{row['registrant']}", "registrant"),
+        ):
+            out.append((self._edge("wasAttributedTo", node_id, target, row, role=role), target))
+        for parent in self.limited(
+            node_id,
+            "SELECT p.parent_id, a.block_number, a.tx_index, a.log_index, a.tx_hash "
+            "FROM artifact_parent p JOIN artifact a ON a.artifact_id = p.artifact_id "
+            "WHERE p.artifact_id = :k ORDER BY p.parent_id",
+            k=key,
+        ):
+            target = f"artifact:{parent['parent_id']}"
+            edge = self._edge("wasDerivedFrom", node_id, target, parent, role="parent")
+            out.append((edge, target))
+        for ref in self.limited(
+            node_id,
+            "SELECT r.access_id, r.agreement_id, r.result_hash, a.block_number, a.tx_index, "
+            "a.log_index, a.tx_hash FROM artifact_release_parent r "
+            "JOIN artifact a ON a.artifact_id = r.artifact_id WHERE r.artifact_id = :k "
+            "ORDER BY r.access_id, r.result_hash",
+            k=key,
+        ):
+            if ref["result_hash"] == key:
+                continue
+            target = f"artifact:{ref['result_hash']}"
+            edge = self._edge(
+                "wasDerivedFrom", node_id, target, ref, role="release",
+                access_id=ref["access_id"], agreement_id=ref["agreement_id"],
+            )  # fmt: skip
+            out.append((edge, target))
+        return out
+
+    def _derivation_down(self, node_id: str, key: str) -> list[_Step]:
+        """The artifacts derived from this artifact or released result."""
+        out: list[_Step] = []
+        for row in self.limited(
+            node_id,
+            "SELECT a.* FROM artifact a WHERE a.artifact_id IN ("
+            "SELECT artifact_id FROM artifact_parent WHERE parent_id = :k UNION "
+            "SELECT artifact_id FROM artifact_release_parent WHERE result_hash = :k "
+            "AND artifact_id <> :k) ORDER BY a.block_number, a.tx_index, a.log_index",
+            k=key,
+        ):
+            source = f"artifact:{row['artifact_id']}"
+            out.append((self._edge("wasDerivedFrom", source, node_id, row,
+                                   role="derived"), source))  # fmt: skip
         return out
 
     def _patient_steps(self, node_id: str, row: Any) -> list[_Step]:
@@ -875,6 +978,8 @@ class _Builder:
                     recorder=row["recorder"],
                 )  # fmt: skip
                 out.append((edge, source))
+        elif type_ == "artifact":
+            out.extend(self._derivation_down(node_id, key))
         elif type_ == "dataset":
             accesses = self.limited(
                 node_id,
@@ -920,6 +1025,15 @@ class _Builder:
                 source = f"dataset:{row['dataset_id']}"
                 out.append((self._edge("wasAttributedTo", source, node_id, row,
                                        role="holder"), source))  # fmt: skip
+            for row in self.limited(
+                node_id,
+                "SELECT * FROM artifact WHERE owner_org = :k "
+                "ORDER BY block_number, tx_index, log_index",
+                k=key,
+            ):
+                source = f"artifact:{row['artifact_id']}"
+                out.append((self._edge("wasAttributedTo", source, node_id, row,
+                                       role="owner"), source))  # fmt: skip
         elif type_ == "subject":
             out.extend(self._subject_steps(node_id, key))
         elif type_ == "account":

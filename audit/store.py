@@ -19,6 +19,11 @@ Tables (all written only by the indexer, one database transaction per page of bl
     patient_authorization    one row per authorization code (by its hash); `status` follows
     authorization_revocation   its revocation or
     authorization_redemption   its redemption by an access
+    artifact                 one row per registered artifact (ArtifactRegistry): kind, owner,
+                             registrant, metadata hash
+    artifact_release_parent  the releases an artifact was derived from (access, agreement,
+                             result hash)
+    artifact_parent          the artifacts an artifact was derived from
     cohort                   per access with a cohort: were its subjects found in a hospital's
                              cohort store and do they hash to the root on chain (`CohortStatus`)
     cohort_member            one row per admitted subject of a verified cohort, with its
@@ -272,6 +277,46 @@ class ResultRelease(Positioned, table=True):
     tx_hash: str
 
 
+class Artifact(AuditModel, table=True):
+    """A registered artifact (ArtifactRegistered): `kind` an `ArtifactKind` value, `owner_org`
+    the registrant's organization. Its derivation is in the two tables below."""
+
+    __tablename__ = "artifact"
+
+    artifact_id: str = Field(primary_key=True)
+    owner_org: str = Field(index=True)
+    kind: int
+    metadata_hash: str
+    registrant: str
+    block_number: int = Field(sa_type=BigInteger, index=True)
+    tx_index: int
+    log_index: int
+    tx_hash: str
+
+
+class ArtifactReleaseParent(AuditModel, table=True):
+    """A release an artifact was derived from: `result_hash` released from access `access_id`
+    under agreement `agreement_id` (a ResultReleased the registry checked)."""
+
+    __tablename__ = "artifact_release_parent"
+
+    artifact_id: str = Field(primary_key=True)
+    access_id: str = Field(primary_key=True, index=True)
+    result_hash: str = Field(primary_key=True, index=True)
+    agreement_id: str = Field(index=True)
+    block_number: int = Field(sa_type=BigInteger, index=True)
+
+
+class ArtifactParent(AuditModel, table=True):
+    """An artifact `artifact_id` was derived from the registered artifact `parent_id`."""
+
+    __tablename__ = "artifact_parent"
+
+    artifact_id: str = Field(primary_key=True)
+    parent_id: str = Field(primary_key=True, index=True)
+    block_number: int = Field(sa_type=BigInteger, index=True)
+
+
 class Consent(AuditModel, table=True):
     """A patient's consent as recorded; `valid_from` is the effective start (from the event)."""
 
@@ -438,6 +483,9 @@ POSITIONED_TABLES: tuple[type[AuditModel], ...] = (
     PatientAuthorization,
     AuthorizationRevocation,
     AuthorizationRedemption,
+    Artifact,
+    ArtifactReleaseParent,
+    ArtifactParent,
 )
 
 #: Rows derived from a hospital's cohort store, positioned by their access (rolled back with it,
@@ -569,6 +617,14 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "block_number", "tx_index", "log_index", "code_hash", "access_id", "grantee_org",
         "tx_hash",
     ),
+    "artifact": (
+        "artifact_id", "owner_org", "kind", "metadata_hash", "registrant", "block_number",
+        "tx_index", "log_index", "tx_hash",
+    ),
+    "artifact_release_parent": (
+        "artifact_id", "access_id", "result_hash", "agreement_id", "block_number",
+    ),
+    "artifact_parent": ("artifact_id", "parent_id", "block_number"),
 }  # fmt: skip
 """The chain's rows: every table `project` fills (and `verify` compares with the logs)."""
 
@@ -703,6 +759,22 @@ def project(events: Iterable[DecodedEvent]) -> PageRows:
                 (b, t, i, a["codeHash"], a["accessId"], a["grantee"], tx),
             )
             page.authorizations.add(a["codeHash"])
+        elif name == "ArtifactRegistered":
+            artifact = a["artifactId"]
+            page.add(
+                "artifact",
+                (
+                    artifact, a["owner"], a["kind"], a["metadataHash"], a["registrant"],
+                    b, t, i, tx,
+                ),
+            )  # fmt: skip
+            for ref in a["releases"]:
+                page.add(
+                    "artifact_release_parent",
+                    (artifact, ref["accessId"], ref["resultHash"], ref["agreementId"], b),
+                )
+            for parent in a["parents"]:
+                page.add("artifact_parent", (artifact, parent, b))
         elif name in _AGREEMENT_STATUS_OF:
             page.add(
                 "agreement_status_change",
@@ -865,6 +937,40 @@ class AuditStore:
             conn.execute(
                 text("UPDATE checkpoint SET block_number = :n, block_hash = :h WHERE id = 1"),
                 {"n": last.number, "h": last.hash},
+            )
+
+    def add_contracts(self, contracts: Mapping[str, str], events: Sequence[DecodedEvent]) -> None:
+        """Starts indexing more contracts on a store that indexed fewer (a newer audit service
+        on an older store, e.g. ArtifactRegistry): their `events` up to the checkpoint (read by
+        the caller from the same history) are added and the checkpoint's contract list becomes
+        `contracts`, in one transaction; the checkpoint does not move."""
+        page = project(events)
+        counts: dict[int, tuple[BlockRef, int]] = {}
+        for ev in events:
+            ref, count = counts.get(
+                ev.block_number,
+                (BlockRef(ev.block_number, ev.block_hash, None, ev.block_timestamp), 0),
+            )
+            counts[ev.block_number] = (ref, count + 1)
+        with self.engine.begin() as conn:
+            for table, rows in page.rows.items():
+                if rows:
+                    self._insert_many(conn, table, COLUMNS[table], rows)
+            for number, (ref, count) in counts.items():
+                stored = conn.execute(
+                    text("SELECT hash, events FROM block WHERE number = :n"), {"n": number}
+                ).first()
+                if stored is not None and str(stored[0]) != ref.hash:
+                    raise ValueError(
+                        f"block {number} is {ref.hash} on the node, {stored[0]} in the store"
+                    )
+                self._put_block(conn, ref, count + (int(stored[1]) if stored else 0))
+            self._recompute_status(
+                conn, page.organizations, page.agreements, page.consents, page.authorizations
+            )
+            conn.execute(
+                text("UPDATE checkpoint SET contracts = :c WHERE id = 1"),
+                {"c": json.dumps(dict(contracts), sort_keys=True)},
             )
 
     def rollback_to(self, ancestor: BlockRef, *, reorg: Mapping[str, Any]) -> int:
