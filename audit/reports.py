@@ -6,7 +6,10 @@ side: the consent policy, accesses whose cohort the gateway filtered by consent 
 subjects they admitted, how their cohorts checked against the chain (`audit.cohorts`), denials
 for a missing consent or an invalid authorization code, codes redeemed. Counts are
 aggregates in the database (one grouped query per table), so a report over a million
-accesses reads no row into Python. As JSON (`AgreementReport`) and as a rich table.
+accesses reads no row into Python. Compute-to-data: the artifacts derived from the agreement's
+releases (directly or through parent artifacts), those registered after its revocation
+(flagged), and any release no granted access allowed (`audit.verify_artifacts`). As JSON
+(`AgreementReport`) and as a rich table.
 """
 
 from __future__ import annotations
@@ -26,8 +29,15 @@ from audit.provenance import (
     readable,
     store_errors,
 )
+from audit.verify_artifacts import (
+    DERIVED_FROM_AGREEMENT_SQL,
+    RELEASES_WITH_ACCESS_SQL,
+    release_row_fault,
+    revocations_of,
+)
 from dul.domain import (
     AgreementStatus,
+    ArtifactKind,
     ConsentPolicy,
     Decision,
     DenyReason,
@@ -35,6 +45,8 @@ from dul.domain import (
     Scenario,
     Tier,
 )
+
+ARTIFACT_LINES = 1_000
 
 
 def _name(enum: Any, value: int) -> str:
@@ -55,6 +67,32 @@ class StatusLine(BaseModel):
     status: str
     by: str | None
     reason: str | None
+    chain: ChainRef
+
+
+class ArtifactLine(BaseModel):
+    """An artifact derived from the agreement's released results."""
+
+    artifact_id: str
+    kind: str
+    owner: str
+    direct: bool = Field(description="names one of the agreement's releases itself (else "
+                         "derived through parent artifacts)")  # fmt: skip
+    after_revocation: bool = Field(
+        description="registered after the agreement was revoked (a verify finding: "
+        "artifact_from_revoked_agreement)"
+    )
+    chain: ChainRef
+
+
+class ReleaseFaultLine(BaseModel):
+    """A release under the agreement that no granted access allowed (a verify finding)."""
+
+    check: str = Field(description="release_without_grant | release_not_allowed")
+    access_id: str
+    result_hash: str
+    kind: str
+    why: str
     chain: ChainRef
 
 
@@ -96,6 +134,22 @@ class AgreementReport(BaseModel):
     denied_consent_missing: int
     denied_authorization_invalid: int
     authorization_redemptions: int
+    releases_not_allowed: list[ReleaseFaultLine] = Field(
+        default_factory=list,
+        description="releases under this agreement that no granted access allowed (the chain "
+        "refuses them: finding one means the store or the contracts are wrong)",
+    )
+    derived_artifacts: int = Field(
+        0, description="registered artifacts derived from its releases, directly or through "
+        "parent artifacts"
+    )  # fmt: skip
+    artifacts: list[ArtifactLine] = Field(
+        default_factory=list, description=f"the first {ARTIFACT_LINES} of those, in chain order"
+    )
+    artifacts_after_revocation: list[str] = Field(
+        default_factory=list,
+        description="ids of those registered after the agreement was revoked (flagged)",
+    )
 
 
 def _chain(row: Any) -> ChainRef:
@@ -158,6 +212,33 @@ def agreement_report(engine: Engine, raw_id: str) -> AgreementReport:
             "SELECT count(*) AS n FROM authorization_redemption r "
             "JOIN access_event a ON a.access_id = r.access_id WHERE a.agreement_id = :k"
         )
+        faults: list[ReleaseFaultLine] = []
+        for r in rows(RELEASES_WITH_ACCESS_SQL + " WHERE r.agreement_id = :k "
+                      "ORDER BY r.block_number, r.tx_index, r.log_index"):  # fmt: skip
+            fault = release_row_fault(r)
+            if fault is not None:
+                faults.append(ReleaseFaultLine(
+                    check=fault[0], access_id=r["access_id"], result_hash=r["result_hash"],
+                    kind=_name(ReleaseKind, r["kind"]), why=fault[1], chain=_chain(r),
+                ))  # fmt: skip
+        revoked_at = revocations_of(conn, key)
+        derived: list[ArtifactLine] = []
+        flagged: list[str] = []
+        count = 0
+        for a in rows(DERIVED_FROM_AGREEMENT_SQL):
+            count += 1
+            chain = _chain(a)
+            after = revoked_at is not None and (chain.block, chain.tx_index, chain.log_index) > (
+                revoked_at
+            )
+            if after:
+                flagged.append(str(a["artifact_id"]))
+            if len(derived) < ARTIFACT_LINES:
+                derived.append(ArtifactLine(
+                    artifact_id=a["artifact_id"], kind=_name(ArtifactKind, a["kind"]),
+                    owner=readable(str(a["owner_org"])), direct=bool(a["direct"]),
+                    after_revocation=after, chain=chain,
+                ))  # fmt: skip
     granted = sum(int(d["n"]) for d in decisions if d["decision"] == Decision.GRANTED)
     denied = sum(int(d["n"]) for d in decisions if d["decision"] == Decision.DENIED)
     by_reason: dict[str, int] = {}
@@ -220,6 +301,10 @@ def agreement_report(engine: Engine, raw_id: str) -> AgreementReport:
         denied_consent_missing=by_reason.get(DenyReason.CONSENT_MISSING.name, 0),
         denied_authorization_invalid=by_reason.get(DenyReason.AUTHORIZATION_INVALID.name, 0),
         authorization_redemptions=int(redemptions[0]["n"]) if redemptions else 0,
+        releases_not_allowed=faults,
+        derived_artifacts=count,
+        artifacts=derived,
+        artifacts_after_revocation=flagged,
     )
 
 
@@ -265,8 +350,32 @@ def render_report(report: AgreementReport) -> RenderableType:
             f"{report.denied_authorization_invalid} for an invalid authorization code, "
             f"{report.authorization_redemptions} code(s) redeemed",
         )
+    if report.releases_not_allowed:
+        summary.add_row(
+            "⚑ releases not allowed",
+            ", ".join(f"{f.result_hash[:10]}… ({f.check})" for f in report.releases_not_allowed),
+        )
+    summary.add_row(
+        "artifacts derived",
+        f"{report.derived_artifacts}"
+        + (f" (⚑ {len(report.artifacts_after_revocation)} registered after the revocation)"
+           if report.artifacts_after_revocation else ""),
+    )  # fmt: skip
     summary.add_row("proposed at", _at(report.proposed))
     parts: list[RenderableType] = [summary]
+    if report.artifacts:
+        artifacts = Table(title="Artifacts derived from its results")
+        artifacts.add_column("artifact")
+        artifacts.add_column("kind")
+        artifacts.add_column("owner")
+        artifacts.add_column("how")
+        artifacts.add_column("chain reference")
+        for a in report.artifacts:
+            how = "directly" if a.direct else "through artifacts"
+            if a.after_revocation:
+                how += " ⚑ after revocation"
+            artifacts.add_row(a.artifact_id, a.kind, a.owner, how, _at(a.chain))
+        parts.append(artifacts)
     if report.denials_by_reason:
         denials = Table(title="Denials by reason")
         denials.add_column("reason")

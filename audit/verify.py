@@ -32,6 +32,18 @@ runs three independent checks and names every discrepancy (check code, table, po
    `redemption_without_access`). The consent registry's events are rows like any other: the
    chain comparison of (1) covers them, their status columns included.
 
+5. **Artifacts** (`audit.verify_artifacts`) — every release an artifact names is a stored
+   release (`artifact_release_unknown`), every parent was registered before it
+   (`artifact_parent_unknown`); an artifact derived, directly or through parent artifacts, from
+   a release no granted access allowed (`artifact_from_disallowed_release`) or from the results
+   of an agreement revoked before the artifact was registered (`artifact_from_revoked_agreement`,
+   which the chain allows: the results had left before the revocation).
+
+One consistent read: the checkpoint and every row checked come from one snapshot of the store
+(a read transaction on SQLite, an exported REPEATABLE READ snapshot shared by both passes on
+PostgreSQL), so a verify that runs while the indexer writes checks the store as of the
+checkpoint it read, never rows written after it.
+
 The chain already refuses most of what (3) checks; finding one here means the store was edited
 or the contracts are wrong — either way a regulator must hear of it.
 
@@ -45,11 +57,13 @@ import bisect
 import json
 import multiprocessing
 import os
+import re
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,6 +76,7 @@ from audit.events import AUDITED_CONTRACTS, DecodedEvent, EventDecoder
 from audit.indexer import JsonRpc, PageSizer, RangeRefusedError
 from audit.provenance import store_errors
 from audit.store import COLUMNS, project
+from audit.verify_artifacts import RELEASABLE, check_artifacts
 from audit.verify_cohorts import check_patients
 from dul.contracts.typed_data import (
     ACCESS_LOG_DOMAIN_NAME,
@@ -76,9 +91,7 @@ from dul.domain import (
     ConsentPolicy,
     ConsentStatus,
     Decision,
-    Operation,
     OrgStatus,
-    ReleaseKind,
     Scenario,
     Tier,
 )
@@ -596,20 +609,7 @@ def _dataset_order(conn: Connection, row: Any, scope: Mapping[str, int]) -> list
 
 # --- 3. invariants over the accesses ----------------------------------------------------------
 
-_RELEASABLE: dict[int, Callable[[int, int], bool]] = {
-    ReleaseKind.AGGREGATE_RESULT: lambda tier, op: op != Operation.TRAIN,
-    ReleaseKind.MODEL_UPDATE: lambda tier, op: op == Operation.TRAIN,
-    ReleaseKind.DEIDENTIFIED_EXTRACT: lambda tier, op: (
-        op == Operation.EXPORT_RESULT and tier >= Tier.DEIDENTIFIED
-    ),
-    ReleaseKind.PSEUDONYMIZED_EXTRACT: lambda tier, op: (
-        op == Operation.EXPORT_RESULT and tier >= Tier.PSEUDONYMIZED
-    ),
-    ReleaseKind.IDENTIFIED_EXTRACT: lambda tier, op: (
-        op == Operation.EXPORT_RESULT and tier == Tier.IDENTIFIED
-    ),
-}
-"""`AccessRules.releasable` of the contracts."""
+_RELEASABLE = RELEASABLE
 
 _ACCESS_COLUMNS = (
     "block_number, tx_index, log_index, access_id, agreement_id, dataset_id, field_mask, tier, "
@@ -790,6 +790,38 @@ def _report_signatures(bad: list[tuple[str, str, str]], out: _Collector) -> None
 # --- entry point ------------------------------------------------------------------------------
 
 
+_CHECKPOINT = text("SELECT chain_id, contracts, block_number, block_hash FROM checkpoint")
+_PG_SNAPSHOT = re.compile(r"^[0-9A-Fa-f-]{1,64}$")
+
+
+@contextmanager
+def _snapshot(engine: Engine) -> Iterator[tuple[Connection, Connection]]:
+    """Two connections that read one state of the store (the chain pass and the access pass
+    run on one each, in parallel): on PostgreSQL a REPEATABLE READ transaction whose snapshot
+    the second imports; on SQLite (WAL) a read transaction on each, begun until both see the
+    same checkpoint (every indexer commit moves or rewrites it)."""
+    with engine.connect() as first, engine.connect() as second:
+        if engine.dialect.name == "postgresql":
+            first.execution_options(isolation_level="REPEATABLE READ")
+            second.execution_options(isolation_level="REPEATABLE READ")
+            exported = str(first.execute(text("SELECT pg_export_snapshot()")).scalar_one())
+            if not _PG_SNAPSHOT.match(exported):  # pragma: no cover - the server's own id
+                raise ValueError(f"unexpected snapshot id {exported!r}")
+            second.execute(text(f"SET TRANSACTION SNAPSHOT '{exported}'"))
+            yield first, second
+            return
+        if engine.dialect.name == "sqlite":
+            for _ in range(50):
+                first.exec_driver_sql("BEGIN")
+                second.exec_driver_sql("BEGIN")
+                seen = [c.execute(_CHECKPOINT).first() for c in (first, second)]
+                if seen[0] == seen[1]:
+                    break
+                first.rollback()
+                second.rollback()
+        yield first, second
+
+
 def verify_store(
     engine: Engine,
     rpc: JsonRpc | None,
@@ -800,20 +832,22 @@ def verify_store(
     workers: int | None = None,
     max_findings: int = 1_000,
     consent_lag: float = 60.0,
+    after_checkpoint: Callable[[], object] | None = None,
 ) -> VerifyReport:
     """Runs the checks above; `rpc=None` or `chain=False` skips the chain comparison (said so
     in `skipped`). `start_block` is the deployment block (default: the first stored block —
     then rows deleted below it go unnoticed, which `skipped` says). Raises
     StoreUnavailableError when the store cannot be read, NodeUnavailableError when the node
-    cannot. `consent_lag` is `consent_lag_s` (see `audit.consents`)."""
+    cannot. `consent_lag` is `consent_lag_s` (see `audit.consents`). `after_checkpoint` is a
+    test seam: called once the checkpoint is read (an indexer may write then)."""
     started = time.perf_counter()
     out = _Collector(max_findings)
     report = VerifyReport(ok=False, chain_id=None, first_block=None, checkpoint_block=None)
     workers = workers if workers is not None else min(4, os.cpu_count() or 1)
-    with store_errors(), engine.connect() as conn:
-        checkpoint = conn.execute(
-            text("SELECT chain_id, contracts, block_number, block_hash FROM checkpoint")
-        ).first()
+    with store_errors(), _snapshot(engine) as (conn, own):
+        checkpoint = conn.execute(_CHECKPOINT).first()
+        if after_checkpoint is not None:
+            after_checkpoint()
         if checkpoint is None:
             report.ok = True
             report.skipped.append("the store is empty (no checkpoint yet)")
@@ -837,15 +871,16 @@ def verify_store(
 
         def access_pass() -> None:
             try:
-                with engine.connect() as own:
-                    begun = time.perf_counter()
-                    _check_accesses(own, chain_id, contracts, terms, out, workers, signatures)
-                    report.seconds["accesses_and_signatures"] = round(
-                        time.perf_counter() - begun, 3
-                    )
-                    begun = time.perf_counter()
-                    check_patients(own, out, consent_lag=consent_lag)
-                    report.seconds["patients"] = round(time.perf_counter() - begun, 3)
+                # on the second connection of the snapshot
+                begun = time.perf_counter()
+                _check_accesses(own, chain_id, contracts, terms, out, workers, signatures)
+                report.seconds["accesses_and_signatures"] = round(time.perf_counter() - begun, 3)
+                begun = time.perf_counter()
+                check_patients(own, out, consent_lag=consent_lag)
+                report.seconds["patients"] = round(time.perf_counter() - begun, 3)
+                begun = time.perf_counter()
+                check_artifacts(own, out)
+                report.seconds["artifacts"] = round(time.perf_counter() - begun, 3)
             except BaseException as exc:  # re-raised in the caller's thread below
                 access_error.append(exc)
 

@@ -31,6 +31,7 @@ from audit.exports import block_times, fhir_json, graph_blocks, prov_json
 from audit.indexer import Indexer, JsonRpc
 from audit.migrations import migrate
 from audit.provenance import Direction, Graph, Kind, provenance
+from audit.reports import agreement_report
 from audit.settings import AuditSettings
 from audit.store import AuditStore, create_store_engine
 from audit.testing import drop_stores, index_into, make_store_url, private_world
@@ -144,6 +145,8 @@ class Federated:
     clean_model: bytes
     """A MODEL fine-tuned from model v2 after the revocation: nothing of the revoked agreement
     is in it (never flagged)."""
+    last_block: int
+    """The block of the last registration (`clean_model`)."""
 
 
 @pytest.fixture(scope="module")
@@ -179,9 +182,11 @@ def federated(world: World) -> Federated:
     late_model = content_id(b"model from a revoked agreement " + os.urandom(4))
     register_artifact(world.ledger, lab, late_model, ArtifactKind.MODEL, [], [early])
     clean_model = content_id(b"model v2 fine-tuned " + os.urandom(4))
-    register_artifact(world.ledger, lab, clean_model, ArtifactKind.MODEL, [], [models[-1]])
-    return Federated(hospitals, agreements, releases, models, revoked, early, late_result,
-                     late_model, clean_model)  # fmt: skip
+    last = register_artifact(world.ledger, lab, clean_model, ArtifactKind.MODEL, [], [models[-1]])
+    return Federated(
+        hospitals, agreements, releases, models, revoked, early, late_result, late_model,
+        clean_model, last.block_number,
+    )  # fmt: skip
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -399,3 +404,133 @@ def test_the_rest_api_answers_the_artifact_provenance(
         missing = client.get(f"/v1/provenance/artifact/0x{'ab' * 32}")
         assert missing.status_code == 404
         assert missing.json()["code"] == "artifact_not_found"
+
+
+# --- verify and the compliance report ---------------------------------------------------------
+
+
+def flagged(report: VerifyReport, check: str) -> set[str]:
+    return {str(f.key) for f in report.findings if f.check == check}
+
+
+def test_verify_names_only_the_artifacts_made_from_a_revoked_agreements_results(
+    store: tuple[str, sa.Engine], federated: Federated, world: World, chain: ChainHandle
+) -> None:
+    _, engine = store
+    report = run_verify(engine, chain, world)
+    assert report.findings_by_check == {"artifact_from_revoked_agreement": 2}, report.findings
+    assert flagged(report, "artifact_from_revoked_agreement") == {
+        hexed(federated.late_result),
+        hexed(federated.late_model),
+    }
+    details = {f.key: f.details for f in report.findings}
+    assert details[hexed(federated.late_result)]["direct"] is True
+    assert details[hexed(federated.late_model)]["direct"] is False  # through the early update
+    assert details[hexed(federated.late_model)]["agreement_id"] == hexed(federated.revoked)
+    assert report.checked["rows.artifact"] >= 12
+    assert report.checked["artifacts"] >= 12
+
+
+def test_the_report_lists_the_artifacts_made_from_an_agreements_results(
+    store: tuple[str, sa.Engine], federated: Federated
+) -> None:
+    _, engine = store
+    revoked = agreement_report(engine, hexed(federated.revoked))
+    assert revoked.status == "REVOKED"
+    assert [a.artifact_id for a in revoked.artifacts] == [
+        hexed(federated.early), hexed(federated.late_result), hexed(federated.late_model)
+    ]  # fmt: skip
+    assert [(a.kind, a.direct, a.after_revocation) for a in revoked.artifacts] == [
+        ("MODEL_UPDATE", True, False), ("RESULT", True, True), ("MODEL", False, True)
+    ]  # fmt: skip
+    assert revoked.derived_artifacts == 3
+    assert revoked.artifacts_after_revocation == [
+        hexed(federated.late_result), hexed(federated.late_model)
+    ]  # fmt: skip
+    assert revoked.releases_not_allowed == []
+    training = agreement_report(engine, hexed(federated.agreements[1]))
+    assert {a.artifact_id for a in training.artifacts} == {
+        *(hexed(refs[1].result_hash) for refs in federated.releases),
+        *(hexed(m) for m in federated.models),
+        hexed(federated.clean_model),
+    }
+    assert training.artifacts_after_revocation == []
+
+
+def test_verify_and_the_report_flag_a_release_no_granted_access_allowed(
+    store: tuple[str, sa.Engine], federated: Federated, world: World, chain: ChainHandle
+) -> None:
+    _, engine = store
+    tampered = federated.releases[0][1]  # hospital-b's round 1 update, behind both models
+    renamed = federated.releases[0][2]  # hospital-c's: its release now names another result
+    result, other = hexed(tampered.result_hash), hexed(renamed.result_hash)
+    execute = _executor(engine)
+    execute("UPDATE result_release SET kind = :k WHERE result_hash = :r",
+            k=int(ReleaseKind.IDENTIFIED_EXTRACT), r=result)  # fmt: skip
+    execute("UPDATE result_release SET result_hash = :x WHERE result_hash = :r", x="0x" + "ee" * 32,
+            r=other)  # fmt: skip
+    try:
+        report = run_verify(engine, chain, world)
+        report_b = agreement_report(engine, hexed(tampered.agreement_id))
+    finally:
+        execute("UPDATE result_release SET kind = :k WHERE result_hash = :r",
+                k=int(ReleaseKind.MODEL_UPDATE), r=result)  # fmt: skip
+        execute("UPDATE result_release SET result_hash = :r WHERE result_hash = :x",
+                x="0x" + "ee" * 32, r=other)  # fmt: skip
+    releases = {f.key for f in report.findings if f.check == "release_not_allowed"}
+    assert releases == {hexed(tampered.access_id)}
+    assert flagged(report, "artifact_release_unknown") == {other}
+    assert flagged(report, "artifact_from_disallowed_release") == {
+        result, *(hexed(m) for m in federated.models), hexed(federated.clean_model)
+    }  # fmt: skip
+    assert report.findings_by_check["row_differs"] == 2
+    assert [(f.check, f.result_hash, f.kind) for f in report_b.releases_not_allowed] == [
+        ("release_not_allowed", result, "IDENTIFIED_EXTRACT")
+    ]
+    assert run_verify(engine, chain, world).findings_by_check == {
+        "artifact_from_revoked_agreement": 2
+    }
+
+
+def _executor(engine: sa.Engine) -> Any:
+    def execute(sql: str, **params: object) -> None:
+        with engine.begin() as conn:
+            conn.execute(sa.text(sql), params)
+
+    return execute
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_verify_reads_one_snapshot_while_the_indexer_writes(
+    backend: str, world: World, chain: ChainHandle, federated: Federated, tmp_path: Path
+) -> None:
+    """The checkpoint and the rows verify checks come from one state of the store: the indexer
+    writing the last registration after verify read the checkpoint changes nothing."""
+    last = federated.last_block
+    cleanup: list[tuple[str, str]] = []
+    url = make_store_url(backend, tmp_path, cleanup)
+    engine = create_store_engine(url)
+    migrate(engine)
+    deployment = world.ledger.deployment
+    indexer = Indexer(
+        AuditStore(engine),
+        JsonRpc(chain.rpc_url),
+        chain_id=deployment.chain_id,
+        contracts=deployment.addresses,
+        start_block=int(deployment.raw["block"]),
+    )
+    try:
+        indexer.run(to_block=last - 1)
+        before = indexer.store.count("artifact")
+        rpc = JsonRpc(chain.rpc_url)
+        report = verify_store(
+            engine, rpc, start_block=int(deployment.raw["block"]), workers=1,
+            after_checkpoint=lambda: indexer.run(to_block=last),
+        )  # fmt: skip
+        rpc.close()
+        assert indexer.store.count("artifact") > before  # the indexer did write meanwhile
+        assert report.checkpoint_block == last - 1
+        assert set(report.findings_by_check) <= {"artifact_from_revoked_agreement"}, report.findings
+    finally:
+        indexer.close()
+        drop_stores(cleanup)
