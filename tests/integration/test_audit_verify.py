@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -75,7 +76,7 @@ def store(
     drop_stores(cleanup)
 
 
-def run_verify(engine: sa.Engine, node: ChainHandle, world: World, **options: bool) -> VerifyReport:
+def run_verify(engine: sa.Engine, node: ChainHandle, world: World, **options: Any) -> VerifyReport:
     rpc = JsonRpc(node.rpc_url)
     try:
         return verify_store(
