@@ -385,9 +385,10 @@ function renderDetails(nodeId) {
   const labels = new Map(current.graph.nodes.map((n) => [n.id, `${kindOf(n.type)[2]} ${n.label}`]));
   const edges = current.graph.edges.filter((e) => e.source === nodeId || e.target === nodeId);
   const [type, key] = [node.type, node.id.slice(node.id.indexOf(":") + 1)];
+  const searchKind = type === "model" ? "artifact" : type; // a model is an artifact of kind MODEL
   const actions = [];
-  if (SEARCH_KINDS.includes(type) && node.id !== current.graph.root) {
-    actions.push(h("a", { class: "button", href: `#/provenance/${type}/${idPath(key)}?direction=${current.direction}` }, "Explore from this node"));
+  if (SEARCH_KINDS.includes(searchKind) && node.id !== current.graph.root) {
+    actions.push(h("a", { class: "button", href: `#/provenance/${searchKind}/${idPath(key)}?direction=${current.direction}` }, "Explore from this node"));
   }
   if (type === "agreement") actions.push(h("a", { class: "button", href: `#/agreement/${idPath(key)}` }, "Agreement page"));
   box.replaceChildren(
