@@ -283,12 +283,28 @@ def _tokens(home: Home, status: StackStatus) -> tuple[dict[str, str], dict[str, 
     return stewards, services
 
 
+def told(home: Home) -> bool:
+    """Whether the story was told in this data directory (its facts are kept there)."""
+    return (home.root / "demo.json").exists()
+
+
 def tell(home: Home, say: Progress) -> dict[str, Any]:
-    """Bring the stack up with the sample data space and tell the story; return its facts."""
+    """Bring the stack up with the sample data space and tell the story; return its facts.
+
+    A data directory holds one telling (its patients consent once): told before, the stack is
+    brought up again and the regulator's view of the recorded story is read afresh."""
     started = time.monotonic()
     status = up(home, demo=True)
     assert status.chain.rpc_url is not None
     assert status.audit_url is not None
+    if told(home):
+        facts: dict[str, Any] = json.loads((home.root / "demo.json").read_text())
+        say(
+            "the story was told before in this data directory: the regulator's view of it "
+            "follows (`dul down && rm -r $DUL_HOME` to tell it anew)"
+        )
+        facts["regulator"] = regulator_view(status.audit_url, facts, say)
+        return facts
     ledger = Ledger(connect(status.chain.rpc_url), status.deployment)
     say(
         f"stack up: chain {status.chain.rpc_url}, gateways "
@@ -316,6 +332,8 @@ def tell(home: Home, say: Progress) -> dict[str, Any]:
     }
     story.facts["seconds"] = round(time.monotonic() - started, 1)
     (home.root / "demo.json").write_text(json.dumps(story.facts, indent=2) + "\n")
+    if status.access_token:  # shown once, never kept in the data directory
+        story.facts["access_token"] = status.access_token
     return story.facts
 
 

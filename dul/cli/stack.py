@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import threading
 from typing import Annotated
@@ -9,22 +10,35 @@ from typing import Annotated
 import typer
 
 from dul import stack
-from dul.cli.common import cli_errors, console, emit_json, home
+from dul.cli.common import cli_errors, console, emit_json, err_console, home
 
 
 @cli_errors
 def up(
     demo: Annotated[
-        bool, typer.Option(help="Seed the sample data space (organizations, members, datasets).")
+        bool,
+        typer.Option(help="The sample data space and the story of `dul demo` in it, once."),
     ] = False,
     detach: Annotated[
         bool, typer.Option(help="Return once everything is ready; stop with `dul down`.")
     ] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Start the embedded chain, deploy the contracts if needed, and print the URLs."""
+    """Start the embedded chain, deploy the contracts if needed, and print the URLs.
+
+    With `--demo`, the sample data space and, the first time, the story of `dul demo`, so the
+    same world is there to explore."""
     h = home()
+    token = None
+    if demo:
+        from dul import demo as story
+
+        if not story.told(h):
+            facts = story.tell(h, lambda line: err_console.print(f"▸ {line}", highlight=False))
+            token = facts.get("access_token")
     status = stack.up(h, demo=demo)
+    if token:
+        status = dataclasses.replace(status, access_token=token)
     if json_output:
         emit_json(status.to_json())
     else:

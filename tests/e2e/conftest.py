@@ -26,7 +26,9 @@ def screens() -> Screens:
     return Screens(ROOT / ARTIFACTS)
 
 
-@pytest.fixture(scope="session")
+# Per module, not per session: Playwright's sync API keeps an event loop running in the main
+# thread while it lives, and every later test that calls asyncio.run() would fail.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     chromium = find_chromium()
     if chromium is None:
