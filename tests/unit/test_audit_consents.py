@@ -33,6 +33,7 @@ from audit.exports import _authorization_resource, _consent_resource
 from audit.provenance import ChainRef, Node
 from audit.store import project
 from audit.testing import COHORT_LEAVES_DDL
+from dul import log as dul_log
 from dul.cohort import CohortTree, leaf_hash, verify_inclusion
 from dul.contracts.artifacts import load
 from dul.domain import AuthorizationStatus, ConsentStatus
@@ -284,6 +285,7 @@ def test_a_source_reads_leaves_one_or_many(tmp_path: Path) -> None:
 
 
 def test_the_source_never_writes_and_an_unreadable_one_holds_nothing(tmp_path: Path) -> None:
+    dul_log.configure("INFO")  # an in-process CLI test before this one may have left WARNING
     missing = tmp_path / "none" / "gateway.db"
     source = SqlCohortSource(f"sqlite:///{missing}")
     with structlog.testing.capture_logs() as logs:
