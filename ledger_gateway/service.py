@@ -68,7 +68,7 @@ from ledger_gateway.outbox import (
     OperationView,
     Outbox,
 )
-from ledger_gateway.policy import AgreementState, RequestFacts, decide, releasable
+from ledger_gateway.policy import AgreementState, PolicyDecision, RequestFacts, decide, releasable
 from ledger_gateway.tokens import Token, TokenRole
 
 log = structlog.get_logger(__name__)
@@ -387,25 +387,7 @@ class AccessService:
         leaves = None
         if outcome.granted and admitted:
             leaves = CohortLeaves(root, len(admitted), b"".join(admitted))
-        record = AccessRecord(
-            request=request,
-            requester=signer,
-            signature=signature,
-            decision=outcome.decision,
-            reason=outcome.reason,
-            cohort_root=ZERO32 if leaves is None else leaves.root,
-            cohort_size=0 if leaves is None else leaves.size,
-        )
-        access = NewAccess(
-            request_id=request_id,
-            body_hash=digest,
-            org=self.org,
-            agreement_id=request.agreement_id,
-            decision=outcome.decision,
-            reasons=outcome.reasons,
-            record=record.encode(),
-            cohort=leaves,
-        )
+        access = self._stored(request, signer, signature, outcome, leaves, digest)
         return _Decided(access, distinct)
 
     # --- authorization codes -----------------------------------------------------------------
@@ -523,6 +505,21 @@ class AccessService:
             decision=outcome.decision.name,
             fault=fault.name,
         )
+        access = self._stored(request, signer, signature, outcome, leaves, digest, fault)
+        return _Decided(access, None, code if outcome.granted else None)
+
+    def _stored(
+        self,
+        request: AccessRequest,
+        signer: ChecksumAddress,
+        signature: bytes,
+        outcome: PolicyDecision,
+        leaves: CohortLeaves | None,
+        digest: bytes,
+        fault: AuthorizationFault | None = None,
+    ) -> NewAccess:
+        """The decision as the outbox keeps it: the record for the chain (with the admitted
+        cohort's tree head) and, beside it, the cohort's leaves for the hospital's store."""
         record = AccessRecord(
             request=request,
             requester=signer,
@@ -530,10 +527,10 @@ class AccessService:
             decision=outcome.decision,
             reason=outcome.reason,
             cohort_root=ZERO32 if leaves is None else leaves.root,
-            cohort_size=0 if leaves is None else 1,
+            cohort_size=0 if leaves is None else leaves.size,
         )
-        access = NewAccess(
-            request_id=request_id,
+        return NewAccess(
+            request_id=request.request_id,
             body_hash=digest,
             org=self.org,
             agreement_id=request.agreement_id,
@@ -541,9 +538,8 @@ class AccessService:
             reasons=outcome.reasons,
             record=record.encode(),
             cohort=leaves,
-            authorization_fault=int(fault),
+            authorization_fault=None if fault is None else int(fault),
         )
-        return _Decided(access, None, code if outcome.granted else None)
 
     # --- result releases ---------------------------------------------------------------------
 

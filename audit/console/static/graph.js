@@ -107,7 +107,7 @@ const STYLE = [
       width: 138, height: 54, "border-width": 1.5, "border-color": "#3b4350",
       "font-family": "system-ui, sans-serif", "font-size": 11, color: "#111",
       "text-wrap": "wrap", "text-max-width": 126, "text-valign": "center", "text-halign": "center",
-      "min-zoomed-font-size": 6,
+      "min-zoomed-font-size": 4,
     },
   },
   { selector: "node[type = 'account'], node[type = 'authorization']", style: {
