@@ -393,7 +393,7 @@ def _research(story: Story) -> None:
     raw = sign_steward_call(story.ledger.w3, steward, registry, data)
     story.stewards["hospital-a"].record_consents(raw, wait=True)
     say(
-        f"consents: {len(CONSENTING)} of {len(PATIENTS)} patients consent to RESEARCH at hospital-a"
+        f"consents: {len(CONSENTING)} of {len(PATIENTS)} patients consent to research at hospital-a"
     )
 
     cohort = [refs[p] for p in PATIENTS]
@@ -505,7 +505,7 @@ def _insurance(story: Story) -> None:
         sign_steward_call(story.ledger.w3, steward, registry, data), wait=True
     )
     story.say(
-        f"authorization code issued for patient {CLAIMANT} to the insurer (only its hash on chain)"
+        f"one-time code issued for patient {CLAIMANT} to the insurer (only its hash on chain)"
     )
     redeemed = story.request(
         "insurer claim with the patient's code",

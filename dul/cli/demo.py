@@ -17,31 +17,38 @@ def provenance_tree(graph: dict[str, Any], max_depth: int = 10) -> Tree:
     children: dict[str, list[tuple[str, str]]] = {}
     for edge in graph["edges"]:
         children.setdefault(edge["source"], []).append((edge["relation"], edge["target"]))
+        if nodes.get(edge["source"], {}).get("type") == "signature" and edge["relation"] == "used":
+            # A signing is an activity that used the terms: show it under its agreement.
+            children.setdefault(edge["target"], []).append(("signed by", edge["source"]))
 
     def label(node_id: str, relation: str | None) -> str:
         node = nodes.get(node_id, {"type": "?", "label": node_id})
-        flags = ""
-        attributes = node.get("attributes", {})
-        if attributes.get("decision") == "DENIED":
-            flags = " [red]DENIED[/]"
+        text = str(node["label"])
+        if node["type"] == "account":
+            text = text[:10] + "…"
+        if node.get("attributes", {}).get("decision") == "DENIED":
+            text += " [red]DENIED[/]"
         prefix = f"[dim]{relation}[/] " if relation else ""
-        return f"{prefix}[bold]{node['type']}[/] {node['label']}{flags}"
+        return f"{prefix}[bold]{node['type']}[/] {text}"
 
     root = graph["root"]
     tree = Tree(label(root, None))
     shown = {root}
 
-    def grow(branch: Tree, node_id: str, depth: int) -> None:
+    def grow(branch: Tree, node_id: str, parent: str | None, depth: int) -> None:
         if depth >= max_depth:
             return
         for relation, target in sorted(children.get(node_id, [])):
             if target in shown:
-                branch.add(label(target, relation) + " [dim](above)[/]")
+                # Parties and accounts recur under every access: name them once.
+                kind = nodes.get(target, {}).get("type")
+                if target != parent and kind not in ("organization", "account"):
+                    branch.add(label(target, relation) + " [dim](above)[/]")
                 continue
             shown.add(target)
-            grow(branch.add(label(target, relation)), target, depth + 1)
+            grow(branch.add(label(target, relation)), target, node_id, depth + 1)
 
-    grow(tree, root, 0)
+    grow(tree, root, None, 0)
     return tree
 
 
@@ -74,12 +81,19 @@ def demo(
             console.print(f"  {key:<20} {report[key]}", highlight=False)
     verify = regulator["verify"]
     console.rule("regulator: verify")
-    verdict = "[green]clean[/]" if verify.get("ok") else "[red]FINDINGS[/]"
-    console.print(
-        f"  {verdict}: store matches the chain up to block {verify.get('checkpoint_block')}; "
-        f"checked {verify.get('checked')}",
-        highlight=False,
+    checked = verify.get("checked", {})
+    counts = ", ".join(
+        f"{checked[key]} {key.replace('_', ' ')}"
+        for key in ("accesses", "access_signatures", "agreement_signatures", "cohorts", "artifacts")
+        if key in checked
     )
+    if verify.get("ok"):
+        verdict = "[green]clean[/]: the store matches the chain up to block "
+        verdict += f"{verify.get('checkpoint_block')}; checked {counts}"
+    else:
+        verdict = f"[red]{verify.get('findings_total')} finding(s)[/]: "
+        verdict += ", ".join(f"{k} {v}" for k, v in verify.get("findings_by_check", {}).items())
+    console.print(f"  {verdict}", highlight=False)
     urls = facts["urls"]
     console.print(
         f"\ndone in {facts['seconds']} s. The stack keeps running: audit console at "
