@@ -8,8 +8,9 @@ for a missing consent or an invalid authorization code, codes redeemed. Counts a
 aggregates in the database (one grouped query per table), so a report over a million
 accesses reads no row into Python. Compute-to-data: the artifacts derived from the agreement's
 releases (directly or through parent artifacts), those registered after its revocation
-(flagged), and any release no granted access allowed (`audit.verify_artifacts`). As JSON
-(`AgreementReport`) and as a rich table.
+(flagged), any release no granted access allowed, and artifacts another organization
+registered under the result hash of one of its releases (flagged: `audit.verify_artifacts`). As
+JSON (`AgreementReport`) and as a rich table.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from audit.provenance import (
 )
 from audit.verify_artifacts import (
     DERIVED_FROM_AGREEMENT_SQL,
+    FOREIGN_CLAIMS_SQL,
     RELEASES_WITH_ACCESS_SQL,
     release_row_fault,
     revocations_of,
@@ -83,6 +85,19 @@ class ArtifactLine(BaseModel):
         "artifact_from_revoked_agreement)"
     )
     chain: ChainRef
+
+
+class ForeignClaimLine(BaseModel):
+    """An artifact of another organization registered under the result hash of one of the
+    agreement's releases, without deriving from it (a verify finding:
+    artifact_claims_foreign_result)."""
+
+    artifact_id: str = Field(description="= the result hash of the release")
+    kind: str
+    owner: str = Field(description="the organization that registered it")
+    access_id: str = Field(description="the access the result was released from")
+    recipient: str = Field(description="the organization the result was released to")
+    chain: ChainRef = Field(description="the artifact's registration")
 
 
 class ReleaseFaultLine(BaseModel):
@@ -149,6 +164,11 @@ class AgreementReport(BaseModel):
     artifacts_after_revocation: list[str] = Field(
         default_factory=list,
         description="ids of those registered after the agreement was revoked (flagged)",
+    )
+    results_claimed_by_others: list[ForeignClaimLine] = Field(
+        default_factory=list,
+        description="artifacts another organization registered under the result hash of one of "
+        "its releases, without deriving from that release (flagged), in chain order",
     )
 
 
@@ -221,6 +241,15 @@ def agreement_report(engine: Engine, raw_id: str) -> AgreementReport:
                     check=fault[0], access_id=r["access_id"], result_hash=r["result_hash"],
                     kind=_name(ReleaseKind, r["kind"]), why=fault[1], chain=_chain(r),
                 ))  # fmt: skip
+        claimed = [
+            ForeignClaimLine(
+                artifact_id=c["artifact_id"], kind=_name(ArtifactKind, c["kind"]),
+                owner=readable(str(c["owner_org"])), access_id=c["claimed_access"],
+                recipient=readable(str(c["recipient_org"])), chain=_chain(c),
+            )
+            for c in rows(FOREIGN_CLAIMS_SQL + " AND r.agreement_id = :k "
+                          "ORDER BY a.block_number, a.tx_index, a.log_index, r.access_id")
+        ]  # fmt: skip
         revoked_at = revocations_of(conn, key)
         derived: list[ArtifactLine] = []
         flagged: list[str] = []
@@ -305,6 +334,7 @@ def agreement_report(engine: Engine, raw_id: str) -> AgreementReport:
         derived_artifacts=count,
         artifacts=derived,
         artifacts_after_revocation=flagged,
+        results_claimed_by_others=claimed,
     )
 
 
@@ -361,6 +391,12 @@ def render_report(report: AgreementReport) -> RenderableType:
         + (f" (⚑ {len(report.artifacts_after_revocation)} registered after the revocation)"
            if report.artifacts_after_revocation else ""),
     )  # fmt: skip
+    if report.results_claimed_by_others:
+        summary.add_row(
+            "⚑ results claimed by others",
+            ", ".join(f"{c.artifact_id[:10]}… by {c.owner}"
+                      for c in report.results_claimed_by_others),
+        )  # fmt: skip
     summary.add_row("proposed at", _at(report.proposed))
     parts: list[RenderableType] = [summary]
     if report.artifacts:

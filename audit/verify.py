@@ -37,7 +37,10 @@ runs three independent checks and names every discrepancy (check code, table, po
    (`artifact_parent_unknown`); an artifact derived, directly or through parent artifacts, from
    a release no granted access allowed (`artifact_from_disallowed_release`) or from the results
    of an agreement revoked before the artifact was registered (`artifact_from_revoked_agreement`,
-   which the chain allows: the results had left before the revocation).
+   which the chain allows: the results had left before the revocation); an artifact registered
+   under the result hash of a release that went to another organization, without naming that
+   release (`artifact_claims_foreign_result`, which the chain allows too: the first
+   registration of an id wins).
 
 One consistent read: the checkpoint and every row checked come from one snapshot of the store
 (a read transaction on SQLite, an exported REPEATABLE READ snapshot shared by both passes on

@@ -17,6 +17,16 @@ store, in chain order:
   artifacts, from the results of an agreement whose revocation lies before the artifact's
   registration in chain order. Artifacts registered before the revocation are not flagged; what
   is derived from them afterwards is.
+- `artifact_claims_foreign_result` — an artifact whose id is the result hash of a release whose
+  recipient (the agreement's requester organization) is not the artifact's owner, and which does
+  not name that release itself. Result hashes are public (ResultReleased) and the first
+  registration of an id wins, so another organization's requester can take the id of a result
+  it never received (naming some registered parent instead) and keep its recipient from ever
+  registering it; the registry allows it. An artifact that names the release is its recipient's
+  (the registry checked that at registration) and is not flagged. A release whose agreement the
+  store lacks has no known recipient and is left out (the chain comparison names the missing
+  row). A result hash released to several organizations is flagged once per release that went
+  to another organization than the owner.
 
 A release is allowed when its access is a GRANTED access of the same agreement whose tier and
 operation may release that kind (`AccessRules.releasable` of the contracts, `RELEASABLE`).
@@ -141,6 +151,32 @@ class _Lineage:
     """A release no granted access allowed, found in its derivation (key text)."""
 
 
+FOREIGN_CLAIMS_SQL = (
+    "SELECT a.artifact_id, a.owner_org, a.kind, a.block_number, a.tx_index, a.log_index, "
+    "a.tx_hash, r.access_id AS claimed_access, r.agreement_id AS claimed_agreement, "
+    "g.requester_org AS recipient_org, r.block_number AS released_block, "
+    "r.tx_index AS released_tx, r.log_index AS released_log "
+    "FROM artifact a JOIN result_release r ON r.result_hash = a.artifact_id "
+    "JOIN agreement g ON g.agreement_id = r.agreement_id "
+    "WHERE g.requester_org <> a.owner_org AND NOT EXISTS (SELECT 1 FROM artifact_release_parent p "
+    "WHERE p.artifact_id = a.artifact_id AND p.access_id = r.access_id "
+    "AND p.agreement_id = r.agreement_id AND p.result_hash = r.result_hash)"
+)
+"""Every (artifact, release) where the artifact's id is the release's result hash, the release
+went to another organization than the artifact's owner, and the artifact does not name it
+(`artifact_claims_foreign_result`). Ends in its WHERE clause: a caller may add `AND ...`."""
+
+
+def _foreign_claims(conn: Connection) -> dict[str, list[Any]]:
+    """Artifact -> its rows of `FOREIGN_CLAIMS_SQL`, in release chain order."""
+    claims: dict[str, list[Any]] = {}
+    for row in conn.execute(
+        text(FOREIGN_CLAIMS_SQL + " ORDER BY r.block_number, r.tx_index, r.log_index")
+    ).mappings():
+        claims.setdefault(str(row["artifact_id"]), []).append(row)
+    return claims
+
+
 def check_artifacts(conn: Connection, out: Findings) -> None:
     """The checks of the module docstring, over every artifact in chain order."""
     releases: dict[tuple[str, str, str], tuple[str, str] | None] = {}
@@ -160,6 +196,7 @@ def check_artifacts(conn: Connection, out: Findings) -> None:
     ):
         parents.setdefault(str(artifact), []).append(str(parent))
     revoked = revocations(conn)
+    claims = _foreign_claims(conn)
     lineages: dict[str, _Lineage] = {}
     for artifact_id, kind, b, t, i in conn.execute(
         text(
@@ -206,6 +243,18 @@ def check_artifacts(conn: Connection, out: Findings) -> None:
                         + ("" if direct else " through earlier artifacts"),
                         details={"agreement_id": agreement, "revoked_at": _pos(at),
                                  "direct": direct}, **where)  # fmt: skip
+        for claim in claims.get(artifact, ()):
+            owner, recipient = str(claim["owner_org"]), str(claim["recipient_org"])
+            access, agreement = str(claim["claimed_access"]), str(claim["claimed_agreement"])
+            released = (
+                int(claim["released_block"]), int(claim["released_tx"]), int(claim["released_log"])
+            )  # fmt: skip
+            out.add("artifact_claims_foreign_result", f"{_kind(kind)} {artifact} of organization "
+                    f"{owner} is registered under the result hash released from access {access} "
+                    f"under agreement {agreement} to organization {recipient}, and does not "
+                    "derive from that release", details={"owner": owner, "access_id": access,
+                    "agreement_id": agreement, "result_hash": artifact, "recipient": recipient,
+                    "released_at": _pos(released)}, **where)  # fmt: skip
 
 
 def _kind(kind: Any) -> str:

@@ -3,10 +3,11 @@ hospitals in two rounds (each round's model updates released by the hospitals' g
 registered by the AI lab with `dul.artifacts`) is indexed from ArtifactRegistry's events; the
 model's provenance reaches every hospital, dataset, training agreement and signature, and the
 previous model; the exports parse back; verify is clean on a faithful store and flags a release
-no granted access allowed (after tampering) and artifacts derived from the results of an
-agreement revoked before they were registered (which the chain allows); the compliance report
-lists them. A store indexed before the registry was audited catches up with it in place. On
-SQLite and on PostgreSQL (DUL_TEST_DATABASE_URL)."""
+no granted access allowed (after tampering), artifacts derived from the results of an
+agreement revoked before they were registered, and an artifact another organization registered
+under the hash of a result released to the AI lab (both of which the chain allows); the
+compliance report lists them. A store indexed before the registry was audited catches up with
+it in place. On SQLite and on PostgreSQL (DUL_TEST_DATABASE_URL)."""
 
 from __future__ import annotations
 
@@ -40,11 +41,14 @@ from dul.artifacts import ReleaseRef, content_id, register_artifact
 from dul.chain.testing import ChainHandle
 from dul.contracts.world import OMOP_FIELDS, World, derived_signer
 from dul.domain import ArtifactKind, Operation, OrgKind, ReleaseKind, Role, Tier, slug_id
+from dul.errors import TransactionError
 
 pytestmark = pytest.mark.integration
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 EXTRA_HOSPITALS = ("hospital-b", "hospital-c")
+SQUATTER_ORG = slug_id("artifact-audit-ai-co")
+SQUATTER = derived_signer("artifact-audit.ai-co.requester")
 
 
 def hexed(value: bytes) -> str:
@@ -87,6 +91,9 @@ def world(world: World, chain: ChainHandle, tmp_path_factory: pytest.TempPathFac
                 gateway.address,
                 Role.GATEWAY,
             )
+    if not session.ledger.call("Membership", "isAuthorizedSender", SQUATTER.address):
+        # any role admits a sender; its requester role is in the module's own deployment
+        tx(session.operator, "Membership", "grantMemberRole", org, SQUATTER.address, Role.STEWARD)
     return private_world(chain.rpc_url, tmp_path_factory.mktemp("artifacts") / "deployment.json")
 
 
@@ -145,6 +152,9 @@ class Federated:
     clean_model: bytes
     """A MODEL fine-tuned from model v2 after the revocation: nothing of the revoked agreement
     is in it (never flagged)."""
+    claimed: ReleaseRef
+    """A model update released to the AI lab whose hash another organization's requester
+    registered first (naming the lab's round 1 update as its parent): the chain allows it."""
     last_block: int
     """The block of the last registration (`clean_model`)."""
 
@@ -171,6 +181,19 @@ def federated(world: World) -> Federated:
                           metadata_hash=content_id(f"model card v{round_}".encode()))  # fmt: skip
         models.append(model)
 
+    tx = world.ledger.transact
+    tx(world.operator, "Membership", "registerOrganization", SQUATTER_ORG, OrgKind.AI_COMPANY,
+       "AI Co")  # fmt: skip
+    tx(world.operator, "Membership", "grantMemberRole", SQUATTER_ORG, SQUATTER.address,
+       Role.REQUESTER)  # fmt: skip
+    claimed = train(world, agreements[0], content_id(b"round 3 update " + os.urandom(4)))
+    register_artifact(world.ledger, SQUATTER, claimed.result_hash, ArtifactKind.RESULT, [],
+                      [releases[0][0].result_hash])  # fmt: skip
+    with pytest.raises(TransactionError) as taken:  # first registration wins
+        register_artifact(world.ledger, lab, claimed.result_hash, ArtifactKind.MODEL_UPDATE,
+                          [claimed])  # fmt: skip
+    assert taken.value.code == "ArtifactRegistryInvalidArtifact"
+
     revoked = world.activate(world.training_terms(quota=5))
     ref = train(world, revoked, content_id(b"update before revocation " + os.urandom(4)))
     early = ref.result_hash
@@ -185,7 +208,7 @@ def federated(world: World) -> Federated:
     last = register_artifact(world.ledger, lab, clean_model, ArtifactKind.MODEL, [], [models[-1]])
     return Federated(
         hospitals, agreements, releases, models, revoked, early, late_result, late_model,
-        clean_model, last.block_number,
+        clean_model, claimed, last.block_number,
     )  # fmt: skip
 
 
@@ -409,6 +432,10 @@ def test_the_rest_api_answers_the_artifact_provenance(
 # --- verify and the compliance report ---------------------------------------------------------
 
 
+EXPECTED = {"artifact_from_revoked_agreement": 2, "artifact_claims_foreign_result": 1}
+"""What verify finds on a faithful store of the module's story."""
+
+
 def flagged(report: VerifyReport, check: str) -> set[str]:
     return {str(f.key) for f in report.findings if f.check == check}
 
@@ -418,7 +445,7 @@ def test_verify_names_only_the_artifacts_made_from_a_revoked_agreements_results(
 ) -> None:
     _, engine = store
     report = run_verify(engine, chain, world)
-    assert report.findings_by_check == {"artifact_from_revoked_agreement": 2}, report.findings
+    assert report.findings_by_check == EXPECTED, report.findings
     assert flagged(report, "artifact_from_revoked_agreement") == {
         hexed(federated.late_result),
         hexed(federated.late_model),
@@ -429,6 +456,46 @@ def test_verify_names_only_the_artifacts_made_from_a_revoked_agreements_results(
     assert details[hexed(federated.late_model)]["agreement_id"] == hexed(federated.revoked)
     assert report.checked["rows.artifact"] >= 12
     assert report.checked["artifacts"] >= 12
+
+
+def test_verify_and_the_report_name_an_artifact_registered_under_another_organizations_result(
+    store: tuple[str, sa.Engine], federated: Federated, world: World, chain: ChainHandle
+) -> None:
+    _, engine = store
+    claimed = federated.claimed
+    report = run_verify(engine, chain, world)
+    [finding] = [f for f in report.findings if f.check == "artifact_claims_foreign_result"]
+    assert (finding.table, finding.key) == ("artifact", hexed(claimed.result_hash))
+    with engine.connect() as conn:
+
+        def position(table: str, column: str) -> Any:
+            sql = f"SELECT block_number, tx_index, log_index FROM {table} WHERE {column} = :k"  # noqa: S608 - test literals
+            return conn.execute(sa.text(sql), {"k": hexed(claimed.result_hash)}).one()
+
+        registered, released = (
+            position("artifact", "artifact_id"),
+            position("result_release", "result_hash"),
+        )
+    assert finding.position == "/".join(str(v) for v in registered)
+    assert finding.details == {
+        "owner": hexed(SQUATTER_ORG),
+        "access_id": hexed(claimed.access_id),
+        "agreement_id": hexed(claimed.agreement_id),
+        "result_hash": hexed(claimed.result_hash),
+        "recipient": hexed(world.institute),
+        "released_at": "/".join(str(v) for v in released),
+    }
+    training = agreement_report(engine, hexed(claimed.agreement_id))
+    assert [
+        (c.artifact_id, c.kind, c.owner, c.access_id, c.recipient)
+        for c in training.results_claimed_by_others
+    ] == [
+        (hexed(claimed.result_hash), "RESULT", "artifact-audit-ai-co", hexed(claimed.access_id),
+         "institute")
+    ]  # fmt: skip
+    assert training.results_claimed_by_others[0].chain.block == registered[0]
+    other = agreement_report(engine, hexed(federated.agreements[1]))
+    assert other.results_claimed_by_others == []
 
 
 def test_the_report_lists_the_artifacts_made_from_an_agreements_results(
@@ -487,9 +554,7 @@ def test_verify_and_the_report_flag_a_release_no_granted_access_allowed(
     assert [(f.check, f.result_hash, f.kind) for f in report_b.releases_not_allowed] == [
         ("release_not_allowed", result, "IDENTIFIED_EXTRACT")
     ]
-    assert run_verify(engine, chain, world).findings_by_check == {
-        "artifact_from_revoked_agreement": 2
-    }
+    assert run_verify(engine, chain, world).findings_by_check == EXPECTED
 
 
 def _executor(engine: sa.Engine) -> Any:
@@ -530,7 +595,7 @@ def test_verify_reads_one_snapshot_while_the_indexer_writes(
         rpc.close()
         assert indexer.store.count("artifact") > before  # the indexer did write meanwhile
         assert report.checkpoint_block == last - 1
-        assert set(report.findings_by_check) <= {"artifact_from_revoked_agreement"}, report.findings
+        assert set(report.findings_by_check) <= set(EXPECTED), report.findings
     finally:
         indexer.close()
         drop_stores(cleanup)

@@ -198,3 +198,77 @@ def test_check_artifacts_flags_what_came_after_a_revocation(tmp_path: Path) -> N
               if check == "artifact_from_revoked_agreement"}  # fmt: skip
     assert direct == {"late": True, "grandchild": False}
     assert out.checked["artifacts"] == 6
+
+
+def test_check_artifacts_flags_an_id_taken_from_another_organizations_result(
+    tmp_path: Path,
+) -> None:
+    """Result hashes are public: an artifact registered under one released to another
+    organization, without deriving from that release, is flagged; an artifact of the recipient,
+    or one naming the release, is not."""
+    engine = create_store_engine(f"sqlite:///{tmp_path / 'audit.db'}")
+    migrate(engine)
+    lab, squatter = "0x" + "1a" * 32, "0x" + "5e" * 32
+    to_lab, to_squatter = "0x" + "a1" * 32, "0x" + "a2" * 32
+
+    def at(block: int) -> dict[str, int]:
+        return {"block_number": block, "tx_index": 0, "log_index": 0}
+
+    def result(n: int) -> str:
+        return f"0x{n + 101:064x}"
+
+    with engine.begin() as conn:
+
+        def insert(table: str, **values: Any) -> None:
+            columns = [c for c in COLUMNS[table] if c not in values]
+            row = {**dict.fromkeys(columns, "0x"), **values}
+            names = ", ".join(row)
+            marks = ", ".join(f":{c}" for c in row)
+            conn.execute(sa.text(f"INSERT INTO {table} ({names}) VALUES ({marks})"), row)  # noqa: S608 - test literals
+
+        for agreement, requester in ((to_lab, lab), (to_squatter, squatter)):
+            insert("agreement", **at(1), agreement_id=agreement, requester_org=requester,
+                   version=1, scenario=0, duo_codes="[]", max_tier=0, operations=0,
+                   valid_from=0, valid_until=0, quota=1, consent_policy=0, deadline=0,
+                   status=1)  # fmt: skip
+        # releases 0..3 to the lab, 4 to the squatter's organization
+        for n, agreement in enumerate([to_lab] * 4 + [to_squatter]):
+            access = f"0x{n + 1:064x}"
+            insert("access_event", **at(10 + n), access_id=access, agreement_id=agreement,
+                   decision=int(Decision.GRANTED), reason=0, tier=int(Tier.MODEL_PARAMETERS),
+                   operation=int(Operation.TRAIN), cohort_size=0, deadline=0, sig_v=27)  # fmt: skip
+            insert("result_release", **at(20 + n), access_id=access, agreement_id=agreement,
+                   result_hash=result(n), kind=int(ReleaseKind.MODEL_UPDATE), size=1)  # fmt: skip
+
+        def artifact(name: str, owner: str, block: int, releases: list[int],
+                     parents: list[str]) -> None:  # fmt: skip
+            insert("artifact", artifact_id=name, owner_org=owner, kind=1, **at(block))
+            for n in releases:
+                insert("artifact_release_parent", artifact_id=name, access_id=f"0x{n + 1:064x}",
+                       result_hash=result(n), agreement_id=to_squatter if n == 4 else to_lab,
+                       block_number=block)  # fmt: skip
+            for parent in parents:
+                insert("artifact_parent", artifact_id=name, parent_id=parent, block_number=block)
+
+        artifact(result(0), lab, 30, [0], [])  # the lab's own update, naming its release
+        artifact(result(1), squatter, 31, [], [result(0)])  # the lab's result, taken
+        artifact(result(2), lab, 32, [], [result(0)])  # the lab's result, registered by the lab
+        artifact(result(3), squatter, 33, [3], [])  # names the release: the chain checked it
+        artifact(result(4), squatter, 34, [4], [])  # its own organization's release
+        artifact("0x" + "77" * 32, squatter, 35, [], [result(1)])  # not a released hash
+    out = Out()
+    with engine.connect() as conn:
+        check_artifacts(conn, out)
+    engine.dispose()
+    assert [(check, key) for check, key, _ in out.found] == [
+        ("artifact_claims_foreign_result", result(1))
+    ]
+    assert out.found[0][2] == {
+        "owner": squatter,
+        "access_id": f"0x{2:064x}",
+        "agreement_id": to_lab,
+        "result_hash": result(1),
+        "recipient": lab,
+        "released_at": "21/0/0",
+    }
+    assert out.checked["artifacts"] == 6
