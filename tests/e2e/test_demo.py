@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, expect
+from playwright.sync_api import Browser, Route, expect
 
 from audit.console.testing import Screens
 from dul.chain.testing import free_port
@@ -230,3 +231,51 @@ def test_console_search_of_the_model_reaches_the_datasets(
         page.screenshot(path=screens.path("provenance-model-v2-1280x800"))
     finally:
         context.close()
+
+
+def test_console_transparency_report_of_the_withdrawn_patient(
+    demo: Demo, browser: Browser, screens: Screens
+) -> None:
+    """The patient's page, reached by searching the subject reference: the one access that
+    included them, the consent they withdrew, and the inclusion proof checked by the browser
+    itself (crypto.subtle) — a tampered proof from the service shows as invalid."""
+    subject = demo.facts["withdrawal"]["subject"]
+    first = demo.access("research query 1")["access_id"]
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    try:
+        page.goto(demo.audit)
+        page.select_option("#search-kind", "subject")
+        page.fill("#search-id", subject)
+        page.press("#search-id", "Enter")
+        page.click("#open-subject")
+        expect(page).to_have_url(re.compile(rf"#/subject/{subject}$"))
+        accesses = page.locator("#subject-accesses tbody tr")
+        expect(accesses).to_have_count(1)
+        expect(accesses.first.locator(f'a[title="{first}"]')).to_be_visible()
+        expect(page.locator("#subject-consents")).to_contain_text("WITHDRAWN")
+        accesses.first.get_by_role("button", name="Check proof").press("Enter")
+        result = accesses.first.locator(".proof-result")
+        expect(result).to_have_text(re.compile(r"^✓ verified: leaf \d+ of \d+"))
+        page.screenshot(path=screens.path("transparency-report-1280x800"))
+
+        page.set_viewport_size({"width": 400, "height": 800})
+        expect(accesses).to_have_count(1)
+        assert page.evaluate("document.documentElement.scrollWidth") <= 400
+        page.screenshot(path=screens.path("transparency-report-400-full"), full_page=True)
+
+        def tampered(route: Route) -> None:
+            report = route.fetch().json()
+            inclusion = report["accesses"][0]["inclusion"]
+            inclusion["root"] = "0x" + "00" * 32
+            route.fulfill(json=report)
+
+        page.route("**/v1/subjects/**", tampered)
+        page.reload()
+        accesses.first.get_by_role("button", name="Check proof").click()
+        expect(result).to_have_text(re.compile(r"^✕ invalid"))
+    finally:
+        context.close()
+    assert not errors, f"the console threw: {errors}"

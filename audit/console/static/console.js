@@ -1,9 +1,11 @@
 // The regulator console: hash routes over the audit REST API, nothing else.
 //   #/provenance/{kind}/{id}?direction=up|down|both   GET /v1/provenance/{kind}/{id}
 //   #/agreement/{id}                                   GET /v1/reports/agreements/{id}
+//   #/subject/{ref}                                    GET /v1/subjects/{ref}/accesses
 // and GET /v1/verify, polled, for the status in the header.
 
 import { drawGraph, kindOf } from "./graph.js";
+import { canVerify, ProofError, verifyInclusion } from "./proof.js";
 
 const SEARCH_KINDS = ["agreement", "dataset", "access", "artifact", "organization", "subject"];
 const GUESS_HEX = ["agreement", "access", "artifact", "dataset", "organization", "subject"];
@@ -232,6 +234,9 @@ async function showProvenance(kind, id, direction) {
   prefetched.delete(path);
   show("provenance");
   $("provenance-title").textContent = `Provenance of ${kind} ${id}`;
+  const subjectLink = $("open-subject");
+  subjectLink.hidden = kind !== "subject";
+  if (kind === "subject") subjectLink.href = `#/subject/${idPath(id)}`;
   $("graph-summary").textContent = "Loading…";
   if (!graph) {
     try {
@@ -391,6 +396,7 @@ function renderDetails(nodeId) {
     actions.push(h("a", { class: "button", href: `#/provenance/${searchKind}/${idPath(key)}?direction=${current.direction}` }, "Explore from this node"));
   }
   if (type === "agreement") actions.push(h("a", { class: "button", href: `#/agreement/${idPath(key)}` }, "Agreement page"));
+  if (type === "subject") actions.push(h("a", { class: "button", href: `#/subject/${idPath(key)}` }, "Transparency report"));
   box.replaceChildren(
     h("h3", { id: "details-title" }, `${kindOf(type)[2]}: ${node.label}`),
     h("p", { class: "states" },
@@ -510,12 +516,168 @@ function renderAgreement() {
   );
 }
 
+// --- subject transparency view --------------------------------------------------------------
+
+function shortHex(hex) {
+  return typeof hex === "string" && /^0x[0-9a-fA-F]{20,}$/.test(hex) ? `${hex.slice(0, 10)}…${hex.slice(-4)}` : String(hex ?? "");
+}
+
+/** A long id shortened for a table cell; the whole id stays in its title (and in Report JSON). */
+function shortId(hex, href) {
+  const text = shortHex(hex);
+  return href ? h("a", { href, title: hex, class: "id" }, text) : h("code", { class: "id", title: hex }, text);
+}
+
+function shortChain(chain) {
+  if (!chain) return h("span", { class: "muted" }, "not on chain");
+  return h("span", { class: "chainref" }, `block ${chain.block} · log ${chain.log_index} · tx `, shortId(chain.tx_hash));
+}
+
+function moment(seconds) {
+  return Number(seconds) > 2 ** 40 ? "no end" : when(seconds);
+}
+
+/** A table whose cells carry their column's name (shown beside each value when narrow). */
+function dataTable(id, caption, head, rows, empty) {
+  if (!rows.length) return h("p", { id, class: "muted" }, `${caption}: ${empty}`);
+  return h("table", { id, class: "stack" },
+    h("caption", {}, caption),
+    h("thead", {}, h("tr", {}, head.map((c) => h("th", { scope: "col" }, c)))),
+    h("tbody", {}, rows.map((r) => h("tr", {}, r.map((c, i) => h("td", { "data-label": head[i] }, h("div", {}, c)))))));
+}
+
+/** A status; a withdrawn, revoked or expired one as a flagged badge (a dashed border too). */
+function statusOf(status) {
+  return flaggedStatus(status) ? badge(`⚑ ${status}`, "flagged") : h("span", { class: "status", "data-status": status }, status || "—");
+}
+
+async function showSubject(ref) {
+  const mine = routeSeq;
+  show("subject");
+  $("subject-title").textContent = `Transparency report of subject ${ref}`;
+  $("subject-graph").href = `#/provenance/subject/${idPath(ref)}?direction=both`;
+  $("subject-report-json").href = `/v1/subjects/${encodeURIComponent(ref)}/accesses`;
+  const body = $("subject-body");
+  body.replaceChildren(h("p", { class: "hint" }, "Loading…"));
+  let report;
+  try {
+    report = await api(`/v1/subjects/${encodeURIComponent(ref)}/accesses`);
+  } catch (error) {
+    if (mine !== routeSeq) return;
+    body.replaceChildren();
+    say(`${error.message} [${error.code}]`);
+    return;
+  }
+  if (mine !== routeSeq) return;
+  renderSubject(ref, report);
+}
+
+async function checkProof(ref, access, result) {
+  const { root, size, index, proof } = access.inclusion;
+  result.dataset.state = "checking";
+  result.textContent = "Checking…";
+  if (!canVerify()) {
+    result.dataset.state = "unavailable";
+    result.textContent = "Cannot check here: the browser hashes only on https or localhost pages.";
+    return;
+  }
+  try {
+    const ok = await verifyInclusion(root, size, index, ref, proof);
+    result.dataset.state = ok ? "ok" : "bad";
+    result.textContent = ok
+      ? `✓ verified: leaf ${index} of ${size} hashes up to root ${shortHex(root)}`
+      : `✕ invalid: the proof does not lead from this subject to root ${shortHex(root)}`;
+  } catch (error) {
+    result.dataset.state = "bad";
+    result.textContent = error instanceof ProofError ? `✕ invalid: ${error.message}` : `✕ could not check: ${error.message}`;
+  }
+}
+
+function renderSubject(ref, report) {
+  // The proof is checked against the reference in the address, the patient's own, not the
+  // report's echo of it.
+  const subject = ref.toLowerCase();
+  const accessRows = report.accesses.map((a) => {
+    const result = h("span", { class: "proof-result", role: "status", "aria-live": "polite" });
+    const button = h("button", {
+      type: "button", class: "small check-proof",
+      "aria-label": `Check proof of access ${a.access_id}`,
+      onclick: () => checkProof(subject, a, result),
+    }, "Check proof");
+    return [
+      a.time ? `${a.time.slice(0, 16).replace("T", " ")} UTC` : h("span", { class: "muted" }, "—"),
+      [a.requester_org_name || shortHex(a.requester_org) || "?", h("br"), h("span", { class: "muted" }, "account "), shortId(a.requester)],
+      shortId(a.agreement_id, `#/agreement/${a.agreement_id}`),
+      h("a", { href: `#/provenance/dataset/${idPath(a.dataset)}?direction=both` }, a.dataset),
+      a.scenario || "—",
+      a.tier || "—",
+      a.operation || "—",
+      [a.decision === "DENIED" ? badge("✕ DENIED", "denied") : h("span", { class: "status", "data-status": a.decision }, a.decision || "—"),
+        a.reason && a.reason !== "NONE" ? [" ", code(a.reason)] : null,
+        h("br"), h("span", { class: "muted" }, a.admitted_by === "authorization" ? "via the patient's code" : "in the cohort")],
+      [shortId(a.access_id, `#/provenance/access/${a.access_id}?direction=up`), h("br"), shortChain(a.chain)],
+      [h("span", { class: "muted" }, `leaf ${a.inclusion.index} of ${a.inclusion.size}, root `), shortId(a.inclusion.root),
+        h("br"), button, " ", result],
+    ];
+  });
+  const consentRows = report.consents.map((c) => [
+    shortId(c.consent_id, `#/provenance/consent/${c.consent_id}?direction=both`),
+    shortId(c.holder_org, `#/provenance/organization/${c.holder_org}?direction=both`),
+    c.scenarios.length ? c.scenarios.join(", ") : h("span", { class: "muted" }, "none"),
+    c.duo_codes.length ? c.duo_codes.join(" ") : h("span", { class: "muted" }, "none"),
+    `${moment(c.valid_from)} → ${moment(c.valid_until)}`,
+    statusOf(c.status),
+    h("ol", { class: "history" }, c.history.map((e) => h("li", { "data-event": e.event },
+      h("strong", {}, e.event), " by ", e.by_subject ? "the patient" : shortId(e.by),
+      e.time ? ` at ${e.time.slice(0, 16).replace("T", " ")} UTC` : "", h("br"), shortChain(e.chain)))),
+  ]);
+  const codeRows = report.authorizations.map((c) => [
+    shortId(c.code_hash),
+    c.grantee_name || shortId(c.grantee_org),
+    [h("a", { href: `#/provenance/dataset/${c.dataset_id}?direction=both`, title: c.dataset_id }, shortHex(c.dataset_id)),
+      ` ${c.scenario || "?"} up to ${c.tier || "?"}`],
+    moment(c.expires_at),
+    statusOf(c.status),
+    [c.issued_time ? `${c.issued_time.slice(0, 16).replace("T", " ")} UTC` : "", h("br"), shortChain(c.issued)],
+    c.redeemed_by_access
+      ? ["by access ", shortId(c.redeemed_by_access, `#/provenance/access/${c.redeemed_by_access}?direction=up`), h("br"), shortChain(c.redeemed)]
+      : c.revoked ? ["revoked", h("br"), shortChain(c.revoked)] : h("span", { class: "muted" }, "not redeemed"),
+  ]);
+  $("subject-body").replaceChildren(
+    h("section", { class: "card", "aria-labelledby": "subject-summary-title" },
+      h("h3", { id: "subject-summary-title" }, "Summary"),
+      definitions([
+        ["subject reference", code(report.subject)],
+        ["indexed to block", String(report.checkpoint_block ?? "–")],
+        ["uses of the data", `${report.accesses.length} access(es)${report.truncated ? ", more not shown" : ""}`],
+        ["consents", String(report.consents.length)],
+        ["authorization codes", String(report.authorizations.length)],
+      ]),
+      h("p", { class: "hint" }, "“Check proof” recomputes the RFC 9162 inclusion proof in this browser, from this ",
+        "subject reference up to the cohort root that the access’s AccessRecorded event holds on chain ",
+        "(at the chain reference shown), so the result does not rest on this service’s word. ", report.how_to_verify)),
+    h("section", { class: "card", "aria-labelledby": "subject-accesses-title" },
+      h("h3", { id: "subject-accesses-title" }, "Accesses that included this subject"),
+      dataTable("subject-accesses", `Every access whose cohort held this subject (${report.accesses.length})`,
+        ["time", "requester", "agreement", "dataset", "scenario", "tier", "operation", "decision", "access · chain reference", "inclusion proof"],
+        accessRows, "none recorded")),
+    h("section", { class: "card", "aria-labelledby": "subject-consents-title" },
+      h("h3", { id: "subject-consents-title" }, "Consents"),
+      dataTable("subject-consents", `Consents recorded for this subject (${report.consents.length})`,
+        ["consent", "holder", "scenarios", "DUO codes", "window", "status", "history"], consentRows, "none recorded")),
+    h("section", { class: "card", "aria-labelledby": "subject-codes-title" },
+      h("h3", { id: "subject-codes-title" }, "Authorization codes"),
+      dataTable("subject-codes", `Authorization codes issued for this subject (${report.authorizations.length})`,
+        ["code hash", "grantee", "scope", "expires", "status", "issued", "redeemed"], codeRows, "none issued")),
+  );
+}
+
 // --- routing --------------------------------------------------------------------------------
 
 let focusView = false;
 
 function show(name) {
-  for (const view of ["home", "provenance", "agreement"]) $(view).hidden = view !== name;
+  for (const view of ["home", "provenance", "agreement", "subject"]) $(view).hidden = view !== name;
   if (focusView) {
     focusView = false;
     const heading = $(name).querySelector("h2");
@@ -540,6 +702,10 @@ function route() {
     const id = parts.slice(1).map(decodeURIComponent).join("/");
     fillForm("agreement", id, "both");
     showAgreement(id);
+  } else if (parts[0] === "subject" && parts.length === 2) {
+    const ref = decodeURIComponent(parts[1]);
+    fillForm("subject", ref, "both");
+    showSubject(ref);
   } else {
     show("home");
   }
