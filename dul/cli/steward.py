@@ -25,7 +25,7 @@ import contextlib
 import json
 import time
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -40,10 +40,17 @@ from dul.contracts.session import open_ledger, unlock
 from dul.contracts.typed_data import AgreementTerms, agreement_domain
 from dul.domain import ConsentPolicy, Operation, Scenario, Tier, operations_mask, slug_id, slug_of
 from dul.errors import ConfigError, DulError
+from dul.home import Home
 from dul.signing import Signer, typed_data_digest
 from ledger_gateway.client import StewardClient, sign_steward_call
 from ledger_gateway.relay import function
-from ledger_gateway.steward import DATASET_TOPIC, DATASET_TYPES, AgreementOut, TransactionOut
+from ledger_gateway.steward import (
+    DATASET_TOPIC,
+    DATASET_TYPES,
+    AgreementOut,
+    SignatureOut,
+    TransactionOut,
+)
 
 app = typer.Typer(
     help=(
@@ -171,6 +178,11 @@ def dataset_fields(ledger: Ledger, dataset: bytes) -> list[str]:
         raise ConfigError(f"dataset {slug_of(dataset)} is not registered", code="unknown_dataset")
     _, _, fields = decode(DATASET_TYPES, bytes(logs[0]["data"]))
     return [str(f) for f in fields]
+
+
+def _field_items(given: Iterable[str]) -> list[int | str]:
+    """Field names and indices as given on the command line (digits are indices)."""
+    return [int(f) if f.isdigit() else f for f in given]
 
 
 def _mask(entry: dict[str, Any], dataset: bytes, ledger: Ledger | None) -> int:
@@ -302,7 +314,12 @@ def summary(message: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _relayed(answer: TransactionOut, json_output: bool, **facts: Any) -> None:
+def _signed(h: Home, ledger: Ledger, key: str, contract: str, data: bytes) -> bytes:
+    """`data` as a transaction to `contract`, signed with the steward's keystore `key`."""
+    return sign_steward_call(ledger.w3, unlock(h, key), ledger.deployment.address(contract), data)
+
+
+def _relayed(answer: TransactionOut | SignatureOut, json_output: bool, **facts: Any) -> None:
     out = {**answer.model_dump(exclude_none=True), **facts}
     if json_output:
         emit_json(out)
@@ -347,9 +364,7 @@ def dataset_register(
         names,
         int(_enum(Tier, max_tier, "tier")),
     )
-    raw = sign_steward_call(
-        ledger.w3, unlock(h, key), ledger.deployment.address("DatasetRegistry"), data
-    )
+    raw = _signed(h, ledger, key, "DatasetRegistry", data)
     with _gateway(gateway, token) as client:
         _relayed(client.register_dataset(raw, wait=wait), json_output, fields=len(names))
 
@@ -400,8 +415,7 @@ def agreement_draft(
         entries = []
         for spec in dataset:
             name, _, fields = spec.partition("=")
-            items: list[Any] = [int(f) if f.isdigit() else f for f in fields.split(",") if f]
-            entries.append({"id": name, "fields": items})
+            entries.append({"id": name, "fields": _field_items(filter(None, fields.split(",")))})
         draft["datasets"] = entries
     if terms_file is not None:
         draft["terms_hash"] = "0x" + keccak(terms_file.read_bytes()).hex()
@@ -452,9 +466,7 @@ def agreement_submit(
     else:
         previous = bytes.fromhex(_agreement_id(amends)[2:])
         data = function("AgreementRegistry", "amend").encode(previous, terms.as_abi())
-    raw = sign_steward_call(
-        ledger.w3, unlock(h, key), ledger.deployment.address("AgreementRegistry"), data
-    )
+    raw = _signed(h, ledger, key, "AgreementRegistry", data)
     with _gateway(gateway, token) as client:
         _relayed(client.propose(raw, wait=wait), json_output)
 
@@ -491,11 +503,7 @@ def agreement_sign(
         answer = client.add_signature(
             agreement, signer.address, signer.sign_digest(digest), wait=wait
         )
-    out = answer.model_dump(exclude_none=True)
-    if json_output:
-        emit_json(out)
-    else:
-        console.print(" ".join(f"{k}={v}" for k, v in out.items()), highlight=False)
+    _relayed(answer, json_output)
 
 
 def _check_domain(typed: dict[str, Any]) -> None:
@@ -541,9 +549,7 @@ def _lifecycle(
         )
     h = home()
     ledger = open_ledger(h)
-    raw = sign_steward_call(
-        ledger.w3, unlock(h, key), ledger.deployment.address("AgreementRegistry"), data
-    )
+    raw = _signed(h, ledger, key, "AgreementRegistry", data)
     with _gateway(gateway, token) as client:
         _relayed(client.lifecycle(step, agreement, raw, wait=wait), json_output)
 
@@ -927,8 +933,7 @@ def authorization_issue(
     if field_mask is not None:
         mask = int(field_mask, 0)
     else:
-        items: list[Any] = [int(f) if f.isdigit() else f for f in field or []]
-        mask = _mask({"fields": items}, dataset_id, ledger)
+        mask = _mask({"fields": _field_items(field or [])}, dataset_id, ledger)
     expires = int(time.time()) + days * 86_400
     code = new_authorization_code()
     digest = code_hash(code)
@@ -945,9 +950,7 @@ def authorization_issue(
         bytes(32),
     )
     data = function("ConsentRegistry", "issueAuthorization").encode(digest, authorization)
-    raw = sign_steward_call(
-        ledger.w3, unlock(h, key), ledger.deployment.address("ConsentRegistry"), data
-    )
+    raw = _signed(h, ledger, key, "ConsentRegistry", data)
     with _gateway(gateway, token) as client:
         answer = client.issue_authorization(raw, wait=wait)
     _print(
@@ -989,9 +992,7 @@ def authorization_revoke(
     h = home()
     ledger = open_ledger(h)
     data = function("ConsentRegistry", "revokeAuthorization").encode(digest)
-    raw = sign_steward_call(
-        ledger.w3, unlock(h, key), ledger.deployment.address("ConsentRegistry"), data
-    )
+    raw = _signed(h, ledger, key, "ConsentRegistry", data)
     with _gateway(gateway, token) as client:
         answer = client.revoke_authorization(digest, raw, wait=wait)
     _print(
