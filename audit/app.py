@@ -25,7 +25,6 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import structlog
@@ -39,10 +38,11 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from audit.cohorts import read_only_engine as read_only_engine  # the API and CLI read with it
 from audit.console import mount_console
 from audit.exports import block_times, fhir_json, graph_blocks, prov_json
 from audit.indexer import IndexerError, JsonRpc, NodeUnavailableError
@@ -64,32 +64,6 @@ from dul.errors import DulError
 log = structlog.get_logger("audit.app")
 
 PROBLEM = "application/problem+json"
-
-
-def read_only_engine(url: str) -> Engine:
-    """An engine that cannot write: SQLite opened `mode=ro` (a missing file is an error, not
-    a new empty store), PostgreSQL with a short connect timeout so an outage answers 503
-    quickly instead of hanging the request."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite":
-        database = parsed.database or ""
-        if database in ("", ":memory:"):
-            return create_engine(url)
-        path = Path(database).resolve()
-        engine = create_engine(
-            f"sqlite:///file:{path}?mode=ro&uri=true", connect_args={"timeout": 5}
-        )
-
-        @event.listens_for(engine, "connect")
-        def _pragmas(dbapi_connection: Any, _record: Any) -> None:
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA busy_timeout=5000")
-            cursor.execute("PRAGMA query_only=1")
-            cursor.close()
-
-        return engine
-    connect_args = {"connect_timeout": 3} if parsed.get_backend_name() == "postgresql" else {}
-    return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
 
 
 @dataclass

@@ -8,15 +8,23 @@ import json
 import os
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import structlog
 import typer
+from pydantic import BaseModel
 
 from audit.settings import AuditSettings
 from dul import log as dul_log
 from dul.errors import DulError
+
+if TYPE_CHECKING:
+    from rich.console import RenderableType
+    from sqlalchemy import Engine
+
+R = TypeVar("R", bound=BaseModel)
 
 log = structlog.get_logger("audit.cli")
 
@@ -155,7 +163,7 @@ def provenance_command(
     database_url: DatabaseOption = None,
 ) -> None:
     """The provenance graph of one thing: what it came from, under what, and what came of it."""
-    from audit.app import read_only_engine
+    from audit.cohorts import read_only_engine
     from audit.provenance import Direction, Kind, MalformedIdError, provenance
 
     settings = _settings(database_url=database_url)
@@ -223,7 +231,7 @@ def verify_command(
 ) -> None:
     """Check the store against the chain, every signature and every agreement invariant.
     Exit code 1 when anything is off, 2 when the check could not run."""
-    from audit.app import read_only_engine
+    from audit.cohorts import read_only_engine
     from audit.indexer import JsonRpc
     from audit.verify import verify_store
     from dul.contracts.ledger import Deployment
@@ -290,7 +298,7 @@ def export_command(
 ) -> None:
     """Export a provenance graph as PROV-JSON or a FHIR R4 Bundle (AuditEvent, Provenance,
     Consent)."""
-    from audit.app import read_only_engine
+    from audit.cohorts import read_only_engine
     from audit.exports import block_times, fhir_json, graph_blocks, prov_json
     from audit.provenance import Direction, Kind, MalformedIdError, provenance
 
@@ -324,19 +332,19 @@ def export_command(
         typer.echo(f"wrote {format} of {graph.root} to {output}", err=True)
 
 
-@app.command("report")
-def report_command(
-    agreement_id: Annotated[str, typer.Argument(metavar="AGREEMENT_ID")],
-    as_json: JsonOption = False,
-    database_url: DatabaseOption = None,
+def _print_report(
+    database_url: str | None,
+    as_json: bool,
+    build: Callable[[Engine], R],
+    render: Callable[[R], RenderableType],
 ) -> None:
-    """An agreement's compliance report: accesses, denials by reason, quota use, releases."""
-    from audit.app import read_only_engine
-    from audit.reports import agreement_report, render_report
+    """Build a report on a read-only engine over the audit store, then print it as JSON or
+    rendered for the terminal."""
+    from audit.cohorts import read_only_engine
 
     engine = read_only_engine(_settings(database_url=database_url).resolved_database_url())
     try:
-        report = agreement_report(engine, agreement_id)
+        report = build(engine)
     except DulError as exc:
         raise _fail(exc) from None
     finally:
@@ -344,7 +352,21 @@ def report_command(
     if as_json:
         typer.echo(report.model_dump_json())
     else:
-        _console().print(render_report(report))
+        _console().print(render(report))
+
+
+@app.command("report")
+def report_command(
+    agreement_id: Annotated[str, typer.Argument(metavar="AGREEMENT_ID")],
+    as_json: JsonOption = False,
+    database_url: DatabaseOption = None,
+) -> None:
+    """An agreement's compliance report: accesses, denials by reason, quota use, releases."""
+    from audit.reports import agreement_report, render_report
+
+    _print_report(
+        database_url, as_json, lambda engine: agreement_report(engine, agreement_id), render_report
+    )
 
 
 @app.command("subject")
@@ -359,20 +381,14 @@ def subject_command(
     """A patient's transparency report: every access whose cohort included the subject (with
     its Merkle inclusion proof against the root on chain), its authorization codes, its
     consents and their history."""
-    from audit.app import read_only_engine
     from audit.transparency import render_subject_report, subject_report
 
-    engine = read_only_engine(_settings(database_url=database_url).resolved_database_url())
-    try:
-        report = subject_report(engine, ref, limit=limit)
-    except DulError as exc:
-        raise _fail(exc) from None
-    finally:
-        engine.dispose()
-    if as_json:
-        typer.echo(report.model_dump_json())
-    else:
-        _console().print(render_subject_report(report))
+    _print_report(
+        database_url,
+        as_json,
+        lambda engine: subject_report(engine, ref, limit=limit),
+        render_subject_report,
+    )
 
 
 def main() -> None:  # pragma: no cover - `python -m audit.cli`, for subprocess tests and ops

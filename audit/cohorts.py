@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import structlog
@@ -72,15 +73,17 @@ def split_leaves(blob: bytes) -> list[bytes]:
     return [blob[i : i + SUBJECT_BYTES] for i in range(0, len(blob), SUBJECT_BYTES)]
 
 
-def _read_only_engine(url: str) -> Engine:
-    """The audit service never writes a hospital's store: SQLite opened `mode=ro` (a missing
-    file is an error, not a new database), any other database through its URL's role (grant
-    it SELECT on `cohort_leaves` only)."""
+def read_only_engine(url: str, *, connect_timeout: int = 3) -> Engine:
+    """An engine that cannot write: SQLite opened `mode=ro` (a missing file is an error, not
+    a new empty store), PostgreSQL with a short connect timeout so an outage is answered
+    quickly instead of hanging. The audit store is read this way by the API and the CLI, a
+    hospital's store by `SqlCohortSource` (whose role needs SELECT on `cohort_leaves` only)."""
     parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        from pathlib import Path
-
-        path = Path(str(parsed.database)).resolve()
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database or ""
+        if database in ("", ":memory:"):
+            return create_engine(url)
+        path = Path(database).resolve()
         engine = create_engine(
             f"sqlite:///file:{path}?mode=ro&uri=true", connect_args={"timeout": 5}
         )
@@ -93,7 +96,8 @@ def _read_only_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    connect_args = {"connect_timeout": 5} if parsed.get_backend_name() == "postgresql" else {}
+    postgres = parsed.get_backend_name() == "postgresql"
+    connect_args = {"connect_timeout": connect_timeout} if postgres else {}
     return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
 
 
@@ -122,7 +126,7 @@ class SqlCohortSource:
     @property
     def engine(self) -> Engine:
         if self._engine is None:
-            self._engine = _read_only_engine(self.url)
+            self._engine = read_only_engine(self.url, connect_timeout=5)
         return self._engine
 
     def _failed(self, exc: SQLAlchemyError) -> None:
