@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from dul.contracts.typed_data import AccessRequest
 from dul.domain import (
     AgreementStatus,
     AuthorizationFault,
@@ -61,6 +62,31 @@ class RequestFacts:
     authorization_fault: AuthorizationFault = AuthorizationFault.NONE
     """Why the record may not redeem `authorization_ref` (see `consent_policy.authorization_fault`);
     read only under PATIENT_AUTHORIZATION agreements, where the chain redeems the code."""
+
+    @classmethod
+    def of(
+        cls,
+        request: AccessRequest,
+        *,
+        requester_is_member: bool,
+        cohort_size: int,
+        cohort_root: bytes,
+        authorization_ref: bytes,
+        authorization_fault: AuthorizationFault = AuthorizationFault.NONE,
+    ) -> RequestFacts:
+        """The signed request's own terms, plus what the gateway established about it."""
+        return cls(
+            dataset_id=request.dataset_id,
+            field_mask=request.field_mask,
+            tier=request.tier,
+            operation=request.operation,
+            deadline=request.deadline,
+            requester_is_member=requester_is_member,
+            cohort_size=cohort_size,
+            cohort_root=cohort_root,
+            authorization_ref=authorization_ref,
+            authorization_fault=authorization_fault,
+        )
 
 
 @dataclass(frozen=True)

@@ -368,12 +368,8 @@ class AccessService:
             root = tree_root([leaf_hash(s) for s in admitted])
         elif named:  # PATIENT_AUTHORIZATION: a code must be presented (`redeem`); nobody admitted
             distinct = len(set(named))
-        facts = RequestFacts(
-            dataset_id=request.dataset_id,
-            field_mask=request.field_mask,
-            tier=request.tier,
-            operation=request.operation,
-            deadline=request.deadline,
+        facts = RequestFacts.of(
+            request,
             requester_is_member=await self.view.is_requester(signer, agreement.requester),
             cohort_size=len(admitted),
             cohort_root=root,
@@ -478,12 +474,8 @@ class AccessService:
             ),
             now,
         )
-        facts = RequestFacts(
-            dataset_id=request.dataset_id,
-            field_mask=request.field_mask,
-            tier=request.tier,
-            operation=request.operation,
-            deadline=request.deadline,
+        facts = RequestFacts.of(
+            request,
             requester_is_member=is_member,
             cohort_size=1,
             cohort_root=root,

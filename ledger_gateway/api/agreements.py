@@ -3,7 +3,7 @@ parties' signatures, and relay the steward's own signed lifecycle transactions."
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol, TypeVar
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
@@ -44,8 +44,17 @@ def agreement_id(value: str) -> bytes:
         raise BadRequestError(f"{value!r} is not a 0x-prefixed 32-byte agreement id") from None
 
 
-def _status(response: Response, answer: TransactionOut) -> TransactionOut:
-    response.status_code = 200 if answer.status != "submitted" else 202
+class _Relayed(Protocol):
+    @property
+    def status(self) -> str: ...
+
+
+RelayedT = TypeVar("RelayedT", bound=_Relayed)
+
+
+def settled(response: Response, answer: RelayedT) -> RelayedT:
+    """200 once the relayed transaction is settled (confirmed or failed), else 202."""
+    response.status_code = 200 if answer.status in ("confirmed", "failed") else 202
     return answer
 
 
@@ -60,7 +69,7 @@ async def propose(
     """Relay a steward-signed `propose(terms)` or `amend(previous, terms)`."""
     steward.authorize(token)
     expected = steward.expect_agreement(("propose", "amend"))
-    return _status(response, await steward.relay(body, expected, wait=wait == "confirmed"))
+    return settled(response, await steward.relay(body, expected, wait=wait == "confirmed"))
 
 
 @router.get("/{agreement}", response_model=AgreementOut)
@@ -88,8 +97,7 @@ async def add_signature(
     """Verify a party's signature off chain and relay it with the gateway's key."""
     steward.authorize(token)
     answer = await steward.add_signature(agreement_id(agreement), body, wait=wait == "confirmed")
-    response.status_code = 200 if answer.status in ("confirmed", "failed") else 202
-    return answer
+    return settled(response, answer)
 
 
 def _lifecycle(name: str) -> Any:
@@ -103,7 +111,7 @@ def _lifecycle(name: str) -> Any:
     ) -> TransactionOut:
         steward.authorize(token)
         expected = steward.expect_agreement((name,), agreement_id(agreement))
-        return _status(response, await steward.relay(body, expected, wait=wait == "confirmed"))
+        return settled(response, await steward.relay(body, expected, wait=wait == "confirmed"))
 
     endpoint.__name__ = name
     endpoint.__doc__ = (

@@ -13,7 +13,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request, Response
 
 from ledger_gateway.api.access import json_response, wait_for
-from ledger_gateway.api.agreements import StewardDep, WaitQuery
+from ledger_gateway.api.agreements import StewardDep, WaitQuery, settled
 from ledger_gateway.api.deps import ContextDep, TokenDep
 from ledger_gateway.consent_flows import (
     ConsentService,
@@ -37,10 +37,6 @@ async def get_flows(request: Request) -> ConsentService:
 FlowsDep = Annotated[ConsentService, Depends(get_flows)]
 
 
-def _status(response: Response, status: str) -> None:
-    response.status_code = 200 if status in ("confirmed", "failed") else 202
-
-
 @router.post("/v1/consents", response_model=TransactionOut, status_code=202)
 async def record_consents(
     body: SignedTransactionIn,
@@ -55,8 +51,7 @@ async def record_consents(
     the answer lists the new consent ids."""
     steward.authorize(token)
     answer = await flows.record(body, wait=wait == "confirmed")
-    _status(response, answer.status)
-    return answer
+    return settled(response, answer)
 
 
 @router.post("/v1/consents/{subject}/withdraw", response_model=WithdrawalOut, status_code=202)
@@ -76,8 +71,7 @@ async def withdraw_consent(
     answer = await flows.withdraw(
         hex32(subject, "subject reference"), body, wait=wait == "confirmed"
     )
-    _status(response, answer.status)
-    return answer
+    return settled(response, answer)
 
 
 @router.get("/v1/consents/{subject}", response_model=ConsentsOut)
@@ -101,8 +95,7 @@ async def issue_authorization(
     """Relay a steward-signed `ConsentRegistry.issueAuthorization` (the code's hash only)."""
     steward.authorize(token)
     answer = await flows.issue(body, wait=wait == "confirmed")
-    _status(response, answer.status)
-    return answer
+    return settled(response, answer)
 
 
 @router.post("/v1/authorizations/redeem", response_model=AccessOut, status_code=201)
@@ -135,5 +128,4 @@ async def revoke_authorization(
     """Relay a steward-signed `ConsentRegistry.revokeAuthorization` of this code hash."""
     steward.authorize(token)
     answer = await flows.revoke(hex32(code_hash, "code hash"), body, wait=wait == "confirmed")
-    _status(response, answer.status)
-    return answer
+    return settled(response, answer)

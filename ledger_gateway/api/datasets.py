@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from ledger_gateway.api.agreements import StewardDep, WaitQuery
+from ledger_gateway.api.agreements import StewardDep, WaitQuery, settled
 from ledger_gateway.api.deps import TokenDep
 from ledger_gateway.steward import SignedTransactionIn, TransactionOut
 
@@ -22,5 +22,4 @@ async def register_dataset(
     """Relay a steward-signed `DatasetRegistry.registerDataset`."""
     steward.authorize(token)
     answer = await steward.relay(body, steward.expect_dataset(), wait=wait == "confirmed")
-    response.status_code = 200 if answer.status != "submitted" else 202
-    return answer
+    return settled(response, answer)
