@@ -470,7 +470,20 @@ class ChainNode:
                 stopped = True
             pid_path.unlink(missing_ok=True)
         self.info_path.unlink(missing_ok=True)
+        if stopped:
+            self._wait_ports_released()
         return stopped
+
+    def _wait_ports_released(self) -> None:
+        """A process's command line empties while it exits, before the kernel closes its
+        sockets: wait for the ports too, so a start right after a stop finds them free."""
+        s = self.settings
+        deadline = time.monotonic() + s.stop_timeout
+        ports = ((s.host, s.port), ("127.0.0.1", s.effective_node_port))
+        while any(port_in_use(host, port) for host, port in ports):
+            if time.monotonic() > deadline:
+                return  # start will name the port that is still taken
+            time.sleep(0.02)
 
 
 def _stop_child(process: subprocess.Popen[bytes], timeout: float) -> None:
