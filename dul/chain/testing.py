@@ -84,6 +84,16 @@ class ChainHandle:
         assert "error" not in reply, f"{method} failed: {reply['error']}"
         return reply["result"]
 
+    def node_rpc(self, method: str, *params: Any) -> Any:
+        """Drive the node itself, past the permissioned proxy (cheat methods: evm_snapshot,
+        evm_revert, anvil_setStorageAt, anvil_impersonateAccount, …). Only for test set-up and
+        attacks that the product never does; the result, or AssertionError with the error."""
+        return self.rpc(method, *params, url=self.node_url)
+
+    def node_rpc_raw(self, method: str, *params: Any) -> dict[str, Any]:
+        """`node_rpc`'s full JSON-RPC reply (result or error)."""
+        return self.rpc_raw(method, *params, url=self.node_url)
+
     def wait_receipt(
         self, tx_hash: str, timeout: float = 10.0, *, url: str | None = None
     ) -> dict[str, Any]:

@@ -491,7 +491,7 @@ def test_a_forked_history_is_rolled_back_to_the_common_ancestor_with_an_alarm(
     chain: ChainHandle, world: World, new_store: StoreFactory
 ) -> None:
     fork_base = head(chain)
-    snapshot = chain.rpc("evm_snapshot", url=chain.node_url)
+    snapshot = chain.node_rpc("evm_snapshot")
     lost = world.activate(world.research_terms())
     record_accesses(world, lost, 3)
     metrics = IndexerMetrics()
@@ -500,10 +500,10 @@ def test_a_forked_history_is_rolled_back_to_the_common_ancestor_with_an_alarm(
     before = indexer.run(to_block=head(chain))
     assert rows(indexer.store, "SELECT 1 FROM agreement WHERE agreement_id = :a", a=hexed(lost))
 
-    assert chain.rpc("evm_revert", snapshot, url=chain.node_url) is True
+    assert chain.node_rpc("evm_revert", snapshot) is True
     # anvil may put the reverted transactions back in its pool and re-mine them into blocks
     # identical to the old ones (same second, same contents): then no history changed at all.
-    chain.rpc("anvil_dropAllTransactions", url=chain.node_url)
+    chain.node_rpc("anvil_dropAllTransactions")
     kept = world.activate(world.research_terms())
     record_accesses(world, kept, 2)
     while head(chain) <= before.checkpoint_block:  # the new history outgrows the old one
@@ -535,14 +535,14 @@ def test_a_forked_history_is_rolled_back_to_the_common_ancestor_with_an_alarm(
 def test_a_history_shorter_than_the_checkpoint_is_rolled_back_too(
     chain: ChainHandle, world: World, new_store: StoreFactory
 ) -> None:
-    snapshot = chain.rpc("evm_snapshot", url=chain.node_url)
+    snapshot = chain.node_rpc("evm_snapshot")
     lost = world.activate(world.research_terms())
     indexer = make_indexer(world, new_store(), chain.rpc_url)
     indexer.run(to_block=head(chain))
-    assert chain.rpc("evm_revert", snapshot, url=chain.node_url) is True
+    assert chain.node_rpc("evm_revert", snapshot) is True
     # anvil may put the reverted transactions back in its pool and re-mine them into blocks
     # identical to the old ones (same second, same contents): then no history changed at all.
-    chain.rpc("anvil_dropAllTransactions", url=chain.node_url)
+    chain.node_rpc("anvil_dropAllTransactions")
     with structlog.testing.capture_logs() as logs:
         indexer.run(to_block=head(chain))  # the node's head is now below the checkpoint
     assert [e["event"] for e in logs].count("audit.reorg") == 1

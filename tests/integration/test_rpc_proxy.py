@@ -106,8 +106,8 @@ def test_refuses_non_standard_and_key_holding_methods(
 
 def test_the_node_itself_would_have_answered(chain: ChainHandle) -> None:
     """Guards the test above: the refusals come from the proxy, not from anvil."""
-    assert "result" in chain.rpc_raw("evm_snapshot", url=chain.node_url)
-    assert chain.rpc("eth_accounts", url=chain.node_url)  # anvil's unlocked dev accounts
+    assert "result" in chain.node_rpc_raw("evm_snapshot")
+    assert chain.node_rpc("eth_accounts")  # anvil's unlocked dev accounts
 
 
 def test_hides_the_nodes_unlocked_accounts(chain: ChainHandle) -> None:
