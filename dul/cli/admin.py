@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
+from web3 import Web3
 
 from dul.cli.common import cli_errors, console, emit_json, home
 from dul.contracts.session import open_ledger, resolve_account, unlock
@@ -55,7 +57,14 @@ def _org_id(slug: str) -> bytes:
 
 def _show(facts: Mapping[str, object], json_output: bool) -> None:
     """One JSON object, or one `key=value …` line."""
-    _show(facts, json_output)
+    if json_output:
+        emit_json(dict(facts))
+    else:
+        console.print(" ".join(f"{k}={v}" for k, v in facts.items()), highlight=False)
+
+
+def _iso(seconds: int) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat().replace("+00:00", "Z")
 
 
 def _done(json_output: bool, receipt_tx: str, **facts: object) -> None:
@@ -191,7 +200,11 @@ def transfer_begin(
     receipt = ledger.transact(unlock(h, key), "Membership", "beginDefaultAdminTransfer", address)
     _, schedule = ledger.call("Membership", "pendingDefaultAdmin")
     _done(
-        json_output, receipt["transactionHash"].to_0x_hex(), pending=address, accept_after=schedule
+        json_output,
+        receipt["transactionHash"].to_0x_hex(),
+        pending=address,
+        accept_after=_iso(schedule),
+        accept_after_unix=schedule,
     )
 
 
@@ -224,9 +237,10 @@ def transfer_status(json_output: JsonOption = False) -> None:
     ledger = open_ledger(home())
     pending, schedule = ledger.call("Membership", "pendingDefaultAdmin")
     facts = {
-        "operator": ledger.call("Membership", "defaultAdmin"),
-        "pending": None if int(pending, 16) == 0 else pending,
-        "accept_after": schedule or None,
+        "operator": Web3.to_checksum_address(ledger.call("Membership", "defaultAdmin")),
+        "pending": None if int(pending, 16) == 0 else Web3.to_checksum_address(pending),
+        "accept_after": _iso(schedule) if schedule else None,
+        "accept_after_unix": schedule or None,
         "delay_s": ledger.call("Membership", "defaultAdminDelay"),
     }
     _show(facts, json_output)
@@ -236,6 +250,23 @@ token_app = typer.Typer(
     help="API tokens of access services and stewards (gateway).", no_args_is_help=True
 )
 app.add_typer(token_app, name="token")
+
+
+def _require_org(slug: str) -> None:
+    """A token acts for an organization the ledger knows (else every request would be refused)."""
+    h = home()
+    if not h.deployment.exists():
+        raise ConfigError(
+            f"no deployment in {h.root}: deploy first (dul contracts deploy), then create tokens",
+            code="not_deployed",
+        )
+    _, status = open_ledger(h).call("Membership", "organization", _org_id(slug))
+    if status == OrgStatus.NONE:
+        raise ConfigError(
+            f"unknown organization {slug!r}: register it first with "
+            f"`dul admin org add {slug} --kind … --name …`",
+            code="unknown_org",
+        )
 
 
 def _tokens() -> TokenStore:
@@ -255,6 +286,7 @@ def token_create(
         token_role = TokenRole(role)
     except ValueError:
         raise typer.BadParameter(f"unknown role {role!r}; access-service or steward") from None
+    _require_org(org)
     try:
         secret = _tokens().create(name, org, token_role)
     except ValueError as exc:
