@@ -52,15 +52,10 @@ from dul.signing import LocalSigner, Signer
 from dul.stack import StackStatus, gateway_settings, up
 from dul.subjects import code_hash, load_subject_key, new_authorization_code, new_subject_key
 from dul.subjects import subject_ref as make_subject_ref
-from ledger_gateway.client import (
-    GatewayClient,
-    StewardClient,
-    sign_redemption,
-    sign_request,
-    sign_steward_call,
-)
+from ledger_gateway.client import GatewayClient, sign_redemption, sign_request
 from ledger_gateway.models import AccessOut
 from ledger_gateway.relay import function
+from ledger_gateway.steward_client import StewardClient, sign_steward_call
 from ledger_gateway.tokens import TokenRole, TokenStore
 
 HOSPITALS = ("hospital-a", "hospital-b", "hospital-c")

@@ -1,32 +1,58 @@
-"""A typed Python client for access services (and the tests and CLI).
+"""The Python SDK of access services: ask the gateway before each access, report each result.
 
-client = GatewayClient("http://127.0.0.1:8700", token)
-signed = sign_request(requester, request, domain)
-answer = client.request_access(signed, wait=True)
+Importable without FastAPI or web3 (httpx, pydantic and the signing core only), so it fits an
+access service's own process:
+
+    from dul.keys import KeyStore                     # or any `dul.signing.Signer` (an HSM)
+    from ledger_gateway.client import GatewayClient
+
+    requester = KeyStore(home).unlock("institute.requester")
+    with GatewayClient("http://127.0.0.1:8700", token, signer=requester) as gateway:
+        answer = gateway.request_access(
+            agreement="0x…",                          # the agreement id
+            dataset="hospital-a/omop-cdm",            # a dataset slug or 0x-hex id
+            fields=["person_id", "year_of_birth"],    # names (or indices) as the dataset has them
+            tier="DEIDENTIFIED",
+            operation="QUERY",
+            query="SELECT count(*) FROM person",      # what will run; its SHA-256 is signed
+            cohort=None,                              # subject references under COHORT_CONSENT
+            wait=True,                                # answer once the decision is on chain
+        )
+        if answer.decision == "GRANTED":
+            digest = hashlib.sha256(result).digest()
+            gateway.release_result(answer.access_id, digest, "AGGREGATE_RESULT", len(result))
+
+`request_access` asks `POST /v1/access-requests/typed-data` for the EIP-712 JSON of the request,
+checks that it is the request asked for (and, given `domain=`, in that domain), signs its digest
+locally — the key never travels — and posts the signed request. `sign_request` signs a request
+built by hand. Every refusal is a `GatewayClientError` with the problem's stable `code`.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import httpx
-from web3 import Web3
-from web3.exceptions import ContractCustomError, ContractLogicError
 
-from dul.contracts.reverts import decode_revert
 from dul.contracts.typed_data import AccessRequest, Domain
-from dul.errors import DulError, TransactionError
+from dul.domain import Operation, Tier, slug_id
+from dul.errors import ConfigError, DulError
 from dul.signing import Signer, typed_data_digest
-from ledger_gateway.consent_flows import ConsentsOut, WithdrawalIn, WithdrawalOut
 from ledger_gateway.models import AccessBatchOut, AccessOut, AccessRequestIn, RedeemIn, ReleaseOut
-from ledger_gateway.steward import (
-    AgreementOut,
-    SignatureIn,
-    SignatureOut,
-    SignedTransactionIn,
-    TransactionOut,
-)
+
+if TYPE_CHECKING:  # the steward side needs web3; imported on first use (see __getattr__)
+    from ledger_gateway.steward_client import StewardClient as StewardClient
+    from ledger_gateway.steward_client import sign_steward_call as sign_steward_call
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("StewardClient", "sign_steward_call"):
+        from ledger_gateway import steward_client
+
+        return getattr(steward_client, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class GatewayClientError(DulError):
@@ -40,6 +66,36 @@ class GatewayClientError(DulError):
 
 def _hex(value: bytes) -> str:
     return "0x" + value.hex()
+
+
+def _id32(value: str | bytes, what: str) -> bytes:
+    """A bytes32 id: raw bytes, 0x-hex, or (datasets) a slug."""
+    if isinstance(value, bytes):
+        if len(value) != 32:
+            raise ConfigError(f"{what} id must be 32 bytes", code="invalid_id")
+        return value
+    if value.startswith("0x") and len(value) == 66:
+        try:
+            return bytes.fromhex(value[2:])
+        except ValueError:
+            pass
+    if what != "dataset":
+        raise ConfigError(f"{value!r} is not a 0x-prefixed 32-byte {what} id", code="invalid_id")
+    try:
+        return slug_id(value)
+    except ValueError as exc:
+        raise ConfigError(str(exc), code="invalid_id") from None
+
+
+def _name(kind: type[Tier] | type[Operation], value: str | Tier | Operation) -> str:
+    if isinstance(value, kind):
+        return value.name
+    name = str(value).upper().replace("-", "_")
+    if name not in kind.__members__:
+        choices = ", ".join(kind.__members__)
+        raise ConfigError(f"unknown {kind.__name__.lower()} {value!r}; one of {choices}",
+                          code="invalid_request")  # fmt: skip
+    return name
 
 
 def _signed_fields(requester: Signer, request: AccessRequest, domain: Domain) -> dict[str, Any]:
@@ -84,14 +140,26 @@ def sign_redemption(
 
 
 class GatewayClient:
+    """An access service's gateway client; `signer` is the requester's key (`request_access`)."""
+
     def __init__(
         self,
         base_url: str,
         token: str,
         *,
+        signer: Signer | None = None,
+        domain: Domain | None = None,
         timeout: float = 60.0,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
+        if not token or not token.strip() or token != token.strip():
+            raise ConfigError(
+                "no gateway API token: set DUL_GATEWAY_TOKEN (or pass --token) to a token made "
+                "by `dul admin token create NAME --org ORG`",
+                code="token_missing",
+            )
+        self.signer = signer
+        self.domain = domain
         self._http = httpx.Client(
             base_url=base_url,
             headers={"Authorization": f"Bearer {token}"},
@@ -124,11 +192,174 @@ class GatewayClient:
     def _wait(wait: bool) -> dict[str, str]:
         return {"wait": "confirmed"} if wait else {}
 
-    def request_access(self, body: AccessRequestIn, *, wait: bool = False) -> AccessOut:
+    def request_access(
+        self,
+        body: AccessRequestIn | None = None,
+        *,
+        agreement: str | bytes | None = None,
+        dataset: str | bytes | None = None,
+        fields: Sequence[str | int] | None = None,
+        tier: str | Tier | None = None,
+        operation: str | Operation | None = None,
+        cohort: Iterable[str | bytes] | None = None,
+        query: str | bytes | None = None,
+        request_id: bytes | None = None,
+        deadline: int | None = None,
+        signer: Signer | None = None,
+        wait: bool = False,
+    ) -> AccessOut:
+        """Ask for one access and get the gateway's decision (durable before it answers).
+
+        Either a `body` signed by hand (`sign_request`), or the request's terms: `agreement`
+        (0x-hex id), `dataset` (slug or 0x-hex id), `fields` (names or indices), `tier` and
+        `operation` (names, e.g. "DEIDENTIFIED", "AGGREGATE_QUERY"), optional `query` (its
+        SHA-256 is the signed request hash) and `cohort` (subject references) — then the
+        request is drafted by the gateway, checked and signed here by `signer` (default: the
+        client's), and sent. `wait=True` answers once the decision is on chain."""
+        if body is None:
+            body = self.sign_access(
+                agreement=agreement,
+                dataset=dataset,
+                fields=fields,
+                tier=tier,
+                operation=operation,
+                cohort=cohort,
+                query=query,
+                request_id=request_id,
+                deadline=deadline,
+                signer=signer,
+            )
         data = self._send(
             "POST", "/v1/access-requests", json=body.model_dump(), params=self._wait(wait)
         )
         return AccessOut.model_validate(data)
+
+    def access_typed_data(
+        self,
+        *,
+        agreement: str | bytes,
+        dataset: str | bytes,
+        fields: Sequence[str | int],
+        tier: str | Tier,
+        operation: str | Operation,
+        query: str | bytes | None = None,
+        request_id: bytes | None = None,
+        deadline: int | None = None,
+    ) -> dict[str, Any]:
+        """The EIP-712 JSON (eth_signTypedData_v4) of a request, as the gateway drafts it."""
+        draft: dict[str, Any] = {
+            "agreement_id": _hex(_id32(agreement, "agreement")),
+            "dataset_id": _hex(_id32(dataset, "dataset")),
+            "fields": list(fields),
+            "tier": _name(Tier, tier),
+            "operation": _name(Operation, operation),
+        }
+        if query is not None:
+            raw = query.encode() if isinstance(query, str) else query
+            draft["request_hash"] = _hex(hashlib.sha256(raw).digest())
+        if request_id is not None:
+            draft["request_id"] = _hex(request_id)
+        if deadline is not None:
+            draft["deadline"] = deadline
+        result: dict[str, Any] = self._send("POST", "/v1/access-requests/typed-data", json=draft)
+        return result
+
+    def sign_access(
+        self,
+        *,
+        agreement: str | bytes | None,
+        dataset: str | bytes | None,
+        fields: Sequence[str | int] | None,
+        tier: str | Tier | None,
+        operation: str | Operation | None,
+        cohort: Iterable[str | bytes] | None = None,
+        query: str | bytes | None = None,
+        request_id: bytes | None = None,
+        deadline: int | None = None,
+        signer: Signer | None = None,
+    ) -> AccessRequestIn:
+        """The signed body of a request (see `request_access`), not yet sent."""
+        signer = signer or self.signer
+        if signer is None:
+            raise ConfigError("no signer: pass signer= (the requester's key)", code="no_signer")
+        if agreement is None or dataset is None or not fields or tier is None or not operation:
+            raise ConfigError(
+                "an access request needs agreement, dataset, fields, tier and operation",
+                code="invalid_request",
+            )
+        typed = self.access_typed_data(
+            agreement=agreement,
+            dataset=dataset,
+            fields=fields,
+            tier=tier,
+            operation=operation,
+            query=query,
+            request_id=request_id,
+            deadline=deadline,
+        )
+        request = self._check_draft(typed, agreement, dataset, fields, tier, operation, request_id)
+        signature = signer.sign_digest(typed_data_digest(typed))
+        refs = None if cohort is None else [_hex(_id32(r, "subject reference")) for r in cohort]
+        return AccessRequestIn(
+            request_id=_hex(request.request_id),
+            agreement_id=_hex(request.agreement_id),
+            dataset_id=_hex(request.dataset_id),
+            field_mask=request.field_mask,
+            tier=request.tier.name,
+            operation=request.operation.name,
+            request_hash=_hex(request.request_hash),
+            deadline=request.deadline,
+            authorization_ref=_hex(request.authorization_ref),
+            requester=signer.address,
+            signature=_hex(signature),
+            cohort=refs,
+        )
+
+    def _check_draft(
+        self,
+        typed: dict[str, Any],
+        agreement: str | bytes,
+        dataset: str | bytes,
+        fields: Sequence[str | int],
+        tier: str | Tier,
+        operation: str | Operation,
+        request_id: bytes | None,
+    ) -> AccessRequest:
+        """Sign only what was asked for: same agreement, dataset, tier, operation, one bit per
+        distinct field, the AccessRequest type, and the pinned domain if one was given."""
+        try:
+            request = AccessRequest.from_message(typed["message"])
+            primary = typed["primaryType"]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DulError(
+                f"the gateway's typed data is malformed: {exc}", code="bad_typed_data"
+            ) from None
+        expected = (
+            _id32(agreement, "agreement"),
+            _id32(dataset, "dataset"),
+            Tier[_name(Tier, tier)],
+            Operation[_name(Operation, operation)],
+            len(set(fields)),
+        )
+        got = (
+            request.agreement_id,
+            request.dataset_id,
+            request.tier,
+            request.operation,
+            request.field_mask.bit_count(),
+        )
+        wrong_id = request_id is not None and request.request_id != request_id
+        if primary != "AccessRequest" or got != expected or wrong_id:
+            raise DulError(
+                "the gateway drafted another request than the one asked for; nothing was signed",
+                code="bad_typed_data",
+            )
+        if self.domain is not None and typed_data_digest(typed) != request.digest(self.domain):
+            raise DulError(
+                "the gateway's signing domain is not the pinned one; nothing was signed",
+                code="bad_typed_data",
+            )
+        return request
 
     def request_access_batch(
         self, bodies: Sequence[AccessRequestIn], *, wait: bool = False
@@ -163,157 +394,3 @@ class GatewayClient:
         response = self._http.get("/readyz")
         result: dict[str, Any] = response.json()
         return result
-
-
-# --------------------------------------------------------------------------- steward flows
-# A steward's key never travels: transactions that need the steward as msg.sender are built and
-# signed here, on the steward's machine, and the gateway only relays the bytes.
-
-
-def sign_steward_call(
-    w3: Web3, signer: Signer, to: str, data: bytes, *, gas: int | None = None
-) -> bytes:
-    """Sign a call of `to` as `signer`, locally: nonce from the chain, gas price 0, gas from
-    eth_estimateGas — which also surfaces the contract's refusal (`TransactionError` with the
-    custom error name as `code`) before anything is signed. `gas` skips the estimate."""
-    tx: dict[str, Any] = {
-        "from": signer.address,
-        "to": Web3.to_checksum_address(to),
-        "data": "0x" + data.hex(),
-        "value": 0,
-    }
-    if gas is None:
-        try:
-            estimate = w3.eth.estimate_gas(tx)  # type: ignore[arg-type]
-        except (ContractCustomError, ContractLogicError) as exc:
-            raw = exc.data.get("data") if isinstance(exc.data, dict) else exc.data
-            decoded = (
-                decode_revert(bytes.fromhex(raw[2:]))
-                if isinstance(raw, str) and raw.startswith("0x")
-                else None
-            )
-            if decoded is None:
-                raise TransactionError(
-                    f"the chain refuses this call: {exc}", code="reverted"
-                ) from None
-            raise TransactionError(
-                f"the chain refuses this call: {decoded.describe()}", code=decoded.name
-            ) from None
-        gas = estimate + estimate // 5 + 10_000
-    tx.update(
-        gas=gas,
-        gasPrice=0,
-        nonce=w3.eth.get_transaction_count(signer.address, "pending"),
-        chainId=w3.eth.chain_id,
-    )
-    tx.pop("from")
-    return signer.sign_transaction(tx)
-
-
-class StewardClient(GatewayClient):
-    """The gateway's steward endpoints (a steward token)."""
-
-    def __enter__(self) -> StewardClient:
-        return self
-
-    def get_agreement(self, agreement_id: str) -> AgreementOut:
-        return AgreementOut.model_validate(self._send("GET", f"/v1/agreements/{agreement_id}"))
-
-    def typed_data(self, agreement_id: str) -> dict[str, Any]:
-        data: dict[str, Any] = self._send("GET", f"/v1/agreements/{agreement_id}/typed-data")
-        return data
-
-    def add_signature(
-        self, agreement_id: str, signer: str, signature: bytes, *, wait: bool = False
-    ) -> SignatureOut:
-        body = SignatureIn(signer=signer, signature=_hex(signature))
-        data = self._send(
-            "POST",
-            f"/v1/agreements/{agreement_id}/signatures",
-            json=body.model_dump(),
-            params=self._wait(wait),
-        )
-        return SignatureOut.model_validate(data)
-
-    def sign_agreement(
-        self, agreement_id: str, signer: Signer, *, wait: bool = False
-    ) -> SignatureOut:
-        """Fetch the typed data, hash it here (what is signed is what was fetched), sign
-        locally and post the signature; the gateway re-checks it against the chain's digest."""
-        digest = typed_data_digest(self.typed_data(agreement_id))
-        return self.add_signature(
-            agreement_id, signer.address, signer.sign_digest(digest), wait=wait
-        )
-
-    def _relay(self, path: str, raw: bytes, wait: bool) -> TransactionOut:
-        body = SignedTransactionIn(signed_transaction=_hex(raw))
-        data = self._send("POST", path, json=body.model_dump(), params=self._wait(wait))
-        return TransactionOut.model_validate(data)
-
-    def propose(self, signed_transaction: bytes, *, wait: bool = False) -> TransactionOut:
-        """Relay a signed `propose` or `amend`."""
-        return self._relay("/v1/agreements", signed_transaction, wait)
-
-    def lifecycle(
-        self,
-        step: Literal["suspend", "resume", "revoke"],
-        agreement_id: str,
-        signed_transaction: bytes,
-        *,
-        wait: bool = False,
-    ) -> TransactionOut:
-        return self._relay(f"/v1/agreements/{agreement_id}/{step}", signed_transaction, wait)
-
-    def register_dataset(self, signed_transaction: bytes, *, wait: bool = False) -> TransactionOut:
-        return self._relay("/v1/datasets", signed_transaction, wait)
-
-    # --- consents and authorization codes ----------------------------------------------------
-
-    def record_consents(self, signed_transaction: bytes, *, wait: bool = False) -> TransactionOut:
-        """Relay a signed `recordConsent` / `recordConsents`."""
-        return self._relay("/v1/consents", signed_transaction, wait)
-
-    def withdraw_consent(
-        self, subject: bytes, signed_transaction: bytes, *, wait: bool = False
-    ) -> WithdrawalOut:
-        """Relay a steward's signed `withdrawConsent` of one of `subject`'s consents."""
-        body = WithdrawalIn(signed_transaction=_hex(signed_transaction))
-        return self._withdraw(subject, body, wait)
-
-    def relay_patient_withdrawal(
-        self,
-        subject: bytes,
-        consent_id: bytes,
-        deadline: int,
-        signature: bytes,
-        *,
-        wait: bool = False,
-    ) -> WithdrawalOut:
-        """Relay a patient's own EIP-712 `ConsentWithdrawal` signature."""
-        body = WithdrawalIn(
-            consent_id=_hex(consent_id), deadline=deadline, signature=_hex(signature)
-        )
-        return self._withdraw(subject, body, wait)
-
-    def _withdraw(self, subject: bytes, body: WithdrawalIn, wait: bool) -> WithdrawalOut:
-        data = self._send(
-            "POST",
-            f"/v1/consents/{_hex(subject)}/withdraw",
-            json=body.model_dump(exclude_none=True),
-            params=self._wait(wait),
-        )
-        return WithdrawalOut.model_validate(data)
-
-    def consents(self, subject: bytes) -> ConsentsOut:
-        return ConsentsOut.model_validate(self._send("GET", f"/v1/consents/{_hex(subject)}"))
-
-    def issue_authorization(
-        self, signed_transaction: bytes, *, wait: bool = False
-    ) -> TransactionOut:
-        """Relay a signed `issueAuthorization` (the code's hash only)."""
-        return self._relay("/v1/authorizations", signed_transaction, wait)
-
-    def revoke_authorization(
-        self, code_hash: bytes, signed_transaction: bytes, *, wait: bool = False
-    ) -> TransactionOut:
-        return self._relay(f"/v1/authorizations/{_hex(code_hash)}/revoke", signed_transaction, wait)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from dul.domain import Decision, DenyReason, Operation, ReleaseKind, Tier
 
@@ -71,6 +71,46 @@ class RedeemIn(SignedRequestIn):
         description="the authorization code as the patient wrote it (case and dashes forgiven)",
         repr=False,
     )
+
+
+FieldName = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+FieldIndex = Annotated[int, Field(ge=0, lt=256)]
+
+
+class AccessDraftIn(BaseModel):
+    """An access request before it is signed: the gateway answers the EIP-712 JSON
+    (eth_signTypedData_v4) the requester signs; the signed request then goes to
+    `POST /v1/access-requests` with the message's fields, `requester` and `signature`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    request_id: Hex32 | None = Field(None, description="default: 32 random bytes")
+    agreement_id: Hex32
+    dataset_id: Hex32
+    fields: list[FieldName | FieldIndex] | None = Field(
+        None,
+        min_length=1,
+        max_length=256,
+        description="requested fields by name (as the dataset registered them) or index",
+    )
+    field_mask: int | None = Field(
+        None, ge=1, lt=2**256, description="instead of `fields`: the bit set of field indices"
+    )
+    tier: TierName
+    operation: OperationName
+    request_hash: Hex32 = Field(ZERO_HEX32, description="hash of the query or algorithm to run")
+    deadline: int | None = Field(
+        None, ge=0, lt=2**64, description="unix time the signature is valid until (default: +300 s)"
+    )
+    authorization_ref: Hex32 = Field(
+        ZERO_HEX32, description="keccak256 of a patient's authorization code (redemptions)"
+    )
+
+    @model_validator(mode="after")
+    def _one_field_selection(self) -> AccessDraftIn:
+        if (self.fields is None) == (self.field_mask is None):
+            raise ValueError("give exactly one of fields and field_mask")
+        return self
 
 
 class AccessBatchIn(BaseModel):

@@ -8,7 +8,7 @@ import typer
 
 from audit import cli as audit_cli
 from dul import log
-from dul.cli import admin, bench, chain, contracts, demo, keys, stack, steward
+from dul.cli import access, admin, bench, chain, contracts, demo, keys, stack, steward
 from ledger_gateway import cli as gateway_cli
 
 app = typer.Typer(
@@ -26,6 +26,7 @@ app.add_typer(contracts.app, name="contracts")
 app.add_typer(keys.app, name="keys")
 app.add_typer(admin.app, name="admin")
 app.add_typer(steward.app, name="steward")
+app.add_typer(access.app, name="access")
 app.add_typer(gateway_cli.app, name="gateway")
 app.add_typer(audit_cli.app, name="audit")
 

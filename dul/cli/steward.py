@@ -42,7 +42,6 @@ from dul.domain import ConsentPolicy, Operation, Scenario, Tier, operations_mask
 from dul.errors import ConfigError, DulError
 from dul.home import Home
 from dul.signing import Signer, typed_data_digest
-from ledger_gateway.client import StewardClient, sign_steward_call
 from ledger_gateway.relay import function
 from ledger_gateway.steward import (
     DATASET_TOPIC,
@@ -51,6 +50,7 @@ from ledger_gateway.steward import (
     SignatureOut,
     TransactionOut,
 )
+from ledger_gateway.steward_client import StewardClient, sign_steward_call
 
 app = typer.Typer(
     help=(

@@ -300,6 +300,37 @@ class AccessRequest:
     def digest(self, domain: Domain) -> bytes:
         return typed_digest(domain.separator, _hash_access_request(self.message()))
 
+    def typed_data(self, domain: Domain) -> dict[str, Any]:
+        """The EIP-712 JSON (eth_signTypedData_v4) a requester's wallet or HSM signs."""
+        return typed_data_json(
+            domain.as_json(), ACCESS_REQUEST_TYPES, "AccessRequest", self.message()
+        )
+
+    @classmethod
+    def from_message(cls, message: Mapping[str, Any]) -> AccessRequest:
+        """The request a typed-data JSON `message` holds (0x-hex bytes, decimal or int numbers)."""
+
+        def b32(name: str) -> bytes:
+            value = message[name]
+            raw = (
+                value if isinstance(value, bytes) else bytes.fromhex(str(value).removeprefix("0x"))
+            )
+            if len(raw) != 32:
+                raise ValueError(f"{name} is not 32 bytes")
+            return raw
+
+        return cls(
+            request_id=b32("requestId"),
+            agreement_id=b32("agreementId"),
+            dataset_id=b32("datasetId"),
+            field_mask=int(message["fieldMask"]),
+            tier=Tier(int(message["tier"])),
+            operation=Operation(int(message["operation"])),
+            request_hash=b32("requestHash"),
+            deadline=int(message["deadline"]),
+            authorization_ref=b32("authorizationRef"),
+        )
+
     def sign(self, signer: Signer, domain: Domain) -> bytes:
         return signer.sign_digest(self.digest(domain))
 

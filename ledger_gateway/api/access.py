@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import secrets
+import time
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 
-from dul.domain import ReleaseKind
+from dul.contracts.typed_data import AccessRequest
+from dul.domain import Operation, ReleaseKind, Tier
 from ledger_gateway.api.deps import ContextDep, TokenDep
 from ledger_gateway.errors import BadRequestError, NotFoundError
 from ledger_gateway.models import (
     AccessBatchIn,
     AccessBatchOut,
+    AccessDraftIn,
     AccessOut,
     AccessRequestIn,
     ReleaseOut,
     ResultReleaseIn,
 )
+from ledger_gateway.steward import steward_of
 
 router = APIRouter(prefix="/v1/access-requests", tags=["access requests"])
 
@@ -82,6 +87,59 @@ async def request_access(
     if wait == "confirmed":
         answer = await wait_for(context, answer)
     return json_response(answer, 201, Location=f"/v1/access-requests/{answer.access_id}")
+
+
+DEFAULT_VALIDITY_S = 300
+"""How long a drafted request's signature stays valid unless the draft names a deadline."""
+
+
+async def _field_mask(request: Request, draft: AccessDraftIn, dataset_id: bytes) -> int:
+    if draft.field_mask is not None:
+        return draft.field_mask
+    names = await steward_of(request.app).field_names(dataset_id)
+    if not names:
+        raise NotFoundError(f"no dataset {draft.dataset_id} on the ledger", code="unknown_dataset")
+    mask = 0
+    for item in draft.fields or ():
+        if isinstance(item, int):
+            if item >= len(names):
+                raise BadRequestError(
+                    f"field index {item} is out of range: the dataset has {len(names)} fields",
+                    code="unknown_field",
+                )
+            mask |= 1 << item
+        elif item in names:
+            mask |= 1 << names.index(item)
+        else:
+            raise BadRequestError(
+                f"the dataset has no field {item!r}; its fields: {', '.join(names)}",
+                code="unknown_field",
+            )
+    return mask
+
+
+@router.post("/typed-data")
+async def access_typed_data(
+    draft: AccessDraftIn, request: Request, context: ContextDep, token: TokenDep
+) -> dict[str, Any]:
+    """The EIP-712 JSON (eth_signTypedData_v4) of an access request, for the requester's
+    wallet, HSM or `dul access request` to sign; fields may be named. Post the signed request to
+    `/v1/access-requests` with the message's values (snake_case; tier and operation by name),
+    `requester` and `signature`."""
+    context.access.authorize(token)
+    dataset_id = _hex32(draft.dataset_id)
+    access_request = AccessRequest(
+        request_id=_hex32(draft.request_id) if draft.request_id else secrets.token_bytes(32),
+        agreement_id=_hex32(draft.agreement_id),
+        dataset_id=dataset_id,
+        field_mask=await _field_mask(request, draft, dataset_id),
+        tier=Tier[draft.tier],
+        operation=Operation[draft.operation],
+        request_hash=_hex32(draft.request_hash),
+        deadline=draft.deadline or int(time.time()) + DEFAULT_VALIDITY_S,
+        authorization_ref=_hex32(draft.authorization_ref),
+    )
+    return access_request.typed_data(context.access.domain)
 
 
 @router.post("/batch", response_model=AccessBatchOut, status_code=201)
