@@ -71,7 +71,10 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             access_log=deployment.address("AccessLog"),
             chain_id=deployment.chain_id,
             settings=SubmitterSettings(
-                max_batch=settings.batch_max, max_delay=settings.batch_latency_ms / 1000
+                max_batch=settings.batch_max,
+                max_delay=settings.batch_latency_ms / 1000,
+                reconfirm_window_s=settings.reconfirm_window_s,
+                reconfirm_interval_s=settings.reconfirm_interval_s,
             ),
         )
         view = ChainView(rpc, deployment, open_grants=outbox.open_grants)

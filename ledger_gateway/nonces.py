@@ -11,6 +11,12 @@ On start the stored value is reconciled with the chain: if the node has seen mor
 transactions from the key than we stored (another writer, or a restored database), the
 chain's count wins so we never collide; if we stored more, the transactions in between are
 on disk and recovery re-sends them.
+
+While running, the chain's count can also fall below ours (its history was rewritten below
+transactions it had mined). The submitter then re-sends the stored transactions of the missing
+nonces; when one of them cannot be re-sent, it abandons the transactions from that nonce on
+(their operations are batched again) and moves the allocator back to it (`move_back`), so the
+key's sequence has no gap and the outbox drains.
 """
 
 from __future__ import annotations
@@ -45,6 +51,14 @@ class NonceAllocator:
         if used != self._next:
             raise RuntimeError(f"nonce {used} advanced out of order (expected {self._next})")
         self._next = used + 1
+
+    def move_back(self, value: int) -> None:
+        """The chain lost nonces from `value` on and the store was set to `value` with the
+        transactions abandoned (`SqlOutbox.abandon`): the next transaction uses `value`."""
+        if self._next is None or value > self._next:
+            raise RuntimeError(f"nonce {value} is not behind the allocator ({self._next})")
+        log.warning("nonce.moved_back", sender=self.sender, previous=self._next, next=value)
+        self._next = value
 
     async def reconcile(self, store: SqlOutbox, rpc: RpcClient) -> int:
         """Load the stored next nonce and square it with the chain; returns the next nonce."""

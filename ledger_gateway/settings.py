@@ -35,6 +35,15 @@ class GatewaySettings(BaseSettings):
     )
     refresh_interval_s: float = Field(0.25, gt=0, description="chain event poll for cache updates")
     wait_timeout_s: float = Field(30.0, gt=0, description="longest ?wait=confirmed")
+    reconfirm_window_s: float = Field(
+        600.0,
+        ge=0,
+        le=86_400,
+        description="confirmations younger than this are re-checked on chain (0: never)",
+    )
+    reconfirm_interval_s: float = Field(
+        2.0, ge=0.05, le=3_600, description="seconds between re-checks of recent confirmations"
+    )
 
     @property
     def dul_home(self) -> Home:

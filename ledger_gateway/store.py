@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import math
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
@@ -32,6 +32,7 @@ from sqlalchemy import (
     LargeBinary,
     UniqueConstraint,
     create_engine,
+    delete,
     event,
     func,
     select,
@@ -127,12 +128,15 @@ class TransactionRow(SQLModel, table=True):
     raw: bytes
     tx_hash: bytes = Field(unique=True, index=True)
     status: str = Field(max_length=16, index=True)
-    """sent -> mined | reverted"""
+    """sent -> mined | reverted; mined -> sent again when its block leaves the chain"""
     keys: bytes
     """The operation keys it carries, 32 bytes each, in call order."""
     attempts: int = 1
     created_at: float
     block_number: int | None = None
+    block_hash: bytes | None = None
+    """The hash of the block it was mined in: re-checked while the confirmation is recent."""
+    mined_at: float | None = Field(default=None, index=True)
 
 
 class NonceRow(SQLModel, table=True):
@@ -258,6 +262,36 @@ class StoredTx:
     keys: tuple[bytes, ...]
     attempts: int
     created_at: float
+
+
+@dataclass(frozen=True)
+class MinedTx:
+    """A transaction the submitter saw mined: where, and when it confirmed it."""
+
+    tx: StoredTx
+    block_number: int
+    block_hash: bytes | None
+    mined_at: float
+
+
+@dataclass(frozen=True)
+class StoredTxRow:
+    tx: StoredTx
+    status: str
+    """A `TxStatus` value."""
+
+
+def _stored_tx(r: Any) -> StoredTx:
+    return StoredTx(
+        sender=r.sender,
+        nonce=r.nonce,
+        kind=OperationKind(r.kind),
+        raw=bytes(r.raw),
+        tx_hash=bytes(r.tx_hash),
+        keys=tuple(bytes(r.keys[i : i + 32]) for i in range(0, len(r.keys), 32)),
+        attempts=r.attempts,
+        created_at=r.created_at,
+    )
 
 
 @dataclass
@@ -762,21 +796,122 @@ class SqlOutbox:
                 .where(TXS.c.sender == sender, TXS.c.status == TxStatus.SENT)
                 .order_by(TXS.c.nonce)
             )
+            return [_stored_tx(r) for r in conn.execute(query)]
+
+        return await self.read(run)
+
+    async def recent_mined(self, sender: str, since: float, limit: int) -> list[MinedTx]:
+        """`sender`'s transactions mined at or after `since` (wall clock), newest `limit`."""
+
+        def run(conn: Connection) -> list[MinedTx]:
+            query = (
+                select(TXS)
+                .where(
+                    TXS.c.sender == sender,
+                    TXS.c.status == TxStatus.MINED,
+                    TXS.c.mined_at >= since,
+                )
+                .order_by(TXS.c.mined_at.desc())
+                .limit(limit)
+            )
             return [
-                StoredTx(
-                    sender=r.sender,
-                    nonce=r.nonce,
-                    kind=OperationKind(r.kind),
-                    raw=bytes(r.raw),
-                    tx_hash=bytes(r.tx_hash),
-                    keys=tuple(bytes(r.keys[i : i + 32]) for i in range(0, len(r.keys), 32)),
-                    attempts=r.attempts,
-                    created_at=r.created_at,
+                MinedTx(
+                    _stored_tx(r),
+                    int(r.block_number or 0),
+                    None if r.block_hash is None else bytes(r.block_hash),
+                    float(r.mined_at),
                 )
                 for r in conn.execute(query)
             ]
 
         return await self.read(run)
+
+    async def transactions_at(self, sender: str, nonces: Sequence[int]) -> dict[int, StoredTxRow]:
+        """The stored transaction of each of `sender`'s `nonces` that has one, with its status."""
+
+        def run(conn: Connection) -> dict[int, StoredTxRow]:
+            found: dict[int, StoredTxRow] = {}
+            for chunk in _chunks(list(nonces)):
+                query = select(TXS).where(TXS.c.sender == sender, TXS.c.nonce.in_(chunk))
+                for r in conn.execute(query):
+                    found[int(r.nonce)] = StoredTxRow(_stored_tx(r), str(r.status))
+            return found
+
+        return await self.read(run)
+
+    async def reopen(self, tx_hashes: Sequence[bytes]) -> list[bytes]:
+        """Transactions whose confirmation left the chain are SENT again and their CONFIRMED
+        operations SUBMITTED again (no block): the gateway stops reporting them confirmed.
+        Returns the operation keys reopened."""
+
+        def run(conn: Connection) -> list[bytes]:
+            keys: list[bytes] = []
+            for chunk in _chunks(list(tx_hashes)):
+                conn.execute(
+                    update(TXS)
+                    .where(TXS.c.tx_hash.in_(chunk))
+                    .values(status=TxStatus.SENT, block_number=None, block_hash=None, mined_at=None)
+                )
+                confirmed = (
+                    OPS.c.tx_hash.in_(chunk),
+                    OPS.c.status == OperationStatus.CONFIRMED.value,
+                )
+                keys.extend(bytes(r.key) for r in conn.execute(select(OPS.c.key).where(*confirmed)))
+                conn.execute(
+                    update(OPS)
+                    .where(*confirmed)
+                    .values(
+                        status=OperationStatus.SUBMITTED.value,
+                        block_number=None,
+                        confirmed_at=None,
+                    )
+                )
+            return keys
+
+        return await self.write(run)
+
+    async def abandon(self, sender: str, next_nonce: int) -> tuple[list[bytes], int, list[bytes]]:
+        """Forget `sender`'s transactions from `next_nonce` on (the chain lost them and they
+        cannot be sent again as they were): their submitted or confirmed operations are PENDING
+        again, the rows go, and the key's next nonce is `next_nonce`, in one transaction.
+        Returns the transactions' hashes, the number of operations requeued and the keys of
+        those among them that were CONFIRMED (their confirmation left the chain)."""
+
+        def run(conn: Connection) -> tuple[list[bytes], int, list[bytes]]:
+            later = (TXS.c.sender == sender, TXS.c.nonce >= next_nonce)
+            hashes = [bytes(r.tx_hash) for r in conn.execute(select(TXS.c.tx_hash).where(*later))]
+            requeued = 0
+            confirmed: list[bytes] = []
+            for chunk in _chunks(hashes):
+                query = select(OPS.c.key).where(
+                    OPS.c.tx_hash.in_(chunk), OPS.c.status == OperationStatus.CONFIRMED.value
+                )
+                confirmed.extend(bytes(r.key) for r in conn.execute(query))
+                requeued += conn.execute(
+                    update(OPS)
+                    .where(
+                        OPS.c.tx_hash.in_(chunk),
+                        OPS.c.status.in_(
+                            (OperationStatus.SUBMITTED.value, OperationStatus.CONFIRMED.value)
+                        ),
+                    )
+                    .values(
+                        status=OperationStatus.PENDING.value,
+                        tx_hash=None,
+                        nonce=None,
+                        sender=None,
+                        block_number=None,
+                        confirmed_at=None,
+                    )
+                ).rowcount
+            conn.execute(delete(TXS).where(*later))
+            _set_next_nonce(conn, sender, next_nonce)
+            return hashes, requeued, confirmed
+
+        hashes, requeued, confirmed = await self.write(run)
+        if requeued:
+            self.new_pending.set()
+        return hashes, requeued, confirmed
 
     async def mark_resent(self, tx_hash: bytes, attempts: int) -> None:
         def run(conn: Connection) -> None:
@@ -784,10 +919,16 @@ class SqlOutbox:
 
         await self.write(run)
 
-    async def confirm(self, mined: Sequence[tuple[bytes, int, Sequence[bytes]]]) -> None:
+    async def confirm(
+        self,
+        mined: Sequence[tuple[bytes, int, Sequence[bytes]]],
+        block_hashes: Mapping[bytes, bytes] | None = None,
+    ) -> None:
         """Mark the operations of each mined (tx hash, block, keys) CONFIRMED, in one
-        transaction, and wake whoever waits for them."""
+        transaction, and wake whoever waits for them (`block_hashes`: tx hash -> the hash of
+        the block it is in, kept so the confirmation can be re-checked)."""
         now = time.time()
+        hashes = block_hashes or {}
 
         def run(conn: Connection) -> None:
             for tx_hash, block, _ in mined:
@@ -806,7 +947,12 @@ class SqlOutbox:
                 conn.execute(
                     update(TXS)
                     .where(TXS.c.tx_hash == tx_hash)
-                    .values(status=TxStatus.MINED, block_number=block)
+                    .values(
+                        status=TxStatus.MINED,
+                        block_number=block,
+                        block_hash=hashes.get(tx_hash),
+                        mined_at=now,
+                    )
                 )
 
         await self.write(run)

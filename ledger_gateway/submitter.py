@@ -15,6 +15,16 @@ One asyncio task per signing key, two loops:
   is bisected by simulation so the good records go out again and only the offending ones end
   FAILED with the contract's custom error name.
 
+A third loop re-checks what was confirmed: every `reconfirm_interval_s` the blocks of the
+transactions mined within `reconfirm_window_s` must still be the chain's (same block hash). A
+confirmation that left the chain (a rewritten history) raises an alarm (`confirmation_alarm`,
+a metric, an error log) and its transaction goes back in flight: the same signed bytes at the
+same nonce are sent again, so it is on chain at most once (if the nonce was taken meanwhile its
+operations are batched again, and the request-id rule turns a duplicate into "already
+recorded", which settles as confirmed). The same loop compares the key's nonce with the chain's:
+nonces the chain lost beyond the window are filled by re-sending their stored transactions, and
+when that is impossible the allocator moves back (`NonceAllocator.move_back`).
+
 Recovery on start: the nonce is reconciled with the chain, every stored unmined transaction is
 checked for a receipt and re-sent, and PENDING operations are simply batched. Because an
 operation's transaction is on disk before it is sent, a crash at any point neither loses an
@@ -41,8 +51,8 @@ from dul.contracts.reverts import decode_revert
 from dul.signing import Signer, checksum_address
 from ledger_gateway.nonces import NonceAllocator
 from ledger_gateway.outbox import OperationKind, split_call_payload
-from ledger_gateway.rpc import ChainUnavailableError, RpcClient, RpcError, to_hex
-from ledger_gateway.store import PendingOp, SqlOutbox, StoredTx
+from ledger_gateway.rpc import ChainUnavailableError, RpcClient, RpcError, from_hex, to_hex
+from ledger_gateway.store import MinedTx, PendingOp, SqlOutbox, StoredTx, TxStatus
 
 log = structlog.get_logger(__name__)
 
@@ -135,6 +145,15 @@ class SubmitterSettings:
     max_revert_attempts: int = 3
     """Unexplained reverts (no record found at fault) before the operations end FAILED."""
     backoff_max: float = 5.0
+    reconfirm_window_s: float = 600.0
+    """Confirmations younger than this are re-checked (block hash unchanged); 0: none."""
+    reconfirm_interval_s: float = 2.0
+    """Seconds between re-checks of recent confirmations and of the chain's nonce."""
+    reconfirm_max: int = 2_000
+    """Most transactions re-checked at once (the newest)."""
+    alarm_hold_s: float = 3_600.0
+    """How long readiness stays degraded after a confirmation vanished (and while any of its
+    operations is not on chain again)."""
 
 
 @dataclass
@@ -146,6 +165,13 @@ class SubmitterStats:
     reverted_transactions: int = 0
     replaced: int = 0
     """Transactions given up because another transaction of the key took their nonce."""
+    vanished_transactions: int = 0
+    vanished_operations: int = 0
+    """Confirmed operations whose transaction left the chain (and were sent again)."""
+    last_vanished_at: float | None = None
+    """Wall-clock time of the last vanished confirmation."""
+    nonce_resyncs: int = 0
+    """Times the allocator moved back to a nonce the chain lost."""
     chain_reachable: bool = False
     last_error: str | None = None
     submit_latency_s: list[float] = field(default_factory=list)
@@ -192,6 +218,12 @@ class Submitter:
         self.max_records = max(1, min(s.max_batch, CONTRACT_MAX_BATCH, by_gas, by_body))
         self._task: asyncio.Task[None] | None = None
         self._recovered = asyncio.Event()
+        self._mined: dict[bytes, MinedTx] = {}
+        """Recently confirmed transactions, re-checked while inside the window."""
+        self._reopened: set[bytes] = set()
+        """Operations whose confirmation vanished and that are not settled again yet."""
+        self._nonce_lock = asyncio.Lock()
+        """Held from taking a nonce to tracking its transaction, and while moving back."""
 
     # --- life cycle --------------------------------------------------------------------------
 
@@ -233,6 +265,7 @@ class Submitter:
         async with asyncio.TaskGroup() as group:
             group.create_task(self._guarded(self._batch_once, "batch"))
             group.create_task(self._guarded(self._receipts_once, "receipts"))
+            group.create_task(self._guarded(self._reconfirm_once, "reconfirm"))
 
     async def _guarded(self, step: Callable[[], Any], name: str) -> None:
         """Run one loop step forever; a failing step backs off and retries, never dies."""
@@ -262,6 +295,11 @@ class Submitter:
         stored = await self.outbox.unmined(self.sender)
         for tx in stored:
             self._inflight[tx.tx_hash] = _InFlight(tx, -math.inf, tx.created_at)
+        s = self.settings
+        if s.reconfirm_window_s > 0:
+            since = time.time() - s.reconfirm_window_s
+            for mined in await self.outbox.recent_mined(self.sender, since, s.reconfirm_max):
+                self._mined[mined.tx.tx_hash] = mined
         self.stats.chain_reachable = True
         log.info(
             "submitter.recovered",
@@ -333,33 +371,34 @@ class Submitter:
 
     async def _submit(self, ops: Sequence[PendingOp], kind: OperationKind) -> None:
         data, gas = self._calldata(ops, kind)
-        nonce = self.nonces.peek()
-        raw = self.signer.sign_transaction(
-            {
-                "to": self._target(ops, kind),
-                "data": data,
-                "gas": gas,
-                "gasPrice": 0,
-                "nonce": nonce,
-                "chainId": self.chain_id,
-                "value": 0,
-            }
-        )
-        tx = StoredTx(
-            sender=self.sender,
-            nonce=nonce,
-            kind=kind,
-            raw=raw,
-            tx_hash=keccak(raw),
-            keys=tuple(op.key for op in ops),
-            attempts=1,
-            created_at=time.time(),
-        )
-        await self.outbox.record_submission(tx)
-        self.nonces.advance(nonce)
-        self._hook("persisted")
-        entry = _InFlight(tx, time.monotonic(), min(op.created_at for op in ops))
-        self._inflight[tx.tx_hash] = entry
+        async with self._nonce_lock:
+            nonce = self.nonces.peek()
+            raw = self.signer.sign_transaction(
+                {
+                    "to": self._target(ops, kind),
+                    "data": data,
+                    "gas": gas,
+                    "gasPrice": 0,
+                    "nonce": nonce,
+                    "chainId": self.chain_id,
+                    "value": 0,
+                }
+            )
+            tx = StoredTx(
+                sender=self.sender,
+                nonce=nonce,
+                kind=kind,
+                raw=raw,
+                tx_hash=keccak(raw),
+                keys=tuple(op.key for op in ops),
+                attempts=1,
+                created_at=time.time(),
+            )
+            await self.outbox.record_submission(tx)
+            self.nonces.advance(nonce)
+            self._hook("persisted")
+            entry = _InFlight(tx, time.monotonic(), min(op.created_at for op in ops))
+            self._inflight[tx.tx_hash] = entry
         await self._send(entry)
         self.stats.transactions_sent += 1
         log.debug("submitter.sent", nonce=nonce, kind=kind.value, records=len(ops))
@@ -391,7 +430,7 @@ class Submitter:
         if came_back:
             log.info("submitter.chain_reachable", in_flight=len(entries))
         self.stats.chain_reachable = True
-        mined: list[tuple[_InFlight, int]] = []
+        mined: list[tuple[_InFlight, int, bytes]] = []
         now = time.monotonic()
         chain_nonce: int | None = None
         for entry, receipt in zip(entries, receipts, strict=True):
@@ -405,14 +444,22 @@ class Submitter:
                 continue
             block = int(receipt["blockNumber"], 16)
             if int(receipt.get("status", "0x1"), 16) == 1:
-                mined.append((entry, block))
+                mined.append((entry, block, from_hex(str(receipt.get("blockHash") or "0x"))))
             else:
                 await self._settle_revert(entry, block, receipt)
         if mined:
-            await self.outbox.confirm([(e.tx.tx_hash, b, e.tx.keys) for e, b in mined])
+            await self.outbox.confirm(
+                [(e.tx.tx_hash, b, e.tx.keys) for e, b, _ in mined],
+                {e.tx.tx_hash: h for e, _, h in mined if h},
+            )
             wall = time.time()
-            for entry, _ in mined:
+            for entry, block, block_hash in mined:
                 del self._inflight[entry.tx.tx_hash]
+                if self.settings.reconfirm_window_s > 0:
+                    self._mined[entry.tx.tx_hash] = MinedTx(
+                        entry.tx, block, block_hash or None, wall
+                    )
+                self._reopened.difference_update(entry.tx.keys)
                 self.stats.confirmed += len(entry.tx.keys)
                 latencies = self.stats.submit_latency_s
                 latencies.append(wall - entry.created_wall)
@@ -435,7 +482,8 @@ class Submitter:
         )
         del self._inflight[entry.tx.tx_hash]
         self.stats.replaced += 1
-        await self.nonces.reconcile(self.outbox, self.rpc)
+        async with self._nonce_lock:
+            await self.nonces.reconcile(self.outbox, self.rpc)
         self._room.set()
         self.outbox.new_pending.set()
         return True
@@ -507,11 +555,16 @@ class Submitter:
         found: dict[bytes, tuple[bytes, int]] = {}
         for index, error in bad.items():
             key = tx.keys[index]
+            # Already on chain (e.g. sent again after its confirmation vanished, while the
+            # first transaction came back too): that is its confirmation, not a failure.
+            on_chain = None
             if error == "AccessLogDuplicateRequest":
                 on_chain = await self._find_recorded(key)
-                if on_chain is not None:
-                    found[key] = on_chain
-                    continue
+            elif error == "AccessLogDuplicateRelease":
+                on_chain = await self._find_released(records[index])
+            if on_chain is not None:
+                found[key] = on_chain
+                continue
             failed[key] = error
         rest = [k for i, k in enumerate(tx.keys) if i not in bad]
         if not bad:
@@ -543,6 +596,7 @@ class Submitter:
         )
         self.stats.failed += len(failed)
         self.stats.confirmed += len(found)
+        self._reopened.difference_update([*failed, *found])
         del self._inflight[tx.tx_hash]
         self._room.set()
 
@@ -560,3 +614,193 @@ class Submitter:
             return None
         first = logs[0]
         return bytes.fromhex(first["transactionHash"][2:]), int(first["blockNumber"], 16)
+
+    async def _find_released(self, call: bytes) -> tuple[bytes, int] | None:
+        """Where a release's ResultReleased event is (`call`: its encoded arguments)."""
+        access_id, result_hash = call[:32], call[64:96]
+        logs = await self.rpc.get_logs(
+            {
+                "address": self.access_log,
+                "fromBlock": "0x0",
+                "toBlock": "latest",
+                "topics": [to_hex(RESULT_RELEASED_TOPIC), to_hex(access_id), None,
+                           to_hex(result_hash)],
+            }
+        )  # fmt: skip
+        if not logs:
+            return None
+        first = logs[0]
+        return bytes.fromhex(first["transactionHash"][2:]), int(first["blockNumber"], 16)
+
+    # --- re-checking confirmations -----------------------------------------------------------
+
+    def confirmation_alarm(self) -> str | None:
+        """Why readiness is degraded: confirmations left the chain lately (None: all well)."""
+        s = self.stats
+        if s.last_vanished_at is None:
+            return None
+        age = time.time() - s.last_vanished_at
+        if not self._reopened and age > self.settings.alarm_hold_s:
+            return None
+        return (
+            f"{s.vanished_operations} confirmed operation(s) in {s.vanished_transactions} "
+            f"transaction(s) left the chain (last {age:.0f} s ago: its history was rewritten); "
+            f"sent again, {len(self._reopened)} not on chain again yet"
+        )
+
+    async def _reconfirm_once(self) -> None:
+        await asyncio.sleep(self.settings.reconfirm_interval_s)
+        await self._recheck_confirmations()
+        await self._check_nonces()
+
+    async def _recheck_confirmations(self) -> None:
+        """Every recent confirmation's block must still be the chain's; those that are not go
+        back in flight (see the module docstring)."""
+        s = self.settings
+        now = time.time()
+        for tx_hash, mined in list(self._mined.items()):
+            if now - mined.mined_at > s.reconfirm_window_s:
+                del self._mined[tx_hash]
+        if len(self._mined) > s.reconfirm_max:
+            newest = sorted(self._mined.values(), key=lambda m: m.mined_at)[-s.reconfirm_max :]
+            self._mined = {m.tx.tx_hash: m for m in newest}
+        if not self._mined:
+            return
+        numbers = sorted({m.block_number for m in self._mined.values()})
+        hashes: dict[int, bytes | None] = {}
+        for start in range(0, len(numbers), 200):
+            chunk = numbers[start : start + 200]
+            calls = [("eth_getBlockByNumber", [hex(n), False]) for n in chunk]
+            blocks = await self.rpc.batch(calls)
+            for number, block in zip(chunk, blocks, strict=True):
+                if isinstance(block, RpcError):
+                    raise block
+                found = block.get("hash") if isinstance(block, dict) else None
+                hashes[number] = from_hex(str(found)) if found else None
+        suspect = [
+            m
+            for m in self._mined.values()
+            if m.block_hash is None or hashes.get(m.block_number) != m.block_hash
+        ]
+        if not suspect:
+            return
+        receipts = await self.rpc.receipts([m.tx.tx_hash for m in suspect])
+        gone: list[MinedTx] = []
+        moved: dict[str, int | None] = {}
+        for mined, receipt in zip(suspect, receipts, strict=True):
+            if receipt is not None:
+                number = int(receipt["blockNumber"], 16)
+                block_hash = from_hex(str(receipt.get("blockHash") or "0x"))
+                current = hashes.get(number) if number in hashes else block_hash
+                ok = int(receipt.get("status", "0x1"), 16) == 1
+                if ok and number == mined.block_number and block_hash == current:
+                    # confirmed before the block hash was kept: keep it now
+                    self._mined[mined.tx.tx_hash] = dataclasses.replace(
+                        mined, block_hash=block_hash
+                    )
+                    continue
+                moved["0x" + mined.tx.tx_hash.hex()] = number
+            gone.append(mined)
+        if gone:
+            await self._reopen([m.tx for m in gone], blocks=[m.block_number for m in gone],
+                               moved=moved)  # fmt: skip
+
+    async def _reopen(
+        self,
+        txs: Sequence[StoredTx],
+        *,
+        blocks: Sequence[int | None] = (),
+        moved: dict[str, int | None] | None = None,
+    ) -> None:
+        """Confirmed transactions no longer on chain: alarm, un-confirm, send again."""
+        keys = await self.outbox.reopen([tx.tx_hash for tx in txs])
+        for tx in txs:
+            self._mined.pop(tx.tx_hash, None)
+            self._inflight[tx.tx_hash] = _InFlight(tx, -math.inf, tx.created_at)
+        self._reopened.update(keys)
+        s = self.stats
+        s.vanished_transactions += len(txs)
+        s.vanished_operations += len(keys)
+        s.last_vanished_at = time.time()
+        log.error(
+            "submitter.confirmation_vanished",
+            transactions=["0x" + tx.tx_hash.hex() for tx in txs],
+            nonces=[tx.nonce for tx in txs],
+            blocks=list(blocks),
+            mined_again_in=moved or {},
+            operations=len(keys),
+            hint="the chain no longer holds blocks it had confirmed (its history was "
+            "rewritten); the same transactions are sent again",
+        )
+        self._room.set()
+
+    async def _check_nonces(self) -> None:
+        """The chain's count of the key's transactions must not fall below ours with nonces
+        nobody will fill; fill them with their stored transactions, or move back."""
+        if not self.nonces.ready or not await self._nonce_gap():
+            return
+        async with self._nonce_lock:  # nothing is signed meanwhile
+            missing = await self._nonce_gap()
+            if not missing:
+                return
+            stored = await self.outbox.transactions_at(self.sender, missing)
+            again: list[StoredTx] = []
+            back: int | None = None
+            for nonce in missing:
+                row = stored.get(nonce)
+                if row is None or row.status == TxStatus.REVERTED:
+                    back = nonce  # nothing to re-send that keeps the operations' outcome
+                    break
+                if row.status == TxStatus.MINED:
+                    again.append(row.tx)
+                else:  # stored SENT and somehow not tracked: track it again
+                    self._inflight[row.tx.tx_hash] = _InFlight(row.tx, -math.inf, row.tx.created_at)
+            if again:
+                await self._reopen(again)
+            if back is not None:
+                await self._move_back(back)
+
+    async def _nonce_gap(self) -> list[int]:
+        """Nonces below ours that the chain does not have and no transaction in flight holds
+        (the first `reconfirm_max` of them)."""
+        ours = self.nonces.peek()
+        flying = {entry.tx.nonce for entry in self._inflight.values()}
+        # read after the snapshot: a transaction that left the in-flight set was mined first
+        chain = await self.rpc.transaction_count(self.sender, "pending")
+        if chain >= ours:
+            return []
+        missing: list[int] = []
+        for nonce in range(chain, ours):
+            if nonce not in flying:
+                missing.append(nonce)
+                if len(missing) >= self.settings.reconfirm_max:
+                    break
+        return missing
+
+    async def _move_back(self, nonce: int) -> None:
+        """Abandon every transaction from `nonce` on (their operations are batched again) and
+        take `nonce` next. Called with the nonce lock held."""
+        previous = self.nonces.peek()
+        abandoned, requeued, unconfirmed = await self.outbox.abandon(self.sender, nonce)
+        for tx_hash in abandoned:
+            self._inflight.pop(tx_hash, None)
+            self._mined.pop(tx_hash, None)
+        self.nonces.move_back(nonce)
+        s = self.stats
+        s.nonce_resyncs += 1
+        if unconfirmed:  # confirmations among them: the same alarm as `_reopen`
+            self._reopened.update(unconfirmed)
+            s.vanished_operations += len(unconfirmed)
+            s.last_vanished_at = time.time()
+        log.error(
+            "submitter.nonce_resynchronised",
+            sender=self.sender,
+            previous=previous,
+            next=nonce,
+            abandoned=len(abandoned),
+            requeued=requeued,
+            confirmed_before=len(unconfirmed),
+            hint="the chain lost transactions of this key that cannot be sent again as they "
+            "were; their operations are batched again",
+        )
+        self._room.set()

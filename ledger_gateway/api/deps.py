@@ -82,6 +82,21 @@ class Metrics:
         self.in_flight = Gauge(
             "dul_gateway_transactions_in_flight", "Transactions sent and not yet mined", registry=r
         )
+        self.vanished = Counter(
+            "dul_gateway_confirmations_vanished",
+            "Confirmed operations whose transaction left the chain (history rewritten; sent again)",
+            registry=r,
+        )
+        self.nonce_resyncs = Counter(
+            "dul_gateway_nonce_resyncs",
+            "Times the nonce allocator moved back to a nonce the chain lost",
+            registry=r,
+        )
+        self.confirmation_alarm = Gauge(
+            "dul_gateway_confirmation_alarm",
+            "1 while confirmations left the chain lately (readiness degraded)",
+            registry=r,
+        )
         self._seen: dict[str, int] = {}
 
     def latency_recorder(self) -> ObservedLatencies:
@@ -102,8 +117,11 @@ class Metrics:
         self._advance(self.transactions_sent, "sent", stats.transactions_sent)
         self._advance(self.resends, "resends", stats.resends)
         self._advance(self.reverted, "reverted", stats.reverted_transactions)
+        self._advance(self.vanished, "vanished", stats.vanished_operations)
+        self._advance(self.nonce_resyncs, "nonce_resyncs", stats.nonce_resyncs)
         self.chain_reachable.set(1 if stats.chain_reachable else 0)
         self.in_flight.set(submitter.in_flight)
+        self.confirmation_alarm.set(0 if submitter.confirmation_alarm() is None else 1)
 
 
 @dataclass

@@ -43,13 +43,19 @@ async def healthz() -> dict[str, str]:
 async def readyz(context: ContextDep) -> JSONResponse:
     """Chain reachable (the chain view refreshed lately and the submitter reaches the node),
     contracts deployed, signer authorized, store writable, submitter running: 200, else 503
-    with Retry-After, naming what is not."""
+    with Retry-After, naming what is not. `status` is `degraded` (still 200) with the reasons
+    in `degraded` while something needs an operator's eye, e.g. confirmations that left the
+    chain."""
     age = time.monotonic() - context.access.view.last_refresh
     submitter = context.submitter
     reachable = submitter is None or submitter.stats.chain_reachable
     checks = {"chain": age < stale_after(context) and reachable, **context.readiness}
     detail: dict[str, Any] = {"chain_view_age_s": round(min(age, 1e9), 3)}
+    degraded: dict[str, str] = {}
     if submitter is not None:
+        alarm = submitter.confirmation_alarm()
+        if alarm is not None:
+            degraded["confirmations_vanished"] = alarm
         task = submitter.task
         checks["submitter"] = task is not None and not task.done()
         detail |= {
@@ -63,8 +69,10 @@ async def readyz(context: ContextDep) -> JSONResponse:
         checks["store"] = False
         depth = -1
     ready = all(checks.values())
+    status = "not_ready" if not ready else "degraded" if degraded else "ready"
+    body = {"ready": ready, "status": status, "degraded": degraded, "checks": checks}
     return JSONResponse(
-        {"ready": ready, "checks": checks, "outbox_depth": depth, **detail},
+        {**body, "outbox_depth": depth, **detail},
         status_code=200 if ready else 503,
         headers=None if ready else {"Retry-After": "1"},
     )
