@@ -33,8 +33,9 @@ from dul.domain import AgreementStatus, Operation, Tier
 from dul.home import Home
 from dul.keys import KeyStore
 from dul.signing import LocalSigner
-from ledger_gateway.client import GatewayClient, StewardClient, sign_request
+from ledger_gateway.client import GatewayClient, sign_request
 from ledger_gateway.settings import GatewaySettings
+from ledger_gateway.steward_client import StewardClient
 from ledger_gateway.submitter import ACCESS_RECORDED_TOPIC
 from ledger_gateway.testing import serve
 from ledger_gateway.tokens import TokenRole, TokenStore
