@@ -121,9 +121,10 @@ def fill_chain(home_root: Path, events: int) -> dict[str, Any]:
 def _child(kind: str, rpc_url: str, deployment_path: str, to_block: int, url: str) -> None:
     """One measurement in this (fresh) process; prints a JSON line with rate and peak RSS."""
     from audit.events import AUDITED_CONTRACTS, EventDecoder
-    from audit.indexer import Indexer, JsonRpc, PageSizer
+    from audit.indexer import Indexer, JsonRpc
     from audit.settings import AuditSettings
     from dul.contracts.ledger import Deployment
+    from dul.contracts.logs import PageSizer
 
     deployment = Deployment.load(Path(deployment_path))
     settings = AuditSettings()

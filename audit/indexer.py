@@ -9,7 +9,7 @@ Pages are sized in blocks and adapt: halved when the node refuses a range (too m
 a body too big, a timeout) or when the reply outgrows `max_page_bytes` (read as a stream and
 dropped past the budget: a dense stretch of chain cannot blow up memory), fitted to
 `max_logs_per_page` logs at the density just seen, and grown back (at most doubled) after a
-good page.
+good page (`dul.contracts.logs`, the paging the gateway and the CLI use too).
 
 Cohorts: with hospital cohort stores configured (`cohort_sources`), each page's granted accesses
 with a cohort get their leaves from those stores in one batched query, checked against the
@@ -56,7 +56,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import httpx
@@ -73,6 +73,7 @@ from audit.cohorts import (
 )
 from audit.events import AUDITED_CONTRACTS, DecodedEvent, EventDecoder
 from audit.store import AuditStore, BlockRef, StoredCheckpoint
+from dul.contracts.logs import PageSizer, get_logs, paged
 from dul.errors import DulError
 
 log = structlog.get_logger("audit.indexer")
@@ -100,6 +101,10 @@ class ChainMovedError(IndexerError):
 
 class StoreMismatchError(IndexerError):
     code = "store_mismatch"
+
+
+def _range_refused(exc: Exception) -> bool:
+    return isinstance(exc, RangeRefusedError)
 
 
 # --- JSON-RPC -------------------------------------------------------------------------------
@@ -231,30 +236,6 @@ class Page:
     cohorts: CohortRows | None = None
 
 
-@dataclass
-class PageSizer:
-    """Blocks per page: halve on refusal, fit to the log budget, double back after success."""
-
-    size: int
-    maximum: int
-    max_logs: int
-    minimum: int = 1
-    refused: int = field(default=0)
-
-    def refuse(self, span: int) -> bool:
-        """Shrinks below `span`; False when already at one block (the refusal is final)."""
-        if span <= self.minimum:
-            return False
-        self.refused += 1
-        self.size = max(self.minimum, span // 2)
-        return True
-
-    def after(self, span: int, logs: int) -> None:
-        """Aims the next page at `max_logs` logs at the density just seen, at most doubling."""
-        fitted = span * self.max_logs // max(logs, 1)
-        self.size = max(self.minimum, min(self.maximum, 2 * span, fitted))
-
-
 class _Prefetcher:
     """Fetches and decodes the next page in a thread while the writer stores the current one.
 
@@ -283,22 +264,22 @@ class _Prefetcher:
 
     def _run(self) -> None:
         sizer = self.indexer.sizer
-        first = self.first
+
+        def fetch(first: int, last: int) -> Page:
+            with _gc_paused():
+                return self.indexer.fetch(first, last)
+
+        def refused(first: int, last: int, exc: Exception) -> None:
+            log.info("audit.range_refused", first=first, last=last,
+                     next_size=sizer.size, error=str(exc))  # fmt: skip
+
         try:
-            while first <= self.target and not self.closed.is_set():
-                last = min(self.target, first + sizer.size - 1)
-                try:
-                    with _gc_paused():
-                        page = self.indexer.fetch(first, last)
-                except RangeRefusedError as exc:
-                    if not sizer.refuse(last - first + 1):
-                        raise
-                    log.info("audit.range_refused", first=first, last=last,
-                             next_size=sizer.size, error=exc.message)  # fmt: skip
-                    continue
-                sizer.after(last - first + 1, len(page.events))
+            pages = paged(fetch, self.first, self.target, sizer=sizer, refused=_range_refused,
+                          count=lambda page: len(page.events), on_refusal=refused)  # fmt: skip
+            for _, _, page in pages:
                 self._put(page)
-                first = last + 1
+                if self.closed.is_set():
+                    break
             self._put(None)
         except BaseException as exc:  # handed over: the writer re-raises or recovers
             self._put(exc)
@@ -451,16 +432,23 @@ class Indexer:
     def _head(self) -> int:
         return int(self.rpc.call("eth_blockNumber"), 16)
 
+    def _page_of_logs(self, filter_: dict[str, Any]) -> list[dict[str, Any]]:
+        """One `eth_getLogs` over a page's blocks, its reply bounded unless it is one block
+        (a block's logs cannot be split)."""
+        one_block = filter_["fromBlock"] == filter_["toBlock"]
+        logs = self.rpc.call(
+            "eth_getLogs", filter_, max_bytes=None if one_block else self.max_page_bytes
+        )
+        return list(logs)
+
     def fetch(self, first: int, last: int) -> Page:
         """Blocks `first..last` as one page, consistent with one history of the chain."""
         before = self._header(last)
         start = before if first == last else self._header(first)
         if before is None or start is None or before.parent_hash is None:
             raise ChainMovedError(f"blocks {first}..{last} are no longer on the node")
-        logs = self.rpc.call(
-            "eth_getLogs",
-            {"fromBlock": hex(first), "toBlock": hex(last), "address": self.addresses},
-            max_bytes=self.max_page_bytes if last > first else None,  # one block is atomic
+        logs = self._page_of_logs(
+            {"fromBlock": hex(first), "toBlock": hex(last), "address": self.addresses}
         )
         after = self._header(last)
         if after is None or after.hash != before.hash:
@@ -522,25 +510,16 @@ class Indexer:
                 checkpoint = fresh
             first = min(self.contract_blocks.get(n, self.start_block) for n in added)
             decoder = EventDecoder(added)
-            events: list[DecodedEvent] = []
             sizer = PageSizer(self.sizer.maximum, self.sizer.maximum, self.sizer.max_logs)
-            at = first
-            while at <= checkpoint.block_number:
-                last = min(checkpoint.block_number, at + sizer.size - 1)
-                try:
-                    logs = self.rpc.call(
-                        "eth_getLogs",
-                        {"fromBlock": hex(at), "toBlock": hex(last), "address": decoder.addresses},
-                        max_bytes=self.max_page_bytes if last > at else None,
-                    )
-                except RangeRefusedError:
-                    if not sizer.refuse(last - at + 1):
-                        raise
-                    continue
-                page = [decoder.decode(entry) for entry in logs]
-                sizer.after(last - at + 1, len(page))
-                events.extend(page)
-                at = last + 1
+            logs = get_logs(
+                self._page_of_logs,
+                {"address": decoder.addresses},
+                first,
+                checkpoint.block_number,
+                sizer=sizer,
+                refused=_range_refused,
+            )
+            events = [decoder.decode(entry) for entry in logs]
             if not self._node_has(checkpoint.block_number, checkpoint.block_hash):
                 continue  # the chain moved under the read: reconcile and read again
             try:

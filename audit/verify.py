@@ -76,11 +76,12 @@ from pydantic import BaseModel, Field
 from sqlalchemy import Connection, Engine, text
 
 from audit.events import AUDITED_CONTRACTS, DecodedEvent, EventDecoder
-from audit.indexer import JsonRpc, PageSizer, RangeRefusedError
+from audit.indexer import JsonRpc, RangeRefusedError
 from audit.provenance import store_errors
 from audit.store import COLUMNS, project
 from audit.verify_artifacts import RELEASABLE, check_artifacts
 from audit.verify_cohorts import check_patients
+from dul.contracts.logs import PageSizer
 from dul.contracts.typed_data import (
     ACCESS_LOG_DOMAIN_NAME,
     ACCESS_REQUEST_TYPES,

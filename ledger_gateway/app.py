@@ -79,7 +79,10 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         )
         view = ChainView(rpc, deployment, open_grants=outbox.open_grants)
         registry = deployment.addresses.get("ConsentRegistry")
-        consent_view = None if registry is None else ConsentView(rpc, registry, org)
+        first_block = int(deployment.raw.get("block", 0))
+        consent_view = (
+            None if registry is None else ConsentView(rpc, registry, org, first_block=first_block)
+        )
         context = GatewayContext(
             settings=settings,
             tokens=TokenStore(settings.tokens_path),

@@ -16,8 +16,10 @@ from eth_abi.abi import decode, encode
 from eth_hash.auto import keccak
 
 from dul.contracts.ledger import Deployment
+from dul.contracts.logs import apaged, gateway_sizer, span_filter
 from dul.domain import AgreementStatus, ConsentPolicy, Role, Scenario, Tier
 from ledger_gateway.policy import AgreementState
+from ledger_gateway.rpc import RpcError
 
 log = structlog.get_logger(__name__)
 
@@ -58,6 +60,7 @@ class ChainView:
         self._fields: dict[tuple[bytes, bytes], int] = {}
         self._used: dict[bytes, int] = {}
         self._roles: dict[tuple[str, bytes, Role], bool] = {}
+        self._log_pages = gateway_sizer()
         self._locks: dict[bytes, asyncio.Lock] = {}
         self._last_block: int | None = None
         self.last_refresh: float = 0.0
@@ -138,14 +141,30 @@ class ChainView:
         if latest <= self._last_block:
             self.last_refresh = time.monotonic()
             return 0
-        logs = await self._rpc.request(
-            "eth_getLogs",
-            {
-                "fromBlock": hex(self._last_block + 1),
-                "toBlock": hex(latest),
-                "address": [self._registry, self._membership],
-            },
+        watched = {"address": [self._registry, self._membership]}
+
+        async def fetch(a: int, b: int) -> list[dict[str, Any]]:
+            return list(await self._rpc.request("eth_getLogs", span_filter(watched, a, b)))
+
+        seen = 0
+        pages = apaged(
+            fetch,
+            self._last_block + 1,
+            latest,
+            sizer=self._log_pages,
+            refused=lambda exc: isinstance(exc, RpcError),
         )
+        async for _, end, logs in pages:
+            self._drop(logs)
+            self._last_block = end
+            seen += len(logs)
+        self.last_refresh = time.monotonic()
+        if seen:
+            log.info("chain_view.refreshed", events=seen, block=latest)
+        return seen
+
+    def _drop(self, logs: list[dict[str, Any]]) -> None:
+        """Forgets what these events changed."""
         for entry in logs:
             if entry["address"].lower() == self._membership.lower():
                 self._roles.clear()
@@ -155,11 +174,6 @@ class ChainView:
                 self._agreements.pop(bytes.fromhex(topics[1][2:]), None)
             if bytes.fromhex(topics[0][2:]) == _SUPERSEDED_TOPIC and len(topics) > 2:
                 self._agreements.pop(bytes.fromhex(topics[2][2:]), None)
-        self._last_block = latest
-        self.last_refresh = time.monotonic()
-        if logs:
-            log.info("chain_view.refreshed", events=len(logs), block=latest)
-        return len(logs)
 
     async def follow(self, interval: float) -> None:
         """Refresh forever; a node outage is logged and retried, never fatal."""

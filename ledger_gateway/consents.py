@@ -7,7 +7,8 @@ the gateway's holder organization, built from raw `eth_getLogs` and decoded with
 
 **A withdrawal recorded before a request is honoured by it**: every cohort or authorization
 decision first calls `sync()`, which brings the index up to the chain head — one
-`eth_blockNumber`, and `eth_getLogs` over the new blocks when there are any. Concurrent callers
+`eth_blockNumber`, and `eth_getLogs` over the new blocks when there are any (in pages a node
+serves, `dul.contracts.logs`). Concurrent callers
 share one catch-up, but only one that *started after they asked*, so no caller is answered from
 a head read before its request arrived.
 
@@ -28,10 +29,12 @@ from eth_abi.abi import decode
 from eth_hash.auto import keccak
 
 from dul.contracts.artifacts import load
+from dul.contracts.logs import PageSizer, apaged, gateway_sizer
 from dul.domain import AuthorizationStatus, ConsentStatus, Scenario, Tier
 from dul.signing import checksum_address
 from ledger_gateway.consent_policy import AuthorizationState, ConsentIndex, ConsentState
 from ledger_gateway.relay import canonical_type
+from ledger_gateway.rpc import RpcError
 
 log = structlog.get_logger(__name__)
 
@@ -89,16 +92,18 @@ class ConsentView:
         registry: str,
         holder: bytes,
         *,
-        max_range: int = 100_000,
+        first_block: int = 0,
+        pages: PageSizer | None = None,
     ) -> None:
         self._rpc = rpc
         self.registry = registry
         self.holder = holder
-        self.max_range = max_range
+        self.pages = pages or gateway_sizer()
+        """Blocks per catch-up page (`dul.contracts.logs`: shrinks on refusal, grows back)."""
         self.index = ConsentIndex(holder)
         self.authorizations: dict[bytes, AuthorizationState] = {}
-        self.last_block = -1
-        """The highest block whose events are applied (-1: none yet)."""
+        self.last_block = first_block - 1
+        """The highest block whose events are applied (before the deployment: none yet)."""
         self._queued: asyncio.Future[None] | None = None
         self._running = False
         self._runner: asyncio.Future[None] | None = None
@@ -165,19 +170,16 @@ class ConsentView:
 
     async def _catch_up(self) -> None:
         head = int(await self._rpc.request("eth_blockNumber"), 16)
-        start = self.last_block + 1
-        while start <= head:
-            end = min(head, start + self.max_range - 1)
-            try:
-                entries = await self._fetch(start, end)
-            except Exception as exc:  # a range the node refuses: halve it
-                if end == start or not _range_refusal(exc):
-                    raise
-                self.max_range = max(1, (end - start + 1) // 2)
-                continue
+        pages = apaged(
+            self._fetch,
+            self.last_block + 1,
+            head,
+            sizer=self.pages,
+            refused=lambda exc: isinstance(exc, RpcError),  # an error answer, not an outage
+        )
+        async for _, end, entries in pages:
             self.apply(entries)
             self.last_block = end
-            start = end + 1
 
     async def _fetch(self, start: int, end: int) -> list[dict[str, Any]]:
         abi = events()
@@ -270,9 +272,3 @@ class ConsentView:
             except Exception as exc:  # the node may be down; decisions then fail clearly
                 log.warning("consents.sync_failed", error=str(exc))
             await asyncio.sleep(interval)
-
-
-def _range_refusal(exc: Exception) -> bool:
-    """Whether an eth_getLogs error means "ask for fewer blocks" (node-specific wording)."""
-    text = str(exc).lower()
-    return any(word in text for word in ("range", "too many", "limit", "exceed", "larger", "10000"))

@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 
+from dul.contracts.logs import aget_logs, gateway_sizer
 from ledger_gateway.errors import GatewayError, UnavailableError
 
 
@@ -77,6 +78,8 @@ class RpcClient:
             limits=httpx.Limits(max_connections=16, max_keepalive_connections=16),
         )
         self._ids = itertools.count(1)
+        self.log_pages = gateway_sizer()
+        """Blocks per `eth_getLogs` page, learnt from the node's refusals (`find_logs`)."""
 
     async def aclose(self) -> None:
         if self._owned:
@@ -178,4 +181,29 @@ class RpcClient:
         return int(await self.request("eth_estimateGas", tx), 16)
 
     async def get_logs(self, filter_: dict[str, Any]) -> list[dict[str, Any]]:
+        """One `eth_getLogs` call as given: for narrow ranges only (see `find_logs`)."""
         return list(await self.request("eth_getLogs", filter_))
+
+    async def find_logs(
+        self,
+        filter_: dict[str, Any],
+        *,
+        from_block: int = 0,
+        to_block: int | None = None,
+        newest_first: bool = False,
+        first_match: bool = False,
+    ) -> list[dict[str, Any]]:
+        """The logs `filter_` matches from `from_block` to `to_block` (default: the head), read
+        in pages a node serves (`dul.contracts.logs`): any JSON-RPC error answer to a page is
+        taken as a refusal of its range. `first_match` stops at the first page with a match."""
+        last = await self.block_number() if to_block is None else to_block
+        return await aget_logs(
+            self.get_logs,
+            filter_,
+            from_block,
+            last,
+            sizer=self.log_pages,
+            refused=lambda exc: isinstance(exc, RpcError),
+            newest_first=newest_first,
+            first_match=first_match,
+        )

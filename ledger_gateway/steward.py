@@ -273,6 +273,8 @@ class StewardService:
         self.datasets = deployment.address("DatasetRegistry")
         self.access_log = deployment.address("AccessLog")
         self.domain: Domain = agreement_domain(deployment.chain_id, self.registry)
+        self.first_block = int(deployment.raw.get("block", 0))
+        """The deployment's block: no event of these contracts lies before it."""
         self._field_names: dict[bytes, list[str]] = {}
 
     @staticmethod
@@ -288,13 +290,10 @@ class StewardService:
 
     async def _proposal(self, agreement_id: bytes) -> tuple[dict[str, Any], AgreementTerms]:
         """The AgreementProposed event of `agreement_id`: (version facts, terms)."""
-        logs = await self.rpc.get_logs(
-            {
-                "address": self.registry,
-                "fromBlock": "0x0",
-                "toBlock": "latest",
-                "topics": [to_hex(PROPOSED_TOPIC), to_hex(agreement_id)],
-            }
+        logs = await self.rpc.find_logs(
+            {"address": self.registry, "topics": [to_hex(PROPOSED_TOPIC), to_hex(agreement_id)]},
+            from_block=self.first_block,
+            first_match=True,
         )
         if not logs:
             raise NotFoundError(f"no agreement {_hex(agreement_id)}", code="unknown_agreement")
@@ -324,13 +323,10 @@ class StewardService:
     async def field_names(self, dataset_id: bytes) -> list[str]:
         """The field names of a dataset, from its registration event (cached: immutable)."""
         if dataset_id not in self._field_names:
-            logs = await self.rpc.get_logs(
-                {
-                    "address": self.datasets,
-                    "fromBlock": "0x0",
-                    "toBlock": "latest",
-                    "topics": [to_hex(DATASET_TOPIC), to_hex(dataset_id)],
-                }
+            logs = await self.rpc.find_logs(
+                {"address": self.datasets, "topics": [to_hex(DATASET_TOPIC), to_hex(dataset_id)]},
+                from_block=self.first_block,
+                first_match=True,
             )
             if not logs:
                 return []
@@ -353,13 +349,9 @@ class StewardService:
             )
             versions.insert(0, VersionOut(agreement_id=_hex(previous), version=int(version)))
             previous = bytes(before)
-        superseded = await self.rpc.get_logs(
-            {
-                "address": self.registry,
-                "fromBlock": "0x0",
-                "toBlock": "latest",
-                "topics": [to_hex(SUPERSEDED_TOPIC), to_hex(agreement_id)],
-            }
+        superseded = await self.rpc.find_logs(
+            {"address": self.registry, "topics": [to_hex(SUPERSEDED_TOPIC), to_hex(agreement_id)]},
+            from_block=self.first_block,
         )
         scopes = []
         for dataset, mask in zip(terms.datasets, terms.field_masks, strict=True):

@@ -602,13 +602,11 @@ class Submitter:
 
     async def _find_recorded(self, key: bytes) -> tuple[bytes, int] | None:
         """Where `key`'s AccessRecorded event is, if the chain has it already."""
-        logs = await self.rpc.get_logs(
-            {
-                "address": self.access_log,
-                "fromBlock": "0x0",
-                "toBlock": "latest",
-                "topics": [to_hex(ACCESS_RECORDED_TOPIC), to_hex(key)],
-            }
+        # Newest first: the duplicate is almost always a recent transaction of this gateway.
+        logs = await self.rpc.find_logs(
+            {"address": self.access_log, "topics": [to_hex(ACCESS_RECORDED_TOPIC), to_hex(key)]},
+            newest_first=True,
+            first_match=True,
         )
         if not logs:
             return None

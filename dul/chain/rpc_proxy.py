@@ -7,7 +7,8 @@ ids preserved) over a pool of keep-alive connections (`upstream.StreamUpstream`)
 eth_sendTransaction, …) with JSON-RPC error -32601, and
 lets a signed transaction through only when its sender is the operator or an active member
 (`Membership.isAuthorizedSender(address)` at the address in the deployment manifest, cached
-for `membership_ttl` seconds); otherwise error -32003.
+for `membership_ttl` seconds); otherwise error -32003. With `--max-log-range N` it refuses
+`eth_getLogs` over more than N blocks as Besu does (`dul.chain.log_range`).
 
 Run it with `python -m dul.chain.rpc_proxy --upstream URL --port N [--deployment PATH]`;
 `dul chain up` does that for you.
@@ -33,6 +34,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from dul.chain.log_range import head_reader, range_refusal
 from dul.chain.rpc_filter import (
     INTERNAL_ERROR,
     INVALID_PARAMS,
@@ -235,6 +237,13 @@ class _Proxy:
         method: str = item["method"]
         kind = classify_method(method)
         if kind is MethodClass.FORWARD:
+            if method == "eth_getLogs" and self.settings.max_log_range:
+                error = await range_refusal(
+                    item.get("params"), self.settings.max_log_range, head_reader(self.forward)
+                )
+                return (
+                    None if error is None else {"jsonrpc": "2.0", "id": request_id, "error": error}
+                )
             return None
         if kind is MethodClass.LOCAL:
             return result_response(request_id, LOCAL_ANSWERS[method])
@@ -391,6 +400,9 @@ def _parse_args(argv: Sequence[str] | None) -> ProxySettings:
     parser.add_argument("--deployment", type=Path, help="deployment manifest JSON")
     parser.add_argument("--operator", help="operator address (may send before any deployment)")
     parser.add_argument("--membership-ttl", type=float)
+    parser.add_argument(
+        "--max-log-range", type=int, help="refuse wider eth_getLogs ranges, as Besu (0: no limit)"
+    )
     parser.add_argument("--log-level")
     args = parser.parse_args(argv)
     overrides = {
@@ -400,6 +412,7 @@ def _parse_args(argv: Sequence[str] | None) -> ProxySettings:
         "deployment_path": args.deployment,
         "operator_address": args.operator,
         "membership_ttl": args.membership_ttl,
+        "max_log_range": args.max_log_range,
         "log_level": args.log_level,
     }
     return ProxySettings(**{k: v for k, v in overrides.items() if v is not None})

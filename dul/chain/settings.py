@@ -71,4 +71,10 @@ class ProxySettings(BaseSettings):
     max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024)
     upstream_timeout: float = Field(30.0, gt=0)
     max_connections: int = Field(256, ge=1)
+    max_log_range: int = Field(
+        0,
+        ge=0,
+        le=10**9,
+        description="refuse eth_getLogs spanning more blocks, as Besu; 0: no limit",
+    )
     log_level: str = "INFO"

@@ -166,13 +166,12 @@ def dataset_fields(ledger: Ledger, dataset: bytes) -> list[str]:
     """Field names of a registered dataset, from its DatasetRegistered event."""
     from eth_abi.abi import decode
 
-    logs = ledger.w3.eth.get_logs(
+    logs = ledger.find_logs(
         {
             "address": ledger.deployment.address("DatasetRegistry"),
-            "fromBlock": 0,
-            "toBlock": "latest",
             "topics": ["0x" + DATASET_TOPIC.hex(), "0x" + dataset.hex()],
-        }
+        },
+        first_match=True,
     )
     if not logs:
         raise ConfigError(f"dataset {slug_of(dataset)} is not registered", code="unknown_dataset")

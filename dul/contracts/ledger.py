@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import structlog
 from eth_typing import ChecksumAddress, HexStr
@@ -19,9 +19,10 @@ from hexbytes import HexBytes
 from web3 import Web3
 from web3.contract import Contract
 from web3.exceptions import ContractCustomError, ContractLogicError, TimeExhausted, Web3RPCError
-from web3.types import TxReceipt
+from web3.types import FilterParams, TxReceipt
 
 from dul.contracts.artifacts import load
+from dul.contracts.logs import gateway_sizer, get_logs
 from dul.contracts.reverts import decode_revert
 from dul.errors import ChainError, DeploymentError, TransactionError
 from dul.signing import Signer
@@ -93,6 +94,7 @@ class Ledger:
         self.deployment = deployment
         self.chain_id = deployment.chain_id
         self._contracts: dict[str, Contract] = {}
+        self.log_pages = gateway_sizer()
 
     def contract(self, name: str) -> Contract:
         if name not in self._contracts:
@@ -100,6 +102,26 @@ class Ledger:
                 address=self.deployment.address(name), abi=load(name).abi
             )
         return self._contracts[name]
+
+    def find_logs(
+        self, filter_: dict[str, Any], *, newest_first: bool = False, first_match: bool = False
+    ) -> list[Any]:
+        """The logs `filter_` matches from the deployment block to the head, read in pages a
+        node serves (`dul.contracts.logs`); web3's log entries (bytes, HexBytes)."""
+
+        def request(narrowed: dict[str, Any]) -> list[Any]:
+            return list(self.w3.eth.get_logs(cast(FilterParams, narrowed)))
+
+        return get_logs(
+            request,
+            filter_,
+            int(self.deployment.raw.get("block", 0)),
+            self.w3.eth.block_number,
+            sizer=self.log_pages,
+            refused=lambda exc: isinstance(exc, Web3RPCError),
+            newest_first=newest_first,
+            first_match=first_match,
+        )
 
     def call(self, contract: str, function: str, *args: Any) -> Any:
         return self.contract(contract).functions[function](*args).call()
