@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from typing import Any
 
 import pytest
@@ -12,7 +13,7 @@ from dul.chain.log_range import RANGE_LIMIT_CODE, RANGE_LIMIT_MESSAGE, range_ref
 from dul.contracts.logs import PageSizer, aget_logs, get_logs, paged
 
 
-class Refused(Exception):
+class RefusedError(Exception):
     pass
 
 
@@ -29,7 +30,7 @@ class Node:
         self.calls.append((a, b))
         assert filter_["address"] == "0xabc"
         if b - a > self.limit:
-            raise Refused(RANGE_LIMIT_MESSAGE)
+            raise RefusedError(RANGE_LIMIT_MESSAGE)
         return [{"blockNumber": hex(n), "address": "0xabc"} for n in self.blocks if a <= n <= b]
 
     async def aget_logs(self, filter_: dict[str, Any]) -> list[dict[str, Any]]:
@@ -41,7 +42,7 @@ def numbers(logs: list[dict[str, Any]]) -> list[int]:
 
 
 def refused(exc: Exception) -> bool:
-    return isinstance(exc, Refused)
+    return isinstance(exc, RefusedError)
 
 
 BLOCKS = [3, 900, 1_500, 7_777, 12_000, 19_999]
@@ -54,8 +55,9 @@ def test_every_log_is_read_in_order_through_pages_the_node_serves() -> None:
                     sizer=sizer, refused=refused)  # fmt: skip
     assert numbers(logs) == BLOCKS
     served = [(a, b) for a, b in node.calls if b - a <= 1_000]
-    assert served[0][0] == 0 and served[-1][1] == 20_000
-    assert all(later[0] == earlier[1] + 1 for earlier, later in zip(served, served[1:]))
+    assert served[0][0] == 0
+    assert served[-1][1] == 20_000
+    assert all(later[0] == earlier[1] + 1 for earlier, later in itertools.pairwise(served))
     assert sizer.refused >= 3  # 5000 -> 2500 -> 1250 -> 625, then growing back is refused again
 
 
@@ -87,7 +89,7 @@ def test_newest_first_stops_at_the_newest_page_with_a_match() -> None:
 
 def test_a_refusal_of_one_block_and_other_errors_are_raised() -> None:
     node = Node(BLOCKS, limit=-1)  # refuses everything
-    with pytest.raises(Refused):
+    with pytest.raises(RefusedError):
         get_logs(node.get_logs, {"address": "0xabc"}, 0, 100, sizer=PageSizer(64, 64, 10),
                  refused=refused)  # fmt: skip
     assert node.calls[-1][0] == node.calls[-1][1]  # shrank down to one block first
@@ -121,8 +123,10 @@ def test_pages_fit_the_density_and_report_their_ranges() -> None:
 
 def test_the_async_reader_matches_the_sync_one() -> None:
     node = Node(BLOCKS, limit=1_000)
-    logs = asyncio.run(aget_logs(node.aget_logs, {"address": "0xabc"}, 0, 20_000,
-                                 sizer=PageSizer(5_000, 10**6, 5_000), refused=refused))  # fmt: skip
+    sizer = PageSizer(5_000, 10**6, 5_000)
+    logs = asyncio.run(
+        aget_logs(node.aget_logs, {"address": "0xabc"}, 0, 20_000, sizer=sizer, refused=refused)
+    )
     assert numbers(logs) == BLOCKS
     newest = asyncio.run(aget_logs(node.aget_logs, {"address": "0xabc"}, 0, 20_000,
                                    sizer=PageSizer(5_000, 10**6, 5_000), refused=refused,
