@@ -30,6 +30,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from dul.domain import ConsentStatus, Scenario, slug_of
+from ledger_gateway.callers import Caller
 from ledger_gateway.consents import ConsentView
 from ledger_gateway.errors import BadRequestError, UnavailableError
 from ledger_gateway.models import Hex32, Signature
@@ -151,12 +152,13 @@ class ConsentService:
         holder, subject, _, status, *_ = decode(_CONSENT_TYPES, raw)[0]
         return bytes(holder), bytes(subject), ConsentStatus(status)
 
-    async def _check_owner(self, consent_id: bytes, subject: bytes) -> None:
-        """The consent must be `subject`'s at this gateway's holder (unknown ones are left to the
-        chain, which names them)."""
+    async def _check_owner(self, consent_id: bytes, subject: bytes, caller: Caller) -> None:
+        """The consent must be `subject`'s at this gateway's holder, which is the caller's
+        organization (unknown ones are left to the chain, which names them)."""
         holder, owner, status = await self._stored_consent(consent_id)
         if status == ConsentStatus.NONE:
             return
+        caller.require_holder([holder], f"consent {_hex(consent_id)}")
         if holder != self.steward.org or owner != subject:
             raise RelayError(
                 f"consent {_hex(consent_id)} is not subject {_hex(subject)}'s at "
@@ -166,25 +168,31 @@ class ConsentService:
 
     # --- consents ----------------------------------------------------------------------------
 
-    async def record(self, body: SignedTransactionIn, *, wait: bool) -> TransactionOut:
+    async def record(
+        self, body: SignedTransactionIn, caller: Caller, *, wait: bool
+    ) -> TransactionOut:
         expected = self.steward.expect_consent(("recordConsent", "recordConsents"))
-        return await self.steward.relay(body, expected, wait=wait)
+        return await self.steward.relay(body, expected, caller, wait=wait)
 
-    async def withdraw(self, subject: bytes, body: WithdrawalIn, *, wait: bool) -> WithdrawalOut:
+    async def withdraw(
+        self, subject: bytes, body: WithdrawalIn, caller: Caller, *, wait: bool
+    ) -> WithdrawalOut:
         if body.signed_transaction is not None:
-            return await self._withdraw_by_steward(subject, body.signed_transaction, wait=wait)
+            return await self._withdraw_by_steward(
+                subject, body.signed_transaction, caller, wait=wait
+            )
         assert body.consent_id is not None
         assert body.deadline is not None
         assert body.signature is not None
         return await self._withdraw_by_subject(
-            subject, _b32(body.consent_id), body.deadline, _b32(body.signature), wait=wait
+            subject, _b32(body.consent_id), body.deadline, _b32(body.signature), caller, wait=wait
         )
 
     async def _withdraw_by_steward(
-        self, subject: bytes, signed_transaction: str, *, wait: bool
+        self, subject: bytes, signed_transaction: str, caller: Caller, *, wait: bool
     ) -> WithdrawalOut:
         async def guard(call: Call) -> None:
-            await self._check_owner(call.args["consentId"], subject)
+            await self._check_owner(call.args["consentId"], subject, caller)
 
         def sent(call: Call) -> None:
             self.view.mark_withdrawn(call.args["consentId"])
@@ -192,6 +200,7 @@ class ConsentService:
         answer = await self.steward.relay(
             SignedTransactionIn(signed_transaction=signed_transaction),
             self.steward.expect_consent(("withdrawConsent",)),
+            caller,
             wait=wait,
             guard=guard,
             sent=sent,
@@ -209,13 +218,20 @@ class ConsentService:
         )
 
     async def _withdraw_by_subject(
-        self, subject: bytes, consent_id: bytes, deadline: int, signature: bytes, *, wait: bool
+        self,
+        subject: bytes,
+        consent_id: bytes,
+        deadline: int,
+        signature: bytes,
+        caller: Caller,
+        *,
+        wait: bool,
     ) -> WithdrawalOut:
         data = WITHDRAW_BY_SUBJECT.encode(consent_id, deadline, signature)
         key = keccak(b"ConsentRegistry.withdrawConsentBySubject" + data[4:])
+        await self._check_owner(consent_id, subject, caller)  # a replay too: whose is it
         stored = await self.outbox.get(key)
         if stored is None:
-            await self._check_owner(consent_id, subject)
             try:
                 gas = await self.steward.rpc.estimate_gas(
                     self.registry, data, sender=self.steward.relayer
@@ -253,7 +269,8 @@ class ConsentService:
             error=view.error,
         )
 
-    async def consents_of(self, subject: bytes, now: int) -> ConsentsOut:
+    async def consents_of(self, subject: bytes, now: int, caller: Caller) -> ConsentsOut:
+        caller.require_holder([self.steward.org], "the consents this gateway keeps")
         await self.view.sync()
         out = []
         for c in self.view.consents_of(subject):
@@ -283,15 +300,17 @@ class ConsentService:
 
     # --- authorization codes -----------------------------------------------------------------
 
-    async def issue(self, body: SignedTransactionIn, *, wait: bool) -> TransactionOut:
+    async def issue(
+        self, body: SignedTransactionIn, caller: Caller, *, wait: bool
+    ) -> TransactionOut:
         expected = self.steward.expect_consent(("issueAuthorization",))
-        return await self.steward.relay(body, expected, wait=wait)
+        return await self.steward.relay(body, expected, caller, wait=wait)
 
     async def revoke(
-        self, code_hash: bytes, body: SignedTransactionIn, *, wait: bool
+        self, code_hash: bytes, body: SignedTransactionIn, caller: Caller, *, wait: bool
     ) -> TransactionOut:
         expected = self.steward.expect_consent(("revokeAuthorization",), "codeHash", code_hash)
-        return await self.steward.relay(body, expected, wait=wait)
+        return await self.steward.relay(body, expected, caller, wait=wait)
 
 
 def hex32(value: str, what: str) -> bytes:

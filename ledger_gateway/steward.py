@@ -13,6 +13,11 @@ Two kinds of steward action reach the gateway, and neither carries a key:
 
 The service reads terms from the `AgreementProposed` event (exactly what the parties sign)
 and everything else with `eth_call`, through the same permissioned endpoint as the submitter.
+
+Every call is checked against its `Caller`: a relayed transaction must touch only what the
+token's organization holds (`holders_of`: the agreement's, dataset's, consent's or code's
+holder, from the call or from the chain), a signature or a read must be about an agreement the
+organization is a party of; otherwise 403 `wrong_organization` and nothing is sent.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from dul.contracts.typed_data import AgreementTerms, Domain, agreement_domain
 from dul.domain import AgreementStatus, Operation, slug_of
 from dul.keys import KeyStore
 from dul.signing import InvalidSignatureError, checksum_address, recover
+from ledger_gateway.callers import Caller
 from ledger_gateway.errors import (
     BadRequestError,
     ConflictError,
@@ -59,7 +65,6 @@ from ledger_gateway.relay import (
     function,
 )
 from ledger_gateway.rpc import RpcClient, RpcError, to_hex
-from ledger_gateway.tokens import Token, TokenRole
 
 log = structlog.get_logger(__name__)
 
@@ -92,6 +97,8 @@ _DIGEST = _selector("digest(bytes32)")
 _SIGNERS = _selector("signers(bytes32)")
 _VERSION_OF = _selector("versionOf(bytes32)")
 _ACCESSES_USED = _selector("accessesUsed(bytes32)")
+_CONSENT = _selector("consent(bytes32)")
+_AUTHORIZATION = _selector("authorization(bytes32)")
 
 # --------------------------------------------------------------------------- API models
 
@@ -277,11 +284,41 @@ class StewardService:
         """The deployment's block: no event of these contracts lies before it."""
         self._field_names: dict[bytes, list[str]] = {}
 
-    @staticmethod
-    def authorize(token: Token) -> None:
-        """Steward endpoints take steward tokens only; who may do what is the chain's call."""
-        if token.role != TokenRole.STEWARD:
-            raise ForbiddenError(f"token {token.name!r} is a {token.role} token, not a steward one")
+    # --- whose is it ------------------------------------------------------------------------
+
+    async def parties(self, agreement_id: bytes, caller: Caller, what: str) -> None:
+        """The caller's organization must be the agreement's holder or requester."""
+        _, terms = await self._proposal(agreement_id)
+        caller.require_party((terms.holder, terms.requester), f"{what} {_hex(agreement_id)}")
+
+    async def _holder_at(self, contract: str, selector: bytes, key: bytes) -> list[bytes]:
+        """The holder (first word) of a stored consent or authorization; none when unknown."""
+        raw = await self.rpc.call(self.deployment.address(contract), selector + key)
+        holder = raw[:32]
+        return [] if len(holder) < 32 or holder == ZERO32 else [holder]
+
+    async def holders_of(self, call: Call) -> list[bytes]:
+        """The holder organizations of what a relayed call touches (none: the chain does not
+        know it, and its simulation names that)."""
+        name, args = call.function.name, call.args
+        if name in ("propose", "amend"):
+            return [AgreementTerms.from_abi(args["terms"]).holder]
+        if name in ("suspend", "resume", "revoke"):
+            _, terms = await self._proposal(args["id"])
+            return [terms.holder]
+        if name == "registerDataset":
+            return [bytes(args["holder"])]
+        if name == "recordConsent":
+            return [bytes(args["terms"][0])]
+        if name == "recordConsents":
+            return [bytes(terms[0]) for terms in args["terms"]]
+        if name == "issueAuthorization":
+            return [bytes(args["authorization_"][0])]
+        if name == "withdrawConsent":
+            return await self._holder_at("ConsentRegistry", _CONSENT, args["consentId"])
+        if name == "revokeAuthorization":
+            return await self._holder_at("ConsentRegistry", _AUTHORIZATION, args["codeHash"])
+        raise ForbiddenError(f"{name} is not relayed for stewards", code="wrong_transaction")
 
     # --- reads -------------------------------------------------------------------------------
 
@@ -308,10 +345,11 @@ class StewardService:
         }
         return facts, AgreementTerms.from_abi(terms)
 
-    async def typed_data(self, agreement_id: bytes) -> dict[str, Any]:
+    async def typed_data(self, agreement_id: bytes, caller: Caller) -> dict[str, Any]:
         """The EIP-712 JSON each party signs, rebuilt from the proposed terms and checked
         against the digest the contract computed, so a wallet is never shown other data."""
         facts, terms = await self._proposal(agreement_id)
+        caller.require_party((terms.holder, terms.requester), f"agreement {_hex(agreement_id)}")
         digest = terms.digest(self.domain, facts["version"], facts["previous"])
         if digest != facts["digest"]:
             raise GatewayError(
@@ -334,8 +372,9 @@ class StewardService:
             self._field_names[dataset_id] = [str(f) for f in fields]
         return self._field_names[dataset_id]
 
-    async def agreement(self, agreement_id: bytes) -> AgreementOut:
+    async def agreement(self, agreement_id: bytes, caller: Caller) -> AgreementOut:
         facts, terms = await self._proposal(agreement_id)
+        caller.require_party((terms.holder, terms.requester), f"agreement {_hex(agreement_id)}")
         (status,) = await self._call(self.registry, _STATUS + agreement_id, ["uint8"])
         holder_signer, requester_signer = await self._call(
             self.registry, _SIGNERS + agreement_id, ["address", "address"]
@@ -406,7 +445,7 @@ class StewardService:
     # --- signatures (relayed with the gateway's key, through the outbox) ---------------------
 
     async def add_signature(
-        self, agreement_id: bytes, body: SignatureIn, *, wait: bool = False
+        self, agreement_id: bytes, body: SignatureIn, caller: Caller, *, wait: bool = False
     ) -> SignatureOut:
         """Verify a party's signature off chain, then queue `sign` for the submitter.
 
@@ -419,6 +458,7 @@ class StewardService:
         (status,) = await self._call(self.registry, _STATUS + agreement_id, ["uint8"])
         if status == AgreementStatus.NONE:
             raise NotFoundError(f"no agreement {_hex(agreement_id)}", code="unknown_agreement")
+        await self.parties(agreement_id, caller, "a signature of agreement")
         (digest,) = await self._call(self.registry, _DIGEST + agreement_id, ["bytes32"])
         try:
             recovered = recover(bytes(digest), signature)
@@ -511,6 +551,7 @@ class StewardService:
         self,
         body: SignedTransactionIn,
         expected: Expected,
+        caller: Caller,
         *,
         wait: bool = False,
         guard: Callable[[Call], Awaitable[None]] | None = None,
@@ -527,6 +568,7 @@ class StewardService:
         except ValueError:
             raise RelayError("signed_transaction is not hex") from None
         call = check(decode_transaction(raw), expected)
+        caller.require_holder(await self.holders_of(call), f"what {call.function.name} touches")
         tx = call.tx
         receipt = await self.rpc.receipt(tx.tx_hash)
         if receipt is None:

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ValidationError
 
 from dul.contracts.typed_data import AccessRequest
 from dul.domain import Operation, ReleaseKind, Tier
-from ledger_gateway.api.deps import ContextDep, TokenDep
+from ledger_gateway.api.deps import AccessCallerDep, ContextDep
 from ledger_gateway.errors import BadRequestError, NotFoundError
 from ledger_gateway.models import (
     AccessBatchIn,
@@ -75,7 +75,7 @@ _BODY_SCHEMA = {
 async def request_access(
     body: Annotated[AccessRequestIn, Depends(access_request_body)],
     context: ContextDep,
-    token: TokenDep,
+    caller: AccessCallerDep,
     wait: WaitQuery = None,
 ) -> Response:
     """Decide one access request; the decision is durable before this answers.
@@ -83,7 +83,7 @@ async def request_access(
     Under a COHORT_CONSENT agreement, `cohort` names the subjects the access would include; the
     answer's `cohort.admitted` are those whose consent covers the agreement now (run the access
     over them only), and their tree head is what the chain records."""
-    [answer] = await context.access.decide(token, [body])
+    [answer] = await context.access.decide(caller.token, [body])
     if wait == "confirmed":
         answer = await wait_for(context, answer)
     return json_response(answer, 201, Location=f"/v1/access-requests/{answer.access_id}")
@@ -120,13 +120,12 @@ async def _field_mask(request: Request, draft: AccessDraftIn, dataset_id: bytes)
 
 @router.post("/typed-data")
 async def access_typed_data(
-    draft: AccessDraftIn, request: Request, context: ContextDep, token: TokenDep
+    draft: AccessDraftIn, request: Request, context: ContextDep, caller: AccessCallerDep
 ) -> dict[str, Any]:
     """The EIP-712 JSON (eth_signTypedData_v4) of an access request, for the requester's
     wallet, HSM or `dul access request` to sign; fields may be named. Post the signed request to
     `/v1/access-requests` with the message's values (snake_case; tier and operation by name),
     `requester` and `signature`."""
-    context.access.authorize(token)
     dataset_id = _hex32(draft.dataset_id)
     access_request = AccessRequest(
         request_id=_hex32(draft.request_id) if draft.request_id else secrets.token_bytes(32),
@@ -144,7 +143,7 @@ async def access_typed_data(
 
 @router.post("/batch", response_model=AccessBatchOut, status_code=201)
 async def request_access_batch(
-    body: AccessBatchIn, context: ContextDep, token: TokenDep, wait: WaitQuery = None
+    body: AccessBatchIn, context: ContextDep, caller: AccessCallerDep, wait: WaitQuery = None
 ) -> Response:
     """Decide many requests at once (all stored in one durable write)."""
     limit = context.settings.max_batch_request
@@ -153,7 +152,7 @@ async def request_access_batch(
             f"a batch holds at most {limit} requests, not {len(body.requests)}",
             code="batch_too_large",
         )
-    answers = await context.access.decide(token, body.requests)
+    answers = await context.access.decide(caller.token, body.requests)
     if wait == "confirmed":
         answers = [await wait_for(context, a) for a in answers]
     return json_response(AccessBatchOut(results=answers), 201)
@@ -161,10 +160,9 @@ async def request_access_batch(
 
 @router.get("/{access_id}", response_model=AccessOut)
 async def get_access(
-    access_id: str, context: ContextDep, token: TokenDep, wait: WaitQuery = None
+    access_id: str, context: ContextDep, caller: AccessCallerDep, wait: WaitQuery = None
 ) -> AccessOut:
     """The decision and its recording status."""
-    context.access.authorize(token)
     view = await context.outbox.get(_hex32(access_id))
     if view is None or view.org != context.access.org:
         raise NotFoundError(f"no access request {access_id}")
@@ -195,12 +193,12 @@ async def release_result(
     access_id: str,
     body: ResultReleaseIn,
     context: ContextDep,
-    token: TokenDep,
+    caller: AccessCallerDep,
     wait: WaitQuery = None,
 ) -> ReleaseOut:
     """Report a result that leaves the hospital; only what the access allowed may leave."""
     answer = await context.access.release(
-        token, _hex32(access_id), _hex32(body.result_hash), ReleaseKind[body.kind], body.size
+        caller.token, _hex32(access_id), _hex32(body.result_hash), ReleaseKind[body.kind], body.size
     )
     if wait == "confirmed" and answer.status not in ("confirmed", "failed"):
         view = await context.outbox.wait(_hex32(answer.release_id), context.settings.wait_timeout_s)

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal, Protocol, TypeVar
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
-from ledger_gateway.api.deps import TokenDep
+from ledger_gateway.api.deps import CallerDep, StewardCallerDep
 from ledger_gateway.errors import BadRequestError
 from ledger_gateway.steward import (
     AgreementOut,
@@ -62,27 +62,29 @@ def settled(response: Response, answer: RelayedT) -> RelayedT:
 async def propose(
     body: SignedTransactionIn,
     steward: StewardDep,
-    token: TokenDep,
+    caller: StewardCallerDep,
     response: Response,
     wait: WaitQuery = None,
 ) -> TransactionOut:
-    """Relay a steward-signed `propose(terms)` or `amend(previous, terms)`."""
-    steward.authorize(token)
+    """Relay a steward-signed `propose(terms)` or `amend(previous, terms)` of an agreement the
+    token's organization holds."""
     expected = steward.expect_agreement(("propose", "amend"))
-    return settled(response, await steward.relay(body, expected, wait=wait == "confirmed"))
+    answer = await steward.relay(body, expected, caller, wait=wait == "confirmed")
+    return settled(response, answer)
 
 
 @router.get("/{agreement}", response_model=AgreementOut)
-async def get_agreement(agreement: str, steward: StewardDep, token: TokenDep) -> AgreementOut:
-    """Terms, version chain, effective status, signers and quota used (any valid token)."""
-    return await steward.agreement(agreement_id(agreement))
+async def get_agreement(agreement: str, steward: StewardDep, caller: CallerDep) -> AgreementOut:
+    """Terms, version chain, effective status, signers and quota used (a token of a party)."""
+    return await steward.agreement(agreement_id(agreement), caller)
 
 
 @router.get("/{agreement}/typed-data")
-async def typed_data(agreement: str, steward: StewardDep, token: TokenDep) -> dict[str, Any]:
+async def typed_data(
+    agreement: str, steward: StewardDep, caller: StewardCallerDep
+) -> dict[str, Any]:
     """The EIP-712 JSON (eth_signTypedData_v4) the parties sign, as proposed on chain."""
-    steward.authorize(token)
-    return await steward.typed_data(agreement_id(agreement))
+    return await steward.typed_data(agreement_id(agreement), caller)
 
 
 @router.post("/{agreement}/signatures", response_model=SignatureOut, status_code=202)
@@ -90,13 +92,15 @@ async def add_signature(
     agreement: str,
     body: SignatureIn,
     steward: StewardDep,
-    token: TokenDep,
+    caller: StewardCallerDep,
     response: Response,
     wait: WaitQuery = None,
 ) -> SignatureOut:
-    """Verify a party's signature off chain and relay it with the gateway's key."""
-    steward.authorize(token)
-    answer = await steward.add_signature(agreement_id(agreement), body, wait=wait == "confirmed")
+    """Verify a party's signature off chain and relay it with the gateway's key (a steward
+    token of one of the agreement's parties)."""
+    answer = await steward.add_signature(
+        agreement_id(agreement), body, caller, wait=wait == "confirmed"
+    )
     return settled(response, answer)
 
 
@@ -105,18 +109,19 @@ def _lifecycle(name: str) -> Any:
         agreement: str,
         body: SignedTransactionIn,
         steward: StewardDep,
-        token: TokenDep,
+        caller: StewardCallerDep,
         response: Response,
         wait: WaitQuery = None,
     ) -> TransactionOut:
-        steward.authorize(token)
         expected = steward.expect_agreement((name,), agreement_id(agreement))
-        return settled(response, await steward.relay(body, expected, wait=wait == "confirmed"))
+        answer = await steward.relay(body, expected, caller, wait=wait == "confirmed")
+        return settled(response, answer)
 
     endpoint.__name__ = name
     endpoint.__doc__ = (
-        f"Relay a steward-signed `AgreementRegistry.{name}` of this agreement "
-        "(simulated first: a refusal answers with the contract's error code, nothing sent)."
+        f"Relay a steward-signed `AgreementRegistry.{name}` of this agreement, held by the "
+        "token's organization (simulated first: a refusal answers with the contract's error "
+        "code, nothing sent)."
     )
     return endpoint
 

@@ -13,8 +13,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request, Response
 
 from ledger_gateway.api.access import json_response, wait_for
-from ledger_gateway.api.agreements import StewardDep, WaitQuery, settled
-from ledger_gateway.api.deps import ContextDep, TokenDep
+from ledger_gateway.api.agreements import WaitQuery, settled
+from ledger_gateway.api.deps import AccessCallerDep, ContextDep, StewardCallerDep
 from ledger_gateway.consent_flows import (
     ConsentService,
     ConsentsOut,
@@ -41,16 +41,14 @@ FlowsDep = Annotated[ConsentService, Depends(get_flows)]
 async def record_consents(
     body: SignedTransactionIn,
     flows: FlowsDep,
-    steward: StewardDep,
-    token: TokenDep,
+    caller: StewardCallerDep,
     response: Response,
     wait: WaitQuery = None,
 ) -> TransactionOut:
     """Relay a steward-signed `ConsentRegistry.recordConsent` or `recordConsents` (simulated
     first: a refusal answers with the contract's error code and nothing is sent). Once mined,
     the answer lists the new consent ids."""
-    steward.authorize(token)
-    answer = await flows.record(body, wait=wait == "confirmed")
+    answer = await flows.record(body, caller, wait=wait == "confirmed")
     return settled(response, answer)
 
 
@@ -59,55 +57,48 @@ async def withdraw_consent(
     subject: str,
     body: WithdrawalIn,
     flows: FlowsDep,
-    steward: StewardDep,
-    token: TokenDep,
+    caller: StewardCallerDep,
     response: Response,
     wait: WaitQuery = None,
 ) -> WithdrawalOut:
     """Withdraw one of the subject's consents at this holder: a steward-signed
     `withdrawConsent` transaction, or the patient's EIP-712 `ConsentWithdrawal` signature
     (relayed with the gateway's key). Either is in force for the next decision at once."""
-    steward.authorize(token)
     answer = await flows.withdraw(
-        hex32(subject, "subject reference"), body, wait=wait == "confirmed"
+        hex32(subject, "subject reference"), body, caller, wait=wait == "confirmed"
     )
     return settled(response, answer)
 
 
 @router.get("/v1/consents/{subject}", response_model=ConsentsOut)
-async def list_consents(
-    subject: str, flows: FlowsDep, steward: StewardDep, token: TokenDep
-) -> ConsentsOut:
+async def list_consents(subject: str, flows: FlowsDep, caller: StewardCallerDep) -> ConsentsOut:
     """The subject's consents at this holder, oldest first, as of the chain head."""
-    steward.authorize(token)
-    return await flows.consents_of(hex32(subject, "subject reference"), int(time.time()))
+    return await flows.consents_of(hex32(subject, "subject reference"), int(time.time()), caller)
 
 
 @router.post("/v1/authorizations", response_model=TransactionOut, status_code=202)
 async def issue_authorization(
     body: SignedTransactionIn,
     flows: FlowsDep,
-    steward: StewardDep,
-    token: TokenDep,
+    caller: StewardCallerDep,
     response: Response,
     wait: WaitQuery = None,
 ) -> TransactionOut:
     """Relay a steward-signed `ConsentRegistry.issueAuthorization` (the code's hash only)."""
-    steward.authorize(token)
-    answer = await flows.issue(body, wait=wait == "confirmed")
+    answer = await flows.issue(body, caller, wait=wait == "confirmed")
     return settled(response, answer)
 
 
 @router.post("/v1/authorizations/redeem", response_model=AccessOut, status_code=201)
 async def redeem_authorization(
-    body: RedeemIn, context: ContextDep, token: TokenDep, wait: WaitQuery = None
+    body: RedeemIn, context: ContextDep, caller: AccessCallerDep, wait: WaitQuery = None
 ) -> Response:
     """Decide an access under a PATIENT_AUTHORIZATION agreement that redeems the patient's code:
     the requester-signed request names the code's hash (`authorization_ref`), the body carries
     the code. GRANTED: a one-patient cohort, and the code is the access's alone; otherwise
     DENIED with `authorization_fault`. Recorded on chain either way (a code that does not match
     `authorization_ref` is 400 and records nothing)."""
-    answer = await context.access.redeem(token, body)
+    answer = await context.access.redeem(caller.token, body)
     if wait == "confirmed":
         answer = await wait_for(context, answer)
     return json_response(answer, 201, Location=f"/v1/access-requests/{answer.access_id}")
@@ -120,12 +111,12 @@ async def revoke_authorization(
     code_hash: str,
     body: SignedTransactionIn,
     flows: FlowsDep,
-    steward: StewardDep,
-    token: TokenDep,
+    caller: StewardCallerDep,
     response: Response,
     wait: WaitQuery = None,
 ) -> TransactionOut:
     """Relay a steward-signed `ConsentRegistry.revokeAuthorization` of this code hash."""
-    steward.authorize(token)
-    answer = await flows.revoke(hex32(code_hash, "code hash"), body, wait=wait == "confirmed")
+    answer = await flows.revoke(
+        hex32(code_hash, "code hash"), body, caller, wait=wait == "confirmed"
+    )
     return settled(response, answer)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from ledger_gateway.api.agreements import StewardDep, WaitQuery, settled
-from ledger_gateway.api.deps import TokenDep
+from ledger_gateway.api.deps import StewardCallerDep
 from ledger_gateway.steward import SignedTransactionIn, TransactionOut
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
@@ -15,11 +15,12 @@ router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 async def register_dataset(
     body: SignedTransactionIn,
     steward: StewardDep,
-    token: TokenDep,
+    caller: StewardCallerDep,
     response: Response,
     wait: WaitQuery = None,
 ) -> TransactionOut:
-    """Relay a steward-signed `DatasetRegistry.registerDataset`."""
-    steward.authorize(token)
-    answer = await steward.relay(body, steward.expect_dataset(), wait=wait == "confirmed")
+    """Relay a steward-signed `DatasetRegistry.registerDataset` of a dataset the token's
+    organization holds."""
+    expected = steward.expect_dataset()
+    answer = await steward.relay(body, expected, caller, wait=wait == "confirmed")
     return settled(response, answer)

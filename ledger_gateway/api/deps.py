@@ -8,11 +8,12 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from ledger_gateway.callers import Caller
 from ledger_gateway.outbox import Outbox
 from ledger_gateway.service import AccessService
 from ledger_gateway.settings import GatewaySettings
 from ledger_gateway.submitter import Submitter, SubmitterStats
-from ledger_gateway.tokens import Token, TokenStore
+from ledger_gateway.tokens import Token, TokenRole, TokenStore
 
 
 class ObservedLatencies(list[float]):
@@ -157,3 +158,28 @@ async def get_token(
 
 
 TokenDep = Annotated[Token, Depends(get_token)]
+
+
+# --- callers: one dependency per role; services check the organization against what a call
+# touches (`Caller.require_holder` / `require_party`), never the routes by hand.
+
+
+async def get_caller(token: TokenDep) -> Caller:
+    return Caller.of(token)
+
+
+async def get_steward_caller(token: TokenDep) -> Caller:
+    return Caller.of(token, TokenRole.STEWARD)
+
+
+async def get_access_caller(context: ContextDep, token: TokenDep) -> Caller:
+    context.access.authorize(token)  # an access service of this gateway's organization only
+    return Caller.of(token, TokenRole.ACCESS_SERVICE)
+
+
+CallerDep = Annotated[Caller, Depends(get_caller)]
+"""Any valid token (reads the caller must be a party to)."""
+StewardCallerDep = Annotated[Caller, Depends(get_steward_caller)]
+"""A steward token; what it touches must be its organization's."""
+AccessCallerDep = Annotated[Caller, Depends(get_access_caller)]
+"""An access-service token of this gateway's organization."""
