@@ -8,7 +8,7 @@ import typer
 
 from audit import cli as audit_cli
 from dul import log
-from dul.cli import access, admin, bench, chain, contracts, demo, keys, stack, steward
+from dul.cli import access, admin, bench, chain, contracts, demo, keys, network, stack, steward
 from ledger_gateway import cli as gateway_cli
 
 app = typer.Typer(
@@ -22,6 +22,7 @@ app.command("down")(stack.down)
 app.command("bench")(bench.bench)
 app.command("demo")(demo.demo)
 app.add_typer(chain.app, name="chain")
+app.add_typer(network.app, name="network")
 app.add_typer(contracts.app, name="contracts")
 app.add_typer(keys.app, name="keys")
 app.add_typer(admin.app, name="admin")
