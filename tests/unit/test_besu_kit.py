@@ -201,10 +201,10 @@ def test_every_node_config_parses_and_points_at_files_that_exist() -> None:
         for option in FILE_OPTIONS:  # paths are relative to deploy/besu, where besu runs
             assert (KIT / config[option]).is_file(), (name, option, config[option])
         # made by Besu on first start, never in the kit: the node key stays with its owner
-        key = KIT / config["node-private-key-file"]
-        assert key.parent == KIT / "nodes" / name
-        assert not key.exists()
         assert config["data-path"] == f"data/{name}"
+        key = KIT / config["node-private-key-file"]
+        assert key == KIT / "data" / name / "key"  # Besu's default place, made on first start
+        assert not key.exists()
         assert config["p2p-host"] == node["host"]
         assert config["p2p-port"] == node["p2p_port"]
         others = [e for e in allow["nodes-allowlist"] if f"@{node['host']}:" not in e]
@@ -224,6 +224,7 @@ def test_every_node_config_parses_and_points_at_files_that_exist() -> None:
         assert config["rpc-max-logs-range"] > 0
         assert "ETH" in config["rpc-http-api"]
     assert not list(KIT.rglob("key")), "a node's private key is in the kit"
+    assert not (KIT / "data").exists()
 
 
 # --- the description's checks and the command ---------------------------------------------------
