@@ -60,6 +60,7 @@ from audit.settings import AuditSettings
 from audit.transparency import SubjectReport, subject_report
 from audit.verify import VerifyReport, verify_store
 from dul.errors import DulError
+from dul.openapi_problems import document_problems
 
 log = structlog.get_logger("audit.app")
 
@@ -109,7 +110,18 @@ def problem(status: int, code: str, title: str, detail: str, **extra: Any) -> JS
 _TITLES = {404: "Not found", 422: "Invalid request", 503: "Service unavailable"}
 
 
+PROBLEM_CODES: dict[int, tuple[str, ...]] = {
+    404: ("not_found", "agreement_not_found"),
+    422: ("validation_error", "malformed_id", "malformed_kind"),
+    500: ("internal_error", "audit_error"),
+    503: ("store_unavailable", "node_unavailable", "rpc_error", "range_refused", "indexer_error"),
+}
+"""The problem codes the audit API answers, by status (documented in its OpenAPI)."""
+
+
 def _install_problems(app: FastAPI) -> None:
+    document_problems(app, PROBLEM_CODES, public_paths=("/healthz", "/metrics"))
+
     @app.exception_handler(AuditQueryError)
     async def audit_error(request: Request, exc: AuditQueryError) -> JSONResponse:
         return problem(exc.status, exc.code, _TITLES.get(exc.status, "Error"), exc.message)

@@ -10,11 +10,37 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from dul.openapi_problems import document_problems
 from ledger_gateway.errors import GatewayError, UnavailableError
 
 log = structlog.get_logger(__name__)
 
 PROBLEM = "application/problem+json"
+
+PROBLEM_CODES: dict[int, tuple[str, ...]] = {
+    400: ("authorization_code_mismatch", "bad_request"),
+    401: ("unauthorized",),
+    403: ("forbidden", "sender_not_member"),
+    404: ("not_found", "unknown_agreement", "unknown_dataset"),
+    405: ("method_not_allowed",),
+    409: ("request_id_conflict", "release_not_allowed", "nonce_too_low", "tx_refused"),
+    422: (
+        "validation_error",
+        "request_expired",
+        "bad_signature",
+        "batch_too_large",
+        "unknown_field",
+        "reverted",
+        "malformed_transaction",
+        "wrong_transaction",
+        "not_an_authorization_agreement",
+    ),
+    500: ("internal_error",),
+    502: ("rpc_error",),
+    503: ("not_ready", "outbox_full", "consents_unavailable", "chain_unavailable"),
+}
+"""Every problem code the gateway answers, by status (the OpenAPI lists them; a unit test
+keeps this table complete)."""
 
 
 def problem(status: int, code: str, title: str, detail: str, **extra: Any) -> JSONResponse:
@@ -30,6 +56,12 @@ def problem(status: int, code: str, title: str, detail: str, **extra: Any) -> JS
 
 
 def install(app: FastAPI) -> None:
+    document_problems(
+        app,
+        {s: c for s, c in PROBLEM_CODES.items() if s != 405},
+        public_paths=("/healthz", "/readyz", "/metrics"),
+    )
+
     @app.exception_handler(GatewayError)
     async def gateway_error(request: Request, exc: GatewayError) -> JSONResponse:
         response = problem(exc.status, exc.code, exc.title, exc.detail, **exc.extra)
