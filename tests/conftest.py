@@ -41,8 +41,10 @@ from ledger_gateway.tokens import TokenRole, TokenStore
 # - `rpc_url` is the permissioned endpoint: only `chain.operator` (deployments included) and
 #   accounts the deployment manifest's Membership contract authorizes may send; fees are zero,
 #   so fresh accounts need no balance. Blocks come every 0.2 s.
-# - `node_url` is anvil itself (no access control, anvil_* cheat codes work): use it only for
-#   test set-up that the product never does.
+# - `node_url` is anvil itself (no access control, anvil_* cheat codes work): its IPC socket, in
+#   a network namespace of its own (or its loopback URL in the fallback). Drive it only with
+#   `chain.node_rpc(method, *params)` / `node_rpc_raw(...)` (or `dul.chain.testing.node_call`),
+#   and only for test set-up and attacks that the product never does.
 # - `home` is the data directory; writing `home.deployment` (JSON with `operator` and
 #   `contracts.Membership.address`) changes who the proxy admits — prefer a fresh `Home` and
 #   `ChainNode(home, throwaway_chain_settings(...))` over editing the shared manifest.

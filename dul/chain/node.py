@@ -1,4 +1,10 @@
-"""The embedded chain: anvil on an internal port, the permissioned proxy on the public one.
+"""The embedded chain: anvil out of everyone's reach, the permissioned proxy on the public port.
+
+anvil cannot close its cheat methods (anvil_*, evm_*), so nobody but the proxy may reach it: it
+runs without dev accounts in a network namespace of its own (`unshare -n`, `-rn` when not
+root), where its TCP listener is unreachable, and answers the proxy on its IPC socket in a
+0700 directory under `Home.run_dir`. Where namespaces are unavailable it falls back to an
+internal 127.0.0.1 port, loudly (`ChainStatus.warning`).
 
 Both run detached (own session, output in `Home.logs_dir`, pid files in `Home.run_dir`), so the
 ledger outlives the command that started it. `Home.run_dir/chain.json` records the endpoint for
@@ -27,6 +33,8 @@ from typing import Any
 import httpx
 import structlog
 
+from dul.chain.ipc import MAX_SOCKET_PATH_BYTES, ipc_call, is_ipc_target
+from dul.chain.rpc_filter import GAS_PRICE
 from dul.chain.settings import ChainSettings
 from dul.errors import ChainError
 from dul.home import Home
@@ -41,6 +49,10 @@ ANVIL_LOG = "anvil.log"
 PROXY_LOG = "rpc-proxy.log"
 PROXY_MODULE = "dul.chain.rpc_proxy"
 ANVIL_NPM_PATH = Path("node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil")
+NODE_DIR = "node"  # under run_dir, 0700: anvil's IPC socket
+IPC_SOCKET = "anvil.ipc"
+NETNS = "netns+ipc"
+LOOPBACK = "loopback"
 
 
 @dataclass(frozen=True)
@@ -59,10 +71,24 @@ class ChainStatus:
     state_file: str | None = None
     already_running: bool = False
     start_seconds: float | None = None
+    isolation: str | None = None  # NETNS or LOOPBACK while running
+
+    @property
+    def warning(self) -> str | None:
+        """Said loudly by `dul chain up` / `status` when the node is reachable by local users."""
+        if self.isolation != LOOPBACK:
+            return None
+        return (
+            f"the chain node is NOT isolated: anvil listens on {self.node_url}, where every "
+            "local user and process can call its cheat methods (anvil_*, evm_*) and rewrite the "
+            "ledger. Network namespaces (unshare -n / -rn) are unavailable or "
+            "DUL_CHAIN_ISOLATION=loopback is set; use this only on a single-user machine."
+        )
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["pids"] = {"anvil": self.anvil_pid, "rpc_proxy": self.proxy_pid}
+        data["warning"] = self.warning
         return data
 
 
@@ -189,14 +215,33 @@ def terminate(pid: int, marker: str, timeout: float) -> None:
 
 
 def _rpc(url: str, method: str, timeout: float = 2.0) -> Any:
-    reply = httpx.post(
-        url,
-        json={"jsonrpc": "2.0", "id": 1, "method": method, "params": []},
-        timeout=timeout,
-    ).json()
+    """One call to an http URL or an IPC socket path (ChainError, OSError, httpx.HTTPError)."""
+    body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": []}
+    if is_ipc_target(url):
+        reply = ipc_call(url, body, timeout=timeout)
+    else:
+        reply = httpx.post(url, json=body, timeout=timeout).json()
     if not isinstance(reply, dict) or "result" not in reply:
         raise ChainError(f"{method} failed at {url}: {reply}", code="chain_rpc_error")
     return reply["result"]
+
+
+def namespace_launcher() -> list[str] | None:
+    """The command prefix that runs a program in a network namespace of its own, or None.
+
+    `unshare -n` needs CAP_SYS_ADMIN; an unprivileged user gets one inside a user namespace of
+    its own (`-r`). Both are tried for real: containers and hardened kernels forbid them.
+    """
+    unshare = shutil.which("unshare")
+    true = shutil.which("true")
+    if unshare is None or true is None:
+        return None
+    prefix = [unshare, "-n"] if os.geteuid() == 0 else [unshare, "-rn"]
+    try:
+        probe = subprocess.run([*prefix, true], capture_output=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return prefix if probe.returncode == 0 else None
 
 
 def _log_tail(path: Path, lines: int = 5) -> str:
@@ -229,6 +274,10 @@ class ChainNode:
     @property
     def proxy_pid_path(self) -> Path:
         return self.home.run_dir / PROXY_PID_FILE
+
+    @property
+    def ipc_path(self) -> Path:
+        return self.home.run_dir / NODE_DIR / IPC_SOCKET
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -265,13 +314,14 @@ class ChainNode:
         try:
             block = int(_rpc(url, "eth_blockNumber", timeout=2.0), 16)
             chain_id = int(_rpc(url, "eth_chainId", timeout=2.0), 16)
-        except (httpx.HTTPError, ValueError, ChainError):
+        except (httpx.HTTPError, OSError, ValueError, ChainError):
             return ChainStatus(
                 running=False,
                 anvil_pid=anvil,
                 proxy_pid=proxy,
                 state_file=str(self.home.chain_state),
             )
+        node_port = info.get("node_port")
         return ChainStatus(
             running=True,
             rpc_url=url,
@@ -279,10 +329,11 @@ class ChainNode:
             chain_id=chain_id,
             block=block,
             port=int(info["port"]),
-            node_port=int(info["node_port"]),
+            node_port=int(node_port) if node_port is not None else None,
             anvil_pid=anvil,
             proxy_pid=proxy,
             state_file=str(self.home.chain_state),
+            isolation=str(info.get("isolation", LOOPBACK)),
         )
 
     # lifecycle
@@ -298,17 +349,52 @@ class ChainNode:
             self._stop_locked()  # leftovers of a crashed run
             return self._start_locked()
 
+    def _isolation(self) -> list[str] | None:
+        """The namespace launcher, or None for the loopback fallback (as settings allow)."""
+        wanted = self.settings.isolation
+        if wanted == "loopback":
+            return None
+        launcher = namespace_launcher()
+        if launcher is None:
+            if wanted == "netns":
+                raise ChainError(
+                    "network namespaces are unavailable here (`unshare -n` / `unshare -rn` "
+                    "failed), so the node cannot be isolated; allow unprivileged user "
+                    "namespaces, run as root, or accept DUL_CHAIN_ISOLATION=loopback",
+                    code="isolation_unavailable",
+                )
+            log.warning("chain_isolation_unavailable", fallback=LOOPBACK)
+        return launcher
+
+    def _prepare_ipc(self) -> Path:
+        """A fresh socket path in a 0700 directory (only this user may even find it)."""
+        path = self.ipc_path
+        if len(os.fsencode(path)) > MAX_SOCKET_PATH_BYTES:
+            raise ChainError(
+                f"the node's IPC socket path {path} is longer than a unix socket allows "
+                f"({MAX_SOCKET_PATH_BYTES} bytes): use a shorter DUL_HOME",
+                code="config_error",
+            )
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(path.parent, 0o700)
+        path.unlink(missing_ok=True)  # left by a node that was killed
+        return path
+
     def _start_locked(self) -> ChainStatus:
         s = self.settings
         began = time.monotonic()
+        launcher = self._isolation()
+        isolation = LOOPBACK if launcher is None else NETNS
         node_host = "127.0.0.1"
         node_port = s.effective_node_port
-        if node_port == s.port:
-            raise ChainError("the node port must differ from the public port", code="config_error")
-        for host, port, what in (
-            (s.host, s.port, "public RPC"),
-            (node_host, node_port, "internal node"),
-        ):
+        checks = [(s.host, s.port, "public RPC")]
+        if launcher is None:
+            if node_port == s.port:
+                raise ChainError(
+                    "the node port must differ from the public port", code="config_error"
+                )
+            checks.append((node_host, node_port, "internal node"))
+        for host, port, what in checks:
             if port_in_use(host, port):
                 raise ChainError(
                     f"port {port} on {host} ({what}) is already in use: choose another with "
@@ -318,28 +404,39 @@ class ChainNode:
                 )
         anvil_bin = find_anvil(s.anvil_bin)
         self.home.chain_dir.mkdir(parents=True, exist_ok=True)
-        node_url = f"http://{node_host}:{node_port}"
         public_host = "127.0.0.1" if s.host in ("0.0.0.0", "") else s.host  # noqa: S104 - mapping a wildcard bind to a connectable address
         rpc = f"http://{public_host}:{s.port}"
 
         anvil_args = [
             str(anvil_bin),
+            "--accounts", "0",  # no unlocked dev accounts, in either mode
             "--host", node_host,
-            "--port", str(node_port),
+            "--port", str(node_port),  # inside the namespace: unreachable from outside
             "--chain-id", str(s.chain_id),
             "--block-time", _format_seconds(s.block_time),
-            "--base-fee", "0",
-            "--gas-price", "0",
+            "--base-fee", str(GAS_PRICE),
+            "--gas-price", str(GAS_PRICE),
             "--gas-limit", str(s.gas_limit),
             "--state", str(self.home.chain_state),
             "--state-interval", str(s.state_interval),
             "--silent",
         ]  # fmt: skip
+        if launcher is None:
+            node_url = f"http://{node_host}:{node_port}"
+        else:
+            node_url = str(self._prepare_ipc())
+            anvil_args = [*launcher, *anvil_args, "--ipc", node_url]
         anvil_log = self.home.logs_dir / ANVIL_LOG
         started: list[subprocess.Popen[bytes]] = []
         anvil = self._spawn(anvil_args, anvil_log, self.anvil_pid_path, env=None)
         started.append(anvil)
-        log.info("anvil_started", pid=anvil.pid, node_url=node_url, bin=str(anvil_bin))
+        log.info(
+            "anvil_started",
+            pid=anvil.pid,
+            node_url=node_url,
+            isolation=isolation,
+            bin=str(anvil_bin),
+        )
         try:
             self._wait_ready(node_url, anvil, "anvil", anvil_log, began)
             proxy_args = [
@@ -375,9 +472,10 @@ class ChainNode:
         info = {
             "rpc_url": rpc,
             "node_url": node_url,
+            "isolation": isolation,
             "host": s.host,
             "port": s.port,
-            "node_port": node_port,
+            "node_port": node_port if launcher is None else None,
             "chain_id": chain_id,
             "anvil_pid": anvil.pid,
             "proxy_pid": proxy.pid,
@@ -390,20 +488,24 @@ class ChainNode:
         tmp.write_text(json.dumps(info, indent=2))
         tmp.replace(self.info_path)
         elapsed = round(time.monotonic() - began, 3)
-        log.info("chain_up", rpc_url=rpc, chain_id=chain_id, block=block, seconds=elapsed)
-        return ChainStatus(
+        status = ChainStatus(
             running=True,
             rpc_url=rpc,
             node_url=node_url,
             chain_id=chain_id,
             block=block,
             port=s.port,
-            node_port=node_port,
+            node_port=node_port if launcher is None else None,
             anvil_pid=anvil.pid,
             proxy_pid=proxy.pid,
             state_file=str(self.home.chain_state),
             start_seconds=elapsed,
+            isolation=isolation,
         )
+        log.info("chain_up", rpc_url=rpc, chain_id=chain_id, block=block, seconds=elapsed)
+        if status.warning is not None:
+            log.warning("chain_not_isolated", node_url=node_url)
+        return status
 
     def _spawn(
         self, args: list[str], log_path: Path, pid_path: Path, env: dict[str, str] | None
@@ -442,7 +544,7 @@ class ChainNode:
             try:
                 _rpc(url, "eth_chainId", timeout=1.0)
                 return
-            except (httpx.HTTPError, ValueError, ChainError):
+            except (httpx.HTTPError, OSError, ValueError, ChainError):
                 pass
             if time.monotonic() > deadline:
                 raise ChainError(
@@ -458,6 +560,7 @@ class ChainNode:
             return self._stop_locked()
 
     def _stop_locked(self) -> bool:
+        info = read_chain_info(self.home) or {}
         stopped = False
         for pid_path, marker in (
             (self.proxy_pid_path, PROXY_MODULE),
@@ -470,16 +573,19 @@ class ChainNode:
                 stopped = True
             pid_path.unlink(missing_ok=True)
         self.info_path.unlink(missing_ok=True)
+        self.ipc_path.unlink(missing_ok=True)
         if stopped:
-            self._wait_ports_released()
+            self._wait_ports_released(info)
         return stopped
 
-    def _wait_ports_released(self) -> None:
+    def _wait_ports_released(self, info: dict[str, Any]) -> None:
         """A process's command line empties while it exits, before the kernel closes its
         sockets: wait for the ports too, so a start right after a stop finds them free."""
         s = self.settings
         deadline = time.monotonic() + s.stop_timeout
-        ports = ((s.host, s.port), ("127.0.0.1", s.effective_node_port))
+        ports = [(s.host, s.port)]
+        if info.get("isolation", LOOPBACK) == LOOPBACK:  # a namespaced node's port is not ours
+            ports.append(("127.0.0.1", s.effective_node_port))
         while any(port_in_use(host, port) for host, port in ports):
             if time.monotonic() > deadline:
                 return  # start will name the port that is still taken

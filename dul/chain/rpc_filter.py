@@ -34,9 +34,7 @@ READ_METHODS: Final = frozenset(
         "eth_call",
         "eth_estimateGas",
         "eth_createAccessList",
-        "eth_gasPrice",
-        "eth_maxPriorityFeePerGas",
-        "eth_feeHistory",
+        "eth_feeHistory",  # the node's own answer: base fees and rewards are zero there too
         "eth_blobBaseFee",
         "eth_getBalance",
         "eth_getCode",
@@ -73,8 +71,18 @@ READ_METHODS: Final = frozenset(
 #: Methods that submit a signed transaction: allowed, but the sender is checked first.
 SEND_METHODS: Final = frozenset({"eth_sendRawTransaction", "eth_sendRawTransactionSync"})
 
-#: Answered by the proxy itself: the node's unlocked dev accounts are never exposed.
-LOCAL_ANSWERS: Final[dict[str, Any]] = {"eth_accounts": []}
+#: The embedded node runs at gas price and base fee zero (`dul chain up` starts it so) and
+#: accounts hold no ether.
+GAS_PRICE: Final = 0
+
+#: Answered by the proxy itself. No accounts are unlocked here. The fee methods answer the
+#: node's real price: anvil reports a 1 gwei suggestion even at gas price zero, and a wallet
+#: that pays it (ethers' and web3.py's defaults) would fail "insufficient funds".
+LOCAL_ANSWERS: Final[dict[str, Any]] = {
+    "eth_accounts": [],
+    "eth_gasPrice": hex(GAS_PRICE),
+    "eth_maxPriorityFeePerGas": hex(GAS_PRICE),
+}
 
 #: Transaction envelope types accepted: legacy, EIP-2930, EIP-1559. Blob (3) and set-code (4)
 #: transactions are refused: the data space has no use for them and 7702 authorizations
@@ -335,13 +343,35 @@ def result_response(request_id: Any, result: Any) -> dict[str, Any]:
     return {"jsonrpc": "2.0", "id": request_id, "result": result}
 
 
+#: Request ids are what the node accepts: null, a string, or a signed 64-bit integer.
+_ID_RANGE: Final = range(-(2**63), 2**63)
+
+
+def request_id_of(item: object) -> Any:
+    """The id to answer `item` with: its own when it is a valid id, else null."""
+    if not isinstance(item, dict):
+        return None
+    value = item.get("id")
+    return value if _valid_id(value) else None
+
+
+def _valid_id(value: object) -> bool:
+    if value is None or isinstance(value, str):
+        return True
+    return isinstance(value, int) and not isinstance(value, bool) and value in _ID_RANGE
+
+
 def request_shape_error(item: object) -> str | None:
     """Why `item` is not a JSON-RPC request object (None when it is one)."""
     if not isinstance(item, dict):
         return "request must be a JSON object"
+    if item.get("jsonrpc") != "2.0":
+        return 'request must have "jsonrpc": "2.0"'
+    if not _valid_id(item.get("id")):
+        return "id must be null, a string or an integer within 64 bits"
     if not isinstance(item.get("method"), str):
         return "request has no method"
     params = item.get("params", [])
     if not isinstance(params, list | dict):
-        return "params must be an array or an object"
+        return "params must be an array or object"
     return None

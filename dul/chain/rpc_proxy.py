@@ -1,17 +1,21 @@
 """The permissioned JSON-RPC endpoint: the only door to the embedded node.
 
-anvil has no access control, so it listens on an internal port and this ASGI app sits on the
-public one. It forwards an allowlist of standard methods (single and batch requests, order and
-ids preserved) over a pool of keep-alive connections (`upstream.StreamUpstream`), answers
-`eth_accounts` with `[]`, refuses every other method (anvil_*, evm_*, debug_*,
-eth_sendTransaction, …) with JSON-RPC error -32601, and
-lets a signed transaction through only when its sender is the operator or an active member
-(`Membership.isAuthorizedSender(address)` at the address in the deployment manifest, cached
-for `membership_ttl` seconds); otherwise error -32003. With `--max-log-range N` it refuses
-`eth_getLogs` over more than N blocks as Besu does (`dul.chain.log_range`).
+anvil has no access control, so it answers only on an IPC socket inside a network namespace of
+its own (or, where namespaces are unavailable, on an internal loopback port) and this ASGI app
+sits on the public port. It forwards an allowlist of standard methods (single and batch
+requests, order and ids preserved) over a pool of connections (`ipc.IpcUpstream` or
+`upstream.StreamUpstream`), answers `eth_accounts` with `[]` and the fee methods with the
+node's zero gas price, refuses every other method (anvil_*, evm_*, debug_*,
+eth_sendTransaction, …) with JSON-RPC error -32601, and lets a signed transaction through only
+when its sender is the operator or an active member (`Membership.isAuthorizedSender(address)`
+at the address in the deployment manifest, cached for `membership_ttl` seconds); otherwise
+error -32003. Every malformed body (not UTF-8, not JSON, too deep, too large, wrong
+content-type) gets a JSON-RPC error with a 4xx or 200 status, never a 5xx. With
+`--max-log-range N` it refuses `eth_getLogs` over more than N blocks as Besu does
+(`dul.chain.log_range`).
 
-Run it with `python -m dul.chain.rpc_proxy --upstream URL --port N [--deployment PATH]`;
-`dul chain up` does that for you.
+Run it with `python -m dul.chain.rpc_proxy --upstream IPC_PATH|URL --port N
+[--deployment PATH]`; `dul chain up` does that for you.
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
+import re
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -30,10 +36,12 @@ from typing import Any
 import structlog
 from eth_hash.auto import keccak
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from dul.chain.ipc import IpcUpstream, is_ipc_target
 from dul.chain.log_range import head_reader, range_refusal
 from dul.chain.rpc_filter import (
     INTERNAL_ERROR,
@@ -51,6 +59,7 @@ from dul.chain.rpc_filter import (
     error_response,
     method_refusal_message,
     parse_hex_bytes,
+    request_id_of,
     request_shape_error,
     result_response,
     sender_refusal,
@@ -229,7 +238,7 @@ class _Proxy:
 
     async def local_answer(self, item: object) -> dict[str, Any] | None:
         """The proxy's own answer for a request, or None when it goes to the node."""
-        request_id = item.get("id") if isinstance(item, dict) else None
+        request_id = request_id_of(item)
         shape = request_shape_error(item)
         if shape is not None:
             return error_response(request_id, INVALID_REQUEST, shape)
@@ -257,45 +266,60 @@ class _Proxy:
             else {"jsonrpc": "2.0", "id": request_id, "error": refusal.error()}
         )
 
-    async def forward(self, content: bytes) -> tuple[int, bytes]:
-        return await self.upstream.post(content)
+    async def forward(self, content: bytes, *, expect_reply: bool = True) -> tuple[int, bytes]:
+        return await self.upstream.post(content, expect_reply=expect_reply)
 
     async def handle(self, request: Request) -> Response:
-        declared = request.headers.get("content-length")
-        if (
-            declared is not None
-            and declared.isdigit()
-            and int(declared) > self.settings.max_body_bytes
-        ):
-            return _too_large(self.settings.max_body_bytes)
-        body = await request.body()
-        if len(body) > self.settings.max_body_bytes:
-            return _too_large(self.settings.max_body_bytes)
         try:
-            payload = json.loads(body)
-        except ValueError:
-            return JSONResponse(error_response(None, PARSE_ERROR, "parse error: body is not JSON"))
+            payload = await self.read_payload(request)
+        except BadRequestError as bad:
+            return JSONResponse(error_response(None, bad.code, bad.message), status_code=bad.status)
         try:
-            if isinstance(payload, list):
-                return await self.handle_batch(payload, body)
-            return await self.handle_single(payload, body)
+            if isinstance(payload.value, list):
+                return await self.handle_batch(payload.value, payload.body)
+            return await self.handle_single(payload.value, payload.body)
         except UpstreamError as exc:
             log.error("upstream_unreachable", upstream=self.settings.upstream_url, error=str(exc))
             message = "the chain node is unreachable"
-            if isinstance(payload, list) and payload:
-                ids = [i.get("id") if isinstance(i, dict) else None for i in payload]
-                errors: Any = [error_response(i, INTERNAL_ERROR, message) for i in ids]
+            value = payload.value
+            if isinstance(value, list) and value:
+                errors: Any = [
+                    error_response(request_id_of(i), INTERNAL_ERROR, message) for i in value
+                ]
             else:
-                rid = payload.get("id") if isinstance(payload, dict) else None
-                errors = error_response(rid, INTERNAL_ERROR, message)
+                errors = error_response(request_id_of(value), INTERNAL_ERROR, message)
             return JSONResponse(errors, status_code=502)
+
+    async def read_payload(self, request: Request) -> _Payload:
+        """The body as JSON, or `BadRequestError` naming what is wrong with it (never a 5xx)."""
+        if not _json_content_type(request.headers.get("content-type")):
+            raise BadRequestError(
+                INVALID_REQUEST, "content-type must be application/json", status=415
+            )
+        limit = self.settings.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise _too_large(limit)
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise _too_large(limit)
+                chunks.append(chunk)
+        except ClientDisconnect as exc:
+            raise BadRequestError(PARSE_ERROR, "the client went away mid-body", status=400) from exc
+        body = b"".join(chunks)
+        return _Payload(parse_body(body), body)
 
     async def handle_single(self, payload: object, body: bytes) -> Response:
         answer = await self.local_answer(payload)
         if answer is not None:
             return JSONResponse(answer)
-        status, content = await self.forward(body)
-        return Response(content, status_code=status, headers=JSON_HEADERS)
+        assert isinstance(payload, dict)
+        status, content = await self.forward(body, expect_reply="id" in payload)
+        return _node_response(status, content)
 
     async def handle_batch(self, items: list[Any], body: bytes) -> Response:
         if not items:
@@ -304,28 +328,135 @@ class _Proxy:
         # hundred tasks per batch cost more than the checks themselves.
         answers = [await self.local_answer(item) for item in items]
         forwarded = [i for i, answer in enumerate(answers) if answer is None]
+        replying = [i for i in forwarded if "id" in items[i]]  # notifications get no reply
         if len(forwarded) == len(items):
-            status, content = await self.forward(body)  # fast path: the untouched body
-            return Response(content, status_code=status, headers=JSON_HEADERS)
+            # fast path: the untouched body
+            status, content = await self.forward(body, expect_reply=bool(replying))
+            return _node_response(status, content)
         merged: list[Any] = list(answers)
         if forwarded:
             subset = [items[i] for i in forwarded]
-            status, content = await self.forward(json.dumps(subset).encode())
-            for index, reply in zip(forwarded, _align(subset, status, content), strict=True):
+            status, content = await self.forward(
+                json.dumps(subset).encode(), expect_reply=bool(replying)
+            )
+            expected = [items[i] for i in replying]
+            for index, reply in zip(replying, _align(expected, status, content), strict=True):
                 merged[index] = reply
-        return JSONResponse(merged)
+        return JSONResponse([reply for reply in merged if reply is not None])
 
 
-def _align(subset: Sequence[dict[str, Any]], status: int, content: bytes) -> list[Any]:
-    """Upstream batch replies in the order of `subset` (by id when ids are unique)."""
+@dataclass(frozen=True)
+class _Payload:
+    value: Any
+    body: bytes
+
+
+class BadRequestError(Exception):
+    """A body the proxy answers itself with a JSON-RPC error (and a 4xx status)."""
+
+    def __init__(self, code: int, message: str, status: int = 200) -> None:
+        super().__init__(message)
+        self.code, self.message, self.status = code, message, status
+
+
+#: Deepest JSON accepted. Real requests nest a few levels (a state override: five); the node's
+#: own parser stops at 128 and Python's at its recursion limit.
+MAX_JSON_DEPTH = 32
+
+
+def parse_body(body: bytes) -> Any:
+    """Strict UTF-8 JSON, finite numbers, at most `MAX_JSON_DEPTH` deep; else `BadRequestError`.
+
+    The depth is checked before parsing: the C parser recurses once per level and the
+    recursion limit that would stop it is process-wide (py_ecc, a web3 dependency, raises it
+    to 100,000, deep enough to overflow the C stack).
+    """
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadRequestError(PARSE_ERROR, "parse error: the body is not UTF-8") from exc
+    if body.count(b"[") + body.count(b"{") > MAX_JSON_DEPTH:
+        shape = _bracket_shape(body)
+        if shape is not None:
+            raise BadRequestError(PARSE_ERROR, shape)
+    try:
+        return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except RecursionError as exc:
+        raise BadRequestError(PARSE_ERROR, _too_deep_message()) from exc
+    except ValueError as exc:
+        raise BadRequestError(PARSE_ERROR, f"parse error: the body is not JSON ({exc})") from exc
+
+
+_EMPTY_PAIR = re.compile(rb"\[\]|\{\}")
+_OPENER_RUN = re.compile(rb"[\[{]{%d}" % (MAX_JSON_DEPTH + 1))
+_NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'"[]{}')
+
+
+def _bracket_shape(body: bytes) -> str | None:
+    """Why the brackets outside strings nest too deep or do not pair up (None when fine).
+
+    Byte operations only (no per-byte Python loop): drop escaped backslashes and quotes, keep
+    quotes and brackets, drop what lies between quotes, then peel innermost pairs level by
+    level, at most `MAX_JSON_DEPTH` times, stopping at the first run of too many openers.
+    """
+    kept = body.replace(b"\\\\", b"").replace(b'\\"', b"").translate(None, _NOT_STRUCTURE)
+    brackets = b"".join(kept.split(b'"')[::2])
+    for _ in range(MAX_JSON_DEPTH):
+        if not brackets:
+            return None
+        if _OPENER_RUN.search(brackets):
+            return _too_deep_message()
+        brackets = _EMPTY_PAIR.sub(b"", brackets)
+    if not brackets:
+        return None
+    paired = brackets.count(b"[") == brackets.count(b"]") and brackets.count(
+        b"{"
+    ) == brackets.count(b"}")
+    return (
+        _too_deep_message() if paired else "parse error: the body is not JSON (unpaired brackets)"
+    )
+
+
+def _too_deep_message() -> str:
+    return f"parse error: the body nests deeper than {MAX_JSON_DEPTH} levels"
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:40]} is out of range")
+    return value
+
+
+def _json_content_type(header: str | None) -> bool:
+    """No content-type, or application/json (browsers' cross-site text/plain posts are not)."""
+    if header is None:
+        return True
+    return header.split(";", 1)[0].strip().lower() == "application/json"
+
+
+def _node_response(status: int, content: bytes) -> Response:
+    if status == 204 or not content:
+        return Response(status_code=204)
+    return Response(content, status_code=status, headers=JSON_HEADERS)
+
+
+def _align(expected: Sequence[dict[str, Any]], status: int, content: bytes) -> list[Any]:
+    """Upstream batch replies in the order of `expected` (by id when ids are unique)."""
+    if not expected:
+        return []
     try:
         replies = json.loads(content)
     except ValueError:
         replies = None
-    if not isinstance(replies, list) or len(replies) != len(subset):
+    if not isinstance(replies, list) or len(replies) != len(expected):
         message = f"the chain node answered the batch with HTTP {status}"
-        return [error_response(item.get("id"), INTERNAL_ERROR, message) for item in subset]
-    ids = [json.dumps(item.get("id")) for item in subset]
+        return [error_response(item.get("id"), INTERNAL_ERROR, message) for item in expected]
+    ids = [json.dumps(item.get("id")) for item in expected]
     if len(set(ids)) == len(ids):
         by_id = {json.dumps(r.get("id")) if isinstance(r, dict) else "": r for r in replies}
         if all(i in by_id for i in ids):
@@ -333,11 +464,8 @@ def _align(subset: Sequence[dict[str, Any]], status: int, content: bytes) -> lis
     return list(replies)
 
 
-def _too_large(limit: int) -> Response:
-    return JSONResponse(
-        error_response(None, INVALID_REQUEST, f"request body exceeds {limit} bytes"),
-        status_code=413,
-    )
+def _too_large(limit: int) -> BadRequestError:
+    return BadRequestError(INVALID_REQUEST, f"request body exceeds {limit} bytes", status=413)
 
 
 def create_app(
@@ -350,7 +478,8 @@ def create_app(
     holder: dict[str, _Proxy] = {}
 
     def default_upstream() -> Upstream:
-        return StreamUpstream(
+        kind = IpcUpstream if is_ipc_target(settings.upstream_url) else StreamUpstream
+        return kind(
             settings.upstream_url,
             max_connections=settings.max_connections,
             timeout=settings.upstream_timeout,
@@ -381,20 +510,35 @@ def create_app(
             await upstream.aclose()
 
     async def rpc(request: Request) -> Response:
-        return await holder["proxy"].handle(request)
+        try:
+            return await holder["proxy"].handle(request)
+        except Exception:
+            log.exception("rpc_proxy_error")  # a bug: still a JSON-RPC answer, never text
+            return JSONResponse(
+                error_response(None, INTERNAL_ERROR, "internal error in the RPC proxy"),
+                status_code=500,
+            )
 
     async def healthz(_request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
+    async def http_error(_request: Request, exc: Exception) -> Response:
+        status = exc.status_code if isinstance(exc, HTTPException) else 400
+        message = "JSON-RPC is served by POST /" if status in (404, 405) else str(exc)
+        return JSONResponse(error_response(None, INVALID_REQUEST, message), status_code=status)
+
     return Starlette(
         routes=[Route("/", rpc, methods=["POST"]), Route("/healthz", healthz, methods=["GET"])],
         lifespan=lifespan,
+        exception_handlers={HTTPException: http_error},
     )
 
 
 def _parse_args(argv: Sequence[str] | None) -> ProxySettings:
     parser = argparse.ArgumentParser(prog="python -m dul.chain.rpc_proxy", description=__doc__)
-    parser.add_argument("--upstream", help="the node's internal JSON-RPC URL")
+    parser.add_argument(
+        "--upstream", help="the node: its IPC socket path, or its internal http:// URL"
+    )
     parser.add_argument("--host")
     parser.add_argument("--port", type=int)
     parser.add_argument("--deployment", type=Path, help="deployment manifest JSON")

@@ -6,12 +6,18 @@ Defaults are the embedded development stack; every value can be set by env or CL
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_PORT = 8545
-NODE_PORT_OFFSET = 1000  # anvil listens on public port + this unless set
+NODE_PORT_OFFSET = 1000  # in the loopback fallback anvil listens on public port + this
+
+#: How the node is kept out of reach: `netns` (its own network namespace, reached only over its
+#: IPC socket), `loopback` (an internal 127.0.0.1 port any local user can reach), or `auto`
+#: (netns where `unshare` works, else loopback with a warning).
+Isolation = Literal["auto", "netns", "loopback"]
 
 
 class ChainSettings(BaseSettings):
@@ -22,7 +28,13 @@ class ChainSettings(BaseSettings):
     host: str = Field("127.0.0.1", description="interface the public RPC proxy listens on")
     port: int = Field(DEFAULT_PORT, ge=1, le=65535, description="public (permissioned) RPC port")
     node_port: int | None = Field(
-        None, ge=1, le=65535, description="anvil's internal port (default: port + 1000)"
+        None,
+        ge=1,
+        le=65535,
+        description="anvil's internal port in the loopback fallback (default: port + 1000)",
+    )
+    isolation: Isolation = Field(
+        "auto", description="netns | loopback | auto (netns when available, else loopback)"
     )
     chain_id: int = Field(31337, ge=1)
     # Fractional block times work with anvil 1.7.1; 0.5 s halves confirmation latency
@@ -54,7 +66,9 @@ class ProxySettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="DUL_PROXY_", extra="ignore")
 
-    upstream_url: str = "http://127.0.0.1:9545"
+    upstream_url: str = Field(
+        "http://127.0.0.1:9545", description="the node: its IPC socket path or an http(s) URL"
+    )
     host: str = "127.0.0.1"
     port: int = Field(DEFAULT_PORT, ge=1, le=65535)
     deployment_path: Path | None = Field(

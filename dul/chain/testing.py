@@ -6,15 +6,19 @@ full types; `tests/conftest.py`'s `chain` fixture builds on it.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import socket
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
 from eth_account.signers.local import LocalAccount
 from eth_hash.auto import keccak
 
+from dul.chain.ipc import ipc_call, is_ipc_target
 from dul.chain.node import ChainNode
 from dul.chain.settings import ChainSettings
 from dul.home import Home
@@ -55,12 +59,81 @@ def throwaway_chain_settings(operator: str | None = None, **overrides: Any) -> C
     return ChainSettings(**values)
 
 
+def _listening_sockets() -> dict[int, set[str]]:
+    """Loopback/wildcard TCP ports in LISTEN state (as this process's network namespace sees
+    them) with their socket inodes."""
+    found: dict[int, set[str]] = {}
+    for table, addresses in (
+        ("/proc/net/tcp", {"0100007F", "00000000"}),
+        ("/proc/net/tcp6", {"00000000000000000000000001000000", "0" * 32}),
+    ):
+        with contextlib.suppress(FileNotFoundError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                address, port = fields[1].split(":")
+                if fields[3] == "0A" and address in addresses:
+                    found.setdefault(int(port, 16), set()).add(fields[9])
+    return found
+
+
+def _socket_owners(inodes: set[str]) -> set[int]:
+    """Pids holding one of the sockets (all processes as root, else this user's)."""
+    owners: set[int] = set()
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        with contextlib.suppress(OSError):
+            for fd in fd_dir.iterdir():
+                with contextlib.suppress(OSError):
+                    target = os.readlink(fd)
+                    if target.startswith("socket:[") and target[8:-1] in inodes:
+                        owners.add(int(fd_dir.parent.name))
+    return owners
+
+
+def ports_answering_cheat_methods() -> dict[int, set[int]]:
+    """Every listening local TCP port that answers `evm_snapshot` or `anvil_setBalance` over
+    HTTP JSON-RPC, with the pids that hold it: what any local user could rewrite a chain by."""
+    answered: dict[int, set[int]] = {}
+    probes: tuple[tuple[str, list[str]], ...] = (
+        ("evm_snapshot", []),
+        ("anvil_setBalance", ["0x" + "00" * 19 + "01", "0x0"]),
+    )
+    with httpx.Client(timeout=1.0) as client:
+        for port, inodes in sorted(_listening_sockets().items()):
+            for method, params in probes:
+                body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}
+                try:
+                    reply = client.post(f"http://127.0.0.1:{port}", json=body).json()
+                except (httpx.HTTPError, ValueError):
+                    continue
+                if isinstance(reply, dict) and "result" in reply:
+                    answered[port] = _socket_owners(inodes)
+    return answered
+
+
+def node_call_raw(node_url: str, method: str, *params: Any, timeout: float = 30.0) -> Any:
+    """One JSON-RPC call to the node itself, past the proxy: over its IPC socket when
+    `node_url` is a path (the namespaced node), else over HTTP (the loopback fallback).
+    The full reply (result or error)."""
+    body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)}
+    if is_ipc_target(node_url):
+        return ipc_call(node_url, body, timeout=timeout)
+    return httpx.post(node_url, json=body, timeout=timeout).json()
+
+
+def node_call(node_url: str, method: str, *params: Any, timeout: float = 30.0) -> Any:
+    """`node_call_raw`'s result, or AssertionError carrying the JSON-RPC error."""
+    reply = node_call_raw(node_url, method, *params, timeout=timeout)
+    assert isinstance(reply, dict), f"{method}: not a JSON-RPC reply: {reply}"
+    assert "error" not in reply, f"{method} failed: {reply['error']}"
+    return reply["result"]
+
+
 @dataclass
 class ChainHandle:
     """A running embedded chain, as the `chain` fixture yields it."""
 
     rpc_url: str
-    node_url: str
+    node_url: str  # the node's IPC socket path, or its http URL in the loopback fallback
     chain_id: int
     home: Home
     operator: LocalAccount
@@ -87,12 +160,14 @@ class ChainHandle:
     def node_rpc(self, method: str, *params: Any) -> Any:
         """Drive the node itself, past the permissioned proxy (cheat methods: evm_snapshot,
         evm_revert, anvil_setStorageAt, anvil_impersonateAccount, …). Only for test set-up and
-        attacks that the product never does; the result, or AssertionError with the error."""
-        return self.rpc(method, *params, url=self.node_url)
+        attacks that the product never does; the result, or AssertionError with the error.
+        Reaches the namespaced node over its IPC socket (`node_url` is then its path)."""
+        return node_call(self.node_url, method, *params)
 
     def node_rpc_raw(self, method: str, *params: Any) -> dict[str, Any]:
         """`node_rpc`'s full JSON-RPC reply (result or error)."""
-        return self.rpc_raw(method, *params, url=self.node_url)
+        reply: dict[str, Any] = node_call_raw(self.node_url, method, *params)
+        return reply
 
     def wait_receipt(
         self, tx_hash: str, timeout: float = 10.0, *, url: str | None = None

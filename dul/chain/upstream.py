@@ -1,4 +1,6 @@
-"""A minimal keep-alive HTTP/1.1 client for the proxy's one upstream JSON-RPC node.
+"""The proxy's connection to its one JSON-RPC node: the `Upstream` protocol, and a minimal
+keep-alive HTTP/1.1 client for a node on a TCP port (`dul.chain.ipc.IpcUpstream` is the other
+one, for a node reached over its IPC socket).
 
 Why not httpx: on the development machines an `httpx.AsyncClient` round trip to anvil costs
 1-2 ms of client overhead against ~0.1 ms for this pool of asyncio streams, and the proxy sits
@@ -20,9 +22,13 @@ class UpstreamError(Exception):
 
 
 class Upstream(Protocol):
-    """What the proxy needs from the node: POST a JSON body, get (status, body) back."""
+    """What the proxy needs from the node: send a JSON body, get (status, body) back.
 
-    async def post(self, body: bytes) -> tuple[int, bytes]: ...
+    `expect_reply=False` when the body holds only notifications (JSON-RPC requests without
+    `id`), which a node answers with nothing (HTTP: 204).
+    """
+
+    async def post(self, body: bytes, *, expect_reply: bool = True) -> tuple[int, bytes]: ...
 
     async def aclose(self) -> None: ...
 
@@ -54,7 +60,8 @@ class StreamUpstream:
         self._slots = asyncio.Semaphore(max_connections)
         self._idle: list[_Conn] = []
 
-    async def post(self, body: bytes) -> tuple[int, bytes]:
+    async def post(self, body: bytes, *, expect_reply: bool = True) -> tuple[int, bytes]:
+        del expect_reply  # an HTTP node always answers (204 for notifications)
         request = self._head + str(len(body)).encode() + b"\r\n\r\n" + body
         async with self._slots:
             # A reused connection may have been closed by the node while idle: retry once

@@ -7,11 +7,14 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
+from rich.markup import escape
 
 from dul import log
 from dul.chain.node import ChainNode, ChainStatus
 from dul.chain.settings import ChainSettings
-from dul.cli.common import cli_errors, console, emit_json, home
+from dul.cli.common import cli_errors, console, emit_json, err_console, home
+from dul.errors import ConfigError
 
 app = typer.Typer(
     help="The embedded permissioned chain (anvil behind the member-only RPC proxy).",
@@ -30,19 +33,29 @@ def _configure_logging() -> None:
 
 def _settings(**options: Any) -> ChainSettings:
     """Env (`DUL_CHAIN_…`, `DUL_ANVIL_BIN`, `DUL_OPERATOR_ADDRESS`) overridden by given options."""
-    return ChainSettings(**{k: v for k, v in options.items() if v is not None})
+    try:
+        return ChainSettings(**{k: v for k, v in options.items() if v is not None})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(f"invalid chain settings (DUL_CHAIN_…): {problems}") from None
 
 
 def _print(status: ChainStatus, as_json: bool, headline: str) -> None:
+    if status.warning is not None:  # on stderr, so `--json` output stays one object
+        err_console.print(f"[bold red]WARNING[/bold red] {escape(status.warning)}", highlight=False)
     if as_json:
         emit_json(status.to_json())
         return
     console.print(headline, highlight=False)
     if status.running:
+        reach = "IPC socket in its own network namespace" if status.warning is None else "TCP"
         console.print(
             f"  rpc_url   {status.rpc_url}\n  chain_id  {status.chain_id}\n"
             f"  block     {status.block}\n"
-            f"  node_url  {status.node_url} (internal)\n"
+            f"  node      {status.node_url} (internal, {reach})\n"
+            f"  isolation {status.isolation}\n"
             f"  pids      anvil {status.anvil_pid}, rpc-proxy {status.proxy_pid}",
             highlight=False,
         )
@@ -55,7 +68,15 @@ def up(
         int | None, typer.Option(help="Public RPC port (env DUL_CHAIN_PORT, default 8545).")
     ] = None,
     node_port: Annotated[
-        int | None, typer.Option(help="Internal anvil port (default: port + 1000).")
+        int | None,
+        typer.Option(help="Internal anvil port in the loopback fallback (default: port + 1000)."),
+    ] = None,
+    isolation: Annotated[
+        str | None,
+        typer.Option(
+            help="netns (refuse to start without a network namespace), loopback (the "
+            "unisolated fallback) or auto (netns when available); env DUL_CHAIN_ISOLATION.",
+        ),
     ] = None,
     chain_id: Annotated[int | None, typer.Option(help="Chain id (default 31337).")] = None,
     block_time: Annotated[
@@ -76,6 +97,7 @@ def up(
     settings = _settings(
         port=port,
         node_port=node_port,
+        isolation=isolation,
         chain_id=chain_id,
         block_time=block_time,
         operator_address=operator,

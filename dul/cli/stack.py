@@ -39,6 +39,8 @@ def up(
     status = stack.up(h, demo=demo)
     if token:
         status = dataclasses.replace(status, access_token=token)
+    if status.chain.warning is not None:  # the node is reachable by every local user
+        err_console.print(f"[bold red]WARNING[/bold red] {status.chain.warning}", highlight=False)
     if json_output:
         emit_json(status.to_json())
     else:

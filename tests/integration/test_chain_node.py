@@ -15,8 +15,13 @@ from eth_account.signers.local import LocalAccount
 from typer.testing import CliRunner
 from web3 import Web3
 
-from dul.chain.node import ChainNode, find_anvil, read_chain_info, rpc_url
-from dul.chain.testing import TEST_OPERATOR_KEY, ChainHandle, throwaway_chain_settings
+from dul.chain.node import ChainNode, find_anvil, namespace_launcher, read_chain_info, rpc_url
+from dul.chain.testing import (
+    TEST_OPERATOR_KEY,
+    ChainHandle,
+    ports_answering_cheat_methods,
+    throwaway_chain_settings,
+)
 from dul.cli.main import app
 from dul.errors import ChainError
 from dul.home import Home
@@ -78,13 +83,18 @@ def test_up_writes_the_endpoint_and_down_removes_it(node: ChainNode) -> None:
     info = read_chain_info(node.home)
     assert info is not None
     assert info["rpc_url"] == status.rpc_url == f"http://127.0.0.1:{node.settings.port}"
-    assert info["node_port"] == node.settings.node_port
+    assert info["isolation"] == status.isolation == "netns+ipc"
+    assert info["node_url"] == status.node_url == str(node.ipc_path)
+    assert info["node_port"] is None
+    assert (node.ipc_path.parent.stat().st_mode & 0o777) == 0o700
+    assert status.warning is None
     assert rpc_url(node.home) == status.rpc_url
     assert (node.home.logs_dir / "anvil.log").exists()
     assert (node.home.run_dir / "anvil.pid").read_text().strip() == str(status.anvil_pid)
 
     assert node.stop() is True
     assert read_chain_info(node.home) is None
+    assert not node.ipc_path.exists()
     assert not (node.home.run_dir / "anvil.pid").exists()
     assert not node.status().running
     with pytest.raises(ChainError) as caught:
@@ -99,6 +109,61 @@ def test_up_is_idempotent_and_down_twice_is_fine(node: ChainNode) -> None:
     assert (again.anvil_pid, again.proxy_pid) == (first.anvil_pid, first.proxy_pid)
     assert node.stop() is True
     assert node.stop() is False
+
+
+def _operator_nonce(handle: ChainHandle) -> int:
+    return int(handle.rpc("eth_getTransactionCount", OPERATOR.address, "latest"), 16)
+
+
+def test_the_node_has_no_dev_accounts_and_no_reachable_port(node: ChainNode) -> None:
+    status = node.start()
+    handle = _handle(node)
+    assert handle.node_rpc("eth_accounts") == []
+    owners = ports_answering_cheat_methods()
+    assert not [port for port, pids in owners.items() if status.anvil_pid in pids], owners
+    # The node itself answers cheat methods, on its IPC socket only.
+    assert handle.node_rpc("evm_snapshot") == "0x0"
+
+
+def test_forced_loopback_fallback_is_reachable_and_says_so(node: ChainNode) -> None:
+    """The fallback works as before, and the scan that guards the isolation finds it."""
+    node.settings = node.settings.model_copy(update={"isolation": "loopback"})
+    status = node.start()
+    assert status.isolation == "loopback"
+    assert status.node_url == f"http://127.0.0.1:{node.settings.node_port}"
+    assert status.warning is not None
+    assert "NOT isolated" in status.warning
+    assert node.status().warning == status.warning
+    handle = _handle(node)
+    assert handle.node_rpc("eth_accounts") == []
+    assert status.anvil_pid in ports_answering_cheat_methods()[node.settings.effective_node_port]
+    receipt = _operator_transfer(handle)
+    assert receipt["status"] == "0x1"
+
+
+def test_auto_falls_back_when_namespaces_are_unavailable(
+    node: ChainNode, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`unshare` that fails (as in a container without the capability) is probed for real."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "unshare").write_text(
+        "#!/bin/sh\necho 'unshare: unshare failed: Operation not permitted' >&2\nexit 1\n"
+    )
+    (fake / "unshare").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ['PATH']}")
+    assert namespace_launcher() is None
+
+    node.settings = node.settings.model_copy(update={"isolation": "netns"})
+    with pytest.raises(ChainError) as caught:
+        node.start()
+    assert caught.value.code == "isolation_unavailable"
+    assert not node.status().running
+
+    node.settings = node.settings.model_copy(update={"isolation": "auto"})
+    status = node.start()
+    assert status.isolation == "loopback"
+    assert status.warning is not None
 
 
 def test_a_restart_keeps_the_ledger(node: ChainNode) -> None:
@@ -176,6 +241,9 @@ def test_cli_up_status_down(tmp_path: Path) -> None:
         assert up.exit_code == 0, up.output
         started = json.loads(up.stdout)
         assert started["rpc_url"] == f"http://127.0.0.1:{settings.port}"
+        assert started["isolation"] == "netns+ipc"
+        assert started["warning"] is None
+        assert "WARNING" not in up.stderr
 
         status = runner.invoke(app, ["chain", "status", "--json"], env=env)
         assert status.exit_code == 0, status.output
@@ -184,6 +252,8 @@ def test_cli_up_status_down(tmp_path: Path) -> None:
         assert current["chain_id"] == 31337
         assert current["block"] >= 0
         assert current["pids"]["anvil"] == started["anvil_pid"]
+        assert current["isolation"] == "netns+ipc"
+        assert current["node_url"].endswith("run/node/anvil.ipc")
 
         again = runner.invoke(app, ["chain", "up"], env=env)
         assert again.exit_code == 0
@@ -206,3 +276,41 @@ def test_cli_reports_a_taken_port_in_one_line(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert "already in use" in result.stderr
     assert "Traceback" not in result.output
+
+
+def test_cli_warns_loudly_in_the_loopback_fallback(tmp_path: Path) -> None:
+    settings = throwaway_chain_settings()
+    env = {
+        "DUL_HOME": str(tmp_path / "home"),
+        "DUL_CHAIN_PORT": str(settings.port),
+        "DUL_CHAIN_NODE_PORT": str(settings.node_port),
+        "DUL_CHAIN_ISOLATION": "loopback",
+    }
+    runner = CliRunner()
+    try:
+        up = runner.invoke(app, ["chain", "up"], env=env)
+        assert up.exit_code == 0, up.output
+        assert "WARNING" in up.stderr
+        assert "NOT isolated" in up.stderr
+        assert "isolation loopback" in up.stdout
+
+        status = runner.invoke(app, ["chain", "status", "--json"], env=env)
+        assert status.exit_code == 0, status.output
+        current = json.loads(status.stdout)  # the warning goes to stderr, the JSON stays whole
+        assert current["isolation"] == "loopback"
+        assert "NOT isolated" in current["warning"]
+        assert current["node_url"] == f"http://127.0.0.1:{settings.node_port}"
+        assert "WARNING" in status.stderr
+    finally:
+        runner.invoke(app, ["chain", "down"], env=env)
+
+
+def test_cli_refuses_an_unknown_isolation_mode(tmp_path: Path) -> None:
+    env = {"DUL_HOME": str(tmp_path / "home")}
+    result = CliRunner().invoke(app, ["chain", "up", "--isolation", "none"], env=env)
+    assert result.exit_code == 1
+    assert "isolation" in result.stderr
+    assert "Traceback" not in result.output
+    result = CliRunner().invoke(app, ["chain", "status"], env={**env, "DUL_CHAIN_ISOLATION": "x"})
+    assert result.exit_code == 1
+    assert "config_error" in result.stderr

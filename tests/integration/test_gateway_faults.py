@@ -36,7 +36,7 @@ from eth_hash.auto import keccak
 from eth_typing import ChecksumAddress, HexStr
 
 from dul.chain.node import ChainNode
-from dul.chain.testing import TEST_OPERATOR_KEY, free_port, throwaway_chain_settings
+from dul.chain.testing import TEST_OPERATOR_KEY, free_port, node_call, throwaway_chain_settings
 from dul.contracts.deploy import deploy
 from dul.contracts.ledger import Ledger, connect
 from dul.contracts.typed_data import AccessRequest, Domain, access_log_domain
@@ -631,10 +631,7 @@ def node_rpc(stack: Stack, method: str, *params: Any) -> Any:
     """A call to anvil itself (test set-up only: the product never uses cheat codes)."""
     url = stack.node.status().node_url
     assert url is not None
-    body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)}
-    reply = httpx.post(url, json=body, timeout=10).json()
-    assert "error" not in reply, reply
-    return reply["result"]
+    return node_call(url, method, *params, timeout=10)
 
 
 @pytest.mark.timeout(120)

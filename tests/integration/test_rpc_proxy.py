@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import shutil
 import subprocess
 import sys
 import time
@@ -16,11 +18,16 @@ import httpx
 import pytest
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
+from eth_hash.auto import keccak
 from web3 import Web3
 
+from dul.chain.ipc import IpcUpstream
 from dul.chain.rpc_filter import METHOD_NOT_FOUND, UNAUTHORIZED
-from dul.chain.testing import ChainHandle, free_port
+from dul.chain.testing import ChainHandle, free_port, ports_answering_cheat_methods
 from dul.chain.upstream import StreamUpstream, UpstreamError
+from dul.contracts.world import World
+from dul.domain import Role
+from dul.signing import LocalSigner
 
 pytestmark = pytest.mark.integration
 
@@ -107,7 +114,99 @@ def test_refuses_non_standard_and_key_holding_methods(
 def test_the_node_itself_would_have_answered(chain: ChainHandle) -> None:
     """Guards the test above: the refusals come from the proxy, not from anvil."""
     assert "result" in chain.node_rpc_raw("evm_snapshot")
-    assert chain.node_rpc("eth_accounts")  # anvil's unlocked dev accounts
+    assert chain.node_rpc("eth_accounts") == []  # started without dev accounts
+    assert chain.node_rpc("eth_gasPrice") != "0x0"  # why the proxy answers the fee methods
+
+
+# --- the node is out of reach -------------------------------------------------------------
+
+
+def test_no_local_port_answers_cheat_methods(chain: ChainHandle, world: World) -> None:
+    """From outside the node's namespace: every listening TCP port is asked for evm_snapshot
+    and anvil_setBalance; none answers them, while the proxy serves members."""
+    status = chain.node.status()
+    assert status.isolation == "netns+ipc", status.warning
+    assert status.node_port is None
+    assert status.node_url is not None
+    assert Path(status.node_url).parent.stat().st_mode & 0o777 == 0o700
+    ours = {status.anvil_pid, status.proxy_pid}
+    answered = ports_answering_cheat_methods()
+    # Other data spaces on a shared machine may run an unisolated node of their own; this
+    # one's processes must answer on none of the ports.
+    assert not [port for port, owners in answered.items() if owners & ours or not owners], answered
+    # ...and the proxy still serves members.
+    member = world.requester
+    nonce = _nonce(chain, member.address)
+    tx = {"to": TO, "value": 0, "gas": 21_000, "gasPrice": 0, "nonce": nonce}
+    signed = member.sign_transaction({**tx, "chainId": chain.chain_id, "data": b""})
+    assert chain.send_raw(signed)["status"] == "0x1"
+
+
+# --- wallets with default fee settings ----------------------------------------------------
+
+
+def test_fee_methods_answer_the_nodes_zero_gas_price(chain: ChainHandle) -> None:
+    assert chain.rpc("eth_gasPrice") == "0x0"
+    assert chain.rpc("eth_maxPriorityFeePerGas") == "0x0"
+    history = chain.rpc("eth_feeHistory", "0x4", "latest", [10, 50, 90])
+    assert {int(fee, 16) for fee in history["baseFeePerGas"]} == {0}
+    assert {int(tip, 16) for rewards in history["reward"] for tip in rewards} == {0}
+
+
+def test_web3_sends_with_its_default_fees(chain: ChainHandle) -> None:
+    w3 = Web3(Web3.HTTPProvider(chain.rpc_url))
+    tx: dict[str, Any] = {"from": chain.operator.address, "to": TO, "value": 0}
+    tx.update(
+        nonce=w3.eth.get_transaction_count(chain.operator.address, "pending"),
+        gas=w3.eth.estimate_gas(tx),  # type: ignore[arg-type]
+        maxPriorityFeePerGas=w3.eth.max_priority_fee,
+        maxFeePerGas=w3.eth.max_priority_fee + 2 * w3.eth.get_block("latest")["baseFeePerGas"],
+        chainId=w3.eth.chain_id,
+    )
+    assert (tx["maxFeePerGas"], w3.eth.gas_price) == (0, 0)
+    signed = chain.operator.sign_transaction(tx)
+    tx_hash = w3.eth.send_raw_transaction(signed.raw_transaction)
+    assert w3.eth.wait_for_transaction_receipt(tx_hash, timeout=10)["status"] == 1
+
+
+ETHERS = Path(__file__).resolve().parents[2] / "node_modules" / "ethers"
+NODE = shutil.which("node") or "node"
+
+
+@pytest.mark.skipif(not ETHERS.is_dir(), reason="ethers is not installed (npm ci)")
+def test_an_ethers_wallet_with_default_settings_sends_a_member_transaction(
+    chain: ChainHandle, world: World
+) -> None:
+    key = keccak(b"dul tests ethers wallet member")
+    member = LocalSigner(key)
+    world.ledger.transact(
+        world.operator, "Membership", "grantMemberRole", world.institute, member.address,
+        Role.REQUESTER,
+    )  # fmt: skip
+    out = run_ethers_wallet(chain.rpc_url, key, TO)
+    # A zero base fee reads as "no EIP-1559" to ethers: it sends a legacy transaction at the
+    # gas price the proxy answers (1 gwei from anvil itself would fail "insufficient funds").
+    assert out["fees"] == {"gasPrice": "0", "maxFeePerGas": "null", "maxPriorityFeePerGas": "null"}
+    assert out["type"] == 0
+    assert out["status"] == 1
+    assert out["from"] == member.address
+    assert int(chain.rpc("eth_getBalance", member.address, "latest"), 16) == 0
+
+
+def run_ethers_wallet(
+    rpc_url: str, key: bytes, to: str, token: str | None = None
+) -> dict[str, Any]:
+    """Run tests/integration/ethers_wallet.cjs; its JSON line, or AssertionError with stderr."""
+    env = {**os.environ, "RPC_URL": rpc_url, "KEY": "0x" + key.hex(), "TO": to}
+    if token is not None:
+        env["RPC_TOKEN"] = token
+    script = Path(__file__).with_name("ethers_wallet.cjs")
+    done = subprocess.run(
+        [NODE, str(script)], capture_output=True, text=True, timeout=60, env=env, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
 
 
 def test_hides_the_nodes_unlocked_accounts(chain: ChainHandle) -> None:
@@ -199,6 +298,75 @@ def test_malformed_bodies_get_json_rpc_errors(chain: ChainHandle) -> None:
     assert _post(chain.rpc_url, 42)["error"]["code"] == -32600
     too_big = httpx.post(chain.rpc_url, content=b" " * (3 * 1024 * 1024), timeout=10.0)
     assert too_big.status_code == 413
+    assert too_big.json()["error"]["code"] == -32600
+
+
+def _streamed(data: bytes) -> Iterator[bytes]:
+    for start in range(0, len(data), 65536):
+        yield data[start : start + 65536]
+
+
+CALL = b'{"jsonrpc":"2.0","id":1,'
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "status", "code"),
+    [
+        (b"[" * 100_000 + b"]" * 100_000, {}, 200, -32700),
+        (CALL + b'"method":"eth_call","params":' + b"[" * 100_000, {}, 200, -32700),
+        (b'{"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":["\xff\xfe"]}', {}, 200, -32700),
+        ('{"a": 1}'.encode("utf-16"), {}, 200, -32700),
+        (b'{"jsonrpc":"2.0","id":1e999,"method":"anvil_mine"}', {}, 200, -32700),
+        (b'{"jsonrpc":"2.0","id":NaN,"method":"eth_chainId"}', {}, 200, -32700),
+        (b'{"jsonrpc":"2.0","id":' + b"9" * 5000 + b',"method":"eth_chainId"}', {}, 200, -32700),
+        (b'{"jsonrpc":"2.0","id":' + b"9" * 40 + b',"method":"eth_chainId"}', {}, 200, -32600),
+        (b'{"jsonrpc":"2.0","id":{"x":[]},"method":"eth_chainId"}', {}, 200, -32600),
+        (b'{"id":1,"method":"eth_chainId"}', {}, 200, -32600),
+        (b"", {}, 200, -32700),
+        (CALL + b'"method":"eth_chainId"}', {"content-type": "text/plain"}, 415, -32600),
+        (b"a=1", {"content-type": "application/x-www-form-urlencoded"}, 415, -32600),
+    ],
+)  # fmt: skip
+def test_every_malformed_body_is_a_json_rpc_error(
+    chain: ChainHandle, body: bytes, headers: dict[str, str], status: int, code: int
+) -> None:
+    reply = httpx.post(chain.rpc_url, content=body, headers=headers, timeout=10.0)
+    assert reply.status_code == status
+    assert reply.headers["content-type"] == "application/json"
+    assert reply.json()["jsonrpc"] == "2.0"
+    assert reply.json()["id"] in (None, 1)  # the request's own id only when it is valid
+    assert reply.json()["error"]["code"] == code
+
+
+def test_a_chunked_body_is_bounded_while_it_streams(chain: ChainHandle) -> None:
+    reply = httpx.post(chain.rpc_url, content=_streamed(b" " * (3 * 1024 * 1024)), timeout=10.0)
+    assert reply.status_code == 413
+    assert reply.json()["error"]["code"] == -32600
+
+
+def test_other_paths_and_verbs_get_json_rpc_errors(chain: ChainHandle) -> None:
+    for reply in (
+        httpx.get(chain.rpc_url, timeout=5.0),
+        httpx.post(chain.rpc_url + "/other", json=_request("eth_chainId"), timeout=5.0),
+    ):
+        assert reply.status_code in (404, 405)
+        assert reply.json()["error"]["code"] == -32600
+    assert httpx.get(chain.rpc_url + "/healthz", timeout=5.0).json() == {"status": "ok"}
+
+
+def test_notifications_get_no_reply_and_do_not_stall_the_node(chain: ChainHandle) -> None:
+    notification = {"jsonrpc": "2.0", "method": "eth_blockNumber", "params": []}
+    for body in (notification, [notification, notification]):
+        reply = httpx.post(chain.rpc_url, json=body, timeout=5.0)
+        assert reply.status_code == 204
+        assert reply.content == b""
+    mixed = _post(chain.rpc_url, [notification, _request("eth_chainId", request_id=5)])
+    assert mixed == [{"jsonrpc": "2.0", "id": 5, "result": hex(chain.chain_id)}]
+    mixed = _post(
+        chain.rpc_url, [notification, _request("anvil_mine", request_id=6), _request("net_version")]
+    )
+    assert [r["id"] for r in mixed] == [6, 1]
+    assert int(chain.rpc("eth_chainId"), 16) == chain.chain_id
 
 
 # --- membership through the deployment manifest --------------------------------------------
@@ -297,8 +465,9 @@ def test_members_named_by_the_membership_contract_may_send(
         assert chain.send_raw(_transfer(chain, chain.operator), url=url)["status"] == "0x1"
 
 
-def test_an_unreachable_node_is_a_json_rpc_error(tmp_path: Path) -> None:
-    dead = f"http://127.0.0.1:{free_port()}"
+@pytest.mark.parametrize("kind", ["http", "ipc"])
+def test_an_unreachable_node_is_a_json_rpc_error(tmp_path: Path, kind: str) -> None:
+    dead = f"http://127.0.0.1:{free_port()}" if kind == "http" else str(tmp_path / "no.ipc")
     with proxy_process(dead, tmp_path / "deployment.json", operator=None) as url:
         reply = httpx.post(url, json=_request("eth_blockNumber", request_id=9), timeout=10.0)
         assert reply.status_code == 502
@@ -360,3 +529,80 @@ def test_upstream_reports_an_unreachable_node() -> None:
             await upstream.post(b"{}")
 
     asyncio.run(scenario())
+
+
+# --- the IPC connection pool against odd unix-socket servers --------------------------------
+
+
+async def _unix_server(path: Path, replies: list[bytes | None]) -> asyncio.Server:
+    """Answers each message with the next canned reply (None: no reply, close) and closes the
+    connection after each reply, so a pooled connection is stale on its next use."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\n")
+        reply = replies.pop(0)
+        if reply is not None:
+            writer.write(reply)
+            await writer.drain()
+        writer.close()
+
+    return await asyncio.start_unix_server(handle, str(path))
+
+
+def test_ipc_upstream_reconnects_after_a_dead_connection(tmp_path: Path) -> None:
+    path = tmp_path / "node.ipc"
+
+    async def scenario() -> list[tuple[int, bytes]]:
+        server = await _unix_server(path, [b'{"id":1}\n', b'[{"id":2},{"id":3}]\n'])
+        upstream = IpcUpstream(str(path), timeout=5.0)
+        try:
+            first = await upstream.post(b'{"id":1}')
+            second = await upstream.post(b'[{"id":2},\n{"id":3}]')  # the idle one is dead
+            return [first, second]
+        finally:
+            await upstream.aclose()
+            server.close()
+            await server.wait_closed()
+
+    assert asyncio.run(scenario()) == [(200, b'{"id":1}'), (200, b'[{"id":2},{"id":3}]')]
+
+
+def test_ipc_upstream_reports_a_dead_node_and_a_silent_one(tmp_path: Path) -> None:
+    path = tmp_path / "node.ipc"
+
+    async def scenario() -> None:
+        with pytest.raises(UpstreamError, match="cannot connect"):
+            await IpcUpstream(str(path), timeout=2.0).post(b"{}")
+        server = await _unix_server(path, [None])
+        upstream = IpcUpstream(str(path), timeout=2.0)
+        try:
+            with pytest.raises(UpstreamError, match="closed the connection"):
+                await upstream.post(b'{"id":1}')
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    asyncio.run(scenario())
+
+
+def test_ipc_upstream_keeps_one_request_per_connection(chain: ChainHandle) -> None:
+    """The node answers pipelined requests out of order: concurrent posts must still each get
+    their own reply."""
+    assert chain.node.status().isolation == "netns+ipc"
+
+    async def scenario() -> list[Any]:
+        upstream = IpcUpstream(chain.node_url, max_connections=4, timeout=10.0)
+        try:
+            bodies = [
+                json.dumps(_request("eth_getBlockByNumber", hex(i % 3), False, request_id=i))
+                for i in range(40)
+            ]
+            replies = await asyncio.gather(*(upstream.post(b.encode()) for b in bodies))
+            assert await upstream.post(
+                json.dumps({"jsonrpc": "2.0", "method": "eth_chainId"}).encode(), expect_reply=False
+            ) == (204, b"")
+            return [json.loads(content)["id"] for _, content in replies]
+        finally:
+            await upstream.aclose()
+
+    assert asyncio.run(scenario()) == list(range(40))

@@ -15,7 +15,7 @@ from eth_hash.auto import keccak
 from eth_typing import HexStr
 
 from dul.chain.node import ChainNode
-from dul.chain.testing import TEST_OPERATOR_KEY, throwaway_chain_settings
+from dul.chain.testing import TEST_OPERATOR_KEY, node_call, throwaway_chain_settings
 from dul.contracts.deploy import deploy
 from dul.contracts.ledger import Ledger, connect
 from dul.contracts.typed_data import AccessRecord, AccessRequest, access_log_domain
@@ -167,7 +167,10 @@ def test_a_nonce_spent_elsewhere_is_given_up_and_its_operations_land_once(
         outbox = SqlOutbox(make_engine(url))
         await outbox.start()
         rpc = RpcClient(status.rpc_url or "", timeout=2.0)
-        node_rpc = RpcClient(node_url, timeout=2.0)
+
+        async def node_rpc(method: str, *params: object) -> None:
+            await asyncio.to_thread(node_call, node_url, method, *params)
+
         sub = Submitter(
             outbox,
             rpc,
@@ -178,7 +181,7 @@ def test_a_nonce_spent_elsewhere_is_given_up_and_its_operations_land_once(
         )
         await sub.start()
         await sub.recovered()
-        await node_rpc.request("evm_setIntervalMining", 0)  # hold blocks while the race is set
+        await node_rpc("evm_setIntervalMining", 0)  # hold blocks while the race is set
         nonce = await rpc.transaction_count(world.gateway.address, "pending")
         foreign = world.gateway.sign_transaction(
             {"to": world.gateway.address, "value": 0, "gas": 21_000, "gasPrice": 0,
@@ -187,8 +190,8 @@ def test_a_nonce_spent_elsewhere_is_given_up_and_its_operations_land_once(
         await rpc.send_raw_transaction(foreign)
         await outbox.add_accesses(accesses)
         await asyncio.sleep(0.5)  # the submitter signs the same nonce; the node keeps the first
-        await node_rpc.request("evm_mine")
-        await node_rpc.request("evm_setIntervalMining", 1)
+        await node_rpc("evm_mine")
+        await node_rpc("evm_setIntervalMining", 1)
         deadline = time.monotonic() + 30
         while await outbox.depth() > 0:
             assert time.monotonic() < deadline, f"{await outbox.depth()} still open"
@@ -199,7 +202,6 @@ def test_a_nonce_spent_elsewhere_is_given_up_and_its_operations_land_once(
         await sub.stop()
         await outbox.close()
         await rpc.aclose()
-        await node_rpc.aclose()
 
     asyncio.run(scenario())
     logs = world.ledger.w3.eth.get_logs(

@@ -15,6 +15,8 @@ from hypothesis import strategies as st
 
 from dul.chain.rpc_filter import (
     INVALID_REQUEST,
+    LOCAL_ANSWERS,
+    PARSE_ERROR,
     UNAUTHORIZED,
     MethodClass,
     RawTx,
@@ -23,10 +25,17 @@ from dul.chain.rpc_filter import (
     creation_refusal,
     decode_raw_transaction,
     parse_hex_bytes,
+    request_id_of,
     request_shape_error,
     sender_refusal,
 )
-from dul.chain.rpc_proxy import IS_AUTHORIZED_SENDER_SELECTOR, MembershipOracle
+from dul.chain.rpc_proxy import (
+    IS_AUTHORIZED_SENDER_SELECTOR,
+    MAX_JSON_DEPTH,
+    BadRequestError,
+    MembershipOracle,
+    parse_body,
+)
 from dul.chain.upstream import UpstreamError
 
 ALICE: LocalAccount = Account.from_key("0x" + "a1" * 32)
@@ -86,20 +95,90 @@ def test_checks_senders_of_raw_transactions_and_answers_accounts_locally() -> No
     assert classify_method("eth_accounts") is MethodClass.LOCAL
 
 
+def test_fee_methods_answer_the_nodes_zero_price() -> None:
+    for method in ("eth_gasPrice", "eth_maxPriorityFeePerGas"):
+        assert classify_method(method) is MethodClass.LOCAL
+        assert LOCAL_ANSWERS[method] == "0x0"
+    assert classify_method("eth_feeHistory") is MethodClass.FORWARD
+
+
+V = {"jsonrpc": "2.0"}
+BAD_ID = "id must be null, a string or an integer within 64 bits"
+NO_V = 'request must have "jsonrpc": "2.0"'
+
+
 @pytest.mark.parametrize(
     ("item", "problem"),
     [
         ([], "request must be a JSON object"),
         ("eth_blockNumber", "request must be a JSON object"),
-        ({"id": 1}, "request has no method"),
-        ({"id": 1, "method": 5}, "request has no method"),
-        ({"id": 1, "method": "eth_call", "params": "x"}, "params must be an array or an object"),
-        ({"id": 1, "method": "eth_blockNumber"}, None),
-        ({"id": 1, "method": "eth_call", "params": []}, None),
+        ({**V, "id": 1}, "request has no method"),
+        ({**V, "id": 1, "method": 5}, "request has no method"),
+        ({**V, "id": 1, "method": "eth_call", "params": "x"}, "params must be an array or object"),
+        ({"id": 1, "method": "eth_blockNumber"}, NO_V),
+        ({"jsonrpc": "1.0", "id": 1, "method": "eth_blockNumber"}, NO_V),
+        ({**V, "id": {"a": 1}, "method": "eth_chainId"}, BAD_ID),
+        ({**V, "id": [1], "method": "eth_chainId"}, BAD_ID),
+        ({**V, "id": True, "method": "eth_chainId"}, BAD_ID),
+        ({**V, "id": 1.5, "method": "eth_chainId"}, BAD_ID),
+        ({**V, "id": 2**63, "method": "eth_chainId"}, BAD_ID),
+        ({**V, "id": -(2**63), "method": "eth_chainId"}, None),
+        ({**V, "id": None, "method": "eth_chainId"}, None),
+        ({**V, "method": "eth_chainId"}, None),
+        ({**V, "id": "x", "method": "eth_blockNumber"}, None),
+        ({**V, "id": 1, "method": "eth_call", "params": []}, None),
     ],
-)
+)  # fmt: skip
 def test_request_shape(item: object, problem: str | None) -> None:
     assert request_shape_error(item) == problem
+
+
+def test_an_invalid_id_is_answered_with_null() -> None:
+    assert request_id_of({"id": 7}) == 7
+    assert request_id_of({"id": 10**30}) is None
+    assert request_id_of({"id": {"nested": 1}}) is None
+    assert request_id_of([1]) is None
+
+
+# --- bodies --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        (b"[" * 100_000 + b"]" * 100_000, f"nests deeper than {MAX_JSON_DEPTH} levels"),
+        (b"{" + b'"a":{' * 50_000 + b"}" * 50_001, f"nests deeper than {MAX_JSON_DEPTH} levels"),
+        (b"[" * (MAX_JSON_DEPTH + 1) + b"]" * (MAX_JSON_DEPTH + 1), "nests deeper than"),
+        (b'{"id":"\xff"}', "not UTF-8"),
+        ("\ufeff{}".encode(), "not JSON"),
+        ('{"a":"\u00e9"}'.encode("utf-16"), "not UTF-8"),
+        (b'{"id":NaN}', "not JSON"),
+        (b'{"id":-Infinity}', "not JSON"),
+        (b'{"id":1e999}', "out of range"),
+        (b'{"id":' + b"9" * 5000 + b"}", "not JSON"),
+        (b"", "not JSON"),
+        (b"{not json", "not JSON"),
+        (b"[" * 40 + b"}" * 40, "unpaired brackets"),
+        (b'["\\\\"' + b"[" * 40 + b"]" * 40 + b"]", "nests deeper than"),
+    ],
+)
+def test_malformed_bodies_are_parse_errors(body: bytes, fragment: str) -> None:
+    # py_ecc (imported by eth-account) raises the recursion limit to 100,000 in this
+    # process, deep enough for a deep body to overflow the C stack in `json.loads`.
+    with pytest.raises(BadRequestError) as caught:
+        parse_body(body)
+    assert caught.value.code == PARSE_ERROR
+    assert fragment in str(caught.value)
+
+
+def test_a_body_at_the_depth_limit_parses() -> None:
+    deep = b"[" * MAX_JSON_DEPTH + b"]" * MAX_JSON_DEPTH
+    assert parse_body(deep) is not None
+    wide = json.dumps([[{"a": [1]}] for _ in range(1000)]).encode()
+    assert len(parse_body(wide)) == 1000
+    # Brackets and escapes inside strings are not structure.
+    quoted = json.dumps({"a": "[" * 100 + '\\"{' * 50, "b": ["]]}}"] * 40}).encode()
+    assert parse_body(quoted)["a"].startswith("[[")
 
 
 # --- sender recovery ----------------------------------------------------------------------
@@ -292,7 +371,8 @@ class FakeMembership:
     async def aclose(self) -> None:
         pass
 
-    async def post(self, content: bytes) -> tuple[int, bytes]:
+    async def post(self, content: bytes, *, expect_reply: bool = True) -> tuple[int, bytes]:
+        assert expect_reply
         self.calls += 1
         await asyncio.sleep(0.01)
         if self.fail:
