@@ -283,6 +283,7 @@ class StewardService:
         self.first_block = int(deployment.raw.get("block", 0))
         """The deployment's block: no event of these contracts lies before it."""
         self._field_names: dict[bytes, list[str]] = {}
+        self._proposals: dict[bytes, tuple[dict[str, Any], AgreementTerms]] = {}
 
     # --- whose is it ------------------------------------------------------------------------
 
@@ -326,7 +327,11 @@ class StewardService:
         return tuple(decode(list(types), await self.rpc.call(to, data)))
 
     async def _proposal(self, agreement_id: bytes) -> tuple[dict[str, Any], AgreementTerms]:
-        """The AgreementProposed event of `agreement_id`: (version facts, terms)."""
+        """The AgreementProposed event of `agreement_id`: (version facts, terms); cached, since
+        an id is proposed once and a finality chain does not take it back."""
+        known = self._proposals.get(agreement_id)
+        if known is not None:
+            return known
         logs = await self.rpc.find_logs(
             {"address": self.registry, "topics": [to_hex(PROPOSED_TOPIC), to_hex(agreement_id)]},
             from_block=self.first_block,
@@ -343,7 +348,9 @@ class StewardService:
             "tx_hash": entry["transactionHash"],
             "block": int(entry["blockNumber"], 16),
         }
-        return facts, AgreementTerms.from_abi(terms)
+        found = facts, AgreementTerms.from_abi(terms)
+        self._proposals[agreement_id] = found
+        return found
 
     async def typed_data(self, agreement_id: bytes, caller: Caller) -> dict[str, Any]:
         """The EIP-712 JSON each party signs, rebuilt from the proposed terms and checked
@@ -388,9 +395,9 @@ class StewardService:
             )
             versions.insert(0, VersionOut(agreement_id=_hex(previous), version=int(version)))
             previous = bytes(before)
-        superseded = await self.rpc.find_logs(
+        superseded = await self.rpc.find_logs(  # an amendment comes after the proposal
             {"address": self.registry, "topics": [to_hex(SUPERSEDED_TOPIC), to_hex(agreement_id)]},
-            from_block=self.first_block,
+            from_block=facts["block"],
         )
         scopes = []
         for dataset, mask in zip(terms.datasets, terms.field_masks, strict=True):
