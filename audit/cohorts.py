@@ -34,6 +34,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from audit.events import DecodedEvent
+from audit.uints import SQLITE_CONNECT_ARGS, install
 from dul.cohort import CohortTree, leaf_hash
 from dul.domain import Decision
 
@@ -82,10 +83,11 @@ def read_only_engine(url: str, *, connect_timeout: int = 3) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database or ""
         if database in ("", ":memory:"):
-            return create_engine(url)
+            return create_engine(url, connect_args=SQLITE_CONNECT_ARGS)
         path = Path(database).resolve()
         engine = create_engine(
-            f"sqlite:///file:{path}?mode=ro&uri=true", connect_args={"timeout": 5}
+            f"sqlite:///file:{path}?mode=ro&uri=true",
+            connect_args={"timeout": 5, **SQLITE_CONNECT_ARGS},
         )
 
         @event.listens_for(engine, "connect")
@@ -98,7 +100,7 @@ def read_only_engine(url: str, *, connect_timeout: int = 3) -> Engine:
         return engine
     postgres = parsed.get_backend_name() == "postgresql"
     connect_args = {"connect_timeout": connect_timeout} if postgres else {}
-    return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+    return install(create_engine(url, pool_pre_ping=True, connect_args=connect_args))
 
 
 _ONE = text("SELECT root, size, leaves FROM cohort_leaves WHERE access_id = :id")

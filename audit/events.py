@@ -24,8 +24,12 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from eth_abi.abi import decode as abi_decode
+from eth_abi import decoding as abi_decoding
+from eth_abi import encoding as abi_encoding
+from eth_abi.codec import ABICodec
 from eth_abi.exceptions import DecodingError
+from eth_abi.registry import BaseEquals
+from eth_abi.registry import registry as default_registry
 from eth_hash.auto import keccak
 
 from dul.contracts.artifacts import load
@@ -46,6 +50,32 @@ _UINT_RE: Final = re.compile(r"^uint(\d*)$")
 _INT_RE: Final = re.compile(r"^int(\d*)$")
 _BYTES_N_RE: Final = re.compile(r"^bytes(\d+)$")
 _ARRAY_RE: Final = re.compile(r"^(.*)\[(\d*)\]$")
+
+
+class _TextDecoder(abi_decoding.StringDecoder):
+    """A Solidity `string` holds any bytes. Bytes that are not UTF-8, and NUL (which neither
+    PostgreSQL text nor JSONB can hold), are kept as `\\xNN` escapes: the event is stored,
+    never refused for its text."""
+
+    @staticmethod
+    def decoder_fn(data: bytes, handle_string_errors: str = "strict") -> str:
+        return data.decode("utf-8", errors="backslashreplace").replace("\x00", "\\x00")
+
+
+def _codec() -> ABICodec:
+    registry = default_registry.copy()  # type: ignore[no-untyped-call]
+    registry.unregister("string")
+    text = BaseEquals("string")  # type: ignore[no-untyped-call]
+    registry.register(text, abi_encoding.TextStringEncoder, _TextDecoder, label="string")
+    return ABICodec(registry)
+
+
+_CODEC: Final = _codec()
+
+
+def abi_decode(types: Sequence[str], data: bytes, *, strict: bool = True) -> tuple[Any, ...]:
+    """eth-abi's strict decoding, strings as `_TextDecoder` reads them."""
+    return tuple(_CODEC.decode(list(types), data, strict=strict))
 
 
 class EventDecodeError(ValueError):

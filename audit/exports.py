@@ -182,8 +182,12 @@ def graph_blocks(graph: Graph) -> set[int]:
     return {n.chain.block for n in graph.nodes if n.chain} | {e.chain.block for e in graph.edges}
 
 
+_LAST_INSTANT = 253_402_300_799
+"""9999-12-31T23:59:59Z: FHIR has no later instant (a block time can be up to 2**64 - 1)."""
+
+
 def _instant(timestamp: int | None) -> str:
-    moment = datetime.fromtimestamp(timestamp or 0, UTC)
+    moment = datetime.fromtimestamp(min(timestamp or 0, _LAST_INSTANT), UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -200,17 +204,23 @@ def _ref(
 ) -> Reference:
     return Reference(
         identifier=Identifier(system=f"{DUL_NAMESPACE}{system}", value=value),
-        display=display,
+        display=_fhir_string(display),
         type=type_,
     )
 
 
+def _fhir_string(value: str | None) -> str | None:
+    """FHIR strings are never empty or blank: an organization registered with an empty name
+    has no display, not an invalid one."""
+    return value if value is not None and value.strip() else None
+
+
 def _coding(system: str, code: str, display: str | None = None) -> Coding:
-    return Coding(system=system, code=code, display=display)
+    return Coding(system=system, code=code, display=_fhir_string(display))
 
 
 def _detail(name: str, value: Any) -> AuditEventEntityDetail:
-    return AuditEventEntityDetail(type=name, valueString=str(value))
+    return AuditEventEntityDetail(type=name, valueString=_fhir_string(str(value)) or "(empty)")
 
 
 def _chain_details(chain: ChainRef) -> list[AuditEventEntityDetail]:

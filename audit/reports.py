@@ -208,8 +208,11 @@ def agreement_report(engine: Engine, raw_id: str) -> AgreementReport:
             "WHERE agreement_id = :k GROUP BY decision, reason, tier"
         )
         releases = rows(
-            "SELECT kind, count(*) AS n, sum(size) AS bytes FROM result_release "
-            "WHERE agreement_id = :k GROUP BY kind"
+            "SELECT kind, count(*) AS n FROM result_release WHERE agreement_id = :k GROUP BY kind"
+        )
+        # Summed here: sizes are uint64, and SQLite's sum() overflows past 2**63 - 1.
+        released_bytes = sum(
+            int(r["size"]) for r in rows("SELECT size FROM result_release WHERE agreement_id = :k")
         )
         signatures = rows(
             "SELECT * FROM agreement_signature WHERE agreement_id = :k "
@@ -307,7 +310,7 @@ def agreement_report(engine: Engine, raw_id: str) -> AgreementReport:
         granted_by_tier=dict(sorted(by_tier.items())),
         releases=sum(int(r["n"]) for r in releases),
         releases_by_kind={_name(ReleaseKind, r["kind"]): int(r["n"]) for r in releases},
-        released_bytes=sum(int(r["bytes"] or 0) for r in releases),
+        released_bytes=released_bytes,
         signatures=[
             SignatureLine(signer=s["signer"], party=int(s["party"]), chain=_chain(s))
             for s in signatures

@@ -50,6 +50,7 @@ path is an order of magnitude slower at tens of thousands of rows per page).
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -85,6 +86,7 @@ from audit.cohorts import (
     authorization_rows,
 )
 from audit.events import DecodedEvent
+from audit.uints import SQLITE_CONNECT_ARGS, Uint, install, sqlite_row, to_sqlite
 from dul.domain import AgreementStatus, AuthorizationStatus, ConsentStatus, OrgStatus
 
 log = structlog.get_logger("audit.store")
@@ -175,7 +177,7 @@ class Agreement(AuditModel, table=True):
     __tablename__ = "agreement"
 
     agreement_id: str = Field(primary_key=True)
-    version: int
+    version: int = Field(sa_type=Uint)
     previous_id: str | None = Field(default=None, index=True)
     holder_org: str = Field(index=True)
     requester_org: str = Field(index=True)
@@ -186,13 +188,13 @@ class Agreement(AuditModel, table=True):
     ethics_approval: str
     max_tier: int
     operations: int
-    valid_from: int = Field(sa_type=BigInteger)
-    valid_until: int = Field(sa_type=BigInteger)
-    quota: int = Field(sa_type=BigInteger)
+    valid_from: int = Field(sa_type=Uint)
+    valid_until: int = Field(sa_type=Uint)
+    quota: int = Field(sa_type=Uint)
     consent_policy: int
     terms_hash: str
     nonce: str
-    deadline: int = Field(sa_type=BigInteger)
+    deadline: int = Field(sa_type=Uint)
     status: int = Field(index=True)
     block_number: int = Field(sa_type=BigInteger, index=True)
     tx_index: int
@@ -259,7 +261,7 @@ class AccessEvent(Positioned, table=True):
     cohort_root: str
     cohort_size: int = Field(sa_type=BigInteger)
     authorization_ref: str
-    deadline: int = Field(sa_type=BigInteger)
+    deadline: int = Field(sa_type=Uint)
     sig_r: str
     sig_s: str
     sig_v: int
@@ -272,7 +274,7 @@ class ResultRelease(Positioned, table=True):
     agreement_id: str = Field(index=True)
     result_hash: str = Field(index=True)
     kind: int
-    size: int = Field(sa_type=BigInteger)
+    size: int = Field(sa_type=Uint)
     recorder: str
     tx_hash: str
 
@@ -327,8 +329,8 @@ class Consent(AuditModel, table=True):
     subject: str = Field(index=True)
     scenarios: int
     duo_codes: list[int] = Field(sa_type=JsonType)
-    valid_from: int = Field(sa_type=BigInteger)
-    valid_until: int = Field(sa_type=BigInteger)
+    valid_from: int = Field(sa_type=Uint)
+    valid_until: int = Field(sa_type=Uint)
     subject_key: str
     recorder: str
     status: int
@@ -362,7 +364,7 @@ class PatientAuthorization(AuditModel, table=True):
     field_mask: str
     tier: int
     scenario: int
-    expires_at: int = Field(sa_type=BigInteger)
+    expires_at: int = Field(sa_type=Uint)
     issuer: str
     status: int
     block_number: int = Field(sa_type=BigInteger, index=True)
@@ -438,7 +440,7 @@ class Block(AuditModel, table=True):
     )
     hash: str
     parent_hash: str | None = None
-    timestamp: int | None = Field(default=None, sa_type=BigInteger)
+    timestamp: int | None = Field(default=None, sa_type=Uint)
     events: int
 
 
@@ -497,6 +499,15 @@ def table_name(model: type[AuditModel]) -> str:
     return str(model.__tablename__)
 
 
+@functools.cache
+def _uint_columns(table: str, columns: tuple[str, ...]) -> tuple[int, ...]:
+    """Indexes of the `Uint` columns among `columns` of `table` (SQLite spells big ones)."""
+    found = metadata.tables.get(table)
+    if found is None:
+        return ()
+    return tuple(i for i, c in enumerate(columns) if isinstance(found.c[c].type, Uint))
+
+
 # --- engine ---------------------------------------------------------------------------------
 
 
@@ -507,7 +518,7 @@ def create_store_engine(url: str) -> Engine:
         database = parsed.database
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30})
+        engine = create_engine(url, connect_args={"timeout": 30, **SQLITE_CONNECT_ARGS})
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -521,7 +532,7 @@ def create_store_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    return install(create_engine(url, pool_pre_ping=True))
 
 
 # --- projection: events -> rows -------------------------------------------------------------
@@ -1104,7 +1115,7 @@ class AuditStore:
             "n": block.number,
             "h": block.hash,
             "p": block.parent_hash,
-            "t": block.timestamp,
+            "t": to_sqlite(block.timestamp) if self.dialect == "sqlite" else block.timestamp,
             "e": count,
         }
         if existing is None:
@@ -1134,6 +1145,9 @@ class AuditStore:
                 for row in rows:
                     copy.write_row(row)
             return
+        wide = _uint_columns(table, tuple(columns))
+        if wide:
+            rows = [sqlite_row(row, wide) for row in rows]
         marks = ", ".join("?" * len(columns))
         cursor = raw.cursor()  # type: ignore[union-attr]
         try:

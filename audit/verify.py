@@ -158,6 +158,14 @@ class _Collector:
                 self.findings.append(Finding(check=check, message=message, **kwargs))
 
 
+def _named(enum: Any, value: int) -> str:
+    """An enum member's name, or the raw value when it names none."""
+    try:
+        return str(enum(value).name)
+    except ValueError:
+        return str(value)
+
+
 def _pos(block: int, tx: int, log_index: int) -> str:
     return f"{block}/{tx}/{log_index}"
 
@@ -761,7 +769,7 @@ def _check_grant(
     status = agreement.status_at(position)
     if status != AgreementStatus.ACTIVE:
         out.add("access_while_not_active", f"access {access_id} granted while agreement "
-                f"{agreement.agreement_id} was {AgreementStatus(status).name}",
+                f"{agreement.agreement_id} was {_named(AgreementStatus, status)}",
                 **where)  # fmt: skip
     unchecked = 0
     if timestamp is None:

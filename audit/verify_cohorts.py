@@ -98,6 +98,14 @@ _CONSENT_BATCH = 500
 _CONSENTED = text(CONSENTED_COUNT_SQL)
 
 
+def _named(enum: Any, value: Any) -> str:
+    """An enum member's name, or the raw value the chain recorded when it names none."""
+    try:
+        return str(enum(int(value)).name)
+    except ValueError:
+        return str(value)
+
+
 def check_patients(conn: Connection, out: Findings, *, consent_lag: float) -> None:
     """Every check of the module docstring, streamed cohort by cohort."""
     for row in conn.execute(_COHORTS).mappings():
@@ -109,7 +117,7 @@ def check_patients(conn: Connection, out: Findings, *, consent_lag: float) -> No
         out.checked["cohorts"] += 1
         where = _pos(row["block_number"], row["tx_index"], row["log_index"])
         out.add("cohort_leaves_unavailable", f"access {row['access_id']} under a "
-                f"{ConsentPolicy(row['consent_policy']).name} agreement: no cohort store gave "
+                f"{_named(ConsentPolicy, row['consent_policy'])} agreement: no cohort store gave "
                 "its subjects (is DUL_AUDIT_COHORT_SOURCES set to the hospital's gateway "
                 "store?)", table="cohort", position=where, key=row["access_id"])  # fmt: skip
     for row in conn.execute(_ORPHANS, {"verified": CohortStatus.VERIFIED.value}).mappings():
@@ -141,7 +149,7 @@ def _check_cohort(conn: Connection, row: Any, out: Findings, lag: float) -> None
     if status != CohortStatus.VERIFIED.value:
         if policy is not None and int(policy) != ConsentPolicy.NONE:
             out.add("cohort_leaves_unavailable", f"access {access_id} under a "
-                    f"{ConsentPolicy(int(policy)).name} agreement: no cohort store gave its "
+                    f"{_named(ConsentPolicy, policy)} agreement: no cohort store gave its "
                     "subjects", table="cohort", position=where, key=access_id)  # fmt: skip
         else:
             out.checked["cohorts_unavailable_without_consent_policy"] += 1

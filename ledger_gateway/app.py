@@ -93,6 +93,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
                 outbox=outbox,
                 domain=access_log_domain(deployment.chain_id, deployment.address("AccessLog")),
                 deadline_margin_s=settings.deadline_margin_s,
+                max_request_lifetime_s=settings.max_request_lifetime_s,
                 decisions=metrics.decisions,
                 consents=consent_view,
             ),

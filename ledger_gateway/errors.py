@@ -2,8 +2,8 @@
 into RFC 9457 problem JSON (`type`, `title`, `status`, `detail`, `code`).
 
     GatewayError                      500 internal_error (never raised on purpose)
-    ├── BadRequestError               422 validation_error, request_expired, bad_signature,
-    │   │                                 batch_too_large
+    ├── BadRequestError               422 validation_error, request_expired, deadline_too_far,
+    │   │                                 bad_signature, batch_too_large
     │   └── CodeMismatchError         400 authorization_code_mismatch
     ├── UnauthorizedError             401 unauthorized
     ├── ForbiddenError                403 forbidden

@@ -166,12 +166,14 @@ class AccessService:
         deadline_margin_s: int,
         decisions: Counter,
         consents: ConsentView | None = None,
+        max_request_lifetime_s: int = 86_400,
     ) -> None:
         self.org = org
         self.view = view
         self.outbox = outbox
         self.domain = domain
         self.deadline_margin_s = deadline_margin_s
+        self.max_request_lifetime_s = max_request_lifetime_s
         self.decisions = decisions
         self.consents = consents
         self._reserved: dict[bytes, bytes] = {}
@@ -306,6 +308,12 @@ class AccessService:
                 f"request {body.request_id} is signed valid until {body.deadline}; it must stay "
                 f"valid at least {self.deadline_margin_s} s to be recorded",
                 code="request_expired",
+            )
+        if body.deadline > now + self.max_request_lifetime_s:
+            raise BadRequestError(
+                f"request {body.request_id} is signed valid until {body.deadline}, more than "
+                f"{self.max_request_lifetime_s} s from now; sign a nearer deadline",
+                code="deadline_too_far",
             )
         request = AccessRequest(
             request_id=_b32(body.request_id),

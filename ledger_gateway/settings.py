@@ -9,6 +9,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from dul.home import Home
 
+MAX_REQUEST_LIFETIME_S = 90 * 86_400
+"""AccessLog.MAX_REQUEST_LIFETIME: the chain refuses a request signed to live longer."""
+
 
 class GatewaySettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="DUL_GATEWAY_", extra="ignore")
@@ -32,6 +35,13 @@ class GatewaySettings(BaseSettings):
     outbox_limit: int = Field(100_000, ge=1, description="unconfirmed operations before 503")
     deadline_margin_s: int = Field(
         30, ge=0, description="a request must stay signed-valid this long to be recorded"
+    )
+    max_request_lifetime_s: int = Field(
+        86_400,
+        ge=60,
+        le=MAX_REQUEST_LIFETIME_S,
+        description="a request signed valid for longer than this from now is refused "
+        "(`deadline_too_far`); at most AccessLog's own ceiling",
     )
     refresh_interval_s: float = Field(0.25, gt=0, description="chain event poll for cache updates")
     wait_timeout_s: float = Field(30.0, gt=0, description="longest ?wait=confirmed")

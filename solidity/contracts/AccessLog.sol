@@ -32,6 +32,11 @@ contract AccessLog is IAccessLog, EIP712 {
     /// @dev Bounded by the per-transaction gas cap (EIP-7825, 2^24) at ~45k gas per record.
     uint256 public constant MAX_BATCH_SIZE = 256;
 
+    /// @notice The longest a requester's signature may stay valid after the block that records it,
+    /// whatever the decision: a request cannot be signed to live forever (gateways refuse far
+    /// shorter lifetimes; this is the chain's own ceiling).
+    uint256 public constant MAX_REQUEST_LIFETIME = 90 days;
+
     IMembership public immutable MEMBERSHIP;
     IAgreementRegistry public immutable AGREEMENTS;
     IConsentRegistry public immutable CONSENTS;
@@ -139,6 +144,8 @@ contract AccessLog is IAccessLog, EIP712 {
         }
         bytes32 requestId = record.requestId;
         if (_accesses[requestId].isRecorded()) revert AccessLogDuplicateRequest(requestId);
+        uint256 latest = block.timestamp + MAX_REQUEST_LIFETIME;
+        if (record.deadline > latest) revert AccessLogDeadlineTooFar(requestId, record.deadline, latest);
         _checkSignature(record);
         if (record.decision == Decision.GRANTED && record.reason == DenyReason.NONE) {
             _checkGrant(record, cache);

@@ -160,6 +160,18 @@ describe("AccessLog", function () {
         .withArgs(outsider.requestId, ctx.id, DATASET.EHR, ctx.hospitalGateway.address, sameStruct(outsider));
     });
 
+    it("refuses a denial whose request is signed to live past the longest lifetime", async function () {
+      const ctx = await loadFixture(activeAgreementFixture);
+      const deadline = 2n ** 64n - 1n;
+      const record = await signed(ctx, deniedRecord(ctx, DenyReason.POLICY_OTHER, { deadline }));
+      const at = (await time.latest()) + 1;
+      await time.setNextBlockTimestamp(at);
+      await expect(ctx.accessLog.connect(ctx.hospitalGateway).recordAccesses([record]))
+        .to.be.revertedWithCustomError(ctx.accessLog, "AccessLogDeadlineTooFar")
+        .withArgs(record.requestId, deadline, BigInt(at) + (await ctx.accessLog.MAX_REQUEST_LIFETIME()));
+      expect(await ctx.accessLog.decisionOf(record.requestId)).to.equal(Decision.NONE);
+    });
+
     it("refuses a denial without a reason", async function () {
       const ctx = await loadFixture(activeAgreementFixture);
       const record = await signed(ctx, deniedRecord(ctx, DenyReason.NONE));

@@ -171,6 +171,25 @@ def test_an_expired_signature_is_refused(
     assert (caught.value.status, caught.value.code) == (422, "request_expired")
 
 
+@pytest.mark.parametrize("ahead", [2**64 - 1, 2**63, None])
+def test_a_deadline_beyond_the_longest_lifetime_is_refused_and_not_recorded(
+    world: World, gateway: GatewayHandle, agreement: bytes, ahead: int | None
+) -> None:
+    """2^64 - 1 (the largest the type holds), 2^63 (past a signed 64-bit column) and one minute
+    past the configured lifetime: 422 `deadline_too_far`, nothing recorded."""
+    lifetime = gateway.settings.max_request_lifetime_s
+    assert lifetime == 86_400
+    deadline = ahead if ahead is not None else int(time.time()) + lifetime + 60
+    body = sign_request(world.requester, request(world, agreement, deadline=deadline),
+                        gateway.domain)  # fmt: skip
+    with pytest.raises(GatewayClientError) as caught:
+        gateway.client.request_access(body)
+    assert (caught.value.status, caught.value.code) == (422, "deadline_too_far")
+    with pytest.raises(GatewayClientError) as missing:
+        gateway.client.get_access(body.request_id)
+    assert missing.value.status == 404
+
+
 def test_an_unknown_agreement_is_404(world: World, gateway: GatewayHandle) -> None:
     body = sign_request(
         world.requester, request(world, keccak(b"no such agreement")), gateway.domain

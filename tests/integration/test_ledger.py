@@ -239,3 +239,23 @@ def test_unknown_organization_id_is_a_decoded_error(world: World) -> None:
             0,
         )
     assert caught.value.code == "MembershipUnknownOrganization"
+
+
+@pytest.mark.parametrize("decision", [Decision.GRANTED, Decision.DENIED])
+def test_a_request_signed_to_live_forever_is_refused_by_the_access_log(
+    world: World, decision: Decision
+) -> None:
+    """A deadline of 2^64 - 1 is past AccessLog's fixed ceiling (block time + 90 days), granted
+    or denied: the revert decodes into its stable code and nothing is recorded."""
+    agreement = world.activate(world.research_terms(quota=5))
+    reason = DenyReason.NONE if decision == Decision.GRANTED else DenyReason.POLICY_OTHER
+    record = world.access_record(agreement, decision, reason, deadline=2**64 - 1)
+    with pytest.raises(TransactionError) as caught:
+        world.ledger.transact(world.gateway, "AccessLog", "recordAccesses", [record.as_abi()])
+    assert caught.value.code == "AccessLogDeadlineTooFar"
+    args = caught.value.details["error_args"]
+    assert args["deadline"] == 2**64 - 1
+    assert args["latest"] - int(time.time()) <= 90 * 86_400 + 60
+    assert world.ledger.call("AccessLog", "MAX_REQUEST_LIFETIME") == 90 * 86_400
+    request_id = record.request.request_id
+    assert world.ledger.call("AccessLog", "decisionOf", request_id) == Decision.NONE

@@ -24,6 +24,9 @@ interface IAccessLog {
     error AccessLogInvalidRequesterSignature(bytes32 requestId, address requester);
     /// @notice The requester's signature was valid until `deadline`.
     error AccessLogRequestExpired(bytes32 requestId, uint64 deadline);
+    /// @notice The requester signed `deadline`, later than `latest` (the recording block's time
+    /// plus the longest lifetime a request may be signed for): no signature lives forever.
+    error AccessLogDeadlineTooFar(bytes32 requestId, uint64 deadline, uint256 latest);
     /// @notice No agreement is registered under `agreementId`.
     error AccessLogUnknownAgreement(AgreementId agreementId);
     /// @notice The agreement is `status`, not ACTIVE.

@@ -56,6 +56,30 @@ function shouldEnforceGrantRules(submit) {
       await expectRefused(ctx, record, "AccessLogRequestExpired", [record.requestId, ctx.now - 1]);
     });
 
+    it("refuses a request signed to live past the chain's longest lifetime, up to 2^64 - 1", async function () {
+      const ctx = await loadFixture(activeAgreementFixture);
+      const lifetime = await ctx.accessLog.MAX_REQUEST_LIFETIME();
+      expect(lifetime).to.equal(90n * 24n * 3600n);
+      for (const deadline of [2n ** 64n - 1n, 2n ** 63n]) {
+        const record = await signedGranted(ctx, { deadline });
+        const at = (await time.latest()) + 1;
+        await time.setNextBlockTimestamp(at);
+        await expectRefused(ctx, record, "AccessLogDeadlineTooFar", [record.requestId, deadline, BigInt(at) + lifetime]);
+      }
+    });
+
+    it("grants a request signed up to exactly the longest lifetime, not a second more", async function () {
+      const ctx = await loadFixture(activeAgreementFixture);
+      const lifetime = Number(await ctx.accessLog.MAX_REQUEST_LIFETIME());
+      const at = (await time.latest()) + 10;
+      const beyond = await signedGranted(ctx, { deadline: at + lifetime + 1 });
+      await time.setNextBlockTimestamp(at);
+      await expectRefused(ctx, beyond, "AccessLogDeadlineTooFar", [beyond.requestId, at + lifetime + 1, at + lifetime]);
+      const exact = await signedGranted(ctx, { deadline: at + 1 + lifetime });
+      await time.setNextBlockTimestamp(at + 1);
+      await expect(submit(ctx, [exact])).to.emit(ctx.accessLog, "AccessRecorded");
+    });
+
     it("grants up to and including the request deadline", async function () {
       const ctx = await loadFixture(activeAgreementFixture);
       const deadline = (await time.latest()) + 100;
