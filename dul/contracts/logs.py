@@ -42,7 +42,10 @@ class PageSizer:
 
     With `learn`, the sizer remembers the widest page served and the narrowest refused, and
     grows between them by bisection: a node's fixed range limit is found in a few refusals
-    instead of being probed again after every good page."""
+    instead of being probed again after every good page. The ceiling is forgotten after
+    `RELEARN` pages held below it, so one passing error does not slow every later read."""
+
+    RELEARN = 64
 
     size: int
     maximum: int
@@ -54,6 +57,8 @@ class PageSizer:
     """Widest page served (with `learn`)."""
     ceiling: int | None = field(default=None)
     """Narrowest page refused (with `learn`)."""
+    held: int = field(default=0)
+    """Good pages kept below the ceiling since it was last lowered."""
 
     def refuse(self, span: int) -> bool:
         """Shrinks below `span`; False when already at one block (the refusal is final)."""
@@ -63,6 +68,7 @@ class PageSizer:
         self.size = max(self.minimum, span // 2)
         if self.learn:
             self.ceiling = span if self.ceiling is None else min(self.ceiling, span)
+            self.held = 0
             if self.served < span:
                 self.size = max(self.size, self.served)
         return True
@@ -74,7 +80,11 @@ class PageSizer:
         if self.learn:
             self.served = max(self.served, span)
             if self.ceiling is not None and grown >= self.ceiling:
-                grown = max(span, (span + self.ceiling) // 2)
+                self.held += 1
+                if self.held >= self.RELEARN:
+                    self.ceiling, self.served, self.held = None, 0, 0
+                else:
+                    grown = max(span, (span + self.ceiling) // 2)
         self.size = max(self.minimum, min(self.maximum, grown, fitted))
 
 

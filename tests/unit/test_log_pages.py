@@ -72,6 +72,19 @@ def test_a_learning_sizer_stops_probing_past_the_limit() -> None:
     assert len(learning.calls) < len(plain.calls)
 
 
+def test_a_passing_refusal_is_forgotten() -> None:
+    """A node that refused a 2-block page once (a passing error, not a limit) must not keep
+    later reads at one block per request."""
+    node = Node(BLOCKS, limit=10**9)
+    sizer = PageSizer(2, 1_000_000, 5_000, learn=True)
+    sizer.refuse(2)
+    assert (sizer.size, sizer.ceiling) == (1, 2)
+    logs = get_logs(node.get_logs, {"address": "0xabc"}, 0, 50_000, sizer=sizer, refused=refused)
+    assert numbers(logs) == BLOCKS
+    assert sizer.ceiling is None
+    assert len(node.calls) < 200  # 64 one-block pages, then doubling
+
+
 def test_newest_first_stops_at_the_newest_page_with_a_match() -> None:
     node = Node(BLOCKS, limit=1_000)
     sizer = PageSizer(500, 500, 5_000)
