@@ -30,6 +30,8 @@ from dul.chain.besu import (
 )
 from dul.chain.settings import ChainSettings
 from dul.cli.main import app
+from dul.contracts.artifacts import load
+from dul.contracts.ledger import CONTRACT_NAMES
 from dul.errors import ConfigError
 
 KIT = Path(__file__).resolve().parents[2] / "deploy" / "besu"
@@ -146,6 +148,10 @@ def test_the_genesis_is_qbft_with_free_gas_and_the_embedded_chains_limits() -> N
     # the contracts' EVM target is active from genesis
     evm = json.loads((ROOT / "solidity" / "compiler.json").read_text())["settings"]["evmVersion"]
     assert config[f"{evm}Time"] == 0
+    # every packaged contract fits, as on the embedded chain
+    for name in CONTRACT_NAMES:
+        runtime = bytes.fromhex(load(name).deployed_bytecode[2:])
+        assert 0 < len(runtime) <= config["contractSizeLimit"], name
     assert (genesis["difficulty"], genesis["mixHash"]) == ("0x1", QBFT_MIX_HASH)
     assert genesis["alloc"] == {}  # gas is free: no account needs a balance
 
