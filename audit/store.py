@@ -88,6 +88,7 @@ from audit.cohorts import (
 from audit.events import DecodedEvent
 from audit.uints import SQLITE_CONNECT_ARGS, Uint, install, sqlite_row, to_sqlite
 from dul.domain import AgreementStatus, AuthorizationStatus, ConsentStatus, OrgStatus
+from dul.home import private_file
 
 log = structlog.get_logger("audit.store")
 
@@ -517,7 +518,8 @@ def create_store_engine(url: str) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
         if database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
+            Path(database).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            private_file(Path(database))  # 0600 before SQLite opens it (-wal/-shm follow)
         engine = create_engine(url, connect_args={"timeout": 30, **SQLITE_CONNECT_ARGS})
 
         @event.listens_for(engine, "connect")

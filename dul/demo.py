@@ -46,7 +46,7 @@ from dul.domain import (
     slug_id,
 )
 from dul.errors import DulError
-from dul.home import Home
+from dul.home import Home, write_private
 from dul.keys import KeyStore
 from dul.signing import LocalSigner, Signer
 from dul.stack import StackStatus, gateway_settings, up
@@ -278,6 +278,13 @@ def _tokens(home: Home, status: StackStatus) -> tuple[dict[str, str], dict[str, 
     return stewards, services
 
 
+def kept_facts(facts: dict[str, Any]) -> dict[str, Any]:
+    """The facts as `demo.json` keeps them: without the patient's one-time code (shown once on
+    the way out, written nowhere)."""
+    authorization = {k: v for k, v in facts.get("authorization", {}).items() if k != "code"}
+    return {**facts, "authorization": authorization} if "authorization" in facts else facts
+
+
 def told(home: Home) -> bool:
     """Whether the story was told in this data directory (its facts are kept there)."""
     return (home.root / "demo.json").exists()
@@ -326,7 +333,7 @@ def tell(home: Home, say: Progress) -> dict[str, Any]:
         "audit_url": status.audit_url,
     }
     story.facts["seconds"] = round(time.monotonic() - started, 1)
-    (home.root / "demo.json").write_text(json.dumps(story.facts, indent=2) + "\n")
+    write_private(home.root / "demo.json", json.dumps(kept_facts(story.facts), indent=2) + "\n")
     if status.access_token:  # shown once, never kept in the data directory
         story.facts["access_token"] = status.access_token
     return story.facts

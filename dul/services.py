@@ -17,7 +17,7 @@ import structlog
 
 from dul.chain.node import process_alive, read_pid, terminate
 from dul.errors import ConfigError
-from dul.home import Home
+from dul.home import Home, open_private, write_private
 
 log = structlog.get_logger(__name__)
 
@@ -66,7 +66,7 @@ def start(
         return existing
     pid_path, info_path, log_path = _paths(home, name)
     home.ensure()
-    with open(log_path, "ab") as out:
+    with open_private(log_path) as out:
         process = subprocess.Popen(
             [sys.executable, "-c", f"from {MARKER} import app; app()", *args],
             stdin=subprocess.DEVNULL,
@@ -76,8 +76,8 @@ def start(
             close_fds=True,
             env={**os.environ, "DUL_HOME": str(home.root), **env},
         )
-    pid_path.write_text(f"{process.pid}\n")
-    info_path.write_text(json.dumps({"url": url, "pid": process.pid}) + "\n")
+    write_private(pid_path, f"{process.pid}\n")
+    write_private(info_path, json.dumps({"url": url, "pid": process.pid}) + "\n")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:

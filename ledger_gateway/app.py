@@ -15,6 +15,7 @@ from dul.contracts.artifacts import load
 from dul.contracts.ledger import CONTRACT_NAMES, Deployment
 from dul.contracts.typed_data import access_log_domain
 from dul.domain import Role, slug_id
+from dul.home import private_dir
 from dul.keys import KeyStore
 from ledger_gateway.api import access, agreements, consents, datasets, health, problems
 from ledger_gateway.api.deps import GatewayContext, Metrics
@@ -55,7 +56,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         deployment = Deployment.load(home.deployment)
         org = slug_id(settings.org)
         rpc = RpcClient(settings.rpc_url or rpc_url(home))
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(settings.data_dir)
         database_url = settings.effective_database_url
         await asyncio.to_thread(migrate, database_url)
         outbox = SqlOutbox(

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import structlog
@@ -44,6 +45,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, SQLModel
 
 from dul.domain import Decision, DenyReason
+from dul.home import private_file
 from ledger_gateway.errors import ConflictError, UnavailableError
 from ledger_gateway.outbox import (
     Accepted,
@@ -166,6 +168,9 @@ LEAVES = CohortLeavesRow.__table__  # type: ignore[attr-defined]
 def make_engine(url: str, *, busy_timeout_s: float = 30.0, pool_size: int = 8) -> Engine:
     """An engine for the outbox: SQLite (WAL, synchronous=FULL) or PostgreSQL, by URL."""
     if url.startswith("sqlite"):
+        database = make_url(url).database
+        if database and database != ":memory:" and Path(database).parent.is_dir():
+            private_file(Path(database))  # 0600 before SQLite opens it (-wal/-shm follow)
         engine = create_engine(
             url,
             connect_args={"timeout": busy_timeout_s, "check_same_thread": False},

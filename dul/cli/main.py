@@ -9,6 +9,7 @@ import typer
 from audit import cli as audit_cli
 from dul import log
 from dul.cli import access, admin, bench, chain, contracts, demo, keys, network, stack, steward
+from dul.home import private_umask
 from ledger_gateway import cli as gateway_cli
 
 app = typer.Typer(
@@ -36,4 +37,5 @@ app.add_typer(audit_cli.app, name="audit")
 def main() -> None:
     """Logs go to stderr (JSON when not on a terminal), so `--json` output stays clean;
     commands print their own summary, so only warnings are logged unless DUL_LOG_LEVEL says."""
+    private_umask()  # what the commands and the services they start create is the user's only
     log.configure(os.environ.get("DUL_LOG_LEVEL", "WARNING"))

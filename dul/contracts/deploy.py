@@ -7,7 +7,6 @@ same chain hold exactly the packaged runtime code, and changes nothing.
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from web3 import Web3
 from dul.contracts.artifacts import load, manifest
 from dul.contracts.ledger import CONTRACT_NAMES, Deployment, send
 from dul.errors import DeploymentError
+from dul.home import write_private
 from dul.signing import Signer
 
 log = structlog.get_logger(__name__)
@@ -143,8 +143,4 @@ def verify(w3: Web3, deployment: Deployment) -> None:
 
 def _write_atomically(path: Path, value: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n")
-    with tmp.open("rb") as handle:
-        os.fsync(handle.fileno())
-    tmp.replace(path)
+    write_private(path, json.dumps(value, indent=2, sort_keys=True) + "\n")

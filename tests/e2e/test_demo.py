@@ -11,6 +11,7 @@ import json
 import os
 import re
 import socket
+import stat
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -210,6 +211,33 @@ def test_no_identity_ever_reaches_the_chain(demo: Demo) -> None:
         assert needle not in blob, f"{needle!r} is on chain"
         assert needle.lower() not in lowered, f"{needle!r} is on chain"
     assert WITHDRAWING.encode() not in blob
+
+
+def test_every_file_under_dul_home_is_private_and_no_code_is_kept(demo: Demo) -> None:
+    """After `dul demo` from nothing, nothing under DUL_HOME is readable by anyone but its
+    owner (stores and their -wal/-shm, chain state, logs, pid files, manifests, tokens,
+    demo.json), and the patient's one-time code is in no file at all."""
+    code = demo.facts["authorization"]["code"]
+    needles = {code.lower().encode(), normalize_code(code).lower().encode()}
+    loose: list[str] = []
+    holding: list[str] = []
+    seen = 0
+    for top, _, files in os.walk(demo.home):
+        for path in (Path(top), *(Path(top) / name for name in files)):
+            info = path.lstat()
+            if stat.S_ISLNK(info.st_mode):
+                continue
+            seen += 1
+            if info.st_mode & 0o077:
+                loose.append(f"{path} {stat.S_IMODE(info.st_mode):o}")
+            if stat.S_ISREG(info.st_mode):
+                content = path.read_bytes().lower()
+                if any(needle in content for needle in needles):
+                    holding.append(str(path))
+    assert seen > 20  # the chain's, the gateways', the audit service's and the demo's files
+    assert (demo.home / "demo.json").exists()
+    assert loose == [], f"readable by others: {loose}"
+    assert holding == [], f"the authorization code is on disk in {holding}"
 
 
 def test_console_search_of_the_model_reaches_the_datasets(
