@@ -133,7 +133,12 @@ def _console() -> Any:
 @app.command("serve")
 def serve(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=1, max=65535, help="port to listen on")] = 8600,
+    port: Annotated[
+        int | None,
+        typer.Option(
+            min=1, max=65535, help="port to listen on (default: env DUL_AUDIT_PORT, 8600)"
+        ),
+    ] = None,
     database_url: DatabaseOption = None,
     rpc_url: Annotated[
         str | None, typer.Option(help="JSON-RPC endpoint verify reads (default: the chain)")
@@ -143,7 +148,12 @@ def serve(
     import uvicorn
 
     from audit.app import create_app
+    from dul.endpoints import audit_port
 
+    try:
+        port = port or audit_port()
+    except DulError as exc:
+        raise _fail(exc) from None
     settings = _settings(database_url=database_url, rpc_url=rpc_url)
     log.info("audit.serve", host=host, port=port)
     uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=False)

@@ -20,6 +20,7 @@ from dul.contracts.deploy import deploy
 from dul.contracts.ledger import Deployment, Ledger, connect
 from dul.contracts.world import OMOP_FIELDS
 from dul.domain import OrgKind, OrgStatus, Role, Tier, slug_id
+from dul.endpoints import audit_port
 from dul.errors import KeyStoreError
 from dul.home import Home
 from dul.keys import KeyStore
@@ -29,7 +30,6 @@ from ledger_gateway.tokens import TokenRole, TokenStore
 log = structlog.get_logger(__name__)
 
 OPERATOR_KEY = "operator"
-AUDIT_PORT = int(os.environ.get("DUL_AUDIT_PORT", "8600"))
 DEMO_TOKEN_NAME = "demo-access-service"  # noqa: S105 - the name of a token, not its secret
 
 # The sample data space of `dul up --demo`: (org, kind, display name, [(key suffix, role)]).
@@ -176,11 +176,11 @@ def _start_audit(home: Home, gateways: list[GatewaySettings]) -> str:
         env=env,
         ready=lambda: not database_url.startswith("sqlite") or store.exists(),
     )
-    url = f"http://127.0.0.1:{AUDIT_PORT}"
+    url = f"http://127.0.0.1:{audit_port()}"
     services.start(
         home,
         "audit",
-        ["audit", "serve", "--port", str(AUDIT_PORT)],
+        ["audit", "serve", "--port", str(audit_port())],
         url,
         env={},
         ready_path="/healthz",

@@ -260,3 +260,15 @@ def test_tokens_create_list_revoke(env: dict[str, str], world: World) -> None:
         env, "admin", "token", "create", name + "-y", "--org", "hospital-a", "--role", "janitor"
     )
     assert bad_role.exit_code == 2
+
+
+def test_contracts_deploy_verifies_the_recorded_deployment(
+    env: dict[str, str], world: World
+) -> None:
+    verified = ok(env, "contracts", "deploy", "--key", "cli-operator")
+    assert verified["new"] is False
+    assert verified["contracts"]["AccessLog"]["address"] == world.ledger.deployment.address(
+        "AccessLog"
+    )
+    text = dul(env, "contracts", "deploy", "--key", "cli-operator")
+    assert "verified existing deployment" in text.stdout

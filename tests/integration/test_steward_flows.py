@@ -344,14 +344,14 @@ def test_cli_draft_submit_sign_suspend_resume_revoke_show(
         signed_ = run(cli_env, "agreement", "sign", agreement, "--key", key, "--yes", "--json")
         assert signed_["status"] == "confirmed"
         assert signed_["agreement_status"] == expected
-    for step, key, expected in (
-        ("suspend", "institute.steward", "SUSPENDED"),
-        ("resume", "hospital-a.steward", "ACTIVE"),
-        ("revoke", "hospital-a.steward", "REVOKED"),
+    reason = ("--reason", "study closed")
+    for args, expected in (
+        (("agreement", "suspend", agreement, "--key", "institute.steward", *reason), "SUSPENDED"),
+        (("agreement", "resume", agreement, "--key", "hospital-a.steward"), "ACTIVE"),
+        (("agreement", "revoke", agreement, "--key", "hospital-a.steward", *reason), "REVOKED"),
     ):
-        extra = ["--reason", "study closed"] if step != "resume" else []
-        done = run(cli_env, "agreement", step, agreement, "--key", key, *extra, "--json")
-        assert done["status"] == "confirmed", step
+        done = run(cli_env, *args, "--json")
+        assert done["status"] == "confirmed", args
         assert status(world, bytes.fromhex(agreement[2:])).name == expected
     shown = run(cli_env, "agreement", "show", agreement, "--json")
     assert shown["status"] == "REVOKED"
