@@ -27,6 +27,7 @@ PROBLEM_CODES: dict[int, tuple[str, ...]] = {
     422: (
         "validation_error",
         "request_expired",
+        "deadline_too_far",
         "bad_signature",
         "batch_too_large",
         "unknown_field",
