@@ -238,9 +238,18 @@ def verify_command(
     from_block: Annotated[
         int | None, typer.Option(min=0, help="deployment block (default: the manifest's)")
     ] = None,
+    checkpoints: Annotated[
+        Path | None,
+        typer.Option(
+            "--checkpoints",
+            help="directory of signed checkpoint files (`dul audit checkpoint`): each must "
+            "still be on the chain, with the store's digest",
+        ),
+    ] = None,
 ) -> None:
-    """Check the store against the chain, every signature and every agreement invariant.
-    Exit code 1 when anything is off, 2 when the check could not run."""
+    """Check the store against the chain, the contracts' state against their events, every
+    transaction's and every request's signature, every agreement invariant and the given
+    checkpoints. Exit code 1 when anything is off, 2 when the check could not run."""
     from audit.cohorts import read_only_engine
     from audit.indexer import JsonRpc
     from audit.verify import verify_store
@@ -258,8 +267,8 @@ def verify_command(
             except (DulError, OSError, KeyError, ValueError):
                 from_block = None
         report = verify_store(engine, rpc, start_block=from_block, chain=chain,
-                              signatures=signatures,
-                              consent_lag=settings.consent_lag_s)  # fmt: skip
+                              signatures=signatures, consent_lag=settings.consent_lag_s,
+                              checkpoints=checkpoints)  # fmt: skip
     except DulError as exc:
         raise _fail(exc) from None
     finally:
@@ -279,15 +288,86 @@ def verify_command(
             console.print(f"[yellow]skipped:[/] {skipped}")
         if report.findings:
             table = Table(title=f"{report.findings_total} finding(s)")
-            for column in ("check", "table", "position / key", "what"):
+            for column in ("check", "table / contract", "position / key", "what"):
                 table.add_column(column)
             for f in report.findings:
-                table.add_row(f.check, f.table or "", f.position or f.key or "", f.message)
+                table.add_row(f.check, f.table or f.contract or "", f.position or f.key or "",
+                              f.message)  # fmt: skip
             console.print(table)
         console.print("[green]OK[/]: the store is the chain's and every rule held"
                       if report.ok else "[red]NOT OK[/]")  # fmt: skip
     if not report.ok:
         raise typer.Exit(1)
+
+
+@app.command("checkpoint")
+def checkpoint_command(
+    key: Annotated[str, typer.Option("--key", help="keystore in DUL_HOME that signs (yours)")],
+    out: Annotated[
+        Path,
+        typer.Option("--out", file_okay=False, help="directory to write the signed file to"),
+    ] = Path("."),
+    block: Annotated[
+        int | None,
+        typer.Option(
+            min=0, max=2**63 - 1, help="block to vouch for (default: the store's checkpoint)"
+        ),
+    ] = None,
+    as_json: JsonOption = False,
+    database_url: DatabaseOption = None,
+    rpc_url: Annotated[str | None, typer.Option(help="JSON-RPC endpoint")] = None,
+) -> None:
+    """Sign, with your key, the chain's block hash at the store's checkpoint and the store's
+    digest up to it, into a file you keep; `dul audit verify --checkpoints DIR` later proves
+    the chain still holds that block."""
+    from sqlalchemy import text
+
+    from audit.checkpoints import take_checkpoint, write_checkpoint
+    from audit.cohorts import read_only_engine
+    from audit.indexer import JsonRpc
+    from audit.provenance import store_errors
+    from dul.keys import KeyStore
+
+    settings = _settings(database_url=database_url, rpc_url=rpc_url)
+    engine = read_only_engine(settings.resolved_database_url())
+    rpc = None
+    try:
+        signer = KeyStore(settings.home()).unlock(key)
+        rpc = JsonRpc(settings.resolved_rpc_url(), timeout=settings.request_timeout)
+        with store_errors(), engine.connect() as conn:
+            if engine.dialect.name == "postgresql":
+                conn.execution_options(isolation_level="REPEATABLE READ")
+            else:
+                conn.exec_driver_sql("BEGIN")  # one read snapshot (WAL) for row and digest
+            indexed = conn.execute(text("SELECT block_number FROM checkpoint")).scalar()
+            number = block if block is not None or indexed is None else int(indexed)
+            header = None
+            if number is not None:
+                header = rpc.call("eth_getBlockByNumber", hex(number), False)
+            document = take_checkpoint(
+                conn, None if header is None else str(header["hash"]),
+                int(rpc.call("eth_chainId"), 16), number, signer,
+            )  # fmt: skip
+        path = write_checkpoint(out, document)
+    except DulError as exc:
+        raise _fail(exc) from None
+    finally:
+        engine.dispose()
+        if rpc is not None:
+            rpc.close()
+    message = document["typed_data"]["message"]
+    facts = {
+        "file": str(path), "chain_id": int(message["chainId"]),
+        "block_number": int(message["blockNumber"]), "block_hash": message["blockHash"],
+        "store_digest": message["storeDigest"], "signer": document["signer"],
+        "taken_at": int(message["takenAt"]),
+    }  # fmt: skip
+    if as_json:
+        typer.echo(json.dumps(facts))
+    else:
+        typer.echo(f"signed checkpoint of chain {facts['chain_id']} block {facts['block_number']} "
+                   f"({facts['block_hash']}), store digest {facts['store_digest']}, by "
+                   f"{facts['signer']}: {path}")  # fmt: skip
 
 
 @app.command("export")

@@ -68,6 +68,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -75,12 +76,15 @@ from eth_hash.auto import keccak
 from pydantic import BaseModel, Field
 from sqlalchemy import Connection, Engine, text
 
+from audit.chain_reads import block_hashes
+from audit.checkpoints import check_checkpoints, checkpoint_files, load_checkpoints
 from audit.events import AUDITED_CONTRACTS, DecodedEvent, EventDecoder
 from audit.indexer import JsonRpc, RangeRefusedError
 from audit.provenance import store_errors
 from audit.store import COLUMNS, project
 from audit.verify_artifacts import RELEASABLE, check_artifacts
 from audit.verify_cohorts import check_patients
+from audit.verify_state import ChainStateCheck
 from dul.contracts.logs import PageSizer
 from dul.contracts.typed_data import (
     ACCESS_LOG_DOMAIN_NAME,
@@ -121,6 +125,9 @@ class Finding(BaseModel):
     table: str | None = None
     position: str | None = None
     key: str | None = None
+    contract: str | None = Field(
+        None, description="the contract whose state or transaction the finding is about"
+    )
     message: str
     details: dict[str, Any] = Field(default_factory=dict)
 
@@ -308,6 +315,7 @@ def _compare_chain(
     first: int,
     last: int,
     out: _Collector,
+    observer: ChainStateCheck | None = None,
 ) -> None:
     decoder = EventDecoder({n: a for n, a in contracts.items() if n in AUDITED_CONTRACTS})
     specs = [_TableSpec.of(name) for name in COLUMNS]
@@ -317,6 +325,8 @@ def _compare_chain(
     consent_status: dict[str, int] = {}
     authorization_status: dict[str, int] = {}
     for a, b, events in _pages(rpc, decoder, first, last, sizer):
+        if observer is not None:
+            observer.page(events)
         page = project(events)
         for ev in events:
             if ev.name in _ORG_STATUS_OF:
@@ -845,14 +855,18 @@ def verify_store(
     max_findings: int = 1_000,
     consent_lag: float = 60.0,
     after_checkpoint: Callable[[], object] | None = None,
+    checkpoints: Path | None = None,
 ) -> VerifyReport:
     """Runs the checks above; `rpc=None` or `chain=False` skips the chain comparison (said so
     in `skipped`). `start_block` is the deployment block (default: the first stored block —
     then rows deleted below it go unnoticed, which `skipped` says). Raises
     StoreUnavailableError when the store cannot be read, NodeUnavailableError when the node
     cannot. `consent_lag` is `consent_lag_s` (see `audit.consents`). `after_checkpoint` is a
-    test seam: called once the checkpoint is read (an indexer may write then)."""
+    test seam: called once the checkpoint is read (an indexer may write then). `checkpoints`
+    is a directory of signed checkpoint files to check (`audit.checkpoints`); CheckpointError
+    when it cannot be read."""
     started = time.perf_counter()
+    loaded = None if checkpoints is None else load_checkpoints(checkpoint_files(checkpoints))
     out = _Collector(max_findings)
     report = VerifyReport(ok=False, chain_id=None, first_block=None, checkpoint_block=None)
     workers = workers if workers is not None else min(4, os.cpu_count() or 1)
@@ -863,6 +877,8 @@ def verify_store(
         if checkpoint is None:
             report.ok = True
             report.skipped.append("the store is empty (no checkpoint yet)")
+            if loaded is not None:
+                report.skipped.append("checkpoint files (nothing indexed to compare with)")
             return report
         chain_id, contracts, last, last_hash = (
             int(checkpoint[0]), _loads(checkpoint[1]), int(checkpoint[2]), str(checkpoint[3])
@@ -907,10 +923,27 @@ def verify_store(
                             f"{last_hash}, the node {node_hash}", table="checkpoint",
                             key=str(last),
                             details={"store": last_hash, "node": node_hash})  # fmt: skip
-                _compare_chain(conn, rpc, contracts, start_block, last, out)
+                state = ChainStateCheck(rpc, contracts, chain_id, last, out, out.checked)
+                _compare_chain(conn, rpc, contracts, start_block, last, out, state)
                 report.seconds["chain_compare"] = round(time.perf_counter() - phase, 3)
+                phase = time.perf_counter()
+                state.finish()
+                report.seconds["state_and_transactions"] = round(time.perf_counter() - phase, 3)
+                if state.unavailable is not None:
+                    report.skipped.append(f"contract state at block {last}: the node does not "
+                                          f"hold it any more ({state.unavailable})")  # fmt: skip
             else:
+                # (the contract state and transaction checks are part of the chain comparison)
                 report.skipped.append("chain comparison (no node given)")
+            if loaded is not None:
+                phase = time.perf_counter()
+                hashes = None
+                if chain and rpc is not None:
+                    hashes = block_hashes(rpc, loaded.blocks)
+                else:
+                    report.skipped.append("checkpoint blocks against the chain (no node given)")
+                check_checkpoints(conn, loaded, chain_id, last, hashes, out, out.checked)
+                report.seconds["checkpoints"] = round(time.perf_counter() - phase, 3)
         finally:
             thread.join()
         if access_error:

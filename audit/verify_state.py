@@ -1,0 +1,464 @@
+"""The contracts' state against the state their events imply, at the checkpoint block.
+
+Events are the audit trail; storage is what the contracts act on. A node whose storage was
+written around the contracts (`anvil_setStorageAt`, a patched client, a compromised validator)
+keeps every event and still acts on other rules: an account made a gateway without a
+`MemberRoleGranted`, a quota counter set back, a decision erased so a request may be replayed.
+So `verify` folds the audited events, in chain order, into the state they imply and reads the
+same state through the contracts' own view functions (`eth_call` at the checkpoint block,
+batched: `audit.chain_reads`):
+
+- Membership: `organization` (kind, status) per organization; `memberOf` (organization, role
+  bits) and `hasRole` (the operator role) per account any event or transaction names;
+  `defaultAdmin`.
+- DatasetRegistry: `dataset` (holder, schema, field count, tier) per dataset.
+- AgreementRegistry: `accessTerms` (status as stored, scenario, tier, operations, consent
+  policy, window, quota, parties), `versionOf`, `signers`, `digest` per agreement;
+  `allowedFields` per agreement and dataset.
+- AccessLog: `accessesUsed` (granted accesses) per agreement, `decisionOf` per request id,
+  `isReleased` per release.
+- ConsentRegistry: `consent` per consent, `authorization` (status, redemption) per code,
+  `accessLog`.
+- ArtifactRegistry: `artifact` (owner, kind, registrant, time, parent counts) per artifact.
+
+Each difference is one `state_differs_from_events` finding naming the contract, the view and
+its arguments, and each differing output (by events / on chain). Decisions and releases, the
+only per-access reads, are checked page by page as the chain pass reads them, so memory stays
+bounded; the rest at the end. The events folded are those the chain comparison re-reads (the
+stored rows, or a `row_*` finding says where they differ), so an edited store is not reported
+twice.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, Protocol
+
+from audit.chain_reads import RpcFailure, StateUnavailableError, View, ViewReader
+from audit.events import DecodedEvent
+from audit.indexer import JsonRpc
+from audit.verify_transactions import TransactionCheck
+from dul.domain import AgreementStatus, AuthorizationStatus, ConsentStatus, Decision, OrgStatus
+
+ZERO32: Final = "0x" + "00" * 32
+ZERO20: Final = "0x" + "00" * 20
+CHECK: Final = "state_differs_from_events"
+FLUSH_AT: Final = 6_144  # per-access reads: about eight batch calls at a time
+
+
+class FindingSink(Protocol):
+    def add(self, check: str, message: str, **kwargs: Any) -> None: ...
+
+
+# --- the views ---------------------------------------------------------------------------------
+
+ORGANIZATION = View("organization(bytes32)", ("kind:uint8", "status:uint8"))
+MEMBER_OF = View("memberOf(address)", ("org:bytes32", "roles:uint8"))
+HAS_ROLE = View("hasRole(bytes32,address)", ("granted:bool",))
+DEFAULT_ADMIN = View("defaultAdmin()", ("admin:address",))
+DATASET = View(
+    "dataset(bytes32)",
+    ("holder:bytes32", "schemaRef:bytes32", "fieldCount:uint16", "maxTier:uint8"),
+)
+ACCESS_TERMS = View(
+    "accessTerms(bytes32)",
+    ("status:uint8", "scenario:uint8", "maxTier:uint8", "operations:uint8",
+     "consentPolicy:uint8", "validFrom:uint64", "validUntil:uint64", "quota:uint64",
+     "holder:bytes32", "requester:bytes32"),
+)  # fmt: skip
+VERSION_OF = View("versionOf(bytes32)", ("version:uint64", "previous:bytes32"))
+SIGNERS = View("signers(bytes32)", ("holderSigner:address", "requesterSigner:address"))
+DIGEST = View("digest(bytes32)", ("digest:bytes32",))
+ALLOWED_FIELDS = View("allowedFields(bytes32,bytes32)", ("fieldMask:uint256",))
+ACCESSES_USED = View("accessesUsed(bytes32)", ("used:uint64",))
+DECISION_OF = View("decisionOf(bytes32)", ("decision:uint8",))
+IS_RELEASED = View("isReleased(bytes32,bytes32,bytes32)", ("released:bool",))
+CONSENT = View(
+    "consent(bytes32)",
+    ("holder:bytes32", "subject:bytes32", "scenarios:uint8", "status:uint8",
+     "validFrom:uint64", "validUntil:uint64", "subjectKey:address"),
+)  # fmt: skip
+AUTHORIZATION = View(
+    "authorization(bytes32)",
+    ("holder:bytes32", "subject:bytes32", "grantee:bytes32", "dataset:bytes32",
+     "fieldMask:uint256", "tier:uint8", "scenario:uint8", "status:uint8", "expiresAt:uint64",
+     "redeemedBy:bytes32"),
+)  # fmt: skip
+ACCESS_LOG = View("accessLog()", ("accessLog:address",))
+ARTIFACT = View(
+    "artifact(bytes32)",
+    ("owner:bytes32", "kind:uint8", "registrant:address", "registeredAt:uint48",
+     "releaseCount:uint16", "parentCount:uint16"),
+)  # fmt: skip
+
+_DECISION_WORDS: Final = {int(d): int(d).to_bytes(32, "big") for d in Decision}
+_TRUE_WORD: Final = (1).to_bytes(32, "big")
+
+_AGREEMENT_STATUS: Final = {
+    "AgreementActivated": AgreementStatus.ACTIVE,
+    "AgreementSuspended": AgreementStatus.SUSPENDED,
+    "AgreementResumed": AgreementStatus.ACTIVE,
+    "AgreementRevoked": AgreementStatus.REVOKED,
+    "AgreementExpired": AgreementStatus.EXPIRED,
+    "AgreementSuperseded": AgreementStatus.SUPERSEDED,
+}
+
+
+def _int(value: Any) -> int:
+    """Event integers: int up to 64 bits, 0x hex above (`audit.events`)."""
+    return int(value, 16) if isinstance(value, str) else int(value)
+
+
+# --- the fold ----------------------------------------------------------------------------------
+
+
+@dataclass
+class StateFold:
+    """What the events say the contracts hold (everything but the per-access reads, which
+    `ChainStateCheck` streams)."""
+
+    orgs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    members: dict[str, dict[str, Any]] = field(default_factory=dict)
+    accounts: set[str] = field(default_factory=set)
+    roles: dict[tuple[str, str], bool] = field(default_factory=dict)
+    datasets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    agreements: dict[str, dict[str, Any]] = field(default_factory=dict)
+    scopes: dict[tuple[str, str], int] = field(default_factory=dict)
+    used: Counter[str] = field(default_factory=Counter)
+    consents: dict[str, dict[str, Any]] = field(default_factory=dict)
+    authorizations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    access_log: str | None = None
+    artifacts: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def apply(self, ev: DecodedEvent) -> None:
+        handler = _HANDLERS.get(ev.name)
+        if handler is not None:
+            handler(self, ev.args, ev)
+
+    # Membership
+    def _org_registered(self, a: Mapping[str, Any], _: DecodedEvent) -> None:
+        self.orgs[a["org"]] = {"kind": int(a["kind"]), "status": int(OrgStatus.ACTIVE)}
+
+    def _org_status(self, a: Mapping[str, Any], ev: DecodedEvent) -> None:
+        status = OrgStatus.SUSPENDED if ev.name == "OrganizationSuspended" else OrgStatus.ACTIVE
+        self.orgs.setdefault(a["org"], {"kind": 0, "status": 0})["status"] = int(status)
+        self.accounts.add(a["by"])
+
+    def _member_role(self, a: Mapping[str, Any], ev: DecodedEvent) -> None:
+        member = self.members.setdefault(a["account"], {"org": ZERO32, "roles": 0})
+        bit = 1 << int(a["role"])
+        if ev.name == "MemberRoleGranted":
+            member["org"], member["roles"] = a["org"], member["roles"] | bit
+        else:
+            member["roles"] &= ~bit
+            if not member["roles"]:
+                member["org"] = ZERO32
+        self.accounts.add(a["account"])
+
+    def _access_control(self, a: Mapping[str, Any], ev: DecodedEvent) -> None:
+        self.roles[(a["role"], a["account"])] = ev.name == "RoleGranted"
+        self.accounts.update((a["account"], a["sender"]))
+
+    # DatasetRegistry
+    def _dataset(self, a: Mapping[str, Any], _: DecodedEvent) -> None:
+        self.datasets[a["dataset"]] = {
+            "holder": a["holder"], "schemaRef": a["schemaRef"],
+            "fieldCount": len(a["fields"]), "maxTier": int(a["maxTier"]),
+        }  # fmt: skip
+
+    # AgreementRegistry
+    def _proposed(self, a: Mapping[str, Any], _: DecodedEvent) -> None:
+        t = a["terms"]
+        self.agreements[a["id"]] = {
+            "status": int(AgreementStatus.PROPOSED), "scenario": int(t["scenario"]),
+            "maxTier": int(t["maxTier"]), "operations": int(t["operations"]),
+            "consentPolicy": int(t["consentPolicy"]), "validFrom": _int(t["validFrom"]),
+            "validUntil": _int(t["validUntil"]), "quota": _int(t["quota"]),
+            "holder": a["holder"], "requester": a["requester"], "version": _int(a["version"]),
+            "previous": a["previous"], "digest": a["digest"], "holderSigner": ZERO20,
+            "requesterSigner": ZERO20,
+        }  # fmt: skip
+        for dataset, mask in zip(t["datasets"], t["fieldMasks"], strict=False):
+            self.scopes[(a["id"], dataset)] = _int(mask)
+
+    def _signed(self, a: Mapping[str, Any], _: DecodedEvent) -> None:
+        agreement = self.agreements.get(a["id"])
+        if agreement is not None:
+            agreement["holderSigner" if int(a["party"]) == 0 else "requesterSigner"] = a["signer"]
+        self.accounts.add(a["signer"])
+
+    def _agreement_status(self, a: Mapping[str, Any], ev: DecodedEvent) -> None:
+        agreement = self.agreements.get(a["id"])
+        if agreement is not None:
+            agreement["status"] = int(_AGREEMENT_STATUS[ev.name])
+        if isinstance(a.get("by"), str) and len(a["by"]) == 42:
+            self.accounts.add(a["by"])
+
+    # AccessLog (decisions and releases are streamed by ChainStateCheck)
+    def _access(self, a: Mapping[str, Any], _: DecodedEvent) -> None:
+        record = a["record"]
+        if int(record["decision"]) == Decision.GRANTED:
+            self.used[a["agreementId"]] += 1
+        self.accounts.add(a["recorder"])
+        self.accounts.add(record["requester"])
+
+    def _release(self, a: Mapping[str, Any], _: DecodedEvent) -> None:
+        self.accounts.add(a["recorder"])
+
+    # ConsentRegistry
+    def _consent(self, a: Mapping[str, Any], _: DecodedEvent) -> None:
+        t = a["terms"]
+        self.consents[a["consentId"]] = {
+            "holder": a["holder"], "subject": a["subject"], "scenarios": int(t["scenarios"]),
+            "status": int(ConsentStatus.GRANTED), "validFrom": _int(t["validFrom"]),
+            "validUntil": _int(t["validUntil"]), "subjectKey": t["subjectKey"],
+        }  # fmt: skip
+        self.accounts.add(a["recorder"])
+
+    def _withdrawn(self, a: Mapping[str, Any], _: DecodedEvent) -> None:
+        consent = self.consents.get(a["consentId"])
+        if consent is not None:
+            consent["status"] = int(ConsentStatus.WITHDRAWN)
+        self.accounts.add(a["by"])
+
+    def _issued(self, a: Mapping[str, Any], _: DecodedEvent) -> None:
+        t = a["authorization"]
+        self.authorizations[a["codeHash"]] = {
+            "holder": t["holder"], "subject": t["subject"], "grantee": t["grantee"],
+            "dataset": t["dataset"], "fieldMask": _int(t["fieldMask"]), "tier": int(t["tier"]),
+            "scenario": int(t["scenario"]), "status": int(AuthorizationStatus.ISSUED),
+            "expiresAt": _int(t["expiresAt"]), "redeemedBy": ZERO32,
+        }  # fmt: skip
+        self.accounts.add(a["issuer"])
+
+    def _auth_revoked(self, a: Mapping[str, Any], _: DecodedEvent) -> None:
+        auth = self.authorizations.get(a["codeHash"])
+        if auth is not None:
+            auth["status"] = int(AuthorizationStatus.REVOKED)
+        self.accounts.add(a["by"])
+
+    def _redeemed(self, a: Mapping[str, Any], _: DecodedEvent) -> None:
+        auth = self.authorizations.get(a["codeHash"])
+        if auth is not None:
+            auth["status"], auth["redeemedBy"] = int(AuthorizationStatus.REDEEMED), a["accessId"]
+
+    def _bound(self, a: Mapping[str, Any], _: DecodedEvent) -> None:
+        self.access_log = a["accessLog"]
+
+    # ArtifactRegistry
+    def _artifact(self, a: Mapping[str, Any], ev: DecodedEvent) -> None:
+        artifact: dict[str, Any] = {
+            "owner": a["owner"], "kind": int(a["kind"]), "registrant": a["registrant"],
+            "releaseCount": len(a["releases"]), "parentCount": len(a["parents"]),
+        }  # fmt: skip
+        if ev.block_timestamp is not None:  # else that output is not compared
+            artifact["registeredAt"] = int(ev.block_timestamp)
+        self.artifacts[a["artifactId"]] = artifact
+        self.accounts.add(a["registrant"])
+
+
+_Handler = Callable[[StateFold, Mapping[str, Any], DecodedEvent], None]
+_HANDLERS: Final[dict[str, _Handler]] = {
+    "OrganizationRegistered": StateFold._org_registered,
+    "OrganizationSuspended": StateFold._org_status,
+    "OrganizationReinstated": StateFold._org_status,
+    "MemberRoleGranted": StateFold._member_role,
+    "MemberRoleRevoked": StateFold._member_role,
+    "RoleGranted": StateFold._access_control,
+    "RoleRevoked": StateFold._access_control,
+    "DatasetRegistered": StateFold._dataset,
+    "AgreementProposed": StateFold._proposed,
+    "AgreementSigned": StateFold._signed,
+    **{name: StateFold._agreement_status for name in _AGREEMENT_STATUS},
+    "AccessRecorded": StateFold._access,
+    "ResultReleased": StateFold._release,
+    "ConsentRecorded": StateFold._consent,
+    "ConsentWithdrawn": StateFold._withdrawn,
+    "AuthorizationIssued": StateFold._issued,
+    "AuthorizationRevoked": StateFold._auth_revoked,
+    "AuthorizationRedeemed": StateFold._redeemed,
+    "AccessLogBound": StateFold._bound,
+    "ArtifactRegistered": StateFold._artifact,
+}
+
+
+# --- the check -------------------------------------------------------------------------------
+
+
+@dataclass
+class ChainStateCheck:
+    """verify's observer of the chain pass: `page(events)` for every page of re-read events in
+    chain order, `finish()` once after the last. Findings go to `out`, counts to `checked`;
+    `unavailable` says why the state could not be read (then only transactions were checked).
+    """
+
+    rpc: JsonRpc
+    contracts: Mapping[str, str]
+    chain_id: int
+    block: int
+    out: FindingSink
+    checked: Counter[str]
+    fold: StateFold = field(default_factory=StateFold)
+    unavailable: str | None = None
+    transactions: TransactionCheck = field(init=False)
+    reader: ViewReader = field(init=False)
+    _decisions: list[tuple[str, int, str]] = field(default_factory=list)
+    _releases: list[tuple[tuple[str, str, str], str]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.transactions = TransactionCheck(self.rpc, self.chain_id, self.out, self.checked)
+        self.reader = ViewReader(self.rpc, self.block)
+        self.addresses = {name: address.lower() for name, address in self.contracts.items()}
+
+    def page(self, events: Sequence[DecodedEvent]) -> None:
+        for ev in events:
+            self.fold.apply(ev)
+            self.transactions.see(ev.tx_hash, f"{ev.block_number}/{ev.tx_index}/{ev.log_index}")
+            if ev.name == "AccessRecorded":
+                self._decisions.append(
+                    (ev.args["accessId"], int(ev.args["record"]["decision"]),
+                     f"{ev.block_number}/{ev.tx_index}/{ev.log_index}")
+                )  # fmt: skip
+            elif ev.name == "ResultReleased":
+                a = ev.args
+                self._releases.append(
+                    ((a["accessId"], a["agreementId"], a["resultHash"]),
+                     f"{ev.block_number}/{ev.tx_index}/{ev.log_index}")
+                )  # fmt: skip
+        if len(self._decisions) >= FLUSH_AT or len(self._releases) >= FLUSH_AT:
+            self._flush()
+
+    def finish(self) -> None:
+        self.transactions.flush()
+        self.fold.accounts.update(self.transactions.senders)
+        self._guarded(self._flush)
+        self._guarded(self._entities)
+        self.checked["state_views"] += self.reader.calls
+
+    def _guarded(self, step: Callable[[], None]) -> None:
+        if self.unavailable is not None:
+            return
+        try:
+            step()
+        except StateUnavailableError as exc:
+            self.unavailable = exc.message
+
+    def _flush(self) -> None:
+        if self.unavailable is not None:
+            self._decisions.clear()
+            self._releases.clear()
+            return
+        try:
+            self._flush_decisions()
+            self._flush_releases()
+        except StateUnavailableError as exc:
+            self.unavailable = exc.message
+
+    def _flush_decisions(self) -> None:
+        pending, self._decisions = self._decisions, []
+        selector = DECISION_OF.selector
+        got = self.reader.read_calldata(
+            self.addresses["AccessLog"], DECISION_OF,
+            [selector + bytes.fromhex(r[2:]) for r, _, _ in pending],
+        )  # fmt: skip
+        for (request_id, decision, position), found in zip(pending, got, strict=True):
+            if found != _DECISION_WORDS.get(decision):
+                self._differs("AccessLog", DECISION_OF, (request_id,), {"decision": decision},
+                              found, position=position)  # fmt: skip
+
+    def _flush_releases(self) -> None:
+        pending, self._releases = self._releases, []
+        got = self.reader.read(self.addresses["AccessLog"], IS_RELEASED, [k for k, _ in pending])
+        for (key, position), found in zip(pending, got, strict=True):
+            if found != _TRUE_WORD:
+                self._differs("AccessLog", IS_RELEASED, key, {"released": True}, found,
+                              position=position)  # fmt: skip
+
+    def _entities(self) -> None:
+        f = self.fold
+        self._compare("Membership", ORGANIZATION, {(k,): v for k, v in f.orgs.items()})
+        accounts = sorted(a for a in f.accounts if a != ZERO20)
+        self._compare(
+            "Membership", MEMBER_OF,
+            {(a,): f.members.get(a, {"org": ZERO32, "roles": 0}) for a in accounts},
+        )  # fmt: skip
+        roles = {(ZERO32, a): False for a in accounts}
+        roles.update(f.roles)
+        self._compare("Membership", HAS_ROLE, {k: {"granted": v} for k, v in roles.items()})
+        admins = [a for (role, a), held in f.roles.items() if role == ZERO32 and held]
+        if len(admins) <= 1:
+            self._compare("Membership", DEFAULT_ADMIN, {(): {"admin": (admins or [ZERO20])[0]}})
+        self._compare("DatasetRegistry", DATASET, {(k,): v for k, v in f.datasets.items()})
+        terms_fields = set(ACCESS_TERMS.fields)
+        self._compare(
+            "AgreementRegistry", ACCESS_TERMS,
+            {(k,): {n: v[n] for n in terms_fields} for k, v in f.agreements.items()},
+        )  # fmt: skip
+        for view in (VERSION_OF, SIGNERS, DIGEST):
+            self._compare(
+                "AgreementRegistry", view,
+                {(k,): {n: v[n] for n in view.fields} for k, v in f.agreements.items()},
+            )  # fmt: skip
+        self._compare("AgreementRegistry", ALLOWED_FIELDS,
+                      {k: {"fieldMask": v} for k, v in f.scopes.items()})  # fmt: skip
+        self._compare("AccessLog", ACCESSES_USED,
+                      {(k,): {"used": f.used.get(k, 0)} for k in f.agreements})  # fmt: skip
+        self._compare("ConsentRegistry", CONSENT, {(k,): v for k, v in f.consents.items()})
+        self._compare("ConsentRegistry", AUTHORIZATION,
+                      {(k,): v for k, v in f.authorizations.items()})  # fmt: skip
+        if f.access_log is not None:
+            self._compare("ConsentRegistry", ACCESS_LOG, {(): {"accessLog": f.access_log}})
+        self._compare("ArtifactRegistry", ARTIFACT, {(k,): v for k, v in f.artifacts.items()})
+
+    def _compare(
+        self, contract: str, view: View, expected: Mapping[tuple[Any, ...], Mapping[str, Any]]
+    ) -> None:
+        if not expected or contract not in self.addresses:
+            return
+        keys = list(expected)
+        got = self.reader.read(self.addresses[contract], view, keys)
+        complete = len(view.outputs)
+        for key, found in zip(keys, got, strict=True):
+            want = expected[key]
+            exact = len(want) == complete and not isinstance(found, RpcFailure)
+            if exact and view.encode(want) == found:
+                continue
+            self._differs(contract, view, key, want, found)
+
+    def _differs(
+        self,
+        contract: str,
+        view: View,
+        args: Sequence[Any],
+        want: Mapping[str, Any],
+        found: bytes | RpcFailure | None,
+        *,
+        position: str | None = None,
+    ) -> None:
+        if isinstance(found, RpcFailure) or found is None:
+            why = found.message if isinstance(found, RpcFailure) else "no answer"
+            fields: dict[str, Any] = {"call": {"events": dict(want), "chain": f"failed: {why}"}}
+        else:
+            have = view.decode(found)
+            fields = {
+                name: {"events": value, "chain": have[name]}
+                for name, value in want.items()
+                if _canonical(value) != have[name]
+            }
+            if not fields:
+                return
+        call = f"{contract}.{view.name}({', '.join(str(a) for a in args)})"
+        said = "; ".join(f"{n}: events {d['events']}, chain {d['chain']}"
+                         for n, d in fields.items())  # fmt: skip
+        self.out.add(
+            CHECK, f"{call} at block {self.block} differs from its events ({said})",
+            contract=contract, key=str(args[0]) if args else view.name, position=position,
+            details={"function": view.signature, "args": [str(a) for a in args],
+                     "block": self.block, "fields": fields},
+        )  # fmt: skip
+
+
+def _canonical(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
