@@ -37,7 +37,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Protocol
@@ -155,13 +155,19 @@ def sign_checkpoint(checkpoint: Checkpoint, signer: Signer) -> dict[str, Any]:
 
 
 def take_checkpoint(
-    conn: Connection, node_block_hash: str | None, node_chain_id: int, block: int | None,
-    signer: Signer, *, now: float | None = None,
-) -> dict[str, Any]:  # fmt: skip
+    conn: Connection,
+    node_block_hash: Callable[[int], str | None],
+    node_chain_id: int,
+    block: int | None,
+    signer: Signer,
+    *,
+    now: float | None = None,
+) -> dict[str, Any]:
     """Sign the checkpoint of the store read on `conn` at `block` (default: the store's own
-    checkpoint). `node_block_hash` is the node's hash of that block, `node_chain_id` its chain.
-    CheckpointError when the store is empty, not that far, of another chain, or disagrees
-    with the node about that block (a checkpoint only vouches for what the chain holds)."""
+    checkpoint). `node_block_hash(n)` is the node's hash of block n (None: no such block),
+    `node_chain_id` its chain. CheckpointError when the store is empty, not that far, of
+    another chain, or disagrees with the node about that block (a checkpoint vouches only for
+    what the chain holds)."""
     row = conn.execute(text("SELECT chain_id, block_number, block_hash FROM checkpoint")).first()
     if row is None:
         raise CheckpointError("the audit store is empty: index the chain first",
@@ -174,20 +180,21 @@ def take_checkpoint(
     if node_chain_id != chain_id:
         raise CheckpointError(f"the node serves chain {node_chain_id}, the store chain {chain_id}",
                               code="chain_mismatch")  # fmt: skip
-    if node_block_hash is None:
+    node_hash = node_block_hash(number)
+    if node_hash is None:
         raise CheckpointError(f"the node has no block {number}", code="block_not_on_chain")
     stored = conn.execute(text("SELECT hash FROM block WHERE number = :n"), {"n": number}).scalar()
     if number == indexed:
         stored = indexed_hash
-    if stored is not None and str(stored).lower() != node_block_hash.lower():
+    if stored is not None and str(stored).lower() != node_hash.lower():
         raise CheckpointError(
-            f"block {number}: the store has {stored}, the node {node_block_hash}; run "
+            f"block {number}: the store has {stored}, the node {node_hash}; run "
             "`dul audit verify`", code="store_not_chain",
         )  # fmt: skip
     checkpoint = Checkpoint(
         chain_id=chain_id,
         block_number=number,
-        block_hash=node_block_hash.lower(),
+        block_hash=node_hash.lower(),
         store_digest=store_digest(conn, [number])[number],
         taken_at=int(time.time() if now is None else now),
         signer=str(signer.address).lower(),

@@ -320,8 +320,6 @@ def checkpoint_command(
     """Sign, with your key, the chain's block hash at the store's checkpoint and the store's
     digest up to it, into a file you keep; `dul audit verify --checkpoints DIR` later proves
     the chain still holds that block."""
-    from sqlalchemy import text
-
     from audit.checkpoints import take_checkpoint, write_checkpoint
     from audit.cohorts import read_only_engine
     from audit.indexer import JsonRpc
@@ -339,15 +337,15 @@ def checkpoint_command(
                 conn.execution_options(isolation_level="REPEATABLE READ")
             else:
                 conn.exec_driver_sql("BEGIN")  # one read snapshot (WAL) for row and digest
-            indexed = conn.execute(text("SELECT block_number FROM checkpoint")).scalar()
-            number = block if block is not None or indexed is None else int(indexed)
-            header = None
-            if number is not None:
-                header = rpc.call("eth_getBlockByNumber", hex(number), False)
+            node = rpc
+
+            def node_hash(number: int) -> str | None:
+                header = node.call("eth_getBlockByNumber", hex(number), False)
+                return None if header is None else str(header["hash"])
+
             document = take_checkpoint(
-                conn, None if header is None else str(header["hash"]),
-                int(rpc.call("eth_chainId"), 16), number, signer,
-            )  # fmt: skip
+                conn, node_hash, int(rpc.call("eth_chainId"), 16), block, signer
+            )
         path = write_checkpoint(out, document)
     except DulError as exc:
         raise _fail(exc) from None
