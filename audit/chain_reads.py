@@ -120,7 +120,7 @@ def block_hashes(rpc: JsonRpc, numbers: Sequence[int]) -> dict[int, str | None]:
     replies = batch(rpc, [("eth_getBlockByNumber", [hex(n), False]) for n in numbers])
     out: dict[int, str | None] = {}
     for number, reply in zip(numbers, replies, strict=True):
-        if isinstance(reply, RpcFailure) and not _state_unavailable(reply):
+        if isinstance(reply, RpcFailure):
             raise RpcError(f"eth_getBlockByNumber({number}): {reply.message}")
         out[number] = str(reply["hash"]).lower() if isinstance(reply, dict) else None
     return out
@@ -307,8 +307,8 @@ class ViewReader:
         for group, reply in zip(groups, replies, strict=True):
             data = _hex_bytes(reply)
             if data is None or len(data) != 1 + out_len * len(group):
-                if isinstance(reply, RpcFailure) and _state_unavailable(reply):
-                    raise StateUnavailableError(reply.message)
+                if isinstance(reply, RpcFailure):
+                    _raise_if_unavailable(reply)
                 out.extend(self._singly(target, group, out_len))  # one reverts, or no support
                 continue
             answered += 1
@@ -326,8 +326,7 @@ class ViewReader:
         out: list[bytes | RpcFailure] = []
         for reply in replies:
             if isinstance(reply, RpcFailure):
-                if _state_unavailable(reply):
-                    raise StateUnavailableError(reply.message)
+                _raise_if_unavailable(reply)
                 out.append(reply)
                 continue
             data = _hex_bytes(reply)
@@ -339,18 +338,27 @@ class ViewReader:
 
 
 class StateUnavailableError(RpcError):
-    """The node no longer keeps the state of the block asked for (pruned history)."""
+    """The node cannot answer views at that block: it no longer keeps that block's state
+    (pruned history) or does not serve `eth_call` at all. The message says which."""
 
     code = "state_unavailable"
 
 
-_UNAVAILABLE: Final = ("missing trie node", "state not available", "pruned", "header not found",
-                       "unknown block", "state is not available", "historical state")  # fmt: skip
+_PRUNED: Final = ("missing trie node", "state not available", "pruned", "header not found",
+                  "unknown block", "state is not available", "historical state")  # fmt: skip
 
 
-def _state_unavailable(reply: RpcFailure) -> bool:
+def unsupported(reply: RpcFailure) -> bool:
+    """The node does not serve this method (as opposed to failing one call of it)."""
     message = reply.message.lower()
-    return any(m in message for m in _UNAVAILABLE)
+    return reply.code == -32601 or "method not found" in message or "not available" in message
+
+
+def _raise_if_unavailable(reply: RpcFailure) -> None:
+    if any(m in reply.message.lower() for m in _PRUNED):
+        raise StateUnavailableError(f"the node no longer holds that state: {reply.message}")
+    if unsupported(reply):
+        raise StateUnavailableError(f"the node does not answer eth_call: {reply.message}")
 
 
 def _hex_bytes(value: Any) -> bytes | None:

@@ -930,8 +930,11 @@ def verify_store(
                 state.finish()
                 report.seconds["state_and_transactions"] = round(time.perf_counter() - phase, 3)
                 if state.unavailable is not None:
-                    report.skipped.append(f"contract state at block {last}: the node does not "
-                                          f"hold it any more ({state.unavailable})")  # fmt: skip
+                    report.skipped.append(f"contract state at block {last} ({state.unavailable})")
+                if state.transactions.unavailable is not None:
+                    report.skipped.append(
+                        f"transaction signatures ({state.transactions.unavailable})"
+                    )
             else:
                 # (the contract state and transaction checks are part of the chain comparison)
                 report.skipped.append("chain comparison (no node given)")

@@ -28,7 +28,7 @@ from typing import Any, Final, Protocol
 import coincurve
 from eth_hash.auto import keccak
 
-from audit.chain_reads import RpcFailure, batch
+from audit.chain_reads import RpcFailure, batch, unsupported
 from audit.indexer import JsonRpc
 from dul.chain.rpc_filter import ACCEPTED_TX_TYPES
 
@@ -195,11 +195,13 @@ class TransactionCheck:
     out: FindingSink
     checked: Any  # a Counter
     senders: set[str] = field(default_factory=set)
+    unavailable: str | None = None
+    """Why transactions could not be checked (the node does not serve them)."""
     _last: str | None = None
     _pending: list[tuple[str, str]] = field(default_factory=list)
 
     def see(self, tx_hash: str, position: str) -> None:
-        if tx_hash == self._last:
+        if tx_hash == self._last or self.unavailable is not None:
             return
         self._last = tx_hash
         self._pending.append((tx_hash, position))
@@ -215,6 +217,9 @@ class TransactionCheck:
 
     def _judge(self, pending: Sequence[tuple[str, str]], replies: Sequence[Any]) -> None:
         for (tx_hash, position), reply in zip(pending, replies, strict=True):
+            if isinstance(reply, RpcFailure) and unsupported(reply):
+                self.unavailable = f"eth_getTransactionByHash is not served: {reply.message}"
+                return
             self.checked["transactions"] += 1
             sender: str | None = None
             why: str | None = f"the node did not give it ({getattr(reply, 'message', '')})"
