@@ -17,8 +17,6 @@ from dul.domain import slug_id, slug_of
 from ledger_gateway.errors import ForbiddenError
 from ledger_gateway.tokens import Token, TokenRole
 
-WRONG_ORGANIZATION = "wrong_organization"
-
 
 @dataclass(frozen=True)
 class Caller:
@@ -41,7 +39,7 @@ class Caller:
     def _refuse(self, detail: str) -> ForbiddenError:
         return ForbiddenError(
             f"token {self.token.name!r} speaks for {self.token.org}: {detail}",
-            code=WRONG_ORGANIZATION,
+            code="wrong_organization",
         )
 
     def require_holder(self, holders: Iterable[bytes], what: str) -> None:

@@ -319,7 +319,7 @@ class StewardService:
             return await self._holder_at("ConsentRegistry", _CONSENT, args["consentId"])
         if name == "revokeAuthorization":
             return await self._holder_at("ConsentRegistry", _AUTHORIZATION, args["codeHash"])
-        raise ForbiddenError(f"{name} is not relayed for stewards", code="wrong_transaction")
+        raise RelayError(f"{name} is not relayed for stewards", code="wrong_transaction")
 
     # --- reads -------------------------------------------------------------------------------
 

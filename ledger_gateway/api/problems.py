@@ -20,7 +20,7 @@ PROBLEM = "application/problem+json"
 PROBLEM_CODES: dict[int, tuple[str, ...]] = {
     400: ("authorization_code_mismatch", "bad_request"),
     401: ("unauthorized",),
-    403: ("forbidden", "sender_not_member"),
+    403: ("forbidden", "wrong_organization", "sender_not_member"),
     404: ("not_found", "unknown_agreement", "unknown_dataset"),
     405: ("method_not_allowed",),
     409: ("request_id_conflict", "release_not_allowed", "nonce_too_low", "tx_refused"),
