@@ -32,7 +32,7 @@ from dul.contracts.world import World
 from dul.domain import AgreementStatus, Operation, Tier
 from dul.home import Home
 from dul.keys import KeyStore
-from dul.signing import LocalSigner
+from dul.signing import LocalSigner, checksum_address
 from ledger_gateway.client import GatewayClient, sign_request
 from ledger_gateway.settings import GatewaySettings
 from ledger_gateway.steward_client import StewardClient
@@ -81,6 +81,7 @@ class Gateway:
     url: str
     access: GatewayClient
     steward: StewardClient
+    stop: Callable[[], None]
 
 
 @pytest.fixture
@@ -110,13 +111,17 @@ def gateway(stack: Stack, tmp_path: Path) -> Iterator[Callable[..., Gateway]]:
         url = served.__enter__()
         clients = (GatewayClient(url, access), StewardClient(url, steward))
 
+        stopped: list[bool] = []
+
         def stop() -> None:
-            for client in clients:
-                client.close()
-            served.__exit__(None, None, None)
+            if not stopped:
+                stopped.append(True)
+                for client in clients:
+                    client.close()
+                served.__exit__(None, None, None)
 
         stops.append(stop)
-        return Gateway(url, *clients)
+        return Gateway(url, *clients, stop)
 
     try:
         yield start
@@ -242,3 +247,58 @@ def test_nonces_the_chain_lost_beyond_the_window_are_filled_and_the_outbox_drain
         access_id = revert_access_away(stack, served)
         assert_recovered(stack, served, access_id)
     assert [e["event"] for e in logs].count("submitter.confirmation_vanished") == 1
+
+
+@pytest.mark.timeout(180)
+def test_a_lost_access_recorded_meanwhile_by_another_transaction_settles_confirmed(
+    stack: Stack, gateway: Callable[..., Gateway]
+) -> None:
+    """While the gateway is down, its confirmed access is reverted away and the same record
+    lands again in another transaction of its key at the lost nonce. After a restart the
+    gateway alarms, its own transaction can no longer be mined (its nonce is taken), so the
+    access is batched again, the chain answers "already recorded", and that is its
+    confirmation: on chain once, confirmed, not failed."""
+    world, chain = stack.world, stack.chain
+    first = gateway()
+    agreement = world.activate(world.research_terms())
+    snapshot = chain.node_rpc("evm_snapshot")
+    answer = first.access.request_access(request_body(stack, agreement), wait=True)
+    assert answer.status == "confirmed"
+    original = chain.rpc("eth_getTransactionByHash", answer.tx_hash)
+    first.stop()
+    assert chain.node_rpc("evm_revert", snapshot) is True
+    chain.node_rpc("anvil_dropAllTransactions")
+    assert recorded(stack, answer.access_id) == []
+    nonce = int(chain.rpc("eth_getTransactionCount", world.gateway.address, "pending"), 16)
+    assert nonce == int(original["nonce"], 16)
+    raw = world.gateway.sign_transaction(
+        {
+            "to": checksum_address(bytes.fromhex(original["to"][2:])),
+            "data": bytes.fromhex(original["input"][2:]),
+            "gas": int(original["gas"], 16) + 1,  # another transaction, the same record
+            "gasPrice": 0,
+            "nonce": nonce,
+            "chainId": chain.chain_id,
+            "value": 0,
+        }
+    )
+    again = chain.send_raw(raw)
+    assert int(again["status"], 16) == 1
+    assert again["transactionHash"] != answer.tx_hash
+
+    with structlog.testing.capture_logs() as logs:
+        second = gateway()
+
+        def settled() -> bool:
+            return second.access.get_access(answer.access_id).tx_hash == again["transactionHash"]
+
+        wait_until(settled, 30, "the access confirmed at the transaction that recorded it")
+    view = second.access.get_access(answer.access_id)
+    assert (view.status, view.error) == ("confirmed", None)
+    assert view.block_number == int(again["blockNumber"], 16)
+    assert len(recorded(stack, answer.access_id)) == 1
+    assert [e["event"] for e in logs].count("submitter.confirmation_vanished") == 1
+    reverted = [e for e in logs if e["event"] == "submitter.reverted"]
+    assert reverted, "the access was sent again and the chain answered it is recorded already"
+    assert reverted[-1]["already_recorded"] == 1
+    assert httpx.get(f"{second.url}/readyz").json()["outbox_depth"] == 0
