@@ -290,7 +290,8 @@ def test_a_lost_access_recorded_meanwhile_by_another_transaction_settles_confirm
         second = gateway()
 
         def settled() -> bool:
-            return second.access.get_access(answer.access_id).tx_hash == again["transactionHash"]
+            view = second.access.get_access(answer.access_id)
+            return view.tx_hash is not None and view.tx_hash == str(again["transactionHash"])
 
         wait_until(settled, 30, "the access confirmed at the transaction that recorded it")
     view = second.access.get_access(answer.access_id)
