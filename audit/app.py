@@ -4,7 +4,8 @@
     GET /v1/verify                   ?chain=true|false &signatures=true|false
     GET /v1/reports/agreements/{id}
     GET /v1/subjects/{ref}/accesses  the patient transparency report (`audit.transparency`)
-    GET /healthz, GET /metrics
+    GET /healthz, GET /readyz       liveness; the indexer's health and lag (`audit.health`)
+    GET /metrics
     GET /, GET /console/...          the regulator web console (`audit.console`), which reads
                                      only the API above
 
@@ -45,6 +46,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from audit.cohorts import read_only_engine as read_only_engine  # the API and CLI read with it
 from audit.console import mount_console
 from audit.exports import block_times, fhir_json, graph_blocks, prov_json
+from audit.health import IndexerHealth, StoreCollector, health_of
 from audit.indexer import IndexerError, JsonRpc, NodeUnavailableError
 from audit.provenance import (
     AuditQueryError,
@@ -168,6 +170,7 @@ def create_app(settings: AuditSettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = read_only_engine(settings.resolved_database_url())
         registry = CollectorRegistry()
+        registry.register(StoreCollector(engine))
         app.state.audit = AuditState(
             settings=settings,
             engine=engine,
@@ -226,6 +229,19 @@ def create_app(settings: AuditSettings | None = None) -> FastAPI:
         except AuditQueryError as exc:
             return {"status": "ok", "store": "unavailable", "detail": exc.message}
         return {"status": "ok", "store": "ok", "checkpoint": None if row is None else int(row[0])}
+
+    @app.get(
+        "/readyz",
+        tags=["health"],
+        response_model=IndexerHealth,
+        responses={503: {"model": IndexerHealth, "description": "behind or failing"}},
+    )
+    def readyz(state: StateDep) -> JSONResponse:
+        """Ready when the indexer keeps up: no quarantined event, and the checkpoint within
+        `index_behind_blocks` / `index_behind_s` of the head; else 503 naming why."""
+        health = health_of(state.settings, state.engine)
+        return JSONResponse(health.model_dump(), status_code=200 if health.ready else 503,
+                            headers={} if health.ready else {"Retry-After": "5"})  # fmt: skip
 
     @app.get("/metrics", tags=["health"])
     def metrics(state: StateDep) -> Response:
@@ -291,6 +307,8 @@ def create_app(settings: AuditSettings | None = None) -> FastAPI:
             return verify_store(
                 state.engine, rpc, start_block=state.deployment_block(), chain=chain,
                 signatures=signatures, consent_lag=state.settings.consent_lag_s,
+                max_lag_blocks=state.settings.index_behind_blocks,
+                max_lag_s=state.settings.index_behind_s,
             )  # fmt: skip
         finally:
             if rpc is not None:

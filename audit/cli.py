@@ -1,6 +1,6 @@
 """`dul audit …` commands: the indexer, and the regulator's serve, provenance, verify, export,
-report and the patient transparency report `subject` (registered by `dul.cli.main` as
-`dul audit`)."""
+report and the patient transparency report `subject`, and the operator's `acknowledge` of a
+history rewrite (registered by `dul.cli.main` as `dul audit`)."""
 
 from __future__ import annotations
 
@@ -268,7 +268,9 @@ def verify_command(
                 from_block = None
         report = verify_store(engine, rpc, start_block=from_block, chain=chain,
                               signatures=signatures, consent_lag=settings.consent_lag_s,
-                              checkpoints=checkpoints)  # fmt: skip
+                              checkpoints=checkpoints,
+                              max_lag_blocks=settings.index_behind_blocks,
+                              max_lag_s=settings.index_behind_s)  # fmt: skip
     except DulError as exc:
         raise _fail(exc) from None
     finally:
@@ -286,6 +288,8 @@ def verify_command(
                       f"chain {report.chain_id}: {checked}")  # fmt: skip
         for skipped in report.skipped:
             console.print(f"[yellow]skipped:[/] {skipped}")
+        for note in report.notes:
+            console.print(f"[dim]note:[/] {note}", highlight=False)
         if report.findings:
             table = Table(title=f"{report.findings_total} finding(s)")
             for column in ("check", "table / contract", "position / key", "what"):
@@ -366,6 +370,58 @@ def checkpoint_command(
         typer.echo(f"signed checkpoint of chain {facts['chain_id']} block {facts['block_number']} "
                    f"({facts['block_hash']}), store digest {facts['store_digest']}, by "
                    f"{facts['signer']}: {path}")  # fmt: skip
+
+
+@app.command("acknowledge")
+def acknowledge_command(
+    incident: Annotated[
+        int, typer.Argument(min=1, help="the incident id verify names (history_rewritten)")
+    ],
+    reason: Annotated[
+        str, typer.Option(help="why the rollback is accepted (kept with the incident)")
+    ],
+    by: Annotated[
+        str | None, typer.Option(help="who acknowledges (default: the operating-system user)")
+    ] = None,
+    as_json: JsonOption = False,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Acknowledge a history rewrite (a rollback the indexer made): verify then lists it as a
+    note with who acknowledged it, when and why, instead of a finding."""
+    import getpass
+
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from audit.provenance import StoreUnavailableError
+    from audit.store import AuditStore, create_store_engine
+
+    why = reason.strip()
+    who = (by if by is not None else getpass.getuser()).strip()
+    if not why or len(why) > 2_000 or not who or len(who) > 200:
+        typer.echo("error [validation_error]: --reason (1-2000 characters) and --by "
+                   "(1-200 characters) must not be empty", err=True)  # fmt: skip
+        raise typer.Exit(2)
+    settings = _settings(database_url=database_url)
+    url = settings.resolved_database_url()
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        raise _fail(StoreUnavailableError(f"no audit store at {url.removeprefix('sqlite:///')}"))
+    engine = create_store_engine(url)
+    try:
+        incident_row = AuditStore(engine).acknowledge(incident, by=who, reason=why)
+    except KeyError:
+        typer.echo(f"error [incident_not_found]: the store holds no incident {incident}", err=True)
+        raise typer.Exit(2) from None
+    except ValueError as exc:
+        typer.echo(f"error [incident_acknowledged]: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except SQLAlchemyError as exc:
+        raise _fail(StoreUnavailableError(f"the audit store: {type(exc).__name__}")) from None
+    finally:
+        engine.dispose()
+    if as_json:
+        typer.echo(json.dumps(incident_row, default=str))
+    else:
+        typer.echo(f"incident {incident} acknowledged by {who}: {why}")
 
 
 @app.command("export")

@@ -265,6 +265,13 @@ class CohortRows:
         self.cohorts.update(other.cohorts)
         self.members.extend(other.members)
 
+    def only(self, access_ids: set[str]) -> CohortRows:
+        """The rows of these accesses (the others' events were not written)."""
+        return CohortRows(
+            {a: row for a, row in self.cohorts.items() if a in access_ids},
+            [m for m in self.members if m[5] in access_ids],
+        )
+
 
 def cohort_rows(access: CohortAccess, subjects: Sequence[bytes], source: str) -> CohortRows:
     """The rows of one access's cohort from its leaves: members with their proofs when the

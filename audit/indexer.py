@@ -56,12 +56,13 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import httpx
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge
+from sqlalchemy.exc import DataError, IntegrityError, ProgrammingError
 
 from audit.cohorts import (
     CohortRows,
@@ -71,8 +72,8 @@ from audit.cohorts import (
     open_sources,
     resolve,
 )
-from audit.events import AUDITED_CONTRACTS, DecodedEvent, EventDecoder
-from audit.store import AuditStore, BlockRef, StoredCheckpoint
+from audit.events import AUDITED_CONTRACTS, DecodedEvent, EventDecodeError, EventDecoder
+from audit.store import AuditStore, BlockRef, Quarantine, StoredCheckpoint
 from dul.contracts.logs import PageSizer, get_logs, paged
 from dul.errors import DulError
 
@@ -203,6 +204,11 @@ class IndexerMetrics:
             "dul_audit_lag_blocks", "Blocks between the checkpoint and the head",
             registry=self.registry,
         )  # fmt: skip
+        self.quarantined = Counter(
+            "dul_audit_events_quarantined_total",
+            "Logs the indexer could not apply, kept in quarantined_event and skipped",
+            registry=self.registry,
+        )
 
 
 @dataclass
@@ -234,6 +240,8 @@ class Page:
     parent_hash: str
     events: list[DecodedEvent]
     cohorts: CohortRows | None = None
+    quarantined: list[Quarantine] = field(default_factory=list)
+    """Logs of these blocks that do not decode as the audited events they claim to be."""
 
 
 class _Prefetcher:
@@ -380,6 +388,9 @@ class Indexer:
         self.reorgs = 0
         self.before_checkpoint: Callable[[], None] | None = None
         """Test seam: runs inside the page transaction after the rows, before the checkpoint."""
+        self.apply_check: Callable[[DecodedEvent], None] | None = None
+        """Test seam: called with every event before it is written; raising quarantines it
+        (an event the store cannot apply, on demand)."""
 
     # construction
 
@@ -454,7 +465,16 @@ class Indexer:
         if after is None or after.hash != before.hash:
             raise ChainMovedError(f"block {last} changed while its logs were read")
         decode = self.decoder.decode
-        events = [decode(entry) for entry in logs]
+        events: list[DecodedEvent] = []
+        quarantined: list[Quarantine] = []
+        for entry in logs:
+            try:
+                events.append(decode(entry))
+            except (EventDecodeError, ValueError, KeyError, TypeError) as exc:
+                quarantined.append(_quarantine(entry, "decode", exc))
+        for q in quarantined:
+            if not first <= q.block_number <= last:
+                raise IndexerError(f"the node returned a log of block {q.block_number}")
         for ev in events:
             if ev.block_number == last and ev.block_hash != before.hash:
                 raise ChainMovedError(f"logs of block {last} come from another history")
@@ -465,7 +485,7 @@ class Indexer:
         cohorts = None
         if self.cohort_sources:
             cohorts = resolve(self.cohort_sources, cohort_accesses(events))
-        return Page(first, before, start.parent_hash, events, cohorts)
+        return Page(first, before, start.parent_hash, events, cohorts, quarantined)
 
     # store set-up
 
@@ -683,14 +703,7 @@ class Indexer:
                                     reason="parent hash changed")  # fmt: skip
                     return
                 with _gc_paused():
-                    self.store.write_page(
-                        page.first,
-                        page.last,
-                        page.events,
-                        previous_checkpoint=checkpoint.block_number,
-                        before_checkpoint=self.before_checkpoint,
-                        cohorts=page.cohorts,
-                    )
+                    self._write(page, checkpoint.block_number)
                 checkpoint = StoredCheckpoint(
                     checkpoint.chain_id, checkpoint.contracts, page.last.number, page.last.hash
                 )
@@ -706,6 +719,93 @@ class Indexer:
                     return
         finally:
             fetcher.close()
+
+    def _write(self, page: Page, previous: int) -> None:
+        """Writes a page; an event the store refuses (or the `apply_check` seam) is quarantined
+        with its error and the rest of the page is written, so indexing goes on past it."""
+        events, quarantined = list(page.events), list(page.quarantined)
+        if self.apply_check is not None:
+            kept = []
+            for ev in events:
+                try:
+                    self.apply_check(ev)
+                    kept.append(ev)
+                except Exception as exc:  # the seam's refusal, whatever it raises
+                    quarantined.append(_quarantine_event(ev, exc))
+            events = kept
+        try:
+            self._write_checked(page, events, quarantined, previous)
+            return
+        except _UNAPPLICABLE as exc:
+            log.warning("audit.page_refused", first=page.first, last=page.last.number,
+                        error=repr(exc)[:300])  # fmt: skip
+        refused = self._refused(page, events, previous)
+        keep = [ev for ev in events if ev.position not in refused]
+        quarantined += [_quarantine_event(ev, refused[ev.position]) for ev in events
+                        if ev.position in refused]  # fmt: skip
+        self._write_checked(page, keep, quarantined, previous)
+
+    def _write_checked(
+        self, page: Page, events: list[DecodedEvent], quarantined: list[Quarantine], previous: int
+    ) -> None:
+        cohorts = page.cohorts
+        if cohorts is not None and len(events) != len(page.events):
+            cohorts = cohorts.only({ev.args["accessId"] for ev in events
+                                    if ev.name == "AccessRecorded"})  # fmt: skip
+        self.store.write_page(
+            page.first,
+            page.last,
+            events,
+            previous_checkpoint=previous,
+            before_checkpoint=self.before_checkpoint,
+            cohorts=cohorts,
+            quarantined=sorted(quarantined, key=lambda q: q.position),
+        )
+        for q in quarantined:
+            log.error("audit.event_quarantined", alarm=True, block=q.block_number,
+                      tx_index=q.tx_index, log_index=q.log_index, tx_hash=q.tx_hash,
+                      stage=q.stage, error=q.error[:300])  # fmt: skip
+        self.metrics.quarantined.inc(len(quarantined))
+
+    def _refused(
+        self, page: Page, events: list[DecodedEvent], previous: int
+    ) -> dict[tuple[int, int, int], Exception]:
+        """The events the store refuses, by position with the error: halves are probed in
+        rolled-back transactions down to single events; events refused only together (a
+        clash inside the page) are then found by adding the rest one at a time."""
+
+        def probe(subset: list[DecodedEvent]) -> Exception | None:
+            found = self.store.probe(page.first, page.last, subset, previous_checkpoint=previous)
+            if found is not None and not isinstance(found, _UNAPPLICABLE):
+                raise found  # the store itself is failing: not the events' fault
+            return found
+
+        refused: dict[tuple[int, int, int], Exception] = {}
+
+        def bisect(subset: list[DecodedEvent], error: Exception) -> None:
+            if len(subset) == 1:
+                refused[subset[0].position] = error
+                return
+            middle = len(subset) // 2
+            for half in (subset[:middle], subset[middle:]):
+                found = probe(half)
+                if found is not None:
+                    bisect(half, found)
+
+        first_error = probe(events)
+        if first_error is None:
+            return refused
+        bisect(events, first_error)
+        kept = [ev for ev in events if ev.position not in refused]
+        if probe(kept) is not None:
+            accepted: list[DecodedEvent] = []
+            for ev in kept:
+                found = probe([*accepted, ev])
+                if found is None:
+                    accepted.append(ev)
+                else:
+                    refused[ev.position] = found
+        return refused
 
     def retry_cohorts(self, *, force: bool = False) -> int:
         """Asks the sources again for cohorts they did not hold when indexed (the gateway may
@@ -783,6 +883,45 @@ class _ProgressBar:
     def close(self) -> None:
         if self.task is not None:
             self.progress.stop()
+
+
+_UNAPPLICABLE: tuple[type[Exception], ...] = (
+    IntegrityError, DataError, ProgrammingError, ValueError, KeyError, TypeError, ArithmeticError,
+)  # fmt: skip
+"""What the store raises for rows it cannot hold (a connection failure is not one of them)."""
+
+
+def _quarantine(entry: Mapping[str, Any], stage: str, error: BaseException) -> Quarantine:
+    """A raw log that did not decode, at its position."""
+
+    def number(key: str) -> int:
+        try:
+            return int(str(entry.get(key)), 16)
+        except ValueError:
+            return -1
+
+    return Quarantine(
+        block_number=number("blockNumber"),
+        tx_index=number("transactionIndex"),
+        log_index=number("logIndex"),
+        block_hash=str(entry.get("blockHash", "")).lower(),
+        tx_hash=str(entry.get("transactionHash", "")).lower(),
+        address=str(entry.get("address", "")).lower(),
+        stage=stage,
+        error=f"{type(error).__name__}: {error}",
+        log={k: entry[k] for k in ("address", "topics", "data", "blockNumber", "blockHash",
+                                   "transactionHash", "transactionIndex", "logIndex")
+             if k in entry},
+    )  # fmt: skip
+
+
+def _quarantine_event(ev: DecodedEvent, error: BaseException) -> Quarantine:
+    """A decoded event the store did not take."""
+    return Quarantine(
+        ev.block_number, ev.tx_index, ev.log_index, ev.block_hash, ev.tx_hash, ev.address,
+        "apply", f"{type(error).__name__}: {error}",
+        {"contract": ev.contract, "name": ev.name, "args": json.loads(ev.args_json)},
+    )  # fmt: skip
 
 
 def decode_logs(decoder: EventDecoder, logs: Sequence[Mapping[str, Any]]) -> list[DecodedEvent]:

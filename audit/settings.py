@@ -57,6 +57,20 @@ class AuditSettings(BaseSettings):
         "admitted its subject is not a violation (the gateway decided before it saw it)",
     )
 
+    index_behind_blocks: int = Field(
+        50,
+        ge=0,
+        le=10_000_000,
+        description="verify, /readyz: a checkpoint more blocks than this behind the chain head "
+        "is `index_behind`",
+    )
+    index_behind_s: float = Field(
+        60.0,
+        ge=0,
+        le=31_536_000,
+        description="verify, /readyz: … or more seconds of chain time than this behind the head",
+    )
+
     def home(self) -> Home:
         return Home.from_env()
 

@@ -457,15 +457,51 @@ class Checkpoint(AuditModel, table=True):
 
 
 class Reorg(AuditModel, table=True):
+    """A rollback the indexer made: an incident on a finality chain, reported by `verify`
+    until an operator acknowledges it (`dul audit acknowledge`, who / when / why kept)."""
+
     __tablename__ = "reorg"
 
     id: int | None = Field(default=None, primary_key=True)
     detected_at: float
     checkpoint_number: int = Field(sa_type=BigInteger)
     checkpoint_hash: str
+    """The store's checkpoint block and hash before the rollback (the old history)."""
     node_hash: str | None
+    """The node's hash at the checkpoint's height (the new history; None when shorter)."""
     ancestor_number: int = Field(sa_type=BigInteger)
     removed_events: int
+    ancestor_hash: str | None = None
+    vanished: dict[str, Any] | None = Field(default=None, sa_type=JsonType)
+    """What the rollback removed: agreement, access, consent, artifact and release ids
+    (`VANISHED_LIMIT` of each at most) and how many of each."""
+    acknowledged_at: float | None = None
+    acknowledged_by: str | None = None
+    acknowledged_reason: str | None = None
+
+
+class QuarantinedEvent(AuditModel, table=True):
+    """A log the indexer could not apply (undecodable, or refused by the store): kept with its
+    position, raw log and error instead of stopping the indexer; `verify` reports each and the
+    audit service is not ready while any is here. Rolled back and redone with its block."""
+
+    __tablename__ = "quarantined_event"
+
+    block_number: int = Field(sa_type=BigInteger, primary_key=True)
+    tx_index: int = Field(primary_key=True)
+    log_index: int = Field(primary_key=True)
+    block_hash: str
+    tx_hash: str
+    address: str
+    stage: str
+    """`decode` (not one of the audited events as declared) or `apply` (the store refused)."""
+    error: str
+    log: dict[str, Any] = Field(sa_type=JsonType)
+    detected_at: float
+
+
+VANISHED_LIMIT = 10_000
+"""Ids kept per kind in a reorg incident (the counts are always complete)."""
 
 
 #: Tables whose rows belong to a block (rolled back and rewritten by block range).
@@ -813,6 +849,25 @@ class StoredCheckpoint:
 
 
 @dataclass(frozen=True)
+class Quarantine:
+    """A log the indexer could not apply, at its chain position (see `QuarantinedEvent`)."""
+
+    block_number: int
+    tx_index: int
+    log_index: int
+    block_hash: str
+    tx_hash: str
+    address: str
+    stage: str
+    error: str
+    log: dict[str, Any]
+
+    @property
+    def position(self) -> tuple[int, int, int]:
+        return (self.block_number, self.tx_index, self.log_index)
+
+
+@dataclass(frozen=True)
 class BlockRef:
     number: int
     hash: str
@@ -856,7 +911,13 @@ class AuditStore:
         return None if value is None else str(value)
 
     def count(self, table: str) -> int:
-        if table not in COLUMNS and table not in (*COHORT_COLUMNS, "block", "checkpoint", "reorg"):
+        if table not in COLUMNS and table not in (
+            *COHORT_COLUMNS,
+            "block",
+            "checkpoint",
+            "reorg",
+            "quarantined_event",
+        ):
             raise ValueError(f"unknown table {table}")
         with self.engine.connect() as conn:
             return int(conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one())  # noqa: S608 - name checked above
@@ -898,16 +959,103 @@ class AuditStore:
         previous_checkpoint: int,
         before_checkpoint: Any = None,
         cohorts: CohortRows | None = None,
+        quarantined: Sequence[Quarantine] = (),
     ) -> None:
         """Stores blocks `first..last.number` and moves the checkpoint to `last`, atomically.
 
         Rows already stored in that block range are replaced (idempotent by position), so
         redoing a page after any crash leaves the same store. `cohorts` are the page's cohort
         rows from the hospitals' stores (`audit.cohorts.resolve`); cohorts of one redeemed by
-        an authorization are completed here from the indexed authorizations.
+        an authorization are completed here from the indexed authorizations. `quarantined`
+        are the page's logs the indexer could not apply, kept in `quarantined_event`.
         `before_checkpoint` is a test seam: called after the rows are written and before the
         checkpoint moves.
         """
+        with self.engine.begin() as conn:
+            self._write(conn, first, last, events, previous_checkpoint, cohorts, quarantined)
+            if before_checkpoint is not None:
+                before_checkpoint()
+            conn.execute(
+                text("UPDATE checkpoint SET block_number = :n, block_hash = :h WHERE id = 1"),
+                {"n": last.number, "h": last.hash},
+            )
+
+    def probe(
+        self,
+        first: int,
+        last: BlockRef,
+        events: Sequence[DecodedEvent],
+        *,
+        previous_checkpoint: int,
+        cohorts: CohortRows | None = None,
+    ) -> Exception | None:
+        """What `write_page` of these events would raise, in a transaction rolled back after."""
+        with self.engine.connect() as conn:
+            transaction = conn.begin()
+            try:
+                self._write(conn, first, last, events, previous_checkpoint, cohorts, ())
+            except Exception as exc:  # the caller classifies it
+                return exc
+            finally:
+                transaction.rollback()
+        return None
+
+    def quarantined(self, limit: int = 1_000) -> list[dict[str, Any]]:
+        """Quarantined logs in chain order (position, hashes, stage, error)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT block_number, tx_index, log_index, block_hash, tx_hash, address, "
+                    "stage, error, detected_at FROM quarantined_event "
+                    "ORDER BY block_number, tx_index, log_index LIMIT :n"
+                ),
+                {"n": limit},
+            ).mappings()
+            return [dict(r) for r in rows]
+
+    def acknowledge(self, incident: int, *, by: str, reason: str) -> dict[str, Any]:
+        """Records who acknowledged reorg incident `incident`, when and why; returns it.
+        Raises KeyError for an unknown incident, ValueError for one acknowledged before."""
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                text("SELECT id, acknowledged_at FROM reorg WHERE id = :i"), {"i": incident}
+            ).first()
+            if row is None:
+                raise KeyError(incident)
+            if row[1] is not None:
+                raise ValueError(f"incident {incident} was acknowledged before")
+            conn.execute(
+                text(
+                    "UPDATE reorg SET acknowledged_at = :at, acknowledged_by = :by, "
+                    "acknowledged_reason = :why WHERE id = :i"
+                ),
+                {"at": time.time(), "by": by, "why": reason, "i": incident},
+            )
+            found = (
+                conn.execute(
+                    text(
+                        "SELECT id, detected_at, checkpoint_number, checkpoint_hash, node_hash, "
+                        "ancestor_number, removed_events, acknowledged_at, acknowledged_by, "
+                        "acknowledged_reason FROM reorg WHERE id = :i"
+                    ),
+                    {"i": incident},
+                )
+                .mappings()
+                .one()
+            )
+        return dict(found)
+
+    def _write(
+        self,
+        conn: Connection,
+        first: int,
+        last: BlockRef,
+        events: Sequence[DecodedEvent],
+        previous_checkpoint: int,
+        cohorts: CohortRows | None,
+        quarantined: Sequence[Quarantine],
+    ) -> None:
+        """Every row of `write_page` but the checkpoint, on `conn` (its transaction)."""
         page = project(events)
         per_block: dict[int, BlockRef] = {}
         counts: dict[int, int] = {}
@@ -917,40 +1065,47 @@ class AuditStore:
                     ev.block_number, ev.block_hash, None, ev.block_timestamp
                 )
             counts[ev.block_number] = counts.get(ev.block_number, 0) + 1
-        with self.engine.begin() as conn:
-            self._delete_range(conn, first, last.number)
+        self._delete_range(conn, first, last.number)
+        conn.execute(
+            text("DELETE FROM block WHERE number >= :a AND number <= :b"),
+            {"a": first, "b": last.number},
+        )
+        for table, rows in page.rows.items():
+            if rows:
+                self._insert_many(conn, table, COLUMNS[table], rows)
+        self._write_cohorts(conn, authorization_accesses(events), cohorts or CohortRows())
+        self._recompute_status(
+            conn, page.organizations, page.agreements, page.consents, page.authorizations
+        )
+        for number, block in per_block.items():
+            if number != last.number:
+                self._put_block(conn, block, counts[number])
+        self._put_block(conn, last, counts.get(last.number, 0))
+        if previous_checkpoint != last.number:
+            # The parent hash is the link the next page must continue from: it is kept on
+            # the checkpoint block only, so the store does not depend on how it was paged.
             conn.execute(
-                text("DELETE FROM block WHERE number >= :a AND number <= :b"),
-                {"a": first, "b": last.number},
+                text("DELETE FROM block WHERE number = :n AND events = 0"),
+                {"n": previous_checkpoint},
             )
-            for table, rows in page.rows.items():
-                if rows:
-                    self._insert_many(conn, table, COLUMNS[table], rows)
-            self._write_cohorts(conn, authorization_accesses(events), cohorts or CohortRows())
-            self._recompute_status(
-                conn, page.organizations, page.agreements, page.consents, page.authorizations
-            )
-            for number, block in per_block.items():
-                if number != last.number:
-                    self._put_block(conn, block, counts[number])
-            self._put_block(conn, last, counts.get(last.number, 0))
-            if previous_checkpoint != last.number:
-                # The parent hash is the link the next page must continue from: it is kept on
-                # the checkpoint block only, so the store does not depend on how it was paged.
-                conn.execute(
-                    text("DELETE FROM block WHERE number = :n AND events = 0"),
-                    {"n": previous_checkpoint},
-                )
-                conn.execute(
-                    text("UPDATE block SET parent_hash = NULL WHERE number = :n"),
-                    {"n": previous_checkpoint},
-                )
-            if before_checkpoint is not None:
-                before_checkpoint()
             conn.execute(
-                text("UPDATE checkpoint SET block_number = :n, block_hash = :h WHERE id = 1"),
-                {"n": last.number, "h": last.hash},
+                text("UPDATE block SET parent_hash = NULL WHERE number = :n"),
+                {"n": previous_checkpoint},
             )
+        for q in quarantined:
+            conn.execute(
+                text(
+                    "INSERT INTO quarantined_event (block_number, tx_index, log_index, "
+                    "block_hash, tx_hash, address, stage, error, log, detected_at) VALUES "
+                    "(:b, :t, :i, :bh, :tx, :a, :stage, :error, :log, :at)"
+                ),
+                {
+                    "b": q.block_number, "t": q.tx_index, "i": q.log_index,
+                    "bh": q.block_hash, "tx": q.tx_hash, "a": q.address, "stage": q.stage,
+                    "error": q.error[:2_000], "log": json.dumps(q.log, sort_keys=True),
+                    "at": time.time(),
+                },
+            )  # fmt: skip
 
     def add_contracts(self, contracts: Mapping[str, str], events: Sequence[DecodedEvent]) -> None:
         """Starts indexing more contracts on a store that indexed fewer (a newer audit service
@@ -996,6 +1151,7 @@ class AuditStore:
                     {"n": ancestor.number},
                 ).scalar_one()
             )
+            vanished = _vanished(conn, ancestor.number)
             self._delete_range(conn, ancestor.number + 1, None)
             conn.execute(text("DELETE FROM block WHERE number > :n"), {"n": ancestor.number})
             self._put_block(conn, ancestor, None)
@@ -1007,8 +1163,8 @@ class AuditStore:
             conn.execute(
                 text(
                     "INSERT INTO reorg (detected_at, checkpoint_number, checkpoint_hash, "
-                    "node_hash, ancestor_number, removed_events) VALUES "
-                    "(:at, :cn, :ch, :nh, :an, :removed)"
+                    "node_hash, ancestor_number, ancestor_hash, removed_events, vanished) VALUES "
+                    "(:at, :cn, :ch, :nh, :an, :ah, :removed, :vanished)"
                 ),
                 {
                     "at": time.time(),
@@ -1016,7 +1172,9 @@ class AuditStore:
                     "ch": reorg["checkpoint_hash"],
                     "nh": reorg.get("node_hash"),
                     "an": ancestor.number,
+                    "ah": ancestor.hash,
                     "removed": removed,
+                    "vanished": json.dumps(vanished, sort_keys=True),
                 },
             )
         return removed
@@ -1101,7 +1259,10 @@ class AuditStore:
 
     def _delete_range(self, conn: Connection, first: int, last: int | None) -> None:
         bound = "block_number >= :a" + ("" if last is None else " AND block_number <= :b")
-        for model in (*POSITIONED_TABLES, *COHORT_TABLES):
+        models: tuple[type[AuditModel], ...] = (
+            *POSITIONED_TABLES, *COHORT_TABLES, QuarantinedEvent,
+        )  # fmt: skip
+        for model in models:
             conn.execute(
                 text(f"DELETE FROM {table_name(model)} WHERE {bound}"),  # noqa: S608 - fixed names
                 {"a": first, "b": last},
@@ -1204,6 +1365,34 @@ class AuditStore:
                 text(f"UPDATE {table} SET status = COALESCE(({sub}), :initial){where}"),  # noqa: S608 - fixed names
                 params,
             )
+
+
+_VANISHING: tuple[tuple[str, str, str], ...] = (
+    ("agreements", "agreement", "agreement_id"),
+    ("accesses", "access_event", "access_id"),
+    ("consents", "consent", "consent_id"),
+    ("artifacts", "artifact", "artifact_id"),
+    ("releases", "result_release", "result_hash"),
+)
+
+
+def _vanished(conn: Connection, above: int) -> dict[str, Any]:
+    """The records a rollback to block `above` removes: ids (`VANISHED_LIMIT` per kind, in
+    chain order) and complete counts."""
+    out: dict[str, Any] = {"counts": {}}
+    for kind, table, column in _VANISHING:
+        where = f"FROM {table} WHERE block_number > :n"
+        out["counts"][kind] = int(
+            conn.execute(text(f"SELECT count(*) {where}"), {"n": above}).scalar_one()
+        )
+        out[kind] = [
+            str(v)
+            for (v,) in conn.execute(
+                text(f"SELECT {column} {where} ORDER BY block_number LIMIT :limit"),
+                {"n": above, "limit": VANISHED_LIMIT},
+            )
+        ]
+    return out
 
 
 _AUTHORIZATION_SUBJECTS = text(

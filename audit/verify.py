@@ -42,6 +42,10 @@ runs three independent checks and names every discrepancy (check code, table, po
    release (`artifact_claims_foreign_result`, which the chain allows too: the first
    registration of an id wins).
 
+6. **The indexer** (`audit.verify_health`) — every log it quarantined (`event_quarantined`)
+   and any that does not decode (`event_undecodable`), a checkpoint too far behind the head
+   (`index_behind`), every rollback no operator acknowledged (`history_rewritten`).
+
 One consistent read: the checkpoint and every row checked come from one snapshot of the store
 (a read transaction on SQLite, an exported REPEATABLE READ snapshot shared by both passes on
 PostgreSQL), so a verify that runs while the indexer writes checks the store as of the
@@ -78,12 +82,13 @@ from sqlalchemy import Connection, Engine, text
 
 from audit.chain_reads import block_hashes
 from audit.checkpoints import check_checkpoints, checkpoint_files, load_checkpoints
-from audit.events import AUDITED_CONTRACTS, DecodedEvent, EventDecoder
+from audit.events import AUDITED_CONTRACTS, DecodedEvent, EventDecodeError, EventDecoder
 from audit.indexer import JsonRpc, RangeRefusedError
 from audit.provenance import store_errors
 from audit.store import COLUMNS, project
 from audit.verify_artifacts import RELEASABLE, check_artifacts
 from audit.verify_cohorts import check_patients
+from audit.verify_health import check_incidents, check_lag, check_quarantine
 from audit.verify_state import ChainStateCheck
 from dul.contracts.logs import PageSizer
 from dul.contracts.typed_data import (
@@ -137,6 +142,9 @@ class VerifyReport(BaseModel):
     chain_id: int | None
     first_block: int | None
     checkpoint_block: int | None
+    head_block: int | None = Field(
+        None, description="the chain's head when the lag was checked (`index_behind`)"
+    )
     checked: dict[str, int] = Field(
         default_factory=dict, description="rows, signatures and accesses checked, by kind"
     )
@@ -282,10 +290,35 @@ _AUTHORIZATION_STATUS_OF = {
 # --- 1. chain comparison ----------------------------------------------------------------------
 
 
+Undecodable = tuple[tuple[int, int, int], str]
+"""A log that does not decode: its position and the error."""
+
+
+def _decode_all(
+    decoder: EventDecoder, logs: Sequence[Mapping[str, Any]]
+) -> tuple[list[DecodedEvent], list[Undecodable]]:
+    """Every log decoded; the ones that do not decode (what the indexer quarantines) apart."""
+    try:
+        return [decoder.decode(entry) for entry in logs], []
+    except (EventDecodeError, ValueError, KeyError, TypeError):
+        pass  # rare: sort them out one by one
+    events: list[DecodedEvent] = []
+    bad: list[Undecodable] = []
+    for entry in logs:
+        try:
+            events.append(decoder.decode(entry))
+        except (EventDecodeError, ValueError, KeyError, TypeError) as exc:
+            position = tuple(int(str(entry.get(k, "-0x1")), 16)
+                             for k in ("blockNumber", "transactionIndex", "logIndex"))  # fmt: skip
+            bad.append(((position[0], position[1], position[2]), f"{type(exc).__name__}: {exc}"))
+    return events, bad
+
+
 def _pages(
     rpc: JsonRpc, decoder: EventDecoder, first: int, last: int, sizer: PageSizer
-) -> Iterator[tuple[int, int, list[DecodedEvent]]]:
-    """(from, to, decoded events) pages over `first..last`, shrinking on refusal."""
+) -> Iterator[tuple[int, int, list[DecodedEvent], list[Undecodable]]]:
+    """(from, to, decoded events, undecodable logs) pages over `first..last`, shrinking on
+    refusal."""
     while first <= last:
         to = min(last, first + sizer.size - 1)
         try:
@@ -297,9 +330,9 @@ def _pages(
             if not sizer.refuse(to - first + 1):
                 raise
             continue
-        events = [decoder.decode(entry) for entry in logs]
+        events, bad = _decode_all(decoder, logs)
         sizer.after(to - first + 1, len(events))
-        yield first, to, events
+        yield first, to, events, bad
         first = to + 1
 
 
@@ -324,7 +357,20 @@ def _compare_chain(
     agreement_status: dict[str, int] = {}
     consent_status: dict[str, int] = {}
     authorization_status: dict[str, int] = {}
-    for a, b, events in _pages(rpc, decoder, first, last, sizer):
+    quarantined = {
+        (int(b), int(t), int(i))
+        for b, t, i in conn.execute(
+            text("SELECT block_number, tx_index, log_index FROM quarantined_event")
+        )
+    }
+    for a, b, events, undecodable in _pages(rpc, decoder, first, last, sizer):
+        for position, error in undecodable:
+            if position not in quarantined:
+                out.add("event_undecodable", f"the log at {_pos(*position)} does not decode as "
+                        f"the audited event it claims to be, and the store has not quarantined "
+                        f"it ({error})", table="event", position=_pos(*position))  # fmt: skip
+        if quarantined:  # reported as event_quarantined: not compared row by row
+            events = [ev for ev in events if ev.position not in quarantined]
         if observer is not None:
             observer.page(events)
         page = project(events)
@@ -856,6 +902,8 @@ def verify_store(
     consent_lag: float = 60.0,
     after_checkpoint: Callable[[], object] | None = None,
     checkpoints: Path | None = None,
+    max_lag_blocks: int | None = None,
+    max_lag_s: float | None = None,
 ) -> VerifyReport:
     """Runs the checks above; `rpc=None` or `chain=False` skips the chain comparison (said so
     in `skipped`). `start_block` is the deployment block (default: the first stored block —
@@ -864,7 +912,9 @@ def verify_store(
     cannot. `consent_lag` is `consent_lag_s` (see `audit.consents`). `after_checkpoint` is a
     test seam: called once the checkpoint is read (an indexer may write then). `checkpoints`
     is a directory of signed checkpoint files to check (`audit.checkpoints`); CheckpointError
-    when it cannot be read."""
+    when it cannot be read. With the chain pass and `max_lag_blocks` / `max_lag_s`
+    (`index_behind_blocks` / `index_behind_s`), a checkpoint that far behind the head is
+    `index_behind` (`audit.verify_health`)."""
     started = time.perf_counter()
     loaded = None if checkpoints is None else load_checkpoints(checkpoint_files(checkpoints))
     out = _Collector(max_findings)
@@ -888,6 +938,14 @@ def verify_store(
             start_block = int(lowest) if lowest is not None else last
             report.notes.append("no deployment block given: verified from the first stored block")
         report.chain_id, report.first_block, report.checkpoint_block = chain_id, start_block, last
+
+        check_quarantine(conn, out)
+        report.notes.extend(check_incidents(conn, out))
+        if chain and rpc is not None and (max_lag_blocks is not None or max_lag_s is not None):
+            report.head_block = check_lag(
+                conn, rpc, last, out, max_blocks=max_lag_blocks if max_lag_blocks is not None
+                else 2**62, max_seconds=max_lag_s if max_lag_s is not None else float("inf"),
+            )  # fmt: skip
 
         phase = time.perf_counter()
         terms = _agreements(conn, chain_id, contracts, out)

@@ -75,6 +75,7 @@ def stack(
     settings = AuditSettings(
         database_url=f"sqlite:///{store}", rpc_url=chain.rpc_url,
         deployment_path=chain.home.deployment,
+        index_behind_blocks=10_000_000, index_behind_s=31_536_000,  # a static store
     )  # fmt: skip
     ids = {
         "agreement": hexed(agreement),

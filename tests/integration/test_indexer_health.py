@@ -1,0 +1,258 @@
+"""A stalled indexer is never "verified", and history rewrites are findings, on the session's
+chain with a deployment of this module's own:
+
+- an event the store refuses (the indexer's `apply_check` seam) is quarantined with its
+  position and error, indexing goes on past it, the metric counts it, `verify` reports it (and
+  only it), `/readyz` is 503 naming it, `/metrics` shows it;
+- a checkpoint behind the head is `index_behind` past the thresholds, in verify and `/readyz`;
+- a rollback (evm_snapshot / evm_revert) is kept as an incident with the old and new hashes and
+  the agreements, accesses and consents that vanished; verify reports it until `dul audit
+  acknowledge` records who, when and why, then lists it as a note.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from audit.app import create_app
+from audit.cli import app as audit_cli
+from audit.events import DecodedEvent
+from audit.health import indexer_health
+from audit.indexer import Indexer, IndexerMetrics, JsonRpc
+from audit.migrations import migrate
+from audit.settings import AuditSettings
+from audit.store import AuditStore, create_store_engine
+from audit.testing import private_world, record_consents, subject_of
+from audit.verify import VerifyReport, verify_store
+from dul.chain.testing import ChainHandle
+from dul.contracts.world import World
+
+pytestmark = pytest.mark.integration
+
+BEHIND_BLOCKS, BEHIND_S = 10_000_000, 31_536_000
+"""Thresholds no static store of a test exceeds (nothing follows the chain here)."""
+
+
+@pytest.fixture(scope="module")
+def world(world: World, chain: ChainHandle, tmp_path_factory: pytest.TempPathFactory) -> World:
+    return private_world(chain.rpc_url, tmp_path_factory.mktemp("health") / "deployment.json")
+
+
+def hexed(value: bytes) -> str:
+    return "0x" + value.hex()
+
+
+def head(chain: ChainHandle) -> int:
+    return int(chain.rpc("eth_blockNumber"), 16)
+
+
+def make_indexer(world: World, url: str, rpc_url: str, **options: Any) -> Indexer:
+    engine = create_store_engine(url)
+    migrate(engine)
+    deployment = world.ledger.deployment
+    return Indexer(
+        AuditStore(engine), JsonRpc(rpc_url), chain_id=deployment.chain_id,
+        contracts=deployment.addresses, start_block=int(deployment.raw["block"]),
+        poll_interval=0.05, **options,
+    )  # fmt: skip
+
+
+def verify(world: World, indexer: Indexer, chain: ChainHandle, **options: Any) -> VerifyReport:
+    rpc = JsonRpc(chain.rpc_url)
+    try:
+        return verify_store(
+            indexer.store.engine, rpc, start_block=int(world.ledger.deployment.raw["block"]),
+            workers=1, **options,
+        )  # fmt: skip
+    finally:
+        rpc.close()
+
+
+@pytest.fixture
+def manifest(world: World, tmp_path: Path) -> Path:
+    path = tmp_path / "deployment.json"
+    path.write_text(json.dumps(world.ledger.deployment.raw))
+    return path
+
+
+def test_an_unapplicable_event_is_quarantined_and_indexing_goes_on(
+    chain: ChainHandle, world: World, tmp_path: Path, manifest: Path
+) -> None:
+    agreement = world.activate(world.research_terms(quota=10))
+    refused = world.access_record(agreement)
+    later = world.access_record(agreement)
+    world.ledger.transact(world.gateway, "AccessLog", "recordAccesses", [refused.as_abi()])
+    world.ledger.transact(world.gateway, "AccessLog", "recordAccesses", [later.as_abi()])
+    refused_id = hexed(refused.request.request_id)
+
+    def apply_check(event: DecodedEvent) -> None:
+        if event.name == "AccessRecorded" and event.args["accessId"] == refused_id:
+            raise ValueError("the store cannot hold this access (test)")
+
+    metrics = IndexerMetrics()
+    url = f"sqlite:///{tmp_path / 'audit.db'}"
+    indexer = make_indexer(world, url, chain.rpc_url, metrics=metrics)
+    indexer.apply_check = apply_check
+    summary = indexer.run(to_block=head(chain))
+    engine = indexer.store.engine
+    with engine.connect() as conn:
+        quarantined = conn.execute(sa.text("SELECT * FROM quarantined_event")).mappings().all()
+        accesses = set(conn.execute(sa.text("SELECT access_id FROM access_event")).scalars())
+    assert len(quarantined) == 1
+    (row,) = quarantined
+    assert row["stage"] == "apply"
+    assert "the store cannot hold this access (test)" in row["error"]
+    assert refused_id not in accesses
+    assert hexed(later.request.request_id) in accesses  # indexing went on past it
+    assert summary.checkpoint_block >= row["block_number"] + 1
+    assert metrics.registry.get_sample_value("dul_audit_events_quarantined_total") == 1
+
+    report = verify(world, indexer, chain, max_lag_blocks=BEHIND_BLOCKS,
+                    max_lag_s=BEHIND_S)  # fmt: skip
+    assert report.ok is False
+    # the only other finding the missing access may cause: the chain's state (quota used)
+    # is one access ahead of the stored events
+    assert report.findings_by_check.pop("event_quarantined") == 1
+    assert set(report.findings_by_check) <= {"state_differs_from_events"}, report.findings
+    (finding,) = [f for f in report.findings if f.check == "event_quarantined"]
+    assert finding.position == f"{row['block_number']}/{row['tx_index']}/{row['log_index']}"
+    assert finding.details["stage"] == "apply"
+
+    health = indexer_health(engine, indexer.rpc, max_blocks=10**9, max_seconds=1e12)
+    assert (health.status, health.ready, health.quarantined) == ("failing", False, 1)
+
+    settings = AuditSettings(
+        database_url=url, rpc_url=chain.rpc_url, deployment_path=manifest,
+        index_behind_blocks=BEHIND_BLOCKS, index_behind_s=BEHIND_S,
+    )  # fmt: skip
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        ready = client.get("/readyz")
+        assert ready.status_code == 503
+        body = ready.json()
+        assert body["ready"] is False
+        assert body["status"] == "failing"
+        assert "1 event(s) quarantined" in body["reasons"][0]
+        assert "dul_audit_quarantined_events 1.0" in client.get("/metrics").text
+        api_report = client.get("/v1/verify").json()
+        assert api_report["ok"] is False
+        assert api_report["findings_by_check"]["event_quarantined"] == 1
+    indexer.close()
+
+
+def test_an_index_behind_the_head_is_a_finding_and_not_ready(
+    chain: ChainHandle, world: World, tmp_path: Path, manifest: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'audit.db'}"
+    indexer = make_indexer(world, url, chain.rpc_url)
+    checkpoint = indexer.run(to_block=head(chain)).checkpoint_block
+    while head(chain) < checkpoint + 3:
+        time.sleep(0.1)
+    in_time = verify(world, indexer, chain, max_lag_blocks=10**6, max_lag_s=1e9)
+    assert in_time.ok is True, in_time.findings
+    assert in_time.head_block is not None
+    assert in_time.head_block >= checkpoint + 3
+    behind = verify(world, indexer, chain, max_lag_blocks=2, max_lag_s=1e9)
+    assert behind.findings_by_check == {"index_behind": 1}
+    assert behind.findings[0].details["lag_blocks"] >= 3
+    settings = AuditSettings(database_url=url, rpc_url=chain.rpc_url, deployment_path=manifest,
+                             index_behind_blocks=2)  # fmt: skip
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        ready = client.get("/readyz")
+        assert ready.status_code == 503, ready.text
+        assert ready.json()["status"] == "behind"
+        assert "blocks behind the head" in ready.json()["reasons"][0]
+    indexer.run(to_block=head(chain))
+    with TestClient(
+        create_app(settings.model_copy(update={"index_behind_blocks": 1_000})),
+        raise_server_exceptions=False,
+    ) as client:
+        ready = client.get("/readyz")
+        assert ready.status_code == 200, ready.text
+        assert ready.json()["status"] == "ok"
+    indexer.close()
+
+
+@pytest.fixture
+def rolled_back(
+    chain: ChainHandle, world: World, tmp_path: Path
+) -> Iterator[tuple[Indexer, str, dict[str, str]]]:
+    """A store that indexed a history the node then lost (an agreement, two accesses and a
+    consent), and indexed the new one."""
+    snapshot = chain.node_rpc("evm_snapshot")
+    lost = world.activate(world.research_terms(quota=5))
+    records = [world.access_record(lost) for _ in range(2)]
+    world.ledger.transact(world.gateway, "AccessLog", "recordAccesses",
+                          [r.as_abi() for r in records])  # fmt: skip
+    (consent,) = record_consents(world, [subject_of("rolled back")])
+    url = f"sqlite:///{tmp_path / 'audit.db'}"
+    indexer = make_indexer(world, url, chain.rpc_url)
+    before = indexer.run(to_block=head(chain))
+    assert chain.node_rpc("evm_revert", snapshot) is True
+    chain.node_rpc("anvil_dropAllTransactions")  # no re-mining of the same blocks
+    world.activate(world.research_terms(quota=5))
+    while head(chain) <= before.checkpoint_block:
+        time.sleep(0.1)
+    after = indexer.run(to_block=head(chain))
+    assert after.reorgs == 1
+    vanished = {
+        "agreement": hexed(lost),
+        "access": hexed(records[0].request.request_id),
+        "consent": hexed(consent),
+        "old_hash": before.checkpoint_hash,
+    }
+    yield indexer, url, vanished
+    indexer.close()
+
+
+def test_a_rollback_is_reported_with_what_vanished_until_acknowledged(
+    chain: ChainHandle, world: World, rolled_back: tuple[Indexer, str, dict[str, str]]
+) -> None:
+    indexer, url, vanished = rolled_back
+    report = verify(world, indexer, chain)
+    assert report.findings_by_check == {"history_rewritten": 1}, report.findings
+    (finding,) = report.findings
+    details = finding.details
+    assert details["old_hash"] == vanished["old_hash"]
+    assert details["new_hash"] != details["old_hash"]
+    assert vanished["agreement"] in details["vanished"]["agreements"]
+    assert vanished["access"] in details["vanished"]["accesses"]
+    assert vanished["consent"] in details["vanished"]["consents"]
+    assert details["vanished"]["counts"]["accesses"] == 2
+    incident = str(details["incident"])
+
+    runner = CliRunner()
+    options = ["--database-url", url]
+    empty = runner.invoke(audit_cli, ["acknowledge", incident, "--reason", " ", *options])
+    assert empty.exit_code == 2
+    assert "validation_error" in empty.output
+    unknown = runner.invoke(audit_cli, ["acknowledge", "999", "--reason", "drill", *options])
+    assert unknown.exit_code == 2
+    assert "incident_not_found" in unknown.output
+    still = verify(world, indexer, chain)
+    assert still.findings_by_check == {"history_rewritten": 1}
+
+    done = runner.invoke(audit_cli, ["acknowledge", incident, "--reason", "fork drill on the "
+                                     "test network", "--by", "ops@hospital-a", "--json",
+                                     *options])  # fmt: skip
+    assert done.exit_code == 0, done.output
+    recorded = json.loads(done.stdout.splitlines()[-1])
+    assert recorded["acknowledged_by"] == "ops@hospital-a"
+    assert recorded["acknowledged_reason"] == "fork drill on the test network"
+    assert abs(recorded["acknowledged_at"] - time.time()) < 60
+    again = runner.invoke(audit_cli, ["acknowledge", incident, "--reason", "again", *options])
+    assert again.exit_code == 2
+    assert "incident_acknowledged" in again.output
+
+    clean = verify(world, indexer, chain)
+    assert clean.ok is True, clean.findings
+    assert any(f"incident {incident}" in n and "ops@hospital-a" in n and "fork drill" in n
+               for n in clean.notes)  # fmt: skip
