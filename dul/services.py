@@ -17,7 +17,7 @@ import structlog
 
 from dul.chain.node import process_alive, read_pid, terminate
 from dul.errors import ConfigError
-from dul.home import Home, open_private, write_private
+from dul.home import PRIVATE_UMASK, Home, open_private, write_private
 
 log = structlog.get_logger(__name__)
 
@@ -75,6 +75,7 @@ def start(
             start_new_session=True,
             close_fds=True,
             env={**os.environ, "DUL_HOME": str(home.root), **env},
+            umask=PRIVATE_UMASK,
         )
     write_private(pid_path, f"{process.pid}\n")
     write_private(info_path, json.dumps({"url": url, "pid": process.pid}) + "\n")

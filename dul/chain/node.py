@@ -37,7 +37,7 @@ from dul.chain.ipc import MAX_SOCKET_PATH_BYTES, ipc_call, is_ipc_target
 from dul.chain.rpc_filter import GAS_PRICE
 from dul.chain.settings import ChainSettings
 from dul.errors import ChainError
-from dul.home import Home
+from dul.home import PRIVATE_UMASK, Home, open_private, write_private
 
 log = structlog.get_logger("dul.chain.node")
 
@@ -283,7 +283,7 @@ class ChainNode:
     def _locked(self) -> Iterator[None]:
         """One `up`/`down` at a time per data directory."""
         self.home.ensure()
-        with open(self.home.run_dir / LOCK_FILE, "w") as handle:
+        with open_private(self.home.run_dir / LOCK_FILE) as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield
@@ -484,9 +484,7 @@ class ChainNode:
             "anvil_bin": str(anvil_bin),
             "started_at": time.time(),
         }
-        tmp = self.info_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(info, indent=2))
-        tmp.replace(self.info_path)
+        write_private(self.info_path, json.dumps(info, indent=2))
         elapsed = round(time.monotonic() - began, 3)
         status = ChainStatus(
             running=True,
@@ -511,7 +509,7 @@ class ChainNode:
         self, args: list[str], log_path: Path, pid_path: Path, env: dict[str, str] | None
     ) -> subprocess.Popen[bytes]:
         self.home.logs_dir.mkdir(parents=True, exist_ok=True)
-        with open(log_path, "ab") as out:
+        with open_private(log_path) as out:
             process = subprocess.Popen(
                 args,
                 stdin=subprocess.DEVNULL,
@@ -521,8 +519,9 @@ class ChainNode:
                 close_fds=True,
                 env=env,
                 cwd=self.home.root,
+                umask=PRIVATE_UMASK,  # the chain state and whatever else it writes: 0600
             )
-        pid_path.write_text(f"{process.pid}\n")
+        write_private(pid_path, f"{process.pid}\n")
         return process
 
     def _wait_ready(
