@@ -215,3 +215,63 @@ def health_of(settings: Any, engine: Engine) -> IndexerHealth:
     finally:
         if rpc is not None:
             rpc.close()
+
+
+def local_health(home: Any, rpc_url: str | None) -> IndexerHealth | None:
+    """The health of the local stack's indexer (`dul up`, `dul chain status`): its store under
+    `home` (or `DUL_AUDIT_DATABASE_URL`) against the node at `rpc_url`; None when there is no
+    store yet."""
+    from pathlib import Path
+
+    from audit.cohorts import read_only_engine
+    from audit.settings import AuditSettings
+
+    settings = AuditSettings()
+    url = settings.resolved_database_url(home)
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        return None
+    engine = read_only_engine(url)
+    rpc = JsonRpc(rpc_url, timeout=5.0) if rpc_url else None
+    try:
+        return indexer_health(
+            engine, rpc, max_blocks=settings.index_behind_blocks,
+            max_seconds=settings.index_behind_s,
+        )  # fmt: skip
+    finally:
+        engine.dispose()
+        if rpc is not None:
+            rpc.close()
+
+
+def settled_health(
+    home: Any, rpc_url: str | None, *, timeout: float = 20.0
+) -> IndexerHealth | None:
+    """`local_health` once the indexer has caught up (or is failing), or as it is after
+    `timeout` seconds: a freshly started indexer is behind for a moment."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        health = local_health(home, rpc_url)
+        if health is not None and health.status != "behind":
+            return health
+        if time.monotonic() >= deadline:
+            return health
+        time.sleep(0.5)
+
+
+def describe(health: IndexerHealth) -> str:
+    """One line: the status, the checkpoint and the lag, and why it is not ok."""
+    lag = (
+        "lag unknown"
+        if health.lag_blocks is None
+        else f"{health.lag_blocks} block(s)"
+        + ("" if health.lag_seconds is None else f" / {health.lag_seconds} s")
+        + " behind the head"
+    )
+    line = f"{health.status}: checkpoint block {health.checkpoint_block}, {lag}"
+    if health.incidents_unacknowledged:
+        line += f"; {health.incidents_unacknowledged} unacknowledged history rewrite(s)"
+    if health.reasons:
+        line += " — " + "; ".join(health.reasons)
+    return line

@@ -42,11 +42,13 @@ def _settings(**options: Any) -> ChainSettings:
         raise ConfigError(f"invalid chain settings (DUL_CHAIN_…): {problems}") from None
 
 
-def _print(status: ChainStatus, as_json: bool, headline: str) -> None:
+def _print(
+    status: ChainStatus, as_json: bool, headline: str, extra: dict[str, Any] | None = None
+) -> None:
     if status.warning is not None:  # on stderr, so `--json` output stays one object
         err_console.print(f"[bold red]WARNING[/bold red] {escape(status.warning)}", highlight=False)
     if as_json:
-        emit_json(status.to_json())
+        emit_json({**status.to_json(), **(extra or {})})
         return
     console.print(headline, highlight=False)
     if status.running:
@@ -127,7 +129,15 @@ def down(as_json: JsonOpt = False) -> None:
 @cli_errors
 def status(as_json: JsonOpt = False) -> None:
     """Show whether the chain runs, its URL, chain id and block; exit 1 when it is not running."""
+    from audit.health import describe, local_health
+
     current = ChainNode(home(), _settings()).status()
-    _print(current, as_json, "chain running" if current.running else "chain not running")
+    indexer = local_health(home(), current.rpc_url) if current.running else None
+    extra = {"audit_indexer": None if indexer is None else indexer.model_dump()}
+    _print(current, as_json, "chain running" if current.running else "chain not running", extra)
+    if indexer is not None and not as_json:
+        colour = "green" if indexer.status == "ok" else "bold red"
+        console.print(f"  indexer   [{colour}]{escape(describe(indexer))}[/{colour}]",
+                      highlight=False)  # fmt: skip
     if not current.running:
         raise typer.Exit(1)

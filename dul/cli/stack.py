@@ -8,6 +8,7 @@ import threading
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from dul import stack
 from dul.cli.common import cli_errors, console, emit_json, err_console, home
@@ -41,8 +42,12 @@ def up(
         status = dataclasses.replace(status, access_token=token)
     if status.chain.warning is not None:  # the node is reachable by every local user
         err_console.print(f"[bold red]WARNING[/bold red] {status.chain.warning}", highlight=False)
+    from audit.health import describe, settled_health
+
+    indexer = settled_health(h, status.chain.rpc_url)
     if json_output:
-        emit_json(status.to_json())
+        emit_json({**status.to_json(),
+                   "audit_indexer": None if indexer is None else indexer.model_dump()})  # fmt: skip
     else:
         verb = "deployed" if status.deployed_now else "verified"
         console.print(
@@ -57,6 +62,10 @@ def up(
             console.print(f"gateway_url {status.gateway_url}  (OpenAPI at /docs)", highlight=False)
         if status.audit_url:
             console.print(f"audit_url   {status.audit_url}  (OpenAPI at /docs)", highlight=False)
+        if indexer is not None:
+            colour = "green" if indexer.status == "ok" else "bold red"
+            console.print(f"audit indexer [{colour}]{escape(describe(indexer))}[/{colour}]",
+                          highlight=False)  # fmt: skip
         if status.access_token:
             console.print(
                 f"access-service token (shown once): {status.access_token}", highlight=False

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +30,11 @@ from playwright.sync_api import Browser, Page, ViewportSize, expect
 from prov.model import ProvDocument
 
 from audit.console.testing import Screens, serve_audit
+from audit.events import DecodedEvent
+from audit.indexer import Indexer, JsonRpc
+from audit.migrations import migrate
 from audit.settings import AuditSettings
+from audit.store import AuditStore, create_store_engine
 from audit.testing import index_into, record_story
 from dul.chain.testing import ChainHandle
 from dul.contracts.world import World
@@ -273,6 +279,9 @@ def test_verify_status_and_narrow_layout(page: Page, stack: Stack, screens: Scre
     status = page.locator("#verify")
     expect(status).to_have_attribute("data-state", "ok")
     expect(status).to_contain_text(f"store matches the chain up to block {stack.checkpoint}")
+    indexer = page.locator("#indexer")
+    expect(indexer).to_have_attribute("data-state", "ok")
+    expect(indexer).to_contain_text(f"Indexer following: block {stack.checkpoint}")
     expect(node(page, f"access:{stack.ids['denied']}")).to_be_visible()
     wait_drawn(page)
     # Nothing wider than the viewport: the layout reflows instead of scrolling sideways.
@@ -309,6 +318,89 @@ def test_verify_findings_flag_the_edited_row(
         wait_drawn(page)
         page.screenshot(path=screens.path("verify-findings-1280x800"))
         context.close()
+
+
+def test_a_quarantined_event_turns_the_header_red_and_indexing_goes_on(
+    browser: Browser, world: World, chain: ChainHandle, screens: Screens, tmp_path: Path
+) -> None:
+    """A real indexer follows the chain and refuses one access (its `apply_check` seam): the
+    event is quarantined, the next one is indexed, `/readyz` is 503, verify is not OK, and the
+    console's header shows the indexer red, naming the quarantined event."""
+    agreement = world.activate(world.research_terms(quota=10))
+    refused = world.access_record(agreement)
+    refused_id = hexed(refused.request.request_id)
+    url = f"sqlite:///{tmp_path / 'following.db'}"
+    engine = create_store_engine(url)
+    migrate(engine)
+    deployment = world.ledger.deployment
+    indexer = Indexer(
+        AuditStore(engine), JsonRpc(chain.rpc_url), chain_id=deployment.chain_id,
+        contracts=deployment.addresses, start_block=int(deployment.raw["block"]),
+        poll_interval=0.1,
+    )  # fmt: skip
+
+    def apply_check(event: DecodedEvent) -> None:
+        if event.name == "AccessRecorded" and event.args["accessId"] == refused_id:
+            raise ValueError("refused on purpose by the test")
+
+    indexer.apply_check = apply_check
+    stop = threading.Event()
+    follower = threading.Thread(target=lambda: indexer.run(follow=True, stop=stop), daemon=True)
+    follower.start()
+    try:
+        world.ledger.transact(world.gateway, "AccessLog", "recordAccesses", [refused.as_abi()])
+        later = world.access_record(agreement)
+        world.ledger.transact(world.gateway, "AccessLog", "recordAccesses", [later.as_abi()])
+        deadline = time.monotonic() + 60
+        while True:  # indexing goes on past the quarantined event
+            with engine.connect() as conn:
+                found = conn.execute(sa.text("SELECT 1 FROM access_event WHERE access_id = :a"),
+                                     {"a": hexed(later.request.request_id)}).first()  # fmt: skip
+            if found is not None:
+                break
+            assert time.monotonic() < deadline, "the indexer did not go on past the event"
+            time.sleep(0.2)
+        with engine.connect() as conn:
+            quarantined = conn.execute(
+                sa.text("SELECT block_number, tx_index, log_index FROM quarantined_event")
+            ).all()
+            stored = conn.execute(sa.text("SELECT 1 FROM access_event WHERE access_id = :a"),
+                                  {"a": refused_id}).first()  # fmt: skip
+        assert len(quarantined) == 1
+        assert stored is None
+        position = "/".join(str(v) for v in quarantined[0])
+
+        settings = AuditSettings(
+            database_url=url, rpc_url=chain.rpc_url, deployment_path=chain.home.deployment
+        )  # the default lag thresholds: this index follows the chain
+        with serve_audit(settings) as api:
+            ready = httpx.get(f"{api}/readyz", timeout=30)
+            assert ready.status_code == 503
+            assert ready.json()["status"] == "failing"
+            report = httpx.get(f"{api}/v1/verify", timeout=300).json()
+            assert report["ok"] is False
+            assert report["findings_by_check"]["event_quarantined"] == 1
+            assert "index_behind" not in report["findings_by_check"]
+            assert any(f["check"] == "event_quarantined" and f["position"] == position
+                       for f in report["findings"])  # fmt: skip
+
+            context = browser.new_context(viewport=WIDE)
+            page = context.new_page()
+            page.goto(f"{api}/?health-every=1")
+            header = page.locator("#indexer")
+            expect(header).to_have_attribute("data-state", "failing")
+            expect(header).to_contain_text("Indexer FAILING")
+            expect(header).to_contain_text("1 event(s) quarantined")
+            expect(header).to_have_css("border-top-color", "rgb(164, 0, 28)")  # --bad
+            status = page.locator("#verify")
+            expect(status).to_have_attribute("data-state", "findings", timeout=120_000)
+            expect(status).to_contain_text("event_quarantined")
+            page.screenshot(path=screens.path("indexer-failing-1280x800"))
+            context.close()
+    finally:
+        stop.set()
+        follower.join(timeout=30)
+        indexer.close()
 
 
 def test_console_is_served_beside_the_api(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,7 +2,8 @@
 //   #/provenance/{kind}/{id}?direction=up|down|both   GET /v1/provenance/{kind}/{id}
 //   #/agreement/{id}                                   GET /v1/reports/agreements/{id}
 //   #/subject/{ref}                                    GET /v1/subjects/{ref}/accesses
-// and GET /v1/verify, polled, for the status in the header.
+// and GET /v1/verify, polled, for the status in the header, beside the indexer's health and lag
+// (GET /readyz, polled; red when behind or failing).
 
 import { drawGraph, kindOf } from "./graph.js";
 import { canVerify, ProofError, verifyInclusion } from "./proof.js";
@@ -21,6 +22,7 @@ const flaggedStatus = (status) => typeof status === "string" && FLAG_STATUSES.ha
 const TIMES = new Set(["valid_from", "valid_until", "expires_at"]);
 const params = new URLSearchParams(location.search);
 const VERIFY_EVERY_S = Math.max(5, Number(params.get("verify-every")) || 30);
+const HEALTH_EVERY_S = Math.max(1, Number(params.get("health-every")) || 5);
 
 const $ = (id) => document.getElementById(id);
 
@@ -153,6 +155,43 @@ async function verifyNow() {
     verifying = false;
     remark();
     verifyTimer = setTimeout(verifyNow, VERIFY_EVERY_S * 1000);
+  }
+}
+
+// --- indexer health -------------------------------------------------------------------------
+
+let healthTimer = null;
+
+/** GET /readyz: 200 when the indexer keeps up, 503 naming why (behind, quarantined events). */
+async function healthNow() {
+  clearTimeout(healthTimer);
+  const box = $("indexer");
+  try {
+    const response = await fetch("/readyz", { headers: { Accept: "application/json" } });
+    const health = await response.json();
+    if (!health || typeof health.status !== "string") throw new Error(`HTTP ${response.status}`);
+    box.dataset.state = health.status;
+    const lag = health.lag_blocks == null ? "lag unknown"
+      : `${health.lag_blocks} block(s)${health.lag_seconds == null ? "" : ` / ${health.lag_seconds} s`} behind the head`;
+    const at = `block ${health.checkpoint_block ?? "–"}`;
+    let text;
+    if (health.status === "ok") {
+      text = `Indexer following: ${at}, ${lag}`;
+    } else {
+      text = `Indexer ${health.status.toUpperCase()}: ${at}, ${lag} — ${(health.reasons || []).join("; ")}`;
+    }
+    if (health.incidents_unacknowledged) {
+      text += ` · ${health.incidents_unacknowledged} unacknowledged history rewrite(s)`;
+    }
+    box.querySelector(".indexer-mark").textContent = health.status === "ok" ? "✓" : "✕";
+    box.querySelector(".indexer-text").textContent = text;
+    box.dataset.quarantined = String(health.quarantined ?? 0);
+  } catch (error) {
+    box.dataset.state = "unavailable";
+    box.querySelector(".indexer-mark").textContent = "?";
+    box.querySelector(".indexer-text").textContent = `Indexer health unavailable: ${error.message}`;
+  } finally {
+    healthTimer = setTimeout(healthNow, HEALTH_EVERY_S * 1000);
   }
 }
 
@@ -724,3 +763,4 @@ $("verify-now").addEventListener("click", verifyNow);
 window.addEventListener("hashchange", route);
 route();
 verifyNow();
+healthNow();
