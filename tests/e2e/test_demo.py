@@ -53,6 +53,7 @@ class Demo:
     facts: dict[str, Any]
     audit: str
     rpc: str
+    env: dict[str, str]
 
     def get(self, path: str, **params: Any) -> Any:
         response = httpx.get(f"{self.audit}{path}", params=params, timeout=60)
@@ -90,7 +91,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
         )
         assert run.returncode == 0, f"dul demo failed:\n{run.stderr[-4000:]}"
         facts = json.loads(run.stdout)
-        yield Demo(home, facts, facts["urls"]["audit_url"], facts["urls"]["rpc_url"])
+        yield Demo(home, facts, facts["urls"]["audit_url"], facts["urls"]["rpc_url"], env)
     finally:
         subprocess.run([str(DUL), "down"], env=env, capture_output=True, timeout=120, check=False)
 
@@ -171,6 +172,25 @@ def test_verify_is_clean(demo: Demo) -> None:
     verify = demo.get("/v1/verify")
     assert verify["ok"], verify["findings"]
     assert verify["checked"].get("accesses") == len(demo.facts["accesses"])
+
+
+def test_the_indexer_keeps_up_in_readyz_dul_up_and_chain_status(demo: Demo) -> None:
+    """The stack's own indexer follows the chain: `/readyz` is 200 and `ok`, and `dul up`
+    (idempotent on the running stack) and `dul chain status` report its health and lag."""
+    ready = httpx.get(f"{demo.audit}/readyz", timeout=30)
+    assert ready.status_code == 200, ready.text
+    assert ready.json()["status"] == "ok"
+    assert ready.json()["quarantined"] == 0
+    up = subprocess.run([str(DUL), "up", "--detach", "--json"], env=demo.env,
+                        capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    assert up.returncode == 0, up.stderr[-2000:]
+    indexer = json.loads(up.stdout)["audit_indexer"]
+    assert indexer["status"] == "ok", indexer
+    assert indexer["lag_blocks"] <= indexer["max_lag_blocks"]
+    status = subprocess.run([str(DUL), "chain", "status"], env=demo.env, capture_output=True,
+                            text=True, timeout=60, check=False)  # fmt: skip
+    assert status.returncode == 0, status.stderr[-2000:]
+    assert re.search(r"indexer\s+ok: checkpoint block \d+, \d+ block\(s\)", status.stdout)
 
 
 def _rpc(url: str, method: str, *params: Any) -> Any:
