@@ -982,10 +982,13 @@ def verify_store(
                             key=str(last),
                             details={"store": last_hash, "node": node_hash})  # fmt: skip
                 state = ChainStateCheck(rpc, contracts, chain_id, last, out, out.checked)
-                _compare_chain(conn, rpc, contracts, start_block, last, out, state)
-                report.seconds["chain_compare"] = round(time.perf_counter() - phase, 3)
-                phase = time.perf_counter()
-                state.finish()
+                try:
+                    _compare_chain(conn, rpc, contracts, start_block, last, out, state)
+                    report.seconds["chain_compare"] = round(time.perf_counter() - phase, 3)
+                    phase = time.perf_counter()
+                    state.finish()
+                finally:
+                    state.close()
                 report.seconds["state_and_transactions"] = round(time.perf_counter() - phase, 3)
                 if state.unavailable is not None:
                     report.skipped.append(f"contract state at block {last} ({state.unavailable})")

@@ -31,6 +31,9 @@ twice.
 
 from __future__ import annotations
 
+import functools
+import queue
+import threading
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -46,6 +49,7 @@ ZERO32: Final = "0x" + "00" * 32
 ZERO20: Final = "0x" + "00" * 20
 CHECK: Final = "state_differs_from_events"
 FLUSH_AT: Final = 6_144  # per-access reads: about eight batch calls at a time
+_QUEUED: Final = 4
 
 
 class FindingSink(Protocol):
@@ -290,8 +294,13 @@ _HANDLERS: Final[dict[str, _Handler]] = {
 @dataclass
 class ChainStateCheck:
     """verify's observer of the chain pass: `page(events)` for every page of re-read events in
-    chain order, `finish()` once after the last. Findings go to `out`, counts to `checked`;
-    `unavailable` says why the state could not be read (then only transactions were checked).
+    chain order, then `finish()` once; `close()` always (it stops the reader thread). Findings
+    go to `out`, counts to `checked`; `unavailable` says why the state could not be read (then
+    only transactions were checked).
+
+    The per-access reads (decisions, releases) and the transactions are fetched by one thread
+    of its own while the chain pass goes on, at most `_QUEUED` batches behind it: waiting on
+    the node overlaps the chain pass's own reads and comparisons.
     """
 
     rpc: JsonRpc
@@ -311,31 +320,69 @@ class ChainStateCheck:
         self.transactions = TransactionCheck(self.rpc, self.chain_id, self.out, self.checked)
         self.reader = ViewReader(self.rpc, self.block)
         self.addresses = {name: address.lower() for name, address in self.contracts.items()}
+        self._jobs: queue.Queue[Callable[[], None] | None] = queue.Queue(_QUEUED)
+        self._error: BaseException | None = None
+        self._worker = threading.Thread(target=self._work, name="audit-verify-state")
+        self._worker.start()
 
     def page(self, events: Sequence[DecodedEvent]) -> None:
+        see = self.transactions.see
         for ev in events:
             self.fold.apply(ev)
-            self.transactions.see(ev.tx_hash, f"{ev.block_number}/{ev.tx_index}/{ev.log_index}")
+            position = f"{ev.block_number}/{ev.tx_index}/{ev.log_index}"
+            due = see(ev.tx_hash, position)
+            if due is not None:
+                self._submit(functools.partial(self.transactions.check, due))
             if ev.name == "AccessRecorded":
                 self._decisions.append(
-                    (ev.args["accessId"], int(ev.args["record"]["decision"]),
-                     f"{ev.block_number}/{ev.tx_index}/{ev.log_index}")
-                )  # fmt: skip
+                    (ev.args["accessId"], int(ev.args["record"]["decision"]), position)
+                )
             elif ev.name == "ResultReleased":
                 a = ev.args
-                self._releases.append(
-                    ((a["accessId"], a["agreementId"], a["resultHash"]),
-                     f"{ev.block_number}/{ev.tx_index}/{ev.log_index}")
-                )  # fmt: skip
+                self._releases.append(((a["accessId"], a["agreementId"], a["resultHash"]),
+                                       position))  # fmt: skip
         if len(self._decisions) >= FLUSH_AT or len(self._releases) >= FLUSH_AT:
-            self._flush()
+            self._submit_reads()
 
     def finish(self) -> None:
-        self.transactions.flush()
+        rest = self.transactions.take()
+        if rest is not None:
+            self._submit(functools.partial(self.transactions.check, rest))
+        self._submit_reads()
+        self.close()
         self.fold.accounts.update(self.transactions.senders)
-        self._guarded(self._flush)
         self._guarded(self._entities)
         self.checked["state_views"] += self.reader.calls
+
+    def close(self) -> None:
+        """Stops the reader thread once its queue is done; re-raises what it raised."""
+        if self._worker.is_alive():
+            self._jobs.put(None)
+            self._worker.join()
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def _submit(self, job: Callable[[], None]) -> None:
+        if self._error is not None:
+            self.close()  # raises it
+        self._jobs.put(job)
+
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            if self._error is None:
+                try:
+                    job()
+                except BaseException as exc:  # re-raised in the chain pass's thread
+                    self._error = exc
+
+    def _submit_reads(self) -> None:
+        decisions, self._decisions = self._decisions, []
+        releases, self._releases = self._releases, []
+        if decisions:
+            self._submit(lambda: self._guarded(lambda: self._check_decisions(decisions)))
+        if releases:
+            self._submit(lambda: self._guarded(lambda: self._check_releases(releases)))
 
     def _guarded(self, step: Callable[[], None]) -> None:
         if self.unavailable is not None:
@@ -345,19 +392,7 @@ class ChainStateCheck:
         except StateUnavailableError as exc:
             self.unavailable = exc.message
 
-    def _flush(self) -> None:
-        if self.unavailable is not None:
-            self._decisions.clear()
-            self._releases.clear()
-            return
-        try:
-            self._flush_decisions()
-            self._flush_releases()
-        except StateUnavailableError as exc:
-            self.unavailable = exc.message
-
-    def _flush_decisions(self) -> None:
-        pending, self._decisions = self._decisions, []
+    def _check_decisions(self, pending: list[tuple[str, int, str]]) -> None:
         selector = DECISION_OF.selector
         got = self.reader.read_calldata(
             self.addresses["AccessLog"], DECISION_OF,
@@ -368,8 +403,7 @@ class ChainStateCheck:
                 self._differs("AccessLog", DECISION_OF, (request_id,), {"decision": decision},
                               found, position=position)  # fmt: skip
 
-    def _flush_releases(self) -> None:
-        pending, self._releases = self._releases, []
+    def _check_releases(self, pending: list[tuple[tuple[str, str, str], str]]) -> None:
         got = self.reader.read(self.addresses["AccessLog"], IS_RELEASED, [k for k, _ in pending])
         for (key, position), found in zip(pending, got, strict=True):
             if found != _TRUE_WORD:

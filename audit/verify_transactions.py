@@ -34,6 +34,7 @@ from dul.chain.rpc_filter import ACCEPTED_TX_TYPES
 
 _N: Final = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 FLUSH_AT: Final = 512
+FLUSH_EVENTS: Final = 4_096
 
 
 class FindingSink(Protocol):
@@ -187,8 +188,10 @@ def check_transaction(tx: Any, chain_id: int) -> tuple[str | None, str | None]:
 
 @dataclass
 class TransactionCheck:
-    """Fed each audited event's transaction in chain order (`see`); checks each distinct one
-    once, in batches; `senders` collects every verified sender (for the membership views)."""
+    """Fed each audited event's transaction in chain order (`see`), which hands back a batch
+    of distinct transactions whenever one is due (about `FLUSH_EVENTS` events' worth, so a
+    reply stays a few MB however large the transactions; at most `FLUSH_AT`); `check(batch)`
+    fetches and judges one (thread-safe with `see`). `senders` collects every sender."""
 
     rpc: JsonRpc
     chain_id: int
@@ -199,23 +202,26 @@ class TransactionCheck:
     """Why transactions could not be checked (the node does not serve them)."""
     _last: str | None = None
     _pending: list[tuple[str, str]] = field(default_factory=list)
+    _events: int = 0
 
-    def see(self, tx_hash: str, position: str) -> None:
-        if tx_hash == self._last or self.unavailable is not None:
-            return
-        self._last = tx_hash
-        self._pending.append((tx_hash, position))
-        if len(self._pending) >= FLUSH_AT:
-            self.flush()
+    def see(self, tx_hash: str, position: str) -> list[tuple[str, str]] | None:
+        self._events += 1
+        if tx_hash != self._last and self.unavailable is None:
+            self._last = tx_hash
+            self._pending.append((tx_hash, position))
+        if len(self._pending) >= FLUSH_AT or self._events >= FLUSH_EVENTS:
+            return self.take()
+        return None
 
-    def flush(self) -> None:
-        pending, self._pending = self._pending, []
-        if not pending:
+    def take(self) -> list[tuple[str, str]] | None:
+        """The transactions seen and not yet handed out (None: none)."""
+        pending, self._pending, self._events = self._pending, [], 0
+        return pending or None
+
+    def check(self, pending: Sequence[tuple[str, str]]) -> None:
+        if self.unavailable is not None:
             return
         replies = batch(self.rpc, [("eth_getTransactionByHash", [h]) for h, _ in pending])
-        self._judge(pending, replies)
-
-    def _judge(self, pending: Sequence[tuple[str, str]], replies: Sequence[Any]) -> None:
         for (tx_hash, position), reply in zip(pending, replies, strict=True):
             if isinstance(reply, RpcFailure) and unsupported(reply):
                 self.unavailable = f"eth_getTransactionByHash is not served: {reply.message}"
