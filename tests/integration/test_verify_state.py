@@ -90,6 +90,14 @@ def store(agreement: bytes, tmp_path: Path) -> str:
     return make_store_url("sqlite", tmp_path, [])
 
 
+def cli_env(node: ChainHandle) -> dict[str, str]:
+    """The CLI's environment: this chain, the keystores' passphrase, and no lag alarm (the
+    chain mines every 0.2 s; how far the store lags is not what these tests look at)."""
+    return {**node.env, "DUL_KEY_PASSPHRASE": PASSPHRASE,
+            "DUL_AUDIT_INDEX_BEHIND_BLOCKS": "10000000",
+            "DUL_AUDIT_INDEX_BEHIND_S": "31536000"}  # fmt: skip
+
+
 def head(node: ChainHandle) -> int:
     return int(node.rpc("eth_blockNumber"), 16)
 
@@ -252,7 +260,7 @@ def test_a_checkpoint_taken_before_a_rollback_fails_verify_naming_it(
     regulator = keys.import_key(name, keccak(name.encode()))
     directory = tmp_path / "kept-by-the-regulator"
     runner = CliRunner()
-    env = {**node.env, "DUL_KEY_PASSPHRASE": PASSPHRASE}
+    env = cli_env(node)
 
     def take(url: str) -> dict[str, Any]:
         engine = index_into(world.ledger.deployment, node.rpc_url, url)
@@ -305,7 +313,7 @@ def test_checkpoint_and_verify_refuse_bad_input_in_one_line(
     url = make_store_url("sqlite", tmp_path, [])
     index_into(world.ledger.deployment, node.rpc_url, url).dispose()
     runner = CliRunner()
-    env = {**node.env, "DUL_KEY_PASSPHRASE": PASSPHRASE}
+    env = cli_env(node)
     missing = runner.invoke(audit_cli, ["verify", "--checkpoints", str(tmp_path / "none"),
                                         "--database-url", url], env=env)  # fmt: skip
     assert missing.exit_code == 2
