@@ -511,14 +511,17 @@ def verify_time(
 ) -> dict[str, Any]:
     """`verify` time, measured two ways and labelled:
 
-    - **full** (chain comparison + signatures + invariants) on a private chain filled with
-      `events` access events and indexed into SQLite: `verify_full_s` for `verify_full_events`,
-      and `verify_s_1m_extrapolated` = that time scaled linearly to 1,000,000 events (every
-      step is linear: one streamed pass over the logs, one over the rows);
+    - **full** (chain comparison, contract state and transaction signatures + signatures +
+      invariants) on a private chain filled with `events` access events and indexed into
+      SQLite: `verify_full_s` for `verify_full_events`, and `verify_s_1m_extrapolated` = that
+      time scaled linearly to 1,000,000 events (every step is linear: one streamed pass over
+      the logs, one over the rows, one batch `eth_call` per ~750 request ids, one
+      `eth_getTransactionByHash` per transaction — `fill_chain` records 200 accesses per
+      transaction, as the gateway batches them);
     - **off chain** on a synthesized store (`synthesized_store_url`, e.g. 1M rows from
       `synthesize_store`): signatures and invariants of every row, chain comparison SKIPPED
-      (the synthesized rows were never on a chain): `verify_offchain_s` for
-      `verify_offchain_events`.
+      with the state and transaction checks (the synthesized rows, and their transaction
+      hashes, were never on a chain): `verify_offchain_s` for `verify_offchain_events`.
     """
     from audit.indexer import Indexer, JsonRpc
     from audit.settings import AuditSettings

@@ -345,7 +345,8 @@ class StateUnavailableError(RpcError):
 
 
 _PRUNED: Final = ("missing trie node", "state not available", "pruned", "header not found",
-                  "unknown block", "state is not available", "historical state")  # fmt: skip
+                  "unknown block", "state is not available", "historical state",
+                  "world state")  # fmt: skip
 
 
 def unsupported(reply: RpcFailure) -> bool:
