@@ -70,18 +70,24 @@ def world(node: ChainHandle) -> World:
 
 
 @pytest.fixture(scope="module")
-def agreement(world: World) -> bytes:
+def story(world: World) -> tuple[bytes, bytes]:
     """A story touching every audited contract: organizations and members, a dataset, an
     agreement with granted and denied accesses and a release, consents (one withdrawn), an
-    authorization code, an artifact registered from the release. The agreement's id."""
-    agreement, _, exported, _, result = record_story(world)
+    authorization code, an artifact registered from the release. The agreement's id and the
+    denied request's."""
+    agreement, _, exported, denied, result = record_story(world)
     consents = world.record_consents([keccak(b"patient one"), keccak(b"patient two")])
     world.ledger.transact(world.steward, "ConsentRegistry", "withdrawConsent", consents[1])
     world.issue_authorization(keccak(b"a code"), keccak(b"patient one"), world.institute)
     release = ReleaseRef(exported.request.request_id, agreement, result)
     register_artifact(world.ledger, world.requester, result, ArtifactKind.RESULT, [release],
                       metadata_hash=content_id(b"result card"))  # fmt: skip
-    return agreement
+    return agreement, denied.request.request_id
+
+
+@pytest.fixture(scope="module")
+def agreement(story: tuple[bytes, bytes]) -> bytes:
+    return story[0]
 
 
 @pytest.fixture
@@ -188,6 +194,35 @@ def test_a_storage_rewrite_on_access_log_is_named(
     assert finding.details["fields"] == {"used": {"events": 2, "chain": 0}}
     assert not report.ok
     assert set(report.findings_by_check) == {"state_differs_from_events"}
+
+
+def test_an_erased_decision_is_named_at_its_access(
+    node: ChainHandle, world: World, store: str, story: tuple[bytes, bytes]
+) -> None:
+    """The request id's slot cleared: the chain would take the same signed request again."""
+    access_log = world.ledger.deployment.address("AccessLog")
+    denied = story[1]
+    assert world.ledger.call("AccessLog", "decisionOf", denied) == 2  # DENIED
+    slot = next(mapping_slot(denied, base) for base in range(64)
+                if storage(node, access_log, mapping_slot(denied, base)))  # fmt: skip
+    packed = storage(node, access_log, slot)
+    set_storage(node, access_log, slot, 0)
+    try:
+        wait_blocks(node)
+        report = verify(node, world, store)
+    finally:
+        set_storage(node, access_log, slot, packed)
+        wait_blocks(node)
+    (finding,) = named(report, "state_differs_from_events")
+    assert (finding.contract, finding.key) == ("AccessLog", "0x" + denied.hex())
+    assert finding.details["function"] == "decisionOf(bytes32)"
+    assert finding.details["fields"] == {"decision": {"events": 2, "chain": 0}}
+    with sa.create_engine(store).connect() as conn:
+        b, t, i = conn.execute(
+            sa.text("SELECT block_number, tx_index, log_index FROM access_event "
+                    "WHERE access_id = :a"), {"a": "0x" + denied.hex()},
+        ).one()  # fmt: skip
+    assert finding.position == f"{b}/{t}/{i}"
 
 
 def test_a_storage_rewrite_on_membership_is_named(
