@@ -52,6 +52,7 @@ import contextlib
 import gc
 import json
 import queue
+import sqlite3
 import sys
 import threading
 import time
@@ -885,9 +886,19 @@ class _ProgressBar:
             self.progress.stop()
 
 
-_UNAPPLICABLE: tuple[type[Exception], ...] = (
-    IntegrityError, DataError, ProgrammingError, ValueError, KeyError, TypeError, ArithmeticError,
-)  # fmt: skip
+def _unapplicable() -> tuple[type[Exception], ...]:
+    errors: list[type[Exception]] = [
+        IntegrityError, DataError, ProgrammingError, sqlite3.IntegrityError, sqlite3.DataError,
+        ValueError, KeyError, TypeError, ArithmeticError,
+    ]  # fmt: skip
+    with contextlib.suppress(ImportError):  # the bulk writes raise the driver's own errors
+        import psycopg
+
+        errors += [psycopg.IntegrityError, psycopg.DataError]
+    return tuple(errors)
+
+
+_UNAPPLICABLE = _unapplicable()
 """What the store raises for rows it cannot hold (a connection failure is not one of them)."""
 
 

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
@@ -31,7 +32,13 @@ from audit.indexer import Indexer, IndexerMetrics, JsonRpc
 from audit.migrations import migrate
 from audit.settings import AuditSettings
 from audit.store import AuditStore, create_store_engine
-from audit.testing import private_world, record_consents, subject_of
+from audit.testing import (
+    drop_stores,
+    make_store_url,
+    private_world,
+    record_consents,
+    subject_of,
+)
 from audit.verify import VerifyReport, verify_store
 from dul.chain.testing import ChainHandle
 from dul.contracts.world import World
@@ -145,6 +152,109 @@ def test_an_unapplicable_event_is_quarantined_and_indexing_goes_on(
         api_report = client.get("/v1/verify").json()
         assert api_report["ok"] is False
         assert api_report["findings_by_check"]["event_quarantined"] == 1
+    indexer.close()
+
+
+class CorruptingTransport(httpx.BaseTransport):
+    """The real node, except that the logs of one transaction come back with their data cut
+    short (a node or ABI drift: logs that claim an audited event and do not decode as it)."""
+
+    def __init__(self, tx_hash: str) -> None:
+        self.inner = httpx.HTTPTransport()
+        self.tx_hash = tx_hash
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        response = self.inner.handle_request(request)
+        if body.get("method") != "eth_getLogs":
+            return response
+        reply = json.loads(response.read())
+        for entry in reply.get("result") or []:
+            if entry["transactionHash"].lower() == self.tx_hash:
+                entry["data"] = entry["data"][:66]
+        return httpx.Response(200, json=reply)
+
+
+def test_a_log_that_does_not_decode_is_quarantined_at_its_position(
+    chain: ChainHandle, world: World, tmp_path: Path
+) -> None:
+    agreement = world.activate(world.research_terms(quota=10))
+    broken, later = world.access_record(agreement), world.access_record(agreement)
+    receipt = world.ledger.transact(world.gateway, "AccessLog", "recordAccesses",
+                                    [broken.as_abi()])  # fmt: skip
+    world.ledger.transact(world.gateway, "AccessLog", "recordAccesses", [later.as_abi()])
+    tx_hash = hexed(bytes(receipt["transactionHash"]))
+    engine = create_store_engine(f"sqlite:///{tmp_path / 'audit.db'}")
+    migrate(engine)
+    deployment = world.ledger.deployment
+    indexer = Indexer(
+        AuditStore(engine), JsonRpc(chain.rpc_url, transport=CorruptingTransport(tx_hash)),
+        chain_id=deployment.chain_id, contracts=deployment.addresses,
+        start_block=int(deployment.raw["block"]),
+    )  # fmt: skip
+    indexer.run(to_block=head(chain))
+    with engine.connect() as conn:
+        (row,) = conn.execute(sa.text("SELECT * FROM quarantined_event")).mappings().all()
+        accesses = set(conn.execute(sa.text("SELECT access_id FROM access_event")).scalars())
+    assert (row["stage"], row["tx_hash"]) == ("decode", tx_hash)
+    assert row["block_number"] == receipt["blockNumber"]
+    assert "EventDecodeError" in row["error"]
+    assert hexed(later.request.request_id) in accesses
+    assert hexed(broken.request.request_id) not in accesses
+    # verify reads the node itself: the log decodes there, and is left to the quarantine finding
+    report = verify(world, indexer, chain)
+    assert report.findings_by_check.pop("event_quarantined") == 1
+    assert set(report.findings_by_check) <= {"state_differs_from_events"}, report.findings
+    indexer.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    cleanup: list[tuple[str, str]] = []
+    yield make_store_url(str(request.param), tmp_path, cleanup)
+    drop_stores(cleanup)
+
+
+def test_a_row_the_store_refuses_is_quarantined_and_the_rest_of_the_page_written(
+    chain: ChainHandle, world: World, store_url: str
+) -> None:
+    """The store already holds an agreement row under the id the chain proposes next (an edited
+    store): that event cannot be written; the page's other events are, and the refused one is
+    quarantined with the store's error."""
+    terms = world.research_terms(quota=3)
+    planted = hexed(terms.agreement_id)
+    indexer = make_indexer(world, store_url, chain.rpc_url)
+    indexer.run(to_block=head(chain))
+    columns = ", ".join(f":{c}" for c in (
+        "agreement_id", "version", "previous_id", "holder_org", "requester_org", "digest",
+        "scenario", "duo_codes", "disease_code", "ethics_approval", "max_tier", "operations",
+        "valid_from", "valid_until", "quota", "consent_policy", "terms_hash", "nonce", "deadline",
+        "status", "block_number", "tx_index", "log_index", "tx_hash",
+    ))  # fmt: skip
+    with indexer.store.engine.begin() as conn:
+        conn.execute(sa.text(f"INSERT INTO agreement VALUES ({columns})"), {  # noqa: S608 - fixed
+            "agreement_id": planted, "version": 1, "previous_id": None, "holder_org": "0x00",
+            "requester_org": "0x00", "digest": "0x00", "scenario": 0, "duo_codes": "[]",
+            "disease_code": "0x00", "ethics_approval": "0x00", "max_tier": 0, "operations": 0,
+            "valid_from": 0, "valid_until": 0, "quota": 0, "consent_policy": 0,
+            "terms_hash": "0x00", "nonce": "0x0", "deadline": 0, "status": 0,
+            "block_number": 1, "tx_index": 0, "log_index": 0, "tx_hash": "0x00",
+        })  # fmt: skip
+    agreement = world.activate(terms)
+    assert hexed(agreement) == planted
+    indexer.run(to_block=head(chain))
+    with indexer.store.engine.connect() as conn:
+        quarantined = conn.execute(sa.text("SELECT * FROM quarantined_event")).mappings().all()
+        signatures = conn.execute(
+            sa.text("SELECT count(*) FROM agreement_signature WHERE agreement_id = :a"),
+            {"a": planted},
+        ).scalar_one()
+    logs = [q["log"] if isinstance(q["log"], dict) else json.loads(q["log"]) for q in quarantined]
+    assert [(q["stage"], log["name"]) for q, log in zip(quarantined, logs, strict=True)] == [
+        ("apply", "AgreementProposed")
+    ]
+    assert "agreement_id" in quarantined[0]["error"]  # the unique key the store refused
+    assert signatures == 2  # the rest of the agreement's events were written
     indexer.close()
 
 
