@@ -71,6 +71,8 @@ TYPES: Final[dict[str, list[dict[str, str]]]] = {
 MAX_FILES: Final = 10_000
 MAX_FILE_BYTES: Final = 64 * 1024
 _HEX32: Final = re.compile(r"^0x[0-9a-f]{64}$")
+_CANONICAL: Final = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+_DECODE: Final = json.JSONDecoder().decode
 
 
 class CheckpointError(DulError):
@@ -128,8 +130,7 @@ def store_digest(conn: Connection, blocks: Iterable[int]) -> dict[int, str]:
         while at < len(wanted) and int(b) > wanted[at]:
             out[wanted[at]] = "0x" + digest.copy().hexdigest()
             at += 1
-        parsed = json.loads(args) if isinstance(args, str) else args
-        canonical = json.dumps(parsed, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+        canonical = _CANONICAL.encode(_DECODE(args) if isinstance(args, str) else args)
         digest.update(
             f"{b}/{t}/{i} {tx_hash} {block_hash} {address} {contract} {name} {canonical}\n".encode()
         )
