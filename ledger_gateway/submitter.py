@@ -156,6 +156,14 @@ class SubmitterSettings:
     operations is not on chain again)."""
 
 
+def batch_capacity(s: SubmitterSettings) -> int:
+    """Records per `recordAccesses` transaction: `max_batch` within the contract's, the gas
+    cap's and the JSON-RPC body's bounds."""
+    by_gas = (TX_GAS_CAP - s.gas_base) // s.gas_per_record
+    by_body = (s.max_body_bytes // 2 - 1_000) // RECORD_SIZE  # hex doubles the raw size
+    return max(1, min(s.max_batch, CONTRACT_MAX_BATCH, by_gas, by_body))
+
+
 @dataclass
 class SubmitterStats:
     transactions_sent: int = 0
@@ -213,9 +221,7 @@ class Submitter:
         self._inflight: dict[bytes, _InFlight] = {}
         self._room = asyncio.Event()
         self._gas_per_record = s.gas_per_record
-        by_gas = (TX_GAS_CAP - s.gas_base) // s.gas_per_record
-        by_body = (s.max_body_bytes // 2 - 1_000) // RECORD_SIZE  # hex doubles the raw size
-        self.max_records = max(1, min(s.max_batch, CONTRACT_MAX_BATCH, by_gas, by_body))
+        self.max_records = batch_capacity(s)
         self._task: asyncio.Task[None] | None = None
         self._recovered = asyncio.Event()
         self._mined: dict[bytes, MinedTx] = {}

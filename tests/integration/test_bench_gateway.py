@@ -1,0 +1,48 @@
+"""`dul bench gateway --json` with tiny sizes runs to the end on its own scratch stack and
+reports every figure SPEC §5 names (the figures themselves are not asserted: timing under
+load is noise)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from dul.cli.main import app
+
+pytestmark = pytest.mark.integration
+
+GATEWAY_KEYS = {
+    "single_events_per_s",
+    "batch_events_per_s",
+    "raw_node_tx_per_s",
+    "raw_node_batched_events_per_s",
+    "batch_vs_raw_batched",
+    "decision_p50_ms",
+    "decision_p99_ms",
+    "decision_p50_ms_250",
+    "decision_p99_ms_250",
+    "decision_p50_ms_1000",
+    "decision_p99_ms_1000",
+}
+
+
+def test_bench_gateway_with_tiny_sizes_reports_every_figure() -> None:
+    sizes = ["--single", "20", "--batch", "40", "--rate", "500", "--seconds", "0.2"]
+    raw = ["--raw-txs", "10", "--raw-batched", "300"]
+    result = CliRunner().invoke(app, ["bench", "gateway", "--json", *sizes, *raw])
+    assert result.exit_code == 0, result.output
+    figures = json.loads(result.stdout)["gateway"]
+    assert GATEWAY_KEYS <= set(figures)
+    assert all(figures[key] > 0 for key in GATEWAY_KEYS)
+    assert figures["raw_node_batch_records"] == 256  # 300 records: one full, one partial tx
+    assert figures["batch_vs_raw_batched"] == pytest.approx(
+        figures["batch_events_per_s"] / figures["raw_node_batched_events_per_s"], rel=0.01
+    )
+
+
+def test_bench_sizes_are_bounded_at_the_edge() -> None:
+    result = CliRunner().invoke(app, ["bench", "gateway", "--rate", "0"])
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output
