@@ -127,6 +127,13 @@ async def access_typed_data(
     `/v1/access-requests` with the message's values (snake_case; tier and operation by name),
     `requester` and `signature`."""
     dataset_id = _hex32(draft.dataset_id)
+    lifetime = context.access.max_request_lifetime_s
+    if draft.deadline is not None and draft.deadline > int(time.time()) + lifetime:
+        raise BadRequestError(
+            f"deadline {draft.deadline} is more than {lifetime} s from now: the gateway would "
+            "refuse the signed request; sign a nearer deadline",
+            code="deadline_too_far",
+        )
     access_request = AccessRequest(
         request_id=_hex32(draft.request_id) if draft.request_id else secrets.token_bytes(32),
         agreement_id=_hex32(draft.agreement_id),

@@ -152,6 +152,10 @@ def test_typed_data_refusals_are_problems(
     )
     assert no_dataset.status_code == 404
     assert no_dataset.json()["code"] == "unknown_dataset"
+    forever = post(gateway, "/v1/access-requests/typed-data",
+                   draft(agreement, world, deadline=2**64 - 1))  # fmt: skip
+    assert forever.status_code == 422
+    assert forever.json()["code"] == "deadline_too_far"
     anonymous = httpx.post(
         gateway.url + "/v1/access-requests/typed-data", json=draft(agreement, world)
     )
