@@ -5,9 +5,17 @@
     GET /v1/reports/agreements/{id}
     GET /v1/subjects/{ref}/accesses  the patient transparency report (`audit.transparency`)
     GET /healthz, GET /readyz       liveness; the indexer's health and lag (`audit.health`)
-    GET /metrics
-    GET /, GET /console/...          the regulator web console (`audit.console`), which reads
-                                     only the API above
+    GET /metrics                     open (the metrics carry routes and codes, never ids)
+    GET /auth/config|me, POST /auth/token   the console's sign-in (`audit.signin`)
+    GET /, GET /console/...          the web console (`audit.console`), which reads only the
+                                     API above
+
+Every `/v1` path needs `Authorization: Bearer <credential>` (`audit.auth`: an API token, an
+OpenID Connect access token, or a patient token), and answers what the caller's role may see
+(`audit.scope`): 401 without a valid credential (`credential_missing`, `credential_invalid`,
+`credential_expired`, `credential_revoked`), 403 `out_of_scope` outside it (404
+`subject_not_found` for another hospital's patient: that it exists must not leak); a provenance
+graph is cut at what the caller may see, the cut listed in `cut`.
 
 Errors are RFC 9457 problem JSON with a stable `code`: a malformed id or parameter 422
 (`malformed_id`, `validation_error`), an unknown id 404 (`<kind>_not_found`), the store or the
@@ -29,9 +37,10 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import structlog
-from fastapi import Depends, FastAPI, Query, Request, Response
+from fastapi import Depends, FastAPI, Query, Request, Response, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -43,6 +52,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from audit.auth import Authenticator
 from audit.cohorts import read_only_engine as read_only_engine  # the API and CLI read with it
 from audit.console import mount_console
 from audit.exports import block_times, fhir_json, graph_blocks, prov_json
@@ -54,10 +64,12 @@ from audit.provenance import (
     Graph,
     Kind,
     MalformedIdError,
+    parse_id,
     provenance,
     store_errors,
 )
 from audit.reports import AgreementReport, agreement_report
+from audit.scope import Caller, CallerRole, Scope, require_not_patient
 from audit.settings import AuditSettings
 from audit.transparency import SubjectReport, subject_report
 from audit.verify import VerifyReport, verify_store
@@ -76,6 +88,8 @@ class AuditState:
     registry: CollectorRegistry
     requests: Counter
     latency: Histogram
+    auth: Authenticator
+    refused: Counter
 
     def deployment_block(self) -> int | None:
         """The deployment block from the manifest (where verify starts), when there is one."""
@@ -95,6 +109,25 @@ def _state(request: Request) -> AuditState:
 
 
 StateDep = Annotated[AuditState, Depends(_state)]
+_bearer = HTTPBearer(auto_error=False, description="API token, OIDC access token or patient token")
+
+
+def _caller(
+    request: Request,
+    state: StateDep,
+    _: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
+) -> Caller:
+    """The authenticated caller of a `/v1` request (401/403/503 problem JSON otherwise)."""
+    try:
+        caller = state.auth.authenticate(request.headers.get("authorization"))
+    except DulError as exc:
+        state.refused.labels(exc.code).inc()
+        raise
+    structlog.contextvars.bind_contextvars(caller=f"{caller.role.value}:{caller.via}")
+    return caller
+
+
+CallerDep = Annotated[Caller, Depends(_caller)]
 
 
 def problem(status: int, code: str, title: str, detail: str, **extra: Any) -> JSONResponse:
@@ -109,7 +142,13 @@ def problem(status: int, code: str, title: str, detail: str, **extra: Any) -> JS
     return JSONResponse(body, status_code=status, media_type=PROBLEM)
 
 
-_TITLES = {404: "Not found", 422: "Invalid request", 503: "Service unavailable"}
+_TITLES = {
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not found",
+    422: "Invalid request",
+    503: "Service unavailable",
+}
 
 
 PROBLEM_CODES: dict[int, tuple[str, ...]] = {
@@ -126,7 +165,11 @@ def _install_problems(app: FastAPI) -> None:
 
     @app.exception_handler(AuditQueryError)
     async def audit_error(request: Request, exc: AuditQueryError) -> JSONResponse:
-        return problem(exc.status, exc.code, _TITLES.get(exc.status, "Error"), exc.message)
+        response = problem(exc.status, exc.code, _TITLES.get(exc.status, "Error"), exc.message)
+        if exc.status == 401:  # RFC 6750 §3
+            error = "" if exc.code == "credential_missing" else ', error="invalid_token"'
+            response.headers["WWW-Authenticate"] = f'Bearer realm="dul-audit"{error}'
+        return response
 
     @app.exception_handler(IndexerError)
     async def node_error(request: Request, exc: IndexerError) -> JSONResponse:
@@ -168,6 +211,7 @@ def create_app(settings: AuditSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        auth = Authenticator(settings)
         engine = read_only_engine(settings.resolved_database_url())
         registry = CollectorRegistry()
         registry.register(StoreCollector(engine))
@@ -183,6 +227,11 @@ def create_app(settings: AuditSettings | None = None) -> FastAPI:
                 "dul_audit_http_request_seconds", "Audit API latency", ["route"],
                 registry=registry,
                 buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1, 5, 30, 120),
+            ),
+            auth=auth,
+            refused=Counter(
+                "dul_audit_auth_refused_total", "Credentials refused, by problem code",
+                ["code"], registry=registry,
             ),
         )  # fmt: skip
         log.info(
@@ -260,6 +309,7 @@ def create_app(settings: AuditSettings | None = None) -> FastAPI:
     )
     def get_provenance(
         state: StateDep,
+        caller: CallerDep,
         kind: str,
         item_id: str,
         direction: Direction = Direction.BOTH,
@@ -269,7 +319,9 @@ def create_app(settings: AuditSettings | None = None) -> FastAPI:
         limit: Annotated[int, Query(ge=1, le=1000, description="neighbours per node")] = 100,
     ) -> Any:
         """The provenance graph of one agreement, dataset, access, artifact (released result),
-        subject or organization; every node and edge with its chain reference."""
+        subject or organization; every node and edge with its chain reference, cut at what
+        the caller may see."""
+        require_not_patient(caller, "provenance graphs")
         try:
             parsed = Kind(kind)
         except ValueError:
@@ -277,9 +329,11 @@ def create_app(settings: AuditSettings | None = None) -> FastAPI:
                 f"{kind[:40]!r} is not a kind (one of {', '.join(k.value for k in Kind)})",
                 code="malformed_kind",
             ) from None
+        scope = Scope(caller)
         graph = provenance(
             state.engine, parsed, item_id, direction=direction, limit=limit,
             consent_lag=state.settings.consent_lag_s,
+            visibility=None if scope.everything else scope,
         )  # fmt: skip
         if format == "prov-json":
             return Response(prov_json(graph), media_type="application/json")
@@ -291,11 +345,14 @@ def create_app(settings: AuditSettings | None = None) -> FastAPI:
     @app.get("/v1/verify", tags=["verify"], response_model=VerifyReport)
     def get_verify(
         state: StateDep,
+        caller: CallerDep,
         chain: Annotated[bool, Query(description="re-read the chain and compare")] = True,
         signatures: Annotated[bool, Query(description="recompute every signature")] = True,
     ) -> VerifyReport:
         """Re-reads the chain and compares it with the store, recomputes every signature and
-        re-checks every agreement invariant; `ok` is false when anything is off."""
+        re-checks every agreement invariant; `ok` is false when anything is off. An
+        organization gets the verdict and the counts; the findings are listed to regulators."""
+        require_not_patient(caller, "verify")
         rpc: JsonRpc | None = None
         if chain:
             try:
@@ -304,7 +361,7 @@ def create_app(settings: AuditSettings | None = None) -> FastAPI:
                 raise NodeUnavailableError(exc.message) from None
             rpc = JsonRpc(url, timeout=state.settings.request_timeout)
         try:
-            return verify_store(
+            report = verify_store(
                 state.engine, rpc, start_block=state.deployment_block(), chain=chain,
                 signatures=signatures, consent_lag=state.settings.consent_lag_s,
                 max_lag_blocks=state.settings.index_behind_blocks,
@@ -313,11 +370,22 @@ def create_app(settings: AuditSettings | None = None) -> FastAPI:
         finally:
             if rpc is not None:
                 rpc.close()
+        if caller.role != CallerRole.REGULATOR and report.findings:
+            note = (f"{report.findings_total} finding(s) over the whole ledger: listed to "
+                    "regulators only")  # fmt: skip
+            report = report.model_copy(update={"findings": [], "notes": [*report.notes, note]})
+        return report
 
     @app.get("/v1/reports/agreements/{agreement_id}", tags=["reports"])
-    def get_report(state: StateDep, agreement_id: str) -> AgreementReport:
-        """The compliance report of one agreement version."""
-        return agreement_report(state.engine, agreement_id)
+    def get_report(state: StateDep, caller: CallerDep, agreement_id: str) -> AgreementReport:
+        """The compliance report of one agreement version (a regulator's, or a party's)."""
+        require_not_patient(caller, "agreement reports")
+        report = agreement_report(state.engine, agreement_id)  # 422 / 404 first
+        scope = Scope(caller)
+        if not scope.everything:
+            with store_errors(), state.engine.connect() as conn:
+                scope.check_root(conn, f"agreement:{report.agreement_id}")
+        return report
 
     @app.get(
         "/v1/subjects/{ref}/accesses",
@@ -328,6 +396,7 @@ def create_app(settings: AuditSettings | None = None) -> FastAPI:
     )  # fmt: skip
     def get_subject_accesses(
         state: StateDep,
+        caller: CallerDep,
         ref: str,
         limit: Annotated[
             int, Query(ge=1, le=100_000, description="accesses at most, oldest first")
@@ -336,8 +405,14 @@ def create_app(settings: AuditSettings | None = None) -> FastAPI:
         """The patient transparency report: every access whose cohort included this subject
         reference, each with its Merkle inclusion proof against the root on chain, every
         authorization code issued or redeemed for it, and its consents with their history.
-        An unknown subject gets an empty report."""
-        report = subject_report(state.engine, ref, limit=limit)
+        An unknown subject gets an empty report. Open to a regulator, the subject's hospital,
+        and the patient (a patient token for this reference)."""
+        subject = parse_id(Kind.SUBJECT, ref)
+        scope = Scope(caller)
+        if not scope.everything:
+            with store_errors(), state.engine.connect() as conn:
+                scope.check_subject_report(conn, subject)
+        report = subject_report(state.engine, subject, limit=limit)
         return Response(report.model_dump_json(), media_type="application/json")
 
     mount_console(app)  # after the API routes: `/v1/...` keeps its own answers

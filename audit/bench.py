@@ -798,10 +798,14 @@ def transparency_report_ms(
         from fastapi.testclient import TestClient
 
         from audit.app import create_app
+        from audit.auth import AuditRole, audit_tokens
         from audit.settings import AuditSettings
 
-        app = create_app(AuditSettings(database_url=store_url))
-        with TestClient(app) as client:
+        tokens = Path(tempfile.mkdtemp(prefix="dul-bench-tokens-")) / "tokens.json"
+        secret = audit_tokens(tokens).create("bench", "", AuditRole.REGULATOR)
+        app = create_app(AuditSettings(database_url=store_url, tokens_path=tokens))
+        headers = {"Authorization": f"Bearer {secret}"}  # the round trip includes the check
+        with TestClient(app, headers=headers) as client:
             for subject in plan[:20]:
                 client.get(f"/v1/subjects/{subject}/accesses")
             round_trips: list[float] = []

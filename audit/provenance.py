@@ -44,7 +44,11 @@ Errors (each maps to RFC 9457 problem JSON in `audit.app`):
     AuditQueryError           audit_error        500 (never raised on purpose)
     ├── MalformedIdError      malformed_id       422 an id that cannot be one of this kind
     ├── NotFoundError         <kind>_not_found   404 a well-formed id the store does not hold
+    ├── ForbiddenError        out_of_scope       403 an id the caller's role may not see
     └── StoreUnavailableError store_unavailable  503 the store cannot be reached or read
+
+Who sees what (`audit.scope`): a query takes a `Visibility`; a node it does not allow is left
+out with its edges, and the node it would have been reached from is listed in `cut`.
 """
 
 from __future__ import annotations
@@ -55,7 +59,7 @@ import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from pydantic import BaseModel, Field
@@ -105,6 +109,24 @@ class NotFoundError(AuditQueryError):
 class StoreUnavailableError(AuditQueryError):
     code = "store_unavailable"
     status = 503
+
+
+class ForbiddenError(AuditQueryError):
+    code = "out_of_scope"
+    status = 403
+
+
+class Visibility(Protocol):
+    """What a caller may see of the graph (`audit.scope.Scope`)."""
+
+    def allows(self, conn: Connection, node_id: str) -> bool:
+        """May this node (`<type>:<id>`) appear in a graph?"""
+        ...
+
+    def check_root(self, conn: Connection, node_id: str) -> None:
+        """Raises ForbiddenError (or NotFoundError where existence must not leak) unless a
+        query may start at this node."""
+        ...
 
 
 @contextmanager
@@ -229,6 +251,10 @@ class Graph(BaseModel):
         default_factory=list,
         description="nodes with more neighbours than `limit` (the rest were not expanded)",
     )
+    cut: list[str] = Field(
+        default_factory=list,
+        description="nodes with neighbours the caller's role may not see (left out, unnamed)",
+    )
     limit: int
 
     def node(self, node_id: str) -> Node:
@@ -272,9 +298,16 @@ class _Builder:
     """Loads nodes and their neighbours, one indexed query each, on one connection."""
 
     def __init__(
-        self, conn: Connection, limit: int, max_nodes: int, consent_lag: float = 60.0
+        self,
+        conn: Connection,
+        limit: int,
+        max_nodes: int,
+        consent_lag: float = 60.0,
+        visibility: Visibility | None = None,
     ) -> None:
         self.conn = conn
+        self.visibility = visibility
+        self.cut: list[str] = []
         self.limit = limit
         self.max_nodes = max_nodes
         self.consent_lag = consent_lag
@@ -1060,6 +1093,9 @@ class _Builder:
 
     # traversal
 
+    def visible(self, node_id: str) -> bool:
+        return self.visibility is None or self.visibility.allows(self.conn, node_id)
+
     def walk(self, root: str | list[str], step: Callable[[str], list[_Step]]) -> None:
         """Breadth-first closure of `step` from `root` (or several), bounded by `max_nodes`."""
         frontier = [root] if isinstance(root, str) else list(root)
@@ -1071,6 +1107,10 @@ class _Builder:
                     if other not in seen and len(self.nodes) >= self.max_nodes:
                         if node_id not in self.truncated:
                             self.truncated.append(node_id)
+                        continue
+                    if not self.visible(other):
+                        if node_id not in self.cut:
+                            self.cut.append(node_id)
                         continue
                     if other not in self.nodes and self.load(other) is None:
                         continue  # e.g. an account that never held a role: no node
@@ -1112,37 +1152,47 @@ def provenance(
     limit: int = 100,
     max_nodes: int = 2_000,
     consent_lag: float = 60.0,
+    visibility: Visibility | None = None,
 ) -> Graph:
     """The provenance graph around one thing. Raises MalformedIdError, NotFoundError,
     StoreUnavailableError.
 
     A subject (a patient, by reference) has nothing upward of its own: its graph is always
     its consents, codes and accesses (down), and with `up` or `both` also what those accesses
-    were under. `consent_lag` is verify's `consent_lag_s` (which consent covered an access)."""
+    were under. `consent_lag` is verify's `consent_lag_s` (which consent covered an access).
+    With `visibility`, the graph is cut at what it allows (ForbiddenError for a root it does not
+    allow)."""
     key = parse_id(kind, raw_id)
     root = f"{_NODE_TYPE[kind]}:{key}"
     with store_errors(), engine.connect() as conn:
         conn.execute(text("SELECT block_number FROM checkpoint")).first()
-        builder = _Builder(conn, limit, max_nodes, consent_lag)
+        builder = _Builder(conn, limit, max_nodes, consent_lag, visibility)
         if builder.load(root) is None:
             raise NotFoundError(
                 f"the store holds no {kind.value} {raw_id}", code=f"{kind}_not_found"
             )
+        if visibility is not None:
+            visibility.check_root(conn, root)
         if kind == Kind.SUBJECT:
             builder.cohort_nodes = False
             builder.walk(root, builder.down)
             if direction in (Direction.UP, Direction.BOTH):
-                builder.walk([n for n in builder.nodes if n.startswith("access:")], builder.up)
+                accesses = [n for n in builder.nodes if n.startswith("access:")]
+                builder.walk([n for n in accesses if builder.visible(n)], builder.up)
         else:
             if direction in (Direction.UP, Direction.BOTH):
                 builder.walk(root, builder.up)
             if direction in (Direction.DOWN, Direction.BOTH):
                 builder.walk(root, builder.down)
+        # Walks load some nodes before they are checked (an agreement's accesses, read in one
+        # page): only what the caller may see leaves.
+        nodes = [n for n in builder.nodes.values() if n.id == root or builder.visible(n.id)]
     return Graph(
         root=root,
         direction=direction,
-        nodes=list(builder.nodes.values()),
+        nodes=nodes,
         edges=list(builder.edges.values()),
         truncated=builder.truncated,
+        cut=builder.cut,
         limit=limit,
     )

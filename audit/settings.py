@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from dul.home import Home
@@ -70,6 +70,60 @@ class AuditSettings(BaseSettings):
         le=31_536_000,
         description="verify, /readyz: … or more seconds of chain time than this behind the head",
     )
+
+    # --- who may read (audit.auth) ---
+    tokens_path: Path | None = Field(
+        None,
+        description="API tokens (hashed; `dul admin token --service audit`); default "
+        "DUL_HOME/audit/tokens.json",
+    )
+    oidc_issuer: str | None = Field(
+        None, description="OpenID Connect issuer whose access tokens are accepted (`iss`)"
+    )
+    oidc_audience: str | None = Field(None, description="required `aud` of those tokens")
+    oidc_jwks_url: str | None = Field(None, description="the issuer's JWKS URL (keys cached)")
+    oidc_jwks_path: Path | None = Field(None, description="or a JWKS file (re-read on change)")
+    oidc_algorithms: list[str] = Field(
+        default_factory=lambda: ["RS256", "ES256"],
+        description="accepted signature algorithms (asymmetric only)",
+    )
+    oidc_roles_claim: str = Field(
+        "roles", description="claim holding the roles; dotted for nested, e.g. realm_access.roles"
+    )
+    oidc_org_claim: str = Field("org", description="claim holding the organization (slug or id)")
+    oidc_regulator_role: str = Field("regulator", description="role value of a regulator")
+    oidc_organization_role: str = Field(
+        "organization", description="role value of an organization's staff"
+    )
+    oidc_leeway_s: float = Field(30.0, ge=0, le=300, description="clock skew allowed")
+    oidc_client_id: str | None = Field(
+        None, description="the console's OIDC client id (authorization code + PKCE sign-in)"
+    )
+    oidc_authorization_endpoint: str | None = Field(
+        None, description="where the console sends a browser to sign in"
+    )
+    oidc_token_endpoint: str | None = Field(
+        None, description="where the service redeems the console's authorization code"
+    )
+    patient_token_max_s: int = Field(
+        3600, ge=60, le=86_400, description="longest lifetime of a patient token accepted"
+    )
+    steward_cache_s: float = Field(
+        30.0, ge=0, le=600, description="how long a patient token's on-chain steward check holds"
+    )
+
+    @field_validator("oidc_algorithms")
+    @classmethod
+    def _asymmetric(cls, value: list[str]) -> list[str]:
+        allowed = {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384",
+                   "ES512", "EdDSA"}  # fmt: skip
+        bad = [a for a in value if a not in allowed]
+        if bad or not value:
+            raise ValueError(f"oidc_algorithms: {bad or 'none'}; one or more of {sorted(allowed)}")
+        return value
+
+    def resolved_tokens_path(self, home: Home | None = None) -> Path:
+        return self.tokens_path or (home or self.home()).root / "audit" / "tokens.json"
 
     def home(self) -> Home:
         return Home.from_env()

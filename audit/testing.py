@@ -4,20 +4,25 @@ of the chain up to its head. Lives in the package so every test module imports i
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from eth_hash.auto import keccak
+from fastapi.testclient import TestClient
 from sqlalchemy.engine import make_url
 
+from audit.auth import AuditRole, audit_tokens
 from audit.indexer import Indexer, JsonRpc
 from audit.migrations import migrate
+from audit.settings import AuditSettings
 from audit.store import AuditStore, create_store_engine
 from dul import subjects
 from dul.cohort import cohort_root, leaf_hash
@@ -36,6 +41,51 @@ from dul.domain import (
 )
 
 POSTGRES_ENV = "DUL_TEST_DATABASE_URL"
+
+
+# --- credentials --------------------------------------------------------------------------------
+
+
+def with_token_file(settings: AuditSettings) -> AuditSettings:
+    """`settings` with a token file of its own (a fresh temporary one unless it names one)."""
+    if settings.tokens_path is not None:
+        return settings
+    directory = Path(tempfile.mkdtemp(prefix="dul-audit-tokens-"))
+    return settings.model_copy(update={"tokens_path": directory / "tokens.json"})
+
+
+def audit_token(
+    settings: AuditSettings,
+    role: AuditRole = AuditRole.REGULATOR,
+    org: str = "",
+    *,
+    expires_at: float | None = None,
+    name: str | None = None,
+) -> str:
+    """A new API token in the token file of `settings` (see `with_token_file`)."""
+    assert settings.tokens_path is not None, "use with_token_file(settings) first"
+    name = name or f"tests-{role.value}-{uuid.uuid4().hex[:8]}"
+    return audit_tokens(settings.tokens_path).create(name, org, role, expires_at=expires_at)
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@contextlib.contextmanager
+def audit_client(
+    settings: AuditSettings, role: AuditRole = AuditRole.REGULATOR, org: str = ""
+) -> Iterator[TestClient]:
+    """The audit app in a TestClient that sends a regulator's API token (or `role`'s) with
+    every request; `client.app.state.audit.settings` names the token file for more tokens."""
+    from audit.app import create_app
+
+    settings = with_token_file(settings)
+    token = audit_token(settings, role, org)
+    with TestClient(
+        create_app(settings), raise_server_exceptions=False, headers=bearer(token)
+    ) as client:
+        yield client
 
 
 def make_store_url(backend: str, tmp: Path, cleanup: list[tuple[str, str]]) -> str:

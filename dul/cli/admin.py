@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Annotated
+from enum import StrEnum
+from typing import Annotated, Any
 
 import typer
 from web3 import Web3
@@ -14,7 +17,7 @@ from dul.contracts.session import open_ledger, resolve_account, unlock
 from dul.domain import OrgKind, OrgStatus, Role, slug_id, slug_of
 from dul.errors import ConfigError
 from ledger_gateway.settings import GatewaySettings
-from ledger_gateway.tokens import TokenRole, TokenStore
+from ledger_gateway.tokens import HashedTokenStore, TokenRole, TokenStore
 
 app = typer.Typer(
     help="Operator tasks: organizations, members, operator hand-over.", no_args_is_help=True
@@ -247,9 +250,18 @@ def transfer_status(json_output: JsonOption = False) -> None:
 
 
 token_app = typer.Typer(
-    help="API tokens of access services and stewards (gateway).", no_args_is_help=True
+    help="API tokens: the gateway's (access services, stewards) and the audit service's "
+    "(regulators, organizations).",
+    no_args_is_help=True,
 )
 app.add_typer(token_app, name="token")
+
+ServiceOption = Annotated[
+    str, typer.Option("--service", help="gateway or audit: which service accepts the token.")
+]
+_DURATION = re.compile(r"^(\d{1,6})([smhd]?)$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86_400}
+MAX_TOKEN_LIFETIME_S = 5 * 366 * 86_400
 
 
 def _require_org(slug: str) -> None:
@@ -269,43 +281,115 @@ def _require_org(slug: str) -> None:
         )
 
 
-def _tokens() -> TokenStore:
+def _service(service: str) -> str:
+    if service not in ("gateway", "audit"):
+        raise typer.BadParameter(f"unknown service {service!r}; gateway or audit")
+    return service
+
+
+def _tokens(service: str = "gateway") -> HashedTokenStore[Any]:
+    if _service(service) == "audit":
+        from audit.auth import audit_tokens
+        from audit.settings import AuditSettings
+
+        return audit_tokens(AuditSettings().resolved_tokens_path(home()))
     return TokenStore(GatewaySettings(home=home().root).tokens_path)
+
+
+def _expiry(value: str | None) -> float | None:
+    """Unix time `value` (e.g. 3600, 90m, 12h, 30d) from now, bounded."""
+    if value is None:
+        return None
+    found = _DURATION.match(value.strip())
+    seconds = int(found.group(1)) * _UNITS[found.group(2)] if found else 0
+    if not 0 < seconds <= MAX_TOKEN_LIFETIME_S:
+        raise typer.BadParameter(
+            f"--expires-in {value!r}: a duration such as 3600, 90m, 12h or 30d, at most 5 years"
+        )
+    return time.time() + seconds
+
+
+def _token_role(service: str, role: str | None, org: str | None) -> tuple[StrEnum, str]:
+    """The role (default per service) and the organization it acts for."""
+    roles: type[StrEnum]
+    if service == "audit":
+        from audit.auth import AuditRole
+
+        roles, default = AuditRole, AuditRole.REGULATOR.value
+    else:
+        roles, default = TokenRole, TokenRole.ACCESS_SERVICE.value
+    try:
+        chosen = roles(role or default)
+    except ValueError:
+        choices = " or ".join(r.value for r in roles)
+        raise typer.BadParameter(f"unknown {service} role {role!r}; {choices}") from None
+    if org is None:
+        if service == "gateway" or chosen.value == "organization":
+            raise typer.BadParameter(f"a {service} {chosen.value} token needs --org")
+        return chosen, ""
+    _org_id(org)  # a valid organization id
+    return chosen, org
 
 
 @token_app.command("create")
 @cli_errors
 def token_create(
     name: Annotated[str, typer.Argument(help="A name for the client, e.g. query-engine.")],
-    org: Annotated[str, typer.Option(help="Organization the token acts for.")],
-    role: Annotated[str, typer.Option(help="access-service or steward.")] = "access-service",
+    org: Annotated[
+        str | None, typer.Option(help="Organization the token acts for (optional for a regulator).")
+    ] = None,
+    role: Annotated[
+        str | None,
+        typer.Option(
+            help="gateway: access-service (default) or steward; audit: regulator (default) or "
+            "organization."
+        ),
+    ] = None,
+    service: ServiceOption = "gateway",
+    expires_in: Annotated[
+        str | None, typer.Option(help="Lifetime, e.g. 3600, 90m, 12h, 30d (default: none).")
+    ] = None,
     json_output: JsonOption = False,
 ) -> None:
     """Create a token; its secret is printed once and stored only as a hash."""
+    token_role, token_org = _token_role(_service(service), role, org)
+    expires_at = _expiry(expires_in)
+    if not name.strip() or len(name) > 100:
+        raise typer.BadParameter("a token name is 1 to 100 characters")
+    if token_org:
+        _require_org(token_org)
     try:
-        token_role = TokenRole(role)
-    except ValueError:
-        raise typer.BadParameter(f"unknown role {role!r}; access-service or steward") from None
-    _require_org(org)
-    try:
-        secret = _tokens().create(name, org, token_role)
+        secret = _tokens(service).create(name, token_org, token_role, expires_at=expires_at)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
+    shown = token_org or "-"
     if json_output:
-        emit_json({"name": name, "org": org, "role": token_role.value, "token": secret})
+        emit_json(
+            {
+                "name": name,
+                "service": service,
+                "org": token_org or None,
+                "role": token_role.value,
+                "expires_at": expires_at,
+                "token": secret,
+            }
+        )
     else:
         console.print(
-            f"token for {name} ({org}, {token_role.value}) — shown once:\n{secret}", highlight=False
+            f"{service} token for {name} ({shown}, {token_role.value}) — shown once:\n{secret}",
+            highlight=False,
         )
 
 
 @token_app.command("revoke")
 @cli_errors
-def token_revoke(name: str, json_output: JsonOption = False) -> None:
-    """Revoke a token at once (the gateway re-reads the token file on change)."""
-    revoked = _tokens().revoke(name)
+def token_revoke(
+    name: str, service: ServiceOption = "gateway", json_output: JsonOption = False
+) -> None:
+    """Revoke a token at once (both services re-read their token file on change)."""
+    revoked = _tokens(service).revoke(name)
     if not revoked:
-        raise ConfigError(f"no active token named {name!r}", code="token_not_found")
+        raise ConfigError(f"no active {service} token named {name!r}", code="token_not_found")
     if json_output:
         emit_json({"name": name, "revoked": True})
     else:
@@ -314,11 +398,18 @@ def token_revoke(name: str, json_output: JsonOption = False) -> None:
 
 @token_app.command("list")
 @cli_errors
-def token_list(json_output: JsonOption = False) -> None:
-    """List tokens (names, organizations, roles; never secrets)."""
+def token_list(service: ServiceOption = "gateway", json_output: JsonOption = False) -> None:
+    """List tokens (names, organizations, roles, state; never secrets)."""
+    now = time.time()
     rows = [
-        {"name": t.name, "org": t.org, "role": t.role.value, "revoked": t.revoked_at is not None}
-        for t in _tokens().list()
+        {
+            "name": t.name,
+            "org": t.org or None,
+            "role": t.role.value,
+            "revoked": t.revoked_at is not None,
+            "expired": t.expired(now),
+        }
+        for t in _tokens(service).list()
     ]
     if json_output:
         emit_json(rows)

@@ -998,3 +998,45 @@ def authorization_revoke(
         {"code_hash": "0x" + digest.hex(), "status": answer.status, "tx_hash": answer.tx_hash},
         json_output,
     )
+
+
+@app.command("patient-token")
+@cli_errors
+def patient_token(
+    pseudonym: Annotated[str, typer.Argument(help="Patient pseudonym.")],
+    holder: HolderOption = "hospital-a",
+    minutes: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=1440,
+            help="Lifetime in minutes (the audit service's "
+            "limit, DUL_AUDIT_PATIENT_TOKEN_MAX_S, is 60 by default).",
+        ),
+    ] = 15,
+    subject_key: SubjectKeyOption = None,
+    key: KeyOption = "steward",
+    json_output: JsonOption = False,
+) -> None:
+    """A short-lived token with which this patient reads their own transparency report at the
+    audit service (GET /v1/subjects/{ref}/accesses), signed here with the steward's key
+    (EIP-712 PatientToken); nothing is sent anywhere. Hand it to the patient once they are
+    authenticated by the hospital."""
+    from dul.contracts.ledger import Deployment
+    from dul.patient_tokens import PatientToken, patient_token_domain
+
+    [ref] = _refs(_subject_key(holder, subject_key, create=False), [pseudonym])
+    h = home()
+    deployment = Deployment.load(h.deployment)
+    domain = patient_token_domain(deployment.chain_id, deployment.address("Membership"))
+    now = int(time.time())
+    token = PatientToken(ref, _id32(holder), now, now + minutes * 60).signed(unlock(h, key), domain)
+    _print(
+        {
+            "subject": "0x" + ref.hex(),
+            "holder": holder,
+            "expires_at": token.expires_at,
+            "token": token.encode(),
+        },
+        json_output,
+    )

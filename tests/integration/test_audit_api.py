@@ -21,10 +21,9 @@ from fhir.resources.R4B.provenance import Provenance
 from prov.model import ProvDocument
 from typer.testing import CliRunner
 
-from audit.app import create_app
 from audit.cli import app as audit_cli
 from audit.settings import AuditSettings
-from audit.testing import index_into, private_world
+from audit.testing import audit_client, index_into, private_world
 from dul.chain.testing import ChainHandle, free_port
 from dul.contracts.world import World
 from dul.domain import Decision, DenyReason, Operation, ReleaseKind
@@ -81,7 +80,7 @@ def api(
         "denied": hexed(denied.request.request_id),
         "result": hexed(result),
     }
-    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+    with audit_client(settings) as client:
         yield Api(client, url, ids)
 
 
@@ -263,8 +262,8 @@ def test_health_and_metrics(api: Api) -> None:
 )
 def test_store_unreachable_is_503(tmp_path: Path, url: str) -> None:
     url = url.format(tmp=tmp_path, port=free_port())
-    app = create_app(AuditSettings(database_url=url, rpc_url="http://127.0.0.1:9"))
-    with TestClient(app, raise_server_exceptions=False) as client:
+    settings = AuditSettings(database_url=url, rpc_url="http://127.0.0.1:9")
+    with audit_client(settings) as client:
         for path in (
             f"/v1/provenance/agreement/0x{'ab' * 32}",
             f"/v1/reports/agreements/0x{'ab' * 32}",
@@ -281,7 +280,7 @@ def test_store_unreachable_is_503(tmp_path: Path, url: str) -> None:
 def test_node_unreachable_is_503_for_verify(api: Api) -> None:
     settings = AuditSettings(database_url=api.url, rpc_url=f"http://127.0.0.1:{free_port()}",
                              request_timeout=2)  # fmt: skip
-    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+    with audit_client(settings) as client:
         assert_problem(client.get("/v1/verify"), 503, "node_unavailable")
 
 

@@ -21,12 +21,10 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from fastapi.testclient import TestClient
 from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.provenance import Provenance
 from prov.model import ProvDocument
 
-from audit.app import create_app
 from audit.events import AUDITED_CONTRACTS
 from audit.exports import block_times, fhir_json, graph_blocks, prov_json
 from audit.indexer import Indexer, JsonRpc
@@ -35,7 +33,7 @@ from audit.provenance import Direction, Graph, Kind, provenance
 from audit.reports import agreement_report
 from audit.settings import AuditSettings
 from audit.store import AuditStore, create_store_engine
-from audit.testing import drop_stores, index_into, make_store_url, private_world
+from audit.testing import audit_client, drop_stores, index_into, make_store_url, private_world
 from audit.verify import VerifyReport, verify_store
 from dul.artifacts import ReleaseRef, content_id, register_artifact
 from dul.chain.testing import ChainHandle
@@ -417,7 +415,7 @@ def test_the_rest_api_answers_the_artifact_provenance(
     manifest = tmp_path / "deployment.json"
     manifest.write_text(json.dumps(world.ledger.deployment.raw))
     settings = AuditSettings(database_url=url, rpc_url=chain.rpc_url, deployment_path=manifest)
-    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+    with audit_client(settings) as client:
         model = hexed(federated.models[1])
         answer = client.get(f"/v1/provenance/artifact/{model}", params={"direction": "up"})
         assert answer.status_code == 200, answer.text

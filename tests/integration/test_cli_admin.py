@@ -246,6 +246,7 @@ def test_tokens_create_list_revoke(env: dict[str, str], world: World) -> None:
         "org": "hospital-a",
         "role": "access-service",
         "revoked": False,
+        "expired": False,
     }
     assert created["token"] not in json.dumps(listed)
 

@@ -22,11 +22,11 @@ from fhir.resources.R4B.consent import Consent
 from prov.model import ProvDocument
 from typer.testing import CliRunner
 
-from audit.app import create_app
 from audit.cli import app as audit_cli
 from audit.settings import AuditSettings
 from audit.testing import (
     PatientStory,
+    audit_client,
     index_with_cohorts,
     make_cohort_store,
     private_world,
@@ -75,7 +75,7 @@ def served(
     settings = AuditSettings(
         database_url=url, rpc_url=chain.rpc_url, deployment_path=root / "deployment.json"
     )
-    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+    with audit_client(settings) as client:
         yield Served(client, url, story)
 
 
