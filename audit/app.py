@@ -71,6 +71,7 @@ from audit.provenance import (
 from audit.reports import AgreementReport, agreement_report
 from audit.scope import Caller, CallerRole, Scope, require_not_patient
 from audit.settings import AuditSettings
+from audit.signin import signin_router
 from audit.transparency import SubjectReport, subject_report
 from audit.verify import VerifyReport, verify_store
 from dul.errors import DulError
@@ -415,5 +416,6 @@ def create_app(settings: AuditSettings | None = None) -> FastAPI:
         report = subject_report(state.engine, subject, limit=limit)
         return Response(report.model_dump_json(), media_type="application/json")
 
+    app.include_router(signin_router(_state, _caller))
     mount_console(app)  # after the API routes: `/v1/...` keeps its own answers
     return app

@@ -4,17 +4,26 @@ of the chain up to its head. Lives in the package so every test module imports i
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
+import json
 import os
+import secrets
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import parse_qs, urlencode, urlsplit
 
+import jwt
 import pytest
 import sqlalchemy as sa
+from cryptography.hazmat.primitives.asymmetric import rsa
 from eth_hash.auto import keccak
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import make_url
@@ -25,6 +34,7 @@ from audit.migrations import migrate
 from audit.settings import AuditSettings
 from audit.store import AuditStore, create_store_engine
 from dul import subjects
+from dul.chain.testing import free_port
 from dul.cohort import cohort_root, leaf_hash
 from dul.contracts.ledger import Deployment
 from dul.contracts.typed_data import AccessRecord
@@ -381,3 +391,108 @@ def private_world(rpc_url: str, manifest: Path) -> World:
     w3 = connect(rpc_url)
     deployment, _ = deploy(w3, operator, manifest, admin_delay=5)
     return World(Ledger(w3, deployment), operator).build()
+
+
+# --- an OpenID Connect provider for tests -------------------------------------------------------
+
+
+class TestIdentityProvider:
+    """A small OpenID Connect provider on 127.0.0.1 for tests: an RSA key of its own, its JWKS
+    (`/jwks.json`), the authorization endpoint (`/authorize`, which signs in whoever
+    `next_claims` describes at once and redirects back with a code) and the token endpoint
+    (`/token`, authorization code + PKCE S256, each code once). `token(**claims)` signs an
+    access token directly."""
+
+    __test__ = False  # not a test class, whatever its name
+
+    def __init__(self, audience: str, client_id: str = "dul-console") -> None:
+        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.kid = uuid.uuid4().hex[:8]
+        self.audience = audience
+        self.client_id = client_id
+        self.next_claims: dict[str, object] = {}
+        self.codes: dict[str, dict[str, object]] = {}
+        jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self.key.public_key()))
+        jwks = json.dumps({"keys": [{**jwk, "kid": self.kid, "use": "sig", "alg": "RS256"}]})
+        provider = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _json(self, status: int, body: object) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                url = urlsplit(self.path)
+                if url.path == "/jwks.json":
+                    self._json(200, json.loads(jwks))
+                    return
+                if url.path != "/authorize":
+                    self._json(404, {"error": "not_found"})
+                    return
+                q = {k: v[0] for k, v in parse_qs(url.query).items()}
+                if (
+                    q.get("client_id") != provider.client_id
+                    or q.get("code_challenge_method") != "S256"
+                ):
+                    self._json(400, {"error": "invalid_request"})
+                    return
+                code = secrets.token_urlsafe(16)
+                provider.codes[code] = {**q, "claims": dict(provider.next_claims)}
+                back = urlencode({"code": code, "state": q.get("state", "")})
+                self.send_response(302)
+                self.send_header("Location", f"{q['redirect_uri']}?{back}")
+                self.end_headers()
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                form = {k: v[0] for k, v in parse_qs(self.rfile.read(length).decode()).items()}
+                grant = provider.codes.pop(form.get("code", ""), None)
+                verifier = form.get("code_verifier", "").encode()
+                challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier).digest())
+                if (
+                    grant is None
+                    or form.get("grant_type") != "authorization_code"
+                    or form.get("client_id") != grant["client_id"]
+                    or form.get("redirect_uri") != grant["redirect_uri"]
+                    or challenge.rstrip(b"=").decode() != grant["code_challenge"]
+                ):
+                    self._json(400, {"error": "invalid_grant"})
+                    return
+                claims = grant["claims"]
+                assert isinstance(claims, dict)
+                self._json(200, {"access_token": provider.token(**claims),
+                                 "token_type": "Bearer", "expires_in": 300})  # fmt: skip
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.issuer = self.url
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def token(self, *, key: object = None, **claims: object) -> str:
+        now = int(time.time())
+        body = {"iss": self.issuer, "aud": self.audience, "sub": "dr-house", "iat": now,
+                "exp": now + 300, **claims}  # fmt: skip
+        return jwt.encode({k: v for k, v in body.items() if v is not None}, key or self.key,  # type: ignore[arg-type]
+                          algorithm="RS256", headers={"kid": self.kid})  # fmt: skip
+
+    def settings(self, base: AuditSettings) -> AuditSettings:
+        """`base` accepting this provider's tokens and signing the console in with it."""
+        return base.model_copy(update={
+            "oidc_issuer": self.issuer, "oidc_audience": self.audience,
+            "oidc_jwks_url": f"{self.url}/jwks.json", "oidc_client_id": self.client_id,
+            "oidc_authorization_endpoint": f"{self.url}/authorize",
+            "oidc_token_endpoint": f"{self.url}/token",
+        })  # fmt: skip
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self._thread.join(timeout=5)

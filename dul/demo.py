@@ -305,7 +305,8 @@ def tell(home: Home, say: Progress) -> dict[str, Any]:
             "the story was told before in this data directory: the regulator's view of it "
             "follows (`dul down && rm -r $DUL_HOME` to tell it anew)"
         )
-        facts["regulator"] = regulator_view(status.audit_url, facts, say)
+        facts["regulator"] = regulator_view(status.audit_url, facts, say, status.regulator_token)
+        facts["regulator_token"] = status.regulator_token
         return facts
     ledger = Ledger(connect(status.chain.rpc_url), status.deployment)
     say(
@@ -323,7 +324,9 @@ def tell(home: Home, say: Progress) -> dict[str, Any]:
         _insurance(story)
         _federated(story)
         _expired(story)
-        story.facts["regulator"] = regulator_view(status.audit_url, story.facts, say)
+        story.facts["regulator"] = regulator_view(
+            status.audit_url, story.facts, say, status.regulator_token
+        )
     finally:
         for client in (*story.stewards.values(), *story.services.values()):
             client.close()
@@ -336,6 +339,7 @@ def tell(home: Home, say: Progress) -> dict[str, Any]:
     write_private(home.root / "demo.json", json.dumps(kept_facts(story.facts), indent=2) + "\n")
     if status.access_token:  # shown once, never kept in the data directory
         story.facts["access_token"] = status.access_token
+    story.facts["regulator_token"] = status.regulator_token  # likewise
     return story.facts
 
 
@@ -610,11 +614,15 @@ def _expired(story: Story) -> None:
     )
 
 
-def regulator_view(audit_url: str, facts: dict[str, Any], say: Progress) -> dict[str, Any]:
-    """What the regulator sees, from the audit service alone, once it has indexed the story."""
+def regulator_view(
+    audit_url: str, facts: dict[str, Any], say: Progress, token: str | None
+) -> dict[str, Any]:
+    """What the regulator sees, from the audit service alone (signed in with the sample
+    regulator's token), once it has indexed the story."""
     model = facts["models"][-1]
     last_block = max(a["block"] or 0 for a in facts["accesses"])
-    with httpx.Client(base_url=audit_url, timeout=60) as audit:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    with httpx.Client(base_url=audit_url, timeout=60, headers=headers) as audit:
         deadline = time.monotonic() + 120
         while True:
             verify = audit.get("/v1/verify")

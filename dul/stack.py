@@ -12,6 +12,7 @@ from typing import Any
 import structlog
 from eth_hash.auto import keccak
 
+from audit.auth import AuditRole, audit_tokens
 from audit.settings import AuditSettings
 from dul import services
 from dul.chain.node import ChainNode, ChainStatus
@@ -31,6 +32,7 @@ log = structlog.get_logger(__name__)
 
 OPERATOR_KEY = "operator"
 DEMO_TOKEN_NAME = "demo-access-service"  # noqa: S105 - the name of a token, not its secret
+DEMO_REGULATOR_TOKEN = "demo-regulator"  # noqa: S105 - the name of a token, not its secret
 
 # The sample data space of `dul up --demo`: (org, kind, display name, [(key suffix, role)]).
 SAMPLE_ORGANIZATIONS: tuple[tuple[str, OrgKind, str, tuple[tuple[str, Role], ...]], ...] = (
@@ -90,6 +92,8 @@ class StackStatus:
     audit_url: str | None = None
     gateway_urls: dict[str, str] = field(default_factory=dict)
     """Every local gateway by organization (the sample hospitals' under `--demo`)."""
+    regulator_token: str | None = None
+    """Under `--demo`: the sample regulator's audit API token (console sign-in), shown only."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -98,6 +102,7 @@ class StackStatus:
             "gateway_urls": self.gateway_urls,
             "audit_url": self.audit_url,
             "access_token": self.access_token,
+            "regulator_token": self.regulator_token,
             "chain_id": self.chain.chain_id,
             "deployment": self.deployment.raw,
             "deployed_now": self.deployed_now,
@@ -132,8 +137,9 @@ def up(home: Home, settings: ChainSettings | None = None, *, demo: bool = False)
     gateway_url = gateways.get(default)
     token = _demo_token(home) if demo and gateway_url else None
     return StackStatus(
-        chain, deployment, new, seeded, gateway_url, token, audit_url, gateway_urls=gateways
-    )
+        chain, deployment, new, seeded, gateway_url, token, audit_url, gateway_urls=gateways,
+        regulator_token=_regulator_token(home) if demo else None,
+    )  # fmt: skip
 
 
 def gateway_settings(home: Home, org: str | None = None) -> GatewaySettings:
@@ -223,6 +229,14 @@ def _demo_token(home: Home) -> str | None:
     return tokens.create(
         DEMO_TOKEN_NAME, GatewaySettings(home=home.root).org, TokenRole.ACCESS_SERVICE
     )
+
+
+def _regulator_token(home: Home) -> str:
+    """The sample regulator's audit token: made anew on each start (the previous one revoked),
+    since its secret is shown and never kept."""
+    tokens = audit_tokens(AuditSettings().resolved_tokens_path(home))
+    tokens.revoke(DEMO_REGULATOR_TOKEN)
+    return tokens.create(DEMO_REGULATOR_TOKEN, "regulator", AuditRole.REGULATOR)
 
 
 def down(home: Home) -> bool:

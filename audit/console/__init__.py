@@ -1,4 +1,5 @@
-"""The regulator web console: the static files in `static/`, served by the audit service.
+"""The audit web console (a sign-in, then what the role may see): the static files in
+`static/`, served by the audit service.
 
     GET /                                       the console (index.html)
     GET /console/{file}                         its stylesheet and ES modules

@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import uvicorn
@@ -59,6 +60,19 @@ def serve_audit(settings: AuditSettings, *, ready_timeout: float = 20.0) -> Iter
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def sign_in(page: Any, url: str, token: str, route: str = "") -> None:
+    """Opens the console at `url` + `route` (e.g. `#/agreement/0x…`), signs in with `token` on
+    its sign-in page as a person would, and waits until the route is shown."""
+    from playwright.sync_api import expect
+
+    page.goto(f"{url}/{route}")
+    expect(page.locator("#signin")).to_be_visible()
+    page.fill("#signin-token", token)
+    page.press("#signin-token", "Enter")
+    expect(page.locator("#session")).to_be_visible()
+    expect(page.locator("#signin")).to_be_hidden()
 
 
 @dataclass

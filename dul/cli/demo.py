@@ -101,3 +101,9 @@ def demo(
         "`dul down` stops it.",
         highlight=False,
     )
+    if facts.get("regulator_token"):
+        console.print(
+            f"sign in to the console as the regulator with this token (shown once): "
+            f"{facts['regulator_token']}",
+            highlight=False,
+        )

@@ -70,6 +70,18 @@ def up(
             console.print(
                 f"access-service token (shown once): {status.access_token}", highlight=False
             )
+        if status.audit_url and status.regulator_token:
+            console.print(
+                f"console     {status.audit_url}/  sign in as the regulator with this token "
+                f"(shown once): {status.regulator_token}",
+                highlight=False,
+            )
+        elif status.audit_url:
+            console.print(
+                f"console     {status.audit_url}/  sign in with a token from `dul admin token "
+                "create NAME --service audit --role regulator`",
+                highlight=False,
+            )
     if detach:
         return
     console.print("running; Ctrl-C stops the stack", highlight=False)

@@ -29,13 +29,20 @@ from fhir.resources.R4B.bundle import Bundle
 from playwright.sync_api import Browser, Page, ViewportSize, expect
 from prov.model import ProvDocument
 
-from audit.console.testing import Screens, serve_audit
+from audit.console.testing import Screens, serve_audit, sign_in
 from audit.events import DecodedEvent
 from audit.indexer import Indexer, JsonRpc
 from audit.migrations import migrate
 from audit.settings import AuditSettings
 from audit.store import AuditStore, create_store_engine
-from audit.testing import index_into, record_story
+from audit.testing import (
+    TestIdentityProvider,
+    audit_token,
+    bearer,
+    index_into,
+    record_story,
+    with_token_file,
+)
 from dul.chain.testing import ChainHandle
 from dul.contracts.world import World
 
@@ -56,6 +63,8 @@ class Stack:
     settings: AuditSettings
     ids: dict[str, str]
     checkpoint: int
+    token: str
+    """A regulator's API token."""
 
 
 @pytest.fixture(scope="module")
@@ -78,11 +87,12 @@ def stack(
     with engine.connect() as conn:
         checkpoint = int(conn.execute(sa.text("SELECT block_number FROM checkpoint")).scalar_one())
     engine.dispose()
-    settings = AuditSettings(
+    settings = with_token_file(AuditSettings(
         database_url=f"sqlite:///{store}", rpc_url=chain.rpc_url,
         deployment_path=chain.home.deployment,
         index_behind_blocks=10_000_000, index_behind_s=31_536_000,  # a static store
-    )  # fmt: skip
+    ))  # fmt: skip
+    token = audit_token(settings)
     ids = {
         "agreement": hexed(agreement),
         "granted": hexed(granted.request.request_id),
@@ -95,7 +105,7 @@ def stack(
         "partner": world.partner_steward.address.lower(),
     }
     with serve_audit(settings) as url:
-        yield Stack(url, store, settings, ids, checkpoint)
+        yield Stack(url, store, settings, ids, checkpoint, token)
 
 
 @pytest.fixture
@@ -130,7 +140,7 @@ def wait_drawn(page: Page) -> None:
 
 def test_search_reaches_the_datasets(page: Page, stack: Stack, screens: Screens) -> None:
     ids = stack.ids
-    page.goto(stack.url)
+    sign_in(page, stack.url, stack.token)
     expect(page.locator("#home")).to_be_visible()
 
     # An agreement id with the kind left to guess; Enter searches.
@@ -146,7 +156,8 @@ def test_search_reaches_the_datasets(page: Page, stack: Stack, screens: Screens)
 
     # Keyboard: Tab order reaches the list; arrows move; Enter selects and shows the chain
     # reference of the node, the same as the API's.
-    graph = httpx.get(f"{stack.url}/v1/provenance/agreement/{ids['agreement']}").json()
+    graph = httpx.get(f"{stack.url}/v1/provenance/agreement/{ids['agreement']}",
+                      headers=bearer(stack.token)).json()  # fmt: skip
     dataset = next(n for n in graph["nodes"] if n["type"] == "dataset")
     first = page.locator("#node-list button").first
     first.focus()
@@ -195,7 +206,9 @@ def test_denied_and_flagged_are_marked_beyond_colour(
     page: Page, stack: Stack, screens: Screens
 ) -> None:
     ids = stack.ids
-    page.goto(f"{stack.url}/#/provenance/agreement/{ids['agreement']}?direction=both")
+    sign_in(
+        page, stack.url, stack.token, f"#/provenance/agreement/{ids['agreement']}?direction=both"
+    )
     denied = node(page, f"access:{ids['denied']}")
     expect(denied).to_have_attribute("data-denied", "true")
     expect(denied).to_contain_text("✕ DENIED")
@@ -224,7 +237,7 @@ def test_denied_and_flagged_are_marked_beyond_colour(
 
 def test_agreement_page(page: Page, stack: Stack, screens: Screens) -> None:
     ids = stack.ids
-    page.goto(f"{stack.url}/#/provenance/agreement/{ids['agreement']}")
+    sign_in(page, stack.url, stack.token, f"#/provenance/agreement/{ids['agreement']}")
     page.click("#open-agreement")
     expect(page).to_have_url(f"{stack.url}/#/agreement/{ids['agreement']}")
     body = page.locator("#agreement-body")
@@ -251,7 +264,9 @@ def test_agreement_page(page: Page, stack: Stack, screens: Screens) -> None:
 
 def test_exports_download_prov_json_and_fhir(page: Page, stack: Stack, tmp_path: Path) -> None:
     ids = stack.ids
-    page.goto(f"{stack.url}/#/provenance/agreement/{ids['agreement']}?direction=both")
+    sign_in(
+        page, stack.url, stack.token, f"#/provenance/agreement/{ids['agreement']}?direction=both"
+    )
     expect(node(page, f"access:{ids['denied']}")).to_be_visible()
     with page.expect_download() as prov_download:
         page.click("#export-prov")
@@ -275,7 +290,8 @@ def test_exports_download_prov_json_and_fhir(page: Page, stack: Stack, tmp_path:
 
 def test_verify_status_and_narrow_layout(page: Page, stack: Stack, screens: Screens) -> None:
     page.set_viewport_size(NARROW)
-    page.goto(f"{stack.url}/#/provenance/agreement/{stack.ids['agreement']}?direction=both")
+    sign_in(page, stack.url, stack.token,
+            f"#/provenance/agreement/{stack.ids['agreement']}?direction=both")  # fmt: skip
     status = page.locator("#verify")
     expect(status).to_have_attribute("data-state", "ok")
     expect(status).to_contain_text(f"store matches the chain up to block {stack.checkpoint}")
@@ -306,7 +322,9 @@ def test_verify_findings_flag_the_edited_row(
     with serve_audit(settings) as url:
         context = browser.new_context(viewport=WIDE)
         page = context.new_page()
-        page.goto(f"{url}/#/provenance/access/{stack.ids['granted']}?direction=both")
+        sign_in(
+            page, url, stack.token, f"#/provenance/access/{stack.ids['granted']}?direction=both"
+        )
         status = page.locator("#verify")
         expect(status).to_have_attribute("data-state", "findings")
         expect(status).to_contain_text("Verify FAILED")
@@ -370,14 +388,15 @@ def test_a_quarantined_event_turns_the_header_red_and_indexing_goes_on(
         assert stored is None
         position = "/".join(str(v) for v in quarantined[0])
 
-        settings = AuditSettings(
+        settings = with_token_file(AuditSettings(
             database_url=url, rpc_url=chain.rpc_url, deployment_path=chain.home.deployment
-        )  # the default lag thresholds: this index follows the chain
+        ))  # the default lag thresholds: this index follows the chain  # fmt: skip
+        token = audit_token(settings)
         with serve_audit(settings) as api:
             ready = httpx.get(f"{api}/readyz", timeout=30)
             assert ready.status_code == 503
             assert ready.json()["status"] == "failing"
-            report = httpx.get(f"{api}/v1/verify", timeout=300).json()
+            report = httpx.get(f"{api}/v1/verify", timeout=300, headers=bearer(token)).json()
             assert report["ok"] is False
             assert report["findings_by_check"]["event_quarantined"] == 1
             assert "index_behind" not in report["findings_by_check"]
@@ -386,7 +405,7 @@ def test_a_quarantined_event_turns_the_header_red_and_indexing_goes_on(
 
             context = browser.new_context(viewport=WIDE)
             page = context.new_page()
-            page.goto(f"{api}/?health-every=1")
+            sign_in(page, api, token, "?health-every=1")
             header = page.locator("#indexer")
             expect(header).to_have_attribute("data-state", "failing")
             expect(header).to_contain_text("Indexer FAILING")
@@ -412,7 +431,8 @@ def test_console_is_served_beside_the_api(stack: Stack, monkeypatch: pytest.Monk
         assert index.headers["content-type"].startswith("text/html")
         assert "script-src 'self'" in index.headers["content-security-policy"]
         assert client.head("/").status_code == 200
-        for path in ("/console/console.js", "/console/graph.js", "/console/console.css"):
+        for path in ("/console/console.js", "/console/graph.js", "/console/console.css",
+                     "/console/session.js"):  # fmt: skip
             assert client.get(path).status_code == 200, path
         vendor = client.get("/console/vendor/cytoscape.esm.min.mjs")
         assert vendor.status_code == 200
@@ -435,8 +455,66 @@ def test_console_is_served_beside_the_api(stack: Stack, monkeypatch: pytest.Monk
 
 def test_without_the_graph_library_the_list_still_shows_the_graph(page: Page, stack: Stack) -> None:
     page.route("**/console/vendor/**", lambda route: route.abort())
-    page.goto(f"{stack.url}/#/provenance/dataset/hospital-a/omop-cdm")
+    sign_in(page, stack.url, stack.token, "#/provenance/dataset/hospital-a/omop-cdm")
     expect(page.locator("#graph")).to_contain_text("The graph library could not be loaded")
     expect(node(page, f"agreement:{stack.ids['agreement']}")).to_be_visible()
     node(page, f"agreement:{stack.ids['agreement']}").press("Enter")
     expect(page.locator("#details h3")).to_have_text("agreement: agreement v1 (RESEARCH)")
+
+
+def test_sign_in_with_a_token_or_the_identity_provider(
+    browser: Browser, stack: Stack, screens: Screens
+) -> None:
+    """Nothing shows before signing in; a refused token says why; the credential lives in
+    the tab's sessionStorage only and signing out forgets it. With an OpenID Connect provider
+    configured, its button runs the authorization code + PKCE flow through the provider and
+    back (the page itself still connects to its own origin only)."""
+    context = browser.new_context(viewport=WIDE)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    try:
+        page.goto(f"{stack.url}/#/agreement/{stack.ids['agreement']}")
+        expect(page.locator("#signin")).to_be_visible()
+        expect(page.locator("#search")).to_be_hidden()
+        expect(page.locator("#signin-oidc")).to_be_hidden()
+        page.screenshot(path=screens.path("sign-in-1280x800"))
+        page.fill("#signin-token", "dulau_not-a-token")
+        page.press("#signin-token", "Enter")
+        expect(page.locator("#signin-error")).to_contain_text("credential_invalid")
+        page.fill("#signin-token", stack.token)
+        page.press("#signin-token", "Enter")
+        # back where the visit began, signed in
+        expect(page.locator("#agreement-title")).to_have_text(f"Agreement {stack.ids['agreement']}")
+        expect(page.locator("#session")).to_contain_text("Signed in as regulator")
+        assert page.evaluate("sessionStorage.getItem('dul.audit.credential')") == stack.token
+        assert page.evaluate("localStorage.length") == 0
+        assert context.cookies() == []
+        page.click("#sign-out")
+        expect(page.locator("#signin")).to_be_visible()
+        assert page.evaluate("sessionStorage.length") == 0
+        page.goto(f"{stack.url}/#/agreement/{stack.ids['agreement']}")
+        expect(page.locator("#signin")).to_be_visible()
+    finally:
+        context.close()
+
+    provider = TestIdentityProvider("dul-audit")
+    provider.next_claims = {"roles": ["organization"], "org": "hospital-a", "sub": "dr-ward"}
+    try:
+        with serve_audit(provider.settings(stack.settings)) as url:
+            context = browser.new_context(viewport=WIDE)
+            page = context.new_page()
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            page.goto(f"{url}/#/provenance/agreement/{stack.ids['agreement']}?direction=both")
+            expect(page.locator("#signin-oidc")).to_be_visible()
+            page.click("#signin-oidc")
+            expect(page.locator("#session")).to_contain_text(
+                "Signed in as organization hospital-a (identity provider: dr-ward)"
+            )
+            expect(node(page, f"access:{stack.ids['denied']}")).to_be_visible()
+            assert "code=" not in page.url  # the code is gone from the address
+            assert provider.codes == {}  # redeemed, once
+            context.close()
+    finally:
+        provider.close()
+    assert not errors, f"the console threw: {errors}"

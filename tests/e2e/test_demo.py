@@ -23,9 +23,10 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Route, expect
 
-from audit.console.testing import Screens
+from audit.console.testing import Screens, sign_in
 from dul.chain.testing import free_port
 from dul.demo import PATIENTS, WITHDRAWING
+from dul.domain import slug_id
 from dul.subjects import load_subject_key, normalize_code
 
 DUL = Path(sys.executable).parent / "dul"
@@ -55,8 +56,14 @@ class Demo:
     rpc: str
     env: dict[str, str]
 
+    @property
+    def token(self) -> str:
+        """The sample regulator's audit token, which the demo printed."""
+        return str(self.facts["regulator_token"])
+
     def get(self, path: str, **params: Any) -> Any:
-        response = httpx.get(f"{self.audit}{path}", params=params, timeout=60)
+        response = httpx.get(f"{self.audit}{path}", params=params, timeout=60,
+                             headers={"Authorization": f"Bearer {self.token}"})  # fmt: skip
         assert response.status_code == 200, response.text
         return response.json()
 
@@ -267,7 +274,7 @@ def test_console_search_of_the_model_reaches_the_datasets(
     context = browser.new_context(viewport={"width": 1280, "height": 800})
     page = context.new_page()
     try:
-        page.goto(demo.audit)
+        sign_in(page, demo.audit, demo.token)
         page.select_option("#search-kind", "artifact")
         page.select_option("#search-direction", "up")
         page.fill("#search-id", model)
@@ -294,7 +301,7 @@ def test_console_transparency_report_of_the_withdrawn_patient(
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
     try:
-        page.goto(demo.audit)
+        sign_in(page, demo.audit, demo.token)
         page.select_option("#search-kind", "subject")
         page.fill("#search-id", subject)
         page.press("#search-id", "Enter")
@@ -327,3 +334,94 @@ def test_console_transparency_report_of_the_withdrawn_patient(
     finally:
         context.close()
     assert not errors, f"the console threw: {errors}"
+
+
+# --- who sees what, signed in ----------------------------------------------------------------
+
+
+def _dul_json(demo: Demo, *args: str) -> Any:
+    run = subprocess.run([str(DUL), *args, "--json"], env=demo.env, capture_output=True,
+                         text=True, timeout=120, check=False)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    return json.loads(run.stdout)
+
+
+def test_the_audit_api_asks_for_the_regulator_s_token(demo: Demo) -> None:
+    model = demo.facts["models"][-1]
+    bare = httpx.get(f"{demo.audit}/v1/provenance/artifact/{model}", timeout=60)
+    assert bare.status_code == 401
+    assert bare.json()["code"] == "credential_missing"
+    assert demo.token.startswith("dulau_")
+
+
+def test_console_each_role_sees_what_it_may(demo: Demo, browser: Browser, screens: Screens) -> None:
+    """Model v2 signed in as the regulator (the whole graph), as hospital A (its part, the cut
+    marked ✂), and as the withdrawn patient (their own report, nothing else)."""
+    model = demo.facts["models"][-1]
+    graph_route = f"#/provenance/artifact/{model}?direction=up"
+    datasets = {h: f"dataset:0x{slug_id(f'{h}/omop-cdm').hex()}"
+                for h in ("hospital-a", "hospital-b", "hospital-c")}  # fmt: skip
+    ward = _dul_json(demo, "admin", "token", "create", f"ward-{os.getpid()}", "--service",
+                     "audit", "--role", "organization", "--org", "hospital-a")  # fmt: skip
+    subject = demo.facts["withdrawal"]["subject"]
+    patient = _dul_json(demo, "steward", "patient-token", WITHDRAWING, "--holder", "hospital-a",
+                        "--key", "hospital-a.steward")  # fmt: skip
+    assert patient["subject"] == subject
+
+    for role, token in (("regulator", demo.token), ("organization", ward["token"])):
+        context = browser.new_context(viewport={"width": 1280, "height": 800})
+        page = context.new_page()
+        try:
+            sign_in(page, demo.audit, token, graph_route)
+            expect(page.locator("#session")).to_contain_text(f"Signed in as {role}")
+            listed = page.locator("#node-list")
+            expect(listed.locator(f'button[data-node="{datasets["hospital-a"]}"]')).to_be_visible()
+            model_node = listed.locator(f'button[data-node="artifact:{model}"]')
+            expect(model_node).to_be_visible()
+            others = [datasets["hospital-b"], datasets["hospital-c"]]
+            if role == "regulator":
+                for other in others:
+                    expect(listed.locator(f'button[data-node="{other}"]')).to_be_visible()
+                expect(page.locator("#node-list [data-cut]")).to_have_count(0)
+                expect(page.locator("#graph-summary")).not_to_contain_text("✂")
+            else:
+                expect(model_node).to_have_attribute("data-cut", "true")
+                expect(model_node).to_contain_text("✂")
+                expect(page.locator("#graph-summary")).to_contain_text("✂")
+                for other in others:
+                    expect(listed.locator(f'button[data-node="{other}"]')).to_have_count(0)
+                # another hospital's training agreement: refused, said plainly
+                other_agreement = demo.facts["agreements"]["training-hospital-b"]
+                page.goto(f"{demo.audit}/#/agreement/{other_agreement}")
+                expect(page.locator("#message")).to_contain_text("out_of_scope")
+            page.goto(f"{demo.audit}/{graph_route}")
+            expect(listed.locator("button").first).to_be_visible()
+            drawn = listed.locator("button")
+            expect(page.locator("#graph")).to_have_attribute("data-drawn", str(drawn.count()))
+            page.screenshot(path=screens.path(f"model-v2-as-{role}-1280x800"))
+            # signing out forgets the credential
+            page.click("#sign-out")
+            expect(page.locator("#signin")).to_be_visible()
+            assert page.evaluate("sessionStorage.length") == 0
+            assert page.evaluate("localStorage.length") == 0
+        finally:
+            context.close()
+
+    context = browser.new_context(viewport={"width": 400, "height": 800})
+    page = context.new_page()
+    try:
+        sign_in(page, demo.audit, patient["token"])
+        expect(page).to_have_url(re.compile(rf"#/subject/{subject}$"))
+        expect(page.locator("#session")).to_contain_text("Signed in as patient")
+        expect(page.locator("#subject-accesses tbody tr")).to_have_count(1)
+        expect(page.locator("#subject-consents")).to_contain_text("WITHDRAWN")
+        expect(page.locator("#search")).to_be_hidden()
+        expect(page.locator("#verify")).to_be_hidden()
+        expect(page.locator("#subject-graph")).to_be_hidden()
+        # any other view leads back to the patient's own report
+        page.goto(f"{demo.audit}/{graph_route}")
+        expect(page).to_have_url(re.compile(rf"#/subject/{subject}$"))
+        expect(page.locator("#provenance")).to_be_hidden()
+        page.screenshot(path=screens.path("patient-own-report-400x800"), full_page=True)
+    finally:
+        context.close()

@@ -7,16 +7,18 @@ report only."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
-import threading
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
+import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -28,6 +30,7 @@ from audit.app import create_app
 from audit.auth import AuditRole
 from audit.settings import AuditSettings
 from audit.testing import (
+    TestIdentityProvider,
     audit_token,
     bearer,
     drop_stores,
@@ -39,7 +42,7 @@ from audit.testing import (
     with_token_file,
 )
 from dul.artifacts import ReleaseRef, content_id, register_artifact
-from dul.chain.testing import ChainHandle, free_port
+from dul.chain.testing import ChainHandle
 from dul.cli.main import app as dul_cli
 from dul.contracts.world import OMOP_FIELDS, World, derived_signer
 from dul.domain import ArtifactKind, Operation, OrgKind, ReleaseKind, Role, Tier, slug_id
@@ -54,7 +57,6 @@ pytestmark = pytest.mark.integration
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 HOSPITAL_B = "audit-auth-b"
 PASSPHRASE = "audit auth tests"
-ISSUER = "https://idp.hospital-a.example"
 AUDIENCE = "dul-audit"
 
 
@@ -476,53 +478,22 @@ def test_admin_token_create_list_revoke(
 # --- OpenID Connect ------------------------------------------------------------------------------
 
 
-@dataclass
-class Issuer:
-    key: rsa.RSAPrivateKey
-    kid: str
-    jwks_url: str
-
-    def token(self, *, key: rsa.RSAPrivateKey | None = None, **claims: Any) -> str:
-        now = int(time.time())
-        body = {"iss": ISSUER, "aud": AUDIENCE, "sub": "dr-house", "iat": now, "exp": now + 300,
-                **claims}  # fmt: skip
-        return jwt.encode({k: v for k, v in body.items() if v is not None}, key or self.key,
-                          algorithm="RS256", headers={"kid": self.kid})  # fmt: skip
-
-
 @pytest.fixture(scope="module")
-def issuer() -> Iterator[Issuer]:
-    """A test identity provider: its signing key, and its JWKS served over local HTTP."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    kid = uuid.uuid4().hex[:8]
-    jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
-    body = json.dumps({"keys": [{**jwk, "kid": kid, "use": "sig", "alg": "RS256"}]}).encode()
-
-    class Jwks(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Jwks)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+def issuer() -> Iterator[TestIdentityProvider]:
+    """A test identity provider: its own key, its JWKS and endpoints on local HTTP."""
+    provider = TestIdentityProvider(AUDIENCE)
     try:
-        yield Issuer(key, kid, f"http://127.0.0.1:{server.server_port}/jwks.json")
+        yield provider
     finally:
-        server.shutdown()
-        thread.join(timeout=5)
+        provider.close()
 
 
-def test_oidc_access_tokens(settings: AuditSettings, issuer: Issuer, story: Story) -> None:
-    oidc = settings.model_copy(update={
-        "oidc_issuer": ISSUER, "oidc_audience": AUDIENCE, "oidc_jwks_url": issuer.jwks_url,
-        "oidc_roles_claim": "realm_access.roles", "oidc_org_claim": "org",
-    })  # fmt: skip
+def test_oidc_access_tokens(
+    settings: AuditSettings, issuer: TestIdentityProvider, story: Story
+) -> None:
+    oidc = issuer.settings(settings).model_copy(
+        update={"oidc_roles_claim": "realm_access.roles", "oidc_org_claim": "org"}
+    )
     own = f"/v1/reports/agreements/{story.agreement_a}"
     other = f"/v1/reports/agreements/{story.agreement_b}"
     with TestClient(create_app(oidc), raise_server_exceptions=False) as client:
@@ -533,6 +504,9 @@ def test_oidc_access_tokens(settings: AuditSettings, issuer: Issuer, story: Stor
         problem(get(client, other, staff), 403, "out_of_scope")
         problem(get(client, own, issuer.token(realm_access={"roles": ["nurse"]})), 403,
                 "role_missing")  # fmt: skip
+        problem(get(client, own, issuer.token(realm_access={"roles": ["organization"]})), 403,
+                "role_missing")  # fmt: skip
+        other_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         for refused, code in (
             (issuer.token(aud="another-service", realm_access={"roles": ["regulator"]}),
              "credential_invalid"),
@@ -540,24 +514,27 @@ def test_oidc_access_tokens(settings: AuditSettings, issuer: Issuer, story: Stor
              "credential_invalid"),
             (issuer.token(exp=int(time.time()) - 120, realm_access={"roles": ["regulator"]}),
              "credential_expired"),
-            (issuer.token(key=rsa.generate_private_key(public_exponent=65537, key_size=2048),
-                          realm_access={"roles": ["regulator"]}), "credential_invalid"),
+            (issuer.token(key=other_key, realm_access={"roles": ["regulator"]}),
+             "credential_invalid"),
             (issuer.token(exp=None, realm_access={"roles": ["regulator"]}),
              "credential_invalid"),
-            (jwt.encode({"iss": ISSUER, "aud": AUDIENCE, "exp": int(time.time()) + 60,
+            (jwt.encode({"iss": issuer.issuer, "aud": AUDIENCE, "exp": int(time.time()) + 60,
                          "realm_access": {"roles": ["regulator"]}}, "a shared secret of 32 bytes!!",
                         algorithm="HS256", headers={"kid": issuer.kid}), "credential_invalid"),
         ):  # fmt: skip
             problem(get(client, own, refused), 401, code)
+    # a service that accepts no OIDC tokens says so
+    with TestClient(create_app(settings), raise_server_exceptions=False) as plain:
+        problem(get(plain, own, regulator), 401, "credential_invalid")
 
 
 def test_oidc_keys_from_a_file(
-    settings: AuditSettings, issuer: Issuer, story: Story, tmp_path: Path
+    settings: AuditSettings, issuer: TestIdentityProvider, tmp_path: Path
 ) -> None:
     jwks = tmp_path / "jwks.json"
     jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(issuer.key.public_key()))
     jwks.write_text(json.dumps({"keys": [{**jwk, "kid": issuer.kid}]}))
-    oidc = settings.model_copy(update={"oidc_issuer": ISSUER, "oidc_audience": AUDIENCE,
+    oidc = settings.model_copy(update={"oidc_issuer": issuer.issuer, "oidc_audience": AUDIENCE,
                                        "oidc_jwks_path": jwks})  # fmt: skip
     with TestClient(create_app(oidc), raise_server_exceptions=False) as client:
         token = issuer.token(roles="regulator")
@@ -569,3 +546,67 @@ def test_oidc_keys_from_a_file(
         jwks.write_text("{not json")
         problem(get(client, "/v1/verify?chain=false", token), 503,
                 "identity_provider_unavailable")  # fmt: skip
+
+
+# --- the console's sign-in routes ------------------------------------------------------------
+
+
+def test_auth_config_and_me(
+    client: TestClient, settings: AuditSettings, issuer: TestIdentityProvider, story: Story
+) -> None:
+    assert client.get("/auth/config").json() == {"oidc": None}
+    problem(client.get("/auth/me"), 401, "credential_missing")
+    token = audit_token(settings, AuditRole.ORGANIZATION, "hospital-a", name="auth-me")
+    me = get(client, "/auth/me", token).json()
+    assert me == {"role": "organization", "via": "token", "name": "auth-me",
+                  "org": hexed(slug_id("hospital-a")), "org_slug": "hospital-a",
+                  "subject": None}  # fmt: skip
+    patient = patient_token(story, story.world.steward, story.subject_a)
+    assert get(client, "/auth/me", patient).json()["subject"] == story.subject_a
+    with TestClient(create_app(issuer.settings(settings))) as oidc:
+        config = oidc.get("/auth/config").json()["oidc"]
+        assert config["authorization_endpoint"] == f"{issuer.url}/authorize"
+        assert config["client_id"] == issuer.client_id
+
+
+def _code(issuer: TestIdentityProvider, verifier: str, redirect: str, **claims: Any) -> str:
+    """An authorization code from the provider, as a browser would be given one."""
+    digest = hashlib.sha256(verifier.encode()).digest()
+    challenge = base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+    issuer.next_claims = claims
+    answer = httpx.get(f"{issuer.url}/authorize", params={
+        "response_type": "code", "client_id": issuer.client_id, "redirect_uri": redirect,
+        "state": "s", "code_challenge": challenge, "code_challenge_method": "S256",
+    })  # fmt: skip
+    assert answer.status_code == 302
+    return parse_qs(urlsplit(answer.headers["location"]).query)["code"][0]
+
+
+def test_auth_token_redeems_a_pkce_code(
+    settings: AuditSettings, issuer: TestIdentityProvider, story: Story
+) -> None:
+    redirect = "http://127.0.0.1:1/"
+    verifier = "v" * 43
+    with TestClient(create_app(issuer.settings(settings)), raise_server_exceptions=False) as c:
+        code = _code(issuer, verifier, redirect, roles=["organization"], org="hospital-a")
+        answer = c.post("/auth/token", json={"code": code, "code_verifier": verifier,
+                                             "redirect_uri": redirect})  # fmt: skip
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert body["me"]["org_slug"] == "hospital-a"
+        own = f"/v1/reports/agreements/{story.agreement_a}"
+        assert get(c, own, body["access_token"]).status_code == 200
+        # the same code twice, or another verifier: the provider refuses, and so do we
+        again = c.post("/auth/token", json={"code": code, "code_verifier": verifier,
+                                            "redirect_uri": redirect})  # fmt: skip
+        problem(again, 401, "credential_invalid")
+        code = _code(issuer, verifier, redirect, roles=["regulator"])
+        wrong = c.post("/auth/token", json={"code": code, "code_verifier": "w" * 43,
+                                            "redirect_uri": redirect})  # fmt: skip
+        problem(wrong, 401, "credential_invalid")
+        short = {"code": "x", "code_verifier": "short", "redirect_uri": redirect}
+        problem(c.post("/auth/token", json=short), 422, "validation_error")
+    with TestClient(create_app(settings), raise_server_exceptions=False) as plain:
+        problem(plain.post("/auth/token", json={"code": "x", "code_verifier": verifier,
+                                                "redirect_uri": redirect}), 401,
+                "oidc_not_configured")  # fmt: skip

@@ -3,10 +3,14 @@
 //   #/agreement/{id}                                   GET /v1/reports/agreements/{id}
 //   #/subject/{ref}                                    GET /v1/subjects/{ref}/accesses
 // and GET /v1/verify, polled, for the status in the header, beside the indexer's health and lag
-// (GET /readyz, polled; red when behind or failing).
+// (GET /readyz, polled; red when behind or failing). Signed in (`session.js`), each view shows
+// what the role may see: a regulator everything, an organization its part of each graph (the cut
+// marked ✂), a patient their own report only.
+//   #/sign-in                                          the sign-in page
 
 import { drawGraph, kindOf } from "./graph.js";
 import { canVerify, ProofError, verifyInclusion } from "./proof.js";
+import { api, authConfig, download, finishOidc, Problem, signIn, signOut, signedIn, startOidc, who } from "./session.js";
 
 const SEARCH_KINDS = ["agreement", "dataset", "access", "artifact", "organization", "subject"];
 const GUESS_HEX = ["agreement", "access", "artifact", "dataset", "organization", "subject"];
@@ -69,26 +73,6 @@ function badge(text, kind) {
 
 // --- the API --------------------------------------------------------------------------------
 
-class Problem extends Error {
-  constructor(status, body) {
-    super((body && (body.detail || body.title)) || `HTTP ${status}`);
-    this.status = status;
-    this.code = (body && body.code) || `http_${status}`;
-  }
-}
-
-async function api(path) {
-  let response;
-  try {
-    response = await fetch(path, { headers: { Accept: "application/json" } });
-  } catch (error) {
-    throw new Problem(0, { code: "unreachable", detail: `the audit service cannot be reached (${error.message})` });
-  }
-  const body = await response.json().catch(() => null);
-  if (!response.ok) throw new Problem(response.status, body);
-  return body;
-}
-
 function idPath(id) {
   return id.split("/").map(encodeURIComponent).join("/");
 }
@@ -123,7 +107,7 @@ function findingsFor(node) {
 }
 
 async function verifyNow() {
-  if (verifying) return;
+  if (verifying || !signedIn() || isPatient()) return;
   verifying = true;
   clearTimeout(verifyTimer);
   const box = $("verify");
@@ -204,7 +188,8 @@ function marksOf(node) {
   const flagged = [];
   if (flaggedStatus(attributes.status)) flagged.push(`status ${attributes.status}`);
   for (const finding of findingsFor(node)) flagged.push(`verify: ${finding.check}`);
-  return { denied: attributes.decision === "DENIED", flagged };
+  const cut = Boolean(current && current.graph.cut && current.graph.cut.includes(node.id));
+  return { denied: attributes.decision === "DENIED", flagged, cut };
 }
 
 function remark() {
@@ -295,7 +280,8 @@ async function showProvenance(kind, id, direction) {
   const denied = graph.nodes.filter((n) => marksOf(n).denied).length;
   $("graph-summary").textContent = `${graph.nodes.length} nodes, ${graph.edges.length} edges, ` +
     `direction ${graph.direction}` + (denied ? `, ${denied} denied access(es)` : "") +
-    (graph.truncated.length ? `; ${graph.truncated.length} node(s) have more than ${graph.limit} neighbours (not all shown)` : "") + ".";
+    (graph.truncated.length ? `; ${graph.truncated.length} node(s) have more than ${graph.limit} neighbours (not all shown)` : "") +
+    (graph.cut && graph.cut.length ? `; ✂ ${graph.cut.length} node(s) lead to more that your role may not see (not shown)` : "") + ".";
   const agreementLink = $("open-agreement");
   agreementLink.hidden = kind !== "agreement";
   if (kind === "agreement") agreementLink.href = `#/agreement/${idPath(id)}`;
@@ -326,9 +312,19 @@ function clearGraph() {
 }
 
 function setExport(link, kind, id, direction, format) {
-  link.href = provenancePath(kind, id, direction, format);
   const stem = `provenance-${kind}-${id.replace(/[^A-Za-z0-9.-]+/g, "_").slice(0, 24)}`;
-  link.setAttribute("download", `${stem}.${format === "fhir" ? "fhir" : "prov"}.json`);
+  fetchedLink(link, provenancePath(kind, id, direction, format), `${stem}.${format === "fhir" ? "fhir" : "prov"}.json`);
+}
+
+/** A link to an API path: fetched with the credential (a plain link would go without it) and
+ * saved as `filename`. */
+function fetchedLink(link, path, filename) {
+  link.href = path;
+  link.setAttribute("download", filename);
+  link.onclick = (event) => {
+    event.preventDefault();
+    download(path, filename).catch((error) => say(`${error.message} [${error.code}]`));
+  };
 }
 
 function byType(graph) {
@@ -355,13 +351,15 @@ function renderList() {
           type: "button", class: `node-item kind-${kindOf(type)[2]}`, "data-node": node.id,
           "data-type": node.type, "data-denied": marks.denied ? "true" : null,
           "data-flagged": marks.flagged.length ? "true" : null,
+          "data-cut": marks.cut ? "true" : null,
           "aria-current": current.selected === node.id ? "true" : null,
           onclick: () => select(node.id, true),
         },
         h("span", { class: `swatch shape-${KINDS_CSS(node.type)}`, "aria-hidden": "true" }),
         h("span", { class: "node-text" }, node.id === current.graph.root ? "◎ " : "", node.label),
         marks.denied ? badge("✕ DENIED", "denied") : null,
-        marks.flagged.length ? badge(`⚑ ${marks.flagged.join(", ")}`, "flagged") : null)));
+        marks.flagged.length ? badge(`⚑ ${marks.flagged.join(", ")}`, "flagged") : null,
+        marks.cut ? badge("✂ more not shown", "cut") : null)));
     }
   }
   list.replaceChildren(...items);
@@ -443,6 +441,7 @@ function renderDetails(nodeId) {
       marks.denied ? badge("✕ DENIED", "denied") : null,
       marks.flagged.map((f) => badge(`⚑ ${f}`, "flagged")),
       current.graph.truncated.includes(node.id) ? badge(`more than ${current.graph.limit} neighbours: not all shown`, "note") : null,
+      marks.cut ? badge("✂ linked to more that your role may not see (not shown)", "cut") : null,
       h("span", { class: "muted" }, ` PROV ${node.prov}`)),
     h("p", { class: "actions", hidden: !actions.length }, actions),
     h("h4", {}, "Chain reference"),
@@ -480,7 +479,7 @@ async function showAgreement(id) {
   $("agreement-graph").href = `#/provenance/agreement/${idPath(id)}?direction=both`;
   setExport($("agreement-export-prov"), "agreement", id, "both", "prov-json");
   setExport($("agreement-export-fhir"), "agreement", id, "both", "fhir");
-  $("agreement-report-json").href = `/v1/reports/agreements/${idPath(id)}`;
+  fetchedLink($("agreement-report-json"), `/v1/reports/agreements/${idPath(id)}`, `agreement-report-${id.slice(0, 18)}.json`);
   agreementReport = null;
   try {
     const report = await api(`/v1/reports/agreements/${idPath(id)}`);
@@ -595,7 +594,8 @@ async function showSubject(ref) {
   show("subject");
   $("subject-title").textContent = `Transparency report of subject ${ref}`;
   $("subject-graph").href = `#/provenance/subject/${idPath(ref)}?direction=both`;
-  $("subject-report-json").href = `/v1/subjects/${encodeURIComponent(ref)}/accesses`;
+  fetchedLink($("subject-report-json"), `/v1/subjects/${encodeURIComponent(ref)}/accesses`, `transparency-report-${ref.slice(0, 18)}.json`);
+  $("subject-graph").hidden = isPatient();
   const body = $("subject-body");
   body.replaceChildren(h("p", { class: "hint" }, "Loading…"));
   let report;
@@ -716,7 +716,7 @@ function renderSubject(ref, report) {
 let focusView = false;
 
 function show(name) {
-  for (const view of ["home", "provenance", "agreement", "subject"]) $(view).hidden = view !== name;
+  for (const view of ["signin", "home", "provenance", "agreement", "subject"]) $(view).hidden = view !== name;
   if (focusView) {
     focusView = false;
     const heading = $(name).querySelector("h2");
@@ -727,11 +727,27 @@ function show(name) {
 
 function route() {
   routeSeq += 1;
-  say("");
   const hash = location.hash.slice(1);
   const [path, query = ""] = hash.split("?");
   const parts = path.split("/").filter(Boolean);
   const direction = new URLSearchParams(query).get("direction") || "both";
+  if (!signedIn()) {
+    showSignIn(parts[0] === "sign-in" ? "" : hash);
+    return;
+  }
+  say("");
+  const me = who();
+  if (me.role === "patient") {
+    // A patient token opens its own report and nothing else.
+    const own = `#/subject/${me.subject}`;
+    if (`#${hash}` !== own) { location.replace(own); return; }
+    showSubject(me.subject);
+    return;
+  }
+  if (parts[0] === "sign-in") {
+    location.replace("#/");
+    return;
+  }
   if (parts[0] === "provenance" && parts.length >= 3) {
     const kind = parts[1];
     const id = parts.slice(2).map(decodeURIComponent).join("/");
@@ -757,10 +773,113 @@ function fillForm(kind, id, direction) {
   form.direction.value = ["up", "down", "both"].includes(direction) ? direction : "both";
 }
 
-$("search").addEventListener("submit", search);
-$("node-list").addEventListener("keydown", listKeys);
-$("verify-now").addEventListener("click", verifyNow);
-window.addEventListener("hashchange", route);
-route();
-verifyNow();
-healthNow();
+// --- signing in -----------------------------------------------------------------------------
+
+let returnTo = "";
+let oidcConfig = null;
+
+function isPatient() {
+  const me = who();
+  return Boolean(me && me.role === "patient");
+}
+
+function showSignIn(wanted) {
+  if (wanted) returnTo = `#${wanted}`;
+  clearTimeout(verifyTimer);
+  applyRole();
+  show("signin");
+  $("signin-token").focus();
+}
+
+async function submitSignIn(event) {
+  event.preventDefault();
+  const field = $("signin-token");
+  $("signin-error").hidden = true;
+  try {
+    await signIn(field.value);
+  } catch (error) {
+    $("signin-error").textContent = `${error.message} [${error.code}]`;
+    $("signin-error").hidden = false;
+    return;
+  }
+  field.value = "";
+  signedInNow();
+}
+
+function signedInNow() {
+  applyRole();
+  const target = returnTo || "#/";
+  returnTo = "";
+  if (location.hash === target) route();
+  else location.hash = target;
+  if (!isPatient()) verifyNow();
+}
+
+/** The header and the search follow the role: a patient has neither search nor verify. */
+function applyRole() {
+  const me = signedIn() ? who() : null;
+  document.body.dataset.role = me ? me.role : "signed-out";
+  const patient = Boolean(me && me.role === "patient");
+  $("search").hidden = !me || patient;
+  $("verify").hidden = !me || patient;
+  $("session").hidden = !me;
+  if (me) {
+    const whom = me.role === "patient" ? `patient ${me.subject.slice(0, 10)}…`
+      : me.role === "organization" ? `organization ${me.org_slug || me.org}` : "regulator";
+    $("session-who").textContent = `Signed in as ${whom} (${me.via === "oidc" ? "identity provider" : me.via}: ${me.name})`;
+  }
+}
+
+function signOutNow() {
+  signOut("Signed out.");
+}
+
+window.addEventListener("dul:signed-out", (event) => {
+  clearTimeout(verifyTimer);
+  clearGraph();
+  $("signin-error").textContent = event.detail;
+  $("signin-error").hidden = !event.detail;
+  showSignIn(location.hash.slice(1).startsWith("/sign-in") ? "" : location.hash.slice(1));
+  if (location.hash !== "#/sign-in") history.replaceState(null, "", "#/sign-in");
+});
+
+async function boot() {
+  $("search").addEventListener("submit", search);
+  $("node-list").addEventListener("keydown", listKeys);
+  $("verify-now").addEventListener("click", verifyNow);
+  $("signin-form").addEventListener("submit", submitSignIn);
+  $("sign-out").addEventListener("click", signOutNow);
+  window.addEventListener("hashchange", route);
+  try {
+    const target = await finishOidc();
+    if (target) returnTo = target;
+  } catch (error) {
+    $("signin-error").textContent = `${error.message} [${error.code}]`;
+    $("signin-error").hidden = false;
+  }
+  authConfig().then((config) => {
+    oidcConfig = config.oidc;
+    const button = $("signin-oidc");
+    button.hidden = !oidcConfig;
+    if (oidcConfig) button.textContent = `Sign in with ${new URL(oidcConfig.issuer).host}`;
+  }).catch(() => {});
+  $("signin-oidc").addEventListener("click", () => {
+    if (oidcConfig) startOidc(oidcConfig, returnTo || location.hash || "#/");
+  });
+  applyRole();
+  healthNow(); // /readyz is open: the indexer's state names no ids
+  if (signedIn()) {
+    const hash = location.hash;
+    if (returnTo && returnTo !== hash) {
+      location.hash = returnTo;
+      returnTo = "";
+    } else {
+      route();
+    }
+    if (!isPatient()) verifyNow();
+  } else {
+    route();
+  }
+}
+
+boot();

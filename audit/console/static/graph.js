@@ -44,7 +44,8 @@ function short(text, max = 22) {
 
 /** The label drawn on a node: the state marks first, then the kind and a short label. */
 export function nodeCaption(node, marks) {
-  const prefix = [marks.denied ? "✕ DENIED" : "", marks.flagged.length ? "⚑ FLAGGED" : ""]
+  const prefix = [marks.denied ? "✕ DENIED" : "", marks.flagged.length ? "⚑ FLAGGED" : "",
+    marks.cut ? "✂" : ""]
     .filter(Boolean).join(" ");
   let label = String(node.label);
   if (label.startsWith(`${node.type} `)) label = label.slice(node.type.length + 1);
@@ -117,6 +118,7 @@ const STYLE = [
   { selector: "node[type = 'signature']", style: { width: 110, height: 40 } },
   { selector: "node.root", style: { "border-width": 3, "border-color": "#1a3e8c", "font-weight": "bold" } },
   { selector: "node.flagged", style: { "border-width": 4, "border-style": "dashed", "border-color": "#8a4b00" } },
+  { selector: "node.cut", style: { "border-width": 4, "border-style": "dotted", "border-color": "#4a4a4a" } },
   { selector: "node.denied", style: {
     "border-width": 7, "border-style": "double", "border-color": "#a4001c",
     "background-color": "#fbe0e4", "font-weight": "bold" } },
@@ -200,5 +202,5 @@ export async function drawGraph(container, graph, marksOf, onSelect) {
 
 function classesOf(node, marks, root) {
   return [node.id === root ? "root" : "", marks.denied ? "denied" : "",
-    marks.flagged.length ? "flagged" : ""].filter(Boolean).join(" ");
+    marks.flagged.length ? "flagged" : "", marks.cut ? "cut" : ""].filter(Boolean).join(" ");
 }
