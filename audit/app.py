@@ -153,11 +153,15 @@ _TITLES = {
 
 
 PROBLEM_CODES: dict[int, tuple[str, ...]] = {
-    404: ("not_found", "agreement_not_found"),
+    401: ("credential_missing", "credential_invalid", "credential_expired", "credential_revoked",
+          "oidc_not_configured"),
+    403: ("out_of_scope", "role_missing"),
+    404: ("not_found", "agreement_not_found", "subject_not_found"),
     422: ("validation_error", "malformed_id", "malformed_kind"),
     500: ("internal_error", "audit_error"),
-    503: ("store_unavailable", "node_unavailable", "rpc_error", "range_refused", "indexer_error"),
-}
+    503: ("store_unavailable", "node_unavailable", "rpc_error", "range_refused", "indexer_error",
+          "identity_provider_unavailable", "token_store_unavailable"),
+}  # fmt: skip
 """The problem codes the audit API answers, by status (documented in its OpenAPI)."""
 
 

@@ -44,7 +44,7 @@ from audit.scope import Caller, CallerRole
 from audit.settings import AuditSettings
 from dul.contracts.typed_data import Domain
 from dul.domain import Role
-from dul.errors import DulError
+from dul.errors import ConfigError, DulError
 from dul.patient_tokens import PREFIX as PATIENT_PREFIX
 from dul.patient_tokens import PatientToken, PatientTokenError, patient_token_domain
 from dul.signing import InvalidSignatureError
@@ -123,9 +123,7 @@ class OidcVerifier:
 
     def __init__(self, settings: AuditSettings) -> None:
         if not settings.oidc_audience:
-            raise DulError(
-                "DUL_AUDIT_OIDC_ISSUER is set without DUL_AUDIT_OIDC_AUDIENCE", code="config_error"
-            )
+            raise ConfigError("DUL_AUDIT_OIDC_ISSUER is set without DUL_AUDIT_OIDC_AUDIENCE")
         self.settings = settings
         self._url_keys: jwt.PyJWKClient | None = None
         self._file_keys: _JwksFile | None = None
@@ -137,9 +135,8 @@ class OidcVerifier:
                 timeout=settings.request_timeout,
             )  # fmt: skip
         else:
-            raise DulError(
-                "DUL_AUDIT_OIDC_ISSUER is set without DUL_AUDIT_OIDC_JWKS_URL or _JWKS_PATH",
-                code="config_error",
+            raise ConfigError(
+                "DUL_AUDIT_OIDC_ISSUER is set without DUL_AUDIT_OIDC_JWKS_URL or _JWKS_PATH"
             )
 
     def _key(self, token: str) -> jwt.PyJWK:
