@@ -213,10 +213,10 @@ def _route_of(request: Request) -> str:
 def create_app(settings: AuditSettings | None = None) -> FastAPI:
     """The audit service on the store of `settings` (default: `AuditSettings()` from env)."""
     settings = settings or AuditSettings()
+    auth = Authenticator(settings)  # here, not in the lifespan: a misconfiguration fails at once
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        auth = Authenticator(settings)
         engine = read_only_engine(settings.resolved_database_url())
         registry = CollectorRegistry()
         registry.register(StoreCollector(engine))

@@ -155,8 +155,12 @@ def serve(
     except DulError as exc:
         raise _fail(exc) from None
     settings = _settings(database_url=database_url, rpc_url=rpc_url)
+    try:
+        served = create_app(settings)  # an identity provider half configured is refused here
+    except DulError as exc:
+        raise _fail(exc) from None
     log.info("audit.serve", host=host, port=port)
-    uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=False)
+    uvicorn.run(served, host=host, port=port, log_config=None, access_log=False)
 
 
 @app.command("provenance")

@@ -123,6 +123,8 @@ def prov_document(graph: Graph) -> ProvDocument:
         attributes.update(
             {f"dul:{k}": _literal(v) for k, v in node.attributes.items() if v is not None}
         )
+        if node.id in graph.cut:  # linked to more that the requester's role may not see
+            attributes["dul:cut"] = True
         if node.prov == "entity":
             document.entity(_qname(node.id), attributes)
         elif node.prov == "activity":

@@ -418,6 +418,7 @@ def test_console_each_role_sees_what_it_may(demo: Demo, browser: Browser, screen
         expect(page.locator("#search")).to_be_hidden()
         expect(page.locator("#verify")).to_be_hidden()
         expect(page.locator("#subject-graph")).to_be_hidden()
+        expect(page.locator("#subject-body a")).to_have_count(0)  # no way onward
         # any other view leads back to the patient's own report
         page.goto(f"{demo.audit}/{graph_route}")
         expect(page).to_have_url(re.compile(rf"#/subject/{subject}$"))

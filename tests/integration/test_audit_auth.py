@@ -319,6 +319,11 @@ def test_the_graph_is_cut_where_the_organization_stops(
     assert not hidden & ids
     assert root in graph["cut"]
     assert all(e["source"] in ids and e["target"] in ids for e in graph["edges"])
+    exported = get(client, f"/v1/provenance/artifact/{story.model}?direction=up&format=prov-json",
+                   token).json()  # fmt: skip
+    model_entity = exported["entity"][f"dul:artifact-{story.model}"]
+    assert model_entity["dul:cut"] is True
+    assert not any(story.update_b in key for part in exported.values() for key in part)
     # the requester is a party to both agreements: nothing is cut for it
     lab = audit_token(settings, AuditRole.ORGANIZATION, "institute")
     full = get(client, f"/v1/provenance/artifact/{story.model}?direction=up", lab).json()
@@ -610,3 +615,17 @@ def test_auth_token_redeems_a_pkce_code(
         problem(plain.post("/auth/token", json={"code": "x", "code_verifier": verifier,
                                                 "redirect_uri": redirect}), 401,
                 "oidc_not_configured")  # fmt: skip
+
+
+def test_a_half_configured_identity_provider_is_refused_at_start(tmp_path: Path) -> None:
+    from audit.cli import app as audit_cli
+
+    env = {"DUL_AUDIT_OIDC_ISSUER": "https://idp.example", "DUL_HOME": str(tmp_path)}
+    store = f"sqlite:///{tmp_path / 'a.db'}"
+    refused = CliRunner().invoke(audit_cli, ["serve", "--database-url", store], env=env)
+    assert refused.exit_code == 2
+    assert "config_error" in refused.stderr
+    assert "DUL_AUDIT_OIDC_AUDIENCE" in refused.stderr
+    assert "Traceback" not in refused.output
+    with pytest.raises(ValueError, match="oidc_algorithms"):
+        AuditSettings(oidc_algorithms=["HS256"])

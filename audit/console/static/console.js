@@ -563,7 +563,8 @@ function shortHex(hex) {
 /** A long id shortened for a table cell; the whole id stays in its title (and in Report JSON). */
 function shortId(hex, href) {
   const text = shortHex(hex);
-  return href ? h("a", { href, title: hex, class: "id" }, text) : h("code", { class: "id", title: hex }, text);
+  // A patient's token opens nothing but their report: no links onward.
+  return href && !isPatient() ? h("a", { href, title: hex, class: "id" }, text) : h("code", { class: "id", title: hex }, text);
 }
 
 function shortChain(chain) {
@@ -647,7 +648,7 @@ function renderSubject(ref, report) {
       a.time ? `${a.time.slice(0, 16).replace("T", " ")} UTC` : h("span", { class: "muted" }, "—"),
       [a.requester_org_name || shortHex(a.requester_org) || "?", h("br"), h("span", { class: "muted" }, "account "), shortId(a.requester)],
       shortId(a.agreement_id, `#/agreement/${a.agreement_id}`),
-      h("a", { href: `#/provenance/dataset/${idPath(a.dataset)}?direction=both` }, a.dataset),
+      isPatient() ? a.dataset : h("a", { href: `#/provenance/dataset/${idPath(a.dataset)}?direction=both` }, a.dataset),
       a.scenario || "—",
       a.tier || "—",
       a.operation || "—",
@@ -673,7 +674,7 @@ function renderSubject(ref, report) {
   const codeRows = report.authorizations.map((c) => [
     shortId(c.code_hash),
     c.grantee_name || shortId(c.grantee_org),
-    [h("a", { href: `#/provenance/dataset/${c.dataset_id}?direction=both`, title: c.dataset_id }, shortHex(c.dataset_id)),
+    [shortId(c.dataset_id, `#/provenance/dataset/${c.dataset_id}?direction=both`),
       ` ${c.scenario || "?"} up to ${c.tier || "?"}`],
     moment(c.expires_at),
     statusOf(c.status),
