@@ -124,7 +124,7 @@ def _caller(
     except DulError as exc:
         state.refused.labels(exc.code).inc()
         raise
-    structlog.contextvars.bind_contextvars(caller=f"{caller.role.value}:{caller.via}")
+    request.state.caller = caller  # for the request's log line
     return caller
 
 
@@ -269,8 +269,19 @@ def create_app(settings: AuditSettings | None = None) -> FastAPI:
             if state is not None:
                 state.requests.labels(route, str(response.status_code)).inc()
                 state.latency.labels(route).observe(seconds)
+            # Who read what is itself worth a trail: the role and the credential's name (a
+            # token's name, an OIDC `sub`, a patient token's signing steward), never the secret.
+            caller: Caller | None = getattr(request.state, "caller", None)
+            who = (
+                {}
+                if caller is None
+                else {
+                    "caller": f"{caller.role.value}:{caller.via}",
+                    "caller_name": caller.name,
+                }
+            )
             log.info("audit.request", method=request.method, route=route,
-                     status=response.status_code, ms=round(seconds * 1000, 2))  # fmt: skip
+                     status=response.status_code, ms=round(seconds * 1000, 2), **who)  # fmt: skip
         response.headers["x-request-id"] = request_id
         return response
 
