@@ -100,6 +100,7 @@ def index(
             f"indexed {summary.events} events in {summary.pages} pages up to block "
             f"{summary.checkpoint_block} ({summary.events_per_s:.0f} events/s"
             + (f", {summary.reorgs} reorg(s) rolled back" if summary.reorgs else "")
+            + (f", {summary.quarantined} event(s) QUARANTINED" if summary.quarantined else "")
             + ")"
         )
 

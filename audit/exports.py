@@ -196,7 +196,9 @@ def _instant(timestamp: int | None) -> str:
 def _bound(timestamp: Any) -> str | None:
     """A validity bound as a FHIR dateTime; None for "forever" (past year 9999) or unknown."""
     try:
-        return _instant(int(timestamp)) if timestamp is not None else None
+        if timestamp is None or int(timestamp) > _LAST_INSTANT:
+            return None
+        return _instant(int(timestamp))
     except (OverflowError, OSError, ValueError):
         return None
 

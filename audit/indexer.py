@@ -229,6 +229,8 @@ class IndexSummary:
     events_per_s: float = 0.0
     cohorts_settled_late: int = 0
     """Cohorts whose leaves a source gave only on a retry."""
+    quarantined: int = 0
+    """Logs this run could not apply and quarantined (`quarantined_event`)."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -387,6 +389,7 @@ class Indexer:
         self._cohorts_retried_at: float | None = None
         self.cohorts_settled_late = 0
         self.reorgs = 0
+        self.quarantined = 0
         self.before_checkpoint: Callable[[], None] | None = None
         """Test seam: runs inside the page transaction after the rows, before the checkpoint."""
         self.apply_check: Callable[[DecodedEvent], None] | None = None
@@ -672,6 +675,7 @@ class Indexer:
         summary.reorgs = self.reorgs
         summary.refused_ranges = self.sizer.refused
         summary.cohorts_settled_late = self.cohorts_settled_late
+        summary.quarantined = self.quarantined
         summary.seconds = round(time.perf_counter() - started, 3)
         summary.events_per_s = round(summary.events / summary.seconds, 1) if summary.seconds else 0
         return summary
@@ -767,6 +771,7 @@ class Indexer:
                       tx_index=q.tx_index, log_index=q.log_index, tx_hash=q.tx_hash,
                       stage=q.stage, error=q.error[:300])  # fmt: skip
         self.metrics.quarantined.inc(len(quarantined))
+        self.quarantined += len(quarantined)
 
     def _refused(
         self, page: Page, events: list[DecodedEvent], previous: int

@@ -121,6 +121,7 @@ def test_an_unapplicable_event_is_quarantined_and_indexing_goes_on(
     assert refused_id not in accesses
     assert hexed(later.request.request_id) in accesses  # indexing went on past it
     assert summary.checkpoint_block >= row["block_number"] + 1
+    assert summary.quarantined == 1
     assert metrics.registry.get_sample_value("dul_audit_events_quarantined_total") == 1
 
     report = verify(world, indexer, chain, max_lag_blocks=BEHIND_BLOCKS,
