@@ -94,12 +94,15 @@ class StackStatus:
     """Every local gateway by organization (the sample hospitals' under `--demo`)."""
     regulator_token: str | None = None
     """Under `--demo`: the sample regulator's audit API token (console sign-in), shown only."""
+    gateway_skipped: dict[str, str] = field(default_factory=dict)
+    """Organizations whose gateway was not started, and why (and what to do)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
             "rpc_url": self.chain.rpc_url,
             "gateway_url": self.gateway_url,
             "gateway_urls": self.gateway_urls,
+            "gateway_skipped": self.gateway_skipped,
             "audit_url": self.audit_url,
             "access_token": self.access_token,
             "regulator_token": self.regulator_token,
@@ -131,14 +134,15 @@ def up(home: Home, settings: ChainSettings | None = None, *, demo: bool = False)
     w3 = connect(chain.rpc_url)
     deployment, new = deploy(w3, keys.unlock(OPERATOR_KEY), home.deployment)
     seeded = seed_sample(Ledger(w3, deployment), keys) if demo else []
-    gateways = _start_gateways(home, keys, demo=demo)
+    skipped: dict[str, str] = {}
+    gateways = _start_gateways(home, keys, demo=demo, skipped=skipped)
     audit_url = _start_audit(home, [gateway_settings(home, org) for org in gateways])
     default = GatewaySettings(home=home.root).org
     gateway_url = gateways.get(default)
     token = _demo_token(home) if demo and gateway_url else None
     return StackStatus(
         chain, deployment, new, seeded, gateway_url, token, audit_url, gateway_urls=gateways,
-        regulator_token=_regulator_token(home) if demo else None,
+        regulator_token=_regulator_token(home) if demo else None, gateway_skipped=skipped,
     )  # fmt: skip
 
 
@@ -194,9 +198,11 @@ def _start_audit(home: Home, gateways: list[GatewaySettings]) -> str:
     return url
 
 
-def _start_gateways(home: Home, keys: KeyStore, *, demo: bool) -> dict[str, str]:
+def _start_gateways(
+    home: Home, keys: KeyStore, *, demo: bool, skipped: dict[str, str] | None = None
+) -> dict[str, str]:
     """A gateway runs for each organization whose gateway key is in this data directory: the
-    configured one, and under `--demo` every sample hospital's."""
+    configured one, and under `--demo` every sample hospital's; `skipped` learns why not."""
     present = {name for name, _ in keys.list()}
     wanted = [GatewaySettings(home=home.root).org]
     if demo:
@@ -205,6 +211,12 @@ def _start_gateways(home: Home, keys: KeyStore, *, demo: bool) -> dict[str, str]
     for org in wanted:
         settings = gateway_settings(home, org)
         if settings.key not in present:
+            if skipped is not None:
+                skipped[org] = (
+                    f"no keystore {settings.key!r} in {keys.directory}: create it (dul keys new "
+                    f"{settings.key}), make it a GATEWAY member of {org} (dul admin member add), "
+                    "or name another with DUL_GATEWAY_ORG / DUL_GATEWAY_KEY"
+                )
             continue
         url = f"http://{settings.host}:{settings.port}"
         env = {}

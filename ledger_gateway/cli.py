@@ -1,4 +1,4 @@
-"""`dul gateway …`: serve the gateway."""
+"""`dul gateway …`: serve the gateway, and wait until one is ready."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
-from dul.cli.common import cli_errors
+from dul.cli.common import cli_errors, console, emit_json
 
 app = typer.Typer(help="The access gateway (REST API on localhost).", no_args_is_help=True)
 
@@ -15,14 +15,18 @@ app = typer.Typer(help="The access gateway (REST API on localhost).", no_args_is
 @cli_errors
 def serve(
     org: Annotated[
-        str | None, typer.Option(help="Holder organization [env DUL_GATEWAY_ORG].")
+        str | None, typer.Option(help="Holder organization (env DUL_GATEWAY_ORG).")
     ] = None,
-    key: Annotated[str | None, typer.Option(help="Gateway keystore [env DUL_GATEWAY_KEY].")] = None,
+    key: Annotated[str | None, typer.Option(help="Gateway keystore (env DUL_GATEWAY_KEY).")] = None,
     port: Annotated[
-        int | None, typer.Option(help="Port [env DUL_GATEWAY_PORT, default 8700].")
+        int | None, typer.Option(help="Port (env DUL_GATEWAY_PORT, default 8700).")
     ] = None,
     database_url: Annotated[
-        str | None, typer.Option(help="Outbox database [default: SQLite in DUL_HOME/gateway].")
+        str | None,
+        typer.Option(
+            help="Outbox database (env DUL_GATEWAY_DATABASE_URL; default SQLite in "
+            "DUL_HOME/gateway)."
+        ),
     ] = None,
 ) -> None:
     """Serve the gateway until interrupted (SIGINT/SIGTERM drain in-flight requests)."""
@@ -48,3 +52,51 @@ def serve(
         loop="uvloop",
         http="httptools",
     )
+
+
+@app.command("ready")
+@cli_errors
+def ready(
+    url: Annotated[
+        str | None,
+        typer.Option(
+            "--gateway", help="Gateway URL (env DUL_GATEWAY_URL, else 127.0.0.1:DUL_GATEWAY_PORT)."
+        ),
+    ] = None,
+    wait: Annotated[float, typer.Option(min=0, max=600, help="Seconds to wait for readiness.")] = 0,
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Whether a gateway answers ready (chain, contracts, signer, store); exit 1 when not."""
+    import time
+
+    import httpx
+
+    from dul.endpoints import gateway_url
+    from dul.errors import DulError
+
+    base = url or gateway_url()
+    deadline = time.monotonic() + wait
+    checks: dict[str, Any] = {}
+    while True:
+        try:
+            reply = httpx.get(f"{base}/readyz", timeout=5)
+            checks = (
+                reply.json()
+                if reply.headers.get("content-type", "").startswith("application/json")
+                else {}
+            )
+            if reply.status_code == 200:
+                break
+        except httpx.HTTPError as exc:
+            checks = {"error": str(exc)}
+        if time.monotonic() >= deadline:
+            raise DulError(
+                f"the gateway at {base} is not ready ({checks or 'no answer'}): is `dul gateway "
+                "serve` running with DUL_GATEWAY_ORG and DUL_GATEWAY_KEY of a GATEWAY member?",
+                code="gateway_not_ready",
+            )
+        time.sleep(0.3)
+    if json_output:
+        emit_json({"url": base, "ready": True, **checks})
+    else:
+        console.print(f"gateway ready at {base}", highlight=False)

@@ -349,6 +349,9 @@ def token_create(
     expires_in: Annotated[
         str | None, typer.Option(help="Lifetime, e.g. 3600, 90m, 12h, 30d (default: none).")
     ] = None,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Print only the secret (for scripts).")
+    ] = False,
     json_output: JsonOption = False,
 ) -> None:
     """Create a token; its secret is printed once and stored only as a hash."""
@@ -374,6 +377,8 @@ def token_create(
                 "token": secret,
             }
         )
+    elif quiet:
+        console.print(secret, highlight=False)
     else:
         console.print(
             f"{service} token for {name} ({shown}, {token_role.value}) — shown once:\n{secret}",

@@ -14,7 +14,9 @@ from dul import log
 from dul.chain.node import ChainNode, ChainStatus
 from dul.chain.settings import ChainSettings
 from dul.cli.common import cli_errors, console, emit_json, err_console, home
-from dul.errors import ConfigError
+from dul.errors import ConfigError, KeyStoreError
+from dul.home import Home
+from dul.keys import KeyStore
 
 app = typer.Typer(
     help="The embedded permissioned chain (anvil behind the member-only RPC proxy).",
@@ -63,6 +65,14 @@ def _print(
         )
 
 
+def _keystore_operator(h: Home) -> str | None:
+    """The address of this data directory's `operator` keystore, if there is one."""
+    try:
+        return KeyStore(h).show("operator").address
+    except KeyStoreError:
+        return None
+
+
 @app.command()
 @cli_errors
 def up(
@@ -87,7 +97,8 @@ def up(
     operator: Annotated[
         str | None,
         typer.Option(
-            help="Operator address that may send before any deployment (env DUL_OPERATOR_ADDRESS)."
+            help="Operator address that may send before any deployment (env "
+            "DUL_OPERATOR_ADDRESS; default: the `operator` keystore of DUL_HOME, as dul up)."
         ),
     ] = None,
     anvil_bin: Annotated[
@@ -96,6 +107,7 @@ def up(
     as_json: JsonOpt = False,
 ) -> None:
     """Start the chain detached and print its RPC URL (does nothing if it already runs)."""
+    h = home()
     settings = _settings(
         port=port,
         node_port=node_port,
@@ -105,7 +117,15 @@ def up(
         operator_address=operator,
         anvil_bin=anvil_bin,
     )
-    status = ChainNode(home(), settings).start()
+    if settings.operator_address is None:  # trust the operator keystore, as `dul up` does
+        settings = settings.model_copy(update={"operator_address": _keystore_operator(h)})
+    status = ChainNode(h, settings).start()
+    if settings.operator_address is None and not h.deployment.exists():
+        err_console.print(
+            "note: no operator is trusted yet, so `dul contracts deploy` will be refused; create "
+            "the operator key first (dul keys new operator) and restart, or pass --operator",
+            highlight=False,
+        )
     headline = (
         f"chain already running at {status.rpc_url}"
         if status.already_running

@@ -10,10 +10,14 @@ from rich.tree import Tree
 from dul.cli.common import cli_errors, console, emit_json, err_console, home
 
 
-def provenance_tree(graph: dict[str, Any], max_depth: int = 10) -> Tree:
+def provenance_tree(
+    graph: dict[str, Any], max_depth: int = 10, names: dict[str, str] | None = None
+) -> Tree:
     """The provenance graph as a tree from its root, following each relation from the derived
-    item to what it came from; an item reached twice is shown once and then referred to."""
+    item to what it came from; an item reached twice is shown once and then referred to.
+    `names` gives some nodes (by id) a name of their own, e.g. "model v1" and "model v2"."""
     nodes = {node["id"]: node for node in graph["nodes"]}
+    names = names or {}
     children: dict[str, list[tuple[str, str]]] = {}
     for edge in graph["edges"]:
         children.setdefault(edge["source"], []).append((edge["relation"], edge["target"]))
@@ -23,13 +27,17 @@ def provenance_tree(graph: dict[str, Any], max_depth: int = 10) -> Tree:
 
     def label(node_id: str, relation: str | None) -> str:
         node = nodes.get(node_id, {"type": "?", "label": node_id})
-        text = str(node["label"])
-        if node["type"] == "account":
+        kind, text = str(node["type"]), str(node["label"])
+        if kind == "account":
             text = text[:10] + "…"
+        if node_id in names:
+            text = f"{names[node_id]} ({text})"
         if node.get("attributes", {}).get("decision") == "DENIED":
             text += " [red]DENIED[/]"
         prefix = f"[dim]{relation}[/] " if relation else ""
-        return f"{prefix}[bold]{node['type']}[/] {text}"
+        if text.split(" ", 1)[0] == kind:  # "model of ai-lab", not "model model of ai-lab"
+            kind, text = text.split(" ", 1)[0], text.split(" ", 1)[1] if " " in text else ""
+        return f"{prefix}[bold]{kind}[/] {text}".rstrip()
 
     root = graph["root"]
     tree = Tree(label(root, None))
@@ -52,6 +60,19 @@ def provenance_tree(graph: dict[str, Any], max_depth: int = 10) -> Tree:
     return tree
 
 
+def _ids(facts: dict[str, Any]) -> list[tuple[str, str]]:
+    """The story's items a regulator would look up, with their ids."""
+    found: list[tuple[str, str]] = []
+    for n, model in enumerate(facts.get("models", []), start=1):
+        found.append((f"model v{n} (artifact)", str(model)))
+    for title, agreement in (facts.get("agreements") or {}).items():
+        found.append((f"agreement {title}", str(agreement)))
+    withdrawal = facts.get("withdrawal") or {}
+    if withdrawal.get("subject"):
+        found.append(("withdrawn patient (subject)", str(withdrawal["subject"])))
+    return found
+
+
 @cli_errors
 def demo(
     json_output: Annotated[
@@ -72,8 +93,9 @@ def demo(
         emit_json(facts)
         return
     regulator = facts["regulator"]
+    models = {f"artifact:{m}": f"v{n}" for n, m in enumerate(facts.get("models", []), start=1)}
     console.rule("regulator: provenance of model v2")
-    console.print(provenance_tree(regulator["provenance"]), highlight=False)
+    console.print(provenance_tree(regulator["provenance"], names=models), highlight=False)
     report = regulator["report"]
     console.rule("regulator: compliance report of the research agreement")
     for key in ("status", "accesses", "granted", "denied", "denials_by_reason", "findings"):
@@ -95,6 +117,9 @@ def demo(
         verdict += ", ".join(f"{k} {v}" for k, v in verify.get("findings_by_check", {}).items())
     console.print(f"  {verdict}", highlight=False)
     urls = facts["urls"]
+    console.rule("ids to paste into the console's search")
+    for name, value in _ids(facts):
+        console.print(f"  {name:<26} {value}", highlight=False)
     console.print(
         f"\ndone in {facts['seconds']} s. The stack keeps running: audit console at "
         f"{urls['audit_url']}/ , gateways {', '.join(urls['gateway_urls'].values())}; "

@@ -60,6 +60,8 @@ def up(
             console.print(f"seeded    {', '.join(status.seeded)}", highlight=False)
         if status.gateway_url:
             console.print(f"gateway_url {status.gateway_url}  (OpenAPI at /docs)", highlight=False)
+        for org, why in status.gateway_skipped.items():
+            err_console.print(f"note: no gateway for {org}: {why}", highlight=False)
         if status.audit_url:
             console.print(f"audit_url   {status.audit_url}  (OpenAPI at /docs)", highlight=False)
         if indexer is not None:

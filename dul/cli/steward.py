@@ -39,6 +39,7 @@ from dul.contracts.ledger import Ledger
 from dul.contracts.session import open_ledger, unlock
 from dul.contracts.typed_data import AgreementTerms, agreement_domain
 from dul.domain import ConsentPolicy, Operation, Scenario, Tier, operations_mask, slug_id, slug_of
+from dul.endpoints import gateway_url
 from dul.errors import ConfigError, DulError
 from dul.home import Home
 from dul.signing import Signer, typed_data_digest
@@ -66,9 +67,12 @@ agreement_app = typer.Typer(
 app.add_typer(dataset_app, name="dataset")
 app.add_typer(agreement_app, name="agreement")
 
-DEFAULT_GATEWAY = "http://127.0.0.1:8700"
 GatewayOption = Annotated[
-    str, typer.Option("--gateway", envvar="DUL_GATEWAY_URL", help="Gateway base URL.")
+    str | None,
+    typer.Option(
+        "--gateway",
+        help="Gateway base URL (default: env DUL_GATEWAY_URL, else 127.0.0.1:DUL_GATEWAY_PORT).",
+    ),
 ]
 TokenOption = Annotated[
     str,
@@ -84,8 +88,9 @@ WaitOption = Annotated[
 
 
 @contextlib.contextmanager
-def _gateway(url: str, token: str) -> Iterator[StewardClient]:
+def _gateway(url: str | None, token: str) -> Iterator[StewardClient]:
     """A steward client; an unreachable gateway is one clear error, not a traceback."""
+    url = url or gateway_url()
     try:
         client = StewardClient(url, token)
         try:
@@ -93,7 +98,11 @@ def _gateway(url: str, token: str) -> Iterator[StewardClient]:
         finally:
             client.close()
     except httpx.HTTPError as exc:
-        raise DulError(f"no gateway answers at {url}: {exc}", code="gateway_unreachable") from None
+        raise DulError(
+            f"no gateway answers at {url} ({exc}): start it with `dul gateway serve`, or set "
+            "DUL_GATEWAY_URL / DUL_GATEWAY_PORT",
+            code="gateway_unreachable",
+        ) from None
 
 
 def _id32(value: str) -> bytes:
@@ -291,8 +300,26 @@ def _date(value: int) -> str:
     return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def summary(message: dict[str, Any]) -> list[str]:
-    """What a party signs, in words: shown before the key is used."""
+def _field_names(mask: int, names: list[str] | None) -> str:
+    """The fields a mask selects, by name when the dataset's names are known."""
+    indices = [i for i in range(mask.bit_length()) if mask >> i & 1]
+    if names is not None and indices and indices[-1] < len(names):
+        return ", ".join(names[i] for i in indices)
+    return "field indices " + ", ".join(str(i) for i in indices)
+
+
+def _names_of(ledger: Ledger | None, dataset: bytes) -> list[str] | None:
+    if ledger is None:
+        return None
+    try:
+        return dataset_fields(ledger, dataset)
+    except DulError:
+        return None
+
+
+def summary(message: dict[str, Any], ledger: Ledger | None = None) -> list[str]:
+    """What a party signs, in words: shown before the key is used (field names read from the
+    datasets' registrations when `ledger` is given)."""
     ops = int(message["operations"])
     lines = [
         f"agreement   {message['id']} (version {message['version']})",
@@ -309,7 +336,9 @@ def summary(message: dict[str, Any]) -> list[str]:
         f"sign by     {_date(int(message['deadline']))}",
     ]
     for dataset, mask in zip(message["datasets"], message["fieldMasks"], strict=True):
-        lines.append(f"dataset     {slug_of(bytes.fromhex(dataset[2:]))} fields {hex(int(mask))}")
+        raw = bytes.fromhex(dataset[2:])
+        fields = _field_names(int(mask), _names_of(ledger, raw))
+        lines.append(f"dataset     {slug_of(raw)}: {fields}")
     return lines
 
 
@@ -343,7 +372,7 @@ def dataset_register(
     schema: Annotated[str, typer.Option(help="Schema reference text, hashed.")] = "OMOP CDM 5.4",
     max_tier: Annotated[str, typer.Option(help="Most sensitive tier offered.")] = "DEIDENTIFIED",
     key: KeyOption = "steward",
-    gateway: GatewayOption = DEFAULT_GATEWAY,
+    gateway: GatewayOption = None,
     token: TokenOption = "",
     wait: WaitOption = True,
     json_output: JsonOption = False,
@@ -394,6 +423,9 @@ def agreement_draft(
         Path | None, typer.Option(help="The agreement's legal text; its keccak256 is signed.")
     ] = None,
     out: Annotated[Path | None, typer.Option(help="Write the explicit draft here.")] = None,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Print only the agreement id (for scripts).")
+    ] = False,
     json_output: JsonOption = False,
 ) -> None:
     """Build an agreement's terms: prints its id and the EIP-712 typed data to be signed."""
@@ -434,9 +466,12 @@ def agreement_draft(
     if json_output:
         emit_json(result)
         return
+    if quiet:
+        console.print(result["agreement_id"], highlight=False)
+        return
     console.print(f"agreement id {result['agreement_id']}", highlight=False)
     if "typed_data" in result:
-        for line in summary(result["typed_data"]["message"]):
+        for line in summary(result["typed_data"]["message"], ledger):
             console.print(line, highlight=False)
         console.print(json.dumps(result["typed_data"], indent=2), highlight=False)
     if out is not None:
@@ -451,7 +486,7 @@ def agreement_submit(
         str | None, typer.Option(help="Propose as the next version of this agreement.")
     ] = None,
     key: KeyOption = "steward",
-    gateway: GatewayOption = DEFAULT_GATEWAY,
+    gateway: GatewayOption = None,
     token: TokenOption = "",
     wait: WaitOption = True,
     json_output: JsonOption = False,
@@ -476,7 +511,7 @@ def agreement_sign(
     agreement: Annotated[str, typer.Argument(help="Agreement id (0x…).")],
     key: KeyOption = "steward",
     yes: Annotated[bool, typer.Option("--yes", help="Sign without asking.")] = False,
-    gateway: GatewayOption = DEFAULT_GATEWAY,
+    gateway: GatewayOption = None,
     token: TokenOption = "",
     wait: WaitOption = True,
     json_output: JsonOption = False,
@@ -492,8 +527,11 @@ def agreement_sign(
                 "the gateway sent typed data of another agreement", code="bad_typed_data"
             )
         _check_domain(typed)
+        ledger = None
+        with contextlib.suppress(DulError):  # names of the fields, when the ledger is here
+            ledger = open_ledger(h)
         if not json_output:
-            for line in summary(message):
+            for line in summary(message, ledger):
                 console.print(line, highlight=False)
         if not yes and not typer.confirm("Sign this agreement?"):
             raise typer.Exit(1)
@@ -531,7 +569,7 @@ def _lifecycle(
     agreement: str,
     reason: str | None,
     key: str,
-    gateway: str,
+    gateway: str | None,
     token: str,
     wait: bool,
     json_output: bool,
@@ -564,7 +602,7 @@ def agreement_suspend(
     agreement: str,
     reason: ReasonOption = None,
     key: KeyOption = "steward",
-    gateway: GatewayOption = DEFAULT_GATEWAY,
+    gateway: GatewayOption = None,
     token: TokenOption = "",
     wait: WaitOption = True,
     json_output: JsonOption = False,
@@ -578,7 +616,7 @@ def agreement_suspend(
 def agreement_resume(
     agreement: str,
     key: KeyOption = "steward",
-    gateway: GatewayOption = DEFAULT_GATEWAY,
+    gateway: GatewayOption = None,
     token: TokenOption = "",
     wait: WaitOption = True,
     json_output: JsonOption = False,
@@ -593,7 +631,7 @@ def agreement_revoke(
     agreement: str,
     reason: ReasonOption = None,
     key: KeyOption = "steward",
-    gateway: GatewayOption = DEFAULT_GATEWAY,
+    gateway: GatewayOption = None,
     token: TokenOption = "",
     wait: WaitOption = True,
     json_output: JsonOption = False,
@@ -606,7 +644,7 @@ def agreement_revoke(
 @cli_errors
 def agreement_show(
     agreement: str,
-    gateway: GatewayOption = DEFAULT_GATEWAY,
+    gateway: GatewayOption = None,
     token: TokenOption = "",
     json_output: JsonOption = False,
 ) -> None:
@@ -772,7 +810,7 @@ def consent_grant(
     ] = None,
     subject_key: SubjectKeyOption = None,
     key: KeyOption = "steward",
-    gateway: GatewayOption = DEFAULT_GATEWAY,
+    gateway: GatewayOption = None,
     token: TokenOption = "",
     wait: WaitOption = True,
     json_output: JsonOption = False,
@@ -832,7 +870,7 @@ def consent_list(
     pseudonym: Annotated[str, typer.Argument(help="Patient pseudonym.")],
     holder: HolderOption = "hospital-a",
     subject_key: SubjectKeyOption = None,
-    gateway: GatewayOption = DEFAULT_GATEWAY,
+    gateway: GatewayOption = None,
     token: TokenOption = "",
     json_output: JsonOption = False,
 ) -> None:
@@ -867,7 +905,7 @@ def consent_withdraw(
     holder: HolderOption = "hospital-a",
     subject_key: SubjectKeyOption = None,
     key: KeyOption = "steward",
-    gateway: GatewayOption = DEFAULT_GATEWAY,
+    gateway: GatewayOption = None,
     token: TokenOption = "",
     wait: WaitOption = True,
     json_output: JsonOption = False,
@@ -916,7 +954,7 @@ def authorization_issue(
     days: Annotated[int, typer.Option(help="Valid for this many days.")] = 30,
     subject_key: SubjectKeyOption = None,
     key: KeyOption = "steward",
-    gateway: GatewayOption = DEFAULT_GATEWAY,
+    gateway: GatewayOption = None,
     token: TokenOption = "",
     wait: WaitOption = True,
     json_output: JsonOption = False,
@@ -973,7 +1011,7 @@ def authorization_issue(
 def authorization_revoke(
     code: Annotated[str, typer.Argument(help="The code, or its 0x hash.")],
     key: KeyOption = "steward",
-    gateway: GatewayOption = DEFAULT_GATEWAY,
+    gateway: GatewayOption = None,
     token: TokenOption = "",
     wait: WaitOption = True,
     json_output: JsonOption = False,

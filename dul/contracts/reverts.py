@@ -8,12 +8,14 @@ quota=100)` instead of an opaque hex string.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from enum import IntEnum
 from typing import Any
 
 from eth_abi.abi import decode
 from eth_hash.auto import keccak
 
+from dul import domain
 from dul.contracts.artifacts import load, manifest
 from dul.domain import slug_of
 
@@ -22,13 +24,22 @@ from dul.domain import slug_of
 class DecodedRevert:
     name: str
     args: dict[str, Any]
+    enums: dict[str, str] = field(default_factory=dict)
+    """Argument name -> the Solidity enum it holds (from the ABI's internalType)."""
 
     def describe(self) -> str:
-        rendered = ", ".join(f"{k}={_render(v)}" for k, v in self.args.items())
+        rendered = ", ".join(f"{k}={_render(v, self.enums.get(k))}" for k, v in self.args.items())
         return f"{self.name}({rendered})"
 
 
-def _render(value: Any) -> str:
+def _render(value: Any, enum: str | None = None) -> str:
+    """bytes32 ids as slugs, enum values by name (`ConsentPolicy.NONE`, not 0)."""
+    kind = getattr(domain, enum, None) if enum else None
+    if isinstance(kind, type) and issubclass(kind, IntEnum) and isinstance(value, int):
+        try:
+            return kind(value).name
+        except ValueError:
+            return str(value)
     if isinstance(value, bytes):
         return slug_of(value) if len(value) == 32 else "0x" + value.hex()
     return str(value)
@@ -43,10 +54,10 @@ def _canonical_type(item: dict[str, Any]) -> str:
 
 
 @functools.cache
-def _errors() -> dict[bytes, tuple[str, list[str], list[str]]]:
-    table: dict[bytes, tuple[str, list[str], list[str]]] = {
-        keccak(b"Error(string)")[:4]: ("Error", ["string"], ["message"]),
-        keccak(b"Panic(uint256)")[:4]: ("Panic", ["uint256"], ["code"]),
+def _errors() -> dict[bytes, tuple[str, list[str], list[str], dict[str, str]]]:
+    table: dict[bytes, tuple[str, list[str], list[str], dict[str, str]]] = {
+        keccak(b"Error(string)")[:4]: ("Error", ["string"], ["message"], {}),
+        keccak(b"Panic(uint256)")[:4]: ("Panic", ["uint256"], ["code"], {}),
     }
     for name in manifest().contracts:
         for item in load(name).abi:
@@ -54,11 +65,13 @@ def _errors() -> dict[bytes, tuple[str, list[str], list[str]]]:
                 continue
             types = [_canonical_type(i) for i in item["inputs"]]
             signature = f"{item['name']}({','.join(types)})"
-            table[keccak(signature.encode())[:4]] = (
-                item["name"],
-                types,
-                [i["name"] or f"arg{n}" for n, i in enumerate(item["inputs"])],
-            )
+            names = [i["name"] or f"arg{n}" for n, i in enumerate(item["inputs"])]
+            enums = {
+                n: str(i["internalType"]).removeprefix("enum ")
+                for n, i in zip(names, item["inputs"], strict=True)
+                if str(i.get("internalType", "")).startswith("enum ")
+            }
+            table[keccak(signature.encode())[:4]] = (item["name"], types, names, enums)
     return table
 
 
@@ -67,9 +80,9 @@ def decode_revert(data: bytes) -> DecodedRevert | None:
     entry = _errors().get(data[:4])
     if entry is None:
         return None
-    name, types, names = entry
+    name, types, names, enums = entry
     try:
         values = decode(types, data[4:])
     except Exception:  # malformed revert data is reported as unknown, never raised
         return None
-    return DecodedRevert(name, dict(zip(names, values, strict=True)))
+    return DecodedRevert(name, dict(zip(names, values, strict=True)), enums)

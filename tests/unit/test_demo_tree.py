@@ -7,7 +7,7 @@ from typing import Any
 
 from rich.console import Console
 
-from dul.cli.demo import provenance_tree
+from dul.cli.demo import _ids, provenance_tree
 
 
 def _node(node_id: str, label: str, **attributes: Any) -> dict[str, Any]:
@@ -18,9 +18,9 @@ def _edge(relation: str, source: str, target: str) -> dict[str, Any]:
     return {"relation": relation, "source": source, "target": target}
 
 
-def render(graph: dict[str, Any]) -> str:
+def render(graph: dict[str, Any], names: dict[str, str] | None = None) -> str:
     console = Console(width=120, record=True, color_system=None)
-    console.print(provenance_tree(graph))
+    console.print(provenance_tree(graph, names=names))
     return console.export_text()
 
 
@@ -56,20 +56,20 @@ GRAPH = {
 
 def test_derivations_hang_from_the_root_with_signatures_under_their_agreement() -> None:
     lines = render(GRAPH).splitlines()
-    assert lines[0] == "model model v2"
+    assert lines[0] == "model v2"  # the kind is not repeated
     text = "\n".join(lines)
     assert "wasDerivedFrom artifact update 1" in text
-    assert "signed by signature signature of party 0" in text
+    assert "signed by signature of party 0" in text
     assert "account 0x12345678…" in text  # accounts shortened
     assert "DENIED" in text
 
 
 def test_an_agreement_reached_twice_is_referred_to_and_parties_are_named_once() -> None:
     text = render(GRAPH)
-    assert text.count("used agreement agreement v1 (above)") == 1
+    assert text.count("used agreement v1 (above)") == 1
     assert text.count("organization Hospital A") == 1
     # the signature does not point back at the agreement it hangs under
-    assert "used agreement agreement v1 (above)" not in text.split("signed by")[1].split("\n")[1]
+    assert "used agreement v1 (above)" not in text.split("signed by")[1].split("\n")[1]
 
 
 def test_depth_is_bounded() -> None:
@@ -81,3 +81,32 @@ def test_depth_is_bounded() -> None:
     text = render(chain)
     assert "a10" in text
     assert "a11" not in text
+
+
+def test_models_are_told_apart_by_name() -> None:
+    graph = {
+        "root": "artifact:m2",
+        "nodes": [
+            {"id": "artifact:m2", "type": "model", "label": "model of ai-lab", "attributes": {}},
+            {"id": "artifact:m1", "type": "model", "label": "model of ai-lab", "attributes": {}},
+        ],
+        "edges": [_edge("wasDerivedFrom", "artifact:m2", "artifact:m1")],
+    }
+    text = render(graph, names={"artifact:m1": "v1", "artifact:m2": "v2"})
+    assert text.splitlines()[0] == "model v2 (model of ai-lab)"
+    assert "wasDerivedFrom model v1 (model of ai-lab)" in text
+    assert "model model" not in text
+
+
+def test_the_ids_to_paste_are_listed() -> None:
+    facts = {
+        "models": ["0x" + "01" * 32, "0x" + "02" * 32],
+        "agreements": {"research": "0x" + "aa" * 32},
+        "withdrawal": {"subject": "0x" + "5b" * 32},
+    }
+    assert _ids(facts) == [
+        ("model v1 (artifact)", "0x" + "01" * 32),
+        ("model v2 (artifact)", "0x" + "02" * 32),
+        ("agreement research", "0x" + "aa" * 32),
+        ("withdrawn patient (subject)", "0x" + "5b" * 32),
+    ]

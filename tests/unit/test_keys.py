@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import shutil
 import stat
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import structlog
 from eth_account import Account
+from eth_typing import HexStr
 from structlog.testing import capture_logs
 from typer.testing import CliRunner
 
@@ -21,6 +24,7 @@ from dul.keys import KeyStore, passphrase_from_env, scrypt_n_from_env, validate_
 FAST_N = "16384"  # 2**14: keeps scrypt at a few ms; real keystores default to 2**18
 PASSPHRASE = "correct horse battery staple"
 # A well-known test key (eth-account docs); never a real one.
+ROOT = Path(__file__).resolve().parents[2]
 KNOWN_KEY = "0x4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318"
 KNOWN_ADDRESS = "0x2c7536E3605D9C16a7a3D7b1898e529396a65c23"
 
@@ -295,3 +299,51 @@ def test_cli_duplicate(runner: CliRunner) -> None:
     again = runner.invoke(app, ["keys", "new", "alice"])
     assert again.exit_code == 1
     assert "already exists" in again.stderr
+
+
+def test_cli_import_an_eth_account_keystore_file(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made = Account.encrypt(HexStr(KNOWN_KEY), "wallet secret", kdf="scrypt", iterations=2**10)
+    path = tmp_path / "UTC--wallet.json"
+    path.write_text(json.dumps(made))
+    monkeypatch.setenv("DUL_IMPORT_PASSPHRASE", "wrong")
+    wrong = runner.invoke(app, ["keys", "import", "carol", "--keystore", str(path)])
+    assert wrong.exit_code == 1
+    assert "wrong_passphrase" in wrong.stderr
+    monkeypatch.setenv("DUL_IMPORT_PASSPHRASE", "wallet secret")
+    result = runner.invoke(app, ["keys", "import", "carol", "--keystore", str(path), "--json"])
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["address"] == KNOWN_ADDRESS
+    shown = runner.invoke(app, ["keys", "show", "carol", "--json"])
+    assert json.loads(shown.stdout)["address"] == KNOWN_ADDRESS
+    not_json = tmp_path / "key.txt"
+    not_json.write_text(KNOWN_KEY)
+    refused = runner.invoke(app, ["keys", "import", "dave", "--keystore", str(not_json)])
+    assert refused.exit_code == 1
+    assert "not a JSON keystore" in refused.stderr
+
+
+@pytest.mark.skipif(
+    not (ROOT / "node_modules" / "ethers").exists() or shutil.which("node") is None,
+    reason="ethers is not installed (npm ci)",
+)
+def test_cli_import_an_ethers_keystore_file(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script = (
+        'const { Wallet, encryptKeystoreJson } = require("ethers");'
+        "const w = new Wallet(process.argv[1]);"
+        "encryptKeystoreJson({ address: w.address, privateKey: w.privateKey }, 'ethers secret',"
+        " { scrypt: { N: 1024 } }).then((json) => process.stdout.write(json));"
+    )
+    made = subprocess.run(
+        [str(shutil.which("node")), "-e", script, KNOWN_KEY],
+        capture_output=True, text=True, cwd=ROOT, timeout=60, check=True,
+    )  # fmt: skip
+    path = tmp_path / "ethers.json"
+    path.write_text(made.stdout)
+    monkeypatch.setenv("DUL_IMPORT_PASSPHRASE", "ethers secret")
+    result = runner.invoke(app, ["keys", "import", "erin", "--keystore", str(path), "--json"])
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["address"] == KNOWN_ADDRESS
