@@ -58,6 +58,7 @@ import json
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -200,6 +201,31 @@ def _enum_name(enum: Any, value: int) -> str:
         return str(enum(value).name)
     except ValueError:
         return str(value)
+
+
+def iso_time(seconds: int) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat().replace("+00:00", "Z")
+
+
+def indexed_time(conn: Connection) -> int | None:
+    """The block time of the newest indexed block: the moment the store speaks for."""
+    row = conn.execute(
+        text("SELECT timestamp FROM block WHERE timestamp IS NOT NULL ORDER BY number DESC LIMIT 1")
+    ).first()
+    return None if row is None else int(row[0])
+
+
+def effective_status(stored: int, valid_until: int, now: int | None) -> tuple[str, str | None]:
+    """As the chain's `AgreementRegistry.status`: ACTIVE or SUSPENDED past the window's end is
+    EXPIRED without a transaction. `now` is the newest indexed block time; returns the status
+    name and, when expired, the ISO moment the window ended."""
+    if (
+        now is not None
+        and stored in (AgreementStatus.ACTIVE, AgreementStatus.SUSPENDED)
+        and now > valid_until
+    ):
+        return AgreementStatus.EXPIRED.name, iso_time(valid_until)
+    return _enum_name(AgreementStatus, stored), None
 
 
 # --- the graph --------------------------------------------------------------------------------
@@ -375,17 +401,22 @@ class _Builder:
             "ORDER BY block_number, tx_index, log_index",
             k=key,
         )
+        status, expired_at = effective_status(
+            int(row["status"]), int(row["valid_until"]), indexed_time(self.conn)
+        )
         return Node.model_construct(
             id=f"agreement:{key}",
             type="agreement",
             prov="entity",
-            label=f"agreement v{row['version']} ({_enum_name(Scenario, row['scenario'])})",
+            label=f"agreement v{row['version']} ({_enum_name(Scenario, row['scenario'])})"
+            + (" expired" if expired_at else ""),
             chain=_ref(row),
             attributes={
                 "agreement_id": key,
                 "version": row["version"],
                 "previous_id": row["previous_id"],
-                "status": _enum_name(AgreementStatus, row["status"]),
+                "status": status,
+                "expired_at": expired_at,
                 "scenario": _enum_name(Scenario, row["scenario"]),
                 "duo_codes": [f"DUO:{int(c):07d}" for c in _json(row["duo_codes"])],
                 "max_tier": _enum_name(Tier, row["max_tier"]),

@@ -26,6 +26,9 @@ from audit.provenance import (
     ChainRef,
     Kind,
     NotFoundError,
+    effective_status,
+    indexed_time,
+    iso_time,
     parse_id,
     readable,
     store_errors,
@@ -117,6 +120,9 @@ class AgreementReport(BaseModel):
     previous_id: str | None
     amended_by: list[str]
     status: str
+    """As the chain says it now: ACTIVE or SUSPENDED past the window's end is EXPIRED."""
+    expired_at: str | None = None
+    """When EXPIRED by its window: the moment the window ended (ISO 8601, UTC)."""
     scenario: str
     max_tier: str
     holder: str
@@ -195,6 +201,9 @@ def agreement_report(engine: Engine, raw_id: str) -> AgreementReport:
                 f"the store holds no agreement {raw_id}", code="agreement_not_found"
             )
         row = found[0]
+        status, expired_at = effective_status(
+            int(row["status"]), int(row["valid_until"]), indexed_time(conn)
+        )
         orgs = {
             r["org_id"]: r["name"]
             for r in rows(
@@ -294,7 +303,8 @@ def agreement_report(engine: Engine, raw_id: str) -> AgreementReport:
         version=int(row["version"]),
         previous_id=row["previous_id"],
         amended_by=amended,
-        status=_name(AgreementStatus, row["status"]),
+        status=status,
+        expired_at=expired_at,
         scenario=_name(Scenario, row["scenario"]),
         max_tier=_name(Tier, row["max_tier"]),
         holder=f"{orgs.get(row['holder_org'], '?')} ({readable(row['holder_org'])})",
@@ -357,7 +367,7 @@ def render_report(report: AgreementReport) -> RenderableType:
     summary.add_row("status", report.status)
     summary.add_row("scenario / max tier", f"{report.scenario} / {report.max_tier}")
     summary.add_row("holder → requester", f"{report.holder} → {report.requester}")
-    summary.add_row("window (unix s)", f"{report.valid_from} … {report.valid_until}")
+    summary.add_row("window", f"{iso_time(report.valid_from)} … {iso_time(report.valid_until)}")
     summary.add_row(
         "accesses", f"{report.accesses} ({report.granted} granted, {report.denied} denied)"
     )
