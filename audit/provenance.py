@@ -63,6 +63,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 import structlog
+from eth_utils.address import to_checksum_address
 from pydantic import BaseModel, Field
 from sqlalchemy import Connection, Engine, TextClause, bindparam, text
 from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
@@ -201,6 +202,14 @@ def _enum_name(enum: Any, value: int) -> str:
         return str(enum(value).name)
     except ValueError:
         return str(value)
+
+
+def _checksummed(address: str) -> str:
+    """An address as wallets print it (EIP-55); the node id keeps the stored lower case."""
+    try:
+        return to_checksum_address(address)
+    except ValueError:
+        return address
 
 
 def iso_time(seconds: int) -> str:
@@ -579,10 +588,10 @@ class _Builder:
             id=f"account:{key}",
             type="account",
             prov="agent",
-            label=key,
+            label=_checksummed(key),
             chain=_ref(roles[0]) if roles else None,
             attributes={
-                "address": key,
+                "address": _checksummed(key),
                 "roles": [_enum_name(Role, role) for role, on in sorted(held.items()) if on],
                 "member_of": roles[0]["org_id"] if roles else None,
             },

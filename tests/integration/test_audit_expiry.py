@@ -34,8 +34,10 @@ def test_effective_status_follows_the_chains_rule() -> None:
 def test_an_agreement_past_its_window_is_expired_in_the_audit_store(
     world: World, chain: ChainHandle, tmp_path: Path
 ) -> None:
-    now = int(time.time())
-    terms = dataclasses.replace(world.research_terms(), valid_until=now + 3)
+    now = int(world.ledger.w3.eth.get_block("latest")["timestamp"])  # other tests move it on
+    terms = dataclasses.replace(
+        world.research_terms(), valid_from=now - 60, valid_until=now + 4, deadline=now + 3_600
+    )
     agreement = "0x" + world.activate(terms).hex()
     url = f"sqlite:///{tmp_path / 'before.db'}"
     before = agreement_report(index_into(world.ledger.deployment, chain.rpc_url, url), agreement)

@@ -121,7 +121,7 @@ def test_an_access_traces_up_to_its_agreement_signatures_and_organizations(
         for e in graph.edges
         if e.source.startswith("signature:") and e.relation == "wasAssociatedWith"
     }
-    assert signers == {world.steward.address.lower(), world.partner_steward.address.lower()}
+    assert signers == {world.steward.address, world.partner_steward.address}  # EIP-55
     agreement = graph.node(f"agreement:{story.agreement}")
     assert agreement.attributes["status"] == "ACTIVE"
     assert [h["event"] for h in agreement.attributes["status_history"]] == ["AgreementActivated"]

@@ -57,6 +57,10 @@ def test_the_walkthrough_runs_as_written(tmp_path: Path) -> None:
         "DUL_GATEWAY_PORT": str(free_port()),
         "DUL_AUDIT_PORT": str(free_port()),
         "DUL_CHAIN_BLOCK_TIME": "0.2",
+        # verify calls an index more than 60 s of chain time behind stale; on a loaded test
+        # machine one CLI start can take that long
+        "DUL_AUDIT_INDEX_BEHIND_S": "600",
+        "DUL_AUDIT_INDEX_BEHIND_BLOCKS": "100000",
     }
     # Whatever happens, nothing outlives the test (the README's last step stops both itself).
     cleanup = (
