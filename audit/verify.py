@@ -7,9 +7,10 @@ runs three independent checks and names every discrepancy (check code, table, po
    page, projects it exactly as the indexer does (`audit.store.project`) and compares with the
    stored rows of every table in the same block range: a changed value (`row_differs`), a row
    the chain has and the store lacks (`row_missing`), a row the chain never emitted
-   (`row_not_on_chain`). Stored block hashes are compared with the node's
-   (`block_hash_mismatch`, `checkpoint_mismatch`: a rewritten chain), and status columns are
-   recomputed from the recorded changes (`status_differs`).
+   (`row_not_on_chain`); a value an edit gave the wrong type is named the same way, and a
+   check that cannot read one stops with `store_value_invalid`. Stored block hashes are
+   compared with the node's (`block_hash_mismatch`, `checkpoint_mismatch`: a rewritten
+   chain), and status columns are recomputed from the recorded changes (`status_differs`).
 2. **Signatures, off chain** — every agreement's EIP-712 digest is recomputed from the stored
    terms (`agreement_digest_mismatch`) and every party signature must recover to its stored
    signer (`agreement_signature_invalid`); every access request's digest is recomputed and its
@@ -217,7 +218,10 @@ _SKIP = {
 def _norm(value: Any, is_json: bool) -> Any:
     if is_json:
         if isinstance(value, str):
-            value = json.loads(value)
+            try:
+                value = json.loads(value)
+            except ValueError:
+                return value  # not JSON (an edit): differs from the chain's, named as such
         return json.dumps(value, sort_keys=True, separators=(",", ":"))
     if isinstance(value, bool):
         return int(value)
@@ -494,10 +498,34 @@ def _compare_status(
 ) -> None:
     for entity, status in conn.execute(text(f"SELECT {key}, status FROM {table}")):  # noqa: S608 - fixed names
         want = expected.get(entity)
-        if want is not None and int(status) != want:
-            out.add("status_differs", f"{table} {entity}: the store says status {status}, the "
-                    f"recorded changes give {want}", table=table, key=entity,
-                    details={"store": int(status), "chain": want})  # fmt: skip
+        if want is not None and _as_int(status) != want:
+            out.add("status_differs", f"{table} {entity}: the store says status {status!r}, "
+                    f"the recorded changes give {want}", table=table, key=entity,
+                    details={"store": _as_int(status), "chain": want})  # fmt: skip
+
+
+def _as_int(value: Any) -> Any:
+    """An integer column's value, or as stored when an edit put something else there
+    (SQLite keeps any value in any column)."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return value
+
+
+_BAD_VALUE = (ArithmeticError, AttributeError, KeyError, TypeError, ValueError)
+
+
+@contextmanager
+def _stored_values(out: _Collector, what: str) -> Iterator[None]:
+    """A check that meets a stored value of the wrong type or shape (a hand edit) stops with
+    a finding instead of a traceback; the other checks still run."""
+    try:
+        yield
+    except _BAD_VALUE as exc:
+        out.add("store_value_invalid", f"the {what} check stopped at a stored value it cannot "
+                f"read ({type(exc).__name__}: {str(exc)[:200]}): the store was edited",
+                details={"check": what})  # fmt: skip
 
 
 # --- 2. signatures ----------------------------------------------------------------------------
@@ -596,15 +624,15 @@ def _agreements(
     for row in conn.execute(text("SELECT * FROM agreement")).mappings():
         agreement = str(row["agreement_id"])
         scope = scopes.get(agreement, {})
-        order = _dataset_order(conn, row, scope)
         changes = history.get(agreement, [])
-        terms[agreement] = _Terms(
-            agreement, [p for p, _ in changes], [s for _, s in changes], int(row["valid_from"]),
-            int(row["valid_until"]), int(row["quota"]), int(row["max_tier"]),
-            int(row["operations"]), scope,
-        )  # fmt: skip
         where = {"table": "agreement", "key": agreement}
         try:
+            order = _dataset_order(conn, row, scope)
+            terms[agreement] = _Terms(
+                agreement, [p for p, _ in changes], [s for _, s in changes],
+                int(row["valid_from"]), int(row["valid_until"]), int(row["quota"]),
+                int(row["max_tier"]), int(row["operations"]), scope,
+            )  # fmt: skip
             stored = AgreementTerms(
                 holder=bytes.fromhex(row["holder_org"][2:]),
                 requester=bytes.fromhex(row["requester_org"][2:]),
@@ -948,7 +976,9 @@ def verify_store(
             )  # fmt: skip
 
         phase = time.perf_counter()
-        terms = _agreements(conn, chain_id, contracts, out)
+        terms: dict[str, _Terms] = {}
+        with _stored_values(out, "agreements"):
+            terms = _agreements(conn, chain_id, contracts, out)
         report.seconds["agreements"] = round(time.perf_counter() - phase, 3)
 
         # The chain pass runs here while the access pass (signatures in worker processes)
@@ -959,13 +989,16 @@ def verify_store(
             try:
                 # on the second connection of the snapshot
                 begun = time.perf_counter()
-                _check_accesses(own, chain_id, contracts, terms, out, workers, signatures)
+                with _stored_values(out, "accesses and signatures"):
+                    _check_accesses(own, chain_id, contracts, terms, out, workers, signatures)
                 report.seconds["accesses_and_signatures"] = round(time.perf_counter() - begun, 3)
                 begun = time.perf_counter()
-                check_patients(own, out, consent_lag=consent_lag)
+                with _stored_values(out, "patients"):
+                    check_patients(own, out, consent_lag=consent_lag)
                 report.seconds["patients"] = round(time.perf_counter() - begun, 3)
                 begun = time.perf_counter()
-                check_artifacts(own, out)
+                with _stored_values(out, "artifacts"):
+                    check_artifacts(own, out)
                 report.seconds["artifacts"] = round(time.perf_counter() - begun, 3)
             except BaseException as exc:  # re-raised in the caller's thread below
                 access_error.append(exc)
@@ -983,7 +1016,8 @@ def verify_store(
                             details={"store": last_hash, "node": node_hash})  # fmt: skip
                 state = ChainStateCheck(rpc, contracts, chain_id, last, out, out.checked)
                 try:
-                    _compare_chain(conn, rpc, contracts, start_block, last, out, state)
+                    with _stored_values(out, "chain comparison"):
+                        _compare_chain(conn, rpc, contracts, start_block, last, out, state)
                     report.seconds["chain_compare"] = round(time.perf_counter() - phase, 3)
                     phase = time.perf_counter()
                     state.finish()

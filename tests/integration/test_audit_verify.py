@@ -187,6 +187,34 @@ def test_an_inserted_row_is_named(
     assert ("access_signature_invalid", "access_event", where) in findings(report)
 
 
+@pytest.mark.parametrize("store", ["sqlite"], indirect=True)
+@pytest.mark.parametrize(
+    ("table", "edit"),
+    [
+        ("agreement", "UPDATE agreement SET status = 'abc' WHERE agreement_id = :g"),
+        ("dataset", "UPDATE dataset SET fields = 'not json'"),
+        ("access_event", "UPDATE access_event SET tier = 'high' WHERE access_id = :a"),
+    ],
+)
+def test_a_value_of_the_wrong_type_is_a_finding_not_a_crash(
+    store: tuple[str, sa.Engine],
+    chain: ChainHandle,
+    world: World,
+    recorded: dict[str, str],
+    table: str,
+    edit: str,
+) -> None:
+    """SQLite keeps any value in any column: a hand edit that breaks a column's type is named
+    like any other edit, and every other check still runs (no traceback, no 500)."""
+    engine = store[1]
+    params = {"g": recorded["agreement"], "a": recorded["granted"]}
+    execute(engine, edit, **{k: v for k, v in params.items() if f":{k}" in edit})
+    report = run_verify(engine, chain, world)
+    assert not report.ok
+    assert table in {f.table for f in report.findings}, report.findings
+    assert "accesses_and_signatures" in report.seconds  # the access pass ran to its end
+
+
 def test_a_wrong_block_hash_is_found(
     store: tuple[str, sa.Engine], chain: ChainHandle, world: World, recorded: dict[str, str]
 ) -> None:
