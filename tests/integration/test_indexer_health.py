@@ -33,11 +33,14 @@ from audit.migrations import migrate
 from audit.settings import AuditSettings
 from audit.store import AuditStore, create_store_engine
 from audit.testing import (
+    audit_token,
+    bearer,
     drop_stores,
     make_store_url,
     private_world,
     record_consents,
     subject_of,
+    with_token_file,
 )
 from audit.verify import VerifyReport, verify_store
 from dul.chain.testing import ChainHandle
@@ -138,19 +141,20 @@ def test_an_unapplicable_event_is_quarantined_and_indexing_goes_on(
     health = indexer_health(engine, indexer.rpc, max_blocks=10**9, max_seconds=1e12)
     assert (health.status, health.ready, health.quarantined) == ("failing", False, 1)
 
-    settings = AuditSettings(
+    settings = with_token_file(AuditSettings(
         database_url=url, rpc_url=chain.rpc_url, deployment_path=manifest,
         index_behind_blocks=BEHIND_BLOCKS, index_behind_s=BEHIND_S,
-    )  # fmt: skip
+    ))  # fmt: skip
+    token = audit_token(settings)
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
-        ready = client.get("/readyz")
+        ready = client.get("/readyz")  # health needs no credential, like /healthz
         assert ready.status_code == 503
         body = ready.json()
         assert body["ready"] is False
         assert body["status"] == "failing"
         assert "1 event(s) quarantined" in body["reasons"][0]
         assert "dul_audit_quarantined_events 1.0" in client.get("/metrics").text
-        api_report = client.get("/v1/verify").json()
+        api_report = client.get("/v1/verify", headers=bearer(token)).json()
         assert api_report["ok"] is False
         assert api_report["findings_by_check"]["event_quarantined"] == 1
     indexer.close()
