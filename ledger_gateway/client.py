@@ -152,7 +152,8 @@ class GatewayClient:
         timeout: float = 60.0,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        if not token or not token.strip() or token != token.strip():
+        token = token.strip()  # a token read from a file keeps its newline
+        if not token:
             raise ConfigError(
                 "no gateway API token: set DUL_GATEWAY_TOKEN (or pass --token) to a token made "
                 "by `dul admin token create NAME --org ORG`",

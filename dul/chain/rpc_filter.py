@@ -315,7 +315,8 @@ def creation_refusal(tx: RawTx, operators: frozenset[str]) -> Refusal | None:
         return Refusal(
             UNAUTHORIZED,
             f"contract creation is reserved to the operator; "
-            f"sender {tx.sender} is not the operator",
+            f"sender {tx.sender} is not the operator (an embedded chain trusts the `operator` "
+            "keystore of its DUL_HOME, or --operator ADDRESS, when `dul chain up` starts it)",
         )
     return None
 

@@ -335,6 +335,7 @@ def test_member_may_send_but_not_create() -> None:
     assert refusal is not None
     assert refusal.code == UNAUTHORIZED
     assert "contract creation is reserved to the operator" in refusal.message
+    assert "dul chain up" in refusal.message  # says how to trust the right operator
     assert creation_refusal(_tx(MEMBER, None), OPERATORS) == refusal
 
 
