@@ -207,6 +207,11 @@ def health_of(settings: Any, engine: Engine) -> IndexerHealth:
         rpc: JsonRpc | None = JsonRpc(settings.resolved_rpc_url(), timeout=5.0)
     except DulError:
         rpc = None
+    return _health_closing(settings, engine, rpc)
+
+
+def _health_closing(settings: Any, engine: Engine, rpc: JsonRpc | None) -> IndexerHealth:
+    """`indexer_health` with the settings' thresholds; closes `rpc`."""
     try:
         return indexer_health(
             engine, rpc, max_blocks=settings.index_behind_blocks,
@@ -231,16 +236,10 @@ def local_health(home: Any, rpc_url: str | None) -> IndexerHealth | None:
     if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
         return None
     engine = read_only_engine(url)
-    rpc = JsonRpc(rpc_url, timeout=5.0) if rpc_url else None
     try:
-        return indexer_health(
-            engine, rpc, max_blocks=settings.index_behind_blocks,
-            max_seconds=settings.index_behind_s,
-        )  # fmt: skip
+        return _health_closing(settings, engine, JsonRpc(rpc_url, timeout=5.0) if rpc_url else None)
     finally:
         engine.dispose()
-        if rpc is not None:
-            rpc.close()
 
 
 def settled_health(

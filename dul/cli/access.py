@@ -12,7 +12,7 @@ from typing import Annotated
 import httpx
 import typer
 
-from dul.cli.common import cli_errors, console, emit_json, home
+from dul.cli.common import GatewayOption, JsonOption, cli_errors, console, emit_json, home
 from dul.contracts.session import unlock
 from dul.domain import Operation, ReleaseKind, Tier
 from dul.endpoints import gateway_url
@@ -26,20 +26,12 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-GatewayOption = Annotated[
-    str | None,
-    typer.Option(
-        "--gateway",
-        help="Gateway base URL (default: env DUL_GATEWAY_URL, else 127.0.0.1:DUL_GATEWAY_PORT).",
-    ),
-]
 TokenOption = Annotated[
     str,
     typer.Option(
         "--token", envvar="DUL_GATEWAY_TOKEN", help="Access-service API token (dul admin token)."
     ),
 ]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 WaitOption = Annotated[
     bool, typer.Option("--wait/--no-wait", help="Answer once the record is on chain.")
 ]

@@ -6,7 +6,7 @@ import functools
 import json
 import sys
 from collections.abc import Callable
-from typing import Any, ParamSpec, TypeVar
+from typing import Annotated, Any, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
@@ -20,6 +20,15 @@ R = TypeVar("R")
 
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
+
+GatewayOption = Annotated[
+    str | None,
+    typer.Option(
+        "--gateway",
+        help="Gateway base URL (default: env DUL_GATEWAY_URL, else 127.0.0.1:DUL_GATEWAY_PORT).",
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
 def home() -> Home:

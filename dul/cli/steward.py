@@ -34,7 +34,15 @@ import httpx
 import typer
 from eth_hash.auto import keccak
 
-from dul.cli.common import cli_errors, console, emit_json, err_console, home
+from dul.cli.common import (
+    GatewayOption,
+    JsonOption,
+    cli_errors,
+    console,
+    emit_json,
+    err_console,
+    home,
+)
 from dul.contracts.ledger import Ledger
 from dul.contracts.session import open_ledger, unlock
 from dul.contracts.typed_data import AgreementTerms, agreement_domain
@@ -67,13 +75,6 @@ agreement_app = typer.Typer(
 app.add_typer(dataset_app, name="dataset")
 app.add_typer(agreement_app, name="agreement")
 
-GatewayOption = Annotated[
-    str | None,
-    typer.Option(
-        "--gateway",
-        help="Gateway base URL (default: env DUL_GATEWAY_URL, else 127.0.0.1:DUL_GATEWAY_PORT).",
-    ),
-]
 TokenOption = Annotated[
     str,
     typer.Option(
@@ -81,7 +82,6 @@ TokenOption = Annotated[
     ),
 ]
 KeyOption = Annotated[str, typer.Option("--key", help="Keystore that signs (the steward's).")]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 WaitOption = Annotated[
     bool, typer.Option("--wait/--no-wait", help="Wait until the transaction is mined.")
 ]
