@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator
 
 import structlog
@@ -22,6 +23,7 @@ from ledger_gateway.api.deps import GatewayContext, Metrics
 from ledger_gateway.api.middleware import RequestLog
 from ledger_gateway.chain_view import ChainView
 from ledger_gateway.consents import ConsentView
+from ledger_gateway.lease import SubmitterLease
 from ledger_gateway.migrations import migrate
 from ledger_gateway.rpc import RpcClient
 from ledger_gateway.service import AccessService
@@ -65,20 +67,29 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         await outbox.start()
         passphrase = settings.key_passphrase.get_secret_value() if settings.key_passphrase else None
         signer = KeyStore(home, passphrase=passphrase).unlock(settings.key)
-        submitter = Submitter(
-            outbox,
-            rpc,
-            signer,
-            access_log=deployment.address("AccessLog"),
-            chain_id=deployment.chain_id,
-            settings=SubmitterSettings(
-                max_batch=settings.batch_max,
-                max_delay=settings.batch_latency_ms / 1000,
-                reconfirm_window_s=settings.reconfirm_window_s,
-                reconfirm_interval_s=settings.reconfirm_interval_s,
-            ),
-        )
-        view = ChainView(rpc, deployment, open_grants=outbox.open_grants)
+        # Another worker's writes do not wake this process's submitter: look more often.
+        idle_poll = 0.5 if settings.workers == 1 else max(0.02, settings.batch_latency_ms / 1000)
+
+        def new_submitter() -> Submitter:
+            submitter = Submitter(
+                outbox,
+                rpc,
+                signer,
+                access_log=deployment.address("AccessLog"),
+                chain_id=deployment.chain_id,
+                settings=SubmitterSettings(
+                    max_batch=settings.batch_max,
+                    max_delay=settings.batch_latency_ms / 1000,
+                    idle_poll=idle_poll,
+                    reconfirm_window_s=settings.reconfirm_window_s,
+                    reconfirm_interval_s=settings.reconfirm_interval_s,
+                ),
+            )
+            # the metrics feed: the submitter's latencies observed as they are recorded
+            submitter.stats.submit_latency_s = metrics.latency_recorder()
+            return submitter
+
+        view = ChainView(rpc, deployment)
         registry = deployment.addresses.get("ConsentRegistry")
         first_block = int(deployment.raw.get("block", 0))
         consent_view = (
@@ -100,11 +111,38 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             ),
             metrics=metrics,
             readiness={"store": True, "contracts": False, "signer": False},
-            submitter=submitter,
         )
-        # --- metrics feed: the submitter's latencies observed as they are recorded ---
-        submitter.stats.submit_latency_s = metrics.latency_recorder()
         app.state.context = context
+        lease = SubmitterLease(outbox.engine)
+
+        async def try_lease() -> bool:
+            try:
+                return await asyncio.to_thread(lease.acquire)
+            except Exception as exc:  # the store is unreachable: readiness says so
+                log.warning("gateway.lease_failed", error=repr(exc))
+                return False
+
+        async def lead(acquired: bool) -> None:
+            """Run the submitter while this process holds the lease; wait for it otherwise."""
+            waiting_logged = False
+            while True:
+                if acquired:
+                    submitter = new_submitter()
+                    context.submitter = submitter
+                    await submitter.start()
+                    log.info("gateway.submitter_leading", pid=os.getpid())
+                    try:
+                        while await asyncio.to_thread(lease.held):
+                            await asyncio.sleep(settings.lease_check_s)
+                    finally:
+                        await submitter.stop()
+                        context.submitter = None
+                        await asyncio.to_thread(lease.release)
+                elif not waiting_logged:
+                    log.info("gateway.submitter_standby", pid=os.getpid())
+                    waiting_logged = True
+                await asyncio.sleep(settings.lease_check_s)
+                acquired = await try_lease()
 
         async def check_until_ok() -> None:
             while True:
@@ -143,7 +181,9 @@ def create_app(settings: GatewaySettings) -> FastAPI:
                     consent_view.follow(settings.refresh_interval_s), name="gateway-consents"
                 )
             )
-        await submitter.start()
+        # the first try before serving: a lone gateway starts with its submitter running
+        leader = asyncio.create_task(lead(await try_lease()), name="gateway-submitter-lease")
+        await asyncio.sleep(0)
         log.info(
             "gateway.started",
             org=settings.org,
@@ -155,7 +195,9 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         finally:
             for task in tasks:
                 task.cancel()
-            await submitter.stop()
+            leader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await leader
             await outbox.close()
             await rpc.aclose()
             log.info("gateway.stopped")
@@ -176,3 +218,9 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     app.include_router(consents.router)
     app.add_middleware(RequestLog, metrics=metrics)
     return app
+
+
+def app_from_env() -> FastAPI:
+    """`create_app` on settings from the environment: what each worker process of `dul gateway
+    serve --workers N` builds (uvicorn imports it by name)."""
+    return create_app(GatewaySettings())

@@ -1,6 +1,9 @@
 """What the gateway knows about the chain: agreement terms, scope, quota use and requester
 membership, read with `eth_call` and cached; chain events drop cache entries as soon as they
 are mined, so a suspension or revocation is honoured by the next decision.
+
+The quota use read here only seeds the outbox's counted reservation of an agreement (the
+store reserves each grant's unit in the transaction that stores it, shared by all workers).
 """
 
 from __future__ import annotations
@@ -8,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import structlog
@@ -45,14 +47,8 @@ class Rpc(Protocol):
 
 
 class ChainView:
-    def __init__(
-        self,
-        rpc: Rpc,
-        deployment: Deployment,
-        open_grants: Callable[[bytes], Awaitable[int]] | None = None,
-    ) -> None:
+    def __init__(self, rpc: Rpc, deployment: Deployment) -> None:
         self._rpc = rpc
-        self._open_grants = open_grants
         self._registry = deployment.address("AgreementRegistry")
         self._membership = deployment.address("Membership")
         self._access_log = deployment.address("AccessLog")
@@ -95,13 +91,9 @@ class ChainView:
                     requester=v[9],
                     allowed_fields={},
                 )
+                raw_used = await self._call(self._access_log, _ACCESSES_USED + agreement_id)
+                self._used[agreement_id] = decode(["uint64"], raw_used)[0]
                 self._agreements[agreement_id] = state
-                if agreement_id not in self._used:
-                    # Grants still in the outbox count too. Read them first: one confirmed in
-                    # between is then counted twice, which only errs towards denying.
-                    pending = await self._open_grants(agreement_id) if self._open_grants else 0
-                    raw_used = await self._call(self._access_log, _ACCESSES_USED + agreement_id)
-                    self._used[agreement_id] = decode(["uint64"], raw_used)[0] + pending
             key = (agreement_id, dataset_id)
             if key not in self._fields:
                 raw = await self._call(self._registry, _ALLOWED_FIELDS + agreement_id + dataset_id)
@@ -120,16 +112,9 @@ class ChainView:
     async def is_requester(self, account: str, org: bytes) -> bool:
         return await self.has_role(account, org, Role.REQUESTER)
 
-    def used(self, agreement_id: bytes) -> int:
+    def chain_used(self, agreement_id: bytes) -> int:
+        """`AccessLog.accessesUsed` as read when the agreement was last loaded."""
         return self._used.get(agreement_id, 0)
-
-    def reserve(self, agreement_id: bytes) -> None:
-        """Count a grant now, before it is on chain, so concurrent requests see the quota."""
-        self._used[agreement_id] = self._used.get(agreement_id, 0) + 1
-
-    def release(self, agreement_id: bytes) -> None:
-        """Undo a `reserve` whose decision was not stored."""
-        self._used[agreement_id] = max(0, self._used.get(agreement_id, 0) - 1)
 
     async def refresh(self) -> int:
         """Drop what mined events changed; returns the number of events seen."""

@@ -28,8 +28,19 @@ def serve(
             "DUL_HOME/gateway)."
         ),
     ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="API worker processes sharing the outbox; one runs the submitter, another "
+            "takes over if it dies [env DUL_GATEWAY_WORKERS, default 1].",
+            min=1,
+            max=32,
+        ),
+    ] = None,
 ) -> None:
     """Serve the gateway until interrupted (SIGINT/SIGTERM drain in-flight requests)."""
+    import os
+
     import uvicorn
 
     from ledger_gateway.app import create_app
@@ -40,17 +51,27 @@ def serve(
         "key": key,
         "port": port,
         "database_url": database_url,
+        "workers": workers,
     }
     # Constructed, not model_validate'd, so DUL_GATEWAY_* env vars fill what options leave out.
     settings = GatewaySettings(**{k: v for k, v in options.items() if v is not None})
+    serving: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_config": None,
+        "access_log": False,
+        "loop": "uvloop",
+        "http": "httptools",
+    }
+    if settings.workers == 1:
+        uvicorn.run(create_app(settings), **serving)
+        return
+    # Worker processes build their app from the environment: hand the options on through it.
+    for name, value in options.items():
+        if value is not None:
+            os.environ[f"DUL_GATEWAY_{name.upper()}"] = str(value)
     uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        access_log=False,
-        loop="uvloop",
-        http="httptools",
+        "ledger_gateway.app:app_from_env", factory=True, workers=settings.workers, **serving
     )
 
 

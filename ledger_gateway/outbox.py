@@ -65,6 +65,25 @@ class NewAccess:
     authorization_fault: int | None = None
     """Why the access could not redeem its authorization code (an `AuthorizationFault`), for
     redemptions; None otherwise."""
+    quota: int | None = None
+    """For a GRANTED access: the agreement's quota. The outbox reserves one unit of it in the
+    transaction that stores the access, or refuses the grant (`ReservationError`)."""
+    chain_used: int = 0
+    """The chain's use count of the agreement as last read: where the agreement's counted
+    reservation starts when this gateway's store counts it for the first time."""
+    code: bytes | None = None
+    """For a GRANTED redemption: the authorization code hash it reserves (unique)."""
+
+
+class ReservationError(Exception):
+    """GRANTED accesses whose reservation the store refused: the agreement's quota is used up
+    (`quota`) or the code is held by another access (`codes`). Nothing of the call is stored;
+    the caller decides those again as denied and stores the call again."""
+
+    def __init__(self, quota: set[bytes], codes: set[bytes]) -> None:
+        super().__init__(f"{len(quota)} grants over quota, {len(codes)} codes already reserved")
+        self.quota = quota
+        self.codes = codes
 
 
 @dataclass(frozen=True)
@@ -148,7 +167,9 @@ class Outbox(Protocol):
         """Store new decisions durably (fsync'd) before returning, all in one transaction.
 
         An id already stored with the same body hash returns the stored view (created=False);
-        with another body hash raises `ConflictError` and stores none of `accesses`.
+        with another body hash raises `ConflictError` and stores none of `accesses`. A GRANTED
+        access reserves its agreement's quota and its code in the same transaction; when one
+        cannot, raises `ReservationError` and stores none of `accesses`.
         Raises `UnavailableError(code="outbox_full")` when more than the configured bound of
         operations are not yet confirmed.
         """
@@ -166,9 +187,9 @@ class Outbox(Protocol):
         """The cohort stored with an access (None: it recorded none)."""
         ...
 
-    async def open_redemptions(self) -> dict[bytes, bytes]:
-        """Authorization code hash -> access id of every GRANTED access that redeems a code and
-        is not yet confirmed or failed (a restart rebuilds the gateway's reservations from it)."""
+    async def code_holder(self, code: bytes) -> bytes | None:
+        """The access that holds authorization code hash `code` (None: nobody; a reservation
+        ends when its access fails on chain)."""
         ...
 
     async def wait(self, key: bytes, timeout: float) -> OperationView | None:

@@ -9,14 +9,20 @@ durable write. Under a PATIENT_AUTHORIZATION agreement the access redeems a pati
 code (`redeem`): the code is checked against the request's `authorization_ref`, decided by
 `consent_policy.authorization_fault`, and reserved for the access with no await between the
 check and the reservation, so of two concurrent redemptions exactly one is GRANTED.
+
+Nothing is reserved in memory: a GRANTED decision reserves its agreement's quota unit and its
+code in the outbox's own transaction (shared by every worker process). When the store refuses
+the reservation, the decision is taken again as the chain would take it then (quota used up,
+code already held) and the call is stored again, so what is acknowledged is what was stored.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import structlog
@@ -31,6 +37,7 @@ from dul.domain import (
     AuthorizationFault,
     ConsentPolicy,
     Decision,
+    DenyReason,
     Operation,
     ReleaseKind,
     Tier,
@@ -60,13 +67,14 @@ from ledger_gateway.models import (
     reason_names,
 )
 from ledger_gateway.outbox import (
+    Accepted,
     CohortLeaves,
     NewAccess,
     NewRelease,
     OperationKind,
-    OperationStatus,
     OperationView,
     Outbox,
+    ReservationError,
 )
 from ledger_gateway.policy import AgreementState, PolicyDecision, RequestFacts, decide, releasable
 from ledger_gateway.tokens import Token, TokenRole
@@ -146,13 +154,30 @@ def access_out(
 
 @dataclass(frozen=True)
 class _Decided:
-    """A decision not yet stored, and what it holds until it is."""
+    """A decision not yet stored."""
 
     access: NewAccess
     named: int | None
     """Distinct subjects the request named (None: no cohort named)."""
-    code: bytes | None = None
-    """The authorization code hash this decision reserved."""
+    again: Callable[[bool], NewAccess] | None = None
+    """For a grant: the decision taken again when the store refused its reservation, with the
+    quota used up (False) or the code held by another access (True)."""
+
+    def refused(self, refusal: ReservationError) -> _Decided:
+        key = self.access.request_id
+        if self.again is None or (key not in refusal.quota and key not in refusal.codes):
+            return self
+        return _Decided(self.again(key in refusal.codes), self.named)
+
+
+async def _store(outbox: Outbox, decided: list[_Decided]) -> list[Accepted]:
+    """Store the decisions; grants the store cannot reserve are denied and stored instead
+    (each round turns at least one grant into a denial, so this ends)."""
+    while True:
+        try:
+            return await outbox.add_accesses([d.access for d in decided])
+        except ReservationError as refusal:
+            decided[:] = [d.refused(refusal) for d in decided]
 
 
 class AccessService:
@@ -176,11 +201,6 @@ class AccessService:
         self.max_request_lifetime_s = max_request_lifetime_s
         self.decisions = decisions
         self.consents = consents
-        self._reserved: dict[bytes, bytes] = {}
-        """Authorization code hash -> the access granted with it, until the chain says REDEEMED
-        (kept afterwards: harmless). Rebuilt from the outbox on the first redemption."""
-        self._reservations_loaded = False
-        self._reservations_lock = asyncio.Lock()
 
     def authorize(self, token: Token) -> None:
         if token.role != TokenRole.ACCESS_SERVICE:
@@ -241,36 +261,24 @@ class AccessService:
                     # A replay of an answered request gets its answer even if, say, its
                     # signature has expired since; anything else gets the error.
                     answers[index] = await self._replay(body, request_id, digest, error)
-        except BaseException:
-            for _, _, decided in fresh:  # nothing of this call is stored
-                self._undo(decided)
-            raise
         finally:
             if catch_up is not None and not catch_up.done():
                 catch_up.cancel()  # no consent cohort needed it (the shared catch-up goes on)
         if fresh:
-            accesses = [decided.access for _, _, decided in fresh]
-            try:
-                accepted = await self.outbox.add_accesses(accesses)
-            except BaseException:
-                for _, _, decided in fresh:
-                    self._undo(decided)
-                raise
-            for (index, body, decided), result in zip(fresh, accepted, strict=True):
+            stored = [decided for _, _, decided in fresh]
+            accepted = await _store(self.outbox, stored)
+            for (index, body, _), decided, result in zip(fresh, stored, accepted, strict=True):
                 if result.created:
+                    self._count(result.view)
                     answers[index] = access_out(result.view, decided.access.cohort, decided.named)
-                else:  # answered before: not a new grant, and the stored answer stands
-                    self._undo(decided)
+                else:  # answered before: the stored answer stands
                     answers[index] = await self._stored_answer(result.view, body)
         return [answers[i] for i in range(len(bodies))]
 
-    def _undo(self, decided: _Decided) -> None:
-        """Give back what a decision that was not stored as new holds."""
-        if decided.access.decision == Decision.GRANTED:
-            self.view.release(decided.access.agreement_id)
-        code = decided.code
-        if code is not None and self._reserved.get(code) == decided.access.request_id:
-            del self._reserved[code]
+    def _count(self, view: OperationView) -> None:
+        reason = view.reasons[0] if view.reasons else DenyReason.NONE
+        decision = view.decision.name if view.decision is not None else "?"
+        self.decisions.labels(decision=decision, reason=reason.name).inc()
 
     @staticmethod
     def _named(body: SignedRequestIn) -> int | None:
@@ -383,16 +391,25 @@ class AccessService:
             cohort_root=root,
             authorization_ref=request.authorization_ref,
         )
-        outcome = decide(agreement, facts, now=now, used=self.view.used(request.agreement_id))
-        if outcome.granted:
-            self.view.reserve(request.agreement_id)
-        self.decisions.labels(decision=outcome.decision.name, reason=outcome.reason.name).inc()
+        # The quota is the store's to count: decided here as if units were left, and taken
+        # again as used up if the store cannot reserve one.
+        outcome = decide(agreement, facts, now=now, used=0)
         # Only a granted access includes anybody: a denial records no cohort.
         leaves = None
         if outcome.granted and admitted:
             leaves = CohortLeaves(root, len(admitted), b"".join(admitted))
         access = self._stored(request, signer, signature, outcome, leaves, digest)
-        return _Decided(access, distinct)
+        if not outcome.granted:
+            return _Decided(access, distinct)
+        access = dataclasses.replace(
+            access, quota=agreement.quota, chain_used=self.view.chain_used(request.agreement_id)
+        )
+
+        def again(_code_held: bool) -> NewAccess:
+            exhausted = decide(agreement, facts, now=now, used=agreement.quota)
+            return self._stored(request, signer, signature, exhausted, None, digest)
+
+        return _Decided(access, distinct, again)
 
     # --- authorization codes -----------------------------------------------------------------
 
@@ -416,38 +433,20 @@ class AccessService:
             decided = await self._decide_redemption(body, request_id, digest, now)
         except (BadRequestError, NotFoundError, ForbiddenError) as error:
             return await self._replay(body, request_id, digest, error)
-        try:
-            [result] = await self.outbox.add_accesses([decided.access])
-        except BaseException:
-            self._undo(decided)
-            raise
+        stored = [decided]
+        [result] = await _store(self.outbox, stored)
         if not result.created:
-            self._undo(decided)
             return await self._stored_answer(result.view, body)
-        leaves = decided.access.cohort
+        self._count(result.view)
+        access = stored[0].access
+        log.info(
+            "access.redemption",
+            access=body.request_id,
+            decision=result.view.decision.name if result.view.decision else "?",
+            fault=AuthorizationFault(access.authorization_fault or 0).name,
+        )
+        leaves = access.cohort
         return access_out(result.view, leaves, None if leaves is None else leaves.size)
-
-    async def _load_reservations(self) -> None:
-        """Reservations survive a restart: codes of granted accesses still in the outbox."""
-        if self._reservations_loaded:
-            return
-        async with self._reservations_lock:
-            if not self._reservations_loaded:
-                for code, access_id in (await self.outbox.open_redemptions()).items():
-                    self._reserved.setdefault(code, access_id)
-                self._reservations_loaded = True
-
-    async def _drop_if_failed(self, code: bytes) -> None:
-        """A reservation whose access the chain refused holds the code no longer."""
-        access_id = self._reserved.get(code)
-        if access_id is None:
-            return
-        stored = await self.outbox.get(access_id)
-        # Not stored yet: a decision still on its way to the outbox holds it (a failed write
-        # gives it back itself, in `_undo`).
-        failed = stored is not None and stored.status == OperationStatus.FAILED
-        if failed and self._reserved.get(code) == access_id:
-            del self._reserved[code]
 
     async def _decide_redemption(
         self, body: RedeemIn, request_id: bytes, digest: bytes, now: int
@@ -462,51 +461,54 @@ class AccessService:
             )
         is_member = await self.view.is_requester(signer, agreement.requester)
         consents = self._consents()
-        await self._load_reservations()
         await consents.sync()
         code = request.authorization_ref
-        await self._drop_if_failed(code)
-        # --- no await from here to the reservation: check and reserve are one step ----------
         found = consents.authorization(code)
         root = ZERO32 if found is None else leaf_hash(found.subject)
-        fault = authorization_fault(
-            found,
-            code in self._reserved,
-            RedemptionFacts(
-                holder=agreement.holder,
-                grantee=agreement.requester,
-                dataset_id=request.dataset_id,
-                field_mask=request.field_mask,
-                tier=request.tier,
-                cohort_root=root,
-            ),
-            now,
-        )
-        facts = RequestFacts.of(
-            request,
-            requester_is_member=is_member,
-            cohort_size=1,
+        redemption = RedemptionFacts(
+            holder=agreement.holder,
+            grantee=agreement.requester,
+            dataset_id=request.dataset_id,
+            field_mask=request.field_mask,
+            tier=request.tier,
             cohort_root=root,
-            authorization_ref=code,
-            authorization_fault=fault,
         )
-        outcome = decide(agreement, facts, now=now, used=self.view.used(request.agreement_id))
-        leaves = None
-        if outcome.granted:
-            assert found is not None  # a GRANTED redemption found its authorization
-            self._reserved[code] = request_id
-            self.view.reserve(request.agreement_id)
-            leaves = CohortLeaves(root, 1, found.subject)
-        # --- reserved ------------------------------------------------------------------------
-        self.decisions.labels(decision=outcome.decision.name, reason=outcome.reason.name).inc()
-        log.info(
-            "access.redemption",
-            access=body.request_id,
-            decision=outcome.decision.name,
-            fault=fault.name,
+        # Held by another access: the store's unique reservation per code is what decides
+        # between concurrent redemptions (this read only spares a refused write).
+        held = await self.outbox.code_holder(code) not in (None, request_id)
+
+        def decided(reserved: bool, used: int) -> tuple[NewAccess, bool]:
+            fault = authorization_fault(found, reserved, redemption, now)
+            facts = RequestFacts.of(
+                request,
+                requester_is_member=is_member,
+                cohort_size=1,
+                cohort_root=root,
+                authorization_ref=code,
+                authorization_fault=fault,
+            )
+            outcome = decide(agreement, facts, now=now, used=used)
+            leaves = None
+            if outcome.granted:
+                assert found is not None  # a GRANTED redemption found its authorization
+                leaves = CohortLeaves(root, 1, found.subject)
+            access = self._stored(request, signer, signature, outcome, leaves, digest, fault)
+            return access, outcome.granted
+
+        access, granted = decided(held, 0)
+        if not granted:
+            return _Decided(access, None)
+        access = dataclasses.replace(
+            access,
+            quota=agreement.quota,
+            chain_used=self.view.chain_used(request.agreement_id),
+            code=code,
         )
-        access = self._stored(request, signer, signature, outcome, leaves, digest, fault)
-        return _Decided(access, None, code if outcome.granted else None)
+
+        def again(code_held: bool) -> NewAccess:
+            return decided(code_held, 0 if code_held else agreement.quota)[0]
+
+        return _Decided(access, None, again)
 
     def _stored(
         self,

@@ -29,6 +29,19 @@ class GatewaySettings(BaseSettings):
     database_url: str | None = Field(None, description="default: SQLite in the state directory")
     host: str = "127.0.0.1"
     port: int = Field(8700, ge=1, le=65535)
+    workers: int = Field(
+        1,
+        ge=1,
+        le=32,
+        description="API worker processes sharing the outbox (one of them runs the submitter)",
+    )
+    lease_check_s: float = Field(
+        1.0,
+        ge=0.05,
+        le=60,
+        description="how often a waiting worker tries the submitter lease, and its holder "
+        "re-checks it",
+    )
     batch_max: int = Field(256, ge=1, le=256, description="records per recordAccesses transaction")
     batch_latency_ms: int = Field(50, ge=0, description="longest wait to fill a batch")
     max_batch_request: int = Field(1000, ge=1, description="items per POST …/batch")

@@ -40,6 +40,8 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy import insert as sa_insert
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, SQLModel
@@ -56,6 +58,7 @@ from ledger_gateway.outbox import (
     OperationKind,
     OperationStatus,
     OperationView,
+    ReservationError,
     call_payload,
 )
 
@@ -117,6 +120,28 @@ class CohortLeavesRow(SQLModel, table=True):
     created_at: float
 
 
+class QuotaUseRow(SQLModel, table=True):
+    """The counted reservation of one agreement's quota, shared by every worker process: the
+    chain's use count when this store first counted the agreement, plus each GRANTED access
+    stored since, less those the chain refused. A grant is stored only with its unit
+    reserved, in the same transaction."""
+
+    __tablename__: ClassVar[str] = "gateway_quota_use"
+
+    agreement_id: bytes = Field(sa_type=LargeBinary(32), primary_key=True)
+    used: int
+
+
+class CodeReservationRow(SQLModel, table=True):
+    """An authorization code held by the GRANTED access that redeems it (one per code: the
+    primary key). Written with the access; removed when the chain refuses the access."""
+
+    __tablename__: ClassVar[str] = "gateway_code_reservations"
+
+    code: bytes = Field(sa_type=LargeBinary(32), primary_key=True)
+    access_id: bytes = Field(sa_type=LargeBinary(32))
+
+
 class TransactionRow(SQLModel, table=True):
     """A signed transaction, stored before it is sent so a restart can re-send it as is."""
 
@@ -160,6 +185,8 @@ OPS = OperationRow.__table__  # type: ignore[attr-defined]
 TXS = TransactionRow.__table__  # type: ignore[attr-defined]
 NONCES = NonceRow.__table__  # type: ignore[attr-defined]
 LEAVES = CohortLeavesRow.__table__  # type: ignore[attr-defined]
+QUOTA = QuotaUseRow.__table__  # type: ignore[attr-defined]
+CODES = CodeReservationRow.__table__  # type: ignore[attr-defined]
 
 
 # --------------------------------------------------------------------------- engines
@@ -299,12 +326,23 @@ def _stored_tx(r: Any) -> StoredTx:
     )
 
 
+@dataclass(frozen=True)
+class _Reserve:
+    """What a new GRANTED row reserves when it is stored."""
+
+    quota: int | None
+    chain_used: int
+    code: bytes | None
+
+
 @dataclass
 class _Job:
     rows: list[dict[str, Any]]
     future: asyncio.Future[list[Accepted]]
     cohorts: dict[bytes, CohortLeaves] = field(default_factory=dict)
     """Cohorts to store beside the rows of these keys, if the rows are new."""
+    reserves: dict[bytes, _Reserve] = field(default_factory=dict)
+    """Reservations of the GRANTED rows of these keys, if the rows are new."""
 
 
 @dataclass(frozen=True)
@@ -409,7 +447,12 @@ class SqlOutbox:
             for a in accesses
         ]
         cohorts = {a.request_id: a.cohort for a in accesses if a.cohort is not None}
-        return await self._submit(rows, cohorts)
+        reserves = {
+            a.request_id: _Reserve(a.quota, a.chain_used, a.code)
+            for a in accesses
+            if a.decision == Decision.GRANTED and (a.quota is not None or a.code is not None)
+        }
+        return await self._submit(rows, cohorts, reserves)
 
     async def add_release(self, release: NewRelease) -> Accepted:
         row = {
@@ -485,26 +528,6 @@ class SqlOutbox:
                     if not waiting:
                         del self._waiters[key]
 
-    async def open_grants(self, agreement_id: bytes) -> int:
-        """GRANTED accesses of `agreement_id` stored but not yet confirmed on chain: with the
-        chain's count they are the quota already spent (a restart must not forget them)."""
-
-        def run(conn: Connection) -> int:
-            return int(
-                conn.execute(
-                    select(func.count())
-                    .select_from(OPS)
-                    .where(
-                        OPS.c.status.in_(OPEN_STATUSES),
-                        OPS.c.kind == OperationKind.ACCESS.value,
-                        OPS.c.agreement_id == agreement_id,
-                        OPS.c.decision == int(Decision.GRANTED),
-                    )
-                ).scalar_one()
-            )
-
-        return await self.read(run)
-
     async def cohort(self, access_id: bytes) -> CohortLeaves | None:
         def run(conn: Connection) -> CohortLeaves | None:
             row = conn.execute(
@@ -518,22 +541,21 @@ class SqlOutbox:
 
         return await self.read(run)
 
-    async def open_redemptions(self) -> dict[bytes, bytes]:
-        """Code hash -> access id of GRANTED accesses not yet confirmed or failed that carry an
-        authorization reference (word 12 of the encoded record: bytes 385..416, 1-based)."""
+    async def code_holder(self, code: bytes) -> bytes | None:
+        def run(conn: Connection) -> bytes | None:
+            found = conn.execute(select(CODES.c.access_id).where(CODES.c.code == code)).first()
+            return None if found is None else bytes(found.access_id)
 
-        def run(conn: Connection) -> dict[bytes, bytes]:
-            query = select(OPS.c.key, func.substr(OPS.c.payload, 385, 32).label("ref")).where(
-                OPS.c.status.in_(OPEN_STATUSES),
-                OPS.c.kind == OperationKind.ACCESS.value,
-                OPS.c.decision == int(Decision.GRANTED),
-            )
-            found: dict[bytes, bytes] = {}
-            for row in conn.execute(query):
-                ref = bytes(row.ref)
-                if ref != bytes(32):
-                    found[ref] = bytes(row.key)
-            return found
+        return await self.read(run)
+
+    async def quota_used(self, agreement_id: bytes) -> int | None:
+        """The agreement's counted reservation (None: not counted here yet)."""
+
+        def run(conn: Connection) -> int | None:
+            value = conn.execute(
+                select(QUOTA.c.used).where(QUOTA.c.agreement_id == agreement_id)
+            ).scalar_one_or_none()
+            return None if value is None else int(value)
 
         return await self.read(run)
 
@@ -550,12 +572,15 @@ class SqlOutbox:
     # --- group commit ------------------------------------------------------------------------
 
     async def _submit(
-        self, rows: list[dict[str, Any]], cohorts: dict[bytes, CohortLeaves] | None = None
+        self,
+        rows: list[dict[str, Any]],
+        cohorts: dict[bytes, CohortLeaves] | None = None,
+        reserves: dict[bytes, _Reserve] | None = None,
     ) -> list[Accepted]:
         if self._queue is None:
             raise RuntimeError("SqlOutbox.start() was not awaited")
         future: asyncio.Future[list[Accepted]] = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Job(rows, future, cohorts or {}))
+        await self._queue.put(_Job(rows, future, cohorts or {}, reserves or {}))
         return await future
 
     async def _write_loop(self) -> None:
@@ -639,6 +664,7 @@ class SqlOutbox:
             for found in conn.execute(select(OPS).where(OPS.c.key.in_(chunk))):
                 known[bytes(found.key)] = view_of(found)
         depth = self._open_count(conn)
+        reservations = _Reservations(conn, jobs, known, postgres=not self._sqlite)
         inserts: list[dict[str, Any]] = []
         leaves: list[dict[str, Any]] = []
         outcomes: list[list[Accepted] | BaseException] = []
@@ -677,6 +703,8 @@ class SqlOutbox:
                 )
                 mine[key] = view
                 accepted.append(Accepted(view, created=True))
+            if failure is None and job.reserves:
+                failure = reservations.take(job, mine)
             if failure is None and mine and depth + len(mine) > self.settings.max_depth:
                 failure = UnavailableError(
                     f"the outbox holds {depth} unconfirmed operations (bound "
@@ -710,6 +738,7 @@ class SqlOutbox:
             conn.execute(sa_insert(OPS), inserts)
         if leaves:
             conn.execute(sa_insert(LEAVES), leaves)
+        reservations.write()
         self._depth.value = depth
         return outcomes
 
@@ -984,6 +1013,7 @@ class SqlOutbox:
                 .where(TXS.c.tx_hash == tx_hash)
                 .values(status=TxStatus.REVERTED, block_number=block)
             )
+            _give_back(conn, list(failed))
             for key, error in failed.items():
                 conn.execute(
                     update(OPS)
@@ -1043,6 +1073,138 @@ class SqlOutbox:
             for waiter in self._waiters.pop(key, ()):
                 if not waiter.done():
                     waiter.set_result(None)
+
+
+def _give_back(conn: Connection, keys: Sequence[bytes]) -> None:
+    """Accesses about to be FAILED hold their quota unit and code no longer (run before they
+    are marked, so an access failed twice gives back once)."""
+    counts: dict[bytes, int] = {}
+    for chunk in _chunks(keys):
+        query = select(OPS.c.agreement_id).where(
+            OPS.c.key.in_(chunk),
+            OPS.c.kind == OperationKind.ACCESS.value,
+            OPS.c.decision == int(Decision.GRANTED),
+            OPS.c.status != OperationStatus.FAILED.value,
+        )
+        for row in conn.execute(query):
+            agreement = bytes(row.agreement_id)
+            counts[agreement] = counts.get(agreement, 0) + 1
+        conn.execute(delete(CODES).where(CODES.c.access_id.in_(chunk)))
+    for agreement, count in counts.items():
+        conn.execute(
+            update(QUOTA).where(QUOTA.c.agreement_id == agreement).values(used=QUOTA.c.used - count)
+        )
+
+
+class _Reservations:
+    """The quota units and codes one group commit reserves, in its own transaction.
+
+    The counted rows of every agreement the group grants on are read first, in key order and
+    locked (`FOR UPDATE` on PostgreSQL; SQLite's write lock already serializes writers), so
+    workers in other processes reserve one after the other."""
+
+    def __init__(
+        self,
+        conn: Connection,
+        jobs: Sequence[_Job],
+        known: Mapping[bytes, OperationView],
+        *,
+        postgres: bool,
+    ) -> None:
+        self.conn = conn
+        self.postgres = postgres
+        self.used: dict[bytes, int] = {}
+        self.changed: set[bytes] = set()
+        self.codes: dict[bytes, bytes] = {}
+        """Codes reserved by this group: code -> access id."""
+        self.taken: set[bytes] = set()
+        agreements: dict[bytes, int] = {}
+        codes: set[bytes] = set()
+        for job in jobs:
+            for row in job.rows:
+                reserve = job.reserves.get(row["key"])
+                if reserve is None or row["key"] in known:
+                    continue
+                if reserve.quota is not None:
+                    agreements.setdefault(row["agreement_id"], reserve.chain_used)
+                if reserve.code is not None:
+                    codes.add(reserve.code)
+        for agreement in sorted(agreements):
+            self.used[agreement] = self._counted(agreement, agreements[agreement])
+        for chunk in _chunks(sorted(codes)):
+            query = select(CODES.c.code).where(CODES.c.code.in_(chunk))
+            self.taken.update(bytes(r.code) for r in conn.execute(query))
+
+    def _counted(self, agreement: bytes, chain_used: int) -> int:
+        query = select(QUOTA.c.used).where(QUOTA.c.agreement_id == agreement)
+        if self.postgres:
+            query = query.with_for_update()
+        value = self.conn.execute(query).scalar_one_or_none()
+        if value is not None:
+            return int(value)
+        # First grant counted here: the chain's count plus grants stored and not yet on chain
+        # (one confirmed since the chain was read counts twice, which only errs to denying).
+        open_grants = self.conn.execute(
+            select(func.count())
+            .select_from(OPS)
+            .where(
+                OPS.c.status.in_(OPEN_STATUSES),
+                OPS.c.kind == OperationKind.ACCESS.value,
+                OPS.c.agreement_id == agreement,
+                OPS.c.decision == int(Decision.GRANTED),
+            )
+        ).scalar_one()
+        insert = (pg_insert if self.postgres else sqlite_insert)(QUOTA)
+        self.conn.execute(
+            insert.values(
+                agreement_id=agreement, used=chain_used + int(open_grants)
+            ).on_conflict_do_nothing()
+        )
+        return int(self.conn.execute(query).scalar_one())
+
+    def take(self, job: _Job, new: Mapping[bytes, OperationView]) -> ReservationError | None:
+        """Reserve what the new GRANTED rows of `job` need, all or nothing."""
+        used = dict(self.used)
+        codes: dict[bytes, bytes] = {}
+        over: set[bytes] = set()
+        held: set[bytes] = set()
+        for key in new:
+            reserve = job.reserves.get(key)
+            if reserve is None:
+                continue
+            if reserve.code is not None:
+                if (
+                    reserve.code in self.taken
+                    or reserve.code in self.codes
+                    or reserve.code in codes
+                ):
+                    held.add(key)
+                    continue
+                codes[reserve.code] = key
+            if reserve.quota is not None:
+                agreement = new[key].agreement_id
+                if used[agreement] >= reserve.quota:
+                    over.add(key)
+                    continue
+                used[agreement] += 1
+        if over or held:
+            return ReservationError(over, held)
+        self.changed.update(a for a, n in used.items() if n != self.used[a])
+        self.used = used
+        self.codes.update(codes)
+        return None
+
+    def write(self) -> None:
+        for agreement in sorted(self.changed):
+            self.conn.execute(
+                update(QUOTA)
+                .where(QUOTA.c.agreement_id == agreement)
+                .values(used=self.used[agreement])
+            )
+        if self.codes:
+            self.conn.execute(
+                sa_insert(CODES), [{"code": c, "access_id": k} for c, k in self.codes.items()]
+            )
 
 
 def _set_next_nonce(conn: Connection, sender: str, value: int) -> None:

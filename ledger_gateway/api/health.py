@@ -50,7 +50,11 @@ async def readyz(context: ContextDep) -> JSONResponse:
     submitter = context.submitter
     reachable = submitter is None or submitter.stats.chain_reachable
     checks = {"chain": age < stale_after(context) and reachable, **context.readiness}
-    detail: dict[str, Any] = {"chain_view_age_s": round(min(age, 1e9), 3)}
+    detail: dict[str, Any] = {
+        "chain_view_age_s": round(min(age, 1e9), 3),
+        # one worker process of those sharing the outbox holds the submitter lease
+        "submitter_lease": "held" if submitter is not None else "standby",
+    }
     degraded: dict[str, str] = {}
     if submitter is not None:
         alarm = submitter.confirmation_alarm()

@@ -56,7 +56,7 @@ from ledger_gateway.client import (
 from ledger_gateway.models import AccessOut
 from ledger_gateway.relay import function
 from ledger_gateway.settings import GatewaySettings
-from ledger_gateway.testing import GatewayHandle, serve
+from ledger_gateway.testing import GatewayHandle, GatewayProcess, serve
 from ledger_gateway.tokens import TokenRole, TokenStore
 
 pytestmark = pytest.mark.integration
@@ -385,6 +385,92 @@ def test_a_restart_keeps_a_reservation_still_in_the_outbox(
     ):
         assert client.get_access(first.access_id, wait=True).status == "confirmed"
     assert authorization_status(world, code) == AuthorizationStatus.REDEEMED
+
+
+@pytest.fixture(scope="module")
+def two_processes(
+    world: World, chain: ChainHandle, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[GatewayProcess, GatewayProcess, str]]:
+    """Two `dul gateway serve` processes sharing one outbox (one SQLite file, one key): the
+    reservations they make are the store's, not either process's; and their token."""
+    keys = KeyStore(chain.home, passphrase="gateway-tests", scrypt_n=2**14)
+    name = "hospital-a.shared-outbox-gateway"
+    if name not in {n for n, _ in keys.list()}:
+        address = keys.import_key(name, keccak(b"dul tests shared outbox gateway"))
+        world.ledger.transact(
+            world.operator, "Membership", "grantMemberRole", world.hospital, address, Role.GATEWAY
+        )
+    state = tmp_path_factory.mktemp("shared-outbox")
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("DUL_")},
+        "DUL_HOME": str(chain.home.root),
+        "DUL_RPC_URL": chain.rpc_url,
+        "DUL_KEY_PASSPHRASE": "gateway-tests",
+        "DUL_GATEWAY_KEY": name,
+        "DUL_GATEWAY_STATE_DIR": str(state),
+        "DUL_GATEWAY_BATCH_LATENCY_MS": "20",
+        "DUL_GATEWAY_DEADLINE_MARGIN_S": "5",
+        "DUL_LOG_LEVEL": "WARNING",
+    }
+    token = TokenStore(state / "tokens.json").create(
+        "shared", "hospital-a", TokenRole.ACCESS_SERVICE
+    )
+    processes = [GatewayProcess(env, free_port(), state / f"gateway-{i}.log") for i in range(2)]
+    try:
+        for process in processes:
+            process.start()
+        yield processes[0], processes[1], token
+    finally:
+        for process in processes:
+            process.stop()
+
+
+async def _post_across(
+    urls: list[str], token: str, path: str, bodies: list[dict[str, Any]]
+) -> list[AccessOut]:
+    """POST all bodies at once, body i to urls[i % len(urls)]."""
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(headers=headers, timeout=60) as client:
+        replies = await asyncio.gather(
+            *(client.post(urls[i % len(urls)] + path, json=b) for i, b in enumerate(bodies))
+        )
+    assert [r.status_code for r in replies] == [201] * len(bodies), [r.text for r in replies]
+    return [AccessOut.model_validate(r.json()) for r in replies]
+
+
+def test_two_processes_on_one_outbox_grant_one_redemption_and_never_exceed_a_quota(
+    world: World,
+    gateway: GatewayHandle,
+    claims: Claims,
+    two_processes: tuple[GatewayProcess, GatewayProcess, str],
+) -> None:
+    first, second, token = two_processes
+    urls = [first.url, second.url]
+    for _ in range(3):  # three codes, each raced by two requests, one in each process
+        code, _ = issued(world)
+        bodies = [redemption(world, gateway, claims, code).model_dump() for _ in range(2)]
+        answers = asyncio.run(_post_across(urls, token, "/v1/authorizations/redeem", bodies))
+        assert sorted(a.decision for a in answers) == ["DENIED", "GRANTED"]
+        assert {a.authorization_fault for a in answers} == {None, "REDEEMED"}
+
+    small = world.activate(world.research_terms(quota=5))
+    deadline = int(time.time()) + 600
+    bodies = [
+        sign_request(
+            world.requester,
+            AccessRequest(os.urandom(32), small, world.dataset, 0b0110, Tier.DEIDENTIFIED,
+                          Operation.QUERY, keccak(bytes([i])), deadline),
+            gateway.domain,
+        ).model_dump()
+        for i in range(24)
+    ]  # fmt: skip
+    answers = asyncio.run(_post_across(urls, token, "/v1/access-requests", bodies))
+    granted = [a for a in answers if a.decision == "GRANTED"]
+    assert len(granted) == 5
+    assert all(a.reasons == ["QUOTA_EXHAUSTED"] for a in answers if a.decision == "DENIED")
+    with GatewayClient(first.url, token) as client:
+        assert {client.get_access(a.access_id, wait=True).status for a in answers} == {"confirmed"}
+    assert world.ledger.call("AccessLog", "accessesUsed", small) == 5
 
 
 def test_cli_issues_a_code_shown_once_that_redeems_and_revokes(

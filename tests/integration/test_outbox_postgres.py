@@ -8,6 +8,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import pytest
@@ -22,8 +23,9 @@ from dul.contracts.typed_data import AccessRecord, AccessRequest, access_log_dom
 from dul.contracts.world import World
 from dul.domain import Decision, DenyReason, Operation, Tier
 from ledger_gateway.errors import ConflictError, UnavailableError
+from ledger_gateway.lease import SubmitterLease
 from ledger_gateway.migrations import VERSION_TABLE, migrate
-from ledger_gateway.outbox import NewAccess, OperationKind, OperationStatus
+from ledger_gateway.outbox import NewAccess, OperationKind, OperationStatus, ReservationError
 from ledger_gateway.rpc import RpcClient
 from ledger_gateway.store import OPS, OutboxSettings, SqlOutbox, StoredTx, make_engine
 from ledger_gateway.submitter import (
@@ -138,6 +140,53 @@ def test_concurrent_callers_share_commits(pg_url: str) -> None:
         return commits
 
     assert 1 <= run(scenario) < 16
+
+
+def test_two_outboxes_reserve_quota_and_codes_without_exceeding(pg_url: str) -> None:
+    """Two outboxes on one database (as two worker processes): of 40 concurrent grants on a
+    quota of 7, exactly 7 are stored; of two grants redeeming one code, exactly one; and two
+    outboxes counting a new agreement at once start its count once."""
+    code = keccak(b"code")
+
+    def grant(n: int, **changes: Any) -> NewAccess:
+        return replace(new_access(n), quota=7, chain_used=2, **changes)
+
+    async def scenario() -> None:
+        outboxes = [await opened(pg_url), await opened(pg_url)]
+
+        async def add(i: int, access: NewAccess) -> bool:
+            try:
+                await outboxes[i % 2].add_accesses([access])
+                return True
+            except ReservationError:
+                return False
+
+        stored = await asyncio.gather(*(add(i, grant(i)) for i in range(40)))
+        assert sum(stored) == 5  # 7 less the 2 the chain counted
+        assert await outboxes[0].quota_used(new_access(0).agreement_id) == 7
+        other = keccak(b"other agreement")
+        raced = await asyncio.gather(
+            *(add(i, grant(100 + i, agreement_id=other, code=code)) for i in range(2))
+        )
+        assert sorted(raced) == [False, True]
+        assert await outboxes[1].quota_used(other) == 3
+        for outbox in outboxes:
+            await outbox.close()
+
+    run(scenario)
+
+
+def test_one_submitter_lease_per_database(pg_url: str) -> None:
+    engines = [make_engine(pg_url), make_engine(pg_url)]
+    first, second = (SubmitterLease(engine) for engine in engines)
+    assert first.acquire()
+    assert not second.acquire()
+    assert first.held()
+    first.release()
+    assert second.acquire()
+    second.release()
+    for engine in engines:
+        engine.dispose()
 
 
 def test_submission_nonce_and_confirmation(pg_url: str) -> None:

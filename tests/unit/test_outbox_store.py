@@ -26,6 +26,7 @@ from ledger_gateway.outbox import (
     NewRelease,
     OperationKind,
     OperationStatus,
+    ReservationError,
 )
 from ledger_gateway.store import OPS, OutboxSettings, SqlOutbox, StoredTx, make_engine
 from ledger_gateway.submitter import (
@@ -348,27 +349,58 @@ def test_a_cohort_is_stored_with_its_access_and_only_with_it(tmp_path: Path) -> 
     run(scenario)
 
 
-def test_open_redemptions_are_granted_unconfirmed_accesses_with_a_code(tmp_path: Path) -> None:
-    def record(n: int, ref: bytes) -> bytes:
-        words = [n.to_bytes(32, "big")] * 12 + [ref] + [bytes(32)] * 4
-        return b"".join(words)
-
+def test_grants_reserve_their_quota_unit_and_code_in_the_storing_transaction(
+    tmp_path: Path,
+) -> None:
     code = keccak(b"code")
-    redeeming = replace(new_access(1), record=record(1, code))
-    plain = replace(new_access(2), record=record(2, bytes(32)))
-    denied = replace(new_access(3, decision=Decision.DENIED), record=record(3, keccak(b"x")))
+    agreement = new_access(0).agreement_id
+
+    def grant(n: int, *, redeems: bool = False) -> NewAccess:
+        return replace(new_access(n), quota=3, chain_used=1, code=code if redeems else None)
 
     async def scenario() -> None:
         outbox = await opened(tmp_path)
-        await outbox.add_accesses([redeeming, plain, denied])
-        assert await outbox.open_redemptions() == {code: redeeming.request_id}
+        denied = new_access(9, decision=Decision.DENIED)
+        await outbox.add_accesses([grant(1, redeems=True), denied])  # chain 1 + 1 stored
+        assert await outbox.quota_used(agreement) == 2
+        assert await outbox.code_holder(code) == grant(1).request_id
+        with pytest.raises(ReservationError) as refused:  # the code is held: nothing stored
+            await outbox.add_accesses([grant(2), grant(3, redeems=True)])
+        assert (refused.value.quota, refused.value.codes) == (set(), {grant(3).request_id})
+        assert await outbox.get(grant(2).request_id) is None
+        await outbox.add_accesses([grant(2)])  # the last unit
+        with pytest.raises(ReservationError) as refused:
+            await outbox.add_accesses([grant(4)])
+        assert refused.value.quota == {grant(4).request_id}
+        # a replay reserves nothing again
+        [again] = await outbox.add_accesses([grant(2)])
+        assert not again.created
+        assert await outbox.quota_used(agreement) == 3
+        # the chain refuses the redemption: its unit and its code are given back, once
         tx = keccak(b"tx")
         await outbox.record_submission(
-            StoredTx(SENDER, 0, OperationKind.ACCESS, b"raw", tx, (redeeming.request_id,), 1, 0.0)
+            StoredTx(SENDER, 0, OperationKind.ACCESS, b"raw", tx, (grant(1).request_id,), 1, 0.0)
         )
-        assert await outbox.open_redemptions() == {code: redeeming.request_id}  # submitted
-        await outbox.confirm([(tx, 7, [redeeming.request_id])])
-        assert await outbox.open_redemptions() == {}
+        for _ in range(2):
+            await outbox.settle_reverted(
+                tx, 5, failed={grant(1).request_id: "AccessLogQuota"}, found={}, requeue=[]
+            )
+        assert await outbox.quota_used(agreement) == 2
+        assert await outbox.code_holder(code) is None
+        await outbox.add_accesses([grant(4)])
+        assert await outbox.quota_used(agreement) == 3
+        await outbox.close()
+
+    run(scenario)
+
+
+def test_a_new_agreement_is_counted_from_the_chain_and_the_open_grants(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        outbox = await opened(tmp_path)
+        agreement = new_access(0).agreement_id
+        await outbox.add_accesses([new_access(1), new_access(2)])  # stored before counting
+        await outbox.add_accesses([replace(new_access(3), quota=10, chain_used=5)])
+        assert await outbox.quota_used(agreement) == 5 + 2 + 1
         await outbox.close()
 
     run(scenario)
