@@ -32,7 +32,7 @@ def serve(
         int | None,
         typer.Option(
             help="API worker processes sharing the outbox; one runs the submitter, another "
-            "takes over if it dies [env DUL_GATEWAY_WORKERS, default 1].",
+            "takes over if it dies (env DUL_GATEWAY_WORKERS, default 1).",
             min=1,
             max=32,
         ),
