@@ -4,6 +4,8 @@
     GET /v1/verify                   ?chain=true|false &signatures=true|false
     GET /v1/reports/agreements/{id}
     GET /v1/subjects/{ref}/accesses  the patient transparency report (`audit.transparency`)
+    GET /v1/organizations, /v1/agreements, /v1/accesses   the console's front door, paged
+                                     (`audit.directory`)
     GET /healthz, GET /readyz       liveness; the indexer's health and lag (`audit.health`)
     GET /metrics                     open (the metrics carry routes and codes, never ids)
     GET /auth/config|me, POST /auth/token   the console's sign-in (`audit.signin`)
@@ -55,6 +57,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from audit.auth import Authenticator
 from audit.cohorts import read_only_engine as read_only_engine  # the API and CLI read with it
 from audit.console import mount_console
+from audit.directory import (
+    MAX_LIMIT,
+    AccessPage,
+    AgreementPage,
+    ListedStatus,
+    OrganizationPage,
+)
+from audit.directory import accesses as list_accesses
+from audit.directory import agreements as list_agreements
+from audit.directory import organizations as list_organizations
 from audit.exports import block_times, fhir_json, graph_blocks, prov_json
 from audit.health import IndexerHealth, StoreCollector, health_of
 from audit.indexer import IndexerError, JsonRpc, NodeUnavailableError
@@ -102,6 +114,12 @@ class AuditState:
             return None
         block = deployment.raw.get("block")
         return None if block is None else int(block)
+
+
+PageLimit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description=f"rows at most (1-{MAX_LIMIT})")]
+PageCursor = Annotated[
+    str | None, Query(max_length=40, description="`next_cursor` of the previous page")
+]
 
 
 def _state(request: Request) -> AuditState:
@@ -157,7 +175,7 @@ PROBLEM_CODES: dict[int, tuple[str, ...]] = {
           "oidc_not_configured"),
     403: ("out_of_scope", "role_missing"),
     404: ("not_found", "agreement_not_found", "subject_not_found"),
-    422: ("validation_error", "malformed_id", "malformed_kind"),
+    422: ("validation_error", "malformed_id", "malformed_kind", "malformed_cursor"),
     500: ("internal_error", "audit_error"),
     503: ("store_unavailable", "node_unavailable", "rpc_error", "range_refused", "indexer_error",
           "identity_provider_unavailable", "token_store_unavailable"),
@@ -430,6 +448,49 @@ def create_app(settings: AuditSettings | None = None) -> FastAPI:
                 scope.check_subject_report(conn, subject)
         report = subject_report(state.engine, subject, limit=limit)
         return Response(report.model_dump_json(), media_type="application/json")
+
+    @app.get("/v1/organizations", tags=["directory"], response_model=OrganizationPage)
+    def get_organizations(
+        state: StateDep,
+        caller: CallerDep,
+        limit: PageLimit = 50,
+        cursor: PageCursor = None,
+    ) -> OrganizationPage:
+        """The data space's organizations in the order they joined (an organization's
+        credential: its own only)."""
+        require_not_patient(caller, "the directory")
+        return list_organizations(state.engine, caller, limit, cursor)
+
+    @app.get("/v1/agreements", tags=["directory"], response_model=AgreementPage)
+    def get_agreements(
+        state: StateDep,
+        caller: CallerDep,
+        status: Annotated[
+            ListedStatus | None,
+            Query(
+                description="only this status (EXPIRED: past the window's end, as the chain "
+                "judges it at the newest indexed block)"
+            ),
+        ] = None,
+        limit: PageLimit = 50,
+        cursor: PageCursor = None,
+    ) -> AgreementPage:
+        """Agreement versions newest first, with their status and quota use (an
+        organization's credential: those it is a party to)."""
+        require_not_patient(caller, "the agreement list")
+        return list_agreements(state.engine, caller, status, limit, cursor)
+
+    @app.get("/v1/accesses", tags=["directory"], response_model=AccessPage)
+    def get_accesses(
+        state: StateDep,
+        caller: CallerDep,
+        limit: PageLimit = 50,
+        cursor: PageCursor = None,
+    ) -> AccessPage:
+        """Access decisions newest first, granted and denied with the reason (an
+        organization's credential: those under its agreements)."""
+        require_not_patient(caller, "the access list")
+        return list_accesses(state.engine, caller, limit, cursor)
 
     app.include_router(signin_router(_state, _caller))
     mount_console(app)  # after the API routes: `/v1/...` keeps its own answers

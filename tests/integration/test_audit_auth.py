@@ -207,6 +207,9 @@ def paths(story: Story) -> list[str]:
         "/v1/verify?chain=false",
         f"/v1/reports/agreements/{story.agreement_a}",
         f"/v1/subjects/{story.subject_a}/accesses",
+        "/v1/organizations",
+        "/v1/agreements?status=ACTIVE&limit=5",
+        "/v1/accesses?limit=5",
     ]
 
 
@@ -629,3 +632,104 @@ def test_a_half_configured_identity_provider_is_refused_at_start(tmp_path: Path)
     assert "Traceback" not in refused.output
     with pytest.raises(ValueError, match="oidc_algorithms"):
         AuditSettings(oidc_algorithms=["HS256"])
+
+
+# --- the front door: organizations, agreements, accesses ------------------------------------
+
+
+def walk(client: TestClient, path: str, token: str, limit: int) -> list[dict[str, Any]]:
+    """Every item of a paged list, `limit` a page, following `next_cursor`."""
+    items: list[dict[str, Any]] = []
+    cursor: str | None = None
+    for _ in range(1_000):
+        query = f"limit={limit}" + (f"&cursor={cursor}" if cursor else "")
+        response = get(client, f"{path}{'&' if '?' in path else '?'}{query}", token)
+        assert response.status_code == 200, response.text
+        page = response.json()
+        assert len(page["items"]) <= limit
+        items += page["items"]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return items
+    raise AssertionError("the cursor never ended")
+
+
+def test_a_regulator_lists_everything_newest_first_in_pages(
+    client: TestClient, settings: AuditSettings, story: Story
+) -> None:
+    token = audit_token(settings, AuditRole.REGULATOR, "regulator")
+    orgs = walk(client, "/v1/organizations", token, 2)
+    assert {"hospital-a", HOSPITAL_B, "institute"} <= {o["slug"] for o in orgs}
+    assert len({o["org_id"] for o in orgs}) == len(orgs)
+    b = next(o for o in orgs if o["slug"] == HOSPITAL_B)
+    assert (b["kind"], b["status"], b["name"]) == ("HOSPITAL", "ACTIVE", "B")
+
+    agreements = walk(client, "/v1/agreements", token, 1)
+    assert len({a["agreement_id"] for a in agreements}) == len(agreements)
+    positions = [(a["chain"]["block"], a["chain"]["tx_index"], a["chain"]["log_index"])
+                 for a in agreements]  # fmt: skip
+    assert positions == sorted(positions, reverse=True)
+    by_id = {a["agreement_id"]: a for a in agreements}
+    a = by_id[story.agreement_a]
+    assert (a["status"], a["holder"], a["requester"], a["quota"], a["granted"]) == (
+        "ACTIVE", "hospital-a", "institute", 10, 1)
+    assert a["scenario"] == "AI_TRAINING"
+    assert story.agreement_b in by_id
+    assert walk(client, "/v1/agreements?limit=200", token, 200) == agreements
+    active = walk(client, "/v1/agreements?status=ACTIVE", token, 50)
+    assert {x["status"] for x in active} == {"ACTIVE"}
+    assert story.agreement_a in {x["agreement_id"] for x in active}
+    assert all(x["status"] == "REVOKED" for x in walk(client, "/v1/agreements?status=REVOKED",
+                                                       token, 50))  # fmt: skip
+
+    accesses = walk(client, "/v1/accesses", token, 1)
+    ids = [x["access_id"] for x in accesses]
+    assert {story.access_a, story.access_b} <= set(ids)
+    assert len(set(ids)) == len(ids)
+    mine = next(x for x in accesses if x["access_id"] == story.access_a)
+    assert (mine["decision"], mine["reason"], mine["operation"], mine["tier"]) == (
+        "GRANTED", "NONE", "TRAIN", "MODEL_PARAMETERS")
+    assert mine["agreement_id"] == story.agreement_a
+    assert mine["requester"].startswith("0x")
+    assert mine["requester"] != mine["requester"].lower()  # EIP-55
+    assert str(mine["time"]).endswith("Z")
+
+
+def test_an_organization_lists_what_it_is_a_party_to(
+    client: TestClient, settings: AuditSettings, story: Story
+) -> None:
+    token = audit_token(settings, AuditRole.ORGANIZATION, "hospital-a")
+    assert [o["slug"] for o in walk(client, "/v1/organizations", token, 5)] == ["hospital-a"]
+    agreements = walk(client, "/v1/agreements", token, 1)
+    assert story.agreement_a in {a["agreement_id"] for a in agreements}
+    assert story.agreement_b not in {a["agreement_id"] for a in agreements}
+    assert all("hospital-a" in (a["holder"], a["requester"]) for a in agreements)
+    accesses = {x["access_id"] for x in walk(client, "/v1/accesses", token, 1)}
+    assert story.access_a in accesses
+    assert story.access_b not in accesses
+    # the requester is a party to both hospitals' agreements
+    lab = audit_token(settings, AuditRole.ORGANIZATION, "institute")
+    both = {a["agreement_id"] for a in walk(client, "/v1/agreements", lab, 50)}
+    assert {story.agreement_a, story.agreement_b} <= both
+    assert {story.access_a, story.access_b} <= {
+        x["access_id"] for x in walk(client, "/v1/accesses", lab, 50)}
+    # an organization the store does not know has nothing to list
+    nobody = audit_token(settings, AuditRole.ORGANIZATION, "nobody-here")
+    for path in ("/v1/organizations", "/v1/agreements", "/v1/accesses"):
+        assert get(client, path, nobody).json() == {"items": [], "next_cursor": None}
+
+
+def test_the_lists_refuse_patients_and_bad_parameters(
+    client: TestClient, settings: AuditSettings, story: Story
+) -> None:
+    patient = patient_token(story, story.world.steward, story.subject_a)
+    token = audit_token(settings, AuditRole.REGULATOR, "regulator")
+    for path in ("/v1/organizations", "/v1/agreements", "/v1/accesses"):
+        problem(client.get(path), 401, "credential_missing")
+        problem(get(client, path, patient), 403, "out_of_scope")
+        for query in ("limit=0", "limit=201", "limit=-1", "limit=x", "cursor=" + "1" * 41):
+            problem(get(client, f"{path}?{query}", token), 422, "validation_error")
+        for cursor in ("x", "1-2", "99999999999999999999-0-0", "1-2-3-4", "-1-0-0"):
+            problem(get(client, f"{path}?cursor={cursor}", token), 422, "malformed_cursor")
+    problem(get(client, "/v1/agreements?status=LOST", token), 422, "validation_error")
+    problem(get(client, "/v1/agreements?status=active", token), 422, "validation_error")

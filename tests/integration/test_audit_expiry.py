@@ -65,3 +65,13 @@ def test_an_agreement_past_its_window_is_expired_in_the_audit_store(
     assert node.attributes["status"] == "EXPIRED"
     assert node.attributes["expired_at"] == iso_time(terms.valid_until)
     assert node.label.endswith("expired")
+    from audit.directory import agreements
+    from audit.scope import Caller, CallerRole
+
+    regulator = Caller(CallerRole.REGULATOR, "token", "tests")
+    expired = agreements(engine, regulator, "EXPIRED", 200, None).items
+    assert agreement in {a.agreement_id for a in expired}
+    line = next(a for a in expired if a.agreement_id == agreement)
+    assert (line.status, line.expired_at) == ("EXPIRED", iso_time(terms.valid_until))
+    active = agreements(engine, regulator, "ACTIVE", 200, None).items
+    assert agreement not in {a.agreement_id for a in active}
