@@ -104,16 +104,17 @@ class AuditState:
     auth: Authenticator
     refused: Counter
 
-    def deployment_block(self) -> int | None:
-        """The deployment block from the manifest (where verify starts), when there is one."""
+    def deployment(self) -> tuple[int | None, dict[str, str] | None]:
+        """The manifest's deployment block (where verify starts) and contract addresses (what
+        the store must be the index of), when there is one."""
         from dul.contracts.ledger import Deployment  # only needed by verify
 
         try:
             deployment = Deployment.load(self.settings.resolved_deployment_path())
         except (DulError, OSError, ValueError, KeyError):
-            return None
+            return None, None
         block = deployment.raw.get("block")
-        return None if block is None else int(block)
+        return None if block is None else int(block), dict(deployment.addresses)
 
 
 PageLimit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description=f"rows at most (1-{MAX_LIMIT})")]
@@ -394,9 +395,10 @@ def create_app(settings: AuditSettings | None = None) -> FastAPI:
             except DulError as exc:
                 raise NodeUnavailableError(exc.message) from None
             rpc = JsonRpc(url, timeout=state.settings.request_timeout)
+        start_block, contracts = state.deployment()
         try:
             report = verify_store(
-                state.engine, rpc, start_block=state.deployment_block(), chain=chain,
+                state.engine, rpc, start_block=start_block, chain=chain, deployment=contracts,
                 signatures=signatures, consent_lag=state.settings.consent_lag_s,
                 max_lag_blocks=state.settings.index_behind_blocks,
                 max_lag_s=state.settings.index_behind_s,

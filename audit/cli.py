@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import structlog
 import typer
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from audit.settings import AuditSettings
 from dul import log as dul_log
-from dul.errors import DulError
+from dul.errors import ConfigError, DulError
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
@@ -116,7 +116,14 @@ JsonOption = Annotated[bool, typer.Option("--json", help="print JSON for scripts
 
 
 def _settings(**overrides: Any) -> AuditSettings:
-    return AuditSettings(**{k: v for k, v in overrides.items() if v is not None})
+    """Env (`DUL_AUDIT_…`) overridden by given options; a value out of range is one line."""
+    try:
+        return AuditSettings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise _fail(ConfigError(f"invalid audit settings (DUL_AUDIT_…): {problems}")) from None
 
 
 def _fail(exc: DulError) -> typer.Exit:
@@ -266,14 +273,16 @@ def verify_command(
     try:
         if chain:
             rpc = JsonRpc(settings.resolved_rpc_url(), timeout=settings.request_timeout)
-        if from_block is None:
-            try:
-                from_block = int(Deployment.load(settings.resolved_deployment_path()).raw["block"])
-            except (DulError, OSError, KeyError, ValueError):
-                from_block = None
+        try:
+            manifest: Deployment | None = Deployment.load(settings.resolved_deployment_path())
+        except (DulError, OSError, KeyError, ValueError):
+            manifest = None
+        if from_block is None and manifest is not None and "block" in manifest.raw:
+            from_block = int(manifest.raw["block"])
         report = verify_store(engine, rpc, start_block=from_block, chain=chain,
                               signatures=signatures, consent_lag=settings.consent_lag_s,
                               checkpoints=checkpoints,
+                              deployment=None if manifest is None else manifest.addresses,
                               max_lag_blocks=settings.index_behind_blocks,
                               max_lag_s=settings.index_behind_s)  # fmt: skip
     except DulError as exc:

@@ -504,6 +504,24 @@ def _compare_status(
                     details={"store": _as_int(status), "chain": want})  # fmt: skip
 
 
+def _check_contracts(
+    stored: Mapping[str, str], deployment: Mapping[str, str], out: _Collector
+) -> dict[str, str]:
+    """The store's contracts against the deployment manifest's (each that differs named); the
+    manifest's addresses win for the audited contracts it names."""
+    contracts = dict(stored)
+    for name in (n for n in AUDITED_CONTRACTS if n in deployment):
+        want = str(deployment[name]).lower()
+        have = stored.get(name)
+        if have is None or str(have).lower() != want:
+            out.add("contracts_differ", f"the store records {name} at {have}, the deployment "
+                    f"manifest at {want}: it is not the index of this deployment",
+                    table="checkpoint", key=name, contract=name,
+                    details={"store": have, "deployment": want})  # fmt: skip
+        contracts[name] = want
+    return contracts
+
+
 def _as_int(value: Any) -> Any:
     """An integer column's value, or as stored when an edit put something else there
     (SQLite keeps any value in any column)."""
@@ -932,6 +950,7 @@ def verify_store(
     checkpoints: Path | None = None,
     max_lag_blocks: int | None = None,
     max_lag_s: float | None = None,
+    deployment: Mapping[str, str] | None = None,
 ) -> VerifyReport:
     """Runs the checks above; `rpc=None` or `chain=False` skips the chain comparison (said so
     in `skipped`). `start_block` is the deployment block (default: the first stored block —
@@ -942,7 +961,10 @@ def verify_store(
     is a directory of signed checkpoint files to check (`audit.checkpoints`); CheckpointError
     when it cannot be read. With the chain pass and `max_lag_blocks` / `max_lag_s`
     (`index_behind_blocks` / `index_behind_s`), a checkpoint that far behind the head is
-    `index_behind` (`audit.verify_health`)."""
+    `index_behind` (`audit.verify_health`). `deployment` is the manifest's contract addresses:
+    the store's own record of which contracts it indexed is checked against it
+    (`contracts_differ`) and the chain is read at the manifest's addresses, so a store emptied
+    and pointed at addresses that never emitted a log does not verify."""
     started = time.perf_counter()
     loaded = None if checkpoints is None else load_checkpoints(checkpoint_files(checkpoints))
     out = _Collector(max_findings)
@@ -966,6 +988,8 @@ def verify_store(
             start_block = int(lowest) if lowest is not None else last
             report.notes.append("no deployment block given: verified from the first stored block")
         report.chain_id, report.first_block, report.checkpoint_block = chain_id, start_block, last
+        if deployment is not None:
+            contracts = _check_contracts(contracts, deployment, out)
 
         check_quarantine(conn, out)
         report.notes.extend(check_incidents(conn, out))

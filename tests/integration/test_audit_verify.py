@@ -14,7 +14,9 @@ import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from audit.cli import app as audit_cli
+from audit.events import AUDITED_CONTRACTS
 from audit.indexer import JsonRpc
+from audit.store import COHORT_COLUMNS, COLUMNS
 from audit.testing import drop_stores, index_into, make_store_url, private_world, record_story
 from audit.verify import VerifyReport, access_request_digest, verify_store
 from dul.chain.testing import ChainHandle
@@ -215,6 +217,27 @@ def test_a_value_of_the_wrong_type_is_a_finding_not_a_crash(
     assert "accesses_and_signatures" in report.seconds  # the access pass ran to its end
 
 
+def test_a_store_emptied_and_pointed_at_other_contracts_is_named(
+    store: tuple[str, sa.Engine], chain: ChainHandle, world: World
+) -> None:
+    """The store's record of which contracts it indexed is checked against the deployment
+    manifest: emptied, with its checkpoint naming addresses that never emitted a log, it
+    would otherwise compare nothing with nothing and verify."""
+    engine = store[1]
+    real = {n: a.lower() for n, a in world.ledger.deployment.addresses.items()}
+    fake = {name: f"0x{index:040x}" for index, name in enumerate(sorted(real), 1)}
+    with engine.begin() as conn:
+        for table in (*COLUMNS, *COHORT_COLUMNS, "block"):
+            conn.execute(sa.text(f"DELETE FROM {table}"))  # noqa: S608 - test literals
+        checkpoint = sa.table("checkpoint", sa.column("contracts", sa.JSON))
+        conn.execute(checkpoint.update().values(contracts=fake))
+    report = run_verify(engine, chain, world, deployment=real)
+    assert not report.ok
+    named = {f.key for f in report.findings if f.check == "contracts_differ"}
+    assert named == set(real) & set(AUDITED_CONTRACTS)
+    assert report.findings_by_check.get("row_missing", 0) > 0  # the real trail, named missing
+
+
 def test_a_wrong_block_hash_is_found(
     store: tuple[str, sa.Engine], chain: ChainHandle, world: World, recorded: dict[str, str]
 ) -> None:
@@ -304,10 +327,14 @@ def test_the_cli_exits_non_zero_and_names_the_row(
     world: World,
     recorded: dict[str, str],
     monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
     url, engine = store
     # a static store: no indexer follows the chain here, so its lag is not judged
     monkeypatch.setenv("DUL_AUDIT_INDEX_BEHIND_BLOCKS", "10000000")
+    manifest = tmp_path / "deployment.json"  # the store's own deployment, not DUL_HOME's
+    manifest.write_text(json.dumps(world.ledger.deployment.raw))
+    monkeypatch.setenv("DUL_AUDIT_DEPLOYMENT_PATH", str(manifest))
     monkeypatch.setenv("DUL_AUDIT_INDEX_BEHIND_S", "31536000")
     options = ["--database-url", url, "--rpc-url", chain.rpc_url,
                "--from-block", str(world.ledger.deployment.raw["block"])]  # fmt: skip
@@ -323,3 +350,12 @@ def test_the_cli_exits_non_zero_and_names_the_row(
     as_json = runner.invoke(audit_cli, ["verify", "--json", *options])
     assert as_json.exit_code == 1
     assert json.loads(as_json.stdout.splitlines()[-1])["findings_by_check"] == {"row_missing": 1}
+
+
+def test_an_audit_setting_out_of_range_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DUL_AUDIT_INDEX_BEHIND_BLOCKS", "999999999")
+    result = CliRunner().invoke(audit_cli, ["verify", "--no-chain"])
+    assert result.exit_code == 2, result.exception
+    assert "error [config_error]" in result.output
+    assert "index_behind_blocks" in result.output
+    assert "Traceback" not in result.output
