@@ -217,6 +217,12 @@ class GatewayClient:
         SHA-256 is the signed request hash) and `cohort` (subject references) — then the
         request is drafted by the gateway, checked and signed here by `signer` (default: the
         client's), and sent. `wait=True` answers once the decision is on chain."""
+        terms = (agreement, dataset, fields, tier, operation, cohort, query, request_id, deadline)
+        if body is not None and any(t is not None for t in terms):
+            raise ConfigError(
+                "give either a signed body or the request's terms, not both",
+                code="invalid_request",
+            )
         if body is None:
             body = self.sign_access(
                 agreement=agreement,

@@ -223,6 +223,16 @@ def test_sdk_imports_without_fastapi_or_web3() -> None:
     assert out.stdout.strip() == "[]"
 
 
+def test_sdk_refuses_a_body_and_terms_together(gateway: GatewayHandle, world: World) -> None:
+    with GatewayClient(gateway.url, gateway.token, signer=world.requester) as client:
+        body = client.sign_access(
+            agreement="0x" + "ab" * 32, dataset="hospital-a/omop-cdm", fields=[1],
+            tier="AGGREGATE", operation="QUERY",
+        )  # fmt: skip
+        with pytest.raises(DulError, match="not both"):
+            client.request_access(body, tier="IDENTIFIED")
+
+
 def test_missing_token_says_what_to_do(gateway: GatewayHandle) -> None:
     with pytest.raises(DulError, match="dul admin token create"):
         GatewayClient(gateway.url, "")
