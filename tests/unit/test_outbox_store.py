@@ -438,3 +438,22 @@ def test_batch_calldata_is_the_abi_encoding_of_the_records() -> None:
     tuples = [decode([ACCESS_RECORD_TYPE], r)[0] for r in records]
     expected = RECORD_ACCESSES + encode([ACCESS_RECORD_TYPE + "[]"], [tuples])
     assert record_accesses_calldata(records) == expected
+
+
+def test_the_wal_is_checkpointed_off_the_commit_path(tmp_path: Path) -> None:
+    """Commits leave the WAL to the checkpointer (no checkpoint inside a commit, however
+    large the WAL grows); the checkpointer copies all of it into the database."""
+
+    async def scenario() -> None:
+        outbox = await opened(tmp_path, checkpoint_interval_s=3_600)  # only when asked here
+        leaves = CohortLeaves(bytes(32), 40_000, bytes(32 * 40_000))  # ~1.3 MB each
+        for n in range(4):  # past the 1,000-page (4 MB) automatic threshold
+            await outbox.add_accesses([replace(new_access(n), cohort=leaves)])
+        wal = tmp_path / "outbox.db-wal"
+        assert wal.stat().st_size > 4_000_000
+        busy, frames, done = await asyncio.to_thread(outbox.checkpoint)
+        assert (busy, done) == (0, frames)
+        assert frames > 1_000
+        await outbox.close()
+
+    run(scenario)
