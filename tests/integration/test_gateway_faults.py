@@ -126,7 +126,7 @@ class GatewayProcess:
     def log_path(self) -> Path:
         return self.stack.home.logs_dir / "gateway.log"
 
-    def start(self, timeout: float = 30.0) -> float:
+    def start(self, timeout: float = 120.0) -> float:
         """Start and wait until /readyz answers 200; the seconds that took."""
         began = time.monotonic()
         self.starts += 1
