@@ -35,7 +35,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 import structlog
@@ -83,6 +83,7 @@ from audit.provenance import (
 from audit.reports import AgreementReport, agreement_report
 from audit.scope import Caller, CallerRole, Scope, require_not_patient
 from audit.settings import AuditSettings
+from audit.shared_runs import SharedRuns
 from audit.signin import signin_router
 from audit.transparency import SubjectReport, subject_report
 from audit.verify import VerifyReport, verify_store
@@ -103,6 +104,7 @@ class AuditState:
     latency: Histogram
     auth: Authenticator
     refused: Counter
+    verifies: SharedRuns[VerifyReport] = field(default_factory=SharedRuns)
 
     def deployment(self) -> tuple[int | None, dict[str, str] | None]:
         """The manifest's deployment block (where verify starts) and contract addresses (what
@@ -388,24 +390,30 @@ def create_app(settings: AuditSettings | None = None) -> FastAPI:
         re-checks every agreement invariant; `ok` is false when anything is off. An
         organization gets the verdict and the counts; the findings are listed to regulators."""
         require_not_patient(caller, "verify")
-        rpc: JsonRpc | None = None
-        if chain:
+
+        def run() -> VerifyReport:
+            rpc: JsonRpc | None = None
+            if chain:
+                try:
+                    url = state.settings.resolved_rpc_url()
+                except DulError as exc:
+                    raise NodeUnavailableError(exc.message) from None
+                rpc = JsonRpc(url, timeout=state.settings.request_timeout)
+            start_block, contracts = state.deployment()
             try:
-                url = state.settings.resolved_rpc_url()
-            except DulError as exc:
-                raise NodeUnavailableError(exc.message) from None
-            rpc = JsonRpc(url, timeout=state.settings.request_timeout)
-        start_block, contracts = state.deployment()
-        try:
-            report = verify_store(
-                state.engine, rpc, start_block=start_block, chain=chain, deployment=contracts,
-                signatures=signatures, consent_lag=state.settings.consent_lag_s,
-                max_lag_blocks=state.settings.index_behind_blocks,
-                max_lag_s=state.settings.index_behind_s,
-            )  # fmt: skip
-        finally:
-            if rpc is not None:
-                rpc.close()
+                return verify_store(
+                    state.engine, rpc, start_block=start_block, chain=chain,
+                    deployment=contracts, signatures=signatures,
+                    consent_lag=state.settings.consent_lag_s,
+                    max_lag_blocks=state.settings.index_behind_blocks,
+                    max_lag_s=state.settings.index_behind_s,
+                )  # fmt: skip
+            finally:
+                if rpc is not None:
+                    rpc.close()
+
+        # callers asking while the same verify runs share it (every console polls this)
+        report = state.verifies.run((chain, signatures), run)
         if caller.role != CallerRole.REGULATOR and report.findings:
             note = (f"{report.findings_total} finding(s) over the whole ledger: listed to "
                     "regulators only")  # fmt: skip
