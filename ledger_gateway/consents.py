@@ -241,7 +241,7 @@ class ConsentView:
         self.index.add(state)
 
     def _issued(self, topics: list[bytes], data: bytes) -> None:
-        value, _issuer = decode(list(events()["AuthorizationIssued"].data_types), data)
+        value, *_issuer = decode(list(events()["AuthorizationIssued"].data_types), data)
         holder, subject, grantee, dataset, mask, tier, scenario, status, expires, by = value
         if bytes(holder) != self.holder:
             return

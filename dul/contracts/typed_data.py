@@ -1,5 +1,5 @@
-"""What parties sign: the EIP-712 `Agreement`, `AccessRequest` and `ConsentWithdrawal` and their
-on-chain tuples.
+"""What parties sign: the EIP-712 `Agreement`, `AccessRequest`, and the patient's
+`ConsentWithdrawal`, `Authorization` and `AuthorizationRevocation`, and their on-chain tuples.
 
 The type strings here and in `solidity/contracts/libraries/TypedData.sol` are one public
 interface; the Hardhat cross-language vector and `tests/unit/test_typed_data.py` keep them equal.
@@ -81,9 +81,34 @@ CONSENT_WITHDRAWAL_TYPES: dict[str, list[dict[str, str]]] = {
     ]
 }
 
+AUTHORIZATION_TYPES: dict[str, list[dict[str, str]]] = {
+    "Authorization": [
+        {"name": "codeHash", "type": "bytes32"},
+        {"name": "holder", "type": "bytes32"},
+        {"name": "subject", "type": "bytes32"},
+        {"name": "grantee", "type": "bytes32"},
+        {"name": "dataset", "type": "bytes32"},
+        {"name": "fieldMask", "type": "uint256"},
+        {"name": "tier", "type": "uint8"},
+        {"name": "scenario", "type": "uint8"},
+        {"name": "expiresAt", "type": "uint64"},
+    ]
+}
+
+AUTHORIZATION_REVOCATION_TYPES: dict[str, list[dict[str, str]]] = {
+    "AuthorizationRevocation": [
+        {"name": "codeHash", "type": "bytes32"},
+        {"name": "deadline", "type": "uint64"},
+    ]
+}
+
 _hash_agreement = struct_hasher("Agreement", AGREEMENT_TYPES)
 _hash_access_request = struct_hasher("AccessRequest", ACCESS_REQUEST_TYPES)
 _hash_consent_withdrawal = struct_hasher("ConsentWithdrawal", CONSENT_WITHDRAWAL_TYPES)
+_hash_authorization = struct_hasher("Authorization", AUTHORIZATION_TYPES)
+_hash_authorization_revocation = struct_hasher(
+    "AuthorizationRevocation", AUTHORIZATION_REVOCATION_TYPES
+)
 
 
 @dataclass(frozen=True)
@@ -154,6 +179,95 @@ class ConsentWithdrawal:
         """The EIP-712 JSON a patient's wallet signs."""
         return typed_data_json(
             domain.as_json(), CONSENT_WITHDRAWAL_TYPES, "ConsentWithdrawal", self.message()
+        )
+
+    def sign(self, signer: Signer, domain: Domain) -> bytes:
+        return signer.sign_digest(self.digest(domain))
+
+    def signer_of(self, signature: bytes, domain: Domain) -> ChecksumAddress:
+        return recover(self.digest(domain), signature)
+
+
+@dataclass(frozen=True)
+class PatientAuthorization:
+    """A one-time authorization code the patient issues in their own wallet: EIP-712
+    `Authorization` signed by the key the holder registered for the subject (ConsentRegistry
+    `subjectKeyOf`), relayed by anyone to `issueAuthorizationBySubject` until `expires_at`, its
+    expiry. Only the code's hash is in it; the code hash makes the signature single-use."""
+
+    code_hash: bytes
+    holder: bytes
+    subject: bytes
+    grantee: bytes
+    dataset: bytes
+    field_mask: int
+    tier: Tier
+    scenario: Scenario
+    expires_at: int
+
+    def message(self) -> dict[str, Any]:
+        return {
+            "codeHash": self.code_hash,
+            "holder": self.holder,
+            "subject": self.subject,
+            "grantee": self.grantee,
+            "dataset": self.dataset,
+            "fieldMask": self.field_mask,
+            "tier": int(self.tier),
+            "scenario": int(self.scenario),
+            "expiresAt": self.expires_at,
+        }
+
+    def as_abi(self) -> tuple[Any, ...]:
+        """The `Authorization` struct `issueAuthorization(BySubject)` takes (status and
+        redemption are ignored by the contract)."""
+        return (
+            self.holder,
+            self.subject,
+            self.grantee,
+            self.dataset,
+            self.field_mask,
+            int(self.tier),
+            int(self.scenario),
+            0,
+            self.expires_at,
+            ZERO32,
+        )
+
+    def digest(self, domain: Domain) -> bytes:
+        return typed_digest(domain.separator, _hash_authorization(self.message()))
+
+    def typed_data(self, domain: Domain) -> dict[str, Any]:
+        """The EIP-712 JSON (eth_signTypedData_v4) the patient's wallet signs."""
+        return typed_data_json(domain.as_json(), AUTHORIZATION_TYPES, "Authorization", self.message())
+
+    def sign(self, signer: Signer, domain: Domain) -> bytes:
+        return signer.sign_digest(self.digest(domain))
+
+    def signer_of(self, signature: bytes, domain: Domain) -> ChecksumAddress:
+        return recover(self.digest(domain), signature)
+
+
+@dataclass(frozen=True)
+class AuthorizationRevocation:
+    """The patient's revocation of one of their unredeemed codes, signed by the subject's key;
+    anyone may relay it to `revokeAuthorizationBySubject(codeHash, deadline, signature)`."""
+
+    code_hash: bytes
+    deadline: int
+
+    def message(self) -> dict[str, Any]:
+        return {"codeHash": self.code_hash, "deadline": self.deadline}
+
+    def digest(self, domain: Domain) -> bytes:
+        return typed_digest(domain.separator, _hash_authorization_revocation(self.message()))
+
+    def typed_data(self, domain: Domain) -> dict[str, Any]:
+        return typed_data_json(
+            domain.as_json(),
+            AUTHORIZATION_REVOCATION_TYPES,
+            "AuthorizationRevocation",
+            self.message(),
         )
 
     def sign(self, signer: Signer, domain: Domain) -> bytes:

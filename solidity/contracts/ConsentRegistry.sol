@@ -47,6 +47,14 @@ contract ConsentRegistry is IConsentRegistry, EIP712 {
     /// @notice EIP-712 type hash of the patient's withdrawal.
     bytes32 public constant CONSENT_WITHDRAWAL_TYPEHASH =
         keccak256("ConsentWithdrawal(bytes32 consentId,uint64 deadline)");
+    /// @notice EIP-712 type hash of the authorization a patient signs in their own wallet.
+    bytes32 public constant AUTHORIZATION_TYPEHASH = keccak256(
+        "Authorization(bytes32 codeHash,bytes32 holder,bytes32 subject,bytes32 grantee,bytes32 dataset,"
+        "uint256 fieldMask,uint8 tier,uint8 scenario,uint64 expiresAt)"
+    );
+    /// @notice EIP-712 type hash of a patient's revocation of one of their codes.
+    bytes32 public constant AUTHORIZATION_REVOCATION_TYPEHASH =
+        keccak256("AuthorizationRevocation(bytes32 codeHash,uint64 deadline)");
 
     /// @dev The bits of the five scenarios.
     uint8 private constant _ALL_SCENARIOS = 0x1F;
@@ -74,6 +82,8 @@ contract ConsentRegistry is IConsentRegistry, EIP712 {
 
     mapping(bytes32 consentId => StoredConsent) private _consents;
     mapping(bytes32 codeHash => Authorization) private _authorizations;
+    /// @dev keccak256(abi.encode(holder, subject)) -> the key registered by a steward.
+    mapping(bytes32 holderSubject => address key) private _subjectKeys;
 
     constructor(IMembership membership, IDatasetRegistry datasets) EIP712("DataUseLedger.ConsentRegistry", "1") {
         MEMBERSHIP = membership;
@@ -133,49 +143,60 @@ contract ConsentRegistry is IConsentRegistry, EIP712 {
 
     /// @inheritdoc IConsentRegistry
     function issueAuthorization(bytes32 codeHash, Authorization calldata authorization_) external {
-        if (codeHash == bytes32(0) || _authorizations[codeHash].status != AuthorizationStatus.NONE) {
-            revert ConsentRegistryAuthorizationExists(codeHash);
-        }
+        _checkNewCode(codeHash);
+        _checkSteward(authorization_.holder);
+        _checkExpiry(authorization_.expiresAt);
+        _issue(codeHash, authorization_, msg.sender, false);
+    }
+
+    /// @inheritdoc IConsentRegistry
+    function issueAuthorizationBySubject(bytes32 codeHash, Authorization calldata authorization_, bytes calldata signature)
+        external
+    {
+        _checkNewCode(codeHash);
         OrgId holder = authorization_.holder;
-        _checkSteward(holder);
-        (, OrgStatus granteeStatus) = MEMBERSHIP.organization(authorization_.grantee);
-        if (granteeStatus == OrgStatus.NONE) revert ConsentRegistryUnknownGrantee(authorization_.grantee);
-        _checkScope(authorization_);
-        if (authorization_.subject == bytes32(0)) revert ConsentRegistryZeroSubject();
-        uint64 latest = uint64(block.timestamp) + MAX_AUTHORIZATION_LIFETIME;
-        if (authorization_.expiresAt <= block.timestamp || authorization_.expiresAt > latest) {
-            revert ConsentRegistryInvalidExpiry(authorization_.expiresAt, latest);
-        }
-
-        Authorization storage stored = _authorizations[codeHash];
-        stored.holder = holder;
-        stored.subject = authorization_.subject;
-        stored.grantee = authorization_.grantee;
-        stored.dataset = authorization_.dataset;
-        stored.fieldMask = authorization_.fieldMask;
-        stored.tier = authorization_.tier;
-        stored.scenario = authorization_.scenario;
-        stored.status = AuthorizationStatus.ISSUED;
-        stored.expiresAt = authorization_.expiresAt;
-
-        Authorization memory issued = authorization_;
-        issued.status = AuthorizationStatus.ISSUED;
-        issued.redeemedBy = bytes32(0);
-        emit AuthorizationIssued(codeHash, holder, authorization_.grantee, issued, msg.sender);
+        (, OrgStatus holderStatus) = MEMBERSHIP.organization(holder);
+        if (holderStatus == OrgStatus.NONE) revert ConsentRegistryUnknownHolder(holder);
+        uint64 expiresAt = authorization_.expiresAt;
+        if (expiresAt <= block.timestamp) revert ConsentRegistryAuthorizationSignatureExpired(codeHash, expiresAt);
+        address key = _checkSubjectSignature(
+            codeHash, holder, authorization_.subject, _authorizationDigest(codeHash, authorization_), signature
+        );
+        _checkExpiry(expiresAt);
+        _issue(codeHash, authorization_, key, true);
     }
 
     /// @inheritdoc IConsentRegistry
     function revokeAuthorization(bytes32 codeHash) external {
-        Authorization storage stored = _authorizations[codeHash];
-        AuthorizationStatus status = stored.status;
-        if (status == AuthorizationStatus.NONE) revert ConsentRegistryUnknownAuthorization(codeHash);
+        Authorization storage stored = _existingAuthorization(codeHash);
         OrgId holder = stored.holder;
         if (!MEMBERSHIP.hasOrgRole(msg.sender, holder, Role.STEWARD)) {
             revert ConsentRegistryUnauthorizedSteward(msg.sender, holder);
         }
-        if (status != AuthorizationStatus.ISSUED) revert ConsentRegistryAuthorizationNotIssued(codeHash, status);
-        stored.status = AuthorizationStatus.REVOKED;
-        emit AuthorizationRevoked(codeHash, holder, msg.sender);
+        _revoke(codeHash, stored, msg.sender, false);
+    }
+
+    /// @inheritdoc IConsentRegistry
+    function revokeAuthorizationBySubject(bytes32 codeHash, uint64 deadline, bytes calldata signature) external {
+        Authorization storage stored = _existingAuthorization(codeHash);
+        if (stored.status != AuthorizationStatus.ISSUED) {
+            revert ConsentRegistryAuthorizationNotIssued(codeHash, stored.status);
+        }
+        if (deadline < block.timestamp) revert ConsentRegistryAuthorizationSignatureExpired(codeHash, deadline);
+        address key = _checkSubjectSignature(
+            codeHash, stored.holder, stored.subject, _revocationDigest(codeHash, deadline), signature
+        );
+        _revoke(codeHash, stored, key, true);
+    }
+
+    /// @inheritdoc IConsentRegistry
+    function registerSubjectKey(OrgId holder, bytes32 subject, address key) external {
+        _checkSteward(holder);
+        if (subject == bytes32(0)) revert ConsentRegistryZeroSubject();
+        bytes32 slot = _holderSubject(holder, subject);
+        address previous = _subjectKeys[slot];
+        _subjectKeys[slot] = key;
+        emit SubjectKeyRegistered(holder, subject, key, previous, msg.sender);
     }
 
     /// @inheritdoc IConsentRegistry
@@ -261,6 +282,25 @@ contract ConsentRegistry is IConsentRegistry, EIP712 {
     }
 
     /// @inheritdoc IConsentRegistry
+    function subjectKeyOf(OrgId holder, bytes32 subject) external view returns (address) {
+        return _subjectKeyOf(holder, subject);
+    }
+
+    /// @inheritdoc IConsentRegistry
+    function authorizationDigest(bytes32 codeHash, Authorization calldata authorization_)
+        external
+        view
+        returns (bytes32)
+    {
+        return _authorizationDigest(codeHash, authorization_);
+    }
+
+    /// @inheritdoc IConsentRegistry
+    function authorizationRevocationDigest(bytes32 codeHash, uint64 deadline) external view returns (bytes32) {
+        return _revocationDigest(codeHash, deadline);
+    }
+
+    /// @inheritdoc IConsentRegistry
     function accessLog() external view returns (address) {
         return _accessLog;
     }
@@ -328,6 +368,80 @@ contract ConsentRegistry is IConsentRegistry, EIP712 {
         emit ConsentWithdrawn(consentId, stored.holder, stored.subject, by, bySubject);
     }
 
+    /// @dev Stores and announces a code whose issuer has been checked: grantee, scope and subject here.
+    function _issue(bytes32 codeHash, Authorization calldata authorization_, address issuer, bool bySubject) private {
+        OrgId holder = authorization_.holder;
+        (, OrgStatus granteeStatus) = MEMBERSHIP.organization(authorization_.grantee);
+        if (granteeStatus == OrgStatus.NONE) revert ConsentRegistryUnknownGrantee(authorization_.grantee);
+        _checkScope(authorization_);
+        if (authorization_.subject == bytes32(0)) revert ConsentRegistryZeroSubject();
+
+        Authorization storage stored = _authorizations[codeHash];
+        stored.holder = holder;
+        stored.subject = authorization_.subject;
+        stored.grantee = authorization_.grantee;
+        stored.dataset = authorization_.dataset;
+        stored.fieldMask = authorization_.fieldMask;
+        stored.tier = authorization_.tier;
+        stored.scenario = authorization_.scenario;
+        stored.status = AuthorizationStatus.ISSUED;
+        stored.expiresAt = authorization_.expiresAt;
+
+        Authorization memory issued = authorization_;
+        issued.status = AuthorizationStatus.ISSUED;
+        issued.redeemedBy = bytes32(0);
+        emit AuthorizationIssued(codeHash, holder, authorization_.grantee, issued, issuer, bySubject);
+    }
+
+    function _revoke(bytes32 codeHash, Authorization storage stored, address by, bool bySubject) private {
+        AuthorizationStatus status = stored.status;
+        if (status != AuthorizationStatus.ISSUED) revert ConsentRegistryAuthorizationNotIssued(codeHash, status);
+        stored.status = AuthorizationStatus.REVOKED;
+        emit AuthorizationRevoked(codeHash, stored.holder, by, bySubject);
+    }
+
+    function _checkNewCode(bytes32 codeHash) private view {
+        if (codeHash == bytes32(0) || _authorizations[codeHash].status != AuthorizationStatus.NONE) {
+            revert ConsentRegistryAuthorizationExists(codeHash);
+        }
+    }
+
+    function _checkExpiry(uint64 expiresAt) private view {
+        uint64 latest = uint64(block.timestamp) + MAX_AUTHORIZATION_LIFETIME;
+        if (expiresAt <= block.timestamp || expiresAt > latest) revert ConsentRegistryInvalidExpiry(expiresAt, latest);
+    }
+
+    function _existingAuthorization(bytes32 codeHash) private view returns (Authorization storage stored) {
+        stored = _authorizations[codeHash];
+        if (stored.status == AuthorizationStatus.NONE) revert ConsentRegistryUnknownAuthorization(codeHash);
+    }
+
+    /// @dev The subject's key must have signed `digest`; returns that key.
+    function _checkSubjectSignature(
+        bytes32 codeHash,
+        OrgId holder,
+        bytes32 subject,
+        bytes32 digest,
+        bytes calldata signature
+    ) private view returns (address key) {
+        key = _subjectKeyOf(holder, subject);
+        (address recovered, ECDSA.RecoverError error,) = ECDSA.tryRecover(digest, signature);
+        if (key == address(0) || error != ECDSA.RecoverError.NoError || recovered != key) {
+            revert ConsentRegistryInvalidAuthorizationSignature(codeHash);
+        }
+    }
+
+    /// @dev The registered key, else the key of the newest consent naming one.
+    function _subjectKeyOf(OrgId holder, bytes32 subject) private view returns (address key) {
+        key = _subjectKeys[_holderSubject(holder, subject)];
+        if (key != address(0)) return key;
+        bytes32 first = _consentId(holder, subject, 0);
+        for (uint256 i = _consents[first].count; i > 0; --i) {
+            key = _consents[i == 1 ? first : _consentId(holder, subject, i - 1)].subjectKey;
+            if (key != address(0)) return key;
+        }
+    }
+
     /// @dev The scenario must work through codes, the dataset be the holder's, and fields and
     /// tier within what the dataset and the scenario offer.
     function _checkScope(Authorization calldata a) private view {
@@ -384,6 +498,20 @@ contract ConsentRegistry is IConsentRegistry, EIP712 {
 
     function _withdrawalDigest(bytes32 consentId, uint64 deadline) private view returns (bytes32) {
         return _hashTypedDataV4(keccak256(abi.encode(CONSENT_WITHDRAWAL_TYPEHASH, consentId, deadline)));
+    }
+
+    function _authorizationDigest(bytes32 codeHash, Authorization calldata a) private view returns (bytes32) {
+        bytes memory head = abi.encode(AUTHORIZATION_TYPEHASH, codeHash, a.holder, a.subject, a.grantee);
+        bytes memory scope = abi.encode(a.dataset, a.fieldMask, a.tier, a.scenario, a.expiresAt);
+        return _hashTypedDataV4(keccak256(bytes.concat(head, scope)));
+    }
+
+    function _revocationDigest(bytes32 codeHash, uint64 deadline) private view returns (bytes32) {
+        return _hashTypedDataV4(keccak256(abi.encode(AUTHORIZATION_REVOCATION_TYPEHASH, codeHash, deadline)));
+    }
+
+    function _holderSubject(OrgId holder, bytes32 subject) private pure returns (bytes32) {
+        return keccak256(abi.encode(holder, subject));
     }
 
     function _consentId(OrgId holder, bytes32 subject, uint256 sequence) private pure returns (bytes32) {

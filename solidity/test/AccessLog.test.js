@@ -39,6 +39,7 @@ const {
   agreementIdOf,
   signAccessRecord,
   signAgreement,
+  signAuthorization,
 } = require("./helpers/typed-data");
 const { shouldEnforceGrantRules } = require("./helpers/access.behavior");
 const { shouldBeDisabledBySuspension } = require("./helpers/membership.behavior");
@@ -453,6 +454,42 @@ describe("AccessLog", function () {
         .to.be.revertedWithCustomError(ctx.accessLog, "AccessLogAuthorizationRefused")
         .withArgs(again.requestId, ctx.codeHash, AuthorizationFault.REDEEMED);
       expect(await ctx.accessLog.accessesUsed(ctx.insuranceId)).to.equal(1);
+    });
+
+    describe("a code the patient signed in their own wallet", function () {
+      const PATIENT_CODE = tag("code:patient-signed");
+      /** The patient's key registered without a consent; `grantee` the code's grantee. */
+      async function patientSigned(ctx, overrides = {}) {
+        const patient = new ethers.Wallet(ethers.id("access log patient key"));
+        await ctx.consents.connect(ctx.hospitalSteward).registerSubjectKey(ORG.HOSPITAL, PATIENT, patient.address);
+        const authorization = authorizationTerms(ctx.now, overrides);
+        const signature = await signAuthorization(patient, ctx.consents, PATIENT_CODE, authorization);
+        await expect(ctx.consents.connect(ctx.relayer).issueAuthorizationBySubject(PATIENT_CODE, authorization, signature))
+          .to.emit(ctx.consents, "AuthorizationIssued")
+          .withArgs(PATIENT_CODE, ORG.HOSPITAL, authorization.grantee, sameStruct({ ...authorization, status: AuthorizationStatus.ISSUED }), patient.address, true);
+      }
+
+      it("opens exactly one access for its grantee", async function () {
+        const ctx = await loadFixture(insuranceAgreementFixture);
+        await patientSigned(ctx);
+        const first = await insuranceRecord(ctx, { authorizationRef: PATIENT_CODE });
+        await expect(recordOne(ctx, [first]))
+          .to.emit(ctx.consents, "AuthorizationRedeemed")
+          .withArgs(PATIENT_CODE, first.requestId, ORG.INSURER);
+        const again = await insuranceRecord(ctx, { authorizationRef: PATIENT_CODE });
+        await expect(recordOne(ctx, [again]))
+          .to.be.revertedWithCustomError(ctx.accessLog, "AccessLogAuthorizationRefused")
+          .withArgs(again.requestId, PATIENT_CODE, AuthorizationFault.REDEEMED);
+        expect(await ctx.accessLog.accessesUsed(ctx.insuranceId)).to.equal(1);
+      });
+
+      it("opens nothing for another grantee", async function () {
+        const ctx = await loadFixture(insuranceAgreementFixture);
+        await patientSigned(ctx, { grantee: ORG.INSTITUTE });
+        const record = await insuranceRecord(ctx, { authorizationRef: PATIENT_CODE });
+        await expectRefused(ctx, [record], record, AuthorizationFault.WRONG_GRANTEE, PATIENT_CODE);
+        expect(await statusOf(ctx, PATIENT_CODE)).to.equal(AuthorizationStatus.ISSUED);
+      });
     });
 
     it("refuses a batch that uses one code twice, recording none of it", async function () {

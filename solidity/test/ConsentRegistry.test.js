@@ -24,9 +24,13 @@ const {
   tag,
 } = require("./helpers/fixtures");
 const {
+  AUTHORIZATION_TYPES,
   CONSENT_WITHDRAWAL_TYPES,
+  authorizationMessage,
   consentDomain,
   consentIdOf,
+  signAuthorization,
+  signAuthorizationRevocation,
   signWithdrawal,
 } = require("./helpers/typed-data");
 const { shouldBeDisabledBySuspension } = require("./helpers/membership.behavior");
@@ -745,7 +749,7 @@ describe("ConsentRegistry", function () {
       const expected = { ...input, status: AuthorizationStatus.ISSUED, redeemedBy: ethers.ZeroHash };
       await expect(ctx.consents.connect(ctx.hospitalSteward).issueAuthorization(CODE, input))
         .to.emit(ctx.consents, "AuthorizationIssued")
-        .withArgs(CODE, ORG.HOSPITAL, ORG.INSURER, sameStruct(expected), ctx.hospitalSteward.address);
+        .withArgs(CODE, ORG.HOSPITAL, ORG.INSURER, sameStruct(expected), ctx.hospitalSteward.address, false);
       const kept = await ctx.consents.authorization(CODE);
       expect(sameStruct(expected)(kept)).to.equal(true);
     });
@@ -871,7 +875,7 @@ describe("ConsentRegistry", function () {
       const ctx = await loadFixture(issuedFixture);
       await expect(ctx.consents.connect(ctx.hospitalSteward).revokeAuthorization(CODE))
         .to.emit(ctx.consents, "AuthorizationRevoked")
-        .withArgs(CODE, ORG.HOSPITAL, ctx.hospitalSteward.address);
+        .withArgs(CODE, ORG.HOSPITAL, ctx.hospitalSteward.address, false);
       expect((await ctx.consents.authorization(CODE)).status).to.equal(AuthorizationStatus.REVOKED);
     });
 
@@ -1038,6 +1042,230 @@ describe("ConsentRegistry", function () {
           .withArgs(ctx[who].address);
       }
       expect((await ctx.consents.authorization(CODE)).status).to.equal(AuthorizationStatus.ISSUED);
+    });
+  });
+  describe("patient-held authorization", function () {
+    const PATIENT_CODE = codeHashOf("PPPPP-QQQQQ-RRRRR-SSSSS");
+
+    /** The patient's key registered by the hospital's steward, without any consent. */
+    async function keyedFixture() {
+      const ctx = await registryFixture();
+      await ctx.consents.connect(ctx.hospitalSteward).registerSubjectKey(ORG.HOSPITAL, PATIENT, ctx.patient.address);
+      return { ...ctx, authorization: authorizationTerms(ctx.now) };
+    }
+
+    /** `authorization` signed by `signer` (default: the patient) and relayed by a non-member. */
+    async function issueSigned(ctx, { authorization = ctx.authorization, code = PATIENT_CODE, signer = ctx.patient, signed } = {}) {
+      const signature = await signAuthorization(signer, ctx.consents, code, signed ?? authorization);
+      return ctx.consents.connect(ctx.relayer).issueAuthorizationBySubject(code, authorization, signature);
+    }
+
+    describe("registerSubjectKey", function () {
+      it("registers, rotates and removes a subject's key, with or without a consent", async function () {
+        const ctx = await loadFixture(registryFixture);
+        const steward = ctx.consents.connect(ctx.hospitalSteward);
+        expect(await ctx.consents.subjectKeyOf(ORG.HOSPITAL, PATIENT)).to.equal(ethers.ZeroAddress);
+        await expect(steward.registerSubjectKey(ORG.HOSPITAL, PATIENT, ctx.patient.address))
+          .to.emit(ctx.consents, "SubjectKeyRegistered")
+          .withArgs(ORG.HOSPITAL, PATIENT, ctx.patient.address, ethers.ZeroAddress, ctx.hospitalSteward.address);
+        expect(await ctx.consents.subjectKeyOf(ORG.HOSPITAL, PATIENT)).to.equal(ctx.patient.address);
+        expect(await ctx.consents.subjectKeyOf(ORG.HOSPITAL_B, PATIENT)).to.equal(ethers.ZeroAddress);
+        await expect(steward.registerSubjectKey(ORG.HOSPITAL, PATIENT, ctx.stranger.address))
+          .to.emit(ctx.consents, "SubjectKeyRegistered")
+          .withArgs(ORG.HOSPITAL, PATIENT, ctx.stranger.address, ctx.patient.address, ctx.hospitalSteward.address);
+        expect(await ctx.consents.subjectKeyOf(ORG.HOSPITAL, PATIENT)).to.equal(ctx.stranger.address);
+        await steward.registerSubjectKey(ORG.HOSPITAL, PATIENT, ethers.ZeroAddress);
+        expect(await ctx.consents.subjectKeyOf(ORG.HOSPITAL, PATIENT)).to.equal(ethers.ZeroAddress);
+      });
+
+      it("falls back to the newest consent naming a key, and a registered key wins", async function () {
+        const ctx = await loadFixture(consentedFixture);
+        expect(await ctx.consents.subjectKeyOf(ORG.HOSPITAL, PATIENT)).to.equal(ctx.patient.address);
+        await ctx.consents.connect(ctx.hospitalSteward).withdrawConsent(ctx.consentId);
+        await record(ctx, consentTerms(ctx.now, { subjectKey: ctx.stranger.address }));
+        await record(ctx, consentTerms(ctx.now, { scenarios: TEACHING }));
+        expect(await ctx.consents.subjectKeyOf(ORG.HOSPITAL, PATIENT)).to.equal(ctx.stranger.address);
+        await ctx.consents.connect(ctx.hospitalSteward).registerSubjectKey(ORG.HOSPITAL, PATIENT, ctx.operator.address);
+        expect(await ctx.consents.subjectKeyOf(ORG.HOSPITAL, PATIENT)).to.equal(ctx.operator.address);
+      });
+
+      for (const who of ["hospitalBSteward", "hospitalGateway", "regulator", "stranger"]) {
+        it(`refuses the ${who}, not a steward of the holder`, async function () {
+          const ctx = await loadFixture(registryFixture);
+          await expect(ctx.consents.connect(ctx[who]).registerSubjectKey(ORG.HOSPITAL, PATIENT, ctx.patient.address))
+            .to.be.revertedWithCustomError(ctx.consents, "ConsentRegistryUnauthorizedSteward")
+            .withArgs(ctx[who].address, ORG.HOSPITAL);
+        });
+      }
+
+      it("refuses the zero subject and an unknown holder", async function () {
+        const ctx = await loadFixture(registryFixture);
+        const steward = ctx.consents.connect(ctx.hospitalSteward);
+        await expect(steward.registerSubjectKey(ORG.HOSPITAL, ethers.ZeroHash, ctx.patient.address)).to.be.revertedWithCustomError(
+          ctx.consents,
+          "ConsentRegistryZeroSubject",
+        );
+        const unknown = tag("org:unknown");
+        await expect(steward.registerSubjectKey(unknown, PATIENT, ctx.patient.address))
+          .to.be.revertedWithCustomError(ctx.consents, "ConsentRegistryUnknownHolder")
+          .withArgs(unknown);
+      });
+    });
+
+    describe("issueAuthorizationBySubject", function () {
+      it("computes the EIP-712 digest the patient signs", async function () {
+        const ctx = await loadFixture(keyedFixture);
+        const digest = ethers.TypedDataEncoder.hash(
+          await consentDomain(ctx.consents),
+          AUTHORIZATION_TYPES,
+          authorizationMessage(PATIENT_CODE, ctx.authorization),
+        );
+        expect(await ctx.consents.authorizationDigest(PATIENT_CODE, ctx.authorization)).to.equal(digest);
+        // status and redeemedBy are not signed
+        const noise = { ...ctx.authorization, status: AuthorizationStatus.REDEEMED, redeemedBy: tag("x") };
+        expect(await ctx.consents.authorizationDigest(PATIENT_CODE, noise)).to.equal(digest);
+      });
+
+      it("issues on the patient's signature, relayed by a non-member, and says the patient issued it", async function () {
+        const ctx = await loadFixture(keyedFixture);
+        const expected = { ...ctx.authorization, status: AuthorizationStatus.ISSUED, redeemedBy: ethers.ZeroHash };
+        await expect(issueSigned(ctx))
+          .to.emit(ctx.consents, "AuthorizationIssued")
+          .withArgs(PATIENT_CODE, ORG.HOSPITAL, ORG.INSURER, sameStruct(expected), ctx.patient.address, true);
+        expect(sameStruct(expected)(await ctx.consents.authorization(PATIENT_CODE))).to.equal(true);
+      });
+
+      it("takes the key of the patient's consent when none is registered", async function () {
+        const ctx = await loadFixture(consentedFixture);
+        await expect(issueSigned({ ...ctx, authorization: authorizationTerms(ctx.now) }))
+          .to.emit(ctx.consents, "AuthorizationIssued");
+      });
+
+      it("refuses a forged signature, a tampered authorization and a subject without a key", async function () {
+        const ctx = await loadFixture(keyedFixture);
+        const forger = new ethers.Wallet(ethers.id("forger"));
+        await expect(issueSigned(ctx, { signer: forger }))
+          .to.be.revertedWithCustomError(ctx.consents, "ConsentRegistryInvalidAuthorizationSignature")
+          .withArgs(PATIENT_CODE);
+        const tampered = [
+          { grantee: ORG.INSTITUTE },
+          { tier: Tier.PSEUDONYMIZED },
+          { fieldMask: fieldsMask(1, 2, 3, 4, 5, 6) },
+          { expiresAt: ctx.authorization.expiresAt + 1 },
+          { subject: OTHER_PATIENT },
+        ];
+        for (const change of tampered) {
+          await expect(issueSigned(ctx, { authorization: { ...ctx.authorization, ...change }, signed: ctx.authorization }))
+            .to.be.revertedWithCustomError(ctx.consents, "ConsentRegistryInvalidAuthorizationSignature")
+            .withArgs(PATIENT_CODE);
+        }
+        // signed for another code hash
+        const signature = await signAuthorization(ctx.patient, ctx.consents, CODE, ctx.authorization);
+        await expect(ctx.consents.connect(ctx.relayer).issueAuthorizationBySubject(PATIENT_CODE, ctx.authorization, signature))
+          .to.be.revertedWithCustomError(ctx.consents, "ConsentRegistryInvalidAuthorizationSignature");
+        // another registry (domain) or a malformed signature
+        const other = await signAuthorization(ctx.patient, ctx.consents, PATIENT_CODE, ctx.authorization, {
+          verifyingContract: ctx.stranger.address,
+        });
+        for (const bad of [other, "0x1234"]) {
+          await expect(ctx.consents.connect(ctx.relayer).issueAuthorizationBySubject(PATIENT_CODE, ctx.authorization, bad))
+            .to.be.revertedWithCustomError(ctx.consents, "ConsentRegistryInvalidAuthorizationSignature");
+        }
+        // the same patient's key names no key for another subject
+        const foreign = { ...ctx.authorization, subject: OTHER_PATIENT };
+        await expect(issueSigned(ctx, { authorization: foreign }))
+          .to.be.revertedWithCustomError(ctx.consents, "ConsentRegistryInvalidAuthorizationSignature");
+        expect((await ctx.consents.authorization(PATIENT_CODE)).status).to.equal(AuthorizationStatus.NONE);
+      });
+
+      it("refuses the old key after a rotation", async function () {
+        const ctx = await loadFixture(keyedFixture);
+        const fresh = new ethers.Wallet(ethers.id("rotated patient key"));
+        await ctx.consents.connect(ctx.hospitalSteward).registerSubjectKey(ORG.HOSPITAL, PATIENT, fresh.address);
+        await expect(issueSigned(ctx)).to.be.revertedWithCustomError(ctx.consents, "ConsentRegistryInvalidAuthorizationSignature");
+        await expect(issueSigned(ctx, { signer: fresh })).to.emit(ctx.consents, "AuthorizationIssued");
+      });
+
+      it("refuses an expired signature: its expiry is its deadline", async function () {
+        const ctx = await loadFixture(keyedFixture);
+        const authorization = { ...ctx.authorization, expiresAt: ctx.now + DAY };
+        const signature = await signAuthorization(ctx.patient, ctx.consents, PATIENT_CODE, authorization);
+        await time.setNextBlockTimestamp(ctx.now + DAY);
+        await expect(ctx.consents.connect(ctx.relayer).issueAuthorizationBySubject(PATIENT_CODE, authorization, signature))
+          .to.be.revertedWithCustomError(ctx.consents, "ConsentRegistryAuthorizationSignatureExpired")
+          .withArgs(PATIENT_CODE, ctx.now + DAY);
+      });
+
+      it("refuses a relayed signature a second time, and a lifetime beyond a year", async function () {
+        const ctx = await loadFixture(keyedFixture);
+        await issueSigned(ctx);
+        await expect(issueSigned(ctx))
+          .to.be.revertedWithCustomError(ctx.consents, "ConsentRegistryAuthorizationExists")
+          .withArgs(PATIENT_CODE);
+        const far = { ...ctx.authorization, expiresAt: ctx.now + 2 * YEAR };
+        await expect(issueSigned(ctx, { authorization: far, code: CODE })).to.be.revertedWithCustomError(
+          ctx.consents,
+          "ConsentRegistryInvalidExpiry",
+        );
+      });
+
+      it("applies the steward's scope rules: scenario, dataset, grantee", async function () {
+        const ctx = await loadFixture(keyedFixture);
+        const cases = [
+          [{ scenario: Scenario.RESEARCH, tier: Tier.DEIDENTIFIED }, "ConsentRegistryScenarioNotAuthorizable"],
+          [{ dataset: DATASET.OTHER_HOSPITAL }, "ConsentRegistryDatasetNotHeld"],
+          [{ grantee: tag("org:unknown") }, "ConsentRegistryUnknownGrantee"],
+        ];
+        for (const [change, error] of cases) {
+          await expect(issueSigned(ctx, { authorization: { ...ctx.authorization, ...change } })).to.be.revertedWithCustomError(
+            ctx.consents,
+            error,
+          );
+        }
+      });
+    });
+
+    describe("revokeAuthorizationBySubject", function () {
+      async function patientIssuedFixture() {
+        const ctx = await keyedFixture();
+        const signature = await signAuthorization(ctx.patient, ctx.consents, PATIENT_CODE, ctx.authorization);
+        await ctx.consents.connect(ctx.relayer).issueAuthorizationBySubject(PATIENT_CODE, ctx.authorization, signature);
+        return ctx;
+      }
+      const revokeSigned = async (ctx, { signer = ctx.patient, deadline = ctx.now + DAY, code = PATIENT_CODE } = {}) =>
+        ctx.consents
+          .connect(ctx.relayer)
+          .revokeAuthorizationBySubject(code, deadline, await signAuthorizationRevocation(signer, ctx.consents, code, deadline));
+
+      it("revokes on the patient's signature, relayed by anyone, a steward's code too", async function () {
+        const ctx = await loadFixture(patientIssuedFixture);
+        expect(await ctx.consents.authorizationRevocationDigest(PATIENT_CODE, ctx.now + DAY)).to.not.equal(ethers.ZeroHash);
+        await expect(revokeSigned(ctx))
+          .to.emit(ctx.consents, "AuthorizationRevoked")
+          .withArgs(PATIENT_CODE, ORG.HOSPITAL, ctx.patient.address, true);
+        expect((await ctx.consents.authorization(PATIENT_CODE)).status).to.equal(AuthorizationStatus.REVOKED);
+        await issue(ctx);
+        await expect(revokeSigned(ctx, { code: CODE })).to.emit(ctx.consents, "AuthorizationRevoked");
+      });
+
+      it("refuses a forged or expired signature, an unknown code and a code not issued", async function () {
+        const ctx = await loadFixture(patientIssuedFixture);
+        await expect(revokeSigned(ctx, { signer: ctx.stranger }))
+          .to.be.revertedWithCustomError(ctx.consents, "ConsentRegistryInvalidAuthorizationSignature")
+          .withArgs(PATIENT_CODE);
+        const deadline = (await time.latest()) - 1;
+        await expect(revokeSigned(ctx, { deadline }))
+          .to.be.revertedWithCustomError(ctx.consents, "ConsentRegistryAuthorizationSignatureExpired")
+          .withArgs(PATIENT_CODE, deadline);
+        const unknown = tag("code:unknown");
+        await expect(revokeSigned(ctx, { code: unknown }))
+          .to.be.revertedWithCustomError(ctx.consents, "ConsentRegistryUnknownAuthorization")
+          .withArgs(unknown);
+        await ctx.consents.connect(ctx.hospitalSteward).revokeAuthorization(PATIENT_CODE);
+        await expect(revokeSigned(ctx))
+          .to.be.revertedWithCustomError(ctx.consents, "ConsentRegistryAuthorizationNotIssued")
+          .withArgs(PATIENT_CODE, AuthorizationStatus.REVOKED);
+      });
     });
   });
 });

@@ -22,7 +22,7 @@ const {
   tag,
   trainAndRelease,
 } = require("./helpers/fixtures");
-const { agreementIdOf, signAgreement } = require("./helpers/typed-data");
+const { agreementIdOf, signAgreement, signAuthorization } = require("./helpers/typed-data");
 
 const BATCH = 100;
 const TARGET_PER_GRANTED_ACCESS = 60_000n;
@@ -121,6 +121,13 @@ describe("Gas report", function () {
 
     const code = tag("gas:authorization-code");
     const issue = await gasOf(steward.issueAuthorization(code, authorizationTerms(ctx.now)));
+    const patient = new ethers.Wallet(ethers.id("gas patient key"));
+    const registerKey = await gasOf(steward.registerSubjectKey(ctx.authorization.holder, PATIENT, patient.address));
+    const patientCode = tag("gas:patient-signed-code");
+    const patientSignature = await signAuthorization(patient, consents, patientCode, authorizationTerms(ctx.now));
+    const issueBySubject = await gasOf(
+      consents.connect(ctx.relayer).issueAuthorizationBySubject(patientCode, authorizationTerms(ctx.now), patientSignature),
+    );
 
     const insuranceRecord = (i, authorizationRef) =>
       signedGranted(
@@ -147,6 +154,8 @@ describe("Gas report", function () {
       [`recordConsents ${BATCH} (whole tx)`, batch],
       [`  per consent`, batch / BigInt(BATCH)],
       ["issueAuthorization", issue],
+      ["registerSubjectKey (first key)", registerKey],
+      ["issueAuthorizationBySubject (patient-signed, relayed)", issueBySubject],
       ["recordAccess GRANTED redeeming a code (later)", redeeming],
     );
   });

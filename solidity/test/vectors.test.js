@@ -36,6 +36,12 @@
  * "ConsentWithdrawal", message fields consentId, deadline); its digest is checked against
  * ConsentRegistry.withdrawalDigest running at the vector's verifying contract.
  *
+ * solidity/test/vectors/authorization-signature.json and authorization-revocation-signature.json
+ * have the same shape for a patient's `Authorization` (message fields codeHash, holder, subject,
+ * grantee, dataset, fieldMask, tier, scenario, expiresAt) and `AuthorizationRevocation` (codeHash,
+ * deadline) in the ConsentRegistry domain; their digests are checked against
+ * ConsentRegistry.authorizationDigest / authorizationRevocationDigest at the verifying contract.
+ *
  * solidity/test/vectors/access-request-signature.json has the same shape for the requester's
  * `AccessRequest` (domain name "DataUseLedger.AccessLog", primaryType "AccessRequest", message
  * fields requestId, agreementId, datasetId, fieldMask, tier, operation, requestHash,
@@ -52,13 +58,25 @@ const path = require("node:path");
 const { expect } = require("chai");
 const { ethers } = require("hardhat");
 const { loadFixture } = require("@nomicfoundation/hardhat-network-helpers");
-const { ACCESS_REQUEST_TYPES, AGREEMENT_TYPES, CONSENT_WITHDRAWAL_TYPES } = require("./helpers/typed-data");
+const {
+  ACCESS_REQUEST_TYPES,
+  AGREEMENT_TYPES,
+  AUTHORIZATION_REVOCATION_TYPES,
+  AUTHORIZATION_TYPES,
+  CONSENT_WITHDRAWAL_TYPES,
+} = require("./helpers/typed-data");
 
 const VECTOR_PATH = path.join(__dirname, "vectors", "agreement-signature.json");
 const ACCESS_VECTOR_PATH = path.join(__dirname, "vectors", "access-request-signature.json");
 const WITHDRAWAL_VECTOR_PATH = path.join(__dirname, "vectors", "consent-withdrawal-signature.json");
 
 const CONSENT_WITHDRAWAL_TYPE_STRING = "ConsentWithdrawal(bytes32 consentId,uint64 deadline)";
+const AUTHORIZATION_VECTOR_PATH = path.join(__dirname, "vectors", "authorization-signature.json");
+const REVOCATION_VECTOR_PATH = path.join(__dirname, "vectors", "authorization-revocation-signature.json");
+const AUTHORIZATION_TYPE_STRING =
+  "Authorization(bytes32 codeHash,bytes32 holder,bytes32 subject,bytes32 grantee,bytes32 dataset," +
+  "uint256 fieldMask,uint8 tier,uint8 scenario,uint64 expiresAt)";
+const AUTHORIZATION_REVOCATION_TYPE_STRING = "AuthorizationRevocation(bytes32 codeHash,uint64 deadline)";
 
 const ACCESS_REQUEST_TYPE_STRING =
   "AccessRequest(bytes32 requestId,bytes32 agreementId,bytes32 datasetId,uint256 fieldMask," +
@@ -227,4 +245,65 @@ describe("EIP-712 consent withdrawal signature vector (cross-language)", functio
     expect(await registry.withdrawalDigest(consentId, deadline)).to.equal(digest);
     expect(ethers.recoverAddress(digest, vector.signature)).to.equal(wallet.address);
   });
+});
+
+describe("EIP-712 patient authorization and revocation vectors (cross-language)", function () {
+  const authorizationVector = JSON.parse(fs.readFileSync(AUTHORIZATION_VECTOR_PATH, "utf8"));
+  const revocationVector = JSON.parse(fs.readFileSync(REVOCATION_VECTOR_PATH, "utf8"));
+
+  async function registryAt(address) {
+    await loadFixture(mockFixture);
+    const deployed = await ethers.deployContract("ConsentRegistry", [ethers.ZeroAddress, ethers.ZeroAddress]);
+    await ethers.provider.send("hardhat_setCode", [address, await ethers.provider.getCode(await deployed.getAddress())]);
+    return ethers.getContractAt("ConsentRegistry", address);
+  }
+
+  for (const [vector, primaryType, typeString, ownTypes, typehash] of [
+    [authorizationVector, "Authorization", AUTHORIZATION_TYPE_STRING, AUTHORIZATION_TYPES, "AUTHORIZATION_TYPEHASH"],
+    [
+      revocationVector,
+      "AuthorizationRevocation",
+      AUTHORIZATION_REVOCATION_TYPE_STRING,
+      AUTHORIZATION_REVOCATION_TYPES,
+      "AUTHORIZATION_REVOCATION_TYPEHASH",
+    ],
+  ]) {
+    const { EIP712Domain: _ignored, ...types } = vector.types;
+
+    it(`${primaryType}: exactly the contract's type, in the ConsentRegistry domain`, async function () {
+      expect(vector.primaryType).to.equal(primaryType);
+      expect(ethers.TypedDataEncoder.from(types).encodeType(primaryType)).to.equal(typeString);
+      expect(ethers.TypedDataEncoder.from(ownTypes).encodeType(primaryType)).to.equal(typeString);
+      expect(vector.domain.name).to.equal("DataUseLedger.ConsentRegistry");
+      expect(vector.domain.version).to.equal("1");
+      const registry = await registryAt(vector.domain.verifyingContract);
+      expect(await registry[typehash]()).to.equal(ethers.id(typeString));
+    });
+
+    it(`${primaryType}: the on-chain digest and the recovered key`, async function () {
+      const registry = await registryAt(vector.domain.verifyingContract);
+      const wallet = new ethers.Wallet(vector.privateKey);
+      expect(ethers.getAddress(vector.address)).to.equal(wallet.address);
+      const digest = ethers.TypedDataEncoder.hash(vector.domain, types, vector.message);
+      expect(digest).to.equal(vector.digest);
+      const m = vector.message;
+      const onChain =
+        primaryType === "Authorization"
+          ? await registry.authorizationDigest(m.codeHash, {
+              holder: m.holder,
+              subject: m.subject,
+              grantee: m.grantee,
+              dataset: m.dataset,
+              fieldMask: m.fieldMask,
+              tier: m.tier,
+              scenario: m.scenario,
+              status: 0,
+              expiresAt: m.expiresAt,
+              redeemedBy: ethers.ZeroHash,
+            })
+          : await registry.authorizationRevocationDigest(m.codeHash, m.deadline);
+      expect(onChain).to.equal(digest);
+      expect(ethers.recoverAddress(digest, vector.signature)).to.equal(wallet.address);
+    });
+  }
 });

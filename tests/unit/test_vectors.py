@@ -19,7 +19,9 @@ from dul.contracts.typed_data import (
     ACCESS_REQUEST_TYPES,
     AccessRequest,
     AgreementTerms,
+    AuthorizationRevocation,
     ConsentWithdrawal,
+    PatientAuthorization,
     access_log_domain,
     agreement_domain,
     consent_domain,
@@ -110,11 +112,41 @@ def consent_withdrawal_vector() -> dict[str, Any]:
     return vector
 
 
+def authorization_vector() -> dict[str, Any]:
+    authorization = PatientAuthorization(
+        code_hash=bytes.fromhex("c0" * 32),
+        holder=slug_id("hospital-a"),
+        subject=bytes.fromhex("5e" * 32),
+        grantee=slug_id("insurer"),
+        dataset=slug_id("hospital-a/omop-cdm"),
+        field_mask=0b111110,
+        tier=Tier.IDENTIFIED,
+        scenario=Scenario.INSURANCE_CLAIM,
+        expires_at=1_850_000_000,
+    )
+    domain = consent_domain(31337, VERIFYING_CONTRACT)  # type: ignore[arg-type]
+    vector = _sign(authorization.typed_data(domain))
+    assert vector["digest"] == "0x" + authorization.digest(domain).hex()
+    signer = authorization.signer_of(bytes.fromhex(vector["signature"][2:]), domain)
+    assert signer == vector["address"]
+    return vector
+
+
+def authorization_revocation_vector() -> dict[str, Any]:
+    revocation = AuthorizationRevocation(code_hash=bytes.fromhex("c0" * 32), deadline=1_850_000_000)
+    domain = consent_domain(31337, VERIFYING_CONTRACT)  # type: ignore[arg-type]
+    vector = _sign(revocation.typed_data(domain))
+    assert vector["digest"] == "0x" + revocation.digest(domain).hex()
+    return vector
+
+
 def test_committed_vectors_match_python() -> None:
     produced = {
         "agreement-signature.json": agreement_vector(),
         "access-request-signature.json": access_request_vector(),
         "consent-withdrawal-signature.json": consent_withdrawal_vector(),
+        "authorization-signature.json": authorization_vector(),
+        "authorization-revocation-signature.json": authorization_revocation_vector(),
     }
     for name, vector in produced.items():
         path = VECTORS / name

@@ -71,6 +71,11 @@ interface IConsentRegistry {
     error ConsentRegistryUnauthorizedRedeemer(address caller);
     /// @notice The access log is already bound, or the caller is not the deployer.
     error ConsentRegistryAccessLogBindingRefused(address caller);
+    /// @notice The patient's `Authorization` or `AuthorizationRevocation` signature does not
+    /// recover to the subject's key (or the subject has none).
+    error ConsentRegistryInvalidAuthorizationSignature(bytes32 codeHash);
+    /// @notice The patient's signature was valid until `deadline` (an authorization's: its expiry).
+    error ConsentRegistryAuthorizationSignatureExpired(bytes32 codeHash, uint64 deadline);
 
     /// @notice A consent was recorded; `terms.validFrom` is the effective start.
     event ConsentRecorded(
@@ -82,13 +87,28 @@ interface IConsentRegistry {
         bytes32 indexed consentId, OrgId indexed holder, bytes32 indexed subject, address by, bool bySubject
     );
 
-    /// @notice A steward issued an authorization code on a patient's behalf; only its hash is known.
+    /// @notice An authorization code was issued; only its hash is known. `bySubject`: the patient
+    /// signed it (EIP-712 `Authorization`) and `issuer` is the subject's key; otherwise a steward
+    /// of the holder issued it on the patient's behalf and `issuer` is that steward.
     event AuthorizationIssued(
-        bytes32 indexed codeHash, OrgId indexed holder, OrgId indexed grantee, Authorization authorization, address issuer
+        bytes32 indexed codeHash,
+        OrgId indexed holder,
+        OrgId indexed grantee,
+        Authorization authorization,
+        address issuer,
+        bool bySubject
     );
 
-    /// @notice A steward of the holder revoked an unredeemed authorization.
-    event AuthorizationRevoked(bytes32 indexed codeHash, OrgId indexed holder, address by);
+    /// @notice An unredeemed authorization was revoked, by a steward of the holder or
+    /// (`bySubject`, `by` the subject's key) by the patient's signature.
+    event AuthorizationRevoked(bytes32 indexed codeHash, OrgId indexed holder, address by, bool bySubject);
+
+    /// @notice A steward of `holder` registered (or rotated to) `key` as the key of `subject`:
+    /// the key whose EIP-712 signatures issue and revoke the subject's authorization codes.
+    /// The zero key removes the registration.
+    event SubjectKeyRegistered(
+        OrgId indexed holder, bytes32 indexed subject, address key, address previous, address by
+    );
 
     /// @notice A granted access (`accessId`) redeemed the authorization.
     event AuthorizationRedeemed(bytes32 indexed codeHash, bytes32 indexed accessId, OrgId indexed grantee);
@@ -115,6 +135,21 @@ interface IConsentRegistry {
 
     /// @notice Revokes an issued, unredeemed authorization. Only a steward of its holder.
     function revokeAuthorization(bytes32 codeHash) external;
+
+    /// @notice Issues an authorization code the patient signed in their own wallet: EIP-712
+    /// `Authorization(codeHash, holder, subject, grantee, dataset, fieldMask, tier, scenario,
+    /// expiresAt)` by the subject's key (`subjectKeyOf`). Anyone may relay it until `expiresAt`;
+    /// the code hash makes it single-use. The same rules as `issueAuthorization` apply.
+    function issueAuthorizationBySubject(bytes32 codeHash, Authorization calldata authorization, bytes calldata signature)
+        external;
+
+    /// @notice Revokes an issued, unredeemed authorization on the patient's EIP-712
+    /// `AuthorizationRevocation(codeHash, deadline)` signature by the subject's key; anyone may relay it.
+    function revokeAuthorizationBySubject(bytes32 codeHash, uint64 deadline, bytes calldata signature) external;
+
+    /// @notice Registers, rotates (or, with the zero key, removes) the key of `subject` at
+    /// `holder`, with or without any consent. Only a steward of `holder`.
+    function registerSubjectKey(OrgId holder, bytes32 subject, address key) external;
 
     /// @notice Redeems an authorization for `accessId` if the access fits it; returns why not
     /// otherwise, changing nothing. Only the bound access log.
@@ -146,6 +181,17 @@ interface IConsentRegistry {
 
     /// @notice The EIP-712 digest a patient signs to withdraw `consentId`.
     function withdrawalDigest(bytes32 consentId, uint64 deadline) external view returns (bytes32);
+
+    /// @notice The key whose signatures speak for `subject` at `holder`: the registered one, or,
+    /// when none is registered, the key of the subject's newest consent that names one (zero: none).
+    function subjectKeyOf(OrgId holder, bytes32 subject) external view returns (address);
+
+    /// @notice The EIP-712 digest a patient signs to issue `authorization` under `codeHash`
+    /// (its `status` and `redeemedBy` are not signed).
+    function authorizationDigest(bytes32 codeHash, Authorization calldata authorization) external view returns (bytes32);
+
+    /// @notice The EIP-712 digest a patient signs to revoke `codeHash`.
+    function authorizationRevocationDigest(bytes32 codeHash, uint64 deadline) external view returns (bytes32);
 
     /// @notice The access log allowed to redeem authorizations (zero until bound).
     function accessLog() external view returns (address);

@@ -48,6 +48,27 @@ const CONSENT_WITHDRAWAL_TYPES = {
   ],
 };
 
+const AUTHORIZATION_TYPES = {
+  Authorization: [
+    { name: "codeHash", type: "bytes32" },
+    { name: "holder", type: "bytes32" },
+    { name: "subject", type: "bytes32" },
+    { name: "grantee", type: "bytes32" },
+    { name: "dataset", type: "bytes32" },
+    { name: "fieldMask", type: "uint256" },
+    { name: "tier", type: "uint8" },
+    { name: "scenario", type: "uint8" },
+    { name: "expiresAt", type: "uint64" },
+  ],
+};
+
+const AUTHORIZATION_REVOCATION_TYPES = {
+  AuthorizationRevocation: [
+    { name: "codeHash", type: "bytes32" },
+    { name: "deadline", type: "uint64" },
+  ],
+};
+
 const ZERO32 = ethers.ZeroHash;
 
 async function domainOf(name, contract, chainId) {
@@ -74,6 +95,33 @@ function consentIdOf(holder, subject, sequence) {
 async function signWithdrawal(signer, registry, consentId, deadline, options = {}) {
   const domain = await consentDomain(options.verifyingContract ?? registry, options.chainId);
   return signer.signTypedData(domain, CONSENT_WITHDRAWAL_TYPES, { consentId, deadline });
+}
+
+/** The `Authorization` message a patient signs for `authorization` (a ConsentRegistry struct) under `codeHash`. */
+function authorizationMessage(codeHash, a) {
+  return {
+    codeHash,
+    holder: a.holder,
+    subject: a.subject,
+    grantee: a.grantee,
+    dataset: a.dataset,
+    fieldMask: a.fieldMask,
+    tier: a.tier,
+    scenario: a.scenario,
+    expiresAt: a.expiresAt,
+  };
+}
+
+/** The patient's EIP-712 `Authorization` signature; `options`: `chainId`, `verifyingContract`. */
+async function signAuthorization(signer, registry, codeHash, authorization, options = {}) {
+  const domain = await consentDomain(options.verifyingContract ?? registry, options.chainId);
+  return signer.signTypedData(domain, AUTHORIZATION_TYPES, authorizationMessage(codeHash, authorization));
+}
+
+/** The patient's EIP-712 `AuthorizationRevocation` signature. */
+async function signAuthorizationRevocation(signer, registry, codeHash, deadline, options = {}) {
+  const domain = await consentDomain(options.verifyingContract ?? registry, options.chainId);
+  return signer.signTypedData(domain, AUTHORIZATION_REVOCATION_TYPES, { codeHash, deadline });
 }
 
 /** id = keccak256(abi.encode(holder, requester, nonce)) */
@@ -145,12 +193,17 @@ module.exports = {
   AGREEMENT_TYPES,
   ACCESS_REQUEST_TYPES,
   CONSENT_WITHDRAWAL_TYPES,
+  AUTHORIZATION_TYPES,
+  AUTHORIZATION_REVOCATION_TYPES,
   ZERO32,
   agreementDomain,
   accessLogDomain,
   consentDomain,
   consentIdOf,
   signWithdrawal,
+  authorizationMessage,
+  signAuthorization,
+  signAuthorizationRevocation,
   agreementIdOf,
   agreementMessage,
   signAgreement,
