@@ -677,7 +677,7 @@ def add_cohorts(
             codes.append((hexed(keccak(bytes([k]) + subject).hex()), holder, hexed(subject.hex()),
                           hexed(slug_id("insurer").hex()), hexed(slug_id("hospital-a/omop").hex()),
                           "0x6", 3, int(Scenario.INSURANCE_CLAIM), 1_900_000_000,
-                          hexed("11" * 20), int(status), 6, k, n,
+                          hexed("11" * 20), False, int(status), 6, k, n,
                           hexed(keccak(b"code tx").hex())))  # fmt: skip
     _bulk_insert(engine, "consent", consents)
     _bulk_insert(engine, "consent_withdrawal", withdrawals)

@@ -662,7 +662,8 @@ class _Builder:
         row = self.one(
             "SELECT p.*, r.block_number AS r_block, r.tx_index AS r_tx, r.log_index AS r_log, "
             "r.tx_hash AS r_hash, r.access_id AS r_access, v.block_number AS v_block, "
-            "v.tx_index AS v_tx, v.log_index AS v_log, v.tx_hash AS v_hash, v.by_account AS v_by "
+            "v.tx_index AS v_tx, v.log_index AS v_log, v.tx_hash AS v_hash, v.by_account AS v_by, "
+            "v.by_subject AS v_self "
             "FROM patient_authorization p "
             "LEFT JOIN authorization_redemption r ON r.code_hash = p.code_hash "
             "LEFT JOIN authorization_revocation v ON v.code_hash = p.code_hash "
@@ -672,9 +673,12 @@ class _Builder:
         if row is None:
             return None
         status = _enum_name(AuthorizationStatus, row["status"])
-        history = [{"event": "issued", "by": row["issuer"], "chain": _ref(row).model_dump()}]
+        by_patient = bool(row["issued_by_subject"])
+        history = [{"event": "issued", "by": row["issuer"], "by_subject": by_patient,
+                    "chain": _ref(row).model_dump()}]  # fmt: skip
         if row["v_block"] is not None:
             history.append({"event": "revoked", "by": row["v_by"],
+                            "by_subject": bool(row["v_self"]),
                             "chain": _prefixed_ref(row, "v_").model_dump()})  # fmt: skip
         if row["r_block"] is not None:
             history.append({"event": "redeemed", "access_id": row["r_access"],
@@ -695,6 +699,7 @@ class _Builder:
                 "tier": _enum_name(Tier, row["tier"]),
                 "scenario": _enum_name(Scenario, row["scenario"]),
                 "expires_at": row["expires_at"],
+                "issued_by": "patient" if by_patient else "steward",
                 "status": status,
                 "redeemed_by_access": row["r_access"],
                 "history": history,

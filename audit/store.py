@@ -367,6 +367,8 @@ class PatientAuthorization(AuditModel, table=True):
     scenario: int
     expires_at: int = Field(sa_type=Uint)
     issuer: str
+    issued_by_subject: bool = False
+    """The patient signed it (`issuer` is the subject's key), not a steward."""
     status: int
     block_number: int = Field(sa_type=BigInteger, index=True)
     tx_index: int
@@ -379,6 +381,20 @@ class AuthorizationRevocation(Positioned, table=True):
 
     code_hash: str = Field(index=True)
     holder_org: str
+    by_account: str
+    by_subject: bool = False
+    tx_hash: str
+
+
+class SubjectKey(Positioned, table=True):
+    """A subject's key registered, rotated or removed (zero) by a steward of the holder."""
+
+    __tablename__ = "subject_key"
+
+    holder_org: str
+    subject: str = Field(index=True)
+    key: str
+    previous: str
     by_account: str
     tx_hash: str
 
@@ -522,6 +538,7 @@ POSITIONED_TABLES: tuple[type[AuditModel], ...] = (
     PatientAuthorization,
     AuthorizationRevocation,
     AuthorizationRedemption,
+    SubjectKey,
     Artifact,
     ArtifactReleaseParent,
     ArtifactParent,
@@ -655,12 +672,16 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     ),
     "patient_authorization": (
         "code_hash", "holder_org", "subject", "grantee_org", "dataset_id", "field_mask", "tier",
-        "scenario", "expires_at", "issuer", "status", "block_number", "tx_index", "log_index",
-        "tx_hash",
+        "scenario", "expires_at", "issuer", "issued_by_subject", "status", "block_number",
+        "tx_index", "log_index", "tx_hash",
     ),
     "authorization_revocation": (
         "block_number", "tx_index", "log_index", "code_hash", "holder_org", "by_account",
-        "tx_hash",
+        "by_subject", "tx_hash",
+    ),
+    "subject_key": (
+        "block_number", "tx_index", "log_index", "holder_org", "subject", "key", "previous",
+        "by_account", "tx_hash",
     ),
     "authorization_redemption": (
         "block_number", "tx_index", "log_index", "code_hash", "access_id", "grantee_org",
@@ -795,13 +816,21 @@ def project(events: Iterable[DecodedEvent]) -> PageRows:
                 (
                     a["codeHash"], a["holder"], grant["subject"], a["grantee"], grant["dataset"],
                     grant["fieldMask"], grant["tier"], grant["scenario"], grant["expiresAt"],
-                    a["issuer"], int(AuthorizationStatus.ISSUED), b, t, i, tx,
+                    a["issuer"], a["bySubject"], int(AuthorizationStatus.ISSUED), b, t, i, tx,
                 ),
             )  # fmt: skip
             page.authorizations.add(a["codeHash"])
         elif name == "AuthorizationRevoked":
-            page.add("authorization_revocation", (b, t, i, a["codeHash"], a["holder"], a["by"], tx))
+            page.add(
+                "authorization_revocation",
+                (b, t, i, a["codeHash"], a["holder"], a["by"], a["bySubject"], tx),
+            )
             page.authorizations.add(a["codeHash"])
+        elif name == "SubjectKeyRegistered":
+            page.add(
+                "subject_key",
+                (b, t, i, a["holder"], a["subject"], a["key"], a["previous"], a["by"], tx),
+            )
         elif name == "AuthorizationRedeemed":
             page.add(
                 "authorization_redemption",

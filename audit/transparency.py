@@ -124,9 +124,11 @@ class AuthorizationEntry(BaseModel):
     tier: str | None
     expires_at: int
     status: str | None
+    issued_by: str = Field("steward", description="patient (signed with their key) | steward")
     issued: ChainRef
     issued_time: str | None
     revoked: ChainRef | None = None
+    revoked_by: str | None = Field(None, description="patient | steward, once revoked")
     redeemed: ChainRef | None = None
     redeemed_by_access: str | None = None
 
@@ -150,12 +152,25 @@ class ConsentEntry(BaseModel):
     history: list[ConsentChange]
 
 
+class SubjectKeyChange(BaseModel):
+    """A key a steward registered (rotated, or removed: the zero address) for the subject: the
+    key whose signatures issue and revoke the subject's authorization codes."""
+
+    holder_org: str
+    key: str
+    previous: str
+    by: str
+    time: str | None
+    chain: ChainRef
+
+
 class SubjectReport(BaseModel):
     subject: str
     checkpoint_block: int | None = Field(description="the store is the chain up to this block")
     accesses: list[SubjectAccess]
     authorizations: list[AuthorizationEntry]
     consents: list[ConsentEntry]
+    keys: list[SubjectKeyChange] = Field(default_factory=list)
     truncated: bool = Field(False, description="more accesses than `limit`: the first shown")
     how_to_verify: str = VERIFY_HINT
 
@@ -178,13 +193,18 @@ _AUTHORIZATIONS = (
     "SELECT p.*, o.name AS grantee_name, b.timestamp, "
     "r.block_number AS r_block, r.tx_index AS r_tx, r.log_index AS r_log, r.tx_hash AS r_hash, "
     "r.access_id AS r_access, "
-    "v.block_number AS v_block, v.tx_index AS v_tx, v.log_index AS v_log, v.tx_hash AS v_hash "
+    "v.block_number AS v_block, v.tx_index AS v_tx, v.log_index AS v_log, v.tx_hash AS v_hash, "
+    "v.by_subject AS v_self "
     "FROM patient_authorization p "
     "LEFT JOIN authorization_redemption r ON r.code_hash = p.code_hash "
     "LEFT JOIN authorization_revocation v ON v.code_hash = p.code_hash "
     "LEFT JOIN organization o ON o.org_id = p.grantee_org "
     "LEFT JOIN block b ON b.number = p.block_number "
     "WHERE p.subject = :s ORDER BY p.block_number, p.tx_index, p.log_index"
+)
+_KEYS = (
+    "SELECT k.*, b.timestamp FROM subject_key k LEFT JOIN block b ON b.number = k.block_number "
+    "WHERE k.subject = :s ORDER BY k.block_number, k.tx_index, k.log_index"
 )
 _CONSENTS = (
     "SELECT c.*, b.timestamp, w.block_number AS w_block, w.tx_index AS w_tx, "
@@ -236,6 +256,7 @@ def subject_report(engine: Engine, raw_ref: str, *, limit: int = 10_000) -> Subj
         )
         authorizations = list(conn.execute(_text(_AUTHORIZATIONS), {"s": subject}).mappings())
         consents = list(conn.execute(_text(_CONSENTS), {"s": subject}).mappings())
+        keys = list(conn.execute(_text(_KEYS), {"s": subject}).mappings())
     truncated = len(accesses) > limit
     return SubjectReport.model_validate(
         {
@@ -244,6 +265,7 @@ def subject_report(engine: Engine, raw_ref: str, *, limit: int = 10_000) -> Subj
             "accesses": [_access(row) for row in accesses[:limit]],
             "authorizations": [_authorization(row) for row in authorizations],
             "consents": [_consent(row) for row in consents],
+            "keys": [_key(row) for row in keys],
             "truncated": truncated,
         }
     )
@@ -294,11 +316,26 @@ def _authorization(row: Any) -> Plain:
         "tier": _name(Tier, row["tier"]),
         "expires_at": row["expires_at"],
         "status": _name(AuthorizationStatus, row["status"]),
+        "issued_by": "patient" if row["issued_by_subject"] else "steward",
         "issued": _chain(row),
         "issued_time": _time(row["timestamp"]),
         "revoked": _chain_of(row, "v_"),
+        "revoked_by": None
+        if row["v_block"] is None
+        else ("patient" if row["v_self"] else "steward"),
         "redeemed": _chain_of(row, "r_"),
         "redeemed_by_access": row["r_access"],
+    }
+
+
+def _key(row: Any) -> Plain:
+    return {
+        "holder_org": row["holder_org"],
+        "key": row["key"],
+        "previous": row["previous"],
+        "by": row["by_account"],
+        "time": _time(row["timestamp"]),
+        "chain": _chain(row),
     }
 
 
@@ -358,7 +395,7 @@ def render_subject_report(report: SubjectReport) -> RenderableType:
             codes.add_row(
                 c.code_hash[:18] + "…", c.grantee_name or readable(c.grantee_org),
                 f"{readable(c.dataset_id)} {c.scenario} ≤ {c.tier}", c.status or "",
-                _at(c.issued), (c.redeemed_by_access or "")[:18],
+                f"{_at(c.issued)} by the {c.issued_by}", (c.redeemed_by_access or "")[:18],
             )  # fmt: skip
         parts.append(codes)
     consents = Table(title="Consents")

@@ -18,7 +18,7 @@ batched: `audit.chain_reads`):
 - AccessLog: `accessesUsed` (granted accesses) per agreement, `decisionOf` per request id,
   `isReleased` per release.
 - ConsentRegistry: `consent` per consent, `authorization` (status, redemption) per code,
-  `accessLog`.
+  `subjectKeyOf` per subject with a registered key or a consent naming one, `accessLog`.
 - ArtifactRegistry: `artifact` (owner, kind, registrant, time, parent counts) per artifact.
 
 Each difference is one `state_differs_from_events` finding naming the contract, the view and
@@ -91,6 +91,7 @@ AUTHORIZATION = View(
      "redeemedBy:bytes32"),
 )  # fmt: skip
 ACCESS_LOG = View("accessLog()", ("accessLog:address",))
+SUBJECT_KEY_OF = View("subjectKeyOf(bytes32,bytes32)", ("key:address",))
 ARTIFACT = View(
     "artifact(bytes32)",
     ("owner:bytes32", "kind:uint8", "registrant:address", "registeredAt:uint48",
@@ -133,6 +134,8 @@ class StateFold:
     used: Counter[str] = field(default_factory=Counter)
     consents: dict[str, dict[str, Any]] = field(default_factory=dict)
     authorizations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    subject_keys: dict[tuple[str, str], str] = field(default_factory=dict)
+    """(holder, subject) -> the key a steward registered (zero: removed)."""
     access_log: str | None = None
     artifacts: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -248,6 +251,24 @@ class StateFold:
         if auth is not None:
             auth["status"], auth["redeemedBy"] = int(AuthorizationStatus.REDEEMED), a["accessId"]
 
+    def _subject_key(self, a: Mapping[str, Any], _: DecodedEvent) -> None:
+        self.subject_keys[(a["holder"], a["subject"])] = a["key"]
+        self.accounts.add(a["by"])
+
+    def effective_subject_keys(self) -> dict[tuple[str, str], str]:
+        """`subjectKeyOf` as the events imply it: the registered key, else the key of the
+        subject's newest consent naming one."""
+        keys: dict[tuple[str, str], str] = {}
+        for consent in self.consents.values():  # chain order: the newest wins
+            if consent["subjectKey"] != ZERO20:
+                keys[(consent["holder"], consent["subject"])] = consent["subjectKey"]
+        for pair, key in self.subject_keys.items():
+            if key != ZERO20:
+                keys[pair] = key
+            else:
+                keys.setdefault(pair, ZERO20)
+        return keys
+
     def _bound(self, a: Mapping[str, Any], _: DecodedEvent) -> None:
         self.access_log = a["accessLog"]
 
@@ -283,6 +304,7 @@ _HANDLERS: Final[dict[str, _Handler]] = {
     "AuthorizationIssued": StateFold._issued,
     "AuthorizationRevoked": StateFold._auth_revoked,
     "AuthorizationRedeemed": StateFold._redeemed,
+    "SubjectKeyRegistered": StateFold._subject_key,
     "AccessLogBound": StateFold._bound,
     "ArtifactRegistered": StateFold._artifact,
 }
@@ -442,6 +464,8 @@ class ChainStateCheck:
         self._compare("ConsentRegistry", CONSENT, {(k,): v for k, v in f.consents.items()})
         self._compare("ConsentRegistry", AUTHORIZATION,
                       {(k,): v for k, v in f.authorizations.items()})  # fmt: skip
+        self._compare("ConsentRegistry", SUBJECT_KEY_OF,
+                      {k: {"key": v} for k, v in f.effective_subject_keys().items()})  # fmt: skip
         if f.access_log is not None:
             self._compare("ConsentRegistry", ACCESS_LOG, {(): {"accessLog": f.access_log}})
         self._compare("ArtifactRegistry", ARTIFACT, {(k,): v for k, v in f.artifacts.items()})

@@ -11,6 +11,11 @@
   `withdrawConsentBySubject`, sent with the gateway's key exactly once.
 - **authorization codes** — `issueAuthorization` / `revokeAuthorization` transactions signed by
   the steward (the steward's CLI makes the code and sends only its hash).
+- **patient-held authorization** — the patient's own EIP-712 `Authorization` (or
+  `AuthorizationRevocation`) signed by the key the holder registered for the subject is
+  simulated from the gateway's address and relayed as an outbox CALL of
+  `issueAuthorizationBySubject` (`revokeAuthorizationBySubject`), exactly like a withdrawal; a
+  steward registers or rotates that key with a signed `registerSubjectKey`.
 
 A withdrawal the gateway relays is in force for the next decision at once, before it is mined
 (`ConsentView.mark_withdrawn`); one relayed by anyone else is honoured as soon as it is mined.
@@ -20,20 +25,21 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import AsyncIterator
-from typing import Literal
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, Literal
 
 import structlog
 from eth_abi.abi import decode
 from eth_hash.auto import keccak
 from fastapi import FastAPI
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from dul.domain import ConsentStatus, Scenario, slug_of
+from dul.contracts.typed_data import PatientAuthorization
+from dul.domain import ConsentStatus, Scenario, Tier, slug_of
 from ledger_gateway.callers import Caller
 from ledger_gateway.consents import ConsentView
 from ledger_gateway.errors import BadRequestError, UnavailableError
-from ledger_gateway.models import Hex32, Signature
+from ledger_gateway.models import Hex32, Signature, TierName
 from ledger_gateway.outbox import NewCall, OperationStatus, OperationView, Outbox
 from ledger_gateway.relay import Call, RelayError, function
 from ledger_gateway.rpc import RpcError
@@ -49,6 +55,14 @@ log = structlog.get_logger(__name__)
 
 WITHDRAW_BY_SUBJECT = function("ConsentRegistry", "withdrawConsentBySubject")
 WITHDRAW_GAS_MIN = 150_000
+ISSUE_BY_SUBJECT = function("ConsentRegistry", "issueAuthorizationBySubject")
+REVOKE_BY_SUBJECT = function("ConsentRegistry", "revokeAuthorizationBySubject")
+ISSUE_GAS_MIN = 300_000
+REVOKE_GAS_MIN = 120_000
+_AUTHORIZATION = keccak(b"authorization(bytes32)")[:4]
+ScenarioName = Annotated[
+    str, StringConstraints(pattern="^(" + "|".join(s.name for s in Scenario) + ")$")
+]
 _CONSENT = keccak(b"consent(bytes32)")[:4]
 _CONSENT_TYPES = ["(bytes32,bytes32,uint8,uint8,uint64,uint64,address)"]
 
@@ -107,6 +121,61 @@ class WithdrawalOut(BaseModel):
     operation_id: str | None = None
     """The outbox operation relaying a patient's signature (the gateway's own transaction)."""
     sender: str | None = None
+    error: str | None = None
+
+
+class PatientAuthorizationIn(BaseModel):
+    """An authorization code the patient signed in their own wallet: EIP-712 `Authorization`
+    (codeHash, holder, subject, grantee, dataset, fieldMask, tier, scenario, expiresAt) in the
+    ConsentRegistry's domain, by the key the holder registered for the subject. The holder is
+    this gateway's organization; only the code's hash travels."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    code_hash: Hex32 = Field(description="keccak256 of the code's canonical form")
+    subject: Hex32 = Field(description="the subject reference")
+    grantee: Hex32 = Field(description="the organization id the patient authorizes")
+    dataset_id: Hex32
+    field_mask: int = Field(ge=1, lt=2**256, description="bit set of the fields it opens")
+    tier: TierName
+    scenario: ScenarioName
+    expires_at: int = Field(ge=0, lt=2**64, description="unix time; also the signature's deadline")
+    signature: Signature = Field(description="the patient's EIP-712 signature")
+
+    def authorization(self, holder: bytes) -> PatientAuthorization:
+        return PatientAuthorization(
+            code_hash=_b32(self.code_hash),
+            holder=holder,
+            subject=_b32(self.subject),
+            grantee=_b32(self.grantee),
+            dataset=_b32(self.dataset_id),
+            field_mask=self.field_mask,
+            tier=Tier[self.tier],
+            scenario=Scenario[self.scenario],
+            expires_at=self.expires_at,
+        )
+
+
+class PatientRevocationIn(BaseModel):
+    """The patient's EIP-712 `AuthorizationRevocation(codeHash, deadline)` signature."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    deadline: int = Field(ge=0, lt=2**64, description="the signature's deadline")
+    signature: Signature = Field(description="the patient's EIP-712 signature")
+
+
+class PatientCallOut(BaseModel):
+    """A patient's signature relayed with the gateway's key (an outbox CALL operation)."""
+
+    code_hash: str
+    action: Literal["issue", "revoke"]
+    by: Literal["subject"] = "subject"
+    status: Literal["pending", "submitted", "confirmed", "failed"]
+    tx_hash: str | None = None
+    block_number: int | None = None
+    operation_id: str
+    sender: str
     error: str | None = None
 
 
@@ -228,33 +297,57 @@ class ConsentService:
         wait: bool,
     ) -> WithdrawalOut:
         data = WITHDRAW_BY_SUBJECT.encode(consent_id, deadline, signature)
-        key = keccak(b"ConsentRegistry.withdrawConsentBySubject" + data[4:])
         await self._check_owner(consent_id, subject, caller)  # a replay too: whose is it
-        stored = await self.outbox.get(key)
-        if stored is None:
-            try:
-                gas = await self.steward.rpc.estimate_gas(
-                    self.registry, data, sender=self.steward.relayer
-                )
-            except RpcError as exc:
-                raise _reverted(exc, f"the withdrawal of consent {_hex(consent_id)}") from None
-            accepted = await self.outbox.add_call(
-                NewCall(
-                    key=key,
-                    body_hash=hashlib.sha256(_b32(self.registry) + data).digest(),
-                    org=self.steward.org,
-                    agreement_id=bytes(32),
-                    target=_b32(self.registry),
-                    gas=max(WITHDRAW_GAS_MIN, gas * 3 // 2),
-                    data=data,
-                )
-            )
-            stored = accepted.view
+
+        def queued() -> None:
             log.info("consents.withdrawn", consent=_hex(consent_id), by="subject")
+
+        stored = await self._relay_subject_call(
+            "withdrawConsentBySubject",
+            data,
+            f"the withdrawal of consent {_hex(consent_id)}",
+            WITHDRAW_GAS_MIN,
+            queued,
+        )
         self.view.mark_withdrawn(consent_id)
-        if wait and stored.status not in (OperationStatus.CONFIRMED, OperationStatus.FAILED):
-            stored = await self.outbox.wait(key, self.steward.wait_timeout_s) or stored
+        stored = await self._settle(stored, wait)
         return self._subject_out(consent_id, subject, stored)
+
+    async def _relay_subject_call(
+        self, name: str, data: bytes, what: str, gas_min: int, queued: Callable[[], None]
+    ) -> OperationView:
+        """Queue a patient-signed ConsentRegistry call for the gateway's key, once: keyed by its
+        bytes, so the same signature relayed again is the same operation. Simulated first, so a
+        forged, expired or refused signature answers with the contract's error and nothing is
+        stored."""
+        key = keccak(f"ConsentRegistry.{name}".encode() + data[4:])
+        stored = await self.outbox.get(key)
+        if stored is not None:
+            return stored
+        try:
+            gas = await self.steward.rpc.estimate_gas(
+                self.registry, data, sender=self.steward.relayer
+            )
+        except RpcError as exc:
+            raise _reverted(exc, what) from None
+        accepted = await self.outbox.add_call(
+            NewCall(
+                key=key,
+                body_hash=hashlib.sha256(_b32(self.registry) + data).digest(),
+                org=self.steward.org,
+                agreement_id=bytes(32),
+                target=_b32(self.registry),
+                gas=max(gas_min, gas * 3 // 2),
+                data=data,
+            )
+        )
+        queued()
+        return accepted.view
+
+    async def _settle(self, stored: OperationView, wait: bool) -> OperationView:
+        if wait and stored.status not in (OperationStatus.CONFIRMED, OperationStatus.FAILED):
+            return await self.outbox.wait(stored.key, self.steward.wait_timeout_s) or stored
+        return stored
 
     def _subject_out(self, consent_id: bytes, subject: bytes, view: OperationView) -> WithdrawalOut:
         return WithdrawalOut(
@@ -310,6 +403,78 @@ class ConsentService:
         self, code_hash: bytes, body: SignedTransactionIn, caller: Caller, *, wait: bool
     ) -> TransactionOut:
         expected = self.steward.expect_consent(("revokeAuthorization",), "codeHash", code_hash)
+        return await self.steward.relay(body, expected, caller, wait=wait)
+
+    # --- patient-held authorization ----------------------------------------------------------
+
+    async def issue_by_subject(
+        self, body: PatientAuthorizationIn, caller: Caller, *, wait: bool
+    ) -> PatientCallOut:
+        """Relay the patient's signed `Authorization` for a code of this gateway's holder."""
+        caller.require_holder([self.steward.org], "authorization codes of this holder")
+        authorization = body.authorization(self.steward.org)
+        data = ISSUE_BY_SUBJECT.encode(
+            authorization.code_hash, authorization.as_abi(), _b32(body.signature)
+        )
+        code = authorization.code_hash
+
+        def queued() -> None:
+            log.info("authorizations.issued", code_hash=_hex(code), by="subject")
+
+        stored = await self._relay_subject_call(
+            "issueAuthorizationBySubject",
+            data,
+            f"the patient's authorization {_hex(code)}",
+            ISSUE_GAS_MIN,
+            queued,
+        )
+        return self._patient_out(code, "issue", await self._settle(stored, wait))
+
+    async def revoke_by_subject(
+        self, code_hash: bytes, body: PatientRevocationIn, caller: Caller, *, wait: bool
+    ) -> PatientCallOut:
+        """Relay the patient's signed `AuthorizationRevocation` of one of their codes here."""
+        raw = await self.steward.rpc.call(self.registry, _AUTHORIZATION + code_hash)
+        holder = raw[:32]
+        # An unknown code is left to the chain, which names it; another holder's is not ours.
+        caller.require_holder(
+            [self.steward.org] if holder in (b"", bytes(32)) else [holder],
+            f"authorization {_hex(code_hash)}",
+        )
+        data = REVOKE_BY_SUBJECT.encode(code_hash, body.deadline, _b32(body.signature))
+
+        def queued() -> None:
+            log.info("authorizations.revoked", code_hash=_hex(code_hash), by="subject")
+
+        stored = await self._relay_subject_call(
+            "revokeAuthorizationBySubject",
+            data,
+            f"the patient's revocation of {_hex(code_hash)}",
+            REVOKE_GAS_MIN,
+            queued,
+        )
+        return self._patient_out(code_hash, "revoke", await self._settle(stored, wait))
+
+    def _patient_out(
+        self, code_hash: bytes, action: Literal["issue", "revoke"], view: OperationView
+    ) -> PatientCallOut:
+        return PatientCallOut(
+            code_hash=_hex(code_hash),
+            action=action,
+            status=view.status.value,
+            tx_hash=None if view.tx_hash is None else _hex(view.tx_hash),
+            block_number=view.block_number,
+            operation_id=_hex(view.key),
+            sender=self.steward.relayer,
+            error=view.error,
+        )
+
+    async def register_key(
+        self, subject: bytes, body: SignedTransactionIn, caller: Caller, *, wait: bool
+    ) -> TransactionOut:
+        """Relay a steward-signed `registerSubjectKey` for this subject (register, rotate,
+        or remove with the zero key)."""
+        expected = self.steward.expect_consent(("registerSubjectKey",), "subject", subject)
         return await self.steward.relay(body, expected, caller, wait=wait)
 
 

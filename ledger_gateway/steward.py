@@ -315,6 +315,8 @@ class StewardService:
             return [bytes(terms[0]) for terms in args["terms"]]
         if name == "issueAuthorization":
             return [bytes(args["authorization_"][0])]
+        if name == "registerSubjectKey":
+            return [bytes(args["holder"])]
         if name == "withdrawConsent":
             return await self._holder_at("ConsentRegistry", _CONSENT, args["consentId"])
         if name == "revokeAuthorization":

@@ -12,7 +12,14 @@ from dul.contracts.reverts import decode_revert
 from dul.errors import TransactionError
 from dul.signing import Signer, typed_data_digest
 from ledger_gateway.client import GatewayClient, _hex
-from ledger_gateway.consent_flows import ConsentsOut, WithdrawalIn, WithdrawalOut
+from ledger_gateway.consent_flows import (
+    ConsentsOut,
+    PatientAuthorizationIn,
+    PatientCallOut,
+    PatientRevocationIn,
+    WithdrawalIn,
+    WithdrawalOut,
+)
 from ledger_gateway.steward import (
     AgreementOut,
     SignatureIn,
@@ -169,3 +176,34 @@ class StewardClient(GatewayClient):
         self, code_hash: bytes, signed_transaction: bytes, *, wait: bool = False
     ) -> TransactionOut:
         return self._relay(f"/v1/authorizations/{_hex(code_hash)}/revoke", signed_transaction, wait)
+
+    def register_subject_key(
+        self, subject: bytes, signed_transaction: bytes, *, wait: bool = False
+    ) -> TransactionOut:
+        """Relay a signed `registerSubjectKey` for `subject`."""
+        return self._relay(f"/v1/consents/{_hex(subject)}/key", signed_transaction, wait)
+
+    def relay_patient_authorization(
+        self, body: PatientAuthorizationIn, *, wait: bool = False
+    ) -> PatientCallOut:
+        """Relay a code the patient signed with their own key (EIP-712 `Authorization`)."""
+        data = self._send(
+            "POST",
+            "/v1/authorizations/by-patient",
+            json=body.model_dump(),
+            params=self._wait(wait),
+        )
+        return PatientCallOut.model_validate(data)
+
+    def relay_patient_revocation(
+        self, code_hash: bytes, deadline: int, signature: bytes, *, wait: bool = False
+    ) -> PatientCallOut:
+        """Relay the patient's EIP-712 `AuthorizationRevocation` of one of their codes."""
+        body = PatientRevocationIn(deadline=deadline, signature=_hex(signature))
+        data = self._send(
+            "POST",
+            f"/v1/authorizations/{_hex(code_hash)}/revoke-by-patient",
+            json=body.model_dump(),
+            params=self._wait(wait),
+        )
+        return PatientCallOut.model_validate(data)

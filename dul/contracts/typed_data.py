@@ -239,7 +239,9 @@ class PatientAuthorization:
 
     def typed_data(self, domain: Domain) -> dict[str, Any]:
         """The EIP-712 JSON (eth_signTypedData_v4) the patient's wallet signs."""
-        return typed_data_json(domain.as_json(), AUTHORIZATION_TYPES, "Authorization", self.message())
+        return typed_data_json(
+            domain.as_json(), AUTHORIZATION_TYPES, "Authorization", self.message()
+        )
 
     def sign(self, signer: Signer, domain: Domain) -> bytes:
         return signer.sign_digest(self.digest(domain))

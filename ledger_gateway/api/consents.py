@@ -2,7 +2,9 @@
 
 Stewards record and withdraw consents and issue or revoke authorization codes with transactions
 signed on their own machine (the gateway checks, simulates and relays them); a patient's own
-withdrawal signature is relayed with the gateway's key; an access service redeems a code the
+withdrawal signature is relayed with the gateway's key, and so are the codes a patient issues or
+revokes with their own key (`/v1/authorizations/by-patient`, `…/revoke-by-patient`), whose
+key a steward registers (`/v1/consents/{subject}/key`); an access service redeems a code the
 patient handed to a third party (`/v1/authorizations/redeem`)."""
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ from ledger_gateway.api.deps import AccessCallerDep, ContextDep, StewardCallerDe
 from ledger_gateway.consent_flows import (
     ConsentService,
     ConsentsOut,
+    PatientAuthorizationIn,
+    PatientCallOut,
+    PatientRevocationIn,
     WithdrawalIn,
     WithdrawalOut,
     consent_flows_of,
@@ -86,6 +91,60 @@ async def issue_authorization(
 ) -> TransactionOut:
     """Relay a steward-signed `ConsentRegistry.issueAuthorization` (the code's hash only)."""
     answer = await flows.issue(body, caller, wait=wait == "confirmed")
+    return settled(response, answer)
+
+
+@router.post("/v1/consents/{subject}/key", response_model=TransactionOut, status_code=202)
+async def register_subject_key(
+    subject: str,
+    body: SignedTransactionIn,
+    flows: FlowsDep,
+    caller: StewardCallerDep,
+    response: Response,
+    wait: WaitQuery = None,
+) -> TransactionOut:
+    """Relay a steward-signed `ConsentRegistry.registerSubjectKey(holder, subject, key)`: the
+    patient's key, whose EIP-712 signatures issue and revoke their authorization codes (with
+    or without any consent); again to rotate it, the zero address to remove it."""
+    answer = await flows.register_key(
+        hex32(subject, "subject reference"), body, caller, wait=wait == "confirmed"
+    )
+    return settled(response, answer)
+
+
+@router.post("/v1/authorizations/by-patient", response_model=PatientCallOut, status_code=202)
+async def issue_authorization_by_patient(
+    body: PatientAuthorizationIn,
+    flows: FlowsDep,
+    caller: StewardCallerDep,
+    response: Response,
+    wait: WaitQuery = None,
+) -> PatientCallOut:
+    """Relay an authorization code the patient signed in their own wallet (EIP-712
+    `Authorization` by the subject's registered key) with the gateway's key, once. Simulated
+    first: a forged or expired signature, or a scope the chain refuses, answers with the
+    contract's error as `code` and nothing is sent."""
+    answer = await flows.issue_by_subject(body, caller, wait=wait == "confirmed")
+    return settled(response, answer)
+
+
+@router.post(
+    "/v1/authorizations/{code_hash}/revoke-by-patient",
+    response_model=PatientCallOut,
+    status_code=202,
+)
+async def revoke_authorization_by_patient(
+    code_hash: str,
+    body: PatientRevocationIn,
+    flows: FlowsDep,
+    caller: StewardCallerDep,
+    response: Response,
+    wait: WaitQuery = None,
+) -> PatientCallOut:
+    """Relay the patient's EIP-712 `AuthorizationRevocation` of an unredeemed code."""
+    answer = await flows.revoke_by_subject(
+        hex32(code_hash, "code hash"), body, caller, wait=wait == "confirmed"
+    )
     return settled(response, answer)
 
 

@@ -1,5 +1,6 @@
 """Patient authorization codes over real HTTP against the real chain: a steward issues a code
-(its hash only), an insurer's signed request redeems it once — a one-patient access on chain
+(its hash only) or the patient signs one with their own registered key and the gateway relays
+it, an insurer's signed request redeems it once — a one-patient access on chain
 that redeems the code in the same transaction — and every misuse is DENIED with the fault the
 chain would name, or refused before anything is recorded; two concurrent redemptions grant
 exactly one, and a gateway restart keeps a reservation still in its outbox."""
@@ -27,7 +28,14 @@ from dul import log as dul_log
 from dul.chain.testing import ChainHandle, free_port
 from dul.cli.steward import app as steward_app
 from dul.cohort import leaf_hash
-from dul.contracts.typed_data import AccessRequest, AgreementTerms, agreement_domain
+from dul.contracts.typed_data import (
+    AccessRequest,
+    AgreementTerms,
+    AuthorizationRevocation,
+    PatientAuthorization,
+    agreement_domain,
+    consent_registry_domain,
+)
 from dul.contracts.world import World, derived_signer
 from dul.domain import (
     AuthorizationStatus,
@@ -53,6 +61,7 @@ from ledger_gateway.client import (
     sign_request,
     sign_steward_call,
 )
+from ledger_gateway.consent_flows import PatientAuthorizationIn
 from ledger_gateway.models import AccessOut
 from ledger_gateway.relay import function
 from ledger_gateway.settings import GatewaySettings
@@ -535,3 +544,161 @@ def cli(env: dict[str, str], *args: str) -> Result:
         return CliRunner().invoke(steward_app, list(args), env=env)
     finally:
         structlog.configure(**saved)
+
+
+# --------------------------------------------------------------------------- patient-held codes
+
+
+def _problem(exc: pytest.ExceptionInfo[GatewayClientError]) -> tuple[int, str]:
+    return exc.value.status, exc.value.code
+
+
+def _patient_body(
+    world: World, authorization: PatientAuthorization, signature: bytes
+) -> PatientAuthorizationIn:
+    return PatientAuthorizationIn(
+        code_hash="0x" + authorization.code_hash.hex(),
+        subject="0x" + authorization.subject.hex(),
+        grantee="0x" + authorization.grantee.hex(),
+        dataset_id="0x" + authorization.dataset.hex(),
+        field_mask=authorization.field_mask,
+        tier=authorization.tier.name,
+        scenario=authorization.scenario.name,
+        expires_at=authorization.expires_at,
+        signature="0x" + signature.hex(),
+    )
+
+
+def test_a_patient_signed_code_opens_exactly_one_access_for_its_grantee(
+    world: World, gateway: GatewayHandle, claims: Claims, steward: StewardClient
+) -> None:
+    patient = derived_signer(f"patient wallet {os.getpid()} {time.time_ns()}")
+    subject = os.urandom(32)
+    registry = world.ledger.deployment.address("ConsentRegistry")
+    domain = consent_registry_domain(world.ledger.chain_id, registry)
+
+    # the steward registers the patient's key (no consent needed); another subject's path: 422
+    register = function("ConsentRegistry", "registerSubjectKey")
+    raw = sign_steward_call(
+        world.ledger.w3, world.steward, registry,
+        register.encode(world.hospital, subject, patient.address),
+    )  # fmt: skip
+    with pytest.raises(GatewayClientError) as exc:
+        steward.register_subject_key(os.urandom(32), raw)
+    assert _problem(exc) == (422, "wrong_transaction")
+    assert steward.register_subject_key(subject, raw, wait=True).status == "confirmed"
+    assert world.ledger.call("ConsentRegistry", "subjectKeyOf", world.hospital, subject) == (
+        patient.address
+    )
+
+    def authorization(code: str, **changes: Any) -> PatientAuthorization:
+        values: dict[str, Any] = {
+            "code_hash": code_hash(code), "holder": world.hospital, "subject": subject,
+            "grantee": INSURER, "dataset": world.dataset, "field_mask": 0b0110,
+            "tier": Tier.PSEUDONYMIZED, "scenario": Scenario.INSURANCE_CLAIM,
+            "expires_at": int(time.time()) + 3_600,
+        }  # fmt: skip
+        values.update(changes)
+        return PatientAuthorization(**values)
+
+    code = new_authorization_code()
+    mine = authorization(code)
+    onchain = world.ledger.call("ConsentRegistry", "authorizationDigest", mine.code_hash,
+                                mine.as_abi())  # fmt: skip
+    assert onchain == mine.digest(domain)
+
+    # forged, expired: refused with the contract's errors, nothing stored or sent
+    forged = derived_signer("not the patient").sign_digest(mine.digest(domain))
+    with pytest.raises(GatewayClientError) as exc:
+        steward.relay_patient_authorization(_patient_body(world, mine, forged))
+    assert _problem(exc) == (422, "ConsentRegistryInvalidAuthorizationSignature")
+    stale = authorization(code, expires_at=int(time.time()) - 10)
+    with pytest.raises(GatewayClientError) as exc:
+        steward.relay_patient_authorization(
+            _patient_body(world, stale, stale.sign(patient, domain))
+        )
+    assert _problem(exc) == (422, "ConsentRegistryAuthorizationSignatureExpired")
+    assert authorization_status(world, code) == AuthorizationStatus.NONE
+
+    body = _patient_body(world, mine, mine.sign(patient, domain))
+    relayed = steward.relay_patient_authorization(body, wait=True)
+    assert (relayed.status, relayed.action, relayed.by) == ("confirmed", "issue", "subject")
+    again = steward.relay_patient_authorization(body, wait=True)  # the same signature: one op
+    assert again.operation_id == relayed.operation_id
+    issued_logs = (
+        world.ledger.contract("ConsentRegistry")
+        .events.AuthorizationIssued()
+        .get_logs(from_block=0, argument_filters={"codeHash": code_hash(code)})
+    )
+    [event] = issued_logs
+    assert (event["args"]["issuer"], event["args"]["bySubject"]) == (patient.address, True)
+
+    # exactly one access for its grantee: the second use is DENIED with the chain's fault
+    first = gateway.client.redeem(redemption(world, gateway, claims, code))
+    assert (first.decision, first.authorization_fault) == ("GRANTED", None)
+    assert first.cohort is not None
+    assert first.cohort.admitted == ["0x" + subject.hex()]
+    second = gateway.client.redeem(redemption(world, gateway, claims, code))
+    assert (second.decision, second.authorization_fault) == ("DENIED", "REDEEMED")
+    assert gateway.client.get_access(first.access_id, wait=True).status == "confirmed"
+    assert authorization_status(world, code) == AuthorizationStatus.REDEEMED
+
+    # a code the patient signed for another grantee opens nothing for the insurer
+    other = new_authorization_code()
+    theirs = authorization(other, grantee=world.institute)
+    steward.relay_patient_authorization(
+        _patient_body(world, theirs, theirs.sign(patient, domain)), wait=True
+    )
+    wrong = gateway.client.redeem(redemption(world, gateway, claims, other))
+    assert (wrong.decision, wrong.authorization_fault) == ("DENIED", "WRONG_GRANTEE")
+    assert authorization_status(world, other) == AuthorizationStatus.ISSUED
+
+    # the patient revokes it with their own key (a forged revocation first: refused)
+    deadline = int(time.time()) + 600
+    revocation = AuthorizationRevocation(code_hash(other), deadline)
+    with pytest.raises(GatewayClientError) as exc:
+        steward.relay_patient_revocation(
+            code_hash(other), deadline, revocation.sign(derived_signer("nobody"), domain)
+        )
+    assert _problem(exc) == (422, "ConsentRegistryInvalidAuthorizationSignature")
+    revoked = steward.relay_patient_revocation(
+        code_hash(other), deadline, revocation.sign(patient, domain), wait=True
+    )
+    assert (revoked.status, revoked.action) == ("confirmed", "revoke")
+    assert authorization_status(world, other) == AuthorizationStatus.REVOKED
+
+
+def test_patient_code_routes_refuse_bad_input(
+    world: World, gateway: GatewayHandle, steward: StewardClient
+) -> None:
+    good = {
+        "code_hash": "0x" + "11" * 32, "subject": "0x" + "22" * 32, "grantee": "0x" + INSURER.hex(),
+        "dataset_id": "0x" + world.dataset.hex(), "field_mask": 6, "tier": "PSEUDONYMIZED",
+        "scenario": "INSURANCE_CLAIM", "expires_at": int(time.time()) + 600,
+        "signature": "0x" + "33" * 65,
+    }  # fmt: skip
+    for change in ({"field_mask": 0}, {"tier": "SECRET"}, {"scenario": "x"},
+                   {"expires_at": 2**64}, {"signature": "0x12"}, {"extra": 1}):  # fmt: skip
+        with pytest.raises(GatewayClientError) as exc:
+            steward._send("POST", "/v1/authorizations/by-patient", json={**good, **change})
+        assert _problem(exc) == (422, "validation_error")
+    with pytest.raises(GatewayClientError) as exc:  # a subject without a key
+        steward._send("POST", "/v1/authorizations/by-patient", json=good)
+    assert _problem(exc) == (422, "ConsentRegistryInvalidAuthorizationSignature")
+    with pytest.raises(GatewayClientError) as exc:
+        steward._send("POST", "/v1/authorizations/0x12/revoke-by-patient",
+                      json={"deadline": 1, "signature": "0x" + "33" * 65})  # fmt: skip
+    assert exc.value.status in (400, 422)
+    with pytest.raises(GatewayClientError) as exc:
+        steward._send(
+            "POST",
+            f"/v1/authorizations/0x{'44' * 32}/revoke-by-patient",
+            json={"deadline": int(time.time()) + 60, "signature": "0x" + "33" * 65},
+        )
+    assert _problem(exc) == (404, "ConsentRegistryUnknownAuthorization")
+    unknown_subject = "0x" + "22" * 32
+    with pytest.raises(GatewayClientError) as exc:  # not a transaction at all
+        steward._send(
+            "POST", f"/v1/consents/{unknown_subject}/key", json={"signed_transaction": "0x12"}
+        )
+    assert exc.value.status in (400, 422)

@@ -172,11 +172,14 @@ def test_registry_events_project_into_their_tables() -> None:
             "by": "0x" + "09" * 20, "bySubject": True})),
         DECODER.decode(static_log("AuthorizationIssued", {
             "codeHash": code, "holder": holder, "grantee": grantee, "authorization": grant,
-            "issuer": "0x" + "05" * 20})),
+            "issuer": "0x" + "05" * 20, "bySubject": True})),
         DECODER.decode(static_log("AuthorizationRedeemed", {
             "codeHash": code, "accessId": b"\x0d" * 32, "grantee": grantee})),
         DECODER.decode(static_log("AuthorizationRevoked", {
-            "codeHash": code, "holder": holder, "by": "0x" + "06" * 20})),
+            "codeHash": code, "holder": holder, "by": "0x" + "06" * 20, "bySubject": False})),
+        DECODER.decode(static_log("SubjectKeyRegistered", {
+            "holder": holder, "subject": subject, "key": "0x" + "07" * 20,
+            "previous": "0x" + "00" * 20, "by": "0x" + "08" * 20})),
     ]  # fmt: skip
     page = project(events)
     (consent,) = page.rows["consent"]
@@ -193,9 +196,15 @@ def test_registry_events_project_into_their_tables() -> None:
         "0x" + "0c" * 32, "0x" + "01" * 32, "0x" + "02" * 32, "0x" + "03" * 32,
         "0x" + "04" * 32, "0x6", 3, 4, 99,
     )  # fmt: skip
-    assert issued[10] == AuthorizationStatus.ISSUED
+    assert issued[9:11] == ("0x" + "05" * 20, True)  # issued by the patient's key
+    assert issued[11] == AuthorizationStatus.ISSUED
     assert page.rows["authorization_redemption"][0][3:5] == ("0x" + "0c" * 32, "0x" + "0d" * 32)
-    assert page.rows["authorization_revocation"][0][3] == "0x" + "0c" * 32
+    assert page.rows["authorization_revocation"][0][3:7] == (
+        "0x" + "0c" * 32, "0x" + "01" * 32, "0x" + "06" * 20, False,
+    )  # fmt: skip
+    assert page.rows["subject_key"][0][3:8] == (
+        "0x" + "01" * 32, "0x" + "02" * 32, "0x" + "07" * 20, "0x" + "00" * 20, "0x" + "08" * 20,
+    )  # fmt: skip
     assert page.consents == {"0x" + "0a" * 32}
     assert page.authorizations == {"0x" + "0c" * 32}
 
