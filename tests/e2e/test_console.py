@@ -29,6 +29,7 @@ from fhir.resources.R4B.bundle import Bundle
 from playwright.sync_api import Browser, Page, ViewportSize, expect
 from prov.model import ProvDocument
 
+from audit.auth import AuditRole
 from audit.console.testing import Screens, serve_audit, sign_in
 from audit.events import DecodedEvent
 from audit.indexer import Indexer, JsonRpc
@@ -40,6 +41,7 @@ from audit.testing import (
     audit_token,
     bearer,
     index_into,
+    private_world,
     record_story,
     with_token_file,
 )
@@ -68,9 +70,23 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
+def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("console-deployment") / "deployment.json"
+
+
+@pytest.fixture(scope="module")
+def world(world: World, chain: ChainHandle, manifest: Path) -> World:
+    """A deployment of this module's own: verify, the lists and the graphs answer about this
+    module's story only, whatever other tests left on the session's chain. (Built after the
+    session's world, whose members, the same keys, the permissioned endpoint admits.)"""
+    return private_world(chain.rpc_url, manifest)
+
+
+@pytest.fixture(scope="module")
 def stack(
     world: World,
     chain: ChainHandle,
+    manifest: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Stack]:
     """The audit story (a granted query, a granted export with its released extract, a denial
@@ -88,8 +104,7 @@ def stack(
         checkpoint = int(conn.execute(sa.text("SELECT block_number FROM checkpoint")).scalar_one())
     engine.dispose()
     settings = with_token_file(AuditSettings(
-        database_url=f"sqlite:///{store}", rpc_url=chain.rpc_url,
-        deployment_path=chain.home.deployment,
+        database_url=f"sqlite:///{store}", rpc_url=chain.rpc_url, deployment_path=manifest,
         index_behind_blocks=10_000_000, index_behind_s=31_536_000,  # a static store
     ))  # fmt: skip
     token = audit_token(settings)
@@ -176,8 +191,11 @@ def test_search_reaches_the_datasets(page: Page, stack: Stack, screens: Screens)
     denied = f"access:{ids['denied']}"
     box = page.locator("#graph").bounding_box()
     assert box is not None
+    # (panned into view first, as a user would drag it: the view frames the selection)
     where = page.evaluate(
-        "id => document.querySelector('#graph').cy.getElementById(id).renderedPosition()", denied
+        "id => { const cy = document.querySelector('#graph').cy;"
+        " cy.center(cy.getElementById(id)); return cy.getElementById(id).renderedPosition(); }",
+        denied,
     )
     page.mouse.click(box["x"] + where["x"], box["y"] + where["y"])
     expect(details.locator("h3")).to_have_text("access: access denied (TIER_ABOVE_CEILING)")
@@ -288,6 +306,81 @@ def test_exports_download_prov_json_and_fhir(page: Page, stack: Stack, tmp_path:
     assert len(bundle.entry or []) >= 3
 
 
+def test_front_door_as_a_regulator(page: Page, stack: Stack, screens: Screens) -> None:
+    """The landing page lists organizations, agreements (status, quota use), recent accesses
+    and the open findings; each row opens its view."""
+    sign_in(page, stack.url, stack.token, "#/")
+    agreements = page.locator("#front-agreements-table")
+    suspended = page.locator(f'a[href="#/agreement/{stack.ids["suspended"]}"]')
+    expect(agreements.locator(suspended)).to_be_visible()
+    row = agreements.locator("tr", has=suspended)
+    expect(row).to_contain_text("⚑ SUSPENDED")
+    expect(row).to_contain_text("0 / 5")
+    main = agreements.locator(
+        "tr", has=page.locator(f'a[href="#/agreement/{stack.ids["agreement"]}"]')
+    )
+    expect(main).to_contain_text("ACTIVE")
+    expect(main).to_contain_text("2 / 50")  # the granted query and export
+    accesses = page.locator("#front-accesses-table")
+    denied = accesses.locator("tr", has=page.locator(f'a[title="{stack.ids["denied"]}"]'))
+    expect(denied).to_contain_text("✕ DENIED")
+    expect(denied).to_contain_text("TIER_ABOVE_CEILING")
+    granted = accesses.locator("tr", has=page.locator(f'a[title="{stack.ids["granted"]}"]'))
+    expect(granted).to_contain_text("GRANTED")
+    organizations = page.locator("#front-organizations-table")
+    expect(organizations).to_contain_text("Hospital A")
+    expect(page.locator("#front-findings")).to_contain_text(
+        f"none: the store matches the chain up to block {stack.checkpoint}"
+    )
+    # The status filter asks the API again.
+    page.select_option("#front-status", "SUSPENDED")
+    expect(agreements.locator("tbody tr")).to_have_count(1)
+    expect(agreements).to_contain_text("SUSPENDED")
+    page.select_option("#front-status", "")
+    expect(main).to_be_visible()
+    page.screenshot(path=screens.path("front-door-1280x800"))
+
+    # Every list links into the views.
+    main.locator("a").first.click()
+    expect(page.locator("#agreement-title")).to_have_text(f"Agreement {stack.ids['agreement']}")
+    page.go_back()
+    denied.locator(f'a[title="{stack.ids["denied"]}"]').click()
+    expect(page.locator("#provenance-title")).to_have_text(
+        f"Provenance of access {stack.ids['denied']}"
+    )
+    wait_drawn(page)
+    page.go_back()
+    organizations.get_by_role("link", name="Hospital A").click()
+    expect(page.locator("#provenance-title")).to_have_text("Provenance of organization hospital-a")
+
+
+def test_front_door_as_an_organization(browser: Browser, stack: Stack) -> None:
+    """Hospital A's token: itself only, its agreements and their accesses, the verify verdict
+    without the findings; a party it is not (another hospital's agreement) is not listed."""
+    token = audit_token(stack.settings, AuditRole.ORGANIZATION, "hospital-a")
+    other = audit_token(stack.settings, AuditRole.ORGANIZATION, "nobody-here")
+    context = browser.new_context(viewport=WIDE)
+    page = context.new_page()
+    sign_in(page, stack.url, token, "#/")
+    rows = page.locator("#front-organizations-table tbody tr")
+    expect(rows).to_have_count(1)
+    expect(rows).to_contain_text("Hospital A")
+    agreements = page.locator("#front-agreements-table tbody tr")
+    expect(agreements.first).to_be_visible()
+    for index in range(agreements.count()):
+        expect(agreements.nth(index)).to_contain_text("Hospital A")
+    expect(page.locator(f'#front-accesses-table a[title="{stack.ids["denied"]}"]')).to_be_visible()
+    context.close()
+    # An organization the store does not know is shown nothing.
+    context = browser.new_context(viewport=WIDE)
+    page = context.new_page()
+    sign_in(page, stack.url, other, "#/")
+    expect(page.locator("#front-organizations-table")).to_contain_text("Organizations (0): none")
+    expect(page.locator("#front-agreements-table")).to_contain_text("Agreements (0): none")
+    expect(page.locator("#front-accesses-table")).to_contain_text("none")
+    context.close()
+
+
 def test_verify_status_and_narrow_layout(page: Page, stack: Stack, screens: Screens) -> None:
     page.set_viewport_size(NARROW)
     sign_in(page, stack.url, stack.token,
@@ -339,7 +432,12 @@ def test_verify_findings_flag_the_edited_row(
 
 
 def test_a_quarantined_event_turns_the_header_red_and_indexing_goes_on(
-    browser: Browser, world: World, chain: ChainHandle, screens: Screens, tmp_path: Path
+    browser: Browser,
+    world: World,
+    chain: ChainHandle,
+    manifest: Path,
+    screens: Screens,
+    tmp_path: Path,
 ) -> None:
     """A real indexer follows the chain and refuses one access (its `apply_check` seam): the
     event is quarantined, the next one is indexed, `/readyz` is 503, verify is not OK, and the
@@ -389,7 +487,7 @@ def test_a_quarantined_event_turns_the_header_red_and_indexing_goes_on(
         position = "/".join(str(v) for v in quarantined[0])
 
         settings = with_token_file(AuditSettings(
-            database_url=url, rpc_url=chain.rpc_url, deployment_path=chain.home.deployment
+            database_url=url, rpc_url=chain.rpc_url, deployment_path=manifest
         ))  # the default lag thresholds: this index follows the chain  # fmt: skip
         token = audit_token(settings)
         with serve_audit(settings) as api:

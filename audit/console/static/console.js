@@ -2,6 +2,8 @@
 //   #/provenance/{kind}/{id}?direction=up|down|both   GET /v1/provenance/{kind}/{id}
 //   #/agreement/{id}                                   GET /v1/reports/agreements/{id}
 //   #/subject/{ref}                                    GET /v1/subjects/{ref}/accesses
+//   #/                                                 the front door: GET /v1/organizations,
+//                                                      /v1/agreements, /v1/accesses
 // and GET /v1/verify, polled, for the status in the header, beside the indexer's health and lag
 // (GET /readyz, polled; red when behind or failing). Signed in (`session.js`), each view shows
 // what the role may see: a regulator everything, an organization its part of each graph (the cut
@@ -194,6 +196,7 @@ function marksOf(node) {
 
 function remark() {
   renderAgreement();
+  renderFindings();
   if (!current) return;
   if (current.view) current.view.remark(marksOf);
   renderList();
@@ -712,6 +715,118 @@ function renderSubject(ref, report) {
   );
 }
 
+
+// --- the front door -------------------------------------------------------------------------
+// GET /v1/organizations, /v1/agreements?status=, /v1/accesses (newest first, keyset pages) and
+// the last verify's findings; every row links into the views above.
+
+const FRONT_PAGE = 12;
+const FINDING_KINDS = { agreement: "agreement", access_event: "access", dataset: "dataset",
+  artifact: "artifact", result_release: "artifact", organization: "organization" };
+
+function frontRows(list, tableId, caption, head, rows, more) {
+  const table = dataTable(tableId, caption, head, rows, "none");
+  const next = more ? h("button", { type: "button", class: "small more", onclick: more }, "More") : null;
+  list.replaceChildren(table, next || "");
+}
+
+/** Loads one front list: the first page, or the next after `cursor` appended to `shown`. */
+async function frontList(name, path, render, shown = [], cursor = null) {
+  const box = $(`front-${name}`);
+  const mine = routeSeq;
+  const query = new URLSearchParams({ limit: String(FRONT_PAGE) });
+  if (cursor) query.set("cursor", cursor);
+  const sep = path.includes("?") ? "&" : "?";
+  try {
+    const page = await api(`${path}${sep}${query}`);
+    if (mine !== routeSeq) return;
+    const items = [...shown, ...page.items];
+    render(box, items, page.next_cursor ? () => frontList(name, path, render, items, page.next_cursor) : null);
+  } catch (error) {
+    if (mine !== routeSeq) return;
+    box.replaceChildren(h("p", { class: "message" }, `${error.message} [${error.code}]`));
+  }
+}
+
+function renderOrganizations(box, items, more) {
+  frontRows(box, "front-organizations-table", `Organizations (${items.length}${more ? "+" : ""})`,
+    ["organization", "kind", "status", "joined"],
+    items.map((o) => [
+      h("a", { href: `#/provenance/organization/${idPath(o.slug)}?direction=both` }, o.name || o.slug),
+      o.kind, statusOf(o.status), `block ${o.chain.block}`,
+    ]), more);
+}
+
+function quotaCell(a) {
+  const used = a.quota > 0 ? Math.min(1, a.granted / a.quota) : 0;
+  return [h("meter", { min: "0", max: "1", value: String(used), "aria-label": "quota used" }),
+    ` ${a.granted} / ${a.quota}`];
+}
+
+function renderAgreements(box, items, more) {
+  frontRows(box, "front-agreements-table", `Agreements (${items.length}${more ? "+" : ""})`,
+    ["agreement", "parties", "scenario", "status", "quota used", "window ends"],
+    items.map((a) => [
+      [h("a", { href: `#/agreement/${a.agreement_id}`, title: a.agreement_id, class: "id" }, shortHex(a.agreement_id)),
+        a.version > 1 ? h("span", { class: "muted" }, ` v${a.version}`) : ""],
+      `${a.holder_name || a.holder} ↔ ${a.requester_name || a.requester}`,
+      a.scenario, statusOf(a.status), quotaCell(a),
+      a.expired_at ? `${a.expired_at.slice(0, 16).replace("T", " ")} UTC` : a.valid_until.slice(0, 10),
+    ]), more);
+}
+
+function renderAccesses(box, items, more) {
+  frontRows(box, "front-accesses-table", `Recent accesses (${items.length}${more ? "+" : ""})`,
+    ["time", "decision", "requester", "dataset", "tier · operation", "access"],
+    items.map((a) => [
+      a.time ? `${a.time.slice(0, 16).replace("T", " ")} UTC` : `block ${a.chain.block}`,
+      a.decision === "DENIED" ? [badge("✕ DENIED", "denied"), " ", code(a.reason)]
+        : h("span", { class: "status", "data-status": a.decision }, a.decision),
+      a.requester_org || shortHex(a.requester),
+      h("a", { href: `#/provenance/dataset/${idPath(a.dataset)}?direction=both` }, a.dataset.length > 40 ? shortHex(a.dataset) : a.dataset),
+      `${a.tier} · ${a.operation}`,
+      h("a", { href: `#/provenance/access/${a.access_id}?direction=up`, title: a.access_id, class: "id" }, shortHex(a.access_id)),
+    ]), more);
+}
+
+/** The open findings of the last verify (listed to regulators; others get the verdict). */
+function renderFindings() {
+  const box = $("front-findings");
+  if (!box || $("home").hidden) return;
+  if (!lastVerify) {
+    box.replaceChildren(h("p", { class: "hint" }, "Waiting for verify…"));
+    return;
+  }
+  const findings = lastVerify.findings || [];
+  if (!findings.length) {
+    box.replaceChildren(h("p", { class: lastVerify.ok ? "ok-line" : "hint" }, lastVerify.ok
+      ? `✓ none: the store matches the chain up to block ${lastVerify.checkpoint_block ?? "–"}`
+      : `⚑ ${lastVerify.findings_total} finding(s) over the whole ledger: listed to regulators only`));
+    return;
+  }
+  const rows = findings.slice(0, 50).map((f) => {
+    const kind = FINDING_KINDS[f.table];
+    const key = typeof f.key === "string" && HEX32.test(f.key) ? f.key : null;
+    const where = kind && key
+      ? h("a", { href: kind === "agreement" ? `#/agreement/${key}` : `#/provenance/${kind}/${key}?direction=both`, title: key, class: "id" },
+        `${kind} ${shortHex(key)}`)
+      : h("span", {}, [f.table || f.contract || "—", f.position ? ` at ${f.position}` : ""].join(""));
+    return [badge(`⚑ ${f.check}`, "flagged"), where, f.message];
+  });
+  box.replaceChildren(dataTable("front-findings-table",
+    `Open findings (${lastVerify.findings_total}${findings.length > 50 ? ", first 50 shown" : ""})`,
+    ["check", "where", "what"], rows, "none"));
+}
+
+function showHome() {
+  show("home");
+  renderFindings();
+  frontList("organizations", "/v1/organizations", renderOrganizations);
+  const status = $("front-status").value;
+  frontList("agreements", `/v1/agreements${status ? `?status=${status}` : ""}`, renderAgreements);
+  frontList("accesses", "/v1/accesses", renderAccesses);
+}
+
 // --- routing --------------------------------------------------------------------------------
 
 let focusView = false;
@@ -763,7 +878,7 @@ function route() {
     fillForm("subject", ref, "both");
     showSubject(ref);
   } else {
-    show("home");
+    showHome();
   }
 }
 
@@ -850,6 +965,10 @@ async function boot() {
   $("verify-now").addEventListener("click", verifyNow);
   $("signin-form").addEventListener("submit", submitSignIn);
   $("sign-out").addEventListener("click", signOutNow);
+  $("front-status").addEventListener("change", () => {
+    const status = $("front-status").value;
+    frontList("agreements", `/v1/agreements${status ? `?status=${status}` : ""}`, renderAgreements);
+  });
   window.addEventListener("hashchange", route);
   try {
     const target = await finishOidc();

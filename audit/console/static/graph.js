@@ -63,6 +63,11 @@ const RANK = {
 };
 const STEP_X = 150;
 const STEP_Y = 84;
+// A label of 12 px drawn at 0.85 is 10 px on screen: the smallest the graph shows by itself.
+// Past that (a large graph) the view frames the selection and its neighbours instead of the
+// whole graph; the user zooms out or pans for the rest.
+const LEGIBLE_ZOOM = 0.85;
+const MAX_FIT_ZOOM = 1.25;
 
 /** Preset positions: one band per rank, rows of at most `perRow` nodes, each band ordered by
  * where its neighbours above sit (one barycentre sweep keeps edges short). */
@@ -106,7 +111,7 @@ const STYLE = [
     style: {
       shape: "data(shape)", "background-color": "data(fill)", label: "data(caption)",
       width: 138, height: 54, "border-width": 1.5, "border-color": "#3b4350",
-      "font-family": "system-ui, sans-serif", "font-size": 11, color: "#111",
+      "font-family": "system-ui, sans-serif", "font-size": 12, color: "#111",
       "text-wrap": "wrap", "text-max-width": 126, "text-valign": "center", "text-halign": "center",
       "min-zoomed-font-size": 4,
     },
@@ -132,7 +137,7 @@ const STYLE = [
     },
   },
   { selector: "edge.labelled", style: {
-    label: "data(relation)", "font-size": 8, color: "#333", "text-rotation": "autorotate",
+    label: "data(relation)", "font-size": 10, color: "#333", "text-rotation": "autorotate",
     "text-background-color": "#fff", "text-background-opacity": 0.9, "text-background-padding": 1 } },
   { selector: "edge:selected, edge.near", style: { width: 3, "line-color": "#1a56db", "target-arrow-color": "#1a56db" } },
 ];
@@ -167,8 +172,9 @@ export async function drawGraph(container, graph, marksOf, onSelect) {
   container.replaceChildren();
   const cy = cytoscape({
     container, elements, style: STYLE, minZoom: 0.05, maxZoom: 2.5, boxSelectionEnabled: false,
-    layout: { name: "preset", positions: layered(graph, container.clientWidth || 800), fit: true, padding: 18 },
+    layout: { name: "preset", positions: layered(graph, container.clientWidth || 800), fit: false },
   });
+  frame(cy, cy.getElementById(graph.root));
   cy.on("tap", "node", (event) => onSelect(event.target.id()));
   container.dataset.drawn = String(cy.nodes().length);
   container.cy = cy; // for scripts and tests: where each node is drawn
@@ -182,10 +188,11 @@ export async function drawGraph(container, graph, marksOf, onSelect) {
       if (node.empty()) return;
       node.select();
       node.connectedEdges().addClass("near");
+      // A node already in view keeps the view; one out of it brings its neighbours into view.
       const extent = cy.extent();
-      const p = node.position();
-      if (p.x < extent.x1 || p.x > extent.x2 || p.y < extent.y1 || p.y > extent.y2) {
-        cy.center(node);
+      const box = node.boundingBox();
+      if (box.x1 < extent.x1 || box.x2 > extent.x2 || box.y1 < extent.y1 || box.y2 > extent.y2) {
+        frame(cy, node);
       }
     },
     remark(newMarksOf) {
@@ -198,6 +205,25 @@ export async function drawGraph(container, graph, marksOf, onSelect) {
     },
     destroy() { resize.disconnect(); cy.destroy(); },
   };
+}
+
+/** The whole graph when it fits at a legible zoom; else the node and its neighbours, at a
+ * legible zoom at least (centred on the node when even they do not fit). */
+function frame(cy, node) {
+  const clamp = () => { if (cy.zoom() > MAX_FIT_ZOOM) cy.zoom(MAX_FIT_ZOOM); };
+  cy.fit(cy.elements(), 24);
+  clamp();
+  if (cy.zoom() >= LEGIBLE_ZOOM) { cy.center(); return; }
+  if (node.empty()) { cy.zoom(LEGIBLE_ZOOM); cy.center(); return; }
+  const near = node.closedNeighborhood();
+  cy.fit(near, 24);
+  clamp();
+  if (cy.zoom() < LEGIBLE_ZOOM) {
+    cy.zoom(LEGIBLE_ZOOM);
+    cy.center(node);
+  } else {
+    cy.center(near);
+  }
 }
 
 function classesOf(node, marks, root) {
