@@ -1,36 +1,66 @@
-"""The `dul` command line: one Typer app, one module per command group."""
+"""The `dul` command line: one Typer app, one module per command group.
+
+Groups are imported when first used, so `dul keys new` does not load web3, FastAPI or the
+audit service (each command starts in a fraction of the time)."""
 
 from __future__ import annotations
 
+import importlib
 import os
+from typing import Any
 
 import typer
+from typer.core import TyperGroup
 
-from audit import cli as audit_cli
 from dul import log
-from dul.cli import access, admin, bench, chain, contracts, demo, keys, network, stack, steward
 from dul.home import private_umask
-from ledger_gateway import cli as gateway_cli
+
+# name -> (module, attribute): a Typer sub-app, or a function that is one command
+LAZY: dict[str, tuple[str, str]] = {
+    "up": ("dul.cli.stack", "up"),
+    "down": ("dul.cli.stack", "down"),
+    "bench": ("dul.cli.bench", "bench"),
+    "demo": ("dul.cli.demo", "demo"),
+    "chain": ("dul.cli.chain", "app"),
+    "network": ("dul.cli.network", "app"),
+    "contracts": ("dul.cli.contracts", "app"),
+    "keys": ("dul.cli.keys", "app"),
+    "admin": ("dul.cli.admin", "app"),
+    "steward": ("dul.cli.steward", "app"),
+    "access": ("dul.cli.access", "app"),
+    "gateway": ("ledger_gateway.cli", "app"),
+    "audit": ("audit.cli", "app"),
+}
+
+
+class LazyGroup(TyperGroup):
+    """The root group: each sub-command is built from its module on first use."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return [*super().list_commands(ctx), *(n for n in LAZY if n not in self.commands)]
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        if cmd_name not in self.commands and cmd_name in LAZY:
+            module, attribute = LAZY[cmd_name]
+            target = getattr(importlib.import_module(module), attribute)
+            if not isinstance(target, typer.Typer):
+                single = typer.Typer(add_completion=False)
+                single.command(cmd_name)(target)
+                target = single
+            target._add_completion = False  # a sub-command: completion belongs to the root
+            command = typer.main.get_command(target)
+            command.name = cmd_name
+            self.commands[cmd_name] = command
+        return super().get_command(ctx, cmd_name)
+
 
 app = typer.Typer(
     name="dul",
+    cls=LazyGroup,
     help="Data-Use Ledger: data-use agreements and audit trails on a permissioned chain.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-app.command("up")(stack.up)
-app.command("down")(stack.down)
-app.command("bench")(bench.bench)
-app.command("demo")(demo.demo)
-app.add_typer(chain.app, name="chain")
-app.add_typer(network.app, name="network")
-app.add_typer(contracts.app, name="contracts")
-app.add_typer(keys.app, name="keys")
-app.add_typer(admin.app, name="admin")
-app.add_typer(steward.app, name="steward")
-app.add_typer(access.app, name="access")
-app.add_typer(gateway_cli.app, name="gateway")
-app.add_typer(audit_cli.app, name="audit")
 
 
 @app.callback()

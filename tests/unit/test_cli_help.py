@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from typing import Any
+
+import typer
 from typer.main import get_command
 from typer.testing import CliRunner
 
 from dul.cli.main import app
 
 
-def leaves(command: object, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
-    subcommands = getattr(command, "commands", None)
-    if not subcommands:
+def leaves(command: Any, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    if not hasattr(command, "list_commands"):
         return [path]
-    return [leaf for name, sub in subcommands.items() for leaf in leaves(sub, (*path, name))]
+    context = typer.Context(command)
+    return [
+        leaf
+        for name in command.list_commands(context)
+        for leaf in leaves(command.get_command(context, name), (*path, name))
+    ]
 
 
 def test_every_help_renders() -> None:
@@ -29,3 +38,16 @@ def test_env_names_survive_rich_markup() -> None:
         assert name in shown.output
     chain = CliRunner().invoke(app, ["chain", "up", "--help"], env={"COLUMNS": "200"})
     assert "operator" in chain.output
+
+
+def test_a_group_loads_only_its_own_module() -> None:
+    probe = (
+        "import sys; from dul.cli.main import app; from typer.testing import CliRunner; "
+        "r = CliRunner().invoke(app, ['keys', '--help']); assert r.exit_code == 0, r.output; "
+        "print(sorted(m for m in ('web3', 'fastapi', 'audit.cli', 'sqlalchemy') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert out.stdout.strip() == "[]"

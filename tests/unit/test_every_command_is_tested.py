@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import typer
 from typer.main import get_command
 
 from audit.app import create_app as audit_app
@@ -31,10 +32,10 @@ WALKTHROUGH = "## Your own data space"
 
 def commands(command: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], str]]:
     """(words, module of the command's function) for every leaf command."""
-    subcommands = getattr(command, "commands", None)
-    if subcommands:
-        for name, sub in subcommands.items():
-            yield from commands(sub, (*path, name))
+    if hasattr(command, "list_commands"):  # a group (the root loads its groups lazily)
+        context = typer.Context(command)
+        for name in command.list_commands(context):
+            yield from commands(command.get_command(context, name), (*path, name))
     else:
         callback = getattr(command, "callback", None)
         yield path, getattr(callback, "__module__", "")
