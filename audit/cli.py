@@ -389,7 +389,10 @@ def checkpoint_command(
 @app.command("acknowledge")
 def acknowledge_command(
     incident: Annotated[
-        int, typer.Argument(min=1, help="the incident id verify names (history_rewritten)")
+        int,
+        typer.Argument(
+            min=1, max=2**63 - 1, help="the incident id verify names (history_rewritten)"
+        ),
     ],
     reason: Annotated[
         str, typer.Option(help="why the rollback is accepted (kept with the incident)")
@@ -412,8 +415,8 @@ def acknowledge_command(
     why = reason.strip()
     who = (by if by is not None else getpass.getuser()).strip()
     if not why or len(why) > 2_000 or not who or len(who) > 200:
-        typer.echo("error [validation_error]: --reason (1-2000 characters) and --by "
-                   "(1-200 characters) must not be empty", err=True)  # fmt: skip
+        typer.echo("error [validation_error]: --reason must be 1-2000 characters and --by "
+                   "1-200 (blank is empty)", err=True)  # fmt: skip
         raise typer.Exit(2)
     settings = _settings(database_url=database_url)
     url = settings.resolved_database_url()

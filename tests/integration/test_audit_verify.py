@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from audit.cli import app as audit_cli
 from audit.events import AUDITED_CONTRACTS
 from audit.indexer import JsonRpc
-from audit.store import COHORT_COLUMNS, COLUMNS
+from audit.store import COHORT_COLUMNS, COLUMNS, store_session
 from audit.testing import drop_stores, index_into, make_store_url, private_world, record_story
 from audit.verify import VerifyReport, access_request_digest, verify_store
 from dul.chain.testing import ChainHandle
@@ -359,3 +359,14 @@ def test_an_audit_setting_out_of_range_is_one_line(monkeypatch: pytest.MonkeyPat
     assert "error [config_error]" in result.output
     assert "index_behind_blocks" in result.output
     assert "Traceback" not in result.output
+
+
+def test_an_incident_id_beyond_the_store_s_integers_is_a_usage_error(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'audit.db'}"
+    with store_session(url):
+        pass  # a migrated, empty store
+    result = CliRunner().invoke(
+        audit_cli, ["acknowledge", str(2**80), "--reason", "drill", "--database-url", url]
+    )
+    assert result.exit_code == 2, result.exception
+    assert not isinstance(result.exception, OverflowError)
