@@ -1038,6 +1038,56 @@ def authorization_revoke(
     )
 
 
+@app.command("patient-key")
+@cli_errors
+def patient_key(
+    pseudonym: Annotated[str, typer.Argument(help="Patient pseudonym.")],
+    address: Annotated[
+        str | None, typer.Option(help="The patient's own wallet address (0x…, 20 bytes).")
+    ] = None,
+    remove: Annotated[bool, typer.Option(help="Remove the registered key instead.")] = False,
+    holder: HolderOption = "hospital-a",
+    subject_key: SubjectKeyOption = None,
+    key: KeyOption = "steward",
+    gateway: GatewayOption = None,
+    token: TokenOption = "",
+    wait: WaitOption = True,
+    json_output: JsonOption = False,
+) -> None:
+    """Register (or rotate to) the key whose EIP-712 signatures issue and revoke this patient's
+    authorization codes (`ConsentRegistry.registerSubjectKey`), with or without any consent;
+    `--remove` removes it."""
+    if remove == (address is not None):
+        raise ConfigError("give either --address or --remove", code="invalid_input")
+    patient = "0x" + "00" * 20
+    if address is not None:
+        if not (address.startswith("0x") and len(address) == 42):
+            raise ConfigError(f"{address!r} is not an address", code="invalid_input")
+        try:
+            bytes.fromhex(address[2:])
+        except ValueError:
+            raise ConfigError(f"{address!r} is not an address", code="invalid_input") from None
+        if int(address, 16) == 0:
+            raise ConfigError("the zero address is --remove", code="invalid_input")
+        patient = address
+    [ref] = _refs(_subject_key(holder, subject_key, create=False), [pseudonym])
+    h = home()
+    ledger = open_ledger(h)
+    data = function("ConsentRegistry", "registerSubjectKey").encode(_id32(holder), ref, patient)
+    raw = _signed(h, ledger, key, "ConsentRegistry", data)
+    with _gateway(gateway, token) as client:
+        answer = client.register_subject_key(ref, raw, wait=wait)
+    _print(
+        {
+            "subject": "0x" + ref.hex(),
+            "patient_key": None if remove else patient,
+            "status": answer.status,
+            "tx_hash": answer.tx_hash,
+        },
+        json_output,
+    )
+
+
 @app.command("patient-token")
 @cli_errors
 def patient_token(

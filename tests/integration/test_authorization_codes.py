@@ -536,6 +536,30 @@ def test_cli_issues_a_code_shown_once_that_redeems_and_revokes(
     assert "ConsentRegistryAuthorizationNotIssued" in refused.output
     assert "Traceback" not in refused.output
 
+    # the patient's own key, registered without a consent, rotated, then removed
+    wallet = derived_signer(f"cli patient wallet {os.getpid()}")
+    steward_key = ["--subject-key", str(key_file), "--key", "hospital-a.steward"]
+    registered = cli(
+        env, "patient-key", "PSN-claim-3", "--address", wallet.address, *steward_key, "--json"
+    )
+    assert registered.exit_code == 0, registered.output
+    assert json.loads(registered.stdout)["status"] == "confirmed"
+    ref = subject_ref(load_subject_key(key_file), "PSN-claim-3")
+    on_chain = world.ledger.call("ConsentRegistry", "subjectKeyOf", world.hospital, ref)
+    assert on_chain == wallet.address
+    removed = cli(env, "patient-key", "PSN-claim-3", "--remove", "--subject-key", str(key_file),
+                  "--key", "hospital-a.steward", "--json")  # fmt: skip
+    assert removed.exit_code == 0, removed.output
+    assert world.ledger.call("ConsentRegistry", "subjectKeyOf", world.hospital, ref) == (
+        "0x" + "00" * 20
+    )
+    for bad in (["--address", "0x12"], ["--address", "0x" + "00" * 20], [],
+                ["--address", wallet.address, "--remove"]):  # fmt: skip
+        wrong = cli(env, "patient-key", "PSN-claim-3", *bad, "--subject-key", str(key_file),
+                    "--key", "hospital-a.steward")  # fmt: skip
+        assert wrong.exit_code != 0, bad
+        assert "Traceback" not in wrong.output
+
 
 def cli(env: dict[str, str], *args: str) -> Result:
     saved = structlog.get_config()
