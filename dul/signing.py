@@ -28,10 +28,10 @@ from typing import Any, Protocol, runtime_checkable
 import coincurve
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
-from eth_hash.auto import keccak
 from eth_typing import ChecksumAddress, HexAddress, HexStr
 
 from dul.errors import DulError
+from dul.keccak import keccak
 
 __all__ = [
     "DOMAIN_FIELDS",

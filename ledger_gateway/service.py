@@ -27,7 +27,6 @@ from dataclasses import dataclass
 
 import structlog
 from eth_abi.abi import decode, encode
-from eth_hash.auto import keccak
 from eth_typing import ChecksumAddress
 from prometheus_client import Counter
 
@@ -42,6 +41,7 @@ from dul.domain import (
     ReleaseKind,
     Tier,
 )
+from dul.keccak import keccak
 from dul.signing import InvalidSignatureError, recover
 from dul.subjects import SubjectError, code_hash
 from ledger_gateway.chain_view import ChainView
@@ -398,12 +398,14 @@ class AccessService:
         leaves = None
         if outcome.granted and admitted:
             leaves = CohortLeaves(root, len(admitted), b"".join(admitted))
-        access = self._stored(request, signer, signature, outcome, leaves, digest)
         if not outcome.granted:
-            return _Decided(access, distinct)
-        access = dataclasses.replace(
-            access, quota=agreement.quota, chain_used=self.view.chain_used(request.agreement_id)
-        )
+            return _Decided(
+                self._stored(request, signer, signature, outcome, leaves, digest), distinct
+            )
+        access = self._stored(
+            request, signer, signature, outcome, leaves, digest,
+            quota=agreement.quota, chain_used=self.view.chain_used(request.agreement_id),
+        )  # fmt: skip
 
         def again(_code_held: bool) -> NewAccess:
             exhausted = decide(agreement, facts, now=now, used=agreement.quota)
@@ -519,6 +521,9 @@ class AccessService:
         leaves: CohortLeaves | None,
         digest: bytes,
         fault: AuthorizationFault | None = None,
+        *,
+        quota: int | None = None,
+        chain_used: int = 0,
     ) -> NewAccess:
         """The decision as the outbox keeps it: the record for the chain (with the admitted
         cohort's tree head) and, beside it, the cohort's leaves for the hospital's store."""
@@ -541,6 +546,8 @@ class AccessService:
             record=record.encode(),
             cohort=leaves,
             authorization_fault=None if fault is None else int(fault),
+            quota=quota,
+            chain_used=chain_used,
         )
 
     # --- result releases ---------------------------------------------------------------------

@@ -355,7 +355,7 @@ KILL_AFTER = 500
 """Answers received before the SIGKILL; CONCURRENCY more are in flight at that moment."""
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(400)
 def test_kill_9_with_2000_requests_in_flight_loses_no_answer_and_records_none_twice(
     stack: Stack, gateways: list[GatewayProcess]
 ) -> None:
@@ -505,7 +505,7 @@ class Load:
         await asyncio.gather(*(worker() for _ in range(concurrency)))
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(300)
 def test_chain_node_stopped_and_restarted_under_load(
     stack: Stack, gateways: list[GatewayProcess]
 ) -> None:
@@ -634,7 +634,7 @@ def node_rpc(stack: Stack, method: str, *params: Any) -> Any:
     return node_call(url, method, *params, timeout=10)
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(300)
 def test_a_restart_with_grants_in_the_outbox_keeps_the_quota(
     stack: Stack, gateways: list[GatewayProcess]
 ) -> None:
