@@ -114,6 +114,8 @@ def _as_decoded(param: dict[str, Any], value: Any) -> Any:
         return [_as_decoded({**param, "type": type_[:-2]}, v) for v in value]
     if type_ == "tuple":
         return tuple(_as_decoded(c, v) for c, v in zip(param["components"], value, strict=True))
+    if type_ == "string":
+        return value.replace("\x00", "\\x00")  # NUL is kept as an escape (audit.events)
     return value
 
 
