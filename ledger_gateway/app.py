@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 from collections.abc import AsyncIterator
 
@@ -184,6 +185,11 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         # the first try before serving: a lone gateway starts with its submitter running
         leader = asyncio.create_task(lead(await try_lease()), name="gateway-submitter-lease")
         await asyncio.sleep(0)
+        # Everything built so far (modules, schemas, the app) lives as long as the process: out
+        # of the collector's sight, a full collection no longer walks it in the middle of a
+        # decision (one took tens of ms, the tail of 10,000-subject cohort decisions).
+        gc.collect()
+        gc.freeze()
         log.info(
             "gateway.started",
             org=settings.org,

@@ -3,6 +3,7 @@ result releases, and every bad input answered with problem JSON and nothing chan
 
 from __future__ import annotations
 
+import gc
 import os
 import time
 
@@ -250,6 +251,8 @@ def test_health_ready_and_metrics(gateway: GatewayHandle) -> None:
     ready = gateway.client.ready()
     assert ready["ready"] is True
     assert all(ready["checks"].values())
+    assert ready["submitter_lease"] == "held"  # the only process on its outbox
+    assert gc.get_freeze_count() > 0  # what start-up built is out of the collector's walks
     metrics = httpx.get(f"{gateway.url}/metrics").text
     assert "dul_gateway_decisions_total" in metrics
     assert httpx.get(f"{gateway.url}/docs").status_code == 200
