@@ -283,7 +283,29 @@ def test_console_search_of_the_model_reaches_the_datasets(
             expect(page.locator("#node-list")).to_contain_text(f"{hospital}/omop-cdm")
         listed = page.locator("#node-list button")
         expect(page.locator("#graph")).to_have_attribute("data-drawn", str(listed.count()))
+        assert listed.count() >= 30  # models, updates, accesses, agreements, datasets, ...
+        # Readable as drawn: 12 px labels at a zoom of 0.85 or more, model v2 in full view.
+        view = page.evaluate(
+            "id => { const cy = document.querySelector('#graph').cy;"
+            " const node = cy.getElementById(id); const box = node.renderedBoundingBox();"
+            " return { zoom: cy.zoom(), box, width: cy.width(), height: cy.height(),"
+            " font: parseFloat(node.style('font-size')), caption: node.data('caption') }; }",
+            f"artifact:{model}",
+        )
+        assert view["zoom"] >= 0.85, view
+        assert view["font"] * view["zoom"] >= 10, view
+        assert view["caption"].startswith("model"), view
+        box = view["box"]
+        assert min(box["x1"], box["y1"]) >= 0, view
+        assert box["x2"] <= view["width"], view
+        assert box["y2"] <= view["height"], view
         page.screenshot(path=screens.path("provenance-model-v2-1280x800"))
+        # The front door of the demo's data space.
+        page.goto(f"{demo.audit}/#/")
+        expect(page.locator("#front-agreements-table tbody tr").first).to_be_visible()
+        expect(page.locator("#front-accesses-table")).to_contain_text("DENIED")
+        expect(page.locator("#front-organizations-table")).to_contain_text("hospital-b")
+        page.screenshot(path=screens.path("front-door-demo-1280x800"))
     finally:
         context.close()
 
