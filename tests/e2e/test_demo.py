@@ -304,7 +304,7 @@ def test_console_search_of_the_model_reaches_the_datasets(
         page.goto(f"{demo.audit}/#/")
         expect(page.locator("#front-agreements-table tbody tr").first).to_be_visible()
         expect(page.locator("#front-accesses-table")).to_contain_text("DENIED")
-        expect(page.locator("#front-organizations-table")).to_contain_text("hospital-b")
+        expect(page.locator("#front-organizations-table")).to_contain_text("Hospital B")
         page.screenshot(path=screens.path("front-door-demo-1280x800"))
     finally:
         context.close()

@@ -224,6 +224,20 @@ function frame(cy, node) {
   } else {
     cy.center(near);
   }
+  fill(cy);
+}
+
+/** Pans (keeping the zoom) so that no side of the view shows blank space while the graph
+ * runs past the opposite side: more of the graph in view, the selection still in it. */
+function fill(cy) {
+  const pad = 24;
+  const box = cy.elements().renderedBoundingBox();
+  const shift = (low, high, size) => {
+    if (high < size - pad && low < pad) return Math.min(size - pad - high, pad - low);
+    if (low > pad && high > size - pad) return -Math.min(low - pad, high - (size - pad));
+    return 0;
+  };
+  cy.panBy({ x: shift(box.x1, box.x2, cy.width()), y: shift(box.y1, box.y2, cy.height()) });
 }
 
 function classesOf(node, marks, root) {
