@@ -86,7 +86,7 @@ from audit.cohorts import (
     authorization_rows,
 )
 from audit.events import DecodedEvent
-from audit.uints import SQLITE_CONNECT_ARGS, Uint, install, sqlite_row, to_sqlite
+from audit.uints import SQLITE_CONNECT_ARGS, Uint, install, sqlite_rows, to_sqlite
 from dul.domain import AgreementStatus, AuthorizationStatus, ConsentStatus, OrgStatus
 from dul.home import private_file
 
@@ -1106,10 +1106,13 @@ class AuditStore:
         self._recompute_status(
             conn, page.organizations, page.agreements, page.consents, page.authorizations
         )
-        for number, block in per_block.items():
-            if number != last.number:
-                self._put_block(conn, block, counts[number])
-        self._put_block(conn, last, counts.get(last.number, 0))
+        blocks = [block for number, block in per_block.items() if number != last.number]
+        blocks.append(last)
+        if first <= last.number:  # the range's blocks were deleted above: one bulk insert
+            self._insert_blocks(conn, blocks, counts)
+        else:
+            for block in blocks:
+                self._put_block(conn, block, counts.get(block.number, 0))
         if previous_checkpoint != last.number:
             # The parent hash is the link the next page must continue from: it is kept on
             # the checkpoint block only, so the store does not depend on how it was paged.
@@ -1327,6 +1330,28 @@ class AuditStore:
                 params,
             )
 
+    def _insert_blocks(
+        self, conn: Connection, blocks: Sequence[BlockRef], counts: Mapping[int, int]
+    ) -> None:
+        """New block rows (none of them stored) in one statement."""
+        sqlite = self.dialect == "sqlite"
+        conn.execute(
+            text(
+                "INSERT INTO block (number, hash, parent_hash, timestamp, events) "
+                "VALUES (:n, :h, :p, :t, :e)"
+            ),
+            [
+                {
+                    "n": b.number,
+                    "h": b.hash,
+                    "p": b.parent_hash,
+                    "t": to_sqlite(b.timestamp) if sqlite else b.timestamp,
+                    "e": counts.get(b.number, 0),
+                }
+                for b in blocks
+            ],
+        )
+
     def _insert_many(
         self, conn: Connection, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]
     ) -> None:
@@ -1339,7 +1364,7 @@ class AuditStore:
             return
         wide = _uint_columns(table, tuple(columns))
         if wide:
-            rows = [sqlite_row(row, wide) for row in rows]
+            rows = sqlite_rows(rows, wide)
         marks = ", ".join("?" * len(columns))
         cursor = raw.cursor()  # type: ignore[union-attr]
         try:
