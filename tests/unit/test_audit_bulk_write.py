@@ -1,0 +1,63 @@
+"""`AuditStore.write_page`'s bulk path: a page's block rows (one insert for all of them) carry
+each block's event count, the last block its parent hash, and a redone page replaces them; wide
+`Uint` values anywhere in a page take the SQLite spelling (`sqlite_rows`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from audit.events import DecodedEvent
+from audit.store import BlockRef, store_session
+from audit.uints import INT64_MAX, sqlite_rows, to_sqlite
+
+
+def _hex(n: int, width: int = 64) -> str:
+    return "0x" + format(n, f"0{width}x")
+
+
+def _event(block: int, tx: int, access: int) -> DecodedEvent:
+    args = {
+        "accessId": _hex(access), "agreementId": _hex(5), "datasetId": _hex(6),
+        "recorder": _hex(9, 40),
+        "record": {
+            "requester": _hex(10, 40), "decision": 0, "reason": 0, "tier": 1, "operation": 0,
+            "fieldMask": "0x6", "requestHash": _hex(7), "cohortRoot": _hex(0), "cohortSize": 0,
+            "authorizationRef": _hex(0), "deadline": 1_800_000_000, "sigR": _hex(1),
+            "sigS": _hex(2), "sigV": 27,
+        },
+    }  # fmt: skip
+    return DecodedEvent(
+        block, tx, 0, _hex(block + 1000), _hex(access + 2000), _hex(1, 40), "AccessLog",
+        "AccessRecorded", args, json.dumps(args, separators=(",", ":")), 1_700_000_000 + block,
+    )  # fmt: skip
+
+
+def test_a_pages_blocks_are_stored_with_their_counts_and_redone_alike(tmp_path: Path) -> None:
+    with store_session(f"sqlite:///{tmp_path / 'audit.db'}") as store:
+        store.initialize(1, {"AccessLog": _hex(1, 40)}, BlockRef(9, _hex(1009)))
+        events = [_event(10, 0, 1), _event(10, 1, 2), _event(12, 0, 3)]
+        last = BlockRef(14, _hex(1014), _hex(1013), 1_700_000_014)
+        for _ in range(2):  # a page redone after a crash leaves the same rows
+            store.write_page(10, last, events, previous_checkpoint=9)
+            with store.engine.connect() as conn:
+                rows = conn.execute(
+                    sa.text("SELECT number, hash, parent_hash, timestamp, events FROM block "
+                            "ORDER BY number")
+                ).all()  # fmt: skip
+            assert [tuple(r) for r in rows] == [
+                (10, _hex(1010), None, 1_700_000_010, 2),
+                (12, _hex(1012), None, 1_700_000_012, 1),
+                (14, _hex(1014), _hex(1013), 1_700_000_014, 0),
+            ]
+        assert store.count("access_event") == 3
+
+
+def test_sqlite_rows_spells_every_row_once_one_value_is_wide() -> None:
+    small = [(1, 2, 3), (4, None, 6)]
+    assert sqlite_rows(small, (1,)) is small
+    wide = [(1, 2, 3), (4, INT64_MAX + 1, 6), (7, None, 9)]
+    assert sqlite_rows(wide, (1,)) == [(1, 2, 3), (4, to_sqlite(INT64_MAX + 1), 6), (7, None, 9)]
+    assert to_sqlite(INT64_MAX + 1) == f"{INT64_MAX + 1:078d}"
