@@ -50,6 +50,8 @@ def fill_chain(home_root: Path, events: int) -> dict[str, Any]:
     node = ChainNode(home, throwaway_chain_settings(operator=operator.address, block_time=0.5))
     status = node.start()
     assert status.rpc_url is not None
+    # This process and the measuring children present the chain's own RPC token.
+    os.environ["DUL_RPC_TOKEN"] = node.issue_token("bench", ("*:*",), 86_400)
     w3 = connect(status.rpc_url)
     deployment, _ = deploy(w3, operator, home.deployment, admin_delay=5)
     world = World(Ledger(w3, deployment), operator).build()

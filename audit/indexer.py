@@ -75,6 +75,7 @@ from audit.cohorts import (
 )
 from audit.events import AUDITED_CONTRACTS, DecodedEvent, EventDecodeError, EventDecoder
 from audit.store import AuditStore, BlockRef, Quarantine, StoredCheckpoint
+from dul.chain.rpc_auth import bearer_headers, rpc_token
 from dul.contracts.logs import PageSizer, get_logs, paged
 from dul.errors import DulError
 
@@ -121,9 +122,12 @@ class JsonRpc:
         *,
         timeout: float = 60.0,
         transport: httpx.BaseTransport | None = None,
+        token: str | None = None,
     ) -> None:
+        """`token` is presented as `Authorization: Bearer` (default: `rpc_token()`)."""
         self.url = url
-        self.client = httpx.Client(timeout=timeout, transport=transport)
+        headers = bearer_headers(token if token is not None else rpc_token())
+        self.client = httpx.Client(timeout=timeout, transport=transport, headers=headers)
         self._id = 0
 
     def close(self) -> None:

@@ -4,6 +4,7 @@ contracts deployed and a small data space, torn down afterwards. Never touches `
 from __future__ import annotations
 
 import contextlib
+import os
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from pathlib import Path
 from eth_typing import HexStr
 
 from dul.chain.node import ChainNode, ChainStatus
+from dul.chain.rpc_auth import OPERATOR_PERMISSIONS
 from dul.chain.testing import TEST_OPERATOR_KEY, throwaway_chain_settings
 from dul.contracts.deploy import deploy
 from dul.contracts.ledger import Ledger, connect
@@ -41,6 +43,10 @@ def scratch_stack(block_time: float = 0.5, root: Path | None = None) -> Iterator
             home, throwaway_chain_settings(operator=operator.address, block_time=block_time)
         )
         status = node.start()
+        # Every client of this process and of the services it starts presents the scratch
+        # chain's own token (the public RPC wants one on every request).
+        previous = os.environ.get("DUL_RPC_TOKEN")
+        os.environ["DUL_RPC_TOKEN"] = node.issue_token("bench", OPERATOR_PERMISSIONS, 86_400)
         try:
             assert status.rpc_url is not None
             w3 = connect(status.rpc_url)
@@ -49,3 +55,7 @@ def scratch_stack(block_time: float = 0.5, root: Path | None = None) -> Iterator
             yield Scratch(home, status, world)
         finally:
             node.stop()
+            if previous is None:
+                os.environ.pop("DUL_RPC_TOKEN", None)
+            else:
+                os.environ["DUL_RPC_TOKEN"] = previous

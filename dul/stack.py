@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,12 @@ from audit.auth import AuditRole, audit_tokens
 from audit.settings import AuditSettings
 from dul import services
 from dul.chain.node import ChainNode, ChainStatus
+from dul.chain.rpc_auth import (
+    LOCAL_TTL_SECONDS,
+    MEMBER_PERMISSIONS,
+    OPERATOR_PERMISSIONS,
+    READ_PERMISSIONS,
+)
 from dul.chain.settings import ChainSettings
 from dul.contracts.deploy import deploy
 from dul.contracts.ledger import Deployment, Ledger, connect
@@ -23,7 +30,7 @@ from dul.contracts.world import OMOP_FIELDS
 from dul.domain import OrgKind, OrgStatus, Role, Tier, slug_id
 from dul.endpoints import audit_port
 from dul.errors import KeyStoreError
-from dul.home import Home
+from dul.home import Home, private_dir, write_private
 from dul.keys import KeyStore
 from ledger_gateway.settings import GatewaySettings
 from ledger_gateway.tokens import TokenRole, TokenStore
@@ -31,6 +38,7 @@ from ledger_gateway.tokens import TokenRole, TokenStore
 log = structlog.get_logger(__name__)
 
 OPERATOR_KEY = "operator"
+RPC_TOKEN_DIR = "rpc-tokens"  # noqa: S105 - a directory under run_dir (0700) of service tokens
 DEMO_TOKEN_NAME = "demo-access-service"  # noqa: S105 - the name of a token, not its secret
 DEMO_REGULATOR_TOKEN = "demo-regulator"  # noqa: S105 - the name of a token, not its secret
 
@@ -129,14 +137,15 @@ def up(home: Home, settings: ChainSettings | None = None, *, demo: bool = False)
     base = settings or ChainSettings()
     if base.operator_address is None:
         base = base.model_copy(update={"operator_address": operator})
-    chain = ChainNode(home, base).start()
+    node = ChainNode(home, base)
+    chain = node.start()
     assert chain.rpc_url is not None
-    w3 = connect(chain.rpc_url)
+    w3 = connect(chain.rpc_url, token=node.issue_token("dul-up", OPERATOR_PERMISSIONS, 3600))
     deployment, new = deploy(w3, keys.unlock(OPERATOR_KEY), home.deployment)
     seeded = seed_sample(Ledger(w3, deployment), keys) if demo else []
     skipped: dict[str, str] = {}
-    gateways = _start_gateways(home, keys, demo=demo, skipped=skipped)
-    audit_url = _start_audit(home, [gateway_settings(home, org) for org in gateways])
+    gateways = _start_gateways(home, keys, node, demo=demo, skipped=skipped)
+    audit_url = _start_audit(home, node, [gateway_settings(home, org) for org in gateways])
     default = GatewaySettings(home=home.root).org
     gateway_url = gateways.get(default)
     token = _demo_token(home) if demo and gateway_url else None
@@ -168,7 +177,15 @@ def _gateway_service(settings: GatewaySettings) -> str:
     return "gateway" if settings.state_dir is None else f"gateway-{settings.org}"
 
 
-def _start_audit(home: Home, gateways: list[GatewaySettings]) -> str:
+def service_token_env(node: ChainNode, service: str, permissions: Sequence[str]) -> dict[str, str]:
+    """An RPC token for one local service, in `DUL_HOME/run/rpc-tokens/SERVICE.jwt` (0600),
+    and the environment that makes the service present it (over any inherited token)."""
+    path = private_dir(node.home.run_dir / RPC_TOKEN_DIR) / f"{service}.jwt"
+    write_private(path, node.issue_token(service, permissions, LOCAL_TTL_SECONDS) + "\n")
+    return {"DUL_RPC_TOKEN": "", "DUL_RPC_TOKEN_FILE": str(path)}
+
+
+def _start_audit(home: Home, node: ChainNode, gateways: list[GatewaySettings]) -> str:
     """The indexer follows the chain into the audit store; the audit API serves it."""
     database_url = AuditSettings().resolved_database_url(home)
     store = Path(database_url.removeprefix("sqlite:///"))
@@ -183,7 +200,7 @@ def _start_audit(home: Home, gateways: list[GatewaySettings]) -> str:
         "audit-indexer",
         ["audit", "index", "--follow"],
         None,
-        env=env,
+        env={**env, **service_token_env(node, "audit-indexer", READ_PERMISSIONS)},
         ready=lambda: not database_url.startswith("sqlite") or store.exists(),
     )
     url = f"http://127.0.0.1:{audit_port()}"
@@ -192,14 +209,19 @@ def _start_audit(home: Home, gateways: list[GatewaySettings]) -> str:
         "audit",
         ["audit", "serve", "--port", str(audit_port())],
         url,
-        env={},
+        env=service_token_env(node, "audit", READ_PERMISSIONS),
         ready_path="/healthz",
     )
     return url
 
 
 def _start_gateways(
-    home: Home, keys: KeyStore, *, demo: bool, skipped: dict[str, str] | None = None
+    home: Home,
+    keys: KeyStore,
+    node: ChainNode,
+    *,
+    demo: bool,
+    skipped: dict[str, str] | None = None,
 ) -> dict[str, str]:
     """A gateway runs for each organization whose gateway key is in this data directory: the
     configured one, and under `--demo` every sample hospital's; `skipped` learns why not."""
@@ -228,7 +250,9 @@ def _start_gateways(
                 "DUL_GATEWAY_STATE_DIR": str(settings.state_dir),
                 "DUL_GATEWAY_DATABASE_URL": "",
             }
-        services.start(home, _gateway_service(settings), ["gateway", "serve"], url, env=env)
+        name = _gateway_service(settings)
+        env = {**env, **service_token_env(node, name, MEMBER_PERMISSIONS)}
+        services.start(home, name, ["gateway", "serve"], url, env=env)
         urls[org] = url
     return urls
 

@@ -27,6 +27,7 @@ from eth_hash.auto import keccak
 from eth_typing import HexStr
 
 from dul import services
+from dul.chain.rpc_auth import bearer_headers, rpc_token
 from dul.chain.testing import free_port
 from dul.contracts.typed_data import AccessRecord, AccessRequest, access_log_domain
 from dul.contracts.world import World, derived_signer
@@ -101,7 +102,8 @@ async def _until_used(
     rpc_url: str, access_log: str, agreement: bytes, target: int, timeout: float
 ) -> float:
     """Seconds (monotonic clock) at which the chain's used count reached `target`."""
-    async with httpx.AsyncClient(base_url=rpc_url, timeout=10) as rpc:
+    headers = bearer_headers(rpc_token())
+    async with httpx.AsyncClient(base_url=rpc_url, timeout=10, headers=headers) as rpc:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if await _used(rpc, access_log, agreement) >= target:
@@ -279,7 +281,7 @@ def _signed_records(world: World, agreement: bytes, domain: Any, count: int) -> 
 
 def _send_raw(rpc_url: str, raws: Sequence[str], per_call: int) -> None:
     """Send signed transactions in JSON-RPC batches of `per_call`; any refusal is an error."""
-    with httpx.Client(base_url=rpc_url, timeout=120) as rpc:
+    with httpx.Client(base_url=rpc_url, timeout=120, headers=bearer_headers(rpc_token())) as rpc:
         for offset in range(0, len(raws), per_call):
             calls = [
                 {"jsonrpc": "2.0", "id": n, "method": "eth_sendRawTransaction", "params": [raw]}
@@ -296,7 +298,7 @@ def _send_raw(rpc_url: str, raws: Sequence[str], per_call: int) -> None:
 def _check_receipts(rpc_url: str, raws: Sequence[str]) -> None:
     """Every transaction mined and successful."""
     hashes = ["0x" + keccak(bytes.fromhex(raw[2:])).hex() for raw in raws]
-    with httpx.Client(base_url=rpc_url, timeout=120) as rpc:
+    with httpx.Client(base_url=rpc_url, timeout=120, headers=bearer_headers(rpc_token())) as rpc:
         for offset in range(0, len(hashes), 100):
             calls = [
                 {"jsonrpc": "2.0", "id": n, "method": "eth_getTransactionReceipt", "params": [h]}
@@ -476,7 +478,9 @@ def _seed_consents(scratch: Scratch, subjects: Sequence[bytes], per_tx: int) -> 
             "chainId": ledger.chain_id,
         }
         raws.append("0x" + world.steward.sign_transaction(tx).hex())
-    with httpx.Client(base_url=scratch.rpc_url, timeout=120) as rpc:
+    with httpx.Client(
+        base_url=scratch.rpc_url, timeout=120, headers=bearer_headers(rpc_token())
+    ) as rpc:
         for offset in range(0, len(raws), 8):  # ~0.4 MB per HTTP body
             calls = [
                 {"jsonrpc": "2.0", "id": n, "method": "eth_sendRawTransaction", "params": [raw]}

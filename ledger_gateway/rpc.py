@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 
+from dul.chain.rpc_auth import bearer_headers, rpc_token
 from dul.contracts.logs import aget_logs, gateway_sizer
 from ledger_gateway.errors import GatewayError, UnavailableError
 
@@ -70,8 +71,11 @@ class RpcClient:
         *,
         timeout: float = 10.0,
         client: httpx.AsyncClient | None = None,
+        token: str | None = None,
     ) -> None:
+        """`token` is presented as `Authorization: Bearer` (default: `rpc_token()`)."""
         self.url = url
+        self._headers = bearer_headers(token if token is not None else rpc_token())
         self._owned = client is None
         self._client = client or httpx.AsyncClient(
             timeout=httpx.Timeout(timeout, connect=min(timeout, 2.0)),
@@ -87,7 +91,7 @@ class RpcClient:
 
     async def _post(self, body: Any) -> Any:
         try:
-            response = await self._client.post(self.url, json=body)
+            response = await self._client.post(self.url, json=body, headers=self._headers)
         except httpx.HTTPError as exc:  # refused, reset, timeout: all mean "not now"
             raise ChainUnavailableError(f"chain node at {self.url} unreachable: {exc!r}") from exc
         if response.status_code >= 500 or response.status_code in (408, 429):

@@ -12,6 +12,7 @@ from eth_typing import HexStr
 from pydantic import SecretStr
 
 from dul.chain.node import ChainNode
+from dul.chain.rpc_auth import OPERATOR_PERMISSIONS, issue_token, signing_key
 from dul.chain.testing import TEST_OPERATOR_KEY, ChainHandle, free_port, throwaway_chain_settings
 from dul.contracts.deploy import deploy
 from dul.contracts.ledger import Ledger, connect
@@ -34,7 +35,7 @@ from ledger_gateway.tokens import TokenRole, TokenStore
 #     from dul.chain.testing import ChainHandle
 #
 #     def test_something(chain: ChainHandle) -> None:
-#         w3 = Web3(Web3.HTTPProvider(chain.rpc_url))          # the public, permissioned URL
+#         w3 = connect(chain.rpc_url)        # the public, permissioned URL (with the token)
 #         tx = chain.operator.sign_transaction({..., "gasPrice": 0, "chainId": chain.chain_id})
 #         receipt = chain.send_raw(tx.raw_transaction)           # waits for the receipt
 #
@@ -48,8 +49,27 @@ from ledger_gateway.tokens import TokenRole, TokenStore
 # - `home` is the data directory; writing `home.deployment` (JSON with `operator` and
 #   `contracts.Membership.address`) changes who the proxy admits — prefer a fresh `Home` and
 #   `ChainNode(home, throwaway_chain_settings(...))` over editing the shared manifest.
-# - `env` holds DUL_HOME / DUL_RPC_URL for subprocess or CLI tests.
+# - `env` holds DUL_HOME / DUL_RPC_URL / DUL_RPC_TOKEN for subprocess or CLI tests.
+# - Every request to `rpc_url` needs `Authorization: Bearer`: the autouse `rpc_token` fixture
+#   sets DUL_RPC_TOKEN (an operator token) for the session and DUL_CHAIN_RPC_AUTH_KEY, so every
+#   chain the session starts accepts it and every client (`connect`, RpcClient, JsonRpc, the
+#   CLI) presents it; raw httpx calls add `bearer_headers(rpc_token)` themselves.
 # - `rpc(method, *params)`, `rpc_raw(...)`, `send_raw(raw)`, `wait_receipt(hash)`: small helpers.
+
+
+@pytest.fixture(scope="session", autouse=True)
+def rpc_token(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The public RPC wants a bearer token on every request: every chain the session starts
+    signs with one key (`DUL_CHAIN_RPC_AUTH_KEY`) and every client of the session presents one
+    operator token (`DUL_RPC_TOKEN`). Tests of the authentication itself send their own."""
+    key_path = tmp_path_factory.mktemp("rpc-auth") / "rpc-jwt.pem"
+    token = issue_token(
+        signing_key(key_path, create=True), "tests", OPERATOR_PERMISSIONS, 2 * 24 * 3600
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DUL_CHAIN_RPC_AUTH_KEY", str(key_path))
+        patch.setenv("DUL_RPC_TOKEN", token)
+        yield token
 
 
 @pytest.fixture(scope="session")

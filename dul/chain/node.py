@@ -25,7 +25,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -34,9 +34,10 @@ import httpx
 import structlog
 
 from dul.chain.ipc import MAX_SOCKET_PATH_BYTES, ipc_call, is_ipc_target
+from dul.chain.rpc_auth import KEY_FILE, PUBLIC_KEY_FILE, issue_token, public_pem, signing_key
 from dul.chain.rpc_filter import GAS_PRICE
 from dul.chain.settings import ChainSettings
-from dul.errors import ChainError
+from dul.errors import ChainError, DulError
 from dul.home import PRIVATE_UMASK, Home, open_private, write_private
 
 log = structlog.get_logger("dul.chain.node")
@@ -72,6 +73,7 @@ class ChainStatus:
     already_running: bool = False
     start_seconds: float | None = None
     isolation: str | None = None  # NETNS or LOOPBACK while running
+    rpc_public_key: str | None = None  # tokens signed by its private half are accepted
 
     @property
     def warning(self) -> str | None:
@@ -214,13 +216,14 @@ def terminate(pid: int, marker: str, timeout: float) -> None:
         time.sleep(0.02)
 
 
-def _rpc(url: str, method: str, timeout: float = 2.0) -> Any:
+def _rpc(url: str, method: str, timeout: float = 2.0, token: str | None = None) -> Any:
     """One call to an http URL or an IPC socket path (ChainError, OSError, httpx.HTTPError)."""
     body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": []}
     if is_ipc_target(url):
         reply = ipc_call(url, body, timeout=timeout)
     else:
-        reply = httpx.post(url, json=body, timeout=timeout).json()
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        reply = httpx.post(url, json=body, timeout=timeout, headers=headers).json()
     if not isinstance(reply, dict) or "result" not in reply:
         raise ChainError(f"{method} failed at {url}: {reply}", code="chain_rpc_error")
     return reply["result"]
@@ -279,6 +282,26 @@ class ChainNode:
     def ipc_path(self) -> Path:
         return self.home.run_dir / NODE_DIR / IPC_SOCKET
 
+    @property
+    def rpc_key_path(self) -> Path:
+        return self.settings.rpc_auth_key or self.home.keys_dir / KEY_FILE
+
+    @property
+    def rpc_public_key_path(self) -> Path:
+        return self.home.run_dir / PUBLIC_KEY_FILE
+
+    def issue_token(self, subject: str, permissions: Sequence[str], ttl_seconds: int) -> str:
+        """An RPC token signed with this chain's key (ConfigError when it cannot be read)."""
+        key = signing_key(self.rpc_key_path, create=False)
+        return issue_token(key, subject, permissions, ttl_seconds)
+
+    def probe_token(self) -> str | None:
+        """A short-lived token for the chain's own checks (None without the signing key)."""
+        try:
+            return self.issue_token("dul-chain", ("eth:chainId", "eth:blockNumber"), 300)
+        except DulError:
+            return None
+
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         """One `up`/`down` at a time per data directory."""
@@ -311,9 +334,10 @@ class ChainNode:
                 state_file=str(self.home.chain_state),
             )
         url = str(info["rpc_url"])
+        token = self.probe_token()
         try:
-            block = int(_rpc(url, "eth_blockNumber", timeout=2.0), 16)
-            chain_id = int(_rpc(url, "eth_chainId", timeout=2.0), 16)
+            block = int(_rpc(url, "eth_blockNumber", timeout=2.0, token=token), 16)
+            chain_id = int(_rpc(url, "eth_chainId", timeout=2.0, token=token), 16)
         except (httpx.HTTPError, OSError, ValueError, ChainError):
             return ChainStatus(
                 running=False,
@@ -334,6 +358,7 @@ class ChainNode:
             proxy_pid=proxy,
             state_file=str(self.home.chain_state),
             isolation=str(info.get("isolation", LOOPBACK)),
+            rpc_public_key=info.get("rpc_public_key"),
         )
 
     # lifecycle
@@ -404,6 +429,9 @@ class ChainNode:
                 )
         anvil_bin = find_anvil(s.anvil_bin)
         self.home.chain_dir.mkdir(parents=True, exist_ok=True)
+        key = signing_key(self.rpc_key_path, create=True)
+        write_private(self.rpc_public_key_path, public_pem(key).decode())
+        token = self.probe_token()
         public_host = "127.0.0.1" if s.host in ("0.0.0.0", "") else s.host  # noqa: S104 - mapping a wildcard bind to a connectable address
         rpc = f"http://{public_host}:{s.port}"
 
@@ -445,6 +473,7 @@ class ChainNode:
                 "--host", s.host,
                 "--port", str(s.port),
                 "--deployment", str(self.home.deployment),
+                "--jwt-public-key", str(self.rpc_public_key_path),
                 "--log-level", s.proxy_log_level,
             ]  # fmt: skip
             if s.operator_address:
@@ -453,15 +482,15 @@ class ChainNode:
             proxy = self._spawn(proxy_args, proxy_log, self.proxy_pid_path, env=_proxy_env())
             started.append(proxy)
             log.info("rpc_proxy_spawned", pid=proxy.pid, rpc_url=rpc)
-            self._wait_ready(rpc, proxy, PROXY_MODULE, proxy_log, began)
-            chain_id = int(_rpc(rpc, "eth_chainId"), 16)
+            self._wait_ready(rpc, proxy, PROXY_MODULE, proxy_log, began, token)
+            chain_id = int(_rpc(rpc, "eth_chainId", token=token), 16)
             if chain_id != s.chain_id:
                 raise ChainError(
                     f"the node reports chain id {chain_id}, expected {s.chain_id} "
                     f"(state file {self.home.chain_state} belongs to another chain?)",
                     code="chain_id_mismatch",
                 )
-            block = int(_rpc(rpc, "eth_blockNumber"), 16)
+            block = int(_rpc(rpc, "eth_blockNumber", token=token), 16)
         except BaseException:
             # Stop through our own handles: right after fork /proc may not show the
             # exec'd command line yet, so the pid-file path could miss them.
@@ -473,6 +502,7 @@ class ChainNode:
             "rpc_url": rpc,
             "node_url": node_url,
             "isolation": isolation,
+            "rpc_public_key": str(self.rpc_public_key_path),
             "host": s.host,
             "port": s.port,
             "node_port": node_port if launcher is None else None,
@@ -499,6 +529,7 @@ class ChainNode:
             state_file=str(self.home.chain_state),
             start_seconds=elapsed,
             isolation=isolation,
+            rpc_public_key=str(self.rpc_public_key_path),
         )
         log.info("chain_up", rpc_url=rpc, chain_id=chain_id, block=block, seconds=elapsed)
         if status.warning is not None:
@@ -531,6 +562,7 @@ class ChainNode:
         marker: str,
         log_path: Path,
         began: float,
+        token: str | None = None,
     ) -> None:
         deadline = began + self.settings.start_timeout
         while True:
@@ -541,7 +573,7 @@ class ChainNode:
                     code="chain_start_failed",
                 )
             try:
-                _rpc(url, "eth_chainId", timeout=1.0)
+                _rpc(url, "eth_chainId", timeout=1.0, token=token)
                 return
             except (httpx.HTTPError, OSError, ValueError, ChainError):
                 pass

@@ -9,8 +9,10 @@ node's zero gas price, refuses every other method (anvil_*, evm_*, debug_*,
 eth_sendTransaction, …) with JSON-RPC error -32601, and lets a signed transaction through only
 when its sender is the operator or an active member (`Membership.isAuthorizedSender(address)`
 at the address in the deployment manifest, cached for `membership_ttl` seconds); otherwise
-error -32003. Every malformed body (not UTF-8, not JSON, too deep, too large, wrong
-content-type) gets a JSON-RPC error with a 4xx or 200 status, never a 5xx. With
+error -32003. With `--jwt-public-key` (as `dul chain up` starts it) every request needs a
+bearer JWT checked as Besu does (`dul.chain.rpc_auth`): 401 without a valid one, 403 for a
+method outside its permissions. Every malformed body (not UTF-8, not JSON, too deep, too
+large, wrong content-type) gets a JSON-RPC error with a 4xx or 200 status, never a 5xx. With
 `--max-log-range N` it refuses `eth_getLogs` over more than N blocks as Besu does
 (`dul.chain.log_range`).
 
@@ -43,6 +45,13 @@ from starlette.routing import Route
 
 from dul.chain.ipc import IpcUpstream, is_ipc_target
 from dul.chain.log_range import head_reader, range_refusal
+from dul.chain.rpc_auth import (
+    UNAUTHORIZED_CODE,
+    Caller,
+    RpcAuthError,
+    TokenVerifier,
+    check_method,
+)
 from dul.chain.rpc_filter import (
     INTERNAL_ERROR,
     INVALID_PARAMS,
@@ -219,6 +228,7 @@ class _Proxy:
     settings: ProxySettings
     upstream: Upstream
     oracle: MembershipOracle
+    verifier: TokenVerifier | None = None
 
     async def send_refusal(self, item: dict[str, Any]) -> Refusal | None:
         params = item.get("params")
@@ -270,14 +280,24 @@ class _Proxy:
         return await self.upstream.post(content, expect_reply=expect_reply)
 
     async def handle(self, request: Request) -> Response:
+        caller = None
+        if self.verifier is not None:  # before the body is read: strangers cost nothing
+            try:
+                caller = self.verifier.caller(request.headers.get("authorization"))
+            except RpcAuthError as refused:
+                return JSONResponse(
+                    error_response(None, UNAUTHORIZED_CODE, refused.message),
+                    status_code=refused.status,
+                    headers={"www-authenticate": "Bearer"},
+                )
         try:
             payload = await self.read_payload(request)
         except BadRequestError as bad:
             return JSONResponse(error_response(None, bad.code, bad.message), status_code=bad.status)
         try:
             if isinstance(payload.value, list):
-                return await self.handle_batch(payload.value, payload.body)
-            return await self.handle_single(payload.value, payload.body)
+                return await self.handle_batch(payload.value, payload.body, caller)
+            return await self.handle_single(payload.value, payload.body, caller)
         except UpstreamError as exc:
             log.error("upstream_unreachable", upstream=self.settings.upstream_url, error=str(exc))
             message = "the chain node is unreachable"
@@ -313,7 +333,10 @@ class _Proxy:
         body = b"".join(chunks)
         return _Payload(parse_body(body), body)
 
-    async def handle_single(self, payload: object, body: bytes) -> Response:
+    async def handle_single(self, payload: object, body: bytes, caller: Caller | None) -> Response:
+        refusal = _permission_refusal(payload, caller)
+        if refusal is not None:
+            return JSONResponse(refusal, status_code=403)
         answer = await self.local_answer(payload)
         if answer is not None:
             return JSONResponse(answer)
@@ -321,12 +344,14 @@ class _Proxy:
         status, content = await self.forward(body, expect_reply="id" in payload)
         return _node_response(status, content)
 
-    async def handle_batch(self, items: list[Any], body: bytes) -> Response:
+    async def handle_batch(self, items: list[Any], body: bytes, caller: Caller | None) -> Response:
         if not items:
             return JSONResponse(error_response(None, INVALID_REQUEST, "empty batch"))
         # Sequential, not gather: decisions rarely await (membership is cached), and a
         # hundred tasks per batch cost more than the checks themselves.
-        answers = [await self.local_answer(item) for item in items]
+        answers = [
+            _permission_refusal(item, caller) or await self.local_answer(item) for item in items
+        ]
         forwarded = [i for i, answer in enumerate(answers) if answer is None]
         replying = [i for i in forwarded if "id" in items[i]]  # notifications get no reply
         if len(forwarded) == len(items):
@@ -343,6 +368,18 @@ class _Proxy:
             for index, reply in zip(replying, _align(expected, status, content), strict=True):
                 merged[index] = reply
         return JSONResponse([reply for reply in merged if reply is not None])
+
+
+def _permission_refusal(item: object, caller: Caller | None) -> dict[str, Any] | None:
+    """Besu's answer to a method outside the token's permissions (None: allowed)."""
+    if caller is None or not isinstance(item, dict) or not isinstance(item.get("method"), str):
+        return None
+    try:
+        check_method(caller, item["method"])
+    except RpcAuthError as refused:
+        log.info("method_not_permitted", method=item["method"], subject=caller.subject)
+        return error_response(request_id_of(item), UNAUTHORIZED_CODE, refused.message)
+    return None
 
 
 @dataclass(frozen=True)
@@ -496,12 +533,20 @@ def create_app(
             ttl=settings.membership_ttl,
         )
         oracle.refresh()
-        holder["proxy"] = _Proxy(settings=settings, upstream=upstream, oracle=oracle)
+        verifier = (
+            None
+            if settings.jwt_public_key_path is None
+            else TokenVerifier.from_file(settings.jwt_public_key_path)
+        )
+        holder["proxy"] = _Proxy(
+            settings=settings, upstream=upstream, oracle=oracle, verifier=verifier
+        )
         log.info(
             "rpc_proxy_started",
             upstream=settings.upstream_url,
             operator=operator,
             deployment=str(settings.deployment_path),
+            authentication=verifier is not None,
         )
         try:
             yield
@@ -545,6 +590,12 @@ def _parse_args(argv: Sequence[str] | None) -> ProxySettings:
     parser.add_argument("--operator", help="operator address (may send before any deployment)")
     parser.add_argument("--membership-ttl", type=float)
     parser.add_argument(
+        "--jwt-public-key",
+        type=Path,
+        help="require bearer JWTs signed by this key's private half (as Besu's "
+        "--rpc-http-authentication-jwt-public-key-file)",
+    )
+    parser.add_argument(
         "--max-log-range", type=int, help="refuse wider eth_getLogs ranges, as Besu (0: no limit)"
     )
     parser.add_argument("--log-level")
@@ -556,6 +607,7 @@ def _parse_args(argv: Sequence[str] | None) -> ProxySettings:
         "deployment_path": args.deployment,
         "operator_address": args.operator,
         "membership_ttl": args.membership_ttl,
+        "jwt_public_key_path": args.jwt_public_key,
         "max_log_range": args.max_log_range,
         "log_level": args.log_level,
     }

@@ -54,6 +54,12 @@ class ChainSettings(BaseSettings):
         ),
         description="may send before any deployment manifest names an operator",
     )
+    rpc_auth_key: Path | None = Field(
+        None,
+        validation_alias=AliasChoices("DUL_CHAIN_RPC_AUTH_KEY", "rpc_auth_key"),
+        description="the operator's RPC token signing key (PEM; made on first start); "
+        "default DUL_HOME/keys/rpc-jwt.pem",
+    )
     proxy_log_level: str = "INFO"
 
     @property
@@ -81,6 +87,11 @@ class ProxySettings(BaseSettings):
         ),
     )
     membership_ttl: float = Field(2.0, ge=0, description="seconds a membership answer is cached")
+    jwt_public_key_path: Path | None = Field(
+        None,
+        description="require `Authorization: Bearer` JWTs signed by this key (RS256, Besu's "
+        "JWT public-key mode); none: no authentication",
+    )
     # anvil's default request-body limit is 2 MB; larger bodies would be refused there anyway.
     max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024)
     upstream_timeout: float = Field(30.0, gt=0)

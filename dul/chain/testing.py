@@ -7,8 +7,11 @@ full types; `tests/conftest.py`'s `chain` fixture builds on it.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import shutil
 import socket
+import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +23,7 @@ from eth_hash.auto import keccak
 
 from dul.chain.ipc import ipc_call, is_ipc_target
 from dul.chain.node import ChainNode
+from dul.chain.rpc_auth import OPERATOR_PERMISSIONS, bearer_headers
 from dul.chain.settings import ChainSettings
 from dul.home import Home
 
@@ -110,6 +114,28 @@ def ports_answering_cheat_methods() -> dict[int, set[int]]:
     return answered
 
 
+#: ethers v6 from the repository's node_modules (`npm ci`), for wallet-compatibility tests.
+ETHERS = Path(__file__).resolve().parents[2] / "node_modules" / "ethers"
+
+
+def run_ethers_wallet(
+    rpc_url: str, key: bytes, to: str, token: str | None = None
+) -> dict[str, Any]:
+    """A stock ethers v6 wallet sends one zero-value transaction (`ethers_wallet.cjs`): the
+    JSON line it prints, or AssertionError carrying its error output."""
+    env = {**os.environ, "RPC_URL": rpc_url, "KEY": "0x" + key.hex(), "TO": to}
+    if token is not None:
+        env["RPC_TOKEN"] = token
+    script = Path(__file__).with_name("ethers_wallet.cjs")
+    node = shutil.which("node") or "node"
+    done = subprocess.run(
+        [node, str(script)], capture_output=True, text=True, timeout=60, env=env, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
 def node_call_raw(node_url: str, method: str, *params: Any, timeout: float = 30.0) -> Any:
     """One JSON-RPC call to the node itself, past the proxy: over its IPC socket when
     `node_url` is a path (the namespaced node), else over HTTP (the loopback fallback).
@@ -139,11 +165,22 @@ class ChainHandle:
     operator: LocalAccount
     node: ChainNode
     client: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=30.0))
+    token: str | None = None
+    """The RPC token `rpc`/`send_raw` present: `DUL_RPC_TOKEN`, else one for the operator
+    signed with the chain's own key."""
+
+    def __post_init__(self) -> None:
+        if self.token is None:
+            self.token = os.environ.get("DUL_RPC_TOKEN") or self.node.issue_token(
+                "tests", OPERATOR_PERMISSIONS, 24 * 3600
+            )
+        self.client.headers.update(bearer_headers(self.token))
 
     @property
     def env(self) -> dict[str, str]:
         """For subprocess / CLI tests: `CliRunner().invoke(app, [...], env=chain.env)`."""
-        return {"DUL_HOME": str(self.home.root), "DUL_RPC_URL": self.rpc_url}
+        env = {"DUL_HOME": str(self.home.root), "DUL_RPC_URL": self.rpc_url}
+        return {**env, "DUL_RPC_TOKEN": self.token} if self.token else env
 
     def rpc_raw(self, method: str, *params: Any, url: str | None = None) -> dict[str, Any]:
         """The full JSON-RPC reply (result or error)."""

@@ -13,6 +13,7 @@ import typer
 from web3 import Web3
 
 from dul.cli.common import cli_errors, console, emit_json, home
+from dul.cli.rpc_tokens import app as rpc_token_app
 from dul.contracts.session import open_ledger, resolve_account, unlock
 from dul.domain import OrgKind, OrgStatus, Role, slug_id, slug_of
 from dul.errors import ConfigError
@@ -30,6 +31,7 @@ transfer_app = typer.Typer(
 app.add_typer(org_app, name="org")
 app.add_typer(member_app, name="member")
 app.add_typer(transfer_app, name="transfer")
+app.add_typer(rpc_token_app, name="rpc-token")
 
 KeyOption = Annotated[str, typer.Option("--key", help="Keystore that signs (the operator's).")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]

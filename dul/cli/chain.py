@@ -60,6 +60,8 @@ def _print(
             f"  block     {status.block}\n"
             f"  node      {status.node_url} (internal, {reach})\n"
             f"  isolation {status.isolation}\n"
+            f"  auth      bearer JWT signed by the key whose public half is {status.rpc_public_key}"
+            " (tokens: dul admin rpc-token create)\n"
             f"  pids      anvil {status.anvil_pid}, rpc-proxy {status.proxy_pid}",
             highlight=False,
         )

@@ -21,6 +21,7 @@ from web3.contract import Contract
 from web3.exceptions import ContractCustomError, ContractLogicError, TimeExhausted, Web3RPCError
 from web3.types import FilterParams, TxReceipt
 
+from dul.chain.rpc_auth import bearer_headers, rpc_token
 from dul.contracts.artifacts import load
 from dul.contracts.logs import gateway_sizer, get_logs
 from dul.contracts.reverts import decode_revert
@@ -75,8 +76,11 @@ class Deployment:
             raise DeploymentError(f"{name} is not in the deployment manifest") from None
 
 
-def connect(rpc_url: str, timeout: float = 30.0) -> Web3:
-    w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": timeout}))
+def connect(rpc_url: str, timeout: float = 30.0, token: str | None = None) -> Web3:
+    """web3 on `rpc_url`, presenting `token` (default: `dul.chain.rpc_auth.rpc_token()`) as
+    `Authorization: Bearer`."""
+    headers = bearer_headers(token if token is not None else rpc_token())
+    w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": timeout, "headers": headers}))
     try:
         w3.eth.chain_id  # noqa: B018 - touch the node now so an unreachable URL fails here
     except Exception as exc:

@@ -20,10 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 from playwright.sync_api import Browser, Route, expect
 
 from audit.console.testing import Screens, sign_in
+from dul.chain.rpc_auth import bearer_headers, rpc_token
 from dul.chain.testing import free_port
 from dul.demo import PATIENTS, WITHDRAWING
 from dul.domain import slug_id
@@ -202,7 +204,7 @@ def test_the_indexer_keeps_up_in_readyz_dul_up_and_chain_status(demo: Demo) -> N
 
 def _rpc(url: str, method: str, *params: Any) -> Any:
     body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)}
-    answer = httpx.post(url, json=body, timeout=60).json()
+    answer = httpx.post(url, json=body, timeout=60, headers=bearer_headers(rpc_token())).json()
     assert "error" not in answer, answer
     return answer["result"]
 
@@ -238,6 +240,34 @@ def test_no_identity_ever_reaches_the_chain(demo: Demo) -> None:
         assert needle not in blob, f"{needle!r} is on chain"
         assert needle.lower() not in lowered, f"{needle!r} is on chain"
     assert WITHDRAWING.encode() not in blob
+
+
+def test_dul_up_gave_each_service_its_own_rpc_token(demo: Demo) -> None:
+    """The demo's RPC wants a token; `dul up` made one per service, private, the indexer's and
+    the audit service's for reads only."""
+    directory = demo.home / "run" / "rpc-tokens"
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    tokens = {path.stem: path for path in directory.glob("*.jwt")}
+    assert {"audit", "audit-indexer", "gateway"} <= set(tokens)
+
+    def call(method: str, token: str | None, *params: Any) -> httpx.Response:
+        body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)}
+        return httpx.post(demo.rpc, json=body, headers=bearer_headers(token), timeout=30)
+
+    for name, path in tokens.items():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        token = path.read_text().strip()
+        assert jwt.decode(token, options={"verify_signature": False})["sub"] == name
+        assert "result" in call("eth_blockNumber", token).json()
+    reader = tokens["audit-indexer"].read_text().strip()
+    assert call("eth_sendRawTransaction", reader, "0x00").status_code == 403
+    assert (
+        call("eth_sendRawTransaction", tokens["gateway"].read_text().strip(), "0x00").json()[
+            "error"
+        ]["code"]
+        == -32602
+    )  # past the token check: the transaction itself is refused
+    assert call("eth_blockNumber", None).status_code == 401
 
 
 def test_every_file_under_dul_home_is_private_and_no_code_is_kept(demo: Demo) -> None:

@@ -367,9 +367,7 @@ def patient_token(
     return token.signed(signer, domain).encode()
 
 
-def test_a_patient_sees_their_own_report_and_nothing_else(
-    client: TestClient, story: Story
-) -> None:
+def test_a_patient_sees_their_own_report_and_nothing_else(client: TestClient, story: Story) -> None:
     token = patient_token(story, story.world.steward, story.subject_a)
     report = get(client, f"/v1/subjects/{story.subject_a}/accesses", token)
     assert report.status_code == 200, report.text

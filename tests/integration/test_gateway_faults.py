@@ -36,6 +36,7 @@ from eth_hash.auto import keccak
 from eth_typing import ChecksumAddress, HexStr
 
 from dul.chain.node import ChainNode
+from dul.chain.rpc_auth import bearer_headers, rpc_token
 from dul.chain.testing import TEST_OPERATOR_KEY, free_port, node_call, throwaway_chain_settings
 from dul.contracts.deploy import deploy
 from dul.contracts.ledger import Ledger, connect
@@ -110,6 +111,7 @@ class GatewayProcess:
             **{k: v for k, v in os.environ.items() if not k.startswith("DUL_")},
             "DUL_HOME": str(stack.home.root),
             "DUL_RPC_URL": stack.rpc_url,
+            "DUL_RPC_TOKEN": os.environ["DUL_RPC_TOKEN"],  # the session's (conftest)
             "DUL_KEY_PASSPHRASE": PASSPHRASE,
             "DUL_GATEWAY_PORT": str(self.port),
             "DUL_GATEWAY_BATCH_LATENCY_MS": "20",
@@ -319,6 +321,7 @@ def on_chain(stack: Stack, agreement: bytes) -> list[tuple[str, str]]:
     """(request id, decision name) of every AccessRecorded event of `agreement`."""
     reply = httpx.post(
         stack.rpc_url,
+        headers=bearer_headers(rpc_token()),
         json={
             "jsonrpc": "2.0",
             "id": 1,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -19,12 +18,19 @@ import pytest
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_hash.auto import keccak
-from web3 import Web3
 
 from dul.chain.ipc import IpcUpstream
+from dul.chain.rpc_auth import bearer_headers
 from dul.chain.rpc_filter import METHOD_NOT_FOUND, UNAUTHORIZED
-from dul.chain.testing import ChainHandle, free_port, ports_answering_cheat_methods
+from dul.chain.testing import (
+    ETHERS,
+    ChainHandle,
+    free_port,
+    ports_answering_cheat_methods,
+    run_ethers_wallet,
+)
 from dul.chain.upstream import StreamUpstream, UpstreamError
+from dul.contracts.ledger import connect
 from dul.contracts.world import World
 from dul.domain import Role
 from dul.signing import LocalSigner
@@ -52,8 +58,13 @@ def membership_double_creation_code(member: str) -> bytes:
     return bytes.fromhex("602180600b6000396000f3") + runtime
 
 
+def _auth() -> dict[str, str]:
+    """The session's operator token (the `rpc_token` fixture sets DUL_RPC_TOKEN)."""
+    return bearer_headers(os.environ["DUL_RPC_TOKEN"])
+
+
 def _post(url: str, body: Any) -> Any:
-    return httpx.post(url, json=body, timeout=10.0).json()
+    return httpx.post(url, json=body, timeout=10.0, headers=_auth()).json()
 
 
 def _request(method: str, *params: Any, request_id: Any = 1) -> dict[str, Any]:
@@ -154,7 +165,7 @@ def test_fee_methods_answer_the_nodes_zero_gas_price(chain: ChainHandle) -> None
 
 
 def test_web3_sends_with_its_default_fees(chain: ChainHandle) -> None:
-    w3 = Web3(Web3.HTTPProvider(chain.rpc_url))
+    w3 = connect(chain.rpc_url)
     tx: dict[str, Any] = {"from": chain.operator.address, "to": TO, "value": 0}
     tx.update(
         nonce=w3.eth.get_transaction_count(chain.operator.address, "pending"),
@@ -169,10 +180,6 @@ def test_web3_sends_with_its_default_fees(chain: ChainHandle) -> None:
     assert w3.eth.wait_for_transaction_receipt(tx_hash, timeout=10)["status"] == 1
 
 
-ETHERS = Path(__file__).resolve().parents[2] / "node_modules" / "ethers"
-NODE = shutil.which("node") or "node"
-
-
 @pytest.mark.skipif(not ETHERS.is_dir(), reason="ethers is not installed (npm ci)")
 def test_an_ethers_wallet_with_default_settings_sends_a_member_transaction(
     chain: ChainHandle, world: World
@@ -183,7 +190,7 @@ def test_an_ethers_wallet_with_default_settings_sends_a_member_transaction(
         world.operator, "Membership", "grantMemberRole", world.institute, member.address,
         Role.REQUESTER,
     )  # fmt: skip
-    out = run_ethers_wallet(chain.rpc_url, key, TO)
+    out = run_ethers_wallet(chain.rpc_url, key, TO, os.environ["DUL_RPC_TOKEN"])
     # A zero base fee reads as "no EIP-1559" to ethers: it sends a legacy transaction at the
     # gas price the proxy answers (1 gwei from anvil itself would fail "insufficient funds").
     assert out["fees"] == {"gasPrice": "0", "maxFeePerGas": "null", "maxPriorityFeePerGas": "null"}
@@ -191,22 +198,6 @@ def test_an_ethers_wallet_with_default_settings_sends_a_member_transaction(
     assert out["status"] == 1
     assert out["from"] == member.address
     assert int(chain.rpc("eth_getBalance", member.address, "latest"), 16) == 0
-
-
-def run_ethers_wallet(
-    rpc_url: str, key: bytes, to: str, token: str | None = None
-) -> dict[str, Any]:
-    """Run tests/integration/ethers_wallet.cjs; its JSON line, or AssertionError with stderr."""
-    env = {**os.environ, "RPC_URL": rpc_url, "KEY": "0x" + key.hex(), "TO": to}
-    if token is not None:
-        env["RPC_TOKEN"] = token
-    script = Path(__file__).with_name("ethers_wallet.cjs")
-    done = subprocess.run(
-        [NODE, str(script)], capture_output=True, text=True, timeout=60, env=env, check=False
-    )
-    assert done.returncode == 0, done.stderr
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
 
 
 def test_hides_the_nodes_unlocked_accounts(chain: ChainHandle) -> None:
@@ -223,7 +214,7 @@ def test_forwards_standard_reads(chain: ChainHandle) -> None:
 
 
 def test_web3_works_through_the_proxy(chain: ChainHandle) -> None:
-    w3 = Web3(Web3.HTTPProvider(chain.rpc_url))
+    w3 = connect(chain.rpc_url)
     assert w3.eth.chain_id == chain.chain_id
     assert w3.eth.block_number >= 0
     tx_hash = w3.eth.send_raw_transaction(_transfer(chain, chain.operator))
@@ -291,12 +282,14 @@ def test_all_forwarded_batch(chain: ChainHandle) -> None:
 
 
 def test_malformed_bodies_get_json_rpc_errors(chain: ChainHandle) -> None:
-    parse = httpx.post(chain.rpc_url, content=b"{not json", timeout=5.0)
+    parse = httpx.post(chain.rpc_url, content=b"{not json", timeout=5.0, headers=_auth())
     assert parse.status_code == 200
     assert parse.json()["error"]["code"] == -32700
     assert _post(chain.rpc_url, [])["error"]["code"] == -32600
     assert _post(chain.rpc_url, 42)["error"]["code"] == -32600
-    too_big = httpx.post(chain.rpc_url, content=b" " * (3 * 1024 * 1024), timeout=10.0)
+    too_big = httpx.post(
+        chain.rpc_url, content=b" " * (3 * 1024 * 1024), timeout=10.0, headers=_auth()
+    )
     assert too_big.status_code == 413
     assert too_big.json()["error"]["code"] == -32600
 
@@ -330,7 +323,7 @@ CALL = b'{"jsonrpc":"2.0","id":1,'
 def test_every_malformed_body_is_a_json_rpc_error(
     chain: ChainHandle, body: bytes, headers: dict[str, str], status: int, code: int
 ) -> None:
-    reply = httpx.post(chain.rpc_url, content=body, headers=headers, timeout=10.0)
+    reply = httpx.post(chain.rpc_url, content=body, headers={**headers, **_auth()}, timeout=10.0)
     assert reply.status_code == status
     assert reply.headers["content-type"] == "application/json"
     assert reply.json()["jsonrpc"] == "2.0"
@@ -339,15 +332,22 @@ def test_every_malformed_body_is_a_json_rpc_error(
 
 
 def test_a_chunked_body_is_bounded_while_it_streams(chain: ChainHandle) -> None:
-    reply = httpx.post(chain.rpc_url, content=_streamed(b" " * (3 * 1024 * 1024)), timeout=10.0)
+    reply = httpx.post(
+        chain.rpc_url,
+        content=_streamed(b" " * (3 * 1024 * 1024)),
+        timeout=10.0,
+        headers=_auth(),
+    )
     assert reply.status_code == 413
     assert reply.json()["error"]["code"] == -32600
 
 
 def test_other_paths_and_verbs_get_json_rpc_errors(chain: ChainHandle) -> None:
     for reply in (
-        httpx.get(chain.rpc_url, timeout=5.0),
-        httpx.post(chain.rpc_url + "/other", json=_request("eth_chainId"), timeout=5.0),
+        httpx.get(chain.rpc_url, timeout=5.0, headers=_auth()),
+        httpx.post(
+            chain.rpc_url + "/other", json=_request("eth_chainId"), timeout=5.0, headers=_auth()
+        ),
     ):
         assert reply.status_code in (404, 405)
         assert reply.json()["error"]["code"] == -32600
@@ -357,7 +357,7 @@ def test_other_paths_and_verbs_get_json_rpc_errors(chain: ChainHandle) -> None:
 def test_notifications_get_no_reply_and_do_not_stall_the_node(chain: ChainHandle) -> None:
     notification = {"jsonrpc": "2.0", "method": "eth_blockNumber", "params": []}
     for body in (notification, [notification, notification]):
-        reply = httpx.post(chain.rpc_url, json=body, timeout=5.0)
+        reply = httpx.post(chain.rpc_url, json=body, timeout=5.0, headers=_auth())
         assert reply.status_code == 204
         assert reply.content == b""
     mixed = _post(chain.rpc_url, [notification, _request("eth_chainId", request_id=5)])

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from dul import stack
+from dul.chain.node import ChainNode
 from dul.home import Home
 from dul.keys import KeyStore
 
@@ -18,7 +19,8 @@ def test_a_missing_gateway_key_is_named_with_what_to_do(
     monkeypatch.setenv("DUL_GATEWAY_KEY", "hospital-z.gateway")
     home = Home(tmp_path).ensure()
     skipped: dict[str, str] = {}
-    started = stack._start_gateways(home, KeyStore(home), demo=False, skipped=skipped)
+    node = ChainNode(home)  # not started: no gateway, so no token is made
+    started = stack._start_gateways(home, KeyStore(home), node, demo=False, skipped=skipped)
     assert started == {}
     assert list(skipped) == ["hospital-z"]
     assert "dul keys new hospital-z.gateway" in skipped["hospital-z"]

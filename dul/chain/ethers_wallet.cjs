@@ -1,4 +1,4 @@
-// A stock ethers v6 wallet sends one transaction through the permissioned endpoint, letting
+// A stock ethers v6 wallet (dul.chain.testing.run_ethers_wallet) sends one transaction, letting
 // ethers choose every fee field itself. Env: RPC_URL, KEY, TO, optional RPC_TOKEN (sent as
 // `Authorization: Bearer`). Prints one JSON line: the fee data ethers read and the receipt.
 const { ethers } = require("ethers");
