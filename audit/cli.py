@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import structlog
 import typer
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from audit.settings import AuditSettings
 from dul import log as dul_log
+from dul.cli.common import load_settings
 from dul.errors import ConfigError, DulError
 
 if TYPE_CHECKING:
@@ -118,12 +119,9 @@ JsonOption = Annotated[bool, typer.Option("--json", help="print JSON for scripts
 def _settings(**overrides: Any) -> AuditSettings:
     """Env (`DUL_AUDIT_…`) overridden by given options; a value out of range is one line."""
     try:
-        return AuditSettings(**{k: v for k, v in overrides.items() if v is not None})
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
-        raise _fail(ConfigError(f"invalid audit settings (DUL_AUDIT_…): {problems}")) from None
+        return load_settings(AuditSettings, "DUL_AUDIT_", **overrides)
+    except ConfigError as exc:
+        raise _fail(exc) from None
 
 
 def _fail(exc: DulError) -> typer.Exit:

@@ -145,20 +145,23 @@ def create_app(settings: GatewaySettings) -> FastAPI:
                 await asyncio.sleep(settings.lease_check_s)
                 acquired = await try_lease()
 
-        async def check_until_ok() -> None:
+        async def keep_checking_chain() -> None:
+            """Contracts and our key's GATEWAY role, checked for as long as we serve: a key
+            whose role is revoked (or whose organization is suspended) turns /readyz false."""
+            was: dict[str, bool] | None = None
             while True:
                 try:
-                    context.readiness.update(
-                        await _check_chain(rpc, view, deployment, signer.address, org)
-                    )
-                    if context.readiness["contracts"] and context.readiness["signer"]:
-                        return
-                    log.error(
-                        "gateway.not_ready", **context.readiness, org=settings.org, key=settings.key
-                    )
+                    now = await _check_chain(rpc, view, deployment, signer.address, org)
+                    context.readiness.update(now)
+                    if now != was and not all(now.values()):
+                        log.error("gateway.not_ready", **now, org=settings.org, key=settings.key)
+                    elif now != was and was is not None:
+                        log.info("gateway.chain_checks_ok", org=settings.org, key=settings.key)
+                    was = now
                 except Exception as exc:  # node down: readiness says so until it is back
                     log.warning("gateway.chain_check_failed", error=str(exc))
-                await asyncio.sleep(2.0)
+                ok = was is not None and all(was.values())
+                await asyncio.sleep(settings.chain_check_interval_s if ok else 2.0)
 
         async def refresh_metrics() -> None:
             """Outbox depth and submitter counts, also between scrapes (/metrics refreshes too)."""
@@ -170,7 +173,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
                 await asyncio.sleep(METRICS_INTERVAL_S)
 
         tasks = [
-            asyncio.create_task(check_until_ok(), name="gateway-chain-check"),
+            asyncio.create_task(keep_checking_chain(), name="gateway-chain-check"),
             asyncio.create_task(
                 view.follow(settings.refresh_interval_s), name="gateway-chain-view"
             ),

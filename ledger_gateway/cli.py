@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
-from dul.cli.common import cli_errors, console, emit_json
+from dul.cli.common import cli_errors, console, emit_json, load_settings
 
 app = typer.Typer(help="The access gateway (REST API on localhost).", no_args_is_help=True)
 
@@ -54,7 +54,7 @@ def serve(
         "workers": workers,
     }
     # Constructed, not model_validate'd, so DUL_GATEWAY_* env vars fill what options leave out.
-    settings = GatewaySettings(**{k: v for k, v in options.items() if v is not None})
+    settings = load_settings(GatewaySettings, "DUL_GATEWAY_", **options)
     serving: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,

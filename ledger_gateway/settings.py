@@ -57,6 +57,9 @@ class GatewaySettings(BaseSettings):
         "(`deadline_too_far`); at most AccessLog's own ceiling",
     )
     refresh_interval_s: float = Field(0.25, gt=0, description="chain event poll for cache updates")
+    chain_check_interval_s: float = Field(
+        5.0, gt=0, le=3600, description="re-check of the contracts' code and our key's role"
+    )
     wait_timeout_s: float = Field(30.0, gt=0, description="longest ?wait=confirmed")
     reconfirm_window_s: float = Field(
         600.0,

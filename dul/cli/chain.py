@@ -7,14 +7,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from pydantic import ValidationError
 from rich.markup import escape
 
 from dul import log
 from dul.chain.node import ChainNode, ChainStatus
 from dul.chain.settings import ChainSettings
-from dul.cli.common import cli_errors, console, emit_json, err_console, home
-from dul.errors import ConfigError, KeyStoreError
+from dul.cli.common import cli_errors, console, emit_json, err_console, home, load_settings
+from dul.errors import KeyStoreError
 from dul.home import Home
 from dul.keys import KeyStore
 
@@ -35,13 +34,7 @@ def _configure_logging() -> None:
 
 def _settings(**options: Any) -> ChainSettings:
     """Env (`DUL_CHAIN_…`, `DUL_ANVIL_BIN`, `DUL_OPERATOR_ADDRESS`) overridden by given options."""
-    try:
-        return ChainSettings(**{k: v for k, v in options.items() if v is not None})
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
-        raise ConfigError(f"invalid chain settings (DUL_CHAIN_…): {problems}") from None
+    return load_settings(ChainSettings, "DUL_CHAIN_", **options)
 
 
 def _print(

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from dul.errors import DulError
+from dul.errors import ConfigError, DulError
 from dul.home import Home
 
 P = ParamSpec("P")
@@ -33,6 +33,23 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 def home() -> Home:
     return Home.from_env().ensure()
+
+
+S = TypeVar("S")
+
+
+def load_settings(cls: Callable[..., S], env: str, **options: Any) -> S:
+    """Settings from the environment (`env`…), overridden by the options given; a value out
+    of range is one ConfigError line naming each field, never a pydantic traceback."""
+    from pydantic import ValidationError
+
+    try:
+        return cls(**{k: v for k, v in options.items() if v is not None})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(f"invalid settings ({env}…): {problems}") from None
 
 
 def emit_json(value: Any) -> None:

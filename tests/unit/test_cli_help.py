@@ -51,3 +51,17 @@ def test_a_group_loads_only_its_own_module() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_a_setting_out_of_range_is_one_line_for_every_service() -> None:
+    for env, command in (
+        ({"DUL_GATEWAY_MAX_REQUEST_LIFETIME_S": "-5"}, ["gateway", "serve"]),
+        ({"DUL_CHAIN_BLOCK_TIME": "-1"}, ["chain", "status"]),
+    ):
+        result = CliRunner().invoke(app, command, env=env)
+        assert result.exit_code != 0, (command, result.output)
+        assert "error [config_error]" in result.output, (command, result.output)
+        assert "Traceback" not in result.output
+        assert not isinstance(result.exception, Exception) or isinstance(
+            result.exception, SystemExit
+        ), result.exception
