@@ -294,8 +294,8 @@ def agreement_report(engine: Engine, raw_id: str) -> AgreementReport:
     quota = int(row["quota"])
     by_status: dict[str, int] = {}
     for c in cohorts:
-        status = str(c["status"] or "leaves_unavailable")  # no store was asked: no leaves
-        by_status[status] = by_status.get(status, 0) + int(c["n"])
+        cohort_status = str(c["status"] or "leaves_unavailable")  # no store asked: no leaves
+        by_status[cohort_status] = by_status.get(cohort_status, 0) + int(c["n"])
     with_cohort = sum(int(c["n"]) for c in cohorts)
     policy = int(row["consent_policy"])
     return AgreementReport(

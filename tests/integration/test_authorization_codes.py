@@ -412,8 +412,7 @@ def two_processes(
     state = tmp_path_factory.mktemp("shared-outbox")
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("DUL_")},
-        "DUL_HOME": str(chain.home.root),
-        "DUL_RPC_URL": chain.rpc_url,
+        **chain.env,  # DUL_HOME, DUL_RPC_URL and the session's DUL_RPC_TOKEN
         "DUL_KEY_PASSPHRASE": "gateway-tests",
         "DUL_GATEWAY_KEY": name,
         "DUL_GATEWAY_STATE_DIR": str(state),

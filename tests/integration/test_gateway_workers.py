@@ -50,8 +50,7 @@ def server(
         )
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("DUL_")},
-        "DUL_HOME": str(chain.home.root),
-        "DUL_RPC_URL": chain.rpc_url,
+        **chain.env,  # DUL_HOME, DUL_RPC_URL and the session's DUL_RPC_TOKEN
         "DUL_KEY_PASSPHRASE": "gateway-tests",
         "DUL_GATEWAY_KEY": KEY,
         "DUL_GATEWAY_STATE_DIR": str(tmp_path),
