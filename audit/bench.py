@@ -123,7 +123,7 @@ def fill_chain(home_root: Path, events: int) -> dict[str, Any]:
 def _child(kind: str, rpc_url: str, deployment_path: str, to_block: int, url: str) -> None:
     """One measurement in this (fresh) process; prints a JSON line with rate and peak RSS."""
     from audit.events import AUDITED_CONTRACTS, EventDecoder
-    from audit.indexer import Indexer, JsonRpc
+    from audit.indexer import Indexer, JsonRpc, RangeRefusedError
     from audit.settings import AuditSettings
     from dul.contracts.ledger import Deployment
     from dul.contracts.logs import PageSizer
@@ -141,10 +141,15 @@ def _child(kind: str, rpc_url: str, deployment_path: str, to_block: int, url: st
         first = start
         while first <= to_block:
             last = min(to_block, first + sizer.size - 1)
-            logs = rpc.call(
-                "eth_getLogs",
-                {"fromBlock": hex(first), "toBlock": hex(last), "address": decoder.addresses},
-            )
+            try:
+                logs = rpc.call(
+                    "eth_getLogs",
+                    {"fromBlock": hex(first), "toBlock": hex(last), "address": decoder.addresses},
+                )
+            except RangeRefusedError:  # a reply too large for the node or the guard: as the
+                if not sizer.refuse(last - first + 1):  # indexer does, a smaller page
+                    raise
+                continue
             decoded = [decoder.decode(entry) for entry in logs]
             events += len(decoded)
             sizer.after(last - first + 1, len(logs))
