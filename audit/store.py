@@ -57,7 +57,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import structlog
 from sqlalchemy import (
@@ -592,7 +592,7 @@ def create_store_engine(url: str) -> Engine:
 
 # --- projection: events -> rows -------------------------------------------------------------
 
-_AGREEMENT_STATUS_OF = {
+AGREEMENT_STATUS_OF: Final = {  # the status each lifecycle event leaves (verify folds it too)
     "AgreementActivated": AgreementStatus.ACTIVE,
     "AgreementSuspended": AgreementStatus.SUSPENDED,
     "AgreementResumed": AgreementStatus.ACTIVE,
@@ -853,11 +853,11 @@ def project(events: Iterable[DecodedEvent]) -> PageRows:
                 )
             for parent in a["parents"]:
                 page.add("artifact_parent", (artifact, parent, b))
-        elif name in _AGREEMENT_STATUS_OF:
+        elif name in AGREEMENT_STATUS_OF:
             page.add(
                 "agreement_status_change",
                 (
-                    b, t, i, a["id"], name, int(_AGREEMENT_STATUS_OF[name]), a.get("by")
+                    b, t, i, a["id"], name, int(AGREEMENT_STATUS_OF[name]), a.get("by")
                     if name != "AgreementSuperseded" else None, a.get("reason"),
                     a["by"] if name == "AgreementSuperseded" else None, tx,
                 ),

@@ -42,6 +42,7 @@ from typing import Any, Final, Protocol
 from audit.chain_reads import RpcFailure, StateUnavailableError, View, ViewReader
 from audit.events import DecodedEvent
 from audit.indexer import JsonRpc
+from audit.store import AGREEMENT_STATUS_OF
 from audit.verify_transactions import TransactionCheck
 from dul.domain import AgreementStatus, AuthorizationStatus, ConsentStatus, Decision, OrgStatus
 
@@ -100,15 +101,6 @@ ARTIFACT = View(
 
 _DECISION_WORDS: Final = {int(d): int(d).to_bytes(32, "big") for d in Decision}
 _TRUE_WORD: Final = (1).to_bytes(32, "big")
-
-_AGREEMENT_STATUS: Final = {
-    "AgreementActivated": AgreementStatus.ACTIVE,
-    "AgreementSuspended": AgreementStatus.SUSPENDED,
-    "AgreementResumed": AgreementStatus.ACTIVE,
-    "AgreementRevoked": AgreementStatus.REVOKED,
-    "AgreementExpired": AgreementStatus.EXPIRED,
-    "AgreementSuperseded": AgreementStatus.SUPERSEDED,
-}
 
 
 def _int(value: Any) -> int:
@@ -199,7 +191,7 @@ class StateFold:
     def _agreement_status(self, a: Mapping[str, Any], ev: DecodedEvent) -> None:
         agreement = self.agreements.get(a["id"])
         if agreement is not None:
-            agreement["status"] = int(_AGREEMENT_STATUS[ev.name])
+            agreement["status"] = int(AGREEMENT_STATUS_OF[ev.name])
         if isinstance(a.get("by"), str) and len(a["by"]) == 42:
             self.accounts.add(a["by"])
 
@@ -296,7 +288,7 @@ _HANDLERS: Final[dict[str, _Handler]] = {
     "DatasetRegistered": StateFold._dataset,
     "AgreementProposed": StateFold._proposed,
     "AgreementSigned": StateFold._signed,
-    **{name: StateFold._agreement_status for name in _AGREEMENT_STATUS},
+    **{name: StateFold._agreement_status for name in AGREEMENT_STATUS_OF},
     "AccessRecorded": StateFold._access,
     "ResultReleased": StateFold._release,
     "ConsentRecorded": StateFold._consent,
