@@ -431,6 +431,27 @@ def test_verify_findings_flag_the_edited_row(
         context.close()
 
 
+def test_verify_that_skipped_checks_is_not_shown_as_verified(
+    browser: Browser, stack: Stack, tmp_path: Path
+) -> None:
+    """An empty store (nothing indexed yet) verifies without findings but compares nothing with
+    the chain: the header says "OK as far as checked" and names the skipped check, never
+    "Verified"."""
+    empty = tmp_path / "empty.db"
+    migrate(f"sqlite:///{empty}")
+    settings = stack.settings.model_copy(update={"database_url": f"sqlite:///{empty}"})
+    with serve_audit(settings) as url:
+        context = browser.new_context(viewport=WIDE)
+        page = context.new_page()
+        sign_in(page, url, stack.token, "#/")
+        status = page.locator("#verify")
+        expect(status).to_have_attribute("data-state", "partial")
+        expect(status).to_contain_text("OK as far as checked")
+        expect(status).to_contain_text("the store is empty")
+        expect(status).not_to_contain_text("Verified")
+        context.close()
+
+
 def test_a_quarantined_event_turns_the_header_red_and_indexing_goes_on(
     browser: Browser,
     world: World,

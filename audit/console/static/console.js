@@ -120,7 +120,15 @@ async function verifyNow() {
     lastVerify = report;
     const at = new Date().toLocaleTimeString();
     const block = report.checkpoint_block ?? "–";
-    if (report.ok) {
+    const skipped = report.skipped || [];
+    if (report.ok && skipped.length) {
+      // Not a verdict on what verify did not check: say which checks it skipped.
+      box.dataset.state = "partial";
+      box.querySelector(".verify-mark").textContent = "◐";
+      box.querySelector(".verify-text").textContent =
+        `OK as far as checked up to block ${block}: ${skipped.length} check(s) skipped ` +
+        `(${skipped.join("; ")}) (checked ${at})`;
+    } else if (report.ok) {
       box.dataset.state = "ok";
       box.querySelector(".verify-mark").textContent = "✓";
       box.querySelector(".verify-text").textContent =
