@@ -124,6 +124,7 @@ class RawTx:
     to: str | None  # lower-case 0x address; None for contract creation
     tx_type: int
     nonce: int
+    chain_id: int | None  # None: a legacy transaction without EIP-155 replay protection
 
 
 # --- RLP (strict) ------------------------------------------------------------------------
@@ -253,6 +254,7 @@ def decode_raw_transaction(raw: bytes) -> RawTx:
     # The unsigned fields are the list payload up to the end of the 4th-from-last item.
     _, list_start, _ = _rlp_item(body, 0)
     unsigned_payload = body[list_start : items[-4][2]]
+    chain_id: int | None = None
     if tx_type == 0:
         if v in (27, 28):
             rec_id = v - 27
@@ -266,6 +268,7 @@ def decode_raw_transaction(raw: bytes) -> RawTx:
         if v not in (0, 1):
             raise TxDecodeError("invalid y-parity")
         rec_id = v
+        chain_id = _uint(body, items[0], "chainId")
         signing = (
             bytes([tx_type]) + _rlp_length_prefix(len(unsigned_payload), 0xC0) + unsigned_payload
         )
@@ -282,6 +285,7 @@ def decode_raw_transaction(raw: bytes) -> RawTx:
         to=_address(body, items[_TO_INDEX[tx_type]]),
         tx_type=tx_type,
         nonce=_uint(body, items[_NONCE_INDEX[tx_type]], "nonce"),
+        chain_id=chain_id,
     )
 
 
@@ -307,6 +311,19 @@ class Refusal:
 
     def error(self) -> dict[str, Any]:
         return {"code": self.code, "message": self.message}
+
+
+def replay_refusal(tx: RawTx) -> Refusal | None:
+    """A transaction signed without a chain id (pre-EIP-155) is valid on every chain its
+    signer's nonce matches: a copy taken from another network could be replayed here."""
+    if tx.chain_id is None:
+        return Refusal(
+            INVALID_PARAMS,
+            f"transaction from {tx.sender} is signed without a chain id (pre-EIP-155) and could "
+            "be replayed from any chain; sign it with this chain's id (EIP-155 or a typed "
+            "transaction)",
+        )
+    return None
 
 
 def creation_refusal(tx: RawTx, operators: frozenset[str]) -> Refusal | None:

@@ -68,6 +68,7 @@ from dul.chain.rpc_filter import (
     error_response,
     method_refusal_message,
     parse_hex_bytes,
+    replay_refusal,
     request_id_of,
     request_shape_error,
     result_response,
@@ -239,7 +240,7 @@ class _Proxy:
         except TxDecodeError as exc:
             return Refusal(INVALID_PARAMS, f"invalid raw transaction: {exc}")
         operators = self.oracle.operators()
-        refusal = creation_refusal(tx, operators)
+        refusal = replay_refusal(tx) or creation_refusal(tx, operators)
         if refusal is None and tx.sender not in operators:
             refusal = sender_refusal(tx, operators, await self.oracle.is_member(tx.sender))
         if refusal is not None:

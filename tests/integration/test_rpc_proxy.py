@@ -244,6 +244,21 @@ def test_a_non_members_transaction_is_refused(chain: ChainHandle) -> None:
     assert _nonce(chain, stranger.address) == 0  # never reached the node
 
 
+def test_a_transaction_without_chain_id_is_refused_even_from_the_operator(
+    chain: ChainHandle,
+) -> None:
+    """A pre-EIP-155 signature is valid on every chain: a copy from another network must not
+    be replayable here, whoever signed it."""
+    nonce = _nonce(chain, chain.operator.address)
+    unprotected = chain.operator.sign_transaction(
+        {"to": TO, "value": 0, "gas": 21_000, "gasPrice": 0, "nonce": nonce}
+    )
+    reply = chain.rpc_raw("eth_sendRawTransaction", "0x" + bytes(unprotected.raw_transaction).hex())
+    assert reply["error"]["code"] == -32602
+    assert "without a chain id (pre-EIP-155)" in reply["error"]["message"]
+    assert _nonce(chain, chain.operator.address) == nonce  # never reached the node
+
+
 def test_garbage_raw_transactions_are_invalid_params(chain: ChainHandle) -> None:
     for params in (["0x1234"], ["nothex"], []):
         reply = chain.rpc_raw("eth_sendRawTransaction", *params)

@@ -25,6 +25,7 @@ from dul.chain.rpc_filter import (
     creation_refusal,
     decode_raw_transaction,
     parse_hex_bytes,
+    replay_refusal,
     request_id_of,
     request_shape_error,
     sender_refusal,
@@ -321,7 +322,7 @@ OPERATORS = frozenset({OPERATOR})
 
 
 def _tx(sender: str, to: str | None = TO) -> RawTx:
-    return RawTx(sender=sender, to=to, tx_type=2, nonce=0)
+    return RawTx(sender=sender, to=to, tx_type=2, nonce=0, chain_id=31337)
 
 
 def test_operator_may_send_and_create() -> None:
@@ -482,3 +483,22 @@ def test_a_failing_node_fails_closed(tmp_path: Path) -> None:
     fake = FakeMembership({MEMBER})
     fake.fail = True
     assert asyncio.run(_oracle(fake, manifest, Clock()).is_member(MEMBER)) is False
+
+
+def test_the_chain_id_of_each_envelope_is_read() -> None:
+    account = Account.create()
+    base = {"to": "0x" + "11" * 20, "value": 0, "gas": 21_000, "nonce": 3}
+    unprotected = account.sign_transaction({**base, "gasPrice": 0})
+    eip155 = account.sign_transaction({**base, "gasPrice": 0, "chainId": 31337})
+    typed = account.sign_transaction(
+        {**base, "chainId": 7, "type": 2, "maxFeePerGas": 0, "maxPriorityFeePerGas": 0}
+    )
+    signed = (unprotected, eip155, typed)
+    decoded = [decode_raw_transaction(bytes(t.raw_transaction)) for t in signed]
+    assert [tx.chain_id for tx in decoded] == [None, 31337, 7]
+    assert all(tx.sender == account.address.lower() for tx in decoded)
+    refusal = replay_refusal(decoded[0])
+    assert refusal is not None
+    assert "pre-EIP-155" in refusal.message
+    assert replay_refusal(decoded[1]) is None
+    assert replay_refusal(decoded[2]) is None
