@@ -340,7 +340,7 @@ class _Proxy:
             return JSONResponse(refusal, status_code=403)
         answer = await self.local_answer(payload)
         if answer is not None:
-            return JSONResponse(answer)
+            return Response(status_code=204) if _is_notification(payload) else JSONResponse(answer)
         assert isinstance(payload, dict)
         status, content = await self.forward(body, expect_reply="id" in payload)
         return _node_response(status, content)
@@ -368,7 +368,18 @@ class _Proxy:
             expected = [items[i] for i in replying]
             for index, reply in zip(replying, _align(expected, status, content), strict=True):
                 merged[index] = reply
-        return JSONResponse([reply for reply in merged if reply is not None])
+        # JSON-RPC 2.0: a notification gets no reply, not even a refusal (it is logged).
+        replies = [
+            reply
+            for item, reply in zip(items, merged, strict=True)
+            if reply is not None and not _is_notification(item)
+        ]
+        return JSONResponse(replies) if replies else Response(status_code=204)
+
+
+def _is_notification(item: object) -> bool:
+    """A well-formed request without an id (a malformed one is answered with id null)."""
+    return isinstance(item, dict) and "id" not in item and request_shape_error(item) is None
 
 
 def _permission_refusal(item: object, caller: Caller | None) -> dict[str, Any] | None:

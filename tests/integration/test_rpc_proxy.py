@@ -381,6 +381,18 @@ def test_notifications_get_no_reply_and_do_not_stall_the_node(chain: ChainHandle
         chain.rpc_url, [notification, _request("anvil_mine", request_id=6), _request("net_version")]
     )
     assert [r["id"] for r in mixed] == [6, 1]
+    # Refused or locally answered notifications get no reply either (JSON-RPC 2.0 §6).
+    refused = {"jsonrpc": "2.0", "method": "anvil_mine", "params": []}
+    local = {"jsonrpc": "2.0", "method": "eth_accounts", "params": []}
+    for body in (refused, local, [refused, local]):
+        reply = httpx.post(chain.rpc_url, json=body, timeout=5.0, headers=_auth())
+        assert reply.status_code == 204
+        assert reply.content == b""
+    mixed = _post(chain.rpc_url, [refused, _request("net_version", request_id=7), local])
+    assert [r["id"] for r in mixed] == [7]
+    # A malformed request without an id is still answered (id null), as the spec says.
+    mixed = _post(chain.rpc_url, [{"jsonrpc": "2.0"}, refused])
+    assert [(r["id"], r["error"]["code"]) for r in mixed] == [(None, -32600)]
     assert int(chain.rpc("eth_chainId"), 16) == chain.chain_id
 
 
