@@ -453,10 +453,11 @@ def create_app(settings: AuditSettings | None = None) -> FastAPI:
         and the patient (a patient token for this reference)."""
         subject = parse_id(Kind.SUBJECT, ref)
         scope = Scope(caller)
+        visible = True
         if not scope.everything:
             with store_errors(), state.engine.connect() as conn:
-                scope.check_subject_report(conn, subject)
-        report = subject_report(state.engine, subject, limit=limit)
+                visible = scope.check_subject_report(conn, subject)
+        report = subject_report(state.engine, subject, limit=limit, empty=not visible)
         return Response(report.model_dump_json(), media_type="application/json")
 
     @app.get("/v1/organizations", tags=["directory"], response_model=OrganizationPage)

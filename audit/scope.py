@@ -67,6 +67,7 @@ _SQL = {  # PARTY: one of the agreement `g`'s parties is the caller's organizati
     "(holder_org = :o OR grantee_org = :o)",
     "subject": "SELECT 1 WHERE EXISTS (SELECT 1 FROM consent WHERE subject = :k AND holder_org "
     "= :o) OR EXISTS (SELECT 1 FROM patient_authorization WHERE subject = :k AND holder_org = :o)"
+    " OR EXISTS (SELECT 1 FROM subject_key WHERE subject = :k AND holder_org = :o)"
     " OR EXISTS (SELECT 1 FROM cohort_member m JOIN access_event a ON a.block_number = "
     "m.block_number AND a.tx_index = m.tx_index AND a.log_index = m.log_index JOIN agreement g "
     "ON g.agreement_id = a.agreement_id WHERE m.subject_ref = :k AND g.holder_org = :o)",
@@ -74,11 +75,6 @@ _SQL = {  # PARTY: one of the agreement `g`'s parties is the caller's organizati
 _SQL = {k: v.replace("PARTY", _PARTY) for k, v in _SQL.items()}
 _SQL["cohort"] = _SQL["access"]
 _DIRECTORY = ("organization", "account")
-_KNOWN_SUBJECT = (
-    "SELECT 1 WHERE EXISTS (SELECT 1 FROM consent WHERE subject = :k) OR EXISTS (SELECT 1 FROM "
-    "patient_authorization WHERE subject = :k) OR EXISTS (SELECT 1 FROM cohort_member WHERE "
-    "subject_ref = :k)"
-)
 
 
 @dataclass
@@ -132,26 +128,26 @@ class Scope:
                 f"({self.caller.role.value} {self._who()})"
             )
 
-    def check_subject_report(self, conn: Connection, subject: str) -> None:
-        """A subject's transparency report: a regulator's, its hospital's, its own patient's
-        (a token for this reference from a steward of a hospital that holds it, or of any
-        hospital when no one does yet: the report is empty then)."""
+    def check_subject_report(self, conn: Connection, subject: str) -> bool:
+        """Whether the caller sees `subject`'s transparency report (a regulator, its
+        hospital, its own patient); raises when the caller may not ask at all. A patient token
+        whose vouching hospital holds no record of the subject gets False: the report of an
+        unknown subject, whether or not another hospital holds one, so the answer does not tell
+        whether the subject exists elsewhere."""
         role = self.caller.role
         if role == CallerRole.REGULATOR:
-            return
+            return True
         if role == CallerRole.ORGANIZATION:
             self.check_root(conn, f"subject:{subject}")
-            return
+            return True
         if self.caller.subject != subject:
             raise ForbiddenError("a patient token opens its own subject's report only")
         holder = self.caller.org
-        own = (
+        return (
             holder is not None
             and conn.execute(_text(_SQL["subject"]), {"k": subject, "o": holder}).first()
             is not None
         )
-        if not own and conn.execute(_text(_KNOWN_SUBJECT), {"k": subject}).first() is not None:
-            raise ForbiddenError("the token's holder organization holds no record of this subject")
 
     def _who(self) -> str:
         from audit.provenance import readable

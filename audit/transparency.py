@@ -26,7 +26,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 from rich.console import Group, RenderableType
 from rich.table import Table
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from audit.cohorts import split_proof
 from audit.provenance import ChainRef, Kind, _json, _text, parse_id, readable, store_errors
@@ -244,19 +244,19 @@ def _chain_of(row: Any, prefix: str) -> Plain | None:
     }
 
 
-def subject_report(engine: Engine, raw_ref: str, *, limit: int = 10_000) -> SubjectReport:
+def subject_report(
+    engine: Engine, raw_ref: str, *, limit: int = 10_000, empty: bool = False
+) -> SubjectReport:
     """The transparency report of one subject reference (0x + 64 hex digits). Raises
     MalformedIdError (422) and StoreUnavailableError (503); an unknown subject is an empty
-    report."""
+    report, and `empty` gives exactly that report whatever the store holds."""
     subject = parse_id(Kind.SUBJECT, raw_ref)
     with store_errors(), engine.connect() as conn:
         checkpoint = conn.execute(_text("SELECT block_number FROM checkpoint")).scalar()
-        accesses = list(
-            conn.execute(_text(_ACCESSES), {"s": subject, "limit": limit + 1}).mappings()
-        )
-        authorizations = list(conn.execute(_text(_AUTHORIZATIONS), {"s": subject}).mappings())
-        consents = list(conn.execute(_text(_CONSENTS), {"s": subject}).mappings())
-        keys = list(conn.execute(_text(_KEYS), {"s": subject}).mappings())
+        if empty:
+            accesses, authorizations, consents, keys = [], [], [], []
+        else:
+            accesses, authorizations, consents, keys = _subject_rows(conn, subject, limit)
     truncated = len(accesses) > limit
     return SubjectReport.model_validate(
         {
@@ -269,6 +269,16 @@ def subject_report(engine: Engine, raw_ref: str, *, limit: int = 10_000) -> Subj
             "truncated": truncated,
         }
     )
+
+
+def _subject_rows(conn: Connection, subject: str, limit: int) -> tuple[list[Any], ...]:
+    accesses = list(
+        conn.execute(_text(_ACCESSES), {"s": subject, "limit": limit + 1}).mappings()
+    )
+    authorizations = list(conn.execute(_text(_AUTHORIZATIONS), {"s": subject}).mappings())
+    consents = list(conn.execute(_text(_CONSENTS), {"s": subject}).mappings())
+    keys = list(conn.execute(_text(_KEYS), {"s": subject}).mappings())
+    return accesses, authorizations, consents, keys
 
 
 _ZERO = "0x" + "00" * 32

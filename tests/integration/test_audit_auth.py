@@ -394,9 +394,17 @@ def test_patient_tokens_that_are_refused(client: TestClient, story: Story) -> No
     tampered = patient_token(story, story.world.steward, story.subject_a)
     flipped = tampered[:20] + ("A" if tampered[20] != "A" else "B") + tampered[21:]
     problem(get(client, path, flipped), 401, "credential_invalid")
-    # hospital B's steward vouching for hospital A's patient
+    # hospital B's steward vouching for hospital A's patient sees what it would see of a
+    # subject nobody holds: an empty report, the same answer, so it learns nothing
     b_for_a = patient_token(story, story.hospital_b.steward, story.subject_a, HOSPITAL_B)
-    problem(get(client, path, b_for_a), 403, "out_of_scope")
+    unknown = "0x" + "5a" * 32
+    b_for_unknown = patient_token(story, story.hospital_b.steward, unknown, HOSPITAL_B)
+    answers = [get(client, f"/v1/subjects/{s}/accesses", t) for s, t in
+               ((story.subject_a, b_for_a), (unknown, b_for_unknown))]  # fmt: skip
+    assert [a.status_code for a in answers] == [200, 200]
+    seen_a, seen_unknown = (a.json() for a in answers)
+    assert seen_a["accesses"] == seen_a["consents"] == seen_a["authorizations"] == []
+    assert seen_a == {**seen_unknown, "subject": story.subject_a}
 
 
 def test_the_steward_cli_issues_a_patient_token(

@@ -250,9 +250,8 @@ def test_a_transaction_without_chain_id_is_refused_even_from_the_operator(
     """A pre-EIP-155 signature is valid on every chain: a copy from another network must not
     be replayable here, whoever signed it."""
     nonce = _nonce(chain, chain.operator.address)
-    unprotected = chain.operator.sign_transaction(
-        {"to": TO, "value": 0, "gas": 21_000, "gasPrice": 0, "nonce": nonce}
-    )
+    legacy: dict[str, Any] = {"to": TO, "value": 0, "gas": 21_000, "gasPrice": 0, "nonce": nonce}
+    unprotected = chain.operator.sign_transaction(legacy)
     reply = chain.rpc_raw("eth_sendRawTransaction", "0x" + bytes(unprotected.raw_transaction).hex())
     assert reply["error"]["code"] == -32602
     assert "without a chain id (pre-EIP-155)" in reply["error"]["message"]
