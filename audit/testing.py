@@ -4,12 +4,14 @@ of the chain up to its head. Lives in the package so every test module imports i
 
 from __future__ import annotations
 
+import atexit
 import base64
 import contextlib
 import hashlib
 import json
 import os
 import secrets
+import shutil
 import tempfile
 import threading
 import time
@@ -61,6 +63,7 @@ def with_token_file(settings: AuditSettings) -> AuditSettings:
     if settings.tokens_path is not None:
         return settings
     directory = Path(tempfile.mkdtemp(prefix="dul-audit-tokens-"))
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)  # token hashes: not left behind
     return settings.model_copy(update={"tokens_path": directory / "tokens.json"})
 
 
