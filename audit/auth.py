@@ -23,7 +23,7 @@ import time
 from collections import OrderedDict
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import jwt
 import structlog
@@ -201,10 +201,24 @@ class OidcVerifier:
 _HAS_ORG_ROLE = keccak(b"hasOrgRole(address,bytes32,uint8)")[:4]
 
 
+class PatientTokenSettings(Protocol):
+    """What checking patient tokens needs: the audit service's settings, or the patient
+    page's (`ledger_gateway.patient_page`), which checks the same tokens the same way."""
+
+    @property
+    def patient_token_max_s(self) -> int: ...
+    @property
+    def steward_cache_s(self) -> float: ...
+    @property
+    def request_timeout(self) -> float: ...
+    def resolved_rpc_url(self) -> str: ...
+    def resolved_deployment_path(self) -> Path: ...
+
+
 class PatientVerifier:
     """Patient tokens: signature, lifetime, and the signer a steward of the holder on chain."""
 
-    def __init__(self, settings: AuditSettings) -> None:
+    def __init__(self, settings: PatientTokenSettings) -> None:
         self.settings = settings
         self._domain: tuple[Domain, ChecksumAddress] | None = None
         self._stewards: OrderedDict[tuple[str, bytes], tuple[float, bool]] = OrderedDict()

@@ -30,6 +30,7 @@ LAZY: dict[str, tuple[str, str]] = {
     "access": ("dul.cli.access", "app"),
     "gateway": ("ledger_gateway.cli", "app"),
     "audit": ("audit.cli", "app"),
+    "patient": ("dul.cli.patient", "app"),
 }
 
 

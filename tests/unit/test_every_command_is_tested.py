@@ -1,4 +1,5 @@
-"""Every `dul` command and every REST route of the gateway and the audit service is run by some
+"""Every `dul` command and every REST route of the gateway, the audit service and the patient page
+is run by some
 test. The rule, kept simple so each new command or route only needs a test that runs it:
 
 - a command `dul A B C` is tested when a test file holds its words as consecutive quoted list
@@ -24,6 +25,8 @@ from audit.app import create_app as audit_app
 from audit.settings import AuditSettings
 from dul.cli.main import app
 from ledger_gateway.app import create_app as gateway_app
+from ledger_gateway.patient_page.app import create_app as patient_page_app
+from ledger_gateway.patient_page.settings import PatientPageSettings
 from ledger_gateway.settings import GatewaySettings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -90,6 +93,7 @@ def test_every_route_is_run_by_a_test(tmp_path: Path) -> None:
     apps = {
         "gateway": gateway_app(GatewaySettings(home=tmp_path, org="hospital-a", key="gateway")),
         "audit": audit_app(AuditSettings(home=tmp_path)),
+        "patient page": patient_page_app(PatientPageSettings(home=tmp_path)),
     }
     sources = "\n".join(sources_of_tests())
     untested = [

@@ -1,0 +1,1 @@
+"""The hospital's patient page: `dul patient serve` (see `app`)."""

@@ -1,0 +1,516 @@
+"""The patient page's server: the page's files and a small API that does exactly what the page
+needs for the one patient a patient token names, and nothing else.
+
+    GET  /                         the page (index.html); /page/… its script and stylesheet
+    GET  /page/proof.js            the audit console's inclusion-proof check (the same file)
+    GET  /page/vendor/ethers.min.js  ethers from the repository's node_modules (npm, pinned)
+    GET  /api/session              who signed in, the EIP-712 domain the page signs in, the key
+                                   registered for the patient, and what codes may be issued for
+    GET  /api/report               the transparency report (the audit service, with the
+                                   patient's own token)
+    GET  /api/consents             the patient's consents as the hospital's gateway has them now
+    POST /api/consents/{consent_id}/withdraw   the patient's signed ConsentWithdrawal, relayed
+    POST /api/codes                the patient's signed Authorization, relayed
+    POST /api/qr                   a one-time code drawn as a QR code (SVG), kept nowhere
+    GET  /healthz
+
+Every `/api` path needs `Authorization: Bearer dulpt_…`, a patient token signed by an active
+steward of this page's hospital (checked on chain as the audit service does). The subject is the
+token's: no path takes another. The page's server talks to the hospital's gateway with a
+STEWARD token of its own; that token lets it relay signed transactions and read consents, and
+signs nothing: every change a patient makes is signed in the browser with their own key and
+checked on chain against the key the hospital registered for them.
+"""
+
+# No `from __future__ import annotations`: the routes' dependencies are closures.
+import contextlib
+import re
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from io import BytesIO
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import segno
+import structlog
+from eth_abi.abi import encode as abi_encode
+from eth_hash.auto import keccak
+from fastapi import Depends, FastAPI, Header, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from audit.auth import PatientVerifier, UnauthenticatedError
+from audit.console import STATIC as CONSOLE_STATIC
+from audit.indexer import JsonRpc, NodeUnavailableError
+from dul.chain.rpc_auth import rpc_token
+from dul.domain import Scenario, Tier, slug_id
+from dul.errors import ConfigError, DulError
+from dul.patient_tokens import PatientToken, PatientTokenError
+from ledger_gateway.api.problems import problem
+from ledger_gateway.patient_page.assets import find_ethers
+from ledger_gateway.patient_page.settings import MAX_CODE_LIFETIME_S, PatientPageSettings
+
+log = structlog.get_logger(__name__)
+
+HERE = Path(__file__).resolve().parent
+STATIC = HERE / "static"
+HEX32 = r"^0x[0-9a-fA-F]{64}$"
+SIGNATURE = r"^0x[0-9a-fA-F]{130}$"
+CODE = re.compile(r"^[0-9A-HJKMNP-TV-Z]{5}(-[0-9A-HJKMNP-TV-Z]{5}){3}$")
+_SUBJECT_KEY_OF = keccak(b"subjectKeyOf(bytes32,bytes32)")[:4]
+
+# Same origin only, no inline script or style: the page's own files and its own API.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob:; "
+        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+class PageError(DulError):
+    status = 502
+    code = "upstream_error"
+
+
+# --------------------------------------------------------------------------- models
+
+
+class Offer(BaseModel):
+    """What a patient may issue a one-time code for: one dataset of an active agreement of the
+    hospital whose consent policy is the patient's authorization."""
+
+    agreement_id: str
+    grantee: str = Field(description="the organization the code is for (readable slug)")
+    grantee_id: str
+    scenario: str
+    scenario_value: int
+    tier: str
+    tier_value: int
+    dataset: str
+    dataset_id: str
+    field_mask: str = Field(description="decimal: a uint256 does not fit a JSON number")
+    fields: list[str]
+    valid_until: int
+
+
+class Session(BaseModel):
+    subject: str
+    holder: str
+    holder_id: str
+    expires_at: int = Field(description="the patient token's expiry (unix seconds)")
+    chain_id: int
+    consent_registry: str
+    subject_key: str | None = Field(description="the key registered for the patient, if any")
+    offers: list[Offer]
+    max_code_lifetime_s: int = MAX_CODE_LIFETIME_S
+
+
+class WithdrawIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    deadline: int = Field(ge=0, lt=2**64)
+    signature: str = Field(pattern=SIGNATURE)
+
+
+class CodeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    agreement_id: str = Field(pattern=HEX32)
+    dataset_id: str = Field(pattern=HEX32)
+    code_hash: str = Field(pattern=HEX32)
+    expires_at: int = Field(ge=0, lt=2**64)
+    signature: str = Field(pattern=SIGNATURE)
+
+
+class QrIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    code: str = Field(min_length=23, max_length=23, description="XXXXX-XXXXX-XXXXX-XXXXX")
+
+
+@dataclass(frozen=True)
+class Patient:
+    subject: str
+    holder_id: str
+    expires_at: int
+    token: str
+
+
+# --------------------------------------------------------------------------- the app
+
+
+@dataclass
+class PageState:
+    settings: PatientPageSettings
+    verifier: PatientVerifier
+    gateway: httpx.AsyncClient
+    audit: httpx.AsyncClient
+    holder_id: str
+    domain: tuple[int, str] | None = None
+
+
+def create_app(settings: PatientPageSettings | None = None) -> FastAPI:
+    settings = settings or PatientPageSettings()
+    holder_id = "0x" + slug_id(settings.org).hex()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        timeout = httpx.Timeout(settings.request_timeout)
+        async with (
+            httpx.AsyncClient(base_url=settings.gateway_url, timeout=timeout) as gateway,
+            httpx.AsyncClient(base_url=settings.audit_url, timeout=timeout) as audit,
+        ):
+            app.state.page = PageState(
+                settings, PatientVerifier(settings), gateway, audit, holder_id
+            )
+            yield
+
+    app = FastAPI(
+        title="Data-Use Ledger patient page",
+        description=__doc__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
+    _install_errors(app)
+
+    def state_of(request: Request) -> PageState:
+        page: PageState = request.app.state.page
+        return page
+
+    State = Annotated[PageState, Depends(state_of)]  # noqa: N806
+
+    async def patient_of(
+        state: State, authorization: Annotated[str | None, Header()] = None
+    ) -> Patient:
+        raw = ""
+        if authorization and authorization.lower().startswith("bearer "):
+            raw = authorization[7:].strip()
+        if not raw:
+            raise UnauthenticatedError(
+                "sign in with the patient token your hospital gave you",
+                code="credential_missing",
+            )
+        try:
+            token = PatientToken.decode(raw)
+        except PatientTokenError as exc:
+            raise UnauthenticatedError(str(exc)) from None
+        caller = await run_in_threadpool(state.verifier.verify, raw)
+        if caller.org != state.holder_id:
+            raise UnauthenticatedError(
+                f"this patient token is from another hospital, not {state.settings.org}",
+                code="wrong_hospital",
+            )
+        assert caller.subject is not None
+        return Patient(caller.subject, state.holder_id, token.expires_at, raw)
+
+    PatientDep = Annotated[Patient, Depends(patient_of)]  # noqa: N806
+
+    # --- the page ------------------------------------------------------------------------------
+
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
+    def index() -> Response:
+        return FileResponse(STATIC / "index.html", media_type="text/html",
+                            headers=SECURITY_HEADERS)  # fmt: skip
+
+    @app.api_route("/page/proof.js", methods=["GET", "HEAD"], include_in_schema=False)
+    def proof_module() -> Response:
+        # the console's own module, not a copy: one proof check for regulators and patients
+        return FileResponse(CONSOLE_STATIC / "proof.js", media_type="text/javascript")
+
+    @app.api_route("/page/vendor/ethers.min.js", methods=["GET", "HEAD"], include_in_schema=False)
+    def ethers_module() -> Response:
+        path = find_ethers()
+        if path is None:
+            raise PageError(
+                "the signing library (npm ethers) is not installed: run scripts/bootstrap "
+                "(npm ci) in the repository, or set DUL_PATIENT_ETHERS",
+                code="page_asset_missing",
+                status=404,
+            )
+        return FileResponse(path, media_type="text/javascript",
+                            headers={"Cache-Control": "public, max-age=3600"})  # fmt: skip
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    # --- the API -------------------------------------------------------------------------------
+
+    @app.get("/api/session", response_model=Session, tags=["patient"])
+    async def session(state: State, patient: PatientDep) -> Session:
+        """Who is signed in, where the page signs, and what codes may be issued for."""
+        chain_id, registry = await _domain(state)
+        key = await run_in_threadpool(_subject_key, state, registry, patient)
+        return Session(
+            subject=patient.subject,
+            holder=state.settings.org,
+            holder_id=state.holder_id,
+            expires_at=patient.expires_at,
+            chain_id=chain_id,
+            consent_registry=registry,
+            subject_key=key,
+            offers=await _offers(state),
+        )
+
+    @app.get("/api/report", tags=["patient"])
+    async def report(state: State, patient: PatientDep) -> Response:
+        """The patient's transparency report, read from the audit service with their token."""
+        answer = await _upstream(
+            state.audit, "the audit service", "GET", f"/v1/subjects/{patient.subject}/accesses",
+            token=patient.token,
+        )  # fmt: skip
+        return _passed_on(answer)
+
+    @app.get("/api/consents", tags=["patient"])
+    async def consents(state: State, patient: PatientDep) -> Response:
+        """The patient's consents as the hospital's gateway has them now."""
+        answer = await _gateway(state, "GET", f"/v1/consents/{patient.subject}")
+        return _passed_on(answer)
+
+    @app.post("/api/consents/{consent_id}/withdraw", tags=["patient"])
+    async def withdraw(
+        consent_id: str, body: WithdrawIn, state: State, patient: PatientDep
+    ) -> Response:
+        """Relay the patient's EIP-712 ConsentWithdrawal; in force for the next decision."""
+        if re.fullmatch(HEX32, consent_id) is None:
+            raise PageError(f"{consent_id[:80]!r} is not a consent id (0x + 64 hex digits)",
+                            code="validation_error", status=422)  # fmt: skip
+        answer = await _gateway(
+            state, "POST", f"/v1/consents/{patient.subject}/withdraw",
+            json={"consent_id": consent_id.lower(), **body.model_dump()},
+        )  # fmt: skip
+        log.info("patient_page.withdrawn", consent=consent_id, status=answer.status_code)
+        return _passed_on(answer)
+
+    @app.post("/api/codes", tags=["patient"])
+    async def issue_code(body: CodeIn, state: State, patient: PatientDep) -> Response:
+        """Relay the patient's EIP-712 Authorization of a one-time code (its hash only)."""
+        offer = next(
+            (o for o in await _offers(state)
+             if o.agreement_id == body.agreement_id.lower()
+             and o.dataset_id == body.dataset_id.lower()),
+            None,
+        )  # fmt: skip
+        if offer is None:
+            raise PageError(
+                "codes may be issued only for what this hospital offers (GET /api/session)",
+                code="not_offered",
+                status=422,
+            )
+        now = int(time.time())
+        if not now < body.expires_at <= now + MAX_CODE_LIFETIME_S:
+            raise PageError(
+                f"a code expires between now and {MAX_CODE_LIFETIME_S // 86_400} days from now",
+                code="expiry_out_of_range",
+                status=422,
+            )
+        relayed = {
+            "code_hash": body.code_hash.lower(),
+            "subject": patient.subject,
+            "grantee": offer.grantee_id,
+            "dataset_id": offer.dataset_id,
+            "field_mask": int(offer.field_mask),
+            "tier": offer.tier,
+            "scenario": offer.scenario,
+            "expires_at": body.expires_at,
+            "signature": body.signature,
+        }
+        answer = await _gateway(state, "POST", "/v1/authorizations/by-patient", json=relayed)
+        log.info("patient_page.code_issued", code_hash=body.code_hash, status=answer.status_code)
+        return _passed_on(answer)
+
+    @app.post("/api/qr", tags=["patient"], response_class=Response)
+    async def qr(body: QrIn, patient: PatientDep) -> Response:
+        """The code as a QR code (SVG): drawn here, logged and kept nowhere."""
+        if CODE.match(body.code) is None:
+            raise PageError("a one-time code is four groups of five characters",
+                            code="validation_error", status=422)  # fmt: skip
+        out = BytesIO()
+        segno.make(body.code, error="m").save(
+            out, kind="svg", scale=6, border=4, dark="#000000", light="#ffffff",
+            title="One-time code", xmldecl=False,
+        )  # fmt: skip
+        return Response(out.getvalue(), media_type="image/svg+xml",
+                        headers={"Cache-Control": "no-store"})  # fmt: skip
+
+    app.mount("/page", StaticFiles(directory=STATIC), name="page")
+    return app
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _install_errors(app: FastAPI) -> None:
+    @app.exception_handler(DulError)
+    async def dul_error(request: Request, exc: DulError) -> JSONResponse:
+        status = 503
+        given = exc.details.get("status", getattr(exc, "status", None))
+        if isinstance(given, int) and 400 <= given < 600:
+            status = given
+        if isinstance(exc, NodeUnavailableError | ConfigError):
+            status = 503
+        title = {401: "Unauthorized", 422: "Invalid request", 404: "Not found"}.get(
+            status, "Service unavailable" if status >= 500 else "Refused"
+        )
+        return problem(status, exc.code, title, exc.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        detail = f"{where}: {first.get('msg', '')}" if where else str(first.get("msg", ""))
+        return problem(422, "validation_error", "Invalid request", detail)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        codes = {404: "not_found", 405: "method_not_allowed", 400: "bad_request"}
+        code = codes.get(exc.status_code, f"http_{exc.status_code}")
+        return problem(exc.status_code, code, str(exc.detail), str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("patient_page.unhandled", path=request.url.path)
+        return problem(500, "internal_error", "Internal error", "the patient page failed")
+
+
+async def _upstream(
+    client: httpx.AsyncClient,
+    what: str,
+    method: str,
+    path: str,
+    *,
+    token: str,
+    json: Any = None,
+    params: dict[str, str] | None = None,
+) -> httpx.Response:
+    try:
+        answer = await client.request(
+            method, path, json=json, params=params,
+            headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+        )  # fmt: skip
+    except httpx.HTTPError as exc:
+        raise PageError(f"{what} cannot be reached ({exc.__class__.__name__})",
+                        code="upstream_unreachable", status=503) from None  # fmt: skip
+    if answer.status_code >= 500 or answer.status_code in (401, 403):
+        # not the patient's doing: the hospital's side is down or its credential refused
+        detail = _detail(answer)
+        log.warning("patient_page.upstream", what=what, status=answer.status_code, detail=detail)
+        raise PageError(f"{what} answered HTTP {answer.status_code}: {detail}",
+                        code="upstream_error", status=502)  # fmt: skip
+    return answer
+
+
+async def _gateway(state: PageState, method: str, path: str, json: Any = None) -> httpx.Response:
+    return await _upstream(
+        state.gateway, "the hospital's gateway", method, path,
+        token=state.settings.resolved_gateway_token(), json=json,
+        params={"wait": "confirmed"} if method == "POST" else None,
+    )  # fmt: skip
+
+
+def _detail(answer: httpx.Response) -> str:
+    try:
+        body = answer.json()
+    except ValueError:
+        return answer.text[:200]
+    if isinstance(body, dict):
+        return str(body.get("detail") or body.get("title") or body)[:300]
+    return str(body)[:200]
+
+
+def _passed_on(answer: httpx.Response) -> Response:
+    """The upstream answer as it came (JSON, or problem JSON with its status and code)."""
+    media = answer.headers.get("content-type", "application/json")
+    return Response(answer.content, status_code=answer.status_code, media_type=media,
+                    headers={"Cache-Control": "no-store"})  # fmt: skip
+
+
+async def _domain(state: PageState) -> tuple[int, str]:
+    if state.domain is None:
+        from dul.contracts.ledger import Deployment
+
+        try:
+            deployment = Deployment.load(state.settings.resolved_deployment_path())
+            registry = deployment.address("ConsentRegistry")
+        except (DulError, OSError, ValueError, KeyError) as exc:
+            raise PageError(f"the deployment manifest: {exc}", code="not_ready",
+                            status=503) from None  # fmt: skip
+        state.domain = (deployment.chain_id, str(registry))
+    return state.domain
+
+
+def _subject_key(state: PageState, registry: str, patient: Patient) -> str | None:
+    data = _SUBJECT_KEY_OF + abi_encode(
+        ["bytes32", "bytes32"],
+        [bytes.fromhex(patient.holder_id[2:]), bytes.fromhex(patient.subject[2:])],
+    )
+    rpc = JsonRpc(
+        state.settings.resolved_rpc_url(), timeout=state.settings.request_timeout,
+        token=rpc_token(),
+    )  # fmt: skip
+    try:
+        result = str(rpc.call("eth_call", {"to": registry, "data": "0x" + data.hex()}, "latest"))
+    except DulError as exc:
+        raise PageError(f"the chain: {exc.message}", code="chain_unavailable",
+                        status=503) from None  # fmt: skip
+    finally:
+        rpc.close()
+    if len(result) < 66:
+        return None
+    address = "0x" + result[-40:]
+    return None if int(address, 16) == 0 else address
+
+
+async def _offers(state: PageState) -> list[Offer]:
+    """The configured agreements that are active, this hospital's, and opened by codes."""
+    offers: list[Offer] = []
+    for agreement in state.settings.offered_agreements():
+        if re.fullmatch(HEX32, agreement) is None:
+            log.warning("patient_page.offer_skipped", agreement=agreement[:80], why="not an id")
+            continue
+        answer = await _gateway(state, "GET", f"/v1/agreements/{agreement}")
+        if answer.status_code != 200:
+            log.warning("patient_page.offer_skipped", agreement=agreement,
+                        why=_detail(answer))  # fmt: skip
+            continue
+        terms = answer.json()
+        if (
+            terms.get("status") != "ACTIVE"
+            or terms.get("consent_policy") != "PATIENT_AUTHORIZATION"
+            or _org_id(str(terms.get("holder"))) != state.holder_id
+            or terms.get("superseded_by")
+        ):
+            continue
+        grantee = str(terms["requester"])
+        for scope in terms.get("datasets", []):
+            offers.append(
+                Offer(
+                    agreement_id=agreement,
+                    grantee=grantee,
+                    grantee_id=_org_id(grantee),
+                    scenario=terms["scenario"],
+                    scenario_value=int(Scenario[terms["scenario"]]),
+                    tier=terms["max_tier"],
+                    tier_value=int(Tier[terms["max_tier"]]),
+                    dataset=scope["dataset"],
+                    dataset_id=scope["dataset_id"].lower(),
+                    field_mask=str(int(scope["field_mask"], 0)),
+                    fields=list(scope.get("fields") or []),
+                    valid_until=int(terms["valid_until"]),
+                )
+            )
+    return offers
+
+
+def _org_id(slug: str) -> str:
+    if re.fullmatch(HEX32, slug):
+        return slug.lower()
+    return "0x" + slug_id(slug).hex()

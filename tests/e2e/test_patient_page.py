@@ -1,0 +1,448 @@
+"""The patient page in a real headless chromium, against the real gateway, the real audit
+service (indexed from the session's chain, cohorts read from the gateway's store) and the real
+chain: a patient signs in with a token their hospital's steward signed, reads who used their
+data and checks a proof in the browser, withdraws a consent with their own key (the gateway's
+next decision leaves them out), and gives an insurer a one-time code, shown once with its QR
+code, which the insurer redeems once (a second use is refused with REDEEMED).
+
+Screenshots (1280x800 and 400 wide) are kept in test-artifacts/patient/.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from eth_hash.auto import keccak
+from playwright.sync_api import Browser, Page, ViewportSize, expect
+from pydantic import SecretStr
+
+from audit.console import STATIC as CONSOLE_STATIC
+from audit.console.testing import Screens, serve_audit
+from audit.indexer import Indexer
+from audit.settings import AuditSettings
+from audit.testing import index_with_cohorts, with_token_file
+from dul.chain.testing import ChainHandle
+from dul.contracts.typed_data import AccessRequest, AgreementTerms, agreement_domain
+from dul.contracts.world import World, derived_signer
+from dul.domain import (
+    ConsentPolicy,
+    Operation,
+    OrgKind,
+    OrgStatus,
+    Role,
+    Scenario,
+    Tier,
+    operations_mask,
+    slug_id,
+)
+from dul.signing import LocalSigner, Signer
+from dul.subjects import code_hash
+from ledger_gateway.client import sign_redemption, sign_request
+from ledger_gateway.patient_page.settings import PatientPageSettings
+from ledger_gateway.patient_page.testing import patient_token, serve_patient_page
+from ledger_gateway.testing import GatewayHandle
+from ledger_gateway.tokens import TokenRole, TokenStore
+
+pytestmark = pytest.mark.integration
+
+WIDE: ViewportSize = {"width": 1280, "height": 800}
+NARROW: ViewportSize = {"width": 400, "height": 800}
+INSURER = slug_id("insurer")
+CLAIM_FIELDS = 0b1111
+CODE = re.compile(r"^[0-9A-HJKMNP-TV-Z]{5}(-[0-9A-HJKMNP-TV-Z]{5}){3}$")
+
+
+def hexed(value: bytes) -> str:
+    return "0x" + value.hex()
+
+
+@dataclass
+class Hospital:
+    url: str
+    token: str
+    subject: bytes
+    key: LocalSigner
+    secret: bytes
+    others: list[bytes]
+    cohort_agreement: bytes
+    claims: bytes
+    insurer: Signer
+    indexer: Indexer
+    engine: sa.Engine
+
+
+def _activate(world: World, terms: AgreementTerms, requester: Signer) -> bytes:
+    world.ledger.transact(world.steward, "AgreementRegistry", "propose", terms.as_abi())
+    domain = agreement_domain(
+        world.ledger.chain_id, world.ledger.deployment.address("AgreementRegistry")
+    )
+    digest = terms.digest(domain)
+    for signer in (world.steward, requester):
+        world.ledger.transact(signer, "AgreementRegistry", "sign", terms.agreement_id,
+                              signer.address, signer.sign_digest(digest))  # fmt: skip
+    return terms.agreement_id
+
+
+def _claims_agreement(world: World) -> tuple[bytes, Signer]:
+    """An INSURANCE_CLAIM agreement with an insurer, opened only by the patient's codes."""
+    insurer = derived_signer("insurer requester")
+    if world.ledger.call("Membership", "organization", INSURER)[1] == OrgStatus.NONE:
+        tx = world.ledger.transact
+        tx(world.operator, "Membership", "registerOrganization", INSURER, OrgKind.INSURER, "Ins")
+        tx(world.operator, "Membership", "grantMemberRole", INSURER, insurer.address,
+           Role.REQUESTER)  # fmt: skip
+    now = int(time.time())
+    terms = AgreementTerms(
+        holder=world.hospital, requester=INSURER, datasets=(world.dataset,),
+        field_masks=(CLAIM_FIELDS,), scenario=Scenario.INSURANCE_CLAIM,
+        max_tier=Tier.PSEUDONYMIZED, operations=operations_mask(Operation.QUERY),
+        valid_from=now - 60, valid_until=now + 86_400, quota=100,
+        consent_policy=ConsentPolicy.PATIENT_AUTHORIZATION, terms_hash=keccak(b"claims"),
+        nonce=time.time_ns(), deadline=now + 3_600,
+    )  # fmt: skip
+    return _activate(world, terms, insurer), insurer
+
+
+def research_query(
+    world: World, gateway: GatewayHandle, agreement: bytes, cohort: list[bytes]
+) -> Any:
+    request = AccessRequest(
+        request_id=os.urandom(32), agreement_id=agreement, dataset_id=world.dataset,
+        field_mask=0b0110, tier=Tier.PSEUDONYMIZED, operation=Operation.QUERY,
+        request_hash=keccak(os.urandom(8)), deadline=int(time.time()) + 600,
+    )  # fmt: skip
+    answer = gateway.client.request_access(sign_request(world.requester, request, gateway.domain,
+                                                         cohort=cohort))  # fmt: skip
+    assert answer.decision == "GRANTED", answer
+    assert gateway.client.get_access(answer.access_id, wait=True).status == "confirmed"
+    return answer
+
+
+def catch_up(hospital: Hospital) -> None:
+    hospital.indexer.run(to_block=int(hospital.indexer.rpc.call("eth_blockNumber"), 16))
+
+
+@pytest.fixture(scope="module")
+def hospital(
+    world: World, chain: ChainHandle, gateway: GatewayHandle,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Hospital]:  # fmt: skip
+    """A patient with a research consent recorded with their own key, one research query that
+    included them, an insurer's claims agreement offered on the page; the audit service and the
+    patient page served."""
+    subject, secret = os.urandom(32), os.urandom(32)
+    key = LocalSigner(secret)
+    others = [os.urandom(32) for _ in range(4)]
+    world.record_consents([subject], [Scenario.RESEARCH], subject_key=key.address)
+    world.record_consents(others, [Scenario.RESEARCH])
+    cohort_agreement = world.activate(world.cohort_terms())
+    research_query(world, gateway, cohort_agreement, [subject, *others])
+    claims, insurer = _claims_agreement(world)
+
+    root = tmp_path_factory.mktemp("patient-page")
+    store = f"sqlite:///{root / 'audit.db'}"
+    engine, indexer = index_with_cohorts(world.ledger.deployment, chain.rpc_url, store,
+                                         [gateway.settings.effective_database_url])  # fmt: skip
+    audit = with_token_file(AuditSettings(
+        database_url=store, rpc_url=chain.rpc_url, deployment_path=chain.home.deployment,
+        index_behind_blocks=10_000_000, index_behind_s=31_536_000,
+    ))  # fmt: skip
+    steward = TokenStore(gateway.settings.tokens_path).create(
+        f"patient-page-{os.getpid()}", "hospital-a", TokenRole.STEWARD
+    )
+    membership = world.ledger.deployment.address("Membership")
+    token = patient_token(world.steward, subject, world.hospital, world.ledger.chain_id, membership)
+    with serve_audit(audit) as audit_url:
+        page = PatientPageSettings(
+            home=chain.home.root, org="hospital-a", gateway_url=gateway.url,
+            gateway_token=SecretStr(steward), audit_url=audit_url, rpc_url=chain.rpc_url,
+            deployment_path=chain.home.deployment, agreements=[hexed(claims), hexed(bytes(32))],
+        )  # fmt: skip
+        with serve_patient_page(page) as url:
+            yield Hospital(url, token, subject, key, secret, others, cohort_agreement, claims,
+                           insurer, indexer, engine)  # fmt: skip
+    indexer.close()
+    engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def screens() -> Screens:
+    return Screens(Path(__file__).resolve().parents[2] / "test-artifacts" / "patient")
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport=WIDE)
+    opened = context.new_page()
+    errors: list[str] = []
+    opened.on("pageerror", lambda error: errors.append(str(error)))
+    yield opened
+    context.close()
+    assert not errors, f"the page threw: {errors}"
+
+
+def sign_in(page: Page, hospital: Hospital) -> None:
+    page.goto(hospital.url)
+    page.get_by_label("Patient token").fill(hospital.token)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.locator("#home")).to_be_visible()
+    expect(page.locator("#signin")).to_be_hidden()
+    expect(page.locator("#title")).to_have_text("Your health data at hospital-a")
+
+
+def use_key(page: Page, secret: bytes) -> None:
+    page.get_by_label("Your private key").fill(secret.hex())
+    page.get_by_role("button", name="Use this key").click()
+
+
+# --- the browser ---------------------------------------------------------------------------------
+
+
+def test_sign_in_see_who_used_the_data_and_check_a_proof(
+    page: Page, hospital: Hospital, screens: Screens
+) -> None:
+    page.goto(hospital.url)
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    page.screenshot(path=screens.path("signin-1280x800"))
+    sign_in(page, hospital)
+    uses = page.locator("#use-list > li")
+    expect(uses).to_have_count(1)
+    expect(uses.first).to_contain_text("medical research")
+    expect(uses.first).to_contain_text("Allowed")
+    expect(uses.first).to_contain_text("as one of a group of patients")
+    uses.first.get_by_role("button", name=re.compile("Check the proof")).click()
+    expect(uses.first.locator(".proof")).to_have_text(
+        re.compile(r"^✓ Verified: you are one of the 5 ")
+    )
+    consents = page.locator("#consent-list > li")
+    expect(consents).to_have_count(1)
+    expect(consents.first).to_contain_text("Active")
+    expect(page.locator("#code-offer option")).to_have_count(1)  # the zero id is not offered
+    expect(page.locator("#code-offer")).to_contain_text("insurer — for an insurance claim")
+    page.screenshot(path=screens.path("report-1280x800"), full_page=True)
+    page.set_viewport_size(NARROW)
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 400, f"the page scrolls sideways at 400 px ({width} px wide)"
+    page.screenshot(path=screens.path("report-400-full"), full_page=True)
+
+
+def test_focus_order_and_labels(page: Page, hospital: Hospital) -> None:
+    page.goto(hospital.url)
+    page.keyboard.press("Tab")
+    expect(page.locator(".skip")).to_be_focused()
+    page.keyboard.press("Tab")
+    expect(page.get_by_label("Patient token")).to_be_focused()
+    page.keyboard.type(hospital.token)
+    page.keyboard.press("Tab")
+    expect(page.get_by_role("button", name="Sign in")).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page.locator("#home")).to_be_visible()
+    for control in ("#key", "#code-offer", "#code-days"):
+        label = page.locator(f"label[for='{control[1:]}']")
+        expect(label).to_have_count(1)
+        assert label.inner_text().strip()
+
+
+def test_a_token_from_no_steward_is_refused(page: Page, hospital: Hospital, world: World) -> None:
+    forged = patient_token(world.requester, hospital.subject, world.hospital,
+                           world.ledger.chain_id,
+                           world.ledger.deployment.address("Membership"))  # fmt: skip
+    page.goto(hospital.url)
+    page.get_by_label("Patient token").fill(forged)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.locator("#message")).to_contain_text("not signed by an active steward")
+    expect(page.locator("#home")).to_be_hidden()
+
+
+def test_withdrawing_a_consent_is_honoured_by_the_next_decision(
+    page: Page, hospital: Hospital, world: World, gateway: GatewayHandle, screens: Screens
+) -> None:
+    sign_in(page, hospital)
+    consent = page.locator("#consent-list > li").first
+    consent.get_by_role("button", name=re.compile("Withdraw consent")).click()
+    expect(page.locator("#message")).to_contain_text("paste your private key")
+    expect(page.get_by_label("Your private key")).to_be_focused()
+    use_key(page, os.urandom(32))  # not the registered one: not kept
+    expect(page.locator("#key-status")).to_contain_text("not the key hospital-a registered")
+    use_key(page, hospital.secret)
+    expect(page.locator("#key-status")).to_contain_text("Key ready")
+    consent.get_by_role("button", name=re.compile("Withdraw consent")).click()
+    expect(consent.get_by_role("button", name="Yes, withdraw")).to_be_focused()
+    page.screenshot(path=screens.path("withdraw-confirm-1280x800"))
+    consent.get_by_role("button", name="Yes, withdraw").click()
+    expect(page.locator("#message")).to_contain_text("Your consent is withdrawn")
+    expect(page.locator("#consent-list > li").first).to_contain_text("Withdrawn")
+    expect(page.locator("#consent-list button")).to_have_count(0)
+    page.screenshot(path=screens.path("withdrawn-1280x800"), full_page=True)
+
+    answer = research_query(world, gateway, hospital.cohort_agreement,
+                            [hospital.subject, *hospital.others])  # fmt: skip
+    assert answer.cohort is not None
+    assert hexed(hospital.subject) not in answer.cohort.admitted
+    assert sorted(answer.cohort.admitted) == sorted(hexed(s) for s in hospital.others)
+
+
+def test_a_code_shown_once_opens_the_records_once_for_the_insurer(
+    browser: Browser, hospital: Hospital, world: World, gateway: GatewayHandle, screens: Screens
+) -> None:
+    codes: list[str] = []
+    for viewport, name in ((WIDE, "1280x800"), (NARROW, "400-full")):
+        context = browser.new_context(viewport=viewport)
+        page = context.new_page()
+        try:
+            sign_in(page, hospital)
+            use_key(page, hospital.secret)
+            page.get_by_label("How long may it be used?").select_option("1")
+            page.get_by_role("button", name="Create the code").click()
+            shown = page.locator("#the-code")
+            expect(shown).to_have_text(CODE)
+            expect(page.locator("#code-once")).to_be_focused()
+            qr = page.locator("#code-qr")
+            expect(qr).to_be_visible()
+            assert page.evaluate("document.getElementById('code-qr').naturalWidth") > 100
+            page.screenshot(path=screens.path(f"code-shown-{name}"), full_page=name != "1280x800")
+            codes.append(shown.inner_text())
+            page.get_by_role("button", name=re.compile("hide the code")).click()
+            expect(page.locator("#the-code")).to_have_count(0)
+        finally:
+            context.close()
+    assert codes[0] != codes[1]
+
+    def redeem(code: str) -> Any:
+        request = AccessRequest(
+            request_id=os.urandom(32), agreement_id=hospital.claims, dataset_id=world.dataset,
+            field_mask=0b0110, tier=Tier.PSEUDONYMIZED, operation=Operation.QUERY,
+            request_hash=keccak(b"claim 2026-7"), deadline=int(time.time()) + 600,
+            authorization_ref=code_hash(code),
+        )  # fmt: skip
+        return gateway.client.redeem(
+            sign_redemption(hospital.insurer, request, gateway.domain, code)
+        )
+
+    first = redeem(codes[0])
+    assert (first.decision, first.authorization_fault) == ("GRANTED", None)
+    assert first.cohort is not None
+    assert first.cohort.admitted == [hexed(hospital.subject)]
+    second = redeem(codes[0])
+    assert (second.decision, second.authorization_fault) == ("DENIED", "REDEEMED")
+    assert gateway.client.get_access(second.access_id, wait=True).status == "confirmed"
+
+
+def test_the_report_shows_the_withdrawal_and_the_used_code(
+    page: Page, hospital: Hospital, screens: Screens
+) -> None:
+    catch_up(hospital)
+    sign_in(page, hospital)
+    uses = page.locator("#use-list > li")
+    expect(uses).to_have_count(2)  # the research query before the withdrawal, the claim
+    expect(uses.first).to_contain_text("Ins looked up")  # the organization's registered name
+    expect(uses.first).to_contain_text("with a one-time code you gave")
+    uses.first.get_by_role("button", name=re.compile("Check the proof")).click()
+    expect(uses.first.locator(".proof")).to_have_text(
+        re.compile(r"^✓ Verified: you are one of the 1 ")
+    )
+    history = page.locator("#consent-list .history li")
+    expect(history).to_have_count(2)
+    expect(history.nth(1)).to_contain_text("by you (signed with your key)")
+    codes = page.locator("#code-list > li")
+    expect(codes).to_have_count(2)
+    expect(page.locator("#code-list")).to_contain_text("Used")
+    expect(page.locator("#code-list")).to_contain_text("Not used yet")
+    page.screenshot(path=screens.path("report-after-1280x800"), full_page=True)
+    page.set_viewport_size(NARROW)
+    page.screenshot(path=screens.path("report-after-400-full"), full_page=True)
+
+
+# --- the API: who may reach what ----------------------------------------------------------------
+
+
+def assert_problem(response: httpx.Response, status: int, code: str) -> None:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    body = response.json()
+    assert (body["status"], body["code"]) == (status, code), body
+    assert body["detail"]
+
+
+def test_the_api_answers_only_the_tokens_own_subject(hospital: Hospital, world: World) -> None:
+    bearer = {"Authorization": f"Bearer {hospital.token}"}
+    with httpx.Client(base_url=hospital.url, timeout=30) as client:
+        assert client.get("/healthz").json() == {"status": "ok"}
+        for path in ("/api/session", "/api/report", "/api/consents"):
+            assert_problem(client.get(path), 401, "credential_missing")
+            assert_problem(client.get(path, headers={"Authorization": "Bearer dulpt_x"}),
+                           401, "credential_invalid")  # fmt: skip
+        session = client.get("/api/session", headers=bearer).json()
+        assert session["subject"] == hexed(hospital.subject)
+        assert session["subject_key"] == hospital.key.address.lower()
+        assert [o["agreement_id"] for o in session["offers"]] == [hexed(hospital.claims)]
+        assert client.get("/api/report", headers=bearer).json()["subject"] == hexed(
+            hospital.subject
+        )
+        assert client.get("/api/consents", headers=bearer).json()["subject"] == hexed(
+            hospital.subject
+        )
+
+        # another hospital's patient token (a steward of the institute signed it)
+        institute = patient_token(world.partner_steward, hospital.subject, world.institute,
+                                  world.ledger.chain_id,
+                                  world.ledger.deployment.address("Membership"))  # fmt: skip
+        assert_problem(client.get("/api/session", headers={"Authorization": f"Bearer {institute}"}),
+                       401, "wrong_hospital")  # fmt: skip
+
+        # another subject's consent cannot be withdrawn through this token, whatever is signed
+        other = world.record_consents([os.urandom(32)], [Scenario.RESEARCH],
+                                      subject_key=hospital.key.address)[0]  # fmt: skip
+        refused = client.post(f"/api/consents/{hexed(other)}/withdraw", headers=bearer,
+                              json={"deadline": int(time.time()) + 600,
+                                    "signature": "0x" + "11" * 65})  # fmt: skip
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["code"] == "wrong_transaction"
+        assert_problem(client.post("/api/consents/0x12/withdraw", headers=bearer,
+                                   json={"deadline": 1, "signature": "0x" + "11" * 65}),
+                       422, "validation_error")  # fmt: skip
+        code = {"agreement_id": hexed(hospital.cohort_agreement),
+                "dataset_id": hexed(world.dataset),
+                "code_hash": hexed(os.urandom(32)), "expires_at": int(time.time()) + 600,
+                "signature": "0x" + "11" * 65}  # fmt: skip
+        assert_problem(client.post("/api/codes", headers=bearer, json=code), 422, "not_offered")
+        late = {**code, "agreement_id": hexed(hospital.claims), "expires_at": 2**40}
+        assert_problem(client.post("/api/codes", headers=bearer, json=late),
+                       422, "expiry_out_of_range")  # fmt: skip
+        forged = client.post(
+            "/api/codes", headers=bearer, json={**late, "expires_at": int(time.time()) + 600}
+        )
+        assert forged.status_code == 422, forged.text  # the chain's verdict on a forged signature
+        assert forged.json()["code"] != "validation_error"
+        not_a_code = {"code": "not-a-code-at-all-here"}
+        assert_problem(client.post("/api/qr", headers=bearer, json=not_a_code),
+                       422, "validation_error")  # fmt: skip
+        svg = client.post("/api/qr", headers=bearer, json={"code": "7K3QF-ZC0XH-M4N2P-9TRVW"})
+        assert svg.headers["content-type"] == "image/svg+xml"
+        assert svg.text.lstrip().startswith("<svg")
+        assert_problem(client.post("/api/qr", json={"code": "7K3QF-ZC0XH-M4N2P-9TRVW"}),
+                       401, "credential_missing")  # fmt: skip
+
+
+def test_the_page_serves_its_own_files_and_the_consoles_proof_module(hospital: Hospital) -> None:
+    with httpx.Client(base_url=hospital.url, timeout=30) as client:
+        index = client.get("/")
+        assert index.status_code == 200
+        csp = index.headers["content-security-policy"]
+        assert "connect-src 'self'" in csp
+        assert "script-src 'self'" in csp
+        assert client.get("/page/proof.js").content == (CONSOLE_STATIC / "proof.js").read_bytes()
+        ethers = client.get("/page/vendor/ethers.min.js")
+        assert ethers.status_code == 200
+        assert b"6.15.0" in ethers.content[:400]
+        assert client.get("/page/patient.js").status_code == 200
+        assert_problem(client.get("/page/nothing.js"), 404, "not_found")
