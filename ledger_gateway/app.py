@@ -21,6 +21,7 @@ from dul.home import private_dir
 from dul.keys import KeyStore
 from ledger_gateway.api import access, agreements, consents, datasets, health, problems
 from ledger_gateway.api.deps import GatewayContext, Metrics
+from ledger_gateway.api.hot import AccessHotPath
 from ledger_gateway.api.middleware import RequestLog
 from ledger_gateway.chain_view import ChainView
 from ledger_gateway.consents import ConsentView
@@ -225,6 +226,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     app.include_router(agreements.router)
     app.include_router(datasets.router)
     app.include_router(consents.router)
+    app.add_middleware(AccessHotPath)  # inside the request log: logged and counted the same
     app.add_middleware(RequestLog, metrics=metrics)
     return app
 

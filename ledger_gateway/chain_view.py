@@ -58,6 +58,8 @@ class ChainView:
         self._roles: dict[tuple[str, bytes, Role], bool] = {}
         self._log_pages = gateway_sizer()
         self._locks: dict[bytes, asyncio.Lock] = {}
+        self._scoped: dict[tuple[bytes, bytes], tuple[AgreementState, AgreementState]] = {}
+        """(agreement, dataset) -> (cached state, that state scoped to the dataset)."""
         self._last_block: int | None = None
         self.last_refresh: float = 0.0
 
@@ -69,6 +71,11 @@ class ChainView:
 
     async def agreement(self, agreement_id: bytes, dataset_id: bytes) -> AgreementState | None:
         """The agreement's state with the scope of `dataset_id` filled in; None when unknown."""
+        key = (agreement_id, dataset_id)
+        state = self._agreements.get(agreement_id)
+        scoped = self._scoped.get(key)
+        if scoped is not None and scoped[0] is state:  # cached, and not dropped since
+            return scoped[1]
         lock = self._locks.setdefault(agreement_id, asyncio.Lock())
         async with lock:  # one chain read per agreement, however many requests wait for it
             state = self._agreements.get(agreement_id)
@@ -94,12 +101,13 @@ class ChainView:
                 raw_used = await self._call(self._access_log, _ACCESSES_USED + agreement_id)
                 self._used[agreement_id] = decode(["uint64"], raw_used)[0]
                 self._agreements[agreement_id] = state
-            key = (agreement_id, dataset_id)
             if key not in self._fields:
                 raw = await self._call(self._registry, _ALLOWED_FIELDS + agreement_id + dataset_id)
                 self._fields[key] = decode(["uint256"], raw)[0]
         fields = self._fields[key]
-        return dataclasses.replace(state, allowed_fields={dataset_id: fields})
+        scoped_state = dataclasses.replace(state, allowed_fields={dataset_id: fields})
+        self._scoped[key] = (state, scoped_state)
+        return scoped_state
 
     async def has_role(self, account: str, org: bytes, role: Role) -> bool:
         """`Membership.hasOrgRole`, cached until the next membership event."""

@@ -200,6 +200,7 @@ class AccessService:
         self.deadline_margin_s = deadline_margin_s
         self.max_request_lifetime_s = max_request_lifetime_s
         self.decisions = decisions
+        self._counters: dict[tuple[Decision | None, DenyReason], Counter] = {}
         self.consents = consents
 
     def authorize(self, token: Token) -> None:
@@ -277,8 +278,14 @@ class AccessService:
 
     def _count(self, view: OperationView) -> None:
         reason = view.reasons[0] if view.reasons else DenyReason.NONE
-        decision = view.decision.name if view.decision is not None else "?"
-        self.decisions.labels(decision=decision, reason=reason.name).inc()
+        key = (view.decision, reason)
+        child = self._counters.get(key)
+        if child is None:  # `labels` costs more than the count: one child per pair, kept
+            decision = view.decision.name if view.decision is not None else "?"
+            child = self._counters[key] = self.decisions.labels(
+                decision=decision, reason=reason.name
+            )
+        child.inc()
 
     @staticmethod
     def _named(body: SignedRequestIn) -> int | None:

@@ -48,6 +48,7 @@ from eth_hash.auto import keccak
 
 from dul.contracts.artifacts import load
 from dul.contracts.reverts import decode_revert
+from dul.keccak import keccak as fast_keccak
 from dul.signing import Signer, checksum_address
 from ledger_gateway.nonces import NonceAllocator
 from ledger_gateway.outbox import OperationKind, split_call_payload
@@ -379,23 +380,24 @@ class Submitter:
         data, gas = self._calldata(ops, kind)
         async with self._nonce_lock:
             nonce = self.nonces.peek()
-            raw = self.signer.sign_transaction(
-                {
-                    "to": self._target(ops, kind),
-                    "data": data,
-                    "gas": gas,
-                    "gasPrice": 0,
-                    "nonce": nonce,
-                    "chainId": self.chain_id,
-                    "value": 0,
-                }
-            )
+            unsigned = {
+                "to": self._target(ops, kind),
+                "data": data,
+                "gas": gas,
+                "gasPrice": 0,
+                "nonce": nonce,
+                "chainId": self.chain_id,
+                "value": 0,
+            }
+            # Off the event loop: a full batch (~140 kB) takes eth-account milliseconds to
+            # encode and sign, which decisions waiting on the loop would otherwise wait out.
+            raw, tx_hash = await asyncio.to_thread(self._sign, unsigned)
             tx = StoredTx(
                 sender=self.sender,
                 nonce=nonce,
                 kind=kind,
                 raw=raw,
-                tx_hash=keccak(raw),
+                tx_hash=tx_hash,
                 keys=tuple(op.key for op in ops),
                 attempts=1,
                 created_at=time.time(),
@@ -409,6 +411,10 @@ class Submitter:
         self.stats.transactions_sent += 1
         log.debug("submitter.sent", nonce=nonce, kind=kind.value, records=len(ops))
         self._hook("sent")
+
+    def _sign(self, tx: dict[str, Any]) -> tuple[bytes, bytes]:
+        raw = self.signer.sign_transaction(tx)
+        return raw, fast_keccak(raw)
 
     async def _send(self, entry: _InFlight) -> None:
         entry.sent_at = time.monotonic()

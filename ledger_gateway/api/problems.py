@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import structlog
@@ -56,6 +57,29 @@ def problem(status: int, code: str, title: str, detail: str, **extra: Any) -> JS
     return JSONResponse(body, status_code=status, media_type=PROBLEM)
 
 
+def gateway_problem(exc: GatewayError) -> JSONResponse:
+    response = problem(exc.status, exc.code, exc.title, exc.detail, **exc.extra)
+    if isinstance(exc, UnavailableError):
+        response.headers["Retry-After"] = str(exc.retry_after)
+    return response
+
+
+def validation_problem(raw: Sequence[Mapping[str, Any]]) -> JSONResponse:
+    """422 `validation_error` naming each invalid input (pydantic's errors, `loc` from the
+    request's part: body, query, ...)."""
+    errors = [
+        {
+            "loc": [str(p) for p in e.get("loc", ())],
+            "msg": str(e.get("msg", "")),
+            "type": str(e.get("type", "")),
+        }
+        for e in raw
+    ]
+    first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
+    detail = f"{'.'.join(first['loc'])}: {first['msg']}" if first["loc"] else str(first["msg"])
+    return problem(422, "validation_error", "Invalid request", detail, errors=errors)
+
+
 def install(app: FastAPI) -> None:
     document_problems(
         app,
@@ -65,24 +89,11 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(GatewayError)
     async def gateway_error(request: Request, exc: GatewayError) -> JSONResponse:
-        response = problem(exc.status, exc.code, exc.title, exc.detail, **exc.extra)
-        if isinstance(exc, UnavailableError):
-            response.headers["Retry-After"] = str(exc.retry_after)
-        return response
+        return gateway_problem(exc)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [
-            {
-                "loc": [str(p) for p in e.get("loc", ())],
-                "msg": str(e.get("msg", "")),
-                "type": str(e.get("type", "")),
-            }
-            for e in exc.errors()
-        ]
-        first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
-        detail = f"{'.'.join(first['loc'])}: {first['msg']}" if first["loc"] else str(first["msg"])
-        return problem(422, "validation_error", "Invalid request", detail, errors=errors)
+        return validation_problem(exc.errors())
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
