@@ -334,6 +334,7 @@ def tell(home: Home, say: Progress) -> dict[str, Any]:
         "rpc_url": status.chain.rpc_url,
         "gateway_urls": status.gateway_urls,
         "audit_url": status.audit_url,
+        "patient_url": status.patient_url,
     }
     story.facts["seconds"] = round(time.monotonic() - started, 1)
     write_private(home.root / "demo.json", json.dumps(kept_facts(story.facts), indent=2) + "\n")

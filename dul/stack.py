@@ -32,6 +32,7 @@ from dul.endpoints import audit_port
 from dul.errors import KeyStoreError
 from dul.home import Home, private_dir, write_private
 from dul.keys import KeyStore
+from ledger_gateway.patient_page.settings import PatientPageSettings
 from ledger_gateway.settings import GatewaySettings
 from ledger_gateway.tokens import TokenRole, TokenStore
 
@@ -41,6 +42,8 @@ OPERATOR_KEY = "operator"
 RPC_TOKEN_DIR = "rpc-tokens"  # noqa: S105 - a directory under run_dir (0700) of service tokens
 DEMO_TOKEN_NAME = "demo-access-service"  # noqa: S105 - the name of a token, not its secret
 DEMO_REGULATOR_TOKEN = "demo-regulator"  # noqa: S105 - the name of a token, not its secret
+PATIENT_PAGE = "patient-page"
+"""The patient page's service name, and the name of its STEWARD token at the hospital's gateway."""
 
 # The sample data space of `dul up --demo`: (org, kind, display name, [(key suffix, role)]).
 SAMPLE_ORGANIZATIONS: tuple[tuple[str, OrgKind, str, tuple[tuple[str, Role], ...]], ...] = (
@@ -104,11 +107,14 @@ class StackStatus:
     """Under `--demo`: the sample regulator's audit API token (console sign-in), shown only."""
     gateway_skipped: dict[str, str] = field(default_factory=dict)
     """Organizations whose gateway was not started, and why (and what to do)."""
+    patient_url: str | None = None
+    """The default hospital's patient page (started beside its gateway)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
             "rpc_url": self.chain.rpc_url,
             "gateway_url": self.gateway_url,
+            "patient_url": self.patient_url,
             "gateway_urls": self.gateway_urls,
             "gateway_skipped": self.gateway_skipped,
             "audit_url": self.audit_url,
@@ -149,9 +155,11 @@ def up(home: Home, settings: ChainSettings | None = None, *, demo: bool = False)
     default = GatewaySettings(home=home.root).org
     gateway_url = gateways.get(default)
     token = _demo_token(home) if demo and gateway_url else None
+    patient_url = _start_patient_page(home, node, default, gateway_url, audit_url)
     return StackStatus(
         chain, deployment, new, seeded, gateway_url, token, audit_url, gateway_urls=gateways,
         regulator_token=_regulator_token(home) if demo else None, gateway_skipped=skipped,
+        patient_url=patient_url,
     )  # fmt: skip
 
 
@@ -257,6 +265,46 @@ def _start_gateways(
     return urls
 
 
+def patient_page_agreements(home: Home) -> Path:
+    """The JSON list of agreement ids the local patient page offers codes under (the hospital's
+    steward keeps it; re-read on every request)."""
+    return home.root / PATIENT_PAGE / "agreements.json"
+
+
+def _start_patient_page(
+    home: Home, node: ChainNode, org: str, gateway_url: str | None, audit_url: str
+) -> str | None:
+    """The hospital's patient page beside its gateway, with a STEWARD token of that gateway of
+    its own (made anew, the previous one revoked, whenever the page is started)."""
+    if gateway_url is None:
+        return None
+    port = PatientPageSettings().port
+    url = f"http://127.0.0.1:{port}"
+    running = services.running(home, PATIENT_PAGE)
+    if running is not None:
+        return running.url
+    tokens = TokenStore(gateway_settings(home, org).tokens_path)
+    tokens.revoke(PATIENT_PAGE)
+    token_file = private_dir(home.run_dir) / f"{PATIENT_PAGE}.gateway-token"
+    write_private(token_file, tokens.create(PATIENT_PAGE, org, TokenRole.STEWARD) + "\n")
+    agreements = patient_page_agreements(home)
+    private_dir(agreements.parent)
+    if not agreements.exists():
+        write_private(agreements, "[]\n")
+    env = {
+        "DUL_PATIENT_ORG": org,
+        "DUL_PATIENT_PORT": str(port),
+        "DUL_PATIENT_GATEWAY_URL": gateway_url,
+        "DUL_PATIENT_GATEWAY_TOKEN": "",
+        "DUL_PATIENT_GATEWAY_TOKEN_FILE": str(token_file),
+        "DUL_PATIENT_AUDIT_URL": audit_url,
+        "DUL_PATIENT_AGREEMENTS_FILE": str(agreements),
+        **service_token_env(node, PATIENT_PAGE, READ_PERMISSIONS),
+    }
+    services.start(home, PATIENT_PAGE, ["patient", "serve"], url, env=env, ready_path="/healthz")
+    return url
+
+
 def _demo_token(home: Home) -> str | None:
     """The sample access service's token for the default gateway, created (and shown) once."""
     tokens = TokenStore(GatewaySettings(home=home.root).tokens_path)
@@ -279,7 +327,7 @@ def down(home: Home) -> bool:
     """Stop the services, then the chain (the ledger and all state stay in `home`)."""
     stopped = False
     gateways = [f"gateway-{slug}" for slug in SAMPLE_HOSPITALS]
-    for name in ("audit", "audit-indexer", "gateway", *gateways):
+    for name in (PATIENT_PAGE, "audit", "audit-indexer", "gateway", *gateways):
         stopped = services.stop(home, name) or stopped
     return ChainNode(home).stop() or stopped
 

@@ -84,6 +84,12 @@ def up(
                 "create NAME --service audit --role regulator`",
                 highlight=False,
             )
+        if status.patient_url:
+            console.print(
+                f"patients    {status.patient_url}/  sign in with a token from `dul steward "
+                "patient-token PSEUDONYM`",
+                highlight=False,
+            )
     if detach:
         return
     console.print("running; Ctrl-C stops the stack", highlight=False)

@@ -86,6 +86,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
         "DUL_CHAIN_BLOCK_TIME": "0.2",
         "DUL_GATEWAY_PORT": str(_free_run(3)),
         "DUL_AUDIT_PORT": str(free_port()),
+        "DUL_PATIENT_PORT": str(free_port()),
     }
     for name in ("DUL_GATEWAY_DATABASE_URL", "DUL_AUDIT_DATABASE_URL", "DUL_RPC_URL"):
         env.pop(name, None)
@@ -478,3 +479,38 @@ def test_console_each_role_sees_what_it_may(demo: Demo, browser: Browser, screen
         page.screenshot(path=screens.path("patient-own-report-400x800"), full_page=True)
     finally:
         context.close()
+
+
+def test_the_withdrawn_patient_on_hospital_a_s_patient_page(
+    demo: Demo, browser: Browser, screens: Screens
+) -> None:
+    """`dul up` runs hospital A's patient page beside its gateway: the withdrawn patient signs
+    in with the token `dul steward patient-token` makes and sees the withdrawal, signed by
+    them, and the one use of their data before it, its proof checked in the browser."""
+    url = demo.facts["urls"]["patient_url"]
+    token = _dul_json(demo, "steward", "patient-token", WITHDRAWING, "--key", "hospital-a.steward")
+    bearer = {"Authorization": f"Bearer {token['token']}"}
+    consents = httpx.get(f"{url}/api/consents", headers=bearer, timeout=60)
+    assert consents.status_code == 200, consents.text
+    assert [c["status"] for c in consents.json()["consents"]] == ["WITHDRAWN"]
+    assert httpx.get(f"{url}/api/consents", timeout=60).status_code == 401
+    context = browser.new_context(viewport={"width": 400, "height": 800})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    try:
+        page.goto(url)
+        page.get_by_label("Patient token").fill(token["token"])
+        page.get_by_role("button", name="Sign in").click()
+        uses = page.locator("#use-list > li")
+        expect(uses).to_have_count(1)
+        uses.first.get_by_role("button", name=re.compile("Check the proof")).click()
+        expect(uses.first.locator(".proof")).to_have_text(re.compile("^✓ Verified"))
+        consent = page.locator("#consent-list > li")
+        expect(consent).to_contain_text("Withdrawn")
+        expect(consent).to_contain_text("by you (signed with your key)")
+        shot = screens.directory.parent / "patient" / "demo-withdrawn-400-full.png"
+        page.screenshot(path=str(shot), full_page=True)
+    finally:
+        context.close()
+    assert not errors, f"the patient page threw: {errors}"

@@ -56,6 +56,7 @@ def test_the_walkthrough_runs_as_written(tmp_path: Path) -> None:
         "DUL_CHAIN_PORT": str(free_port()),
         "DUL_GATEWAY_PORT": str(free_port()),
         "DUL_AUDIT_PORT": str(free_port()),
+        "DUL_PATIENT_PORT": str(free_port()),
         "DUL_CHAIN_BLOCK_TIME": "0.2",
         # verify calls an index more than 60 s of chain time behind stale; on a loaded test
         # machine one CLI start can take that long
