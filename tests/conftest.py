@@ -11,9 +11,15 @@ from eth_hash.auto import keccak
 from eth_typing import HexStr
 from pydantic import SecretStr
 
-from dul.chain.node import ChainNode
 from dul.chain.rpc_auth import OPERATOR_PERMISSIONS, issue_token, signing_key
-from dul.chain.testing import TEST_OPERATOR_KEY, ChainHandle, free_port, throwaway_chain_settings
+from dul.chain.testing import (
+    NODES,
+    TEST_OPERATOR_KEY,
+    ChainHandle,
+    free_port,
+    start_chain,
+    throwaway_chain_settings,
+)
 from dul.contracts.deploy import deploy
 from dul.contracts.ledger import Ledger, connect
 from dul.contracts.typed_data import access_log_domain
@@ -72,13 +78,29 @@ def rpc_token(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield token
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests that need the chain run on anvil; those marked `every_node` on each of NODES."""
+    if "node_kind" in metafunc.fixturenames:
+        every = metafunc.definition.get_closest_marker("every_node") is not None
+        kinds = NODES if every else NODES[:1]
+        metafunc.parametrize("node_kind", kinds, indirect=True, scope="session")
+
+
 @pytest.fixture(scope="session")
-def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChainHandle]:
-    """One embedded chain (anvil + permissioned proxy) for the whole test session."""
+def node_kind(request: pytest.FixtureRequest) -> str:
+    """The node under the session's `chain`: "anvil" or "hardhat" (named in the test id)."""
+    kind: str = getattr(request, "param", NODES[0])
+    return kind
+
+
+@pytest.fixture(scope="session")
+def chain(node_kind: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChainHandle]:
+    """One chain (the node + permissioned proxy) per node kind for the whole test session."""
     operator: LocalAccount = Account.from_key(TEST_OPERATOR_KEY)
-    home = Home(tmp_path_factory.mktemp("dul-home")).ensure()
-    node = ChainNode(home, throwaway_chain_settings(operator=operator.address))
-    status = node.start()
+    home = Home(tmp_path_factory.mktemp(f"dul-home-{node_kind}")).ensure()
+    settings = throwaway_chain_settings(operator=operator.address, start_timeout=120.0)
+    node = start_chain(node_kind, home, settings)
+    status = node.status()
     assert status.rpc_url is not None
     assert status.node_url is not None
     assert status.chain_id is not None
@@ -89,6 +111,7 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChainHandle]:
         home=home,
         operator=operator,
         node=node,
+        kind=node_kind,
     )
     try:
         yield handle

@@ -261,6 +261,11 @@ def _log_tail(path: Path, lines: int = 5) -> str:
 class ChainNode:
     """Start, stop and inspect the embedded chain of one data directory."""
 
+    #: What the node process's command line contains (pid files are checked against it).
+    node_marker = "anvil"
+    #: The node process's environment (None: inherit).
+    node_env: dict[str, str] | None = None
+
     def __init__(self, home: Home, settings: ChainSettings | None = None) -> None:
         self.home = home
         self.settings = settings or ChainSettings()
@@ -318,7 +323,7 @@ class ChainNode:
         anvil = read_pid(self.anvil_pid_path)
         proxy = read_pid(self.proxy_pid_path)
         return (
-            anvil if anvil is not None and process_alive(anvil, "anvil") else None,
+            anvil if anvil is not None and process_alive(anvil, self.node_marker) else None,
             proxy if proxy is not None and process_alive(proxy, PROXY_MODULE) else None,
         )
 
@@ -427,7 +432,6 @@ class ChainNode:
                     code="port_in_use",
                     port=port,
                 )
-        anvil_bin = find_anvil(s.anvil_bin)
         self.home.chain_dir.mkdir(parents=True, exist_ok=True)
         key = signing_key(self.rpc_key_path, create=True)
         write_private(self.rpc_public_key_path, public_pem(key).decode())
@@ -435,28 +439,11 @@ class ChainNode:
         public_host = "127.0.0.1" if s.host in ("0.0.0.0", "") else s.host  # noqa: S104 - mapping a wildcard bind to a connectable address
         rpc = f"http://{public_host}:{s.port}"
 
-        anvil_args = [
-            str(anvil_bin),
-            "--accounts", "0",  # no unlocked dev accounts, in either mode
-            "--host", node_host,
-            "--port", str(node_port),  # inside the namespace: unreachable from outside
-            "--chain-id", str(s.chain_id),
-            "--block-time", _format_seconds(s.block_time),
-            "--base-fee", str(GAS_PRICE),
-            "--gas-price", str(GAS_PRICE),
-            "--gas-limit", str(s.gas_limit),
-            "--state", str(self.home.chain_state),
-            "--state-interval", str(s.state_interval),
-            "--silent",
-        ]  # fmt: skip
-        if launcher is None:
-            node_url = f"http://{node_host}:{node_port}"
-        else:
-            node_url = str(self._prepare_ipc())
-            anvil_args = [*launcher, *anvil_args, "--ipc", node_url]
+        ipc = None if launcher is None else str(self._prepare_ipc())
+        anvil_args, node_url, anvil_bin = self._node_command(launcher, node_host, node_port, ipc)
         anvil_log = self.home.logs_dir / ANVIL_LOG
         started: list[subprocess.Popen[bytes]] = []
-        anvil = self._spawn(anvil_args, anvil_log, self.anvil_pid_path, env=None)
+        anvil = self._spawn(anvil_args, anvil_log, self.anvil_pid_path, env=self.node_env)
         started.append(anvil)
         log.info(
             "anvil_started",
@@ -466,7 +453,7 @@ class ChainNode:
             bin=str(anvil_bin),
         )
         try:
-            self._wait_ready(node_url, anvil, "anvil", anvil_log, began)
+            self._wait_ready(node_url, anvil, self.node_marker, anvil_log, began)
             proxy_args = [
                 sys.executable, "-m", PROXY_MODULE,
                 "--upstream", node_url,
@@ -511,7 +498,7 @@ class ChainNode:
             "proxy_pid": proxy.pid,
             "block_time": s.block_time,
             "state_file": str(self.home.chain_state),
-            "anvil_bin": str(anvil_bin),
+            "anvil_bin": anvil_bin,
             "started_at": time.time(),
         }
         write_private(self.info_path, json.dumps(info, indent=2))
@@ -535,6 +522,30 @@ class ChainNode:
         if status.warning is not None:
             log.warning("chain_not_isolated", node_url=node_url)
         return status
+
+    def _node_command(
+        self, launcher: list[str] | None, host: str, port: int, ipc: str | None
+    ) -> tuple[list[str], str, str]:
+        """The node's command line, the URL (or IPC path) it answers on, and its binary."""
+        s = self.settings
+        anvil_bin = find_anvil(s.anvil_bin)
+        args = [
+            str(anvil_bin),
+            "--accounts", "0",  # no unlocked dev accounts, in either mode
+            "--host", host,
+            "--port", str(port),  # inside the namespace: unreachable from outside
+            "--chain-id", str(s.chain_id),
+            "--block-time", _format_seconds(s.block_time),
+            "--base-fee", str(GAS_PRICE),
+            "--gas-price", str(GAS_PRICE),
+            "--gas-limit", str(s.gas_limit),
+            "--state", str(self.home.chain_state),
+            "--state-interval", str(s.state_interval),
+            "--silent",
+        ]  # fmt: skip
+        if launcher is None or ipc is None:
+            return args, f"http://{host}:{port}", str(anvil_bin)
+        return [*launcher, *args, "--ipc", ipc], ipc, str(anvil_bin)
 
     def _spawn(
         self, args: list[str], log_path: Path, pid_path: Path, env: dict[str, str] | None
@@ -595,7 +606,7 @@ class ChainNode:
         stopped = False
         for pid_path, marker in (
             (self.proxy_pid_path, PROXY_MODULE),
-            (self.anvil_pid_path, "anvil"),
+            (self.anvil_pid_path, self.node_marker),
         ):
             pid = read_pid(pid_path)
             if pid is not None and process_alive(pid, marker):

@@ -12,6 +12,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,7 @@ from eth_account.signers.local import LocalAccount
 from eth_hash.auto import keccak
 
 from dul.chain.ipc import ipc_call, is_ipc_target
-from dul.chain.node import ChainNode
+from dul.chain.node import ChainNode, _format_seconds
 from dul.chain.rpc_auth import OPERATOR_PERMISSIONS, bearer_headers
 from dul.chain.settings import ChainSettings
 from dul.home import Home
@@ -136,6 +137,70 @@ def run_ethers_wallet(
     return result
 
 
+#: The nodes the chain-facing tests run on (a session fixture parameter, named in test ids).
+NODES = ("anvil", "hardhat")
+HARDHAT_CONFIG = Path(__file__).with_name("hardhat-node.config.js")
+HARDHAT_CLI = Path(__file__).resolve().parents[2] / "node_modules/hardhat/internal/cli/cli.js"
+BRIDGE_MODULE = "dul.chain.ipc_bridge"
+
+
+class HardhatChainNode(ChainNode):
+    """Hardhat's node (EDR, npm `hardhat`) in place of anvil, behind the same permissioned
+    proxy and isolated the same way: in a network namespace of its own, bound to its
+    127.0.0.1 (`--hostname`; it binds every interface otherwise), answering the proxy on an
+    IPC socket through `dul.chain.ipc_bridge`. It keeps no state across a restart."""
+
+    node_marker = BRIDGE_MODULE
+
+    def _node_command(
+        self, launcher: list[str] | None, host: str, port: int, ipc: str | None
+    ) -> tuple[list[str], str, str]:
+        s = self.settings
+        node = shutil.which("node") or "node"
+        cache = self.home.chain_dir / "hardhat-cache"
+        self.node_env = {
+            **os.environ,
+            "HARDHAT_DISABLE_TELEMETRY_PROMPT": "true",
+            "DUL_HARDHAT_CHAIN_ID": str(s.chain_id),
+            "DUL_HARDHAT_GAS_LIMIT": str(s.gas_limit),
+            "DUL_HARDHAT_BLOCK_MS": str(max(1, round(s.block_time * 1000))),
+            "DUL_HARDHAT_CACHE": str(cache),
+            "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+        }
+        url = f"http://{host}:{port}"
+        hardhat = [
+            node, str(HARDHAT_CLI), "--config", str(HARDHAT_CONFIG),
+            "node", "--hostname", host, "--port", str(port),
+        ]  # fmt: skip
+        bridge = [sys.executable, "-m", BRIDGE_MODULE, "--url", url]
+        bridge += ["--start-timeout", _format_seconds(s.start_timeout)]
+        bridge += ["--cwd", str(HARDHAT_CLI.parents[3])]  # Hardhat runs from its project only
+        if launcher is None or ipc is None:
+            return [*bridge, "--", *hardhat], url, str(HARDHAT_CLI)
+        return [*launcher, *bridge, "--socket", ipc, "--", *hardhat], ipc, str(HARDHAT_CLI)
+
+
+def start_chain(kind: str, home: Home, settings: ChainSettings) -> ChainNode:
+    """A started chain of `kind` (one of NODES) behind the permissioned proxy."""
+    if kind not in NODES:
+        raise ValueError(f"unknown node {kind!r}: one of {', '.join(NODES)}")
+    node = ChainNode(home, settings) if kind == "anvil" else HardhatChainNode(home, settings)
+    node.start()
+    return node
+
+
+#: anvil's cheat methods under Hardhat's names (same parameters).
+_HARDHAT_CHEATS = {
+    "anvil_mine": "hardhat_mine",
+    "anvil_setStorageAt": "hardhat_setStorageAt",
+    "anvil_impersonateAccount": "hardhat_impersonateAccount",
+    "anvil_stopImpersonatingAccount": "hardhat_stopImpersonatingAccount",
+    "anvil_setBalance": "hardhat_setBalance",
+    "anvil_setCode": "hardhat_setCode",
+    "anvil_setNonce": "hardhat_setNonce",
+}
+
+
 def node_call_raw(node_url: str, method: str, *params: Any, timeout: float = 30.0) -> Any:
     """One JSON-RPC call to the node itself, past the proxy: over its IPC socket when
     `node_url` is a path (the namespaced node), else over HTTP (the loopback fallback).
@@ -168,6 +233,8 @@ class ChainHandle:
     token: str | None = None
     """The RPC token `rpc`/`send_raw` present: `DUL_RPC_TOKEN`, else one for the operator
     signed with the chain's own key."""
+    kind: str = "anvil"
+    """Which node answers (one of NODES): `node_rpc` speaks its cheat methods."""
 
     def __post_init__(self) -> None:
         if self.token is None:
@@ -202,9 +269,21 @@ class ChainHandle:
         return node_call(self.node_url, method, *params)
 
     def node_rpc_raw(self, method: str, *params: Any) -> dict[str, Any]:
-        """`node_rpc`'s full JSON-RPC reply (result or error)."""
+        """`node_rpc`'s full JSON-RPC reply (result or error). anvil's cheat methods are
+        asked of Hardhat's node under its own names."""
+        if self.kind == "hardhat":
+            if method == "anvil_dropAllTransactions":
+                return self._drop_pending_transactions()
+            method = _HARDHAT_CHEATS.get(method, method)
         reply: dict[str, Any] = node_call_raw(self.node_url, method, *params)
         return reply
+
+    def _drop_pending_transactions(self) -> dict[str, Any]:
+        """Hardhat drops one transaction at a time: each of the pending block's."""
+        pending = node_call(self.node_url, "eth_getBlockByNumber", "pending", False)
+        for tx_hash in pending["transactions"]:
+            node_call(self.node_url, "hardhat_dropTransaction", tx_hash)
+        return {"jsonrpc": "2.0", "id": 1, "result": None}
 
     def wait_receipt(
         self, tx_hash: str, timeout: float = 10.0, *, url: str | None = None

@@ -26,7 +26,7 @@ from dul.contracts.world import World, derived_signer
 from dul.domain import AgreementStatus, Decision, DenyReason, Operation, Tier, slug_id
 from dul.errors import ChainError, DeploymentError, TransactionError
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.every_node]
 
 
 def request_for(world: World, agreement: bytes, **overrides: object) -> AccessRequest:
