@@ -613,6 +613,13 @@ class StewardService:
             )
             raise _reverted(exc, f"{call.function.name} from {tx.sender}") from None
 
+    async def _node_has(self, tx_hash: bytes) -> bool:
+        """Whether the node knows the transaction (pending or mined)."""
+        try:
+            return await self.rpc.request("eth_getTransactionByHash", _hex(tx_hash)) is not None
+        except RpcError:
+            return False
+
     async def _send(self, call: Call) -> None:
         tx = call.tx
         try:
@@ -621,6 +628,8 @@ class StewardService:
             text = exc.message.lower()
             if "already known" in text or "already imported" in text:
                 return
+            if await self._node_has(tx.tx_hash):
+                return  # a resend, worded by each node its own way (Hardhat: "Known transaction")
             if exc.rpc_code == -32003:  # the permissioned endpoint: sender is not a member
                 raise ForbiddenError(exc.message, code="sender_not_member") from None
             if "nonce too low" in text:

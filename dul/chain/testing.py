@@ -266,7 +266,9 @@ class ChainHandle:
         evm_revert, anvil_setStorageAt, anvil_impersonateAccount, …). Only for test set-up and
         attacks that the product never does; the result, or AssertionError with the error.
         Reaches the namespaced node over its IPC socket (`node_url` is then its path)."""
-        return node_call(self.node_url, method, *params)
+        reply = self.node_rpc_raw(method, *params)
+        assert "error" not in reply, f"{method} failed: {reply['error']}"
+        return reply["result"]
 
     def node_rpc_raw(self, method: str, *params: Any) -> dict[str, Any]:
         """`node_rpc`'s full JSON-RPC reply (result or error). anvil's cheat methods are

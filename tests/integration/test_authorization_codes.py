@@ -244,6 +244,7 @@ def test_a_code_redeems_once_for_a_one_patient_access_on_chain(
     assert world.ledger.call("AccessLog", "decisionOf", second_id) == Decision.DENIED
 
 
+@pytest.mark.every_node
 def test_every_misuse_is_denied_with_the_chains_fault(
     world: World, gateway: GatewayHandle, claims: Claims, steward: StewardClient
 ) -> None:
@@ -592,6 +593,7 @@ def _patient_body(
     )
 
 
+@pytest.mark.every_node
 def test_a_patient_signed_code_opens_exactly_one_access_for_its_grantee(
     world: World, gateway: GatewayHandle, claims: Claims, steward: StewardClient
 ) -> None:

@@ -41,6 +41,7 @@ def agreement(world: World) -> bytes:
     return world.activate(world.research_terms(quota=50))
 
 
+@pytest.mark.every_node
 def test_a_granted_access_is_answered_at_once_and_recorded_on_chain(
     world: World, gateway: GatewayHandle, agreement: bytes
 ) -> None:
@@ -58,6 +59,7 @@ def test_a_granted_access_is_answered_at_once_and_recorded_on_chain(
     )
 
 
+@pytest.mark.every_node
 def test_a_denied_access_is_recorded_with_its_reasons(
     world: World, gateway: GatewayHandle, agreement: bytes
 ) -> None:
@@ -96,6 +98,7 @@ def test_same_request_id_other_body_is_a_conflict(
     assert (caught.value.status, caught.value.code) == (409, "request_id_conflict")
 
 
+@pytest.mark.every_node
 def test_a_batch_is_decided_and_recorded(
     world: World, gateway: GatewayHandle, agreement: bytes
 ) -> None:
@@ -119,6 +122,7 @@ def test_quota_is_enforced_across_requests(world: World, gateway: GatewayHandle)
     assert {a.status for a in answers} == {"confirmed"}
 
 
+@pytest.mark.every_node
 def test_a_suspension_is_honoured_by_the_next_decision(
     world: World, gateway: GatewayHandle
 ) -> None:
@@ -134,6 +138,7 @@ def test_a_suspension_is_honoured_by_the_next_decision(
     assert answer.reasons == ["AGREEMENT_NOT_ACTIVE"]
 
 
+@pytest.mark.every_node
 def test_a_result_release_is_recorded_and_only_what_the_access_allowed(
     world: World, gateway: GatewayHandle, agreement: bytes
 ) -> None:

@@ -132,6 +132,7 @@ def ask(world: World, gateway: GatewayHandle, agreement: bytes, cohort: list[byt
 # --------------------------------------------------------------------------- decisions
 
 
+@pytest.mark.every_node
 def test_only_consented_subjects_are_admitted_and_their_tree_is_recorded(
     world: World, gateway: GatewayHandle, agreement: bytes
 ) -> None:
@@ -247,6 +248,7 @@ def test_cohort_input_is_validated(world: World, gateway: GatewayHandle, agreeme
 # --------------------------------------------------------------------------- withdrawals
 
 
+@pytest.mark.every_node
 def test_a_patient_withdraws_with_their_own_signature_through_the_gateway(
     world: World, gateway: GatewayHandle, agreement: bytes, steward: StewardClient
 ) -> None:
@@ -290,6 +292,7 @@ def test_a_patient_withdraws_with_their_own_signature_through_the_gateway(
     assert consent_status(world, consent) == ConsentStatus.WITHDRAWN
 
 
+@pytest.mark.every_node
 def test_a_steward_withdraws_through_the_gateway(
     world: World, gateway: GatewayHandle, agreement: bytes, steward: StewardClient
 ) -> None:
@@ -354,6 +357,7 @@ def test_consents_are_recorded_and_listed_through_the_gateway(
     assert steward.consents(refs(1)[0]).consents == []
 
 
+@pytest.mark.every_node
 def test_consents_the_chain_refuses_are_answered_with_its_error_and_not_sent(
     world: World, steward: StewardClient
 ) -> None:

@@ -147,6 +147,7 @@ def rows(store: AuditStore, sql: str, **params: Any) -> list[Any]:
 
 
 @pytest.mark.parametrize("new_store", BACKENDS, indirect=True)
+@pytest.mark.every_node
 def test_the_store_holds_exactly_what_happened(
     chain: ChainHandle, world: World, new_store: StoreFactory
 ) -> None:

@@ -26,7 +26,7 @@ from dul.contracts.world import World, derived_signer
 from dul.domain import AgreementStatus, Decision, DenyReason, Operation, Tier, slug_id
 from dul.errors import ChainError, DeploymentError, TransactionError
 
-pytestmark = [pytest.mark.integration, pytest.mark.every_node]
+pytestmark = pytest.mark.integration
 
 
 def request_for(world: World, agreement: bytes, **overrides: object) -> AccessRequest:
@@ -113,6 +113,7 @@ def test_verify_refuses_a_consent_registry_not_bound_to_the_access_log(
     assert caught.value.code == "access_log_unbound"
 
 
+@pytest.mark.every_node
 def test_consent_registry_errors_decode_into_their_names(world: World) -> None:
     terms = (world.hospital, keccak(b"subject"), 0b10, [42], 0, 2**64 - 1, "0x" + "00" * 20)
     with pytest.raises(TransactionError) as caught:
@@ -124,6 +125,7 @@ def test_consent_registry_errors_decode_into_their_names(world: World) -> None:
     }
 
 
+@pytest.mark.every_node
 def test_agreement_signed_in_python_activates_on_chain(world: World) -> None:
     terms = world.research_terms()
     agreement = world.activate(terms)
@@ -157,6 +159,7 @@ def test_signature_for_another_chain_is_refused(world: World) -> None:
     )
 
 
+@pytest.mark.every_node
 def test_access_records_are_checked_on_chain(world: World) -> None:
     agreement = world.activate(world.research_terms(quota=10))
     granted = record(world, request_for(world, agreement))
@@ -189,6 +192,7 @@ def test_only_the_holders_gateway_records(world: World) -> None:
     assert caught.value.code == "AccessLogUnauthorizedRecorder"
 
 
+@pytest.mark.every_node
 def test_a_batch_of_accesses_is_one_transaction(world: World) -> None:
     agreement = world.activate(world.research_terms())
     records = [
@@ -200,6 +204,7 @@ def test_a_batch_of_accesses_is_one_transaction(world: World) -> None:
     assert world.ledger.call("AccessLog", "accessesUsed", agreement) == 50
 
 
+@pytest.mark.every_node
 def test_the_endpoint_admits_members_and_refuses_others(world: World) -> None:
     stranger = derived_signer("stranger")
     with pytest.raises(ChainError) as refused:

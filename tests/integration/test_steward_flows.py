@@ -80,6 +80,7 @@ def propose(world: World, client: StewardClient, terms: AgreementTerms) -> str:
     return answer.agreement_id or ""
 
 
+@pytest.mark.every_node
 def test_draft_submit_and_both_signatures_activate_the_agreement(
     world: World, client: StewardClient, gateway: GatewayHandle
 ) -> None:
@@ -192,6 +193,7 @@ def test_a_transaction_for_another_path_or_function_is_refused(
     assert status(world, first) == AgreementStatus.ACTIVE
 
 
+@pytest.mark.every_node
 def test_a_transaction_the_chain_would_refuse_is_answered_with_its_error_and_not_sent(
     world: World, client: StewardClient
 ) -> None:
@@ -319,6 +321,7 @@ def run(env: dict[str, str], *args: str) -> dict[str, object]:
     return parsed
 
 
+@pytest.mark.every_node
 def test_cli_draft_submit_sign_suspend_resume_revoke_show(
     world: World, cli_env: dict[str, str], tmp_path: Path
 ) -> None:

@@ -170,6 +170,7 @@ def test_a_burst_is_recorded_exactly_once_in_few_transactions(
     assert world.ledger.call("AccessLog", "accessesUsed", agreement) == 450
 
 
+@pytest.mark.every_node
 def test_a_record_over_quota_fails_alone_and_the_batch_lands(
     chain: ChainHandle, world: World, tmp_path: Path
 ) -> None:
@@ -207,6 +208,7 @@ def test_a_record_over_quota_fails_alone_and_the_batch_lands(
 
 
 @pytest.mark.parametrize("point", ["persisted", "sent"])
+@pytest.mark.every_node
 def test_a_crash_around_sending_neither_loses_nor_repeats(
     chain: ChainHandle, world: World, tmp_path: Path, point: str
 ) -> None:
@@ -254,6 +256,7 @@ def test_a_crash_around_sending_neither_loses_nor_repeats(
     assert set(ids.values()) == {1}
 
 
+@pytest.mark.every_node
 def test_the_nonce_survives_a_restart_and_matches_the_chain(
     chain: ChainHandle, world: World, tmp_path: Path
 ) -> None:
