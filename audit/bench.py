@@ -345,7 +345,7 @@ def synthesize_store(
             agreement, 1, None, hexed(hospital), hexed(institute), hexed(digest),
             int(Scenario.RESEARCH), json.dumps([42]), hexed(bytes(32)), hexed(bytes(32)),
             int(Tier.DEIDENTIFIED), terms.operations, 0, 2**40, accesses,
-            int(ConsentPolicy.NONE), hexed(terms.terms_hash), hex(n + 1), 2**40,
+            int(ConsentPolicy.NONE), hexed(terms.terms_hash), hex(n + 1), 2**40, 0,
             int(AgreementStatus.ACTIVE), block, 0, 0, tx(block),
         ))  # fmt: skip
         scope_rows.append((agreement, hexed(dataset), hex(0b11110), block))

@@ -19,6 +19,9 @@ Tables (all written only by the indexer, one database transaction per page of bl
     patient_authorization    one row per authorization code (by its hash); `status` follows
     authorization_revocation   its revocation or
     authorization_redemption   its redemption by an access
+    break_glass_access       every access that opened a patient's records without their code
+                             (AccessLog `BreakGlassAccess`): reason and review deadline
+    break_glass_review       the holder steward's review of one (upheld or referred)
     artifact                 one row per registered artifact (ArtifactRegistry): kind, owner,
                              registrant, metadata hash
     artifact_release_parent  the releases an artifact was derived from (access, agreement,
@@ -196,6 +199,7 @@ class Agreement(AuditModel, table=True):
     terms_hash: str
     nonce: str
     deadline: int = Field(sa_type=Uint)
+    break_glass_review_hours: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     status: int = Field(index=True)
     block_number: int = Field(sa_type=BigInteger, index=True)
     tx_index: int
@@ -408,6 +412,35 @@ class AuthorizationRedemption(Positioned, table=True):
     tx_hash: str
 
 
+class BreakGlassAccess(Positioned, table=True):
+    """A GRANTED access that opened one patient's records without their code; a steward of
+    `holder_org` must review it by `review_due` (block time)."""
+
+    __tablename__ = "break_glass_access"
+
+    access_id: str = Field(index=True)
+    agreement_id: str = Field(index=True)
+    holder_org: str = Field(index=True)
+    reason: int
+    review_due: int = Field(sa_type=Uint)
+    tx_hash: str
+
+
+class BreakGlassReview(Positioned, table=True):
+    """A holder steward's review of a break-glass access (`BreakGlassOutcome`)."""
+
+    __tablename__ = "break_glass_review"
+
+    access_id: str = Field(index=True)
+    agreement_id: str
+    holder_org: str
+    outcome: int
+    reviewer: str
+    finding_hash: str
+    review_due: int = Field(sa_type=Uint)
+    tx_hash: str
+
+
 class Cohort(Positioned, table=True):
     """The cohort of the access at this position: `status` a `CohortStatus` value, `source`
     where its leaves came from, `leaves` / `found_root` what that source gave, `consented` how
@@ -539,6 +572,8 @@ POSITIONED_TABLES: tuple[type[AuditModel], ...] = (
     AuthorizationRevocation,
     AuthorizationRedemption,
     SubjectKey,
+    BreakGlassAccess,
+    BreakGlassReview,
     Artifact,
     ArtifactReleaseParent,
     ArtifactParent,
@@ -640,7 +675,8 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "agreement_id", "version", "previous_id", "holder_org", "requester_org", "digest",
         "scenario", "duo_codes", "disease_code", "ethics_approval", "max_tier", "operations",
         "valid_from", "valid_until", "quota", "consent_policy", "terms_hash", "nonce",
-        "deadline", "status", "block_number", "tx_index", "log_index", "tx_hash",
+        "deadline", "break_glass_review_hours", "status", "block_number", "tx_index",
+        "log_index", "tx_hash",
     ),
     "agreement_dataset": ("agreement_id", "dataset_id", "field_mask", "block_number"),
     "agreement_signature": (
@@ -686,6 +722,14 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "authorization_redemption": (
         "block_number", "tx_index", "log_index", "code_hash", "access_id", "grantee_org",
         "tx_hash",
+    ),
+    "break_glass_access": (
+        "block_number", "tx_index", "log_index", "access_id", "agreement_id", "holder_org",
+        "reason", "review_due", "tx_hash",
+    ),
+    "break_glass_review": (
+        "block_number", "tx_index", "log_index", "access_id", "agreement_id", "holder_org",
+        "outcome", "reviewer", "finding_hash", "review_due", "tx_hash",
     ),
     "artifact": (
         "artifact_id", "owner_org", "kind", "metadata_hash", "registrant", "block_number",
@@ -778,7 +822,7 @@ def project(events: Iterable[DecodedEvent]) -> PageRows:
                     terms["validFrom"], terms["validUntil"], terms["quota"],
                     terms["consentPolicy"], terms["termsHash"],
                     nonce if isinstance(nonce, str) else hex(nonce), terms["deadline"],
-                    int(AgreementStatus.PROPOSED), b, t, i, tx,
+                    terms["breakGlassReviewHours"], int(AgreementStatus.PROPOSED), b, t, i, tx,
                 ),
             )  # fmt: skip
             for dataset, mask in zip(terms["datasets"], terms["fieldMasks"], strict=True):
@@ -831,6 +875,22 @@ def project(events: Iterable[DecodedEvent]) -> PageRows:
                 "subject_key",
                 (b, t, i, a["holder"], a["subject"], a["key"], a["previous"], a["by"], tx),
             )
+        elif name == "BreakGlassAccess":
+            page.add(
+                "break_glass_access",
+                (
+                    b, t, i, a["accessId"], a["agreementId"], a["holder"], a["reason"],
+                    a["reviewDue"], tx,
+                ),
+            )  # fmt: skip
+        elif name == "BreakGlassReviewed":
+            page.add(
+                "break_glass_review",
+                (
+                    b, t, i, a["accessId"], a["agreementId"], a["holder"], a["outcome"],
+                    a["reviewer"], a["findingHash"], a["reviewDue"], tx,
+                ),
+            )  # fmt: skip
         elif name == "AuthorizationRedeemed":
             page.add(
                 "authorization_redemption",

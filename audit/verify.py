@@ -669,6 +669,7 @@ def _agreements(
                 duo_codes=tuple(int(c) for c in _loads(row["duo_codes"])),
                 disease_code=bytes.fromhex(row["disease_code"][2:]),
                 ethics_approval=bytes.fromhex(row["ethics_approval"][2:]),
+                break_glass_review_hours=int(row["break_glass_review_hours"]),
             )
             previous = bytes.fromhex(row["previous_id"][2:]) if row["previous_id"] else bytes(32)
             digest = stored.digest(domain, int(row["version"]), previous)

@@ -16,7 +16,7 @@ batched: `audit.chain_reads`):
   policy, window, quota, parties), `versionOf`, `signers`, `digest` per agreement;
   `allowedFields` per agreement and dataset.
 - AccessLog: `accessesUsed` (granted accesses) per agreement, `decisionOf` per request id,
-  `isReleased` per release.
+  `isReleased` per release, `breakGlassOf` (review deadline and outcome) per break-glass access.
 - ConsentRegistry: `consent` per consent, `authorization` (status, redemption) per code,
   `subjectKeyOf` per subject with a registered key or a consent naming one, `accessLog`.
 - ArtifactRegistry: `artifact` (owner, kind, registrant, time, parent counts) per artifact.
@@ -71,7 +71,7 @@ ACCESS_TERMS = View(
     "accessTerms(bytes32)",
     ("status:uint8", "scenario:uint8", "maxTier:uint8", "operations:uint8",
      "consentPolicy:uint8", "validFrom:uint64", "validUntil:uint64", "quota:uint64",
-     "holder:bytes32", "requester:bytes32"),
+     "holder:bytes32", "requester:bytes32", "breakGlassReviewHours:uint16"),
 )  # fmt: skip
 VERSION_OF = View("versionOf(bytes32)", ("version:uint64", "previous:bytes32"))
 SIGNERS = View("signers(bytes32)", ("holderSigner:address", "requesterSigner:address"))
@@ -79,6 +79,7 @@ DIGEST = View("digest(bytes32)", ("digest:bytes32",))
 ALLOWED_FIELDS = View("allowedFields(bytes32,bytes32)", ("fieldMask:uint256",))
 ACCESSES_USED = View("accessesUsed(bytes32)", ("used:uint64",))
 DECISION_OF = View("decisionOf(bytes32)", ("decision:uint8",))
+BREAK_GLASS_OF = View("breakGlassOf(bytes32)", ("reviewDue:uint64", "outcome:uint8"))
 IS_RELEASED = View("isReleased(bytes32,bytes32,bytes32)", ("released:bool",))
 CONSENT = View(
     "consent(bytes32)",
@@ -130,6 +131,8 @@ class StateFold:
     """(holder, subject) -> the key a steward registered (zero: removed)."""
     access_log: str | None = None
     artifacts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    break_glass: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Break-glass access id -> its review deadline and outcome."""
 
     def apply(self, ev: DecodedEvent) -> None:
         handler = _HANDLERS.get(ev.name)
@@ -175,7 +178,9 @@ class StateFold:
             "maxTier": int(t["maxTier"]), "operations": int(t["operations"]),
             "consentPolicy": int(t["consentPolicy"]), "validFrom": _int(t["validFrom"]),
             "validUntil": _int(t["validUntil"]), "quota": _int(t["quota"]),
-            "holder": a["holder"], "requester": a["requester"], "version": _int(a["version"]),
+            "holder": a["holder"], "requester": a["requester"],
+            "breakGlassReviewHours": _int(t["breakGlassReviewHours"]),
+            "version": _int(a["version"]),
             "previous": a["previous"], "digest": a["digest"], "holderSigner": ZERO20,
             "requesterSigner": ZERO20,
         }  # fmt: skip
@@ -205,6 +210,15 @@ class StateFold:
 
     def _release(self, a: Mapping[str, Any], _: DecodedEvent) -> None:
         self.accounts.add(a["recorder"])
+
+    def _break_glass(self, a: Mapping[str, Any], _: DecodedEvent) -> None:
+        self.break_glass[a["accessId"]] = {"reviewDue": _int(a["reviewDue"]), "outcome": 0}
+
+    def _break_glass_reviewed(self, a: Mapping[str, Any], _: DecodedEvent) -> None:
+        case = self.break_glass.get(a["accessId"])
+        if case is not None:
+            case["outcome"] = int(a["outcome"])
+        self.accounts.add(a["reviewer"])
 
     # ConsentRegistry
     def _consent(self, a: Mapping[str, Any], _: DecodedEvent) -> None:
@@ -291,6 +305,8 @@ _HANDLERS: Final[dict[str, _Handler]] = {
     **{name: StateFold._agreement_status for name in AGREEMENT_STATUS_OF},
     "AccessRecorded": StateFold._access,
     "ResultReleased": StateFold._release,
+    "BreakGlassAccess": StateFold._break_glass,
+    "BreakGlassReviewed": StateFold._break_glass_reviewed,
     "ConsentRecorded": StateFold._consent,
     "ConsentWithdrawn": StateFold._withdrawn,
     "AuthorizationIssued": StateFold._issued,
@@ -453,6 +469,7 @@ class ChainStateCheck:
                       {k: {"fieldMask": v} for k, v in f.scopes.items()})  # fmt: skip
         self._compare("AccessLog", ACCESSES_USED,
                       {(k,): {"used": f.used.get(k, 0)} for k in f.agreements})  # fmt: skip
+        self._compare("AccessLog", BREAK_GLASS_OF, {(k,): v for k, v in f.break_glass.items()})
         self._compare("ConsentRegistry", CONSENT, {(k,): v for k, v in f.consents.items()})
         self._compare("ConsentRegistry", AUTHORIZATION,
                       {(k,): v for k, v in f.authorizations.items()})  # fmt: skip

@@ -130,6 +130,24 @@ class AuthorizationFault(IntEnum):
     FIELDS_NOT_IN_SCOPE = 8
     TIER_ABOVE_SCOPE = 9
     WRONG_SUBJECT = 10
+    WRONG_SCENARIO = 11
+
+
+class BreakGlassReason(IntEnum):
+    """Why a clinician opened a patient's records without their code (break-glass)."""
+
+    NONE = 0
+    PATIENT_INCAPACITATED = 1
+    LIFE_THREATENING_EMERGENCY = 2
+    URGENT_CONTINUITY_OF_CARE = 3
+
+
+class BreakGlassOutcome(IntEnum):
+    """A holder steward's review of a break-glass access (NONE: not reviewed yet)."""
+
+    NONE = 0
+    UPHELD = 1
+    REFERRED = 2
 
 
 class ArtifactKind(IntEnum):
@@ -138,6 +156,58 @@ class ArtifactKind(IntEnum):
     RESULT = 0
     MODEL_UPDATE = 1
     MODEL = 2
+
+
+#: The longest review window an agreement may give its break-glass accesses (AccessRules).
+MAX_BREAK_GLASS_REVIEW_HOURS = 720
+#: `AccessRules.BREAK_GLASS_TAG`: a break-glass request's `authorizationRef` is this tag with the
+#: reason in its last byte.
+BREAK_GLASS_TAG = b"DUL:break-glass".ljust(32, b"\0")
+
+
+def required_consent(scenario: Scenario, max_tier: Tier, cross_org: bool) -> ConsentPolicy:
+    """Mirror of `AccessRules.requiredConsent`: the consent policy an agreement must carry.
+
+    Identified clinical care by another organization (a transfer or referral) needs the
+    patient's code, as insurance claims do; clinical care within the holder is the hospital's
+    own treatment relationship, not a transfer, and needs none."""
+    if scenario == Scenario.INSURANCE_CLAIM:
+        return ConsentPolicy.PATIENT_AUTHORIZATION
+    if scenario == Scenario.CLINICAL_CARE and cross_org and max_tier == Tier.IDENTIFIED:
+        return ConsentPolicy.PATIENT_AUTHORIZATION
+    if scenario == Scenario.RESEARCH and max_tier > Tier.DEIDENTIFIED:
+        return ConsentPolicy.COHORT_CONSENT
+    return ConsentPolicy.NONE
+
+
+def break_glass_allowed(scenario: Scenario, policy: ConsentPolicy, review_hours: int) -> bool:
+    """Mirror of `AccessRules.breakGlassAllowed`: only a code-needing clinical agreement may
+    allow break-glass, with a review window of 1 to 720 hours (0: none allowed)."""
+    if review_hours == 0:
+        return True
+    return (
+        scenario == Scenario.CLINICAL_CARE
+        and policy == ConsentPolicy.PATIENT_AUTHORIZATION
+        and 0 < review_hours <= MAX_BREAK_GLASS_REVIEW_HOURS
+    )
+
+
+def break_glass_ref(reason: BreakGlassReason) -> bytes:
+    """The `authorizationRef` a requester signs to break the glass for `reason`."""
+    return BREAK_GLASS_TAG[:31] + bytes([int(reason)])
+
+
+def is_break_glass(authorization_ref: bytes) -> bool:
+    """Whether `authorization_ref` claims break-glass (`AccessRules.isBreakGlass`)."""
+    return len(authorization_ref) == 32 and authorization_ref[:31] == BREAK_GLASS_TAG[:31]
+
+
+def break_glass_reason(authorization_ref: bytes) -> BreakGlassReason:
+    """The reason a break-glass ref names (NONE when it names none known)."""
+    try:
+        return BreakGlassReason(authorization_ref[-1] if authorization_ref else 0)
+    except ValueError:
+        return BreakGlassReason.NONE
 
 
 def operations_mask(*operations: Operation) -> int:

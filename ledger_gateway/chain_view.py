@@ -35,7 +35,8 @@ _ALLOWED_FIELDS = _selector("allowedFields(bytes32,bytes32)")
 _ACCESSES_USED = _selector("accessesUsed(bytes32)")
 _HAS_ORG_ROLE = _selector("hasOrgRole(address,bytes32,uint8)")
 _ACCESS_TERMS_TYPES = [
-    "uint8", "uint8", "uint8", "uint8", "uint8", "uint64", "uint64", "uint64", "bytes32", "bytes32"
+    "uint8", "uint8", "uint8", "uint8", "uint8", "uint64", "uint64", "uint64", "bytes32", "bytes32",
+    "uint16",
 ]  # fmt: skip
 _SUPERSEDED_TOPIC = keccak(b"AgreementSuperseded(bytes32,bytes32)")
 
@@ -97,6 +98,7 @@ class ChainView:
                     holder=v[8],
                     requester=v[9],
                     allowed_fields={},
+                    break_glass_review_hours=v[10],
                 )
                 raw_used = await self._call(self._access_log, _ACCESSES_USED + agreement_id)
                 self._used[agreement_id] = decode(["uint64"], raw_used)[0]

@@ -72,6 +72,8 @@ class RedemptionFacts:
     field_mask: int
     tier: Tier
     cohort_root: bytes
+    scenario: Scenario
+    """The agreement's scenario: a code opens only the scenario the patient named."""
 
 
 def covers(consent: ConsentState, holder: bytes, scenario: Scenario, now: int) -> bool:
@@ -146,6 +148,8 @@ def authorization_fault(
         return AuthorizationFault.TIER_ABOVE_SCOPE
     if request.cohort_root != leaf_hash(a.subject):
         return AuthorizationFault.WRONG_SUBJECT
+    if a.scenario != request.scenario:
+        return AuthorizationFault.WRONG_SCENARIO
     return AuthorizationFault.NONE
 
 

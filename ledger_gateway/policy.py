@@ -16,6 +16,7 @@ from dul.contracts.typed_data import AccessRequest
 from dul.domain import (
     AgreementStatus,
     AuthorizationFault,
+    BreakGlassReason,
     ConsentPolicy,
     Decision,
     DenyReason,
@@ -23,6 +24,8 @@ from dul.domain import (
     ReleaseKind,
     Scenario,
     Tier,
+    break_glass_reason,
+    is_break_glass,
 )
 
 
@@ -43,6 +46,8 @@ class AgreementState:
     requester: bytes
     allowed_fields: Mapping[bytes, int]
     """dataset id -> bit set of allowed field indices."""
+    break_glass_review_hours: int = 0
+    """0: no break-glass; else the hours a holder steward has to review each one."""
 
 
 @dataclass(frozen=True)
@@ -139,7 +144,18 @@ def decide(
     policy = agreement.consent_policy
     no_cohort = request.cohort_size == 0 or request.cohort_root == bytes(32)
     no_authorization = request.authorization_ref == bytes(32) or request.cohort_size != 1
-    if policy == ConsentPolicy.COHORT_CONSENT and no_cohort:
+    breaks_glass = is_break_glass(request.authorization_ref)
+    if breaks_glass:
+        # `AccessLogBreakGlassRefused`: an agreement that allows it, one patient, a known reason.
+        allowed = (
+            agreement.break_glass_review_hours != 0
+            and request.cohort_size == 1
+            and request.cohort_root != bytes(32)
+            and break_glass_reason(request.authorization_ref) != BreakGlassReason.NONE
+        )
+        if not allowed:
+            reasons.append(DenyReason.AUTHORIZATION_INVALID)
+    elif policy == ConsentPolicy.COHORT_CONSENT and no_cohort:
         reasons.append(DenyReason.CONSENT_MISSING)
     elif policy == ConsentPolicy.PATIENT_AUTHORIZATION and no_authorization:
         reasons.append(DenyReason.AUTHORIZATION_INVALID)
@@ -147,7 +163,9 @@ def decide(
         reasons.append(DenyReason.QUOTA_EXHAUSTED)
     # The chain redeems the code last, after the quota (`AccessLog._redeem`), so a refused
     # record never uses up a patient's code; a fault there is AUTHORIZATION_INVALID too.
-    redeems = policy == ConsentPolicy.PATIENT_AUTHORIZATION and not no_authorization
+    redeems = (
+        policy == ConsentPolicy.PATIENT_AUTHORIZATION and not no_authorization and not breaks_glass
+    )
     if redeems and request.authorization_fault != AuthorizationFault.NONE:
         reasons.append(DenyReason.AUTHORIZATION_INVALID)
     if reasons:

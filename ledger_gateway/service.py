@@ -481,6 +481,7 @@ class AccessService:
             field_mask=request.field_mask,
             tier=request.tier,
             cohort_root=root,
+            scenario=agreement.scenario,
         )
         # Held by another access: the store's unique reservation per code is what decides
         # between concurrent redemptions (this read only spares a refused write).

@@ -187,6 +187,8 @@ class AgreementOut(BaseModel):
     max_tier: str
     operations: list[str]
     consent_policy: str
+    break_glass_review_hours: int
+    """0: no break-glass; else the hours a holder steward has to review each emergency access."""
     valid_from: int
     valid_until: int
     quota: int
@@ -434,6 +436,7 @@ class StewardService:
             max_tier=terms.max_tier.name,
             operations=[o.name for o in Operation if terms.operations >> o & 1],
             consent_policy=terms.consent_policy.name,
+            break_glass_review_hours=terms.break_glass_review_hours,
             valid_from=terms.valid_from,
             valid_until=terms.valid_until,
             quota=terms.quota,

@@ -46,7 +46,16 @@ from dul.cli.common import (
 from dul.contracts.ledger import Ledger
 from dul.contracts.session import open_ledger, unlock
 from dul.contracts.typed_data import AgreementTerms, agreement_domain
-from dul.domain import ConsentPolicy, Operation, Scenario, Tier, operations_mask, slug_id, slug_of
+from dul.domain import (
+    MAX_BREAK_GLASS_REVIEW_HOURS,
+    ConsentPolicy,
+    Operation,
+    Scenario,
+    Tier,
+    operations_mask,
+    slug_id,
+    slug_of,
+)
 from dul.endpoints import gateway_url
 from dul.errors import ConfigError, DulError
 from dul.home import Home
@@ -233,6 +242,13 @@ def build_terms(draft: dict[str, Any], ledger: Ledger | None = None) -> Agreemen
     if isinstance(operations, list):
         operations = operations_mask(*(_enum(Operation, o, "operation") for o in operations))
     terms_hash = draft.get("terms_hash")
+    break_glass = draft.get("break_glass_review_hours", 0)
+    if not isinstance(break_glass, int) or not 0 <= break_glass <= MAX_BREAK_GLASS_REVIEW_HOURS:
+        raise ConfigError(
+            f"break_glass_review_hours must be 0 (none) to {MAX_BREAK_GLASS_REVIEW_HOURS}, "
+            f"not {break_glass!r}",
+            code="invalid_draft",
+        )
     return AgreementTerms(
         holder=holder,
         requester=requester,
@@ -253,6 +269,7 @@ def build_terms(draft: dict[str, Any], ledger: Ledger | None = None) -> Agreemen
         if draft.get("disease_code") else bytes(32),
         ethics_approval=_bytes32(draft["ethics_approval"], "ethics_approval")
         if draft.get("ethics_approval") else bytes(32),
+        break_glass_review_hours=break_glass,
     )  # fmt: skip
 
 
@@ -278,6 +295,7 @@ def draft_of(terms: AgreementTerms) -> dict[str, Any]:
         "duo_codes": [f"DUO:{c:07d}" for c in terms.duo_codes],
         "disease_code": "0x" + terms.disease_code.hex(),
         "ethics_approval": "0x" + terms.ethics_approval.hex(),
+        "break_glass_review_hours": terms.break_glass_review_hours,
     }
 
 
@@ -419,6 +437,15 @@ def agreement_draft(
     days: Annotated[int | None, typer.Option(help="Validity from now, in days.")] = None,
     duo: Annotated[list[str] | None, typer.Option("--duo", help="DUO code; repeat.")] = None,
     consent_policy: Annotated[str | None, typer.Option(help="NONE, COHORT_CONSENT, …")] = None,
+    break_glass_review_hours: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            max=720,
+            help="Allow break-glass (cross-organization clinical care only): hours a steward "
+            "of the holder has to review each emergency access.",
+        ),
+    ] = None,
     terms_file: Annotated[
         Path | None, typer.Option(help="The agreement's legal text; its keccak256 is signed.")
     ] = None,
@@ -440,6 +467,7 @@ def agreement_draft(
         "days": days,
         "duo_codes": duo,
         "consent_policy": consent_policy,
+        "break_glass_review_hours": break_glass_review_hours,
     }
     draft.update({k: v for k, v in overrides.items() if v})
     if dataset:

@@ -51,6 +51,7 @@ AGREEMENT_TYPES: dict[str, list[dict[str, str]]] = {
         {"name": "termsHash", "type": "bytes32"},
         {"name": "nonce", "type": "uint256"},
         {"name": "deadline", "type": "uint64"},
+        {"name": "breakGlassReviewHours", "type": "uint16"},
     ]
 }
 
@@ -300,6 +301,8 @@ class AgreementTerms:
     duo_codes: tuple[int, ...] = ()
     disease_code: bytes = ZERO32
     ethics_approval: bytes = ZERO32
+    break_glass_review_hours: int = 0
+    """0: no break-glass; else the hours a holder steward has to review each one."""
 
     @property
     def agreement_id(self) -> bytes:
@@ -325,6 +328,7 @@ class AgreementTerms:
             self.terms_hash,
             self.nonce,
             self.deadline,
+            self.break_glass_review_hours,
         )
 
     @classmethod
@@ -347,6 +351,7 @@ class AgreementTerms:
             terms_hash=bytes(value[14]),
             nonce=int(value[15]),
             deadline=int(value[16]),
+            break_glass_review_hours=int(value[17]),
         )
 
     def message(self, version: int = 1, previous: bytes = ZERO32) -> dict[str, Any]:
@@ -372,6 +377,7 @@ class AgreementTerms:
             "termsHash": self.terms_hash,
             "nonce": self.nonce,
             "deadline": self.deadline,
+            "breakGlassReviewHours": self.break_glass_review_hours,
         }
 
     def digest(self, domain: Domain, version: int = 1, previous: bytes = ZERO32) -> bytes:

@@ -220,8 +220,10 @@ class World:
         field_mask: int = 0b1111,
         tier: Tier = Tier.PSEUDONYMIZED,
         expires_at: int | None = None,
+        scenario: Scenario = Scenario.INSURANCE_CLAIM,
     ) -> None:
-        """Issue an INSURANCE_CLAIM authorization code (by its hash), signed by the steward."""
+        """Issue an authorization code (by its hash; an INSURANCE_CLAIM one unless `scenario`
+        says otherwise), signed by the steward."""
         authorization = (
             self.hospital,
             subject,
@@ -229,7 +231,7 @@ class World:
             dataset or self.dataset,
             field_mask,
             tier,
-            Scenario.INSURANCE_CLAIM,
+            scenario,
             0,
             expires_at or int(time.time()) + 86_400,
             bytes(32),

@@ -16,6 +16,8 @@ import {
     AccessTerms,
     AgreementStatus,
     AuthorizationFault,
+    BreakGlassOutcome,
+    BreakGlassReason,
     ConsentPolicy,
     Decision,
     DenyReason,
@@ -44,6 +46,13 @@ contract AccessLog is IAccessLog, EIP712 {
     mapping(bytes32 requestId => uint256 slot) private _accesses;
     mapping(AgreementId id => uint64 used) private _used;
     mapping(bytes32 releaseKey => bool released) private _releases;
+    mapping(bytes32 accessId => BreakGlassCase) private _breakGlass;
+
+    /// @dev A break-glass access awaiting (or past) its holder's review.
+    struct BreakGlassCase {
+        uint64 reviewDue;
+        BreakGlassOutcome outcome;
+    }
 
     /// @dev What a batch has already read, so consecutive records of one agreement cost little.
     struct Cache {
@@ -109,6 +118,29 @@ contract AccessLog is IAccessLog, EIP712 {
     }
 
     /// @inheritdoc IAccessLog
+    function reviewBreakGlass(bytes32 accessId, AgreementId agreementId, BreakGlassOutcome outcome, bytes32 findingHash)
+        external
+    {
+        BreakGlassCase storage case_ = _breakGlass[accessId];
+        if (case_.reviewDue == 0 || !_accesses[accessId].matches(agreementId)) {
+            revert AccessLogNotBreakGlass(accessId, agreementId);
+        }
+        OrgId holder = AGREEMENTS.accessTerms(agreementId).holder;
+        if (!MEMBERSHIP.hasOrgRole(msg.sender, holder, Role.STEWARD)) revert AccessLogUnauthorizedReviewer(msg.sender, holder);
+        if (case_.outcome != BreakGlassOutcome.NONE) revert AccessLogBreakGlassReviewed(accessId, case_.outcome);
+        if (outcome == BreakGlassOutcome.NONE) revert AccessLogBreakGlassReviewed(accessId, outcome);
+        // A late review is still recorded: the event's block time against `reviewDue` shows it.
+        case_.outcome = outcome;
+        emit BreakGlassReviewed(accessId, agreementId, holder, outcome, msg.sender, findingHash, case_.reviewDue);
+    }
+
+    /// @inheritdoc IAccessLog
+    function breakGlassOf(bytes32 accessId) external view returns (uint64 reviewDue, BreakGlassOutcome outcome) {
+        BreakGlassCase storage case_ = _breakGlass[accessId];
+        return (case_.reviewDue, case_.outcome);
+    }
+
+    /// @inheritdoc IAccessLog
     function isReleased(bytes32 accessId, AgreementId agreementId, bytes32 resultHash) external view returns (bool) {
         return _releases[_releaseKey(accessId, agreementId, resultHash)];
     }
@@ -147,19 +179,32 @@ contract AccessLog is IAccessLog, EIP712 {
         uint256 latest = block.timestamp + MAX_REQUEST_LIFETIME;
         if (record.deadline > latest) revert AccessLogDeadlineTooFar(requestId, record.deadline, latest);
         _checkSignature(record);
+        bool breakGlass = false;
         if (record.decision == Decision.GRANTED && record.reason == DenyReason.NONE) {
-            _checkGrant(record, cache);
+            breakGlass = _checkGrant(record, cache);
         } else if (record.decision != Decision.DENIED || record.reason == DenyReason.NONE) {
             revert AccessLogInvalidDecision(requestId, record.decision, record.reason);
         }
         _accesses[requestId] = AccessSlot.pack(record.agreementId, record.decision, record.tier, record.operation);
         emit AccessRecorded(requestId, record.agreementId, record.datasetId, msg.sender, record);
+        if (breakGlass) {
+            uint64 reviewDue = uint64(block.timestamp) + uint64(terms.breakGlassReviewHours) * 1 hours;
+            _breakGlass[requestId].reviewDue = reviewDue;
+            emit BreakGlassAccess(
+                requestId,
+                record.agreementId,
+                terms.holder,
+                AccessRules.breakGlassReason(record.authorizationRef),
+                reviewDue
+            );
+        }
     }
 
     /// @dev Every rule of the agreement, in the order the gateway's policy core reports them. A
     /// patient authorization is redeemed last, once every other rule (the quota included) holds,
-    /// so a refused record never uses up a patient's code.
-    function _checkGrant(AccessRecord calldata record, Cache memory cache) private {
+    /// so a refused record never uses up a patient's code. Returns whether the grant is a
+    /// break-glass access (one patient, no code, a known reason, an agreement that allows it).
+    function _checkGrant(AccessRecord calldata record, Cache memory cache) private returns (bool breakGlass) {
         AgreementId agreementId = record.agreementId;
         AccessTerms memory terms = cache.terms;
         if (record.deadline < block.timestamp) revert AccessLogRequestExpired(record.requestId, record.deadline);
@@ -186,7 +231,12 @@ contract AccessLog is IAccessLog, EIP712 {
             revert AccessLogOperationNotAllowed(agreementId, record.operation);
         }
         bool redeem = false;
-        if (terms.consentPolicy == ConsentPolicy.COHORT_CONSENT) {
+        breakGlass = AccessRules.isBreakGlass(record.authorizationRef);
+        if (breakGlass) {
+            bool allowed = terms.breakGlassReviewHours != 0 && record.cohortSize == 1 && record.cohortRoot != bytes32(0)
+                && AccessRules.breakGlassReason(record.authorizationRef) != BreakGlassReason.NONE;
+            if (!allowed) revert AccessLogBreakGlassRefused(record.requestId, agreementId);
+        } else if (terms.consentPolicy == ConsentPolicy.COHORT_CONSENT) {
             if (record.cohortRoot == bytes32(0) || record.cohortSize == 0) revert AccessLogCohortMissing(record.requestId);
         } else if (terms.consentPolicy == ConsentPolicy.PATIENT_AUTHORIZATION) {
             if (record.authorizationRef == bytes32(0) || record.cohortSize != 1) {
@@ -210,7 +260,8 @@ contract AccessLog is IAccessLog, EIP712 {
             record.datasetId,
             record.fieldMask,
             record.tier,
-            record.cohortRoot
+            record.cohortRoot,
+            terms.scenario
         );
         if (fault != AuthorizationFault.NONE) {
             revert AccessLogAuthorizationRefused(record.requestId, record.authorizationRef, fault);

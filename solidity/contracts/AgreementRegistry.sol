@@ -36,6 +36,7 @@ contract AgreementRegistry is IAgreementRegistry, EIP712 {
         uint64 validFrom;
         uint64 validUntil;
         uint64 quota;
+        uint16 breakGlassReviewHours;
         uint64 version;
         uint64 deadline;
         OrgId holder;
@@ -164,6 +165,7 @@ contract AgreementRegistry is IAgreementRegistry, EIP712 {
         terms.quota = agreement.quota;
         terms.holder = agreement.holder;
         terms.requester = agreement.requester;
+        terms.breakGlassReviewHours = agreement.breakGlassReviewHours;
     }
 
     /// @inheritdoc IAgreementRegistry
@@ -206,6 +208,7 @@ contract AgreementRegistry is IAgreementRegistry, EIP712 {
         agreement.validFrom = terms.validFrom;
         agreement.validUntil = terms.validUntil;
         agreement.quota = terms.quota;
+        agreement.breakGlassReviewHours = terms.breakGlassReviewHours;
         agreement.version = version;
         agreement.deadline = terms.deadline;
         agreement.holder = terms.holder;
@@ -216,13 +219,17 @@ contract AgreementRegistry is IAgreementRegistry, EIP712 {
         emit AgreementProposed(id, terms.holder, terms.requester, version, previous, agreementDigest, terms);
     }
 
-    /// @dev Scenario ceiling, consent policy and operations: the data space's fixed rules.
+    /// @dev Scenario ceiling, consent policy, break-glass and operations: the data space's fixed rules.
     function _checkPolicy(AgreementTerms calldata terms) private pure {
         Tier ceiling = AccessRules.ceiling(terms.scenario);
         if (terms.maxTier > ceiling) revert AgreementRegistryTierAboveCeiling(terms.maxTier, ceiling);
-        ConsentPolicy required = AccessRules.requiredConsent(terms.scenario, terms.maxTier);
+        bool crossOrg = !(terms.holder == terms.requester);
+        ConsentPolicy required = AccessRules.requiredConsent(terms.scenario, terms.maxTier, crossOrg);
         if (terms.consentPolicy != required) {
             revert AgreementRegistryConsentPolicyMismatch(terms.scenario, required, terms.consentPolicy);
+        }
+        if (!AccessRules.breakGlassAllowed(terms.scenario, terms.consentPolicy, terms.breakGlassReviewHours)) {
+            revert AgreementRegistryInvalidBreakGlass(terms.scenario, terms.breakGlassReviewHours);
         }
         if (terms.operations == 0 || terms.operations & ~AccessRules.ALL_OPERATIONS != 0) {
             revert AgreementRegistryInvalidOperations(terms.operations);

@@ -208,11 +208,13 @@ contract ConsentRegistry is IConsentRegistry, EIP712 {
         DatasetId dataset,
         uint256 fieldMask,
         Tier tier,
-        bytes32 cohortRoot
+        bytes32 cohortRoot,
+        Scenario scenario
     ) external returns (AuthorizationFault fault) {
         if (msg.sender != _accessLog) revert ConsentRegistryUnauthorizedRedeemer(msg.sender);
         Authorization storage stored = _authorizations[codeHash];
         fault = _faultOf(stored, holder, grantee, dataset, fieldMask, tier, cohortRoot);
+        if (fault == AuthorizationFault.NONE && stored.scenario != scenario) fault = AuthorizationFault.WRONG_SCENARIO;
         if (fault != AuthorizationFault.NONE) return fault;
         stored.status = AuthorizationStatus.REDEEMED;
         stored.redeemedBy = accessId;
@@ -401,7 +403,9 @@ contract ConsentRegistry is IConsentRegistry, EIP712 {
     }
 
     function _checkNewCode(bytes32 codeHash) private view {
-        if (codeHash == bytes32(0) || _authorizations[codeHash].status != AuthorizationStatus.NONE) {
+        bool taken = codeHash == bytes32(0) || AccessRules.isBreakGlass(codeHash)
+            || _authorizations[codeHash].status != AuthorizationStatus.NONE;
+        if (taken) {
             revert ConsentRegistryAuthorizationExists(codeHash);
         }
     }
@@ -445,7 +449,8 @@ contract ConsentRegistry is IConsentRegistry, EIP712 {
     /// @dev The scenario must work through codes, the dataset be the holder's, and fields and
     /// tier within what the dataset and the scenario offer.
     function _checkScope(Authorization calldata a) private view {
-        if (AccessRules.requiredConsent(a.scenario, a.tier) != ConsentPolicy.PATIENT_AUTHORIZATION) {
+        bool crossOrg = !(a.grantee == a.holder);
+        if (AccessRules.requiredConsent(a.scenario, a.tier, crossOrg) != ConsentPolicy.PATIENT_AUTHORIZATION) {
             revert ConsentRegistryScenarioNotAuthorizable(a.scenario);
         }
         Dataset memory dataset = DATASETS.dataset(a.dataset);

@@ -755,7 +755,8 @@ describe("AccessLog", function () {
         const accesses = [];
         for (const tier of Object.values(Tier)) {
           for (const operation of Object.values(Operation)) {
-            accesses.push(await signedGranted(ctx, { tier, operation, fieldMask: 1 }));
+            const request = { tier, operation, fieldMask: 1, requester: ctx.clinician.address };
+            accesses.push(await signedGranted(ctx, request, ctx.clinician));
           }
         }
         await ctx.accessLog.connect(ctx.hospitalGateway).recordAccesses(accesses);

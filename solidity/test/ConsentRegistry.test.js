@@ -173,7 +173,17 @@ describe("ConsentRegistry", function () {
         await expect(
           ctx.registry
             .connect(ctx[who])
-            .redeemAuthorization(CODE, ACCESS_ID, ORG.HOSPITAL, ORG.INSURER, DATASET.EHR, 1, Tier.AGGREGATE, leafOf(PATIENT)),
+            .redeemAuthorization(
+              CODE,
+              ACCESS_ID,
+              ORG.HOSPITAL,
+              ORG.INSURER,
+              DATASET.EHR,
+              1,
+              Tier.AGGREGATE,
+              leafOf(PATIENT),
+              Scenario.INSURANCE_CLAIM,
+            ),
         )
           .to.be.revertedWithCustomError(ctx.registry, "ConsentRegistryUnauthorizedRedeemer")
           .withArgs(ctx[who].address);
@@ -909,7 +919,7 @@ describe("ConsentRegistry", function () {
       const a = ctx.authorization;
       await ctx.registry
         .connect(ctx.relayer)
-        .redeemAuthorization(CODE, ACCESS_ID, a.holder, a.grantee, a.dataset, a.fieldMask, a.tier, leafOf(a.subject));
+        .redeemAuthorization(CODE, ACCESS_ID, a.holder, a.grantee, a.dataset, a.fieldMask, a.tier, leafOf(a.subject), a.scenario);
       await expect(ctx.registry.connect(ctx.hospitalSteward).revokeAuthorization(CODE))
         .to.be.revertedWithCustomError(ctx.registry, "ConsentRegistryAuthorizationNotIssued")
         .withArgs(CODE, AuthorizationStatus.REDEEMED);
@@ -929,9 +939,20 @@ describe("ConsentRegistry", function () {
         fieldMask: fieldsMask(1, 3),
         tier: a.tier,
         cohortRoot: leafOf(a.subject),
+        scenario: a.scenario,
         ...overrides,
       };
-      return [args.code, args.accessId, args.holder, args.grantee, args.dataset, args.fieldMask, args.tier, args.cohortRoot];
+      return [
+        args.code,
+        args.accessId,
+        args.holder,
+        args.grantee,
+        args.dataset,
+        args.fieldMask,
+        args.tier,
+        args.cohortRoot,
+        args.scenario,
+      ];
     };
     const redeem = (ctx, overrides) => ctx.registry.connect(ctx.relayer).redeemAuthorization(...fits(ctx, overrides));
     const faultOf = (ctx, overrides) => ctx.registry.connect(ctx.relayer).redeemAuthorization.staticCall(...fits(ctx, overrides));
@@ -974,6 +995,7 @@ describe("ConsentRegistry", function () {
       ["another patient", AuthorizationFault.WRONG_SUBJECT, { cohortRoot: leafOf(OTHER_PATIENT) }],
       ["the subject itself instead of its leaf", AuthorizationFault.WRONG_SUBJECT, { cohortRoot: PATIENT }],
       ["a zero cohort root", AuthorizationFault.WRONG_SUBJECT, { cohortRoot: ethers.ZeroHash }],
+      ["another scenario", AuthorizationFault.WRONG_SCENARIO, { scenario: Scenario.CLINICAL_CARE }],
     ];
     for (const [name, fault, overrides] of faults) {
       it(`reports ${name} and changes nothing`, async function () {
@@ -1035,7 +1057,7 @@ describe("ConsentRegistry", function () {
     it("refuses anyone but the access log on the deployed registry, the gateway included", async function () {
       const ctx = await loadFixture(issuedFixture);
       const a = ctx.authorization;
-      const args = [CODE, ACCESS_ID, a.holder, a.grantee, a.dataset, a.fieldMask, a.tier, leafOf(a.subject)];
+      const args = [CODE, ACCESS_ID, a.holder, a.grantee, a.dataset, a.fieldMask, a.tier, leafOf(a.subject), a.scenario];
       for (const who of ["hospitalGateway", "operator"]) {
         await expect(ctx.consents.connect(ctx[who]).redeemAuthorization(...args))
           .to.be.revertedWithCustomError(ctx.consents, "ConsentRegistryUnauthorizedRedeemer")

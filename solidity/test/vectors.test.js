@@ -24,7 +24,7 @@
  *       "datasets": ["0x.."], "fieldMasks": [62], "scenario": 1, "duoCodes": [42, 46],
  *       "diseaseCode": "0x..", "ethicsApproval": "0x..", "maxTier": 3, "operations": 5,
  *       "validFrom": 1767225600, "validUntil": 1769904000, "quota": 10, "consentPolicy": 1,
- *       "termsHash": "0x..", "nonce": 1, "deadline": 1767830400
+ *       "termsHash": "0x..", "nonce": 1, "deadline": 1767830400, "breakGlassReviewHours": 0
  *     },
  *     "structHash": "0x..",                   // optional: hashStruct(message), checked if present
  *     "digest": "0x..",                       // optional: the EIP-712 digest, checked if present
@@ -51,7 +51,8 @@
  *   Agreement(bytes32 id,uint64 version,bytes32 previous,bytes32 holder,bytes32 requester,
  *   bytes32[] datasets,uint256[] fieldMasks,uint8 scenario,uint32[] duoCodes,bytes32 diseaseCode,
  *   bytes32 ethicsApproval,uint8 maxTier,uint8 operations,uint64 validFrom,uint64 validUntil,
- *   uint64 quota,uint8 consentPolicy,bytes32 termsHash,uint256 nonce,uint64 deadline)
+ *   uint64 quota,uint8 consentPolicy,bytes32 termsHash,uint256 nonce,uint64 deadline,
+ *   uint16 breakGlassReviewHours)
  */
 const fs = require("node:fs");
 const path = require("node:path");
@@ -86,7 +87,8 @@ const AGREEMENT_TYPE_STRING =
   "Agreement(bytes32 id,uint64 version,bytes32 previous,bytes32 holder,bytes32 requester," +
   "bytes32[] datasets,uint256[] fieldMasks,uint8 scenario,uint32[] duoCodes,bytes32 diseaseCode," +
   "bytes32 ethicsApproval,uint8 maxTier,uint8 operations,uint64 validFrom,uint64 validUntil," +
-  "uint64 quota,uint8 consentPolicy,bytes32 termsHash,uint256 nonce,uint64 deadline)";
+  "uint64 quota,uint8 consentPolicy,bytes32 termsHash,uint256 nonce,uint64 deadline," +
+  "uint16 breakGlassReviewHours)";
 
 async function mockFixture() {
   return { mock: await ethers.deployContract("TypedDataMock") };
@@ -121,6 +123,7 @@ describe("EIP-712 agreement signature vector (cross-language)", function () {
     termsHash: message.termsHash,
     nonce: message.nonce,
     deadline: message.deadline,
+    breakGlassReviewHours: message.breakGlassReviewHours,
   };
 
   it("uses exactly the contract's Agreement type", function () {

@@ -230,14 +230,16 @@ def test_a_row_the_store_refuses_is_quarantined_and_the_rest_of_the_page_written
     planted = hexed(terms.agreement_id)
     indexer = make_indexer(world, store_url, chain.rpc_url)
     indexer.run(to_block=head(chain))
-    columns = ", ".join(f":{c}" for c in (
+    names = (
         "agreement_id", "version", "previous_id", "holder_org", "requester_org", "digest",
         "scenario", "duo_codes", "disease_code", "ethics_approval", "max_tier", "operations",
         "valid_from", "valid_until", "quota", "consent_policy", "terms_hash", "nonce", "deadline",
         "status", "block_number", "tx_index", "log_index", "tx_hash",
-    ))  # fmt: skip
+    )  # fmt: skip
+    values = ", ".join(f":{c}" for c in names)
+    insert = f"INSERT INTO agreement ({', '.join(names)}) VALUES ({values})"  # noqa: S608 - fixed
     with indexer.store.engine.begin() as conn:
-        conn.execute(sa.text(f"INSERT INTO agreement VALUES ({columns})"), {  # noqa: S608 - fixed
+        conn.execute(sa.text(insert), {
             "agreement_id": planted, "version": 1, "previous_id": None, "holder_org": "0x00",
             "requester_org": "0x00", "digest": "0x00", "scenario": 0, "duo_codes": "[]",
             "disease_code": "0x00", "ethics_approval": "0x00", "max_tier": 0, "operations": 0,

@@ -5,9 +5,11 @@ and the GRANTED record is submitted: when the policy grants, the chain records i
 denies, the chain refuses with the error of reasons[0], and the DENIED record with that reason
 is recorded instead.
 
-Insurance claims redeem a patient's authorization code on chain: a case that names `AUTH` gets
-a fresh code issued for the agreement's scope and PATIENT, and the gateway's fact is the fault
-`consent_policy.authorization_fault` finds in the code as the chain keeps it.
+Insurance claims and clinical transfers redeem a patient's authorization code on chain: a case
+that names `AUTH` gets a fresh code issued for the agreement's scope and PATIENT, and the gateway's
+fact is the fault `consent_policy.authorization_fault` finds in the code as the chain keeps it. A
+transfer agreement allows break-glass: a case that names `GLASS` opens PATIENT's records without a
+code, flagged on chain for review.
 """
 
 from __future__ import annotations
@@ -23,16 +25,19 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from dul.cohort import leaf_hash
+from dul.contracts.reverts import decode_revert
 from dul.contracts.typed_data import (
     AccessRecord,
     AccessRequest,
     access_log_domain,
     agreement_domain,
 )
-from dul.contracts.world import World, derived_signer
+from dul.contracts.world import OMOP_FIELDS, World, derived_signer
 from dul.domain import (
     AgreementStatus,
     AuthorizationStatus,
+    BreakGlassOutcome,
+    BreakGlassReason,
     ConsentPolicy,
     Decision,
     DenyReason,
@@ -40,6 +45,9 @@ from dul.domain import (
     Role,
     Scenario,
     Tier,
+    break_glass_ref,
+    is_break_glass,
+    required_consent,
     slug_id,
 )
 from dul.errors import TransactionError
@@ -57,6 +65,9 @@ PATIENT_ROOT = leaf_hash(PATIENT)  # the cohort root of an access to PATIENT alo
 AUTH = keccak(b"authorization code")  # stands for a fresh code issued for the case
 NEVER_ISSUED = keccak(b"authorization code never issued")
 UNKNOWN_DATASET = slug_id("hospital-a/not-registered")
+IDENTIFIED_DATASET = slug_id("hospital-a/ehr-identified")  # the transfers' dataset
+GLASS = break_glass_ref(BreakGlassReason.PATIENT_INCAPACITATED)
+GLASS_UNKNOWN_REASON = GLASS[:31] + bytes([9])
 
 #: The custom error `AccessLog._checkGrant` refuses a GRANTED record with, for each reason.
 CHAIN_ERROR: dict[DenyReason, str] = {
@@ -74,6 +85,8 @@ CHAIN_ERROR: dict[DenyReason, str] = {
 }
 #: AUTHORIZATION_INVALID of a record that names a code for one patient: the redemption failed.
 REFUSED = "AccessLogAuthorizationRefused"
+#: AUTHORIZATION_INVALID of a record that claims break-glass the chain does not allow.
+GLASS_REFUSED = "AccessLogBreakGlassRefused"
 
 _ids = count()
 
@@ -92,7 +105,9 @@ class Ask:
     cohort_size: int = 0
     authorization_ref: bytes = ZERO
     code_tier: Tier | None = None  # a fresh code's tier (None: the agreement's ceiling)
-    """Of a fresh code (`AUTH`); at most the dataset's maximum, PSEUDONYMIZED."""
+    """Of a fresh code (`AUTH`); at most the dataset's maximum."""
+    code_scenario: Scenario | None = None
+    """Of a fresh code (`AUTH`); None: the agreement's scenario."""
 
 
 class Harness:
@@ -130,6 +145,7 @@ class Harness:
             quota=int(t[7]),
             holder=bytes(t[8]),
             requester=bytes(t[9]),
+            break_glass_review_hours=int(t[10]),
             allowed_fields={
                 dataset: int(
                     self.ledger.call("AgreementRegistry", "allowedFields", agreement, dataset)
@@ -163,19 +179,30 @@ class Harness:
 
     # --- what the hospital's steward does ---
 
-    def issue_code(self, agreement: bytes, tier: Tier | None = None) -> bytes:
+    def dataset_of(self, agreement: bytes) -> bytes:
+        """The dataset an agreement covers: the identified one for transfers."""
+        if self.ledger.call("AgreementRegistry", "allowedFields", agreement, IDENTIFIED_DATASET):
+            return IDENTIFIED_DATASET
+        return self.world.dataset
+
+    def issue_code(
+        self, agreement: bytes, tier: Tier | None = None, scenario: Scenario | None = None
+    ) -> bytes:
         """A fresh code of PATIENT for the agreement's requester: all the fields it allows of
-        the world's dataset, up to `tier` (None: the agreement's ceiling)."""
-        state = self.state(agreement, self.world.dataset)
+        its dataset, up to `tier` (None: the agreement's ceiling), for `scenario` (None: the
+        agreement's)."""
+        dataset = self.dataset_of(agreement)
+        state = self.state(agreement, dataset)
         code = keccak(f"policy-parity code {next(_ids)} {time.time_ns()}".encode())
         self.world.issue_authorization(
             code,
             PATIENT,
             state.requester,
-            dataset=self.world.dataset,
-            field_mask=state.allowed_fields[self.world.dataset],
+            dataset=dataset,
+            field_mask=state.allowed_fields[dataset],
             tier=state.max_tier if tier is None else tier,
             expires_at=self.now() + 3_600,
+            scenario=state.scenario if scenario is None else scenario,
         )
         return code
 
@@ -183,14 +210,14 @@ class Harness:
 
     def run(self, agreement: bytes, ask: Ask) -> PolicyDecision:
         """Decide `ask` and check the chain agrees; the decision is on chain afterwards."""
-        dataset = self.world.dataset if ask.dataset is None else ask.dataset
+        dataset = self.dataset_of(agreement) if ask.dataset is None else ask.dataset
         signer = self.signers[ask.signer]
         now = self.now()
         state = self.state(agreement, dataset)
         used = self.used(agreement)
         code = ask.authorization_ref
         if code == AUTH and state.consent_policy == ConsentPolicy.PATIENT_AUTHORIZATION:
-            code = self.issue_code(agreement, ask.code_tier)
+            code = self.issue_code(agreement, ask.code_tier, ask.code_scenario)
             now = self.now()
         before = self.authorization(code)
         fault = authorization_fault(
@@ -203,6 +230,7 @@ class Harness:
                 field_mask=ask.field_mask,
                 tier=ask.tier,
                 cohort_root=ask.cohort_root,
+                scenario=state.scenario,
             ),
             now,
         )
@@ -247,7 +275,10 @@ class Harness:
         if outcome.granted:
             self.ledger.transact(self.world.gateway, "AccessLog", "recordAccess", granted)
             assert self.used(agreement) == used + 1
-            if state.consent_policy == ConsentPolicy.PATIENT_AUTHORIZATION:
+            due, review = self.ledger.call("AccessLog", "breakGlassOf", request.request_id)
+            assert (due > now) == is_break_glass(code)  # flagged for review, never redeemed
+            assert review == BreakGlassOutcome.NONE
+            if state.consent_policy == ConsentPolicy.PATIENT_AUTHORIZATION and due == 0:
                 redeemed = self.authorization(code)
                 assert redeemed is not None
                 assert redeemed.status == AuthorizationStatus.REDEEMED
@@ -256,11 +287,11 @@ class Harness:
             with pytest.raises(TransactionError) as refused:
                 self.ledger.transact(self.world.gateway, "AccessLog", "recordAccess", granted)
             redeeming = code != ZERO and ask.cohort_size == 1
-            expected = (
-                REFUSED
-                if outcome.reason == R.AUTHORIZATION_INVALID and redeeming
-                else CHAIN_ERROR[outcome.reason]
-            )
+            expected = CHAIN_ERROR[outcome.reason]
+            if outcome.reason == R.AUTHORIZATION_INVALID and is_break_glass(code):
+                expected = GLASS_REFUSED
+            elif outcome.reason == R.AUTHORIZATION_INVALID and redeeming:
+                expected = REFUSED
             assert refused.value.code == expected, (
                 f"policy says {[r.name for r in outcome.reasons]} (fault {fault.name}), chain "
                 f"refuses with {refused.value.code}"
@@ -309,6 +340,8 @@ class Agreements:
     future: bytes  # valid from an hour from now
     cohort: bytes  # RESEARCH at PSEUDONYMIZED: COHORT_CONSENT
     insurance: bytes  # INSURANCE_CLAIM: PATIENT_AUTHORIZATION
+    transfer: bytes  # CLINICAL_CARE at IDENTIFIED, another org: PATIENT_AUTHORIZATION, break-glass
+    strict_transfer: bytes  # the same without break-glass
     proposed: bytes  # never signed
     suspended: bytes
     revoked: bytes
@@ -321,8 +354,33 @@ class Agreements:
         return value
 
 
+def _identified_dataset(world: World) -> None:
+    """Registers the hospital's identified dataset once (transfers run at IDENTIFIED)."""
+    held = world.ledger.call("DatasetRegistry", "dataset", IDENTIFIED_DATASET)
+    if held[0] == world.hospital:
+        return
+    world.ledger.transact(
+        world.steward, "DatasetRegistry", "registerDataset", IDENTIFIED_DATASET, world.hospital,
+        keccak(b"OMOP CDM 5.4"), list(OMOP_FIELDS), Tier.IDENTIFIED,
+    )  # fmt: skip
+
+
+def _transfer_terms(world: World, *, break_glass_hours: int) -> Any:
+    """Identified clinical care of the hospital's patients by another organization."""
+    return replace(
+        world.research_terms(),
+        datasets=(IDENTIFIED_DATASET,),
+        scenario=Scenario.CLINICAL_CARE,
+        max_tier=Tier.IDENTIFIED,
+        consent_policy=ConsentPolicy.PATIENT_AUTHORIZATION,
+        duo_codes=(43,),
+        break_glass_review_hours=break_glass_hours,
+    )
+
+
 @pytest.fixture(scope="module")
 def harness(world: World) -> Harness:
+    _identified_dataset(world)
     return Harness(world)
 
 
@@ -356,6 +414,11 @@ def agreements(world: World, harness: Harness) -> Agreements:
             duo_codes=(),
         )
     )
+    transfer_terms = _transfer_terms(world, break_glass_hours=24)
+    transfer = world.activate(transfer_terms)
+    strict_transfer = world.activate(
+        replace(_transfer_terms(world, break_glass_hours=0), nonce=transfer_terms.nonce + 1)
+    )
     proposed_terms = world.research_terms()
     tx(world.steward, "AgreementRegistry", "propose", proposed_terms.as_abi())
     suspended = world.activate(world.research_terms())
@@ -371,6 +434,8 @@ def agreements(world: World, harness: Harness) -> Agreements:
         future=future,
         cohort=cohort,
         insurance=insurance,
+        transfer=transfer,
+        strict_transfer=strict_transfer,
         proposed=bytes(proposed_terms.agreement_id),
         suspended=suspended,
         revoked=revoked,
@@ -474,6 +539,67 @@ CASES: list[tuple[str, str, Ask, tuple[DenyReason, ...]]] = [
         (R.AUTHORIZATION_INVALID,),
     ),
     ("authorization-no-ref", "insurance", Ask(cohort_size=1), (R.AUTHORIZATION_INVALID,)),
+    # clinical transfers: the patient's code, or break-glass where the agreement allows it
+    (
+        "transfer-authorization-present",
+        "transfer",
+        Ask(tier=Tier.IDENTIFIED, authorization_ref=AUTH, cohort_root=PATIENT_ROOT, cohort_size=1),
+        (),
+    ),
+    ("transfer-authorization-missing", "transfer", Ask(), (R.AUTHORIZATION_INVALID,)),
+    (
+        "transfer-authorization-for-insurance",
+        "transfer",
+        Ask(
+            authorization_ref=AUTH,
+            cohort_root=PATIENT_ROOT,
+            cohort_size=1,
+            code_scenario=Scenario.INSURANCE_CLAIM,
+        ),
+        (R.AUTHORIZATION_INVALID,),
+    ),
+    (
+        "transfer-break-glass",
+        "transfer",
+        Ask(tier=Tier.IDENTIFIED, authorization_ref=GLASS, cohort_root=PATIENT_ROOT, cohort_size=1),
+        (),
+    ),
+    (
+        "transfer-break-glass-for-two",
+        "transfer",
+        Ask(authorization_ref=GLASS, cohort_root=ROOT, cohort_size=2),
+        (R.AUTHORIZATION_INVALID,),
+    ),
+    (
+        "transfer-break-glass-no-root",
+        "transfer",
+        Ask(authorization_ref=GLASS, cohort_size=1),
+        (R.AUTHORIZATION_INVALID,),
+    ),
+    (
+        "transfer-break-glass-unknown-reason",
+        "transfer",
+        Ask(authorization_ref=GLASS_UNKNOWN_REASON, cohort_root=PATIENT_ROOT, cohort_size=1),
+        (R.AUTHORIZATION_INVALID,),
+    ),
+    (
+        "strict-transfer-break-glass",
+        "strict_transfer",
+        Ask(authorization_ref=GLASS, cohort_root=PATIENT_ROOT, cohort_size=1),
+        (R.AUTHORIZATION_INVALID,),
+    ),
+    (
+        "research-break-glass",
+        "open",
+        Ask(authorization_ref=GLASS, cohort_root=PATIENT_ROOT, cohort_size=1),
+        (R.AUTHORIZATION_INVALID,),
+    ),
+    (
+        "transfer-break-glass-after-operation",
+        "transfer",
+        Ask(operation=Operation.TRAIN, authorization_ref=GLASS, cohort_size=3),
+        (R.OPERATION_NOT_ALLOWED, R.AUTHORIZATION_INVALID),
+    ),
     # several rules broken: the chain refuses with the first, in the policy's order
     (
         "multi-deadline-before-status",
@@ -579,6 +705,43 @@ def test_a_code_is_redeemed_once(harness: Harness, agreements: Agreements) -> No
     assert harness.authorization(code) == first
 
 
+def _refusal(call: Any, sender: str) -> Any:
+    """The decoded custom error a simulated call reverts with (None: it would succeed)."""
+    try:
+        call.call({"from": sender})
+    except Exception as exc:  # web3's ContractCustomError carries the revert data
+        data = getattr(exc, "data", None)
+        raw = data.get("data") if isinstance(data, dict) else data
+        return decode_revert(bytes.fromhex(str(raw)[2:]))
+    return None
+
+
+def test_required_consent_matches_the_registry(world: World, harness: Harness) -> None:
+    """`required_consent` answers what `AgreementRegistry` demands for every scenario, tier and
+    party: each policy but the required one is refused naming it, the required one accepted
+    (simulated proposals: nothing is recorded)."""
+    registry = world.ledger.contract("AgreementRegistry").functions.propose
+    for scenario in Scenario:
+        for tier in Tier:
+            for requester in (world.institute, world.hospital):
+                required = required_consent(scenario, tier, requester != world.hospital)
+                for policy in ConsentPolicy:
+                    terms = replace(
+                        world.research_terms(), datasets=(IDENTIFIED_DATASET,), scenario=scenario,
+                        max_tier=tier, requester=requester, consent_policy=policy,
+                    )  # fmt: skip
+                    refused = _refusal(registry(terms.as_abi()), world.steward.address)
+                    if refused is not None and refused.name == "AgreementRegistryTierAboveCeiling":
+                        continue  # the scenario never reaches this tier
+                    case = f"{scenario.name} {tier.name} cross={requester != world.hospital}"
+                    if policy == required:
+                        assert refused is None, f"{case}: {policy.name} refused ({refused})"
+                    else:
+                        assert refused is not None, f"{case}: {policy.name} accepted"
+                        assert refused.name == "AgreementRegistryConsentPolicyMismatch", case
+                        assert refused.args["required"] == required, case
+
+
 def test_suspension_is_honoured_and_resumption_too(world: World, harness: Harness) -> None:
     agreement = world.activate(world.research_terms())
     assert harness.run(agreement, Ask()).granted
@@ -591,7 +754,7 @@ def test_suspension_is_honoured_and_resumption_too(world: World, harness: Harnes
 # --- random cases ---------------------------------------------------------------------------
 
 #: Agreements drawn from (the live ones more often), and for each a request it grants.
-POOL = ("open", "cohort", "insurance") * 3 + (
+POOL = ("open", "cohort", "insurance", "transfer") * 3 + (
     "future",
     "suspended",
     "superseded",
@@ -601,7 +764,9 @@ POOL = ("open", "cohort", "insurance") * 3 + (
 GOOD = {
     "cohort": Ask(tier=Tier.PSEUDONYMIZED, cohort_root=ROOT, cohort_size=57),
     "insurance": Ask(authorization_ref=AUTH, cohort_root=PATIENT_ROOT, cohort_size=1),
-}
+    "transfer": Ask(tier=Tier.IDENTIFIED, authorization_ref=GLASS, cohort_root=PATIENT_ROOT,
+                    cohort_size=1),
+}  # fmt: skip
 #: What a drawn case may change in the good request: zero to three of these.
 CHANGES: dict[str, st.SearchStrategy[Any]] = {
     "dataset": st.just(UNKNOWN_DATASET),
@@ -612,7 +777,7 @@ CHANGES: dict[str, st.SearchStrategy[Any]] = {
     "signer": st.sampled_from(["outsider", "partner_steward", "gateway"]),
     "cohort_root": st.sampled_from([ZERO, ROOT, PATIENT_ROOT]),
     "cohort_size": st.sampled_from([0, 1, 2, 57]),
-    "authorization_ref": st.sampled_from([ZERO, AUTH, NEVER_ISSUED]),
+    "authorization_ref": st.sampled_from([ZERO, AUTH, NEVER_ISSUED, GLASS, GLASS_UNKNOWN_REASON]),
     "code_tier": st.sampled_from([Tier.AGGREGATE, Tier.DEIDENTIFIED]),
 }
 
@@ -620,7 +785,9 @@ CHANGES: dict[str, st.SearchStrategy[Any]] = {
 @st.composite
 def random_cases(draw: st.DrawFn) -> tuple[str, Ask]:
     agreement = draw(st.sampled_from(POOL))
-    changed = draw(st.lists(st.sampled_from(sorted(CHANGES)), max_size=3, unique=True))
+    # Clinical-care codes exist only at IDENTIFIED: a lower code tier is never issued.
+    names = sorted(n for n in CHANGES if not (agreement == "transfer" and n == "code_tier"))
+    changed = draw(st.lists(st.sampled_from(names), max_size=3, unique=True))
     ask = replace(GOOD.get(agreement, Ask()), **{name: draw(CHANGES[name]) for name in changed})
     return agreement, ask
 

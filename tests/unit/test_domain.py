@@ -32,7 +32,7 @@ def test_python_enum_matches_solidity(name: str) -> None:
 
 
 def test_every_solidity_enum_is_mirrored() -> None:
-    assert len(solidity_enums()) == 15
+    assert len(solidity_enums()) == 17
 
 
 def test_slug_ids_round_trip_and_refuse_overlong() -> None:
@@ -65,3 +65,30 @@ def test_consent_id_is_abi_encoded_keccak() -> None:
     holder, subject = domain.slug_id("hospital-a"), bytes(range(32))
     expected = keccak(encode(["bytes32", "bytes32", "uint256"], [holder, subject, 3]))
     assert domain.consent_id(holder, subject, 3) == expected
+
+
+def test_break_glass_ref_is_the_contracts_tag_and_reason() -> None:
+    reason = domain.BreakGlassReason.LIFE_THREATENING_EMERGENCY
+    ref = domain.break_glass_ref(reason)
+    assert ref == b"DUL:break-glass".ljust(31, b"\0") + b"\x02"
+    assert domain.is_break_glass(ref)
+    assert domain.break_glass_reason(ref) == reason
+    assert domain.break_glass_reason(ref[:31] + b"\x09") == domain.BreakGlassReason.NONE
+    assert not domain.is_break_glass(keccak(b"a patient's code"))
+    assert not domain.is_break_glass(bytes(32))
+
+
+def test_required_consent_and_break_glass_rules() -> None:
+    s, t, c = domain.Scenario, domain.Tier, domain.ConsentPolicy
+    required = domain.required_consent
+    assert required(s.CLINICAL_CARE, t.IDENTIFIED, True) == c.PATIENT_AUTHORIZATION
+    assert required(s.CLINICAL_CARE, t.IDENTIFIED, False) == c.NONE  # the holder's own care
+    assert required(s.CLINICAL_CARE, t.PSEUDONYMIZED, True) == c.NONE
+    assert required(s.INSURANCE_CLAIM, t.AGGREGATE, False) == c.PATIENT_AUTHORIZATION
+    assert required(s.RESEARCH, t.PSEUDONYMIZED, True) == c.COHORT_CONSENT
+    allowed = domain.break_glass_allowed
+    assert allowed(s.CLINICAL_CARE, c.PATIENT_AUTHORIZATION, 720)
+    assert not allowed(s.CLINICAL_CARE, c.PATIENT_AUTHORIZATION, 721)
+    assert not allowed(s.CLINICAL_CARE, c.NONE, 24)
+    assert not allowed(s.INSURANCE_CLAIM, c.PATIENT_AUTHORIZATION, 24)
+    assert all(allowed(x, p, 0) for x in s for p in c)

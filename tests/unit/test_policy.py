@@ -17,14 +17,17 @@ from hypothesis import strategies as st
 
 from dul.domain import (
     AgreementStatus,
+    AuthorizationFault,
     ConsentPolicy,
     Decision,
     DenyReason,
     Operation,
     Scenario,
     Tier,
+    break_glass_ref,
     operations_mask,
 )
+from dul.domain import BreakGlassReason as G
 from ledger_gateway.policy import (
     AgreementState,
     PolicyDecision,
@@ -92,6 +95,16 @@ INSURANCE = replace(
     scenario=Scenario.INSURANCE_CLAIM,
     consent_policy=ConsentPolicy.PATIENT_AUTHORIZATION,
 )
+#: Identified clinical care by another organization that allows break-glass (24 h review).
+TRANSFER = replace(
+    AGREEMENT,
+    scenario=Scenario.CLINICAL_CARE,
+    max_tier=Tier.IDENTIFIED,
+    consent_policy=ConsentPolicy.PATIENT_AUTHORIZATION,
+    break_glass_review_hours=24,
+)
+GLASS = break_glass_ref(G.PATIENT_INCAPACITATED)
+GLASS_UNKNOWN = GLASS[:31] + b"\x09"
 
 
 def test_the_base_case_is_granted() -> None:
@@ -246,6 +259,72 @@ CASES: tuple[Case, ...] = (
         agreement=INSURANCE,
         authorization_ref=AUTH,
         cohort_size=2,
+    ),
+    # clinical transfers: the patient's code, or break-glass where the agreement allows it
+    Case("transfer-code", (), agreement=TRANSFER, authorization_ref=AUTH, cohort_size=1),
+    Case("transfer-no-code", (R.AUTHORIZATION_INVALID,), agreement=TRANSFER),
+    Case(
+        "transfer-break-glass",
+        (),
+        agreement=TRANSFER,
+        authorization_ref=GLASS,
+        cohort_root=ROOT,
+        cohort_size=1,
+        tier=Tier.IDENTIFIED,
+    ),
+    Case(
+        "transfer-break-glass-no-root",
+        (R.AUTHORIZATION_INVALID,),
+        agreement=TRANSFER,
+        authorization_ref=GLASS,
+        cohort_size=1,
+    ),
+    Case(
+        "transfer-break-glass-two-patients",
+        (R.AUTHORIZATION_INVALID,),
+        agreement=TRANSFER,
+        authorization_ref=GLASS,
+        cohort_root=ROOT,
+        cohort_size=2,
+    ),
+    Case(
+        "transfer-break-glass-unknown-reason",
+        (R.AUTHORIZATION_INVALID,),
+        agreement=TRANSFER,
+        authorization_ref=GLASS_UNKNOWN,
+        cohort_root=ROOT,
+        cohort_size=1,
+    ),
+    Case(
+        "transfer-break-glass-not-allowed",
+        (R.AUTHORIZATION_INVALID,),
+        agreement=replace(TRANSFER, break_glass_review_hours=0),
+        authorization_ref=GLASS,
+        cohort_root=ROOT,
+        cohort_size=1,
+    ),
+    Case(
+        "research-break-glass",
+        (R.AUTHORIZATION_INVALID,),
+        authorization_ref=GLASS,
+        cohort_root=ROOT,
+        cohort_size=1,
+    ),
+    Case(
+        "cohort-break-glass-hides-consent",
+        (R.AUTHORIZATION_INVALID,),
+        agreement=COHORT,
+        authorization_ref=GLASS,
+    ),
+    # the code's fault is read only where a code is redeemed, never for break-glass
+    Case(
+        "transfer-break-glass-ignores-fault",
+        (),
+        agreement=TRANSFER,
+        authorization_ref=GLASS,
+        cohort_root=ROOT,
+        cohort_size=1,
+        authorization_fault=AuthorizationFault.UNKNOWN,
     ),
     # quota
     Case("quota-one-left", (), used=QUOTA - 1),
@@ -416,6 +495,7 @@ def test_decide_reads_the_stored_status_like_the_chain() -> None:
 # --- property-based ---------------------------------------------------------------------------
 
 hashes = st.sampled_from([ZERO, ROOT, AUTH])
+refs = st.sampled_from([ZERO, ROOT, AUTH, GLASS, GLASS_UNKNOWN])
 datasets = st.sampled_from([DATASET, OTHER_DATASET])
 masks = st.one_of(
     st.integers(min_value=0, max_value=0xFF),
@@ -442,6 +522,7 @@ def agreements(draw: st.DrawFn) -> AgreementState:
         consent_policy=draw(st.sampled_from(ConsentPolicy)),
         quota=draw(st.integers(min_value=1, max_value=5)),
         allowed_fields=fields,
+        break_glass_review_hours=draw(st.sampled_from([0, 24])),
     )
 
 
@@ -456,7 +537,7 @@ def requests(draw: st.DrawFn) -> RequestFacts:
         requester_is_member=draw(st.booleans()),
         cohort_size=draw(st.sampled_from([0, 1, 2, 500])),
         cohort_root=draw(hashes),
-        authorization_ref=draw(hashes),
+        authorization_ref=draw(refs),
     )
 
 
@@ -501,14 +582,22 @@ REFERENCE: tuple[tuple[DenyReason, Rule], ...] = (
     (
         R.CONSENT_MISSING,
         lambda a, r, now, used: (
-            a.consent_policy is ConsentPolicy.COHORT_CONSENT
+            r.authorization_ref not in (GLASS, GLASS_UNKNOWN)
+            and a.consent_policy is ConsentPolicy.COHORT_CONSENT
             and (r.cohort_root == ZERO or r.cohort_size < 1)
         ),
     ),
     (
         R.AUTHORIZATION_INVALID,
         lambda a, r, now, used: (
-            a.consent_policy is ConsentPolicy.PATIENT_AUTHORIZATION
+            not (
+                r.authorization_ref == GLASS
+                and a.break_glass_review_hours > 0
+                and r.cohort_size == 1
+                and r.cohort_root != ZERO
+            )
+            if r.authorization_ref in (GLASS, GLASS_UNKNOWN)
+            else a.consent_policy is ConsentPolicy.PATIENT_AUTHORIZATION
             and not (r.authorization_ref != ZERO and r.cohort_size == 1)
         ),
     ),

@@ -282,6 +282,7 @@ def redemption(**changes: object) -> RedemptionFacts:
         field_mask=0b0110,
         tier=Tier.PSEUDONYMIZED,
         cohort_root=leaf_hash(SUBJECT),
+        scenario=Scenario.INSURANCE_CLAIM,
     )
     return replace(base, **changes)  # type: ignore[arg-type]
 
@@ -310,6 +311,7 @@ def test_an_issued_code_that_fits_may_be_redeemed() -> None:
         ({}, False, {"tier": Tier.IDENTIFIED}, F.TIER_ABOVE_SCOPE),
         ({}, False, {"cohort_root": leaf_hash(b"\x01" * 32)}, F.WRONG_SUBJECT),
         ({}, False, {"cohort_root": SUBJECT}, F.WRONG_SUBJECT),  # the subject is not its leaf
+        ({}, False, {"scenario": Scenario.CLINICAL_CARE}, F.WRONG_SCENARIO),
     ],
 )
 def test_each_fault_alone(
@@ -330,6 +332,7 @@ BREAKS: list[tuple[F, dict[str, object], dict[str, object]]] = [
     (F.FIELDS_NOT_IN_SCOPE, {}, {"field_mask": 1 << 7}),
     (F.TIER_ABOVE_SCOPE, {}, {"tier": Tier.IDENTIFIED}),
     (F.WRONG_SUBJECT, {}, {"cohort_root": bytes(32)}),
+    (F.WRONG_SCENARIO, {}, {"scenario": Scenario.CLINICAL_CARE}),
 ]
 
 

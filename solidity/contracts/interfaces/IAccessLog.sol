@@ -3,7 +3,16 @@ pragma solidity 0.8.30;
 
 import {OrgId, DatasetId, AgreementId} from "../types/Ids.sol";
 import {
-    AccessRecord, AgreementStatus, AuthorizationFault, Decision, DenyReason, Tier, Operation, ReleaseKind
+    AccessRecord,
+    AgreementStatus,
+    AuthorizationFault,
+    BreakGlassOutcome,
+    BreakGlassReason,
+    Decision,
+    DenyReason,
+    Tier,
+    Operation,
+    ReleaseKind
 } from "../types/DataUse.sol";
 
 /// @title IAccessLog
@@ -51,6 +60,15 @@ interface IAccessLog {
     error AccessLogAuthorizationMissing(bytes32 requestId);
     /// @notice The record may not redeem the patient authorization `authorizationRef` (see `fault`).
     error AccessLogAuthorizationRefused(bytes32 requestId, bytes32 authorizationRef, AuthorizationFault fault);
+    /// @notice A break-glass request under an agreement that allows none, without exactly one
+    /// patient (cohort of one with its root), or naming no known reason.
+    error AccessLogBreakGlassRefused(bytes32 requestId, AgreementId agreementId);
+    /// @notice `accessId` is no break-glass access of `agreementId`.
+    error AccessLogNotBreakGlass(bytes32 accessId, AgreementId agreementId);
+    /// @notice `reviewer` is not an active steward of the holder `holder`.
+    error AccessLogUnauthorizedReviewer(address reviewer, OrgId holder);
+    /// @notice The access was reviewed already (`outcome`), or the review names no outcome (NONE).
+    error AccessLogBreakGlassReviewed(bytes32 accessId, BreakGlassOutcome outcome);
     /// @notice No access was recorded under `accessId`.
     error AccessLogUnknownAccess(bytes32 accessId);
     /// @notice The access was recorded under another agreement.
@@ -68,6 +86,30 @@ interface IAccessLog {
         DatasetId indexed datasetId,
         address recorder,
         AccessRecord record
+    );
+
+    /// @notice The GRANTED access `accessId` (recorded just before, same transaction) opened one
+    /// patient's records without their code, for `reason`; a steward of `holder` must review it
+    /// by `reviewDue` (block time).
+    event BreakGlassAccess(
+        bytes32 indexed accessId,
+        AgreementId indexed agreementId,
+        OrgId indexed holder,
+        BreakGlassReason reason,
+        uint64 reviewDue
+    );
+
+    /// @notice A steward of `holder` reviewed break-glass access `accessId`: UPHELD, or REFERRED to
+    /// the regulator. `findingHash` is the hash of the review's written finding (kept off chain);
+    /// a review after `reviewDue` is late.
+    event BreakGlassReviewed(
+        bytes32 indexed accessId,
+        AgreementId indexed agreementId,
+        OrgId indexed holder,
+        BreakGlassOutcome outcome,
+        address reviewer,
+        bytes32 findingHash,
+        uint64 reviewDue
     );
 
     /// @notice A result left the hospital from a granted access.
@@ -89,6 +131,15 @@ interface IAccessLog {
     /// @notice Records a result released from a granted access. Only a gateway of the holder.
     function releaseResult(bytes32 accessId, AgreementId agreementId, bytes32 resultHash, ReleaseKind kind, uint64 size)
         external;
+
+    /// @notice Records a steward's review of break-glass access `accessId`. Only a steward of the
+    /// agreement's holder, once per access; a late review is recorded too.
+    function reviewBreakGlass(bytes32 accessId, AgreementId agreementId, BreakGlassOutcome outcome, bytes32 findingHash)
+        external;
+
+    /// @notice When break-glass access `accessId` is due for review (zero: not a break-glass
+    /// access) and its review's outcome (NONE while unreviewed).
+    function breakGlassOf(bytes32 accessId) external view returns (uint64 reviewDue, BreakGlassOutcome outcome);
 
     /// @notice Whether result `resultHash` was released from access `accessId`, recorded under
     /// exactly `agreementId`: true iff `releaseResult(accessId, agreementId, resultHash, …)` succeeded.

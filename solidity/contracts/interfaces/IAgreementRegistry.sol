@@ -35,6 +35,9 @@ interface IAgreementRegistry {
     error AgreementRegistryTierAboveCeiling(Tier tier, Tier ceiling);
     /// @notice `scenario` at its tier needs consent policy `required`.
     error AgreementRegistryConsentPolicyMismatch(Scenario scenario, ConsentPolicy required, ConsentPolicy given);
+    /// @notice Break-glass (a review window of `reviewHours`) is only for clinical care that needs
+    /// the patient's code, with a window of at most 720 hours.
+    error AgreementRegistryInvalidBreakGlass(Scenario scenario, uint16 reviewHours);
     /// @notice The operation bit set is empty or has unknown bits.
     error AgreementRegistryInvalidOperations(uint8 operations);
     /// @notice The validity window is empty or already over.

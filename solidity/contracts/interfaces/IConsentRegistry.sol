@@ -49,11 +49,12 @@ interface IConsentRegistry {
     error ConsentRegistryInvalidSubjectSignature(bytes32 consentId);
     /// @notice The withdrawal signature was valid until `deadline`.
     error ConsentRegistrySignatureExpired(bytes32 consentId, uint64 deadline);
-    /// @notice The code hash is zero or already used by an authorization.
+    /// @notice The code hash is zero, has the form of a break-glass reference, or is already used.
     error ConsentRegistryAuthorizationExists(bytes32 codeHash);
     /// @notice No organization is registered under `grantee`.
     error ConsentRegistryUnknownGrantee(OrgId grantee);
-    /// @notice `scenario` does not work through patient authorization codes.
+    /// @notice `scenario` does not work through patient authorization codes (at that tier, for
+    /// that grantee: clinical care needs a code only at IDENTIFIED for another organization).
     error ConsentRegistryScenarioNotAuthorizable(Scenario scenario);
     /// @notice `dataset` is not a dataset of `holder`.
     error ConsentRegistryDatasetNotHeld(DatasetId dataset, OrgId holder);
@@ -161,7 +162,8 @@ interface IConsentRegistry {
         DatasetId dataset,
         uint256 fieldMask,
         Tier tier,
-        bytes32 cohortRoot
+        bytes32 cohortRoot,
+        Scenario scenario
     ) external returns (AuthorizationFault fault);
 
     /// @notice Binds the access log, once. Only the deployer.

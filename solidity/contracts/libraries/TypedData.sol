@@ -12,7 +12,7 @@ library TypedData {
         "Agreement(bytes32 id,uint64 version,bytes32 previous,bytes32 holder,bytes32 requester,"
         "bytes32[] datasets,uint256[] fieldMasks,uint8 scenario,uint32[] duoCodes,bytes32 diseaseCode,"
         "bytes32 ethicsApproval,uint8 maxTier,uint8 operations,uint64 validFrom,uint64 validUntil,"
-        "uint64 quota,uint8 consentPolicy,bytes32 termsHash,uint256 nonce,uint64 deadline)"
+        "uint64 quota,uint8 consentPolicy,bytes32 termsHash,uint256 nonce,uint64 deadline,uint16 breakGlassReviewHours)"
     );
 
     bytes32 internal constant ACCESS_REQUEST_TYPEHASH = keccak256(
@@ -27,7 +27,7 @@ library TypedData {
         pure
         returns (bytes32)
     {
-        // Three parts: one abi.encode of all twenty-one words would not fit the stack.
+        // Three parts: one abi.encode of all twenty-two words would not fit the stack.
         bytes memory parties = abi.encode(AGREEMENT_TYPEHASH, id, version, previous, t.holder, t.requester);
         bytes memory scope = abi.encode(
             keccak256(abi.encodePacked(t.datasets)),
@@ -39,7 +39,15 @@ library TypedData {
             t.maxTier
         );
         bytes memory limits = abi.encode(
-            t.operations, t.validFrom, t.validUntil, t.quota, t.consentPolicy, t.termsHash, t.nonce, t.deadline
+            t.operations,
+            t.validFrom,
+            t.validUntil,
+            t.quota,
+            t.consentPolicy,
+            t.termsHash,
+            t.nonce,
+            t.deadline,
+            t.breakGlassReviewHours
         );
         return keccak256(bytes.concat(parties, scope, limits));
     }

@@ -124,7 +124,25 @@ enum AuthorizationFault {
     DATASET_NOT_IN_SCOPE,
     FIELDS_NOT_IN_SCOPE,
     TIER_ABOVE_SCOPE,
-    WRONG_SUBJECT
+    WRONG_SUBJECT,
+    WRONG_SCENARIO
+}
+
+/// @dev Why a clinician opened a patient's records without their code (break-glass). The reason
+/// travels in the signed request's `authorizationRef` (see AccessRules.breakGlassRef).
+enum BreakGlassReason {
+    NONE,
+    PATIENT_INCAPACITATED,
+    LIFE_THREATENING_EMERGENCY,
+    URGENT_CONTINUITY_OF_CARE
+}
+
+/// @dev A holder steward's review of a break-glass access: the access was justified (UPHELD) or
+/// is referred to the regulator (REFERRED). NONE: not reviewed yet.
+enum BreakGlassOutcome {
+    NONE,
+    UPHELD,
+    REFERRED
 }
 
 /// @notice A dataset as the registry keeps it. The field names themselves are in the registration event.
@@ -139,6 +157,9 @@ struct Dataset {
 /// @dev `fieldMasks[i]` is the bit set of allowed field indices of `datasets[i]` (minimum necessary).
 /// `duoCodes` are GA4GH DUO term numbers (DUO:0000046 -> 46). `nonce` makes the id unique:
 /// id = keccak256(abi.encode(holder, requester, nonce)). Signatures are valid until `deadline`.
+/// `breakGlassReviewHours` (0: no break-glass) lets a cross-organization clinical-care agreement's
+/// requester open one patient's records without their code in an emergency; a steward of the
+/// holder must review each such access within that many hours.
 struct AgreementTerms {
     OrgId holder;
     OrgId requester;
@@ -157,6 +178,7 @@ struct AgreementTerms {
     bytes32 termsHash;
     uint256 nonce;
     uint64 deadline;
+    uint16 breakGlassReviewHours;
 }
 
 /// @notice The part of an agreement that every access decision reads, in one call.
@@ -171,6 +193,7 @@ struct AccessTerms {
     uint64 quota;
     OrgId holder;
     OrgId requester;
+    uint16 breakGlassReviewHours;
 }
 
 /// @notice One access decision as the gateway records it. The requester signed the EIP-712

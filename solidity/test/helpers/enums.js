@@ -47,6 +47,9 @@ module.exports = {
     "FIELDS_NOT_IN_SCOPE",
     "TIER_ABOVE_SCOPE",
     "WRONG_SUBJECT",
+    "WRONG_SCENARIO",
   ),
+  BreakGlassReason: enumOf("NONE", "PATIENT_INCAPACITATED", "LIFE_THREATENING_EMERGENCY", "URGENT_CONTINUITY_OF_CARE"),
+  BreakGlassOutcome: enumOf("NONE", "UPHELD", "REFERRED"),
   ArtifactKind: enumOf("RESULT", "MODEL_UPDATE", "MODEL"),
 };

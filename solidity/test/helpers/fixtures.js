@@ -182,6 +182,7 @@ function researchTerms(now, overrides = {}) {
     termsHash: tag("terms:dua-v1.pdf"),
     nonce: 1,
     deadline: now + 7 * DAY,
+    breakGlassReviewHours: 0,
     ...overrides,
   };
 }
@@ -316,11 +317,16 @@ async function futureWindowFixture() {
 }
 
 /**
- * A clinical-care agreement that allows every tier and operation (quota 100), for release rules.
+ * A same-organization clinical-care agreement (the hospital's own clinician, a REQUESTER of the
+ * hospital, treating its own patients: no transfer, so no patient code) that allows every tier and
+ * operation (quota 100), for release rules. Records are signed by `ctx.clinician`.
  */
 async function clinicalCareFixture() {
   const ctx = await deployFixture();
+  const clinician = (await ethers.getSigners())[15];
+  await ctx.membership.grantMemberRole(ORG.HOSPITAL, clinician.address, Role.REQUESTER);
   const terms = researchTerms(ctx.now, {
+    requester: ORG.HOSPITAL,
     scenario: Scenario.CLINICAL_CARE,
     maxTier: Tier.IDENTIFIED,
     consentPolicy: ConsentPolicy.NONE,
@@ -329,8 +335,42 @@ async function clinicalCareFixture() {
     duoCodes: [43],
     quota: 100,
   });
-  const id = await activate(ctx, terms);
-  return { ...ctx, terms, id };
+  const id = await activate(ctx, terms, { requesterSigner: clinician });
+  return { ...ctx, terms, id, clinician };
+}
+
+/** The tag-and-reason `authorizationRef` of a break-glass request (AccessRules.BREAK_GLASS_TAG). */
+const breakGlassRef = (reason) =>
+  ethers.concat([ethers.encodeBytes32String("DUL:break-glass").slice(0, 64), ethers.toBeHex(reason, 1)]);
+
+/**
+ * A transfer: hospital B's clinician treats PATIENT, whose records the hospital holds, under a
+ * cross-organization clinical-care agreement at IDENTIFIED (so every access needs PATIENT's code)
+ * that allows break-glass with a 72-hour review window (quota 20). `ctx.clinicalCode` is a code of
+ * PATIENT for hospital B, issued by the hospital's steward.
+ */
+async function transferFixture() {
+  const ctx = await deployFixture();
+  const clinicianB = (await ethers.getSigners())[16];
+  await ctx.membership.grantMemberRole(ORG.HOSPITAL_B, clinicianB.address, Role.REQUESTER);
+  const transferTerms = researchTerms(ctx.now, {
+    requester: ORG.HOSPITAL_B,
+    scenario: Scenario.CLINICAL_CARE,
+    maxTier: Tier.IDENTIFIED,
+    consentPolicy: ConsentPolicy.PATIENT_AUTHORIZATION,
+    duoCodes: [43],
+    diseaseCode: ZERO32,
+    ethicsApproval: ZERO32,
+    quota: 20,
+    nonce: 300,
+    breakGlassReviewHours: 72,
+  });
+  const transferId = await activate(ctx, transferTerms, { requesterSigner: ctx.hospitalBSteward });
+  const clinicalCode = codeHashOf("CLIN1-CAREB-TRANS-FER01");
+  await ctx.consents
+    .connect(ctx.hospitalSteward)
+    .issueAuthorization(clinicalCode, authorizationTerms(ctx.now, { grantee: ORG.HOSPITAL_B, scenario: Scenario.CLINICAL_CARE }));
+  return { ...ctx, clinicianB, transferTerms, transferId, clinicalCode };
 }
 
 let requestCounter = 0;
@@ -538,6 +578,8 @@ module.exports = {
   smallQuotaFixture,
   futureWindowFixture,
   clinicalCareFixture,
+  transferFixture,
+  breakGlassRef,
   researchTerms,
   activate,
   signAsParties,

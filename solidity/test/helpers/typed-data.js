@@ -24,6 +24,7 @@ const AGREEMENT_TYPES = {
     { name: "termsHash", type: "bytes32" },
     { name: "nonce", type: "uint256" },
     { name: "deadline", type: "uint64" },
+    { name: "breakGlassReviewHours", type: "uint16" },
   ],
 };
 
@@ -157,6 +158,7 @@ function agreementMessage(terms, { id = agreementIdOf(terms), version = 1, previ
     termsHash: terms.termsHash,
     nonce: terms.nonce,
     deadline: terms.deadline,
+    breakGlassReviewHours: terms.breakGlassReviewHours,
   };
 }
 
