@@ -11,6 +11,7 @@ needs for the one patient a patient token names, and nothing else.
     GET  /api/consents             the patient's consents as the hospital's gateway has them now
     POST /api/consents/{consent_id}/withdraw   the patient's signed ConsentWithdrawal, relayed
     POST /api/codes                the patient's signed Authorization, relayed
+    POST /api/codes/{code_hash}/revoke   the patient's signed AuthorizationRevocation, relayed
     POST /api/qr                   a one-time code drawn as a QR code (SVG), kept nowhere
     GET  /healthz
 
@@ -64,6 +65,7 @@ HEX32 = r"^0x[0-9a-fA-F]{64}$"
 SIGNATURE = r"^0x[0-9a-fA-F]{130}$"
 CODE = re.compile(r"^[0-9A-HJKMNP-TV-Z]{5}(-[0-9A-HJKMNP-TV-Z]{5}){3}$")
 _SUBJECT_KEY_OF = keccak(b"subjectKeyOf(bytes32,bytes32)")[:4]
+_AUTHORIZATION = keccak(b"authorization(bytes32)")[:4]
 
 # Same origin only, no inline script or style: the page's own files and its own API.
 SECURITY_HEADERS = {
@@ -327,6 +329,27 @@ def create_app(settings: PatientPageSettings | None = None) -> FastAPI:
         log.info("patient_page.code_issued", code_hash=body.code_hash, status=answer.status_code)
         return _passed_on(answer)
 
+    @app.post("/api/codes/{code_hash}/revoke", tags=["patient"])
+    async def revoke_code(
+        code_hash: str, body: WithdrawIn, state: State, patient: PatientDep
+    ) -> Response:
+        """Relay the patient's EIP-712 AuthorizationRevocation of one of their unused codes."""
+        if re.fullmatch(HEX32, code_hash) is None:
+            raise PageError(f"{code_hash[:80]!r} is not a code hash (0x + 64 hex digits)",
+                            code="validation_error", status=422)  # fmt: skip
+        _, registry = await _domain(state)
+        stored = await run_in_threadpool(
+            _eth_call, state, registry, _AUTHORIZATION + bytes.fromhex(code_hash[2:])
+        )
+        if stored[32:64] != bytes.fromhex(patient.subject[2:]):
+            raise PageError("you have no code with this hash", code="unknown_code", status=404)
+        answer = await _gateway(
+            state, "POST", f"/v1/authorizations/{code_hash.lower()}/revoke-by-patient",
+            json=body.model_dump(),
+        )  # fmt: skip
+        log.info("patient_page.code_revoked", code_hash=code_hash, status=answer.status_code)
+        return _passed_on(answer)
+
     @app.post("/api/qr", tags=["patient"], response_class=Response)
     async def qr(body: QrIn, patient: PatientDep) -> Response:
         """The code as a QR code (SVG): drawn here, logged and kept nowhere."""
@@ -447,26 +470,34 @@ async def _domain(state: PageState) -> tuple[int, str]:
     return state.domain
 
 
-def _subject_key(state: PageState, registry: str, patient: Patient) -> str | None:
-    data = _SUBJECT_KEY_OF + abi_encode(
-        ["bytes32", "bytes32"],
-        [bytes.fromhex(patient.holder_id[2:]), bytes.fromhex(patient.subject[2:])],
-    )
+def _eth_call(state: PageState, to: str, data: bytes) -> bytes:
     rpc = JsonRpc(
         state.settings.resolved_rpc_url(), timeout=state.settings.request_timeout,
         token=rpc_token(),
     )  # fmt: skip
     try:
-        result = str(rpc.call("eth_call", {"to": registry, "data": "0x" + data.hex()}, "latest"))
+        result = str(rpc.call("eth_call", {"to": to, "data": "0x" + data.hex()}, "latest"))
     except DulError as exc:
         raise PageError(f"the chain: {exc.message}", code="chain_unavailable",
                         status=503) from None  # fmt: skip
     finally:
         rpc.close()
-    if len(result) < 66:
+    try:
+        return bytes.fromhex(result.removeprefix("0x"))
+    except ValueError:
+        raise PageError(f"the chain answered {result[:80]!r}", code="chain_unavailable",
+                        status=503) from None  # fmt: skip
+
+
+def _subject_key(state: PageState, registry: str, patient: Patient) -> str | None:
+    data = _SUBJECT_KEY_OF + abi_encode(
+        ["bytes32", "bytes32"],
+        [bytes.fromhex(patient.holder_id[2:]), bytes.fromhex(patient.subject[2:])],
+    )
+    result = _eth_call(state, registry, data)
+    if len(result) < 32 or not any(result[12:32]):
         return None
-    address = "0x" + result[-40:]
-    return None if int(address, 16) == 0 else address
+    return "0x" + result[12:32].hex()
 
 
 async def _offers(state: PageState) -> list[Offer]:

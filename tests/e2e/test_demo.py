@@ -76,6 +76,7 @@ class Demo:
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     home = tmp_path_factory.mktemp("demo-home")
+    ports = _free_run(4)  # three gateways, then hospital A's patient page
     env = {
         **os.environ,
         "DUL_HOME": str(home),
@@ -84,9 +85,9 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
         "DUL_CHAIN_PORT": str(free_port()),
         "DUL_CHAIN_NODE_PORT": str(free_port()),
         "DUL_CHAIN_BLOCK_TIME": "0.2",
-        "DUL_GATEWAY_PORT": str(_free_run(3)),
+        "DUL_GATEWAY_PORT": str(ports),
         "DUL_AUDIT_PORT": str(free_port()),
-        "DUL_PATIENT_PORT": str(free_port()),
+        "DUL_PATIENT_PORT": str(ports + 3),
     }
     for name in ("DUL_GATEWAY_DATABASE_URL", "DUL_AUDIT_DATABASE_URL", "DUL_RPC_URL"):
         env.pop(name, None)

@@ -14,7 +14,7 @@ import os
 import re
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +78,8 @@ class Hospital:
     insurer: Signer
     indexer: Indexer
     engine: sa.Engine
+    codes: list[str] = field(default_factory=list)
+    """The codes the page showed, in order."""
 
 
 def _activate(world: World, terms: AgreementTerms, requester: Signer) -> bytes:
@@ -316,25 +318,26 @@ def test_a_code_shown_once_opens_the_records_once_for_the_insurer(
         finally:
             context.close()
     assert codes[0] != codes[1]
+    hospital.codes.extend(codes)
 
-    def redeem(code: str) -> Any:
-        request = AccessRequest(
-            request_id=os.urandom(32), agreement_id=hospital.claims, dataset_id=world.dataset,
-            field_mask=0b0110, tier=Tier.PSEUDONYMIZED, operation=Operation.QUERY,
-            request_hash=keccak(b"claim 2026-7"), deadline=int(time.time()) + 600,
-            authorization_ref=code_hash(code),
-        )  # fmt: skip
-        return gateway.client.redeem(
-            sign_redemption(hospital.insurer, request, gateway.domain, code)
-        )
-
-    first = redeem(codes[0])
+    first = redeem(world, gateway, hospital, codes[0])
     assert (first.decision, first.authorization_fault) == ("GRANTED", None)
     assert first.cohort is not None
     assert first.cohort.admitted == [hexed(hospital.subject)]
-    second = redeem(codes[0])
+    second = redeem(world, gateway, hospital, codes[0])
     assert (second.decision, second.authorization_fault) == ("DENIED", "REDEEMED")
     assert gateway.client.get_access(second.access_id, wait=True).status == "confirmed"
+
+
+def redeem(world: World, gateway: GatewayHandle, hospital: Hospital, code: str) -> Any:
+    """The insurer's signed claim request redeeming `code` at the hospital's gateway."""
+    request = AccessRequest(
+        request_id=os.urandom(32), agreement_id=hospital.claims, dataset_id=world.dataset,
+        field_mask=0b0110, tier=Tier.PSEUDONYMIZED, operation=Operation.QUERY,
+        request_hash=keccak(b"claim 2026-7"), deadline=int(time.time()) + 600,
+        authorization_ref=code_hash(code),
+    )  # fmt: skip
+    return gateway.client.redeem(sign_redemption(hospital.insurer, request, gateway.domain, code))
 
 
 def test_the_report_shows_the_withdrawal_and_the_used_code(
@@ -360,6 +363,23 @@ def test_the_report_shows_the_withdrawal_and_the_used_code(
     page.screenshot(path=screens.path("report-after-1280x800"), full_page=True)
     page.set_viewport_size(NARROW)
     page.screenshot(path=screens.path("report-after-400-full"), full_page=True)
+
+
+def test_cancelling_the_unused_code_refuses_it_afterwards(
+    page: Page, hospital: Hospital, world: World, gateway: GatewayHandle, screens: Screens
+) -> None:
+    sign_in(page, hospital)
+    use_key(page, hospital.secret)
+    unused = page.locator("#code-list > li", has_text="Not used yet")
+    expect(unused).to_have_count(1)
+    expect(page.locator("#code-list .cancel-code")).to_have_count(1)  # a used code has none
+    unused.get_by_role("button", name=re.compile("Cancel the code")).click()
+    unused.get_by_role("button", name="Yes, cancel it").click()
+    expect(page.locator("#message")).to_contain_text("The code is cancelled")
+    expect(page.locator("#code-list")).not_to_contain_text("Not used yet")
+    page.screenshot(path=screens.path("code-cancelled-1280x800"))
+    refused = redeem(world, gateway, hospital, hospital.codes[1])
+    assert (refused.decision, refused.authorization_fault) == ("DENIED", "REVOKED")
 
 
 # --- the API: who may reach what ----------------------------------------------------------------
@@ -423,6 +443,11 @@ def test_the_api_answers_only_the_tokens_own_subject(hospital: Hospital, world: 
         )
         assert forged.status_code == 422, forged.text  # the chain's verdict on a forged signature
         assert forged.json()["code"] != "validation_error"
+        revocation = {"deadline": int(time.time()) + 600, "signature": "0x" + "11" * 65}
+        assert_problem(client.post(f"/api/codes/{hexed(os.urandom(32))}/revoke", headers=bearer,
+                                   json=revocation), 404, "unknown_code")  # fmt: skip
+        assert_problem(client.post("/api/codes/0x1/revoke", headers=bearer, json=revocation),
+                       422, "validation_error")  # fmt: skip
         not_a_code = {"code": "not-a-code-at-all-here"}
         assert_problem(client.post("/api/qr", headers=bearer, json=not_a_code),
                        422, "validation_error")  # fmt: skip

@@ -15,6 +15,7 @@ const TOKEN = "dul.patient.token";
 const CODE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"; // Crockford base32, as dul.subjects
 const DOMAIN_NAME = "DataUseLedger.ConsentRegistry";
 const WITHDRAWAL_TYPES = { ConsentWithdrawal: [{ name: "consentId", type: "bytes32" }, { name: "deadline", type: "uint64" }] };
+const REVOCATION_TYPES = { AuthorizationRevocation: [{ name: "codeHash", type: "bytes32" }, { name: "deadline", type: "uint64" }] };
 const AUTHORIZATION_TYPES = {
   Authorization: [
     { name: "codeHash", type: "bytes32" }, { name: "holder", type: "bytes32" },
@@ -38,6 +39,7 @@ const ACTIONS = { QUERY: "looked up", TRAIN: "trained a model on", EXPORT_RESULT
 
 let session = null;
 let wallet = null; // the patient's key: memory only
+const cancelled = new Set(); // codes cancelled here that the report may not show yet
 
 const $ = (id) => document.getElementById(id);
 
@@ -445,8 +447,17 @@ function renderCodes(report) {
     $("codes").replaceChildren(h("p", { class: "hint" }, "You have given no codes yet."));
     return;
   }
+  const now = Date.now() / 1000;
   $("codes").replaceChildren(h("ul", { class: "items", id: "code-list" }, [...codes].reverse().map((c) => {
-    const state = c.redeemed_by_access ? ["Used", "ok"] : c.revoked ? ["Cancelled", "bad"] : c.status === "EXPIRED" ? ["Expired", "bad"] : ["Not used yet", "warn"];
+    const gone = c.revoked || cancelled.has(c.code_hash.toLowerCase());
+    const open = !c.redeemed_by_access && !gone && c.status === "ISSUED" && Number(c.expires_at) > now;
+    const state = c.redeemed_by_access ? ["Used", "ok"] : gone ? ["Cancelled", "bad"]
+      : open ? ["Not used yet", "warn"] : ["Expired", "bad"];
+    const actions = h("div", {});
+    if (open && c.issued_by === "patient") {
+      actions.append(h("button", { type: "button", class: "secondary cancel-code", "aria-label": `Cancel the code for ${c.grantee_name || c.grantee_org}`,
+        onclick: () => confirmCancel(c, actions) }, "Cancel this code"));
+    }
     return h("li", { class: "item code-entry", "data-code": c.code_hash },
       h("strong", {}, `For ${c.grantee_name || c.grantee_org}`), " ", h("span", { class: `badge ${state[1]}` }, state[0]),
       details([
@@ -454,8 +465,33 @@ function renderCodes(report) {
         ["What they may see", LEVELS[c.tier] || c.tier || "—"],
         ["Given", `${c.issued_time ? day(c.issued_time) : "—"} ${c.issued_by === "patient" ? "by you" : "by the hospital for you"}`],
         ["Usable until", day(c.expires_at)],
-      ]));
+      ]),
+      actions);
   })));
+}
+
+function confirmCancel(code, actions) {
+  if (!needKey()) return;
+  const yes = h("button", { type: "button", class: "danger", onclick: () => cancelCode(code, actions) }, "Yes, cancel it");
+  const no = h("button", { type: "button", class: "secondary", onclick: () => { refresh(); } }, "Keep it");
+  actions.replaceChildren(h("div", { class: "confirm", role: "group", "aria-label": "Confirm cancelling the code" },
+    h("p", {}, "Once cancelled, the code can never be used. Give a new one if they still need it."), yes, no));
+  yes.focus();
+}
+
+async function cancelCode(code, actions) {
+  for (const button of actions.querySelectorAll("button")) button.disabled = true;
+  try {
+    const deadline = Math.floor(Date.now() / 1000) + 600;
+    const signature = await wallet.signTypedData(domain(), REVOCATION_TYPES, { codeHash: code.code_hash, deadline });
+    const answer = await postJson(`/api/codes/${code.code_hash}/revoke`, { deadline, signature });
+    if (answer.status === "failed") throw new Error(answer.error || "the ledger refused it");
+    cancelled.add(code.code_hash.toLowerCase());
+    say("The code is cancelled: it can no longer be used.", "ok");
+  } catch (error) {
+    say(`The code was not cancelled: ${error.message}`);
+  }
+  await refresh();
 }
 
 // --- start -----------------------------------------------------------------------------------
