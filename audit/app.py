@@ -87,6 +87,7 @@ from audit.shared_runs import SharedRuns
 from audit.signin import signin_router
 from audit.transparency import SubjectReport, subject_report
 from audit.verify import VerifyReport, verify_store
+from dul.body_limit import BodyLimit
 from dul.errors import DulError
 from dul.openapi_problems import document_problems
 
@@ -173,11 +174,14 @@ _TITLES = {
 }
 
 
+MAX_BODY_BYTES = 2**20
+
 PROBLEM_CODES: dict[int, tuple[str, ...]] = {
     401: ("credential_missing", "credential_invalid", "credential_expired", "credential_revoked",
           "oidc_not_configured"),
     403: ("out_of_scope", "role_missing"),
     404: ("not_found", "agreement_not_found", "subject_not_found"),
+    413: ("body_too_large",),
     422: ("validation_error", "malformed_id", "malformed_kind", "malformed_cursor"),
     500: ("internal_error", "audit_error"),
     503: ("store_unavailable", "node_unavailable", "rpc_error", "range_refused", "indexer_error",
@@ -505,4 +509,6 @@ def create_app(settings: AuditSettings | None = None) -> FastAPI:
 
     app.include_router(signin_router(_state, _caller))
     mount_console(app)  # after the API routes: `/v1/...` keeps its own answers
+    # The API reads; only sign-in posts a small form. Refused before anything reads it.
+    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     return app

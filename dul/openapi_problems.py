@@ -16,6 +16,7 @@ _TITLES = {
     403: "Forbidden",
     404: "Not found",
     409: "Conflict",
+    413: "Request body too large",
     422: "Invalid request",
     500: "Internal error",
     502: "Bad gateway (the chain node)",

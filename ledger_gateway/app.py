@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 import structlog
 from fastapi import FastAPI
 
+from dul.body_limit import BodyLimit
 from dul.chain.node import rpc_url
 from dul.contracts.artifacts import load
 from dul.contracts.ledger import CONTRACT_NAMES, Deployment
@@ -228,6 +229,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     app.include_router(consents.router)
     app.add_middleware(AccessHotPath)  # inside the request log: logged and counted the same
     app.add_middleware(RequestLog, metrics=metrics)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)  # before anything reads
     return app
 
 

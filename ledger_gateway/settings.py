@@ -44,7 +44,10 @@ class GatewaySettings(BaseSettings):
     )
     batch_max: int = Field(256, ge=1, le=256, description="records per recordAccesses transaction")
     batch_latency_ms: int = Field(50, ge=0, description="longest wait to fill a batch")
-    max_batch_request: int = Field(1000, ge=1, description="items per POST …/batch")
+    max_batch_request: int = Field(1000, ge=1, le=10_000, description="items per POST …/batch")
+    max_body_bytes: int = Field(
+        16 * 2**20, ge=2**16, le=2**28, description="largest request body (413 past it)"
+    )
     outbox_limit: int = Field(100_000, ge=1, description="unconfirmed operations before 503")
     deadline_margin_s: int = Field(
         30, ge=0, description="a request must stay signed-valid this long to be recorded"

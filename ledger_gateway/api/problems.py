@@ -25,6 +25,7 @@ PROBLEM_CODES: dict[int, tuple[str, ...]] = {
     404: ("not_found", "unknown_agreement", "unknown_dataset"),
     405: ("method_not_allowed",),
     409: ("request_id_conflict", "release_not_allowed", "nonce_too_low", "tx_refused"),
+    413: ("body_too_large",),
     422: (
         "validation_error",
         "request_expired",

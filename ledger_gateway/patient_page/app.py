@@ -49,6 +49,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from audit.auth import PatientVerifier, UnauthenticatedError
 from audit.console import STATIC as CONSOLE_STATIC
 from audit.indexer import JsonRpc, NodeUnavailableError
+from dul.body_limit import BodyLimit
 from dul.chain.rpc_auth import rpc_token
 from dul.domain import Scenario, Tier, slug_id
 from dul.errors import ConfigError, DulError
@@ -64,6 +65,7 @@ STATIC = HERE / "static"
 HEX32 = r"^0x[0-9a-fA-F]{64}$"
 SIGNATURE = r"^0x[0-9a-fA-F]{130}$"
 CODE = re.compile(r"^[0-9A-HJKMNP-TV-Z]{5}(-[0-9A-HJKMNP-TV-Z]{5}){3}$")
+MAX_BODY_BYTES = 64 * 1024
 _SUBJECT_KEY_OF = keccak(b"subjectKeyOf(bytes32,bytes32)")[:4]
 _AUTHORIZATION = keccak(b"authorization(bytes32)")[:4]
 
@@ -365,6 +367,7 @@ def create_app(settings: PatientPageSettings | None = None) -> FastAPI:
                         headers={"Cache-Control": "no-store"})  # fmt: skip
 
     app.mount("/page", StaticFiles(directory=STATIC), name="page")
+    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)  # a patient's posts are small
     return app
 
 

@@ -456,6 +456,8 @@ def test_the_api_answers_only_the_tokens_own_subject(hospital: Hospital, world: 
         assert svg.text.lstrip().startswith("<svg")
         assert_problem(client.post("/api/qr", json={"code": "7K3QF-ZC0XH-M4N2P-9TRVW"}),
                        401, "credential_missing")  # fmt: skip
+        assert_problem(client.post("/api/codes", headers=bearer, content=b" " * 2**17),
+                       413, "body_too_large")  # fmt: skip
 
 
 def test_the_page_serves_its_own_files_and_the_consoles_proof_module(hospital: Hospital) -> None:

@@ -26,7 +26,7 @@ from eth_hash.auto import keccak
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from audit.app import create_app
+from audit.app import MAX_BODY_BYTES, create_app
 from audit.auth import AuditRole
 from audit.settings import AuditSettings
 from audit.testing import (
@@ -620,6 +620,8 @@ def test_auth_token_redeems_a_pkce_code(
         problem(wrong, 401, "credential_invalid")
         short = {"code": "x", "code_verifier": "short", "redirect_uri": redirect}
         problem(c.post("/auth/token", json=short), 422, "validation_error")
+        huge = b'{"code": "' + b"x" * MAX_BODY_BYTES + b'"}'
+        problem(c.post("/auth/token", content=huge), 413, "body_too_large")
     with TestClient(create_app(settings), raise_server_exceptions=False) as plain:
         problem(plain.post("/auth/token", json={"code": "x", "code_verifier": verifier,
                                                 "redirect_uri": redirect}), 401,

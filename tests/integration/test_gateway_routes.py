@@ -116,3 +116,20 @@ def test_signatures_route_refuses_a_bad_signature(
     assert_problem(post(gateway, path, body, None), 401, "unauthorized")
     assert_problem(post(gateway, path, body, steward_token), 422, "bad_signature")
     assert_problem(post(gateway, path, {"signer": "me"}, steward_token), 422, "validation_error")
+
+
+@pytest.mark.parametrize(
+    "path", ["/v1/access-requests", "/v1/access-requests/batch", "/v1/consents"]
+)
+def test_a_body_past_the_ceiling_is_refused_before_anything_reads_it(
+    gateway: GatewayHandle, path: str
+) -> None:
+    """No token needed to be refused: the ceiling comes before authentication (which reads
+    nothing) and before FastAPI would have read the whole body into memory."""
+    oversized = b"[" + b" " * gateway.settings.max_body_bytes + b"]"
+    response = httpx.post(gateway.url + path, content=oversized, timeout=30,
+                          headers={"content-type": "application/json"})  # fmt: skip
+    assert_problem(response, 413, "body_too_large")
+    assert str(gateway.settings.max_body_bytes) in response.json()["detail"]
+    # the service still answers afterwards
+    assert httpx.get(gateway.url + "/healthz", timeout=10).status_code == 200

@@ -1,0 +1,77 @@
+"""A ceiling on request bodies for the HTTP services, before any of their code runs.
+
+Starlette and FastAPI read a body whole, before authentication and validation: without a
+ceiling, anyone who can reach a port can make a service hold gigabytes. This ASGI middleware
+reads the body itself up to `max_bytes` (refusing at once when `Content-Length` already says
+more), answers 413 problem JSON `body_too_large` past it, and hands the application the body it
+read as one message.
+"""
+
+from __future__ import annotations
+
+import json
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+CODE = "body_too_large"
+
+
+class BodyLimit:
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+                await self._refuse(send)
+                return
+        chunks: list[bytes] = []
+        size = 0
+        first: Message
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away: the app hears it
+                first = message
+                break
+            body = message.get("body", b"")
+            size += len(body)
+            if size > self.max_bytes:
+                await self._refuse(send)
+                return
+            chunks.append(body)
+            if not message.get("more_body", False):
+                first = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+                break
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return first
+            return await receive()  # what follows the body (a disconnect)
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, send: Send) -> None:
+        limit = self.max_bytes
+        body = json.dumps(
+            {
+                "type": f"urn:dul:problem:{CODE}",
+                "title": "Request body too large",
+                "status": 413,
+                "detail": f"a request body may hold at most {limit} bytes",
+                "code": CODE,
+            }
+        ).encode()
+        headers = [
+            (b"content-type", b"application/problem+json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),  # the rest of the body is not read
+        ]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
