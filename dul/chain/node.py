@@ -541,6 +541,10 @@ class ChainNode:
             "--gas-limit", str(s.gas_limit),
             "--state", str(self.home.chain_state),
             "--state-interval", str(s.state_interval),
+            # Past its in-memory window (a few hundred blocks) anvil would write every block's
+            # whole state under ~/.foundry: gigabytes an hour, never removed after a kill.
+            # Older state is dropped instead, as a Besu Bonsai node keeps its last 512 layers.
+            "--max-persisted-states", "0",
             "--silent",
         ]  # fmt: skip
         if launcher is None or ipc is None:

@@ -186,6 +186,21 @@ def test_a_restart_keeps_the_ledger(node: ChainNode) -> None:
     assert int(handle.rpc("eth_getTransactionCount", OPERATOR.address, "latest"), 16) == 1
 
 
+def test_the_node_writes_no_state_history_outside_its_home(node: ChainNode, tmp_path: Path) -> None:
+    """anvil keeps recent states in memory; past that window it would dump each block's full
+    state under $HOME/.foundry (unbounded, left behind by a kill). Nothing is written there,
+    the recent state still answers, and state older than the window is refused."""
+    node.node_env = {**os.environ, "HOME": str(tmp_path / "node-user")}
+    node.start()
+    handle = _handle(node)
+    handle.node_rpc("anvil_mine", hex(1_500))
+    head = int(handle.rpc("eth_blockNumber"), 16)
+    assert handle.rpc("eth_getBalance", DEAD, hex(head - 10)) == "0x0"
+    old = handle.rpc_raw("eth_getBalance", DEAD, hex(1))
+    assert "error" in old, old
+    assert not list((tmp_path / "node-user").rglob("*.json"))
+
+
 def test_a_taken_port_is_reported_before_anything_starts(node: ChainNode) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
         squatter.bind(("127.0.0.1", node.settings.port))
