@@ -20,7 +20,7 @@ from dul.contracts.typed_data import access_log_domain
 from dul.domain import Role, slug_id
 from dul.home import private_dir
 from dul.keys import KeyStore
-from ledger_gateway.api import access, agreements, consents, datasets, health, problems
+from ledger_gateway.api import access, agreements, break_glass, consents, datasets, health, problems
 from ledger_gateway.api.deps import GatewayContext, Metrics
 from ledger_gateway.api.hot import AccessHotPath
 from ledger_gateway.api.middleware import RequestLog
@@ -227,6 +227,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     app.include_router(agreements.router)
     app.include_router(datasets.router)
     app.include_router(consents.router)
+    app.include_router(break_glass.router)
     app.add_middleware(AccessHotPath)  # inside the request log: logged and counted the same
     app.add_middleware(RequestLog, metrics=metrics)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)  # before anything reads

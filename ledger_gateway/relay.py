@@ -28,7 +28,9 @@ from dul.contracts.artifacts import load
 from dul.signing import checksum_address
 from ledger_gateway.errors import BadRequestError
 
-RELAYED_CONTRACTS = ("AgreementRegistry", "DatasetRegistry", "ConsentRegistry")
+RELAYED_CONTRACTS = ("AgreementRegistry", "DatasetRegistry", "ConsentRegistry", "AccessLog")
+#: Of these, the only functions relayed for stewards (a gateway records accesses itself).
+_ONLY: dict[str, frozenset[str]] = {"AccessLog": frozenset({"reviewBreakGlass"})}
 
 # Field positions per transaction type: legacy, EIP-2930, EIP-1559.
 _GAS_INDEX = {0: 2, 1: 3, 2: 4}
@@ -77,6 +79,8 @@ def functions() -> dict[bytes, FunctionAbi]:
     for contract in RELAYED_CONTRACTS:
         for item in load(contract).abi:
             if item.get("type") != "function" or item.get("stateMutability") in ("view", "pure"):
+                continue
+            if contract in _ONLY and item["name"] not in _ONLY[contract]:
                 continue
             fn = FunctionAbi(
                 contract,

@@ -8,7 +8,10 @@ of the admitted subjects goes on chain while the leaves go to `cohort_leaves` in
 durable write. Under a PATIENT_AUTHORIZATION agreement the access redeems a patient's one-time
 code (`redeem`): the code is checked against the request's `authorization_ref`, decided by
 `consent_policy.authorization_fault`, and reserved for the access with no await between the
-check and the reservation, so of two concurrent redemptions exactly one is GRANTED.
+check and the reservation, so of two concurrent redemptions exactly one is GRANTED. Where the
+agreement allows break-glass, an access request whose signed `authorization_ref` is a
+break-glass reference (`dul.domain.break_glass_ref`) and that names one patient is decided
+without a code; the chain flags it for the holder steward's review.
 
 Nothing is reserved in memory: a GRANTED decision reserves its agreement's quota unit and its
 code in the outbox's own transaction (shared by every worker process). When the store refuses
@@ -40,6 +43,7 @@ from dul.domain import (
     Operation,
     ReleaseKind,
     Tier,
+    is_break_glass,
 )
 from dul.keccak import keccak
 from dul.signing import InvalidSignatureError, recover
@@ -377,7 +381,13 @@ class AccessService:
         admitted: list[bytes] = []
         root = ZERO32
         distinct = None if named is None else 0  # distinct subjects named
-        if named and policy == ConsentPolicy.COHORT_CONSENT:
+        if named and is_break_glass(request.authorization_ref):
+            # Break-glass: no code, the patient named is recorded (`decide` and the chain
+            # hold it to one patient under an agreement that allows it) and flagged for review.
+            admitted = sorted(set(named))
+            distinct = len(admitted)
+            root = tree_root([leaf_hash(s) for s in admitted])
+        elif named and policy == ConsentPolicy.COHORT_CONSENT:
             consents = self._consents()
             assert catch_up is not None  # started for every call that names a cohort
             await asyncio.shield(catch_up)  # the view is at the head as of this call's arrival

@@ -139,6 +139,8 @@ class TransactionOut(BaseModel):
     """Consents the transaction recorded (known once it is mined) or withdrew."""
     code_hash: str | None = None
     """The authorization code hash the transaction issued or revoked."""
+    access_id: str | None = None
+    """The access a break-glass review is about."""
 
 
 class SignatureOut(BaseModel):
@@ -222,6 +224,7 @@ def _render(value: Any) -> Any:
 
 _CONFLICTS = (
     "AlreadySigned",
+    "BreakGlassReviewed",
     "Exists",
     "InvalidStatus",
     "NotExpired",
@@ -323,6 +326,9 @@ class StewardService:
             return await self._holder_at("ConsentRegistry", _CONSENT, args["consentId"])
         if name == "revokeAuthorization":
             return await self._holder_at("ConsentRegistry", _AUTHORIZATION, args["codeHash"])
+        if name == "reviewBreakGlass":
+            _, terms = await self._proposal(args["agreementId"])
+            return [terms.holder]
         raise RelayError(f"{name} is not relayed for stewards", code="wrong_transaction")
 
     # --- reads -------------------------------------------------------------------------------
@@ -538,6 +544,17 @@ class StewardService:
             id_value=agreement_id,
         )
 
+    def expect_break_glass_review(self, access_id: bytes) -> Expected:
+        """`AccessLog.reviewBreakGlass` of the access of the path."""
+        return Expected(
+            contract="AccessLog",
+            address=self.deployment.address("AccessLog"),
+            functions=("reviewBreakGlass",),
+            chain_id=self.deployment.chain_id,
+            id_arg="accessId",
+            id_value=access_id,
+        )
+
     def expect_dataset(self) -> Expected:
         return Expected(
             contract="DatasetRegistry",
@@ -668,7 +685,7 @@ class StewardService:
             block = int(receipt["blockNumber"], 16)
             status = "confirmed" if int(receipt.get("status", "0x1"), 16) == 1 else "failed"
         args = call.args
-        agreement_id: bytes | None = args.get("id")
+        agreement_id: bytes | None = args.get("id", args.get("agreementId"))
         if call.function.name in ("propose", "amend"):
             terms = AgreementTerms.from_abi(args["terms"])
             agreement_id = terms.agreement_id
@@ -687,6 +704,7 @@ class StewardService:
                 if entry["topics"] and _b32(entry["topics"][0]) == CONSENT_RECORDED_TOPIC
             ]
         code_hash: bytes | None = args.get("codeHash")
+        access_id: bytes | None = args.get("accessId")
         return TransactionOut(
             tx_hash=_hex(call.tx.tx_hash),
             sender=call.tx.sender,
@@ -698,6 +716,7 @@ class StewardService:
             dataset_id=None if dataset_id is None else _hex(dataset_id),
             consent_ids=consent_ids,
             code_hash=None if code_hash is None else _hex(code_hash),
+            access_id=None if access_id is None else _hex(access_id),
         )
 
 

@@ -123,6 +123,14 @@ class StewardClient(GatewayClient):
     ) -> TransactionOut:
         return self._relay(f"/v1/agreements/{agreement_id}/{step}", signed_transaction, wait)
 
+    def review_break_glass(
+        self, access_id: str, signed_transaction: bytes, *, wait: bool = False
+    ) -> TransactionOut:
+        """Relay a signed `AccessLog.reviewBreakGlass` of break-glass access `access_id`."""
+        return self._relay(
+            f"/v1/access-requests/{access_id}/break-glass-review", signed_transaction, wait
+        )
+
     def register_dataset(self, signed_transaction: bytes, *, wait: bool = False) -> TransactionOut:
         return self._relay("/v1/datasets", signed_transaction, wait)
 

@@ -1156,3 +1156,80 @@ def patient_token(
         },
         json_output,
     )
+
+
+# --------------------------------------------------------------------------- break-glass
+
+break_glass_app = typer.Typer(
+    help=(
+        "Review emergency (break-glass) accesses to your patients' records: each must be "
+        "reviewed by a steward of the hospital within its agreement's review window."
+    ),
+    no_args_is_help=True,
+)
+app.add_typer(break_glass_app, name="break-glass")
+
+BREAK_GLASS_TOPIC = keccak(b"BreakGlassAccess(bytes32,bytes32,bytes32,uint8,uint64)")
+FINDING_MAX = 20_000
+"""Characters of a written finding (kept by the hospital; only its hash goes on chain)."""
+
+
+def _break_glass_agreement(ledger: Ledger, access: bytes) -> bytes:
+    """The agreement of break-glass access `access`, from its `BreakGlassAccess` event."""
+    logs = ledger.find_logs(
+        {
+            "address": ledger.deployment.address("AccessLog"),
+            "topics": ["0x" + BREAK_GLASS_TOPIC.hex(), "0x" + access.hex()],
+        },
+        first_match=True,
+    )
+    if not logs:
+        raise ConfigError(
+            f"access 0x{access.hex()} is no break-glass access on this ledger",
+            code="not_break_glass",
+        )
+    return bytes(logs[0]["topics"][2])  # agreementId, the second indexed argument
+
+
+@break_glass_app.command("review")
+@cli_errors
+def break_glass_review(
+    access: Annotated[str, typer.Argument(help="The break-glass access id (0x…).")],
+    outcome: Annotated[
+        str,
+        typer.Option(help="UPHELD (the emergency justified it) or REFERRED (to the regulator)."),
+    ],
+    finding: Annotated[
+        str,
+        typer.Option(help="The review's written finding; only its keccak256 goes on chain."),
+    ],
+    key: KeyOption = "steward",
+    gateway: GatewayOption = None,
+    token: TokenOption = "",
+    wait: WaitOption = True,
+    json_output: JsonOption = False,
+) -> None:
+    """Record your review of a break-glass access (a steward of the holder), relayed through
+    the gateway: upheld, or referred to the regulator."""
+    from dul.domain import BreakGlassOutcome
+
+    access_id = _bytes32(access, "access id")
+    chosen = _enum(BreakGlassOutcome, outcome.upper(), "outcome")
+    if chosen == BreakGlassOutcome.NONE:
+        raise ConfigError("outcome must be UPHELD or REFERRED", code="invalid_outcome")
+    text = finding.strip()
+    if not text or len(text) > FINDING_MAX:
+        raise ConfigError(
+            f"the finding must be 1 to {FINDING_MAX} characters", code="invalid_finding"
+        )
+    h = home()
+    ledger = open_ledger(h)
+    agreement = _break_glass_agreement(ledger, access_id)
+    finding_hash = keccak(text.encode())
+    data = function("AccessLog", "reviewBreakGlass").encode(
+        access_id, agreement, int(chosen), finding_hash
+    )
+    raw = _signed(h, ledger, key, "AccessLog", data)
+    with _gateway(gateway, token) as client:
+        answer = client.review_break_glass("0x" + access_id.hex(), raw, wait=wait)
+    _relayed(answer, json_output, outcome=chosen.name, finding_hash="0x" + finding_hash.hex())
