@@ -9,6 +9,7 @@ memory does not count). Never run by the tests: timings belong to `dul bench`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -132,6 +133,10 @@ def _child(kind: str, rpc_url: str, deployment_path: str, to_block: int, url: st
     settings = AuditSettings()
     start = int(deployment.raw["block"])
     events = 0
+    workers = 0
+    cpu_started = _cpu_s()
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    own_cpu_started = own.ru_utime + own.ru_stime
     started = time.perf_counter()
     if kind == "raw":
         contracts = {n: a for n, a in deployment.addresses.items() if n in AUDITED_CONTRACTS}
@@ -162,10 +167,28 @@ def _child(kind: str, rpc_url: str, deployment_path: str, to_block: int, url: st
         indexer = Indexer.open(settings)
         summary = indexer.run(to_block=to_block)
         events = summary.events
-        indexer.close()
+        workers = indexer.fetch_workers
+        indexer.close()  # joins the fetch workers: their CPU and memory count below
     seconds = time.perf_counter() - started
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"events": events, "seconds": seconds, "rss_mb": rss_mb, "kind": kind}))
+    cpu_s = _cpu_s() - cpu_started
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    own_cpu_s = own.ru_utime + own.ru_stime - own_cpu_started
+    own_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    worker_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 if workers else 0.0
+    print(json.dumps({
+        "events": events, "seconds": seconds, "kind": kind, "cpu_s": cpu_s,
+        "own_cpu_s": own_cpu_s,
+        # every worker counted at the largest one's peak (pages they share with this
+        # process counted again): an upper bound of the catch-up's memory
+        "rss_mb": own_mb + workers * worker_mb, "own_rss_mb": own_mb, "workers": workers,
+    }))  # fmt: skip
+
+
+def _cpu_s() -> float:
+    """CPU seconds of this process and its finished children (the fetch workers)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def _measure(kind: str, chain: dict[str, Any], url: str = "") -> dict[str, float]:
@@ -173,12 +196,55 @@ def _measure(kind: str, chain: dict[str, Any], url: str = "") -> dict[str, float
         sys.executable, "-m", "audit.bench", "--child", kind,
         chain["rpc_url"], chain["deployment"], str(chain["head"]), url,
     ]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=3600)
-    log.info("bench.measured", kind=kind, result=done.stdout.strip()[-200:])
-    if done.returncode != 0:
-        raise RuntimeError(f"bench {kind} failed: {done.stderr[-2000:]}")
-    result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        process = subprocess.Popen(command, stdout=out, stderr=err, text=True)
+        peak_mb = 0.0
+        deadline = time.monotonic() + 3600
+        while process.poll() is None:
+            if time.monotonic() > deadline:
+                process.kill()
+                process.wait()
+                break
+            peak_mb = max(peak_mb, _tree_pss_mb(process.pid))
+            time.sleep(0.05)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    log.info("bench.measured", kind=kind, result=stdout.strip()[-200:])
+    if process.returncode != 0:
+        raise RuntimeError(f"bench {kind} failed: {stderr[-2000:]}")
+    result: dict[str, float] = json.loads(stdout.strip().splitlines()[-1])
+    result["pss_mb"] = peak_mb
     return result
+
+
+def _tree_pss_mb(pid: int) -> float:
+    """Proportional set size of `pid` and its children (the fetch workers), in MB: memory a
+    forked worker shares with the indexer is counted once. 0 where /proc cannot tell."""
+    total_kb = 0
+    pids = [pid]
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            pids += [int(c) for c in (task / "children").read_text().split()]
+    for member in pids:
+        with contextlib.suppress(OSError, ValueError):
+            for line in Path(f"/proc/{member}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total_kb += int(line.split()[1])
+                    break
+    return total_kb / 1024
+
+
+def _peak_mb(measured: dict[str, float]) -> float:
+    """The catch-up's peak memory: its processes' summed PSS, sampled every 50 ms (their
+    summed peak RSS where /proc has no PSS: pages shared with a forked worker counted twice)."""
+    return round(measured["pss_mb"] or measured["rss_mb"], 1)
+
+
+def _cpu_us(measured: dict[str, float], key: str = "cpu_s") -> float:
+    """Client CPU per event: the measuring process and its fetch workers (`cpu_s`; not the
+    node's), or the indexer's own process, which writes (`own_cpu_s`)."""
+    return round(measured[key] * 1e6 / max(measured["events"], 1), 1)
 
 
 def catchup_rate(
@@ -192,16 +258,25 @@ def catchup_rate(
     try:
         raw = _measure("raw", chain)
         sqlite = _measure("index", chain, f"sqlite:///{root / f'audit-{uuid.uuid4().hex[:6]}.db'}")
+        raw_rate = raw["events"] / raw["seconds"]
         out: dict[str, Any] = {
             "indexed_events": int(sqlite["events"]),
-            "raw_fetch_decode_events_per_s": round(raw["events"] / raw["seconds"]),
+            "raw_fetch_decode_events_per_s": round(raw_rate),
+            "raw_cpu_us_per_event": _cpu_us(raw),
             "sqlite_events_per_s": round(sqlite["events"] / sqlite["seconds"]),
-            "catchup_peak_rss_mb": round(sqlite["rss_mb"], 1),
+            "sqlite_vs_raw": round(sqlite["events"] / sqlite["seconds"] / raw_rate, 2),
+            "sqlite_cpu_us_per_event": _cpu_us(sqlite),
+            "sqlite_writer_cpu_us_per_event": _cpu_us(sqlite, "own_cpu_s"),
+            "catchup_peak_rss_mb": _peak_mb(sqlite),
+            "fetch_workers": int(sqlite.get("workers", 0)),
         }
         if postgres_url:
             pg = _measure("index", chain, postgres_url)
             out["postgres_events_per_s"] = round(pg["events"] / pg["seconds"])
-            out["catchup_peak_rss_mb"] = round(max(sqlite["rss_mb"], pg["rss_mb"]), 1)
+            out["postgres_vs_raw"] = round(pg["events"] / pg["seconds"] / raw_rate, 2)
+            out["postgres_cpu_us_per_event"] = _cpu_us(pg)
+            out["postgres_writer_cpu_us_per_event"] = _cpu_us(pg, "own_cpu_s")
+            out["catchup_peak_rss_mb"] = max(_peak_mb(sqlite), _peak_mb(pg))
         return out
     finally:
         chain["stop"]()

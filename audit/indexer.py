@@ -51,7 +51,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
-import queue
 import sqlite3
 import sys
 import threading
@@ -74,9 +73,25 @@ from audit.cohorts import (
     resolve,
 )
 from audit.events import AUDITED_CONTRACTS, DecodedEvent, EventDecodeError, EventDecoder
-from audit.store import AuditStore, BlockRef, Quarantine, StoredCheckpoint
+from audit.pipeline import (
+    MAX_FETCH_WORKERS,
+    FetchSpec,
+    Pipeline,
+    ProcessWorkers,
+    ThreadWorkers,
+    Workers,
+)
+from audit.store import (
+    AuditStore,
+    BlockRef,
+    PreparedPage,
+    Quarantine,
+    StoredCheckpoint,
+    events_of,
+    prepare,
+)
 from dul.chain.rpc_auth import bearer_headers, rpc_token
-from dul.contracts.logs import PageSizer, get_logs, paged
+from dul.contracts.logs import PageSizer, get_logs
 from dul.errors import DulError
 
 log = structlog.get_logger("audit.indexer")
@@ -126,8 +141,15 @@ class JsonRpc:
     ) -> None:
         """`token` is presented as `Authorization: Bearer` (default: `rpc_token()`)."""
         self.url = url
-        headers = bearer_headers(token if token is not None else rpc_token())
-        self.client = httpx.Client(timeout=timeout, transport=transport, headers=headers)
+        self.timeout = timeout
+        self.token = token if token is not None else rpc_token()
+        self.reply_bytes = 0
+        """Length of the last reply read."""
+        self.custom_transport = transport is not None
+        """A test seam's transport: a worker process could not rebuild it."""
+        self.client = httpx.Client(
+            timeout=timeout, transport=transport, headers=bearer_headers(self.token)
+        )
         self._id = 0
 
     def close(self) -> None:
@@ -147,6 +169,7 @@ class JsonRpc:
             raise NodeUnavailableError(f"{method}: {exc}") from exc
         except httpx.TransportError as exc:
             raise NodeUnavailableError(f"{method}: {exc!r}") from exc
+        self.reply_bytes = len(content)
         status = response.status_code
         if status == 413:
             raise RangeRefusedError(f"{method}: HTTP 413 body too large")
@@ -175,7 +198,10 @@ class JsonRpc:
             return response.read()
         declared = response.headers.get("content-length")
         if declared is not None and int(declared) > max_bytes:
-            raise RangeRefusedError(f"{method}: a {declared}-byte reply is over the page budget")
+            raise RangeRefusedError(
+                f"{method}: a {declared}-byte reply is over the page budget",
+                reply_bytes=int(declared),
+            )
         chunks: list[bytes] = []
         size = 0
         for chunk in response.iter_bytes():
@@ -242,77 +268,27 @@ class IndexSummary:
 
 @dataclass(frozen=True)
 class Page:
+    """Blocks `first..last` fetched, decoded and `prepare`d for the store."""
+
     first: int
     last: BlockRef
     parent_hash: str
-    events: list[DecodedEvent]
+    prepared: PreparedPage
     cohorts: CohortRows | None = None
     quarantined: list[Quarantine] = field(default_factory=list)
     """Logs of these blocks that do not decode as the audited events they claim to be."""
+    decoded: list[DecodedEvent] | None = None
+    """The events, when fetched in this process (a worker process sends the rows only)."""
+    reply_bytes: int = 0
+    """Length of the `eth_getLogs` reply: the next pages are fitted to the byte budget too."""
 
+    @property
+    def events(self) -> list[DecodedEvent]:
+        return self.decoded if self.decoded is not None else events_of(self.prepared)
 
-class _Prefetcher:
-    """Fetches and decodes the next page in a thread while the writer stores the current one.
-
-    The node works in its own process and the database driver releases the GIL while it
-    writes, so the two overlap (measured: ~1.5x on catch-up). At most one page waits in the
-    queue, so memory stays at about three pages. The fetcher shrinks refused ranges itself;
-    any other error ends it and is handed to the writer, which decides.
-    """
-
-    def __init__(self, indexer: Indexer, first: int, target: int) -> None:
-        self.indexer = indexer
-        self.first = first
-        self.target = target
-        self.queue: queue.Queue[Page | BaseException | None] = queue.Queue(maxsize=1)
-        self.closed = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="audit-fetch", daemon=True)
-        self.thread.start()
-
-    def _put(self, item: Page | BaseException | None) -> None:
-        while not self.closed.is_set():
-            try:
-                self.queue.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
-
-    def _run(self) -> None:
-        sizer = self.indexer.sizer
-
-        def fetch(first: int, last: int) -> Page:
-            with _gc_paused():
-                return self.indexer.fetch(first, last)
-
-        def refused(first: int, last: int, exc: Exception) -> None:
-            log.info("audit.range_refused", first=first, last=last,
-                     next_size=sizer.size, error=str(exc))  # fmt: skip
-
-        try:
-            pages = paged(fetch, self.first, self.target, sizer=sizer, refused=_range_refused,
-                          count=lambda page: len(page.events), on_refusal=refused)  # fmt: skip
-            for _, _, page in pages:
-                self._put(page)
-                if self.closed.is_set():
-                    break
-            self._put(None)
-        except BaseException as exc:  # handed over: the writer re-raises or recovers
-            self._put(exc)
-
-    def __iter__(self) -> Iterator[Page | BaseException]:
-        while True:
-            item = self.queue.get()
-            if item is None:
-                return
-            yield item
-            if isinstance(item, BaseException):
-                return
-
-    def close(self) -> None:
-        self.closed.set()
-        with contextlib.suppress(queue.Empty):
-            self.queue.get_nowait()
-        self.thread.join(timeout=30)
+    @property
+    def count(self) -> int:
+        return self.prepared.count
 
 
 @contextlib.contextmanager
@@ -340,6 +316,76 @@ def _block_ref(header: Mapping[str, Any]) -> BlockRef:
     )
 
 
+class PageFetcher:
+    """Fetches, decodes and prepares one page of blocks: the indexer's own (in a thread), or a
+    fetch worker process's with its own connection and decoder (`audit.pipeline`)."""
+
+    def __init__(
+        self,
+        rpc: JsonRpc,
+        decoder: EventDecoder,
+        *,
+        max_page_bytes: int,
+        cohort_sources: Sequence[CohortSource] = (),
+    ) -> None:
+        self.rpc = rpc
+        self.decoder = decoder
+        self.addresses = decoder.addresses
+        self.max_page_bytes = max_page_bytes
+        self.cohort_sources = list(cohort_sources)
+
+    def header(self, number: int) -> BlockRef | None:
+        header = self.rpc.call("eth_getBlockByNumber", hex(number), False)
+        return None if header is None else _block_ref(header)
+
+    def page_of_logs(self, filter_: dict[str, Any]) -> list[dict[str, Any]]:
+        """One `eth_getLogs` over a page's blocks, its reply bounded unless it is one block
+        (a block's logs cannot be split)."""
+        one_block = filter_["fromBlock"] == filter_["toBlock"]
+        logs = self.rpc.call(
+            "eth_getLogs", filter_, max_bytes=None if one_block else self.max_page_bytes
+        )
+        return list(logs)
+
+    def fetch(self, first: int, last: int) -> Page:
+        """Blocks `first..last` as one page, consistent with one history of the chain."""
+        before = self.header(last)
+        start = before if first == last else self.header(first)
+        if before is None or start is None or before.parent_hash is None:
+            raise ChainMovedError(f"blocks {first}..{last} are no longer on the node")
+        logs: list[Any] = self.page_of_logs(
+            {"fromBlock": hex(first), "toBlock": hex(last), "address": self.addresses}
+        )
+        reply_bytes = self.rpc.reply_bytes
+        after = self.header(last)
+        if after is None or after.hash != before.hash:
+            raise ChainMovedError(f"block {last} changed while its logs were read")
+        decode = self.decoder.decode
+        events: list[DecodedEvent] = []
+        quarantined: list[Quarantine] = []
+        for n, entry in enumerate(logs):
+            logs[n] = None  # each raw log is freed once decoded: a page is not held twice
+            try:
+                events.append(decode(entry))
+            except (EventDecodeError, ValueError, KeyError, TypeError) as exc:
+                quarantined.append(_quarantine(entry, "decode", exc))
+        for q in quarantined:
+            if not first <= q.block_number <= last:
+                raise IndexerError(f"the node returned a log of block {q.block_number}")
+        for ev in events:
+            if ev.block_number == last and ev.block_hash != before.hash:
+                raise ChainMovedError(f"logs of block {last} come from another history")
+            if not first <= ev.block_number <= last:
+                raise IndexerError(f"the node returned a log of block {ev.block_number}")
+        events.sort(key=lambda e: (e.block_number, e.log_index))
+        assert start.parent_hash is not None
+        cohorts = None
+        if self.cohort_sources:
+            cohorts = resolve(self.cohort_sources, cohort_accesses(events))
+        return Page(first, before, start.parent_hash, prepare(events), cohorts, quarantined,
+                    events, reply_bytes)  # fmt: skip
+
+
 class Indexer:
     """Catch-up then follow. Build it with `Indexer.open(settings)` or inject the parts."""
 
@@ -363,6 +409,8 @@ class Indexer:
         cohort_sources: Sequence[CohortSource] = (),
         cohort_retry_s: float = 30.0,
         contract_blocks: Mapping[str, int] | None = None,
+        fetch_workers: int = 0,
+        defer_indexes: bool = True,
     ) -> None:
         self.store = store
         self.rpc = rpc
@@ -389,7 +437,17 @@ class Indexer:
         self.decoder = decoder or EventDecoder(self.contracts)
         self.addresses = self.decoder.addresses
         self.cohort_sources = list(cohort_sources)
+        self.fetcher = PageFetcher(
+            rpc, self.decoder, max_page_bytes=max_page_bytes, cohort_sources=self.cohort_sources
+        )
         self.cohort_retry_s = cohort_retry_s
+        self.fetch_workers = max(0, min(fetch_workers, MAX_FETCH_WORKERS))
+        """Worker processes fetching and decoding beside the writer (0: one thread)."""
+        self._workers: Workers | None = None
+        self._epoch = 0
+        self.defer_indexes = defer_indexes
+        """A first catch-up builds `DEFERRED_INDEXES` at its end (`AuditStore.defer_indexes`)."""
+        self._indexes_pending: bool | None = None
         self._cohorts_retried_at: float | None = None
         self.cohorts_settled_late = 0
         self.reorgs = 0
@@ -427,6 +485,7 @@ class Indexer:
             max_page_bytes=settings.max_page_bytes,
             poll_interval=settings.poll_interval,
             node_timeout=settings.node_timeout,
+            fetch_workers=settings.fetch_workers,
             metrics=metrics,
             cohort_sources=open_sources(settings.cohort_sources),
             cohort_retry_s=settings.cohort_retry_s,
@@ -438,6 +497,9 @@ class Indexer:
         )
 
     def close(self) -> None:
+        if self._workers is not None:
+            self._workers.close()
+            self._workers = None
         close_sources(self.cohort_sources)
         self.rpc.close()
         self.store.engine.dispose()
@@ -445,55 +507,36 @@ class Indexer:
     # node reads
 
     def _header(self, number: int) -> BlockRef | None:
-        header = self.rpc.call("eth_getBlockByNumber", hex(number), False)
-        return None if header is None else _block_ref(header)
+        return self.fetcher.header(number)
 
     def _head(self) -> int:
         return int(self.rpc.call("eth_blockNumber"), 16)
 
     def _page_of_logs(self, filter_: dict[str, Any]) -> list[dict[str, Any]]:
-        """One `eth_getLogs` over a page's blocks, its reply bounded unless it is one block
-        (a block's logs cannot be split)."""
-        one_block = filter_["fromBlock"] == filter_["toBlock"]
-        logs = self.rpc.call(
-            "eth_getLogs", filter_, max_bytes=None if one_block else self.max_page_bytes
-        )
-        return list(logs)
+        return self.fetcher.page_of_logs(filter_)
 
     def fetch(self, first: int, last: int) -> Page:
         """Blocks `first..last` as one page, consistent with one history of the chain."""
-        before = self._header(last)
-        start = before if first == last else self._header(first)
-        if before is None or start is None or before.parent_hash is None:
-            raise ChainMovedError(f"blocks {first}..{last} are no longer on the node")
-        logs = self._page_of_logs(
-            {"fromBlock": hex(first), "toBlock": hex(last), "address": self.addresses}
-        )
-        after = self._header(last)
-        if after is None or after.hash != before.hash:
-            raise ChainMovedError(f"block {last} changed while its logs were read")
-        decode = self.decoder.decode
-        events: list[DecodedEvent] = []
-        quarantined: list[Quarantine] = []
-        for entry in logs:
-            try:
-                events.append(decode(entry))
-            except (EventDecodeError, ValueError, KeyError, TypeError) as exc:
-                quarantined.append(_quarantine(entry, "decode", exc))
-        for q in quarantined:
-            if not first <= q.block_number <= last:
-                raise IndexerError(f"the node returned a log of block {q.block_number}")
-        for ev in events:
-            if ev.block_number == last and ev.block_hash != before.hash:
-                raise ChainMovedError(f"logs of block {last} come from another history")
-            if not first <= ev.block_number <= last:
-                raise IndexerError(f"the node returned a log of block {ev.block_number}")
-        events.sort(key=lambda e: (e.block_number, e.log_index))
-        assert start.parent_hash is not None
-        cohorts = None
-        if self.cohort_sources:
-            cohorts = resolve(self.cohort_sources, cohort_accesses(events))
-        return Page(first, before, start.parent_hash, events, cohorts, quarantined)
+        return self.fetcher.fetch(first, last)
+
+    def _fetch_spec(self) -> FetchSpec | None:
+        """How a worker process rebuilds this indexer's fetcher; None when it cannot (a test
+        transport, cohort sources other than stores by URL)."""
+        urls = [getattr(source, "url", None) for source in self.cohort_sources]
+        if self.rpc.custom_transport or not all(isinstance(u, str) for u in urls):
+            return None
+        return FetchSpec(self.rpc.url, self.rpc.token, self.rpc.timeout, dict(self.contracts),
+                         self.fetcher.max_page_bytes, tuple(str(u) for u in urls))  # fmt: skip
+
+    def _fetch_workers(self) -> Workers:
+        """The fetch workers, started once and kept for every later catch-up."""
+        if self._workers is None:
+            spec = self._fetch_spec() if self.fetch_workers else None
+            if spec is not None:
+                self._workers = ProcessWorkers(spec, self.fetch_workers)
+            else:
+                self._workers = ThreadWorkers(self.fetch, self.fetcher.max_page_bytes)
+        return self._workers
 
     # store set-up
 
@@ -638,6 +681,7 @@ class Indexer:
         summary = IndexSummary()
         down_since: float | None = None
         bar = _ProgressBar() if progress and sys.stderr.isatty() else None
+        self._fetch_workers()  # worker processes start while the store is checked
         checkpoint = self._retrying(self._checkpoint, follow, stop)
         summary.start_block = checkpoint.block_number
         try:
@@ -654,6 +698,7 @@ class Indexer:
                     if checkpoint.block_number >= target:
                         if self.reconcile(checkpoint):
                             continue
+                        self._build_indexes()
                         self.retry_cohorts()
                         if not follow:
                             break
@@ -694,7 +739,21 @@ class Indexer:
     ) -> None:
         """Writes prefetched pages from the checkpoint towards `target` until done, stopped,
         or the chain is found to have moved (then reconciled; the caller loops again)."""
-        fetcher = _Prefetcher(self, checkpoint.block_number + 1, target)
+        if self._indexes_pending is None:
+            self._indexes_pending = self.defer_indexes and (
+                self.store.defer_indexes() or bool(self.store.missing_indexes())
+            )
+        self._epoch += 1
+        fetcher = Pipeline(
+            self._fetch_workers(),
+            self.sizer,
+            checkpoint.block_number + 1,
+            target,
+            depth=max(1, self.fetch_workers) + 1,
+            epoch=self._epoch,
+            max_bytes=self.fetcher.max_page_bytes,
+            stop=stop,
+        )
         try:
             for item in fetcher:
                 if isinstance(item, ChainMovedError):
@@ -717,37 +776,54 @@ class Indexer:
                     checkpoint.chain_id, checkpoint.contracts, page.last.number, page.last.hash
                 )
                 summary.pages += 1
-                summary.events += len(page.events)
-                self.metrics.events.inc(len(page.events))
+                summary.events += page.count
+                self.metrics.events.inc(page.count)
                 self.metrics.checkpoint.set(page.last.number)
                 if bar is not None:
                     bar.advance(page.last.number - page.first + 1, summary.events)
                 log.debug("audit.page", first=page.first, last=page.last.number,
-                          events=len(page.events))  # fmt: skip
+                          events=page.count)  # fmt: skip
                 if stop.is_set():
                     return
         finally:
             fetcher.close()
 
+    def _build_indexes(self) -> None:
+        """Caught up: the indexes a first catch-up deferred are built now."""
+        if self._indexes_pending:
+            started = time.perf_counter()
+            built = self.store.build_indexes()
+            self._indexes_pending = False
+            if built:
+                log.info("audit.indexes_built", indexes=built,
+                         seconds=round(time.perf_counter() - started, 2))  # fmt: skip
+
     def _write(self, page: Page, previous: int) -> None:
         """Writes a page; an event the store refuses (or the `apply_check` seam) is quarantined
         with its error and the rest of the page is written, so indexing goes on past it."""
-        events, quarantined = list(page.events), list(page.quarantined)
-        if self.apply_check is not None:
-            kept = []
-            for ev in events:
+        quarantined = list(page.quarantined)
+        if self.apply_check is None:
+            try:  # the common case: the prepared rows as they are
+                self._write_checked(page, page.prepared, quarantined, previous)
+                return
+            except _UNAPPLICABLE as exc:
+                log.warning("audit.page_refused", first=page.first, last=page.last.number,
+                            error=repr(exc)[:300])  # fmt: skip
+            events = page.events
+        else:
+            events = []
+            for ev in page.events:
                 try:
                     self.apply_check(ev)
-                    kept.append(ev)
+                    events.append(ev)
                 except Exception as exc:  # the seam's refusal, whatever it raises
                     quarantined.append(_quarantine_event(ev, exc))
-            events = kept
-        try:
-            self._write_checked(page, events, quarantined, previous)
-            return
-        except _UNAPPLICABLE as exc:
-            log.warning("audit.page_refused", first=page.first, last=page.last.number,
-                        error=repr(exc)[:300])  # fmt: skip
+            try:
+                self._write_checked(page, events, quarantined, previous)
+                return
+            except _UNAPPLICABLE as exc:
+                log.warning("audit.page_refused", first=page.first, last=page.last.number,
+                            error=repr(exc)[:300])  # fmt: skip
         refused = self._refused(page, events, previous)
         keep = [ev for ev in events if ev.position not in refused]
         quarantined += [_quarantine_event(ev, refused[ev.position]) for ev in events
@@ -755,10 +831,14 @@ class Indexer:
         self._write_checked(page, keep, quarantined, previous)
 
     def _write_checked(
-        self, page: Page, events: list[DecodedEvent], quarantined: list[Quarantine], previous: int
+        self,
+        page: Page,
+        events: list[DecodedEvent] | PreparedPage,
+        quarantined: list[Quarantine],
+        previous: int,
     ) -> None:
         cohorts = page.cohorts
-        if cohorts is not None and len(events) != len(page.events):
+        if cohorts is not None and isinstance(events, list) and len(events) != page.count:
             cohorts = cohorts.only({ev.args["accessId"] for ev in events
                                     if ev.name == "AccessRecorded"})  # fmt: skip
         self.store.write_page(

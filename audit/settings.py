@@ -37,6 +37,13 @@ class AuditSettings(BaseSettings):
     max_page_bytes: int = Field(
         16 * 1024 * 1024, ge=1024, description="a longer eth_getLogs reply halves the page"
     )
+    fetch_workers: int = Field(
+        2,
+        ge=0,
+        le=16,
+        description="processes fetching and decoding pages beside the writer (0: one thread "
+        "of the indexer's own process)",
+    )
     poll_interval: float = Field(0.5, gt=0, description="seconds between head polls when idle")
     request_timeout: float = Field(60.0, gt=0)
     node_timeout: float = Field(

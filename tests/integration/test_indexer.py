@@ -26,6 +26,7 @@ from sqlalchemy.engine import make_url
 
 from audit.indexer import Indexer, IndexerMetrics, JsonRpc
 from audit.migrations import downgrade, migrate
+from audit.pipeline import ProcessWorkers
 from audit.store import AuditStore, create_store_engine, metadata
 from dul.chain.node import ChainNode
 from dul.chain.testing import TEST_OPERATOR_KEY, ChainHandle, throwaway_chain_settings
@@ -388,6 +389,81 @@ def test_a_crash_between_rows_and_checkpoint_then_a_restart_gives_the_same_store
     restarted.run(to_block=target)
     assert restarted.store.dump() == reference.store.dump()
     reference.close()
+    restarted.close()
+
+
+@pytest.mark.parametrize("new_store", BACKENDS, indirect=True)
+def test_worker_processes_give_the_store_one_reader_gives(
+    chain: ChainHandle, world: World, new_store: StoreFactory
+) -> None:
+    """Pages fetched by two worker processes over disjoint ranges, answered out of order, cut
+    short by the byte budget (the rest of a range handed out again), reach the store in block
+    order: the same rows, blocks and checkpoint as one in-process reader's."""
+    agreement = world.activate(world.research_terms())
+    for count in (3, 9, 1, 6):
+        record_accesses(world, agreement, count)
+    target = head(chain)
+    reference = make_indexer(world, new_store(), chain.rpc_url)
+    reference.run(to_block=target)
+
+    pipelined = make_indexer(world, new_store(), chain.rpc_url, fetch_workers=2, page_size=3,
+                             max_page_size=3, max_page_bytes=12_000)  # fmt: skip
+    summary = pipelined.run(to_block=target)
+    workers = pipelined._workers
+    assert isinstance(workers, ProcessWorkers)
+    assert summary.refused_ranges > 0  # some ranges came back partly fetched
+    assert summary.pages > (target - int(world.ledger.deployment.raw["block"])) // 3
+    assert pipelined.store.dump() == reference.store.dump()
+    assert pipelined.store.missing_indexes() == []
+    reference.close()
+    pipelined.close()
+    assert not any(process.is_alive() for process in workers.processes)
+
+
+@pytest.mark.parametrize("new_store", BACKENDS, indirect=True)
+def test_a_first_catch_up_builds_the_readers_indexes_at_its_end_even_after_a_crash(
+    chain: ChainHandle, world: World, new_store: StoreFactory
+) -> None:
+    agreement = world.activate(world.research_terms())
+    record_accesses(world, agreement, 4)
+    target = head(chain)
+    url = new_store()
+    crashing = make_indexer(world, url, chain.rpc_url, page_size=8, max_page_size=8)
+    pages = 0
+
+    def crash() -> None:
+        nonlocal pages
+        pages += 1
+        if pages == 2:
+            raise CrashError
+
+    crashing.before_checkpoint = crash
+    with pytest.raises(CrashError):
+        crashing.run(to_block=target)
+    crashing.close()
+    store = AuditStore(create_store_engine(url))
+    assert store.count("event") > 0  # a first catch-up, interrupted with rows written
+    assert set(store.missing_indexes()) == {
+        "ix_access_event_agreement_id_position",
+        "ix_access_event_dataset_id_position",
+        "ix_access_event_requester_position",
+    }
+    restarted = make_indexer(world, url, chain.rpc_url)
+    restarted.run(to_block=target)
+    assert restarted.store.missing_indexes() == []
+    assert restarted.store.defer_indexes() is False  # a store with events keeps its indexes
+    assert restarted.store.missing_indexes() == []
+    if restarted.store.dialect == "sqlite":  # provenance reads by agreement through it again
+        with restarted.store.engine.connect() as conn:
+            plan = conn.execute(
+                sa.text(
+                    "EXPLAIN QUERY PLAN SELECT * FROM access_event WHERE agreement_id = :a "
+                    "ORDER BY block_number, tx_index, log_index LIMIT 5"
+                ),
+                {"a": hexed(agreement)},
+            ).all()
+        assert "ix_access_event_agreement_id_position" in " ".join(str(r[-1]) for r in plan)
+    store.engine.dispose()
     restarted.close()
 
 

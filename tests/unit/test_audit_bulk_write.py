@@ -1,6 +1,7 @@
 """`AuditStore.write_page`'s bulk path: a page's block rows (one insert for all of them) carry
 each block's event count, the last block its parent hash, and a redone page replaces them; wide
-`Uint` values anywhere in a page take the SQLite spelling (`sqlite_rows`)."""
+`Uint` values anywhere in a page take the SQLite spelling (`sqlite_rows`); a page prepared by a
+fetch worker is stored alike and gives its events back."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from audit.events import DecodedEvent
-from audit.store import BlockRef, store_session
+from audit.pipeline import shrunk
+from audit.store import BlockRef, events_of, prepare, store_session
 from audit.uints import INT64_MAX, sqlite_rows, to_sqlite
 
 
@@ -61,3 +63,27 @@ def test_sqlite_rows_spells_every_row_once_one_value_is_wide() -> None:
     wide = [(1, 2, 3), (4, INT64_MAX + 1, 6), (7, None, 9)]
     assert sqlite_rows(wide, (1,)) == [(1, 2, 3), (4, to_sqlite(INT64_MAX + 1), 6), (7, None, 9)]
     assert to_sqlite(INT64_MAX + 1) == f"{INT64_MAX + 1:078d}"
+
+
+def test_a_prepared_page_gives_back_its_events_and_is_stored_alike(tmp_path: Path) -> None:
+    """What a fetch worker hands the writer (rows, block counts) rebuilds the events exactly,
+    and storing it equals storing the events."""
+    events = [_event(10, 0, 1), _event(10, 1, 2), _event(12, 0, 3)]
+    prepared = prepare(events)
+    assert events_of(prepared) == events
+    assert [(ref.number, count) for ref, count in prepared.blocks] == [(10, 2), (12, 1)]
+    last = BlockRef(14, _hex(1014), _hex(1013), 1_700_000_014)
+    dumps = []
+    for page in (events, prepared):
+        with store_session(f"sqlite:///{tmp_path / f'{len(dumps)}.db'}") as store:
+            store.initialize(1, {"AccessLog": _hex(1, 40)}, BlockRef(9, _hex(1009)))
+            store.write_page(10, last, page, previous_checkpoint=9)
+            dumps.append(store.dump())
+    assert dumps[0] == dumps[1]
+
+
+def test_a_refused_range_shrinks_to_what_its_declared_size_says_fits() -> None:
+    assert shrunk(100, None, 1_000) == 50  # no size known: half
+    assert shrunk(100, 4_000, 1_000) == 18  # 3/4 of the budget's share
+    assert shrunk(100, 1_500, 1_000) == 50  # never less than halving
+    assert shrunk(2, 10**9, 1_000) == 1

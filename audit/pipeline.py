@@ -1,0 +1,375 @@
+"""The indexer's fetch pipeline: pages fetched, decoded and prepared ahead of the writer.
+
+The blocks still to index are cut into ranges (sized by the indexer's `PageSizer`) and handed
+to fetch workers: worker processes (`fetch_workers` ≥ 1), each with its own JSON-RPC
+connection and decoder, so fetching, decoding and projecting rows run beside the writer
+instead of sharing its interpreter; or one thread of the indexer's own process (0, and
+whenever the indexer was given parts a process cannot rebuild, e.g. a test transport).
+
+A worker fetches one range as one page (`Indexer.fetch`: headers, logs, decode, `prepare`).
+When the node refuses the range, the worker shrinks it (halved, or fitted to the byte budget
+from the reply's declared size) and fetches its start only; the rest goes back to be handed
+out again. Pages reach the writer strictly in block order (they are keyed by their first
+block), so it writes exactly what one sequential reader would, and every page is still
+checked against its predecessor's hash at write time (a reorg between two workers' reads is
+caught there). At most `depth` ranges are out at once (in a worker or done and waiting), so
+memory stays at about `depth` pages whatever the workers' speed. Until the first page is in,
+one range is out at a time: the density of the chain is unknown and a refused range costs the
+node a full read. An error travels with its range and reaches the writer only when every page
+before it is written, as if read in order.
+
+Worker processes live as long as the indexer (spawned once; following the head hands them
+one small range at a time). They ignore Ctrl-C (the indexer stops them) and leave on their
+own when the indexer's process is gone (`kill -9`): they never touch the store.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import multiprocessing
+import os
+import pickle
+import queue
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Protocol
+
+import structlog
+
+if TYPE_CHECKING:
+    from audit.indexer import Page
+    from dul.contracts.logs import PageSizer
+
+log = structlog.get_logger("audit.pipeline")
+
+MAX_FETCH_WORKERS = 16
+
+
+@dataclass(frozen=True)
+class FetchSpec:
+    """What a worker process needs to build its own fetcher (all of it picklable)."""
+
+    rpc_url: str
+    token: str | None
+    timeout: float
+    contracts: dict[str, str]
+    max_page_bytes: int
+    cohort_sources: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Task:
+    epoch: int
+    first: int
+    last: int
+
+
+@dataclass
+class Fetched:
+    """A worker's answer to a task: a page from `task.first` (maybe ending before
+    `task.last`) or the error that stopped it, with the ranges refused on the way."""
+
+    task: Task
+    page: Page | None = None
+    error: BaseException | None = None
+    refused: list[tuple[int, int, str, int]] = field(default_factory=list)
+    """(first, last, error, declared reply bytes or 0) of each refused attempt."""
+
+
+def fetch_prefix(fetch: Callable[[int, int], Page], task: Task, max_bytes: int) -> Fetched:
+    """The page of `task`'s range, or of its longest start the node serves."""
+    from audit.indexer import RangeRefusedError, _gc_paused
+
+    first, last = task.first, task.last
+    refused: list[tuple[int, int, str, int]] = []
+    while True:
+        try:
+            with _gc_paused():
+                return Fetched(task, fetch(first, last), None, refused)
+        except RangeRefusedError as exc:
+            span = last - first + 1
+            if span <= 1:
+                return Fetched(task, None, exc, refused)
+            declared = exc.details.get("reply_bytes")
+            refused.append((first, last, str(exc), declared if isinstance(declared, int) else 0))
+            last = first + shrunk(span, declared, max_bytes) - 1
+        except Exception as exc:  # handed to the writer, which decides
+            return Fetched(task, None, exc, refused)
+
+
+def shrunk(span: int, reply_bytes: Any, max_bytes: int) -> int:
+    """Blocks to ask for after `span` blocks were refused: half, or fewer when the reply's
+    declared size says how much too big it was (one refusal instead of several, each of
+    which cost the node a full read)."""
+    half = max(1, span // 2)
+    if isinstance(reply_bytes, int) and reply_bytes > max_bytes > 0:
+        return max(1, min(half, span * max_bytes * 3 // (4 * reply_bytes)))
+    return half
+
+
+# --- workers --------------------------------------------------------------------------------
+
+
+class Workers(Protocol):
+    def submit(self, task: Task) -> None: ...
+
+    def get(self, timeout: float) -> Fetched:
+        """The next answer; raises `queue.Empty` after `timeout` seconds."""
+        ...
+
+    def check(self) -> None:
+        """Raises if a worker died."""
+        ...
+
+    def drain(self) -> None:
+        """Drops the tasks no worker took yet."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class ThreadWorkers:
+    """One fetch thread in this process (the indexer's own fetcher)."""
+
+    def __init__(self, fetch: Callable[[int, int], Page], max_bytes: int) -> None:
+        self.tasks: queue.Queue[Task | None] = queue.Queue()
+        self.results: queue.Queue[Fetched] = queue.Queue()
+        self.fetch = fetch
+        self.max_bytes = max_bytes
+        self.thread = threading.Thread(target=self._run, name="audit-fetch", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while (task := self.tasks.get()) is not None:
+            self.results.put(fetch_prefix(self.fetch, task, self.max_bytes))
+
+    def submit(self, task: Task) -> None:
+        self.tasks.put(task)
+
+    def get(self, timeout: float) -> Fetched:
+        return self.results.get(timeout=timeout)
+
+    def check(self) -> None:
+        if not self.thread.is_alive():
+            from audit.indexer import IndexerError
+
+            raise IndexerError("the fetch thread stopped")
+
+    def drain(self) -> None:
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self.tasks.get_nowait()
+
+    def close(self) -> None:
+        self.drain()
+        self.tasks.put(None)
+        self.thread.join(timeout=30)
+
+
+class ProcessWorkers:
+    """`count` spawned worker processes sharing one task queue and one answer queue."""
+
+    def __init__(self, spec: FetchSpec, count: int) -> None:
+        # Forked when this process runs no other thread (nothing can hold a lock the child
+        # would inherit; the worker starts at once, where a spawned one imports for ~1 s);
+        # spawned otherwise. A forked worker never touches what it inherited (the store's
+        # connections among it) and leaves through os._exit, as multiprocessing's fork does.
+        method = "fork" if threading.active_count() == 1 else "spawn"
+        context: Any = multiprocessing.get_context(method)
+        self.tasks: Any = context.Queue()
+        self.results: Any = context.Queue()
+        self.processes = [
+            context.Process(
+                target=_work,
+                args=(spec, self.tasks, self.results, os.getpid()),
+                name=f"audit-fetch-{n}",
+                daemon=True,
+            )
+            for n in range(count)
+        ]
+        for process in self.processes:
+            process.start()
+
+    def submit(self, task: Task) -> None:
+        self.tasks.put(task)
+
+    def get(self, timeout: float) -> Fetched:
+        fetched: Fetched = self.results.get(timeout=timeout)
+        return fetched
+
+    def check(self) -> None:
+        for process in self.processes:
+            if not process.is_alive():
+                from audit.indexer import IndexerError
+
+                raise IndexerError(f"fetch worker {process.name} died (exit {process.exitcode})")
+
+    def drain(self) -> None:
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self.tasks.get(timeout=0.05)
+
+    def close(self) -> None:
+        self.drain()
+        for _ in self.processes:
+            self.tasks.put(None)
+        for process in self.processes:
+            process.join(timeout=10)
+            if process.is_alive():
+                process.terminate()
+                process.join(timeout=5)
+        # Answers nobody will read must not keep this process's queue threads waiting.
+        self.results.cancel_join_thread()
+        self.tasks.close()
+        self.results.close()
+
+
+def _work(spec: FetchSpec, tasks: Any, results: Any, parent: int) -> None:
+    """A worker process: fetch, decode and prepare the ranges it is given until told to stop
+    or its parent is gone."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the indexer stops its workers itself
+    results.cancel_join_thread()  # never wait at exit for a reader that is gone
+    from audit.cohorts import close_sources, open_sources
+    from audit.events import EventDecoder
+    from audit.indexer import IndexerError, JsonRpc, PageFetcher
+
+    sources = open_sources(spec.cohort_sources)
+    rpc = JsonRpc(spec.rpc_url, timeout=spec.timeout, token=spec.token)
+    fetcher = PageFetcher(rpc, EventDecoder(spec.contracts), max_page_bytes=spec.max_page_bytes,
+                          cohort_sources=sources)  # fmt: skip
+    try:
+        while True:
+            try:
+                task = tasks.get(timeout=1.0)
+            except queue.Empty:
+                if os.getppid() != parent:
+                    return
+                continue
+            if task is None:
+                return
+            fetched = fetch_prefix(fetcher.fetch, task, spec.max_page_bytes)
+            if fetched.page is not None:  # the rows travel; the events can be rebuilt from them
+                fetched.page = replace(fetched.page, decoded=None)
+            if fetched.error is not None:
+                try:
+                    pickle.dumps(fetched.error)
+                except Exception:  # an error that cannot travel still must
+                    fetched.error = IndexerError(repr(fetched.error)[:2_000])
+            results.put(fetched)
+    finally:
+        rpc.close()
+        close_sources(sources)
+
+
+# --- scheduling -----------------------------------------------------------------------------
+
+
+class Pipeline:
+    """Pages of `first..target` in block order, fetched by `workers` at most `depth` ahead.
+
+    Iterating yields pages, or one exception (then stops). `epoch` tells this catch-up's
+    answers from those of an earlier one that ended with ranges still out."""
+
+    POLL_S = 0.5
+    FADE = 0.95
+
+    def __init__(
+        self,
+        workers: Workers,
+        sizer: PageSizer,
+        first: int,
+        target: int,
+        *,
+        depth: int,
+        epoch: int,
+        max_bytes: int,
+        stop: threading.Event | None = None,
+    ) -> None:
+        self.workers = workers
+        self.sizer = sizer
+        self.next = first
+        self.target = target
+        self.depth = max(1, depth)
+        self.epoch = epoch
+        self.max_bytes = max_bytes
+        self.stop = stop or threading.Event()
+        self.uncovered: list[tuple[int, int]] = [(first, target)] if first <= target else []
+        """Ranges not handed out, ascending and disjoint."""
+        self.done: dict[int, Fetched] = {}
+        self.out = 0
+        """Ranges handed out and not yet given to the writer."""
+        self.learned = False
+        self.density = 0.0
+        """Reply bytes per block, the fading maximum of what was seen."""
+
+    def _dispatch(self) -> None:
+        while self.uncovered:
+            first, last = self.uncovered[0]
+            limit = self.depth if self.learned else 1
+            if self.out >= limit and first != self.next:  # the writer's next range always goes
+                return
+            end = min(last, first + max(1, self.sizer.size) - 1)
+            if end == last:
+                self.uncovered.pop(0)
+            else:
+                self.uncovered[0] = (end + 1, last)
+            self.workers.submit(Task(self.epoch, first, end))
+            self.out += 1
+
+    def _receive(self, fetched: Fetched) -> None:
+        for first, last, error, reply_bytes in fetched.refused:
+            if self.sizer.refuse(last - first + 1):
+                self._observe(last - first + 1, reply_bytes)
+            log.info("audit.range_refused", first=first, last=last, next_size=self.sizer.size,
+                     error=error)  # fmt: skip
+        page = fetched.page
+        if page is not None:
+            self.learned = True
+            end = page.last.number
+            span = end - page.first + 1
+            self.sizer.after(span, page.count + len(page.quarantined))
+            self._observe(span, page.reply_bytes)
+            if end < fetched.task.last:  # the rest of a refused range goes out again
+                bisect.insort(self.uncovered, (end + 1, fetched.task.last))
+        self.done[fetched.task.first] = fetched
+
+    def _observe(self, span: int, reply_bytes: int) -> None:
+        """Pages are also fitted to a quarter of the byte budget at the densest stretch seen
+        lately (a slowly fading maximum): every refused range costs the node a full read,
+        density jumps between the ranges out at once, and a worker's page is its memory."""
+        if reply_bytes <= 0:
+            return
+        self.density = max(reply_bytes / span, self.density * self.FADE)
+        fits = int(self.max_bytes / 4 / self.density)
+        self.sizer.size = max(self.sizer.minimum, min(self.sizer.size, fits))
+
+    def __iter__(self) -> Iterator[Page | BaseException]:
+        while self.next <= self.target:
+            self._dispatch()
+            while self.next not in self.done:
+                if self.stop.is_set():
+                    return
+                try:
+                    fetched = self.workers.get(self.POLL_S)
+                except queue.Empty:
+                    self.workers.check()
+                    continue
+                if fetched.task.epoch == self.epoch:
+                    self._receive(fetched)
+                    self._dispatch()
+            answer = self.done.pop(self.next)
+            self.out -= 1
+            if answer.page is None:
+                assert answer.error is not None
+                yield answer.error
+                return
+            yield answer.page
+            self.next = answer.page.last.number + 1
+
+    def close(self) -> None:
+        """Takes back the ranges no worker started (answers still coming are ignored by
+        the next pipeline's epoch)."""
+        self.workers.drain()
