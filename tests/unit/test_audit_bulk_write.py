@@ -73,7 +73,7 @@ def test_a_prepared_page_gives_back_its_events_and_is_stored_alike(tmp_path: Pat
     assert events_of(prepared) == events
     assert [(ref.number, count) for ref, count in prepared.blocks] == [(10, 2), (12, 1)]
     last = BlockRef(14, _hex(1014), _hex(1013), 1_700_000_014)
-    dumps = []
+    dumps: list[dict[str, list[tuple[object, ...]]]] = []
     for page in (events, prepared):
         with store_session(f"sqlite:///{tmp_path / f'{len(dumps)}.db'}") as store:
             store.initialize(1, {"AccessLog": _hex(1, 40)}, BlockRef(9, _hex(1009)))
