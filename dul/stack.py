@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import structlog
 from eth_hash.auto import keccak
 
@@ -17,6 +18,7 @@ from audit.auth import AuditRole, audit_tokens
 from audit.settings import AuditSettings
 from dul import services
 from dul.chain.node import ChainNode, ChainStatus
+from dul.chain.node import _rpc as chain_rpc
 from dul.chain.rpc_auth import (
     LOCAL_TTL_SECONDS,
     MEMBER_PERMISSIONS,
@@ -29,7 +31,7 @@ from dul.contracts.ledger import Deployment, Ledger, connect
 from dul.contracts.world import OMOP_FIELDS
 from dul.domain import OrgKind, OrgStatus, Role, Tier, slug_id
 from dul.endpoints import audit_port
-from dul.errors import KeyStoreError
+from dul.errors import ChainError, KeyStoreError
 from dul.home import Home, private_dir, write_private
 from dul.keys import KeyStore
 from ledger_gateway.patient_page.settings import PatientPageSettings
@@ -144,7 +146,7 @@ def up(home: Home, settings: ChainSettings | None = None, *, demo: bool = False)
     if base.operator_address is None:
         base = base.model_copy(update={"operator_address": operator})
     node = ChainNode(home, base)
-    chain = node.start()
+    chain = _chain(node)
     assert chain.rpc_url is not None
     w3 = connect(chain.rpc_url, token=node.issue_token("dul-up", OPERATOR_PERMISSIONS, 3600))
     deployment, new = deploy(w3, keys.unlock(OPERATOR_KEY), home.deployment)
@@ -161,6 +163,23 @@ def up(home: Home, settings: ChainSettings | None = None, *, demo: bool = False)
         regulator_token=_regulator_token(home) if demo else None, gateway_skipped=skipped,
         patient_url=patient_url,
     )  # fmt: skip
+
+
+def _chain(node: ChainNode) -> ChainStatus:
+    """The embedded chain, started; with `DUL_RPC_URL` set, that node instead (run by someone
+    else: `dul down` leaves it alone), asked with a token signed by this chain's key."""
+    url = os.environ.get("DUL_RPC_URL")
+    if not url:
+        return node.start()
+    token = node.issue_token("dul-up", ("eth:chainId", "eth:blockNumber"), 300)
+    try:
+        chain_id = int(chain_rpc(url, "eth_chainId", timeout=10.0, token=token), 16)
+        block = int(chain_rpc(url, "eth_blockNumber", timeout=10.0, token=token), 16)
+    except (ChainError, OSError, ValueError, httpx.HTTPError) as exc:
+        raise ChainError(
+            f"the node at DUL_RPC_URL ({url}) does not answer: {exc}", code="chain_not_running"
+        ) from None
+    return ChainStatus(running=True, rpc_url=url, chain_id=chain_id, block=block)
 
 
 def gateway_settings(home: Home, org: str | None = None) -> GatewaySettings:

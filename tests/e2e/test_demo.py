@@ -7,6 +7,7 @@ the console's artifact search and the scan of the whole chain for patients' iden
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -26,9 +27,11 @@ from playwright.sync_api import Browser, Route, expect
 
 from audit.console.testing import Screens, sign_in
 from dul.chain.rpc_auth import bearer_headers, rpc_token
-from dul.chain.testing import free_port
+from dul.chain.testing import NODES, free_port, start_chain, throwaway_chain_settings
 from dul.demo import PATIENTS, WITHDRAWING
 from dul.domain import slug_id
+from dul.home import Home
+from dul.keys import KeyStore
 from dul.subjects import load_subject_key, normalize_code
 
 DUL = Path(sys.executable).parent / "dul"
@@ -73,9 +76,39 @@ class Demo:
         return next(a for a in self.facts["accesses"] if a["step"] == step)
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """The story's checks marked `every_node` run on a demo told on each of NODES (the node
+    named in the test id); the others on the embedded anvil's demo only."""
+    if "demo" in metafunc.fixturenames:
+        every = metafunc.definition.get_closest_marker("every_node") is not None
+        kinds = NODES if every else NODES[:1]
+        metafunc.parametrize("demo", kinds, indirect=True, scope="module")
+
+
+@contextlib.contextmanager
+def node_beside(kind: str, home: Path, passphrase: str) -> Iterator[str]:
+    """A chain of `kind` (node + permissioned proxy) run outside the demo's data directory, as
+    an organization's own node would be: it admits the demo's operator (whose key is made here
+    first) and, once deployed, the members of the demo's deployment manifest. Its RPC URL."""
+    operator = KeyStore(Home(home), passphrase=passphrase, scrypt_n=1024).new("operator")
+    chain_home = Home(home.parent / f"{home.name}-{kind}-node").ensure()
+    chain_home.deployment.symlink_to(Home(home).deployment)  # written by the demo's deploy
+    settings = throwaway_chain_settings(operator=operator, block_time=0.2, start_timeout=120.0)
+    node = start_chain(kind, chain_home, settings)
+    try:
+        url = node.status().rpc_url
+        assert url is not None
+        yield url
+    finally:
+        node.stop()
+
+
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
-    home = tmp_path_factory.mktemp("demo-home")
+def demo(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Demo]:
+    kind: str = getattr(request, "param", NODES[0])
+    home = tmp_path_factory.mktemp(f"demo-home-{kind}")
     ports = _free_run(4)  # three gateways, then hospital A's patient page
     env = {
         **os.environ,
@@ -91,6 +124,15 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     }
     for name in ("DUL_GATEWAY_DATABASE_URL", "DUL_AUDIT_DATABASE_URL", "DUL_RPC_URL"):
         env.pop(name, None)
+    with contextlib.ExitStack() as beside:
+        if kind != "anvil":  # `dul up` uses the node at DUL_RPC_URL instead of its own chain
+            env["DUL_RPC_URL"] = beside.enter_context(
+                node_beside(kind, home, env["DUL_KEY_PASSPHRASE"])
+            )
+        yield from _told(home, env)
+
+
+def _told(home: Path, env: dict[str, str]) -> Iterator[Demo]:
     try:
         run = subprocess.run(
             [str(DUL), "demo", "--json"],
@@ -107,6 +149,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
         subprocess.run([str(DUL), "down"], env=env, capture_output=True, timeout=120, check=False)
 
 
+@pytest.mark.every_node
 def test_the_model_traces_back_to_every_hospital_dataset_agreement_and_signature(
     demo: Demo,
 ) -> None:
@@ -132,6 +175,7 @@ def test_the_model_traces_back_to_every_hospital_dataset_agreement_and_signature
     assert all(edge["chain"]["tx_hash"].startswith("0x") for edge in graph["edges"])
 
 
+@pytest.mark.every_node
 def test_decisions_on_chain_are_the_story_s(demo: Demo) -> None:
     expected = {
         "research query 1": ("GRANTED", []),
@@ -159,6 +203,7 @@ def test_decisions_on_chain_are_the_story_s(demo: Demo) -> None:
         assert reason in text
 
 
+@pytest.mark.every_node
 def test_the_withdrawn_patient_is_in_the_first_query_only(demo: Demo) -> None:
     subject = demo.facts["withdrawal"]["subject"]
     report = demo.get(f"/v1/subjects/{subject}/accesses")
@@ -169,6 +214,7 @@ def test_the_withdrawn_patient_is_in_the_first_query_only(demo: Demo) -> None:
     assert any(c.get("status") == "WITHDRAWN" for c in report["consents"]), report["consents"]
 
 
+@pytest.mark.every_node
 def test_the_insurer_s_code_opened_one_access_once(demo: Demo) -> None:
     authorization = demo.facts["authorization"]
     report = demo.get(f"/v1/subjects/{authorization['subject']}/accesses")
@@ -179,6 +225,7 @@ def test_the_insurer_s_code_opened_one_access_once(demo: Demo) -> None:
     assert claim["decision"] == "GRANTED"
 
 
+@pytest.mark.every_node
 def test_verify_is_clean(demo: Demo) -> None:
     verify = demo.get("/v1/verify")
     assert verify["ok"], verify["findings"]

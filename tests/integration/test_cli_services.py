@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -58,3 +59,16 @@ def test_bench_refuses_an_unknown_part_before_measuring() -> None:
     result = CliRunner().invoke(app, ["bench", "everything"])
     assert result.exit_code == 2
     assert "unknown part(s): everything" in result.output
+
+
+def test_up_on_a_node_at_dul_rpc_url_that_does_not_answer_is_one_line(tmp_path: Path) -> None:
+    """With DUL_RPC_URL set, `dul up` uses that node instead of starting its own chain: one
+    that does not answer is named in one line, and no chain is started."""
+    url = f"http://127.0.0.1:{free_port()}"
+    env = {"DUL_HOME": str(tmp_path / "home"), "DUL_RPC_URL": url,
+           "DUL_KEY_PASSPHRASE": "up tests", "DUL_KEY_SCRYPT_N": "1024"}  # fmt: skip
+    result = CliRunner().invoke(app, ["up", "--detach"], env=env)
+    assert result.exit_code != 0
+    assert f"the node at DUL_RPC_URL ({url}) does not answer" in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "home" / "run" / "chain.json").exists()
