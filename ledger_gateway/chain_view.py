@@ -14,9 +14,8 @@ import time
 from typing import Any, Protocol
 
 import structlog
-from eth_abi.abi import decode, encode
-from eth_hash.auto import keccak
 
+from dul.contracts.bindings import event, function
 from dul.contracts.ledger import Deployment
 from dul.contracts.logs import apaged, gateway_sizer, span_filter
 from dul.domain import AgreementStatus, ConsentPolicy, Role, Scenario, Tier
@@ -26,19 +25,11 @@ from ledger_gateway.rpc import RpcError
 log = structlog.get_logger(__name__)
 
 
-def _selector(signature: str) -> bytes:
-    return keccak(signature.encode())[:4]
-
-
-_ACCESS_TERMS = _selector("accessTerms(bytes32)")
-_ALLOWED_FIELDS = _selector("allowedFields(bytes32,bytes32)")
-_ACCESSES_USED = _selector("accessesUsed(bytes32)")
-_HAS_ORG_ROLE = _selector("hasOrgRole(address,bytes32,uint8)")
-_ACCESS_TERMS_TYPES = [
-    "uint8", "uint8", "uint8", "uint8", "uint8", "uint64", "uint64", "uint64", "bytes32", "bytes32",
-    "uint16",
-]  # fmt: skip
-_SUPERSEDED_TOPIC = keccak(b"AgreementSuperseded(bytes32,bytes32)")
+_ACCESS_TERMS = function("AgreementRegistry", "accessTerms")
+_ALLOWED_FIELDS = function("AgreementRegistry", "allowedFields")
+_ACCESSES_USED = function("AccessLog", "accessesUsed")
+_HAS_ORG_ROLE = function("Membership", "hasOrgRole")
+_SUPERSEDED_TOPIC = event("AgreementRegistry", "AgreementSuperseded").topic
 
 
 class Rpc(Protocol):
@@ -81,8 +72,8 @@ class ChainView:
         async with lock:  # one chain read per agreement, however many requests wait for it
             state = self._agreements.get(agreement_id)
             if state is None:
-                raw = await self._call(self._registry, _ACCESS_TERMS + agreement_id)
-                v = decode(_ACCESS_TERMS_TYPES, raw)
+                raw = await self._call(self._registry, _ACCESS_TERMS.encode(agreement_id))
+                v = _ACCESS_TERMS.decode_output(raw)[0]  # one AccessTerms struct
                 if v[0] == AgreementStatus.NONE:
                     return None
                 state = AgreementState(
@@ -100,12 +91,14 @@ class ChainView:
                     allowed_fields={},
                     break_glass_review_hours=v[10],
                 )
-                raw_used = await self._call(self._access_log, _ACCESSES_USED + agreement_id)
-                self._used[agreement_id] = decode(["uint64"], raw_used)[0]
+                raw_used = await self._call(self._access_log, _ACCESSES_USED.encode(agreement_id))
+                self._used[agreement_id] = _ACCESSES_USED.decode_output(raw_used)[0]
                 self._agreements[agreement_id] = state
             if key not in self._fields:
-                raw = await self._call(self._registry, _ALLOWED_FIELDS + agreement_id + dataset_id)
-                self._fields[key] = decode(["uint256"], raw)[0]
+                data = _ALLOWED_FIELDS.encode(agreement_id, dataset_id)
+                self._fields[key] = _ALLOWED_FIELDS.decode_output(
+                    await self._call(self._registry, data)
+                )[0]
         fields = self._fields[key]
         scoped_state = dataclasses.replace(state, allowed_fields={dataset_id: fields})
         self._scoped[key] = (state, scoped_state)
@@ -115,8 +108,10 @@ class ChainView:
         """`Membership.hasOrgRole`, cached until the next membership event."""
         key = (account.lower(), org, role)
         if key not in self._roles:
-            data = _HAS_ORG_ROLE + encode(["address", "bytes32", "uint8"], [account, org, role])
-            self._roles[key] = bool(decode(["bool"], await self._call(self._membership, data))[0])
+            data = _HAS_ORG_ROLE.encode(account, org, role)
+            self._roles[key] = bool(
+                _HAS_ORG_ROLE.decode_output(await self._call(self._membership, data))[0]
+            )
         return self._roles[key]
 
     async def is_requester(self, account: str, org: bytes) -> bool:
