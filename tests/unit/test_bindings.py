@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from eth_abi.abi import encode
-from eth_utils import event_abi_to_log_topic, function_abi_to_4byte_selector
+from eth_utils.abi import event_abi_to_log_topic, function_abi_to_4byte_selector
 
 from dul.contracts.artifacts import load
 from dul.contracts.bindings import event, events, function, functions
