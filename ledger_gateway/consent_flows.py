@@ -29,11 +29,11 @@ from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Literal
 
 import structlog
-from eth_abi.abi import decode
 from eth_hash.auto import keccak
 from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from dul.contracts import bindings
 from dul.contracts.typed_data import PatientAuthorization
 from dul.domain import ConsentStatus, Scenario, Tier, slug_of
 from ledger_gateway.callers import Caller
@@ -59,12 +59,11 @@ ISSUE_BY_SUBJECT = function("ConsentRegistry", "issueAuthorizationBySubject")
 REVOKE_BY_SUBJECT = function("ConsentRegistry", "revokeAuthorizationBySubject")
 ISSUE_GAS_MIN = 300_000
 REVOKE_GAS_MIN = 120_000
-_AUTHORIZATION = keccak(b"authorization(bytes32)")[:4]
+_AUTHORIZATION = bindings.function("ConsentRegistry", "authorization")
 ScenarioName = Annotated[
     str, StringConstraints(pattern="^(" + "|".join(s.name for s in Scenario) + ")$")
 ]
-_CONSENT = keccak(b"consent(bytes32)")[:4]
-_CONSENT_TYPES = ["(bytes32,bytes32,uint8,uint8,uint64,uint64,address)"]
+_CONSENT = bindings.function("ConsentRegistry", "consent")
 
 
 def _hex(value: bytes) -> str:
@@ -217,8 +216,8 @@ class ConsentService:
 
     async def _stored_consent(self, consent_id: bytes) -> tuple[bytes, bytes, ConsentStatus]:
         """(holder, subject, status) of a consent as the chain has it now."""
-        raw = await self.steward.rpc.call(self.registry, _CONSENT + consent_id)
-        holder, subject, _, status, *_ = decode(_CONSENT_TYPES, raw)[0]
+        raw = await self.steward.rpc.call(self.registry, _CONSENT.encode(consent_id))
+        holder, subject, _, status, *_ = _CONSENT.decode_output(raw)[0]
         return bytes(holder), bytes(subject), ConsentStatus(status)
 
     async def _check_owner(self, consent_id: bytes, subject: bytes, caller: Caller) -> None:
@@ -434,7 +433,7 @@ class ConsentService:
         self, code_hash: bytes, body: PatientRevocationIn, caller: Caller, *, wait: bool
     ) -> PatientCallOut:
         """Relay the patient's signed `AuthorizationRevocation` of one of their codes here."""
-        raw = await self.steward.rpc.call(self.registry, _AUTHORIZATION + code_hash)
+        raw = await self.steward.rpc.call(self.registry, _AUTHORIZATION.encode(code_hash))
         holder = raw[:32]
         # An unknown code is left to the chain, which names it; another holder's is not ours.
         caller.require_holder(

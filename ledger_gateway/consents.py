@@ -21,19 +21,17 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, Protocol
 
 import structlog
-from eth_abi.abi import decode
-from eth_hash.auto import keccak
 
-from dul.contracts.artifacts import load
+from dul.contracts import bindings
+from dul.contracts.bindings import EventBinding
 from dul.contracts.logs import PageSizer, apaged, gateway_sizer
 from dul.domain import AuthorizationStatus, ConsentStatus, Scenario, Tier
 from dul.signing import checksum_address
 from ledger_gateway.consent_policy import AuthorizationState, ConsentIndex, ConsentState
-from ledger_gateway.relay import canonical_type
 from ledger_gateway.rpc import RpcError
 
 log = structlog.get_logger(__name__)
@@ -45,26 +43,10 @@ class Rpc(Protocol):
     async def request(self, method: str, *params: Any) -> Any: ...
 
 
-@dataclass(frozen=True)
-class EventAbi:
-    topic: bytes
-    data_types: tuple[str, ...]
-    """Types of the non-indexed inputs, in order (what `data` decodes to)."""
-
-
 @functools.cache
-def events() -> dict[str, EventAbi]:
+def events() -> dict[str, EventBinding]:
     """The ConsentRegistry events the view reads, from the packaged ABI."""
-    found: dict[str, EventAbi] = {}
-    for item in load("ConsentRegistry").abi:
-        if item.get("type") != "event":
-            continue
-        types = [canonical_type(i) for i in item["inputs"]]
-        found[str(item["name"])] = EventAbi(
-            keccak(f"{item['name']}({','.join(types)})".encode()),
-            tuple(canonical_type(i) for i in item["inputs"] if not i["indexed"]),
-        )
-    return found
+    return bindings.events("ConsentRegistry")
 
 
 _HOLDER_EVENTS = (
@@ -225,7 +207,7 @@ class ConsentView:
             log.debug("consents.applied", events=len(entries), consents=consents)
 
     def _recorded(self, topics: list[bytes], data: bytes) -> None:
-        terms, _recorder = decode(list(events()["ConsentRecorded"].data_types), data)
+        terms, _recorder = events()["ConsentRecorded"].decode_data(data)
         holder, subject, scenarios, duo, valid_from, valid_until, subject_key = terms
         state = ConsentState(
             consent_id=topics[1],
@@ -241,7 +223,7 @@ class ConsentView:
         self.index.add(state)
 
     def _issued(self, topics: list[bytes], data: bytes) -> None:
-        value, *_issuer = decode(list(events()["AuthorizationIssued"].data_types), data)
+        value, *_issuer = events()["AuthorizationIssued"].decode_data(data)
         holder, subject, grantee, dataset, mask, tier, scenario, status, expires, by = value
         if bytes(holder) != self.holder:
             return

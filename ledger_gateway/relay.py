@@ -19,12 +19,13 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
-from eth_abi.abi import decode, encode
+from eth_abi.abi import decode
 from eth_hash.auto import keccak
 from eth_typing import ChecksumAddress
 
 from dul.chain.rpc_filter import TxDecodeError, _rlp_list_fields, _uint, decode_raw_transaction
-from dul.contracts.artifacts import load
+from dul.contracts.bindings import FunctionBinding
+from dul.contracts.bindings import functions as contract_functions
 from dul.signing import checksum_address
 from ledger_gateway.errors import BadRequestError
 
@@ -45,31 +46,8 @@ class RelayError(BadRequestError):
     title = "Transaction not relayable"
 
 
-def canonical_type(item: dict[str, Any]) -> str:
-    kind = str(item["type"])
-    if kind.startswith("tuple"):
-        return f"({','.join(canonical_type(c) for c in item['components'])}){kind[5:]}"
-    return kind
-
-
-@dataclass(frozen=True)
-class FunctionAbi:
-    contract: str
-    name: str
-    types: tuple[str, ...]
-    names: tuple[str, ...]
-
-    @property
-    def signature(self) -> str:
-        return f"{self.name}({','.join(self.types)})"
-
-    @property
-    def selector(self) -> bytes:
-        return keccak(self.signature.encode())[:4]
-
-    def encode(self, *args: Any) -> bytes:
-        """Calldata of this function with `args` (what a steward's client signs)."""
-        return self.selector + encode(list(self.types), list(args))
+#: A relayed function: its binding (selector, canonical input types and names, encoder).
+FunctionAbi = FunctionBinding
 
 
 @functools.cache
@@ -77,18 +55,9 @@ def functions() -> dict[bytes, FunctionAbi]:
     """Every state-changing function of the relayed contracts, by selector."""
     table: dict[bytes, FunctionAbi] = {}
     for contract in RELAYED_CONTRACTS:
-        for item in load(contract).abi:
-            if item.get("type") != "function" or item.get("stateMutability") in ("view", "pure"):
-                continue
-            if contract in _ONLY and item["name"] not in _ONLY[contract]:
-                continue
-            fn = FunctionAbi(
-                contract,
-                str(item["name"]),
-                tuple(canonical_type(i) for i in item["inputs"]),
-                tuple(str(i["name"]) for i in item["inputs"]),
-            )
-            table[fn.selector] = fn
+        for fn in contract_functions(contract).values():
+            if fn.mutates and (contract not in _ONLY or fn.name in _ONLY[contract]):
+                table[fn.selector] = fn
     return table
 
 

@@ -30,14 +30,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, Literal
 
 import structlog
-from eth_abi.abi import decode
 from eth_hash.auto import keccak
 from eth_typing import ChecksumAddress
 from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, Field
 
 from dul.chain.node import rpc_url
-from dul.contracts.artifacts import load
+from dul.contracts import bindings
+from dul.contracts.bindings import FunctionBinding, event
 from dul.contracts.ledger import Deployment
 from dul.contracts.reverts import DecodedRevert, decode_revert
 from dul.contracts.typed_data import AgreementTerms, Domain, agreement_domain
@@ -59,7 +59,6 @@ from ledger_gateway.relay import (
     Call,
     Expected,
     RelayError,
-    canonical_type,
     check,
     decode_transaction,
     function,
@@ -74,31 +73,19 @@ SIGN_GAS_MIN = 300_000
 """Floor of a relayed `sign`'s gas: the second signature also activates (zero gas price)."""
 
 
-def _selector(signature: str) -> bytes:
-    return keccak(signature.encode())[:4]
-
-
-def _event(contract: str, name: str) -> tuple[bytes, list[str]]:
-    """Topic 0 and the types of the non-indexed inputs of an event."""
-    for item in load(contract).abi:
-        if item.get("type") == "event" and item.get("name") == name:
-            types = [canonical_type(i) for i in item["inputs"]]
-            topic = keccak(f"{name}({','.join(types)})".encode())
-            return topic, [canonical_type(i) for i in item["inputs"] if not i["indexed"]]
-    raise LookupError(f"{contract} has no event {name}")
-
-
-PROPOSED_TOPIC, PROPOSED_TYPES = _event("AgreementRegistry", "AgreementProposed")
-SUPERSEDED_TOPIC, _ = _event("AgreementRegistry", "AgreementSuperseded")
-DATASET_TOPIC, DATASET_TYPES = _event("DatasetRegistry", "DatasetRegistered")
-CONSENT_RECORDED_TOPIC, _ = _event("ConsentRegistry", "ConsentRecorded")
-_STATUS = _selector("status(bytes32)")
-_DIGEST = _selector("digest(bytes32)")
-_SIGNERS = _selector("signers(bytes32)")
-_VERSION_OF = _selector("versionOf(bytes32)")
-_ACCESSES_USED = _selector("accessesUsed(bytes32)")
-_CONSENT = _selector("consent(bytes32)")
-_AUTHORIZATION = _selector("authorization(bytes32)")
+PROPOSED = event("AgreementRegistry", "AgreementProposed")
+PROPOSED_TOPIC = PROPOSED.topic
+SUPERSEDED_TOPIC = event("AgreementRegistry", "AgreementSuperseded").topic
+DATASET_REGISTERED = event("DatasetRegistry", "DatasetRegistered")
+DATASET_TOPIC = DATASET_REGISTERED.topic
+CONSENT_RECORDED_TOPIC = event("ConsentRegistry", "ConsentRecorded").topic
+_STATUS = bindings.function("AgreementRegistry", "status")
+_DIGEST = bindings.function("AgreementRegistry", "digest")
+_SIGNERS = bindings.function("AgreementRegistry", "signers")
+_VERSION_OF = bindings.function("AgreementRegistry", "versionOf")
+_ACCESSES_USED = bindings.function("AccessLog", "accessesUsed")
+_CONSENT = bindings.function("ConsentRegistry", "consent")
+_AUTHORIZATION = bindings.function("ConsentRegistry", "authorization")
 
 # --------------------------------------------------------------------------- API models
 
@@ -297,9 +284,9 @@ class StewardService:
         _, terms = await self._proposal(agreement_id)
         caller.require_party((terms.holder, terms.requester), f"{what} {_hex(agreement_id)}")
 
-    async def _holder_at(self, contract: str, selector: bytes, key: bytes) -> list[bytes]:
+    async def _holder_at(self, view: FunctionBinding, key: bytes) -> list[bytes]:
         """The holder (first word) of a stored consent or authorization; none when unknown."""
-        raw = await self.rpc.call(self.deployment.address(contract), selector + key)
+        raw = await self.rpc.call(self.deployment.address(view.contract), view.encode(key))
         holder = raw[:32]
         return [] if len(holder) < 32 or holder == ZERO32 else [holder]
 
@@ -323,9 +310,9 @@ class StewardService:
         if name == "registerSubjectKey":
             return [bytes(args["holder"])]
         if name == "withdrawConsent":
-            return await self._holder_at("ConsentRegistry", _CONSENT, args["consentId"])
+            return await self._holder_at(_CONSENT, args["consentId"])
         if name == "revokeAuthorization":
-            return await self._holder_at("ConsentRegistry", _AUTHORIZATION, args["codeHash"])
+            return await self._holder_at(_AUTHORIZATION, args["codeHash"])
         if name == "reviewBreakGlass":
             _, terms = await self._proposal(args["agreementId"])
             return [terms.holder]
@@ -333,8 +320,8 @@ class StewardService:
 
     # --- reads -------------------------------------------------------------------------------
 
-    async def _call(self, to: str, data: bytes, types: Sequence[str]) -> tuple[Any, ...]:
-        return tuple(decode(list(types), await self.rpc.call(to, data)))
+    async def _view(self, to: str, view: FunctionBinding, *args: Any) -> tuple[Any, ...]:
+        return view.decode_output(await self.rpc.call(to, view.encode(*args)))
 
     async def _proposal(self, agreement_id: bytes) -> tuple[dict[str, Any], AgreementTerms]:
         """The AgreementProposed event of `agreement_id`: (version facts, terms); cached, since
@@ -350,7 +337,7 @@ class StewardService:
         if not logs:
             raise NotFoundError(f"no agreement {_hex(agreement_id)}", code="unknown_agreement")
         entry = logs[0]
-        version, previous, digest, terms = decode(PROPOSED_TYPES, _b32(entry["data"]))
+        version, previous, digest, terms = PROPOSED.decode_data(_b32(entry["data"]))
         facts = {
             "version": int(version),
             "previous": bytes(previous),
@@ -385,24 +372,20 @@ class StewardService:
             )
             if not logs:
                 return []
-            _, _, fields = decode(DATASET_TYPES, _b32(logs[0]["data"]))
+            _, _, fields = DATASET_REGISTERED.decode_data(_b32(logs[0]["data"]))
             self._field_names[dataset_id] = [str(f) for f in fields]
         return self._field_names[dataset_id]
 
     async def agreement(self, agreement_id: bytes, caller: Caller) -> AgreementOut:
         facts, terms = await self._proposal(agreement_id)
         caller.require_party((terms.holder, terms.requester), f"agreement {_hex(agreement_id)}")
-        (status,) = await self._call(self.registry, _STATUS + agreement_id, ["uint8"])
-        holder_signer, requester_signer = await self._call(
-            self.registry, _SIGNERS + agreement_id, ["address", "address"]
-        )
-        (used,) = await self._call(self.access_log, _ACCESSES_USED + agreement_id, ["uint64"])
+        (status,) = await self._view(self.registry, _STATUS, agreement_id)
+        holder_signer, requester_signer = await self._view(self.registry, _SIGNERS, agreement_id)
+        (used,) = await self._view(self.access_log, _ACCESSES_USED, agreement_id)
         versions = [VersionOut(agreement_id=_hex(agreement_id), version=facts["version"])]
         previous = facts["previous"]
         while previous != ZERO32 and len(versions) < 1_000:
-            version, before = await self._call(
-                self.registry, _VERSION_OF + previous, ["uint64", "bytes32"]
-            )
+            version, before = await self._view(self.registry, _VERSION_OF, previous)
             versions.insert(0, VersionOut(agreement_id=_hex(previous), version=int(version)))
             previous = bytes(before)
         superseded = await self.rpc.find_logs(  # an amendment comes after the proposal
@@ -457,7 +440,7 @@ class StewardService:
         )
 
     async def _status_name(self, agreement_id: bytes) -> str:
-        (status,) = await self._call(self.registry, _STATUS + agreement_id, ["uint8"])
+        (status,) = await self._view(self.registry, _STATUS, agreement_id)
         return AgreementStatus(status).name
 
     # --- signatures (relayed with the gateway's key, through the outbox) ---------------------
@@ -473,11 +456,11 @@ class StewardService:
         """
         signer = checksum_address(_b32(body.signer))
         signature = _b32(body.signature)
-        (status,) = await self._call(self.registry, _STATUS + agreement_id, ["uint8"])
+        (status,) = await self._view(self.registry, _STATUS, agreement_id)
         if status == AgreementStatus.NONE:
             raise NotFoundError(f"no agreement {_hex(agreement_id)}", code="unknown_agreement")
         await self.parties(agreement_id, caller, "a signature of agreement")
-        (digest,) = await self._call(self.registry, _DIGEST + agreement_id, ["bytes32"])
+        (digest,) = await self._view(self.registry, _DIGEST, agreement_id)
         try:
             recovered = recover(bytes(digest), signature)
         except InvalidSignatureError as exc:

@@ -43,6 +43,7 @@ from dul.cli.common import (
     err_console,
     home,
 )
+from dul.contracts.bindings import event
 from dul.contracts.ledger import Ledger
 from dul.contracts.session import open_ledger, unlock
 from dul.contracts.typed_data import AgreementTerms, agreement_domain
@@ -62,8 +63,8 @@ from dul.home import Home
 from dul.signing import Signer, typed_data_digest
 from ledger_gateway.relay import function
 from ledger_gateway.steward import (
+    DATASET_REGISTERED,
     DATASET_TOPIC,
-    DATASET_TYPES,
     AgreementOut,
     SignatureOut,
     TransactionOut,
@@ -182,7 +183,6 @@ def _bytes32(value: Any, what: str) -> bytes:
 
 def dataset_fields(ledger: Ledger, dataset: bytes) -> list[str]:
     """Field names of a registered dataset, from its DatasetRegistered event."""
-    from eth_abi.abi import decode
 
     logs = ledger.find_logs(
         {
@@ -193,7 +193,7 @@ def dataset_fields(ledger: Ledger, dataset: bytes) -> list[str]:
     )
     if not logs:
         raise ConfigError(f"dataset {slug_of(dataset)} is not registered", code="unknown_dataset")
-    _, _, fields = decode(DATASET_TYPES, bytes(logs[0]["data"]))
+    _, _, fields = DATASET_REGISTERED.decode_data(bytes(logs[0]["data"]))
     return [str(f) for f in fields]
 
 
@@ -1169,7 +1169,7 @@ break_glass_app = typer.Typer(
 )
 app.add_typer(break_glass_app, name="break-glass")
 
-BREAK_GLASS_TOPIC = keccak(b"BreakGlassAccess(bytes32,bytes32,bytes32,uint8,uint64)")
+BREAK_GLASS_TOPIC = event("AccessLog", "BreakGlassAccess").topic
 FINDING_MAX = 20_000
 """Characters of a written finding (kept by the hospital; only its hash goes on chain)."""
 

@@ -92,10 +92,8 @@ HAND_WRITTEN = re.compile(
 PENDING = (
     "dul/chain/rpc_proxy.py",
     "ledger_gateway/bench.py",
-    "ledger_gateway/consent_flows.py",
     "ledger_gateway/patient_page/app.py",
     "ledger_gateway/service.py",
-    "ledger_gateway/steward.py",
     "audit/auth.py",
     "audit/bench.py",
     "audit/chain_reads.py",
