@@ -294,6 +294,8 @@ def verify_command(
     else:
         from rich.table import Table
 
+        from audit.provenance import iso_time, readable
+
         console = _console()
         checked = ", ".join(f"{v} {k}" for k, v in sorted(report.checked.items()))
         console.print(f"verified blocks {report.first_block}..{report.checkpoint_block} of "
@@ -302,6 +304,16 @@ def verify_command(
             console.print(f"[yellow]skipped:[/] {skipped}")
         for note in report.notes:
             console.print(f"[dim]note:[/] {note}", highlight=False)
+        if report.break_glass_unreviewed:
+            glass = Table(title="Break-glass accesses awaiting the holder's review")
+            glass.add_column("access", no_wrap=True, min_width=66)  # the whole id, to copy
+            for column in ("reason", "holder", "review due", "state"):
+                glass.add_column(column, overflow="fold")
+            for case in report.break_glass_unreviewed:
+                glass.add_row(case.access_id, case.reason, readable(case.holder),
+                              iso_time(case.review_due),
+                              "⚑ OVERDUE" if case.state == "overdue" else "unreviewed")  # fmt: skip
+            console.print(glass)
         if report.findings:
             table = Table(title=f"{report.findings_total} finding(s)")
             for column in ("check", "table / contract", "position / key", "what"):

@@ -75,7 +75,8 @@ DUO = "http://purl.obolibrary.org/obo/duo.owl"
 """The GA4GH Data Use Ontology (terms as `DUO:0000042`)."""
 _RESEARCH_SCOPES = {"RESEARCH", "AI_TRAINING", "TEACHING"}
 
-#: Scenario -> HL7 v3 ActReason purpose of use, where one fits.
+#: Scenario -> HL7 v3 ActReason purpose of use, where one fits. A break-glass access carries
+#: ETREAT (emergency treatment) and BTG (break the glass) of the same code system instead.
 _PURPOSE = {
     "CLINICAL_CARE": "TREAT",
     "RESEARCH": "HRESCH",
@@ -256,10 +257,14 @@ def _audit_event(
     requester_edge, recorder_edge = related.get("requester"), related.get("recorder")
     agreement = graph.node(agreement_edge.target) if agreement_edge else None
     purpose: list[CodeableConcept] = []
+    glass = a.get("break_glass_reason")
     if agreement is not None:
         scenario = str(agreement.attributes["scenario"])
         codings = [_coding(f"{DUL_NAMESPACE}scenario", scenario)]
-        if scenario in _PURPOSE:
+        if glass:  # an emergency access without the patient's code
+            codings[:0] = [_coding(ACT_REASON, "ETREAT", "Emergency Treatment"),
+                           _coding(ACT_REASON, "BTG", "break the glass")]  # fmt: skip
+        elif scenario in _PURPOSE:
             codings.insert(0, _coding(ACT_REASON, _PURPOSE[scenario]))
         purpose.append(CodeableConcept(coding=codings))
     agents: list[AuditEventAgent] = []
@@ -309,6 +314,7 @@ def _audit_event(
                 _detail("cohortRoot", a["cohort_root"]),
                 _detail("cohortSize", a["cohort_size"]),
                 _detail("requesterSignature", a["requester_signature"]),
+                *_break_glass_details(a),
                 *_chain_details(access.chain),
             ],
         )
@@ -360,6 +366,17 @@ def _audit_event(
         ),
         entity=entities,
     )  # fmt: skip
+
+
+def _break_glass_details(a: Mapping[str, Any]) -> list[AuditEventEntityDetail]:
+    """A break-glass access's reason, review deadline and review (nothing for others)."""
+    if not a.get("break_glass_reason"):
+        return []
+    details = [_detail("breakGlassReason", a["break_glass_reason"]),
+               _detail("breakGlassReview", a["break_glass_review"])]  # fmt: skip
+    if a.get("break_glass_review_due") is not None:
+        details.append(_detail("breakGlassReviewDue", _instant(a["break_glass_review_due"])))
+    return details
 
 
 def _organization_of(

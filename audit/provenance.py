@@ -73,6 +73,7 @@ from dul.domain import (
     AgreementStatus,
     ArtifactKind,
     AuthorizationStatus,
+    BreakGlassOutcome,
     ConsentStatus,
     Decision,
     DenyReason,
@@ -83,6 +84,8 @@ from dul.domain import (
     Role,
     Scenario,
     Tier,
+    break_glass_reason,
+    is_break_glass,
     slug_id,
 )
 from dul.errors import DulError
@@ -496,10 +499,30 @@ class _Builder:
                 "cohort_size": row["cohort_size"],
                 "authorization_ref": row["authorization_ref"],
                 "requester_signature": row["sig_r"] + row["sig_s"][2:] + f"{row['sig_v']:02x}",
+                **self._break_glass(row),
             },
         )
         self.nodes[node_id] = node
         return node
+
+    def _break_glass(self, row: Any) -> dict[str, Any]:
+        """A break-glass access's reason, review deadline and review (none for others)."""
+        ref = bytes.fromhex(str(row["authorization_ref"])[2:])
+        if not is_break_glass(ref) or row["decision"] != Decision.GRANTED:
+            return {}
+        found = self.one(
+            "SELECT x.review_due, r.outcome, r.reviewer FROM break_glass_access x "
+            "LEFT JOIN break_glass_review r ON r.access_id = x.access_id "
+            "WHERE x.access_id = :k",
+            k=str(row["access_id"]),
+        )
+        return {
+            "break_glass_reason": break_glass_reason(ref).name,
+            "break_glass_review_due": None if found is None else int(found["review_due"]),
+            "break_glass_review": "UNREVIEWED" if found is None or found["outcome"] is None
+            else _enum_name(BreakGlassOutcome, found["outcome"]),
+            "break_glass_reviewer": None if found is None else found["reviewer"],
+        }  # fmt: skip
 
     def _node_artifact(self, key: str) -> Node | None:
         """A registered artifact (type `model` for a MODEL, else `artifact`, its kind RESULT,
@@ -939,7 +962,7 @@ class _Builder:
             target = f"cohort:{key}"
             out.append((self._edge("used", node_id, target, row, role="cohort"), target))
         code = str(row["authorization_ref"])
-        if int(code, 16):
+        if int(code, 16) and not is_break_glass(bytes.fromhex(code[2:])):
             redemption = self.one(
                 "SELECT * FROM authorization_redemption WHERE access_id = :k", k=key
             )

@@ -4,8 +4,9 @@ Accesses granted and denied (denials by reason), quota use, results released (by
 sizes), the signatures and the status history, each with its chain reference; and the patients'
 side: the consent policy, accesses whose cohort the gateway filtered by consent and how many
 subjects they admitted, how their cohorts checked against the chain (`audit.cohorts`), denials
-for a missing consent or an invalid authorization code, codes redeemed. Counts are
-aggregates in the database (one grouped query per table), so a report over a million
+for a missing consent or an invalid authorization code, codes redeemed, and the break-glass
+accesses with their review (those unreviewed past their window named: `audit.break_glass`).
+Counts are aggregates in the database (one grouped query per table), so a report over a million
 accesses reads no row into Python. Compute-to-data: the artifacts derived from the agreement's
 releases (directly or through parent artifacts), those registered after its revocation
 (flagged), any release no granted access allowed, and artifacts another organization
@@ -22,6 +23,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from sqlalchemy import Engine, text
 
+from audit.break_glass import CASE_LINES, BreakGlassCase, cases
 from audit.provenance import (
     ChainRef,
     Kind,
@@ -155,6 +157,19 @@ class AgreementReport(BaseModel):
     denied_consent_missing: int
     denied_authorization_invalid: int
     authorization_redemptions: int
+    break_glass_review_hours: int = Field(
+        0, description="the signed review window of break-glass accesses (0: none allowed)"
+    )
+    break_glass_by_state: dict[str, int] = Field(
+        default_factory=dict,
+        description="break-glass accesses by review state: unreviewed, overdue (unreviewed past "
+        "the window), upheld, referred; and reviewed_late",
+    )
+    break_glass: list[BreakGlassCase] = Field(
+        default_factory=list,
+        description=f"the first {CASE_LINES} break-glass accesses, in chain order, each with its "
+        "reason, review deadline and review",
+    )
     releases_not_allowed: list[ReleaseFaultLine] = Field(
         default_factory=list,
         description="releases under this agreement that no granted access allowed (the chain "
@@ -187,8 +202,9 @@ def _chain(row: Any) -> ChainRef:
     )
 
 
-def agreement_report(engine: Engine, raw_id: str) -> AgreementReport:
-    """Raises MalformedIdError, NotFoundError (`agreement_not_found`), StoreUnavailableError."""
+def agreement_report(engine: Engine, raw_id: str, *, now: float | None = None) -> AgreementReport:
+    """Raises MalformedIdError, NotFoundError (`agreement_not_found`), StoreUnavailableError.
+    `now`: the time break-glass review deadlines are judged at (default: the wall clock)."""
     key = parse_id(Kind.AGREEMENT, raw_id)
     with store_errors(), engine.connect() as conn:
 
@@ -244,6 +260,7 @@ def agreement_report(engine: Engine, raw_id: str) -> AgreementReport:
             "SELECT count(*) AS n FROM authorization_redemption r "
             "JOIN access_event a ON a.access_id = r.access_id WHERE a.agreement_id = :k"
         )
+        glass, glass_counts = cases(conn, agreement_id=key, now=now)
         faults: list[ReleaseFaultLine] = []
         for r in rows(RELEASES_WITH_ACCESS_SQL + " WHERE r.agreement_id = :k "
                       "ORDER BY r.block_number, r.tx_index, r.log_index"):  # fmt: skip
@@ -343,6 +360,9 @@ def agreement_report(engine: Engine, raw_id: str) -> AgreementReport:
         denied_consent_missing=by_reason.get(DenyReason.CONSENT_MISSING.name, 0),
         denied_authorization_invalid=by_reason.get(DenyReason.AUTHORIZATION_INVALID.name, 0),
         authorization_redemptions=int(redemptions[0]["n"]) if redemptions else 0,
+        break_glass_review_hours=int(row["break_glass_review_hours"]),
+        break_glass_by_state=dict(sorted((k, v) for k, v in glass_counts.items() if v)),
+        break_glass=glass,
         releases_not_allowed=faults,
         derived_artifacts=count,
         artifacts=derived,
@@ -393,6 +413,15 @@ def render_report(report: AgreementReport) -> RenderableType:
             f"{report.denied_authorization_invalid} for an invalid authorization code, "
             f"{report.authorization_redemptions} code(s) redeemed",
         )
+    if report.break_glass_review_hours or report.break_glass:
+        overdue = [c for c in report.break_glass if c.state == "overdue"]
+        summary.add_row(
+            "break-glass",
+            f"allowed, review within {report.break_glass_review_hours} h; "
+            + (", ".join(f"{k}: {v}" for k, v in report.break_glass_by_state.items())
+               or "no access")
+            + ("".join(f"; ⚑ OVERDUE {c.access_id}" for c in overdue)),
+        )  # fmt: skip
     if report.releases_not_allowed:
         summary.add_row(
             "⚑ releases not allowed",
@@ -425,6 +454,17 @@ def render_report(report: AgreementReport) -> RenderableType:
                 how += " ⚑ after revocation"
             artifacts.add_row(a.artifact_id, a.kind, a.owner, how, _at(a.chain))
         parts.append(artifacts)
+    if report.break_glass:
+        glass = Table(title="Break-glass accesses (no patient code; reviewed by the holder)")
+        for column in ("access", "reason", "review due", "review", "chain reference"):
+            glass.add_column(column)
+        for c in report.break_glass:
+            review = {"overdue": "⚑ OVERDUE, not reviewed", "unreviewed": "not reviewed yet"}.get(
+                c.state, f"{c.state.upper()} by {c.reviewer}" + (" (late)" if c.late else "")
+            )
+            glass.add_row(c.access_id, c.reason, iso_time(c.review_due), review,
+                          f"block {c.block}, tx {c.tx_hash[:10]}…")  # fmt: skip
+        parts.append(glass)
     if report.denials_by_reason:
         denials = Table(title="Denials by reason")
         denials.add_column("reason")

@@ -30,7 +30,10 @@ runs three independent checks and names every discrepancy (check code, table, po
    subject admitted under a COHORT_CONSENT agreement had a covering consent at the time
    (`subject_without_consent`, with the `consent_lag` grace of `audit.consents`); every granted
    PATIENT_AUTHORIZATION access redeemed its code (`authorization_not_redeemed`,
-   `redemption_without_access`). The consent registry's events are rows like any other: the
+   `redemption_without_access`), unless it was a break-glass access: those are listed while no
+   steward of the holder has reviewed them (`break_glass_unreviewed` in the report), and one
+   unreviewed past its deadline is `break_glass_review_overdue` (`audit.break_glass`). The
+   consent registry's events are rows like any other: the
    chain comparison of (1) covers them, their status columns included.
 
 5. **Artifacts** (`audit.verify_artifacts`) — every release an artifact names is a stored
@@ -81,6 +84,7 @@ from eth_hash.auto import keccak
 from pydantic import BaseModel, Field
 from sqlalchemy import Connection, Engine, text
 
+from audit.break_glass import BreakGlassCase, check_break_glass
 from audit.chain_reads import block_hashes
 from audit.checkpoints import check_checkpoints, checkpoint_files, load_checkpoints
 from audit.events import AUDITED_CONTRACTS, DecodedEvent, EventDecodeError, EventDecoder
@@ -156,6 +160,11 @@ class VerifyReport(BaseModel):
     )
     skipped: list[str] = Field(default_factory=list, description="checks not run, and why")
     notes: list[str] = Field(default_factory=list)
+    break_glass_unreviewed: list[BreakGlassCase] = Field(
+        default_factory=list,
+        description="break-glass accesses no steward of the holder has reviewed yet, overdue "
+        "(a `break_glass_review_overdue` finding) or still within their window",
+    )
     seconds: dict[str, float] = Field(default_factory=dict)
 
 
@@ -952,6 +961,7 @@ def verify_store(
     max_lag_blocks: int | None = None,
     max_lag_s: float | None = None,
     deployment: Mapping[str, str] | None = None,
+    now: float | None = None,
 ) -> VerifyReport:
     """Runs the checks above; `rpc=None` or `chain=False` skips the chain comparison (said so
     in `skipped`). `start_block` is the deployment block (default: the first stored block —
@@ -965,7 +975,8 @@ def verify_store(
     `index_behind` (`audit.verify_health`). `deployment` is the manifest's contract addresses:
     the store's own record of which contracts it indexed is checked against it
     (`contracts_differ`) and the chain is read at the manifest's addresses, so a store emptied
-    and pointed at addresses that never emitted a log does not verify."""
+    and pointed at addresses that never emitted a log does not verify. `now` is the time
+    break-glass review deadlines are judged at (default: the wall clock)."""
     started = time.perf_counter()
     loaded = None if checkpoints is None else load_checkpoints(checkpoint_files(checkpoints))
     out = _Collector(max_findings)
@@ -1020,6 +1031,7 @@ def verify_store(
                 begun = time.perf_counter()
                 with _stored_values(out, "patients"):
                     check_patients(own, out, consent_lag=consent_lag)
+                    report.break_glass_unreviewed = check_break_glass(own, out, now=now)
                 report.seconds["patients"] = round(time.perf_counter() - begun, 3)
                 begun = time.perf_counter()
                 with _stored_values(out, "artifacts"):

@@ -81,7 +81,8 @@ _NOT_REDEEMED = text(
     "SELECT a.block_number, a.tx_index, a.log_index, a.access_id, a.authorization_ref, "
     "r.code_hash FROM access_event a JOIN agreement g ON g.agreement_id = a.agreement_id "
     "LEFT JOIN authorization_redemption r ON r.access_id = a.access_id "
-    "WHERE g.consent_policy = :authorization AND a.decision = :granted "
+    "LEFT JOIN break_glass_access x ON x.access_id = a.access_id "
+    "WHERE g.consent_policy = :authorization AND a.decision = :granted AND x.access_id IS NULL "
     "AND (r.code_hash IS NULL OR r.code_hash <> a.authorization_ref)"
 )
 _STRAY_REDEMPTIONS = text(

@@ -561,7 +561,11 @@ function renderAgreement() {
       ]),
       table("Denials by reason", ["reason", "count"], Object.entries(report.denials_by_reason).map(([r, n]) => [[badge("✕", "denied"), ` ${r}`], String(n)]), "no denials"),
       table("Granted by tier", ["tier", "count"], Object.entries(report.granted_by_tier).map(([t, n]) => [t, String(n)]), "no grants"),
-      table("Results released by kind", ["kind", "count"], Object.entries(report.releases_by_kind).map(([k, n]) => [k, String(n)]), "no results released")),
+      table("Results released by kind", ["kind", "count"], Object.entries(report.releases_by_kind).map(([k, n]) => [k, String(n)]), "no results released"),
+      report.break_glass_review_hours || report.break_glass.length
+        ? table(`Break-glass accesses (no patient code; the holder reviews each within ${report.break_glass_review_hours} h)`,
+          ["access", "reason", "review"], glassRows(report.break_glass), "none")
+        : null),
   );
 }
 
@@ -730,7 +734,22 @@ function renderSubject(ref, report) {
 
 const FRONT_PAGE = 12;
 const FINDING_KINDS = { agreement: "agreement", access_event: "access", dataset: "dataset",
-  artifact: "artifact", result_release: "artifact", organization: "organization" };
+  artifact: "artifact", result_release: "artifact", organization: "organization",
+  break_glass_access: "access" };
+
+/** A break-glass access's review state: overdue ones flagged. */
+function glassState(c) {
+  if (c.state === "overdue") return badge(`⚑ OVERDUE since ${when(c.review_due)}`, "flagged");
+  if (c.state === "unreviewed") return `awaiting review by ${when(c.review_due)}`;
+  return `${c.state.toUpperCase()} by ${c.reviewer || "?"}${c.late ? " (late)" : ""}`;
+}
+
+/** Break-glass accesses (no patient code) as rows: access, reason, review. */
+function glassRows(cases) {
+  return cases.map((c) => [
+    h("a", { href: `#/provenance/access/${c.access_id}?direction=up`, title: c.access_id, class: "id" }, shortHex(c.access_id)),
+    c.reason, glassState(c)]);
+}
 
 function frontRows(list, tableId, caption, head, rows, more) {
   const table = dataTable(tableId, caption, head, rows, "none");
@@ -809,7 +828,8 @@ function renderFindings() {
   if (!findings.length) {
     box.replaceChildren(h("p", { class: lastVerify.ok ? "ok-line" : "hint" }, lastVerify.ok
       ? `✓ none: the store matches the chain up to block ${lastVerify.checkpoint_block ?? "–"}`
-      : `⚑ ${lastVerify.findings_total} finding(s) over the whole ledger: listed to regulators only`));
+      : `⚑ ${lastVerify.findings_total} finding(s) over the whole ledger: listed to regulators only`),
+    glassAwaiting());
     return;
   }
   const rows = findings.slice(0, 50).map((f) => {
@@ -823,7 +843,15 @@ function renderFindings() {
   });
   box.replaceChildren(dataTable("front-findings-table",
     `Open findings (${lastVerify.findings_total}${findings.length > 50 ? ", first 50 shown" : ""})`,
-    ["check", "where", "what"], rows, "none"));
+    ["check", "where", "what"], rows, "none"), glassAwaiting());
+}
+
+/** Break-glass accesses no steward of the holder has reviewed yet (from the last verify). */
+function glassAwaiting() {
+  const cases = (lastVerify && lastVerify.break_glass_unreviewed) || [];
+  if (!cases.length) return "";
+  return dataTable("front-break-glass-table", `Break-glass accesses awaiting review (${cases.length})`,
+    ["access", "reason", "review"], glassRows(cases), "none");
 }
 
 function showHome() {
