@@ -27,8 +27,6 @@ from typing import Any, Protocol
 
 import jwt
 import structlog
-from eth_abi.abi import encode as abi_encode
-from eth_hash.auto import keccak
 from eth_typing import ChecksumAddress
 
 from audit.indexer import JsonRpc, NodeUnavailableError
@@ -42,6 +40,7 @@ from audit.provenance import (
 )
 from audit.scope import Caller, CallerRole
 from audit.settings import AuditSettings
+from dul.contracts.bindings import function
 from dul.contracts.typed_data import Domain
 from dul.domain import Role
 from dul.errors import ConfigError, DulError
@@ -198,7 +197,7 @@ class OidcVerifier:
 
 # --- patient tokens ----------------------------------------------------------------------------
 
-_HAS_ORG_ROLE = keccak(b"hasOrgRole(address,bytes32,uint8)")[:4]
+_HAS_ORG_ROLE = function("Membership", "hasOrgRole")
 
 
 class PatientTokenSettings(Protocol):
@@ -274,9 +273,7 @@ class PatientVerifier:
             cached = self._stewards.get(key)
             if cached is not None and now - cached[0] < self.settings.steward_cache_s:
                 return cached[1]
-        data = _HAS_ORG_ROLE + abi_encode(
-            ["address", "bytes32", "uint8"], [signer, holder, int(Role.STEWARD)]
-        )
+        data = _HAS_ORG_ROLE.encode(signer, holder, int(Role.STEWARD))
         rpc = JsonRpc(self.settings.resolved_rpc_url(), timeout=self.settings.request_timeout)
         try:
             result = rpc.call("eth_call", {"to": membership, "data": "0x" + data.hex()}, "latest")

@@ -29,11 +29,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import structlog
-from eth_abi.abi import decode, encode
+from eth_abi.abi import decode
 from eth_typing import ChecksumAddress
 from prometheus_client import Counter
 
 from dul.cohort import leaf_hash
+from dul.contracts.bindings import function
 from dul.contracts.typed_data import ACCESS_RECORD_ABI_TYPE, AccessRecord, AccessRequest, Domain
 from dul.domain import (
     AuthorizationFault,
@@ -84,6 +85,8 @@ from ledger_gateway.policy import AgreementState, PolicyDecision, RequestFacts, 
 from ledger_gateway.tokens import Token, TokenRole
 
 log = structlog.get_logger(__name__)
+
+RELEASE_RESULT = function("AccessLog", "releaseResult")
 
 ZERO32 = bytes(32)
 
@@ -585,11 +588,8 @@ class AccessService:
                 f"{tier.name}, {operation.name}) does not allow releasing {kind.name}",
                 code="release_not_allowed",
             )
-        call = encode(
-            ["bytes32", "bytes32", "bytes32", "uint8", "uint64"],
-            [access_id, access.agreement_id, result_hash, kind, size],
-        )
-        key = keccak(encode(["bytes32", "bytes32"], [access_id, result_hash]))
+        call = RELEASE_RESULT.encode_args(access_id, access.agreement_id, result_hash, kind, size)
+        key = keccak(access_id + result_hash)  # both 32 bytes: their ABI encoding, as before
         accepted = await self.outbox.add_release(
             NewRelease(
                 release_key=key,

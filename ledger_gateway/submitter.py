@@ -44,9 +44,8 @@ from typing import Any
 
 import structlog
 from eth_abi.abi import encode
-from eth_hash.auto import keccak
 
-from dul.contracts.artifacts import load
+from dul.contracts.bindings import event, function
 from dul.contracts.reverts import decode_revert
 from dul.keccak import keccak as fast_keccak
 from dul.signing import Signer, checksum_address
@@ -65,31 +64,13 @@ RECORD_SIZE = 17 * 32
 """An `AccessRecord` has 17 static fields: its ABI encoding is always 544 bytes."""
 
 
-def _canonical(item: dict[str, Any]) -> str:
-    kind = str(item["type"])
-    if kind.startswith("tuple"):
-        return f"({','.join(_canonical(c) for c in item['components'])}){kind[5:]}"
-    return kind
-
-
-def _abi_item(name: str, kind: str = "function") -> dict[str, Any]:
-    for item in load("AccessLog").abi:
-        if item.get("type") == kind and item.get("name") == name:
-            return item
-    raise LookupError(f"AccessLog has no {kind} {name}")
-
-
-def _signature(item: dict[str, Any]) -> str:
-    return f"{item['name']}({','.join(_canonical(i) for i in item['inputs'])})"
-
-
-ACCESS_RECORD_TYPE = _canonical(_abi_item("recordAccess")["inputs"][0])
+ACCESS_RECORD_TYPE = function("AccessLog", "recordAccess").types[0]
 """The ABI type of one `AccessRecord` tuple, e.g. `(bytes32,bytes32,…,uint8)`."""
-RECORD_ACCESSES = keccak(_signature(_abi_item("recordAccesses")).encode())[:4]
-RELEASE_RESULT = keccak(_signature(_abi_item("releaseResult")).encode())[:4]
-ACCESS_RECORDED_TOPIC = keccak(_signature(_abi_item("AccessRecorded", "event")).encode())
-RESULT_RELEASED_TOPIC = keccak(_signature(_abi_item("ResultReleased", "event")).encode())
-RELEASE_TYPES = [_canonical(i) for i in _abi_item("releaseResult")["inputs"]]
+RECORD_ACCESSES = function("AccessLog", "recordAccesses").selector
+RELEASE_RESULT = function("AccessLog", "releaseResult").selector
+ACCESS_RECORDED_TOPIC = event("AccessLog", "AccessRecorded").topic
+RESULT_RELEASED_TOPIC = event("AccessLog", "ResultReleased").topic
+RELEASE_TYPES = list(function("AccessLog", "releaseResult").types)
 
 
 def encode_access_record(record_abi: tuple[Any, ...]) -> bytes:

@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from eth_hash.auto import keccak
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
@@ -76,10 +75,11 @@ from dul.chain.rpc_filter import (
 )
 from dul.chain.settings import ProxySettings
 from dul.chain.upstream import StreamUpstream, Upstream, UpstreamError
+from dul.contracts.bindings import function
 
 log = structlog.get_logger("dul.chain.rpc_proxy")
 
-IS_AUTHORIZED_SENDER_SELECTOR = keccak(b"isAuthorizedSender(address)")[:4].hex()
+IS_AUTHORIZED_SENDER_SELECTOR = function("Membership", "isAuthorizedSender").selector.hex()
 JSON_HEADERS = {"content-type": "application/json"}
 
 

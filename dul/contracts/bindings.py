@@ -51,6 +51,10 @@ class FunctionBinding:
         """Calldata of a call with `args`."""
         return self.selector + encode(list(self.types), list(args))
 
+    def encode_args(self, *args: Any) -> bytes:
+        """The ABI encoding of `args` alone (calldata without the selector)."""
+        return encode(list(self.types), list(args))
+
     def decode_input(self, calldata: bytes) -> tuple[Any, ...]:
         """The arguments of calldata of this function (selector included)."""
         if calldata[:4] != self.selector:

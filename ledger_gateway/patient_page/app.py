@@ -36,7 +36,6 @@ from typing import Annotated, Any
 import httpx
 import segno
 import structlog
-from eth_abi.abi import encode as abi_encode
 from eth_hash.auto import keccak
 from fastapi import Depends, FastAPI, Header, Request
 from fastapi.concurrency import run_in_threadpool
@@ -51,6 +50,7 @@ from audit.console import STATIC as CONSOLE_STATIC
 from audit.indexer import JsonRpc, NodeUnavailableError
 from dul.body_limit import BodyLimit
 from dul.chain.rpc_auth import rpc_token
+from dul.contracts.bindings import function
 from dul.domain import Scenario, Tier, slug_id
 from dul.errors import ConfigError, DulError
 from dul.patient_tokens import PatientToken, PatientTokenError
@@ -66,7 +66,7 @@ HEX32 = r"^0x[0-9a-fA-F]{64}$"
 SIGNATURE = r"^0x[0-9a-fA-F]{130}$"
 CODE = re.compile(r"^[0-9A-HJKMNP-TV-Z]{5}(-[0-9A-HJKMNP-TV-Z]{5}){3}$")
 MAX_BODY_BYTES = 64 * 1024
-_SUBJECT_KEY_OF = keccak(b"subjectKeyOf(bytes32,bytes32)")[:4]
+_SUBJECT_KEY_OF = function("ConsentRegistry", "subjectKeyOf")
 _AUTHORIZATION = keccak(b"authorization(bytes32)")[:4]
 
 # Same origin only, no inline script or style: the page's own files and its own API.
@@ -493,9 +493,8 @@ def _eth_call(state: PageState, to: str, data: bytes) -> bytes:
 
 
 def _subject_key(state: PageState, registry: str, patient: Patient) -> str | None:
-    data = _SUBJECT_KEY_OF + abi_encode(
-        ["bytes32", "bytes32"],
-        [bytes.fromhex(patient.holder_id[2:]), bytes.fromhex(patient.subject[2:])],
+    data = _SUBJECT_KEY_OF.encode(
+        bytes.fromhex(patient.holder_id[2:]), bytes.fromhex(patient.subject[2:])
     )
     result = _eth_call(state, registry, data)
     if len(result) < 32 or not any(result[12:32]):

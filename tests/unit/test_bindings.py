@@ -90,11 +90,7 @@ HAND_WRITTEN = re.compile(
 )
 #: Modules still to move onto the bindings (each a small commit of its own).
 PENDING = (
-    "dul/chain/rpc_proxy.py",
     "ledger_gateway/bench.py",
-    "ledger_gateway/patient_page/app.py",
-    "ledger_gateway/service.py",
-    "audit/auth.py",
     "audit/bench.py",
     "audit/chain_reads.py",
     "audit/verify_state.py",
