@@ -36,7 +36,6 @@ from typing import Annotated, Any
 import httpx
 import segno
 import structlog
-from eth_hash.auto import keccak
 from fastapi import Depends, FastAPI, Header, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
@@ -67,7 +66,7 @@ SIGNATURE = r"^0x[0-9a-fA-F]{130}$"
 CODE = re.compile(r"^[0-9A-HJKMNP-TV-Z]{5}(-[0-9A-HJKMNP-TV-Z]{5}){3}$")
 MAX_BODY_BYTES = 64 * 1024
 _SUBJECT_KEY_OF = function("ConsentRegistry", "subjectKeyOf")
-_AUTHORIZATION = keccak(b"authorization(bytes32)")[:4]
+_AUTHORIZATION = function("ConsentRegistry", "authorization")
 
 # Same origin only, no inline script or style: the page's own files and its own API.
 SECURITY_HEADERS = {
@@ -341,7 +340,7 @@ def create_app(settings: PatientPageSettings | None = None) -> FastAPI:
                             code="validation_error", status=422)  # fmt: skip
         _, registry = await _domain(state)
         stored = await run_in_threadpool(
-            _eth_call, state, registry, _AUTHORIZATION + bytes.fromhex(code_hash[2:])
+            _eth_call, state, registry, _AUTHORIZATION.encode(bytes.fromhex(code_hash[2:]))
         )
         if stored[32:64] != bytes.fromhex(patient.subject[2:]):
             raise PageError("you have no code with this hash", code="unknown_code", status=404)
