@@ -22,13 +22,13 @@ from urllib.parse import urlsplit
 
 import httpx
 import structlog
-from eth_abi.abi import decode
 from eth_hash.auto import keccak
 from eth_typing import HexStr
 
 from dul import services
 from dul.chain.rpc_auth import bearer_headers, rpc_token
 from dul.chain.testing import free_port
+from dul.contracts import bindings
 from dul.contracts.typed_data import AccessRecord, AccessRequest, access_log_domain
 from dul.contracts.world import World, derived_signer
 from dul.domain import Decision, Operation, Role, Scenario, Tier
@@ -90,12 +90,15 @@ def _requests(world: World, agreement: bytes, count: int, domain: Any) -> list[A
     ]
 
 
+ACCESSES_USED = bindings.function("AccessLog", "accessesUsed")
+
+
 async def _used(rpc: httpx.AsyncClient, access_log: str, agreement: bytes) -> int:
-    data = "0x" + (keccak(b"accessesUsed(bytes32)")[:4] + agreement).hex()
+    data = "0x" + ACCESSES_USED.encode(agreement).hex()
     call = {"to": access_log, "data": data}
     body = {"jsonrpc": "2.0", "id": 1, "method": "eth_call", "params": [call, "latest"]}
     reply = (await rpc.post("", json=body)).json()
-    return int(decode(["uint64"], bytes.fromhex(reply["result"][2:]))[0])
+    return int(ACCESSES_USED.decode_output(bytes.fromhex(reply["result"][2:]))[0])
 
 
 async def _until_used(

@@ -90,7 +90,6 @@ HAND_WRITTEN = re.compile(
 )
 #: Modules still to move onto the bindings (each a small commit of its own).
 PENDING = (
-    "ledger_gateway/bench.py",
     "audit/bench.py",
     "audit/chain_reads.py",
     "audit/verify_state.py",
