@@ -30,6 +30,7 @@ from dul.contracts.typed_data import (
     AccessRequest,
     AgreementTerms,
     ConsentWithdrawal,
+    PatientAuthorization,
     access_log_domain,
     consent_domain,
 )
@@ -48,8 +49,9 @@ from dul.domain import (
 from dul.errors import DulError
 from dul.home import Home, write_private
 from dul.keys import KeyStore
+from dul.patient_tokens import PatientToken, patient_token_domain
 from dul.signing import LocalSigner, Signer
-from dul.stack import StackStatus, gateway_settings, up
+from dul.stack import StackStatus, gateway_settings, patient_page_agreements, up
 from dul.subjects import code_hash, load_subject_key, new_authorization_code, new_subject_key
 from dul.subjects import subject_ref as make_subject_ref
 from ledger_gateway.client import GatewayClient, sign_redemption, sign_request
@@ -63,6 +65,9 @@ PATIENTS = tuple(f"P-{n:04d}" for n in range(1, 13))
 CONSENTING = PATIENTS[:10]  # P-0011 and P-0012 never consented
 WITHDRAWING = "P-0003"
 CLAIMANT = "P-0005"
+MOVER = "P-0012"
+"""Moves to hospital B and authorizes it, from hospital A's patient page, with a one-time code
+(no research consent needed: the code is the patient's own say)."""
 SHORT_WINDOW_S = 25
 """The short agreement's window: long enough for one grant, over before the story ends."""
 
@@ -90,6 +95,14 @@ RESEARCH_FIELDS = _fields(
 )
 TRAINING_FIELDS = _fields(
     "person.year_of_birth", "measurement.measurement_concept_id", "measurement.value_as_number"
+)
+CARE_FIELDS = _fields(
+    "person.person_id",
+    "person.year_of_birth",
+    "condition_occurrence.condition_concept_id",
+    "drug_exposure.drug_concept_id",
+    "measurement.measurement_concept_id",
+    "measurement.value_as_number",
 )
 CLAIM_FIELDS = _fields(
     "person.person_id",
@@ -279,10 +292,13 @@ def _tokens(home: Home, status: StackStatus) -> tuple[dict[str, str], dict[str, 
 
 
 def kept_facts(facts: dict[str, Any]) -> dict[str, Any]:
-    """The facts as `demo.json` keeps them: without the patient's one-time code (shown once on
+    """The facts as `demo.json` keeps them: without the patients' one-time codes (shown once on
     the way out, written nowhere)."""
-    authorization = {k: v for k, v in facts.get("authorization", {}).items() if k != "code"}
-    return {**facts, "authorization": authorization} if "authorization" in facts else facts
+    kept = dict(facts)
+    for step in ("authorization", "transfer"):
+        if step in facts:
+            kept[step] = {k: v for k, v in facts[step].items() if k != "code"}
+    return kept
 
 
 def told(home: Home) -> bool:
@@ -322,6 +338,7 @@ def tell(home: Home, say: Progress) -> dict[str, Any]:
     try:
         _research(story)
         _insurance(story)
+        _transfer(story)
         _federated(story)
         _expired(story)
         story.facts["regulator"] = regulator_view(
@@ -540,6 +557,125 @@ def _insurance(story: Story) -> None:
         "code": code,  # spent now; the patient was shown it once, the chain never
         "code_hash": _hex(code_hash(code)),
         "subject": _hex(subject),
+        "redeemed_by": redeemed.access_id,
+        "reuse": reuse.access_id,
+        "reuse_fault": reuse.authorization_fault,
+    }
+
+
+def _transfer(story: Story) -> None:
+    """A patient moves to hospital B. Hospital A registers the patient's own key; the patient,
+    signed in on A's patient page with a token A's steward signed, gives B a one-time code
+    there — the page's own API calls, the Authorization signed with the patient's key —, and
+    B's clinical system opens the patient's records at A once with it."""
+    transfer = story.agreement(
+        "hospital-a",
+        "hospital-b",
+        "hospital-b.steward",
+        scenario=Scenario.CLINICAL_CARE,
+        max_tier=Tier.IDENTIFIED,
+        operations=operations_mask(Operation.QUERY),
+        consent=ConsentPolicy.PATIENT_AUTHORIZATION,
+        fields=CARE_FIELDS,
+        quota=1_000,
+        valid_for=365 * 86_400,
+        duo=(43,),
+        title="transfer-care",
+    )
+    page_url = story.status.patient_url
+    if page_url is None:
+        raise DemoError("hospital-a's patient page is not running (dul up starts it)")
+    offered = patient_page_agreements(story.home)
+    listed = json.loads(offered.read_text()) if offered.exists() else []
+    write_private(offered, json.dumps([*listed, _hex(transfer)]) + "\n")
+
+    holder = slug_id("hospital-a")
+    subject = make_subject_ref(_subject_key(story.home, "hospital-a"), MOVER)
+    wallet = LocalSigner(secrets.token_bytes(32))  # the patient's own key, in their browser
+    steward = story.signer("hospital-a.steward")
+    registry = story.ledger.deployment.address("ConsentRegistry")
+    data = function("ConsentRegistry", "registerSubjectKey").encode(holder, subject, wallet.address)
+    story.stewards["hospital-a"].register_subject_key(
+        subject, sign_steward_call(story.ledger.w3, steward, registry, data), wait=True
+    )
+    domain = patient_token_domain(
+        story.ledger.chain_id, story.ledger.deployment.address("Membership")
+    )
+    now = int(time.time())
+    token = PatientToken(subject, holder, now, now + 900).signed(steward, domain).encode()
+    story.say(f"patient {MOVER} moves to hospital-b; hospital-a registers the patient's own key")
+
+    with httpx.Client(
+        base_url=page_url, timeout=60, headers={"Authorization": f"Bearer {token}"}
+    ) as page:
+        session = page.get("/api/session")
+        if session.status_code != 200:
+            raise DemoError(f"the patient page refused the sign-in: {session.text[:300]}")
+        signed_in = session.json()
+        offer = next((o for o in signed_in["offers"] if o["agreement_id"] == _hex(transfer)), None)
+        if offer is None or offer["grantee"] != "hospital-b":
+            raise DemoError(f"the patient page does not offer the transfer: {signed_in['offers']}")
+        code = new_authorization_code()  # drawn in the patient's browser; the chain sees its hash
+        expires = int(time.time()) + 7 * 86_400
+        signature = PatientAuthorization(
+            code_hash=code_hash(code),
+            holder=holder,
+            subject=subject,
+            grantee=bytes.fromhex(offer["grantee_id"][2:]),
+            dataset=bytes.fromhex(offer["dataset_id"][2:]),
+            field_mask=int(offer["field_mask"]),
+            tier=Tier(offer["tier_value"]),
+            scenario=Scenario(offer["scenario_value"]),
+            expires_at=expires,
+        ).sign(wallet, consent_domain(signed_in["chain_id"], signed_in["consent_registry"]))
+        issued = page.post(
+            "/api/codes",
+            json={
+                "agreement_id": offer["agreement_id"],
+                "dataset_id": offer["dataset_id"],
+                "code_hash": _hex(code_hash(code)),
+                "expires_at": expires,
+                "signature": _hex(signature),
+            },
+        )
+        if issued.status_code != 200 or issued.json().get("status") != "confirmed":
+            raise DemoError(f"the patient page did not record the code: {issued.text[:300]}")
+        qr = page.post("/api/qr", json={"code": code})
+        if qr.status_code != 200 or not qr.text.lstrip().startswith("<svg"):
+            raise DemoError(f"the patient page drew no QR code: {qr.text[:200]}")
+    story.say(
+        f"patient {MOVER} gives hospital-b a one-time code on hospital-a's patient page "
+        "(signed with the patient's key; shown once, with its QR code)"
+    )
+    redeemed = story.request(
+        "hospital-b opens the moved patient's records with the code",
+        "hospital-a",
+        "hospital-b.requester",
+        transfer,
+        fields=CARE_FIELDS,
+        tier=Tier.IDENTIFIED,
+        query="transfer of care: problem list, medication, recent labs",
+        code=code,
+        expect="GRANTED",
+    )
+    reuse = story.request(
+        "hospital-b reuses the transfer code",
+        "hospital-a",
+        "hospital-b.requester",
+        transfer,
+        fields=CARE_FIELDS,
+        tier=Tier.IDENTIFIED,
+        query="transfer of care, again",
+        code=code,
+        expect="DENIED",
+    )
+    story.facts["transfer"] = {
+        "code": code,  # spent; kept in memory for the output only, never in demo.json
+        "code_hash": _hex(code_hash(code)),
+        "subject": _hex(subject),
+        "agreement": _hex(transfer),
+        "patient_key": wallet.address,
+        "patient_url": page_url,
         "redeemed_by": redeemed.access_id,
         "reuse": reuse.access_id,
         "reuse_fault": reuse.authorization_fault,

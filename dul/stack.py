@@ -59,7 +59,8 @@ SAMPLE_ORGANIZATIONS: tuple[tuple[str, OrgKind, str, tuple[tuple[str, Role], ...
         "hospital-b",
         OrgKind.HOSPITAL,
         "Hospital B",
-        (("steward", Role.STEWARD), ("gateway", Role.GATEWAY)),
+        # its clinicians' system requests a transferred patient's records from hospital A
+        (("steward", Role.STEWARD), ("gateway", Role.GATEWAY), ("requester", Role.REQUESTER)),
     ),
     (
         "hospital-c",

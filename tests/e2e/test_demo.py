@@ -188,6 +188,8 @@ def test_decisions_on_chain_are_the_story_s(demo: Demo) -> None:
         "short agreement query (after its window)": ("DENIED", ["OUTSIDE_WINDOW"]),
         "insurer claim with the patient's code": ("GRANTED", []),
         "insurer reuses the same code": ("DENIED", ["AUTHORIZATION_INVALID"]),
+        "hospital-b opens the moved patient's records with the code": ("GRANTED", []),
+        "hospital-b reuses the transfer code": ("DENIED", ["AUTHORIZATION_INVALID"]),
     }
     for step, (decision, reasons) in expected.items():
         access_id = demo.access(step)["access_id"]
@@ -223,6 +225,26 @@ def test_the_insurer_s_code_opened_one_access_once(demo: Demo) -> None:
     assert authorization["redeemed_by"] in text
     claim = next(a for a in report["accesses"] if a["access_id"] == authorization["redeemed_by"])
     assert claim["decision"] == "GRANTED"
+
+
+def test_the_moved_patient_s_own_code_opened_their_records_at_b_once(demo: Demo) -> None:
+    """The code the patient gave hospital B on hospital A's patient page: signed with the
+    patient's key (the chain says so), redeemed by exactly one clinical-care access of B that
+    included that patient alone, and refused the second time."""
+    transfer = demo.facts["transfer"]
+    report = demo.get(f"/v1/subjects/{transfer['subject']}/accesses")
+    [code] = report["authorizations"]
+    assert (code["code_hash"], code["issued_by"]) == (transfer["code_hash"], "patient")
+    assert (code["grantee_org"], code["scenario"], code["tier"]) == (
+        f"0x{slug_id('hospital-b').hex()}", "CLINICAL_CARE", "IDENTIFIED",
+    )  # fmt: skip
+    assert code["redeemed_by_access"] == transfer["redeemed_by"]
+    [access] = report["accesses"]  # the patient never consented to anything else
+    assert access["access_id"] == transfer["redeemed_by"]
+    assert (access["admitted_by"], access["scenario"]) == ("authorization", "CLINICAL_CARE")
+    assert access["inclusion"]["size"] == 1
+    assert [k["key"].lower() for k in report["keys"]] == [transfer["patient_key"].lower()]
+    assert transfer["reuse_fault"] == "REDEEMED"
 
 
 @pytest.mark.every_node
@@ -262,12 +284,9 @@ def test_no_identity_ever_reaches_the_chain(demo: Demo) -> None:
     """Every transaction input and every event of the whole story, searched for the raw
     pseudonyms, the hospital's subject key and the insurer's code, in every plain encoding."""
     subject_key = load_subject_key(demo.home / "keys" / "hospital-a.subject-key")
-    code = demo.facts["authorization"]["code"]
-    secrets_ = [p.encode() for p in PATIENTS] + [
-        subject_key,
-        code.encode(),
-        normalize_code(code).encode(),
-    ]
+    codes = [demo.facts["authorization"]["code"], demo.facts["transfer"]["code"]]
+    secrets_ = [p.encode() for p in PATIENTS] + [subject_key]
+    secrets_ += [c.encode() for c in codes] + [normalize_code(c).encode() for c in codes]
     needles = secrets_ + [s.hex().encode() for s in secrets_]
     head = int(_rpc(demo.rpc, "eth_blockNumber"), 16)
     haystack: list[bytes] = []
@@ -323,8 +342,10 @@ def test_every_file_under_dul_home_is_private_and_no_code_is_kept(demo: Demo) ->
     """After `dul demo` from nothing, nothing under DUL_HOME is readable by anyone but its
     owner (stores and their -wal/-shm, chain state, logs, pid files, manifests, tokens,
     demo.json), and the patient's one-time code is in no file at all."""
-    code = demo.facts["authorization"]["code"]
-    needles = {code.lower().encode(), normalize_code(code).lower().encode()}
+    codes = [demo.facts["authorization"]["code"], demo.facts["transfer"]["code"]]
+    needles = {c.lower().encode() for c in codes} | {
+        normalize_code(c).lower().encode() for c in codes
+    }
     loose: list[str] = []
     holding: list[str] = []
     seen = 0
