@@ -37,11 +37,12 @@ from dul.subjects import load_subject_key, normalize_code
 DUL = Path(sys.executable).parent / "dul"
 
 
-def _free_run(count: int) -> int:
-    """A port p with p … p+count-1 all free (the demo's gateways take consecutive ports)."""
+def _free_run(count: int, avoid: tuple[int, ...] = ()) -> int:
+    """A port p with p … p+count-1 all free and none of `avoid` (the demo's gateways take
+    consecutive ports)."""
     for _ in range(50):
         base = free_port()
-        if base + count > 65_535:
+        if base + count > 65_535 or any(base <= port < base + count for port in avoid):
             continue
         try:
             for port in range(base, base + count):
@@ -109,17 +110,18 @@ def demo(
 ) -> Iterator[Demo]:
     kind: str = getattr(request, "param", NODES[0])
     home = tmp_path_factory.mktemp(f"demo-home-{kind}")
-    ports = _free_run(4)  # three gateways, then hospital A's patient page
+    chain, node, audit = free_port(), free_port(), free_port()
+    ports = _free_run(4, (chain, node, audit))  # three gateways, then hospital A's patient page
     env = {
         **os.environ,
         "DUL_HOME": str(home),
         "DUL_KEY_PASSPHRASE": "demo test passphrase",
         "DUL_KEY_SCRYPT_N": "1024",
-        "DUL_CHAIN_PORT": str(free_port()),
-        "DUL_CHAIN_NODE_PORT": str(free_port()),
+        "DUL_CHAIN_PORT": str(chain),
+        "DUL_CHAIN_NODE_PORT": str(node),
         "DUL_CHAIN_BLOCK_TIME": "0.2",
         "DUL_GATEWAY_PORT": str(ports),
-        "DUL_AUDIT_PORT": str(free_port()),
+        "DUL_AUDIT_PORT": str(audit),
         "DUL_PATIENT_PORT": str(ports + 3),
     }
     for name in ("DUL_GATEWAY_DATABASE_URL", "DUL_AUDIT_DATABASE_URL", "DUL_RPC_URL"):
