@@ -20,6 +20,7 @@ hundred. An unknown subject gets an empty report: "nothing recorded" is an answe
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,6 +33,8 @@ from audit.cohorts import split_proof
 from audit.provenance import ChainRef, Kind, _json, _text, parse_id, readable, store_errors
 from dul.domain import (
     AuthorizationStatus,
+    BreakGlassOutcome,
+    BreakGlassReason,
     ConsentStatus,
     Decision,
     DenyReason,
@@ -52,6 +55,8 @@ _NAMES: dict[Any, dict[int, str]] = {
     enum: {int(member): member.name for member in enum}
     for enum in (
         AuthorizationStatus,
+        BreakGlassOutcome,
+        BreakGlassReason,
         ConsentStatus,
         Decision,
         DenyReason,
@@ -90,6 +95,18 @@ class InclusionProof(BaseModel):
     proof: list[str] = Field(description="sibling hashes, bottom up (RFC 9162 audit path)")
 
 
+class BreakGlass(BaseModel):
+    """An emergency access that opened the subject's records without their code: why, and the
+    holder steward's review, due by `review_due`."""
+
+    reason: str | None = Field(description="BreakGlassReason, e.g. PATIENT_INCAPACITATED")
+    review_due: int = Field(description="block time the review is due by")
+    review_due_time: str | None
+    outcome: str | None = Field(description="UPHELD | REFERRED, once reviewed")
+    reviewed: ChainRef | None = None
+    overdue: bool = Field(description="not reviewed and past its due time now")
+
+
 class SubjectAccess(BaseModel):
     access_id: str
     agreement_id: str
@@ -107,11 +124,13 @@ class SubjectAccess(BaseModel):
     timestamp: int | None = Field(description="block time, unix seconds")
     time: str | None
     admitted_by: str = Field(
-        description="authorization (the access redeemed a code of the subject's) or cohort"
+        description="authorization (the access redeemed a code of the subject's), break-glass "
+        "(an emergency access without a code) or cohort"
     )
     authorization: str | None = Field(description="the redeemed code's hash, if any")
     chain: ChainRef = Field(description="the AccessRecorded event holding the root")
     inclusion: InclusionProof
+    break_glass: BreakGlass | None = Field(None, description="an emergency access, and its review")
 
 
 class AuthorizationEntry(BaseModel):
@@ -179,13 +198,18 @@ _ACCESSES = (
     "SELECT m.leaf_index, m.proof, a.block_number, a.tx_index, a.log_index, a.tx_hash, "
     "a.access_id, a.agreement_id, a.dataset_id, a.requester, a.decision, a.reason, a.tier, "
     "a.operation, a.cohort_root, a.cohort_size, a.authorization_ref, g.scenario, g.holder_org, "
-    "g.requester_org, o.name AS requester_org_name, b.timestamp "
+    "g.requester_org, o.name AS requester_org_name, b.timestamp, "
+    "x.reason AS bg_reason, x.review_due AS bg_due, r.outcome AS bg_outcome, "
+    "r.block_number AS bg_block, r.tx_index AS bg_tx, r.log_index AS bg_log, "
+    "r.tx_hash AS bg_hash "
     "FROM cohort_member m "
     "JOIN access_event a ON a.block_number = m.block_number AND a.tx_index = m.tx_index "
     "AND a.log_index = m.log_index "
     "LEFT JOIN agreement g ON g.agreement_id = a.agreement_id "
     "LEFT JOIN organization o ON o.org_id = g.requester_org "
     "LEFT JOIN block b ON b.number = a.block_number "
+    "LEFT JOIN break_glass_access x ON x.access_id = a.access_id "
+    "LEFT JOIN break_glass_review r ON r.access_id = a.access_id "
     "WHERE m.subject_ref = :s "
     "ORDER BY m.block_number, m.tx_index, m.log_index LIMIT :limit"
 )
@@ -286,6 +310,8 @@ _ZERO = "0x" + "00" * 32
 
 def _access(row: Any) -> Plain:
     authorization = row["authorization_ref"]
+    no_code = authorization in (None, _ZERO)
+    emergency = row["bg_reason"] is not None
     return {
         "access_id": row["access_id"],
         "agreement_id": row["agreement_id"],
@@ -303,8 +329,8 @@ def _access(row: Any) -> Plain:
         "timestamp": row["timestamp"],
         "time": _time(row["timestamp"]),
         # members exist only for verified cohorts; one that redeemed a code is that code's
-        "admitted_by": "cohort" if authorization in (None, _ZERO) else "authorization",
-        "authorization": None if authorization in (None, _ZERO) else authorization,
+        "admitted_by": "break-glass" if emergency else "cohort" if no_code else "authorization",
+        "authorization": None if no_code or emergency else authorization,
         "chain": _chain(row),
         "inclusion": {
             "root": row["cohort_root"],
@@ -312,6 +338,20 @@ def _access(row: Any) -> Plain:
             "index": row["leaf_index"],
             "proof": split_proof(bytes(row["proof"])),
         },
+        "break_glass": _break_glass(row) if emergency else None,
+    }
+
+
+def _break_glass(row: Any) -> Plain:
+    outcome = row["bg_outcome"]
+    reviewed = outcome is not None and int(outcome) != int(BreakGlassOutcome.NONE)
+    return {
+        "reason": _name(BreakGlassReason, row["bg_reason"]),
+        "review_due": int(row["bg_due"]),
+        "review_due_time": _time(row["bg_due"]),
+        "outcome": _name(BreakGlassOutcome, outcome) if reviewed else None,
+        "reviewed": _chain_of(row, "bg_") if reviewed else None,
+        "overdue": not reviewed and int(row["bg_due"]) < time.time(),
     }
 
 

@@ -14,7 +14,7 @@ import os
 import re
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +32,9 @@ from audit.settings import AuditSettings
 from audit.testing import index_with_cohorts, with_token_file
 from dul.chain.testing import ChainHandle
 from dul.contracts.typed_data import AccessRequest, AgreementTerms, agreement_domain
-from dul.contracts.world import World, derived_signer
+from dul.contracts.world import OMOP_FIELDS, World, derived_signer
 from dul.domain import (
+    BreakGlassReason,
     ConsentPolicy,
     Operation,
     OrgKind,
@@ -41,6 +42,7 @@ from dul.domain import (
     Role,
     Scenario,
     Tier,
+    break_glass_ref,
     operations_mask,
     slug_id,
 )
@@ -351,7 +353,7 @@ def test_the_report_shows_the_withdrawal_and_the_used_code(
     expect(uses.first).to_contain_text("with a one-time code you gave")
     uses.first.get_by_role("button", name=re.compile("Check the proof")).click()
     expect(uses.first.locator(".proof")).to_have_text(
-        re.compile(r"^✓ Verified: you are one of the 1 ")
+        re.compile(r"^✓ Verified: the ledger's record of this use names you alone")
     )
     history = page.locator("#consent-list .history li")
     expect(history).to_have_count(2)
@@ -473,3 +475,62 @@ def test_the_page_serves_its_own_files_and_the_consoles_proof_module(hospital: H
         assert b"6.15.0" in ethers.content[:400]
         assert client.get("/page/patient.js").status_code == 200
         assert_problem(client.get("/page/nothing.js"), 404, "not_found")
+
+
+# --- an emergency access (break-glass) is shown plainly ------------------------------------------
+
+EHR = slug_id("hospital-a/ehr-identified")
+
+
+def test_an_emergency_access_is_shown_with_its_reason_and_review(
+    page: Page, hospital: Hospital, world: World, gateway: GatewayHandle, screens: Screens
+) -> None:
+    """Identified clinical care by another organization, under an agreement that allows
+    break-glass: the clinician opens the patient's records without a code; the patient's page
+    names it an emergency access, why, and when the hospital must review it."""
+    if world.ledger.call("DatasetRegistry", "dataset", EHR)[0] != world.hospital:
+        world.ledger.transact(
+            world.steward, "DatasetRegistry", "registerDataset", EHR, world.hospital,
+            keccak(b"OMOP CDM 5.4"), list(OMOP_FIELDS), Tier.IDENTIFIED,
+        )  # fmt: skip
+    terms = replace(
+        world.research_terms(quota=20), datasets=(EHR,), scenario=Scenario.CLINICAL_CARE,
+        max_tier=Tier.IDENTIFIED, consent_policy=ConsentPolicy.PATIENT_AUTHORIZATION,
+        duo_codes=(43,), break_glass_review_hours=48,
+    )  # fmt: skip
+    agreement = world.activate(terms)
+    request = AccessRequest(
+        request_id=os.urandom(32), agreement_id=agreement, dataset_id=EHR, field_mask=0b0110,
+        tier=Tier.IDENTIFIED, operation=Operation.QUERY,
+        request_hash=keccak(b"emergency department: allergies, medication"),
+        deadline=int(time.time()) + 600,
+        authorization_ref=break_glass_ref(BreakGlassReason.PATIENT_INCAPACITATED),
+    )  # fmt: skip
+    body = sign_request(world.requester, request, gateway.domain, cohort=[hospital.subject])
+    answer = gateway.client.request_access(body, wait=True)
+    assert (answer.decision, answer.status) == ("GRANTED", "confirmed"), answer
+    catch_up(hospital)
+
+    with httpx.Client(base_url=hospital.url, timeout=30) as client:
+        report = client.get("/api/report", headers={"Authorization": f"Bearer {hospital.token}"})
+    [emergency] = [a for a in report.json()["accesses"] if a["access_id"] == answer.access_id]
+    assert emergency["admitted_by"] == "break-glass"
+    assert emergency["authorization"] is None
+    glass = emergency["break_glass"]
+    assert (glass["reason"], glass["outcome"], glass["overdue"]) == (
+        "PATIENT_INCAPACITATED", None, False,
+    )  # fmt: skip
+    assert glass["review_due"] > time.time() + 47 * 3600
+
+    sign_in(page, hospital)
+    shown = page.locator(f"#use-list > li[data-access='{answer.access_id}']")
+    expect(shown).to_contain_text("Emergency access, without your code")
+    expect(shown).to_contain_text("you could not be asked")
+    expect(shown).to_contain_text("To be checked by the hospital by")
+    expect(shown).to_contain_text("your care or treatment")
+    shown.get_by_role("button", name=re.compile("Check the proof")).click()
+    expect(shown.locator(".proof")).to_have_text(
+        re.compile(r"^✓ Verified: the ledger's record of this use names you alone")
+    )
+    shown.scroll_into_view_if_needed()
+    page.screenshot(path=screens.path("emergency-access-1280x800"))

@@ -35,6 +35,11 @@ const LEVELS = {
   DEIDENTIFIED: "records with identity removed", PSEUDONYMIZED: "records under a code name",
   IDENTIFIED: "records with your identity",
 };
+const EMERGENCIES = {
+  PATIENT_INCAPACITATED: "you could not be asked (for example, unconscious)",
+  LIFE_THREATENING_EMERGENCY: "a life-threatening emergency",
+  URGENT_CONTINUITY_OF_CARE: "urgent continuity of your care",
+};
 const ACTIONS = { QUERY: "looked up", TRAIN: "trained a model on", EXPORT_RESULT: "exported a result from" };
 
 let session = null;
@@ -254,7 +259,8 @@ async function checkProof(access, result) {
     const ok = await verifyInclusion(root, size, index, session.subject.toLowerCase(), proof);
     result.dataset.state = ok ? "ok" : "bad";
     result.textContent = ok
-      ? `✓ Verified: you are one of the ${size} people in the group the ledger recorded.`
+      ? size === 1 ? "✓ Verified: the ledger's record of this use names you alone."
+        : `✓ Verified: you are one of the ${size} people in the group the ledger recorded.`
       : "✕ The proof does not match the ledger's record. Tell your hospital.";
   } catch (error) {
     result.dataset.state = "bad";
@@ -275,17 +281,19 @@ function renderUses(report) {
     const result = h("span", { class: "proof", role: "status", "aria-live": "polite" });
     const who = a.requester_org_name || a.requester_org || "an organization";
     const allowed = a.decision === "GRANTED";
-    const emergency = a.break_glass || a.emergency;
+    const emergency = a.break_glass;
     return h("li", { class: "item access", "data-access": a.access_id },
       h("strong", {}, `${who} ${ACTIONS[a.operation] || "used"} ${a.dataset}`),
-      emergency ? [" ", h("span", { class: "badge warn" }, "Emergency access")] : null,
+      emergency ? [" ", h("span", { class: "badge warn" }, "⚠ Emergency access, without your code")] : null,
       details([
         ["When", a.time ? day(a.time) : "—"],
         ["What for", PURPOSES[a.scenario] || a.scenario || "—"],
         ["What they saw", LEVELS[a.tier] || a.tier || "—"],
         ["Decision", allowed ? h("span", { class: "badge ok" }, "Allowed")
           : [h("span", { class: "badge bad" }, "Refused"), a.reason && a.reason !== "NONE" ? ` (${a.reason.toLowerCase().replaceAll("_", " ")})` : ""]],
-        ["How you were included", a.admitted_by === "authorization" ? "with a one-time code you gave" : "as one of a group of patients"],
+        ["How you were included", emergency ? "in an emergency, without your code (“break-glass”)"
+          : a.admitted_by === "authorization" ? "with a one-time code you gave" : "as one of a group of patients"],
+        ...(emergency ? emergencyRows(emergency) : []),
         ...extras(a, ACCESS_FIELDS),
         ["Ledger record", h("code", { title: a.chain.tx_hash }, `block ${a.chain.block}, ${short(a.chain.tx_hash)}`)],
       ]),
@@ -293,8 +301,18 @@ function renderUses(report) {
         onclick: () => checkProof(a, result) }, "Check"), " ", result);
   });
   $("uses").replaceChildren(
-    h("p", {}, `${report.accesses.length} use(s) of your data${report.truncated ? " (the most recent not all shown)" : ""}.`),
+    h("p", {}, `${report.accesses.length === 1 ? "1 use" : `${report.accesses.length} uses`} of your data${report.truncated ? " (the most recent not all shown)" : ""}.`),
     h("ul", { class: "items", id: "use-list" }, items));
+}
+
+/** Why the glass was broken, and whether the hospital has checked it was justified. */
+function emergencyRows(glass) {
+  let review;
+  if (glass.outcome === "UPHELD") review = h("span", { class: "badge ok" }, "Checked by the hospital: justified");
+  else if (glass.outcome === "REFERRED") review = h("span", { class: "badge bad" }, "Referred to the regulator");
+  else if (glass.overdue) review = h("span", { class: "badge bad" }, `Not checked yet — overdue since ${day(glass.review_due)}`);
+  else review = `To be checked by the hospital by ${day(glass.review_due)}`;
+  return [["Why", EMERGENCIES[glass.reason] || glass.reason || "—"], ["Hospital's review", review]];
 }
 
 // --- consents --------------------------------------------------------------------------------
