@@ -276,9 +276,24 @@ class ChainHandle:
         if self.kind == "hardhat":
             if method == "anvil_dropAllTransactions":
                 return self._drop_pending_transactions()
+            if method == "anvil_mine":
+                return self._mine_blocks(int(params[0], 16) if params else 1)
             method = _HARDHAT_CHEATS.get(method, method)
         reply: dict[str, Any] = node_call_raw(self.node_url, method, *params)
         return reply
+
+    def _mine_blocks(self, count: int) -> dict[str, Any]:
+        """Blocks one `evm_mine` each (in one batch): Hardhat's `hardhat_mine` makes "reserved"
+        blocks whose `parentHash` reads as zero, which no chain follower can link."""
+        body = [{"jsonrpc": "2.0", "id": n, "method": "evm_mine", "params": []}
+                for n in range(count)]  # fmt: skip
+        if is_ipc_target(self.node_url):
+            replies = ipc_call(self.node_url, body, timeout=120.0)
+        else:
+            replies = httpx.post(self.node_url, json=body, timeout=120.0).json()
+        failed = [r for r in replies if "error" in r]
+        assert not failed, f"evm_mine failed: {failed[:1]}"
+        return {"jsonrpc": "2.0", "id": 1, "result": None}
 
     def _drop_pending_transactions(self) -> dict[str, Any]:
         """Hardhat drops one transaction at a time: each of the pending block's."""

@@ -44,7 +44,7 @@ from ledger_gateway.submitter import Submitter, SubmitterSettings, encode_access
 from ledger_gateway.testing import GatewayHandle, serve
 from ledger_gateway.tokens import TokenRole, TokenStore
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.every_node]
 
 LIMIT = 1_000
 PASSPHRASE = "gateway-tests"  # the keystore passphrase the session's fixtures use
@@ -69,12 +69,15 @@ def limited(chain: ChainHandle, world: World) -> Iterator[str]:
             "--port", str(port), "--deployment", str(chain.home.deployment),
             "--operator", chain.operator.address, "--max-log-range", str(LIMIT),
             "--log-level", "WARNING"]  # fmt: skip
-    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # Its log goes to a file: a pipe nobody reads would stop the guard once full.
+    log_path = chain.home.logs_dir / f"limited-guard-{port}.log"
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log_file)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 20
         while True:
-            assert process.poll() is None, process.stderr.read() if process.stderr else ""
+            assert process.poll() is None, log_path.read_text(errors="replace")
             try:
                 _rpc(url, "eth_chainId")
                 break
@@ -85,8 +88,6 @@ def limited(chain: ChainHandle, world: World) -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(10)
-        if process.stderr is not None:
-            process.stderr.close()
 
 
 @pytest.fixture(scope="module")
