@@ -111,6 +111,53 @@ def test_a_batch_is_decided_and_recorded(
     assert len({a.tx_hash for a in answers}) <= 3  # batched into few transactions
 
 
+def test_a_batch_with_one_forged_signature_is_refused_whole_and_nothing_recorded(
+    world: World, gateway: GatewayHandle, agreement: bytes
+) -> None:
+    # 20 requests: their signatures are checked on the verifier threads, not one by one
+    bodies = [
+        sign_request(world.requester, request(world, agreement), gateway.domain) for _ in range(20)
+    ]
+    forged = sign_request(derived_signer("forger"), request(world, agreement), gateway.domain)
+    bodies[13] = forged.model_copy(update={"requester": world.requester.address})
+    with pytest.raises(GatewayClientError) as caught:
+        gateway.client.request_access_batch(bodies)
+    assert (caught.value.status, caught.value.code) == (422, "bad_signature")
+    assert forged.request_id in caught.value.problem["detail"]
+    for body in (bodies[0], bodies[13], bodies[19]):
+        with pytest.raises(GatewayClientError) as missing:
+            gateway.client.get_access(body.request_id)
+        assert missing.value.status == 404
+
+
+def test_a_query_the_decision_layer_does_not_take_is_answered_by_the_api(
+    world: World, gateway: GatewayHandle, agreement: bytes
+) -> None:
+    body = sign_request(world.requester, request(world, agreement), gateway.domain)
+    headers = {"Authorization": f"Bearer {gateway.token}"}
+    odd = httpx.post(
+        f"{gateway.url}/v1/access-requests?wait=soon",
+        content=body.model_dump_json(),
+        headers=headers,
+    )
+    assert odd.status_code == 422
+    assert odd.json()["code"] == "validation_error"
+    assert odd.json()["errors"][0]["loc"] == ["query", "wait"]
+    unauthorized = httpx.post(
+        f"{gateway.url}/v1/access-requests/batch", json={"requests": [body.model_dump()]}
+    )
+    assert unauthorized.status_code == 401
+    assert unauthorized.json()["code"] == "unauthorized"
+    fine = httpx.post(
+        f"{gateway.url}/v1/access-requests?wait=confirmed",
+        content=body.model_dump_json(),
+        headers=headers,
+    )
+    assert fine.status_code == 201
+    assert fine.headers["location"] == f"/v1/access-requests/{body.request_id}"
+    assert fine.json()["status"] == "confirmed"
+
+
 def test_quota_is_enforced_across_requests(world: World, gateway: GatewayHandle) -> None:
     small = world.activate(world.research_terms(quota=2))
     bodies = [
