@@ -3,9 +3,11 @@
 Three hospitals, a research institute, an AI lab, an insurer and a regulator. Stewards draft and
 sign agreements through their hospital's gateway; requesters sign every access request with their
 own key; patients consent, and one withdraws between two queries; a patient's one-time code lets
-the insurer see one claim's records, once; the AI lab trains a model across the three hospitals in
-two federated rounds. Then the regulator's view, read from the audit service only: the model's
-provenance, the research agreement's compliance report and a clean verify.
+the insurer see one claim's records, once; hospital A's emergency department breaks the glass on
+an unconscious patient's records at hospital C, and hospital C's steward reviews it; the AI lab
+trains a model across the three hospitals in two federated rounds. Then the regulator's view,
+read from the audit service only: the model's provenance, the research agreement's compliance
+report, the break-glass access and its review, and a clean verify.
 
 Every step goes through the product's own interfaces (gateway REST, steward-signed transactions,
 the requester's artifact registration); nothing is written to the chain behind their back.
@@ -37,10 +39,13 @@ from dul.contracts.typed_data import (
 from dul.contracts.world import OMOP_FIELDS
 from dul.domain import (
     ArtifactKind,
+    BreakGlassOutcome,
+    BreakGlassReason,
     ConsentPolicy,
     Operation,
     Scenario,
     Tier,
+    break_glass_ref,
     consent_id,
     operations_mask,
     scenario_mask,
@@ -65,6 +70,8 @@ PATIENTS = tuple(f"P-{n:04d}" for n in range(1, 13))
 CONSENTING = PATIENTS[:10]  # P-0011 and P-0012 never consented
 WITHDRAWING = "P-0003"
 CLAIMANT = "P-0005"
+EMERGENCY_PATIENT = "C-0042"
+"""Hospital C's patient, brought unconscious to hospital A's emergency department."""
 MOVER = "P-0012"
 """Moves to hospital B and authorizes it, from hospital A's patient page, with a one-time code
 (no research consent needed: the code is the patient's own say)."""
@@ -103,6 +110,11 @@ CARE_FIELDS = _fields(
     "drug_exposure.drug_concept_id",
     "measurement.measurement_concept_id",
     "measurement.value_as_number",
+)
+EMERGENCY_FIELDS = _fields(
+    "person.person_id",
+    "condition_occurrence.condition_concept_id",
+    "drug_exposure.drug_concept_id",
 )
 CLAIM_FIELDS = _fields(
     "person.person_id",
@@ -153,6 +165,7 @@ class Story:
         valid_for: int,
         duo: tuple[int, ...],
         title: str,
+        break_glass_review_hours: int = 0,
     ) -> bytes:
         """Drafted and submitted by the holder's steward, signed by both parties (EIP-712)."""
         now = int(time.time())
@@ -172,6 +185,7 @@ class Story:
             nonce=time.time_ns(),
             deadline=now + 3_600,
             duo_codes=duo,
+            break_glass_review_hours=break_glass_review_hours,
         )
         steward = self.signer(f"{holder}.steward")
         client = self.stewards[holder]
@@ -206,10 +220,17 @@ class Story:
         query: str,
         cohort: list[bytes] | None = None,
         code: str | None = None,
+        break_glass: BreakGlassReason | None = None,
         expect: str,
     ) -> AccessOut:
         """One access request signed by the requester, decided by the hospital's gateway and
-        waited for until it is on chain."""
+        waited for until it is on chain. `break_glass`: an emergency access without a code,
+        for this reason (the requester signs it)."""
+        ref = bytes(32)
+        if code:
+            ref = code_hash(code)
+        elif break_glass is not None:
+            ref = break_glass_ref(break_glass)
         request = AccessRequest(
             request_id=keccak(uuid.uuid4().bytes),
             agreement_id=agreement,
@@ -219,7 +240,7 @@ class Story:
             operation=operation,
             request_hash=keccak(query.encode()),
             deadline=int(time.time()) + 600,
-            authorization_ref=code_hash(code) if code else bytes(32),
+            authorization_ref=ref,
         )
         domain = access_log_domain(
             self.ledger.chain_id, self.ledger.deployment.address("AccessLog")
@@ -339,6 +360,7 @@ def tell(home: Home, say: Progress) -> dict[str, Any]:
         _research(story)
         _insurance(story)
         _transfer(story)
+        _break_glass(story)
         _federated(story)
         _expired(story)
         story.facts["regulator"] = regulator_view(
@@ -682,6 +704,65 @@ def _transfer(story: Story) -> None:
     }
 
 
+def _break_glass(story: Story) -> None:
+    """An emergency at hospital C: its patient arrives unconscious at hospital A, whose
+    clinicians may see hospital C's records only with the patient's code — or, under the
+    agreement's break-glass term, without one, flagged for hospital C's review."""
+    care = story.agreement(
+        "hospital-c",
+        "hospital-a",
+        "hospital-a.steward",
+        scenario=Scenario.CLINICAL_CARE,
+        max_tier=Tier.IDENTIFIED,
+        operations=operations_mask(Operation.QUERY),
+        consent=ConsentPolicy.PATIENT_AUTHORIZATION,
+        fields=EMERGENCY_FIELDS,
+        quota=50,
+        valid_for=365 * 86_400,
+        duo=(43,),
+        title="emergency-care",
+        break_glass_review_hours=24,
+    )
+    patient = make_subject_ref(_subject_key(story.home, "hospital-c"), EMERGENCY_PATIENT)
+
+    def ask(step: str, expect: str, reason: BreakGlassReason | None = None) -> AccessOut:
+        return story.request(
+            step, "hospital-c", "hospital-a.clinician", care, fields=EMERGENCY_FIELDS,
+            tier=Tier.IDENTIFIED, query="allergies, conditions and medication of the patient",
+            cohort=[patient], break_glass=reason, expect=expect,
+        )  # fmt: skip
+
+    denied = ask("hospital A's emergency department without the patient's code", "DENIED")
+    reason = BreakGlassReason.PATIENT_INCAPACITATED
+    access = ask("break-glass: the patient is unconscious", "GRANTED", reason)
+    key = bytes.fromhex(access.access_id[2:])
+    due = int(story.ledger.call("AccessLog", "breakGlassOf", key)[0])
+    story.say(
+        f"break-glass access flagged on chain ({reason.name}); hospital C must review it by "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(due))}"
+    )
+    finding = "Patient unconscious on arrival at hospital A; allergy check before surgery."
+    data = function("AccessLog", "reviewBreakGlass").encode(
+        key, care, int(BreakGlassOutcome.UPHELD), keccak(finding.encode())
+    )
+    address = story.ledger.deployment.address("AccessLog")
+    raw = sign_steward_call(story.ledger.w3, story.signer("hospital-c.steward"), address, data)
+    story.stewards["hospital-c"].review_break_glass(access.access_id, raw, wait=True)
+    outcome = BreakGlassOutcome(story.ledger.call("AccessLog", "breakGlassOf", key)[1])
+    if outcome != BreakGlassOutcome.UPHELD:
+        raise DemoError(f"the break-glass review is {outcome.name} on chain, not UPHELD")
+    story.say("hospital C's steward reviewed the break-glass access: [bold]UPHELD[/]")
+    story.facts["break_glass"] = {
+        "agreement": _hex(care),
+        "denied": denied.access_id,
+        "access_id": access.access_id,
+        "reason": reason.name,
+        "review_due": due,
+        "outcome": outcome.name,
+        "finding_hash": _hex(keccak(finding.encode())),
+    }
+
+
 def _federated(story: Story) -> None:
     agreements = {
         hospital: story.agreement(
@@ -775,6 +856,11 @@ def regulator_view(
             time.sleep(0.5)
         provenance = graph.json()
         report = audit.get(f"/v1/reports/agreements/{facts['agreements']['research']}").json()
+        emergency = None
+        if "emergency-care" in facts.get("agreements", {}):
+            emergency = audit.get(
+                f"/v1/reports/agreements/{facts['agreements']['emergency-care']}"
+            ).json()
         verify_body = audit.get("/v1/verify").json()
     types: dict[str, int] = {}
     for node in provenance["nodes"]:
@@ -783,4 +869,9 @@ def regulator_view(
         f"regulator: provenance of model v2 has {len(provenance['nodes'])} nodes "
         f"({', '.join(f'{n} {t}' for t, n in sorted(types.items()))})"
     )
-    return {"provenance": provenance, "report": report, "verify": verify_body, "node_types": types}
+    view = {"provenance": provenance, "report": report, "verify": verify_body, "node_types": types}
+    if emergency is not None:
+        states = ", ".join(f"{n} {k}" for k, n in emergency.get("break_glass_by_state", {}).items())
+        say(f"regulator: emergency-care agreement's break-glass accesses: {states or 'none'}")
+        view["emergency_report"] = emergency
+    return view

@@ -53,7 +53,8 @@ SAMPLE_ORGANIZATIONS: tuple[tuple[str, OrgKind, str, tuple[tuple[str, Role], ...
         "hospital-a",
         OrgKind.HOSPITAL,
         "Hospital A",
-        (("steward", Role.STEWARD), ("gateway", Role.GATEWAY)),
+        # clinician: its emergency department, which may break the glass on hospital C's records
+        (("steward", Role.STEWARD), ("gateway", Role.GATEWAY), ("clinician", Role.REQUESTER)),
     ),
     (
         "hospital-b",

@@ -67,6 +67,9 @@ def _ids(facts: dict[str, Any]) -> list[tuple[str, str]]:
         found.append((f"model v{n} (artifact)", str(model)))
     for title, agreement in (facts.get("agreements") or {}).items():
         found.append((f"agreement {title}", str(agreement)))
+    glass = facts.get("break_glass") or {}
+    if glass.get("access_id"):
+        found.append(("break-glass access", str(glass["access_id"])))
     withdrawal = facts.get("withdrawal") or {}
     if withdrawal.get("subject"):
         found.append(("withdrawn patient (subject)", str(withdrawal["subject"])))
@@ -83,7 +86,8 @@ def demo(
 
     From nothing: chain, contracts, three hospitals, a research institute, an AI lab, an insurer
     and a regulator; agreements signed; queries granted and denied; a consent withdrawn; an
-    insurer's one-time code; a two-round federated model. The stack stays up for exploring
+    insurer's one-time code; an emergency break-glass access and its review; a two-round
+    federated model. The stack stays up for exploring
     (`dul down` stops it)."""
     from dul import demo as story
 
@@ -101,6 +105,13 @@ def demo(
     for key in ("status", "accesses", "granted", "denied", "denials_by_reason", "findings"):
         if key in report:
             console.print(f"  {key:<20} {report[key]}", highlight=False)
+    emergency = regulator.get("emergency_report")
+    if emergency:
+        console.rule("regulator: break-glass under the emergency-care agreement (hospital C)")
+        for case in emergency.get("break_glass", []):
+            console.print(f"  {case['access_id']}  {case['reason']}  review: "
+                          f"{case['state'].upper()} by {case.get('reviewer') or '—'}"
+                          + (" (late)" if case.get("late") else ""), highlight=False)  # fmt: skip
     verify = regulator["verify"]
     console.rule("regulator: verify")
     checked = verify.get("checked", {})

@@ -28,11 +28,11 @@ from playwright.sync_api import Browser, Route, expect
 from audit.console.testing import Screens, sign_in
 from dul.chain.rpc_auth import bearer_headers, rpc_token
 from dul.chain.testing import NODES, free_port, start_chain, throwaway_chain_settings
-from dul.demo import PATIENTS, WITHDRAWING
+from dul.demo import EMERGENCY_PATIENT, PATIENTS, WITHDRAWING
 from dul.domain import slug_id
 from dul.home import Home
 from dul.keys import KeyStore
-from dul.subjects import load_subject_key, normalize_code
+from dul.subjects import load_subject_key, normalize_code, subject_ref
 
 DUL = Path(sys.executable).parent / "dul"
 
@@ -192,7 +192,11 @@ def test_decisions_on_chain_are_the_story_s(demo: Demo) -> None:
         "insurer reuses the same code": ("DENIED", ["AUTHORIZATION_INVALID"]),
         "hospital-b opens the moved patient's records with the code": ("GRANTED", []),
         "hospital-b reuses the transfer code": ("DENIED", ["AUTHORIZATION_INVALID"]),
-    }
+        "hospital A's emergency department without the patient's code": (
+            "DENIED", ["AUTHORIZATION_INVALID"],
+        ),
+        "break-glass: the patient is unconscious": ("GRANTED", []),
+    }  # fmt: skip
     for step, (decision, reasons) in expected.items():
         access_id = demo.access(step)["access_id"]
         graph = demo.get(f"/v1/provenance/access/{access_id}", direction="up")
@@ -250,6 +254,24 @@ def test_the_moved_patient_s_own_code_opened_their_records_at_b_once(demo: Demo)
 
 
 @pytest.mark.every_node
+def test_the_break_glass_access_is_flagged_reviewed_and_coded_emergency_treatment(
+    demo: Demo,
+) -> None:
+    glass = demo.facts["break_glass"]
+    assert (glass["reason"], glass["outcome"]) == ("PATIENT_INCAPACITATED", "UPHELD")
+    report = demo.get(f"/v1/reports/agreements/{glass['agreement']}")
+    assert report["break_glass_review_hours"] == 24
+    assert report["break_glass_by_state"] == {"upheld": 1}
+    [case] = report["break_glass"]
+    assert (case["access_id"], case["state"], case["late"]) == (glass["access_id"], "upheld", False)
+    fhir = demo.get(f"/v1/provenance/access/{glass['access_id']}", direction="up", format="fhir")
+    [event] = [e["resource"] for e in fhir["entry"]
+               if e["resource"]["resourceType"] == "AuditEvent"]  # fmt: skip
+    codes = {c["code"] for p in event["purposeOfEvent"] for c in p["coding"]}
+    assert {"ETREAT", "BTG"} <= codes
+
+
+@pytest.mark.every_node
 def test_verify_is_clean(demo: Demo) -> None:
     verify = demo.get("/v1/verify")
     assert verify["ok"], verify["findings"]
@@ -286,8 +308,11 @@ def test_no_identity_ever_reaches_the_chain(demo: Demo) -> None:
     """Every transaction input and every event of the whole story, searched for the raw
     pseudonyms, the hospital's subject key and the insurer's code, in every plain encoding."""
     subject_key = load_subject_key(demo.home / "keys" / "hospital-a.subject-key")
+    emergency_key = load_subject_key(demo.home / "keys" / "hospital-c.subject-key")
     codes = [demo.facts["authorization"]["code"], demo.facts["transfer"]["code"]]
-    secrets_ = [p.encode() for p in PATIENTS] + [subject_key]
+    secrets_ = [p.encode() for p in (*PATIENTS, EMERGENCY_PATIENT)] + [subject_key, emergency_key]
+    # the emergency patient's reference: only its leaf hash (the cohort root) may be on chain
+    secrets_.append(subject_ref(emergency_key, EMERGENCY_PATIENT))
     secrets_ += [c.encode() for c in codes] + [normalize_code(c).encode() for c in codes]
     needles = secrets_ + [s.hex().encode() for s in secrets_]
     head = int(_rpc(demo.rpc, "eth_blockNumber"), 16)
