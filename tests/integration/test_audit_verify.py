@@ -109,7 +109,6 @@ def findings(report: VerifyReport) -> set[tuple[str, str | None, str | None]]:
     return {(f.check, f.table, f.position or f.key) for f in report.findings}
 
 
-@pytest.mark.every_node
 def test_a_faithful_store_verifies(
     store: tuple[str, sa.Engine], chain: ChainHandle, world: World
 ) -> None:

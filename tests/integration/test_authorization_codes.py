@@ -593,7 +593,6 @@ def _patient_body(
     )
 
 
-@pytest.mark.every_node
 def test_a_patient_signed_code_opens_exactly_one_access_for_its_grantee(
     world: World, gateway: GatewayHandle, claims: Claims, steward: StewardClient
 ) -> None:

@@ -59,7 +59,6 @@ def test_a_granted_access_is_answered_at_once_and_recorded_on_chain(
     )
 
 
-@pytest.mark.every_node
 def test_a_denied_access_is_recorded_with_its_reasons(
     world: World, gateway: GatewayHandle, agreement: bytes
 ) -> None:
@@ -169,7 +168,6 @@ def test_quota_is_enforced_across_requests(world: World, gateway: GatewayHandle)
     assert {a.status for a in answers} == {"confirmed"}
 
 
-@pytest.mark.every_node
 def test_a_suspension_is_honoured_by_the_next_decision(
     world: World, gateway: GatewayHandle
 ) -> None:

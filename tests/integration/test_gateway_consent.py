@@ -132,7 +132,6 @@ def ask(world: World, gateway: GatewayHandle, agreement: bytes, cohort: list[byt
 # --------------------------------------------------------------------------- decisions
 
 
-@pytest.mark.every_node
 def test_only_consented_subjects_are_admitted_and_their_tree_is_recorded(
     world: World, gateway: GatewayHandle, agreement: bytes
 ) -> None:
@@ -248,7 +247,6 @@ def test_cohort_input_is_validated(world: World, gateway: GatewayHandle, agreeme
 # --------------------------------------------------------------------------- withdrawals
 
 
-@pytest.mark.every_node
 def test_a_patient_withdraws_with_their_own_signature_through_the_gateway(
     world: World, gateway: GatewayHandle, agreement: bytes, steward: StewardClient
 ) -> None:

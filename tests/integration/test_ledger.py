@@ -125,7 +125,6 @@ def test_consent_registry_errors_decode_into_their_names(world: World) -> None:
     }
 
 
-@pytest.mark.every_node
 def test_agreement_signed_in_python_activates_on_chain(world: World) -> None:
     terms = world.research_terms()
     agreement = world.activate(terms)
@@ -192,7 +191,6 @@ def test_only_the_holders_gateway_records(world: World) -> None:
     assert caught.value.code == "AccessLogUnauthorizedRecorder"
 
 
-@pytest.mark.every_node
 def test_a_batch_of_accesses_is_one_transaction(world: World) -> None:
     agreement = world.activate(world.research_terms())
     records = [
@@ -204,7 +202,6 @@ def test_a_batch_of_accesses_is_one_transaction(world: World) -> None:
     assert world.ledger.call("AccessLog", "accessesUsed", agreement) == 50
 
 
-@pytest.mark.every_node
 def test_the_endpoint_admits_members_and_refuses_others(world: World) -> None:
     stranger = derived_signer("stranger")
     with pytest.raises(ChainError) as refused:

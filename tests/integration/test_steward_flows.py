@@ -80,7 +80,6 @@ def propose(world: World, client: StewardClient, terms: AgreementTerms) -> str:
     return answer.agreement_id or ""
 
 
-@pytest.mark.every_node
 def test_draft_submit_and_both_signatures_activate_the_agreement(
     world: World, client: StewardClient, gateway: GatewayHandle
 ) -> None:

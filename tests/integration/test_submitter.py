@@ -170,7 +170,6 @@ def test_a_burst_is_recorded_exactly_once_in_few_transactions(
     assert world.ledger.call("AccessLog", "accessesUsed", agreement) == 450
 
 
-@pytest.mark.every_node
 def test_a_record_over_quota_fails_alone_and_the_batch_lands(
     chain: ChainHandle, world: World, tmp_path: Path
 ) -> None:
