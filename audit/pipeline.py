@@ -106,7 +106,7 @@ def shrunk(span: int, reply_bytes: Any, max_bytes: int) -> int:
     which cost the node a full read)."""
     half = max(1, span // 2)
     if isinstance(reply_bytes, int) and reply_bytes > max_bytes > 0:
-        return max(1, min(half, span * max_bytes * 3 // (4 * reply_bytes)))
+        return max(1, min(half, span * max_bytes // (2 * reply_bytes)))
     return half
 
 
@@ -304,6 +304,11 @@ class Pipeline:
         self.learned = False
         self.density = 0.0
         """Reply bytes per block, the fading maximum of what was seen."""
+        self.log_density = 0.0
+        """Logs per block, likewise."""
+        self.served = 0
+        """The widest page served: wider ranges are tried one at a time (`probing`)."""
+        self.probing: set[int] = set()
 
     def _dispatch(self) -> None:
         while self.uncovered:
@@ -311,7 +316,12 @@ class Pipeline:
             limit = self.depth if self.learned else 1
             if self.out >= limit and first != self.next:  # the writer's next range always goes
                 return
-            end = min(last, first + max(1, self.sizer.size) - 1)
+            size = max(1, self.sizer.size)
+            if size > self.served and self.probing:  # one untried size at a time: the others
+                size = max(1, self.served)  # take the widest page served so far
+            end = min(last, first + size - 1)
+            if end - first + 1 > self.served:
+                self.probing.add(first)
             if end == last:
                 self.uncovered.pop(0)
             else:
@@ -325,21 +335,29 @@ class Pipeline:
                 self._observe(last - first + 1, reply_bytes)
             log.info("audit.range_refused", first=first, last=last, next_size=self.sizer.size,
                      error=error)  # fmt: skip
+        self.probing.discard(fetched.task.first)
         page = fetched.page
         if page is not None:
             self.learned = True
             end = page.last.number
             span = end - page.first + 1
-            self.sizer.after(span, page.count + len(page.quarantined))
+            self.served = max(self.served, span)
+            logs = page.count + len(page.quarantined)
+            self.sizer.after(span, logs)
+            self.log_density = max(logs / span, self.log_density * self.FADE)
+            if self.log_density > 0:
+                fits = int(self.sizer.max_logs / 2 / self.log_density)
+                self.sizer.size = max(self.sizer.minimum, min(self.sizer.size, fits))
             self._observe(span, page.reply_bytes)
             if end < fetched.task.last:  # the rest of a refused range goes out again
                 bisect.insort(self.uncovered, (end + 1, fetched.task.last))
         self.done[fetched.task.first] = fetched
 
     def _observe(self, span: int, reply_bytes: int) -> None:
-        """Pages are also fitted to a quarter of the byte budget at the densest stretch seen
-        lately (a slowly fading maximum): every refused range costs the node a full read,
-        density jumps between the ranges out at once, and a worker's page is its memory."""
+        """Pages are fitted to half the log budget and a quarter of the byte budget at the
+        densest stretch seen lately (slowly fading maxima), not to the last page alone:
+        every refused range costs the node a full read, density jumps between the ranges out
+        at once, and a worker's page is its memory."""
         if reply_bytes <= 0:
             return
         self.density = max(reply_bytes / span, self.density * self.FADE)

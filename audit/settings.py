@@ -28,7 +28,10 @@ class AuditSettings(BaseSettings):
         0, ge=0, description="blocks to stay behind the head (0 on a QBFT chain: final at once)"
     )
     page_size: int = Field(
-        100, ge=1, description="blocks of the first eth_getLogs page; later ones adapt"
+        10,
+        ge=1,
+        description="blocks of the first eth_getLogs page; later ones adapt (a wide blind "
+        "first page on a dense chain is refused after the node has read it all)",
     )
     max_page_size: int = Field(50_000, ge=1, description="pages grow back up to this many blocks")
     max_logs_per_page: int = Field(

@@ -620,6 +620,9 @@ def create_store_engine(url: str) -> Engine:
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA busy_timeout=30000")
             cursor.execute("PRAGMA cache_size=-65536")
+            # A checkpoint every 64 MB of WAL rather than 4 MB: a catch-up's pages (MBs each)
+            # otherwise checkpoint at nearly every commit (measured: -15% writer CPU per event).
+            cursor.execute("PRAGMA wal_autocheckpoint=16384")
             cursor.close()
 
         return engine

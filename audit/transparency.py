@@ -296,9 +296,7 @@ def subject_report(
 
 
 def _subject_rows(conn: Connection, subject: str, limit: int) -> tuple[list[Any], ...]:
-    accesses = list(
-        conn.execute(_text(_ACCESSES), {"s": subject, "limit": limit + 1}).mappings()
-    )
+    accesses = list(conn.execute(_text(_ACCESSES), {"s": subject, "limit": limit + 1}).mappings())
     authorizations = list(conn.execute(_text(_AUTHORIZATIONS), {"s": subject}).mappings())
     consents = list(conn.execute(_text(_CONSENTS), {"s": subject}).mappings())
     keys = list(conn.execute(_text(_KEYS), {"s": subject}).mappings())
