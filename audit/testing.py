@@ -39,9 +39,10 @@ from dul import subjects
 from dul.chain.testing import free_port
 from dul.cohort import cohort_root, leaf_hash
 from dul.contracts.ledger import Deployment
-from dul.contracts.typed_data import AccessRecord
-from dul.contracts.world import World
+from dul.contracts.typed_data import AccessRecord, AccessRequest, access_log_domain
+from dul.contracts.world import OMOP_FIELDS, World
 from dul.domain import (
+    BreakGlassReason,
     ConsentPolicy,
     Decision,
     DenyReason,
@@ -49,7 +50,9 @@ from dul.domain import (
     ReleaseKind,
     Scenario,
     Tier,
+    break_glass_ref,
     scenario_mask,
+    slug_id,
 )
 
 POSTGRES_ENV = "DUL_TEST_DATABASE_URL"
@@ -187,6 +190,48 @@ COHORT_LEAVES_DDL = (
     "size INTEGER NOT NULL, leaves BLOB NOT NULL)"
 )
 """The hospital gateway's cohort store, as far as the audit service reads it."""
+
+
+BREAK_GLASS_DATASET = slug_id("hospital-a/ehr-identified")
+
+
+def record_break_glass(
+    world: World, subject: bytes, *, review_hours: int = 1
+) -> tuple[bytes, bytes]:
+    """On chain: the hospital's identified dataset (registered once), a transfer agreement with
+    the institute that allows break-glass (`review_hours`), and one break-glass access for
+    `subject` (LIFE_THREATENING_EMERGENCY), unreviewed. The agreement id and the access id."""
+    if world.ledger.call("DatasetRegistry", "dataset", BREAK_GLASS_DATASET)[0] != world.hospital:
+        world.ledger.transact(
+            world.steward, "DatasetRegistry", "registerDataset", BREAK_GLASS_DATASET,
+            world.hospital, keccak(b"OMOP CDM 5.4"), list(OMOP_FIELDS), Tier.IDENTIFIED,
+        )  # fmt: skip
+    agreement = world.activate(
+        replace(
+            world.research_terms(), datasets=(BREAK_GLASS_DATASET,),
+            scenario=Scenario.CLINICAL_CARE, max_tier=Tier.IDENTIFIED,
+            consent_policy=ConsentPolicy.PATIENT_AUTHORIZATION, duo_codes=(43,),
+            break_glass_review_hours=review_hours,
+        )
+    )  # fmt: skip
+    request = AccessRequest(
+        request_id=keccak(f"break-glass {uuid.uuid4()}".encode()),
+        agreement_id=agreement,
+        dataset_id=BREAK_GLASS_DATASET,
+        field_mask=0b0110,
+        tier=Tier.IDENTIFIED,
+        operation=Operation.QUERY,
+        request_hash=keccak(b"SELECT * FROM condition_occurrence WHERE person_id = :p"),
+        deadline=int(time.time()) + 600,
+        authorization_ref=break_glass_ref(BreakGlassReason.LIFE_THREATENING_EMERGENCY),
+    )
+    domain = access_log_domain(world.ledger.chain_id, world.ledger.deployment.address("AccessLog"))
+    record = AccessRecord(
+        request, world.requester.address, request.sign(world.requester, domain),
+        Decision.GRANTED, DenyReason.NONE, cohort_root=leaf_hash(subject), cohort_size=1,
+    )  # fmt: skip
+    world.ledger.transact(world.gateway, "AccessLog", "recordAccess", record.as_abi())
+    return agreement, request.request_id
 
 
 def make_cohort_store(path: Path) -> str:

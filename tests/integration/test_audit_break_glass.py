@@ -6,9 +6,7 @@ once its window has passed; its FHIR AuditEvent carries the purpose of use ETREA
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -29,22 +27,13 @@ from audit.testing import (
     make_store_url,
     private_world,
     put_cohort,
+    record_break_glass,
 )
 from audit.verify import VerifyReport, verify_store
 from dul.chain.testing import ChainHandle
-from dul.cohort import leaf_hash
-from dul.contracts.typed_data import AccessRecord, AccessRequest, access_log_domain
-from dul.contracts.world import OMOP_FIELDS, World
+from dul.contracts.world import World
 from dul.domain import (
     BreakGlassOutcome,
-    BreakGlassReason,
-    ConsentPolicy,
-    Decision,
-    DenyReason,
-    Operation,
-    Scenario,
-    Tier,
-    break_glass_ref,
     slug_id,
 )
 
@@ -68,42 +57,11 @@ def world(world: World, chain: ChainHandle, tmp_path_factory: pytest.TempPathFac
 def story(world: World, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """A transfer agreement (break-glass, 1-hour review) and one break-glass access on it,
     whose cohort of one the hospital's cohort store holds."""
-    world.ledger.transact(
-        world.steward, "DatasetRegistry", "registerDataset", EHR, world.hospital,
-        keccak(b"OMOP CDM 5.4"), list(OMOP_FIELDS), Tier.IDENTIFIED,
-    )  # fmt: skip
-    agreement = world.activate(
-        replace(
-            world.research_terms(),
-            datasets=(EHR,),
-            scenario=Scenario.CLINICAL_CARE,
-            max_tier=Tier.IDENTIFIED,
-            consent_policy=ConsentPolicy.PATIENT_AUTHORIZATION,
-            duo_codes=(43,),
-            break_glass_review_hours=1,
-        )
-    )
-    request = AccessRequest(
-        request_id=keccak(f"break-glass {time.time_ns()}".encode()),
-        agreement_id=agreement,
-        dataset_id=EHR,
-        field_mask=0b0110,
-        tier=Tier.IDENTIFIED,
-        operation=Operation.QUERY,
-        request_hash=keccak(b"SELECT * FROM condition_occurrence WHERE person_id = :p"),
-        deadline=int(time.time()) + 600,
-        authorization_ref=break_glass_ref(BreakGlassReason.LIFE_THREATENING_EMERGENCY),
-    )
-    domain = access_log_domain(world.ledger.chain_id, world.ledger.deployment.address("AccessLog"))
-    record = AccessRecord(
-        request, world.requester.address, request.sign(world.requester, domain),
-        Decision.GRANTED, DenyReason.NONE, cohort_root=leaf_hash(PATIENT), cohort_size=1,
-    )  # fmt: skip
-    world.ledger.transact(world.gateway, "AccessLog", "recordAccess", record.as_abi())
+    agreement, access = record_break_glass(world, PATIENT, review_hours=1)
     cohorts = make_cohort_store(tmp_path_factory.mktemp("glass-cohorts") / "cohorts.db")
-    put_cohort(cohorts, request.request_id, [PATIENT])
-    due = int(world.ledger.call("AccessLog", "breakGlassOf", request.request_id)[0])
-    return {"agreement": agreement, "access": request.request_id, "due": due, "cohorts": cohorts}
+    put_cohort(cohorts, access, [PATIENT])
+    due = int(world.ledger.call("AccessLog", "breakGlassOf", access)[0])
+    return {"agreement": agreement, "access": access, "due": due, "cohorts": cohorts}
 
 
 @pytest.fixture
