@@ -3,6 +3,9 @@
 A consent at the access's holder covers an access that admitted its subject when
 
 - it permits the agreement's scenario (`scenarios` holds the bit `1 << scenario`);
+- its scope covers the agreement (specific consent): when it names studies, the agreement's id
+  is one of them; when it names requesting organizations, the agreement's requester is one of
+  them; when it carries a disease term (DUO:0000007), the agreement carries exactly that term;
 - it was recorded on chain before the access (chain order);
 - its window holds the access: `valid_from <= t` and `t - lag <= valid_until`, with `t` the
   access's block time;
@@ -24,6 +27,17 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+ZERO32 = "0x" + "00" * 32
+
+
+@dataclass(frozen=True, slots=True)
+class StudyFacts:
+    """The agreement an access was under, as specific consents are matched against it."""
+
+    agreement_id: str
+    requester: str
+    disease_code: str = ZERO32
+
 
 @dataclass(frozen=True, slots=True)
 class ConsentFacts:
@@ -37,6 +51,26 @@ class ConsentFacts:
     recorded_at: tuple[int, int, int]
     withdrawn_at: tuple[int, int, int] | None = None
     withdrawn_time: int | None = None
+    disease_code: str = ZERO32
+    studies: tuple[str, ...] = ()
+    requesters: tuple[str, ...] = ()
+
+    @property
+    def specific(self) -> bool:
+        return bool(self.studies or self.requesters or self.disease_code != ZERO32)
+
+
+def in_scope(consent: ConsentFacts, study: StudyFacts | None) -> bool:
+    """Whether the consent's scope covers `study` (any study when it names none)."""
+    if not consent.specific:
+        return True
+    if study is None:
+        return False
+    if consent.studies and study.agreement_id not in consent.studies:
+        return False
+    if consent.requesters and study.requester not in consent.requesters:
+        return False
+    return consent.disease_code in (ZERO32, study.disease_code)
 
 
 def covers(
@@ -47,10 +81,13 @@ def covers(
     position: tuple[int, int, int],
     timestamp: int | None,
     lag: float,
+    study: StudyFacts | None = None,
 ) -> bool:
-    """Whether `consent` covered an access of `holder` for `scenario` at chain `position`
-    (block time `timestamp`); see the module docstring."""
+    """Whether `consent` covered an access of `holder` for `scenario` under `study` at chain
+    `position` (block time `timestamp`); see the module docstring."""
     if consent.holder != holder or not consent.scenarios >> scenario & 1:
+        return False
+    if not in_scope(consent, study):
         return False
     if consent.recorded_at >= position:
         return False
@@ -74,12 +111,13 @@ def covering(
     position: tuple[int, int, int],
     timestamp: int | None,
     lag: float,
+    study: StudyFacts | None = None,
 ) -> ConsentFacts | None:
     """The first consent (in recording order as given) that covered the access, if any."""
     for consent in consents:
         if covers(
             consent, holder=holder, scenario=scenario, position=position, timestamp=timestamp,
-            lag=lag,
+            lag=lag, study=study,
         ):  # fmt: skip
             return consent
     return None
@@ -88,7 +126,8 @@ def covering(
 CONSENT_FACTS_SQL = (
     "SELECT c.consent_id, c.holder_org, c.subject, c.scenarios, c.valid_from, c.valid_until, "
     "c.block_number, c.tx_index, c.log_index, w.block_number AS w_block, w.tx_index AS w_tx, "
-    "w.log_index AS w_log, wb.timestamp AS w_time FROM consent c "
+    "w.log_index AS w_log, wb.timestamp AS w_time, c.disease_code, c.studies, c.requesters "
+    "FROM consent c "
     "LEFT JOIN consent_withdrawal w ON w.consent_id = c.consent_id "
     "LEFT JOIN block wb ON wb.number = w.block_number"
 )
@@ -109,4 +148,7 @@ def consent_facts(row: Any) -> tuple[str, ConsentFacts]:
         recorded_at=(int(row["block_number"]), int(row["tx_index"]), int(row["log_index"])),
         withdrawn_at=withdrawn,
         withdrawn_time=None if row["w_time"] is None else int(row["w_time"]),
+        disease_code=str(row["disease_code"]),
+        studies=tuple(str(row["studies"]).split()),
+        requesters=tuple(str(row["requesters"]).split()),
     )

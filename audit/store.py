@@ -344,6 +344,12 @@ class Consent(AuditModel, table=True):
     tx_index: int
     log_index: int
     tx_hash: str
+    disease_code: str = "0x" + "00" * 32
+    """A specific consent's disease term (0x hex bytes32; zeros: none)."""
+    studies: str = ""
+    """Agreement ids the consent is limited to, space-separated 0x hex, ascending (empty: any)."""
+    requesters: str = ""
+    """Requesting organizations it is limited to, likewise."""
 
 
 class ConsentWithdrawal(Positioned, table=True):
@@ -704,7 +710,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "consent": (
         "consent_id", "holder_org", "subject", "scenarios", "duo_codes", "valid_from",
         "valid_until", "subject_key", "recorder", "status", "block_number", "tx_index",
-        "log_index", "tx_hash",
+        "log_index", "tx_hash", "disease_code", "studies", "requesters",
     ),
     "consent_withdrawal": (
         "block_number", "tx_index", "log_index", "consent_id", "holder_org", "subject",
@@ -848,6 +854,8 @@ def project(events: Iterable[DecodedEvent]) -> PageRows:
                     a["consentId"], a["holder"], a["subject"], terms["scenarios"],
                     json.dumps(terms["duoCodes"]), terms["validFrom"], terms["validUntil"],
                     terms["subjectKey"], a["recorder"], int(ConsentStatus.GRANTED), b, t, i, tx,
+                    terms["diseaseCode"], " ".join(terms["studies"]),
+                    " ".join(terms["requesters"]),
                 ),
             )  # fmt: skip
             page.consents.add(a["consentId"])
@@ -1602,6 +1610,9 @@ CONSENTED_COUNT_SQL = (
     "WHERE m.block_number = :b AND m.tx_index = :t AND m.log_index = :i AND EXISTS ("
     "SELECT 1 FROM consent c WHERE c.subject = m.subject_ref AND c.holder_org = g.holder_org "
     "AND ((c.scenarios >> g.scenario) & 1) = 1 "
+    "AND (c.studies = '' OR c.studies LIKE '%' || g.agreement_id || '%') "
+    "AND (c.requesters = '' OR c.requesters LIKE '%' || g.requester_org || '%') "
+    "AND (c.disease_code = '0x" + "00" * 32 + "' OR c.disease_code = g.disease_code) "
     "AND (c.block_number + 0 < :b OR (c.block_number + 0 = :b AND (c.tx_index < :t "
     "OR (c.tx_index = :t AND c.log_index < :i)))) "
     "AND NOT EXISTS (SELECT 1 FROM consent_withdrawal w WHERE w.consent_id = c.consent_id "
@@ -1609,7 +1620,8 @@ CONSENTED_COUNT_SQL = (
     "OR (w.tx_index = :t AND w.log_index < :i))))))"
 )
 """`cohort.consented` of the access at (:b, :t, :i): members with a consent for the
-agreement's scenario at its holder, recorded and not withdrawn before the access. The `+ 0`
+agreement's scenario at its holder whose scope covers the agreement (its studies, requesters
+and disease term, `audit.consents`), recorded and not withdrawn before the access. The `+ 0`
 keeps the planner on the subject index: on a table not analyzed yet, PostgreSQL otherwise
 intersects it with a range scan of `block_number` for every member (10,000 members: 2.5 s
 instead of 30 ms)."""

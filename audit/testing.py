@@ -38,6 +38,7 @@ from audit.store import AuditStore, create_store_engine
 from dul import subjects
 from dul.chain.testing import free_port
 from dul.cohort import cohort_root, leaf_hash
+from dul.consent_terms import ConsentTerms
 from dul.contracts.ledger import Deployment
 from dul.contracts.typed_data import AccessRecord, AccessRequest, access_log_domain
 from dul.contracts.world import OMOP_FIELDS, World
@@ -279,7 +280,7 @@ def record_consents(
     """One consent per subject at the world's hospital, by its steward; the consent ids."""
     mask = scenario_mask(*scenarios)
     until = int(time.time()) + 86_400 * 365
-    terms = [(world.hospital, s, mask, list(duo_codes), 0, until, "0x" + "00" * 20)
+    terms = [ConsentTerms(world.hospital, s, mask, until, tuple(duo_codes)).as_abi()
              for s in subjects]  # fmt: skip
     receipt = world.ledger.transact(world.steward, "ConsentRegistry", "recordConsents", terms)
     events = world.ledger.contract("ConsentRegistry").events.ConsentRecorded()

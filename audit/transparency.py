@@ -31,6 +31,7 @@ from sqlalchemy import Connection, Engine
 
 from audit.cohorts import split_proof
 from audit.provenance import ChainRef, Kind, _json, _text, parse_id, readable, store_errors
+from dul.consent_terms import disease_term
 from dul.domain import (
     AuthorizationStatus,
     BreakGlassOutcome,
@@ -165,6 +166,15 @@ class ConsentEntry(BaseModel):
     holder_org: str
     scenarios: list[str]
     duo_codes: list[str]
+    studies: list[str] = Field(
+        default_factory=list, description="agreement ids it is limited to (empty: any study)"
+    )
+    requesters: list[str] = Field(
+        default_factory=list, description="requesting organizations it is limited to (empty: any)"
+    )
+    disease: str | None = Field(
+        None, description="disease term of a disease-specific consent (DUO:0000007)"
+    )
     valid_from: int
     valid_until: int
     status: str | None
@@ -403,6 +413,9 @@ def _consent(row: Any) -> Plain:
         "holder_org": row["holder_org"],
         "scenarios": scenario_names(int(row["scenarios"])),
         "duo_codes": [f"DUO:{int(c):07d}" for c in _json(row["duo_codes"])],
+        "studies": str(row["studies"]).split(),
+        "requesters": str(row["requesters"]).split(),
+        "disease": disease_term(bytes.fromhex(str(row["disease_code"])[2:])),
         "valid_from": row["valid_from"],
         "valid_until": row["valid_until"],
         "status": _name(ConsentStatus, row["status"]),

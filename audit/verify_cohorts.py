@@ -16,8 +16,10 @@ a stable check code:
   admitted); leaves that hash to another root are `cohort_root_mismatch` under any agreement.
 - **Consent behind every admitted subject.** Under a COHORT_CONSENT agreement every subject
   of a verified cohort must have had a consent covering the access (`audit.consents`: the
-  agreement's holder and scenario, recorded before, inside its window, not withdrawn more than
-  `consent_lag` seconds before the access's block): else `subject_without_consent`.
+  agreement's holder and scenario, a scope naming the study — its agreement id, requester and
+  disease term — when the consent is specific, recorded before, inside its window, not
+  withdrawn more than `consent_lag` seconds before the access's block): else
+  `subject_without_consent`, which names a specific consent that did not cover the study.
 - **Redemptions.** A granted PATIENT_AUTHORIZATION access must have redeemed its code
   (`authorization_not_redeemed`); a redemption must belong to a granted access with that code
   (`redemption_without_access`).
@@ -32,10 +34,18 @@ from typing import Any, Protocol
 from sqlalchemy import Connection, bindparam, text
 
 from audit.cohorts import CohortStatus, audit_paths, split_proof
-from audit.consents import CONSENT_FACTS_SQL, ConsentFacts, consent_facts, covering
+from audit.consents import (
+    CONSENT_FACTS_SQL,
+    ConsentFacts,
+    StudyFacts,
+    consent_facts,
+    covering,
+    in_scope,
+)
 from audit.store import CONSENTED_COUNT_SQL
 from dul.cohort import CohortTree, verify_inclusion
-from dul.domain import ConsentPolicy, Decision, Scenario
+from dul.consent_terms import disease_term
+from dul.domain import ConsentPolicy, Decision, Scenario, slug_of
 
 
 class Findings(Protocol):
@@ -51,7 +61,8 @@ def _pos(block: int, tx: int, log_index: int) -> str:
 _COHORTS = text(
     "SELECT c.block_number, c.tx_index, c.log_index, c.access_id, c.status, c.source, c.leaves, "
     "c.found_root, c.consented, a.access_id AS a_access, a.cohort_root, a.cohort_size, a.decision, "
-    "g.consent_policy, g.holder_org, g.scenario, b.timestamp "
+    "g.consent_policy, g.holder_org, g.scenario, g.agreement_id, g.requester_org, "
+    "g.disease_code, b.timestamp "
     "FROM cohort c "
     "LEFT JOIN access_event a ON a.block_number = c.block_number "
     "AND a.tx_index = c.tx_index AND a.log_index = c.log_index "
@@ -231,6 +242,9 @@ def _check_consents(
     out: Findings,
 ) -> None:
     holder, scenario = str(row["holder_org"]), int(row["scenario"])
+    study = StudyFacts(
+        str(row["agreement_id"]), str(row["requester_org"]), str(row["disease_code"])
+    )
     timestamp = None if row["timestamp"] is None else int(row["timestamp"])
     where = _pos(*position)
     for batch in _batches(subjects, _CONSENT_BATCH):
@@ -242,10 +256,10 @@ def _check_consents(
             out.checked["subject_consents"] += 1
             mine = consents.get(subject, [])
             if covering(mine, holder=holder, scenario=scenario, position=position,
-                        timestamp=timestamp, lag=lag) is not None:  # fmt: skip
+                        timestamp=timestamp, lag=lag, study=study) is not None:  # fmt: skip
                 continue
             out.add("subject_without_consent", f"access {access_id} admitted subject {subject}, "
-                    + _why_not(mine, scenario, position, timestamp, lag),
+                    + _why_not(mine, scenario, position, timestamp, lag, study),
                     table="cohort_member", position=where, key=f"{access_id}/{subject}",
                     details={"subject": subject,
                              "consents": [c.consent_id for c in mine]})  # fmt: skip
@@ -257,16 +271,22 @@ def _why_not(
     position: tuple[int, int, int],
     timestamp: int | None,
     lag: float,
+    study: StudyFacts,
 ) -> str:
     try:
         name = Scenario(scenario).name
     except ValueError:
         name = str(scenario)
-    relevant = [c for c in consents if c.scenarios >> scenario & 1]
+    permitting = [c for c in consents if c.scenarios >> scenario & 1]
+    relevant = [c for c in permitting if in_scope(c, study)]
     if not consents:
         return "who has no consent at the holder"
-    if not relevant:
+    if not permitting:
         return f"whose consents do not permit {name}"
+    if not relevant:
+        named = ", ".join(c.consent_id for c in permitting)
+        return (f"whose consent(s) for {name} ({named}) did not cover the study: "
+                f"{_scope_miss(permitting[0], study)}")  # fmt: skip
     before = [c for c in relevant if c.recorded_at < position]
     if not before:
         return f"whose consent for {name} was recorded only after the access"
@@ -277,6 +297,24 @@ def _why_not(
                     f"{c.withdrawn_at[0]}), before the access at {timestamp} (block "
                     f"{position[0]}; allowed lag {lag:g} s)")  # fmt: skip
     return f"outside the validity of its consent for {name} (access at {timestamp})"
+
+
+def _scope_miss(consent: ConsentFacts, study: StudyFacts) -> str:
+    """What of a specific consent's scope the study is outside of."""
+    if consent.studies and study.agreement_id not in consent.studies:
+        return f"it names other studies, not agreement {study.agreement_id}"
+    if consent.requesters and study.requester not in consent.requesters:
+        return f"it names other requesting organizations, not {_org(study.requester)}"
+    return (f"it is limited to disease {_term(consent.disease_code)}, the agreement "
+            f"carries {_term(study.disease_code) or 'no disease term'}")  # fmt: skip
+
+
+def _term(code: str) -> str | None:
+    return disease_term(bytes.fromhex(code[2:]))
+
+
+def _org(org: str) -> str:
+    return slug_of(bytes.fromhex(org[2:]))
 
 
 def _check_redemptions(conn: Connection, out: Findings) -> None:

@@ -17,7 +17,8 @@ batched: `audit.chain_reads`):
   `allowedFields` per agreement and dataset.
 - AccessLog: `accessesUsed` (granted accesses) per agreement, `decisionOf` per request id,
   `isReleased` per release, `breakGlassOf` (review deadline and outcome) per break-glass access.
-- ConsentRegistry: `consent` per consent, `authorization` (status, redemption) per code,
+- ConsentRegistry: `consent` per consent, `consentScope` per specific consent (the hash of its
+  studies, requesters and disease term), `authorization` (status, redemption) per code,
   `subjectKeyOf` per subject with a registered key or a consent naming one, `accessLog`.
 - ArtifactRegistry: `artifact` (owner, kind, registrant, time, parent counts) per artifact.
 
@@ -38,6 +39,9 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
+
+from eth_abi.abi import encode as abi_encode
+from eth_hash.auto import keccak
 
 from audit.chain_reads import RpcFailure, StateUnavailableError, View, ViewReader
 from audit.events import DecodedEvent
@@ -86,6 +90,7 @@ CONSENT = View(
     ("holder:bytes32", "subject:bytes32", "scenarios:uint8", "status:uint8",
      "validFrom:uint64", "validUntil:uint64", "subjectKey:address"),
 )  # fmt: skip
+CONSENT_SCOPE = View("consentScope(bytes32)", ("scope:bytes32",))
 AUTHORIZATION = View(
     "authorization(bytes32)",
     ("holder:bytes32", "subject:bytes32", "grantee:bytes32", "dataset:bytes32",
@@ -126,6 +131,8 @@ class StateFold:
     scopes: dict[tuple[str, str], int] = field(default_factory=dict)
     used: Counter[str] = field(default_factory=Counter)
     consents: dict[str, dict[str, Any]] = field(default_factory=dict)
+    consent_scopes: dict[str, str] = field(default_factory=dict)
+    """Of specific consents: the scope hash their terms give (`consentScope`)."""
     authorizations: dict[str, dict[str, Any]] = field(default_factory=dict)
     subject_keys: dict[tuple[str, str], str] = field(default_factory=dict)
     """(holder, subject) -> the key a steward registered (zero: removed)."""
@@ -228,6 +235,14 @@ class StateFold:
             "status": int(ConsentStatus.GRANTED), "validFrom": _int(t["validFrom"]),
             "validUntil": _int(t["validUntil"]), "subjectKey": t["subjectKey"],
         }  # fmt: skip
+        if t["studies"] or t["requesters"] or t["diseaseCode"] != ZERO32:
+            scope = abi_encode(
+                ["bytes32", "bytes32[]", "bytes32[]"],
+                [bytes.fromhex(t["diseaseCode"][2:]),
+                 [bytes.fromhex(x[2:]) for x in t["studies"]],
+                 [bytes.fromhex(x[2:]) for x in t["requesters"]]],
+            )  # fmt: skip
+            self.consent_scopes[a["consentId"]] = "0x" + keccak(scope).hex()
         self.accounts.add(a["recorder"])
 
     def _withdrawn(self, a: Mapping[str, Any], _: DecodedEvent) -> None:
@@ -471,6 +486,8 @@ class ChainStateCheck:
                       {(k,): {"used": f.used.get(k, 0)} for k in f.agreements})  # fmt: skip
         self._compare("AccessLog", BREAK_GLASS_OF, {(k,): v for k, v in f.break_glass.items()})
         self._compare("ConsentRegistry", CONSENT, {(k,): v for k, v in f.consents.items()})
+        self._compare("ConsentRegistry", CONSENT_SCOPE,
+                      {(k,): {"scope": v} for k, v in f.consent_scopes.items()})  # fmt: skip
         self._compare("ConsentRegistry", AUTHORIZATION,
                       {(k,): v for k, v in f.authorizations.items()})  # fmt: skip
         self._compare("ConsentRegistry", SUBJECT_KEY_OF,

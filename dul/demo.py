@@ -20,13 +20,14 @@ import secrets
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import httpx
 from eth_hash.auto import keccak
 
 from dul.artifacts import ReleaseRef, content_id, register_artifact
+from dul.consent_terms import ConsentTerms, disease_code
 from dul.contracts.ledger import Ledger, connect
 from dul.contracts.typed_data import (
     AccessRequest,
@@ -69,6 +70,10 @@ HOSPITALS = ("hospital-a", "hospital-b", "hospital-c")
 PATIENTS = tuple(f"P-{n:04d}" for n in range(1, 13))
 CONSENTING = PATIENTS[:10]  # P-0011 and P-0012 never consented
 WITHDRAWING = "P-0003"
+DISEASE_SPECIFIC = "P-0009"
+STUDY_SPECIFIC = "P-0010"
+DIABETES_T2 = "MONDO:0005148"
+"""Type 2 diabetes mellitus (Mondo): the research study's disease term."""
 CLAIMANT = "P-0005"
 EMERGENCY_PATIENT = "C-0042"
 """Hospital C's patient, brought unconscious to hospital A's emergency department."""
@@ -166,8 +171,10 @@ class Story:
         duo: tuple[int, ...],
         title: str,
         break_glass_review_hours: int = 0,
+        disease: str | None = None,
     ) -> bytes:
-        """Drafted and submitted by the holder's steward, signed by both parties (EIP-712)."""
+        """Drafted and submitted by the holder's steward, signed by both parties (EIP-712);
+        `disease`: the study's disease term (a CURIE), signed with the terms."""
         now = int(time.time())
         terms = AgreementTerms(
             holder=slug_id(holder),
@@ -186,6 +193,7 @@ class Story:
             deadline=now + 3_600,
             duo_codes=duo,
             break_glass_review_hours=break_glass_review_hours,
+            disease_code=bytes(32) if disease is None else disease_code(disease),
         )
         steward = self.signer(f"{holder}.steward")
         client = self.stewards[holder]
@@ -396,7 +404,8 @@ def _research(story: Story) -> None:
         fields=RESEARCH_FIELDS,
         quota=3,
         valid_for=90 * 86_400,
-        duo=(42, 46),
+        duo=(7, 46),  # disease-specific (type 2 diabetes), non-commercial
+        disease=DIABETES_T2,
         title="research",
     )
     short = story.agreement(
@@ -421,16 +430,25 @@ def _research(story: Story) -> None:
     refs = {p: make_subject_ref(key, p) for p in PATIENTS}
     patient_key = LocalSigner(secrets.token_bytes(32))  # the withdrawing patient's own wallet
     holder = slug_id("hospital-a")
+    general = ConsentTerms(
+        holder=holder,
+        subject=bytes(32),
+        scenarios=scenario_mask(Scenario.RESEARCH),
+        valid_until=int(time.time()) + 365 * 86_400,
+        duo_codes=(42,),
+    )
+    # Specific consent: one patient consents to type 2 diabetes research only, another to this
+    # study of the institute only; both are in this study's cohort.
+    scopes = {
+        DISEASE_SPECIFIC: replace(general, duo_codes=(7,), disease_code=disease_code(DIABETES_T2)),
+        STUDY_SPECIFIC: replace(general, studies=(research,), requesters=(slug_id("institute"),)),
+    }
     terms = [
-        (
-            holder,
-            refs[p],
-            scenario_mask(Scenario.RESEARCH),
-            [42],
-            0,
-            int(time.time()) + 365 * 86_400,
-            patient_key.address if p == WITHDRAWING else "0x" + "00" * 20,
-        )
+        replace(
+            scopes.get(p, general),
+            subject=refs[p],
+            subject_key=patient_key.address if p == WITHDRAWING else "0x" + "00" * 20,
+        ).as_abi()
         for p in CONSENTING
     ]
     steward = story.signer("hospital-a.steward")
@@ -439,7 +457,9 @@ def _research(story: Story) -> None:
     raw = sign_steward_call(story.ledger.w3, steward, registry, data)
     story.stewards["hospital-a"].record_consents(raw, wait=True)
     say(
-        f"consents: {len(CONSENTING)} of {len(PATIENTS)} patients consent to research at hospital-a"
+        f"consents: {len(CONSENTING)} of {len(PATIENTS)} patients consent to research at "
+        f"hospital-a ({DISEASE_SPECIFIC}: {DIABETES_T2} research only; {STUDY_SPECIFIC}: this "
+        "study only)"
     )
 
     cohort = [refs[p] for p in PATIENTS]

@@ -96,7 +96,15 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         registry = deployment.addresses.get("ConsentRegistry")
         first_block = int(deployment.raw.get("block", 0))
         consent_view = (
-            None if registry is None else ConsentView(rpc, registry, org, first_block=first_block)
+            None
+            if registry is None
+            else ConsentView(
+                rpc,
+                registry,
+                org,
+                first_block=first_block,
+                agreements=deployment.address("AgreementRegistry"),
+            )
         )
         context = GatewayContext(
             settings=settings,

@@ -28,6 +28,7 @@ from eth_typing import HexStr
 from dul import services
 from dul.chain.rpc_auth import bearer_headers, rpc_token
 from dul.chain.testing import free_port
+from dul.consent_terms import ConsentTerms
 from dul.contracts import bindings
 from dul.contracts.typed_data import AccessRecord, AccessRequest, access_log_domain
 from dul.contracts.world import World, derived_signer
@@ -455,7 +456,7 @@ class CohortBenchSizes:
     """Share of them holding a consent that covers the agreement."""
     decisions: int = 20
     consents_per_tx: int = 128
-    """`recordConsents` batch while seeding (the contract's maximum; ~77k gas each)."""
+    """`recordConsents` batch while seeding (the contract's maximum; ~85k gas each)."""
 
 
 def _seed_consents(scratch: Scratch, subjects: Sequence[bytes], per_tx: int) -> None:
@@ -470,7 +471,7 @@ def _seed_consents(scratch: Scratch, subjects: Sequence[bytes], per_tx: int) -> 
     raws: list[str] = []
     for offset in range(0, len(subjects), per_tx):
         chunk = subjects[offset : offset + per_tx]
-        terms = [(world.hospital, s, 1 << Scenario.RESEARCH, [42], 0, until, "0x" + "00" * 20)
+        terms = [ConsentTerms(world.hospital, s, 1 << Scenario.RESEARCH, until, (42,)).as_abi()
                  for s in chunk]  # fmt: skip
         tx = {
             "to": registry,

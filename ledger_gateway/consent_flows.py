@@ -33,6 +33,7 @@ from eth_hash.auto import keccak
 from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from dul.consent_terms import disease_term
 from dul.contracts import bindings
 from dul.contracts.typed_data import PatientAuthorization
 from dul.domain import ConsentStatus, Scenario, Tier, slug_of
@@ -179,11 +180,22 @@ class PatientCallOut(BaseModel):
 
 
 class ConsentOut(BaseModel):
+    """One consent as recorded on chain and its status now. `studies`, `requesters` and
+    `disease` make it specific: it admits its subject only to the named studies (agreement
+    ids), of the named requesting organizations, whose agreement carries exactly the disease
+    term (an ontology CURIE) — each empty or null when the consent does not limit it."""
+
     consent_id: str
     holder: str
     subject: str
     scenarios: list[str]
     duo_codes: list[str]
+    studies: list[str] = Field(description="agreement ids (0x hex); empty: any study")
+    requesters: list[str] = Field(description="requesting organizations; empty: any")
+    disease: str | None = Field(
+        description="disease term of a disease-specific consent (DUO:0000007), e.g. "
+        "MONDO:0007254; null: none"
+    )
     status: Literal["GRANTED", "WITHDRAWN"]
     withdrawal_pending: bool
     """Withdrawn through this gateway; the transaction is not mined yet (already in force)."""
@@ -375,6 +387,9 @@ class ConsentService:
                     subject=_hex(c.subject),
                     scenarios=[s.name for s in Scenario if c.scenarios >> s & 1],
                     duo_codes=[f"DUO:{code:07d}" for code in c.duo_codes],
+                    studies=[_hex(s) for s in sorted(c.studies)],
+                    requesters=[slug_of(r) for r in sorted(c.requesters)],
+                    disease=disease_term(c.disease),
                     status="GRANTED" if granted else "WITHDRAWN",
                     withdrawal_pending=pending,
                     valid_from=c.valid_from,

@@ -4,9 +4,12 @@ whether an access may redeem a patient's authorization code.
 No web3, HTTP or database here (like `ledger_gateway.policy`), so every rule is tested
 exhaustively in microseconds:
 
-- `admits` / `admit_cohort` mirror `ConsentRegistry.hasConsent`: a subject is admitted iff it
+- `admits` / `admit_cohort` extend `ConsentRegistry.hasConsent`: a subject is admitted iff it
   has a GRANTED consent at the agreement's holder whose scenarios contain the agreement's
-  scenario and whose window `validFrom <= now <= validUntil` holds. A withdrawal the gateway has
+  scenario, whose window `validFrom <= now <= validUntil` holds, and whose scope covers the
+  study (`in_scope`): a specific consent names the study's agreement id among its studies (when
+  it names any), its requesting organization among its requesters (when it names any), and —
+  with DUO:0000007 — exactly the agreement's disease term. A withdrawal the gateway has
   relayed but not yet seen mined counts as withdrawn already (`withdrawn_pending`).
 - `authorization_fault` mirrors `ConsentRegistry._faultOf` rule for rule and in the same order,
   so a fault named here is the one `AccessLogAuthorizationRefused` would carry; a code the
@@ -40,6 +43,40 @@ class ConsentState:
     subject_key: str | None = None
     """The patient's own key, which may sign a withdrawal (None: the steward withdraws)."""
     duo_codes: tuple[int, ...] = ()
+    disease: bytes = ZERO32
+    """The disease term of a disease-specific consent (`dul.consent_terms`; zero: none)."""
+    studies: frozenset[bytes] = frozenset()
+    """Agreement ids the consent is limited to (empty: any)."""
+    requesters: frozenset[bytes] = frozenset()
+    """Requesting organizations the consent is limited to (empty: any)."""
+
+    @property
+    def specific(self) -> bool:
+        return bool(self.studies or self.requesters or self.disease != ZERO32)
+
+
+@dataclass(frozen=True)
+class Study:
+    """What a specific consent is matched against: the agreement an access is under."""
+
+    agreement_id: bytes
+    requester: bytes
+    disease: bytes = ZERO32
+    """The agreement's disease term (its signed `diseaseCode`; zero: none)."""
+
+
+def in_scope(consent: ConsentState, study: Study | None) -> bool:
+    """Whether the consent's scope covers `study` (an unrestricted consent covers any; a
+    specific one no unnamed study)."""
+    if not consent.specific:
+        return True
+    if study is None:
+        return False
+    if consent.studies and study.agreement_id not in consent.studies:
+        return False
+    if consent.requesters and study.requester not in consent.requesters:
+        return False
+    return consent.disease in (ZERO32, study.disease)
 
 
 @dataclass(frozen=True)
@@ -76,13 +113,21 @@ class RedemptionFacts:
     """The agreement's scenario: a code opens only the scenario the patient named."""
 
 
-def covers(consent: ConsentState, holder: bytes, scenario: Scenario, now: int) -> bool:
-    """Whether this one consent admits its subject for `scenario` at `holder` at time `now`."""
+def covers(
+    consent: ConsentState,
+    holder: bytes,
+    scenario: Scenario,
+    now: int,
+    study: Study | None = None,
+) -> bool:
+    """Whether this one consent admits its subject for `scenario` at `holder` at time `now`
+    to `study`."""
     return (
         consent.status == ConsentStatus.GRANTED
         and consent.holder == holder
         and bool(consent.scenarios >> scenario & 1)
         and consent.valid_from <= now <= consent.valid_until
+        and in_scope(consent, study)
     )
 
 
@@ -92,10 +137,12 @@ def admits(
     scenario: Scenario,
     now: int,
     withdrawn_pending: Collection[bytes] = (),
+    study: Study | None = None,
 ) -> bool:
-    """Whether a subject with `consents` is admitted (`hasConsent`; pending withdrawals count)."""
+    """Whether a subject with `consents` is admitted to `study` (pending withdrawals count)."""
     return any(
-        covers(c, holder, scenario, now) and c.consent_id not in withdrawn_pending for c in consents
+        covers(c, holder, scenario, now, study) and c.consent_id not in withdrawn_pending
+        for c in consents
     )
 
 
@@ -106,6 +153,7 @@ def admit_cohort(
     scenario: Scenario,
     now: int,
     withdrawn_pending: Collection[bytes] = (),
+    study: Study | None = None,
 ) -> tuple[list[bytes], int]:
     """The admitted subjects (distinct, ascending: the cohort tree's leaf order) and how many
     distinct named subjects were left out. A dict lookup per subject: 10,000 take ~2 ms."""
@@ -113,7 +161,7 @@ def admit_cohort(
     admitted = []
     for subject in named:
         found = consents_by_subject.get(subject)
-        if found and admits(found, holder, scenario, now, withdrawn_pending):
+        if found and admits(found, holder, scenario, now, withdrawn_pending, study):
             admitted.append(subject)
     admitted.sort()
     return admitted, len(named) - len(admitted)
@@ -223,8 +271,10 @@ class ConsentIndex:
     sort (10,000 named subjects: ~2 ms), with `admit_cohort`'s meaning; the leaf hashes of
     consented subjects are kept for the cohort tree.
 
-    Per scenario it keeps the windows of the GRANTED consents covering it (the registry refuses
-    overlapping ones, so usually one per subject). A withdrawal the gateway relayed
+    Per scenario it keeps the windows of the GRANTED unrestricted consents covering it (the
+    registry refuses overlapping ones, so usually one per subject). Specific consents (naming
+    studies, requesters or a disease) are kept apart, by subject: only named subjects that no
+    unrestricted consent covers are looked up there. A withdrawal the gateway relayed
     (`mark_withdrawn`) closes the consent's windows at once, before it is mined."""
 
     def __init__(self, holder: bytes) -> None:
@@ -235,15 +285,27 @@ class ConsentIndex:
         self.leaves: dict[bytes, bytes] = {}
         """Subject -> `leaf_hash(subject)`, for every subject that has had a granted consent."""
         self._windows = tuple(_Windows() for _ in Scenario)
+        self._specific: dict[bytes, list[ConsentState]] = {}
+        """Subject -> its live specific consents."""
 
     def _open(self, c: ConsentState) -> None:
         if c.subject not in self.leaves:
             self.leaves[c.subject] = leaf_hash(c.subject)
+        if c.specific:
+            self._specific.setdefault(c.subject, []).append(c)
+            return
         for scenario in Scenario:
             if c.scenarios >> scenario & 1:
                 self._windows[scenario].add(c.subject, (c.valid_from, c.valid_until, c.consent_id))
 
     def _close(self, c: ConsentState) -> None:
+        if c.specific:
+            kept = [s for s in self._specific.get(c.subject, ()) if s.consent_id != c.consent_id]
+            if kept:
+                self._specific[c.subject] = kept
+            else:
+                self._specific.pop(c.subject, None)
+            return
         for scenario in Scenario:
             if c.scenarios >> scenario & 1:
                 self._windows[scenario].remove(c.subject, c.consent_id)
@@ -292,11 +354,23 @@ class ConsentIndex:
         ]  # fmt: skip
 
     def admit(
-        self, named: Iterable[bytes], scenario: Scenario, now: int
+        self, named: Iterable[bytes], scenario: Scenario, now: int, study: Study | None = None
     ) -> tuple[list[bytes], int]:
         """`admit_cohort` over the indexed consents."""
         distinct = named if isinstance(named, set | frozenset) else set(named)
-        admitted = sorted(distinct & self._windows[scenario].covered_at(now))
+        covered = distinct & self._windows[scenario].covered_at(now)
+        if self._specific:  # only subjects holding a specific consent are looked at again
+            extra = [
+                subject
+                for subject in self._specific.keys() & distinct
+                if subject not in covered
+                and any(
+                    covers(c, self.holder, scenario, now, study) for c in self._specific[subject]
+                )
+            ]
+            if extra:
+                covered = covered.union(extra)
+        admitted = sorted(covered)
         return admitted, len(distinct) - len(admitted)
 
     def root(self, admitted: Sequence[bytes]) -> bytes:

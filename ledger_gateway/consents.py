@@ -3,7 +3,9 @@ the gateway's holder organization, built from raw `eth_getLogs` and decoded with
 
 - consents by id and by subject (a cohort of 10,000 is filtered with 10,000 dict lookups);
 - authorization codes (by code hash) issued by the holder's stewards, with their status;
-- withdrawals the gateway relayed itself and has not seen mined yet, which count as done.
+- withdrawals the gateway relayed itself and has not seen mined yet, which count as done;
+- the disease term of each of the holder's agreements (`AgreementProposed`), which a
+  disease-specific consent is matched against.
 
 **A withdrawal recorded before a request is honoured by it**: every cohort or authorization
 decision first calls `sync()`, which brings the index up to the chain head — one
@@ -26,12 +28,20 @@ from typing import Any, Protocol
 
 import structlog
 
+from dul.consent_terms import ConsentTerms
 from dul.contracts import bindings
 from dul.contracts.bindings import EventBinding
 from dul.contracts.logs import PageSizer, apaged, gateway_sizer
+from dul.contracts.typed_data import AgreementTerms
 from dul.domain import AuthorizationStatus, ConsentStatus, Scenario, Tier
 from dul.signing import checksum_address
-from ledger_gateway.consent_policy import AuthorizationState, ConsentIndex, ConsentState
+from ledger_gateway.consent_policy import (
+    ZERO32,
+    AuthorizationState,
+    ConsentIndex,
+    ConsentState,
+    Study,
+)
 from ledger_gateway.rpc import RpcError
 
 log = structlog.get_logger(__name__)
@@ -45,8 +55,12 @@ class Rpc(Protocol):
 
 @functools.cache
 def events() -> dict[str, EventBinding]:
-    """The ConsentRegistry events the view reads, from the packaged ABI."""
-    return bindings.events("ConsentRegistry")
+    """The ConsentRegistry events the view reads, and AgreementRegistry's AgreementProposed
+    (an agreement's disease term), from the packaged ABIs."""
+    return {
+        **bindings.events("ConsentRegistry"),
+        "AgreementProposed": bindings.event("AgreementRegistry", "AgreementProposed"),
+    }
 
 
 _HOLDER_EVENTS = (
@@ -76,14 +90,19 @@ class ConsentView:
         *,
         first_block: int = 0,
         pages: PageSizer | None = None,
+        agreements: str | None = None,
     ) -> None:
         self._rpc = rpc
         self.registry = registry
+        self.agreement_registry = agreements
+        """Where the holder's agreements are proposed (None: disease terms are not followed)."""
         self.holder = holder
         self.pages = pages or gateway_sizer()
         """Blocks per catch-up page (`dul.contracts.logs`: shrinks on refusal, grows back)."""
         self.index = ConsentIndex(holder)
         self.authorizations: dict[bytes, AuthorizationState] = {}
+        self.diseases: dict[bytes, bytes] = {}
+        """Agreement id -> the disease term its signed terms carry (zero: none)."""
         self.last_block = first_block - 1
         """The highest block whose events are applied (before the deployment: none yet)."""
         self._queued: asyncio.Future[None] | None = None
@@ -102,11 +121,15 @@ class ConsentView:
         WITHDRAWN."""
         return self.index.consents_of(subject)
 
+    def study(self, agreement_id: bytes, requester: bytes) -> Study:
+        """The agreement as specific consents see it (its disease term as proposed)."""
+        return Study(agreement_id, requester, self.diseases.get(agreement_id, ZERO32))
+
     def admit(
-        self, cohort: Iterable[bytes], scenario: Scenario, now: int
+        self, cohort: Iterable[bytes], scenario: Scenario, now: int, study: Study | None = None
     ) -> tuple[list[bytes], int]:
         """(admitted subjects ascending, how many distinct named subjects were left out)."""
-        return self.index.admit(cohort, scenario, now)
+        return self.index.admit(cohort, scenario, now, study)
 
     def root(self, admitted: Sequence[bytes]) -> bytes:
         """The cohort tree root of admitted subjects (ascending), from kept leaf hashes."""
@@ -165,15 +188,22 @@ class ConsentView:
 
     async def _fetch(self, start: int, end: int) -> list[dict[str, Any]]:
         abi = events()
-        span = {"fromBlock": hex(start), "toBlock": hex(end), "address": self.registry}
-        holder_topics = ["0x" + abi[name].topic.hex() for name in _HOLDER_EVENTS]
+        addresses = [self.registry]
+        names = list(_HOLDER_EVENTS)
+        if self.agreement_registry is not None:  # AgreementProposed names the holder too
+            addresses.append(self.agreement_registry)
+            names.append("AgreementProposed")
+        span = {"fromBlock": hex(start), "toBlock": hex(end), "address": addresses}
+        holder_topics = ["0x" + abi[name].topic.hex() for name in names]
         ours = await self._rpc.request(
             "eth_getLogs", {**span, "topics": [holder_topics, None, "0x" + self.holder.hex()]}
         )
         # AuthorizationRedeemed names the grantee, not the holder: read them all, keep ours.
         redeemed = await self._rpc.request(
-            "eth_getLogs", {**span, "topics": ["0x" + abi["AuthorizationRedeemed"].topic.hex()]}
-        )
+            "eth_getLogs",
+            {**span, "address": self.registry,
+             "topics": ["0x" + abi["AuthorizationRedeemed"].topic.hex()]},
+        )  # fmt: skip
         merged = list(ours) + list(redeemed)
         merged.sort(key=lambda e: (int(e["blockNumber"], 16), int(e["logIndex"], 16)))
         return merged
@@ -186,6 +216,7 @@ class ConsentView:
         issued = abi["AuthorizationIssued"].topic
         revoked = abi["AuthorizationRevoked"].topic
         redeemed = abi["AuthorizationRedeemed"].topic
+        proposed = abi["AgreementProposed"].topic
         consents = 0
         for entry in entries:
             topics = [_b(t) for t in entry["topics"]]
@@ -203,22 +234,28 @@ class ConsentView:
                 self._set_authorization(
                     topics[1], status=AuthorizationStatus.REDEEMED, redeemed_by=topics[2]
                 )
+            elif topic == proposed:
+                *_, terms = abi["AgreementProposed"].decode_data(_b(entry["data"]))
+                self.diseases[topics[1]] = AgreementTerms.from_abi(terms).disease_code
         if entries:
             log.debug("consents.applied", events=len(entries), consents=consents)
 
     def _recorded(self, topics: list[bytes], data: bytes) -> None:
-        terms, _recorder = events()["ConsentRecorded"].decode_data(data)
-        holder, subject, scenarios, duo, valid_from, valid_until, subject_key = terms
+        raw, _recorder = events()["ConsentRecorded"].decode_data(data)
+        terms = ConsentTerms.from_abi(raw)
         state = ConsentState(
             consent_id=topics[1],
-            holder=bytes(holder),
-            subject=bytes(subject),
-            scenarios=int(scenarios),
+            holder=terms.holder,
+            subject=terms.subject,
+            scenarios=terms.scenarios,
             status=ConsentStatus.GRANTED,
-            valid_from=int(valid_from),
-            valid_until=int(valid_until),
-            subject_key=_address(subject_key),
-            duo_codes=tuple(int(c) for c in duo),
+            valid_from=terms.valid_from,
+            valid_until=terms.valid_until,
+            subject_key=_address(terms.subject_key),
+            duo_codes=terms.duo_codes,
+            disease=terms.disease_code,
+            studies=frozenset(terms.studies),
+            requesters=frozenset(terms.requesters),
         )
         self.index.add(state)
 

@@ -444,7 +444,8 @@ class AccessService:
             consents = self._consents()
             assert catch_up is not None  # started for every call that names a cohort
             await asyncio.shield(catch_up)  # the view is at the head as of this call's arrival
-            admitted, excluded = consents.admit(named, agreement.scenario, now)
+            study = consents.study(request.agreement_id, agreement.requester)
+            admitted, excluded = consents.admit(named, agreement.scenario, now, study)
             distinct = len(admitted) + excluded
             if admitted:
                 root = consents.root(admitted)

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -317,3 +318,29 @@ class ChainHandle:
         """Submit a signed transaction (through the proxy by default), wait for its receipt."""
         tx_hash = self.rpc("eth_sendRawTransaction", "0x" + raw.hex(), url=url)
         return self.wait_receipt(str(tx_hash), url=url)
+
+
+def chain_haystack(request: Callable[..., Any], first_block: int = 0) -> tuple[bytes, int, int]:
+    """Every transaction input and every event (data and topics) from `first_block` to the
+    head, joined: what a privacy scan searches for patients' identities. `request(method,
+    params)` is a JSON-RPC call answering `{"result": ...}` (web3's `provider.make_request`).
+    Returns (haystack, transactions, logs)."""
+
+    def call(method: str, *params: Any) -> Any:
+        answer = request(method, list(params))
+        assert "error" not in answer, answer
+        return answer["result"]
+
+    head = int(call("eth_blockNumber"), 16)
+    parts: list[bytes] = []
+    transactions = 0
+    for number in range(first_block, head + 1):
+        block = call("eth_getBlockByNumber", hex(number), True)
+        for tx in block["transactions"]:
+            parts.append(bytes.fromhex(tx["input"][2:]))
+            transactions += 1
+    logs = call("eth_getLogs", {"fromBlock": hex(first_block), "toBlock": hex(head)})
+    for entry in logs:
+        parts.append(bytes.fromhex(entry["data"][2:]))
+        parts.extend(bytes.fromhex(topic[2:]) for topic in entry["topics"])
+    return b"\n".join(parts), transactions, len(logs)

@@ -26,6 +26,7 @@ import json
 import time
 import tomllib
 from collections.abc import Iterable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -43,6 +44,7 @@ from dul.cli.common import (
     err_console,
     home,
 )
+from dul.consent_terms import MAX_SCOPE_ENTRIES, disease_term
 from dul.contracts.bindings import event
 from dul.contracts.ledger import Ledger
 from dul.contracts.session import open_ledger, unlock
@@ -173,6 +175,19 @@ def _duo(value: Any) -> int:
         ) from None
 
 
+def _disease(value: Any) -> bytes:
+    """A disease term: an ontology CURIE (MONDO:0007254), or its 0x-hex bytes32 form."""
+    from dul.consent_terms import ScopeError, disease_code
+
+    text = str(value).strip()
+    if text.startswith("0x"):
+        return _bytes32(text, "disease_code")
+    try:
+        return disease_code(text)
+    except ScopeError as exc:
+        raise ConfigError(str(exc), code="invalid_disease") from None
+
+
 def _bytes32(value: Any, what: str) -> bytes:
     text = str(value)
     if text.startswith("0x") and len(text) == 66:
@@ -265,8 +280,7 @@ def build_terms(draft: dict[str, Any], ledger: Ledger | None = None) -> Agreemen
         nonce=int(draft.get("nonce", time.time_ns())),
         deadline=_time(draft.get("deadline", now + 7 * 86_400), "deadline"),
         duo_codes=tuple(_duo(c) for c in draft.get("duo_codes", [])),
-        disease_code=_bytes32(draft["disease_code"], "disease_code")
-        if draft.get("disease_code") else bytes(32),
+        disease_code=_disease(draft["disease_code"]) if draft.get("disease_code") else bytes(32),
         ethics_approval=_bytes32(draft["ethics_approval"], "ethics_approval")
         if draft.get("ethics_approval") else bytes(32),
         break_glass_review_hours=break_glass,
@@ -293,7 +307,7 @@ def draft_of(terms: AgreementTerms) -> dict[str, Any]:
         "nonce": terms.nonce,
         "deadline": terms.deadline,
         "duo_codes": [f"DUO:{c:07d}" for c in terms.duo_codes],
-        "disease_code": "0x" + terms.disease_code.hex(),
+        "disease_code": disease_term(terms.disease_code) or "0x" + terms.disease_code.hex(),
         "ethics_approval": "0x" + terms.ethics_approval.hex(),
         "break_glass_review_hours": terms.break_glass_review_hours,
     }
@@ -436,6 +450,10 @@ def agreement_draft(
     quota: Annotated[int | None, typer.Option(help="Access quota.")] = None,
     days: Annotated[int | None, typer.Option(help="Validity from now, in days.")] = None,
     duo: Annotated[list[str] | None, typer.Option("--duo", help="DUO code; repeat.")] = None,
+    disease: Annotated[
+        str | None,
+        typer.Option(help="The study's disease term, an ontology CURIE, e.g. MONDO:0007254."),
+    ] = None,
     consent_policy: Annotated[str | None, typer.Option(help="NONE, COHORT_CONSENT, …")] = None,
     break_glass_review_hours: Annotated[
         int | None,
@@ -466,6 +484,7 @@ def agreement_draft(
         "quota": quota,
         "days": days,
         "duo_codes": duo,
+        "disease_code": disease,
         "consent_policy": consent_policy,
         "break_glass_review_hours": break_glass_review_hours,
     }
@@ -827,6 +846,27 @@ def consent_grant(
         typer.Option("--scenario", help="Permitted scenario, e.g. RESEARCH; repeat."),
     ] = None,
     duo: Annotated[list[str] | None, typer.Option("--duo", help="DUO code; repeat.")] = None,
+    study: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--study",
+            help=f"Only this study (agreement id); repeat, at most {MAX_SCOPE_ENTRIES}.",
+        ),
+    ] = None,
+    requester: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--requester",
+            help=f"Only this requesting organization; repeat, at most {MAX_SCOPE_ENTRIES}.",
+        ),
+    ] = None,
+    disease: Annotated[
+        str | None,
+        typer.Option(
+            help="Disease-specific (DUO:0000007): only studies whose agreement carries exactly "
+            "this disease term, an ontology CURIE, e.g. MONDO:0007254."
+        ),
+    ] = None,
     days: Annotated[int, typer.Option(help="Validity from the start, in days.")] = 365,
     valid_from: Annotated[
         str | None, typer.Option("--from", help="Start, ISO date or unix seconds (default: now).")
@@ -843,7 +883,9 @@ def consent_grant(
     wait: WaitOption = True,
     json_output: JsonOption = False,
 ) -> None:
-    """Record patients' consent (signed here as the holder's steward, relayed by the gateway)."""
+    """Record patients' consent (signed here as the holder's steward, relayed by the gateway);
+    --study, --requester and --disease make it a specific consent."""
+    from dul.consent_terms import ConsentTerms, ScopeError, ascending
     from dul.domain import scenario_mask
 
     names = _pseudonyms(pseudonym, pseudonyms_file)
@@ -858,10 +900,30 @@ def consent_grant(
         if not (patient_key.startswith("0x") and len(patient_key) == 42):
             raise ConfigError(f"{patient_key!r} is not an address", code="invalid_input")
         subject_address = patient_key
+    duo_codes = [_duo(d) for d in duo or []]
+    disease_code = bytes(32)
+    if disease is not None:
+        disease_code = _disease(disease)
+        if 7 not in duo_codes:
+            duo_codes.append(7)  # DUO:0000007, disease-specific research
+    try:
+        studies = ascending((_bytes32(_agreement_id(s), "--study") for s in study or []), "study")
+        requesters = ascending((_id32(r) for r in requester or []), "requester")
+        scope = ConsentTerms(
+            holder=bytes(32), subject=bytes(32), scenarios=scenarios, valid_until=end,
+            duo_codes=tuple(duo_codes), disease_code=disease_code, studies=studies,
+            requesters=requesters,
+        ).check()  # fmt: skip
+    except ScopeError as exc:
+        raise ConfigError(str(exc), code="invalid_scope") from None
     refs = _refs(_subject_key(holder, subject_key, create=True), names)
     holder_id = _id32(holder)
-    duo_codes = [_duo(d) for d in duo or []]
-    terms = [(holder_id, ref, scenarios, duo_codes, start, end, subject_address) for ref in refs]
+    terms = [
+        replace(
+            scope, holder=holder_id, subject=ref, valid_from=start, subject_key=subject_address
+        ).as_abi()
+        for ref in refs
+    ]
     h = home()
     ledger = open_ledger(h)
     signer = unlock(h, key)
@@ -885,6 +947,10 @@ def consent_grant(
             "subjects": ["0x" + r.hex() for r in refs],
             "consent_ids": consent_ids,
             "scenarios": [s.name for s in Scenario if scenarios >> s & 1],
+            "duo_codes": [f"DUO:{c:07d}" for c in duo_codes],
+            "studies": ["0x" + s.hex() for s in studies],
+            "requesters": [slug_of(r) for r in requesters],
+            "disease": disease_term(disease_code),
             "valid_until": end,
             "transactions": txs,
         },
@@ -913,9 +979,14 @@ def consent_list(
     for c in found.consents:
         state = c.status + (" (withdrawal pending)" if c.withdrawal_pending else "")
         state += ", in force" if c.in_force else ""
+        scope = "".join(
+            [f"  study {s}" for s in c.studies]
+            + [f"  requester {r}" for r in c.requesters]
+            + ([f"  disease {c.disease}"] if c.disease else [])
+        )
         console.print(
             f"{c.consent_id}  {state}  {', '.join(c.scenarios)} {' '.join(c.duo_codes)}  "
-            f"{_date(c.valid_from)} .. {_date(c.valid_until)}",
+            f"{_date(c.valid_from)} .. {_date(c.valid_until)}{scope}",
             highlight=False,
         )
     if not found.consents:

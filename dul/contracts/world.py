@@ -191,9 +191,15 @@ class World:
         valid_until: int | None = None,
         subject_key: str | None = None,
         duo_codes: Sequence[int] = (42,),
+        disease: bytes = bytes(32),
+        studies: Sequence[bytes] = (),
+        requesters: Sequence[bytes] = (),
     ) -> list[bytes]:
         """Record one consent per subject at the hospital, signed by its steward (in batches
-        of 64); the new consent ids, in order."""
+        of 64); the new consent ids, in order. `studies`, `requesters` and `disease` make it
+        a specific consent (`dul.consent_terms`)."""
+        from dul.consent_terms import ConsentTerms, ascending
+
         mask = 0
         for scenario in scenarios:
             mask |= 1 << scenario
@@ -203,9 +209,14 @@ class World:
         events = self.ledger.contract("ConsentRegistry").events.ConsentRecorded()
         for offset in range(0, len(subjects), 64):
             terms = [
-                (self.hospital, s, mask, list(duo_codes), 0, until, key)
+                ConsentTerms(
+                    holder=self.hospital, subject=s, scenarios=mask, valid_until=until,
+                    duo_codes=tuple(duo_codes), subject_key=key, disease_code=disease,
+                    studies=ascending(studies, "study"),
+                    requesters=ascending(requesters, "requester"),
+                ).as_abi()
                 for s in subjects[offset : offset + 64]
-            ]
+            ]  # fmt: skip
             receipt = self.ledger.transact(self.steward, "ConsentRegistry", "recordConsents", terms)
             ids += [bytes(e["args"]["consentId"]) for e in events.process_receipt(receipt)]
         return ids

@@ -8,7 +8,7 @@ import {IDatasetRegistry} from "./interfaces/IDatasetRegistry.sol";
 import {IMembership} from "./interfaces/IMembership.sol";
 import {AccessRules} from "./libraries/AccessRules.sol";
 import {CohortTree} from "./libraries/CohortTree.sol";
-import {OrgId, DatasetId} from "./types/Ids.sol";
+import {OrgId, DatasetId, AgreementId} from "./types/Ids.sol";
 import {
     Authorization,
     AuthorizationFault,
@@ -38,10 +38,18 @@ import {
 /// code in the same transaction, or is refused.
 contract ConsentRegistry is IConsentRegistry, EIP712 {
     /// @notice The largest batch `recordConsents` takes. Bounded by the per-transaction gas cap
-    /// (EIP-7825, 2^24): a consent costs ~78k gas in a batch, ~102k with a patient key.
+    /// (EIP-7825, 2^24): a consent costs ~85k gas in a batch, ~108k with a patient key; the
+    /// widest specific consent (16 studies, 16 requesters, a disease term) ~215k, so batches of
+    /// those fit only ~75 to a transaction (the CLI sends 64).
     uint256 public constant MAX_BATCH_SIZE = 128;
     /// @notice How many consents one subject may have at one holder, withdrawn ones included.
     uint256 public constant MAX_CONSENTS_PER_SUBJECT = 64;
+    /// @notice How many studies, and how many requesting organizations, one consent may name.
+    uint256 public constant MAX_SCOPE_ENTRIES = 16;
+    /// @notice How many DUO codes one consent may carry.
+    uint256 public constant MAX_DUO_CODES = 16;
+    /// @notice GA4GH DUO:0000007, disease-specific research: goes with a disease code.
+    uint32 public constant DUO_DISEASE_SPECIFIC = 7;
     /// @notice The longest an authorization code may stay redeemable.
     uint64 public constant MAX_AUTHORIZATION_LIFETIME = 365 days;
     /// @notice EIP-712 type hash of the patient's withdrawal.
@@ -59,7 +67,8 @@ contract ConsentRegistry is IConsentRegistry, EIP712 {
     /// @dev The bits of the five scenarios.
     uint8 private constant _ALL_SCENARIOS = 0x1F;
 
-    /// @dev Four slots: holder, subject, the packed terms, the subject key (written only when set).
+    /// @dev Five slots: holder, subject, the packed terms, the subject key and the scope hash
+    /// (each written only when set).
     /// `count` is used only in a subject's first consent (sequence 0): how many consents the
     /// subject has at the holder. It shares a slot that is written anyway, which saves a fresh
     /// storage slot per subject.
@@ -72,6 +81,7 @@ contract ConsentRegistry is IConsentRegistry, EIP712 {
         uint64 validUntil;
         uint8 count;
         address subjectKey;
+        bytes32 scope;
     }
 
     IMembership public immutable MEMBERSHIP;
@@ -266,11 +276,16 @@ contract ConsentRegistry is IConsentRegistry, EIP712 {
         for (uint256 i = 0; i < count; ++i) {
             StoredConsent storage stored = _consents[i == 0 ? first : _consentId(holder, subject, i)];
             if (
-                stored.status == ConsentStatus.GRANTED && stored.scenarios & bit != 0
+                stored.status == ConsentStatus.GRANTED && stored.scenarios & bit != 0 && stored.scope == 0
                     && stored.validFrom <= block.timestamp && block.timestamp <= stored.validUntil
             ) return true;
         }
         return false;
+    }
+
+    /// @inheritdoc IConsentRegistry
+    function consentScope(bytes32 consentId) external view returns (bytes32) {
+        return _consents[consentId].scope;
     }
 
     /// @inheritdoc IConsentRegistry
@@ -333,6 +348,7 @@ contract ConsentRegistry is IConsentRegistry, EIP712 {
         }
         uint64 validUntil = terms.validUntil;
         if (validUntil <= validFrom) revert ConsentRegistryInvalidValidity(validFrom, validUntil);
+        bytes32 scope = _checkScope(terms);
 
         bytes32 first = _consentId(holder, subject, 0);
         StoredConsent storage head = _consents[first];
@@ -343,7 +359,7 @@ contract ConsentRegistry is IConsentRegistry, EIP712 {
             StoredConsent storage existing = _consents[existingId];
             if (
                 existing.status == ConsentStatus.GRANTED && existing.scenarios & scenarios != 0
-                    && existing.validFrom <= validUntil && validFrom <= existing.validUntil
+                    && existing.scope == scope && existing.validFrom <= validUntil && validFrom <= existing.validUntil
             ) revert ConsentRegistryOverlappingConsent(existingId);
         }
 
@@ -358,10 +374,45 @@ contract ConsentRegistry is IConsentRegistry, EIP712 {
         // `count` lives in the first consent's packed slot; for count 0 that is `stored` itself.
         head.count = uint8(count + 1);
         if (terms.subjectKey != address(0)) stored.subjectKey = terms.subjectKey;
+        if (scope != 0) stored.scope = scope;
 
         ConsentTerms memory recorded = terms;
         recorded.validFrom = validFrom;
         emit ConsentRecorded(consentId, holder, subject, recorded, msg.sender);
+    }
+
+    /// @dev Checks the DUO codes and the specific scope; returns the scope's hash (zero: none).
+    function _checkScope(ConsentTerms calldata terms) private view returns (bytes32) {
+        uint256 duoCount = terms.duoCodes.length;
+        if (duoCount > MAX_DUO_CODES) revert ConsentRegistryTooManyDuoCodes(duoCount, MAX_DUO_CODES);
+        bool diseaseSpecific = false;
+        for (uint256 i = 0; i < duoCount; ++i) {
+            if (terms.duoCodes[i] == DUO_DISEASE_SPECIFIC) diseaseSpecific = true;
+        }
+        bytes32 disease = terms.diseaseCode;
+        if (diseaseSpecific != (disease != 0)) revert ConsentRegistryDiseaseCodeMismatch(diseaseSpecific, disease);
+        AgreementId[] calldata studies = terms.studies;
+        OrgId[] calldata requesters = terms.requesters;
+        if (studies.length > MAX_SCOPE_ENTRIES) revert ConsentRegistryTooManyStudies(studies.length, MAX_SCOPE_ENTRIES);
+        if (requesters.length > MAX_SCOPE_ENTRIES) {
+            revert ConsentRegistryTooManyRequesters(requesters.length, MAX_SCOPE_ENTRIES);
+        }
+        bytes32 previous = 0;
+        for (uint256 i = 0; i < studies.length; ++i) {
+            bytes32 study = AgreementId.unwrap(studies[i]);
+            if (study <= previous) revert ConsentRegistryScopeNotAscending(study);
+            previous = study;
+        }
+        previous = 0;
+        for (uint256 i = 0; i < requesters.length; ++i) {
+            OrgId requester = requesters[i];
+            if (OrgId.unwrap(requester) <= previous) revert ConsentRegistryScopeNotAscending(OrgId.unwrap(requester));
+            previous = OrgId.unwrap(requester);
+            (, OrgStatus status) = MEMBERSHIP.organization(requester);
+            if (status == OrgStatus.NONE) revert ConsentRegistryUnknownRequester(requester);
+        }
+        if (disease == 0 && studies.length == 0 && requesters.length == 0) return 0;
+        return keccak256(abi.encode(disease, studies, requesters));
     }
 
     function _withdraw(bytes32 consentId, StoredConsent storage stored, address by, bool bySubject) private {

@@ -714,6 +714,127 @@ describe("ConsentRegistry", function () {
     });
   });
 
+  describe("specific consent (studies, requesters, disease)", function () {
+    const STUDY_A = tag("agreement:breast-cancer-cohort");
+    const STUDY_B = tag("agreement:diabetes-registry");
+    const [LOW, HIGH] = [STUDY_A, STUDY_B].sort();
+    const MONDO_BREAST_CANCER = ethers.encodeBytes32String("MONDO:0007254");
+    const scopeOf = (diseaseCode, studies, requesters) =>
+      ethers.keccak256(
+        ethers.AbiCoder.defaultAbiCoder().encode(["bytes32", "bytes32[]", "bytes32[]"], [diseaseCode, studies, requesters]),
+      );
+    const ZERO = ethers.ZeroHash;
+
+    it("records studies, requesters and a disease code in the event, and their hash as the scope", async function () {
+      const ctx = await loadFixture(registryFixture);
+      const requesters = [ORG.INSTITUTE, ORG.AI_COMPANY].sort();
+      const terms = consentTerms(ctx.now, {
+        scenarios: RESEARCH,
+        duoCodes: [7, 46],
+        diseaseCode: MONDO_BREAST_CANCER,
+        studies: [LOW, HIGH],
+        requesters,
+      });
+      const id = consentIdOf(ORG.HOSPITAL, PATIENT, 0);
+      const at = (await time.latest()) + 5;
+      await time.setNextBlockTimestamp(at);
+      await expect(record(ctx, terms))
+        .to.emit(ctx.consents, "ConsentRecorded")
+        .withArgs(id, ORG.HOSPITAL, PATIENT, sameStruct({ ...terms, validFrom: at }), ctx.hospitalSteward.address);
+      expect(await ctx.consents.consentScope(id)).to.equal(scopeOf(MONDO_BREAST_CANCER, [LOW, HIGH], requesters));
+      // a specific consent is not a general one: hasConsent answers for unrestricted consents only
+      expect(await ctx.consents.hasConsent(ORG.HOSPITAL, PATIENT, Scenario.RESEARCH)).to.equal(false);
+    });
+
+    it("keeps a zero scope for an unrestricted consent", async function () {
+      const ctx = await loadFixture(consentedFixture);
+      expect(await ctx.consents.consentScope(ctx.consentId)).to.equal(ZERO);
+      expect(await ctx.consents.MAX_SCOPE_ENTRIES()).to.equal(16);
+      expect(await ctx.consents.MAX_DUO_CODES()).to.equal(16);
+    });
+
+    it("takes another study's consent in an overlapping window, refuses the same scope twice", async function () {
+      const ctx = await loadFixture(registryFixture);
+      await record(ctx, consentTerms(ctx.now, { scenarios: RESEARCH, studies: [STUDY_A] }));
+      await expect(record(ctx, consentTerms(ctx.now, { scenarios: RESEARCH, studies: [STUDY_B] }))).to.emit(
+        ctx.consents,
+        "ConsentRecorded",
+      );
+      await expect(record(ctx, consentTerms(ctx.now, { scenarios: RESEARCH }))).to.emit(ctx.consents, "ConsentRecorded");
+      await expect(record(ctx, consentTerms(ctx.now, { scenarios: RESEARCH, studies: [STUDY_A] })))
+        .to.be.revertedWithCustomError(ctx.consents, "ConsentRegistryOverlappingConsent")
+        .withArgs(consentIdOf(ORG.HOSPITAL, PATIENT, 0));
+    });
+
+    it("takes 16 studies and 16 requesters, refuses 17 of either", async function () {
+      const ctx = await loadFixture(registryFixture);
+      const studies = Array.from({ length: 17 }, (_, i) => tag(`agreement:study-${i}`)).sort();
+      await expect(record(ctx, consentTerms(ctx.now, { studies: studies.slice(0, 16) }))).to.emit(
+        ctx.consents,
+        "ConsentRecorded",
+      );
+      await expect(record(ctx, consentTerms(ctx.now, { subject: OTHER_PATIENT, studies })))
+        .to.be.revertedWithCustomError(ctx.consents, "ConsentRegistryTooManyStudies")
+        .withArgs(17, 16);
+      const requesters = Array.from({ length: 17 }, () => ORG.INSTITUTE);
+      await expect(record(ctx, consentTerms(ctx.now, { subject: OTHER_PATIENT, requesters })))
+        .to.be.revertedWithCustomError(ctx.consents, "ConsentRegistryTooManyRequesters")
+        .withArgs(17, 16);
+      const duoCodes = Array.from({ length: 17 }, (_, i) => 100 + i);
+      await expect(record(ctx, consentTerms(ctx.now, { subject: OTHER_PATIENT, duoCodes })))
+        .to.be.revertedWithCustomError(ctx.consents, "ConsentRegistryTooManyDuoCodes")
+        .withArgs(17, 16);
+    });
+
+    const unordered = [
+      ["studies out of order", { studies: [HIGH, LOW] }, HIGH < LOW ? HIGH : LOW],
+      ["a repeated study", { studies: [LOW, LOW] }, LOW],
+      ["the zero study", { studies: [ZERO] }, ZERO],
+      ["a repeated requester", { requesters: [ORG.INSTITUTE, ORG.INSTITUTE] }, ORG.INSTITUTE],
+    ];
+    for (const [name, overrides, value] of unordered) {
+      it(`refuses ${name}`, async function () {
+        const ctx = await loadFixture(registryFixture);
+        await expect(record(ctx, consentTerms(ctx.now, overrides)))
+          .to.be.revertedWithCustomError(ctx.consents, "ConsentRegistryScopeNotAscending")
+          .withArgs(value);
+      });
+    }
+
+    it("refuses an unknown requesting organization", async function () {
+      const ctx = await loadFixture(registryFixture);
+      const stranger = tag("org:nobody");
+      await expect(record(ctx, consentTerms(ctx.now, { requesters: [stranger] })))
+        .to.be.revertedWithCustomError(ctx.consents, "ConsentRegistryUnknownRequester")
+        .withArgs(stranger);
+    });
+
+    it("wants DUO:0000007 and a disease code together", async function () {
+      const ctx = await loadFixture(registryFixture);
+      await expect(record(ctx, consentTerms(ctx.now, { duoCodes: [7] })))
+        .to.be.revertedWithCustomError(ctx.consents, "ConsentRegistryDiseaseCodeMismatch")
+        .withArgs(true, ZERO);
+      await expect(record(ctx, consentTerms(ctx.now, { diseaseCode: MONDO_BREAST_CANCER })))
+        .to.be.revertedWithCustomError(ctx.consents, "ConsentRegistryDiseaseCodeMismatch")
+        .withArgs(false, MONDO_BREAST_CANCER);
+      await expect(record(ctx, consentTerms(ctx.now, { duoCodes: [7], diseaseCode: MONDO_BREAST_CANCER }))).to.emit(
+        ctx.consents,
+        "ConsentRecorded",
+      );
+    });
+
+    it("is withdrawn by the patient's signature like any consent", async function () {
+      const ctx = await loadFixture(registryFixture);
+      await record(ctx, consentTerms(ctx.now, { studies: [STUDY_A], subjectKey: ctx.patient.address }));
+      const id = consentIdOf(ORG.HOSPITAL, PATIENT, 0);
+      const deadline = ctx.now + DAY;
+      const signature = await signWithdrawal(ctx.patient, ctx.consents, id, deadline);
+      await expect(ctx.consents.connect(ctx.stranger).withdrawConsentBySubject(id, deadline, signature))
+        .to.emit(ctx.consents, "ConsentWithdrawn")
+        .withArgs(id, ORG.HOSPITAL, PATIENT, ctx.patient.address, true);
+    });
+  });
+
   describe("hasConsent", function () {
     it("holds from the first to the last second of the window, for the consented scenarios only", async function () {
       const ctx = await loadFixture(registryFixture);

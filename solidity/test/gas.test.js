@@ -5,6 +5,7 @@ const { ethers } = require("hardhat");
 const { loadFixture } = require("@nomicfoundation/hardhat-network-helpers");
 const { ArtifactKind, DenyReason, Operation, ReleaseKind, Tier } = require("./helpers/enums");
 const {
+  ORG,
   PATIENT,
   authorizationTerms,
   consentTerms,
@@ -118,6 +119,19 @@ describe("Gas report", function () {
       steward.recordConsent(consent(1_000_000, { scenarios: 1 << 3, duoCodes: [42] })), // TEACHING, no overlap
     );
     const batch = await gasOf(steward.recordConsents(Array.from({ length: BATCH }, (_, i) => consent(i))));
+    // Specific consent: one study; and the most a consent names (16 studies, every registered
+    // organization as a requester, a disease term).
+    const oneStudy = await gasOf(steward.recordConsent(consent(1_000_002, { studies: [tag("gas:study:0")] })));
+    const widest = await gasOf(
+      steward.recordConsent(
+        consent(1_000_003, {
+          duoCodes: [42, 7],
+          diseaseCode: ethers.encodeBytes32String("MONDO:0007254"),
+          studies: Array.from({ length: 16 }, (_, i) => tag(`gas:study:${i}`)).sort(),
+          requesters: Object.values(ORG).sort(),
+        }),
+      ),
+    );
 
     const code = tag("gas:authorization-code");
     const issue = await gasOf(steward.issueAuthorization(code, authorizationTerms(ctx.now)));
@@ -151,6 +165,8 @@ describe("Gas report", function () {
       ["recordConsent (new subject)", single],
       ["recordConsent (new subject, patient key)", withKey],
       ["recordConsent (subject's second consent)", secondOfSubject],
+      ["recordConsent (specific: one study)", oneStudy],
+      [`recordConsent (specific: 16 studies, ${Object.keys(ORG).length} requesters, disease)`, widest],
       [`recordConsents ${BATCH} (whole tx)`, batch],
       [`  per consent`, batch / BigInt(BATCH)],
       ["issueAuthorization", issue],

@@ -27,8 +27,8 @@ from playwright.sync_api import Browser, Route, expect
 
 from audit.console.testing import Screens, sign_in
 from dul.chain.rpc_auth import bearer_headers, rpc_token
-from dul.chain.testing import NODES, free_port, start_chain, throwaway_chain_settings
-from dul.demo import EMERGENCY_PATIENT, PATIENTS, WITHDRAWING
+from dul.chain.testing import NODES, chain_haystack, free_port, start_chain, throwaway_chain_settings
+from dul.demo import DIABETES_T2, EMERGENCY_PATIENT, PATIENTS, WITHDRAWING
 from dul.domain import slug_id
 from dul.home import Home
 from dul.keys import KeyStore
@@ -297,16 +297,10 @@ def test_the_indexer_keeps_up_in_readyz_dul_up_and_chain_status(demo: Demo) -> N
     assert re.search(r"indexer\s+ok: checkpoint block \d+, \d+ block\(s\)", status.stdout)
 
 
-def _rpc(url: str, method: str, *params: Any) -> Any:
-    body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)}
-    answer = httpx.post(url, json=body, timeout=60, headers=bearer_headers(rpc_token())).json()
-    assert "error" not in answer, answer
-    return answer["result"]
-
-
 def test_no_identity_ever_reaches_the_chain(demo: Demo) -> None:
-    """Every transaction input and every event of the whole story, searched for the raw
-    pseudonyms, the hospital's subject key and the insurer's code, in every plain encoding."""
+    """Every transaction input and every event of the whole story — specific consents (a study,
+    a requester, a disease term) included — searched for the raw pseudonyms, the hospitals'
+    subject keys and the patients' codes, in every plain encoding."""
     subject_key = load_subject_key(demo.home / "keys" / "hospital-a.subject-key")
     emergency_key = load_subject_key(demo.home / "keys" / "hospital-c.subject-key")
     codes = [demo.facts["authorization"]["code"], demo.facts["transfer"]["code"]]
@@ -315,21 +309,18 @@ def test_no_identity_ever_reaches_the_chain(demo: Demo) -> None:
     secrets_.append(subject_ref(emergency_key, EMERGENCY_PATIENT))
     secrets_ += [c.encode() for c in codes] + [normalize_code(c).encode() for c in codes]
     needles = secrets_ + [s.hex().encode() for s in secrets_]
-    head = int(_rpc(demo.rpc, "eth_blockNumber"), 16)
-    haystack: list[bytes] = []
-    transactions = 0
-    for number in range(head + 1):
-        block = _rpc(demo.rpc, "eth_getBlockByNumber", hex(number), True)
-        for tx in block["transactions"]:
-            haystack.append(bytes.fromhex(tx["input"][2:]))
-            transactions += 1
-    logs = _rpc(demo.rpc, "eth_getLogs", {"fromBlock": "0x0", "toBlock": hex(head)})
-    for log in logs:
-        haystack.append(bytes.fromhex(log["data"][2:]))
-        haystack.extend(bytes.fromhex(topic[2:]) for topic in log["topics"])
+
+    def request(method: str, params: list[Any]) -> Any:
+        body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}
+        headers = bearer_headers(rpc_token())
+        return httpx.post(demo.rpc, json=body, timeout=60, headers=headers).json()
+
+    blob, transactions, logs = chain_haystack(request)
     assert transactions > 60
-    assert len(logs) > 80
-    blob = b"\n".join(haystack)
+    assert logs > 80
+    # the scan covered the specific consents: their disease term and study are on chain
+    assert DIABETES_T2.encode() in blob
+    assert bytes.fromhex(demo.facts["agreements"]["research"][2:]) in blob
     lowered = blob.lower()
     for needle in needles:
         assert needle not in blob, f"{needle!r} is on chain"

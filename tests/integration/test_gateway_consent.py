@@ -325,6 +325,9 @@ def terms(world: World, subject: bytes, **changes: Any) -> tuple[Any, ...]:
         "valid_from": 0,
         "valid_until": int(time.time()) + 86_400,
         "key": "0x" + "00" * 20,
+        "disease": bytes(32),
+        "studies": [],
+        "requesters": [],
     }
     values.update(changes)
     return tuple(values.values())

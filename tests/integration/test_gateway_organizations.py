@@ -136,7 +136,10 @@ def test_consent_endpoints_refuse_another_organizations_steward(
     subject, other = keccak(os.urandom(32)), keccak(os.urandom(32))
     patient = derived_signer(f"orgs patient {time.time_ns()}")
     until = int(time.time()) + 86_400
-    terms = [(world.hospital, subject, 1 << Scenario.RESEARCH, [42], 0, until, patient.address)]
+    terms: list[tuple[object, ...]] = [
+        (world.hospital, subject, 1 << Scenario.RESEARCH, [42], 0, until, patient.address,
+         bytes(32), [], [])
+    ]  # fmt: skip
     record = signed(world, world.steward, "ConsentRegistry", "recordConsents", terms)
     refused(lambda: outsider.record_consents(record))
     not_sent(world, record)

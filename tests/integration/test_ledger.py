@@ -115,7 +115,10 @@ def test_verify_refuses_a_consent_registry_not_bound_to_the_access_log(
 
 @pytest.mark.every_node
 def test_consent_registry_errors_decode_into_their_names(world: World) -> None:
-    terms = (world.hospital, keccak(b"subject"), 0b10, [42], 0, 2**64 - 1, "0x" + "00" * 20)
+    terms: tuple[object, ...] = (
+        world.hospital, keccak(b"subject"), 0b10, [42], 0, 2**64 - 1, "0x" + "00" * 20,
+        bytes(32), [], [],
+    )  # fmt: skip
     with pytest.raises(TransactionError) as caught:
         world.ledger.transact(world.gateway, "ConsentRegistry", "recordConsent", terms)
     assert caught.value.code == "ConsentRegistryUnauthorizedSteward"

@@ -27,7 +27,7 @@ from audit.cohorts import (
     resolve,
     split_proof,
 )
-from audit.consents import ConsentFacts, covers
+from audit.consents import ConsentFacts, StudyFacts, covers
 from audit.events import EventDecodeError, EventDecoder, _plain
 from audit.exports import _authorization_resource, _consent_resource
 from audit.provenance import ChainRef, Node
@@ -35,6 +35,7 @@ from audit.store import project
 from audit.testing import COHORT_LEAVES_DDL
 from dul import log as dul_log
 from dul.cohort import CohortTree, leaf_hash, verify_inclusion
+from dul.consent_terms import CONSENT_TERMS_ABI, ConsentTerms
 from dul.contracts.artifacts import load
 from dul.domain import AuthorizationStatus, ConsentStatus
 
@@ -61,13 +62,23 @@ def log_of(contract: str, topics: list[str], data: str) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def consent_log(duo: list[int], *, scenarios: int = 2, data: str | None = None) -> dict[str, Any]:
+def consent_log(
+    duo: list[int],
+    *,
+    scenarios: int = 2,
+    data: str | None = None,
+    studies: tuple[bytes, ...] = (),
+    requesters: tuple[bytes, ...] = (),
+    disease: bytes = bytes(32),
+) -> dict[str, Any]:
     from eth_abi.abi import encode
 
     spec = DECODER.spec_for("ConsentRegistry", "ConsentRecorded")
-    terms = (b"\x01" * 32, b"\x02" * 32, scenarios, duo, 5, 2**64 - 1, "0x" + "07" * 20)
-    body = encode(["(bytes32,bytes32,uint8,uint32[],uint64,uint64,address)", "address"],
-                  [terms, "0x" + "08" * 20])  # fmt: skip
+    terms = ConsentTerms(
+        b"\x01" * 32, b"\x02" * 32, scenarios, 2**64 - 1, tuple(duo), 5, "0x" + "07" * 20,
+        disease, studies, requesters,
+    )  # fmt: skip
+    body = encode([CONSENT_TERMS_ABI, "address"], [terms.as_abi(), "0x" + "08" * 20])
     topics = [spec.topic0, "0x" + "0a" * 32, "0x" + "01" * 32, "0x" + "02" * 32]
     return log_of("ConsentRegistry", topics, data or "0x" + body.hex())
 
@@ -93,6 +104,19 @@ def test_a_consent_decodes_with_its_duo_codes() -> None:
     assert event.args["terms"]["validUntil"] == 2**64 - 1
     assert json.loads(event.args_json) == event.args
     assert DECODER.decode(consent_log([])).args["terms"]["duoCodes"] == []
+
+
+def test_a_specific_consent_decodes_with_its_studies_requesters_and_disease() -> None:
+    studies, requesters = (b"\x03" * 32, b"\x04" * 32), (b"\x05" * 32,)
+    disease = b"MONDO:0007254".ljust(32, b"\0")
+    event = DECODER.decode(
+        consent_log([7], studies=studies, requesters=requesters, disease=disease)
+    )
+    terms = event.args["terms"]
+    assert terms["studies"] == ["0x" + s.hex() for s in studies]
+    assert terms["requesters"] == ["0x" + "05" * 32]
+    assert terms["diseaseCode"] == "0x" + disease.hex()
+    assert json.loads(event.args_json) == event.args
 
 
 def reference(spec_contract: str, event: str, data: bytes) -> dict[str, Any] | Exception:
@@ -367,6 +391,28 @@ def test_a_withdrawal_counts_once_the_lag_has_passed() -> None:
     assert not covered(withdrawn, time=1_500, lag=0)
     assert covered(consent(withdrawn_at=(21, 0, 0), withdrawn_time=1_600))  # withdrawn after
     assert not covered(consent(withdrawn_at=(19, 0, 0), withdrawn_time=None), time=1_500)
+
+
+STUDY_A, STUDY_B = "0x" + "a1" * 32, "0x" + "b2" * 32
+INSTITUTE, INSURER = "0x" + "1a" * 32, "0x" + "1b" * 32
+CANCER = "0x" + b"MONDO:0007254".ljust(32, b"\0").hex()
+
+
+def covered_in(c: ConsentFacts, study: StudyFacts) -> bool:
+    return covers(c, holder=HOLDER, scenario=RESEARCH, position=(20, 0, 0), timestamp=1_500,
+                  lag=60, study=study)  # fmt: skip
+
+
+def test_a_specific_consent_covers_only_its_studies_requesters_and_disease() -> None:
+    a_study = StudyFacts(STUDY_A, INSTITUTE)
+    assert covered_in(consent(studies=(STUDY_A,)), a_study)
+    assert not covered_in(consent(studies=(STUDY_A,)), StudyFacts(STUDY_B, INSTITUTE))
+    assert not covered(consent(studies=(STUDY_A,)))  # no study known: a specific one is out
+    assert covered_in(consent(requesters=(INSTITUTE,)), StudyFacts(STUDY_B, INSTITUTE))
+    assert not covered_in(consent(requesters=(INSTITUTE,)), StudyFacts(STUDY_A, INSURER))
+    assert covered_in(consent(disease_code=CANCER), StudyFacts(STUDY_A, INSTITUTE, CANCER))
+    assert not covered_in(consent(disease_code=CANCER), a_study)  # the study names no disease
+    assert covered_in(consent(), StudyFacts(STUDY_A, INSTITUTE, CANCER))  # general: any study
 
 
 # --- FHIR -------------------------------------------------------------------------------------

@@ -28,10 +28,12 @@ from ledger_gateway.consent_policy import (
     ConsentIndex,
     ConsentState,
     RedemptionFacts,
+    Study,
     admit_cohort,
     admits,
     authorization_fault,
     covers,
+    in_scope,
     tree_root,
 )
 from ledger_gateway.policy import AgreementState, RequestFacts, decide
@@ -119,6 +121,11 @@ def test_admit_cohort_dedups_sorts_and_counts_the_excluded() -> None:
     assert list(CohortTree.build(admitted).subjects) == admitted
 
 
+STUDY_A, STUDY_B = b"\xa1" * 32, b"\xb2" * 32
+CANCER = b"MONDO:0007254".ljust(32, b"\0")
+DIABETES = b"MONDO:0005015".ljust(32, b"\0")
+ZERO = bytes(32)
+
 consent_strategy = st.builds(
     ConsentState,
     consent_id=st.binary(min_size=32, max_size=32),
@@ -128,7 +135,51 @@ consent_strategy = st.builds(
     status=st.sampled_from(list(ConsentStatus)),
     valid_from=st.integers(NOW - 50, NOW + 50),
     valid_until=st.integers(NOW - 50, NOW + 50),
+    disease=st.sampled_from([ZERO, ZERO, CANCER, DIABETES]),
+    studies=st.sampled_from(
+        [frozenset(), frozenset(), frozenset({STUDY_A}), frozenset({STUDY_A, STUDY_B})]
+    ),
+    requesters=st.sampled_from(
+        [frozenset(), frozenset(), frozenset({OTHER_ORG}), frozenset({INSURER, OTHER_ORG})]
+    ),
 )
+study_strategy = st.builds(
+    Study,
+    agreement_id=st.sampled_from([STUDY_A, STUDY_B, b"\xc3" * 32]),
+    requester=st.sampled_from([OTHER_ORG, INSURER]),
+    disease=st.sampled_from([ZERO, CANCER, DIABETES]),
+)
+
+
+def test_a_study_specific_consent_admits_to_its_studies_only() -> None:
+    mine = consent(studies=frozenset({STUDY_A}))
+    assert covers(mine, HOLDER, Scenario.RESEARCH, NOW, Study(STUDY_A, OTHER_ORG))
+    assert not covers(mine, HOLDER, Scenario.RESEARCH, NOW, Study(STUDY_B, OTHER_ORG))
+    assert not covers(mine, HOLDER, Scenario.RESEARCH, NOW)  # no study named: not covered
+    assert covers(consent(), HOLDER, Scenario.RESEARCH, NOW)  # unrestricted: any study
+
+
+def test_a_requester_specific_consent_admits_to_their_studies_only() -> None:
+    mine = consent(requesters=frozenset({OTHER_ORG}))
+    assert in_scope(mine, Study(STUDY_A, OTHER_ORG))
+    assert in_scope(mine, Study(STUDY_B, OTHER_ORG, CANCER))
+    assert not in_scope(mine, Study(STUDY_A, INSURER))
+
+
+def test_a_disease_specific_consent_admits_to_the_same_disease_term_only() -> None:
+    mine = consent(disease=CANCER, duo_codes=(7,))
+    assert in_scope(mine, Study(STUDY_A, OTHER_ORG, CANCER))
+    assert not in_scope(mine, Study(STUDY_A, OTHER_ORG, DIABETES))
+    assert not in_scope(mine, Study(STUDY_A, OTHER_ORG, ZERO))  # a general study: no
+    assert in_scope(consent(), Study(STUDY_A, OTHER_ORG, CANCER))  # general consent: any disease
+
+
+def test_every_limit_of_a_specific_consent_applies_at_once() -> None:
+    mine = consent(studies=frozenset({STUDY_A}), requesters=frozenset({OTHER_ORG}), disease=CANCER)
+    assert in_scope(mine, Study(STUDY_A, OTHER_ORG, CANCER))
+    assert not in_scope(mine, Study(STUDY_A, INSURER, CANCER))
+    assert not in_scope(mine, Study(STUDY_B, OTHER_ORG, CANCER))
+    assert not in_scope(mine, Study(STUDY_A, OTHER_ORG, DIABETES))
 
 
 @settings(max_examples=300, deadline=None)
@@ -138,6 +189,7 @@ consent_strategy = st.builds(
     scenario=st.sampled_from(list(Scenario)),
     now=st.integers(NOW - 60, NOW + 60),
     pending=st.sets(st.binary(min_size=32, max_size=32), max_size=2),
+    study=study_strategy,
 )
 def test_admit_cohort_matches_a_reference_model(
     consents: list[ConsentState],
@@ -145,14 +197,15 @@ def test_admit_cohort_matches_a_reference_model(
     scenario: Scenario,
     now: int,
     pending: set[bytes],
+    study: Study,
 ) -> None:
     pending |= {c.consent_id for c in consents[:1]}  # sometimes a real one is pending
     by_subject: dict[bytes, list[ConsentState]] = {}
     for c in consents:
         by_subject.setdefault(c.subject, []).append(c)
-    admitted, excluded = admit_cohort(named, by_subject, HOLDER, scenario, now, pending)
+    admitted, excluded = admit_cohort(named, by_subject, HOLDER, scenario, now, pending, study)
 
-    def reference(subject: bytes) -> bool:  # hasConsent, written the chain's way
+    def reference(subject: bytes) -> bool:  # hasConsent plus the scope, written out
         for c in consents:
             if (
                 c.subject == subject
@@ -162,6 +215,9 @@ def test_admit_cohort_matches_a_reference_model(
                 and c.scenarios & (1 << scenario) != 0
                 and c.valid_from <= now
                 and now <= c.valid_until
+                and (not c.studies or study.agreement_id in c.studies)
+                and (not c.requesters or study.requester in c.requesters)
+                and (c.disease == ZERO or c.disease == study.disease)
             ):
                 return True
         return False
@@ -183,12 +239,14 @@ def test_admit_cohort_matches_a_reference_model(
     ),
     named=st.lists(st.sampled_from([bytes([i]) * 32 for i in range(8)]), max_size=12),
     scenario=st.sampled_from(list(Scenario)),
+    study=study_strategy,
 )
 def test_the_consent_index_admits_as_admit_cohort_does(
     consents: list[ConsentState],
     steps: list[tuple[str, int, int]],
     named: list[bytes],
     scenario: Scenario,
+    study: Study,
 ) -> None:
     """The gateway's index (with its covered-now cache) and the reference function agree through
     recordings, withdrawals mined and withdrawals relayed (pending), asked at any times."""
@@ -200,8 +258,8 @@ def test_the_consent_index_admits_as_admit_cohort_does(
         by_subject: dict[bytes, list[ConsentState]] = {}
         for c in current.values():
             by_subject.setdefault(c.subject, []).append(c)
-        expected = admit_cohort(named, by_subject, HOLDER, scenario, now, pending)
-        assert index.admit(named, scenario, now) == expected
+        expected = admit_cohort(named, by_subject, HOLDER, scenario, now, pending, study)
+        assert index.admit(named, scenario, now, study) == expected
         for subject, found in by_subject.items():
             shown = {c.consent_id: c.status for c in index.consents_of(subject)}
             assert shown == {

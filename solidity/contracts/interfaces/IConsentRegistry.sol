@@ -34,9 +34,23 @@ interface IConsentRegistry {
     error ConsentRegistryBackdated(uint64 validFrom, uint64 at);
     /// @notice The validity window is empty.
     error ConsentRegistryInvalidValidity(uint64 validFrom, uint64 validUntil);
-    /// @notice The subject already has a granted consent `existing` for one of these scenarios
-    /// in an overlapping window: withdraw it first.
+    /// @notice The subject already has a granted consent `existing` for one of these scenarios,
+    /// with the same scope (studies, requesters, disease), in an overlapping window: withdraw it
+    /// first.
     error ConsentRegistryOverlappingConsent(bytes32 existing);
+    /// @notice More than `max` DUO codes.
+    error ConsentRegistryTooManyDuoCodes(uint256 count, uint256 max);
+    /// @notice More than `max` studies.
+    error ConsentRegistryTooManyStudies(uint256 count, uint256 max);
+    /// @notice More than `max` requesting organizations.
+    error ConsentRegistryTooManyRequesters(uint256 count, uint256 max);
+    /// @notice Studies and requesters must be strictly ascending and non-zero; `value` is not.
+    error ConsentRegistryScopeNotAscending(bytes32 value);
+    /// @notice No organization is registered under `requester`.
+    error ConsentRegistryUnknownRequester(OrgId requester);
+    /// @notice DUO:0000007 (disease-specific) needs a disease code and a disease code needs
+    /// DUO:0000007; `diseaseSpecific` says whether the codes name it.
+    error ConsentRegistryDiseaseCodeMismatch(bool diseaseSpecific, bytes32 diseaseCode);
     /// @notice The subject has `max` consents at this holder already.
     error ConsentRegistryTooManyConsents(bytes32 subject, uint256 max);
     /// @notice No consent, or more than `max`, in a batch.
@@ -78,7 +92,9 @@ interface IConsentRegistry {
     /// @notice The patient's signature was valid until `deadline` (an authorization's: its expiry).
     error ConsentRegistryAuthorizationSignatureExpired(bytes32 codeHash, uint64 deadline);
 
-    /// @notice A consent was recorded; `terms.validFrom` is the effective start.
+    /// @notice A consent was recorded; `terms.validFrom` is the effective start. The terms carry
+    /// the subject reference, scenarios, DUO codes and a specific consent's studies, requesters
+    /// and disease code — never a patient's name, number or pseudonym.
     event ConsentRecorded(
         bytes32 indexed consentId, OrgId indexed holder, bytes32 indexed subject, ConsentTerms terms, address recorder
     );
@@ -175,8 +191,14 @@ interface IConsentRegistry {
     /// @notice The ids of every consent recorded for `subject` at `holder`, oldest first.
     function consentIds(OrgId holder, bytes32 subject) external view returns (bytes32[] memory);
 
-    /// @notice Whether `subject` has a granted consent at `holder` covering `scenario` now.
+    /// @notice Whether `subject` has a granted, unrestricted consent at `holder` covering
+    /// `scenario` now. A specific consent (naming studies, requesters or a disease) covers only
+    /// the studies its recording event names: the gateway and `verify` apply it.
     function hasConsent(OrgId holder, bytes32 subject, Scenario scenario) external view returns (bool);
+
+    /// @notice The scope hash of a consent: `keccak256(abi.encode(diseaseCode, studies,
+    /// requesters))` of its terms, zero for an unrestricted consent.
+    function consentScope(bytes32 consentId) external view returns (bytes32);
 
     /// @notice The authorization issued under `codeHash` (status NONE when unknown).
     function authorization(bytes32 codeHash) external view returns (Authorization memory);

@@ -225,6 +225,12 @@ struct AccessRecord {
 /// permits; `duoCodes` are the GA4GH DUO terms of the consent form (DUO:0000042 -> 42).
 /// `validFrom` zero means from the recording block. `subjectKey`, when set, is the patient's own
 /// key, which may withdraw the consent by an EIP-712 `ConsentWithdrawal` signature.
+///
+/// Specific consent: `studies` (agreement ids) and `requesters` (organizations), each strictly
+/// ascending, limit the consent to those studies / requesting organizations (empty: any), and
+/// `diseaseCode` (an ontology CURIE such as "MONDO:0007254", UTF-8, left-aligned, zero-padded)
+/// limits it to studies whose agreement carries exactly that disease term. A disease code goes
+/// with the disease-specific DUO code DUO:0000007, and DUO:0000007 with a disease code.
 struct ConsentTerms {
     OrgId holder;
     bytes32 subject;
@@ -233,9 +239,13 @@ struct ConsentTerms {
     uint64 validFrom;
     uint64 validUntil;
     address subjectKey;
+    bytes32 diseaseCode;
+    AgreementId[] studies;
+    OrgId[] requesters;
 }
 
-/// @notice A consent as the registry keeps it (the DUO codes are in the recording event).
+/// @notice A consent as the registry keeps it (DUO codes, disease code, studies and requesters
+/// are in the recording event; `consentScope` gives the hash of the last three).
 struct Consent {
     OrgId holder;
     bytes32 subject;

@@ -272,6 +272,9 @@ function consentTerms(now, overrides = {}) {
     validFrom: 0,
     validUntil: now + 365 * DAY,
     subjectKey: ethers.ZeroAddress,
+    diseaseCode: ZERO32,
+    studies: [],
+    requesters: [],
     ...overrides,
   };
 }
