@@ -28,9 +28,6 @@ MAX_SCOPE_ENTRIES = 16
 MAX_DUO_CODES = 16
 DUO_DISEASE_SPECIFIC = 7
 """GA4GH DUO:0000007, disease-specific research."""
-CONSENT_TERMS_ABI = (
-    "(bytes32,bytes32,uint8,uint32[],uint64,uint64,address,bytes32,bytes32[],bytes32[])"
-)
 
 _CURIE = re.compile(r"^[A-Za-z][A-Za-z0-9._-]*:[A-Za-z0-9._-]+$")
 

@@ -27,7 +27,13 @@ from playwright.sync_api import Browser, Route, expect
 
 from audit.console.testing import Screens, sign_in
 from dul.chain.rpc_auth import bearer_headers, rpc_token
-from dul.chain.testing import NODES, chain_haystack, free_port, start_chain, throwaway_chain_settings
+from dul.chain.testing import (
+    NODES,
+    chain_haystack,
+    free_port,
+    start_chain,
+    throwaway_chain_settings,
+)
 from dul.demo import DIABETES_T2, EMERGENCY_PATIENT, PATIENTS, WITHDRAWING
 from dul.domain import slug_id
 from dul.home import Home

@@ -35,8 +35,9 @@ from audit.store import project
 from audit.testing import COHORT_LEAVES_DDL
 from dul import log as dul_log
 from dul.cohort import CohortTree, leaf_hash, verify_inclusion
-from dul.consent_terms import CONSENT_TERMS_ABI, ConsentTerms
+from dul.consent_terms import ConsentTerms
 from dul.contracts.artifacts import load
+from dul.contracts.bindings import event
 from dul.domain import AuthorizationStatus, ConsentStatus
 
 ADDRESSES = {"ConsentRegistry": "0x" + "42" * 20, "AgreementRegistry": "0x" + "43" * 20}
@@ -78,7 +79,8 @@ def consent_log(
         b"\x01" * 32, b"\x02" * 32, scenarios, 2**64 - 1, tuple(duo), 5, "0x" + "07" * 20,
         disease, studies, requesters,
     )  # fmt: skip
-    body = encode([CONSENT_TERMS_ABI, "address"], [terms.as_abi(), "0x" + "08" * 20])
+    types = event("ConsentRegistry", "ConsentRecorded").data_types
+    body = encode(list(types), [terms.as_abi(), "0x" + "08" * 20])
     topics = [spec.topic0, "0x" + "0a" * 32, "0x" + "01" * 32, "0x" + "02" * 32]
     return log_of("ConsentRegistry", topics, data or "0x" + body.hex())
 
