@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import re
 import socket
 import stat
@@ -45,10 +46,12 @@ DUL = Path(sys.executable).parent / "dul"
 
 def _free_run(count: int, avoid: tuple[int, ...] = ()) -> int:
     """A port p with p … p+count-1 all free and none of `avoid` (the demo's gateways take
-    consecutive ports)."""
-    for _ in range(50):
-        base = free_port()
-        if base + count > 65_535 or any(base <= port < base + count for port in avoid):
+    consecutive ports). Drawn below Linux's ephemeral range (32768-60999), where no outbound
+    connection's source port and no other test's `free_port()` can take one of them between
+    this check and the services' bind."""
+    for _ in range(200):
+        base = random.randrange(20_000, 32_000)
+        if any(base <= port < base + count for port in avoid):
             continue
         try:
             for port in range(base, base + count):

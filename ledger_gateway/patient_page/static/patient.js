@@ -125,14 +125,17 @@ function details(pairs) {
 
 /** Fields a newer service may add (e.g. a consent's studies, a disease term, an emergency
  * access's justification), shown as they come rather than hidden. */
+const EXTRA_LABELS = { studies: "Only for the studies", requesters: "Only for", disease: "Only research on" };
+
 function extras(record, known) {
   const out = [];
   for (const [key, value] of Object.entries(record)) {
     if (known.has(key) || value === null || value === undefined || value === false || value === "") continue;
+    const label = EXTRA_LABELS[key] || humanize(key);
     if (Array.isArray(value)) {
-      if (value.length && value.every((v) => typeof v !== "object")) out.push([humanize(key), value.join(", ")]);
+      if (value.length && value.every((v) => typeof v !== "object")) out.push([label, value.map(short).join(", ")]);
     } else if (typeof value !== "object") {
-      out.push([humanize(key), value === true ? "yes" : String(value)]);
+      out.push([label, value === true ? "yes" : String(value)]);
     }
   }
   return out;
