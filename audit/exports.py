@@ -502,6 +502,16 @@ def _consent_resource(node: Node, times: Mapping[int, int | None]) -> Consent:
         purposes.append(_coding(f"{DUL_NAMESPACE}scenario", scenario))
         if scenario in _PURPOSE:
             purposes.append(_coding(ACT_REASON, _PURPOSE[scenario]))
+    # Specific consent: only these studies, for these recipients, of this disease.
+    purposes += [_coding(f"{DUL_NAMESPACE}study", str(s)) for s in a.get("studies") or []]
+    recipients = [
+        ConsentProvisionActor(
+            role=CodeableConcept(coding=[_coding(PARTICIPATION, "IRCP", "information recipient")]),
+            reference=_ref("organization", str(org), type_="Organization"),
+        )
+        for org in a.get("requesters") or []
+    ]
+    disease = a.get("disease")
     return Consent(
         id=_fhir_id(str(a["consent_id"])),
         identifier=[Identifier(system=f"{DUL_NAMESPACE}consent", value=str(a["consent_id"]))],
@@ -517,6 +527,10 @@ def _consent_resource(node: Node, times: Mapping[int, int | None]) -> Consent:
             type="permit",
             period=Period(start=_bound(a.get("valid_from")), end=_bound(a.get("valid_until"))),
             purpose=purposes or None,
+            actor=recipients or None,
+            code=[CodeableConcept(coding=[_coding(f"{DUL_NAMESPACE}disease", str(disease))])]
+            if disease
+            else None,
         ),
     )
 

@@ -69,6 +69,7 @@ from sqlalchemy import Connection, Engine, TextClause, bindparam, text
 from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 
 from audit.consents import CONSENT_FACTS_SQL, ConsentFacts, consent_facts, covering
+from dul.consent_terms import disease_term
 from dul.domain import (
     AgreementStatus,
     ArtifactKind,
@@ -311,6 +312,11 @@ def _ref(row: Any, tx_hash_key: str = "tx_hash") -> ChainRef:
     )
 
 
+def _disease(code: Any) -> str | None:
+    """The disease term (a CURIE) of a stored bytes32 disease code; None for none."""
+    return disease_term(bytes.fromhex(str(code)[2:])) if code else None
+
+
 def _json(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
 
@@ -431,6 +437,7 @@ class _Builder:
                 "expired_at": expired_at,
                 "scenario": _enum_name(Scenario, row["scenario"]),
                 "duo_codes": [f"DUO:{int(c):07d}" for c in _json(row["duo_codes"])],
+                "disease": _disease(row["disease_code"]),
                 "max_tier": _enum_name(Tier, row["max_tier"]),
                 "operations": [o.name for o in Operation if row["operations"] >> o & 1],
                 "valid_from": row["valid_from"],
@@ -674,6 +681,10 @@ class _Builder:
                 "status": status,
                 "scenarios": scenarios,
                 "duo_codes": [f"DUO:{int(c):07d}" for c in _json(row["duo_codes"])],
+                # specific consent: what it is limited to (empty / None: not limited)
+                "studies": str(row["studies"]).split(),
+                "requesters": str(row["requesters"]).split(),
+                "disease": _disease(row["disease_code"]),
                 "valid_from": row["valid_from"],
                 "valid_until": row["valid_until"],
                 "withdrawable_by_subject": int(row["subject_key"], 16) != 0,

@@ -22,7 +22,9 @@ import structlog
 from eth_hash.auto import keccak
 from typer.testing import CliRunner, Result
 
+from audit.exports import block_times, fhir_json, graph_blocks
 from audit.indexer import JsonRpc
+from audit.provenance import Kind, provenance
 from audit.testing import (
     index_with_cohorts,
     make_cohort_store,
@@ -230,8 +232,10 @@ def cli_env(
     chain: ChainHandle, gateway: GatewayHandle, tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, str]:
     keys = KeyStore(chain.home, passphrase="gateway-tests", scrypt_n=2**14)
-    if "hospital-a.steward" not in {name for name, _ in keys.list()}:
-        keys.import_key("hospital-a.steward", keccak(b"dul world steward"))
+    names = {name for name, _ in keys.list()}
+    for name, seed in (("hospital-a.steward", "steward"), ("institute.steward", "partner-steward")):
+        if name not in names:
+            keys.import_key(name, keccak(f"dul world {seed}".encode()))
     token = TokenStore(gateway.settings.tokens_path).create(
         f"specific-cli-{os.getpid()}", "hospital-a", TokenRole.STEWARD
     )
@@ -282,6 +286,39 @@ def test_cli_grants_a_specific_consent_and_the_next_decision_honours_it(
     assert logs >= 3
     for needle in (name.encode(), key, key.hex().encode(), name.encode().hex().encode()):
         assert needle.lower() not in haystack.lower(), needle
+
+
+def test_cli_drafts_a_disease_study_whose_disease_specific_consents_are_admitted(
+    world: World, gateway: GatewayHandle, cli_env: dict[str, str]
+) -> None:
+    def run(*args: str) -> Any:
+        result = cli(cli_env, *args)
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+
+    study_args = ("agreement", "draft", "--holder", "hospital-a", "--requester", "institute",
+                  "--dataset", "hospital-a/omop-cdm=1,2", "--scenario", "RESEARCH",
+                  "--max-tier", "PSEUDONYMIZED", "--operation", "QUERY",
+                  "--consent-policy", "COHORT_CONSENT", "--duo", "DUO:0000007")  # fmt: skip
+    drafted = run(*study_args, "--disease", DIABETES, "--json")
+    assert drafted["draft"]["disease_code"] == DIABETES
+    signed_code = drafted["typed_data"]["message"]["diseaseCode"]
+    assert bytes.fromhex(signed_code.removeprefix("0x")) == disease_code(DIABETES)
+    draft = Path(cli_env["DUL_SUBJECT_KEY"]).parent / "diabetes-study.json"
+    draft.write_text(json.dumps(drafted["draft"]))
+    study = str(run("agreement", "submit", str(draft), "--key", "hospital-a.steward",
+                    "--json")["agreement_id"])  # fmt: skip
+    for key in ("hospital-a.steward", "institute.steward"):
+        run("agreement", "sign", study, "--key", key, "--yes", "--json")
+    diabetic, other = refs(1)[0], refs(1)[0]
+    world.record_consents([diabetic], duo_codes=(7,), disease=disease_code(DIABETES))
+    world.record_consents([other], duo_codes=(7,), disease=disease_code(CANCER))
+    assert admitted(world, gateway, bytes.fromhex(study[2:]), [diabetic, other]) == {
+        hexed(diabetic)
+    }
+    bad = cli(cli_env, *study_args, "--disease", "type 2 diabetes", "--json")
+    assert bad.exit_code != 0
+    assert "not a disease term" in bad.output
 
 
 def test_cli_refuses_a_bad_scope_with_one_clear_line(
@@ -401,3 +438,20 @@ def test_the_transparency_report_lists_the_cohorts_with_proofs(audited: dict[str
     assert (consent.requesters, consent.disease) == ([], None)
     [carol] = subject_report(audited["engine"], audited["carol"]).consents
     assert (carol.disease, carol.duo_codes) == (CANCER, ["DUO:0000007"])
+
+
+def test_provenance_and_fhir_show_what_a_specific_consent_is_limited_to(
+    audited: dict[str, Any],
+) -> None:
+    engine = audited["engine"]
+    graph = provenance(engine, Kind.SUBJECT, audited["alice"])
+    [consent] = [n for n in graph.nodes if n.type == "consent"]
+    assert consent.attributes["studies"] == [audited["study_a"]]
+    agreements = {n.attributes["agreement_id"]: n for n in graph.nodes if n.type == "agreement"}
+    assert agreements[audited["study_a"]].attributes["disease"] == CANCER
+    bundle = json.loads(fhir_json(graph, block_times(engine, graph_blocks(graph))))
+    [fhir] = [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Consent"]
+    assert audited["study_a"] in {p["code"] for p in fhir["provision"]["purpose"]}
+    carol = provenance(engine, Kind.SUBJECT, audited["carol"])
+    [limited] = [n for n in carol.nodes if n.type == "consent"]
+    assert limited.attributes["disease"] == CANCER

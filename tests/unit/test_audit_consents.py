@@ -452,6 +452,36 @@ def test_a_consent_becomes_a_fhir_consent() -> None:
     assert parsed.patient.identifier.value == "0x" + "5a" * 32
 
 
+def test_a_specific_consent_names_its_studies_recipients_and_disease_in_fhir() -> None:
+    from fhir.resources.R4B.consent import Consent
+
+    resource = _consent_resource(
+        node("consent", consent_id="0x" + "c2" * 32, subject_ref="0x" + "5a" * 32,
+             holder_org=HOLDER, status="GRANTED", scenarios=["RESEARCH"],
+             duo_codes=["DUO:0000007"], studies=[STUDY_A], requesters=[INSTITUTE],
+             disease="MONDO:0007254", valid_from=1_700_000_000, valid_until=1_800_000_000),
+        {5: 1_700_000_100},
+    )  # fmt: skip
+    parsed = Consent.model_validate_json(resource.model_dump_json())
+    provision = parsed.provision
+    assert provision is not None
+    assert STUDY_A in {c.code for c in provision.purpose or []}
+    assert provision.actor is not None
+    [recipient] = provision.actor
+    assert recipient.reference.identifier is not None
+    assert recipient.reference.identifier.value == INSTITUTE
+    assert provision.code is not None
+    assert [c.code for c in provision.code[0].coding or []] == ["MONDO:0007254"]
+    general = _consent_resource(
+        node("consent", consent_id="0x" + "c3" * 32, subject_ref="0x" + "5a" * 32,
+             holder_org=HOLDER, status="GRANTED", scenarios=["RESEARCH"], duo_codes=[],
+             valid_from=1, valid_until=2),
+        {},
+    )  # fmt: skip
+    assert general.provision is not None
+    assert (general.provision.actor, general.provision.code) == (None, None)
+
+
 def test_an_authorization_code_becomes_a_disclosure_consent() -> None:
     resource = _authorization_resource(
         node("authorization", code_hash="0x" + "c2" * 32, subject_ref="0x" + "5a" * 32,
