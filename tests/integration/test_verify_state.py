@@ -249,6 +249,30 @@ def test_a_storage_rewrite_on_membership_is_named(
     assert "Membership.memberOf" in findings[0].message
 
 
+def test_a_rewritten_consent_scope_is_named(node: ChainHandle, world: World, store: str) -> None:
+    """A specific consent's scope hash rewritten in storage (so that `consentScope` no longer
+    matches the studies, requesters and disease term its event recorded)."""
+    registry = world.ledger.deployment.address("ConsentRegistry")
+    [consent] = world.record_consents(
+        [keccak(os.urandom(32))], studies=[keccak(b"a study")], requesters=[world.institute]
+    )
+    scope = world.ledger.call("ConsentRegistry", "consentScope", consent)
+    assert scope != bytes(32)
+    base = find_mapping(node, registry, consent, int.from_bytes(world.hospital, "big"))
+    scope_slot = base + 4  # StoredConsent {holder; subject; packed terms; subjectKey; scope}
+    assert storage(node, registry, scope_slot) == int.from_bytes(scope, "big")
+    set_storage(node, registry, scope_slot, 1)
+    try:
+        wait_blocks(node)
+        report = verify(node, world, store)
+    finally:
+        set_storage(node, registry, scope_slot, int.from_bytes(scope, "big"))
+        wait_blocks(node)
+    (finding,) = named(report, "state_differs_from_events")
+    assert (finding.contract, finding.key) == ("ConsentRegistry", "0x" + consent.hex())
+    assert finding.details["function"] == "consentScope(bytes32)"
+
+
 def test_a_membership_change_by_an_impersonated_operator_is_named(
     node: ChainHandle, world: World, store: str
 ) -> None:
