@@ -43,6 +43,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from audit.auth import PatientVerifier, UnauthenticatedError
 from audit.console import STATIC as CONSOLE_STATIC
@@ -68,16 +69,42 @@ MAX_BODY_BYTES = 64 * 1024
 _SUBJECT_KEY_OF = function("ConsentRegistry", "subjectKeyOf")
 _AUTHORIZATION = function("ConsentRegistry", "authorization")
 
-# Same origin only, no inline script or style: the page's own files and its own API.
+# Same origin only, no inline script or style: the page's own files and its own API. Set on every
+# answer (`SecurityHeaders`): the page is reachable as `/` and as `/page/index.html`.
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob:; "
         "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
     ),
     "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
+_HEADERS = [(k.lower().encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
+
+
+class SecurityHeaders:
+    """`SECURITY_HEADERS` on every answer, whichever route or mount gave it (an answer's own
+    Cache-Control, e.g. the signing library's, is kept)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {name.lower() for name, _ in headers}
+                headers += [(k, v) for k, v in _HEADERS if k not in present]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
 
 
 class PageError(DulError):
@@ -220,8 +247,7 @@ def create_app(settings: PatientPageSettings | None = None) -> FastAPI:
 
     @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     def index() -> Response:
-        return FileResponse(STATIC / "index.html", media_type="text/html",
-                            headers=SECURITY_HEADERS)  # fmt: skip
+        return FileResponse(STATIC / "index.html", media_type="text/html")
 
     @app.api_route("/page/proof.js", methods=["GET", "HEAD"], include_in_schema=False)
     def proof_module() -> Response:
@@ -367,6 +393,7 @@ def create_app(settings: PatientPageSettings | None = None) -> FastAPI:
 
     app.mount("/page", StaticFiles(directory=STATIC), name="page")
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)  # a patient's posts are small
+    app.add_middleware(SecurityHeaders)  # outermost: on a refused body's 413 too
     return app
 
 
