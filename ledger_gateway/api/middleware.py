@@ -62,7 +62,8 @@ class RequestLog:
             log.info(
                 "request",
                 method=scope["method"],
-                path=scope["path"],
+                # a subject reference is a patient's pseudonym: its route's template instead
+                path=path if "{subject}" in path else scope["path"],
                 status=status,
                 ms=round(elapsed * 1000, 2),
             )
