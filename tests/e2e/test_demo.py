@@ -35,7 +35,14 @@ from dul.chain.testing import (
     start_chain,
     throwaway_chain_settings,
 )
-from dul.demo import DIABETES_T2, EMERGENCY_PATIENT, PATIENTS, WITHDRAWING
+from dul.demo import (
+    DIABETES_T2,
+    DISEASE_SPECIFIC,
+    EMERGENCY_PATIENT,
+    PATIENTS,
+    STUDY_SPECIFIC,
+    WITHDRAWING,
+)
 from dul.domain import slug_id
 from dul.home import Home
 from dul.keys import KeyStore
@@ -607,6 +614,43 @@ def test_the_withdrawn_patient_on_hospital_a_s_patient_page(
         expect(consent).to_contain_text("by you (signed with your key)")
         shot = screens.directory.parent / "patient" / "demo-withdrawn-400-full.png"
         page.screenshot(path=str(shot), full_page=True)
+    finally:
+        context.close()
+    assert not errors, f"the patient page threw: {errors}"
+
+
+def test_specific_consents_read_plainly_on_the_patient_page(
+    demo: Demo, browser: Browser, screens: Screens
+) -> None:
+    """A study-specific and a disease-specific consent say, on the patient's own page, what
+    they are limited to: the study and the requesting organization, or the disease term."""
+    url = demo.facts["urls"]["patient_url"]
+    research = demo.facts["agreements"]["research"]
+    expected = {
+        STUDY_SPECIFIC: ["Only for the studies", f"{research[:10]}…{research[-4:]}",
+                         "Only for requests from", "institute"],
+        DISEASE_SPECIFIC: ["Only research on", DIABETES_T2],
+    }  # fmt: skip
+    context = browser.new_context(viewport={"width": 400, "height": 800})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    try:
+        for patient, texts in expected.items():
+            token = _dul_json(demo, "steward", "patient-token", patient,
+                              "--key", "hospital-a.steward")["token"]  # fmt: skip
+            page.goto(url)
+            page.evaluate("sessionStorage.clear()")
+            page.reload()
+            page.get_by_label("Patient token").fill(token)
+            page.get_by_role("button", name="Sign in").click()
+            consent = page.locator("#consent-list > li")
+            expect(consent).to_have_count(1)
+            for text in texts:
+                expect(consent).to_contain_text(text)
+            consent.scroll_into_view_if_needed()
+            shot = screens.directory.parent / "patient" / f"demo-{patient.lower()}-consent-400.png"
+            page.screenshot(path=str(shot))
     finally:
         context.close()
     assert not errors, f"the patient page threw: {errors}"

@@ -125,7 +125,7 @@ function details(pairs) {
 
 /** Fields a newer service may add (e.g. a consent's studies, a disease term, an emergency
  * access's justification), shown as they come rather than hidden. */
-const EXTRA_LABELS = { studies: "Only for the studies", requesters: "Only for", disease: "Only research on" };
+const EXTRA_LABELS = { studies: "Only for the studies", requesters: "Only for requests from", disease: "Only research on" };
 
 function extras(record, known) {
   const out = [];
