@@ -680,7 +680,12 @@ def test_a_regulator_lists_everything_newest_first_in_pages(
     by_id = {a["agreement_id"]: a for a in agreements}
     a = by_id[story.agreement_a]
     assert (a["status"], a["holder"], a["requester"], a["quota"], a["granted"]) == (
-        "ACTIVE", "hospital-a", "institute", 10, 1)
+        "ACTIVE",
+        "hospital-a",
+        "institute",
+        10,
+        1,
+    )
     assert a["scenario"] == "AI_TRAINING"
     assert story.agreement_b in by_id
     assert walk(client, "/v1/agreements?limit=200", token, 200) == agreements
@@ -696,7 +701,11 @@ def test_a_regulator_lists_everything_newest_first_in_pages(
     assert len(set(ids)) == len(ids)
     mine = next(x for x in accesses if x["access_id"] == story.access_a)
     assert (mine["decision"], mine["reason"], mine["operation"], mine["tier"]) == (
-        "GRANTED", "NONE", "TRAIN", "MODEL_PARAMETERS")
+        "GRANTED",
+        "NONE",
+        "TRAIN",
+        "MODEL_PARAMETERS",
+    )
     assert mine["agreement_id"] == story.agreement_a
     assert mine["requester"].startswith("0x")
     assert mine["requester"] != mine["requester"].lower()  # EIP-55
@@ -720,7 +729,8 @@ def test_an_organization_lists_what_it_is_a_party_to(
     both = {a["agreement_id"] for a in walk(client, "/v1/agreements", lab, 50)}
     assert {story.agreement_a, story.agreement_b} <= both
     assert {story.access_a, story.access_b} <= {
-        x["access_id"] for x in walk(client, "/v1/accesses", lab, 50)}
+        x["access_id"] for x in walk(client, "/v1/accesses", lab, 50)
+    }
     # an organization the store does not know has nothing to list
     nobody = audit_token(settings, AuditRole.ORGANIZATION, "nobody-here")
     for path in ("/v1/organizations", "/v1/agreements", "/v1/accesses"):
