@@ -5,8 +5,10 @@ gateway's log would list which patient came when."""
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
+import time
 
 import httpx
 import structlog
@@ -22,13 +24,27 @@ def test_request_log_never_names_a_subject_reference(gateway: GatewayHandle) -> 
     subject = "0x" + secrets.token_hex(32)
     headers = {"Authorization": f"Bearer {token}"}
     withdrawal = {"consent_id": "0x" + "11" * 32, "deadline": 1, "signature": "0x" + "00" * 65}
-    with structlog.testing.capture_logs() as logs, httpx.Client(base_url=gateway.url) as client:
-        listed = client.get(f"/v1/consents/{subject}", headers=headers, timeout=30)
-        refused = client.post(
-            f"/v1/consents/{subject}/withdraw", json=withdrawal, headers=headers, timeout=30
-        )
-        access = "0x" + secrets.token_hex(32)
-        unknown = client.get(f"/v1/access-requests/{access}", headers=headers, timeout=30)
+    # Whatever level an earlier test configured, info lines reach the capture here.
+    saved = structlog.get_config()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG))
+    try:
+        with (
+            structlog.testing.capture_logs() as logs,
+            httpx.Client(base_url=gateway.url) as client,
+        ):
+            listed = client.get(f"/v1/consents/{subject}", headers=headers, timeout=30)
+            refused = client.post(
+                f"/v1/consents/{subject}/withdraw", json=withdrawal, headers=headers, timeout=30
+            )
+            access = "0x" + secrets.token_hex(32)
+            unknown = client.get(f"/v1/access-requests/{access}", headers=headers, timeout=30)
+            # the line is written once the answer is sent: wait for the last one
+            deadline = time.monotonic() + 10
+            while sum(e.get("event") == "request" for e in logs) < 3:
+                assert time.monotonic() < deadline, logs
+                time.sleep(0.05)
+    finally:
+        structlog.configure(**saved)
     assert listed.status_code == 200, listed.text
     assert 400 <= refused.status_code < 500, refused.text
     assert unknown.status_code == 403, unknown.text
