@@ -739,10 +739,11 @@ def add_cohorts(
         )
     hexed = "0x{}".format
     research = 1 << Scenario.RESEARCH
+    UNLIMITED = ("0x" + "00" * 32, "", "")  # noqa: N806 - no disease, studies or requesters named
     consents = [
         (hexed(keccak(b"consent " + subject).hex()), holder, hexed(subject.hex()), research,
          "[42, 46]", 1_700_000_000, 1_900_000_000, hexed("00" * 20), hexed("11" * 20),
-         int(ConsentStatus.GRANTED), 5, 0, n, hexed(keccak(b"consent tx").hex()))
+         int(ConsentStatus.GRANTED), 5, 0, n, hexed(keccak(b"consent tx").hex()), *UNLIMITED)
         for n, subject in enumerate(people + watched)
     ]  # fmt: skip
     withdrawals = []
@@ -752,7 +753,7 @@ def add_cohorts(
         consents.append((old, holder, hexed(subject.hex()), research | 1 << Scenario.TEACHING,
                          "[42]", 1_600_000_000, 1_900_000_000, hexed("00" * 20),
                          hexed("11" * 20), int(ConsentStatus.WITHDRAWN), 4, 0, n,
-                         hexed(keccak(b"old tx").hex())))  # fmt: skip
+                         hexed(keccak(b"old tx").hex()), *UNLIMITED))  # fmt: skip
         withdrawals.append((4, 1, n, old, holder, hexed(subject.hex()), hexed("11" * 20), True,
                             hexed(keccak(b"withdrawal tx").hex())))  # fmt: skip
         for k, status in enumerate((AuthorizationStatus.ISSUED, AuthorizationStatus.REVOKED)):
