@@ -99,6 +99,7 @@ class Metrics:
             registry=r,
         )
         self._seen: dict[str, int] = {}
+        self._stats: SubmitterStats | None = None
 
     def latency_recorder(self) -> ObservedLatencies:
         """A list to put in `SubmitterStats.submit_latency_s`."""
@@ -108,11 +109,15 @@ class Metrics:
         seen = self._seen.get(name, 0)
         if value > seen:
             counter.inc(value - seen)
-        self._seen[name] = value  # a new submitter (stats back at 0) starts over
+        self._seen[name] = value
 
     def sync_submitter(self, submitter: Submitter) -> None:
         """Copy the submitter's cumulative counts into the counters, and its gauges."""
         stats: SubmitterStats = submitter.stats
+        if stats is not self._stats:
+            # A new submitter counts from 0: all it counted so far is new (comparing values
+            # lost whatever it counted up to the old one's last figure).
+            self._stats, self._seen = stats, {}
         self._advance(self.confirmations.labels(outcome="confirmed"), "confirmed", stats.confirmed)
         self._advance(self.confirmations.labels(outcome="failed"), "failed", stats.failed)
         self._advance(self.transactions_sent, "sent", stats.transactions_sent)

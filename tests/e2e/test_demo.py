@@ -31,7 +31,6 @@ from dul.chain.rpc_auth import bearer_headers, rpc_token
 from dul.chain.testing import (
     NODES,
     chain_haystack,
-    free_port,
     start_chain,
     throwaway_chain_settings,
 )
@@ -126,8 +125,10 @@ def demo(
 ) -> Iterator[Demo]:
     kind: str = getattr(request, "param", NODES[0])
     home = tmp_path_factory.mktemp(f"demo-home-{kind}")
-    chain, node, audit = free_port(), free_port(), free_port()
-    ports = _free_run(4, (chain, node, audit))  # three gateways, then hospital A's patient page
+    # All below the ephemeral range: a node started beside the demo takes its ports with
+    # free_port(), which must not hand it one of these before the demo's services bind them.
+    chain = _free_run(7)
+    node, audit, ports = chain + 1, chain + 2, chain + 3  # 3 gateways, then the patient page
     env = {
         **os.environ,
         "DUL_HOME": str(home),
