@@ -521,6 +521,10 @@ def _consent_resource(node: Node, times: Mapping[int, int | None]) -> Consent:
         patient=_ref("subject", str(a["subject_ref"]), type_="Patient"),
         dateTime=_instant(times.get(node.chain.block)) if node.chain else None,
         organization=[_ref("organization", str(a["holder_org"]), type_="Organization")],
+        # Who agreed: the patient when they granted it with their own key.
+        performer=[_ref("subject", str(a["subject_ref"]), type_="Patient")]
+        if a.get("granted_by") == "patient"
+        else [_ref("organization", str(a["holder_org"]), type_="Organization")],
         policyRule=CodeableConcept(coding=[_coding(ACT_CODE, "OPTIN", "opt-in")]),
         sourceReference=_source(node, "ConsentRecorded"),
         provision=ConsentProvision(

@@ -662,7 +662,9 @@ class _Builder:
             return None
         scenarios = [s.name for s in Scenario if int(row["scenarios"]) >> s & 1]
         status = _enum_name(ConsentStatus, row["status"])
-        history = [{"event": "recorded", "by": row["recorder"], "chain": _ref(row).model_dump()}]
+        by_patient = bool(row["by_subject"])
+        history = [{"event": "recorded", "by": row["recorder"], "by_subject": by_patient,
+                    "chain": _ref(row).model_dump()}]  # fmt: skip
         if row["w_block"] is not None:
             history.append({
                 "event": "withdrawn", "by": row["w_by"], "by_subject": bool(row["w_self"]),
@@ -688,6 +690,8 @@ class _Builder:
                 "valid_from": row["valid_from"],
                 "valid_until": row["valid_until"],
                 "withdrawable_by_subject": int(row["subject_key"], 16) != 0,
+                # who gave it: the patient with their own key, or a steward on their behalf
+                "granted_by": "patient" if by_patient else "steward",
                 "history": history,
             },
         )

@@ -350,6 +350,8 @@ class Consent(AuditModel, table=True):
     """Agreement ids the consent is limited to, space-separated 0x hex, ascending (empty: any)."""
     requesters: str = ""
     """Requesting organizations it is limited to, likewise."""
+    by_subject: bool = False
+    """The patient granted it with their own key (`recorder` is that key), not a steward."""
 
 
 class ConsentWithdrawal(Positioned, table=True):
@@ -710,7 +712,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "consent": (
         "consent_id", "holder_org", "subject", "scenarios", "duo_codes", "valid_from",
         "valid_until", "subject_key", "recorder", "status", "block_number", "tx_index",
-        "log_index", "tx_hash", "disease_code", "studies", "requesters",
+        "log_index", "tx_hash", "disease_code", "studies", "requesters", "by_subject",
     ),
     "consent_withdrawal": (
         "block_number", "tx_index", "log_index", "consent_id", "holder_org", "subject",
@@ -855,7 +857,7 @@ def project(events: Iterable[DecodedEvent]) -> PageRows:
                     json.dumps(terms["duoCodes"]), terms["validFrom"], terms["validUntil"],
                     terms["subjectKey"], a["recorder"], int(ConsentStatus.GRANTED), b, t, i, tx,
                     terms["diseaseCode"], " ".join(terms["studies"]),
-                    " ".join(terms["requesters"]),
+                    " ".join(terms["requesters"]), a["bySubject"],
                 ),
             )  # fmt: skip
             page.consents.add(a["consentId"])

@@ -399,7 +399,7 @@ def _key(row: Any) -> Plain:
 
 def _consent(row: Any) -> Plain:
     history = [
-        {"event": "recorded", "by": row["recorder"], "by_subject": False,
+        {"event": "recorded", "by": row["recorder"], "by_subject": bool(row["by_subject"]),
          "time": _time(row["timestamp"]), "chain": _chain(row)}
     ]  # fmt: skip
     withdrawn = _chain_of(row, "w_")

@@ -5,6 +5,11 @@
   gateway checks each is the call its path names, simulates it from the steward's address (a
   refusal — unknown holder, not a steward, overlapping or back-dated consent — answers with the
   contract's custom error as `code`, and nothing is sent) and relays the bytes.
+- **patient grants** — a patient's EIP-712 `ConsentGrant` of a consent's terms, signed by the
+  key the holder registered for the subject, is simulated from the gateway's address and
+  relayed as an outbox CALL of `recordConsentBySubject`, like a withdrawal; the consent's event
+  says the patient granted it (`bySubject`). It is in force once mined (the next decision's
+  `sync()` reads it).
 - **patient withdrawals** — a patient's EIP-712 `ConsentWithdrawal` signature (by the key
   recorded with the consent) is simulated from the gateway's own address, so a forged or expired
   signature is refused before anything is stored, then queued as an outbox CALL of
@@ -33,14 +38,14 @@ from eth_hash.auto import keccak
 from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from dul.consent_terms import disease_term
+from dul.consent_terms import ConsentTerms, ScopeError, disease_code, disease_term
 from dul.contracts import bindings
 from dul.contracts.typed_data import PatientAuthorization
 from dul.domain import ConsentStatus, Scenario, Tier, slug_of
 from ledger_gateway.callers import Caller
 from ledger_gateway.consents import ConsentView
 from ledger_gateway.errors import BadRequestError, UnavailableError
-from ledger_gateway.models import Hex32, Signature, TierName
+from ledger_gateway.models import Address, Hex32, Signature, TierName
 from ledger_gateway.outbox import NewCall, OperationStatus, OperationView, Outbox
 from ledger_gateway.relay import Call, RelayError, function
 from ledger_gateway.rpc import RpcError
@@ -56,6 +61,8 @@ log = structlog.get_logger(__name__)
 
 WITHDRAW_BY_SUBJECT = function("ConsentRegistry", "withdrawConsentBySubject")
 WITHDRAW_GAS_MIN = 150_000
+GRANT_BY_SUBJECT = function("ConsentRegistry", "recordConsentBySubject")
+GRANT_GAS_MIN = 250_000
 ISSUE_BY_SUBJECT = function("ConsentRegistry", "issueAuthorizationBySubject")
 REVOKE_BY_SUBJECT = function("ConsentRegistry", "revokeAuthorizationBySubject")
 ISSUE_GAS_MIN = 300_000
@@ -107,6 +114,64 @@ class WithdrawalIn(BaseModel):
                 "give signed_transaction (steward) or consent_id, deadline and signature (patient)"
             )
         return self
+
+
+class ConsentGrantIn(BaseModel):
+    """A consent the patient granted in their own wallet: EIP-712 `ConsentGrant(consentId,
+    holder, subject, scenarios, duoCodes, validFrom, validUntil, subjectKey, diseaseCode,
+    studies, requesters, deadline)` in the ConsentRegistry's domain, by the key the holder
+    registered for the subject. The holder is this gateway's organization; `consent_id` is the
+    subject's next consent id (`ConsentRegistry.nextConsentId`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    consent_id: Hex32 = Field(description="the id the consent gets: the subject's next")
+    subject: Hex32 = Field(description="the subject reference")
+    scenarios: list[ScenarioName] = Field(min_length=1, max_length=5)
+    duo_codes: list[Annotated[int, Field(ge=0, lt=2**32)]] = Field(default=[], max_length=16)
+    valid_from: int = Field(0, ge=0, lt=2**64, description="unix time; 0: from the recording")
+    valid_until: int = Field(ge=1, lt=2**64, description="unix time")
+    subject_key: Address | None = Field(
+        None, description="the consent's key: the signing key, or null (the same)"
+    )
+    disease: str | None = Field(None, max_length=32, description="a CURIE, with DUO:0000007")
+    studies: list[Hex32] = Field(default=[], max_length=16, description="agreement ids")
+    requesters: list[Hex32] = Field(default=[], max_length=16, description="organization ids")
+    deadline: int = Field(ge=0, lt=2**64, description="the signature's deadline")
+    signature: Signature = Field(description="the patient's EIP-712 signature")
+
+    def terms(self, holder: bytes) -> ConsentTerms:
+        """The signed terms, checked against the registry's scope rules (ScopeError)."""
+        mask = 0
+        for name in self.scenarios:
+            mask |= 1 << Scenario[name]
+        return ConsentTerms(
+            holder=holder,
+            subject=_b32(self.subject),
+            scenarios=mask,
+            valid_until=self.valid_until,
+            duo_codes=tuple(self.duo_codes),
+            valid_from=self.valid_from,
+            subject_key=self.subject_key or "0x" + "00" * 20,
+            disease_code=disease_code(self.disease) if self.disease else bytes(32),
+            studies=tuple(_b32(s) for s in self.studies),
+            requesters=tuple(_b32(r) for r in self.requesters),
+        ).check()
+
+
+class ConsentGrantOut(BaseModel):
+    """A patient's grant relayed with the gateway's key (an outbox CALL operation); in force
+    for the gateway's decisions once mined."""
+
+    consent_id: str
+    subject: str
+    by: Literal["subject"] = "subject"
+    status: Literal["pending", "submitted", "confirmed", "failed"]
+    tx_hash: str | None = None
+    block_number: int | None = None
+    operation_id: str
+    sender: str
+    error: str | None = None
 
 
 class WithdrawalOut(BaseModel):
@@ -197,6 +262,9 @@ class ConsentOut(BaseModel):
         "MONDO:0007254; null: none"
     )
     status: Literal["GRANTED", "WITHDRAWN"]
+    granted_by: Literal["steward", "subject"] = Field(
+        "steward", description="subject: the patient granted it with their own key"
+    )
     withdrawal_pending: bool
     """Withdrawn through this gateway; the transaction is not mined yet (already in force)."""
     valid_from: int
@@ -253,6 +321,42 @@ class ConsentService:
     ) -> TransactionOut:
         expected = self.steward.expect_consent(("recordConsent", "recordConsents"))
         return await self.steward.relay(body, expected, caller, wait=wait)
+
+    async def grant_by_subject(
+        self, body: ConsentGrantIn, caller: Caller, *, wait: bool
+    ) -> ConsentGrantOut:
+        """Relay the patient's signed `ConsentGrant` of a consent at this gateway's holder."""
+        caller.require_holder([self.steward.org], "the consents this gateway keeps")
+        try:
+            terms = body.terms(self.steward.org)
+        except ScopeError as exc:
+            raise BadRequestError(str(exc)) from None
+        consent_id = _b32(body.consent_id)
+        data = GRANT_BY_SUBJECT.encode(
+            consent_id, terms.as_abi(), body.deadline, _b32(body.signature)
+        )
+
+        def queued() -> None:
+            log.info("consents.granted", consent=_hex(consent_id), by="subject")
+
+        stored = await self._relay_subject_call(
+            "recordConsentBySubject",
+            data,
+            f"the patient's grant of consent {_hex(consent_id)}",
+            GRANT_GAS_MIN,
+            queued,
+        )
+        view = await self._settle(stored, wait)
+        return ConsentGrantOut(
+            consent_id=_hex(consent_id),
+            subject=body.subject.lower(),
+            status=view.status.value,
+            tx_hash=None if view.tx_hash is None else _hex(view.tx_hash),
+            block_number=view.block_number,
+            operation_id=_hex(view.key),
+            sender=self.steward.relayer,
+            error=view.error,
+        )
 
     async def withdraw(
         self, subject: bytes, body: WithdrawalIn, caller: Caller, *, wait: bool
@@ -391,6 +495,7 @@ class ConsentService:
                     requesters=[slug_of(r) for r in sorted(c.requesters)],
                     disease=disease_term(c.disease),
                     status="GRANTED" if granted else "WITHDRAWN",
+                    granted_by="subject" if c.by_subject else "steward",
                     withdrawal_pending=pending,
                     valid_from=c.valid_from,
                     valid_until=c.valid_until,

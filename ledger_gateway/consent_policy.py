@@ -49,6 +49,8 @@ class ConsentState:
     """Agreement ids the consent is limited to (empty: any)."""
     requesters: frozenset[bytes] = frozenset()
     """Requesting organizations the consent is limited to (empty: any)."""
+    by_subject: bool = False
+    """The patient granted it with their own key (EIP-712 `ConsentGrant`), not a steward."""
 
     @property
     def specific(self) -> bool:

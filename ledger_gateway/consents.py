@@ -241,7 +241,7 @@ class ConsentView:
             log.debug("consents.applied", events=len(entries), consents=consents)
 
     def _recorded(self, topics: list[bytes], data: bytes) -> None:
-        raw, _recorder = events()["ConsentRecorded"].decode_data(data)
+        raw, _recorder, by_subject = events()["ConsentRecorded"].decode_data(data)
         terms = ConsentTerms.from_abi(raw)
         state = ConsentState(
             consent_id=topics[1],
@@ -256,6 +256,7 @@ class ConsentView:
             disease=terms.disease_code,
             studies=frozenset(terms.studies),
             requesters=frozenset(terms.requesters),
+            by_subject=bool(by_subject),
         )
         self.index.add(state)
 

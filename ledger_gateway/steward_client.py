@@ -13,6 +13,8 @@ from dul.errors import TransactionError
 from dul.signing import Signer, typed_data_digest
 from ledger_gateway.client import GatewayClient, _hex
 from ledger_gateway.consent_flows import (
+    ConsentGrantIn,
+    ConsentGrantOut,
     ConsentsOut,
     PatientAuthorizationIn,
     PatientCallOut,
@@ -190,6 +192,13 @@ class StewardClient(GatewayClient):
     ) -> TransactionOut:
         """Relay a signed `registerSubjectKey` for `subject`."""
         return self._relay(f"/v1/consents/{_hex(subject)}/key", signed_transaction, wait)
+
+    def relay_patient_consent(self, body: ConsentGrantIn, *, wait: bool = False) -> ConsentGrantOut:
+        """Relay a consent the patient granted with their own key (EIP-712 `ConsentGrant`)."""
+        data = self._send(
+            "POST", "/v1/consents/by-patient", json=body.model_dump(), params=self._wait(wait)
+        )
+        return ConsentGrantOut.model_validate(data)
 
     def relay_patient_authorization(
         self, body: PatientAuthorizationIn, *, wait: bool = False

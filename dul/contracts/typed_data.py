@@ -1,5 +1,6 @@
 """What parties sign: the EIP-712 `Agreement`, `AccessRequest`, and the patient's
-`ConsentWithdrawal`, `Authorization` and `AuthorizationRevocation`, and their on-chain tuples.
+`ConsentGrant`, `ConsentWithdrawal`, `Authorization` and `AuthorizationRevocation`, and their
+on-chain tuples.
 
 The type strings here and in `solidity/contracts/libraries/TypedData.sol` are one public
 interface; the Hardhat cross-language vector and `tests/unit/test_typed_data.py` keep them equal.
@@ -13,6 +14,7 @@ from typing import Any
 
 from eth_typing import ChecksumAddress
 
+from dul.consent_terms import ConsentTerms
 from dul.domain import ConsentPolicy, Decision, DenyReason, Operation, Scenario, Tier, agreement_id
 from dul.signing import (
     Signer,
@@ -82,6 +84,23 @@ CONSENT_WITHDRAWAL_TYPES: dict[str, list[dict[str, str]]] = {
     ]
 }
 
+CONSENT_GRANT_TYPES: dict[str, list[dict[str, str]]] = {
+    "ConsentGrant": [
+        {"name": "consentId", "type": "bytes32"},
+        {"name": "holder", "type": "bytes32"},
+        {"name": "subject", "type": "bytes32"},
+        {"name": "scenarios", "type": "uint8"},
+        {"name": "duoCodes", "type": "uint32[]"},
+        {"name": "validFrom", "type": "uint64"},
+        {"name": "validUntil", "type": "uint64"},
+        {"name": "subjectKey", "type": "address"},
+        {"name": "diseaseCode", "type": "bytes32"},
+        {"name": "studies", "type": "bytes32[]"},
+        {"name": "requesters", "type": "bytes32[]"},
+        {"name": "deadline", "type": "uint64"},
+    ]
+}
+
 AUTHORIZATION_TYPES: dict[str, list[dict[str, str]]] = {
     "Authorization": [
         {"name": "codeHash", "type": "bytes32"},
@@ -106,6 +125,7 @@ AUTHORIZATION_REVOCATION_TYPES: dict[str, list[dict[str, str]]] = {
 _hash_agreement = struct_hasher("Agreement", AGREEMENT_TYPES)
 _hash_access_request = struct_hasher("AccessRequest", ACCESS_REQUEST_TYPES)
 _hash_consent_withdrawal = struct_hasher("ConsentWithdrawal", CONSENT_WITHDRAWAL_TYPES)
+_hash_consent_grant = struct_hasher("ConsentGrant", CONSENT_GRANT_TYPES)
 _hash_authorization = struct_hasher("Authorization", AUTHORIZATION_TYPES)
 _hash_authorization_revocation = struct_hasher(
     "AuthorizationRevocation", AUTHORIZATION_REVOCATION_TYPES
@@ -181,6 +201,51 @@ class ConsentWithdrawal:
         return typed_data_json(
             domain.as_json(), CONSENT_WITHDRAWAL_TYPES, "ConsentWithdrawal", self.message()
         )
+
+    def sign(self, signer: Signer, domain: Domain) -> bytes:
+        return signer.sign_digest(self.digest(domain))
+
+    def signer_of(self, signature: bytes, domain: Domain) -> ChecksumAddress:
+        return recover(self.digest(domain), signature)
+
+
+@dataclass(frozen=True)
+class ConsentGrant:
+    """A consent the patient grants in their own wallet: EIP-712 `ConsentGrant` of `terms` as
+    consent `consent_id` (the subject's next id at the holder, `nextConsentId`), signed by the
+    key the holder registered for the subject (`subjectKeyOf`); anyone may relay it to
+    `recordConsentBySubject(consentId, terms, deadline, signature)` until `deadline`. The id
+    makes it single-use: once recorded (or overtaken by another consent) it is stale."""
+
+    consent_id: bytes
+    terms: ConsentTerms
+    deadline: int
+
+    def message(self) -> dict[str, Any]:
+        t = self.terms
+        return {
+            "consentId": self.consent_id,
+            "holder": t.holder,
+            "subject": t.subject,
+            "scenarios": t.scenarios,
+            "duoCodes": list(t.duo_codes),
+            "validFrom": t.valid_from,
+            "validUntil": t.valid_until,
+            "subjectKey": t.subject_key,
+            "diseaseCode": t.disease_code,
+            "studies": list(t.studies),
+            "requesters": list(t.requesters),
+            "deadline": self.deadline,
+        }
+
+    def digest(self, domain: Domain) -> bytes:
+        return typed_digest(domain.separator, _hash_consent_grant(self.message()))
+
+    def typed_data(self, domain: Domain) -> dict[str, Any]:
+        """The EIP-712 JSON (eth_signTypedData_v4) the patient's wallet signs; ethers v6
+        `signTypedData` wants `types` without its `EIP712Domain` entry."""
+        return typed_data_json(domain.as_json(), CONSENT_GRANT_TYPES, "ConsentGrant",
+                               self.message())  # fmt: skip
 
     def sign(self, signer: Signer, domain: Domain) -> bytes:
         return signer.sign_digest(self.digest(domain))

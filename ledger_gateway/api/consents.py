@@ -2,7 +2,8 @@
 
 Stewards record and withdraw consents and issue or revoke authorization codes with transactions
 signed on their own machine (the gateway checks, simulates and relays them); a patient's own
-withdrawal signature is relayed with the gateway's key, and so are the codes a patient issues or
+withdrawal signature is relayed with the gateway's key, and so are the consents a patient grants
+(`/v1/consents/by-patient`) and the codes a patient issues or
 revokes with their own key (`/v1/authorizations/by-patient`, `…/revoke-by-patient`), whose
 key a steward registers (`/v1/consents/{subject}/key`); an access service redeems a code the
 patient handed to a third party (`/v1/authorizations/redeem`)."""
@@ -18,6 +19,8 @@ from ledger_gateway.api.access import json_response, wait_for
 from ledger_gateway.api.agreements import WaitQuery, settled
 from ledger_gateway.api.deps import AccessCallerDep, ContextDep, StewardCallerDep
 from ledger_gateway.consent_flows import (
+    ConsentGrantIn,
+    ConsentGrantOut,
     ConsentService,
     ConsentsOut,
     PatientAuthorizationIn,
@@ -54,6 +57,23 @@ async def record_consents(
     first: a refusal answers with the contract's error code and nothing is sent). Once mined,
     the answer lists the new consent ids."""
     answer = await flows.record(body, caller, wait=wait == "confirmed")
+    return settled(response, answer)
+
+
+@router.post("/v1/consents/by-patient", response_model=ConsentGrantOut, status_code=202)
+async def grant_consent_by_patient(
+    body: ConsentGrantIn,
+    flows: FlowsDep,
+    caller: StewardCallerDep,
+    response: Response,
+    wait: WaitQuery = None,
+) -> ConsentGrantOut:
+    """Relay a consent the patient granted in their own wallet (EIP-712 `ConsentGrant` by the
+    subject's registered key) with the gateway's key, once. Simulated first: a forged, expired
+    or replayed signature (`ConsentRegistryStaleConsentGrant`), or terms the chain refuses,
+    answer with the contract's error as `code` and nothing is sent. In force for the next
+    decision once mined (`?wait=confirmed` answers then)."""
+    answer = await flows.grant_by_subject(body, caller, wait=wait == "confirmed")
     return settled(response, answer)
 
 

@@ -9,6 +9,9 @@ needs for the one patient a patient token names, and nothing else.
     GET  /api/report               the transparency report (the audit service, with the
                                    patient's own token)
     GET  /api/consents             the patient's consents as the hospital's gateway has them now
+    POST /api/consents/typed-data  the EIP-712 ConsentGrant of the consent the patient chose, as
+                                   a wallet signs it (eth_signTypedData_v4 JSON)
+    POST /api/consents             the patient's signed ConsentGrant, relayed
     POST /api/consents/{consent_id}/withdraw   the patient's signed ConsentWithdrawal, relayed
     POST /api/codes                the patient's signed Authorization, relayed
     POST /api/codes/{code_hash}/revoke   the patient's signed AuthorizationRevocation, relayed
@@ -50,13 +53,21 @@ from audit.console import STATIC as CONSOLE_STATIC
 from audit.indexer import JsonRpc, NodeUnavailableError
 from dul.body_limit import BodyLimit
 from dul.chain.rpc_auth import rpc_token
+from dul.consent_terms import ConsentTerms
 from dul.contracts.bindings import function
+from dul.contracts.typed_data import ConsentGrant, consent_domain
 from dul.domain import Scenario, Tier, slug_id
 from dul.errors import ConfigError, DulError
 from dul.patient_tokens import PatientToken, PatientTokenError
 from ledger_gateway.api.problems import problem
 from ledger_gateway.patient_page.assets import find_ethers
-from ledger_gateway.patient_page.settings import MAX_CODE_LIFETIME_S, PatientPageSettings
+from ledger_gateway.patient_page.settings import (
+    GRANT_SIGNATURE_S,
+    GRANTABLE_SCENARIOS,
+    MAX_CODE_LIFETIME_S,
+    MAX_CONSENT_YEARS,
+    PatientPageSettings,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -68,6 +79,8 @@ CODE = re.compile(r"^[0-9A-HJKMNP-TV-Z]{5}(-[0-9A-HJKMNP-TV-Z]{5}){3}$")
 MAX_BODY_BYTES = 64 * 1024
 _SUBJECT_KEY_OF = function("ConsentRegistry", "subjectKeyOf")
 _AUTHORIZATION = function("ConsentRegistry", "authorization")
+_NEXT_CONSENT_ID = function("ConsentRegistry", "nextConsentId")
+YEAR_S = 365 * 86_400
 
 # Same origin only, no inline script or style: the page's own files and its own API. Set on every
 # answer (`SecurityHeaders`): the page is reachable as `/` and as `/page/index.html`.
@@ -157,6 +170,29 @@ class CodeIn(BaseModel):
     dataset_id: str = Field(pattern=HEX32)
     code_hash: str = Field(pattern=HEX32)
     expires_at: int = Field(ge=0, lt=2**64)
+    signature: str = Field(pattern=SIGNATURE)
+
+
+GrantableScenario = Annotated[str, Field(pattern="^(" + "|".join(GRANTABLE_SCENARIOS) + ")$")]
+
+
+class ConsentChoiceIn(BaseModel):
+    """What the patient chose to consent to: purposes and for how many years."""
+
+    model_config = ConfigDict(extra="forbid")
+    scenarios: list[GrantableScenario] = Field(min_length=1, max_length=len(GRANTABLE_SCENARIOS))
+    years: int = Field(ge=1, le=MAX_CONSENT_YEARS)
+
+
+class ConsentGrantPageIn(BaseModel):
+    """The ConsentGrant the patient signed (its message's own values) and the signature."""
+
+    model_config = ConfigDict(extra="forbid")
+    consent_id: str = Field(pattern=HEX32)
+    scenarios: list[GrantableScenario] = Field(min_length=1, max_length=len(GRANTABLE_SCENARIOS))
+    valid_until: int = Field(ge=1, lt=2**64)
+    subject_key: str = Field(pattern=r"^0x[0-9a-fA-F]{40}$")
+    deadline: int = Field(ge=0, lt=2**64)
     signature: str = Field(pattern=SIGNATURE)
 
 
@@ -302,6 +338,61 @@ def create_app(settings: PatientPageSettings | None = None) -> FastAPI:
     async def consents(state: State, patient: PatientDep) -> Response:
         """The patient's consents as the hospital's gateway has them now."""
         answer = await _gateway(state, "GET", f"/v1/consents/{patient.subject}")
+        return _passed_on(answer)
+
+    @app.post("/api/consents/typed-data", tags=["patient"])
+    async def consent_typed_data(
+        body: ConsentChoiceIn, state: State, patient: PatientDep
+    ) -> dict[str, Any]:
+        """The EIP-712 `ConsentGrant` of the consent the patient chose, for their key to sign:
+        the standard JSON a wallet signs (MetaMask `eth_signTypedData_v4` as served; ethers v6
+        `signTypedData` without the `EIP712Domain` entry of `types`). Its consent id is the
+        patient's next on chain, so the signature grants one consent once."""
+        chain_id, registry = await _domain(state)
+        key = await run_in_threadpool(_subject_key, state, registry, patient)
+        if key is None:
+            raise PageError(
+                f"{state.settings.org} has no key on record for you: ask its data office to "
+                "register yours before you give a consent here",
+                code="no_subject_key",
+                status=409,
+            )
+        holder, subject = bytes.fromhex(patient.holder_id[2:]), bytes.fromhex(patient.subject[2:])
+        raw = await run_in_threadpool(
+            _eth_call, state, registry, _NEXT_CONSENT_ID.encode(holder, subject)
+        )
+        now = int(time.time())
+        grant = ConsentGrant(
+            consent_id=raw[:32],
+            terms=_grant_terms(holder, subject, body.scenarios, now + body.years * YEAR_S, key),
+            deadline=now + GRANT_SIGNATURE_S,
+        )
+        return grant.typed_data(consent_domain(chain_id, registry))  # type: ignore[arg-type]
+
+    @app.post("/api/consents", tags=["patient"])
+    async def grant_consent(
+        body: ConsentGrantPageIn, state: State, patient: PatientDep
+    ) -> Response:
+        """Relay the patient's signed EIP-712 `ConsentGrant`; in force for the next decision."""
+        now = int(time.time())
+        if not now < body.valid_until <= now + MAX_CONSENT_YEARS * YEAR_S + GRANT_SIGNATURE_S:
+            raise PageError(
+                f"a consent given here lasts between now and {MAX_CONSENT_YEARS} years",
+                code="validity_out_of_range",
+                status=422,
+            )
+        relayed = {
+            "consent_id": body.consent_id.lower(),
+            "subject": patient.subject,
+            "scenarios": sorted(set(body.scenarios), key=GRANTABLE_SCENARIOS.index),
+            "valid_until": body.valid_until,
+            "subject_key": body.subject_key,
+            "deadline": body.deadline,
+            "signature": body.signature,
+        }
+        answer = await _gateway(state, "POST", "/v1/consents/by-patient", json=relayed)
+        log.info("patient_page.consent_granted", consent=body.consent_id,
+                 status=answer.status_code)  # fmt: skip
         return _passed_on(answer)
 
     @app.post("/api/consents/{consent_id}/withdraw", tags=["patient"])
@@ -567,6 +658,18 @@ async def _offers(state: PageState) -> list[Offer]:
                 )
             )
     return offers
+
+
+def _grant_terms(
+    holder: bytes, subject: bytes, scenarios: list[str], valid_until: int, key: str
+) -> ConsentTerms:
+    """An unrestricted consent from the recording block for the chosen purposes, with the
+    patient's key (the one that signs it, and may later withdraw it)."""
+    mask = 0
+    for name in scenarios:
+        mask |= 1 << Scenario[name]
+    return ConsentTerms(holder=holder, subject=subject, scenarios=mask, valid_until=valid_until,
+                        subject_key=key)  # fmt: skip
 
 
 def _org_id(slug: str) -> str:

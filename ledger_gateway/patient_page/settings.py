@@ -16,6 +16,13 @@ from dul.home import Home
 PATIENT_PAGE_PORT = 8640
 MAX_CODE_LIFETIME_S = 30 * 86_400
 """A code a patient issues on the page expires within 30 days."""
+GRANTABLE_SCENARIOS = ("RESEARCH", "AI_TRAINING", "TEACHING")
+"""The purposes a patient may consent to on the page: secondary uses (care and insurance claims
+go through one-time codes)."""
+MAX_CONSENT_YEARS = 10
+"""The longest a consent given on the page lasts."""
+GRANT_SIGNATURE_S = 600
+"""How long a consent the page served for signing may be relayed."""
 
 
 class PatientPageSettings(BaseSettings):

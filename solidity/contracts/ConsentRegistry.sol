@@ -60,6 +60,12 @@ contract ConsentRegistry is IConsentRegistry, EIP712 {
         "Authorization(bytes32 codeHash,bytes32 holder,bytes32 subject,bytes32 grantee,bytes32 dataset,"
         "uint256 fieldMask,uint8 tier,uint8 scenario,uint64 expiresAt)"
     );
+    /// @notice EIP-712 type hash of the consent a patient grants in their own wallet.
+    bytes32 public constant CONSENT_GRANT_TYPEHASH = keccak256(
+        "ConsentGrant(bytes32 consentId,bytes32 holder,bytes32 subject,uint8 scenarios,uint32[] duoCodes,"
+        "uint64 validFrom,uint64 validUntil,address subjectKey,bytes32 diseaseCode,bytes32[] studies,"
+        "bytes32[] requesters,uint64 deadline)"
+    );
     /// @notice EIP-712 type hash of a patient's revocation of one of their codes.
     bytes32 public constant AUTHORIZATION_REVOCATION_TYPEHASH =
         keccak256("AuthorizationRevocation(bytes32 codeHash,uint64 deadline)");
@@ -106,7 +112,33 @@ contract ConsentRegistry is IConsentRegistry, EIP712 {
     /// @inheritdoc IConsentRegistry
     function recordConsent(ConsentTerms calldata terms) external returns (bytes32 consentId) {
         _checkSteward(terms.holder);
-        return _record(terms);
+        return _record(terms, msg.sender, false);
+    }
+
+    /// @inheritdoc IConsentRegistry
+    function recordConsentBySubject(
+        bytes32 consentId,
+        ConsentTerms calldata terms,
+        uint64 deadline,
+        bytes calldata signature
+    ) external returns (bytes32) {
+        OrgId holder = terms.holder;
+        (, OrgStatus holderStatus) = MEMBERSHIP.organization(holder);
+        if (holderStatus == OrgStatus.NONE) revert ConsentRegistryUnknownHolder(holder);
+        bytes32 subject = terms.subject;
+        if (subject == bytes32(0)) revert ConsentRegistryZeroSubject();
+        if (deadline < block.timestamp) revert ConsentRegistrySignatureExpired(consentId, deadline);
+        bytes32 next = _nextConsentId(holder, subject);
+        if (consentId != next) revert ConsentRegistryStaleConsentGrant(consentId, next);
+        address key = _subjectKeyOf(holder, subject);
+        (address recovered, ECDSA.RecoverError error,) =
+            ECDSA.tryRecover(_consentGrantDigest(consentId, terms, deadline), signature);
+        if (key == address(0) || error != ECDSA.RecoverError.NoError || recovered != key) {
+            revert ConsentRegistryInvalidSubjectSignature(consentId);
+        }
+        address given = terms.subjectKey;
+        if (given != address(0) && given != key) revert ConsentRegistrySubjectKeyMismatch(given, key);
+        return _record(terms, key, true);
     }
 
     /// @inheritdoc IConsentRegistry
@@ -121,7 +153,7 @@ contract ConsentRegistry is IConsentRegistry, EIP712 {
                 _checkSteward(item.holder);
                 checked = item.holder;
             }
-            _record(item);
+            _record(item, msg.sender, false);
         }
     }
 
@@ -294,6 +326,20 @@ contract ConsentRegistry is IConsentRegistry, EIP712 {
     }
 
     /// @inheritdoc IConsentRegistry
+    function nextConsentId(OrgId holder, bytes32 subject) external view returns (bytes32) {
+        return _nextConsentId(holder, subject);
+    }
+
+    /// @inheritdoc IConsentRegistry
+    function consentGrantDigest(bytes32 consentId, ConsentTerms calldata terms, uint64 deadline)
+        external
+        view
+        returns (bytes32)
+    {
+        return _consentGrantDigest(consentId, terms, deadline);
+    }
+
+    /// @inheritdoc IConsentRegistry
     function withdrawalDigest(bytes32 consentId, uint64 deadline) external view returns (bytes32) {
         return _withdrawalDigest(consentId, deadline);
     }
@@ -333,11 +379,13 @@ contract ConsentRegistry is IConsentRegistry, EIP712 {
 
     // --- internals --------------------------------------------------------------------------
 
-    /// @dev Records one consent whose holder's steward has been checked.
-    function _record(ConsentTerms calldata terms) private returns (bytes32 consentId) {
-        OrgId holder = terms.holder;
-        bytes32 subject = terms.subject;
-        if (subject == bytes32(0)) revert ConsentRegistryZeroSubject();
+    /// @dev Records one consent whose recorder has been checked: a steward of the holder, or
+    /// (`bySubject`) the subject's key, which becomes the consent's key.
+    function _record(ConsentTerms calldata terms, address recorder, bool bySubject)
+        private
+        returns (bytes32 consentId)
+    {
+        if (terms.subject == bytes32(0)) revert ConsentRegistryZeroSubject();
         uint8 scenarios = terms.scenarios;
         if (scenarios == 0 || scenarios & ~_ALL_SCENARIOS != 0) revert ConsentRegistryInvalidScenarios(scenarios);
         uint64 validFrom = terms.validFrom;
@@ -349,7 +397,32 @@ contract ConsentRegistry is IConsentRegistry, EIP712 {
         uint64 validUntil = terms.validUntil;
         if (validUntil <= validFrom) revert ConsentRegistryInvalidValidity(validFrom, validUntil);
         bytes32 scope = _checkScope(terms);
+        consentId = _claimId(terms.holder, terms.subject, scenarios, scope, validFrom, validUntil);
 
+        StoredConsent storage stored = _consents[consentId];
+        stored.holder = terms.holder;
+        stored.subject = terms.subject;
+        stored.scenarios = scenarios;
+        stored.status = ConsentStatus.GRANTED;
+        stored.validFrom = validFrom;
+        stored.validUntil = validUntil;
+        if (bySubject) stored.subjectKey = recorder;
+        else if (terms.subjectKey != address(0)) stored.subjectKey = terms.subjectKey;
+        if (scope != 0) stored.scope = scope;
+
+        _announce(consentId, terms, validFrom, recorder, bySubject);
+    }
+
+    /// @dev The id of the subject's next consent, counted: refused when the subject has the
+    /// most consents already or a granted one of the same scope overlaps in scenarios and time.
+    function _claimId(
+        OrgId holder,
+        bytes32 subject,
+        uint8 scenarios,
+        bytes32 scope,
+        uint64 validFrom,
+        uint64 validUntil
+    ) private returns (bytes32 consentId) {
         bytes32 first = _consentId(holder, subject, 0);
         StoredConsent storage head = _consents[first];
         uint256 count = head.count;
@@ -362,23 +435,24 @@ contract ConsentRegistry is IConsentRegistry, EIP712 {
                     && existing.scope == scope && existing.validFrom <= validUntil && validFrom <= existing.validUntil
             ) revert ConsentRegistryOverlappingConsent(existingId);
         }
-
         consentId = count == 0 ? first : _consentId(holder, subject, count);
-        StoredConsent storage stored = _consents[consentId];
-        stored.holder = holder;
-        stored.subject = subject;
-        stored.scenarios = scenarios;
-        stored.status = ConsentStatus.GRANTED;
-        stored.validFrom = validFrom;
-        stored.validUntil = validUntil;
-        // `count` lives in the first consent's packed slot; for count 0 that is `stored` itself.
+        // `count` lives in the first consent's packed slot; for count 0 that is the new consent's.
         head.count = uint8(count + 1);
-        if (terms.subjectKey != address(0)) stored.subjectKey = terms.subjectKey;
-        if (scope != 0) stored.scope = scope;
+    }
 
+    /// @dev Emits `ConsentRecorded` with the effective start and key (a function of its own: the
+    /// recording's locals would not fit the stack beside the event's).
+    function _announce(
+        bytes32 consentId,
+        ConsentTerms calldata terms,
+        uint64 validFrom,
+        address recorder,
+        bool bySubject
+    ) private {
         ConsentTerms memory recorded = terms;
         recorded.validFrom = validFrom;
-        emit ConsentRecorded(consentId, holder, subject, recorded, msg.sender);
+        if (bySubject) recorded.subjectKey = recorder;
+        emit ConsentRecorded(consentId, terms.holder, terms.subject, recorded, recorder, bySubject);
     }
 
     /// @dev Checks the DUO codes and the specific scope; returns the scope's hash (zero: none).
@@ -550,6 +624,39 @@ contract ConsentRegistry is IConsentRegistry, EIP712 {
     function _existingConsent(bytes32 consentId) private view returns (StoredConsent storage stored) {
         stored = _consents[consentId];
         if (stored.status == ConsentStatus.NONE) revert ConsentRegistryUnknownConsent(consentId);
+    }
+
+    /// @dev The id the subject's next consent at `holder` gets (its sequence: how many it has).
+    function _nextConsentId(OrgId holder, bytes32 subject) private view returns (bytes32 next) {
+        next = _consentId(holder, subject, 0);
+        uint256 count = _consents[next].count;
+        if (count != 0) next = _consentId(holder, subject, count);
+    }
+
+    function _consentGrantDigest(bytes32 consentId, ConsentTerms calldata t, uint64 deadline)
+        private
+        view
+        returns (bytes32)
+    {
+        // Two parts: one abi.encode of all thirteen words would not fit the stack.
+        bytes memory head = abi.encode(
+            CONSENT_GRANT_TYPEHASH,
+            consentId,
+            t.holder,
+            t.subject,
+            t.scenarios,
+            keccak256(abi.encodePacked(t.duoCodes)),
+            t.validFrom
+        );
+        bytes memory tail = abi.encode(
+            t.validUntil,
+            t.subjectKey,
+            t.diseaseCode,
+            keccak256(abi.encodePacked(t.studies)),
+            keccak256(abi.encodePacked(t.requesters)),
+            deadline
+        );
+        return _hashTypedDataV4(keccak256(bytes.concat(head, tail)));
     }
 
     function _withdrawalDigest(bytes32 consentId, uint64 deadline) private view returns (bytes32) {

@@ -25,12 +25,15 @@ const {
 } = require("./helpers/fixtures");
 const {
   AUTHORIZATION_TYPES,
+  CONSENT_GRANT_TYPES,
   CONSENT_WITHDRAWAL_TYPES,
   authorizationMessage,
+  consentGrantMessage,
   consentDomain,
   consentIdOf,
   signAuthorization,
   signAuthorizationRevocation,
+  signConsentGrant,
   signWithdrawal,
 } = require("./helpers/typed-data");
 const { shouldBeDisabledBySuspension } = require("./helpers/membership.behavior");
@@ -201,7 +204,7 @@ describe("ConsentRegistry", function () {
       await time.setNextBlockTimestamp(at);
       await expect(record(ctx, terms))
         .to.emit(ctx.consents, "ConsentRecorded")
-        .withArgs(id, ORG.HOSPITAL, PATIENT, sameStruct({ ...terms, validFrom: at }), ctx.hospitalSteward.address);
+        .withArgs(id, ORG.HOSPITAL, PATIENT, sameStruct({ ...terms, validFrom: at }), ctx.hospitalSteward.address, false);
       expect(await stored(ctx, id)).to.deep.equal({
         holder: ORG.HOSPITAL,
         subject: PATIENT,
@@ -220,7 +223,7 @@ describe("ConsentRegistry", function () {
       const future = consentTerms(ctx.now, { validFrom: later, validUntil: later + DAY, scenarios: RESEARCH });
       await expect(record(ctx, future))
         .to.emit(ctx.consents, "ConsentRecorded")
-        .withArgs(consentIdOf(ORG.HOSPITAL, PATIENT, 0), ORG.HOSPITAL, PATIENT, sameStruct(future), ctx.hospitalSteward.address);
+        .withArgs(consentIdOf(ORG.HOSPITAL, PATIENT, 0), ORG.HOSPITAL, PATIENT, sameStruct(future), ctx.hospitalSteward.address, false);
       const at = (await time.latest()) + 3;
       const now = consentTerms(ctx.now, { validFrom: at, validUntil: at + DAY, scenarios: AI });
       await time.setNextBlockTimestamp(at);
@@ -415,7 +418,7 @@ describe("ConsentRegistry", function () {
         const second = consentIdOf(ORG.HOSPITAL, PATIENT, 1);
         await expect(record(ctx, again))
           .to.emit(ctx.consents, "ConsentRecorded")
-          .withArgs(second, ORG.HOSPITAL, PATIENT, sameStruct(again), ctx.hospitalSteward.address);
+          .withArgs(second, ORG.HOSPITAL, PATIENT, sameStruct(again), ctx.hospitalSteward.address, false);
         expect((await stored(ctx, ctx.first)).status).to.equal(ConsentStatus.WITHDRAWN);
         expect((await stored(ctx, second)).status).to.equal(ConsentStatus.GRANTED);
         expect(await ctx.consents.consentIds(ORG.HOSPITAL, PATIENT)).to.deep.equal([ctx.first, second]);
@@ -476,7 +479,7 @@ describe("ConsentRegistry", function () {
       for (const [i, terms] of batch.entries()) {
         await expect(tx)
           .to.emit(ctx.consents, "ConsentRecorded")
-          .withArgs(ids[i], ORG.HOSPITAL, terms.subject, sameStruct({ ...terms, validFrom: at }), ctx.hospitalSteward.address);
+          .withArgs(ids[i], ORG.HOSPITAL, terms.subject, sameStruct({ ...terms, validFrom: at }), ctx.hospitalSteward.address, false);
       }
       expect((await stored(ctx, ids[2])).subjectKey).to.equal(ctx.patient.address);
       expect((await stored(ctx, ids[0])).subjectKey).to.equal(ethers.ZeroAddress);
@@ -714,6 +717,224 @@ describe("ConsentRegistry", function () {
     });
   });
 
+  describe("recordConsentBySubject (patient's key)", function () {
+    const far = (ctx) => ctx.now + 30 * DAY;
+    const FIRST = consentIdOf(ORG.HOSPITAL, PATIENT, 0);
+
+    /** The registry with the patient's key registered for PATIENT (no consent yet). */
+    async function keyedFixture() {
+      const ctx = await registryFixture();
+      await ctx.consents.connect(ctx.hospitalSteward).registerSubjectKey(ORG.HOSPITAL, PATIENT, ctx.patient.address);
+      return { ...ctx, terms: consentTerms(ctx.now, { scenarios: RESEARCH }) };
+    }
+
+    const grant = async (ctx, { id = FIRST, terms = ctx.terms, deadline = far(ctx), signer = ctx.patient } = {}) => {
+      const signature = await signConsentGrant(signer, ctx.consents, id, terms, deadline);
+      return ctx.consents.connect(ctx.relayer).recordConsentBySubject(id, terms, deadline, signature);
+    };
+
+    it("computes the EIP-712 digest the patient signs, and the next consent id", async function () {
+      const ctx = await loadFixture(keyedFixture);
+      const expected = ethers.TypedDataEncoder.hash(
+        await consentDomain(ctx.consents),
+        CONSENT_GRANT_TYPES,
+        consentGrantMessage(FIRST, ctx.terms, far(ctx)),
+      );
+      expect(await ctx.consents.consentGrantDigest(FIRST, ctx.terms, far(ctx))).to.equal(expected);
+      expect(await ctx.consents.nextConsentId(ORG.HOSPITAL, PATIENT)).to.equal(FIRST);
+      await record(ctx, consentTerms(ctx.now, { scenarios: AI }));
+      expect(await ctx.consents.nextConsentId(ORG.HOSPITAL, PATIENT)).to.equal(consentIdOf(ORG.HOSPITAL, PATIENT, 1));
+    });
+
+    it("records the consent on the patient's signature, relayed by a non-member, as the patient's", async function () {
+      const ctx = await loadFixture(keyedFixture);
+      const signature = await signConsentGrant(ctx.patient, ctx.consents, FIRST, ctx.terms, far(ctx));
+      const at = (await time.latest()) + 5;
+      await time.setNextBlockTimestamp(at);
+      await expect(ctx.consents.connect(ctx.stranger).recordConsentBySubject(FIRST, ctx.terms, far(ctx), signature))
+        .to.emit(ctx.consents, "ConsentRecorded")
+        .withArgs(
+          FIRST,
+          ORG.HOSPITAL,
+          PATIENT,
+          sameStruct({ ...ctx.terms, validFrom: at, subjectKey: ctx.patient.address }),
+          ctx.patient.address,
+          true,
+        );
+      expect(await stored(ctx, FIRST)).to.deep.include({
+        status: ConsentStatus.GRANTED,
+        validFrom: at,
+        subjectKey: ctx.patient.address,
+      });
+      expect(await ctx.consents.hasConsent(ORG.HOSPITAL, PATIENT, Scenario.RESEARCH)).to.equal(true);
+      // the key it was granted with withdraws it
+      const withdrawal = await signWithdrawal(ctx.patient, ctx.consents, FIRST, far(ctx));
+      await expect(ctx.consents.connect(ctx.relayer).withdrawConsentBySubject(FIRST, far(ctx), withdrawal))
+        .to.emit(ctx.consents, "ConsentWithdrawn")
+        .withArgs(FIRST, ORG.HOSPITAL, PATIENT, ctx.patient.address, true);
+    });
+
+    it("takes the key of the patient's newest consent when none is registered, and a terms key equal to it", async function () {
+      const ctx = await loadFixture(consentedFixture);
+      const next = consentIdOf(ORG.HOSPITAL, PATIENT, 1);
+      const terms = consentTerms(ctx.now, { scenarios: TEACHING, subjectKey: ctx.patient.address });
+      const signature = await signConsentGrant(ctx.patient, ctx.consents, next, terms, far(ctx));
+      const at = (await time.latest()) + 5;
+      await time.setNextBlockTimestamp(at);
+      await expect(ctx.consents.connect(ctx.relayer).recordConsentBySubject(next, terms, far(ctx), signature))
+        .to.emit(ctx.consents, "ConsentRecorded")
+        .withArgs(next, ORG.HOSPITAL, PATIENT, sameStruct({ ...terms, validFrom: at }), ctx.patient.address, true);
+    });
+
+    it("accepts a signature up to and including its deadline", async function () {
+      const ctx = await loadFixture(keyedFixture);
+      const deadline = (await time.latest()) + 100;
+      const signature = await signConsentGrant(ctx.patient, ctx.consents, FIRST, ctx.terms, deadline);
+      await time.setNextBlockTimestamp(deadline);
+      await expect(ctx.consents.connect(ctx.relayer).recordConsentBySubject(FIRST, ctx.terms, deadline, signature)).to.emit(
+        ctx.consents,
+        "ConsentRecorded",
+      );
+    });
+
+    it("refuses an expired signature", async function () {
+      const ctx = await loadFixture(keyedFixture);
+      const deadline = (await time.latest()) + 100;
+      const signature = await signConsentGrant(ctx.patient, ctx.consents, FIRST, ctx.terms, deadline);
+      await time.setNextBlockTimestamp(deadline + 1);
+      await expect(ctx.consents.connect(ctx.relayer).recordConsentBySubject(FIRST, ctx.terms, deadline, signature))
+        .to.be.revertedWithCustomError(ctx.consents, "ConsentRegistrySignatureExpired")
+        .withArgs(FIRST, deadline);
+      expect(await ctx.consents.consentIds(ORG.HOSPITAL, PATIENT)).to.deep.equal([]);
+    });
+
+    it("refuses a replay, after a withdrawal too, and a signature for an id already taken", async function () {
+      const ctx = await loadFixture(keyedFixture);
+      const signature = await signConsentGrant(ctx.patient, ctx.consents, FIRST, ctx.terms, far(ctx));
+      await ctx.consents.connect(ctx.relayer).recordConsentBySubject(FIRST, ctx.terms, far(ctx), signature);
+      const next = consentIdOf(ORG.HOSPITAL, PATIENT, 1);
+      await expect(ctx.consents.connect(ctx.relayer).recordConsentBySubject(FIRST, ctx.terms, far(ctx), signature))
+        .to.be.revertedWithCustomError(ctx.consents, "ConsentRegistryStaleConsentGrant")
+        .withArgs(FIRST, next);
+      await ctx.consents.connect(ctx.hospitalSteward).withdrawConsent(FIRST);
+      await expect(ctx.consents.connect(ctx.relayer).recordConsentBySubject(FIRST, ctx.terms, far(ctx), signature))
+        .to.be.revertedWithCustomError(ctx.consents, "ConsentRegistryStaleConsentGrant")
+        .withArgs(FIRST, next);
+      // the same signature under the next id is not the patient's
+      await expect(ctx.consents.connect(ctx.relayer).recordConsentBySubject(next, ctx.terms, far(ctx), signature))
+        .to.be.revertedWithCustomError(ctx.consents, "ConsentRegistryInvalidSubjectSignature")
+        .withArgs(next);
+      expect(await ctx.consents.hasConsent(ORG.HOSPITAL, PATIENT, Scenario.RESEARCH)).to.equal(false);
+    });
+
+    it("refuses a signature overtaken by a consent the steward recorded", async function () {
+      const ctx = await loadFixture(keyedFixture);
+      const signature = await signConsentGrant(ctx.patient, ctx.consents, FIRST, ctx.terms, far(ctx));
+      await record(ctx, consentTerms(ctx.now, { scenarios: AI }));
+      await expect(ctx.consents.connect(ctx.relayer).recordConsentBySubject(FIRST, ctx.terms, far(ctx), signature))
+        .to.be.revertedWithCustomError(ctx.consents, "ConsentRegistryStaleConsentGrant")
+        .withArgs(FIRST, consentIdOf(ORG.HOSPITAL, PATIENT, 1));
+    });
+
+    const forgeries = [
+      ["a key that is not the patient's", async (ctx) => signConsentGrant(ctx.stranger, ctx.consents, FIRST, ctx.terms, far(ctx))],
+      ["the steward's key", async (ctx) => signConsentGrant(ctx.hospitalSteward, ctx.consents, FIRST, ctx.terms, far(ctx))],
+      [
+        "other scenarios",
+        async (ctx) => signConsentGrant(ctx.patient, ctx.consents, FIRST, { ...ctx.terms, scenarios: AI }, far(ctx)),
+      ],
+      [
+        "a longer window",
+        async (ctx) =>
+          signConsentGrant(ctx.patient, ctx.consents, FIRST, { ...ctx.terms, validUntil: ctx.terms.validUntil + 1 }, far(ctx)),
+      ],
+      [
+        "other studies",
+        async (ctx) =>
+          signConsentGrant(ctx.patient, ctx.consents, FIRST, { ...ctx.terms, studies: [tag("agreement:other")] }, far(ctx)),
+      ],
+      ["another deadline", async (ctx) => signConsentGrant(ctx.patient, ctx.consents, FIRST, ctx.terms, far(ctx) + 1)],
+      [
+        "another registry",
+        async (ctx) =>
+          signConsentGrant(ctx.patient, ctx.consents, FIRST, ctx.terms, far(ctx), { verifyingContract: ctx.relayer.address }),
+      ],
+      ["another chain", async (ctx) => signConsentGrant(ctx.patient, ctx.consents, FIRST, ctx.terms, far(ctx), { chainId: 1 })],
+      [
+        "a truncated signature (64 bytes)",
+        async (ctx) => ethers.dataSlice(await signConsentGrant(ctx.patient, ctx.consents, FIRST, ctx.terms, far(ctx)), 0, 64),
+      ],
+      ["no signature at all", async () => "0x"],
+      [
+        "a malleable (high-s) signature",
+        async (ctx) => {
+          const sig = ethers.Signature.from(await signConsentGrant(ctx.patient, ctx.consents, FIRST, ctx.terms, far(ctx)));
+          const n = BigInt("0xfffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141");
+          const highS = ethers.toBeHex(n - BigInt(sig.s), 32);
+          return ethers.concat([sig.r, highS, ethers.toBeHex(sig.v === 27 ? 28 : 27, 1)]);
+        },
+      ],
+    ];
+    for (const [name, forge] of forgeries) {
+      it(`refuses a grant signed for ${name}`, async function () {
+        const ctx = await loadFixture(keyedFixture);
+        const signature = await forge(ctx);
+        await expect(ctx.consents.connect(ctx.relayer).recordConsentBySubject(FIRST, ctx.terms, far(ctx), signature))
+          .to.be.revertedWithCustomError(ctx.consents, "ConsentRegistryInvalidSubjectSignature")
+          .withArgs(FIRST);
+        expect(await ctx.consents.consentIds(ORG.HOSPITAL, PATIENT)).to.deep.equal([]);
+      });
+    }
+
+    it("refuses any signature for a subject without a key", async function () {
+      const ctx = await loadFixture(registryFixture);
+      const terms = consentTerms(ctx.now, { scenarios: RESEARCH });
+      for (const signer of [ctx.patient, ctx.hospitalSteward]) {
+        await expect(grant(ctx, { terms, signer }))
+          .to.be.revertedWithCustomError(ctx.consents, "ConsentRegistryInvalidSubjectSignature")
+          .withArgs(FIRST);
+      }
+    });
+
+    it("refuses terms naming another key than the signing one", async function () {
+      const ctx = await loadFixture(keyedFixture);
+      const terms = { ...ctx.terms, subjectKey: ctx.stranger.address };
+      await expect(grant(ctx, { terms }))
+        .to.be.revertedWithCustomError(ctx.consents, "ConsentRegistrySubjectKeyMismatch")
+        .withArgs(ctx.stranger.address, ctx.patient.address);
+    });
+
+    it("refuses an unknown holder and the zero subject", async function () {
+      const ctx = await loadFixture(keyedFixture);
+      const unknown = tag("org:unknown");
+      await expect(grant(ctx, { terms: { ...ctx.terms, holder: unknown } }))
+        .to.be.revertedWithCustomError(ctx.consents, "ConsentRegistryUnknownHolder")
+        .withArgs(unknown);
+      await expect(grant(ctx, { terms: { ...ctx.terms, subject: ethers.ZeroHash } })).to.be.revertedWithCustomError(
+        ctx.consents,
+        "ConsentRegistryZeroSubject",
+      );
+    });
+
+    it("applies the steward's rules: overlap, scenarios, back-dating, disease code", async function () {
+      const ctx = await loadFixture(keyedFixture);
+      await grant(ctx);
+      const next = consentIdOf(ORG.HOSPITAL, PATIENT, 1);
+      await expect(grant(ctx, { id: next }))
+        .to.be.revertedWithCustomError(ctx.consents, "ConsentRegistryOverlappingConsent")
+        .withArgs(FIRST);
+      await expect(grant(ctx, { id: next, terms: { ...ctx.terms, scenarios: 0 } }))
+        .to.be.revertedWithCustomError(ctx.consents, "ConsentRegistryInvalidScenarios")
+        .withArgs(0);
+      await expect(
+        grant(ctx, { id: next, terms: { ...ctx.terms, scenarios: AI, duoCodes: [7] } }),
+      ).to.be.revertedWithCustomError(ctx.consents, "ConsentRegistryDiseaseCodeMismatch");
+      await expect(
+        grant(ctx, { id: next, terms: { ...ctx.terms, scenarios: AI, validFrom: ctx.now - 1 } }),
+      ).to.be.revertedWithCustomError(ctx.consents, "ConsentRegistryBackdated");
+    });
+  });
+
   describe("specific consent (studies, requesters, disease)", function () {
     const STUDY_A = tag("agreement:breast-cancer-cohort");
     const STUDY_B = tag("agreement:diabetes-registry");
@@ -740,7 +961,7 @@ describe("ConsentRegistry", function () {
       await time.setNextBlockTimestamp(at);
       await expect(record(ctx, terms))
         .to.emit(ctx.consents, "ConsentRecorded")
-        .withArgs(id, ORG.HOSPITAL, PATIENT, sameStruct({ ...terms, validFrom: at }), ctx.hospitalSteward.address);
+        .withArgs(id, ORG.HOSPITAL, PATIENT, sameStruct({ ...terms, validFrom: at }), ctx.hospitalSteward.address, false);
       expect(await ctx.consents.consentScope(id)).to.equal(scopeOf(MONDO_BREAST_CANCER, [LOW, HIGH], requesters));
       // a specific consent is not a general one: hasConsent answers for unrestricted consents only
       expect(await ctx.consents.hasConsent(ORG.HOSPITAL, PATIENT, Scenario.RESEARCH)).to.equal(false);

@@ -10,6 +10,7 @@ import json
 import os
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,10 @@ from dul import log as dul_log
 from dul.chain.testing import ChainHandle
 from dul.cli.steward import app as steward_app
 from dul.cohort import CohortTree
+from dul.consent_terms import ConsentTerms
 from dul.contracts.typed_data import (
     AccessRequest,
+    ConsentGrant,
     consent_registry_domain,
     consent_withdrawal_digest,
 )
@@ -39,6 +42,7 @@ from ledger_gateway.client import (
     sign_request,
     sign_steward_call,
 )
+from ledger_gateway.consent_flows import ConsentGrantIn
 from ledger_gateway.relay import function
 from ledger_gateway.settings import GatewaySettings
 from ledger_gateway.testing import GatewayHandle
@@ -288,6 +292,91 @@ def test_a_patient_withdraws_with_their_own_signature_through_the_gateway(
     assert done.status == "confirmed"
     assert done.operation_id == answer.operation_id  # one operation, sent once
     assert consent_status(world, consent) == ConsentStatus.WITHDRAWN
+
+
+def _grant_body(grant: ConsentGrant, signature: bytes) -> ConsentGrantIn:
+    t = grant.terms
+    return ConsentGrantIn(
+        consent_id="0x" + grant.consent_id.hex(),
+        subject="0x" + t.subject.hex(),
+        scenarios=[s.name for s in Scenario if t.scenarios >> s & 1],
+        valid_until=t.valid_until,
+        subject_key=t.subject_key,
+        deadline=grant.deadline,
+        signature="0x" + signature.hex(),
+    )
+
+
+def test_a_patient_grants_with_their_own_signature_through_the_gateway(
+    world: World, gateway: GatewayHandle, agreement: bytes, steward: StewardClient
+) -> None:
+    patient = derived_signer(f"granting patient {os.getpid()} {time.time_ns()}")
+    subject = refs(1)[0]
+    registry = world.ledger.deployment.address("ConsentRegistry")
+    domain = consent_registry_domain(world.ledger.chain_id, registry)
+    register = signed(world, world.steward, "registerSubjectKey", world.hospital, subject,
+                      patient.address)  # fmt: skip
+    assert steward.register_subject_key(subject, register, wait=True).status == "confirmed"
+    first = world.ledger.call("ConsentRegistry", "nextConsentId", world.hospital, subject)
+    terms = ConsentTerms(world.hospital, subject, 1 << Scenario.RESEARCH,
+                         int(time.time()) + 86_400 * 365, subject_key=patient.address)  # fmt: skip
+    grant = ConsentGrant(first, terms, int(time.time()) + 600)
+    assert grant.digest(domain) == world.ledger.call(
+        "ConsentRegistry", "consentGrantDigest", first, terms.as_abi(), grant.deadline
+    )
+    _, before = ask(world, gateway, agreement, [subject])
+    assert (before.decision, before.reasons) == ("DENIED", ["CONSENT_MISSING"])
+
+    # forged, expired: refused with the contract's errors, nothing sent
+    forged = grant.sign(derived_signer("not the patient"), domain)
+    with pytest.raises(GatewayClientError) as exc:
+        steward.relay_patient_consent(_grant_body(grant, forged))
+    assert problem(exc) == (422, "ConsentRegistryInvalidSubjectSignature")
+    expired = ConsentGrant(first, terms, int(time.time()) - 10)
+    with pytest.raises(GatewayClientError) as exc:
+        steward.relay_patient_consent(_grant_body(expired, expired.sign(patient, domain)))
+    assert problem(exc) == (422, "ConsentRegistrySignatureExpired")
+    assert world.ledger.call("ConsentRegistry", "consentIds", world.hospital, subject) == []
+
+    body = _grant_body(grant, grant.sign(patient, domain))
+    answer = steward.relay_patient_consent(body, wait=True)
+    assert (answer.status, answer.by, answer.consent_id) == (
+        "confirmed",
+        "subject",
+        "0x" + first.hex(),
+    )
+    again = steward.relay_patient_consent(body, wait=True)  # the same signature: one operation
+    assert again.operation_id == answer.operation_id
+    [event] = (
+        world.ledger.contract("ConsentRegistry").events.ConsentRecorded()
+        .get_logs(from_block=answer.block_number, argument_filters={"consentId": first})
+    )  # fmt: skip
+    assert (event["args"]["recorder"], event["args"]["bySubject"]) == (patient.address, True)
+    # the next decision admits the patient, and the gateway lists the consent as theirs
+    _, after = ask(world, gateway, agreement, [subject])
+    assert after.decision == "GRANTED"
+    [listed] = steward.consents(subject).consents
+    assert (listed.granted_by, listed.status, listed.subject_key) == (
+        "subject",
+        "GRANTED",
+        patient.address,
+    )
+
+    # a signature for the id now taken (a replay with other terms) is stale
+    replay = ConsentGrant(first, replace(terms, scenarios=1 << Scenario.TEACHING),
+                          int(time.time()) + 600)  # fmt: skip
+    with pytest.raises(GatewayClientError) as exc:
+        steward.relay_patient_consent(_grant_body(replay, replay.sign(patient, domain)))
+    assert problem(exc) == (422, "ConsentRegistryStaleConsentGrant")
+
+    # bad input: a clear 422 before anything is signed or sent
+    good = body.model_dump()
+    for change in ({"scenarios": []}, {"scenarios": ["SECRET"]}, {"valid_until": 2**64},
+                   {"signature": "0x12"}, {"extra": 1}, {"studies": ["0x" + "11" * 32] * 17},
+                   {"disease": "MONDO:0007254"}):  # fmt: skip
+        with pytest.raises(GatewayClientError) as exc:
+            steward._send("POST", "/v1/consents/by-patient", json={**good, **change})
+        assert problem(exc) == (422, "validation_error"), change
 
 
 @pytest.mark.every_node

@@ -1,6 +1,10 @@
 // The patient page: sign in with the hospital's patient token, see who used your data (and
-// check each proof here), withdraw a consent and give a one-time code, both signed in this
-// browser with your own key.
+// check each proof here), give or withdraw a consent and give a one-time code, all signed in
+// this browser with your own key.
+//
+// A consent to give is served by the page's server as standard EIP-712 JSON (what any wallet
+// signs with eth_signTypedData_v4); this page checks it is what the patient chose, drops the
+// EIP712Domain entry (ethers v6 derives the domain type itself) and signs it.
 //
 // Where things live: the patient token in sessionStorage (this tab only, like the audit
 // console's credential); the patient's private key in this module's memory only — never
@@ -25,6 +29,9 @@ const AUTHORIZATION_TYPES = {
     { name: "expiresAt", type: "uint64" },
   ],
 };
+
+const CONSENT_GRANT = "ConsentGrant";
+const SCENARIO_BITS = { CLINICAL_CARE: 0, RESEARCH: 1, AI_TRAINING: 2, TEACHING: 3, INSURANCE_CLAIM: 4 };
 
 const PURPOSES = {
   CLINICAL_CARE: "your care or treatment", RESEARCH: "medical research", AI_TRAINING: "training an AI model",
@@ -321,7 +328,7 @@ function emergencyRows(glass) {
 // --- consents --------------------------------------------------------------------------------
 
 const CONSENT_FIELDS = new Set(["consent_id", "holder", "holder_org", "subject", "scenarios", "duo_codes", "status",
-  "withdrawal_pending", "valid_from", "valid_until", "subject_key", "in_force", "history"]);
+  "withdrawal_pending", "valid_from", "valid_until", "subject_key", "in_force", "history", "granted_by"]);
 
 function renderConsents(answer, report) {
   const histories = new Map((report ? report.consents : []).map((c) => [c.consent_id.toLowerCase(), c.history]));
@@ -342,6 +349,7 @@ function renderConsents(answer, report) {
       " ", active ? h("span", { class: "badge ok" }, "Active")
         : h("span", { class: "badge bad" }, c.withdrawal_pending ? "Withdrawn (being recorded)" : c.status === "WITHDRAWN" ? "Withdrawn" : "Not in force"),
       details([
+        ["Given by", c.granted_by === "subject" ? "you (signed with your key)" : `${session.holder}, for you`],
         ["From", day(c.valid_from)],
         ["Until", day(c.valid_until)],
         ["Terms", c.duo_codes.length ? c.duo_codes.join(", ") : null],
@@ -378,6 +386,57 @@ async function withdraw(consent, actions) {
     say("Your consent is withdrawn: no later use may rely on it.", "ok");
   } catch (error) {
     say(`The consent was not withdrawn: ${error.message}`);
+  }
+  await refresh();
+  $("consents-title").scrollIntoView();
+}
+
+/** The served ConsentGrant must be exactly what the patient chose, for them, in the registry's
+ * domain, with their key: otherwise nothing is signed. */
+function checkGrant(typed, scenarios) {
+  const m = typed.message || {};
+  const d = typed.domain || {};
+  const mask = scenarios.reduce((bits, s) => bits | (1 << SCENARIO_BITS[s]), 0);
+  const same = (a, b) => String(a).toLowerCase() === String(b).toLowerCase();
+  const ok = typed.primaryType === CONSENT_GRANT && d.name === DOMAIN_NAME && d.version === "1"
+    && Number(d.chainId) === session.chain_id && same(d.verifyingContract, session.consent_registry)
+    && same(m.holder, session.holder_id) && same(m.subject, session.subject) && Number(m.scenarios) === mask
+    && same(m.subjectKey, wallet.address) && Number(m.validFrom) === 0
+    && [m.duoCodes, m.studies, m.requesters].every((list) => Array.isArray(list) && !list.length)
+    && /^0x0{64}$/.test(m.diseaseCode);
+  if (!ok) throw new Error("the page was given something else to sign than what you chose, so nothing was signed");
+}
+
+async function grantConsent(event) {
+  event.preventDefault();
+  const boxes = [...document.querySelectorAll("#grant-form input[name=scenario]")];
+  const scenarios = boxes.filter((box) => box.checked).map((box) => box.value);
+  if (!scenarios.length) {
+    say("Choose at least one use of your records first.");
+    boxes[0].focus();
+    return;
+  }
+  if (!needKey()) return;
+  const button = $("grant-button");
+  button.disabled = true;
+  try {
+    const typed = await postJson("/api/consents/typed-data", { scenarios, years: Number($("grant-years").value) });
+    checkGrant(typed, scenarios);
+    const types = { ...typed.types };
+    delete types.EIP712Domain; // ethers v6 derives the domain type itself
+    const signature = await wallet.signTypedData(typed.domain, types, typed.message);
+    const m = typed.message;
+    const answer = await postJson("/api/consents", {
+      consent_id: m.consentId, scenarios, valid_until: Number(m.validUntil), subject_key: m.subjectKey,
+      deadline: Number(m.deadline), signature,
+    });
+    if (answer.status === "failed") throw new Error(answer.error || "the ledger refused it");
+    for (const box of boxes) box.checked = false;
+    say(`Your consent is given: from now on your records may be used for ${scenarios.map((s) => PURPOSES[s] || s).join(", ")}, until ${day(Number(m.validUntil))}.`, "ok");
+  } catch (error) {
+    say(`The consent was not given: ${error.message}`);
+  } finally {
+    button.disabled = false;
   }
   await refresh();
   $("consents-title").scrollIntoView();
@@ -521,6 +580,7 @@ $("signin-form").addEventListener("submit", signIn);
 $("key-form").addEventListener("submit", useKey);
 $("key-forget").addEventListener("click", () => { forgetKey(); $("key-status").textContent = "The key is forgotten."; });
 $("code-form").addEventListener("submit", issueCode);
+$("grant-form").addEventListener("submit", grantConsent);
 $("code-offer").addEventListener("change", describeOffer);
 $("sign-out").addEventListener("click", () => signOut("You are signed out."));
 if (sessionStorage.getItem(TOKEN)) start().catch((error) => signOut(`Please sign in again: ${error.message}`));

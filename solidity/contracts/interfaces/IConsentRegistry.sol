@@ -91,12 +91,26 @@ interface IConsentRegistry {
     error ConsentRegistryInvalidAuthorizationSignature(bytes32 codeHash);
     /// @notice The patient's signature was valid until `deadline` (an authorization's: its expiry).
     error ConsentRegistryAuthorizationSignatureExpired(bytes32 codeHash, uint64 deadline);
+    /// @notice The patient signed a grant of consent `consentId`, but the subject's next consent
+    /// at the holder is `next`: the signature was used already (or another consent was
+    /// recorded since); the patient signs again.
+    error ConsentRegistryStaleConsentGrant(bytes32 consentId, bytes32 next);
+    /// @notice A patient-granted consent's terms name `given` as its key, not the signing key `key`.
+    error ConsentRegistrySubjectKeyMismatch(address given, address key);
 
     /// @notice A consent was recorded; `terms.validFrom` is the effective start. The terms carry
     /// the subject reference, scenarios, DUO codes and a specific consent's studies, requesters
-    /// and disease code — never a patient's name, number or pseudonym.
+    /// and disease code — never a patient's name, number or pseudonym. `bySubject`: the patient
+    /// granted it with their own key (EIP-712 `ConsentGrant`), `recorder` is that key and
+    /// `terms.subjectKey` too; otherwise a steward of the holder recorded it and `recorder` is
+    /// that steward.
     event ConsentRecorded(
-        bytes32 indexed consentId, OrgId indexed holder, bytes32 indexed subject, ConsentTerms terms, address recorder
+        bytes32 indexed consentId,
+        OrgId indexed holder,
+        bytes32 indexed subject,
+        ConsentTerms terms,
+        address recorder,
+        bool bySubject
     );
 
     /// @notice A consent was withdrawn, by a steward of the holder or (`bySubject`) by the patient's key.
@@ -138,6 +152,20 @@ interface IConsentRegistry {
 
     /// @notice Records several consents, all or none. Only a steward of each holder.
     function recordConsents(ConsentTerms[] calldata terms) external;
+
+    /// @notice Records a consent the patient granted in their own wallet: EIP-712
+    /// `ConsentGrant(consentId, holder, subject, scenarios, duoCodes, validFrom, validUntil,
+    /// subjectKey, diseaseCode, studies, requesters, deadline)` signed by the subject's key
+    /// (`subjectKeyOf`); anyone may relay it until `deadline`. `consentId` must be the subject's
+    /// next consent id at the holder (`nextConsentId`), so a signature records one consent once.
+    /// The consent's key is the signing key (`terms.subjectKey` zero or that key); the same
+    /// rules as `recordConsent` apply otherwise.
+    function recordConsentBySubject(
+        bytes32 consentId,
+        ConsentTerms calldata terms,
+        uint64 deadline,
+        bytes calldata signature
+    ) external returns (bytes32);
 
     /// @notice Withdraws a granted consent. Only a steward of its holder.
     function withdrawConsent(bytes32 consentId) external;
@@ -202,6 +230,15 @@ interface IConsentRegistry {
 
     /// @notice The authorization issued under `codeHash` (status NONE when unknown).
     function authorization(bytes32 codeHash) external view returns (Authorization memory);
+
+    /// @notice The id the next consent recorded for `subject` at `holder` gets.
+    function nextConsentId(OrgId holder, bytes32 subject) external view returns (bytes32);
+
+    /// @notice The EIP-712 digest a patient signs to grant `terms` as consent `consentId`.
+    function consentGrantDigest(bytes32 consentId, ConsentTerms calldata terms, uint64 deadline)
+        external
+        view
+        returns (bytes32);
 
     /// @notice The EIP-712 digest a patient signs to withdraw `consentId`.
     function withdrawalDigest(bytes32 consentId, uint64 deadline) external view returns (bytes32);

@@ -49,6 +49,23 @@ const CONSENT_WITHDRAWAL_TYPES = {
   ],
 };
 
+const CONSENT_GRANT_TYPES = {
+  ConsentGrant: [
+    { name: "consentId", type: "bytes32" },
+    { name: "holder", type: "bytes32" },
+    { name: "subject", type: "bytes32" },
+    { name: "scenarios", type: "uint8" },
+    { name: "duoCodes", type: "uint32[]" },
+    { name: "validFrom", type: "uint64" },
+    { name: "validUntil", type: "uint64" },
+    { name: "subjectKey", type: "address" },
+    { name: "diseaseCode", type: "bytes32" },
+    { name: "studies", type: "bytes32[]" },
+    { name: "requesters", type: "bytes32[]" },
+    { name: "deadline", type: "uint64" },
+  ],
+};
+
 const AUTHORIZATION_TYPES = {
   Authorization: [
     { name: "codeHash", type: "bytes32" },
@@ -96,6 +113,30 @@ function consentIdOf(holder, subject, sequence) {
 async function signWithdrawal(signer, registry, consentId, deadline, options = {}) {
   const domain = await consentDomain(options.verifyingContract ?? registry, options.chainId);
   return signer.signTypedData(domain, CONSENT_WITHDRAWAL_TYPES, { consentId, deadline });
+}
+
+/** The `ConsentGrant` message a patient signs to grant `terms` (ConsentTerms) as consent `consentId`. */
+function consentGrantMessage(consentId, terms, deadline) {
+  return {
+    consentId,
+    holder: terms.holder,
+    subject: terms.subject,
+    scenarios: terms.scenarios,
+    duoCodes: terms.duoCodes,
+    validFrom: terms.validFrom,
+    validUntil: terms.validUntil,
+    subjectKey: terms.subjectKey,
+    diseaseCode: terms.diseaseCode,
+    studies: terms.studies,
+    requesters: terms.requesters,
+    deadline,
+  };
+}
+
+/** The patient's EIP-712 `ConsentGrant` signature; `options`: `chainId`, `verifyingContract`. */
+async function signConsentGrant(signer, registry, consentId, terms, deadline, options = {}) {
+  const domain = await consentDomain(options.verifyingContract ?? registry, options.chainId);
+  return signer.signTypedData(domain, CONSENT_GRANT_TYPES, consentGrantMessage(consentId, terms, deadline));
 }
 
 /** The `Authorization` message a patient signs for `authorization` (a ConsentRegistry struct) under `codeHash`. */
@@ -195,6 +236,7 @@ module.exports = {
   AGREEMENT_TYPES,
   ACCESS_REQUEST_TYPES,
   CONSENT_WITHDRAWAL_TYPES,
+  CONSENT_GRANT_TYPES,
   AUTHORIZATION_TYPES,
   AUTHORIZATION_REVOCATION_TYPES,
   ZERO32,
@@ -203,6 +245,8 @@ module.exports = {
   consentDomain,
   consentIdOf,
   signWithdrawal,
+  consentGrantMessage,
+  signConsentGrant,
   authorizationMessage,
   signAuthorization,
   signAuthorizationRevocation,
