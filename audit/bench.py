@@ -739,7 +739,8 @@ def add_cohorts(
         )
     hexed = "0x{}".format
     research = 1 << Scenario.RESEARCH
-    UNLIMITED = ("0x" + "00" * 32, "", "")  # noqa: N806 - no disease, studies or requesters named
+    # no disease, studies or requesters named; recorded by a steward (not by_subject)
+    UNLIMITED = ("0x" + "00" * 32, "", "", False)  # noqa: N806
     consents = [
         (hexed(keccak(b"consent " + subject).hex()), holder, hexed(subject.hex()), research,
          "[42, 46]", 1_700_000_000, 1_900_000_000, hexed("00" * 20), hexed("11" * 20),

@@ -23,7 +23,7 @@ const {
   tag,
   trainAndRelease,
 } = require("./helpers/fixtures");
-const { agreementIdOf, signAgreement, signAuthorization } = require("./helpers/typed-data");
+const { agreementIdOf, consentIdOf, signAgreement, signAuthorization, signConsentGrant } = require("./helpers/typed-data");
 
 const BATCH = 100;
 const TARGET_PER_GRANTED_ACCESS = 60_000n;
@@ -142,6 +142,13 @@ describe("Gas report", function () {
     const issueBySubject = await gasOf(
       consents.connect(ctx.relayer).issueAuthorizationBySubject(patientCode, authorizationTerms(ctx.now), patientSignature),
     );
+    // The patient grants a consent with the key just registered (PATIENT has none yet).
+    const granted = consentTerms(ctx.now, { duoCodes: [42, 46, 25], subjectKey: patient.address });
+    const grantId = consentIdOf(ORG.HOSPITAL, PATIENT, 0);
+    const grantSignature = await signConsentGrant(patient, consents, grantId, granted, ctx.now + 86_400);
+    const grantBySubject = await gasOf(
+      consents.connect(ctx.relayer).recordConsentBySubject(grantId, granted, ctx.now + 86_400, grantSignature),
+    );
 
     const insuranceRecord = (i, authorizationRef) =>
       signedGranted(
@@ -172,6 +179,7 @@ describe("Gas report", function () {
       ["issueAuthorization", issue],
       ["registerSubjectKey (first key)", registerKey],
       ["issueAuthorizationBySubject (patient-signed, relayed)", issueBySubject],
+      ["recordConsentBySubject (patient-signed, relayed; new subject)", grantBySubject],
       ["recordAccess GRANTED redeeming a code (later)", redeeming],
     );
   });

@@ -2,8 +2,9 @@
 service (indexed from the session's chain, cohorts read from the gateway's store) and the real
 chain: a patient signs in with a token their hospital's steward signed, reads who used their
 data and checks a proof in the browser, withdraws a consent with their own key (the gateway's
-next decision leaves them out), and gives an insurer a one-time code, shown once with its QR
-code, which the insurer redeems once (a second use is refused with REDEEMED).
+next decision leaves them out), gives an insurer a one-time code, shown once with its QR
+code, which the insurer redeems once (a second use is refused with REDEEMED), and gives a
+consent again, signed in the browser (the gateway's next decision admits them).
 
 Screenshots (1280x800 and 400 wide) are kept in test-artifacts/patient/.
 """
@@ -30,7 +31,7 @@ from audit.console.testing import Screens, serve_audit
 from audit.indexer import Indexer
 from audit.settings import AuditSettings
 from audit.testing import index_with_cohorts, with_token_file
-from dul.chain.testing import ChainHandle
+from dul.chain.testing import ChainHandle, chain_haystack
 from dul.contracts.typed_data import AccessRequest, AgreementTerms, agreement_domain
 from dul.contracts.world import OMOP_FIELDS, World, derived_signer
 from dul.domain import (
@@ -384,6 +385,61 @@ def test_cancelling_the_unused_code_refuses_it_afterwards(
     assert (refused.decision, refused.authorization_fault) == ("DENIED", "REVOKED")
 
 
+def test_giving_a_consent_is_honoured_by_the_next_decision(
+    page: Page, hospital: Hospital, world: World, gateway: GatewayHandle, screens: Screens
+) -> None:
+    start = world.ledger.w3.eth.block_number
+    sign_in(page, hospital)
+    form = page.locator("#grant-form")
+    for name in ("Medical research", "Training an AI model", "Teaching"):
+        expect(form.get_by_label(name)).not_to_be_checked()
+    page.get_by_role("button", name="Give this consent").click()
+    expect(page.locator("#message")).to_contain_text("Choose at least one use")
+    expect(form.get_by_label("Medical research")).to_be_focused()
+    form.get_by_label("Medical research").check()
+    page.get_by_role("button", name="Give this consent").click()
+    expect(page.locator("#message")).to_contain_text("paste your private key")
+    use_key(page, hospital.secret)
+    page.get_by_label("For how long?").select_option("1")
+    page.set_viewport_size(NARROW)
+    form.scroll_into_view_if_needed()
+    page.screenshot(path=screens.path("consent-give-400"))
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 400, f"the page scrolls sideways at 400 px ({width} px wide)"
+    page.get_by_role("button", name="Give this consent").click()
+    expect(page.locator("#message")).to_contain_text("Your consent is given")
+    expect(page.locator("#message")).to_contain_text("medical research")
+    given = page.locator("#consent-list > li").last
+    expect(given).to_contain_text("Active")
+    expect(given).to_contain_text("you (signed with your key)")
+    expect(form.get_by_label("Medical research")).not_to_be_checked()
+    page.screenshot(path=screens.path("consent-given-400-full"), full_page=True)
+
+    # on chain: recorded as the patient's, with their key; the next decision admits them
+    logs = (
+        world.ledger.contract("ConsentRegistry")
+        .events.ConsentRecorded()
+        .get_logs(from_block=start, argument_filters={"subject": hospital.subject})
+    )
+    [event] = logs
+    assert (event["args"]["recorder"], event["args"]["bySubject"]) == (hospital.key.address, True)
+    answer = research_query(world, gateway, hospital.cohort_agreement,
+                            [hospital.subject, *hospital.others])  # fmt: skip
+    assert answer.cohort is not None
+    assert hexed(hospital.subject) in answer.cohort.admitted
+
+    # the report's history says the patient gave it; nothing identifying reached the chain
+    catch_up(hospital)
+    page.reload()
+    expect(page.locator("#consent-list > li").last.locator(".history li")).to_have_text(
+        [re.compile(r"^Given .* by you \(signed with your key\)$")]
+    )
+    haystack, transactions, _ = chain_haystack(world.ledger.w3.provider.make_request, start)
+    assert transactions >= 2  # the grant and the research access
+    for needle in (hospital.token.encode(), hospital.secret, hospital.secret.hex().encode()):
+        assert needle.lower() not in haystack.lower()
+
+
 # --- the API: who may reach what ----------------------------------------------------------------
 
 
@@ -460,6 +516,40 @@ def test_the_api_answers_only_the_tokens_own_subject(hospital: Hospital, world: 
                        401, "credential_missing")  # fmt: skip
         assert_problem(client.post("/api/codes", headers=bearer, content=b" " * 2**17),
                        413, "body_too_large")  # fmt: skip
+
+        # giving a consent: only the page's purposes and lengths, the chain's verdict on the rest
+        typed = client.post("/api/consents/typed-data", headers=bearer,
+                            json={"scenarios": ["TEACHING"], "years": 2})  # fmt: skip
+        assert typed.status_code == 200, typed.text
+        grant = typed.json()
+        assert (grant["primaryType"], grant["domain"]["name"]) == (
+            "ConsentGrant", "DataUseLedger.ConsentRegistry"
+        )  # fmt: skip
+        assert "EIP712Domain" in grant["types"]  # as eth_signTypedData_v4 takes it
+        message = grant["message"]
+        assert (message["holder"], message["subject"]) == (
+            "0x" + world.hospital.hex(), hexed(hospital.subject)
+        )  # fmt: skip
+        assert message["subjectKey"] == hospital.key.address
+        assert message["consentId"] == hexed(world.ledger.call(
+            "ConsentRegistry", "nextConsentId", world.hospital, hospital.subject))  # fmt: skip
+        for choice in ({"scenarios": ["CLINICAL_CARE"], "years": 1}, {"scenarios": [], "years": 1},
+                       {"scenarios": ["RESEARCH"], "years": 0},
+                       {"scenarios": ["RESEARCH"], "years": 11}):  # fmt: skip
+            assert_problem(client.post("/api/consents/typed-data", headers=bearer, json=choice),
+                           422, "validation_error")  # fmt: skip
+        assert_problem(client.post("/api/consents/typed-data", json={"scenarios": ["RESEARCH"],
+                                                                      "years": 1}),
+                       401, "credential_missing")  # fmt: skip
+        granted = {"consent_id": message["consentId"], "scenarios": ["TEACHING"],
+                   "valid_until": int(message["validUntil"]), "subject_key": message["subjectKey"],
+                   "deadline": int(message["deadline"]), "signature": "0x" + "11" * 65}  # fmt: skip
+        assert_problem(client.post("/api/consents", headers=bearer,
+                                   json={**granted, "valid_until": 2**40}),
+                       422, "validity_out_of_range")  # fmt: skip
+        forged_grant = client.post("/api/consents", headers=bearer, json=granted)
+        assert forged_grant.status_code == 422, forged_grant.text
+        assert forged_grant.json()["code"] == "ConsentRegistryInvalidSubjectSignature"
 
 
 def test_the_page_serves_its_own_files_and_the_consoles_proof_module(hospital: Hospital) -> None:

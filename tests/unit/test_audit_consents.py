@@ -80,7 +80,7 @@ def consent_log(
         disease, studies, requesters,
     )  # fmt: skip
     types = event("ConsentRegistry", "ConsentRecorded").data_types
-    body = encode(list(types), [terms.as_abi(), "0x" + "08" * 20])
+    body = encode(list(types), [terms.as_abi(), "0x" + "08" * 20, False])
     topics = [spec.topic0, "0x" + "0a" * 32, "0x" + "01" * 32, "0x" + "02" * 32]
     return log_of("ConsentRegistry", topics, data or "0x" + body.hex())
 
