@@ -371,9 +371,12 @@ def test_a_patient_grants_with_their_own_signature_through_the_gateway(
 
     # bad input: a clear 422 before anything is signed or sent
     good = body.model_dump()
-    for change in ({"scenarios": []}, {"scenarios": ["SECRET"]}, {"valid_until": 2**64},
-                   {"signature": "0x12"}, {"extra": 1}, {"studies": ["0x" + "11" * 32] * 17},
-                   {"disease": "MONDO:0007254"}):  # fmt: skip
+    changes: tuple[dict[str, Any], ...] = (
+        {"scenarios": []}, {"scenarios": ["SECRET"]}, {"valid_until": 2**64},
+        {"signature": "0x12"}, {"extra": 1}, {"studies": ["0x" + "11" * 32] * 17},
+        {"disease": "MONDO:0007254"},
+    )  # fmt: skip
+    for change in changes:
         with pytest.raises(GatewayClientError) as exc:
             steward._send("POST", "/v1/consents/by-patient", json={**good, **change})
         assert problem(exc) == (422, "validation_error"), change
