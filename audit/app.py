@@ -69,7 +69,7 @@ from audit.directory import agreements as list_agreements
 from audit.directory import organizations as list_organizations
 from audit.exports import block_times, fhir_json, graph_blocks, prov_json
 from audit.health import IndexerHealth, StoreCollector, health_of
-from audit.indexer import IndexerError, JsonRpc, NodeUnavailableError
+from audit.indexer import IndexerError
 from audit.provenance import (
     AuditQueryError,
     Direction,
@@ -88,6 +88,7 @@ from audit.signin import signin_router
 from audit.transparency import SubjectReport, subject_report
 from audit.verify import VerifyReport, verify_store
 from dul.body_limit import BodyLimit
+from dul.chain.rpc import NodeError, NodeUnavailableError, RpcClient
 from dul.errors import DulError
 from dul.openapi_problems import document_problems
 
@@ -201,8 +202,9 @@ def _install_problems(app: FastAPI) -> None:
             response.headers["WWW-Authenticate"] = f'Bearer realm="dul-audit"{error}'
         return response
 
+    @app.exception_handler(NodeError)
     @app.exception_handler(IndexerError)
-    async def node_error(request: Request, exc: IndexerError) -> JSONResponse:
+    async def node_error(request: Request, exc: IndexerError | NodeError) -> JSONResponse:
         code = exc.code if isinstance(exc, NodeUnavailableError) else "node_unavailable"
         response = problem(503, code, "Service unavailable", f"the chain node: {exc.message}")
         response.headers["Retry-After"] = "5"
@@ -396,13 +398,13 @@ def create_app(settings: AuditSettings | None = None) -> FastAPI:
         require_not_patient(caller, "verify")
 
         def run() -> VerifyReport:
-            rpc: JsonRpc | None = None
+            rpc: RpcClient | None = None
             if chain:
                 try:
                     url = state.settings.resolved_rpc_url()
                 except DulError as exc:
                     raise NodeUnavailableError(exc.message) from None
-                rpc = JsonRpc(url, timeout=state.settings.request_timeout)
+                rpc = RpcClient(url, timeout=state.settings.request_timeout)
             start_block, contracts = state.deployment()
             try:
                 return verify_store(

@@ -29,7 +29,6 @@ import jwt
 import structlog
 from eth_typing import ChecksumAddress
 
-from audit.indexer import JsonRpc, NodeUnavailableError
 from audit.provenance import (
     AuditQueryError,
     ForbiddenError,
@@ -40,6 +39,7 @@ from audit.provenance import (
 )
 from audit.scope import Caller, CallerRole
 from audit.settings import AuditSettings
+from dul.chain.rpc import NodeUnavailableError, RpcClient
 from dul.contracts.bindings import function
 from dul.contracts.typed_data import Domain
 from dul.domain import Role
@@ -274,9 +274,11 @@ class PatientVerifier:
             if cached is not None and now - cached[0] < self.settings.steward_cache_s:
                 return cached[1]
         data = _HAS_ORG_ROLE.encode(signer, holder, int(Role.STEWARD))
-        rpc = JsonRpc(self.settings.resolved_rpc_url(), timeout=self.settings.request_timeout)
+        rpc = RpcClient(self.settings.resolved_rpc_url(), timeout=self.settings.request_timeout)
         try:
-            result = rpc.call("eth_call", {"to": membership, "data": "0x" + data.hex()}, "latest")
+            result = rpc.request(
+                "eth_call", {"to": membership, "data": "0x" + data.hex()}, "latest"
+            )
         except DulError as exc:
             raise NodeUnavailableError(f"the steward check: {exc.message}") from None
         finally:

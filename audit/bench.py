@@ -32,12 +32,12 @@ def fill_chain(home_root: Path, events: int) -> dict[str, Any]:
     """Starts a private chain under `home_root`, deploys, and records `events` access events
     in `recordAccesses` batches of 200 pre-signed raw transactions. Returns what the
     catch-ups need (rpc url, deployment path, head block); the chain keeps running."""
-    from eth_abi.abi import encode
     from eth_hash.auto import keccak
     from eth_typing import HexStr
 
     from dul.chain.node import ChainNode
     from dul.chain.testing import TEST_OPERATOR_KEY, throwaway_chain_settings
+    from dul.contracts.bindings import function
     from dul.contracts.deploy import deploy
     from dul.contracts.ledger import Ledger, connect
     from dul.contracts.typed_data import AccessRecord, AccessRequest, access_log_domain
@@ -58,8 +58,7 @@ def fill_chain(home_root: Path, events: int) -> dict[str, Any]:
     world = World(Ledger(w3, deployment), operator).build()
     agreement = world.activate(world.research_terms(quota=events + 1))
     domain = access_log_domain(deployment.chain_id, deployment.address("AccessLog"))
-    record_type = "(bytes32,bytes32,bytes32,address,uint8,uint8,uint8,uint8,uint256,bytes32,bytes32,uint32,bytes32,uint64,bytes32,bytes32,uint8)[]"  # noqa: E501 - one ABI type
-    selector = keccak(f"recordAccesses({record_type[:-2]}[])".encode())[:4]
+    record_accesses = function("AccessLog", "recordAccesses")
     gateway = world.gateway
     nonce = int(w3.eth.get_transaction_count(gateway.address, "pending"))
     deadline = int(time.time()) + 86_400
@@ -91,7 +90,7 @@ def fill_chain(home_root: Path, events: int) -> dict[str, Any]:
                     cohort_size=0 if denied else 100 + n % 50,
                 ).as_abi()
             )
-        data = selector + encode([record_type], [records])
+        data = record_accesses.encode(records)
         raw = gateway.sign_transaction(
             {
                 "to": deployment.address("AccessLog"),
@@ -124,10 +123,11 @@ def fill_chain(home_root: Path, events: int) -> dict[str, Any]:
 def _child(kind: str, rpc_url: str, deployment_path: str, to_block: int, url: str) -> None:
     """One measurement in this (fresh) process; prints a JSON line with rate and peak RSS."""
     from audit.events import AUDITED_CONTRACTS, EventDecoder
-    from audit.indexer import Indexer, JsonRpc, RangeRefusedError
+    from audit.indexer import Indexer
     from audit.settings import AuditSettings
+    from dul.chain.log_pages import PageSizer
+    from dul.chain.rpc import RangeRefusedError, RpcClient
     from dul.contracts.ledger import Deployment
-    from dul.contracts.logs import PageSizer
 
     deployment = Deployment.load(Path(deployment_path))
     settings = AuditSettings()
@@ -141,13 +141,13 @@ def _child(kind: str, rpc_url: str, deployment_path: str, to_block: int, url: st
     if kind == "raw":
         contracts = {n: a for n, a in deployment.addresses.items() if n in AUDITED_CONTRACTS}
         decoder = EventDecoder(contracts)
-        rpc = JsonRpc(rpc_url)
+        rpc = RpcClient(rpc_url)
         sizer = PageSizer(settings.page_size, settings.max_page_size, settings.max_logs_per_page)
         first = start
         while first <= to_block:
             last = min(to_block, first + sizer.size - 1)
             try:
-                logs = rpc.call(
+                logs = rpc.request(
                     "eth_getLogs",
                     {"fromBlock": hex(first), "toBlock": hex(last), "address": decoder.addresses},
                 )
@@ -605,10 +605,11 @@ def verify_time(
       with the state and transaction checks (the synthesized rows, and their transaction
       hashes, were never on a chain): `verify_offchain_s` for `verify_offchain_events`.
     """
-    from audit.indexer import Indexer, JsonRpc
+    from audit.indexer import Indexer
     from audit.settings import AuditSettings
     from audit.store import create_store_engine
     from audit.verify import verify_store
+    from dul.chain.rpc import RpcClient
 
     out: dict[str, Any] = {}
     if events:
@@ -623,7 +624,7 @@ def verify_time(
             indexer.close()
             start = json.loads(Path(chain["deployment"]).read_text())["block"]
             engine = create_store_engine(url)
-            rpc = JsonRpc(chain["rpc_url"])
+            rpc = RpcClient(chain["rpc_url"])
             began = time.perf_counter()
             report = verify_store(engine, rpc, start_block=int(start), workers=workers)
             seconds = time.perf_counter() - began

@@ -1,9 +1,8 @@
 """Many reads of the node in few round trips, with standard JSON-RPC only (anvil, geth, Besu).
 
-- `batch` sends JSON-RPC batch requests (a JSON array), bounded in items and bytes so that no
-  node or proxy limit is met (Besu refuses batches over 1,024 items by default, the
-  permissioned proxy bodies over 2 MiB); a node that answers a batch with one error object is
-  asked one request at a time instead.
+- `batch` sends JSON-RPC batch requests through the product's client (`dul.chain.rpc`:
+  bounded in items and bytes so that no node or proxy limit is met, one request at a time for
+  a node that answers no batch); each reply is its result or its `RpcError`.
 - `ViewReader` calls static view functions of a contract at one block. Calls are grouped into
   one `eth_call` without `to`: its data is a small constructor (`_BATCH_CODE`, below) followed
   by the calls' arguments, which STATICCALLs the view once per argument list and returns the
@@ -18,110 +17,32 @@ bool, structs of these) are supported: that is every view `verify` reads.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-import httpx
-from eth_hash.auto import keccak
+from dul.chain.rpc import NodeError, RpcClient, RpcError
+from dul.contracts.bindings import FunctionBinding
 
-from audit.indexer import JsonRpc, NodeUnavailableError, RpcError
-
-MAX_BATCH_ITEMS: Final = 256
-MAX_BATCH_BYTES: Final = 1_000_000
 MAX_INITCODE: Final = 49_152  # EIP-3860
 MAX_RETURNED_CODE: Final = 24_576  # EIP-170: a constructor's output is code, bounded
 
-
-@dataclass(frozen=True, slots=True)
-class RpcFailure:
-    """A request of a batch that the node answered with an error."""
-
-    code: int | None
-    message: str
-    data: Any = None
+Reply = Any  # the result, or the request's RpcError
 
 
-Reply = Any  # the result, or an RpcFailure
+def batch(rpc: RpcClient, requests: Sequence[tuple[str, Sequence[Any]]]) -> list[Reply]:
+    """Each request's result (or `RpcError`), in order; as few HTTP requests as the limits
+    allow (`RpcClient.batch`). Raises NodeUnavailableError when the node cannot be reached."""
+    return rpc.batch(requests)
 
 
-def batch(rpc: JsonRpc, requests: Sequence[tuple[str, Sequence[Any]]]) -> list[Reply]:
-    """Each request's result (or `RpcFailure`), in order; as few HTTP requests as the limits
-    allow. Raises NodeUnavailableError when the node cannot be reached or answers nonsense."""
-    replies: list[Reply] = []
-    for chunk in _chunks(requests):
-        replies.extend(_send(rpc, chunk))
-    return replies
-
-
-def _chunks(
-    requests: Sequence[tuple[str, Sequence[Any]]],
-) -> Iterator[list[tuple[str, Sequence[Any]]]]:
-    chunk: list[tuple[str, Sequence[Any]]] = []
-    size = 0
-    for method, params in requests:
-        cost = len(method) + sum(len(p) if isinstance(p, str) else 64 for p in params) + 64
-        if chunk and (len(chunk) >= MAX_BATCH_ITEMS or size + cost > MAX_BATCH_BYTES):
-            yield chunk
-            chunk, size = [], 0
-        chunk.append((method, params))
-        size += cost
-    if chunk:
-        yield chunk
-
-
-def _send(rpc: JsonRpc, chunk: Sequence[tuple[str, Sequence[Any]]]) -> list[Reply]:
-    body = [
-        {"jsonrpc": "2.0", "id": i, "method": method, "params": list(params)}
-        for i, (method, params) in enumerate(chunk)
-    ]
-    try:
-        response = rpc.client.post(
-            rpc.url, content=json.dumps(body), headers={"content-type": "application/json"}
-        )
-    except httpx.HTTPError as exc:
-        raise NodeUnavailableError(f"batch of {len(chunk)} {chunk[0][0]}: {exc!r}") from exc
-    if response.status_code >= 400 and response.status_code != 413:
-        raise NodeUnavailableError(f"batch of {len(chunk)}: HTTP {response.status_code}")
-    try:
-        reply = response.json() if response.status_code != 413 else None
-    except ValueError as exc:
-        raise NodeUnavailableError(f"batch of {len(chunk)}: unreadable reply ({exc})") from exc
-    if not isinstance(reply, list):
-        # Batches refused (or too big for this node): one request at a time.
-        return [_single(rpc, method, params) for method, params in chunk]
-    by_id = {item.get("id"): item for item in reply if isinstance(item, dict)}
-    out: list[Reply] = []
-    for i, (method, params) in enumerate(chunk):
-        item = by_id.get(i)
-        out.append(_single(rpc, method, params) if item is None else _result(item))
-    return out
-
-
-def _single(rpc: JsonRpc, method: str, params: Sequence[Any]) -> Reply:
-    try:
-        return rpc.call(method, *params)
-    except RpcError as exc:
-        return RpcFailure(exc.details.get("rpc_code"), exc.message)
-
-
-def _result(item: dict[str, Any]) -> Reply:
-    error = item.get("error")
-    if error is not None:
-        if not isinstance(error, dict):
-            return RpcFailure(None, str(error))
-        return RpcFailure(error.get("code"), str(error.get("message", error)), error.get("data"))
-    return item.get("result")
-
-
-def block_hashes(rpc: JsonRpc, numbers: Sequence[int]) -> dict[int, str | None]:
+def block_hashes(rpc: RpcClient, numbers: Sequence[int]) -> dict[int, str | None]:
     """The node's hash of each block (None: it has no such block), in batches."""
     replies = batch(rpc, [("eth_getBlockByNumber", [hex(n), False]) for n in numbers])
     out: dict[int, str | None] = {}
     for number, reply in zip(numbers, replies, strict=True):
-        if isinstance(reply, RpcFailure):
-            raise RpcError(f"eth_getBlockByNumber({number}): {reply.message}")
+        if isinstance(reply, RpcError):
+            raise reply
         out[number] = str(reply["hash"]).lower() if isinstance(reply, dict) else None
     return out
 
@@ -150,24 +71,39 @@ def _word_out(kind: str, word: bytes) -> Any:
 
 @dataclass(frozen=True)
 class View:
-    """A view function with static arguments and outputs, e.g.
-    `View("memberOf(address)", ("org:bytes32", "roles:uint8"))`."""
+    """A view function with static arguments and outputs, from its binding, e.g.
+    `View(function("Membership", "memberOf"))`; `names` name unnamed outputs, in order."""
 
-    signature: str
-    outputs: tuple[str, ...]
-    """`name:type` of each output word, in order (a static struct: its fields)."""
-    name: str = field(init=False)
-    inputs: tuple[str, ...] = field(init=False)
-    selector: bytes = field(init=False)
+    binding: FunctionBinding
+    names: tuple[str, ...] = ()
     fields: tuple[str, ...] = field(init=False)
+    """The output words' names (a static struct: its fields), in order."""
+    types: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
-        name, _, rest = self.signature.partition("(")
-        inner = rest.rstrip(")")
-        object.__setattr__(self, "name", name)
-        object.__setattr__(self, "inputs", tuple(inner.split(",")) if inner else ())
-        object.__setattr__(self, "selector", keccak(self.signature.encode())[:4])
-        object.__setattr__(self, "fields", tuple(o.partition(":")[0] for o in self.outputs))
+        outputs = self.binding.output_fields
+        unnamed = iter(self.names)
+        fields = tuple(name or next(unnamed) for name, _ in outputs)
+        if next(unnamed, None) is not None or any(kind.endswith("]") for _, kind in outputs):
+            raise ValueError(f"{self.signature}: not a view of static words named {self.names}")
+        object.__setattr__(self, "fields", fields)
+        object.__setattr__(self, "types", tuple(kind for _, kind in outputs))
+
+    @property
+    def name(self) -> str:
+        return self.binding.name
+
+    @property
+    def signature(self) -> str:
+        return self.binding.signature
+
+    @property
+    def selector(self) -> bytes:
+        return self.binding.selector
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return self.binding.types
 
     def calldata(self, args: Sequence[Any]) -> bytes:
         if len(args) != len(self.inputs):
@@ -178,15 +114,19 @@ class View:
 
     def encode(self, values: Mapping[str, Any]) -> bytes:
         """The output bytes the view returns for `values` (by output name)."""
-        outputs = (o.partition(":") for o in self.outputs)
-        return b"".join([_word_in(kind, values[name]) for name, _, kind in outputs])
+        return b"".join(
+            [
+                _word_in(kind, values[name])
+                for name, kind in zip(self.fields, self.types, strict=True)
+            ]
+        )
 
     def decode(self, data: bytes) -> dict[str, Any]:
-        if len(data) < 32 * len(self.outputs):
+        if len(data) < 32 * len(self.fields):
             raise ValueError(f"{self.signature} returned {len(data)} bytes")
         return {
             name: _word_out(kind, data[32 * i : 32 * i + 32])
-            for i, (name, _, kind) in enumerate(o.partition(":") for o in self.outputs)
+            for i, (name, kind) in enumerate(zip(self.fields, self.types, strict=True))
         }
 
 
@@ -267,9 +207,9 @@ def batch_capacity(in_len: int, out_len: int) -> int:
 
 class ViewReader:
     """Reads views of contracts at `block` (a number). `read` gives each call's raw output
-    bytes (`32 * len(view.outputs)` of them; `view.decode` makes a dict) or an `RpcFailure`."""
+    bytes (`32 * len(view.fields)` of them; `view.decode` makes a dict) or an `RpcError`."""
 
-    def __init__(self, rpc: JsonRpc, block: int) -> None:
+    def __init__(self, rpc: RpcClient, block: int) -> None:
         self.rpc = rpc
         self.block = hex(block)
         self.batched = True
@@ -278,22 +218,20 @@ class ViewReader:
 
     def read(
         self, target: str, view: View, args: Sequence[Sequence[Any]]
-    ) -> list[bytes | RpcFailure]:
+    ) -> list[bytes | RpcError]:
         return self.read_calldata(target, view, [view.calldata(a) for a in args])
 
-    def read_calldata(
-        self, target: str, view: View, calls: list[bytes]
-    ) -> list[bytes | RpcFailure]:
+    def read_calldata(self, target: str, view: View, calls: list[bytes]) -> list[bytes | RpcError]:
         """Like `read`, with each call's data already encoded (a hot path builds it faster)."""
         if not calls:
             return []
-        out_len = 32 * len(view.outputs)
+        out_len = 32 * len(view.fields)
         self.calls += len(calls)
         if self.batched:
             return self._batched(target, calls, out_len)
         return self._singly(target, calls, out_len)
 
-    def _batched(self, target: str, calls: list[bytes], out_len: int) -> list[bytes | RpcFailure]:
+    def _batched(self, target: str, calls: list[bytes], out_len: int) -> list[bytes | RpcError]:
         size = batch_capacity(len(calls[0]), out_len)
         groups = [calls[i : i + size] for i in range(0, len(calls), size)]
         replies = batch(
@@ -302,12 +240,12 @@ class ViewReader:
              for g in groups],
         )  # fmt: skip
         self.round_trips += 1
-        out: list[bytes | RpcFailure] = []
+        out: list[bytes | RpcError] = []
         answered = 0
         for group, reply in zip(groups, replies, strict=True):
             data = _hex_bytes(reply)
             if data is None or len(data) != 1 + out_len * len(group):
-                if isinstance(reply, RpcFailure):
+                if isinstance(reply, RpcError):
                     _raise_if_unavailable(reply)
                 out.extend(self._singly(target, group, out_len))  # one reverts, or no support
                 continue
@@ -317,27 +255,27 @@ class ViewReader:
             self.batched = False  # this node does not run it: do not ask again
         return out
 
-    def _singly(self, target: str, calls: list[bytes], out_len: int) -> list[bytes | RpcFailure]:
+    def _singly(self, target: str, calls: list[bytes], out_len: int) -> list[bytes | RpcError]:
         replies = batch(
             self.rpc,
             [("eth_call", [{"to": target, "data": "0x" + c.hex()}, self.block]) for c in calls],
         )
         self.round_trips += 1
-        out: list[bytes | RpcFailure] = []
+        out: list[bytes | RpcError] = []
         for reply in replies:
-            if isinstance(reply, RpcFailure):
+            if isinstance(reply, RpcError):
                 _raise_if_unavailable(reply)
                 out.append(reply)
                 continue
             data = _hex_bytes(reply)
             if data is None or len(data) < out_len:
-                out.append(RpcFailure(None, f"unreadable result {reply!r:.80}"))
+                out.append(RpcError("eth_call", None, f"unreadable result {reply!r:.80}"))
             else:
                 out.append(data[:out_len])
         return out
 
 
-class StateUnavailableError(RpcError):
+class StateUnavailableError(NodeError):
     """The node cannot answer views at that block: it no longer keeps that block's state
     (pruned history) or does not serve `eth_call` at all. The message says which."""
 
@@ -349,17 +287,17 @@ _PRUNED: Final = ("missing trie node", "state not available", "pruned", "header 
                   "world state")  # fmt: skip
 
 
-def unsupported(reply: RpcFailure) -> bool:
+def unsupported(reply: RpcError) -> bool:
     """The node does not serve this method (as opposed to failing one call of it)."""
-    message = reply.message.lower()
-    return reply.code == -32601 or "method not found" in message or "not available" in message
+    message = reply.reason.lower()
+    return reply.rpc_code == -32601 or "method not found" in message or "not available" in message
 
 
-def _raise_if_unavailable(reply: RpcFailure) -> None:
-    if any(m in reply.message.lower() for m in _PRUNED):
-        raise StateUnavailableError(f"the node no longer holds that state: {reply.message}")
+def _raise_if_unavailable(reply: RpcError) -> None:
+    if any(m in reply.reason.lower() for m in _PRUNED):
+        raise StateUnavailableError(f"the node no longer holds that state: {reply.reason}")
     if unsupported(reply):
-        raise StateUnavailableError(f"the node does not answer eth_call: {reply.message}")
+        raise StateUnavailableError(f"the node does not answer eth_call: {reply.reason}")
 
 
 def _hex_bytes(value: Any) -> bytes | None:

@@ -261,8 +261,8 @@ def verify_command(
     transaction's and every request's signature, every agreement invariant and the given
     checkpoints. Exit code 1 when anything is off, 2 when the check could not run."""
     from audit.cohorts import read_only_engine
-    from audit.indexer import JsonRpc
     from audit.verify import verify_store
+    from dul.chain.rpc import RpcClient
     from dul.contracts.ledger import Deployment
 
     settings = _settings(database_url=database_url, rpc_url=rpc_url)
@@ -270,7 +270,7 @@ def verify_command(
     rpc = None
     try:
         if chain:
-            rpc = JsonRpc(settings.resolved_rpc_url(), timeout=settings.request_timeout)
+            rpc = RpcClient(settings.resolved_rpc_url(), timeout=settings.request_timeout)
         try:
             manifest: Deployment | None = Deployment.load(settings.resolved_deployment_path())
         except (DulError, OSError, KeyError, ValueError):
@@ -355,8 +355,8 @@ def checkpoint_command(
     the chain still holds that block."""
     from audit.checkpoints import take_checkpoint, write_checkpoint
     from audit.cohorts import read_only_engine
-    from audit.indexer import JsonRpc
     from audit.provenance import store_errors
+    from dul.chain.rpc import RpcClient
     from dul.keys import KeyStore
 
     settings = _settings(database_url=database_url, rpc_url=rpc_url)
@@ -364,7 +364,7 @@ def checkpoint_command(
     rpc = None
     try:
         signer = KeyStore(settings.home()).unlock(key)
-        rpc = JsonRpc(settings.resolved_rpc_url(), timeout=settings.request_timeout)
+        rpc = RpcClient(settings.resolved_rpc_url(), timeout=settings.request_timeout)
         with store_errors(), engine.connect() as conn:
             if engine.dialect.name == "postgresql":
                 conn.execution_options(isolation_level="REPEATABLE READ")
@@ -373,11 +373,11 @@ def checkpoint_command(
             node = rpc
 
             def node_hash(number: int) -> str | None:
-                header = node.call("eth_getBlockByNumber", hex(number), False)
+                header = node.request("eth_getBlockByNumber", hex(number), False)
                 return None if header is None else str(header["hash"])
 
             document = take_checkpoint(
-                conn, node_hash, int(rpc.call("eth_chainId"), 16), block, signer
+                conn, node_hash, int(rpc.request("eth_chainId"), 16), block, signer
             )
         path = write_checkpoint(out, document)
     except DulError as exc:

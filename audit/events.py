@@ -30,9 +30,9 @@ from eth_abi.codec import ABICodec
 from eth_abi.exceptions import DecodingError
 from eth_abi.registry import BaseEquals
 from eth_abi.registry import registry as default_registry
-from eth_hash.auto import keccak
 
 from dul.contracts.artifacts import load
+from dul.contracts.bindings import EventBinding
 
 #: The deployed contracts whose events make up the audit trail.
 AUDITED_CONTRACTS: Final = (
@@ -107,15 +107,6 @@ class DecodedEvent:
 
 
 # --- value conversion -----------------------------------------------------------------------
-
-
-def _type_string(param: Mapping[str, Any]) -> str:
-    """The canonical ABI type, tuples spelled out, e.g. `(bytes32,address)[]`."""
-    type_: str = param["type"]
-    if type_.startswith("tuple"):
-        inner = ",".join(_type_string(c) for c in param["components"])
-        return f"({inner}){type_[len('tuple') :]}"
-    return type_
 
 
 def _is_static(param: Mapping[str, Any]) -> bool:
@@ -601,7 +592,7 @@ class EventSpec:
 
 def compile_event(contract: str, abi_event: Mapping[str, Any]) -> EventSpec:
     inputs: list[Mapping[str, Any]] = list(abi_event["inputs"])
-    signature = f"{abi_event['name']}({','.join(_type_string(p) for p in inputs)})"
+    binding = EventBinding.of(contract, abi_event)
     indexed: list[tuple[str, Callable[[str], Any]]] = []
     data_params: list[Mapping[str, Any]] = []
     for param in inputs:
@@ -634,11 +625,11 @@ def compile_event(contract: str, abi_event: Mapping[str, Any]) -> EventSpec:
     return EventSpec(
         contract=contract,
         name=abi_event["name"],
-        signature=signature,
-        topic0="0x" + keccak(signature.encode()).hex(),
+        signature=binding.signature,
+        topic0=binding.topic_hex,
         indexed=tuple(indexed),
         data_params=tuple(data_params),
-        data_types=tuple(_type_string(p) for p in data_params),
+        data_types=binding.data_types,
         static_words=static_words,
         static_decoder=decoder,
         word_decoder=word_decoder,

@@ -24,7 +24,8 @@ from pydantic import BaseModel
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from audit.indexer import IndexerError, JsonRpc
+from audit.indexer import IndexerError
+from dul.chain.rpc import NodeError, RpcClient
 
 Status = Literal["ok", "behind", "failing"]
 
@@ -72,10 +73,10 @@ def store_state(conn: Connection) -> StoreState:
     )
 
 
-def chain_head(rpc: JsonRpc) -> tuple[int, int | None]:
+def chain_head(rpc: RpcClient) -> tuple[int, int | None]:
     """The node's head block and its timestamp."""
-    head = int(rpc.call("eth_blockNumber"), 16)
-    header = rpc.call("eth_getBlockByNumber", hex(head), False)
+    head = int(rpc.request("eth_blockNumber"), 16)
+    header = rpc.request("eth_getBlockByNumber", hex(head), False)
     return head, None if header is None else int(header["timestamp"], 16)
 
 
@@ -143,7 +144,7 @@ def assess(
 
 
 def indexer_health(
-    engine: Engine, rpc: JsonRpc | None, *, max_blocks: int, max_seconds: float
+    engine: Engine, rpc: RpcClient | None, *, max_blocks: int, max_seconds: float
 ) -> IndexerHealth:
     """Store and node read now; an unreadable store is `failing`, an unreachable node
     `behind` (nothing says the index keeps up)."""
@@ -162,7 +163,7 @@ def indexer_health(
     else:
         try:
             head = chain_head(rpc)
-        except (IndexerError, ValueError, KeyError, TypeError) as exc:
+        except (IndexerError, NodeError, ValueError, KeyError, TypeError) as exc:
             error = str(exc)[:200]
     return assess(state, head, max_blocks=max_blocks, max_seconds=max_seconds, node_error=error)
 
@@ -204,13 +205,13 @@ def health_of(settings: Any, engine: Engine) -> IndexerHealth:
     from dul.errors import DulError
 
     try:
-        rpc: JsonRpc | None = JsonRpc(settings.resolved_rpc_url(), timeout=5.0)
+        rpc: RpcClient | None = RpcClient(settings.resolved_rpc_url(), timeout=5.0)
     except DulError:
         rpc = None
     return _health_closing(settings, engine, rpc)
 
 
-def _health_closing(settings: Any, engine: Engine, rpc: JsonRpc | None) -> IndexerHealth:
+def _health_closing(settings: Any, engine: Engine, rpc: RpcClient | None) -> IndexerHealth:
     """`indexer_health` with the settings' thresholds; closes `rpc`."""
     try:
         return indexer_health(
@@ -237,7 +238,9 @@ def local_health(home: Any, rpc_url: str | None) -> IndexerHealth | None:
         return None
     engine = read_only_engine(url)
     try:
-        return _health_closing(settings, engine, JsonRpc(rpc_url, timeout=5.0) if rpc_url else None)
+        return _health_closing(
+            settings, engine, RpcClient(rpc_url, timeout=5.0) if rpc_url else None
+        )
     finally:
         engine.dispose()
 

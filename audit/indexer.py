@@ -9,7 +9,7 @@ Pages are sized in blocks and adapt: halved when the node refuses a range (too m
 a body too big, a timeout) or when the reply outgrows `max_page_bytes` (read as a stream and
 dropped past the budget: a dense stretch of chain cannot blow up memory), fitted to
 `max_logs_per_page` logs at the density just seen, and grown back (at most doubled) after a
-good page (`dul.contracts.logs`, the paging the gateway and the CLI use too).
+good page (`dul.chain.log_pages`, the paging the gateway and the CLI use too).
 
 Cohorts: with hospital cohort stores configured (`cohort_sources`), each page's granted accesses
 with a cohort get their leaves from those stores in one batched query, checked against the
@@ -39,11 +39,12 @@ transaction (`audit.contracts_added` in the log). The store is then the one a fr
 Errors (all `dul.errors.DulError`, stable codes):
 
     IndexerError                 indexer_error
-    ├── NodeUnavailableError          node_unavailable   transport failure / HTTP 5xx (retried)
-    ├── RpcError                 rpc_error          a JSON-RPC error answer
-    │   └── RangeRefusedError         range_refused      the node will not serve this log range
     ├── ChainMovedError               chain_moved        the page's last block changed under us
     └── StoreMismatchError            store_mismatch     the store indexes another chain/deployment
+
+and the node's own (`dul.chain.rpc`, one client for the whole product): `NodeUnavailableError`
+node_unavailable (transport failure / HTTP 5xx, retried), `RpcError` rpc_error (a JSON-RPC
+error answer) and its `RangeRefusedError` range_refused (the node will not serve this log range).
 """
 
 from __future__ import annotations
@@ -59,7 +60,6 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import httpx
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from sqlalchemy.exc import DataError, IntegrityError, ProgrammingError
@@ -90,8 +90,8 @@ from audit.store import (
     events_of,
     prepare,
 )
-from dul.chain.rpc_auth import bearer_headers, rpc_token
-from dul.contracts.logs import PageSizer, get_logs
+from dul.chain.log_pages import PageSizer, get_logs
+from dul.chain.rpc import NodeUnavailableError, RpcClient, range_refused
 from dul.errors import DulError
 
 log = structlog.get_logger("audit.indexer")
@@ -101,115 +101,12 @@ class IndexerError(DulError):
     code = "indexer_error"
 
 
-class NodeUnavailableError(IndexerError):
-    code = "node_unavailable"
-
-
-class RpcError(IndexerError):
-    code = "rpc_error"
-
-
-class RangeRefusedError(RpcError):
-    code = "range_refused"
-
-
 class ChainMovedError(IndexerError):
     code = "chain_moved"
 
 
 class StoreMismatchError(IndexerError):
     code = "store_mismatch"
-
-
-def _range_refused(exc: Exception) -> bool:
-    return isinstance(exc, RangeRefusedError)
-
-
-# --- JSON-RPC -------------------------------------------------------------------------------
-
-
-class JsonRpc:
-    """Plain JSON-RPC over one keep-alive httpx client; `transport` is the test seam."""
-
-    def __init__(
-        self,
-        url: str,
-        *,
-        timeout: float = 60.0,
-        transport: httpx.BaseTransport | None = None,
-        token: str | None = None,
-    ) -> None:
-        """`token` is presented as `Authorization: Bearer` (default: `rpc_token()`)."""
-        self.url = url
-        self.timeout = timeout
-        self.token = token if token is not None else rpc_token()
-        self.reply_bytes = 0
-        """Length of the last reply read."""
-        self.custom_transport = transport is not None
-        """A test seam's transport: a worker process could not rebuild it."""
-        self.client = httpx.Client(
-            timeout=timeout, transport=transport, headers=bearer_headers(self.token)
-        )
-        self._id = 0
-
-    def close(self) -> None:
-        self.client.close()
-
-    def call(self, method: str, *params: Any, max_bytes: int | None = None) -> Any:
-        """The result; with `max_bytes`, a reply longer than that is dropped unread past the
-        limit and raised as `RangeRefusedError` (how a page's memory stays bounded)."""
-        self._id += 1
-        body = {"jsonrpc": "2.0", "id": self._id, "method": method, "params": list(params)}
-        try:
-            with self.client.stream("POST", self.url, json=body) as response:
-                content = self._read(response, method, max_bytes)
-        except httpx.TimeoutException as exc:
-            if method == "eth_getLogs":  # a range too heavy to serve in time: page smaller
-                raise RangeRefusedError(f"{method} timed out: {exc}") from exc
-            raise NodeUnavailableError(f"{method}: {exc}") from exc
-        except httpx.TransportError as exc:
-            raise NodeUnavailableError(f"{method}: {exc!r}") from exc
-        self.reply_bytes = len(content)
-        status = response.status_code
-        if status == 413:
-            raise RangeRefusedError(f"{method}: HTTP 413 body too large")
-        if status >= 500 and method == "eth_getLogs":
-            raise RangeRefusedError(f"{method}: HTTP {status}")
-        if status >= 400:
-            raise NodeUnavailableError(f"{method}: HTTP {status}")
-        try:
-            reply = json.loads(content)
-        except ValueError as exc:
-            raise NodeUnavailableError(f"{method}: unreadable reply ({exc})") from exc
-        error = reply.get("error") if isinstance(reply, dict) else None
-        if error is not None:
-            message = f"{method}: {error.get('message', error)} ({error.get('code')})"
-            if method == "eth_getLogs":
-                # Nodes word this differently (Besu: "exceeds maximum", geth: "query returned
-                # more than 10000 results", Alchemy: "block range too large"): any refusal of a
-                # range is answered by a smaller range, down to one block.
-                raise RangeRefusedError(message, rpc_code=error.get("code"))
-            raise RpcError(message, rpc_code=error.get("code"))
-        return reply.get("result")
-
-    @staticmethod
-    def _read(response: httpx.Response, method: str, max_bytes: int | None) -> bytes:
-        if max_bytes is None or response.status_code != 200:
-            return response.read()
-        declared = response.headers.get("content-length")
-        if declared is not None and int(declared) > max_bytes:
-            raise RangeRefusedError(
-                f"{method}: a {declared}-byte reply is over the page budget",
-                reply_bytes=int(declared),
-            )
-        chunks: list[bytes] = []
-        size = 0
-        for chunk in response.iter_bytes():
-            size += len(chunk)
-            if size > max_bytes:
-                raise RangeRefusedError(f"{method}: the reply is over the {max_bytes}-byte budget")
-            chunks.append(chunk)
-        return b"".join(chunks)
 
 
 # --- metrics and summary ----------------------------------------------------------------------
@@ -322,7 +219,7 @@ class PageFetcher:
 
     def __init__(
         self,
-        rpc: JsonRpc,
+        rpc: RpcClient,
         decoder: EventDecoder,
         *,
         max_page_bytes: int,
@@ -335,14 +232,14 @@ class PageFetcher:
         self.cohort_sources = list(cohort_sources)
 
     def header(self, number: int) -> BlockRef | None:
-        header = self.rpc.call("eth_getBlockByNumber", hex(number), False)
+        header = self.rpc.request("eth_getBlockByNumber", hex(number), False)
         return None if header is None else _block_ref(header)
 
     def page_of_logs(self, filter_: dict[str, Any]) -> list[dict[str, Any]]:
         """One `eth_getLogs` over a page's blocks, its reply bounded unless it is one block
         (a block's logs cannot be split)."""
         one_block = filter_["fromBlock"] == filter_["toBlock"]
-        logs = self.rpc.call(
+        logs = self.rpc.request(
             "eth_getLogs", filter_, max_bytes=None if one_block else self.max_page_bytes
         )
         return list(logs)
@@ -392,7 +289,7 @@ class Indexer:
     def __init__(
         self,
         store: AuditStore,
-        rpc: JsonRpc,
+        rpc: RpcClient,
         *,
         chain_id: int,
         contracts: Mapping[str, str],
@@ -471,7 +368,7 @@ class Indexer:
         deployment = Deployment.load(settings.resolved_deployment_path(home))
         engine = create_store_engine(settings.resolved_database_url(home))
         migrate(engine)
-        rpc = JsonRpc(settings.resolved_rpc_url(home), timeout=settings.request_timeout)
+        rpc = RpcClient(settings.resolved_rpc_url(home), timeout=settings.request_timeout)
         return cls(
             AuditStore(engine),
             rpc,
@@ -510,7 +407,7 @@ class Indexer:
         return self.fetcher.header(number)
 
     def _head(self) -> int:
-        return int(self.rpc.call("eth_blockNumber"), 16)
+        return int(self.rpc.request("eth_blockNumber"), 16)
 
     def _page_of_logs(self, filter_: dict[str, Any]) -> list[dict[str, Any]]:
         return self.fetcher.page_of_logs(filter_)
@@ -588,7 +485,7 @@ class Indexer:
                 first,
                 checkpoint.block_number,
                 sizer=sizer,
-                refused=_range_refused,
+                refused=range_refused,
             )
             events = [decoder.decode(entry) for entry in logs]
             if not self._node_has(checkpoint.block_number, checkpoint.block_hash):

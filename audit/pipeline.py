@@ -41,7 +41,7 @@ import structlog
 
 if TYPE_CHECKING:
     from audit.indexer import Page
-    from dul.contracts.logs import PageSizer
+    from dul.chain.log_pages import PageSizer
 
 log = structlog.get_logger("audit.pipeline")
 
@@ -81,7 +81,8 @@ class Fetched:
 
 def fetch_prefix(fetch: Callable[[int, int], Page], task: Task, max_bytes: int) -> Fetched:
     """The page of `task`'s range, or of its longest start the node serves."""
-    from audit.indexer import RangeRefusedError, _gc_paused
+    from audit.indexer import _gc_paused
+    from dul.chain.rpc import RangeRefusedError
 
     first, last = task.first, task.last
     refused: list[tuple[int, int, str, int]] = []
@@ -234,10 +235,11 @@ def _work(spec: FetchSpec, tasks: Any, results: Any, parent: int) -> None:
     results.cancel_join_thread()  # never wait at exit for a reader that is gone
     from audit.cohorts import close_sources, open_sources
     from audit.events import EventDecoder
-    from audit.indexer import IndexerError, JsonRpc, PageFetcher
+    from audit.indexer import IndexerError, PageFetcher
+    from dul.chain.rpc import RpcClient
 
     sources = open_sources(spec.cohort_sources)
-    rpc = JsonRpc(spec.rpc_url, timeout=spec.timeout, token=spec.token)
+    rpc = RpcClient(spec.rpc_url, timeout=spec.timeout, token=spec.token)
     fetcher = PageFetcher(rpc, EventDecoder(spec.contracts), max_page_bytes=spec.max_page_bytes,
                           cohort_sources=sources)  # fmt: skip
     try:

@@ -31,11 +31,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy.engine import make_url
 
 from audit.auth import AuditRole, audit_tokens
-from audit.indexer import Indexer, JsonRpc
+from audit.indexer import Indexer
 from audit.migrations import migrate
 from audit.settings import AuditSettings
 from audit.store import AuditStore, create_store_engine
 from dul import subjects
+from dul.chain.rpc import RpcClient
 from dul.chain.testing import free_port
 from dul.cohort import cohort_root, leaf_hash
 from dul.consent_terms import ConsentTerms
@@ -147,7 +148,7 @@ def index_into(deployment: Deployment, rpc_url: str, url: str) -> sa.Engine:
     """Migrate the store at `url` and index the chain into it up to the current head."""
     engine = create_store_engine(url)
     migrate(engine)
-    rpc = JsonRpc(rpc_url)
+    rpc = RpcClient(rpc_url)
     indexer = Indexer(
         AuditStore(engine),
         rpc,
@@ -155,7 +156,7 @@ def index_into(deployment: Deployment, rpc_url: str, url: str) -> sa.Engine:
         contracts=deployment.addresses,
         start_block=int(deployment.raw["block"]),
     )
-    indexer.run(to_block=int(rpc.call("eth_blockNumber"), 16))
+    indexer.run(to_block=int(rpc.request("eth_blockNumber"), 16))
     rpc.close()
     return engine
 
@@ -413,13 +414,13 @@ def index_with_cohorts(
     migrate(engine)
     indexer = Indexer(
         AuditStore(engine),
-        JsonRpc(rpc_url),
+        RpcClient(rpc_url),
         chain_id=deployment.chain_id,
         contracts=deployment.addresses,
         start_block=int(deployment.raw["block"]),
         cohort_sources=open_sources(cohort_stores),
     )
-    indexer.run(to_block=int(indexer.rpc.call("eth_blockNumber"), 16))
+    indexer.run(to_block=int(indexer.rpc.request("eth_blockNumber"), 16))
     return engine, indexer
 
 

@@ -88,14 +88,14 @@ from audit.break_glass import BreakGlassCase, check_break_glass
 from audit.chain_reads import block_hashes
 from audit.checkpoints import check_checkpoints, checkpoint_files, load_checkpoints
 from audit.events import AUDITED_CONTRACTS, DecodedEvent, EventDecodeError, EventDecoder
-from audit.indexer import JsonRpc, RangeRefusedError
 from audit.provenance import store_errors
 from audit.store import COLUMNS, project
 from audit.verify_artifacts import RELEASABLE, check_artifacts
 from audit.verify_cohorts import check_patients
 from audit.verify_health import check_incidents, check_lag, check_quarantine
 from audit.verify_state import ChainStateCheck
-from dul.contracts.logs import PageSizer
+from dul.chain.log_pages import PageSizer
+from dul.chain.rpc import RangeRefusedError, RpcClient
 from dul.contracts.typed_data import (
     ACCESS_LOG_DOMAIN_NAME,
     ACCESS_REQUEST_TYPES,
@@ -328,14 +328,14 @@ def _decode_all(
 
 
 def _pages(
-    rpc: JsonRpc, decoder: EventDecoder, first: int, last: int, sizer: PageSizer
+    rpc: RpcClient, decoder: EventDecoder, first: int, last: int, sizer: PageSizer
 ) -> Iterator[tuple[int, int, list[DecodedEvent], list[Undecodable]]]:
     """(from, to, decoded events, undecodable logs) pages over `first..last`, shrinking on
     refusal."""
     while first <= last:
         to = min(last, first + sizer.size - 1)
         try:
-            logs = rpc.call(
+            logs = rpc.request(
                 "eth_getLogs",
                 {"fromBlock": hex(first), "toBlock": hex(to), "address": decoder.addresses},
             )
@@ -349,14 +349,14 @@ def _pages(
         first = to + 1
 
 
-def _header_hash(rpc: JsonRpc, number: int) -> str | None:
-    header = rpc.call("eth_getBlockByNumber", hex(number), False)
+def _header_hash(rpc: RpcClient, number: int) -> str | None:
+    header = rpc.request("eth_getBlockByNumber", hex(number), False)
     return None if header is None else str(header["hash"]).lower()
 
 
 def _compare_chain(
     conn: Connection,
-    rpc: JsonRpc,
+    rpc: RpcClient,
     contracts: Mapping[str, str],
     first: int,
     last: int,
@@ -439,7 +439,7 @@ def _compare_chain(
 
 def _compare_blocks(
     conn: Connection,
-    rpc: JsonRpc,
+    rpc: RpcClient,
     a: int,
     b: int,
     events: Sequence[DecodedEvent],
@@ -948,7 +948,7 @@ def _snapshot(engine: Engine) -> Iterator[tuple[Connection, Connection]]:
 
 def verify_store(
     engine: Engine,
-    rpc: JsonRpc | None,
+    rpc: RpcClient | None,
     *,
     start_block: int | None = None,
     chain: bool = True,

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from sqlalchemy import Connection, text
 
 from audit.health import chain_head, lag_reasons
-from audit.indexer import JsonRpc
+from dul.chain.rpc import RpcClient
 
 
 class Findings(Protocol):
@@ -92,7 +92,7 @@ def check_incidents(conn: Connection, out: Findings) -> list[str]:
 
 def check_lag(
     conn: Connection,
-    rpc: JsonRpc,
+    rpc: RpcClient,
     checkpoint: int,
     out: Findings,
     *,

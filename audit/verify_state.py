@@ -40,14 +40,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
-from eth_abi.abi import encode as abi_encode
-from eth_hash.auto import keccak
-
-from audit.chain_reads import RpcFailure, StateUnavailableError, View, ViewReader
+from audit.chain_reads import StateUnavailableError, View, ViewReader
 from audit.events import DecodedEvent
-from audit.indexer import JsonRpc
 from audit.store import AGREEMENT_STATUS_OF
 from audit.verify_transactions import TransactionCheck
+from dul.chain.rpc import RpcClient, RpcError
+from dul.contracts.bindings import function
+from dul.contracts.hashes import consent_scope
 from dul.domain import AgreementStatus, AuthorizationStatus, ConsentStatus, Decision, OrgStatus
 
 ZERO32: Final = "0x" + "00" * 32
@@ -63,47 +62,26 @@ class FindingSink(Protocol):
 
 # --- the views ---------------------------------------------------------------------------------
 
-ORGANIZATION = View("organization(bytes32)", ("kind:uint8", "status:uint8"))
-MEMBER_OF = View("memberOf(address)", ("org:bytes32", "roles:uint8"))
-HAS_ROLE = View("hasRole(bytes32,address)", ("granted:bool",))
-DEFAULT_ADMIN = View("defaultAdmin()", ("admin:address",))
-DATASET = View(
-    "dataset(bytes32)",
-    ("holder:bytes32", "schemaRef:bytes32", "fieldCount:uint16", "maxTier:uint8"),
-)
-ACCESS_TERMS = View(
-    "accessTerms(bytes32)",
-    ("status:uint8", "scenario:uint8", "maxTier:uint8", "operations:uint8",
-     "consentPolicy:uint8", "validFrom:uint64", "validUntil:uint64", "quota:uint64",
-     "holder:bytes32", "requester:bytes32", "breakGlassReviewHours:uint16"),
-)  # fmt: skip
-VERSION_OF = View("versionOf(bytes32)", ("version:uint64", "previous:bytes32"))
-SIGNERS = View("signers(bytes32)", ("holderSigner:address", "requesterSigner:address"))
-DIGEST = View("digest(bytes32)", ("digest:bytes32",))
-ALLOWED_FIELDS = View("allowedFields(bytes32,bytes32)", ("fieldMask:uint256",))
-ACCESSES_USED = View("accessesUsed(bytes32)", ("used:uint64",))
-DECISION_OF = View("decisionOf(bytes32)", ("decision:uint8",))
-BREAK_GLASS_OF = View("breakGlassOf(bytes32)", ("reviewDue:uint64", "outcome:uint8"))
-IS_RELEASED = View("isReleased(bytes32,bytes32,bytes32)", ("released:bool",))
-CONSENT = View(
-    "consent(bytes32)",
-    ("holder:bytes32", "subject:bytes32", "scenarios:uint8", "status:uint8",
-     "validFrom:uint64", "validUntil:uint64", "subjectKey:address"),
-)  # fmt: skip
-CONSENT_SCOPE = View("consentScope(bytes32)", ("scope:bytes32",))
-AUTHORIZATION = View(
-    "authorization(bytes32)",
-    ("holder:bytes32", "subject:bytes32", "grantee:bytes32", "dataset:bytes32",
-     "fieldMask:uint256", "tier:uint8", "scenario:uint8", "status:uint8", "expiresAt:uint64",
-     "redeemedBy:bytes32"),
-)  # fmt: skip
-ACCESS_LOG = View("accessLog()", ("accessLog:address",))
-SUBJECT_KEY_OF = View("subjectKeyOf(bytes32,bytes32)", ("key:address",))
-ARTIFACT = View(
-    "artifact(bytes32)",
-    ("owner:bytes32", "kind:uint8", "registrant:address", "registeredAt:uint48",
-     "releaseCount:uint16", "parentCount:uint16"),
-)  # fmt: skip
+ORGANIZATION = View(function("Membership", "organization"))
+MEMBER_OF = View(function("Membership", "memberOf"))
+HAS_ROLE = View(function("Membership", "hasRole"), ("granted",))
+DEFAULT_ADMIN = View(function("Membership", "defaultAdmin"), ("admin",))
+DATASET = View(function("DatasetRegistry", "dataset"))
+ACCESS_TERMS = View(function("AgreementRegistry", "accessTerms"))
+VERSION_OF = View(function("AgreementRegistry", "versionOf"))
+SIGNERS = View(function("AgreementRegistry", "signers"))
+DIGEST = View(function("AgreementRegistry", "digest"), ("digest",))
+ALLOWED_FIELDS = View(function("AgreementRegistry", "allowedFields"), ("fieldMask",))
+ACCESSES_USED = View(function("AccessLog", "accessesUsed"), ("used",))
+DECISION_OF = View(function("AccessLog", "decisionOf"), ("decision",))
+BREAK_GLASS_OF = View(function("AccessLog", "breakGlassOf"))
+IS_RELEASED = View(function("AccessLog", "isReleased"), ("released",))
+CONSENT = View(function("ConsentRegistry", "consent"))
+CONSENT_SCOPE = View(function("ConsentRegistry", "consentScope"), ("scope",))
+AUTHORIZATION = View(function("ConsentRegistry", "authorization"))
+ACCESS_LOG = View(function("ConsentRegistry", "accessLog"), ("accessLog",))
+SUBJECT_KEY_OF = View(function("ConsentRegistry", "subjectKeyOf"), ("key",))
+ARTIFACT = View(function("ArtifactRegistry", "artifact"))
 
 _DECISION_WORDS: Final = {int(d): int(d).to_bytes(32, "big") for d in Decision}
 _TRUE_WORD: Final = (1).to_bytes(32, "big")
@@ -236,13 +214,12 @@ class StateFold:
             "validUntil": _int(t["validUntil"]), "subjectKey": t["subjectKey"],
         }  # fmt: skip
         if t["studies"] or t["requesters"] or t["diseaseCode"] != ZERO32:
-            scope = abi_encode(
-                ["bytes32", "bytes32[]", "bytes32[]"],
-                [bytes.fromhex(t["diseaseCode"][2:]),
-                 [bytes.fromhex(x[2:]) for x in t["studies"]],
-                 [bytes.fromhex(x[2:]) for x in t["requesters"]]],
-            )  # fmt: skip
-            self.consent_scopes[a["consentId"]] = "0x" + keccak(scope).hex()
+            scope = consent_scope(
+                bytes.fromhex(t["diseaseCode"][2:]),
+                [bytes.fromhex(x[2:]) for x in t["studies"]],
+                [bytes.fromhex(x[2:]) for x in t["requesters"]],
+            )
+            self.consent_scopes[a["consentId"]] = "0x" + scope.hex()
         self.accounts.add(a["recorder"])
 
     def _withdrawn(self, a: Mapping[str, Any], _: DecodedEvent) -> None:
@@ -348,7 +325,7 @@ class ChainStateCheck:
     the node overlaps the chain pass's own reads and comparisons.
     """
 
-    rpc: JsonRpc
+    rpc: RpcClient
     contracts: Mapping[str, str]
     chain_id: int
     block: int
@@ -503,10 +480,10 @@ class ChainStateCheck:
             return
         keys = list(expected)
         got = self.reader.read(self.addresses[contract], view, keys)
-        complete = len(view.outputs)
+        complete = len(view.fields)
         for key, found in zip(keys, got, strict=True):
             want = expected[key]
-            exact = len(want) == complete and not isinstance(found, RpcFailure)
+            exact = len(want) == complete and not isinstance(found, RpcError)
             if exact and view.encode(want) == found:
                 continue
             self._differs(contract, view, key, want, found)
@@ -517,12 +494,12 @@ class ChainStateCheck:
         view: View,
         args: Sequence[Any],
         want: Mapping[str, Any],
-        found: bytes | RpcFailure | None,
+        found: bytes | RpcError | None,
         *,
         position: str | None = None,
     ) -> None:
-        if isinstance(found, RpcFailure) or found is None:
-            why = found.message if isinstance(found, RpcFailure) else "no answer"
+        if isinstance(found, RpcError) or found is None:
+            why = found.reason if isinstance(found, RpcError) else "no answer"
             fields: dict[str, Any] = {"call": {"events": dict(want), "chain": f"failed: {why}"}}
         else:
             have = view.decode(found)

@@ -28,8 +28,8 @@ from typing import Any, Final, Protocol
 import coincurve
 from eth_hash.auto import keccak
 
-from audit.chain_reads import RpcFailure, batch, unsupported
-from audit.indexer import JsonRpc
+from audit.chain_reads import batch, unsupported
+from dul.chain.rpc import RpcClient, RpcError
 from dul.chain.rpc_filter import ACCEPTED_TX_TYPES
 
 _N: Final = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
@@ -193,7 +193,7 @@ class TransactionCheck:
     reply stays a few MB however large the transactions; at most `FLUSH_AT`); `check(batch)`
     fetches and judges one (thread-safe with `see`). `senders` collects every sender."""
 
-    rpc: JsonRpc
+    rpc: RpcClient
     chain_id: int
     out: FindingSink
     checked: Any  # a Counter
@@ -223,13 +223,13 @@ class TransactionCheck:
             return
         replies = batch(self.rpc, [("eth_getTransactionByHash", [h]) for h, _ in pending])
         for (tx_hash, position), reply in zip(pending, replies, strict=True):
-            if isinstance(reply, RpcFailure) and unsupported(reply):
+            if isinstance(reply, RpcError) and unsupported(reply):
                 self.unavailable = f"eth_getTransactionByHash is not served: {reply.message}"
                 return
             self.checked["transactions"] += 1
             sender: str | None = None
             why: str | None = f"the node did not give it ({getattr(reply, 'message', '')})"
-            if not isinstance(reply, RpcFailure):
+            if not isinstance(reply, RpcError):
                 sender, why = check_transaction(reply, self.chain_id)
             if sender is not None:
                 self.senders.add(sender)

@@ -18,7 +18,7 @@ from audit.auth import AuditRole, audit_tokens
 from audit.settings import AuditSettings
 from dul import services
 from dul.chain.node import ChainNode, ChainStatus
-from dul.chain.node import _rpc as chain_rpc
+from dul.chain.rpc import request_once
 from dul.chain.rpc_auth import (
     LOCAL_TTL_SECONDS,
     MEMBER_PERMISSIONS,
@@ -175,8 +175,8 @@ def _chain(node: ChainNode) -> ChainStatus:
         return node.start()
     token = node.issue_token("dul-up", ("eth:chainId", "eth:blockNumber"), 300)
     try:
-        chain_id = int(chain_rpc(url, "eth_chainId", timeout=10.0, token=token), 16)
-        block = int(chain_rpc(url, "eth_blockNumber", timeout=10.0, token=token), 16)
+        chain_id = int(request_once(url, "eth_chainId", timeout=10.0, token=token), 16)
+        block = int(request_once(url, "eth_blockNumber", timeout=10.0, token=token), 16)
     except (ChainError, OSError, ValueError, httpx.HTTPError) as exc:
         raise ChainError(
             f"the node at DUL_RPC_URL ({url}) does not answer: {exc}", code="chain_not_running"

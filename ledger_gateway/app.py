@@ -14,6 +14,7 @@ from fastapi import FastAPI
 
 from dul.body_limit import BodyLimit
 from dul.chain.node import rpc_url
+from dul.chain.rpc import AsyncRpcClient
 from dul.contracts.artifacts import load
 from dul.contracts.ledger import CONTRACT_NAMES, Deployment
 from dul.contracts.typed_data import access_log_domain
@@ -28,7 +29,6 @@ from ledger_gateway.chain_view import ChainView
 from ledger_gateway.consents import ConsentView
 from ledger_gateway.lease import SubmitterLease
 from ledger_gateway.migrations import migrate
-from ledger_gateway.rpc import RpcClient
 from ledger_gateway.service import AccessService
 from ledger_gateway.settings import GatewaySettings
 from ledger_gateway.store import OutboxSettings, SqlOutbox, make_engine
@@ -42,7 +42,7 @@ METRICS_INTERVAL_S = 1.0
 
 
 async def _check_chain(
-    rpc: RpcClient, view: ChainView, deployment: Deployment, gateway: str, org: bytes
+    rpc: AsyncRpcClient, view: ChainView, deployment: Deployment, gateway: str, org: bytes
 ) -> dict[str, bool]:
     """The packaged contracts are at the recorded addresses and our key is a gateway of `org`."""
     contracts = True
@@ -60,7 +60,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         home = settings.dul_home
         deployment = Deployment.load(home.deployment)
         org = slug_id(settings.org)
-        rpc = RpcClient(settings.rpc_url or rpc_url(home))
+        rpc = AsyncRpcClient(settings.rpc_url or rpc_url(home))
         private_dir(settings.data_dir)
         database_url = settings.effective_database_url
         await asyncio.to_thread(migrate, database_url)

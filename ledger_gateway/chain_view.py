@@ -11,16 +11,16 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 
+from dul.chain.log_pages import apaged, gateway_sizer, span_filter
+from dul.chain.rpc import AsyncRpcClient, range_refused
 from dul.contracts.bindings import event, function
 from dul.contracts.ledger import Deployment
-from dul.contracts.logs import apaged, gateway_sizer, span_filter
 from dul.domain import AgreementStatus, ConsentPolicy, Role, Scenario, Tier
 from ledger_gateway.policy import AgreementState
-from ledger_gateway.rpc import RpcError
 
 log = structlog.get_logger(__name__)
 
@@ -32,14 +32,8 @@ _HAS_ORG_ROLE = function("Membership", "hasOrgRole")
 _SUPERSEDED_TOPIC = event("AgreementRegistry", "AgreementSuperseded").topic
 
 
-class Rpc(Protocol):
-    """The JSON-RPC calls the view needs (standard methods only)."""
-
-    async def request(self, method: str, *params: Any) -> Any: ...
-
-
 class ChainView:
-    def __init__(self, rpc: Rpc, deployment: Deployment) -> None:
+    def __init__(self, rpc: AsyncRpcClient, deployment: Deployment) -> None:
         self._rpc = rpc
         self._registry = deployment.address("AgreementRegistry")
         self._membership = deployment.address("Membership")
@@ -142,7 +136,7 @@ class ChainView:
             self._last_block + 1,
             latest,
             sizer=self._log_pages,
-            refused=lambda exc: isinstance(exc, RpcError),
+            refused=range_refused,
         )
         async for _, end, logs in pages:
             self._drop(logs)

@@ -38,6 +38,7 @@ from eth_hash.auto import keccak
 from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from dul.chain.rpc import RpcError
 from dul.consent_terms import ConsentTerms, ScopeError, disease_code, disease_term
 from dul.contracts import bindings
 from dul.contracts.typed_data import PatientAuthorization
@@ -48,7 +49,6 @@ from ledger_gateway.errors import BadRequestError, UnavailableError
 from ledger_gateway.models import Address, Hex32, Signature, TierName
 from ledger_gateway.outbox import NewCall, OperationStatus, OperationView, Outbox
 from ledger_gateway.relay import Call, RelayError, function
-from ledger_gateway.rpc import RpcError
 from ledger_gateway.steward import (
     SignedTransactionIn,
     StewardService,

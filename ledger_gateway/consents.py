@@ -10,7 +10,7 @@ the gateway's holder organization, built from raw `eth_getLogs` and decoded with
 **A withdrawal recorded before a request is honoured by it**: every cohort or authorization
 decision first calls `sync()`, which brings the index up to the chain head — one
 `eth_blockNumber`, and `eth_getLogs` over the new blocks when there are any (in pages a node
-serves, `dul.contracts.logs`). Concurrent callers
+serves, `dul.chain.log_pages`). Concurrent callers
 share one catch-up, but only one that *started after they asked*, so no caller is answered from
 a head read before its request arrived.
 
@@ -24,14 +24,15 @@ import asyncio
 import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 
+from dul.chain.log_pages import PageSizer, apaged, gateway_sizer
+from dul.chain.rpc import AsyncRpcClient, range_refused
 from dul.consent_terms import ConsentTerms
 from dul.contracts import bindings
 from dul.contracts.bindings import EventBinding
-from dul.contracts.logs import PageSizer, apaged, gateway_sizer
 from dul.contracts.typed_data import AgreementTerms
 from dul.domain import AuthorizationStatus, ConsentStatus, Scenario, Tier
 from dul.signing import checksum_address
@@ -42,15 +43,10 @@ from ledger_gateway.consent_policy import (
     ConsentState,
     Study,
 )
-from ledger_gateway.rpc import RpcError
 
 log = structlog.get_logger(__name__)
 
 ZERO_ADDRESS = "0x" + "00" * 20
-
-
-class Rpc(Protocol):
-    async def request(self, method: str, *params: Any) -> Any: ...
 
 
 @functools.cache
@@ -84,7 +80,7 @@ class ConsentView:
 
     def __init__(
         self,
-        rpc: Rpc,
+        rpc: AsyncRpcClient,
         registry: str,
         holder: bytes,
         *,
@@ -98,7 +94,7 @@ class ConsentView:
         """Where the holder's agreements are proposed (None: disease terms are not followed)."""
         self.holder = holder
         self.pages = pages or gateway_sizer()
-        """Blocks per catch-up page (`dul.contracts.logs`: shrinks on refusal, grows back)."""
+        """Blocks per catch-up page (`dul.chain.log_pages`: shrinks on refusal, grows back)."""
         self.index = ConsentIndex(holder)
         self.authorizations: dict[bytes, AuthorizationState] = {}
         self.diseases: dict[bytes, bytes] = {}
@@ -180,7 +176,7 @@ class ConsentView:
             self.last_block + 1,
             head,
             sizer=self.pages,
-            refused=lambda exc: isinstance(exc, RpcError),  # an error answer, not an outage
+            refused=range_refused,  # a refusal of the range, not an outage
         )
         async for _, end, entries in pages:
             self.apply(entries)

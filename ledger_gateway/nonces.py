@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import structlog
 
-from ledger_gateway.rpc import RpcClient
+from dul.chain.rpc import AsyncRpcClient
 from ledger_gateway.store import SqlOutbox
 
 log = structlog.get_logger(__name__)
@@ -60,7 +60,7 @@ class NonceAllocator:
         log.warning("nonce.moved_back", sender=self.sender, previous=self._next, next=value)
         self._next = value
 
-    async def reconcile(self, store: SqlOutbox, rpc: RpcClient) -> int:
+    async def reconcile(self, store: SqlOutbox, rpc: AsyncRpcClient) -> int:
         """Load the stored next nonce and square it with the chain; returns the next nonce."""
         stored = await store.next_nonce(self.sender)
         on_chain = await rpc.transaction_count(self.sender, "pending")

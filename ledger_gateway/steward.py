@@ -36,6 +36,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, Field
 
 from dul.chain.node import rpc_url
+from dul.chain.rpc import AsyncRpcClient, RpcError, to_hex
 from dul.contracts import bindings
 from dul.contracts.bindings import FunctionBinding, event
 from dul.contracts.ledger import Deployment
@@ -63,7 +64,6 @@ from ledger_gateway.relay import (
     decode_transaction,
     function,
 )
-from ledger_gateway.rpc import RpcClient, RpcError, to_hex
 
 log = structlog.get_logger(__name__)
 
@@ -255,7 +255,7 @@ class StewardService:
     def __init__(
         self,
         *,
-        rpc: RpcClient,
+        rpc: AsyncRpcClient,
         deployment: Deployment,
         outbox: Outbox,
         org: bytes,
@@ -714,7 +714,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = context.settings
     home = settings.dul_home
     deployment = Deployment.load(home.deployment)
-    rpc = RpcClient(settings.rpc_url or rpc_url(home))
+    rpc = AsyncRpcClient(settings.rpc_url or rpc_url(home))
     app.state.steward = StewardService(
         rpc=rpc,
         deployment=deployment,

@@ -45,13 +45,13 @@ from typing import Any
 import structlog
 from eth_abi.abi import encode
 
+from dul.chain.rpc import AsyncRpcClient, NodeUnavailableError, RpcError, from_hex, to_hex
 from dul.contracts.bindings import event, function
 from dul.contracts.reverts import decode_revert
 from dul.keccak import keccak as fast_keccak
 from dul.signing import Signer, checksum_address
 from ledger_gateway.nonces import NonceAllocator
 from ledger_gateway.outbox import OperationKind, split_call_payload
-from ledger_gateway.rpc import ChainUnavailableError, RpcClient, RpcError, from_hex, to_hex
 from ledger_gateway.store import MinedTx, PendingOp, SqlOutbox, StoredTx, TxStatus
 
 log = structlog.get_logger(__name__)
@@ -182,7 +182,7 @@ class Submitter:
     def __init__(
         self,
         outbox: SqlOutbox,
-        rpc: RpcClient,
+        rpc: AsyncRpcClient,
         signer: Signer,
         *,
         access_log: str,
@@ -245,7 +245,7 @@ class Submitter:
             try:
                 await self._recover()
                 break
-            except ChainUnavailableError as exc:
+            except NodeUnavailableError as exc:
                 self._unreachable(exc)
                 await asyncio.sleep(delay)
                 delay = min(self.settings.backoff_max, delay * 2)
@@ -262,7 +262,7 @@ class Submitter:
             try:
                 await step()
                 delay = 0.1
-            except ChainUnavailableError as exc:
+            except NodeUnavailableError as exc:
                 self._unreachable(exc)
                 await asyncio.sleep(delay)
                 delay = min(self.settings.backoff_max, delay * 2)

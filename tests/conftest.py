@@ -58,7 +58,7 @@ from ledger_gateway.tokens import TokenRole, TokenStore
 # - `env` holds DUL_HOME / DUL_RPC_URL / DUL_RPC_TOKEN for subprocess or CLI tests.
 # - Every request to `rpc_url` needs `Authorization: Bearer`: the autouse `rpc_token` fixture
 #   sets DUL_RPC_TOKEN (an operator token) for the session and DUL_CHAIN_RPC_AUTH_KEY, so every
-#   chain the session starts accepts it and every client (`connect`, RpcClient, JsonRpc, the
+#   chain the session starts accepts it and every client (`connect`, RpcClient, RpcClient, the
 #   CLI) presents it; raw httpx calls add `bearer_headers(rpc_token)` themselves.
 # - `rpc(method, *params)`, `rpc_raw(...)`, `send_raw(raw)`, `wait_receipt(hash)`: small helpers.
 

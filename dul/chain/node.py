@@ -33,7 +33,8 @@ from typing import Any
 import httpx
 import structlog
 
-from dul.chain.ipc import MAX_SOCKET_PATH_BYTES, ipc_call, is_ipc_target
+from dul.chain.ipc import MAX_SOCKET_PATH_BYTES
+from dul.chain.rpc import request_once
 from dul.chain.rpc_auth import KEY_FILE, PUBLIC_KEY_FILE, issue_token, public_pem, signing_key
 from dul.chain.rpc_filter import GAS_PRICE
 from dul.chain.settings import ChainSettings
@@ -216,19 +217,6 @@ def terminate(pid: int, marker: str, timeout: float) -> None:
         time.sleep(0.02)
 
 
-def _rpc(url: str, method: str, timeout: float = 2.0, token: str | None = None) -> Any:
-    """One call to an http URL or an IPC socket path (ChainError, OSError, httpx.HTTPError)."""
-    body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": []}
-    if is_ipc_target(url):
-        reply = ipc_call(url, body, timeout=timeout)
-    else:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        reply = httpx.post(url, json=body, timeout=timeout, headers=headers).json()
-    if not isinstance(reply, dict) or "result" not in reply:
-        raise ChainError(f"{method} failed at {url}: {reply}", code="chain_rpc_error")
-    return reply["result"]
-
-
 def namespace_launcher() -> list[str] | None:
     """The command prefix that runs a program in a network namespace of its own, or None.
 
@@ -341,8 +329,8 @@ class ChainNode:
         url = str(info["rpc_url"])
         token = self.probe_token()
         try:
-            block = int(_rpc(url, "eth_blockNumber", timeout=2.0, token=token), 16)
-            chain_id = int(_rpc(url, "eth_chainId", timeout=2.0, token=token), 16)
+            block = int(request_once(url, "eth_blockNumber", timeout=2.0, token=token), 16)
+            chain_id = int(request_once(url, "eth_chainId", timeout=2.0, token=token), 16)
         except (httpx.HTTPError, OSError, ValueError, ChainError):
             return ChainStatus(
                 running=False,
@@ -470,14 +458,14 @@ class ChainNode:
             started.append(proxy)
             log.info("rpc_proxy_spawned", pid=proxy.pid, rpc_url=rpc)
             self._wait_ready(rpc, proxy, PROXY_MODULE, proxy_log, began, token)
-            chain_id = int(_rpc(rpc, "eth_chainId", token=token), 16)
+            chain_id = int(request_once(rpc, "eth_chainId", token=token), 16)
             if chain_id != s.chain_id:
                 raise ChainError(
                     f"the node reports chain id {chain_id}, expected {s.chain_id} "
                     f"(state file {self.home.chain_state} belongs to another chain?)",
                     code="chain_id_mismatch",
                 )
-            block = int(_rpc(rpc, "eth_blockNumber", token=token), 16)
+            block = int(request_once(rpc, "eth_blockNumber", token=token), 16)
         except BaseException:
             # Stop through our own handles: right after fork /proc may not show the
             # exec'd command line yet, so the pid-file path could miss them.
@@ -588,7 +576,7 @@ class ChainNode:
                     code="chain_start_failed",
                 )
             try:
-                _rpc(url, "eth_chainId", timeout=1.0, token=token)
+                request_once(url, "eth_chainId", timeout=1.0, token=token)
                 return
             except (httpx.HTTPError, OSError, ValueError, ChainError):
                 pass

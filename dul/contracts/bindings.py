@@ -28,6 +28,14 @@ def canonical_type(item: Mapping[str, Any]) -> str:
     return kind
 
 
+def leaves(item: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(name, type) of each word-level value of an ABI parameter: a struct's components,
+    flattened in order; any other parameter itself."""
+    if str(item["type"]) == "tuple":
+        return [leaf for c in item["components"] for leaf in leaves(c)]
+    return [(str(item.get("name", "")), canonical_type(item))]
+
+
 @dataclass(frozen=True)
 class FunctionBinding:
     contract: str
@@ -38,6 +46,8 @@ class FunctionBinding:
     output_types: tuple[str, ...]
     mutates: bool
     """Not `view` / `pure`: called by a transaction."""
+    output_fields: tuple[tuple[str, str], ...] = ()
+    """(name, type) of each output, structs flattened (`leaves`); "" for an unnamed one."""
 
     @functools.cached_property
     def signature(self) -> str:
@@ -73,6 +83,18 @@ class EventBinding:
     types: tuple[str, ...]
     names: tuple[str, ...]
     indexed: tuple[bool, ...]
+
+    @classmethod
+    def of(cls, contract: str, item: Mapping[str, Any]) -> EventBinding:
+        """The binding of one ABI event item (a packaged contract's, or one given)."""
+        inputs = item.get("inputs", [])
+        return cls(
+            contract,
+            str(item.get("name", "")),
+            tuple(canonical_type(i) for i in inputs),
+            tuple(str(i["name"]) for i in inputs),
+            tuple(bool(i["indexed"]) for i in inputs),
+        )
 
     @functools.cached_property
     def signature(self) -> str:
@@ -132,15 +154,10 @@ def _bindings(contract: str) -> tuple[dict[str, FunctionBinding], dict[str, Even
                 tuple(str(i["name"]) for i in inputs),
                 tuple(canonical_type(o) for o in item.get("outputs", [])),
                 item.get("stateMutability") not in ("view", "pure"),
+                tuple(leaf for o in item.get("outputs", []) for leaf in leaves(o)),
             )
         elif kind == "event":
-            events[name] = EventBinding(
-                contract,
-                name,
-                tuple(canonical_type(i) for i in inputs),
-                tuple(str(i["name"]) for i in inputs),
-                tuple(bool(i["indexed"]) for i in inputs),
-            )
+            events[name] = EventBinding.of(contract, item)
     for name in overloaded:  # bound by name only where the name is unambiguous
         del functions[name]
     return functions, events

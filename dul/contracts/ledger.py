@@ -21,9 +21,9 @@ from web3.contract import Contract
 from web3.exceptions import ContractCustomError, ContractLogicError, TimeExhausted, Web3RPCError
 from web3.types import FilterParams, TxReceipt
 
+from dul.chain.log_pages import gateway_sizer, get_logs
 from dul.chain.rpc_auth import bearer_headers, rpc_token
 from dul.contracts.artifacts import load
-from dul.contracts.logs import gateway_sizer, get_logs
 from dul.contracts.reverts import decode_revert
 from dul.errors import ChainError, DeploymentError, TransactionError
 from dul.signing import Signer
@@ -111,7 +111,7 @@ class Ledger:
         self, filter_: dict[str, Any], *, newest_first: bool = False, first_match: bool = False
     ) -> list[Any]:
         """The logs `filter_` matches from the deployment block to the head, read in pages a
-        node serves (`dul.contracts.logs`); web3's log entries (bytes, HexBytes)."""
+        node serves (`dul.chain.log_pages`); web3's log entries (bytes, HexBytes)."""
 
         def request(narrowed: dict[str, Any]) -> list[Any]:
             return list(self.w3.eth.get_logs(cast(FilterParams, narrowed)))

@@ -20,9 +20,10 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from dul.chain.rpc import NodeError
 from ledger_gateway.api.access import wait_for
 from ledger_gateway.api.deps import GatewayContext
-from ledger_gateway.api.problems import gateway_problem, validation_problem
+from ledger_gateway.api.problems import gateway_problem, node_problem, validation_problem
 from ledger_gateway.callers import Caller
 from ledger_gateway.errors import BadRequestError, GatewayError
 from ledger_gateway.models import AccessBatchIn, AccessBatchOut, AccessOut, AccessRequestIn
@@ -64,6 +65,9 @@ class AccessHotPath:
                 status, payload, headers = await _batch(context, token, body, wait)
         except GatewayError as exc:
             await gateway_problem(exc)(scope, receive, send)
+            return
+        except NodeError as exc:
+            await node_problem(exc)(scope, receive, send)
             return
         except ValidationError as exc:
             errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]

@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from dul.chain.rpc import NodeError, NodeUnavailableError
 from dul.openapi_problems import document_problems
 from ledger_gateway.errors import GatewayError, UnavailableError
 
@@ -65,6 +66,16 @@ def gateway_problem(exc: GatewayError) -> JSONResponse:
     return response
 
 
+def node_problem(exc: NodeError) -> JSONResponse:
+    """A chain node's failure: 503 `chain_unavailable` (try again) when it gave no usable
+    answer, else 502 `rpc_error` with the node's JSON-RPC error."""
+    if isinstance(exc, NodeUnavailableError):
+        response = problem(503, "chain_unavailable", "Service unavailable", exc.message)
+        response.headers["Retry-After"] = "1"
+        return response
+    return problem(502, "rpc_error", "Chain node error", exc.message)
+
+
 def validation_problem(raw: Sequence[Mapping[str, Any]]) -> JSONResponse:
     """422 `validation_error` naming each invalid input (pydantic's errors, `loc` from the
     request's part: body, query, ...)."""
@@ -91,6 +102,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(GatewayError)
     async def gateway_error(request: Request, exc: GatewayError) -> JSONResponse:
         return gateway_problem(exc)
+
+    @app.exception_handler(NodeError)
+    async def node_error(request: Request, exc: NodeError) -> JSONResponse:
+        return node_problem(exc)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -50,8 +50,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from audit.auth import PatientVerifier, UnauthenticatedError
 from audit.console import STATIC as CONSOLE_STATIC
-from audit.indexer import JsonRpc, NodeUnavailableError
 from dul.body_limit import BodyLimit
+from dul.chain.rpc import NodeUnavailableError, RpcClient
 from dul.chain.rpc_auth import rpc_token
 from dul.consent_terms import ConsentTerms
 from dul.contracts.bindings import function
@@ -591,12 +591,12 @@ async def _domain(state: PageState) -> tuple[int, str]:
 
 
 def _eth_call(state: PageState, to: str, data: bytes) -> bytes:
-    rpc = JsonRpc(
+    rpc = RpcClient(
         state.settings.resolved_rpc_url(), timeout=state.settings.request_timeout,
         token=rpc_token(),
     )  # fmt: skip
     try:
-        result = str(rpc.call("eth_call", {"to": to, "data": "0x" + data.hex()}, "latest"))
+        result = str(rpc.request("eth_call", {"to": to, "data": "0x" + data.hex()}, "latest"))
     except DulError as exc:
         raise PageError(f"the chain: {exc.message}", code="chain_unavailable",
                         status=503) from None  # fmt: skip

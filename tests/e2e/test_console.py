@@ -32,7 +32,7 @@ from prov.model import ProvDocument
 from audit.auth import AuditRole
 from audit.console.testing import Screens, serve_audit, sign_in
 from audit.events import DecodedEvent
-from audit.indexer import Indexer, JsonRpc
+from audit.indexer import Indexer
 from audit.migrations import migrate
 from audit.settings import AuditSettings
 from audit.store import AuditStore, create_store_engine
@@ -45,6 +45,7 @@ from audit.testing import (
     record_story,
     with_token_file,
 )
+from dul.chain.rpc import RpcClient
 from dul.chain.testing import ChainHandle
 from dul.contracts.world import World
 
@@ -471,7 +472,7 @@ def test_a_quarantined_event_turns_the_header_red_and_indexing_goes_on(
     migrate(engine)
     deployment = world.ledger.deployment
     indexer = Indexer(
-        AuditStore(engine), JsonRpc(chain.rpc_url), chain_id=deployment.chain_id,
+        AuditStore(engine), RpcClient(chain.rpc_url), chain_id=deployment.chain_id,
         contracts=deployment.addresses, start_block=int(deployment.raw["block"]),
         poll_interval=0.1,
     )  # fmt: skip

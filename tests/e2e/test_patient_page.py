@@ -133,7 +133,7 @@ def research_query(
 
 
 def catch_up(hospital: Hospital) -> None:
-    hospital.indexer.run(to_block=int(hospital.indexer.rpc.call("eth_blockNumber"), 16))
+    hospital.indexer.run(to_block=int(hospital.indexer.rpc.request("eth_blockNumber"), 16))
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,7 @@ from prov.model import ProvDocument
 
 from audit.events import AUDITED_CONTRACTS
 from audit.exports import block_times, fhir_json, graph_blocks, prov_json
-from audit.indexer import Indexer, JsonRpc
+from audit.indexer import Indexer
 from audit.migrations import migrate
 from audit.provenance import Direction, Graph, Kind, provenance
 from audit.reports import agreement_report
@@ -36,6 +36,7 @@ from audit.store import AuditStore, create_store_engine
 from audit.testing import audit_client, drop_stores, index_into, make_store_url, private_world
 from audit.verify import VerifyReport, verify_store
 from dul.artifacts import ReleaseRef, content_id, register_artifact
+from dul.chain.rpc import RpcClient
 from dul.chain.testing import ChainHandle
 from dul.contracts.world import OMOP_FIELDS, World, derived_signer
 from dul.domain import ArtifactKind, Operation, OrgKind, ReleaseKind, Role, Tier, slug_id
@@ -227,7 +228,7 @@ def store(
 
 
 def run_verify(engine: sa.Engine, chain: ChainHandle, world: World) -> VerifyReport:
-    rpc = JsonRpc(chain.rpc_url)
+    rpc = RpcClient(chain.rpc_url)
     try:
         return verify_store(
             engine, rpc, start_block=int(world.ledger.deployment.raw["block"]), workers=1
@@ -275,13 +276,13 @@ def test_a_store_indexed_before_the_registry_was_audited_catches_up_in_place(
     world: World, chain: ChainHandle, federated: Federated, tmp_path: Path
 ) -> None:
     deployment = world.ledger.deployment
-    head = int(JsonRpc(chain.rpc_url).call("eth_blockNumber"), 16)
+    head = int(RpcClient(chain.rpc_url).request("eth_blockNumber"), 16)
     start = int(deployment.raw["block"])
 
     def indexer(url: str, contracts: Mapping[str, str]) -> Indexer:
         engine = create_store_engine(url)
         migrate(engine)
-        return Indexer(AuditStore(engine), JsonRpc(chain.rpc_url), chain_id=deployment.chain_id,
+        return Indexer(AuditStore(engine), RpcClient(chain.rpc_url), chain_id=deployment.chain_id,
                        contracts=contracts, start_block=start)  # fmt: skip
 
     older = {n: a for n, a in deployment.addresses.items() if n in AUDITED_CONTRACTS}
@@ -577,7 +578,7 @@ def test_verify_reads_one_snapshot_while_the_indexer_writes(
     deployment = world.ledger.deployment
     indexer = Indexer(
         AuditStore(engine),
-        JsonRpc(chain.rpc_url),
+        RpcClient(chain.rpc_url),
         chain_id=deployment.chain_id,
         contracts=deployment.addresses,
         start_block=int(deployment.raw["block"]),
@@ -585,7 +586,7 @@ def test_verify_reads_one_snapshot_while_the_indexer_writes(
     try:
         indexer.run(to_block=last - 1)
         before = indexer.store.count("artifact")
-        rpc = JsonRpc(chain.rpc_url)
+        rpc = RpcClient(chain.rpc_url)
         report = verify_store(
             engine, rpc, start_block=int(deployment.raw["block"]), workers=1,
             after_checkpoint=lambda: indexer.run(to_block=last),

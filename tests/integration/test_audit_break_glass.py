@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from audit.cli import app as audit_cli
 from audit.exports import block_times, fhir_json, graph_blocks
-from audit.indexer import Indexer, JsonRpc
+from audit.indexer import Indexer
 from audit.provenance import Kind, provenance
 from audit.reports import agreement_report, render_report
 from audit.testing import (
@@ -30,6 +30,7 @@ from audit.testing import (
     record_break_glass,
 )
 from audit.verify import VerifyReport, verify_store
+from dul.chain.rpc import RpcClient
 from dul.chain.testing import ChainHandle
 from dul.contracts.world import World
 from dul.domain import (
@@ -80,7 +81,7 @@ def indexed(
 
 
 def run_verify(engine: sa.Engine, chain: ChainHandle, world: World, **options: Any) -> VerifyReport:
-    rpc = JsonRpc(chain.rpc_url)
+    rpc = RpcClient(chain.rpc_url)
     try:
         return verify_store(engine, rpc, start_block=int(world.ledger.deployment.raw["block"]),
                             workers=1, **options)  # fmt: skip

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from audit.indexer import JsonRpc
 from audit.testing import drop_stores, index_into, make_store_url, private_world
 from audit.verify import verify_store
+from dul.chain.rpc import RpcClient
 from dul.chain.testing import ChainHandle
 from dul.contracts.typed_data import AccessRecord
 from dul.contracts.world import World
@@ -85,7 +85,7 @@ def test_the_widest_record_the_chain_accepts_indexes_and_verifies(
                               max(DenyReason))  # fmt: skip
         assert size == 2**64 - 1
         start = int(world.ledger.deployment.raw["block"])
-        rpc = JsonRpc(chain.rpc_url)
+        rpc = RpcClient(chain.rpc_url)
         try:
             report = verify_store(engine, rpc, start_block=start, workers=1)
         finally:

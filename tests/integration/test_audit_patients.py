@@ -21,7 +21,7 @@ from prov.model import ProvDocument
 
 from audit.cohorts import CohortStatus
 from audit.exports import block_times, fhir_json, graph_blocks, prov_json
-from audit.indexer import Indexer, JsonRpc
+from audit.indexer import Indexer
 from audit.provenance import Direction, Kind, provenance
 from audit.reports import agreement_report
 from audit.testing import (
@@ -36,6 +36,7 @@ from audit.testing import (
 )
 from audit.transparency import subject_report
 from audit.verify import VerifyReport, verify_store
+from dul.chain.rpc import RpcClient
 from dul.chain.testing import ChainHandle
 from dul.cohort import verify_inclusion
 from dul.contracts.world import World
@@ -120,7 +121,7 @@ def execute(engine: sa.Engine, sql: str, **params: Any) -> None:
 def run_verify(
     engine: sa.Engine, chain: ChainHandle, world: World, *, lag: float = 60.0, on_chain: bool = True
 ) -> VerifyReport:
-    rpc = JsonRpc(chain.rpc_url)
+    rpc = RpcClient(chain.rpc_url)
     try:
         return verify_store(
             engine, rpc, start_block=int(world.ledger.deployment.raw["block"]), workers=1,

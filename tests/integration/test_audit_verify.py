@@ -15,10 +15,10 @@ from typer.testing import CliRunner
 
 from audit.cli import app as audit_cli
 from audit.events import AUDITED_CONTRACTS
-from audit.indexer import JsonRpc
 from audit.store import COHORT_COLUMNS, COLUMNS, store_session
 from audit.testing import drop_stores, index_into, make_store_url, private_world, record_story
 from audit.verify import VerifyReport, access_request_digest, verify_store
+from dul.chain.rpc import RpcClient
 from dul.chain.testing import ChainHandle
 from dul.contracts.typed_data import AccessRequest, access_log_domain
 from dul.contracts.world import World
@@ -79,7 +79,7 @@ def store(
 
 
 def run_verify(engine: sa.Engine, node: ChainHandle, world: World, **options: Any) -> VerifyReport:
-    rpc = JsonRpc(node.rpc_url)
+    rpc = RpcClient(node.rpc_url)
     try:
         return verify_store(
             engine, rpc, start_block=int(world.ledger.deployment.raw["block"]), workers=1,

@@ -24,11 +24,12 @@ from eth_hash.auto import keccak
 from eth_typing import HexStr
 from sqlalchemy.engine import make_url
 
-from audit.indexer import Indexer, IndexerMetrics, JsonRpc
+from audit.indexer import Indexer, IndexerMetrics
 from audit.migrations import downgrade, migrate
 from audit.pipeline import ProcessWorkers
 from audit.store import AuditStore, create_store_engine, metadata
 from dul.chain.node import ChainNode
+from dul.chain.rpc import RpcClient
 from dul.chain.testing import TEST_OPERATOR_KEY, ChainHandle, throwaway_chain_settings
 from dul.contracts.deploy import deploy
 from dul.contracts.ledger import Ledger, connect
@@ -114,7 +115,7 @@ def make_indexer(
     migrate(engine)
     return Indexer(
         AuditStore(engine),
-        JsonRpc(rpc_url, transport=transport),
+        RpcClient(rpc_url, transport=transport),
         chain_id=deployment.chain_id,
         contracts=deployment.addresses,
         start_block=int(deployment.raw["block"]),

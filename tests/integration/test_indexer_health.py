@@ -28,7 +28,7 @@ from audit.app import create_app
 from audit.cli import app as audit_cli
 from audit.events import DecodedEvent
 from audit.health import indexer_health
-from audit.indexer import Indexer, IndexerMetrics, JsonRpc
+from audit.indexer import Indexer, IndexerMetrics
 from audit.migrations import migrate
 from audit.settings import AuditSettings
 from audit.store import AuditStore, create_store_engine
@@ -43,6 +43,7 @@ from audit.testing import (
     with_token_file,
 )
 from audit.verify import VerifyReport, verify_store
+from dul.chain.rpc import RpcClient
 from dul.chain.testing import ChainHandle
 from dul.contracts.world import World
 
@@ -70,14 +71,14 @@ def make_indexer(world: World, url: str, rpc_url: str, **options: Any) -> Indexe
     migrate(engine)
     deployment = world.ledger.deployment
     return Indexer(
-        AuditStore(engine), JsonRpc(rpc_url), chain_id=deployment.chain_id,
+        AuditStore(engine), RpcClient(rpc_url), chain_id=deployment.chain_id,
         contracts=deployment.addresses, start_block=int(deployment.raw["block"]),
         poll_interval=0.05, **options,
     )  # fmt: skip
 
 
 def verify(world: World, indexer: Indexer, chain: ChainHandle, **options: Any) -> VerifyReport:
-    rpc = JsonRpc(chain.rpc_url)
+    rpc = RpcClient(chain.rpc_url)
     try:
         return verify_store(
             indexer.store.engine, rpc, start_block=int(world.ledger.deployment.raw["block"]),
@@ -193,7 +194,7 @@ def test_a_log_that_does_not_decode_is_quarantined_at_its_position(
     migrate(engine)
     deployment = world.ledger.deployment
     indexer = Indexer(
-        AuditStore(engine), JsonRpc(chain.rpc_url, transport=CorruptingTransport(tx_hash)),
+        AuditStore(engine), RpcClient(chain.rpc_url, transport=CorruptingTransport(tx_hash)),
         chain_id=deployment.chain_id, contracts=deployment.addresses,
         start_block=int(deployment.raw["block"]),
     )  # fmt: skip

@@ -22,11 +22,12 @@ from eth_hash.auto import keccak
 from pydantic import SecretStr
 from typer.testing import CliRunner, Result
 
-from audit.indexer import Indexer, JsonRpc
+from audit.indexer import Indexer
 from audit.migrations import migrate as migrate_store
 from audit.store import AuditStore, create_store_engine
 from dul import log as dul_log
 from dul.chain.log_range import RANGE_LIMIT_CODE, RANGE_LIMIT_MESSAGE
+from dul.chain.rpc import AsyncRpcClient, RpcClient
 from dul.chain.rpc_auth import bearer_headers, rpc_token
 from dul.chain.testing import ChainHandle, free_port
 from dul.cli.steward import app as steward_app
@@ -37,7 +38,6 @@ from dul.keys import KeyStore
 from ledger_gateway.client import GatewayClient, sign_request
 from ledger_gateway.migrations import migrate
 from ledger_gateway.outbox import NewAccess, OperationStatus
-from ledger_gateway.rpc import RpcClient
 from ledger_gateway.settings import GatewaySettings
 from ledger_gateway.store import SqlOutbox, make_engine
 from ledger_gateway.submitter import Submitter, SubmitterSettings, encode_access_record
@@ -250,7 +250,7 @@ def test_the_submitter_finds_an_already_recorded_access_in_pages(
         outbox = SqlOutbox(make_engine(url))
         await outbox.start()
         await outbox.add_accesses([first, second])
-        rpc = RpcClient(limited)
+        rpc = AsyncRpcClient(limited)
         submitter = Submitter(
             outbox, rpc, world.gateway,
             access_log=world.ledger.deployment.address("AccessLog"), chain_id=chain.chain_id,
@@ -292,7 +292,7 @@ def test_the_indexer_pages_below_the_limit(
     migrate_store(engine)
     indexer = Indexer(
         AuditStore(engine),
-        JsonRpc(limited),
+        RpcClient(limited),
         chain_id=deployment.chain_id,
         contracts=deployment.addresses,
         start_block=int(deployment.raw["block"]),

@@ -18,6 +18,7 @@ from eth_hash.auto import keccak
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import make_url
 
+from dul.chain.rpc import AsyncRpcClient
 from dul.chain.testing import ChainHandle
 from dul.contracts.typed_data import AccessRecord, AccessRequest, access_log_domain
 from dul.contracts.world import World
@@ -26,7 +27,6 @@ from ledger_gateway.errors import ConflictError, UnavailableError
 from ledger_gateway.lease import SubmitterLease
 from ledger_gateway.migrations import VERSION_TABLE, migrate
 from ledger_gateway.outbox import NewAccess, OperationKind, OperationStatus, ReservationError
-from ledger_gateway.rpc import RpcClient
 from ledger_gateway.store import OPS, OutboxSettings, SqlOutbox, StoredTx, make_engine
 from ledger_gateway.submitter import (
     ACCESS_RECORDED_TOPIC,
@@ -260,7 +260,7 @@ def test_the_submitter_records_through_postgres_exactly_once(
 
     async def scenario() -> None:
         outbox = await opened(pg_url)
-        rpc = RpcClient(chain.rpc_url)
+        rpc = AsyncRpcClient(chain.rpc_url)
         sub = Submitter(
             outbox,
             rpc,

@@ -23,7 +23,6 @@ from eth_hash.auto import keccak
 from typer.testing import CliRunner, Result
 
 from audit.exports import block_times, fhir_json, graph_blocks
-from audit.indexer import JsonRpc
 from audit.provenance import Kind, provenance
 from audit.testing import (
     index_with_cohorts,
@@ -35,6 +34,7 @@ from audit.testing import (
 from audit.transparency import subject_report
 from audit.verify import verify_store
 from dul import log as dul_log
+from dul.chain.rpc import RpcClient
 from dul.chain.testing import ChainHandle, chain_haystack
 from dul.cli.steward import app as steward_app
 from dul.cohort import verify_inclusion
@@ -403,7 +403,7 @@ def test_verify_names_admitted_subjects_whose_consent_did_not_cover_the_study(
     audited: dict[str, Any], chain: ChainHandle
 ) -> None:
     own: World = audited["world"]
-    rpc = JsonRpc(chain.rpc_url)
+    rpc = RpcClient(chain.rpc_url)
     try:
         report = verify_store(audited["engine"], rpc, workers=1, consent_lag=60,
                               start_block=int(own.ledger.deployment.raw["block"]))  # fmt: skip

@@ -20,13 +20,13 @@ from typing import Any, TypeVar
 import pytest
 from eth_hash.auto import keccak
 
+from dul.chain.rpc import AsyncRpcClient
 from dul.chain.testing import ChainHandle
 from dul.contracts.typed_data import AccessRecord, AccessRequest, access_log_domain
 from dul.contracts.world import World
 from dul.domain import Decision, DenyReason, Operation, Tier
 from ledger_gateway.migrations import migrate
 from ledger_gateway.outbox import NewAccess, OperationStatus
-from ledger_gateway.rpc import RpcClient
 from ledger_gateway.store import SqlOutbox, make_engine
 from ledger_gateway.submitter import (
     ACCESS_RECORDED_TOPIC,
@@ -93,8 +93,8 @@ async def open_outbox(url: str) -> SqlOutbox:
 
 def submitter(
     world: World, chain: ChainHandle, outbox: SqlOutbox, **kwargs: Any
-) -> tuple[Submitter, RpcClient]:
-    rpc = RpcClient(chain.rpc_url)
+) -> tuple[Submitter, AsyncRpcClient]:
+    rpc = AsyncRpcClient(chain.rpc_url)
     settings = kwargs.pop("settings", FAST)
     return (
         Submitter(
@@ -318,7 +318,7 @@ SUBMITTER_SCRIPT = textwrap.dedent(
     import asyncio, sys
     from dul.contracts.ledger import Deployment
     from dul.contracts.world import derived_signer
-    from ledger_gateway.rpc import RpcClient
+    from dul.chain.rpc import AsyncRpcClient
     from ledger_gateway.store import SqlOutbox, make_engine
     from ledger_gateway.submitter import Submitter, SubmitterSettings
 
@@ -327,7 +327,7 @@ SUBMITTER_SCRIPT = textwrap.dedent(
         await outbox.start()
         d = Deployment.load(__import__("pathlib").Path(deployment))
         sub = Submitter(
-            outbox, RpcClient(rpc_url), derived_signer("gateway"),
+            outbox, AsyncRpcClient(rpc_url), derived_signer("gateway"),
             access_log=d.address("AccessLog"), chain_id=d.chain_id,
             settings=SubmitterSettings(
                 max_batch=10, max_delay=0.0, poll_interval=0.05, max_in_flight=4

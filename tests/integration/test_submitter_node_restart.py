@@ -15,6 +15,7 @@ from eth_hash.auto import keccak
 from eth_typing import HexStr
 
 from dul.chain.node import ChainNode
+from dul.chain.rpc import AsyncRpcClient
 from dul.chain.testing import TEST_OPERATOR_KEY, node_call, throwaway_chain_settings
 from dul.contracts.deploy import deploy
 from dul.contracts.ledger import Ledger, connect
@@ -25,7 +26,6 @@ from dul.home import Home
 from dul.signing import LocalSigner
 from ledger_gateway.migrations import migrate
 from ledger_gateway.outbox import NewAccess, OperationStatus
-from ledger_gateway.rpc import RpcClient
 from ledger_gateway.store import SqlOutbox, make_engine
 from ledger_gateway.submitter import (
     ACCESS_RECORDED_TOPIC,
@@ -100,7 +100,7 @@ def test_the_outbox_drains_once_the_node_is_back(
     async def scenario() -> None:
         outbox = SqlOutbox(make_engine(url))
         await outbox.start()
-        rpc = RpcClient(rpc_url, timeout=2.0)
+        rpc = AsyncRpcClient(rpc_url, timeout=2.0)
         sub = Submitter(
             outbox,
             rpc,
@@ -166,7 +166,7 @@ def test_a_nonce_spent_elsewhere_is_given_up_and_its_operations_land_once(
     async def scenario() -> None:
         outbox = SqlOutbox(make_engine(url))
         await outbox.start()
-        rpc = RpcClient(status.rpc_url or "", timeout=2.0)
+        rpc = AsyncRpcClient(status.rpc_url or "", timeout=2.0)
 
         async def node_rpc(method: str, *params: object) -> None:
             await asyncio.to_thread(node_call, node_url, method, *params)

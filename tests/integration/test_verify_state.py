@@ -23,11 +23,11 @@ from typer.testing import CliRunner
 
 from audit.checkpoints import store_digest
 from audit.cli import app as audit_cli
-from audit.indexer import JsonRpc
 from audit.testing import drop_stores, index_into, make_store_url, record_story
 from audit.verify import Finding, VerifyReport, verify_store
 from dul.artifacts import ReleaseRef, content_id, register_artifact
 from dul.chain.node import ChainNode
+from dul.chain.rpc import RpcClient
 from dul.chain.testing import TEST_OPERATOR_KEY, ChainHandle, throwaway_chain_settings
 from dul.contracts.deploy import deploy
 from dul.contracts.ledger import Ledger, connect
@@ -120,7 +120,7 @@ def wait_blocks(node: ChainHandle, count: int = 2) -> int:
 
 def verify(node: ChainHandle, world: World, url: str, **options: Any) -> VerifyReport:
     engine = index_into(world.ledger.deployment, node.rpc_url, url)
-    rpc = JsonRpc(node.rpc_url)
+    rpc = RpcClient(node.rpc_url)
     try:
         return verify_store(engine, rpc, start_block=int(world.ledger.deployment.raw["block"]),
                             workers=1, **options)  # fmt: skip

@@ -20,12 +20,12 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from eth_abi.abi import encode
+from eth_utils.abi import event_abi_to_log_topic
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from audit.events import AUDITED_CONTRACTS, EventDecoder, EventSpec, _type_string
+from audit.events import AUDITED_CONTRACTS, EventDecoder, EventSpec
 from audit.exports import block_times, fhir_json, graph_blocks, prov_json
-from audit.indexer import JsonRpc
 from audit.migrations import migrate
 from audit.provenance import Kind, NotFoundError, provenance
 from audit.reports import agreement_report
@@ -33,6 +33,8 @@ from audit.store import AuditStore, BlockRef, create_store_engine
 from audit.testing import drop_stores, make_store_url
 from audit.transparency import subject_report
 from audit.verify import verify_store
+from dul.chain.rpc import RpcClient
+from dul.contracts.bindings import canonical_type
 
 ADDRESSES = {name: "0x" + f"{n + 1:02x}" * 20 for n, name in enumerate(AUDITED_CONTRACTS)}
 DECODER = EventDecoder(ADDRESSES)
@@ -139,7 +141,10 @@ DECODER_ABIS = _abis()
 def test_every_event_type_is_generated_with_its_canonical_signature() -> None:
     for spec in SPECS:
         abi = next(e for e in DECODER_ABIS[spec.contract] if e["name"] == spec.name)
-        assert spec.signature == f"{spec.name}({','.join(_type_string(p) for p in abi['inputs'])})"
+        assert (
+            spec.signature == f"{spec.name}({','.join(canonical_type(p) for p in abi['inputs'])})"
+        )
+        assert spec.topic0 == "0x" + event_abi_to_log_topic(abi).hex()  # type: ignore[arg-type]
     assert {s.name for s in SPECS} >= {"AccessRecorded", "AgreementProposed", "ConsentRecorded",
                                        "ArtifactRegistered", "AuthorizationIssued",
                                        "DatasetRegistered", "OrganizationRegistered"}  # fmt: skip
@@ -251,7 +256,7 @@ def test_extreme_values_index_query_and_verify(
 
         node = Node()
         node.logs, node.hashes = logs, hashes
-        rpc = JsonRpc("http://node.invalid", transport=node)
+        rpc = RpcClient("http://node.invalid", transport=node)
         try:
             report = verify_store(engine, rpc, start_block=ORIGIN + 1, workers=1)
         finally:

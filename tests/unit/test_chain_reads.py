@@ -15,23 +15,24 @@ import pytest
 
 from audit import chain_reads
 from audit.chain_reads import (
-    RpcFailure,
     StateUnavailableError,
     View,
     ViewReader,
     batch,
     batch_capacity,
 )
-from audit.indexer import JsonRpc
+from dul.chain import rpc as rpc_module
+from dul.chain.rpc import RpcClient, RpcError
+from dul.contracts.bindings import function
 
 TARGET = "0x" + "42" * 20
-DECISION = View("decisionOf(bytes32)", ("decision:uint8",))
+DECISION = View(function("AccessLog", "decisionOf"), ("decision",))
 
 Answer = Callable[[dict[str, Any]], dict[str, Any]]
 
 
-def node(answer: Answer, *, batches: bool = True) -> tuple[JsonRpc, list[Any]]:
-    """A JsonRpc whose node answers each request with `answer`; the bodies it received."""
+def node(answer: Answer, *, batches: bool = True) -> tuple[RpcClient, list[Any]]:
+    """A RpcClient whose node answers each request with `answer`; the bodies it received."""
     seen: list[Any] = []
 
     def handle(request: httpx.Request) -> httpx.Response:
@@ -45,7 +46,7 @@ def node(answer: Answer, *, batches: bool = True) -> tuple[JsonRpc, list[Any]]:
                                              for b in reversed(body)])  # fmt: skip
         return httpx.Response(200, json={"jsonrpc": "2.0", "id": body["id"], **answer(body)})
 
-    return JsonRpc("http://node.invalid", transport=httpx.MockTransport(handle)), seen
+    return RpcClient("http://node.invalid", transport=httpx.MockTransport(handle)), seen
 
 
 def single_views(request: dict[str, Any]) -> dict[str, Any]:
@@ -67,7 +68,7 @@ def ids(count: int) -> list[list[str]]:
 def test_a_batch_is_split_within_limits_and_answered_in_order(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(chain_reads, "MAX_BATCH_ITEMS", 3)
+    monkeypatch.setattr(rpc_module, "MAX_BATCH_ITEMS", 3)
     rpc, seen = node(lambda r: {"result": r["params"][0]})
     assert batch(rpc, [("eth_chainId", [str(n)]) for n in range(7)]) == [str(n) for n in range(7)]
     assert [len(b) for b in seen] == [3, 3, 1]
@@ -87,8 +88,8 @@ def test_without_the_batch_constructor_views_are_read_one_by_one() -> None:
     assert [DECISION.decode(g)["decision"] for g in got[:5] if isinstance(g, bytes)] == [
         0, 1, 2, 0, 1,
     ]  # fmt: skip
-    assert isinstance(got[5], RpcFailure)
-    assert got[5].message == "execution reverted"
+    assert isinstance(got[5], RpcError)
+    assert got[5].reason == "execution reverted"
     assert reader.batched is False  # not asked again
     reader.read(TARGET, DECISION, ids(2))
     assert all("to" in item["params"][0] for item in seen[-1])
@@ -103,7 +104,7 @@ def test_a_batch_with_one_reverting_view_is_read_singly_and_names_only_it() -> N
 
     rpc, _ = node(answer)
     got = ViewReader(rpc, 1).read(TARGET, DECISION, [["0x" + "ff" * 32], *ids(2)])
-    assert isinstance(got[0], RpcFailure)
+    assert isinstance(got[0], RpcError)
     assert got[1:] == [(0).to_bytes(32, "big"), (1).to_bytes(32, "big")]
 
 

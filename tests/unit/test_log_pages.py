@@ -1,4 +1,4 @@
-"""Paged eth_getLogs (`dul.contracts.logs`) and the guard's Besu-style range limit
+"""Paged eth_getLogs (`dul.chain.log_pages`) and the guard's Besu-style range limit
 (`dul.chain.log_range`), against an in-memory log source that refuses wide ranges as Besu does."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from dul.chain.log_pages import PageSizer, aget_logs, get_logs, paged
 from dul.chain.log_range import RANGE_LIMIT_CODE, RANGE_LIMIT_MESSAGE, range_refusal
-from dul.contracts.logs import PageSizer, aget_logs, get_logs, paged
 
 
 class RefusedError(Exception):

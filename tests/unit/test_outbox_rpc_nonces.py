@@ -12,10 +12,10 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
+from dul.chain.rpc import AsyncRpcClient, NodeUnavailableError, RpcError
 from dul.chain.testing import free_port
 from ledger_gateway.migrations import migrate
 from ledger_gateway.nonces import NonceAllocator
-from ledger_gateway.rpc import ChainUnavailableError, RpcClient, RpcError
 from ledger_gateway.store import SqlOutbox, make_engine
 
 T = TypeVar("T")
@@ -26,8 +26,8 @@ def run(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
     return asyncio.run(factory())
 
 
-def node(answers: dict[str, Any]) -> RpcClient:
-    """An RpcClient whose node answers each method from `answers` ({"error": …} is one)."""
+def node(answers: dict[str, Any]) -> AsyncRpcClient:
+    """An AsyncRpcClient whose node answers each method from `answers` ({"error": …} is one)."""
 
     def handle(request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content)
@@ -42,16 +42,15 @@ def node(answers: dict[str, Any]) -> RpcClient:
         return httpx.Response(200, json=replies if isinstance(body, list) else replies[0])
 
     client = httpx.AsyncClient(transport=httpx.MockTransport(handle))
-    return RpcClient("http://node.test", client=client)
+    return AsyncRpcClient("http://node.test", client=client)
 
 
-def test_a_node_that_is_not_there_is_chain_unavailable() -> None:
+def test_a_node_that_is_not_there_is_node_unavailable() -> None:
     async def scenario() -> None:
-        rpc = RpcClient(f"http://127.0.0.1:{free_port()}", timeout=1.0)
-        with pytest.raises(ChainUnavailableError) as caught:
+        rpc = AsyncRpcClient(f"http://127.0.0.1:{free_port()}", timeout=1.0)
+        with pytest.raises(NodeUnavailableError) as caught:
             await rpc.block_number()
-        assert caught.value.code == "chain_unavailable"
-        assert caught.value.status == 503
+        assert caught.value.code == "node_unavailable"
         await rpc.aclose()
 
     run(scenario)

@@ -17,11 +17,11 @@ from eth_hash.auto import keccak
 from eth_typing import HexStr
 from sqlalchemy import delete
 
+from dul.chain.rpc import AsyncRpcClient
 from dul.domain import Decision
 from dul.signing import LocalSigner
 from ledger_gateway.migrations import migrate
 from ledger_gateway.outbox import NewAccess, OperationKind, OperationStatus
-from ledger_gateway.rpc import RpcClient
 from ledger_gateway.store import TXS, SqlOutbox, StoredTx, make_engine
 from ledger_gateway.submitter import RECORD_SIZE, Submitter
 
@@ -34,7 +34,7 @@ def run(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
     return asyncio.run(factory())
 
 
-def node(pending_count: int) -> RpcClient:
+def node(pending_count: int) -> AsyncRpcClient:
     """A node whose pending transaction count of every account is `pending_count`."""
 
     def handle(request: httpx.Request) -> httpx.Response:
@@ -44,7 +44,7 @@ def node(pending_count: int) -> RpcClient:
                                          "result": hex(pending_count)})  # fmt: skip
 
     client = httpx.AsyncClient(transport=httpx.MockTransport(handle))
-    return RpcClient("http://node.test", client=client)
+    return AsyncRpcClient("http://node.test", client=client)
 
 
 def access(n: int) -> NewAccess:
@@ -77,7 +77,7 @@ async def confirmed_history(tmp_path: Path, nonces: range) -> tuple[SqlOutbox, l
     return outbox, txs
 
 
-async def submitter(outbox: SqlOutbox, rpc: RpcClient) -> Submitter:
+async def submitter(outbox: SqlOutbox, rpc: AsyncRpcClient) -> Submitter:
     sub = Submitter(outbox, rpc, SIGNER, access_log="0x" + "11" * 20, chain_id=31337)
     await sub.nonces.reconcile(outbox, rpc)  # the stored next nonce is ahead: it is kept
     return sub

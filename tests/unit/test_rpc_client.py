@@ -1,0 +1,185 @@
+"""The product's one JSON-RPC client (`dul.chain.rpc`), sync and async against the same
+scripted nodes: the same answer is the same result or the same error in both, batches are cut
+and fall back to single requests, and `find_logs` pages shrink on a refusal and grow back."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from dul.chain import rpc as rpc_module
+from dul.chain.rpc import (
+    AsyncRpcClient,
+    NodeUnavailableError,
+    RangeRefusedError,
+    RpcClient,
+    RpcError,
+)
+
+Handler = Callable[[httpx.Request], httpx.Response]
+
+
+class Both:
+    """One scripted node behind a sync and an async client: `run(method, *params)` gives the
+    two outcomes (result or exception)."""
+
+    def __init__(self, handle: Handler) -> None:
+        self.sync = RpcClient("http://node.test", transport=httpx.MockTransport(handle), token="")
+        self.aio = AsyncRpcClient(
+            "http://node.test",
+            client=httpx.AsyncClient(transport=httpx.MockTransport(handle)),
+            token="",
+        )
+
+    def run(self, name: str, *args: Any) -> tuple[Any, Any]:
+        def outcome(call: Callable[[], Any]) -> Any:
+            try:
+                return call()
+            except Exception as exc:
+                return exc
+
+        sync = outcome(lambda: getattr(self.sync, name)(*args))
+        aio = outcome(lambda: asyncio.run(getattr(self.aio, name)(*args)))
+        return sync, aio
+
+
+def answering(reply: Callable[[dict[str, Any]], Any], status: int = 200) -> Handler:
+    def handle(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        if isinstance(body, list):
+            return httpx.Response(status, json=[{"id": b["id"], **reply(b)} for b in body])
+        return httpx.Response(status, json={"jsonrpc": "2.0", "id": body["id"], **reply(body)})
+
+    return handle
+
+
+def test_results_and_json_rpc_errors_are_the_same_sync_and_async() -> None:
+    node = Both(answering(lambda b: {"result": "0x2a"}))
+    assert node.run("block_number") == (42, 42)
+    revert = {"code": 3, "message": "execution reverted", "data": "0xdeadbeef"}
+    node = Both(answering(lambda b: {"error": revert}))
+    for exc in node.run("call", "0x" + "11" * 20, b"\1"):
+        assert type(exc) is RpcError
+        assert (exc.code, exc.rpc_code, exc.reason) == ("rpc_error", 3, "execution reverted")
+        assert exc.revert_data == bytes.fromhex("deadbeef")
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "method", "expected", "code"),
+    [
+        (503, b"busy", "eth_blockNumber", NodeUnavailableError, "node_unavailable"),
+        (429, b"slow down", "eth_blockNumber", NodeUnavailableError, "node_unavailable"),
+        (200, b"<html>", "eth_blockNumber", NodeUnavailableError, "node_unavailable"),
+        (403, b'{"jsonrpc":"2.0","id":1,"error":{"code":-32003,"message":"not a member"}}',
+         "eth_blockNumber", RpcError, "rpc_error"),
+        (401, b"no", "eth_blockNumber", NodeUnavailableError, "node_unavailable"),
+        (413, b"too big", "eth_getLogs", RangeRefusedError, "range_refused"),
+        (502, b"", "eth_getLogs", RangeRefusedError, "range_refused"),
+        (200, b'{"jsonrpc":"2.0","id":1,"error":{"code":-32005,'
+              b'"message":"Requested range exceeds maximum RPC range limit"}}',
+         "eth_getLogs", RangeRefusedError, "range_refused"),
+    ],
+)  # fmt: skip
+def test_every_answer_maps_to_the_same_error_sync_and_async(
+    status: int, body: bytes, method: str, expected: type[Exception], code: str
+) -> None:
+    node = Both(lambda request: httpx.Response(status, content=body))
+    for exc in node.run("request", method, {"fromBlock": "0x0"}):
+        assert type(exc) is expected, exc
+        assert getattr(exc, "code", None) == code
+
+
+def test_a_dropped_connection_is_unavailable_and_a_slow_log_range_refused() -> None:
+    def down(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused", request=request)
+
+    def slow(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("slow", request=request)
+
+    assert all(type(e) is NodeUnavailableError for e in Both(down).run("block_number"))
+    for exc in Both(slow).run("get_logs", {"fromBlock": "0x0"}):
+        assert type(exc) is RangeRefusedError
+    assert all(type(e) is NodeUnavailableError for e in Both(slow).run("block_number"))
+
+
+def test_a_batch_is_cut_and_a_node_without_batches_asked_one_at_a_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(rpc_module, "MAX_BATCH_ITEMS", 3)
+    seen: list[Any] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        seen.append(body)
+        if isinstance(body, list) and len(body) == 1:  # this node refuses a batch of one
+            return httpx.Response(200, json={"id": None, "error": {"code": -32600}})
+        return answering(
+            lambda b: (
+                {"error": {"code": -32000, "message": "no"}}
+                if b["params"] == ["bad"]
+                else {"result": b["params"][0]}
+            )
+        )(request)
+
+    calls = [("eth_chainId", [str(n)]) for n in range(6)] + [("eth_chainId", ["bad"])]
+    for results in Both(handle).run("batch", calls):
+        assert results[:6] == [str(n) for n in range(6)]
+        assert isinstance(results[6], RpcError)
+        assert results[6].reason == "no"
+    sizes = [len(b) if isinstance(b, list) else "single" for b in seen]
+    assert sizes == [3, 3, 1, "single"] * 2
+
+
+def test_find_logs_shrinks_on_a_refusal_and_grows_back_sync_and_async() -> None:
+    spans: list[int] = []
+    limit = 1_000
+
+    def reply(body: dict[str, Any]) -> dict[str, Any]:
+        if body["method"] == "eth_blockNumber":
+            return {"result": hex(12_000)}
+        span = body["params"][0]
+        first, last = int(span["fromBlock"], 16), int(span["toBlock"], 16)
+        spans.append(last - first + 1)
+        if last - first >= limit:  # Besu's wording and code
+            message = "Requested range exceeds maximum RPC range limit"
+            return {"error": {"code": -32005, "message": message}}
+        marks = range(-(-first // 4_000) * 4_000, last + 1, 4_000)
+        return {"result": [{"blockNumber": hex(n)} for n in marks]}
+
+    sync, aio = Both(answering(reply)).run("find_logs", {"address": "0x" + "11" * 20})
+    assert sync == aio
+    assert [int(e["blockNumber"], 16) for e in sync] == [0, 4_000, 8_000, 12_000]
+    assert max(spans) > limit  # refused at first, then held at what the node serves
+    served = [s for s in spans if s <= limit]
+    assert sum(served) == 2 * 12_001
+    assert max(served) == limit
+
+
+def test_request_once_reaches_an_ipc_socket_path(tmp_path: Any) -> None:
+    import socket
+    import threading
+
+    path = str(tmp_path / "node.ipc")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(1)
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        with conn:
+            request = json.loads(conn.recv(65536))
+            reply = {"jsonrpc": "2.0", "id": request["id"], "result": "0x539"}
+            conn.sendall(json.dumps(reply).encode() + b"\n")
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    try:
+        assert int(rpc_module.request_once(path, "eth_chainId", timeout=5.0), 16) == 1337
+    finally:
+        thread.join(5)
+        server.close()
