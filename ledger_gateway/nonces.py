@@ -3,7 +3,7 @@
 Asking the node for `eth_getTransactionCount(pending)` before every transaction races with
 pipelined submissions and forgets in-flight transactions after a node restart. Instead the
 gateway owns its key's nonce sequence: the next nonce is written in the same database
-transaction that stores the signed transaction using it (`SqlOutbox.record_submission`), and
+transaction that stores the signed transaction using it (`SqlOutbox.record_submissions`), and
 the in-memory counter only moves once that commit succeeded — a crash can neither reuse a
 nonce (the signed transaction is on disk and is re-sent as is) nor skip one.
 

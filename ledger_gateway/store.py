@@ -813,42 +813,50 @@ class SqlOutbox:
 
         return await self.read(run)
 
-    async def record_submission(self, tx: StoredTx) -> None:
-        """In one transaction: the signed tx, its operations SUBMITTED, the key's next nonce.
+    async def record_submissions(self, txs: Sequence[StoredTx]) -> None:
+        """In one transaction: the signed txs, their operations SUBMITTED, the key's next
+        nonce (past the last of them; `txs` are one sender's, at consecutive nonces).
 
         Raises RuntimeError (and changes nothing) when an operation is no longer PENDING.
         """
+        if not txs:
+            return
 
         def run(conn: Connection) -> None:
             conn.execute(
-                sa_insert(TXS).values(
-                    sender=tx.sender,
-                    nonce=tx.nonce,
-                    kind=tx.kind.value,
-                    raw=tx.raw,
-                    tx_hash=tx.tx_hash,
-                    status=TxStatus.SENT,
-                    keys=b"".join(tx.keys),
-                    attempts=tx.attempts,
-                    created_at=tx.created_at,
-                )
+                sa_insert(TXS),
+                [
+                    {
+                        "sender": tx.sender,
+                        "nonce": tx.nonce,
+                        "kind": tx.kind.value,
+                        "raw": tx.raw,
+                        "tx_hash": tx.tx_hash,
+                        "status": TxStatus.SENT,
+                        "keys": b"".join(tx.keys),
+                        "attempts": tx.attempts,
+                        "created_at": tx.created_at,
+                    }
+                    for tx in txs
+                ],
             )
-            changed = 0
-            for chunk in _chunks(tx.keys):
-                result = conn.execute(
-                    update(OPS)
-                    .where(OPS.c.key.in_(chunk), OPS.c.status == OperationStatus.PENDING.value)
-                    .values(
-                        status=OperationStatus.SUBMITTED.value,
-                        tx_hash=tx.tx_hash,
-                        nonce=tx.nonce,
-                        sender=tx.sender,
+            for tx in txs:
+                changed = 0
+                for chunk in _chunks(tx.keys):
+                    result = conn.execute(
+                        update(OPS)
+                        .where(OPS.c.key.in_(chunk), OPS.c.status == OperationStatus.PENDING.value)
+                        .values(
+                            status=OperationStatus.SUBMITTED.value,
+                            tx_hash=tx.tx_hash,
+                            nonce=tx.nonce,
+                            sender=tx.sender,
+                        )
                     )
-                )
-                changed += result.rowcount
-            if changed != len(tx.keys):
-                raise RuntimeError(f"{len(tx.keys) - changed} operations were not PENDING")
-            _set_next_nonce(conn, tx.sender, tx.nonce + 1)
+                    changed += result.rowcount
+                if changed != len(tx.keys):
+                    raise RuntimeError(f"{len(tx.keys) - changed} operations were not PENDING")
+            _set_next_nonce(conn, txs[-1].sender, txs[-1].nonce + 1)
 
         await self.write(run)
 

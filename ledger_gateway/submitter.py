@@ -7,8 +7,11 @@ One asyncio task per signing key, two loops:
   cap and `max_body_bytes`, or whatever queued within `max_delay`), each release into its own
   `releaseResult`, each CALL (e.g. a relayed agreement signature) into its own transaction to
   the target it names. It takes the key's next nonce, signs, stores the signed transaction and
-  marks its operations SUBMITTED in one database transaction, and only then sends. It does not
-  wait for mining: up to `max_in_flight` transactions (nonces n, n+1, …) are in the pool at once.
+  marks its operations SUBMITTED in one database transaction, and only then sends. When a
+  backlog waits, one round takes up to `max_round` transactions at consecutive nonces: signed
+  together, stored in one database transaction (one fsync where there were eight), sent in
+  as few JSON-RPC bodies as the body bound allows. It does not wait for mining: up to
+  `max_in_flight` transactions (nonces n, n+1, …) are in the pool at once.
 - **receipt loop** — polls the receipts of every in-flight transaction in one JSON-RPC batch;
   a mined one CONFIRMS its operations (tx hash, block); one not mined after `resend_after`, or
   after the node came back, is re-sent byte for byte (same nonce, same hash); a reverted batch
@@ -110,6 +113,9 @@ class SubmitterSettings:
     """Bound on the JSON-RPC body of one send (anvil refuses bodies over 2 MiB)."""
     max_in_flight: int = 32
     """Transactions sent and not yet mined."""
+    max_round: int = 8
+    """Most transactions signed, stored (one database transaction: one fsync) and sent (in
+    JSON-RPC batches within `max_body_bytes`) together when a backlog is waiting."""
     poll_interval: float = 0.1
     """Seconds between receipt polls while transactions are in flight."""
     idle_poll: float = 0.5
@@ -300,33 +306,47 @@ class Submitter:
 
     async def _batch_once(self) -> None:
         s = self.settings
-        if len(self._inflight) >= s.max_in_flight:
+        room = s.max_in_flight - len(self._inflight)
+        if room <= 0:
             self._room.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._room.wait(), s.poll_interval)
             return
         self.outbox.new_pending.clear()
-        ops = await self.outbox.pending(self.max_records)
+        rounds = max(1, min(room, s.max_round))
+        ops = await self.outbox.pending(self.max_records * rounds)
         if not ops:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.outbox.new_pending.wait(), s.idle_poll)
             return
         if ops[0].kind is not OperationKind.ACCESS:
-            await self._submit([ops[0]], ops[0].kind)
+            await self._submit([([ops[0]], ops[0].kind)])
             return
-        batch: list[PendingOp] = []
-        for op in ops:
-            if op.kind is not OperationKind.ACCESS:
-                break
-            batch.append(op)
-        batch = self._fit_gas(batch)
-        full = len(batch) >= self.max_records or len(batch) < len(ops)
-        wait = s.max_delay - (time.time() - batch[0].created_at)
+        groups: list[list[PendingOp]] = []
+        start = 0
+        while start < len(ops) and len(groups) < rounds:
+            run: list[PendingOp] = []
+            for op in ops[start : start + self.max_records]:
+                if op.kind is not OperationKind.ACCESS:
+                    break
+                run.append(op)
+            if not run:
+                break  # a release or call comes next: it goes alone in the next round
+            run = self._fit_gas(run)
+            groups.append(run)
+            start += len(run)
+        last = groups[-1]
+        # A short last group waits up to `max_delay` for more records, unless something is
+        # queued behind it (another kind of operation, or what this round had no room for).
+        full = len(last) >= self.max_records or start < len(ops)
+        wait = s.max_delay - (time.time() - last[0].created_at)
         if not full and wait > 0:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.outbox.new_pending.wait(), wait)
-            return
-        await self._submit(batch, OperationKind.ACCESS)
+            if len(groups) == 1:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.outbox.new_pending.wait(), wait)
+                return
+            groups.pop()  # the full ones go now; the short one is read again next round
+        await self._submit([(g, OperationKind.ACCESS) for g in groups])
 
     def _target(self, ops: Sequence[PendingOp], kind: OperationKind) -> str:
         if kind is OperationKind.CALL:
@@ -357,56 +377,105 @@ class Submitter:
         gas = self.settings.gas_base + sum(self._record_gas(op) for op in ops)
         return record_accesses_calldata([op.payload for op in ops]), min(TX_GAS_CAP, gas)
 
-    async def _submit(self, ops: Sequence[PendingOp], kind: OperationKind) -> None:
-        data, gas = self._calldata(ops, kind)
+    async def _submit(self, groups: Sequence[tuple[Sequence[PendingOp], OperationKind]]) -> None:
+        """Sign one transaction per group at consecutive nonces, store them all with their
+        operations SUBMITTED in one database transaction (one fsync), then send them in
+        order: nothing is sent before it is on disk."""
         async with self._nonce_lock:
-            nonce = self.nonces.peek()
-            unsigned = {
-                "to": self._target(ops, kind),
-                "data": data,
-                "gas": gas,
-                "gasPrice": 0,
-                "nonce": nonce,
-                "chainId": self.chain_id,
-                "value": 0,
-            }
+            first = self.nonces.peek()
+            unsigned = []
+            for index, (ops, kind) in enumerate(groups):
+                data, gas = self._calldata(ops, kind)
+                unsigned.append(
+                    {
+                        "to": self._target(ops, kind),
+                        "data": data,
+                        "gas": gas,
+                        "gasPrice": 0,
+                        "nonce": first + index,
+                        "chainId": self.chain_id,
+                        "value": 0,
+                    }
+                )
             # Off the event loop: a full batch (~140 kB) takes eth-account milliseconds to
             # encode and sign, which decisions waiting on the loop would otherwise wait out.
-            raw, tx_hash = await asyncio.to_thread(self._sign, unsigned)
-            tx = StoredTx(
-                sender=self.sender,
-                nonce=nonce,
-                kind=kind,
-                raw=raw,
-                tx_hash=tx_hash,
-                keys=tuple(op.key for op in ops),
-                attempts=1,
-                created_at=time.time(),
+            signed = await asyncio.to_thread(lambda: [self._sign(tx) for tx in unsigned])
+            now = time.time()
+            txs = [
+                StoredTx(
+                    sender=self.sender,
+                    nonce=first + index,
+                    kind=kind,
+                    raw=raw,
+                    tx_hash=tx_hash,
+                    keys=tuple(op.key for op in ops),
+                    attempts=1,
+                    created_at=now,
+                )
+                for index, ((ops, kind), (raw, tx_hash)) in enumerate(
+                    zip(groups, signed, strict=True)
+                )
+            ]
+            await self.outbox.record_submissions(txs)
+            entries: list[_InFlight] = []
+            for tx, (ops, _) in zip(txs, groups, strict=True):
+                self.nonces.advance(tx.nonce)
+                self._hook("persisted")
+                entry = _InFlight(tx, time.monotonic(), min(op.created_at for op in ops))
+                self._inflight[tx.tx_hash] = entry
+                entries.append(entry)
+        await self._send_many(entries)
+        for entry in entries:
+            self.stats.transactions_sent += 1
+            log.debug(
+                "submitter.sent",
+                nonce=entry.tx.nonce,
+                kind=entry.tx.kind.value,
+                records=len(entry.tx.keys),
             )
-            await self.outbox.record_submission(tx)
-            self.nonces.advance(nonce)
-            self._hook("persisted")
-            entry = _InFlight(tx, time.monotonic(), min(op.created_at for op in ops))
-            self._inflight[tx.tx_hash] = entry
-        await self._send(entry)
-        self.stats.transactions_sent += 1
-        log.debug("submitter.sent", nonce=nonce, kind=kind.value, records=len(ops))
-        self._hook("sent")
+            self._hook("sent")
 
     def _sign(self, tx: dict[str, Any]) -> tuple[bytes, bytes]:
         raw = self.signer.sign_transaction(tx)
         return raw, fast_keccak(raw)
 
     async def _send(self, entry: _InFlight) -> None:
-        entry.sent_at = time.monotonic()
-        try:
-            await self.rpc.send_raw_transaction(entry.tx.raw)
-        except RpcError as exc:
-            text = exc.message.lower()
-            if "already" in text or "known" in text or "nonce too low" in text:
-                return  # the node has it, or mined it: the receipt will tell
-            self.stats.last_error = str(exc)
-            log.error("submitter.send_refused", nonce=entry.tx.nonce, error=str(exc))
+        await self._send_many([entry])
+
+    async def _send_many(self, entries: Sequence[_InFlight]) -> None:
+        """Send in nonce order, as few JSON-RPC bodies as `max_body_bytes` allows."""
+        bodies: list[list[_InFlight]] = []
+        size = 0
+        for entry in entries:
+            length = 2 * len(entry.tx.raw) + 100
+            if not bodies or size + length > self.settings.max_body_bytes:
+                bodies.append([])
+                size = 0
+            bodies[-1].append(entry)
+            size += length
+        for body in bodies:
+            now = time.monotonic()
+            for entry in body:
+                entry.sent_at = now
+            if len(body) == 1:
+                try:
+                    await self.rpc.send_raw_transaction(body[0].tx.raw)
+                    answers: list[Any] = [None]
+                except RpcError as exc:
+                    answers = [exc]
+            else:
+                calls = [("eth_sendRawTransaction", [to_hex(e.tx.raw)]) for e in body]
+                answers = await self.rpc.batch(calls)
+            for entry, answer in zip(body, answers, strict=True):
+                if isinstance(answer, RpcError):
+                    self._refused(entry, answer)
+
+    def _refused(self, entry: _InFlight, exc: RpcError) -> None:
+        text = exc.message.lower()
+        if "already" in text or "known" in text or "nonce too low" in text:
+            return  # the node has it, or mined it: the receipt will tell
+        self.stats.last_error = str(exc)
+        log.error("submitter.send_refused", nonce=entry.tx.nonce, error=str(exc))
 
     # --- receipts ----------------------------------------------------------------------------
 
