@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sqlite3
 import statistics
 import time
 from collections.abc import Sequence
@@ -377,6 +378,35 @@ def _latency(
     )
 
 
+def outbox_commit_ms(directory: Path, commits: int = 300, rows: int = 10) -> tuple[float, float]:
+    """p50 and p99 in ms of a durable commit on the disk under `directory`: `rows` rows of a
+    decision's size inserted and committed as the outbox commits them (SQLite, WAL,
+    synchronous=FULL). A decision is acknowledged after such a commit, so its latency cannot
+    sit below this disk's: this figure is printed beside `decision_p99_ms`."""
+    path = directory / "bench-commit.db"
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("CREATE TABLE t (k BLOB PRIMARY KEY, v BLOB)")
+        times: list[float] = []
+        for _ in range(commits):
+            batch = [(os.urandom(32), os.urandom(700)) for _ in range(rows)]
+            started = time.perf_counter()
+            db.execute("BEGIN IMMEDIATE")
+            db.executemany("INSERT INTO t VALUES (?, ?)", batch)
+            db.execute("COMMIT")
+            times.append(time.perf_counter() - started)
+    finally:
+        db.close()
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+    return (
+        round(statistics.median(times) * 1000, 2),
+        round(_percentile(times, 0.99) * 1000, 2),
+    )
+
+
 def submitter_batch() -> int:
     """Records per transaction of a gateway with default settings."""
     return batch_capacity(SubmitterSettings(max_batch=GatewaySettings().batch_max))
@@ -431,6 +461,11 @@ def run(sizes: GatewayBenchSizes | None = None) -> dict[str, float]:
             raw_batched = results["raw_node_batched_events_per_s"]
             results["batch_vs_raw_batched"] = round(results["batch_events_per_s"] / raw_batched, 3)
 
+            # The disk's own commit latency, same run, same directory as the gateway's outbox:
+            # what every decision waits for once (the floor under decision_p99_ms).
+            commit_p50, commit_p99 = outbox_commit_ms(scratch.home.root / "gateway")
+            results["outbox_commit_p50_ms"] = commit_p50
+            results["outbox_commit_p99_ms"] = commit_p99
             main = sizes.offered_rate
             for rate in sorted({main, *LATENCY_RATES}):
                 p50, p99 = _latency(url, token, world, domain, rate, sizes.latency_seconds)

@@ -25,6 +25,8 @@ GATEWAY_KEYS = {
     "decision_p99_ms_250",
     "decision_p50_ms_1000",
     "decision_p99_ms_1000",
+    "outbox_commit_p50_ms",
+    "outbox_commit_p99_ms",
 }
 
 
