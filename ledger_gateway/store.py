@@ -813,6 +813,10 @@ class SqlOutbox:
 
         return await self.read(run)
 
+    async def record_submission(self, tx: StoredTx) -> None:
+        """`record_submissions` of one transaction."""
+        await self.record_submissions([tx])
+
     async def record_submissions(self, txs: Sequence[StoredTx]) -> None:
         """In one transaction: the signed txs, their operations SUBMITTED, the key's next
         nonce (past the last of them; `txs` are one sender's, at consecutive nonces).

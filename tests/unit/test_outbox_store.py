@@ -254,6 +254,33 @@ def test_a_submission_stores_tx_statuses_and_nonce_in_one_transaction(tmp_path: 
     run(scenario)
 
 
+def test_a_round_of_submissions_is_stored_all_or_nothing(tmp_path: Path) -> None:
+    keys = tuple(new_access(i).request_id for i in range(6))
+
+    async def scenario() -> None:
+        outbox = await opened(tmp_path)
+        await outbox.add_accesses([new_access(i) for i in range(6)])
+        first, second = submitted_tx(keys[:3], nonce=7), submitted_tx(keys[3:5], nonce=8)
+        # one operation of the round is no longer pending: nothing of the round is kept
+        stale = submitted_tx(keys[:1], nonce=9)
+        with pytest.raises(RuntimeError):
+            await outbox.record_submissions([first, second, stale])
+        assert await outbox.next_nonce(SENDER) is None
+        assert await outbox.unmined(SENDER) == []
+        assert len(await outbox.pending(10)) == 6
+        await outbox.record_submissions([first, second])
+        assert await outbox.next_nonce(SENDER) == 9  # past the last of the round
+        assert await outbox.unmined(SENDER) == [first, second]
+        views = await outbox.get_many(keys)
+        assert [views[k].tx_hash for k in keys] == [first.tx_hash] * 3 + [second.tx_hash] * 2 + [
+            None
+        ]
+        assert [op.key for op in await outbox.pending(10)] == [keys[5]]
+        await outbox.close()
+
+    run(scenario)
+
+
 def test_wait_wakes_when_the_operation_is_confirmed(tmp_path: Path) -> None:
     key = new_access(1).request_id
 
