@@ -10,8 +10,10 @@ One asyncio task per signing key, two loops:
   marks its operations SUBMITTED in one database transaction, and only then sends. When a
   backlog waits, one round takes up to `max_round` transactions at consecutive nonces: signed
   together, stored in one database transaction (one fsync where there were eight), sent in
-  as few JSON-RPC bodies as the body bound allows. It does not wait for mining: up to
-  `max_in_flight` transactions (nonces n, n+1, …) are in the pool at once.
+  as few JSON-RPC bodies as the body bound allows by a send loop, in nonce order, while the
+  batch loop signs and stores the next round (the node's intake of a 140 kB transaction took
+  as long as storing it). It does not wait for mining: up to `max_in_flight` transactions
+  (nonces n, n+1, …) are in the pool at once.
 - **receipt loop** — polls the receipts of every in-flight transaction in one JSON-RPC batch;
   a mined one CONFIRMS its operations (tx hash, block); one not mined after `resend_after`, or
   after the node came back, is re-sent byte for byte (same nonce, same hash); a reverted batch
@@ -218,6 +220,9 @@ class Submitter:
         """Operations whose confirmation vanished and that are not settled again yet."""
         self._nonce_lock = asyncio.Lock()
         """Held from taking a nonce to tracking its transaction, and while moving back."""
+        self._outgoing: asyncio.Queue[list[_InFlight]] = asyncio.Queue(maxsize=2)
+        """Rounds stored and not sent yet, in nonce order: the send loop sends one while the
+        batch loop signs and stores the next."""
 
     # --- life cycle --------------------------------------------------------------------------
 
@@ -258,6 +263,7 @@ class Submitter:
         self._recovered.set()
         async with asyncio.TaskGroup() as group:
             group.create_task(self._guarded(self._batch_once, "batch"))
+            group.create_task(self._guarded(self._send_once, "send"))
             group.create_task(self._guarded(self._receipts_once, "receipts"))
             group.create_task(self._guarded(self._reconfirm_once, "reconfirm"))
 
@@ -424,8 +430,15 @@ class Submitter:
                 entry = _InFlight(tx, time.monotonic(), min(op.created_at for op in ops))
                 self._inflight[tx.tx_hash] = entry
                 entries.append(entry)
-        await self._send_many(entries)
-        for entry in entries:
+        await self._outgoing.put(entries)
+
+    async def _send_once(self) -> None:
+        """Send the next stored round (what left the in-flight set meanwhile stays unsent:
+        a nonce resynchronisation abandoned it)."""
+        entries = await self._outgoing.get()
+        live = [e for e in entries if self._inflight.get(e.tx.tx_hash) is e]
+        await self._send_many(live)
+        for entry in live:
             self.stats.transactions_sent += 1
             log.debug(
                 "submitter.sent",
