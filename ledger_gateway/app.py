@@ -209,9 +209,8 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         # Collections by allocation count: the default (700 net new objects) ran a young
         # collection every few requests and one of the middle generation every ~7,000
         # objects, and a 500-request batch keeps ~50,000 alive while it is decided, so they
-        # walked it over and over (~32 µs of CPU per access in the batch API, measured with
-        # the collector's callbacks). 10,000 keeps each pause to a few ms and the total to a
-        # quarter of that.
+        # walked it over and over (21-40 µs of CPU per access, measured with the collector's
+        # callbacks). 10,000 keeps each pause to a few ms and the total near a quarter.
         gc.set_threshold(*GC_THRESHOLDS)
         log.info(
             "gateway.started",
