@@ -82,9 +82,12 @@ class EventDecodeError(ValueError):
     """A log that claims to be one of our events does not decode as one (never silently kept)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class DecodedEvent:
-    """One contract event at its chain position; `args` as described in the module docstring."""
+    """One contract event at its chain position; `args` as described in the module docstring.
+
+    Not frozen: a frozen dataclass's `__init__` sets each field through `object.__setattr__`,
+    ~1 us per event of a catch-up (measured 1.3 against 0.3 us); nothing changes one."""
 
     block_number: int
     tx_index: int
@@ -240,6 +243,38 @@ def _leaf_expression(type_: str, word: str, name: str, converters: dict[str, Any
     return f"{name}({word})"
 
 
+_DATA_WORD_RE: Final = re.compile(r"^d\[(\d+):(\d+)\]$")
+
+
+def _leaf_lines(variable: str, type_: str, word: str, name: str,
+                converters: dict[str, Any]) -> list[str]:  # fmt: skip
+    """The statements that set `variable` to one value: an address or a uint of up to 64
+    bits in the data part is checked and read in place (its zero padding compared where it
+    lies, only the low digits parsed), with the converters' checks and without their call
+    (AccessRecorded's decoder alone: 4.5 -> 4.2 us); any other value through
+    `_leaf_expression`."""
+    match = _DATA_WORD_RE.match(word)
+    ints = _int_bits(type_)
+    if match is not None:
+        start = int(match.group(1))
+        pad = None
+        if type_ == "address":
+            pad = _WORD - 40
+        elif ints is not None and not ints[0] and ints[1] <= 64 and ints[1] % 4 == 0:
+            pad = _WORD - ints[1] // 4
+        if pad is not None:
+            value = f'"0x" + d[{start + pad}:{start + _WORD}]' if type_ == "address" else (
+                f"int(d[{start + pad}:{start + _WORD}], 16)"
+            )  # fmt: skip
+            word_text = f"d[{start}:{start + _WORD}]"
+            refusal = f"EventDecodeError({type_ + ' word out of range: '!r} + {word_text})"
+            return [
+                f"    if not d.startswith({'0' * pad!r}, {start}): raise {refusal}",
+                f"    {variable} = {value}",
+            ]
+    return [f"    {variable} = {_leaf_expression(type_, word, name, converters)}"]
+
+
 def _json_piece(type_: str, variable: str) -> tuple[str, str]:
     """(template piece, argument expression) that renders one value as `json.dumps` would."""
     ints = _int_bits(type_)
@@ -270,7 +305,7 @@ def _generate_static_decoder(leaves: Sequence[_Leaf]) -> StaticDecoder:
         for part in parts:
             if not part.isidentifier():
                 raise EventDecodeError(f"ABI name {part!r} is not an identifier")
-        lines.append(f"    v{index} = {_leaf_expression(type_, word, f'c{index}', converters)}")
+        lines.extend(_leaf_lines(f"v{index}", type_, word, f"c{index}", converters))
         node = tree
         for part in parts[:-1]:
             node = node.setdefault(part, {})
@@ -301,7 +336,7 @@ def _generate_static_decoder(leaves: Sequence[_Leaf]) -> StaticDecoder:
         f"def decode(t, d):\n{body}\n"
         f"    return {python}, {template!r} % ({arguments}{',' if json_args else ''})\n"
     )
-    namespace: dict[str, Any] = dict(converters)
+    namespace: dict[str, Any] = {**converters, "EventDecodeError": EventDecodeError}
     code = compile(source, "<audit.events generated decoder>", "exec")
     exec(code, namespace)  # noqa: S102 - source from the ABI only, see the docstring
     decoder: StaticDecoder = namespace["decode"]

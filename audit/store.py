@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import functools
 import json
+import marshal
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
@@ -952,6 +953,36 @@ class PreparedPage:
     redeeming: list[CohortAccess]
     count: int
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled (from a fetch worker to the writer) as one `marshal` string: its rows are
+        plain tuples of str, int, bool and None, which marshal dumps in half pickle's CPU
+        (measured: ~1.9 against ~4.2 us per access event) and loads no slower. Anything
+        marshal cannot hold falls back to plain pickling."""
+        r = self.rows
+        try:
+            packed = marshal.dumps((
+                r.rows, r.organizations, r.agreements, r.consents, r.authorizations,
+                [(b.number, b.hash, b.parent_hash, b.timestamp, n) for b, n in self.blocks],
+                [(a.block_number, a.tx_index, a.log_index, a.access_id, a.root, a.size,
+                  a.authorization_ref) for a in self.redeeming],
+                self.count,
+            ))  # fmt: skip
+        except ValueError:
+            return (PreparedPage, (self.rows, self.blocks, self.redeeming, self.count))
+        return (_unpack_prepared, (packed,))
+
+
+def _unpack_prepared(packed: bytes) -> PreparedPage:
+    rows, organizations, agreements, consents, authorizations, blocks, redeeming, count = (
+        marshal.loads(packed)  # noqa: S302 - from our own fetch worker's queue, never a peer
+    )
+    return PreparedPage(
+        PageRows(rows, organizations, agreements, consents, authorizations),
+        [(BlockRef(number, hash_, parent, stamp), n) for number, hash_, parent, stamp, n in blocks],
+        [CohortAccess(*access) for access in redeeming],
+        count,
+    )
+
 
 def prepare(events: Sequence[DecodedEvent]) -> PreparedPage:
     """The rows and block counts of a page of events (`write_page` of a list does this)."""
@@ -1116,6 +1147,11 @@ class AuditStore:
         checkpoint moves.
         """
         with self.engine.begin() as conn:
+            if self.dialect == "postgresql":
+                # The page and its checkpoint commit together, so a commit lost to a server
+                # crash loses both and the indexer redoes the page: no need to wait for its
+                # WAL flush (SQLite's synchronous=NORMAL in WAL mode is the same trade).
+                conn.execute(text("SET LOCAL synchronous_commit TO OFF"))
             self._write(conn, first, last, events, previous_checkpoint, cohorts, quarantined)
             if before_checkpoint is not None:
                 before_checkpoint()
