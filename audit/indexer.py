@@ -279,8 +279,29 @@ class PageFetcher:
         cohorts = None
         if self.cohort_sources:
             cohorts = resolve(self.cohort_sources, cohort_accesses(events))
-        return Page(first, before, start.parent_hash, prepare(events), cohorts, quarantined,
+        prepared = prepare(events)
+        self.stamp(prepared, before)
+        return Page(first, before, start.parent_hash, prepared, cohorts, quarantined,
                     events, reply_bytes)  # fmt: skip
+
+    def stamp(self, prepared: PreparedPage, last: BlockRef) -> None:
+        """Gives each block of the page its time from its header where the logs carry none
+        (Hardhat's node, and nodes before `blockTimestamp` in logs): in one batch, each header
+        checked against the logs' block hash. The store so holds every block's time whatever
+        the node, and not only of blocks that happened to end a page."""
+        missing = [n for n, (ref, _) in enumerate(prepared.blocks)
+                   if ref.timestamp is None and ref.number != last.number]  # fmt: skip
+        if not missing:
+            return
+        refs = [prepared.blocks[n][0] for n in missing]
+        headers = self.rpc.batch([("eth_getBlockByNumber", [hex(r.number), False]) for r in refs])
+        for n, ref, header in zip(missing, refs, headers, strict=True):
+            if isinstance(header, Exception):
+                raise header
+            if not header or str(header["hash"]).lower() != ref.hash:
+                raise ChainMovedError(f"block {ref.number} changed while its logs were read")
+            stamped = BlockRef(ref.number, ref.hash, ref.parent_hash, int(header["timestamp"], 16))
+            prepared.blocks[n] = (stamped, prepared.blocks[n][1])
 
 
 class Indexer:

@@ -173,6 +173,8 @@ def test_the_store_holds_exactly_what_happened(
     indexer = make_indexer(world, new_store(), chain.rpc_url)
     summary = indexer.run(to_block=head(chain))
     store = indexer.store
+    # every block holding events has its time, from the logs (anvil) or the headers (Hardhat)
+    assert rows(store, "SELECT number FROM block WHERE events > 0 AND timestamp IS NULL") == []
     a = hexed(agreement)
 
     # organizations, members and the dataset of the world
@@ -565,6 +567,7 @@ def test_the_indexer_follows_across_a_node_restart(tmp_path: Path, new_store: St
 
 
 @pytest.mark.parametrize("new_store", BACKENDS, indirect=True)
+@pytest.mark.every_node
 def test_a_forked_history_is_rolled_back_to_the_common_ancestor_with_an_alarm(
     chain: ChainHandle, world: World, new_store: StoreFactory
 ) -> None:
@@ -581,6 +584,7 @@ def test_a_forked_history_is_rolled_back_to_the_common_ancestor_with_an_alarm(
     assert chain.node_rpc("evm_revert", snapshot) is True
     # anvil may put the reverted transactions back in its pool and re-mine them into blocks
     # identical to the old ones (same second, same contents): then no history changed at all.
+    # (On Hardhat's node `chain.node_rpc` drops its pending transactions one by one.)
     chain.node_rpc("anvil_dropAllTransactions")
     kept = world.activate(world.research_terms())
     record_accesses(world, kept, 2)
@@ -610,6 +614,7 @@ def test_a_forked_history_is_rolled_back_to_the_common_ancestor_with_an_alarm(
     fresh.close()
 
 
+@pytest.mark.every_node
 def test_a_history_shorter_than_the_checkpoint_is_rolled_back_too(
     chain: ChainHandle, world: World, new_store: StoreFactory
 ) -> None:
