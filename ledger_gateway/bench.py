@@ -437,12 +437,18 @@ def run(sizes: GatewayBenchSizes | None = None) -> dict[str, float]:
             bodies = [
                 b.model_dump() for b in _requests(world, agreement, sizes.single_requests, domain)
             ]
+            service = services.running(scratch.home, "gateway")
+            pid = service.pid if service else None
+            cpu = _cpu_seconds(pid)
             started = time.monotonic()
             asyncio.run(_drive(url, token, bodies, "/v1/access-requests", sizes.concurrency))
             done = asyncio.run(
                 _until_used(scratch.rpc_url, access_log, agreement, len(bodies), 600)
             )
             results["single_events_per_s"] = round(len(bodies) / (done - started), 1)
+            cpu = _cpu_per_event(pid, cpu, len(bodies))
+            if cpu is not None:
+                results["single_gateway_cpu_us_per_event"] = cpu
 
             agreement = world.activate(world.research_terms(quota=10**9))
             signed = [
@@ -452,12 +458,16 @@ def run(sizes: GatewayBenchSizes | None = None) -> dict[str, float]:
                 {"requests": signed[i : i + sizes.batch_size]}
                 for i in range(0, len(signed), sizes.batch_size)
             ]
+            cpu = _cpu_seconds(pid)
             started = time.monotonic()
             asyncio.run(_drive(url, token, batches, "/v1/access-requests/batch", 4))
             done = asyncio.run(
                 _until_used(scratch.rpc_url, access_log, agreement, len(signed), 600)
             )
             results["batch_events_per_s"] = round(len(signed) / (done - started), 1)
+            cpu = _cpu_per_event(pid, cpu, len(signed))
+            if cpu is not None:
+                results["batch_gateway_cpu_us_per_event"] = cpu
             raw_batched = results["raw_node_batched_events_per_s"]
             results["batch_vs_raw_batched"] = round(results["batch_events_per_s"] / raw_batched, 3)
 
@@ -567,6 +577,15 @@ def _cpu_seconds(pid: int | None) -> float | None:
     except OSError:
         return None
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_per_event(pid: int | None, before: float | None, events: int) -> float | None:
+    """The gateway process's CPU (every thread: API, submitter, background polling) per event
+    since `before`, in µs: unlike a rate, it barely moves with other work on the cores."""
+    after = _cpu_seconds(pid)
+    if before is None or after is None or not events:
+        return None
+    return round((after - before) / events * 1e6, 1)
 
 
 def cohort_decision_ms(

@@ -22,6 +22,8 @@ TARGETS: dict[str, dict[str, str]] = {
         "single_events_per_s": ">= 1,500",
         "batch_events_per_s": ">= 10,000 or >= 0.6 x raw_node_batched, the lower",
         "batch_vs_raw_batched": ">= 0.6 (unless batch_events_per_s >= 10,000)",
+        "single_gateway_cpu_us_per_event": "- (the gateway process's CPU, every thread)",
+        "batch_gateway_cpu_us_per_event": "- (the gateway process's CPU, every thread)",
         "decision_p99_ms": "<= 25 at 500 req/s (each decision waits for one durable commit)",
         "outbox_commit_p99_ms": "- (this disk: a 10-row SQLite commit, synchronous=FULL; "
         "the floor under decision_p99_ms)",

@@ -38,6 +38,9 @@ def test_bench_gateway_with_tiny_sizes_reports_every_figure() -> None:
     figures = json.loads(result.stdout)["gateway"]
     assert set(figures) >= GATEWAY_KEYS
     assert all(figures[key] > 0 for key in GATEWAY_KEYS)
+    # the gateway's CPU per event (/proc, 10 ms ticks: a tiny run may read zero)
+    assert figures["single_gateway_cpu_us_per_event"] >= 0
+    assert figures["batch_gateway_cpu_us_per_event"] >= 0
     assert figures["raw_node_batch_records"] == 256  # 300 records: one full, one partial tx
     assert figures["batch_vs_raw_batched"] == pytest.approx(
         figures["batch_events_per_s"] / figures["raw_node_batched_events_per_s"], rel=0.01
