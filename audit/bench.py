@@ -763,7 +763,7 @@ def add_cohorts(
                           hexed(slug_id("insurer").hex()), hexed(slug_id("hospital-a/omop").hex()),
                           "0x6", 3, int(Scenario.INSURANCE_CLAIM), 1_900_000_000,
                           hexed("11" * 20), False, int(status), 6, k, n,
-                          hexed(keccak(b"code tx").hex())))  # fmt: skip
+                          hexed(keccak(b"code tx").hex()), False))  # fmt: skip
     _bulk_insert(engine, "consent", consents)
     _bulk_insert(engine, "consent_withdrawal", withdrawals)
     _bulk_insert(engine, "patient_authorization", codes)

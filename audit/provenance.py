@@ -718,9 +718,17 @@ class _Builder:
             history.append({"event": "revoked", "by": row["v_by"],
                             "by_subject": bool(row["v_self"]),
                             "chain": _prefixed_ref(row, "v_").model_dump()})  # fmt: skip
-        if row["r_block"] is not None:
-            history.append({"event": "redeemed", "access_id": row["r_access"],
-                            "chain": _prefixed_ref(row, "r_").model_dump()})  # fmt: skip
+        # every use (a multi-use code has one per access), oldest first
+        last_use = None
+        for use in self.rows(
+            "SELECT r.block_number AS r_block, r.tx_index AS r_tx, r.log_index AS r_log, "
+            "r.tx_hash AS r_hash, r.access_id AS r_access FROM authorization_redemption r "
+            "WHERE r.code_hash = :k ORDER BY r.block_number, r.tx_index, r.log_index",
+            k=key,
+        ):
+            history.append({"event": "redeemed", "access_id": use["r_access"],
+                            "chain": _prefixed_ref(use, "r_").model_dump()})  # fmt: skip
+            last_use = use["r_access"]
         return Node.model_construct(
             id=f"authorization:{key}",
             type="authorization",
@@ -738,8 +746,9 @@ class _Builder:
                 "scenario": _enum_name(Scenario, row["scenario"]),
                 "expires_at": row["expires_at"],
                 "issued_by": "patient" if by_patient else "steward",
+                "multi_use": bool(row["multi_use"]),
                 "status": status,
-                "redeemed_by_access": row["r_access"],
+                "redeemed_by_access": last_use,
                 "history": history,
             },
         )

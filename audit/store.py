@@ -383,6 +383,8 @@ class PatientAuthorization(AuditModel, table=True):
     issuer: str
     issued_by_subject: bool = False
     """The patient signed it (`issuer` is the subject's key), not a steward."""
+    multi_use: bool = False
+    """Every fitting access of the grantee until it expires redeems it (it stays ISSUED)."""
     status: int
     block_number: int = Field(sa_type=BigInteger, index=True)
     tx_index: int
@@ -722,7 +724,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "patient_authorization": (
         "code_hash", "holder_org", "subject", "grantee_org", "dataset_id", "field_mask", "tier",
         "scenario", "expires_at", "issuer", "issued_by_subject", "status", "block_number",
-        "tx_index", "log_index", "tx_hash",
+        "tx_index", "log_index", "tx_hash", "multi_use",
     ),
     "authorization_revocation": (
         "block_number", "tx_index", "log_index", "code_hash", "holder_org", "by_account",
@@ -876,6 +878,7 @@ def project(events: Iterable[DecodedEvent]) -> PageRows:
                     a["codeHash"], a["holder"], grant["subject"], a["grantee"], grant["dataset"],
                     grant["fieldMask"], grant["tier"], grant["scenario"], grant["expiresAt"],
                     a["issuer"], a["bySubject"], int(AuthorizationStatus.ISSUED), b, t, i, tx,
+                    grant["multiUse"],
                 ),
             )  # fmt: skip
             page.authorizations.add(a["codeHash"])
@@ -1676,14 +1679,15 @@ _CONSENT_STATUS = (
 )
 """A consent is GRANTED until withdrawn, and a withdrawal is final."""
 _AUTHORIZATION_STATUS = (
-    "CASE WHEN EXISTS (SELECT 1 FROM authorization_redemption r "  # noqa: S608 - enum values only
-    "WHERE r.code_hash = patient_authorization.code_hash) "
+    "CASE WHEN NOT patient_authorization.multi_use AND EXISTS (SELECT 1 "  # noqa: S608 - enums
+    "FROM authorization_redemption r WHERE r.code_hash = patient_authorization.code_hash) "
     f"THEN {int(AuthorizationStatus.REDEEMED)} "
     "WHEN EXISTS (SELECT 1 FROM authorization_revocation v "
     "WHERE v.code_hash = patient_authorization.code_hash) "
     f"THEN {int(AuthorizationStatus.REVOKED)} ELSE {int(AuthorizationStatus.ISSUED)} END"
 )
-"""Issued, then redeemed by one access or revoked (the registry allows no other order)."""
+"""Issued, then redeemed by one access or revoked (the registry allows no other order); a
+multi-use code stays issued while accesses redeem it, until revoked."""
 
 
 def _normalized(row: tuple[Any, ...]) -> tuple[Any, ...]:

@@ -293,7 +293,7 @@ def issue_authorization(world: World, subject: bytes, *, tier: Tier = Tier.PSEUD
     code_hash = subjects.code_hash(subjects.new_authorization_code())
     authorization = (
         world.hospital, subject, world.institute, world.dataset, 0b0110, tier,
-        Scenario.INSURANCE_CLAIM, 0, int(time.time()) + 3_600, bytes(32),
+        Scenario.INSURANCE_CLAIM, 0, int(time.time()) + 3_600, False, bytes(32),
     )  # fmt: skip
     world.ledger.transact(
         world.steward, "ConsentRegistry", "issueAuthorization", code_hash, authorization

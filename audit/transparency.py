@@ -150,7 +150,9 @@ class AuthorizationEntry(BaseModel):
     revoked: ChainRef | None = None
     revoked_by: str | None = Field(None, description="patient | steward, once revoked")
     redeemed: ChainRef | None = None
-    redeemed_by_access: str | None = None
+    redeemed_by_access: str | None = Field(None, description="the access that (last) used it")
+    multi_use: bool = Field(False, description="usable until it expires, not once")
+    uses: int = Field(0, description="how many accesses redeemed it")
 
 
 class ConsentChange(BaseModel):
@@ -234,8 +236,10 @@ _AUTHORIZATIONS = (
     "LEFT JOIN authorization_revocation v ON v.code_hash = p.code_hash "
     "LEFT JOIN organization o ON o.org_id = p.grantee_org "
     "LEFT JOIN block b ON b.number = p.block_number "
-    "WHERE p.subject = :s ORDER BY p.block_number, p.tx_index, p.log_index"
+    "WHERE p.subject = :s ORDER BY p.block_number, p.tx_index, p.log_index, "
+    "r.block_number, r.tx_index, r.log_index"
 )
+"""One row per code and redemption (a multi-use code: one per use, oldest first)."""
 _KEYS = (
     "SELECT k.*, b.timestamp FROM subject_key k LEFT JOIN block b ON b.number = k.block_number "
     "WHERE k.subject = :s ORDER BY k.block_number, k.tx_index, k.log_index"
@@ -307,10 +311,21 @@ def subject_report(
 
 def _subject_rows(conn: Connection, subject: str, limit: int) -> tuple[list[Any], ...]:
     accesses = list(conn.execute(_text(_ACCESSES), {"s": subject, "limit": limit + 1}).mappings())
-    authorizations = list(conn.execute(_text(_AUTHORIZATIONS), {"s": subject}).mappings())
+    authorizations = _latest_use(conn.execute(_text(_AUTHORIZATIONS), {"s": subject}).mappings())
     consents = list(conn.execute(_text(_CONSENTS), {"s": subject}).mappings())
     keys = list(conn.execute(_text(_KEYS), {"s": subject}).mappings())
     return accesses, authorizations, consents, keys
+
+
+def _latest_use(rows: Any) -> list[Any]:
+    """One row per code, its latest redemption's, with `uses`: how many accesses redeemed it."""
+    latest: dict[str, Any] = {}
+    uses: dict[str, int] = {}
+    for row in rows:
+        code = row["code_hash"]
+        latest[code] = row
+        uses[code] = uses.get(code, 0) + (row["r_block"] is not None)
+    return [{**row, "uses": uses[code]} for code, row in latest.items()]
 
 
 _ZERO = "0x" + "00" * 32
@@ -383,6 +398,8 @@ def _authorization(row: Any) -> Plain:
         else ("patient" if row["v_self"] else "steward"),
         "redeemed": _chain_of(row, "r_"),
         "redeemed_by_access": row["r_access"],
+        "multi_use": bool(row["multi_use"]),
+        "uses": row["uses"],
     }
 
 

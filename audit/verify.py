@@ -370,6 +370,8 @@ def _compare_chain(
     agreement_status: dict[str, int] = {}
     consent_status: dict[str, int] = {}
     authorization_status: dict[str, int] = {}
+    multi_use: dict[str, bool] = {}
+    """Codes issued in the range: whether a redemption leaves them ISSUED (multi-use)."""
     quarantined = {
         (int(b), int(t), int(i))
         for b, t, i in conn.execute(
@@ -395,7 +397,12 @@ def _compare_chain(
             elif ev.name in _CONSENT_STATUS_OF:
                 consent_status[ev.args["consentId"]] = int(_CONSENT_STATUS_OF[ev.name])
             elif ev.name in _AUTHORIZATION_STATUS_OF:
-                authorization_status[ev.args["codeHash"]] = int(_AUTHORIZATION_STATUS_OF[ev.name])
+                code = ev.args["codeHash"]
+                if ev.name == "AuthorizationIssued":
+                    multi_use[code] = bool(ev.args["authorization"]["multiUse"])
+                elif ev.name == "AuthorizationRedeemed" and multi_use.get(code) is not False:
+                    continue  # a multi-use code (or one issued before the range) may stay ISSUED
+                authorization_status[code] = int(_AUTHORIZATION_STATUS_OF[ev.name])
         for spec in specs:
             expected = {spec.key(r): r for r in page.rows.get(spec.name, ())}
             stored_rows = conn.execute(

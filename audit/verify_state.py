@@ -234,7 +234,8 @@ class StateFold:
             "holder": t["holder"], "subject": t["subject"], "grantee": t["grantee"],
             "dataset": t["dataset"], "fieldMask": _int(t["fieldMask"]), "tier": int(t["tier"]),
             "scenario": int(t["scenario"]), "status": int(AuthorizationStatus.ISSUED),
-            "expiresAt": _int(t["expiresAt"]), "redeemedBy": ZERO32,
+            "expiresAt": _int(t["expiresAt"]), "multiUse": bool(t["multiUse"]),
+            "redeemedBy": ZERO32,
         }  # fmt: skip
         self.accounts.add(a["issuer"])
 
@@ -247,7 +248,9 @@ class StateFold:
     def _redeemed(self, a: Mapping[str, Any], _: DecodedEvent) -> None:
         auth = self.authorizations.get(a["codeHash"])
         if auth is not None:
-            auth["status"], auth["redeemedBy"] = int(AuthorizationStatus.REDEEMED), a["accessId"]
+            if not auth["multiUse"]:  # a multi-use code stays ISSUED
+                auth["status"] = int(AuthorizationStatus.REDEEMED)
+            auth["redeemedBy"] = a["accessId"]
 
     def _subject_key(self, a: Mapping[str, Any], _: DecodedEvent) -> None:
         self.subject_keys[(a["holder"], a["subject"])] = a["key"]

@@ -562,6 +562,7 @@ def _insurance(story: Story) -> None:
         Scenario.INSURANCE_CLAIM,
         0,
         int(time.time()) + 7 * 86_400,
+        False,  # one use
         bytes(32),
     )
     data = function("ConsentRegistry", "issueAuthorization").encode(code_hash(code), authorization)

@@ -191,9 +191,9 @@ class WithdrawalOut(BaseModel):
 
 class PatientAuthorizationIn(BaseModel):
     """An authorization code the patient signed in their own wallet: EIP-712 `Authorization`
-    (codeHash, holder, subject, grantee, dataset, fieldMask, tier, scenario, expiresAt) in the
-    ConsentRegistry's domain, by the key the holder registered for the subject. The holder is
-    this gateway's organization; only the code's hash travels."""
+    (codeHash, holder, subject, grantee, dataset, fieldMask, tier, scenario, expiresAt,
+    multiUse) in the ConsentRegistry's domain, by the key the holder registered for the
+    subject. The holder is this gateway's organization; only the code's hash travels."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -205,6 +205,9 @@ class PatientAuthorizationIn(BaseModel):
     tier: TierName
     scenario: ScenarioName
     expires_at: int = Field(ge=0, lt=2**64, description="unix time; also the signature's deadline")
+    multi_use: bool = Field(
+        False, description="true: every fitting access until expires_at; false: one access"
+    )
     signature: Signature = Field(description="the patient's EIP-712 signature")
 
     def authorization(self, holder: bytes) -> PatientAuthorization:
@@ -218,6 +221,7 @@ class PatientAuthorizationIn(BaseModel):
             tier=Tier[self.tier],
             scenario=Scenario[self.scenario],
             expires_at=self.expires_at,
+            multi_use=self.multi_use,
         )
 
 

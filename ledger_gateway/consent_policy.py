@@ -12,8 +12,9 @@ exhaustively in microseconds:
   with DUO:0000007 — exactly the agreement's disease term. A withdrawal the gateway has
   relayed but not yet seen mined counts as withdrawn already (`withdrawn_pending`).
 - `authorization_fault` mirrors `ConsentRegistry._faultOf` rule for rule and in the same order,
-  so a fault named here is the one `AccessLogAuthorizationRefused` would carry; a code the
-  gateway has reserved for an access still in its outbox counts as REDEEMED.
+  so a fault named here is the one `AccessLogAuthorizationRefused` would carry; a single-use
+  code the gateway has reserved for an access still in its outbox counts as REDEEMED (a
+  multi-use code is never reserved: every fitting access until its expiry redeems it).
 """
 
 from __future__ import annotations
@@ -96,6 +97,8 @@ class AuthorizationState:
     status: AuthorizationStatus
     expires_at: int
     redeemed_by: bytes = ZERO32
+    multi_use: bool = False
+    """Opens every fitting access until it expires (stays ISSUED); else one access."""
 
 
 @dataclass(frozen=True)
@@ -180,7 +183,7 @@ def authorization_fault(
     a = authorization
     if a is None or a.status == AuthorizationStatus.NONE:
         return AuthorizationFault.UNKNOWN
-    if a.status == AuthorizationStatus.REDEEMED or reserved:
+    if a.status == AuthorizationStatus.REDEEMED or (reserved and not a.multi_use):
         return AuthorizationFault.REDEEMED
     if a.status == AuthorizationStatus.REVOKED:
         return AuthorizationFault.REVOKED

@@ -241,9 +241,13 @@ class ConsentView:
             elif topic == revoked:
                 self._set_authorization(topics[1], status=AuthorizationStatus.REVOKED)
             elif topic == redeemed:
-                self._set_authorization(
-                    topics[1], status=AuthorizationStatus.REDEEMED, redeemed_by=topics[2]
-                )
+                code = self.authorizations.get(topics[1])
+                if code is not None and code.multi_use:  # stays ISSUED until it expires
+                    self._set_authorization(topics[1], redeemed_by=topics[2])
+                else:
+                    self._set_authorization(
+                        topics[1], status=AuthorizationStatus.REDEEMED, redeemed_by=topics[2]
+                    )
             elif topic == proposed:
                 *_, terms = abi["AgreementProposed"].decode_data(_b(entry["data"]))
                 self.diseases[topics[1]] = AgreementTerms.from_abi(terms).disease_code
@@ -273,7 +277,7 @@ class ConsentView:
 
     def _issued(self, topics: list[bytes], data: bytes) -> None:
         value, *_issuer = events()["AuthorizationIssued"].decode_data(data)
-        holder, subject, grantee, dataset, mask, tier, scenario, status, expires, by = value
+        holder, subject, grantee, dataset, mask, tier, scenario, status, expires, multi, by = value
         if bytes(holder) != self.holder:
             return
         self.authorizations[topics[1]] = AuthorizationState(
@@ -288,6 +292,7 @@ class ConsentView:
             status=AuthorizationStatus(status),
             expires_at=int(expires),
             redeemed_by=bytes(by),
+            multi_use=bool(multi),
         )
 
     def _set_authorization(self, code_hash: bytes, **changes: Any) -> None:

@@ -549,7 +549,9 @@ class AccessService:
         )
         # Held by another access: the store's unique reservation per code is what decides
         # between concurrent redemptions (this read only spares a refused write).
-        held = await self.outbox.code_holder(code) not in (None, request_id)
+        # A multi-use code is never reserved: every fitting access until its expiry redeems it.
+        multi_use = found is not None and found.multi_use
+        held = not multi_use and await self.outbox.code_holder(code) not in (None, request_id)
 
         def decided(reserved: bool, used: int) -> tuple[NewAccess, bool]:
             fault = authorization_fault(found, reserved, redemption, now)
@@ -576,7 +578,7 @@ class AccessService:
             access,
             quota=agreement.quota,
             chain_used=self.view.chain_used(request.agreement_id),
-            code=code,
+            code=None if multi_use else code,
         )
 
         def again(code_held: bool) -> NewAccess:

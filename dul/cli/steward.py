@@ -1051,6 +1051,13 @@ def authorization_issue(
     tier: Annotated[str, typer.Option(help="Most sensitive tier allowed.")] = "PSEUDONYMIZED",
     scenario: Annotated[str, typer.Option(help="Scenario.")] = "INSURANCE_CLAIM",
     days: Annotated[int, typer.Option(help="Valid for this many days.")] = 30,
+    multi_use: Annotated[
+        bool,
+        typer.Option(
+            "--multi-use/--once",
+            help="Usable by every fitting access of GRANTEE until it expires (default: once).",
+        ),
+    ] = False,
     subject_key: SubjectKeyOption = None,
     key: KeyOption = "steward",
     gateway: GatewayOption = None,
@@ -1058,8 +1065,9 @@ def authorization_issue(
     wait: WaitOption = True,
     json_output: JsonOption = False,
 ) -> None:
-    """Issue a one-time code for one access by GRANTEE to this patient's data. The code is
-    printed once (hand it to the patient); the chain and the gateway get only its hash."""
+    """Issue a code for GRANTEE to this patient's data: one access, or with --multi-use every
+    fitting access until it expires. The code is printed once (hand it to the patient); the
+    chain and the gateway get only its hash."""
     from dul.subjects import code_hash, new_authorization_code
 
     [ref] = _refs(_subject_key(holder, subject_key, create=True), [pseudonym])
@@ -1083,6 +1091,7 @@ def authorization_issue(
         int(_enum(Scenario, scenario, "scenario")),
         0,
         expires,
+        multi_use,
         bytes(32),
     )
     data = function("ConsentRegistry", "issueAuthorization").encode(digest, authorization)
@@ -1096,6 +1105,7 @@ def authorization_issue(
             "subject": "0x" + ref.hex(),
             "grantee": grantee,
             "expires_at": expires,
+            "multi_use": multi_use,
             "status": answer.status,
             "tx_hash": answer.tx_hash,
         },

@@ -112,6 +112,7 @@ AUTHORIZATION_TYPES: dict[str, list[dict[str, str]]] = {
         {"name": "tier", "type": "uint8"},
         {"name": "scenario", "type": "uint8"},
         {"name": "expiresAt", "type": "uint64"},
+        {"name": "multiUse", "type": "bool"},
     ]
 }
 
@@ -256,10 +257,11 @@ class ConsentGrant:
 
 @dataclass(frozen=True)
 class PatientAuthorization:
-    """A one-time authorization code the patient issues in their own wallet: EIP-712
-    `Authorization` signed by the key the holder registered for the subject (ConsentRegistry
-    `subjectKeyOf`), relayed by anyone to `issueAuthorizationBySubject` until `expires_at`, its
-    expiry. Only the code's hash is in it; the code hash makes the signature single-use."""
+    """An authorization code the patient issues in their own wallet: EIP-712 `Authorization`
+    signed by the key the holder registered for the subject (ConsentRegistry `subjectKeyOf`),
+    relayed by anyone to `issueAuthorizationBySubject` until `expires_at`, its expiry. Only the
+    code's hash is in it; the code hash makes the signature single-use. The code opens one
+    access, or (`multi_use`) every fitting access of the grantee until it expires."""
 
     code_hash: bytes
     holder: bytes
@@ -270,6 +272,7 @@ class PatientAuthorization:
     tier: Tier
     scenario: Scenario
     expires_at: int
+    multi_use: bool = False
 
     def message(self) -> dict[str, Any]:
         return {
@@ -282,6 +285,7 @@ class PatientAuthorization:
             "tier": int(self.tier),
             "scenario": int(self.scenario),
             "expiresAt": self.expires_at,
+            "multiUse": self.multi_use,
         }
 
     def as_abi(self) -> tuple[Any, ...]:
@@ -297,6 +301,7 @@ class PatientAuthorization:
             int(self.scenario),
             0,
             self.expires_at,
+            self.multi_use,
             ZERO32,
         )
 

@@ -232,9 +232,10 @@ class World:
         tier: Tier = Tier.PSEUDONYMIZED,
         expires_at: int | None = None,
         scenario: Scenario = Scenario.INSURANCE_CLAIM,
+        multi_use: bool = False,
     ) -> None:
         """Issue an authorization code (by its hash; an INSURANCE_CLAIM one unless `scenario`
-        says otherwise), signed by the steward."""
+        says otherwise; single-use unless `multi_use`), signed by the steward."""
         authorization = (
             self.hospital,
             subject,
@@ -245,6 +246,7 @@ class World:
             scenario,
             0,
             expires_at or int(time.time()) + 86_400,
+            multi_use,
             bytes(32),
         )
         self.ledger.transact(

@@ -170,6 +170,7 @@ class CodeIn(BaseModel):
     dataset_id: str = Field(pattern=HEX32)
     code_hash: str = Field(pattern=HEX32)
     expires_at: int = Field(ge=0, lt=2**64)
+    multi_use: bool = Field(False, description="true: usable until it expires; false: once")
     signature: str = Field(pattern=SIGNATURE)
 
 
@@ -441,6 +442,7 @@ def create_app(settings: PatientPageSettings | None = None) -> FastAPI:
             "tier": offer.tier,
             "scenario": offer.scenario,
             "expires_at": body.expires_at,
+            "multi_use": body.multi_use,
             "signature": body.signature,
         }
         answer = await _gateway(state, "POST", "/v1/authorizations/by-patient", json=relayed)

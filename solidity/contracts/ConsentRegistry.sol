@@ -58,7 +58,7 @@ contract ConsentRegistry is IConsentRegistry, EIP712 {
     /// @notice EIP-712 type hash of the authorization a patient signs in their own wallet.
     bytes32 public constant AUTHORIZATION_TYPEHASH = keccak256(
         "Authorization(bytes32 codeHash,bytes32 holder,bytes32 subject,bytes32 grantee,bytes32 dataset,"
-        "uint256 fieldMask,uint8 tier,uint8 scenario,uint64 expiresAt)"
+        "uint256 fieldMask,uint8 tier,uint8 scenario,uint64 expiresAt,bool multiUse)"
     );
     /// @notice EIP-712 type hash of the consent a patient grants in their own wallet.
     bytes32 public constant CONSENT_GRANT_TYPEHASH = keccak256(
@@ -258,7 +258,8 @@ contract ConsentRegistry is IConsentRegistry, EIP712 {
         fault = _faultOf(stored, holder, grantee, dataset, fieldMask, tier, cohortRoot);
         if (fault == AuthorizationFault.NONE && stored.scenario != scenario) fault = AuthorizationFault.WRONG_SCENARIO;
         if (fault != AuthorizationFault.NONE) return fault;
-        stored.status = AuthorizationStatus.REDEEMED;
+        // A multi-use code stays ISSUED until it expires or is revoked; each use is an event.
+        if (!stored.multiUse) stored.status = AuthorizationStatus.REDEEMED;
         stored.redeemedBy = accessId;
         emit AuthorizationRedeemed(codeHash, accessId, grantee);
     }
@@ -513,6 +514,7 @@ contract ConsentRegistry is IConsentRegistry, EIP712 {
         stored.scenario = authorization_.scenario;
         stored.status = AuthorizationStatus.ISSUED;
         stored.expiresAt = authorization_.expiresAt;
+        if (authorization_.multiUse) stored.multiUse = true;
 
         Authorization memory issued = authorization_;
         issued.status = AuthorizationStatus.ISSUED;
@@ -665,7 +667,7 @@ contract ConsentRegistry is IConsentRegistry, EIP712 {
 
     function _authorizationDigest(bytes32 codeHash, Authorization calldata a) private view returns (bytes32) {
         bytes memory head = abi.encode(AUTHORIZATION_TYPEHASH, codeHash, a.holder, a.subject, a.grantee);
-        bytes memory scope = abi.encode(a.dataset, a.fieldMask, a.tier, a.scenario, a.expiresAt);
+        bytes memory scope = abi.encode(a.dataset, a.fieldMask, a.tier, a.scenario, a.expiresAt, a.multiUse);
         return _hashTypedDataV4(keccak256(bytes.concat(head, scope)));
     }
 

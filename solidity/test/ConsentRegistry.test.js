@@ -1309,6 +1309,55 @@ describe("ConsentRegistry", function () {
       expect(await faultOf(ctx, { accessId: tag("request:again") })).to.equal(AuthorizationFault.REDEEMED);
     });
 
+    describe("a multi-use code", function () {
+      /** `CODE` issued by the steward as multi-use on the directly redeemed registry. */
+      async function multiUseFixture() {
+        const ctx = await registryFixture();
+        const registry = await ethers.deployContract("ConsentRegistry", [
+          await ctx.membership.getAddress(),
+          await ctx.datasets.getAddress(),
+        ]);
+        await registry.bindAccessLog(ctx.relayer.address);
+        const authorization = authorizationTerms(ctx.now, { multiUse: true });
+        await expect(registry.connect(ctx.hospitalSteward).issueAuthorization(CODE, authorization))
+          .to.emit(registry, "AuthorizationIssued")
+          .withArgs(
+            CODE,
+            ORG.HOSPITAL,
+            ORG.INSURER,
+            sameStruct({ ...authorization, status: AuthorizationStatus.ISSUED }),
+            ctx.hospitalSteward.address,
+            false,
+          );
+        return { ...ctx, registry, authorization };
+      }
+
+      it("redeems every fitting access until it expires, staying ISSUED, the latest access linked", async function () {
+        const ctx = await loadFixture(multiUseFixture);
+        const second = tag("request:insurance-claim-2");
+        await expect(redeem(ctx)).to.emit(ctx.registry, "AuthorizationRedeemed").withArgs(CODE, ACCESS_ID, ORG.INSURER);
+        await expect(redeem(ctx, { accessId: second }))
+          .to.emit(ctx.registry, "AuthorizationRedeemed")
+          .withArgs(CODE, second, ORG.INSURER);
+        const kept = await ctx.registry.authorization(CODE);
+        expect([kept.status, kept.multiUse, kept.redeemedBy]).to.deep.equal([AuthorizationStatus.ISSUED, true, second]);
+        // still only within its scope, and not past its expiry
+        expect(await faultOf(ctx, { grantee: ORG.INSTITUTE })).to.equal(AuthorizationFault.WRONG_GRANTEE);
+        await time.increaseTo(ctx.authorization.expiresAt + 1);
+        expect(await faultOf(ctx, { accessId: tag("request:late") })).to.equal(AuthorizationFault.EXPIRED);
+      });
+
+      it("is stopped by a revocation after it was used", async function () {
+        const ctx = await loadFixture(multiUseFixture);
+        await redeem(ctx);
+        await expect(ctx.registry.connect(ctx.hospitalSteward).revokeAuthorization(CODE)).to.emit(
+          ctx.registry,
+          "AuthorizationRevoked",
+        );
+        expect(await faultOf(ctx, { accessId: tag("request:after-revocation") })).to.equal(AuthorizationFault.REVOKED);
+      });
+    });
+
     it("redeems exactly the authorized scope: every field, the tier itself, on the last second", async function () {
       const ctx = await loadFixture(directRedeemFixture);
       await time.setNextBlockTimestamp(ctx.authorization.expiresAt);
@@ -1499,6 +1548,16 @@ describe("ConsentRegistry", function () {
         expect(sameStruct(expected)(await ctx.consents.authorization(PATIENT_CODE))).to.equal(true);
       });
 
+      it("issues a multi-use code the patient signed as such", async function () {
+        const ctx = await loadFixture(keyedFixture);
+        const authorization = { ...ctx.authorization, multiUse: true };
+        const expected = { ...authorization, status: AuthorizationStatus.ISSUED, redeemedBy: ethers.ZeroHash };
+        await expect(issueSigned({ ...ctx, authorization }))
+          .to.emit(ctx.consents, "AuthorizationIssued")
+          .withArgs(PATIENT_CODE, ORG.HOSPITAL, ORG.INSURER, sameStruct(expected), ctx.patient.address, true);
+        expect((await ctx.consents.authorization(PATIENT_CODE)).multiUse).to.equal(true);
+      });
+
       it("takes the key of the patient's consent when none is registered", async function () {
         const ctx = await loadFixture(consentedFixture);
         await expect(issueSigned({ ...ctx, authorization: authorizationTerms(ctx.now) }))
@@ -1517,6 +1576,7 @@ describe("ConsentRegistry", function () {
           { fieldMask: fieldsMask(1, 2, 3, 4, 5, 6) },
           { expiresAt: ctx.authorization.expiresAt + 1 },
           { subject: OTHER_PATIENT },
+          { multiUse: true }, // a single-use code relayed as a multi-use one
         ];
         for (const change of tampered) {
           await expect(issueSigned(ctx, { authorization: { ...ctx.authorization, ...change }, signed: ctx.authorization }))

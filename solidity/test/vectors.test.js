@@ -38,7 +38,7 @@
  *
  * solidity/test/vectors/authorization-signature.json and authorization-revocation-signature.json
  * have the same shape for a patient's `Authorization` (message fields codeHash, holder, subject,
- * grantee, dataset, fieldMask, tier, scenario, expiresAt) and `AuthorizationRevocation` (codeHash,
+ * grantee, dataset, fieldMask, tier, scenario, expiresAt, multiUse) and `AuthorizationRevocation` (codeHash,
  * deadline) in the ConsentRegistry domain; their digests are checked against
  * ConsentRegistry.authorizationDigest / authorizationRevocationDigest at the verifying contract.
  *
@@ -76,7 +76,7 @@ const AUTHORIZATION_VECTOR_PATH = path.join(__dirname, "vectors", "authorization
 const REVOCATION_VECTOR_PATH = path.join(__dirname, "vectors", "authorization-revocation-signature.json");
 const AUTHORIZATION_TYPE_STRING =
   "Authorization(bytes32 codeHash,bytes32 holder,bytes32 subject,bytes32 grantee,bytes32 dataset," +
-  "uint256 fieldMask,uint8 tier,uint8 scenario,uint64 expiresAt)";
+  "uint256 fieldMask,uint8 tier,uint8 scenario,uint64 expiresAt,bool multiUse)";
 const AUTHORIZATION_REVOCATION_TYPE_STRING = "AuthorizationRevocation(bytes32 codeHash,uint64 deadline)";
 
 const ACCESS_REQUEST_TYPE_STRING =
@@ -302,6 +302,7 @@ describe("EIP-712 patient authorization and revocation vectors (cross-language)"
               scenario: m.scenario,
               status: 0,
               expiresAt: m.expiresAt,
+              multiUse: m.multiUse,
               redeemedBy: ethers.ZeroHash,
             })
           : await registry.authorizationRevocationDigest(m.codeHash, m.deadline);

@@ -251,7 +251,7 @@ def test_focus_order_and_labels(page: Page, hospital: Hospital) -> None:
     expect(page.get_by_role("button", name="Sign in")).to_be_focused()
     page.keyboard.press("Enter")
     expect(page.locator("#home")).to_be_visible()
-    for control in ("#key", "#code-offer", "#code-days"):
+    for control in ("#key", "#code-offer", "#code-days", "#code-uses", "#grant-years"):
         label = page.locator(f"label[for='{control[1:]}']")
         expect(label).to_have_count(1)
         assert label.inner_text().strip()
@@ -438,6 +438,39 @@ def test_giving_a_consent_is_honoured_by_the_next_decision(
     assert transactions >= 2  # the grant and the research access
     for needle in (hospital.token.encode(), hospital.secret, hospital.secret.hex().encode()):
         assert needle.lower() not in haystack.lower()
+
+
+def test_a_code_usable_until_it_expires_opens_every_claim_until_cancelled(
+    page: Page, hospital: Hospital, world: World, gateway: GatewayHandle, screens: Screens
+) -> None:
+    sign_in(page, hospital)
+    use_key(page, hospital.secret)
+    page.get_by_label("How many times may it be used?").select_option("multi")
+    page.get_by_role("button", name="Create the code").click()
+    shown = page.locator("#the-code")
+    expect(shown).to_have_text(CODE)
+    expect(page.locator("#code-once")).to_contain_text("each time they ask")
+    code = shown.inner_text()
+    page.get_by_role("button", name=re.compile("hide the code")).click()
+
+    uses = [redeem(world, gateway, hospital, code) for _ in range(2)]
+    assert [(u.decision, u.authorization_fault) for u in uses] == [("GRANTED", None)] * 2
+    for use in uses:
+        assert gateway.client.get_access(use.access_id, wait=True).status == "confirmed"
+    catch_up(hospital)
+    page.reload()
+    entry = page.locator(f"#code-list > li[data-code='{hexed(code_hash(code))}']")
+    expect(entry).to_contain_text("Used 2 times, still open")
+    expect(entry).to_contain_text("as often as needed until then")
+    page.set_viewport_size(NARROW)
+    entry.scroll_into_view_if_needed()
+    page.screenshot(path=screens.path("code-multi-use-400"))
+    use_key(page, hospital.secret)
+    entry.get_by_role("button", name=re.compile("Cancel the code")).click()
+    entry.get_by_role("button", name="Yes, cancel it").click()
+    expect(page.locator("#message")).to_contain_text("The code is cancelled")
+    refused = redeem(world, gateway, hospital, code)
+    assert (refused.decision, refused.authorization_fault) == ("DENIED", "REVOKED")
 
 
 # --- the API: who may reach what ----------------------------------------------------------------

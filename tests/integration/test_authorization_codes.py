@@ -201,7 +201,7 @@ def test_a_code_redeems_once_for_a_one_patient_access_on_chain(
     code, subject = new_authorization_code(), os.urandom(32)
     authorization = (world.hospital, subject, INSURER, world.dataset, 0b0110,
                      Tier.PSEUDONYMIZED, Scenario.INSURANCE_CLAIM, 0,
-                     int(time.time()) + 3_600, bytes(32))  # fmt: skip
+                     int(time.time()) + 3_600, False, bytes(32))  # fmt: skip
     data = function("ConsentRegistry", "issueAuthorization").encode(code_hash(code), authorization)
     registry = world.ledger.deployment.address("ConsentRegistry")
     raw = sign_steward_call(world.ledger.w3, world.steward, registry, data)
@@ -344,7 +344,7 @@ def test_two_concurrent_redemptions_grant_exactly_one(
     assert {a.status for a in confirmed} == {"confirmed"}
     granted = next(a for a in answers if a.decision == "GRANTED")
     status = world.ledger.call("ConsentRegistry", "authorization", code_hash(code))
-    assert (status[7], "0x" + bytes(status[9]).hex()) == (
+    assert (status[7], "0x" + bytes(status[10]).hex()) == (
         AuthorizationStatus.REDEEMED,
         granted.access_id,
     )
@@ -535,6 +535,29 @@ def test_cli_issues_a_code_shown_once_that_redeems_and_revokes(
     assert refused.exit_code == 1
     assert "ConsentRegistryAuthorizationNotIssued" in refused.output
     assert "Traceback" not in refused.output
+
+    # a multi-use code: every fitting access of the insurer until it expires, until revoked
+    multi = cli(env, "authorization", "issue", "PSN-claim-4", "--grantee", "insurer",
+                "--field-mask", "0x6", "--multi-use", "--subject-key", str(key_file),
+                "--key", "hospital-a.steward", "--json")  # fmt: skip
+    assert multi.exit_code == 0, multi.output
+    issued_multi = json.loads(multi.stdout)
+    assert issued_multi["multi_use"] is True
+    multi_code = issued_multi["code"]
+    uses = [gateway.client.redeem(redemption(world, gateway, claims, multi_code)) for _ in range(3)]
+    assert [u.decision for u in uses] == ["GRANTED"] * 3, uses
+    for use in uses:
+        assert gateway.client.get_access(use.access_id, wait=True).status == "confirmed"
+    stored = world.ledger.call("ConsentRegistry", "authorization", code_hash(multi_code))
+    assert (stored[7], stored[9], stored[10]) == (
+        AuthorizationStatus.ISSUED,
+        True,
+        bytes.fromhex(uses[-1].access_id[2:]),
+    )
+    assert cli(env, "authorization", "revoke", multi_code, "--key", "hospital-a.steward",
+               "--json").exit_code == 0  # fmt: skip
+    after = gateway.client.redeem(redemption(world, gateway, claims, multi_code))
+    assert (after.decision, after.authorization_fault) == ("DENIED", "REVOKED")
 
     # the patient's own key, registered without a consent, rotated, then removed
     wallet = derived_signer(f"cli patient wallet {os.getpid()}")

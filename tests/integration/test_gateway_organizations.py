@@ -170,7 +170,7 @@ def test_authorization_endpoints_refuse_another_organizations_steward(
     code_hash = keccak(f"orgs code {time.time_ns()}".encode())
     authorization = (world.hospital, keccak(os.urandom(32)), world.institute, world.dataset,
                      0b1111, Tier.PSEUDONYMIZED, Scenario.INSURANCE_CLAIM, 0,
-                     int(time.time()) + 86_400, bytes(32))  # fmt: skip
+                     int(time.time()) + 86_400, False, bytes(32))  # fmt: skip
     issue = signed(world, world.steward, "ConsentRegistry", "issueAuthorization", code_hash,
                    authorization)  # fmt: skip
     refused(lambda: outsider.issue_authorization(issue))

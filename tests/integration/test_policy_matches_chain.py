@@ -174,7 +174,8 @@ class Harness:
             scenario=Scenario(a[6]),
             status=AuthorizationStatus(a[7]),
             expires_at=int(a[8]),
-            redeemed_by=bytes(a[9]),
+            multi_use=bool(a[9]),
+            redeemed_by=bytes(a[10]),
         )
 
     # --- what the hospital's steward does ---

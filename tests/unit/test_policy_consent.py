@@ -352,6 +352,17 @@ def test_an_issued_code_that_fits_may_be_redeemed() -> None:
     assert authorization_fault(authorization(), False, redemption(), NOW + 3_600) == F.NONE
 
 
+def test_a_multi_use_code_is_redeemed_again_and_never_reserved() -> None:
+    multi = authorization(multi_use=True)
+    assert authorization_fault(multi, True, redemption(), NOW) == F.NONE
+    assert authorization_fault(multi, False, redemption(), NOW + 3_600) == F.NONE
+    assert authorization_fault(multi, False, redemption(), NOW + 3_601) == F.EXPIRED
+    revoked = authorization(multi_use=True, status=AuthorizationStatus.REVOKED)
+    assert authorization_fault(revoked, False, redemption(), NOW) == F.REVOKED
+    wrong = redemption(grantee=OTHER_ORG)
+    assert authorization_fault(multi, False, wrong, NOW) == F.WRONG_GRANTEE
+
+
 @pytest.mark.parametrize(
     ("found", "reserved", "facts", "fault"),
     [

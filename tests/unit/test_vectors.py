@@ -123,6 +123,7 @@ def authorization_vector() -> dict[str, Any]:
         tier=Tier.IDENTIFIED,
         scenario=Scenario.INSURANCE_CLAIM,
         expires_at=1_850_000_000,
+        multi_use=True,
     )
     domain = consent_domain(31337, VERIFYING_CONTRACT)  # type: ignore[arg-type]
     vector = _sign(authorization.typed_data(domain))

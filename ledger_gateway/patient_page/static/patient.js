@@ -26,7 +26,7 @@ const AUTHORIZATION_TYPES = {
     { name: "subject", type: "bytes32" }, { name: "grantee", type: "bytes32" },
     { name: "dataset", type: "bytes32" }, { name: "fieldMask", type: "uint256" },
     { name: "tier", type: "uint8" }, { name: "scenario", type: "uint8" },
-    { name: "expiresAt", type: "uint64" },
+    { name: "expiresAt", type: "uint64" }, { name: "multiUse", type: "bool" },
   ],
 };
 
@@ -481,20 +481,22 @@ async function issueCode(event) {
     const code = newCode();
     const codeHash = keccak256(toUtf8Bytes(code.replaceAll("-", "")));
     const expiresAt = Math.floor(Date.now() / 1000) + Number($("code-days").value) * 86_400;
+    const multiUse = $("code-uses").value === "multi";
     const message = {
       codeHash, holder: session.holder_id, subject: session.subject, grantee: offer.grantee_id,
       dataset: offer.dataset_id, fieldMask: BigInt(offer.field_mask), tier: offer.tier_value,
-      scenario: offer.scenario_value, expiresAt,
+      scenario: offer.scenario_value, expiresAt, multiUse,
     };
     const signature = await wallet.signTypedData(domain(), AUTHORIZATION_TYPES, message);
     const answer = await postJson("/api/codes", {
-      agreement_id: offer.agreement_id, dataset_id: offer.dataset_id, code_hash: codeHash, expires_at: expiresAt, signature,
+      agreement_id: offer.agreement_id, dataset_id: offer.dataset_id, code_hash: codeHash, expires_at: expiresAt,
+      multi_use: multiUse, signature,
     });
     if (answer.status === "failed") throw new Error(answer.error || "the ledger refused it");
     const svg = await (await api("/api/qr", {
       method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ code }),
     })).blob();
-    showCode(code, offer, expiresAt, URL.createObjectURL(svg));
+    showCode(code, offer, expiresAt, multiUse, URL.createObjectURL(svg));
     say("");
   } catch (error) {
     $("code-out").replaceChildren();
@@ -504,7 +506,7 @@ async function issueCode(event) {
   }
 }
 
-function showCode(code, offer, expiresAt, qrUrl) {
+function showCode(code, offer, expiresAt, multiUse, qrUrl) {
   const done = h("button", { type: "button", class: "secondary", onclick: () => {
     URL.revokeObjectURL(qrUrl);
     $("code-out").replaceChildren(h("p", { class: "hint" }, "The code is hidden. It cannot be shown again; create a new one if you need it."));
@@ -512,10 +514,11 @@ function showCode(code, offer, expiresAt, qrUrl) {
     refresh();
   } }, "I have it — hide the code");
   const box = h("div", { class: "code-once", id: "code-once", tabindex: "-1" },
-    h("p", {}, h("strong", {}, `One-time code for ${offer.grantee}`), ` (${PURPOSES[offer.scenario] || offer.scenario}), usable until ${day(expiresAt)}:`),
+    h("p", {}, h("strong", {}, `${multiUse ? "Code" : "One-time code"} for ${offer.grantee}`), ` (${PURPOSES[offer.scenario] || offer.scenario}), usable ${multiUse ? "as often as needed " : ""}until ${day(expiresAt)}:`),
     h("span", { class: "code", id: "the-code" }, code),
     h("img", { src: qrUrl, alt: `QR code of the one-time code ${code}`, id: "code-qr" }),
-    h("p", {}, h("strong", {}, "Shown only this once."), " Give it to them or let them scan it. It opens your records once."),
+    h("p", {}, h("strong", {}, "Shown only this once."), " Give it to them or let them scan it. ",
+      multiUse ? "It opens your records each time they ask, until it expires or you cancel it." : "It opens your records once."),
     done);
   $("code-out").replaceChildren(box);
   box.focus();
@@ -530,9 +533,11 @@ function renderCodes(report) {
   const now = Date.now() / 1000;
   $("codes").replaceChildren(h("ul", { class: "items", id: "code-list" }, [...codes].reverse().map((c) => {
     const gone = c.revoked || cancelled.has(c.code_hash.toLowerCase());
-    const open = !c.redeemed_by_access && !gone && c.status === "ISSUED" && Number(c.expires_at) > now;
-    const state = c.redeemed_by_access ? ["Used", "ok"] : gone ? ["Cancelled", "bad"]
-      : open ? ["Not used yet", "warn"] : ["Expired", "bad"];
+    const used = !c.multi_use && Boolean(c.redeemed_by_access); // a reusable code stays open
+    const open = !used && !gone && c.status === "ISSUED" && Number(c.expires_at) > now;
+    const times = c.uses === 1 ? "once" : `${c.uses} times`;
+    const state = used ? ["Used", "ok"] : gone ? ["Cancelled", "bad"]
+      : open ? (c.uses ? [`Used ${times}, still open`, "warn"] : ["Not used yet", "warn"]) : ["Expired", "bad"];
     const actions = h("div", {});
     if (open && c.issued_by === "patient") {
       actions.append(h("button", { type: "button", class: "secondary cancel-code", "aria-label": `Cancel the code for ${c.grantee_name || c.grantee_org}`,
@@ -545,6 +550,8 @@ function renderCodes(report) {
         ["What they may see", LEVELS[c.tier] || c.tier || "—"],
         ["Given", `${c.issued_time ? day(c.issued_time) : "—"} ${c.issued_by === "patient" ? "by you" : "by the hospital for you"}`],
         ["Usable until", day(c.expires_at)],
+        ["How often", c.multi_use ? "as often as needed until then" : "once"],
+        ["Used", c.multi_use ? (c.uses ? times : "not yet") : null],
       ]),
       actions);
   })));

@@ -141,7 +141,7 @@ interface IConsentRegistry {
         OrgId indexed holder, bytes32 indexed subject, address key, address previous, address by
     );
 
-    /// @notice A granted access (`accessId`) redeemed the authorization.
+    /// @notice A granted access (`accessId`) redeemed the authorization (a multi-use code: once per access).
     event AuthorizationRedeemed(bytes32 indexed codeHash, bytes32 indexed accessId, OrgId indexed grantee);
 
     /// @notice The access log was bound as the only redeemer.
@@ -183,8 +183,10 @@ interface IConsentRegistry {
 
     /// @notice Issues an authorization code the patient signed in their own wallet: EIP-712
     /// `Authorization(codeHash, holder, subject, grantee, dataset, fieldMask, tier, scenario,
-    /// expiresAt)` by the subject's key (`subjectKeyOf`). Anyone may relay it until `expiresAt`;
-    /// the code hash makes it single-use. The same rules as `issueAuthorization` apply.
+    /// expiresAt, multiUse)` by the subject's key (`subjectKeyOf`). Anyone may relay it until
+    /// `expiresAt`; the code hash makes the signature single-use (the code itself opens one
+    /// access, or every fitting one until `expiresAt` when `multiUse`). The same rules as
+    /// `issueAuthorization` apply.
     function issueAuthorizationBySubject(bytes32 codeHash, Authorization calldata authorization, bytes calldata signature)
         external;
 
@@ -197,7 +199,8 @@ interface IConsentRegistry {
     function registerSubjectKey(OrgId holder, bytes32 subject, address key) external;
 
     /// @notice Redeems an authorization for `accessId` if the access fits it; returns why not
-    /// otherwise, changing nothing. Only the bound access log.
+    /// otherwise, changing nothing. A single-use code becomes REDEEMED; a multi-use one stays
+    /// ISSUED (`redeemedBy`: the latest access). Only the bound access log.
     function redeemAuthorization(
         bytes32 codeHash,
         bytes32 accessId,

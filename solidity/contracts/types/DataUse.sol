@@ -104,7 +104,8 @@ enum ConsentStatus {
     WITHDRAWN
 }
 
-/// @dev An authorization code is issued once, then redeemed by exactly one access or revoked.
+/// @dev An authorization code is issued once, then redeemed by exactly one access or revoked. A
+/// multi-use code stays ISSUED while accesses redeem it, until it expires or is revoked.
 enum AuthorizationStatus {
     NONE,
     ISSUED,
@@ -256,9 +257,12 @@ struct Consent {
     address subjectKey;
 }
 
-/// @notice A patient's one-time grant to `grantee`, keyed by the keccak256 hash of its code:
-/// one access to `dataset` for the fields in `fieldMask`, at `tier` or below, for `scenario`,
-/// until `expiresAt`. Redeemed only by a GRANTED access record of the AccessLog.
+/// @notice A patient's grant to `grantee`, keyed by the keccak256 hash of its code: access to
+/// `dataset` for the fields in `fieldMask`, at `tier` or below, for `scenario`, until
+/// `expiresAt` — once (`multiUse` false: the first access redeems it, status REDEEMED), or
+/// (`multiUse` true) by every fitting access of the grantee until it expires or is revoked
+/// (status stays ISSUED). Redeemed only by a GRANTED access record of the AccessLog;
+/// `redeemedBy` is the access that redeemed it (of a multi-use code: the latest).
 struct Authorization {
     OrgId holder;
     bytes32 subject;
@@ -269,6 +273,7 @@ struct Authorization {
     Scenario scenario;
     AuthorizationStatus status;
     uint64 expiresAt;
+    bool multiUse;
     bytes32 redeemedBy;
 }
 

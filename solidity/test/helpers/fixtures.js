@@ -254,6 +254,7 @@ function authorizationTerms(now, overrides = {}) {
     scenario: Scenario.INSURANCE_CLAIM,
     status: 0,
     expiresAt: now + 30 * DAY,
+    multiUse: false,
     redeemedBy: ZERO32,
     ...overrides,
   };

@@ -77,6 +77,7 @@ const AUTHORIZATION_TYPES = {
     { name: "tier", type: "uint8" },
     { name: "scenario", type: "uint8" },
     { name: "expiresAt", type: "uint64" },
+    { name: "multiUse", type: "bool" },
   ],
 };
 
@@ -151,6 +152,7 @@ function authorizationMessage(codeHash, a) {
     tier: a.tier,
     scenario: a.scenario,
     expiresAt: a.expiresAt,
+    multiUse: a.multiUse,
   };
 }
 
