@@ -369,9 +369,8 @@ def _compare_chain(
     org_status: dict[str, int] = {}
     agreement_status: dict[str, int] = {}
     consent_status: dict[str, int] = {}
-    authorization_status: dict[str, int] = {}
-    multi_use: dict[str, bool] = {}
-    """Codes issued in the range: whether a redemption leaves them ISSUED (multi-use)."""
+    codes: dict[str, dict[str, bool]] = {}
+    """Per code, which of its events the range holds (and, once issued, whether multi-use)."""
     quarantined = {
         (int(b), int(t), int(i))
         for b, t, i in conn.execute(
@@ -397,12 +396,10 @@ def _compare_chain(
             elif ev.name in _CONSENT_STATUS_OF:
                 consent_status[ev.args["consentId"]] = int(_CONSENT_STATUS_OF[ev.name])
             elif ev.name in _AUTHORIZATION_STATUS_OF:
-                code = ev.args["codeHash"]
+                seen = codes.setdefault(ev.args["codeHash"], {})
+                seen[ev.name] = True
                 if ev.name == "AuthorizationIssued":
-                    multi_use[code] = bool(ev.args["authorization"]["multiUse"])
-                elif ev.name == "AuthorizationRedeemed" and multi_use.get(code) is not False:
-                    continue  # a multi-use code (or one issued before the range) may stay ISSUED
-                authorization_status[code] = int(_AUTHORIZATION_STATUS_OF[ev.name])
+                    seen["multi"] = bool(ev.args["authorization"]["multiUse"])
         for spec in specs:
             expected = {spec.key(r): r for r in page.rows.get(spec.name, ())}
             stored_rows = conn.execute(
@@ -441,7 +438,7 @@ def _compare_chain(
     _compare_status(conn, "organization", "org_id", org_status, out)
     _compare_status(conn, "agreement", "agreement_id", agreement_status, out)
     _compare_status(conn, "consent", "consent_id", consent_status, out)
-    _compare_status(conn, "patient_authorization", "code_hash", authorization_status, out)
+    _compare_status(conn, "patient_authorization", "code_hash", _code_status(codes), out)
 
 
 def _compare_blocks(
@@ -507,6 +504,24 @@ def _compare_outside(
     for (number,) in conn.execute(text("SELECT number FROM block WHERE number > :b"), {"b": last}):
         out.add("row_not_on_chain", f"block {number} lies beyond the checkpoint {last}",
                 table="block", key=str(number))  # fmt: skip
+
+
+def _code_status(codes: Mapping[str, Mapping[str, bool]]) -> dict[str, int]:
+    """A code's status from its events, as the registry keeps it: REDEEMED once a single-use
+    code is redeemed, REVOKED once revoked, ISSUED otherwise — a multi-use code stays ISSUED
+    while redeemed. A redemption of a code issued before the range says nothing (single- or
+    multi-use is in its issuance)."""
+    out: dict[str, int] = {}
+    for code, seen in codes.items():
+        redeemed = seen.get("AuthorizationRedeemed", False)
+        multi = seen.get("multi")
+        if redeemed and multi is False:
+            out[code] = int(AuthorizationStatus.REDEEMED)
+        elif seen.get("AuthorizationRevoked"):
+            out[code] = int(AuthorizationStatus.REVOKED)
+        elif multi is not None:
+            out[code] = int(AuthorizationStatus.ISSUED)
+    return out
 
 
 def _compare_status(

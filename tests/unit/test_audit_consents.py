@@ -190,7 +190,7 @@ def static_log(event: str, values: dict[str, Any]) -> dict[str, Any]:
 
 def test_registry_events_project_into_their_tables() -> None:
     code, holder, grantee, subject = b"\x0c" * 32, b"\x01" * 32, b"\x03" * 32, b"\x02" * 32
-    grant = (holder, subject, grantee, b"\x04" * 32, 6, 3, 4, 1, 99, bytes(32))
+    grant = (holder, subject, grantee, b"\x04" * 32, 6, 3, 4, 1, 99, False, bytes(32))
     events = [
         DECODER.decode(consent_log([42])),
         DECODER.decode(static_log("ConsentWithdrawn", {
