@@ -19,7 +19,9 @@ needs for the one patient a patient token names, and nothing else.
     GET  /healthz
 
 Every `/api` path needs `Authorization: Bearer dulpt_…`, a patient token signed by an active
-steward of this page's hospital (checked on chain as the audit service does). The subject is the
+steward of this page's hospital (checked on chain as the audit service does). Failed sign-ins
+per client and codes per patient token and per client are rate-limited: 429 `rate_limited`
+with Retry-After (`ledger_gateway.patient_page.limits`). The subject is the
 token's: no path takes another. The page's server talks to the hospital's gateway with a
 STEWARD token of its own; that token lets it relay signed transactions and read consents, and
 signs nothing: every change a patient makes is signed in the browser with their own key and
@@ -61,6 +63,7 @@ from dul.errors import ConfigError, DulError
 from dul.patient_tokens import PatientToken, PatientTokenError
 from ledger_gateway.api.problems import problem
 from ledger_gateway.patient_page.assets import find_ethers
+from ledger_gateway.patient_page.limits import PageLimits, RateLimitedError
 from ledger_gateway.patient_page.settings import (
     GRANT_SIGNATURE_S,
     GRANTABLE_SCENARIOS,
@@ -226,6 +229,13 @@ class PageState:
 def create_app(settings: PatientPageSettings | None = None) -> FastAPI:
     settings = settings or PatientPageSettings()
     holder_id = "0x" + slug_id(settings.org).hex()
+    limits = PageLimits(
+        signin_failures=settings.signin_failures,
+        signin_window_s=settings.signin_window_s,
+        codes_per_token=settings.codes_per_token,
+        codes_per_client=settings.codes_per_client,
+        codes_window_s=settings.codes_window_s,
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -255,8 +265,19 @@ def create_app(settings: PatientPageSettings | None = None) -> FastAPI:
     State = Annotated[PageState, Depends(state_of)]  # noqa: N806
 
     async def patient_of(
-        state: State, authorization: Annotated[str | None, Header()] = None
+        request: Request, state: State, authorization: Annotated[str | None, Header()] = None
     ) -> Patient:
+        client = _client(request)
+        limits.check_signin(client, authorization or "")  # too many failures: 429 first
+        try:
+            patient = await _authenticated(state, authorization)
+        except UnauthenticatedError:
+            limits.failed_signin(client)
+            raise
+        limits.signed_in(authorization or "", patient.expires_at)
+        return patient
+
+    async def _authenticated(state: PageState, authorization: str | None) -> Patient:
         raw = ""
         if authorization and authorization.lower().startswith("bearer "):
             raw = authorization[7:].strip()
@@ -412,8 +433,13 @@ def create_app(settings: PatientPageSettings | None = None) -> FastAPI:
         return _passed_on(answer)
 
     @app.post("/api/codes", tags=["patient"])
-    async def issue_code(body: CodeIn, state: State, patient: PatientDep) -> Response:
-        """Relay the patient's EIP-712 Authorization of a one-time code (its hash only)."""
+    async def issue_code(
+        body: CodeIn, request: Request, state: State, patient: PatientDep
+    ) -> Response:
+        """Relay the patient's EIP-712 Authorization of a code (its hash only); at most
+        `codes_per_token` per patient token and `codes_per_client` per client address in
+        `codes_window_s` (429 `rate_limited` past that)."""
+        limits.take_code(patient.subject, _client(request))
         offer = next(
             (o for o in await _offers(state)
              if o.agreement_id == body.agreement_id.lower()
@@ -502,10 +528,14 @@ def _install_errors(app: FastAPI) -> None:
             status = given
         if isinstance(exc, NodeUnavailableError | ConfigError):
             status = 503
-        title = {401: "Unauthorized", 422: "Invalid request", 404: "Not found"}.get(
-            status, "Service unavailable" if status >= 500 else "Refused"
-        )
-        return problem(status, exc.code, title, exc.message)
+        title = {
+            401: "Unauthorized", 422: "Invalid request", 404: "Not found",
+            429: "Too many requests",
+        }.get(status, "Service unavailable" if status >= 500 else "Refused")  # fmt: skip
+        answer = problem(status, exc.code, title, exc.message)
+        if isinstance(exc, RateLimitedError):
+            answer.headers["Retry-After"] = str(exc.retry_after)
+        return answer
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -660,6 +690,11 @@ async def _offers(state: PageState) -> list[Offer]:
                 )
             )
     return offers
+
+
+def _client(request: Request) -> str:
+    """The client's address as the TCP peer gives it (behind a proxy: the proxy's)."""
+    return request.client.host if request.client else "unknown"
 
 
 def _grant_terms(

@@ -57,6 +57,17 @@ class PatientPageSettings(BaseSettings):
         30.0, ge=0, le=600, description="how long a patient token's on-chain steward check holds"
     )
     request_timeout: float = Field(30.0, gt=0, le=600)
+    signin_failures: int = Field(
+        10, ge=1, le=10_000, description="failed sign-ins per client address per window"
+    )
+    signin_window_s: float = Field(300.0, ge=1, le=86_400)
+    codes_per_token: int = Field(
+        10, ge=1, le=10_000, description="codes one patient token may ask for per window"
+    )
+    codes_per_client: int = Field(
+        30, ge=1, le=100_000, description="codes one client address may ask for per window"
+    )
+    codes_window_s: float = Field(3600.0, ge=1, le=86_400)
 
     def resolved_rpc_url(self, home: Home | None = None) -> str:
         if self.rpc_url:

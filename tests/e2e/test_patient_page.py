@@ -83,6 +83,7 @@ class Hospital:
     engine: sa.Engine
     codes: list[str] = field(default_factory=list)
     """The codes the page showed, in order."""
+    settings: PatientPageSettings | None = None
 
 
 def _activate(world: World, terms: AgreementTerms, requester: Signer) -> bytes:
@@ -171,10 +172,11 @@ def hospital(
             home=chain.home.root, org="hospital-a", gateway_url=gateway.url,
             gateway_token=SecretStr(steward), audit_url=audit_url, rpc_url=chain.rpc_url,
             deployment_path=chain.home.deployment, agreements=[hexed(claims), hexed(bytes(32))],
+            signin_failures=1_000,  # every test signs in from 127.0.0.1; limits: their own test
         )  # fmt: skip
         with serve_patient_page(page) as url:
             yield Hospital(url, token, subject, key, secret, others, cohort_agreement, claims,
-                           insurer, indexer, engine)  # fmt: skip
+                           insurer, indexer, engine, settings=page)  # fmt: skip
     indexer.close()
     engine.dispose()
 
@@ -583,6 +585,34 @@ def test_the_api_answers_only_the_tokens_own_subject(hospital: Hospital, world: 
         forged_grant = client.post("/api/consents", headers=bearer, json=granted)
         assert forged_grant.status_code == 422, forged_grant.text
         assert forged_grant.json()["code"] == "ConsentRegistryInvalidSubjectSignature"
+
+
+def test_codes_are_rate_limited_per_patient_token(hospital: Hospital, world: World) -> None:
+    assert hospital.settings is not None
+    strict = hospital.settings.model_copy(update={"codes_per_token": 2, "codes_window_s": 600})
+    bearer = {"Authorization": f"Bearer {hospital.token}"}
+
+    def code() -> dict[str, Any]:
+        return {"agreement_id": hexed(hospital.claims), "dataset_id": hexed(world.dataset),
+                "code_hash": hexed(os.urandom(32)), "expires_at": int(time.time()) + 600,
+                "signature": "0x" + "11" * 65}  # fmt: skip
+
+    with serve_patient_page(strict) as url, httpx.Client(base_url=url, timeout=30) as client:
+        for _ in range(2):  # the chain refuses the forged signature; the ask still counts
+            answer = client.post("/api/codes", headers=bearer, json=code())
+            assert answer.status_code == 422, answer.text
+        refused = client.post("/api/codes", headers=bearer, json=code())
+        assert_problem(refused, 429, "rate_limited")
+        assert "too many codes for you: at most 2 in 10 minutes" in refused.json()["detail"]
+        assert 1 <= int(refused.headers["Retry-After"]) <= 600
+        # the patient can still read their report; another patient's token is not limited
+        assert client.get("/api/session", headers=bearer).status_code == 200
+        other = patient_token(world.steward, os.urandom(32), world.hospital,
+                              world.ledger.chain_id,
+                              world.ledger.deployment.address("Membership"))  # fmt: skip
+        theirs = client.post("/api/codes", headers={"Authorization": f"Bearer {other}"},
+                             json=code())  # fmt: skip
+        assert theirs.status_code == 422, theirs.text
 
 
 def test_the_page_serves_its_own_files_and_the_consoles_proof_module(hospital: Hospital) -> None:
