@@ -64,6 +64,7 @@ const {
   AGREEMENT_TYPES,
   AUTHORIZATION_REVOCATION_TYPES,
   AUTHORIZATION_TYPES,
+  CONSENT_GRANT_TYPES,
   CONSENT_WITHDRAWAL_TYPES,
 } = require("./helpers/typed-data");
 
@@ -72,6 +73,11 @@ const ACCESS_VECTOR_PATH = path.join(__dirname, "vectors", "access-request-signa
 const WITHDRAWAL_VECTOR_PATH = path.join(__dirname, "vectors", "consent-withdrawal-signature.json");
 
 const CONSENT_WITHDRAWAL_TYPE_STRING = "ConsentWithdrawal(bytes32 consentId,uint64 deadline)";
+const GRANT_VECTOR_PATH = path.join(__dirname, "vectors", "consent-grant-signature.json");
+const CONSENT_GRANT_TYPE_STRING =
+  "ConsentGrant(bytes32 consentId,bytes32 holder,bytes32 subject,uint8 scenarios,uint32[] duoCodes," +
+  "uint64 validFrom,uint64 validUntil,address subjectKey,bytes32 diseaseCode,bytes32[] studies," +
+  "bytes32[] requesters,uint64 deadline)";
 const AUTHORIZATION_VECTOR_PATH = path.join(__dirname, "vectors", "authorization-signature.json");
 const REVOCATION_VECTOR_PATH = path.join(__dirname, "vectors", "authorization-revocation-signature.json");
 const AUTHORIZATION_TYPE_STRING =
@@ -246,6 +252,49 @@ describe("EIP-712 consent withdrawal signature vector (cross-language)", functio
     const digest = ethers.TypedDataEncoder.hash(vector.domain, types, vector.message);
     if (vector.digest !== undefined) expect(digest).to.equal(vector.digest);
     expect(await registry.withdrawalDigest(consentId, deadline)).to.equal(digest);
+    expect(ethers.recoverAddress(digest, vector.signature)).to.equal(wallet.address);
+  });
+});
+
+describe("EIP-712 patient consent grant vector (cross-language, as the patient page serves it)", function () {
+  const vector = JSON.parse(fs.readFileSync(GRANT_VECTOR_PATH, "utf8"));
+  // ethers v6 derives the domain type itself: a wallet on ethers drops the served EIP712Domain
+  const { EIP712Domain: _ignored, ...types } = vector.types;
+
+  it("is exactly the contract's ConsentGrant type, in the ConsentRegistry domain", async function () {
+    expect(vector.primaryType).to.equal("ConsentGrant");
+    expect(ethers.TypedDataEncoder.from(types).encodeType("ConsentGrant")).to.equal(CONSENT_GRANT_TYPE_STRING);
+    expect(ethers.TypedDataEncoder.from(CONSENT_GRANT_TYPES).encodeType("ConsentGrant")).to.equal(
+      CONSENT_GRANT_TYPE_STRING,
+    );
+    expect(vector.domain.name).to.equal("DataUseLedger.ConsentRegistry");
+  });
+
+  it("signs as served with ethers, and the chain computes the same digest", async function () {
+    await loadFixture(mockFixture);
+    const deployed = await ethers.deployContract("ConsentRegistry", [ethers.ZeroAddress, ethers.ZeroAddress]);
+    const address = vector.domain.verifyingContract;
+    await ethers.provider.send("hardhat_setCode", [address, await ethers.provider.getCode(await deployed.getAddress())]);
+    const registry = await ethers.getContractAt("ConsentRegistry", address);
+    expect(await registry.CONSENT_GRANT_TYPEHASH()).to.equal(ethers.id(CONSENT_GRANT_TYPE_STRING));
+    const wallet = new ethers.Wallet(vector.privateKey);
+    const digest = ethers.TypedDataEncoder.hash(vector.domain, types, vector.message);
+    expect(digest).to.equal(vector.digest);
+    expect(await wallet.signTypedData(vector.domain, types, vector.message)).to.equal(vector.signature);
+    const m = vector.message;
+    const terms = {
+      holder: m.holder,
+      subject: m.subject,
+      scenarios: m.scenarios,
+      duoCodes: m.duoCodes,
+      validFrom: m.validFrom,
+      validUntil: m.validUntil,
+      subjectKey: m.subjectKey,
+      diseaseCode: m.diseaseCode,
+      studies: m.studies,
+      requesters: m.requesters,
+    };
+    expect(await registry.consentGrantDigest(m.consentId, terms, m.deadline)).to.equal(digest);
     expect(ethers.recoverAddress(digest, vector.signature)).to.equal(wallet.address);
   });
 });

@@ -15,11 +15,13 @@ from typing import Any
 from eth_account import Account
 from eth_account.messages import encode_typed_data
 
+from dul.consent_terms import ConsentTerms
 from dul.contracts.typed_data import (
     ACCESS_REQUEST_TYPES,
     AccessRequest,
     AgreementTerms,
     AuthorizationRevocation,
+    ConsentGrant,
     ConsentWithdrawal,
     PatientAuthorization,
     access_log_domain,
@@ -133,6 +135,31 @@ def authorization_vector() -> dict[str, Any]:
     return vector
 
 
+def consent_grant_vector() -> dict[str, Any]:
+    """A specific consent the patient grants, as the patient page serves it to their wallet."""
+    holder, subject = slug_id("hospital-a"), bytes.fromhex("5e" * 32)
+    grant = ConsentGrant(
+        consent_id=consent_id(holder, subject, 2),
+        terms=ConsentTerms(
+            holder=holder,
+            subject=subject,
+            scenarios=0b0110,
+            valid_until=1_900_000_000,
+            duo_codes=(7, 42),
+            subject_key=Account.from_key(KEY).address,
+            disease_code=b"MONDO:0007254".ljust(32, b"\0"),
+            studies=tuple(sorted((b"\xa1" * 32, b"\x1a" * 32))),
+            requesters=(slug_id("institute"),),
+        ),
+        deadline=1_850_000_000,
+    )
+    domain = consent_domain(31337, VERIFYING_CONTRACT)  # type: ignore[arg-type]
+    vector = _sign(grant.typed_data(domain))
+    assert vector["digest"] == "0x" + grant.digest(domain).hex()
+    assert grant.signer_of(bytes.fromhex(vector["signature"][2:]), domain) == vector["address"]
+    return vector
+
+
 def authorization_revocation_vector() -> dict[str, Any]:
     revocation = AuthorizationRevocation(code_hash=bytes.fromhex("c0" * 32), deadline=1_850_000_000)
     domain = consent_domain(31337, VERIFYING_CONTRACT)  # type: ignore[arg-type]
@@ -146,6 +173,7 @@ def test_committed_vectors_match_python() -> None:
         "agreement-signature.json": agreement_vector(),
         "access-request-signature.json": access_request_vector(),
         "consent-withdrawal-signature.json": consent_withdrawal_vector(),
+        "consent-grant-signature.json": consent_grant_vector(),
         "authorization-signature.json": authorization_vector(),
         "authorization-revocation-signature.json": authorization_revocation_vector(),
     }
