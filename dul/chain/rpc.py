@@ -307,6 +307,15 @@ class RpcClient:
         body = {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": list(params)}
         return _result(method, self._post(method, body, max_bytes))
 
+    def reply(self, method: str, *params: Any) -> dict[str, Any]:
+        """The node's reply object as it is, a JSON-RPC error included rather than raised (what
+        a web3 provider hands web3); no usable answer raises as `request` does."""
+        body = {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": list(params)}
+        answer = self._post(method, body, None)
+        if not isinstance(answer, dict):
+            raise NodeUnavailableError(f"{method}: malformed JSON-RPC reply {answer!r:.200}")
+        return answer
+
     def batch(self, calls: Sequence[Call]) -> list[Any]:
         """Each call's result or its `RpcError`, in order, in as few HTTP requests as the
         batch limits allow (one request at a time where the node answers no batch)."""

@@ -17,12 +17,14 @@ import structlog
 from eth_typing import ChecksumAddress, HexStr
 from hexbytes import HexBytes
 from web3 import Web3
+from web3._utils.encoding import Web3JsonEncoder
 from web3.contract import Contract
 from web3.exceptions import ContractCustomError, ContractLogicError, TimeExhausted, Web3RPCError
-from web3.types import FilterParams, TxReceipt
+from web3.providers import JSONBaseProvider
+from web3.types import FilterParams, RPCEndpoint, RPCResponse, TxReceipt
 
 from dul.chain.log_pages import gateway_sizer, get_logs
-from dul.chain.rpc_auth import bearer_headers, rpc_token
+from dul.chain.rpc import RangeRefusedError, RpcClient
 from dul.contracts.artifacts import load
 from dul.contracts.reverts import decode_revert
 from dul.errors import ChainError, DeploymentError, TransactionError
@@ -76,11 +78,33 @@ class Deployment:
             raise DeploymentError(f"{name} is not in the deployment manifest") from None
 
 
+class RpcProvider(JSONBaseProvider):
+    """web3 over the product's one JSON-RPC client (`dul.chain.rpc.RpcClient`): the same
+    transport (http or the node's IPC socket), bearer token and mapping of failures (a node that
+    gives no usable answer raises `NodeUnavailableError`, a `ChainError`); the node's JSON-RPC
+    errors reach web3 as replies, so it raises its own (a revert's custom error included)."""
+
+    def __init__(self, rpc: RpcClient) -> None:
+        super().__init__()
+        self.rpc = rpc
+
+    def make_request(self, method: RPCEndpoint, params: Any) -> RPCResponse:
+        plain = json.loads(json.dumps(list(params or []), cls=Web3JsonEncoder))
+        return cast(RPCResponse, self.rpc.reply(method, *plain))
+
+    def is_connected(self, show_traceback: bool = False) -> bool:
+        try:
+            return "result" in self.rpc.reply("web3_clientVersion")
+        except ChainError:
+            if show_traceback:
+                raise
+            return False
+
+
 def connect(rpc_url: str, timeout: float = 30.0, token: str | None = None) -> Web3:
-    """web3 on `rpc_url`, presenting `token` (default: `dul.chain.rpc_auth.rpc_token()`) as
-    `Authorization: Bearer`."""
-    headers = bearer_headers(token if token is not None else rpc_token())
-    w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": timeout, "headers": headers}))
+    """web3 on `rpc_url` through the product's JSON-RPC client, presenting `token` (default:
+    `dul.chain.rpc_auth.rpc_token()`) as `Authorization: Bearer`."""
+    w3 = Web3(RpcProvider(RpcClient(rpc_url, timeout=timeout, token=token)))
     try:
         w3.eth.chain_id  # noqa: B018 - touch the node now so an unreachable URL fails here
     except Exception as exc:
@@ -122,7 +146,7 @@ class Ledger:
             int(self.deployment.raw.get("block", 0)),
             self.w3.eth.block_number,
             sizer=self.log_pages,
-            refused=lambda exc: isinstance(exc, Web3RPCError),
+            refused=lambda exc: isinstance(exc, Web3RPCError | RangeRefusedError),
             newest_first=newest_first,
             first_match=first_match,
         )

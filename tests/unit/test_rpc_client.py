@@ -183,3 +183,30 @@ def test_request_once_reaches_an_ipc_socket_path(tmp_path: Any) -> None:
     finally:
         thread.join(5)
         server.close()
+
+
+def test_web3_rides_on_the_client_and_keeps_its_own_revert_errors() -> None:
+    from web3 import Web3
+    from web3.exceptions import ContractLogicError
+
+    from dul.contracts.ledger import RpcProvider, connect
+    from dul.errors import ChainError
+
+    seen: list[str] = []
+
+    def reply(body: dict[str, Any]) -> dict[str, Any]:
+        seen.append(body["method"])
+        if body["method"] == "eth_call":
+            return {"error": {"code": 3, "message": "execution reverted", "data": "0x"}}
+        return {"result": "0x539"}
+
+    sync = RpcClient("http://node.test", transport=httpx.MockTransport(answering(reply)))
+    w3 = Web3(RpcProvider(sync))
+    assert w3.eth.chain_id == 1337
+    with pytest.raises(ContractLogicError):
+        w3.eth.call({"to": Web3.to_checksum_address("0x" + "11" * 20), "data": b"\x01"})
+    assert seen[0] == "eth_chainId"
+    assert "eth_call" in seen
+    with pytest.raises(ChainError) as caught:
+        connect("http://127.0.0.1:9", timeout=1.0)
+    assert caught.value.code == "node_unreachable"
