@@ -53,7 +53,7 @@ def serve(
     and issue one-time codes, each signed in their browser with their own key."""
     import uvicorn
 
-    from ledger_gateway.patient_page.app import create_app
+    from ledger_gateway.patient_page.app import SERVER_OPTIONS, create_app
     from ledger_gateway.patient_page.settings import PatientPageSettings
 
     options: dict[str, Any] = {
@@ -69,5 +69,5 @@ def serve(
     console.print(f"patient page of {settings.org} on http://{settings.host}:{settings.port}/")
     uvicorn.run(
         create_app(settings), host=settings.host, port=settings.port, log_config=None,
-        access_log=False, loop="uvloop", http="httptools",
+        access_log=False, loop="uvloop", http="httptools", **SERVER_OPTIONS,
     )  # fmt: skip

@@ -80,6 +80,11 @@ HEX32 = r"^0x[0-9a-fA-F]{64}$"
 SIGNATURE = r"^0x[0-9a-fA-F]{130}$"
 CODE = re.compile(r"^[0-9A-HJKMNP-TV-Z]{5}(-[0-9A-HJKMNP-TV-Z]{5}){3}$")
 MAX_BODY_BYTES = 64 * 1024
+SERVER_OPTIONS: dict[str, Any] = {"proxy_headers": False}
+"""How uvicorn serves the page: the client is the TCP peer. uvicorn's default trusts
+X-Forwarded-For from any 127.0.0.1 peer, so a local client (or one behind a local proxy that
+passes the header on) would name its own address: sign-in failures and codes spread over made-up
+addresses, or counted against a patient's."""
 _SUBJECT_KEY_OF = function("ConsentRegistry", "subjectKeyOf")
 _AUTHORIZATION = function("ConsentRegistry", "authorization")
 _NEXT_CONSENT_ID = function("ConsentRegistry", "nextConsentId")

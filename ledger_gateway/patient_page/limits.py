@@ -17,7 +17,8 @@ Sliding windows of hit times, in this process's memory: a page restart forgets t
 several page processes each keep their own (the limits are per process). A window keeps at most
 `MAX_KEYS` keys; when full, the key whose newest hit is oldest is dropped. The client is the
 TCP peer (`request.client.host`): behind a reverse proxy, that is the proxy, so set the limits
-per client with that in mind (X-Forwarded-For is not trusted).
+per client with that in mind (X-Forwarded-For is not trusted: the page is served with
+uvicorn's proxy headers off, `app.SERVER_OPTIONS`).
 """
 
 from __future__ import annotations

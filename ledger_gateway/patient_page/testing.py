@@ -14,7 +14,7 @@ import uvicorn
 from dul.chain.testing import free_port
 from dul.patient_tokens import PatientToken, patient_token_domain
 from dul.signing import Signer
-from ledger_gateway.patient_page.app import create_app
+from ledger_gateway.patient_page.app import SERVER_OPTIONS, create_app
 from ledger_gateway.patient_page.settings import PatientPageSettings
 
 
@@ -25,7 +25,12 @@ def serve_patient_page(
     """The page's app on a free 127.0.0.1 port until the block ends; yields its URL."""
     port = free_port()
     config = uvicorn.Config(
-        create_app(settings), host="127.0.0.1", port=port, log_config=None, access_log=False
+        create_app(settings),
+        host="127.0.0.1",
+        port=port,
+        log_config=None,
+        access_log=False,
+        **SERVER_OPTIONS,
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name=f"patient-page-{port}", daemon=True)
