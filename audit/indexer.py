@@ -235,6 +235,20 @@ class PageFetcher:
         header = self.rpc.request("eth_getBlockByNumber", hex(number), False)
         return None if header is None else _block_ref(header)
 
+    def bounds(self, first: int, last: int) -> tuple[BlockRef | None, BlockRef | None]:
+        """Blocks `last` and `first` (the page's end and its start) in one round trip: a
+        JSON-RPC batch of both reads where the page has two ends."""
+        if first == last:
+            header = self.header(last)
+            return header, header
+        read = [("eth_getBlockByNumber", (hex(n), False)) for n in (last, first)]
+        refs: list[BlockRef | None] = []
+        for result in self.rpc.batch(read):
+            if isinstance(result, Exception):
+                raise result
+            refs.append(None if result is None else _block_ref(result))
+        return refs[0], refs[1]
+
     def page_of_logs(self, filter_: dict[str, Any]) -> list[dict[str, Any]]:
         """One `eth_getLogs` over a page's blocks, its reply bounded unless it is one block
         (a block's logs cannot be split)."""
@@ -246,8 +260,7 @@ class PageFetcher:
 
     def fetch(self, first: int, last: int) -> Page:
         """Blocks `first..last` as one page, consistent with one history of the chain."""
-        before = self.header(last)
-        start = before if first == last else self.header(first)
+        before, start = self.bounds(first, last)
         if before is None or start is None or before.parent_hash is None:
             raise ChainMovedError(f"blocks {first}..{last} are no longer on the node")
         logs: list[Any] = self.page_of_logs(

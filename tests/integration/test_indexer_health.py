@@ -172,8 +172,8 @@ class CorruptingTransport(httpx.BaseTransport):
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content)
         response = self.inner.handle_request(request)
-        if body.get("method") != "eth_getLogs":
-            return response
+        if not isinstance(body, dict) or body.get("method") != "eth_getLogs":
+            return response  # a batch (a page's two header reads) or another method
         reply = json.loads(response.read())
         for entry in reply.get("result") or []:
             if entry["transactionHash"].lower() == self.tx_hash:
