@@ -134,6 +134,7 @@ def _child(kind: str, rpc_url: str, deployment_path: str, to_block: int, url: st
     start = int(deployment.raw["block"])
     events = 0
     workers = 0
+    phases: dict[str, float] = {}
     cpu_started = _cpu_s()
     own = resource.getrusage(resource.RUSAGE_SELF)
     own_cpu_started = own.ru_utime + own.ru_stime
@@ -165,10 +166,17 @@ def _child(kind: str, rpc_url: str, deployment_path: str, to_block: int, url: st
             database_url=url, rpc_url=rpc_url, deployment_path=Path(deployment_path)
         )
         indexer = Indexer.open(settings)
+        opened = time.perf_counter()
         summary = indexer.run(to_block=to_block)
+        ran = time.perf_counter()
         events = summary.events
         workers = indexer.fetch_workers
         indexer.close()  # joins the fetch workers: their CPU and memory count below
+        closed = time.perf_counter()
+        # where the wall time went: migrating the empty store, indexing (the readers'
+        # indexes built at its end included), closing (the workers joined, SQLite's last
+        # WAL checkpoint into the database file)
+        phases = {"open": opened - started, "run": ran - opened, "close": closed - ran}
     seconds = time.perf_counter() - started
     cpu_s = _cpu_s() - cpu_started
     own = resource.getrusage(resource.RUSAGE_SELF)
@@ -181,6 +189,7 @@ def _child(kind: str, rpc_url: str, deployment_path: str, to_block: int, url: st
         # every worker counted at the largest one's peak (pages they share with this
         # process counted again): an upper bound of the catch-up's memory
         "rss_mb": own_mb + workers * worker_mb, "own_rss_mb": own_mb, "workers": workers,
+        "phases_s": {k: round(v, 2) for k, v in phases.items()},
     }))  # fmt: skip
 
 
@@ -269,6 +278,7 @@ def catchup_rate(
             "sqlite_writer_cpu_us_per_event": _cpu_us(sqlite, "own_cpu_s"),
             "catchup_peak_rss_mb": _peak_mb(sqlite),
             "fetch_workers": int(sqlite.get("workers", 0)),
+            "sqlite_phases_s": sqlite.get("phases_s"),
         }
         if postgres_url:
             pg = _measure("index", chain, postgres_url)
@@ -276,6 +286,7 @@ def catchup_rate(
             out["postgres_vs_raw"] = round(pg["events"] / pg["seconds"] / raw_rate, 2)
             out["postgres_cpu_us_per_event"] = _cpu_us(pg)
             out["postgres_writer_cpu_us_per_event"] = _cpu_us(pg, "own_cpu_s")
+            out["postgres_phases_s"] = pg.get("phases_s")
             out["catchup_peak_rss_mb"] = max(_peak_mb(sqlite), _peak_mb(pg))
         return out
     finally:
