@@ -49,6 +49,7 @@ from fhir.resources.R4B.consent import (
     ConsentProvisionActor,
     ConsentProvisionData,
 )
+from fhir.resources.R4B.extension import Extension
 from fhir.resources.R4B.identifier import Identifier
 from fhir.resources.R4B.period import Period
 from fhir.resources.R4B.provenance import Provenance, ProvenanceAgent, ProvenanceEntity
@@ -539,14 +540,28 @@ def _consent_resource(node: Node, times: Mapping[int, int | None]) -> Consent:
     )
 
 
+def _authorization_uses(a: Mapping[str, Any]) -> list[str]:
+    """The accesses that redeemed a code, oldest first (its history; else its last one)."""
+    uses = [str(e["access_id"]) for e in a.get("history") or []
+            if e.get("event") == "redeemed" and e.get("access_id")]  # fmt: skip
+    redeemed = a.get("redeemed_by_access")
+    return uses or ([str(redeemed)] if redeemed else [])
+
+
 def _authorization_resource(node: Node, times: Mapping[int, int | None]) -> Consent:
-    """An authorization code node as a FHIR Consent: one disclosure to one grantee."""
+    """An authorization code node as a FHIR Consent: disclosures to one grantee, once or (a
+    multi-use code) for every fitting access until it expires.
+
+    FHIR R4 Consent has no element for how often a permit may be used, so the provision carries
+    two extensions: `urn:dul:authorization-use` (code `once` | `until-expiry`) and
+    `urn:dul:authorization-uses` (how many accesses redeemed it); each use is a `related` data
+    reference to its access."""
     a = node.attributes
     scenario = str(a.get("scenario"))
     purposes = [_coding(f"{DUL_NAMESPACE}scenario", scenario)]
     if scenario in _PURPOSE:
         purposes.insert(0, _coding(ACT_REASON, _PURPOSE[scenario]))
-    redeemed = a.get("redeemed_by_access")
+    uses = _authorization_uses(a)
     return Consent(
         id=_fhir_id(str(a["code_hash"])),
         identifier=[Identifier(system=f"{DUL_NAMESPACE}authorization", value=str(a["code_hash"]))],
@@ -563,6 +578,13 @@ def _authorization_resource(node: Node, times: Mapping[int, int | None]) -> Cons
         policyRule=CodeableConcept(coding=[_coding(ACT_CODE, "OPTIN", "opt-in")]),
         sourceReference=_source(node, "AuthorizationIssued"),
         provision=ConsentProvision(
+            extension=[
+                Extension(
+                    url=f"{DUL_NAMESPACE}authorization-use",
+                    valueCode="until-expiry" if a.get("multi_use") else "once",
+                ),
+                Extension(url=f"{DUL_NAMESPACE}authorization-uses", valueUnsignedInt=len(uses)),
+            ],
             type="permit",
             period=Period(end=_bound(a.get("expires_at"))),
             actor=[
@@ -574,9 +596,11 @@ def _authorization_resource(node: Node, times: Mapping[int, int | None]) -> Cons
                 )
             ],
             purpose=purposes,
-            data=[ConsentProvisionData(meaning="related", reference=_ref("access", str(redeemed)))]
-            if redeemed
-            else None,
+            data=[
+                ConsentProvisionData(meaning="related", reference=_ref("access", use))
+                for use in uses
+            ]
+            or None,
         ),
     )
 

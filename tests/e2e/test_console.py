@@ -307,6 +307,46 @@ def test_exports_download_prov_json_and_fhir(page: Page, stack: Stack, tmp_path:
     assert len(bundle.entry or []) >= 3
 
 
+def test_the_transparency_report_shows_each_code_s_kind_and_uses(
+    page: Page, stack: Stack, screens: Screens
+) -> None:
+    """A subject's codes as the report gives them: a single-use code (once, used by one
+    access) and a multi-use one (until it expires, used by three, the last one linked)."""
+    subject = "0x" + "5e" * 32
+    last = "0x" + "a3" * 32
+    chain = {"block": 7, "tx_index": 0, "log_index": 1, "tx_hash": "0x" + "07" * 32}
+
+    def code(n: int, multi_use: bool, uses: int, access: str | None) -> dict[str, Any]:
+        return {
+            "code_hash": "0x" + f"{n:02x}" * 32, "holder_org": "0x" + "e5" * 32,
+            "grantee_org": "0x" + "1a" * 32, "grantee_name": "Insurer",
+            "dataset_id": stack.ids["dataset"], "scenario": "INSURANCE_CLAIM",
+            "tier": "PSEUDONYMIZED", "expires_at": 1_900_000_000, "status": "ISSUED",
+            "issued_by": "patient", "issued": chain, "issued_time": None,
+            "redeemed": chain if access else None, "redeemed_by_access": access,
+            "multi_use": multi_use, "uses": uses,
+        }  # fmt: skip
+
+    def with_codes(route: Any) -> None:
+        report = route.fetch().json()
+        report["authorizations"] = [code(0xC0, False, 1, "0x" + "a1" * 32),
+                                    code(0xC1, True, 3, last)]  # fmt: skip
+        route.fulfill(json=report)
+
+    page.route("**/v1/subjects/**", with_codes)
+    sign_in(page, stack.url, stack.token, f"#/subject/{subject}")
+    rows = page.locator("#subject-codes tbody tr")
+    expect(rows).to_have_count(2)
+    expect(rows.nth(0).locator('td[data-label="use"]')).to_have_text("once")
+    expect(rows.nth(0).locator('td[data-label="uses"]')).to_have_text("1")
+    expect(rows.nth(1).locator('td[data-label="use"]')).to_have_text("until expiry")
+    expect(rows.nth(1).locator('td[data-label="uses"]')).to_have_text("3")
+    redeemed = rows.nth(1).locator('td[data-label="redeemed"]')
+    expect(redeemed).to_contain_text("last by access")
+    expect(redeemed.locator(f'[title="{last}"]')).to_be_visible()
+    page.screenshot(path=screens.path("subject-codes-once-and-multi-use-1280x800"))
+
+
 def test_front_door_as_a_regulator(page: Page, stack: Stack, screens: Screens) -> None:
     """The landing page lists organizations, agreements (status, quota use), recent accesses
     and the open findings; each row opens its view."""

@@ -148,3 +148,52 @@ def test_an_empty_graph_exports_empty_documents() -> None:
     graph = Graph(root="dataset:x", direction=Direction.UP, nodes=[], edges=[], limit=1)
     assert ProvDocument.deserialize(content=prov_json(graph), format="json").get_records() == []
     assert Bundle.model_validate_json(fhir_json(graph, {})).entry is None
+
+
+def authorization_node(code: str, *, multi_use: bool, uses: list[str]) -> Node:
+    history: list[dict[str, Any]] = [{"event": "issued", "chain": ref(40).model_dump()}]
+    history += [{"event": "redeemed", "access_id": use, "chain": ref(41 + i).model_dump()}
+                for i, use in enumerate(uses)]  # fmt: skip
+    return Node(
+        id=f"authorization:{code}", type="authorization", prov="entity",
+        label="authorization code issued (INSURANCE_CLAIM)", chain=ref(40),
+        attributes={
+            "code_hash": code, "subject_ref": "0x" + "5e" * 32, "holder_org": HOSPITAL,
+            "grantee_org": "0x" + "1a" * 32, "dataset_id": DATASET, "field_mask": "0x6",
+            "tier": "PSEUDONYMIZED", "scenario": "INSURANCE_CLAIM", "expires_at": 1_800_000_000,
+            "issued_by": "patient", "multi_use": multi_use, "status": "ISSUED",
+            "redeemed_by_access": uses[-1] if uses else None, "history": history,
+        },
+    )  # fmt: skip
+
+
+def test_fhir_says_whether_a_code_opens_one_access_or_every_one_until_it_expires() -> None:
+    """FHIR R4 Consent has no element for how often a permit may be used: the provision's
+    `urn:dul:authorization-use` extension says `once` or `until-expiry`, its
+    `urn:dul:authorization-uses` how many accesses redeemed it, and each use is a `related`
+    data reference to its access."""
+    once, multi, unused = "0x" + "c0" * 32, "0x" + "c1" * 32, "0x" + "c2" * 32
+    uses = ["0x" + f"{n:02x}" * 32 for n in (0xA1, 0xA2, 0xA3)]
+    graph = Graph(
+        root=f"authorization:{multi}", direction=Direction.BOTH, limit=100, edges=[],
+        nodes=[authorization_node(once, multi_use=False, uses=[ACCESS]),
+               authorization_node(multi, multi_use=True, uses=uses),
+               authorization_node(unused, multi_use=False, uses=[])],
+    )  # fmt: skip
+    text = fhir_json(graph, {})
+    Bundle.model_validate_json(text)  # valid FHIR
+    consents = {e["resource"]["identifier"][0]["value"]: e["resource"]
+                for e in json.loads(text)["entry"]}  # fmt: skip
+
+    def use_of(code: str) -> tuple[str, int, list[str]]:
+        provision = consents[code]["provision"]
+        ext = {e["url"]: e for e in provision["extension"]}
+        return (
+            ext["urn:dul:authorization-use"]["valueCode"],
+            ext["urn:dul:authorization-uses"]["valueUnsignedInt"],
+            [d["reference"]["identifier"]["value"] for d in provision.get("data", [])],
+        )
+
+    assert use_of(once) == ("once", 1, [ACCESS])
+    assert use_of(multi) == ("until-expiry", 3, uses)
+    assert use_of(unused) == ("once", 0, [])

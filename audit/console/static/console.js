@@ -692,10 +692,13 @@ function renderSubject(ref, report) {
     [shortId(c.dataset_id, `#/provenance/dataset/${c.dataset_id}?direction=both`),
       ` ${c.scenario || "?"} up to ${c.tier || "?"}`],
     moment(c.expires_at),
+    // once, or every fitting access until it expires; and how many accesses used it
+    h("span", { "data-use": c.multi_use ? "multi" : "once" }, c.multi_use ? "until expiry" : "once"),
+    h("span", { "data-uses": String(c.uses || 0) }, String(c.uses || 0)),
     statusOf(c.status),
     [c.issued_time ? `${c.issued_time.slice(0, 16).replace("T", " ")} UTC` : "", h("br"), shortChain(c.issued)],
     c.redeemed_by_access
-      ? ["by access ", shortId(c.redeemed_by_access, `#/provenance/access/${c.redeemed_by_access}?direction=up`), h("br"), shortChain(c.redeemed)]
+      ? [c.multi_use ? "last by access " : "by access ", shortId(c.redeemed_by_access, `#/provenance/access/${c.redeemed_by_access}?direction=up`), h("br"), shortChain(c.redeemed)]
       : c.revoked ? ["revoked", h("br"), shortChain(c.revoked)] : h("span", { class: "muted" }, "not redeemed"),
   ]);
   $("subject-body").replaceChildren(
@@ -723,7 +726,7 @@ function renderSubject(ref, report) {
     h("section", { class: "card", "aria-labelledby": "subject-codes-title" },
       h("h3", { id: "subject-codes-title" }, "Authorization codes"),
       dataTable("subject-codes", `Authorization codes issued for this subject (${report.authorizations.length})`,
-        ["code hash", "grantee", "scope", "expires", "status", "issued", "redeemed"], codeRows, "none issued")),
+        ["code hash", "grantee", "scope", "expires", "use", "uses", "status", "issued", "redeemed"], codeRows, "none issued")),
   );
 }
 
