@@ -16,7 +16,7 @@ What both halves share, so a node's answer means the same to every caller:
   carrying the node's code, message and `data` (a revert's custom error); an `eth_getLogs`
   refused in any way a node words it (Besu -32005 "exceeds maximum RPC range limit", geth
   "query returned more than 10000 results", a hosted endpoint's "block range too large", an
-  HTTP 413 or 5xx, a timeout, a reply over the caller's byte budget) is a `RangeRefusedError`;
+  HTTP 413 or 5xx, a read timeout, a reply over the caller's byte budget) is a `RangeRefusedError`;
 - batches (a JSON array) cut to at most `MAX_BATCH_ITEMS` requests and `MAX_BATCH_BYTES` bytes
   (Besu refuses over 1,024 items by default, the guard bodies over 2 MiB), each item its result
   or its `RpcError`; a node that answers a batch with anything but an array is asked one
@@ -134,8 +134,9 @@ def from_hex(value: str) -> bytes:
 
 
 def _transport_error(method: str, url: str, exc: httpx.HTTPError) -> NodeError:
-    if method == GET_LOGS and isinstance(exc, httpx.TimeoutException):
-        return RangeRefusedError(f"timed out: {exc}")  # too heavy to serve in time: page smaller
+    if method == GET_LOGS and isinstance(exc, httpx.ReadTimeout):
+        # too heavy to serve in time: page smaller (a connection that never opened is an outage)
+        return RangeRefusedError(f"timed out: {exc}")
     return NodeUnavailableError(f"{method}: the node at {url} did not answer: {exc!r}")
 
 
@@ -149,17 +150,18 @@ def _status_error(method: str, status: int, content: bytes) -> NodeError:
         except ValueError:
             reply = None
         if isinstance(reply, dict) and isinstance(reply.get("error"), dict):
-            return _rpc_error(method, reply["error"])
+            # 401/403: the guard refused the credential, not the range (for every method)
+            return _rpc_error(method, reply["error"], ranged=status not in (401, 403))
     return NodeUnavailableError(f"{method}: the node answered HTTP {status}")
 
 
-def _rpc_error(method: str, error: Any) -> RpcError:
+def _rpc_error(method: str, error: Any, *, ranged: bool = True) -> RpcError:
     if not isinstance(error, dict):
         error = {"message": str(error)}
     raw_code = error.get("code")
     rpc_code = raw_code if isinstance(raw_code, int) else None
     message = str(error.get("message", error))
-    if method == GET_LOGS:
+    if method == GET_LOGS and ranged:
         # Nodes word this differently (Besu: "exceeds maximum", geth: "query returned more
         # than 10000 results", Alchemy: "block range too large"): any refusal of a range is
         # answered by a smaller range, down to one block.

@@ -210,3 +210,37 @@ def test_web3_rides_on_the_client_and_keeps_its_own_revert_errors() -> None:
     with pytest.raises(ChainError) as caught:
         connect("http://127.0.0.1:9", timeout=1.0)
     assert caught.value.code == "node_unreachable"
+
+
+def test_a_refused_credential_or_an_unreachable_node_is_no_log_range_refusal() -> None:
+    """The guard's 401/403 (a JSON-RPC error object) and a connection that never opens are
+    what they are for eth_getLogs too: a smaller range would not help, so none is tried."""
+    calls: list[int] = []
+
+    def guard(status: int, message: str) -> Handler:
+        def handle(request: httpx.Request) -> httpx.Response:
+            calls.append(1)
+            body = {"jsonrpc": "2.0", "id": None, "error": {"code": -40100, "message": message}}
+            return httpx.Response(status, json=body)
+
+        return handle
+
+    for status, message in ((401, "token expired"), (403, "eth_getLogs not permitted")):
+        node = Both(guard(status, message))
+        for exc in node.run("get_logs", {"fromBlock": "0x0"}):
+            assert type(exc) is RpcError, exc
+            assert message in str(exc)
+        calls.clear()
+        wide = {"address": "0x" + "11" * 20}
+        with pytest.raises(RpcError) as sync:
+            node.sync.find_logs(wide, from_block=0, to_block=100_000)
+        with pytest.raises(RpcError) as aio:
+            asyncio.run(node.aio.find_logs(wide, from_block=0, to_block=100_000))
+        assert type(sync.value) is type(aio.value) is RpcError
+        assert len(calls) == 2  # one page each, sync and async: no halving
+
+    def unreachable(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectTimeout("no route", request=request)
+
+    for exc in Both(unreachable).run("get_logs", {"fromBlock": "0x0"}):
+        assert type(exc) is NodeUnavailableError, exc
