@@ -122,13 +122,17 @@ def bench(
         ),
     ] = 20_000,
     events: Annotated[
-        int, typer.Option(help="Access events on chain for the catch-up.", min=1)
+        int, typer.Option(help="Access events on chain for the catch-up.", min=1, max=5_000_000)
     ] = 50_000,
     indexed: Annotated[
-        int, typer.Option(help="Access events in the store for the query figures.", min=1)
+        int,
+        typer.Option(help="Access events in the store for the query figures.", min=1, max=10_000_000),
     ] = 1_000_000,
     cohort: Annotated[
-        int, typer.Option(help="Subjects named by each cohort decision (patients).", min=1)
+        int,
+        typer.Option(
+            help="Subjects named by each cohort decision (patients).", min=1, max=100_000  # the gateway's MAX_COHORT
+        ),
     ] = 10_000,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:

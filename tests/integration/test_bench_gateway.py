@@ -1,4 +1,4 @@
-"""`dul bench gateway --json` with tiny sizes runs to the end on its own scratch stack and
+"""`dul bench --json` with tiny sizes runs each part to the end on its own scratch stack and
 reports every figure SPEC §5 names (the figures themselves are not asserted: timing under
 load is noise)."""
 
@@ -49,5 +49,29 @@ def test_bench_gateway_with_tiny_sizes_reports_every_figure() -> None:
 
 def test_bench_sizes_are_bounded_at_the_edge() -> None:
     result = CliRunner().invoke(app, ["bench", "gateway", "--rate", "0"])
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output
+
+
+def test_bench_audit_and_patients_with_tiny_sizes_report_every_figure() -> None:
+    sizes = ["--events", "300", "--indexed", "2000", "--cohort", "30"]
+    result = CliRunner().invoke(app, ["bench", "audit", "patients", "--json", *sizes])
+    assert result.exit_code == 0, result.output
+    figures = json.loads(result.stdout)
+    audit = figures["audit"]
+    assert audit["indexed_events"] >= 2000
+    for key in ("sqlite_events_per_s", "raw_fetch_decode_events_per_s", "provenance_p95_ms"):
+        assert audit[key] > 0
+    patients = figures["patients"]
+    # p95 of 100 decisions is the 96th, not the slowest
+    assert 0 < patients["cohort_10k_decision_ms"] <= patients["cohort_decision_p95_ms"]
+    assert patients["transparency_report_ms"] > 0
+
+
+@pytest.mark.parametrize(
+    "option", [["--events", "5000001"], ["--indexed", "10000001"], ["--cohort", "100001"]]
+)
+def test_bench_store_and_cohort_sizes_are_bounded_at_the_edge(option: list[str]) -> None:
+    result = CliRunner().invoke(app, ["bench", "patients", *option])
     assert result.exit_code == 2
     assert "Traceback" not in result.output
