@@ -27,6 +27,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from dul.consent_terms import scope_covers
+
 ZERO32 = "0x" + "00" * 32
 
 
@@ -61,16 +63,15 @@ class ConsentFacts:
 
 
 def in_scope(consent: ConsentFacts, study: StudyFacts | None) -> bool:
-    """Whether the consent's scope covers `study` (any study when it names none)."""
-    if not consent.specific:
-        return True
-    if study is None:
-        return False
-    if consent.studies and study.agreement_id not in consent.studies:
-        return False
-    if consent.requesters and study.requester not in consent.requesters:
-        return False
-    return consent.disease_code in (ZERO32, study.disease_code)
+    """Whether the consent's scope covers `study` (any study when it names none): the
+    gateway's rule (`dul.consent_terms.scope_covers`)."""
+    return scope_covers(
+        consent.studies,
+        consent.requesters,
+        consent.disease_code,
+        None if study is None else (study.agreement_id, study.requester, study.disease_code),
+        no_disease=ZERO32,
+    )
 
 
 def covers(

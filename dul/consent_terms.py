@@ -17,9 +17,9 @@ here gives the CLI a clear error before anything is signed.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 ZERO32 = bytes(32)
 ZERO_ADDRESS = "0x" + "00" * 20
@@ -30,6 +30,36 @@ DUO_DISEASE_SPECIFIC = 7
 """GA4GH DUO:0000007, disease-specific research."""
 
 _CURIE = re.compile(r"^[A-Za-z][A-Za-z0-9._-]*:[A-Za-z0-9._-]+$")
+
+
+K = TypeVar("K")
+"""An id as one side holds it: bytes in the gateway, 0x hex in the audit store."""
+
+
+def scope_covers(
+    studies: Collection[K],
+    requesters: Collection[K],
+    disease: K,
+    study: tuple[K, K, K] | None,
+    *,
+    no_disease: K,
+) -> bool:
+    """Whether a consent's scope (the studies, requesting organizations and disease term it is
+    limited to; none, and `no_disease`: unrestricted) covers `study` (its agreement id,
+    requesting organization and disease term; None: no study named). The one rule the gateway
+    admits subjects by and the audit service judges admissions by: an unrestricted consent
+    covers any study, a specific one no unnamed study; named studies must hold the agreement,
+    named requesters its requester, and a disease term must be exactly the agreement's."""
+    if not (studies or requesters or disease != no_disease):
+        return True
+    if study is None:
+        return False
+    agreement_id, requester, study_disease = study
+    if studies and agreement_id not in studies:
+        return False
+    if requesters and requester not in requesters:
+        return False
+    return disease in (no_disease, study_disease)
 
 
 class ScopeError(ValueError):

@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 from hashlib import sha256
 
 from dul.cohort import leaf_hash
+from dul.consent_terms import scope_covers
 from dul.domain import AuthorizationFault, AuthorizationStatus, ConsentStatus, Scenario, Tier
 
 ZERO32 = bytes(32)
@@ -70,16 +71,14 @@ class Study:
 
 def in_scope(consent: ConsentState, study: Study | None) -> bool:
     """Whether the consent's scope covers `study` (an unrestricted consent covers any; a
-    specific one no unnamed study)."""
-    if not consent.specific:
-        return True
-    if study is None:
-        return False
-    if consent.studies and study.agreement_id not in consent.studies:
-        return False
-    if consent.requesters and study.requester not in consent.requesters:
-        return False
-    return consent.disease in (ZERO32, study.disease)
+    specific one no unnamed study): the audit service's rule (`dul.consent_terms.scope_covers`)."""
+    return scope_covers(
+        consent.studies,
+        consent.requesters,
+        consent.disease,
+        None if study is None else (study.agreement_id, study.requester, study.disease),
+        no_disease=ZERO32,
+    )
 
 
 @dataclass(frozen=True)
