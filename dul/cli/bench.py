@@ -126,13 +126,14 @@ def bench(
     ] = 50_000,
     indexed: Annotated[
         int,
-        typer.Option(help="Access events in the store for the query figures.", min=1, max=10_000_000),
+        typer.Option(
+            help="Access events in the store for the query figures.", min=1, max=10_000_000
+        ),
     ] = 1_000_000,
     cohort: Annotated[
         int,
-        typer.Option(
-            help="Subjects named by each cohort decision (patients).", min=1, max=100_000  # the gateway's MAX_COHORT
-        ),
+        # at most the gateway's MAX_COHORT subjects per request
+        typer.Option(help="Subjects named by each cohort decision (patients).", min=1, max=100_000),
     ] = 10_000,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
