@@ -7,16 +7,15 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import uvicorn
 
 from dul.contracts.typed_data import Domain
+from dul.serving import serve_asgi
 from ledger_gateway.app import create_app
 from ledger_gateway.client import GatewayClient
 from ledger_gateway.settings import GatewaySettings
@@ -34,31 +33,16 @@ class GatewayHandle:
 @contextlib.contextmanager
 def serve(settings: GatewaySettings, *, ready_timeout: float = 30.0) -> Iterator[str]:
     """Serve the gateway of `settings` until the block ends; yields its URL once ready."""
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(settings),
-            host="127.0.0.1",
-            port=settings.port,
-            log_config=None,
-            access_log=False,
-        )
-    )
-    thread = threading.Thread(target=server.run, name="gateway", daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{settings.port}"
-    try:
-        deadline = time.monotonic() + ready_timeout
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            if time.monotonic() > deadline or not thread.is_alive():
-                raise RuntimeError(f"gateway at {url} did not become ready")
-            time.sleep(0.1)
+    with serve_asgi(
+        create_app(settings),
+        "gateway",
+        port=settings.port,
+        ready_path="/readyz",
+        ready_timeout=ready_timeout,
+        poll_s=0.1,
+        stop_timeout=15.0,
+    ) as url:
         yield url
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
 
 
 class GatewayProcess:

@@ -7,19 +7,14 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
-import uvicorn
-
 from audit.app import create_app
 from audit.settings import AuditSettings
-from dul.chain.testing import free_port
+from dul.serving import serve_asgi
 
 CHROMIUM_ENV = "DUL_CHROMIUM"
 ARTIFACTS = Path("test-artifacts") / "console"
@@ -38,28 +33,8 @@ def find_chromium() -> str | None:
 def serve_audit(settings: AuditSettings, *, ready_timeout: float = 20.0) -> Iterator[str]:
     """The real audit app (API and console) on a free 127.0.0.1 port, uvicorn in a thread,
     until the block ends; yields its URL once it answers."""
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(settings), host="127.0.0.1", port=port, log_config=None, access_log=False
-        )
-    )
-    thread = threading.Thread(target=server.run, name=f"audit-{port}", daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + ready_timeout
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            if time.monotonic() > deadline or not thread.is_alive():
-                raise RuntimeError(f"the audit service at {url} did not start")
-            time.sleep(0.05)
+    with serve_asgi(create_app(settings), "audit service", ready_timeout=ready_timeout) as url:
         yield url
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 def sign_in(page: Any, url: str, token: str, route: str = "") -> None:
