@@ -92,6 +92,13 @@ def validation_problem(raw: Sequence[Mapping[str, Any]]) -> JSONResponse:
     return problem(422, "validation_error", "Invalid request", detail, errors=errors)
 
 
+def http_problem(exc: StarletteHTTPException) -> JSONResponse:
+    """Starlette's own refusals (no such route, wrong method) as problem JSON."""
+    codes = {404: "not_found", 405: "method_not_allowed", 400: "bad_request"}
+    code = codes.get(exc.status_code, f"http_{exc.status_code}")
+    return problem(exc.status_code, code, str(exc.detail), str(exc.detail))
+
+
 def install(app: FastAPI) -> None:
     document_problems(
         app,
@@ -113,9 +120,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        codes = {404: "not_found", 405: "method_not_allowed", 400: "bad_request"}
-        code = codes.get(exc.status_code, f"http_{exc.status_code}")
-        return problem(exc.status_code, code, str(exc.detail), str(exc.detail))
+        return http_problem(exc)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -61,7 +61,7 @@ from dul.contracts.typed_data import ConsentGrant, consent_domain
 from dul.domain import Scenario, Tier, slug_id
 from dul.errors import ConfigError, DulError
 from dul.patient_tokens import PatientToken, PatientTokenError
-from ledger_gateway.api.problems import problem
+from ledger_gateway.api.problems import http_problem, problem
 from ledger_gateway.patient_page.assets import find_ethers
 from ledger_gateway.patient_page.limits import PageLimits, RateLimitedError
 from ledger_gateway.patient_page.settings import (
@@ -551,9 +551,7 @@ def _install_errors(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        codes = {404: "not_found", 405: "method_not_allowed", 400: "bad_request"}
-        code = codes.get(exc.status_code, f"http_{exc.status_code}")
-        return problem(exc.status_code, code, str(exc.detail), str(exc.detail))
+        return http_problem(exc)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -78,3 +78,21 @@ def test_the_audit_code_table_is_complete() -> None:
         if path.exists():
             raised |= set(CODE.findall(path.read_text()))
     assert raised - listed == set()
+
+
+def test_starlette_s_own_refusals_are_problem_json(tmp_path: Path) -> None:
+    """No such route, a wrong method: the gateway answers both as problem JSON with a code
+    (`ledger_gateway.api.problems.http_problem`, which the patient page shares)."""
+    from fastapi.testclient import TestClient
+
+    client = TestClient(
+        gateway_app(GatewaySettings(home=tmp_path, org="hospital-a", key="gateway"))
+    )
+    for method, path, status, code in (
+        ("GET", "/nothing-here", 404, "not_found"),
+        ("DELETE", "/healthz", 405, "method_not_allowed"),
+    ):
+        answer = client.request(method, path)
+        assert answer.status_code == status, answer.text
+        assert answer.headers["content-type"].startswith("application/problem+json")
+        assert answer.json()["code"] == code

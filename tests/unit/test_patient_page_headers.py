@@ -35,6 +35,10 @@ def test_every_answer_carries_the_security_headers(tmp_path: Path) -> None:
     assert answers["/page/index.html"].status_code == 200
     assert "Patient token" in answers["/page/index.html"].text
     assert answers["/page/no-such-file.html"].status_code == 404
+    missing = answers["/nothing-here"]  # starlette's own refusal, as problem JSON
+    assert missing.status_code == 404
+    assert missing.headers["content-type"].startswith("application/problem+json")
+    assert missing.json()["code"] == "not_found"
     assert answers["/api/session"].status_code == 401
     for path, answer in answers.items():
         for name in ("Content-Security-Policy", "X-Content-Type-Options", "Referrer-Policy"):
