@@ -257,17 +257,14 @@ class StateFold:
         self.accounts.add(a["by"])
 
     def effective_subject_keys(self) -> dict[tuple[str, str], str]:
-        """`subjectKeyOf` as the events imply it: the registered key, else the key of the
-        subject's newest consent naming one."""
+        """`subjectKeyOf` as the events imply it: the registered key (zero once removed: a
+        removed key stays removed), else — none ever registered — the key of the subject's
+        newest consent naming one."""
         keys: dict[tuple[str, str], str] = {}
         for consent in self.consents.values():  # chain order: the newest wins
             if consent["subjectKey"] != ZERO20:
                 keys[(consent["holder"], consent["subject"])] = consent["subjectKey"]
-        for pair, key in self.subject_keys.items():
-            if key != ZERO20:
-                keys[pair] = key
-            else:
-                keys.setdefault(pair, ZERO20)
+        keys.update(self.subject_keys)
         return keys
 
     def _bound(self, a: Mapping[str, Any], _: DecodedEvent) -> None:

@@ -90,6 +90,14 @@ contract ConsentRegistry is IConsentRegistry, EIP712 {
         bytes32 scope;
     }
 
+    /// @dev A subject's key as a steward of the holder registered it; `registered`: a steward
+    /// has registered one (or removed it: the zero key) at least once, so no consent's key
+    /// stands in for it — a removed key stays removed.
+    struct RegisteredKey {
+        address key;
+        bool registered;
+    }
+
     IMembership public immutable MEMBERSHIP;
     IDatasetRegistry public immutable DATASETS;
 
@@ -99,7 +107,7 @@ contract ConsentRegistry is IConsentRegistry, EIP712 {
     mapping(bytes32 consentId => StoredConsent) private _consents;
     mapping(bytes32 codeHash => Authorization) private _authorizations;
     /// @dev keccak256(abi.encode(holder, subject)) -> the key registered by a steward.
-    mapping(bytes32 holderSubject => address key) private _subjectKeys;
+    mapping(bytes32 holderSubject => RegisteredKey) private _subjectKeys;
 
     constructor(IMembership membership, IDatasetRegistry datasets) EIP712("DataUseLedger.ConsentRegistry", "1") {
         MEMBERSHIP = membership;
@@ -236,8 +244,8 @@ contract ConsentRegistry is IConsentRegistry, EIP712 {
         _checkSteward(holder);
         if (subject == bytes32(0)) revert ConsentRegistryZeroSubject();
         bytes32 slot = _holderSubject(holder, subject);
-        address previous = _subjectKeys[slot];
-        _subjectKeys[slot] = key;
+        address previous = _subjectKeys[slot].key;
+        _subjectKeys[slot] = RegisteredKey(key, true);
         emit SubjectKeyRegistered(holder, subject, key, previous, msg.sender);
     }
 
@@ -562,10 +570,11 @@ contract ConsentRegistry is IConsentRegistry, EIP712 {
         }
     }
 
-    /// @dev The registered key, else the key of the newest consent naming one.
+    /// @dev The registered key (zero once removed), else — none ever registered — the key of
+    /// the newest consent naming one.
     function _subjectKeyOf(OrgId holder, bytes32 subject) private view returns (address key) {
-        key = _subjectKeys[_holderSubject(holder, subject)];
-        if (key != address(0)) return key;
+        RegisteredKey storage registered = _subjectKeys[_holderSubject(holder, subject)];
+        if (registered.registered) return registered.key;
         bytes32 first = _consentId(holder, subject, 0);
         for (uint256 i = _consents[first].count; i > 0; --i) {
             key = _consents[i == 1 ? first : _consentId(holder, subject, i - 1)].subjectKey;

@@ -1491,6 +1491,35 @@ describe("ConsentRegistry", function () {
         expect(await ctx.consents.subjectKeyOf(ORG.HOSPITAL, PATIENT)).to.equal(ethers.ZeroAddress);
       });
 
+      it("removes a key for good: a consent the removed key granted does not bring it back", async function () {
+        const ctx = await loadFixture(keyedFixture);
+        const steward = ctx.consents.connect(ctx.hospitalSteward);
+        // the patient grants a consent with their key: the consent names that key
+        const first = consentIdOf(ORG.HOSPITAL, PATIENT, 0);
+        const terms = consentTerms(ctx.now, { scenarios: RESEARCH });
+        const deadline = ctx.now + 30 * DAY;
+        const grant = await signConsentGrant(ctx.patient, ctx.consents, first, terms, deadline);
+        await ctx.consents.connect(ctx.relayer).recordConsentBySubject(first, terms, deadline, grant);
+        // the patient reports the key lost: the hospital removes it
+        await expect(steward.registerSubjectKey(ORG.HOSPITAL, PATIENT, ethers.ZeroAddress))
+          .to.emit(ctx.consents, "SubjectKeyRegistered")
+          .withArgs(ORG.HOSPITAL, PATIENT, ethers.ZeroAddress, ctx.patient.address, ctx.hospitalSteward.address);
+        expect(await ctx.consents.subjectKeyOf(ORG.HOSPITAL, PATIENT)).to.equal(ethers.ZeroAddress);
+        // whoever holds the lost key can neither issue a code nor grant a consent in the patient's name
+        await expect(issueSigned({ ...ctx, authorization: { ...ctx.authorization, multiUse: true } }))
+          .to.be.revertedWithCustomError(ctx.consents, "ConsentRegistryInvalidAuthorizationSignature")
+          .withArgs(PATIENT_CODE);
+        const next = consentIdOf(ORG.HOSPITAL, PATIENT, 1);
+        const teaching = consentTerms(ctx.now, { scenarios: TEACHING });
+        const stolen = await signConsentGrant(ctx.patient, ctx.consents, next, teaching, deadline);
+        await expect(ctx.consents.connect(ctx.relayer).recordConsentBySubject(next, teaching, deadline, stolen))
+          .to.be.revertedWithCustomError(ctx.consents, "ConsentRegistryInvalidSubjectSignature")
+          .withArgs(next);
+        // a new key registered speaks for the patient again
+        await steward.registerSubjectKey(ORG.HOSPITAL, PATIENT, ctx.stranger.address);
+        expect(await ctx.consents.subjectKeyOf(ORG.HOSPITAL, PATIENT)).to.equal(ctx.stranger.address);
+      });
+
       it("falls back to the newest consent naming a key, and a registered key wins", async function () {
         const ctx = await loadFixture(consentedFixture);
         expect(await ctx.consents.subjectKeyOf(ORG.HOSPITAL, PATIENT)).to.equal(ctx.patient.address);

@@ -136,7 +136,7 @@ interface IConsentRegistry {
 
     /// @notice A steward of `holder` registered (or rotated to) `key` as the key of `subject`:
     /// the key whose EIP-712 signatures issue and revoke the subject's authorization codes.
-    /// The zero key removes the registration.
+    /// The zero key removes it for good: no consent's key stands in for a removed one.
     event SubjectKeyRegistered(
         OrgId indexed holder, bytes32 indexed subject, address key, address previous, address by
     );
@@ -194,8 +194,9 @@ interface IConsentRegistry {
     /// `AuthorizationRevocation(codeHash, deadline)` signature by the subject's key; anyone may relay it.
     function revokeAuthorizationBySubject(bytes32 codeHash, uint64 deadline, bytes calldata signature) external;
 
-    /// @notice Registers, rotates (or, with the zero key, removes) the key of `subject` at
-    /// `holder`, with or without any consent. Only a steward of `holder`.
+    /// @notice Registers, rotates (or, with the zero key, removes: `subjectKeyOf` is zero then,
+    /// whatever key a consent names) the key of `subject` at `holder`, with or without any
+    /// consent. Only a steward of `holder`.
     function registerSubjectKey(OrgId holder, bytes32 subject, address key) external;
 
     /// @notice Redeems an authorization for `accessId` if the access fits it; returns why not
@@ -246,8 +247,9 @@ interface IConsentRegistry {
     /// @notice The EIP-712 digest a patient signs to withdraw `consentId`.
     function withdrawalDigest(bytes32 consentId, uint64 deadline) external view returns (bytes32);
 
-    /// @notice The key whose signatures speak for `subject` at `holder`: the registered one, or,
-    /// when none is registered, the key of the subject's newest consent that names one (zero: none).
+    /// @notice The key whose signatures speak for `subject` at `holder`: the registered one (zero
+    /// once a steward removed it), or, when none was ever registered, the key of the subject's
+    /// newest consent that names one (zero: none).
     function subjectKeyOf(OrgId holder, bytes32 subject) external view returns (address);
 
     /// @notice The EIP-712 digest a patient signs to issue `authorization` under `codeHash`
