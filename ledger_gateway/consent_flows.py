@@ -31,7 +31,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from collections.abc import AsyncIterator, Callable
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypedDict
 
 import structlog
 from eth_hash.auto import keccak
@@ -157,6 +157,15 @@ class ConsentGrantIn(BaseModel):
             studies=tuple(_b32(s) for s in self.studies),
             requesters=tuple(_b32(r) for r in self.requesters),
         ).check()
+
+
+class _Relayed(TypedDict):
+    status: Literal["pending", "submitted", "confirmed", "failed"]
+    tx_hash: str | None
+    block_number: int | None
+    operation_id: str
+    sender: str
+    error: str | None
 
 
 class ConsentGrantOut(BaseModel):
@@ -354,12 +363,7 @@ class ConsentService:
         return ConsentGrantOut(
             consent_id=_hex(consent_id),
             subject=body.subject.lower(),
-            status=view.status.value,
-            tx_hash=None if view.tx_hash is None else _hex(view.tx_hash),
-            block_number=view.block_number,
-            operation_id=_hex(view.key),
-            sender=self.steward.relayer,
-            error=view.error,
+            **self._relayed(view),
         )
 
     async def withdraw(
@@ -468,17 +472,23 @@ class ConsentService:
             return await self.outbox.wait(stored.key, self.steward.wait_timeout_s) or stored
         return stored
 
+    def _relayed(self, view: OperationView) -> _Relayed:
+        """Where a call the gateway relayed with its own key stands (the answer's common part)."""
+        return {
+            "status": view.status.value,
+            "tx_hash": None if view.tx_hash is None else _hex(view.tx_hash),
+            "block_number": view.block_number,
+            "operation_id": _hex(view.key),
+            "sender": self.steward.relayer,
+            "error": view.error,
+        }
+
     def _subject_out(self, consent_id: bytes, subject: bytes, view: OperationView) -> WithdrawalOut:
         return WithdrawalOut(
             consent_id=_hex(consent_id),
             subject=_hex(subject),
             by="subject",
-            status=view.status.value,
-            tx_hash=None if view.tx_hash is None else _hex(view.tx_hash),
-            block_number=view.block_number,
-            operation_id=_hex(view.key),
-            sender=self.steward.relayer,
-            error=view.error,
+            **self._relayed(view),
         )
 
     async def consents_of(self, subject: bytes, now: int, caller: Caller) -> ConsentsOut:
@@ -584,12 +594,7 @@ class ConsentService:
         return PatientCallOut(
             code_hash=_hex(code_hash),
             action=action,
-            status=view.status.value,
-            tx_hash=None if view.tx_hash is None else _hex(view.tx_hash),
-            block_number=view.block_number,
-            operation_id=_hex(view.key),
-            sender=self.steward.relayer,
-            error=view.error,
+            **self._relayed(view),
         )
 
     async def register_key(
