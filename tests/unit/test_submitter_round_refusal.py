@@ -1,0 +1,127 @@
+"""A round whose middle transaction the node refuses: every transaction of the round is stored
+before anything is sent, the refused one is sent again as it was (same nonce, same bytes) and
+every operation is confirmed once, in one transaction only. A real SQLite outbox; the node is
+an in-memory JSON-RPC answerer (httpx MockTransport)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+from eth_hash.auto import keccak
+from eth_typing import HexStr
+
+from dul.chain.rpc import AsyncRpcClient
+from dul.domain import Decision
+from dul.signing import LocalSigner
+from ledger_gateway.migrations import migrate
+from ledger_gateway.outbox import NewAccess, OperationStatus
+from ledger_gateway.store import SqlOutbox, make_engine
+from ledger_gateway.submitter import RECORD_SIZE, Submitter, SubmitterSettings
+
+SIGNER = LocalSigner(HexStr("0x" + keccak(b"round refusal tests").hex()))
+
+
+class Node:
+    """Takes raw transactions (refusing the one at `refuse_nonce` once), mines on demand."""
+
+    def __init__(self, refuse_nonce: int) -> None:
+        self.refuse_nonce = refuse_nonce
+        self.refused = 0
+        self.sent: list[str] = []  # raw hex, every send in order
+        self.pool: dict[str, str] = {}  # tx hash -> raw
+        self.mined: set[str] = set()
+
+    def answer(self, call: dict[str, Any]) -> dict[str, Any]:
+        method, params = call["method"], call["params"]
+        if method == "eth_sendRawTransaction":
+            raw = params[0]
+            self.sent.append(raw)
+            nonce = _nonce_of(raw)
+            if nonce == self.refuse_nonce and self.refused == 0:
+                self.refused += 1
+                return {"error": {"code": -32003, "message": "txpool is full"}}
+            tx_hash = "0x" + keccak(bytes.fromhex(raw[2:])).hex()
+            self.pool[tx_hash] = raw
+            return {"result": tx_hash}
+        if method == "eth_getTransactionReceipt":
+            tx_hash = params[0]
+            if tx_hash not in self.mined:
+                return {"result": None}
+            return {"result": {"blockNumber": "0x5", "blockHash": "0x" + "ab" * 32,
+                               "status": "0x1", "gasUsed": "0x1"}}  # fmt: skip
+        if method == "eth_getTransactionCount":
+            return {"result": hex(len(self.mined))}
+        raise AssertionError(call)
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        if isinstance(body, list):
+            return httpx.Response(200, json=[{"jsonrpc": "2.0", "id": c["id"], **self.answer(c)}
+                                             for c in body])  # fmt: skip
+        return httpx.Response(200, json={"jsonrpc": "2.0", "id": body["id"], **self.answer(body)})
+
+
+def _nonce_of(raw: str) -> int:
+    from eth_account._utils.legacy_transactions import Transaction
+
+    return int(Transaction.from_bytes(bytes.fromhex(raw[2:])).nonce)
+
+
+def access(n: int) -> NewAccess:
+    return NewAccess(
+        request_id=keccak(b"round" + n.to_bytes(8, "big")),
+        body_hash=keccak(b"body"),
+        org=b"hospital".ljust(32, b"\0"),
+        agreement_id=keccak(b"agreement"),
+        decision=Decision.GRANTED,
+        reasons=(),
+        record=n.to_bytes(RECORD_SIZE, "big"),
+    )
+
+
+def test_a_refused_transaction_in_the_middle_of_a_round_is_neither_lost_nor_doubled(
+    tmp_path: Path,
+) -> None:
+    async def scenario() -> None:
+        url = f"sqlite:///{tmp_path / 'outbox.db'}"
+        migrate(url)
+        outbox = SqlOutbox(make_engine(url))
+        await outbox.start()
+        node = Node(refuse_nonce=1)
+        rpc = AsyncRpcClient(
+            "http://node.test", client=httpx.AsyncClient(transport=httpx.MockTransport(node.handle))
+        )
+        settings = SubmitterSettings(max_batch=2, max_delay=0.0, resend_after=0.0)
+        sub = Submitter(outbox, rpc, SIGNER, access_log="0x" + "11" * 20, chain_id=31337,
+                        settings=settings)  # fmt: skip
+        sub.max_records = 2
+        await sub.nonces.reconcile(outbox, rpc)
+        ops = [access(n) for n in range(8)]
+        await outbox.add_accesses(ops)
+
+        await sub._batch_once()  # one round: four transactions at nonces 0..3, stored
+        stored = await outbox.unmined(str(SIGNER.address))
+        assert [tx.nonce for tx in stored] == [0, 1, 2, 3]
+        assert sorted(k for tx in stored for k in tx.keys) == sorted(o.request_id for o in ops)
+        assert node.sent == []  # nothing sent before all of it is on disk
+        await sub._send_once()
+        assert [_nonce_of(r) for r in node.sent] == [0, 1, 2, 3]
+        assert node.refused == 1
+        assert len(node.pool) == 3
+
+        await sub._receipts_once()  # nothing mined yet: each is sent again, byte for byte
+        assert set(node.pool.values()) == {"0x" + tx.raw.hex() for tx in stored}
+        node.mined = set(node.pool)
+        await sub._receipts_once()
+        views = await outbox.get_many([o.request_id for o in ops])
+        assert {v.status for v in views.values()} == {OperationStatus.CONFIRMED}
+        assert len({v.tx_hash for v in views.values()}) == 4
+        assert await outbox.unmined(str(SIGNER.address)) == []
+        await outbox.close()
+        await rpc.aclose()
+
+    asyncio.run(scenario())
