@@ -719,7 +719,7 @@ class _Builder:
                             "by_subject": bool(row["v_self"]),
                             "chain": _prefixed_ref(row, "v_").model_dump()})  # fmt: skip
         # every use (a multi-use code has one per access), oldest first
-        last_use = None
+        last_use, uses = None, 0
         for use in self.rows(
             "SELECT r.block_number AS r_block, r.tx_index AS r_tx, r.log_index AS r_log, "
             "r.tx_hash AS r_hash, r.access_id AS r_access FROM authorization_redemption r "
@@ -728,7 +728,7 @@ class _Builder:
         ):
             history.append({"event": "redeemed", "access_id": use["r_access"],
                             "chain": _prefixed_ref(use, "r_").model_dump()})  # fmt: skip
-            last_use = use["r_access"]
+            last_use, uses = use["r_access"], uses + 1
         return Node.model_construct(
             id=f"authorization:{key}",
             type="authorization",
@@ -747,6 +747,7 @@ class _Builder:
                 "expires_at": row["expires_at"],
                 "issued_by": "patient" if by_patient else "steward",
                 "multi_use": bool(row["multi_use"]),
+                "uses": uses,
                 "status": status,
                 "redeemed_by_access": last_use,
                 "history": history,

@@ -288,12 +288,15 @@ def record_consents(
     return [bytes(e["args"]["consentId"]) for e in events.process_receipt(receipt)]
 
 
-def issue_authorization(world: World, subject: bytes, *, tier: Tier = Tier.PSEUDONYMIZED) -> bytes:
-    """An INSURANCE_CLAIM code for `subject`, granted to the world's institute; its hash."""
+def issue_authorization(
+    world: World, subject: bytes, *, tier: Tier = Tier.PSEUDONYMIZED, multi_use: bool = False
+) -> bytes:
+    """An INSURANCE_CLAIM code for `subject`, granted to the world's institute (once, or with
+    `multi_use` every fitting access until it expires); its hash."""
     code_hash = subjects.code_hash(subjects.new_authorization_code())
     authorization = (
         world.hospital, subject, world.institute, world.dataset, 0b0110, tier,
-        Scenario.INSURANCE_CLAIM, 0, int(time.time()) + 3_600, False, bytes(32),
+        Scenario.INSURANCE_CLAIM, 0, int(time.time()) + 3_600, multi_use, bytes(32),
     )  # fmt: skip
     world.ledger.transact(
         world.steward, "ConsentRegistry", "issueAuthorization", code_hash, authorization

@@ -393,6 +393,7 @@ def test_an_access_graph_shows_its_cohort_as_one_node(indexed: Indexed) -> None:
     insurance = provenance(indexed.engine, Kind.ACCESS, claim, direction=Direction.UP)
     code = insurance.node(f"authorization:{hexed(s.code)}")
     assert code.attributes["status"] == "REDEEMED"
+    assert (code.attributes["multi_use"], code.attributes["uses"]) == (False, 1)
     used = [e for e in insurance.edges if e.target == code.id]
     assert used[0].relation == "used"
     assert used[0].attributes["redeemed"] is True
