@@ -180,7 +180,13 @@ contract ConsentRegistry is IConsentRegistry, EIP712 {
         StoredConsent storage stored = _existingConsent(consentId);
         if (stored.status != ConsentStatus.GRANTED) revert ConsentRegistryConsentNotGranted(consentId, stored.status);
         if (deadline < block.timestamp) revert ConsentRegistrySignatureExpired(consentId, deadline);
+        // The consent's own key, unless a steward has registered the subject's key since: then
+        // that one (a rotated or removed key no longer speaks for the patient).
         address subjectKey = stored.subjectKey;
+        if (subjectKey != address(0)) {
+            RegisteredKey storage registered = _subjectKeys[_holderSubject(stored.holder, stored.subject)];
+            if (registered.registered) subjectKey = registered.key;
+        }
         (address recovered, ECDSA.RecoverError error,) =
             ECDSA.tryRecover(_withdrawalDigest(consentId, deadline), signature);
         if (subjectKey == address(0) || error != ECDSA.RecoverError.NoError || recovered != subjectKey) {

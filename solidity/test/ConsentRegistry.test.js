@@ -611,6 +611,26 @@ describe("ConsentRegistry", function () {
       expect(await ctx.consents.hasConsent(ORG.HOSPITAL, PATIENT, Scenario.RESEARCH)).to.equal(false);
     });
 
+    it("takes the registered key once a steward registered one: a removed or rotated key cannot withdraw", async function () {
+      const ctx = await loadFixture(consentedFixture);
+      const steward = ctx.consents.connect(ctx.hospitalSteward);
+      const lost = await signWithdrawal(ctx.patient, ctx.consents, ctx.consentId, far(ctx));
+      // the patient lost the key the consent was recorded with: the hospital removes it
+      await steward.registerSubjectKey(ORG.HOSPITAL, PATIENT, ethers.ZeroAddress);
+      await expect(ctx.consents.connect(ctx.relayer).withdrawConsentBySubject(ctx.consentId, far(ctx), lost))
+        .to.be.revertedWithCustomError(ctx.consents, "ConsentRegistryInvalidSubjectSignature")
+        .withArgs(ctx.consentId);
+      // and registers the patient's new key, which withdraws it; the lost one still cannot
+      await steward.registerSubjectKey(ORG.HOSPITAL, PATIENT, ctx.stranger.address);
+      await expect(ctx.consents.connect(ctx.relayer).withdrawConsentBySubject(ctx.consentId, far(ctx), lost))
+        .to.be.revertedWithCustomError(ctx.consents, "ConsentRegistryInvalidSubjectSignature")
+        .withArgs(ctx.consentId);
+      const renewed = await signWithdrawal(ctx.stranger, ctx.consents, ctx.consentId, far(ctx));
+      await expect(ctx.consents.connect(ctx.relayer).withdrawConsentBySubject(ctx.consentId, far(ctx), renewed))
+        .to.emit(ctx.consents, "ConsentWithdrawn")
+        .withArgs(ctx.consentId, ORG.HOSPITAL, PATIENT, ctx.stranger.address, true);
+    });
+
     it("accepts a signature up to and including its deadline", async function () {
       const ctx = await loadFixture(consentedFixture);
       const deadline = (await time.latest()) + 100;

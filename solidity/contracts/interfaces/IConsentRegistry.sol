@@ -171,7 +171,9 @@ interface IConsentRegistry {
     function withdrawConsent(bytes32 consentId) external;
 
     /// @notice Withdraws a granted consent on the patient's own EIP-712 `ConsentWithdrawal`
-    /// signature by its subject key; anyone may relay it.
+    /// signature by its subject key — once a steward has registered a key for the subject
+    /// (`registerSubjectKey`), by that one: a rotated or removed key cannot; a consent recorded
+    /// without a key is withdrawn by a steward. Anyone may relay it.
     function withdrawConsentBySubject(bytes32 consentId, uint64 deadline, bytes calldata signature) external;
 
     /// @notice Issues an authorization code (by its hash). Only a steward of `authorization.holder`;
