@@ -8,7 +8,8 @@ needs for the one patient a patient token names, and nothing else.
                                    registered for the patient, and what codes may be issued for
     GET  /api/report               the transparency report (the audit service, with the
                                    patient's own token)
-    GET  /api/consents             the patient's consents as the hospital's gateway has them now
+    GET  /api/consents             the patient's consents as the hospital's gateway has them now,
+                                   each with the key whose signature may withdraw it (withdraw_key)
     POST /api/consents/typed-data  the EIP-712 ConsentGrant of the consent the patient chose, as
                                    a wallet signs it (eth_signTypedData_v4 JSON)
     POST /api/consents             the patient's signed ConsentGrant, relayed
@@ -56,7 +57,7 @@ from dul.body_limit import BodyLimit
 from dul.chain.rpc import NodeUnavailableError, RpcClient
 from dul.chain.rpc_auth import rpc_token
 from dul.consent_terms import ConsentTerms
-from dul.contracts.bindings import function
+from dul.contracts.bindings import event, function
 from dul.contracts.typed_data import ConsentGrant, consent_domain
 from dul.domain import Scenario, Tier, slug_id
 from dul.errors import ConfigError, DulError
@@ -88,6 +89,8 @@ addresses, or counted against a patient's."""
 _SUBJECT_KEY_OF = function("ConsentRegistry", "subjectKeyOf")
 _AUTHORIZATION = function("ConsentRegistry", "authorization")
 _NEXT_CONSENT_ID = function("ConsentRegistry", "nextConsentId")
+_KEY_REGISTERED = event("ConsentRegistry", "SubjectKeyRegistered")
+ZERO_ADDRESS = "0x" + "00" * 20
 YEAR_S = 365 * 86_400
 
 # Same origin only, no inline script or style: the page's own files and its own API. Set on every
@@ -365,7 +368,15 @@ def create_app(settings: PatientPageSettings | None = None) -> FastAPI:
     async def consents(state: State, patient: PatientDep) -> Response:
         """The patient's consents as the hospital's gateway has them now."""
         answer = await _gateway(state, "GET", f"/v1/consents/{patient.subject}")
-        return _passed_on(answer)
+        if answer.status_code != 200:
+            return _passed_on(answer)
+        view = answer.json()
+        _, registry = await _domain(state)
+        keys = await run_in_threadpool(_withdraw_keys, state, registry, patient,
+                                       list(view.get("consents") or []))  # fmt: skip
+        for consent, key in zip(view.get("consents") or [], keys, strict=True):
+            consent["withdraw_key"] = key
+        return JSONResponse(view, headers={"Cache-Control": "no-store"})
 
     @app.post("/api/consents/typed-data", tags=["patient"])
     async def consent_typed_data(
@@ -652,6 +663,52 @@ def _subject_key(state: PageState, registry: str, patient: Patient) -> str | Non
     if len(result) < 32 or not any(result[12:32]):
         return None
     return "0x" + result[12:32].hex()
+
+
+def _key_ever_registered(state: PageState, registry: str, patient: Patient) -> bool:
+    """Whether a steward ever registered a key (or removed one) for the patient: the chain's
+    `SubjectKeyRegistered` logs of this holder and subject."""
+    rpc = RpcClient(
+        state.settings.resolved_rpc_url(), timeout=state.settings.request_timeout,
+        token=rpc_token(),
+    )  # fmt: skip
+    topics = [_KEY_REGISTERED.topic_hex, patient.holder_id.lower(), patient.subject.lower()]
+    try:
+        logs = rpc.find_logs({"address": registry, "topics": topics},
+                             newest_first=True, first_match=True)  # fmt: skip
+    except DulError as exc:
+        raise PageError(f"the chain: {exc.message}", code="chain_unavailable",
+                        status=503) from None  # fmt: skip
+    finally:
+        rpc.close()
+    return bool(logs)
+
+
+def _withdraw_keys(
+    state: PageState, registry: str, patient: Patient, consents: list[dict[str, Any]]
+) -> list[str | None]:
+    """For each consent, the key whose signature `withdrawConsentBySubject` accepts, as the
+    chain decides it: none for a consent recorded without a key; the key a steward registered
+    for the subject once one ever was (none after a removal); else the consent's own key."""
+    recorded = [str(c.get("subject_key") or ZERO_ADDRESS).lower() for c in consents]
+    if all(k == ZERO_ADDRESS for k in recorded):
+        return [None] * len(consents)
+    current = _subject_key(state, registry, patient)
+    # `subjectKeyOf` is the registered key once one was registered, else the newest consent's
+    # key: the logs are read only when these two readings differ for some consent.
+    registered: bool | None = True if current is None else None
+    keys: list[str | None] = []
+    for key in recorded:
+        if key == ZERO_ADDRESS:
+            keys.append(None)
+            continue
+        if key == current:
+            keys.append(key)
+            continue
+        if registered is None:
+            registered = _key_ever_registered(state, registry, patient)
+        keys.append(current if registered else key)
+    return keys
 
 
 async def _offers(state: PageState) -> list[Offer]:

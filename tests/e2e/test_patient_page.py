@@ -32,7 +32,13 @@ from audit.indexer import Indexer
 from audit.settings import AuditSettings
 from audit.testing import index_with_cohorts, with_token_file
 from dul.chain.testing import ChainHandle, chain_haystack
-from dul.contracts.typed_data import AccessRequest, AgreementTerms, agreement_domain
+from dul.contracts.typed_data import (
+    AccessRequest,
+    AgreementTerms,
+    ConsentWithdrawal,
+    agreement_domain,
+    consent_domain,
+)
 from dul.contracts.world import OMOP_FIELDS, World, derived_signer
 from dul.domain import (
     BreakGlassReason,
@@ -585,6 +591,57 @@ def test_the_api_answers_only_the_tokens_own_subject(hospital: Hospital, world: 
         forged_grant = client.post("/api/consents", headers=bearer, json=granted)
         assert forged_grant.status_code == 422, forged_grant.text
         assert forged_grant.json()["code"] == "ConsentRegistryInvalidSubjectSignature"
+
+
+def test_after_a_key_rotation_the_page_offers_the_withdrawal_to_the_new_key(
+    hospital: Hospital, world: World
+) -> None:
+    """The page names the key the chain checks (`withdraw_key`): a consent's own key while the
+    hospital never registered one (two consents with two keys: each its own), none once the
+    hospital removed the key, the newly registered key after a rotation, which withdraws it."""
+    subject = os.urandom(32)
+    lost, renewed = LocalSigner(os.urandom(32)), LocalSigner(os.urandom(32))
+    first = world.record_consents([subject], [Scenario.RESEARCH], subject_key=lost.address)[0]
+    second = world.record_consents([subject], [Scenario.TEACHING], subject_key=renewed.address)[0]
+    registry = world.ledger.deployment.address("ConsentRegistry")
+    token = patient_token(world.steward, subject, world.hospital, world.ledger.chain_id,
+                          world.ledger.deployment.address("Membership"))  # fmt: skip
+    bearer = {"Authorization": f"Bearer {token}"}
+
+    def register(key: str) -> None:
+        world.ledger.transact(world.steward, "ConsentRegistry", "registerSubjectKey",
+                              world.hospital, subject, key)  # fmt: skip
+
+    with httpx.Client(base_url=hospital.url, timeout=30) as client:
+
+        def offered() -> dict[str, Any]:
+            answer = client.get("/api/consents", headers=bearer)
+            assert answer.status_code == 200, answer.text
+            return {c["consent_id"]: c["withdraw_key"] for c in answer.json()["consents"]}
+
+        assert offered() == {hexed(first): lost.address.lower(),
+                             hexed(second): renewed.address.lower()}  # fmt: skip
+        register("0x" + "00" * 20)  # the patient lost their key: the hospital removes it
+        assert offered() == {hexed(first): None, hexed(second): None}
+        register(renewed.address)  # and registers the new one
+        assert offered() == {hexed(first): renewed.address.lower(),
+                             hexed(second): renewed.address.lower()}  # fmt: skip
+
+        deadline = int(time.time()) + 600
+        domain = consent_domain(world.ledger.chain_id, registry)
+
+        def signed(signer: LocalSigner) -> dict[str, Any]:
+            digest = ConsentWithdrawal(first, deadline).digest(domain)
+            return {"deadline": deadline, "signature": hexed(signer.sign_digest(digest))}
+
+        path = f"/api/consents/{hexed(first)}/withdraw"
+        refused = client.post(path, headers=bearer, json=signed(lost))
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["code"] == "ConsentRegistryInvalidSubjectSignature"
+        withdrawn = client.post(path, headers=bearer, json=signed(renewed))
+        assert withdrawn.status_code == 200, withdrawn.text
+    assert not world.ledger.call("ConsentRegistry", "hasConsent", world.hospital, subject,
+                                 Scenario.RESEARCH)  # fmt: skip
 
 
 def test_codes_are_rate_limited_per_patient_token(hospital: Hospital, world: World) -> None:

@@ -328,7 +328,7 @@ function emergencyRows(glass) {
 // --- consents --------------------------------------------------------------------------------
 
 const CONSENT_FIELDS = new Set(["consent_id", "holder", "holder_org", "subject", "scenarios", "duo_codes", "status",
-  "withdrawal_pending", "valid_from", "valid_until", "subject_key", "in_force", "history", "granted_by"]);
+  "withdrawal_pending", "valid_from", "valid_until", "subject_key", "withdraw_key", "in_force", "history", "granted_by"]);
 
 function renderConsents(answer, report) {
   const histories = new Map((report ? report.consents : []).map((c) => [c.consent_id.toLowerCase(), c.history]));
@@ -340,9 +340,13 @@ function renderConsents(answer, report) {
     const active = c.status === "GRANTED" && !c.withdrawal_pending;
     const history = histories.get(c.consent_id.toLowerCase()) || [];
     const actions = h("div", {});
-    if (active) {
+    // offered only when the chain would take a signature: by the key the page's server names
+    // (the one the hospital registered for you, else the consent's own)
+    if (active && c.withdraw_key) {
       actions.append(h("button", { type: "button", class: "secondary withdraw", "aria-label": `Withdraw consent to ${c.scenarios.map((s) => PURPOSES[s] || s).join(", ")}`,
         onclick: () => confirmWithdrawal(c, actions) }, "Withdraw this consent"));
+    } else if (active) {
+      actions.append(h("p", { class: "hint" }, `No key of yours can withdraw this consent: ask ${session.holder} to withdraw it.`));
     }
     return h("li", { class: "item consent", "data-consent": c.consent_id },
       h("strong", {}, `Use of your records for ${c.scenarios.map((s) => PURPOSES[s] || s).join(", ") || "no purpose"}`),
@@ -373,8 +377,9 @@ function confirmWithdrawal(consent, actions) {
 }
 
 async function withdraw(consent, actions) {
-  if (consent.subject_key && consent.subject_key.toLowerCase() !== wallet.address.toLowerCase()) {
-    say(`This consent was recorded with another key (${short(consent.subject_key)}); yours cannot withdraw it. Ask your hospital.`);
+  const key = consent.withdraw_key;
+  if (!key || key.toLowerCase() !== wallet.address.toLowerCase()) {
+    say(`Only the key ${short(key)} can withdraw this consent, not yours. Ask your hospital.`);
     return;
   }
   for (const button of actions.querySelectorAll("button")) button.disabled = true;
