@@ -21,8 +21,9 @@ needs for the one patient a patient token names, and nothing else.
 
 Every `/api` path needs `Authorization: Bearer dulpt_…`, a patient token signed by an active
 steward of this page's hospital (checked on chain as the audit service does). Failed sign-ins
-per client and codes per patient token and per client are rate-limited: 429 `rate_limited`
-with Retry-After (`ledger_gateway.patient_page.limits`). The subject is the
+per client, codes per patient token and per client, and the other signed changes relayed
+(consents given or withdrawn, codes cancelled) per patient token are rate-limited: 429
+`rate_limited` with Retry-After (`ledger_gateway.patient_page.limits`). The subject is the
 token's: no path takes another. The page's server talks to the hospital's gateway with a
 STEWARD token of its own; that token lets it relay signed transactions and read consents, and
 signs nothing: every change a patient makes is signed in the browser with their own key and
@@ -243,6 +244,8 @@ def create_app(settings: PatientPageSettings | None = None) -> FastAPI:
         codes_per_token=settings.codes_per_token,
         codes_per_client=settings.codes_per_client,
         codes_window_s=settings.codes_window_s,
+        writes_per_token=settings.writes_per_token,
+        writes_window_s=settings.writes_window_s,
     )
 
     @contextlib.asynccontextmanager
@@ -386,6 +389,7 @@ def create_app(settings: PatientPageSettings | None = None) -> FastAPI:
         the standard JSON a wallet signs (MetaMask `eth_signTypedData_v4` as served; ethers v6
         `signTypedData` without the `EIP712Domain` entry of `types`). Its consent id is the
         patient's next on chain, so the signature grants one consent once."""
+        limits.check_write(patient.subject)
         chain_id, registry = await _domain(state)
         key = await run_in_threadpool(_subject_key, state, registry, patient)
         if key is None:
@@ -411,7 +415,9 @@ def create_app(settings: PatientPageSettings | None = None) -> FastAPI:
     async def grant_consent(
         body: ConsentGrantPageIn, state: State, patient: PatientDep
     ) -> Response:
-        """Relay the patient's signed EIP-712 `ConsentGrant`; in force for the next decision."""
+        """Relay the patient's signed EIP-712 `ConsentGrant`; in force for the next decision. At
+        most `writes_per_token` signed changes per patient token in `writes_window_s`."""
+        limits.take_write(patient.subject)
         now = int(time.time())
         if not now < body.valid_until <= now + MAX_CONSENT_YEARS * YEAR_S + GRANT_SIGNATURE_S:
             raise PageError(
@@ -437,7 +443,9 @@ def create_app(settings: PatientPageSettings | None = None) -> FastAPI:
     async def withdraw(
         consent_id: str, body: WithdrawIn, state: State, patient: PatientDep
     ) -> Response:
-        """Relay the patient's EIP-712 ConsentWithdrawal; in force for the next decision."""
+        """Relay the patient's EIP-712 ConsentWithdrawal; in force for the next decision (a
+        signed change: `writes_per_token`)."""
+        limits.take_write(patient.subject)
         if re.fullmatch(HEX32, consent_id) is None:
             raise PageError(f"{consent_id[:80]!r} is not a consent id (0x + 64 hex digits)",
                             code="validation_error", status=422)  # fmt: skip
@@ -495,7 +503,9 @@ def create_app(settings: PatientPageSettings | None = None) -> FastAPI:
     async def revoke_code(
         code_hash: str, body: WithdrawIn, state: State, patient: PatientDep
     ) -> Response:
-        """Relay the patient's EIP-712 AuthorizationRevocation of one of their unused codes."""
+        """Relay the patient's EIP-712 AuthorizationRevocation of one of their unused codes (a
+        signed change: `writes_per_token`)."""
+        limits.take_write(patient.subject)
         if re.fullmatch(HEX32, code_hash) is None:
             raise PageError(f"{code_hash[:80]!r} is not a code hash (0x + 64 hex digits)",
                             code="validation_error", status=422)  # fmt: skip

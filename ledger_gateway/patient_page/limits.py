@@ -1,5 +1,5 @@
-"""Rate limits of the patient page: failed sign-ins per client, and one-time codes per patient
-token and per client.
+"""Rate limits of the patient page: failed sign-ins per client, one-time codes per patient
+token and per client, and the other signed changes relayed per patient token.
 
 - **sign-in** — every request to `/api/…` authenticates with a patient token; one that fails
   (missing, malformed, expired, not signed by an active steward: an on-chain check) counts
@@ -12,6 +12,12 @@ token and per client.
   client: past `codes_per_token` (`codes_per_client`) in
   `codes_window_s`, 429 until the window frees one. A signed code the chain refuses still
   counts: the limit is on what a browser asks, before anything is relayed.
+- **signed changes** — `POST /api/consents` (a grant), `POST /api/consents/{id}/withdraw` and
+  `POST /api/codes/{hash}/revoke`, each a simulation and a transaction the hospital's gateway
+  relays, count against the patient token's subject: past `writes_per_token` in
+  `writes_window_s`, 429 until the window frees one (a patient cannot spend their consent slots,
+  or the hospital's gas, by granting and withdrawing in a loop). Every ask counts, as for codes;
+  `POST /api/consents/typed-data` counts nothing but is 429 too while no change may be relayed.
 
 Sliding windows of hit times, in this process's memory: a page restart forgets them, and
 several page processes each keep their own (the limits are per process). A window keeps at most
@@ -33,6 +39,7 @@ from collections.abc import Callable
 from dul.errors import DulError
 
 MAX_KEYS = 50_000
+WRITES = "consents given or withdrawn and codes cancelled for you"
 
 
 class RateLimitedError(DulError):
@@ -119,7 +126,7 @@ def _span(seconds: float) -> str:
 
 
 class PageLimits:
-    """The patient page's three windows."""
+    """The patient page's four windows."""
 
     def __init__(
         self,
@@ -129,11 +136,14 @@ class PageLimits:
         codes_per_token: int,
         codes_per_client: int,
         codes_window_s: float,
+        writes_per_token: int = 20,
+        writes_window_s: float = 3600.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.signin = Window(signin_failures, signin_window_s, clock=clock)
         self.codes_by_token = Window(codes_per_token, codes_window_s, clock=clock)
         self.codes_by_client = Window(codes_per_client, codes_window_s, clock=clock)
+        self.writes_by_token = Window(writes_per_token, writes_window_s, clock=clock)
         self._good: dict[bytes, float] = {}
         """sha256 of a token that signed in -> its expiry (unix seconds)."""
 
@@ -174,3 +184,19 @@ class PageLimits:
             )
         self.codes_by_token.take(subject, "codes for you")
         self.codes_by_client.hit(client)
+
+    def take_write(self, subject: str) -> None:
+        """Count one relayed change (a consent given or withdrawn, a code cancelled) for the
+        patient, or 429 (counting nothing)."""
+        self.writes_by_token.take(subject, WRITES)
+
+    def check_write(self, subject: str) -> None:
+        """429 when the patient may not make another signed change now (counting nothing): a
+        consent to sign is not served when it could not be relayed."""
+        wait = self.writes_by_token.retry_after(subject)
+        if wait is not None:
+            raise RateLimitedError(
+                f"too many {WRITES}: at most {self.writes_by_token.limit} in "
+                f"{_span(self.writes_by_token.seconds)}; try again in {_span(wait)}",
+                wait,
+            )

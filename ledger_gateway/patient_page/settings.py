@@ -68,6 +68,12 @@ class PatientPageSettings(BaseSettings):
         30, ge=1, le=100_000, description="codes one client address may ask for per window"
     )
     codes_window_s: float = Field(3600.0, ge=1, le=86_400)
+    writes_per_token: int = Field(
+        20, ge=1, le=10_000,
+        description="consents given or withdrawn and codes cancelled (each relayed to the chain) "
+        "one patient token may ask for per window",
+    )  # fmt: skip
+    writes_window_s: float = Field(3600.0, ge=1, le=86_400)
 
     def resolved_rpc_url(self, home: Home | None = None) -> str:
         if self.rpc_url:

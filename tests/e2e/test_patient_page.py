@@ -672,6 +672,50 @@ def test_codes_are_rate_limited_per_patient_token(hospital: Hospital, world: Wor
         assert theirs.status_code == 422, theirs.text
 
 
+def test_signed_changes_are_rate_limited_per_patient_token(
+    hospital: Hospital, world: World
+) -> None:
+    """Consents given or withdrawn and codes cancelled share one window per patient token:
+    every ask counts (even one the chain refuses), past it 429 with Retry-After, and no consent
+    is served to sign either."""
+    assert hospital.settings is not None
+    strict = hospital.settings.model_copy(update={"writes_per_token": 3, "writes_window_s": 600})
+    bearer = {"Authorization": f"Bearer {hospital.token}"}
+    forged = {"deadline": int(time.time()) + 600, "signature": "0x" + "11" * 65}
+    consent = hexed(os.urandom(32))  # the chain's verdict does not matter: every ask counts
+    with serve_patient_page(strict) as url, httpx.Client(base_url=url, timeout=30) as client:
+        for path in (f"/api/consents/{consent}/withdraw",
+                     f"/api/codes/{hexed(os.urandom(32))}/revoke"):  # fmt: skip
+            assert client.post(path, headers=bearer, json=forged).status_code in (404, 422)
+        typed = client.post("/api/consents/typed-data", headers=bearer,
+                            json={"scenarios": ["TEACHING"], "years": 1})  # fmt: skip
+        assert typed.status_code == 200, typed.text  # served, not counted
+        message = typed.json()["message"]
+        grant = {"consent_id": message["consentId"], "scenarios": ["TEACHING"],
+                 "valid_until": int(message["validUntil"]), "subject_key": message["subjectKey"],
+                 "deadline": int(message["deadline"]), **forged}  # fmt: skip
+        assert client.post("/api/consents", headers=bearer, json=grant).status_code == 422
+        for method, path, body in (
+            ("POST", f"/api/consents/{consent}/withdraw", forged),
+            ("POST", "/api/consents", grant),
+            ("POST", f"/api/codes/{hexed(os.urandom(32))}/revoke", forged),
+            ("POST", "/api/consents/typed-data", {"scenarios": ["TEACHING"], "years": 1}),
+        ):
+            refused = client.request(method, path, headers=bearer, json=body)
+            assert_problem(refused, 429, "rate_limited")
+            assert ("too many consents given or withdrawn and codes cancelled for you: "
+                    "at most 3 in 10 minutes") in refused.json()["detail"]  # fmt: skip
+            assert 1 <= int(refused.headers["Retry-After"]) <= 600
+        # the patient still reads their consents; another patient's token is not limited
+        assert client.get("/api/consents", headers=bearer).status_code == 200
+        other = patient_token(world.steward, os.urandom(32), world.hospital,
+                              world.ledger.chain_id,
+                              world.ledger.deployment.address("Membership"))  # fmt: skip
+        theirs = client.post(f"/api/consents/{consent}/withdraw",
+                             headers={"Authorization": f"Bearer {other}"}, json=forged)  # fmt: skip
+        assert theirs.status_code in (404, 422), theirs.text
+
+
 def test_the_page_serves_its_own_files_and_the_consoles_proof_module(hospital: Hospital) -> None:
     with httpx.Client(base_url=hospital.url, timeout=30) as client:
         index = client.get("/")

@@ -57,6 +57,25 @@ def test_codes_are_limited_per_token_and_per_client() -> None:
     limits.take_code("patient-1", "10.0.0.1")
 
 
+def test_signed_changes_are_limited_per_token_and_checked_without_counting() -> None:
+    clock = Clock()
+    limits = PageLimits(signin_failures=5, signin_window_s=60, codes_per_token=1,
+                        codes_per_client=1, codes_window_s=60, writes_per_token=2,
+                        writes_window_s=3600, clock=clock)  # fmt: skip
+    limits.check_write("patient-1")  # a consent to sign: nothing counted
+    limits.take_write("patient-1")
+    limits.check_write("patient-1")
+    limits.take_write("patient-1")
+    for refused in (limits.take_write, limits.check_write):
+        with pytest.raises(RateLimitedError, match="at most 2 in 1 hour") as exc:
+            refused("patient-1")
+        assert (exc.value.code, exc.value.retry_after) == ("rate_limited", 3600)
+    limits.take_write("patient-2")  # another patient is not limited
+    limits.take_code("patient-1", "10.0.0.1")  # nor are the patient's codes
+    clock.now += 3600
+    limits.take_write("patient-1")
+
+
 def test_failed_sign_ins_block_the_address_but_not_a_token_that_signed_in() -> None:
     limits = PageLimits(signin_failures=2, signin_window_s=60, codes_per_token=1,
                         codes_per_client=1, codes_window_s=60)  # fmt: skip
@@ -99,6 +118,12 @@ def test_the_page_answers_429_after_too_many_failed_sign_ins(tmp_path: Path) -> 
 
 
 def test_the_limits_are_bounded_settings(tmp_path: Path) -> None:
-    for bad in ({"signin_failures": 0}, {"codes_per_token": 10_001}, {"codes_window_s": 0.5}):
+    for bad in (
+        {"signin_failures": 0},
+        {"codes_per_token": 10_001},
+        {"codes_window_s": 0.5},
+        {"writes_per_token": 0},
+        {"writes_window_s": 86_401},
+    ):
         with pytest.raises(ValidationError, match=next(iter(bad))):
             PatientPageSettings(home=tmp_path, **bad)
