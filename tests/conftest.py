@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
+import sqlalchemy as sa
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_hash.auto import keccak
@@ -32,6 +34,94 @@ from ledger_gateway.client import GatewayClient
 from ledger_gateway.settings import GatewaySettings
 from ledger_gateway.testing import GatewayHandle, serve
 from ledger_gateway.tokens import TokenRole, TokenStore
+
+# --- parallel runs (pytest-xdist) ---
+# scripts/test runs the suite on several workers (`-n`; pyproject's addopts pick
+# `--dist loadgroup`). Each worker is a pytest session of its own, so the session fixtures below
+# (`rpc_token`, `chain`, `world`, `gateway`), tmp_path and the free ports they draw are the
+# worker's own. What the workers would otherwise share is made theirs here:
+# - PostgreSQL: DUL_TEST_DATABASE_URL points at a database of the worker's own,
+#   `<database>_<worker>_<run>`, made at the start and dropped (with FORCE) at the end. Where the
+#   role may not create databases the workers share the named one (tests make their schemas
+#   and databases under random names there anyway); .ci/run grants CREATEDB.
+# - Work is handed out in groups (`xdist_group`): a test that uses a module-scoped fixture goes
+#   with the rest of its module, so the fixture is set up on one worker only; the tests on a
+#   second node kind (Hardhat's) all go to one worker, so one run starts one such node; each
+#   demo (tests/e2e/test_demo.py, one per node kind) is a group. Other tests go one by one.
+# - Groups that take minutes are handed out first (SLOW_FIRST), so no worker starts one last.
+
+#: Test files (or groups) that take minutes on one worker, slowest first (measured in a
+#: parallel run on 2 cores: see README "Tests").
+SLOW_FIRST: tuple[str, ...] = ()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    base = os.environ.get("DUL_TEST_DATABASE_URL")
+    if not worker or not base or not hasattr(config, "workerinput"):
+        return
+    url = sa.make_url(base)
+    name = f"{url.database}_{worker}_{config.workerinput['testrunuid'][:8]}"
+    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    except sa.exc.ProgrammingError:  # no CREATEDB: the shared database (see above)
+        return
+    finally:
+        admin.dispose()
+    config.stash[_WORKER_DATABASE] = (base, name)
+    os.environ["DUL_TEST_DATABASE_URL"] = url.set(database=name).render_as_string(False)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    made = config.stash.get(_WORKER_DATABASE, None)
+    if made is None:
+        return
+    base, name = made
+    os.environ["DUL_TEST_DATABASE_URL"] = base
+    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()
+
+
+_WORKER_DATABASE = pytest.StashKey[tuple[str, str]]()
+
+
+def _xdist_group(item: pytest.Item) -> str | None:
+    module = item.nodeid.split("::", 1)[0]
+    callspec = getattr(item, "callspec", None)
+    params = callspec.params if callspec is not None else {}
+    if params.get("demo", NODES[0]) != NODES[0]:
+        return f"{module}[{params['demo']}]"
+    if params.get("node_kind", NODES[0]) != NODES[0]:
+        return f"chain[{params['node_kind']}]"
+    info = getattr(item, "_fixtureinfo", None)
+    definitions = info.name2fixturedefs.values() if info is not None else ()
+    if any(defs and defs[-1].scope in ("module", "class", "package") for defs in definitions):
+        return module
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not hasattr(config, "workerinput"):
+        return  # a serial run keeps the collection order
+    groups: dict[str, str] = {}
+    for item in items:
+        group = _xdist_group(item)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
+        groups[item.nodeid] = group or item.nodeid.split("::", 1)[0]
+    rank = {name: i for i, name in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda item: rank.get(groups[item.nodeid], len(rank)))
+
+
+# --- end parallel runs ---
+
 
 # --- chain fixtures ---
 # `chain` (session scope): one embedded chain — real anvil behind the real permissioned proxy,

@@ -50,13 +50,24 @@ from dul.subjects import load_subject_key, normalize_code, subject_ref
 DUL = Path(sys.executable).parent / "dul"
 
 
+def _low_ports() -> range:
+    """The ports below Linux's ephemeral range (32768-60999) this test process draws from:
+    20000-32000, split evenly among pytest-xdist's workers, so two workers' demos never draw
+    the same port."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+    share = 12_000 // workers
+    return range(20_000 + worker * share, 20_000 + (worker + 1) * share)
+
+
 def _free_run(count: int, avoid: tuple[int, ...] = ()) -> int:
     """A port p with p … p+count-1 all free and none of `avoid` (the demo's gateways take
-    consecutive ports). Drawn below Linux's ephemeral range (32768-60999), where no outbound
-    connection's source port and no other test's `free_port()` can take one of them between
-    this check and the services' bind."""
+    consecutive ports). Drawn from `_low_ports()`, where no outbound connection's source port
+    and no other test's `free_port()` can take one of them between this check and the
+    services' bind."""
+    ports = _low_ports()
     for _ in range(200):
-        base = random.randrange(20_000, 32_000)
+        base = random.randrange(ports.start, ports.stop - count)
         if any(base <= port < base + count for port in avoid):
             continue
         try:
