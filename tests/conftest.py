@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
+from _pytest.nodeid import NodeId  # the node id's type (see pytest_collection_modifyitems)
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_hash.auto import keccak
@@ -41,9 +43,10 @@ from ledger_gateway.tokens import TokenRole, TokenStore
 # (`rpc_token`, `chain`, `world`, `gateway`), tmp_path and the free ports they draw are the
 # worker's own. What the workers would otherwise share is made theirs here:
 # - PostgreSQL: DUL_TEST_DATABASE_URL points at a database of the worker's own,
-#   `<database>_<worker>_<run>`, made at the start and dropped (with FORCE) at the end. Where the
-#   role may not create databases the workers share the named one (tests make their schemas
-#   and databases under random names there anyway); .ci/run grants CREATEDB.
+#   `<database>_<worker>_<run>`, made by the controller before the workers start and dropped
+#   (with FORCE) by it at the end, whatever became of the workers. Where the role may not
+#   create databases the workers share the named one (tests make their schemas and databases
+#   under random names there anyway); .ci/run grants CREATEDB.
 # - Work is handed out in groups (`xdist_group`): a test that uses a module-scoped fixture goes
 #   with the rest of its module, so the fixture is set up on one worker only; the tests on a
 #   second node kind (Hardhat's) all go to one worker, so one run starts one such node; each
@@ -56,49 +59,68 @@ SLOW_FIRST: tuple[str, ...] = ()
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    """The controller of a parallel run makes one database per worker; a worker points
+    DUL_TEST_DATABASE_URL at its own (named after its id and the run's, in WORKER_DATABASES)."""
     base = os.environ.get("DUL_TEST_DATABASE_URL")
-    if not worker or not base or not hasattr(config, "workerinput"):
+    if not base:
         return
-    url = sa.make_url(base)
-    name = f"{url.database}_{worker}_{config.workerinput['testrunuid'][:8]}"
-    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if hasattr(config, "workerinput"):
+        run = os.environ.get(WORKER_DATABASES)
+        if worker and run:
+            url = sa.make_url(base)
+            name = _worker_database(url, worker, run)
+            os.environ["DUL_TEST_DATABASE_URL"] = url.set(database=name).render_as_string(False)
+        return
+    workers = config.getoption("numprocesses", None)
+    if not isinstance(workers, int) or workers < 1:
+        return
+    run = uuid.uuid4().hex[:8]
+    names = [_worker_database(sa.make_url(base), f"gw{i}", run) for i in range(workers)]
     try:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    except sa.exc.ProgrammingError:  # no CREATEDB: the shared database (see above)
+        _each_database(base, "CREATE DATABASE", names)
+    except (sa.exc.ProgrammingError, sa.exc.OperationalError):  # no CREATEDB (see above)
         return
-    finally:
-        admin.dispose()
-    config.stash[_WORKER_DATABASE] = (base, name)
-    os.environ["DUL_TEST_DATABASE_URL"] = url.set(database=name).render_as_string(False)
+    config.stash[_WORKER_DATABASE_NAMES] = names
+    os.environ[WORKER_DATABASES] = run  # read by the workers, which start after this
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    made = config.stash.get(_WORKER_DATABASE, None)
-    if made is None:
-        return
-    base, name = made
-    os.environ["DUL_TEST_DATABASE_URL"] = base
+    names = config.stash.get(_WORKER_DATABASE_NAMES, None)
+    base = os.environ.get("DUL_TEST_DATABASE_URL")
+    if names and base:
+        os.environ.pop(WORKER_DATABASES, None)
+        _each_database(base, "DROP DATABASE IF EXISTS", names, " WITH (FORCE)")
+
+
+WORKER_DATABASES = "DUL_TEST_WORKER_DATABASES"
+_WORKER_DATABASE_NAMES = pytest.StashKey[list[str]]()
+
+
+def _worker_database(url: sa.URL, worker: str, run: str) -> str:
+    return f"{url.database}_{worker}_{run}"
+
+
+def _each_database(base: str, statement: str, names: list[str], suffix: str = "") -> None:
     admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            for name in names:
+                conn.execute(sa.text(f'{statement} "{name}"{suffix}'))
     finally:
         admin.dispose()
 
 
-_WORKER_DATABASE = pytest.StashKey[tuple[str, str]]()
-
-
 def _xdist_group(item: pytest.Item) -> str | None:
+    """The group `item` must run in (None: any worker, alone). No "@" nor "]" in a name: xdist
+    finds the group after the node id's last "@", and only past its last "]"."""
     module = item.nodeid.split("::", 1)[0]
     callspec = getattr(item, "callspec", None)
     params = callspec.params if callspec is not None else {}
     if params.get("demo", NODES[0]) != NODES[0]:
-        return f"{module}[{params['demo']}]"
+        return f"{module}:{params['demo']}"
     if params.get("node_kind", NODES[0]) != NODES[0]:
-        return f"chain[{params['node_kind']}]"
+        return f"chain:{params['node_kind']}"
     info = getattr(item, "_fixtureinfo", None)
     definitions = info.name2fixturedefs.values() if info is not None else ()
     if any(defs and defs[-1].scope in ("module", "class", "package") for defs in definitions):
@@ -109,15 +131,19 @@ def _xdist_group(item: pytest.Item) -> str | None:
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if not hasattr(config, "workerinput"):
-        return  # a serial run keeps the collection order
-    groups: dict[str, str] = {}
+        return  # a serial run keeps the collection order and the node ids
+    rank = {name: i for i, name in enumerate(SLOW_FIRST)}
+    order: dict[int, int] = {}
     for item in items:
         group = _xdist_group(item)
+        order[id(item)] = rank.get(group or item.nodeid.split("::", 1)[0], len(rank))
         if group is not None:
             item.add_marker(pytest.mark.xdist_group(group))
-        groups[item.nodeid] = group or item.nodeid.split("::", 1)[0]
-    rank = {name: i for i, name in enumerate(SLOW_FIRST)}
-    items.sort(key=lambda item: rank.get(groups[item.nodeid], len(rank)))
+            # xdist 3.8 appends "@group" to the node id through `_nodeid`, which pytest 9 no
+            # longer reads (its scheduler then ignores every group): append it to `_id`.
+            if "@" not in item.nodeid:
+                item._id = NodeId.parse(f"{item.nodeid}@{group}")
+    items.sort(key=lambda item: order[id(item)])
 
 
 # --- end parallel runs ---
