@@ -53,9 +53,18 @@ from ledger_gateway.tokens import TokenRole, TokenStore
 #   demo (tests/e2e/test_demo.py, one per node kind) is a group. Other tests go one by one.
 # - Groups that take minutes are handed out first (SLOW_FIRST), so no worker starts one last.
 
-#: Test files (or groups) that take minutes on one worker, slowest first (measured in a
-#: parallel run on 2 cores: see README "Tests").
-SLOW_FIRST: tuple[str, ...] = ()
+#: Groups (or test files) that take minutes on one worker, slowest first: a demo is two
+#: minutes of set-up, the walkthrough some 40 CLI processes, Hardhat's group 20 chain tests.
+SLOW_FIRST: tuple[str, ...] = (
+    "tests/e2e/test_demo.py:hardhat",
+    "tests/e2e/test_demo.py",
+    "tests/integration/test_walkthrough.py",
+    "chain:hardhat",
+    "tests/e2e/test_console.py",
+    "tests/e2e/test_patient_page.py",
+    "tests/integration/test_indexer.py",
+    "tests/unit/test_audit_extremes.py",
+)
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -586,7 +586,8 @@ def test_a_quarantined_event_turns_the_header_red_and_indexing_goes_on(
 def test_console_is_served_beside_the_api(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
     """The console's files, its same-origin policy and the vendored graph library; the API's
     own answers (unknown `/v1/...` paths included) are unchanged."""
-    with httpx.Client(base_url=stack.url) as client:
+    # 30 s, not httpx's 5: the first /openapi.json builds the schema, seconds on a busy machine
+    with httpx.Client(base_url=stack.url, timeout=30) as client:
         index = client.get("/")
         assert index.status_code == 200
         assert index.headers["content-type"].startswith("text/html")
