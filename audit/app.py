@@ -89,6 +89,7 @@ from audit.transparency import SubjectReport, subject_report
 from audit.verify import VerifyReport, verify_store
 from dul.body_limit import BodyLimit
 from dul.chain.rpc import NodeError, NodeUnavailableError, RpcClient
+from dul.endpoints import service_identity
 from dul.errors import DulError
 from dul.openapi_problems import document_problems
 
@@ -241,6 +242,7 @@ def create_app(settings: AuditSettings | None = None) -> FastAPI:
     """The audit service on the store of `settings` (default: `AuditSettings()` from env)."""
     settings = settings or AuditSettings()
     auth = Authenticator(settings)  # here, not in the lifespan: a misconfiguration fails at once
+    identity = service_identity("audit")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -314,13 +316,15 @@ def create_app(settings: AuditSettings | None = None) -> FastAPI:
 
     @app.get("/healthz", tags=["health"])
     def healthz(state: StateDep) -> dict[str, Any]:
-        """Liveness, with what the store says (a regulator's first question: how far?)."""
+        """Liveness, with what the store says (a regulator's first question: how far?), and
+        which process this is (`service`, `instance`: `dul up` checks it started it)."""
         try:
             with store_errors(), state.engine.connect() as conn:
                 row = conn.execute(text("SELECT block_number FROM checkpoint")).first()
         except AuditQueryError as exc:
-            return {"status": "ok", "store": "unavailable", "detail": exc.message}
-        return {"status": "ok", "store": "ok", "checkpoint": None if row is None else int(row[0])}
+            return {"status": "ok", **identity, "store": "unavailable", "detail": exc.message}
+        checkpoint = None if row is None else int(row[0])
+        return {"status": "ok", **identity, "store": "ok", "checkpoint": checkpoint}
 
     @app.get(
         "/readyz",

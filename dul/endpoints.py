@@ -3,6 +3,10 @@
 DUL_GATEWAY_URL   the gateway's base URL (else http://127.0.0.1:$DUL_GATEWAY_PORT, 8700)
 DUL_AUDIT_URL     the audit service's base URL (else http://127.0.0.1:$DUL_AUDIT_PORT, 8600)
 DUL_RPC_URL       the chain's RPC URL (see `dul.chain.node.rpc_url`)
+
+Who answers there: each local service names itself on `GET /healthz` (`service_identity`):
+its kind and the instance id `dul up` gave the process it started (DUL_SERVICE_INSTANCE), so
+`dul up` never takes another process listening on the port for the service.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from dul.errors import ConfigError
 
 GATEWAY_PORT = 8700
 AUDIT_PORT = 8600
+INSTANCE_ENV = "DUL_SERVICE_INSTANCE"
 
 
 def port(variable: str, default: int) -> int:
@@ -44,3 +49,10 @@ def gateway_url() -> str:
 
 def audit_url() -> str:
     return os.environ.get("DUL_AUDIT_URL") or f"http://127.0.0.1:{audit_port()}"
+
+
+def service_identity(service: str) -> dict[str, str | None]:
+    """What a service says about itself on /healthz: `service` (gateway, audit, patient-page)
+    and `instance`, the id `dul up` gave the process it started (None when started by hand).
+    Read once, when the app is made."""
+    return {"service": service, "instance": os.environ.get(INSTANCE_ENV) or None}

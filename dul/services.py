@@ -1,10 +1,16 @@
 """Detached service processes of the local stack (gateway, audit service) with pid files and
-logs under `DUL_HOME`: started by `dul up`, stopped by `dul down`."""
+logs under `DUL_HOME`: started by `dul up`, stopped by `dul down`.
+
+A service is ready when the process started here says so: each start gives the process an
+instance id (DUL_SERVICE_INSTANCE) that its `/healthz` repeats (`dul.endpoints.service_identity`).
+Any other answer on the port — another program, another stack's service, a stale one — is
+refused at once with an error naming it, instead of being taken for the service."""
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -16,6 +22,7 @@ import httpx
 import structlog
 
 from dul.chain.node import process_alive, read_pid, terminate
+from dul.endpoints import INSTANCE_ENV
 from dul.errors import ConfigError
 from dul.home import PRIVATE_UMASK, Home, open_private, write_private
 
@@ -59,13 +66,15 @@ def start(
     ready: Callable[[], bool] | None = None,
     timeout: float = 60.0,
 ) -> Service:
-    """Run `dul ARGS…` detached until it is ready — `url + ready_path` answers 200, or for a
-    service without HTTP, `ready()` holds — and return it; idempotent."""
+    """Run `dul ARGS…` detached until it is ready — its `/healthz` names this very process and
+    `url + ready_path` answers 200, or for a service without HTTP, `ready()` holds — and return
+    it; idempotent. Another process answering at `url` is a ConfigError at once."""
     existing = running(home, name)
     if existing is not None:
         return existing
     pid_path, info_path, log_path = _paths(home, name)
     home.ensure()
+    instance = secrets.token_hex(16)
     with open_private(log_path) as out:
         process = subprocess.Popen(
             [sys.executable, "-c", f"from {MARKER} import app; app()", *args],
@@ -74,7 +83,7 @@ def start(
             stderr=subprocess.STDOUT,
             start_new_session=True,
             close_fds=True,
-            env={**os.environ, "DUL_HOME": str(home.root), **env},
+            env={**os.environ, "DUL_HOME": str(home.root), **env, INSTANCE_ENV: instance},
             umask=PRIVATE_UMASK,
         )
     write_private(pid_path, f"{process.pid}\n")
@@ -83,7 +92,12 @@ def start(
     while time.monotonic() < deadline:
         if process.poll() is not None:
             break
-        if _ready(url, ready_path, ready):
+        try:
+            started = _ready(url, ready_path, ready, instance)
+        except ConfigError as exc:
+            terminate(process.pid, MARKER, 10)
+            raise ConfigError(f"{name} not started: {exc.message}", code=exc.code) from None
+        if started:
             log.info("service.started", name=name, url=url, pid=process.pid)
             return Service(name, url, process.pid)
         time.sleep(0.2)
@@ -95,13 +109,44 @@ def start(
     )
 
 
-def _ready(url: str | None, path: str, ready: Callable[[], bool] | None) -> bool:
+def _ready(url: str | None, path: str, ready: Callable[[], bool] | None, instance: str) -> bool:
+    """Whether the service is ready: False while nothing answers at `url` (or it is not ready
+    yet); a ConfigError when what answers is not the process started with `instance`."""
     if ready is not None:
         return ready()
+    try:
+        health = httpx.get(f"{url}/healthz", timeout=1)
+    except httpx.HTTPError:
+        return False
+    answered = _identity(health)
+    if answered.get("instance") != instance:
+        raise ConfigError(
+            f"{url} is answered by another process ({_describe(answered, health)}), not the "
+            "one just started: stop that process, or give this service another port",
+            code="service_port_taken",
+        )
+    if path == "/healthz":
+        return health.status_code == 200
     try:
         return httpx.get(f"{url}{path}", timeout=1).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def _identity(response: httpx.Response) -> dict[str, object]:
+    """The `service` / `instance` a /healthz answer names ({} when it is no such JSON)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _describe(answered: dict[str, object], response: httpx.Response) -> str:
+    service = answered.get("service")
+    if isinstance(service, str) and service:
+        return f"a dul {service[:40]!r} service of another start"
+    return f"not a dul service: /healthz answered HTTP {response.status_code}"
 
 
 def stop(home: Home, name: str) -> bool:

@@ -19,6 +19,7 @@ from dul.contracts.artifacts import load
 from dul.contracts.ledger import CONTRACT_NAMES, Deployment
 from dul.contracts.typed_data import access_log_domain
 from dul.domain import Role, slug_id
+from dul.endpoints import service_identity
 from dul.home import private_dir
 from dul.keys import KeyStore
 from ledger_gateway.api import access, agreements, break_glass, consents, datasets, health, problems
@@ -125,6 +126,11 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             ),
             metrics=metrics,
             readiness={"store": True, "contracts": False, "signer": False},
+            identity={
+                **service_identity("gateway"),
+                "org": settings.org,
+                "chain_id": deployment.chain_id,
+            },
         )
         app.state.context = context
         lease = SubmitterLease(outbox.engine)

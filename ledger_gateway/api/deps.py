@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -142,6 +142,8 @@ class GatewayContext:
     readiness: dict[str, bool] = field(default_factory=dict)
     submitter: Submitter | None = None
     """Read by /readyz (chain reachable) and /metrics; None in tests that build no submitter."""
+    identity: dict[str, Any] = field(default_factory=dict)
+    """What /healthz says this process is (`dul.endpoints.service_identity`, org, chain id)."""
 
 
 async def get_context(request: Request) -> GatewayContext:

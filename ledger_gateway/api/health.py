@@ -34,9 +34,10 @@ async def refresh_metrics(context: GatewayContext) -> int:
 
 
 @router.get("/healthz")
-async def healthz() -> dict[str, str]:
-    """The process is up."""
-    return {"status": "ok"}
+async def healthz(context: ContextDep) -> dict[str, Any]:
+    """The process is up, and which one: `service`, `instance` (`dul.endpoints`), its
+    organization and chain id (`dul up` checks it is the process it started)."""
+    return {"status": "ok", **context.identity}
 
 
 @router.get("/readyz")

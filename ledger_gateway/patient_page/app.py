@@ -61,6 +61,7 @@ from dul.consent_terms import ConsentTerms
 from dul.contracts.bindings import event, function
 from dul.contracts.typed_data import ConsentGrant, consent_domain
 from dul.domain import Scenario, Tier, slug_id
+from dul.endpoints import service_identity
 from dul.errors import ConfigError, DulError
 from dul.patient_tokens import PatientToken, PatientTokenError
 from ledger_gateway.api.problems import http_problem, problem
@@ -336,9 +337,12 @@ def create_app(settings: PatientPageSettings | None = None) -> FastAPI:
         return FileResponse(path, media_type="text/javascript",
                             headers={"Cache-Control": "public, max-age=3600"})  # fmt: skip
 
+    identity = {**service_identity("patient-page"), "org": settings.org}
+
     @app.get("/healthz", tags=["health"])
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    def healthz() -> dict[str, str | None]:
+        """The page is up, and which process it is (`dul up` checks it started it)."""
+        return {"status": "ok", **identity}
 
     # --- the API -------------------------------------------------------------------------------
 

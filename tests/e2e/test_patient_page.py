@@ -495,7 +495,12 @@ def assert_problem(response: httpx.Response, status: int, code: str) -> None:
 def test_the_api_answers_only_the_tokens_own_subject(hospital: Hospital, world: World) -> None:
     bearer = {"Authorization": f"Bearer {hospital.token}"}
     with httpx.Client(base_url=hospital.url, timeout=30) as client:
-        assert client.get("/healthz").json() == {"status": "ok"}
+        assert client.get("/healthz").json() == {
+            "status": "ok",
+            "service": "patient-page",
+            "instance": None,  # started here, not by `dul up`
+            "org": "hospital-a",
+        }
         for path in ("/api/session", "/api/report", "/api/consents"):
             assert_problem(client.get(path), 401, "credential_missing")
             assert_problem(client.get(path, headers={"Authorization": "Bearer dulpt_x"}),

@@ -1,21 +1,29 @@
 """Service commands through the real CLI: `dul audit serve` on DUL_AUDIT_PORT (a subprocess,
-stopped at the end), and `dul bench` refusing an unknown part before measuring anything."""
+stopped at the end), `dul up` refusing another process that answers on a service's port, and
+`dul bench` refusing an unknown part before measuring anything."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
 import pytest
 from typer.testing import CliRunner
 
+from dul import services
 from dul.chain.testing import ChainHandle, free_port
 from dul.cli.main import app
+from dul.home import Home
 
 pytestmark = pytest.mark.integration
 
@@ -39,6 +47,7 @@ def test_audit_serve_listens_on_dul_audit_port(chain: ChainHandle) -> None:
                 assert time.monotonic() < deadline, "dul audit serve did not answer"
                 time.sleep(0.2)
         assert health.status_code == 200
+        assert health.json()["service"] == "audit"
         docs = httpx.get(f"http://127.0.0.1:{port}/openapi.json", timeout=5).json()
         assert "Problem" in docs["components"]["schemas"]
     finally:
@@ -53,6 +62,73 @@ def test_audit_serve_refuses_a_bad_port_in_one_line(chain: ChainHandle) -> None:
     assert result.exit_code != 0
     assert "DUL_AUDIT_PORT" in result.stderr
     assert "Traceback" not in result.output
+
+
+@contextlib.contextmanager
+def foreign_server(answer: dict[str, str]) -> Iterator[ThreadingHTTPServer]:
+    """Another program listening on a free 127.0.0.1 port, answering 200 and `answer` to every
+    GET (as any HTTP server with a health page might)."""
+    body = json.dumps(answer).encode()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def test_up_refuses_another_process_answering_on_the_audit_port(tmp_path: Path) -> None:
+    """`dul up` takes a service for ready only when its /healthz names the process just
+    started: a foreign server on DUL_AUDIT_PORT (a plain one, then one that says it is a dul
+    audit service of another start) is refused in one line, and the audit service it started
+    is not left running."""
+    home = tmp_path / "home"
+    env = {
+        "DUL_HOME": str(home),
+        "DUL_KEY_PASSPHRASE": "up tests",
+        "DUL_KEY_SCRYPT_N": "1024",
+        "DUL_CHAIN_PORT": str(free_port()),
+        "DUL_CHAIN_NODE_PORT": str(free_port()),
+        "DUL_CHAIN_BLOCK_TIME": "0.2",
+        "DUL_GATEWAY_PORT": str(free_port()),
+        "DUL_PATIENT_PORT": str(free_port()),
+    }
+    runner = CliRunner()
+    answers = (
+        ({"status": "ok"}, "not a dul service: /healthz answered HTTP 200"),
+        ({"status": "ok", "service": "audit", "instance": "0" * 32},
+         "a dul 'audit' service of another start"),
+    )  # fmt: skip
+    try:
+        for answer, named in answers:
+            with foreign_server(answer) as squatter:
+                url = f"http://127.0.0.1:{squatter.server_address[1]}"
+                env["DUL_AUDIT_PORT"] = str(squatter.server_address[1])
+                result = runner.invoke(app, ["up", "--detach", "--json"], env=env)
+            assert result.exit_code == 1, result.output
+            assert (
+                f"audit not started: {url} is answered by another process ({named}), not the "
+                "one just started" in result.stderr
+            )
+            assert "Traceback" not in result.output
+            assert services.running(Home(home), "audit") is None
+    finally:
+        runner.invoke(app, ["down"], env=env)
 
 
 def test_bench_refuses_an_unknown_part_before_measuring() -> None:

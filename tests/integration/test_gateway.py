@@ -296,8 +296,14 @@ def test_oversized_batch_is_refused(world: World, gateway: GatewayHandle, agreem
     assert (caught.value.status, caught.value.code) == (422, "batch_too_large")
 
 
-def test_health_ready_and_metrics(gateway: GatewayHandle) -> None:
-    assert httpx.get(f"{gateway.url}/healthz").json() == {"status": "ok"}
+def test_health_ready_and_metrics(gateway: GatewayHandle, world: World) -> None:
+    assert httpx.get(f"{gateway.url}/healthz").json() == {
+        "status": "ok",
+        "service": "gateway",
+        "instance": None,  # started here, not by `dul up` (which gives each start an id)
+        "org": "hospital-a",
+        "chain_id": world.ledger.chain_id,
+    }
     ready = gateway.client.ready()
     assert ready["ready"] is True
     assert all(ready["checks"].values())

@@ -36,7 +36,8 @@ def test_patient_serve_serves_the_page(tmp_path: Path) -> None:
     port = free_port()
     token = tmp_path / "gateway.token"
     token.write_text("dul_not_checked_until_a_patient_signs_in\n")
-    env = {**os.environ, "DUL_HOME": str(tmp_path / "home"), "DUL_PATIENT_PORT": str(port)}
+    env = {**os.environ, "DUL_HOME": str(tmp_path / "home"), "DUL_PATIENT_PORT": str(port),
+           "DUL_SERVICE_INSTANCE": "instance-of-this-test"}  # fmt: skip
     server = subprocess.Popen(
         [*DUL, "patient", "serve", "--gateway-token-file", str(token)],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -51,7 +52,10 @@ def test_patient_serve_serves_the_page(tmp_path: Path) -> None:
             except httpx.TransportError:
                 assert time.monotonic() < deadline, "dul patient serve did not answer"
                 time.sleep(0.2)
-        assert health.json() == {"status": "ok"}
+        # names itself and the instance it was started as (what `dul up` checks)
+        named = health.json()
+        assert (named["status"], named["service"]) == ("ok", "patient-page")
+        assert named["instance"] == "instance-of-this-test"
         page = httpx.get(f"http://127.0.0.1:{port}/", timeout=5)
         assert page.status_code == 200
         assert "Patient token" in page.text
