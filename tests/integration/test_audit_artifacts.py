@@ -345,7 +345,9 @@ def test_the_model_traces_up_to_every_hospital_agreement_signature_and_the_previ
             edge.chain.tx_hash
         )
     assert graph.truncated == []
-    assert elapsed < 2.0
+    # a gross-regression guard only (dul bench measures provenance: p95 in milliseconds); wide
+    # enough for a busy machine running the suite on several workers
+    assert elapsed < 10.0
 
 
 def test_limits_and_directions_hold_for_artifacts(
