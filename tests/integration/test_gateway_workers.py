@@ -110,7 +110,10 @@ def test_kill_9_of_the_submitters_worker_and_of_another_loses_nothing_and_record
     world: World, chain: ChainHandle, server: tuple[GatewayProcess, Path, str]
 ) -> None:
     process, lease, token = server
-    workers = process.workers()
+    began = time.monotonic()  # /readyz answers once one worker serves; the other may be starting
+    while len(workers := process.workers()) < 2:
+        assert time.monotonic() - began < 120, "the server did not start its second worker"
+        time.sleep(0.2)
     assert len(workers) == 2
     first_leader = leader(lease)
     assert first_leader in workers  # one of the two holds the lease, the other waits
