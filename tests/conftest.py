@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -99,7 +100,12 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     base = os.environ.get("DUL_TEST_DATABASE_URL")
     if names and base:
         os.environ.pop(WORKER_DATABASES, None)
-        _each_database(base, "DROP DATABASE IF EXISTS", names, " WITH (FORCE)")
+        for attempt in range(5):  # FORCE cannot end autovacuum's worker without pg_signal_backend
+            try:
+                _each_database(base, "DROP DATABASE IF EXISTS", names, " WITH (FORCE)")
+                break
+            except sa.exc.DBAPIError:
+                time.sleep(1 + attempt)
 
 
 WORKER_DATABASES = "DUL_TEST_WORKER_DATABASES"
