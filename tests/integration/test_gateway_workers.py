@@ -80,8 +80,11 @@ def alive(pid: int) -> bool:
 
 
 async def post(client: httpx.AsyncClient, body: dict[str, Any]) -> dict[str, Any]:
-    """POST until answered: a request whose connection the kill broke is sent again."""
-    for _ in range(300):
+    """POST until answered: a request whose connection the kill broke is sent again, for up
+    to 180 s (the server restarts a killed worker: importing, catching up and taking the
+    lease took over 30 s on a busy machine with the suite on four workers)."""
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
         try:
             reply = await client.post("/v1/access-requests", json=body)
         except httpx.TransportError:
