@@ -99,18 +99,19 @@ class Window:
             while len(hits) > self.limit:
                 hits.popleft()
 
+    def check(self, key: str, what: str) -> None:
+        """Raise RateLimitedError, naming `what`, when `key` may not try now (counting nothing)."""
+        wait = self.retry_after(key)
+        if wait is not None:
+            raise RateLimitedError(
+                f"too many {what}: at most {self.limit} in {_span(self.seconds)}; "
+                f"try again in {_span(wait)}",
+                wait,
+            )
+
     def take(self, key: str, what: str) -> None:
         """Count a hit of `key`, or raise RateLimitedError (counting nothing) when over."""
-        with self._lock:
-            now = self._clock()
-            hits = self._live(key, now)
-            if hits is not None and len(hits) >= self.limit:
-                wait = max(1, math.ceil(hits[0] + self.seconds - now))
-                raise RateLimitedError(
-                    f"too many {what}: at most {self.limit} in {_span(self.seconds)}; "
-                    f"try again in {_span(wait)}",
-                    wait,
-                )
+        self.check(key, what)
         self.hit(key)
 
 
@@ -162,26 +163,14 @@ class PageLimits:
         known = self._good.get(hashlib.sha256(token.encode()).digest())
         if known is not None and known > time.time():
             return
-        wait = self.signin.retry_after(client)
-        if wait is not None:
-            raise RateLimitedError(
-                f"too many failed sign-ins from this address: at most {self.signin.limit} in "
-                f"{_span(self.signin.seconds)}; try again in {_span(wait)}",
-                wait,
-            )
+        self.signin.check(client, "failed sign-ins from this address")
 
     def failed_signin(self, client: str) -> None:
         self.signin.hit(client)
 
     def take_code(self, subject: str, client: str) -> None:
         """Count one code for the patient and the client, or 429 (counting neither)."""
-        wait = self.codes_by_client.retry_after(client)
-        if wait is not None:
-            raise RateLimitedError(
-                f"too many codes asked from this address: at most {self.codes_by_client.limit} "
-                f"in {_span(self.codes_by_client.seconds)}; try again in {_span(wait)}",
-                wait,
-            )
+        self.codes_by_client.check(client, "codes asked from this address")
         self.codes_by_token.take(subject, "codes for you")
         self.codes_by_client.hit(client)
 
@@ -193,10 +182,4 @@ class PageLimits:
     def check_write(self, subject: str) -> None:
         """429 when the patient may not make another signed change now (counting nothing): a
         consent to sign is not served when it could not be relayed."""
-        wait = self.writes_by_token.retry_after(subject)
-        if wait is not None:
-            raise RateLimitedError(
-                f"too many {WRITES}: at most {self.writes_by_token.limit} in "
-                f"{_span(self.writes_by_token.seconds)}; try again in {_span(wait)}",
-                wait,
-            )
+        self.writes_by_token.check(subject, WRITES)
