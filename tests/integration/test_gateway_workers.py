@@ -144,6 +144,18 @@ def test_kill_9_of_the_submitters_worker_and_of_another_loses_nothing_and_record
         limits = httpx.Limits(max_connections=CONCURRENCY)
         http = httpx.AsyncClient(base_url=process.url, headers=headers, timeout=30, limits=limits)
 
+        async def a_worker_that_only_decides() -> int:
+            # the server may not have replaced the killed submitter yet, nor a live worker taken
+            # the lease over: wait for both, or the second kill could hit the next submitter
+            began = time.monotonic()
+            while True:
+                holder = leader(lease)
+                others = [p for p in process.workers() if p != holder]
+                if holder != first_leader and alive(holder) and others:
+                    return others[0]
+                assert time.monotonic() - began < 120, "no second worker beside the submitter"
+                await asyncio.sleep(0.2)
+
         async def client() -> None:
             while queue:
                 body = queue.popleft()
@@ -152,9 +164,9 @@ def test_kill_9_of_the_submitters_worker_and_of_another_loses_nothing_and_record
                     killed.append(first_leader)
                     os.kill(first_leader, signal.SIGKILL)  # the submitter's process
                 elif len(answers) == REQUESTS // 2 and len(killed) == 1:
-                    other = next(p for p in process.workers() if p != leader(lease))
-                    killed.append(other)
-                    os.kill(other, signal.SIGKILL)  # a worker that only decides
+                    killed.append(0)  # claimed: the other clients go on while this one waits
+                    killed[1] = await a_worker_that_only_decides()
+                    os.kill(killed[1], signal.SIGKILL)
 
         async with http:
             await asyncio.gather(*(client() for _ in range(CONCURRENCY)))
