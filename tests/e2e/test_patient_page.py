@@ -304,6 +304,29 @@ def test_withdrawing_a_consent_is_honoured_by_the_next_decision(
     assert sorted(answer.cohort.admitted) == sorted(hexed(s) for s in hospital.others)
 
 
+def test_a_consent_no_key_of_the_patient_can_withdraw_is_explained_not_offered(
+    page: Page, hospital: Hospital, world: World, screens: Screens
+) -> None:
+    """The hospital removed the patient's lost key: the chain would refuse any patient signature,
+    so the page offers no withdrawal and says who can withdraw instead."""
+    subject, lost = os.urandom(32), LocalSigner(os.urandom(32))
+    world.record_consents([subject], [Scenario.TEACHING], subject_key=lost.address)
+    world.ledger.transact(world.steward, "ConsentRegistry", "registerSubjectKey",
+                          world.hospital, subject, "0x" + "00" * 20)  # fmt: skip
+    token = patient_token(world.steward, subject, world.hospital, world.ledger.chain_id,
+                          world.ledger.deployment.address("Membership"))  # fmt: skip
+    page.set_viewport_size(NARROW)
+    sign_in(page, replace(hospital, token=token))
+    consent = page.locator("#consent-list > li")
+    expect(consent).to_have_count(1)
+    expect(consent).to_contain_text("Active")
+    expect(consent.locator(".hint")).to_have_text(
+        "No key of yours can withdraw this consent: ask hospital-a to withdraw it."
+    )
+    expect(consent.get_by_role("button")).to_have_count(0)
+    page.screenshot(path=screens.path("no-key-can-withdraw-400"), full_page=True)
+
+
 def test_a_code_shown_once_opens_the_records_once_for_the_insurer(
     browser: Browser, hospital: Hospital, world: World, gateway: GatewayHandle, screens: Screens
 ) -> None:
