@@ -459,15 +459,19 @@ def create_app(settings: AuditSettings | None = None) -> FastAPI:
         """The patient transparency report: every access whose cohort included this subject
         reference, each with its Merkle inclusion proof against the root on chain, every
         authorization code issued or redeemed for it, and its consents with their history.
-        An unknown subject gets an empty report. Open to a regulator, the subject's hospital,
-        and the patient (a patient token for this reference)."""
+        An unknown subject gets an empty report. Open to a regulator (everything), the
+        subject's hospital and the patient (a patient token for this reference): theirs hold the
+        hospital's own records only."""
         subject = parse_id(Kind.SUBJECT, ref)
         scope = Scope(caller)
         visible = True
         if not scope.everything:
             with store_errors(), state.engine.connect() as conn:
                 visible = scope.check_subject_report(conn, subject)
-        report = subject_report(state.engine, subject, limit=limit, empty=not visible)
+        report = subject_report(
+            state.engine, subject, limit=limit, empty=not visible,
+            holder=None if scope.everything else caller.org,
+        )  # fmt: skip
         return Response(report.model_dump_json(), media_type="application/json")
 
     @app.get("/v1/organizations", tags=["directory"], response_model=OrganizationPage)

@@ -16,6 +16,13 @@ else about the patient) it lists
 Everything is an index look-up (`cohort_member` by subject in chain order, the access and its
 agreement by key), so a report costs about the same over a million indexed accesses as over a
 hundred. An unknown subject gets an empty report: "nothing recorded" is an answer.
+
+A report asked for by an organization, or by a patient through a token a hospital vouches for,
+holds that organization's records only (`holder`): the accesses of agreements it holds, the
+consents and subject keys it holds, the codes it holds or was granted. A subject reference is
+read by every member in the consent events on chain, and any steward can record something of
+its own for it (a key, a consent); unfiltered, that would open another hospital's off-chain
+cohort membership of the patient. A regulator's report holds everything.
 """
 
 from __future__ import annotations
@@ -222,7 +229,7 @@ _ACCESSES = (
     "LEFT JOIN block b ON b.number = a.block_number "
     "LEFT JOIN break_glass_access x ON x.access_id = a.access_id "
     "LEFT JOIN break_glass_review r ON r.access_id = a.access_id "
-    "WHERE m.subject_ref = :s "
+    "WHERE m.subject_ref = :s HOLDER "
     "ORDER BY m.block_number, m.tx_index, m.log_index LIMIT :limit"
 )
 _AUTHORIZATIONS = (
@@ -236,13 +243,13 @@ _AUTHORIZATIONS = (
     "LEFT JOIN authorization_revocation v ON v.code_hash = p.code_hash "
     "LEFT JOIN organization o ON o.org_id = p.grantee_org "
     "LEFT JOIN block b ON b.number = p.block_number "
-    "WHERE p.subject = :s ORDER BY p.block_number, p.tx_index, p.log_index, "
+    "WHERE p.subject = :s HOLDER ORDER BY p.block_number, p.tx_index, p.log_index, "
     "r.block_number, r.tx_index, r.log_index"
 )
 """One row per code and redemption (a multi-use code: one per use, oldest first)."""
 _KEYS = (
     "SELECT k.*, b.timestamp FROM subject_key k LEFT JOIN block b ON b.number = k.block_number "
-    "WHERE k.subject = :s ORDER BY k.block_number, k.tx_index, k.log_index"
+    "WHERE k.subject = :s HOLDER ORDER BY k.block_number, k.tx_index, k.log_index"
 )
 _CONSENTS = (
     "SELECT c.*, b.timestamp, w.block_number AS w_block, w.tx_index AS w_tx, "
@@ -252,8 +259,18 @@ _CONSENTS = (
     "LEFT JOIN consent_withdrawal w ON w.consent_id = c.consent_id "
     "LEFT JOIN block b ON b.number = c.block_number "
     "LEFT JOIN block wb ON wb.number = w.block_number "
-    "WHERE c.subject = :s ORDER BY c.block_number, c.tx_index, c.log_index"
+    "WHERE c.subject = :s HOLDER ORDER BY c.block_number, c.tx_index, c.log_index"
 )
+_HOLDER = {  # each query's rows of one organization: what it holds (a code: or was granted)
+    _ACCESSES: "AND g.holder_org = :o ",
+    _AUTHORIZATIONS: "AND (p.holder_org = :o OR p.grantee_org = :o) ",
+    _KEYS: "AND k.holder_org = :o ",
+    _CONSENTS: "AND c.holder_org = :o ",
+}
+
+
+def _query(sql: str, holder: str | None) -> str:
+    return sql.replace(" HOLDER", "" if holder is None else " " + _HOLDER[sql].rstrip())
 
 
 Plain = dict[str, Any]
@@ -283,18 +300,24 @@ def _chain_of(row: Any, prefix: str) -> Plain | None:
 
 
 def subject_report(
-    engine: Engine, raw_ref: str, *, limit: int = 10_000, empty: bool = False
+    engine: Engine,
+    raw_ref: str,
+    *,
+    limit: int = 10_000,
+    empty: bool = False,
+    holder: str | None = None,
 ) -> SubjectReport:
     """The transparency report of one subject reference (0x + 64 hex digits). Raises
     MalformedIdError (422) and StoreUnavailableError (503); an unknown subject is an empty
-    report, and `empty` gives exactly that report whatever the store holds."""
+    report, and `empty` gives exactly that report whatever the store holds. `holder` (an
+    organization's 0x id) keeps that organization's records only; None keeps everything."""
     subject = parse_id(Kind.SUBJECT, raw_ref)
     with store_errors(), engine.connect() as conn:
         checkpoint = conn.execute(_text("SELECT block_number FROM checkpoint")).scalar()
         if empty:
             accesses, authorizations, consents, keys = [], [], [], []
         else:
-            accesses, authorizations, consents, keys = _subject_rows(conn, subject, limit)
+            accesses, authorizations, consents, keys = _subject_rows(conn, subject, limit, holder)
     truncated = len(accesses) > limit
     return SubjectReport.model_validate(
         {
@@ -309,11 +332,16 @@ def subject_report(
     )
 
 
-def _subject_rows(conn: Connection, subject: str, limit: int) -> tuple[list[Any], ...]:
-    accesses = list(conn.execute(_text(_ACCESSES), {"s": subject, "limit": limit + 1}).mappings())
-    authorizations = _latest_use(conn.execute(_text(_AUTHORIZATIONS), {"s": subject}).mappings())
-    consents = list(conn.execute(_text(_CONSENTS), {"s": subject}).mappings())
-    keys = list(conn.execute(_text(_KEYS), {"s": subject}).mappings())
+def _subject_rows(
+    conn: Connection, subject: str, limit: int, holder: str | None
+) -> tuple[list[Any], ...]:
+    def rows(sql: str, **params: Any) -> Any:
+        return conn.execute(_text(_query(sql, holder)), {"s": subject, "o": holder, **params})
+
+    accesses = list(rows(_ACCESSES, limit=limit + 1).mappings())
+    authorizations = _latest_use(rows(_AUTHORIZATIONS).mappings())
+    consents = list(rows(_CONSENTS).mappings())
+    keys = list(rows(_KEYS).mappings())
     return accesses, authorizations, consents, keys
 
 

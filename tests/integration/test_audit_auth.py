@@ -94,6 +94,7 @@ class Story:
     dataset_b: str
     subject_a: str
     subject_b: str
+    subject_shared: str
     subject_key: Path
     pseudonym: str
     model: str
@@ -139,12 +140,17 @@ def story(world: World, tmp_path_factory: pytest.TempPathFactory) -> Story:
     pseudonym = "patient-0042"
     subject_a = subject_ref(new_subject_key(subject_key), pseudonym)
     subject_b = keccak(f"b {uuid.uuid4()}".encode())
-    world.record_consents([subject_a])
+    shared = keccak(f"shared {uuid.uuid4()}".encode())
+    world.record_consents([subject_a, shared])
+    # hospital B's steward claims hospital A's patient: a key of its own for a subject
+    # reference it read in A's ConsentRecorded event
+    world.ledger.transact(b.steward, "ConsentRegistry", "registerSubjectKey", b.hospital,
+                          shared, b.steward.address)  # fmt: skip
     b.record_consents([subject_b])
     agreements = [h.activate(h.training_terms(quota=10)) for h in (world, b)]
     cohort_store = make_cohort_store(root / "gateway.db")
     releases = [
-        train(world, agreements[0], cohort_store, [subject_a]),
+        train(world, agreements[0], cohort_store, [subject_a, shared]),
         train(b, agreements[1], cohort_store, [subject_b]),
     ]
     lab = world.requester
@@ -158,7 +164,8 @@ def story(world: World, tmp_path_factory: pytest.TempPathFactory) -> Story:
         agreement_a=hexed(agreements[0]), agreement_b=hexed(agreements[1]),
         access_a=hexed(releases[0].access_id), access_b=hexed(releases[1].access_id),
         dataset_b=hexed(b.dataset), subject_a=hexed(subject_a), subject_b=hexed(subject_b),
-        subject_key=subject_key, pseudonym=pseudonym, model=hexed(model),
+        subject_shared=hexed(shared), subject_key=subject_key, pseudonym=pseudonym,
+        model=hexed(model),
         update_b=hexed(releases[1].result_hash), cohort_store=cohort_store,
     )  # fmt: skip
 
@@ -405,6 +412,36 @@ def test_patient_tokens_that_are_refused(client: TestClient, story: Story) -> No
     seen_a, seen_unknown = (a.json() for a in answers)
     assert seen_a["accesses"] == seen_a["consents"] == seen_a["authorizations"] == []
     assert seen_a == {**seen_unknown, "subject": story.subject_a}
+
+
+def test_a_hospital_claiming_another_hospitals_patient_reads_its_own_records_only(
+    client: TestClient, settings: AuditSettings, story: Story
+) -> None:
+    """Hospital B registered a key for hospital A's patient, so B holds a record of the subject
+    reference: its report, asked as an organization or through a patient token B's steward
+    signs, holds B's records only: not A's consent, nor that A's access admitted the patient
+    (cohort membership is not on chain)."""
+    path = f"/v1/subjects/{story.subject_shared}/accesses"
+    b = hexed(story.hospital_b.hospital)
+    b_org = audit_token(settings, AuditRole.ORGANIZATION, HOSPITAL_B)
+    b_patient = patient_token(story, story.hospital_b.steward, story.subject_shared, HOSPITAL_B)
+    for token in (b_org, b_patient):
+        report = get(client, path, token)
+        assert report.status_code == 200, report.text
+        body = report.json()
+        assert (body["accesses"], body["consents"], body["authorizations"]) == ([], [], [])
+        assert [k["holder_org"] for k in body["keys"]] == [b]
+    a_org = audit_token(settings, AuditRole.ORGANIZATION, "hospital-a")
+    a_patient = patient_token(story, story.world.steward, story.subject_shared)
+    for token in (a_org, a_patient):
+        seen = get(client, path, token).json()
+        assert [a["access_id"] for a in seen["accesses"]] == [story.access_a]
+        assert [c["holder_org"] for c in seen["consents"]] == [hexed(story.world.hospital)]
+        assert seen["keys"] == []
+    everything = get(client, path, audit_token(settings)).json()
+    assert [a["access_id"] for a in everything["accesses"]] == [story.access_a]
+    assert [k["holder_org"] for k in everything["keys"]] == [b]
+    assert len(everything["consents"]) == 1
 
 
 def test_the_steward_cli_issues_a_patient_token(
