@@ -49,7 +49,10 @@ PROXY_PID_FILE = "rpc-proxy.pid"
 LOCK_FILE = "chain.lock"
 ANVIL_LOG = "anvil.log"
 PROXY_LOG = "rpc-proxy.log"
-PROXY_MODULE = "dul.chain.rpc_proxy"
+PROXY_MODULE = "dul.rpc_proxy"
+#: In the command line of a proxy process, whichever module started it (`dul.chain.rpc_proxy`
+#: before the entry point moved above the contract layer).
+PROXY_MARKER = "rpc_proxy"
 ANVIL_NPM_PATH = Path("node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil")
 NODE_DIR = "node"  # under run_dir, 0700: anvil's IPC socket
 IPC_SOCKET = "anvil.ipc"
@@ -312,7 +315,7 @@ class ChainNode:
         proxy = read_pid(self.proxy_pid_path)
         return (
             anvil if anvil is not None and process_alive(anvil, self.node_marker) else None,
-            proxy if proxy is not None and process_alive(proxy, PROXY_MODULE) else None,
+            proxy if proxy is not None and process_alive(proxy, PROXY_MARKER) else None,
         )
 
     def status(self) -> ChainStatus:
@@ -457,7 +460,7 @@ class ChainNode:
             proxy = self._spawn(proxy_args, proxy_log, self.proxy_pid_path, env=_proxy_env())
             started.append(proxy)
             log.info("rpc_proxy_spawned", pid=proxy.pid, rpc_url=rpc)
-            self._wait_ready(rpc, proxy, PROXY_MODULE, proxy_log, began, token)
+            self._wait_ready(rpc, proxy, PROXY_MARKER, proxy_log, began, token)
             chain_id = int(request_once(rpc, "eth_chainId", token=token), 16)
             if chain_id != s.chain_id:
                 raise ChainError(
@@ -597,7 +600,7 @@ class ChainNode:
         info = read_chain_info(self.home) or {}
         stopped = False
         for pid_path, marker in (
-            (self.proxy_pid_path, PROXY_MODULE),
+            (self.proxy_pid_path, PROXY_MARKER),
             (self.anvil_pid_path, self.node_marker),
         ):
             pid = read_pid(pid_path)
@@ -642,7 +645,7 @@ def _format_seconds(value: float) -> str:
 
 
 def _proxy_env() -> dict[str, str]:
-    """Make `python -m dul.chain.rpc_proxy` importable even without an installed package."""
+    """Make `python -m dul.rpc_proxy` importable even without an installed package."""
     env = dict(os.environ)
     package_root = str(Path(__file__).resolve().parents[2])
     existing = env.get("PYTHONPATH")

@@ -16,8 +16,11 @@ large, wrong content-type) gets a JSON-RPC error with a 4xx or 200 status, never
 `--max-log-range N` it refuses `eth_getLogs` over more than N blocks as Besu does
 (`dul.chain.log_range`).
 
-Run it with `python -m dul.chain.rpc_proxy --upstream IPC_PATH|URL --port N
-[--deployment PATH]`; `dul chain up` does that for you.
+This module is transport and knows no contract: the sender check's selector is handed in
+(`create_app(..., sender_check=...)`, `main(argv, sender_check)`) by the process entry point
+`dul.rpc_proxy`, which takes it from the contract bindings. Run it with `python -m
+dul.rpc_proxy --upstream IPC_PATH|URL --port N [--deployment PATH]`; `dul chain up` does that
+for you.
 """
 
 from __future__ import annotations
@@ -75,11 +78,9 @@ from dul.chain.rpc_filter import (
 )
 from dul.chain.settings import ProxySettings
 from dul.chain.upstream import StreamUpstream, Upstream, UpstreamError
-from dul.contracts.bindings import function
 
 log = structlog.get_logger("dul.chain.rpc_proxy")
 
-IS_AUTHORIZED_SENDER_SELECTOR = function("Membership", "isAuthorizedSender").selector.hex()
 JSON_HEADERS = {"content-type": "application/json"}
 
 
@@ -123,9 +124,11 @@ class MembershipOracle:
     The manifest is re-read when its mtime or size changes (a fresh deployment clears the
     cache); answers are cached per address for `ttl` seconds and concurrent look-ups of the
     same address share one `eth_call`, so a burst of transactions costs one call.
+    `sender_check` is the selector of the contract's `(address) -> bool` view.
     """
 
     upstream: Upstream
+    sender_check: bytes
     deployment_path: Path | None
     static_operator: str | None
     ttl: float
@@ -204,7 +207,7 @@ class MembershipOracle:
             del self._inflight[address]
 
     async def _call_is_authorized(self, membership: str, address: str) -> bool:
-        data = "0x" + IS_AUTHORIZED_SENDER_SELECTOR + "0" * 24 + address[2:]
+        data = "0x" + self.sender_check.hex() + "0" * 24 + address[2:]
         body = {
             "jsonrpc": "2.0",
             "id": 1,
@@ -518,12 +521,19 @@ def _too_large(limit: int) -> BadRequestError:
 
 
 def create_app(
-    settings: ProxySettings, upstream_factory: Callable[[], Upstream] | None = None
+    settings: ProxySettings,
+    upstream_factory: Callable[[], Upstream] | None = None,
+    *,
+    sender_check: bytes,
 ) -> Starlette:
     """The proxy app; the upstream connection pool lives for the app's lifespan.
 
-    `upstream_factory` swaps the node connection (tests pass an in-memory double).
+    `upstream_factory` swaps the node connection (tests pass an in-memory double);
+    `sender_check` is the selector of the membership contract's `(address) -> bool` view that
+    says who may send (`MembershipOracle`).
     """
+    if len(sender_check) != 4:
+        raise ValueError("sender_check is a 4-byte function selector")
     holder: dict[str, _Proxy] = {}
 
     def default_upstream() -> Upstream:
@@ -540,6 +550,7 @@ def create_app(
         operator = _normalize_address(settings.operator_address)
         oracle = MembershipOracle(
             upstream=upstream,
+            sender_check=sender_check,
             deployment_path=settings.deployment_path,
             static_operator=operator,
             ttl=settings.membership_ttl,
@@ -592,7 +603,7 @@ def create_app(
 
 
 def _parse_args(argv: Sequence[str] | None) -> ProxySettings:
-    parser = argparse.ArgumentParser(prog="python -m dul.chain.rpc_proxy", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m dul.rpc_proxy", description=__doc__)
     parser.add_argument(
         "--upstream", help="the node: its IPC socket path, or its internal http:// URL"
     )
@@ -626,7 +637,9 @@ def _parse_args(argv: Sequence[str] | None) -> ProxySettings:
     return ProxySettings(**{k: v for k, v in overrides.items() if v is not None})
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def main(argv: Sequence[str] | None, sender_check: bytes) -> None:
+    """Serve the proxy of the command line `argv` (the process entry point passes the sender
+    check's selector: `dul.rpc_proxy`)."""
     import uvicorn
 
     from dul.log import configure
@@ -634,14 +647,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     settings = _parse_args(argv)
     configure(settings.log_level)
     uvicorn.run(
-        create_app(settings),
+        create_app(settings, sender_check=sender_check),
         host=settings.host,
         port=settings.port,
         log_level="warning",
         access_log=False,
         timeout_keep_alive=60,
     )
-
-
-if __name__ == "__main__":
-    main()

@@ -68,7 +68,7 @@ class ChainSettings(BaseSettings):
 
 
 class ProxySettings(BaseSettings):
-    """The permissioned JSON-RPC endpoint (`python -m dul.chain.rpc_proxy`)."""
+    """The permissioned JSON-RPC endpoint (`python -m dul.rpc_proxy`)."""
 
     model_config = SettingsConfigDict(env_prefix="DUL_PROXY_", extra="ignore")
 

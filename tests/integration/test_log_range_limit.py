@@ -65,7 +65,7 @@ def limited(chain: ChainHandle, world: World) -> Iterator[str]:
     while (missing := first + 2 * LIMIT + 200 - int(chain.rpc("eth_blockNumber"), 16)) > 0:
         chain.node_rpc("anvil_mine", hex(min(missing, 600)), "0x0")
     port = free_port()
-    args = [sys.executable, "-m", "dul.chain.rpc_proxy", "--upstream", chain.node_url,
+    args = [sys.executable, "-m", "dul.rpc_proxy", "--upstream", chain.node_url,
             "--port", str(port), "--deployment", str(chain.home.deployment),
             "--operator", chain.operator.address, "--max-log-range", str(LIMIT),
             "--log-level", "WARNING"]  # fmt: skip

@@ -402,7 +402,7 @@ def test_notifications_get_no_reply_and_do_not_stall_the_node(chain: ChainHandle
 def proxy_process(upstream: str, deployment: Path, operator: str | None) -> Iterator[str]:
     """A second proxy (own manifest) in front of the shared node, as `dul chain up` starts it."""
     port = free_port()
-    args = [sys.executable, "-m", "dul.chain.rpc_proxy", "--upstream", upstream]
+    args = [sys.executable, "-m", "dul.rpc_proxy", "--upstream", upstream]
     args += ["--port", str(port), "--deployment", str(deployment), "--membership-ttl", "0.2"]
     if operator is not None:
         args += ["--operator", operator]

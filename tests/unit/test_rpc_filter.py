@@ -31,13 +31,14 @@ from dul.chain.rpc_filter import (
     sender_refusal,
 )
 from dul.chain.rpc_proxy import (
-    IS_AUTHORIZED_SENDER_SELECTOR,
     MAX_JSON_DEPTH,
     BadRequestError,
     MembershipOracle,
     parse_body,
 )
 from dul.chain.upstream import UpstreamError
+from dul.contracts.bindings import function
+from dul.rpc_proxy import sender_check
 
 ALICE: LocalAccount = Account.from_key("0x" + "a1" * 32)
 TO = "0x000000000000000000000000000000000000dEaD"  # checksummed, as eth-account wants
@@ -383,7 +384,7 @@ class FakeMembership:
         assert body["method"] == "eth_call"
         call = body["params"][0]
         assert call["to"] == MEMBERSHIP
-        assert call["data"][2:10] == IS_AUTHORIZED_SENDER_SELECTOR
+        assert call["data"][2:10] == function("Membership", "isAuthorizedSender").selector.hex()
         address = "0x" + call["data"][-40:]
         result = "0x" + ("1" if address in self.members else "0").rjust(64, "0")
         return 200, json.dumps({"jsonrpc": "2.0", "id": body["id"], "result": result}).encode()
@@ -407,6 +408,7 @@ def _write_manifest(path: Path, operator: str | None, membership: str | None) ->
 def _oracle(fake: FakeMembership, manifest: Path, clock: Clock) -> MembershipOracle:
     return MembershipOracle(
         upstream=fake,
+        sender_check=sender_check(),
         deployment_path=manifest,
         static_operator=None,
         ttl=2.0,
