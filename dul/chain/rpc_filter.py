@@ -90,6 +90,26 @@ LOCAL_ANSWERS: Final[dict[str, Any]] = {
 ACCEPTED_TX_TYPES: Final = frozenset({0, 1, 2})
 
 
+#: Methods that run a call; beyond the call and the block, the node takes a state override (any
+#: code, balance or storage at any address) and a block override (any number, time, coinbase).
+CALL_METHODS: Final = frozenset({"eth_call", "eth_estimateGas", "eth_createAccessList"})
+
+
+def override_refusal(method: str, params: object) -> str | None:
+    """Why a call is refused: overrides, or parameters by name (where they could hide one).
+    None for the standard `[call]` / `[call, block]`."""
+    if method not in CALL_METHODS:
+        return None
+    if not isinstance(params, list):
+        return f"{method} takes its parameters as an array: [call, block]; overrides are refused"
+    if len(params) > 2:
+        return (
+            f"{method} takes [call, block] only: state and block overrides are not available on "
+            "the permissioned data-space endpoint"
+        )
+    return None
+
+
 class MethodClass(Enum):
     FORWARD = "forward"
     SEND = "send"

@@ -69,6 +69,7 @@ from dul.chain.rpc_filter import (
     decode_raw_transaction,
     error_response,
     method_refusal_message,
+    override_refusal,
     parse_hex_bytes,
     replay_refusal,
     request_id_of,
@@ -260,6 +261,10 @@ class _Proxy:
         method: str = item["method"]
         kind = classify_method(method)
         if kind is MethodClass.FORWARD:
+            override = override_refusal(method, item.get("params", []))
+            if override is not None:
+                log.info("override_refused", method=method)
+                return error_response(request_id, INVALID_PARAMS, override)
             if method == "eth_getLogs" and self.settings.max_log_range:
                 error = await range_refusal(
                     item.get("params"), self.settings.max_log_range, head_reader(self.forward)

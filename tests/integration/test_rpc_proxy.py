@@ -21,7 +21,7 @@ from eth_hash.auto import keccak
 
 from dul.chain.ipc import IpcUpstream
 from dul.chain.rpc_auth import bearer_headers
-from dul.chain.rpc_filter import METHOD_NOT_FOUND, UNAUTHORIZED
+from dul.chain.rpc_filter import INVALID_PARAMS, METHOD_NOT_FOUND, UNAUTHORIZED
 from dul.chain.testing import (
     ETHERS,
     ChainHandle,
@@ -211,6 +211,34 @@ def test_forwards_standard_reads(chain: ChainHandle) -> None:
     block = chain.rpc("eth_getBlockByNumber", "latest", False)
     assert int(block["baseFeePerGas"], 16) == 0
     assert int(block["gasLimit"], 16) == 1_000_000_000
+
+
+def test_state_and_block_overrides_are_refused(chain: ChainHandle) -> None:
+    """A state override (eth_call's third parameter) runs any code as any contract with any
+    storage; a block override any block. The guard passes the standard two parameters only."""
+    returns_42 = "0x602a60005260206000f3"  # PUSH1 42 PUSH1 0 MSTORE PUSH1 32 PUSH1 0 RETURN
+    call = {"to": TO, "data": "0x"}
+    override = {TO: {"code": returns_42}}
+    assert int(chain.node_rpc("eth_call", call, "latest", override), 16) == 42  # anvil would
+    assert chain.rpc("eth_call", call, "latest") == "0x"
+    for method, params in (
+        ("eth_call", [call, "latest", override]),
+        ("eth_call", [call, "latest", {}, {"number": "0x1"}]),
+        ("eth_estimateGas", [call, "latest", override]),
+        ("eth_createAccessList", [call, "latest", override]),
+        ("eth_call", {"transaction": call, "block": "latest", "stateOverrides": override}),
+    ):
+        reply = _post(chain.rpc_url, {"jsonrpc": "2.0", "id": 7, "method": method,
+                                      "params": params})  # fmt: skip
+        assert reply["id"] == 7, reply
+        assert reply["error"]["code"] == INVALID_PARAMS, reply
+        assert "override" in reply["error"]["message"]
+    batch = _post(
+        chain.rpc_url,
+        [_request("eth_chainId"), _request("eth_call", call, "latest", override, request_id=2)],
+    )
+    assert "result" in batch[0]
+    assert batch[1]["error"]["code"] == INVALID_PARAMS
 
 
 def test_web3_works_through_the_proxy(chain: ChainHandle) -> None:
