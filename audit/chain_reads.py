@@ -47,6 +47,21 @@ def block_hashes(rpc: RpcClient, numbers: Sequence[int]) -> dict[int, str | None
     return out
 
 
+def block_headers(rpc: RpcClient, numbers: Sequence[int]) -> dict[int, tuple[str, int] | None]:
+    """The node's (hash, timestamp) of each block (None: it has no such block), in batches."""
+    replies = batch(rpc, [("eth_getBlockByNumber", [hex(n), False]) for n in numbers])
+    out: dict[int, tuple[str, int] | None] = {}
+    for number, reply in zip(numbers, replies, strict=True):
+        if isinstance(reply, RpcError):
+            raise reply
+        out[number] = (
+            (str(reply["hash"]).lower(), int(str(reply["timestamp"]), 16))
+            if isinstance(reply, dict)
+            else None
+        )
+    return out
+
+
 # --- static view functions --------------------------------------------------------------------
 
 

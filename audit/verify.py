@@ -10,7 +10,8 @@ runs three independent checks and names every discrepancy (check code, table, po
    (`row_not_on_chain`); a value an edit gave the wrong type is named the same way, and a
    check that cannot read one stops with `store_value_invalid`. Stored block hashes are
    compared with the node's (`block_hash_mismatch`, `checkpoint_mismatch`: a rewritten
-   chain), and status columns are recomputed from the recorded changes (`status_differs`).
+   chain), stored block times too (`row_differs`: they date every access and judge its
+   window), and status columns are recomputed from the recorded changes (`status_differs`).
 2. **Signatures, off chain** — every agreement's EIP-712 digest is recomputed from the stored
    terms (`agreement_digest_mismatch`) and every party signature must recover to its stored
    signer (`agreement_signature_invalid`); every access request's digest is recomputed and its
@@ -85,7 +86,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import Connection, Engine, text
 
 from audit.break_glass import BreakGlassCase, check_break_glass
-from audit.chain_reads import block_hashes
+from audit.chain_reads import block_hashes, block_headers
 from audit.checkpoints import check_checkpoints, checkpoint_files, load_checkpoints
 from audit.events import AUDITED_CONTRACTS, DecodedEvent, EventDecodeError, EventDecoder
 from audit.provenance import store_errors
@@ -450,38 +451,63 @@ def _compare_blocks(
     checkpoint: int,
     out: _Collector,
 ) -> None:
-    """Stored block hashes against the node's: from the logs where the block has events,
-    from the header otherwise (the checkpoint block)."""
-    chain_blocks: dict[int, tuple[str, int]] = {}
+    """Stored block hashes and times against the node's: from the logs where the block has
+    events (and its logs carry the block's time, as anvil's do), from the headers otherwise
+    (the checkpoint block; every block on a node whose logs carry no time), read in batches.
+    A stored time dates every access in the reports and judges each grant's window."""
+    chain_blocks: dict[int, tuple[str, int, int | None]] = {}
     for ev in events:
-        block_hash, count = chain_blocks.get(ev.block_number, (ev.block_hash, 0))
-        chain_blocks[ev.block_number] = (block_hash, count + 1)
+        block_hash, count, stamp = chain_blocks.get(
+            ev.block_number, (ev.block_hash, 0, ev.block_timestamp)
+        )
+        chain_blocks[ev.block_number] = (block_hash, count + 1, stamp)
     stored = conn.execute(
-        text("SELECT number, hash, events FROM block WHERE number >= :a AND number <= :b"),
+        text(
+            "SELECT number, hash, events, timestamp FROM block "
+            "WHERE number >= :a AND number <= :b ORDER BY number"
+        ),
         {"a": a, "b": b},
     ).all()
     out.checked["rows.block"] += len(stored)
-    for number, stored_hash, count in stored:
+    unstamped = [
+        int(row[0])
+        for row in stored
+        if int(row[0]) not in chain_blocks or chain_blocks[int(row[0])][2] is None
+    ]
+    headers = block_headers(rpc, unstamped) if unstamped else {}
+    for number, stored_hash, count, stored_time in stored:
         number = int(number)
         chain = chain_blocks.pop(number, None)
+        header = headers.get(number)
         if chain is None:
-            node_hash = _header_hash(rpc, number)
+            node_hash = None if header is None else header[0]
             if node_hash != stored_hash:
                 out.add("block_hash_mismatch", f"block {number}: the store has {stored_hash}, "
                         f"the node {node_hash}", table="block", key=str(number),
                         details={"store": stored_hash, "node": node_hash})  # fmt: skip
-            elif count:
+                continue
+            if count:
                 out.add("row_differs", f"block {number} has no events on the chain but the "
                         f"store counts {count}", table="block", key=str(number))  # fmt: skip
-            continue
-        if stored_hash != chain[0]:
-            out.add("block_hash_mismatch", f"block {number}: the store has {stored_hash}, the "
-                    f"node {chain[0]}", table="block", key=str(number),
-                    details={"store": stored_hash, "node": chain[0]})  # fmt: skip
-        if int(count) != chain[1]:
-            out.add("row_differs", f"block {number}: the store counts {count} events, the "
-                    f"chain has {chain[1]}", table="block", key=str(number))  # fmt: skip
-    for number, (block_hash, _) in chain_blocks.items():
+        else:
+            if stored_hash != chain[0]:
+                out.add("block_hash_mismatch", f"block {number}: the store has {stored_hash}, "
+                        f"the node {chain[0]}", table="block", key=str(number),
+                        details={"store": stored_hash, "node": chain[0]})  # fmt: skip
+                continue
+            if int(count) != chain[1]:
+                out.add("row_differs", f"block {number}: the store counts {count} events, the "
+                        f"chain has {chain[1]}", table="block", key=str(number))  # fmt: skip
+        node_time = chain[2] if chain is not None and chain[2] is not None else (
+            None if header is None else header[1]
+        )  # fmt: skip
+        stored_int = None if stored_time is None else int(stored_time)
+        if node_time is not None and stored_int != node_time:
+            out.add("row_differs", f"block {number}: the store dates it {stored_int}, the "
+                    f"chain {node_time}", table="block", key=str(number),
+                    details={"columns": {"timestamp": {"store": stored_int,
+                                                       "chain": node_time}}})  # fmt: skip
+    for number, (block_hash, _, _) in chain_blocks.items():
         out.add("row_missing", f"block {number} ({block_hash}) holds events but is not in "
                 "the store", table="block", key=str(number))  # fmt: skip
 

@@ -249,6 +249,28 @@ def test_a_wrong_block_hash_is_found(
     assert ("block_hash_mismatch", "block", block) in findings(report)
 
 
+def test_an_edited_block_time_is_found(
+    store: tuple[str, sa.Engine], chain: ChainHandle, world: World, recorded: dict[str, str]
+) -> None:
+    """The store's block times date every access in the reports, the FHIR AuditEvents and
+    the patient's transparency report, and judge each grant's window: a time moved an hour
+    (still inside the window), on a block with events and on the checkpoint block, or taken
+    away (a grant whose window goes unchecked), is the chain's no longer."""
+    engine = store[1]
+    block = int(position_of(engine, "access_event", "access_id", recorded["granted"]).split("/")[0])
+    with engine.connect() as conn:
+        last = conn.execute(sa.text("SELECT block_number FROM checkpoint")).scalar_one()
+    for number in (block, last):
+        execute(engine, "UPDATE block SET timestamp = timestamp + 3600 WHERE number = :n",
+                n=number)  # fmt: skip
+    report = run_verify(engine, chain, world)
+    assert findings(report) == {("row_differs", "block", str(block)),
+                                ("row_differs", "block", str(last))}  # fmt: skip
+    execute(engine, "UPDATE block SET timestamp = NULL WHERE number = :n", n=block)
+    report = run_verify(engine, chain, world)
+    assert ("row_differs", "block", str(block)) in findings(report)
+
+
 def test_a_wrong_checkpoint_hash_is_found(
     store: tuple[str, sa.Engine], chain: ChainHandle, world: World
 ) -> None:
