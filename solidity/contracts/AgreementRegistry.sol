@@ -25,6 +25,15 @@ import {
 /// @notice Data-use agreements: proposed by the holder's steward, activated by the EIP-712
 /// signatures of both parties, supervised by stewards and regulators.
 contract AgreementRegistry is IAgreementRegistry, EIP712 {
+    /// @dev Who imposed a suspension, and so who may lift it: that party's stewards, or any
+    /// regulator (a regulator's only a regulator).
+    enum Suspender {
+        NONE,
+        HOLDER,
+        REQUESTER,
+        REGULATOR
+    }
+
     /// @dev The first slot holds everything an access decision reads besides the parties.
     struct Agreement {
         AgreementStatus status;
@@ -32,7 +41,7 @@ contract AgreementRegistry is IAgreementRegistry, EIP712 {
         Tier maxTier;
         uint8 operations;
         ConsentPolicy consentPolicy;
-        bool suspendedByRegulator;
+        Suspender suspendedBy;
         uint64 validFrom;
         uint64 validUntil;
         uint64 quota;
@@ -94,12 +103,13 @@ contract AgreementRegistry is IAgreementRegistry, EIP712 {
         Agreement storage agreement = _existing(id);
         AgreementStatus current = _statusOf(agreement);
         if (current != AgreementStatus.ACTIVE) revert AgreementRegistryInvalidStatus(id, current);
-        bool regulator = MEMBERSHIP.isRegulator(msg.sender);
-        if (!regulator && !_isPartySteward(agreement, msg.sender)) {
-            revert AgreementRegistryUnauthorizedAccount(id, msg.sender);
-        }
+        Suspender by;
+        if (MEMBERSHIP.isRegulator(msg.sender)) by = Suspender.REGULATOR;
+        else if (MEMBERSHIP.hasOrgRole(msg.sender, agreement.holder, Role.STEWARD)) by = Suspender.HOLDER;
+        else if (MEMBERSHIP.hasOrgRole(msg.sender, agreement.requester, Role.STEWARD)) by = Suspender.REQUESTER;
+        else revert AgreementRegistryUnauthorizedAccount(id, msg.sender);
         agreement.status = AgreementStatus.SUSPENDED;
-        agreement.suspendedByRegulator = regulator;
+        agreement.suspendedBy = by;
         emit AgreementSuspended(id, msg.sender, reason);
     }
 
@@ -108,11 +118,15 @@ contract AgreementRegistry is IAgreementRegistry, EIP712 {
         Agreement storage agreement = _existing(id);
         AgreementStatus current = _statusOf(agreement);
         if (current != AgreementStatus.SUSPENDED) revert AgreementRegistryInvalidStatus(id, current);
+        Suspender by = agreement.suspendedBy;
+        // The supervised party does not lift the other's suspension (the requester the
+        // holder's, say, to be granted again at once).
         bool allowed = MEMBERSHIP.isRegulator(msg.sender)
-            || (!agreement.suspendedByRegulator && _isPartySteward(agreement, msg.sender));
+            || (by == Suspender.HOLDER && MEMBERSHIP.hasOrgRole(msg.sender, agreement.holder, Role.STEWARD))
+            || (by == Suspender.REQUESTER && MEMBERSHIP.hasOrgRole(msg.sender, agreement.requester, Role.STEWARD));
         if (!allowed) revert AgreementRegistryUnauthorizedAccount(id, msg.sender);
         agreement.status = AgreementStatus.ACTIVE;
-        agreement.suspendedByRegulator = false;
+        agreement.suspendedBy = Suspender.NONE;
         emit AgreementResumed(id, msg.sender);
     }
 
@@ -297,13 +311,8 @@ contract AgreementRegistry is IAgreementRegistry, EIP712 {
     function _checkAmendable(AgreementId id, Agreement storage agreement) private view {
         AgreementStatus current = _statusOf(agreement);
         bool amendable = current == AgreementStatus.ACTIVE
-            || (current == AgreementStatus.SUSPENDED && !agreement.suspendedByRegulator);
+            || (current == AgreementStatus.SUSPENDED && agreement.suspendedBy != Suspender.REGULATOR);
         if (!amendable) revert AgreementRegistryInvalidStatus(id, current);
-    }
-
-    function _isPartySteward(Agreement storage agreement, address account) private view returns (bool) {
-        return MEMBERSHIP.hasOrgRole(account, agreement.holder, Role.STEWARD)
-            || MEMBERSHIP.hasOrgRole(account, agreement.requester, Role.STEWARD);
     }
 
     function _existing(AgreementId id) private view returns (Agreement storage agreement) {

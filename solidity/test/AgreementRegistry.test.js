@@ -361,8 +361,8 @@ describe("AgreementRegistry", function () {
       return ctx;
     }
 
-    for (const who of ["hospitalSteward", "instituteSteward", "regulator"]) {
-      it(`lets the ${who} resume an agreement a steward suspended`, async function () {
+    for (const who of ["hospitalSteward", "regulator"]) {
+      it(`lets the ${who} resume an agreement the holder's steward suspended`, async function () {
         const ctx = await loadFixture(suspendedByStewardFixture);
         await expect(ctx.agreements.connect(ctx[who]).resume(ctx.id))
           .to.emit(ctx.agreements, "AgreementResumed")
@@ -370,6 +370,28 @@ describe("AgreementRegistry", function () {
         expect(await ctx.agreements.status(ctx.id)).to.equal(AgreementStatus.ACTIVE);
       });
     }
+
+    // Regression: the party a suspension supervises could lift it at once (the requester's
+    // steward resumed the holder's suspension, and its accesses were granted again).
+    it("lets only the suspending party's steward or a regulator lift a steward's suspension", async function () {
+      const ctx = await loadFixture(suspendedByStewardFixture);
+      await expect(ctx.agreements.connect(ctx.instituteSteward).resume(ctx.id))
+        .to.be.revertedWithCustomError(ctx.agreements, "AgreementRegistryUnauthorizedAccount")
+        .withArgs(ctx.id, ctx.instituteSteward.address);
+      await ctx.agreements.connect(ctx.hospitalSteward).resume(ctx.id);
+      await ctx.agreements.connect(ctx.instituteSteward).suspend(ctx.id, REASON);
+      await expect(ctx.agreements.connect(ctx.hospitalSteward).resume(ctx.id))
+        .to.be.revertedWithCustomError(ctx.agreements, "AgreementRegistryUnauthorizedAccount")
+        .withArgs(ctx.id, ctx.hospitalSteward.address);
+      await expect(ctx.agreements.connect(ctx.instituteSteward).resume(ctx.id))
+        .to.emit(ctx.agreements, "AgreementResumed")
+        .withArgs(ctx.id, ctx.instituteSteward.address);
+      await ctx.agreements.connect(ctx.instituteSteward).suspend(ctx.id, REASON);
+      await expect(ctx.agreements.connect(ctx.regulator).resume(ctx.id))
+        .to.emit(ctx.agreements, "AgreementResumed")
+        .withArgs(ctx.id, ctx.regulator.address);
+      expect(await ctx.agreements.status(ctx.id)).to.equal(AgreementStatus.ACTIVE);
+    });
 
     it("lets only a regulator resume an agreement a regulator suspended", async function () {
       const ctx = await loadFixture(suspendedByRegulatorFixture);
@@ -384,13 +406,13 @@ describe("AgreementRegistry", function () {
       expect(await ctx.agreements.status(ctx.id)).to.equal(AgreementStatus.ACTIVE);
     });
 
-    it("forgets the regulator's suspension once resumed: a later steward suspension is the stewards' to lift", async function () {
+    it("forgets the regulator's suspension once resumed: a later steward suspension is that steward's party's to lift", async function () {
       const ctx = await loadFixture(suspendedByRegulatorFixture);
       await ctx.agreements.connect(ctx.regulator).resume(ctx.id);
       await ctx.agreements.connect(ctx.instituteSteward).suspend(ctx.id, REASON);
-      await expect(ctx.agreements.connect(ctx.hospitalSteward).resume(ctx.id))
+      await expect(ctx.agreements.connect(ctx.instituteSteward).resume(ctx.id))
         .to.emit(ctx.agreements, "AgreementResumed")
-        .withArgs(ctx.id, ctx.hospitalSteward.address);
+        .withArgs(ctx.id, ctx.instituteSteward.address);
     });
 
     for (const who of ["hospitalGateway", "instituteRequester", "operator", "stranger"]) {

@@ -227,7 +227,10 @@ def test_suspend_resume_revoke_with_the_right_and_the_wrong_steward(
     with pytest.raises(GatewayClientError) as exc:
         step("suspend", world.steward, bytes(32))
     assert problem(exc) == (409, "AgreementRegistryInvalidStatus")
-    assert step("resume", world.steward) == "confirmed"
+    with pytest.raises(GatewayClientError) as exc:
+        step("resume", world.steward)  # the holder lifts its own suspensions, not the partner's
+    assert problem(exc) == (403, "AgreementRegistryUnauthorizedAccount")
+    assert step("resume", world.partner_steward) == "confirmed"
     assert client.get_agreement(path).status == "ACTIVE"
     with pytest.raises(GatewayClientError) as exc:
         step("revoke", world.partner_steward, bytes(32))  # only the holder's steward revokes
@@ -349,9 +352,17 @@ def test_cli_draft_submit_sign_suspend_resume_revoke_show(
     reason = ("--reason", "study closed")
     for args, expected in (
         (("agreement", "suspend", agreement, "--key", "institute.steward", *reason), "SUSPENDED"),
+        (("agreement", "resume", agreement, "--key", "institute.steward"), "ACTIVE"),
+        (("agreement", "suspend", agreement, "--key", "hospital-a.steward", *reason), "SUSPENDED"),
         (("agreement", "resume", agreement, "--key", "hospital-a.steward"), "ACTIVE"),
         (("agreement", "revoke", agreement, "--key", "hospital-a.steward", *reason), "REVOKED"),
     ):
+        if args[1] == "resume":  # a suspension is lifted by its own party only
+            other = "hospital-a.steward" if args[4] == "institute.steward" else "institute.steward"
+            refused = invoke(cli_env, "agreement", "resume", agreement, "--key", other)
+            assert refused.exit_code == 1, refused.output
+            assert "AgreementRegistryUnauthorizedAccount" in refused.output
+            assert status(world, bytes.fromhex(agreement[2:])).name == "SUSPENDED"
         done = run(cli_env, *args, "--json")
         assert done["status"] == "confirmed", args
         assert status(world, bytes.fromhex(agreement[2:])).name == expected

@@ -103,8 +103,8 @@ interface IAgreementRegistry {
     /// @notice Suspends an active agreement. A steward of either party or any regulator.
     function suspend(AgreementId id, bytes32 reason) external;
 
-    /// @notice Resumes a suspended agreement. A steward of either party, unless a regulator
-    /// suspended it: then only a regulator.
+    /// @notice Resumes a suspended agreement. A regulator, or a steward of the party whose
+    /// steward suspended it (never the other party's); a regulator's suspension only a regulator.
     function resume(AgreementId id) external;
 
     /// @notice Ends an agreement for good. A steward of the holder or any regulator.
