@@ -6,6 +6,7 @@ import os
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 
 import pytest
 import sqlalchemy as sa
@@ -49,18 +50,20 @@ from ledger_gateway.tokens import TokenRole, TokenStore
 #   create databases the workers share the named one (tests make their schemas and databases
 #   under random names there anyway); .ci/run grants CREATEDB.
 # - Work is handed out in groups (`xdist_group`): a test that uses a module-scoped fixture goes
-#   with the rest of its module, so the fixture is set up on one worker only; the tests on a
-#   second node kind (Hardhat's) all go to one worker, so one run starts one such node; each
-#   demo (tests/e2e/test_demo.py, one per node kind) is a group. Other tests go one by one.
+#   with the rest of its module on the same node kind, so the fixture is set up once per kind;
+#   each demo (tests/e2e/test_demo.py, one per node kind) is a group. Other tests go one by one,
+#   whatever their node: each worker starts the nodes its tests ask for, once (a Hardhat node,
+#   its world and gateway cost ~14 s of set-up), and keeps them to the end (`_Started`), so a
+#   worker going from anvil's tests to Hardhat's and back starts nothing again. One worker
+#   holding every Hardhat test would be the run's long pole (~500 of them).
 # - Groups that take minutes are handed out first (SLOW_FIRST), so no worker starts one last.
 
 #: Groups (or test files) that take minutes on one worker, slowest first: a demo is two
-#: minutes of set-up, the walkthrough some 40 CLI processes, Hardhat's group 20 chain tests.
+#: minutes of set-up, the walkthrough some 40 CLI processes.
 SLOW_FIRST: tuple[str, ...] = (
     "tests/e2e/test_demo.py:hardhat",
     "tests/e2e/test_demo.py",
     "tests/integration/test_walkthrough.py",
-    "chain:hardhat",
     "tests/e2e/test_console.py",
     "tests/e2e/test_patient_page.py",
     "tests/integration/test_indexer.py",
@@ -134,12 +137,11 @@ def _xdist_group(item: pytest.Item) -> str | None:
     params = callspec.params if callspec is not None else {}
     if params.get("demo", NODES[0]) != NODES[0]:
         return f"{module}:{params['demo']}"
-    if params.get("node_kind", NODES[0]) != NODES[0]:
-        return f"chain:{params['node_kind']}"
     info = getattr(item, "_fixtureinfo", None)
     definitions = info.name2fixturedefs.values() if info is not None else ()
     if any(defs and defs[-1].scope in ("module", "class", "package") for defs in definitions):
-        return module
+        kind = params.get("node_kind", NODES[0])
+        return module if kind == NODES[0] else f"{module}:{kind}"
     return None
 
 
@@ -224,31 +226,106 @@ def node_kind(request: pytest.FixtureRequest) -> str:
     return kind
 
 
+class _Started:
+    """The chains this worker started, by node kind, with their world and gateway: each made
+    on first use and kept to the session's end. pytest tears a session fixture down when the
+    next test asks for another parameter (`node_kind`), so a worker whose tests alternate
+    between nodes would otherwise start a node, deploy and serve a gateway at each switch."""
+
+    def __init__(self, tmp_path_factory: pytest.TempPathFactory, stack: ExitStack) -> None:
+        self.tmp_path_factory = tmp_path_factory
+        self.stack = stack
+        self.chains: dict[str, ChainHandle] = {}
+        self.worlds: dict[str, World] = {}
+        self.gateways: dict[str, GatewayHandle] = {}
+
+    def chain(self, kind: str) -> ChainHandle:
+        if kind not in self.chains:
+            self.chains[kind] = self.stack.enter_context(self._start_chain(kind))
+        return self.chains[kind]
+
+    def world(self, kind: str) -> World:
+        if kind not in self.worlds:
+            chain = self.chain(kind)
+            operator = LocalSigner(HexStr(TEST_OPERATOR_KEY))
+            w3 = connect(chain.rpc_url)
+            deployment, _ = deploy(w3, operator, chain.home.deployment, admin_delay=5)
+            self.worlds[kind] = World(Ledger(w3, deployment), operator).build()
+        return self.worlds[kind]
+
+    def gateway(self, kind: str) -> GatewayHandle:
+        if kind not in self.gateways:
+            self.gateways[kind] = self.stack.enter_context(self._serve_gateway(kind))
+        return self.gateways[kind]
+
+    @contextmanager
+    def _start_chain(self, kind: str) -> Iterator[ChainHandle]:
+        operator: LocalAccount = Account.from_key(TEST_OPERATOR_KEY)
+        home = Home(self.tmp_path_factory.mktemp(f"dul-home-{kind}")).ensure()
+        settings = throwaway_chain_settings(operator=operator.address, start_timeout=120.0)
+        node = start_chain(kind, home, settings)
+        try:
+            status = node.status()
+            assert status.rpc_url is not None
+            assert status.node_url is not None
+            assert status.chain_id is not None
+            handle = ChainHandle(
+                rpc_url=status.rpc_url,
+                node_url=status.node_url,
+                chain_id=status.chain_id,
+                home=home,
+                operator=operator,
+                node=node,
+                kind=kind,
+            )
+            try:
+                yield handle
+            finally:
+                handle.client.close()
+        finally:
+            node.stop()
+
+    @contextmanager
+    def _serve_gateway(self, kind: str) -> Iterator[GatewayHandle]:
+        world, chain = self.world(kind), self.chain(kind)
+        # Its own GATEWAY key: the submitter owns its key's nonces, and other tests send with
+        # `world.gateway` directly.
+        keys = KeyStore(chain.home, passphrase="gateway-tests", scrypt_n=2**14)
+        secret = keccak(b"dul tests fixture gateway")
+        address = keys.import_key("hospital-a.fixture-gateway", secret)
+        world.ledger.transact(
+            world.operator, "Membership", "grantMemberRole", world.hospital, address, Role.GATEWAY
+        )
+        settings = GatewaySettings(
+            home=chain.home.root,
+            org="hospital-a",
+            key="hospital-a.fixture-gateway",
+            key_passphrase=SecretStr("gateway-tests"),
+            rpc_url=chain.rpc_url,
+            database_url=f"sqlite:///{self.tmp_path_factory.mktemp('gateway') / 'gateway.db'}",
+            port=free_port(),
+            batch_latency_ms=20,
+            deadline_margin_s=5,
+        )
+        tokens = TokenStore(settings.tokens_path)
+        token = tokens.create(f"tests-{settings.port}", "hospital-a", TokenRole.ACCESS_SERVICE)
+        domain = access_log_domain(
+            world.ledger.chain_id, world.ledger.deployment.address("AccessLog")
+        )
+        with serve(settings) as url, GatewayClient(url, token) as client:
+            yield GatewayHandle(url, token, client, domain, settings)
+
+
 @pytest.fixture(scope="session")
-def chain(node_kind: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChainHandle]:
+def _started(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Started]:
+    with ExitStack() as stack:
+        yield _Started(tmp_path_factory, stack)
+
+
+@pytest.fixture(scope="session")
+def chain(node_kind: str, _started: _Started) -> ChainHandle:
     """One chain (the node + permissioned proxy) per node kind for the whole test session."""
-    operator: LocalAccount = Account.from_key(TEST_OPERATOR_KEY)
-    home = Home(tmp_path_factory.mktemp(f"dul-home-{node_kind}")).ensure()
-    settings = throwaway_chain_settings(operator=operator.address, start_timeout=120.0)
-    node = start_chain(node_kind, home, settings)
-    status = node.status()
-    assert status.rpc_url is not None
-    assert status.node_url is not None
-    assert status.chain_id is not None
-    handle = ChainHandle(
-        rpc_url=status.rpc_url,
-        node_url=status.node_url,
-        chain_id=status.chain_id,
-        home=home,
-        operator=operator,
-        node=node,
-        kind=node_kind,
-    )
-    try:
-        yield handle
-    finally:
-        handle.client.close()
-        node.stop()
+    return _started.chain(node_kind)
 
 
 # --- end chain fixtures ---
@@ -264,11 +341,8 @@ def chain(node_kind: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 
 
 @pytest.fixture(scope="session")
-def world(chain: ChainHandle) -> World:
-    operator = LocalSigner(HexStr(TEST_OPERATOR_KEY))
-    w3 = connect(chain.rpc_url)
-    deployment, _ = deploy(w3, operator, chain.home.deployment, admin_delay=5)
-    return World(Ledger(w3, deployment), operator).build()
+def world(chain: ChainHandle, _started: _Started) -> World:
+    return _started.world(chain.kind)
 
 
 # --- end ledger fixtures ---
@@ -282,33 +356,8 @@ def world(chain: ChainHandle) -> World:
 
 
 @pytest.fixture(scope="session")
-def gateway(
-    world: World, chain: ChainHandle, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[GatewayHandle]:
-    # Its own GATEWAY key: the submitter owns its key's nonces, and other tests send with
-    # `world.gateway` directly.
-    keys = KeyStore(chain.home, passphrase="gateway-tests", scrypt_n=2**14)
-    secret = keccak(b"dul tests fixture gateway")
-    address = keys.import_key("hospital-a.fixture-gateway", secret)
-    world.ledger.transact(
-        world.operator, "Membership", "grantMemberRole", world.hospital, address, Role.GATEWAY
-    )
-    settings = GatewaySettings(
-        home=chain.home.root,
-        org="hospital-a",
-        key="hospital-a.fixture-gateway",
-        key_passphrase=SecretStr("gateway-tests"),
-        rpc_url=chain.rpc_url,
-        database_url=f"sqlite:///{tmp_path_factory.mktemp('gateway') / 'gateway.db'}",
-        port=free_port(),
-        batch_latency_ms=20,
-        deadline_margin_s=5,
-    )
-    tokens = TokenStore(settings.tokens_path)
-    token = tokens.create(f"tests-{settings.port}", "hospital-a", TokenRole.ACCESS_SERVICE)
-    domain = access_log_domain(world.ledger.chain_id, world.ledger.deployment.address("AccessLog"))
-    with serve(settings) as url, GatewayClient(url, token) as client:
-        yield GatewayHandle(url, token, client, domain, settings)
+def gateway(world: World, chain: ChainHandle, _started: _Started) -> GatewayHandle:
+    return _started.gateway(chain.kind)
 
 
 # --- end gateway fixtures ---

@@ -30,7 +30,7 @@ from dul.signing import LocalSigner, typed_data_digest
 from ledger_gateway.client import GatewayClient, GatewayClientError
 from ledger_gateway.testing import GatewayHandle
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.every_node]
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSPHRASE = "access-cli-tests"

@@ -33,7 +33,7 @@ from dul.signing import Signer
 from ledger_gateway.client import sign_request
 from ledger_gateway.testing import GatewayHandle
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.every_node]
 
 OTHER_ORG = slug_id("artifact-tests-ai-co")
 

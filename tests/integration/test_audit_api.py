@@ -28,7 +28,7 @@ from dul.chain.testing import ChainHandle, free_port
 from dul.contracts.world import World
 from dul.domain import Decision, DenyReason, Operation, ReleaseKind
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.every_node]
 
 
 def hexed(value: bytes) -> str:

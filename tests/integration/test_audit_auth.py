@@ -52,7 +52,7 @@ from dul.patient_tokens import PatientToken, patient_token_domain
 from dul.signing import LocalSigner, Signer
 from dul.subjects import new_subject_key, subject_ref
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.every_node]
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 HOSPITAL_B = "audit-auth-b"

@@ -38,7 +38,7 @@ from dul.domain import (
     slug_id,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.every_node]
 
 EHR = slug_id("hospital-a/ehr-identified")
 PATIENT = keccak(b"audit break-glass patient reference")

@@ -17,7 +17,7 @@ from dul.chain.testing import ChainHandle
 from dul.contracts.world import World
 from dul.domain import AgreementStatus, OrgKind, slug_id
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.every_node]
 
 
 def test_effective_status_follows_the_chains_rule() -> None:

@@ -24,7 +24,7 @@ from dul.contracts.typed_data import AccessRecord
 from dul.contracts.world import World
 from dul.domain import Decision, DenyReason, Operation, Tier
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.every_node]
 
 ONES = b"\xff" * 32
 

@@ -20,7 +20,7 @@ from dul.cohort import leaf_hash
 from dul.contracts.world import World
 from dul.domain import ConsentPolicy, Scenario, Tier
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.every_node]
 
 
 def hexed(value: bytes) -> str:

@@ -42,7 +42,7 @@ from dul.cohort import verify_inclusion
 from dul.contracts.world import World
 from dul.domain import AuthorizationStatus, ConsentStatus
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.every_node]
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 

@@ -25,7 +25,7 @@ from audit.testing import drop_stores, index_into, make_store_url, record_story
 from dul.chain.testing import ChainHandle
 from dul.contracts.world import World
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.every_node]
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 

@@ -24,7 +24,7 @@ from dul.contracts.typed_data import AccessRequest, access_log_domain
 from dul.contracts.world import World
 from dul.domain import Operation, Tier
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.every_node]
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 

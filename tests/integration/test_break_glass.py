@@ -48,7 +48,7 @@ from ledger_gateway.relay import function
 from ledger_gateway.testing import GatewayHandle
 from ledger_gateway.tokens import TokenRole, TokenStore
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.every_node]
 
 PASSPHRASE = "gateway-tests"  # the gateway fixture's keystore passphrase
 EHR = slug_id("hospital-a/ehr-identified")

@@ -29,7 +29,7 @@ from ledger_gateway.steward_client import StewardClient, sign_steward_call
 from ledger_gateway.testing import GatewayHandle
 from ledger_gateway.tokens import TokenRole, TokenStore
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.every_node]
 
 
 def token(gateway: GatewayHandle, org: str, role: TokenRole = TokenRole.STEWARD) -> str:

@@ -17,7 +17,7 @@ from ledger_gateway.client import GatewayClient
 from ledger_gateway.testing import GatewayHandle
 from ledger_gateway.tokens import TokenRole, TokenStore
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.every_node]
 
 SUBJECT = "0x" + "5a" * 32
 CODE_HASH = "0x" + "c0" * 32
