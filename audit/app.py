@@ -398,7 +398,8 @@ def create_app(settings: AuditSettings | None = None) -> FastAPI:
     ) -> VerifyReport:
         """Re-reads the chain and compares it with the store, recomputes every signature and
         re-checks every agreement invariant; `ok` is false when anything is off. An
-        organization gets the verdict and the counts; the findings are listed to regulators."""
+        organization gets the verdict and the counts, and the unreviewed break-glass accesses
+        of its own agreements; the findings and everyone's cases are listed to regulators."""
         require_not_patient(caller, "verify")
 
         def run() -> VerifyReport:
@@ -424,11 +425,18 @@ def create_app(settings: AuditSettings | None = None) -> FastAPI:
 
         # callers asking while the same verify runs share it (every console polls this)
         report = state.verifies.run((chain, signatures), run)
-        if caller.role != CallerRole.REGULATOR and report.findings:
-            note = (f"{report.findings_total} finding(s) over the whole ledger: listed to "
-                    "regulators only")  # fmt: skip
-            report = report.model_copy(update={"findings": [], "notes": [*report.notes, note]})
-        return report
+        if caller.role == CallerRole.REGULATOR:
+            return report
+        # the verdict and the counts; of the cases behind them, only the caller's own
+        scope = Scope(caller)
+        with store_errors(), state.engine.connect() as conn:
+            cases = [c for c in report.break_glass_unreviewed
+                     if scope.allows(conn, f"agreement:{c.agreement_id}")]  # fmt: skip
+        update: dict[str, Any] = {"findings": [], "break_glass_unreviewed": cases}
+        if report.findings:
+            update["notes"] = [*report.notes, f"{report.findings_total} finding(s) over the "
+                               "whole ledger: listed to regulators only"]  # fmt: skip
+        return report.model_copy(update=update)
 
     @app.get("/v1/reports/agreements/{agreement_id}", tags=["reports"])
     def get_report(state: StateDep, caller: CallerDep, agreement_id: str) -> AgreementReport:

@@ -179,3 +179,34 @@ def test_the_fhir_audit_event_says_emergency_treatment_and_break_the_glass(
     details = {d["type"]: d["valueString"] for e in event["entity"] for d in e.get("detail", [])}
     assert details["breakGlassReason"] == "LIFE_THREATENING_EMERGENCY"
     assert details["breakGlassReview"] in ("UNREVIEWED", "REFERRED")
+
+
+def test_verify_lists_a_break_glass_access_to_its_parties_and_regulators_only(
+    world: World, chain: ChainHandle, indexed: tuple[str, sa.Engine, Indexer], tmp_path: Path
+) -> None:
+    """`GET /v1/verify` gives an organization the verdict and counts, not the findings; the
+    unreviewed break-glass accesses (access, agreement, holder, emergency, time) are as much
+    another organization's business as the findings are."""
+    from audit.auth import AuditRole
+    from audit.settings import AuditSettings
+    from audit.testing import audit_client
+
+    _, access_id = record_break_glass(world, keccak(b"another break-glass patient"))
+    indexed[2].run(to_block=world.ledger.w3.eth.block_number)
+    manifest = tmp_path / "deployment.json"
+    manifest.write_text(json.dumps(world.ledger.deployment.raw))
+    settings = AuditSettings(database_url=indexed[0], rpc_url=chain.rpc_url,
+                             deployment_path=manifest)  # fmt: skip
+    access = hexed(access_id)
+    for role, org, sees in (
+        (AuditRole.REGULATOR, "", True),
+        (AuditRole.ORGANIZATION, "hospital-a", True),  # the holder
+        (AuditRole.ORGANIZATION, "institute", True),  # the requester
+        (AuditRole.ORGANIZATION, "insurer-elsewhere", False),
+    ):
+        with audit_client(settings, role, org) as client:
+            report = client.get("/v1/verify?chain=false")
+            assert report.status_code == 200, report.text
+            listed = {case["access_id"] for case in report.json()["break_glass_unreviewed"]}
+            assert (access in listed) is sees, (role, org)
+            assert sees or listed == set()
