@@ -18,7 +18,7 @@ from dul.contracts.world import World
 from dul.domain import OrgStatus, slug_id
 from dul.keys import KeyStore
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.every_node]
 
 PASSPHRASE = "cli-admin-tests"
 

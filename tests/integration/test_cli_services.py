@@ -25,7 +25,7 @@ from dul.chain.testing import ChainHandle, free_port
 from dul.cli.main import app
 from dul.home import Home
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.every_node]
 
 DUL = (sys.executable, "-c", "from dul.cli.main import app; app()")
 

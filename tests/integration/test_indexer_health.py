@@ -47,7 +47,7 @@ from dul.chain.rpc import RpcClient
 from dul.chain.testing import ChainHandle
 from dul.contracts.world import World
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.every_node]
 
 BEHIND_BLOCKS, BEHIND_S = 10_000_000, 31_536_000
 """Thresholds no static store of a test exceeds (nothing follows the chain here)."""

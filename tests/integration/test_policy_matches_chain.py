@@ -55,7 +55,7 @@ from dul.signing import Signer
 from ledger_gateway.consent_policy import AuthorizationState, RedemptionFacts, authorization_fault
 from ledger_gateway.policy import AgreementState, PolicyDecision, RequestFacts, decide
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.every_node]
 
 R = DenyReason
 ZERO = bytes(32)

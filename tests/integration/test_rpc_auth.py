@@ -33,7 +33,7 @@ from dul.contracts.world import World
 from dul.domain import Role
 from dul.signing import LocalSigner
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.every_node]
 
 TO = "0x000000000000000000000000000000000000dEaD"
 

@@ -41,7 +41,7 @@ from dul.domain import Operation, Scenario, Tier
 from ledger_gateway.client import sign_request
 from ledger_gateway.testing import GatewayHandle
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.every_node]
 
 
 def hexed(value: bytes) -> str:
