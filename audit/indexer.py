@@ -49,8 +49,10 @@ error answer) and its `RangeRefusedError` range_refused (the node will not serve
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import gc
+import itertools
 import json
 import sqlite3
 import sys
@@ -91,7 +93,13 @@ from audit.store import (
     prepare,
 )
 from dul.chain.log_pages import PageSizer, get_logs
-from dul.chain.rpc import NodeUnavailableError, RpcClient, range_refused
+from dul.chain.rpc import (
+    GET_LOGS,
+    NodeUnavailableError,
+    RangeRefusedError,
+    RpcClient,
+    range_refused,
+)
 from dul.errors import DulError
 
 log = structlog.get_logger("audit.indexer")
@@ -178,6 +186,9 @@ class Page:
     """The events, when fetched in this process (a worker process sends the rows only)."""
     reply_bytes: int = 0
     """Length of the `eth_getLogs` reply: the next pages are fitted to the byte budget too."""
+    over_budget: int = 0
+    """The declared length of a reply over the byte budget whose first whole blocks made
+    this page (ending before the range asked for; the rest is asked for again), else 0."""
 
     @property
     def events(self) -> list[DecodedEvent]:
@@ -249,6 +260,35 @@ class PageFetcher:
             refs.append(None if result is None else _block_ref(result))
         return refs[0], refs[1]
 
+    def whole_blocks(self, first: int, filter_: dict[str, Any]) -> tuple[list[Any], int, int]:
+        """The logs of a page of several blocks, 0 and the reply's length; or, when the reply
+        is over the byte budget, the logs of its blocks that came whole within its first
+        quarter (the size pages are fitted to: a page's memory stays as bounded as before),
+        the first block not kept and about the bytes kept (the node's reply is in block
+        order: what the node read for it is not thrown away, and the rest of the range is
+        asked for again). A reply whose first block alone is over the budget, or that is not
+        in block order, is refused as before."""
+        logs, complete = self.rpc.request_prefix(
+            GET_LOGS, filter_, max_bytes=self.max_page_bytes, keep_bytes=self.max_page_bytes // 4
+        )
+        if complete:
+            return list(logs), 0, self.rpc.reply_bytes
+        kept: list[Any] = list(logs)[:-1]  # the last element may be incomplete
+        numbers = [_block_number(entry) for entry in kept]
+        if any(later < earlier for earlier, later in itertools.pairwise(numbers)):
+            numbers = []  # not in block order: nothing can be kept
+        elif numbers and numbers[0] < 0:
+            numbers = []
+        if not numbers or numbers[-1] <= first:
+            reply = self.rpc.reply_bytes
+            raise RangeRefusedError(
+                f"eth_getLogs: a {reply or 'larger'}-byte reply is over the page budget",
+                reply_bytes=reply or None,
+            )
+        cut = numbers[-1]  # the last block in the prefix may go on past it
+        whole = bisect.bisect_left(numbers, cut)
+        return kept[:whole], cut, self.max_page_bytes // 4 * whole // len(logs)
+
     def page_of_logs(self, filter_: dict[str, Any]) -> list[dict[str, Any]]:
         """One `eth_getLogs` over a page's blocks, its reply bounded unless it is one block
         (a block's logs cannot be split)."""
@@ -263,13 +303,26 @@ class PageFetcher:
         before, start = self.bounds(first, last)
         if before is None or start is None or before.parent_hash is None:
             raise ChainMovedError(f"blocks {first}..{last} are no longer on the node")
-        logs: list[Any] = self.page_of_logs(
-            {"fromBlock": hex(first), "toBlock": hex(last), "address": self.addresses}
-        )
-        reply_bytes = self.rpc.reply_bytes
-        after = self.header(last)
+        filter_ = {"fromBlock": hex(first), "toBlock": hex(last), "address": self.addresses}
+        cut = 0
+        if first == last:
+            logs: list[Any] = self.page_of_logs(filter_)
+            reply_bytes = self.rpc.reply_bytes
+        else:
+            logs, cut, reply_bytes = self.whole_blocks(first, filter_)
+        over_budget = self.rpc.reply_bytes if cut else 0
+        tip: BlockRef | None = None
+        if not cut:
+            after = self.header(last)
+        else:  # the page ends before `cut`; its end is read while `last` is still the same
+            after, tip = self.bounds(cut - 1, last)
+            if tip is None:
+                raise ChainMovedError(f"block {cut - 1} is no longer on the node")
         if after is None or after.hash != before.hash:
             raise ChainMovedError(f"block {last} changed while its logs were read")
+        if cut:
+            assert tip is not None
+            before, last = tip, cut - 1
         decode = self.decoder.decode
         events: list[DecodedEvent] = []
         quarantined: list[Quarantine] = []
@@ -295,7 +348,7 @@ class PageFetcher:
         prepared = prepare(events)
         self.stamp(prepared, before)
         return Page(first, before, start.parent_hash, prepared, cohorts, quarantined,
-                    events, reply_bytes)  # fmt: skip
+                    events, reply_bytes, over_budget)  # fmt: skip
 
     def stamp(self, prepared: PreparedPage, last: BlockRef) -> None:
         """Gives each block of the page its time from its header where the logs carry none
@@ -953,6 +1006,14 @@ def _quarantine_event(ev: DecodedEvent, error: BaseException) -> Quarantine:
         "apply", f"{type(error).__name__}: {error}",
         {"contract": ev.contract, "name": ev.name, "args": json.loads(ev.args_json)},
     )  # fmt: skip
+
+
+def _block_number(entry: Any) -> int:
+    """A raw log's block number, -1 when it has none readable."""
+    try:
+        return int(entry["blockNumber"], 16)
+    except (KeyError, TypeError, ValueError):
+        return -1
 
 
 def decode_logs(decoder: EventDecoder, logs: Sequence[Mapping[str, Any]]) -> list[DecodedEvent]:

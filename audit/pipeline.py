@@ -13,10 +13,14 @@ out again. Pages reach the writer strictly in block order (they are keyed by the
 block), so it writes exactly what one sequential reader would, and every page is still
 checked against its predecessor's hash at write time (a reorg between two workers' reads is
 caught there). At most `depth` ranges are out at once (in a worker or done and waiting), so
-memory stays at about `depth` pages whatever the workers' speed. Until the first page is in,
-one range is out at a time: the density of the chain is unknown and a refused range costs the
-node a full read. An error travels with its range and reaches the writer only when every page
-before it is written, as if read in order.
+memory stays at about `depth` pages whatever the workers' speed. Until the density of the
+chain is known (a page of at least 1/16 of the byte budget, a refused or cut range, or a page
+as wide as pages go), one range is out at a time: every range out is read whole by the node,
+even one then refused or cut, and a sparse start (the deployment's blocks) says nothing about
+the blocks after it. A reply over the byte budget keeps the blocks that came whole within its
+first quarter (`PageFetcher.whole_blocks`); the rest of its range goes out again, fitted to
+what the reply's declared length says about it. An error travels with its range and reaches
+the writer only when every page before it is written, as if read in order.
 
 Worker processes live as long as the indexer (spawned once; following the head hands them
 one small range at a time). They ignore Ctrl-C (the indexer stops them) and leave on their
@@ -304,6 +308,7 @@ class Pipeline:
         self.out = 0
         """Ranges handed out and not yet given to the writer."""
         self.learned = False
+        """Whether the density is known: until then one range is out at a time."""
         self.density = 0.0
         """Reply bytes per block, the fading maximum of what was seen."""
         self.log_density = 0.0
@@ -340,9 +345,23 @@ class Pipeline:
         self.probing.discard(fetched.task.first)
         page = fetched.page
         if page is not None:
-            self.learned = True
+            if page.over_budget:  # counted as a refusal: the node read more than was kept
+                self.sizer.refused += 1
+                log.info("audit.range_cut", first=page.first, last=fetched.task.last,
+                         kept_to=page.last.number, reply_bytes=page.over_budget)  # fmt: skip
+                # the blocks not kept hold the rest of the reply: the next pages fit that
+                self._observe(fetched.task.last - page.last.number,
+                              page.over_budget - page.reply_bytes)  # fmt: skip
             end = page.last.number
             span = end - page.first + 1
+            # Ranges go out side by side once the chain's density is known: from a page of
+            # some size (a sparse stretch, e.g. the deployment's blocks, says nothing about
+            # the blocks after it, and each range out at once is read whole by the node even
+            # when it comes back refused or cut), a refusal, or a page as wide as pages go.
+            self.learned = self.learned or bool(
+                page.over_budget or fetched.refused or page.reply_bytes * 16 >= self.max_bytes
+                or span >= self.sizer.maximum
+            )  # fmt: skip
             self.served = max(self.served, span)
             logs = page.count + len(page.quarantined)
             self.sizer.after(span, logs)

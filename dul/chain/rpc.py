@@ -309,6 +309,57 @@ class RpcClient:
         body = {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": list(params)}
         return _result(method, self._post(method, body, max_bytes))
 
+    def request_prefix(
+        self, method: str, *params: Any, max_bytes: int, keep_bytes: int
+    ) -> tuple[Any, bool]:
+        """`(result, True)`; or, for a reply longer than `max_bytes`, `(what its first
+        `keep_bytes` bytes hold, False)` with the rest dropped unread: a result array's
+        complete elements and maybe an incomplete last one (the caller keeps what it can use
+        of the work the node has done; `reply_bytes` is then the reply's declared length)."""
+        body = {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": list(params)}
+        declared: str | None = None
+        complete = True
+        try:
+            with self.client.stream("POST", self._target, json=body) as response:
+                if response.status_code != 200:
+                    content = response.read()
+                else:
+                    declared = response.headers.get("content-length")
+                    over = declared is not None and declared.isdigit() and int(declared) > max_bytes
+                    limit = keep_bytes if over else max_bytes  # read no more than is kept
+                    chunks: list[bytes] = []
+                    size = 0
+                    for chunk in response.iter_bytes():
+                        if size + len(chunk) > limit:
+                            chunks.append(chunk[: limit - size])
+                            complete = False
+                            break
+                        chunks.append(chunk)
+                        size += len(chunk)
+                    content = b"".join(chunks)
+        except httpx.HTTPError as exc:
+            raise _transport_error(method, self.url, exc) from exc
+        if response.status_code >= 300:
+            raise _status_error(method, response.status_code, content)
+        if complete:
+            self.reply_bytes = len(content)
+            try:
+                return _result(method, from_json(content)), True
+            except ValueError as exc:
+                raise NodeUnavailableError(f"{method}: unreadable reply ({exc})") from exc
+        self.reply_bytes = int(declared) if declared is not None and declared.isdigit() else 0
+        try:
+            partial = from_json(content[:keep_bytes], allow_partial=True)
+        except ValueError:
+            partial = None
+        result = partial.get("result") if isinstance(partial, dict) else None
+        if not isinstance(result, list):
+            raise RangeRefusedError(
+                f"the reply is over the {max_bytes}-byte budget",
+                reply_bytes=self.reply_bytes or None,
+            )
+        return result, False
+
     def reply(self, method: str, *params: Any) -> dict[str, Any]:
         """The node's reply object as it is, a JSON-RPC error included rather than raised (what
         a web3 provider hands web3); no usable answer raises as `request` does."""

@@ -356,6 +356,50 @@ def test_a_reply_over_the_byte_budget_halves_the_page_and_changes_nothing(
     budget.close()
 
 
+def test_a_reply_over_the_byte_budget_keeps_its_whole_blocks_and_changes_nothing(
+    chain: ChainHandle, world: World, new_store: StoreFactory
+) -> None:
+    """A reply over the budget is not thrown away: the blocks that came whole within its
+    first quarter make the page, and the rest of the range is asked for again (the node read
+    it once, where a refusal had it read again and again); the store is a fresh index's, and
+    the next ranges are fitted to what the cut reply said about the blocks after the page."""
+    agreement = world.activate(world.research_terms())
+    for _ in range(8):
+        record_accesses(world, agreement, 6)
+    target = head(chain)
+    start = int(world.ledger.deployment.raw["block"])
+    reference = make_indexer(world, new_store(), chain.rpc_url)
+    reference.run(to_block=target)
+    probe = RpcClient(chain.rpc_url)
+    probe.request("eth_getLogs", {"fromBlock": hex(start), "toBlock": hex(target),
+                                  "address": reference.fetcher.addresses})  # fmt: skip
+    whole = probe.reply_bytes
+    probe.close()
+    cut = make_indexer(world, new_store(), chain.rpc_url, page_size=target - start + 1,
+                       max_page_size=target - start + 1, max_page_bytes=whole // 2)  # fmt: skip
+    pages: list[Any] = []
+    fetch = cut.fetcher.fetch
+
+    def spy(first: int, last: int) -> Any:
+        page = fetch(first, last)
+        pages.append((first, last, page))
+        return page
+
+    cut.fetcher.fetch = spy  # type: ignore[method-assign]
+    summary = cut.run(to_block=target)
+    first, last, page = pages[0]
+    assert (first, last) == (start, target)
+    assert page.over_budget == whole  # the declared length of the reply it was cut from
+    assert start < page.last.number < target
+    assert page.count > 0
+    assert page.reply_bytes <= whole // 8  # a quarter of the budget at most
+    assert summary.refused_ranges >= 1
+    assert summary.events == reference.store.count("event")
+    assert cut.store.dump() == reference.store.dump()
+    reference.close()
+    cut.close()
+
+
 # --- crashes and restarts -------------------------------------------------------------------------
 
 

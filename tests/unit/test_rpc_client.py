@@ -244,3 +244,31 @@ def test_a_refused_credential_or_an_unreachable_node_is_no_log_range_refusal() -
 
     for exc in Both(unreachable).run("get_logs", {"fromBlock": "0x0"}):
         assert type(exc) is NodeUnavailableError, exc
+
+
+def test_a_reply_over_the_budget_gives_the_start_it_keeps_and_its_declared_length() -> None:
+    """`request_prefix`: a reply within `max_bytes` is the result, whole; one over it gives
+    what its first `keep_bytes` hold (complete elements, maybe an incomplete last one) and its
+    declared length; one whose kept start holds no result array is refused as before."""
+    logs = [{"blockNumber": hex(n), "data": "0x" + "ab" * 40} for n in range(40)]
+
+    def reply(body: dict[str, Any]) -> dict[str, Any]:
+        return {"result": logs} if body["method"] == "eth_getLogs" else {"error": {
+            "code": -32000, "message": "x" * 5_000}}  # fmt: skip
+
+    client = RpcClient("http://node.test", transport=httpx.MockTransport(answering(reply)))
+    whole, complete = client.request_prefix("eth_getLogs", {}, max_bytes=1 << 20, keep_bytes=1)
+    assert (whole, complete) == (logs, True)
+    length = client.reply_bytes
+    start, complete = client.request_prefix("eth_getLogs", {}, max_bytes=length - 1,
+                                            keep_bytes=length // 4)  # fmt: skip
+    assert not complete
+    assert client.reply_bytes == length
+    assert 1 < len(start) < len(logs)
+    assert start[:-1] == logs[: len(start) - 1]  # whole elements, then maybe a part of one
+    with pytest.raises(RangeRefusedError) as refused:
+        client.request_prefix("eth_getLogs", {}, max_bytes=length - 1, keep_bytes=10)
+    assert refused.value.reply_bytes == length
+    with pytest.raises(RpcError):  # an error answer within the budget is raised as it is
+        client.request_prefix("eth_other", {}, max_bytes=1 << 20, keep_bytes=1)
+    client.close()
