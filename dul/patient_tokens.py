@@ -99,7 +99,10 @@ class PatientToken:
     @classmethod
     def decode(cls, token: str) -> PatientToken:
         if not token.startswith(PREFIX) or len(token) != len(PREFIX) + _ENCODED:
-            raise PatientTokenError(f"a patient token is {PREFIX} and {_ENCODED} characters")
+            raise PatientTokenError(
+                f"a patient token is {PREFIX} and {_ENCODED} characters "
+                f"({len(PREFIX) + _ENCODED} in all)"
+            )
         body = token[len(PREFIX) :]
         try:
             raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))

@@ -780,6 +780,13 @@ def _subject_key(holder: str, path: Path | None, *, create: bool) -> bytes:
                 "the same pseudonyms give other subject references"
             )
             return key
+        if not where.exists():
+            raise ConfigError(
+                f"no subject key at {where}: create it with `dul steward subject-key new "
+                f"--holder {holder}` (`dul steward consent grant` also creates it on first use), "
+                "or name the hospital's own with --subject-key / DUL_SUBJECT_KEY",
+                code="subject_key",
+            )
         return load_subject_key(where)
     except SubjectError as exc:
         raise ConfigError(str(exc), code="subject_key") from None
