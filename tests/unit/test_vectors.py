@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
 from eth_account import Account
 from eth_account.messages import encode_typed_data
 
@@ -185,3 +188,37 @@ def test_committed_vectors_match_python() -> None:
             path.write_text(text)
         assert path.exists(), f"{path} missing: run DUL_WRITE_VECTORS=1 pytest {__file__}"
         assert json.loads(path.read_text()) == json.loads(text), f"{name} drifted from Python"
+
+
+WALLETS = r"""
+const { signTypedData, SignTypedDataVersion } = require("@metamask/eth-sig-util");
+const { Wallet } = require("ethers");
+const vector = JSON.parse(require("fs").readFileSync(0, "utf8"));
+const typed = { types: vector.types, domain: vector.domain, primaryType: vector.primaryType,
+                message: vector.message };
+const metamask = signTypedData({ privateKey: Buffer.from(vector.privateKey.slice(2), "hex"),
+                                 data: typed, version: SignTypedDataVersion.V4 });
+const types = { ...typed.types };
+delete types.EIP712Domain;  // ethers v6 derives it from the domain
+new Wallet(vector.privateKey).signTypedData(typed.domain, types, typed.message)
+  .then((ethers) => console.log(JSON.stringify({ metamask, ethers })));
+"""
+
+
+@pytest.mark.skipif(
+    shutil.which("node") is None
+    or not (VECTORS.parents[2] / "node_modules/@metamask/eth-sig-util").is_dir(),
+    reason="node or @metamask/eth-sig-util is not installed (npm ci)",
+)
+@pytest.mark.parametrize("name", sorted(p.name for p in VECTORS.glob("*-signature.json")))
+def test_wallet_libraries_sign_each_vector_as_python_does(name: str) -> None:
+    """MetaMask's eth-sig-util (the JSON as is) and ethers v6 (without `EIP712Domain`) sign
+    every committed vector to its signature: a wallet signs what the contracts verify."""
+    done = subprocess.run(
+        [str(shutil.which("node")), "-e", WALLETS], input=(VECTORS / name).read_text(),
+        capture_output=True, text=True, cwd=VECTORS.parents[2], timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    signed = json.loads(done.stdout)
+    expected = json.loads((VECTORS / name).read_text())["signature"]
+    assert signed == {"metamask": expected, "ethers": expected}
