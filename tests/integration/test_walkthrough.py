@@ -37,7 +37,7 @@ def python_block() -> str:
     readme = (ROOT / "README.md").read_text()
     section = readme.split(SECTION, 1)[1].split("\n## ", 1)[0]
     (block,) = re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
-    return block
+    return str(block)
 
 
 def as_shell(block: str) -> str:
