@@ -44,8 +44,10 @@ class IpcUpstream:
         self._slots = asyncio.Semaphore(max_connections)
         self._idle: list[_Conn] = []
 
-    async def post(self, body: bytes, *, expect_reply: bool = True) -> tuple[int, bytes]:
-        """Send one JSON-RPC message; (200, reply line), or (204, b"") without a reply."""
+    async def post(self, body: bytes) -> tuple[int, bytes]:
+        """Send one JSON-RPC message with at least one id in it; (200, its reply line). A
+        message without one (only notifications) would leave a node that answers it anyway a
+        reply on the pooled connection for the next caller: the proxy never sends one."""
         message = body.strip() + b"\n"
         async with self._slots:
             # An idle connection may have been closed by a restarted node: retry on a fresh
@@ -53,7 +55,7 @@ class IpcUpstream:
             while self._idle:
                 conn = self._idle.pop()
                 try:
-                    return await self._exchange(conn, message, expect_reply)
+                    return await self._exchange(conn, message)
                 except _StaleConnectionError:
                     continue
             try:
@@ -63,20 +65,17 @@ class IpcUpstream:
             except (OSError, TimeoutError) as exc:
                 raise UpstreamError(f"cannot connect to {self.url}: {exc}") from exc
             try:
-                return await self._exchange(conn, message, expect_reply)
+                return await self._exchange(conn, message)
             except _StaleConnectionError as exc:
                 raise UpstreamError(f"{self.url} closed the connection") from exc
 
-    async def _exchange(self, conn: _Conn, message: bytes, expect_reply: bool) -> tuple[int, bytes]:
+    async def _exchange(self, conn: _Conn, message: bytes) -> tuple[int, bytes]:
         reader, writer = conn
         try:
             async with asyncio.timeout(self._timeout):
                 try:
                     writer.write(message)
                     await writer.drain()
-                    if not expect_reply:
-                        self._idle.append(conn)
-                        return 204, b""
                     line = await reader.readuntil(b"\n")
                 except (OSError, asyncio.IncompleteReadError) as exc:
                     raise _StaleConnectionError(str(exc)) from exc

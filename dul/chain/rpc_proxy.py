@@ -285,8 +285,13 @@ class _Proxy:
             else {"jsonrpc": "2.0", "id": request_id, "error": refusal.error()}
         )
 
-    async def forward(self, content: bytes, *, expect_reply: bool = True) -> tuple[int, bytes]:
-        return await self.upstream.post(content, expect_reply=expect_reply)
+    async def forward(self, content: bytes) -> tuple[int, bytes]:
+        """One message to the node, which answers every request in it: a caller's
+        notification or null id is forwarded under an id of the proxy's (`handle_single`,
+        `handle_batch`), so a node that refuses either (Hardhat's answers both with -32600)
+        or answers a notification anyway behaves as one that does not, and no reply is ever
+        left unread on a pooled connection for the next caller to receive."""
+        return await self.upstream.post(content)
 
     async def handle(self, request: Request) -> Response:
         caller = None
@@ -350,8 +355,14 @@ class _Proxy:
         if answer is not None:
             return Response(status_code=204) if _is_notification(payload) else JSONResponse(answer)
         assert isinstance(payload, dict)
-        status, content = await self.forward(body, expect_reply="id" in payload)
-        return _node_response(status, content)
+        if payload.get("id") is not None:
+            status, content = await self.forward(body)
+            return _node_response(status, content)
+        status, content = await self.forward(json.dumps({**payload, "id": 0}).encode())
+        if "id" not in payload:
+            return Response(status_code=204)  # JSON-RPC 2.0: a notification gets no reply
+        (reply,) = _align([{"id": 0}], status, b"[" + content + b"]")
+        return JSONResponse(_with_id(reply, None), status_code=200 if status == 204 else status)
 
     async def handle_batch(self, items: list[Any], body: bytes, caller: Caller | None) -> Response:
         if not items:
@@ -362,20 +373,19 @@ class _Proxy:
             _permission_refusal(item, caller) or await self.local_answer(item) for item in items
         ]
         forwarded = [i for i, answer in enumerate(answers) if answer is None]
-        replying = [i for i in forwarded if "id" in items[i]]  # notifications get no reply
-        if len(forwarded) == len(items):
+        if len(forwarded) == len(items) and all(i.get("id") is not None for i in items):
             # fast path: the untouched body
-            status, content = await self.forward(body, expect_reply=bool(replying))
+            status, content = await self.forward(body)
             return _node_response(status, content)
         merged: list[Any] = list(answers)
         if forwarded:
-            subset = [items[i] for i in forwarded]
-            status, content = await self.forward(
-                json.dumps(subset).encode(), expect_reply=bool(replying)
-            )
-            expected = [items[i] for i in replying]
-            for index, reply in zip(replying, _align(expected, status, content), strict=True):
-                merged[index] = reply
+            # The node sees ids of the proxy's own (each forwarded item's position), so a
+            # notification or a null id among them is answered like any request (`forward`).
+            subset = [{**items[i], "id": n} for n, i in enumerate(forwarded)]
+            status, content = await self.forward(json.dumps(subset).encode())
+            for index, reply in zip(forwarded, _align(subset, status, content), strict=True):
+                if "id" in items[index]:
+                    merged[index] = _with_id(reply, items[index]["id"])
         # JSON-RPC 2.0: a notification gets no reply, not even a refusal (it is logged).
         replies = [
             reply
@@ -519,6 +529,13 @@ def _align(expected: Sequence[dict[str, Any]], status: int, content: bytes) -> l
         if all(i in by_id for i in ids):
             return [by_id[i] for i in ids]
     return list(replies)
+
+
+def _with_id(reply: Any, request_id: Any) -> dict[str, Any]:
+    """A node's reply to a request forwarded under the proxy's id, with the caller's id."""
+    if not isinstance(reply, dict):
+        return error_response(request_id, INTERNAL_ERROR, "the chain node's reply is not JSON-RPC")
+    return {**reply, "id": request_id}
 
 
 def _too_large(limit: int) -> BadRequestError:

@@ -24,11 +24,11 @@ class UpstreamError(Exception):
 class Upstream(Protocol):
     """What the proxy needs from the node: send a JSON body, get (status, body) back.
 
-    `expect_reply=False` when the body holds only notifications (JSON-RPC requests without
-    `id`), which a node answers with nothing (HTTP: 204).
+    The proxy sends no body without an id (`rpc_proxy._Proxy.forward`): every post is
+    answered.
     """
 
-    async def post(self, body: bytes, *, expect_reply: bool = True) -> tuple[int, bytes]: ...
+    async def post(self, body: bytes) -> tuple[int, bytes]: ...
 
     async def aclose(self) -> None: ...
 
@@ -60,8 +60,7 @@ class StreamUpstream:
         self._slots = asyncio.Semaphore(max_connections)
         self._idle: list[_Conn] = []
 
-    async def post(self, body: bytes, *, expect_reply: bool = True) -> tuple[int, bytes]:
-        del expect_reply  # an HTTP node always answers (204 for notifications)
+    async def post(self, body: bytes) -> tuple[int, bytes]:
         request = self._head + str(len(body)).encode() + b"\r\n\r\n" + body
         async with self._slots:
             # A reused connection may have been closed by the node while idle: retry once

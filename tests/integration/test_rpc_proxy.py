@@ -35,7 +35,7 @@ from dul.contracts.world import World
 from dul.domain import Role
 from dul.signing import LocalSigner
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.every_node]
 
 TO = "0x000000000000000000000000000000000000dEaD"
 
@@ -207,7 +207,7 @@ def test_hides_the_nodes_unlocked_accounts(chain: ChainHandle) -> None:
 def test_forwards_standard_reads(chain: ChainHandle) -> None:
     assert int(chain.rpc("eth_chainId"), 16) == chain.chain_id
     assert chain.rpc("net_version") == str(chain.chain_id)
-    assert "anvil" in chain.rpc("web3_clientVersion").lower()
+    assert chain.kind in chain.rpc("web3_clientVersion").lower()
     block = chain.rpc("eth_getBlockByNumber", "latest", False)
     assert int(block["baseFeePerGas"], 16) == 0
     assert int(block["gasLimit"], 16) == 1_000_000_000
@@ -404,6 +404,12 @@ def test_notifications_get_no_reply_and_do_not_stall_the_node(chain: ChainHandle
         assert reply.content == b""
     mixed = _post(chain.rpc_url, [notification, _request("eth_chainId", request_id=5)])
     assert mixed == [{"jsonrpc": "2.0", "id": 5, "result": hex(chain.chain_id)}]
+    # A node may answer a notification anyway (Hardhat's does): no such reply is left on a
+    # pooled connection for a later caller; and a null id is answered as null.
+    for _ in range(8):
+        assert chain.rpc("eth_chainId") == hex(chain.chain_id)
+    null_id = _post(chain.rpc_url, _request("eth_chainId", request_id=None))
+    assert null_id == {"jsonrpc": "2.0", "id": None, "result": hex(chain.chain_id)}
     mixed = _post(
         chain.rpc_url, [notification, _request("anvil_mine", request_id=6), _request("net_version")]
     )
@@ -652,9 +658,6 @@ def test_ipc_upstream_keeps_one_request_per_connection(chain: ChainHandle) -> No
                 for i in range(40)
             ]
             replies = await asyncio.gather(*(upstream.post(b.encode()) for b in bodies))
-            assert await upstream.post(
-                json.dumps({"jsonrpc": "2.0", "method": "eth_chainId"}).encode(), expect_reply=False
-            ) == (204, b"")
             return [json.loads(content)["id"] for _, content in replies]
         finally:
             await upstream.aclose()

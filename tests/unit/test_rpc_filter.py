@@ -374,8 +374,7 @@ class FakeMembership:
     async def aclose(self) -> None:
         pass
 
-    async def post(self, content: bytes, *, expect_reply: bool = True) -> tuple[int, bytes]:
-        assert expect_reply
+    async def post(self, content: bytes) -> tuple[int, bytes]:
         self.calls += 1
         await asyncio.sleep(0.01)
         if self.fail:
