@@ -59,7 +59,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import structlog
@@ -360,14 +360,34 @@ class PageFetcher:
         if not missing:
             return
         refs = [prepared.blocks[n][0] for n in missing]
-        headers = self.rpc.batch([("eth_getBlockByNumber", [hex(r.number), False]) for r in refs])
-        for n, ref, header in zip(missing, refs, headers, strict=True):
+        times = self.block_times([(ref.number, ref.hash) for ref in refs])
+        for n, ref in zip(missing, refs, strict=True):
+            stamped = BlockRef(ref.number, ref.hash, ref.parent_hash, times[ref.number])
+            prepared.blocks[n] = (stamped, prepared.blocks[n][1])
+
+    def stamp_events(self, events: Sequence[DecodedEvent]) -> list[DecodedEvent]:
+        """`events`, each with its block's time where its log carried none (`stamp`'s rule,
+        for events read outside a page: the contracts added to an existing store)."""
+        blocks = {ev.block_number: ev.block_hash for ev in events if ev.block_timestamp is None}
+        if not blocks:
+            return list(events)
+        times = self.block_times(sorted(blocks.items()))
+        return [ev if ev.block_timestamp is not None
+                else replace(ev, block_timestamp=times[ev.block_number])
+                for ev in events]  # fmt: skip
+
+    def block_times(self, blocks: Sequence[tuple[int, str]]) -> dict[int, int]:
+        """The time of each (number, hash) block, its header read in one batch and checked
+        against the hash the logs named (ChainMovedError when the node now has another)."""
+        headers = self.rpc.batch([("eth_getBlockByNumber", [hex(n), False]) for n, _ in blocks])
+        times: dict[int, int] = {}
+        for (number, block_hash), header in zip(blocks, headers, strict=True):
             if isinstance(header, Exception):
                 raise header
-            if not header or str(header["hash"]).lower() != ref.hash:
-                raise ChainMovedError(f"block {ref.number} changed while its logs were read")
-            stamped = BlockRef(ref.number, ref.hash, ref.parent_hash, int(header["timestamp"], 16))
-            prepared.blocks[n] = (stamped, prepared.blocks[n][1])
+            if not header or str(header["hash"]).lower() != block_hash:
+                raise ChainMovedError(f"block {number} changed while its logs were read")
+            times[number] = int(header["timestamp"], 16)
+        return times
 
 
 class Indexer:
@@ -574,7 +594,7 @@ class Indexer:
                 sizer=sizer,
                 refused=range_refused,
             )
-            events = [decoder.decode(entry) for entry in logs]
+            events = self.fetcher.stamp_events([decoder.decode(entry) for entry in logs])
             if not self._node_has(checkpoint.block_number, checkpoint.block_hash):
                 continue  # the chain moved under the read: reconcile and read again
             try:

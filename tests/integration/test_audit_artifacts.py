@@ -42,7 +42,7 @@ from dul.contracts.world import OMOP_FIELDS, World, derived_signer
 from dul.domain import ArtifactKind, Operation, OrgKind, ReleaseKind, Role, Tier, slug_id
 from dul.errors import TransactionError
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.every_node]
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 EXTRA_HOSPITALS = ("hospital-b", "hospital-c")
