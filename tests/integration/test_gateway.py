@@ -18,7 +18,7 @@ from ledger_gateway.client import GatewayClientError, sign_request
 from ledger_gateway.models import AccessRequestIn
 from ledger_gateway.testing import GatewayHandle
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.every_node]
 
 
 def request(world: World, agreement: bytes, **overrides: object) -> AccessRequest:
@@ -41,7 +41,6 @@ def agreement(world: World) -> bytes:
     return world.activate(world.research_terms(quota=50))
 
 
-@pytest.mark.every_node
 def test_a_granted_access_is_answered_at_once_and_recorded_on_chain(
     world: World, gateway: GatewayHandle, agreement: bytes
 ) -> None:
@@ -97,7 +96,6 @@ def test_same_request_id_other_body_is_a_conflict(
     assert (caught.value.status, caught.value.code) == (409, "request_id_conflict")
 
 
-@pytest.mark.every_node
 def test_a_batch_is_decided_and_recorded(
     world: World, gateway: GatewayHandle, agreement: bytes
 ) -> None:
@@ -183,7 +181,6 @@ def test_a_suspension_is_honoured_by_the_next_decision(
     assert answer.reasons == ["AGREEMENT_NOT_ACTIVE"]
 
 
-@pytest.mark.every_node
 def test_a_result_release_is_recorded_and_only_what_the_access_allowed(
     world: World, gateway: GatewayHandle, agreement: bytes
 ) -> None:

@@ -48,7 +48,7 @@ from ledger_gateway.settings import GatewaySettings
 from ledger_gateway.testing import GatewayHandle
 from ledger_gateway.tokens import TokenRole, TokenStore
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.every_node]
 
 
 def refs(n: int) -> list[bytes]:
@@ -382,7 +382,6 @@ def test_a_patient_grants_with_their_own_signature_through_the_gateway(
         assert problem(exc) == (422, "validation_error"), change
 
 
-@pytest.mark.every_node
 def test_a_steward_withdraws_through_the_gateway(
     world: World, gateway: GatewayHandle, agreement: bytes, steward: StewardClient
 ) -> None:
@@ -450,7 +449,6 @@ def test_consents_are_recorded_and_listed_through_the_gateway(
     assert steward.consents(refs(1)[0]).consents == []
 
 
-@pytest.mark.every_node
 def test_consents_the_chain_refuses_are_answered_with_its_error_and_not_sent(
     world: World, steward: StewardClient
 ) -> None:

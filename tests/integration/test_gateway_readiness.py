@@ -20,7 +20,7 @@ from dul.keys import KeyStore
 from ledger_gateway.settings import GatewaySettings
 from ledger_gateway.testing import serve
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.every_node]
 
 
 def _wait_for(url: str, ready: bool, timeout: float = 30.0) -> dict[str, object]:

@@ -26,7 +26,7 @@ from dul.contracts.world import World, derived_signer
 from dul.domain import AgreementStatus, Decision, DenyReason, Operation, Tier, slug_id
 from dul.errors import ChainError, DeploymentError, TransactionError
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.every_node]
 
 
 def request_for(world: World, agreement: bytes, **overrides: object) -> AccessRequest:
@@ -113,7 +113,6 @@ def test_verify_refuses_a_consent_registry_not_bound_to_the_access_log(
     assert caught.value.code == "access_log_unbound"
 
 
-@pytest.mark.every_node
 def test_consent_registry_errors_decode_into_their_names(world: World) -> None:
     terms: tuple[object, ...] = (
         world.hospital, keccak(b"subject"), 0b10, [42], 0, 2**64 - 1, "0x" + "00" * 20,
@@ -161,7 +160,6 @@ def test_signature_for_another_chain_is_refused(world: World) -> None:
     )
 
 
-@pytest.mark.every_node
 def test_access_records_are_checked_on_chain(world: World) -> None:
     agreement = world.activate(world.research_terms(quota=10))
     granted = record(world, request_for(world, agreement))

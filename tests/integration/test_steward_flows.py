@@ -31,7 +31,7 @@ from ledger_gateway.relay import function
 from ledger_gateway.testing import GatewayHandle
 from ledger_gateway.tokens import TokenRole, TokenStore
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.every_node]
 
 PASSPHRASE = "gateway-tests"  # the gateway fixture's keystore passphrase
 
@@ -192,7 +192,6 @@ def test_a_transaction_for_another_path_or_function_is_refused(
     assert status(world, first) == AgreementStatus.ACTIVE
 
 
-@pytest.mark.every_node
 def test_a_transaction_the_chain_would_refuse_is_answered_with_its_error_and_not_sent(
     world: World, client: StewardClient
 ) -> None:
@@ -323,7 +322,6 @@ def run(env: dict[str, str], *args: str) -> dict[str, object]:
     return parsed
 
 
-@pytest.mark.every_node
 def test_cli_draft_submit_sign_suspend_resume_revoke_show(
     world: World, cli_env: dict[str, str], tmp_path: Path
 ) -> None:

@@ -35,7 +35,7 @@ from ledger_gateway.submitter import (
     encode_access_record,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.every_node]
 
 T = TypeVar("T")
 
@@ -207,7 +207,6 @@ def test_a_record_over_quota_fails_alone_and_the_batch_lands(
 
 
 @pytest.mark.parametrize("point", ["persisted", "sent"])
-@pytest.mark.every_node
 def test_a_crash_around_sending_neither_loses_nor_repeats(
     chain: ChainHandle, world: World, tmp_path: Path, point: str
 ) -> None:
@@ -255,7 +254,6 @@ def test_a_crash_around_sending_neither_loses_nor_repeats(
     assert set(ids.values()) == {1}
 
 
-@pytest.mark.every_node
 def test_the_nonce_survives_a_restart_and_matches_the_chain(
     chain: ChainHandle, world: World, tmp_path: Path
 ) -> None:
