@@ -1013,7 +1013,8 @@ def verify_store(
 ) -> VerifyReport:
     """Runs the checks above; `rpc=None` or `chain=False` skips the chain comparison (said so
     in `skipped`). `start_block` is the deployment block (default: the first stored block —
-    then rows deleted below it go unnoticed, which `skipped` says). Raises
+    then rows deleted below it go unnoticed, which `skipped` says, as it says when no
+    `deployment` is given). Raises
     StoreUnavailableError when the store cannot be read, NodeUnavailableError when the node
     cannot. `consent_lag` is `consent_lag_s` (see `audit.consents`). `after_checkpoint` is a
     test seam: called once the checkpoint is read (an indexer may write then). `checkpoints`
@@ -1046,10 +1047,15 @@ def verify_store(
         if start_block is None:
             lowest = conn.execute(text("SELECT min(number) FROM block")).scalar()
             start_block = int(lowest) if lowest is not None else last
-            report.notes.append("no deployment block given: verified from the first stored block")
+            report.skipped.append("rows below the first stored block (no deployment block "
+                                  "given: the store's own first block is trusted)")  # fmt: skip
         report.chain_id, report.first_block, report.checkpoint_block = chain_id, start_block, last
         if deployment is not None:
             contracts = _check_contracts(contracts, deployment, out)
+        else:  # a store emptied and pointed at contracts that never emitted would verify
+            report.skipped.append("the store's contracts against a deployment manifest (none "
+                                  "given: the store's own record of what it indexed is "
+                                  "trusted)")  # fmt: skip
 
         check_quarantine(conn, out)
         report.notes.extend(check_incidents(conn, out))

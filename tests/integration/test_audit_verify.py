@@ -83,7 +83,7 @@ def run_verify(engine: sa.Engine, node: ChainHandle, world: World, **options: An
     try:
         return verify_store(
             engine, rpc, start_block=int(world.ledger.deployment.raw["block"]), workers=1,
-            **options,
+            **{"deployment": world.ledger.deployment.addresses, **options},
         )  # fmt: skip
     finally:
         rpc.close()
@@ -236,6 +236,38 @@ def test_a_store_emptied_and_pointed_at_other_contracts_is_named(
     named = {f.key for f in report.findings if f.check == "contracts_differ"}
     assert named == set(real) & set(AUDITED_CONTRACTS)
     assert report.findings_by_check.get("row_missing", 0) > 0  # the real trail, named missing
+
+
+def test_without_a_deployment_manifest_verify_claims_no_more_than_it_checked(
+    store: tuple[str, sa.Engine], chain: ChainHandle, world: World, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """With no manifest, the store's own word says which contracts and from which block it
+    indexed: emptied and pointed at addresses that never emitted a log, it compares nothing
+    with nothing. That is no verdict that the store is the chain's: skipped, named."""
+    url, engine = store
+    real = {n: a.lower() for n, a in world.ledger.deployment.addresses.items()}
+    fake = {name: f"0x{0xDEAD0000 + index:040x}" for index, name in enumerate(sorted(real), 1)}
+    with engine.begin() as conn:
+        for table in (*COLUMNS, *COHORT_COLUMNS, "block"):
+            conn.execute(sa.text(f"DELETE FROM {table}"))  # noqa: S608 - test literals
+        checkpoint = sa.table("checkpoint", sa.column("contracts", sa.JSON))
+        conn.execute(checkpoint.update().values(contracts=fake))
+    rpc = RpcClient(chain.rpc_url)
+    try:
+        report = verify_store(engine, rpc, workers=1)
+    finally:
+        rpc.close()
+    assert report.findings_total == 0  # nothing to compare: so it must say what it skipped
+    assert any("deployment manifest" in s for s in report.skipped), report.skipped
+    assert any("deployment block" in s for s in report.skipped), report.skipped
+    monkeypatch.setenv("DUL_AUDIT_DEPLOYMENT_PATH", str(tmp_path / "no-manifest.json"))
+    monkeypatch.setenv("DUL_AUDIT_INDEX_BEHIND_BLOCKS", "10000000")
+    monkeypatch.setenv("DUL_AUDIT_INDEX_BEHIND_S", "31536000")
+    out = CliRunner().invoke(audit_cli, ["verify", "--database-url", url,
+                                         "--rpc-url", chain.rpc_url])  # fmt: skip
+    assert out.exit_code == 0, out.output
+    assert "OK as far as checked" in out.stdout
 
 
 def test_a_wrong_block_hash_is_found(
