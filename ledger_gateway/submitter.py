@@ -634,7 +634,7 @@ class Submitter:
             # first transaction came back too): that is its confirmation, not a failure.
             on_chain = None
             if error == "AccessLogDuplicateRequest":
-                on_chain = await self._find_recorded(key)
+                on_chain = await self._find_recorded(key, records[index])
             elif error == "AccessLogDuplicateRelease":
                 on_chain = await self._find_released(records[index])
             if on_chain is not None:
@@ -675,8 +675,12 @@ class Submitter:
         del self._inflight[tx.tx_hash]
         self._room.set()
 
-    async def _find_recorded(self, key: bytes) -> tuple[bytes, int] | None:
-        """Where `key`'s AccessRecorded event is, if the chain has it already."""
+    async def _find_recorded(self, key: bytes, record: bytes) -> tuple[bytes, int] | None:
+        """Where this operation's AccessRecorded event is, if the chain has it already: `key`'s
+        event whose data is this gateway's account and exactly `record` (the encoded record).
+        Request ids are one name space for the whole chain: a record another gateway made
+        under the same id (seen pending, or an id a requester reused at two hospitals) is not
+        this operation's confirmation, and the operation fails."""
         # Newest first: the duplicate is almost always a recent transaction of this gateway.
         logs = await self.rpc.find_logs(
             {"address": self.access_log, "topics": [to_hex(ACCESS_RECORDED_TOPIC), to_hex(key)]},
@@ -686,6 +690,11 @@ class Submitter:
         if not logs:
             return None
         first = logs[0]
+        ours = bytes(12) + bytes.fromhex(self.sender[2:]) + record
+        if str(first.get("data", "")).lower() != to_hex(ours).lower():
+            log.warning("submitter.request_id_taken", request_id=to_hex(key),
+                        tx_hash=first.get("transactionHash"))  # fmt: skip
+            return None
         return bytes.fromhex(first["transactionHash"][2:]), int(first["blockNumber"], 16)
 
     async def _find_released(self, call: bytes) -> tuple[bytes, int] | None:

@@ -13,7 +13,7 @@ from eth_hash.auto import keccak
 
 from dul.contracts.typed_data import AccessRequest
 from dul.contracts.world import World, derived_signer
-from dul.domain import Decision, Operation, Tier
+from dul.domain import Decision, DenyReason, Operation, Tier
 from ledger_gateway.client import GatewayClientError, sign_request
 from ledger_gateway.models import AccessRequestIn
 from ledger_gateway.testing import GatewayHandle
@@ -332,3 +332,23 @@ def test_a_token_of_another_organization_is_403(
         headers={"Authorization": f"Bearer {gateway.token}"},
     )
     assert missing.status_code == 404  # nothing was recorded
+
+
+def test_a_request_id_recorded_by_someone_else_is_no_confirmation(
+    world: World, gateway: GatewayHandle, agreement: bytes
+) -> None:
+    """Request ids are one name space for the whole chain. A gateway that finds its request
+    id taken (another hospital's gateway recorded it first: seen pending, or reused by a
+    requester who has agreements with both) must not take that record for its own: a grant
+    reported confirmed would be on no chain, outside every quota and audit trail."""
+    other = world.activate(world.research_terms())
+    squatted = world.access_record(other, Decision.DENIED, DenyReason.QUOTA_EXHAUSTED)
+    world.ledger.transact(world.gateway, "AccessLog", "recordAccesses", [squatted.as_abi()])
+    taken = squatted.request.request_id
+    body = sign_request(world.requester, request(world, agreement, request_id=taken),
+                        gateway.domain)  # fmt: skip
+    answer = gateway.client.request_access(body)
+    assert answer.decision == "GRANTED"  # decided before the chain is asked
+    settled = gateway.client.get_access(answer.access_id, wait=True)
+    assert settled.status == "failed", settled
+    assert world.ledger.call("AccessLog", "decisionOf", taken) == Decision.DENIED
