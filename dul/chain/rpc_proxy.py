@@ -81,6 +81,7 @@ from dul.chain.settings import ProxySettings
 from dul.chain.upstream import StreamUpstream, Upstream, UpstreamError
 
 log = structlog.get_logger("dul.chain.rpc_proxy")
+_ACCOUNT = re.compile(r"^0x[0-9a-f]{40}$")
 
 JSON_HEADERS = {"content-type": "application/json"}
 
@@ -251,6 +252,20 @@ class _Proxy:
             log.info("transaction_refused", sender=tx.sender, to=tx.to, reason=refusal.message)
         return refusal
 
+    async def check_account(self, caller: Caller) -> None:
+        """Reading needs membership too: a token made for an account (`sub` an address) is
+        honoured while the chain says it is the operator or an active member (the answer
+        cached as a sender's is), not for the rest of the token's life once the member is
+        removed or its organization suspended. A service's token names no account."""
+        account = caller.subject.lower()
+        if not _ACCOUNT.match(account) or account in self.oracle.operators():
+            return
+        if not await self.oracle.is_member(account):
+            raise RpcAuthError(
+                403, f"Unauthorized: the token's account {account} is not an active member of "
+                "the data space",
+            )  # fmt: skip
+
     async def local_answer(self, item: object) -> dict[str, Any] | None:
         """The proxy's own answer for a request, or None when it goes to the node."""
         request_id = request_id_of(item)
@@ -298,6 +313,7 @@ class _Proxy:
         if self.verifier is not None:  # before the body is read: strangers cost nothing
             try:
                 caller = self.verifier.caller(request.headers.get("authorization"))
+                await self.check_account(caller)
             except RpcAuthError as refused:
                 return JSONResponse(
                     error_response(None, UNAUTHORIZED_CODE, refused.message),

@@ -171,6 +171,30 @@ def test_a_members_token_from_the_cli_serves_reads_web3_and_ethers(
             run_ethers_wallet(chain.rpc_url, key, TO, "not-a-token")
 
 
+def test_a_members_token_stops_reading_once_the_member_is_removed(
+    chain: ChainHandle, world: World
+) -> None:
+    """Reading needs membership too (SPEC §1): a token made for a member's account is honoured
+    while the chain says the account is an active member, not for the rest of its life."""
+    member = LocalSigner(keccak(os.urandom(32)))
+    tx = world.ledger.transact
+    tx(world.operator, "Membership", "grantMemberRole", world.institute, member.address,
+       Role.REQUESTER)  # fmt: skip
+    made = _cli(chain, "--account", member.address, "--json")
+    assert made.exit_code == 0, made.output
+    token = json.loads(made.stdout)["token"]
+    assert _call(chain, "eth_blockNumber", token=token).json()["result"].startswith("0x")
+    tx(world.operator, "Membership", "revokeMemberRole", member.address, Role.REQUESTER)
+    time.sleep(2.5)  # the guard caches a membership answer 2 s
+    message = _refused(_call(chain, "eth_blockNumber", token=token), 403)
+    assert member.address.lower() in message.lower()
+    batch = [{"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}]
+    _refused(httpx.post(chain.rpc_url, json=batch, headers=bearer_headers(token)), 403)
+    # a service's token names no account: the chain's membership does not apply to it
+    service = issue_token(_session_key(chain), "dashboard", ("eth:blockNumber",), 600)
+    assert _call(chain, "eth_blockNumber", token=service).json()["result"].startswith("0x")
+
+
 def test_a_read_token_for_a_service_cannot_send(chain: ChainHandle) -> None:
     made = _cli(chain, "--service", "audit-indexer", "--preset", "read", "--json")
     assert made.exit_code == 0, made.output
