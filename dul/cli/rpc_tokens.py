@@ -17,7 +17,7 @@ from dul.chain.rpc_auth import (
     permission_error,
 )
 from dul.chain.settings import ChainSettings
-from dul.cli.common import cli_errors, console, emit_json, home
+from dul.cli.common import cli_errors, console, emit_json, err_console, home
 from dul.contracts.session import open_ledger, resolve_account
 from dul.errors import ConfigError
 
@@ -103,11 +103,14 @@ def create(
     if json_output:
         emit_json({**facts, "token": token})
         return
-    console.print(
+    # the token alone on stdout, so `TOKEN=$(dul admin rpc-token create …)` and `… > token.jwt`
+    # (DUL_RPC_TOKEN_FILE) hold just the token; what it is goes to stderr
+    err_console.print(
         f"RPC token for {subject} ({', '.join(permissions)}; {ttl}); send it as "
-        f"Authorization: Bearer …\n{token}",
+        "Authorization: Bearer …",
         highlight=False,
     )
+    console.print(token, highlight=False)
 
 
 def _require_member(address: str) -> None:
