@@ -1,13 +1,13 @@
 """The access service's side over real HTTP against the chain: the Python SDK
 (`GatewayClient.request_access` with terms by name), `POST /v1/access-requests/typed-data`
-signed by eth_account and by ethers v6 in node, `dul access request|status|release` through the
-CLI, and the SDK importable without FastAPI or web3."""
+signed by eth_account (by MetaMask's eth-sig-util and ethers v6 in node: in
+test_wallet_interop.py), `dul access request|status|release` through the CLI, and the SDK
+importable without FastAPI or web3."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import subprocess
 import sys
 import uuid
@@ -100,37 +100,6 @@ def test_typed_data_signed_by_eth_account_is_granted(
     assert answer.status_code == 201, answer.text
     assert answer.json()["decision"] == "GRANTED"
     assert answer.json()["status"] == "confirmed"
-
-
-@pytest.mark.skipif(
-    not (ROOT / "node_modules" / "ethers").exists() or shutil.which("node") is None,
-    reason="ethers v6 is not installed (npm ci)",
-)
-def test_typed_data_signed_by_ethers_is_granted(
-    gateway: GatewayHandle, world: World, agreement: str
-) -> None:
-    typed = post(gateway, "/v1/access-requests/typed-data", draft(agreement, world)).json()
-    script = """
-const { Wallet } = require("ethers");
-const typed = JSON.parse(require("fs").readFileSync(0, "utf8"));
-const types = { ...typed.types };
-delete types.EIP712Domain;  // ethers v6 derives the domain type itself
-new Wallet(process.argv[1]).signTypedData(typed.domain, types, typed.message)
-  .then((signature) => console.log(signature));
-"""
-    signed = subprocess.run(
-        [str(shutil.which("node")), "-e", script, "0x" + REQUESTER_SECRET.hex()],
-        input=json.dumps(typed),
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=60,
-        check=True,
-    )
-    body = signed_body(typed, world.requester.address, signed.stdout.strip())
-    answer = post(gateway, "/v1/access-requests", body)
-    assert answer.status_code == 201, answer.text
-    assert answer.json()["decision"] == "GRANTED"
 
 
 def test_typed_data_refusals_are_problems(
