@@ -23,8 +23,13 @@ from eth_hash.auto import keccak
 from eth_typing import HexStr
 from pydantic import SecretStr
 
-from dul.chain.node import ChainNode
-from dul.chain.testing import TEST_OPERATOR_KEY, ChainHandle, free_port, throwaway_chain_settings
+from dul.chain.testing import (
+    TEST_OPERATOR_KEY,
+    ChainHandle,
+    free_port,
+    start_chain,
+    throwaway_chain_settings,
+)
 from dul.contracts.deploy import deploy
 from dul.contracts.ledger import Ledger, connect
 from dul.contracts.typed_data import AccessRequest, access_log_domain
@@ -40,7 +45,7 @@ from ledger_gateway.submitter import ACCESS_RECORDED_TOPIC
 from ledger_gateway.testing import serve
 from ledger_gateway.tokens import TokenRole, TokenStore
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.every_node]
 
 PASSPHRASE = "vanished-tests"
 
@@ -52,17 +57,21 @@ class Stack:
 
 
 @pytest.fixture
-def stack(tmp_path: Path) -> Iterator[Stack]:
-    """A private chain with the contracts, the small world and the gateway's key."""
+def stack(node_kind: str, tmp_path: Path) -> Iterator[Stack]:
+    """A private chain (the node of `node_kind`) with the contracts, the small world and the
+    gateway's key."""
     operator = LocalSigner(HexStr(TEST_OPERATOR_KEY))
     account = Account.from_key(TEST_OPERATOR_KEY)
     home = Home(tmp_path / "home").ensure()
-    node = ChainNode(home, throwaway_chain_settings(operator=account.address))
-    status = node.start()
+    settings = throwaway_chain_settings(operator=account.address, start_timeout=120.0)
+    node = start_chain(node_kind, home, settings)
+    status = node.status()
     assert status.rpc_url is not None
     assert status.node_url is not None
     assert status.chain_id is not None
-    chain = ChainHandle(status.rpc_url, status.node_url, status.chain_id, home, account, node)
+    chain = ChainHandle(
+        status.rpc_url, status.node_url, status.chain_id, home, account, node, kind=node_kind
+    )
     try:
         w3 = connect(status.rpc_url)
         deployment, _ = deploy(w3, operator, home.deployment, admin_delay=5)
