@@ -11,12 +11,14 @@ import secrets
 import time
 
 import httpx
+import pytest
 import structlog
 
 from ledger_gateway.testing import GatewayHandle
 from ledger_gateway.tokens import TokenRole, TokenStore
 
 
+@pytest.mark.every_node
 def test_request_log_never_names_a_subject_reference(gateway: GatewayHandle) -> None:
     token = TokenStore(gateway.settings.tokens_path).create(
         f"log-privacy-steward-{os.getpid()}", "hospital-a", TokenRole.STEWARD

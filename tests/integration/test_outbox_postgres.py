@@ -222,6 +222,7 @@ def test_submission_nonce_and_confirmation(pg_url: str) -> None:
 
 
 @pytest.mark.integration
+@pytest.mark.every_node
 def test_the_submitter_records_through_postgres_exactly_once(
     pg_url: str, chain: ChainHandle, world: World
 ) -> None:
