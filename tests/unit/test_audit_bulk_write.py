@@ -11,9 +11,11 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from audit.events import DecodedEvent
-from audit.pipeline import shrunk
+from audit.indexer import Page
+from audit.pipeline import Fetched, Pipeline, Task, shrunk
 from audit.store import BlockRef, events_of, prepare, store_session
 from audit.uints import INT64_MAX, sqlite_rows, to_sqlite
+from dul.chain.log_pages import PageSizer
 
 
 def _hex(n: int, width: int = 64) -> str:
@@ -87,3 +89,54 @@ def test_a_refused_range_shrinks_to_what_its_declared_size_says_fits() -> None:
     assert shrunk(100, 4_000, 1_000) == 12  # half of the budget's share: blocks differ
     assert shrunk(100, 1_500, 1_000) == 33
     assert shrunk(2, 10**9, 1_000) == 1
+
+
+class _Workers:
+    """Records the ranges handed out; answers are fed to the pipeline by the test."""
+
+    def __init__(self) -> None:
+        self.tasks: list[Task] = []
+
+    def submit(self, task: Task) -> None:
+        self.tasks.append(task)
+
+    def get(self, timeout: float) -> Fetched:
+        raise AssertionError("not used")
+
+    def check(self) -> None: ...
+
+    def drain(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _page(first: int, last: int, reply_bytes: int, over_budget: int = 0) -> Page:
+    return Page(first, BlockRef(last, _hex(last)), _hex(first - 1), prepare([]),
+                reply_bytes=reply_bytes, over_budget=over_budget)  # fmt: skip
+
+
+def test_ranges_go_out_side_by_side_only_once_the_density_is_known() -> None:
+    """A sparse first page (the deployment's blocks) says nothing about the blocks after it:
+    ranges still go out one at a time; a cut reply tells the density of the blocks it did not
+    keep, and the ranges then go out side by side, fitted to it."""
+    workers = _Workers()
+    budget = 16_000_000
+    pipeline = Pipeline(workers, PageSizer(10, 50_000, 5_000), 1, 1_000, depth=3, epoch=1,
+                        max_bytes=budget)  # fmt: skip
+    pipeline._dispatch()
+    assert [(t.first, t.last) for t in workers.tasks] == [(1, 10)]
+    pipeline._receive(Fetched(workers.tasks[0], _page(1, 10, 5_000)))
+    pipeline.done.pop(1)  # the writer takes it
+    pipeline.out -= 1
+    pipeline.next = 11
+    pipeline._dispatch()
+    assert [(t.first, t.last) for t in workers.tasks[1:]] == [(11, 30)]  # still one at a time
+    # its reply was 28 MB: blocks 11..15 came whole in the first quarter of the budget
+    pipeline._receive(Fetched(workers.tasks[1], _page(11, 15, budget // 4, 28_000_000)))
+    assert pipeline.sizer.refused == 1
+    pipeline._dispatch()
+    side_by_side = [(t.first, t.last) for t in workers.tasks[2:]]
+    assert len(side_by_side) == 2
+    assert side_by_side[0][0] == 16  # the rest of the cut range goes out again first
+    # (28 MB - 4 MB) over the 15 blocks not kept: ~1.6 MB a block, a quarter budget is 2
+    assert all(last - first + 1 <= 2 for first, last in side_by_side)
