@@ -55,6 +55,7 @@ from sqlalchemy.engine import make_url
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from audit.auth import Authenticator
+from audit.cohorts import close_sources, open_sources
 from audit.cohorts import read_only_engine as read_only_engine  # the API and CLI read with it
 from audit.console import mount_console
 from audit.directory import (
@@ -411,15 +412,17 @@ def create_app(settings: AuditSettings | None = None) -> FastAPI:
                     raise NodeUnavailableError(exc.message) from None
                 rpc = RpcClient(url, timeout=state.settings.request_timeout)
             start_block, contracts = state.deployment()
+            sources = open_sources(state.settings.cohort_sources)
             try:
                 return verify_store(
                     state.engine, rpc, start_block=start_block, chain=chain,
                     deployment=contracts, signatures=signatures,
                     consent_lag=state.settings.consent_lag_s,
                     max_lag_blocks=state.settings.index_behind_blocks,
-                    max_lag_s=state.settings.index_behind_s,
+                    max_lag_s=state.settings.index_behind_s, cohort_sources=sources,
                 )  # fmt: skip
             finally:
+                close_sources(sources)
                 if rpc is not None:
                     rpc.close()
 

@@ -260,7 +260,7 @@ def verify_command(
     """Check the store against the chain, the contracts' state against their events, every
     transaction's and every request's signature, every agreement invariant and the given
     checkpoints. Exit code 1 when anything is off, 2 when the check could not run."""
-    from audit.cohorts import read_only_engine
+    from audit.cohorts import close_sources, open_sources, read_only_engine
     from audit.verify import verify_store
     from dul.chain.rpc import RpcClient
     from dul.contracts.ledger import Deployment
@@ -268,6 +268,7 @@ def verify_command(
     settings = _settings(database_url=database_url, rpc_url=rpc_url)
     engine = read_only_engine(settings.resolved_database_url())
     rpc = None
+    sources = open_sources(settings.cohort_sources)
     try:
         if chain:
             rpc = RpcClient(settings.resolved_rpc_url(), timeout=settings.request_timeout)
@@ -282,10 +283,12 @@ def verify_command(
                               checkpoints=checkpoints,
                               deployment=None if manifest is None else manifest.addresses,
                               max_lag_blocks=settings.index_behind_blocks,
-                              max_lag_s=settings.index_behind_s)  # fmt: skip
+                              max_lag_s=settings.index_behind_s,
+                              cohort_sources=sources)  # fmt: skip
     except DulError as exc:
         raise _fail(exc) from None
     finally:
+        close_sources(sources)
         engine.dispose()
         if rpc is not None:
             rpc.close()

@@ -88,11 +88,12 @@ from sqlalchemy import Connection, Engine, text
 from audit.break_glass import BreakGlassCase, check_break_glass
 from audit.chain_reads import block_hashes, block_headers
 from audit.checkpoints import check_checkpoints, checkpoint_files, load_checkpoints
+from audit.cohorts import CohortSource
 from audit.events import AUDITED_CONTRACTS, DecodedEvent, EventDecodeError, EventDecoder
 from audit.provenance import store_errors
 from audit.store import COLUMNS, project
 from audit.verify_artifacts import RELEASABLE, check_artifacts
-from audit.verify_cohorts import check_patients
+from audit.verify_cohorts import check_cohort_sources, check_patients
 from audit.verify_health import check_incidents, check_lag, check_quarantine
 from audit.verify_state import ChainStateCheck
 from dul.chain.log_pages import PageSizer
@@ -1010,6 +1011,7 @@ def verify_store(
     max_lag_s: float | None = None,
     deployment: Mapping[str, str] | None = None,
     now: float | None = None,
+    cohort_sources: Sequence[CohortSource] = (),
 ) -> VerifyReport:
     """Runs the checks above; `rpc=None` or `chain=False` skips the chain comparison (said so
     in `skipped`). `start_block` is the deployment block (default: the first stored block —
@@ -1025,7 +1027,9 @@ def verify_store(
     the store's own record of which contracts it indexed is checked against it
     (`contracts_differ`) and the chain is read at the manifest's addresses, so a store emptied
     and pointed at addresses that never emitted a log does not verify. `now` is the time
-    break-glass review deadlines are judged at (default: the wall clock)."""
+    break-glass review deadlines are judged at (default: the wall clock). `cohort_sources`
+    (the hospitals' cohort stores) are asked for every granted access whose cohort the store
+    does not list as verified (`cohort_rows_missing`)."""
     started = time.perf_counter()
     loaded = None if checkpoints is None else load_checkpoints(checkpoint_files(checkpoints))
     out = _Collector(max_findings)
@@ -1085,6 +1089,8 @@ def verify_store(
                 begun = time.perf_counter()
                 with _stored_values(out, "patients"):
                     check_patients(own, out, consent_lag=consent_lag)
+                    if cohort_sources:
+                        check_cohort_sources(own, cohort_sources, out)
                     report.break_glass_unreviewed = check_break_glass(own, out, now=now)
                 report.seconds["patients"] = round(time.perf_counter() - begun, 3)
                 begun = time.perf_counter()

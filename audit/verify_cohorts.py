@@ -20,6 +20,12 @@ a stable check code:
   disease term — when the consent is specific, recorded before, inside its window, not
   withdrawn more than `consent_lag` seconds before the access's block): else
   `subject_without_consent`, which names a specific consent that did not cover the study.
+- **Cohorts a hospital's store holds and the audit store lists none of.** Given the cohort
+  stores (`DUL_AUDIT_COHORT_SOURCES`), every granted access with a cohort whose cohort is not
+  verified in the audit store is asked of them: leaves there that rebuild the chain's tree head
+  are `cohort_rows_missing` (rows deleted, or a status edited: the patients' reports would not
+  show the access), under any agreement — one that needs no consent included, where a missing
+  cohort is otherwise no finding.
 - **Redemptions.** A granted PATIENT_AUTHORIZATION access must have redeemed its code
   (`authorization_not_redeemed`); a redemption must belong to a granted access with that code
   (`redemption_without_access`).
@@ -33,7 +39,15 @@ from typing import Any, Protocol
 
 from sqlalchemy import Connection, bindparam, text
 
-from audit.cohorts import CohortStatus, audit_paths, split_proof
+from audit.cohorts import (
+    ZERO32,
+    CohortAccess,
+    CohortSource,
+    CohortStatus,
+    audit_paths,
+    resolve,
+    split_proof,
+)
 from audit.consents import (
     CONSENT_FACTS_SQL,
     ConsentFacts,
@@ -82,6 +96,15 @@ _MEMBERS = text(
     "SELECT leaf_index, subject_ref, access_id, proof FROM cohort_member "
     "WHERE block_number = :b AND tx_index = :t AND log_index = :i ORDER BY leaf_index"
 )
+_NOT_VERIFIED = text(
+    "SELECT a.block_number, a.tx_index, a.log_index, a.access_id, a.cohort_root, a.cohort_size, "
+    "a.authorization_ref FROM access_event a "
+    "LEFT JOIN cohort c ON c.block_number = a.block_number "
+    "AND c.tx_index = a.tx_index AND c.log_index = a.log_index "
+    "WHERE a.decision = :granted AND a.cohort_size > 0 AND a.cohort_root <> :zero "
+    "AND (c.access_id IS NULL OR c.status <> :verified) "
+    "ORDER BY a.block_number, a.tx_index, a.log_index"
+)
 _ORPHANS = text(
     "SELECT m.block_number, m.tx_index, m.log_index, count(*) AS n FROM cohort_member m "
     "LEFT JOIN cohort c ON c.block_number = m.block_number AND c.tx_index = m.tx_index "
@@ -116,6 +139,34 @@ def _named(enum: Any, value: Any) -> str:
         return str(enum(int(value)).name)
     except ValueError:
         return str(value)
+
+
+def check_cohort_sources(
+    conn: Connection, sources: Sequence[CohortSource], out: Findings, *, batch: int = 500
+) -> None:
+    """`cohort_rows_missing`: accesses whose cohort the stores hold, rebuilding the chain's
+    tree head, that the audit store does not list as verified (in batches of `batch`)."""
+    rows = conn.execute(
+        _NOT_VERIFIED,
+        {"granted": int(Decision.GRANTED), "zero": ZERO32,
+         "verified": CohortStatus.VERIFIED.value},
+    ).all()  # fmt: skip
+    for start in range(0, len(rows), batch):
+        accesses = [
+            CohortAccess(int(r[0]), int(r[1]), int(r[2]), str(r[3]), str(r[4]), int(r[5]),
+                         str(r[6]))
+            for r in rows[start : start + batch]
+        ]  # fmt: skip
+        found = resolve(sources, accesses)
+        for access in accesses:
+            out.checked["cohorts_asked_of_stores"] += 1
+            if found.status(access.access_id) != CohortStatus.VERIFIED.value:
+                continue
+            where = _pos(*access.position)
+            out.add("cohort_rows_missing", f"access {access.access_id}: a cohort store holds "
+                    f"its {access.size} subjects, whose tree is the chain's, and the audit store "
+                    "lists none (its patients' reports would not show it)", table="cohort",
+                    position=where, key=access.access_id)  # fmt: skip
 
 
 def check_patients(conn: Connection, out: Findings, *, consent_lag: float) -> None:

@@ -238,7 +238,7 @@ def _start_audit(home: Home, node: ChainNode, gateways: list[GatewaySettings]) -
         "audit",
         ["audit", "serve", "--port", str(audit_port())],
         url,
-        env=service_token_env(node, "audit", READ_PERMISSIONS),
+        env={**env, **service_token_env(node, "audit", READ_PERMISSIONS)},  # verify asks them too
         ready_path="/healthz",
     )
     return url

@@ -6,17 +6,29 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from eth_hash.auto import keccak
 from typer.testing import CliRunner
 
 from audit.cli import app as audit_cli
+from audit.cohorts import close_sources, open_sources
 from audit.events import AUDITED_CONTRACTS
 from audit.store import COHORT_COLUMNS, COLUMNS, store_session
-from audit.testing import drop_stores, index_into, make_store_url, private_world, record_story
+from audit.testing import (
+    drop_stores,
+    index_into,
+    index_with_cohorts,
+    make_cohort_store,
+    make_store_url,
+    private_world,
+    put_cohort,
+    record_story,
+)
 from audit.verify import VerifyReport, access_request_digest, verify_store
 from dul.chain.rpc import RpcClient
 from dul.chain.testing import ChainHandle
@@ -268,6 +280,44 @@ def test_without_a_deployment_manifest_verify_claims_no_more_than_it_checked(
                                          "--rpc-url", chain.rpc_url])  # fmt: skip
     assert out.exit_code == 0, out.output
     assert "OK as far as checked" in out.stdout
+
+
+def test_cohort_rows_deleted_under_an_agreement_that_needs_no_consent_are_found(
+    chain: ChainHandle, world: World, tmp_path: Path
+) -> None:
+    """A training access's cohort needs no consent, so no cohort store is required for it;
+    but when the hospital's store holds its subjects and the audit store lists none, the
+    patients' reports would not show the access: with the stores given, verify asks them."""
+    agreement = world.activate(world.training_terms(quota=10))
+    record = world.access_record(agreement, tier=Tier.MODEL_PARAMETERS, operation=Operation.TRAIN)
+    cohorts = make_cohort_store(tmp_path / "gateway.db")
+    subjects = [keccak(f"trained patient {i}".encode()) for i in range(3)]
+    root, size = put_cohort(cohorts, record.request.request_id, subjects)
+    record = replace(record, cohort_root=root, cohort_size=size)
+    world.ledger.transact(world.gateway, "AccessLog", "recordAccesses", [record.as_abi()])
+    cleanup: list[tuple[str, str]] = []
+    url = make_store_url("sqlite", tmp_path, cleanup)
+    engine, indexer = index_with_cohorts(world.ledger.deployment, chain.rpc_url, url, [cohorts])
+    indexer.close()
+    access = hexed(record.request.request_id)
+    sources = open_sources([cohorts])
+    try:
+        assert run_verify(engine, chain, world, cohort_sources=sources).ok
+        execute(engine, "DELETE FROM cohort_member WHERE access_id = :a", a=access)
+        execute(engine, "DELETE FROM cohort WHERE access_id = :a", a=access)
+        report = run_verify(engine, chain, world, cohort_sources=sources)
+        where = position_of(engine, "access_event", "access_id", access)
+        assert findings(report) == {("cohort_rows_missing", "cohort", where)}
+        execute(engine, "INSERT INTO cohort (block_number, tx_index, log_index, access_id, "
+                "status, source, leaves) VALUES (:b, :t, :i, :a, 'leaves_unavailable', NULL, 0)",
+                b=int(where.split("/")[0]), t=int(where.split("/")[1]),
+                i=int(where.split("/")[2]), a=access)  # fmt: skip
+        report = run_verify(engine, chain, world, cohort_sources=sources)
+        assert findings(report) == {("cohort_rows_missing", "cohort", where)}
+    finally:
+        close_sources(sources)
+        engine.dispose()
+        drop_stores(cleanup)
 
 
 def test_a_wrong_block_hash_is_found(
