@@ -110,7 +110,9 @@ class SubmitterSettings:
     max_batch: int = 200
     """Records per `recordAccesses` transaction (the contract takes 256 at most)."""
     max_delay: float = 0.05
-    """Longest a stored decision waits for its batch to fill, in seconds."""
+    """Longest a stored decision waits for its batch to fill, in seconds, counted from when it
+    was stored or from when the previous short batch went out, whichever is later: a steady
+    trickle goes out as one transaction per `max_delay`, not one per group commit."""
     max_body_bytes: int = 1_500_000
     """Bound on the JSON-RPC body of one send (anvil refuses bodies over 2 MiB)."""
     max_in_flight: int = 32
@@ -210,6 +212,8 @@ class Submitter:
         self._hook = crash_hook or (lambda _point: None)
         self._inflight: dict[bytes, _InFlight] = {}
         self._room = asyncio.Event()
+        self._short_sent_at = -math.inf
+        """Wall-clock time the last short batch (one not full, nothing behind it) was stored."""
         self._gas_per_record = s.gas_per_record
         self.max_records = batch_capacity(s)
         self._task: asyncio.Task[None] | None = None
@@ -223,6 +227,10 @@ class Submitter:
         self._outgoing: asyncio.Queue[list[_InFlight]] = asyncio.Queue(maxsize=2)
         """Rounds stored and not sent yet, in nonce order: the send loop sends one while the
         batch loop signs and stores the next."""
+        self._unsent = 0
+        """Rounds stored and not yet handed to the node (queued or being sent)."""
+        self._all_sent = asyncio.Event()
+        self._all_sent.set()
 
     # --- life cycle --------------------------------------------------------------------------
 
@@ -344,14 +352,33 @@ class Submitter:
         last = groups[-1]
         # A short last group waits up to `max_delay` for more records, unless something is
         # queued behind it (another kind of operation, or what this round had no room for).
+        # The wait counts from its oldest record or from the previous short batch, whichever
+        # is later: under a steady trickle of single decisions each group commit would
+        # otherwise find its records already `max_delay` old (the commit's own latency) and
+        # send them as a transaction of their own, a signature, a stored round, a send and
+        # the node's intake for every ~60 records instead of every ~rate x max_delay.
         full = len(last) >= self.max_records or start < len(ops)
-        wait = s.max_delay - (time.time() - last[0].created_at)
+        opened = max(last[0].created_at, self._short_sent_at)
+        wait = s.max_delay - (time.time() - opened)
         if not full and wait > 0:
             if len(groups) == 1:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.outbox.new_pending.wait(), wait)
                 return
             groups.pop()  # the full ones go now; the short one is read again next round
+        if not full and len(groups) == 1 and self._unsent:
+            # The node is still taking the previous round: a short batch waits for it and
+            # gains what arrives meanwhile (a full round never waits: a backlog's signing and
+            # storing still overlap the node's intake). Without this wait a trickle of single
+            # decisions went out as a transaction per group commit (on a loaded machine, 3,000
+            # requests as 44-47 transactions of ~66 records where the serial loop before the
+            # send loop made 23-33 of ~90-130), each costing the gateway a signature, a stored
+            # round on the writer thread, a send and receipt polls.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._all_sent.wait(), s.idle_poll)
+            return
+        if not full and len(groups) == 1:
+            self._short_sent_at = time.time()
         await self._submit([(g, OperationKind.ACCESS) for g in groups])
 
     def _target(self, ops: Sequence[PendingOp], kind: OperationKind) -> str:
@@ -430,6 +457,8 @@ class Submitter:
                 entry = _InFlight(tx, time.monotonic(), min(op.created_at for op in ops))
                 self._inflight[tx.tx_hash] = entry
                 entries.append(entry)
+            self._unsent += 1
+            self._all_sent.clear()
         await self._outgoing.put(entries)
 
     async def _send_once(self) -> None:
@@ -437,7 +466,12 @@ class Submitter:
         a nonce resynchronisation abandoned it)."""
         entries = await self._outgoing.get()
         live = [e for e in entries if self._inflight.get(e.tx.tx_hash) is e]
-        await self._send_many(live)
+        try:
+            await self._send_many(live)
+        finally:
+            self._unsent -= 1
+            if not self._unsent:
+                self._all_sent.set()
         for entry in live:
             self.stats.transactions_sent += 1
             log.debug(

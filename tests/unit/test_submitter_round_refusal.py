@@ -1,12 +1,16 @@
-"""A round whose middle transaction the node refuses: every transaction of the round is stored
-before anything is sent, the refused one is sent again as it was (same nonce, same bytes) and
-every operation is confirmed once, in one transaction only. A real SQLite outbox; the node is
-an in-memory JSON-RPC answerer (httpx MockTransport)."""
+"""Submitter rounds. A round whose middle transaction the node refuses: every transaction of the
+round is stored before anything is sent, the refused one is sent again as it was (same nonce,
+same bytes) and every operation is confirmed once, in one transaction only. A trickle of single
+decisions is batched into few transactions: a short batch waits while the node is still taking
+the previous round (a full one never does), and its `max_delay` counts from the previous short
+batch when that is later than its oldest record. A real SQLite outbox; the node is an
+in-memory JSON-RPC answerer (httpx MockTransport)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -123,5 +127,85 @@ def test_a_refused_transaction_in_the_middle_of_a_round_is_neither_lost_nor_doub
         assert await outbox.unmined(str(SIGNER.address)) == []
         await outbox.close()
         await rpc.aclose()
+
+    asyncio.run(scenario())
+
+
+async def _setup(tmp_path: Path, settings: SubmitterSettings) -> tuple[SqlOutbox, Node, Submitter]:
+    url = f"sqlite:///{tmp_path / 'outbox.db'}"
+    migrate(url)
+    outbox = SqlOutbox(make_engine(url))
+    await outbox.start()
+    node = Node(refuse_nonce=-1)
+    rpc = AsyncRpcClient(
+        "http://node.test", client=httpx.AsyncClient(transport=httpx.MockTransport(node.handle))
+    )
+    sub = Submitter(outbox, rpc, SIGNER, access_log="0x" + "11" * 20, chain_id=31337,
+                    settings=settings)  # fmt: skip
+    sub.max_records = 10
+    await sub.nonces.reconcile(outbox, rpc)
+    return outbox, node, sub
+
+
+async def _stored(outbox: SqlOutbox) -> list[int]:
+    return [len(tx.keys) for tx in await outbox.unmined(str(SIGNER.address))]
+
+
+def test_a_short_batch_waits_for_the_previous_round_to_be_sent_a_full_one_does_not(
+    tmp_path: Path,
+) -> None:
+    async def scenario() -> None:
+        settings = SubmitterSettings(max_delay=0.0, idle_poll=0.05)
+        outbox, node, sub = await _setup(tmp_path, settings)
+        await outbox.add_accesses([access(n) for n in range(3)])
+        await sub._batch_once()
+        assert await _stored(outbox) == [3]  # short, nothing in the way: stored at once
+
+        await outbox.add_accesses([access(n) for n in range(3, 6)])
+        await sub._batch_once()  # the first round is not sent yet: these three wait
+        assert await _stored(outbox) == [3]
+        await outbox.add_accesses([access(n) for n in range(6, 13)])
+        await sub._batch_once()  # ten waiting now: a full batch goes without waiting
+        assert await _stored(outbox) == [3, 10]
+        assert node.sent == []
+
+        await outbox.add_accesses([access(13)])
+        await sub._batch_once()  # short, and two rounds are not sent yet: it waits
+        await sub._send_once()
+        await sub._batch_once()  # one round is still not sent
+        assert await _stored(outbox) == [3, 10]
+        await sub._send_once()
+        await sub._batch_once()
+        assert await _stored(outbox) == [3, 10, 1]
+        await sub._send_once()
+        assert [_nonce_of(r) for r in node.sent] == [0, 1, 2]
+        await outbox.close()
+        await sub.rpc.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_max_delay_counts_from_the_previous_short_batch(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        settings = SubmitterSettings(max_delay=0.3, idle_poll=0.05)
+        outbox, _, sub = await _setup(tmp_path, settings)
+        await outbox.add_accesses([access(0)])
+        await asyncio.sleep(0.3)
+        await sub._batch_once()  # its record waited max_delay: it goes
+        assert await _stored(outbox) == [1]
+        await sub._send_once()
+
+        await outbox.add_accesses([access(1)])
+        await asyncio.sleep(0.3)  # its record is max_delay old (e.g. a slow group commit)
+        sub._short_sent_at = time.time()  # but the previous short batch has just gone
+        waited = time.monotonic()
+        await sub._batch_once()  # waits up to max_delay for more, stores nothing
+        assert time.monotonic() - waited >= 0.2
+        assert await _stored(outbox) == [1]
+        await asyncio.sleep(0.1)
+        await sub._batch_once()
+        assert await _stored(outbox) == [1, 1]
+        await outbox.close()
+        await sub.rpc.aclose()
 
     asyncio.run(scenario())
