@@ -15,7 +15,9 @@ pytestmark = pytest.mark.integration
 
 GATEWAY_KEYS = {
     "single_events_per_s",
+    "single_answered_per_s",
     "batch_events_per_s",
+    "batch_answered_per_s",
     "raw_node_tx_per_s",
     "raw_node_batched_events_per_s",
     "batch_vs_raw_batched",
@@ -41,6 +43,10 @@ def test_bench_gateway_with_tiny_sizes_reports_every_figure() -> None:
     # the gateway's CPU per event (/proc, 10 ms ticks: a tiny run may read zero)
     assert figures["single_gateway_cpu_us_per_event"] >= 0
     assert figures["batch_gateway_cpu_us_per_event"] >= 0
+    # the window's two parts: answered (no block rounding) and the wait until all are on chain
+    for api in ("single", "batch"):
+        assert figures[f"{api}_answered_per_s"] >= figures[f"{api}_events_per_s"]
+        assert figures[f"{api}_confirm_tail_s"] >= 0
     assert figures["raw_node_batch_records"] == 256  # 300 records: one full, one partial tx
     assert figures["batch_vs_raw_batched"] == pytest.approx(
         figures["batch_events_per_s"] / figures["raw_node_batched_events_per_s"], rel=0.01
