@@ -156,6 +156,8 @@ def create_app(settings: GatewaySettings) -> FastAPI:
                             await asyncio.sleep(settings.lease_check_s)
                     finally:
                         await submitter.stop()
+                        # what it counted since the last metrics sync (up to a second of it)
+                        metrics.retire_submitter(submitter)
                         context.submitter = None
                         await asyncio.to_thread(lease.release)
                 elif not waiting_logged:

@@ -129,6 +129,13 @@ class Metrics:
         self.in_flight.set(submitter.in_flight)
         self.confirmation_alarm.set(0 if submitter.confirmation_alarm() is None else 1)
 
+    def retire_submitter(self, submitter: Submitter) -> None:
+        """The last copy of a submitter that stopped (its process lost the lease, or stops):
+        what it counted since the previous sync is counted too, and it has nothing in flight
+        any more (the process that leads now reports its own)."""
+        self.sync_submitter(submitter)
+        self.in_flight.set(0)
+
 
 @dataclass
 class GatewayContext:
