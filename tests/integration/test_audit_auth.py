@@ -431,6 +431,9 @@ def test_a_hospital_claiming_another_hospitals_patient_reads_its_own_records_onl
         body = report.json()
         assert (body["accesses"], body["consents"], body["authorizations"]) == ([], [], [])
         assert [k["holder_org"] for k in body["keys"]] == [b]
+    graph = get(client, f"/v1/provenance/subject/{story.subject_shared}", b_org).json()
+    types = {n["type"] for n in graph["nodes"]}
+    assert not types & {"access", "cohort", "consent", "agreement"}, types
     a_org = audit_token(settings, AuditRole.ORGANIZATION, "hospital-a")
     a_patient = patient_token(story, story.world.steward, story.subject_shared)
     for token in (a_org, a_patient):
