@@ -48,6 +48,9 @@ from dul.domain import (
 from dul.home import Home
 from dul.signing import LocalSigner
 
+# Every test of the session's chain runs on each node but the kill -9 mid catch-up (a process
+# killed and restarted over a one-block-per-page catch-up: 173 s on Hardhat's node at load 15,
+# about the indexer's process, not the node; the crash tests below cover the restart on both).
 pytestmark = pytest.mark.integration
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
@@ -148,8 +151,8 @@ def rows(store: AuditStore, sql: str, **params: Any) -> list[Any]:
 # --- decoding what happened -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("new_store", BACKENDS, indirect=True)
 @pytest.mark.every_node
+@pytest.mark.parametrize("new_store", BACKENDS, indirect=True)
 def test_the_store_holds_exactly_what_happened(
     chain: ChainHandle, world: World, new_store: StoreFactory
 ) -> None:
@@ -305,6 +308,7 @@ class RefusingTransport(httpx.BaseTransport):
         return self.inner.handle_request(request)
 
 
+@pytest.mark.every_node
 def test_pages_shrink_when_the_node_refuses_a_range_and_the_store_is_the_same(
     chain: ChainHandle, world: World, new_store: StoreFactory
 ) -> None:
@@ -327,6 +331,7 @@ def test_pages_shrink_when_the_node_refuses_a_range_and_the_store_is_the_same(
     indexer.close()
 
 
+@pytest.mark.every_node
 def test_a_page_bigger_than_the_log_budget_shrinks_the_next_one(
     chain: ChainHandle, world: World, new_store: StoreFactory
 ) -> None:
@@ -339,6 +344,7 @@ def test_a_page_bigger_than_the_log_budget_shrinks_the_next_one(
     indexer.close()
 
 
+@pytest.mark.every_node
 def test_a_reply_over_the_byte_budget_halves_the_page_and_changes_nothing(
     chain: ChainHandle, world: World, new_store: StoreFactory
 ) -> None:
@@ -356,6 +362,7 @@ def test_a_reply_over_the_byte_budget_halves_the_page_and_changes_nothing(
     budget.close()
 
 
+@pytest.mark.every_node
 def test_a_reply_over_the_byte_budget_keeps_its_whole_blocks_and_changes_nothing(
     chain: ChainHandle, world: World, new_store: StoreFactory
 ) -> None:
@@ -407,6 +414,7 @@ class CrashError(Exception):
     """Stands for the process dying between the page's rows and its checkpoint."""
 
 
+@pytest.mark.every_node
 @pytest.mark.parametrize("new_store", BACKENDS, indirect=True)
 def test_a_crash_between_rows_and_checkpoint_then_a_restart_gives_the_same_store(
     chain: ChainHandle, world: World, new_store: StoreFactory
@@ -441,6 +449,7 @@ def test_a_crash_between_rows_and_checkpoint_then_a_restart_gives_the_same_store
     restarted.close()
 
 
+@pytest.mark.every_node
 @pytest.mark.parametrize("new_store", BACKENDS, indirect=True)
 def test_worker_processes_give_the_store_one_reader_gives(
     chain: ChainHandle, world: World, new_store: StoreFactory
@@ -469,6 +478,7 @@ def test_worker_processes_give_the_store_one_reader_gives(
     assert not any(process.is_alive() for process in workers.processes)
 
 
+@pytest.mark.every_node
 @pytest.mark.parametrize("new_store", BACKENDS, indirect=True)
 def test_a_first_catch_up_builds_the_readers_indexes_at_its_end_even_after_a_crash(
     chain: ChainHandle, world: World, new_store: StoreFactory
@@ -613,8 +623,8 @@ def test_the_indexer_follows_across_a_node_restart(tmp_path: Path, new_store: St
 # --- reorgs ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("new_store", BACKENDS, indirect=True)
 @pytest.mark.every_node
+@pytest.mark.parametrize("new_store", BACKENDS, indirect=True)
 def test_a_forked_history_is_rolled_back_to_the_common_ancestor_with_an_alarm(
     chain: ChainHandle, world: World, new_store: StoreFactory
 ) -> None:
@@ -681,6 +691,7 @@ def test_a_history_shorter_than_the_checkpoint_is_rolled_back_too(
     indexer.close()
 
 
+@pytest.mark.every_node
 def test_a_store_of_another_deployment_is_refused(
     chain: ChainHandle, world: World, new_store: StoreFactory
 ) -> None:
