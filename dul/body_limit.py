@@ -4,7 +4,9 @@ Starlette and FastAPI read a body whole, before authentication and validation: w
 ceiling, anyone who can reach a port can make a service hold gigabytes. This ASGI middleware
 reads the body itself up to `max_bytes` (refusing at once when `Content-Length` already says
 more), answers 413 problem JSON `body_too_large` past it, and hands the application the body it
-read as one message.
+read as one message. A body whose brackets nest deeper than `dul.json_depth.MAX_JSON_DEPTH` is
+refused too (422 `body_too_deep`): the JSON parser behind FastAPI would overflow the C stack
+on it and take the whole process down.
 """
 
 from __future__ import annotations
@@ -13,7 +15,10 @@ import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from dul.json_depth import MAX_JSON_DEPTH, too_deep
+
 CODE = "body_too_large"
+DEEP_CODE = "body_too_deep"
 
 
 class BodyLimit:
@@ -44,7 +49,11 @@ class BodyLimit:
                 return
             chunks.append(body)
             if not message.get("more_body", False):
-                first = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+                whole = b"".join(chunks)
+                if too_deep(whole):
+                    await self._refuse(send, deep=True)
+                    return
+                first = {"type": "http.request", "body": whole, "more_body": False}
                 break
         replayed = False
 
@@ -57,21 +66,28 @@ class BodyLimit:
 
         await self.app(scope, replay, send)
 
-    async def _refuse(self, send: Send) -> None:
-        limit = self.max_bytes
+    async def _refuse(self, send: Send, *, deep: bool = False) -> None:
+        status, code, title, detail = (
+            (422, DEEP_CODE, "Request body nested too deep",
+             f"a request body's JSON may nest at most {MAX_JSON_DEPTH} levels deep")
+            if deep
+            else (413, CODE, "Request body too large",
+                  f"a request body may hold at most {self.max_bytes} bytes")
+        )  # fmt: skip
         body = json.dumps(
             {
-                "type": f"urn:dul:problem:{CODE}",
-                "title": "Request body too large",
-                "status": 413,
-                "detail": f"a request body may hold at most {limit} bytes",
-                "code": CODE,
+                "type": f"urn:dul:problem:{code}",
+                "title": title,
+                "status": status,
+                "detail": detail,
+                "code": code,
             }
         ).encode()
         headers = [
             (b"content-type", b"application/problem+json"),
             (b"content-length", str(len(body)).encode()),
-            (b"connection", b"close"),  # the rest of the body is not read
         ]
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        if not deep:
+            headers.append((b"connection", b"close"))  # the rest of the body is not read
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})

@@ -29,6 +29,7 @@ PROBLEM_CODES: dict[int, tuple[str, ...]] = {
     413: ("body_too_large",),
     422: (
         "validation_error",
+        "body_too_deep",
         "request_expired",
         "deadline_too_far",
         "bad_signature",

@@ -43,3 +43,26 @@ def test_a_declared_or_streamed_body_past_the_ceiling_is_413_problem_json() -> N
             assert response.status_code == 413
             assert response.headers["content-type"] == "application/problem+json"
             assert response.json()["code"] == "body_too_large"
+
+
+def test_a_body_nested_past_the_depth_is_422_problem_json_before_any_parser() -> None:
+    """The JSON parser behind FastAPI recurses in C once per level, under a recursion limit
+    py_ecc raises to 100,000: a body of 100,000 `[` overflowed the stack and killed the
+    process. It is refused from its bytes; a wide body of the same size is not."""
+    from dul.json_depth import MAX_JSON_DEPTH, too_deep
+
+    with client(1_000_000) as c:
+        past = MAX_JSON_DEPTH + 1
+        for deep in (b"[" * 100_000 + b"]" * 100_000, b'{"a":' * 50_000 + b"1" + b"}" * 50_000,
+                     b"[" * 100_000, b"[1," * past + b"]" * past):  # fmt: skip
+            response = c.post("/", content=deep)
+            assert response.status_code == 422
+            assert response.headers["content-type"] == "application/problem+json"
+            assert response.json()["code"] == "body_too_deep"
+        wide = b'{"requests": [' + b",".join([b'{"f": ["a", "[[[[", {"b": [1]}]}'] * 10_000) + b"]}"
+        assert c.post("/", content=wide).json() == {"length": len(wide)}
+    at_limit = b"[" * MAX_JSON_DEPTH + b"]" * MAX_JSON_DEPTH
+    assert not too_deep(at_limit)
+    assert too_deep(b"[" + at_limit + b"]")
+    assert not too_deep(b'["' + b"[" * 1000 + b'"]')  # brackets inside a string
+    assert not too_deep(b'["\\"' + b"[" * 1000 + b'"]')  # after an escaped quote
