@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import collections
 import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -215,3 +217,51 @@ def test_no_malformed_request_to_the_patient_page_gets_a_5xx_or_changes_anything
     assert problems == [], "\n".join(problems[:60])
     assert_every_route_walked(document, reached)
     assert after == before
+
+
+def raw_http(url: str, request: bytes) -> bytes:
+    """`request`'s bytes sent as they are (httpx refuses to send a URL past 64 kB), and what the
+    server answered until it closed the connection (b"" when it reset it first: a server may
+    answer and close before reading all of a request it refuses)."""
+    address = urlsplit(url)
+    assert address.hostname is not None
+    assert address.port is not None
+    answer = b""
+    with socket.create_connection((address.hostname, address.port), timeout=30) as conn:
+        try:
+            conn.sendall(request)
+            while chunk := conn.recv(65536):
+                answer += chunk
+        except ConnectionError:
+            pass
+    return answer
+
+
+@pytest.mark.parametrize(
+    ("label", "request_bytes"),
+    [
+        ("1 MB id", b"GET /v1/agreements/" + b"a" * 1_000_000 + b" HTTP/1.1\r\n"),
+        ("60 kB id", b"GET /v1/agreements/0x" + b"ab" * 30_000 + b" HTTP/1.1\r\n"),
+        ("800 kB query", b"GET /v1/agreements/0x12?" + b"limit=1&" * 100_000 + b" HTTP/1.1\r\n"),
+        (
+            "two lengths",
+            b"POST /v1/consents HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 3\r\n",
+        ),
+        ("negative length", b"POST /v1/consents HTTP/1.1\r\nContent-Length: -1\r\n"),
+        ("NUL in a header", b"GET /v1/agreements/0x12 HTTP/1.1\r\nAuthorization: Bearer \x00\r\n"),
+    ],
+)
+def test_requests_past_what_http_allows_are_4xx_and_the_gateway_stays_up(
+    gateway: GatewayHandle, label: str, request_bytes: bytes
+) -> None:
+    """Refused by the HTTP server before the application (uvicorn's own `400 Invalid HTTP
+    request received.`, plain text: the one 4xx that is not problem JSON) or by the
+    application as problem JSON; never a 5xx, and the gateway answers afterwards."""
+    answer = raw_http(gateway.url, request_bytes + b"Host: x\r\nConnection: close\r\n\r\n{}")
+    if answer:  # (a reset connection is a refusal too)
+        status = int(answer.split(b" ", 2)[1])
+        assert 400 <= status < 500, answer[:300]
+        head = answer.split(b"\r\n\r\n", 1)[0].lower()
+        plain = answer.endswith(b"Invalid HTTP request received.")
+        assert b"application/problem+json" in head or plain, answer[:300]
+    assert httpx.get(gateway.url + "/readyz", timeout=30).status_code == 200
