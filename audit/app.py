@@ -180,6 +180,7 @@ _TITLES = {
 MAX_BODY_BYTES = 2**20
 
 PROBLEM_CODES: dict[int, tuple[str, ...]] = {
+    400: ("bad_request",),
     401: ("credential_missing", "credential_invalid", "credential_expired", "credential_revoked",
           "oidc_not_configured"),
     403: ("out_of_scope", "role_missing"),
@@ -225,7 +226,7 @@ def _install_problems(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        codes = {404: "not_found", 405: "method_not_allowed"}
+        codes = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}
         code = codes.get(exc.status_code, f"http_{exc.status_code}")
         return problem(exc.status_code, code, str(exc.detail), str(exc.detail))
 
