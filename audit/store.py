@@ -614,6 +614,8 @@ def _uint_columns(table: str, columns: tuple[str, ...]) -> tuple[int, ...]:
 
 SQLITE_PAGE_SIZE: Final = 16_384
 """Page size of a new SQLite audit store (see `create_store_engine`)."""
+WAL_CHECKPOINT_BYTES: Final = 64 * 1024 * 1024
+"""SQLite checkpoints its WAL into the store once it holds this much (whatever the page size)."""
 
 
 def create_store_engine(url: str) -> Engine:
@@ -642,7 +644,8 @@ def create_store_engine(url: str) -> Engine:
             cursor.execute("PRAGMA cache_size=-65536")
             # A checkpoint every 64 MB of WAL rather than 4 MB: a catch-up's pages (MBs each)
             # otherwise checkpoint at nearly every commit (measured: -15% writer CPU per event).
-            cursor.execute("PRAGMA wal_autocheckpoint=16384")
+            page_size = int(cursor.execute("PRAGMA page_size").fetchone()[0])
+            cursor.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_BYTES // page_size}")
             cursor.close()
 
         return engine
