@@ -88,6 +88,27 @@ BAD_QUERY: tuple[str, ...] = (
 )
 
 
+def bad_credentials(patient_token_length: int = 194) -> tuple[str | bytes, ...]:
+    """Authorization headers that are no credential: empty, another scheme, over-long, not
+    ASCII, a patient token's shape holding all-zero or all-0xff bytes or no base64, a JWT
+    signed by nobody or not a JWT at all."""
+    return (
+        "Bearer",
+        "Bearer  x",
+        "Basic dXNlcjpwYXNz",
+        "Bearer " + "x" * 60_000,
+        b"Bearer \xc3\xa9\xff",
+        "Bearer dulpt_" + "A" * patient_token_length,
+        "Bearer dulpt_" + "_" * patient_token_length,
+        "Bearer dulpt_" + "!" * patient_token_length,
+        "Bearer dulpt_" + "A" * (patient_token_length + 1),
+        "Bearer eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiJ4IiwiZXhwIjo5OTk5OTk5OTk5fQ.",
+        "Bearer eyJhbGciOiJSUzI1NiIsImtpZCI6IngifQ.e30.AAAA",
+        "Bearer a.b.c",
+        "Bearer " + "eyJ" * 5_000,
+    )
+
+
 @dataclass
 class Case:
     method: str
@@ -270,10 +291,13 @@ def walk(document: dict[str, Any], good: Mapping[str, str] | None = None) -> Ite
             yield from operation_cases(path, method, operation, components, good or {})
 
 
-def send(client: httpx.Client, case: Case, headers: dict[str, str]) -> httpx.Response:
-    sent = dict(headers)
+def send(client: httpx.Client, case: Case, headers: Mapping[str, str | bytes]) -> httpx.Response:
+    sent = [
+        (name.encode(), value if isinstance(value, bytes) else value.encode("latin-1"))
+        for name, value in headers.items()
+    ]
     if case.content_type is not None:
-        sent["Content-Type"] = case.content_type
+        sent.append((b"content-type", case.content_type.encode()))
     return client.request(
         case.method,
         case.url,

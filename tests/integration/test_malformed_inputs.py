@@ -28,7 +28,7 @@ from audit.settings import AuditSettings
 from audit.testing import audit_token, index_into, with_token_file
 from dul.chain.testing import ChainHandle
 from dul.contracts.world import World
-from dul.route_walk import RAW_BODIES, Case, judge, send, walk
+from dul.route_walk import RAW_BODIES, Case, bad_credentials, judge, send, walk
 from dul.serving import serve_asgi
 from ledger_gateway.patient_page.settings import PatientPageSettings
 from ledger_gateway.patient_page.testing import patient_token, serve_patient_page
@@ -79,8 +79,15 @@ def run_walk(
 ) -> tuple[list[str], collections.Counter[tuple[str, str]]]:
     problems: list[str] = []
     reached: collections.Counter[tuple[str, str]] = collections.Counter()
+    seen: set[tuple[str, str]] = set()
     for case in walk(document, good):
         key = (case.method, case.route)
+        if key not in seen:  # each route's first case once with each bad credential
+            seen.add(key)
+            for bad in bad_credentials():
+                found = judge(case, send(client, case, {"Authorization": bad}))
+                if found is not None:
+                    problems.append(f"{found} (Authorization {bad[:20]!r})")
         credentials = [credential_for.get(key, {})]
         if credential_for.get(key) and unauthenticated(case):
             credentials.append({})
