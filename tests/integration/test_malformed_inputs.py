@@ -9,8 +9,8 @@ gateway's outbox and the chain accounts' nonces). A route the walk reached no ca
 from __future__ import annotations
 
 import collections
-import os
 import socket
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,13 @@ from pydantic import SecretStr
 
 from audit.auth import AuditRole
 from audit.settings import AuditSettings
-from audit.testing import audit_token, index_into, with_token_file
+from audit.testing import (
+    audit_token,
+    drop_stores,
+    index_into,
+    make_store_url,
+    with_token_file,
+)
 from dul.chain.testing import ChainHandle
 from dul.contracts.world import World
 from dul.route_walk import RAW_BODIES, Case, bad_credentials, judge, send, walk
@@ -118,7 +124,7 @@ def test_no_malformed_request_to_the_gateway_gets_a_5xx_or_changes_anything(
     gateway: GatewayHandle, world: World, chain: ChainHandle
 ) -> None:
     steward = TokenStore(gateway.settings.tokens_path).create(
-        f"malformed-steward-{os.getpid()}", "hospital-a", TokenRole.STEWARD
+        f"malformed-steward-{uuid.uuid4().hex[:8]}", "hospital-a", TokenRole.STEWARD
     )
     gateway_account = Account.from_key(keccak(b"dul tests fixture gateway")).address
     accounts = [gateway_account, world.steward.address, world.requester.address]
@@ -150,16 +156,27 @@ def test_no_malformed_request_to_the_gateway_gets_a_5xx_or_changes_anything(
 # --- the audit service ---------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def audit_url(
-    world: World, chain: ChainHandle, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest,
+    world: World,
+    chain: ChainHandle,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[str, str]]:
-    """The audit service over a store indexed from the session's chain, served on a free
-    port; with a regulator's API token."""
+    """The audit service over a store indexed from the session's chain (SQLite, and
+    PostgreSQL, which refuses what SQLite keeps: NUL in text, integers past 64 bits), served on
+    a free port; with a regulator's API token."""
+    cleanup: list[tuple[str, str]] = []
+    url = make_store_url(request.param, tmp_path_factory.mktemp("malformed-audit"), cleanup)
+    try:
+        yield from _serve_audit(url, world, chain)
+    finally:
+        drop_stores(cleanup)
+
+
+def _serve_audit(url: str, world: World, chain: ChainHandle) -> Iterator[tuple[str, str]]:
     from audit.app import create_app
 
-    root = tmp_path_factory.mktemp("malformed-audit")
-    url = f"sqlite:///{root / 'audit.db'}"
     index_into(world.ledger.deployment, chain.rpc_url, url).dispose()
     settings = with_token_file(
         AuditSettings(
@@ -198,7 +215,7 @@ def test_no_malformed_request_to_the_patient_page_gets_a_5xx_or_changes_anything
     tmp_path: Path,
 ) -> None:  # fmt: skip
     steward = TokenStore(gateway.settings.tokens_path).create(
-        f"malformed-page-{os.getpid()}", "hospital-a", TokenRole.STEWARD
+        f"malformed-page-{uuid.uuid4().hex[:8]}", "hospital-a", TokenRole.STEWARD
     )
     settings = PatientPageSettings(
         home=chain.home.root, org="hospital-a", gateway_url=gateway.url,
