@@ -19,19 +19,34 @@ _EMPTY_PAIR = re.compile(rb"\[\]|\{\}")
 _NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'"[]{}')
 
 
-def too_deep(body: bytes, max_depth: int = MAX_JSON_DEPTH) -> bool:
-    """Whether the brackets outside strings in `body` nest deeper than `max_depth` (or are
-    so far from pairing up that `max_depth` levels do not match them)."""
+def bracket_shape(body: bytes, max_depth: int = MAX_JSON_DEPTH) -> str | None:
+    """ "too_deep" when the brackets outside strings in `body` nest deeper than `max_depth`,
+    "unpaired" when they are so far from pairing up that `max_depth` levels do not match them
+    (not JSON), None when neither.
+
+    Drop escaped backslashes and quotes, keep quotes and brackets, drop what lies between
+    quotes, then peel innermost pairs level by level, at most `max_depth` times, stopping at
+    the first run of too many openers.
+    """
     if body.count(b"[") + body.count(b"{") <= max_depth:
-        return False
+        return None
     kept = body.replace(b"\\\\", b"").replace(b'\\"', b"").translate(None, _NOT_STRUCTURE)
     brackets = b"".join(kept.split(b'"')[::2])
     opener_run = re.compile(rb"[\[{]{%d}" % (max_depth + 1))
     for _ in range(max_depth):
         if not brackets:
-            return False
+            return None
         if opener_run.search(brackets):
-            return True
+            return "too_deep"
         brackets = _EMPTY_PAIR.sub(b"", brackets)
-    # left after `max_depth` peels: nested deeper, or brackets that never pair up (not JSON)
-    return bool(brackets)
+    if not brackets:
+        return None
+    paired = brackets.count(b"[") == brackets.count(b"]") and brackets.count(
+        b"{"
+    ) == brackets.count(b"}")
+    return "too_deep" if paired else "unpaired"
+
+
+def too_deep(body: bytes, max_depth: int = MAX_JSON_DEPTH) -> bool:
+    """Whether `body` nests deeper than `max_depth` or its brackets do not pair up."""
+    return bracket_shape(body, max_depth) is not None

@@ -79,6 +79,7 @@ from dul.chain.rpc_filter import (
 )
 from dul.chain.settings import ProxySettings
 from dul.chain.upstream import StreamUpstream, Upstream, UpstreamError
+from dul.json_depth import MAX_JSON_DEPTH, bracket_shape
 
 log = structlog.get_logger("dul.chain.rpc_proxy")
 _ACCOUNT = re.compile(r"^0x[0-9a-f]{40}$")
@@ -442,62 +443,25 @@ class BadRequestError(Exception):
         self.code, self.message, self.status = code, message, status
 
 
-#: Deepest JSON accepted. Real requests nest a few levels (a state override: five); the node's
-#: own parser stops at 128 and Python's at its recursion limit.
-MAX_JSON_DEPTH = 32
-
-
 def parse_body(body: bytes) -> Any:
-    """Strict UTF-8 JSON, finite numbers, at most `MAX_JSON_DEPTH` deep; else `BadRequestError`.
-
-    The depth is checked before parsing: the C parser recurses once per level and the
-    recursion limit that would stop it is process-wide (py_ecc, a web3 dependency, raises it
-    to 100,000, deep enough to overflow the C stack).
-    """
+    """Strict UTF-8 JSON, finite numbers, at most `MAX_JSON_DEPTH` deep (real requests nest a
+    few levels; a state override, refused later, five); else `BadRequestError`. The depth is
+    judged from the bytes before parsing (`dul.json_depth`)."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise BadRequestError(PARSE_ERROR, "parse error: the body is not UTF-8") from exc
-    if body.count(b"[") + body.count(b"{") > MAX_JSON_DEPTH:
-        shape = _bracket_shape(body)
-        if shape is not None:
-            raise BadRequestError(PARSE_ERROR, shape)
+    shape = bracket_shape(body)
+    if shape == "unpaired":
+        raise BadRequestError(PARSE_ERROR, "parse error: the body is not JSON (unpaired brackets)")
+    if shape == "too_deep":
+        raise BadRequestError(PARSE_ERROR, _too_deep_message())
     try:
         return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
     except RecursionError as exc:
         raise BadRequestError(PARSE_ERROR, _too_deep_message()) from exc
     except ValueError as exc:
         raise BadRequestError(PARSE_ERROR, f"parse error: the body is not JSON ({exc})") from exc
-
-
-_EMPTY_PAIR = re.compile(rb"\[\]|\{\}")
-_OPENER_RUN = re.compile(rb"[\[{]{%d}" % (MAX_JSON_DEPTH + 1))
-_NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'"[]{}')
-
-
-def _bracket_shape(body: bytes) -> str | None:
-    """Why the brackets outside strings nest too deep or do not pair up (None when fine).
-
-    Byte operations only (no per-byte Python loop): drop escaped backslashes and quotes, keep
-    quotes and brackets, drop what lies between quotes, then peel innermost pairs level by
-    level, at most `MAX_JSON_DEPTH` times, stopping at the first run of too many openers.
-    """
-    kept = body.replace(b"\\\\", b"").replace(b'\\"', b"").translate(None, _NOT_STRUCTURE)
-    brackets = b"".join(kept.split(b'"')[::2])
-    for _ in range(MAX_JSON_DEPTH):
-        if not brackets:
-            return None
-        if _OPENER_RUN.search(brackets):
-            return _too_deep_message()
-        brackets = _EMPTY_PAIR.sub(b"", brackets)
-    if not brackets:
-        return None
-    paired = brackets.count(b"[") == brackets.count(b"]") and brackets.count(
-        b"{"
-    ) == brackets.count(b"}")
-    return (
-        _too_deep_message() if paired else "parse error: the body is not JSON (unpaired brackets)"
-    )
 
 
 def _too_deep_message() -> str:

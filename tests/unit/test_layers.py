@@ -11,7 +11,15 @@ import dul.chain
 
 CHAIN = Path(dul.chain.__file__).parent
 #: What `dul.chain` may import from the `dul` package: itself and the shared leaves.
-BELOW = ("dul.chain", "dul.errors", "dul.home", "dul.log", "dul.signing", "dul.keccak")
+BELOW = (
+    "dul.chain",
+    "dul.errors",
+    "dul.home",
+    "dul.log",
+    "dul.signing",
+    "dul.keccak",
+    "dul.json_depth",
+)
 
 
 def _imports(path: Path) -> list[tuple[int, str]]:
