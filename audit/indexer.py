@@ -347,6 +347,13 @@ class PageFetcher:
             cohorts = resolve(self.cohort_sources, cohort_accesses(events))
         prepared = prepare(events)
         self.stamp(prepared, before)
+        if any(ev.block_timestamp is None for ev in events):
+            # the events too: a page the store refuses is written again from them
+            times = {ref.number: ref.timestamp for ref, _ in prepared.blocks}
+            times[before.number] = before.timestamp
+            events = [ev if ev.block_timestamp is not None
+                      else replace(ev, block_timestamp=times.get(ev.block_number))
+                      for ev in events]  # fmt: skip
         return Page(first, before, start.parent_hash, prepared, cohorts, quarantined,
                     events, reply_bytes, over_budget)  # fmt: skip
 
