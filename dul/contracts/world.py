@@ -220,16 +220,17 @@ class World:
             receipt = self.ledger.transact(self.steward, "ConsentRegistry", "recordConsents", terms)
             ids += [bytes(e["args"]["consentId"]) for e in events.process_receipt(receipt)]
         if subjects:
-            self._await_chain_time(receipt["blockNumber"])
+            self.await_chain_time(receipt["blockNumber"])
         return ids
 
-    def _await_chain_time(self, block: int, limit_s: float = 5.0) -> None:
+    def await_chain_time(self, block: int | None = None, limit_s: float = 5.0) -> None:
         """Wait until this machine's clock reaches `block`'s timestamp: a consent starts at
         its block's time, and where a node stamps a block ahead of this clock the gateway
         (deciding at its own `now`) would find the new consent not valid yet. Seen once on
         Hardhat's node in the parallel suite: a cohort decided in the consents' second
-        admitted none of them."""
-        stamp = int(self.ledger.w3.eth.get_block(block)["timestamp"])
+        admitted none of them. `block` None: the latest block."""
+        header = self.ledger.w3.eth.get_block("latest" if block is None else block)
+        stamp = int(header["timestamp"])
         deadline = time.monotonic() + limit_s
         while int(time.time()) < stamp and time.monotonic() < deadline:
             time.sleep(0.05)
