@@ -31,13 +31,13 @@ from dul.chain.rpc_filter import (
     sender_refusal,
 )
 from dul.chain.rpc_proxy import (
-    MAX_JSON_DEPTH,
     BadRequestError,
     MembershipOracle,
     parse_body,
 )
 from dul.chain.upstream import UpstreamError
 from dul.contracts.bindings import function
+from dul.json_depth import MAX_JSON_DEPTH
 from dul.rpc_proxy import sender_check
 
 ALICE: LocalAccount = Account.from_key("0x" + "a1" * 32)
