@@ -55,7 +55,7 @@ from ledger_gateway.relay import function
 from ledger_gateway.testing import GatewayHandle
 from ledger_gateway.tokens import TokenRole, TokenStore
 
-pytestmark = [pytest.mark.integration, pytest.mark.every_node]
+pytestmark = [pytest.mark.integration]  # anvil only until Hardhat's clock drift is handled (README)
 
 CANCER = "MONDO:0007254"  # breast carcinoma
 DIABETES = "MONDO:0005015"
