@@ -24,13 +24,11 @@ import pytest
 import sqlalchemy as sa
 from eth_hash.auto import keccak
 from playwright.sync_api import Browser, Page, ViewportSize, expect
-from pydantic import SecretStr
 
 from audit.console import STATIC as CONSOLE_STATIC
-from audit.console.testing import Screens, serve_audit
+from audit.console.testing import Screens
 from audit.indexer import Indexer
-from audit.settings import AuditSettings
-from audit.testing import index_with_cohorts, with_token_file
+from audit.testing import index_with_cohorts
 from dul.chain.testing import ChainHandle, chain_haystack
 from dul.contracts.typed_data import (
     AccessRequest,
@@ -57,9 +55,12 @@ from dul.signing import LocalSigner, Signer
 from dul.subjects import code_hash
 from ledger_gateway.client import sign_redemption, sign_request
 from ledger_gateway.patient_page.settings import PatientPageSettings
-from ledger_gateway.patient_page.testing import patient_token, serve_patient_page
+from ledger_gateway.patient_page.testing import (
+    patient_token,
+    serve_audit_and_page,
+    serve_patient_page,
+)
 from ledger_gateway.testing import GatewayHandle
-from ledger_gateway.tokens import TokenRole, TokenStore
 
 pytestmark = pytest.mark.integration
 
@@ -164,25 +165,10 @@ def hospital(
     store = f"sqlite:///{root / 'audit.db'}"
     engine, indexer = index_with_cohorts(world.ledger.deployment, chain.rpc_url, store,
                                          [gateway.settings.effective_database_url])  # fmt: skip
-    audit = with_token_file(AuditSettings(
-        database_url=store, rpc_url=chain.rpc_url, deployment_path=chain.home.deployment,
-        index_behind_blocks=10_000_000, index_behind_s=31_536_000,
-    ))  # fmt: skip
-    steward = TokenStore(gateway.settings.tokens_path).create(
-        f"patient-page-{os.getpid()}", "hospital-a", TokenRole.STEWARD
-    )
-    membership = world.ledger.deployment.address("Membership")
-    token = patient_token(world.steward, subject, world.hospital, world.ledger.chain_id, membership)
-    with serve_audit(audit) as audit_url:
-        page = PatientPageSettings(
-            home=chain.home.root, org="hospital-a", gateway_url=gateway.url,
-            gateway_token=SecretStr(steward), audit_url=audit_url, rpc_url=chain.rpc_url,
-            deployment_path=chain.home.deployment, agreements=[hexed(claims), hexed(bytes(32))],
-            signin_failures=1_000,  # every test signs in from 127.0.0.1; limits: their own test
-        )  # fmt: skip
-        with serve_patient_page(page) as url:
-            yield Hospital(url, token, subject, key, secret, others, cohort_agreement, claims,
-                           insurer, indexer, engine, settings=page)  # fmt: skip
+    agreements = [claims, bytes(32)]
+    with serve_audit_and_page(world, chain, gateway, store, subject, agreements) as served:
+        yield Hospital(served.url, served.token, subject, key, secret, others, cohort_agreement,
+                       claims, insurer, indexer, engine, settings=served.settings)  # fmt: skip
     indexer.close()
     engine.dispose()
 

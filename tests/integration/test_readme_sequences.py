@@ -13,16 +13,14 @@ this checkout's `dul`), each checked for what the text says it does:
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import jwt
 import pytest
 
-from dul.chain.testing import free_port
+from dul.cli.testing import dul_shell_env
 
 pytestmark = pytest.mark.integration
 
@@ -36,25 +34,7 @@ def bash(script: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedPro
 
 @pytest.fixture
 def shell_env(tmp_path: Path) -> dict[str, str]:
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    shim = bin_dir / "dul"  # this checkout's dul, whatever is installed
-    shim.write_text(
-        "#!/bin/sh\n"
-        f"exec '{sys.executable}' -c 'import sys; sys.argv[0] = \"dul\"; "
-        'from dul.cli.main import app; app()\' "$@"\n'
-    )
-    shim.chmod(0o755)
-    return {
-        **{k: v for k, v in os.environ.items() if not k.startswith("DUL_")},
-        "PATH": f"{bin_dir}:{os.environ['PATH']}",
-        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
-        "DUL_HOME": str(tmp_path / "home"),
-        "DUL_KEY_PASSPHRASE": "readme sequences",
-        "DUL_KEY_SCRYPT_N": "1024",
-        "DUL_CHAIN_PORT": str(free_port()),
-        "DUL_CHAIN_BLOCK_TIME": "0.2",
-    }
+    return dul_shell_env(tmp_path, tmp_path / "home", DUL_KEY_PASSPHRASE="readme sequences")
 
 
 CHAIN_ID = """curl -s -o /dev/null -w '%{http_code}\\n' -H "Authorization: Bearer $1" \\

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from dul.chain.testing import free_port
+from dul.cli.testing import dul_shell_env
 
 pytestmark = pytest.mark.integration
 
@@ -66,33 +67,19 @@ def test_the_readme_has_the_walkthrough() -> None:
 
 @pytest.mark.timeout(960)  # ~40 CLI processes: a minute or two when quiet, far more under load
 def test_the_walkthrough_runs_as_written(tmp_path: Path) -> None:
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    shim = bin_dir / "dul"  # this checkout's dul, whatever is installed
-    shim.write_text(
-        "#!/bin/sh\n"
-        f"exec '{sys.executable}' -c 'import sys; sys.argv[0] = \"dul\"; "
-        'from dul.cli.main import app; app()\' "$@"\n'
-    )
-    shim.chmod(0o755)
     work = tmp_path / "work"
     work.mkdir()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("DUL_")},
-        "PATH": f"{bin_dir}:{os.environ['PATH']}",
-        "PYTHONPATH": str(ROOT),
-        "DUL_HOME": str(tmp_path / "my-data-space"),
-        "DUL_KEY_SCRYPT_N": "1024",
-        "DUL_CHAIN_PORT": str(free_port()),
-        "DUL_GATEWAY_PORT": str(free_port()),
-        "DUL_AUDIT_PORT": str(free_port()),
-        "DUL_PATIENT_PORT": str(free_port()),
-        "DUL_CHAIN_BLOCK_TIME": "0.2",
+    env = dul_shell_env(
+        tmp_path,
+        tmp_path / "my-data-space",
+        DUL_GATEWAY_PORT=str(free_port()),
+        DUL_AUDIT_PORT=str(free_port()),
+        DUL_PATIENT_PORT=str(free_port()),
         # verify calls an index more than 60 s of chain time behind stale; on a loaded test
         # machine one CLI start can take that long
-        "DUL_AUDIT_INDEX_BEHIND_S": "600",
-        "DUL_AUDIT_INDEX_BEHIND_BLOCKS": "100000",
-    }
+        DUL_AUDIT_INDEX_BEHIND_S="600",
+        DUL_AUDIT_INDEX_BEHIND_BLOCKS="100000",
+    )
     # Whatever happens, nothing outlives the test (the README's last step stops both itself).
     cleanup = (
         "trap 'kill ${GATEWAY_PID:-} 2>/dev/null || true; dul down >/dev/null 2>&1 || true; "
@@ -118,8 +105,8 @@ def test_the_walkthrough_runs_as_written(tmp_path: Path) -> None:
             os.killpg(shell.pid, signal.SIGKILL)
             shell.communicate()
         for stop in (["down"], ["chain", "down"]):
-            subprocess.run([str(shim), *stop], env=env, capture_output=True, timeout=120,
-                           check=False)  # fmt: skip
+            subprocess.run([str(tmp_path / "bin" / "dul"), *stop], env=env, capture_output=True,
+                           timeout=120, check=False)  # fmt: skip
     run = subprocess.CompletedProcess(shell.args, shell.returncode, stdout, stderr)
     out = run.stdout
     assert run.returncode == 0, f"stdout:\n{out}\nstderr:\n{run.stderr}"

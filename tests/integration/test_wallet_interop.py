@@ -34,12 +34,9 @@ import httpx
 import pytest
 from eth_account import Account
 from eth_hash.auto import keccak
-from pydantic import SecretStr
 
 from audit.checkpoints import Checkpoint, sign_checkpoint
-from audit.console.testing import serve_audit
-from audit.settings import AuditSettings
-from audit.testing import index_into, with_token_file
+from audit.testing import index_into
 from dul.chain.testing import ChainHandle
 from dul.contracts.typed_data import (
     AUTHORIZATION_REVOCATION_TYPES,
@@ -66,8 +63,7 @@ from dul.domain import (
 )
 from dul.patient_tokens import PREFIX, PatientToken, patient_token_domain
 from dul.signing import LocalSigner
-from ledger_gateway.patient_page.settings import PatientPageSettings
-from ledger_gateway.patient_page.testing import patient_token, serve_patient_page
+from ledger_gateway.patient_page.testing import serve_audit_and_page
 from ledger_gateway.testing import GatewayHandle
 from ledger_gateway.tokens import TokenRole, TokenStore
 
@@ -327,25 +323,8 @@ def patient(
     root = tmp_path_factory.mktemp("wallets")
     store = f"sqlite:///{root / 'audit.db'}"
     index_into(world.ledger.deployment, chain.rpc_url, store).dispose()
-    audit = with_token_file(AuditSettings(
-        database_url=store, rpc_url=chain.rpc_url,
-        deployment_path=chain.home.deployment, index_behind_blocks=10_000_000,
-        index_behind_s=31_536_000,
-    ))  # fmt: skip
-    steward = TokenStore(gateway.settings.tokens_path).create(
-        f"wallets-page-{os.getpid()}", "hospital-a", TokenRole.STEWARD
-    )
-    membership = world.ledger.deployment.address("Membership")
-    token = patient_token(world.steward, subject, world.hospital, world.ledger.chain_id, membership)
-    with serve_audit(audit) as audit_url:
-        page = PatientPageSettings(
-            home=chain.home.root, org="hospital-a", gateway_url=gateway.url,
-            gateway_token=SecretStr(steward), audit_url=audit_url, rpc_url=chain.rpc_url,
-            deployment_path=chain.home.deployment, agreements=[hexed(claims)],
-            signin_failures=1_000,
-        )  # fmt: skip
-        with serve_patient_page(page) as url:
-            yield Patient(url, audit_url, token, subject, key, claims)
+    with serve_audit_and_page(world, chain, gateway, store, subject, [claims]) as served:
+        yield Patient(served.url, served.audit_url, served.token, subject, key, claims)
 
 
 def registry_domain(patient: Patient) -> tuple[Any, dict[str, Any]]:
