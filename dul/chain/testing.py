@@ -274,6 +274,8 @@ class ChainHandle:
     def node_rpc_raw(self, method: str, *params: Any) -> dict[str, Any]:
         """`node_rpc`'s full JSON-RPC reply (result or error). anvil's cheat methods are
         asked of Hardhat's node under its own names."""
+        if method == "evm_revert":
+            return self._revert(*params)
         if self.kind == "hardhat":
             if method == "anvil_dropAllTransactions":
                 return self._drop_pending_transactions()
@@ -281,6 +283,36 @@ class ChainHandle:
                 return self._mine_blocks(int(params[0], 16) if params else 1)
             method = _HARDHAT_CHEATS.get(method, method)
         reply: dict[str, Any] = node_call_raw(self.node_url, method, *params)
+        return reply
+
+    def _revert(self, *params: Any) -> dict[str, Any]:
+        """`evm_revert`, then the node's clock set back to this machine's
+        (`evm_setNextBlockTimestamp`, which both nodes take as their new offset).
+
+        Neither node keeps its clock through a revert, and what it does instead stays for the
+        rest of the node's life, summed over every revert: anvil goes back to the snapshot's
+        block time (behind the wall clock by the time since the snapshot); Hardhat's node (EDR
+        0.12) adds the whole seconds since the snapshot to its offset, ahead of the wall clock
+        by as much (its `revert_to_snapshot` adds what its comment says to subtract). Measured
+        with 0.2 s blocks: Hardhat's latest block 1.2-2.0 s behind the wall clock idle, +1.9 s
+        ahead after a revert 3 s after its snapshot, +7.9 s after a second one 6 s after its
+        own; anvil 9 s behind after the same two. Every later test on a shared node then saw a
+        consent just recorded (in force from its block's time) not yet in force at the
+        gateway's clock, or a code's expiry not yet past on chain. Hardhat's node mines no block
+        meanwhile: one mined between the revert and the reset would keep its clock ahead."""
+        pause = self.kind == "hardhat"
+        if pause:
+            node_call(self.node_url, "evm_setIntervalMining", 0)
+        try:
+            reply: dict[str, Any] = node_call_raw(self.node_url, "evm_revert", *params)
+            if reply.get("result") is True:
+                latest = node_call(self.node_url, "eth_getBlockByNumber", "latest", False)
+                stamp = max(int(time.time()), int(latest["timestamp"], 16))
+                node_call(self.node_url, "evm_setNextBlockTimestamp", hex(stamp))
+        finally:
+            if pause:
+                block_ms = max(1, round(self.node.settings.block_time * 1000))
+                node_call(self.node_url, "evm_setIntervalMining", block_ms)
         return reply
 
     def _mine_blocks(self, count: int) -> dict[str, Any]:
