@@ -484,3 +484,51 @@ def test_the_wal_is_checkpointed_off_the_commit_path(tmp_path: Path) -> None:
         await outbox.close()
 
     run(scenario)
+
+
+def test_updates_by_key_or_transaction_find_their_rows_by_that_index(tmp_path: Path) -> None:
+    """No statement that names operations by key or transaction hash walks the status index:
+    SQLite's planner, which has no statistics here, took it for them and visited every row of
+    the status (the whole PENDING backlog for each transaction marked SUBMITTED; every
+    CONFIRMED row ever stored for a re-opened confirmation). Each such statement the outbox
+    runs through submission, confirmation, a revert, a vanished confirmation and an abandoned
+    nonce is explained by SQLite itself."""
+    keys = tuple(new_access(i).request_id for i in range(8))
+    statements: list[tuple[str, Any]] = []
+
+    async def scenario() -> None:
+        outbox = await opened(tmp_path)
+
+        @event.listens_for(outbox.engine, "before_cursor_execute")
+        def capture(_c: Any, _cur: Any, sql: str, params: Any, _ctx: Any, many: bool) -> None:
+            if not many:
+                statements.append((sql, params))
+
+        await outbox.add_accesses([new_access(i) for i in range(8)])
+        first, second = submitted_tx(keys[:4], nonce=7), submitted_tx(keys[4:6], nonce=8)
+        await outbox.record_submissions([first, second])
+        await outbox.confirm([(first.tx_hash, 40, first.keys)])
+        await outbox.reopen([first.tx_hash])
+        await outbox.settle_reverted(
+            second.tx_hash, 41, failed={keys[4]: "X"}, found={}, requeue=[keys[5]]
+        )
+        await outbox.abandon(SENDER, 7)
+        await outbox.close()
+
+    run(scenario)
+    engine = make_engine(f"sqlite:///{tmp_path / 'outbox.db'}")
+    by_key_or_hash = [
+        (sql, params)
+        for sql, params in statements
+        if "gateway_operations" in sql
+        and ("gateway_operations.key" in sql or "gateway_operations.tx_hash" in sql)
+        and "status" in sql.split("WHERE", 1)[-1]
+    ]
+    kinds = {sql.split()[0] for sql, _ in by_key_or_hash}
+    assert {"UPDATE", "SELECT"} <= kinds
+    with engine.connect() as conn:
+        for sql, params in by_key_or_hash:
+            explained = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, params)
+            plan = " ".join(str(row[-1]) for row in explained)
+            assert "ix_gateway_operations_status_id" not in plan, (sql, plan)
+    engine.dispose()
