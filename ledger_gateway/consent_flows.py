@@ -44,6 +44,7 @@ from dul.contracts import bindings
 from dul.contracts.typed_data import PatientAuthorization
 from dul.domain import ConsentStatus, Scenario, Tier, slug_of
 from ledger_gateway.callers import Caller
+from ledger_gateway.consent_policy import judged_at
 from ledger_gateway.consents import ConsentView
 from ledger_gateway.errors import BadRequestError, UnavailableError
 from ledger_gateway.models import Address, Hex32, Signature, TierName
@@ -494,6 +495,7 @@ class ConsentService:
     async def consents_of(self, subject: bytes, now: int, caller: Caller) -> ConsentsOut:
         caller.require_holder([self.steward.org], "the consents this gateway keeps")
         await self.view.sync()
+        now = judged_at(now, self.view.head_time)  # as decisions judge them
         out = []
         for c in self.view.consents_of(subject):
             pending = c.consent_id in self.view.withdrawn_pending

@@ -15,6 +15,8 @@ exhaustively in microseconds:
   so a fault named here is the one `AccessLogAuthorizationRefused` would carry; a single-use
   code the gateway has reserved for an access still in its outbox counts as REDEEMED (a
   multi-use code is never reserved: every fitting access until its expiry redeems it).
+- `judged_at`: the time both are judged at, this machine's clock or the latest block's time
+  where the chain's clock runs ahead of it.
 """
 
 from __future__ import annotations
@@ -169,6 +171,18 @@ def admit_cohort(
             admitted.append(subject)
     admitted.sort()
     return admitted, len(named) - len(admitted)
+
+
+def judged_at(wall: int, chain_time: int | None) -> int:
+    """The time a consent's window and a code's expiry are judged at: this machine's clock,
+    or the latest block's time seen (None: none yet) where that is later.
+
+    The chain judges an access by its own block's time, which is never before the latest
+    block's: a consent read from a block of time T is in force on chain from T, and a node
+    whose clock runs ahead of this machine's (validators differ by seconds; Hardhat's node
+    after `evm_revert`) must not make it look not yet in force. A code's expiry and a
+    consent's end judged at the later time are the cautious side."""
+    return wall if chain_time is None else max(wall, chain_time)
 
 
 def authorization_fault(

@@ -9,10 +9,10 @@ the gateway's holder organization, built from raw `eth_getLogs` and decoded with
 
 **A withdrawal recorded before a request is honoured by it**: every cohort or authorization
 decision first calls `sync()`, which brings the index up to the chain head — one
-`eth_blockNumber`, and `eth_getLogs` over the new blocks when there are any (in pages a node
-serves, `dul.chain.log_pages`). Concurrent callers
-share one catch-up, but only one that *started after they asked*, so no caller is answered from
-a head read before its request arrived.
+`eth_getBlockByNumber("latest")` (the head and its time, `head_time`), and `eth_getLogs` over
+the new blocks when there are any (in pages a node serves, `dul.chain.log_pages`). Concurrent
+callers share one catch-up, but only one that *started after they asked*, so no caller is
+answered from a head read before its request arrived.
 
 The chain is a finality chain (Besu QBFT in production): the index does not roll back. After
 `evm_revert` on a development node, restart the gateway.
@@ -107,6 +107,9 @@ class ConsentView:
         """Agreement id -> the disease term its signed terms carry (zero: none)."""
         self.last_block = first_block - 1
         """The highest block whose events are applied (before the deployment: none yet)."""
+        self.head_time: int | None = None
+        """The time of the latest block a catch-up started from (None: none yet), which
+        consents and codes are judged no earlier than (`consent_policy.judged_at`)."""
         self._queued: asyncio.Future[None] | None = None
         self._running = False
         self._runner: asyncio.Future[None] | None = None
@@ -176,7 +179,9 @@ class ConsentView:
             self._running = False
 
     async def _catch_up(self) -> None:
-        head = int(await self._rpc.request("eth_blockNumber"), 16)
+        latest = await self._rpc.request("eth_getBlockByNumber", "latest", False)
+        head = int(latest["number"], 16)  # one round trip for the head and its time
+        self.head_time = max(self.head_time or 0, int(latest["timestamp"], 16))
         pages = apaged(
             self._fetch,
             self.last_block + 1,

@@ -51,7 +51,12 @@ from dul.keccak import keccak
 from dul.signing import InvalidSignatureError, recover
 from dul.subjects import SubjectError, code_hash
 from ledger_gateway.chain_view import ChainView
-from ledger_gateway.consent_policy import RedemptionFacts, authorization_fault, tree_root
+from ledger_gateway.consent_policy import (
+    RedemptionFacts,
+    authorization_fault,
+    judged_at,
+    tree_root,
+)
 from ledger_gateway.consents import ConsentView
 from ledger_gateway.errors import (
     BadRequestError,
@@ -445,7 +450,8 @@ class AccessService:
             assert catch_up is not None  # started for every call that names a cohort
             await asyncio.shield(catch_up)  # the view is at the head as of this call's arrival
             study = consents.study(request.agreement_id, agreement.requester)
-            admitted, excluded = consents.admit(named, agreement.scenario, now, study)
+            at = judged_at(now, consents.head_time)  # no earlier than the chain's head
+            admitted, excluded = consents.admit(named, agreement.scenario, at, study)
             distinct = len(admitted) + excluded
             if admitted:
                 root = consents.root(admitted)
@@ -535,6 +541,7 @@ class AccessService:
         is_member = await self.view.is_requester(signer, agreement.requester)
         consents = self._consents()
         await consents.sync()
+        at = judged_at(now, consents.head_time)  # the code's expiry: no earlier than the head
         code = request.authorization_ref
         found = consents.authorization(code)
         root = ZERO32 if found is None else leaf_hash(found.subject)
@@ -554,7 +561,7 @@ class AccessService:
         held = not multi_use and await self.outbox.code_holder(code) not in (None, request_id)
 
         def decided(reserved: bool, used: int) -> tuple[NewAccess, bool]:
-            fault = authorization_fault(found, reserved, redemption, now)
+            fault = authorization_fault(found, reserved, redemption, at)
             facts = RequestFacts.of(
                 request,
                 requester_is_member=is_member,

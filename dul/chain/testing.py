@@ -306,14 +306,27 @@ class ChainHandle:
         try:
             reply: dict[str, Any] = node_call_raw(self.node_url, "evm_revert", *params)
             if reply.get("result") is True:
-                latest = node_call(self.node_url, "eth_getBlockByNumber", "latest", False)
-                stamp = max(int(time.time()), int(latest["timestamp"], 16))
-                node_call(self.node_url, "evm_setNextBlockTimestamp", hex(stamp))
+                self.set_clock_to_wall()
         finally:
             if pause:
                 block_ms = max(1, round(self.node.settings.block_time * 1000))
                 node_call(self.node_url, "evm_setIntervalMining", block_ms)
         return reply
+
+    def set_clock_to_wall(self, limit_s: float = 10.0) -> None:
+        """Set the node's clock to this machine's (`evm_setNextBlockTimestamp`, which both
+        nodes take as their new offset). A chain's time never goes back: where the node runs
+        ahead, its blocks keep the latest one's time until this machine's clock reaches it.
+        For tests that run the node ahead."""
+        deadline = time.monotonic() + limit_s
+        while True:
+            latest = node_call(self.node_url, "eth_getBlockByNumber", "latest", False)
+            now, stamp = int(time.time()), int(latest["timestamp"], 16)
+            reply = node_call_raw(self.node_url, "evm_setNextBlockTimestamp", hex(max(now, stamp)))
+            if now >= stamp and "error" not in reply:  # an error: a block came first, again
+                return
+            assert time.monotonic() < deadline, f"the node's clock stayed ahead: {stamp} > {now}"
+            time.sleep(0.05)
 
     def _mine_blocks(self, count: int) -> dict[str, Any]:
         """Blocks one `evm_mine` each (in one batch): Hardhat's `hardhat_mine` makes "reserved"

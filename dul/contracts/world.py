@@ -219,8 +219,6 @@ class World:
             ]  # fmt: skip
             receipt = self.ledger.transact(self.steward, "ConsentRegistry", "recordConsents", terms)
             ids += [bytes(e["args"]["consentId"]) for e in events.process_receipt(receipt)]
-        if subjects:
-            self.await_chain_time(receipt["blockNumber"])
         return ids
 
     def await_chain_time(self, block: int | None = None, limit_s: float = 5.0) -> None:

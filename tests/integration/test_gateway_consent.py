@@ -51,6 +51,10 @@ from ledger_gateway.tokens import TokenRole, TokenStore
 pytestmark = [pytest.mark.integration]  # anvil only until Hardhat's clock drift is handled (README)
 
 
+AHEAD_S = 3
+"""How far the node's clock runs ahead of this machine's in the test that sets it so."""
+
+
 def refs(n: int) -> list[bytes]:
     return [os.urandom(32) for _ in range(n)]
 
@@ -201,6 +205,29 @@ def test_a_withdrawal_mined_just_before_a_request_is_honoured_by_it(
     assert after.cohort is not None
     assert after.cohort.admitted == ["0x" + stays.hex()]
     assert after.cohort.excluded == 1
+
+
+def test_a_consent_on_a_node_ahead_of_this_clock_is_in_force_at_once(
+    world: World, chain: ChainHandle, gateway: GatewayHandle, agreement: bytes,
+    steward: StewardClient,
+) -> None:  # fmt: skip
+    """A node whose clock runs ahead of this machine's (validators differ by seconds): the
+    consent starts at its block's time, ahead of the gateway's clock, and is in force for the
+    very next decision and listing all the same (judged no earlier than the chain's head).
+    About 3 s: the node's clock is set back once this machine's has caught up."""
+    chain.node_rpc("evm_setNextBlockTimestamp", hex(int(time.time()) + AHEAD_S))
+    try:
+        subject = refs(1)[0]
+        world.record_consents([subject])
+        [shown] = steward.consents(subject).consents
+        _, answer = ask(world, gateway, agreement, [subject])
+        assert time.time() < shown.valid_from  # all of it before this clock reached the start
+        assert shown.in_force
+        assert answer.decision == "GRANTED"
+        assert answer.cohort is not None
+        assert answer.cohort.admitted == ["0x" + subject.hex()]
+    finally:
+        chain.set_clock_to_wall()
 
 
 def test_a_named_cohort_under_a_no_consent_agreement_is_recorded_whole(

@@ -34,6 +34,7 @@ from ledger_gateway.consent_policy import (
     authorization_fault,
     covers,
     in_scope,
+    judged_at,
     tree_root,
 )
 from ledger_gateway.policy import AgreementState, RequestFacts, decide
@@ -107,6 +108,28 @@ def test_a_pending_withdrawal_counts_as_withdrawn() -> None:
     assert not admits([c], HOLDER, Scenario.RESEARCH, NOW, withdrawn_pending={c.consent_id})
     other = consent(consent_id=b"\x09" * 32, scenarios=0b10)
     assert admits([c, other], HOLDER, Scenario.RESEARCH, NOW, withdrawn_pending={c.consent_id})
+
+
+@given(wall=st.integers(0, 2**40), chain=st.none() | st.integers(0, 2**40))
+def test_the_judging_time_is_this_clock_or_the_chains_head_whichever_is_later(
+    wall: int, chain: int | None
+) -> None:
+    at = judged_at(wall, chain)
+    assert at >= wall
+    assert at in (wall, chain)
+    assert chain is None or at >= chain
+
+
+def test_at_a_head_ahead_of_this_clock_a_new_consent_admits_and_a_code_expires() -> None:
+    fresh = consent(valid_from=NOW + 3)  # recorded in a block stamped 3 s ahead of this clock
+    assert not admits([fresh], HOLDER, Scenario.RESEARCH, judged_at(NOW, None))
+    assert not admits([fresh], HOLDER, Scenario.RESEARCH, judged_at(NOW, NOW - 1))
+    assert admits([fresh], HOLDER, Scenario.RESEARCH, judged_at(NOW, NOW + 3))
+    ending = consent(valid_until=NOW + 1)  # the cautious side: over at the chain's head
+    assert not admits([ending], HOLDER, Scenario.RESEARCH, judged_at(NOW, NOW + 3))
+    code = authorization(expires_at=NOW + 1)
+    assert authorization_fault(code, False, redemption(), judged_at(NOW, NOW - 5)) == F.NONE
+    assert authorization_fault(code, False, redemption(), judged_at(NOW, NOW + 3)) == F.EXPIRED
 
 
 def test_admit_cohort_dedups_sorts_and_counts_the_excluded() -> None:
