@@ -16,6 +16,7 @@ from eth_typing import ChecksumAddress
 
 from dul.consent_terms import ConsentTerms
 from dul.domain import ConsentPolicy, Decision, DenyReason, Operation, Scenario, Tier, agreement_id
+from dul.keccak import keccak
 from dul.signing import (
     Signer,
     domain_separator,
@@ -125,6 +126,14 @@ AUTHORIZATION_REVOCATION_TYPES: dict[str, list[dict[str, str]]] = {
 
 _hash_agreement = struct_hasher("Agreement", AGREEMENT_TYPES)
 _hash_access_request = struct_hasher("AccessRequest", ACCESS_REQUEST_TYPES)
+_ACCESS_REQUEST_TYPEHASH = keccak(
+    (
+        "AccessRequest("
+        + ",".join(f"{f['type']} {f['name']}" for f in ACCESS_REQUEST_TYPES["AccessRequest"])
+        + ")"
+    ).encode()
+)
+_UINT8, _UINT64, _UINT256 = 1 << 8, 1 << 64, 1 << 256
 _hash_consent_withdrawal = struct_hasher("ConsentWithdrawal", CONSENT_WITHDRAWAL_TYPES)
 _hash_consent_grant = struct_hasher("ConsentGrant", CONSENT_GRANT_TYPES)
 _hash_authorization = struct_hasher("Authorization", AUTHORIZATION_TYPES)
@@ -490,7 +499,43 @@ class AccessRequest:
         }
 
     def digest(self, domain: Domain) -> bytes:
-        return typed_digest(domain.separator, _hash_access_request(self.message()))
+        return typed_digest(domain.separator, self.struct_hash())
+
+    def struct_hash(self) -> bytes:
+        """EIP-712 hashStruct of the request. Every field is static, so the encoding is the type
+        hash and nine 32-byte words: built directly (~2 µs), where the generic encoder walks a
+        message dict (~10 µs; every request the gateway decides is hashed once). Anything the
+        direct path does not take as is (a value out of range, a bytes field not 32 bytes, a
+        non-int number) goes to the generic encoder, which refuses it as before; a test holds
+        the two equal."""
+        words = (self.request_id, self.agreement_id, self.dataset_id, self.request_hash,
+                 self.authorization_ref)  # fmt: skip
+        numbers = (self.field_mask, self.tier, self.operation, self.deadline)
+        if (
+            all(type(w) is bytes and len(w) == 32 for w in words)
+            and all(isinstance(n, int) and not isinstance(n, bool) for n in numbers)
+            and 0 <= self.field_mask < _UINT256
+            and 0 <= self.tier < _UINT8
+            and 0 <= self.operation < _UINT8
+            and 0 <= self.deadline < _UINT64
+        ):
+            return keccak(
+                b"".join(
+                    (
+                        _ACCESS_REQUEST_TYPEHASH,
+                        self.request_id,
+                        self.agreement_id,
+                        self.dataset_id,
+                        self.field_mask.to_bytes(32, "big"),
+                        int(self.tier).to_bytes(32, "big"),
+                        int(self.operation).to_bytes(32, "big"),
+                        self.request_hash,
+                        self.authorization_ref,
+                        self.deadline.to_bytes(32, "big"),
+                    )
+                )
+            )
+        return _hash_access_request(self.message())
 
     def typed_data(self, domain: Domain) -> dict[str, Any]:
         """The EIP-712 JSON (eth_signTypedData_v4) a requester's wallet or HSM signs."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from eth_account import Account
 from eth_account.messages import encode_typed_data
 from eth_typing import HexStr
@@ -94,6 +95,40 @@ def test_access_request_signature_recovers_and_another_chain_does_not() -> None:
     assert request.signer_of(signature, access_log_domain(1, REGISTRY)) != signer.address
     record = AccessRecord(request, signer.address, signature, Decision.GRANTED).as_abi()
     assert record[14] + record[15] + bytes([record[16]]) == signature
+
+
+def test_access_request_digest_equals_eth_account_and_its_direct_path_refuses_as_before() -> None:
+    from dul.contracts.typed_data import _hash_access_request
+    from dul.signing import TypedDataError
+
+    domain = access_log_domain(31337, REGISTRY)
+    edges = [
+        AccessRequest(b"\x00" * 32, b"\x01" * 32, b"\x02" * 32, 0, Tier.AGGREGATE,
+                      Operation.QUERY, b"\x03" * 32, 0),
+        AccessRequest(b"\xff" * 32, b"\xfe" * 32, b"\xfd" * 32, 2**256 - 1, Tier.IDENTIFIED,
+                      Operation.EXPORT_RESULT, b"\xfc" * 32, 2**64 - 1, b"\xfb" * 32),
+    ]  # fmt: skip
+    for request in edges:
+        reference = encode_typed_data(full_message=request.typed_data(domain))
+        signed = Account.sign_message(reference, KEY)
+        assert request.digest(domain) == signed.message_hash
+        assert request.struct_hash() == _hash_access_request(request.message())
+    # what the direct path does not take goes to the generic encoder, which refuses it
+    bad = [
+        AccessRequest(b"\x00" * 31, b"\x01" * 32, b"\x02" * 32, 0, Tier.AGGREGATE,
+                      Operation.QUERY, b"\x03" * 32, 0),
+        AccessRequest(b"\x00" * 32, b"\x01" * 32, b"\x02" * 32, 2**256, Tier.AGGREGATE,
+                      Operation.QUERY, b"\x03" * 32, 0),
+        AccessRequest(b"\x00" * 32, b"\x01" * 32, b"\x02" * 32, -1, Tier.AGGREGATE,
+                      Operation.QUERY, b"\x03" * 32, 0),
+        AccessRequest(b"\x00" * 32, b"\x01" * 32, b"\x02" * 32, 0, Tier.AGGREGATE,
+                      Operation.QUERY, b"\x03" * 32, 2**64),
+        AccessRequest(b"\x00" * 32, b"\x01" * 32, b"\x02" * 32, True, Tier.AGGREGATE,
+                      Operation.QUERY, b"\x03" * 32, 0),
+    ]  # fmt: skip
+    for request in bad:
+        with pytest.raises(TypedDataError):
+            request.digest(domain)
 
 
 def test_record_encoding_matches_eth_abi_and_the_contract_abi() -> None:
