@@ -513,6 +513,7 @@ class Indexer:
             self._workers = None
         close_sources(self.cohort_sources)
         self.rpc.close()
+        self.store.stop_checkpointing()
         self.store.engine.dispose()
 
     # node reads
@@ -693,6 +694,7 @@ class Indexer:
         down_since: float | None = None
         bar = _ProgressBar() if progress and sys.stderr.isatty() else None
         self._fetch_workers()  # worker processes start while the store is checked
+        self.store.checkpoint_in_background()  # the writer never waits for a WAL checkpoint
         checkpoint = self._retrying(self._checkpoint, follow, stop)
         summary.start_block = checkpoint.block_number
         try:

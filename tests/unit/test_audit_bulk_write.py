@@ -140,3 +140,52 @@ def test_ranges_go_out_side_by_side_only_once_the_density_is_known() -> None:
     assert side_by_side[0][0] == 16  # the rest of the cut range goes out again first
     # (28 MB - 4 MB) over the 15 blocks not kept: ~1.6 MB a block, a quarter budget is 2
     assert all(last - first + 1 <= 2 for first, last in side_by_side)
+
+
+def test_a_background_checkpointer_keeps_the_wal_from_the_writer_and_bounded(
+    tmp_path: Path,
+) -> None:
+    """With `checkpoint_in_background`, the writer's connection checkpoints nothing itself
+    (`wal_autocheckpoint=0`); the thread copies every committed page into the database file
+    and starts the WAL over once it holds `restart_bytes`. If the thread is gone, the writer
+    checkpoints again as the engine set it up."""
+    database = tmp_path / "audit.db"
+    with store_session(f"sqlite:///{database}") as store:
+        store.initialize(1, {"AccessLog": _hex(1, 40)}, BlockRef(9, _hex(1009)))
+        assert store.checkpoint_in_background()
+        assert store.checkpointer is not None
+        store.checkpointer.restart_bytes = 64 * 1024  # a few pages' worth
+        previous = 9
+        for page in range(20):
+            first = 10 + 10 * page
+            events = [_event(first, tx, 100 * page + tx) for tx in range(50)]
+            last = BlockRef(first + 9, _hex(first + 1009), _hex(first + 1008), 1_700_000_000)
+            store.write_page(first, last, events, previous_checkpoint=previous)
+            previous = last.number
+            with store.engine.connect() as conn:
+                setting = conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar()
+            assert setting == 0
+        checkpointer = store.checkpointer
+        store.stop_checkpointing()
+        assert checkpointer.checkpoints > 0
+        assert checkpointer.error is None
+        assert checkpointer.restarts > 0  # the WAL started over: it never held every page
+        assert store.checkpointer is None
+        assert store.count("access_event") == 20 * 50
+
+        assert store.checkpoint_in_background()
+        assert store.checkpointer is not None
+        store.checkpointer.close()  # the thread is gone: the writer checkpoints again
+        first = 10 + 10 * 20
+        last = BlockRef(first + 9, _hex(first + 1009), _hex(first + 1008), 1_700_000_000)
+        store.write_page(first, last, [_event(first, 0, 9_999)], previous_checkpoint=previous)
+        with store.engine.connect() as conn:
+            setting = conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar()
+            page_size = conn.exec_driver_sql("PRAGMA page_size").scalar()
+        assert setting == 64 * 1024 * 1024 // page_size
+
+
+def test_a_memory_store_has_no_background_checkpointer() -> None:
+    with store_session("sqlite://") as store:
+        assert not store.checkpoint_in_background()
+        assert store.checkpointer is None
