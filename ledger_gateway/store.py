@@ -286,6 +286,22 @@ def _chunks(items: Sequence[T], size: int = 500) -> Iterable[Sequence[T]]:
         yield items[start : start + size]
 
 
+_INSERTED = (
+    "key",
+    "kind",
+    "org",
+    "agreement_id",
+    "decision",
+    "reasons",
+    "status",
+    "payload",
+    "body_hash",
+    "created_at",
+    "authorization_fault",
+)
+"""The columns a new operation is stored with (the others start NULL, `attempts` 0)."""
+
+
 @dataclass(frozen=True)
 class PendingOp:
     """What the submitter needs of a PENDING operation."""
@@ -398,6 +414,15 @@ class SqlOutbox:
         self.engine = engine
         self.settings = settings or OutboxSettings()
         self._sqlite = engine.dialect.name == "sqlite"
+        mark = "?" if engine.dialect.paramstyle == "qmark" else "%s"
+        columns, marks = ", ".join(_INSERTED), ", ".join([mark] * len(_INSERTED))
+        self._insert_operations = " ".join(  # constant names; values go as parameters
+            ("INSERT INTO", OPS.name, f"({columns}, attempts)", "VALUES", f"({marks}, 0)")
+        )
+        """The group commit's insert, handed to the driver as is: through SQLAlchemy's
+        `insert()` each row's six byte strings went through a bind processor (~6 µs of the
+        writer's CPU per access, measured; the writer's Python competes with the event loop
+        for the interpreter)."""
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox-writer")
         self._queue: asyncio.Queue[_Job] | None = None
         self._writer_task: asyncio.Task[None] | None = None
@@ -781,7 +806,9 @@ class SqlOutbox:
                         )
             outcomes.append(accepted)
         if inserts:
-            conn.execute(sa_insert(OPS), inserts)
+            conn.exec_driver_sql(
+                self._insert_operations, [tuple(row[c] for c in _INSERTED) for row in inserts]
+            )
         if leaves:
             conn.execute(sa_insert(LEAVES), leaves)
         reservations.write()

@@ -593,28 +593,38 @@ class AccessRecord:
         checks it against eth_abi."""
         r = self.request
         sig = self.signature
-        words = (
-            r.request_id,
-            r.agreement_id,
-            r.dataset_id,
-            bytes.fromhex(self.requester[2:]).rjust(32, b"\0"),
-            int(self.decision).to_bytes(32, "big"),
-            int(self.reason).to_bytes(32, "big"),
-            int(r.tier).to_bytes(32, "big"),
-            int(r.operation).to_bytes(32, "big"),
-            r.field_mask.to_bytes(32, "big"),
-            r.request_hash,
-            self.cohort_root,
-            self.cohort_size.to_bytes(32, "big"),
-            r.authorization_ref,
-            r.deadline.to_bytes(32, "big"),
-            sig[:32],
-            sig[32:64],
-            sig[64].to_bytes(32, "big"),
-        )
-        if any(len(word) != 32 for word in words):
+        requester = bytes.fromhex(self.requester[2:])
+        # The integers are sized by `to_bytes` (OverflowError is a ValueError); the byte
+        # strings are checked here, in one chained comparison (a generator over the seventeen
+        # words took as long as the encoding itself).
+        if not (
+            len(r.request_id) == len(r.agreement_id) == len(r.dataset_id) == len(r.request_hash)
+            == len(self.cohort_root) == len(r.authorization_ref) == 32
+            and len(requester) == 20
+            and len(sig) == 65
+        ):  # fmt: skip
             raise ValueError("an AccessRecord field does not fit its ABI type")
-        return b"".join(words)
+        return b"".join(
+            (
+                r.request_id,
+                r.agreement_id,
+                r.dataset_id,
+                bytes(12),
+                requester,
+                int(self.decision).to_bytes(32, "big"),
+                int(self.reason).to_bytes(32, "big"),
+                int(r.tier).to_bytes(32, "big"),
+                int(r.operation).to_bytes(32, "big"),
+                r.field_mask.to_bytes(32, "big"),
+                r.request_hash,
+                self.cohort_root,
+                self.cohort_size.to_bytes(32, "big"),
+                r.authorization_ref,
+                r.deadline.to_bytes(32, "big"),
+                sig[:64],
+                sig[64].to_bytes(32, "big"),
+            )
+        )
 
     def as_abi(self) -> tuple[Any, ...]:
         r = self.request
