@@ -221,18 +221,6 @@ class World:
             ids += [bytes(e["args"]["consentId"]) for e in events.process_receipt(receipt)]
         return ids
 
-    def await_chain_time(self, block: int | None = None, limit_s: float = 5.0) -> None:
-        """Wait until this machine's clock reaches `block`'s timestamp: a consent starts at
-        its block's time, and where a node stamps a block ahead of this clock the gateway
-        (deciding at its own `now`) would find the new consent not valid yet. Seen once on
-        Hardhat's node in the parallel suite: a cohort decided in the consents' second
-        admitted none of them. `block` None: the latest block."""
-        header = self.ledger.w3.eth.get_block("latest" if block is None else block)
-        stamp = int(header["timestamp"])
-        deadline = time.monotonic() + limit_s
-        while int(time.time()) < stamp and time.monotonic() < deadline:
-            time.sleep(0.05)
-
     def issue_authorization(
         self,
         code_hash: bytes,

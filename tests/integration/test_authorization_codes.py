@@ -197,6 +197,7 @@ def authorization_status(world: World, code: str) -> AuthorizationStatus:
     )
 
 
+@pytest.mark.every_node
 def test_a_code_redeems_once_for_a_one_patient_access_on_chain(
     world: World, gateway: GatewayHandle, claims: Claims, steward: StewardClient
 ) -> None:
@@ -246,6 +247,7 @@ def test_a_code_redeems_once_for_a_one_patient_access_on_chain(
     assert world.ledger.call("AccessLog", "decisionOf", second_id) == Decision.DENIED
 
 
+@pytest.mark.every_node
 def test_every_misuse_is_denied_with_the_chains_fault(
     world: World, gateway: GatewayHandle, claims: Claims, steward: StewardClient
 ) -> None:
@@ -283,6 +285,7 @@ def test_every_misuse_is_denied_with_the_chains_fault(
     assert last.authorization_fault == "EXPIRED"
 
 
+@pytest.mark.every_node
 def test_a_code_that_is_not_the_requests_is_refused_and_nothing_recorded(
     world: World, gateway: GatewayHandle, claims: Claims
 ) -> None:
@@ -302,6 +305,7 @@ def test_a_code_that_is_not_the_requests_is_refused_and_nothing_recorded(
     assert gateway.client.redeem(redemption(world, gateway, claims, code)).decision == "GRANTED"
 
 
+@pytest.mark.every_node
 def test_the_wrong_kind_of_agreement_or_endpoint(
     world: World, gateway: GatewayHandle, claims: Claims
 ) -> None:
@@ -323,6 +327,7 @@ def test_the_wrong_kind_of_agreement_or_endpoint(
     assert authorization_status(world, code) == AuthorizationStatus.ISSUED
 
 
+@pytest.mark.every_node
 def test_two_concurrent_redemptions_grant_exactly_one(
     world: World, gateway: GatewayHandle, claims: Claims
 ) -> None:
@@ -351,6 +356,7 @@ def test_two_concurrent_redemptions_grant_exactly_one(
     )
 
 
+@pytest.mark.every_node
 def test_a_restart_keeps_a_reservation_still_in_the_outbox(
     world: World,
     chain: ChainHandle,
@@ -483,6 +489,7 @@ def test_two_processes_on_one_outbox_grant_one_redemption_and_never_exceed_a_quo
     assert world.ledger.call("AccessLog", "accessesUsed", small) == 5
 
 
+@pytest.mark.every_node
 def test_cli_issues_a_code_shown_once_that_redeems_and_revokes(
     world: World,
     chain: ChainHandle,
@@ -617,6 +624,7 @@ def _patient_body(
     )
 
 
+@pytest.mark.every_node
 def test_a_patient_signed_code_opens_exactly_one_access_for_its_grantee(
     world: World, gateway: GatewayHandle, claims: Claims, steward: StewardClient
 ) -> None:
@@ -716,6 +724,7 @@ def test_a_patient_signed_code_opens_exactly_one_access_for_its_grantee(
     assert authorization_status(world, other) == AuthorizationStatus.REVOKED
 
 
+@pytest.mark.every_node
 def test_patient_code_routes_refuse_bad_input(
     world: World, gateway: GatewayHandle, steward: StewardClient
 ) -> None:

@@ -48,7 +48,7 @@ from ledger_gateway.settings import GatewaySettings
 from ledger_gateway.testing import GatewayHandle
 from ledger_gateway.tokens import TokenRole, TokenStore
 
-pytestmark = [pytest.mark.integration]  # anvil only until Hardhat's clock drift is handled (README)
+pytestmark = [pytest.mark.integration, pytest.mark.every_node]
 
 
 AHEAD_S = 3

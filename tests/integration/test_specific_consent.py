@@ -55,7 +55,7 @@ from ledger_gateway.relay import function
 from ledger_gateway.testing import GatewayHandle
 from ledger_gateway.tokens import TokenRole, TokenStore
 
-pytestmark = [pytest.mark.integration]  # anvil only until Hardhat's clock drift is handled (README)
+pytestmark = [pytest.mark.integration, pytest.mark.every_node]
 
 CANCER = "MONDO:0007254"  # breast carcinoma
 DIABETES = "MONDO:0005015"
@@ -188,7 +188,6 @@ def test_rest_records_and_lists_a_specific_consent(
     ).check()  # fmt: skip
     answer = steward.record_consents(signed(world, world.steward, terms), wait=True)
     assert answer.status == "confirmed"
-    world.await_chain_time(limit_s=15)  # the consent starts at its block's time
     [shown] = steward.consents(subject).consents
     assert shown.studies == sorted(hexed(s) for s in studies.values())
     assert shown.requesters == ["institute"]
@@ -279,7 +278,6 @@ def test_cli_grants_a_specific_consent_and_the_next_decision_honours_it(
     assert f"study {hexed(studies['cancer'])}" in listed.stdout
     assert f"disease {CANCER}" in listed.stdout
     assert "requester institute" in listed.stdout
-    world.await_chain_time(limit_s=15)  # the consent starts at its block's time
     assert admitted(world, gateway, studies["cancer"], [ref], confirm=True) == {hexed(ref)}
     assert admitted(world, gateway, studies["general"], [ref], confirm=True) == set()
     # no pseudonym and no subject key in any transaction or event since
