@@ -54,6 +54,7 @@ path is an order of magnitude slower at tens of thousands of rows per page).
 from __future__ import annotations
 
 import functools
+import gc
 import json
 import marshal
 import time
@@ -1051,15 +1052,25 @@ class PreparedPage:
 
 
 def _unpack_prepared(packed: bytes) -> PreparedPage:
-    rows, organizations, agreements, consents, authorizations, blocks, redeeming, count = (
-        marshal.loads(packed)  # noqa: S302 - from our own fetch worker's queue, never a peer
-    )
-    return PreparedPage(
-        PageRows(rows, organizations, agreements, consents, authorizations),
-        [(BlockRef(number, hash_, parent, stamp), n) for number, hash_, parent, stamp, n in blocks],
-        [CohortAccess(*access) for access in redeeming],
-        count,
-    )
+    """A page's rows as the writer receives them, without cyclic GC: tens of thousands of
+    fresh tuples (no cycles among them) otherwise trigger collections that walk the whole
+    writer's heap (measured on a loaded machine: ~4.0 against ~3.0 us per access event)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        rows, organizations, agreements, consents, authorizations, blocks, redeeming, count = (
+            marshal.loads(packed)  # noqa: S302 - from our own fetch worker's queue, never a peer
+        )
+        return PreparedPage(
+            PageRows(rows, organizations, agreements, consents, authorizations),
+            [(BlockRef(number, hash_, parent, stamp), n)
+             for number, hash_, parent, stamp, n in blocks],
+            [CohortAccess(*access) for access in redeeming],
+            count,
+        )  # fmt: skip
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def prepare(events: Sequence[DecodedEvent]) -> PreparedPage:
