@@ -286,6 +286,8 @@ def _chunks(items: Sequence[T], size: int = 500) -> Iterable[Sequence[T]]:
         yield items[start : start + size]
 
 
+_SELECT_BY_KEY = "SELECT * FROM gateway_operations WHERE key IN "
+
 _INSERTED = (
     "key",
     "kind",
@@ -414,7 +416,7 @@ class SqlOutbox:
         self.engine = engine
         self.settings = settings or OutboxSettings()
         self._sqlite = engine.dialect.name == "sqlite"
-        mark = "?" if engine.dialect.paramstyle == "qmark" else "%s"
+        self._mark = mark = "?" if engine.dialect.paramstyle == "qmark" else "%s"
         columns, marks = ", ".join(_INSERTED), ", ".join([mark] * len(_INSERTED))
         self._insert_operations = " ".join(  # constant names; values go as parameters
             ("INSERT INTO", OPS.name, f"({columns}, attempts)", "VALUES", f"({marks}, 0)")
@@ -726,14 +728,20 @@ class SqlOutbox:
             with conn.begin():
                 return self._commit_jobs(conn, jobs)
 
+    def _in(self, values: Sequence[Any]) -> str:
+        """`(?, ?, …)` for `values`, in the driver's placeholder style."""
+        return "(" + ", ".join([self._mark] * len(values)) + ")"
+
     def _commit_jobs(
         self, conn: Connection, jobs: Sequence[_Job]
     ) -> list[list[Accepted] | BaseException]:
         keys = list({r["key"] for job in jobs for r in job.rows})
         known: dict[bytes, OperationView] = {}
         for chunk in _chunks(keys):
-            for found in conn.execute(select(OPS).where(OPS.c.key.in_(chunk))):
-                known[bytes(found.key)] = view_of(found)
+            # by the driver, as the insert: SQLAlchemy's expanding IN bound each key apart
+            found = conn.exec_driver_sql(_SELECT_BY_KEY + self._in(chunk), tuple(chunk))
+            for stored in found:
+                known[bytes(stored.key)] = view_of(stored)
         depth = self._open_count(conn)
         reservations = _Reservations(conn, jobs, known, postgres=not self._sqlite)
         inserts: list[dict[str, Any]] = []
@@ -820,18 +828,18 @@ class SqlOutbox:
     async def pending(self, limit: int) -> list[PendingOp]:
         """The oldest PENDING operations, in the order they were stored."""
 
+        m = self._mark
+        query = (  # by the driver: a full round is ~2,000 rows of ~0.6 kB
+            f"SELECT key, kind, payload, created_at, attempts FROM {OPS.name} "  # noqa: S608 - constant names
+            f"WHERE status = {m} ORDER BY id LIMIT {m}"
+        )
+        kinds = {k.value: k for k in OperationKind}
+
         def run(conn: Connection) -> list[PendingOp]:
-            query = (
-                select(OPS.c.key, OPS.c.kind, OPS.c.payload, OPS.c.created_at, OPS.c.attempts)
-                .where(OPS.c.status == OperationStatus.PENDING.value)
-                .order_by(OPS.c.id)
-                .limit(limit)
-            )
+            rows = conn.exec_driver_sql(query, (OperationStatus.PENDING.value, limit))
             return [
-                PendingOp(
-                    bytes(r.key), OperationKind(r.kind), bytes(r.payload), r.created_at, r.attempts
-                )
-                for r in conn.execute(query)
+                PendingOp(bytes(key), kinds[kind], bytes(payload), created_at, attempts)
+                for key, kind, payload, created_at, attempts in rows
             ]
 
         return await self.read(run)
@@ -886,18 +894,24 @@ class SqlOutbox:
                     for tx in txs
                 ],
             )
+            m = self._mark
+            submitted = (  # by the driver: one statement per transaction, keys bound as is
+                f"UPDATE {OPS.name} SET status = {m}, tx_hash = {m}, nonce = {m}, sender = {m} "  # noqa: S608 - constant names
+                f"WHERE status || '' = {m} AND key IN "
+            )
             for tx in txs:
                 changed = 0
                 for chunk in _chunks(tx.keys):
-                    result = conn.execute(
-                        update(OPS)
-                        .where(OPS.c.key.in_(chunk), _status_is(OperationStatus.PENDING))
-                        .values(
-                            status=OperationStatus.SUBMITTED.value,
-                            tx_hash=tx.tx_hash,
-                            nonce=tx.nonce,
-                            sender=tx.sender,
-                        )
+                    result = conn.exec_driver_sql(
+                        submitted + self._in(chunk),
+                        (
+                            OperationStatus.SUBMITTED.value,
+                            tx.tx_hash,
+                            tx.nonce,
+                            tx.sender,
+                            OperationStatus.PENDING.value,
+                            *chunk,
+                        ),
                     )
                     changed += result.rowcount
                 if changed != len(tx.keys):
