@@ -172,6 +172,7 @@ _TITLES = {
     401: "Unauthorized",
     403: "Forbidden",
     404: "Not found",
+    409: "Conflict",
     422: "Invalid request",
     503: "Service unavailable",
 }
@@ -185,6 +186,7 @@ PROBLEM_CODES: dict[int, tuple[str, ...]] = {
           "oidc_not_configured"),
     403: ("out_of_scope", "role_missing"),
     404: ("not_found", "agreement_not_found", "subject_not_found"),
+    409: ("ambiguous_access",),
     413: ("body_too_large",),
     422: ("validation_error", "malformed_id", "malformed_kind", "malformed_cursor",
           "body_too_deep"),
@@ -353,6 +355,7 @@ def create_app(settings: AuditSettings | None = None) -> FastAPI:
         responses={
             200: {"content": {"application/fhir+json": {}}},
             404: {"description": "unknown id"},
+            409: {"description": "a request id naming accesses under several agreements"},
             422: {"description": "malformed id"},
             503: {"description": "store unavailable"},
         },

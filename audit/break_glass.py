@@ -35,6 +35,7 @@ _CASES = (
     "rb.timestamp AS reviewed_at "
     "FROM break_glass_access x "
     "LEFT JOIN break_glass_review r ON r.access_id = x.access_id "
+    "AND r.agreement_id = x.agreement_id "
     "LEFT JOIN block b ON b.number = x.block_number "
     "LEFT JOIN block rb ON rb.number = r.block_number "
 )

@@ -250,26 +250,32 @@ def authorization_accesses(events: Iterable[DecodedEvent]) -> list[CohortAccess]
     return out
 
 
+Position = tuple[int, int, int]
+"""An access's event position (block, tx index, log index): its one unique key in the store.
+A request id is not: the same id under two agreements is two accesses."""
+
+
 @dataclass
 class CohortRows:
-    """`cohort` rows by access id and `cohort_member` rows, in `COHORT_COLUMNS` order."""
+    """`cohort` rows by their access's position and `cohort_member` rows, in `COHORT_COLUMNS`
+    order."""
 
-    cohorts: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    cohorts: dict[Position, tuple[Any, ...]] = field(default_factory=dict)
     members: list[tuple[Any, ...]] = field(default_factory=list)
 
-    def status(self, access_id: str) -> str | None:
-        row = self.cohorts.get(access_id)
+    def status(self, position: Position) -> str | None:
+        row = self.cohorts.get(position)
         return None if row is None else str(row[4])
 
     def add(self, other: CohortRows) -> None:
         self.cohorts.update(other.cohorts)
         self.members.extend(other.members)
 
-    def only(self, access_ids: set[str]) -> CohortRows:
+    def only(self, positions: set[Position]) -> CohortRows:
         """The rows of these accesses (the others' events were not written)."""
         return CohortRows(
-            {a: row for a, row in self.cohorts.items() if a in access_ids},
-            [m for m in self.members if m[5] in access_ids],
+            {p: row for p, row in self.cohorts.items() if p in positions},
+            [m for m in self.members if (m[0], m[1], m[2]) in positions],
         )
 
 
@@ -281,18 +287,18 @@ def cohort_rows(access: CohortAccess, subjects: Sequence[bytes], source: str) ->
     try:
         tree = CohortTree.build(subjects)
     except ValueError:  # no subject at all
-        rows.cohorts[access.access_id] = (
+        rows.cohorts[b, t, i] = (
             b, t, i, access.access_id, CohortStatus.ROOT_MISMATCH.value, source, 0, None, None
         )  # fmt: skip
         return rows
     root = "0x" + tree.root.hex()
     if root != access.root or tree.size != access.size:
-        rows.cohorts[access.access_id] = (
+        rows.cohorts[b, t, i] = (
             b, t, i, access.access_id, CohortStatus.ROOT_MISMATCH.value, source, tree.size, root,
             None,
         )  # fmt: skip
         return rows
-    rows.cohorts[access.access_id] = (
+    rows.cohorts[b, t, i] = (
         b, t, i, access.access_id, CohortStatus.VERIFIED.value, source, tree.size, root, None
     )  # fmt: skip
     access_id = access.access_id
@@ -321,17 +327,25 @@ def unavailable_rows(accesses: Iterable[CohortAccess]) -> CohortRows:
     rows = CohortRows()
     for access in accesses:
         b, t, i = access.position
-        rows.cohorts[access.access_id] = (
+        rows.cohorts[b, t, i] = (
             b, t, i, access.access_id, CohortStatus.LEAVES_UNAVAILABLE.value, None, 0, None, None
         )  # fmt: skip
     return rows
 
 
 def fetch_leaves(
-    sources: Sequence[CohortSource], access_ids: Sequence[bytes]
+    sources: Sequence[CohortSource],
+    access_ids: Sequence[bytes],
+    roots: Mapping[bytes, set[bytes]] | None = None,
 ) -> dict[bytes, tuple[Leaves, str]]:
-    """The leaves of each access id some source holds (the first source that has it wins)."""
+    """The leaves of each access id some source holds (the first source that has it wins).
+
+    A request id names one access per agreement, so two hospitals' stores may both hold an
+    id: given `roots` (the tree heads the chain recorded under each id), a hit whose root is
+    none of them does not settle the id, and later sources are asked too (the first hit
+    stays, should none match)."""
     found: dict[bytes, tuple[Leaves, str]] = {}
+    settled: set[bytes] = set()
     missing = list(access_ids)
     for source in sources:
         if not missing:
@@ -346,8 +360,13 @@ def fetch_leaves(
                 if got is not None:
                     batch[access_id] = got
         for access_id, leaves in batch.items():
-            found[access_id] = (leaves, source.name)
-        missing = [a for a in missing if a not in found]
+            wanted = None if roots is None else roots.get(access_id)
+            if wanted is None or leaves[0] in wanted:
+                found[access_id] = (leaves, source.name)
+                settled.add(access_id)
+            else:
+                found.setdefault(access_id, (leaves, source.name))
+        missing = [a for a in missing if a not in settled]
     return found
 
 
@@ -357,15 +376,32 @@ def resolve(sources: Sequence[CohortSource], accesses: Sequence[CohortAccess]) -
     rows = CohortRows()
     if not sources or not accesses:
         return rows
-    found = fetch_leaves(sources, [bytes.fromhex(a.access_id[2:]) for a in accesses])
-    for access in accesses:
-        hit = found.get(bytes.fromhex(access.access_id[2:]))
-        if hit is None:
+    ids = [bytes.fromhex(a.access_id[2:]) for a in accesses]
+    roots: dict[bytes, set[bytes]] = {}
+    for access_id, access in zip(ids, accesses, strict=True):
+        roots.setdefault(access_id, set()).add(bytes.fromhex(access.root[2:]))
+    found = fetch_leaves(sources, list(dict.fromkeys(ids)), roots)
+    for access_id, access in zip(ids, accesses, strict=True):
+        hits = [found[access_id]] if access_id in found else []
+        if len(roots[access_id]) > 1:  # one id, two agreements in this page: each its own
+            hits = fetch_each(sources, access_id, bytes.fromhex(access.root[2:])) or hits
+        if not hits:
             rows.add(unavailable_rows([access]))
             continue
-        (_root, _size, subjects), name = hit
+        (_root, _size, subjects), name = hits[0]
         rows.add(cohort_rows(access, subjects, name))
     return rows
+
+
+def fetch_each(
+    sources: Sequence[CohortSource], access_id: bytes, root: bytes
+) -> list[tuple[Leaves, str]]:
+    """The hit of the source whose leaves of `access_id` have tree head `root` (none: [])."""
+    for source in sources:
+        got = source.leaves(access_id)
+        if got is not None and got[0] == root:
+            return [(got, source.name)]
+    return []
 
 
 def authorization_rows(access: CohortAccess, subject: str) -> CohortRows | None:
@@ -375,7 +411,7 @@ def authorization_rows(access: CohortAccess, subject: str) -> CohortRows | None:
         return None
     b, t, i = access.position
     rows = CohortRows()
-    rows.cohorts[access.access_id] = (
+    rows.cohorts[b, t, i] = (
         b, t, i, access.access_id, CohortStatus.VERIFIED.value, AUTHORIZATION_SOURCE, 1,
         access.root, None,
     )  # fmt: skip

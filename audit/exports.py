@@ -28,6 +28,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
@@ -91,7 +92,7 @@ _PURPOSE = {
 
 def _qname(node_id: str) -> str:
     type_, _, key = node_id.partition(":")
-    return f"dul:{type_}-{key.replace('/', '-')}"
+    return f"dul:{type_}-{key.replace('/', '-').replace('@', '-')}"
 
 
 def _chain_attributes(chain: ChainRef | None) -> dict[str, Any]:
@@ -305,7 +306,7 @@ def _audit_event(
         )  # fmt: skip
     entities = [
         AuditEventEntity(
-            what=_ref("access", a["access_id"]),
+            what=_ref("access", _key(access.id)),
             type=_coding(ENTITY_TYPE, "2", "System Object"),
             detail=[
                 _detail("tier", a["tier"]),
@@ -612,9 +613,15 @@ def fhir_bundle(graph: Graph, times: Mapping[int, int | None]) -> Bundle:
     for edge in graph.edges:
         out_edges.setdefault(edge.source, []).append(edge)
     entries: list[BundleEntry] = []
+    event_ids: set[str] = set()
     for node in graph.nodes:
         if node.type == "access":
             event = _audit_event(graph, node, out_edges, times)
+            if event.id in event_ids:
+                # A request id names one access per agreement: the second access of an id in
+                # this bundle is named by the SHA-256 of `id@agreement` (a FHIR id holds 64).
+                event.id = hashlib.sha256(_key(node.id).encode()).hexdigest()
+            event_ids.add(str(event.id))
             entries.append(BundleEntry(fullUrl=f"urn:dul:auditevent:{event.id}", resource=event))
         elif node.type in ("artifact", "model") and node.attributes.get("registered"):
             derivation = _derivation(node, out_edges, times)

@@ -852,7 +852,7 @@ class Indexer:
     ) -> None:
         cohorts = page.cohorts
         if cohorts is not None and isinstance(events, list) and len(events) != page.count:
-            cohorts = cohorts.only({ev.args["accessId"] for ev in events
+            cohorts = cohorts.only({ev.position for ev in events
                                     if ev.name == "AccessRecorded"})  # fmt: skip
         self.store.write_page(
             page.first,

@@ -45,7 +45,13 @@ Errors (each maps to RFC 9457 problem JSON in `audit.app`):
     ├── MalformedIdError      malformed_id       422 an id that cannot be one of this kind
     ├── NotFoundError         <kind>_not_found   404 a well-formed id the store does not hold
     ├── ForbiddenError        out_of_scope       403 an id the caller's role may not see
+    ├── AmbiguousIdError      ambiguous_access   409 a request id naming accesses under several
+    │                                                agreements (ask for `id@agreement`)
     └── StoreUnavailableError store_unavailable  503 the store cannot be reached or read
+
+An access is its request id and its agreement (as on chain): its node is `access:{id}@{agreement}`
+and its cohort's `cohort:{id}@{agreement}`. `access/{id}` takes the request id alone while it
+names one access the caller may see, or `{id}@{agreement}`.
 
 Who sees what (`audit.scope`): a query takes a `Visibility`; a node it does not allow is left
 out with its edges, and the node it would have been reached from is listed in `cut`.
@@ -122,6 +128,11 @@ class ForbiddenError(AuditQueryError):
     status = 403
 
 
+class AmbiguousIdError(AuditQueryError):
+    code = "ambiguous_access"
+    status = 409
+
+
 class Visibility(Protocol):
     """What a caller may see of the graph (`audit.scope.Scope`)."""
 
@@ -169,6 +180,22 @@ class Direction(StrEnum):
 
 
 _HEX32 = re.compile(r"^0x[0-9a-fA-F]{64}$")
+_ACCESS_KEY = re.compile(r"^0x[0-9a-fA-F]{64}@0x[0-9a-fA-F]{64}$")
+
+
+def access_key(access_id: str, agreement_id: str) -> str:
+    """An access's key in the graph (`access:` and `cohort:` node ids): its request id `@` its
+    agreement id. On chain an access is named by the pair — a request id is unique within its
+    agreement, and the same id under another agreement (another hospital's) is another access."""
+    return f"{access_id}@{agreement_id}"
+
+
+def split_access_key(key: str) -> tuple[str, str]:
+    """(request id, agreement id) of an `access_key`."""
+    access_id, _, agreement_id = key.partition("@")
+    return access_id, agreement_id
+
+
 _SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,31}$")
 
 
@@ -180,11 +207,15 @@ def parse_id(kind: Kind, raw: str) -> str:
     """
     if _HEX32.match(raw):
         return raw.lower()
+    if kind == Kind.ACCESS and _ACCESS_KEY.match(raw):
+        return raw.lower()
     if kind in (Kind.DATASET, Kind.ORGANIZATION) and _SLUG.match(raw):
         return "0x" + slug_id(raw).hex()
     expected = "0x + 64 hex digits" + (
         " or a slug of 1-32 characters [A-Za-z0-9._/-]"
         if kind in (Kind.DATASET, Kind.ORGANIZATION)
+        else " (the request id), optionally @ the agreement id"
+        if kind == Kind.ACCESS
         else ""
     )
     raise MalformedIdError(f"{raw[:80]!r} is not a valid {kind.value} id ({expected})")
@@ -328,6 +359,10 @@ def _text(sql: str) -> TextClause:
     return text(sql)
 
 
+_RELEASES_OF_ONE = (
+    "SELECT * FROM result_release WHERE access_id = :k AND agreement_id = :g "
+    "ORDER BY block_number, tx_index, log_index"
+)
 _RELEASES_OF_MANY = text(
     "SELECT * FROM result_release WHERE access_id IN :ids "
     "ORDER BY block_number, tx_index, log_index"
@@ -361,6 +396,7 @@ class _Builder:
         self.edges: dict[tuple[str, str, str, str], Edge] = {}
         self.truncated: list[str] = []
         self.release_cache: dict[str, list[Any]] = {}
+        """Releases by access key (`access_key`)."""
 
     def rows(self, sql: str, **params: Any) -> list[Any]:
         return list(self.conn.execute(_text(sql), params).mappings())
@@ -368,27 +404,27 @@ class _Builder:
     def one(self, sql: str, **params: Any) -> Any:
         return self.conn.execute(_text(sql), params).mappings().first()
 
-    def releases_of(self, node_id: str, access_id: str) -> list[Any]:
-        """Releases of an access, from the batch read with its siblings when there was one."""
-        cached = self.release_cache.pop(access_id, None)
+    def releases_of(self, node_id: str, key: str) -> list[Any]:
+        """Releases of the access `key` (an `access_key`), from the batch read with its
+        siblings when there was one."""
+        cached = self.release_cache.pop(key, None)
         if cached is not None:
             return cached
-        return self.limited(
-            node_id,
-            "SELECT * FROM result_release WHERE access_id = :k "
-            "ORDER BY block_number, tx_index, log_index",
-            k=access_id,
-        )
+        access_id, agreement_id = split_access_key(key)
+        return self.limited(node_id, _RELEASES_OF_ONE, k=access_id, g=agreement_id)
 
-    def prefetch_releases(self, access_ids: list[str]) -> None:
-        """One query for the releases of a page of accesses instead of one per access (a
+    def prefetch_releases(self, accesses: list[Any]) -> None:
+        """One query for the releases of a page of access rows instead of one per access (a
         downward walk from an agreement expands `limit` accesses at once)."""
-        if not access_ids:
+        if not accesses:
             return
-        for access_id in access_ids:
-            self.release_cache[access_id] = []
-        for row in self.conn.execute(_RELEASES_OF_MANY, {"ids": access_ids}).mappings():
-            self.release_cache[row["access_id"]].append(row)
+        for row in accesses:
+            self.release_cache[access_key(str(row["access_id"]), str(row["agreement_id"]))] = []
+        ids = sorted({str(row["access_id"]) for row in accesses})
+        for row in self.conn.execute(_RELEASES_OF_MANY, {"ids": ids}).mappings():
+            cached = self.release_cache.get(access_key(row["access_id"], row["agreement_id"]))
+            if cached is not None:  # the same id under an agreement not in this page: not ours
+                cached.append(row)
 
     def limited(self, node_id: str, sql: str, **params: Any) -> list[Any]:
         found = self.rows(sql + " LIMIT :limit", limit=self.limit + 1, **params)
@@ -477,13 +513,21 @@ class _Builder:
         )
 
     def _node_access(self, key: str) -> Node | None:
-        row = self.one("SELECT * FROM access_event WHERE access_id = :k", k=key)
+        row = self._access_row(key)
         return None if row is None else self.access_node(row)
+
+    def _access_row(self, key: str) -> Any:
+        access_id, agreement_id = split_access_key(key)
+        return self.one(
+            "SELECT * FROM access_event WHERE access_id = :k AND agreement_id = :g",
+            k=access_id,
+            g=agreement_id,
+        )
 
     def access_node(self, row: Any) -> Node:
         """The node of an access row already read (a downward walk reads hundreds at once)."""
         key = str(row["access_id"])
-        node_id = f"access:{key}"
+        node_id = f"access:{access_key(key, str(row['agreement_id']))}"
         if node_id in self.nodes:
             return self.nodes[node_id]
         granted = row["decision"] == Decision.GRANTED
@@ -496,6 +540,7 @@ class _Builder:
             chain=_ref(row),
             attributes={
                 "access_id": key,
+                "agreement_id": row["agreement_id"],
                 "decision": _enum_name(Decision, row["decision"]),
                 "reason": _enum_name(DenyReason, row["reason"]),
                 "tier": _enum_name(Tier, row["tier"]),
@@ -520,8 +565,10 @@ class _Builder:
         found = self.one(
             "SELECT x.review_due, r.outcome, r.reviewer FROM break_glass_access x "
             "LEFT JOIN break_glass_review r ON r.access_id = x.access_id "
-            "WHERE x.access_id = :k",
+            "AND r.agreement_id = x.agreement_id "
+            "WHERE x.access_id = :k AND x.agreement_id = :g",
             k=str(row["access_id"]),
+            g=str(row["agreement_id"]),
         )
         return {
             "break_glass_reason": break_glass_reason(ref).name,
@@ -755,15 +802,18 @@ class _Builder:
         )
 
     def _node_cohort(self, key: str) -> Node | None:
-        """The cohort of access `key`: its tree head on chain and what the store made of it."""
+        """The cohort of access `key` (an `access_key`): its tree head on chain and what the
+        store made of it."""
+        access_id, agreement_id = split_access_key(key)
         row = self.one(
             "SELECT a.block_number, a.tx_index, a.log_index, a.tx_hash, a.cohort_root, "
             "a.cohort_size, a.agreement_id, c.status AS cohort_status, c.source, c.leaves, "
             "c.found_root, c.consented FROM access_event a "
             "LEFT JOIN cohort c ON c.block_number = a.block_number "
             "AND c.tx_index = a.tx_index AND c.log_index = a.log_index "
-            "WHERE a.access_id = :k",
-            k=key,
+            "WHERE a.access_id = :k AND a.agreement_id = :g",
+            k=access_id,
+            g=agreement_id,
         )
         if row is None or not int(row["cohort_size"]) or int(row["cohort_root"], 16) == 0:
             return None
@@ -776,7 +826,8 @@ class _Builder:
             label=f"cohort of {row['cohort_size']} ({status.replace('_', ' ')})",
             chain=_ref(row),
             attributes={
-                "access_id": key,
+                "access_id": access_id,
+                "agreement_id": agreement_id,
                 "root": row["cohort_root"],
                 "size": int(row["cohort_size"]),
                 "status": status,
@@ -824,7 +875,7 @@ class _Builder:
         type_, _, key = node_id.partition(":")
         out: list[_Step] = []
         if type_ == "access":
-            row = self.one("SELECT * FROM access_event WHERE access_id = :k", k=key)
+            row = self._access_row(key)
             if row is None:
                 return out
             for target, relation, role in (
@@ -855,7 +906,7 @@ class _Builder:
                 "ORDER BY block_number, tx_index, log_index",
                 k=key,
             ):
-                target = f"access:{row['access_id']}"
+                target = f"access:{access_key(row['access_id'], row['agreement_id'])}"
                 edge = self._edge(
                     "wasGeneratedBy", node_id, target, row,
                     kind=_enum_name(ReleaseKind, row["kind"]), size=row["size"],
@@ -984,13 +1035,18 @@ class _Builder:
         out: list[_Step] = []
         key = str(row["access_id"])
         if self.cohort_nodes and int(row["cohort_size"]) and int(row["cohort_root"], 16):
-            target = f"cohort:{key}"
+            target = f"cohort:{access_key(key, str(row['agreement_id']))}"
             out.append((self._edge("used", node_id, target, row, role="cohort"), target))
         code = str(row["authorization_ref"])
         if int(code, 16) and not is_break_glass(bytes.fromhex(code[2:])):
+            # The redemption is the log just before its access's, in the same transaction (the
+            # access log redeems, then records): exact where a request id names two accesses.
             redemption = self.one(
-                "SELECT * FROM authorization_redemption WHERE access_id = :k", k=key
-            )
+                "SELECT * FROM authorization_redemption WHERE block_number = :b "
+                "AND tx_index = :t AND log_index = :i AND access_id = :k",
+                b=int(row["block_number"]), t=int(row["tx_index"]),
+                i=int(row["log_index"]) - 1, k=key,
+            )  # fmt: skip
             target = f"authorization:{code}"
             edge = self._edge("used", node_id, target, redemption or row, role="authorization",
                               redeemed=redemption is not None)  # fmt: skip
@@ -1024,7 +1080,7 @@ class _Builder:
             "WHERE m.subject_ref = :k ORDER BY m.block_number, m.tx_index, m.log_index",
             k=key,
         )
-        self.prefetch_releases([str(r["access_id"]) for r in accesses])
+        self.prefetch_releases(accesses)
         consents = [
             facts
             for _, facts in (
@@ -1081,7 +1137,7 @@ class _Builder:
                 "ORDER BY block_number, tx_index, log_index",
                 k=key,
             )
-            self.prefetch_releases([str(r["access_id"]) for r in accesses])
+            self.prefetch_releases(accesses)
             for row in accesses:
                 source = self.access_node(row).id
                 out.append((self._edge("used", source, node_id, row, role="agreement"), source))
@@ -1113,7 +1169,7 @@ class _Builder:
                 "ORDER BY block_number, tx_index, log_index",
                 k=key,
             )
-            self.prefetch_releases([str(r["access_id"]) for r in accesses])
+            self.prefetch_releases(accesses)
             for row in accesses:
                 source = self.access_node(row).id
                 out.append((self._edge("used", source, node_id, row, role="dataset"), source))
@@ -1236,6 +1292,28 @@ def _prefixed_ref(row: Any, prefix: str) -> ChainRef:
     )
 
 
+def _one_access(builder: _Builder, access_id: str) -> str:
+    """The access key of request id `access_id`: the one access under it the caller may see
+    (one that none may see: its key, so the root check says so; none at all: the bare id,
+    not found). Raises AmbiguousIdError when the caller sees it under several agreements."""
+    keys = [
+        access_key(access_id, str(row["agreement_id"]))
+        for row in builder.rows(
+            "SELECT agreement_id FROM access_event WHERE access_id = :k "
+            "ORDER BY block_number, tx_index, log_index LIMIT 64",
+            k=access_id,
+        )
+    ]
+    seen = [k for k in keys if builder.visible(f"access:{k}")]
+    if len(seen) > 1:
+        raise AmbiguousIdError(
+            f"request id {access_id} names {len(seen)} accesses, one per agreement: "
+            + ", ".join(seen)
+            + "; ask for one as access/{id}@{agreement}"
+        )
+    return (seen or keys or [access_id])[0]
+
+
 def provenance(
     engine: Engine,
     kind: Kind,
@@ -1256,10 +1334,12 @@ def provenance(
     With `visibility`, the graph is cut at what it allows (ForbiddenError for a root it does not
     allow)."""
     key = parse_id(kind, raw_id)
-    root = f"{_NODE_TYPE[kind]}:{key}"
     with store_errors(), engine.connect() as conn:
         conn.execute(text("SELECT block_number FROM checkpoint")).first()
         builder = _Builder(conn, limit, max_nodes, consent_lag, visibility)
+        if kind == Kind.ACCESS and "@" not in key:
+            key = _one_access(builder, key)
+        root = f"{_NODE_TYPE[kind]}:{key}"
         if builder.load(root) is None:
             raise NotFoundError(
                 f"the store holds no {kind.value} {raw_id}", code=f"{kind}_not_found"

@@ -258,7 +258,8 @@ def agreement_report(engine: Engine, raw_id: str, *, now: float | None = None) -
         )
         redemptions = rows(
             "SELECT count(*) AS n FROM authorization_redemption r "
-            "JOIN access_event a ON a.access_id = r.access_id WHERE a.agreement_id = :k"
+            "JOIN access_event a ON a.block_number = r.block_number AND a.tx_index = r.tx_index "
+            "AND a.log_index = r.log_index + 1 WHERE a.agreement_id = :k"
         )
         glass, glass_counts = cases(conn, agreement_id=key, now=now)
         faults: list[ReleaseFaultLine] = []

@@ -46,8 +46,10 @@ _PARTY = "(g.holder_org = :o OR g.requester_org = :o)"
 
 _SQL = {  # PARTY: one of the agreement `g`'s parties is the caller's organization
     "agreement": "SELECT 1 FROM agreement g WHERE g.agreement_id = :k AND PARTY",
+    # an access is its request id and agreement (`access_key`): another agreement's access
+    # under the same request id is another organization's, maybe
     "access": "SELECT 1 FROM access_event a JOIN agreement g ON g.agreement_id = a.agreement_id "
-    "WHERE a.access_id = :k AND PARTY",
+    "WHERE a.access_id = :k AND a.agreement_id = :g AND PARTY",
     "dataset": "SELECT 1 WHERE EXISTS (SELECT 1 FROM dataset WHERE dataset_id = :k AND "
     "holder_org = :o) OR EXISTS (SELECT 1 FROM agreement_dataset s JOIN agreement g ON "
     "g.agreement_id = s.agreement_id WHERE s.dataset_id = :k AND PARTY)",
@@ -110,6 +112,9 @@ class Scope:
         if type_ == "signature":
             block, tx, log_index = (int(p) for p in key.split("/"))
             params = {"b": block, "t": tx, "i": log_index, "o": org}
+        elif type_ in ("access", "cohort"):
+            access_id, _, agreement_id = key.partition("@")
+            params = {"k": access_id, "g": agreement_id, "o": org}
         return conn.execute(_text(sql), params).first() is not None
 
     def check_root(self, conn: Connection, node_id: str) -> None:

@@ -72,6 +72,7 @@ from sqlalchemy import (
     Engine,
     Index,
     LargeBinary,
+    UniqueConstraint,
     bindparam,
     create_engine,
     event,
@@ -247,14 +248,19 @@ class AccessEvent(Positioned, table=True):
     the dataset and the requester (each index costs insert speed, so no more than those)."""
 
     __tablename__ = "access_event"
-    __table_args__ = tuple(
-        Index(f"ix_access_event_{column}_position", column, "block_number", "tx_index",
-              "log_index")
-        for column in ("agreement_id", "dataset_id", "requester")
+    __table_args__ = (
+        *(Index(f"ix_access_event_{column}_position", column, "block_number", "tx_index",
+                "log_index")
+          for column in ("agreement_id", "dataset_id", "requester")),
+        UniqueConstraint("access_id", "agreement_id", name="uq_access_event_access_agreement"),
     )  # fmt: skip
-    """Look-ups by id in chain order read only the first N entries (migration 0002)."""
+    """Look-ups by id in chain order read only the first N entries (migration 0002); an access
+    is its agreement and request id, as on chain (migration 0013)."""
 
-    access_id: str = Field(unique=True)
+    access_id: str
+    """The request id: unique within its agreement (`uq_access_event_access_agreement`, which
+    also serves look-ups by id), not across agreements — the same id under two agreements is
+    two accesses, as on chain (migration 0013)."""
     tx_hash: str
     agreement_id: str
     dataset_id: str
@@ -461,7 +467,8 @@ class Cohort(Positioned, table=True):
 
     __tablename__ = "cohort"
 
-    access_id: str = Field(unique=True)
+    access_id: str
+    """The access's request id; the access itself is the position (one cohort each)."""
     status: str
     source: str | None = None
     leaves: int = Field(sa_type=BigInteger)
@@ -1537,23 +1544,26 @@ class AuditStore:
         A cohort rolled back in the meantime (no longer unavailable) is left alone."""
         settled = 0
         with self.engine.begin() as conn:
-            for access_id, row in rows.cohorts.items():
+            for (b, t, i), row in rows.cohorts.items():
                 if row[4] == CohortStatus.LEAVES_UNAVAILABLE.value:
                     continue
                 gone = conn.execute(
-                    text("DELETE FROM cohort WHERE access_id = :a AND status = :s"),
-                    {"a": access_id, "s": CohortStatus.LEAVES_UNAVAILABLE.value},
+                    text(
+                        "DELETE FROM cohort WHERE block_number = :b AND tx_index = :t "
+                        "AND log_index = :i AND status = :s"
+                    ),
+                    {"b": b, "t": t, "i": i, "s": CohortStatus.LEAVES_UNAVAILABLE.value},
                 ).rowcount
                 if not gone:
                     continue
                 settled += 1
                 self._insert_many(conn, "cohort", COHORT_COLUMNS["cohort"], [row])
-                members = [m for m in rows.members if m[5] == access_id]
+                members = [m for m in rows.members if (m[0], m[1], m[2]) == (b, t, i)]
                 if members:
                     self._insert_many(
                         conn, "cohort_member", COHORT_COLUMNS["cohort_member"], members
                     )
-                    self._count_consented(conn, CohortRows({access_id: row}, members))
+                    self._count_consented(conn, CohortRows({(b, t, i): row}, members))
         return settled
 
     # internals
@@ -1566,7 +1576,7 @@ class AuditStore:
         visible: same transaction)."""
         pending = [
             a for a in redeeming
-            if rows.status(a.access_id) in (None, CohortStatus.LEAVES_UNAVAILABLE.value)
+            if rows.status(a.position) in (None, CohortStatus.LEAVES_UNAVAILABLE.value)
         ]  # fmt: skip
         if pending:
             codes = sorted({a.authorization_ref for a in pending})

@@ -228,7 +228,9 @@ _ACCESSES = (
     "LEFT JOIN organization o ON o.org_id = g.requester_org "
     "LEFT JOIN block b ON b.number = a.block_number "
     "LEFT JOIN break_glass_access x ON x.access_id = a.access_id "
+    "AND x.agreement_id = a.agreement_id "
     "LEFT JOIN break_glass_review r ON r.access_id = a.access_id "
+    "AND r.agreement_id = a.agreement_id "
     "WHERE m.subject_ref = :s HOLDER "
     "ORDER BY m.block_number, m.tx_index, m.log_index LIMIT :limit"
 )

@@ -813,8 +813,12 @@ def _check_accesses(
         for n, t in conn.execute(text("SELECT number, timestamp FROM block"))
     }
     releases = conn.execute(text("SELECT * FROM result_release")).mappings().all()
-    released = {r["access_id"] for r in releases}
-    release_of: dict[str, tuple[str, int, int, int]] = {}
+    # an access is its request id and its agreement: a release names both
+    released = {(r["access_id"], r["agreement_id"]) for r in releases}
+    released_ids = {access_id for access_id, _ in released}
+    release_of: dict[tuple[str, str], tuple[int, int, int]] = {}
+    other_agreement: set[str] = set()
+    """Request ids released from that the store holds under some other agreement."""
     pools: list[ProcessPoolExecutor] = []
     pending: list[Future[list[tuple[str, str, str]]]] = []
     chunk: list[_AccessSig] = []
@@ -862,8 +866,13 @@ def _check_accesses(
                     if len(chunk) >= SIGNATURE_CHUNK:
                         flush()
                 out.checked["accesses"] += 1
-                if access_id in released:
-                    release_of[access_id] = (agreement_id, int(decision), int(tier), int(operation))
+                if access_id in released_ids:
+                    if (access_id, agreement_id) in released:
+                        release_of[access_id, agreement_id] = (
+                            int(decision), int(tier), int(operation),
+                        )  # fmt: skip
+                    else:
+                        other_agreement.add(access_id)
                 agreement = terms.get(agreement_id)
                 if agreement is None:
                     out.add("unknown_agreement", f"access {access_id} names agreement "
@@ -892,22 +901,22 @@ def _check_accesses(
     for r in releases:
         where = _pos(r["block_number"], r["tx_index"], r["log_index"])
         out.checked["releases"] += 1
-        access = release_of.get(r["access_id"])
-        if access is None or access[1] != Decision.GRANTED or access[0] != r["agreement_id"]:
-            if access is None:
-                why = "no such access"
-            elif access[1] != Decision.GRANTED:
+        access = release_of.get((r["access_id"], r["agreement_id"]))
+        if access is None or access[0] != Decision.GRANTED:
+            if access is not None:
                 why = "the access was not granted"
-            else:
+            elif r["access_id"] in other_agreement:
                 why = "the access is of another agreement"
+            else:
+                why = "no such access"
             out.add("release_without_grant", f"result {r['result_hash']} released from access "
                     f"{r['access_id']}: {why}", table="result_release", position=where,
                     key=r["access_id"])  # fmt: skip
             continue
         allowed = _RELEASABLE.get(int(r["kind"]))
-        if allowed is None or not allowed(access[2], access[3]):
+        if allowed is None or not allowed(access[1], access[2]):
             out.add("release_not_allowed", f"result {r['result_hash']} of kind {r['kind']} may "
-                    f"not leave an access at tier {access[2]} for operation {access[3]}",
+                    f"not leave an access at tier {access[1]} for operation {access[2]}",
                     table="result_release", position=where, key=r["access_id"])  # fmt: skip
     if unchecked_window:
         out.checked["grants_without_block_timestamp"] += unchecked_window

@@ -98,7 +98,7 @@ RELEASES_WITH_ACCESS_SQL = (
     "SELECT r.block_number, r.tx_index, r.log_index, r.tx_hash, r.access_id, r.agreement_id, "
     "r.result_hash, r.kind, r.size, a.agreement_id AS a_agreement, a.decision AS a_decision, "
     "a.tier AS a_tier, a.operation AS a_operation FROM result_release r "
-    "LEFT JOIN access_event a ON a.access_id = r.access_id"
+    "LEFT JOIN access_event a ON a.access_id = r.access_id AND a.agreement_id = r.agreement_id"
 )
 
 

@@ -160,7 +160,7 @@ def check_cohort_sources(
         found = resolve(sources, accesses)
         for access in accesses:
             out.checked["cohorts_asked_of_stores"] += 1
-            if found.status(access.access_id) != CohortStatus.VERIFIED.value:
+            if found.status(access.position) != CohortStatus.VERIFIED.value:
                 continue
             where = _pos(*access.position)
             out.add("cohort_rows_missing", f"access {access.access_id}: a cohort store holds "

@@ -15,8 +15,9 @@ batched: `audit.chain_reads`):
 - AgreementRegistry: `accessTerms` (status as stored, scenario, tier, operations, consent
   policy, window, quota, parties), `versionOf`, `signers`, `digest` per agreement;
   `allowedFields` per agreement and dataset.
-- AccessLog: `accessesUsed` (granted accesses) per agreement, `decisionOf` per request id,
-  `isReleased` per release, `breakGlassOf` (review deadline and outcome) per break-glass access.
+- AccessLog: `accessesUsed` (granted accesses) per agreement, `decisionOf` per access (request
+  id and agreement), `isReleased` per release, `breakGlassOf` (review deadline and outcome) per
+  break-glass access (request id and agreement).
 - ConsentRegistry: `consent` per consent, `consentScope` per specific consent (the hash of its
   studies, requesters and disease term), `authorization` (status, redemption) per code,
   `subjectKeyOf` per subject with a registered key or a consent naming one, `accessLog`.
@@ -116,7 +117,8 @@ class StateFold:
     """(holder, subject) -> the key a steward registered (zero: removed)."""
     access_log: str | None = None
     artifacts: dict[str, dict[str, Any]] = field(default_factory=dict)
-    break_glass: dict[str, dict[str, Any]] = field(default_factory=dict)
+    break_glass: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    """(accessId, agreementId) -> breakGlassOf's fields."""
     """Break-glass access id -> its review deadline and outcome."""
 
     def apply(self, ev: DecodedEvent) -> None:
@@ -197,10 +199,11 @@ class StateFold:
         self.accounts.add(a["recorder"])
 
     def _break_glass(self, a: Mapping[str, Any], _: DecodedEvent) -> None:
-        self.break_glass[a["accessId"]] = {"reviewDue": _int(a["reviewDue"]), "outcome": 0}
+        key = (a["accessId"], a["agreementId"])
+        self.break_glass[key] = {"reviewDue": _int(a["reviewDue"]), "outcome": 0}
 
     def _break_glass_reviewed(self, a: Mapping[str, Any], _: DecodedEvent) -> None:
-        case = self.break_glass.get(a["accessId"])
+        case = self.break_glass.get((a["accessId"], a["agreementId"]))
         if case is not None:
             case["outcome"] = int(a["outcome"])
         self.accounts.add(a["reviewer"])
@@ -335,7 +338,7 @@ class ChainStateCheck:
     unavailable: str | None = None
     transactions: TransactionCheck = field(init=False)
     reader: ViewReader = field(init=False)
-    _decisions: list[tuple[str, int, str]] = field(default_factory=list)
+    _decisions: list[tuple[str, str, int, str]] = field(default_factory=list)
     _releases: list[tuple[tuple[str, str, str], str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -356,8 +359,9 @@ class ChainStateCheck:
             if due is not None:
                 self._submit(functools.partial(self.transactions.check, due))
             if ev.name == "AccessRecorded":
+                a = ev.args
                 self._decisions.append(
-                    (ev.args["accessId"], int(ev.args["record"]["decision"]), position)
+                    (a["accessId"], a["agreementId"], int(a["record"]["decision"]), position)
                 )
             elif ev.name == "ResultReleased":
                 a = ev.args
@@ -414,16 +418,16 @@ class ChainStateCheck:
         except StateUnavailableError as exc:
             self.unavailable = exc.message
 
-    def _check_decisions(self, pending: list[tuple[str, int, str]]) -> None:
+    def _check_decisions(self, pending: list[tuple[str, str, int, str]]) -> None:
         selector = DECISION_OF.selector
         got = self.reader.read_calldata(
             self.addresses["AccessLog"], DECISION_OF,
-            [selector + bytes.fromhex(r[2:]) for r, _, _ in pending],
+            [selector + bytes.fromhex(r[2:]) + bytes.fromhex(g[2:]) for r, g, _, _ in pending],
         )  # fmt: skip
-        for (request_id, decision, position), found in zip(pending, got, strict=True):
+        for (request_id, agreement_id, decision, position), found in zip(pending, got, strict=True):
             if found != _DECISION_WORDS.get(decision):
-                self._differs("AccessLog", DECISION_OF, (request_id,), {"decision": decision},
-                              found, position=position)  # fmt: skip
+                self._differs("AccessLog", DECISION_OF, (request_id, agreement_id),
+                              {"decision": decision}, found, position=position)  # fmt: skip
 
     def _check_releases(self, pending: list[tuple[tuple[str, str, str], str]]) -> None:
         got = self.reader.read(self.addresses["AccessLog"], IS_RELEASED, [k for k, _ in pending])
@@ -461,7 +465,7 @@ class ChainStateCheck:
                       {k: {"fieldMask": v} for k, v in f.scopes.items()})  # fmt: skip
         self._compare("AccessLog", ACCESSES_USED,
                       {(k,): {"used": f.used.get(k, 0)} for k in f.agreements})  # fmt: skip
-        self._compare("AccessLog", BREAK_GLASS_OF, {(k,): v for k, v in f.break_glass.items()})
+        self._compare("AccessLog", BREAK_GLASS_OF, dict(f.break_glass))
         self._compare("ConsentRegistry", CONSENT, {(k,): v for k, v in f.consents.items()})
         self._compare("ConsentRegistry", CONSENT_SCOPE,
                       {(k,): {"scope": v} for k, v in f.consent_scopes.items()})  # fmt: skip

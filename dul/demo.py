@@ -757,7 +757,7 @@ def _break_glass(story: Story) -> None:
     reason = BreakGlassReason.PATIENT_INCAPACITATED
     access = ask("break-glass: the patient is unconscious", "GRANTED", reason)
     key = bytes.fromhex(access.access_id[2:])
-    due = int(story.ledger.call("AccessLog", "breakGlassOf", key)[0])
+    due = int(story.ledger.call("AccessLog", "breakGlassOf", key, care)[0])
     story.say(
         f"break-glass access flagged on chain ({reason.name}); hospital C must review it by "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(due))}"
@@ -769,7 +769,7 @@ def _break_glass(story: Story) -> None:
     address = story.ledger.deployment.address("AccessLog")
     raw = sign_steward_call(story.ledger.w3, story.signer("hospital-c.steward"), address, data)
     story.stewards["hospital-c"].review_break_glass(access.access_id, raw, wait=True)
-    outcome = BreakGlassOutcome(story.ledger.call("AccessLog", "breakGlassOf", key)[1])
+    outcome = BreakGlassOutcome(story.ledger.call("AccessLog", "breakGlassOf", key, care)[1])
     if outcome != BreakGlassOutcome.UPHELD:
         raise DemoError(f"the break-glass review is {outcome.name} on chain, not UPHELD")
     story.say("hospital C's steward reviewed the break-glass access: [bold]UPHELD[/]")

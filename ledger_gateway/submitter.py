@@ -710,14 +710,20 @@ class Submitter:
         self._room.set()
 
     async def _find_recorded(self, key: bytes, record: bytes) -> tuple[bytes, int] | None:
-        """Where this operation's AccessRecorded event is, if the chain has it already: `key`'s
-        event whose data is this gateway's account and exactly `record` (the encoded record).
-        Request ids are one name space for the whole chain: a record another gateway made
-        under the same id (seen pending, or an id a requester reused at two hospitals) is not
-        this operation's confirmation, and the operation fails."""
+        """Where this operation's AccessRecorded event is, if the chain has it already: the
+        event of `key` under the record's agreement whose data is this gateway's account and
+        exactly `record` (the encoded record). The chain names an access by agreement and
+        request id, and only the agreement holder's gateways record under an agreement, so
+        the same id under another agreement (a requester reusing it at another hospital) is
+        another access and never this one. Under this agreement, a record another gateway
+        account of the holder made is not this operation's confirmation: the operation fails."""
+        agreement_id = record[32:64]
         # Newest first: the duplicate is almost always a recent transaction of this gateway.
         logs = await self.rpc.find_logs(
-            {"address": self.access_log, "topics": [to_hex(ACCESS_RECORDED_TOPIC), to_hex(key)]},
+            {
+                "address": self.access_log,
+                "topics": [to_hex(ACCESS_RECORDED_TOPIC), to_hex(key), to_hex(agreement_id)],
+            },
             newest_first=True,
             first_match=True,
         )
@@ -727,20 +733,22 @@ class Submitter:
         ours = bytes(12) + bytes.fromhex(self.sender[2:]) + record
         if str(first.get("data", "")).lower() != to_hex(ours).lower():
             log.warning("submitter.request_id_taken", request_id=to_hex(key),
+                        agreement_id=to_hex(agreement_id),
                         tx_hash=first.get("transactionHash"))  # fmt: skip
             return None
         return bytes.fromhex(first["transactionHash"][2:]), int(first["blockNumber"], 16)
 
     async def _find_released(self, call: bytes) -> tuple[bytes, int] | None:
-        """Where a release's ResultReleased event is (`call`: its encoded arguments)."""
-        access_id, result_hash = call[:32], call[64:96]
+        """Where a release's ResultReleased event is (`call`: its encoded arguments): the access
+        is named by its id and agreement, the release by that and its result."""
+        access_id, agreement_id, result_hash = call[:32], call[32:64], call[64:96]
         logs = await self.rpc.get_logs(
             {
                 "address": self.access_log,
                 "fromBlock": "0x0",
                 "toBlock": "latest",
-                "topics": [to_hex(RESULT_RELEASED_TOPIC), to_hex(access_id), None,
-                           to_hex(result_hash)],
+                "topics": [to_hex(RESULT_RELEASED_TOPIC), to_hex(access_id),
+                           to_hex(agreement_id), to_hex(result_hash)],
             }
         )  # fmt: skip
         if not logs:

@@ -1262,21 +1262,32 @@ FINDING_MAX = 20_000
 """Characters of a written finding (kept by the hospital; only its hash goes on chain)."""
 
 
-def _break_glass_agreement(ledger: Ledger, access: bytes) -> bytes:
-    """The agreement of break-glass access `access`, from its `BreakGlassAccess` event."""
+def _break_glass_agreement(ledger: Ledger, access: bytes, agreement: bytes | None) -> bytes:
+    """The agreement of break-glass access `access`, from its `BreakGlassAccess` events. An
+    access is named by its agreement and request id: when the id broke glass under several
+    agreements, `agreement` (`--agreement`) says which."""
+    topics = ["0x" + BREAK_GLASS_TOPIC.hex(), "0x" + access.hex()]
+    if agreement is not None:
+        topics.append("0x" + agreement.hex())
     logs = ledger.find_logs(
-        {
-            "address": ledger.deployment.address("AccessLog"),
-            "topics": ["0x" + BREAK_GLASS_TOPIC.hex(), "0x" + access.hex()],
-        },
-        first_match=True,
+        {"address": ledger.deployment.address("AccessLog"), "topics": topics},
+        first_match=agreement is not None,
     )
-    if not logs:
+    # agreementId is the second indexed argument
+    found = sorted({bytes(entry["topics"][2]) for entry in logs})
+    if not found:
+        under = "" if agreement is None else f" under agreement 0x{agreement.hex()}"
         raise ConfigError(
-            f"access 0x{access.hex()} is no break-glass access on this ledger",
+            f"access 0x{access.hex()} is no break-glass access{under} on this ledger",
             code="not_break_glass",
         )
-    return bytes(logs[0]["topics"][2])  # agreementId, the second indexed argument
+    if len(found) > 1:
+        raise ConfigError(
+            f"access 0x{access.hex()} broke glass under {len(found)} agreements "
+            f"({', '.join('0x' + a.hex() for a in found)}); name one with --agreement",
+            code="ambiguous_access",
+        )
+    return found[0]
 
 
 @break_glass_app.command("review")
@@ -1291,6 +1302,13 @@ def break_glass_review(
         str,
         typer.Option(help="The review's written finding; only its keccak256 goes on chain."),
     ],
+    agreement: Annotated[
+        str | None,
+        typer.Option(
+            help="The access's agreement (0x…); needed only when the request id broke glass "
+            "under more than one agreement."
+        ),
+    ] = None,
     key: KeyOption = "steward",
     gateway: GatewayOption = None,
     token: TokenOption = "",
@@ -1312,10 +1330,11 @@ def break_glass_review(
         )
     h = home()
     ledger = open_ledger(h)
-    agreement = _break_glass_agreement(ledger, access_id)
+    named = None if agreement is None else _bytes32(agreement, "agreement id")
+    agreement_id = _break_glass_agreement(ledger, access_id, named)
     finding_hash = keccak(text.encode())
     data = function("AccessLog", "reviewBreakGlass").encode(
-        access_id, agreement, int(chosen), finding_hash
+        access_id, agreement_id, int(chosen), finding_hash
     )
     raw = _signed(h, ledger, key, "AccessLog", data)
     with _gateway(gateway, token) as client:

@@ -43,10 +43,13 @@ contract AccessLog is IAccessLog, EIP712 {
     IAgreementRegistry public immutable AGREEMENTS;
     IConsentRegistry public immutable CONSENTS;
 
-    mapping(bytes32 requestId => uint256 slot) private _accesses;
+    /// @dev An access is named by its agreement and its request id: the pair the requester
+    /// signed, in the name space of the one organization whose gateways may record under that
+    /// agreement (its holder). A request id reused under another agreement is another access.
+    mapping(AgreementId agreementId => mapping(bytes32 requestId => uint256 slot)) private _accesses;
     mapping(AgreementId id => uint64 used) private _used;
     mapping(bytes32 releaseKey => bool released) private _releases;
-    mapping(bytes32 accessId => BreakGlassCase) private _breakGlass;
+    mapping(AgreementId agreementId => mapping(bytes32 accessId => BreakGlassCase)) private _breakGlass;
 
     /// @dev A break-glass access awaiting (or past) its holder's review.
     struct BreakGlassCase {
@@ -96,9 +99,8 @@ contract AccessLog is IAccessLog, EIP712 {
     function releaseResult(bytes32 accessId, AgreementId agreementId, bytes32 resultHash, ReleaseKind kind, uint64 size)
         external
     {
-        uint256 slot = _accesses[accessId];
-        if (!slot.isRecorded()) revert AccessLogUnknownAccess(accessId);
-        if (!slot.matches(agreementId)) revert AccessLogAgreementMismatch(accessId, agreementId);
+        uint256 slot = _accesses[agreementId][accessId];
+        if (!slot.isRecorded()) revert AccessLogUnknownAccess(accessId, agreementId);
         AccessTerms memory terms = AGREEMENTS.accessTerms(agreementId);
         if (!MEMBERSHIP.hasOrgRole(msg.sender, terms.holder, Role.GATEWAY)) {
             revert AccessLogUnauthorizedRecorder(msg.sender, terms.holder);
@@ -121,10 +123,8 @@ contract AccessLog is IAccessLog, EIP712 {
     function reviewBreakGlass(bytes32 accessId, AgreementId agreementId, BreakGlassOutcome outcome, bytes32 findingHash)
         external
     {
-        BreakGlassCase storage case_ = _breakGlass[accessId];
-        if (case_.reviewDue == 0 || !_accesses[accessId].matches(agreementId)) {
-            revert AccessLogNotBreakGlass(accessId, agreementId);
-        }
+        BreakGlassCase storage case_ = _breakGlass[agreementId][accessId];
+        if (case_.reviewDue == 0) revert AccessLogNotBreakGlass(accessId, agreementId);
         OrgId holder = AGREEMENTS.accessTerms(agreementId).holder;
         if (!MEMBERSHIP.hasOrgRole(msg.sender, holder, Role.STEWARD)) revert AccessLogUnauthorizedReviewer(msg.sender, holder);
         if (case_.outcome != BreakGlassOutcome.NONE) revert AccessLogBreakGlassReviewed(accessId, case_.outcome);
@@ -135,8 +135,12 @@ contract AccessLog is IAccessLog, EIP712 {
     }
 
     /// @inheritdoc IAccessLog
-    function breakGlassOf(bytes32 accessId) external view returns (uint64 reviewDue, BreakGlassOutcome outcome) {
-        BreakGlassCase storage case_ = _breakGlass[accessId];
+    function breakGlassOf(bytes32 accessId, AgreementId agreementId)
+        external
+        view
+        returns (uint64 reviewDue, BreakGlassOutcome outcome)
+    {
+        BreakGlassCase storage case_ = _breakGlass[agreementId][accessId];
         return (case_.reviewDue, case_.outcome);
     }
 
@@ -151,8 +155,8 @@ contract AccessLog is IAccessLog, EIP712 {
     }
 
     /// @inheritdoc IAccessLog
-    function decisionOf(bytes32 requestId) external view returns (Decision) {
-        return _accesses[requestId].decision();
+    function decisionOf(bytes32 requestId, AgreementId agreementId) external view returns (Decision) {
+        return _accesses[agreementId][requestId].decision();
     }
 
     /// @inheritdoc IAccessLog
@@ -175,7 +179,8 @@ contract AccessLog is IAccessLog, EIP712 {
             cache.recorderOrg = terms.holder;
         }
         bytes32 requestId = record.requestId;
-        if (_accesses[requestId].isRecorded()) revert AccessLogDuplicateRequest(requestId);
+        mapping(bytes32 => uint256) storage accesses = _accesses[record.agreementId];
+        if (accesses[requestId].isRecorded()) revert AccessLogDuplicateRequest(requestId, record.agreementId);
         uint256 latest = block.timestamp + MAX_REQUEST_LIFETIME;
         if (record.deadline > latest) revert AccessLogDeadlineTooFar(requestId, record.deadline, latest);
         _checkSignature(record);
@@ -185,11 +190,11 @@ contract AccessLog is IAccessLog, EIP712 {
         } else if (record.decision != Decision.DENIED || record.reason == DenyReason.NONE) {
             revert AccessLogInvalidDecision(requestId, record.decision, record.reason);
         }
-        _accesses[requestId] = AccessSlot.pack(record.agreementId, record.decision, record.tier, record.operation);
+        accesses[requestId] = AccessSlot.pack(record.decision, record.tier, record.operation);
         emit AccessRecorded(requestId, record.agreementId, record.datasetId, msg.sender, record);
         if (breakGlass) {
             uint64 reviewDue = uint64(block.timestamp) + uint64(terms.breakGlassReviewHours) * 1 hours;
-            _breakGlass[requestId].reviewDue = reviewDue;
+            _breakGlass[record.agreementId][requestId].reviewDue = reviewDue;
             emit BreakGlassAccess(
                 requestId,
                 record.agreementId,
@@ -292,9 +297,7 @@ contract AccessLog is IAccessLog, EIP712 {
         cache.requester = address(0);
     }
 
-    /// @dev A release is keyed by the exact agreement id it was released under. AccessSlot matches an
-    /// access's agreement on 224 bits only, but a release also needs that agreement ACTIVE, so only
-    /// the access's own agreement id can ever be stored here and `isReleased` is exact.
+    /// @dev A release is keyed like its access, by agreement and request id, and by its result.
     function _releaseKey(bytes32 accessId, AgreementId agreementId, bytes32 resultHash) private pure returns (bytes32) {
         return keccak256(abi.encode(accessId, agreementId, resultHash));
     }

@@ -24,6 +24,7 @@ const {
   leafOf,
   clinicalCareFixture,
   deniedRecord,
+  federatedFixture,
   grantedRecord,
   researchTerms,
   sameStruct,
@@ -94,7 +95,7 @@ describe("AccessLog", function () {
 
   it("reports decision NONE and no usage before anything is recorded", async function () {
     const ctx = await loadFixture(activeAgreementFixture);
-    expect(await ctx.accessLog.decisionOf(tag("request:none"))).to.equal(Decision.NONE);
+    expect(await ctx.accessLog.decisionOf(tag("request:none"), ctx.id)).to.equal(Decision.NONE);
     expect(await ctx.accessLog.accessesUsed(ctx.id)).to.equal(0);
   });
 
@@ -113,7 +114,7 @@ describe("AccessLog", function () {
       await expect(ctx.accessLog.connect(ctx.hospitalGateway).recordAccess(record))
         .to.emit(ctx.accessLog, "AccessRecorded")
         .withArgs(record.requestId, ctx.id, DATASET.EHR, ctx.hospitalGateway.address, sameStruct(record));
-      expect(await ctx.accessLog.decisionOf(record.requestId)).to.equal(Decision.DENIED);
+      expect(await ctx.accessLog.decisionOf(record.requestId, record.agreementId)).to.equal(Decision.DENIED);
       expect(await ctx.accessLog.accessesUsed(ctx.id)).to.equal(0);
     });
 
@@ -145,7 +146,7 @@ describe("AccessLog", function () {
       const denied = await Promise.all([0, 1].map(() => signed(ctx, deniedRecord(ctx, DenyReason.QUOTA_EXHAUSTED))));
       await ctx.accessLog.connect(ctx.hospitalGateway).recordAccesses([...granted, ...denied]);
       expect(await ctx.accessLog.accessesUsed(ctx.id)).to.equal(3);
-      expect(await ctx.accessLog.decisionOf(denied[1].requestId)).to.equal(Decision.DENIED);
+      expect(await ctx.accessLog.decisionOf(denied[1].requestId, denied[1].agreementId)).to.equal(Decision.DENIED);
     });
 
     it("records a denial of a request that is expired or names an outsider as requester", async function () {
@@ -170,7 +171,7 @@ describe("AccessLog", function () {
       await expect(ctx.accessLog.connect(ctx.hospitalGateway).recordAccesses([record]))
         .to.be.revertedWithCustomError(ctx.accessLog, "AccessLogDeadlineTooFar")
         .withArgs(record.requestId, deadline, BigInt(at) + (await ctx.accessLog.MAX_REQUEST_LIFETIME()));
-      expect(await ctx.accessLog.decisionOf(record.requestId)).to.equal(Decision.NONE);
+      expect(await ctx.accessLog.decisionOf(record.requestId, record.agreementId)).to.equal(Decision.NONE);
     });
 
     it("refuses a denial without a reason", async function () {
@@ -220,7 +221,94 @@ describe("AccessLog", function () {
       const record = await signed(ctx, deniedRecord(ctx, DenyReason.POLICY_OTHER, { requestId: ctx.granted.requestId }));
       await expect(ctx.accessLog.connect(ctx.hospitalGateway).recordAccess(record))
         .to.be.revertedWithCustomError(ctx.accessLog, "AccessLogDuplicateRequest")
-        .withArgs(ctx.granted.requestId);
+        .withArgs(ctx.granted.requestId, ctx.id);
+    });
+  });
+
+  describe("request ids: one name space per agreement", function () {
+    /** The same request id, signed by one requester for training at two hospitals. */
+    async function sameIdAtTwoHospitalsFixture() {
+      const ctx = await federatedFixture();
+      const requestId = tag("request:reused-at-two-hospitals");
+      const [a, b] = await Promise.all(
+        ctx.sites.slice(0, 2).map((site) =>
+          signedGranted(
+            ctx,
+            {
+              requestId,
+              agreementId: site.id,
+              datasetId: site.dataset,
+              requester: ctx.aiRequester.address,
+              tier: Tier.MODEL_PARAMETERS,
+              operation: Operation.TRAIN,
+              fieldMask: fieldsMask(1, 2, 3, 6, 7),
+              cohortRoot: ethers.ZeroHash,
+              cohortSize: 0,
+            },
+            ctx.aiRequester,
+          ),
+        ),
+      );
+      return { ...ctx, requestId, a, b };
+    }
+
+    it("records the same request id at two hospitals, one access under each agreement", async function () {
+      const ctx = await loadFixture(sameIdAtTwoHospitalsFixture);
+      const [siteA, siteB] = ctx.sites;
+      await expect(ctx.accessLog.connect(siteA.gateway).recordAccess(ctx.a))
+        .to.emit(ctx.accessLog, "AccessRecorded")
+        .withArgs(ctx.requestId, siteA.id, siteA.dataset, siteA.gateway.address, sameStruct(ctx.a));
+      await expect(ctx.accessLog.connect(siteB.gateway).recordAccess(ctx.b))
+        .to.emit(ctx.accessLog, "AccessRecorded")
+        .withArgs(ctx.requestId, siteB.id, siteB.dataset, siteB.gateway.address, sameStruct(ctx.b));
+      expect(await ctx.accessLog.decisionOf(ctx.requestId, siteA.id)).to.equal(Decision.GRANTED);
+      expect(await ctx.accessLog.decisionOf(ctx.requestId, siteB.id)).to.equal(Decision.GRANTED);
+      expect(await ctx.accessLog.decisionOf(ctx.requestId, ctx.sites[2].id)).to.equal(Decision.NONE);
+      expect(await ctx.accessLog.accessesUsed(siteA.id)).to.equal(1);
+      expect(await ctx.accessLog.accessesUsed(siteB.id)).to.equal(1);
+    });
+
+    it("still refuses the same gateway recording the id twice under one agreement", async function () {
+      const ctx = await loadFixture(sameIdAtTwoHospitalsFixture);
+      const [siteA, siteB] = ctx.sites;
+      await ctx.accessLog.connect(siteB.gateway).recordAccess(ctx.b);
+      await ctx.accessLog.connect(siteA.gateway).recordAccess(ctx.a);
+      await expect(ctx.accessLog.connect(siteA.gateway).recordAccess(ctx.a))
+        .to.be.revertedWithCustomError(ctx.accessLog, "AccessLogDuplicateRequest")
+        .withArgs(ctx.requestId, siteA.id);
+      await expect(ctx.accessLog.connect(siteB.gateway).recordAccesses([ctx.b]))
+        .to.be.revertedWithCustomError(ctx.accessLog, "AccessLogDuplicateRequest")
+        .withArgs(ctx.requestId, siteB.id);
+    });
+
+    it("lets no other hospital's gateway take an id under an agreement it does not hold", async function () {
+      const ctx = await loadFixture(sameIdAtTwoHospitalsFixture);
+      const [siteA, siteB] = ctx.sites;
+      await expect(ctx.accessLog.connect(siteB.gateway).recordAccess(ctx.a))
+        .to.be.revertedWithCustomError(ctx.accessLog, "AccessLogUnauthorizedRecorder")
+        .withArgs(siteB.gateway.address, siteA.holder);
+      await ctx.accessLog.connect(siteA.gateway).recordAccess(ctx.a);
+    });
+
+    it("keeps releases, and what they allow, apart under each agreement", async function () {
+      const ctx = await loadFixture(sameIdAtTwoHospitalsFixture);
+      const [siteA, siteB] = ctx.sites;
+      await ctx.accessLog.connect(siteA.gateway).recordAccess(ctx.a);
+      await expect(
+        ctx.accessLog.connect(siteB.gateway).releaseResult(ctx.requestId, siteB.id, RESULT, ReleaseKind.MODEL_UPDATE, 1),
+      )
+        .to.be.revertedWithCustomError(ctx.accessLog, "AccessLogUnknownAccess")
+        .withArgs(ctx.requestId, siteB.id);
+      await ctx.accessLog.connect(siteB.gateway).recordAccess(ctx.b);
+      for (const site of [siteA, siteB]) {
+        await expect(
+          ctx.accessLog.connect(site.gateway).releaseResult(ctx.requestId, site.id, RESULT, ReleaseKind.MODEL_UPDATE, 1),
+        )
+          .to.emit(ctx.accessLog, "ResultReleased")
+          .withArgs(ctx.requestId, site.id, RESULT, ReleaseKind.MODEL_UPDATE, 1, site.gateway.address);
+        expect(await ctx.accessLog.isReleased(ctx.requestId, site.id, RESULT)).to.equal(true);
+      }
+      expect(await ctx.accessLog.isReleased(ctx.requestId, ctx.sites[2].id, RESULT)).to.equal(false);
     });
   });
 
@@ -292,7 +380,7 @@ describe("AccessLog", function () {
       const tx = await ctx.accessLog.connect(ctx.hospitalGateway).recordAccesses(records);
       const receipt = await tx.wait();
       expect(receipt.logs.length).to.equal(256);
-      expect(await ctx.accessLog.decisionOf(records[255].requestId)).to.equal(Decision.DENIED);
+      expect(await ctx.accessLog.decisionOf(records[255].requestId, records[255].agreementId)).to.equal(Decision.DENIED);
     });
 
     it("records mixed decisions in order, one event each, counting only grants", async function () {
@@ -321,7 +409,7 @@ describe("AccessLog", function () {
       await expect(ctx.accessLog.connect(ctx.hospitalGateway).recordAccesses([...good, bad]))
         .to.be.revertedWithCustomError(ctx.accessLog, "AccessLogTierAboveCeiling")
         .withArgs(ctx.id, Tier.IDENTIFIED, Tier.PSEUDONYMIZED);
-      for (const record of good) expect(await ctx.accessLog.decisionOf(record.requestId)).to.equal(Decision.NONE);
+      for (const record of good) expect(await ctx.accessLog.decisionOf(record.requestId, record.agreementId)).to.equal(Decision.NONE);
       expect(await ctx.accessLog.accessesUsed(ctx.id)).to.equal(0);
     });
 
@@ -342,7 +430,7 @@ describe("AccessLog", function () {
       const record = await signedGranted(ctx);
       await expect(ctx.accessLog.connect(ctx.hospitalGateway).recordAccesses([record, record]))
         .to.be.revertedWithCustomError(ctx.accessLog, "AccessLogDuplicateRequest")
-        .withArgs(record.requestId);
+        .withArgs(record.requestId, ctx.id);
     });
 
     it("counts each agreement's quota separately in a batch that switches agreements", async function () {
@@ -421,7 +509,7 @@ describe("AccessLog", function () {
       await expect(recordBatch(ctx, records))
         .to.be.revertedWithCustomError(ctx.accessLog, "AccessLogAuthorizationRefused")
         .withArgs(record.requestId, code, fault);
-      for (const r of records) expect(await ctx.accessLog.decisionOf(r.requestId)).to.equal(Decision.NONE);
+      for (const r of records) expect(await ctx.accessLog.decisionOf(r.requestId, r.agreementId)).to.equal(Decision.NONE);
       expect(await ctx.accessLog.accessesUsed(ctx.insuranceId)).to.equal(0);
     }
 
@@ -612,7 +700,7 @@ describe("AccessLog", function () {
       const ctx = await loadFixture(insuranceAgreementFixture);
       const record = await signedGranted(ctx, { authorizationRef: ctx.codeHash });
       await expect(recordOne(ctx, [record])).not.to.emit(ctx.consents, "AuthorizationRedeemed");
-      expect(await ctx.accessLog.decisionOf(record.requestId)).to.equal(Decision.GRANTED);
+      expect(await ctx.accessLog.decisionOf(record.requestId, record.agreementId)).to.equal(Decision.GRANTED);
       expect(await statusOf(ctx)).to.equal(AuthorizationStatus.ISSUED);
     });
   });
@@ -654,10 +742,10 @@ describe("AccessLog", function () {
         ctx.accessLog.connect(ctx.hospitalGateway).releaseResult(unknown, ctx.id, RESULT, ReleaseKind.AGGREGATE_RESULT, 1),
       )
         .to.be.revertedWithCustomError(ctx.accessLog, "AccessLogUnknownAccess")
-        .withArgs(unknown);
+        .withArgs(unknown, ctx.id);
     });
 
-    it("refuses a release that names another agreement than the access's", async function () {
+    it("refuses a release that names another agreement than the access's (no such access there)", async function () {
       const ctx = await loadFixture(recordedAccessesFixture);
       const otherTerms = researchTerms(ctx.now, { nonce: 2 });
       const otherId = await activate(ctx, otherTerms);
@@ -666,7 +754,7 @@ describe("AccessLog", function () {
           .connect(ctx.hospitalGateway)
           .releaseResult(ctx.granted.requestId, otherId, RESULT, ReleaseKind.AGGREGATE_RESULT, 1),
       )
-        .to.be.revertedWithCustomError(ctx.accessLog, "AccessLogAgreementMismatch")
+        .to.be.revertedWithCustomError(ctx.accessLog, "AccessLogUnknownAccess")
         .withArgs(ctx.granted.requestId, otherId);
     });
 

@@ -188,8 +188,8 @@ describe("Clinical transfers", function () {
         .to.emit(ctx.accessLog, "BreakGlassAccess")
         .withArgs(r.requestId, ctx.transferId, ORG.HOSPITAL, emergency, due)
         .and.not.to.emit(ctx.consents, "AuthorizationRedeemed");
-      expect(await ctx.accessLog.decisionOf(r.requestId)).to.equal(Decision.GRANTED);
-      const [reviewDue, outcome] = await ctx.accessLog.breakGlassOf(r.requestId);
+      expect(await ctx.accessLog.decisionOf(r.requestId, r.agreementId)).to.equal(Decision.GRANTED);
+      const [reviewDue, outcome] = await ctx.accessLog.breakGlassOf(r.requestId, r.agreementId);
       expect(reviewDue).to.equal(due);
       expect(outcome).to.equal(BreakGlassOutcome.NONE);
       expect((await ctx.consents.authorization(ctx.clinicalCode)).status).to.equal(AuthorizationStatus.ISSUED);
@@ -237,7 +237,7 @@ describe("Clinical transfers", function () {
       const ctx = await transferFixture();
       const access = await transferRecord(ctx, { authorizationRef: breakGlassRef(emergency) });
       await record(ctx, access);
-      const [reviewDue] = await ctx.accessLog.breakGlassOf(access.requestId);
+      const [reviewDue] = await ctx.accessLog.breakGlassOf(access.requestId, access.agreementId);
       return { ...ctx, access, reviewDue };
     }
     const review = (ctx, outcome, by = ctx.hospitalSteward, accessId = ctx.access.requestId, agreementId = ctx.transferId) =>
@@ -249,7 +249,7 @@ describe("Clinical transfers", function () {
         await expect(review(ctx, outcome))
           .to.emit(ctx.accessLog, "BreakGlassReviewed")
           .withArgs(ctx.access.requestId, ctx.transferId, ORG.HOSPITAL, outcome, ctx.hospitalSteward.address, FINDING, ctx.reviewDue);
-        expect((await ctx.accessLog.breakGlassOf(ctx.access.requestId))[1]).to.equal(outcome);
+        expect((await ctx.accessLog.breakGlassOf(ctx.access.requestId, ctx.access.agreementId))[1]).to.equal(outcome);
         await expect(review(ctx, BreakGlassOutcome.UPHELD))
           .to.be.revertedWithCustomError(ctx.accessLog, "AccessLogBreakGlassReviewed")
           .withArgs(ctx.access.requestId, outcome);
@@ -285,7 +285,7 @@ describe("Clinical transfers", function () {
       await expect(review(ctx, BreakGlassOutcome.UPHELD, ctx.hospitalSteward, coded.requestId))
         .to.be.revertedWithCustomError(ctx.accessLog, "AccessLogNotBreakGlass")
         .withArgs(coded.requestId, ctx.transferId);
-      expect(await ctx.accessLog.breakGlassOf(coded.requestId)).to.deep.equal([0n, 0n]);
+      expect(await ctx.accessLog.breakGlassOf(coded.requestId, coded.agreementId)).to.deep.equal([0n, 0n]);
     });
   });
 });

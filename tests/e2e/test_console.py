@@ -189,7 +189,7 @@ def test_search_reaches_the_datasets(page: Page, stack: Stack, screens: Screens)
     expect(node(page, dataset["id"])).to_have_attribute("aria-current", "true")
 
     # A click on a node in the graph selects it too.
-    denied = f"access:{ids['denied']}"
+    denied = f"access:{ids['denied']}@{ids['agreement']}"
     box = page.locator("#graph").bounding_box()
     assert box is not None
     # (panned into view first, as a user would drag it: the view frames the selection)
@@ -211,7 +211,7 @@ def test_search_reaches_the_datasets(page: Page, stack: Stack, screens: Screens)
     expect(node(page, f"agreement:{ids['agreement']}")).to_be_visible()
     search(page, ids["granted"], kind="access", direction="up")
     expect(page.locator("#provenance-title")).to_have_text(f"Provenance of access {ids['granted']}")
-    expect(node(page, f"access:{ids['granted']}")).to_contain_text("◎")
+    expect(node(page, f"access:{ids['granted']}@{ids['agreement']}")).to_contain_text("◎")
     expect(node(page, f"dataset:{ids['dataset']}")).to_be_visible()
     expect(node(page, f"agreement:{ids['agreement']}")).to_be_visible()
     expect(page.locator("#node-list")).to_contain_text("Hospital A")
@@ -228,11 +228,11 @@ def test_denied_and_flagged_are_marked_beyond_colour(
     sign_in(
         page, stack.url, stack.token, f"#/provenance/agreement/{ids['agreement']}?direction=both"
     )
-    denied = node(page, f"access:{ids['denied']}")
+    denied = node(page, f"access:{ids['denied']}@{ids['agreement']}")
     expect(denied).to_have_attribute("data-denied", "true")
     expect(denied).to_contain_text("✕ DENIED")
     expect(denied).to_have_css("border-top-style", "double")
-    granted = node(page, f"access:{ids['granted']}")
+    granted = node(page, f"access:{ids['granted']}@{ids['agreement']}")
     expect(granted).not_to_have_attribute("data-denied", "true")
     denied.click()
     expect(page.locator("#details")).to_contain_text("TIER_ABOVE_CEILING")
@@ -243,8 +243,8 @@ def test_denied_and_flagged_are_marked_beyond_colour(
     # The same denial searched directly by its id.
     search(page, ids["denied"])
     expect(page.locator("#provenance-title")).to_have_text(f"Provenance of access {ids['denied']}")
-    expect(node(page, f"access:{ids['denied']}")).to_contain_text("◎")
-    expect(node(page, f"access:{ids['denied']}")).to_contain_text("DENIED")
+    expect(node(page, f"access:{ids['denied']}@{ids['agreement']}")).to_contain_text("◎")
+    expect(node(page, f"access:{ids['denied']}@{ids['agreement']}")).to_contain_text("DENIED")
 
     # An agreement a regulator suspended is flagged: dashed border and a label.
     search(page, ids["suspended"], kind="agreement")
@@ -286,7 +286,7 @@ def test_exports_download_prov_json_and_fhir(page: Page, stack: Stack, tmp_path:
     sign_in(
         page, stack.url, stack.token, f"#/provenance/agreement/{ids['agreement']}?direction=both"
     )
-    expect(node(page, f"access:{ids['denied']}")).to_be_visible()
+    expect(node(page, f"access:{ids['denied']}@{ids['agreement']}")).to_be_visible()
     with page.expect_download() as prov_download:
         page.click("#export-prov")
     saved = tmp_path / prov_download.value.suggested_filename
@@ -433,7 +433,7 @@ def test_verify_status_and_narrow_layout(page: Page, stack: Stack, screens: Scre
     indexer = page.locator("#indexer")
     expect(indexer).to_have_attribute("data-state", "ok")
     expect(indexer).to_contain_text(f"Indexer following: block {stack.checkpoint}")
-    expect(node(page, f"access:{stack.ids['denied']}")).to_be_visible()
+    expect(node(page, f"access:{stack.ids['denied']}@{stack.ids['agreement']}")).to_be_visible()
     wait_drawn(page)
     # Nothing wider than the viewport: the layout reflows instead of scrolling sideways.
     assert page.evaluate("document.documentElement.scrollWidth") <= NARROW["width"]
@@ -464,7 +464,7 @@ def test_verify_findings_flag_the_edited_row(
         expect(status).to_have_attribute("data-state", "findings")
         expect(status).to_contain_text("Verify FAILED")
         expect(status).to_contain_text("row_differs")
-        edited_node = node(page, f"access:{stack.ids['granted']}")
+        edited_node = node(page, f"access:{stack.ids['granted']}@{stack.ids['agreement']}")
         expect(edited_node).to_have_attribute("data-flagged", "true")
         expect(edited_node).to_contain_text("verify: row_differs")
         expect(page.locator("#details .badge-flagged")).to_have_text("⚑ verify: row_differs")
@@ -673,7 +673,9 @@ def test_sign_in_with_a_token_or_the_identity_provider(
             expect(page.locator("#session")).to_contain_text(
                 "Signed in as organization hospital-a (identity provider: dr-ward)"
             )
-            expect(node(page, f"access:{stack.ids['denied']}")).to_be_visible()
+            expect(
+                node(page, f"access:{stack.ids['denied']}@{stack.ids['agreement']}")
+            ).to_be_visible()
             assert "code=" not in page.url  # the code is gone from the address
             assert provider.codes == {}  # redeemed, once
             context.close()

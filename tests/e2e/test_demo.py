@@ -228,7 +228,8 @@ def test_decisions_on_chain_are_the_story_s(demo: Demo) -> None:
     for step, (decision, reasons) in expected.items():
         access_id = demo.access(step)["access_id"]
         graph = demo.get(f"/v1/provenance/access/{access_id}", direction="up")
-        [access] = [n for n in graph["nodes"] if n["id"] == f"access:{access_id}"]
+        [access] = [n for n in graph["nodes"] if n["id"] == graph["root"]]
+        assert graph["root"].startswith(f"access:{access_id}@"), step
         attributes = access["attributes"]
         assert attributes["decision"] == decision, step
         if reasons:

@@ -103,7 +103,7 @@ def test_provenance_graph_json(api: Api) -> None:
     response = api.client.get(f"/v1/provenance/access/{api.ids['granted']}")
     assert response.status_code == 200
     graph = response.json()
-    assert graph["root"] == f"access:{api.ids['granted']}"
+    assert graph["root"] == f"access:{api.ids['granted']}@{api.ids['agreement']}"
     assert graph["direction"] == "both"
     for item in graph["nodes"] + graph["edges"]:
         assert set(item["chain"]) == {"block", "tx_index", "log_index", "tx_hash"}
@@ -128,10 +128,10 @@ def test_provenance_prov_json_parses_back(api: Api) -> None:
     records = list(document.get_records())
     assert len(records) > 5
     text = response.text
-    assert f"dul:access-{api.ids['granted']}" in text
+    assert f"dul:access-{api.ids['granted']}-{api.ids['agreement']}" in text
     body = json.loads(text)
     assert {"entity", "activity", "agent", "used", "wasGeneratedBy", "wasAttributedTo"} <= set(body)
-    access = body["activity"][f"dul:access-{api.ids['granted']}"]
+    access = body["activity"][f"dul:access-{api.ids['granted']}-{api.ids['agreement']}"]
     assert "dul:txHash" in access
     assert "dul:block" in access
 

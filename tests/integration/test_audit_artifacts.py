@@ -318,7 +318,9 @@ def test_the_model_traces_up_to_every_hospital_agreement_signature_and_the_previ
     assert ids_of(graph, "artifact") == updates
     for update in updates:
         assert graph.node(f"artifact:{update}").attributes["kind"] == "MODEL_UPDATE"
-    accesses = {hexed(r.access_id) for refs in federated.releases for r in refs}
+    accesses = {
+        f"{hexed(r.access_id)}@{hexed(r.agreement_id)}" for refs in federated.releases for r in refs
+    }
     assert ids_of(graph, "access") == accesses
     assert ids_of(graph, "agreement") == {hexed(a) for a in federated.agreements}
     assert ids_of(graph, "dataset") == {hexed(h.dataset) for h in federated.hospitals}
@@ -337,7 +339,8 @@ def test_the_model_traces_up_to_every_hospital_agreement_signature_and_the_previ
     for ref in federated.releases[1]:
         update = f"artifact:{hexed(ref.result_hash)}"
         assert (v2, "wasDerivedFrom", update) in edges
-        assert (update, "wasGeneratedBy", f"access:{hexed(ref.access_id)}") in edges
+        access = f"access:{hexed(ref.access_id)}@{hexed(ref.agreement_id)}"
+        assert (update, "wasGeneratedBy", access) in edges
     assert (v2, "wasAttributedTo", f"organization:{hexed(world.institute)}") in edges
     events = event_positions(engine)
     for edge in graph.edges:

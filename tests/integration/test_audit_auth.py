@@ -323,8 +323,9 @@ def test_the_graph_is_cut_where_the_organization_stops(
     graph = get(client, f"/v1/provenance/artifact/{story.model}?direction=up", token).json()
     ids = {n["id"] for n in graph["nodes"]}
     root = f"artifact:{story.model}"
-    assert {root, f"access:{story.access_a}", f"agreement:{story.agreement_a}"} <= ids
-    hidden = {f"artifact:{story.update_b}", f"access:{story.access_b}",
+    access_a = f"access:{story.access_a}@{story.agreement_a}"
+    assert {root, access_a, f"agreement:{story.agreement_a}"} <= ids
+    hidden = {f"artifact:{story.update_b}", f"access:{story.access_b}@{story.agreement_b}",
               f"agreement:{story.agreement_b}", f"dataset:{story.dataset_b}"}  # fmt: skip
     assert not hidden & ids
     assert root in graph["cut"]

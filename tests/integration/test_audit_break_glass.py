@@ -61,7 +61,7 @@ def story(world: World, tmp_path_factory: pytest.TempPathFactory) -> dict[str, A
     agreement, access = record_break_glass(world, PATIENT, review_hours=1)
     cohorts = make_cohort_store(tmp_path_factory.mktemp("glass-cohorts") / "cohorts.db")
     put_cohort(cohorts, access, [PATIENT])
-    due = int(world.ledger.call("AccessLog", "breakGlassOf", access)[0])
+    due = int(world.ledger.call("AccessLog", "breakGlassOf", access, agreement)[0])
     return {"agreement": agreement, "access": access, "due": due, "cohorts": cohorts}
 
 
@@ -166,7 +166,7 @@ def test_the_fhir_audit_event_says_emergency_treatment_and_break_the_glass(
 ) -> None:
     _, engine, _ = indexed
     graph = provenance(engine, Kind.ACCESS, hexed(story["access"]))
-    node = graph.node(f"access:{hexed(story['access'])}")
+    node = graph.node(f"access:{hexed(story['access'])}@{hexed(story['agreement'])}")
     assert node.attributes["break_glass_reason"] == "LIFE_THREATENING_EMERGENCY"
     assert not [n for n in graph.nodes if n.type == "authorization"]  # no code was redeemed
     bundle = json.loads(fhir_json(graph, block_times(engine, graph_blocks(graph))))

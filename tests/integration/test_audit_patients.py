@@ -384,7 +384,7 @@ def test_an_access_graph_shows_its_cohort_as_one_node(indexed: Indexed) -> None:
     s = indexed.story
     access = hexed(s.accesses["cohort"])
     graph = provenance(indexed.engine, Kind.ACCESS, access, direction=Direction.UP)
-    cohort = graph.node(f"cohort:{access}")
+    cohort = graph.node(f"cohort:{access}@{hexed(s.agreement)}")
     assert cohort.attributes["size"] == 3
     assert cohort.attributes["status"] == "verified"
     assert cohort.attributes["consented_members"] == 3
@@ -422,7 +422,8 @@ def test_a_subject_graph_links_consents_codes_and_accesses(indexed: Indexed) -> 
     } <= edges
     consent_edge = [e for e in graph.edges if e.target == f"consent:{hexed(s.consents['alice'])}"
                     and e.relation == "used"]  # fmt: skip
-    assert [e.source for e in consent_edge] == [f"access:{hexed(s.accesses['cohort'])}"]
+    cohort_access = f"access:{hexed(s.accesses['cohort'])}@{hexed(s.agreement)}"
+    assert [e.source for e in consent_edge] == [cohort_access]
     document = ProvDocument.deserialize(content=prov_json(graph), format="json")
     assert len(list(document.get_records())) > 10
 

@@ -102,7 +102,7 @@ def test_an_access_traces_up_to_its_agreement_signatures_and_organizations(
     story: Story, world: World
 ) -> None:
     graph = provenance(story.engine, Kind.ACCESS, story.exported, direction=Direction.UP)
-    assert graph.root == f"access:{story.exported}"
+    assert graph.root == f"access:{story.exported}@{story.agreement}"
     assert_chain_referenced(graph, story.engine)
     edges = {(e.source, e.relation, e.target, e.attributes.get("role")) for e in graph.edges}
     root = graph.root
@@ -141,7 +141,7 @@ def test_an_agreement_traces_down_to_its_accesses_and_released_results(story: St
     (generated,) = [e for e in graph.edges if e.relation == "wasGeneratedBy"]
     assert (generated.source, generated.target) == (
         f"artifact:{story.result}",
-        f"access:{story.exported}",
+        f"access:{story.exported}@{story.agreement}",
     )
     assert generated.attributes["kind"] == "DEIDENTIFIED_EXTRACT"
     assert graph.truncated == []
@@ -173,7 +173,7 @@ def test_organizations_and_datasets_accept_their_slugs(story: Story, world: Worl
     assert_chain_referenced(dataset, story.engine)
     assert ("agreement", "wasDerivedFrom", "dataset") in relations(dataset)
     assert ("dataset", "wasAttributedTo", "organization") in relations(dataset)
-    assert f"access:{story.granted}" in {n.id for n in dataset.nodes}
+    assert f"access:{story.granted}@{story.agreement}" in {n.id for n in dataset.nodes}
 
 
 @pytest.mark.parametrize(

@@ -244,7 +244,8 @@ def test_a_code_redeems_once_for_a_one_patient_access_on_chain(
     denied = gateway.client.get_access(second.access_id, wait=True)
     assert (denied.status, denied.authorization_fault) == ("confirmed", "REDEEMED")
     second_id = bytes.fromhex(second.access_id[2:])
-    assert world.ledger.call("AccessLog", "decisionOf", second_id) == Decision.DENIED
+    decision = world.ledger.call("AccessLog", "decisionOf", second_id, claims.agreement)
+    assert decision == Decision.DENIED
 
 
 @pytest.mark.every_node

@@ -15,6 +15,7 @@ import os
 import time
 from collections.abc import Iterator
 from dataclasses import replace
+from typing import Any
 
 import httpx
 import pytest
@@ -141,6 +142,11 @@ def recorded_reason(world: World, access_id: str) -> DenyReason:
     return DenyReason(events[0]["args"]["record"]["reason"])
 
 
+def break_glass_of(world: World, access: bytes, agreement: bytes) -> Any:
+    """`AccessLog.breakGlassOf`: (review due, outcome) of the access (request id, agreement)."""
+    return world.ledger.call("AccessLog", "breakGlassOf", access, agreement)
+
+
 def break_glass_access(world: World, gateway: GatewayHandle, transfer: bytes) -> str:
     body = sign_request(
         world.requester, clinical_request(transfer, GLASS), gateway.domain, cohort=[PATIENT]
@@ -177,7 +183,7 @@ def test_break_glass_is_granted_flagged_and_reviewed_once_through_the_cli(
 ) -> None:
     access = break_glass_access(world, gateway, transfer)
     key = bytes.fromhex(access[2:])
-    due, outcome = world.ledger.call("AccessLog", "breakGlassOf", key)
+    due, outcome = break_glass_of(world, key, transfer)
     assert due > time.time() + 47 * 3600
     assert outcome == BreakGlassOutcome.NONE
 
@@ -203,12 +209,12 @@ def test_break_glass_is_granted_flagged_and_reviewed_once_through_the_cli(
         "confirmed", "UPHELD", access,
     )  # fmt: skip
     assert shown["finding_hash"] == "0x" + keccak(b"Unconscious on arrival; upheld.").hex()
-    assert world.ledger.call("AccessLog", "breakGlassOf", key)[1] == BreakGlassOutcome.UPHELD
+    assert break_glass_of(world, key, transfer)[1] == BreakGlassOutcome.UPHELD
 
-    again = invoke(cli_env, *args, "--outcome", "referred")
+    again = invoke(cli_env, *args, "--agreement", "0x" + transfer.hex(), "--outcome", "referred")
     assert again.exit_code != 0
     assert "AccessLogBreakGlassReviewed" in again.output
-    assert world.ledger.call("AccessLog", "breakGlassOf", key)[1] == BreakGlassOutcome.UPHELD
+    assert break_glass_of(world, key, transfer)[1] == BreakGlassOutcome.UPHELD
 
 
 def test_the_cli_refuses_bad_input_with_one_line(cli_env: dict[str, str]) -> None:
@@ -219,6 +225,11 @@ def test_the_cli_refuses_bad_input_with_one_line(cli_env: dict[str, str]) -> Non
         ((unknown, "--outcome", "maybe", "--finding", "x"), "unknown outcome"),
         ((unknown, "--outcome", "upheld", "--finding", " "), "finding must be"),
         (("0x12", "--outcome", "upheld", "--finding", "x"), "32 bytes"),
+        ((unknown, "--agreement", "0x12", "--outcome", "upheld", "--finding", "x"), "32 bytes"),
+        (
+            (unknown, "--agreement", unknown, "--outcome", "upheld", "--finding", "x"),
+            f"no break-glass access under agreement {unknown}",
+        ),
     ):
         result = invoke(cli_env, "break-glass", "review", *args)
         assert result.exit_code != 0, args
@@ -250,12 +261,12 @@ def test_the_review_route_relays_only_the_paths_review_of_the_holders_steward(
     with pytest.raises(GatewayClientError) as exc:
         steward.review_break_glass(access, b"\xc0")
     assert (exc.value.status, exc.value.code) == (422, "malformed_transaction")
-    assert world.ledger.call("AccessLog", "breakGlassOf", key)[1] == BreakGlassOutcome.NONE
+    assert break_glass_of(world, key, transfer)[1] == BreakGlassOutcome.NONE
     answer = steward.review_break_glass(access, signed(world.steward, key, 2), wait=True)
     assert (answer.status, answer.access_id, answer.function) == (
         "confirmed", access, "reviewBreakGlass",
     )  # fmt: skip
-    assert world.ledger.call("AccessLog", "breakGlassOf", key)[1] == BreakGlassOutcome.REFERRED
+    assert break_glass_of(world, key, transfer)[1] == BreakGlassOutcome.REFERRED
 
 
 def test_the_review_route_refuses_bad_requests_with_problem_json(

@@ -53,7 +53,7 @@ def test_a_granted_access_is_answered_at_once_and_recorded_on_chain(
     assert confirmed.status == "confirmed"
     assert confirmed.block_number is not None
     assert (
-        world.ledger.call("AccessLog", "decisionOf", bytes.fromhex(body.request_id[2:]))
+        world.ledger.call("AccessLog", "decisionOf", bytes.fromhex(body.request_id[2:]), agreement)
         == Decision.GRANTED
     )
 
@@ -71,7 +71,7 @@ def test_a_denied_access_is_recorded_with_its_reasons(
     assert answer.reasons == ["FIELDS_NOT_IN_SCOPE", "TIER_ABOVE_CEILING"]
     assert answer.status == "confirmed"
     assert (
-        world.ledger.call("AccessLog", "decisionOf", bytes.fromhex(body.request_id[2:]))
+        world.ledger.call("AccessLog", "decisionOf", bytes.fromhex(body.request_id[2:]), agreement)
         == Decision.DENIED
     )
 
@@ -334,15 +334,34 @@ def test_a_token_of_another_organization_is_403(
     assert missing.status_code == 404  # nothing was recorded
 
 
-def test_a_request_id_recorded_by_someone_else_is_no_confirmation(
+def test_a_request_id_recorded_under_another_agreement_is_another_access(
     world: World, gateway: GatewayHandle, agreement: bytes
 ) -> None:
-    """Request ids are one name space for the whole chain. A gateway that finds its request
-    id taken (another hospital's gateway recorded it first: seen pending, or reused by a
-    requester who has agreements with both) must not take that record for its own: a grant
-    reported confirmed would be on no chain, outside every quota and audit trail."""
+    """On chain an access is its agreement and request id: a request id already recorded
+    under another agreement (a requester reusing it at another hospital, or another gateway
+    recording it first) takes nothing from this gateway's grant, which is recorded and
+    confirmed beside it."""
     other = world.activate(world.research_terms())
     squatted = world.access_record(other, Decision.DENIED, DenyReason.QUOTA_EXHAUSTED)
+    world.ledger.transact(world.gateway, "AccessLog", "recordAccesses", [squatted.as_abi()])
+    taken = squatted.request.request_id
+    body = sign_request(world.requester, request(world, agreement, request_id=taken),
+                        gateway.domain)  # fmt: skip
+    answer = gateway.client.request_access(body)
+    assert answer.decision == "GRANTED"
+    settled = gateway.client.get_access(answer.access_id, wait=True)
+    assert settled.status == "confirmed", settled
+    assert world.ledger.call("AccessLog", "decisionOf", taken, other) == Decision.DENIED
+    assert world.ledger.call("AccessLog", "decisionOf", taken, agreement) == Decision.GRANTED
+
+
+def test_a_request_id_another_gateway_of_the_holder_recorded_is_no_confirmation(
+    world: World, gateway: GatewayHandle, agreement: bytes
+) -> None:
+    """Under one agreement a request id is one access. A gateway that finds it taken there by
+    another gateway account of the holder (one that keeps another outbox) must not take that
+    record for its own: a grant reported confirmed would be on no chain."""
+    squatted = world.access_record(agreement, Decision.DENIED, DenyReason.QUOTA_EXHAUSTED)
     world.ledger.transact(world.gateway, "AccessLog", "recordAccesses", [squatted.as_abi()])
     taken = squatted.request.request_id
     body = sign_request(world.requester, request(world, agreement, request_id=taken),
@@ -351,4 +370,5 @@ def test_a_request_id_recorded_by_someone_else_is_no_confirmation(
     assert answer.decision == "GRANTED"  # decided before the chain is asked
     settled = gateway.client.get_access(answer.access_id, wait=True)
     assert settled.status == "failed", settled
-    assert world.ledger.call("AccessLog", "decisionOf", taken) == Decision.DENIED
+    assert settled.error == "AccessLogDuplicateRequest"
+    assert world.ledger.call("AccessLog", "decisionOf", taken, agreement) == Decision.DENIED

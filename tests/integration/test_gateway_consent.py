@@ -185,7 +185,7 @@ def test_an_empty_admitted_cohort_is_denied_consent_missing_on_chain(
         done = gateway.client.get_access(access.access_id, wait=True)
         assert done.status == "confirmed"
         access_id = bytes.fromhex(access.access_id[2:])
-        assert world.ledger.call("AccessLog", "decisionOf", access_id) == Decision.DENIED
+        assert world.ledger.call("AccessLog", "decisionOf", access_id, agreement) == Decision.DENIED
         assert recorded(world, access.access_id)["reason"] == 9  # CONSENT_MISSING
         assert stored_cohort(gateway.settings, access.access_id) is None
 

@@ -165,7 +165,8 @@ def test_access_records_are_checked_on_chain(world: World) -> None:
     granted = record(world, request_for(world, agreement))
     world.ledger.transact(world.gateway, "AccessLog", "recordAccess", granted.as_abi())
     assert (
-        world.ledger.call("AccessLog", "decisionOf", granted.request.request_id) == Decision.GRANTED
+        world.ledger.call("AccessLog", "decisionOf", granted.request.request_id, agreement)
+        == Decision.GRANTED
     )
     assert world.ledger.call("AccessLog", "accessesUsed", agreement) == 1
 
@@ -261,4 +262,7 @@ def test_a_request_signed_to_live_forever_is_refused_by_the_access_log(
     assert args["latest"] - int(time.time()) <= 90 * 86_400 + 60
     assert world.ledger.call("AccessLog", "MAX_REQUEST_LIFETIME") == 90 * 86_400
     request_id = record.request.request_id
-    assert world.ledger.call("AccessLog", "decisionOf", request_id) == Decision.NONE
+    assert (
+        world.ledger.call("AccessLog", "decisionOf", request_id, record.request.agreement_id)
+        == Decision.NONE
+    )

@@ -276,7 +276,9 @@ class Harness:
         if outcome.granted:
             self.ledger.transact(self.world.gateway, "AccessLog", "recordAccess", granted)
             assert self.used(agreement) == used + 1
-            due, review = self.ledger.call("AccessLog", "breakGlassOf", request.request_id)
+            due, review = self.ledger.call(
+                "AccessLog", "breakGlassOf", request.request_id, agreement
+            )
             assert (due > now) == is_break_glass(code)  # flagged for review, never redeemed
             assert review == BreakGlassOutcome.NONE
             if state.consent_policy == ConsentPolicy.PATIENT_AUTHORIZATION and due == 0:
@@ -303,7 +305,8 @@ class Harness:
             self.ledger.transact(self.world.gateway, "AccessLog", "recordAccess", denied)
             assert self.used(agreement) == used
             assert self.authorization(code) == before  # a refused access redeems nothing
-        assert self.ledger.call("AccessLog", "decisionOf", request.request_id) == outcome.decision
+        decision = self.ledger.call("AccessLog", "decisionOf", request.request_id, agreement)
+        assert decision == outcome.decision
         return outcome
 
 

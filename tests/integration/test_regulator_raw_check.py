@@ -384,7 +384,8 @@ def test_the_check_catches_a_wrong_reference(
                       headers={"Authorization": f"Bearer {answers.token}"}).json()  # fmt: skip
     addresses = {a.lower() for a in world.ledger.deployment.addresses.values()}
     rpc = Rpc(chain.rpc_url, read_token)
-    access = next(n for n in graph["nodes"] if n["id"] == f"access:{answers.access}")
+    node_id = f"access:{answers.access}@{answers.agreement}"
+    access = next(n for n in graph["nodes"] if n["id"] == node_id)
     moved = {**access, "chain": {**access["chain"], "log_index": access["chain"]["log_index"] + 7}}
     assert mismatches({"nodes": [moved], "edges": []}, rpc, addresses)
     changed = {**access, "attributes": {**access["attributes"], "cohort_size": 10_000}}

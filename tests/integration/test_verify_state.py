@@ -209,12 +209,16 @@ def test_a_storage_rewrite_on_access_log_is_named(
 def test_an_erased_decision_is_named_at_its_access(
     node: ChainHandle, world: World, store: str, story: tuple[bytes, bytes]
 ) -> None:
-    """The request id's slot cleared: the chain would take the same signed request again."""
+    """The access's slot cleared: the chain would take the same signed request again."""
     access_log = world.ledger.deployment.address("AccessLog")
-    denied = story[1]
-    assert world.ledger.call("AccessLog", "decisionOf", denied) == 2  # DENIED
-    slot = next(mapping_slot(denied, base) for base in range(64)
-                if storage(node, access_log, mapping_slot(denied, base)))  # fmt: skip
+    agreement, denied = story
+    assert world.ledger.call("AccessLog", "decisionOf", denied, agreement) == 2  # DENIED
+
+    def access_slot(base: int) -> int:  # _accesses[agreementId][requestId]
+        return mapping_slot(denied, mapping_slot(agreement, base))
+
+    slot = next(access_slot(base) for base in range(64)
+                if storage(node, access_log, access_slot(base)))  # fmt: skip
     packed = storage(node, access_log, slot)
     set_storage(node, access_log, slot, 0)
     try:
@@ -225,7 +229,7 @@ def test_an_erased_decision_is_named_at_its_access(
         wait_blocks(node)
     (finding,) = named(report, "state_differs_from_events")
     assert (finding.contract, finding.key) == ("AccessLog", "0x" + denied.hex())
-    assert finding.details["function"] == "decisionOf(bytes32)"
+    assert finding.details["function"] == "decisionOf(bytes32,bytes32)"
     assert finding.details["fields"] == {"decision": {"events": 2, "chain": 0}}
     with sa.create_engine(store).connect() as conn:
         b, t, i = conn.execute(

@@ -261,7 +261,10 @@ def test_access_request_typed_data_signed_by_both_wallets_is_granted_on_chain(
     assert answer.status_code == 201, answer.text
     assert answer.json()["decision"] == "GRANTED"
     assert answer.json()["status"] == "confirmed"
-    recorded = world.ledger.call("AccessLog", "decisionOf", bytes.fromhex(body["request_id"][2:]))
+    recorded = world.ledger.call(
+        "AccessLog", "decisionOf", bytes.fromhex(body["request_id"][2:]),
+        bytes.fromhex(body["agreement_id"][2:]),
+    )  # fmt: skip
     assert recorded, "the chain holds no decision for the request"
 
 

@@ -259,7 +259,7 @@ def test_a_verified_cohort_stores_every_member_with_a_proof_of_the_root() -> Non
     people = subjects(37)
     tree = CohortTree.build(people)
     rows = cohort_rows(access_for(tree), list(reversed(people)), "hospital-a")
-    assert rows.status("0x" + "aa" * 32) == CohortStatus.VERIFIED.value
+    assert rows.status((7, 0, 2)) == CohortStatus.VERIFIED.value
     assert len(rows.members) == 37
     for b, t, i, index, subject, access_id, proof in rows.members:
         assert (b, t, i, access_id) == (7, 0, 2, "0x" + "aa" * 32)
@@ -276,8 +276,8 @@ def test_leaves_of_another_root_store_no_member() -> None:
     assert row[7] == "0x" + CohortTree.build(subjects(5, salt=1)).root.hex()
     assert rows.members == []
     bigger = cohort_rows(access_for(tree, size=6), subjects(5), "hospital-a")
-    assert bigger.status("0x" + "aa" * 32) == CohortStatus.ROOT_MISMATCH.value
-    assert cohort_rows(access_for(tree), [], "x").status("0x" + "aa" * 32) == "root_mismatch"
+    assert bigger.status((7, 0, 2)) == CohortStatus.ROOT_MISMATCH.value
+    assert cohort_rows(access_for(tree), [], "x").status((7, 0, 2)) == "root_mismatch"
 
 
 def test_a_cohort_of_one_comes_from_its_authorization() -> None:
@@ -349,10 +349,32 @@ def test_resolve_marks_what_no_source_holds(tmp_path: Path) -> None:
     accesses = [access_for(tree, access_id="0x" + held.hex()),
                 access_for(tree, access_id="0x" + lost.hex(), log_index=3)]  # fmt: skip
     rows = resolve([SqlCohortSource(url)], accesses)
-    assert rows.status("0x" + held.hex()) == CohortStatus.VERIFIED.value
-    assert rows.status("0x" + lost.hex()) == CohortStatus.LEAVES_UNAVAILABLE.value
+    assert rows.status((7, 0, 2)) == CohortStatus.VERIFIED.value
+    assert rows.status((7, 0, 3)) == CohortStatus.LEAVES_UNAVAILABLE.value
     assert len(rows.members) == 4
     assert resolve([], accesses).cohorts == {}
+
+
+def test_one_request_id_at_two_hospitals_takes_each_hospitals_own_cohort(tmp_path: Path) -> None:
+    """A request id names one access per agreement: two hospitals' stores may both hold it,
+    each with its own cohort. Each access gets the leaves whose tree head it recorded, in a
+    page holding both and in pages holding one, whichever store is asked first."""
+    same = b"\x07" * 32
+    at_a, at_b = subjects(3), subjects(5, salt=2)
+    tree_a, tree_b = CohortTree.build(at_a), CohortTree.build(at_b)
+    store_a = SqlCohortSource(cohort_store(tmp_path / "a.db", {same: at_a}), name="hospital-a")
+    store_b = SqlCohortSource(cohort_store(tmp_path / "b.db", {same: at_b}), name="hospital-b")
+    access_a = access_for(tree_a, access_id="0x" + same.hex())
+    access_b = access_for(tree_b, access_id="0x" + same.hex(), log_index=3)
+    for sources in ([store_a, store_b], [store_b, store_a]):
+        rows = resolve(sources, [access_a, access_b])
+        assert rows.status((7, 0, 2)) == rows.status((7, 0, 3)) == CohortStatus.VERIFIED.value
+        assert rows.cohorts[7, 0, 2][5] == "hospital-a"
+        assert rows.cohorts[7, 0, 3][5] == "hospital-b"
+        assert len(rows.members) == 8
+        alone = resolve(sources, [access_b])
+        assert alone.status((7, 0, 3)) == CohortStatus.VERIFIED.value
+        assert alone.cohorts[7, 0, 3][5] == "hospital-b"
 
 
 # --- when a consent covered an access ------------------------------------------------------

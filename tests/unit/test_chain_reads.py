@@ -55,14 +55,17 @@ def single_views(request: dict[str, Any]) -> dict[str, Any]:
     call = request["params"][0]
     if "to" not in call:
         return {"error": {"code": -32000, "message": "contract creation not supported"}}
-    request_id = bytes.fromhex(call["data"][2:])[4:]
+    request_id = bytes.fromhex(call["data"][2:])[4:36]  # (requestId, agreementId)
     if request_id[-1] == 0xFF:
         return {"error": {"code": 3, "message": "execution reverted"}}
     return {"result": "0x" + (request_id[-1] % 3).to_bytes(32, "big").hex()}
 
 
+AGREEMENT = "0x" + "a1" * 32
+
+
 def ids(count: int) -> list[list[str]]:
-    return [["0x" + n.to_bytes(32, "big").hex()] for n in range(count)]
+    return [["0x" + n.to_bytes(32, "big").hex(), AGREEMENT] for n in range(count)]
 
 
 def test_a_batch_is_split_within_limits_and_answered_in_order(
@@ -83,7 +86,7 @@ def test_a_node_refusing_batches_is_asked_one_request_at_a_time() -> None:
 def test_without_the_batch_constructor_views_are_read_one_by_one() -> None:
     rpc, seen = node(single_views)
     reader = ViewReader(rpc, 7)
-    args = [*ids(5), ["0x" + "ff" * 32]]
+    args = [*ids(5), ["0x" + "ff" * 32, AGREEMENT]]
     got = reader.read(TARGET, DECISION, args)
     assert [DECISION.decode(g)["decision"] for g in got[:5] if isinstance(g, bytes)] == [
         0, 1, 2, 0, 1,
@@ -103,7 +106,7 @@ def test_a_batch_with_one_reverting_view_is_read_singly_and_names_only_it() -> N
         return single_views(request)
 
     rpc, _ = node(answer)
-    got = ViewReader(rpc, 1).read(TARGET, DECISION, [["0x" + "ff" * 32], *ids(2)])
+    got = ViewReader(rpc, 1).read(TARGET, DECISION, [["0x" + "ff" * 32, AGREEMENT], *ids(2)])
     assert isinstance(got[0], RpcError)
     assert got[1:] == [(0).to_bytes(32, "big"), (1).to_bytes(32, "big")]
 

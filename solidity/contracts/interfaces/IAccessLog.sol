@@ -18,13 +18,17 @@ import {
 /// @title IAccessLog
 /// @notice The audit trail of data use: one event per access decision, granted or denied, and
 /// one per result that leaves the hospital. Only a gateway of the agreement's holder records.
+/// An access is named by its agreement and its request id (`accessId`), the pair the requester
+/// signs: request ids are a name space per agreement, so one organization's gateways can never
+/// take (or be refused) an id another organization's agreement uses.
 /// The gateway decides; this contract guarantees: it refuses any GRANTED record that breaks its
 /// agreement, and any record whose requester did not sign the request.
 interface IAccessLog {
     /// @notice `recorder` is not an active gateway of the holder organization `holder`.
     error AccessLogUnauthorizedRecorder(address recorder, OrgId holder);
-    /// @notice `requestId` was recorded before (request ids are idempotency keys).
-    error AccessLogDuplicateRequest(bytes32 requestId);
+    /// @notice `requestId` was recorded under `agreementId` before (request ids are idempotency
+    /// keys within an agreement).
+    error AccessLogDuplicateRequest(bytes32 requestId, AgreementId agreementId);
     /// @notice No record given, or more than `max`.
     error AccessLogInvalidBatchSize(uint256 size, uint256 max);
     /// @notice A GRANTED record must carry reason NONE, a DENIED one a reason.
@@ -69,16 +73,15 @@ interface IAccessLog {
     error AccessLogUnauthorizedReviewer(address reviewer, OrgId holder);
     /// @notice The access was reviewed already (`outcome`), or the review names no outcome (NONE).
     error AccessLogBreakGlassReviewed(bytes32 accessId, BreakGlassOutcome outcome);
-    /// @notice No access was recorded under `accessId`.
-    error AccessLogUnknownAccess(bytes32 accessId);
-    /// @notice The access was recorded under another agreement.
-    error AccessLogAgreementMismatch(bytes32 accessId, AgreementId agreementId);
+    /// @notice No access `accessId` was recorded under `agreementId`.
+    error AccessLogUnknownAccess(bytes32 accessId, AgreementId agreementId);
     /// @notice The access was denied, or its tier and operation do not allow releasing `kind`.
     error AccessLogReleaseNotAllowed(bytes32 accessId, ReleaseKind kind);
     /// @notice `resultHash` was already released from `accessId`.
     error AccessLogDuplicateRelease(bytes32 accessId, bytes32 resultHash);
 
-    /// @notice One access decision, granted or denied. `accessId` is the request id; `record` is
+    /// @notice One access decision, granted or denied. `accessId` is the request id, unique within
+    /// `agreementId` (the same id under another agreement is another access); `record` is
     /// exactly what the gateway submitted, the requester's signature included.
     event AccessRecorded(
         bytes32 indexed accessId,
@@ -137,9 +140,12 @@ interface IAccessLog {
     function reviewBreakGlass(bytes32 accessId, AgreementId agreementId, BreakGlassOutcome outcome, bytes32 findingHash)
         external;
 
-    /// @notice When break-glass access `accessId` is due for review (zero: not a break-glass
-    /// access) and its review's outcome (NONE while unreviewed).
-    function breakGlassOf(bytes32 accessId) external view returns (uint64 reviewDue, BreakGlassOutcome outcome);
+    /// @notice When break-glass access `accessId` of `agreementId` is due for review (zero: not a
+    /// break-glass access) and its review's outcome (NONE while unreviewed).
+    function breakGlassOf(bytes32 accessId, AgreementId agreementId)
+        external
+        view
+        returns (uint64 reviewDue, BreakGlassOutcome outcome);
 
     /// @notice Whether result `resultHash` was released from access `accessId`, recorded under
     /// exactly `agreementId`: true iff `releaseResult(accessId, agreementId, resultHash, …)` succeeded.
@@ -149,8 +155,8 @@ interface IAccessLog {
     /// @notice How many granted accesses `agreementId` has used.
     function accessesUsed(AgreementId agreementId) external view returns (uint64);
 
-    /// @notice The decision recorded for `requestId` (NONE when unrecorded).
-    function decisionOf(bytes32 requestId) external view returns (Decision);
+    /// @notice The decision recorded for `requestId` under `agreementId` (NONE when unrecorded).
+    function decisionOf(bytes32 requestId, AgreementId agreementId) external view returns (Decision);
 
     /// @notice The EIP-712 digest a requester signs for `record`.
     function requestDigest(AccessRecord calldata record) external view returns (bytes32);

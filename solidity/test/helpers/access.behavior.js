@@ -36,7 +36,7 @@ function shouldEnforceGrantRules(submit) {
     await expect(submit(ctx, [record]))
       .to.be.revertedWithCustomError(ctx.accessLog, errorName)
       .withArgs(...args);
-    expect(await ctx.accessLog.decisionOf(record.requestId)).to.equal(Decision.NONE);
+    expect(await ctx.accessLog.decisionOf(record.requestId, record.agreementId)).to.equal(Decision.NONE);
   }
 
   it("records a granted access, counts it against the quota and emits the exact record", async function () {
@@ -45,7 +45,7 @@ function shouldEnforceGrantRules(submit) {
     await expect(submit(ctx, [record]))
       .to.emit(ctx.accessLog, "AccessRecorded")
       .withArgs(record.requestId, ctx.id, DATASET.EHR, ctx.hospitalGateway.address, sameStruct(record));
-    expect(await ctx.accessLog.decisionOf(record.requestId)).to.equal(Decision.GRANTED);
+    expect(await ctx.accessLog.decisionOf(record.requestId, record.agreementId)).to.equal(Decision.GRANTED);
     expect(await ctx.accessLog.accessesUsed(ctx.id)).to.equal(1);
   });
 
@@ -341,7 +341,7 @@ function shouldEnforceGrantRules(submit) {
       await submit(ctx, [record]);
       await expect(submit(ctx, [record]))
         .to.be.revertedWithCustomError(ctx.accessLog, "AccessLogDuplicateRequest")
-        .withArgs(record.requestId);
+        .withArgs(record.requestId, ctx.id);
       expect(await ctx.accessLog.accessesUsed(ctx.id)).to.equal(1);
     });
 
