@@ -409,3 +409,34 @@ def test_checksum_address_matches_eth_utils() -> None:
     for i in range(200):
         raw = keccak(i.to_bytes(4))[:20]
         assert checksum_address(raw) == to_checksum_address(raw)
+
+
+def test_legacy_transactions_are_signed_as_eth_account_signs_them() -> None:
+    """The gateway's own legacy (EIP-155) transactions are RLP-encoded and signed without
+    eth-account: the bytes are eth-account's, at the edges of every field (zero, one byte
+    below 0x80, a 56-byte string, a ~140 kB batch), and what it does not take as plain
+    values still goes to eth-account."""
+    signer = LocalSigner(COW_KEY)
+    to = [checksum_address(bytes([b]) * 20) for b in (0x12, 0xAB, 0xCD, 0xEF)]
+    cases = [
+        {"to": to[0], "data": b"", "gas": 0, "gasPrice": 0, "nonce": 0, "chainId": 1},
+        {"to": to[1], "data": b"\x7f", "gas": 21_000, "gasPrice": 1,
+         "nonce": 0x7F, "chainId": 31337, "value": 0},
+        {"to": to[2], "data": bytes(range(56)), "gas": 2**24, "gasPrice": 0,
+         "nonce": 0x80, "chainId": 2**32 - 1, "value": 10**18},
+        {"to": to[3], "data": "0x" + "ab" * (256 * 544 + 68),
+         "gas": 15_000_000, "gasPrice": 0, "nonce": 123_456, "chainId": 1337, "value": 0},
+    ]  # fmt: skip
+    for tx in cases:
+        raw = signer.sign_transaction(tx)
+        assert raw == bytes(Account.sign_transaction(tx, COW_KEY).raw_transaction), tx
+        assert Account.recover_transaction(raw) == signer.address
+    no_chain = {"to": to[0], "data": b"", "gas": 1, "gasPrice": 0, "nonce": 0}
+    assert signer.sign_transaction(no_chain) == bytes(
+        Account.sign_transaction(no_chain, COW_KEY).raw_transaction
+    )
+    lower = {**cases[1], "to": to[1].lower()}  # eth-account refuses it: so does the signer
+    with pytest.raises(TypeError):
+        Account.sign_transaction(lower, COW_KEY)
+    with pytest.raises(TypeError):
+        signer.sign_transaction(lower)
