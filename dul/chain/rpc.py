@@ -48,6 +48,7 @@ from typing import Any, Final
 import httpx
 from pydantic_core import from_json
 
+from dul.chain.http1 import Http1Error, Http1Pool, ReadTimeoutError
 from dul.chain.ipc import ipc_call, is_ipc_target
 from dul.chain.log_pages import PageSizer, aget_logs, gateway_sizer, get_logs
 from dul.chain.rpc_auth import bearer_headers, rpc_token
@@ -490,6 +491,13 @@ class AsyncRpcClient:
         self.url = url
         self._headers = bearer_headers(token if token is not None else rpc_token())
         self._owned = client is None
+        self._lean: Http1Pool | None = None
+        """A plain `http://` node (the gateway's guard) is asked through `dul.chain.http1`:
+        ~0.1 ms of the event loop's CPU per call where httpx took ~1.2 ms."""
+        if client is None and url.startswith("http://"):
+            self._lean = Http1Pool(
+                url, self._headers, timeout=timeout, connect_timeout=min(timeout, 2.0)
+            )
         self._client = client or httpx.AsyncClient(
             timeout=httpx.Timeout(timeout, connect=min(timeout, 2.0)),
             limits=httpx.Limits(max_connections=16, max_keepalive_connections=16),
@@ -501,18 +509,41 @@ class AsyncRpcClient:
     async def aclose(self) -> None:
         if self._owned:
             await self._client.aclose()
+        if self._lean is not None:
+            await self._lean.aclose()
 
     async def _post(self, method: str, body: Any) -> Any:
+        if self._lean is not None:
+            status, content = await self._lean_post(method, body)
+        else:
+            try:
+                response = await self._client.post(self.url, json=body, headers=self._headers)
+            except httpx.HTTPError as exc:
+                raise _transport_error(method, self.url, exc) from exc
+            status, content = response.status_code, response.content
+        if status >= 300:
+            raise _status_error(method, status, content)
         try:
-            response = await self._client.post(self.url, json=body, headers=self._headers)
-        except httpx.HTTPError as exc:
-            raise _transport_error(method, self.url, exc) from exc
-        if response.status_code >= 300:
-            raise _status_error(method, response.status_code, response.content)
-        try:
-            return response.json()
+            return from_json(content)
         except ValueError as exc:
             raise NodeUnavailableError(f"{method}: unreadable reply ({exc})") from exc
+
+    async def _lean_post(self, method: str, body: Any) -> tuple[int, bytes]:
+        """`_post`'s exchange through `Http1Pool`, its failures mapped as httpx's are."""
+        assert self._lean is not None
+        payload = json.dumps(body, separators=(",", ":")).encode()
+        try:
+            return await self._lean.post(payload)
+        except ReadTimeoutError as exc:
+            if method == GET_LOGS:  # too heavy to serve in time: page smaller
+                raise RangeRefusedError(f"timed out: {exc}") from exc
+            raise NodeUnavailableError(
+                f"{method}: the node at {self.url} did not answer: {exc!r}"
+            ) from exc
+        except (Http1Error, TimeoutError) as exc:
+            raise NodeUnavailableError(
+                f"{method}: the node at {self.url} did not answer: {exc!r}"
+            ) from exc
 
     async def request(self, method: str, *params: Any) -> Any:
         body = {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": list(params)}
