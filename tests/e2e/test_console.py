@@ -295,7 +295,7 @@ def test_exports_download_prov_json_and_fhir(page: Page, stack: Stack, tmp_path:
     text = saved.read_text()
     body = json.loads(text)
     assert {"entity", "activity", "agent"} <= set(body)
-    assert f"dul:access-{ids['denied']}" in body["activity"]
+    assert f"dul:access-{ids['denied']}-{ids['agreement']}" in body["activity"]
     assert len(list(ProvDocument.deserialize(content=text, format="json").get_records())) > 5
 
     with page.expect_download() as fhir_download:
