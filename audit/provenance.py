@@ -767,13 +767,19 @@ class _Builder:
                             "chain": _prefixed_ref(row, "v_").model_dump()})  # fmt: skip
         # every use (a multi-use code has one per access), oldest first
         last_use, uses = None, 0
+        # its access is the next log of the same transaction (the access log redeems, then
+        # records): its agreement names it where the request id names accesses elsewhere too
         for use in self.rows(
             "SELECT r.block_number AS r_block, r.tx_index AS r_tx, r.log_index AS r_log, "
-            "r.tx_hash AS r_hash, r.access_id AS r_access FROM authorization_redemption r "
+            "r.tx_hash AS r_hash, r.access_id AS r_access, a.agreement_id AS r_agreement "
+            "FROM authorization_redemption r LEFT JOIN access_event a "
+            "ON a.block_number = r.block_number AND a.tx_index = r.tx_index "
+            "AND a.log_index = r.log_index + 1 "
             "WHERE r.code_hash = :k ORDER BY r.block_number, r.tx_index, r.log_index",
             k=key,
         ):
             history.append({"event": "redeemed", "access_id": use["r_access"],
+                            "agreement_id": use["r_agreement"],
                             "chain": _prefixed_ref(use, "r_").model_dump()})  # fmt: skip
             last_use, uses = use["r_access"], uses + 1
         return Node.model_construct(

@@ -62,8 +62,10 @@ def test_a_multi_use_code_shows_its_kind_and_every_use(
         node = graph.node(f"authorization:{hexed(multi)}")
         assert (node.attributes["multi_use"], node.attributes["uses"]) == (True, 2)
         assert node.attributes["redeemed_by_access"] == uses[-1]
-        redeemed = [e["access_id"] for e in node.attributes["history"] if e["event"] == "redeemed"]
-        assert redeemed == uses
+        redeemed = [e for e in node.attributes["history"] if e["event"] == "redeemed"]
+        assert [e["access_id"] for e in redeemed] == uses
+        # each use names its access's agreement (the redemption is the log before the access)
+        assert [e["agreement_id"] for e in redeemed] == [hexed(insurance)] * 2
 
         bundle = json.loads(fhir_json(graph, {}))
         resources = [e["resource"] for e in bundle["entry"]]
