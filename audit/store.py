@@ -669,10 +669,14 @@ class WalCheckpointer:
     the fetch workers stalled behind it. Here the writer's own connection checkpoints nothing
     (`wal_autocheckpoint=0`, set by `AuditStore.write_page`) and, after each page's commit,
     this thread runs a PASSIVE checkpoint (it copies what is committed without blocking the
-    writer); once the WAL holds `restart_bytes`, a RESTART checkpoint (it waits for the
-    writer's current transaction, copies the few frames written since and lets the next one
-    start the WAL over) keeps the file from growing. Checkpoints change no content and a crash
-    in one loses nothing: SQLite redoes it from the WAL when the store next opens."""
+    writer). A WAL copied whole is started over by the writer's next transaction, as before;
+    once it holds `restart_bytes` (the writer busy back to back), a RESTART checkpoint (the
+    few frames written since, then the next transaction starts the WAL over) keeps the file
+    from growing. Neither ever waits: this connection has no busy timeout, so a RESTART that
+    would wait for the writer's transaction or a reader's snapshot (which would also hold up
+    the writer's next one) is given up until the next commit. Checkpoints change no content
+    and a crash in one loses nothing: SQLite redoes it from the WAL when the store next
+    opens."""
 
     def __init__(self, database: str, restart_bytes: int = WAL_CHECKPOINT_BYTES) -> None:
         import threading
@@ -700,12 +704,12 @@ class WalCheckpointer:
         import sqlite3
 
         try:
-            conn = sqlite3.connect(self.database, timeout=30, check_same_thread=False)
+            conn = sqlite3.connect(self.database, timeout=0, check_same_thread=False)
         except sqlite3.Error as exc:  # the writer still checkpoints when its connection closes
             self.error = exc
             return
         try:
-            conn.execute("PRAGMA busy_timeout=30000")
+            conn.execute("PRAGMA busy_timeout=0")
             page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
             while True:
                 self.wake.wait()
