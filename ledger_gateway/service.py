@@ -22,12 +22,15 @@ code already held) and the call is stored again, so what is acknowledged is what
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import functools
 import hashlib
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 from eth_abi.abi import decode
@@ -182,6 +185,55 @@ def _verifier() -> ThreadPoolExecutor:
     return _VERIFIER[0]
 
 
+class _Coalesced:
+    """Signature checks of small calls (single requests, mostly) that reach this point in the
+    same turn of the event loop, done together in one hop to a verifier thread.
+
+    Checked inline, a single request's recovery (~60-70 µs of libsecp256k1, GIL released) held
+    the event loop, which then also waited to take the GIL back; at 1,000+ requests a second
+    that is a sixth of the loop's time. The first check of a turn schedules the hop for the next
+    turn, so every request decided meanwhile joins it: one executor job and one wake-up of the
+    loop for all of them, while the loop parses, decides and answers others."""
+
+    def __init__(self) -> None:
+        self._waiting: list[tuple[Callable[[], Verified | GatewayError], asyncio.Future[Any]]] = []
+
+    def check(self, fn: Callable[[], Verified | GatewayError]) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._waiting.append((fn, future))
+        if len(self._waiting) == 1:
+            loop.call_soon(self._hop, loop)
+        return future
+
+    def _hop(self, loop: asyncio.AbstractEventLoop) -> None:
+        batch, self._waiting = self._waiting, []
+
+        def deliver(results: list[tuple[bool, Any]]) -> None:
+            for (_, future), (ok, value) in zip(batch, results, strict=True):
+                if future.done():  # its request went away meanwhile
+                    continue
+                if ok:
+                    future.set_result(value)
+                else:
+                    future.set_exception(value)
+
+        def run() -> None:
+            results: list[tuple[bool, Any]] = []
+            for fn, _ in batch:
+                try:
+                    results.append((True, fn()))
+                except Exception as exc:  # not a refusal (those are returned): a failure
+                    results.append((False, exc))
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(deliver, results)
+
+        try:
+            _verifier().submit(run)
+        except RuntimeError as exc:  # the executor shut down (interpreter exit)
+            deliver([(False, exc)] * len(batch))
+
+
 @dataclass(frozen=True)
 class _Decided:
     """A decision not yet stored."""
@@ -232,6 +284,7 @@ class AccessService:
         self.decisions = decisions
         self._counters: dict[tuple[Decision | None, DenyReason], Counter] = {}
         self.consents = consents
+        self._coalesced = _Coalesced()
 
     def authorize(self, token: Token) -> None:
         if token.role != TokenRole.ACCESS_SERVICE:
@@ -311,12 +364,17 @@ class AccessService:
 
     async def _verify_all(
         self, bodies: Sequence[SignedRequestIn], now: int
-    ) -> list[Verified | GatewayError] | None:
-        """A batch's signature checks, on `VERIFY_THREADS` threads (None: too few requests to
-        be worth the hop). Recovery is ~60% of a decision's CPU and libsecp256k1 releases the
-        GIL, so a batch's recoveries run on another core while the event loop serves others."""
+    ) -> list[Verified | GatewayError]:
+        """The calls' signature checks, off the event loop: a batch's on `VERIFY_THREADS`
+        threads, a small call's coalesced with the others of this turn of the loop
+        (`_Coalesced`). Recovery is ~60% of a decision's CPU and libsecp256k1 releases the GIL,
+        so recoveries run on another core while the event loop serves others."""
         if len(bodies) < VERIFY_PARALLEL_MIN:
-            return None
+            futures = [
+                self._coalesced.check(functools.partial(self._verify_or_refusal, body, now))
+                for body in bodies
+            ]
+            return [await future for future in futures]
 
         def check(part: Sequence[SignedRequestIn]) -> list[Verified | GatewayError]:
             out: list[Verified | GatewayError] = []
@@ -334,6 +392,12 @@ class AccessService:
             *(loop.run_in_executor(_verifier(), check, part) for part in parts)
         )
         return [checked for part in done for checked in part]
+
+    def _verify_or_refusal(self, body: SignedRequestIn, now: int) -> Verified | GatewayError:
+        try:
+            return self._verify(body, now)
+        except GatewayError as error:  # raised where the request is decided
+            return error
 
     def _count(self, view: OperationView) -> None:
         reason = view.reasons[0] if view.reasons else DenyReason.NONE
