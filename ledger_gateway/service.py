@@ -197,10 +197,13 @@ class _Coalesced:
 
     def __init__(self) -> None:
         self._waiting: list[tuple[Callable[[], Verified | GatewayError], asyncio.Future[Any]]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def check(self, fn: Callable[[], Verified | GatewayError]) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
+        if loop is not self._loop:  # another event loop (a test's): the last one's hop is gone
+            self._waiting, self._loop = [], loop
         self._waiting.append((fn, future))
         if len(self._waiting) == 1:
             loop.call_soon(self._hop, loop)

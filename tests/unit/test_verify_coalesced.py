@@ -1,0 +1,97 @@
+"""Signature checks of small calls are coalesced per turn of the event loop onto a verifier
+thread (`ledger_gateway.service._Coalesced`): every check of one turn goes in one hop, off the
+event loop's thread; a refusal comes back as a value, a failure as the exception; and a check
+made on a new event loop is served even when an earlier loop went away before its hop."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from ledger_gateway.errors import BadRequestError
+from ledger_gateway.service import _Coalesced, _verifier
+
+
+def call(fn: Callable[..., Any], *args: Any) -> Callable[[], Any]:
+    return lambda: fn(*args)
+
+
+def returning(value: Any) -> Callable[[], Any]:
+    return lambda: value
+
+
+def test_one_hop_per_turn_off_the_loop_thread() -> None:
+    coalesced = _Coalesced()
+    hops: list[int] = []
+    original = _verifier().submit
+
+    async def main() -> list[Any]:
+        loop_thread = threading.get_ident()
+        seen: list[int] = []
+
+        def check(value: Any) -> Any:
+            seen.append(threading.get_ident())
+            if value == "fail":
+                raise RuntimeError("broken")
+            return value
+
+        def counting_submit(fn: Any) -> Any:
+            hops.append(1)
+            return original(fn)
+
+        _verifier().submit = counting_submit  # type: ignore[method-assign,assignment]
+        try:
+            refusal = BadRequestError("no", code="bad_signature")
+            futures = [coalesced.check(call(check, v)) for v in ("a", refusal, "fail", "b")]
+            results: list[Any] = []
+            for future in futures:
+                try:
+                    results.append(await future)
+                except RuntimeError as exc:
+                    results.append(str(exc))
+            later = await coalesced.check(call(check, "c"))  # the next turn: a new hop
+        finally:
+            del _verifier().submit
+        assert loop_thread not in seen
+        return [*results, later]
+
+    results = asyncio.run(main())
+    assert results[0] == "a"
+    assert isinstance(results[1], BadRequestError)
+    assert results[2:] == ["broken", "b", "c"]
+    assert len(hops) == 2
+
+
+def test_a_new_event_loop_is_served_after_one_went_away_before_its_hop() -> None:
+    coalesced = _Coalesced()
+    loop = asyncio.new_event_loop()
+    try:
+        # a check whose loop never turns again: its hop never runs
+        loop.run_until_complete(asyncio.sleep(0))
+
+        async def abandoned() -> None:
+            coalesced.check(returning("never"))
+
+        loop.run_until_complete(abandoned())
+    finally:
+        loop.close()
+
+    async def served() -> Any:
+        return await asyncio.wait_for(coalesced.check(returning("served")), 5)
+
+    assert asyncio.run(served()) == "served"
+
+
+@pytest.mark.parametrize("count", [1, 15])
+def test_every_future_gets_its_own_result(count: int) -> None:
+    coalesced = _Coalesced()
+
+    async def main() -> list[Any]:
+        futures = [coalesced.check(returning(i * 2)) for i in range(count)]
+        return [await f for f in futures]
+
+    assert asyncio.run(main()) == [i * 2 for i in range(count)]
