@@ -345,40 +345,28 @@ class PageFetcher:
         cohorts = None
         if self.cohort_sources:
             cohorts = resolve(self.cohort_sources, cohort_accesses(events))
+        # every block's time, whatever the node: the prepared rows and the events (a page the
+        # store refuses is written again from them) carry the same
+        known = {} if before.timestamp is None else {before.number: before.timestamp}
+        events = self.stamp_events(events, known)
         prepared = prepare(events)
-        self.stamp(prepared, before)
-        if any(ev.block_timestamp is None for ev in events):
-            # the events too: a page the store refuses is written again from them
-            times = {ref.number: ref.timestamp for ref, _ in prepared.blocks}
-            times[before.number] = before.timestamp
-            events = [ev if ev.block_timestamp is not None
-                      else replace(ev, block_timestamp=times.get(ev.block_number))
-                      for ev in events]  # fmt: skip
         return Page(first, before, start.parent_hash, prepared, cohorts, quarantined,
                     events, reply_bytes, over_budget)  # fmt: skip
 
-    def stamp(self, prepared: PreparedPage, last: BlockRef) -> None:
-        """Gives each block of the page its time from its header where the logs carry none
-        (Hardhat's node, and nodes before `blockTimestamp` in logs): in one batch, each header
-        checked against the logs' block hash. The store so holds every block's time whatever
-        the node, and not only of blocks that happened to end a page."""
-        missing = [n for n, (ref, _) in enumerate(prepared.blocks)
-                   if ref.timestamp is None and ref.number != last.number]  # fmt: skip
-        if not missing:
-            return
-        refs = [prepared.blocks[n][0] for n in missing]
-        times = self.block_times([(ref.number, ref.hash) for ref in refs])
-        for n, ref in zip(missing, refs, strict=True):
-            stamped = BlockRef(ref.number, ref.hash, ref.parent_hash, times[ref.number])
-            prepared.blocks[n] = (stamped, prepared.blocks[n][1])
-
-    def stamp_events(self, events: Sequence[DecodedEvent]) -> list[DecodedEvent]:
-        """`events`, each with its block's time where its log carried none (`stamp`'s rule,
-        for events read outside a page: the contracts added to an existing store)."""
-        blocks = {ev.block_number: ev.block_hash for ev in events if ev.block_timestamp is None}
-        if not blocks:
+    def stamp_events(
+        self, events: Sequence[DecodedEvent], known: dict[int, int] | None = None
+    ) -> list[DecodedEvent]:
+        """`events`, each with its block's time where its log carried none (Hardhat's node,
+        and nodes before `blockTimestamp` in logs): the headers of the other blocks read in
+        one batch, each checked against the logs' block hash, so the store holds every
+        block's time whatever the node. `known`: times already read (a page's last block)."""
+        if all(ev.block_timestamp is not None for ev in events):
             return list(events)
-        times = self.block_times(sorted(blocks.items()))
+        times = dict(known or {})
+        blocks = {ev.block_number: ev.block_hash for ev in events
+                  if ev.block_timestamp is None and ev.block_number not in times}  # fmt: skip
+        if blocks:
+            times.update(self.block_times(sorted(blocks.items())))
         return [ev if ev.block_timestamp is not None
                 else replace(ev, block_timestamp=times[ev.block_number])
                 for ev in events]  # fmt: skip
