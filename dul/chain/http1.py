@@ -20,8 +20,13 @@ import asyncio
 import contextlib
 from urllib.parse import urlsplit
 
+from dul.chain.ipc import MAX_REPLY_BYTES
+
 MAX_HEADER_BYTES = 64 * 1024
 """A status line and headers longer than this are not an answer from a JSON-RPC node."""
+MAX_BODY_BYTES = MAX_REPLY_BYTES
+"""A body longer than this is refused before it is read, as over the node's IPC socket: a node
+or guard answering without end must not fill the gateway's memory."""
 
 
 class Http1Error(Exception):
@@ -115,9 +120,11 @@ class Http1Pool:
                 if chunked:
                     content = await _chunked(reader)
                 elif length is not None:
+                    if length > MAX_BODY_BYTES:
+                        raise ValueError(f"a body of {length} bytes")
                     content = await reader.readexactly(length)
                 else:  # neither: the body runs to the end of the connection
-                    content = await reader.read()
+                    content = await _to_end(reader)
                     keep_alive = False
             keep = keep_alive
             return status, content
@@ -180,6 +187,7 @@ async def _head(
 
 async def _chunked(reader: asyncio.StreamReader) -> bytes:
     chunks: list[bytes] = []
+    total = 0
     while True:
         line = await reader.readline()
         if not line:
@@ -189,8 +197,22 @@ async def _chunked(reader: asyncio.StreamReader) -> bytes:
             while (trailer := await reader.readline()) not in (b"\r\n", b"\n", b""):
                 del trailer
             return b"".join(chunks)
+        total += size
+        if total > MAX_BODY_BYTES:
+            raise ValueError(f"a chunked body of more than {MAX_BODY_BYTES} bytes")
         chunks.append(await reader.readexactly(size))
         await reader.readexactly(2)  # CRLF after each chunk
+
+
+async def _to_end(reader: asyncio.StreamReader) -> bytes:
+    parts: list[bytes] = []
+    total = 0
+    while part := await reader.read(MAX_BODY_BYTES + 1 - total):
+        parts.append(part)
+        total += len(part)
+        if total > MAX_BODY_BYTES:
+            raise ValueError(f"a body of more than {MAX_BODY_BYTES} bytes")
+    return b"".join(parts)
 
 
 def _close(stream: Stream) -> None:

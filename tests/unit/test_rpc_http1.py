@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from dul.chain import http1
 from dul.chain.rpc import AsyncRpcClient, NodeUnavailableError, RangeRefusedError, RpcError
 
 Reply = Callable[[dict[str, Any], bytes], Awaitable[bytes | None]]
@@ -174,6 +175,61 @@ def test_failures_map_as_the_httpx_path_does() -> None:
                 await rpc.block_number()
         finally:
             await rpc.aclose()
+
+    asyncio.run(main())
+
+
+def test_a_body_over_the_limit_is_refused_before_it_is_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A Content-Length, a chunked body or a body to the connection's end longer than
+    MAX_BODY_BYTES is no answer (NodeUnavailableError), whatever the server goes on sending;
+    one within it is read as before."""
+    monkeypatch.setattr(http1, "MAX_BODY_BYTES", 64)
+    big = b'{"jsonrpc":"2.0","id":1,"result":"' + b"0" * 100 + b'"}'
+
+    async def main() -> None:
+        async def huge(body: dict[str, Any], head: bytes) -> bytes | None:
+            method = body["method"]
+            if method == "eth_chainId":  # declares 10 GB and sends forever
+                return b"HTTP/1.1 200 OK\r\nContent-Length: 10000000000\r\n\r\n" + big
+            if method == "eth_gasPrice":
+                size = b"%x" % len(big)
+                return (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                        + size + b"\r\n" + big + b"\r\n0\r\n\r\n")  # fmt: skip
+            if method == "eth_syncing":
+                return b"HTTP/1.0 200 OK\r\n\r\n" + big
+            return answer(body, "0x1")
+
+        async with Server(huge) as url:
+            rpc = AsyncRpcClient(url, token="", timeout=2)
+            try:
+                for method in ("eth_chainId", "eth_gasPrice", "eth_syncing"):
+                    with pytest.raises(NodeUnavailableError):
+                        await rpc.request(method)
+                assert await rpc.block_number() == 1
+            finally:
+                await rpc.aclose()
+
+    asyncio.run(main())
+
+
+def test_a_body_to_the_connections_end_is_read_whole_across_pieces(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(http1, "MAX_BODY_BYTES", 64)
+
+    async def main() -> None:
+        reader = asyncio.StreamReader()
+        for piece in (b"a" * 30, b"b" * 30, b"c" * 4):  # 64 bytes: the limit itself
+            reader.feed_data(piece)
+        reader.feed_eof()
+        assert await http1._to_end(reader) == b"a" * 30 + b"b" * 30 + b"c" * 4
+        reader = asyncio.StreamReader()
+        reader.feed_data(b"x" * 65)
+        reader.feed_eof()
+        with pytest.raises(ValueError, match="more than 64 bytes"):
+            await http1._to_end(reader)
 
     asyncio.run(main())
 
