@@ -380,13 +380,7 @@ class AccessService:
             return [await future for future in futures]
 
         def check(part: Sequence[SignedRequestIn]) -> list[Verified | GatewayError]:
-            out: list[Verified | GatewayError] = []
-            for body in part:
-                try:
-                    out.append(self._verify(body, now))
-                except GatewayError as error:  # raised where the request is decided
-                    out.append(error)
-            return out
+            return [self._verify_or_refusal(body, now) for body in part]
 
         loop = asyncio.get_running_loop()
         size = -(-len(bodies) // VERIFY_THREADS)
