@@ -452,7 +452,8 @@ def _derivation(
         target = _key(edge.target)
         agreement = edge.attributes.get("agreement_id")
         if edge.attributes.get("role") == "release":
-            display = f"result released by access {edge.attributes.get('access_id')}"
+            access = f"{edge.attributes.get('access_id')}@{agreement}"
+            display = f"result released by access {access}"
             if agreement and f"{DUL_NAMESPACE}agreement:{agreement}" not in policy:
                 policy.append(f"{DUL_NAMESPACE}agreement:{agreement}")
         else:

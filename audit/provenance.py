@@ -393,7 +393,7 @@ class _Builder:
         self.cohort_nodes = True
         """An access links its cohort node (not in a subject's graph: the subject is the point)."""
         self.nodes: dict[str, Node] = {}
-        self.edges: dict[tuple[str, str, str, str], Edge] = {}
+        self.edges: dict[tuple[str, str, str, str, Any, Any], Edge] = {}
         self.truncated: list[str] = []
         self.release_cache: dict[str, list[Any]] = {}
         """Releases by access key (`access_key`)."""
@@ -1007,7 +1007,7 @@ class _Builder:
             "SELECT r.access_id, r.agreement_id, r.result_hash, a.block_number, a.tx_index, "
             "a.log_index, a.tx_hash FROM artifact_release_parent r "
             "JOIN artifact a ON a.artifact_id = r.artifact_id WHERE r.artifact_id = :k "
-            "ORDER BY r.access_id, r.result_hash",
+            "ORDER BY r.agreement_id, r.access_id, r.result_hash",  # the registry's order
             k=key,
         ):
             if ref["result_hash"] == key:
@@ -1269,7 +1269,11 @@ class _Builder:
                         continue
                     if other not in self.nodes and self.load(other) is None:
                         continue  # e.g. an account that never held a role: no node
-                    key = (edge.relation, edge.source, edge.target, edge.chain.position)
+                    # an artifact's releases are edges of one event to one result node when
+                    # it was released from several accesses: each is its own edge
+                    a = edge.attributes
+                    key = (edge.relation, edge.source, edge.target, edge.chain.position,
+                           a.get("access_id"), a.get("agreement_id"))  # fmt: skip
                     self.edges.setdefault(key, edge)
                     if other not in seen:
                         seen.add(other)

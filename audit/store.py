@@ -312,14 +312,15 @@ class Artifact(AuditModel, table=True):
 
 class ArtifactReleaseParent(AuditModel, table=True):
     """A release an artifact was derived from: `result_hash` released from access `access_id`
-    under agreement `agreement_id` (a ResultReleased the registry checked)."""
+    under agreement `agreement_id` (a ResultReleased the registry checked). Keyed by all three,
+    as on chain: one request id and result under two agreements are two releases (0014)."""
 
     __tablename__ = "artifact_release_parent"
 
     artifact_id: str = Field(primary_key=True)
     access_id: str = Field(primary_key=True, index=True)
     result_hash: str = Field(primary_key=True, index=True)
-    agreement_id: str = Field(index=True)
+    agreement_id: str = Field(primary_key=True, index=True)
     block_number: int = Field(sa_type=BigInteger, index=True)
 
 

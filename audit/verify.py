@@ -213,7 +213,7 @@ _KEYS: dict[str, tuple[str, ...]] = {
     "consent": ("consent_id",),
     "patient_authorization": ("code_hash",),
     "artifact": ("artifact_id",),
-    "artifact_release_parent": ("artifact_id", "access_id", "result_hash"),
+    "artifact_release_parent": ("artifact_id", "access_id", "result_hash", "agreement_id"),
     "artifact_parent": ("artifact_id", "parent_id"),
 }
 """Tables keyed by id; every other table is keyed by its event position."""

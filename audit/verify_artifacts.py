@@ -217,7 +217,7 @@ def check_artifacts(conn: Connection, out: Findings) -> None:
                         "not hold as released", details={"access_id": access,
                         "agreement_id": agreement, "result_hash": result}, **where)  # fmt: skip
             elif releases[(access, agreement, result)] is not None and lineage.disallowed is None:
-                lineage.disallowed = f"result {result} of access {access}"
+                lineage.disallowed = f"result {result} of access {access}@{agreement}"
         for parent in parents.get(artifact, ()):
             inherited = lineages.get(parent)
             if inherited is None:

@@ -14,8 +14,9 @@ check it without Ethereum tooling. An access service reports a model update thro
 gateway's `POST /v1/access-requests/{id}/results` under `result_hash = content_id(update)`, which
 makes the update's artifact id equal to its release's result hash.
 
-The registry wants releases and parents as sets in ascending order; `register_artifact` sorts
-them and refuses a repeated one locally (`ValueError`). The transaction is simulated first
+The registry wants releases and parents as sets in ascending order (a release by its agreement,
+access and result hash: `ReleaseRef.key`); `register_artifact` sorts them and refuses a repeated
+one locally (`ValueError`). The transaction is simulated first
 (`dul.contracts.ledger.send`): a refusal costs nothing and raises `TransactionError` whose `code`
 is the registry's custom error (e.g. `ArtifactRegistryReleaseNotReceived`) and whose
 `details["error_args"]` are its arguments.
@@ -81,6 +82,12 @@ class ReleaseRef:
     def as_abi(self) -> tuple[bytes, bytes, bytes]:
         return (self.access_id, self.agreement_id, self.result_hash)
 
+    def key(self) -> tuple[bytes, bytes, bytes]:
+        """The registry's order and identity of a release: agreement, access, result hash. An
+        access is named by its agreement and request id, so one request id and one result
+        under two agreements (a federated round at two hospitals) are two releases."""
+        return (self.agreement_id, self.access_id, self.result_hash)
+
 
 @dataclass(frozen=True)
 class Registration:
@@ -127,14 +134,15 @@ def register_artifact(
     `TransactionError` (code = the registry's custom error) when the chain refuses."""
     _check32("artifact_id", artifact_id)
     _check32("metadata_hash", metadata_hash)
-    ordered_releases = sorted(releases, key=lambda r: (r.access_id, r.result_hash))
+    ordered_releases = sorted(releases, key=ReleaseRef.key)
     ordered_parents = sorted(parents)
     for parent in ordered_parents:
         _check32("parent", parent)
     for before, after in pairwise(ordered_releases):
-        if (before.access_id, before.result_hash) == (after.access_id, after.result_hash):
+        if before.key() == after.key():
             raise ValueError(
-                f"release 0x{after.result_hash.hex()} of 0x{after.access_id.hex()} is named twice"
+                f"release 0x{after.result_hash.hex()} of 0x{after.access_id.hex()} under "
+                f"agreement 0x{after.agreement_id.hex()} is named twice"
             )
     for before_id, after_id in pairwise(ordered_parents):
         if before_id == after_id:

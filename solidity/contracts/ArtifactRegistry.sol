@@ -78,31 +78,38 @@ contract ArtifactRegistry is IArtifactRegistry {
         return MAX_PARENTS;
     }
 
-    /// @dev Each release is a distinct, recorded release received by `owner`. The requester of
-    /// consecutive releases of one agreement (one hospital's updates) is read once.
+    /// @dev Each release is a distinct, recorded release received by `owner`, the list ascending by
+    /// (agreementId, accessId, resultHash): an access is named by its agreement and request id, so
+    /// one request id under two agreements is two releases. Grouped by agreement (one hospital's
+    /// updates), each agreement's requester is read once.
     function _checkReleases(ReleaseRef[] calldata releases, OrgId owner) private view {
-        AgreementId agreementRead;
+        bytes32 agreementBefore;
+        bytes32 accessBefore;
+        bytes32 resultBefore;
         OrgId recipient;
         for (uint256 i = 0; i < releases.length; ++i) {
             ReleaseRef calldata release = releases[i];
+            AgreementId agreementId = release.agreementId;
+            bytes32 agreement = AgreementId.unwrap(agreementId);
             bytes32 accessId = release.accessId;
             bytes32 resultHash = release.resultHash;
-            AgreementId agreementId = release.agreementId;
-            if (i > 0) {
-                bytes32 previousAccess = releases[i - 1].accessId;
-                if (
-                    accessId < previousAccess
-                        || (accessId == previousAccess && resultHash <= releases[i - 1].resultHash)
-                ) revert ArtifactRegistryUnorderedRelease(accessId, resultHash);
-            }
+            bool sameAgreement = i > 0 && agreement == agreementBefore;
+            if (
+                i > 0
+                    && (sameAgreement
+                        ? accessId < accessBefore || (accessId == accessBefore && resultHash <= resultBefore)
+                        : agreement < agreementBefore)
+            ) revert ArtifactRegistryUnorderedRelease(accessId, agreementId, resultHash);
             if (!ACCESS_LOG.isReleased(accessId, agreementId, resultHash)) {
                 revert ArtifactRegistryUnknownRelease(accessId, agreementId, resultHash);
             }
-            if (i == 0 || !(agreementId == agreementRead)) {
+            if (!sameAgreement) {
                 recipient = AGREEMENTS.accessTerms(agreementId).requester;
-                agreementRead = agreementId;
+                agreementBefore = agreement;
             }
             if (!(recipient == owner)) revert ArtifactRegistryReleaseNotReceived(accessId, recipient, owner);
+            accessBefore = accessId;
+            resultBefore = resultHash;
         }
     }
 

@@ -232,6 +232,49 @@ describe("ArtifactRegistry", function () {
         );
     });
 
+    it("takes one request id and one result released under two agreements: two accesses, two releases", async function () {
+      const ctx = await loadFixture(federatedFixture);
+      // The same federated round at two hospitals, named by one request id, each returning the
+      // same update (e.g. a converged model): two accesses on chain, so two releases.
+      const requestId = tag("request:federated-round-7");
+      const result = update(7, "all");
+      const releases = sortReleases([
+        await trainAndRelease(ctx, ctx.sites[0], result, { requestId }),
+        await trainAndRelease(ctx, ctx.sites[1], result, { requestId }),
+      ]);
+      expect(releases[0].agreementId).to.not.equal(releases[1].agreementId);
+      await expect(register(ctx, { id: MODEL_V1, releases }))
+        .to.emit(ctx.artifactRegistry, "ArtifactRegistered")
+        .withArgs(
+          MODEL_V1,
+          ORG.AI_COMPANY,
+          ArtifactKind.MODEL,
+          sameReleases(releases),
+          sameIds([]),
+          ZERO32,
+          ctx.aiRequester.address,
+        );
+      expect((await ctx.artifactRegistry.artifact(MODEL_V1)).releaseCount).to.equal(2);
+    });
+
+    it("orders releases by agreement first: a lower access id under a higher agreement comes after", async function () {
+      const ctx = await loadFixture(federatedFixture);
+      const [low, high] = [...ctx.sites].sort((a, b) => (BigInt(a.id) < BigInt(b.id) ? -1 : 1));
+      const [lowId, highId] = sortIds([tag("request:a"), tag("request:b")]);
+      // the higher request id under the lower agreement: the access order would be the reverse
+      const first = await trainAndRelease(ctx, low, update(1, "low"), { requestId: highId });
+      const second = await trainAndRelease(ctx, high, update(1, "high"), { requestId: lowId });
+      await expectRefused(ctx, { id: MODEL_V1, releases: [second, first] }, "ArtifactRegistryUnorderedRelease", [
+        first.accessId,
+        first.agreementId,
+        first.resultHash,
+      ]);
+      await expect(register(ctx, { id: MODEL_V1, releases: [first, second] })).to.emit(
+        ctx.artifactRegistry,
+        "ArtifactRegistered",
+      );
+    });
+
     it("still registers from a release whose agreement was revoked since: what left stays traceable", async function () {
       const ctx = await loadFixture(releasedUpdateFixture);
       await ctx.agreements.connect(ctx.regulator).revoke(ctx.sites[0].id, tag("reason:audit"));
@@ -449,6 +492,7 @@ describe("ArtifactRegistry", function () {
       const ctx = await loadFixture(releasedUpdateFixture);
       await expectRefused(ctx, { id: MODEL_V1, releases: [ctx.release, ctx.release] }, "ArtifactRegistryUnorderedRelease", [
         ctx.release.accessId,
+        ctx.release.agreementId,
         ctx.release.resultHash,
       ]);
     });
@@ -459,8 +503,72 @@ describe("ArtifactRegistry", function () {
       const [first, second] = sortReleases([ctx.release, other]);
       await expectRefused(ctx, { id: MODEL_V1, releases: [second, first] }, "ArtifactRegistryUnorderedRelease", [
         first.accessId,
+        first.agreementId,
         first.resultHash,
       ]);
+    });
+
+    it("refuses one access's results out of order", async function () {
+      const ctx = await loadFixture(releasedUpdateFixture);
+      const second = tag("model-update:chest-xray-cnn:round-1:site-0:epoch-2");
+      await ctx.accessLog
+        .connect(ctx.hospitalGateway)
+        .releaseResult(ctx.release.accessId, ctx.release.agreementId, second, ReleaseKind.MODEL_UPDATE, 1);
+      const [first, last] = sortReleases([ctx.release, { ...ctx.release, resultHash: second }]);
+      await expectRefused(ctx, { id: MODEL_V1, releases: [last, first] }, "ArtifactRegistryUnorderedRelease", [
+        first.accessId,
+        first.agreementId,
+        first.resultHash,
+      ]);
+    });
+
+    describe("one request id and one result under two agreements", function () {
+      async function twoAgreementsFixture() {
+        const ctx = await federatedFixture();
+        const requestId = tag("request:federated-round-7");
+        const result = update(7, "all");
+        const releases = sortReleases([
+          await trainAndRelease(ctx, ctx.sites[0], result, { requestId }),
+          await trainAndRelease(ctx, ctx.sites[1], result, { requestId }),
+        ]);
+        return { ...ctx, releases };
+      }
+
+      it("refuses them in descending agreement order", async function () {
+        const ctx = await loadFixture(twoAgreementsFixture);
+        const [first, second] = ctx.releases;
+        await expectRefused(ctx, { id: MODEL_V1, releases: [second, first] }, "ArtifactRegistryUnorderedRelease", [
+          first.accessId,
+          first.agreementId,
+          first.resultHash,
+        ]);
+      });
+
+      it("refuses either named twice", async function () {
+        const ctx = await loadFixture(twoAgreementsFixture);
+        const [first, second] = ctx.releases;
+        for (const [releases, repeated] of [
+          [[first, first, second], first],
+          [[first, second, second], second],
+        ]) {
+          await expectRefused(ctx, { id: MODEL_V1, releases }, "ArtifactRegistryUnorderedRelease", [
+            repeated.accessId,
+            repeated.agreementId,
+            repeated.resultHash,
+          ]);
+        }
+      });
+
+      it("refuses the id under a third agreement, where it released nothing", async function () {
+        const ctx = await loadFixture(twoAgreementsFixture);
+        const ghost = { ...ctx.releases[0], agreementId: ctx.sites[2].id };
+        const releases = sortReleases([...ctx.releases, ghost]);
+        await expectRefused(ctx, { id: MODEL_V1, releases }, "ArtifactRegistryUnknownRelease", [
+          ghost.accessId,
+          ghost.agreementId,
+          ghost.resultHash,
+        ]);
+      });
     });
   });
 

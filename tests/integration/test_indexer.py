@@ -727,3 +727,34 @@ def test_migrations_build_the_models_schema_and_go_back_down(new_store: StoreFac
     downgrade(url)
     assert set(sa.inspect(engine).get_table_names()) <= {"audit_alembic_version"}
     engine.dispose()
+
+
+@pytest.mark.parametrize("new_store", BACKENDS, indirect=True)
+def test_migration_0014_keys_an_artifacts_release_by_its_agreement_too(
+    new_store: StoreFactory,
+) -> None:
+    """A store at 0013 keeps its rows, and then takes one request id and result under a second
+    agreement for the same artifact (two releases on chain)."""
+    url = new_store()
+    migrate(url, "0013")
+    engine = create_store_engine(url)
+    row = {"f": "0x" + "a1" * 32, "k": "0x" + "ac" * 32, "r": "0x" + "5e" * 32, "b": 7}
+    insert = sa.text(
+        "INSERT INTO artifact_release_parent (artifact_id, access_id, result_hash, "
+        "agreement_id, block_number) VALUES (:f, :k, :r, :g, :b)"
+    )
+    with engine.begin() as conn:
+        conn.execute(insert, {**row, "g": "0x" + "01" * 32})
+    migrate(url)
+    key = sa.inspect(engine).get_pk_constraint("artifact_release_parent")["constrained_columns"]
+    assert sorted(key) == ["access_id", "agreement_id", "artifact_id", "result_hash"]
+    with engine.begin() as conn:
+        conn.execute(insert, {**row, "g": "0x" + "02" * 32})
+        stored = conn.execute(
+            sa.text("SELECT agreement_id, block_number FROM artifact_release_parent "
+                    "ORDER BY agreement_id")
+        ).all()  # fmt: skip
+    assert [tuple(r) for r in stored] == [("0x" + "01" * 32, 7), ("0x" + "02" * 32, 7)]
+    with pytest.raises(sa.exc.IntegrityError), engine.begin() as conn:
+        conn.execute(insert, {**row, "g": "0x" + "02" * 32})
+    engine.dispose()

@@ -5,7 +5,12 @@ both gateways. Each gateway decides before the chain is asked, so both answer GR
 AccessLog named an access by its request id alone, the second record reverted as a duplicate:
 a grant the access service acted on with no record on chain. The chain now names an access by
 its agreement and request id (only the holder's gateways record under an agreement), so both
-records stand, the audit store keeps both, and provenance shows each under its agreement."""
+records stand, the audit store keeps both, and provenance shows each under its agreement.
+
+The same holds for what is made from their results: the same federated round at two hospitals,
+named by one request id and returning the same update, is two releases, and a model derived from
+both is registered (ArtifactRegistry orders releases by agreement, access and result hash), indexed
+and traced to both agreements."""
 
 from __future__ import annotations
 
@@ -26,10 +31,13 @@ from audit.auth import AuditRole
 from audit.provenance import AmbiguousIdError, Kind, provenance
 from audit.settings import AuditSettings
 from audit.testing import audit_client, drop_stores, index_into, make_store_url
+from audit.verify import verify_store
+from dul.artifacts import ReleaseRef, content_id, register_artifact
+from dul.chain.rpc import RpcClient
 from dul.chain.testing import ChainHandle, free_port
 from dul.contracts.typed_data import AccessRequest, access_log_domain
 from dul.contracts.world import OMOP_FIELDS, World, derived_signer
-from dul.domain import Decision, Operation, OrgKind, Role, Tier, slug_id
+from dul.domain import ArtifactKind, Decision, Operation, OrgKind, Role, Tier, slug_id
 from dul.keys import KeyStore
 from ledger_gateway.client import GatewayClient, sign_request
 from ledger_gateway.settings import GatewaySettings
@@ -185,3 +193,87 @@ def test_one_request_id_granted_at_two_hospitals_is_recorded_twice_and_audited_t
         assert own["root"] == f"access:{hexed(reused)}@{hexed(agreement_b)}"
         other = at_b_audit.get(f"/v1/provenance/access/{hexed(reused)}@{hexed(agreement_a)}")
         assert (other.status_code, other.json()["code"]) == (403, "out_of_scope")
+
+
+def train(world: World, gateway: GatewayHandle, agreement: bytes, round_id: bytes,
+          update: bytes) -> ReleaseRef:  # fmt: skip
+    """A TRAIN access of `round_id` under `agreement` granted by `gateway`, and `update`
+    released from it, both confirmed."""
+    training = replace(request(world, agreement, round_id), tier=Tier.MODEL_PARAMETERS,
+                       operation=Operation.TRAIN)  # fmt: skip
+    access = gateway.client.request_access(
+        sign_request(world.requester, training, gateway.domain), wait=True
+    )
+    assert (access.decision, access.status) == ("GRANTED", "confirmed"), access
+    released = gateway.client.release_result(
+        access.access_id, content_id(update), "MODEL_UPDATE", len(update), wait=True
+    )
+    assert released.status == "confirmed", released
+    return ReleaseRef(round_id, agreement, content_id(update))
+
+
+def test_a_model_from_one_round_at_two_hospitals_with_the_same_update_is_registered_and_traced(
+    world: World,
+    chain: ChainHandle,
+    gateway: GatewayHandle,
+    hospital_b: HospitalB,
+    store_url: str,
+) -> None:
+    b = hospital_b.world
+    training_a = world.activate(world.training_terms())
+    training_b = b.activate(b.training_terms())
+    round_id = os.urandom(32)
+    # Both hospitals start from the same global model and return the same update (a converged
+    # round): one request id and one result hash, released under two agreements.
+    update = b"chest-xray-cnn round 7 update: " + os.urandom(16)
+    releases = [train(world, gateway, training_a, round_id, update),
+                train(b, hospital_b.gateway, training_b, round_id, update)]  # fmt: skip
+    for ref in releases:
+        assert world.ledger.call("AccessLog", "isReleased", *ref.as_abi()) is True
+
+    model = content_id(b"chest-xray-cnn v7: " + os.urandom(16))
+    registered = register_artifact(
+        world.ledger, world.requester, model, ArtifactKind.MODEL, reversed(releases)
+    )
+    assert registered.releases == tuple(sorted(releases, key=ReleaseRef.key))
+
+    engine = index_into(world.ledger.deployment, chain.rpc_url, store_url)
+    try:
+        with engine.connect() as conn:
+            stored = conn.execute(
+                sa.text("SELECT access_id, agreement_id, result_hash FROM artifact_release_parent "
+                        "WHERE artifact_id = :m ORDER BY agreement_id"), {"m": hexed(model)},
+            ).all()  # fmt: skip
+        assert [tuple(r) for r in stored] == sorted(
+            (hexed(round_id), hexed(agreement), hexed(content_id(update)))
+            for agreement in (training_a, training_b)
+        )
+        graph = provenance(engine, Kind.ARTIFACT, hexed(model))
+        root = f"artifact:{hexed(model)}"
+        derived = [
+            e for e in graph.edges if e.source == root and e.attributes.get("role") == "release"
+        ]
+        assert sorted(e.attributes["agreement_id"] for e in derived) == sorted(
+            [hexed(training_a), hexed(training_b)]
+        )
+        ids = {n.id for n in graph.nodes}
+        for agreement in (training_a, training_b):
+            assert f"access:{hexed(round_id)}@{hexed(agreement)}" in ids
+            assert f"agreement:{hexed(agreement)}" in ids
+        model_node = next(n for n in graph.nodes if n.id == graph.root)
+        assert model_node.attributes["derived_from_releases"] == 2
+
+        rpc = RpcClient(chain.rpc_url)
+        try:
+            report = verify_store(
+                engine, rpc, start_block=int(world.ledger.deployment.raw["block"]), workers=1
+            )
+        finally:
+            rpc.close()
+        tables = ("artifact", "artifact_release_parent")
+        about_artifacts = [
+            f for f in report.findings if f.check.startswith("artifact") or f.table in tables
+        ]
+        assert about_artifacts == []
+    finally:
+        engine.dispose()

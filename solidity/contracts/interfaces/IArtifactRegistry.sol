@@ -22,7 +22,9 @@ import {Artifact, ArtifactKind, ReleaseRef} from "../types/DataUse.sol";
 /// hash wins, and its registrant is recorded.
 ///
 /// Releases and parents are sets: each list is given in strictly ascending order (releases by
-/// `accessId`, then `resultHash`), so none repeats and one derivation has one encoding.
+/// `agreementId`, then `accessId`, then `resultHash`: an access is named by its agreement and
+/// request id, so the same request id and result under two agreements are two releases), so
+/// none repeats and one derivation has one encoding.
 interface IArtifactRegistry {
     /// @notice The artifact id (content hash) is zero or already registered.
     error ArtifactRegistryInvalidArtifact(bytes32 artifactId);
@@ -30,8 +32,9 @@ interface IArtifactRegistry {
     error ArtifactRegistryUnauthorizedRegistrant(address account);
     /// @notice An artifact needs at least one parent, and at most `max` of each kind.
     error ArtifactRegistryInvalidParentCount(uint256 releases, uint256 artifacts, uint256 max);
-    /// @notice The release is not strictly after the one before it in `releases`.
-    error ArtifactRegistryUnorderedRelease(bytes32 accessId, bytes32 resultHash);
+    /// @notice The release is not strictly after the one before it in `releases`, ordered by
+    /// (agreementId, accessId, resultHash).
+    error ArtifactRegistryUnorderedRelease(bytes32 accessId, AgreementId agreementId, bytes32 resultHash);
     /// @notice No result `resultHash` was released from `accessId` under `agreementId`.
     error ArtifactRegistryUnknownRelease(bytes32 accessId, AgreementId agreementId, bytes32 resultHash);
     /// @notice The release went to `recipient`, not to `owner`, the registrant's organization.

@@ -519,12 +519,14 @@ async function federatedFixture() {
 
 /**
  * One training run at `site` for the AI company, granted and recorded by the site's gateway, and
- * the MODEL_UPDATE it released under `resultHash`. Returns its ReleaseRef.
+ * the MODEL_UPDATE it released under `resultHash`. Returns its ReleaseRef. `requestId` names the
+ * run (default: a fresh id); one id may name a run at each site, one access per agreement.
  */
-async function trainAndRelease(ctx, site, resultHash, { size = 1_048_576 } = {}) {
+async function trainAndRelease(ctx, site, resultHash, { size = 1_048_576, requestId = newRequestId() } = {}) {
   const record = await signedGranted(
     ctx,
     {
+      requestId,
       agreementId: site.id,
       datasetId: site.dataset,
       requester: ctx.aiRequester.address,
@@ -544,10 +546,11 @@ async function trainAndRelease(ctx, site, resultHash, { size = 1_048_576 } = {})
   return { accessId: record.requestId, agreementId: site.id, resultHash };
 }
 
-/** Releases sorted as the registry wants them: by access id, then result hash. */
+/** Releases sorted as the registry wants them: by agreement id, then access id, then result hash. */
 const sortReleases = (releases) =>
-  [...releases].sort((a, b) =>
-    a.accessId === b.accessId ? compareHex(a.resultHash, b.resultHash) : compareHex(a.accessId, b.accessId),
+  [...releases].sort(
+    (a, b) =>
+      compareHex(a.agreementId, b.agreementId) || compareHex(a.accessId, b.accessId) || compareHex(a.resultHash, b.resultHash),
   );
 /** Artifact ids sorted as the registry wants them: ascending. */
 const sortIds = (ids) => [...ids].sort(compareHex);
