@@ -543,11 +543,19 @@ def _consent_resource(node: Node, times: Mapping[int, int | None]) -> Consent:
 
 
 def _authorization_uses(a: Mapping[str, Any]) -> list[str]:
-    """The accesses that redeemed a code, oldest first (its history; else its last one)."""
-    uses = [str(e["access_id"]) for e in a.get("history") or []
-            if e.get("event") == "redeemed" and e.get("access_id")]  # fmt: skip
-    redeemed = a.get("redeemed_by_access")
-    return uses or ([str(redeemed)] if redeemed else [])
+    """The accesses that redeemed a code, oldest first (its history; else its last one), each
+    named `id@agreement` as its AuditEvent's entity is (the bare id where the agreement is not
+    known: a store without the access)."""
+    uses = [_access_name(e.get("access_id"), e.get("agreement_id"))
+            for e in a.get("history") or [] if e.get("event") == "redeemed"]  # fmt: skip
+    last = _access_name(a.get("redeemed_by_access"), a.get("redeemed_by_agreement"))
+    return [u for u in uses if u] or ([last] if last else [])
+
+
+def _access_name(access_id: Any, agreement_id: Any) -> str:
+    if not access_id:
+        return ""
+    return f"{access_id}@{agreement_id}" if agreement_id else str(access_id)
 
 
 def _authorization_resource(node: Node, times: Mapping[int, int | None]) -> Consent:

@@ -766,7 +766,7 @@ class _Builder:
                             "by_subject": bool(row["v_self"]),
                             "chain": _prefixed_ref(row, "v_").model_dump()})  # fmt: skip
         # every use (a multi-use code has one per access), oldest first
-        last_use, uses = None, 0
+        last_use, last_agreement, uses = None, None, 0
         # its access is the next log of the same transaction (the access log redeems, then
         # records): its agreement names it where the request id names accesses elsewhere too
         for use in self.rows(
@@ -781,7 +781,7 @@ class _Builder:
             history.append({"event": "redeemed", "access_id": use["r_access"],
                             "agreement_id": use["r_agreement"],
                             "chain": _prefixed_ref(use, "r_").model_dump()})  # fmt: skip
-            last_use, uses = use["r_access"], uses + 1
+            last_use, last_agreement, uses = use["r_access"], use["r_agreement"], uses + 1
         return Node.model_construct(
             id=f"authorization:{key}",
             type="authorization",
@@ -803,6 +803,8 @@ class _Builder:
                 "uses": uses,
                 "status": status,
                 "redeemed_by_access": last_use,
+                # a request id names one access per agreement: its agreement names the access
+                "redeemed_by_agreement": last_agreement,
                 "history": history,
             },
         )

@@ -157,7 +157,14 @@ class AuthorizationEntry(BaseModel):
     revoked: ChainRef | None = None
     revoked_by: str | None = Field(None, description="patient | steward, once revoked")
     redeemed: ChainRef | None = None
-    redeemed_by_access: str | None = Field(None, description="the access that (last) used it")
+    redeemed_by_access: str | None = Field(
+        None, description="the request id of the access that (last) used it"
+    )
+    redeemed_by_agreement: str | None = Field(
+        None,
+        description="that access's agreement: a request id names one access per agreement, so "
+        "the access is `redeemed_by_access` under this agreement",
+    )
     multi_use: bool = Field(False, description="usable until it expires, not once")
     uses: int = Field(0, description="how many accesses redeemed it")
 
@@ -237,11 +244,15 @@ _ACCESSES = (
 _AUTHORIZATIONS = (
     "SELECT p.*, o.name AS grantee_name, b.timestamp, "
     "r.block_number AS r_block, r.tx_index AS r_tx, r.log_index AS r_log, r.tx_hash AS r_hash, "
-    "r.access_id AS r_access, "
+    "r.access_id AS r_access, a.agreement_id AS r_agreement, "
     "v.block_number AS v_block, v.tx_index AS v_tx, v.log_index AS v_log, v.tx_hash AS v_hash, "
     "v.by_subject AS v_self "
     "FROM patient_authorization p "
     "LEFT JOIN authorization_redemption r ON r.code_hash = p.code_hash "
+    # its access is the next log of the redemption's transaction (the access log redeems, then
+    # records): the agreement names it where the request id names accesses elsewhere too
+    "LEFT JOIN access_event a ON a.block_number = r.block_number AND a.tx_index = r.tx_index "
+    "AND a.log_index = r.log_index + 1 "
     "LEFT JOIN authorization_revocation v ON v.code_hash = p.code_hash "
     "LEFT JOIN organization o ON o.org_id = p.grantee_org "
     "LEFT JOIN block b ON b.number = p.block_number "
@@ -428,6 +439,7 @@ def _authorization(row: Any) -> Plain:
         else ("patient" if row["v_self"] else "steward"),
         "redeemed": _chain_of(row, "r_"),
         "redeemed_by_access": row["r_access"],
+        "redeemed_by_agreement": row["r_agreement"],
         "multi_use": bool(row["multi_use"]),
         "uses": row["uses"],
     }
@@ -470,6 +482,13 @@ def _consent(row: Any) -> Plain:
     }
 
 
+def _redeemed_by(code: AuthorizationEntry) -> str:
+    """The access that (last) used a code, as `request id@agreement` shortened."""
+    if code.redeemed_by_access is None:
+        return ""
+    return f"{code.redeemed_by_access[:18]}…@{(code.redeemed_by_agreement or '?')[:10]}…"
+
+
 def _at(chain: ChainRef | None) -> str:
     if chain is None:
         return ""
@@ -503,7 +522,7 @@ def render_subject_report(report: SubjectReport) -> RenderableType:
             codes.add_row(
                 c.code_hash[:18] + "…", c.grantee_name or readable(c.grantee_org),
                 f"{readable(c.dataset_id)} {c.scenario} ≤ {c.tier}", c.status or "",
-                f"{_at(c.issued)} by the {c.issued_by}", (c.redeemed_by_access or "")[:18],
+                f"{_at(c.issued)} by the {c.issued_by}", _redeemed_by(c),
             )  # fmt: skip
         parts.append(codes)
     consents = Table(title="Consents")

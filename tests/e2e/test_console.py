@@ -314,6 +314,7 @@ def test_the_transparency_report_shows_each_code_s_kind_and_uses(
     access) and a multi-use one (until it expires, used by three, the last one linked)."""
     subject = "0x" + "5e" * 32
     last = "0x" + "a3" * 32
+    agreement = "0x" + "a9" * 32
     chain = {"block": 7, "tx_index": 0, "log_index": 1, "tx_hash": "0x" + "07" * 32}
 
     def code(n: int, multi_use: bool, uses: int, access: str | None) -> dict[str, Any]:
@@ -325,6 +326,7 @@ def test_the_transparency_report_shows_each_code_s_kind_and_uses(
             "status": "ISSUED" if multi_use else "REDEEMED",
             "issued_by": "patient", "issued": chain, "issued_time": None,
             "redeemed": chain if access else None, "redeemed_by_access": access,
+            "redeemed_by_agreement": agreement if access else None,
             "multi_use": multi_use, "uses": uses,
         }  # fmt: skip
 
@@ -345,6 +347,9 @@ def test_the_transparency_report_shows_each_code_s_kind_and_uses(
     redeemed = rows.nth(1).locator('td[data-label="redeemed"]')
     expect(redeemed).to_contain_text("last by access")
     expect(redeemed.locator(f'[title="{last}"]')).to_be_visible()
+    # a request id names one access per agreement: the link names the access by both
+    link = f"#/provenance/access/{last}@{agreement}?direction=up"
+    expect(redeemed.locator(f'[title="{last}"]')).to_have_attribute("href", link)
     page.screenshot(path=screens.path("subject-codes-once-and-multi-use-1280x800"))
 
 
@@ -387,8 +392,9 @@ def test_front_door_as_a_regulator(page: Page, stack: Stack, screens: Screens) -
     expect(page.locator("#agreement-title")).to_have_text(f"Agreement {stack.ids['agreement']}")
     page.go_back()
     denied.locator(f'a[title="{stack.ids["denied"]}"]').click()
+    # an access is opened by its request id at its agreement (an id names one per agreement)
     expect(page.locator("#provenance-title")).to_have_text(
-        f"Provenance of access {stack.ids['denied']}"
+        f"Provenance of access {stack.ids['denied']}@{stack.ids['agreement']}"
     )
     wait_drawn(page)
     page.go_back()

@@ -57,11 +57,15 @@ def test_a_multi_use_code_shows_its_kind_and_every_use(
         assert codes[hexed(multi)].status == "ISSUED"
         assert (codes[hexed(once)].multi_use, codes[hexed(once)].uses) == (False, 1)
         assert codes[hexed(once)].status == "REDEEMED"
+        # the last use is a request id under an agreement (an id names one access per agreement)
+        assert codes[hexed(multi)].redeemed_by_access == uses[-1]
+        assert codes[hexed(multi)].redeemed_by_agreement == hexed(insurance)
 
         graph = provenance(engine, Kind.SUBJECT, hexed(patient), direction=Direction.BOTH)
         node = graph.node(f"authorization:{hexed(multi)}")
         assert (node.attributes["multi_use"], node.attributes["uses"]) == (True, 2)
         assert node.attributes["redeemed_by_access"] == uses[-1]
+        assert node.attributes["redeemed_by_agreement"] == hexed(insurance)
         redeemed = [e for e in node.attributes["history"] if e["event"] == "redeemed"]
         assert [e["access_id"] for e in redeemed] == uses
         # each use names its access's agreement (the redemption is the log before the access)
@@ -75,7 +79,12 @@ def test_a_multi_use_code_shows_its_kind_and_every_use(
         extensions = {e["url"]: e for e in provision["extension"]}
         assert extensions["urn:dul:authorization-use"]["valueCode"] == "until-expiry"
         assert extensions["urn:dul:authorization-uses"]["valueUnsignedInt"] == 2
-        assert [d["reference"]["identifier"]["value"] for d in provision["data"]] == uses
+        # each use is its access as its AuditEvent names it: request id @ agreement
+        named = [f"{u}@{hexed(insurance)}" for u in uses]
+        assert [d["reference"]["identifier"]["value"] for d in provision["data"]] == named
+        events = {r["entity"][0]["what"]["identifier"]["value"] for r in resources
+                  if r["resourceType"] == "AuditEvent"}  # fmt: skip
+        assert set(named) <= events
         once_use = consents[hexed(once)]["provision"]["extension"]
         assert {e["url"]: e for e in once_use}["urn:dul:authorization-use"]["valueCode"] == "once"
     finally:

@@ -267,6 +267,9 @@ def test_every_access_of_a_subject_comes_with_a_proof_the_chain_accepts(
     codes = {c.code_hash: c for c in report.authorizations}
     assert codes[hexed(s.code)].status == "REDEEMED"
     assert codes[hexed(s.code)].redeemed_by_access == hexed(s.accesses["insurance"])
+    # the request id names one access per agreement: the report names its agreement too
+    assert codes[hexed(s.code)].redeemed_by_agreement == hexed(s.insurance_agreement)
+    assert codes[hexed(s.revoked_code)].redeemed_by_agreement is None
     assert codes[hexed(s.revoked_code)].status == "REVOKED"
     assert codes[hexed(s.revoked_code)].revoked is not None
     (consent,) = report.consents

@@ -175,6 +175,10 @@ def test_the_cli_prints_the_report(served: Served) -> None:
     assert "Institute" in table.stdout
     assert "leaf" in table.stdout
     assert "REDEEMED" in table.stdout
+    (redeemed,) = [c for c in printed["authorizations"] if c["redeemed_by_access"]]
+    # the access that used the code is its request id under its agreement, both named
+    accesses = {(a["access_id"], a["agreement_id"]) for a in printed["accesses"]}
+    assert (redeemed["redeemed_by_access"], redeemed["redeemed_by_agreement"]) in accesses
     malformed = runner.invoke(audit_cli, ["subject", "nope", *store])
     assert malformed.exit_code == 2
     assert "malformed_id" in malformed.stderr

@@ -150,9 +150,12 @@ def test_an_empty_graph_exports_empty_documents() -> None:
     assert Bundle.model_validate_json(fhir_json(graph, {})).entry is None
 
 
-def authorization_node(code: str, *, multi_use: bool, uses: list[str]) -> Node:
+def authorization_node(
+    code: str, *, multi_use: bool, uses: list[str], agreements: list[str] | None = None
+) -> Node:
     history: list[dict[str, Any]] = [{"event": "issued", "chain": ref(40).model_dump()}]
-    history += [{"event": "redeemed", "access_id": use, "chain": ref(41 + i).model_dump()}
+    history += [{"event": "redeemed", "access_id": use, "chain": ref(41 + i).model_dump(),
+                 **({"agreement_id": agreements[i]} if agreements else {})}
                 for i, use in enumerate(uses)]  # fmt: skip
     return Node(
         id=f"authorization:{code}", type="authorization", prov="entity",
@@ -197,3 +200,24 @@ def test_fhir_says_whether_a_code_opens_one_access_or_every_one_until_it_expires
     assert use_of(once) == ("once", 1, [ACCESS])
     assert use_of(multi) == ("until-expiry", 3, uses)
     assert use_of(unused) == ("once", 0, [])
+
+
+def test_fhir_names_each_use_of_a_code_by_its_request_id_at_its_agreement() -> None:
+    """A request id names one access per agreement: two uses of a code by one request id under
+    two agreements are two accesses, each referenced as `id@agreement` like its AuditEvent's
+    entity; a node with only its last use (`redeemed_by_access` and `_agreement`) names that."""
+    code, last_only = "0x" + "c3" * 32, "0x" + "c4" * 32
+    agreements = [AGREEMENT, "0x" + "a2" * 32]
+    both = authorization_node(code, multi_use=True, uses=[ACCESS, ACCESS], agreements=agreements)
+    last = authorization_node(last_only, multi_use=False, uses=[])
+    last.attributes.update(redeemed_by_access=ACCESS, redeemed_by_agreement=AGREEMENT)
+    graph = Graph(root=f"authorization:{code}", direction=Direction.BOTH, limit=100, edges=[],
+                  nodes=[both, last])  # fmt: skip
+    consents = {e["resource"]["identifier"][0]["value"]: e["resource"]
+                for e in json.loads(fhir_json(graph, {}))["entry"]}  # fmt: skip
+
+    def data_of(c: str) -> list[str]:
+        return [d["reference"]["identifier"]["value"] for d in consents[c]["provision"]["data"]]
+
+    assert data_of(code) == [f"{ACCESS}@{g}" for g in agreements]
+    assert data_of(last_only) == [f"{ACCESS}@{AGREEMENT}"]

@@ -582,6 +582,11 @@ function shortId(hex, href) {
   return href && !isPatient() ? h("a", { href, title: hex, class: "id" }, text) : h("code", { class: "id", title: hex }, text);
 }
 
+/** An access's provenance link: its request id at its agreement (an id names one access per agreement). */
+function accessHref(id, agreement) {
+  return `#/provenance/access/${agreement ? `${id}@${agreement}` : id}?direction=up`;
+}
+
 function shortChain(chain) {
   if (!chain) return h("span", { class: "muted" }, "not on chain");
   return h("span", { class: "chainref" }, `block ${chain.block} · log ${chain.log_index} · tx `, shortId(chain.tx_hash));
@@ -670,7 +675,7 @@ function renderSubject(ref, report) {
       [a.decision === "DENIED" ? badge("✕ DENIED", "denied") : h("span", { class: "status", "data-status": a.decision }, a.decision || "—"),
         a.reason && a.reason !== "NONE" ? [" ", code(a.reason)] : null,
         h("br"), h("span", { class: "muted" }, a.admitted_by === "authorization" ? "via the patient's code" : "in the cohort")],
-      [shortId(a.access_id, `#/provenance/access/${a.access_id}?direction=up`), h("br"), shortChain(a.chain)],
+      [shortId(a.access_id, accessHref(a.access_id, a.agreement_id)), h("br"), shortChain(a.chain)],
       [h("span", { class: "muted" }, `leaf ${a.inclusion.index} of ${a.inclusion.size}, root `), shortId(a.inclusion.root),
         h("br"), button, " ", result],
     ];
@@ -698,7 +703,7 @@ function renderSubject(ref, report) {
     statusOf(c.status),
     [c.issued_time ? `${c.issued_time.slice(0, 16).replace("T", " ")} UTC` : "", h("br"), shortChain(c.issued)],
     c.redeemed_by_access
-      ? [c.multi_use ? "last by access " : "by access ", shortId(c.redeemed_by_access, `#/provenance/access/${c.redeemed_by_access}?direction=up`), h("br"), shortChain(c.redeemed)]
+      ? [c.multi_use ? "last by access " : "by access ", shortId(c.redeemed_by_access, accessHref(c.redeemed_by_access, c.redeemed_by_agreement)), h("br"), shortChain(c.redeemed)]
       : c.revoked ? ["revoked", h("br"), shortChain(c.revoked)] : h("span", { class: "muted" }, "not redeemed"),
   ]);
   $("subject-body").replaceChildren(
@@ -750,7 +755,7 @@ function glassState(c) {
 /** Break-glass accesses (no patient code) as rows: access, reason, review. */
 function glassRows(cases) {
   return cases.map((c) => [
-    h("a", { href: `#/provenance/access/${c.access_id}?direction=up`, title: c.access_id, class: "id" }, shortHex(c.access_id)),
+    h("a", { href: accessHref(c.access_id, c.agreement_id), title: c.access_id, class: "id" }, shortHex(c.access_id)),
     c.reason, glassState(c)]);
 }
 
@@ -815,7 +820,7 @@ function renderAccesses(box, items, more) {
       a.requester_org || shortHex(a.requester),
       h("a", { href: `#/provenance/dataset/${idPath(a.dataset)}?direction=both` }, a.dataset.length > 40 ? shortHex(a.dataset) : a.dataset),
       `${a.tier} · ${a.operation}`,
-      h("a", { href: `#/provenance/access/${a.access_id}?direction=up`, title: a.access_id, class: "id" }, shortHex(a.access_id)),
+      h("a", { href: accessHref(a.access_id, a.agreement_id), title: a.access_id, class: "id" }, shortHex(a.access_id)),
     ]), more);
 }
 
