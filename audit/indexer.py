@@ -260,6 +260,18 @@ class PageFetcher:
             refs.append(None if result is None else _block_ref(result))
         return refs[0], refs[1]
 
+    def gas_used(self, first: int, last: int) -> list[int]:
+        """The gas used by each of blocks `first..last` (one batch of headers), up to the first
+        the node does not have or whose header names none (the pipeline's density hint)."""
+        read = [("eth_getBlockByNumber", (hex(n), False)) for n in range(first, last + 1)]
+        used: list[int] = []
+        for header in self.rpc.batch(read):
+            try:
+                used.append(int(header["gasUsed"], 16))
+            except (KeyError, TypeError, ValueError):
+                break
+        return used
+
     def whole_blocks(self, first: int, filter_: dict[str, Any]) -> tuple[list[Any], int, int]:
         """The logs of a page of several blocks, 0 and the reply's length; or, when the reply
         is over the byte budget, the logs of its blocks that came whole within its first
@@ -410,6 +422,7 @@ class Indexer:
         contract_blocks: Mapping[str, int] | None = None,
         fetch_workers: int = 0,
         defer_indexes: bool = True,
+        fit_to_gas: bool = True,
     ) -> None:
         self.store = store
         self.rpc = rpc
@@ -447,6 +460,9 @@ class Indexer:
         self.defer_indexes = defer_indexes
         """A first catch-up builds `DEFERRED_INDEXES` at its end (`AuditStore.defer_indexes`)."""
         self._indexes_pending: bool | None = None
+        self.fit_to_gas = fit_to_gas
+        """Until the chain's density is known, ranges end where their blocks' gas would pass
+        the byte budget (`audit.pipeline`); off, the byte budget alone sizes them."""
         self._cohorts_retried_at: float | None = None
         self.cohorts_settled_late = 0
         self.reorgs = 0
@@ -754,6 +770,7 @@ class Indexer:
             epoch=self._epoch,
             max_bytes=self.fetcher.max_page_bytes,
             stop=stop,
+            gas_of=self.fetcher.gas_used if self.fit_to_gas else None,
         )
         try:
             for item in fetcher:

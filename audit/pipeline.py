@@ -17,7 +17,10 @@ memory stays at about `depth` pages whatever the workers' speed. Until the densi
 chain is known (a page of at least 1/16 of the byte budget, a refused or cut range, or a page
 as wide as pages go), one range is out at a time: every range out is read whole by the node,
 even one then refused or cut, and a sparse start (the deployment's blocks) says nothing about
-the blocks after it. A reply over the byte budget keeps the blocks that came whole within its
+the blocks after it. Meanwhile a range of a few blocks ends where its blocks' gas (one header
+batch) would pass the byte budget at a byte of reply per gas, about the most a log can
+produce: a sparse start followed by dense blocks is not read whole by the node only for most of
+it to be dropped. A reply over the byte budget keeps the blocks that came whole within its
 first quarter (`PageFetcher.whole_blocks`); the rest of its range goes out again, fitted to
 what the reply's declared length says about it. An error travels with its range and reaches
 the writer only when every page before it is written, as if read in order.
@@ -50,6 +53,9 @@ if TYPE_CHECKING:
 log = structlog.get_logger("audit.pipeline")
 
 MAX_FETCH_WORKERS = 16
+FIT_BLOCKS = 256
+"""While the chain's density is unknown, ranges of up to this many blocks (one batch of headers)
+are fitted to their blocks' gas before they go out."""
 
 
 @dataclass(frozen=True)
@@ -293,6 +299,7 @@ class Pipeline:
         epoch: int,
         max_bytes: int,
         stop: threading.Event | None = None,
+        gas_of: Callable[[int, int], list[int]] | None = None,
     ) -> None:
         self.workers = workers
         self.sizer = sizer
@@ -316,6 +323,10 @@ class Pipeline:
         self.served = 0
         """The widest page served: wider ranges are tried one at a time (`probing`)."""
         self.probing: set[int] = set()
+        self.gas_of = gas_of
+        """Gas used by each block of a range, as far as the node has them (None: unknown)."""
+        self.dense: set[int] = set()
+        """Ranges (by first block) whose blocks' gas filled half the fitting budget."""
 
     def _dispatch(self) -> None:
         while self.uncovered:
@@ -327,6 +338,8 @@ class Pipeline:
             if size > self.served and self.probing:  # one untried size at a time: the others
                 size = max(1, self.served)  # take the widest page served so far
             end = min(last, first + size - 1)
+            if not self.learned and self.out == 0 and 0 < end - first < FIT_BLOCKS:
+                end = self._fit(first, end)
             if end - first + 1 > self.served:
                 self.probing.add(first)
             if end == last:
@@ -336,6 +349,28 @@ class Pipeline:
             self.workers.submit(Task(self.epoch, first, end))
             self.out += 1
 
+    def _fit(self, first: int, end: int) -> int:
+        """The end of the longest start of `first..end` whose blocks' gas stays within a
+        quarter of the byte budget (the size pages are fitted to), counted at a byte of reply
+        per gas: a log costs 375 gas and names ~400 bytes of hashes and numbers, a byte of its
+        data 8 gas for 2 hex digits. At least `first` goes. When its blocks fill half of it
+        and their reply is not tiny (not a stretch of contract deployments: much gas, few
+        logs), their page tells the density (`learned`). A hint only: a reply over the budget
+        is still cut. Nothing else is in flight then, so a thread worker's connection is
+        free."""
+        if self.gas_of is None:
+            return end
+        budget = self.max_bytes // 4
+        used = 0
+        for n, gas in enumerate(self.gas_of(first, end)):
+            if n and used + gas > budget:
+                end = first + n - 1
+                break
+            used += gas
+        if used * 2 >= budget:
+            self.dense.add(first)
+        return end
+
     def _receive(self, fetched: Fetched) -> None:
         for first, last, error, reply_bytes in fetched.refused:
             if self.sizer.refuse(last - first + 1):
@@ -343,6 +378,8 @@ class Pipeline:
             log.info("audit.range_refused", first=first, last=last, next_size=self.sizer.size,
                      error=error)  # fmt: skip
         self.probing.discard(fetched.task.first)
+        dense = fetched.task.first in self.dense
+        self.dense.discard(fetched.task.first)
         page = fetched.page
         if page is not None:
             if page.over_budget:  # counted as a refusal: the node read more than was kept
@@ -357,10 +394,12 @@ class Pipeline:
             # Ranges go out side by side once the chain's density is known: from a page of
             # some size (a sparse stretch, e.g. the deployment's blocks, says nothing about
             # the blocks after it, and each range out at once is read whole by the node even
-            # when it comes back refused or cut), a refusal, or a page as wide as pages go.
+            # when it comes back refused or cut), a refusal, a page as wide as pages go, or
+            # one whose blocks filled the gas budget with more than deployments' few logs.
             self.learned = self.learned or bool(
                 page.over_budget or fetched.refused or page.reply_bytes * 16 >= self.max_bytes
                 or span >= self.sizer.maximum
+                or (dense and page.reply_bytes * 256 >= self.max_bytes)
             )  # fmt: skip
             self.served = max(self.served, span)
             logs = page.count + len(page.quarantined)

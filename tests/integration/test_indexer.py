@@ -354,7 +354,7 @@ def test_a_reply_over_the_byte_budget_halves_the_page_and_changes_nothing(
     reference = make_indexer(world, new_store(), chain.rpc_url)
     reference.run(to_block=target)
     budget = make_indexer(world, new_store(), chain.rpc_url, page_size=1_000,
-                          max_page_bytes=20_000)  # fmt: skip
+                          max_page_bytes=20_000, fit_to_gas=False)  # fmt: skip
     summary = budget.run(to_block=target)
     assert summary.refused_ranges > 0
     assert budget.store.dump() == reference.store.dump()
@@ -383,7 +383,8 @@ def test_a_reply_over_the_byte_budget_keeps_its_whole_blocks_and_changes_nothing
     whole = probe.reply_bytes
     probe.close()
     cut = make_indexer(world, new_store(), chain.rpc_url, page_size=target - start + 1,
-                       max_page_size=target - start + 1, max_page_bytes=whole // 2)  # fmt: skip
+                       max_page_size=target - start + 1, max_page_bytes=whole // 2,
+                       fit_to_gas=False)  # fmt: skip
     pages: list[Any] = []
     fetch = cut.fetcher.fetch
 
