@@ -743,7 +743,7 @@ class SqlOutbox:
             for stored in found:
                 known[bytes(stored.key)] = view_of(stored)
         depth = self._open_count(conn)
-        reservations = _Reservations(conn, jobs, known, postgres=not self._sqlite)
+        reservations = _Reservations(conn, jobs, known, postgres=not self._sqlite, mark=self._mark)
         inserts: list[dict[str, Any]] = []
         leaves: list[dict[str, Any]] = []
         outcomes: list[list[Accepted] | BaseException] = []
@@ -1208,9 +1208,19 @@ class _Reservations:
         known: Mapping[bytes, OperationView],
         *,
         postgres: bool,
+        mark: str = "?",
     ) -> None:
         self.conn = conn
         self.postgres = postgres
+        # The counted row is read and updated by the driver, as the insert: through SQLAlchemy
+        # Core these two statements were ~60% of a one-decision group commit's CPU on the
+        # writer thread (cache key, compile lookup, result metadata each time), and at a few
+        # hundred single requests a second most commits hold one decision.
+        self._select_used = (  # constant names; values go as parameters
+            f"SELECT used FROM {QUOTA.name} WHERE agreement_id = {mark}"  # noqa: S608
+            + (" FOR UPDATE" if postgres else "")
+        )
+        self._update_used = f"UPDATE {QUOTA.name} SET used = {mark} WHERE agreement_id = {mark}"  # noqa: S608
         self.used: dict[bytes, int] = {}
         self.changed: set[bytes] = set()
         self.codes: dict[bytes, bytes] = {}
@@ -1234,10 +1244,7 @@ class _Reservations:
             self.taken.update(bytes(r.code) for r in conn.execute(query))
 
     def _counted(self, agreement: bytes, chain_used: int) -> int:
-        query = select(QUOTA.c.used).where(QUOTA.c.agreement_id == agreement)
-        if self.postgres:
-            query = query.with_for_update()
-        value = self.conn.execute(query).scalar_one_or_none()
+        value = self.conn.exec_driver_sql(self._select_used, (agreement,)).scalar_one_or_none()
         if value is not None:
             return int(value)
         # First grant counted here: the chain's count plus grants stored and not yet on chain
@@ -1258,7 +1265,7 @@ class _Reservations:
                 agreement_id=agreement, used=chain_used + int(open_grants)
             ).on_conflict_do_nothing()
         )
-        return int(self.conn.execute(query).scalar_one())
+        return int(self.conn.exec_driver_sql(self._select_used, (agreement,)).scalar_one())
 
     def take(self, job: _Job, new: Mapping[bytes, OperationView]) -> ReservationError | None:
         """Reserve what the new GRANTED rows of `job` need, all or nothing."""
@@ -1293,11 +1300,9 @@ class _Reservations:
         return None
 
     def write(self) -> None:
-        for agreement in sorted(self.changed):
-            self.conn.execute(
-                update(QUOTA)
-                .where(QUOTA.c.agreement_id == agreement)
-                .values(used=self.used[agreement])
+        if self.changed:
+            self.conn.exec_driver_sql(
+                self._update_used, [(self.used[a], a) for a in sorted(self.changed)]
             )
         if self.codes:
             self.conn.execute(
