@@ -1273,16 +1273,14 @@ class AuditStore:
                 # The page and its checkpoint commit together, so a commit lost to a server
                 # crash loses both and the indexer redoes the page: no need to wait for its
                 # WAL flush (SQLite's synchronous=NORMAL in WAL mode is the same trade).
-                conn.execute(text("SET LOCAL synchronous_commit TO OFF"))
+                self._run(conn, [("SET LOCAL synchronous_commit TO OFF", ())])
             elif self.dialect == "sqlite":
                 self._autocheckpoint(conn)
             self._write(conn, first, last, events, previous_checkpoint, cohorts, quarantined)
             if before_checkpoint is not None:
                 before_checkpoint()
-            conn.execute(
-                text("UPDATE checkpoint SET block_number = :n, block_hash = :h WHERE id = 1"),
-                {"n": last.number, "h": last.hash},
-            )
+            self._run(conn, [("UPDATE checkpoint SET block_number = ?, block_hash = ? WHERE id = 1",
+                              (last.number, last.hash))])  # fmt: skip
         if self.checkpointer is not None:
             self.checkpointer.poke()
 
@@ -1382,10 +1380,8 @@ class AuditStore:
         per_block = {ref.number: ref for ref, _ in prepared.blocks}
         counts = {ref.number: count for ref, count in prepared.blocks}
         self._delete_range(conn, first, last.number)
-        conn.execute(
-            text("DELETE FROM block WHERE number >= :a AND number <= :b"),
-            {"a": first, "b": last.number},
-        )
+        self._run(conn, [("DELETE FROM block WHERE number >= ? AND number <= ?",
+                          (first, last.number))])  # fmt: skip
         for table, rows in page.rows.items():
             if rows:
                 self._insert_many(conn, table, COLUMNS[table], rows)
@@ -1403,14 +1399,10 @@ class AuditStore:
         if previous_checkpoint != last.number:
             # The parent hash is the link the next page must continue from: it is kept on
             # the checkpoint block only, so the store does not depend on how it was paged.
-            conn.execute(
-                text("DELETE FROM block WHERE number = :n AND events = 0"),
-                {"n": previous_checkpoint},
-            )
-            conn.execute(
-                text("UPDATE block SET parent_hash = NULL WHERE number = :n"),
-                {"n": previous_checkpoint},
-            )
+            self._run(conn, [
+                ("DELETE FROM block WHERE number = ? AND events = 0", (previous_checkpoint,)),
+                ("UPDATE block SET parent_hash = NULL WHERE number = ?", (previous_checkpoint,)),
+            ])  # fmt: skip
         for q in quarantined:
             conn.execute(
                 text(
@@ -1608,15 +1600,25 @@ class AuditStore:
                 conn.execute(COUNT_CONSENTED, {"b": row[0], "t": row[1], "i": row[2]})
 
     def _delete_range(self, conn: Connection, first: int, last: int | None) -> None:
-        bound = "block_number >= :a" + ("" if last is None else " AND block_number <= :b")
+        bound = "block_number >= ?" + ("" if last is None else " AND block_number <= ?")
+        params = (first,) if last is None else (first, last)
         models: tuple[type[AuditModel], ...] = (
             *POSITIONED_TABLES, *COHORT_TABLES, QuarantinedEvent,
         )  # fmt: skip
-        for model in models:
-            conn.execute(
-                text(f"DELETE FROM {table_name(model)} WHERE {bound}"),  # noqa: S608 - fixed names
-                {"a": first, "b": last},
-            )
+        self._run(conn, [(f"DELETE FROM {table_name(model)} WHERE {bound}", params)  # noqa: S608 - fixed names
+                         for model in models])  # fmt: skip
+
+    def _run(self, conn: Connection, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
+        """Fixed statements (`?` placeholders) on `conn`'s transaction through the driver's own
+        cursor: through SQLAlchemy each of a page's ~30 (deletes of the range in every table,
+        the blocks, the checkpoint) cost ~0.1 ms of the writer's CPU to prepare and run,
+        ~3 ms a page, the whole cost of an empty one."""
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            for sql, params in statements:
+                cursor.execute(sql if self.dialect == "sqlite" else sql.replace("?", "%s"), params)
+        finally:
+            cursor.close()
 
     def _put_block(self, conn: Connection, block: BlockRef, events: int | None) -> None:
         """Upserts a block row; `events=None` keeps a stored count (or 0 when new)."""
@@ -1652,23 +1654,10 @@ class AuditStore:
         self, conn: Connection, blocks: Sequence[BlockRef], counts: Mapping[int, int]
     ) -> None:
         """New block rows (none of them stored) in one statement."""
-        sqlite = self.dialect == "sqlite"
-        conn.execute(
-            text(
-                "INSERT INTO block (number, hash, parent_hash, timestamp, events) "
-                "VALUES (:n, :h, :p, :t, :e)"
-            ),
-            [
-                {
-                    "n": b.number,
-                    "h": b.hash,
-                    "p": b.parent_hash,
-                    "t": to_sqlite(b.timestamp) if sqlite else b.timestamp,
-                    "e": counts.get(b.number, 0),
-                }
-                for b in blocks
-            ],
-        )
+        rows = [(b.number, b.hash, b.parent_hash, b.timestamp, counts.get(b.number, 0))
+                for b in blocks]  # fmt: skip
+        columns = ("number", "hash", "parent_hash", "timestamp", "events")
+        self._insert_many(conn, "block", columns, rows)  # a wide time spelled as SQLite's
 
     def _insert_many(
         self, conn: Connection, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]
