@@ -206,6 +206,64 @@ def test_a_record_over_quota_fails_alone_and_the_batch_lands(
     assert set(ids.values()) == {1}
 
 
+def test_access_batches_confirm_from_their_events_and_a_revert_from_its_receipt(
+    chain: ChainHandle, world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A successful batch's receipt (every record's log) is never downloaded: its first
+    record's event, emitted by that transaction, confirms it at the receipt's block. A
+    reverted batch left no event and is settled from its receipt."""
+    agreement = world.activate(world.research_terms(quota=50))
+    good = [access(world, agreement, i) for i in range(40)]
+    over = [access(world, agreement, i) for i in range(40, 60)]  # quota 50: 10 of these fail
+    asked: list[bytes] = []
+
+    async def scenario() -> tuple[dict[bytes, Any], dict[bytes, dict[str, Any] | None]]:
+        outbox = await open_outbox(url_in(tmp_path))
+        settings = SubmitterSettings(max_batch=10, max_delay=0.01, poll_interval=0.05)
+        sub, rpc = submitter(world, chain, outbox, settings=settings)
+        receipts = rpc.receipts
+
+        async def counted(hashes: Any) -> list[dict[str, Any] | None]:
+            asked.extend(hashes)
+            return await receipts(hashes)
+
+        monkeypatch.setattr(rpc, "receipts", counted)
+        await sub.start()
+        await sub.recovered()
+        await outbox.add_accesses(good[:20])
+        await outbox.add_accesses(good[20:])
+        await drain(outbox, sub)
+        assert asked == []
+        assert sub.stats.transactions_sent == 4
+        await outbox.add_accesses(over)  # two batches of 10, room for one: the other reverts
+        await drain(outbox, sub)
+        assert sub.stats.reverted_transactions == 1
+        views = await outbox.get_many([a.request_id for a in good + over])
+        hashes = {v.tx_hash for v in views.values() if v.tx_hash is not None}
+        on_chain = dict(zip(hashes, await receipts(list(hashes)), strict=True))
+        await sub.stop()
+        await rpc.aclose()
+        await outbox.close()
+        return views, on_chain
+
+    views, on_chain = run(scenario)
+    assert len(asked) >= 1  # the reverted transaction's receipt
+    for a in good:
+        view = views[a.request_id]
+        assert view.status is OperationStatus.CONFIRMED
+        assert view.tx_hash is not None
+        receipt = on_chain[view.tx_hash]
+        assert receipt is not None
+        assert receipt["status"] == "0x1"
+        assert view.block_number == int(receipt["blockNumber"], 16)
+    failed = [a for a in over if views[a.request_id].status is OperationStatus.FAILED]
+    assert len(failed) == 10
+    assert {views[a.request_id].error for a in failed} == {"AccessLogQuotaExhausted"}
+    ids = recorded_ids(chain, world, agreement)
+    assert set(ids) == {a.request_id for a in good + over} - {a.request_id for a in failed}
+    assert set(ids.values()) == {1}
+
+
 @pytest.mark.parametrize("point", ["persisted", "sent"])
 def test_a_crash_around_sending_neither_loses_nor_repeats(
     chain: ChainHandle, world: World, tmp_path: Path, point: str
