@@ -433,6 +433,11 @@ class SqlOutbox:
         self._checkpoint_task: asyncio.Task[None] | None = None
         self.new_pending = asyncio.Event()
         """Set after each commit that stored new PENDING rows (the submitter waits on it)."""
+        self.accesses_added = 0
+        """PENDING accesses this process has stored so far: a submitter waiting for a short
+        batch to fill counts what arrived without reading the store again."""
+        self.other_pending_added = 0
+        """Times anything else became PENDING here (releases, calls, requeued operations)."""
         if self._sqlite:
             # SQLite checkpoints the WAL inside the commit that crosses 1,000 pages: with
             # cohorts (~0.3 MB of leaves a decision) every ~12th decision waited for a 4 MB
@@ -681,17 +686,30 @@ class SqlOutbox:
             except Exception as exc:  # e.g. disk full: every caller of the group gets it
                 log.error("outbox.commit_failed", error=repr(exc), jobs=len(jobs))
                 outcomes = [exc] * len(jobs)
-            stored = False
+            accesses = others = 0
             for job, outcome in zip(jobs, outcomes, strict=True):
+                if not isinstance(outcome, BaseException):  # stored, whether awaited or not
+                    for accepted in outcome:
+                        if accepted.created and accepted.view.kind is OperationKind.ACCESS:
+                            accesses += 1
+                        elif accepted.created:
+                            others += 1
                 if job.future.done():
                     continue
                 if isinstance(outcome, BaseException):
                     job.future.set_exception(outcome)
                 else:
-                    stored = stored or any(a.created for a in outcome)
                     job.future.set_result(outcome)
-            if stored:
-                self.new_pending.set()
+            if accesses or others:
+                self.pending_changed(accesses, other=others > 0)
+
+    def pending_changed(self, accesses: int = 0, *, other: bool = True) -> None:
+        """Wake the submitter: `accesses` new PENDING accesses were stored, or (`other`)
+        something else became PENDING (a release, a call, operations put back in the queue)."""
+        self.accesses_added += accesses
+        if other:
+            self.other_pending_added += 1
+        self.new_pending.set()
 
     def _open_count(self, conn: Connection) -> int:
         now = time.monotonic()
@@ -1038,7 +1056,7 @@ class SqlOutbox:
 
         hashes, requeued, confirmed = await self.write(run)
         if requeued:
-            self.new_pending.set()
+            self.pending_changed()
         return hashes, requeued, confirmed
 
     async def mark_resent(self, tx_hash: bytes, attempts: int) -> None:
@@ -1146,7 +1164,7 @@ class SqlOutbox:
         await self.write(run)
         self._notify([*failed, *found])
         if requeue:
-            self.new_pending.set()
+            self.pending_changed()
 
     async def next_nonce(self, sender: str) -> int | None:
         def run(conn: Connection) -> int | None:

@@ -3,8 +3,9 @@ round is stored before anything is sent, the refused one is sent again as it was
 same bytes) and every operation is confirmed once, in one transaction only. A trickle of single
 decisions is batched into few transactions: a short batch waits while the node is still taking
 the previous round (a full one never does), and its `max_delay` counts from the previous short
-batch when that is later than its oldest record. A real SQLite outbox; the node is an
-in-memory JSON-RPC answerer (httpx MockTransport)."""
+batch when that is later than its oldest record; while it waits, the store is read again only
+once the batch may be full (or something else became PENDING). A real SQLite outbox; the node
+is an in-memory JSON-RPC answerer (httpx MockTransport)."""
 
 from __future__ import annotations
 
@@ -209,6 +210,45 @@ def test_max_delay_counts_from_the_previous_short_batch(tmp_path: Path) -> None:
         await asyncio.sleep(0.1)
         await sub._batch_once()
         assert await _stored(outbox) == [1, 1]
+        await outbox.close()
+        await sub.rpc.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_a_short_batch_reads_the_store_again_only_once_it_may_be_full(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        settings = SubmitterSettings(max_delay=5.0, idle_poll=0.05)
+        outbox, _, sub = await _setup(tmp_path, settings)  # 10 records a batch
+        reads: list[int] = []
+        read = outbox.pending
+
+        async def counted(limit: int) -> Any:
+            reads.append(limit)
+            return await read(limit)
+
+        outbox.pending = counted  # type: ignore[method-assign]
+        await outbox.add_accesses([access(0)])
+        started = time.monotonic()
+        waiting = asyncio.create_task(sub._batch_once())
+        for n in range(1, 9):  # a trickle of single decisions, a commit each
+            await outbox.add_accesses([access(n)])
+            await asyncio.sleep(0.01)
+        assert not waiting.done()
+        assert len(reads) == 1
+        await outbox.add_accesses([access(9)])  # the batch is full: it goes now
+        await asyncio.wait_for(waiting, 2)
+        await sub._batch_once()
+        assert await _stored(outbox) == [10]
+        assert time.monotonic() - started < 2
+        assert len(reads) == 2
+
+        await outbox.add_accesses([access(10)])
+        waiting = asyncio.create_task(sub._batch_once())
+        await asyncio.sleep(0.05)
+        assert not waiting.done()
+        outbox.pending_changed()  # e.g. a release or requeued operations: read again now
+        await asyncio.wait_for(waiting, 2)
         await outbox.close()
         await sub.rpc.aclose()
 
