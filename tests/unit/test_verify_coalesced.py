@@ -1,7 +1,8 @@
 """Signature checks of small calls are coalesced per turn of the event loop onto a verifier
 thread (`ledger_gateway.service._Coalesced`): every check of one turn goes in one hop, off the
-event loop's thread; a refusal comes back as a value, a failure as the exception; and a check
-made on a new event loop is served even when an earlier loop went away before its hop."""
+event loop's thread, and a check alone in its turn is done on the loop without a hop; a refusal
+comes back as a value, a failure as the exception; and a check made on a new event loop is
+served even when an earlier loop went away before its hop."""
 
 from __future__ import annotations
 
@@ -31,10 +32,10 @@ def test_one_hop_per_turn_off_the_loop_thread() -> None:
 
     async def main() -> list[Any]:
         loop_thread = threading.get_ident()
-        seen: list[int] = []
+        seen: list[tuple[Any, int]] = []
 
         def check(value: Any) -> Any:
-            seen.append(threading.get_ident())
+            seen.append((value, threading.get_ident()))
             if value == "fail":
                 raise RuntimeError("broken")
             return value
@@ -53,17 +54,21 @@ def test_one_hop_per_turn_off_the_loop_thread() -> None:
                     results.append(await future)
                 except RuntimeError as exc:
                     results.append(str(exc))
-            later = await coalesced.check(call(check, "c"))  # the next turn: a new hop
+            later = await coalesced.check(call(check, "c"))  # alone in the next turn: no hop
+            with pytest.raises(RuntimeError, match="broken"):
+                await coalesced.check(call(check, "fail"))
         finally:
             del _verifier().submit
-        assert loop_thread not in seen
+        threads = [thread for _, thread in seen]
+        assert loop_thread not in threads[:4]
+        assert threads[4:] == [loop_thread, loop_thread]
         return [*results, later]
 
     results = asyncio.run(main())
     assert results[0] == "a"
     assert isinstance(results[1], BadRequestError)
     assert results[2:] == ["broken", "b", "c"]
-    assert len(hops) == 2
+    assert len(hops) == 1
 
 
 def test_a_new_event_loop_is_served_after_one_went_away_before_its_hop() -> None:
