@@ -300,6 +300,7 @@ class Pipeline:
         max_bytes: int,
         stop: threading.Event | None = None,
         gas_of: Callable[[int, int], list[int]] | None = None,
+        waiting: Callable[[], None] | None = None,
     ) -> None:
         self.workers = workers
         self.sizer = sizer
@@ -324,6 +325,8 @@ class Pipeline:
         """The widest page served: wider ranges are tried one at a time (`probing`)."""
         self.probing: set[int] = set()
         self.gas_of = gas_of
+        self.waiting = waiting
+        """Called each time the writer's next page is `POLL_S` late (it commits what it holds)."""
         """Gas used by each block of a range, as far as the node has them (None: unknown)."""
         self.dense: set[int] = set()
         """Ranges (by first block) whose blocks' gas filled half the fitting budget."""
@@ -434,6 +437,8 @@ class Pipeline:
                     fetched = self.workers.get(self.POLL_S)
                 except queue.Empty:
                     self.workers.check()
+                    if self.waiting is not None:
+                        self.waiting()
                     continue
                 if fetched.task.epoch == self.epoch:
                     self._receive(fetched)
@@ -444,8 +449,21 @@ class Pipeline:
                 assert answer.error is not None
                 yield answer.error
                 return
-            yield answer.page
             self.next = answer.page.last.number + 1
+            yield answer.page
+
+    def ready(self) -> bool:
+        """Whether the page after the last one yielded is here already: the answers that
+        arrived are taken in, none is waited for."""
+        while self.next <= self.target and self.next not in self.done:
+            try:
+                fetched = self.workers.get(0)
+            except queue.Empty:
+                return False
+            if fetched.task.epoch == self.epoch:
+                self._receive(fetched)
+                self._dispatch()
+        return self.next <= self.target
 
     def close(self) -> None:
         """Takes back the ranges no worker started (answers still coming are ignored by

@@ -1150,6 +1150,31 @@ class BlockRef:
     timestamp: int | None = None
 
 
+class PageTransaction:
+    """Pages written in one transaction of `AuditStore.pages`, in block order."""
+
+    def __init__(self, store: AuditStore, conn: Connection) -> None:
+        self.store = store
+        self.conn = conn
+        self.last: BlockRef | None = None
+        """The last page's last block: where the checkpoint moves at the commit."""
+
+    def write(
+        self,
+        first: int,
+        last: BlockRef,
+        events: Sequence[DecodedEvent] | PreparedPage,
+        *,
+        previous_checkpoint: int,
+        cohorts: CohortRows | None = None,
+        quarantined: Sequence[Quarantine] = (),
+    ) -> None:
+        """The rows of blocks `first..last.number` (see `AuditStore.write_page`)."""
+        self.store._write(self.conn, first, last, events, previous_checkpoint, cohorts,
+                          quarantined)  # fmt: skip
+        self.last = last
+
+
 class AuditStore:
     """Reads and writes of the indexer, one transaction per call, on an injected engine."""
 
@@ -1268,19 +1293,34 @@ class AuditStore:
         `before_checkpoint` is a test seam: called after the rows are written and before the
         checkpoint moves.
         """
+        with self.pages() as batch:
+            batch.write(first, last, events, previous_checkpoint=previous_checkpoint,
+                        cohorts=cohorts, quarantined=quarantined)  # fmt: skip
+            if before_checkpoint is not None:
+                before_checkpoint()
+
+    @contextmanager
+    def pages(self) -> Iterator[PageTransaction]:
+        """One transaction for consecutive pages (`PageTransaction.write` each, as
+        `write_page` writes one), the checkpoint moved to the last at its end: a catch-up
+        commits once for several pages (each commit writes every b-tree page it dirtied, and
+        the access id's unique index is dirtied all over by every page). An exception rolls
+        all of them back, checkpoint included."""
         with self.engine.begin() as conn:
             if self.dialect == "postgresql":
-                # The page and its checkpoint commit together, so a commit lost to a server
-                # crash loses both and the indexer redoes the page: no need to wait for its
-                # WAL flush (SQLite's synchronous=NORMAL in WAL mode is the same trade).
+                # The pages and their checkpoint commit together, so a commit lost to a server
+                # crash loses both and the indexer redoes them: no need to wait for its WAL
+                # flush (SQLite's synchronous=NORMAL in WAL mode is the same trade).
                 self._run(conn, [("SET LOCAL synchronous_commit TO OFF", ())])
             elif self.dialect == "sqlite":
                 self._autocheckpoint(conn)
-            self._write(conn, first, last, events, previous_checkpoint, cohorts, quarantined)
-            if before_checkpoint is not None:
-                before_checkpoint()
-            self._run(conn, [("UPDATE checkpoint SET block_number = ?, block_hash = ? WHERE id = 1",
-                              (last.number, last.hash))])  # fmt: skip
+            batch = PageTransaction(self, conn)
+            yield batch
+            if batch.last is not None:
+                self._run(conn, [(
+                    "UPDATE checkpoint SET block_number = ?, block_hash = ? WHERE id = 1",
+                    (batch.last.number, batch.last.hash),
+                )])  # fmt: skip
         if self.checkpointer is not None:
             self.checkpointer.poke()
 
