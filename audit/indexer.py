@@ -975,14 +975,14 @@ class Indexer:
 
 class _PageGroup:
     """A catch-up's pages written in one open transaction (`AuditStore.pages`), committed
-    once they hold `EVENTS` events or `SECONDS` of the catch-up, at its end, and whenever the
-    next page is late (the pipeline's `waiting`): SQLite wrote every b-tree page a commit had
-    dirtied, the unique index of access ids nearly whole at each page's commit (measured on
-    dul bench's pages, the writer's CPU per event: ~13 us one page a transaction, ~11 five,
-    ~9.5 ten, ~9.3 twenty; pages of 2,500 events, 20,000 events held are ~40 MB).
-    A crash loses the pages not committed, as it lost the page in flight; the restart reads
-    them again. A row the store refuses rolls the open pages back and they are written one
-    page a transaction, where the refused events are quarantined."""
+    once they hold `EVENTS` events or `SECONDS` of the catch-up, at its end, and whenever no
+    answer came from the fetch workers for half a second (the pipeline's `waiting`): SQLite
+    wrote every b-tree page a commit had dirtied, the unique index of access ids nearly whole
+    at each page's commit (measured on dul bench's pages, the writer's CPU per event: ~13 us
+    one page a transaction, ~11 five, ~9.5 ten, ~9.3 twenty; pages of 2,500 events, 20,000
+    events held are ~40 MB). A crash loses the pages not committed, as it lost the page in
+    flight; the restart reads them again. A row the store refuses rolls the open pages back
+    and they are written one page a transaction, where the refused events are quarantined."""
 
     EVENTS = 20_000
     SECONDS = 2.0

@@ -325,9 +325,10 @@ class Pipeline:
         """The widest page served: wider ranges are tried one at a time (`probing`)."""
         self.probing: set[int] = set()
         self.gas_of = gas_of
-        self.waiting = waiting
-        """Called each time the writer's next page is `POLL_S` late (it commits what it holds)."""
         """Gas used by each block of a range, as far as the node has them (None: unknown)."""
+        self.waiting = waiting
+        """Called each time the writer waits `POLL_S` for its next page with no answer
+        arriving (it commits what it holds)."""
         self.dense: set[int] = set()
         """Ranges (by first block) whose blocks' gas filled half the fitting budget."""
 
@@ -451,19 +452,6 @@ class Pipeline:
                 return
             self.next = answer.page.last.number + 1
             yield answer.page
-
-    def ready(self) -> bool:
-        """Whether the page after the last one yielded is here already: the answers that
-        arrived are taken in, none is waited for."""
-        while self.next <= self.target and self.next not in self.done:
-            try:
-                fetched = self.workers.get(0)
-            except queue.Empty:
-                return False
-            if fetched.task.epoch == self.epoch:
-                self._receive(fetched)
-                self._dispatch()
-        return self.next <= self.target
 
     def close(self) -> None:
         """Takes back the ranges no worker started (answers still coming are ignored by
