@@ -423,6 +423,7 @@ class Indexer:
         fetch_workers: int = 0,
         defer_indexes: bool = True,
         fit_to_gas: bool = True,
+        commit_seconds: float = 2.0,
     ) -> None:
         self.store = store
         self.rpc = rpc
@@ -461,6 +462,8 @@ class Indexer:
         """A first catch-up builds `DEFERRED_INDEXES` at its end (`AuditStore.defer_indexes`)."""
         self._indexes_pending: bool | None = None
         self.fit_to_gas = fit_to_gas
+        self.commit_seconds = commit_seconds
+        """A catch-up commits its pages at least this often (`_PageGroup`)."""
         """Until the chain's density is known, ranges end where their blocks' gas would pass
         the byte budget (`audit.pipeline`); off, the byte budget alone sizes them."""
         self._cohorts_retried_at: float | None = None
@@ -501,6 +504,7 @@ class Indexer:
             poll_interval=settings.poll_interval,
             node_timeout=settings.node_timeout,
             fetch_workers=settings.fetch_workers,
+            commit_seconds=settings.commit_seconds,
             metrics=metrics,
             cohort_sources=open_sources(settings.cohort_sources),
             cohort_retry_s=settings.cohort_retry_s,
@@ -975,17 +979,17 @@ class Indexer:
 
 class _PageGroup:
     """A catch-up's pages written in one open transaction (`AuditStore.pages`), committed
-    once they hold `EVENTS` events or `SECONDS` of the catch-up, at its end, and whenever no
-    answer came from the fetch workers for half a second (the pipeline's `waiting`): SQLite
-    wrote every b-tree page a commit had dirtied, the unique index of access ids nearly whole
-    at each page's commit (measured on dul bench's pages, the writer's CPU per event: ~13 us
-    one page a transaction, ~11 five, ~9.5 ten, ~9.3 twenty; pages of 2,500 events, 20,000
-    events held are ~40 MB). A crash loses the pages not committed, as it lost the page in
-    flight; the restart reads them again. A row the store refuses rolls the open pages back
-    and they are written one page a transaction, where the refused events are quarantined."""
+    once they hold `EVENTS` events or `Indexer.commit_seconds` of the catch-up, at its end,
+    and whenever no answer came from the fetch workers for half a second (the pipeline's
+    `waiting`): SQLite wrote every b-tree page a commit had dirtied, the unique index of
+    access ids nearly whole at each page's commit (measured on dul bench's pages, the
+    writer's CPU per event: ~13 us one page a transaction, ~11 five, ~9.5 ten, ~9.3 twenty;
+    pages of 2,500 events, 20,000 events held are ~40 MB). A crash loses the pages not
+    committed, as it lost the page in flight; the restart reads them again. A row the store
+    refuses rolls the open pages back and they are written one page a transaction, where
+    the refused events are quarantined."""
 
     EVENTS = 20_000
-    SECONDS = 2.0
 
     def __init__(self, indexer: Indexer) -> None:
         self.indexer = indexer
@@ -1017,7 +1021,8 @@ class _PageGroup:
         return []
 
     def full(self) -> bool:
-        return self.events >= self.EVENTS or time.monotonic() - self.opened >= self.SECONDS
+        age = time.monotonic() - self.opened
+        return self.events >= self.EVENTS or age >= self.indexer.commit_seconds
 
     def commit(self) -> list[Page]:
         """Commits the open pages; returns them."""

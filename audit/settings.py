@@ -47,6 +47,13 @@ class AuditSettings(BaseSettings):
         description="processes fetching and decoding pages beside the writer (0: one thread "
         "of the indexer's own process)",
     )
+    commit_seconds: float = Field(
+        2.0,
+        gt=0,
+        le=60,
+        description="a catch-up commits the pages it wrote at least this often (and every "
+        "20,000 events): readers see its progress, a crash loses at most this much of it",
+    )
     poll_interval: float = Field(0.5, gt=0, description="seconds between head polls when idle")
     request_timeout: float = Field(60.0, gt=0)
     node_timeout: float = Field(

@@ -544,6 +544,7 @@ def test_kill_9_mid_catch_up_then_a_restart_gives_the_same_store(
         "DUL_AUDIT_DATABASE_URL": url,
         "DUL_AUDIT_PAGE_SIZE": "1",
         "DUL_AUDIT_MAX_PAGE_SIZE": "1",
+        "DUL_AUDIT_COMMIT_SECONDS": "0.01",  # the checkpoint moves page by page: seen mid-way
     }
     command = [sys.executable, "-m", "audit.cli", "index", "--once", "--to-block", str(target)]
     engine = create_store_engine(url)

@@ -145,12 +145,12 @@ def test_ranges_go_out_side_by_side_only_once_the_density_is_known() -> None:
 
 def test_until_the_density_is_known_a_range_ends_where_its_blocks_gas_passes_the_budget() -> None:
     """Deployments, then blocks far denser than a page: the node is never asked for a range it
-    would read whole for most of it to be cut (at a byte of reply per gas, a quarter budget of
-    16 MB is 4 M gas). A page of much gas and few logs (deployments) leaves the density
+    would read whole for most of it to be cut (at a byte of reply per gas, a budget of 16 MB
+    is 16 M gas). A page of much gas and few logs (deployments) leaves the density
     unknown; a gas-filled page with a reply of some size tells it."""
     workers = _Workers()
     budget = 16_000_000
-    gas = {n: 1_000_000 if n <= 4 else 200_000_000 for n in range(1, 1_001)}
+    gas = {n: 4_000_000 if n <= 4 else 200_000_000 for n in range(1, 1_001)}
     asked: list[tuple[int, int]] = []
 
     def gas_of(first: int, last: int) -> list[int]:
@@ -160,9 +160,9 @@ def test_until_the_density_is_known_a_range_ends_where_its_blocks_gas_passes_the
     pipeline = Pipeline(workers, PageSizer(10, 50_000, 5_000), 1, 1_000, depth=3, epoch=1,
                         max_bytes=budget, gas_of=gas_of)  # fmt: skip
     pipeline._dispatch()
-    assert [(t.first, t.last) for t in workers.tasks] == [(1, 4)]  # block 5 would pass 4 M
+    assert [(t.first, t.last) for t in workers.tasks] == [(1, 4)]  # block 5 would pass 16 M
     pipeline._receive(Fetched(workers.tasks[0], _page(1, 4, 5_000)))
-    assert not pipeline.learned  # 4 M gas of deployments, 5 kB of logs
+    assert not pipeline.learned  # 16 M gas of deployments, 5 kB of logs
     pipeline.done.pop(1)
     pipeline.out -= 1
     pipeline.next = 5
