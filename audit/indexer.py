@@ -1028,20 +1028,20 @@ class _PageGroup:
         """Commits the open pages; returns them."""
         if self.open is None:
             return []
+        opened, committed = self.open, [page for page, _ in self.pages]
+        self._reset()  # a failed commit leaves nothing open: the pages are read again
         with _gc_paused():
-            self.open.__exit__(None, None, None)
-        committed = [page for page, _ in self.pages]
-        self._reset()
+            opened.__exit__(None, None, None)
         for page in committed:
             self.indexer._report_quarantined(page.quarantined)
         return committed
 
     def abandon(self) -> None:
         """Rolls the open pages back."""
-        if self.open is not None:
-            rollback = _RolledBackError("pages rolled back")
-            self.open.__exit__(_RolledBackError, rollback, None)
+        opened, self.open = self.open, None
         self._reset()
+        if opened is not None:
+            opened.__exit__(_RolledBackError, _RolledBackError("pages rolled back"), None)
 
     def _reset(self) -> None:
         self.open = self.batch = None
