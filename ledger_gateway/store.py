@@ -313,6 +313,8 @@ class PendingOp:
     payload: bytes
     created_at: float
     attempts: int
+    row_id: int | None = None
+    """Its row in `gateway_operations` (None: not read from the table)."""
 
 
 @dataclass(frozen=True)
@@ -327,6 +329,9 @@ class StoredTx:
     keys: tuple[bytes, ...]
     attempts: int
     created_at: float
+    row_ids: tuple[int, ...] = ()
+    """The rows of `keys` in `gateway_operations`, when known (not stored: `record_submissions`
+    marks the operations by row instead of looking each key up in its index)."""
 
 
 @dataclass(frozen=True)
@@ -848,7 +853,7 @@ class SqlOutbox:
 
         m = self._mark
         query = (  # by the driver: a full round is ~2,000 rows of ~0.6 kB
-            f"SELECT key, kind, payload, created_at, attempts FROM {OPS.name} "  # noqa: S608 - constant names
+            f"SELECT key, kind, payload, created_at, attempts, id FROM {OPS.name} "  # noqa: S608 - constant names
             f"WHERE status = {m} ORDER BY id LIMIT {m}"
         )
         kinds = {k.value: k for k in OperationKind}
@@ -856,8 +861,8 @@ class SqlOutbox:
         def run(conn: Connection) -> list[PendingOp]:
             rows = conn.exec_driver_sql(query, (OperationStatus.PENDING.value, limit))
             return [
-                PendingOp(bytes(key), kinds[kind], bytes(payload), created_at, attempts)
-                for key, kind, payload, created_at, attempts in rows
+                PendingOp(bytes(key), kinds[kind], bytes(payload), created_at, attempts, row_id)
+                for key, kind, payload, created_at, attempts, row_id in rows
             ]
 
         return await self.read(run)
@@ -915,13 +920,19 @@ class SqlOutbox:
             m = self._mark
             submitted = (  # by the driver: one statement per transaction, keys bound as is
                 f"UPDATE {OPS.name} SET status = {m}, tx_hash = {m}, nonce = {m}, sender = {m} "  # noqa: S608 - constant names
-                f"WHERE status || '' = {m} AND key IN "
+                f"WHERE status || '' = {m} AND "
             )
             for tx in txs:
                 changed = 0
-                for chunk in _chunks(tx.keys):
+                # By row where known: the rows are found by their primary key instead of a
+                # look-up of each random key in its index (submit ~12.5 -> ~9.5 us of SQLite's
+                # CPU per operation, 256-record transactions, measured on the bare schema).
+                by_row = len(tx.row_ids) == len(tx.keys)
+                names = tx.row_ids if by_row else tx.keys
+                column = "id IN " if by_row else "key IN "
+                for chunk in _chunks(names):
                     result = conn.exec_driver_sql(
-                        submitted + self._in(chunk),
+                        submitted + column + self._in(chunk),
                         (
                             OperationStatus.SUBMITTED.value,
                             tx.tx_hash,

@@ -478,6 +478,7 @@ class Submitter:
                     keys=tuple(op.key for op in ops),
                     attempts=1,
                     created_at=now,
+                    row_ids=tuple(op.row_id for op in ops if op.row_id is not None),
                 )
                 for index, ((ops, kind), (raw, tx_hash)) in enumerate(
                     zip(groups, signed, strict=True)

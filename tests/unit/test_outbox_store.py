@@ -28,7 +28,7 @@ from ledger_gateway.outbox import (
     OperationStatus,
     ReservationError,
 )
-from ledger_gateway.store import OPS, OutboxSettings, SqlOutbox, StoredTx, make_engine
+from ledger_gateway.store import OPS, OutboxSettings, PendingOp, SqlOutbox, StoredTx, make_engine
 from ledger_gateway.submitter import (
     ACCESS_RECORD_TYPE,
     RECORD_ACCESSES,
@@ -279,6 +279,47 @@ def test_a_round_of_submissions_is_stored_all_or_nothing(tmp_path: Path) -> None
         await outbox.close()
 
     run(scenario)
+
+
+def test_a_round_read_from_pending_is_marked_by_its_rows(tmp_path: Path) -> None:
+    """The submitter's transactions carry the rows `pending` read: the operations are marked
+    SUBMITTED by row, the same ones and with the same all-or-nothing rule as by key."""
+    keys = tuple(new_access(i).request_id for i in range(6))
+    statements: list[str] = []
+
+    async def scenario() -> None:
+        outbox = await opened(tmp_path)
+
+        @event.listens_for(outbox.engine, "before_cursor_execute")
+        def capture(_c: Any, _cur: Any, sql: str, _p: Any, _ctx: Any, _many: bool) -> None:
+            statements.append(sql)
+
+        await outbox.add_accesses([new_access(i) for i in range(6)])
+        ops = await outbox.pending(10)
+        assert [op.key for op in ops] == list(keys)
+        assert all(op.row_id is not None for op in ops)
+
+        def tx(part: list[PendingOp], nonce: int) -> StoredTx:
+            return replace(
+                submitted_tx(tuple(op.key for op in part), nonce=nonce),
+                row_ids=tuple(op.row_id for op in part if op.row_id is not None),
+            )
+
+        first, second = tx(ops[:3], 7), tx(ops[3:5], 8)
+        with pytest.raises(RuntimeError):  # one of them twice: nothing of the round is kept
+            await outbox.record_submissions([first, second, tx(ops[:1], 9)])
+        assert len(await outbox.pending(10)) == 6
+        await outbox.record_submissions([first, second])
+        assert [op.key for op in await outbox.pending(10)] == [keys[5]]
+        views = await outbox.get_many(keys)
+        assert [views[k].tx_hash for k in keys[:5]] == [first.tx_hash] * 3 + [second.tx_hash] * 2
+        assert {views[k].status for k in keys[:5]} == {OperationStatus.SUBMITTED}
+        await outbox.close()
+
+    run(scenario)
+    marked = [sql for sql in statements if sql.startswith("UPDATE gateway_operations SET status")]
+    assert marked
+    assert all("id IN" in sql and "key IN" not in sql for sql in marked)
 
 
 def test_wait_wakes_when_the_operation_is_confirmed(tmp_path: Path) -> None:
