@@ -462,10 +462,10 @@ class Indexer:
         """A first catch-up builds `DEFERRED_INDEXES` at its end (`AuditStore.defer_indexes`)."""
         self._indexes_pending: bool | None = None
         self.fit_to_gas = fit_to_gas
-        self.commit_seconds = commit_seconds
-        """A catch-up commits its pages at least this often (`_PageGroup`)."""
         """Until the chain's density is known, ranges end where their blocks' gas would pass
         the byte budget (`audit.pipeline`); off, the byte budget alone sizes them."""
+        self.commit_seconds = commit_seconds
+        """A catch-up commits its pages at least this often (`_PageGroup`)."""
         self._cohorts_retried_at: float | None = None
         self.cohorts_settled_late = 0
         self.reorgs = 0
@@ -1038,7 +1038,7 @@ class _PageGroup:
 
     def abandon(self) -> None:
         """Rolls the open pages back."""
-        opened, self.open = self.open, None
+        opened = self.open
         self._reset()
         if opened is not None:
             opened.__exit__(_RolledBackError, _RolledBackError("pages rolled back"), None)

@@ -359,11 +359,10 @@ class Pipeline:
         be cut), counted at a byte of reply per gas: a log costs 375 gas and names ~400 bytes
         of hashes and numbers, a byte of its data 8 gas for 2 hex digits (a quarter of it cut
         the deployments of dul bench's chain into 7 pages, one round trip each, against 3).
-        At least `first` goes. When its blocks fill half of it
-        and their reply is not tiny (not a stretch of contract deployments: much gas, few
-        logs), their page tells the density (`learned`). A hint only: a reply over the budget
-        is still cut. Nothing else is in flight then, so a thread worker's connection is
-        free."""
+        At least `first` goes. When its blocks fill half of it and their reply is not tiny
+        (not a stretch of contract deployments: much gas, few logs), their page tells the
+        density (`learned`). A hint only: a reply over the budget is still cut. Nothing else
+        is in flight then, so a thread worker's connection is free."""
         if self.gas_of is None:
             return end
         budget = self.max_bytes

@@ -68,6 +68,14 @@ async function registeredUpdatesFixture() {
 const register = (ctx, { id, kind = ArtifactKind.MODEL, releases = [], parents = [], metadata = ZERO32, by } = {}) =>
   ctx.artifactRegistry.connect(by ?? ctx.aiRequester).registerArtifact(id, kind, releases, parents, metadata);
 
+/** Registers and expects its ArtifactRegistered event, owned by `owner`, with every argument. */
+async function expectRegistered(ctx, registration, owner = ORG.AI_COMPANY) {
+  const { id, kind = ArtifactKind.MODEL, releases = [], parents = [], metadata = ZERO32, by } = registration;
+  await expect(register(ctx, registration))
+    .to.emit(ctx.artifactRegistry, "ArtifactRegistered")
+    .withArgs(id, owner, kind, sameReleases(releases), sameIds(parents), metadata, (by ?? ctx.aiRequester).address);
+}
+
 /** Expects the registration to revert with `errorName(...args)` and to leave `id` unregistered. */
 async function expectRefused(ctx, registration, errorName, args) {
   await expect(register(ctx, registration))
@@ -98,18 +106,7 @@ describe("ArtifactRegistry", function () {
     it("registers each hospital's MODEL_UPDATE under its release's result hash, owned by the AI company", async function () {
       const ctx = await loadFixture(federatedFixture);
       const release = await trainAndRelease(ctx, ctx.sites[1], update(1, 1));
-      const tx = register(ctx, { id: release.resultHash, kind: ArtifactKind.MODEL_UPDATE, releases: [release] });
-      await expect(tx)
-        .to.emit(ctx.artifactRegistry, "ArtifactRegistered")
-        .withArgs(
-          release.resultHash,
-          ORG.AI_COMPANY,
-          ArtifactKind.MODEL_UPDATE,
-          sameReleases([release]),
-          sameIds([]),
-          ZERO32,
-          ctx.aiRequester.address,
-        );
+      await expectRegistered(ctx, { id: release.resultHash, kind: ArtifactKind.MODEL_UPDATE, releases: [release] });
       const stored = await ctx.artifactRegistry.artifact(release.resultHash);
       expect(stored.owner).to.equal(ORG.AI_COMPANY);
       expect(stored.kind).to.equal(ArtifactKind.MODEL_UPDATE);
@@ -123,17 +120,7 @@ describe("ArtifactRegistry", function () {
     it("registers MODEL v1 from round 1's updates and v2 from v1 and round 2's updates", async function () {
       const ctx = await loadFixture(registeredUpdatesFixture);
       const v1Parents = sortIds(ctx.updates);
-      await expect(register(ctx, { id: MODEL_V1, parents: v1Parents, metadata: METADATA }))
-        .to.emit(ctx.artifactRegistry, "ArtifactRegistered")
-        .withArgs(
-          MODEL_V1,
-          ORG.AI_COMPANY,
-          ArtifactKind.MODEL,
-          sameReleases([]),
-          sameIds(v1Parents),
-          METADATA,
-          ctx.aiRequester.address,
-        );
+      await expectRegistered(ctx, { id: MODEL_V1, parents: v1Parents, metadata: METADATA });
 
       const round2 = [];
       for (const [i, site] of ctx.sites.entries()) {
@@ -142,17 +129,7 @@ describe("ArtifactRegistry", function () {
         round2.push(release.resultHash);
       }
       const v2Parents = sortIds([MODEL_V1, ...round2]);
-      await expect(register(ctx, { id: MODEL_V2, parents: v2Parents, metadata: METADATA }))
-        .to.emit(ctx.artifactRegistry, "ArtifactRegistered")
-        .withArgs(
-          MODEL_V2,
-          ORG.AI_COMPANY,
-          ArtifactKind.MODEL,
-          sameReleases([]),
-          sameIds(v2Parents),
-          METADATA,
-          ctx.aiRequester.address,
-        );
+      await expectRegistered(ctx, { id: MODEL_V2, parents: v2Parents, metadata: METADATA });
       const stored = await ctx.artifactRegistry.artifact(MODEL_V2);
       expect(stored.kind).to.equal(ArtifactKind.MODEL);
       expect(stored.releaseCount).to.equal(0);
@@ -199,17 +176,7 @@ describe("ArtifactRegistry", function () {
       const ctx = await loadFixture(registeredUpdatesFixture);
       const fresh = await trainAndRelease(ctx, ctx.sites[2], update(2, 2));
       const parents = sortIds(ctx.updates.slice(0, 2));
-      await expect(register(ctx, { id: MODEL_V1, releases: [fresh], parents }))
-        .to.emit(ctx.artifactRegistry, "ArtifactRegistered")
-        .withArgs(
-          MODEL_V1,
-          ORG.AI_COMPANY,
-          ArtifactKind.MODEL,
-          sameReleases([fresh]),
-          sameIds(parents),
-          ZERO32,
-          ctx.aiRequester.address,
-        );
+      await expectRegistered(ctx, { id: MODEL_V1, releases: [fresh], parents });
     });
 
     it("takes two results released from one access, ordered by result hash", async function () {
@@ -219,17 +186,7 @@ describe("ArtifactRegistry", function () {
         .connect(ctx.hospitalGateway)
         .releaseResult(ctx.release.accessId, ctx.release.agreementId, second, ReleaseKind.MODEL_UPDATE, 1);
       const releases = sortReleases([ctx.release, { ...ctx.release, resultHash: second }]);
-      await expect(register(ctx, { id: MODEL_V1, releases }))
-        .to.emit(ctx.artifactRegistry, "ArtifactRegistered")
-        .withArgs(
-          MODEL_V1,
-          ORG.AI_COMPANY,
-          ArtifactKind.MODEL,
-          sameReleases(releases),
-          sameIds([]),
-          ZERO32,
-          ctx.aiRequester.address,
-        );
+      await expectRegistered(ctx, { id: MODEL_V1, releases });
     });
 
     it("takes one request id and one result released under two agreements: two accesses, two releases", async function () {
@@ -243,17 +200,7 @@ describe("ArtifactRegistry", function () {
         await trainAndRelease(ctx, ctx.sites[1], result, { requestId }),
       ]);
       expect(releases[0].agreementId).to.not.equal(releases[1].agreementId);
-      await expect(register(ctx, { id: MODEL_V1, releases }))
-        .to.emit(ctx.artifactRegistry, "ArtifactRegistered")
-        .withArgs(
-          MODEL_V1,
-          ORG.AI_COMPANY,
-          ArtifactKind.MODEL,
-          sameReleases(releases),
-          sameIds([]),
-          ZERO32,
-          ctx.aiRequester.address,
-        );
+      await expectRegistered(ctx, { id: MODEL_V1, releases });
       expect((await ctx.artifactRegistry.artifact(MODEL_V1)).releaseCount).to.equal(2);
     });
 
@@ -602,17 +549,11 @@ describe("ArtifactRegistry", function () {
       const ctx = await loadFixture(registeredUpdatesFixture);
       const derived = tag("result:institute-benchmark-of-v1");
       await register(ctx, { id: MODEL_V1, parents: sortIds(ctx.updates) });
-      await expect(register(ctx, { id: derived, kind: ArtifactKind.RESULT, parents: [MODEL_V1], by: ctx.instituteRequester }))
-        .to.emit(ctx.artifactRegistry, "ArtifactRegistered")
-        .withArgs(
-          derived,
-          ORG.INSTITUTE,
-          ArtifactKind.RESULT,
-          sameReleases([]),
-          sameIds([MODEL_V1]),
-          ZERO32,
-          ctx.instituteRequester.address,
-        );
+      await expectRegistered(
+        ctx,
+        { id: derived, kind: ArtifactKind.RESULT, parents: [MODEL_V1], by: ctx.instituteRequester },
+        ORG.INSTITUTE,
+      );
     });
   });
 });
