@@ -66,6 +66,15 @@ def serve(
     if settings.workers == 1:
         uvicorn.run(create_app(settings), **serving)
         return
+    # Each worker migrates at start-up; on a new SQLite database two doing it at once fail
+    # (the second's upgrade from read to write lock is refused at once, busy timeout or not,
+    # and uvicorn then stops every worker): the parent brings the store to the newest
+    # revision first, so the workers find nothing to do.
+    from dul.home import private_dir
+    from ledger_gateway.migrations import migrate
+
+    private_dir(settings.data_dir)
+    migrate(settings.effective_database_url)
     # Worker processes build their app from the environment: hand the options on through it.
     for name, value in options.items():
         if value is not None:
