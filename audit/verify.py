@@ -910,13 +910,15 @@ def _check_accesses(
             else:
                 why = "no such access"
             out.add("release_without_grant", f"result {r['result_hash']} released from access "
-                    f"{r['access_id']}: {why}", table="result_release", position=where,
+                    f"{r['access_id']}@{r['agreement_id']}: {why}", table="result_release",
+                    position=where,
                     key=r["access_id"])  # fmt: skip
             continue
         allowed = _RELEASABLE.get(int(r["kind"]))
         if allowed is None or not allowed(access[1], access[2]):
             out.add("release_not_allowed", f"result {r['result_hash']} of kind {r['kind']} may "
-                    f"not leave an access at tier {access[1]} for operation {access[2]}",
+                    f"not leave access {r['access_id']}@{r['agreement_id']} at tier {access[1]} "
+                    f"for operation {access[2]}",
                     table="result_release", position=where, key=r["access_id"])  # fmt: skip
     if unchecked_window:
         out.checked["grants_without_block_timestamp"] += unchecked_window

@@ -550,6 +550,8 @@ def test_verify_and_the_report_flag_a_release_no_granted_access_allowed(
                 x="0x" + "ee" * 32, r=other)  # fmt: skip
     releases = {f.key for f in report.findings if f.check == "release_not_allowed"}
     assert releases == {hexed(tampered.access_id)}
+    named = f"{hexed(tampered.access_id)}@{hexed(tampered.agreement_id)}"
+    assert all(named in f.message for f in report.findings if f.check == "release_not_allowed")
     assert flagged(report, "artifact_release_unknown") == {other}
     assert flagged(report, "artifact_from_disallowed_release") == {
         result, *(hexed(m) for m in federated.models), hexed(federated.clean_model)

@@ -395,6 +395,8 @@ def test_a_release_from_a_denied_access_is_found(
             d=recorded["denied"], r=recorded["result"])  # fmt: skip
     report = run_verify(engine, chain, world, chain=False)
     assert findings(report) == {("release_without_grant", "result_release", where)}
+    (found,) = report.findings
+    assert f"{recorded['denied']}@{recorded['agreement']}" in found.message
 
 
 def test_a_grant_while_suspended_is_found(
