@@ -1,0 +1,249 @@
+"""A new store is built from the schema snapshot of its migrations (`dul.schema_snapshot`): the
+same catalog as replaying every revision, on SQLite and PostgreSQL; a store behind still
+replays; the build is one transaction; two openers of one new store both succeed."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import make_url
+
+import audit.migrations
+from audit.migrations import SNAPSHOTS, VERSION_TABLE, alembic_config, migrate, replay
+from audit.store import create_store_engine
+from dul import schema_snapshot
+
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+StoreFactory = Callable[[], str]
+
+
+@pytest.fixture
+def new_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
+    """Empty store URLs: SQLite files, or schemas of the PostgreSQL test database (the URL's
+    search path names it), dropped afterwards."""
+    backend = getattr(request, "param", "sqlite")
+    base = os.environ.get("DUL_TEST_DATABASE_URL")
+    if backend == "postgres" and not base:
+        pytest.skip("DUL_TEST_DATABASE_URL is not set (PostgreSQL runs under .ci/run)")
+    schemas: list[str] = []
+
+    def make() -> str:
+        if backend == "sqlite":
+            return f"sqlite:///{tmp_path / f'audit-{uuid.uuid4().hex[:8]}.db'}"
+        assert base is not None
+        schema = f"snap_{uuid.uuid4().hex[:12]}"
+        admin = sa.create_engine(base)
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+        admin.dispose()
+        schemas.append(schema)
+        url = make_url(base).update_query_dict({"options": f"-csearch_path={schema}"})
+        return url.render_as_string(hide_password=False)
+
+    yield make
+    if schemas:
+        assert base is not None
+        admin = sa.create_engine(base)
+        with admin.begin() as conn:
+            for schema in schemas:
+                conn.exec_driver_sql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        admin.dispose()
+
+
+def catalog(url: str) -> dict[str, Any]:
+    """Everything the database says about its schema, with nothing that differs between two
+    equal ones (object ids, file pages, the schema's own name)."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            if conn.dialect.name == "sqlite":
+                return _sqlite_catalog(conn)
+            return _postgres_catalog(conn)
+    finally:
+        engine.dispose()
+
+
+def _sqlite_catalog(conn: sa.Connection) -> dict[str, Any]:
+    # SQLite keeps each table and index as the text that created it (as ALTER TABLE left it):
+    # equal texts are equal columns, types, defaults, keys, constraints and their names.
+    out: dict[str, Any] = {
+        "master": conn.exec_driver_sql(
+            "SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY type, name"
+        ).all(),
+        "page_size": conn.exec_driver_sql("PRAGMA page_size").scalar(),
+    }
+    for (table,) in conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'table'"):
+        out[f"{table} columns"] = conn.exec_driver_sql(f"PRAGMA table_xinfo('{table}')").all()
+        out[f"{table} indexes"] = sorted(  # by name, not by the order they were made in
+            (*index[1:], conn.exec_driver_sql(f"PRAGMA index_xinfo('{index[1]}')").all())
+            for index in conn.exec_driver_sql(f"PRAGMA index_list('{table}')")
+        )
+        out[f"{table} foreign keys"] = conn.exec_driver_sql(
+            f"PRAGMA foreign_key_list('{table}')"
+        ).all()
+    return out
+
+
+def _postgres_catalog(conn: sa.Connection) -> dict[str, Any]:
+    queries = {
+        "relations": "SELECT c.relname, c.relkind, c.relpersistence, c.relnatts "
+        "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = current_schema()",
+        "columns": "SELECT c.relname, a.attnum, a.attname, format_type(a.atttypid, a.atttypmod), "
+        "a.attnotnull, pg_get_expr(d.adbin, d.adrelid), a.attidentity, a.attgenerated, "
+        "a.attcollation "
+        "FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum "
+        "WHERE n.nspname = current_schema() AND a.attnum > 0 AND NOT a.attisdropped "
+        "AND c.relkind = 'r'",
+        "constraints": "SELECT c.relname, k.conname, k.contype, pg_get_constraintdef(k.oid), "
+        "k.condeferrable, k.condeferred, k.convalidated "
+        "FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = current_schema()",
+        "indexes": "SELECT c.relname, i.relname, pg_get_indexdef(x.indexrelid) "
+        "FROM pg_index x JOIN pg_class c ON c.oid = x.indrelid "
+        "JOIN pg_class i ON i.oid = x.indexrelid "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = current_schema()",
+        "sequences": "SELECT c.relname, format_type(s.seqtypid, NULL), s.seqstart, "
+        "s.seqincrement, s.seqmin, s.seqmax, s.seqcache, s.seqcycle, "
+        "(SELECT t.relname || '.' || a.attname FROM pg_depend d "
+        " JOIN pg_class t ON t.oid = d.refobjid "
+        " JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = d.refobjsubid "
+        " WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'a') "
+        "FROM pg_sequence s JOIN pg_class c ON c.oid = s.seqrelid "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = current_schema()",
+    }
+    schema = str(conn.exec_driver_sql("SELECT current_schema()").scalar()) + "."
+    return {
+        name: sorted(
+            tuple(v.replace(schema, "") if isinstance(v, str) else v for v in row)
+            for row in conn.exec_driver_sql(sql)
+        )
+        for name, sql in queries.items()
+    }
+
+
+def _versions(url: str) -> list[str]:
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        query = f"SELECT version_num FROM {VERSION_TABLE}"  # noqa: S608 - a fixed name
+        found = [row[0] for row in conn.exec_driver_sql(query)]
+    engine.dispose()
+    return found
+
+
+@pytest.fixture
+def no_replay(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any replay of the revisions fails the test."""
+
+    def refuse(*_: Any, **__: Any) -> None:
+        raise AssertionError("the revisions were replayed")
+
+    monkeypatch.setattr(audit.migrations, "replay", refuse)
+
+
+def test_the_snapshots_are_at_the_head_revision() -> None:
+    head = ScriptDirectory.from_config(
+        alembic_config(sa.create_engine("sqlite://"))
+    ).get_current_head()
+    for dialect in ("sqlite", "postgresql"):
+        assert schema_snapshot.snapshot_revision(SNAPSHOTS, dialect) == head, (
+            f"the {dialect} schema snapshot is behind the revisions: rewrite it "
+            "(python -m audit.migrations postgresql+psycopg://…)"
+        )
+
+
+@pytest.mark.parametrize("new_store", BACKENDS, indirect=True)
+def test_a_new_store_has_exactly_the_schema_of_the_revisions(
+    new_store: StoreFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    replayed, created, upgraded = new_store(), new_store(), new_store()
+    replay(replayed)
+    migrate(upgraded, "0012")  # an older store still upgrades by its revisions
+    migrate(upgraded)
+    with monkeypatch.context() as patch:
+        patch.setattr(audit.migrations, "replay", None)  # built without Alembic
+        migrate(created)
+    assert catalog(created) == catalog(replayed)
+    assert catalog(upgraded) == catalog(replayed)
+    head = schema_snapshot.snapshot_revision(SNAPSHOTS)
+    assert _versions(created) == _versions(replayed) == [head]
+
+
+@pytest.mark.usefixtures("no_replay")
+@pytest.mark.parametrize("new_store", BACKENDS, indirect=True)
+def test_a_store_at_the_head_is_left_as_it_is(new_store: StoreFactory) -> None:
+    url = new_store()
+    migrate(url)
+    engine = create_store_engine(url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("INSERT INTO block (number, hash, events) VALUES (7, '0x07', 1)")
+    migrate(engine)
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT number FROM block").all() == [(7,)]
+    engine.dispose()
+
+
+@pytest.mark.parametrize("new_store", BACKENDS, indirect=True)
+def test_a_failed_build_leaves_the_store_empty(new_store: StoreFactory, tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(SNAPSHOTS, broken)
+    for script in broken.glob("*.sql"):  # the version row fails after every table is made
+        script.write_text(script.read_text().replace("VALUES ('", "VALUES (1, '"))
+    url = new_store()
+    engine = create_store_engine(url)
+    with pytest.raises(sa.exc.DBAPIError):
+        schema_snapshot.ensure(engine, broken, VERSION_TABLE)
+    assert sa.inspect(engine).get_table_names() == []
+    head = schema_snapshot.snapshot_revision(SNAPSHOTS)
+    assert schema_snapshot.ensure(engine, SNAPSHOTS, VERSION_TABLE) == head
+    engine.dispose()
+
+
+@pytest.mark.usefixtures("no_replay")
+@pytest.mark.parametrize("new_store", BACKENDS, indirect=True)
+def test_two_openers_of_one_new_store_both_find_it_built(new_store: StoreFactory) -> None:
+    url = new_store()
+    engines = [create_store_engine(url) for _ in range(4)]
+    errors: list[BaseException] = []
+    start = threading.Barrier(len(engines))
+
+    def open_(engine: sa.Engine) -> None:
+        start.wait()
+        try:
+            migrate(engine)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_, args=(e,)) for e in engines]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for engine in engines:
+        engine.dispose()
+    assert errors == []
+    assert _versions(url) == [schema_snapshot.snapshot_revision(SNAPSHOTS)]
+
+
+def test_the_sqlite_snapshot_is_what_the_revisions_write(tmp_path: Path) -> None:
+    """Byte for byte: SQLite keeps the DDL text, and the snapshot is that text."""
+    written = tmp_path / "written"
+    written.mkdir()
+    url = f"sqlite:///{tmp_path / 'replayed.db'}"
+    replay(url)
+    engine = sa.create_engine(url)
+    path = schema_snapshot.write(engine, written, VERSION_TABLE)
+    engine.dispose()
+    assert path.read_text() == (SNAPSHOTS / "sqlite.sql").read_text()
