@@ -34,9 +34,18 @@ confirmation that left the chain (a rewritten history) raises an alarm (`confirm
 a metric, an error log) and its transaction goes back in flight: the same signed bytes at the
 same nonce are sent again, so it is on chain at most once (if the nonce was taken meanwhile its
 operations are batched again, and the request-id rule turns a duplicate into "already
-recorded", which settles as confirmed). The same loop compares the key's nonce with the chain's:
-nonces the chain lost beyond the window are filled by re-sending their stored transactions, and
-when that is impossible the allocator moves back (`NonceAllocator.move_back`).
+recorded", which settles as confirmed). The re-check is incremental: a block's hash covers its
+whole ancestry, so the highest block it verified (its anchor) still holding its hash proves
+every confirmation at or below it unchanged. A round reads that one block when nothing was
+confirmed since; otherwise the blocks from the anchor (or the lowest new confirmation) up to
+the highest new one, each of which must name the one before as its parent, and compares the
+new confirmations with them. An anchor that lost its hash sends the round back to every
+confirmation of the window, read the same way. (Every round read every block of the window
+that held a confirmation: under load, a JSON-RPC batch of a hundred blocks or more parsed on
+the event loop every two seconds, and as many block look-ups for the node.) The same loop
+compares the key's nonce with the chain's: nonces the chain lost beyond the window are filled
+by re-sending their stored transactions, and when that is impossible the allocator moves back
+(`NonceAllocator.move_back`).
 
 Recovery on start: the nonce is reconciled with the chain, every stored unmined transaction is
 checked for a receipt and re-sent, and PENDING operations are simply batched. Because an
@@ -231,6 +240,11 @@ class Submitter:
         self._recovered = asyncio.Event()
         self._mined: dict[bytes, MinedTx] = {}
         """Recently confirmed transactions, re-checked while inside the window."""
+        self._unchecked: set[bytes] = set()
+        """Those of `_mined` not yet verified below `_anchor`."""
+        self._anchor: tuple[int, bytes] | None = None
+        """(number, hash) of the highest block the re-check verified: every confirmation of
+        `_mined` not `_unchecked` is in its ancestry."""
         self._reopened: set[bytes] = set()
         """Operations whose confirmation vanished and that are not settled again yet."""
         self._nonce_lock = asyncio.Lock()
@@ -321,6 +335,7 @@ class Submitter:
             since = time.time() - s.reconfirm_window_s
             for mined in await self.outbox.recent_mined(self.sender, since, s.reconfirm_max):
                 self._mined[mined.tx.tx_hash] = mined
+                self._unchecked.add(mined.tx.tx_hash)
         self._head = await self.rpc.block_number()  # what is sent from now on is mined later
         self.stats.chain_reachable = True
         log.info(
@@ -612,6 +627,7 @@ class Submitter:
                     self._mined[entry.tx.tx_hash] = MinedTx(
                         entry.tx, block, block_hash or None, wall
                     )
+                    self._unchecked.add(entry.tx.tx_hash)
                 self._reopened.difference_update(entry.tx.keys)
                 self.stats.confirmed += len(entry.tx.keys)
                 latencies = self.stats.submit_latency_s
@@ -878,7 +894,7 @@ class Submitter:
 
     async def _recheck_confirmations(self) -> None:
         """Every recent confirmation's block must still be the chain's; those that are not go
-        back in flight (see the module docstring)."""
+        back in flight (see the module docstring: what a round reads)."""
         s = self.settings
         now = time.time()
         for tx_hash, mined in list(self._mined.items()):
@@ -887,26 +903,63 @@ class Submitter:
         if len(self._mined) > s.reconfirm_max:
             newest = sorted(self._mined.values(), key=lambda m: m.mined_at)[-s.reconfirm_max :]
             self._mined = {m.tx.tx_hash: m for m in newest}
+        self._unchecked.intersection_update(self._mined)
         if not self._mined:
+            self._anchor = None
             return
-        numbers = sorted({m.block_number for m in self._mined.values()})
-        hashes: dict[int, bytes | None] = {}
-        for start in range(0, len(numbers), 200):
-            chunk = numbers[start : start + 200]
-            calls = [("eth_getBlockByNumber", [hex(n), False]) for n in chunk]
-            blocks = await self.rpc.batch(calls)
-            for number, block in zip(chunk, blocks, strict=True):
-                if isinstance(block, RpcError):
-                    raise block
-                found = block.get("hash") if isinstance(block, dict) else None
-                hashes[number] = from_hex(str(found)) if found else None
+        while True:
+            anchor = self._anchor
+            unchecked = [m for h, m in self._mined.items() if h in self._unchecked]
+            ends = [m.block_number for m in unchecked]
+            if anchor is not None:
+                ends.append(anchor[0])
+            chain = await self._chain(min(ends), max(ends))
+            if chain is None:
+                return  # the chain moved while it was read: the next round reads it again
+            if anchor is None or chain.get(anchor[0]) == anchor[1]:
+                break
+            # a block at or below the anchor was rewritten: every confirmation is in doubt
+            self._anchor = None
+            self._unchecked = set(self._mined)
+        if not unchecked:
+            return  # nothing confirmed since the anchor, which still holds
         suspect = [
             m
-            for m in self._mined.values()
-            if m.block_hash is None or hashes.get(m.block_number) != m.block_hash
+            for m in unchecked
+            if m.block_hash is None or chain.get(m.block_number) != m.block_hash
         ]
-        if not suspect:
-            return
+        if suspect:
+            await self._settle_suspects(suspect, chain, range(min(ends), max(ends) + 1))
+        self._unchecked.difference_update(m.tx.tx_hash for m in unchecked)
+        top = max(chain, default=None)
+        if top is not None:
+            self._anchor = (top, chain[top])
+
+    async def _chain(self, low: int, high: int) -> dict[int, bytes] | None:
+        """The chain's block hashes from `low` to `high` (blocks it does not have are left
+        out), or None when they do not link up (each block names the previous as its parent,
+        and none follows a missing one): the chain changed while they were read."""
+        calls = [("eth_getBlockByNumber", [hex(n), False]) for n in range(low, high + 1)]
+        hashes: dict[int, bytes] = {}
+        parent: bytes | None = None
+        missing = False
+        for number, block in zip(range(low, high + 1), await self.rpc.batch(calls), strict=True):
+            if isinstance(block, RpcError):
+                raise block
+            if not isinstance(block, dict) or not block.get("hash"):
+                missing = True
+                continue
+            if missing or (parent is not None and from_hex(str(block["parentHash"])) != parent):
+                return None
+            hashes[number] = parent = from_hex(str(block["hash"]))
+        return hashes
+
+    async def _settle_suspects(
+        self, suspect: Sequence[MinedTx], hashes: dict[int, bytes], read: range
+    ) -> None:
+        """Confirmations whose block is not the chain's (or was never kept; `hashes`: the
+        chain's blocks of the range `read`): asked for their receipt; one still where it was
+        keeps its confirmation, the others go back in flight."""
         receipts = await self.rpc.receipts([m.tx.tx_hash for m in suspect])
         gone: list[MinedTx] = []
         moved: dict[str, int | None] = {}
@@ -914,7 +967,7 @@ class Submitter:
             if receipt is not None:
                 number = int(receipt["blockNumber"], 16)
                 block_hash = from_hex(str(receipt.get("blockHash") or "0x"))
-                current = hashes.get(number) if number in hashes else block_hash
+                current = hashes.get(number) if number in read else block_hash
                 ok = int(receipt.get("status", "0x1"), 16) == 1
                 if ok and number == mined.block_number and block_hash == current:
                     # confirmed before the block hash was kept: keep it now
