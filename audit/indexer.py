@@ -516,6 +516,7 @@ class Indexer:
         )
 
     def close(self) -> None:
+        self.store.finish_checkpointing()  # the WAL's last checkpoint runs while workers stop
         if self._workers is not None:
             self._workers.close()
             self._workers = None

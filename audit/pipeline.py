@@ -192,10 +192,12 @@ class ProcessWorkers:
         context: Any = multiprocessing.get_context(method)
         self.tasks: Any = context.Queue()
         self.results: Any = context.Queue()
+        self.stopping: Any = context.Event()
+        """Set by `close`: a worker takes no task after it."""
         self.processes = [
             context.Process(
                 target=_work,
-                args=(spec, self.tasks, self.results, os.getpid()),
+                args=(spec, self.tasks, self.results, self.stopping, os.getpid()),
                 name=f"audit-fetch-{n}",
                 daemon=True,
             )
@@ -224,7 +226,9 @@ class ProcessWorkers:
                 self.tasks.get(timeout=0.05)
 
     def close(self) -> None:
-        self.drain()
+        # Not `drain` (it waits 50 ms for tasks still on their way into the pipe): a worker
+        # leaves at the first task or None it reads once `stopping` is set.
+        self.stopping.set()
         for _ in self.processes:
             self.tasks.put(None)
         for process in self.processes:
@@ -238,9 +242,9 @@ class ProcessWorkers:
         self.results.close()
 
 
-def _work(spec: FetchSpec, tasks: Any, results: Any, parent: int) -> None:
+def _work(spec: FetchSpec, tasks: Any, results: Any, stopping: Any, parent: int) -> None:
     """A worker process: fetch, decode and prepare the ranges it is given until told to stop
-    or its parent is gone."""
+    (`stopping`, or a None task) or its parent is gone."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the indexer stops its workers itself
     results.cancel_join_thread()  # never wait at exit for a reader that is gone
     from audit.cohorts import close_sources, open_sources
@@ -260,7 +264,7 @@ def _work(spec: FetchSpec, tasks: Any, results: Any, parent: int) -> None:
                 if os.getppid() != parent:
                     return
                 continue
-            if task is None:
+            if task is None or stopping.is_set():
                 return
             fetched = fetch_prefix(fetcher.fetch, task, spec.max_page_bytes)
             if fetched.page is not None:  # the rows travel; the events can be rebuilt from them
@@ -456,5 +460,7 @@ class Pipeline:
 
     def close(self) -> None:
         """Takes back the ranges no worker started (answers still coming are ignored by
-        the next pipeline's epoch)."""
-        self.workers.drain()
+        the next pipeline's epoch). With none out (a catch-up that ended), there are none,
+        and draining would only wait (50 ms with worker processes)."""
+        if self.out:
+            self.workers.drain()

@@ -696,9 +696,13 @@ class WalCheckpointer:
         """A page was committed: checkpoint it (coalesced with pokes not served yet)."""
         self.wake.set()
 
-    def close(self) -> None:
+    def finish(self) -> None:
+        """The store is closing: the last checkpoint starts now, without waiting for it."""
         self.stopping = True
         self.wake.set()
+
+    def close(self) -> None:
+        self.finish()
         self.thread.join(timeout=60)
 
     def _run(self) -> None:
@@ -716,6 +720,12 @@ class WalCheckpointer:
                 self.wake.wait()
                 self.wake.clear()
                 if self.stopping:
+                    # The last frames copied and the WAL file emptied here, while the indexer
+                    # stops its workers: closing the engine then finds nothing to checkpoint
+                    # and deletes an empty file (the WAL of a 50,000-event catch-up reached
+                    # 130 MB: the copy and freeing its blocks took the closing thread ~0.1 s).
+                    # Busy (a reader's snapshot), it copies what it may and closing does the rest.
+                    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
                     return
                 _, frames, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                 if frames * page_size >= self.restart_bytes:
@@ -1194,9 +1204,15 @@ class AuditStore:
             self.checkpointer = WalCheckpointer(database)
         return True
 
+    def finish_checkpointing(self) -> None:
+        """The indexer writes no more: the background thread starts the WAL's last checkpoint
+        (`stop_checkpointing` waits for it)."""
+        if self.checkpointer is not None:
+            self.checkpointer.finish()
+
     def stop_checkpointing(self) -> None:
-        """Stops the background checkpoints (what the WAL still holds is checkpointed when the
-        engine's last connection closes, as always)."""
+        """Stops the background checkpoints after their last one (what the WAL still holds is
+        checkpointed when the engine's last connection closes, as always)."""
         if self.checkpointer is not None:
             self.checkpointer.close()
             if self.checkpointer.error is not None:

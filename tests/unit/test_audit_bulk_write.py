@@ -227,6 +227,38 @@ def test_a_background_checkpointer_keeps_the_wal_from_the_writer_and_bounded(
         assert setting == 64 * 1024 * 1024 // page_size
 
 
+def test_the_last_checkpoint_copies_every_page_and_empties_the_wal(tmp_path: Path) -> None:
+    """`finish_checkpointing` (the indexer is closing) has the thread copy what the WAL holds
+    into the database file and truncate the WAL, so closing the engine finds nothing left:
+    a second connection reads every row from the database file alone."""
+    import sqlite3
+
+    database = tmp_path / "audit.db"
+    wal = tmp_path / "audit.db-wal"
+    with store_session(f"sqlite:///{database}") as store:
+        store.initialize(1, {"AccessLog": _hex(1, 40)}, BlockRef(9, _hex(1009)))
+        assert store.checkpoint_in_background()
+        previous = 9
+        for page in range(5):
+            first = 10 + 10 * page
+            events = [_event(first, tx, 100 * page + tx) for tx in range(50)]
+            last = BlockRef(first + 9, _hex(first + 1009), _hex(first + 1008), 1_700_000_000)
+            store.write_page(first, last, events, previous_checkpoint=previous)
+            previous = last.number
+        assert wal.stat().st_size > 0
+        checkpointer = store.checkpointer
+        assert checkpointer is not None
+        store.finish_checkpointing()
+        store.stop_checkpointing()
+        assert checkpointer.error is None
+        assert wal.stat().st_size == 0  # every frame in the database file, and fsynced
+        copy = tmp_path / "copy.db"  # the database file alone, without its WAL
+        copy.write_bytes(database.read_bytes())
+        with sqlite3.connect(copy) as conn:
+            assert conn.execute("SELECT count(*) FROM access_event").fetchone() == (5 * 50,)
+            assert conn.execute("SELECT block_number FROM checkpoint").fetchone() == (previous,)
+
+
 def test_a_memory_store_has_no_background_checkpointer() -> None:
     with store_session("sqlite://") as store:
         assert not store.checkpoint_in_background()
