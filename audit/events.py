@@ -287,10 +287,16 @@ def _json_piece(type_: str, variable: str) -> tuple[str, str]:
 
 StaticDecoder = Callable[[Sequence[str], str], tuple[dict[str, Any], str]]
 """(topics, data hex lowercase without 0x) -> (args dict, args as compact JSON text)."""
+StaticValues = Callable[[Sequence[str], str], tuple[tuple[Any, ...], str]]
+"""(topics, data as for `StaticDecoder`) -> (the values in `EventSpec.leaves` order, the same
+JSON text)."""
 
 
-def _generate_static_decoder(leaves: Sequence[_Leaf]) -> StaticDecoder:
-    """Compiles the decoder of an all-static data part into one Python function.
+def _generate_static_decoder(leaves: Sequence[_Leaf]) -> tuple[StaticDecoder, StaticValues]:
+    """Compiles the decoder of an all-static data part into one Python function, and its
+    twin that returns the values flat (in `leaves` order) instead of as an args dict: the
+    indexer projects an access's row straight from them (`audit.store.prepare_logs`), without
+    the dicts it would only read once. Both run the same statements.
 
     About four times faster than walking a plan word by word (AccessRecorded: 15 -> ~4 us),
     and it renders the stored JSON text in the same pass, three times faster than
@@ -332,15 +338,18 @@ def _generate_static_decoder(leaves: Sequence[_Leaf]) -> StaticDecoder:
     python, template = render(tree)
     arguments = ", ".join(json_args)
     body = "\n".join(lines) if lines else "    pass"
+    text = f"{template!r} % ({arguments}{',' if json_args else ''})"
+    flat = "".join(f"v{index}, " for index in range(len(leaves)))
     source = (
-        f"def decode(t, d):\n{body}\n"
-        f"    return {python}, {template!r} % ({arguments}{',' if json_args else ''})\n"
+        f"def decode(t, d):\n{body}\n    return {python}, {text}\n"
+        f"def values(t, d):\n{body}\n    return ({flat}), {text}\n"
     )
     namespace: dict[str, Any] = {**converters, "EventDecodeError": EventDecodeError}
     code = compile(source, "<audit.events generated decoder>", "exec")
     exec(code, namespace)  # noqa: S102 - source from the ABI only, see the docstring
     decoder: StaticDecoder = namespace["decode"]
-    return decoder
+    values: StaticValues = namespace["values"]
+    return decoder, values
 
 
 def _is_word_array(param: Mapping[str, Any]) -> bool:
@@ -594,21 +603,16 @@ class EventSpec:
     """Generated decoder of data with word arrays (and no strings or bytes), else None."""
     order: tuple[str, ...]
     """Argument names in declaration order, so `args` reads like the Solidity event."""
+    static_values: StaticValues | None = None
+    """The static decoder's twin giving the values flat (`decode_values`), else None."""
+    leaves: tuple[str, ...] = ()
+    """Dotted paths into `args` of the values `decode_values` gives, in its order."""
 
     def decode_args(self, topics: Sequence[str], data: str) -> tuple[dict[str, Any], str]:
         """(args, their JSON text) from the log's topics and data (0x hex)."""
-        if len(topics) != len(self.indexed) + 1:
-            raise EventDecodeError(
-                f"{self.name}: {len(topics) - 1} indexed topics, expected {len(self.indexed)}"
-            )
-        body = (data[2:] if data.startswith("0x") else data).lower()
+        body = self._body(topics, data)
         if self.static_decoder is not None and self.static_words is not None:
-            if len(body) != self.static_words * _WORD:
-                raise EventDecodeError(
-                    f"{self.name}: data of {len(body) // 2} bytes, "
-                    f"expected {self.static_words * 32}"
-                )
-            return self.static_decoder([t.lower() for t in topics], body)
+            return self.static_decoder([t.lower() for t in topics], self._static(body))
         if self.word_decoder is not None:
             return self.word_decoder([t.lower() for t in topics], body)
         values: dict[str, Any] = {}
@@ -623,6 +627,30 @@ class EventSpec:
                 values[param["name"]] = _plain(param, value)
         args = {name: values[name] for name in self.order}
         return args, args_json(args)
+
+    def decode_values(self, topics: Sequence[str], data: str) -> tuple[tuple[Any, ...], str]:
+        """(the values at `leaves`, the args' JSON text) of an event with static data only
+        (`static_values`): what `decode_args` gives, checked the same, without the dicts."""
+        if self.static_values is None:
+            raise EventDecodeError(f"{self.name}: its data is not static")
+        body = self._static(self._body(topics, data))
+        return self.static_values([t.lower() for t in topics], body)
+
+    def _body(self, topics: Sequence[str], data: str) -> str:
+        """The data's hex digits, lowercase, once the topics are counted."""
+        if len(topics) != len(self.indexed) + 1:
+            raise EventDecodeError(
+                f"{self.name}: {len(topics) - 1} indexed topics, expected {len(self.indexed)}"
+            )
+        return (data[2:] if data.startswith("0x") else data).lower()
+
+    def _static(self, body: str) -> str:
+        if self.static_words is None or len(body) != self.static_words * _WORD:
+            raise EventDecodeError(
+                f"{self.name}: data of {len(body) // 2} bytes, "
+                f"expected {(self.static_words or 0) * 32}"
+            )
+        return body
 
 
 def compile_event(contract: str, abi_event: Mapping[str, Any]) -> EventSpec:
@@ -640,6 +668,8 @@ def compile_event(contract: str, abi_event: Mapping[str, Any]) -> EventSpec:
             data_params.append(param)
     static_words: int | None = None
     decoder: StaticDecoder | None = None
+    values: StaticValues | None = None
+    paths: tuple[str, ...] = ()
     word_decoder: StaticDecoder | None = None
     if not all(_is_static(p) for p in data_params) and all(_is_word_shaped(p) for p in data_params):
         word_decoder = _generate_word_decoder(inputs)
@@ -656,7 +686,8 @@ def compile_event(contract: str, abi_event: Mapping[str, Any]) -> EventSpec:
                 leaves.append((param["name"], f"t[{topic}][2:]", type_))
             else:
                 static_words = _static_leaves(param, param["name"], static_words, leaves)
-        decoder = _generate_static_decoder(leaves)
+        decoder, values = _generate_static_decoder(leaves)
+        paths = tuple(path for path, _, _ in leaves)
     return EventSpec(
         contract=contract,
         name=abi_event["name"],
@@ -669,6 +700,8 @@ def compile_event(contract: str, abi_event: Mapping[str, Any]) -> EventSpec:
         static_decoder=decoder,
         word_decoder=word_decoder,
         order=tuple(p["name"] for p in inputs),
+        static_values=values,
+        leaves=paths,
     )
 
 
@@ -704,8 +737,9 @@ class EventDecoder:
                 return spec
         raise KeyError(f"{contract} declares no event {event}")
 
-    def decode(self, log: Mapping[str, Any]) -> DecodedEvent:
-        """One `eth_getLogs` entry (JSON-RPC form, hex strings) -> DecodedEvent."""
+    def spec_of(self, log: Mapping[str, Any]) -> tuple[str, str, EventSpec]:
+        """(address, contract, spec) of one `eth_getLogs` entry: the checks `decode` makes
+        before the args."""
         address = str(log["address"]).lower()
         contract = self.contract_at.get(address)
         if contract is None:
@@ -718,7 +752,12 @@ class EventDecoder:
             raise EventDecodeError(f"{contract} declares no event with topic0 {topics[0]}")
         if log.get("removed"):
             raise EventDecodeError(f"{spec.name} log marked removed (reorged away)")
-        args, text = spec.decode_args(topics, log["data"])
+        return address, contract, spec
+
+    def decode(self, log: Mapping[str, Any]) -> DecodedEvent:
+        """One `eth_getLogs` entry (JSON-RPC form, hex strings) -> DecodedEvent."""
+        address, contract, spec = self.spec_of(log)
+        args, text = spec.decode_args(log["topics"], log["data"])
         timestamp = log.get("blockTimestamp")
         return DecodedEvent(
             block_number=int(log["blockNumber"], 16),

@@ -70,11 +70,10 @@ from audit.cohorts import (
     CohortRows,
     CohortSource,
     close_sources,
-    cohort_accesses,
     open_sources,
     resolve,
 )
-from audit.events import AUDITED_CONTRACTS, DecodedEvent, EventDecodeError, EventDecoder
+from audit.events import AUDITED_CONTRACTS, DecodedEvent, EventDecoder
 from audit.pipeline import (
     MAX_FETCH_WORKERS,
     FetchSpec,
@@ -89,8 +88,10 @@ from audit.store import (
     PreparedPage,
     Quarantine,
     StoredCheckpoint,
+    access_cohorts,
     events_of,
     prepare,
+    prepare_logs,
 )
 from dul.chain.log_pages import PageSizer, get_logs
 from dul.chain.rpc import (
@@ -182,8 +183,6 @@ class Page:
     cohorts: CohortRows | None = None
     quarantined: list[Quarantine] = field(default_factory=list)
     """Logs of these blocks that do not decode as the audited events they claim to be."""
-    decoded: list[DecodedEvent] | None = None
-    """The events, when fetched in this process (a worker process sends the rows only)."""
     reply_bytes: int = 0
     """Length of the `eth_getLogs` reply: the next pages are fitted to the byte budget too."""
     over_budget: int = 0
@@ -192,7 +191,8 @@ class Page:
 
     @property
     def events(self) -> list[DecodedEvent]:
-        return self.decoded if self.decoded is not None else events_of(self.prepared)
+        """The events, rebuilt from the rows (what a refused page is probed with)."""
+        return events_of(self.prepared)
 
     @property
     def count(self) -> int:
@@ -335,35 +335,46 @@ class PageFetcher:
         if cut:
             assert tip is not None
             before, last = tip, cut - 1
-        decode = self.decoder.decode
-        events: list[DecodedEvent] = []
-        quarantined: list[Quarantine] = []
-        for n, entry in enumerate(logs):
-            logs[n] = None  # each raw log is freed once decoded: a page is not held twice
-            try:
-                events.append(decode(entry))
-            except (EventDecodeError, ValueError, KeyError, TypeError) as exc:
-                quarantined.append(_quarantine(entry, "decode", exc))
+        prepared, failed, ordered = prepare_logs(self.decoder, logs)
+        quarantined = [_quarantine(entry, "decode", exc) for entry, exc in failed]
         for q in quarantined:
             if not first <= q.block_number <= last:
                 raise IndexerError(f"the node returned a log of block {q.block_number}")
-        for ev in events:
-            if ev.block_number == last and ev.block_hash != before.hash:
+        for row in prepared.rows.rows["event"]:  # (block, tx, log, tx hash, block hash, ...)
+            if row[0] == last and row[4] != before.hash:
                 raise ChainMovedError(f"logs of block {last} come from another history")
-            if not first <= ev.block_number <= last:
-                raise IndexerError(f"the node returned a log of block {ev.block_number}")
-        events.sort(key=lambda e: (e.block_number, e.log_index))
+            if not first <= row[0] <= last:
+                raise IndexerError(f"the node returned a log of block {row[0]}")
+        if not ordered:  # rebuilt in chain order from the rows (no node does this: a safeguard)
+            prepared = prepare(sorted(events_of(prepared), key=lambda e: (e.block_number,
+                                                                         e.log_index)))  # fmt: skip
         assert start.parent_hash is not None
         cohorts = None
         if self.cohort_sources:
-            cohorts = resolve(self.cohort_sources, cohort_accesses(events))
-        # every block's time, whatever the node: the prepared rows and the events (a page the
-        # store refuses is written again from them) carry the same
+            cohorts = resolve(
+                self.cohort_sources, access_cohorts(prepared.rows.rows["access_event"])
+            )
+        # every block's time, whatever the node: its row holds it, and the events rebuilt
+        # from the rows when the store refuses the page carry it
         known = {} if before.timestamp is None else {before.number: before.timestamp}
-        events = self.stamp_events(events, known)
-        prepared = prepare(events)
+        prepared.blocks = self.stamp_blocks(prepared.blocks, known)
         return Page(first, before, start.parent_hash, prepared, cohorts, quarantined,
-                    events, reply_bytes, over_budget)  # fmt: skip
+                    reply_bytes, over_budget)  # fmt: skip
+
+    def stamp_blocks(
+        self, blocks: list[tuple[BlockRef, int]], known: dict[int, int]
+    ) -> list[tuple[BlockRef, int]]:
+        """A page's blocks, each with its time where its logs carried none (as
+        `stamp_events`)."""
+        if all(ref.timestamp is not None for ref, _ in blocks):
+            return blocks
+        times = dict(known)
+        missing = [(ref.number, ref.hash) for ref, _ in blocks
+                   if ref.timestamp is None and ref.number not in times]  # fmt: skip
+        if missing:
+            times.update(self.block_times(missing))
+        return [(ref if ref.timestamp is not None else replace(ref, timestamp=times[ref.number]),
+                 count) for ref, count in blocks]  # fmt: skip
 
     def stamp_events(
         self, events: Sequence[DecodedEvent], known: dict[int, int] | None = None

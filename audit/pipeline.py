@@ -41,7 +41,7 @@ import queue
 import signal
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
@@ -267,8 +267,6 @@ def _work(spec: FetchSpec, tasks: Any, results: Any, stopping: Any, parent: int)
             if task is None or stopping.is_set():
                 return
             fetched = fetch_prefix(fetcher.fetch, task, spec.max_page_bytes)
-            if fetched.page is not None:  # the rows travel; the events can be rebuilt from them
-                fetched.page = replace(fetched.page, decoded=None)
             if fetched.error is not None:
                 try:
                     pickle.dumps(fetched.error)

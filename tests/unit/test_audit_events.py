@@ -4,6 +4,8 @@ same JSON as `json.dumps`, and refuses malformed logs instead of storing garbage
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -19,6 +21,7 @@ from audit.events import (
     _plain,
     args_json,
 )
+from audit.store import events_of, prepare, prepare_logs
 from dul.contracts.artifacts import load
 
 ADDRESSES = {name: "0x" + f"{n + 1:040x}" for n, name in enumerate(AUDITED_CONTRACTS)}
@@ -175,3 +178,70 @@ def test_dynamic_events_reject_bad_encodings() -> None:
     assert DECODER.decode(good).args == {"org": "0x" + "01" * 32, "kind": 1, "name": "Hospital A"}
     with pytest.raises(EventDecodeError):
         DECODER.decode({**good, "data": good["data"][:-64]})
+
+
+_FAULTS = {
+    "short data": lambda entry: {**entry, "data": entry["data"][:-64]},
+    "topic missing": lambda entry: {**entry, "topics": entry["topics"][:-1]},
+    "removed": lambda entry: {**entry, "removed": True},
+    "no time": lambda entry: {k: v for k, v in entry.items() if k != "blockTimestamp"},
+}
+
+
+def _redeeming_access() -> tuple[EventSpec, dict[str, Any]]:
+    """An AccessRecorded that redeemed a code with a cohort of one (a page's `redeeming`)."""
+    spec = DECODER.spec_for("AccessLog", "AccessRecorded")
+    word = [bytes([n]) * 32 for n in range(1, 9)]
+    record = (word[0], word[1], word[2], "0x" + "ee" * 20, 1, 0, 2, 0, 6, word[3], word[4], 1,
+              word[5], 1_800_000_000, word[6], word[7], 27)  # fmt: skip
+    return spec, {"accessId": word[0], "agreementId": word[1], "datasetId": word[2],
+                  "recorder": "0x" + "ab" * 20, "record": record}  # fmt: skip
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.one_of(event_and_values(), st.just(_redeeming_access())),
+            st.integers(0, 2),
+            st.sampled_from([None, None, None, *_FAULTS]),
+        ),
+        max_size=8,
+    ),
+    st.booleans(),
+)
+def test_a_page_prepared_from_its_logs_equals_one_prepared_from_its_events(
+    cases: list[tuple[tuple[EventSpec, dict[str, Any]], int, str | None]], swapped: bool
+) -> None:
+    """The indexer's straight path from logs to rows (`prepare_logs`) gives the rows, blocks
+    and redeemed codes `prepare` gives from the decoded events, refuses the same logs with the
+    same errors, and says when the logs were not in chain order."""
+    logs = []
+    for n, ((spec, values), block, fault) in enumerate(sorted(cases, key=lambda c: c[1])):
+        entry = {**log_for(spec, values), "blockNumber": hex(16 + block), "logIndex": hex(n),
+                 "blockHash": f"0x{block:064x}", "blockTimestamp": hex(100 + block)}  # fmt: skip
+        logs.append(_FAULTS[fault](entry) if fault else entry)
+    if swapped and len(logs) > 1:
+        logs[0], logs[-1] = logs[-1], logs[0]
+    events, errors = [], []
+    for entry in logs:
+        try:
+            events.append(DECODER.decode(entry))
+        except (EventDecodeError, ValueError, KeyError, TypeError) as exc:
+            errors.append((entry, f"{type(exc).__name__}: {exc}"))
+    try:
+        expected = prepare(events)
+    except ValueError as exc:  # arrays of unequal length the contract never emits: alike
+        with pytest.raises(ValueError, match=re.escape(str(exc))):
+            prepare_logs(DECODER, list(logs))
+        return
+    prepared, failed, ordered = prepare_logs(DECODER, list(logs))
+    assert prepared.rows == expected.rows
+    assert prepared.blocks == expected.blocks
+    assert prepared.redeeming == expected.redeeming
+    assert prepared.count == len(events)
+    assert [(entry, f"{type(exc).__name__}: {exc}") for entry, exc in failed] == errors
+    positions = [(ev.block_number, ev.log_index) for ev in events]
+    assert ordered == (positions == sorted(positions))
+    unstamped = [replace(ev, block_timestamp=None) for ev in events_of(prepared)]
+    assert unstamped == [replace(ev, block_timestamp=None) for ev in events]
