@@ -272,3 +272,19 @@ def test_a_reply_over_the_budget_gives_the_start_it_keeps_and_its_declared_lengt
     with pytest.raises(RpcError):  # an error answer within the budget is raised as it is
         client.request_prefix("eth_other", {}, max_bytes=1 << 20, keep_bytes=1)
     client.close()
+
+
+def test_a_tls_node_is_verified_and_a_plain_http_one_loads_no_certificates() -> None:
+    import ssl
+
+    def context(url: str) -> ssl.SSLContext:
+        client = RpcClient(url, token="t")
+        transport: Any = client.client._transport
+        client.close()
+        found: ssl.SSLContext = transport._pool._ssl_context
+        return found
+
+    verified = context("https://node.example:8545")
+    assert verified.verify_mode == ssl.CERT_REQUIRED
+    assert verified.check_hostname
+    assert context("http://127.0.0.1:8545").verify_mode == ssl.CERT_NONE  # never used
