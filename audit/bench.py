@@ -10,6 +10,7 @@ memory does not count). Never run by the tests: timings belong to `dul bench`.
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import resource
@@ -138,6 +139,7 @@ def _child(kind: str, rpc_url: str, deployment_path: str, to_block: int, url: st
 
     deployment = Deployment.load(Path(deployment_path))
     settings = AuditSettings()
+    gc.freeze()  # as `dul audit index` does once started
     start = int(deployment.raw["block"])
     events = 0
     workers = 0
