@@ -1,0 +1,144 @@
+"""The outbox writer's turns: queued decisions are committed before the submitter's writes,
+which wait no longer than `write_defer_s` under a stream of decisions; a block's confirmations
+are written in pieces (all on a real SQLite file)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+from eth_hash.auto import keccak
+from sqlalchemy import func, select
+from sqlalchemy.engine import Connection
+
+from dul.domain import Decision
+from ledger_gateway.migrations import migrate
+from ledger_gateway.outbox import NewAccess, OperationKind, OperationStatus
+from ledger_gateway.store import (
+    CONFIRM_PIECE,
+    OPS,
+    OutboxSettings,
+    SqlOutbox,
+    StoredTx,
+    make_engine,
+)
+from ledger_gateway.submitter import RECORD_SIZE
+
+T = TypeVar("T")
+SENDER = "0x" + "cd" * 20
+
+
+def run(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    return asyncio.run(factory())
+
+
+def access(n: int) -> NewAccess:
+    return NewAccess(
+        request_id=keccak(b"turns" + n.to_bytes(8, "big")),
+        body_hash=keccak(b"body"),
+        org=b"hospital".ljust(32, b"\0"),
+        agreement_id=keccak(b"agreement"),
+        decision=Decision.DENIED,
+        reasons=(),
+        record=n.to_bytes(RECORD_SIZE, "big"),
+    )
+
+
+async def opened(path: Path, **settings: Any) -> SqlOutbox:
+    url = f"sqlite:///{path / 'outbox.db'}"
+    migrate(url)
+    outbox = SqlOutbox(make_engine(url), OutboxSettings(**settings))
+    await outbox.start()
+    return outbox
+
+
+def test_decisions_queued_behind_a_write_are_committed_before_the_next(tmp_path: Path) -> None:
+    async def scenario() -> list[str]:
+        outbox = await opened(tmp_path, write_defer_s=5.0)
+        order: list[str] = []
+        running = asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        def busy(_: Connection) -> None:
+            loop.call_soon_threadsafe(running.set)
+            time.sleep(0.2)  # the writer is taken while the others queue up
+            order.append("busy")
+
+        def mark(conn: Connection) -> None:
+            stored = conn.execute(select(func.count()).select_from(OPS)).scalar_one()
+            order.append(f"submitter write after {stored} decision(s)")
+
+        first = asyncio.ensure_future(outbox.write(busy))
+        await running.wait()
+        later = asyncio.ensure_future(outbox.write(mark))
+        await asyncio.sleep(0.01)
+        await outbox.add_accesses([access(1)])  # queued after the submitter's write
+        await asyncio.gather(first, later)
+        await outbox.close()
+        return order
+
+    assert run(scenario) == ["busy", "submitter write after 1 decision(s)"]
+
+
+def test_a_submitter_write_waits_for_decisions_no_longer_than_the_bound(tmp_path: Path) -> None:
+    async def scenario() -> tuple[float, int]:
+        outbox = await opened(tmp_path, write_defer_s=0.02)
+        stop = asyncio.Event()
+        counter = iter(range(10**9))
+
+        async def decide() -> None:  # a stream that keeps the decision queue full
+            while not stop.is_set():
+                await outbox.add_accesses([access(next(counter))])
+
+        streams = [asyncio.ensure_future(decide()) for _ in range(16)]
+        await asyncio.sleep(0.2)
+        started = time.monotonic()
+        await outbox.write(lambda _: None)
+        waited = time.monotonic() - started
+        stop.set()
+        await asyncio.gather(*streams)
+        stored = await outbox.depth()
+        await outbox.close()
+        return waited, stored
+
+    waited, stored = run(scenario)
+    assert waited < 2.0  # ~0.02 s and a commit or two; never starved by the stream
+    assert stored > 16
+
+
+def test_a_blocks_confirmations_are_written_in_pieces_of_whole_transactions(
+    tmp_path: Path,
+) -> None:
+    per_tx = CONFIRM_PIECE // 2 - 1
+
+    async def scenario() -> tuple[int, list[OperationStatus]]:
+        outbox = await opened(tmp_path)
+        accesses = [access(n) for n in range(5 * per_tx)]
+        await outbox.add_accesses(accesses)
+        txs = []
+        for nonce in range(5):
+            keys = tuple(a.request_id for a in accesses[nonce * per_tx : (nonce + 1) * per_tx])
+            tx = StoredTx(SENDER, nonce, OperationKind.ACCESS, b"raw%d" % nonce,
+                          keccak(b"tx%d" % nonce), keys, 1, time.time())  # fmt: skip
+            await outbox.record_submission(tx)
+            txs.append(tx)
+        writes = 0
+        write = outbox.write
+
+        async def counted(fn: Callable[[Connection], Any]) -> Any:
+            nonlocal writes
+            writes += 1
+            return await write(fn)
+
+        outbox.write = counted  # type: ignore[method-assign]
+        await outbox.confirm([(tx.tx_hash, 7, tx.keys) for tx in txs])
+        views = await outbox.get_many([a.request_id for a in accesses])
+        await outbox.close()
+        return writes, [v.status for v in views.values()]
+
+    writes, statuses = run(scenario)
+    assert writes == 3  # two transactions a piece, then the fifth alone
+    assert statuses == [OperationStatus.CONFIRMED] * (5 * per_tx)
