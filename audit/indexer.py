@@ -787,6 +787,7 @@ class Indexer:
             max_bytes=self.fetcher.max_page_bytes,
             stop=stop,
             gas_of=self.fetcher.gas_used if self.fit_to_gas else None,
+            gas_beside=isinstance(self._workers, ProcessWorkers),
         )
         group = _PageGroup(self)
         fetcher.waiting = lambda: self._account(group.commit(), summary, bar)

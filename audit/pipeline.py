@@ -15,15 +15,20 @@ checked against its predecessor's hash at write time (a reorg between two worker
 caught there). At most `depth` ranges are out at once (in a worker or done and waiting), so
 memory stays at about `depth` pages whatever the workers' speed. Until the density of the
 chain is known (a page of at least 1/16 of the byte budget, a refused or cut range, or a page
-as wide as pages go), one range is out at a time: every range out is read whole by the node,
-even one then refused or cut, and a sparse start (the deployment's blocks) says nothing about
-the blocks after it. Meanwhile a range of a few blocks ends where its blocks' gas (one header
-batch) would pass the byte budget at a byte of reply per gas, about the most a log can
-produce: a sparse start followed by dense blocks is not read whole by the node only for most of
-it to be dropped. A reply over the byte budget keeps the blocks that came whole within its
-first quarter (`PageFetcher.whole_blocks`); the rest of its range goes out again, fitted to
-what the reply's declared length says about it. An error travels with its range and reaches
-the writer only when every page before it is written, as if read in order.
+as wide as pages go), a range goes out beside others only when it cannot be cut: every range
+out is read whole by the node, even one then refused or cut, and a sparse start (the
+deployment's blocks) says nothing about the blocks after it. Meanwhile a range of a few blocks
+ends where its blocks' gas (one header batch) would pass the byte budget at a byte of reply per
+gas, about the most a log can produce: a sparse start followed by dense blocks is not read
+whole by the node only for most of it to be dropped. Such a range, fitted beside others to a
+quarter of the budget (the size of pages once the density is known; or one block, never cut),
+goes out beside the ranges out when the gas can be read meanwhile (`gas_beside`: worker
+processes; a thread worker shares the indexer's connection): the first dense blocks are not
+read by one worker while the other waits. A reply over the byte budget keeps the blocks that
+came whole within its first quarter (`PageFetcher.whole_blocks`); the rest of its range goes
+out again, fitted to what the reply's declared length says about it. An error travels with
+its range and reaches the writer only when every page before it is written, as if read in
+order.
 
 Worker processes live as long as the indexer (spawned once; following the head hands them
 one small range at a time). They ignore Ctrl-C (the indexer stops them) and leave on their
@@ -302,6 +307,7 @@ class Pipeline:
         max_bytes: int,
         stop: threading.Event | None = None,
         gas_of: Callable[[int, int], list[int]] | None = None,
+        gas_beside: bool = False,
         waiting: Callable[[], None] | None = None,
     ) -> None:
         self.workers = workers
@@ -318,7 +324,8 @@ class Pipeline:
         self.out = 0
         """Ranges handed out and not yet given to the writer."""
         self.learned = False
-        """Whether the density is known: until then one range is out at a time."""
+        """Whether the density is known: until then only ranges that cannot be cut go out
+        beside others (`_beside`)."""
         self.density = 0.0
         """Reply bytes per block, the fading maximum of what was seen."""
         self.log_density = 0.0
@@ -328,6 +335,9 @@ class Pipeline:
         self.probing: set[int] = set()
         self.gas_of = gas_of
         """Gas used by each block of a range, as far as the node has them (None: unknown)."""
+        self.gas_beside = gas_beside and gas_of is not None
+        """Whether `gas_of` may be called while ranges are out (not on a fetch thread's
+        connection)."""
         self.waiting = waiting
         """Called each time the writer waits `POLL_S` for its next page with no answer
         arriving (it commits what it holds)."""
@@ -337,15 +347,20 @@ class Pipeline:
     def _dispatch(self) -> None:
         while self.uncovered:
             first, last = self.uncovered[0]
-            limit = self.depth if self.learned else 1
-            if self.out >= limit and first != self.next:  # the writer's next range always goes
+            writers_next = first == self.next  # the writer's next range always goes
+            if self.out >= self.depth and not writers_next:
                 return
             size = max(1, self.sizer.size)
             if size > self.served and self.probing:  # one untried size at a time: the others
                 size = max(1, self.served)  # take the widest page served so far
             end = min(last, first + size - 1)
             if not self.learned and self.out == 0 and 0 < end - first < FIT_BLOCKS:
-                end = self._fit(first, end)
+                end = self._fit(first, end, self.max_bytes)
+            elif not self.learned and self.out:
+                beside = self._beside(first, last)
+                if beside is None and not writers_next:
+                    return
+                end = end if beside is None else beside
             if end - first + 1 > self.served:
                 self.probing.add(first)
             if end == last:
@@ -355,19 +370,28 @@ class Pipeline:
             self.workers.submit(Task(self.epoch, first, end))
             self.out += 1
 
-    def _fit(self, first: int, end: int) -> int:
-        """The end of the longest start of `first..end` whose blocks' gas stays within the
-        byte budget (one range is out while the density is unknown: a page of it would not
-        be cut), counted at a byte of reply per gas: a log costs 375 gas and names ~400 bytes
-        of hashes and numbers, a byte of its data 8 gas for 2 hex digits (a quarter of it cut
-        the deployments of dul bench's chain into 7 pages, one round trip each, against 3).
-        At least `first` goes. When its blocks fill half of it and their reply is not tiny
-        (not a stretch of contract deployments: much gas, few logs), their page tells the
-        density (`learned`). A hint only: a reply over the budget is still cut. Nothing else
-        is in flight then, so a thread worker's connection is free."""
+    def _beside(self, first: int, last: int) -> int | None:
+        """While the density is unknown, the end of a range from `first` (at most `last`) that
+        may go out beside the ranges out: its blocks' gas fits a quarter of the budget, the
+        size of pages once the density is known (or it is one block: never cut). None when
+        the gas cannot be read now: it waits for them."""
+        if not self.gas_beside:
+            return None
+        end = min(last, first + max(1, self.sizer.size) - 1, first + FIT_BLOCKS - 1)
+        return self._fit(first, end, self.max_bytes // 4)
+
+    def _fit(self, first: int, end: int, budget: int) -> int:
+        """The end of the longest start of `first..end` whose blocks' gas stays within
+        `budget` bytes (a page of it would not be cut), counted at a byte of reply per gas:
+        a log costs 375 gas and names ~400 bytes of hashes and numbers, a byte of its data 8
+        gas for 2 hex digits (a quarter of the byte budget for a range alone cut the
+        deployments of dul bench's chain into 7 pages, one round trip each, against 3). At
+        least `first` goes. When its blocks fill half of it and their reply is not tiny (not a
+        stretch of contract deployments: much gas, few logs), their page tells the density
+        (`learned`). A hint only: a reply over the budget is still cut. Called with ranges out
+        only when `gas_beside` (a thread worker's connection is free otherwise)."""
         if self.gas_of is None:
             return end
-        budget = self.max_bytes
         used = 0
         for n, gas in enumerate(self.gas_of(first, end)):
             if n and used + gas > budget:

@@ -179,6 +179,32 @@ def test_until_the_density_is_known_a_range_ends_where_its_blocks_gas_passes_the
     assert len(asked) == 2  # only while the density was unknown
 
 
+def test_fitted_ranges_go_out_beside_the_first_while_the_density_is_unknown() -> None:
+    """With the gas readable while ranges are out (worker processes), the ranges after the
+    first go out beside it fitted to a quarter of the budget (a page of them is never cut):
+    the first dense blocks are read by every worker at once, not by one while the others
+    wait. Sparse ranges beside it are fitted the same way."""
+    workers = _Workers()
+    budget = 16_000_000
+    gas = {n: 1_000_000 if n <= 6 else 200_000_000 for n in range(1, 1_001)}
+
+    def gas_of(first: int, last: int) -> list[int]:
+        return [gas[n] for n in range(first, last + 1)]
+
+    pipeline = Pipeline(workers, PageSizer(4, 50_000, 5_000), 1, 1_000, depth=3, epoch=1,
+                        max_bytes=budget, gas_of=gas_of, gas_beside=True)  # fmt: skip
+    pipeline._dispatch()
+    # a page of 4 blocks; beside it at most 4 M of gas a range, then a dense block alone
+    assert [(t.first, t.last) for t in workers.tasks] == [(1, 4), (5, 6), (7, 7)]
+    pipeline._receive(Fetched(workers.tasks[0], _page(1, 4, 5_000)))
+    assert not pipeline.learned
+    pipeline.done.pop(1)
+    pipeline.out -= 1
+    pipeline.next = 5
+    pipeline._dispatch()
+    assert [(t.first, t.last) for t in workers.tasks[3:]] == [(8, 8)]
+
+
 def test_a_background_checkpointer_keeps_the_wal_from_the_writer_and_bounded(
     tmp_path: Path,
 ) -> None:
