@@ -22,7 +22,7 @@ import uuid
 import zlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from sqlalchemy import Connection, Engine, text
 
@@ -72,31 +72,46 @@ def ensure(engine: Engine, directory: Path, version_table: str) -> str:
     script = snapshot_path(directory, engine.dialect.name).read_text(encoding="utf-8")
     if engine.dialect.name == "sqlite":
         return _ensure_sqlite(engine, script, version_table)
-    with engine.begin() as conn:
-        lock = zlib.crc32(version_table.encode())
-        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": lock})
-        found = stored_revision(conn, version_table)
-        if found is None:
-            conn.exec_driver_sql(script)  # no parameters: one round trip for every statement
-            found = stored_revision(conn, version_table)
+    lock = {"k": zlib.crc32(version_table.encode())}
+    with engine.connect() as conn:
+        # A session lock, then a transaction of its own: one begun before the lock was
+        # granted would not see the table another opener just made (its cached lookup).
+        conn.execute(text("SELECT pg_advisory_lock(:k)"), lock)
+        conn.commit()
+        try:
+            with conn.begin():
+                found = stored_revision(conn, version_table)
+                if found is None:
+                    conn.exec_driver_sql(script)  # no parameters: one round trip for all
+                    found = stored_revision(conn, version_table)
+        finally:
+            conn.execute(text("SELECT pg_advisory_unlock(:k)"), lock)
+            conn.commit()
     return found or ""
 
 
 def _ensure_sqlite(engine: Engine, script: str, version_table: str) -> str:
-    with engine.connect() as conn:
-        # The write lock before the check; the sqlite3 module leaves DDL in this transaction.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    # On the driver's connection: the write lock taken before the check (BEGIN IMMEDIATE),
+    # whatever transaction hooks the engine has; the sqlite3 module leaves DDL in it.
+    raw = engine.raw_connection()
+    try:
+        db: Any = raw.driver_connection
+        db.execute("BEGIN IMMEDIATE")
         try:
-            found = stored_revision(conn, version_table)
-            if found is None:
+            exists = db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (version_table,)
+            ).fetchone()
+            if exists is None:
                 for statement in _statements(script):
-                    conn.exec_driver_sql(statement)
-                found = stored_revision(conn, version_table)
-            conn.commit()
+                    db.execute(statement)
+            rows = db.execute(f"SELECT version_num FROM {version_table}").fetchall()  # noqa: S608 - fixed name
+            db.commit()
         except BaseException:
-            conn.rollback()
+            db.rollback()
             raise
-    return found or ""
+    finally:
+        raw.close()
+    return str(rows[0][0]) if len(rows) == 1 else ""
 
 
 def _statements(script: str) -> list[str]:

@@ -1,15 +1,19 @@
-"""A new store is built from the schema snapshot of its migrations (`dul.schema_snapshot`): the
-same catalog as replaying every revision, on SQLite and PostgreSQL; a store behind still
-replays; the build is one transaction; two openers of one new store both succeed."""
+"""A new database is built from the schema snapshot of its migrations (`dul.schema_snapshot`),
+for the audit store and the gateway's outbox alike: the same catalog as replaying every revision,
+on SQLite and PostgreSQL; a database behind still replays; the build is one transaction; two
+openers of one new database both succeed."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 import threading
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -18,11 +22,69 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import make_url
 
 import audit.migrations
-from audit.migrations import SNAPSHOTS, VERSION_TABLE, alembic_config, migrate, replay
+import ledger_gateway.migrations
 from audit.store import create_store_engine
 from dul import schema_snapshot
+from ledger_gateway.store import make_engine
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@dataclass(frozen=True)
+class Service:
+    """A service's migrations as these tests drive them."""
+
+    module: ModuleType
+    make_engine: Callable[[str], sa.Engine]
+    migrate: Callable[[str], None]
+    replay: Callable[[str, str], None]  # url, revision
+    older: str
+    """A revision behind the head, to upgrade from."""
+
+    @property
+    def snapshots(self) -> Path:
+        return Path(self.module.SNAPSHOTS)
+
+    @property
+    def version_table(self) -> str:
+        return str(self.module.VERSION_TABLE)
+
+    @property
+    def head(self) -> str:
+        return schema_snapshot.snapshot_revision(self.snapshots)
+
+
+SERVICES = {
+    "audit": Service(
+        audit.migrations,
+        create_store_engine,
+        lambda url: audit.migrations.migrate(url),
+        lambda url, revision: audit.migrations.replay(url, revision),
+        "0012",
+    ),
+    "gateway": Service(
+        ledger_gateway.migrations,
+        make_engine,
+        lambda url: ledger_gateway.migrations.migrate(url),
+        lambda url, revision: ledger_gateway.migrations.replay(url, revision),
+        "0002",
+    ),
+}
+
+
+@pytest.fixture(params=sorted(SERVICES))
+def service(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Service:
+    return SERVICES[request.param]
+
+
+def no_replay(monkeypatch: pytest.MonkeyPatch, service: Service) -> None:
+    """From here on, any replay of the service's revisions fails the test."""
+
+    def refuse(*_: Any, **__: Any) -> None:
+        raise AssertionError("the revisions were replayed")
+
+    monkeypatch.setattr(service.module, "replay", refuse)
+
 
 StoreFactory = Callable[[], str]
 
@@ -134,116 +196,115 @@ def _postgres_catalog(conn: sa.Connection) -> dict[str, Any]:
     }
 
 
-def _versions(url: str) -> list[str]:
+def _versions(url: str, service: Service) -> list[str]:
     engine = sa.create_engine(url)
     with engine.connect() as conn:
-        query = f"SELECT version_num FROM {VERSION_TABLE}"  # noqa: S608 - a fixed name
+        query = f"SELECT version_num FROM {service.version_table}"  # noqa: S608 - a fixed name
         found = [row[0] for row in conn.exec_driver_sql(query)]
     engine.dispose()
     return found
 
 
-@pytest.fixture
-def no_replay(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Any replay of the revisions fails the test."""
-
-    def refuse(*_: Any, **__: Any) -> None:
-        raise AssertionError("the revisions were replayed")
-
-    monkeypatch.setattr(audit.migrations, "replay", refuse)
-
-
-def test_the_snapshots_are_at_the_head_revision() -> None:
-    head = ScriptDirectory.from_config(
-        alembic_config(sa.create_engine("sqlite://"))
-    ).get_current_head()
+def test_the_snapshots_are_at_the_head_revision(service: Service) -> None:
+    head = ScriptDirectory(str(service.snapshots.parent)).get_current_head()
     for dialect in ("sqlite", "postgresql"):
-        assert schema_snapshot.snapshot_revision(SNAPSHOTS, dialect) == head, (
+        assert schema_snapshot.snapshot_revision(service.snapshots, dialect) == head, (
             f"the {dialect} schema snapshot is behind the revisions: rewrite it "
-            "(python -m audit.migrations postgresql+psycopg://…)"
+            f"(python -m {service.module.__name__} postgresql+psycopg://…)"
         )
 
 
 @pytest.mark.parametrize("new_store", BACKENDS, indirect=True)
-def test_a_new_store_has_exactly_the_schema_of_the_revisions(
-    new_store: StoreFactory, monkeypatch: pytest.MonkeyPatch
+def test_a_new_database_has_exactly_the_schema_of_the_revisions(
+    new_store: StoreFactory, service: Service, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     replayed, created, upgraded = new_store(), new_store(), new_store()
-    replay(replayed)
-    migrate(upgraded, "0012")  # an older store still upgrades by its revisions
-    migrate(upgraded)
-    with monkeypatch.context() as patch:
-        patch.setattr(audit.migrations, "replay", None)  # built without Alembic
-        migrate(created)
+    service.replay(replayed, "head")
+    service.replay(upgraded, service.older)  # an older database still upgrades by revisions
+    service.migrate(upgraded)
+    no_replay(monkeypatch, service)  # built without Alembic
+    service.migrate(created)
     assert catalog(created) == catalog(replayed)
     assert catalog(upgraded) == catalog(replayed)
-    head = schema_snapshot.snapshot_revision(SNAPSHOTS)
-    assert _versions(created) == _versions(replayed) == [head]
+    assert _versions(created, service) == _versions(replayed, service) == [service.head]
 
 
-@pytest.mark.usefixtures("no_replay")
 @pytest.mark.parametrize("new_store", BACKENDS, indirect=True)
-def test_a_store_at_the_head_is_left_as_it_is(new_store: StoreFactory) -> None:
+def test_a_database_at_the_head_is_left_as_it_is(
+    new_store: StoreFactory, service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
     url = new_store()
-    migrate(url)
+    service.migrate(url)
+    before = catalog(url)
+    no_replay(monkeypatch, service)
+    service.migrate(url)
+    assert catalog(url) == before
+
+
+def test_an_audit_store_at_the_head_keeps_its_rows(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'audit.db'}"
+    audit.migrations.migrate(url)
     engine = create_store_engine(url)
     with engine.begin() as conn:
         conn.exec_driver_sql("INSERT INTO block (number, hash, events) VALUES (7, '0x07', 1)")
-    migrate(engine)
+    audit.migrations.migrate(engine)
     with engine.connect() as conn:
         assert conn.exec_driver_sql("SELECT number FROM block").all() == [(7,)]
     engine.dispose()
 
 
 @pytest.mark.parametrize("new_store", BACKENDS, indirect=True)
-def test_a_failed_build_leaves_the_store_empty(new_store: StoreFactory, tmp_path: Path) -> None:
+def test_a_failed_build_leaves_the_database_empty(
+    new_store: StoreFactory, service: Service, tmp_path: Path
+) -> None:
     broken = tmp_path / "broken"
-    shutil.copytree(SNAPSHOTS, broken)
+    shutil.copytree(service.snapshots, broken)
     for script in broken.glob("*.sql"):  # the version row fails after every table is made
         script.write_text(script.read_text().replace("VALUES ('", "VALUES (1, '"))
-    url = new_store()
-    engine = create_store_engine(url)
-    with pytest.raises(sa.exc.DBAPIError):
-        schema_snapshot.ensure(engine, broken, VERSION_TABLE)
+    engine = service.make_engine(new_store())
+    with pytest.raises((sa.exc.DBAPIError, sqlite3.Error)):
+        schema_snapshot.ensure(engine, broken, service.version_table)
     assert sa.inspect(engine).get_table_names() == []
-    head = schema_snapshot.snapshot_revision(SNAPSHOTS)
-    assert schema_snapshot.ensure(engine, SNAPSHOTS, VERSION_TABLE) == head
+    assert schema_snapshot.ensure(engine, service.snapshots, service.version_table) == service.head
     engine.dispose()
 
 
-@pytest.mark.usefixtures("no_replay")
 @pytest.mark.parametrize("new_store", BACKENDS, indirect=True)
-def test_two_openers_of_one_new_store_both_find_it_built(new_store: StoreFactory) -> None:
+def test_two_openers_of_one_new_database_both_find_it_built(
+    new_store: StoreFactory, service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a database opened once already: a new SQLite file's first connections switch it to
+    WAL, which can fail for one of several racing at that moment (before any schema)."""
     url = new_store()
-    engines = [create_store_engine(url) for _ in range(4)]
+    with service.make_engine(url).connect():
+        pass
+    no_replay(monkeypatch, service)
     errors: list[BaseException] = []
-    start = threading.Barrier(len(engines))
+    start = threading.Barrier(4)
 
-    def open_(engine: sa.Engine) -> None:
+    def open_() -> None:
         start.wait()
         try:
-            migrate(engine)
+            service.migrate(url)  # each with an engine of its own
         except BaseException as exc:  # reported below
             errors.append(exc)
 
-    threads = [threading.Thread(target=open_, args=(e,)) for e in engines]
+    threads = [threading.Thread(target=open_) for _ in range(4)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    for engine in engines:
-        engine.dispose()
     assert errors == []
-    assert _versions(url) == [schema_snapshot.snapshot_revision(SNAPSHOTS)]
+    assert _versions(url, service) == [service.head]
 
 
-def test_the_sqlite_snapshot_is_what_the_revisions_write(tmp_path: Path) -> None:
+def test_the_sqlite_snapshot_is_what_the_revisions_write(tmp_path: Path, service: Service) -> None:
     """Byte for byte: SQLite keeps the DDL text, and the snapshot is that text."""
     written = tmp_path / "written"
     written.mkdir()
     url = f"sqlite:///{tmp_path / 'replayed.db'}"
-    replay(url)
+    service.replay(url, "head")
     engine = sa.create_engine(url)
-    path = schema_snapshot.write(engine, written, VERSION_TABLE)
+    path = schema_snapshot.write(engine, written, service.version_table)
     engine.dispose()
-    assert path.read_text() == (SNAPSHOTS / "sqlite.sql").read_text()
+    assert path.read_text() == (service.snapshots / "sqlite.sql").read_text()
