@@ -1,9 +1,11 @@
 """The bench's keep-alive HTTP client against a real uvicorn server that closes idle
-connections quickly: a request on a connection the server closed is sent again on a new one."""
+connections quickly: a request on a connection the server closed is sent again on a new one.
+The open loop times without the load generator's collector."""
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 import time
 from collections.abc import Iterator
@@ -13,7 +15,7 @@ import pytest
 import uvicorn
 
 from dul.chain.testing import free_port
-from ledger_gateway.bench import _Connection
+from ledger_gateway.bench import _Connection, _open_loop
 
 KEEP_ALIVE_S = 1
 
@@ -72,3 +74,22 @@ def test_a_server_that_is_not_there_is_an_error_not_a_retry_loop() -> None:
     connection = _Connection(f"http://127.0.0.1:{free_port()}", "token")
     with pytest.raises(ConnectionError):
         asyncio.run(connection.post("/echo", {}))
+
+
+def test_the_open_loop_times_without_the_load_generators_collector(server: str) -> None:
+    async def scenario() -> tuple[list[float], list[bool]]:
+        seen: list[bool] = []
+
+        async def watch() -> None:
+            for _ in range(5):
+                seen.append(gc.isenabled())
+                await asyncio.sleep(0.02)
+
+        bodies = [{"n": n} for n in range(30)]
+        latencies, _ = await asyncio.gather(_open_loop(server, "token", bodies, 200.0), watch())
+        return latencies, seen
+
+    latencies, seen = asyncio.run(scenario())
+    assert len(latencies) == 30
+    assert seen == [False] * 5  # a full collection would stall every send meanwhile
+    assert gc.isenabled()
