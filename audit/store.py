@@ -1194,16 +1194,21 @@ def prepare_logs(
             counts[b] = 1
             blocks[b] = BlockRef(b, block_hash, None, stamp)
     per_block = [(blocks[b], counts[b]) for b in blocks]
-    redeeming = [a for a in access_cohorts(access_rows) if a.authorization_ref != ZERO32
-                 and a.size == 1]  # fmt: skip
+    ref, size = _ACCESS_AT["authorization_ref"], _ACCESS_AT["cohort_size"]
+    redeeming = access_cohorts(  # most accesses redeem no code: those are not looked at twice
+        [row for row in access_rows if row[ref] != ZERO32 and row[size] == 1]
+    )
     return PreparedPage(page, per_block, redeeming, len(event_rows)), failed, ordered
+
+
+_ACCESS_AT: Final = {column: n for n, column in enumerate(COLUMNS["access_event"])}
 
 
 def access_cohorts(access_rows: Iterable[tuple[Any, ...]]) -> list[CohortAccess]:
     """The granted accesses with a cohort among `access_event` rows (`cohort_accesses` of
     their events)."""
-    decision, root, size, ref = (COLUMNS["access_event"].index(c) for c in (
-        "decision", "cohort_root", "cohort_size", "authorization_ref"))  # fmt: skip
+    decision, root = _ACCESS_AT["decision"], _ACCESS_AT["cohort_root"]
+    size, ref = _ACCESS_AT["cohort_size"], _ACCESS_AT["authorization_ref"]
     return [
         CohortAccess(row[0], row[1], row[2], row[3], row[root], int(row[size]), row[ref])
         for row in access_rows
