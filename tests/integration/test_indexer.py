@@ -476,7 +476,7 @@ def test_worker_processes_give_the_store_one_reader_gives(
     assert pipelined.store.missing_indexes() == []
     reference.close()
     pipelined.close()
-    assert not any(process.is_alive() for process in workers.processes)
+    assert [process.exitcode for process in workers.processes] == [0, 0]  # stopped, not killed
 
 
 @pytest.mark.every_node
