@@ -724,10 +724,13 @@ class SqlOutbox:
                 self._wake.clear()
                 await self._wake.wait()
             later = self._later
-            if later and (self._queue.empty() or time.monotonic() - later[0].since >= defer):
-                await self._write_later(later.popleft())
-            else:
-                await self._commit_decisions()
+            try:
+                if later and (self._queue.empty() or time.monotonic() - later[0].since >= defer):
+                    await self._write_later(later.popleft())
+                else:
+                    await self._commit_decisions()
+            except Exception:  # a fault here must not stop every write after it
+                log.exception("outbox.writer_turn_failed")
 
     async def _write_later(self, item: _Later) -> None:
         if item.future.done():  # its caller gave up (cancelled) before it started
