@@ -199,10 +199,6 @@ CODES = CodeReservationRow.__table__  # type: ignore[attr-defined]
 # --------------------------------------------------------------------------- engines
 
 
-SPILL_PAGES = 8_192
-"""Pages a SQLite connection's cache holds before a write transaction spills to the WAL."""
-
-
 def make_engine(url: str, *, busy_timeout_s: float = 30.0, pool_size: int = 8) -> Engine:
     """An engine for the outbox: SQLite (WAL, synchronous=FULL) or PostgreSQL, by URL."""
     if url.startswith("sqlite"):
@@ -223,11 +219,6 @@ def make_engine(url: str, *, busy_timeout_s: float = 30.0, pool_size: int = 8) -
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=FULL")
             cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
-            # A write transaction keeps its pages in memory up to 32 MB (4 kB pages) before it
-            # spills them to the WAL: at the default (~2 MB) a group commit of 2,000 rows spilled
-            # mid-way, wrote pages twice and read spilled ones back, ~1/6 of the writer's CPU.
-            # The cache falls back to its size (2 MB) when the transaction ends.
-            cursor.execute(f"PRAGMA cache_spill={SPILL_PAGES}")
             cursor.close()
 
         @event.listens_for(engine, "begin")
