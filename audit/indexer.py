@@ -507,7 +507,7 @@ class Indexer:
     @classmethod
     def open(cls, settings: Any, *, metrics: IndexerMetrics | None = None) -> Indexer:
         """The indexer of the deployment in `settings` (an `AuditSettings`), store migrated."""
-        from audit.migrations import migrate  # alembic is only needed at start-up
+        from audit.migrations import migrate  # a new store: built from its schema snapshot
         from audit.store import create_store_engine
         from dul.contracts.ledger import Deployment
 

@@ -1996,7 +1996,7 @@ def _normalized(row: tuple[Any, ...]) -> tuple[Any, ...]:
 @contextmanager
 def store_session(url: str) -> Iterator[AuditStore]:
     """A migrated store on its own engine, disposed on exit."""
-    from audit.migrations import migrate  # alembic is only needed here
+    from audit.migrations import migrate  # Alembic loads only for a store behind
 
     engine = create_store_engine(url)
     try:
