@@ -111,8 +111,9 @@ class _Workers:
     def close(self) -> None: ...
 
 
-def _page(first: int, last: int, reply_bytes: int, over_budget: int = 0) -> Page:
-    return Page(first, BlockRef(last, _hex(last)), _hex(first - 1), prepare([]),
+def _page(first: int, last: int, reply_bytes: int, over_budget: int = 0, logs: int = 0) -> Page:
+    events = [_event(first, tx, 10_000 * first + tx) for tx in range(logs)]
+    return Page(first, BlockRef(last, _hex(last)), _hex(first - 1), prepare(events),
                 reply_bytes=reply_bytes, over_budget=over_budget)  # fmt: skip
 
 
@@ -203,6 +204,40 @@ def test_fitted_ranges_go_out_beside_the_first_while_the_density_is_unknown() ->
     pipeline.next = 5
     pipeline._dispatch()
     assert [(t.first, t.last) for t in workers.tasks[3:]] == [(8, 8)]
+
+
+def test_after_an_empty_page_a_range_stretches_over_blocks_without_gas() -> None:
+    """Dense blocks keep pages at one block (the fading density); once a page comes back
+    empty, the next range takes every following block whose gas fits the page budgets (empty
+    blocks: none), instead of one page a block for as long as the density fades."""
+    workers = _Workers()
+    budget = 16_000_000
+    gas = {n: 200_000_000 if n <= 10 else 0 for n in range(1, 101)}
+    gas[60] = 50_000_000  # busy again: the stretch stops before it
+
+    def gas_of(first: int, last: int) -> list[int]:
+        return [gas[n] for n in range(first, last + 1)]
+
+    pipeline = Pipeline(workers, PageSizer(1, 50_000, 5_000), 1, 100, depth=3, epoch=1,
+                        max_bytes=budget, gas_of=gas_of, gas_beside=True)  # fmt: skip
+    pipeline._dispatch()
+    assert [(t.first, t.last) for t in workers.tasks] == [(1, 1), (2, 2), (3, 3)]
+    for task in workers.tasks:  # dense pages: the density is known, pages stay one block
+        pipeline._receive(Fetched(task, _page(task.first, task.last, 6_000_000, 0, 3_000)))
+        pipeline.done.pop(task.first)
+        pipeline.out -= 1
+        pipeline.next = task.last + 1
+    assert pipeline.learned
+    pipeline._dispatch()
+    assert [(t.first, t.last) for t in workers.tasks[3:]] == [(4, 4), (5, 5), (6, 6)]
+    empty = Fetched(Task(1, 11, 11), _page(11, 11, 40))
+    pipeline.uncovered = [(12, 100)]  # blocks 7..11 handed out meanwhile; 11 came back empty
+    pipeline._receive(empty)
+    pipeline.done.pop(11)
+    pipeline.out = 0
+    pipeline.next = 12
+    pipeline._dispatch()
+    assert (workers.tasks[6].first, workers.tasks[6].last) == (12, 59)
 
 
 def test_a_background_checkpointer_keeps_the_wal_from_the_writer_and_bounded(
