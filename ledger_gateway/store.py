@@ -43,6 +43,7 @@ from sqlalchemy import (
     event,
     func,
     select,
+    text,
     update,
 )
 from sqlalchemy import insert as sa_insert
@@ -83,7 +84,17 @@ class OperationRow(SQLModel, table=True):
     """One decided operation (access or release), keyed by its idempotency key."""
 
     __tablename__: ClassVar[str] = "gateway_operations"
-    __table_args__ = (Index("ix_gateway_operations_status_id", "status", "id"),)
+    __table_args__ = (
+        Index("ix_gateway_operations_status_id", "status", "id"),
+        # Only operations in a transaction (revision 0005): a PENDING one has no hash, and
+        # every query on the column looks one up.
+        Index(
+            "ix_gateway_operations_tx_hash",
+            "tx_hash",
+            sqlite_where=text("tx_hash IS NOT NULL"),
+            postgresql_where=text("tx_hash IS NOT NULL"),
+        ),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     key: bytes = Field(unique=True, index=True)
@@ -96,7 +107,7 @@ class OperationRow(SQLModel, table=True):
     status: str = Field(max_length=16)
     payload: bytes
     body_hash: bytes
-    tx_hash: bytes | None = Field(default=None, index=True)
+    tx_hash: bytes | None = None
     block_number: int | None = None
     nonce: int | None = None
     sender: str | None = Field(default=None, max_length=42)

@@ -573,4 +573,7 @@ def test_updates_by_key_or_transaction_find_their_rows_by_that_index(tmp_path: P
             explained = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, params)
             plan = " ".join(str(row[-1]) for row in explained)
             assert "ix_gateway_operations_status_id" not in plan, (sql, plan)
+            if "tx_hash" in sql.split("WHERE", 1)[-1]:  # the partial index serves a bound hash
+                assert "USING INDEX ix_gateway_operations_tx_hash" in plan, (sql, plan)
+    assert any("tx_hash" in sql.split("WHERE", 1)[-1] for sql, _ in by_key_or_hash)
     engine.dispose()

@@ -1,4 +1,4 @@
--- revision: 0004
+-- revision: 0005
 -- What the migrations build on an empty database, written from them (dul/schema_snapshot.py), never by hand.
 
 CREATE TABLE cohort_leaves (
@@ -118,7 +118,7 @@ CREATE UNIQUE INDEX ix_gateway_operations_key ON gateway_operations USING btree 
 
 CREATE INDEX ix_gateway_operations_status_id ON gateway_operations USING btree (status, id);
 
-CREATE INDEX ix_gateway_operations_tx_hash ON gateway_operations USING btree (tx_hash);
+CREATE INDEX ix_gateway_operations_tx_hash ON gateway_operations USING btree (tx_hash) WHERE (tx_hash IS NOT NULL);
 
 CREATE INDEX ix_gateway_transactions_mined_at ON gateway_transactions USING btree (mined_at);
 
@@ -126,5 +126,5 @@ CREATE INDEX ix_gateway_transactions_status ON gateway_transactions USING btree 
 
 CREATE UNIQUE INDEX ix_gateway_transactions_tx_hash ON gateway_transactions USING btree (tx_hash);
 
-INSERT INTO gateway_alembic_version (version_num) VALUES ('0004');
+INSERT INTO gateway_alembic_version (version_num) VALUES ('0005');
 
