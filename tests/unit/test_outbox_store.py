@@ -577,3 +577,48 @@ def test_updates_by_key_or_transaction_find_their_rows_by_that_index(tmp_path: P
                 assert "USING INDEX ix_gateway_operations_tx_hash" in plan, (sql, plan)
     assert any("tx_hash" in sql.split("WHERE", 1)[-1] for sql, _ in by_key_or_hash)
     engine.dispose()
+
+
+def test_the_open_operations_are_read_through_the_partial_status_index(tmp_path: Path) -> None:
+    """The status index holds open operations only (revision 0006); the statements that read
+    open operations (PENDING in id order, the open count, an agreement's open grants) spell its
+    condition, so SQLite takes it (a bound status, or an IN list, would make it walk the
+    table), and a confirmed operation leaves it."""
+    statements: list[tuple[str, Any]] = []
+
+    async def scenario() -> None:
+        outbox = await opened(tmp_path)
+
+        @event.listens_for(outbox.engine, "before_cursor_execute")
+        def capture(_c: Any, _cur: Any, sql: str, params: Any, _ctx: Any, many: bool) -> None:
+            if not many and "gateway_operations" in sql and sql.startswith("SELECT"):
+                statements.append((sql, params))
+
+        grant = replace(new_access(1), quota=10, chain_used=0)
+        await outbox.add_accesses([grant, new_access(2)])
+        pending = await outbox.pending(10)
+        assert [op.key for op in pending] == [grant.request_id, new_access(2).request_id]
+        assert await outbox.depth() == 2
+        tx = submitted_tx((grant.request_id,))
+        await outbox.record_submissions([tx])
+        await outbox.confirm([(tx.tx_hash, 9, tx.keys)])
+        assert await outbox.depth() == 1
+        await outbox.close()
+
+    run(scenario)
+    engine = make_engine(f"sqlite:///{tmp_path / 'outbox.db'}")
+    open_reads = [(sql, p) for sql, p in statements if "status = 'pending'" in sql]
+    assert any("ORDER BY id" in sql for sql, _ in open_reads)
+    assert any("count(" in sql and "kind" in sql for sql, _ in open_reads)  # open grants
+    assert any("count(" in sql and "kind" not in sql for sql, _ in open_reads)  # open count
+    with engine.connect() as conn:
+        for sql, params in open_reads:
+            explained = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, params)
+            plan = " ".join(str(row[-1]) for row in explained)
+            assert "INDEX ix_gateway_operations_status_id" in plan, (sql, plan)
+        indexed = conn.exec_driver_sql(
+            "SELECT count(*) FROM gateway_operations INDEXED BY ix_gateway_operations_status_id "
+            "WHERE status = 'pending' OR status = 'submitted'"
+        ).scalar_one()
+        assert indexed == 1  # the confirmed one left the index
+    engine.dispose()
