@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -331,6 +332,8 @@ _INSERTED = (
     "authorization_fault",
 )
 """The columns a new operation is stored with (the others start NULL, `attempts` 0)."""
+_INSERTED_VALUES = itemgetter(*_INSERTED)
+"""A new row's values in `_INSERTED` order (a tuple; a generator per row cost 4x as much)."""
 
 
 @dataclass(frozen=True)
@@ -927,7 +930,7 @@ class SqlOutbox:
             outcomes.append(accepted)
         if inserts:
             conn.exec_driver_sql(
-                self._insert_operations, [tuple(row[c] for c in _INSERTED) for row in inserts]
+                self._insert_operations, [_INSERTED_VALUES(row) for row in inserts]
             )
         if leaves:
             conn.execute(sa_insert(LEAVES), leaves)
