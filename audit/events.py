@@ -738,8 +738,8 @@ class EventDecoder:
         raise KeyError(f"{contract} declares no event {event}")
 
     def spec_of(self, log: Mapping[str, Any]) -> tuple[str, str, EventSpec]:
-        """(address, contract, spec) of one `eth_getLogs` entry: the checks `decode` makes
-        before the args."""
+        """The address, contract and event spec of one `eth_getLogs` entry: the checks
+        `decode` makes before the args."""
         address = str(log["address"]).lower()
         contract = self.contract_at.get(address)
         if contract is None:
