@@ -162,7 +162,7 @@ class SubmitterSettings:
     """Most transactions re-checked at once (the newest)."""
     alarm_hold_s: float = 3_600.0
     """How long readiness stays degraded after a confirmation vanished (and while any of its
-    operations is not on chain again)."""
+    operations is not on chain again), or after the chain refused to record an operation."""
 
 
 def batch_capacity(s: SubmitterSettings) -> int:
@@ -187,6 +187,8 @@ class SubmitterStats:
     """Confirmed operations whose transaction left the chain (and were sent again)."""
     last_vanished_at: float | None = None
     """Wall-clock time of the last vanished confirmation."""
+    last_failed_at: float | None = None
+    """Wall-clock time an operation last ended failed (the chain refused to record it)."""
     nonce_resyncs: int = 0
     """Times the allocator moved back to a nonce the chain lost."""
     chain_reachable: bool = False
@@ -819,6 +821,8 @@ class Submitter:
             count_attempt=not bad,
         )
         self.stats.failed += len(failed)
+        if failed:
+            self.stats.last_failed_at = time.time()
         self.stats.confirmed += len(found)
         self._reopened.difference_update([*failed, *found])
         del self._inflight[tx.tx_hash]
@@ -891,6 +895,21 @@ class Submitter:
         await asyncio.sleep(self.settings.reconfirm_interval_s)
         await self._recheck_confirmations()
         await self._check_nonces()
+
+    def refusal_alarm(self) -> str | None:
+        """Why readiness is degraded: the chain refused to record decided operations lately.
+        Each was answered before it was recorded, so a grant the requester holds may be on no
+        chain (None: none in the last `alarm_hold_s`)."""
+        s = self.stats
+        if s.last_failed_at is None:
+            return None
+        age = time.time() - s.last_failed_at
+        if age > self.settings.alarm_hold_s:
+            return None
+        return (
+            f"the chain refused to record {s.failed} answered operation(s) since start (last "
+            f"{age:.0f} s ago): each is stored with status failed and its error"
+        )
 
     async def _recheck_confirmations(self) -> None:
         """Every recent confirmation's block must still be the chain's; those that are not go

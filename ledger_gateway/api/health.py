@@ -45,8 +45,8 @@ async def readyz(context: ContextDep) -> JSONResponse:
     """Chain reachable (the chain view refreshed lately and the submitter reaches the node),
     contracts deployed, signer authorized, store writable, submitter running: 200, else 503
     with Retry-After, naming what is not. `status` is `degraded` (still 200) with the reasons
-    in `degraded` while something needs an operator's eye, e.g. confirmations that left the
-    chain."""
+    in `degraded` while something needs an operator's eye: confirmations that left the chain,
+    answered operations the chain refused to record."""
     age = time.monotonic() - context.access.view.last_refresh
     submitter = context.submitter
     reachable = submitter is None or submitter.stats.chain_reachable
@@ -61,6 +61,9 @@ async def readyz(context: ContextDep) -> JSONResponse:
         alarm = submitter.confirmation_alarm()
         if alarm is not None:
             degraded["confirmations_vanished"] = alarm
+        refused = submitter.refusal_alarm()
+        if refused is not None:
+            degraded["operations_refused"] = refused
         task = submitter.task
         checks["submitter"] = task is not None and not task.done()
         detail |= {

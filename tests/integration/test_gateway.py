@@ -372,3 +372,6 @@ def test_a_request_id_another_gateway_of_the_holder_recorded_is_no_confirmation(
     assert settled.status == "failed", settled
     assert settled.error == "AccessLogDuplicateRequest"
     assert world.ledger.call("AccessLog", "decisionOf", taken, agreement) == Decision.DENIED
+    ready = gateway.client.ready()  # an answered grant on no chain is the operator's alarm
+    assert (ready["ready"], ready["status"]) == (True, "degraded"), ready
+    assert "refused to record" in ready["degraded"]["operations_refused"]
