@@ -36,7 +36,11 @@ def bracket_shape(body: bytes, max_depth: int = MAX_JSON_DEPTH) -> str | None:
     # Two adjacent quotes have no bracket between them and an even count changes nothing after
     # them: dropping them first leaves only strings that hold brackets (a batch of 500 access
     # requests holds ~11,000 strings, none with a bracket, that would be split out one by one).
-    brackets = b"".join(kept.replace(b'""', b"").split(b'"')[::2])
+    return peeled_shape(b"".join(kept.replace(b'""', b"").split(b'"')[::2]), max_depth)
+
+
+def peeled_shape(brackets: bytes, max_depth: int) -> str | None:
+    """`bracket_shape` of the brackets outside strings: innermost pairs peeled level by level."""
     opener_run = re.compile(rb"[\[{]{%d}" % (max_depth + 1))
     for _ in range(max_depth):
         if not brackets:

@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import uuid
 import zlib
@@ -88,6 +89,12 @@ def ensure(engine: Engine, directory: Path, version_table: str) -> str:
             conn.execute(text("SELECT pg_advisory_unlock(:k)"), lock)
             conn.commit()
     return found or ""
+
+
+def at_snapshot(engine: Engine, directory: Path, version_table: str) -> bool:
+    """`ensure`, then whether the database is at the snapshot's revision (False: behind it,
+    its revisions to replay)."""
+    return ensure(engine, directory, version_table) == snapshot_revision(directory)
 
 
 def _ensure_sqlite(engine: Engine, script: str, version_table: str) -> str:
@@ -177,6 +184,15 @@ def _pg_dump(engine: Engine) -> list[str]:
     ]
     body = re.sub(r"\bpublic\.", "", "\n".join(kept) + "\n")
     return [s.strip() for s in body.split(_SEPARATOR) if s.strip()]
+
+
+def rewrite_main(
+    argv: list[str], directory: Path, version_table: str, replay: Callable[[str], None]
+) -> None:
+    """`python -m <service>.migrations [postgresql+psycopg://…]`: rewrites the snapshots."""
+    postgres = argv[1] if len(argv) > 1 else None
+    for path in rewrite(directory, version_table, replay, postgres):
+        sys.stdout.write(f"{path}\n")
 
 
 def rewrite(

@@ -41,10 +41,9 @@ def migrate(target: str | Engine, revision: str = "head") -> None:
     """Upgrades the store at `target` (URL or engine) to `revision`."""
     engine = create_store_engine(target) if isinstance(target, str) else target
     try:
-        if revision == "head":  # a new store is built from the snapshot, in one step
-            at = schema_snapshot.ensure(engine, SNAPSHOTS, VERSION_TABLE)
-            if at == schema_snapshot.snapshot_revision(SNAPSHOTS):
-                return
+        # a new store is built from the snapshot, in one step
+        if revision == "head" and schema_snapshot.at_snapshot(engine, SNAPSHOTS, VERSION_TABLE):
+            return
         replay(engine, revision)  # a store behind the snapshot, or a revision asked for
     finally:
         if isinstance(target, str):

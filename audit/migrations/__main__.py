@@ -6,9 +6,7 @@ from __future__ import annotations
 import sys
 
 from audit.migrations import SNAPSHOTS, VERSION_TABLE, replay
-from dul.schema_snapshot import rewrite
+from dul.schema_snapshot import rewrite_main
 
 if __name__ == "__main__":
-    postgres = sys.argv[1] if len(sys.argv) > 1 else None
-    for path in rewrite(SNAPSHOTS, VERSION_TABLE, replay, postgres):
-        sys.stdout.write(f"{path}\n")
+    rewrite_main(sys.argv, SNAPSHOTS, VERSION_TABLE, replay)

@@ -42,8 +42,7 @@ def migrate(url: str, *, engine: Engine | None = None) -> None:
     owned = engine is None
     engine = engine or make_engine(url)
     try:
-        at = schema_snapshot.ensure(engine, SNAPSHOTS, VERSION_TABLE)  # a new one: built
-        if at != schema_snapshot.snapshot_revision(SNAPSHOTS):
+        if not schema_snapshot.at_snapshot(engine, SNAPSHOTS, VERSION_TABLE):  # a new one: built
             replay(url, engine=engine)  # behind the snapshot
     finally:
         if owned:

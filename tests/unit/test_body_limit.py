@@ -73,28 +73,14 @@ def test_dropping_empty_strings_first_changes_no_bracket_shape() -> None:
     body holds thousands of strings, none with a bracket): on random bodies of quotes, escapes,
     brackets and letters it answers what splitting every string out answers."""
     import random
-    import re
 
-    from dul.json_depth import _EMPTY_PAIR, _NOT_STRUCTURE, bracket_shape
+    from dul.json_depth import _NOT_STRUCTURE, bracket_shape, peeled_shape
 
     def split_all(body: bytes, max_depth: int) -> str | None:  # the shape before the shortcut
         if body.count(b"[") + body.count(b"{") <= max_depth:
             return None
         kept = body.replace(b"\\\\", b"").replace(b'\\"', b"").translate(None, _NOT_STRUCTURE)
-        brackets = b"".join(kept.split(b'"')[::2])
-        opener_run = re.compile(rb"[\[{]{%d}" % (max_depth + 1))
-        for _ in range(max_depth):
-            if not brackets:
-                return None
-            if opener_run.search(brackets):
-                return "too_deep"
-            brackets = _EMPTY_PAIR.sub(b"", brackets)
-        if not brackets:
-            return None
-        paired = brackets.count(b"[") == brackets.count(b"]") and brackets.count(
-            b"{"
-        ) == brackets.count(b"}")
-        return "too_deep" if paired else "unpaired"
+        return peeled_shape(b"".join(kept.split(b'"')[::2]), max_depth)
 
     rng = random.Random(14)
     for _ in range(5_000):
