@@ -103,6 +103,7 @@ from dul.domain import (
     OrgStatus,
 )
 from dul.home import private_file
+from dul.sqlite_wal import enable_wal
 
 log = structlog.get_logger("audit.store")
 
@@ -652,7 +653,7 @@ def create_store_engine(url: str) -> Engine:
             # entries, and with 4 KB pages a catch-up's writer spent ~30% more CPU and twice
             # the wall time on page splits, overflow pages and their WAL writes (measured).
             cursor.execute(f"PRAGMA page_size={SQLITE_PAGE_SIZE}")
-            cursor.execute("PRAGMA journal_mode=WAL")
+            enable_wal(cursor, 30)
             # NORMAL in WAL mode: a killed process loses nothing committed; a power cut may lose
             # the last pages, which the checkpoint (same transaction) makes the indexer redo.
             cursor.execute("PRAGMA synchronous=NORMAL")

@@ -57,6 +57,7 @@ from sqlmodel import Field, SQLModel
 
 from dul.domain import Decision, DenyReason
 from dul.home import private_file
+from dul.sqlite_wal import enable_wal
 from ledger_gateway.errors import ConflictError, UnavailableError
 from ledger_gateway.outbox import (
     Accepted,
@@ -240,7 +241,7 @@ def make_engine(url: str, *, busy_timeout_s: float = 30.0, pool_size: int = 8) -
         def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
             dbapi_conn.isolation_level = None  # the "begin" hook below opens transactions
             cursor = dbapi_conn.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
+            enable_wal(cursor, busy_timeout_s)
             cursor.execute("PRAGMA synchronous=FULL")
             cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
             cursor.close()
