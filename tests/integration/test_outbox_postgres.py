@@ -124,6 +124,30 @@ def test_idempotency_conflict_and_bound(pg_url: str) -> None:
     run(scenario)
 
 
+def test_a_large_call_is_stored_by_multi_row_inserts_in_call_order(pg_url: str) -> None:
+    accesses = [new_access(n) for n in range(300)]
+
+    async def scenario() -> None:
+        outbox = await opened(pg_url)
+        inserts: list[int] = []
+
+        def count(_conn: Any, _cursor: Any, statement: str, params: Any, *_: Any) -> None:
+            if statement.startswith("INSERT INTO gateway_operations"):
+                inserts.append(len(params) // 11)  # 11 values a row
+
+        event.listen(outbox.engine, "before_cursor_execute", count)
+        accepted = await outbox.add_accesses([*accesses, accesses[5]])
+        assert [a.created for a in accepted] == [True] * 300 + [False]
+        assert inserts == [128, 128, 32, 8, 4]
+        pending = await outbox.pending(1_000)
+        assert [p.key for p in pending] == [a.request_id for a in accesses]
+        for access, stored in list(zip(accesses, accepted, strict=False))[::29]:
+            assert await outbox.get(access.request_id) == stored.view
+        await outbox.close()
+
+    run(scenario)
+
+
 def test_concurrent_callers_share_commits(pg_url: str) -> None:
     async def scenario() -> int:
         outbox = await opened(pg_url)

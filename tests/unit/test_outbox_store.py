@@ -157,6 +157,32 @@ def test_a_key_twice_in_one_call_is_stored_once(tmp_path: Path) -> None:
     run(scenario)
 
 
+def test_a_large_call_is_stored_by_a_few_multi_row_inserts_in_call_order(
+    tmp_path: Path,
+) -> None:
+    accesses = [new_access(n) for n in range(300)]
+
+    async def scenario() -> None:
+        outbox = await opened(tmp_path)
+        inserts: list[int] = []
+
+        def count(_conn: Any, _cursor: Any, statement: str, params: Any, *_: Any) -> None:
+            if statement.startswith("INSERT INTO gateway_operations"):
+                inserts.append(len(params) // 11)  # 11 values a row
+
+        event.listen(outbox.engine, "before_cursor_execute", count)
+        accepted = await outbox.add_accesses([*accesses, accesses[5]])
+        assert [a.created for a in accepted] == [True] * 300 + [False]
+        assert inserts == [128, 128, 32, 8, 4]  # one statement per piece, not per row
+        pending = await outbox.pending(1_000)
+        assert [p.key for p in pending] == [a.request_id for a in accesses]
+        for access, stored in list(zip(accesses, accepted, strict=False))[::29]:
+            assert await outbox.get(access.request_id) == stored.view
+        await outbox.close()
+
+    run(scenario)
+
+
 def test_releases_are_operations_of_their_own_kind(tmp_path: Path) -> None:
     release = NewRelease(
         release_key=keccak(b"release"),
