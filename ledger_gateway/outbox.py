@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from dul.domain import Decision, DenyReason
 
@@ -130,9 +130,11 @@ def split_call_payload(payload: bytes) -> tuple[bytes, int, bytes]:
     return payload[:20], int.from_bytes(payload[20:CALL_HEAD], "big"), payload[CALL_HEAD:]
 
 
-@dataclass(frozen=True)
-class OperationView:
-    """What the API answers about one recorded (or to-be-recorded) operation."""
+class OperationView(NamedTuple):
+    """What the API answers about one recorded (or to-be-recorded) operation.
+
+    Immutable, as a tuple: the outbox makes one per stored decision, and a frozen dataclass of
+    fifteen fields cost ~2.2 µs each (one `object.__setattr__` a field), this ~0.5 µs."""
 
     key: bytes
     kind: OperationKind
@@ -152,8 +154,7 @@ class OperationView:
     authorization_fault: int | None = None
 
 
-@dataclass(frozen=True)
-class Accepted:
+class Accepted(NamedTuple):
     """The outcome of adding one operation: the stored view, and whether it was new."""
 
     view: OperationView

@@ -30,9 +30,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import chain
-from operator import itemgetter
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, NamedTuple, TypeVar
 
 import structlog
 from sqlalchemy import (
@@ -359,8 +358,48 @@ _INSERTED = (
     "authorization_fault",
 )
 """The columns a new operation is stored with (the others start NULL, `attempts` 0)."""
-_INSERTED_VALUES = itemgetter(*_INSERTED)
-"""A new row's values in `_INSERTED` order (a tuple; a generator per row cost 4x as much)."""
+_KIND_TEXT = {kind: kind.value for kind in OperationKind}
+_STATUS_TEXT = {status: status.value for status in OperationStatus}
+
+
+def _inserted_values(view: OperationView) -> tuple[Any, ...]:
+    """A new operation's row values in `_INSERTED` order."""
+    decision, reasons = view.decision, view.reasons
+    return (
+        view.key,
+        _KIND_TEXT[view.kind],
+        view.org,
+        view.agreement_id,
+        None if decision is None else int(decision),
+        _reasons_text(reasons) if reasons else "",
+        _STATUS_TEXT[view.status],
+        view.payload,
+        view.body_hash,
+        view.created_at,
+        view.authorization_fault,
+    )
+
+
+def _new_view(
+    key: bytes, kind: OperationKind, org: bytes, agreement_id: bytes, payload: bytes, body: bytes
+) -> OperationView:
+    """A new operation that is not an access (no decision), as stored: PENDING."""
+    return OperationView(
+        key=key,
+        kind=kind,
+        body_hash=body,
+        org=org,
+        agreement_id=agreement_id,
+        decision=None,
+        reasons=(),
+        status=OperationStatus.PENDING,
+        payload=payload,
+        tx_hash=None,
+        block_number=None,
+        error=None,
+        created_at=time.time(),
+        confirmed_at=None,
+    )
 
 
 @dataclass(frozen=True)
@@ -423,10 +462,10 @@ def _stored_tx(r: Any) -> StoredTx:
     )
 
 
-@dataclass(frozen=True)
-class _Reserve:
+class _Reserve(NamedTuple):
     """What a new GRANTED row reserves when it is stored."""
 
+    agreement_id: bytes
     quota: int | None
     chain_used: int
     code: bytes | None
@@ -434,7 +473,9 @@ class _Reserve:
 
 @dataclass
 class _Job:
-    rows: list[dict[str, Any]]
+    views: list[OperationView]
+    """The operations to store, as the API answers them while they are PENDING (the rows
+    are made from them: `_inserted_values`)."""
     future: asyncio.Future[list[Accepted]]
     cohorts: dict[bytes, CohortLeaves] = field(default_factory=dict)
     """Cohorts to store beside the rows of these keys, if the rows are new."""
@@ -604,61 +645,56 @@ class SqlOutbox:
 
     async def add_accesses(self, accesses: Sequence[NewAccess]) -> list[Accepted]:
         now = time.time()
-        rows = [
-            {
-                "key": a.request_id,
-                "kind": OperationKind.ACCESS.value,
-                "org": a.org,
-                "agreement_id": a.agreement_id,
-                "decision": int(a.decision),
-                "reasons": _reasons_text(a.reasons),
-                "status": OperationStatus.PENDING.value,
-                "payload": a.record,
-                "body_hash": a.body_hash,
-                "created_at": now,
-                "authorization_fault": a.authorization_fault,
-            }
+        access, pending = OperationKind.ACCESS, OperationStatus.PENDING
+        views = [
+            OperationView(
+                a.request_id,
+                access,
+                a.body_hash,
+                a.org,
+                a.agreement_id,
+                a.decision,
+                a.reasons,
+                pending,
+                a.record,
+                None,
+                None,
+                None,
+                now,
+                None,
+                a.authorization_fault,
+            )
             for a in accesses
         ]
         cohorts = {a.request_id: a.cohort for a in accesses if a.cohort is not None}
         reserves = {
-            a.request_id: _Reserve(a.quota, a.chain_used, a.code)
+            a.request_id: _Reserve(a.agreement_id, a.quota, a.chain_used, a.code)
             for a in accesses
             if a.decision == Decision.GRANTED and (a.quota is not None or a.code is not None)
         }
-        return await self._submit(rows, cohorts, reserves)
+        return await self._submit(views, cohorts, reserves)
 
     async def add_release(self, release: NewRelease) -> Accepted:
-        row = {
-            "key": release.release_key,
-            "kind": OperationKind.RELEASE.value,
-            "org": release.org,
-            "agreement_id": release.agreement_id,
-            "decision": None,
-            "reasons": "",
-            "status": OperationStatus.PENDING.value,
-            "payload": release.call,
-            "body_hash": release.body_hash,
-            "created_at": time.time(),
-            "authorization_fault": None,
-        }
-        return (await self._submit([row]))[0]
+        view = _new_view(
+            release.release_key,
+            OperationKind.RELEASE,
+            release.org,
+            release.agreement_id,
+            release.call,
+            release.body_hash,
+        )
+        return (await self._submit([view]))[0]
 
     async def add_call(self, call: NewCall) -> Accepted:
-        row = {
-            "key": call.key,
-            "kind": OperationKind.CALL.value,
-            "org": call.org,
-            "agreement_id": call.agreement_id,
-            "decision": None,
-            "reasons": "",
-            "status": OperationStatus.PENDING.value,
-            "payload": call_payload(call.target, call.gas, call.data),
-            "body_hash": call.body_hash,
-            "created_at": time.time(),
-            "authorization_fault": None,
-        }
-        return (await self._submit([row]))[0]
+        view = _new_view(
+            call.key,
+            OperationKind.CALL,
+            call.org,
+            call.agreement_id,
+            call_payload(call.target, call.gas, call.data),
+            call.body_hash,
+        )
+        return (await self._submit([view]))[0]
 
     async def get(self, key: bytes) -> OperationView | None:
         def run(conn: Connection) -> OperationView | None:
@@ -745,14 +781,14 @@ class SqlOutbox:
 
     async def _submit(
         self,
-        rows: list[dict[str, Any]],
+        views: list[OperationView],
         cohorts: dict[bytes, CohortLeaves] | None = None,
         reserves: dict[bytes, _Reserve] | None = None,
     ) -> list[Accepted]:
         if self._queue is None:
             raise RuntimeError("SqlOutbox.start() was not awaited")
         future: asyncio.Future[list[Accepted]] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Job(rows, future, cohorts or {}, reserves or {}))
+        self._queue.put_nowait(_Job(views, future, cohorts or {}, reserves or {}))
         self._wake.set()
         return await future
 
@@ -793,11 +829,11 @@ class SqlOutbox:
         assert self._queue is not None
         loop = asyncio.get_running_loop()
         jobs = [self._queue.get_nowait()]
-        size = len(jobs[0].rows)
+        size = len(jobs[0].views)
         while not self._queue.empty() and size < self.settings.max_group:
             job = self._queue.get_nowait()
             jobs.append(job)
-            size += len(job.rows)
+            size += len(job.views)
         try:
             outcomes = await loop.run_in_executor(self._writer, self._commit_group, jobs)
         except IntegrityError:
@@ -878,7 +914,7 @@ class SqlOutbox:
     def _commit_jobs(
         self, conn: Connection, jobs: Sequence[_Job]
     ) -> list[list[Accepted] | BaseException]:
-        keys = list({r["key"] for job in jobs for r in job.rows})
+        keys = list({view.key for job in jobs for view in job.views})
         known: dict[bytes, OperationView] = {}
         for chunk in _chunks(keys):
             # by the driver, as the insert: SQLAlchemy's expanding IN bound each key apart
@@ -887,18 +923,19 @@ class SqlOutbox:
                 known[bytes(stored.key)] = view_of(stored)
         depth = self._open_count(conn)
         reservations = _Reservations(conn, jobs, known, postgres=not self._sqlite, mark=self._mark)
-        inserts: list[dict[str, Any]] = []
+        inserts: list[OperationView] = []
         leaves: list[dict[str, Any]] = []
         outcomes: list[list[Accepted] | BaseException] = []
         for job in jobs:
             accepted: list[Accepted] = []
             mine: dict[bytes, OperationView] = {}
+            """The job's new operations, in call order (a key repeated in it is stored once)."""
             failure: BaseException | None = None
-            for row in job.rows:
-                key = row["key"]
+            for view in job.views:
+                key = view.key
                 existing = known.get(key) or mine.get(key)
                 if existing is not None:
-                    if existing.body_hash != row["body_hash"]:
+                    if existing.body_hash != view.body_hash:
                         failure = ConflictError(
                             f"request id 0x{key.hex()} was stored with another body",
                             key="0x" + key.hex(),
@@ -906,23 +943,6 @@ class SqlOutbox:
                         break
                     accepted.append(Accepted(existing, created=False))
                     continue
-                view = OperationView(
-                    key=key,
-                    kind=OperationKind(row["kind"]),
-                    body_hash=row["body_hash"],
-                    org=row["org"],
-                    agreement_id=row["agreement_id"],
-                    decision=Decision(row["decision"]) if row["decision"] is not None else None,
-                    reasons=_reasons_tuple(row["reasons"]),
-                    status=OperationStatus.PENDING,
-                    payload=row["payload"],
-                    tx_hash=None,
-                    block_number=None,
-                    error=None,
-                    created_at=row["created_at"],
-                    confirmed_at=None,
-                    authorization_fault=row.get("authorization_fault"),
-                )
                 mine[key] = view
                 accepted.append(Accepted(view, created=True))
             if failure is None and job.reserves:
@@ -939,26 +959,22 @@ class SqlOutbox:
                 continue
             known.update(mine)
             depth += len(mine)
-            inserted: set[bytes] = set()
-            for row in job.rows:  # a key repeated inside one job is inserted once
-                if row["key"] in mine and row["key"] not in inserted:
-                    inserted.add(row["key"])
-                    inserts.append(row)
-                    cohort = job.cohorts.get(row["key"])
-                    if cohort is not None:
-                        leaves.append(
-                            {
-                                "access_id": row["key"],
-                                "root": cohort.root,
-                                "size": cohort.size,
-                                "leaves": cohort.subjects,
-                                "created_at": row["created_at"],
-                            }
-                        )
+            inserts.extend(mine.values())
+            for key, cohort in job.cohorts.items():
+                if key in mine:
+                    leaves.append(
+                        {
+                            "access_id": key,
+                            "root": cohort.root,
+                            "size": cohort.size,
+                            "leaves": cohort.subjects,
+                            "created_at": mine[key].created_at,
+                        }
+                    )
             outcomes.append(accepted)
         start = 0
         for size in _insert_pieces(len(inserts)):
-            values = chain.from_iterable(map(_INSERTED_VALUES, inserts[start : start + size]))
+            values = chain.from_iterable(map(_inserted_values, inserts[start : start + size]))
             conn.exec_driver_sql(self._insert_operations[size], tuple(values))
             start += size
         if leaves:
@@ -1395,12 +1411,11 @@ class _Reservations:
         agreements: dict[bytes, int] = {}
         codes: set[bytes] = set()
         for job in jobs:
-            for row in job.rows:
-                reserve = job.reserves.get(row["key"])
-                if reserve is None or row["key"] in known:
+            for key, reserve in job.reserves.items():
+                if key in known:
                     continue
                 if reserve.quota is not None:
-                    agreements.setdefault(row["agreement_id"], reserve.chain_used)
+                    agreements.setdefault(reserve.agreement_id, reserve.chain_used)
                 if reserve.code is not None:
                     codes.add(reserve.code)
         for agreement in sorted(agreements):
@@ -1453,7 +1468,7 @@ class _Reservations:
                     continue
                 codes[reserve.code] = key
             if reserve.quota is not None:
-                agreement = new[key].agreement_id
+                agreement = reserve.agreement_id
                 if used[agreement] >= reserve.quota:
                     over.add(key)
                     continue
