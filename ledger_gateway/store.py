@@ -57,6 +57,7 @@ from sqlmodel import Field, SQLModel
 
 from dul.domain import Decision, DenyReason
 from dul.home import private_file
+from dul.sqlite_binds import bind_bytes_directly
 from dul.sqlite_wal import enable_wal
 from ledger_gateway.errors import ConflictError, UnavailableError
 from ledger_gateway.outbox import (
@@ -230,6 +231,7 @@ def make_engine(url: str, *, busy_timeout_s: float = 30.0, pool_size: int = 8) -
         database = make_url(url).database
         if database and database != ":memory:" and Path(database).parent.is_dir():
             private_file(Path(database))  # 0600 before SQLite opens it (-wal/-shm follow)
+        bind_bytes_directly()
         engine = create_engine(
             url,
             connect_args={"timeout": busy_timeout_s, "check_same_thread": False},
