@@ -57,11 +57,10 @@ class ChainView:
 
     async def agreement(self, agreement_id: bytes, dataset_id: bytes) -> AgreementState | None:
         """The agreement's state with the scope of `dataset_id` filled in; None when unknown."""
+        known = self.known_agreement(agreement_id, dataset_id)
+        if known is not None:
+            return known
         key = (agreement_id, dataset_id)
-        state = self._agreements.get(agreement_id)
-        scoped = self._scoped.get(key)
-        if scoped is not None and scoped[0] is state:  # cached, and not dropped since
-            return scoped[1]
         lock = self._locks.setdefault(agreement_id, asyncio.Lock())
         async with lock:  # one chain read per agreement, however many requests wait for it
             state = self._agreements.get(agreement_id)
@@ -97,6 +96,17 @@ class ChainView:
         scoped_state = dataclasses.replace(state, allowed_fields={dataset_id: fields})
         self._scoped[key] = (state, scoped_state)
         return scoped_state
+
+    def known_agreement(self, agreement_id: bytes, dataset_id: bytes) -> AgreementState | None:
+        """What `agreement` answers when it needs no chain read; None: it needs one."""
+        scoped = self._scoped.get((agreement_id, dataset_id))
+        if scoped is not None and scoped[0] is self._agreements.get(agreement_id):
+            return scoped[1]  # cached, and not dropped since
+        return None
+
+    def known_role(self, account: str, org: bytes, role: Role) -> bool | None:
+        """What `has_role` answers when it needs no chain read; None: it needs one."""
+        return self._roles.get((account.lower(), org, role))
 
     async def has_role(self, account: str, org: bytes, role: Role) -> bool:
         """`Membership.hasOrgRole`, cached until the next membership event."""

@@ -21,12 +21,13 @@ from pydantic import BaseModel, ValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from dul.chain.rpc import NodeError
+from ledger_gateway.answers import batch_json
 from ledger_gateway.api.access import wait_for
 from ledger_gateway.api.deps import GatewayContext
 from ledger_gateway.api.problems import gateway_problem, node_problem, validation_problem
 from ledger_gateway.callers import Caller
 from ledger_gateway.errors import BadRequestError, GatewayError
-from ledger_gateway.models import AccessBatchIn, AccessBatchOut, AccessOut, AccessRequestIn
+from ledger_gateway.models import AccessBatchIn, AccessBatchOut, AccessRequestIn
 from ledger_gateway.tokens import TokenRole
 
 SINGLE = "/v1/access-requests"
@@ -117,11 +118,11 @@ async def _single(
     context: GatewayContext, token: Any, body: bytes, wait: bool
 ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
     request = AccessRequestIn.model_validate_json(body)
-    [answer] = await context.access.decide(token, [request])
-    if wait:
-        answer = await wait_for(context, answer)
-    location = f"/v1/access-requests/{answer.access_id}".encode()
-    return 201, _json(answer), [(b"location", location)]
+    [answer] = await context.access.answers(token, [request])
+    location = f"/v1/access-requests/0x{answer.view.key.hex()}".encode()
+    if not wait:
+        return 201, answer.json(), [(b"location", location)]
+    return 201, _json(await wait_for(context, answer.model())), [(b"location", location)]
 
 
 async def _batch(
@@ -134,7 +135,8 @@ async def _batch(
             f"a batch holds at most {limit} requests, not {len(batch.requests)}",
             code="batch_too_large",
         )
-    answers: list[AccessOut] = await context.access.decide(token, batch.requests)
-    if wait:
-        answers = [await wait_for(context, a) for a in answers]
-    return 201, _json(AccessBatchOut(results=answers)), []
+    answers = await context.access.answers(token, batch.requests)
+    if not wait:  # the answers' bytes without their models (`answers.batch_json`)
+        return 201, batch_json(answers), []
+    waited = [await wait_for(context, a.model()) for a in answers]
+    return 201, _json(AccessBatchOut(results=waited)), []
