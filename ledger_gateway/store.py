@@ -1237,29 +1237,25 @@ class SqlOutbox:
             pieces[-1].append(item)
             size += len(item[2])
 
+        m = self._mark
+        # By the driver, as the insert: built and compiled by SQLAlchemy Core, the two
+        # statements of each transaction cost more of the writer's CPU than SQLite's updates.
+        # `status || ''` keeps the status term a filter (`_status_is`).
+        confirmed = (
+            f"UPDATE {OPS.name} SET status = {m}, block_number = {m}, confirmed_at = {m} "  # noqa: S608 - constant names
+            f"WHERE tx_hash = {m} AND status || '' = {m}"
+        )
+        mined_at = (
+            f"UPDATE {TXS.name} SET status = {m}, block_number = {m}, block_hash = {m}, "  # noqa: S608 - constant names
+            f"mined_at = {m} WHERE tx_hash = {m}"
+        )
+        ok, sent = OperationStatus.CONFIRMED.value, OperationStatus.SUBMITTED.value
+
         def run(conn: Connection, piece: Sequence[tuple[bytes, int, Sequence[bytes]]]) -> None:
             for tx_hash, block, _ in piece:
-                conn.execute(
-                    update(OPS)
-                    .where(
-                        OPS.c.tx_hash == tx_hash,
-                        _status_is(OperationStatus.SUBMITTED),
-                    )
-                    .values(
-                        status=OperationStatus.CONFIRMED.value,
-                        block_number=block,
-                        confirmed_at=now,
-                    )
-                )
-                conn.execute(
-                    update(TXS)
-                    .where(TXS.c.tx_hash == tx_hash)
-                    .values(
-                        status=TxStatus.MINED,
-                        block_number=block,
-                        block_hash=hashes.get(tx_hash),
-                        mined_at=now,
-                    )
+                conn.exec_driver_sql(confirmed, (ok, block, now, tx_hash, sent))
+                conn.exec_driver_sql(
+                    mined_at, (TxStatus.MINED, block, hashes.get(tx_hash), now, tx_hash)
                 )
 
         async def confirm_piece(piece: Sequence[tuple[bytes, int, Sequence[bytes]]]) -> None:
