@@ -1,6 +1,7 @@
 """The outbox writer's turns: queued decisions are committed before the submitter's writes,
-which wait no longer than `write_defer_s` under a stream of decisions; a block's confirmations
-are written in pieces (all on a real SQLite file)."""
+which wait no longer than `write_defer_s` under a stream of decisions; a round of signed
+transactions goes before the confirmations queued; a block's confirmations are written in
+pieces (all on a real SQLite file)."""
 
 from __future__ import annotations
 
@@ -109,6 +110,56 @@ def test_a_submitter_write_waits_for_decisions_no_longer_than_the_bound(tmp_path
     assert stored > 16
 
 
+def test_a_round_of_signed_transactions_is_stored_before_queued_confirmations(
+    tmp_path: Path,
+) -> None:
+    per_tx = CONFIRM_PIECE
+
+    async def scenario() -> list[str]:
+        outbox = await opened(tmp_path)
+        accesses = [access(n) for n in range(4 * per_tx)]
+        await outbox.add_accesses(accesses)
+        txs = []
+        for nonce in range(4):
+            keys = tuple(a.request_id for a in accesses[nonce * per_tx : (nonce + 1) * per_tx])
+            txs.append(StoredTx(SENDER, nonce, OperationKind.ACCESS, b"raw%d" % nonce,
+                                keccak(b"tx%d" % nonce), keys, 1, time.time()))  # fmt: skip
+        await outbox.record_submissions(txs[:3])
+        order: list[str] = []
+        running = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        write = outbox.write
+
+        async def traced(fn: Callable[[Connection], Any], *, first: bool = False) -> Any:
+            def run(conn: Connection) -> Any:
+                order.append("round" if first else "confirmation")
+                return fn(conn)
+
+            return await write(run, first=first)
+
+        def busy(_: Connection) -> None:
+            loop.call_soon_threadsafe(running.set)
+            time.sleep(0.1)  # the writer is taken while the others queue up
+
+        held = asyncio.ensure_future(write(busy))
+        await running.wait()
+        outbox.write = traced  # type: ignore[method-assign]
+        confirming = asyncio.ensure_future(
+            outbox.confirm([(tx.tx_hash, 7, tx.keys) for tx in txs[:3]])
+        )
+        await asyncio.sleep(0.01)
+        await outbox.record_submissions(txs[3:])  # queued after the block's three pieces
+        await asyncio.gather(held, confirming)
+        views = await outbox.get_many([a.request_id for a in accesses])
+        await outbox.close()
+        assert [views[a.request_id].status for a in accesses] == (
+            [OperationStatus.CONFIRMED] * (3 * per_tx) + [OperationStatus.SUBMITTED] * per_tx
+        )
+        return order
+
+    assert run(scenario) == ["round", "confirmation", "confirmation", "confirmation"]
+
+
 def test_a_blocks_confirmations_are_written_in_pieces_of_whole_transactions(
     tmp_path: Path,
 ) -> None:
@@ -128,10 +179,10 @@ def test_a_blocks_confirmations_are_written_in_pieces_of_whole_transactions(
         writes = 0
         write = outbox.write
 
-        async def counted(fn: Callable[[Connection], Any]) -> Any:
+        async def counted(fn: Callable[[Connection], Any], *, first: bool = False) -> Any:
             nonlocal writes
             writes += 1
-            return await write(fn)
+            return await write(fn, first=first)
 
         outbox.write = counted  # type: ignore[method-assign]
         await outbox.confirm([(tx.tx_hash, 7, tx.keys) for tx in txs])
