@@ -4,7 +4,8 @@ same bytes) and every operation is confirmed once, in one transaction only. A tr
 decisions is batched into few transactions: a short batch waits while the node is still taking
 the previous round (a full one never does), and its `max_delay` counts from the previous short
 batch when that is later than its oldest record; while it waits, the store is read again only
-once the batch may be full (or something else became PENDING). A real SQLite outbox; the node
+once the batch may be full (or something else became PENDING). A mined transaction frees its
+place of the in-flight bound while its confirmation is written. A real SQLite outbox; the node
 is an in-memory JSON-RPC answerer (httpx MockTransport)."""
 
 from __future__ import annotations
@@ -254,6 +255,41 @@ def test_a_short_batch_reads_the_store_again_only_once_it_may_be_full(tmp_path: 
         assert not waiting.done()
         outbox.pending_changed()  # e.g. a release or requeued operations: read again now
         await asyncio.wait_for(waiting, 2)
+        await outbox.close()
+        await sub.rpc.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_a_mined_transaction_frees_its_place_while_its_confirmation_is_written(
+    tmp_path: Path,
+) -> None:
+    async def scenario() -> None:
+        settings = SubmitterSettings(max_delay=0.0, max_in_flight=2, poll_interval=0.01)
+        outbox, node, sub = await _setup(tmp_path, settings)
+        await outbox.add_accesses([access(n) for n in range(40)])
+        await sub._batch_once()  # room for two transactions
+        assert await _stored(outbox) == [10, 10]
+        await sub._send_once()
+        node.mined = set(node.pool)
+        writing, written = asyncio.Event(), asyncio.Event()
+        confirm = outbox.confirm
+
+        async def slow_confirm(*args: Any, **kwargs: Any) -> None:
+            writing.set()  # e.g. its pieces wait behind decisions
+            await written.wait()
+            await confirm(*args, **kwargs)
+
+        outbox.confirm = slow_confirm  # type: ignore[method-assign]
+        receipts = asyncio.ensure_future(sub._receipts_once())
+        await writing.wait()
+        await sub._batch_once()  # both mined: the next two go while the confirmations are written
+        assert await _stored(outbox) == [10, 10, 10, 10]
+        written.set()
+        await receipts
+        assert sub.in_flight == 2
+        await sub._batch_once()  # the two sent since hold the bound again
+        assert await _stored(outbox) == [10, 10]
         await outbox.close()
         await sub.rpc.aclose()
 
