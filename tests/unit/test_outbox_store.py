@@ -183,6 +183,48 @@ def test_a_large_call_is_stored_by_a_few_multi_row_inserts_in_call_order(
     run(scenario)
 
 
+def test_new_keys_are_not_read_back_and_replays_still_answer_their_stored_views(
+    tmp_path: Path,
+) -> None:
+    """A group commit takes its keys for new (the key's unique index refuses one stored
+    before); a replay among them, refused by the index or by a reservation it seemed to need,
+    sends the group again with its keys looked up, and the next groups look theirs up too."""
+    grant = replace(new_access(1), quota=1, chain_used=0)  # its agreement's only unit
+
+    async def scenario() -> None:
+        def reads_back(outbox: SqlOutbox) -> list[str]:
+            selects: list[str] = []
+
+            @event.listens_for(outbox.engine, "before_cursor_execute")
+            def capture(_c: Any, _cur: Any, sql: str, *_: Any) -> None:
+                if sql.startswith("SELECT * FROM gateway_operations WHERE key IN"):
+                    selects.append(sql)
+
+            return selects
+
+        outbox = await opened(tmp_path)
+        selects = reads_back(outbox)
+        stored = await outbox.add_accesses([grant, new_access(2)])
+        assert [a.created for a in stored] == [True, True]
+        assert selects == []
+        await outbox.close()
+        # the grant's replay would be over quota, new_access(2)'s is refused by the index
+        for replay, previous, n in ((grant, stored[0], 3), (new_access(2), stored[1], 5)):
+            outbox = await opened(tmp_path)  # a restarted worker: no replay seen yet
+            selects = reads_back(outbox)
+            [again, fresh] = await outbox.add_accesses([replay, new_access(n)])
+            assert (again.created, fresh.created) == (False, True)
+            assert again.view == previous.view
+            assert len(selects) == 1
+            await outbox.add_accesses([new_access(n + 1)])
+            assert len(selects) == 2  # replays come in runs: the next group looks up first
+            await outbox.close()
+        assert await outbox.quota_used(grant.agreement_id) == 1
+        assert await outbox.depth() == 6
+
+    run(scenario)
+
+
 def test_releases_are_operations_of_their_own_kind(tmp_path: Path) -> None:
     release = NewRelease(
         release_key=keccak(b"release"),
