@@ -10,7 +10,7 @@ other shape is serialized through the model. A test holds the bytes equal to the
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from dul.domain import AuthorizationFault, Decision, DenyReason
 from ledger_gateway.models import AccessOut, CohortOut, decision_name, reason_names
@@ -61,10 +61,10 @@ _PLAIN = (
 _REASONS = {reason: f'"{reason.name}"' for reason in DenyReason}
 
 
-@dataclass(frozen=True, slots=True)
-class Answer:
+class Answer(NamedTuple):
     """One access's answer before it is a model: the stored view, the cohort it recorded and
-    the distinct subjects its request named (see `cohort_out`)."""
+    the distinct subjects its request named (see `cohort_out`). A named tuple: one is made
+    per access answered."""
 
     view: OperationView
     leaves: CohortLeaves | None = None

@@ -109,6 +109,11 @@ class PolicyDecision:
         return self.reasons[0] if self.reasons else DenyReason.NONE
 
 
+_GRANTED = PolicyDecision(Decision.GRANTED, ())
+"""Every grant's decision (immutable, so one serves all)."""
+_ZERO32 = bytes(32)
+
+
 def effective_status(agreement: AgreementState, now: int) -> AgreementStatus:
     """Expiry needs no transaction: a window that is over ends the agreement."""
     live = agreement.status in (AgreementStatus.ACTIVE, AgreementStatus.SUSPENDED)
@@ -142,15 +147,15 @@ def decide(
     if not agreement.operations & (1 << request.operation):
         reasons.append(DenyReason.OPERATION_NOT_ALLOWED)
     policy = agreement.consent_policy
-    no_cohort = request.cohort_size == 0 or request.cohort_root == bytes(32)
-    no_authorization = request.authorization_ref == bytes(32) or request.cohort_size != 1
+    no_cohort = request.cohort_size == 0 or request.cohort_root == _ZERO32
+    no_authorization = request.authorization_ref == _ZERO32 or request.cohort_size != 1
     breaks_glass = is_break_glass(request.authorization_ref)
     if breaks_glass:
         # `AccessLogBreakGlassRefused`: an agreement that allows it, one patient, a known reason.
         allowed = (
             agreement.break_glass_review_hours != 0
             and request.cohort_size == 1
-            and request.cohort_root != bytes(32)
+            and request.cohort_root != _ZERO32
             and break_glass_reason(request.authorization_ref) != BreakGlassReason.NONE
         )
         if not allowed:
@@ -170,7 +175,7 @@ def decide(
         reasons.append(DenyReason.AUTHORIZATION_INVALID)
     if reasons:
         return PolicyDecision(Decision.DENIED, tuple(reasons))
-    return PolicyDecision(Decision.GRANTED, ())
+    return _GRANTED
 
 
 def releasable(kind: ReleaseKind, tier: Tier, operation: Operation) -> bool:

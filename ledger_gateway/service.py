@@ -29,8 +29,7 @@ import hashlib
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import structlog
 from eth_abi.abi import decode
@@ -41,9 +40,9 @@ from dul.cohort import leaf_hash
 from dul.contracts.bindings import function
 from dul.contracts.typed_data import (
     ACCESS_RECORD_ABI_TYPE,
-    AccessRecord,
     AccessRequest,
     Domain,
+    encode_access_record,
     signed_access_request,
 )
 from dul.domain import (
@@ -243,9 +242,8 @@ class _Coalesced:
             deliver([(False, exc)] * len(batch))
 
 
-@dataclass(frozen=True)
-class _Decided:
-    """A decision not yet stored."""
+class _Decided(NamedTuple):
+    """A decision not yet stored (a named tuple: one per request decided)."""
 
     access: NewAccess
     named: int | None
@@ -609,12 +607,24 @@ class AccessService:
             request, signer, signature, outcome, leaves, digest,
             quota=agreement.quota, chain_used=self.view.chain_used(request.agreement_id),
         )  # fmt: skip
-
-        def again(_code_held: bool) -> NewAccess:
-            exhausted = decide(agreement, facts, now=now, used=agreement.quota)
-            return self._stored(request, signer, signature, exhausted, None, digest)
-
+        # A partial, not a closure: a closure made a cell for each of the eight names it
+        # reads on every call, ten objects per request for the collector to walk.
+        again = functools.partial(self._exhausted, checked, agreement, facts, digest, now)
         return _Decided(access, distinct, again)
+
+    def _exhausted(
+        self,
+        checked: Verified,
+        agreement: AgreementState,
+        facts: RequestFacts,
+        digest: bytes,
+        now: int,
+        _code_held: bool,
+    ) -> NewAccess:
+        """A grant decided again with the agreement's quota used up (the store refused it)."""
+        request, signature, signer = checked
+        exhausted = decide(agreement, facts, now=now, used=agreement.quota)
+        return self._stored(request, signer, signature, exhausted, None, digest)
 
     # --- authorization codes -----------------------------------------------------------------
 
@@ -735,15 +745,10 @@ class AccessService:
     ) -> NewAccess:
         """The decision as the outbox keeps it: the record for the chain (with the admitted
         cohort's tree head) and, beside it, the cohort's leaves for the hospital's store."""
-        record = AccessRecord(
-            request=request,
-            requester=signer,
-            signature=signature,
-            decision=outcome.decision,
-            reason=outcome.reason,
-            cohort_root=ZERO32 if leaves is None else leaves.root,
-            cohort_size=0 if leaves is None else leaves.size,
-        )
+        record = encode_access_record(
+            request, signer, signature, outcome.decision, outcome.reason,
+            ZERO32 if leaves is None else leaves.root, 0 if leaves is None else leaves.size,
+        )  # fmt: skip
         return NewAccess(
             request_id=request.request_id,
             body_hash=digest,
@@ -751,7 +756,7 @@ class AccessService:
             agreement_id=request.agreement_id,
             decision=outcome.decision,
             reasons=outcome.reasons,
-            record=record.encode(),
+            record=record,
             cohort=leaves,
             authorization_fault=None if fault is None else int(fault),
             quota=quota,

@@ -627,43 +627,11 @@ class AccessRecord:
     cohort_size: int = 0
 
     def encode(self) -> bytes:
-        """ABI encoding of the tuple: all seventeen fields are static, so it is seventeen
-        32-byte words in order. ~10x cheaper than eth_abi on the gateway's hot path; a test
-        checks it against eth_abi."""
-        r = self.request
-        sig = self.signature
-        requester = bytes.fromhex(self.requester[2:])
-        # The integers are sized by `to_bytes` (OverflowError is a ValueError); the byte
-        # strings are checked here, in one chained comparison (a generator over the seventeen
-        # words took as long as the encoding itself).
-        if not (
-            len(r.request_id) == len(r.agreement_id) == len(r.dataset_id) == len(r.request_hash)
-            == len(self.cohort_root) == len(r.authorization_ref) == 32
-            and len(requester) == 20
-            and len(sig) == 65
-        ):  # fmt: skip
-            raise ValueError("an AccessRecord field does not fit its ABI type")
-        return b"".join(
-            (
-                r.request_id,
-                r.agreement_id,
-                r.dataset_id,
-                bytes(12),
-                requester,
-                int(self.decision).to_bytes(32, "big"),
-                int(self.reason).to_bytes(32, "big"),
-                int(r.tier).to_bytes(32, "big"),
-                int(r.operation).to_bytes(32, "big"),
-                r.field_mask.to_bytes(32, "big"),
-                r.request_hash,
-                self.cohort_root,
-                self.cohort_size.to_bytes(32, "big"),
-                r.authorization_ref,
-                r.deadline.to_bytes(32, "big"),
-                sig[:64],
-                sig[64].to_bytes(32, "big"),
-            )
-        )
+        """ABI encoding of the tuple (`encode_access_record`)."""
+        return encode_access_record(
+            self.request, self.requester, self.signature, self.decision, self.reason,
+            self.cohort_root, self.cohort_size,
+        )  # fmt: skip
 
     def as_abi(self) -> tuple[Any, ...]:
         r = self.request
@@ -687,3 +655,50 @@ class AccessRecord:
             sig[32:64],
             sig[64],
         )
+
+
+def encode_access_record(
+    r: AccessRequest,
+    requester_address: ChecksumAddress,
+    sig: bytes,
+    decision: Decision,
+    reason: DenyReason = DenyReason.NONE,
+    cohort_root: bytes = ZERO32,
+    cohort_size: int = 0,
+) -> bytes:
+    """ABI encoding of an `AccessRecord` tuple: all seventeen fields are static, so it is
+    seventeen 32-byte words in order. ~10x cheaper than eth_abi on the gateway's hot path; a
+    test checks it against eth_abi. A function, so the gateway encodes each decision without
+    building the record (a frozen dataclass of seven fields: ~0.6 µs per decision)."""
+    requester = bytes.fromhex(requester_address[2:])
+    # The integers are sized by `to_bytes` (OverflowError is a ValueError); the byte
+    # strings are checked here, in one chained comparison (a generator over the seventeen
+    # words took as long as the encoding itself).
+    if not (
+        len(r.request_id) == len(r.agreement_id) == len(r.dataset_id) == len(r.request_hash)
+        == len(cohort_root) == len(r.authorization_ref) == 32
+        and len(requester) == 20
+        and len(sig) == 65
+    ):  # fmt: skip
+        raise ValueError("an AccessRecord field does not fit its ABI type")
+    return b"".join(
+        (
+            r.request_id,
+            r.agreement_id,
+            r.dataset_id,
+            bytes(12),
+            requester,
+            int(decision).to_bytes(32, "big"),
+            int(reason).to_bytes(32, "big"),
+            int(r.tier).to_bytes(32, "big"),
+            int(r.operation).to_bytes(32, "big"),
+            r.field_mask.to_bytes(32, "big"),
+            r.request_hash,
+            cohort_root,
+            cohort_size.to_bytes(32, "big"),
+            r.authorization_ref,
+            r.deadline.to_bytes(32, "big"),
+            sig[:64],
+            sig[64].to_bytes(32, "big"),
+        )
+    )

@@ -19,6 +19,8 @@ from dul.domain import (
     AgreementStatus,
     BreakGlassReason,
     ConsentPolicy,
+    Decision,
+    DenyReason,
     Operation,
     Role,
     Scenario,
@@ -116,7 +118,8 @@ def _outcome(decide: Any) -> Any:
     except GatewayError as error:
         return type(error), str(error), error.code
     assert decided is not None
-    return decided.access, decided.named, decided.again is None
+    again = None if decided.again is None else decided.again(False)  # the quota used up
+    return decided.access, decided.named, again
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -162,3 +165,18 @@ def test_a_request_the_view_cannot_answer_is_left_to_the_awaiting_path() -> None
     assert service._decide_known(stranger_org, body_hash(stranger_org), now, checked) is None
     with_cohort = stranger_org.model_copy(update={"cohort": []})
     assert service._decide_known(with_cohort, body_hash(with_cohort), now, checked) is None
+
+
+def test_a_grant_refused_by_the_store_is_decided_again_with_the_quota_used_up() -> None:
+    body = CASES["granted"]
+    service = _service(_view())
+    now = int(time.time())
+    checked = service._verify_or_refusal(body, now)
+    decided = service._decide_known(body, body_hash(body), now, checked)
+    assert decided is not None
+    assert decided.access.decision == Decision.GRANTED
+    assert decided.again is not None
+    again = decided.again(False)
+    assert (again.decision, again.reasons) == (Decision.DENIED, (DenyReason.QUOTA_EXHAUSTED,))
+    assert again.quota is None
+    assert again.body_hash == decided.access.body_hash
