@@ -163,7 +163,12 @@ _TIERS: dict[str, Tier] = dict(Tier.__members__)
 _OPERATIONS: dict[str, Operation] = dict(Operation.__members__)
 """Names to members without the enum metaclass's `__getitem__` (a Python call per request)."""
 
-VERIFY_THREADS = 2
+VERIFY_THREADS = 1
+"""Signature-check threads. One, not two: with the recovery's one GIL release per access
+(`dul.recovery`), a second thread only added a contender for the GIL on two cores the node
+shares. Reduced `dul bench gateway` (40,000 batch requests), medians of 8 alternating runs, two
+threads -> one: the verifier threads' context switches 0.24 -> 0.13 per access and their CPU
+66 -> 57 µs, the whole gateway's switches 0.68 -> 0.53 per access, batch events/s no lower."""
 VERIFY_PARALLEL_MIN = 16
 """Requests in one call from which their signatures are checked on the verifier threads."""
 _VERIFIER: list[ThreadPoolExecutor] = []
@@ -389,10 +394,10 @@ class AccessService:
     async def _verify_all(
         self, bodies: Sequence[SignedRequestIn], now: int
     ) -> list[Verified | GatewayError]:
-        """The calls' signature checks, off the event loop: a batch's on `VERIFY_THREADS`
-        threads, a small call's coalesced with the others of this turn of the loop
-        (`_Coalesced`). Recovery is ~60% of a decision's CPU and libsecp256k1 releases the GIL,
-        so recoveries run on another core while the event loop serves others."""
+        """The calls' signature checks, off the event loop: a batch's on the verifier
+        thread(s) (`VERIFY_THREADS`), a small call's coalesced with the others of this turn of
+        the loop (`_Coalesced`). Recovery is ~60% of a decision's CPU and libsecp256k1 releases
+        the GIL, so recoveries run on another core while the event loop serves others."""
         if len(bodies) < VERIFY_PARALLEL_MIN:
             futures = [
                 self._coalesced.check(functools.partial(self._verify_or_refusal, body, now))
