@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,12 +28,16 @@ from dul.domain import (
     Tier,
     break_glass_ref,
 )
+from ledger_gateway import service as service_module
 from ledger_gateway.chain_view import ChainView
 from ledger_gateway.client import sign_request
 from ledger_gateway.errors import GatewayError
+from ledger_gateway.migrations import migrate
 from ledger_gateway.models import AccessRequestIn
 from ledger_gateway.policy import AgreementState
 from ledger_gateway.service import AccessService, body_hash
+from ledger_gateway.store import SqlOutbox, make_engine
+from ledger_gateway.tokens import Token, TokenRole
 
 ORG = b"hospital-a".ljust(32, b"\0")
 OTHER = b"hospital-b".ljust(32, b"\0")
@@ -180,3 +185,55 @@ def test_a_grant_refused_by_the_store_is_decided_again_with_the_quota_used_up() 
     assert (again.decision, again.reasons) == (Decision.DENIED, (DenyReason.QUOTA_EXHAUSTED,))
     assert again.quota is None
     assert again.body_hash == decided.access.body_hash
+
+
+def test_a_large_call_lets_the_event_loop_turn_between_runs_of_requests(tmp_path: Path) -> None:
+    """The submitter's steps share the event loop with decisions: a 500-request batch decided
+    in one go stalled them for tens of milliseconds each."""
+    count = 5 * service_module.YIELD_EVERY
+    bodies = [_request(request_id=i.to_bytes(32, "big")) for i in range(1, count + 1)]
+    token = Token("bench", "hospital-a", TokenRole.ACCESS_SERVICE, created_at=0)
+    service = _service(_view())
+
+    async def scenario() -> tuple[int, int]:
+        url = f"sqlite:///{tmp_path / 'outbox.db'}"
+        migrate(url)
+        outbox = SqlOutbox(make_engine(url))
+        await outbox.start()
+        service.outbox = outbox
+        now = int(time.time())
+        checks = [service._verify_or_refusal(body, now) for body in bodies]
+
+        async def checked(*_: Any) -> list[Any]:
+            return checks  # no thread hop: only the decisions' own turns are counted
+
+        service._verify_all = checked  # type: ignore[method-assign,assignment]
+        turns = 0
+        stop = False
+
+        async def ticker() -> None:
+            nonlocal turns
+            while not stop:
+                turns += 1
+                await asyncio.sleep(0)
+
+        task = asyncio.create_task(ticker())
+        await asyncio.sleep(0)
+        started = turns
+        at_store: list[int] = []
+        store = outbox.add_accesses
+
+        async def add_accesses(accesses: Any) -> Any:
+            at_store.append(turns)
+            return await store(accesses)
+
+        outbox.add_accesses = add_accesses  # type: ignore[method-assign]
+        answers = await service.answers(token, bodies)
+        stop = True
+        await task
+        await outbox.close()
+        assert len(answers) == count
+        return started, at_store[0]
+
+    started, at_store = asyncio.run(scenario())
+    assert at_store - started >= 4  # one turn per YIELD_EVERY requests (5 runs: 4 turns between)
