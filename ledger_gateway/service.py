@@ -386,7 +386,9 @@ class AccessService:
             accepted = await _store(self.outbox, stored)
             # Counted once per label pair and call (a counter's `inc` per access was ~1 µs).
             counts: dict[tuple[Decision | None, DenyReason], int] = {}
-            for (index, _, decided), result in zip(fresh, accepted, strict=True):
+            # `stored`, not `fresh`: a grant the store refused was decided again (a denial,
+            # no cohort) and its answer is that decision's.
+            for (index, _, _), decided, result in zip(fresh, stored, accepted, strict=True):
                 view = result.view
                 if result.created:
                     key = (view.decision, view.reasons[0] if view.reasons else DenyReason.NONE)

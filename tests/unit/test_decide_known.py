@@ -237,3 +237,37 @@ def test_a_large_call_lets_the_event_loop_turn_between_runs_of_requests(tmp_path
 
     started, at_store = asyncio.run(scenario())
     assert at_store - started >= 4  # one turn per YIELD_EVERY requests (5 runs: 4 turns between)
+
+
+def test_a_cohort_grant_the_store_refuses_is_answered_as_the_denial_it_stored(
+    tmp_path: Path,
+) -> None:
+    """The agreement has three units left: the fourth grant is refused by the store's quota
+    count and stored as a denial, which records no cohort — its answer must not show the
+    cohort the refused grant would have recorded."""
+    subjects = ["0x" + bytes([n]).hex() * 32 for n in (1, 2, 3)]
+    bodies = [
+        _request(request_id=n.to_bytes(32, "big")).model_copy(update={"cohort": subjects})
+        for n in range(1, 5)
+    ]
+    token = Token("svc", "hospital-a", TokenRole.ACCESS_SERVICE, created_at=0)
+    service = _service(_view())
+
+    async def scenario() -> list[Any]:
+        url = f"sqlite:///{tmp_path / 'outbox.db'}"
+        migrate(url)
+        outbox = SqlOutbox(make_engine(url))
+        await outbox.start()
+        service.outbox = outbox
+        try:
+            return [answer.model() for answer in await service.answers(token, bodies)]
+        finally:
+            await outbox.close()
+
+    answers = asyncio.run(scenario())
+    assert [a.decision for a in answers] == ["GRANTED"] * 3 + ["DENIED"]
+    assert answers[3].reasons == ["QUOTA_EXHAUSTED"]
+    assert [a.cohort.size for a in answers if a.cohort] == [3, 3, 3, 0]
+    refused = answers[3].cohort
+    assert refused is not None
+    assert (refused.root, refused.admitted, refused.excluded) == (None, [], 3)
