@@ -95,7 +95,7 @@ def _request(**change: Any) -> AccessRequestIn:
         "request_id": bytes([len(change)]) * 32, "agreement_id": b"\1" * 32,
         "dataset_id": DATASET, "field_mask": 0b0110, "tier": Tier.DEIDENTIFIED,
         "operation": Operation.QUERY, "request_hash": b"\x09" * 32,
-        "deadline": int(time.time()) + 600,
+        "deadline": int(time.time()) + 6 * 3600,  # signed at collection
     }  # fmt: skip
     fields.update(change)
     return sign_request(signer, AccessRequest(**fields), DOMAIN)
