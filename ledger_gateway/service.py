@@ -270,6 +270,11 @@ class _Decided(NamedTuple):
         return _Decided(self.again(key in refusal.codes), self.named)
 
 
+def _labels(view: OperationView) -> tuple[Decision | None, DenyReason]:
+    """A stored decision's metric labels: the decision and its first reason."""
+    return view.decision, view.reasons[0] if view.reasons else DenyReason.NONE
+
+
 async def _store(outbox: Outbox, decided: list[_Decided]) -> list[Accepted]:
     """Store the decisions; grants the store cannot reserve are denied and stored instead
     (each round turns at least one grant into a denial, so this ends)."""
@@ -391,7 +396,7 @@ class AccessService:
             for (index, _, _), decided, result in zip(fresh, stored, accepted, strict=True):
                 view = result.view
                 if result.created:
-                    key = (view.decision, view.reasons[0] if view.reasons else DenyReason.NONE)
+                    key = _labels(view)
                     counts[key] = counts.get(key, 0) + 1
                     answers[index] = Answer(view, decided.access.cohort, decided.named)
             for (decision, reason), count in counts.items():
@@ -668,7 +673,7 @@ class AccessService:
         if not result.created:
             return (await self._stored_answer(result.view, body)).model()
         view = result.view
-        self._count(view.decision, view.reasons[0] if view.reasons else DenyReason.NONE)
+        self._count(*_labels(view))
         access = stored[0].access
         log.info(
             "access.redemption",
