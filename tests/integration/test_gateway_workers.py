@@ -181,7 +181,11 @@ def test_kill_9_of_the_submitters_worker_and_of_another_loses_nothing_and_record
     while leader(lease) == first_leader or not alive(leader(lease)):
         assert time.monotonic() - began < 30, "no worker took the submitter lease over"
         time.sleep(0.2)
-    assert not any(alive(pid) for pid in killed)
+    # a SIGKILLed process takes a moment to exit (its memory torn down) before it shows as a
+    # zombie or disappears: it must be gone soon, not at this very instant
+    while any(alive(pid) for pid in killed):
+        assert time.monotonic() - began < 40, "a killed worker is still running"
+        time.sleep(0.1)
     while len(process.workers()) < 2:
         assert time.monotonic() - began < 60, "the server did not replace its workers"
         time.sleep(0.2)
