@@ -20,6 +20,8 @@ GATEWAY_KEYS = {
     "batch_answered_per_s",
     "raw_node_tx_per_s",
     "raw_node_batched_events_per_s",
+    "raw_node_batched_first_events_per_s",
+    "raw_node_batched_second_events_per_s",
     "batch_vs_raw_batched",
     "decision_p50_ms",
     "decision_p99_ms",
@@ -48,6 +50,11 @@ def test_bench_gateway_with_tiny_sizes_reports_every_figure() -> None:
         assert figures[f"{api}_answered_per_s"] >= figures[f"{api}_events_per_s"]
         assert figures[f"{api}_confirm_tail_s"] >= 0
     assert figures["raw_node_batch_records"] == 256  # 300 records: one full, one partial tx
+    # the chain's ceiling: two runs bracketing the APIs, both runs' records over their seconds
+    first, second = (figures[f"raw_node_batched_{n}_events_per_s"] for n in ("first", "second"))
+    assert figures["raw_node_batched_events_per_s"] == pytest.approx(
+        2 / (1 / first + 1 / second), rel=0.01
+    )
     assert figures["batch_vs_raw_batched"] == pytest.approx(
         figures["batch_events_per_s"] / figures["raw_node_batched_events_per_s"], rel=0.01
     )
