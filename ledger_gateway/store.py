@@ -79,11 +79,11 @@ log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 
-OPEN_CONDITION = "status = 'pending' OR status = 'submitted'"
-"""Where the status index holds an operation (revision 0006), spelled the same in the queries
+PENDING_CONDITION = "status = 'pending'"
+"""Where the pending index holds an operation (revision 0007), spelled the same in the queries
 that use it: SQLite takes a partial index only for a query condition it sees implies the
-index's, which `status = ?` never does, nor `status = 'pending'` an IN list (an OR it does)."""
-IS_OPEN = text(f"({OPEN_CONDITION})")
+index's, which a bound `status = ?` never does."""
+IS_PENDING = text(PENDING_CONDITION)
 
 
 # --------------------------------------------------------------------------- tables
@@ -94,14 +94,13 @@ class OperationRow(SQLModel, table=True):
 
     __tablename__: ClassVar[str] = "gateway_operations"
     __table_args__ = (
-        # Only open operations (revision 0006): a confirmed or failed one leaves it, and the
-        # queries on it (PENDING in id order, the open count) spell its condition (`IS_OPEN`).
+        # Only PENDING operations (revision 0007): a submitted one leaves it, and the queries
+        # on it (the next batch in id order, the counts) spell its condition (`IS_PENDING`).
         Index(
-            "ix_gateway_operations_status_id",
-            "status",
+            "ix_gateway_operations_pending",
             "id",
-            sqlite_where=text(OPEN_CONDITION),
-            postgresql_where=text(OPEN_CONDITION),
+            sqlite_where=text(PENDING_CONDITION),
+            postgresql_where=text(PENDING_CONDITION),
         ),
         # Only operations in a transaction (revision 0005): a PENDING one has no hash, and
         # every query on the column looks one up.
@@ -122,6 +121,8 @@ class OperationRow(SQLModel, table=True):
     reasons: str = Field(default="", max_length=64)
     """DenyReason values, comma separated."""
     status: str = Field(max_length=16)
+    """pending -> submitted (in `tx_hash`; CONFIRMED while that transaction is mined, see
+    `view_of`) | confirmed (in a transaction found on chain) | failed"""
     payload: bytes
     body_hash: bytes
     tx_hash: bytes | None = None
@@ -190,7 +191,8 @@ class TransactionRow(SQLModel, table=True):
     raw: bytes
     tx_hash: bytes = Field(unique=True, index=True)
     status: str = Field(max_length=16, index=True)
-    """sent -> mined | reverted; mined -> sent again when its block leaves the chain"""
+    """sent -> mined | reverted; mined -> sent again when its block leaves the chain. Its
+    SUBMITTED operations are CONFIRMED while it is mined (revision 0007)."""
     keys: bytes
     """The operation keys it carries, 32 bytes each, in call order."""
     attempts: int = 1
@@ -282,7 +284,27 @@ def _reasons_tuple(text: str) -> tuple[DenyReason, ...]:
 
 
 def view_of(row: Any) -> OperationView:
-    """An OperationView from a row of `gateway_operations` (any mapping-like row)."""
+    """An OperationView from a row of `gateway_operations` with its transaction's `tx_status`,
+    `tx_block` and `tx_mined_at` (`_VIEWS`): SUBMITTED in a mined transaction is CONFIRMED
+    in that transaction's block, at the time it was confirmed."""
+    if row.status == _SUBMITTED and row.tx_status == TxStatus.MINED:
+        return OperationView(
+            key=bytes(row.key),
+            kind=OperationKind(row.kind),
+            body_hash=bytes(row.body_hash),
+            org=bytes(row.org),
+            agreement_id=bytes(row.agreement_id),
+            decision=Decision(row.decision) if row.decision is not None else None,
+            reasons=_reasons_tuple(row.reasons),
+            status=OperationStatus.CONFIRMED,
+            payload=bytes(row.payload),
+            tx_hash=bytes(row.tx_hash),
+            block_number=row.tx_block,
+            error=row.error,
+            created_at=row.created_at,
+            confirmed_at=row.tx_mined_at,
+            authorization_fault=row.authorization_fault,
+        )
     return OperationView(
         key=bytes(row.key),
         kind=OperationKind(row.kind),
@@ -302,6 +324,17 @@ def view_of(row: Any) -> OperationView:
     )
 
 
+_SUBMITTED = OperationStatus.SUBMITTED.value
+_VIEWED = OPS.outerjoin(TXS, TXS.c.tx_hash == OPS.c.tx_hash)
+_VIEWS = select(
+    OPS,
+    TXS.c.status.label("tx_status"),
+    TXS.c.block_number.label("tx_block"),
+    TXS.c.mined_at.label("tx_mined_at"),
+).select_from(_VIEWED)
+"""Operations as `view_of` reads them: each with the state of the transaction it is in."""
+
+
 def _status_is(*statuses: OperationStatus) -> ColumnElement[bool]:
     """`status` IN `statuses` as a filter that never picks the index.
 
@@ -314,6 +347,23 @@ def _status_is(*statuses: OperationStatus) -> ColumnElement[bool]:
     column: ColumnElement[str] = OPS.c.status.concat("")
     values = [s.value for s in statuses]
     return column == values[0] if len(values) == 1 else column.in_(values)
+
+
+_IN_FLIGHT = TXS.join(OPS, OPS.c.tx_hash == TXS.c.tx_hash)
+
+
+def count_open(conn: Connection, *where: ColumnElement[bool]) -> int:
+    """Operations (among those `where` picks) not yet CONFIRMED or FAILED: the PENDING ones,
+    through the pending index, and the SUBMITTED ones of transactions still `sent`, through
+    the transactions' status index (no index holds the open set itself: a confirmation marks
+    the transaction only)."""
+    pending = conn.execute(select(func.count()).select_from(OPS).where(IS_PENDING, *where))
+    in_flight = conn.execute(
+        select(func.count())
+        .select_from(_IN_FLIGHT)
+        .where(TXS.c.status == TxStatus.SENT, _status_is(OperationStatus.SUBMITTED), *where)
+    )
+    return int(pending.scalar_one()) + int(in_flight.scalar_one())
 
 
 def _chunks(items: Sequence[T], size: int = 500) -> Iterable[Sequence[T]]:
@@ -346,7 +396,11 @@ def _insert_pieces(count: int) -> Iterator[int]:
             yield size
 
 
-_SELECT_BY_KEY = "SELECT * FROM gateway_operations WHERE key IN "
+_SELECT_BY_KEY = (  # `_VIEWS`, by the driver
+    "SELECT o.*, t.status AS tx_status, t.block_number AS tx_block, t.mined_at AS tx_mined_at "
+    "FROM gateway_operations AS o LEFT OUTER JOIN gateway_transactions AS t "
+    "ON t.tx_hash = o.tx_hash WHERE o.key IN "
+)
 
 _INSERTED = (
     "key",
@@ -532,7 +586,8 @@ class _NotAllNewError(Exception):
 
 
 CONFIRM_PIECE = 64
-"""Most operations confirmed in one transaction (whole transactions: one of more goes alone)."""
+"""Most transactions confirmed in one database transaction (each is one UPDATE of its row:
+its operations are CONFIRMED through it, revision 0007)."""
 
 
 @dataclass
@@ -723,7 +778,7 @@ class SqlOutbox:
 
     async def get(self, key: bytes) -> OperationView | None:
         def run(conn: Connection) -> OperationView | None:
-            row = conn.execute(select(OPS).where(OPS.c.key == key)).first()
+            row = conn.execute(_VIEWS.where(OPS.c.key == key)).first()
             return view_of(row) if row is not None else None
 
         return await self.read(run)
@@ -732,7 +787,7 @@ class SqlOutbox:
         def run(conn: Connection) -> dict[bytes, OperationView]:
             found: dict[bytes, OperationView] = {}
             for chunk in _chunks(keys):
-                for row in conn.execute(select(OPS).where(OPS.c.key.in_(chunk))):
+                for row in conn.execute(_VIEWS.where(OPS.c.key.in_(chunk))):
                     found[bytes(row.key)] = view_of(row)
             return found
 
@@ -796,9 +851,7 @@ class SqlOutbox:
 
     async def depth(self) -> int:
         def run(conn: Connection) -> int:
-            return int(
-                conn.execute(select(func.count()).select_from(OPS).where(IS_OPEN)).scalar_one()
-            )
+            return count_open(conn)
 
         return await self.read(run)
 
@@ -907,9 +960,7 @@ class SqlOutbox:
         now = time.monotonic()
         d = self._depth
         if now - d.counted_at >= self.settings.depth_recount_s:
-            counted = int(
-                conn.execute(select(func.count()).select_from(OPS).where(IS_OPEN)).scalar_one()
-            )
+            counted = count_open(conn)
             if d.counted_at > -math.inf and now > d.counted_at:
                 # drain estimate for Retry-After: what left the open set since the last count
                 d.history = [*d.history[-9:], (now, counted)]
@@ -1045,7 +1096,7 @@ class SqlOutbox:
         m = self._mark
         query = (  # by the driver: a full round is ~2,000 rows of ~0.6 kB
             f"SELECT key, kind, payload, created_at, attempts, id FROM {OPS.name} "  # noqa: S608 - constant names
-            f"WHERE status = 'pending' ORDER BY id LIMIT {m}"  # the status index's own term
+            f"WHERE status = 'pending' ORDER BY id LIMIT {m}"  # the pending index's own term
         )
         kinds = {k.value: k for k in OperationKind}
 
@@ -1202,13 +1253,14 @@ class SqlOutbox:
         def run(conn: Connection) -> list[bytes]:
             keys: list[bytes] = []
             for chunk in _chunks(list(tx_hashes)):
+                keys.extend(_confirmed_in(conn, chunk))
                 conn.execute(
                     update(TXS)
                     .where(TXS.c.tx_hash.in_(chunk))
                     .values(status=TxStatus.SENT, block_number=None, block_hash=None, mined_at=None)
                 )
+                # marked CONFIRMED on their own rows: found on chain, or stored before 0007
                 confirmed = (OPS.c.tx_hash.in_(chunk), _status_is(OperationStatus.CONFIRMED))
-                keys.extend(bytes(r.key) for r in conn.execute(select(OPS.c.key).where(*confirmed)))
                 conn.execute(
                     update(OPS)
                     .where(*confirmed)
@@ -1235,10 +1287,7 @@ class SqlOutbox:
             requeued = 0
             confirmed: list[bytes] = []
             for chunk in _chunks(hashes):
-                query = select(OPS.c.key).where(
-                    OPS.c.tx_hash.in_(chunk), _status_is(OperationStatus.CONFIRMED)
-                )
-                confirmed.extend(bytes(r.key) for r in conn.execute(query))
+                confirmed.extend(_confirmed_in(conn, chunk))
                 requeued += conn.execute(
                     update(OPS)
                     .where(
@@ -1274,43 +1323,31 @@ class SqlOutbox:
         mined: Sequence[tuple[bytes, int, Sequence[bytes]]],
         block_hashes: Mapping[bytes, bytes] | None = None,
     ) -> None:
-        """Mark the operations of each mined (tx hash, block, keys) CONFIRMED and wake whoever
-        waits for them (`block_hashes`: tx hash -> the hash of the block it is in, kept so the
-        confirmation can be re-checked). Each transaction is confirmed with its operations in
-        one database transaction, in pieces of up to `CONFIRM_PIECE` operations: decisions are
-        committed between them. A crash between pieces leaves the rest SENT, and a restarted
-        submitter asks for their receipts."""
+        """Mark each mined (tx hash, block, keys) transaction mined, which makes its SUBMITTED
+        operations CONFIRMED (`view_of`), and wake whoever waits for them (`block_hashes`: tx
+        hash -> the hash of the block it is in, kept so the confirmation can be re-checked).
+        The transactions are marked in pieces of up to `CONFIRM_PIECE`, decisions committed
+        between them; a crash between pieces leaves the rest SENT, and a restarted submitter
+        asks for their receipts."""
         now = time.time()
         hashes = block_hashes or {}
-        pieces: list[list[tuple[bytes, int, Sequence[bytes]]]] = []
-        size = 0
-        for item in mined:
-            if not pieces or size + len(item[2]) > CONFIRM_PIECE:
-                pieces.append([])
-                size = 0
-            pieces[-1].append(item)
-            size += len(item[2])
-
+        pieces = [mined[i : i + CONFIRM_PIECE] for i in range(0, len(mined), CONFIRM_PIECE)]
         m = self._mark
-        # By the driver, as the insert: built and compiled by SQLAlchemy Core, the two
-        # statements of each transaction cost more of the writer's CPU than SQLite's updates.
-        # `status || ''` keeps the status term a filter (`_status_is`).
-        confirmed = (
-            f"UPDATE {OPS.name} SET status = {m}, block_number = {m}, confirmed_at = {m} "  # noqa: S608 - constant names
-            f"WHERE tx_hash = {m} AND status || '' = {m}"
-        )
+        # By the driver, as the insert: built and compiled by SQLAlchemy Core, the statement
+        # costs more of the writer's CPU than SQLite's update.
         mined_at = (
             f"UPDATE {TXS.name} SET status = {m}, block_number = {m}, block_hash = {m}, "  # noqa: S608 - constant names
             f"mined_at = {m} WHERE tx_hash = {m}"
         )
-        ok, sent = OperationStatus.CONFIRMED.value, OperationStatus.SUBMITTED.value
 
         def run(conn: Connection, piece: Sequence[tuple[bytes, int, Sequence[bytes]]]) -> None:
-            for tx_hash, block, _ in piece:
-                conn.exec_driver_sql(confirmed, (ok, block, now, tx_hash, sent))
-                conn.exec_driver_sql(
-                    mined_at, (TxStatus.MINED, block, hashes.get(tx_hash), now, tx_hash)
-                )
+            conn.exec_driver_sql(
+                mined_at,
+                [
+                    (TxStatus.MINED, block, hashes.get(tx_hash), now, tx_hash)
+                    for tx_hash, block, _ in piece
+                ],
+            )
 
         async def confirm_piece(piece: Sequence[tuple[bytes, int, Sequence[bytes]]]) -> None:
             await self.write(functools.partial(run, piece=piece))
@@ -1403,6 +1440,21 @@ class SqlOutbox:
                     waiter.set_result(None)
 
 
+def _confirmed_in(conn: Connection, tx_hashes: Sequence[bytes]) -> list[bytes]:
+    """The keys of the operations CONFIRMED in `tx_hashes`: SUBMITTED in one that is mined,
+    or marked CONFIRMED on their own row."""
+    query = (
+        select(OPS.c.key)
+        .select_from(_VIEWED)
+        .where(
+            OPS.c.tx_hash.in_(tx_hashes),
+            _status_is(OperationStatus.CONFIRMED)
+            | (_status_is(OperationStatus.SUBMITTED) & (TXS.c.status == TxStatus.MINED)),
+        )
+    )
+    return [bytes(r.key) for r in conn.execute(query)]
+
+
 def _no_autocheckpoint(dbapi_conn: Any, _record: Any) -> None:
     dbapi_conn.execute("PRAGMA wal_autocheckpoint=0")
 
@@ -1482,16 +1534,12 @@ class _Reservations:
             return int(value)
         # First grant counted here: the chain's count plus grants stored and not yet on chain
         # (one confirmed since the chain was read counts twice, which only errs to denying).
-        open_grants = self.conn.execute(
-            select(func.count())
-            .select_from(OPS)
-            .where(
-                IS_OPEN,
-                OPS.c.kind == OperationKind.ACCESS.value,
-                OPS.c.agreement_id == agreement,
-                OPS.c.decision == int(Decision.GRANTED),
-            )
-        ).scalar_one()
+        open_grants = count_open(
+            self.conn,
+            OPS.c.kind == OperationKind.ACCESS.value,
+            OPS.c.agreement_id == agreement,
+            OPS.c.decision == int(Decision.GRANTED),
+        )
         insert = (pg_insert if self.postgres else sqlite_insert)(QUOTA)
         self.conn.execute(
             insert.values(

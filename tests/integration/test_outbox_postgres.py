@@ -16,7 +16,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from eth_hash.auto import keccak
 from sqlalchemy import create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Connection, make_url
 
 from dul.chain.rpc import AsyncRpcClient
 from dul.chain.testing import ChainHandle
@@ -25,7 +25,7 @@ from dul.contracts.world import World
 from dul.domain import Decision, DenyReason, Operation, Tier
 from ledger_gateway.errors import ConflictError, UnavailableError
 from ledger_gateway.lease import SubmitterLease
-from ledger_gateway.migrations import VERSION_TABLE, migrate
+from ledger_gateway.migrations import VERSION_TABLE, migrate, replay
 from ledger_gateway.outbox import NewAccess, OperationKind, OperationStatus, ReservationError
 from ledger_gateway.store import OPS, OutboxSettings, SqlOutbox, StoredTx, make_engine
 from ledger_gateway.submitter import (
@@ -47,8 +47,15 @@ def run(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
 
 
 @pytest.fixture
-def pg_url() -> Iterator[str]:
+def pg_url(pg_schema_url: str) -> str:
     """A migrated, empty schema of the test database, as a URL whose search_path is it."""
+    migrate(pg_schema_url)
+    return pg_schema_url
+
+
+@pytest.fixture
+def pg_schema_url() -> Iterator[str]:
+    """An empty schema of the test database, not migrated, as a URL whose search_path is it."""
     base = os.environ.get("DUL_TEST_DATABASE_URL")
     if not base:
         pytest.skip("DUL_TEST_DATABASE_URL is not set (.ci/run sets it)")
@@ -58,7 +65,6 @@ def pg_url() -> Iterator[str]:
         conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
     url = make_url(base).update_query_dict({"options": f"-csearch_path={schema}"})
     rendered = url.render_as_string(hide_password=False)
-    migrate(rendered)
     try:
         yield rendered
     finally:
@@ -318,3 +324,58 @@ def test_the_submitter_records_through_postgres_exactly_once(
     )
     ids = [entry["topics"][1] for entry in logs]
     assert len(ids) == len(set(ids)) == len(accesses)
+
+
+def test_an_outbox_from_before_0007_migrates_with_its_operations(pg_schema_url: str) -> None:
+    """As on SQLite: PENDING, SUBMITTED and CONFIRMED operations stored at revision 0006 read
+    the same after the migration, and reopen, confirm and abandon keep their meaning."""
+    keys = [new_access(n).request_id for n in (1, 2, 3)]
+
+    def tx(n: int, nonce: int) -> StoredTx:
+        return StoredTx(SENDER, nonce, OperationKind.ACCESS, b"raw", keccak(b"tx%d" % nonce),
+                        (keys[n],), 1, time.time())  # fmt: skip
+
+    async def scenario() -> None:
+        replay(pg_schema_url, "0006")
+        outbox = await opened(pg_schema_url)
+        await outbox.add_accesses([new_access(n) for n in (1, 2, 3)])
+        sent, mined = tx(1, 7), tx(2, 8)
+        await outbox.record_submissions([sent, mined])
+
+        def confirmed_as_before(conn: Connection) -> None:  # what 0006's confirm wrote
+            conn.exec_driver_sql(
+                "UPDATE gateway_operations SET status = 'confirmed', block_number = 40, "
+                "confirmed_at = 1234.5 WHERE tx_hash = %s",
+                (mined.tx_hash,),
+            )
+            conn.exec_driver_sql(
+                "UPDATE gateway_transactions SET status = 'mined', block_number = 40, "
+                "mined_at = 1234.5 WHERE tx_hash = %s",
+                (mined.tx_hash,),
+            )
+
+        await outbox.write(confirmed_as_before)
+        await outbox.close()
+        outbox.engine.dispose()
+        migrate(pg_schema_url)
+        outbox = await opened(pg_schema_url)
+        views = await outbox.get_many(keys)
+        assert [views[k].status for k in keys] == [
+            OperationStatus.PENDING,
+            OperationStatus.SUBMITTED,
+            OperationStatus.CONFIRMED,
+        ]
+        assert (views[keys[2]].block_number, views[keys[2]].confirmed_at) == (40, 1234.5)
+        assert await outbox.depth() == 2
+        assert [op.key for op in await outbox.pending(10)] == [keys[0]]
+        assert await outbox.reopen([mined.tx_hash]) == [keys[2]]
+        assert await outbox.depth() == 3
+        await outbox.confirm([(mined.tx_hash, 41, mined.keys), (sent.tx_hash, 41, sent.keys)])
+        views = await outbox.get_many(keys)
+        assert [views[k].block_number for k in keys] == [None, 41, 41]
+        assert await outbox.depth() == 1
+        assert await outbox.abandon(SENDER, 8) == ([mined.tx_hash], 1, [keys[2]])
+        assert [op.key for op in await outbox.pending(10)] == [keys[0], keys[2]]
+        await outbox.close()
+
+    run(scenario)

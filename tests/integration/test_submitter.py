@@ -434,8 +434,10 @@ def test_kill_9_at_a_random_moment_then_restart_records_exactly_once(
     finally:
         os.kill(child.pid, signal.SIGKILL)
         child.wait()
-    (still_open,) = db.execute(
-        "SELECT count(*) FROM gateway_operations WHERE status IN ('pending', 'submitted')"
+    (still_open,) = db.execute(  # PENDING, or SUBMITTED in a transaction not mined
+        "SELECT count(*) FROM gateway_operations AS o LEFT JOIN gateway_transactions AS t "
+        "ON t.tx_hash = o.tx_hash WHERE o.status = 'pending' "
+        "OR (o.status = 'submitted' AND t.status IS NOT 'mined')"
     ).fetchone()
     db.close()
     assert still_open > 0, "the kill should land mid-stream"

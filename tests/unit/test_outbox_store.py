@@ -16,10 +16,12 @@ from alembic.migration import MigrationContext
 from eth_abi.abi import decode, encode
 from eth_hash.auto import keccak
 from sqlalchemy import event, text
+from sqlalchemy.engine import Connection
 
 from dul.domain import Decision, DenyReason
 from ledger_gateway.errors import ConflictError, UnavailableError
 from ledger_gateway.migrations import VERSION_TABLE, migrate
+from ledger_gateway.migrations import replay as replay_to
 from ledger_gateway.outbox import (
     CohortLeaves,
     NewAccess,
@@ -197,7 +199,7 @@ def test_new_keys_are_not_read_back_and_replays_still_answer_their_stored_views(
 
             @event.listens_for(outbox.engine, "before_cursor_execute")
             def capture(_c: Any, _cur: Any, sql: str, *_: Any) -> None:
-                if sql.startswith("SELECT * FROM gateway_operations WHERE key IN"):
+                if sql.startswith("SELECT o.*") and "WHERE o.key IN" in sql:
                     selects.append(sql)
 
             return selects
@@ -640,18 +642,20 @@ def test_updates_by_key_or_transaction_find_their_rows_by_that_index(tmp_path: P
         for sql, params in by_key_or_hash:
             explained = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, params)
             plan = " ".join(str(row[-1]) for row in explained)
-            assert "ix_gateway_operations_status_id" not in plan, (sql, plan)
+            assert "ix_gateway_operations_pending" not in plan, (sql, plan)
             if "tx_hash" in sql.split("WHERE", 1)[-1]:  # the partial index serves a bound hash
                 assert "USING INDEX ix_gateway_operations_tx_hash" in plan, (sql, plan)
     assert any("tx_hash" in sql.split("WHERE", 1)[-1] for sql, _ in by_key_or_hash)
     engine.dispose()
 
 
-def test_the_open_operations_are_read_through_the_partial_status_index(tmp_path: Path) -> None:
-    """The status index holds open operations only (revision 0006); the statements that read
-    open operations (PENDING in id order, the open count, an agreement's open grants) spell its
-    condition, so SQLite takes it (a bound status, or an IN list, would make it walk the
-    table), and a confirmed operation leaves it."""
+def test_the_open_operations_are_read_through_the_pending_and_transaction_indexes(
+    tmp_path: Path,
+) -> None:
+    """The pending index holds PENDING operations only (revision 0007); the statements that
+    read open operations (PENDING in id order, the open count, an agreement's open grants)
+    spell its condition, so SQLite takes it, and count the SUBMITTED ones through the
+    transactions still sent (a confirmation marks only its transaction)."""
     statements: list[tuple[str, Any]] = []
 
     async def scenario() -> None:
@@ -663,14 +667,18 @@ def test_the_open_operations_are_read_through_the_partial_status_index(tmp_path:
                 statements.append((sql, params))
 
         grant = replace(new_access(1), quota=10, chain_used=0)
-        await outbox.add_accesses([grant, new_access(2)])
+        await outbox.add_accesses([grant, new_access(2), new_access(3)])
         pending = await outbox.pending(10)
-        assert [op.key for op in pending] == [grant.request_id, new_access(2).request_id]
-        assert await outbox.depth() == 2
+        assert [op.key for op in pending][:2] == [grant.request_id, new_access(2).request_id]
+        assert await outbox.depth() == 3
         tx = submitted_tx((grant.request_id,))
-        await outbox.record_submissions([tx])
+        sent = submitted_tx((new_access(3).request_id,), nonce=8)
+        await outbox.record_submissions([tx, sent])
+        assert await outbox.depth() == 3  # submitted, not confirmed: still open
         await outbox.confirm([(tx.tx_hash, 9, tx.keys)])
-        assert await outbox.depth() == 1
+        assert await outbox.depth() == 2
+        grant_again = replace(new_access(4), quota=10, chain_used=0, agreement_id=keccak(b"b"))
+        await outbox.add_accesses([grant_again])  # a second agreement: its open grants counted
         await outbox.close()
 
     run(scenario)
@@ -679,14 +687,150 @@ def test_the_open_operations_are_read_through_the_partial_status_index(tmp_path:
     assert any("ORDER BY id" in sql for sql, _ in open_reads)
     assert any("count(" in sql and "kind" in sql for sql, _ in open_reads)  # open grants
     assert any("count(" in sql and "kind" not in sql for sql, _ in open_reads)  # open count
+    in_flight = [(sql, p) for sql, p in statements if "JOIN gateway_operations" in sql]
+    assert any("kind" in sql for sql, _ in in_flight)
+    assert any("kind" not in sql for sql, _ in in_flight)
     with engine.connect() as conn:
         for sql, params in open_reads:
             explained = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, params)
             plan = " ".join(str(row[-1]) for row in explained)
-            assert "INDEX ix_gateway_operations_status_id" in plan, (sql, plan)
+            assert "INDEX ix_gateway_operations_pending" in plan, (sql, plan)
+        for sql, params in in_flight:
+            explained = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, params)
+            plan = " ".join(str(row[-1]) for row in explained)
+            assert "INDEX ix_gateway_transactions_status" in plan, (sql, plan)
+            assert "INDEX ix_gateway_operations_tx_hash" in plan, (sql, plan)
         indexed = conn.exec_driver_sql(
-            "SELECT count(*) FROM gateway_operations INDEXED BY ix_gateway_operations_status_id "
-            "WHERE status = 'pending' OR status = 'submitted'"
+            "SELECT count(*) FROM gateway_operations INDEXED BY ix_gateway_operations_pending "
+            "WHERE status = 'pending'"
         ).scalar_one()
-        assert indexed == 1  # the confirmed one left the index
+        assert indexed == 2  # the submitted ones left the index
+        marked = conn.exec_driver_sql(
+            "SELECT status, block_number FROM gateway_operations WHERE key = ?",
+            (new_access(1).request_id,),
+        ).one()
+        assert tuple(marked) == ("submitted", None)  # confirmed through its transaction
     engine.dispose()
+
+
+async def seed_before_0007(url: str) -> tuple[StoredTx, StoredTx]:
+    """An outbox at revision 0006 as its code left it: access 1 PENDING, 2 SUBMITTED in a sent
+    transaction, 3 CONFIRMED (block 40) marked on its own row and its transaction's."""
+    replay_to(url, "0006")
+    outbox = SqlOutbox(make_engine(url))
+    await outbox.start()
+    await outbox.add_accesses([new_access(n) for n in (1, 2, 3)])
+    sent, mined = (
+        submitted_tx((new_access(2).request_id,), 7),
+        submitted_tx((new_access(3).request_id,), 8),
+    )
+    await outbox.record_submissions([sent, mined])
+
+    def confirmed_as_before(conn: Connection) -> None:
+        conn.execute(
+            text(
+                "UPDATE gateway_operations SET status = 'confirmed', block_number = 40, "
+                "confirmed_at = 1234.5 WHERE tx_hash = :h"
+            ),
+            {"h": mined.tx_hash},
+        )
+        conn.execute(
+            text(
+                "UPDATE gateway_transactions SET status = 'mined', block_number = 40, "
+                "mined_at = 1234.5 WHERE tx_hash = :h"
+            ),
+            {"h": mined.tx_hash},
+        )
+
+    await outbox.write(confirmed_as_before)
+    await outbox.close()
+    outbox.engine.dispose()
+    return sent, mined
+
+
+async def check_migrated_0007(url: str, sent: StoredTx, mined: StoredTx) -> None:
+    """After `migrate`: the same views, backlog and next batch; the old confirmation can
+    still be reopened and abandoned, and a new one is made through the transaction."""
+    migrate(url)
+    outbox = SqlOutbox(make_engine(url))
+    await outbox.start()
+    keys = [new_access(n).request_id for n in (1, 2, 3)]
+    views = await outbox.get_many(keys)
+    assert [views[k].status for k in keys] == [
+        OperationStatus.PENDING,
+        OperationStatus.SUBMITTED,
+        OperationStatus.CONFIRMED,
+    ]
+    assert views[keys[1]].tx_hash == sent.tx_hash
+    assert views[keys[1]].block_number is None
+    assert (views[keys[2]].tx_hash, views[keys[2]].block_number) == (mined.tx_hash, 40)
+    assert views[keys[2]].confirmed_at == 1234.5
+    assert await outbox.depth() == 2
+    assert [op.key for op in await outbox.pending(10)] == [keys[0]]
+    assert await outbox.reopen([mined.tx_hash]) == [keys[2]]
+    assert (await outbox.get(keys[2])).status is OperationStatus.SUBMITTED  # type: ignore[union-attr]
+    assert await outbox.depth() == 3
+    await outbox.confirm([(mined.tx_hash, 41, mined.keys), (sent.tx_hash, 41, sent.keys)])
+    views = await outbox.get_many(keys)
+    assert [views[k].block_number for k in keys] == [None, 41, 41]
+    assert await outbox.depth() == 1
+    hashes, requeued, confirmed = await outbox.abandon(SENDER, 8)
+    assert (hashes, requeued, confirmed) == ([mined.tx_hash], 1, [keys[2]])
+    assert [op.key for op in await outbox.pending(10)] == [keys[0], keys[2]]
+    await outbox.close()
+    outbox.engine.dispose()
+
+
+def test_an_outbox_from_before_0007_migrates_with_its_operations(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'outbox.db'}"
+
+    async def scenario() -> None:
+        sent, mined = await seed_before_0007(url)
+        await check_migrated_0007(url, sent, mined)
+
+    run(scenario)
+
+
+def test_a_confirmation_marks_only_its_transaction_and_reads_through_it(tmp_path: Path) -> None:
+    """Confirming a transaction writes its row only; its operations read as CONFIRMED in its
+    block, at its time, until the confirmation is reopened (SUBMITTED, no block) or a revert's
+    settlement marks one on its own row."""
+    keys = tuple(new_access(n).request_id for n in range(4))
+    statements: list[str] = []
+
+    async def scenario() -> None:
+        outbox = await opened(tmp_path)
+        await outbox.add_accesses([new_access(n) for n in range(4)])
+        tx = submitted_tx(keys[:3])
+        await outbox.record_submissions([tx])
+
+        @event.listens_for(outbox.engine, "before_cursor_execute")
+        def capture(_c: Any, _cur: Any, sql: str, *_: Any) -> None:
+            statements.append(sql)
+
+        await outbox.confirm([(tx.tx_hash, 40, tx.keys)], {tx.tx_hash: b"\x0b" * 32})
+        event.remove(outbox.engine, "before_cursor_execute", capture)
+        views = await outbox.get_many(keys)
+        assert [views[k].status for k in keys] == [OperationStatus.CONFIRMED] * 3 + [
+            OperationStatus.PENDING
+        ]
+        assert {(views[k].tx_hash, views[k].block_number) for k in keys[:3]} == {(tx.tx_hash, 40)}
+        assert views[keys[0]].confirmed_at is not None
+        [mined] = await outbox.recent_mined(SENDER, 0, 10)
+        assert views[keys[0]].confirmed_at == mined.mined_at
+        assert await outbox.wait(keys[1], timeout=0.01) == views[keys[1]]
+        [replayed] = await outbox.add_accesses([new_access(1)])  # a replay answers CONFIRMED
+        assert replayed.view == views[keys[1]]
+        assert not replayed.created
+        assert await outbox.depth() == 1
+        assert sorted(await outbox.reopen([tx.tx_hash])) == sorted(keys[:3])
+        views = await outbox.get_many(keys[:3])
+        assert {(v.status, v.block_number, v.confirmed_at) for v in views.values()} == {
+            (OperationStatus.SUBMITTED, None, None)
+        }
+        assert await outbox.depth() == 4
+        await outbox.close()
+
+    run(scenario)
+    writes = [sql.split()[0:3] for sql in statements if not sql.startswith(("SELECT", "BEGIN"))]
+    assert writes == [["UPDATE", "gateway_transactions", "SET"]]

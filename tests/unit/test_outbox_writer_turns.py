@@ -1,7 +1,7 @@
 """The outbox writer's turns: queued decisions are committed before the submitter's writes,
 which wait no longer than `write_defer_s` under a stream of decisions; a round of signed
 transactions goes before the confirmations queued; a block's confirmations are written in
-pieces (all on a real SQLite file)."""
+pieces of whole transactions (all on a real SQLite file)."""
 
 from __future__ import annotations
 
@@ -113,7 +113,7 @@ def test_a_submitter_write_waits_for_decisions_no_longer_than_the_bound(tmp_path
 def test_a_round_of_signed_transactions_is_stored_before_queued_confirmations(
     tmp_path: Path,
 ) -> None:
-    per_tx = CONFIRM_PIECE
+    per_tx = 64
 
     async def scenario() -> list[str]:
         outbox = await opened(tmp_path)
@@ -148,7 +148,7 @@ def test_a_round_of_signed_transactions_is_stored_before_queued_confirmations(
             outbox.confirm([(tx.tx_hash, 7, tx.keys) for tx in txs[:3]])
         )
         await asyncio.sleep(0.01)
-        await outbox.record_submissions(txs[3:])  # queued after the block's three pieces
+        await outbox.record_submissions(txs[3:])  # queued after the block's confirmation
         await asyncio.gather(held, confirming)
         views = await outbox.get_many([a.request_id for a in accesses])
         await outbox.close()
@@ -157,25 +157,26 @@ def test_a_round_of_signed_transactions_is_stored_before_queued_confirmations(
         )
         return order
 
-    assert run(scenario) == ["round", "confirmation", "confirmation", "confirmation"]
+    assert run(scenario) == ["round", "confirmation"]  # three transactions: one piece
 
 
 def test_a_blocks_confirmations_are_written_in_pieces_of_whole_transactions(
     tmp_path: Path,
 ) -> None:
-    per_tx = CONFIRM_PIECE // 2 - 1
+    count = CONFIRM_PIECE + 1
+    per_tx = 3
 
     async def scenario() -> tuple[int, list[OperationStatus]]:
         outbox = await opened(tmp_path)
-        accesses = [access(n) for n in range(5 * per_tx)]
+        accesses = [access(n) for n in range(count * per_tx)]
         await outbox.add_accesses(accesses)
         txs = []
-        for nonce in range(5):
+        for nonce in range(count):
             keys = tuple(a.request_id for a in accesses[nonce * per_tx : (nonce + 1) * per_tx])
             tx = StoredTx(SENDER, nonce, OperationKind.ACCESS, b"raw%d" % nonce,
                           keccak(b"tx%d" % nonce), keys, 1, time.time())  # fmt: skip
-            await outbox.record_submission(tx)
             txs.append(tx)
+        await outbox.record_submissions(txs)
         writes = 0
         write = outbox.write
 
@@ -191,5 +192,5 @@ def test_a_blocks_confirmations_are_written_in_pieces_of_whole_transactions(
         return writes, [v.status for v in views.values()]
 
     writes, statuses = run(scenario)
-    assert writes == 3  # two transactions a piece, then the fifth alone
-    assert statuses == [OperationStatus.CONFIRMED] * (5 * per_tx)
+    assert writes == 2  # `CONFIRM_PIECE` transactions, then the last alone
+    assert statuses == [OperationStatus.CONFIRMED] * (count * per_tx)

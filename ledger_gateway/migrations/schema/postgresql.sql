@@ -1,4 +1,4 @@
--- revision: 0006
+-- revision: 0007
 -- What the migrations build on an empty database, written from them (dul/schema_snapshot.py), never by hand.
 
 CREATE TABLE cohort_leaves (
@@ -116,7 +116,7 @@ ALTER TABLE ONLY gateway_transactions
 
 CREATE UNIQUE INDEX ix_gateway_operations_key ON gateway_operations USING btree (key);
 
-CREATE INDEX ix_gateway_operations_status_id ON gateway_operations USING btree (status, id) WHERE (((status)::text = 'pending'::text) OR ((status)::text = 'submitted'::text));
+CREATE INDEX ix_gateway_operations_pending ON gateway_operations USING btree (id) WHERE ((status)::text = 'pending'::text);
 
 CREATE INDEX ix_gateway_operations_tx_hash ON gateway_operations USING btree (tx_hash) WHERE (tx_hash IS NOT NULL);
 
@@ -126,5 +126,5 @@ CREATE INDEX ix_gateway_transactions_status ON gateway_transactions USING btree 
 
 CREATE UNIQUE INDEX ix_gateway_transactions_tx_hash ON gateway_transactions USING btree (tx_hash);
 
-INSERT INTO gateway_alembic_version (version_num) VALUES ('0006');
+INSERT INTO gateway_alembic_version (version_num) VALUES ('0007');
 

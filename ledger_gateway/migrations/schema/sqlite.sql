@@ -1,4 +1,4 @@
--- revision: 0006
+-- revision: 0007
 -- What the migrations build on an empty database, written from them (dul/schema_snapshot.py), never by hand.
 
 CREATE TABLE cohort_leaves (
@@ -73,7 +73,7 @@ CREATE TABLE gateway_transactions (
 
 CREATE UNIQUE INDEX ix_gateway_operations_key ON gateway_operations ("key");
 
-CREATE INDEX ix_gateway_operations_status_id ON gateway_operations (status, id) WHERE status = 'pending' OR status = 'submitted';
+CREATE INDEX ix_gateway_operations_pending ON gateway_operations (id) WHERE status = 'pending';
 
 CREATE INDEX ix_gateway_operations_tx_hash ON gateway_operations (tx_hash) WHERE tx_hash IS NOT NULL;
 
@@ -83,5 +83,5 @@ CREATE INDEX ix_gateway_transactions_status ON gateway_transactions (status);
 
 CREATE UNIQUE INDEX ix_gateway_transactions_tx_hash ON gateway_transactions (tx_hash);
 
-INSERT INTO gateway_alembic_version (version_num) VALUES ('0006');
+INSERT INTO gateway_alembic_version (version_num) VALUES ('0007');
 
