@@ -907,7 +907,8 @@ class SqlOutbox:
                 item.future.set_result(result)
 
     async def _commit_decisions(self) -> None:
-        """One group commit: the queued decisions, up to `max_group` rows."""
+        """One group commit: the queued decisions, up to `max_group` rows. A commit that
+        goes through answers its callers from the writer thread (`_commit_and_settle`)."""
         assert self._queue is not None
         loop = asyncio.get_running_loop()
         jobs = [self._queue.get_nowait()]
@@ -916,8 +917,10 @@ class SqlOutbox:
             job = self._queue.get_nowait()
             jobs.append(job)
             size += len(job.views)
+        outcomes: list[list[Accepted] | BaseException]
         try:
-            outcomes = await self._commit_new_or_look_up(jobs)
+            await self._commit_new_or_look_up(jobs)
+            return  # settled by the writer thread
         except IntegrityError:
             # Another process inserted one of these keys meanwhile: settle each job alone.
             outcomes = []
@@ -931,6 +934,12 @@ class SqlOutbox:
         except Exception as exc:  # e.g. disk full: every caller of the group gets it
             log.error("outbox.commit_failed", error=repr(exc), jobs=len(jobs))
             outcomes = [exc] * len(jobs)
+        self._settle(jobs, outcomes)
+
+    def _settle(
+        self, jobs: Sequence[_Job], outcomes: Sequence[list[Accepted] | BaseException]
+    ) -> None:
+        """Answer a group's callers and wake the submitter for what it stored."""
         accesses = others = 0
         for job, outcome in zip(jobs, outcomes, strict=True):
             if not isinstance(outcome, BaseException):  # stored, whether awaited or not
@@ -986,12 +995,26 @@ class SqlOutbox:
         """A group commit that first takes every key for new (the key's unique index says
         otherwise), and looks the keys up when one was stored before or a job was refused."""
         loop = asyncio.get_running_loop()
+        settle = self._commit_and_settle
         if time.monotonic() >= self._look_up_until:
             try:
-                return await loop.run_in_executor(self._writer, self._commit_group, jobs, False)
+                return await loop.run_in_executor(self._writer, settle, loop, jobs, False)
             except (IntegrityError, _NotAllNewError):
                 self._look_up_until = time.monotonic() + LOOK_UP_AFTER_REPLAY_S
-        return await loop.run_in_executor(self._writer, self._commit_group, jobs, True)
+        return await loop.run_in_executor(self._writer, settle, loop, jobs, True)
+
+    def _commit_and_settle(
+        self, loop: asyncio.AbstractEventLoop, jobs: Sequence[_Job], look_up: bool
+    ) -> list[list[Accepted] | BaseException]:
+        """`_commit_group`, whose callers the writer thread then answers itself: handed to
+        the loop at once, they resume in the loop's next turn. Answered by the writer task
+        once it was woken from the commit, they resumed a turn later — three turns after
+        the commit where now two, and under load a turn is every request that arrived
+        meanwhile parsed, checked and decided."""
+        outcomes = self._commit_group(jobs, look_up)
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            loop.call_soon_threadsafe(self._settle, jobs, outcomes)
+        return outcomes
 
     def _commit_group(
         self, jobs: Sequence[_Job], look_up: bool

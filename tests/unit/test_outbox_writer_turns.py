@@ -194,3 +194,40 @@ def test_a_blocks_confirmations_are_written_in_pieces_of_whole_transactions(
     writes, statuses = run(scenario)
     assert writes == 2  # `CONFIRM_PIECE` transactions, then the last alone
     assert statuses == [OperationStatus.CONFIRMED] * (count * per_tx)
+
+
+def test_a_group_commits_callers_resume_in_the_loops_next_turns(tmp_path: Path) -> None:
+    """The writer thread hands the group's answers to the loop as the commit ends: its callers
+    resume two turns later (the hand-over's, then their own), not three (the writer task's
+    wake-up first); under load each turn is every request that arrived meanwhile."""
+
+    async def scenario() -> list[int]:
+        outbox = await opened(tmp_path)
+        turns = 0
+
+        async def ticker() -> None:
+            nonlocal turns
+            while True:
+                turns += 1
+                await asyncio.sleep(0)
+
+        ended: list[int] = []
+        commit = outbox._commit_group
+
+        def timed(jobs: Any, look_up: bool) -> Any:
+            try:
+                return commit(jobs, look_up)
+            finally:
+                ended.append(turns)  # on the writer thread, as the commit ends
+
+        outbox._commit_group = timed  # type: ignore[method-assign]
+        ticking = asyncio.create_task(ticker())
+        waited = []
+        for n in range(20):
+            await outbox.add_accesses([access(n)])
+            waited.append(turns - ended[-1])
+        ticking.cancel()
+        await outbox.close()
+        return waited
+
+    assert max(run(scenario)) <= 2
