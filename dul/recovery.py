@@ -15,8 +15,10 @@ release per access where there were three.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import threading
+from collections.abc import Iterator
 
 from coincurve import _libsecp256k1
 from coincurve._libsecp256k1 import ffi, lib
@@ -25,7 +27,7 @@ from eth_typing import ChecksumAddress
 
 from dul.keccak import keccak
 
-__all__ = ["ADDRESSES_KEPT", "signer_address"]
+__all__ = ["ADDRESSES_KEPT", "holding_gil", "signer_address"]
 
 ADDRESSES_KEPT = 4096
 """Public keys whose address is kept (the map is emptied when full: bounded memory)."""
@@ -38,9 +40,15 @@ _addresses: dict[bytes, ChecksumAddress] = {}
 # the event loop waits for the GIL hands it over, and the verifier thread then waits for it back
 # (up to the 5 ms switch interval): through ctypes' PyDLL (which keeps the GIL) on the same
 # mapped library, the recovery (~35 µs) is the one release per access.
-_PARSE = ctypes.PyDLL(_libsecp256k1.__file__).secp256k1_ecdsa_recoverable_signature_parse_compact
+_LIBRARY = ctypes.PyDLL(_libsecp256k1.__file__)
+_PARSE = _LIBRARY.secp256k1_ecdsa_recoverable_signature_parse_compact
 _PARSE.argtypes = (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int)
 _PARSE.restype = ctypes.c_int
+_RECOVER_HOLDING_GIL = _LIBRARY.secp256k1_ecdsa_recover
+"""The recovery itself without releasing the GIL, for a thread that would only wait to take
+it back (`holding_gil`)."""
+_RECOVER_HOLDING_GIL.argtypes = (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_char_p)
+_RECOVER_HOLDING_GIL.restype = ctypes.c_int
 _CONTEXT_ADDRESS = int(ffi.cast("uintptr_t", _CONTEXT))
 
 
@@ -51,12 +59,32 @@ class _Structs(threading.local):
         self.signature = ffi.new("secp256k1_ecdsa_recoverable_signature *")
         self.signature_address = int(ffi.cast("uintptr_t", self.signature))
         self.public = ffi.new("secp256k1_pubkey *")
+        self.public_address = int(ffi.cast("uintptr_t", self.public))
         self.key = ffi.buffer(self.public)
         self.serialized = ffi.new("unsigned char[65]")
         self.length = ffi.new("size_t *")
+        self.holding_gil = False
+        """Within `holding_gil()` on this thread."""
 
 
 _structs = _Structs()
+
+
+@contextlib.contextmanager
+def holding_gil() -> Iterator[None]:
+    """Recoveries on this thread keep the GIL meanwhile (~35 µs each).
+
+    For the event loop's thread: a recovery that releases the GIL there hands it to whichever
+    thread waits for it (the outbox writer, a verifier), and the loop then waits to take it
+    back (up to the switch interval, longer when that thread is preempted holding it) with
+    every request it has not answered yet. A verifier thread releases it: the loop runs
+    meanwhile."""
+    structs = _structs
+    before, structs.holding_gil = structs.holding_gil, True
+    try:
+        yield
+    finally:
+        structs.holding_gil = before
 
 
 def signer_address(digest: bytes, rs: bytes, recovery_id: int) -> ChecksumAddress | None:
@@ -65,7 +93,13 @@ def signer_address(digest: bytes, rs: bytes, recovery_id: int) -> ChecksumAddres
     structs = _structs
     if not _PARSE(_CONTEXT_ADDRESS, structs.signature_address, rs, recovery_id):
         return None  # r or s not below the group order (the caller refuses those first)
-    if not lib.secp256k1_ecdsa_recover(_CONTEXT, structs.public, structs.signature, digest):
+    if structs.holding_gil:
+        recovered = _RECOVER_HOLDING_GIL(
+            _CONTEXT_ADDRESS, structs.public_address, structs.signature_address, digest
+        )
+    else:
+        recovered = lib.secp256k1_ecdsa_recover(_CONTEXT, structs.public, structs.signature, digest)
+    if not recovered:
         return None
     key = structs.key[:]
     address = _addresses.get(key)

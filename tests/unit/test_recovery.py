@@ -144,3 +144,24 @@ def test_each_refusal_keeps_its_code(signature: bytes, code: str) -> None:
     with pytest.raises(InvalidSignatureError) as err:
         recover(bytes(32), signature)
     assert err.value.code == code
+
+
+def test_holding_the_gil_recovers_the_same_signers_through_the_gil_keeping_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rng = random.Random(35)
+    cases = [_signed(rng) for _ in range(50)]
+    calls = 0
+    keeping = recovery._RECOVER_HOLDING_GIL
+
+    def counted(*args: object) -> int:
+        nonlocal calls
+        calls += 1
+        return int(keeping(*args))
+
+    monkeypatch.setattr(recovery, "_RECOVER_HOLDING_GIL", counted)
+    with recovery.holding_gil():
+        held = [recovery.signer_address(d, s[:64], s[64]) for d, s in cases]
+    released = [recovery.signer_address(d, s[:64], s[64]) for d, s in cases]
+    assert held == released == [_coincurve_signer(d, s) for d, s in cases]
+    assert calls == len(cases)  # and none once out of `holding_gil`

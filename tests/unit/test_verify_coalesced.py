@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from dul import recovery
 from ledger_gateway.errors import BadRequestError
 from ledger_gateway.service import _Coalesced, _verifier
 
@@ -100,3 +101,23 @@ def test_every_future_gets_its_own_result(count: int) -> None:
         return [await f for f in futures]
 
     assert asyncio.run(main()) == [i * 2 for i in range(count)]
+
+
+def test_a_check_on_the_loop_keeps_the_gil_and_one_on_the_verifier_releases_it() -> None:
+    """Alone in its turn, a check runs on the loop's thread within `holding_gil` (released,
+    the GIL went to the writer or a verifier and the loop waited to take it back); checks that
+    hop run on the verifier thread, which releases it while the loop works on."""
+    coalesced = _Coalesced()
+
+    def holding() -> Any:
+        return bool(recovery._structs.holding_gil)
+
+    async def main() -> tuple[list[bool], list[bool]]:
+        alone = [await coalesced.check(holding)]
+        together = [coalesced.check(holding) for _ in range(3)]
+        return alone, [await f for f in together]
+
+    alone, together = asyncio.run(main())
+    assert alone == [True]
+    assert together == [False, False, False]
+    assert not recovery._structs.holding_gil  # and off again after the check
