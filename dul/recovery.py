@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import threading
 from collections.abc import Iterator
 
@@ -63,8 +64,15 @@ class _Structs(threading.local):
         self.key = ffi.buffer(self.public)
         self.serialized = ffi.new("unsigned char[65]")
         self.length = ffi.new("size_t *")
-        self.holding_gil = False
-        """Within `holding_gil()` on this thread."""
+        self.releasing = functools.partial(
+            lib.secp256k1_ecdsa_recover, _CONTEXT, self.public, self.signature
+        )
+        self.holding = functools.partial(
+            _RECOVER_HOLDING_GIL, _CONTEXT_ADDRESS, self.public_address, self.signature_address
+        )
+        self.recover = self.releasing
+        """The recovery of a digest into `public`: `holding` within `holding_gil()`, bound
+        once (one attribute read per recovery, as the call it replaced made)."""
 
 
 _structs = _Structs()
@@ -80,11 +88,11 @@ def holding_gil() -> Iterator[None]:
     every request it has not answered yet. A verifier thread releases it: the loop runs
     meanwhile."""
     structs = _structs
-    before, structs.holding_gil = structs.holding_gil, True
+    before, structs.recover = structs.recover, structs.holding
     try:
         yield
     finally:
-        structs.holding_gil = before
+        structs.recover = before
 
 
 def signer_address(digest: bytes, rs: bytes, recovery_id: int) -> ChecksumAddress | None:
@@ -93,13 +101,7 @@ def signer_address(digest: bytes, rs: bytes, recovery_id: int) -> ChecksumAddres
     structs = _structs
     if not _PARSE(_CONTEXT_ADDRESS, structs.signature_address, rs, recovery_id):
         return None  # r or s not below the group order (the caller refuses those first)
-    if structs.holding_gil:
-        recovered = _RECOVER_HOLDING_GIL(
-            _CONTEXT_ADDRESS, structs.public_address, structs.signature_address, digest
-        )
-    else:
-        recovered = lib.secp256k1_ecdsa_recover(_CONTEXT, structs.public, structs.signature, digest)
-    if not recovered:
+    if not structs.recover(digest):
         return None
     key = structs.key[:]
     address = _addresses.get(key)

@@ -151,15 +151,17 @@ def test_holding_the_gil_recovers_the_same_signers_through_the_gil_keeping_call(
 ) -> None:
     rng = random.Random(35)
     cases = [_signed(rng) for _ in range(50)]
+    structs = recovery._structs
+    assert structs.holding.func is recovery._RECOVER_HOLDING_GIL  # ctypes' PyDLL: GIL kept
     calls = 0
-    keeping = recovery._RECOVER_HOLDING_GIL
+    keeping = structs.holding
 
-    def counted(*args: object) -> int:
+    def counted(digest: bytes) -> int:
         nonlocal calls
         calls += 1
-        return int(keeping(*args))
+        return int(keeping(digest))
 
-    monkeypatch.setattr(recovery, "_RECOVER_HOLDING_GIL", counted)
+    monkeypatch.setattr(structs, "holding", counted)
     with recovery.holding_gil():
         held = [recovery.signer_address(d, s[:64], s[64]) for d, s in cases]
     released = [recovery.signer_address(d, s[:64], s[64]) for d, s in cases]

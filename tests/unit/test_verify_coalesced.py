@@ -110,7 +110,7 @@ def test_a_check_on_the_loop_keeps_the_gil_and_one_on_the_verifier_releases_it()
     coalesced = _Coalesced()
 
     def holding() -> Any:
-        return bool(recovery._structs.holding_gil)
+        return recovery._structs.recover is recovery._structs.holding
 
     async def main() -> tuple[list[bool], list[bool]]:
         alone = [await coalesced.check(holding)]
@@ -120,4 +120,4 @@ def test_a_check_on_the_loop_keeps_the_gil_and_one_on_the_verifier_releases_it()
     alone, together = asyncio.run(main())
     assert alone == [True]
     assert together == [False, False, False]
-    assert not recovery._structs.holding_gil  # and off again after the check
+    assert recovery._structs.recover is recovery._structs.releasing  # off again after it
