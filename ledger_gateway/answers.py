@@ -83,7 +83,7 @@ class Answer(NamedTuple):
             view.key.hex(),
             "GRANTED" if view.decision == Decision.GRANTED else "DENIED",
             ",".join([_REASONS[reason] for reason in view.reasons]),
-            view.status.value,
+            view.status,  # a StrEnum: `%s` writes its value (`.value` is a Python property)
             "null" if view.tx_hash is None else '"0x' + view.tx_hash.hex() + '"',
             "null" if view.block_number is None else int(view.block_number),
             f'"{AuthorizationFault(fault).name}"' if fault else "null",

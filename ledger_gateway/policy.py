@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from dul.contracts.typed_data import AccessRequest
 from dul.domain import (
@@ -50,9 +51,11 @@ class AgreementState:
     """0: no break-glass; else the hours a holder steward has to review each one."""
 
 
-@dataclass(frozen=True)
-class RequestFacts:
-    """One signed access request and what the gateway established about it."""
+class RequestFacts(NamedTuple):
+    """One signed access request and what the gateway established about it.
+
+    A named tuple: the gateway makes one per request it decides, and a frozen dataclass of ten
+    fields cost ~1.3 µs (one `object.__setattr__` a field), this ~0.4 µs."""
 
     dataset_id: bytes
     field_mask: int
@@ -81,17 +84,10 @@ class RequestFacts:
     ) -> RequestFacts:
         """The signed request's own terms, plus what the gateway established about it."""
         return cls(
-            dataset_id=request.dataset_id,
-            field_mask=request.field_mask,
-            tier=request.tier,
-            operation=request.operation,
-            deadline=request.deadline,
-            requester_is_member=requester_is_member,
-            cohort_size=cohort_size,
-            cohort_root=cohort_root,
-            authorization_ref=authorization_ref,
-            authorization_fault=authorization_fault,
-        )
+            request.dataset_id, request.field_mask, request.tier, request.operation,
+            request.deadline, requester_is_member, cohort_size, cohort_root, authorization_ref,
+            authorization_fault,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import functools
 import hashlib
 import time
@@ -138,11 +137,15 @@ _SIGNED_JSON = (
 def signed_json(body: SignedRequestIn) -> str:
     """The signed fields as `model_dump_json` writes them, from one format string (~1 µs where
     pydantic's took ~4 with its Python wrapper and the `exclude` set): every string field was
-    validated as hex or a name, so none needs escaping. A test holds the two equal."""
+    validated as hex or a name, so none needs escaping. A test holds the two equal.
+
+    The values are read from the model's `__dict__`: a pydantic model's `__getattr__` sends
+    every attribute read through a slower path (eleven reads: ~0.3 µs)."""
+    f = body.__dict__
     return _SIGNED_JSON % (
-        body.request_id, body.agreement_id, body.dataset_id, body.field_mask, body.tier,
-        body.operation, body.request_hash, body.deadline, body.authorization_ref,
-        body.requester, body.signature,
+        f["request_id"], f["agreement_id"], f["dataset_id"], f["field_mask"], f["tier"],
+        f["operation"], f["request_hash"], f["deadline"], f["authorization_ref"],
+        f["requester"], f["signature"],
     )  # fmt: skip
 
 
@@ -745,8 +748,7 @@ class AccessService:
         access, granted = decided(held, 0)
         if not granted:
             return _Decided(access, None)
-        access = dataclasses.replace(
-            access,
+        access = access._replace(
             quota=agreement.quota,
             chain_used=self.view.chain_used(request.agreement_id),
             code=None if multi_use else code,

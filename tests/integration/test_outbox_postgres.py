@@ -8,7 +8,6 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Coroutine, Iterator
-from dataclasses import replace
 from typing import Any, TypeVar
 
 import pytest
@@ -179,7 +178,7 @@ def test_two_outboxes_reserve_quota_and_codes_without_exceeding(pg_url: str) -> 
     code = keccak(b"code")
 
     def grant(n: int, **changes: Any) -> NewAccess:
-        return replace(new_access(n), quota=7, chain_used=2, **changes)
+        return new_access(n)._replace(quota=7, chain_used=2, **changes)
 
     async def scenario() -> None:
         outboxes = [await opened(pg_url), await opened(pg_url)]

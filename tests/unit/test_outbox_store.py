@@ -191,7 +191,7 @@ def test_new_keys_are_not_read_back_and_replays_still_answer_their_stored_views(
     """A group commit takes its keys for new (the key's unique index refuses one stored
     before); a replay among them, refused by the index or by a reservation it seemed to need,
     sends the group again with its keys looked up, and the next groups look theirs up too."""
-    grant = replace(new_access(1), quota=1, chain_used=0)  # its agreement's only unit
+    grant = new_access(1)._replace(quota=1, chain_used=0)  # its agreement's only unit
 
     async def scenario() -> None:
         def reads_back(outbox: SqlOutbox) -> list[str]:
@@ -456,7 +456,7 @@ def test_after_a_revert_bad_ops_fail_and_the_rest_is_pending_again(tmp_path: Pat
 def test_a_cohort_is_stored_with_its_access_and_only_with_it(tmp_path: Path) -> None:
     refs = [bytes([i]) * 32 for i in range(3)]
     cohort = CohortLeaves(keccak(b"root"), 3, b"".join(refs))
-    with_cohort = replace(new_access(1), cohort=cohort)
+    with_cohort = new_access(1)._replace(cohort=cohort)
 
     async def scenario() -> None:
         outbox = await opened(tmp_path, max_depth=2)
@@ -464,14 +464,14 @@ def test_a_cohort_is_stored_with_its_access_and_only_with_it(tmp_path: Path) -> 
         assert first.created
         assert await outbox.cohort(with_cohort.request_id) == cohort
         assert (await outbox.cohort(with_cohort.request_id)).refs() == refs  # type: ignore[union-attr]
-        other = replace(with_cohort, body_hash=keccak(b"other"), cohort=CohortLeaves(
+        other = with_cohort._replace(body_hash=keccak(b"other"), cohort=CohortLeaves(
             keccak(b"root 2"), 1, refs[0]))  # fmt: skip
         with pytest.raises(ConflictError):
             await outbox.add_accesses([other])
         assert await outbox.cohort(with_cohort.request_id) == cohort  # the first one stays
         # a refused write (outbox full) stores no leaves either
-        fill = replace(new_access(2), cohort=cohort)
-        extra = replace(new_access(3), cohort=cohort)
+        fill = new_access(2)._replace(cohort=cohort)
+        extra = new_access(3)._replace(cohort=cohort)
         await outbox.add_accesses([fill])
         with pytest.raises(UnavailableError):
             await outbox.add_accesses([extra])
@@ -494,7 +494,7 @@ def test_grants_reserve_their_quota_unit_and_code_in_the_storing_transaction(
     agreement = new_access(0).agreement_id
 
     def grant(n: int, *, redeems: bool = False) -> NewAccess:
-        return replace(new_access(n), quota=3, chain_used=1, code=code if redeems else None)
+        return new_access(n)._replace(quota=3, chain_used=1, code=code if redeems else None)
 
     async def scenario() -> None:
         outbox = await opened(tmp_path)
@@ -537,7 +537,7 @@ def test_a_new_agreement_is_counted_from_the_chain_and_the_open_grants(tmp_path:
         outbox = await opened(tmp_path)
         agreement = new_access(0).agreement_id
         await outbox.add_accesses([new_access(1), new_access(2)])  # stored before counting
-        await outbox.add_accesses([replace(new_access(3), quota=10, chain_used=5)])
+        await outbox.add_accesses([new_access(3)._replace(quota=10, chain_used=5)])
         assert await outbox.quota_used(agreement) == 5 + 2 + 1
         await outbox.close()
 
@@ -586,7 +586,7 @@ def test_the_wal_is_checkpointed_off_the_commit_path(tmp_path: Path) -> None:
         outbox = await opened(tmp_path, checkpoint_interval_s=3_600)  # only when asked here
         leaves = CohortLeaves(bytes(32), 40_000, bytes(32 * 40_000))  # ~1.3 MB each
         for n in range(4):  # past the 1,000-page (4 MB) automatic threshold
-            await outbox.add_accesses([replace(new_access(n), cohort=leaves)])
+            await outbox.add_accesses([new_access(n)._replace(cohort=leaves)])
         wal = tmp_path / "outbox.db-wal"
         assert wal.stat().st_size > 4_000_000
         busy, frames, done = await asyncio.to_thread(outbox.checkpoint)
@@ -666,7 +666,7 @@ def test_the_open_operations_are_read_through_the_pending_and_transaction_indexe
             if not many and "gateway_operations" in sql and sql.startswith("SELECT"):
                 statements.append((sql, params))
 
-        grant = replace(new_access(1), quota=10, chain_used=0)
+        grant = new_access(1)._replace(quota=10, chain_used=0)
         await outbox.add_accesses([grant, new_access(2), new_access(3)])
         pending = await outbox.pending(10)
         assert [op.key for op in pending][:2] == [grant.request_id, new_access(2).request_id]
@@ -677,7 +677,7 @@ def test_the_open_operations_are_read_through_the_pending_and_transaction_indexe
         assert await outbox.depth() == 3  # submitted, not confirmed: still open
         await outbox.confirm([(tx.tx_hash, 9, tx.keys)])
         assert await outbox.depth() == 2
-        grant_again = replace(new_access(4), quota=10, chain_used=0, agreement_id=keccak(b"b"))
+        grant_again = new_access(4)._replace(quota=10, chain_used=0, agreement_id=keccak(b"b"))
         await outbox.add_accesses([grant_again])  # a second agreement: its open grants counted
         await outbox.close()
 

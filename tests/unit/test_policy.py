@@ -138,7 +138,7 @@ class Case:
         self.case_id = case_id
         self.expected = expected
         self.agreement = agreement
-        self.request = replace(REQUEST, **request)
+        self.request = REQUEST._replace(**request)
         self.now = now
         self.used = used
 
@@ -428,7 +428,7 @@ def test_every_reason_is_first_somewhere() -> None:
 @pytest.mark.parametrize("operations", range(8))
 def test_each_operation_bit(operation: Operation, operations: int) -> None:
     agreement = replace(AGREEMENT, operations=operations)
-    result = decide(agreement, replace(REQUEST, operation=operation), now=NOW, used=0)
+    result = decide(agreement, REQUEST._replace(operation=operation), now=NOW, used=0)
     allowed = bool(operations >> int(operation) & 1)
     assert result.reasons == (() if allowed else (R.OPERATION_NOT_ALLOWED,))
 
@@ -437,7 +437,7 @@ def test_each_operation_bit(operation: Operation, operations: int) -> None:
 @pytest.mark.parametrize("tier", list(Tier), ids=[t.name for t in Tier])
 def test_each_tier_against_each_ceiling(max_tier: Tier, tier: Tier) -> None:
     result = decide(
-        replace(AGREEMENT, max_tier=max_tier), replace(REQUEST, tier=tier), now=NOW, used=0
+        replace(AGREEMENT, max_tier=max_tier), REQUEST._replace(tier=tier), now=NOW, used=0
     )
     assert result.granted == (tier <= max_tier)
     assert result.reasons in ((), (R.TIER_ABOVE_CEILING,))
@@ -445,14 +445,14 @@ def test_each_tier_against_each_ceiling(max_tier: Tier, tier: Tier) -> None:
 
 @pytest.mark.parametrize("bit", range(8))
 def test_each_single_field_bit(bit: int) -> None:
-    result = decide(AGREEMENT, replace(REQUEST, field_mask=1 << bit), now=NOW, used=0)
+    result = decide(AGREEMENT, REQUEST._replace(field_mask=1 << bit), now=NOW, used=0)
     assert result.granted == bool(ALLOWED >> bit & 1)
 
 
 def test_a_second_dataset_has_its_own_mask() -> None:
     agreement = replace(AGREEMENT, allowed_fields={DATASET: ALLOWED, OTHER_DATASET: 0b1})
-    other = replace(REQUEST, dataset_id=OTHER_DATASET)
-    assert decide(agreement, replace(other, field_mask=0b1), now=NOW, used=0).granted
+    other = REQUEST._replace(dataset_id=OTHER_DATASET)
+    assert decide(agreement, other._replace(field_mask=0b1), now=NOW, used=0).granted
     assert decide(agreement, other, now=NOW, used=0).reasons == (R.FIELDS_NOT_IN_SCOPE,)
 
 
@@ -662,8 +662,7 @@ def granted_cases(draw: st.DrawFn) -> tuple[AgreementState, RequestFacts, int, i
         allowed_fields={DATASET: allowed},
     )
     submask = draw(st.integers(min_value=1, max_value=0xFF).map(lambda m: m & allowed).filter(bool))
-    request = replace(
-        REQUEST,
+    request = REQUEST._replace(
         field_mask=submask,
         tier=draw(st.sampled_from([t for t in Tier if t <= max_tier])),
         operation=operation,
@@ -672,7 +671,7 @@ def granted_cases(draw: st.DrawFn) -> tuple[AgreementState, RequestFacts, int, i
         authorization_ref=AUTH,
     )
     now = draw(st.integers(min_value=VALID_FROM, max_value=VALID_UNTIL))
-    request = replace(request, deadline=draw(st.integers(min_value=now, max_value=now + 10**6)))
+    request = request._replace(deadline=draw(st.integers(min_value=now, max_value=now + 10**6)))
     used = draw(st.integers(min_value=0, max_value=quota - 1))
     assert decide(agreement, request, now=now, used=used).granted
     return agreement, request, now, used
@@ -692,10 +691,10 @@ def test_less_never_turns_a_grant_into_a_denial(
     lower_tier = data.draw(st.sampled_from([t for t in Tier if t <= request.tier]), label="tier")
     less_used = data.draw(st.integers(min_value=0, max_value=used), label="used")
     for smaller, fewer in (
-        (replace(request, field_mask=fewer_fields), used),
-        (replace(request, tier=lower_tier), used),
+        (request._replace(field_mask=fewer_fields), used),
+        (request._replace(tier=lower_tier), used),
         (request, less_used),
-        (replace(request, field_mask=fewer_fields, tier=lower_tier), less_used),
+        (request._replace(field_mask=fewer_fields, tier=lower_tier), less_used),
     ):
         assert decide(agreement, smaller, now=now, used=fewer).granted
 
@@ -711,9 +710,9 @@ def test_less_never_adds_a_reason(
     if r.field_mask:
         sub = data.draw(st.integers(min_value=0, max_value=r.field_mask)) & r.field_mask
         if sub:
-            assert set(decide(a, replace(r, field_mask=sub), now=now, used=used).reasons) <= before
+            assert set(decide(a, r._replace(field_mask=sub), now=now, used=used).reasons) <= before
     tier = data.draw(st.sampled_from([t for t in Tier if t <= r.tier]))
-    assert set(decide(a, replace(r, tier=tier), now=now, used=used).reasons) <= before
+    assert set(decide(a, r._replace(tier=tier), now=now, used=used).reasons) <= before
     fewer = data.draw(st.integers(min_value=0, max_value=used))
     assert set(decide(a, r, now=now, used=fewer).reasons) <= before
 

@@ -481,12 +481,12 @@ REDEEM = RequestFacts(
 
 def test_a_fault_denies_authorization_invalid_after_the_quota() -> None:
     assert decide(AGREEMENT, REDEEM, now=NOW, used=0).granted
-    faulty = replace(REDEEM, authorization_fault=F.REDEEMED)
+    faulty = REDEEM._replace(authorization_fault=F.REDEEMED)
     assert decide(AGREEMENT, faulty, now=NOW, used=0).reasons == (DenyReason.AUTHORIZATION_INVALID,)
     both = decide(AGREEMENT, faulty, now=NOW, used=10)
     # the chain checks the quota before it redeems: QUOTA_EXHAUSTED is what it refuses with
     assert both.reasons == (DenyReason.QUOTA_EXHAUSTED, DenyReason.AUTHORIZATION_INVALID)
-    missing = replace(REDEEM, authorization_ref=bytes(32), authorization_fault=F.UNKNOWN)
+    missing = REDEEM._replace(authorization_ref=bytes(32), authorization_fault=F.UNKNOWN)
     # a missing code is refused before the quota, and named once
     assert decide(AGREEMENT, missing, now=NOW, used=10).reasons == (
         DenyReason.AUTHORIZATION_INVALID,
@@ -497,7 +497,7 @@ def test_a_fault_denies_authorization_invalid_after_the_quota() -> None:
 def test_a_fault_is_ignored_where_nothing_is_redeemed() -> None:
     for policy in (ConsentPolicy.NONE, ConsentPolicy.COHORT_CONSENT):
         agreement = replace(AGREEMENT, consent_policy=policy, scenario=Scenario.RESEARCH)
-        facts = replace(REDEEM, authorization_fault=F.EXPIRED)
+        facts = REDEEM._replace(authorization_fault=F.EXPIRED)
         assert decide(agreement, facts, now=NOW, used=0).granted
 
 
@@ -505,8 +505,8 @@ def test_an_empty_admitted_cohort_is_consent_missing() -> None:
     agreement = replace(
         AGREEMENT, consent_policy=ConsentPolicy.COHORT_CONSENT, scenario=Scenario.RESEARCH
     )
-    empty = replace(REDEEM, cohort_size=0, cohort_root=bytes(32), authorization_ref=bytes(32))
+    empty = REDEEM._replace(cohort_size=0, cohort_root=bytes(32), authorization_ref=bytes(32))
     assert decide(agreement, empty, now=NOW, used=0).reasons == (DenyReason.CONSENT_MISSING,)
     tree = CohortTree.build([SUBJECT, b"\x01" * 32])
-    some = replace(empty, cohort_size=tree.size, cohort_root=tree.root)
+    some = empty._replace(cohort_size=tree.size, cohort_root=tree.root)
     assert decide(agreement, some, now=NOW, used=0).granted
