@@ -203,28 +203,44 @@ class _Coalesced:
     turn, so every request decided meanwhile joins it: one executor job and one wake-up of the
     loop for all of them, while the loop parses, decides and answers others.
 
-    A check alone in its turn (a few hundred requests a second arrive one at a time) is done
-    inline: its hop cost more than the check (the executor's hand-over, the verifier thread's
-    wake-up and its wait for the GIL, the loop's wake-up), ~200 µs of the process's CPU per
-    request against the check's ~50, and that CPU is what the event loop then waits for. It
-    keeps the GIL through the recovery (`dul.recovery.holding_gil`): released, it went to the
-    outbox writer or the verifier whenever one waited for it, and the loop, with every request
-    not answered yet, waited to take it back — the place the loop was most often found stalled
-    in the reduced bench (a loop-lag probe sampling its stack during stalls over 4 ms)."""
+    The first check of a turn is done at once, on the loop (a few hundred requests a second
+    arrive one at a time): a hop cost more than the check (the executor's hand-over, the
+    verifier thread's wake-up and its wait for the GIL, the loop's wake-up), ~200 µs of the
+    process's CPU per request against the check's ~50, and that CPU is what the event loop then
+    waits for; and waiting for the next turn to see whether others join cost the request that
+    turn (under load every request parsed meanwhile). Later checks of the same turn wait for
+    the next one, and go alone on the loop or together in one hop. A check on the loop keeps
+    the GIL through the recovery (`dul.recovery.holding_gil`): released, it went to the outbox
+    writer or the verifier whenever one waited for it, and the loop, with every request not
+    answered yet, waited to take it back — the place the loop was most often found stalled in
+    the reduced bench (a loop-lag probe sampling its stack during stalls over 4 ms)."""
 
     def __init__(self) -> None:
         self._waiting: list[tuple[Callable[[], Verified | GatewayError], asyncio.Future[Any]]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._checked_this_turn = False
 
     def check(self, fn: Callable[[], Verified | GatewayError]) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         if loop is not self._loop:  # another event loop (a test's): the last one's hop is gone
-            self._waiting, self._loop = [], loop
+            self._waiting, self._loop, self._checked_this_turn = [], loop, False
+        if not self._checked_this_turn and not self._waiting:
+            self._checked_this_turn = True
+            loop.call_soon(self._next_turn)
+            with holding_gil():  # on the loop's thread, which would wait to take it back
+                try:
+                    future.set_result(fn())
+                except Exception as exc:  # not a refusal (those are returned): a failure
+                    future.set_exception(exc)
+            return future
         self._waiting.append((fn, future))
         if len(self._waiting) == 1:
             loop.call_soon(self._hop, loop)
         return future
+
+    def _next_turn(self) -> None:
+        self._checked_this_turn = False
 
     def _hop(self, loop: asyncio.AbstractEventLoop) -> None:
         batch, self._waiting = self._waiting, []

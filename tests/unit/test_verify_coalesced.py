@@ -1,8 +1,8 @@
 """Signature checks of small calls are coalesced per turn of the event loop onto a verifier
-thread (`ledger_gateway.service._Coalesced`): every check of one turn goes in one hop, off the
-event loop's thread, and a check alone in its turn is done on the loop without a hop; a refusal
-comes back as a value, a failure as the exception; and a check made on a new event loop is
-served even when an earlier loop went away before its hop."""
+thread (`ledger_gateway.service._Coalesced`): the first check of a turn is done at once on the
+loop, the later ones of that turn go in one hop off the event loop's thread (or on the loop in
+the next turn when alone); a refusal comes back as a value, a failure as the exception; and a
+check made on a new event loop is served even when an earlier loop went away before its hop."""
 
 from __future__ import annotations
 
@@ -55,13 +55,15 @@ def test_one_hop_per_turn_off_the_loop_thread() -> None:
                     results.append(await future)
                 except RuntimeError as exc:
                     results.append(str(exc))
-            later = await coalesced.check(call(check, "c"))  # alone in the next turn: no hop
+            later = await coalesced.check(call(check, "c"))  # a turn's first: at once
+            # the same turn's second, alone in the next turn: on the loop, no hop
             with pytest.raises(RuntimeError, match="broken"):
                 await coalesced.check(call(check, "fail"))
         finally:
             del _verifier().submit
         threads = [thread for _, thread in seen]
-        assert loop_thread not in threads[:4]
+        assert threads[0] == loop_thread  # the turn's first, at once
+        assert loop_thread not in threads[1:4]  # the rest of the turn, in one hop
         assert threads[4:] == [loop_thread, loop_thread]
         return [*results, later]
 
@@ -104,20 +106,24 @@ def test_every_future_gets_its_own_result(count: int) -> None:
 
 
 def test_a_check_on_the_loop_keeps_the_gil_and_one_on_the_verifier_releases_it() -> None:
-    """Alone in its turn, a check runs on the loop's thread within `holding_gil` (released,
-    the GIL went to the writer or a verifier and the loop waited to take it back); checks that
-    hop run on the verifier thread, which releases it while the loop works on."""
+    """A turn's first check is done at once on the loop's thread, within `holding_gil`
+    (released, the GIL went to the writer or a verifier and the loop waited to take it back);
+    the checks that hop run on the verifier thread, which releases it while the loop works on."""
     coalesced = _Coalesced()
 
     def holding() -> Any:
         return recovery._structs.recover is recovery._structs.holding
 
-    async def main() -> tuple[list[bool], list[bool]]:
-        alone = [await coalesced.check(holding)]
+    async def main() -> tuple[Any, list[bool], Any]:
+        first = coalesced.check(holding)
+        done_at_once = first.done()
         together = [coalesced.check(holding) for _ in range(3)]
-        return alone, [await f for f in together]
+        await asyncio.sleep(0)
+        failed = coalesced.check(call(lambda: 1 / 0))  # a turn's first, failing: raised
+        return done_at_once, [await first] + [await f for f in together], failed
 
-    alone, together = asyncio.run(main())
-    assert alone == [True]
-    assert together == [False, False, False]
+    done_at_once, held, failed = asyncio.run(main())
+    assert done_at_once
+    assert held == [True, False, False, False]
+    assert isinstance(failed.exception(), ZeroDivisionError)
     assert recovery._structs.recover is recovery._structs.releasing  # off again after it
