@@ -179,7 +179,8 @@ class CodeReservationRow(SQLModel, table=True):
 
 
 class TransactionRow(SQLModel, table=True):
-    """A signed transaction, stored before it is sent so a restart can re-send it as is."""
+    """A signed transaction, stored before it is sent so a restart can re-send it as is: its
+    marks here, its bytes in `TransactionBodyRow` (revision 0008)."""
 
     __tablename__: ClassVar[str] = "gateway_transactions"
     __table_args__ = (UniqueConstraint("sender", "nonce", name="uq_gateway_transactions_nonce"),)
@@ -188,19 +189,30 @@ class TransactionRow(SQLModel, table=True):
     sender: str = Field(max_length=42)
     nonce: int
     kind: str = Field(max_length=16)
-    raw: bytes
     tx_hash: bytes = Field(unique=True, index=True)
     status: str = Field(max_length=16, index=True)
     """sent -> mined | reverted; mined -> sent again when its block leaves the chain. Its
     SUBMITTED operations are CONFIRMED while it is mined (revision 0007)."""
-    keys: bytes
-    """The operation keys it carries, 32 bytes each, in call order."""
     attempts: int = 1
     created_at: float
     block_number: int | None = None
     block_hash: bytes | None = None
     """The hash of the block it was mined in: re-checked while the confirmation is recent."""
     mined_at: float | None = Field(default=None, index=True)
+
+
+class TransactionBodyRow(SQLModel, table=True):
+    """What a signed transaction carries, written once with it and read only to send it
+    again. Apart from its row in `gateway_transactions` (revision 0008): in it, every mark
+    (mined, re-sent, reverted, reopened) rewrote ~150 kB for a 256-record transaction."""
+
+    __tablename__: ClassVar[str] = "gateway_transaction_bodies"
+
+    id: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    """The transaction's `id`."""
+    raw: bytes
+    keys: bytes
+    """The operation keys it carries, 32 bytes each, in call order."""
 
 
 class NonceRow(SQLModel, table=True):
@@ -220,6 +232,7 @@ class TxStatus:
 
 OPS = OperationRow.__table__  # type: ignore[attr-defined]
 TXS = TransactionRow.__table__  # type: ignore[attr-defined]
+BODIES = TransactionBodyRow.__table__  # type: ignore[attr-defined]
 NONCES = NonceRow.__table__  # type: ignore[attr-defined]
 LEAVES = CohortLeavesRow.__table__  # type: ignore[attr-defined]
 QUOTA = QuotaUseRow.__table__  # type: ignore[attr-defined]
@@ -505,6 +518,12 @@ class StoredTxRow:
     tx: StoredTx
     status: str
     """A `TxStatus` value."""
+
+
+_STORED_TXS = select(TXS, BODIES.c.raw, BODIES.c["keys"]).select_from(
+    TXS.join(BODIES, BODIES.c.id == TXS.c.id)
+)
+"""Transactions with their bytes, as `_stored_tx` reads them."""
 
 
 def _stored_tx(r: Any) -> StoredTx:
@@ -1172,10 +1191,8 @@ class SqlOutbox:
                         "sender": tx.sender,
                         "nonce": tx.nonce,
                         "kind": tx.kind.value,
-                        "raw": tx.raw,
                         "tx_hash": tx.tx_hash,
                         "status": TxStatus.SENT,
-                        "keys": b"".join(tx.keys),
                         "attempts": tx.attempts,
                         "created_at": tx.created_at,
                     }
@@ -1183,6 +1200,11 @@ class SqlOutbox:
                 ],
             )
             m = self._mark
+            conn.exec_driver_sql(
+                f"INSERT INTO {BODIES.name} (id, raw, keys) "  # noqa: S608 - constant names
+                f"SELECT id, {m}, {m} FROM {TXS.name} WHERE tx_hash = {m}",
+                [(tx.raw, b"".join(tx.keys), tx.tx_hash) for tx in txs],
+            )
             submitted = (  # by the driver: one statement per transaction, keys bound as is
                 f"UPDATE {OPS.name} SET status = {m}, tx_hash = {m}, nonce = {m}, sender = {m} "  # noqa: S608 - constant names
                 f"WHERE status || '' = {m} AND "
@@ -1220,11 +1242,9 @@ class SqlOutbox:
         """Signed transactions of `sender` not known to be mined, by nonce."""
 
         def run(conn: Connection) -> list[StoredTx]:
-            query = (
-                select(TXS)
-                .where(TXS.c.sender == sender, TXS.c.status == TxStatus.SENT)
-                .order_by(TXS.c.nonce)
-            )
+            query = _STORED_TXS.where(
+                TXS.c.sender == sender, TXS.c.status == TxStatus.SENT
+            ).order_by(TXS.c.nonce)
             return [_stored_tx(r) for r in conn.execute(query)]
 
         return await self.read(run)
@@ -1234,8 +1254,7 @@ class SqlOutbox:
 
         def run(conn: Connection) -> list[MinedTx]:
             query = (
-                select(TXS)
-                .where(
+                _STORED_TXS.where(
                     TXS.c.sender == sender,
                     TXS.c.status == TxStatus.MINED,
                     TXS.c.mined_at >= since,
@@ -1261,7 +1280,7 @@ class SqlOutbox:
         def run(conn: Connection) -> dict[int, StoredTxRow]:
             found: dict[int, StoredTxRow] = {}
             for chunk in _chunks(list(nonces)):
-                query = select(TXS).where(TXS.c.sender == sender, TXS.c.nonce.in_(chunk))
+                query = _STORED_TXS.where(TXS.c.sender == sender, TXS.c.nonce.in_(chunk))
                 for r in conn.execute(query):
                     found[int(r.nonce)] = StoredTxRow(_stored_tx(r), str(r.status))
             return found
@@ -1326,6 +1345,7 @@ class SqlOutbox:
                         confirmed_at=None,
                     )
                 ).rowcount
+            conn.execute(delete(BODIES).where(BODIES.c.id.in_(select(TXS.c.id).where(*later))))
             conn.execute(delete(TXS).where(*later))
             _set_next_nonce(conn, sender, next_nonce)
             return hashes, requeued, confirmed

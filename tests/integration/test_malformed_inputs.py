@@ -46,6 +46,7 @@ pytestmark = [pytest.mark.integration]
 GATEWAY_TABLES = (
     "gateway_operations",
     "gateway_transactions",
+    "gateway_transaction_bodies",
     "gateway_quota_use",
     "gateway_code_reservations",
     "cohort_leaves",

@@ -26,7 +26,14 @@ from ledger_gateway.errors import ConflictError, UnavailableError
 from ledger_gateway.lease import SubmitterLease
 from ledger_gateway.migrations import VERSION_TABLE, migrate, replay
 from ledger_gateway.outbox import NewAccess, OperationKind, OperationStatus, ReservationError
-from ledger_gateway.store import OPS, OutboxSettings, SqlOutbox, StoredTx, make_engine
+from ledger_gateway.store import (
+    OPS,
+    OutboxSettings,
+    SqlOutbox,
+    StoredTx,
+    StoredTxRow,
+    make_engine,
+)
 from ledger_gateway.submitter import (
     ACCESS_RECORDED_TOPIC,
     RECORD_SIZE,
@@ -325,39 +332,50 @@ def test_the_submitter_records_through_postgres_exactly_once(
     assert len(ids) == len(set(ids)) == len(accesses)
 
 
-def test_an_outbox_from_before_0007_migrates_with_its_operations(pg_schema_url: str) -> None:
-    """As on SQLite: PENDING, SUBMITTED and CONFIRMED operations stored at revision 0006 read
-    the same after the migration, and reopen, confirm and abandon keep their meaning."""
+@pytest.mark.parametrize("revision", ["0006", "0007"])
+def test_an_outbox_from_an_older_revision_migrates_with_its_operations(
+    pg_schema_url: str, revision: str
+) -> None:
+    """As on SQLite: PENDING, SUBMITTED and CONFIRMED operations and the signed transactions
+    stored at 0006 or 0007 read the same after the migrations, and reopen, confirm and abandon
+    keep their meaning."""
     keys = [new_access(n).request_id for n in (1, 2, 3)]
 
     def tx(n: int, nonce: int) -> StoredTx:
-        return StoredTx(SENDER, nonce, OperationKind.ACCESS, b"raw", keccak(b"tx%d" % nonce),
-                        (keys[n],), 1, time.time())  # fmt: skip
+        return StoredTx(SENDER, nonce, OperationKind.ACCESS, b"raw%d" % nonce,
+                        keccak(b"tx%d" % nonce), (keys[n],), 1, 1.5)  # fmt: skip
+
+    sent, mined = tx(1, 7), tx(2, 8)
+
+    def as_before(conn: Connection) -> None:  # what the code of `revision` wrote
+        for t, block, at in ((sent, None, None), (mined, 40, 1234.5)):
+            conn.exec_driver_sql(
+                "INSERT INTO gateway_transactions (sender, nonce, kind, raw, tx_hash, status, "
+                "keys, attempts, created_at, block_number, mined_at) "
+                "VALUES (%s, %s, 'access', %s, %s, %s, %s, 1, 1.5, %s, %s)",
+                (t.sender, t.nonce, t.raw, t.tx_hash, "sent" if block is None else "mined",
+                 t.keys[0], block, at),
+            )  # fmt: skip
+            by_row = revision == "0006" and block is not None
+            conn.exec_driver_sql(
+                "UPDATE gateway_operations SET status = %s, tx_hash = %s, nonce = %s, "
+                "sender = %s, block_number = %s, confirmed_at = %s WHERE key = %s",
+                ("confirmed" if by_row else "submitted", t.tx_hash, t.nonce, t.sender,
+                 block if by_row else None, at if by_row else None, t.keys[0]),
+            )  # fmt: skip
 
     async def scenario() -> None:
-        replay(pg_schema_url, "0006")
+        replay(pg_schema_url, revision)
         outbox = await opened(pg_schema_url)
         await outbox.add_accesses([new_access(n) for n in (1, 2, 3)])
-        sent, mined = tx(1, 7), tx(2, 8)
-        await outbox.record_submissions([sent, mined])
-
-        def confirmed_as_before(conn: Connection) -> None:  # what 0006's confirm wrote
-            conn.exec_driver_sql(
-                "UPDATE gateway_operations SET status = 'confirmed', block_number = 40, "
-                "confirmed_at = 1234.5 WHERE tx_hash = %s",
-                (mined.tx_hash,),
-            )
-            conn.exec_driver_sql(
-                "UPDATE gateway_transactions SET status = 'mined', block_number = 40, "
-                "mined_at = 1234.5 WHERE tx_hash = %s",
-                (mined.tx_hash,),
-            )
-
-        await outbox.write(confirmed_as_before)
+        await outbox.write(as_before)
         await outbox.close()
         outbox.engine.dispose()
         migrate(pg_schema_url)
         outbox = await opened(pg_schema_url)
+        assert await outbox.unmined(SENDER) == [sent]
+        [recent] = await outbox.recent_mined(SENDER, 0, 10)
+        assert (recent.tx, recent.block_number, recent.mined_at) == (mined, 40, 1234.5)
         views = await outbox.get_many(keys)
         assert [views[k].status for k in keys] == [
             OperationStatus.PENDING,
@@ -375,6 +393,7 @@ def test_an_outbox_from_before_0007_migrates_with_its_operations(pg_schema_url: 
         assert await outbox.depth() == 1
         assert await outbox.abandon(SENDER, 8) == ([mined.tx_hash], 1, [keys[2]])
         assert [op.key for op in await outbox.pending(10)] == [keys[0], keys[2]]
+        assert await outbox.transactions_at(SENDER, [7, 8]) == {7: StoredTxRow(sent, "mined")}
         await outbox.close()
 
     run(scenario)

@@ -158,10 +158,15 @@ def _sqlite_catalog(conn: sa.Connection) -> dict[str, Any]:
 
 def _postgres_catalog(conn: sa.Connection) -> dict[str, Any]:
     queries = {
-        "relations": "SELECT c.relname, c.relkind, c.relpersistence, c.relnatts "
+        # Columns by their place among the live ones: a column a revision dropped keeps its
+        # number (and its count in relnatts) in the catalog, a gap no snapshot has.
+        "relations": "SELECT c.relname, c.relkind, c.relpersistence, "
+        "(SELECT count(*) FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 "
+        "AND NOT a.attisdropped) "
         "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
         "WHERE n.nspname = current_schema()",
-        "columns": "SELECT c.relname, a.attnum, a.attname, format_type(a.atttypid, a.atttypmod), "
+        "columns": "SELECT c.relname, rank() OVER (PARTITION BY a.attrelid ORDER BY a.attnum), "
+        "a.attname, format_type(a.atttypid, a.atttypmod), "
         "a.attnotnull, pg_get_expr(d.adbin, d.adrelid), a.attidentity, a.attgenerated, "
         "a.attcollation "
         "FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "

@@ -713,10 +713,22 @@ def test_the_open_operations_are_read_through_the_pending_and_transaction_indexe
     engine.dispose()
 
 
-async def seed_before_0007(url: str) -> tuple[StoredTx, StoredTx]:
-    """An outbox at revision 0006 as its code left it: access 1 PENDING, 2 SUBMITTED in a sent
-    transaction, 3 CONFIRMED (block 40) marked on its own row and its transaction's."""
-    replay_to(url, "0006")
+OLD_TX = (
+    "INSERT INTO gateway_transactions (sender, nonce, kind, raw, tx_hash, status, keys, "
+    "attempts, created_at, block_number, mined_at) VALUES (:sender, :nonce, 'access', :raw, "
+    ":tx_hash, :status, :keys, 1, :created_at, :block, :at)"
+)
+OLD_MARK = (
+    "UPDATE gateway_operations SET status = :status, tx_hash = :tx_hash, nonce = :nonce, "
+    "sender = :sender, block_number = :block, confirmed_at = :at WHERE key = :key"
+)
+
+
+async def seed_before(url: str, revision: str) -> tuple[StoredTx, StoredTx]:
+    """An outbox at `revision` (0006 or 0007) as its code left it: access 1 PENDING, 2
+    SUBMITTED in a sent transaction, 3 CONFIRMED in block 40 (0006: marked on its own row
+    too), each transaction's signed bytes and keys in its row."""
+    replay_to(url, revision)
     outbox = SqlOutbox(make_engine(url))
     await outbox.start()
     await outbox.add_accesses([new_access(n) for n in (1, 2, 3)])
@@ -724,36 +736,40 @@ async def seed_before_0007(url: str) -> tuple[StoredTx, StoredTx]:
         submitted_tx((new_access(2).request_id,), 7),
         submitted_tx((new_access(3).request_id,), 8),
     )
-    await outbox.record_submissions([sent, mined])
 
-    def confirmed_as_before(conn: Connection) -> None:
-        conn.execute(
-            text(
-                "UPDATE gateway_operations SET status = 'confirmed', block_number = 40, "
-                "confirmed_at = 1234.5 WHERE tx_hash = :h"
-            ),
-            {"h": mined.tx_hash},
-        )
-        conn.execute(
-            text(
-                "UPDATE gateway_transactions SET status = 'mined', block_number = 40, "
-                "mined_at = 1234.5 WHERE tx_hash = :h"
-            ),
-            {"h": mined.tx_hash},
-        )
+    def as_before(conn: Connection) -> None:
+        for tx, block, at in ((sent, None, None), (mined, 40, 1234.5)):
+            row = {"sender": tx.sender, "nonce": tx.nonce, "raw": tx.raw, "tx_hash": tx.tx_hash}
+            row.update(status="sent" if block is None else "mined", keys=b"".join(tx.keys))
+            conn.execute(
+                text(OLD_TX), {**row, "created_at": tx.created_at, "block": block, "at": at}
+            )
+            by_row = revision == "0006" and block is not None
+            row.update(status="confirmed" if by_row else "submitted", key=tx.keys[0])
+            marked = (block, at) if by_row else (None, None)
+            conn.execute(text(OLD_MARK), {**row, "block": marked[0], "at": marked[1]})
 
-    await outbox.write(confirmed_as_before)
+    await outbox.write(as_before)
     await outbox.close()
     outbox.engine.dispose()
     return sent, mined
 
 
-async def check_migrated_0007(url: str, sent: StoredTx, mined: StoredTx) -> None:
-    """After `migrate`: the same views, backlog and next batch; the old confirmation can
-    still be reopened and abandoned, and a new one is made through the transaction."""
+async def check_migrated(url: str, sent: StoredTx, mined: StoredTx) -> None:
+    """After `migrate`: the same views, backlog, next batch and stored transactions; the old
+    confirmation can still be reopened and abandoned, and a new one is made through the
+    transaction."""
     migrate(url)
     outbox = SqlOutbox(make_engine(url))
     await outbox.start()
+    assert await outbox.unmined(SENDER) == [sent]
+    [recent] = await outbox.recent_mined(SENDER, 0, 10)
+    assert (recent.tx, recent.block_number, recent.mined_at) == (mined, 40, 1234.5)
+    stored = await outbox.transactions_at(SENDER, [7, 8])
+    assert {n: (row.tx, row.status) for n, row in stored.items()} == {
+        7: (sent, "sent"),
+        8: (mined, "mined"),
+    }
     keys = [new_access(n).request_id for n in (1, 2, 3)]
     views = await outbox.get_many(keys)
     assert [views[k].status for k in keys] == [
@@ -781,12 +797,15 @@ async def check_migrated_0007(url: str, sent: StoredTx, mined: StoredTx) -> None
     outbox.engine.dispose()
 
 
-def test_an_outbox_from_before_0007_migrates_with_its_operations(tmp_path: Path) -> None:
+@pytest.mark.parametrize("revision", ["0006", "0007"])
+def test_an_outbox_from_an_older_revision_migrates_with_its_operations(
+    tmp_path: Path, revision: str
+) -> None:
     url = f"sqlite:///{tmp_path / 'outbox.db'}"
 
     async def scenario() -> None:
-        sent, mined = await seed_before_0007(url)
-        await check_migrated_0007(url, sent, mined)
+        sent, mined = await seed_before(url, revision)
+        await check_migrated(url, sent, mined)
 
     run(scenario)
 

@@ -1,4 +1,4 @@
--- revision: 0007
+-- revision: 0008
 -- What the migrations build on an empty database, written from them (dul/schema_snapshot.py), never by hand.
 
 CREATE TABLE cohort_leaves (
@@ -60,15 +60,19 @@ CREATE TABLE gateway_quota_use (
     used integer NOT NULL
 );
 
+CREATE TABLE gateway_transaction_bodies (
+    id integer NOT NULL,
+    raw bytea NOT NULL,
+    keys bytea NOT NULL
+);
+
 CREATE TABLE gateway_transactions (
     id integer NOT NULL,
     sender character varying(42) NOT NULL,
     nonce integer NOT NULL,
     kind character varying(16) NOT NULL,
-    raw bytea NOT NULL,
     tx_hash bytea NOT NULL,
     status character varying(16) NOT NULL,
-    keys bytea NOT NULL,
     attempts integer NOT NULL,
     created_at double precision NOT NULL,
     block_number integer,
@@ -108,6 +112,9 @@ ALTER TABLE ONLY gateway_operations
 ALTER TABLE ONLY gateway_quota_use
     ADD CONSTRAINT gateway_quota_use_pkey PRIMARY KEY (agreement_id);
 
+ALTER TABLE ONLY gateway_transaction_bodies
+    ADD CONSTRAINT gateway_transaction_bodies_pkey PRIMARY KEY (id);
+
 ALTER TABLE ONLY gateway_transactions
     ADD CONSTRAINT gateway_transactions_pkey PRIMARY KEY (id);
 
@@ -126,5 +133,5 @@ CREATE INDEX ix_gateway_transactions_status ON gateway_transactions USING btree 
 
 CREATE UNIQUE INDEX ix_gateway_transactions_tx_hash ON gateway_transactions USING btree (tx_hash);
 
-INSERT INTO gateway_alembic_version (version_num) VALUES ('0007');
+INSERT INTO gateway_alembic_version (version_num) VALUES ('0008');
 

@@ -1,4 +1,4 @@
--- revision: 0007
+-- revision: 0008
 -- What the migrations build on an empty database, written from them (dul/schema_snapshot.py), never by hand.
 
 CREATE TABLE cohort_leaves (
@@ -55,18 +55,25 @@ CREATE TABLE gateway_quota_use (
 	PRIMARY KEY (agreement_id)
 );
 
-CREATE TABLE gateway_transactions (
+CREATE TABLE gateway_transaction_bodies (
+	id INTEGER NOT NULL, 
+	raw BLOB NOT NULL, 
+	keys BLOB NOT NULL, 
+	PRIMARY KEY (id)
+);
+
+CREATE TABLE "gateway_transactions" (
 	id INTEGER NOT NULL, 
 	sender VARCHAR(42) NOT NULL, 
 	nonce INTEGER NOT NULL, 
 	kind VARCHAR(16) NOT NULL, 
-	raw BLOB NOT NULL, 
 	tx_hash BLOB NOT NULL, 
 	status VARCHAR(16) NOT NULL, 
-	keys BLOB NOT NULL, 
 	attempts INTEGER NOT NULL, 
 	created_at FLOAT NOT NULL, 
-	block_number INTEGER, block_hash BLOB, mined_at FLOAT, 
+	block_number INTEGER, 
+	block_hash BLOB, 
+	mined_at FLOAT, 
 	PRIMARY KEY (id), 
 	CONSTRAINT uq_gateway_transactions_nonce UNIQUE (sender, nonce)
 );
@@ -83,5 +90,5 @@ CREATE INDEX ix_gateway_transactions_status ON gateway_transactions (status);
 
 CREATE UNIQUE INDEX ix_gateway_transactions_tx_hash ON gateway_transactions (tx_hash);
 
-INSERT INTO gateway_alembic_version (version_num) VALUES ('0007');
+INSERT INTO gateway_alembic_version (version_num) VALUES ('0008');
 
