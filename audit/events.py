@@ -292,6 +292,25 @@ StaticValues = Callable[[Sequence[str], str], tuple[tuple[Any, ...], str]]
 JSON text)."""
 
 
+_BYTE: Final = {f"{n:02x}": n for n in range(256)}
+"""Two lowercase hex digits -> their value: a uint8 word's value without an `int()` call."""
+
+
+def _data_piece(type_: str, group: str, name: str, converters: dict[str, Any]) -> tuple[str, str]:
+    """(regular expression of one data word, Python expression of its value from the word's
+    captured `group`), checking what `_leaf_lines` checks: zero padding where the value does
+    not reach, the rest through the same expression or converter on the same characters."""
+    ints = _int_bits(type_)
+    if type_ == "address":
+        return f"0{{{_WORD - 40}}}(.{{40}})", f'"0x" + {group}'
+    if ints is not None and not ints[0] and ints[1] <= 64 and ints[1] % 4 == 0:
+        digits = ints[1] // 4
+        if digits == 2:  # only hex digits match, so `_BYTE` knows every value
+            return f"0{{{_WORD - 2}}}([0-9a-f]{{2}})", f"_BYTE[{group}]"
+        return f"0{{{_WORD - digits}}}(.{{{digits}}})", f"int({group}, 16)"
+    return "(.{64})", _leaf_expression(type_, group, name, converters)
+
+
 def _generate_static_decoder(leaves: Sequence[_Leaf]) -> tuple[StaticDecoder, StaticValues]:
     """Compiles the decoder of an all-static data part into one Python function, and its
     twin that returns the values flat (in `leaves` order) instead of as an args dict: the
@@ -300,11 +319,20 @@ def _generate_static_decoder(leaves: Sequence[_Leaf]) -> tuple[StaticDecoder, St
 
     About four times faster than walking a plan word by word (AccessRecorded: 15 -> ~4 us),
     and it renders the stored JSON text in the same pass, three times faster than
-    `json.dumps`; the indexer spends most of its CPU here. The generated source is built from
-    ABI identifiers (checked below) and integers only, never from log contents.
+    `json.dumps`; the indexer spends most of its CPU here. The data words are cut by one
+    regular expression (`_data_piece`: their zero padding matched in the same C call, every
+    word captured at once), not by a slice and a padding check each (AccessRecorded's
+    values: 62,700 -> 51,600 instructions per event). Data it does not match (a padding that is not
+    zero, a uint8 that is not hex) goes through the word-by-word statements, which raise
+    exactly what they always raised; what it matches is read by the same expressions on the
+    same characters, in the same order. The generated source is built from ABI identifiers
+    (checked below) and integers only, never from log contents.
     """
     converters: dict[str, Callable[[str], Any]] = {}
     lines: list[str] = []
+    fast: list[str] = []
+    pattern: list[str] = []
+    groups: list[str] = []
     tree: dict[str, Any] = {}
     for index, (path, word, type_) in enumerate(leaves):
         parts = path.split(".")
@@ -312,6 +340,13 @@ def _generate_static_decoder(leaves: Sequence[_Leaf]) -> tuple[StaticDecoder, St
             if not part.isidentifier():
                 raise EventDecodeError(f"ABI name {part!r} is not an identifier")
         lines.extend(_leaf_lines(f"v{index}", type_, word, f"c{index}", converters))
+        if _DATA_WORD_RE.match(word):  # data words come in order, one after the other
+            piece, value = _data_piece(type_, f"g{index}", f"c{index}", converters)
+            pattern.append(piece)
+            groups.append(f"g{index}")
+            fast.append(f"    v{index} = {value}")
+        else:
+            fast.extend(_leaf_lines(f"v{index}", type_, word, f"c{index}", converters))
         node = tree
         for part in parts[:-1]:
             node = node.setdefault(part, {})
@@ -337,14 +372,28 @@ def _generate_static_decoder(leaves: Sequence[_Leaf]) -> tuple[StaticDecoder, St
 
     python, template = render(tree)
     arguments = ", ".join(json_args)
-    body = "\n".join(lines) if lines else "    pass"
     text = f"{template!r} % ({arguments}{',' if json_args else ''})"
     flat = "".join(f"v{index}, " for index in range(len(leaves)))
-    source = (
-        f"def decode(t, d):\n{body}\n    return {python}, {text}\n"
-        f"def values(t, d):\n{body}\n    return ({flat}), {text}\n"
-    )
-    namespace: dict[str, Any] = {**converters, "EventDecodeError": EventDecodeError}
+    returns = {"decode": f"{python}, {text}", "values": f"({flat}), {text}"}
+    source = ""
+    for name, result in returns.items():
+        body = "\n".join(lines) if lines else "    pass"
+        source += f"def _slow_{name}(t, d):\n{body}\n    return {result}\n"
+        if not groups:
+            source += f"{name} = _slow_{name}\n"
+            continue
+        unpack = ", ".join(groups) + ("," if len(groups) == 1 else "")
+        source += (
+            f"def {name}(t, d):\n    m = _match(d)\n    if m is None:\n"
+            f"        return _slow_{name}(t, d)\n    {unpack} = m.groups()\n"
+            + "\n".join(fast) + f"\n    return {result}\n"
+        )  # fmt: skip
+    namespace: dict[str, Any] = {
+        **converters,
+        "EventDecodeError": EventDecodeError,
+        "_BYTE": _BYTE,
+        "_match": re.compile("".join(pattern), re.DOTALL).fullmatch,
+    }
     code = compile(source, "<audit.events generated decoder>", "exec")
     exec(code, namespace)  # noqa: S102 - source from the ABI only, see the docstring
     decoder: StaticDecoder = namespace["decode"]

@@ -245,3 +245,101 @@ def test_a_page_prepared_from_its_logs_equals_one_prepared_from_its_events(
     assert ordered == (positions == sorted(positions))
     unstamped = [replace(ev, block_timestamp=None) for ev in events_of(prepared)]
     assert unstamped == [replace(ev, block_timestamp=None) for ev in events]
+
+
+def _outcome(decode: Any, topics: list[str], data: str) -> Any:
+    try:
+        return decode(topics, data)
+    except Exception as exc:  # the kind and text of any refusal are compared
+        return type(exc).__name__, str(exc)
+
+
+_STATIC_WITH_DATA = [s for s in all_specs() if s.static_values is not None and s.static_words]
+_CHARACTERS = "0123456789abcdefABCDEF0000000000gxz _\u0130\n"
+_EDGES = (0, 23, 24, 47, 48, 55, 56, 61, 62, 63)
+"""Hex positions within a word where a padding ends or a value starts (address 24, uint64 48,
+uint32 56, uint8 62)."""
+
+
+@st.composite
+def static_event_and_data(draw: st.DrawFn) -> tuple[EventSpec, list[str], str]:
+    """A static event's lowercased topics and data hex, valid or with a few characters
+    changed (padding made dirty, digits that are not hex, letters lowercasing cannot reach)."""
+    spec = draw(st.sampled_from(_STATIC_WITH_DATA))
+    abi = next(e for e in load(spec.contract).abi if e.get("name") == spec.name)
+    values = {p["name"]: draw(value_strategy(p)) for p in abi["inputs"]}
+    entry = log_for(spec, values)
+    data = list(entry["data"][2:])
+    for _ in range(draw(st.integers(0, 3))):  # at the edges of every padding the ABI has
+        word = draw(st.integers(0, len(data) // 64 - 1))
+        at = draw(st.one_of(st.sampled_from(_EDGES), st.integers(0, 63)))
+        data[word * 64 + at] = draw(st.sampled_from(_CHARACTERS))
+    return spec, [t.lower() for t in entry["topics"]], "".join(data)
+
+
+@settings(max_examples=400, deadline=None)
+@given(static_event_and_data())
+def test_the_generated_static_decoders_read_the_words_as_word_by_word_statements_do(
+    case: tuple[EventSpec, list[str], str],
+) -> None:
+    """The data words cut by one regular expression (the fast path) give what the statements
+    reading one word at a time give, value for value, or the same refusal (the same error
+    type and text): on valid encodings, full-range uint256 values among them, and on data
+    with dirty padding or characters that are not hex."""
+    spec, topics, data = case
+    for name in ("decode", "values"):
+        fast = spec.static_values if name == "values" else spec.static_decoder
+        slow = fast.__globals__[f"_slow_{name}"]  # type: ignore[union-attr]
+        assert _outcome(fast, topics, data) == _outcome(slow, topics, data)
+
+
+def test_the_fast_path_matches_every_static_event_and_edge_values() -> None:
+    """Every static event with data takes the regular expression on a valid encoding
+    (nothing falls back unnoticed), including the widest and narrowest values."""
+    for spec in _STATIC_WITH_DATA:
+        abi = next(e for e in load(spec.contract).abi if e.get("name") == spec.name)
+        for extreme in (min, max):
+            values = {p["name"]: _extreme(p, extreme) for p in abi["inputs"]}
+            entry = log_for(spec, values)
+            assert spec.static_values is not None
+            match = spec.static_values.__globals__["_match"]
+            assert match(entry["data"][2:]) is not None, spec.name
+            decoded = DECODER.decode(entry)
+            expected = {p["name"]: _plain(p, _as_decoded(p, values[p["name"]]))
+                        for p in abi["inputs"]}  # fmt: skip
+            assert decoded.args == expected
+
+
+def _extreme(param: dict[str, Any], pick: Any) -> Any:
+    type_: str = param["type"]
+    if type_ == "tuple":
+        return tuple(_extreme(c, pick) for c in param["components"])
+    if type_.startswith("uint"):
+        return pick(0, 2 ** int(type_[4:] or 256) - 1)
+    if type_ == "address":
+        return "0x" + pick("00", "ff") * 20
+    if type_ == "bool":
+        return pick(False, True)
+    if type_.startswith("bytes"):
+        return pick(b"\0", b"\xff") * int(type_[5:])
+    raise AssertionError(f"no extreme for {type_}")
+
+
+def test_every_padding_edge_of_every_static_event_is_refused_as_word_by_word() -> None:
+    """Each word's padding edges and value digits, set to each kind of character, in every
+    static event: the fast path's answer or refusal is the word-by-word statements'."""
+    for spec in _STATIC_WITH_DATA:
+        abi = next(e for e in load(spec.contract).abi if e.get("name") == spec.name)
+        entry = log_for(spec, {p["name"]: _extreme(p, max) for p in abi["inputs"]})
+        topics, data = [t.lower() for t in entry["topics"]], entry["data"][2:]
+        assert spec.static_values is not None
+        assert spec.static_decoder is not None
+        for word in range(len(data) // 64):
+            for at in _EDGES:
+                for character in "0fAg \u0130":
+                    n = word * 64 + at
+                    changed = data[:n] + character + data[n + 1 :]
+                    for fast, name in ((spec.static_values, "values"),
+                                       (spec.static_decoder, "decode")):  # fmt: skip
+                        slow = fast.__globals__[f"_slow_{name}"]
+                        assert _outcome(fast, topics, changed) == _outcome(slow, topics, changed)
