@@ -182,8 +182,13 @@ threads -> one: the verifier threads' context switches 0.24 -> 0.13 per access a
 VERIFY_PARALLEL_MIN = 16
 """Requests in one call from which their signatures are checked on the verifier threads."""
 _VERIFIER: list[ThreadPoolExecutor] = []
-HOP_MIN = 2
-"""Checks coalesced in one turn of the event loop from which they go to a verifier thread."""
+HOP_MIN = 8
+"""Checks coalesced in one turn of the event loop from which they go to a verifier thread;
+fewer are done on the loop (GIL kept, ~40 µs each). In one process, alternating rounds of a
+turn's first check and K later ones, hop against loop: the turn's checks delivered at a median
+of 367 -> 206 µs (K = 2), 359 -> 243 (4), 571 -> 380 (7), p90 3.3-5.5 ms -> 0.3-0.5 ms on a
+loaded machine, two context switches per round -> none: the hop waited for the verifier
+thread to get a core and the GIL, and for the loop to be woken again."""
 
 
 def _verifier() -> ThreadPoolExecutor:
@@ -195,25 +200,23 @@ def _verifier() -> ThreadPoolExecutor:
 
 class _Coalesced:
     """Signature checks of small calls (single requests, mostly) that reach this point in the
-    same turn of the event loop, done together in one hop to a verifier thread.
-
-    Checked inline, a single request's recovery (~60-70 µs of libsecp256k1, GIL released) held
-    the event loop, which then also waited to take the GIL back; at 1,000+ requests a second
-    that is a sixth of the loop's time. The first check of a turn schedules the hop for the next
-    turn, so every request decided meanwhile joins it: one executor job and one wake-up of the
-    loop for all of them, while the loop parses, decides and answers others.
+    same turn of the event loop.
 
     The first check of a turn is done at once, on the loop (a few hundred requests a second
     arrive one at a time): a hop cost more than the check (the executor's hand-over, the
     verifier thread's wake-up and its wait for the GIL, the loop's wake-up), ~200 µs of the
     process's CPU per request against the check's ~50, and that CPU is what the event loop then
     waits for; and waiting for the next turn to see whether others join cost the request that
-    turn (under load every request parsed meanwhile). Later checks of the same turn wait for
-    the next one, and go alone on the loop or together in one hop. A check on the loop keeps
-    the GIL through the recovery (`dul.recovery.holding_gil`): released, it went to the outbox
-    writer or the verifier whenever one waited for it, and the loop, with every request not
-    answered yet, waited to take it back — the place the loop was most often found stalled in
-    the reduced bench (a loop-lag probe sampling its stack during stalls over 4 ms)."""
+    turn (under load every request parsed meanwhile). The later checks of the turn are done in
+    the next one: on the loop when fewer than `HOP_MIN`, else together in one hop to a verifier
+    thread (a turn that parsed many requests: one executor job and one wake-up of the loop for
+    all of them, whose recoveries, ~60-70 µs each, then run on the other core while the loop
+    parses, decides and answers others; at 1,000+ requests a second they were a sixth of the
+    loop's time). A check on the loop keeps the GIL through the recovery
+    (`dul.recovery.holding_gil`): released, it went to the outbox writer or the verifier
+    whenever one waited for it, and the loop, with every request not answered yet, waited to
+    take it back — the place the loop was most often found stalled in the reduced bench (a
+    loop-lag probe sampling its stack during stalls over 4 ms)."""
 
     def __init__(self) -> None:
         self._waiting: list[tuple[Callable[[], Verified | GatewayError], asyncio.Future[Any]]] = []

@@ -15,7 +15,7 @@ import pytest
 
 from dul import recovery
 from ledger_gateway.errors import BadRequestError
-from ledger_gateway.service import _Coalesced, _verifier
+from ledger_gateway.service import HOP_MIN, _Coalesced, _verifier
 
 
 def call(fn: Callable[..., Any], *args: Any) -> Callable[[], Any]:
@@ -48,7 +48,9 @@ def test_one_hop_per_turn_off_the_loop_thread() -> None:
         _verifier().submit = counting_submit  # type: ignore[method-assign,assignment]
         try:
             refusal = BadRequestError("no", code="bad_signature")
-            futures = [coalesced.check(call(check, v)) for v in ("a", refusal, "fail", "b")]
+            fillers = [f"x{n}" for n in range(HOP_MIN - 2)]  # enough later checks to hop
+            values = ["a", refusal, "fail", "b", *fillers]
+            futures = [coalesced.check(call(check, v)) for v in values]
             results: list[Any] = []
             for future in futures:
                 try:
@@ -56,22 +58,49 @@ def test_one_hop_per_turn_off_the_loop_thread() -> None:
                 except RuntimeError as exc:
                     results.append(str(exc))
             later = await coalesced.check(call(check, "c"))  # a turn's first: at once
-            # the same turn's second, alone in the next turn: on the loop, no hop
+            # the same turn's second, alone in the next turn (fewer than HOP_MIN): on the loop
             with pytest.raises(RuntimeError, match="broken"):
                 await coalesced.check(call(check, "fail"))
         finally:
             del _verifier().submit
         threads = [thread for _, thread in seen]
+        later_checks = len(values) - 1
         assert threads[0] == loop_thread  # the turn's first, at once
-        assert loop_thread not in threads[1:4]  # the rest of the turn, in one hop
-        assert threads[4:] == [loop_thread, loop_thread]
+        assert loop_thread not in threads[1 : 1 + later_checks]  # the rest, in one hop
+        assert threads[1 + later_checks :] == [loop_thread, loop_thread]
         return [*results, later]
 
     results = asyncio.run(main())
     assert results[0] == "a"
     assert isinstance(results[1], BadRequestError)
-    assert results[2:] == ["broken", "b", "c"]
+    assert results[2:4] == ["broken", "b"]
+    assert results[-1] == "c"
     assert len(hops) == 1
+
+
+def test_fewer_later_checks_than_hop_min_are_done_on_the_loop_in_the_next_turn() -> None:
+    coalesced = _Coalesced()
+    hops: list[int] = []
+    original = _verifier().submit
+
+    async def main() -> list[int]:
+        def counting_submit(fn: Any) -> Any:
+            hops.append(1)
+            return original(fn)
+
+        _verifier().submit = counting_submit  # type: ignore[method-assign,assignment]
+        try:
+            # a turn's first and seven later checks (a burst parsed in one turn)
+            futures = [coalesced.check(call(threading.get_ident)) for _ in range(8)]
+            first_done = [f.done() for f in futures]
+            threads = [await f for f in futures]
+        finally:
+            del _verifier().submit
+        assert first_done == [True] + [False] * 7  # the rest wait for a turn
+        return [int(t == threading.get_ident()) for t in threads]
+
+    assert asyncio.run(main()) == [1] * 8  # all on the loop's thread
+    assert hops == []
 
 
 def test_a_new_event_loop_is_served_after_one_went_away_before_its_hop() -> None:
@@ -117,13 +146,13 @@ def test_a_check_on_the_loop_keeps_the_gil_and_one_on_the_verifier_releases_it()
     async def main() -> tuple[Any, list[bool], Any]:
         first = coalesced.check(holding)
         done_at_once = first.done()
-        together = [coalesced.check(holding) for _ in range(3)]
+        together = [coalesced.check(holding) for _ in range(HOP_MIN)]
         await asyncio.sleep(0)
         failed = coalesced.check(call(lambda: 1 / 0))  # a turn's first, failing: raised
         return done_at_once, [await first] + [await f for f in together], failed
 
     done_at_once, held, failed = asyncio.run(main())
     assert done_at_once
-    assert held == [True, False, False, False]
+    assert held == [True] + [False] * HOP_MIN
     assert isinstance(failed.exception(), ZeroDivisionError)
     assert recovery._structs.recover is recovery._structs.releasing  # off again after it
