@@ -192,6 +192,10 @@ def break_glass_allowed(scenario: Scenario, policy: ConsentPolicy, review_hours:
     )
 
 
+_BREAK_GLASS_HEAD = BREAK_GLASS_TAG[:31]
+"""What every break-glass reference starts with (its last byte names the reason)."""
+
+
 def break_glass_ref(reason: BreakGlassReason) -> bytes:
     """The `authorizationRef` a requester signs to break the glass for `reason`."""
     return BREAK_GLASS_TAG[:31] + bytes([int(reason)])
@@ -199,7 +203,7 @@ def break_glass_ref(reason: BreakGlassReason) -> bytes:
 
 def is_break_glass(authorization_ref: bytes) -> bool:
     """Whether `authorization_ref` claims break-glass (`AccessRules.isBreakGlass`)."""
-    return len(authorization_ref) == 32 and authorization_ref[:31] == BREAK_GLASS_TAG[:31]
+    return len(authorization_ref) == 32 and authorization_ref.startswith(_BREAK_GLASS_HEAD)
 
 
 def break_glass_reason(authorization_ref: bytes) -> BreakGlassReason:

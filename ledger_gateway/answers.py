@@ -59,6 +59,9 @@ _PLAIN = (
 )
 """`AccessOut` of an answer with no cohort and no error, as pydantic writes it."""
 _REASONS = {reason: f'"{reason.name}"' for reason in DenyReason}
+_GRANTED = Decision.GRANTED
+"""Read once: on Python 3.11 `Decision.GRANTED` is a read through `EnumType.__getattr__`'s
+slow hook (~0.1 µs a request)."""
 
 
 class Answer(NamedTuple):
@@ -81,7 +84,7 @@ class Answer(NamedTuple):
         fault = view.authorization_fault
         text = _PLAIN % (
             view.key.hex(),
-            "GRANTED" if view.decision == Decision.GRANTED else "DENIED",
+            "GRANTED" if view.decision == _GRANTED else "DENIED",
             ",".join([_REASONS[reason] for reason in view.reasons]),
             view.status,  # a StrEnum: `%s` writes its value (`.value` is a Python property)
             "null" if view.tx_hash is None else '"0x' + view.tx_hash.hex() + '"',

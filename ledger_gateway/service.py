@@ -301,7 +301,13 @@ class _Decided(NamedTuple):
 
 def _labels(view: OperationView) -> tuple[Decision | None, DenyReason]:
     """A stored decision's metric labels: the decision and its first reason."""
-    return view.decision, view.reasons[0] if view.reasons else DenyReason.NONE
+    return view.decision, view.reasons[0] if view.reasons else _NO_REASON
+
+
+_NO_REASON = DenyReason.NONE
+_REQUESTER = Role.REQUESTER
+"""Read once (on Python 3.11 every `Enum.MEMBER` read goes through `EnumType.__getattr__`'s
+slow hook, ~0.1 µs; see `ledger_gateway.policy`)."""
 
 
 async def _store(outbox: Outbox, decided: list[_Decided]) -> list[Accepted]:
@@ -615,7 +621,7 @@ class AccessService:
         if agreement is None:
             return None
         self._check_holder(body, agreement)
-        member = self.view.known_role(signer, agreement.requester, Role.REQUESTER)
+        member = self.view.known_role(signer, agreement.requester, _REQUESTER)
         if member is None:
             return None
         return self._outcome(checked, agreement, member, [], ZERO32, None, digest, now)
@@ -646,9 +652,10 @@ class AccessService:
         outcome = decide(agreement, facts, now=now, used=0)
         # Only a granted access includes anybody: a denial records no cohort.
         leaves = None
-        if outcome.granted and admitted:
+        granted = outcome.granted
+        if granted and admitted:
             leaves = CohortLeaves(root, len(admitted), b"".join(admitted))
-        if not outcome.granted:
+        if not granted:
             return _Decided(
                 self._stored(request, signer, signature, outcome, leaves, digest), distinct
             )
