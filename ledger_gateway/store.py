@@ -473,9 +473,10 @@ def _new_view(
     )
 
 
-@dataclass(frozen=True)
-class PendingOp:
-    """What the submitter needs of a PENDING operation."""
+class PendingOp(NamedTuple):
+    """What the submitter needs of a PENDING operation (a named tuple: one is made per
+    operation the submitter reads, ~0.4 µs where a frozen dataclass's six `object.__setattr__`
+    cost ~1)."""
 
     key: bytes
     kind: OperationKind

@@ -55,6 +55,8 @@ from dul.chain.rpc_auth import bearer_headers, rpc_token
 from dul.errors import ChainError
 
 GET_LOGS: Final = "eth_getLogs"
+SEND_RAW: Final = "eth_sendRawTransaction"
+_SEND_HEAD: Final = b'{"jsonrpc":"2.0","id":%d,"method":"eth_sendRawTransaction","params":["'
 MAX_BATCH_ITEMS: Final = 256
 MAX_BATCH_BYTES: Final = 1_000_000
 Log = dict[str, Any]
@@ -496,6 +498,7 @@ class AsyncRpcClient:
         """`token` is presented as `Authorization: Bearer` (default: `rpc_token()`)."""
         self.url = url
         self._headers = bearer_headers(token if token is not None else rpc_token())
+        self._json_headers = {**self._headers, "content-type": "application/json"}
         self._owned = client is None
         self._lean: Http1Pool | None = None
         """A plain `http://` node (the gateway's guard) is asked through `dul.chain.http1`:
@@ -519,11 +522,17 @@ class AsyncRpcClient:
             await self._lean.aclose()
 
     async def _post(self, method: str, body: Any) -> Any:
+        return await self._post_json(method, json.dumps(body, separators=(",", ":")).encode())
+
+    async def _post_json(self, method: str, payload: bytes) -> Any:
+        """The parsed reply to POSTing `payload` (a JSON-RPC request or batch, as bytes)."""
         if self._lean is not None:
-            status, content = await self._lean_post(method, body)
+            status, content = await self._lean_post(method, payload)
         else:
             try:
-                response = await self._client.post(self.url, json=body, headers=self._headers)
+                response = await self._client.post(
+                    self.url, content=payload, headers=self._json_headers
+                )
             except httpx.HTTPError as exc:
                 raise _transport_error(method, self.url, exc) from exc
             status, content = response.status_code, response.content
@@ -534,10 +543,9 @@ class AsyncRpcClient:
         except ValueError as exc:
             raise NodeUnavailableError(f"{method}: unreadable reply ({exc})") from exc
 
-    async def _lean_post(self, method: str, body: Any) -> tuple[int, bytes]:
+    async def _lean_post(self, method: str, payload: bytes) -> tuple[int, bytes]:
         """`_post`'s exchange through `Http1Pool`, its failures mapped as httpx's are."""
         assert self._lean is not None
-        payload = json.dumps(body, separators=(",", ":")).encode()
         try:
             return await self._lean.post(payload)
         except ReadTimeoutError as exc:
@@ -561,17 +569,46 @@ class AsyncRpcClient:
         for chunk in _chunks(calls):
             first = next(self._ids)
             self._ids = itertools.count(first + len(chunk))
-            method = f"batch of {len(chunk)} {chunk[0][0]}"
-            try:
+            out.extend(await self._batch_chunk(first, chunk, None))
+        return out
+
+    async def _batch_chunk(
+        self, first: int, chunk: Sequence[Call], payload: bytes | None
+    ) -> list[Any]:
+        """One batch of `chunk` (ids from `first`; `payload`: its body, already written)."""
+        method = f"batch of {len(chunk)} {chunk[0][0]}"
+        try:
+            if payload is None:
                 replies = await self._post(method, _batch_body(first, chunk))
-            except NodeUnavailableError:
-                raise
-            except NodeError:
-                replies = None
-            results = _batch_results(first, chunk, replies)
-            if results is None:
-                results = [await self._single(c) for c in chunk]
-            out.extend(results)
+            else:
+                replies = await self._post_json(method, payload)
+        except NodeUnavailableError:
+            raise
+        except NodeError:
+            replies = None
+        results = _batch_results(first, chunk, replies)
+        if results is None:
+            results = [await self._single(c) for c in chunk]
+        return results
+
+    async def send_raw_transactions(self, raws: Sequence[bytes]) -> list[Any]:
+        """`eth_sendRawTransaction` of each of `raws` in order, in the batches `batch` would
+        make: each item the node's answer (the hash, as hex) or its `RpcError`.
+
+        The body is joined as bytes around each transaction's hex: `json.dumps` scanned the
+        hex of a 256-record transaction (~280 kB) character by character for something to
+        escape, which hex never holds (3 such transactions: ~31 ms -> ~6 ms, in process)."""
+        calls = [(SEND_RAW, (to_hex(raw),)) for raw in raws]
+        out: list[Any] = []
+        for chunk in _chunks(calls):
+            first = next(self._ids)
+            self._ids = itertools.count(first + len(chunk))
+            pieces = [b"["]
+            for i, (_, (hex_raw,)) in enumerate(chunk):
+                pieces += (b"," if i else b"", _SEND_HEAD % (first + i), hex_raw.encode(), b'"]}')
+            pieces.append(b"]")
+            payload = b"".join(pieces)
+            out.extend(await self._batch_chunk(first, chunk, payload))
         return out
 
     async def _single(self, call: Call) -> Any:
@@ -592,7 +629,9 @@ class AsyncRpcClient:
         return _hex_int(await self.request("eth_getTransactionCount", address, block))
 
     async def send_raw_transaction(self, raw: bytes) -> bytes:
-        return from_hex(await self.request("eth_sendRawTransaction", to_hex(raw)))
+        """(Its body written as `send_raw_transactions` writes each of its items.)"""
+        payload = _SEND_HEAD % next(self._ids) + to_hex(raw).encode() + b'"]}'
+        return from_hex(_result(SEND_RAW, await self._post_json(SEND_RAW, payload)))
 
     async def receipt(self, tx_hash: bytes) -> dict[str, Any] | None:
         result = await self.request("eth_getTransactionReceipt", to_hex(tx_hash))

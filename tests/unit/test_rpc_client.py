@@ -288,3 +288,52 @@ def test_a_tls_node_is_verified_and_a_plain_http_one_loads_no_certificates() -> 
     assert verified.verify_mode == ssl.CERT_REQUIRED
     assert verified.check_hostname
     assert context("http://127.0.0.1:8545").verify_mode == ssl.CERT_NONE  # never used
+
+
+def test_raw_transactions_are_sent_as_the_batch_of_their_hex_would_be(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`send_raw_transactions` writes its body itself (no `json.dumps` over the hex): the same
+    JSON, cut into the same batches, each answer in order (a refusal as its `RpcError`, a node
+    without batches asked one at a time), and `send_raw_transaction` a valid single request."""
+    monkeypatch.setattr(rpc_module, "MAX_BATCH_BYTES", 4_500)  # 1 kB transactions: 2 a batch
+    raws = [bytes([n]) * 1_000 for n in range(5)]
+    seen: list[Any] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        assert request.headers["content-type"] == "application/json"
+        body = json.loads(request.content)
+        seen.append(body)
+        if isinstance(body, list) and len(body) == 1:  # this node refuses a batch of one
+            return httpx.Response(200, json={"id": None, "error": {"code": -32600}})
+        return answering(
+            lambda b: (
+                {"error": {"code": -32000, "message": "nonce too low"}}
+                if b["params"] == [rpc_module.to_hex(raws[1])]
+                else {"result": "0x" + b["params"][0][2:6]}
+            )
+        )(request)
+
+    client = AsyncRpcClient(
+        "http://node.test",
+        client=httpx.AsyncClient(transport=httpx.MockTransport(handle)),
+        token="",
+    )
+    results = asyncio.run(client.send_raw_transactions(raws))
+    assert [r if isinstance(r, str) else r.reason for r in results] == [
+        "0x0000", "nonce too low", "0x0202", "0x0303", "0x0404"
+    ]  # fmt: skip
+    sent = [b for b in seen if isinstance(b, list)]
+    assert [len(b) for b in sent] == [2, 2, 1]  # as `batch` cuts them
+    items = [item for b in sent for item in b] + [seen[-1]]  # the last: asked alone
+    assert [i["params"] for i in items[:4]] == [[rpc_module.to_hex(r)] for r in raws[:4]]
+    assert all(i["jsonrpc"] == "2.0" and i["method"] == "eth_sendRawTransaction" for i in items)
+    ids = [i["id"] for i in items[:4]]
+    assert ids == list(range(ids[0], ids[0] + 4))  # fresh, consecutive ids as `batch` gives
+    assert items[-1]["params"] == [rpc_module.to_hex(raws[4])]
+
+    seen.clear()
+    assert asyncio.run(client.send_raw_transaction(raws[2])) == bytes.fromhex("0202")
+    [single] = seen
+    assert single["params"] == [rpc_module.to_hex(raws[2])]
+    assert (single["method"], single["jsonrpc"]) == ("eth_sendRawTransaction", "2.0")
