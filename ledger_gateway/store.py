@@ -903,11 +903,12 @@ class SqlOutbox:
                 self._wake.clear()
                 await self._wake.wait()
             try:
-                if (first or later) and (
-                    self._queue.empty()
-                    or time.monotonic() - min(q[0].since for q in (first, later) if q) >= defer
-                ):
+                if (first or later) and self._queue.empty():
                     await self._write_later((first or later).popleft())
+                elif (first or later) and (
+                    time.monotonic() - min(q[0].since for q in (first, later) if q) >= defer
+                ):
+                    await self._write_with_decisions((first or later).popleft())
                 else:
                     await self._commit_decisions()
             except Exception:  # a fault here must not stop every write after it
@@ -926,17 +927,69 @@ class SqlOutbox:
             if not item.future.done():
                 item.future.set_result(result)
 
-    async def _commit_decisions(self) -> None:
-        """One group commit: the queued decisions, up to `max_group` rows. A commit that
-        goes through answers its callers from the writer thread (`_commit_and_settle`)."""
-        assert self._queue is not None
+    async def _write_with_decisions(self, item: _Later) -> None:
+        """A submitter's write whose turn came while decisions were queued (it waited
+        `write_defer_s` for them): the decisions queued are committed in its transaction,
+        ahead of it, so they wait for one commit (and fsync) where they waited for its and
+        then for their own. Its failure is its own (a savepoint); when theirs refuses the
+        transaction (a replay, another process's key) or the commit fails, each goes again
+        alone."""
+        if item.future.done():  # its caller gave up (cancelled) before it started
+            return
+        jobs = self._queued_jobs()
         loop = asyncio.get_running_loop()
+        look_up = time.monotonic() < self._look_up_until
+        try:
+            await loop.run_in_executor(self._writer, self._commit_along, loop, jobs, look_up, item)
+            return  # both answered by the writer thread
+        except (IntegrityError, _NotAllNewError):  # nothing was stored: they look keys up
+            self._look_up_until = time.monotonic() + LOOK_UP_AFTER_REPLAY_S
+        except Exception as exc:  # nothing was stored (e.g. the disk is full): again, alone
+            log.warning("outbox.combined_commit_failed", error=repr(exc), jobs=len(jobs))
+        await self._write_later(item)
+        await self._commit_decisions(jobs)
+
+    def _commit_along(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        jobs: Sequence[_Job],
+        look_up: bool,
+        item: _Later,
+    ) -> None:
+        """`_write_with_decisions` on the writer thread: one transaction, the decisions then
+        the submitter's write, both answered from here once it is committed."""
+        with self.engine.connect() as conn:
+            if self._sqlite:
+                conn = conn.execution_options(sqlite_begin="IMMEDIATE")
+            with conn.begin():
+                outcomes = self._commit_jobs(conn, jobs, look_up)
+                written: tuple[bool, Any]
+                try:
+                    with conn.begin_nested():
+                        written = (True, item.fn(conn))
+                except Exception as exc:  # the submitter gets its own error
+                    written = (False, exc)
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            loop.call_soon_threadsafe(self._settle, jobs, outcomes)
+            loop.call_soon_threadsafe(_answer_later, item, written)
+
+    def _queued_jobs(self) -> list[_Job]:
+        """The queued decisions of one group commit (up to `max_group` rows)."""
+        assert self._queue is not None
         jobs = [self._queue.get_nowait()]
         size = len(jobs[0].views)
         while not self._queue.empty() and size < self.settings.max_group:
             job = self._queue.get_nowait()
             jobs.append(job)
             size += len(job.views)
+        return jobs
+
+    async def _commit_decisions(self, jobs: list[_Job] | None = None) -> None:
+        """One group commit: the queued decisions (or `jobs`). A commit that goes through
+        answers its callers from the writer thread (`_commit_and_settle`)."""
+        loop = asyncio.get_running_loop()
+        if jobs is None:
+            jobs = self._queued_jobs()
         outcomes: list[list[Accepted] | BaseException]
         try:
             await self._commit_new_or_look_up(jobs)
@@ -1497,6 +1550,17 @@ def _confirmed_in(conn: Connection, tx_hashes: Sequence[bytes]) -> list[bytes]:
         )
     )
     return [bytes(r.key) for r in conn.execute(query)]
+
+
+def _answer_later(item: _Later, written: tuple[bool, Any]) -> None:
+    """A submitter's write answered: its result, or its error."""
+    if item.future.done():
+        return
+    ok, value = written
+    if ok:
+        item.future.set_result(value)
+    else:
+        item.future.set_exception(value)
 
 
 def _no_autocheckpoint(dbapi_conn: Any, _record: Any) -> None:

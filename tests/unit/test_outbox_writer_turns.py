@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from eth_hash.auto import keccak
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from sqlalchemy.engine import Connection
 
 from dul.domain import Decision
@@ -231,3 +231,107 @@ def test_a_group_commits_callers_resume_in_the_loops_next_turns(tmp_path: Path) 
         return waited
 
     assert max(run(scenario)) <= 2
+
+
+def _held_writer(outbox: SqlOutbox) -> tuple[asyncio.Event, Callable[[Connection], None]]:
+    """A submitter write that holds the writer 0.2 s (and says when it started)."""
+    running = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def busy(_: Connection) -> None:
+        loop.call_soon_threadsafe(running.set)
+        time.sleep(0.2)
+
+    return running, busy
+
+
+def test_decisions_queued_when_a_write_has_waited_its_bound_are_committed_with_it(
+    tmp_path: Path,
+) -> None:
+    """The write goes in the same transaction after them: one commit (one fsync) for both,
+    where the decisions waited for its commit and then for their own."""
+
+    async def scenario() -> tuple[int, list[str]]:
+        outbox = await opened(tmp_path, write_defer_s=0.0)
+        running, busy = _held_writer(outbox)
+        seen: list[str] = []
+
+        def mark(conn: Connection) -> None:
+            stored = conn.execute(select(func.count()).select_from(OPS)).scalar_one()
+            seen.append(f"submitter write after {stored} decision(s)")
+
+        commits = 0
+
+        def count(_conn: Any) -> None:
+            nonlocal commits
+            commits += 1
+
+        event.listen(outbox.engine, "commit", count)
+        held = asyncio.ensure_future(outbox.write(busy))
+        await running.wait()
+        write = asyncio.ensure_future(outbox.write(mark))  # its bound is over at once
+        decided = [asyncio.ensure_future(outbox.add_accesses([access(n)])) for n in range(3)]
+        await asyncio.gather(held, write, *decided)
+        assert all(d.result()[0].created for d in decided)
+        await outbox.close()
+        return commits, seen
+
+    commits, seen = run(scenario)
+    assert commits == 2  # the write that held the writer, then the three decisions and this
+    assert seen == ["submitter write after 3 decision(s)"]
+
+
+def test_a_write_that_fails_beside_decisions_fails_alone(tmp_path: Path) -> None:
+    async def scenario() -> tuple[int, str, int]:
+        outbox = await opened(tmp_path, write_defer_s=0.0)
+        running, busy = _held_writer(outbox)
+
+        def failing(conn: Connection) -> None:
+            conn.exec_driver_sql("DELETE FROM gateway_operations")  # undone with it
+            raise RuntimeError("2 operations were not PENDING")
+
+        held = asyncio.ensure_future(outbox.write(busy))
+        await running.wait()
+        write = asyncio.ensure_future(outbox.write(failing))
+        decided = [asyncio.ensure_future(outbox.add_accesses([access(n)])) for n in range(2)]
+        await held
+        await asyncio.gather(*decided)
+        try:
+            await write
+            error = ""
+        except RuntimeError as exc:
+            error = str(exc)
+        stored = await outbox.depth()
+        later = await outbox.write(lambda conn: 7)  # the writer goes on
+        await outbox.close()
+        return stored, error, later
+
+    stored, error, later = run(scenario)
+    assert stored == 2
+    assert error == "2 operations were not PENDING"
+    assert later == 7
+
+
+def test_a_replay_among_decisions_beside_a_write_is_answered_as_stored(tmp_path: Path) -> None:
+    """The shared transaction took every key for new and was refused: nothing of it stayed,
+    and the write and the decisions each went again alone."""
+
+    async def scenario() -> tuple[list[bool], int, int]:
+        outbox = await opened(tmp_path, write_defer_s=0.0)
+        await outbox.add_accesses([access(0)])
+        running, busy = _held_writer(outbox)
+        held = asyncio.ensure_future(outbox.write(busy))
+        await running.wait()
+        write = asyncio.ensure_future(outbox.write(lambda conn: 7))
+        decided = [asyncio.ensure_future(outbox.add_accesses([access(n)])) for n in range(2)]
+        await held
+        results = await asyncio.gather(*decided)
+        written = await write
+        stored = await outbox.depth()
+        await outbox.close()
+        return [r[0].created for r in results], written, stored
+
+    created, written, stored = run(scenario)
+    assert created == [False, True]  # access(0) was stored before: its stored view
+    assert written == 7
+    assert stored == 2
