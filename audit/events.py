@@ -789,14 +789,30 @@ class EventDecoder:
     def spec_of(self, log: Mapping[str, Any]) -> tuple[str, str, EventSpec]:
         """The address, contract and event spec of one `eth_getLogs` entry: the checks
         `decode` makes before the args."""
-        address = str(log["address"]).lower()
-        contract = self.contract_at.get(address)
+        # The node's own text is looked up first: nodes write lowercase hex, so the address
+        # and topic0 are lowercased only when they miss (~1,000 instructions per log).
+        raw = log["address"]
+        try:
+            contract = self.contract_at.get(raw)
+        except TypeError:  # not text: refused below as before
+            contract = None
         if contract is None:
-            raise EventDecodeError(f"log from unexpected address {address}")
+            address = str(raw).lower()
+            contract = self.contract_at.get(address)
+            if contract is None:
+                raise EventDecodeError(f"log from unexpected address {address}")
+        else:
+            address = raw
         topics: list[str] = log["topics"]
         if not topics:
             raise EventDecodeError(f"anonymous log from {contract} at {address}")
-        spec = self.specs[contract].get(topics[0].lower())
+        specs = self.specs[contract]
+        try:
+            spec = specs.get(topics[0])
+        except TypeError:
+            spec = None
+        if spec is None:
+            spec = specs.get(topics[0].lower())
         if spec is None:
             raise EventDecodeError(f"{contract} declares no event with topic0 {topics[0]}")
         if log.get("removed"):

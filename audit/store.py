@@ -1156,6 +1156,13 @@ def prepare_logs(
     getters: dict[int, Any] = {}
     spec_of = decoder.spec_of
     ordered, last = True, (-1, -1)
+    # A block's logs name its hash, a transaction's logs its hash, one after the other: the
+    # text lowercased for the previous log is kept for the next that names the same, so the
+    # rows share one string each (lowercased once, pickled once to the writer; 66 characters
+    # per repeat instead of a copy).
+    block_raw: Any = None
+    tx_raw: Any = None
+    block_lower = tx_lower = ""
     for n, entry in enumerate(logs):
         logs[n] = None
         ev: DecodedEvent | None = None
@@ -1166,8 +1173,13 @@ def prepare_logs(
                 b = int(entry["blockNumber"], 16)
                 t = int(entry["transactionIndex"], 16)
                 i = int(entry["logIndex"], 16)
-                block_hash = str(entry["blockHash"]).lower()
-                tx = str(entry["transactionHash"]).lower()
+                raw = entry["blockHash"]
+                if raw != block_raw or type(raw) is not str:
+                    block_lower, block_raw = str(raw).lower(), raw
+                raw = entry["transactionHash"]
+                if raw != tx_raw or type(raw) is not str:
+                    tx_lower, tx_raw = str(raw).lower(), raw
+                block_hash, tx = block_lower, tx_lower
                 stamp = entry.get("blockTimestamp")
                 stamp = None if stamp is None else int(stamp, 16)
             else:

@@ -343,3 +343,46 @@ def test_every_padding_edge_of_every_static_event_is_refused_as_word_by_word() -
                                        (spec.static_decoder, "decode")):  # fmt: skip
                         slow = fast.__globals__[f"_slow_{name}"]
                         assert _outcome(fast, topics, changed) == _outcome(slow, topics, changed)
+
+
+def test_addresses_and_topics_in_any_case_name_the_same_event() -> None:
+    """The node's text is looked up as it is first: checksummed or uppercase text, and an
+    address that is not a string, are answered exactly as lowercasing everything answered
+    them."""
+    spec, values = _redeeming_access()
+    good = log_for(spec, values)
+    expected = DECODER.decode(good)
+    checksummed = {**good, "address": good["address"].upper().replace("0X", "0x"),
+                   "topics": [good["topics"][0].upper(), *good["topics"][1:]]}  # fmt: skip
+    assert DECODER.decode(checksummed) == expected
+    address, contract, found = DECODER.spec_of(checksummed)
+    assert (address, contract, found) == (good["address"], "AccessLog", spec)
+    for wrong, message in (([good["address"]], "unexpected address"), (7, "unexpected address")):
+        with pytest.raises(EventDecodeError, match=message):
+            DECODER.spec_of({**good, "address": wrong})
+    with pytest.raises(EventDecodeError, match="declares no event"):
+        DECODER.spec_of({**good, "topics": ["0x" + "00" * 32, *good["topics"][1:]]})
+
+
+def test_hashes_repeated_from_log_to_log_are_lowercased_as_each_alone() -> None:
+    """`prepare_logs` keeps the previous log's lowercased block and transaction hash for the
+    next that names the same text: the rows equal those of logs decoded one by one, whatever
+    the case, the order, and other events between them."""
+    spec, values = _redeeming_access()
+    other = DECODER.spec_for("AccessLog", "ResultReleased")
+    release = log_for(other, {"accessId": b"\1" * 32, "agreementId": b"\2" * 32,
+                              "resultHash": b"\3" * 32, "kind": 0, "size": 10,
+                              "recorder": "0x" + "11" * 20})  # fmt: skip
+    hashes = ["0x" + "ab" * 32, "0x" + "AB" * 32, "0x" + "cd" * 32]
+    logs = []
+    for n, (block, tx, kind) in enumerate([(0, 0, "a"), (0, 0, "a"), (0, 1, "r"), (0, 1, "a"),
+                                           (1, 1, "a"), (1, 2, "a"), (2, 2, "r"), (2, 2, "a"),
+                                           (2, 0, "a"), (1, 0, "r"), (2, 0, "a")]):  # fmt: skip
+        entry = log_for(spec, values) if kind == "a" else dict(release)
+        logs.append({**entry, "blockNumber": hex(16 + block), "logIndex": hex(n),
+                     "blockHash": hashes[block], "transactionHash": hashes[tx]})  # fmt: skip
+    events = [DECODER.decode(entry) for entry in logs]
+    prepared, failed, ordered = prepare_logs(DECODER, list(logs))
+    assert (failed, ordered) == ([], False)  # a log of block 1 after block 2's
+    assert prepared.rows == prepare(events).rows
+    assert prepared.blocks == prepare(events).blocks
