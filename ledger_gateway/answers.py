@@ -53,11 +53,6 @@ def access_out(
     )
 
 
-_PLAIN = (
-    '{"access_id":"0x%s","decision":"%s","reasons":[%s],"status":"%s","tx_hash":%s,'
-    '"block_number":%s,"error":null,"cohort":null,"authorization_fault":%s}'
-)
-"""`AccessOut` of an answer with no cohort and no error, as pydantic writes it."""
 _REASONS = {reason: f'"{reason.name}"' for reason in DenyReason}
 _GRANTED = Decision.GRANTED
 """Read once: on Python 3.11 `Decision.GRANTED` is a read through `EnumType.__getattr__`'s
@@ -82,14 +77,17 @@ class Answer(NamedTuple):
         if view.error is not None or self.leaves is not None or self.named:
             return json_bytes(self.model())  # not the common shape: the model writes it
         fault = view.authorization_fault
-        text = _PLAIN % (
-            view.key.hex(),
-            "GRANTED" if view.decision == _GRANTED else "DENIED",
-            ",".join([_REASONS[reason] for reason in view.reasons]),
-            view.status,  # a StrEnum: `%s` writes its value (`.value` is a Python property)
-            "null" if view.tx_hash is None else '"0x' + view.tx_hash.hex() + '"',
-            "null" if view.block_number is None else int(view.block_number),
-            f'"{AuthorizationFault(fault).name}"' if fault else "null",
+        decision = "GRANTED" if view.decision == _GRANTED else "DENIED"
+        reasons = ",".join([_REASONS[reason] for reason in view.reasons])
+        tx_hash = "null" if view.tx_hash is None else f'"0x{view.tx_hash.hex()}"'
+        block = "null" if view.block_number is None else int(view.block_number)
+        fault_name = f'"{AuthorizationFault(fault).name}"' if fault else "null"
+        # One f-string (a `%` format string parsed its format at every answer: ~2x slower).
+        # `view.status` is a StrEnum: formatted, it is its value (`.value` is a property).
+        text = (
+            f'{{"access_id":"0x{view.key.hex()}","decision":"{decision}","reasons":[{reasons}],'
+            f'"status":"{view.status}","tx_hash":{tx_hash},"block_number":{block},'
+            f'"error":null,"cohort":null,"authorization_fault":{fault_name}}}'
         )
         return text.encode()
 

@@ -14,7 +14,7 @@ from eth_typing import ChecksumAddress, HexAddress, HexStr
 from prometheus_client import CollectorRegistry, Counter
 
 from dul.contracts.ledger import Deployment
-from dul.contracts.typed_data import AccessRequest, access_log_domain
+from dul.contracts.typed_data import AccessRecord, AccessRequest, access_log_domain
 from dul.contracts.world import derived_signer
 from dul.domain import (
     AgreementStatus,
@@ -271,3 +271,35 @@ def test_a_cohort_grant_the_store_refuses_is_answered_as_the_denial_it_stored(
     refused = answers[3].cohort
     assert refused is not None
     assert (refused.root, refused.admitted, refused.excluded) == (None, [], 3)
+
+
+def test_a_decided_access_is_stored_with_each_of_its_fields() -> None:
+    """`_stored` builds the access by position: every field holds what its name says."""
+    service = _service(_view())
+    body = CASES["granted"]
+    digest = body_hash(body)
+    now = int(time.time())
+    decided = service._decide_known(body, digest, now, service._verify(body, now))
+    assert decided is not None
+    request, signature, signer = service._verify(body, now)
+    access = decided.access
+    assert access._asdict() == {
+        "request_id": request.request_id,
+        "body_hash": digest,
+        "org": ORG,
+        "agreement_id": b"\1" * 32,
+        "decision": Decision.GRANTED,
+        "reasons": (),
+        "record": AccessRecord(request, signer, signature, Decision.GRANTED).encode(),
+        "cohort": None,
+        "authorization_fault": None,
+        "quota": 5,
+        "chain_used": 2,
+        "code": None,
+    }
+    stranger = CASES["not a member"]
+    denied = service._decide_known(stranger, digest, now, service._verify(stranger, now))
+    assert denied is not None
+    assert denied.access.decision == Decision.DENIED
+    assert denied.access.reasons == (DenyReason.REQUESTER_NOT_AUTHORIZED,)
+    assert (denied.access.quota, denied.access.chain_used, denied.access.cohort) == (None, 0, None)
