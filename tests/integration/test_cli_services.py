@@ -37,7 +37,7 @@ def test_audit_serve_listens_on_dul_audit_port(chain: ChainHandle) -> None:
         [*DUL, "audit", "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 90  # a CLI start and catch-up: 30 s was short at load 25
         while True:
             assert server.poll() is None, server.stderr.read() if server.stderr else ""
             try:

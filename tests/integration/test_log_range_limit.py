@@ -75,7 +75,7 @@ def limited(chain: ChainHandle, world: World) -> Iterator[str]:
         process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log_file)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60  # a Python start: 20 s was too short at load 25
         while True:
             assert process.poll() is None, log_path.read_text(errors="replace")
             try:

@@ -391,13 +391,16 @@ def harness(world: World) -> Harness:
 @pytest.fixture(scope="module")
 def agreements(world: World, harness: Harness) -> Agreements:
     tx = world.ledger.transact
+    # Short windows first, so they are over by the time the rest is set up. Each starts from
+    # the time just before its own proposal, and 10 s lets a loaded machine propose it before
+    # it is over (3 s from one start for both: the second was refused once at load 25).
+    short, activated = [], []
+    for _ in range(2):
+        now = harness.now()
+        short.append(replace(world.research_terms(), valid_from=now - 60, valid_until=now + 10))
+        activated.append(world.activate(short[-1]))
+    lapsed, expired = activated
     start = harness.now()
-    # Short windows first, so they are over by the time the rest is set up.
-    short = [
-        replace(world.research_terms(), valid_from=start - 60, valid_until=start + 3)
-        for _ in range(2)
-    ]
-    lapsed, expired = (world.activate(t) for t in short)
     v1 = world.activate(world.research_terms())
     open_ = _activate_amendment(world, v1, world.research_terms())
     future = world.activate(
