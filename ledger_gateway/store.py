@@ -301,22 +301,12 @@ def view_of(row: Any) -> OperationView:
     `tx_block` and `tx_mined_at` (`_VIEWS`): SUBMITTED in a mined transaction is CONFIRMED
     in that transaction's block, at the time it was confirmed."""
     if row.status == _SUBMITTED and row.tx_status == TxStatus.MINED:
-        return OperationView(
-            key=bytes(row.key),
-            kind=OperationKind(row.kind),
-            body_hash=bytes(row.body_hash),
-            org=bytes(row.org),
-            agreement_id=bytes(row.agreement_id),
-            decision=Decision(row.decision) if row.decision is not None else None,
-            reasons=_reasons_tuple(row.reasons),
-            status=OperationStatus.CONFIRMED,
-            payload=bytes(row.payload),
-            tx_hash=bytes(row.tx_hash),
-            block_number=row.tx_block,
-            error=row.error,
-            created_at=row.created_at,
-            confirmed_at=row.tx_mined_at,
-            authorization_fault=row.authorization_fault,
+        status, block, confirmed_at = OperationStatus.CONFIRMED, row.tx_block, row.tx_mined_at
+    else:
+        status, block, confirmed_at = (
+            OperationStatus(row.status),
+            row.block_number,
+            row.confirmed_at,
         )
     return OperationView(
         key=bytes(row.key),
@@ -326,13 +316,13 @@ def view_of(row: Any) -> OperationView:
         agreement_id=bytes(row.agreement_id),
         decision=Decision(row.decision) if row.decision is not None else None,
         reasons=_reasons_tuple(row.reasons),
-        status=OperationStatus(row.status),
+        status=status,
         payload=bytes(row.payload),
         tx_hash=bytes(row.tx_hash) if row.tx_hash is not None else None,
-        block_number=row.block_number,
+        block_number=block,
         error=row.error,
         created_at=row.created_at,
-        confirmed_at=row.confirmed_at,
+        confirmed_at=confirmed_at,
         authorization_fault=row.authorization_fault,
     )
 
