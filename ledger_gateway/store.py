@@ -908,14 +908,12 @@ class SqlOutbox:
         if item.future.done():  # its caller gave up (cancelled) before it started
             return
         loop = asyncio.get_running_loop()
+        written: tuple[bool, Any]
         try:
-            result = await loop.run_in_executor(self._writer, self._in_write_tx, item.fn)
+            written = (True, await loop.run_in_executor(self._writer, self._in_write_tx, item.fn))
         except Exception as exc:  # the caller gets its own error
-            if not item.future.done():
-                item.future.set_exception(exc)
-        else:
-            if not item.future.done():
-                item.future.set_result(result)
+            written = (False, exc)
+        _answer_later(item, written)
 
     async def _write_with_decisions(self, item: _Later) -> None:
         """A submitter's write whose turn came while decisions were queued (it waited
@@ -948,17 +946,18 @@ class SqlOutbox:
     ) -> None:
         """`_write_with_decisions` on the writer thread: one transaction, the decisions then
         the submitter's write, both answered from here once it is committed."""
-        with self.engine.connect() as conn:
-            if self._sqlite:
-                conn = conn.execution_options(sqlite_begin="IMMEDIATE")
-            with conn.begin():
-                outcomes = self._commit_jobs(conn, jobs, look_up)
-                written: tuple[bool, Any]
-                try:
-                    with conn.begin_nested():
-                        written = (True, item.fn(conn))
-                except Exception as exc:  # the submitter gets its own error
-                    written = (False, exc)
+
+        def both(conn: Connection) -> tuple[list[list[Accepted] | BaseException], tuple[bool, Any]]:
+            outcomes = self._commit_jobs(conn, jobs, look_up)
+            written: tuple[bool, Any]
+            try:
+                with conn.begin_nested():
+                    written = (True, item.fn(conn))
+            except Exception as exc:  # the submitter gets its own error
+                written = (False, exc)
+            return outcomes, written
+
+        outcomes, written = self._in_write_tx(both)
         with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
             loop.call_soon_threadsafe(self._settle, jobs, outcomes)
             loop.call_soon_threadsafe(_answer_later, item, written)
@@ -1082,11 +1081,7 @@ class SqlOutbox:
     def _commit_group(
         self, jobs: Sequence[_Job], look_up: bool
     ) -> list[list[Accepted] | BaseException]:
-        with self.engine.connect() as conn:
-            if self._sqlite:
-                conn = conn.execution_options(sqlite_begin="IMMEDIATE")
-            with conn.begin():
-                return self._commit_jobs(conn, jobs, look_up)
+        return self._in_write_tx(lambda conn: self._commit_jobs(conn, jobs, look_up))
 
     def _in(self, values: Sequence[Any]) -> str:
         """`(?, ?, …)` for `values`, in the driver's placeholder style."""

@@ -463,11 +463,8 @@ class Submitter:
             return data, gas
         if kind is OperationKind.RELEASE:
             return RELEASE_RESULT + ops[0].payload, self.settings.gas_release
-        s = self.settings
-        records = [op.payload for op in ops]
-        redemptions = sum(map(redeems, records))  # `_record_gas` of each, summed
-        gas = s.gas_base + len(records) * self._gas_per_record + redemptions * s.gas_per_redemption
-        return record_accesses_calldata(records), min(TX_GAS_CAP, gas)
+        gas = self.settings.gas_base + sum(self._record_gas(op) for op in ops)
+        return record_accesses_calldata([op.payload for op in ops]), min(TX_GAS_CAP, gas)
 
     async def _submit(self, groups: Sequence[tuple[Sequence[PendingOp], OperationKind]]) -> None:
         """Sign one transaction per group at consecutive nonces, store them all with their
