@@ -10,7 +10,8 @@ Both run detached (own session, output in `Home.logs_dir`, pid files in `Home.ru
 ledger outlives the command that started it. `Home.run_dir/chain.json` records the endpoint for
 every other command and process; `rpc_url(home)` reads it (`DUL_RPC_URL` overrides it, to use
 any other EVM node). anvil keeps the ledger in `Home.chain_state` (dumped every
-`state_interval` seconds and on SIGTERM), so `down` + `up` resumes at the same block.
+`state_interval` seconds and on SIGTERM), so `down` + `up` resumes at the same block; `down`
+stops block production first (`_settle_blocks`), so the last dump holds every block whole.
 """
 
 from __future__ import annotations
@@ -605,6 +606,8 @@ class ChainNode:
         ):
             pid = read_pid(pid_path)
             if pid is not None and process_alive(pid, marker):
+                if marker == self.node_marker and info.get("node_url"):
+                    _settle_blocks(str(info["node_url"]))
                 terminate(pid, marker, self.settings.stop_timeout)
                 log.info("process_stopped", pid=pid, process=marker)
                 stopped = True
@@ -627,6 +630,32 @@ class ChainNode:
             if time.monotonic() > deadline:
                 return  # start will name the port that is still taken
             time.sleep(0.02)
+
+
+def _settle_blocks(node_url: str) -> None:
+    """Stop anvil's block production and wait out the block in progress, before its exit dump.
+
+    anvil (1.7.1) dumps its state by reading the block list first and the accounts after,
+    outside its mining lock: a block mined in between came back from the dump as account state
+    without its block, receipts or logs — accesses held by the contract with no AccessRecorded
+    event, and a gateway that found its own transactions' nonces spent by nothing (seen after a
+    stop under load). `evm_mine` takes that lock, so it returns after the block in progress;
+    it also mines what the pool holds, which the exit would drop. A block production already
+    queued behind it is waited for by reading the head until it stays put."""
+    try:
+        request_once(node_url, "evm_setIntervalMining", 0, timeout=10.0)
+        head = None
+        for _ in range(10):
+            request_once(node_url, "evm_mine", timeout=10.0)
+            mined = request_once(node_url, "eth_blockNumber", timeout=10.0)
+            time.sleep(0.1)
+            head = request_once(node_url, "eth_blockNumber", timeout=10.0)
+            if head == mined:
+                return
+        log.warning("chain_stop_unsettled", head=head)
+    except (ChainError, httpx.HTTPError, OSError, ValueError) as exc:
+        # an unresponsive node is stopped all the same; its last periodic dump is what it kept
+        log.warning("chain_stop_unsettled", error=str(exc))
 
 
 def _stop_child(process: subprocess.Popen[bytes], timeout: float) -> None:

@@ -186,6 +186,31 @@ def test_a_restart_keeps_the_ledger(node: ChainNode) -> None:
     assert int(handle.rpc("eth_getTransactionCount", OPERATOR.address, "latest"), 16) == 1
 
 
+def test_a_stop_mines_the_pool_and_leaves_every_block_whole(node: ChainNode) -> None:
+    """`down` stops block production and mines what the pool holds before anvil's exit dump:
+    a transaction sent just before the stop is in the restored ledger with its block, receipt
+    and nonce (the pool itself is not dumped), and the restored head is that last block."""
+    node.settings = node.settings.model_copy(update={"block_time": 60, "state_interval": 3600})
+    node.start()
+    handle = _handle(node)
+    signed = OPERATOR.sign_transaction(
+        {"to": DEAD, "value": 0, "gas": 21_000, "gasPrice": 0, "nonce": 0,
+         "chainId": handle.chain_id}
+    )  # fmt: skip
+    tx_hash = handle.rpc("eth_sendRawTransaction", "0x" + bytes(signed.raw_transaction).hex())
+    assert handle.rpc("eth_getTransactionReceipt", tx_hash) is None  # a minute to its block
+    node.stop()
+
+    node.start()
+    handle = _handle(node)
+    receipt = handle.rpc("eth_getTransactionReceipt", tx_hash)
+    assert receipt is not None
+    assert int(handle.rpc("eth_getTransactionCount", OPERATOR.address, "latest"), 16) == 1
+    block = handle.rpc("eth_getBlockByNumber", receipt["blockNumber"], False)
+    assert block["transactions"] == [tx_hash]
+    assert int(handle.rpc("eth_blockNumber"), 16) == int(receipt["blockNumber"], 16)
+
+
 def test_the_node_writes_no_state_history_outside_its_home(node: ChainNode, tmp_path: Path) -> None:
     """anvil keeps recent states in memory; past that window it would dump each block's full
     state under $HOME/.foundry (unbounded, left behind by a kill). Nothing is written there,
