@@ -308,6 +308,7 @@ def test_the_fast_path_matches_every_static_event_and_edge_values() -> None:
             expected = {p["name"]: _plain(p, _as_decoded(p, values[p["name"]]))
                         for p in abi["inputs"]}  # fmt: skip
             assert decoded.args == expected
+            assert decoded.args_json == args_json(expected)  # the f-string renders as json.dumps
 
 
 def _extreme(param: dict[str, Any], pick: Any) -> Any:
