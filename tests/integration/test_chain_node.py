@@ -60,7 +60,8 @@ def _handle(node: ChainNode) -> ChainHandle:
     )
 
 
-def _operator_transfer(handle: ChainHandle) -> dict[str, object]:
+def _signed_transfer(handle: ChainHandle) -> bytes:
+    """The operator's next transaction (a zero transfer), signed."""
     nonce = int(handle.rpc("eth_getTransactionCount", OPERATOR.address, "pending"), 16)
     signed = OPERATOR.sign_transaction(
         {
@@ -72,7 +73,11 @@ def _operator_transfer(handle: ChainHandle) -> dict[str, object]:
             "chainId": handle.chain_id,
         }
     )
-    return handle.send_raw(bytes(signed.raw_transaction))
+    return bytes(signed.raw_transaction)
+
+
+def _operator_transfer(handle: ChainHandle) -> dict[str, object]:
+    return handle.send_raw(_signed_transfer(handle))
 
 
 def test_up_writes_the_endpoint_and_down_removes_it(node: ChainNode) -> None:
@@ -193,11 +198,7 @@ def test_a_stop_mines_the_pool_and_leaves_every_block_whole(node: ChainNode) -> 
     node.settings = node.settings.model_copy(update={"block_time": 60, "state_interval": 3600})
     node.start()
     handle = _handle(node)
-    signed = OPERATOR.sign_transaction(
-        {"to": DEAD, "value": 0, "gas": 21_000, "gasPrice": 0, "nonce": 0,
-         "chainId": handle.chain_id}
-    )  # fmt: skip
-    tx_hash = handle.rpc("eth_sendRawTransaction", "0x" + bytes(signed.raw_transaction).hex())
+    tx_hash = handle.rpc("eth_sendRawTransaction", "0x" + _signed_transfer(handle).hex())
     assert handle.rpc("eth_getTransactionReceipt", tx_hash) is None  # a minute to its block
     node.stop()
 
