@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -230,7 +231,9 @@ def _measure(kind: str, chain: dict[str, Any], url: str = "") -> dict[str, float
         stdout, stderr = out.read(), err.read()
     log.info("bench.measured", kind=kind, result=stdout.strip()[-200:])
     if process.returncode != 0:
-        raise RuntimeError(f"bench {kind} failed: {stderr[-2000:]}")
+        # the child's traceback ends in the error itself: that line, not its stack
+        last = next((line for line in reversed(stderr.splitlines()) if line.strip()), "")
+        raise RuntimeError(f"bench {kind} failed: {last.strip()[:500] or process.returncode}")
     result: dict[str, float] = json.loads(stdout.strip().splitlines()[-1])
     result["pss_mb"] = peak_mb
     return result
@@ -290,7 +293,8 @@ def catchup_rate(
             "sqlite_phases_s": sqlite.get("phases_s"),
         }
         if postgres_url:
-            pg = _measure("index", chain, postgres_url)
+            with scratch_schema(postgres_url) as url:
+                pg = _measure("index", chain, url)
             out["postgres_events_per_s"] = round(pg["events"] / pg["seconds"])
             out["postgres_vs_raw"] = round(pg["events"] / pg["seconds"] / raw_rate, 2)
             out["postgres_cpu_us_per_event"] = _cpu_us(pg)
@@ -300,6 +304,51 @@ def catchup_rate(
         return out
     finally:
         chain["stop"]()
+
+
+@contextlib.contextmanager
+def scratch_schema(postgres_url: str) -> Iterator[str]:
+    """The URL of a new, empty schema in the PostgreSQL database at `postgres_url` (its
+    search_path), dropped afterwards. Every catch-up measured there starts from an empty store
+    and leaves the database as it was: a second run into the tables of the first would find
+    their checkpoint on a chain that is gone and roll every event back as a reorg inside the
+    measured window (and leave a reorg incident behind)."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"dul_bench_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE SCHEMA "{name}"'))
+        try:
+            url = make_url(postgres_url).update_query_dict({"options": f"-csearch_path={name}"})
+            yield url.render_as_string(hide_password=False)
+        finally:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
+    finally:
+        admin.dispose()
+
+
+def check_postgres(postgres_url: str) -> None:
+    """Raises ValueError, naming the driver's reason, unless a scratch schema can be made and
+    dropped in that database: checked before anything is measured, not minutes later."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
+
+    try:
+        backend = make_url(postgres_url).get_backend_name()
+    except ArgumentError as exc:
+        raise ValueError(str(exc)) from None
+    if backend != "postgresql":
+        raise ValueError(f"a {backend} URL, not PostgreSQL's (postgresql+psycopg://…)")
+    try:
+        with scratch_schema(postgres_url):
+            pass
+    except (DBAPIError, NoSuchModuleError, ImportError) as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        raise ValueError(reason[0][:300] if reason else type(exc).__name__) from None
 
 
 # --- provenance latency and verify time (issue 4 targets: p95 <= 20 ms, verify <= 60 s at 1M) ----

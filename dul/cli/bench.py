@@ -56,12 +56,33 @@ TARGETS: dict[str, dict[str, str]] = {
 }
 
 
-def _audit(events: int, indexed: int, store: str) -> dict[str, Any]:
+def _postgres_url() -> str | None:
+    """The database of the PostgreSQL catch-up: DUL_BENCH_DATABASE_URL, else the tests'."""
     import os
 
+    return os.environ.get("DUL_BENCH_DATABASE_URL") or os.environ.get("DUL_TEST_DATABASE_URL")
+
+
+def _check_postgres() -> None:
+    """A PostgreSQL URL that cannot be used is one line before anything is measured."""
     from audit import bench as audit_bench
 
-    postgres = os.environ.get("DUL_BENCH_DATABASE_URL") or os.environ.get("DUL_TEST_DATABASE_URL")
+    postgres = _postgres_url()
+    if postgres is None:
+        return
+    try:
+        audit_bench.check_postgres(postgres)
+    except ValueError as exc:
+        raise BenchError(
+            "DUL_BENCH_DATABASE_URL (or DUL_TEST_DATABASE_URL) cannot hold the PostgreSQL "
+            f"catch-up: {exc}"
+        ) from None
+
+
+def _audit(events: int, indexed: int, store: str) -> dict[str, Any]:
+    from audit import bench as audit_bench
+
+    postgres = _postgres_url()
     results: dict[str, Any] = dict(audit_bench.catchup_rate(events, postgres_url=postgres))
     audit_bench.synthesize_store(store, accesses=indexed)
     latency = audit_bench.provenance_latency(store)
@@ -154,6 +175,8 @@ def bench(
     unknown = set(chosen) - {"gateway", "audit", "patients"}
     if unknown:
         raise typer.BadParameter(f"unknown part(s): {', '.join(sorted(unknown))}")
+    if "audit" in chosen:
+        _check_postgres()
     results: dict[str, Any] = {}
     try:
         if "gateway" in chosen:

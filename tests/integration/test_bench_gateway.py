@@ -5,10 +5,14 @@ load is noise)."""
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
+import sqlalchemy as sa
 from typer.testing import CliRunner
 
+from audit.bench import scratch_schema
+from audit.testing import POSTGRES_ENV
 from dul.cli.main import app
 
 pytestmark = pytest.mark.integration
@@ -68,6 +72,8 @@ def test_bench_sizes_are_bounded_at_the_edge() -> None:
 
 def test_bench_audit_and_patients_with_tiny_sizes_report_every_figure() -> None:
     sizes = ["--events", "300", "--indexed", "2000", "--cohort", "30"]
+    postgres = os.environ.get(POSTGRES_ENV)
+    schemas_before = _bench_schemas(postgres) if postgres else set()
     result = CliRunner().invoke(app, ["bench", "audit", "patients", "--json", *sizes])
     assert result.exit_code == 0, result.output
     figures = json.loads(result.stdout)
@@ -75,6 +81,9 @@ def test_bench_audit_and_patients_with_tiny_sizes_report_every_figure() -> None:
     assert audit["indexed_events"] >= 2000
     for key in ("sqlite_events_per_s", "raw_fetch_decode_events_per_s", "provenance_p95_ms"):
         assert audit[key] > 0
+    if postgres:  # measured in a schema of its own, dropped after
+        assert audit["postgres_events_per_s"] > 0
+        assert _bench_schemas(postgres) == schemas_before
     patients = figures["patients"]
     # p95 of 100 decisions is the 96th, not the slowest
     assert 0 < patients["cohort_10k_decision_ms"] <= patients["cohort_decision_p95_ms"]
@@ -88,3 +97,40 @@ def test_bench_store_and_cohort_sizes_are_bounded_at_the_edge(option: list[str])
     result = CliRunner().invoke(app, ["bench", "patients", *option])
     assert result.exit_code == 2
     assert "Traceback" not in result.output
+
+
+def _bench_schemas(url: str) -> set[str]:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(sa.text(
+                "SELECT schema_name FROM information_schema.schemata "
+                "WHERE schema_name LIKE 'dul_bench_%'"
+            ))  # fmt: skip
+            return {row[0] for row in rows}
+    finally:
+        engine.dispose()
+
+
+def test_each_postgres_catch_up_is_measured_in_an_empty_schema_dropped_after() -> None:
+    """A second `dul bench audit` into the same database must not find the first one's store:
+    its checkpoint names a chain that is gone, so the catch-up would begin by rolling every
+    event back as a reorg, inside the measured window."""
+    url = os.environ.get(POSTGRES_ENV)
+    if not url:
+        pytest.skip(f"{POSTGRES_ENV} is not set (PostgreSQL runs under .ci/run)")
+    before = _bench_schemas(url)
+    with scratch_schema(url) as first:
+        engine = sa.create_engine(first)
+        with engine.begin() as conn:
+            conn.execute(sa.text("CREATE TABLE checkpoint (id INTEGER)"))
+            conn.execute(sa.text("INSERT INTO checkpoint VALUES (1)"))
+            schema = conn.execute(sa.text("SELECT current_schema()")).scalar()
+        engine.dispose()
+        assert _bench_schemas(url) - before == {schema}
+        with scratch_schema(url) as second:
+            engine = sa.create_engine(second)
+            with engine.connect() as conn, pytest.raises(sa.exc.ProgrammingError):
+                conn.execute(sa.text("SELECT id FROM checkpoint"))
+            engine.dispose()
+    assert _bench_schemas(url) == before

@@ -1,6 +1,6 @@
 """Service commands through the real CLI: `dul audit serve` on DUL_AUDIT_PORT (a subprocess,
 stopped at the end), `dul up` refusing another process that answers on a service's port, and
-`dul bench` refusing an unknown part before measuring anything."""
+`dul bench` refusing an unknown part or an unusable PostgreSQL URL before measuring anything."""
 
 from __future__ import annotations
 
@@ -135,6 +135,34 @@ def test_bench_refuses_an_unknown_part_before_measuring() -> None:
     result = CliRunner().invoke(app, ["bench", "everything"])
     assert result.exit_code == 2
     assert "unknown part(s): everything" in result.output
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("postgresql+psycopg://dul:s3cret@127.0.0.1:{port}/dul", "Connection refused"),
+        ("sqlite:///bench.db", "a sqlite URL, not PostgreSQL's"),
+        ("not a url", "Could not parse"),
+    ],
+)
+def test_bench_audit_refuses_a_postgres_url_it_cannot_use_before_measuring(
+    monkeypatch: pytest.MonkeyPatch, url: str, reason: str
+) -> None:
+    """A wrong DUL_BENCH_DATABASE_URL is one line up front, not a traceback minutes later
+    (after the gateway part, the chain's filling and the SQLite catch-up); no password shown."""
+    from audit import bench as audit_bench
+
+    def measured(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("measured before the URL was checked")
+
+    monkeypatch.setattr(audit_bench, "catchup_rate", measured)
+    env = {"DUL_BENCH_DATABASE_URL": url.format(port=free_port())}
+    result = CliRunner().invoke(app, ["bench", "gateway", "audit"], env=env)
+    assert result.exit_code == 1, result.output
+    assert "DUL_BENCH_DATABASE_URL (or DUL_TEST_DATABASE_URL) cannot hold" in result.output
+    assert reason in result.output
+    assert "s3cret" not in result.output
+    assert "Traceback" not in result.output
 
 
 def test_up_on_a_node_at_dul_rpc_url_that_does_not_answer_is_one_line(tmp_path: Path) -> None:
