@@ -322,7 +322,10 @@ def scratch_schema(postgres_url: str) -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(text(f'CREATE SCHEMA "{name}"'))
         try:
-            url = make_url(postgres_url).update_query_dict({"options": f"-csearch_path={name}"})
+            url = make_url(postgres_url)
+            options = url.query.get("options")  # the URL's own server options are kept
+            options = f"{options} " if isinstance(options, str) else ""
+            url = url.update_query_dict({"options": f"{options}-csearch_path={name}"})
             yield url.render_as_string(hide_password=False)
         finally:
             with admin.connect() as conn:
