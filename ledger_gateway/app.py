@@ -103,6 +103,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
                     idle_poll=idle_poll,
                     reconfirm_window_s=settings.reconfirm_window_s,
                     reconfirm_interval_s=settings.reconfirm_interval_s,
+                    unrecorded_alarm_s=settings.unrecorded_alarm_s,
                 ),
             )
             # the metrics feed: the submitter's latencies observed as they are recorded

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from dul.cli.common import cli_errors, console, emit_json, load_settings
 
@@ -128,5 +129,12 @@ def ready(
         time.sleep(0.3)
     if json_output:
         emit_json({"url": base, "ready": True, **checks})
-    else:
+        return
+    degraded = checks.get("degraded") or {}
+    if not degraded:
         console.print(f"gateway ready at {base}", highlight=False)
+        return
+    # ready (it answers), but something needs an operator's eye: said, never hidden
+    console.print(f"gateway ready at {base}, [bold yellow]degraded[/bold yellow]:", highlight=False)
+    for name, reason in degraded.items():
+        console.print(f"  {escape(str(name))}: {escape(str(reason))}", highlight=False)

@@ -73,6 +73,13 @@ class GatewaySettings(BaseSettings):
     reconfirm_interval_s: float = Field(
         2.0, ge=0.05, le=3_600, description="seconds between re-checks of recent confirmations"
     )
+    unrecorded_alarm_s: float = Field(
+        60.0,
+        ge=1,
+        le=86_400,
+        description="readiness is degraded while an answered operation sent to the chain is "
+        "still not mined this long after its answer",
+    )
 
     @property
     def dul_home(self) -> Home:

@@ -165,6 +165,10 @@ class SubmitterSettings:
     alarm_hold_s: float = 3_600.0
     """How long readiness stays degraded after a confirmation vanished (and while any of its
     operations is not on chain again), or after the chain refused to record an operation."""
+    unrecorded_alarm_s: float = 60.0
+    """Readiness is degraded while an operation sent to the chain is still not mined this long
+    after it was answered: a node that answers but produces no blocks (a QBFT network without
+    its quorum) or leaves the gateway's transactions out."""
 
 
 def batch_capacity(s: SubmitterSettings) -> int:
@@ -265,6 +269,8 @@ class Submitter:
         self._all_sent.set()
         self._head: int | None = None
         """The chain's latest block at the receipt loop's last complete look."""
+        self._head_seen: tuple[int, float] | None = None
+        """The latest block the receipt loop saw, and when (monotonic) it first saw it."""
 
     # --- life cycle --------------------------------------------------------------------------
 
@@ -594,6 +600,8 @@ class Submitter:
         entries = sorted(self._inflight.values(), key=lambda e: e.tx.nonce)
         head = await self.rpc.block_number()
         now = time.monotonic()
+        if self._head_seen is None or self._head_seen[0] != head:
+            self._head_seen = (head, now)
         due = not self.stats.chain_reachable or any(
             now - e.sent_at >= self.settings.resend_after for e in entries
         )
@@ -902,6 +910,35 @@ class Submitter:
             f"{s.vanished_operations} confirmed operation(s) in {s.vanished_transactions} "
             f"transaction(s) left the chain (last {age:.0f} s ago: its history was rewritten); "
             f"sent again, {len(self._reopened)} not on chain again yet"
+        )
+
+    def oldest_unrecorded_s(self) -> float:
+        """Seconds since the oldest operation sent to the chain and not mined yet was answered
+        (0: none in flight)."""
+        if not self._inflight:
+            return 0.0
+        oldest = min(entry.created_wall for entry in self._inflight.values())
+        return max(0.0, time.time() - oldest)
+
+    def unrecorded_alarm(self) -> str | None:
+        """Why readiness is degraded: answered operations sent to the chain are not on it
+        after `unrecorded_alarm_s` (None: all well)."""
+        age = self.oldest_unrecorded_s()
+        if age < self.settings.unrecorded_alarm_s:
+            return None
+        operations = sum(len(entry.tx.keys) for entry in self._inflight.values())
+        head = "its head was not read yet"
+        if self._head_seen is not None:
+            number, since = self._head_seen
+            still = time.monotonic() - since
+            head = (
+                f"its head has stayed at block {number} for {still:.0f} s"
+                if still >= self.settings.unrecorded_alarm_s / 2
+                else f"its head moves (block {number}) without them"
+            )
+        return (
+            f"{operations} answered operation(s) in {len(self._inflight)} transaction(s) are "
+            f"not on chain, the oldest answered {age:.0f} s ago; {head}"
         )
 
     async def _reconfirm_once(self) -> None:

@@ -98,6 +98,12 @@ class Metrics:
             "1 while confirmations left the chain lately (readiness degraded)",
             registry=r,
         )
+        self.oldest_unrecorded = Gauge(
+            "dul_gateway_oldest_unrecorded_seconds",
+            "Seconds since the oldest answered operation sent to the chain and not mined yet was "
+            "answered (0: none in flight)",
+            registry=r,
+        )
         self._seen: dict[str, int] = {}
         self._stats: SubmitterStats | None = None
 
@@ -128,6 +134,7 @@ class Metrics:
         self.chain_reachable.set(1 if stats.chain_reachable else 0)
         self.in_flight.set(submitter.in_flight)
         self.confirmation_alarm.set(0 if submitter.confirmation_alarm() is None else 1)
+        self.oldest_unrecorded.set(round(submitter.oldest_unrecorded_s(), 3))
 
     def retire_submitter(self, submitter: Submitter) -> None:
         """The last copy of a submitter that stopped (its process lost the lease, or stops):
@@ -135,6 +142,7 @@ class Metrics:
         any more (the process that leads now reports its own)."""
         self.sync_submitter(submitter)
         self.in_flight.set(0)
+        self.oldest_unrecorded.set(0)
 
 
 @dataclass

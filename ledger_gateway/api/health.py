@@ -46,7 +46,8 @@ async def readyz(context: ContextDep) -> JSONResponse:
     contracts deployed, signer authorized, store writable, submitter running: 200, else 503
     with Retry-After, naming what is not. `status` is `degraded` (still 200) with the reasons
     in `degraded` while something needs an operator's eye: confirmations that left the chain,
-    answered operations the chain refused to record."""
+    answered operations the chain refused to record, answered operations the chain has not
+    mined long after they were sent."""
     age = time.monotonic() - context.access.view.last_refresh
     submitter = context.submitter
     reachable = submitter is None or submitter.stats.chain_reachable
@@ -64,6 +65,9 @@ async def readyz(context: ContextDep) -> JSONResponse:
         refused = submitter.refusal_alarm()
         if refused is not None:
             degraded["operations_refused"] = refused
+        unrecorded = submitter.unrecorded_alarm()
+        if unrecorded is not None:
+            degraded["operations_not_on_chain"] = unrecorded
         task = submitter.task
         checks["submitter"] = task is not None and not task.done()
         detail |= {

@@ -685,3 +685,71 @@ def test_a_restart_with_grants_in_the_outbox_keeps_the_quota(
         f"{len(granted)} grants answered on a quota of {quota}; {len(lost)} of them are not "
         f"on chain (status, error now: {dict(now)})"
     )
+
+
+# ------------------------------------------------------------- a chain that mines nothing
+
+
+@pytest.mark.timeout(300)
+def test_a_chain_that_mines_nothing_degrades_readiness_until_it_records_again(
+    stack: Stack, gateways: list[GatewayProcess]
+) -> None:
+    """A node that still answers but produces no block (a QBFT network without its quorum)
+    must not leave the gateway green while its answers go unrecorded: past
+    DUL_GATEWAY_UNRECORDED_ALARM_S, /readyz is degraded naming them and the stalled head, the
+    metric counts their age and `dul gateway ready` says so; once blocks come, all clear."""
+    from typer.testing import CliRunner
+
+    from dul.cli.main import app
+
+    agreement = stack.world.activate(stack.world.research_terms(quota=10))
+    gateway = GatewayProcess(stack, DUL_GATEWAY_UNRECORDED_ALARM_S="2")
+    gateways.append(gateway)
+    gateway.start()
+    node_rpc(stack, "evm_setIntervalMining", 0)
+    try:
+
+        async def stalled() -> dict[str, Any]:
+            replies = await post_all(
+                gateway.url, gateway.token, signed_bodies(stack, agreement, 3), 3
+            )
+            assert {r.status for r in replies.values()} == {201}
+            async with httpx.AsyncClient(base_url=gateway.url) as client:
+                await poll(
+                    lambda: _degraded_by(client, "operations_not_on_chain"), 30,
+                    "readiness names the unrecorded operations",
+                )  # fmt: skip
+                body: dict[str, Any] = (await client.get("/readyz")).json()
+                body["metrics"] = (await client.get("/metrics")).text
+                return body
+
+        body = asyncio.run(stalled())
+        assert (body["ready"], body["status"]) == (True, "degraded"), body
+        reason = body["degraded"]["operations_not_on_chain"]
+        assert reason.startswith("3 answered operation(s) in 1 transaction(s) are not on chain")
+        assert "its head has stayed at block" in reason, reason
+        assert metric(body["metrics"], "dul_gateway_oldest_unrecorded_seconds") >= 2
+        shown = CliRunner().invoke(app, ["gateway", "ready", "--gateway", gateway.url])
+        assert shown.exit_code == 0, shown.output
+        assert "degraded" in shown.output
+        assert "operations_not_on_chain: 3 answered operation(s)" in " ".join(shown.output.split())
+    finally:
+        node_rpc(stack, "evm_setIntervalMining", 1)
+
+    async def recorded() -> dict[str, Any]:
+        async with httpx.AsyncClient(base_url=gateway.url) as client:
+            await poll(lambda: drained(client), 60, "the outbox drains once blocks come")
+            body: dict[str, Any] = (await client.get("/readyz")).json()
+            body["metrics"] = (await client.get("/metrics")).text
+            return body
+
+    body = asyncio.run(recorded())
+    assert (body["ready"], body["status"], body["degraded"]) == (True, "ready", {}), body
+    assert metric(body["metrics"], "dul_gateway_oldest_unrecorded_seconds") == 0
+    shown = CliRunner().invoke(app, ["gateway", "ready", "--gateway", gateway.url])
+    assert (shown.exit_code, "degraded" in shown.output) == (0, False), shown.output
+
+
+async def _degraded_by(client: httpx.AsyncClient, name: str) -> bool:
+    reply = await readyz(client)
+    return reply is not None and name in reply.json().get("degraded", {})

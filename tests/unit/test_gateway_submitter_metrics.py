@@ -16,9 +16,13 @@ class StubSubmitter:
 
     stats: SubmitterStats = field(default_factory=SubmitterStats)
     in_flight: int = 0
+    oldest_s: float = 0.0
 
     def confirmation_alarm(self) -> str | None:
         return None
+
+    def oldest_unrecorded_s(self) -> float:
+        return self.oldest_s
 
 
 def _value(metrics: Metrics, name: str, **labels: str) -> float:
@@ -28,11 +32,12 @@ def _value(metrics: Metrics, name: str, **labels: str) -> float:
 
 def test_counts_since_the_last_sync_survive_the_loss_of_the_lease() -> None:
     metrics = Metrics()
-    first = StubSubmitter(in_flight=3)
+    first = StubSubmitter(in_flight=3, oldest_s=12.5)
     first.stats.confirmed, first.stats.transactions_sent = 5, 2
     metrics.sync_submitter(first)  # type: ignore[arg-type]
     assert _value(metrics, "dul_gateway_confirmations_total", outcome="confirmed") == 5
     assert _value(metrics, "dul_gateway_transactions_in_flight") == 3
+    assert _value(metrics, "dul_gateway_oldest_unrecorded_seconds") == 12.5
 
     # counted after the last periodic sync, then the lease is lost and the submitter stops
     first.stats.confirmed, first.stats.transactions_sent, first.stats.failed = 9, 3, 1
@@ -41,6 +46,7 @@ def test_counts_since_the_last_sync_survive_the_loss_of_the_lease() -> None:
     assert _value(metrics, "dul_gateway_confirmations_total", outcome="failed") == 1
     assert _value(metrics, "dul_gateway_transactions_sent_total") == 3
     assert _value(metrics, "dul_gateway_transactions_in_flight") == 0
+    assert _value(metrics, "dul_gateway_oldest_unrecorded_seconds") == 0  # another leads now
 
     # the lease comes back: a new submitter counts from zero, its counts are added
     second = StubSubmitter()

@@ -8,6 +8,7 @@ answering JSON-RPC (httpx MockTransport)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 from collections.abc import Callable, Coroutine
@@ -310,5 +311,39 @@ def test_a_chain_that_moves_while_it_is_read_is_read_again_next_round(tmp_path: 
         assert not s.sub._unchecked
         assert s.sub.confirmation_alarm() is None
         await s.close()
+
+    run(scenario)
+
+
+def test_operations_long_unmined_raise_the_unrecorded_alarm_naming_the_head(
+    tmp_path: Path,
+) -> None:
+    """The alarm's words, from what the receipt loop saw: a head that stopped (no blocks) or
+    one that moves while the gateway's transactions stay out; none while all are recent."""
+
+    async def scenario() -> None:
+        s = await setup(tmp_path)
+        try:
+            op = access(0)
+            await s.outbox.add_accesses([op])
+            tx = StoredTx(SENDER, 0, OperationKind.ACCESS, b"raw0", keccak(b"tx0"),
+                          (op.request_id,), 1, time.time() - 120)  # fmt: skip
+            await s.outbox.record_submission(tx)
+            await recover(s)  # the stored, unmined transaction is in flight again
+            assert s.sub.oldest_unrecorded_s() >= 120
+            alarm = s.sub.unrecorded_alarm()
+            assert alarm is not None
+            assert alarm.startswith("1 answered operation(s) in 1 transaction(s) are not on")
+            assert alarm.endswith("its head was not read yet")
+            s.sub._head_seen = (50, time.monotonic() - 100)
+            assert str(s.sub.unrecorded_alarm()).endswith("head has stayed at block 50 for 100 s")
+            s.sub._head_seen = (57, time.monotonic())
+            assert str(s.sub.unrecorded_alarm()).endswith("head moves (block 57) without them")
+            s.sub.settings = dataclasses.replace(s.sub.settings, unrecorded_alarm_s=600)  # recent
+            assert s.sub.unrecorded_alarm() is None
+            s.sub._inflight.clear()
+            assert (s.sub.oldest_unrecorded_s(), s.sub.unrecorded_alarm()) == (0.0, None)
+        finally:
+            await s.close()
 
     run(scenario)
