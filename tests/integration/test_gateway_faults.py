@@ -18,6 +18,7 @@ import asyncio
 import collections
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -726,7 +727,9 @@ def test_a_chain_that_mines_nothing_degrades_readiness_until_it_records_again(
         body = asyncio.run(stalled())
         assert (body["ready"], body["status"]) == (True, "degraded"), body
         reason = body["degraded"]["operations_not_on_chain"]
-        assert reason.startswith("3 answered operation(s) in 1 transaction(s) are not on chain")
+        # one transaction, or more when a loaded machine spread the three over batches
+        unrecorded = r"3 answered operation\(s\) in [1-3] transaction\(s\) are not on chain"
+        assert re.match(unrecorded, reason), reason
         assert "its head has stayed at block" in reason, reason
         assert metric(body["metrics"], "dul_gateway_oldest_unrecorded_seconds") >= 2
         shown = CliRunner().invoke(app, ["gateway", "ready", "--gateway", gateway.url])
