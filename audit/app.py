@@ -113,7 +113,7 @@ class AuditState:
     def deployment(self) -> tuple[int | None, dict[str, str] | None]:
         """The manifest's deployment block (where verify starts) and contract addresses (what
         the store must be the index of), when there is one."""
-        from dul.contracts.ledger import Deployment  # only needed by verify
+        from dul.contracts.deployment import Deployment  # only needed by verify
 
         try:
             deployment = Deployment.load(self.settings.resolved_deployment_path())

@@ -225,7 +225,7 @@ class PatientVerifier:
 
     def _deployment(self) -> tuple[Domain, ChecksumAddress]:
         if self._domain is None:
-            from dul.contracts.ledger import Deployment
+            from dul.contracts.deployment import Deployment
 
             try:
                 deployment = Deployment.load(self.settings.resolved_deployment_path())

@@ -136,7 +136,7 @@ def _child(kind: str, rpc_url: str, deployment_path: str, to_block: int, url: st
     from audit.settings import AuditSettings
     from dul.chain.log_pages import PageSizer
     from dul.chain.rpc import RangeRefusedError, RpcClient
-    from dul.contracts.ledger import Deployment
+    from dul.contracts.deployment import Deployment
 
     deployment = Deployment.load(Path(deployment_path))
     settings = AuditSettings()

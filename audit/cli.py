@@ -269,7 +269,7 @@ def verify_command(
     from audit.cohorts import close_sources, open_sources, read_only_engine
     from audit.verify import verify_store
     from dul.chain.rpc import RpcClient
-    from dul.contracts.ledger import Deployment
+    from dul.contracts.deployment import Deployment
 
     settings = _settings(database_url=database_url, rpc_url=rpc_url)
     engine = read_only_engine(settings.resolved_database_url())

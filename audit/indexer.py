@@ -509,7 +509,7 @@ class Indexer:
         """The indexer of the deployment in `settings` (an `AuditSettings`), store migrated."""
         from audit.migrations import migrate  # a new store: built from its schema snapshot
         from audit.store import create_store_engine
-        from dul.contracts.ledger import Deployment
+        from dul.contracts.deployment import Deployment
 
         home = settings.home()
         deployment = Deployment.load(settings.resolved_deployment_path(home))

@@ -40,7 +40,7 @@ from dul.chain.rpc import RpcClient
 from dul.chain.testing import free_port
 from dul.cohort import cohort_root, leaf_hash
 from dul.consent_terms import ConsentTerms
-from dul.contracts.ledger import Deployment
+from dul.contracts.deployment import Deployment
 from dul.contracts.typed_data import AccessRecord, AccessRequest, access_log_domain
 from dul.contracts.world import OMOP_FIELDS, World
 from dul.domain import (

@@ -29,7 +29,6 @@ from typing import Any, NamedTuple
 
 import coincurve
 import structlog
-from eth_account import Account
 from eth_typing import ChecksumAddress, HexStr
 
 from dul.errors import ConfigError, KeyStoreError
@@ -192,6 +191,8 @@ class KeyStore:
             cached = _UNLOCKED.get(cache_key)
         if cached is not None:
             return cached
+        from eth_account import Account  # ~0.6 s to import: only to unlock
+
         try:
             secret = bytes(Account.decrypt(data, passphrase))
         except ValueError as exc:
@@ -236,6 +237,8 @@ class KeyStore:
             raise KeyStoreError(exc.message, code="invalid_private_key") from None
         passphrase = self._get_passphrase()
         n = self._scrypt_n if self._scrypt_n is not None else scrypt_n_from_env()
+        from eth_account import Account  # ~0.6 s to import: only to create
+
         keystore = Account.encrypt(secret, passphrase, kdf="scrypt", iterations=n)
         self._write_new(path, json.dumps(keystore, indent=2) + "\n")
         log.info("key_created", key=name, address=signer.address)

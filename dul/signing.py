@@ -4,7 +4,8 @@ Every agreement signature and every access-request signature goes through here, 
 hot path, so the EIP-712 digest is computed by hand (keccak + precompiled type encoders) and signed
 and recovered with libsecp256k1 (coincurve's build; recovery calls it directly, `dul.recovery`):
 about 10x faster than eth-account's typed-data path, and cross-checked against it in the tests.
-Transactions are still signed by eth-account.
+Legacy transactions (the submitter's) are RLP-encoded and signed here; others by eth-account,
+imported only then (it costs ~0.6 s to import).
 
 `Signer` is a Protocol so that a KMS or Web3Signer backend can replace `LocalSigner` (a key held
 in this process, unlocked from a keystore by `dul.keys.KeyStore`).
@@ -24,16 +25,17 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import coincurve
-from eth_account import Account
-from eth_account.signers.local import LocalAccount
 from eth_typing import ChecksumAddress, HexAddress, HexStr
 
 from dul.errors import DulError
 from dul.keccak import keccak
 from dul.recovery import signer_address
+
+if TYPE_CHECKING:
+    from eth_account.signers.local import LocalAccount
 
 __all__ = [
     "DOMAIN_FIELDS",
@@ -193,6 +195,8 @@ class LocalSigner:
         if legacy is not None:
             return self._sign_legacy(*legacy)
         if self._account is None:  # built on first use: most signers only sign digests
+            from eth_account import Account  # ~0.6 s to import: rarely needed
+
             self._account = Account.from_key(self._key.secret)
         return bytes(self._account.sign_transaction(dict(tx)).raw_transaction)
 

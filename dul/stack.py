@@ -27,7 +27,8 @@ from dul.chain.rpc_auth import (
 )
 from dul.chain.settings import ChainSettings
 from dul.contracts.deploy import deploy
-from dul.contracts.ledger import Deployment, Ledger, connect
+from dul.contracts.deployment import Deployment
+from dul.contracts.ledger import Ledger, connect
 from dul.contracts.world import OMOP_FIELDS
 from dul.domain import OrgKind, OrgStatus, Role, Tier, slug_id
 from dul.endpoints import audit_port

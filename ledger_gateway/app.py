@@ -17,7 +17,7 @@ from dul.body_limit import BodyLimit
 from dul.chain.node import rpc_url
 from dul.chain.rpc import AsyncRpcClient
 from dul.contracts.artifacts import load
-from dul.contracts.ledger import CONTRACT_NAMES, Deployment
+from dul.contracts.deployment import CONTRACT_NAMES, Deployment
 from dul.contracts.typed_data import access_log_domain
 from dul.domain import Role, slug_id
 from dul.endpoints import service_identity

@@ -18,7 +18,7 @@ import structlog
 from dul.chain.log_pages import apaged, gateway_sizer, span_filter
 from dul.chain.rpc import AsyncRpcClient, range_refused
 from dul.contracts.bindings import event, function
-from dul.contracts.ledger import Deployment
+from dul.contracts.deployment import Deployment
 from dul.domain import AgreementStatus, ConsentPolicy, Role, Scenario, Tier
 from ledger_gateway.policy import AgreementState
 

@@ -39,7 +39,7 @@ from dul.chain.node import rpc_url
 from dul.chain.rpc import AsyncRpcClient, RpcError, to_hex
 from dul.contracts import bindings
 from dul.contracts.bindings import FunctionBinding, event
-from dul.contracts.ledger import Deployment
+from dul.contracts.deployment import Deployment
 from dul.contracts.reverts import DecodedRevert, decode_revert
 from dul.contracts.typed_data import AgreementTerms, Domain, agreement_domain
 from dul.domain import AgreementStatus, Operation, slug_of

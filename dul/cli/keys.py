@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from eth_account import Account
 from rich.table import Table
 
 from dul import log
@@ -78,6 +77,8 @@ def _from_keystore_file(path: Path) -> bytes:
         passphrase = typer.prompt(f"Passphrase of {path.name}", hide_input=True)
     if passphrase is None:
         passphrase = passphrase_from_env()
+    from eth_account import Account  # ~0.6 s to import: only to import a file
+
     try:
         return bytes(Account.decrypt(document, passphrase))
     except ValueError as exc:

@@ -593,7 +593,7 @@ def agreement_sign(
 def _check_domain(typed: dict[str, Any]) -> None:
     """When this machine has the deployment manifest, the typed data must be for its chain
     and registry (a signature for another chain or contract would be worthless or worse)."""
-    from dul.contracts.ledger import Deployment
+    from dul.contracts.deployment import Deployment
 
     try:
         deployment = Deployment.load(home().deployment)
@@ -1226,7 +1226,7 @@ def patient_token(
     audit service (GET /v1/subjects/{ref}/accesses), signed here with the steward's key
     (EIP-712 PatientToken); nothing is sent anywhere. Hand it to the patient once they are
     authenticated by the hospital."""
-    from dul.contracts.ledger import Deployment
+    from dul.contracts.deployment import Deployment
     from dul.patient_tokens import PatientToken, patient_token_domain
 
     [ref] = _refs(_subject_key(holder, subject_key, create=False), [pseudonym])

@@ -18,7 +18,8 @@ from eth_typing import ChecksumAddress
 from web3 import Web3
 
 from dul.contracts.artifacts import load, manifest
-from dul.contracts.ledger import CONTRACT_NAMES, Deployment, send
+from dul.contracts.deployment import CONTRACT_NAMES, Deployment
+from dul.contracts.ledger import send
 from dul.errors import DeploymentError
 from dul.home import write_private
 from dul.signing import Signer

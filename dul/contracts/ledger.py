@@ -9,12 +9,10 @@ Every transaction is simulated first, so a refused one costs nothing and raises 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, cast
 
 import structlog
-from eth_typing import ChecksumAddress, HexStr
+from eth_typing import HexStr
 from hexbytes import HexBytes
 from web3 import Web3
 from web3._utils.encoding import Web3JsonEncoder
@@ -26,56 +24,12 @@ from web3.types import FilterParams, RPCEndpoint, RPCResponse, TxReceipt
 from dul.chain.log_pages import gateway_sizer, get_logs
 from dul.chain.rpc import RangeRefusedError, RpcClient
 from dul.contracts.artifacts import load
+from dul.contracts.deployment import Deployment
 from dul.contracts.reverts import decode_revert
-from dul.errors import ChainError, DeploymentError, TransactionError
+from dul.errors import ChainError, TransactionError
 from dul.signing import Signer
 
 log = structlog.get_logger(__name__)
-
-CONTRACT_NAMES = (
-    "Membership",
-    "DatasetRegistry",
-    "AgreementRegistry",
-    "ConsentRegistry",
-    "AccessLog",
-    "ArtifactRegistry",
-)
-
-
-@dataclass(frozen=True)
-class Deployment:
-    """The deployment manifest: where the contracts live on which chain."""
-
-    chain_id: int
-    operator: ChecksumAddress
-    addresses: dict[str, ChecksumAddress]
-    raw: dict[str, Any]
-
-    @classmethod
-    def load(cls, path: Path) -> Deployment:
-        try:
-            raw = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise DeploymentError(
-                f"no deployment at {path}; run `dul contracts deploy`", code="not_deployed"
-            ) from None
-        except ValueError as exc:
-            raise DeploymentError(f"deployment manifest {path} is unreadable: {exc}") from exc
-        return cls(
-            chain_id=int(raw["chain_id"]),
-            operator=Web3.to_checksum_address(raw["operator"]),
-            addresses={
-                name: Web3.to_checksum_address(entry["address"])
-                for name, entry in raw["contracts"].items()
-            },
-            raw=raw,
-        )
-
-    def address(self, name: str) -> ChecksumAddress:
-        try:
-            return self.addresses[name]
-        except KeyError:
-            raise DeploymentError(f"{name} is not in the deployment manifest") from None
 
 
 class RpcProvider(JSONBaseProvider):

@@ -6,7 +6,8 @@ from eth_typing import ChecksumAddress
 from web3 import Web3
 
 from dul.chain.node import rpc_url
-from dul.contracts.ledger import Deployment, Ledger, connect
+from dul.contracts.deployment import Deployment
+from dul.contracts.ledger import Ledger, connect
 from dul.errors import ConfigError
 from dul.home import Home
 from dul.keys import KeyStore

@@ -638,7 +638,7 @@ def _passed_on(answer: httpx.Response) -> Response:
 
 async def _domain(state: PageState) -> tuple[int, str]:
     if state.domain is None:
-        from dul.contracts.ledger import Deployment
+        from dul.contracts.deployment import Deployment
 
         try:
             deployment = Deployment.load(state.settings.resolved_deployment_path())

@@ -24,7 +24,8 @@ from dul.artifacts import (
 )
 from dul.contracts.artifacts import load
 from dul.contracts.deploy import verify
-from dul.contracts.ledger import Deployment, send
+from dul.contracts.deployment import Deployment
+from dul.contracts.ledger import send
 from dul.contracts.typed_data import AccessRequest
 from dul.contracts.world import World, derived_signer
 from dul.domain import ArtifactKind, Operation, OrgKind, Role, Tier, slug_id

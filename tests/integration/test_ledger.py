@@ -15,7 +15,8 @@ from web3 import Web3
 from dul.chain.testing import ChainHandle
 from dul.contracts.artifacts import load
 from dul.contracts.deploy import deploy, verify
-from dul.contracts.ledger import Deployment, send
+from dul.contracts.deployment import Deployment
+from dul.contracts.ledger import send
 from dul.contracts.typed_data import (
     AccessRecord,
     AccessRequest,

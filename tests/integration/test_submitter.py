@@ -372,7 +372,7 @@ def test_wait_returns_when_the_submitter_confirms(
 SUBMITTER_SCRIPT = textwrap.dedent(
     """
     import asyncio, sys
-    from dul.contracts.ledger import Deployment
+    from dul.contracts.deployment import Deployment
     from dul.contracts.world import derived_signer
     from dul.chain.rpc import AsyncRpcClient
     from ledger_gateway.store import SqlOutbox, make_engine

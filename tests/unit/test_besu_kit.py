@@ -31,7 +31,7 @@ from dul.chain.besu import (
 from dul.chain.settings import ChainSettings
 from dul.cli.main import app
 from dul.contracts.artifacts import load
-from dul.contracts.ledger import CONTRACT_NAMES
+from dul.contracts.deployment import CONTRACT_NAMES
 from dul.errors import ConfigError
 
 KIT = Path(__file__).resolve().parents[2] / "deploy" / "besu"

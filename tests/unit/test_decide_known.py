@@ -13,7 +13,7 @@ import pytest
 from eth_typing import ChecksumAddress, HexAddress, HexStr
 from prometheus_client import CollectorRegistry, Counter
 
-from dul.contracts.ledger import Deployment
+from dul.contracts.deployment import Deployment
 from dul.contracts.typed_data import AccessRecord, AccessRequest, access_log_domain
 from dul.contracts.world import derived_signer
 from dul.domain import (
