@@ -314,7 +314,8 @@ def scratch_schema(postgres_url: str) -> Iterator[str]:
     their checkpoint on a chain that is gone and roll every event back as a reorg inside the
     measured window (and leave a reorg incident behind)."""
     from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
+
+    from dul.pg_schema import schema_url
 
     name = f"dul_bench_{uuid.uuid4().hex[:12]}"
     admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
@@ -322,11 +323,7 @@ def scratch_schema(postgres_url: str) -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(text(f'CREATE SCHEMA "{name}"'))
         try:
-            url = make_url(postgres_url)
-            options = url.query.get("options")  # the URL's own server options are kept
-            options = f"{options} " if isinstance(options, str) else ""
-            url = url.update_query_dict({"options": f"{options}-csearch_path={name}"})
-            yield url.render_as_string(hide_password=False)
+            yield schema_url(postgres_url, name)
         finally:
             with admin.connect() as conn:
                 conn.execute(text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))

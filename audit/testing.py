@@ -56,6 +56,7 @@ from dul.domain import (
     scenario_mask,
     slug_id,
 )
+from dul.pg_schema import schema_url
 
 POSTGRES_ENV = "DUL_TEST_DATABASE_URL"
 
@@ -124,8 +125,7 @@ def make_store_url(backend: str, tmp: Path, cleanup: list[tuple[str, str]]) -> s
             except sa.exc.ProgrammingError:
                 conn.execute(sa.text(f'CREATE SCHEMA "{name}"'))
                 cleanup.append(("schema", name))
-                url = make_url(admin_url).update_query_dict({"options": f"-csearch_path={name}"})
-                return url.render_as_string(False)
+                return schema_url(admin_url, name)
     finally:
         admin.dispose()
 

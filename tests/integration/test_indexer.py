@@ -46,6 +46,7 @@ from dul.domain import (
     Tier,
 )
 from dul.home import Home
+from dul.pg_schema import schema_url
 from dul.signing import LocalSigner
 
 # Every test of the session's chain runs on each node but the kill -9 mid catch-up (a process
@@ -86,10 +87,7 @@ def new_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreF
                 except sa.exc.ProgrammingError:  # no CREATEDB: a schema of our own instead
                     conn.execute(sa.text(f'CREATE SCHEMA "{name}"'))
                     schemas.append(name)
-                    url = make_url(admin_url).update_query_dict(
-                        {"options": f"-csearch_path={name}"}
-                    )
-                    return url.render_as_string(False)
+                    return schema_url(admin_url, name)
         finally:
             admin.dispose()
 

@@ -15,13 +15,14 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from eth_hash.auto import keccak
 from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import Connection
 
 from dul.chain.rpc import AsyncRpcClient
 from dul.chain.testing import ChainHandle
 from dul.contracts.typed_data import AccessRecord, AccessRequest, access_log_domain
 from dul.contracts.world import World
 from dul.domain import Decision, DenyReason, Operation, Tier
+from dul.pg_schema import schema_url
 from ledger_gateway.errors import ConflictError, UnavailableError
 from ledger_gateway.lease import SubmitterLease
 from ledger_gateway.migrations import VERSION_TABLE, migrate, replay
@@ -69,8 +70,7 @@ def pg_schema_url() -> Iterator[str]:
     admin = create_engine(base)
     with admin.begin() as conn:
         conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    url = make_url(base).update_query_dict({"options": f"-csearch_path={schema}"})
-    rendered = url.render_as_string(hide_password=False)
+    rendered = schema_url(base, schema)
     try:
         yield rendered
     finally:

@@ -19,12 +19,12 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from alembic.script import ScriptDirectory
-from sqlalchemy.engine import make_url
 
 import audit.migrations
 import ledger_gateway.migrations
 from audit.store import create_store_engine
 from dul import schema_snapshot
+from dul.pg_schema import schema_url
 from ledger_gateway.store import make_engine
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
@@ -109,8 +109,7 @@ def new_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreF
             conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
         admin.dispose()
         schemas.append(schema)
-        url = make_url(base).update_query_dict({"options": f"-csearch_path={schema}"})
-        return url.render_as_string(hide_password=False)
+        return schema_url(base, schema)
 
     yield make
     if schemas:
