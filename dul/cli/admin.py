@@ -10,7 +10,7 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
-from web3 import Web3
+from eth_utils.address import to_checksum_address
 
 from dul.cli.common import cli_errors, console, emit_json, home
 from dul.cli.rpc_tokens import app as rpc_token_app
@@ -242,8 +242,8 @@ def transfer_status(json_output: JsonOption = False) -> None:
     ledger = open_ledger(home())
     pending, schedule = ledger.call("Membership", "pendingDefaultAdmin")
     facts = {
-        "operator": Web3.to_checksum_address(ledger.call("Membership", "defaultAdmin")),
-        "pending": None if int(pending, 16) == 0 else Web3.to_checksum_address(pending),
+        "operator": to_checksum_address(ledger.call("Membership", "defaultAdmin")),
+        "pending": None if int(pending, 16) == 0 else to_checksum_address(pending),
         "accept_after": _iso(schedule) if schedule else None,
         "accept_after_unix": schedule or None,
         "delay_s": ledger.call("Membership", "defaultAdminDelay"),

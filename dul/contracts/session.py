@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from eth_typing import ChecksumAddress
-from web3 import Web3
+from eth_utils.address import is_address, to_checksum_address
 
 from dul.chain.node import rpc_url
 from dul.contracts.deployment import Deployment
-from dul.contracts.ledger import Ledger, connect
 from dul.errors import ConfigError
 from dul.home import Home
 from dul.keys import KeyStore
 from dul.signing import Signer
 
+if TYPE_CHECKING:
+    from dul.contracts.ledger import Ledger
+
 
 def open_ledger(home: Home) -> Ledger:
+    from dul.contracts.ledger import Ledger, connect  # web3: ~1 s to import, only to transact
+
     return Ledger(connect(rpc_url(home)), Deployment.load(home.deployment))
 
 
@@ -24,8 +30,8 @@ def unlock(home: Home, key: str) -> Signer:
 
 def resolve_account(home: Home, account: str) -> ChecksumAddress:
     """An address, or the name of a keystore in this data directory."""
-    if Web3.is_address(account):
-        return Web3.to_checksum_address(account)
+    if is_address(account):
+        return to_checksum_address(account)
     try:
         return KeyStore(home).show(account).address
     except Exception as exc:

@@ -25,6 +25,9 @@ LIGHT_MODULES = (
     "dul.cli.main",
     "dul.cli.keys",
     "dul.cli.chain",
+    "dul.cli.access",
+    "dul.cli.rpc_tokens",
+    "dul.cli.admin",
     "dul.rpc_proxy",
 )
 
