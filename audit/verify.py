@@ -81,7 +81,6 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from eth_hash.auto import keccak
 from pydantic import BaseModel, Field
 from sqlalchemy import Connection, Engine, text
 
@@ -115,6 +114,7 @@ from dul.domain import (
     Scenario,
     Tier,
 )
+from dul.keccak import keccak
 from dul.signing import (
     InvalidSignatureError,
     checksum_address,

@@ -26,11 +26,11 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
 import coincurve
-from eth_hash.auto import keccak
 
 from audit.chain_reads import batch, unsupported
 from dul.chain.rpc import RpcClient, RpcError
 from dul.chain.rpc_filter import ACCEPTED_TX_TYPES
+from dul.keccak import keccak
 
 _N: Final = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 FLUSH_AT: Final = 512

@@ -16,7 +16,8 @@ from enum import Enum
 from typing import Any, Final
 
 import coincurve
-from eth_hash.auto import keccak
+
+from dul.keccak import keccak
 
 # JSON-RPC error codes (EIP-1474).
 PARSE_ERROR: Final = -32700
