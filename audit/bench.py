@@ -219,13 +219,14 @@ def _measure(kind: str, chain: dict[str, Any], url: str = "") -> dict[str, float
         process = subprocess.Popen(command, stdout=out, stderr=err, text=True)
         peak_mb = 0.0
         deadline = time.monotonic() + 3600
-        while process.poll() is None:
-            if time.monotonic() > deadline:
+        try:
+            while process.poll() is None and time.monotonic() < deadline:
+                peak_mb = max(peak_mb, _tree_pss_mb(process.pid))
+                time.sleep(0.05)
+        finally:  # past the deadline, or this run interrupted: the measurement ends with it
+            if process.poll() is None:
                 process.kill()
                 process.wait()
-                break
-            peak_mb = max(peak_mb, _tree_pss_mb(process.pid))
-            time.sleep(0.05)
         out.seek(0)
         err.seek(0)
         stdout, stderr = out.read(), err.read()

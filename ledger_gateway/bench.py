@@ -466,10 +466,10 @@ def run(sizes: GatewayBenchSizes | None = None) -> dict[str, float]:
         raw_batched = [_raw_node_seconds(scratch, sizes.raw_batched_records, per_tx)]
         port = free_port()
         url = _start_gateway(scratch, port)
-        token = TokenStore(scratch.home.root / "gateway" / "tokens.json").create(
-            "bench", "hospital-a", TokenRole.ACCESS_SERVICE
-        )
         try:
+            token = TokenStore(scratch.home.root / "gateway" / "tokens.json").create(
+                "bench", "hospital-a", TokenRole.ACCESS_SERVICE
+            )
             agreement = world.activate(world.research_terms(quota=10**9))
             bodies = [
                 b.model_dump_json().encode()

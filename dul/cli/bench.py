@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from dul.cli.common import cli_errors, console, emit_json
+from dul.cli.common import cli_errors, console, emit_json, exit_on_sigterm
 from dul.errors import DulError
 
 
@@ -178,6 +178,7 @@ def bench(
     if "audit" in chosen:
         _check_postgres()
     results: dict[str, Any] = {}
+    exit_on_sigterm()  # an interrupted run stops its scratch chains and services
     try:
         if "gateway" in chosen:
             sizes = gateway_bench.GatewayBenchSizes(

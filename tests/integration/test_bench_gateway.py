@@ -6,6 +6,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -62,6 +67,74 @@ def test_bench_gateway_with_tiny_sizes_reports_every_figure() -> None:
     assert figures["batch_vs_raw_batched"] == pytest.approx(
         figures["batch_events_per_s"] / figures["raw_node_batched_events_per_s"], rel=0.01
     )
+
+
+def _descendants(root: int) -> dict[int, str]:
+    """Every live process under `root` (by parent pid, through /proc): pid -> command line."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found: dict[int, str] = {}
+    frontier = [root]
+    while frontier:
+        parent = frontier.pop()
+        for pid, ppid in parents.items():
+            if ppid == parent and pid not in found:
+                found[pid] = _command(pid)
+                frontier.append(pid)
+    return found
+
+
+def _command(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_a_terminated_bench_stops_the_chain_and_gateway_it_started() -> None:
+    """SIGTERM (what a CI timeout or `kill` sends) ends `dul bench` as Ctrl-C does: its scratch
+    chain, proxy and gateway stop with it. They used to outlive it (the node at 2.7 GB)."""
+    bench = subprocess.Popen(
+        [sys.executable, "-c", "from dul.cli.main import app; app()", "bench", "gateway",
+         "--single", "100000", "--raw-txs", "10", "--raw-batched", "300"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+    )  # fmt: skip
+    try:
+        started: dict[int, str] = {}
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and bench.poll() is None:
+            started = _descendants(bench.pid)
+            if any("gateway serve" in command for command in started.values()):
+                break
+            time.sleep(0.5)
+        assert any("gateway serve" in c for c in started.values()), started
+        assert any("anvil" in c for c in started.values()), started
+        bench.send_signal(signal.SIGTERM)
+        _, stderr = bench.communicate(timeout=120)
+        assert bench.returncode == 128 + signal.SIGTERM, stderr.decode()[-2000:]
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and any(_alive(pid) for pid in started):
+            time.sleep(0.5)
+        left = {pid: command for pid, command in started.items() if _alive(pid)}
+        assert left == {}
+    finally:
+        if bench.poll() is None:
+            os.killpg(bench.pid, signal.SIGKILL)
+            bench.wait()
 
 
 def test_bench_sizes_are_bounded_at_the_edge() -> None:
