@@ -33,16 +33,10 @@ from eth_abi.registry import registry as default_registry
 
 from dul.contracts.artifacts import load
 from dul.contracts.bindings import EventBinding
+from dul.contracts.deployment import CONTRACT_NAMES
 
-#: The deployed contracts whose events make up the audit trail.
-AUDITED_CONTRACTS: Final = (
-    "Membership",
-    "DatasetRegistry",
-    "AgreementRegistry",
-    "ConsentRegistry",
-    "AccessLog",
-    "ArtifactRegistry",
-)
+#: The deployed contracts whose events make up the audit trail: every one of them.
+AUDITED_CONTRACTS: Final = CONTRACT_NAMES
 
 _WORD: Final = 64  # hex characters per 32-byte ABI word
 _ZERO_PAD: Final = "0" * _WORD

@@ -4,6 +4,7 @@ load is noise)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -18,6 +19,7 @@ from typer.testing import CliRunner
 
 from audit.bench import scratch_schema
 from audit.testing import POSTGRES_ENV
+from dul.chain.node import process_alive
 from dul.cli.main import app
 
 pytestmark = pytest.mark.integration
@@ -70,39 +72,23 @@ def test_bench_gateway_with_tiny_sizes_reports_every_figure() -> None:
 
 
 def _descendants(root: int) -> dict[int, str]:
-    """Every live process under `root` (by parent pid, through /proc): pid -> command line."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    """Every live process under `root` (its tasks' children, recursively): pid -> command."""
     found: dict[int, str] = {}
     frontier = [root]
     while frontier:
         parent = frontier.pop()
-        for pid, ppid in parents.items():
-            if ppid == parent and pid not in found:
-                found[pid] = _command(pid)
-                frontier.append(pid)
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{parent}/task").iterdir():
+                for child in map(int, (task / "children").read_text().split()):
+                    with contextlib.suppress(OSError):
+                        found[child] = (
+                            Path(f"/proc/{child}/cmdline")
+                            .read_bytes()
+                            .replace(b"\0", b" ")
+                            .decode()
+                        )
+                        frontier.append(child)
     return found
-
-
-def _command(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def test_a_terminated_bench_stops_the_chain_and_gateway_it_started() -> None:
@@ -127,9 +113,9 @@ def test_a_terminated_bench_stops_the_chain_and_gateway_it_started() -> None:
         _, stderr = bench.communicate(timeout=120)
         assert bench.returncode == 128 + signal.SIGTERM, stderr.decode()[-2000:]
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and any(_alive(pid) for pid in started):
+        while time.monotonic() < deadline and any(process_alive(p, c) for p, c in started.items()):
             time.sleep(0.5)
-        left = {pid: command for pid, command in started.items() if _alive(pid)}
+        left = {p: c for p, c in started.items() if process_alive(p, c)}
         assert left == {}
     finally:
         if bench.poll() is None:

@@ -14,16 +14,9 @@ from eth_utils.abi import event_abi_to_log_topic, function_abi_to_4byte_selector
 
 from dul.contracts.artifacts import load
 from dul.contracts.bindings import canonical_type, event, events, function, functions
+from dul.contracts.deployment import CONTRACT_NAMES
 from dul.keccak import keccak
 
-CONTRACTS = (
-    "Membership",
-    "DatasetRegistry",
-    "AgreementRegistry",
-    "ConsentRegistry",
-    "AccessLog",
-    "ArtifactRegistry",
-)
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -31,7 +24,7 @@ def _items(contract: str, kind: str) -> list[dict[str, Any]]:
     return [item for item in load(contract).abi if item.get("type") == kind]
 
 
-@pytest.mark.parametrize("contract", CONTRACTS)
+@pytest.mark.parametrize("contract", CONTRACT_NAMES)
 def test_every_selector_and_topic_is_the_one_eth_utils_derives(contract: str) -> None:
     bound = functions(contract)
     for item in _items(contract, "function"):
@@ -108,7 +101,7 @@ def _product_files() -> list[tuple[str, str]]:
 def _known_hex() -> dict[str, str]:
     """Every selector, topic and custom error selector of the packaged contracts, as hex."""
     known: dict[str, str] = {}
-    for contract in CONTRACTS:
+    for contract in CONTRACT_NAMES:
         for name, bound in functions(contract).items():
             known[bound.selector.hex()] = f"{contract}.{name}"
         for name, bound_event in events(contract).items():
