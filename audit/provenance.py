@@ -369,12 +369,39 @@ _RELEASES_OF_MANY = text(
 ).bindparams(bindparam("ids", expanding=True))
 
 
+_ARTIFACT_RELEASES = text(
+    "SELECT * FROM result_release WHERE result_hash IN :ks "
+    "ORDER BY block_number, tx_index, log_index"
+).bindparams(bindparam("ks", expanding=True))
+_ARTIFACTS = text("SELECT * FROM artifact WHERE artifact_id IN :ks").bindparams(
+    bindparam("ks", expanding=True)
+)
+_ARTIFACT_PARENT_COUNTS = text(
+    "SELECT artifact_id, 'r' AS parent, count(*) AS n FROM artifact_release_parent "
+    "WHERE artifact_id IN :ks GROUP BY artifact_id "
+    "UNION ALL SELECT artifact_id, 'p', count(*) FROM artifact_parent "
+    "WHERE artifact_id IN :ks GROUP BY artifact_id"
+).bindparams(bindparam("ks", expanding=True))
+
+_DERIVED_FROM_ANY = text(
+    "SELECT d.derived_from, a.* FROM artifact a JOIN ("
+    "SELECT artifact_id, derived_from, ROW_NUMBER() OVER (PARTITION BY derived_from "
+    "ORDER BY block_number, tx_index, log_index) AS nth FROM ("
+    "SELECT p.artifact_id, p.parent_id AS derived_from FROM artifact_parent p "
+    "WHERE p.parent_id IN :ks UNION "
+    "SELECT r.artifact_id, r.result_hash FROM artifact_release_parent r "
+    "WHERE r.result_hash IN :ks AND r.artifact_id <> r.result_hash) u "
+    "JOIN artifact USING (artifact_id)) d ON a.artifact_id = d.artifact_id "
+    "WHERE d.nth <= :n ORDER BY a.block_number, a.tx_index, a.log_index"
+).bindparams(bindparam("ks", expanding=True))
+
 _Step = tuple[Edge, str]
 """An edge and the id of the node at its other end."""
 
 
 class _Builder:
-    """Loads nodes and their neighbours, one indexed query each, on one connection."""
+    """Loads nodes and their neighbours, one indexed query each, on one connection (the
+    releases of a page of accesses, and the artifacts they released, a few queries each)."""
 
     def __init__(
         self,
@@ -397,6 +424,10 @@ class _Builder:
         self.truncated: list[str] = []
         self.release_cache: dict[str, list[Any]] = {}
         """Releases by access key (`access_key`)."""
+        self.artifact_cache: dict[str, tuple[Any, Any, tuple[int, int]]] = {}
+        """What `_node_artifact` reads, by artifact key, read for a page of releases at once."""
+        self.derivation_cache: dict[str, list[Any]] = {}
+        """The first `limit` + 1 artifacts derived from each of those (`_derivation_down`)."""
 
     def rows(self, sql: str, **params: Any) -> list[Any]:
         return list(self.conn.execute(_text(sql), params).mappings())
@@ -421,10 +452,44 @@ class _Builder:
         for row in accesses:
             self.release_cache[access_key(str(row["access_id"]), str(row["agreement_id"]))] = []
         ids = sorted({str(row["access_id"]) for row in accesses})
+        results: set[str] = set()
         for row in self.conn.execute(_RELEASES_OF_MANY, {"ids": ids}).mappings():
             cached = self.release_cache.get(access_key(row["access_id"], row["agreement_id"]))
             if cached is not None:  # the same id under an agreement not in this page: not ours
                 cached.append(row)
+                results.add(str(row["result_hash"]))
+        self.prefetch_artifacts(sorted(results - self.artifact_cache.keys()))
+
+    def prefetch_artifacts(self, keys: list[str]) -> None:
+        """What `_node_artifact` reads for each of `keys`, in three queries instead of three
+        per artifact (the results released by a page of accesses are the next level of a
+        downward walk). Nodes are still made only when the walk reaches them."""
+        if not keys:
+            return
+        releases: dict[str, Any] = {}
+        for row in self.conn.execute(_ARTIFACT_RELEASES, {"ks": keys}).mappings():
+            releases.setdefault(str(row["result_hash"]), row)  # the first, as `LIMIT 1`
+        registered = {
+            str(row["artifact_id"]): row
+            for row in self.conn.execute(_ARTIFACTS, {"ks": keys}).mappings()
+        }
+        counts: dict[str, dict[str, int]] = {}
+        if registered:
+            for artifact, parent, n in self.conn.execute(
+                _ARTIFACT_PARENT_COUNTS, {"ks": sorted(registered)}
+            ):
+                counts.setdefault(str(artifact), {})[str(parent)] = int(n)
+        derived: dict[str, list[Any]] = {key: [] for key in keys}
+        for child in self.conn.execute(_DERIVED_FROM_ANY, {"ks": keys, "n": self.limit + 1}):
+            derived[str(child[0])].append(child._mapping)
+        self.derivation_cache.update(derived)
+        for key in keys:
+            found = counts.get(key, {})
+            self.artifact_cache[key] = (
+                releases.get(key),
+                registered.get(key),
+                (found.get("r", 0), found.get("p", 0)),
+            )
 
     def limited(self, node_id: str, sql: str, **params: Any) -> list[Any]:
         found = self.rows(sql + " LIMIT :limit", limit=self.limit + 1, **params)
@@ -582,12 +647,25 @@ class _Builder:
         """A registered artifact (type `model` for a MODEL, else `artifact`, its kind RESULT,
         MODEL_UPDATE or MODEL) or a released result (type `artifact`, its kind the release
         kind); a model update registered under its release's result hash is both."""
-        release = self.one(
-            "SELECT * FROM result_release WHERE result_hash = :k "
-            "ORDER BY block_number, tx_index, log_index LIMIT 1",
-            k=key,
-        )
-        registered = self.one("SELECT * FROM artifact WHERE artifact_id = :k", k=key)
+        prefetched = self.artifact_cache.pop(key, None)
+        if prefetched is None:
+            release = self.one(
+                "SELECT * FROM result_release WHERE result_hash = :k "
+                "ORDER BY block_number, tx_index, log_index LIMIT 1",
+                k=key,
+            )
+            registered = self.one("SELECT * FROM artifact WHERE artifact_id = :k", k=key)
+            parents = (0, 0)
+            if registered is not None:
+                counts = self.one(
+                    "SELECT (SELECT count(*) FROM artifact_release_parent "
+                    "WHERE artifact_id = :k) AS r, "
+                    "(SELECT count(*) FROM artifact_parent WHERE artifact_id = :k) AS p",
+                    k=key,
+                )
+                parents = (int(counts["r"]), int(counts["p"])) if counts else (0, 0)
+        else:
+            release, registered, parents = prefetched
         if registered is None:
             if release is None:
                 return None
@@ -605,11 +683,6 @@ class _Builder:
                 },
             )
         kind = _enum_name(ArtifactKind, registered["kind"])
-        counts = self.one(
-            "SELECT (SELECT count(*) FROM artifact_release_parent WHERE artifact_id = :k) AS r, "
-            "(SELECT count(*) FROM artifact_parent WHERE artifact_id = :k) AS p",
-            k=key,
-        )
         attributes: dict[str, Any] = {
             "artifact_id": key,
             "kind": kind,
@@ -618,8 +691,8 @@ class _Builder:
             "registrant": registered["registrant"],
             "metadata_hash": registered["metadata_hash"],
             "registered": True,
-            "derived_from_releases": int(counts["r"]) if counts else 0,
-            "derived_from_artifacts": int(counts["p"]) if counts else 0,
+            "derived_from_releases": parents[0],
+            "derived_from_artifacts": parents[1],
         }
         if release is not None:
             attributes["result_hash"] = key
@@ -1025,14 +1098,20 @@ class _Builder:
     def _derivation_down(self, node_id: str, key: str) -> list[_Step]:
         """The artifacts derived from this artifact or released result."""
         out: list[_Step] = []
-        for row in self.limited(
-            node_id,
-            "SELECT a.* FROM artifact a WHERE a.artifact_id IN ("
-            "SELECT artifact_id FROM artifact_parent WHERE parent_id = :k UNION "
-            "SELECT artifact_id FROM artifact_release_parent WHERE result_hash = :k "
-            "AND artifact_id <> :k) ORDER BY a.block_number, a.tx_index, a.log_index",
-            k=key,
-        ):
+        derived = self.derivation_cache.pop(key, None)
+        if derived is None:
+            derived = self.limited(
+                node_id,
+                "SELECT a.* FROM artifact a WHERE a.artifact_id IN ("
+                "SELECT artifact_id FROM artifact_parent WHERE parent_id = :k UNION "
+                "SELECT artifact_id FROM artifact_release_parent WHERE result_hash = :k "
+                "AND artifact_id <> :k) ORDER BY a.block_number, a.tx_index, a.log_index",
+                k=key,
+            )
+        elif len(derived) > self.limit:  # as `limited` says it
+            self.truncated.append(node_id)
+            derived = derived[: self.limit]
+        for row in derived:
             source = f"artifact:{row['artifact_id']}"
             out.append((self._edge("wasDerivedFrom", source, node_id, row,
                                    role="derived"), source))  # fmt: skip

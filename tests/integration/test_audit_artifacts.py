@@ -29,7 +29,7 @@ from audit.events import AUDITED_CONTRACTS
 from audit.exports import block_times, fhir_json, graph_blocks, prov_json
 from audit.indexer import Indexer
 from audit.migrations import migrate
-from audit.provenance import Direction, Graph, Kind, provenance
+from audit.provenance import Direction, Graph, Kind, _Builder, provenance
 from audit.reports import agreement_report
 from audit.settings import AuditSettings
 from audit.store import AuditStore, create_store_engine
@@ -370,6 +370,48 @@ def test_limits_and_directions_hold_for_artifacts(
     ref = federated.releases[0][0]
     access_down = provenance(engine, Kind.ACCESS, hexed(ref.access_id), direction=Direction.DOWN)
     assert hexed(federated.models[1]) in ids_of(access_down, "model")
+
+
+def test_artifacts_read_for_a_page_of_releases_give_the_graph_read_one_at_a_time(
+    store: tuple[str, sa.Engine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A downward walk reads the artifacts (and what was derived from them) of a page of
+    accesses' releases in a few queries: every graph of the store, in every direction and at
+    limits that cut the derivations, is the one read artifact by artifact."""
+    _, engine = store
+    with engine.connect() as conn:
+        roots = [
+            (kind, str(key))
+            for kind, sql in (
+                (Kind.AGREEMENT, "SELECT agreement_id FROM agreement"),
+                (Kind.DATASET, "SELECT dataset_id FROM dataset"),
+                (Kind.ORGANIZATION, "SELECT org_id FROM organization"),
+                (Kind.ARTIFACT, "SELECT result_hash FROM result_release"),
+                (Kind.ARTIFACT, "SELECT artifact_id FROM artifact"),
+            )
+            for (key,) in conn.execute(sa.text(sql))
+        ]
+    prefetched: list[str] = []
+    batched = _Builder.prefetch_artifacts
+
+    def counting(builder: _Builder, keys: list[str]) -> None:
+        prefetched.extend(keys)
+        batched(builder, keys)
+
+    def graphs() -> list[dict[str, Any]]:
+        return [
+            provenance(engine, kind, key, direction=direction, limit=limit).model_dump()
+            for kind, key in roots
+            for direction in Direction
+            for limit in (1, 2, 100)
+        ]
+
+    monkeypatch.setattr(_Builder, "prefetch_artifacts", counting)
+    read_in_pages = graphs()
+    assert prefetched, "no walk read a page of artifacts: the comparison proves nothing"
+    monkeypatch.setattr(_Builder, "prefetch_artifacts", lambda builder, keys: None)
+    assert read_in_pages == graphs()
+    assert any(graph["truncated"] for graph in read_in_pages)
 
 
 def graph_root_truncated(graph: Graph) -> bool:
