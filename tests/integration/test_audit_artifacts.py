@@ -376,8 +376,9 @@ def test_artifacts_read_for_a_page_of_releases_give_the_graph_read_one_at_a_time
     store: tuple[str, sa.Engine], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A downward walk reads the artifacts (and what was derived from them) of a page of
-    accesses' releases in a few queries: every graph of the store, in every direction and at
-    limits that cut the derivations, is the one read artifact by artifact."""
+    accesses' releases in a few queries: every graph of the store that walks down (an upward
+    walk reads no page of accesses), at a limit that cuts the derivations and at the default,
+    is the one read artifact by artifact."""
     _, engine = store
     with engine.connect() as conn:
         roots = [
@@ -402,8 +403,8 @@ def test_artifacts_read_for_a_page_of_releases_give_the_graph_read_one_at_a_time
         return [
             provenance(engine, kind, key, direction=direction, limit=limit).model_dump()
             for kind, key in roots
-            for direction in Direction
-            for limit in (1, 2, 100)
+            for direction in (Direction.DOWN, Direction.BOTH)
+            for limit in (1, 100)
         ]
 
     monkeypatch.setattr(_Builder, "prefetch_artifacts", counting)
