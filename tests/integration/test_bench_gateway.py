@@ -140,6 +140,8 @@ def test_bench_audit_and_patients_with_tiny_sizes_report_every_figure() -> None:
     assert audit["indexed_events"] >= 2000
     for key in ("sqlite_events_per_s", "raw_fetch_decode_events_per_s", "provenance_p95_ms"):
         assert audit[key] > 0
+    for query in ("access_up", "artifact_up", "agreement_down", "agreement_both"):
+        assert audit[f"provenance_{query}_p95_ms"] > 0
     if postgres:  # measured in a schema of its own, dropped after
         assert audit["postgres_events_per_s"] > 0
         assert _bench_schemas(postgres) == schemas_before
