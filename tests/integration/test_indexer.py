@@ -730,6 +730,53 @@ def test_migrations_build_the_models_schema_and_go_back_down(new_store: StoreFac
 
 
 @pytest.mark.parametrize("new_store", BACKENDS, indirect=True)
+def test_migration_0015_keeps_every_events_arguments_and_the_store_digest(
+    new_store: StoreFactory,
+) -> None:
+    """`event.args` becomes JSON text on PostgreSQL (it was `jsonb`, which reorders keys): the
+    values read back and the digest a signed checkpoint holds are the same after the upgrade
+    and after a downgrade."""
+    from audit.checkpoints import store_digest
+
+    url = new_store()
+    migrate(url, "0014")
+    engine = create_store_engine(url)
+    wide = 2**256 - 1
+    args = [
+        {"zeta": 1, "alpha": {"deadline": wide, "list": [3, 1, 2]}, "m": "0x" + "ab" * 32},
+        {"b": True, "a": None, "text": 'naïve \\x00 "quoted"'},
+    ]
+    with engine.begin() as conn:
+        for n, value in enumerate(args):
+            conn.execute(
+                sa.text(
+                    "INSERT INTO event (block_number, tx_index, log_index, tx_hash, block_hash, "
+                    "contract, address, name, args) VALUES (:b, 0, :i, :tx, :bh, 'AccessLog', "
+                    ":a, 'AccessRecorded', :args)"
+                ),
+                {"b": 5, "i": n, "tx": "0x" + "01" * 32, "bh": "0x" + "02" * 32,
+                 "a": "0x" + "03" * 20, "args": json.dumps(value)},
+            )  # fmt: skip
+
+    def stored() -> tuple[list[Any], dict[int, str]]:
+        with engine.connect() as conn:
+            rows = conn.execute(sa.text("SELECT args FROM event ORDER BY log_index")).scalars()
+            values = [json.loads(v) if isinstance(v, str) else v for v in rows]
+            return values, store_digest(conn, [5])
+
+    before = stored()
+    assert before[0] == args
+    migrate(url)
+    if engine.dialect.name == "postgresql":
+        column = next(c for c in sa.inspect(engine).get_columns("event") if c["name"] == "args")
+        assert type(column["type"]).__name__ == "JSON"
+    assert stored() == before
+    downgrade(url, "0014")
+    assert stored() == before
+    engine.dispose()
+
+
+@pytest.mark.parametrize("new_store", BACKENDS, indirect=True)
 def test_migration_0014_keys_an_artifacts_release_by_its_agreement_too(
     new_store: StoreFactory,
 ) -> None:

@@ -1,4 +1,4 @@
--- revision: 0014
+-- revision: 0015
 -- What the migrations build on an empty database, written from them (dul/schema_snapshot.py), never by hand.
 
 CREATE TABLE access_event (
@@ -255,7 +255,7 @@ CREATE TABLE event (
     contract character varying NOT NULL,
     address character varying NOT NULL,
     name character varying NOT NULL,
-    args jsonb NOT NULL
+    args json NOT NULL
 );
 
 CREATE TABLE member_role (
@@ -555,5 +555,5 @@ CREATE INDEX ix_result_release_result_hash ON result_release USING btree (result
 
 CREATE INDEX ix_subject_key_subject ON subject_key USING btree (subject);
 
-INSERT INTO audit_alembic_version (version_num) VALUES ('0014');
+INSERT INTO audit_alembic_version (version_num) VALUES ('0015');
 

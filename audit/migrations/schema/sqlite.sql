@@ -1,4 +1,4 @@
--- revision: 0014
+-- revision: 0015
 -- What the migrations build on an empty database, written from them (dul/schema_snapshot.py), never by hand.
 
 CREATE TABLE "access_event" (
@@ -470,5 +470,5 @@ CREATE INDEX ix_result_release_result_hash ON result_release (result_hash);
 
 CREATE INDEX ix_subject_key_subject ON subject_key (subject);
 
-INSERT INTO audit_alembic_version (version_num) VALUES ('0014');
+INSERT INTO audit_alembic_version (version_num) VALUES ('0015');
 
