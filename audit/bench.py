@@ -253,17 +253,22 @@ def _tree_pss_mb(pid: int) -> float:
     """Proportional set size of `pid` and its children (the fetch workers), in MB: memory a
     forked worker shares with the indexer is counted once. 0 where /proc cannot tell."""
     total_kb = 0
-    pids = [pid]
-    with contextlib.suppress(OSError):
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            pids += [int(c) for c in (task / "children").read_text().split()]
-    for member in pids:
+    for member in [pid, *child_pids(pid)]:
         with contextlib.suppress(OSError, ValueError):
             for line in Path(f"/proc/{member}/smaps_rollup").read_text().splitlines():
                 if line.startswith("Pss:"):
                     total_kb += int(line.split()[1])
                     break
     return total_kb / 1024
+
+
+def child_pids(pid: int) -> list[int]:
+    """The children of every thread of `pid` (none where /proc cannot tell)."""
+    found: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            found += [int(c) for c in (task / "children").read_text().split()]
+    return found
 
 
 def _peak_mb(measured: dict[str, float]) -> float:

@@ -89,23 +89,21 @@ def start(
     write_private(pid_path, f"{process.pid}\n")
     write_private(info_path, json.dumps({"url": url, "pid": process.pid}) + "\n")
     deadline = time.monotonic() + timeout
+    started = False
     try:
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                break
+        while not started and time.monotonic() < deadline and process.poll() is None:
             try:
                 started = _ready(url, ready_path, ready, instance)
             except ConfigError as exc:
-                terminate(process.pid, MARKER, 10)
                 raise ConfigError(f"{name} not started: {exc.message}", code=exc.code) from None
-            if started:
-                log.info("service.started", name=name, url=url, pid=process.pid)
-                return Service(name, url, process.pid)
-            time.sleep(0.2)
-    except (KeyboardInterrupt, SystemExit):  # the caller interrupted: no half-started service
-        terminate(process.pid, MARKER, 10)  # outlives it (it runs in a session of its own)
-        raise
-    terminate(process.pid, MARKER, 10)
+            if not started:
+                time.sleep(0.2)
+    finally:  # not ready, refused, or the caller interrupted (Ctrl-C, SIGTERM): no half-started
+        if not started:  # service outlives this (it runs in a session of its own)
+            terminate(process.pid, MARKER, 10)
+    if started:
+        log.info("service.started", name=name, url=url, pid=process.pid)
+        return Service(name, url, process.pid)
     tail = log_path.read_text(errors="replace").splitlines()[-5:]
     raise ConfigError(
         f"{name} did not become ready at {url}; last log lines: {' | '.join(tail)}",

@@ -17,7 +17,7 @@ import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
-from audit.bench import scratch_schema
+from audit.bench import child_pids, scratch_schema
 from audit.testing import POSTGRES_ENV
 from dul.chain.node import process_alive
 from dul.cli.main import app
@@ -76,18 +76,11 @@ def _descendants(root: int) -> dict[int, str]:
     found: dict[int, str] = {}
     frontier = [root]
     while frontier:
-        parent = frontier.pop()
-        with contextlib.suppress(OSError):
-            for task in Path(f"/proc/{parent}/task").iterdir():
-                for child in map(int, (task / "children").read_text().split()):
-                    with contextlib.suppress(OSError):
-                        found[child] = (
-                            Path(f"/proc/{child}/cmdline")
-                            .read_bytes()
-                            .replace(b"\0", b" ")
-                            .decode()
-                        )
-                        frontier.append(child)
+        for child in child_pids(frontier.pop()):
+            with contextlib.suppress(OSError):
+                command = Path(f"/proc/{child}/cmdline").read_bytes()
+                found[child] = command.replace(b"\0", b" ").decode()
+                frontier.append(child)
     return found
 
 
