@@ -44,6 +44,7 @@ TARGETS: dict[str, dict[str, str]] = {
         "postgres_events_per_s": ">= 0.6 x raw",
         "postgres_vs_raw": ">= 0.6",
         "sqlite_cpu_us_per_event": "- (indexer and fetch workers; the node's not included)",
+        "catchup_rounds": "- (raw, SQLite, PostgreSQL in turn; each figure the median round's)",
         "provenance_p95_ms": "<= 20 at 1M events",
         "provenance_agreement_down_p95_ms": "- (each kind of the mix: its own p95)",
         "verify_s": "<= 60 at 1M events",
