@@ -5,6 +5,7 @@ left behind (the chain's home and a store per round are hundreds of MB at the be
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -57,7 +58,12 @@ def test_catchup_rate_measures_every_round_and_leaves_nothing_behind(
     scratch = Path(tempfile.mkdtemp(prefix="dulb-"))
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     postgres = os.environ.get("DUL_TEST_DATABASE_URL")
-    figures = audit_bench.catchup_rate(events=300, postgres_url=postgres, rounds=2)
+    try:
+        figures = audit_bench.catchup_rate(events=300, postgres_url=postgres, rounds=2)
+        left = list(scratch.iterdir())
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    assert left == []  # the chain's home and every round's store removed
     assert figures["catchup_rounds"] == 2
     assert figures["indexed_events"] >= 300
     kinds = ["raw_fetch_decode", "sqlite", *(["postgres"] if postgres else [])]
@@ -68,5 +74,3 @@ def test_catchup_rate_measures_every_round_and_leaves_nothing_behind(
         assert figures[f"{kind}_events_per_s"] == min(rounds)  # the lower of two
     assert figures["sqlite_cpu_us_per_event"] > 0
     assert figures["catchup_peak_rss_mb"] > 0
-    assert list(scratch.iterdir()) == []  # the chain's home and every round's store removed
-    scratch.rmdir()
