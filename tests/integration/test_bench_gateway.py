@@ -7,9 +7,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -122,17 +124,35 @@ def test_bench_sizes_are_bounded_at_the_edge() -> None:
     assert "Traceback" not in result.output
 
 
-def test_bench_audit_and_patients_with_tiny_sizes_report_every_figure() -> None:
+def test_bench_audit_and_patients_with_tiny_sizes_report_every_figure(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     sizes = ["--events", "300", "--indexed", "2000", "--cohort", "30"]
     postgres = os.environ.get(POSTGRES_ENV)
     schemas_before = _bench_schemas(postgres) if postgres else set()
-    result = CliRunner().invoke(app, ["bench", "audit", "patients", "--json", *sizes])
+    monkeypatch.setenv("DUL_RPC_TOKEN", "")  # the bench chain's own token is set: put back after
+    # the bench's scratch directories go here (short: a node's IPC socket path is under them)
+    scratch = Path(tempfile.mkdtemp(prefix="dulb-"))
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    try:
+        result = CliRunner().invoke(app, ["bench", "audit", "patients", "--json", *sizes])
+        left = sorted(path.name for path in scratch.iterdir())
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     assert result.exit_code == 0, result.output
+    assert left == []  # the chain's home, every round's store, the synthesized store: removed
     figures = json.loads(result.stdout)
     audit = figures["audit"]
     assert audit["indexed_events"] >= 2000
     for key in ("sqlite_events_per_s", "raw_fetch_decode_events_per_s", "provenance_p95_ms"):
         assert audit[key] > 0
+    # three rounds of catch-ups, each figure the median round's
+    assert audit["catchup_rounds"] == 3
+    for kind in ["raw_fetch_decode", "sqlite", *(["postgres"] if postgres else [])]:
+        rounds = audit[f"{kind}_events_per_s_rounds"]
+        assert len(rounds) == 3
+        assert min(rounds) > 0
+        assert audit[f"{kind}_events_per_s"] == sorted(rounds)[1]
     for query in ("access_up", "artifact_up", "agreement_down", "agreement_both"):
         assert audit[f"provenance_{query}_p95_ms"] > 0
     if postgres:  # measured in a schema of its own, dropped after

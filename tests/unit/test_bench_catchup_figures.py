@@ -1,16 +1,10 @@
-"""`dul bench audit`'s catch-up measurement, at a small size: rounds of raw, SQLite and
-PostgreSQL catch-ups on one filled chain, reduced to the median round's figures, with nothing
-left behind (the chain's home and a store per round are hundreds of MB at the bench's size)."""
+"""`dul bench audit`'s catch-up figures from rounds of measurements: each rate the median round's,
+each ratio of its own minute (the measurement itself runs in
+tests/integration/test_bench_gateway.py, at a tiny size)."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from audit import bench as audit_bench
 
@@ -48,29 +42,3 @@ def test_the_figures_are_the_median_rounds_and_each_ratio_is_of_its_own_minute()
     assert one["sqlite_events_per_s"] == 20_000
     assert one["sqlite_vs_raw"] == 0.8
     assert not [key for key in one if key.startswith("postgres")]
-
-
-def test_catchup_rate_measures_every_round_and_leaves_nothing_behind(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setenv("DUL_RPC_TOKEN", "")  # set to the bench chain's own token: put back after
-    # its scratch directory goes here (short: the node's IPC socket path is under it)
-    scratch = Path(tempfile.mkdtemp(prefix="dulb-"))
-    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
-    postgres = os.environ.get("DUL_TEST_DATABASE_URL")
-    try:
-        figures = audit_bench.catchup_rate(events=300, postgres_url=postgres, rounds=2)
-        left = list(scratch.iterdir())
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    assert left == []  # the chain's home and every round's store removed
-    assert figures["catchup_rounds"] == 2
-    assert figures["indexed_events"] >= 300
-    kinds = ["raw_fetch_decode", "sqlite", *(["postgres"] if postgres else [])]
-    for kind in kinds:
-        rounds = figures[f"{kind}_events_per_s_rounds"]
-        assert len(rounds) == 2
-        assert all(rate > 0 for rate in rounds)
-        assert figures[f"{kind}_events_per_s"] == min(rounds)  # the lower of two
-    assert figures["sqlite_cpu_us_per_event"] > 0
-    assert figures["catchup_peak_rss_mb"] > 0
