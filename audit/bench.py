@@ -720,77 +720,26 @@ def provenance_latency(store_url: str, samples: int = 1_000, seed: int = 7) -> d
     }
 
 
-def verify_time(
-    events: int = 20_000,
-    *,
-    synthesized_store_url: str | None = None,
-    work_dir: Path | None = None,
-    workers: int | None = None,
-) -> dict[str, Any]:
-    """`verify` time, measured two ways and labelled:
-
-    - **full** (chain comparison, contract state and transaction signatures + signatures +
-      invariants) on a private chain filled with `events` access events and indexed into
-      SQLite: `verify_full_s` for `verify_full_events`, and `verify_s_1m_extrapolated` = that
-      time scaled linearly to 1,000,000 events (every step is linear: one streamed pass over
-      the logs, one over the rows, one batch `eth_call` per ~750 request ids, one
-      `eth_getTransactionByHash` per transaction — `fill_chain` records 200 accesses per
-      transaction, as the gateway batches them);
-    - **off chain** on a synthesized store (`synthesized_store_url`, e.g. 1M rows from
-      `synthesize_store`): signatures and invariants of every row, chain comparison SKIPPED
-      with the state and transaction checks (the synthesized rows, and their transaction
-      hashes, were never on a chain): `verify_offchain_s` for `verify_offchain_events`.
-    """
-    from audit.indexer import Indexer
-    from audit.settings import AuditSettings
-    from audit.store import create_store_engine
+def verify_time(synthesized_store_url: str, *, workers: int | None = None) -> dict[str, Any]:
+    """`verify` time on a synthesized store (e.g. 1M rows from `synthesize_store`): signatures
+    and invariants of every row, the chain comparison SKIPPED with the state and transaction
+    checks (the synthesized rows, and their transaction hashes, were never on a chain):
+    `verify_offchain_s` for `verify_offchain_events`."""
+    from audit.app import read_only_engine
     from audit.verify import verify_store
-    from dul.chain.rpc import RpcClient
 
-    out: dict[str, Any] = {}
-    if events:
-        root = work_dir or Path(tempfile.mkdtemp(prefix="dul-bench-verify-"))
-        chain = fill_chain(root / "home", events)
-        try:
-            url = f"sqlite:///{root / 'verify.db'}"
-            settings = AuditSettings(database_url=url, rpc_url=chain["rpc_url"],
-                                     deployment_path=Path(chain["deployment"]))  # fmt: skip
-            indexer = Indexer.open(settings)
-            indexer.run(to_block=chain["head"])
-            indexer.close()
-            start = json.loads(Path(chain["deployment"]).read_text())["block"]
-            engine = create_store_engine(url)
-            rpc = RpcClient(chain["rpc_url"])
-            began = time.perf_counter()
-            report = verify_store(engine, rpc, start_block=int(start), workers=workers)
-            seconds = time.perf_counter() - began
-            rpc.close()
-            engine.dispose()
-            indexed = report.checked.get("accesses", 0)
-            out.update(
-                verify_full_events=indexed,
-                verify_full_s=round(seconds, 2),
-                verify_full_ok=report.ok,
-                verify_full_phases=report.seconds,
-                verify_s_1m_extrapolated=round(seconds * 1_000_000 / max(indexed, 1), 1),
-            )
-        finally:
-            chain["stop"]()
-    if synthesized_store_url:
-        from audit.app import read_only_engine
-
-        engine = read_only_engine(synthesized_store_url)
-        began = time.perf_counter()
-        report = verify_store(engine, None, chain=False, workers=workers)
-        out.update(
-            verify_offchain_events=report.checked.get("accesses", 0),
-            verify_offchain_s=round(time.perf_counter() - began, 2),
-            verify_offchain_ok=report.ok,
-            verify_offchain_findings=report.findings_total,
-            verify_offchain_phases=report.seconds,
-            verify_offchain_note="chain comparison skipped: synthesized rows were never on a chain",
-        )
-        engine.dispose()
+    engine = read_only_engine(synthesized_store_url)
+    began = time.perf_counter()
+    report = verify_store(engine, None, chain=False, workers=workers)
+    out = {
+        "verify_offchain_events": report.checked.get("accesses", 0),
+        "verify_offchain_s": round(time.perf_counter() - began, 2),
+        "verify_offchain_ok": report.ok,
+        "verify_offchain_findings": report.findings_total,
+        "verify_offchain_phases": report.seconds,
+        "verify_offchain_note": "chain comparison skipped: synthesized rows were never on a chain",
+    }
+    engine.dispose()
     return out
 
 
@@ -918,26 +867,21 @@ def add_cohorts(
 
 
 def transparency_report_ms(
-    store_url: str | None = None,
+    store_url: str,
     *,
     accesses: int = 1_000_000,
     cohorts_per_subject: int = 200,
     measured: int = 10,
     samples: int = 300,
-    http: bool = False,
-    work_dir: Path | None = None,
     seed: int = 7,
 ) -> dict[str, Any]:
     """p50 / p95 of the patient transparency report of a subject admitted to
-    `cohorts_per_subject` cohorts, over a store of `accesses` indexed access events.
-
-    Without `store_url`, a SQLite store is synthesized under `work_dir` (or a temporary
-    directory): `synthesize_store` (no signatures: the report never reads them), then
-    `add_cohorts`. With `store_url`, that store must already be filled that way (an empty one
-    is filled). Time = `subject_report()` plus rendering its JSON, as the API answers it (wall
-    clock; the process's CPU time beside it, which other load on the machine does not inflate); with
-    `http`, also the round trip through the real app (in process, `TestClient`). Every timed
-    report is checked (outside the timing) to list `cohorts_per_subject` accesses, and a
+    `cohorts_per_subject` cohorts, over the store at `store_url` of `accesses` indexed access
+    events: one filled by `synthesize_store` (an empty one is filled, without signatures: the
+    report never reads them), then `add_cohorts` (added where missing). Time =
+    `subject_report()` plus rendering its JSON, as the API answers it (wall clock; the
+    process's CPU time beside it, which other load on the machine does not inflate). Every
+    timed report is checked (outside the timing) to list `cohorts_per_subject` accesses, and a
     sample of their proofs to verify against the access's root.
     """
     import random
@@ -951,9 +895,6 @@ def transparency_report_ms(
     from dul.cohort import verify_inclusion
 
     rng = random.Random(seed)  # noqa: S311 - sampling, not cryptography
-    if store_url is None:
-        root = work_dir or Path(tempfile.mkdtemp(prefix="dul-bench-transparency-"))
-        store_url = f"sqlite:///{root / 'transparency.db'}"
     probe = create_store_engine(store_url)
     migrate(probe)
     with probe.connect() as conn:
@@ -1015,29 +956,6 @@ def transparency_report_ms(
         "samples": len(timings),
         "synthesis_s": synthesized,
     }
-    if http:
-        from fastapi.testclient import TestClient
-
-        from audit.app import create_app
-        from audit.auth import AuditRole, audit_tokens
-        from audit.settings import AuditSettings
-
-        tokens = Path(tempfile.mkdtemp(prefix="dul-bench-tokens-")) / "tokens.json"
-        secret = audit_tokens(tokens).create("bench", "", AuditRole.REGULATOR)
-        app = create_app(AuditSettings(database_url=store_url, tokens_path=tokens))
-        headers = {"Authorization": f"Bearer {secret}"}  # the round trip includes the check
-        with TestClient(app, headers=headers) as client:
-            for subject in plan[:20]:
-                client.get(f"/v1/subjects/{subject}/accesses")
-            round_trips: list[float] = []
-            for subject in plan:
-                began = time.perf_counter()
-                response = client.get(f"/v1/subjects/{subject}/accesses")
-                round_trips.append((time.perf_counter() - began) * 1000)
-                if response.status_code != 200:
-                    raise RuntimeError(f"bench: HTTP {response.status_code}")
-        out["transparency_http_p50_ms"] = round(_percentile(round_trips, 0.5), 2)
-        out["transparency_http_p95_ms"] = round(_percentile(round_trips, 0.95), 2)
     engine.dispose()
     return out
 
