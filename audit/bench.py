@@ -31,10 +31,12 @@ log = structlog.get_logger("audit.bench")
 BATCH = 200
 
 
-def fill_chain(home_root: Path, events: int) -> dict[str, Any]:
-    """Starts a private chain under `home_root`, deploys, and records `events` access events
-    in `recordAccesses` batches of 200 pre-signed raw transactions. Returns what the
-    catch-ups need (rpc url, deployment path, head block); the chain keeps running."""
+@contextlib.contextmanager
+def filled_chain(home_root: Path, events: int) -> Iterator[dict[str, Any]]:
+    """A private chain under `home_root`, deployed, with `events` access events recorded in
+    `recordAccesses` batches of 200 pre-signed raw transactions: what the catch-ups need (rpc
+    url, deployment path, head block). The chain stops when the block ends, or when filling it
+    fails or is interrupted (Ctrl-C, SIGTERM) — it used to outlive an interrupted fill."""
     from eth_hash.auto import keccak
     from eth_typing import HexStr
 
@@ -60,74 +62,76 @@ def fill_chain(home_root: Path, events: int) -> dict[str, Any]:
     )
     node = ChainNode(home, settings)
     status = node.start()
-    assert status.rpc_url is not None
-    # This process and the measuring children present the chain's own RPC token.
-    os.environ["DUL_RPC_TOKEN"] = node.issue_token("bench", ("*:*",), 86_400)
-    w3 = connect(status.rpc_url)
-    deployment, _ = deploy(w3, operator, home.deployment, admin_delay=5)
-    world = World(Ledger(w3, deployment), operator).build()
-    agreement = world.activate(world.research_terms(quota=events + 1))
-    domain = access_log_domain(deployment.chain_id, deployment.address("AccessLog"))
-    record_accesses = function("AccessLog", "recordAccesses")
-    gateway = world.gateway
-    nonce = int(w3.eth.get_transaction_count(gateway.address, "pending"))
-    deadline = int(time.time()) + 86_400
-    hashes: list[HexStr] = []
-    started = time.perf_counter()
-    for batch_start in range(0, events, BATCH):
-        records = []
-        for n in range(batch_start, min(events, batch_start + BATCH)):
-            denied = n % 10 == 9
-            request = AccessRequest(
-                request_id=keccak(f"bench {n}".encode()),
-                agreement_id=agreement,
-                dataset_id=world.dataset,
-                field_mask=0b0110,
-                tier=Tier.PSEUDONYMIZED if denied else Tier.DEIDENTIFIED,
-                operation=Operation.QUERY,
-                request_hash=keccak(f"query {n % 97}".encode()),
-                deadline=deadline,
+    try:
+        assert status.rpc_url is not None
+        # This process and the measuring children present the chain's own RPC token.
+        os.environ["DUL_RPC_TOKEN"] = node.issue_token("bench", ("*:*",), 86_400)
+        w3 = connect(status.rpc_url)
+        deployment, _ = deploy(w3, operator, home.deployment, admin_delay=5)
+        world = World(Ledger(w3, deployment), operator).build()
+        agreement = world.activate(world.research_terms(quota=events + 1))
+        domain = access_log_domain(deployment.chain_id, deployment.address("AccessLog"))
+        record_accesses = function("AccessLog", "recordAccesses")
+        gateway = world.gateway
+        nonce = int(w3.eth.get_transaction_count(gateway.address, "pending"))
+        deadline = int(time.time()) + 86_400
+        hashes: list[HexStr] = []
+        started = time.perf_counter()
+        for batch_start in range(0, events, BATCH):
+            records = []
+            for n in range(batch_start, min(events, batch_start + BATCH)):
+                denied = n % 10 == 9
+                request = AccessRequest(
+                    request_id=keccak(f"bench {n}".encode()),
+                    agreement_id=agreement,
+                    dataset_id=world.dataset,
+                    field_mask=0b0110,
+                    tier=Tier.PSEUDONYMIZED if denied else Tier.DEIDENTIFIED,
+                    operation=Operation.QUERY,
+                    request_hash=keccak(f"query {n % 97}".encode()),
+                    deadline=deadline,
+                )
+                signature = world.requester.sign_digest(request.digest(domain))
+                records.append(
+                    AccessRecord(
+                        request,
+                        world.requester.address,
+                        signature,
+                        Decision.DENIED if denied else Decision.GRANTED,
+                        DenyReason.TIER_ABOVE_CEILING if denied else DenyReason.NONE,
+                        cohort_root=b"\0" * 32 if denied else keccak(f"cohort {n}".encode()),
+                        cohort_size=0 if denied else 100 + n % 50,
+                    ).as_abi()
+                )
+            data = record_accesses.encode(records)
+            raw = gateway.sign_transaction(
+                {
+                    "to": deployment.address("AccessLog"),
+                    "data": "0x" + data.hex(),
+                    "gas": 60_000 * len(records) + 500_000,
+                    "gasPrice": 0,
+                    "nonce": nonce,
+                    "chainId": deployment.chain_id,
+                    "value": 0,
+                }
             )
-            signature = world.requester.sign_digest(request.digest(domain))
-            records.append(
-                AccessRecord(
-                    request,
-                    world.requester.address,
-                    signature,
-                    Decision.DENIED if denied else Decision.GRANTED,
-                    DenyReason.TIER_ABOVE_CEILING if denied else DenyReason.NONE,
-                    cohort_root=b"\0" * 32 if denied else keccak(f"cohort {n}".encode()),
-                    cohort_size=0 if denied else 100 + n % 50,
-                ).as_abi()
-            )
-        data = record_accesses.encode(records)
-        raw = gateway.sign_transaction(
-            {
-                "to": deployment.address("AccessLog"),
-                "data": "0x" + data.hex(),
-                "gas": 60_000 * len(records) + 500_000,
-                "gasPrice": 0,
-                "nonce": nonce,
-                "chainId": deployment.chain_id,
-                "value": 0,
-            }
-        )
-        nonce += 1
-        hashes.append(HexStr(w3.eth.send_raw_transaction(raw).to_0x_hex()))
-    for tx_hash in hashes[-1:]:
-        receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=600, poll_latency=0.2)
-        if receipt["status"] != 1:
-            raise RuntimeError(f"bench batch {tx_hash} reverted")
-    failed = [h for h in hashes if w3.eth.get_transaction_receipt(h)["status"] != 1]
-    if failed:
-        raise RuntimeError(f"{len(failed)} bench batches reverted")
-    log.info("bench.filled", events=events, seconds=round(time.perf_counter() - started, 1))
-    return {
-        "rpc_url": status.rpc_url,
-        "deployment": str(home.deployment),
-        "head": w3.eth.block_number,
-        "stop": lambda: node.stop(),
-    }
+            nonce += 1
+            hashes.append(HexStr(w3.eth.send_raw_transaction(raw).to_0x_hex()))
+        for tx_hash in hashes[-1:]:
+            receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=600, poll_latency=0.2)
+            if receipt["status"] != 1:
+                raise RuntimeError(f"bench batch {tx_hash} reverted")
+        failed = [h for h in hashes if w3.eth.get_transaction_receipt(h)["status"] != 1]
+        if failed:
+            raise RuntimeError(f"{len(failed)} bench batches reverted")
+        log.info("bench.filled", events=events, seconds=round(time.perf_counter() - started, 1))
+        yield {
+            "rpc_url": status.rpc_url,
+            "deployment": str(home.deployment),
+            "head": w3.eth.block_number,
+        }
+    finally:
+        node.stop()
 
 
 def _child(kind: str, rpc_url: str, deployment_path: str, to_block: int, url: str) -> None:
@@ -304,8 +308,7 @@ def catchup_rate(
     chain, its home and the stores are removed afterwards (`work_dir`, when given, is kept)."""
     root = work_dir or Path(tempfile.mkdtemp(prefix="dul-bench-audit-"))
     try:
-        chain = fill_chain(root / "home", events)
-        try:
+        with filled_chain(root / "home", events) as chain:
             measured: list[dict[str, dict[str, Any]]] = []
             for _ in range(max(1, rounds)):
                 store = root / f"audit-{uuid.uuid4().hex[:6]}.db"
@@ -317,8 +320,6 @@ def catchup_rate(
                     with scratch_schema(postgres_url) as url:
                         each["postgres"] = _measure("index", chain, url)
                 measured.append(each)
-        finally:
-            chain["stop"]()
     finally:
         if work_dir is None:
             shutil.rmtree(root, ignore_errors=True)

@@ -118,6 +118,40 @@ def test_a_terminated_bench_stops_the_chain_and_gateway_it_started() -> None:
             bench.wait()
 
 
+def test_an_audit_bench_terminated_while_filling_its_chain_stops_it_and_leaves_nothing() -> None:
+    """The audit part's chain is started, deployed and filled before any catch-up: SIGTERM in
+    that window used to leave its node and proxy running and its directory behind."""
+    scratch = Path(tempfile.mkdtemp(prefix="dulb-"))  # short: the node's IPC path is under it
+    bench = subprocess.Popen(
+        [sys.executable, "-c", "from dul.cli.main import app; app()", "bench", "audit",
+         "--events", "1000000"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+        env={**{k: v for k, v in os.environ.items() if not k.endswith("_DATABASE_URL")},
+             "TMPDIR": str(scratch)},  # SQLite only: the fill is what is interrupted
+    )  # fmt: skip
+    try:
+        started: dict[int, str] = {}
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and bench.poll() is None:
+            started = _descendants(bench.pid)
+            if any("rpc_proxy" in c for c in started.values()):
+                break
+            time.sleep(0.2)
+        assert any("anvil" in c for c in started.values()), (started, bench.poll())
+        time.sleep(2)  # deploying, or recording the first of its 1,000,000 accesses
+        bench.send_signal(signal.SIGTERM)
+        _, stderr = bench.communicate(timeout=120)
+        assert bench.returncode == 128 + signal.SIGTERM, stderr.decode()[-2000:]
+        left = {p: c for p, c in started.items() if process_alive(p, c)}
+        assert left == {}
+        assert list(scratch.iterdir()) == []
+    finally:
+        if bench.poll() is None:
+            os.killpg(bench.pid, signal.SIGKILL)
+            bench.wait()
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 def test_bench_sizes_are_bounded_at_the_edge() -> None:
     result = CliRunner().invoke(app, ["bench", "gateway", "--rate", "0"])
     assert result.exit_code == 2
