@@ -62,6 +62,7 @@ def filled_chain(home_root: Path, events: int) -> Iterator[dict[str, Any]]:
     )
     node = ChainNode(home, settings)
     status = node.start()
+    previous = os.environ.get("DUL_RPC_TOKEN")
     try:
         assert status.rpc_url is not None
         # This process and the measuring children present the chain's own RPC token.
@@ -132,6 +133,10 @@ def filled_chain(home_root: Path, events: int) -> Iterator[dict[str, Any]]:
         }
     finally:
         node.stop()
+        if previous is None:  # as `dul.scratch.scratch_stack` leaves it
+            os.environ.pop("DUL_RPC_TOKEN", None)
+        else:
+            os.environ["DUL_RPC_TOKEN"] = previous
 
 
 def _child(kind: str, rpc_url: str, deployment_path: str, to_block: int, url: str) -> None:

@@ -161,10 +161,10 @@ def test_bench_sizes_are_bounded_at_the_edge() -> None:
 def test_bench_audit_and_patients_with_tiny_sizes_report_every_figure(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    token = os.environ.get("DUL_RPC_TOKEN")
     sizes = ["--events", "300", "--indexed", "2000", "--cohort", "30"]
     postgres = os.environ.get(POSTGRES_ENV)
     schemas_before = _bench_schemas(postgres) if postgres else set()
-    monkeypatch.setenv("DUL_RPC_TOKEN", "")  # the bench chain's own token is set: put back after
     # the bench's scratch directories go here (short: a node's IPC socket path is under them)
     scratch = Path(tempfile.mkdtemp(prefix="dulb-"))
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))
@@ -175,6 +175,7 @@ def test_bench_audit_and_patients_with_tiny_sizes_report_every_figure(
         shutil.rmtree(scratch, ignore_errors=True)
     assert result.exit_code == 0, result.output
     assert left == []  # the chain's home, every round's store, the synthesized store: removed
+    assert os.environ.get("DUL_RPC_TOKEN") == token  # the bench chains' own tokens: put back
     figures = json.loads(result.stdout)
     audit = figures["audit"]
     assert audit["indexed_events"] >= 2000
