@@ -86,24 +86,27 @@ def _descendants(root: int) -> dict[int, str]:
     return found
 
 
-def test_a_terminated_bench_stops_the_chain_and_gateway_it_started() -> None:
-    """SIGTERM (what a CI timeout or `kill` sends) ends `dul bench` as Ctrl-C does: its scratch
-    chain, proxy and gateway stop with it. They used to outlive it (the node at 2.7 GB)."""
+def _terminate_bench(
+    args: list[str], ready: str, *, after_s: float = 0.0, env: dict[str, str] | None = None
+) -> dict[int, str]:
+    """Runs `dul bench ARGS`, sends it SIGTERM `after_s` seconds after a process whose command
+    names `ready` is under it, and checks it exits as Ctrl-C does with none of the processes it
+    had started left alive; returns them (pid -> command)."""
     bench = subprocess.Popen(
-        [sys.executable, "-c", "from dul.cli.main import app; app()", "bench", "gateway",
-         "--single", "100000", "--raw-txs", "10", "--raw-batched", "300"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+        [sys.executable, "-c", "from dul.cli.main import app; app()", "bench", *args],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True, env=env,
     )  # fmt: skip
     try:
         started: dict[int, str] = {}
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline and bench.poll() is None:
             started = _descendants(bench.pid)
-            if any("gateway serve" in command for command in started.values()):
+            if any(ready in command for command in started.values()):
                 break
-            time.sleep(0.5)
-        assert any("gateway serve" in c for c in started.values()), started
+            time.sleep(0.2)
+        assert any(ready in c for c in started.values()), (started, bench.poll())
         assert any("anvil" in c for c in started.values()), started
+        time.sleep(after_s)
         bench.send_signal(signal.SIGTERM)
         _, stderr = bench.communicate(timeout=120)
         assert bench.returncode == 128 + signal.SIGTERM, stderr.decode()[-2000:]
@@ -112,43 +115,31 @@ def test_a_terminated_bench_stops_the_chain_and_gateway_it_started() -> None:
             time.sleep(0.5)
         left = {p: c for p, c in started.items() if process_alive(p, c)}
         assert left == {}
+        return started
     finally:
         if bench.poll() is None:
             os.killpg(bench.pid, signal.SIGKILL)
             bench.wait()
+
+
+def test_a_terminated_bench_stops_the_chain_and_gateway_it_started() -> None:
+    """SIGTERM (what a CI timeout or `kill` sends) ends `dul bench` as Ctrl-C does: its scratch
+    chain, proxy and gateway stop with it. They used to outlive it (the node at 2.7 GB)."""
+    args = ["gateway", "--single", "100000", "--raw-txs", "10", "--raw-batched", "300"]
+    _terminate_bench(args, "gateway serve")
 
 
 def test_an_audit_bench_terminated_while_filling_its_chain_stops_it_and_leaves_nothing() -> None:
     """The audit part's chain is started, deployed and filled before any catch-up: SIGTERM in
     that window used to leave its node and proxy running and its directory behind."""
     scratch = Path(tempfile.mkdtemp(prefix="dulb-"))  # short: the node's IPC path is under it
-    bench = subprocess.Popen(
-        [sys.executable, "-c", "from dul.cli.main import app; app()", "bench", "audit",
-         "--events", "1000000"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
-        env={**{k: v for k, v in os.environ.items() if not k.endswith("_DATABASE_URL")},
-             "TMPDIR": str(scratch)},  # SQLite only: the fill is what is interrupted
-    )  # fmt: skip
+    env = {**{k: v for k, v in os.environ.items() if not k.endswith("_DATABASE_URL")},
+           "TMPDIR": str(scratch)}  # SQLite only: the fill is what is interrupted  # fmt: skip
     try:
-        started: dict[int, str] = {}
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and bench.poll() is None:
-            started = _descendants(bench.pid)
-            if any("rpc_proxy" in c for c in started.values()):
-                break
-            time.sleep(0.2)
-        assert any("anvil" in c for c in started.values()), (started, bench.poll())
-        time.sleep(2)  # deploying, or recording the first of its 1,000,000 accesses
-        bench.send_signal(signal.SIGTERM)
-        _, stderr = bench.communicate(timeout=120)
-        assert bench.returncode == 128 + signal.SIGTERM, stderr.decode()[-2000:]
-        left = {p: c for p, c in started.items() if process_alive(p, c)}
-        assert left == {}
+        # 2 s after its proxy answers: deploying, or recording the first of 1,000,000 accesses
+        _terminate_bench(["audit", "--events", "1000000"], "rpc_proxy", after_s=2, env=env)
         assert list(scratch.iterdir()) == []
     finally:
-        if bench.poll() is None:
-            os.killpg(bench.pid, signal.SIGKILL)
-            bench.wait()
         shutil.rmtree(scratch, ignore_errors=True)
 
 

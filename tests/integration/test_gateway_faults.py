@@ -497,9 +497,9 @@ class Load:
             connection = Connection(self.url, self.token)
             while queue:
                 await self.sending.wait()
-                body = queue.popleft() if queue else None
-                if body is None:
+                if not queue:  # another client took the last one meanwhile
                     break
+                body = queue.popleft()
                 reply = await connection.request("POST", "/v1/access-requests", body)
                 if reply.status == 201:
                     self.answers[body["request_id"]] = reply
